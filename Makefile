@@ -1,0 +1,91 @@
+# taskwire — every command the team runs. `make help` lists them.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+TOOLS := .tools
+BUF := $(TOOLS)/node_modules/.bin/buf
+BUF_VERSION := 1.75.0
+PROTO_DIR := protos
+PROTO_FILES := $(wildcard $(PROTO_DIR)/taskwire/v1/*.proto)
+# Parallel test workers: all cores unless told otherwise.
+PYTEST_WORKERS ?= auto
+
+.PHONY: help
+help: ## List the targets.
+	@grep -E '^[a-z][a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "taskwire needs Python 3.11+"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+.PHONY: install
+install: $(STAMP) ## Create .venv and install taskwire with its dev tools.
+
+$(BUF):
+	mkdir -p $(TOOLS)
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS) @bufbuild/buf@$(BUF_VERSION)
+
+.PHONY: protos
+protos: $(STAMP) ## Regenerate the Python stubs from protos/.
+	$(call generate,$(PROTO_DIR))
+
+# generate(out_dir): run protoc with the Python, gRPC and mypy plugins.
+define generate
+	$(PY) -m grpc_tools.protoc -I $(PROTO_DIR) \
+	  --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
+	  --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
+	  --python_out=$(1) --grpc_python_out=$(1) --mypy_out=$(1) --mypy_grpc_out=$(1) \
+	  $(PROTO_FILES)
+endef
+
+.PHONY: protos-check
+protos-check: $(STAMP) $(BUF) ## Fail when the committed stubs are stale or buf lint complains.
+	$(BUF) lint
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  $(call generate,$$tmp) && \
+	  for f in $$(cd $$tmp && find . -name '*_pb2*' -type f); do \
+	    diff -q "$$tmp/$$f" "$(PROTO_DIR)/$$f" >/dev/null || { echo "stale stub: $(PROTO_DIR)/$$f (run 'make protos')"; exit 1; }; \
+	  done; echo "protos: stubs fresh, buf lint clean"
+
+.PHONY: lint
+lint: $(STAMP) ## ruff check and format check.
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+.PHONY: fmt
+fmt: $(STAMP) ## Apply ruff fixes and formatting.
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+.PHONY: typecheck
+typecheck: $(STAMP) ## mypy --strict on our code (generated stubs excluded).
+	$(BIN)/mypy
+
+.PHONY: test
+test: $(STAMP) protos-check lint typecheck ## Everything CI checks: stubs, lint, types, the whole suite.
+	$(BIN)/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider
+
+.PHONY: unit
+unit: $(STAMP) ## The unit tests only, fast.
+	$(BIN)/pytest tests/unit -q
+
+.PHONY: run
+run: $(STAMP) ## Start the control plane (SQLite store) with a local worker, in the foreground.
+	$(BIN)/taskwire-server --with-local-worker
+
+.PHONY: bench
+bench: $(STAMP) ## Run the benchmarks and print the comparison.
+	$(PY) -m bench
+
+.PHONY: clean
+clean: ## Remove the virtualenv, tools and caches.
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

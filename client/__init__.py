@@ -1,0 +1,1 @@
+"""taskwire Python SDK."""

@@ -1,0 +1,1 @@
+"""taskwire control-plane server."""
