@@ -1,0 +1,101 @@
+"""Effects: what the engine must carry out after a transition.
+
+The pure transition functions only describe them; the engine performs them
+(queue, timers, worker streams, follow-up transitions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from server.domain._models import Reason
+from server.domain._states import ReasonCode, State
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueue:
+    """The task run became PENDING: put it at the back of the queue."""
+
+    task_run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dequeue:
+    """The task run left PENDING without being dispatched: take it out of the queue."""
+
+    task_run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRetry:
+    """Apply RetryDue to the task run at `at`."""
+
+    task_run_id: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ArmAttemptTimeout:
+    """Apply TaskTimedOut(attempt) to the task run at `at` unless the attempt ended first."""
+
+    task_run_id: str
+    attempt: int
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnded:
+    """The attempt is over as far as the server is concerned: disarm its timers."""
+
+    task_run_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOnWorker:
+    """Send a cancel for the attempt down its worker's stream; give up waiting after a grace period."""
+
+    task_run_id: str
+    attempt: int
+    worker_id: str
+    reason: Reason
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRunFinished:
+    """The task run reached a terminal state: release its dependents and settle its execution."""
+
+    task_run_id: str
+    execution_id: str
+    state: State
+
+
+@dataclass(frozen=True, slots=True)
+class PropagateCancel:
+    """Apply CancelRequested(reason) to every active task run of the execution."""
+
+    execution_id: str
+    code: ReasonCode
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionFinished:
+    """The execution reached a terminal state: disarm its deadline, end its watchers."""
+
+    execution_id: str
+    state: State
+
+
+Effect = (
+    Enqueue
+    | Dequeue
+    | ScheduleRetry
+    | ArmAttemptTimeout
+    | AttemptEnded
+    | CancelOnWorker
+    | TaskRunFinished
+    | PropagateCancel
+    | ExecutionFinished
+)

@@ -1,0 +1,225 @@
+"""What a client asks for (specs), how it is validated, and the records it creates.
+
+Validation errors name the field by path (`execution.tasks[1].depends_on`) so a
+person can find the mistake, whatever client they used.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from server.domain._errors import ValidationError
+from server.domain._models import MAX_ATTEMPTS_LIMIT, Execution, Payload, Reason, RetryPolicy, TaskRun
+from server.domain._states import ReasonCode, State
+
+DEFAULT_TASK_ID = "main"
+_TASK_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size limits a server enforces on what it accepts."""
+
+    max_payload_bytes: int = 2 * 1024 * 1024
+    max_tasks: int = 1000
+    max_name_chars: int = 256
+    max_key_chars: int = 256
+    max_metadata_entries: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    handler: str
+    task_id: str = ""
+    input: Payload = field(default_factory=Payload)
+    depends_on: tuple[str, ...] = ()
+    timeout: timedelta | None = None
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionSpec:
+    tasks: tuple[TaskSpec, ...]
+    name: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    timeout: timedelta | None = None
+    not_before: datetime | None = None
+    idempotency_key: str = ""
+
+
+def _positive(value: timedelta | None, where: str) -> None:
+    if value is not None and value <= timedelta(0):
+        raise ValidationError(where, f"must be positive, got {value.total_seconds():g}s")
+
+
+def _validate_retry_policy(policy: RetryPolicy, where: str) -> RetryPolicy:
+    if not 0 <= policy.max_attempts <= MAX_ATTEMPTS_LIMIT:
+        raise ValidationError(
+            f"{where}.max_attempts", f"must be between 1 and {MAX_ATTEMPTS_LIMIT}, got {policy.max_attempts}"
+        )
+    _positive(policy.initial_interval, f"{where}.initial_interval")
+    if policy.backoff_coefficient != 0 and policy.backoff_coefficient < 1:
+        raise ValidationError(f"{where}.backoff_coefficient", f"must be at least 1, got {policy.backoff_coefficient}")
+    _positive(policy.maximum_interval, f"{where}.maximum_interval")
+    if policy.maximum_interval is not None and policy.maximum_interval < policy.initial_interval:
+        raise ValidationError(f"{where}.maximum_interval", "must not be shorter than initial_interval")
+    for i, name in enumerate(policy.non_retryable_error_types):
+        if not name.strip():
+            raise ValidationError(f"{where}.non_retryable_error_types[{i}]", "must not be empty")
+    return replace(
+        policy,
+        max_attempts=policy.max_attempts or 1,
+        backoff_coefficient=policy.backoff_coefficient or 2.0,
+    )
+
+
+def _validate_payload(payload: Payload, where: str, limits: Limits) -> None:
+    if len(payload.data) > limits.max_payload_bytes:
+        raise ValidationError(
+            where,
+            f"payload of {len(payload.data)} bytes is over the limit of {limits.max_payload_bytes} bytes",
+        )
+    if payload.is_json:
+        try:
+            json.loads(payload.data)
+        except ValueError as error:
+            raise ValidationError(where, f"is not valid JSON ({error})") from None
+
+
+def find_cycle(depends_on: Mapping[str, Sequence[str]]) -> list[str] | None:
+    """A dependency cycle as a path that starts and ends on the same task, or None."""
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(node: str) -> list[str] | None:
+        if node in visiting:
+            return [*visiting[visiting.index(node) :], node]
+        if node in done:
+            return None
+        visiting.append(node)
+        for dependency in depends_on.get(node, ()):
+            cycle = visit(dependency)
+            if cycle:
+                return cycle
+        visiting.pop()
+        done.add(node)
+        return None
+
+    for node in depends_on:
+        cycle = visit(node)
+        if cycle:
+            return cycle
+    return None
+
+
+def validate_execution_spec(spec: ExecutionSpec, limits: Limits, where: str = "execution") -> ExecutionSpec:
+    """Check every field; return the spec with defaults filled in, or raise ValidationError."""
+    if not spec.tasks:
+        raise ValidationError(f"{where}.tasks", "at least one task is required")
+    if len(spec.tasks) > limits.max_tasks:
+        raise ValidationError(f"{where}.tasks", f"at most {limits.max_tasks} tasks, got {len(spec.tasks)}")
+    if len(spec.name) > limits.max_name_chars:
+        raise ValidationError(f"{where}.name", f"at most {limits.max_name_chars} characters")
+    if len(spec.idempotency_key) > limits.max_key_chars:
+        raise ValidationError(f"{where}.idempotency_key", f"at most {limits.max_key_chars} characters")
+    if len(spec.metadata) > limits.max_metadata_entries:
+        raise ValidationError(f"{where}.metadata", f"at most {limits.max_metadata_entries} entries")
+    for key, value in spec.metadata.items():
+        if not key or len(key) > 128:
+            raise ValidationError(f"{where}.metadata", f"keys must have 1 to 128 characters, got {key!r}")
+        if len(value) > 1024:
+            raise ValidationError(f"{where}.metadata[{key!r}]", "values must have at most 1024 characters")
+    _positive(spec.timeout, f"{where}.timeout")
+
+    tasks: list[TaskSpec] = []
+    seen: dict[str, int] = {}
+    for i, task in enumerate(spec.tasks):
+        at = f"{where}.tasks[{i}]"
+        task_id = task.task_id or (DEFAULT_TASK_ID if len(spec.tasks) == 1 else "")
+        if not task_id:
+            raise ValidationError(f"{at}.task_id", "required when an execution has more than one task")
+        if not _TASK_ID.match(task_id):
+            raise ValidationError(f"{at}.task_id", f"{task_id!r} must be 1-128 characters of [A-Za-z0-9_.-]")
+        if task_id in seen:
+            raise ValidationError(f"{at}.task_id", f"duplicate task id {task_id!r} (also tasks[{seen[task_id]}])")
+        seen[task_id] = i
+        handler = task.handler.strip()
+        if not handler:
+            raise ValidationError(f"{at}.handler", "must not be empty")
+        if len(handler) > 256 or handler != task.handler:
+            raise ValidationError(f"{at}.handler", "must be at most 256 characters with no surrounding spaces")
+        _validate_payload(task.input, f"{at}.input", limits)
+        _positive(task.timeout, f"{at}.timeout")
+        policy = _validate_retry_policy(task.retry_policy, f"{at}.retry_policy")
+        tasks.append(replace(task, task_id=task_id, retry_policy=policy))
+
+    for i, task in enumerate(tasks):
+        at = f"{where}.tasks[{i}].depends_on"
+        if len(set(task.depends_on)) != len(task.depends_on):
+            raise ValidationError(at, "lists a task more than once")
+        for dependency in task.depends_on:
+            if dependency == task.task_id:
+                raise ValidationError(at, f"task {task.task_id!r} cannot depend on itself")
+            if dependency not in seen:
+                raise ValidationError(at, f"unknown task id {dependency!r}")
+    cycle = find_cycle({task.task_id: task.depends_on for task in tasks})
+    if cycle:
+        raise ValidationError(f"{where}.tasks", "dependency cycle " + " -> ".join(cycle))
+    return replace(spec, tasks=tuple(tasks), name=spec.name or tasks[0].handler)
+
+
+def create_execution(
+    spec: ExecutionSpec, *, execution_id: str, task_run_ids: Sequence[str], now: datetime
+) -> tuple[Execution, tuple[TaskRun, ...]]:
+    """The records of a new execution from a validated spec, all stamped `now`.
+
+    A spec with a future not_before makes the execution and its root tasks
+    WAITING(SCHEDULED); tasks with dependencies start WAITING(DEPENDENCIES);
+    the rest are PENDING.
+    """
+    assert len(task_run_ids) == len(spec.tasks)
+    not_before = spec.not_before if spec.not_before is not None and spec.not_before > now else None
+    scheduled = not_before is not None
+    schedule_reason = Reason(ReasonCode.SCHEDULED, f"scheduled for {not_before.isoformat()}") if not_before else None
+    execution = Execution(
+        id=execution_id,
+        name=spec.name,
+        state=State.WAITING if scheduled else State.PENDING,
+        reason=schedule_reason,
+        created_at=now,
+        updated_at=now,
+        metadata=dict(spec.metadata),
+        deadline=now + spec.timeout if spec.timeout is not None else None,
+        not_before=spec.not_before if scheduled else None,
+        idempotency_key=spec.idempotency_key,
+    )
+    task_runs = []
+    for task_run_id, task in zip(task_run_ids, spec.tasks, strict=True):
+        state, reason, not_before = State.PENDING, None, None
+        if task.depends_on:
+            waiting_for = ", ".join(repr(d) for d in task.depends_on)
+            state, reason = State.WAITING, Reason(ReasonCode.DEPENDENCIES, f"waiting for {waiting_for}")
+        elif scheduled:
+            state, reason, not_before = State.WAITING, schedule_reason, spec.not_before
+        task_runs.append(
+            TaskRun(
+                id=task_run_id,
+                execution_id=execution_id,
+                task_id=task.task_id,
+                handler=task.handler,
+                input=task.input,
+                depends_on=task.depends_on,
+                timeout=task.timeout,
+                retry_policy=task.retry_policy,
+                state=state,
+                reason=reason,
+                created_at=now,
+                updated_at=now,
+                not_before=not_before,
+            )
+        )
+    return execution, tuple(task_runs)
