@@ -1,0 +1,219 @@
+"""Start real taskwire processes for tests: a server on an ephemeral loopback port, worker agents.
+
+Everything waits on conditions (a readiness line, a process exit, an RPC
+answer), never on fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+
+from taskwire.v1 import task_service_pb2 as tpb
+from taskwire.v1 import task_service_pb2_grpc
+
+BIN = Path(sys.executable).parent
+READY = re.compile(r"taskwire-server listening on (\S+)")
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T | None], *, timeout_s: float = 20.0, what: str = "condition") -> T:
+    """Poll `condition` until it returns something truthy; the poll interval grows from 10 ms to 200 ms.
+
+    Used only where no event exists to wait on (a state inside another process).
+    """
+    deadline = time.monotonic() + timeout_s
+    pause = 0.01
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
+
+
+@dataclass
+class Process:
+    """A child process whose output is collected in the background."""
+
+    args: list[str]
+    popen: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+    _seen: threading.Condition = field(default_factory=threading.Condition)
+
+    def __post_init__(self) -> None:
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            with self._seen:
+                self.lines.append(line.rstrip("\n"))
+                self._seen.notify_all()
+        with self._seen:
+            self._seen.notify_all()
+
+    @property
+    def output(self) -> str:
+        with self._seen:
+            return "\n".join(self.lines)
+
+    def wait_for_line(self, pattern: str | re.Pattern[str], *, timeout_s: float = 20.0) -> re.Match[str]:
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout_s
+        index = 0
+        with self._seen:
+            while True:
+                for line in self.lines[index:]:
+                    match = regex.search(line)
+                    if match:
+                        return match
+                index = len(self.lines)
+                remaining = deadline - time.monotonic()
+                if self.popen.poll() is not None and index == len(self.lines):
+                    raise RuntimeError(
+                        f"{self.args[0]} exited ({self.popen.returncode}) before {regex.pattern!r}:\n{self.output}"
+                    )
+                if remaining <= 0:
+                    raise TimeoutError(f"no line matching {regex.pattern!r} within {timeout_s}s:\n{self.output}")
+                self._seen.wait(min(remaining, 0.5))
+
+    def signal(self, signum: int) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signum)
+
+    def wait(self, timeout_s: float = 20.0) -> int:
+        return self.popen.wait(timeout=timeout_s)
+
+    def stop(self, timeout_s: float = 20.0) -> int:
+        """SIGTERM, then SIGKILL if it does not exit in time. Returns the exit code."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                return self.popen.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+        return self.popen.wait(timeout=timeout_s)
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as in a crash."""
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait(timeout=20)
+
+
+def spawn(args: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> Process:
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    popen = subprocess.Popen(
+        list(args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+    )
+    return Process(args=list(args), popen=popen)
+
+
+@dataclass
+class ServerProcess:
+    process: Process
+    address: str
+    db_path: Path
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.address)
+
+    def stats(self) -> tpb.GetStatsResponse:
+        with self.channel() as channel:
+            response: tpb.GetStatsResponse = task_service_pb2_grpc.TaskServiceStub(channel).GetStats(
+                tpb.GetStatsRequest(), timeout=5
+            )
+            return response
+
+    def wait_for_workers(self, count: int, *, timeout_s: float = 20.0) -> None:
+        wait_for(
+            lambda: self.stats().connected_workers >= count,
+            timeout_s=timeout_s,
+            what=f"{count} connected worker(s)",
+        )
+
+
+def start_server(db_path: Path, *extra_args: str, env: dict[str, str] | None = None) -> ServerProcess:
+    """A real `taskwire-server` on 127.0.0.1 with an ephemeral port and a real SQLite file."""
+    process = spawn(
+        [str(BIN / "taskwire-server"), "--listen", "127.0.0.1:0", "--db", str(db_path), *extra_args], env=env
+    )
+    try:
+        address = process.wait_for_line(READY).group(1)
+    except BaseException:
+        process.kill()
+        raise
+    return ServerProcess(process=process, address=address, db_path=db_path)
+
+
+def start_worker(
+    address: str,
+    *extra_args: str,
+    handlers: str = "worker_agent.demo",
+    slots: int = 4,
+    name: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Process:
+    """A real `taskwire-worker` process connected to `address`; returns once it says it is connected."""
+    args = [str(BIN / "taskwire-worker"), "--server", address, "--handlers", handlers, "--slots", str(slots)]
+    if name:
+        args += ["--name", name]
+    process = spawn([*args, *extra_args], env=env)
+    try:
+        process.wait_for_line("connected")
+    except BaseException:
+        process.kill()
+        raise
+    return process
+
+
+@dataclass
+class Cluster:
+    """Processes started by a test, torn down in reverse order at the end."""
+
+    tmp_path: Path
+    processes: list[Process] = field(default_factory=list)
+
+    def server(
+        self, *extra_args: str, db_name: str = "taskwire.db", env: dict[str, str] | None = None
+    ) -> ServerProcess:
+        server = start_server(self.tmp_path / db_name, *extra_args, env=env)
+        self.processes.append(server.process)
+        return server
+
+    def worker(self, server: ServerProcess, *extra_args: str, **kwargs: object) -> Process:
+        worker = start_worker(server.address, *extra_args, **kwargs)  # type: ignore[arg-type]
+        self.processes.append(worker)
+        return worker
+
+    def close(self) -> None:
+        for process in reversed(self.processes):
+            process.kill()
+
+
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    running = Cluster(tmp_path)
+    try:
+        yield running
+    finally:
+        running.close()

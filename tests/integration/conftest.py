@@ -1,0 +1,22 @@
+"""Fixtures for tests that run real taskwire processes on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Cluster, ServerProcess, cluster
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Cluster]:
+    """Start servers and workers with `procs.server(...)` / `procs.worker(server, ...)`; all are killed at the end."""
+    yield from cluster(tmp_path)
+
+
+@pytest.fixture
+def server(procs: Cluster) -> ServerProcess:
+    """A fresh server on 127.0.0.1:<ephemeral> with its own SQLite file, short leases for fast tests."""
+    return procs.server("--lease-timeout", "2", "--heartbeat-interval", "0.5", "--cancel-grace", "2")
