@@ -1,1 +1,92 @@
-"""taskwire Python SDK."""
+"""taskwire Python SDK: submit tasks to a taskwire server, follow them, and collect their results.
+
+    from client import Client
+
+    with Client("127.0.0.1:50051") as client:
+        execution = client.submit("echo", {"hello": "world"})
+        print(client.wait(execution.id))
+
+`AsyncClient` offers the same calls for asyncio. Values in and out are plain
+dataclasses and enums (the domain's own records), `timedelta`s and decoded JSON.
+"""
+
+from client._async import AsyncClient
+from client._common import DEFAULT_ADDRESS, DEFAULT_TIMEOUT
+from client._errors import ExecutionCancelled, ExecutionFailed, ServerUnavailable, WaitTimeout
+from client._events import ExecutionTransition, LogLevel, TaskLog, TaskProgress, TaskRunTransition, WatchEvent
+from client._models import (
+    ExecutionSnapshot,
+    HandlerStats,
+    QueueStats,
+    RpcRetry,
+    Stats,
+    SubmitResult,
+    WorkerInfo,
+)
+from client._sync import Client
+from server.domain import (
+    AdmissionTimeout,
+    Attempt,
+    AttemptOutcome,
+    ErrorInfo,
+    Execution,
+    ExecutionSpec,
+    IdempotencyConflict,
+    InvalidTransition,
+    NotFound,
+    Payload,
+    QueueFull,
+    Reason,
+    ReasonCode,
+    RetryPolicy,
+    ShuttingDown,
+    State,
+    TaskRun,
+    TaskSpec,
+    TaskwireError,
+    ValidationError,
+)
+
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "DEFAULT_TIMEOUT",
+    "AdmissionTimeout",
+    "AsyncClient",
+    "Attempt",
+    "AttemptOutcome",
+    "Client",
+    "ErrorInfo",
+    "Execution",
+    "ExecutionCancelled",
+    "ExecutionFailed",
+    "ExecutionSnapshot",
+    "ExecutionSpec",
+    "ExecutionTransition",
+    "HandlerStats",
+    "IdempotencyConflict",
+    "InvalidTransition",
+    "LogLevel",
+    "NotFound",
+    "Payload",
+    "QueueFull",
+    "QueueStats",
+    "Reason",
+    "ReasonCode",
+    "RetryPolicy",
+    "RpcRetry",
+    "ServerUnavailable",
+    "ShuttingDown",
+    "State",
+    "Stats",
+    "SubmitResult",
+    "TaskLog",
+    "TaskProgress",
+    "TaskRun",
+    "TaskRunTransition",
+    "TaskSpec",
+    "TaskwireError",
+    "ValidationError",
+    "WaitTimeout",
+    "WatchEvent",
+    "WorkerInfo",
+]

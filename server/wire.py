@@ -140,9 +140,18 @@ def cancel_reason_to_proto(code: d.ReasonCode) -> wpb.CancelReason.ValueType:
     return _CANCEL_REASON.get(code, wpb.CANCEL_REASON_REQUESTED)
 
 
-def _reason_from(code: int, message: str) -> d.Reason | None:
+def outcome_from_proto(value: int) -> d.AttemptOutcome | None:
+    """An attempt outcome; None for ATTEMPT_OUTCOME_UNSPECIFIED (a transition that ended no attempt)."""
+    return _PROTO_TO_OUTCOME.get(value)
+
+
+def reason_from_proto(code: int, message: str) -> d.Reason | None:
+    """A reason code with its message; None for REASON_CODE_UNSPECIFIED."""
     reason = reason_code_from_proto(code)
     return d.Reason(reason, message) if reason is not None else None
+
+
+_reason_from = reason_from_proto
 
 
 # ---- Specs (client → server) --------------------------------------------------------------------
@@ -418,6 +427,26 @@ def status_for(error: d.TaskwireError) -> grpc.StatusCode:
 def error_class_for(code: grpc.StatusCode) -> type[d.TaskwireError]:
     """The taskwire error class a client raises for a status code (TaskwireError when none fits)."""
     return _ERROR_BY_STATUS.get(code, d.TaskwireError)
+
+
+def error_from_status(code: grpc.StatusCode, details: str) -> d.TaskwireError:
+    """The error a client raises for a failed call: the class `error_class_for(code)`, the server's message.
+
+    Only `message` (and, for a ValidationError, `field` and `problem`) are known on the client side; the
+    other attributes of the server-side error do not cross the wire.
+    """
+    cls = error_class_for(code)
+    error = cls.__new__(cls)
+    d.TaskwireError.__init__(error, details or f"the server answered {code.name}")
+    if isinstance(error, d.ValidationError):
+        field, separator, problem = details.partition(": ")
+        error.field, error.problem = (field, problem) if separator else ("", details)
+    return error
+
+
+def error_from_status_name(name: str, details: str) -> d.TaskwireError:
+    """`error_from_status` for a status code given by name (SubmitResult.error_code)."""
+    return error_from_status(_STATUS_BY_NAME.get(name, grpc.StatusCode.UNKNOWN), details)
 
 
 def submit_result_error(error: d.TaskwireError) -> tuple[str, str]:

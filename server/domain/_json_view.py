@@ -10,12 +10,11 @@ payloads are inlined as JSON (other payloads as base64 with their content type).
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from server.domain._models import Attempt, ErrorInfo, Execution, Payload, Reason, RetryPolicy, TaskRun
+from server.domain._models import Attempt, ErrorInfo, Execution, Payload, Reason, RetryPolicy, TaskRun, loads_json
 
 JSON_VIEW_VERSION = "taskwire.v1"
 
@@ -41,7 +40,7 @@ def payload_view(payload: Payload | None) -> Any:
         return None
     if payload.is_json:
         try:
-            return json.loads(payload.data)
+            return loads_json(payload.data)
         except ValueError:
             pass
     return {"content_type": payload.content_type, "base64": base64.b64encode(payload.data).decode("ascii")}

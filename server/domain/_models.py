@@ -7,9 +7,11 @@ reason or a terminal one without its reason cannot exist.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from server.domain._states import (
     TERMINAL_REASONS,
@@ -20,6 +22,21 @@ from server.domain._states import (
 )
 
 JSON_CONTENT_TYPE = "application/json"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads_json(data: bytes) -> Any:
+    """Parse JSON text strictly: NaN and Infinity are refused, and so is nesting too deep to parse.
+
+    Raises ValueError for anything that is not JSON by RFC 8259.
+    """
+    try:
+        return json.loads(data, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +102,15 @@ class RetryPolicy:
 
     def delay_after(self, failed_attempt: int) -> timedelta:
         """The backoff before the attempt that follows attempt number `failed_attempt`."""
-        scaled = self.initial_interval.total_seconds() * self.backoff_coefficient ** (failed_attempt - 1)
-        return min(timedelta(seconds=scaled), self.effective_maximum_interval)
+        cap = self.effective_maximum_interval
+        try:
+            scaled = self.initial_interval.total_seconds() * self.backoff_coefficient ** (failed_attempt - 1)
+        except OverflowError:
+            return cap
+        # Compare as seconds first: a large exponent would overflow timedelta before min() could cap it.
+        if not scaled < cap.total_seconds():
+            return cap
+        return min(timedelta(seconds=scaled), cap)
 
     def allows_retry_of(self, error: ErrorInfo | None) -> bool:
         """False when the error is marked non-retryable by the handler or by this policy."""

@@ -6,14 +6,14 @@ person can find the mistake, whatever client they used.
 
 from __future__ import annotations
 
-import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from server.domain._errors import ValidationError
-from server.domain._models import MAX_ATTEMPTS_LIMIT, Execution, Payload, Reason, RetryPolicy, TaskRun
+from server.domain._models import MAX_ATTEMPTS_LIMIT, Execution, Payload, Reason, RetryPolicy, TaskRun, loads_json
 from server.domain._states import ReasonCode, State
 
 DEFAULT_TASK_ID = "main"
@@ -62,8 +62,9 @@ def _validate_retry_policy(policy: RetryPolicy, where: str) -> RetryPolicy:
             f"{where}.max_attempts", f"must be between 1 and {MAX_ATTEMPTS_LIMIT}, got {policy.max_attempts}"
         )
     _positive(policy.initial_interval, f"{where}.initial_interval")
-    if policy.backoff_coefficient != 0 and policy.backoff_coefficient < 1:
-        raise ValidationError(f"{where}.backoff_coefficient", f"must be at least 1, got {policy.backoff_coefficient}")
+    coefficient = policy.backoff_coefficient
+    if not math.isfinite(coefficient) or (coefficient != 0 and coefficient < 1):
+        raise ValidationError(f"{where}.backoff_coefficient", f"must be a finite number at least 1, got {coefficient}")
     _positive(policy.maximum_interval, f"{where}.maximum_interval")
     if policy.maximum_interval is not None and policy.maximum_interval < policy.initial_interval:
         raise ValidationError(f"{where}.maximum_interval", "must not be shorter than initial_interval")
@@ -85,34 +86,36 @@ def _validate_payload(payload: Payload, where: str, limits: Limits) -> None:
         )
     if payload.is_json:
         try:
-            json.loads(payload.data)
+            loads_json(payload.data)
         except ValueError as error:
             raise ValidationError(where, f"is not valid JSON ({error})") from None
 
 
 def find_cycle(depends_on: Mapping[str, Sequence[str]]) -> list[str] | None:
-    """A dependency cycle as a path that starts and ends on the same task, or None."""
-    visiting: list[str] = []
+    """A dependency cycle as a path that starts and ends on the same task, or None.
+
+    A depth-first search with an explicit stack: a chain of a thousand tasks must
+    not exhaust Python's recursion limit.
+    """
     done: set[str] = set()
-
-    def visit(node: str) -> list[str] | None:
-        if node in visiting:
-            return [*visiting[visiting.index(node) :], node]
-        if node in done:
-            return None
-        visiting.append(node)
-        for dependency in depends_on.get(node, ()):
-            cycle = visit(dependency)
-            if cycle:
-                return cycle
-        visiting.pop()
-        done.add(node)
-        return None
-
-    for node in depends_on:
-        cycle = visit(node)
-        if cycle:
-            return cycle
+    for root in depends_on:
+        if root in done:
+            continue
+        path, on_path = [root], {root}
+        pending = [iter(depends_on.get(root, ()))]
+        while pending:
+            dependency = next(pending[-1], None)
+            if dependency is None:
+                node = path.pop()
+                on_path.discard(node)
+                done.add(node)
+                pending.pop()
+            elif dependency in on_path:
+                return [*path[path.index(dependency) :], dependency]
+            elif dependency not in done:
+                path.append(dependency)
+                on_path.add(dependency)
+                pending.append(iter(depends_on.get(dependency, ())))
     return None
 
 
@@ -142,7 +145,7 @@ def validate_execution_spec(spec: ExecutionSpec, limits: Limits, where: str = "e
         task_id = task.task_id or (DEFAULT_TASK_ID if len(spec.tasks) == 1 else "")
         if not task_id:
             raise ValidationError(f"{at}.task_id", "required when an execution has more than one task")
-        if not _TASK_ID.match(task_id):
+        if not _TASK_ID.fullmatch(task_id):
             raise ValidationError(f"{at}.task_id", f"{task_id!r} must be 1-128 characters of [A-Za-z0-9_.-]")
         if task_id in seen:
             raise ValidationError(f"{at}.task_id", f"duplicate task id {task_id!r} (also tasks[{seen[task_id]}])")

@@ -16,6 +16,7 @@ That is the fencing of at-least-once delivery, and it lives here, in one place.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -311,7 +312,9 @@ def _on_cancel_settled(task_run: TaskRun, event: object, now: datetime) -> Trans
 
 def _on_progress(task_run: TaskRun, event: object, now: datetime) -> Transition[TaskRun]:
     assert isinstance(event, TaskProgressed)
-    progress = Progress(fraction=min(max(event.fraction, 0.0), 1.0), message=event.message)
+    # NaN would never compare equal to itself (every replay would apply) and is not JSON: read it as 0.
+    fraction = 0.0 if math.isnan(event.fraction) else min(max(event.fraction, 0.0), 1.0)
+    progress = Progress(fraction=fraction, message=event.message)
     if task_run.progress == progress:
         return _noop(task_run)
     return Transition(
@@ -330,9 +333,9 @@ def _becomes_eligible(expected: ReasonCode) -> Callable[[TaskRun, object, dateti
             raise InvalidTransition(
                 entity="task run",
                 entity_id=task_run.id,
-                state=f"WAITING({task_run.reason.code})",
+                state=task_run.state,
                 event=event_name(event),  # type: ignore[arg-type]
-                reason=f"only a task run WAITING({expected}) can become eligible this way",
+                reason=f"it waits for {task_run.reason.code}; only WAITING({expected}) can become eligible this way",
             )
         record = dataclasses.replace(
             task_run,
@@ -355,9 +358,9 @@ def _on_dependencies_failed(task_run: TaskRun, event: object, now: datetime) -> 
         raise InvalidTransition(
             entity="task run",
             entity_id=task_run.id,
-            state=f"WAITING({task_run.reason.code})",
+            state=task_run.state,
             event="DependenciesFailed",
-            reason="the task run is not waiting for dependencies",
+            reason=f"it waits for {task_run.reason.code}, not for dependencies",
         )
     reason = Reason(ReasonCode.UPSTREAM_FAILED, f"dependency {event.task_id!r} did not succeed")
     return _finish(_ended(task_run, State.CANCELLED, reason, now))
@@ -416,7 +419,8 @@ def _attempt_fence(task_run: TaskRun, event: TaskRunEvent) -> bool:
         current = task_run.current_attempt
         if current is not None and event.attempt <= current.number:
             return event.attempt < current.number or not current.is_running
-    raise InvalidTransition(
+    error = TerminalStateError if task_run.state.is_terminal else InvalidTransition
+    raise error(
         entity="task run",
         entity_id=task_run.id,
         state=task_run.state,

@@ -1,0 +1,277 @@
+"""`AsyncClient`: the asyncio SDK over grpc.aio, the same calls as `Client`."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import grpc
+import grpc.aio
+import tenacity
+
+from client import _common as c
+from client._errors import WaitTimeout, error_from_rpc, is_retryable
+from client._events import ExecutionTransition, WatchEvent, event_from_proto
+from client._models import ExecutionSnapshot, RpcRetry, Stats, SubmitResult, WorkerInfo
+from server import domain as d
+from taskwire.v1 import task_service_pb2 as tpb
+from taskwire.v1 import task_service_pb2_grpc
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+
+
+class AsyncClient:
+    """An asyncio client of a taskwire server (grpc.aio).
+
+    async with AsyncClient("127.0.0.1:50051") as client:
+        execution = await client.submit("echo", {"hello": "world"})
+        print(await client.wait(execution.id))
+    """
+
+    def __init__(
+        self,
+        address: str = c.DEFAULT_ADDRESS,
+        *,
+        timeout: timedelta = c.DEFAULT_TIMEOUT,
+        retry: RpcRetry | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self._address = address
+        self._timeout = timeout
+        self._retry = retry or RpcRetry()
+        channel_options = [*c.CHANNEL_OPTIONS, *options]
+        self._channel = (
+            grpc.aio.secure_channel(address, credentials, options=channel_options)
+            if credentials is not None
+            else grpc.aio.insecure_channel(address, options=channel_options)
+        )
+        self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
+        self._closed = False
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    async def close(self) -> None:
+        """Close the channel; idempotent. Calls in progress are cancelled."""
+        if not self._closed:
+            self._closed = True
+            await self._channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # ---- Calls ----------------------------------------------------------------------------------
+
+    async def _unary(
+        self,
+        method: Callable[..., Awaitable[Response]],
+        request: Any,
+        *,
+        idempotent: bool,
+    ) -> Response:
+        deadline_s = c.seconds(self._timeout)
+
+        async def once() -> Response:
+            try:
+                return await method(request, timeout=deadline_s)
+            except grpc.RpcError as error:
+                raise error_from_rpc(error, address=self._address) from error
+
+        if not idempotent:
+            return await once()
+        async for attempt in tenacity.AsyncRetrying(**c.retry_options(self._retry)):
+            with attempt:
+                return await once()
+        raise AssertionError("tenacity stopped without an outcome")  # pragma: no cover
+
+    async def submit(
+        self,
+        handler: str,
+        input: Any = None,
+        *,
+        task_id: str | None = None,
+        timeout: timedelta | None = None,  # noqa: ASYNC109 - the task's timeout, sent to the server
+        max_attempts: int | None = None,
+        retry_policy: d.RetryPolicy | None = None,
+        key: str | None = None,
+        name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        execution_timeout: timedelta | None = None,
+        not_before: datetime | None = None,
+        wait_for_room: bool = False,
+    ) -> ExecutionSnapshot:
+        """Submit an execution of one task; see `Client.submit`."""
+        spec = c.single_task_spec(
+            handler,
+            input,
+            task_id=task_id or "",
+            timeout=timeout,
+            max_attempts=max_attempts,
+            retry_policy=retry_policy,
+            key=key,
+            name=name,
+            metadata=metadata,
+            execution_timeout=execution_timeout,
+            not_before=not_before,
+        )
+        return await self.submit_execution(spec, wait_for_room=wait_for_room)
+
+    async def submit_execution(self, spec: d.ExecutionSpec, *, wait_for_room: bool = False) -> ExecutionSnapshot:
+        """Submit an execution of one or more tasks; returns it as stored."""
+        response: tpb.SubmitExecutionResponse = await self._unary(
+            self._stub.SubmitExecution,
+            c.submit_request(spec, wait_for_room=wait_for_room),
+            idempotent=c.submit_is_idempotent([spec]),
+        )
+        return c.snapshot(response.execution, deduplicated=response.deduplicated)
+
+    async def submit_many(
+        self, specs: Iterable[d.ExecutionSpec], *, wait_for_room: bool = False
+    ) -> builtins.list[SubmitResult]:
+        """Submit many executions in one call; one result per spec, in order (an id, or the item's error)."""
+        specs = tuple(specs)
+        response: tpb.SubmitExecutionsResponse = await self._unary(
+            self._stub.SubmitExecutions,
+            c.submit_many_request(specs, wait_for_room=wait_for_room),
+            idempotent=c.submit_is_idempotent(specs),
+        )
+        return c.submit_results(response)
+
+    async def get(self, execution_id: str) -> ExecutionSnapshot:
+        response: tpb.GetExecutionResponse = await self._unary(
+            self._stub.GetExecution, tpb.GetExecutionRequest(execution_id=execution_id), idempotent=True
+        )
+        return c.snapshot(response.execution)
+
+    async def cancel(self, execution_id: str, reason: str = "") -> ExecutionSnapshot:
+        response: tpb.CancelExecutionResponse = await self._unary(
+            self._stub.CancelExecution,
+            tpb.CancelExecutionRequest(execution_id=execution_id, reason=reason),
+            idempotent=True,
+        )
+        return c.snapshot(response.execution)
+
+    async def stats(self) -> Stats:
+        response: tpb.GetStatsResponse = await self._unary(self._stub.GetStats, tpb.GetStatsRequest(), idempotent=True)
+        return c.stats_from_proto(response)
+
+    async def workers(self) -> builtins.list[WorkerInfo]:
+        response: tpb.ListWorkersResponse = await self._unary(
+            self._stub.ListWorkers, tpb.ListWorkersRequest(), idempotent=True
+        )
+        return c.workers_from_proto(response)
+
+    async def watch(
+        self,
+        execution_id: str,
+        after_sequence: int = 0,
+        *,
+        timeout: timedelta | None = None,  # noqa: ASYNC109 - a gRPC deadline, known to the server too
+    ) -> AsyncGenerator[WatchEvent, None]:
+        """The execution's events in order; see `Client.watch`."""
+        deadline = time.monotonic() + c.seconds(timeout) if timeout is not None else None
+        last = after_sequence
+        failures = 0
+        while True:
+            remaining = deadline - time.monotonic() if deadline is not None else None
+            if remaining is not None and remaining <= 0:
+                raise WaitTimeout(execution_id, c.seconds(timeout or timedelta()))
+            call = self._stub.WatchExecution(
+                tpb.WatchExecutionRequest(execution_id=execution_id, after_sequence=last), timeout=remaining
+            )
+            try:
+                async for response in call:
+                    failures = 0
+                    last = max(last, response.event.sequence)
+                    event = event_from_proto(response.event)
+                    if event is not None:
+                        yield event
+                return
+            except grpc.RpcError as error:
+                if timeout is not None and c.deadline_exceeded(error):
+                    raise WaitTimeout(execution_id, c.seconds(timeout)) from error
+                mapped = error_from_rpc(error, address=self._address)
+                failures += 1
+                if not is_retryable(mapped) or failures >= self._retry.max_attempts:
+                    raise mapped from error
+            finally:
+                call.cancel()
+            await asyncio.sleep(c.backoff_s(self._retry, failures))
+
+    async def wait_finished(
+        self,
+        execution_id: str,
+        timeout: timedelta | None = None,  # noqa: ASYNC109 - a gRPC deadline, as in Client.wait_finished
+        *,
+        on_event: Callable[[WatchEvent], object] | None = None,
+    ) -> ExecutionSnapshot:
+        """Wait until the execution is terminal and return it, whatever its final state; see `Client.wait_finished`."""
+        deadline = time.monotonic() + c.seconds(timeout) if timeout is not None else None
+        last = 0
+        rounds = 0
+        while True:
+            remaining = timedelta(seconds=max(deadline - time.monotonic(), 0.0)) if deadline is not None else None
+            events = self.watch(execution_id, after_sequence=last, timeout=remaining)
+            try:
+                async for event in events:
+                    last = event.sequence
+                    if on_event is not None:
+                        on_event(event)
+                    if isinstance(event, ExecutionTransition) and event.is_terminal:
+                        break
+            finally:
+                await events.aclose()
+            current = await self.get(execution_id)
+            if current.is_terminal:
+                return current
+            rounds += 1
+            await asyncio.sleep(c.backoff_s(self._retry, rounds))
+
+    async def wait(
+        self,
+        execution_id: str,
+        timeout: timedelta | None = None,  # noqa: ASYNC109 - a gRPC deadline, as in Client.wait
+    ) -> Any:
+        """The output once the execution succeeds; see `Client.wait`."""
+        return c.result_of(await self.wait_finished(execution_id, timeout))
+
+    async def list(
+        self,
+        *,
+        states: Iterable[d.State | str] = (),
+        handler: str = "",
+        limit: int | None = None,
+        page_size: int | None = None,
+    ) -> AsyncGenerator[ExecutionSnapshot, None]:
+        """Executions, newest first, fetched page by page as you iterate; at most `limit` of them."""
+        wanted = builtins.list(states)
+        token = ""
+        fetched = 0
+        while limit is None or fetched < limit:
+            request = c.list_request(
+                states=wanted, handler=handler, page_size=c.page_size_for(limit, page_size, fetched), page_token=token
+            )
+            response: tpb.ListExecutionsResponse = await self._unary(
+                self._stub.ListExecutions, request, idempotent=True
+            )
+            for message in response.executions:
+                if limit is not None and fetched >= limit:
+                    return
+                fetched += 1
+                yield c.snapshot(message)
+            token = response.next_page_token
+            if not token:
+                return

@@ -1,0 +1,456 @@
+"""`taskwire`: the command line over the SDK.
+
+Every command talks to one server (`--server`, `TASKWIRE_SERVER`, default
+127.0.0.1:50051). Read commands print rich tables for people and, with `--json`,
+the stable JSON views for scripts. Errors are one line on stderr and an exit code
+from `ExitCode`; never a traceback for a user mistake or an unreachable server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from enum import IntEnum
+from pathlib import Path
+from typing import IO, Any, NoReturn
+
+from rich.console import Console
+
+from client._common import DEFAULT_ADDRESS, parse_state
+from client._errors import ServerUnavailable, WaitTimeout
+from client._events import WatchEvent
+from client._live import JsonLinesView, LiveView, PlainView, WatchView
+from client._models import ExecutionSnapshot
+from client._render import (
+    dumps,
+    execution_detail,
+    executions_table,
+    final_line,
+    jsonable,
+    list_view,
+    reason_text,
+    stats_detail,
+    stats_view,
+    workers_table,
+    workers_view,
+)
+from client._sync import Client
+from server import domain as d
+
+SERVER_ENV = "TASKWIRE_SERVER"
+PROG = "taskwire"
+
+
+class ExitCode(IntEnum):
+    """The exit codes of `taskwire`; stable, documented in `taskwire --help` and docs/cli.md."""
+
+    OK = 0
+    FAILED = 1  # the execution ended FAILED
+    USAGE = 2  # a usage error or bad input (unknown flag, bad --input JSON, unreadable file)
+    CANCELLED = 3  # the execution ended CANCELLED
+    REJECTED = 4  # the server refused the request (NOT_FOUND, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...)
+    UNAVAILABLE = 5  # the server could not be reached, or is shutting down
+    TIMEOUT = 6  # --timeout of wait/watch passed first (the execution goes on)
+    INTERRUPTED = 130  # Ctrl-C
+
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0  success (for wait/watch/submit --wait: the execution SUCCEEDED)
+  1  the execution FAILED
+  2  usage error or bad input (unknown flag, bad --input JSON, unreadable @file)
+  3  the execution was CANCELLED
+  4  the server rejected the request (NOT_FOUND, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...)
+  5  the server is unreachable (or shutting down)
+  6  --timeout of wait/watch passed before the execution finished (it keeps running)
+"""
+
+_FINAL_EXIT = {d.State.SUCCESS: ExitCode.OK, d.State.FAILED: ExitCode.FAILED, d.State.CANCELLED: ExitCode.CANCELLED}
+
+# What to try next, by error class (the server's message says what and why).
+_HINTS: dict[type[d.TaskwireError], str] = {
+    d.NotFound: "list executions with 'taskwire list'",
+    d.ValidationError: "fix the value and try again",
+    d.AdmissionTimeout: "the queue stayed full; try again later or check 'taskwire stats'",
+    d.ShuttingDown: "the server is shutting down; try again shortly",
+}
+
+
+class UsageError(Exception):
+    """Bad input the user can fix (exit code 2)."""
+
+
+# ---- Errors and exit codes ----------------------------------------------------------------------
+
+
+def exit_code_for(error: BaseException) -> ExitCode:
+    if isinstance(error, UsageError):
+        return ExitCode.USAGE
+    if isinstance(error, ServerUnavailable | d.ShuttingDown):
+        return ExitCode.UNAVAILABLE
+    if isinstance(error, WaitTimeout):
+        return ExitCode.TIMEOUT
+    if isinstance(error, d.TaskwireError):
+        return ExitCode.REJECTED
+    if isinstance(error, KeyboardInterrupt):
+        return ExitCode.INTERRUPTED
+    raise TypeError(f"no exit code for {type(error).__name__}")
+
+
+def error_line(error: BaseException, *, action: str) -> str:
+    """The one line printed on stderr: what failed, why, what to try."""
+    if isinstance(error, ServerUnavailable):
+        return (
+            f"{PROG}: cannot reach the server at {error.address} — is taskwire-server running? "
+            f"(set --server or {SERVER_ENV})"
+        )
+    if isinstance(error, WaitTimeout):
+        return f"{PROG}: {action}: {error.message}; it keeps running — 'taskwire watch {error.execution_id}' follows it"
+    if isinstance(error, UsageError):
+        return f"{PROG}: {error}"
+    message = str(error) or type(error).__name__
+    hint = next((text for cls, text in _HINTS.items() if isinstance(error, cls)), "")
+    return f"{PROG}: {action}: {message}" + (f" — {hint}" if hint else "")
+
+
+def ended_line(snapshot: ExecutionSnapshot) -> str:
+    """The stderr line of `wait` when the execution did not succeed."""
+    return f"{PROG}: {final_line(snapshot.id, snapshot.state, snapshot.reason)}"
+
+
+# ---- Parsing what the user typed ----------------------------------------------------------------
+
+
+def read_input(text: str, *, stdin: IO[str] | None = None) -> Any:
+    """The value of `--input`: JSON text, `@path` (a JSON file) or `@-` (JSON on stdin)."""
+    source = "--input"
+    if text.startswith("@"):
+        name = text[1:]
+        if not name:
+            raise UsageError("--input @ needs a file name (or @- for stdin)")
+        if name == "-":
+            text, source = (stdin or sys.stdin).read(), "--input @- (stdin)"
+        else:
+            try:
+                text = Path(name).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+                raise UsageError(f"cannot read --input file {name!r}: {reason}") from None
+            source = f"--input file {name!r}"
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise UsageError(
+            f"{source} is not valid JSON ({error}); quote strings as JSON, e.g. --input '\"text\"'"
+        ) from None
+
+
+def _seconds(text: str) -> timedelta:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, got {text!r}")
+    try:
+        return timedelta(seconds=value)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text!r} seconds is too long") from None
+
+
+def _state(text: str) -> d.State:
+    try:
+        return parse_state(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitCode.USAGE, f"{PROG}: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--server",
+        metavar="HOST:PORT",
+        default=argparse.SUPPRESS,
+        help=f"the taskwire server (default: ${SERVER_ENV} or {DEFAULT_ADDRESS})",
+    )
+    as_json = _Parser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+
+    parser = _Parser(
+        prog=PROG,
+        description="Submit, inspect, follow and cancel taskwire executions.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    def command(name: str, help: str, *parents: _Parser) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = commands.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog=EXIT_CODES_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[common, *parents],
+        )
+        return parser
+
+    submit = command("submit", "submit one task; prints the execution id", as_json)
+    submit.add_argument("handler", metavar="HANDLER", help="the handler to run")
+    submit.add_argument(
+        "--input", metavar="JSON|@FILE", help="the handler's input: JSON text, @path to a JSON file, or @- for stdin"
+    )
+    submit.add_argument("--timeout", metavar="S", type=_seconds, help="limit of each attempt, in seconds")
+    submit.add_argument("--max-attempts", metavar="N", type=int, help="attempts in all, the first included")
+    submit.add_argument("--key", metavar="K", help="idempotency key: a repeated submit returns the same execution")
+    submit.add_argument("--name", metavar="N", help="a label for the execution (default: the handler)")
+    submit.add_argument(
+        "--fail-fast", action="store_true", help="fail at once when the queue is full (default: wait for room)"
+    )
+    follow = submit.add_mutually_exclusive_group()
+    follow.add_argument("--wait", action="store_true", help="wait for the result and print it")
+    follow.add_argument("--watch", action="store_true", help="show the live view until the execution ends")
+
+    get = command("get", "show one execution with its task runs", as_json)
+    get.add_argument("execution_id", metavar="ID")
+
+    listing = command("list", "list executions, newest first", as_json)
+    listing.add_argument(
+        "--state",
+        dest="states",
+        metavar="S",
+        type=_state,
+        action="append",
+        default=[],
+        help="only this state (repeatable): " + ", ".join(s.value for s in d.State),
+    )
+    listing.add_argument("--handler", metavar="H", default="", help="only executions running this handler")
+    listing.add_argument("--limit", metavar="N", type=_positive_int, default=50, help="at most N (default: 50)")
+
+    cancel = command("cancel", "cancel an execution (idempotent)", as_json)
+    cancel.add_argument("execution_id", metavar="ID")
+    cancel.add_argument("--reason", metavar="R", default="", help="why; stored with the execution")
+
+    wait = command("wait", "wait for an execution to end and print its result", as_json)
+    wait.add_argument("execution_id", metavar="ID")
+    wait.add_argument("--timeout", metavar="S", type=_seconds, help="give up after S seconds (exit code 6)")
+
+    watch = command("watch", "follow an execution live until it ends", as_json)
+    watch.add_argument("execution_id", metavar="ID")
+    watch.add_argument("--timeout", metavar="S", type=_seconds, help="give up after S seconds (exit code 6)")
+
+    command("stats", "queue and worker statistics", as_json)
+    command("workers", "connected workers", as_json)
+    return parser
+
+
+def server_address(args: argparse.Namespace, env: dict[str, str] | os._Environ[str] | None = None) -> str:
+    environ = os.environ if env is None else env
+    return getattr(args, "server", None) or environ.get(SERVER_ENV) or DEFAULT_ADDRESS
+
+
+# ---- Commands -----------------------------------------------------------------------------------
+
+
+class Output:
+    """Where a command writes: stdout (a rich console for tables) and stderr."""
+
+    def __init__(self, stdout: IO[str], stderr: IO[str]) -> None:
+        self.stdout = stdout
+        self.stderr = stderr
+        self.is_terminal = stdout.isatty()
+        # Off a terminal, print wide so tables never wrap or cut ids.
+        self.console = Console(file=stdout, width=None if self.is_terminal else 240, highlight=False, soft_wrap=False)
+
+    def json(self, value: Any) -> None:
+        print(dumps(value), file=self.stdout, flush=True)
+
+    def line(self, text: str) -> None:
+        print(text, file=self.stdout, flush=True)
+
+    def error(self, text: str) -> None:
+        print(text, file=self.stderr, flush=True)
+
+
+def _watch_view(args: argparse.Namespace, out: Output) -> WatchView:
+    if args.json:
+        return JsonLinesView(out.stdout)
+    if out.is_terminal:
+        return LiveView(out.console)
+    return PlainView(out.stdout)
+
+
+def _follow(client: Client, execution_id: str, args: argparse.Namespace, out: Output) -> ExitCode:
+    """The live view until the execution ends; the exit code of its final state."""
+    timeout: timedelta | None = getattr(args, "timeout", None) if args.command != "submit" else None
+    with _watch_view(args, out) as view:
+
+        def show(event: WatchEvent) -> None:
+            view.show(event)
+
+        done = client.wait_finished(execution_id, timeout, on_event=show)
+        view.finish(done.id, done.state, done.reason)
+    return _FINAL_EXIT[done.state]
+
+
+def _wait(client: Client, execution_id: str, args: argparse.Namespace, out: Output) -> ExitCode:
+    """Wait, then print the result (people) or the execution's JSON view (scripts)."""
+    timeout: timedelta | None = getattr(args, "timeout", None) if args.command != "submit" else None
+    done = client.wait_finished(execution_id, timeout)
+    if args.json:
+        out.json(done.to_json())
+    elif done.state is d.State.SUCCESS:
+        out.json(jsonable(done.output))
+    else:
+        out.error(ended_line(done))
+    return _FINAL_EXIT[done.state]
+
+
+def cmd_submit(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    value = read_input(args.input) if args.input is not None else None
+    submitted = client.submit(
+        args.handler,
+        value,
+        timeout=args.timeout,
+        max_attempts=args.max_attempts,
+        key=args.key,
+        name=args.name,
+        wait_for_room=not args.fail_fast,
+    )
+    if args.wait or args.watch:
+        if not args.json:
+            out.error(f"submitted {submitted.id}")
+        return (_follow if args.watch else _wait)(client, submitted.id, args, out)
+    if args.json:
+        out.json(submitted.to_json())
+    else:
+        out.line(submitted.id)
+    return ExitCode.OK
+
+
+def cmd_get(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    snapshot = client.get(args.execution_id)
+    if args.json:
+        out.json(snapshot.to_json())
+    else:
+        out.console.print(execution_detail(snapshot))
+    return ExitCode.OK
+
+
+def cmd_list(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    snapshots = list(client.list(states=args.states, handler=args.handler, limit=args.limit))
+    if args.json:
+        out.json(list_view(snapshots))
+    elif snapshots:
+        out.console.print(executions_table(snapshots))
+    else:
+        out.error("no executions")
+    return ExitCode.OK
+
+
+def cmd_cancel(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    snapshot = client.cancel(args.execution_id, args.reason)
+    if args.json:
+        out.json(snapshot.to_json())
+    elif snapshot.state is d.State.CANCELLED:
+        out.line(f"{snapshot.id} CANCELLED ({reason_text(snapshot.reason)})")
+    elif snapshot.is_terminal:
+        out.line(f"{snapshot.id} had already ended {snapshot.state.value}; nothing to cancel")
+    else:
+        out.line(
+            f"{snapshot.id} cancel requested; it is {snapshot.state.value} while its handlers stop "
+            f"(follow with 'taskwire watch {snapshot.id}')"
+        )
+    return ExitCode.OK
+
+
+def cmd_wait(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    return _wait(client, args.execution_id, args, out)
+
+
+def cmd_watch(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    return _follow(client, args.execution_id, args, out)
+
+
+def cmd_stats(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    stats = client.stats()
+    if args.json:
+        out.json(stats_view(stats))
+    else:
+        out.console.print(stats_detail(stats))
+    return ExitCode.OK
+
+
+def cmd_workers(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    workers = client.workers()
+    if args.json:
+        out.json(workers_view(workers))
+    elif workers:
+        out.console.print(workers_table(workers))
+    else:
+        out.error("no workers connected")
+    return ExitCode.OK
+
+
+COMMANDS: dict[str, Callable[[Client, argparse.Namespace, Output], ExitCode]] = {
+    "submit": cmd_submit,
+    "get": cmd_get,
+    "list": cmd_list,
+    "cancel": cmd_cancel,
+    "wait": cmd_wait,
+    "watch": cmd_watch,
+    "stats": cmd_stats,
+    "workers": cmd_workers,
+}
+
+
+def action_of(args: argparse.Namespace) -> str:
+    """What the user asked for, as the error line names it: `get 01J...`, `submit echo`."""
+    subject = getattr(args, "execution_id", None) or getattr(args, "handler", None) or ""
+    return f"{args.command} {subject}".strip()
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
+    """Run one command; returns its exit code (the console script exits with it)."""
+    out = Output(stdout or sys.stdout, stderr or sys.stderr)
+    args = build_parser().parse_args(argv)
+    try:
+        with Client(server_address(args)) as client:
+            return COMMANDS[args.command](client, args, out)
+    except (UsageError, d.TaskwireError) as error:
+        out.error(error_line(error, action=action_of(args)))
+        return exit_code_for(error)
+    except KeyboardInterrupt:
+        subject = getattr(args, "execution_id", None)
+        goes_on = f"; the execution goes on ('taskwire cancel {subject}' stops it)" if subject else ""
+        out.error(f"{PROG}: interrupted{goes_on}")
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`taskwire list | head`): stop quietly, as other tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return ExitCode.OK

@@ -1,0 +1,231 @@
+"""What the sync and async clients share: requests, responses, retries and outcomes, free of I/O."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import grpc
+import tenacity
+
+from client._errors import ExecutionCancelled, ExecutionFailed, is_retryable, rpc_status
+from client._models import (
+    ExecutionSnapshot,
+    HandlerStats,
+    QueueStats,
+    RpcRetry,
+    Stats,
+    SubmitResult,
+    WorkerInfo,
+)
+from server import domain as d
+from server import wire
+from taskwire.v1 import task_service_pb2 as tpb
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+DEFAULT_TIMEOUT = timedelta(seconds=10)
+
+# Reconnect quickly after a failed connection, and accept the large pages a list can bring.
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+MAX_PAGE_SIZE = 1000
+
+
+def seconds(value: timedelta) -> float:
+    return value.total_seconds()
+
+
+def retry_options(policy: RpcRetry) -> dict[str, Any]:
+    """tenacity options: retry UNAVAILABLE only, exponential backoff with jitter, a bounded number of attempts."""
+    return {
+        "retry": tenacity.retry_if_exception(is_retryable),
+        "stop": tenacity.stop_after_attempt(policy.max_attempts),
+        "wait": tenacity.wait_exponential_jitter(
+            initial=policy.initial_backoff_s, max=policy.max_backoff_s, jitter=policy.initial_backoff_s
+        ),
+        "reraise": True,
+    }
+
+
+def backoff_s(policy: RpcRetry, failures: int) -> float:
+    """The pause before reconnecting a watch after `failures` consecutive failures (same curve as `retry_options`)."""
+    base = min(policy.initial_backoff_s * 2.0 ** max(failures - 1, 0), policy.max_backoff_s)
+    return min(base + random.uniform(0, policy.initial_backoff_s), policy.max_backoff_s)
+
+
+# ---- Requests -----------------------------------------------------------------------------------
+
+
+def input_payload(value: Any) -> d.Payload:
+    """A `Payload` as given; anything else encoded as JSON."""
+    return value if isinstance(value, d.Payload) else wire.json_payload(value)
+
+
+def single_task_spec(
+    handler: str,
+    input: Any = None,
+    *,
+    task_id: str = "",
+    timeout: timedelta | None = None,
+    max_attempts: int | None = None,
+    retry_policy: d.RetryPolicy | None = None,
+    key: str | None = None,
+    name: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+    execution_timeout: timedelta | None = None,
+    not_before: datetime | None = None,
+) -> d.ExecutionSpec:
+    """The spec of an execution with one task (what `submit` sends)."""
+    policy = retry_policy or d.RetryPolicy()
+    if max_attempts is not None:
+        policy = replace(policy, max_attempts=max_attempts)
+    task = d.TaskSpec(
+        handler=handler,
+        task_id=task_id or "",
+        input=input_payload(input),
+        timeout=timeout,
+        retry_policy=policy,
+    )
+    return d.ExecutionSpec(
+        tasks=(task,),
+        name=name or "",
+        metadata=dict(metadata or {}),
+        timeout=execution_timeout,
+        not_before=not_before,
+        idempotency_key=key or "",
+    )
+
+
+def admission(wait_for_room: bool) -> tpb.AdmissionMode.ValueType:
+    return tpb.ADMISSION_MODE_WAIT_FOR_ROOM if wait_for_room else tpb.ADMISSION_MODE_FAIL_FAST
+
+
+def submit_request(spec: d.ExecutionSpec, *, wait_for_room: bool) -> tpb.SubmitExecutionRequest:
+    return tpb.SubmitExecutionRequest(execution=wire.execution_spec_to_proto(spec), admission=admission(wait_for_room))
+
+
+def submit_many_request(specs: Iterable[d.ExecutionSpec], *, wait_for_room: bool) -> tpb.SubmitExecutionsRequest:
+    return tpb.SubmitExecutionsRequest(
+        executions=[wire.execution_spec_to_proto(spec) for spec in specs], admission=admission(wait_for_room)
+    )
+
+
+def submit_is_idempotent(specs: Iterable[d.ExecutionSpec]) -> bool:
+    """A submit may be retried only when every execution in it carries an idempotency key."""
+    return all(spec.idempotency_key for spec in specs)
+
+
+def parse_state(value: d.State | str) -> d.State:
+    if isinstance(value, d.State):
+        return value
+    try:
+        return d.State(value.strip().upper())
+    except ValueError:
+        choices = ", ".join(state.value for state in d.State)
+        raise ValueError(f"unknown state {value!r}; choose from {choices}") from None
+
+
+def list_request(
+    *, states: Iterable[d.State | str], handler: str, page_size: int, page_token: str
+) -> tpb.ListExecutionsRequest:
+    return tpb.ListExecutionsRequest(
+        states=[wire.execution_state_to_proto(parse_state(state)) for state in states],
+        handler=handler,
+        page_size=page_size,
+        page_token=page_token,
+    )
+
+
+def page_size_for(limit: int | None, page_size: int | None, fetched: int) -> int:
+    """The page size to ask for: what the caller chose, at most what the limit still allows (0: server default)."""
+    size = min(page_size or 0, MAX_PAGE_SIZE)
+    if limit is None:
+        return size
+    remaining = max(limit - fetched, 0)
+    return min(size, remaining) if size else min(remaining, MAX_PAGE_SIZE)
+
+
+# ---- Responses ----------------------------------------------------------------------------------
+
+
+def snapshot(message: Any, *, deduplicated: bool = False) -> ExecutionSnapshot:
+    """An ExecutionSnapshot from a `taskwire.v1.Execution` message."""
+    execution, task_runs = wire.execution_from_proto(message)
+    return ExecutionSnapshot(execution=execution, task_runs=task_runs, deduplicated=deduplicated)
+
+
+def submit_results(response: tpb.SubmitExecutionsResponse) -> list[SubmitResult]:
+    return [
+        SubmitResult(
+            index=index,
+            execution_id=item.execution_id,
+            deduplicated=item.deduplicated,
+            error=wire.error_from_status_name(item.error_code, item.error_message) if item.error_code else None,
+        )
+        for index, item in enumerate(response.results)
+    ]
+
+
+def stats_from_proto(response: tpb.GetStatsResponse) -> Stats:
+    queue = response.queue
+    return Stats(
+        queue=QueueStats(
+            size=queue.size,
+            capacity=queue.capacity,
+            full=queue.full,
+            empty=queue.empty,
+            waiting_submitters=queue.waiting_submitters,
+        ),
+        in_flight=response.in_flight,
+        connected_workers=response.connected_workers,
+        free_slots=response.free_slots,
+        handlers=tuple(
+            HandlerStats(
+                handler=h.handler, pending=h.pending, in_flight=h.in_flight, free_slots=h.free_slots, workers=h.workers
+            )
+            for h in response.handlers
+        ),
+    )
+
+
+def worker_from_proto(message: tpb.WorkerInfo) -> WorkerInfo:
+    return WorkerInfo(
+        session_id=message.session_id,
+        instance_id=message.instance_id,
+        name=message.name,
+        handlers=tuple(message.handlers),
+        slots=message.slots,
+        in_flight=message.in_flight,
+        labels=dict(message.labels),
+        agent_version=message.agent_version,
+        connected_at=wire.optional_timestamp(message, "connected_at"),
+        last_seen_at=wire.optional_timestamp(message, "last_seen_at"),
+        draining=message.draining,
+        lease_timeout=wire.optional_duration(message, "lease_timeout"),
+    )
+
+
+def workers_from_proto(response: tpb.ListWorkersResponse) -> list[WorkerInfo]:
+    return [worker_from_proto(worker) for worker in response.workers]
+
+
+def result_of(done: ExecutionSnapshot) -> Any:
+    """The output of a terminal execution, or the typed error of its failure or cancellation."""
+    if done.state is d.State.FAILED:
+        raise ExecutionFailed(done)
+    if done.state is d.State.CANCELLED:
+        raise ExecutionCancelled(done)
+    return done.output
+
+
+def deadline_exceeded(error: grpc.RpcError) -> bool:
+    return rpc_status(error)[0] is grpc.StatusCode.DEADLINE_EXCEEDED

@@ -1,0 +1,115 @@
+"""The SDK's own errors, and the one function that turns a failed RPC into a taskwire error.
+
+Everything the SDK raises on purpose is a `TaskwireError` (the root of the one
+hierarchy in `server.domain`); a status the server sent maps to its class through
+`server.wire.error_class_for`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from server import domain as d
+from server import wire
+
+if TYPE_CHECKING:
+    from client._models import ExecutionSnapshot
+
+# What gRPC core says when the connection itself failed (as opposed to an UNAVAILABLE the server chose to send).
+_TRANSPORT_PHRASES = (
+    "failed to connect",
+    "connection refused",
+    "errors resolving",
+    "dns resolution failed",
+    "name resolution",
+    "socket closed",
+    "connection reset",
+    "broken pipe",
+    "end of tcp stream",
+    "connection attempt timed out",
+    "keepalive watchdog timeout",
+    "recvmsg",
+    "sendmsg",
+    "goaway",
+    "network is unreachable",
+    "no route to host",
+)
+
+
+class ServerUnavailable(d.TaskwireError):
+    """The server could not be reached (not running, wrong address, network down)."""
+
+    status_name = "UNAVAILABLE"
+
+    def __init__(self, address: str, detail: str = "") -> None:
+        super().__init__(f"cannot reach the server at {address}" + (f" ({detail})" if detail else ""))
+        self.address = address
+        self.detail = detail
+
+
+class WaitTimeout(d.TaskwireError):
+    """`wait` gave up before the execution reached a terminal state (the execution itself goes on)."""
+
+    status_name = "DEADLINE_EXCEEDED"
+
+    def __init__(self, execution_id: str, timeout_s: float) -> None:
+        super().__init__(f"execution {execution_id} did not finish within {timeout_s:g}s")
+        self.execution_id = execution_id
+        self.timeout_s = timeout_s
+
+
+class _ExecutionEnded(d.TaskwireError):
+    """An execution that `wait` followed ended without success."""
+
+    state: d.State
+
+    def __init__(self, snapshot: ExecutionSnapshot) -> None:
+        reason = snapshot.reason
+        self.snapshot = snapshot
+        self.execution_id = snapshot.id
+        self.reason_code: d.ReasonCode | None = reason.code if reason else None
+        self.reason_message = reason.message if reason else ""
+        why = f"{self.reason_code}: {self.reason_message}" if self.reason_code else "no reason given"
+        super().__init__(f"execution {snapshot.id} {self.state.value} ({why})")
+
+
+class ExecutionFailed(_ExecutionEnded):
+    """The execution ended FAILED; `reason_code` says why (HANDLER_ERROR, TIMED_OUT, ...)."""
+
+    state = d.State.FAILED
+
+
+class ExecutionCancelled(_ExecutionEnded):
+    """The execution ended CANCELLED; `reason_code` says why (CANCEL_REQUESTED, ...)."""
+
+    state = d.State.CANCELLED
+
+
+def rpc_status(error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
+    """The status code and details of a failed call (sync `grpc.Call` or `grpc.aio.AioRpcError`)."""
+    code_of: Any = getattr(error, "code", None)
+    details_of: Any = getattr(error, "details", None)
+    code = code_of() if callable(code_of) else None
+    details = details_of() if callable(details_of) else None
+    return (code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN), str(details or "")
+
+
+def is_transport_failure(code: grpc.StatusCode, details: str) -> bool:
+    """True when an UNAVAILABLE came from the connection, not from the server."""
+    lowered = details.lower()
+    return code is grpc.StatusCode.UNAVAILABLE and (not details or any(p in lowered for p in _TRANSPORT_PHRASES))
+
+
+def error_from_rpc(error: grpc.RpcError, *, address: str) -> d.TaskwireError:
+    """The taskwire error for a failed RPC, with a readable message."""
+    code, details = rpc_status(error)
+    if is_transport_failure(code, details):
+        return ServerUnavailable(address, details)
+    return wire.error_from_status(code, details)
+
+
+def is_retryable(error: BaseException) -> bool:
+    """UNAVAILABLE, whether the connection failed or the server is shutting down."""
+    return isinstance(error, ServerUnavailable | d.ShuttingDown)

@@ -1,0 +1,167 @@
+"""The values the SDK returns: plain frozen dataclasses over the domain records."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from server import domain as d
+from server.domain import execution_view
+
+
+def decode_payload(payload: d.Payload | None) -> Any:
+    """A JSON payload as its decoded value; any other payload as the `Payload` itself (bytes + content type)."""
+    if payload is None:
+        return None
+    if payload.is_json:
+        try:
+            return json.loads(payload.data)
+        except ValueError:
+            return payload
+    return payload
+
+
+def task_run_output(task_run: d.TaskRun) -> Any:
+    """The decoded output of a task run's successful attempt; None while it has none."""
+    for attempt in reversed(task_run.attempts):
+        if attempt.outcome is d.AttemptOutcome.SUCCEEDED:
+            return decode_payload(attempt.output)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionSnapshot:
+    """An execution and its task runs as the server reported them at one moment."""
+
+    execution: d.Execution
+    task_runs: tuple[d.TaskRun, ...]
+    # True when this came from a submit whose idempotency key matched an existing execution.
+    deduplicated: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.execution.id
+
+    @property
+    def name(self) -> str:
+        return self.execution.name
+
+    @property
+    def state(self) -> d.State:
+        return self.execution.state
+
+    @property
+    def reason(self) -> d.Reason | None:
+        """Why the execution is in its state (set for WAITING and terminal states)."""
+        return self.execution.reason
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.execution.state.is_terminal
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        """The decoded output of every task run that succeeded, by task id."""
+        return {run.task_id: task_run_output(run) for run in self.task_runs if run.state is d.State.SUCCESS}
+
+    @property
+    def output(self) -> Any:
+        """The output of a single-task execution, or the outputs by task id when it has several tasks."""
+        if len(self.task_runs) == 1:
+            return task_run_output(self.task_runs[0])
+        return self.outputs
+
+    def task_run(self, task_id: str) -> d.TaskRun:
+        """The task run of `task_id`; KeyError when the execution has no such task."""
+        for run in self.task_runs:
+            if run.task_id == task_id:
+                return run
+        raise KeyError(task_id)
+
+    def to_json(self) -> dict[str, Any]:
+        """The stable JSON view (`server.domain.execution_view`), as `taskwire get --json` prints it."""
+        return execution_view(self.execution, self.task_runs)
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    """The result of one item of `submit_many`: an execution id, or the error that refused the item."""
+
+    index: int
+    execution_id: str = ""
+    deduplicated: bool = False
+    error: d.TaskwireError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Occupancy of the server's bounded queue."""
+
+    size: int
+    capacity: int
+    full: bool
+    empty: bool
+    waiting_submitters: int
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerStats:
+    handler: str
+    pending: int
+    in_flight: int
+    free_slots: int
+    workers: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Queue and worker statistics (`taskwire stats`)."""
+
+    queue: QueueStats
+    in_flight: int
+    connected_workers: int
+    free_slots: int
+    handlers: tuple[HandlerStats, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One connected worker session (`taskwire workers`)."""
+
+    session_id: str
+    instance_id: str
+    name: str
+    handlers: tuple[str, ...]
+    slots: int
+    in_flight: int
+    labels: Mapping[str, str] = field(default_factory=dict)
+    agent_version: str = ""
+    connected_at: datetime | None = None
+    last_seen_at: datetime | None = None
+    draining: bool = False
+    lease_timeout: timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RpcRetry:
+    """How idempotent calls retry UNAVAILABLE: exponential backoff with jitter, bounded by attempts."""
+
+    max_attempts: int = 4
+    initial_backoff_s: float = 0.1
+    max_backoff_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if self.initial_backoff_s < 0 or self.max_backoff_s < self.initial_backoff_s:
+            raise ValueError("backoffs must satisfy 0 <= initial_backoff_s <= max_backoff_s")
+
+
+NO_RETRY = RpcRetry(max_attempts=1)

@@ -1,0 +1,282 @@
+"""`Client`: the blocking SDK over the generated TaskService stub."""
+
+from __future__ import annotations
+
+import builtins
+import time
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import grpc
+import tenacity
+
+from client import _common as c
+from client._errors import WaitTimeout, error_from_rpc, is_retryable
+from client._events import ExecutionTransition, WatchEvent, event_from_proto
+from client._models import ExecutionSnapshot, RpcRetry, Stats, SubmitResult, WorkerInfo
+from server import domain as d
+from taskwire.v1 import task_service_pb2 as tpb
+from taskwire.v1 import task_service_pb2_grpc
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+
+
+class Client:
+    """A blocking client of a taskwire server.
+
+    Every unary call has a deadline (`timeout`); idempotent calls retry UNAVAILABLE
+    per `retry`. Failed calls raise the taskwire error of their status code.
+
+        with Client("127.0.0.1:50051") as client:
+            execution = client.submit("echo", {"hello": "world"})
+            print(client.wait(execution.id))
+    """
+
+    def __init__(
+        self,
+        address: str = c.DEFAULT_ADDRESS,
+        *,
+        timeout: timedelta = c.DEFAULT_TIMEOUT,
+        retry: RpcRetry | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self._address = address
+        self._timeout = timeout
+        self._retry = retry or RpcRetry()
+        channel_options = [*c.CHANNEL_OPTIONS, *options]
+        self._channel = (
+            grpc.secure_channel(address, credentials, options=channel_options)
+            if credentials is not None
+            else grpc.insecure_channel(address, options=channel_options)
+        )
+        self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
+        self._closed = False
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    def close(self) -> None:
+        """Close the channel; idempotent. Calls in progress are cancelled."""
+        if not self._closed:
+            self._closed = True
+            self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # ---- Calls ----------------------------------------------------------------------------------
+
+    def _unary(
+        self,
+        method: grpc.UnaryUnaryMultiCallable[Request, Response],
+        request: Request,
+        *,
+        idempotent: bool,
+    ) -> Response:
+        deadline_s = c.seconds(self._timeout)
+
+        def once() -> Response:
+            try:
+                return method(request, timeout=deadline_s)
+            except grpc.RpcError as error:
+                raise error_from_rpc(error, address=self._address) from error
+
+        if not idempotent:
+            return once()
+        return tenacity.Retrying(**c.retry_options(self._retry))(once)
+
+    def submit(
+        self,
+        handler: str,
+        input: Any = None,
+        *,
+        task_id: str | None = None,
+        timeout: timedelta | None = None,
+        max_attempts: int | None = None,
+        retry_policy: d.RetryPolicy | None = None,
+        key: str | None = None,
+        name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        execution_timeout: timedelta | None = None,
+        not_before: datetime | None = None,
+        wait_for_room: bool = False,
+    ) -> ExecutionSnapshot:
+        """Submit an execution of one task running `handler` on `input` (any JSON value, or a `Payload`).
+
+        `timeout` limits each attempt, `execution_timeout` the whole execution. With `key` (an idempotency
+        key) the call is retried when the server is unreachable. `wait_for_room` waits for room in a full
+        queue (until the client's timeout) instead of failing with QueueFull.
+        """
+        spec = c.single_task_spec(
+            handler,
+            input,
+            task_id=task_id or "",
+            timeout=timeout,
+            max_attempts=max_attempts,
+            retry_policy=retry_policy,
+            key=key,
+            name=name,
+            metadata=metadata,
+            execution_timeout=execution_timeout,
+            not_before=not_before,
+        )
+        return self.submit_execution(spec, wait_for_room=wait_for_room)
+
+    def submit_execution(self, spec: d.ExecutionSpec, *, wait_for_room: bool = False) -> ExecutionSnapshot:
+        """Submit an execution of one or more tasks; returns it as stored."""
+        response: tpb.SubmitExecutionResponse = self._unary(
+            self._stub.SubmitExecution,
+            c.submit_request(spec, wait_for_room=wait_for_room),
+            idempotent=c.submit_is_idempotent([spec]),
+        )
+        return c.snapshot(response.execution, deduplicated=response.deduplicated)
+
+    def submit_many(
+        self, specs: Iterable[d.ExecutionSpec], *, wait_for_room: bool = False
+    ) -> builtins.list[SubmitResult]:
+        """Submit many executions in one call; one result per spec, in order (an id, or the item's error)."""
+        specs = tuple(specs)
+        response: tpb.SubmitExecutionsResponse = self._unary(
+            self._stub.SubmitExecutions,
+            c.submit_many_request(specs, wait_for_room=wait_for_room),
+            idempotent=c.submit_is_idempotent(specs),
+        )
+        return c.submit_results(response)
+
+    def get(self, execution_id: str) -> ExecutionSnapshot:
+        """The execution with its task runs and attempts; NotFound when there is none."""
+        response: tpb.GetExecutionResponse = self._unary(
+            self._stub.GetExecution, tpb.GetExecutionRequest(execution_id=execution_id), idempotent=True
+        )
+        return c.snapshot(response.execution)
+
+    def cancel(self, execution_id: str, reason: str = "") -> ExecutionSnapshot:
+        """Ask for the execution to be cancelled (idempotent). It may still be RUNNING while handlers stop."""
+        response: tpb.CancelExecutionResponse = self._unary(
+            self._stub.CancelExecution,
+            tpb.CancelExecutionRequest(execution_id=execution_id, reason=reason),
+            idempotent=True,
+        )
+        return c.snapshot(response.execution)
+
+    def stats(self) -> Stats:
+        response: tpb.GetStatsResponse = self._unary(self._stub.GetStats, tpb.GetStatsRequest(), idempotent=True)
+        return c.stats_from_proto(response)
+
+    def workers(self) -> builtins.list[WorkerInfo]:
+        response: tpb.ListWorkersResponse = self._unary(
+            self._stub.ListWorkers, tpb.ListWorkersRequest(), idempotent=True
+        )
+        return c.workers_from_proto(response)
+
+    def watch(
+        self, execution_id: str, after_sequence: int = 0, *, timeout: timedelta | None = None
+    ) -> Generator[WatchEvent, None, None]:
+        """The execution's events in order: its history after `after_sequence`, then live ones.
+
+        Ends after the event that makes the execution terminal. A broken stream is reopened after the last
+        event received (UNAVAILABLE is retried per the client's retry policy). `timeout` bounds the whole
+        watch (WaitTimeout).
+        """
+        deadline = time.monotonic() + c.seconds(timeout) if timeout is not None else None
+        last = after_sequence
+        failures = 0
+        while True:
+            remaining = deadline - time.monotonic() if deadline is not None else None
+            if remaining is not None and remaining <= 0:
+                raise WaitTimeout(execution_id, c.seconds(timeout or timedelta()))
+            call = self._stub.WatchExecution(
+                tpb.WatchExecutionRequest(execution_id=execution_id, after_sequence=last), timeout=remaining
+            )
+            try:
+                for response in call:
+                    failures = 0
+                    last = max(last, response.event.sequence)
+                    event = event_from_proto(response.event)
+                    if event is not None:
+                        yield event
+                return
+            except grpc.RpcError as error:
+                if timeout is not None and c.deadline_exceeded(error):
+                    raise WaitTimeout(execution_id, c.seconds(timeout)) from error
+                mapped = error_from_rpc(error, address=self._address)
+                failures += 1
+                if not is_retryable(mapped) or failures >= self._retry.max_attempts:
+                    raise mapped from error
+            finally:
+                call.cancel()
+            time.sleep(c.backoff_s(self._retry, failures))
+
+    def wait_finished(
+        self,
+        execution_id: str,
+        timeout: timedelta | None = None,
+        *,
+        on_event: Callable[[WatchEvent], object] | None = None,
+    ) -> ExecutionSnapshot:
+        """Block until the execution is terminal and return it, whatever its final state.
+
+        `on_event` sees every event as it arrives (to show progress). Raises WaitTimeout when `timeout` passes.
+        """
+        deadline = time.monotonic() + c.seconds(timeout) if timeout is not None else None
+        last = 0
+        rounds = 0
+        while True:
+            remaining = timedelta(seconds=max(deadline - time.monotonic(), 0.0)) if deadline is not None else None
+            events = self.watch(execution_id, after_sequence=last, timeout=remaining)
+            try:
+                for event in events:
+                    last = event.sequence
+                    if on_event is not None:
+                        on_event(event)
+                    if isinstance(event, ExecutionTransition) and event.is_terminal:
+                        break
+            finally:
+                events.close()
+            current = self.get(execution_id)
+            if current.is_terminal:
+                return current
+            # The stream ended before the terminal event (the server went away): follow on after a pause.
+            rounds += 1
+            time.sleep(c.backoff_s(self._retry, rounds))
+
+    def wait(self, execution_id: str, timeout: timedelta | None = None) -> Any:
+        """The output of the execution once it succeeds: the task's output when it has one task, else the
+        outputs by task id. Raises ExecutionFailed or ExecutionCancelled (with the reason code), WaitTimeout."""
+        return c.result_of(self.wait_finished(execution_id, timeout))
+
+    def list(
+        self,
+        *,
+        states: Iterable[d.State | str] = (),
+        handler: str = "",
+        limit: int | None = None,
+        page_size: int | None = None,
+    ) -> Generator[ExecutionSnapshot, None, None]:
+        """Executions, newest first, fetched page by page as you iterate; at most `limit` of them."""
+        wanted = builtins.list(states)
+        token = ""
+        fetched = 0
+        while limit is None or fetched < limit:
+            request = c.list_request(
+                states=wanted, handler=handler, page_size=c.page_size_for(limit, page_size, fetched), page_token=token
+            )
+            response: tpb.ListExecutionsResponse = self._unary(self._stub.ListExecutions, request, idempotent=True)
+            for message in response.executions:
+                if limit is not None and fetched >= limit:
+                    return
+                fetched += 1
+                yield c.snapshot(message)
+            token = response.next_page_token
+            if not token:
+                return

@@ -1,0 +1,117 @@
+"""The taskwire server: the engine behind gRPC, with health checking and reflection.
+
+Shutdown order (STYLE.md): stop accepting → let workers drain within the grace
+period (heartbeats keep flowing) → stop the gRPC server → flush state → close
+the store. Nothing acknowledged is lost either way: an acknowledged submit is
+already committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from server._config import ServerConfig
+from server._engine import Clock, Engine
+from server._servicers import TaskService, WorkerService
+from server._sqlite_store import SqliteStore
+from server._store import Store
+from taskwire.v1 import task_service_pb2, task_service_pb2_grpc, worker_service_pb2, worker_service_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+TASK_SERVICE = task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
+WORKER_SERVICE = worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+class TaskwireServer:
+    def __init__(self, config: ServerConfig, *, store: Store | None = None, clock: Clock | None = None) -> None:
+        self.config = config
+        self._store: Store = store or SqliteStore(config.db_path)
+        self.engine = Engine(store=self._store, config=config, clock=clock, on_fatal=self._on_fatal)
+        self._health = HealthServicer()
+        self._grpc: grpc.aio.Server | None = None
+        self.address = ""
+        self._stopped = asyncio.Event()
+        self._stopping: asyncio.Task[None] | None = None
+        self._hurry: asyncio.Task[None] | None = None
+        self._stop_lock = asyncio.Lock()
+        self.failure: BaseException | None = None
+
+    async def start(self) -> str:
+        """Open the store, recover, and serve. Returns the bound address (useful with port 0)."""
+        await self._store.open()
+        await self.engine.start()
+        max_message = max(4 * 1024 * 1024, 2 * self.config.limits.max_payload_bytes + 1024 * 1024)
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", max_message),
+                ("grpc.max_send_message_length", max_message),
+            ]
+        )
+        task_service_pb2_grpc.add_TaskServiceServicer_to_server(
+            TaskService(engine=self.engine, config=self.config), server
+        )
+        worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(engine=self.engine), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (TASK_SERVICE, WORKER_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server
+        )
+        port = server.add_insecure_port(self.config.listen)
+        host = self.config.listen.rsplit(":", 1)[0]
+        self.address = f"{host}:{port}"
+        await server.start()
+        self._grpc = server
+        for service in ("", TASK_SERVICE, WORKER_SERVICE):
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        return self.address
+
+    def _on_fatal(self, error: BaseException) -> None:
+        self.failure = error
+        self.stop_soon(grace=None)
+
+    def stop_soon(self, *, grace: timedelta | None) -> asyncio.Task[None]:
+        """Start stopping (graceful with `grace`, at once with None); a later call with None hurries it."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self.shutdown(grace=grace))
+        elif grace is None and self._hurry is None:
+            self._hurry = asyncio.ensure_future(self._stop_now())
+        return self._stopping
+
+    async def shutdown(self, *, grace: timedelta | None) -> None:
+        """Graceful with a grace period; immediate with None. Idempotent."""
+        await self._health.enter_graceful_shutdown()
+        self.engine.stop_accepting()
+        if grace is not None and grace > timedelta(0):
+            await self.engine.drain_workers(grace)
+        await self._stop_now()
+
+    async def _stop_now(self) -> None:
+        async with self._stop_lock:
+            if self._stopped.is_set():
+                return
+            await self.engine.close()
+            if self._grpc is not None:
+                await self._grpc.stop(grace=0.5)
+            await self._store.close()
+            self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def __aenter__(self) -> TaskwireServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.shutdown(grace=None)

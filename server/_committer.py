@@ -1,0 +1,125 @@
+"""The engine's write pipeline: stage changes, commit them in groups, then tell watchers.
+
+The engine stages every change synchronously as it makes it. One write is in
+flight at a time; whatever is staged meanwhile goes into the next write, so
+under load each commit carries many changes (group commit) and the cost of an
+fsync is shared. Events reach the bus only after their write is durable, so a
+watcher never sees anything a restart could take back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from server._bus import EventBus
+from server._store import EventRecord, NewExecution, Store, WriteBatch
+from server.domain import Execution, TaskRun, TaskwireError
+
+log = logging.getLogger(__name__)
+
+
+class StoreFailure(TaskwireError):
+    """The store could not commit: the server stops rather than serve state it cannot keep."""
+
+    status_name = "UNAVAILABLE"
+
+
+class Committer:
+    def __init__(self, *, store: Store, bus: EventBus, on_fatal: Callable[[BaseException], None]) -> None:
+        self._store = store
+        self._bus = bus
+        self._on_fatal = on_fatal
+        self._new: list[NewExecution] = []
+        self._executions: dict[str, Execution] = {}
+        self._task_runs: dict[str, TaskRun] = {}
+        self._events: list[EventRecord] = []
+        self._after_commit: list[Callable[[], None]] = []
+        self._staged: asyncio.Future[None] | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
+        self.commits = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="taskwire-committer")
+
+    def stage_new(self, new: NewExecution) -> None:
+        self._new.append(new)
+        self._wake.set()
+
+    def stage_execution(self, execution: Execution) -> None:
+        self._executions[execution.id] = execution
+        self._wake.set()
+
+    def stage_task_run(self, task_run: TaskRun) -> None:
+        self._task_runs[task_run.id] = task_run
+        self._wake.set()
+
+    def stage_event(self, event: EventRecord) -> None:
+        self._events.append(event)
+        self._wake.set()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once everything staged so far is durable."""
+        self._after_commit.append(callback)
+        self._wake.set()
+
+    def durable(self) -> asyncio.Future[None]:
+        """A future that resolves when everything staged so far is committed."""
+        if self._failure is not None:
+            raise StoreFailure(f"the store failed: {self._failure}")
+        if self._staged is None:
+            self._staged = asyncio.get_running_loop().create_future()
+        self._wake.set()
+        return self._staged
+
+    def _take(self) -> tuple[WriteBatch, list[Callable[[], None]], asyncio.Future[None] | None]:
+        batch = WriteBatch(
+            new_executions=self._new,
+            executions=list(self._executions.values()),
+            task_runs=list(self._task_runs.values()),
+            events=self._events,
+        )
+        callbacks, waiter = self._after_commit, self._staged
+        self._new, self._executions, self._task_runs, self._events = [], {}, {}, []
+        self._after_commit, self._staged = [], None
+        return batch, callbacks, waiter
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, callbacks, waiter = self._take()
+            try:
+                if batch:
+                    await self._store.write(batch)
+                    self.commits += 1
+            except Exception as error:
+                log.critical("store write failed; stopping: %s", error, exc_info=True)
+                self._failure = error
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(StoreFailure(f"the store failed: {error}"))
+                self._on_fatal(error)
+                return
+            self._bus.publish(batch.events)
+            for callback in callbacks:
+                callback()
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    async def flush(self) -> None:
+        """Wait until everything staged so far is durable."""
+        if self._task is not None and not self._task.done():
+            await self.durable()
+
+    async def close(self) -> None:
+        if self._task is None:
+            return
+        if not self._task.done() and self._failure is None:
+            await self.flush()
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._task = None

@@ -1,0 +1,42 @@
+"""Server settings, with the defaults taskwire ships."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from server.domain import Limits
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_DB = Path(".taskwire") / "taskwire.db"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
+    listen: str = DEFAULT_LISTEN
+    db_path: Path = DEFAULT_DB
+    queue_capacity: int = 10_000
+    limits: Limits = field(default_factory=Limits)
+    # A worker sends heartbeats this often; a session silent for lease_timeout loses its attempts.
+    heartbeat_interval: timedelta = timedelta(seconds=5)
+    lease_timeout: timedelta = timedelta(seconds=30)
+    # How long a cancelled attempt's worker has to confirm before the attempt is fenced anyway.
+    cancel_grace: timedelta = timedelta(seconds=10)
+    # How long a SIGTERM waits for workers to drain before the server stops.
+    shutdown_grace: timedelta = timedelta(seconds=30)
+    # Deadline of unary calls that do not set one themselves.
+    default_rpc_timeout: timedelta = timedelta(seconds=30)
+
+    def __post_init__(self) -> None:
+        if self.queue_capacity < 1:
+            raise ValueError("queue capacity must be at least 1")
+        if self.limits.max_payload_bytes < 1:
+            raise ValueError("max payload bytes must be at least 1")
+        for name in ("heartbeat_interval", "lease_timeout", "cancel_grace"):
+            if getattr(self, name) <= timedelta(0):
+                raise ValueError(f"{name.replace('_', ' ')} must be positive")
+        if self.shutdown_grace < timedelta(0):
+            raise ValueError("shutdown grace must not be negative")
+        if self.lease_timeout <= self.heartbeat_interval:
+            raise ValueError("lease timeout must be longer than the heartbeat interval")

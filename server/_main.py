@@ -1,0 +1,188 @@
+"""`taskwire-server`: run the control plane."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import TypeVar
+
+from server._app import TaskwireServer
+from server._config import DEFAULT_DB, DEFAULT_LISTEN, ServerConfig
+from server._local_worker import LocalWorker
+from server.domain import Limits
+
+T = TypeVar("T")
+DESCRIPTION = """\
+Run the taskwire control plane: the gRPC server that holds the bounded queue, the
+durable store (SQLite) and the execution state machine. Worker agents connect to it
+with `taskwire-worker`; clients use the `taskwire` CLI, the Python SDK, or any gRPC
+client (server reflection is on, so grpcurl works without proto files).
+
+Every option can also be set with the environment variable shown in brackets.
+SIGTERM or SIGINT stops gracefully (workers drain, up to --shutdown-grace);
+a second signal stops at once. Nothing acknowledged is lost either way.
+"""
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _positive(kind: Callable[[str], T], what: str) -> Callable[[str], T]:
+    def parse(text: str) -> T:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+        if value <= 0:  # type: ignore[operator]
+            raise argparse.ArgumentTypeError(f"{what} must be positive, got {text!r}")
+        return value
+
+    return parse
+
+
+def _seconds(what: str) -> Callable[[str], timedelta]:
+    number = _positive(float, what)
+    return lambda text: timedelta(seconds=number(text))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taskwire-server", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add = parser.add_argument
+    add(
+        "--listen",
+        default=_env("TASKWIRE_LISTEN", DEFAULT_LISTEN),
+        help="address to serve on, HOST:PORT; port 0 picks a free one [TASKWIRE_LISTEN] (default: %(default)s)",
+    )
+    add(
+        "--db",
+        type=Path,
+        default=Path(_env("TASKWIRE_DB", str(DEFAULT_DB))),
+        help="SQLite database file, created if missing [TASKWIRE_DB] (default: %(default)s)",
+    )
+    add(
+        "--queue-capacity",
+        type=_positive(int, "queue capacity"),
+        default=_env("TASKWIRE_QUEUE_CAPACITY", "10000"),
+        help="task runs accepted and not yet dispatched before submits are refused or wait "
+        "[TASKWIRE_QUEUE_CAPACITY] (default: %(default)s)",
+    )
+    add(
+        "--max-payload-bytes",
+        type=_positive(int, "max payload bytes"),
+        default=_env("TASKWIRE_MAX_PAYLOAD_BYTES", str(Limits().max_payload_bytes)),
+        help="largest accepted task input [TASKWIRE_MAX_PAYLOAD_BYTES] (default: %(default)s)",
+    )
+    add(
+        "--heartbeat-interval",
+        type=_seconds("heartbeat interval"),
+        default=_env("TASKWIRE_HEARTBEAT_INTERVAL", "5"),
+        help="seconds between worker heartbeats [TASKWIRE_HEARTBEAT_INTERVAL] (default: %(default)s)",
+    )
+    add(
+        "--lease-timeout",
+        type=_seconds("lease timeout"),
+        default=_env("TASKWIRE_LEASE_TIMEOUT", "30"),
+        help="seconds of worker silence after which its attempts are lost and retried "
+        "[TASKWIRE_LEASE_TIMEOUT] (default: %(default)s)",
+    )
+    add(
+        "--cancel-grace",
+        type=_seconds("cancel grace"),
+        default=_env("TASKWIRE_CANCEL_GRACE", "10"),
+        help="seconds a worker has to confirm a cancel before the attempt is fenced "
+        "[TASKWIRE_CANCEL_GRACE] (default: %(default)s)",
+    )
+    add(
+        "--shutdown-grace",
+        type=_seconds("shutdown grace"),
+        default=_env("TASKWIRE_SHUTDOWN_GRACE", "30"),
+        help="seconds a graceful stop waits for workers to drain [TASKWIRE_SHUTDOWN_GRACE] (default: %(default)s)",
+    )
+    add(
+        "--with-local-worker",
+        action="store_true",
+        default=_env("TASKWIRE_WITH_LOCAL_WORKER", "") not in ("", "0", "false"),
+        help="also start one local worker agent with the demo handlers (what `make run` does) "
+        "[TASKWIRE_WITH_LOCAL_WORKER]",
+    )
+    add(
+        "--log-level",
+        default=_env("TASKWIRE_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="[TASKWIRE_LOG_LEVEL] (default: %(default)s)",
+    )
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
+        listen=args.listen,
+        db_path=args.db,
+        queue_capacity=args.queue_capacity,
+        limits=Limits(max_payload_bytes=args.max_payload_bytes),
+        heartbeat_interval=args.heartbeat_interval,
+        lease_timeout=args.lease_timeout,
+        cancel_grace=args.cancel_grace,
+        shutdown_grace=args.shutdown_grace,
+    )
+
+
+async def serve(config: ServerConfig, *, with_local_worker: bool = False) -> int:
+    server = TaskwireServer(config)
+    try:
+        address = await server.start()
+    except Exception as error:
+        print(f"taskwire-server: cannot start: {error}", file=sys.stderr)
+        return 1
+    print(f"taskwire-server listening on {address} (store: {config.db_path})", flush=True)
+    loop = asyncio.get_running_loop()
+
+    signals_seen = 0
+
+    def on_signal() -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        # The first signal drains the workers; a second one stops at once.
+        server.stop_soon(grace=config.shutdown_grace if signals_seen == 1 else None)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal)
+    local = LocalWorker(address) if with_local_worker else None
+    if local is not None:
+        await local.start()
+        print(local.hints(), flush=True)
+    await server.wait_stopped()
+    if local is not None:
+        await local.stop()
+    if server.failure is not None:
+        print(f"taskwire-server: stopped after a store failure: {server.failure}", file=sys.stderr)
+        return 1
+    print("taskwire-server stopped", flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as error:
+        parser.error(str(error))
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return asyncio.run(serve(config, with_local_worker=args.with_local_worker))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""Thin gRPC adapters: check request fields, convert with `server.wire`, call the engine.
+
+No state changes here. Every taskwire error becomes a gRPC status in one place
+(`_translate_errors`), and every unary call runs under a server-side deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from server import wire
+from server._config import ServerConfig
+from server._engine import Engine, SubmitItem, WorkerHello
+from server.domain import TaskwireError, ValidationError
+from taskwire.v1 import task_service_pb2 as tpb
+from taskwire.v1 import task_service_pb2_grpc, worker_service_pb2_grpc
+from taskwire.v1 import worker_service_pb2 as wpb
+
+log = logging.getLogger(__name__)
+
+RequestT = TypeVar("RequestT")
+ResponseT = TypeVar("ResponseT")
+ServicerT = TypeVar("ServicerT", bound="TaskService")
+Context = grpc.aio.ServicerContext[Any, Any]
+
+MAX_BATCH = 1000
+MAX_CANCEL_REASON = 1024
+MAX_SLOTS = 10_000
+# A wait-for-room submit answers this much before the caller's deadline so that the caller
+# gets taskwire's DEADLINE_EXCEEDED (with its message) rather than its own channel's.
+_DEADLINE_MARGIN_S = 0.05
+
+
+def _translate_errors(
+    method: Callable[[ServicerT, RequestT, Context], Awaitable[ResponseT]],
+) -> Callable[[ServicerT, RequestT, Context], Awaitable[ResponseT]]:
+    """Run a unary method under the server's deadline and map taskwire errors to statuses."""
+
+    @functools.wraps(method)
+    async def wrapper(self: ServicerT, request: RequestT, context: Context) -> ResponseT:
+        try:
+            async with asyncio.timeout(self.budget_s(context)):
+                return await method(self, request, context)
+        except TaskwireError as error:
+            await context.abort(wire.status_for(error), error.message)
+        except TimeoutError:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the call did not finish within its deadline")
+        raise AssertionError("unreachable: context.abort raises")
+
+    return wrapper
+
+
+def _required(value: str, field: str) -> str:
+    if not value:
+        raise ValidationError(field, "required")
+    return value
+
+
+def fingerprint(spec: tpb.ExecutionSpec) -> str:
+    """Identifies a request for idempotency: the same key with another fingerprint is a conflict."""
+    return hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()
+
+
+class TaskService(task_service_pb2_grpc.TaskServiceServicer):
+    def __init__(self, *, engine: Engine, config: ServerConfig) -> None:
+        self._engine = engine
+        self._config = config
+
+    def budget_s(self, context: Context) -> float:
+        """The time a unary call may take: the caller's deadline, capped by the server's."""
+        budget = self._config.default_rpc_timeout.total_seconds()
+        remaining = context.time_remaining()
+        return min(budget, remaining) if remaining is not None else budget
+
+    def _admission(self, mode: int, context: Context) -> tuple[bool, float]:
+        if mode not in tpb.AdmissionMode.values():
+            raise ValidationError("admission", f"unknown admission mode {mode}")
+        return mode == tpb.ADMISSION_MODE_WAIT_FOR_ROOM, max(self.budget_s(context) - _DEADLINE_MARGIN_S, 0.0)
+
+    @_translate_errors
+    async def SubmitExecution(
+        self, request: tpb.SubmitExecutionRequest, context: Context
+    ) -> tpb.SubmitExecutionResponse:
+        if not request.HasField("execution"):
+            raise ValidationError("execution", "required")
+        wait, timeout_s = self._admission(request.admission, context)
+        result = await self._engine.submit(
+            wire.execution_spec_from_proto(request.execution),
+            fingerprint=fingerprint(request.execution),
+            wait_for_room=wait,
+            timeout_s=timeout_s,
+        )
+        snapshot = result.snapshot
+        return tpb.SubmitExecutionResponse(
+            execution=wire.execution_to_proto(snapshot.execution, snapshot.task_runs),
+            deduplicated=result.deduplicated,
+        )
+
+    @_translate_errors
+    async def SubmitExecutions(
+        self, request: tpb.SubmitExecutionsRequest, context: Context
+    ) -> tpb.SubmitExecutionsResponse:
+        if not request.executions:
+            raise ValidationError("executions", "at least one execution is required")
+        if len(request.executions) > MAX_BATCH:
+            raise ValidationError("executions", f"at most {MAX_BATCH} per call, got {len(request.executions)}")
+        wait, timeout_s = self._admission(request.admission, context)
+        items = [SubmitItem(wire.execution_spec_from_proto(spec), fingerprint(spec)) for spec in request.executions]
+        results = await self._engine.submit_many(items, wait_for_room=wait, timeout_s=timeout_s)
+        response = tpb.SubmitExecutionsResponse()
+        for result in results:
+            code, message = wire.submit_result_error(result.error) if result.error else ("", "")
+            response.results.add(
+                execution_id=result.execution_id,
+                deduplicated=result.deduplicated,
+                error_code=code,
+                error_message=message,
+            )
+        return response
+
+    @_translate_errors
+    async def GetExecution(self, request: tpb.GetExecutionRequest, context: Context) -> tpb.GetExecutionResponse:
+        snapshot = await self._engine.get(_required(request.execution_id, "execution_id"))
+        return tpb.GetExecutionResponse(execution=wire.execution_to_proto(snapshot.execution, snapshot.task_runs))
+
+    @_translate_errors
+    async def ListExecutions(self, request: tpb.ListExecutionsRequest, context: Context) -> tpb.ListExecutionsResponse:
+        page = await self._engine.list_executions(
+            states=wire.states_from_proto(request.states),
+            handler=request.handler,
+            page_size=wire.page_size(request.page_size),
+            page_token=request.page_token,
+        )
+        return tpb.ListExecutionsResponse(
+            executions=[wire.execution_to_proto(s.execution, s.task_runs) for s in page.snapshots],
+            next_page_token=page.next_page_token,
+        )
+
+    @_translate_errors
+    async def CancelExecution(
+        self, request: tpb.CancelExecutionRequest, context: Context
+    ) -> tpb.CancelExecutionResponse:
+        execution_id = _required(request.execution_id, "execution_id")
+        if len(request.reason) > MAX_CANCEL_REASON:
+            raise ValidationError("reason", f"at most {MAX_CANCEL_REASON} characters")
+        snapshot, already_terminal = await self._engine.cancel(execution_id, request.reason)
+        return tpb.CancelExecutionResponse(
+            execution=wire.execution_to_proto(snapshot.execution, snapshot.task_runs),
+            already_terminal=already_terminal,
+        )
+
+    async def WatchExecution(
+        self, request: tpb.WatchExecutionRequest, context: Context
+    ) -> AsyncIterator[tpb.WatchExecutionResponse]:
+        try:
+            execution_id = _required(request.execution_id, "execution_id")
+            async for record in self._engine.watch(execution_id, request.after_sequence):
+                response = tpb.WatchExecutionResponse()
+                response.event.ParseFromString(record.body)
+                yield response
+        except TaskwireError as error:
+            await context.abort(wire.status_for(error), error.message)
+
+    @_translate_errors
+    async def GetStats(self, request: tpb.GetStatsRequest, context: Context) -> tpb.GetStatsResponse:
+        stats = self._engine.stats()
+        queue = stats.queue
+        return tpb.GetStatsResponse(
+            queue=tpb.QueueStats(
+                size=queue.size,
+                capacity=queue.capacity,
+                full=queue.full,
+                empty=queue.empty,
+                waiting_submitters=queue.waiting_submitters,
+            ),
+            in_flight=stats.in_flight,
+            connected_workers=stats.connected_workers,
+            free_slots=stats.free_slots,
+            handlers=[
+                tpb.HandlerStats(
+                    handler=h.handler,
+                    pending=h.pending,
+                    in_flight=h.in_flight,
+                    free_slots=h.free_slots,
+                    workers=h.workers,
+                )
+                for h in stats.handlers
+            ],
+        )
+
+    @_translate_errors
+    async def ListWorkers(self, request: tpb.ListWorkersRequest, context: Context) -> tpb.ListWorkersResponse:
+        lease_timeout = wire.duration_to_proto(self._config.lease_timeout)
+        return tpb.ListWorkersResponse(
+            workers=[
+                tpb.WorkerInfo(
+                    session_id=session.session_id,
+                    instance_id=session.instance_id,
+                    name=session.name,
+                    handlers=sorted(session.handlers),
+                    slots=session.slots,
+                    in_flight=len(session.held),
+                    labels=session.labels,
+                    agent_version=session.agent_version,
+                    connected_at=wire.timestamp_to_proto(session.connected_at),
+                    last_seen_at=wire.timestamp_to_proto(session.last_seen_at),
+                    draining=session.draining,
+                    lease_timeout=lease_timeout,
+                )
+                for session in self._engine.workers()
+            ]
+        )
+
+
+def hello_from_proto(hello: wpb.WorkerHello) -> WorkerHello:
+    """Check a worker's hello field by field."""
+    instance_id = _required(hello.instance_id, "hello.instance_id")
+    if not hello.handlers:
+        raise ValidationError("hello.handlers", "a worker must serve at least one handler")
+    for index, handler in enumerate(hello.handlers):
+        if not handler.strip():
+            raise ValidationError(f"hello.handlers[{index}]", "must not be empty")
+    if not 1 <= hello.slots <= MAX_SLOTS:
+        raise ValidationError("hello.slots", f"must be between 1 and {MAX_SLOTS}, got {hello.slots}")
+    return WorkerHello(
+        name=hello.name or instance_id,
+        instance_id=instance_id,
+        handlers=frozenset(hello.handlers),
+        slots=hello.slots,
+        labels=dict(hello.labels),
+        agent_version=hello.agent_version,
+        running_attempts=tuple((ref.task_run_id, ref.attempt) for ref in hello.running_attempts),
+    )
+
+
+class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
+    def __init__(self, *, engine: Engine) -> None:
+        self._engine = engine
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[wpb.ConnectRequest], context: Context
+    ) -> AsyncIterator[wpb.ConnectResponse]:
+        requests = aiter(request_iterator)
+        try:
+            first = await anext(requests)
+        except StopAsyncIteration:
+            return
+        try:
+            if not first.messages or first.messages[0].WhichOneof("kind") != "hello":
+                raise ValidationError("messages[0]", "the first message of a session must be a hello")
+            hello = hello_from_proto(first.messages[0].hello)
+        except TaskwireError as error:
+            await context.abort(wire.status_for(error), error.message)
+        session, welcome = self._engine.connect_worker(hello)
+        try:
+            yield wpb.ConnectResponse(messages=[wpb.ServerMessage(welcome=welcome)])
+            rest = wpb.ConnectRequest(messages=first.messages[1:])
+            if rest.messages:
+                self._engine.on_worker_frame(session, rest)
+            reader = asyncio.create_task(self._read(requests, session), name=f"worker-reader-{session.name}")
+            try:
+                async for frame in session.frames():
+                    yield frame
+            finally:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+        finally:
+            self._engine.disconnect_worker(session)
+
+    async def _read(self, requests: AsyncIterator[wpb.ConnectRequest], session: Any) -> None:
+        try:
+            async for frame in requests:
+                self._engine.on_worker_frame(session, frame)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.info("stream of worker %s broke: %s", session.name, error)
+        finally:
+            # However the stream ended, the session stops sending; its leases decide the rest.
+            self._engine.disconnect_worker(session)

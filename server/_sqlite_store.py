@@ -1,0 +1,1165 @@
+"""The default store: one SQLite file, group-committed by one writer thread.
+
+Durability as shipped: WAL journal with `synchronous=FULL`, so a commit is
+fsynced before `write` returns. One writer thread owns the write connection;
+`write(batch)` serializes the batch on the caller's side, queues it and waits.
+The writer takes everything queued at that moment, applies it in one
+transaction, commits once and wakes every waiter: N concurrent writers cost
+about one fsync, not N. When such a transaction fails, each of its batches is
+retried alone, so one bad batch fails only its own writer.
+
+Reads run on a small pool of read-only connections in their own threads, each
+read in one read transaction (a consistent snapshot of committed data); WAL
+lets them run while the writer commits. The event loop never touches the disk.
+
+Schema (PRAGMA user_version 1; timestamps are INTEGER microseconds since the
+Unix epoch, UTC; durations INTEGER microseconds; JSON columns are compact JSON):
+
+- `executions`: `seq` (AUTOINCREMENT, never reused: the newest-first paging
+  key), `id` UNIQUE, the Execution's fields, `request_fingerprint`;
+  `idempotency_key` is UNIQUE where not empty.
+- `task_runs`: `seq` (insertion order, the tie-break of the PENDING queue),
+  `id` UNIQUE, `execution_id` → executions, `position` within the execution,
+  the TaskRun's fields; attempts are a JSON array.
+- `task_run_inputs`: the input bytes of each task run, written once. Kept apart
+  so the frequent updates of a task run never rewrite a large input.
+- `events`: (`execution_id`, `sequence`) primary key, WITHOUT ROWID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import concurrent.futures
+import contextlib
+import heapq
+import json
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Protocol, TypeVar
+
+from server._store import (
+    EventRecord,
+    ExecutionPage,
+    ExecutionSnapshot,
+    IdempotencyHit,
+    RecoveredState,
+    WriteBatch,
+)
+from server.domain import (
+    Attempt,
+    AttemptOutcome,
+    Closing,
+    ErrorInfo,
+    Execution,
+    Payload,
+    Progress,
+    Reason,
+    ReasonCode,
+    RetryPolicy,
+    State,
+    TaskRun,
+    TaskwireError,
+    ValidationError,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "DuplicateIdempotencyKey",
+    "SqliteStore",
+    "StoreClosed",
+    "StoreError",
+    "StoreStats",
+]
+
+_T = TypeVar("_T")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class StoreError(TaskwireError):
+    """The store could not do what was asked (a refused or failed write, an unusable database file)."""
+
+    status_name = "INTERNAL"
+
+
+class StoreClosed(StoreError):
+    """The store is closed (or was never opened): it takes no more reads or writes."""
+
+    status_name = "UNAVAILABLE"
+
+
+class DuplicateIdempotencyKey(StoreError):
+    """A new execution carries an idempotency key that another execution already has.
+
+    Only the batch holding that execution fails; `find_idempotency_key(key)` then
+    tells which execution owns the key.
+    """
+
+    status_name = "ALREADY_EXISTS"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"idempotency key {key!r} is already used by another execution")
+        self.key = key
+
+
+# --------------------------------------------------------------------------- codec: scalars
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+_INT64_MAX: Final = 2**63 - 1
+
+
+class RowLike(Protocol):
+    """A row by column name: a `sqlite3.Row` or a plain dict."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def datetime_to_db(value: datetime) -> int:
+    """Microseconds since the Unix epoch. Refuses a naive datetime (its instant is unknown)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value.isoformat()} cannot be stored; use a timezone-aware UTC datetime")
+    return (value - _EPOCH) // _MICROSECOND
+
+
+def datetime_from_db(value: int) -> datetime:
+    """The aware UTC datetime of `datetime_to_db`."""
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def optional_datetime_to_db(value: datetime | None) -> int | None:
+    return None if value is None else datetime_to_db(value)
+
+
+def optional_datetime_from_db(value: int | None) -> datetime | None:
+    return None if value is None else datetime_from_db(value)
+
+
+def timedelta_to_db(value: timedelta) -> int:
+    """Whole microseconds; a duration beyond ±292,000 years does not fit a 64-bit integer and is refused."""
+    micros = value // _MICROSECOND
+    if not -_INT64_MAX <= micros <= _INT64_MAX:
+        raise ValueError(f"duration {value} is too long to store")
+    return micros
+
+
+def timedelta_from_db(value: int) -> timedelta:
+    return timedelta(microseconds=value)
+
+
+def optional_timedelta_to_db(value: timedelta | None) -> int | None:
+    return None if value is None else timedelta_to_db(value)
+
+
+def optional_timedelta_from_db(value: int | None) -> timedelta | None:
+    return None if value is None else timedelta_from_db(value)
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _dumps_or_none(value: object | None) -> str | None:
+    return None if value is None else _dumps(value)
+
+
+def _loads_or_none(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+# --------------------------------------------------------------------------- codec: parts as JSON values
+
+
+def reason_to_json(reason: Reason) -> dict[str, Any]:
+    return {"code": reason.code.value, "message": reason.message}
+
+
+def reason_from_json(value: dict[str, Any]) -> Reason:
+    return Reason(ReasonCode(value["code"]), value["message"])
+
+
+def payload_to_json(payload: Payload) -> dict[str, Any]:
+    return {"data": base64.b64encode(payload.data).decode("ascii"), "content_type": payload.content_type}
+
+
+def payload_from_json(value: dict[str, Any]) -> Payload:
+    return Payload(base64.b64decode(value["data"]), value["content_type"])
+
+
+def error_info_to_json(error: ErrorInfo) -> dict[str, Any]:
+    return {"type": error.type, "message": error.message, "retryable": error.retryable, "traceback": error.traceback}
+
+
+def error_info_from_json(value: dict[str, Any]) -> ErrorInfo:
+    return ErrorInfo(value["type"], value["message"], value["retryable"], value["traceback"])
+
+
+def progress_to_json(progress: Progress) -> dict[str, Any]:
+    return {"fraction": progress.fraction, "message": progress.message}
+
+
+def progress_from_json(value: dict[str, Any]) -> Progress:
+    return Progress(float(value["fraction"]), value["message"])
+
+
+def closing_to_json(closing: Closing) -> dict[str, Any]:
+    return {"state": closing.state.value, "reason": reason_to_json(closing.reason)}
+
+
+def closing_from_json(value: dict[str, Any]) -> Closing:
+    return Closing(State(value["state"]), reason_from_json(value["reason"]))
+
+
+def retry_policy_to_json(policy: RetryPolicy) -> dict[str, Any]:
+    return {
+        "max_attempts": policy.max_attempts,
+        "initial_interval_us": timedelta_to_db(policy.initial_interval),
+        "backoff_coefficient": policy.backoff_coefficient,
+        "maximum_interval_us": optional_timedelta_to_db(policy.maximum_interval),
+        "non_retryable_error_types": list(policy.non_retryable_error_types),
+    }
+
+
+def retry_policy_from_json(value: dict[str, Any]) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=value["max_attempts"],
+        initial_interval=timedelta_from_db(value["initial_interval_us"]),
+        backoff_coefficient=float(value["backoff_coefficient"]),
+        maximum_interval=optional_timedelta_from_db(value["maximum_interval_us"]),
+        non_retryable_error_types=tuple(value["non_retryable_error_types"]),
+    )
+
+
+def attempt_to_json(attempt: Attempt) -> dict[str, Any]:
+    return {
+        "task_run_id": attempt.task_run_id,
+        "number": attempt.number,
+        "worker_id": attempt.worker_id,
+        "started_at": datetime_to_db(attempt.started_at),
+        "outcome": attempt.outcome.value,
+        "ended_at": optional_datetime_to_db(attempt.ended_at),
+        "output": None if attempt.output is None else payload_to_json(attempt.output),
+        "error": None if attempt.error is None else error_info_to_json(attempt.error),
+    }
+
+
+def attempt_from_json(value: dict[str, Any]) -> Attempt:
+    return Attempt(
+        task_run_id=value["task_run_id"],
+        number=value["number"],
+        worker_id=value["worker_id"],
+        started_at=datetime_from_db(value["started_at"]),
+        outcome=AttemptOutcome(value["outcome"]),
+        ended_at=optional_datetime_from_db(value["ended_at"]),
+        output=None if value["output"] is None else payload_from_json(value["output"]),
+        error=None if value["error"] is None else error_info_from_json(value["error"]),
+    )
+
+
+def _reason_from_columns(code: str | None, message: str | None) -> Reason | None:
+    if code is None:
+        return None
+    return Reason(ReasonCode(code), message or "")
+
+
+# --------------------------------------------------------------------------- codec: rows
+
+# The columns of an execution that an update rewrites (everything but seq and request_fingerprint).
+_EXECUTION_COLUMNS: Final = (
+    "id",
+    "name",
+    "state",
+    "reason_code",
+    "reason_message",
+    "closing",
+    "metadata",
+    "deadline",
+    "not_before",
+    "idempotency_key",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "ended_at",
+)
+
+# The columns of a task run that an update rewrites; execution_id and position only identify it.
+_TASK_RUN_COLUMNS: Final = (
+    "id",
+    "execution_id",
+    "task_id",
+    "handler",
+    "input_content_type",
+    "depends_on",
+    "timeout_us",
+    "retry_policy",
+    "state",
+    "reason_code",
+    "reason_message",
+    "pending_cancel",
+    "progress",
+    "not_before",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "ended_at",
+    "attempts",
+)
+
+
+def execution_to_row(execution: Execution) -> dict[str, Any]:
+    """The columns of `_EXECUTION_COLUMNS` for one execution."""
+    reason = execution.reason
+    return {
+        "id": execution.id,
+        "name": execution.name,
+        "state": execution.state.value,
+        "reason_code": None if reason is None else reason.code.value,
+        "reason_message": None if reason is None else reason.message,
+        "closing": _dumps_or_none(None if execution.closing is None else closing_to_json(execution.closing)),
+        "metadata": _dumps(dict(execution.metadata)),
+        "deadline": optional_datetime_to_db(execution.deadline),
+        "not_before": optional_datetime_to_db(execution.not_before),
+        "idempotency_key": execution.idempotency_key,
+        "created_at": datetime_to_db(execution.created_at),
+        "updated_at": datetime_to_db(execution.updated_at),
+        "started_at": optional_datetime_to_db(execution.started_at),
+        "ended_at": optional_datetime_to_db(execution.ended_at),
+    }
+
+
+def execution_from_row(row: RowLike) -> Execution:
+    closing = _loads_or_none(row["closing"])
+    return Execution(
+        id=row["id"],
+        name=row["name"],
+        state=State(row["state"]),
+        reason=_reason_from_columns(row["reason_code"], row["reason_message"]),
+        created_at=datetime_from_db(row["created_at"]),
+        updated_at=datetime_from_db(row["updated_at"]),
+        metadata=json.loads(row["metadata"]),
+        deadline=optional_datetime_from_db(row["deadline"]),
+        not_before=optional_datetime_from_db(row["not_before"]),
+        idempotency_key=row["idempotency_key"],
+        started_at=optional_datetime_from_db(row["started_at"]),
+        ended_at=optional_datetime_from_db(row["ended_at"]),
+        closing=None if closing is None else closing_from_json(closing),
+    )
+
+
+def task_run_to_row(task_run: TaskRun) -> dict[str, Any]:
+    """The columns of `_TASK_RUN_COLUMNS` for one task run, plus `input` (its bytes)."""
+    reason = task_run.reason
+    return {
+        "id": task_run.id,
+        "execution_id": task_run.execution_id,
+        "task_id": task_run.task_id,
+        "handler": task_run.handler,
+        "input": task_run.input.data,
+        "input_content_type": task_run.input.content_type,
+        "depends_on": _dumps(list(task_run.depends_on)),
+        "timeout_us": optional_timedelta_to_db(task_run.timeout),
+        "retry_policy": _dumps(retry_policy_to_json(task_run.retry_policy)),
+        "state": task_run.state.value,
+        "reason_code": None if reason is None else reason.code.value,
+        "reason_message": None if reason is None else reason.message,
+        "pending_cancel": _dumps_or_none(
+            None if task_run.pending_cancel is None else reason_to_json(task_run.pending_cancel)
+        ),
+        "progress": _dumps_or_none(None if task_run.progress is None else progress_to_json(task_run.progress)),
+        "not_before": optional_datetime_to_db(task_run.not_before),
+        "created_at": datetime_to_db(task_run.created_at),
+        "updated_at": datetime_to_db(task_run.updated_at),
+        "started_at": optional_datetime_to_db(task_run.started_at),
+        "ended_at": optional_datetime_to_db(task_run.ended_at),
+        "attempts": _dumps([attempt_to_json(attempt) for attempt in task_run.attempts]),
+    }
+
+
+def task_run_from_row(row: RowLike) -> TaskRun:
+    pending_cancel = _loads_or_none(row["pending_cancel"])
+    progress = _loads_or_none(row["progress"])
+    return TaskRun(
+        id=row["id"],
+        execution_id=row["execution_id"],
+        task_id=row["task_id"],
+        handler=row["handler"],
+        input=Payload(bytes(row["input"]), row["input_content_type"]),
+        depends_on=tuple(json.loads(row["depends_on"])),
+        timeout=optional_timedelta_from_db(row["timeout_us"]),
+        retry_policy=retry_policy_from_json(json.loads(row["retry_policy"])),
+        state=State(row["state"]),
+        reason=_reason_from_columns(row["reason_code"], row["reason_message"]),
+        created_at=datetime_from_db(row["created_at"]),
+        updated_at=datetime_from_db(row["updated_at"]),
+        started_at=optional_datetime_from_db(row["started_at"]),
+        ended_at=optional_datetime_from_db(row["ended_at"]),
+        attempts=tuple(attempt_from_json(value) for value in json.loads(row["attempts"])),
+        not_before=optional_datetime_from_db(row["not_before"]),
+        pending_cancel=None if pending_cancel is None else reason_from_json(pending_cancel),
+        progress=None if progress is None else progress_from_json(progress),
+    )
+
+
+def event_to_row(event: EventRecord) -> dict[str, Any]:
+    return {
+        "execution_id": event.execution_id,
+        "sequence": event.sequence,
+        "time": datetime_to_db(event.time),
+        "kind": event.kind,
+        "body": event.body,
+    }
+
+
+def event_from_row(row: RowLike) -> EventRecord:
+    return EventRecord(
+        execution_id=row["execution_id"],
+        sequence=row["sequence"],
+        time=datetime_from_db(row["time"]),
+        kind=row["kind"],
+        body=bytes(row["body"]),
+    )
+
+
+# --------------------------------------------------------------------------- schema and migrations
+
+_APPLICATION_ID: Final = 0x74776972  # "twir": marks the file as a taskwire database
+_TERMINAL_SQL: Final = "('SUCCESS', 'FAILED', 'CANCELLED')"
+
+_SCHEMA_V1: Final = (
+    """
+    CREATE TABLE executions (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        state TEXT NOT NULL,
+        reason_code TEXT,
+        reason_message TEXT,
+        closing TEXT,
+        metadata TEXT NOT NULL,
+        deadline INTEGER,
+        not_before INTEGER,
+        idempotency_key TEXT NOT NULL,
+        request_fingerprint TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        started_at INTEGER,
+        ended_at INTEGER
+    )
+    """,
+    "CREATE UNIQUE INDEX executions_by_idempotency_key ON executions (idempotency_key) WHERE idempotency_key != ''",
+    f"CREATE INDEX executions_active ON executions (seq) WHERE state NOT IN {_TERMINAL_SQL}",
+    "CREATE INDEX executions_by_state ON executions (state, seq)",
+    """
+    CREATE TABLE task_runs (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        execution_id TEXT NOT NULL REFERENCES executions (id),
+        position INTEGER NOT NULL,
+        task_id TEXT NOT NULL,
+        handler TEXT NOT NULL,
+        input_content_type TEXT NOT NULL,
+        depends_on TEXT NOT NULL,
+        timeout_us INTEGER,
+        retry_policy TEXT NOT NULL,
+        state TEXT NOT NULL,
+        reason_code TEXT,
+        reason_message TEXT,
+        pending_cancel TEXT,
+        progress TEXT,
+        not_before INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        started_at INTEGER,
+        ended_at INTEGER,
+        attempts TEXT NOT NULL,
+        UNIQUE (execution_id, position)
+    )
+    """,
+    "CREATE INDEX task_runs_pending ON task_runs (updated_at, seq) WHERE state = 'PENDING'",
+    "CREATE INDEX task_runs_by_handler ON task_runs (handler, execution_id)",
+    """
+    CREATE TABLE task_run_inputs (
+        task_run_id TEXT PRIMARY KEY REFERENCES task_runs (id),
+        data BLOB NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE events (
+        execution_id TEXT NOT NULL REFERENCES executions (id),
+        sequence INTEGER NOT NULL,
+        time INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        body BLOB NOT NULL,
+        PRIMARY KEY (execution_id, sequence)
+    ) WITHOUT ROWID
+    """,
+)
+
+
+def _create_schema_v1(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V1:
+        conn.execute(statement)
+
+
+# MIGRATIONS[n] takes a database from user_version n to n + 1, inside one transaction.
+# A later schema appends its step here; SCHEMA_VERSION follows.
+MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_create_schema_v1,)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[Callable[[sqlite3.Connection], None]] = MIGRATIONS) -> int:
+    """Bring the schema to `len(migrations)`, one transaction per step; return the version found.
+
+    `conn` must be in autocommit mode (isolation_level=None).
+    """
+    target = len(migrations)
+    application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if application_id not in (0, _APPLICATION_ID):
+        raise StoreError(f"not a taskwire database (application_id {application_id:#x})")
+    if found > target:
+        raise StoreError(f"the database has schema version {found}, newer than this server supports ({target})")
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated
+            if version >= target:
+                conn.execute("COMMIT")
+                return int(found)
+            migrations[version](conn)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
+def _connect(path: Path, *, busy_timeout_s: float, read_only: bool) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {round(busy_timeout_s * 1000)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA synchronous = FULL")
+        if read_only:
+            conn.execute("PRAGMA query_only = ON")
+            conn.row_factory = sqlite3.Row
+        else:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"cannot use WAL journal mode on {path} (got {mode!r})")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+# --------------------------------------------------------------------------- the write path
+
+_INSERT_EXECUTION: Final = (
+    f"INSERT INTO executions ({', '.join(_EXECUTION_COLUMNS)}, request_fingerprint) "
+    f"VALUES ({', '.join(':' + c for c in _EXECUTION_COLUMNS)}, :request_fingerprint)"
+)
+_UPDATE_EXECUTION: Final = (
+    f"UPDATE executions SET {', '.join(f'{c} = :{c}' for c in _EXECUTION_COLUMNS if c != 'id')} WHERE id = :id"
+)
+_INSERT_TASK_RUN: Final = (
+    f"INSERT INTO task_runs ({', '.join(_TASK_RUN_COLUMNS)}, position) "
+    f"VALUES ({', '.join(':' + c for c in _TASK_RUN_COLUMNS)}, :position)"
+)
+_UPDATE_TASK_RUN: Final = (
+    f"UPDATE task_runs SET {', '.join(f'{c} = :{c}' for c in _TASK_RUN_COLUMNS if c not in ('id', 'execution_id'))} "
+    "WHERE id = :id AND execution_id = :execution_id"
+)
+_INSERT_INPUT: Final = "INSERT INTO task_run_inputs (task_run_id, data) VALUES (:id, :input)"
+_EXISTING_EXECUTIONS: Final = "SELECT id FROM executions WHERE id IN (SELECT value FROM json_each(?))"
+_EXISTING_TASK_RUNS: Final = "SELECT id, execution_id FROM task_runs WHERE id IN (SELECT value FROM json_each(?))"
+_INSERT_EVENT: Final = (
+    "INSERT INTO events (execution_id, sequence, time, kind, body) "
+    "VALUES (:execution_id, :sequence, :time, :kind, :body)"
+)
+
+
+@dataclass(slots=True)
+class _Rows:
+    """A WriteBatch serialized to rows (done on the caller's side, so bad data fails its own caller)."""
+
+    new_executions: list[dict[str, Any]] = field(default_factory=list)
+    new_task_runs: list[dict[str, Any]] = field(default_factory=list)
+    executions: list[dict[str, Any]] = field(default_factory=list)
+    task_runs: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    idempotency_keys: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, batch: WriteBatch) -> _Rows:
+        rows = cls()
+        for new in batch.new_executions:
+            row = execution_to_row(new.execution)
+            row["request_fingerprint"] = new.request_fingerprint
+            rows.new_executions.append(row)
+            if new.execution.idempotency_key:
+                rows.idempotency_keys.append(new.execution.idempotency_key)
+            for position, task_run in enumerate(new.task_runs):
+                if task_run.execution_id != new.execution.id:
+                    raise ValueError(
+                        f"task run {task_run.id} belongs to {task_run.execution_id}, not {new.execution.id}"
+                    )
+                task_run_row = task_run_to_row(task_run)
+                task_run_row["position"] = position
+                rows.new_task_runs.append(task_run_row)
+        rows.executions = [execution_to_row(execution) for execution in batch.executions]
+        rows.task_runs = [task_run_to_row(task_run) for task_run in batch.task_runs]
+        rows.events = [event_to_row(event) for event in batch.events]
+        return rows
+
+
+@dataclass(slots=True)
+class _Pending:
+    rows: _Rows
+    future: asyncio.Future[None]
+    loop: asyncio.AbstractEventLoop
+
+
+_STOP: Final = object()  # queued by close(): the writer stops after what came before it
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """Counters of the write path since the store was opened."""
+
+    commits: int  # transactions committed that wrote something: one fsync each
+    batches_committed: int
+    batches_failed: int
+    rows_written: int  # rows inserted or updated, all tables
+    largest_commit: int  # the most batches one commit carried
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
+    """Resolve the futures of written batches; runs on their event loop."""
+    for future, error in outcomes:
+        if future.done():  # the caller was cancelled; the batch was still written (or not) as reported
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+
+def _translate(error: Exception) -> StoreError:
+    if isinstance(error, StoreError):
+        return error
+    if isinstance(error, sqlite3.IntegrityError):
+        translated = StoreError(f"the database refused the batch: {error}")
+    elif isinstance(error, sqlite3.Error):
+        translated = StoreError(f"the write failed: {error}")
+    else:
+        translated = StoreError(f"the write failed: {error!r}")
+    translated.__cause__ = error
+    return translated
+
+
+class _Writer:
+    """The writer thread's side: owns the write connection, applies groups of batches."""
+
+    def __init__(self, conn: sqlite3.Connection, max_batches_per_commit: int | None) -> None:
+        self.conn = conn
+        self.max_batches_per_commit = max_batches_per_commit
+        self.commits = 0
+        self.batches_committed = 0
+        self.batches_failed = 0
+        self.rows_written = 0
+        self.largest_commit = 0
+
+    def process(self, items: list[_Pending]) -> None:
+        size = self.max_batches_per_commit or len(items)
+        for start in range(0, len(items), size):
+            group = items[start : start + size]
+            outcomes = self._commit_isolating(group)
+            self._resolve(group, outcomes)
+
+    def _commit_isolating(self, group: list[_Pending]) -> list[BaseException | None]:
+        try:
+            return self._commit(group)
+        except Exception as error:
+            if len(group) == 1:
+                return [self._fail(error)]
+        # The group failed as a whole: retry each batch alone, so a bad one fails only itself.
+        outcomes: list[BaseException | None] = []
+        for item in group:
+            try:
+                outcomes.extend(self._commit([item]))
+            except Exception as error:
+                outcomes.append(self._fail(error))
+        return outcomes
+
+    def _fail(self, error: Exception) -> StoreError:
+        self.batches_failed += 1
+        return _translate(error)
+
+    def _commit(self, group: Sequence[_Pending]) -> list[BaseException | None]:
+        """Apply the group in one transaction; per batch None (committed) or the error that refused it alone.
+
+        Raises when the transaction as a whole failed (nothing of it is committed).
+        """
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            outcomes = self._refuse_duplicate_keys(group)
+            accepted = [item.rows for item, outcome in zip(group, outcomes, strict=True) if outcome is None]
+            rows = self._apply(accepted)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if accepted:
+            self.commits += 1
+            self.batches_committed += len(accepted)
+            self.rows_written += rows
+            self.largest_commit = max(self.largest_commit, len(accepted))
+        self.batches_failed += len(group) - len(accepted)
+        return outcomes
+
+    def _refuse_duplicate_keys(self, group: Sequence[_Pending]) -> list[BaseException | None]:
+        """DuplicateIdempotencyKey for each batch whose new executions reuse a key (stored, or earlier in the group)."""
+        wanted = [key for item in group for key in item.rows.idempotency_keys]
+        if not wanted:
+            return [None] * len(group)
+        taken = {
+            row[0]
+            for row in self.conn.execute(
+                "SELECT idempotency_key FROM executions "
+                "WHERE idempotency_key IN (SELECT value FROM json_each(?)) AND idempotency_key != ''",
+                (_dumps(wanted),),
+            )
+        }
+        outcomes: list[BaseException | None] = []
+        for item in group:
+            keys = item.rows.idempotency_keys
+            seen: set[str] = set()
+            duplicate = None
+            for key in keys:
+                if key in taken or key in seen:
+                    duplicate = key
+                    break
+                seen.add(key)
+            if duplicate is None:
+                taken.update(keys)
+                outcomes.append(None)
+            else:
+                outcomes.append(DuplicateIdempotencyKey(duplicate))
+        return outcomes
+
+    def _apply(self, batches: Sequence[_Rows]) -> int:
+        """Write the batches in their order; return the rows written."""
+        conn = self.conn
+        written = 0
+        new_executions = [row for rows in batches for row in rows.new_executions]
+        new_task_runs = [row for rows in batches for row in rows.new_task_runs]
+        # Updates: the last version of each record wins, exactly as if applied one after the other.
+        executions = {row["id"]: row for rows in batches for row in rows.executions}
+        task_runs = {row["id"]: row for rows in batches for row in rows.task_runs}
+        events = [row for rows in batches for row in rows.events]
+        if new_executions:
+            conn.executemany(_INSERT_EXECUTION, new_executions)
+            written += len(new_executions)
+        if new_task_runs:
+            conn.executemany(_INSERT_TASK_RUN, new_task_runs)
+            conn.executemany(_INSERT_INPUT, new_task_runs)
+            written += 2 * len(new_task_runs)
+        if executions:
+            self._update(_UPDATE_EXECUTION, list(executions.values()), "executions")
+            written += len(executions)
+        if task_runs:
+            self._update(_UPDATE_TASK_RUN, list(task_runs.values()), "task_runs")
+            written += len(task_runs)
+        if events:
+            conn.executemany(_INSERT_EVENT, events)
+            written += len(events)
+        return written
+
+    def _update(self, sql: str, rows: list[dict[str, Any]], table: str) -> None:
+        """Run the UPDATEs; StoreError naming the records that do not exist when fewer rows changed."""
+        cursor = self.conn.executemany(sql, rows)
+        if cursor.rowcount == len(rows):
+            return
+        ids = _dumps([row["id"] for row in rows])
+        if table == "executions":
+            found = {row[0] for row in self.conn.execute(_EXISTING_EXECUTIONS, (ids,))}
+            missing = [row["id"] for row in rows if row["id"] not in found]
+            raise StoreError(f"cannot update executions that do not exist: {', '.join(missing)}")
+        pairs = set(self.conn.execute(_EXISTING_TASK_RUNS, (ids,)))
+        missing = [
+            f"{row['id']} of {row['execution_id']}" for row in rows if (row["id"], row["execution_id"]) not in pairs
+        ]
+        raise StoreError(f"cannot update task runs that do not exist: {', '.join(missing)}")
+
+    def fail_all(self, group: Sequence[_Pending], error: Exception) -> None:
+        self._resolve(group, [self._fail(error) for _ in group])
+
+    @staticmethod
+    def _resolve(group: Sequence[_Pending], outcomes: Sequence[BaseException | None]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], BaseException | None]]] = {}
+        for item, outcome in zip(group, outcomes, strict=True):
+            by_loop.setdefault(item.loop, []).append((item.future, outcome))
+        for loop, settled in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
+                loop.call_soon_threadsafe(_settle, settled)
+
+    def stats(self) -> StoreStats:
+        return StoreStats(
+            commits=self.commits,
+            batches_committed=self.batches_committed,
+            batches_failed=self.batches_failed,
+            rows_written=self.rows_written,
+            largest_commit=self.largest_commit,
+        )
+
+
+# --------------------------------------------------------------------------- the read path
+
+_EXECUTION_SELECT: Final = f"SELECT seq, {', '.join(_EXECUTION_COLUMNS)} FROM executions"
+_TASK_RUN_SELECT: Final = (
+    f"SELECT {', '.join('t.' + c for c in _TASK_RUN_COLUMNS)}, i.data AS input "
+    "FROM task_runs AS t JOIN task_run_inputs AS i ON i.task_run_id = t.id"
+)
+_PAGE_TOKEN_PREFIX: Final = "seq:"
+
+
+def _encode_page_token(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"{_PAGE_TOKEN_PREFIX}{seq}".encode()).decode("ascii")
+
+
+def _decode_page_token(token: str) -> int:
+    """The seq below which the next page starts; ValidationError for anything this store did not issue."""
+    try:
+        text = base64.urlsafe_b64decode(token.encode("ascii")).decode("ascii")
+    except (UnicodeError, binascii.Error, ValueError):
+        text = ""
+    number = text.removeprefix(_PAGE_TOKEN_PREFIX)
+    if not (number.isascii() and number.isdigit()) or _encode_page_token(int(number)) != token:
+        raise ValidationError(
+            "page_token", "is not a page token issued by this server; pass the one a listing returned"
+        )
+    return int(number)
+
+
+def _task_runs_of(conn: sqlite3.Connection, execution_ids: Sequence[str]) -> dict[str, list[TaskRun]]:
+    found: dict[str, list[TaskRun]] = {execution_id: [] for execution_id in execution_ids}
+    if not execution_ids:
+        return found
+    rows = conn.execute(
+        f"{_TASK_RUN_SELECT} WHERE t.execution_id IN (SELECT value FROM json_each(?)) "
+        "ORDER BY t.execution_id, t.position",
+        (_dumps(list(execution_ids)),),
+    )
+    for row in rows:
+        found[row["execution_id"]].append(task_run_from_row(row))
+    return found
+
+
+def _snapshots(conn: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[ExecutionSnapshot]:
+    executions = [execution_from_row(row) for row in rows]
+    task_runs = _task_runs_of(conn, [execution.id for execution in executions])
+    return [ExecutionSnapshot(execution, tuple(task_runs[execution.id])) for execution in executions]
+
+
+def _read_execution(conn: sqlite3.Connection, execution_id: str) -> ExecutionSnapshot | None:
+    rows = conn.execute(f"{_EXECUTION_SELECT} WHERE id = ?", (execution_id,)).fetchall()
+    snapshots = _snapshots(conn, rows)
+    return snapshots[0] if snapshots else None
+
+
+def _read_idempotency_key(conn: sqlite3.Connection, key: str) -> IdempotencyHit | None:
+    row = conn.execute(
+        "SELECT id, request_fingerprint FROM executions WHERE idempotency_key = ? AND idempotency_key != ''", (key,)
+    ).fetchone()
+    return None if row is None else IdempotencyHit(row["id"], row["request_fingerprint"])
+
+
+def _list_executions(
+    conn: sqlite3.Connection, states: Sequence[State], handler: str, page_size: int, before: int
+) -> ExecutionPage:
+    handler_filter = (
+        " AND EXISTS (SELECT 1 FROM task_runs AS t WHERE t.handler = :handler AND t.execution_id = executions.id)"
+        if handler
+        else ""
+    )
+    params: dict[str, Any] = {"handler": handler, "before": before, "limit": page_size + 1}
+    order = " ORDER BY seq DESC LIMIT :limit"
+    if not states:
+        rows = conn.execute(f"{_EXECUTION_SELECT} WHERE seq < :before{handler_filter}{order}", params).fetchall()
+    else:
+        # One index range per state (executions_by_state), merged newest first: no sort of the whole table.
+        per_state = [
+            conn.execute(
+                f"{_EXECUTION_SELECT} WHERE state = :state AND seq < :before{handler_filter}{order}",
+                {**params, "state": state.value},
+            ).fetchall()
+            for state in dict.fromkeys(State(state) for state in states)
+        ]
+        rows = list(heapq.merge(*per_state, key=lambda row: -int(row["seq"])))[: page_size + 1]
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    token = _encode_page_token(int(rows[-1]["seq"])) if more else ""
+    return ExecutionPage(_snapshots(conn, rows), token)
+
+
+def _read_events(conn: sqlite3.Connection, execution_id: str, after_sequence: int, limit: int) -> list[EventRecord]:
+    rows = conn.execute(
+        "SELECT execution_id, sequence, time, kind, body FROM events "
+        "WHERE execution_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
+        (execution_id, after_sequence, limit),
+    )
+    return [event_from_row(row) for row in rows]
+
+
+def _recover(conn: sqlite3.Connection) -> RecoveredState:
+    rows = conn.execute(f"{_EXECUTION_SELECT} WHERE state NOT IN {_TERMINAL_SQL} ORDER BY seq").fetchall()
+    active = _snapshots(conn, rows)
+    ids = {snapshot.execution.id for snapshot in active}
+    last_sequences = dict.fromkeys(ids, 0)
+    for row in conn.execute(
+        "SELECT e.id, (SELECT MAX(sequence) FROM events AS v WHERE v.execution_id = e.id) AS last "
+        f"FROM executions AS e WHERE e.state NOT IN {_TERMINAL_SQL}"
+    ):
+        last_sequences[row["id"]] = row["last"] or 0
+    pending_order = [
+        row["id"]
+        for row in conn.execute(
+            "SELECT id, execution_id FROM task_runs WHERE state = 'PENDING' ORDER BY updated_at, seq"
+        )
+        if row["execution_id"] in ids
+    ]
+    return RecoveredState(active=active, last_sequences=last_sequences, pending_order=pending_order)
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class SqliteStore:
+    """The `Store` on one SQLite file. Create it, `await open()` (or `async with`), `await close()`.
+
+    `write` raises `StoreClosed` before `open()` and after `close()`,
+    `DuplicateIdempotencyKey` when a new execution reuses a key, `StoreError`
+    when the database refuses the batch (an update of a record that does not
+    exist, a duplicate id or event sequence, an event of an unknown execution)
+    or the disk fails, and `ValueError` for a record it cannot encode (a naive
+    datetime). In every failing case nothing of that batch is written; other
+    batches of the same group commit are not affected. A `write` cancelled
+    while waiting does not withdraw its batch, which may still be committed.
+
+    Batches are applied in the order `write` was called (the batch is queued
+    before the first await).
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        busy_timeout_s: float = 5.0,
+        readers: int = 2,
+        max_batches_per_commit: int | None = None,
+    ) -> None:
+        """`path` is the database file (its parent folders are created); `readers` is the size of the
+        read pool; `max_batches_per_commit` caps a group commit (None: everything queued; 1: no grouping).
+        """
+        if str(path) == ":memory:" or str(path).startswith("file:"):
+            raise ValueError("SqliteStore needs a file path: readers and the writer share the database through it")
+        if readers < 1:
+            raise ValueError(f"readers must be at least 1, got {readers}")
+        if max_batches_per_commit is not None and max_batches_per_commit < 1:
+            raise ValueError(f"max_batches_per_commit must be at least 1 or None, got {max_batches_per_commit}")
+        self.path = Path(path)
+        self._busy_timeout_s = busy_timeout_s
+        self._reader_count = readers
+        self._max_batches_per_commit = max_batches_per_commit
+        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # orders "accepting writes?" against the stop marker
+        # Held by tests to make the writer wait, after it has taken the first batch, before it takes the rest.
+        self._group_gate = threading.Lock()
+        self._state = "new"  # new → opening → open → closing → closed
+        self._writer: _Writer | None = None
+        self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._readers: concurrent.futures.ThreadPoolExecutor | None = None
+        self._reader_connections: list[sqlite3.Connection] = []
+        self._reader_local = threading.local()
+        self._closed: asyncio.Event | None = None
+
+    # ---- lifecycle
+
+    async def open(self) -> None:
+        """Create or migrate the schema and start the writer and the readers. A second call does nothing."""
+        if self._state in ("closing", "closed"):
+            raise StoreClosed(f"the store at {self.path} is closed; make a new SqliteStore to open it again")
+        if self._state == "new":
+            self._state = "opening"
+            threading.Thread(target=self._run_writer, name="taskwire-store-writer", daemon=True).start()
+        try:
+            await asyncio.wrap_future(self._ready)
+        except BaseException:
+            self._state = "closed"
+            raise
+        if self._readers is None:
+            self._readers = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self._reader_count,
+                thread_name_prefix="taskwire-store-reader",
+                initializer=self._open_reader,
+            )
+        self._state = "open"
+
+    async def close(self) -> None:
+        """Commit what is queued, stop the writer, close every connection. Idempotent."""
+        if self._closed is None and self._state in ("new", "closed"):  # never opened, or open() failed
+            self._state = "closed"
+            return
+        if self._closed is not None:  # closing or closed already
+            await self._closed.wait()
+            return
+        self._closed = asyncio.Event()
+        with self._lock:
+            self._state = "closing"
+            self._queue.put(_STOP)
+        try:
+            if self._readers is not None:
+                await asyncio.to_thread(self._readers.shutdown, wait=True)
+            for conn in self._reader_connections:
+                conn.close()
+            self._reader_connections.clear()
+            await asyncio.wrap_future(self._stopped)
+        finally:
+            self._state = "closed"
+            self._closed.set()
+
+    async def __aenter__(self) -> SqliteStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def stats(self) -> StoreStats:
+        """Counters of the write path (commits, batches, rows) since open()."""
+        if self._writer is None:
+            return StoreStats(commits=0, batches_committed=0, batches_failed=0, rows_written=0, largest_commit=0)
+        return self._writer.stats()
+
+    # ---- writes
+
+    async def write(self, batch: WriteBatch) -> None:
+        """Durably apply the batch: returns once it is committed and fsynced (see the class for errors)."""
+        self._check_open("write")
+        if not batch:
+            return
+        rows = _Rows.of(batch)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            self._check_open("write")
+            self._queue.put(_Pending(rows, future, loop))
+        await future
+
+    def _run_writer(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = _connect(self.path, busy_timeout_s=self._busy_timeout_s, read_only=False)
+        except BaseException as error:
+            self._ready.set_exception(error)
+            self._stopped.set_result(None)
+            return
+        try:
+            try:
+                migrate(conn)
+            except BaseException as error:
+                self._ready.set_exception(error)
+                return
+            self._writer = writer = _Writer(conn, self._max_batches_per_commit)
+            self._ready.set_result(None)
+            stop = False
+            while not stop:
+                first = self._queue.get()
+                with self._group_gate:
+                    items = [first]
+                    while True:
+                        try:
+                            items.append(self._queue.get_nowait())
+                        except queue.Empty:
+                            break
+                pending = [item for item in items if isinstance(item, _Pending)]
+                stop = len(pending) < len(items)
+                if pending:
+                    try:
+                        writer.process(pending)
+                    except Exception as error:  # a bug, not a refused batch: fail the waiters, keep serving
+                        writer.fail_all(pending, error)
+        finally:
+            conn.close()
+            self._stopped.set_result(None)
+
+    # ---- reads
+
+    def _open_reader(self) -> None:
+        conn = _connect(self.path, busy_timeout_s=self._busy_timeout_s, read_only=True)
+        self._reader_local.conn = conn
+        with self._lock:
+            self._reader_connections.append(conn)
+
+    def _in_read_transaction(self, read: Callable[..., _T], *args: Any) -> _T:
+        conn: sqlite3.Connection = self._reader_local.conn
+        conn.execute("BEGIN")
+        try:
+            return read(conn, *args)
+        finally:
+            conn.execute("COMMIT")
+
+    async def _read(self, read: Callable[..., _T], *args: Any) -> _T:
+        self._check_open("read")
+        assert self._readers is not None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._in_read_transaction, read, *args)
+
+    def _check_open(self, what: str) -> None:
+        if self._state != "open":
+            if self._state in ("closing", "closed"):
+                raise StoreClosed(f"cannot {what}: the store at {self.path} is closed")
+            raise StoreClosed(f"cannot {what}: the store at {self.path} is not open yet (await open() first)")
+
+    async def get_execution(self, execution_id: str) -> ExecutionSnapshot | None:
+        return await self._read(_read_execution, execution_id)
+
+    async def find_idempotency_key(self, key: str) -> IdempotencyHit | None:
+        if not key:
+            return None
+        return await self._read(_read_idempotency_key, key)
+
+    async def list_executions(
+        self, *, states: Sequence[State], handler: str, page_size: int, page_token: str
+    ) -> ExecutionPage:
+        """Newest first. Raises ValidationError('page_token', ...) for a token it did not issue."""
+        if page_size < 1:
+            raise ValidationError("page_size", f"must be at least 1, got {page_size}")
+        before = _decode_page_token(page_token) if page_token else _INT64_MAX
+        return await self._read(_list_executions, list(states), handler, page_size, before)
+
+    async def read_events(self, execution_id: str, after_sequence: int, limit: int = 1000) -> list[EventRecord]:
+        """Events with sequence > after_sequence, in order, at most `limit`."""
+        if limit <= 0:
+            return []
+        return await self._read(_read_events, execution_id, after_sequence, limit)
+
+    async def recover(self) -> RecoveredState:
+        return await self._read(_recover)

@@ -1,0 +1,47 @@
+"""What both matrix tests share: expected outcomes and the checks on a refusal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.domain import Effect, Execution, InvalidTransition, State, TaskRun, TerminalStateError
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one allowed (record, event) pair must produce."""
+
+    state: State
+    applied: bool = True
+    effects: tuple[type[Effect], ...] = ()
+
+
+class Guarded:
+    """A listed pair whose precondition the record does not meet, so it is refused all the same.
+
+    For example RetryDue on a task run WAITING for its dependencies, or ExecutionSettled on an
+    execution that is not closing.
+    """
+
+
+GUARDED = Guarded()
+
+
+def check_refusal(error: InvalidTransition, *, entity: str, record: TaskRun | Execution, event: str) -> None:
+    """The error names what the CLI needs, and its message reads as one plain sentence."""
+    expected_type = TerminalStateError if record.state.is_terminal else InvalidTransition
+    assert type(error) is expected_type
+    assert error.status_name == "FAILED_PRECONDITION"
+    assert error.entity == entity
+    assert error.entity_id == record.id
+    assert error.state == record.state.value
+    assert error.event == event
+    assert error.reason
+    message = str(error)
+    assert message == error.message
+    assert message == f"{entity} {record.id} is {record.state.value}: cannot apply {event} ({error.reason})"
+    assert "\n" not in message
+    # No Python reprs leak into what a person reads.
+    assert "State." not in message
+    assert "<" not in message
+    assert "(attempt=" not in message

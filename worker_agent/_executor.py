@@ -1,0 +1,440 @@
+"""The executor: runs attempts within the slots, with an abort signal and a local deadline each.
+
+The worker and the test harness share it. It decides each attempt's outcome from what the handler did
+and from why (if at all) it was asked to stop, and hands everything to an AttemptSink on the loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from types import TracebackType
+from typing import Protocol
+
+from worker_agent._abort import AbortController, AbortReason
+from worker_agent._context import AttemptInfo, LogLine, ProgressUpdate, TaskContext, build_context
+from worker_agent._outcome import Cancelled, Completed, ErrorDetails, Failed, HandlerResult, Outcome, Raised
+from worker_agent._process import ProcessRunner, get_mp_context
+from worker_agent._registry import HandlerLookup, RegisteredHandler
+from worker_agent._runners import AsyncRunner, AttemptRunner, ThreadRunner
+
+_log = logging.getLogger("worker_agent.executor")
+
+
+class Isolation(enum.Enum):
+    """Where handlers run."""
+
+    #: Async handlers as asyncio tasks on the worker's loop, sync handlers in threads.
+    THREAD = "thread"
+    #: Every attempt in a child process, terminated if it ignores its abort signal.
+    PROCESS = "process"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class AttemptKey:
+    """One attempt of one task run: what every report names."""
+
+    task_run_id: str
+    attempt: int
+
+    def __str__(self) -> str:
+        return f"{self.task_run_id}#{self.attempt}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptSpec:
+    """An attempt to run: its data, its time limit, and when it was received (``loop.time()``)."""
+
+    info: AttemptInfo
+    timeout_s: float | None = None
+    received_at: float | None = None
+
+    @property
+    def key(self) -> AttemptKey:
+        return AttemptKey(self.info.task_run_id, self.info.attempt)
+
+
+class SubmitResult(enum.Enum):
+    """What :meth:`Executor.submit` did with an attempt."""
+
+    #: It runs now.
+    ACCEPTED = "accepted"
+    #: The same attempt is already running; nothing changed.
+    DUPLICATE = "duplicate"
+    #: It could not run (no free slot, unknown handler, draining, its task run already running);
+    #: a Failed outcome has been reported for it.
+    REJECTED = "rejected"
+
+
+class AttemptSink(Protocol):
+    """Receives every attempt's events, on the executor's event loop thread, in order."""
+
+    def attempt_started(self, key: AttemptKey) -> None: ...
+
+    def attempt_progress(self, key: AttemptKey, update: ProgressUpdate) -> None: ...
+
+    def attempt_log(self, key: AttemptKey, line: LogLine) -> None: ...
+
+    def attempt_finished(self, key: AttemptKey, outcome: Outcome) -> None: ...
+
+
+class _StopCause(enum.Enum):
+    """Who asked a handler to stop; decides the outcome whatever the handler then did."""
+
+    CANCEL = "cancel"  # The server (or a harness user) cancelled it.
+    DEADLINE = "deadline"  # The worker's local copy of the timeout passed.
+    SHUTDOWN = "shutdown"  # The worker is shutting down.
+
+
+@dataclass(eq=False, kw_only=True)
+class _Attempt:
+    spec: AttemptSpec
+    registered: RegisteredHandler
+    controller: AbortController = field(default_factory=AbortController)
+    runner: AttemptRunner | None = None
+    task: asyncio.Task[None] | None = None
+    cause: _StopCause | None = None
+    # LEASE_LOST may follow another abort; it still means "report nothing".
+    silenced: bool = False
+    finished: bool = False
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+    @property
+    def key(self) -> AttemptKey:
+        return self.spec.key
+
+
+class _AttemptEvents:
+    """An attempt's events, moved onto the loop thread and dropped once the attempt has finished."""
+
+    def __init__(self, *, executor: Executor, attempt: _Attempt, loop: asyncio.AbstractEventLoop) -> None:
+        self._executor = executor
+        self._attempt = attempt
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+
+    def started(self) -> None:
+        self._post(self._executor._deliver_started, self._attempt)
+
+    def progress(self, update: ProgressUpdate) -> None:
+        self._post(self._executor._deliver_progress, self._attempt, update)
+
+    def log(self, line: LogLine) -> None:
+        self._post(self._executor._deliver_log, self._attempt, line)
+
+    def _post(self, deliver: Callable[..., None], *args: object) -> None:
+        if threading.get_ident() == self._loop_thread:
+            deliver(*args)
+            return
+        # A closed loop raises RuntimeError: the worker has exited, and so has everyone who would read this.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(deliver, *args)
+
+
+class Executor:
+    """Runs attempts: never more than ``slots`` at once, never one task run twice at once.
+
+    Call its methods on the event loop that runs the attempts. ``stop_grace_s`` is how long a handler
+    may take to stop after its abort signal fires before the executor stops it by force (cancelling an
+    async handler's task, terminating then — ``kill_grace_s`` later — killing a child process).
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: HandlerLookup,
+        sink: AttemptSink,
+        slots: int,
+        isolation: Isolation = Isolation.THREAD,
+        stop_grace_s: float = 2.0,
+        kill_grace_s: float = 1.0,
+        handler_log_level: int = logging.DEBUG,
+        handler_logger: logging.Logger | None = None,
+        mp_start_method: str = "spawn",
+    ) -> None:
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, got {slots}")
+        self._registry = registry
+        self._sink = sink
+        self._slots = slots
+        self._isolation = isolation
+        self._stop_grace_s = stop_grace_s
+        self._kill_grace_s = kill_grace_s
+        self._handler_log_level = handler_log_level
+        self._handler_logger = handler_logger
+        self._mp_start_method = mp_start_method
+        self._attempts: dict[str, _Attempt] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._accepting = True
+        self._closed = False
+        self._peak_in_flight = 0
+
+    # -- state -----------------------------------------------------------------------------------------
+
+    @property
+    def slots(self) -> int:
+        return self._slots
+
+    @property
+    def in_flight(self) -> int:
+        """Attempts whose handler has not stopped yet (aborted ones included)."""
+        return len(self._attempts)
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most attempts ever in flight at once."""
+        return self._peak_in_flight
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    def running(self) -> list[AttemptKey]:
+        """Attempts still running that the server should hear about (not those whose lease was lost)."""
+        return sorted(a.key for a in self._attempts.values() if not a.silenced)
+
+    def is_running(self, key: AttemptKey) -> bool:
+        attempt = self._attempts.get(key.task_run_id)
+        return attempt is not None and attempt.key == key
+
+    async def wait_idle(self, timeout_s: float | None = None) -> bool:
+        """Wait until no attempt is in flight; False if ``timeout_s`` passed first."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    # -- commands --------------------------------------------------------------------------------------
+
+    def submit(self, spec: AttemptSpec) -> SubmitResult:
+        """Start an attempt, or report why it cannot start (see :class:`SubmitResult`)."""
+        loop = asyncio.get_running_loop()
+        key = spec.key
+        current = self._attempts.get(key.task_run_id)
+        if current is not None and current.key == key:
+            return SubmitResult.DUPLICATE
+        registered = self._registry.get(spec.info.handler)
+        rejection: ErrorDetails | None = None
+        if not self._accepting:
+            rejection = ErrorDetails(type="WorkerDraining", message="the worker is shutting down and takes no new work")
+        elif current is not None:
+            rejection = ErrorDetails(
+                type="AttemptAlreadyRunning",
+                message=f"attempt {current.key.attempt} of task run {key.task_run_id} is still running here",
+            )
+        elif len(self._attempts) >= self._slots:
+            rejection = ErrorDetails(type="SlotsExhausted", message=f"all {self._slots} slots of this worker are busy")
+        elif registered is None:
+            rejection = ErrorDetails(
+                type="HandlerNotFound", message=f"this worker has no handler named {spec.info.handler!r}"
+            )
+        if rejection is not None or registered is None:
+            assert rejection is not None
+            _log.warning("rejected attempt %s (%s): %s", key, rejection.type, rejection.message)
+            self._sink.attempt_finished(key, Failed(error=rejection))
+            return SubmitResult.REJECTED
+
+        attempt = _Attempt(spec=spec, registered=registered)
+        attempt.runner = self._make_runner(attempt, loop)
+        self._attempts[key.task_run_id] = attempt
+        self._idle.clear()
+        self._peak_in_flight = max(self._peak_in_flight, len(self._attempts))
+        if spec.timeout_s is not None:
+            start = spec.received_at if spec.received_at is not None else loop.time()
+            attempt.timers.append(loop.call_at(start + spec.timeout_s, self._on_deadline, attempt))
+        attempt.task = loop.create_task(self._run(attempt), name=f"taskwire-attempt-{key}")
+        return SubmitResult.ACCEPTED
+
+    def abort(self, key: AttemptKey, reason: AbortReason, message: str = "") -> bool:
+        """Fire an attempt's abort signal: SHUTDOWN ends it as a WorkerShutdown failure, any other reason
+        as Cancelled (LEASE_LOST: silently). False when that attempt is not running."""
+        attempt = self._attempts.get(key.task_run_id)
+        if attempt is None or attempt.key != key:
+            return False
+        cause = _StopCause.SHUTDOWN if reason is AbortReason.SHUTDOWN else _StopCause.CANCEL
+        self._abort(attempt, cause, reason, message)
+        return True
+
+    def stop_accepting(self) -> None:
+        """Reject every attempt submitted from now on (WorkerDraining)."""
+        self._accepting = False
+
+    async def stop_all(self, *, timeout_s: float | None = None) -> None:
+        """Stop accepting, abort every attempt (SHUTDOWN) and wait for them to stop.
+
+        After ``timeout_s`` (default: the stop and kill graces plus a second) attempts whose handler
+        still runs — a sync handler ignoring its signal cannot be stopped — are reported as WorkerShutdown
+        failures anyway and forgotten.
+        """
+        self.stop_accepting()
+        for attempt in list(self._attempts.values()):
+            self._abort(attempt, _StopCause.SHUTDOWN, AbortReason.SHUTDOWN, "the worker is shutting down")
+        limit_s = timeout_s if timeout_s is not None else self._stop_grace_s + self._kill_grace_s + 1.0
+        if await self.wait_idle(limit_s):
+            return
+        for attempt in list(self._attempts.values()):
+            _log.warning("handler of attempt %s did not stop; reporting it and leaving it behind", attempt.key)
+            self._finish(attempt, Raised(ErrorDetails(type="HandlerDidNotStop", message="")))
+            if attempt.task is not None:
+                attempt.task.cancel()
+
+    async def close(self) -> None:
+        """Abort whatever still runs and wait for it (see :meth:`stop_all`). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.stop_all()
+
+    async def __aenter__(self) -> Executor:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- internals -------------------------------------------------------------------------------------
+
+    def _make_runner(self, attempt: _Attempt, loop: asyncio.AbstractEventLoop) -> AttemptRunner:
+        events = _AttemptEvents(executor=self, attempt=attempt, loop=loop)
+        registered = attempt.registered
+        name = f"taskwire-{registered.name}-{attempt.key}"
+        if self._isolation is Isolation.PROCESS:
+            return ProcessRunner(
+                fn=registered.fn,
+                is_async=registered.is_async,
+                info=attempt.spec.info,
+                events=events,
+                log_level=self._handler_log_level,
+                mp_context=get_mp_context(self._mp_start_method),
+                kill_grace_s=self._kill_grace_s,
+                name=name,
+            )
+        build: Callable[[], TaskContext] = partial(
+            build_context,
+            info=attempt.spec.info,
+            abort=attempt.controller.signal,
+            events=events,
+            log_level=self._handler_log_level,
+        )
+        if registered.is_async:
+            return AsyncRunner(fn=registered.fn, build_context=build, events=events, name=name)
+        return ThreadRunner(fn=registered.fn, build_context=build, events=events, name=name)
+
+    async def _run(self, attempt: _Attempt) -> None:
+        assert attempt.runner is not None
+        try:
+            result = await attempt.runner.run()
+        except asyncio.CancelledError:
+            if not attempt.finished:
+                # The loop is being torn down under a running attempt: it ends as a shutdown.
+                attempt.cause = attempt.cause or _StopCause.SHUTDOWN
+                self._finish(attempt, Raised(ErrorDetails(type="CancelledError", message="")))
+            raise
+        self._finish(attempt, result)
+
+    def _abort(self, attempt: _Attempt, cause: _StopCause, reason: AbortReason, message: str) -> None:
+        if attempt.finished:
+            return
+        if reason is AbortReason.LEASE_LOST:
+            attempt.silenced = True
+        if attempt.cause is not None:
+            return
+        attempt.cause = cause
+        attempt.controller.abort(reason, message)
+        assert attempt.runner is not None
+        attempt.runner.on_abort(reason, message)
+        loop = asyncio.get_running_loop()
+        attempt.timers.append(loop.call_later(self._stop_grace_s, self._hard_stop, attempt))
+
+    def _on_deadline(self, attempt: _Attempt) -> None:
+        timeout_s = attempt.spec.timeout_s
+        self._abort(attempt, _StopCause.DEADLINE, AbortReason.TIMED_OUT, f"the timeout of {timeout_s:g}s passed")
+
+    def _hard_stop(self, attempt: _Attempt) -> None:
+        if attempt.finished or attempt.runner is None:
+            return
+        _log.warning(
+            "handler %r of attempt %s ignored its abort signal for %gs; stopping it by force",
+            attempt.registered.name,
+            attempt.key,
+            self._stop_grace_s,
+        )
+        attempt.runner.hard_stop()
+
+    def _finish(self, attempt: _Attempt, result: HandlerResult) -> None:
+        if attempt.finished:
+            return
+        attempt.finished = True
+        for timer in attempt.timers:
+            timer.cancel()
+        del self._attempts[attempt.key.task_run_id]
+        if not self._attempts:
+            self._idle.set()
+        outcome = self._outcome(attempt, result)
+        if self._handler_logger is not None:
+            self._handler_logger.info(
+                "attempt %s (%s) ended: %s", attempt.key, attempt.registered.name, _describe(outcome)
+            )
+        self._sink.attempt_finished(attempt.key, outcome)
+
+    def _outcome(self, attempt: _Attempt, result: HandlerResult) -> Outcome:
+        if attempt.silenced:
+            return Cancelled(reason=AbortReason.LEASE_LOST, message=attempt.controller.signal.message)
+        if attempt.cause is None:
+            if isinstance(result, Raised):
+                return Failed(error=result.error)
+            return Completed(output=result.output)
+        if attempt.cause is _StopCause.DEADLINE:
+            return Failed(
+                error=ErrorDetails(
+                    type="TimeoutError",
+                    message=f"the handler did not finish within its timeout of {attempt.spec.timeout_s:g}s",
+                    retryable=True,
+                ),
+                timed_out=True,
+            )
+        if attempt.cause is _StopCause.SHUTDOWN:
+            return Failed(
+                error=ErrorDetails(
+                    type="WorkerShutdown",
+                    message="the worker shut down before the handler finished",
+                    retryable=True,
+                )
+            )
+        signal = attempt.controller.signal
+        return Cancelled(reason=signal.reason or AbortReason.CANCELLED, message=signal.message)
+
+    # Event delivery, always on the loop thread.
+
+    def _deliver_started(self, attempt: _Attempt) -> None:
+        if not attempt.finished:
+            self._sink.attempt_started(attempt.key)
+
+    def _deliver_progress(self, attempt: _Attempt, update: ProgressUpdate) -> None:
+        if not attempt.finished:
+            self._sink.attempt_progress(attempt.key, update)
+
+    def _deliver_log(self, attempt: _Attempt, line: LogLine) -> None:
+        if attempt.finished:
+            return
+        if self._handler_logger is not None:
+            self._handler_logger.log(line.level, "[%s %s] %s", attempt.registered.name, attempt.key, line.text)
+        self._sink.attempt_log(attempt.key, line)
+
+
+def _describe(outcome: Outcome) -> str:
+    if isinstance(outcome, Completed):
+        return "completed"
+    if isinstance(outcome, Failed):
+        return f"failed ({outcome.error.type}{', timed out' if outcome.timed_out else ''})"
+    return f"cancelled ({outcome.reason.value})"

@@ -1,0 +1,86 @@
+"""How an attempt ended: what a handler produced, and what the worker reports for it."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+
+from worker_agent._abort import AbortReason
+from worker_agent._payload import Payload, decode_input
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorDetails:
+    """An error as the server records it: type name, message, whether to retry, and the traceback."""
+
+    type: str
+    message: str
+    retryable: bool = True
+    traceback: str = ""
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorDetails:
+        """The error type is the exception's class name; ``retryable`` is its ``retryable`` attribute."""
+        return cls(
+            type=type(exc).__name__,
+            message=str(exc),
+            retryable=bool(getattr(exc, "retryable", True)),
+            traceback="".join(traceback.format_exception(exc)),
+        )
+
+
+# What a handler produced, before the worker knows whether anyone asked it to stop.
+
+
+@dataclass(frozen=True, slots=True)
+class Returned:
+    """The handler returned; its value already encoded."""
+
+    output: Payload
+
+
+@dataclass(frozen=True, slots=True)
+class Raised:
+    """The handler raised (or could not be run at all)."""
+
+    error: ErrorDetails
+
+
+HandlerResult = Returned | Raised
+
+
+# The outcome the worker reports.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Completed:
+    """The handler returned ``output`` (reported as AttemptCompleted)."""
+
+    output: Payload
+
+    @property
+    def value(self) -> object:
+        """The output decoded like an input: JSON value, or bytes for other media types."""
+        return decode_input(self.output)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Failed:
+    """The handler raised, its deadline passed (``timed_out``), or the worker shut down under it."""
+
+    error: ErrorDetails
+    timed_out: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cancelled:
+    """The handler stopped after a cancellation (reported as CancelAcknowledged).
+
+    With reason LEASE_LOST nothing is reported: the server no longer considers the attempt current.
+    """
+
+    reason: AbortReason
+    message: str = ""
+
+
+Outcome = Completed | Failed | Cancelled

@@ -1,0 +1,565 @@
+"""The worker: one Connect stream to the server, kept alive across failures, feeding the executor.
+
+A session is: hello → Welcome → (invocations, cancels, drains in; reports and heartbeats out) until
+the stream ends. Between sessions attempts keep running and their reports wait in the outbox; the next
+hello lists them so the server can adopt (keep) or reject (fence) each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from types import TracebackType
+from typing import Any
+
+import grpc
+import grpc.aio
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    RetryError,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_never,
+    wait_random_exponential,
+)
+
+from taskwire.v1 import worker_service_pb2 as wpb
+from taskwire.v1 import worker_service_pb2_grpc
+from worker_agent import _convert
+from worker_agent._abort import AbortReason
+from worker_agent._context import LogLine, ProgressUpdate
+from worker_agent._errors import ConnectionLostError
+from worker_agent._executor import AttemptKey, Executor, Isolation
+from worker_agent._outbox import Outbox
+from worker_agent._outcome import Cancelled, Outcome
+from worker_agent._registry import HandlerRegistry
+
+_log = logging.getLogger("worker_agent")
+
+#: Heartbeat interval used when a Welcome leaves it unset.
+DEFAULT_HEARTBEAT_INTERVAL_S = 5.0
+#: A session shorter than this counts as a failed connection attempt, so a server that welcomes and
+#: then drops the stream at once is retried with backoff instead of in a tight loop.
+_HEALTHY_SESSION_S = 1.0
+
+
+def agent_version() -> str:
+    """What the worker sends as ``WorkerHello.agent_version``."""
+    try:
+        version = metadata.version("taskwire")
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"taskwire-worker/{version} python/{python}"
+
+
+def default_worker_name() -> str:
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """What the server said in its Welcome."""
+
+    session_id: str
+    heartbeat_interval_s: float
+    lease_timeout_s: float
+
+
+class _ConnectFailed(Exception):
+    """No session came of a connection attempt (retried with backoff)."""
+
+
+class _SessionEnded(Exception):
+    """A healthy session's stream ended; reconnect at once, backoff starting afresh."""
+
+
+class Worker:
+    """A taskwire worker agent.
+
+    ``async with Worker(server=..., registry=...) as worker: await worker.wait_closed()`` runs it until
+    it is shut down: :meth:`drain` (or a server Drain) stops taking work, lets running attempts finish
+    for a grace period while heartbeats keep flowing, aborts the rest, flushes their reports and closes
+    the stream. :meth:`close` is the same with no grace.
+    """
+
+    def __init__(
+        self,
+        *,
+        server: str,
+        registry: HandlerRegistry,
+        slots: int = 4,
+        name: str | None = None,
+        instance_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        isolation: Isolation = Isolation.THREAD,
+        drain_timeout_s: float = 30.0,
+        stop_grace_s: float = 2.0,
+        kill_grace_s: float = 1.0,
+        max_reconnect_attempts: int | None = None,
+        reconnect_initial_s: float = 0.5,
+        reconnect_max_s: float = 30.0,
+        welcome_timeout_s: float = 30.0,
+        flush_timeout_s: float = 5.0,
+        handler_log_level: int = logging.INFO,
+        channel_options: Sequence[tuple[str, Any]] = (),
+        mp_start_method: str = "spawn",
+    ) -> None:
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, got {slots}")
+        if not registry.names():
+            raise ValueError("a worker needs at least one handler")
+        if max_reconnect_attempts is not None and max_reconnect_attempts < 1:
+            raise ValueError(f"max_reconnect_attempts must be at least 1, got {max_reconnect_attempts}")
+        self._server = server
+        self._registry = registry
+        self._slots = slots
+        self._name = name or default_worker_name()
+        self._instance_id = instance_id or str(uuid.uuid4())
+        self._labels = dict(labels or {})
+        self._drain_timeout_s = drain_timeout_s
+        self._max_reconnect_attempts = max_reconnect_attempts
+        self._reconnect_initial_s = reconnect_initial_s
+        self._reconnect_max_s = reconnect_max_s
+        self._welcome_timeout_s = welcome_timeout_s
+        self._flush_timeout_s = flush_timeout_s
+        self._channel_options = list(channel_options)
+        self._outbox = Outbox()
+        self._executor = Executor(
+            registry=registry,
+            sink=self,
+            slots=slots,
+            isolation=isolation,
+            stop_grace_s=stop_grace_s,
+            kill_grace_s=kill_grace_s,
+            handler_log_level=handler_log_level,
+            handler_logger=logging.getLogger("worker_agent.handlers"),
+            mp_start_method=mp_start_method,
+        )
+        # Attempts whose lease the server says is lost: they finish quietly, nothing is reported.
+        self._silenced: set[AttemptKey] = set()
+        self._session: SessionInfo | None = None
+        self._connected = asyncio.Event()
+        self._started = False
+        self._main_task: asyncio.Task[None] | None = None
+        self._connection_task: asyncio.Task[None] | None = None
+        self._draining = False
+        self._drain_reason = ""
+        self._drain_deadline: float | None = None
+        self._shutdown_requested = asyncio.Event()
+        self._deadline_changed = asyncio.Event()
+        self._stop_connection = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._failure: BaseException | None = None
+
+    # -- what it is --------------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def instance_id(self) -> str:
+        """Stable for the life of this Worker, across reconnects."""
+        return self._instance_id
+
+    @property
+    def session(self) -> SessionInfo | None:
+        """The current session, or None while disconnected."""
+        return self._session
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @property
+    def executor(self) -> Executor:
+        return self._executor
+
+    @property
+    def outbox_size(self) -> int:
+        """Messages waiting to be written (reports kept across a disconnect included)."""
+        return len(self._outbox)
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start connecting and serving in the background. Idempotent."""
+        if self._started:
+            return
+        self._started = True
+        self._main_task = asyncio.create_task(self._main(), name="taskwire-worker")
+
+    async def run(self) -> None:
+        """Serve until shut down; raises ConnectionLostError if it gave up reconnecting."""
+        await self.start()
+        await self.wait_closed()
+
+    async def wait_connected(self, timeout_s: float | None = None) -> SessionInfo:
+        """Wait until a session is established (returns at once when one is)."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                await self._connected.wait()
+                if self._session is not None:
+                    return self._session
+
+    async def wait_idle(self, timeout_s: float | None = None) -> bool:
+        """Wait until no attempt is running; False if ``timeout_s`` passed first."""
+        return await self._executor.wait_idle(timeout_s)
+
+    async def wait_closed(self) -> None:
+        """Wait until the worker has shut down; raises ConnectionLostError if it gave up reconnecting."""
+        await self._closed.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    def drain(self, grace_s: float | None = None, *, reason: str = "") -> None:
+        """Begin a graceful shutdown: no new work; running attempts get ``grace_s`` (default: the drain
+        timeout) to finish, then are aborted. Calling it again can only shorten the grace; ``grace_s=0``
+        aborts everything now. Returns at once; see :meth:`wait_closed`.
+        """
+        loop = asyncio.get_running_loop()
+        grace = self._drain_timeout_s if grace_s is None else max(0.0, grace_s)
+        deadline = loop.time() + grace
+        if self._drain_deadline is not None and deadline >= self._drain_deadline:
+            return
+        self._drain_deadline = deadline
+        self._deadline_changed.set()
+        if not self._draining:
+            self._draining = True
+            self._drain_reason = reason or "the worker is shutting down"
+            self._executor.stop_accepting()
+            if self._session is not None:
+                self._outbox.put(_draining(self._drain_reason), session_only=True, front=True)
+            _log.info("draining: no new work; running attempts have %gs to finish", grace)
+        elif grace == 0:
+            _log.info("stopping now: aborting running attempts")
+        self._shutdown_requested.set()
+
+    async def shutdown(self, *, grace_s: float | None = None) -> None:
+        """Drain (see :meth:`drain`) and wait until closed. Idempotent; never raises ConnectionLostError."""
+        if not self._started:
+            await self._close_unstarted()
+            return
+        self.drain(grace_s)
+        await self._closed.wait()
+
+    async def close(self) -> None:
+        """Shut down without grace: abort running attempts, report them, close the stream. Idempotent."""
+        await self.shutdown(grace_s=0)
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def _close_unstarted(self) -> None:
+        self._started = True
+        await self._executor.close()
+        self._closed.set()
+
+    async def _main(self) -> None:
+        connection = asyncio.create_task(self._connection_loop(), name="taskwire-worker-connection")
+        self._connection_task = connection
+        connection.add_done_callback(self._on_connection_ended)
+        try:
+            await self._shutdown_requested.wait()
+            await self._shutdown_sequence()
+        finally:
+            self._closed.set()
+
+    def _on_connection_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._stop_connection.is_set():
+            return
+        failure = task.exception()
+        if failure is None:
+            return
+        if not isinstance(failure, ConnectionLostError):
+            _log.error("worker connection crashed", exc_info=failure)
+        self._failure = failure
+        self.drain(grace_s=0, reason="the worker lost its connection")
+
+    async def _shutdown_sequence(self) -> None:
+        loop = asyncio.get_running_loop()
+        # Drain within the grace; heartbeats keep flowing on the session meanwhile.
+        while self._executor.in_flight and self._drain_deadline is not None:
+            remaining = self._drain_deadline - loop.time()
+            if remaining <= 0:
+                break
+            self._deadline_changed.clear()
+            idle = asyncio.ensure_future(self._executor.wait_idle())
+            changed = asyncio.ensure_future(self._deadline_changed.wait())
+            await asyncio.wait({idle, changed}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            idle.cancel()
+            changed.cancel()
+        if self._executor.in_flight:
+            _log.info("aborting %d running attempt(s)", self._executor.in_flight)
+        await self._executor.stop_all()
+        # Flush reports while the connection loop still runs (and still reconnects, if it must).
+        connection = self._connection_task
+        if connection is not None and not connection.done():
+            if not await self._outbox.wait_flushed(self._flush_timeout_s):
+                _log.warning("closing with %d message(s) unsent", len(self._outbox))
+            self._stop_connection.set()
+            try:
+                async with asyncio.timeout(self._flush_timeout_s):
+                    await asyncio.shield(connection)
+            except TimeoutError:
+                connection.cancel()
+            except (Exception, asyncio.CancelledError):
+                pass  # Already recorded by _on_connection_ended.
+            with contextlib.suppress(BaseException):
+                await connection
+        await self._executor.close()
+        _log.info("worker stopped")
+
+    # -- connection --------------------------------------------------------------------------------------
+
+    async def _connection_loop(self) -> None:
+        while not self._stop_connection.is_set():
+            retrying = AsyncRetrying(
+                stop=stop_never
+                if self._max_reconnect_attempts is None
+                else stop_after_attempt(self._max_reconnect_attempts),
+                wait=wait_random_exponential(multiplier=self._reconnect_initial_s, max=self._reconnect_max_s),
+                retry=retry_if_exception_type(_ConnectFailed),
+                sleep=self._backoff_sleep,
+                before_sleep=self._log_retry,
+            )
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        await self._run_session()
+            except _SessionEnded:
+                continue
+            except RetryError as exc:
+                cause = exc.last_attempt.exception()
+                raise ConnectionLostError(
+                    f"gave up connecting to {self._server} after {self._max_reconnect_attempts} attempt(s): {cause}"
+                ) from cause
+            return
+
+    async def _backoff_sleep(self, delay_s: float) -> None:
+        # A shutdown must not wait out a long backoff.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay_s):
+                await self._stop_connection.wait()
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        failure = state.outcome.exception() if state.outcome is not None else None
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        _log.warning("connection to %s failed (%s); retrying in %.2fs", self._server, failure, delay)
+
+    async def _run_session(self) -> None:
+        if self._stop_connection.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        channel = grpc.aio.insecure_channel(self._server, options=self._channel_options)
+        call: Any = None
+        tasks: list[asyncio.Task[Any]] = []
+        welcomed_at: float | None = None
+        try:
+            call = worker_service_pb2_grpc.WorkerServiceStub(channel).Connect()
+            reported = set(self._executor.running()) | self._outbox.pending_attempts()
+            try:
+                await call.write(wpb.ConnectRequest(messages=[self._hello(reported)]))
+                async with asyncio.timeout(self._welcome_timeout_s):
+                    frame = await call.read()
+            except (grpc.RpcError, asyncio.InvalidStateError, TimeoutError) as exc:
+                raise _ConnectFailed(_describe(exc)) from exc
+            if frame is grpc.aio.EOF or not frame.messages or not frame.messages[0].HasField("welcome"):
+                raise _ConnectFailed("the server did not answer the hello with a Welcome")
+            welcomed_at = loop.time()
+            self._accept_welcome(frame.messages[0].welcome, reported)
+            for message in frame.messages[1:]:
+                self._handle(message)
+            assert self._session is not None
+            tasks = [
+                asyncio.create_task(self._write_loop(call), name="taskwire-worker-writer"),
+                asyncio.create_task(self._read_loop(call), name="taskwire-worker-reader"),
+                asyncio.create_task(self._heartbeat_loop(self._session.heartbeat_interval_s)),
+                asyncio.create_task(self._stop_connection.wait()),
+            ]
+            writer, reader, _, stop = tasks
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if stop in done:
+                await self._close_stream(call, writer, reader)
+                return
+            failure = next((t.exception() for t in done if t.exception() is not None), None)
+            reason = _describe(failure) if failure is not None else "the server closed the stream"
+            if loop.time() - welcomed_at < _HEALTHY_SESSION_S:
+                raise _ConnectFailed(reason)
+            _log.warning("stream to %s ended (%s); reconnecting", self._server, reason)
+            raise _SessionEnded(reason)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(BaseException):
+                    await task
+            if welcomed_at is not None:
+                _log.info("disconnected from %s", self._server)
+            self._session = None
+            self._connected.clear()
+            self._outbox.end_session()
+            if call is not None:
+                call.cancel()
+            await channel.close()
+
+    def _hello(self, reported: set[AttemptKey]) -> wpb.WorkerMessage:
+        hello = wpb.WorkerHello(
+            name=self._name,
+            instance_id=self._instance_id,
+            handlers=self._registry.names(),
+            slots=self._slots,
+            labels=self._labels,
+            agent_version=agent_version(),
+            running_attempts=_convert.refs(reported),
+        )
+        return wpb.WorkerMessage(hello=hello)
+
+    def _accept_welcome(self, welcome: wpb.Welcome, reported: set[AttemptKey]) -> None:
+        heartbeat_s = _convert.seconds(welcome.heartbeat_interval) or DEFAULT_HEARTBEAT_INTERVAL_S
+        self._session = SessionInfo(
+            session_id=welcome.session_id,
+            heartbeat_interval_s=heartbeat_s,
+            lease_timeout_s=_convert.seconds(welcome.lease_timeout),
+        )
+        adopted = {_convert.key(r) for r in welcome.adopted_attempts}
+        rejected = {_convert.key(r) for r in welcome.rejected_attempts}
+        for attempt in sorted(reported - adopted):
+            if attempt not in rejected:
+                # The contract says every reported attempt is adopted or rejected; keeping an unanswered
+                # one running could run its task run twice at once, so it is treated as rejected.
+                _log.warning("the server did not answer for attempt %s; treating it as rejected", attempt)
+            self._silence(attempt, "rejected by the server on reconnect")
+        if self._draining:
+            self._outbox.put(_draining(self._drain_reason), session_only=True, front=True)
+        _log.info(
+            "connected to %s: session %s (heartbeat every %gs; %d attempt(s) adopted, %d rejected)",
+            self._server,
+            self._session.session_id,
+            heartbeat_s,
+            len(adopted & reported),
+            len(reported - adopted),
+        )
+        self._connected.set()
+
+    async def _write_loop(self, call: Any) -> None:
+        while True:
+            batch = await self._outbox.take()
+            try:
+                await call.write(wpb.ConnectRequest(messages=[entry.message for entry in batch]))
+            except BaseException:
+                self._outbox.requeue(batch)
+                raise
+            self._outbox.written(batch)
+
+    async def _read_loop(self, call: Any) -> None:
+        while True:
+            frame = await call.read()
+            if frame is grpc.aio.EOF:
+                return
+            for message in frame.messages:
+                self._handle(message)
+
+    async def _heartbeat_loop(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            heartbeat = wpb.Heartbeat(running_attempts=_convert.refs(self._executor.running()))
+            self._outbox.put(wpb.WorkerMessage(heartbeat=heartbeat), session_only=True)
+
+    async def _close_stream(self, call: Any, writer: asyncio.Task[None], reader: asyncio.Task[None]) -> None:
+        """Last words on a stream we are closing: flush, half-close, let the server end it."""
+        await self._outbox.wait_flushed(self._flush_timeout_s)
+        writer.cancel()
+        with contextlib.suppress(BaseException):
+            await writer
+        with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
+            await call.done_writing()
+        with contextlib.suppress(BaseException):
+            async with asyncio.timeout(self._flush_timeout_s):
+                await reader
+
+    def _handle(self, message: wpb.ServerMessage) -> None:
+        kind = message.WhichOneof("kind")
+        if kind == "invocation":
+            loop = asyncio.get_running_loop()
+            self._executor.submit(_convert.spec(message.invocation, received_at=loop.time()))
+        elif kind == "cancel":
+            self._on_cancel(message.cancel)
+        elif kind == "drain":
+            drain = message.drain
+            grace_s = _convert.seconds(drain.grace) if drain.HasField("grace") else None
+            _log.info("the server asked this worker to drain (%s)", drain.reason or "no reason given")
+            self.drain(grace_s, reason=drain.reason or "the server asked this worker to drain")
+        elif kind == "welcome":
+            _log.warning("ignoring a second Welcome on the same stream")
+        else:
+            _log.warning("ignoring a server message this worker does not understand (%s)", kind)
+
+    def _on_cancel(self, cancel: wpb.Cancel) -> None:
+        attempt = _convert.key(cancel.ref)
+        reason = _convert.abort_reason(cancel.reason)
+        if reason is AbortReason.LEASE_LOST:
+            self._silence(attempt, cancel.message or "lease lost")
+            return
+        if self._executor.abort(attempt, reason, cancel.message):
+            return
+        report = _convert.outcome(attempt, Cancelled(reason=reason))
+        if report is not None and attempt not in self._outbox.pending_attempts():
+            # Unknown here (already reported, or never received): it is certainly not running.
+            self._outbox.put(report, attempt=attempt)
+
+    def _silence(self, attempt: AttemptKey, message: str) -> None:
+        """Abort an attempt the server no longer considers current, and say nothing more about it."""
+        if self._executor.abort(attempt, AbortReason.LEASE_LOST, message):
+            self._silenced.add(attempt)
+        self._outbox.drop_attempt(attempt)
+
+    # -- AttemptSink: the executor reports here, on the loop thread ------------------------------------
+
+    def attempt_started(self, key: AttemptKey) -> None:
+        if key not in self._silenced:
+            self._outbox.put(_convert.started(key), attempt=key)
+
+    def attempt_progress(self, key: AttemptKey, update: ProgressUpdate) -> None:
+        if key not in self._silenced:
+            self._outbox.put(_convert.progress(key, update), attempt=key, droppable=True)
+
+    def attempt_log(self, key: AttemptKey, line: LogLine) -> None:
+        if key not in self._silenced:
+            self._outbox.put(_convert.log(key, line), attempt=key, droppable=True)
+
+    def attempt_finished(self, key: AttemptKey, outcome: Outcome) -> None:
+        report = _convert.outcome(key, outcome)
+        if key in self._silenced or report is None:
+            self._silenced.discard(key)
+            self._outbox.drop_attempt(key)
+            return
+        self._outbox.put(report, attempt=key)
+
+
+def _draining(reason: str) -> wpb.WorkerMessage:
+    return wpb.WorkerMessage(draining=wpb.Draining(reason=reason))
+
+
+def _describe(failure: BaseException | None) -> str:
+    if isinstance(failure, grpc.aio.AioRpcError):
+        return f"{failure.code().name}: {failure.details()}"
+    if isinstance(failure, TimeoutError):
+        return "timed out waiting for the server"
+    return f"{type(failure).__name__}: {failure}" if failure is not None else "unknown"
