@@ -13,6 +13,7 @@ BUF := $(TOOLS)/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 PROTO_DIR := protos
 PROTO_FILES := $(wildcard $(PROTO_DIR)/taskwire/v1/*.proto)
+NODE_EXAMPLE := examples/node
 # Parallel test workers: all cores unless told otherwise.
 PYTEST_WORKERS ?= auto
 
@@ -33,6 +34,11 @@ install: $(STAMP) ## Create .venv and install taskwire with its dev tools.
 $(BUF):
 	mkdir -p $(TOOLS)
 	npm install --silent --no-audit --no-fund --prefix $(TOOLS) @bufbuild/buf@$(BUF_VERSION)
+
+# The Node.js example's packages, exactly as its package-lock.json pins them (the polyglot tests run it).
+$(NODE_EXAMPLE)/node_modules: $(NODE_EXAMPLE)/package.json $(NODE_EXAMPLE)/package-lock.json
+	npm ci --silent --no-audit --no-fund --prefix $(NODE_EXAMPLE)
+	touch $@
 
 .PHONY: protos
 protos: $(STAMP) ## Regenerate the Python stubs from protos/.
@@ -71,7 +77,7 @@ typecheck: $(STAMP) ## mypy --strict on our code (generated stubs excluded).
 	$(BIN)/mypy
 
 .PHONY: test
-test: $(STAMP) protos-check lint typecheck ## Everything CI checks: stubs, lint, types, the whole suite.
+test: $(STAMP) protos-check lint typecheck $(NODE_EXAMPLE)/node_modules ## Everything CI checks: stubs, lint, types, the whole suite.
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider
 
 .PHONY: unit
@@ -82,10 +88,23 @@ unit: $(STAMP) ## The unit tests only, fast.
 run: $(STAMP) ## Start the control plane (SQLite store) with a local worker, in the foreground.
 	$(BIN)/taskwire-server --with-local-worker
 
+PEERS_VENV := bench/.venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
+
+$(PEERS_STAMP): bench/peers-requirements.txt
+	command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install --quiet -r bench/peers-requirements.txt
+	touch $@
+
+.PHONY: bench-deps
+bench-deps: $(PEERS_STAMP) ## What the benchmarks compare against: redis-server (apt) and Celery in bench/.venv-peers.
+
 .PHONY: bench
-bench: $(STAMP) ## Run the benchmarks and print the comparison.
-	$(PY) -m bench
+bench: $(STAMP) bench-deps ## Run the benchmarks and print the comparison (ARGS="--quick" etc. are passed on).
+	$(PY) -m bench $(ARGS)
 
 .PHONY: clean
 clean: ## Remove the virtualenv, tools and caches.
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(TOOLS) $(NODE_EXAMPLE)/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

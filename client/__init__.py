@@ -11,7 +11,7 @@ dataclasses and enums (the domain's own records), `timedelta`s and decoded JSON.
 """
 
 from client._async import AsyncClient
-from client._common import DEFAULT_ADDRESS, DEFAULT_TIMEOUT
+from client._common import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, to_payload
 from client._errors import ExecutionCancelled, ExecutionFailed, ServerUnavailable, WaitTimeout
 from client._events import ExecutionTransition, LogLevel, TaskLog, TaskProgress, TaskRunTransition, WatchEvent
 from client._models import (
@@ -89,4 +89,5 @@ __all__ = [
     "WaitTimeout",
     "WatchEvent",
     "WorkerInfo",
+    "to_payload",
 ]

@@ -27,7 +27,7 @@ Response = TypeVar("Response")
 
 
 class AsyncClient:
-    """An asyncio client of a taskwire server (grpc.aio).
+    """An asyncio client of a taskwire server (grpc.aio). Create it inside the event loop that uses it.
 
     async with AsyncClient("127.0.0.1:50051") as client:
         execution = await client.submit("echo", {"hello": "world"})
@@ -88,7 +88,7 @@ class AsyncClient:
             try:
                 return await method(request, timeout=deadline_s)
             except grpc.RpcError as error:
-                raise error_from_rpc(error, address=self._address) from error
+                raise error_from_rpc(error, address=self._address, deadline_s=deadline_s) from error
 
         if not idempotent:
             return await once()
@@ -232,6 +232,8 @@ class AsyncClient:
                         on_event(event)
                     if isinstance(event, ExecutionTransition) and event.is_terminal:
                         break
+            except WaitTimeout:
+                raise WaitTimeout(execution_id, c.seconds(timeout or timedelta())) from None
             finally:
                 await events.aclose()
             current = await self.get(execution_id)

@@ -76,7 +76,6 @@ _FINAL_EXIT = {d.State.SUCCESS: ExitCode.OK, d.State.FAILED: ExitCode.FAILED, d.
 _HINTS: dict[type[d.TaskwireError], str] = {
     d.NotFound: "list executions with 'taskwire list'",
     d.ValidationError: "fix the value and try again",
-    d.AdmissionTimeout: "the queue stayed full; try again later or check 'taskwire stats'",
     d.ShuttingDown: "the server is shutting down; try again shortly",
 }
 
@@ -115,6 +114,8 @@ def error_line(error: BaseException, *, action: str) -> str:
         return f"{PROG}: {error}"
     message = str(error) or type(error).__name__
     hint = next((text for cls, text in _HINTS.items() if isinstance(error, cls)), "")
+    if isinstance(error, d.AdmissionTimeout) and action.startswith("submit"):
+        hint = "the queue stayed full; try again later, check 'taskwire stats', or use --fail-fast"
     return f"{PROG}: {action}: {message}" + (f" — {hint}" if hint else "")
 
 

@@ -50,7 +50,7 @@ def retry_options(policy: RpcRetry) -> dict[str, Any]:
         "retry": tenacity.retry_if_exception(is_retryable),
         "stop": tenacity.stop_after_attempt(policy.max_attempts),
         "wait": tenacity.wait_exponential_jitter(
-            initial=policy.initial_backoff_s, max=policy.max_backoff_s, jitter=policy.initial_backoff_s
+            multiplier=policy.initial_backoff_s, max=policy.max_backoff_s, jitter=policy.initial_backoff_s
         ),
         "reraise": True,
     }
@@ -65,8 +65,8 @@ def backoff_s(policy: RpcRetry, failures: int) -> float:
 # ---- Requests -----------------------------------------------------------------------------------
 
 
-def input_payload(value: Any) -> d.Payload:
-    """A `Payload` as given; anything else encoded as JSON."""
+def to_payload(value: Any) -> d.Payload:
+    """A task input for a `TaskSpec`: a `Payload` as given, anything else encoded as JSON."""
     return value if isinstance(value, d.Payload) else wire.json_payload(value)
 
 
@@ -91,7 +91,7 @@ def single_task_spec(
     task = d.TaskSpec(
         handler=handler,
         task_id=task_id or "",
-        input=input_payload(input),
+        input=to_payload(input),
         timeout=timeout,
         retry_policy=policy,
     )

@@ -102,11 +102,14 @@ def is_transport_failure(code: grpc.StatusCode, details: str) -> bool:
     return code is grpc.StatusCode.UNAVAILABLE and (not details or any(p in lowered for p in _TRANSPORT_PHRASES))
 
 
-def error_from_rpc(error: grpc.RpcError, *, address: str) -> d.TaskwireError:
+def error_from_rpc(error: grpc.RpcError, *, address: str, deadline_s: float | None = None) -> d.TaskwireError:
     """The taskwire error for a failed RPC, with a readable message."""
     code, details = rpc_status(error)
     if is_transport_failure(code, details):
         return ServerUnavailable(address, details)
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED and details == "Deadline Exceeded" and deadline_s is not None:
+        # gRPC's own words when the client's deadline passed: say which server and how long.
+        details = f"no answer from the server at {address} within {deadline_s:g}s"
     return wire.error_from_status(code, details)
 
 

@@ -89,7 +89,7 @@ class Client:
             try:
                 return method(request, timeout=deadline_s)
             except grpc.RpcError as error:
-                raise error_from_rpc(error, address=self._address) from error
+                raise error_from_rpc(error, address=self._address, deadline_s=deadline_s) from error
 
         if not idempotent:
             return once()
@@ -241,6 +241,8 @@ class Client:
                         on_event(event)
                     if isinstance(event, ExecutionTransition) and event.is_terminal:
                         break
+            except WaitTimeout:
+                raise WaitTimeout(execution_id, c.seconds(timeout or timedelta())) from None
             finally:
                 events.close()
             current = self.get(execution_id)

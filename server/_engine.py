@@ -113,7 +113,7 @@ class _KeyEntry:
     """An idempotency key this server has seen, and the durability of the execution it made."""
 
     key: str
-    fingerprint: str  # empty when unknown (recovered): any request with the key then matches
+    fingerprint: str  # of the request that made the execution; empty matches any request
     execution_id: str
     committed: asyncio.Future[None]
 
@@ -217,8 +217,11 @@ class Engine:
                 self._count(None, task_run)
                 self._arm_recovered_task_run(task_run, recovery_holder)
             if live.execution.idempotency_key:
+                # The stored fingerprint, so that the key still refuses a different request after a restart.
                 key = live.execution.idempotency_key
-                self._keys[key] = _KeyEntry(key, "", live.execution.id, self._done_future())
+                hit = await self._store.find_idempotency_key(key)
+                fingerprint = hit.request_fingerprint if hit is not None else ""
+                self._keys[key] = _KeyEntry(key, fingerprint, live.execution.id, self._done_future())
         for task_run_id in recovered.pending_order:
             owner = self._owner.get(task_run_id)
             if owner is not None:

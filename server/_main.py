@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from server._app import TaskwireServer
 from server._config import DEFAULT_DB, DEFAULT_LISTEN, ServerConfig
@@ -29,6 +29,13 @@ Every option can also be set with the environment variable shown in brackets.
 SIGTERM or SIGINT stops gracefully (workers drain, up to --shutdown-grace);
 a second signal stops at once. Nothing acknowledged is lost either way.
 """
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad argument as one line on stderr (no usage dump) and exits with status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _env(name: str, default: str) -> str:
@@ -54,7 +61,7 @@ def _seconds(what: str) -> Callable[[str], timedelta]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="taskwire-server", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add = parser.add_argument

@@ -20,6 +20,10 @@ from taskwire.v1 import worker_service_pb2 as wpb
 
 AttemptKey = tuple[str, int]  # (task run id, attempt number)
 
+# A frame carries what is queued, up to this many bytes (a single larger message goes alone),
+# so batching never builds a frame over the gRPC message limit.
+MAX_FRAME_BYTES = 1024 * 1024
+
 
 @dataclass(eq=False, kw_only=True)
 class WorkerSession:
@@ -64,9 +68,17 @@ class WorkerSession:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if self._outbox:
-                messages = list(self._outbox)
-                self._outbox.clear()
-                yield wpb.ConnectResponse(messages=messages)
+            while self._outbox:
+                yield wpb.ConnectResponse(messages=self._take_frame())
             if not self.connected:
                 return
+
+    def _take_frame(self) -> list[wpb.ServerMessage]:
+        messages = [self._outbox.popleft()]
+        size = messages[0].ByteSize()
+        while self._outbox:
+            size += self._outbox[0].ByteSize()
+            if size > MAX_FRAME_BYTES:
+                break
+            messages.append(self._outbox.popleft())
+        return messages

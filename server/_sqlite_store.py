@@ -582,12 +582,29 @@ _UPDATE_TASK_RUN: Final = (
     "WHERE id = :id AND execution_id = :execution_id"
 )
 _INSERT_INPUT: Final = "INSERT INTO task_run_inputs (task_run_id, data) VALUES (:id, :input)"
-_EXISTING_EXECUTIONS: Final = "SELECT id FROM executions WHERE id IN (SELECT value FROM json_each(?))"
-_EXISTING_TASK_RUNS: Final = "SELECT id, execution_id FROM task_runs WHERE id IN (SELECT value FROM json_each(?))"
 _INSERT_EVENT: Final = (
     "INSERT INTO events (execution_id, sequence, time, kind, body) "
     "VALUES (:execution_id, :sequence, :time, :kind, :body)"
 )
+_EXISTING_EXECUTIONS: Final = "SELECT id FROM executions WHERE id IN ({marks})"
+_EXISTING_TASK_RUNS: Final = "SELECT id, execution_id FROM task_runs WHERE id IN ({marks})"
+_TAKEN_KEYS: Final = (
+    "SELECT idempotency_key FROM executions WHERE idempotency_key IN ({marks}) AND idempotency_key != ''"
+)
+_CHUNK: Final = 500  # values per IN list, well under SQLite's limit on bound parameters
+
+
+def _select_in(conn: sqlite3.Connection, sql: str, values: Sequence[str]) -> list[Any]:
+    """Rows of `sql` whose `IN ({marks})` list is `values`, queried in chunks.
+
+    Bound parameters rather than json_each(): SQLite's JSON functions cut text at
+    a NUL character, and ids or keys may hold one.
+    """
+    rows: list[Any] = []
+    for start in range(0, len(values), _CHUNK):
+        chunk = values[start : start + _CHUNK]
+        rows.extend(conn.execute(sql.format(marks=", ".join("?" * len(chunk))), chunk))
+    return rows
 
 
 @dataclass(slots=True)
@@ -736,14 +753,7 @@ class _Writer:
         wanted = [key for item in group for key in item.rows.idempotency_keys]
         if not wanted:
             return [None] * len(group)
-        taken = {
-            row[0]
-            for row in self.conn.execute(
-                "SELECT idempotency_key FROM executions "
-                "WHERE idempotency_key IN (SELECT value FROM json_each(?)) AND idempotency_key != ''",
-                (_dumps(wanted),),
-            )
-        }
+        taken = {row[0] for row in _select_in(self.conn, _TAKEN_KEYS, wanted)}
         outcomes: list[BaseException | None] = []
         for item in group:
             keys = item.rows.idempotency_keys
@@ -794,12 +804,12 @@ class _Writer:
         cursor = self.conn.executemany(sql, rows)
         if cursor.rowcount == len(rows):
             return
-        ids = _dumps([row["id"] for row in rows])
+        ids = [row["id"] for row in rows]
         if table == "executions":
-            found = {row[0] for row in self.conn.execute(_EXISTING_EXECUTIONS, (ids,))}
+            found = {row[0] for row in _select_in(self.conn, _EXISTING_EXECUTIONS, ids)}
             missing = [row["id"] for row in rows if row["id"] not in found]
             raise StoreError(f"cannot update executions that do not exist: {', '.join(missing)}")
-        pairs = set(self.conn.execute(_EXISTING_TASK_RUNS, (ids,)))
+        pairs = {(row[0], row[1]) for row in _select_in(self.conn, _EXISTING_TASK_RUNS, ids)}
         missing = [
             f"{row['id']} of {row['execution_id']}" for row in rows if (row["id"], row["execution_id"]) not in pairs
         ]
@@ -859,12 +869,11 @@ def _task_runs_of(conn: sqlite3.Connection, execution_ids: Sequence[str]) -> dic
     found: dict[str, list[TaskRun]] = {execution_id: [] for execution_id in execution_ids}
     if not execution_ids:
         return found
-    rows = conn.execute(
-        f"{_TASK_RUN_SELECT} WHERE t.execution_id IN (SELECT value FROM json_each(?)) "
-        "ORDER BY t.execution_id, t.position",
-        (_dumps(list(execution_ids)),),
-    )
-    for row in rows:
+    for row in _select_in(
+        conn,
+        f"{_TASK_RUN_SELECT} WHERE t.execution_id IN ({{marks}}) ORDER BY t.execution_id, t.position",
+        execution_ids,
+    ):
         found[row["execution_id"]].append(task_run_from_row(row))
     return found
 
@@ -1002,23 +1011,26 @@ class SqliteStore:
 
     async def open(self) -> None:
         """Create or migrate the schema and start the writer and the readers. A second call does nothing."""
-        if self._state in ("closing", "closed"):
-            raise StoreClosed(f"the store at {self.path} is closed; make a new SqliteStore to open it again")
+        if self._state == "open":
+            return
         if self._state == "new":
             self._state = "opening"
             threading.Thread(target=self._run_writer, name="taskwire-store-writer", daemon=True).start()
-        try:
-            await asyncio.wrap_future(self._ready)
-        except BaseException:
-            self._state = "closed"
-            raise
-        if self._readers is None:
+        if self._state == "opening":
+            try:
+                await asyncio.wrap_future(self._ready)
+            except BaseException:
+                self._state = "closed"
+                raise
+        if self._state == "opening":
             self._readers = concurrent.futures.ThreadPoolExecutor(
                 max_workers=self._reader_count,
                 thread_name_prefix="taskwire-store-reader",
                 initializer=self._open_reader,
             )
-        self._state = "open"
+            self._state = "open"
+        elif self._state != "open":  # closed before it was ready, or closed already
+            raise StoreClosed(f"the store at {self.path} is closed; make a new SqliteStore to open it again")
 
     async def close(self) -> None:
         """Commit what is queued, stop the writer, close every connection. Idempotent."""
@@ -1120,17 +1132,21 @@ class SqliteStore:
 
     def _in_read_transaction(self, read: Callable[..., _T], *args: Any) -> _T:
         conn: sqlite3.Connection = self._reader_local.conn
-        conn.execute("BEGIN")
+        conn.execute("BEGIN")  # one snapshot of committed data for the whole read
         try:
             return read(conn, *args)
         finally:
-            conn.execute("COMMIT")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
 
     async def _read(self, read: Callable[..., _T], *args: Any) -> _T:
         self._check_open("read")
         assert self._readers is not None
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self._in_read_transaction, read, *args)
+        try:
+            return await loop.run_in_executor(self._readers, self._in_read_transaction, read, *args)
+        except (sqlite3.Error, concurrent.futures.BrokenExecutor) as error:
+            raise StoreError(f"reading {self.path} failed: {error}") from error
 
     def _check_open(self, what: str) -> None:
         if self._state != "open":

@@ -59,10 +59,11 @@ class Process:
 
     def _pump(self) -> None:
         assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            with self._seen:
-                self.lines.append(line.rstrip("\n"))
-                self._seen.notify_all()
+        with self.popen.stdout:  # closed at EOF: an unclosed pipe is a ResourceWarning, and warnings are errors
+            for line in self.popen.stdout:
+                with self._seen:
+                    self.lines.append(line.rstrip("\n"))
+                    self._seen.notify_all()
         with self._seen:
             self._seen.notify_all()
 

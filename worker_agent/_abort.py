@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import enum
 import threading
+import warnings
 from collections.abc import Generator
 from typing import Any
 
@@ -136,22 +137,30 @@ def _resolve(future: asyncio.Future[None]) -> None:
 class AbortWait:
     """The result of :meth:`AbortSignal.wait`: await it in async code, test its truth in sync code."""
 
-    __slots__ = ("_resolved", "_signal", "_timeout_s")
+    __slots__ = ("_awaited", "_resolved", "_signal", "_timeout_s")
 
     def __init__(self, signal: AbortSignal, timeout_s: float | None, *, resolved: bool | None) -> None:
         self._signal = signal
         self._timeout_s = timeout_s
         self._resolved = resolved
+        self._awaited = False
 
     def __await__(self) -> Generator[Any, None, bool]:
+        self._awaited = True
         if self._resolved is not None:
             return self._resolved
         return (yield from self._signal._wait_async(self._timeout_s).__await__())
 
     def __bool__(self) -> bool:
         if self._resolved is None:
+            self._awaited = True  # the mistake is reported by this exception; no warning on top
             raise TypeError("AbortSignal.wait() was called on an event loop thread: use 'await signal.wait(...)'")
         return self._resolved
+
+    def __del__(self) -> None:
+        # Like a coroutine never awaited: on an event loop thread, forgetting 'await' silently waits for nothing.
+        if self._resolved is None and not self._awaited:
+            warnings.warn("AbortSignal.wait() was never awaited", RuntimeWarning, stacklevel=2)
 
 
 class AbortController:

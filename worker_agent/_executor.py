@@ -223,25 +223,12 @@ class Executor:
         if current is not None and current.key == key:
             return SubmitResult.DUPLICATE
         registered = self._registry.get(spec.info.handler)
-        rejection: ErrorDetails | None = None
-        if not self._accepting:
-            rejection = ErrorDetails(type="WorkerDraining", message="the worker is shutting down and takes no new work")
-        elif current is not None:
-            rejection = ErrorDetails(
-                type="AttemptAlreadyRunning",
-                message=f"attempt {current.key.attempt} of task run {key.task_run_id} is still running here",
-            )
-        elif len(self._attempts) >= self._slots:
-            rejection = ErrorDetails(type="SlotsExhausted", message=f"all {self._slots} slots of this worker are busy")
-        elif registered is None:
-            rejection = ErrorDetails(
-                type="HandlerNotFound", message=f"this worker has no handler named {spec.info.handler!r}"
-            )
-        if rejection is not None or registered is None:
-            assert rejection is not None
+        rejection = self._rejection(spec, current, registered)
+        if rejection is not None:
             _log.warning("rejected attempt %s (%s): %s", key, rejection.type, rejection.message)
             self._sink.attempt_finished(key, Failed(error=rejection))
             return SubmitResult.REJECTED
+        assert registered is not None
 
         attempt = _Attempt(spec=spec, registered=registered)
         attempt.runner = self._make_runner(attempt, loop)
@@ -303,6 +290,25 @@ class Executor:
         await self.close()
 
     # -- internals -------------------------------------------------------------------------------------
+
+    def _rejection(
+        self, spec: AttemptSpec, current: _Attempt | None, registered: RegisteredHandler | None
+    ) -> ErrorDetails | None:
+        """Why an attempt cannot start now, or None when it can."""
+        if not self._accepting:
+            return ErrorDetails(type="WorkerDraining", message="the worker is shutting down and takes no new work")
+        if current is not None:
+            return ErrorDetails(
+                type="AttemptAlreadyRunning",
+                message=f"attempt {current.key.attempt} of task run {current.key.task_run_id} is still running here",
+            )
+        if len(self._attempts) >= self._slots:
+            return ErrorDetails(type="SlotsExhausted", message=f"all {self._slots} slots of this worker are busy")
+        if registered is None:
+            return ErrorDetails(
+                type="HandlerNotFound", message=f"this worker has no handler named {spec.info.handler!r}"
+            )
+        return None
 
     def _make_runner(self, attempt: _Attempt, loop: asyncio.AbstractEventLoop) -> AttemptRunner:
         events = _AttemptEvents(executor=self, attempt=attempt, loop=loop)

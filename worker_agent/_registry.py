@@ -39,7 +39,7 @@ class HandlerLookup(Protocol):
 _F = TypeVar("_F", bound=Callable[..., object])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RegisteredHandler:
     """A handler function and the name it is invoked by."""
 
@@ -72,7 +72,7 @@ class RegisteredHandler:
 class HandlerRegistry:
     """Handlers by name. Thread-safe; a name maps to one function."""
 
-    def __init__(self, handlers: Iterable[RegisteredHandler] = ()) -> None:
+    def __init__(self, *, handlers: Iterable[RegisteredHandler] = ()) -> None:
         self._lock = threading.Lock()
         self._handlers: dict[str, RegisteredHandler] = {}
         for registered in handlers:

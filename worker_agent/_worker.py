@@ -66,7 +66,7 @@ def default_worker_name() -> str:
     return f"{socket.gethostname()}/{os.getpid()}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SessionInfo:
     """What the server said in its Welcome."""
 
@@ -282,10 +282,10 @@ class Worker:
             self._closed.set()
 
     def _on_connection_ended(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or self._stop_connection.is_set():
+        if task.cancelled():
             return
         failure = task.exception()
-        if failure is None:
+        if failure is None or self._stop_connection.is_set():
             return
         if not isinstance(failure, ConnectionLostError):
             _log.error("worker connection crashed", exc_info=failure)
@@ -314,15 +314,14 @@ class Worker:
             if not await self._outbox.wait_flushed(self._flush_timeout_s):
                 _log.warning("closing with %d message(s) unsent", len(self._outbox))
             self._stop_connection.set()
-            try:
-                async with asyncio.timeout(self._flush_timeout_s):
-                    await asyncio.shield(connection)
-            except TimeoutError:
+            if self._session is None:
+                # Between sessions (backing off, or waiting for a Welcome) there is nothing to close cleanly.
                 connection.cancel()
-            except (Exception, asyncio.CancelledError):
-                pass  # Already recorded by _on_connection_ended.
-            with contextlib.suppress(BaseException):
-                await connection
+            # wait() neither raises the task's exception nor cancels it on timeout.
+            done, _ = await asyncio.wait({connection}, timeout=self._flush_timeout_s)
+            if not done:
+                connection.cancel()
+                await asyncio.wait({connection})
         await self._executor.close()
         _log.info("worker stopped")
 
@@ -398,26 +397,31 @@ class Worker:
             if stop in done:
                 await self._close_stream(call, writer, reader)
                 return
-            failure = next((t.exception() for t in done if t.exception() is not None), None)
+            failure = next((t.exception() for t in done if not t.cancelled() and t.exception() is not None), None)
             reason = _describe(failure) if failure is not None else "the server closed the stream"
             if loop.time() - welcomed_at < _HEALTHY_SESSION_S:
                 raise _ConnectFailed(reason)
             _log.warning("stream to %s ended (%s); reconnecting", self._server, reason)
             raise _SessionEnded(reason)
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(BaseException):
-                    await task
-            if welcomed_at is not None:
-                _log.info("disconnected from %s", self._server)
-            self._session = None
-            self._connected.clear()
-            self._outbox.end_session()
-            if call is not None:
-                call.cancel()
-            await channel.close()
+            try:
+                for task in tasks:
+                    task.cancel()
+                if tasks:
+                    # The writer puts back what it was writing; wait() leaves the tasks' errors alone ...
+                    await asyncio.wait(tasks)
+                for task in tasks:
+                    if not task.cancelled():
+                        task.exception()  # ... and they are read here, so none is reported as never retrieved.
+            finally:
+                if welcomed_at is not None:
+                    _log.info("disconnected from %s", self._server)
+                self._session = None
+                self._connected.clear()
+                self._outbox.end_session()
+                if call is not None:
+                    call.cancel()
+                await channel.close()
 
     def _hello(self, reported: set[AttemptKey]) -> wpb.WorkerMessage:
         hello = wpb.WorkerHello(
@@ -486,13 +490,11 @@ class Worker:
         """Last words on a stream we are closing: flush, half-close, let the server end it."""
         await self._outbox.wait_flushed(self._flush_timeout_s)
         writer.cancel()
-        with contextlib.suppress(BaseException):
-            await writer
+        await asyncio.wait({writer})
         with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
             await call.done_writing()
-        with contextlib.suppress(BaseException):
-            async with asyncio.timeout(self._flush_timeout_s):
-                await reader
+        # The server ends the stream once it has read everything; the reader sees that as EOF.
+        await asyncio.wait({reader}, timeout=self._flush_timeout_s)
 
     def _handle(self, message: wpb.ServerMessage) -> None:
         kind = message.WhichOneof("kind")

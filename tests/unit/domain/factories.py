@@ -214,6 +214,14 @@ CLOSING_CANCELLED = Closing(State.CANCELLED, Reason(ReasonCode.CANCEL_REQUESTED,
 # ---- Events ---------------------------------------------------------------------------------------------
 
 
+def natural_attempt(event_type: type, record: TaskRun) -> int:
+    """The attempt an event of `event_type` would name: the next for a dispatch, else the running one (or next)."""
+    current = record.current_attempt
+    if event_type is not TaskDispatched and current is not None and current.is_running:
+        return current.number
+    return record.attempt_count + 1
+
+
 def make_task_run_event(event_type: type, record: TaskRun, *, attempt: int | None = None) -> TaskRunEvent:
     """An event of `event_type` addressed to `record`.
 
@@ -221,13 +229,7 @@ def make_task_run_event(event_type: type, record: TaskRun, *, attempt: int | Non
     the running attempt, or the next one when none runs (a report about an
     attempt that already ended is a no-op: see the fencing tests).
     """
-    current = record.current_attempt
-    number = attempt
-    if number is None:
-        if event_type is not TaskDispatched and current is not None and current.is_running:
-            number = current.number
-        else:
-            number = record.attempt_count + 1
+    number = natural_attempt(event_type, record) if attempt is None else attempt
     builders: dict[type, Callable[[], TaskRunEvent]] = {
         TaskDispatched: lambda: TaskDispatched(attempt=number, worker_id="w-1"),
         TaskSucceeded: lambda: TaskSucceeded(attempt=number, output=OUTPUT),
@@ -280,10 +282,12 @@ class Sim:
     follow_ups_applied: int = 0
 
     @classmethod
-    def start(cls, spec: ExecutionSpec, *, now: datetime = T0) -> Sim:
+    def start(
+        cls, spec: ExecutionSpec, *, now: datetime = T0, execution_id: str = "ex-1", task_run_prefix: str = "tr-"
+    ) -> Sim:
         validated = validate_execution_spec(spec, Limits())
-        ids = [f"tr-{task.task_id}" for task in validated.tasks]
-        execution, task_runs = create_execution(validated, execution_id="ex-1", task_run_ids=ids, now=now)
+        ids = [f"{task_run_prefix}{task.task_id}" for task in validated.tasks]
+        execution, task_runs = create_execution(validated, execution_id=execution_id, task_run_ids=ids, now=now)
         sim = cls(execution=execution, task_runs={t.task_id: t for t in task_runs}, now=now)
         sim.settle()
         return sim

@@ -50,6 +50,7 @@ VARIANTS: dict[str, Callable[[], Execution]] = {
     "CANCELLED": lambda: make_execution(C),
 }
 
+
 def _closes(state: State) -> Outcome:
     return Outcome(state, effects=(PropagateCancel,))
 

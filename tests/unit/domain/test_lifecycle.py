@@ -130,9 +130,10 @@ def test_cancel_propagates_and_ends_when_nothing_is_active(
     attempt = sim["a"].attempts[-1]
     assert attempt.outcome is AttemptOutcome.CANCELLED
     assert (attempt.error is None) == (settled_by is CancelAcknowledged)
-    assert sim.execution.state is C
-    assert sim.execution.reason == Reason(ReasonCode.CANCEL_REQUESTED, "stop please")
-    assert sim.execution.closing is None
+    ended = sim.execution
+    assert ended.state is C
+    assert ended.reason == Reason(ReasonCode.CANCEL_REQUESTED, "stop please")
+    assert ended.closing is None
     assert sim.effects[-1] == ExecutionFinished("ex-1", C)
 
     # A cancel of a finished execution is a no-op, not an error.
@@ -342,9 +343,9 @@ def test_a_scheduled_execution_waits_then_releases_its_roots() -> None:
     assert plan_follow_ups(sim.execution, list(sim.task_runs.values())) == []
 
     sim.now = not_before
-    sim.exec(ScheduleDue())
-    assert sim.execution.state is P
-    assert sim.execution.reason is None
+    released = sim.exec(ScheduleDue()).record
+    assert released.state is P
+    assert released.reason is None
     assert sim.states() == {"a": P, "b": W, "c": P}
     assert sim["a"].not_before is None
     assert sim.effects_of(Enqueue) == [Enqueue("tr-a"), Enqueue("tr-c")]

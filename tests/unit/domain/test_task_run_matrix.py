@@ -131,7 +131,9 @@ def test_task_run_matrix(label: str, event_type: type) -> None:
         check_refusal(raised.value, entity="task run", record=record, event=event_type.__name__)
         return
 
-    assert isinstance(expected, Outcome), f"the table allows ({record.state}, {event_type.__name__}); add it to EXPECTED"
+    assert isinstance(expected, Outcome), (
+        f"the table allows ({record.state}, {event_type.__name__}); add it to EXPECTED"
+    )
     result = transition_task_run(record, event, at(10))
     assert result.record.state in row.targets
     assert result.record.state is expected.state

@@ -134,28 +134,34 @@ def execution_running(execution: Execution, at: datetime) -> Execution:
 
 texts = st.text(max_size=12)  # any code point but surrogates, NUL included
 record_ids = st.text(min_size=1, max_size=12)
-utc_datetimes = st.datetimes(
-    min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
-)
+utc_datetimes = st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC))
 # Every duration that fits the store: 64-bit microseconds, about ±292,000 years.
 storable_timedeltas = st.timedeltas(min_value=timedelta(days=-106_000_000), max_value=timedelta(days=106_000_000))
 finite_floats = st.floats(allow_nan=False)
 
 
-def later_than(moment: datetime) -> st.SearchStrategy[datetime]:
-    return st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=400)).map(lambda delta: moment + delta)
+_gaps = st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=400))
 
 
 def reasons(codes: Sequence[ReasonCode] = tuple(ReasonCode)) -> st.SearchStrategy[Reason]:
     return st.builds(Reason, st.sampled_from(sorted(codes)), st.text(min_size=1, max_size=12))
 
 
+# Built once: strategies made inside a draw are slow to validate.
+_reasons_for: dict[State, st.SearchStrategy[Reason | None]] = {
+    state: (
+        reasons(sorted(WAITING_REASONS))
+        if state is State.WAITING
+        else reasons(sorted(TERMINAL_REASONS[state]))
+        if state.is_terminal
+        else st.none() | reasons()
+    )
+    for state in State
+}
+
+
 def reason_for(state: State) -> st.SearchStrategy[Reason | None]:
-    if state is State.WAITING:
-        return reasons(sorted(WAITING_REASONS))
-    if state.is_terminal:
-        return reasons(sorted(TERMINAL_REASONS[state]))
-    return st.none() | reasons()
+    return _reasons_for[state]
 
 
 payloads = st.builds(Payload, st.binary(max_size=40), texts)
@@ -174,17 +180,35 @@ retry_policies = st.builds(
 @st.composite
 def closings(draw: st.DrawFn) -> Closing:
     state = draw(st.sampled_from(sorted(TERMINAL_STATES)))
-    return Closing(state, draw(reasons(sorted(TERMINAL_REASONS[state]))))
+    reason = draw(reason_for(state))
+    assert reason is not None
+    return Closing(state, reason)
+
+
+_maybe_payloads = st.none() | payloads
+_maybe_error_infos = st.none() | error_infos
+_maybe_timedeltas = st.none() | storable_timedeltas
+_maybe_datetimes = st.none() | utc_datetimes
+_maybe_reasons = st.none() | reasons()
+_maybe_progresses = st.none() | progresses
+_text_tuples = st.lists(texts, max_size=3).map(tuple)
+_metadata = st.dictionaries(texts, texts, max_size=3)
+_attempt_counts = st.integers(0, 3)
+_states = st.sampled_from(State)
+_ended_outcomes = st.sampled_from([o for o in AttemptOutcome if o is not AttemptOutcome.RUNNING])
+_closings = closings()
 
 
 @st.composite
-def attempts(draw: st.DrawFn, task_run_id: str | None = None, number: int | None = None, *, running: bool = False) -> Attempt:
+def attempts(
+    draw: st.DrawFn, task_run_id: str | None = None, number: int | None = None, *, running: bool = False
+) -> Attempt:
     started_at = draw(utc_datetimes)
     if running:
         outcome, ended_at = AttemptOutcome.RUNNING, None
     else:
-        outcome = draw(st.sampled_from([o for o in AttemptOutcome if o is not AttemptOutcome.RUNNING]))
-        ended_at = draw(later_than(started_at))
+        outcome = draw(_ended_outcomes)
+        ended_at = started_at + draw(_gaps)
     return Attempt(
         task_run_id=task_run_id if task_run_id is not None else draw(record_ids),
         number=number if number is not None else draw(st.integers(1, 1000)),
@@ -192,8 +216,8 @@ def attempts(draw: st.DrawFn, task_run_id: str | None = None, number: int | None
         started_at=started_at,
         outcome=outcome,
         ended_at=ended_at,
-        output=draw(st.none() | payloads),
-        error=draw(st.none() | error_infos),
+        output=draw(_maybe_payloads),
+        error=draw(_maybe_error_infos),
     )
 
 
@@ -201,18 +225,18 @@ def attempts(draw: st.DrawFn, task_run_id: str | None = None, number: int | None
 def _timestamps(draw: st.DrawFn, *, terminal: bool) -> tuple[datetime, datetime | None, datetime | None, datetime]:
     """created_at, started_at, ended_at, updated_at in an order the records accept."""
     created_at = draw(utc_datetimes)
-    started_at = draw(st.none() | later_than(created_at))
-    ended_at = draw(later_than(started_at or created_at)) if terminal else None
-    updated_at = draw(later_than(ended_at or started_at or created_at))
+    started_at = None if draw(st.booleans()) else created_at + draw(_gaps)
+    ended_at = (started_at or created_at) + draw(_gaps) if terminal else None
+    updated_at = (ended_at or started_at or created_at) + draw(_gaps)
     return created_at, started_at, ended_at, updated_at
 
 
 @st.composite
 def task_runs(draw: st.DrawFn, execution_id: str | None = None, task_run_id: str | None = None) -> TaskRun:
-    state = draw(st.sampled_from(State))
+    state = draw(_states)
     task_run_id = task_run_id if task_run_id is not None else draw(record_ids)
     created_at, started_at, ended_at, updated_at = draw(_timestamps(terminal=state.is_terminal))
-    ended = [draw(attempts(task_run_id, number, running=False)) for number in range(1, draw(st.integers(0, 3)) + 1)]
+    ended = [draw(attempts(task_run_id, number, running=False)) for number in range(1, draw(_attempt_counts) + 1)]
     if state is State.RUNNING:
         ended.append(draw(attempts(task_run_id, len(ended) + 1, running=True)))
     return TaskRun(
@@ -221,8 +245,8 @@ def task_runs(draw: st.DrawFn, execution_id: str | None = None, task_run_id: str
         task_id=draw(texts),
         handler=draw(texts),
         input=draw(payloads),
-        depends_on=tuple(draw(st.lists(texts, max_size=3))),
-        timeout=draw(st.none() | storable_timedeltas),
+        depends_on=draw(_text_tuples),
+        timeout=draw(_maybe_timedeltas),
         retry_policy=draw(retry_policies),
         state=state,
         reason=draw(reason_for(state)),
@@ -231,15 +255,15 @@ def task_runs(draw: st.DrawFn, execution_id: str | None = None, task_run_id: str
         started_at=started_at,
         ended_at=ended_at,
         attempts=tuple(ended),
-        not_before=draw(st.none() | utc_datetimes),
-        pending_cancel=draw(st.none() | reasons()) if state is State.RUNNING else None,
-        progress=draw(st.none() | progresses),
+        not_before=draw(_maybe_datetimes),
+        pending_cancel=draw(_maybe_reasons) if state is State.RUNNING else None,
+        progress=draw(_maybe_progresses),
     )
 
 
 @st.composite
 def executions(draw: st.DrawFn, execution_id: str | None = None) -> Execution:
-    state = draw(st.sampled_from(State))
+    state = draw(_states)
     created_at, started_at, ended_at, updated_at = draw(_timestamps(terminal=state.is_terminal))
     return Execution(
         id=execution_id if execution_id is not None else draw(record_ids),
@@ -248,13 +272,13 @@ def executions(draw: st.DrawFn, execution_id: str | None = None) -> Execution:
         reason=draw(reason_for(state)),
         created_at=created_at,
         updated_at=updated_at,
-        metadata=draw(st.dictionaries(texts, texts, max_size=3)),
-        deadline=draw(st.none() | utc_datetimes),
-        not_before=draw(st.none() | utc_datetimes),
+        metadata=draw(_metadata),
+        deadline=draw(_maybe_datetimes),
+        not_before=draw(_maybe_datetimes),
         idempotency_key=draw(texts),
         started_at=started_at,
         ended_at=ended_at,
-        closing=None if state.is_terminal else draw(st.none() | closings()),
+        closing=None if state.is_terminal or draw(st.booleans()) else draw(_closings),
     )
 
 

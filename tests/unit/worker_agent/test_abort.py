@@ -124,3 +124,8 @@ def test_repr_says_whether_it_fired() -> None:
     assert "not fired" in repr(controller.signal)
     controller.abort(AbortReason.SHUTDOWN)
     assert "shutdown" in repr(controller.signal)
+
+
+async def test_forgetting_to_await_wait_warns() -> None:
+    with pytest.warns(RuntimeWarning, match="never awaited"):
+        AbortController().signal.wait(1)  # dropped at once: CPython finalises it right here

@@ -19,27 +19,28 @@ from worker_agent import (
     NonRetryableError,
     SubmitResult,
     TaskContext,
+    handler,
 )
 
 handlers = HandlerRegistry()
 
 
-@handlers.register
+@handler(registry=handlers)
 async def returns_input(ctx: TaskContext) -> object:
     return ctx.input
 
 
-@handlers.register
+@handler(registry=handlers)
 def sync_returns_input(ctx: TaskContext) -> object:
     return ctx.input
 
 
-@handlers.register
+@handler(registry=handlers)
 async def raises_value_error(ctx: TaskContext) -> None:
     raise ValueError("bad value")
 
 
-@handlers.register
+@handler(registry=handlers)
 async def raises_non_retryable(ctx: TaskContext) -> None:
     raise NonRetryableError("will never work")
 
@@ -48,54 +49,54 @@ class QuotaExceeded(Exception):
     retryable = False
 
 
-@handlers.register
+@handler(registry=handlers)
 def raises_custom_non_retryable(ctx: TaskContext) -> None:
     raise QuotaExceeded("over quota")
 
 
-@handlers.register
+@handler(registry=handlers)
 async def waits_for_abort(ctx: TaskContext) -> None:
     await ctx.abort.wait()
     ctx.abort.raise_if_aborted()
 
 
-@handlers.register
+@handler(registry=handlers)
 def sync_waits_for_abort(ctx: TaskContext) -> None:
     ctx.abort.wait(30)
     ctx.abort.raise_if_aborted()
 
 
-@handlers.register
+@handler(registry=handlers)
 async def returns_after_abort(ctx: TaskContext) -> str:
     await ctx.abort.wait()
     return "finished anyway"
 
 
-@handlers.register
+@handler(registry=handlers)
 async def ignores_abort(ctx: TaskContext) -> None:
     await asyncio.Event().wait()  # never set: only a hard stop ends this
 
 
-@handlers.register
+@handler(registry=handlers)
 async def reports(ctx: TaskContext) -> str:
     ctx.progress(0.5, "half")
     ctx.logger.warning("careful")
     return "done"
 
 
-@handlers.register
+@handler(registry=handlers)
 def sync_reports(ctx: TaskContext) -> str:
     ctx.progress(0.25, "quarter")
     ctx.logger.info("from a thread")
     return "done"
 
 
-@handlers.register
+@handler(registry=handlers)
 async def returns_unencodable(ctx: TaskContext) -> object:
     return object()
 
 
-@handlers.register
+@handler(registry=handlers)
 def sync_returns_coroutine(ctx: TaskContext) -> object:
     return returns_input(ctx)
 
@@ -112,9 +113,7 @@ async def executor(sink: RecordingSink) -> AsyncIterator[Executor]:
 
 
 @pytest.mark.parametrize("handler", ["returns_input", "sync_returns_input"])
-async def test_a_returned_value_completes_the_attempt(
-    executor: Executor, sink: RecordingSink, handler: str
-) -> None:
+async def test_a_returned_value_completes_the_attempt(executor: Executor, sink: RecordingSink, handler: str) -> None:
     spec = make_spec(handler, {"n": 1})
     assert executor.submit(spec) is SubmitResult.ACCEPTED
     outcome = await sink.outcome(spec.key)
@@ -293,9 +292,12 @@ async def test_progress_and_logs_arrive_between_started_and_finished(
 
 async def test_malformed_input_fails_without_retry(executor: Executor, sink: RecordingSink) -> None:
     spec = make_spec("returns_input")
-    bad = type(spec.info)(task_run_id="run-bad", attempt=1, handler="returns_input", input=type(spec.info.input)(
-        data=b"{not json", content_type="application/json"
-    ))
+    bad = type(spec.info)(
+        task_run_id="run-bad",
+        attempt=1,
+        handler="returns_input",
+        input=type(spec.info.input)(data=b"{not json", content_type="application/json"),
+    )
     spec = type(spec)(info=bad)
     executor.submit(spec)
     outcome = await sink.outcome(spec.key)

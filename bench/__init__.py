@@ -1,0 +1,1 @@
+"""Benchmarks of taskwire. Each module runs alone with ``python -m bench.<name>``."""

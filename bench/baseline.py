@@ -1,0 +1,200 @@
+"""The limit on this machine: bare grpc.aio, with no queue, store or state machine behind it.
+
+Not part of taskwire. A separate server process (``python -m bench.baseline --listen HOST:PORT``)
+answers two methods with the message types taskwire's own calls carry, so the bytes on the wire and
+the protobuf work are alike:
+
+- ``Echo`` (unary): returns the SubmitExecutionRequest it got; compared with one submit per task.
+- ``Stream`` (bidirectional): answers every ConnectRequest frame (one AttemptCompleted) with one
+  ConnectResponse frame (one Invocation); compared with the worker streams of batched throughput.
+
+The client side runs in the benchmark process, with the concurrency (callers) or window (messages in
+flight per stream, one stream per worker) of the taskwire measurement it is compared with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from bench._common import channel, echo_execution, monotonic_s, spawn_module
+from taskwire.v1 import task_service_pb2 as tpb
+from taskwire.v1 import types_pb2 as pb
+from taskwire.v1 import worker_service_pb2 as wpb
+
+SERVICE = "bench.Baseline"
+ECHO = f"/{SERVICE}/Echo"
+STREAM = f"/{SERVICE}/Stream"
+READY = r"baseline listening on (\S+)"
+_WARMUP_S = 0.3
+
+
+def echo_request() -> tpb.SubmitExecutionRequest:
+    """What one-submit-per-task callers send to taskwire, sent to the bare echo instead."""
+    return tpb.SubmitExecutionRequest(execution=echo_execution())
+
+
+def completed_frame() -> wpb.ConnectRequest:
+    """A worker's report of one finished attempt, as the taskwire worker sends it."""
+    ref = wpb.AttemptRef(task_run_id="0" * 32, attempt=1)
+    return wpb.ConnectRequest(
+        messages=[wpb.WorkerMessage(completed=wpb.AttemptCompleted(ref=ref, output=pb.Payload(data=b"null")))]
+    )
+
+
+def invocation_frame() -> wpb.ConnectResponse:
+    """The server's next invocation, as taskwire sends it."""
+    invocation = wpb.Invocation(
+        ref=wpb.AttemptRef(task_run_id="0" * 32, attempt=1),
+        execution_id="1" * 32,
+        task_id="main",
+        handler="echo",
+        input=pb.Payload(data=b"null", content_type="application/json"),
+    )
+    return wpb.ConnectResponse(messages=[wpb.ServerMessage(invocation=invocation)])
+
+
+# --------------------------------------------------------------------------------------------- server
+
+
+async def _echo(request: tpb.SubmitExecutionRequest, context: Any) -> tpb.SubmitExecutionRequest:
+    return request
+
+
+async def _stream(requests: AsyncIterator[wpb.ConnectRequest], context: Any) -> AsyncIterator[wpb.ConnectResponse]:
+    answer = invocation_frame()
+    async for _ in requests:
+        yield answer
+
+
+async def serve(listen: str) -> None:
+    server = grpc.aio.server()
+    handlers = {
+        "Echo": grpc.unary_unary_rpc_method_handler(
+            _echo,
+            request_deserializer=tpb.SubmitExecutionRequest.FromString,
+            response_serializer=tpb.SubmitExecutionRequest.SerializeToString,
+        ),
+        "Stream": grpc.stream_stream_rpc_method_handler(
+            _stream,
+            request_deserializer=wpb.ConnectRequest.FromString,
+            response_serializer=wpb.ConnectResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    port = server.add_insecure_port(listen)
+    await server.start()
+    print(f"baseline listening on {listen.rsplit(':', 1)[0]}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await server.stop(grace=0.2)
+
+
+@contextlib.contextmanager
+def baseline_server() -> Iterator[str]:
+    """The bare server as its own process; yields its address."""
+    process = spawn_module("bench.baseline", "--listen", "127.0.0.1:0")
+    try:
+        yield process.wait_for_line(READY).group(1)
+    finally:
+        process.kill()
+
+
+# --------------------------------------------------------------------------------------------- clients
+
+
+async def unary_qps(address: str, *, callers: int, duration_s: float) -> float:
+    """Completed echo calls per second with `callers` concurrent callers on one channel."""
+    request = echo_request()
+    async with channel(address) as chan:
+        call = chan.unary_unary(
+            ECHO,
+            request_serializer=tpb.SubmitExecutionRequest.SerializeToString,
+            response_deserializer=tpb.SubmitExecutionRequest.FromString,
+        )
+        await call(request, timeout=10)
+        begin = monotonic_s() + _WARMUP_S
+        end = begin + duration_s
+        counted = 0
+
+        async def caller() -> None:
+            nonlocal counted
+            while True:
+                await call(request, timeout=30)
+                now = monotonic_s()
+                if now >= end:
+                    return
+                if now >= begin:
+                    counted += 1
+
+        await asyncio.gather(*(caller() for _ in range(callers)))
+    return counted / duration_s
+
+
+async def stream_rate(address: str, *, streams: int, window: int, duration_s: float) -> float:
+    """Round trips per second over `streams` bidirectional streams (one channel and connection each),
+    each keeping `window` messages in flight, as a worker with that many slots would.
+    """
+    request = completed_frame()
+    begin = monotonic_s() + _WARMUP_S
+    end = begin + duration_s
+    counted = 0
+
+    async def one_stream() -> None:
+        nonlocal counted
+        async with channel(address, ("grpc.use_local_subchannel_pool", 1)) as chan:
+            call = chan.stream_stream(
+                STREAM,
+                request_serializer=wpb.ConnectRequest.SerializeToString,
+                response_deserializer=wpb.ConnectResponse.FromString,
+            )()
+            credit = asyncio.Semaphore(window)
+
+            async def writer() -> None:
+                while True:
+                    await credit.acquire()
+                    await call.write(request)
+
+            sending = asyncio.create_task(writer())
+            try:
+                while True:
+                    response = await call.read()
+                    if response is grpc.aio.EOF:
+                        raise RuntimeError("the baseline server ended a stream")
+                    credit.release()
+                    now = monotonic_s()
+                    if now >= end:
+                        return
+                    if now >= begin:
+                        counted += 1
+            finally:
+                sending.cancel()
+                call.cancel()
+                with contextlib.suppress(BaseException):
+                    await sending
+
+    await asyncio.gather(*(one_stream() for _ in range(streams)))
+    return counted / duration_s
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.baseline", description=__doc__)
+    parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT; port 0 picks a free one")
+    args = parser.parse_args(argv)
+    asyncio.run(serve(args.listen))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

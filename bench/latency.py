@@ -1,0 +1,176 @@
+"""Scenario 2: dispatch latency at a paced submit rate (open loop), as a client sees it.
+
+For each task the client takes t0 on the host's monotonic clock just before SubmitExecution, then
+watches the execution (WatchExecution) until its terminal event:
+
+- submit → handler start: the ``noop_timed`` handler (bench/handlers.py) returns the monotonic time at
+  which it started; collected afterwards with ListExecutions, so collecting costs nothing in the
+  measured path;
+- submit → completion seen by the client: when the watch delivers the SUCCESS event (or at once, if
+  the submit's own answer already shows the execution finished).
+
+Submits start on schedule whatever earlier ones are doing (no coordinated omission from the pacer);
+how late the pacer itself was is reported, so a client that could not keep up is visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import grpc
+import grpc.aio
+
+from bench._common import (
+    Bench,
+    ScenarioResult,
+    channel,
+    echo_execution,
+    monotonic_s,
+    pace,
+    percentile,
+    task_stub,
+    taskwire,
+)
+from taskwire.v1 import task_service_pb2 as tpb
+from taskwire.v1 import types_pb2 as pb
+
+if TYPE_CHECKING:
+    from taskwire.v1.task_service_pb2_grpc import TaskServiceAsyncStub
+
+NAME = "latency"
+TITLE = "2. Dispatch latency, paced submits (client's view, host monotonic clock)"
+_TERMINAL = (pb.EXECUTION_STATE_SUCCESS, pb.EXECUTION_STATE_FAILED, pb.EXECUTION_STATE_CANCELLED)
+_WARMUP = 20
+
+
+@dataclass(slots=True)
+class _Sample:
+    sent_s: float
+    answered_s: float = 0.0
+    done_s: float = 0.0
+    execution_id: str = ""
+    started_s: float = 0.0
+
+
+async def _paced(address: str, *, rate: int, seconds: float) -> tuple[list[_Sample], list[float], Counter[str]]:
+    """Returns the samples of the calls that succeeded, the pacer's lateness, and failures by kind
+    (gRPC status names, and watches that ended early).
+    """
+    request = tpb.SubmitExecutionRequest(execution=echo_execution("noop_timed"))
+    samples: list[_Sample] = []
+    failures: Counter[str] = Counter()
+    # Watching every execution would double the work asked of the server at high rates; beyond
+    # 100/s, every k-th execution is watched so that watches stay at about 100 per second.
+    watch_every = max(1, rate // 100)
+    async with channel(address) as chan:
+        stub = task_stub(chan)
+
+        async def one(index: int) -> None:
+            sample = _Sample(sent_s=monotonic_s())
+            try:
+                response = await stub.SubmitExecution(request, timeout=60)
+                sample.answered_s = monotonic_s()
+                sample.execution_id = response.execution.id
+                if response.execution.state in _TERMINAL:
+                    sample.done_s = sample.answered_s
+                elif index % watch_every == 0:
+                    watch = stub.WatchExecution(tpb.WatchExecutionRequest(execution_id=sample.execution_id), timeout=60)
+                    async for message in watch:
+                        event = message.event
+                        if event.HasField("execution_transition") and event.execution_transition.to_state in _TERMINAL:
+                            sample.done_s = monotonic_s()
+                    if not sample.done_s:
+                        # The stream ended without its terminal event (a server race: the execution was
+                        # retired between the watch's store read and its live subscription). A client
+                        # then has to ask; that answer is when it sees the completion.
+                        failures["watch ended without its terminal event"] += 1
+                        got = await stub.GetExecution(tpb.GetExecutionRequest(execution_id=sample.execution_id))
+                        if got.execution.state in _TERMINAL:
+                            sample.done_s = monotonic_s()
+            except grpc.aio.AioRpcError as error:
+                failures[error.code().name] += 1
+                if not sample.execution_id:
+                    return
+            samples.append(sample)
+
+        for index in range(_WARMUP):
+            await one(index)
+        samples.clear()
+        lags = await pace(rate, max(1, round(rate * seconds)), one)
+        await _collect_starts(stub, samples)
+    return samples, lags, failures
+
+
+async def _collect_starts(stub: TaskServiceAsyncStub, samples: list[_Sample]) -> None:
+    wanted = {sample.execution_id: sample for sample in samples}
+    token = ""
+    while wanted:
+        page = await stub.ListExecutions(tpb.ListExecutionsRequest(page_size=1000, page_token=token), timeout=60)
+        for execution in page.executions:
+            sample = wanted.pop(execution.id, None)
+            if sample is None:
+                continue
+            attempt = execution.task_runs[0].attempts[-1]
+            sample.started_s = float(json.loads(attempt.output.data)["started_s"])
+        token = page.next_page_token
+        if not token:
+            break
+    if wanted:
+        raise RuntimeError(f"{len(wanted)} executions not found in the listing")
+
+
+def run(bench: Bench) -> ScenarioResult:
+    sizes = bench.sizes
+    result = ScenarioResult(name=NAME, title=TITLE)
+    result.params = {
+        "rates": [{"per_s": rate, "seconds": seconds} for rate, seconds in sizes.latency],
+        "workers": sizes.workers,
+        "slots_per_worker": sizes.worker_slots,
+    }
+    for number in range(1, bench.runs + 1):
+        with taskwire(bench, workers=sizes.workers, slots=sizes.worker_slots) as running:
+            for rate, seconds in sizes.latency:
+                bench.log(f"{NAME} run {number}/{bench.runs}: {rate}/s for {seconds:g}s")
+                samples, lags, failures = asyncio.run(_paced(running.address, rate=rate, seconds=seconds))
+                to_start = [1000 * (s.started_s - s.sent_s) for s in samples]
+                to_done = [1000 * (s.done_s - s.sent_s) for s in samples if s.done_s]
+                submit_rpc = [1000 * (s.answered_s - s.sent_s) for s in samples]
+                span = max(s.sent_s for s in samples) - min(s.sent_s for s in samples)
+                at = f"at {rate}/s"
+                for q in (50, 99):
+                    result.add(
+                        f"{rate}.start_p{q}", f"{at}: submit → handler start p{q}", "ms", percentile(to_start, q)
+                    )
+                result.add(f"{rate}.start_max", f"{at}: submit → handler start max", "ms", max(to_start))
+                for q in (50, 99):
+                    result.add(
+                        f"{rate}.done_p{q}", f"{at}: submit → completion seen p{q}", "ms", percentile(to_done, q)
+                    )
+                result.add(f"{rate}.done_max", f"{at}: submit → completion seen max", "ms", max(to_done))
+                result.add(
+                    f"{rate}.submit_p50", f"{at}: SubmitExecution call p50 (durable)", "ms", percentile(submit_rpc, 50)
+                )
+                result.add(
+                    f"{rate}.achieved",
+                    f"{at}: submits started per second",
+                    "tasks/s",
+                    (len(samples) - 1) / span if span > 0 else float(len(samples)),
+                )
+                result.add(f"{rate}.lag_p99", f"{at}: pacer lateness p99", "ms", 1000 * percentile(lags, 99))
+                failed = sum(n for kind, n in failures.items() if kind.isupper())
+                result.add(f"{rate}.failed", f"{at}: calls failed", "calls", float(failed))
+                result.add(f"{rate}.watched", f"{at}: completions seen", "tasks", float(len(to_done)))
+                if failures:
+                    result.notes.append(f"run {number}, {at}: {dict(failures)}")
+    result.notes.append(
+        "handler start is taken inside the handler (noop_timed), completion when the client's watch delivers it; "
+        "an invocation may reach the worker before the submit's commit returns to the client"
+    )
+    return result
+
+
+__all__ = ["NAME", "TITLE", "run"]

@@ -1,0 +1,144 @@
+"""Inserts per second into the SQLite store: one commit per write against group commit.
+
+    python -m bench.store_commit [--seconds 2] [--dir PATH]
+
+Every configuration runs on a fresh database with the durable settings as
+shipped (WAL, synchronous=FULL). A write is what a Submit costs: one execution,
+one task run and its first event. Writers loop on `await store.write(...)` for
+the same wall time; "one commit per write" offers the same load as the busiest
+group-commit row but commits every batch alone (max_batches_per_commit=1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import sqlite3
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from server._sqlite_store import SqliteStore
+from server._store import EventRecord, NewExecution, WriteBatch
+from server.domain import Execution, Payload, RetryPolicy, State, TaskRun
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    label: str
+    writers: int
+    max_batches_per_commit: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    config: Config
+    writes: int
+    commits: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.writes / self.seconds
+
+
+CONFIGS = (
+    Config("one commit per write", 100, 1),
+    Config("group commit", 1, None),
+    Config("group commit", 10, None),
+    Config("group commit", 100, None),
+)
+
+_ids = itertools.count()
+
+
+def submit(now: datetime) -> WriteBatch:
+    n = next(_ids)
+    execution_id = f"bench-{n:09d}"
+    execution = Execution(
+        id=execution_id,
+        name="bench",
+        state=State.PENDING,
+        reason=None,
+        created_at=now,
+        updated_at=now,
+        metadata={"bench": "store_commit"},
+    )
+    task_run = TaskRun(
+        id=f"{execution_id}-main",
+        execution_id=execution_id,
+        task_id="main",
+        handler="bench:noop",
+        input=Payload(b'{"n": %d}' % n),
+        depends_on=(),
+        timeout=None,
+        retry_policy=RetryPolicy(),
+        state=State.PENDING,
+        reason=None,
+        created_at=now,
+        updated_at=now,
+    )
+    event = EventRecord(execution_id, 1, now, "execution_transition", b"\x08\x01")
+    return WriteBatch(new_executions=[NewExecution(execution, [task_run], "bench")], events=[event])
+
+
+async def run(config: Config, folder: Path, seconds: float) -> Result:
+    path = folder / f"{config.writers}-{config.max_batches_per_commit}.sqlite3"
+    async with SqliteStore(path, max_batches_per_commit=config.max_batches_per_commit) as store:
+        await store.write(submit(datetime.now(UTC)))  # warm up: schema, caches
+        start_stats = store.stats()
+        deadline = time.perf_counter() + seconds
+        counts = [0] * config.writers
+
+        async def writer(index: int) -> None:
+            while time.perf_counter() < deadline:
+                await store.write(submit(datetime.now(UTC)))
+                counts[index] += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(writer(i) for i in range(config.writers)))
+        elapsed = time.perf_counter() - started
+        commits = store.stats().commits - start_stats.commits
+    return Result(config, sum(counts), commits, elapsed)
+
+
+def table(results: list[Result]) -> str:
+    baseline = results[0].per_second
+    header = (
+        f"{'mode':<22} {'writers':>7} {'writes':>8} {'commits':>8} {'writes/commit':>13} {'inserts/s':>10} {'ratio':>7}"
+    )
+    lines = [header, "-" * len(header)]
+    for result in results:
+        lines.append(
+            f"{result.config.label:<22} {result.config.writers:>7} {result.writes:>8} {result.commits:>8} "
+            f"{result.writes / max(result.commits, 1):>13.1f} {result.per_second:>10.0f} "
+            f"{result.per_second / baseline:>6.1f}x"
+        )
+    return "\n".join(lines)
+
+
+async def main_async(seconds: float, folder: Path) -> None:
+    results = [await run(config, folder, seconds) for config in CONFIGS]
+    print(f"SQLite {sqlite3.sqlite_version}, WAL + synchronous=FULL, {seconds:g} s per row, files in {folder}")
+    print(table(results))
+    print("ratio: inserts/s relative to one commit per write")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.store_commit", description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0, help="wall time of each row (default 2)")
+    parser.add_argument("--dir", type=Path, help="where the databases go (default: a temporary folder)")
+    args = parser.parse_args()
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)
+        asyncio.run(main_async(args.seconds, args.dir))
+        return
+    with tempfile.TemporaryDirectory(prefix="taskwire-bench-") as folder:
+        asyncio.run(main_async(args.seconds, Path(folder)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Scenario 1: throughput of no-op (``echo``) tasks, end to end, beside the bare gRPC limit.
+
+Each run, in this order (so that every taskwire figure has a bare figure taken moments before it):
+
+1. bare unary echo, `submit_callers` concurrent callers on one channel;
+2. taskwire, one SubmitExecution per task from the same number of concurrent callers;
+3. bare bidirectional stream round trips, one stream per worker, `worker_slots` messages in flight each;
+4. taskwire, SubmitExecutions in batches of `batch_size`, `batches_in_flight` calls at once.
+
+taskwire runs a fresh server (SQLite, durable as shipped) and `workers` taskwire-worker processes with
+`worker_slots` slots each, for each of 2 and 4. Its rate is tasks / (last completion − first submit):
+the end is when GetStats shows nothing queued or running *and* the store (ListExecutions reads only
+committed rows) holds no active execution, so every completion counted is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from itertools import count
+
+from bench import baseline
+from bench._common import (
+    Bench,
+    Running,
+    ScenarioResult,
+    channel,
+    cpu_seconds,
+    echo_execution,
+    monotonic_s,
+    task_stub,
+    taskwire,
+    unsuccessful_count,
+    wait_drained,
+)
+from taskwire.v1 import task_service_pb2 as tpb
+
+NAME = "throughput"
+TITLE = "1. Throughput, no-op tasks (echo), end to end"
+
+
+async def single_end_to_end(address: str, *, tasks: int, callers: int) -> tuple[float, float, float]:
+    """(first submit, last submit answered, last completion), monotonic seconds."""
+    request = tpb.SubmitExecutionRequest(execution=echo_execution())
+    numbers = count()
+    async with channel(address) as chan:
+        stub = task_stub(chan)
+        await stub.GetStats(tpb.GetStatsRequest(), timeout=10)
+
+        async def caller() -> None:
+            while next(numbers) < tasks:
+                await stub.SubmitExecution(request, timeout=60)
+
+        first = monotonic_s()
+        await asyncio.gather(*(caller() for _ in range(callers)))
+        submitted = monotonic_s()
+        done = await wait_drained(stub)
+        if await unsuccessful_count(stub):
+            raise RuntimeError("some echo tasks did not succeed")
+    return first, submitted, done
+
+
+async def batched_end_to_end(address: str, *, tasks: int, batch_size: int, in_flight: int) -> tuple[float, float, float]:
+    request = tpb.SubmitExecutionsRequest(executions=[echo_execution()] * batch_size)
+    batches = count()
+    total_batches = -(-tasks // batch_size)
+    async with channel(address) as chan:
+        stub = task_stub(chan)
+        await stub.GetStats(tpb.GetStatsRequest(), timeout=10)
+
+        async def caller() -> None:
+            while next(batches) < total_batches:
+                response = await stub.SubmitExecutions(request, timeout=60)
+                failed = [r for r in response.results if r.error_code]
+                if failed:
+                    raise RuntimeError(f"batch items refused: {failed[0].error_code}: {failed[0].error_message}")
+
+        first = monotonic_s()
+        await asyncio.gather(*(caller() for _ in range(in_flight)))
+        submitted = monotonic_s()
+        done = await wait_drained(stub)
+        if await unsuccessful_count(stub):
+            raise RuntimeError("some echo tasks did not succeed")
+    return first, submitted, done
+
+
+def _measure(bench: Bench, result: ScenarioResult, way: str, running: Running, tasks: int) -> None:
+    sizes = bench.sizes
+    pids = [running.server_pid, *running.worker_pids]
+    cpu_before, own_before = cpu_seconds(pids[:1]), cpu_seconds([os.getpid()])
+    if way == "single":
+        first, submitted, done = asyncio.run(single_end_to_end(running.address, tasks=tasks, callers=sizes.submit_callers))
+    else:
+        first, submitted, done = asyncio.run(
+            batched_end_to_end(running.address, tasks=tasks, batch_size=sizes.batch_size, in_flight=sizes.batches_in_flight)
+        )
+    wall = done - first
+    label = "one submit per task" if way == "single" else f"batches of {sizes.batch_size}"
+    result.add(f"{way}.tasks_per_s", f"taskwire, {label}: end to end", "tasks/s", tasks / wall)
+    result.add(f"{way}.submit_per_s", f"taskwire, {label}: submits accepted", "tasks/s", tasks / (submitted - first))
+    result.add(
+        f"{way}.server_cpu",
+        f"taskwire, {label}: server CPU (100 = one core)",
+        "%",
+        100 * (cpu_seconds(pids[:1]) - cpu_before) / wall,
+    )
+    result.add(
+        f"{way}.client_cpu",
+        f"taskwire, {label}: benchmark client CPU",
+        "%",
+        100 * (cpu_seconds([os.getpid()]) - own_before) / wall,
+    )
+
+
+def run(bench: Bench) -> ScenarioResult:
+    sizes = bench.sizes
+    result = ScenarioResult(name=NAME, title=TITLE)
+    result.params = {
+        "tasks": sizes.tasks,
+        "callers": sizes.submit_callers,
+        "batch_size": sizes.batch_size,
+        "batches_in_flight": sizes.batches_in_flight,
+        "workers": sizes.workers,
+        "slots_per_worker": sizes.worker_slots,
+        "baseline_s": sizes.baseline_s,
+    }
+    with baseline.baseline_server() as bare:
+        for number in range(1, bench.runs + 1):
+            bench.log(f"{NAME} run {number}/{bench.runs}: bare unary echo, {sizes.submit_callers} callers")
+            qps = asyncio.run(baseline.unary_qps(bare, callers=sizes.submit_callers, duration_s=sizes.baseline_s))
+            result.add("bare.unary_qps", f"bare grpc.aio unary echo, {sizes.submit_callers} callers", "calls/s", qps)
+            bench.log(f"{NAME} run {number}/{bench.runs}: taskwire, one submit per task ({sizes.tasks} tasks)")
+            with taskwire(bench, workers=sizes.workers, slots=sizes.worker_slots) as running:
+                _measure(bench, result, "single", running, sizes.tasks)
+            bench.log(f"{NAME} run {number}/{bench.runs}: bare stream round trips")
+            rate = asyncio.run(
+                baseline.stream_rate(
+                    bare, streams=sizes.workers, window=sizes.worker_slots, duration_s=sizes.baseline_s
+                )
+            )
+            result.add(
+                "bare.stream_msgs_per_s",
+                f"bare grpc.aio bidi stream, {sizes.workers} streams × window {sizes.worker_slots}",
+                "msgs/s",
+                rate,
+            )
+            bench.log(f"{NAME} run {number}/{bench.runs}: taskwire, batches of {sizes.batch_size}")
+            with taskwire(bench, workers=sizes.workers, slots=sizes.worker_slots) as running:
+                _measure(bench, result, "batched", running, sizes.tasks)
+    result.notes.append(
+        f"{sizes.tasks:,} echo tasks per way and run; {sizes.workers} taskwire-worker processes × "
+        f"{sizes.worker_slots} slots; rate = tasks / (last durable completion − first submit)"
+    )
+    return result
+
+
+__all__ = ["NAME", "TITLE", "batched_end_to_end", "run", "single_end_to_end"]

@@ -1,0 +1,73 @@
+"""Idempotency keys: concurrent duplicates make one execution; a key never serves two different requests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import grpc
+
+from tests.harness import Cluster, ServerProcess
+from tests.integration.server.support import Client, diamond, fails, spec, task
+
+Connect = Callable[[ServerProcess], Client]
+DUPLICATES = 50
+
+
+def test_concurrent_duplicates_make_exactly_one_execution(server: ServerProcess, connect: Connect) -> None:
+    clients = [connect(server) for _ in range(5)]
+    request = spec(task("echo", input={"order": 42}), name="order-42", key="order-42", metadata={"shop": "a"})
+
+    futures = [clients[i % len(clients)].submit_future(request) for i in range(DUPLICATES)]
+    responses = [future.result(timeout=30) for future in futures]
+
+    ids = {response.execution.id for response in responses}
+    assert len(ids) == 1, f"{len(ids)} executions for one idempotency key"
+    created = [response for response in responses if not response.deduplicated]
+    assert len(created) == 1, f"{len(created)} responses claim to have created the execution"
+    (execution_id,) = ids
+    assert all(response.execution.idempotency_key == "order-42" for response in responses)
+
+    listed = clients[0].list_all()
+    assert [execution.id for execution in listed] == [execution_id], "one key must make one stored execution"
+    assert listed[0].idempotency_key == "order-42"
+
+    # A later identical submit is deduplicated too; the key with another request is a conflict.
+    again = clients[0].submit(request)
+    assert (again.execution.id, again.deduplicated) == (execution_id, True)
+    status = fails(lambda: clients[0].submit(spec(task("echo", input={"order": 43}), key="order-42")))
+    assert status.code is grpc.StatusCode.ALREADY_EXISTS, status
+    assert "order-42" in status.details, status.details
+    assert clients[0].stored_ids() == {execution_id}
+
+
+def test_duplicates_within_one_batch_share_the_execution(client: Client) -> None:
+    results = client.submit_batch(
+        [spec(name="x", key="batch-key"), spec(name="x", key="batch-key"), spec(name="y", key="batch-key")]
+    ).results
+    first, repeat, conflict = results
+    assert first.execution_id, first
+    assert (first.deduplicated, first.error_code) == (False, ""), first
+    assert (repeat.execution_id, repeat.deduplicated, repeat.error_code) == (first.execution_id, True, ""), repeat
+    assert (conflict.execution_id, conflict.error_code) == ("", "ALREADY_EXISTS"), conflict
+    assert client.stored_ids() == {first.execution_id}
+
+
+def test_keys_survive_a_restart(procs: Cluster, connect: Connect) -> None:
+    before = connect(procs.server())
+    active = diamond("keyed-active")
+    active.idempotency_key = "active-key"
+    finished = spec(name="keyed-finished", key="finished-key")
+    active_id = before.submit(active).execution.id
+    finished_id = before.submit(finished).execution.id
+    before.cancel(finished_id)  # terminal before the restart; the other one is still queued
+    assert procs.processes[-1].stop() == 0
+
+    after = connect(procs.server())
+    for request, execution_id in ((active, active_id), (finished, finished_id)):
+        response = after.submit(request)
+        assert (response.execution.id, response.deduplicated) == (execution_id, True), response
+    for key in ("active-key", "finished-key"):
+        status = fails(partial(after.submit, spec(task("sleep"), key=key)))
+        assert status.code is grpc.StatusCode.ALREADY_EXISTS, f"{key}: {status}"
+    assert after.stored_ids() == {active_id, finished_id}

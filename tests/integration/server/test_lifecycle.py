@@ -1,0 +1,132 @@
+"""Reflection, health checking, and a graceful shutdown that drains workers (a second signal stops at once)."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import grpc
+from google.protobuf import descriptor_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from taskwire.v1 import task_service_pb2 as tpb
+from taskwire.v1 import types_pb2 as pb
+from tests.harness import Cluster, ServerProcess, wait_for
+from tests.integration.server.support import Client, fails, sleeper, spec
+
+Connect = Callable[[ServerProcess], Client]
+SERVICES = ("taskwire.v1.TaskService", "taskwire.v1.WorkerService", "grpc.health.v1.Health")
+
+
+def reflect(client: Client, request: reflection_pb2.ServerReflectionRequest) -> reflection_pb2.ServerReflectionResponse:
+    stub = reflection_pb2_grpc.ServerReflectionStub(client.channel)
+    (response,) = list(stub.ServerReflectionInfo(iter([request]), timeout=10))
+    return response
+
+
+def test_reflection_lists_and_describes_the_services(client: Client) -> None:
+    listed = reflect(client, reflection_pb2.ServerReflectionRequest(list_services=""))
+    names = {service.name for service in listed.list_services_response.service}
+    assert set(SERVICES) <= names, names
+
+    # The descriptors are served too, so a reflection client needs no .proto files.
+    described = reflect(client, reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICES[0]))
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(data)
+        for data in described.file_descriptor_response.file_descriptor_proto
+    ]
+    by_name = {file.name: file for file in files}
+    assert "taskwire/v1/task_service.proto" in by_name, list(by_name)
+    (service,) = by_name["taskwire/v1/task_service.proto"].service
+    assert {method.name for method in service.method} == {
+        "SubmitExecution",
+        "SubmitExecutions",
+        "GetExecution",
+        "ListExecutions",
+        "CancelExecution",
+        "WatchExecution",
+        "GetStats",
+        "ListWorkers",
+    }
+
+
+def check(client: Client, service: str = "") -> int:
+    stub = health_pb2_grpc.HealthStub(client.channel)
+    response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+    status: int = response.status
+    return status
+
+
+class HealthWatch:
+    """Follows Health.Watch on its own thread and hands over each status it reports."""
+
+    def __init__(self, client: Client, service: str = "") -> None:
+        self._call = health_pb2_grpc.HealthStub(client.channel).Watch(
+            health_pb2.HealthCheckRequest(service=service), timeout=120
+        )
+        self.statuses: queue.Queue[int] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="health-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for response in self._call:
+                self.statuses.put(response.status)
+        except grpc.RpcError:
+            pass  # the server went away: the statuses seen so far are what counts
+
+    def next_status(self, timeout_s: float = 20.0) -> int:
+        return self.statuses.get(timeout=timeout_s)
+
+    def close(self) -> None:
+        self._call.cancel()
+        self._thread.join(timeout=10)
+
+
+def test_health_drains_on_sigterm_and_a_second_sigterm_stops_at_once(procs: Cluster, connect: Connect) -> None:
+    server = procs.server("--shutdown-grace", "60", "--heartbeat-interval", "0.5", "--lease-timeout", "5")
+    client = connect(server)
+    for service in ("", *SERVICES[:2]):
+        assert check(client, service) == health_pb2.HealthCheckResponse.SERVING, service
+    health = HealthWatch(connect(server))
+    try:
+        assert health.next_status() == health_pb2.HealthCheckResponse.SERVING
+
+        # A worker busy with a long handler keeps the shutdown in its drain phase.
+        procs.worker(server, slots=1)
+        running = client.submit(sleeper(60)).execution.id
+        wait_for(lambda: client.get(running).state == pb.EXECUTION_STATE_RUNNING, what="the sleep to start")
+
+        server.process.signal(signal.SIGTERM)
+        assert health.next_status() == health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in ("", *SERVICES[:2]):
+            assert check(client, service) == health_pb2.HealthCheckResponse.NOT_SERVING, service
+
+        # Still draining: reads work, new work is refused with UNAVAILABLE.
+        status = fails(lambda: client.submit(spec(name="too late")))
+        assert status.code is grpc.StatusCode.UNAVAILABLE, status
+        assert "shutting down" in status.details, status.details
+        batch_status = fails(lambda: client.submit_batch([spec(name="too late")]))
+        assert batch_status.code is grpc.StatusCode.UNAVAILABLE, batch_status
+        assert client.get(running).state == pb.EXECUTION_STATE_RUNNING
+        workers = client.tasks.ListWorkers(tpb.ListWorkersRequest(), timeout=10).workers
+        assert [worker.draining for worker in workers] == [True], workers
+        assert server.process.popen.poll() is None, "the server stopped without waiting for its worker to drain"
+
+        stopped_at = time.monotonic()
+        server.process.signal(signal.SIGTERM)
+        exit_code = server.process.wait(timeout_s=20)
+        elapsed = time.monotonic() - stopped_at
+        assert exit_code == 0, server.process.output
+        assert elapsed < 5, f"the second SIGTERM took {elapsed:.1f}s to stop the server"
+        assert "taskwire-server stopped" in server.process.output
+    finally:
+        health.close()
+
+    # Nothing acknowledged was lost: the interrupted execution is still there after a restart.
+    after = connect(procs.server())
+    assert after.stored_ids() == {running}

@@ -1,0 +1,144 @@
+"""WatchExecution: stored events after after_sequence, then live ones, ending after the terminal event."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import grpc
+
+from taskwire.v1 import task_service_pb2 as tpb
+from taskwire.v1 import types_pb2 as pb
+from tests.harness import Cluster, ServerProcess, wait_for
+from tests.integration.server.support import (
+    TERMINAL_STATES,
+    Client,
+    assert_gapless,
+    serialized,
+    sleeper,
+    spec,
+    task,
+)
+
+Connect = Callable[[ServerProcess], Client]
+
+
+class Watcher:
+    """Follows one watch stream on its own thread, collecting events until the stream ends."""
+
+    def __init__(self, client: Client, execution_id: str, after_sequence: int = 0) -> None:
+        self._call = client.tasks.WatchExecution(
+            tpb.WatchExecutionRequest(execution_id=execution_id, after_sequence=after_sequence), timeout=60
+        )
+        self._lock = threading.Lock()
+        self._events: list[pb.ExecutionEvent] = []
+        self.error: grpc.RpcError | None = None
+        self.ended = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"watch-{execution_id}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for response in self._call:
+                with self._lock:
+                    self._events.append(response.event)
+        except grpc.RpcError as error:
+            self.error = error
+        finally:
+            self.ended.set()
+
+    @property
+    def events(self) -> list[pb.ExecutionEvent]:
+        with self._lock:
+            return list(self._events)
+
+    def join(self, timeout_s: float = 30.0) -> list[pb.ExecutionEvent]:
+        assert self.ended.wait(timeout_s), f"the watch stream did not end; it has {len(self.events)} events"
+        self._thread.join(timeout_s)
+        assert self.error is None, f"the watch stream failed: {self.error}"
+        return self.events
+
+
+def is_terminal(event: pb.ExecutionEvent) -> bool:
+    return event.WhichOneof("body") == "execution_transition" and event.execution_transition.to_state in TERMINAL_STATES
+
+
+def test_concurrent_watchers_get_the_same_live_history(procs: Cluster, connect: Connect) -> None:
+    server = procs.server("--cancel-grace", "5")
+    client = connect(server)
+    procs.worker(server, slots=1)
+    execution_id = client.submit(sleeper(120, name="long")).execution.id
+    wait_for(lambda: client.get(execution_id).state == pb.EXECUTION_STATE_RUNNING, what="the execution to be RUNNING")
+
+    watchers = [Watcher(connect(server), execution_id) for _ in range(2)]
+    # Both have the dispatch events (task run RUNNING, execution RUNNING) and are waiting for more.
+    wait_for(lambda: all(len(w.events) >= 2 for w in watchers), what="both watchers to replay the history")
+    late = Watcher(connect(server), execution_id, after_sequence=1)
+    wait_for(lambda: len(late.events) >= 1, what="the late watcher to replay from sequence 2")
+    assert not any(w.ended.is_set() for w in [*watchers, late]), "a watch ended before the execution did"
+    seen_before_cancel = [len(w.events) for w in watchers]
+
+    # Everything from here on happens after the streams were open: it can only arrive live.
+    client.cancel(execution_id, reason="stop watching")
+    first, second = (w.join() for w in watchers)
+
+    assert serialized(first) == serialized(second), "two watchers saw different histories"
+    assert_gapless(first)
+    assert len(first) > max(seen_before_cancel), "no event arrived live"
+    assert is_terminal(first[-1]), first[-1]
+    assert first[-1].execution_transition.to_state == pb.EXECUTION_STATE_CANCELLED
+    assert not any(is_terminal(event) for event in first[:-1]), "events after the terminal one"
+    kinds = [event.WhichOneof("body") for event in first]
+    assert kinds[:2] == ["task_run_transition", "execution_transition"], kinds
+    assert all(event.execution_id == execution_id for event in first)
+    times = [event.time.ToNanoseconds() for event in first]
+    assert times == sorted(times), "event times go backwards"
+
+    assert serialized(late.join()) == serialized(first[1:]), "after_sequence=1 should skip exactly the first event"
+    # A watcher that comes after the end replays the same history from the store, then ends.
+    assert serialized(client.history(execution_id)) == serialized(first)
+
+
+def test_replay_after_a_sequence_number(procs: Cluster, connect: Connect) -> None:
+    server = procs.server()
+    client = connect(server)
+    procs.worker(server, slots=2)
+    execution = spec(
+        task("progress", "steps", input={"steps": 3, "interval": 0.01}),
+        task("echo", "after", input={"done": True}, depends_on=["steps"]),
+    )
+    execution_id = client.submit(execution).execution.id
+    assert client.wait_until_terminal(execution_id).state == pb.EXECUTION_STATE_SUCCESS
+
+    full = client.history(execution_id)
+    assert_gapless(full)
+    kinds = {event.WhichOneof("body") for event in full}
+    assert kinds == {"execution_transition", "task_run_transition", "progress", "log"}, kinds
+    assert is_terminal(full[-1])
+    assert not any(is_terminal(event) for event in full[:-1])
+    last = full[-1].sequence
+    for after in (1, 2, len(full) // 2, last - 1):
+        tail = client.history(execution_id, after_sequence=after)
+        assert serialized(tail) == serialized(full[after:]), f"after_sequence={after}"
+        assert tail[0].sequence == after + 1
+    # Nothing after the last event: the stream ends at once, empty.
+    assert client.history(execution_id, after_sequence=last) == []
+    assert client.history(execution_id, after_sequence=last + 10) == []
+
+
+def test_a_watch_opened_before_the_first_event_follows_to_the_end(client: Client) -> None:
+    execution_id = client.submit(spec(task("echo", "a"), task("echo", "b", depends_on=["a"]))).execution.id
+    watcher = Watcher(client, execution_id)  # nothing has happened yet: no worker is connected
+    assert not watcher.ended.is_set()
+    client.cancel(execution_id)
+    events = watcher.join()
+    assert_gapless(events)
+    assert is_terminal(events[-1])
+    assert events[-1].execution_transition.to_state == pb.EXECUTION_STATE_CANCELLED
+    cancelled_runs = {
+        event.task_run_transition.task_id
+        for event in events
+        if event.WhichOneof("body") == "task_run_transition"
+        and event.task_run_transition.to_state == pb.TASK_RUN_STATE_CANCELLED
+    }
+    assert cancelled_runs == {"a", "b"}

@@ -1,0 +1,222 @@
+"""A scripted WorkerService: a real gRPC peer whose every move the test makes.
+
+Each Connect stream becomes a ScriptedSession. The test reads what the worker sent
+(``await session.next("started")``) and answers (``session.invoke(...)``, ``session.cancel(...)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import timedelta
+
+import grpc
+import grpc.aio
+
+from taskwire.v1 import types_pb2, worker_service_pb2_grpc
+from taskwire.v1 import worker_service_pb2 as wpb
+
+Ref = tuple[str, int]
+
+
+def ref_of(message: wpb.WorkerMessage) -> Ref | None:
+    """The attempt a worker message is about, if any."""
+    kind = message.WhichOneof("kind")
+    if kind in ("started", "progress", "log", "completed", "failed", "cancel_acknowledged"):
+        ref = getattr(message, kind).ref
+        return (ref.task_run_id, ref.attempt)
+    return None
+
+
+def running_of(message: wpb.WorkerMessage) -> set[Ref]:
+    """The running attempts a hello or heartbeat lists."""
+    kind = message.WhichOneof("kind")
+    refs = message.hello.running_attempts if kind == "hello" else message.heartbeat.running_attempts
+    return {(r.task_run_id, r.attempt) for r in refs}
+
+
+def _duration(seconds: float) -> timedelta:
+    return timedelta(seconds=seconds)
+
+
+class ScriptedSession:
+    """One Connect stream, seen from the server side."""
+
+    def __init__(self) -> None:
+        self.frames: list[wpb.ConnectRequest] = []
+        self.received: list[wpb.WorkerMessage] = []
+        self._unread: asyncio.Queue[wpb.WorkerMessage] = asyncio.Queue()
+        self._outgoing: asyncio.Queue[list[wpb.ServerMessage] | None] = asyncio.Queue()
+        #: Set when the worker has half-closed its side of the stream (or it broke).
+        self.worker_done = asyncio.Event()
+
+    async def _pump(self, requests: AsyncIterator[wpb.ConnectRequest]) -> None:
+        try:
+            async for frame in requests:
+                self.frames.append(frame)
+                for message in frame.messages:
+                    self.received.append(message)
+                    self._unread.put_nowait(message)
+        finally:
+            self.worker_done.set()
+            self._outgoing.put_nowait(None)  # like the real server: the stream ends with the worker's side
+
+    # -- reading what the worker sent ---------------------------------------------------------------
+
+    async def next(
+        self, kind: str | None = None, *, skip: Iterable[str] = ("heartbeat",), timeout_s: float = 10.0
+    ) -> wpb.WorkerMessage:
+        """The next message whose kind is not in ``skip``; asserts it is of ``kind`` when given."""
+        skipped = set(skip)
+        async with asyncio.timeout(timeout_s):
+            while True:
+                message = await self._unread.get()
+                if message.WhichOneof("kind") not in skipped:
+                    break
+        if kind is not None:
+            assert message.WhichOneof("kind") == kind, f"expected {kind}, got {message}"
+        return message
+
+    async def wait_for(
+        self, predicate: Callable[[wpb.WorkerMessage], bool], *, timeout_s: float = 10.0
+    ) -> wpb.WorkerMessage:
+        """Read until a message satisfies ``predicate``; returns it."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                message = await self._unread.get()
+                if predicate(message):
+                    return message
+
+    def about(self, ref: Ref) -> list[str]:
+        """Kinds of every message received about one attempt, in order."""
+        return [m.WhichOneof("kind") or "" for m in self.received if ref_of(m) == ref]
+
+    async def wait_worker_done(self, timeout_s: float = 10.0) -> None:
+        async with asyncio.timeout(timeout_s):
+            await self.worker_done.wait()
+
+    # -- answering ------------------------------------------------------------------------------------
+
+    def send(self, *messages: wpb.ServerMessage) -> None:
+        """One frame with these messages."""
+        self._outgoing.put_nowait(list(messages))
+
+    def welcome(
+        self,
+        *,
+        session_id: str | None = None,
+        heartbeat_interval_s: float = 30.0,
+        lease_timeout_s: float = 90.0,
+        adopted: Iterable[Ref] = (),
+        rejected: Iterable[Ref] = (),
+        then: Iterable[wpb.ServerMessage] = (),
+    ) -> str:
+        welcome = wpb.Welcome(
+            session_id=session_id or f"session-{uuid.uuid4().hex[:8]}",
+            adopted_attempts=[wpb.AttemptRef(task_run_id=t, attempt=a) for t, a in adopted],
+            rejected_attempts=[wpb.AttemptRef(task_run_id=t, attempt=a) for t, a in rejected],
+        )
+        welcome.heartbeat_interval.FromTimedelta(_duration(heartbeat_interval_s))
+        welcome.lease_timeout.FromTimedelta(_duration(lease_timeout_s))
+        self.send(wpb.ServerMessage(welcome=welcome), *then)
+        return welcome.session_id
+
+    def invoke(self, handler: str, input: object = None, *, timeout_s: float | None = None) -> Ref:
+        message, ref = invocation(handler, input, timeout_s=timeout_s)
+        self.send(message)
+        return ref
+
+    def cancel(
+        self, ref: Ref, reason: wpb.CancelReason.ValueType = wpb.CANCEL_REASON_REQUESTED, message: str = ""
+    ) -> None:
+        cancel = wpb.Cancel(ref=wpb.AttemptRef(task_run_id=ref[0], attempt=ref[1]), reason=reason, message=message)
+        self.send(wpb.ServerMessage(cancel=cancel))
+
+    def drain(self, grace_s: float, reason: str = "maintenance") -> None:
+        drain = wpb.Drain(reason=reason)
+        drain.grace.FromTimedelta(_duration(grace_s))
+        self.send(wpb.ServerMessage(drain=drain))
+
+    def close(self) -> None:
+        """End the stream from the server side (status OK)."""
+        self._outgoing.put_nowait(None)
+
+
+def invocation(
+    handler: str, input: object = None, *, timeout_s: float | None = None, attempt: int = 1
+) -> tuple[wpb.ServerMessage, Ref]:
+    task_run_id = f"run-{uuid.uuid4().hex[:8]}"
+    message = wpb.Invocation(
+        ref=wpb.AttemptRef(task_run_id=task_run_id, attempt=attempt),
+        execution_id="exec-1",
+        task_id=handler,
+        handler=handler,
+        input=types_pb2.Payload(data=json.dumps(input).encode(), content_type="application/json"),
+    )
+    if timeout_s is not None:
+        message.timeout.FromTimedelta(_duration(timeout_s))
+    return wpb.ServerMessage(invocation=message), (task_run_id, attempt)
+
+
+class ScriptedWorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
+    """Hands every Connect stream to the test as a ScriptedSession."""
+
+    def __init__(self) -> None:
+        self.sessions: asyncio.Queue[ScriptedSession] = asyncio.Queue()
+        self.connects = 0
+
+    async def Connect(
+        self,
+        request_iterator: AsyncIterator[wpb.ConnectRequest],
+        context: grpc.aio.ServicerContext[wpb.ConnectRequest, wpb.ConnectResponse],
+    ) -> AsyncIterator[wpb.ConnectResponse]:
+        session = ScriptedSession()
+        self.connects += 1
+        pump = asyncio.create_task(session._pump(request_iterator))
+        self.sessions.put_nowait(session)
+        try:
+            while (messages := await session._outgoing.get()) is not None:
+                yield wpb.ConnectResponse(messages=messages)
+        finally:
+            pump.cancel()
+
+
+class ScriptedServer:
+    """A real grpc.aio server on 127.0.0.1:<ephemeral> serving a ScriptedWorkerService."""
+
+    def __init__(self, *, port: int = 0) -> None:
+        self.service = ScriptedWorkerService()
+        self._server = grpc.aio.server()
+        worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(self.service, self._server)
+        self.port = self._server.add_insecure_port(f"127.0.0.1:{port}")
+        self.address = f"127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        await self._server.start()
+
+    async def stop(self) -> None:
+        await self._server.stop(grace=None)
+
+    async def next_session(self, timeout_s: float = 10.0) -> ScriptedSession:
+        """The next stream a worker opens."""
+        async with asyncio.timeout(timeout_s):
+            return await self.service.sessions.get()
+
+    async def connect(
+        self,
+        *,
+        timeout_s: float = 10.0,
+        session_id: str | None = None,
+        heartbeat_interval_s: float = 30.0,
+        adopted: Iterable[Ref] = (),
+        rejected: Iterable[Ref] = (),
+    ) -> tuple[ScriptedSession, wpb.WorkerHello]:
+        """Accept the next stream: read its hello and answer with a Welcome."""
+        session = await self.next_session(timeout_s)
+        hello = (await session.next("hello", timeout_s=timeout_s)).hello
+        session.welcome(
+            session_id=session_id, heartbeat_interval_s=heartbeat_interval_s, adopted=adopted, rejected=rejected
+        )
+        return session, hello

@@ -1,0 +1,181 @@
+"""Requests the SDK builds and responses it converts, without a server."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from google.protobuf import duration_pb2
+
+from client import HandlerStats, Payload, QueueStats, RetryPolicy, RpcRetry, Stats, WorkerInfo
+from client import _common as c
+from server import domain as d
+from server import wire
+from taskwire.v1 import task_service_pb2 as tpb
+from tests.unit.client.records import at
+
+
+def test_single_task_spec_carries_every_option() -> None:
+    spec = c.single_task_spec(
+        "echo",
+        {"a": 1},
+        task_id="t1",
+        timeout=timedelta(seconds=5),
+        max_attempts=3,
+        key="k1",
+        name="my run",
+        metadata={"team": "x"},
+        execution_timeout=timedelta(minutes=1),
+        not_before=at(60),
+    )
+    assert spec == d.ExecutionSpec(
+        tasks=(
+            d.TaskSpec(
+                handler="echo",
+                task_id="t1",
+                input=wire.json_payload({"a": 1}),
+                timeout=timedelta(seconds=5),
+                retry_policy=d.RetryPolicy(max_attempts=3),
+            ),
+        ),
+        name="my run",
+        metadata={"team": "x"},
+        timeout=timedelta(minutes=1),
+        not_before=at(60),
+        idempotency_key="k1",
+    )
+
+
+def test_max_attempts_overrides_the_retry_policy() -> None:
+    policy = RetryPolicy(max_attempts=2, initial_interval=timedelta(seconds=3), non_retryable_error_types=("E",))
+    spec = c.single_task_spec("echo", retry_policy=policy, max_attempts=5)
+    assert spec.tasks[0].retry_policy == RetryPolicy(
+        max_attempts=5, initial_interval=timedelta(seconds=3), non_retryable_error_types=("E",)
+    )
+
+
+def test_input_is_json_unless_a_payload() -> None:
+    assert c.to_payload(None) == Payload(b"null")
+    assert c.to_payload([1, "x"]).data == b'[1,"x"]'
+    raw = Payload(b"\x00", content_type="application/octet-stream")
+    assert c.to_payload(raw) is raw
+
+
+def test_submit_request_admission() -> None:
+    spec = c.single_task_spec("echo")
+    assert c.submit_request(spec, wait_for_room=True).admission == tpb.ADMISSION_MODE_WAIT_FOR_ROOM
+    request = c.submit_request(spec, wait_for_room=False)
+    assert request.admission == tpb.ADMISSION_MODE_FAIL_FAST
+    assert wire.execution_spec_from_proto(request.execution) == spec
+
+
+def test_a_submit_is_retried_only_with_idempotency_keys() -> None:
+    keyed, plain = c.single_task_spec("echo", key="k"), c.single_task_spec("echo")
+    assert c.submit_is_idempotent([keyed])
+    assert not c.submit_is_idempotent([plain])
+    assert not c.submit_is_idempotent([keyed, plain])
+    request = c.submit_many_request([keyed, plain], wait_for_room=True)
+    assert [item.idempotency_key for item in request.executions] == ["k", ""]
+
+
+def test_list_request_accepts_states_and_names() -> None:
+    request = c.list_request(states=[d.State.FAILED, "cancelled"], handler="echo", page_size=10, page_token="t")
+    assert list(request.states) == [5, 6]
+    assert (request.handler, request.page_size, request.page_token) == ("echo", 10, "t")
+    with pytest.raises(ValueError, match="unknown state 'nope'"):
+        c.parse_state("nope")
+
+
+@pytest.mark.parametrize(
+    ("limit", "page_size", "fetched", "expected"),
+    [
+        (None, None, 0, 0),  # the server's default
+        (None, 20, 0, 20),
+        (None, 5000, 0, 1000),
+        (30, None, 0, 30),
+        (30, None, 25, 5),
+        (30, 10, 25, 5),
+        (30, 10, 0, 10),
+        (5000, None, 0, 1000),
+    ],
+)
+def test_page_size_for(limit: int | None, page_size: int | None, fetched: int, expected: int) -> None:
+    assert c.page_size_for(limit, page_size, fetched) == expected
+
+
+def test_submit_results_in_request_order() -> None:
+    response = tpb.SubmitExecutionsResponse(
+        results=[
+            tpb.SubmitResult(execution_id="a"),
+            tpb.SubmitResult(error_code="INVALID_ARGUMENT", error_message="executions[1].tasks: at least one task"),
+            tpb.SubmitResult(execution_id="c", deduplicated=True),
+        ]
+    )
+    first, second, third = c.submit_results(response)
+    assert (first.index, first.execution_id, first.ok, first.deduplicated) == (0, "a", True, False)
+    assert not second.ok
+    assert isinstance(second.error, d.ValidationError)
+    assert second.error.field == "executions[1].tasks"
+    assert (third.execution_id, third.deduplicated) == ("c", True)
+
+
+def test_stats_from_proto() -> None:
+    response = tpb.GetStatsResponse(
+        queue=tpb.QueueStats(size=3, capacity=10, full=False, empty=False, waiting_submitters=1),
+        in_flight=2,
+        connected_workers=1,
+        free_slots=2,
+        handlers=[tpb.HandlerStats(handler="echo", pending=3, in_flight=2, free_slots=2, workers=1)],
+    )
+    assert c.stats_from_proto(response) == Stats(
+        queue=QueueStats(size=3, capacity=10, full=False, empty=False, waiting_submitters=1),
+        in_flight=2,
+        connected_workers=1,
+        free_slots=2,
+        handlers=(HandlerStats(handler="echo", pending=3, in_flight=2, free_slots=2, workers=1),),
+    )
+
+
+def test_workers_from_proto() -> None:
+    response = tpb.ListWorkersResponse(
+        workers=[
+            tpb.WorkerInfo(
+                session_id="s1",
+                instance_id="i1",
+                name="w1",
+                handlers=["echo", "sleep"],
+                slots=4,
+                in_flight=1,
+                labels={"zone": "a"},
+                agent_version="taskwire-worker/0.1",
+                connected_at=wire.timestamp_to_proto(at(0)),
+                last_seen_at=wire.timestamp_to_proto(at(5)),
+                lease_timeout=duration_pb2.Duration(seconds=30),
+            )
+        ]
+    )
+    assert c.workers_from_proto(response) == [
+        WorkerInfo(
+            session_id="s1",
+            instance_id="i1",
+            name="w1",
+            handlers=("echo", "sleep"),
+            slots=4,
+            in_flight=1,
+            labels={"zone": "a"},
+            agent_version="taskwire-worker/0.1",
+            connected_at=at(0),
+            last_seen_at=at(5),
+            draining=False,
+            lease_timeout=timedelta(seconds=30),
+        )
+    ]
+
+
+def test_retry_options_are_bounded() -> None:
+    options = c.retry_options(RpcRetry(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05))
+    assert options["reraise"] is True
+    for failures in range(1, 10):
+        assert 0 <= c.backoff_s(RpcRetry(initial_backoff_s=0.1, max_backoff_s=1.0), failures) <= 1.0
+    with pytest.raises(ValueError, match="max_attempts"):
+        RpcRetry(max_attempts=0)

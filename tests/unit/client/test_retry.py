@@ -1,0 +1,227 @@
+"""Retries, deadlines and watch resumption against an in-process gRPC server whose answers the test scripts.
+
+The real server cannot be made to fail on cue; a scripted TaskService on a real
+loopback channel can, so these tests exercise the SDK's real gRPC path.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import grpc
+import pytest
+
+from client import (
+    AsyncClient,
+    Client,
+    ExecutionTransition,
+    QueueFull,
+    RpcRetry,
+    ShuttingDown,
+    TaskLog,
+    WaitTimeout,
+)
+from server import domain as d
+from taskwire.v1 import task_service_pb2 as tpb
+from taskwire.v1 import task_service_pb2_grpc
+from taskwire.v1 import types_pb2 as pb
+from tests.unit.client.records import event, execution_proto, snapshot
+
+FAST = RpcRetry(max_attempts=3, initial_backoff_s=0.001, max_backoff_s=0.005)
+SHUTTING_DOWN = "the server is shutting down and accepts no new work"
+
+
+def _terminal(sequence: int) -> pb.ExecutionEvent:
+    return event(
+        sequence,
+        execution_transition=pb.ExecutionTransition(
+            from_state=pb.EXECUTION_STATE_RUNNING,
+            to_state=pb.EXECUTION_STATE_SUCCESS,
+            reason_code=pb.REASON_CODE_COMPLETED,
+            reason_message="done",
+        ),
+    )
+
+
+def _log(sequence: int) -> pb.ExecutionEvent:
+    return event(sequence, log=pb.TaskLog(task_id="main", attempt=1, level=pb.LOG_LEVEL_INFO, text=f"line {sequence}"))
+
+
+@dataclass
+class Scripted(task_service_pb2_grpc.TaskServiceServicer):
+    """Fails each method `failures[method]` times with UNAVAILABLE, then answers."""
+
+    failures: dict[str, int] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+    watch_requests: list[tpb.WatchExecutionRequest] = field(default_factory=list)
+    block_watch: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _count(self, method: str, context: grpc.ServicerContext) -> None:
+        with self.lock:
+            self.calls[method] = self.calls.get(method, 0) + 1
+            failing = self.calls[method] <= self.failures.get(method, 0)
+        if failing:
+            context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+
+    def GetStats(self, request: tpb.GetStatsRequest, context: grpc.ServicerContext) -> tpb.GetStatsResponse:
+        self._count("GetStats", context)
+        return tpb.GetStatsResponse(connected_workers=2)
+
+    def GetExecution(self, request: tpb.GetExecutionRequest, context: grpc.ServicerContext) -> tpb.GetExecutionResponse:
+        self._count("GetExecution", context)
+        return tpb.GetExecutionResponse(execution=execution_proto(snapshot(d.State.SUCCESS)))
+
+    def SubmitExecution(
+        self, request: tpb.SubmitExecutionRequest, context: grpc.ServicerContext
+    ) -> tpb.SubmitExecutionResponse:
+        self._count("SubmitExecution", context)
+        if request.admission == tpb.ADMISSION_MODE_FAIL_FAST and request.execution.name == "full":
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "queue full: 1 of 1 task runs queued")
+        return tpb.SubmitExecutionResponse(execution=execution_proto(snapshot(d.State.SUCCESS)), deduplicated=True)
+
+    def _unimplemented(self, context: grpc.ServicerContext) -> None:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "not scripted")
+
+    def SubmitExecutions(
+        self, request: tpb.SubmitExecutionsRequest, context: grpc.ServicerContext
+    ) -> tpb.SubmitExecutionsResponse:
+        self._unimplemented(context)
+        return tpb.SubmitExecutionsResponse()
+
+    def ListExecutions(
+        self, request: tpb.ListExecutionsRequest, context: grpc.ServicerContext
+    ) -> tpb.ListExecutionsResponse:
+        self._unimplemented(context)
+        return tpb.ListExecutionsResponse()
+
+    def CancelExecution(
+        self, request: tpb.CancelExecutionRequest, context: grpc.ServicerContext
+    ) -> tpb.CancelExecutionResponse:
+        self._unimplemented(context)
+        return tpb.CancelExecutionResponse()
+
+    def ListWorkers(self, request: tpb.ListWorkersRequest, context: grpc.ServicerContext) -> tpb.ListWorkersResponse:
+        self._unimplemented(context)
+        return tpb.ListWorkersResponse()
+
+    def WatchExecution(
+        self, request: tpb.WatchExecutionRequest, context: grpc.ServicerContext
+    ) -> Iterator[tpb.WatchExecutionResponse]:
+        with self.lock:
+            self.watch_requests.append(request)
+            first = len(self.watch_requests) == 1
+        if request.execution_id == "slow":
+            self.block_watch.wait(5)
+            return
+        if first:
+            # Two events, then the stream breaks as when the server shuts down.
+            for sequence in (request.after_sequence + 1, request.after_sequence + 2):
+                yield tpb.WatchExecutionResponse(event=_log(sequence))
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; watch again to resume")
+        yield tpb.WatchExecutionResponse(event=_terminal(request.after_sequence + 1))
+
+
+@pytest.fixture
+def scripted() -> Iterator[tuple[Scripted, str]]:
+    servicer = Scripted()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    task_service_pb2_grpc.add_TaskServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield servicer, f"127.0.0.1:{port}"
+    finally:
+        servicer.block_watch.set()
+        server.stop(grace=None).wait()
+
+
+def test_idempotent_calls_retry_unavailable(scripted: tuple[Scripted, str]) -> None:
+    servicer, address = scripted
+    servicer.failures["GetStats"] = 2
+    with Client(address, retry=FAST) as client:
+        assert client.stats().connected_workers == 2
+    assert servicer.calls["GetStats"] == 3
+
+
+def test_retries_are_bounded(scripted: tuple[Scripted, str]) -> None:
+    servicer, address = scripted
+    servicer.failures["GetExecution"] = 10
+    with Client(address, retry=FAST) as client, pytest.raises(ShuttingDown, match="shutting down"):
+        client.get("ex-1")
+    assert servicer.calls["GetExecution"] == FAST.max_attempts
+
+
+def test_a_submit_without_a_key_is_not_retried(scripted: tuple[Scripted, str]) -> None:
+    servicer, address = scripted
+    servicer.failures["SubmitExecution"] = 1
+    with Client(address, retry=FAST) as client, pytest.raises(ShuttingDown):
+        client.submit("echo")
+    assert servicer.calls["SubmitExecution"] == 1
+
+
+def test_a_submit_with_a_key_is_retried(scripted: tuple[Scripted, str]) -> None:
+    servicer, address = scripted
+    servicer.failures["SubmitExecution"] = 1
+    with Client(address, retry=FAST) as client:
+        submitted = client.submit("echo", key="k1")
+    assert submitted.deduplicated
+    assert servicer.calls["SubmitExecution"] == 2
+
+
+def test_other_errors_are_not_retried(scripted: tuple[Scripted, str]) -> None:
+    servicer, address = scripted
+    with Client(address, retry=FAST) as client, pytest.raises(QueueFull, match="queue full"):
+        client.submit("echo", name="full", key="k")
+    assert servicer.calls["SubmitExecution"] == 1
+
+
+def test_watch_resumes_after_the_last_event(scripted: tuple[Scripted, str]) -> None:
+    servicer, address = scripted
+    with Client(address, retry=FAST) as client:
+        events = list(client.watch("ex-1", after_sequence=4))
+    assert [e.sequence for e in events] == [5, 6, 7]
+    assert isinstance(events[0], TaskLog)
+    assert isinstance(events[-1], ExecutionTransition)
+    assert [r.after_sequence for r in servicer.watch_requests] == [4, 6]
+
+
+def test_wait_follows_a_resumed_watch(scripted: tuple[Scripted, str]) -> None:
+    _, address = scripted
+    seen: list[int] = []
+    with Client(address, retry=FAST) as client:
+        result = client.wait_finished("ex-1", on_event=lambda e: seen.append(e.sequence))
+    assert result.state is d.State.SUCCESS
+    assert seen == [1, 2, 3]
+
+
+def test_wait_times_out(scripted: tuple[Scripted, str]) -> None:
+    _, address = scripted
+    with Client(address, retry=FAST) as client, pytest.raises(WaitTimeout, match=r"did not finish within 0\.2s"):
+        client.wait("slow", timeout=timedelta(seconds=0.2))
+
+
+async def test_async_client_retries_and_resumes(scripted: tuple[Scripted, str]) -> None:
+    servicer, address = scripted
+    servicer.failures["GetStats"] = 2
+    async with AsyncClient(address, retry=FAST) as client:
+        assert (await client.stats()).connected_workers == 2
+        assert [e.sequence async for e in client.watch("ex-1")] == [1, 2, 3]
+        assert await client.wait("ex-1") == {"ok": True}
+        with pytest.raises(WaitTimeout):
+            await client.wait("slow", timeout=timedelta(seconds=0.2))
+    assert servicer.calls["GetStats"] == 3
+
+
+async def test_async_submit_without_a_key_is_not_retried(scripted: tuple[Scripted, str]) -> None:
+    servicer, address = scripted
+    servicer.failures["SubmitExecution"] = 2
+    async with AsyncClient(address, retry=FAST) as client:
+        with pytest.raises(ShuttingDown):
+            await client.submit("echo")
+        assert (await client.submit("echo", key="k")).deduplicated
+    assert servicer.calls["SubmitExecution"] == 3

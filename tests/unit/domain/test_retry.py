@@ -1,0 +1,276 @@
+"""Retries: backoff arithmetic, the retry policy's decisions, task-level timeouts and lost leases."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from server.domain import (
+    MAX_ATTEMPTS_LIMIT,
+    ArmAttemptTimeout,
+    AttemptEnded,
+    AttemptOutcome,
+    CancelOnWorker,
+    Enqueue,
+    ErrorInfo,
+    ExecutionSpec,
+    LeaseExpired,
+    Reason,
+    ReasonCode,
+    RetryDue,
+    RetryPolicy,
+    ScheduleRetry,
+    State,
+    TaskDispatched,
+    TaskFailed,
+    TaskRun,
+    TaskRunFinished,
+    TaskSpec,
+    TaskTimedOut,
+    transition_task_run,
+)
+from tests.unit.domain.factories import ERROR, PROPERTY_SETTINGS, Sim, at, make_task_run
+
+P, R, W = State.PENDING, State.RUNNING, State.WAITING
+S, F, C = State.SUCCESS, State.FAILED, State.CANCELLED
+
+
+def seconds(*values: float) -> list[timedelta]:
+    return [timedelta(seconds=v) for v in values]
+
+
+# ---- Backoff arithmetic ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("policy", "delays"),
+    [
+        (RetryPolicy(), seconds(1, 2, 4, 8, 16)),
+        (RetryPolicy(initial_interval=timedelta(milliseconds=250), backoff_coefficient=3), seconds(0.25, 0.75, 2.25)),
+        (RetryPolicy(backoff_coefficient=1), seconds(1, 1, 1, 1)),
+        # maximum_interval caps the delay...
+        (RetryPolicy(maximum_interval=timedelta(seconds=5)), seconds(1, 2, 4, 5, 5, 5)),
+        # ...and without one the cap is 100 × initial_interval.
+        (RetryPolicy(backoff_coefficient=10), seconds(1, 10, 100, 100, 100)),
+        (RetryPolicy(initial_interval=timedelta(seconds=3), backoff_coefficient=7), seconds(3, 21, 147, 300, 300)),
+    ],
+)
+def test_delay_after(policy: RetryPolicy, delays: list[timedelta]) -> None:
+    assert [policy.delay_after(n) for n in range(1, len(delays) + 1)] == delays
+
+
+def test_default_maximum_interval_is_a_hundred_initial_intervals() -> None:
+    assert RetryPolicy(initial_interval=timedelta(seconds=2)).effective_maximum_interval == timedelta(seconds=200)
+    assert RetryPolicy(maximum_interval=timedelta(seconds=7)).effective_maximum_interval == timedelta(seconds=7)
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        RetryPolicy(max_attempts=MAX_ATTEMPTS_LIMIT),
+        RetryPolicy(backoff_coefficient=1000.0),
+        RetryPolicy(backoff_coefficient=1e300),
+        RetryPolicy(backoff_coefficient=float("inf")),
+    ],
+)
+def test_late_attempts_are_capped_instead_of_overflowing(policy: RetryPolicy) -> None:
+    """Regression: 2 ** 98 seconds does not fit in a timedelta; the delay must be capped before it is built."""
+    assert policy.delay_after(MAX_ATTEMPTS_LIMIT - 1) == policy.effective_maximum_interval
+
+
+@PROPERTY_SETTINGS
+@given(
+    initial_ms=st.integers(1, 10**7),
+    coefficient=st.floats(1.0, 1e6, allow_nan=False),
+    cap_factor=st.none() | st.integers(1, 10**4),
+)
+def test_delays_grow_and_stay_within_the_cap(initial_ms: int, coefficient: float, cap_factor: int | None) -> None:
+    initial = timedelta(milliseconds=initial_ms)
+    policy = RetryPolicy(
+        max_attempts=MAX_ATTEMPTS_LIMIT,
+        initial_interval=initial,
+        backoff_coefficient=coefficient,
+        maximum_interval=initial * cap_factor if cap_factor is not None else None,
+    )
+    delays = [policy.delay_after(n) for n in range(1, MAX_ATTEMPTS_LIMIT)]
+    assert delays[0] == initial
+    assert delays == sorted(delays)
+    assert max(delays) <= policy.effective_maximum_interval
+
+
+# ---- The retry policy's decisions ------------------------------------------------------------------------
+
+
+def running(policy: RetryPolicy, *, timeout: timedelta | None = None) -> TaskRun:
+    return make_task_run(R, retry_policy=policy, timeout=timeout)
+
+
+def test_failure_waits_for_the_backoff_then_becomes_pending_then_exhausts() -> None:
+    record = running(RetryPolicy(max_attempts=3))
+
+    failed = transition_task_run(record, TaskFailed(attempt=1, error=ERROR), at(10))
+    waiting = failed.record
+    assert waiting.state is W
+    assert waiting.reason is not None
+    assert waiting.reason.code is ReasonCode.RETRY_BACKOFF
+    assert "attempt 2 of 3" in waiting.reason.message
+    assert waiting.not_before == at(11)
+    assert failed.effects == (AttemptEnded("tr-1", 1), ScheduleRetry("tr-1", at(11)))
+    assert waiting.attempts[0].outcome is AttemptOutcome.FAILED
+    assert waiting.attempts[0].error == ERROR
+    assert waiting.attempts[0].ended_at == at(10)
+
+    due = transition_task_run(waiting, RetryDue(), at(11))
+    assert due.record.state is P
+    assert due.record.reason is None
+    assert due.record.not_before is None
+    assert due.effects == (Enqueue("tr-1"),)
+
+    second = transition_task_run(due.record, TaskDispatched(attempt=2, worker_id="w-2"), at(12)).record
+    again = transition_task_run(second, TaskFailed(attempt=2, error=ERROR), at(13))
+    assert again.record.not_before == at(15), "the second backoff is twice the first"
+
+    third = transition_task_run(again.record, RetryDue(), at(15)).record
+    third = transition_task_run(third, TaskDispatched(attempt=3, worker_id="w-1"), at(16)).record
+    exhausted = transition_task_run(third, TaskFailed(attempt=3, error=ERROR), at(17))
+    assert exhausted.record.state is F
+    assert exhausted.record.reason is not None
+    assert exhausted.record.reason.code is ReasonCode.RETRIES_EXHAUSTED
+    assert "3 of 3 attempts" in exhausted.record.reason.message
+    assert [a.outcome for a in exhausted.record.attempts] == [AttemptOutcome.FAILED] * 3
+    assert exhausted.effects == (AttemptEnded("tr-1", 3), TaskRunFinished("tr-1", "ex-1", F))
+
+
+def test_backoff_counts_from_the_last_change_when_the_clock_goes_back() -> None:
+    record = running(RetryPolicy(max_attempts=2))  # updated at at(1)
+    failed = transition_task_run(record, TaskFailed(attempt=1, error=ERROR), at(0))
+    assert failed.record.updated_at == at(1)
+    assert failed.record.not_before == at(2)
+
+
+def test_a_single_attempt_fails_with_handler_error() -> None:
+    result = transition_task_run(running(RetryPolicy(max_attempts=1)), TaskFailed(attempt=1, error=ERROR), at(10))
+    assert result.record.state is F
+    assert result.record.reason is not None
+    assert result.record.reason.code is ReasonCode.HANDLER_ERROR
+    assert "ValueError: boom" in result.record.reason.message
+    assert not any(isinstance(effect, ScheduleRetry) for effect in result.effects)
+
+
+@pytest.mark.parametrize(
+    ("policy", "error"),
+    [
+        (RetryPolicy(max_attempts=5), ErrorInfo(type="ValueError", message="bad input", retryable=False)),
+        (
+            RetryPolicy(max_attempts=5, non_retryable_error_types=("KeyError", "ValueError")),
+            ErrorInfo(type="ValueError", message="bad input"),
+        ),
+    ],
+    ids=["marked-by-handler", "listed-in-policy"],
+)
+def test_non_retryable_errors_fail_at_once(policy: RetryPolicy, error: ErrorInfo) -> None:
+    result = transition_task_run(running(policy), TaskFailed(attempt=1, error=error), at(10))
+    assert result.record.state is F
+    assert result.record.reason is not None
+    assert result.record.reason.code is ReasonCode.NON_RETRYABLE_ERROR
+    assert "not retryable" in result.record.reason.message
+
+
+def test_an_error_type_not_listed_is_retried() -> None:
+    policy = RetryPolicy(max_attempts=2, non_retryable_error_types=("KeyError",))
+    result = transition_task_run(running(policy), TaskFailed(attempt=1, error=ERROR), at(10))
+    assert result.record.state is W
+
+
+def test_allows_retry_of() -> None:
+    policy = RetryPolicy(non_retryable_error_types=("KeyError",))
+    assert policy.allows_retry_of(None)
+    assert policy.allows_retry_of(ERROR)
+    assert not policy.allows_retry_of(ErrorInfo(type="KeyError", message="k"))
+    assert not policy.allows_retry_of(ErrorInfo(type="ValueError", message="v", retryable=False))
+
+
+# ---- Task-level timeouts ---------------------------------------------------------------------------------
+
+
+def test_dispatch_arms_the_attempt_timeout() -> None:
+    record = make_task_run(P, timeout=timedelta(seconds=30))
+    result = transition_task_run(record, TaskDispatched(attempt=1, worker_id="w-1"), at(5))
+    assert result.effects == (ArmAttemptTimeout("tr-1", 1, at(35)),)
+
+
+def test_no_timeout_arms_nothing() -> None:
+    result = transition_task_run(make_task_run(P), TaskDispatched(attempt=1, worker_id="w-1"), at(5))
+    assert result.effects == ()
+
+
+@pytest.mark.parametrize(("max_attempts", "state"), [(1, F), (2, W)])
+def test_a_timed_out_attempt_is_stopped_on_its_worker_then_retried_or_failed(max_attempts: int, state: State) -> None:
+    record = running(RetryPolicy(max_attempts=max_attempts), timeout=timedelta(seconds=30))
+    result = transition_task_run(record, TaskTimedOut(attempt=1), at(31))
+
+    attempt = result.record.attempts[0]
+    assert attempt.outcome is AttemptOutcome.TIMED_OUT
+    assert attempt.error is not None
+    assert attempt.error.type == "TimeoutError"
+    assert "30s" in attempt.error.message
+    stops = [effect for effect in result.effects if isinstance(effect, CancelOnWorker)]
+    assert stops == [CancelOnWorker("tr-1", 1, "w-1", Reason(ReasonCode.TIMED_OUT, attempt.error.message))]
+    assert result.record.state is state
+    assert result.record.reason is not None
+    assert result.record.reason.code is (ReasonCode.TIMED_OUT if state is F else ReasonCode.RETRY_BACKOFF)
+
+
+def test_timeouts_until_the_last_attempt_fail_with_timed_out() -> None:
+    sim = Sim.start(
+        ExecutionSpec(
+            tasks=(TaskSpec(handler="h", timeout=timedelta(seconds=30), retry_policy=RetryPolicy(max_attempts=2)),)
+        )
+    )
+    sim.dispatch("main")
+    sim.tick(30)
+    sim.task("main", TaskTimedOut(attempt=1))
+    assert sim["main"].state is W
+    sim.tick(1)
+    sim.task("main", RetryDue())
+    sim.dispatch("main")
+    sim.tick(30)
+    sim.task("main", TaskTimedOut(attempt=2))
+    assert sim["main"].state is F
+    assert sim.execution.state is F
+    assert sim.execution.reason is not None
+    assert sim.execution.reason.code is ReasonCode.TIMED_OUT
+
+
+# ---- Lost leases -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("max_attempts", "state"), [(1, F), (3, W)])
+def test_a_lost_lease_is_retried_or_fails_with_lease_expired(max_attempts: int, state: State) -> None:
+    result = transition_task_run(running(RetryPolicy(max_attempts=max_attempts)), LeaseExpired(attempt=1), at(20))
+    attempt = result.record.attempts[0]
+    assert attempt.outcome is AttemptOutcome.LOST
+    assert attempt.error is not None
+    assert "w-1" in attempt.error.message
+    assert result.record.state is state
+    assert result.record.reason is not None
+    assert result.record.reason.code is (ReasonCode.LEASE_EXPIRED if state is F else ReasonCode.RETRY_BACKOFF)
+    assert result.effects[0] == AttemptEnded("tr-1", 1)
+    assert not any(isinstance(effect, CancelOnWorker) for effect in result.effects), "the worker is gone"
+
+
+def test_retries_exhausted_fails_the_execution_with_that_reason() -> None:
+    sim = Sim.start(ExecutionSpec(tasks=(TaskSpec(handler="h", retry_policy=RetryPolicy(max_attempts=2)),)))
+    sim.dispatch("main")
+    sim.fail("main")
+    assert sim.execution.state is R, "a task waiting for its retry keeps the execution running"
+    sim.tick(1)
+    sim.task("main", RetryDue())
+    sim.dispatch("main")
+    sim.fail("main")
+    assert sim.execution.state is F
+    assert sim.execution.reason is not None
+    assert sim.execution.reason.code is ReasonCode.RETRIES_EXHAUSTED

@@ -1,0 +1,86 @@
+"""taskwire-worker's command line: bad arguments are one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from worker_agent._main import build_parser, main
+
+WORKER = str(Path(sys.executable).parent / "taskwire-worker")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--handlers", "no_such_module_anywhere"], "cannot import handler module 'no_such_module_anywhere'"),
+        (["--handlers", "json"], "defines no handler"),
+        (["--handlers", "worker_agent.demo", "--slots", "0"], "must be at least 1"),
+        (["--handlers", "worker_agent.demo", "--slots", "many"], "expected a whole number"),
+        (["--handlers", "worker_agent.demo", "--isolation", "vm"], "invalid choice"),
+        (["--handlers", "worker_agent.demo", "--drain-timeout", "-1"], "zero or more seconds"),
+        (["--handlers", "worker_agent.demo", "--label", "novalue"], "KEY=VALUE"),
+        (["--handlers", "worker_agent.demo", "--bogus"], "unrecognized arguments"),
+        ([], "no handler modules given"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_status_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TASKWIRE_HANDLERS", raising=False)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("taskwire-worker: error: ")
+    assert message in err
+
+
+def test_environment_variables_are_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKWIRE_SERVER", "10.0.0.1:9000")
+    monkeypatch.setenv("TASKWIRE_HANDLERS", "worker_agent.demo")
+    monkeypatch.setenv("TASKWIRE_SLOTS", "7")
+    monkeypatch.setenv("TASKWIRE_WORKER_NAME", "edge-1")
+    monkeypatch.setenv("TASKWIRE_ISOLATION", "process")
+    monkeypatch.setenv("TASKWIRE_DRAIN_TIMEOUT", "12.5")
+    monkeypatch.setenv("TASKWIRE_INSTANCE_ID", "instance-9")
+    args = build_parser().parse_args([])
+    assert (args.server, args.handlers, args.slots, args.name) == ("10.0.0.1:9000", "worker_agent.demo", 7, "edge-1")
+    assert (args.isolation, args.drain_timeout, args.instance_id) == ("process", 12.5, "instance-9")
+    assert build_parser().parse_args(["--slots", "2"]).slots == 2  # flags win over the environment
+
+
+def test_defaults() -> None:
+    args = build_parser().parse_args(["--handlers", "worker_agent.demo"])
+    assert (args.server, args.slots, args.isolation, args.drain_timeout) == ("127.0.0.1:50051", 4, "thread", 30.0)
+    assert args.instance_id is None  # a fresh uuid4 is made per process
+    assert args.max_reconnect_attempts is None
+
+
+def test_help_explains_each_option(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for option, env in [
+        ("--server", "TASKWIRE_SERVER"),
+        ("--handlers", "TASKWIRE_HANDLERS"),
+        ("--slots", "TASKWIRE_SLOTS"),
+        ("--name", "TASKWIRE_WORKER_NAME"),
+        ("--isolation", "TASKWIRE_ISOLATION"),
+        ("--drain-timeout", "TASKWIRE_DRAIN_TIMEOUT"),
+        ("--instance-id", "TASKWIRE_INSTANCE_ID"),
+        ("--log-level", "TASKWIRE_LOG_LEVEL"),
+        ("--max-reconnect-attempts", "TASKWIRE_MAX_RECONNECT_ATTEMPTS"),
+    ]:
+        assert option in out
+        assert env in out
+
+
+def test_the_console_script_prints_no_traceback() -> None:
+    result = subprocess.run(
+        [WORKER, "--handlers", "no_such_module_anywhere"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
