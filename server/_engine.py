@@ -327,9 +327,17 @@ class Engine:
             if entry is not None:
                 return await self._deduplicate(entry, fingerprint)
         await self._admission.admit(len(spec.tasks), wait=wait_for_room, timeout_s=timeout_s)
-        if key and key in self._keys:  # an identical submit won the race while this one waited
-            self._admission.release(len(spec.tasks))
-            return await self._deduplicate(self._keys[key], fingerprint)
+        if key:
+            # An identical submit may have won the race while this one waited for room; its execution
+            # may even have finished and left memory since, so a waiting submit asks the store too.
+            try:
+                entry = await self._lookup_key(key) if wait_for_room else self._keys.get(key)
+            except BaseException:
+                self._admission.release(len(spec.tasks))
+                raise
+            if entry is not None:
+                self._admission.release(len(spec.tasks))
+                return await self._deduplicate(entry, fingerprint)
         live = self._create(spec, fingerprint)
         await self._committer.durable()
         return SubmitResult(live.snapshot(), deduplicated=False)
@@ -368,11 +376,22 @@ class Engine:
                     known.append((index, entry, item.fingerprint))
                     continue
             to_create.append((index, spec, item.fingerprint))
+        claimed: dict[str, _KeyEntry] = {}  # keys used while this batch waited for room, found in the store
         if to_create:
             tasks = sum(len(spec.tasks) for _, spec, _ in to_create)
             await self._admission.admit(tasks, wait=wait_for_room, timeout_s=timeout_s)
+            if wait_for_room:
+                try:
+                    for _, spec, _ in to_create:
+                        key = spec.idempotency_key
+                        if key and (entry := await self._lookup_key(key)) is not None:
+                            claimed[key] = entry
+                except BaseException:
+                    self._admission.release(tasks)
+                    raise
         for index, spec, fingerprint in to_create:
-            entry = self._keys.get(spec.idempotency_key) if spec.idempotency_key else None
+            key = spec.idempotency_key
+            entry = (self._keys.get(key) or claimed.get(key)) if key else None
             if entry is not None:  # claimed by a concurrent submit while this batch waited for room
                 self._admission.release(len(spec.tasks))
                 known.append((index, entry, fingerprint))

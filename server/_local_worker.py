@@ -6,14 +6,15 @@ import asyncio
 import sys
 from pathlib import Path
 
+from server._config import DEFAULT_LISTEN
+
 HINTS = """\
 A local worker serves the demo handlers: echo, sleep, fail, progress.
-Try, in another terminal:
-  taskwire submit sleep --input '{{"seconds": 30}}' --watch
-  taskwire list
-  taskwire cancel <execution id>
-  taskwire stats
-(--server {address} is the default; set TASKWIRE_SERVER to point elsewhere.)
+Try, in another terminal (the commands are in .venv/bin):
+  taskwire{server} submit sleep --input '{{"seconds": 30}}' --watch
+  taskwire{server} list
+  taskwire{server} cancel <execution id>
+  taskwire{server} stats
 Ctrl-C stops the server and the worker."""
 
 
@@ -40,7 +41,9 @@ class LocalWorker:
         )
 
     def hints(self) -> str:
-        return HINTS.format(address=self._address)
+        # The CLI's default address needs no flag; any other one is spelled out so the commands work as printed.
+        server = "" if self._address == DEFAULT_LISTEN else f" --server {self._address}"
+        return HINTS.format(server=server)
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         process = self._process

@@ -71,8 +71,10 @@ def test_server_with_local_worker_follows_its_hints_and_stops_on_ctrl_c(tmp_path
     try:
         address = process.wait_for_line(READY).group(1)
         process.wait_for_line(re.escape("A local worker serves the demo handlers: echo, sleep, fail, progress."))
-        submit_hint = process.wait_for_line(r"^\s+taskwire submit sleep --input '(\{.*\})'")
-        process.wait_for_line(r"^\s+taskwire cancel <execution id>")
+        # The hints name the server's address, since port 0 is not the CLI's default.
+        hint_server = re.escape(f" --server {address}")
+        submit_hint = process.wait_for_line(rf"^\s+taskwire{hint_server} submit sleep --input '(\{{.*\}})'")
+        process.wait_for_line(rf"^\s+taskwire{hint_server} cancel <execution id>")
         process.wait_for_line(re.escape("Ctrl-C stops the server and the worker."))
         ServerProcess(process=process, address=address, db_path=tmp_path / "db").wait_for_workers(1)
         worker = local_worker(process)

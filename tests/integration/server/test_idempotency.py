@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import TypeVar
 
 import grpc
 
 from tests.harness import Cluster, ServerProcess
-from tests.integration.server.support import Client, diamond, fails, spec, task
+from tests.integration.server.support import WAIT_FOR_ROOM, Client, diamond, fails, spec, task
 
 Connect = Callable[[ServerProcess], Client]
 DUPLICATES = 50
+T = TypeVar("T")
 
 
 def test_concurrent_duplicates_make_exactly_one_execution(server: ServerProcess, connect: Connect) -> None:
@@ -71,3 +73,36 @@ def test_keys_survive_a_restart(procs: Cluster, connect: Connect) -> None:
         status = fails(partial(after.submit, spec(task("sleep"), key=key)))
         assert status.code is grpc.StatusCode.ALREADY_EXISTS, f"{key}: {status}"
     assert after.stored_ids() == {active_id, finished_id}
+
+
+def test_a_duplicate_that_waited_for_room_is_deduplicated(procs: Cluster, connect: Connect) -> None:
+    """The original is made, finished and gone from memory while its duplicates still wait for room."""
+    server = procs.server("--queue-capacity", "1")
+    client = connect(server)
+    filler = client.submit(spec(name="filler")).execution.id
+    keyed = spec(name="keyed", key="waited-key")
+
+    def enqueue_waiter(submit: Callable[[], grpc.Future[T]], position: int) -> grpc.Future[T]:
+        future = submit()
+        client.wait_for_stats(lambda s: s.queue.waiting_submitters == position, what=f"waiter {position}")
+        return future
+
+    original = enqueue_waiter(partial(client.submit_future, keyed, admission=WAIT_FOR_ROOM, timeout_s=60), 1)
+    other = enqueue_waiter(partial(client.submit_future, spec(name="other"), admission=WAIT_FOR_ROOM, timeout_s=60), 2)
+    duplicate = enqueue_waiter(partial(client.submit_future, keyed, admission=WAIT_FOR_ROOM, timeout_s=60), 3)
+    in_batch = enqueue_waiter(partial(client.submit_batch_future, [keyed], admission=WAIT_FOR_ROOM, timeout_s=60), 4)
+
+    client.cancel(filler)
+    original_id = original.result(timeout=10).execution.id
+    client.cancel(original_id)  # terminal: the server keeps it only in the store from now on
+    other_id = other.result(timeout=10).execution.id
+    client.cancel(other_id)  # room for the duplicates
+
+    response = duplicate.result(timeout=10)
+    assert (response.execution.id, response.deduplicated) == (original_id, True), response
+    (result,) = in_batch.result(timeout=10).results
+    assert (result.execution_id, result.deduplicated, result.error_code) == (original_id, True, ""), result
+    assert server.process.popen.poll() is None, f"the server stopped:\n{server.process.output}"
+    assert client.stored_ids() == {filler, original_id, other_id}
+    stats = client.stats()
+    assert (stats.queue.size, stats.queue.waiting_submitters) == (0, 0), stats
