@@ -55,8 +55,8 @@ __all__ = [
     "render_table",
     "rss_bytes",
     "spawn_module",
-    "taskwire",
     "task_stub",
+    "taskwire",
     "unsuccessful_count",
     "wait_drained",
     "wait_for",
@@ -301,7 +301,9 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, title
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
 
     def line(cells: Sequence[str]) -> str:
-        parts = [cells[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(cells[1:], widths[1:])]
+        parts = [cells[0].ljust(widths[0])] + [
+            cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True)
+        ]
         return "  " + "  ".join(parts).rstrip()
 
     out = [title] if title else []
@@ -451,7 +453,7 @@ _ACTIVE = (pb.EXECUTION_STATE_PENDING, pb.EXECUTION_STATE_RUNNING, pb.EXECUTION_
 _UNSUCCESSFUL = (pb.EXECUTION_STATE_FAILED, pb.EXECUTION_STATE_CANCELLED)
 
 
-async def _any_in(stub: TaskServiceAsyncStub, states: Sequence[int]) -> int:
+async def _any_in(stub: TaskServiceAsyncStub, states: Sequence[pb.ExecutionState.ValueType]) -> int:
     page = await stub.ListExecutions(tpb.ListExecutionsRequest(states=states, page_size=1), timeout=30)
     return len(page.executions)
 
@@ -466,7 +468,7 @@ async def unsuccessful_count(stub: TaskServiceAsyncStub) -> int:
     return await _any_in(stub, _UNSUCCESSFUL)
 
 
-async def wait_drained(stub: TaskServiceAsyncStub, *, poll_s: float = 0.005, timeout_s: float = 600) -> float:
+async def wait_drained(stub: TaskServiceAsyncStub, *, poll_s: float = 0.01, timeout_s: float = 600) -> float:
     """Wait until every accepted task has completed, durably; return the monotonic time that was seen.
 
     GetStats (memory only, cheap) is polled until nothing is queued or running; then ListExecutions,

@@ -101,7 +101,10 @@ async def _wait_for_room(running: Running, *, capacity: int, waiters: int) -> tu
                 admission=tpb.ADMISSION_MODE_WAIT_FOR_ROOM,
             )
             calls.append(asyncio.ensure_future(stub.SubmitExecution(request, timeout=300)))
-            while (await stub.GetStats(tpb.GetStatsRequest(), timeout=10)).queue.waiting_submitters <= index:
+            while True:  # the next waiter goes only once this one is counted as waiting
+                stats = await stub.GetStats(tpb.GetStatsRequest(), timeout=10)
+                if stats.queue.waiting_submitters > index:
+                    break
                 await asyncio.sleep(0.002)
         refused = 0
         fail_fast = tpb.SubmitExecutionRequest(execution=_pause(5), admission=tpb.ADMISSION_MODE_FAIL_FAST)
@@ -136,11 +139,13 @@ def run(bench: Bench) -> ScenarioResult:
     for number in range(1, bench.runs + 1):
         bench.log(f"{NAME} run {number}/{bench.runs}: fail-fast at {_OFFERED_PER_S}/s into a full queue")
         server_args = ("--queue-capacity", str(capacity))
-        with taskwire(bench, workers=sizes.workers, slots=_SLOTS, server_args=server_args) as running:
-            with RssSampler(running.server_pid) as rss:
-                accepted, refused, other, left = asyncio.run(
-                    _overload(running.address, capacity=capacity, seconds=sizes.backpressure_s)
-                )
+        with (
+            taskwire(bench, workers=sizes.workers, slots=_SLOTS, server_args=server_args) as running,
+            RssSampler(running.server_pid) as rss,
+        ):
+            accepted, refused, other, left = asyncio.run(
+                _overload(running.address, capacity=capacity, seconds=sizes.backpressure_s)
+            )
         offered = accepted + refused + sum(other.values())
         result.add("refused_pct", "fail-fast: refused (RESOURCE_EXHAUSTED)", "%", 100 * refused / offered)
         result.add("accepted_per_s", "fail-fast: accepted while full", "tasks/s", accepted / sizes.backpressure_s)

@@ -77,7 +77,7 @@ async def _stream(requests: AsyncIterator[wpb.ConnectRequest], context: Any) -> 
 
 async def serve(listen: str) -> None:
     server = grpc.aio.server()
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "Echo": grpc.unary_unary_rpc_method_handler(
             _echo,
             request_deserializer=tpb.SubmitExecutionRequest.FromString,

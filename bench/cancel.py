@@ -18,8 +18,6 @@ import asyncio
 import json
 from pathlib import Path
 
-import grpc.aio
-
 from bench._common import (
     Bench,
     ScenarioResult,
@@ -39,6 +37,16 @@ from taskwire.v1 import types_pb2 as pb
 NAME = "cancel"
 TITLE = "3. Cancel latency of a running task"
 _WARMUP = 2
+_CANCELLED = pb.EXECUTION_STATE_CANCELLED
+
+
+def _fired_at(marker: Path) -> float:
+    """The time the handler wrote to `marker`, waiting (briefly) for the file to be written."""
+
+    def written() -> str | None:
+        return (marker.read_text() or None) if marker.exists() else None
+
+    return float(wait_for(written, timeout_s=10, what=f"the handler to write {marker.name}"))
 
 
 async def _cancels(address: str, *, samples: int, directory: Path) -> list[tuple[float, float]]:
@@ -53,7 +61,7 @@ async def _cancels(address: str, *, samples: int, directory: Path) -> list[tuple
             watch = stub.WatchExecution(tpb.WatchExecutionRequest(execution_id=execution_id), timeout=60)
             while True:  # until the handler has said it runs
                 message = await watch.read()
-                if message is grpc.aio.EOF:
+                if not isinstance(message, tpb.WatchExecutionResponse):
                     raise RuntimeError(f"execution {execution_id} ended before its handler ran")
                 if message.event.HasField("progress"):
                     break
@@ -62,19 +70,13 @@ async def _cancels(address: str, *, samples: int, directory: Path) -> list[tuple
                 tpb.CancelExecutionRequest(execution_id=execution_id, reason="benchmark"), timeout=30
             )
             seen_at = 0.0
-            while True:
-                message = await watch.read()
-                if message is grpc.aio.EOF:
-                    break
-                transition = message.event.execution_transition
-                if message.event.HasField("execution_transition") and transition.to_state == (
-                    pb.EXECUTION_STATE_CANCELLED
-                ):
+            while isinstance(message := await watch.read(), tpb.WatchExecutionResponse):
+                event = message.event
+                if event.HasField("execution_transition") and event.execution_transition.to_state == _CANCELLED:
                     seen_at = monotonic_s()
             if not seen_at:
-                raise RuntimeError(f"execution {execution_id} did not end CANCELLED")
-            marker = directory / f"{execution_id}.abort"
-            fired_at = float(wait_for(lambda: marker.exists() and marker.read_text(), what=str(marker)))
+                raise RuntimeError(f"the watch of execution {execution_id} ended without CANCELLED")
+            fired_at = _fired_at(directory / f"{execution_id}.abort")
             if index >= _WARMUP:
                 measured.append((1000 * (fired_at - cancelled_at), 1000 * (seen_at - cancelled_at)))
     return measured

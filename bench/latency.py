@@ -34,6 +34,7 @@ from bench._common import (
     percentile,
     task_stub,
     taskwire,
+    wait_drained,
 )
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import types_pb2 as pb
@@ -101,6 +102,7 @@ async def _paced(address: str, *, rate: int, seconds: float) -> tuple[list[_Samp
             await one(index)
         samples.clear()
         lags = await pace(rate, max(1, round(rate * seconds)), one)
+        await wait_drained(stub)  # the unwatched ones too: every output is in the store
         await _collect_starts(stub, samples)
     return samples, lags, failures
 

@@ -54,7 +54,9 @@ def run(bench: Bench) -> ScenarioResult:
             bench.log(f"{NAME} run {number}/{bench.runs}: {streams} streams")
             rates[streams] = _rate(bench, streams)
             slots = max(1, sizes.many_total_slots // streams)
-            result.add(f"streams_{streams}", f"{streams} streams × {slots} slots: end to end", "tasks/s", rates[streams])
+            result.add(
+                f"streams_{streams}", f"{streams} streams × {slots} slots: end to end", "tasks/s", rates[streams]
+            )
         result.add("ratio", f"{many} streams vs {few}: throughput ratio", "×", rates[many] / rates[few])
     result.notes.append(
         f"{sizes.many_tasks:,} echo tasks per measurement, batches of {sizes.batch_size}; workers are bare "

@@ -1,12 +1,14 @@
 """Inserts per second into the SQLite store: one commit per write against group commit.
 
-    python -m bench.store_commit [--seconds 2] [--dir PATH]
+    python -m bench.store_commit [--seconds 1] [--rounds 3] [--dir PATH]
 
-Every configuration runs on a fresh database with the durable settings as
-shipped (WAL, synchronous=FULL). A write is what a Submit costs: one execution,
-one task run and its first event. Writers loop on `await store.write(...)` for
-the same wall time; "one commit per write" offers the same load as the busiest
+Every configuration has its own database with the durable settings as shipped
+(WAL, synchronous=FULL). A write is what a Submit costs: one execution, one
+task run and its first event. Writers loop on `await store.write(...)` for the
+same wall time; "one commit per write" offers the same load as the busiest
 group-commit row but commits every batch alone (max_batches_per_commit=1).
+The configurations take turns, round after round, so that a disk whose fsync
+latency drifts during the run weighs on all of them alike.
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ class Result:
     @property
     def per_second(self) -> float:
         return self.writes / self.seconds
+
+    def __add__(self, other: Result) -> Result:
+        assert other.config == self.config
+        return Result(
+            self.config, self.writes + other.writes, self.commits + other.commits, self.seconds + other.seconds
+        )
 
 
 CONFIGS = (
@@ -108,36 +116,44 @@ async def run(config: Config, folder: Path, seconds: float) -> Result:
 def table(results: list[Result]) -> str:
     baseline = results[0].per_second
     header = (
-        f"{'mode':<22} {'writers':>7} {'writes':>8} {'commits':>8} {'writes/commit':>13} {'inserts/s':>10} {'ratio':>7}"
+        f"{'mode':<22} {'writers':>7} {'writes':>8} {'commits':>8} {'writes/commit':>13} "
+        f"{'ms/commit':>9} {'inserts/s':>10} {'ratio':>7}"
     )
     lines = [header, "-" * len(header)]
     for result in results:
+        commits = max(result.commits, 1)
         lines.append(
             f"{result.config.label:<22} {result.config.writers:>7} {result.writes:>8} {result.commits:>8} "
-            f"{result.writes / max(result.commits, 1):>13.1f} {result.per_second:>10.0f} "
-            f"{result.per_second / baseline:>6.1f}x"
+            f"{result.writes / commits:>13.1f} {result.seconds / commits * 1000:>9.2f} "
+            f"{result.per_second:>10.0f} {result.per_second / baseline:>6.1f}x"
         )
     return "\n".join(lines)
 
 
-async def main_async(seconds: float, folder: Path) -> None:
+async def main_async(seconds: float, rounds: int, folder: Path) -> None:
     results = [await run(config, folder, seconds) for config in CONFIGS]
-    print(f"SQLite {sqlite3.sqlite_version}, WAL + synchronous=FULL, {seconds:g} s per row, files in {folder}")
+    for _ in range(rounds - 1):
+        results = [total + await run(total.config, folder, seconds) for total in results]
+    print(
+        f"SQLite {sqlite3.sqlite_version}, WAL + synchronous=FULL, {rounds} rounds of {seconds:g} s per row, "
+        f"files in {folder}"
+    )
     print(table(results))
     print("ratio: inserts/s relative to one commit per write")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.store_commit", description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=2.0, help="wall time of each row (default 2)")
+    parser.add_argument("--seconds", type=float, default=1.0, help="wall time of each row in each round (default 1)")
+    parser.add_argument("--rounds", type=int, default=3, help="turns each configuration takes (default 3)")
     parser.add_argument("--dir", type=Path, help="where the databases go (default: a temporary folder)")
     args = parser.parse_args()
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
-        asyncio.run(main_async(args.seconds, args.dir))
+        asyncio.run(main_async(args.seconds, args.rounds, args.dir))
         return
     with tempfile.TemporaryDirectory(prefix="taskwire-bench-") as folder:
-        asyncio.run(main_async(args.seconds, Path(folder)))
+        asyncio.run(main_async(args.seconds, args.rounds, Path(folder)))
 
 
 if __name__ == "__main__":

@@ -55,7 +55,11 @@ class _Streams:
             )
             await call.write(wpb.ConnectRequest(messages=[wpb.WorkerMessage(hello=hello)]))
             frame = await call.read()
-            if frame is grpc.aio.EOF or not frame.messages or not frame.messages[0].HasField("welcome"):
+            if (
+                not isinstance(frame, wpb.ConnectResponse)
+                or not frame.messages
+                or not frame.messages[0].HasField("welcome")
+            ):
                 raise RuntimeError(f"stream {number}: no Welcome")
             welcome = frame.messages[0].welcome
             interval_s = welcome.heartbeat_interval.ToTimedelta().total_seconds() or 5.0
@@ -76,7 +80,9 @@ class _Streams:
                     await call.done_writing()
                 call.cancel()
 
-    async def _heartbeat(self, call: grpc.aio.StreamStreamCall[wpb.ConnectRequest, wpb.ConnectResponse], interval_s: float) -> None:
+    async def _heartbeat(
+        self, call: grpc.aio.StreamStreamCall[wpb.ConnectRequest, wpb.ConnectResponse], interval_s: float
+    ) -> None:
         while True:
             await asyncio.sleep(interval_s)
             await call.write(wpb.ConnectRequest(messages=[wpb.WorkerMessage(heartbeat=wpb.Heartbeat())]))
@@ -99,8 +105,8 @@ class _Streams:
                 await call.write(reply)
                 self.completed += len(reply.messages) // 2
             frame = await call.read()
-            if frame is grpc.aio.EOF:
-                return
+            if not isinstance(frame, wpb.ConnectResponse):
+                return  # the server ended the stream
             pending = list(frame.messages)
 
     async def run(self) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 from itertools import count
+from typing import TYPE_CHECKING
 
 from bench import baseline
 from bench._common import (
@@ -35,8 +36,17 @@ from bench._common import (
 )
 from taskwire.v1 import task_service_pb2 as tpb
 
+if TYPE_CHECKING:
+    from taskwire.v1.task_service_pb2_grpc import TaskServiceAsyncStub
+
 NAME = "throughput"
 TITLE = "1. Throughput, no-op tasks (echo), end to end"
+
+
+async def _warm_up(stub: TaskServiceAsyncStub) -> None:
+    """One task end to end before the clock starts: connections up, workers' first dispatch done."""
+    await stub.SubmitExecution(tpb.SubmitExecutionRequest(execution=echo_execution()), timeout=30)
+    await wait_drained(stub)
 
 
 async def single_end_to_end(address: str, *, tasks: int, callers: int) -> tuple[float, float, float]:
@@ -45,7 +55,7 @@ async def single_end_to_end(address: str, *, tasks: int, callers: int) -> tuple[
     numbers = count()
     async with channel(address) as chan:
         stub = task_stub(chan)
-        await stub.GetStats(tpb.GetStatsRequest(), timeout=10)
+        await _warm_up(stub)
 
         async def caller() -> None:
             while next(numbers) < tasks:
@@ -60,13 +70,15 @@ async def single_end_to_end(address: str, *, tasks: int, callers: int) -> tuple[
     return first, submitted, done
 
 
-async def batched_end_to_end(address: str, *, tasks: int, batch_size: int, in_flight: int) -> tuple[float, float, float]:
+async def batched_end_to_end(
+    address: str, *, tasks: int, batch_size: int, in_flight: int
+) -> tuple[float, float, float]:
     request = tpb.SubmitExecutionsRequest(executions=[echo_execution()] * batch_size)
     batches = count()
     total_batches = -(-tasks // batch_size)
     async with channel(address) as chan:
         stub = task_stub(chan)
-        await stub.GetStats(tpb.GetStatsRequest(), timeout=10)
+        await _warm_up(stub)
 
         async def caller() -> None:
             while next(batches) < total_batches:
@@ -89,10 +101,14 @@ def _measure(bench: Bench, result: ScenarioResult, way: str, running: Running, t
     pids = [running.server_pid, *running.worker_pids]
     cpu_before, own_before = cpu_seconds(pids[:1]), cpu_seconds([os.getpid()])
     if way == "single":
-        first, submitted, done = asyncio.run(single_end_to_end(running.address, tasks=tasks, callers=sizes.submit_callers))
+        first, submitted, done = asyncio.run(
+            single_end_to_end(running.address, tasks=tasks, callers=sizes.submit_callers)
+        )
     else:
         first, submitted, done = asyncio.run(
-            batched_end_to_end(running.address, tasks=tasks, batch_size=sizes.batch_size, in_flight=sizes.batches_in_flight)
+            batched_end_to_end(
+                running.address, tasks=tasks, batch_size=sizes.batch_size, in_flight=sizes.batches_in_flight
+            )
         )
     wall = done - first
     label = "one submit per task" if way == "single" else f"batches of {sizes.batch_size}"

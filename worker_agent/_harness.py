@@ -83,23 +83,28 @@ class HarnessRun:
                     self._changed = asyncio.get_running_loop().create_future()
                 await asyncio.shield(self._changed)
 
-    def _record(self, change: Callable[[], None]) -> None:
-        change()
+    # Called by the harness's sink, on the loop thread.
+
+    def _on_started(self) -> None:
+        self.started = True
+        self._notify()
+
+    def _on_progress(self, update: ProgressUpdate) -> None:
+        self.progress.append(update)
+        self._notify()
+
+    def _on_log(self, line: LogLine) -> None:
+        self.logs.append(line)
+        self._notify()
+
+    def _on_outcome(self, outcome: Outcome) -> None:
+        self._outcome = outcome
+        self._notify()
+
+    def _notify(self) -> None:
         changed, self._changed = self._changed, None
         if changed is not None and not changed.done():
             changed.set_result(None)
-
-    def _set_outcome(self, outcome: Outcome) -> None:
-        self._outcome = outcome
-
-    def _append_progress(self, update: ProgressUpdate) -> None:
-        self.progress.append(update)
-
-    def _append_log(self, line: LogLine) -> None:
-        self.logs.append(line)
-
-    def _mark_started(self) -> None:
-        self.started = True
 
     def __repr__(self) -> str:
         return f"<HarnessRun {self.handler} {self.key} {'done' if self.done else 'running'}>"
@@ -116,6 +121,29 @@ class _HarnessHandlers:
 
     def get(self, name: str) -> RegisteredHandler | None:
         return self._by_name.get(name)
+
+
+class _HarnessSink:
+    """The harness's AttemptSink: records each event on its run."""
+
+    def __init__(self) -> None:
+        self.runs: dict[AttemptKey, HarnessRun] = {}
+
+    def attempt_started(self, key: AttemptKey) -> None:
+        if (run := self.runs.get(key)) is not None:
+            run._on_started()
+
+    def attempt_progress(self, key: AttemptKey, update: ProgressUpdate) -> None:
+        if (run := self.runs.get(key)) is not None:
+            run._on_progress(update)
+
+    def attempt_log(self, key: AttemptKey, line: LogLine) -> None:
+        if (run := self.runs.get(key)) is not None:
+            run._on_log(line)
+
+    def attempt_finished(self, key: AttemptKey, outcome: Outcome) -> None:
+        if (run := self.runs.get(key)) is not None:
+            run._on_outcome(outcome)
 
 
 class HandlerHarness:
@@ -149,10 +177,10 @@ class HandlerHarness:
         self._mp_start_method = mp_start_method
         self._registry = registry if registry is not None else default_registry
         self._handlers = _HarnessHandlers()
-        self._runs: dict[AttemptKey, HarnessRun] = {}
+        self._sink = _HarnessSink()
         self._executor = Executor(
             registry=self._handlers,
-            sink=self,
+            sink=self._sink,
             slots=slots,
             isolation=isolation,
             stop_grace_s=stop_grace_s,
@@ -200,11 +228,11 @@ class HandlerHarness:
         )
         spec = AttemptSpec(info=info, timeout_s=timeout_s)
         key = spec.key
-        existing = self._runs.get(key)
+        existing = self._sink.runs.get(key)
         if existing is not None and not existing.done:
             return existing
         run = HarnessRun(executor=self._executor, key=key, handler=registered.name)
-        self._runs[key] = run
+        self._sink.runs[key] = run
         if self._executor.submit(spec) is SubmitResult.DUPLICATE:  # pragma: no cover - guarded above
             raise AssertionError(f"attempt {key} is already running")
         return run
@@ -266,25 +294,3 @@ class HandlerHarness:
             return registered
         known = next((h for h in self._registry if h.fn is handler), None)
         return known if known is not None else RegisteredHandler.of(handler)
-
-    # AttemptSink: the executor reports here, on the loop thread.
-
-    def attempt_started(self, key: AttemptKey) -> None:
-        run = self._runs.get(key)
-        if run is not None:
-            run._record(run._mark_started)
-
-    def attempt_progress(self, key: AttemptKey, update: ProgressUpdate) -> None:
-        run = self._runs.get(key)
-        if run is not None:
-            run._record(lambda: run._append_progress(update))
-
-    def attempt_log(self, key: AttemptKey, line: LogLine) -> None:
-        run = self._runs.get(key)
-        if run is not None:
-            run._record(lambda: run._append_log(line))
-
-    def attempt_finished(self, key: AttemptKey, outcome: Outcome) -> None:
-        run = self._runs.get(key)
-        if run is not None:
-            run._record(lambda: run._set_outcome(outcome))

@@ -27,16 +27,14 @@ class AsyncHandler(Protocol):
     def __call__(self, ctx: TaskContext, /) -> Awaitable[object]: ...
 
 
-HandlerFunction = SyncHandler | AsyncHandler
-
-
 class HandlerLookup(Protocol):
     """Finds a handler by the name an invocation asks for."""
 
     def get(self, name: str) -> RegisteredHandler | None: ...
 
 
-_F = TypeVar("_F", bound=Callable[..., object])
+# Any callable taking the context: a plain function or an async one (its coroutine is an object too).
+_F = TypeVar("_F", bound="Callable[[TaskContext], object]")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

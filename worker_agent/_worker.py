@@ -134,9 +134,10 @@ class Worker:
         self._flush_timeout_s = flush_timeout_s
         self._channel_options = list(channel_options)
         self._outbox = Outbox()
+        self._reports = _ReportSink(self._outbox)
         self._executor = Executor(
             registry=registry,
-            sink=self,
+            sink=self._reports,
             slots=slots,
             isolation=isolation,
             stop_grace_s=stop_grace_s,
@@ -145,8 +146,6 @@ class Worker:
             handler_logger=logging.getLogger("worker_agent.handlers"),
             mp_start_method=mp_start_method,
         )
-        # Attempts whose lease the server says is lost: they finish quietly, nothing is reported.
-        self._silenced: set[AttemptKey] = set()
         self._session: SessionInfo | None = None
         self._connected = asyncio.Event()
         self._started = False
@@ -529,27 +528,37 @@ class Worker:
     def _silence(self, attempt: AttemptKey, message: str) -> None:
         """Abort an attempt the server no longer considers current, and say nothing more about it."""
         if self._executor.abort(attempt, AbortReason.LEASE_LOST, message):
-            self._silenced.add(attempt)
+            self._reports.silenced.add(attempt)
         self._outbox.drop_attempt(attempt)
 
-    # -- AttemptSink: the executor reports here, on the loop thread ------------------------------------
+
+class _ReportSink:
+    """The worker's AttemptSink: turns the executor's events into queued reports.
+
+    Attempts whose lease the server says is lost are *silenced*: they finish quietly, nothing about them
+    is queued, and whatever was already queued is dropped.
+    """
+
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
+        self.silenced: set[AttemptKey] = set()
 
     def attempt_started(self, key: AttemptKey) -> None:
-        if key not in self._silenced:
+        if key not in self.silenced:
             self._outbox.put(_convert.started(key), attempt=key)
 
     def attempt_progress(self, key: AttemptKey, update: ProgressUpdate) -> None:
-        if key not in self._silenced:
+        if key not in self.silenced:
             self._outbox.put(_convert.progress(key, update), attempt=key, droppable=True)
 
     def attempt_log(self, key: AttemptKey, line: LogLine) -> None:
-        if key not in self._silenced:
+        if key not in self.silenced:
             self._outbox.put(_convert.log(key, line), attempt=key, droppable=True)
 
     def attempt_finished(self, key: AttemptKey, outcome: Outcome) -> None:
         report = _convert.outcome(key, outcome)
-        if key in self._silenced or report is None:
-            self._silenced.discard(key)
+        if key in self.silenced or report is None:
+            self.silenced.discard(key)
             self._outbox.drop_attempt(key)
             return
         self._outbox.put(report, attempt=key)

@@ -7,6 +7,7 @@ Waiting is done on RPC answers, stream events or `tests.harness.wait_for`.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -218,3 +219,51 @@ def assert_gapless(events: Sequence[pb.ExecutionEvent], *, first: int = 1) -> No
 
 def serialized(events: Iterable[pb.ExecutionEvent]) -> list[bytes]:
     return [event.SerializeToString(deterministic=True) for event in events]
+
+
+class Watcher:
+    """Follows one watch stream on its own thread, collecting events until the stream ends."""
+
+    def __init__(self, client: Client, execution_id: str, after_sequence: int = 0) -> None:
+        self._call = client.tasks.WatchExecution(
+            tpb.WatchExecutionRequest(execution_id=execution_id, after_sequence=after_sequence), timeout=60
+        )
+        self._lock = threading.Lock()
+        self._events: list[pb.ExecutionEvent] = []
+        self.error: grpc.RpcError | None = None
+        self.ended = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"watch-{execution_id}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for response in self._call:
+                with self._lock:
+                    self._events.append(response.event)
+        except grpc.RpcError as error:
+            self.error = error
+        finally:
+            self.ended.set()
+
+    @property
+    def events(self) -> list[pb.ExecutionEvent]:
+        with self._lock:
+            return list(self._events)
+
+    def wait_for_events(self, count: int, *, timeout_s: float = 20.0) -> list[pb.ExecutionEvent]:
+        """The first `count` events, once they have arrived."""
+        wait_for(lambda: len(self.events) >= count or self.ended.is_set(), timeout_s=timeout_s, what=f"{count} events")
+        events = self.events
+        assert len(events) >= count, f"the stream ended after {len(events)} events ({self.error})"
+        return events[:count]
+
+    def close(self) -> None:
+        """Stop following the stream (the server sees the call cancelled)."""
+        self._call.cancel()
+        self._thread.join(timeout=10)
+
+    def join(self, timeout_s: float = 30.0) -> list[pb.ExecutionEvent]:
+        assert self.ended.wait(timeout_s), f"the watch stream did not end; it has {len(self.events)} events"
+        self._thread.join(timeout_s)
+        assert self.error is None, f"the watch stream failed: {self.error}"
+        return self.events

@@ -27,6 +27,8 @@ BURST = 24  # concurrent fail-fast submitters against the empty queue
 SUBMITTER_CHANNELS = 4
 WAITERS = 6
 RACERS = 4  # fail-fast submitters racing each freed place
+# How long each admitted execution runs: it spaces out the places a worker frees one by one.
+HANDLER_S = 0.4
 
 
 def has_waiting_submitters(count: int, stats: tpb.GetStatsResponse) -> bool:
@@ -52,6 +54,10 @@ class StatsSampler:
                 return
             if self._stop.wait(0.005):  # the pace of sampling, not a wait for a condition
                 return
+
+    def wait_for_sample(self, condition: Callable[[tpb.QueueStats], bool], *, what: str) -> None:
+        """Until the sampler itself has seen a state, so that the samples cover that moment too."""
+        wait_for(lambda: self.errors or any(condition(sample) for sample in list(self.samples)), what=what)
 
     def __enter__(self) -> StatsSampler:
         self._thread.start()
@@ -89,7 +95,8 @@ def test_many_submitters_against_a_small_queue(procs: Cluster, connect: Connect)
     with StatsSampler(connect(server)) as sampler:
         # 1. A burst of concurrent fail-fast submits: exactly `capacity` get in, the rest are refused.
         burst = [
-            submitters[i % SUBMITTER_CHANNELS].submit_future(sleeper(0.2, name=f"burst-{i}")) for i in range(BURST)
+            submitters[i % SUBMITTER_CHANNELS].submit_future(sleeper(HANDLER_S, name=f"burst-{i}"))
+            for i in range(BURST)
         ]
         fillers: list[str] = []
         for future in burst:
@@ -105,11 +112,14 @@ def test_many_submitters_against_a_small_queue(procs: Cluster, connect: Connect)
         # 2. Waiting submitters, started one at a time: each is queued before the next one starts.
         waiters: list[grpc.Future[tpb.SubmitExecutionResponse]] = []
         for index in range(WAITERS):
-            future = client.submit_future(sleeper(0.2, name=f"waiter-{index}"), admission=WAIT_FOR_ROOM, timeout_s=60)
+            future = client.submit_future(
+                sleeper(HANDLER_S, name=f"waiter-{index}"), admission=WAIT_FOR_ROOM, timeout_s=60
+            )
             future.add_done_callback(record(index))
             waiters.append(future)
             client.wait_for_stats(partial(has_waiting_submitters, index + 1), what=f"waiter {index} to be queued")
         assert completed_now() == [], "a waiter returned while the queue was full"
+        sampler.wait_for_sample(lambda q: q.waiting_submitters == WAITERS, what="a sample with every waiter queued")
 
         # 3. Free one place at a time by cancelling a queued execution, with fail-fast submitters racing
         #    for it: the place goes to the longest-waiting submitter, never to a racer.

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
-import grpc
-
-from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import types_pb2 as pb
 from tests.harness import Cluster, ServerProcess, wait_for
 from tests.integration.server.support import (
     TERMINAL_STATES,
     Client,
+    Watcher,
     assert_gapless,
     serialized,
     sleeper,
@@ -21,42 +18,6 @@ from tests.integration.server.support import (
 )
 
 Connect = Callable[[ServerProcess], Client]
-
-
-class Watcher:
-    """Follows one watch stream on its own thread, collecting events until the stream ends."""
-
-    def __init__(self, client: Client, execution_id: str, after_sequence: int = 0) -> None:
-        self._call = client.tasks.WatchExecution(
-            tpb.WatchExecutionRequest(execution_id=execution_id, after_sequence=after_sequence), timeout=60
-        )
-        self._lock = threading.Lock()
-        self._events: list[pb.ExecutionEvent] = []
-        self.error: grpc.RpcError | None = None
-        self.ended = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"watch-{execution_id}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for response in self._call:
-                with self._lock:
-                    self._events.append(response.event)
-        except grpc.RpcError as error:
-            self.error = error
-        finally:
-            self.ended.set()
-
-    @property
-    def events(self) -> list[pb.ExecutionEvent]:
-        with self._lock:
-            return list(self._events)
-
-    def join(self, timeout_s: float = 30.0) -> list[pb.ExecutionEvent]:
-        assert self.ended.wait(timeout_s), f"the watch stream did not end; it has {len(self.events)} events"
-        self._thread.join(timeout_s)
-        assert self.error is None, f"the watch stream failed: {self.error}"
-        return self.events
 
 
 def is_terminal(event: pb.ExecutionEvent) -> bool:

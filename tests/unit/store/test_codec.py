@@ -173,7 +173,7 @@ def test_records_come_back_exactly_from_sqlite_after_insert_and_update(data: st.
     ids = data.draw(st.lists(records.record_ids, max_size=3, unique=True), label="task run ids")
     inserted = [data.draw(records.task_runs(execution.id, task_run_id)) for task_run_id in ids]
     stored_events = data.draw(
-        st.lists(records.events.map(lambda e: EventRecord(execution.id, *vars_of(e)[1:])), max_size=3, unique_by=seq),
+        st.lists(records.events.map(lambda e: replace(e, execution_id=execution.id)), max_size=3, unique_by=seq),
         label="events",
     )
     with schema_in_memory() as conn:
@@ -193,7 +193,3 @@ def test_records_come_back_exactly_from_sqlite_after_insert_and_update(data: st.
 
 def seq(event: EventRecord) -> int:
     return event.sequence
-
-
-def vars_of(event: EventRecord) -> tuple[str, int, datetime, str, bytes]:
-    return event.execution_id, event.sequence, event.time, event.kind, event.body

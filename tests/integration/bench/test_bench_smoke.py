@@ -1,0 +1,66 @@
+"""The benchmarks keep working: a quick run of every scenario that needs no Celery.
+
+It checks that each scenario prints its table, that the comparison is printed, and that the JSON
+results are written. It asserts nothing about speed: the figures of a quick run mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import backpressure, cancel, latency, many_workers, memory, recovery, throughput
+
+REPO = Path(__file__).resolve().parents[3]
+SCENARIOS = (throughput, latency, cancel, backpressure, memory, recovery, many_workers)
+# One row of each scenario's table, as the quick sizes label it.
+ROWS = (
+    "bare grpc.aio unary echo, 16 callers",
+    "taskwire, one submit per task: end to end",
+    "bare grpc.aio bidi stream, 2 streams × window 50",
+    "taskwire, batches of 100: end to end",
+    "at 100/s: submit → handler start p99",
+    "at 1000/s: submit → completion seen p50",
+    "idle: cancel → abort signal p50",
+    "under 200/s load: cancel → CANCELLED seen p99",
+    "fail-fast: refused (RESOURCE_EXHAUSTED)",
+    "wait-for-room: admitted in arrival order",
+    "server RSS per pending task",
+    "3,000 pending: start → first GetStats",
+    "200 streams vs 4: throughput ratio",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_quick_run_prints_every_table_and_writes_json(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--runs", "1", "--results-dir", str(tmp_path)]
+        + [module.NAME for module in SCENARIOS],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=140,
+        check=False,
+    )
+    report = f"stdout:\n{completed.stdout}\nstderr:\n{completed.stderr}"
+    assert completed.returncode == 0, report
+    for module in SCENARIOS:
+        assert module.TITLE in completed.stdout, report
+    for row in ROWS:
+        assert row in completed.stdout, report
+    assert "Side by side (same invocation)" in completed.stdout
+    assert "Targets" in completed.stdout
+    written = list(tmp_path.glob("bench-*.json"))
+    assert len(written) == 1, written
+    results = json.loads(written[0].read_text())
+    assert results["mode"] == "quick"
+    assert results["failures"] == {}
+    assert set(results["scenarios"]) == {module.NAME for module in SCENARIOS}
+    for name, scenario in results["scenarios"].items():
+        assert scenario["metrics"], f"{name} recorded no figure"
+    assert {target["status"] for target in results["targets"]} <= {"MET", "MISSED", "n/a"}
