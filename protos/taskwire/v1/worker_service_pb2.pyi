@@ -319,8 +319,9 @@ Global___AttemptFailed: _TypeAlias = AttemptFailed  # noqa: Y015
 
 @_typing.final
 class CancelAcknowledged(_message.Message):
-    """The handler of a cancelled attempt has stopped (or an attempt was aborted by
-    the worker's own shutdown).
+    """The handler of a cancelled attempt has stopped. (An attempt the worker aborts
+    for its own shutdown is reported as AttemptFailed with error type
+    "WorkerShutdown", retryable, so the server retries it elsewhere.)
     """
 
     DESCRIPTOR: _descriptor.Descriptor
