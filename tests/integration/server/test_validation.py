@@ -86,13 +86,13 @@ BAD_REQUESTS = [
         submit(
             spec(
                 task("echo", "start"),
-                task("echo", "x", depends_on=["start", "z"]),
-                task("echo", "y", depends_on=["x"]),
-                task("echo", "z", depends_on=["y"]),
+                task("echo", "step-x", depends_on=["start", "step-z"]),
+                task("echo", "step-y", depends_on=["step-x"]),
+                task("echo", "step-z", depends_on=["step-y"]),
             )
         ),
         "execution.tasks",
-        ("cycle", "x", "y", "z"),
+        ("cycle", "step-x -> ", "step-y -> ", "step-z -> "),
     ),
     BadRequest(
         "negative-task-timeout",
