@@ -446,6 +446,8 @@ class Engine:
         live = _Live(execution, {task_run.id: task_run for task_run in task_runs})
         self._register(live)
         self._committer.stage_new(NewExecution(execution, task_runs, fingerprint))
+        created = wire.execution_created_event(execution)
+        self._record(live, "execution_transition", pb.ExecutionEvent(execution_transition=created))
         if spec.idempotency_key:
             key = spec.idempotency_key
             self._keys[key] = _KeyEntry(key, fingerprint, execution.id, self._committer.durable())

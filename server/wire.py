@@ -360,6 +360,17 @@ def execution_transition_event(before: d.Execution, after: d.Execution) -> pb.Ex
     )
 
 
+def execution_created_event(execution: d.Execution) -> pb.ExecutionTransition:
+    """The first history entry of an execution: accepted, from no state into its first one."""
+    reason = execution.reason
+    return pb.ExecutionTransition(
+        from_state=pb.EXECUTION_STATE_UNSPECIFIED,
+        to_state=execution_state_to_proto(execution.state),
+        reason_code=reason_code_to_proto(reason.code if reason else None),
+        reason_message=reason.message if reason else "accepted",
+    )
+
+
 def task_run_transition_event(before: d.TaskRun, after: d.TaskRun) -> pb.TaskRunTransition:
     """The history entry for a change of a task run, naming the attempt it concerns."""
     attempt = after.current_attempt

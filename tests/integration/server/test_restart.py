@@ -40,11 +40,12 @@ def test_a_graceful_restart_keeps_every_execution_and_its_history(procs: Cluster
     worker.kill()
     before_client.wait_for_stats(lambda s: s.connected_workers == 0, what="the worker to be gone")
     watcher = Watcher(before_client, half_done)
-    half_done_history = watcher.wait_for_events(4)  # a RUNNING, execution RUNNING, a SUCCESS, b PENDING
+    # accepted, a RUNNING, execution RUNNING, a SUCCESS, b PENDING
+    half_done_history = watcher.wait_for_events(5)
     watcher.close()
     assert half_done_history[-1].task_run_transition.to_state == pb.TASK_RUN_STATE_PENDING
 
-    # Queued: never dispatched, so they have no events yet.
+    # Queued: never dispatched, so their history is only their acceptance.
     queued = [
         before_client.submit(spec(task("echo", input={"n": n}), name=f"single-{n}")).execution.id for n in range(3)
     ]

@@ -32,8 +32,9 @@ def test_concurrent_watchers_get_the_same_live_history(procs: Cluster, connect: 
     wait_for(lambda: client.get(execution_id).state == pb.EXECUTION_STATE_RUNNING, what="the execution to be RUNNING")
 
     watchers = [Watcher(connect(server), execution_id) for _ in range(2)]
-    # Both have the dispatch events (task run RUNNING, execution RUNNING) and are waiting for more.
-    wait_for(lambda: all(len(w.events) >= 2 for w in watchers), what="both watchers to replay the history")
+    # Both have the acceptance and dispatch events (execution PENDING, task run RUNNING, execution RUNNING)
+    # and are waiting for more.
+    wait_for(lambda: all(len(w.events) >= 3 for w in watchers), what="both watchers to replay the history")
     late = Watcher(connect(server), execution_id, after_sequence=1)
     wait_for(lambda: len(late.events) >= 1, what="the late watcher to replay from sequence 2")
     assert not any(w.ended.is_set() for w in [*watchers, late]), "a watch ended before the execution did"
@@ -50,7 +51,9 @@ def test_concurrent_watchers_get_the_same_live_history(procs: Cluster, connect: 
     assert first[-1].execution_transition.to_state == pb.EXECUTION_STATE_CANCELLED
     assert not any(is_terminal(event) for event in first[:-1]), "events after the terminal one"
     kinds = [event.WhichOneof("body") for event in first]
-    assert kinds[:2] == ["task_run_transition", "execution_transition"], kinds
+    assert kinds[:3] == ["execution_transition", "task_run_transition", "execution_transition"], kinds
+    accepted = first[0].execution_transition
+    assert (accepted.from_state, accepted.to_state) == (pb.EXECUTION_STATE_UNSPECIFIED, pb.EXECUTION_STATE_PENDING)
     assert all(event.execution_id == execution_id for event in first)
     times = [event.time.ToNanoseconds() for event in first]
     assert times == sorted(times), "event times go backwards"

@@ -1,0 +1,52 @@
+"""A worker killed with SIGKILL mid-task: its attempt is LOST once the lease times out, then retried elsewhere."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from client import AttemptOutcome, Client, ReasonCode, RetryPolicy, State
+from tests.harness import Cluster, ServerProcess
+from tests.integration.workers.support import (
+    FINISH,
+    HEARTBEAT_INTERVAL_S,
+    LEASE_TIMEOUT_S,
+    SLACK_S,
+    ended,
+    ended_line,
+    json_output,
+    only_run,
+    outcomes,
+    utc_now,
+    wait_until_running,
+)
+
+
+def test_a_killed_workers_attempt_is_lost_after_the_lease_and_succeeds_on_another(
+    procs: Cluster, server: ServerProcess, client: Client
+) -> None:
+    doomed = procs.worker(server, slots=1, name="doomed")
+    policy = RetryPolicy(max_attempts=2, initial_interval=timedelta(seconds=0.1))
+    execution = client.submit("sleep", {"seconds": 1}, retry_policy=policy)
+    wait_until_running(client, execution.id)
+    # Started only now, so that attempt 1 surely went to the doomed worker.
+    survivor = procs.worker(server, slots=1, name="survivor")
+    server.wait_for_workers(2)
+
+    doomed.kill()
+    killed_at = utc_now()
+    done = client.wait_finished(execution.id, FINISH)
+
+    assert done.state is State.SUCCESS, done
+    run = only_run(done)
+    assert outcomes(run) == [AttemptOutcome.LOST, AttemptOutcome.SUCCEEDED], run.attempts
+    lost, retried = run.attempts
+    assert lost.worker_id == "doomed"
+    assert lost.error is not None and lost.error.type == "LeaseExpired", lost
+    # The lease counts from the last heartbeat, at most one heartbeat interval before the kill.
+    silent_for = (ended(lost) - killed_at).total_seconds()
+    assert LEASE_TIMEOUT_S - HEARTBEAT_INTERVAL_S - 0.1 <= silent_for < LEASE_TIMEOUT_S + SLACK_S, silent_for
+    assert retried.worker_id == "survivor"
+    assert retried.started_at >= ended(lost) + policy.initial_interval
+    assert json_output(retried) == {"slept_s": 1.0}
+    assert ended_line(survivor, (run.id, 2)) == "completed"
+    assert run.reason is not None and run.reason.code is ReasonCode.COMPLETED
