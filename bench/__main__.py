@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=3, help="runs of each scenario; medians are reported (default 3)")
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run, not a measurement")
     parser.add_argument(
+        "--tasks", type=int, metavar="N", help="tasks of scenario 1 (both ways) and of the Celery peer (e.g. 20000)"
+    )
+    parser.add_argument(
         "--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON goes (default: %(default)s)"
     )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
@@ -78,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--runs must be at least 1")
     chosen = [m for m in SCENARIOS if (not args.scenarios or m.NAME in args.scenarios) and m.NAME not in args.skip]
     sizes = QUICK if args.quick else FULL
+    if args.tasks is not None:
+        if args.tasks < 1:
+            parser.error("--tasks must be at least 1")
+        sizes = dataclasses.replace(sizes, tasks_single=args.tasks, tasks_batched=args.tasks, tasks_peer=args.tasks)
     root = Path(tempfile.mkdtemp(prefix="taskwire-bench-"))
     bench = Bench(sizes=sizes, runs=args.runs, quick=args.quick, root=root)
     before = machine_info()

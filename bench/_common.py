@@ -46,6 +46,7 @@ __all__ = [
     "active_count",
     "channel",
     "cpu_seconds",
+    "describe_unsuccessful",
     "echo_execution",
     "fmt",
     "free_port",
@@ -81,7 +82,9 @@ MIB = 1024 * 1024
 class Sizes:
     """How much work each scenario does. FULL is what `make bench` runs; QUICK is a smoke test."""
 
-    tasks: int  # scenario 1 (both ways) and the Celery peer
+    tasks_single: int  # scenario 1a: one SubmitExecution per task
+    tasks_batched: int  # scenario 1b: SubmitExecutions in batches
+    tasks_peer: int  # the Celery peer
     submit_callers: int  # concurrent one-submit-per-task callers, and callers of the bare unary echo
     batch_size: int
     batches_in_flight: int
@@ -102,7 +105,12 @@ class Sizes:
 
 
 FULL = Sizes(
-    tasks=20_000,
+    # 20,000 batched as the issue asks; one-per-task and the peer run 10,000 each, at a few hundred
+    # tasks/s on a busy 2-core machine, to keep `make bench` under 15 minutes. Rates, not totals,
+    # are compared; `python -m bench --tasks 20000` runs all three at 20,000.
+    tasks_single=10_000,
+    tasks_batched=20_000,
+    tasks_peer=10_000,
     submit_callers=64,
     batch_size=100,
     batches_in_flight=4,
@@ -123,7 +131,9 @@ FULL = Sizes(
 )
 
 QUICK = Sizes(
-    tasks=600,
+    tasks_single=600,
+    tasks_batched=600,
+    tasks_peer=600,
     submit_callers=16,
     batch_size=100,
     batches_in_flight=4,
@@ -466,6 +476,22 @@ async def active_count(stub: TaskServiceAsyncStub) -> int:
 async def unsuccessful_count(stub: TaskServiceAsyncStub) -> int:
     """0 when the store holds no FAILED or CANCELLED execution, else 1."""
     return await _any_in(stub, _UNSUCCESSFUL)
+
+
+async def describe_unsuccessful(stub: TaskServiceAsyncStub, *, limit: int = 3) -> str:
+    """What went wrong with the first few FAILED or CANCELLED executions, for an error message."""
+    page = await stub.ListExecutions(tpb.ListExecutionsRequest(states=_UNSUCCESSFUL, page_size=limit), timeout=30)
+    lines = []
+    for execution in page.executions:
+        for task_run in execution.task_runs:
+            attempts = "; ".join(
+                f"attempt {a.number} {pb.AttemptOutcome.Name(a.outcome)} {a.error.type}: {a.error.message}"
+                for a in task_run.attempts
+            )
+            lines.append(
+                f"{execution.id} {pb.ReasonCode.Name(task_run.reason_code)} {task_run.reason_message!r} [{attempts}]"
+            )
+    return "\n".join(lines)
 
 
 async def wait_drained(stub: TaskServiceAsyncStub, *, poll_s: float = 0.01, timeout_s: float = 600) -> float:

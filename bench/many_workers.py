@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bench._common import Bench, ScenarioResult, spawn_module, taskwire
+from bench._common import Bench, ScenarioResult, cpu_seconds, spawn_module, taskwire
 from bench.stream_workers import COMPLETED, READY
 from bench.throughput import batched_end_to_end
 
@@ -19,7 +19,8 @@ NAME = "many-workers"
 TITLE = "6. Many workers: connected worker streams, same total slots"
 
 
-def _rate(bench: Bench, streams: int) -> float:
+def _rate(bench: Bench, streams: int) -> tuple[float, float, float]:
+    """(tasks/s end to end, server CPU %, stream-workers process CPU %); 100% is one core."""
     sizes = bench.sizes
     slots = max(1, sizes.many_total_slots // streams)
     with taskwire(bench, workers=0) as running:
@@ -29,6 +30,8 @@ def _rate(bench: Bench, streams: int) -> float:
         try:
             fleet.wait_for_line(READY, timeout_s=120)
             running.server.wait_for_workers(streams, timeout_s=60)
+            pids = [running.server_pid, fleet.popen.pid]
+            before = [cpu_seconds([pid]) for pid in pids]
             first, _, done = asyncio.run(
                 batched_end_to_end(
                     running.address,
@@ -37,10 +40,13 @@ def _rate(bench: Bench, streams: int) -> float:
                     in_flight=sizes.batches_in_flight,
                 )
             )
+            server_cpu, fleet_cpu = (
+                100 * (cpu_seconds([pid]) - used) / (done - first) for pid, used in zip(pids, before, strict=True)
+            )
         finally:
             fleet.stop()
         fleet.wait_for_line(COMPLETED)
-    return sizes.many_tasks / (done - first)
+    return sizes.many_tasks / (done - first), server_cpu, fleet_cpu
 
 
 def run(bench: Bench) -> ScenarioResult:
@@ -49,14 +55,15 @@ def run(bench: Bench) -> ScenarioResult:
     result = ScenarioResult(name=NAME, title=TITLE)
     result.params = {"tasks": sizes.many_tasks, "streams": [few, many], "total_slots": sizes.many_total_slots}
     for number in range(1, bench.runs + 1):
-        rates = {}
+        rates: dict[int, float] = {}
         for streams in (few, many):
             bench.log(f"{NAME} run {number}/{bench.runs}: {streams} streams")
-            rates[streams] = _rate(bench, streams)
+            rates[streams], server_cpu, fleet_cpu = _rate(bench, streams)
             slots = max(1, sizes.many_total_slots // streams)
-            result.add(
-                f"streams_{streams}", f"{streams} streams × {slots} slots: end to end", "tasks/s", rates[streams]
-            )
+            label = f"{streams} streams × {slots} slots"
+            result.add(f"streams_{streams}", f"{label}: end to end", "tasks/s", rates[streams])
+            result.add(f"server_cpu_{streams}", f"{label}: server CPU (100 = one core)", "%", server_cpu)
+            result.add(f"fleet_cpu_{streams}", f"{label}: stream-workers process CPU", "%", fleet_cpu)
         result.add("ratio", f"{many} streams vs {few}: throughput ratio", "×", rates[many] / rates[few])
     result.notes.append(
         f"{sizes.many_tasks:,} echo tasks per measurement, batches of {sizes.batch_size}; workers are bare "

@@ -27,6 +27,7 @@ from bench._common import (
     ScenarioResult,
     channel,
     cpu_seconds,
+    describe_unsuccessful,
     echo_execution,
     monotonic_s,
     task_stub,
@@ -66,7 +67,7 @@ async def single_end_to_end(address: str, *, tasks: int, callers: int) -> tuple[
         submitted = monotonic_s()
         done = await wait_drained(stub)
         if await unsuccessful_count(stub):
-            raise RuntimeError("some echo tasks did not succeed")
+            raise RuntimeError(f"some echo tasks did not succeed:\n{await describe_unsuccessful(stub)}")
     return first, submitted, done
 
 
@@ -92,7 +93,7 @@ async def batched_end_to_end(
         submitted = monotonic_s()
         done = await wait_drained(stub)
         if await unsuccessful_count(stub):
-            raise RuntimeError("some echo tasks did not succeed")
+            raise RuntimeError(f"some echo tasks did not succeed:\n{await describe_unsuccessful(stub)}")
     return first, submitted, done
 
 
@@ -132,7 +133,8 @@ def run(bench: Bench) -> ScenarioResult:
     sizes = bench.sizes
     result = ScenarioResult(name=NAME, title=TITLE)
     result.params = {
-        "tasks": sizes.tasks,
+        "tasks_single": sizes.tasks_single,
+        "tasks_batched": sizes.tasks_batched,
         "callers": sizes.submit_callers,
         "batch_size": sizes.batch_size,
         "batches_in_flight": sizes.batches_in_flight,
@@ -145,9 +147,9 @@ def run(bench: Bench) -> ScenarioResult:
             bench.log(f"{NAME} run {number}/{bench.runs}: bare unary echo, {sizes.submit_callers} callers")
             qps = asyncio.run(baseline.unary_qps(bare, callers=sizes.submit_callers, duration_s=sizes.baseline_s))
             result.add("bare.unary_qps", f"bare grpc.aio unary echo, {sizes.submit_callers} callers", "calls/s", qps)
-            bench.log(f"{NAME} run {number}/{bench.runs}: taskwire, one submit per task ({sizes.tasks} tasks)")
+            bench.log(f"{NAME} run {number}/{bench.runs}: taskwire, one submit per task ({sizes.tasks_single:,} tasks)")
             with taskwire(bench, workers=sizes.workers, slots=sizes.worker_slots) as running:
-                _measure(bench, result, "single", running, sizes.tasks)
+                _measure(bench, result, "single", running, sizes.tasks_single)
             bench.log(f"{NAME} run {number}/{bench.runs}: bare stream round trips")
             rate = asyncio.run(
                 baseline.stream_rate(
@@ -160,12 +162,13 @@ def run(bench: Bench) -> ScenarioResult:
                 "msgs/s",
                 rate,
             )
-            bench.log(f"{NAME} run {number}/{bench.runs}: taskwire, batches of {sizes.batch_size}")
+            bench.log(f"{NAME} run {number}/{bench.runs}: taskwire, batched ({sizes.tasks_batched:,} tasks)")
             with taskwire(bench, workers=sizes.workers, slots=sizes.worker_slots) as running:
-                _measure(bench, result, "batched", running, sizes.tasks)
+                _measure(bench, result, "batched", running, sizes.tasks_batched)
     result.notes.append(
-        f"{sizes.tasks:,} echo tasks per way and run; {sizes.workers} taskwire-worker processes × "
-        f"{sizes.worker_slots} slots; rate = tasks / (last durable completion − first submit)"
+        f"{sizes.tasks_single:,} (one submit each) and {sizes.tasks_batched:,} (batched) echo tasks per run; "
+        f"{sizes.workers} taskwire-worker processes × {sizes.worker_slots} slots; "
+        "rate = tasks / (last durable completion − first submit)"
     )
     return result
 

@@ -29,6 +29,9 @@ class Limits:
     max_name_chars: int = 256
     max_key_chars: int = 256
     max_metadata_entries: int = 64
+    # Timeouts and retry intervals beyond this are refused: a far larger one is surely a unit mistake,
+    # and it would overflow date arithmetic later.
+    max_duration: timedelta = timedelta(days=3660)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,21 +54,26 @@ class ExecutionSpec:
     idempotency_key: str = ""
 
 
-def _positive(value: timedelta | None, where: str) -> None:
-    if value is not None and value <= timedelta(0):
+def _duration(value: timedelta | None, where: str, limits: Limits) -> None:
+    """A duration must be positive and at most the limit; None (unset) passes."""
+    if value is None:
+        return
+    if value <= timedelta(0):
         raise ValidationError(where, f"must be positive, got {value.total_seconds():g}s")
+    if value > limits.max_duration:
+        raise ValidationError(where, f"must be at most {limits.max_duration.days} days, got {value.days} days")
 
 
-def _validate_retry_policy(policy: RetryPolicy, where: str) -> RetryPolicy:
+def _validate_retry_policy(policy: RetryPolicy, where: str, limits: Limits) -> RetryPolicy:
     if not 0 <= policy.max_attempts <= MAX_ATTEMPTS_LIMIT:
         raise ValidationError(
             f"{where}.max_attempts", f"must be between 1 and {MAX_ATTEMPTS_LIMIT}, got {policy.max_attempts}"
         )
-    _positive(policy.initial_interval, f"{where}.initial_interval")
+    _duration(policy.initial_interval, f"{where}.initial_interval", limits)
     coefficient = policy.backoff_coefficient
     if not math.isfinite(coefficient) or (coefficient != 0 and coefficient < 1):
         raise ValidationError(f"{where}.backoff_coefficient", f"must be a finite number at least 1, got {coefficient}")
-    _positive(policy.maximum_interval, f"{where}.maximum_interval")
+    _duration(policy.maximum_interval, f"{where}.maximum_interval", limits)
     if policy.maximum_interval is not None and policy.maximum_interval < policy.initial_interval:
         raise ValidationError(f"{where}.maximum_interval", "must not be shorter than initial_interval")
     for i, name in enumerate(policy.non_retryable_error_types):
@@ -136,7 +144,7 @@ def validate_execution_spec(spec: ExecutionSpec, limits: Limits, where: str = "e
             raise ValidationError(f"{where}.metadata", f"keys must have 1 to 128 characters, got {key!r}")
         if len(value) > 1024:
             raise ValidationError(f"{where}.metadata[{key!r}]", "values must have at most 1024 characters")
-    _positive(spec.timeout, f"{where}.timeout")
+    _duration(spec.timeout, f"{where}.timeout", limits)
 
     tasks: list[TaskSpec] = []
     seen: dict[str, int] = {}
@@ -156,8 +164,8 @@ def validate_execution_spec(spec: ExecutionSpec, limits: Limits, where: str = "e
         if len(handler) > 256 or handler != task.handler:
             raise ValidationError(f"{at}.handler", "must be at most 256 characters with no surrounding spaces")
         _validate_payload(task.input, f"{at}.input", limits)
-        _positive(task.timeout, f"{at}.timeout")
-        policy = _validate_retry_policy(task.retry_policy, f"{at}.retry_policy")
+        _duration(task.timeout, f"{at}.timeout", limits)
+        policy = _validate_retry_policy(task.retry_policy, f"{at}.retry_policy", limits)
         tasks.append(replace(task, task_id=task_id, retry_policy=policy))
 
     for i, task in enumerate(tasks):

@@ -83,10 +83,6 @@ class Transition(Generic[RecordT]):
     # False for replays and stale reports: nothing changed, nothing is to be stored.
     applied: bool = True
 
-    @property
-    def state_changed(self) -> bool:
-        return self.applied
-
 
 def _noop(record: RecordT) -> Transition[RecordT]:
     return Transition(record=record, effects=(), applied=False)
@@ -377,8 +373,9 @@ _schedule_due = _becomes_eligible(ReasonCode.SCHEDULED)
 _dependencies_met = _becomes_eligible(ReasonCode.DEPENDENCIES)
 _ANY_END = frozenset({W, F, C})
 
-# Every allowed (state, event) pair of a task run and the states it may lead to.
-# A target equal to the source is a no-op (a replay). Anything missing raises.
+# Every allowed (state, event) pair of a task run and the states it may lead to. A row whose
+# only target is its own state either changes the record in place (a pending cancel, progress)
+# or, when replayed, is a no-op. Anything missing raises.
 TASK_RUN_TRANSITIONS: dict[tuple[State, type], Row[TaskRun]] = _rows(
     {
         (P, TaskDispatched): (frozenset({R}), _on_dispatched),

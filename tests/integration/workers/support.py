@@ -11,20 +11,22 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
 import psutil
 
 from client import (
+    AsyncClient,
     Attempt,
     AttemptOutcome,
     Client,
     ExecutionSnapshot,
+    ReasonCode,
     State,
     Stats,
     TaskLog,
@@ -49,6 +51,7 @@ FINISH = timedelta(seconds=30)
 SLACK_S = 1.0
 
 Ref = tuple[str, int]  # (task run id, attempt number)
+T = TypeVar("T")
 
 
 # ---- Reading executions -------------------------------------------------------------------------
@@ -70,6 +73,14 @@ def wait_until_running(client: Client, execution_id: str, *, attempt: int = 1, t
         return None
 
     return wait_for(running, timeout_s=timeout_s, what=f"attempt {attempt} of {execution_id} to run")
+
+
+def reason_code(record: ExecutionSnapshot | TaskRun) -> ReasonCode | None:
+    return record.reason.code if record.reason is not None else None
+
+
+def error_type(attempt: Attempt) -> str | None:
+    return attempt.error.type if attempt.error is not None else None
 
 
 def ended(attempt: Attempt) -> datetime:
@@ -226,9 +237,7 @@ class ScriptedWorker:
     `stop_heartbeats`, so a test can let its lease lapse on purpose.
     """
 
-    def __init__(
-        self, address: str, *, name: str, handlers: Sequence[str] = ("scripted",), slots: int = 1
-    ) -> None:
+    def __init__(self, address: str, *, name: str, handlers: Sequence[str] = ("scripted",), slots: int = 1) -> None:
         self.address = address
         self.name = name
         self.instance_id = str(uuid.uuid4())
@@ -261,13 +270,14 @@ class ScriptedWorker:
         await self._call.write(wpb.ConnectRequest(messages=[wpb.WorkerMessage(hello=hello)]))
         async with asyncio.timeout(10):
             frame = await self._call.read()
-        assert frame is not grpc.aio.EOF and frame.messages, "the server did not answer the hello"
+        assert frame is not grpc.aio.EOF, "the server ended the stream instead of answering the hello"
         first, *rest = frame.messages
         assert first.WhichOneof("kind") == "welcome", first
         for message in rest:
             self._inbox.put_nowait(message)
         self._reader = asyncio.create_task(self._read())
-        return first.welcome
+        welcome: wpb.Welcome = first.welcome
+        return welcome
 
     async def _read(self) -> None:
         try:
@@ -354,8 +364,24 @@ def outcomes(run: TaskRun) -> list[AttemptOutcome]:
     return [attempt.outcome for attempt in run.attempts]
 
 
-def poll(condition: Callable[[], object], what: str, timeout_s: float = 20.0) -> None:
-    wait_for(condition, timeout_s=timeout_s, what=what)
+async def until(condition: Callable[[], Awaitable[T | None]], *, what: str, timeout_s: float = 20.0) -> T:
+    """`tests.harness.wait_for` for asyncio code: poll an async condition until it returns something truthy."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    pause = 0.01
+    while True:
+        value = await condition()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.2)
+
+
+async def history(client: AsyncClient, execution_id: str) -> list[WatchEvent]:
+    """The whole stored history of a finished execution."""
+    return [event async for event in client.watch(execution_id, timeout=FINISH)]
 
 
 __all__ = [
@@ -372,17 +398,20 @@ __all__ = [
     "completed",
     "ended",
     "ended_line",
+    "error_type",
     "handler_processes",
+    "history",
     "json_output",
     "logs_of",
     "max_overlap",
     "only_run",
     "outcomes",
-    "poll",
     "progress_of",
+    "reason_code",
     "ref_of",
     "started",
     "transitions",
+    "until",
     "utc_now",
     "wait_until_running",
     "worker_named",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from client import AttemptOutcome, Client, ReasonCode, State
+from client import AttemptOutcome, Client, Reason, ReasonCode, State
 from tests.harness import Cluster, ServerProcess, wait_for
 from tests.integration.workers.support import (
     CANCEL_GRACE_S,
@@ -17,6 +17,7 @@ from tests.integration.workers.support import (
     ended_line,
     handler_processes,
     only_run,
+    reason_code,
     utc_now,
     wait_until_running,
 )
@@ -29,11 +30,10 @@ def cancel_and_check(client: Client, execution_id: str) -> None:
     done = client.wait_finished(execution_id, FINISH)
 
     assert done.state is State.CANCELLED, done
-    assert done.reason is not None and done.reason.code is ReasonCode.CANCEL_REQUESTED, done.reason
-    assert done.reason.message == "the test cancels it"
+    assert done.reason == Reason(ReasonCode.CANCEL_REQUESTED, "the test cancels it"), done.reason
     run = only_run(done)
     assert run.state is State.CANCELLED, run
-    assert run.reason is not None and run.reason.code is ReasonCode.EXECUTION_CANCELLED, run.reason
+    assert reason_code(run) is ReasonCode.EXECUTION_CANCELLED, run.reason
     (attempt,) = run.attempts
     assert attempt.outcome is AttemptOutcome.CANCELLED, attempt
     # Acknowledged by the worker, not fenced after the grace period.

@@ -13,9 +13,11 @@ from tests.integration.workers.support import (
     SLACK_S,
     ended,
     ended_line,
+    error_type,
     json_output,
     only_run,
     outcomes,
+    reason_code,
     utc_now,
     wait_until_running,
 )
@@ -41,7 +43,7 @@ def test_a_killed_workers_attempt_is_lost_after_the_lease_and_succeeds_on_anothe
     assert outcomes(run) == [AttemptOutcome.LOST, AttemptOutcome.SUCCEEDED], run.attempts
     lost, retried = run.attempts
     assert lost.worker_id == "doomed"
-    assert lost.error is not None and lost.error.type == "LeaseExpired", lost
+    assert error_type(lost) == "LeaseExpired", lost
     # The lease counts from the last heartbeat, at most one heartbeat interval before the kill.
     silent_for = (ended(lost) - killed_at).total_seconds()
     assert LEASE_TIMEOUT_S - HEARTBEAT_INTERVAL_S - 0.1 <= silent_for < LEASE_TIMEOUT_S + SLACK_S, silent_for
@@ -49,4 +51,4 @@ def test_a_killed_workers_attempt_is_lost_after_the_lease_and_succeeds_on_anothe
     assert retried.started_at >= ended(lost) + policy.initial_interval
     assert json_output(retried) == {"slept_s": 1.0}
     assert ended_line(survivor, (run.id, 2)) == "completed"
-    assert run.reason is not None and run.reason.code is ReasonCode.COMPLETED
+    assert reason_code(run) is ReasonCode.COMPLETED

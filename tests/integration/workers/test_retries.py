@@ -8,7 +8,16 @@ import pytest
 
 from client import AttemptOutcome, Client, ReasonCode, RetryPolicy, State
 from tests.harness import Cluster, ServerProcess
-from tests.integration.workers.support import FINISH, Collector, ended, only_run, outcomes, transitions
+from tests.integration.workers.support import (
+    FINISH,
+    Collector,
+    ended,
+    error_type,
+    only_run,
+    outcomes,
+    reason_code,
+    transitions,
+)
 
 
 def test_a_retryable_error_is_retried_with_backoff_until_the_attempts_are_used_up(
@@ -21,9 +30,9 @@ def test_a_retryable_error_is_retried_with_backoff_until_the_attempts_are_used_u
     done = client.wait_finished(execution.id, FINISH)
 
     assert done.state is State.FAILED, done
-    assert done.reason is not None and done.reason.code is ReasonCode.RETRIES_EXHAUSTED, done.reason
+    assert reason_code(done) is ReasonCode.RETRIES_EXHAUSTED, done.reason
     run = only_run(done)
-    assert run.reason is not None and run.reason.code is ReasonCode.RETRIES_EXHAUSTED, run.reason
+    assert reason_code(run) is ReasonCode.RETRIES_EXHAUSTED, run.reason
     assert [attempt.number for attempt in run.attempts] == [1, 2, 3]
     assert outcomes(run) == [AttemptOutcome.FAILED] * 3, run.attempts
     for attempt in run.attempts:
@@ -68,10 +77,10 @@ def test_a_non_retryable_error_fails_at_once(
     done = client.wait_finished(execution.id, FINISH)
 
     assert done.state is State.FAILED, done
-    assert done.reason is not None and done.reason.code is ReasonCode.NON_RETRYABLE_ERROR, done.reason
+    assert reason_code(done) is ReasonCode.NON_RETRYABLE_ERROR, done.reason
     run = only_run(done)
-    assert run.reason is not None and run.reason.code is ReasonCode.NON_RETRYABLE_ERROR, run.reason
+    assert reason_code(run) is ReasonCode.NON_RETRYABLE_ERROR, run.reason
     (attempt,) = run.attempts
     assert attempt.outcome is AttemptOutcome.FAILED
     assert attempt.worker_id == "failer"
-    assert attempt.error is not None and attempt.error.type == "Fatal", attempt
+    assert error_type(attempt) == "Fatal", attempt

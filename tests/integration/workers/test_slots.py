@@ -32,7 +32,7 @@ def run_all(client: Client, server: ServerProcess, count: int) -> tuple[list[Att
         done = [client.wait_finished(result.execution_id, FINISH) for result in results]
     finally:
         samples = sampler.stop()
-    attempts = []
+    attempts: list[Attempt] = []
     for execution in done:
         run = only_run(execution)
         assert execution.state is State.SUCCESS, execution

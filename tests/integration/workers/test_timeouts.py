@@ -15,8 +15,10 @@ from tests.integration.workers.support import (
     SLACK_S,
     ended,
     ended_line,
+    error_type,
     only_run,
     outcomes,
+    reason_code,
     wait_until_running,
     worker_named,
 )
@@ -34,15 +36,15 @@ def test_a_task_run_timeout_ends_the_attempt_and_retries_per_policy(
     done = client.wait_finished(execution.id, FINISH)
 
     assert done.state is State.FAILED, done
-    assert done.reason is not None and done.reason.code is ReasonCode.TIMED_OUT, done.reason
+    assert reason_code(done) is ReasonCode.TIMED_OUT, done.reason
     run = only_run(done)
     assert run.state is State.FAILED
-    assert run.reason is not None and run.reason.code is ReasonCode.TIMED_OUT, run.reason
+    assert reason_code(run) is ReasonCode.TIMED_OUT, run.reason
     assert outcomes(run) == [AttemptOutcome.TIMED_OUT, AttemptOutcome.TIMED_OUT], run.attempts
     first, second = run.attempts
     for attempt in run.attempts:
         assert attempt.worker_id == "sleeper"
-        assert attempt.error is not None and attempt.error.type == "TimeoutError", attempt
+        assert error_type(attempt) == "TimeoutError", attempt
         lasted = (ended(attempt) - attempt.started_at).total_seconds()
         assert TIMEOUT.total_seconds() <= lasted < TIMEOUT.total_seconds() + SLACK_S, attempt
     assert second.started_at - ended(first) >= BACKOFF, run.attempts
@@ -61,10 +63,10 @@ def test_an_execution_timeout_fails_the_execution_and_cancels_its_running_task(
     done = client.wait_finished(execution.id, FINISH)
 
     assert done.state is State.FAILED, done
-    assert done.reason is not None and done.reason.code is ReasonCode.EXECUTION_TIMED_OUT, done.reason
+    assert reason_code(done) is ReasonCode.EXECUTION_TIMED_OUT, done.reason
     run = only_run(done)
     assert run.state is State.CANCELLED, run
-    assert run.reason is not None and run.reason.code is ReasonCode.EXECUTION_TIMED_OUT, run.reason
+    assert reason_code(run) is ReasonCode.EXECUTION_TIMED_OUT, run.reason
     # Cancelled, not retried, although the policy allows three attempts.
     (attempt,) = run.attempts
     assert attempt.outcome is AttemptOutcome.CANCELLED, attempt
@@ -100,7 +102,7 @@ def test_the_worker_enforces_the_deadline_while_the_server_is_unreachable(
     done = client.wait_finished(execution.id, FINISH)
     assert done.state is State.FAILED, done
     run = only_run(done)
-    assert run.reason is not None and run.reason.code is ReasonCode.TIMED_OUT, run.reason
+    assert reason_code(run) is ReasonCode.TIMED_OUT, run.reason
     assert outcomes(run) == [AttemptOutcome.TIMED_OUT]
     # The worker serves on once the server is back (reconnecting if its stream was dropped meanwhile).
     assert client.wait(client.submit("echo", {"after": "the pause"}).id, FINISH) == {"after": "the pause"}

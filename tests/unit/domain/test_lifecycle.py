@@ -251,7 +251,9 @@ def test_a_failed_task_cancels_dependents_and_siblings_then_fails_the_execution(
         assert sim[task_id].state is C
         assert reason is not None
         assert reason.code is upstream
-    assert "'a'" in str(sim["b"].reason)
+    # Each dependent names the dependency it was waiting for: e waited for b, which was cancelled.
+    assert sim["b"].reason == Reason(upstream, "dependency 'a' did not succeed")
+    assert sim["e"].reason == Reason(upstream, "dependency 'b' did not succeed")
     # Siblings: a queued one leaves the queue, a running one is asked to stop.
     assert sim["d"].state is C
     assert sim["d"].reason is not None

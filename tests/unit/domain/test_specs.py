@@ -153,6 +153,24 @@ BAD_SPECS: list[tuple[str, ExecutionSpec, str, str]] = [
         "empty",
     ),
     (
+        "task timeout of ten thousand years",
+        one(timeout=timedelta(days=3_652_500)),
+        "execution.tasks[0].timeout",
+        "at most 3660 days",
+    ),
+    (
+        "execution timeout past the limit",
+        ExecutionSpec(tasks=(TaskSpec(H),), timeout=timedelta(days=3661)),
+        "execution.timeout",
+        "at most 3660 days",
+    ),
+    (
+        "retry interval past the limit",
+        one(retry_policy=RetryPolicy(max_attempts=2, initial_interval=timedelta(days=4000))),
+        "execution.tasks[0].retry_policy.initial_interval",
+        "at most 3660 days",
+    ),
+    (
         "unknown dependency",
         many(TaskSpec(H, task_id="a"), TaskSpec(H, task_id="b", depends_on=("c",))),
         "execution.tasks[1].depends_on",

@@ -1,0 +1,119 @@
+"""Worker shutdown, graceful (SIGTERM: drain) and forced (a second SIGTERM, or SIGINT), and the
+server's own drain on SIGTERM, which its workers follow.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from datetime import timedelta
+
+import pytest
+
+from client import AttemptOutcome, Client, ReasonCode, RetryPolicy, State
+from tests.harness import Cluster, ServerProcess, wait_for
+from tests.integration.workers.support import (
+    FINISH,
+    ended_line,
+    json_output,
+    only_run,
+    outcomes,
+    reason_code,
+    wait_until_running,
+    worker_named,
+)
+
+
+def wait_draining(client: Client, name: str) -> None:
+    """Until the server knows the worker is draining (and so sends it nothing new)."""
+    wait_for(lambda: (info := worker_named(client, name)) is not None and info.draining, what=f"{name} to drain")
+
+
+def test_sigterm_drains_the_worker_running_work_finishes_and_nothing_new_is_taken(
+    procs: Cluster, server: ServerProcess, client: Client
+) -> None:
+    worker = procs.worker(server, slots=1, name="drainer")
+    running = client.submit("sleep", {"seconds": 1.5})
+    run = wait_until_running(client, running.id)
+    queued = client.submit("echo", {"queued": True})  # no free slot: it waits in the queue
+
+    worker.signal(signal.SIGTERM)
+    wait_draining(client, "drainer")
+    assert worker.wait() == 0, worker.output
+
+    done = client.get(running.id)
+    assert done.state is State.SUCCESS, done
+    assert outcomes(only_run(done)) == [AttemptOutcome.SUCCEEDED]
+    assert only_run(done).attempts[0].worker_id == "drainer"
+    assert ended_line(worker, (run.id, 1)) == "completed"
+    # The slot the finished attempt freed was not refilled: the queued task was never sent to the worker.
+    waiting = client.get(queued.id)
+    assert waiting.state is State.PENDING, waiting
+    assert only_run(waiting).attempts == ()
+
+    # Nothing was lost: another worker takes it.
+    procs.worker(server, slots=1, name="successor")
+    after = client.wait_finished(queued.id, FINISH)
+    assert after.state is State.SUCCESS
+    assert only_run(after).attempts[0].worker_id == "successor"
+
+
+@pytest.mark.parametrize("how", ["a-second-sigterm", "sigint"])
+def test_a_forced_shutdown_reports_the_running_attempt_which_is_retried_elsewhere(
+    procs: Cluster, server: ServerProcess, client: Client, how: str
+) -> None:
+    victim = procs.worker(server, slots=1, name="victim")
+    policy = RetryPolicy(max_attempts=2, initial_interval=timedelta(seconds=0.1))
+    execution = client.submit("sleep", {"seconds": 2}, retry_policy=policy)
+    run = wait_until_running(client, execution.id)
+    rescuer = procs.worker(server, slots=1, name="rescuer")
+
+    if how == "sigint":
+        victim.signal(signal.SIGINT)
+    else:
+        victim.signal(signal.SIGTERM)
+        wait_draining(client, "victim")
+        victim.signal(signal.SIGTERM)
+    forced_at = time.monotonic()
+    assert victim.wait() == 0, victim.output
+    # It did not wait out its 30 s drain timeout (and the outcome below shows it did not wait for the handler).
+    assert time.monotonic() - forced_at < 10, victim.output
+    assert ended_line(victim, (run.id, 1)) == "failed (WorkerShutdown)"
+
+    done = client.wait_finished(execution.id, FINISH)
+    assert done.state is State.SUCCESS, done
+    run = only_run(done)
+    assert outcomes(run) == [AttemptOutcome.FAILED, AttemptOutcome.SUCCEEDED], run.attempts
+    shut_down, retried = run.attempts
+    assert shut_down.worker_id == "victim"
+    assert shut_down.error is not None, shut_down
+    assert (shut_down.error.type, shut_down.error.retryable) == ("WorkerShutdown", True)
+    assert retried.worker_id == "rescuer"
+    assert json_output(retried) == {"slept_s": 2.0}
+    assert ended_line(rescuer, (run.id, 2)) == "completed"
+
+
+def test_the_server_drains_its_workers_on_sigterm(procs: Cluster) -> None:
+    server = procs.server("--lease-timeout", "2", "--heartbeat-interval", "0.5", "--shutdown-grace", "20")
+    worker = procs.worker(server, slots=1, name="obedient")
+    with Client(server.address) as client:
+        execution = client.submit("sleep", {"seconds": 1.5})
+        run = wait_until_running(client, execution.id)
+
+    server.process.signal(signal.SIGTERM)
+    asked = time.monotonic()
+    worker.wait_for_line("the server asked this worker to drain")
+    assert worker.wait() == 0, worker.output
+    assert ended_line(worker, (run.id, 1)) == "completed"
+    assert server.process.wait() == 0, server.process.output
+    # The server stopped once its worker had left, well before its 20 s grace.
+    assert time.monotonic() - asked < 10, server.process.output
+
+    # The outcome was stored before the server stopped.
+    again = procs.server()
+    with Client(again.address) as client:
+        done = client.get(execution.id)
+    assert done.state is State.SUCCESS, done
+    assert reason_code(done) is ReasonCode.COMPLETED
+    (attempt,) = only_run(done).attempts
+    assert (attempt.worker_id, attempt.outcome) == ("obedient", AttemptOutcome.SUCCEEDED)
