@@ -1,4 +1,4 @@
-"""The README's handler example runs as printed: it completes, reports progress, and honours its abort signal."""
+"""The README's handler example and its harness tests run as printed."""
 
 from __future__ import annotations
 
@@ -7,39 +7,38 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from worker_agent import AbortReason, Cancelled, Completed, HandlerHarness, HandlerRegistry
+from worker_agent import HandlerRegistry
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def _readme_handler_module() -> ModuleType:
-    text = README.read_text()
-    block = re.search(r"```python\n(# myapp/handlers.py\n.*?)```", text, re.DOTALL)
-    assert block, "the README's handler example is missing"
-    # Register into a private registry so the example cannot clash with handlers elsewhere in the suite.
-    source = block.group(1).replace('@handler("resize")', '@handler("resize", registry=_registry)')
-    module = ModuleType("readme_handlers")
-    module.__dict__["_registry"] = HandlerRegistry()
+def _block(first_line: str) -> str:
+    block = re.search(rf"```python\n({re.escape(first_line)}\n.*?)```", README.read_text(), re.DOTALL)
+    assert block, f"the README's example starting {first_line!r} is missing"
+    return block.group(1)
+
+
+def _module(name: str, source: str, namespace: dict[str, Any]) -> ModuleType:
+    module = ModuleType(name)
+    module.__dict__.update(namespace)
     exec(compile(source, str(README), "exec"), module.__dict__)
     return module
 
 
-async def test_the_readme_handler_completes_with_its_progress() -> None:
-    resize: Any = _readme_handler_module().resize
-    async with HandlerHarness() as harness:
-        run = harness.start(resize, input={"width": 640})
-        outcome = await run.outcome(timeout_s=10)
-    assert isinstance(outcome, Completed)
-    assert outcome.value == {"width": 320}
-    assert [update.fraction for update in run.progress] == [step / 10 for step in range(1, 11)]
+def _readme_handlers() -> ModuleType:
+    # A private registry, so the example cannot clash with handlers registered elsewhere in the suite.
+    source = _block("# myapp/handlers.py").replace('@handler("resize")', '@handler("resize", registry=_registry)')
+    return _module("readme_handlers", source, {"_registry": HandlerRegistry()})
 
 
-async def test_the_readme_handler_stops_when_aborted() -> None:
-    resize: Any = _readme_handler_module().resize
-    async with HandlerHarness() as harness:
-        run = harness.start(resize, input={"width": 640})
-        await run.wait_for_progress(1)
-        run.abort(AbortReason.CANCELLED)
-        outcome = await run.outcome(timeout_s=5)
-    assert isinstance(outcome, Cancelled)
-    assert len(run.progress) < 10
+def _readme_tests() -> ModuleType:
+    source = _block("# tests/test_handlers.py").replace("from myapp.handlers import resize\n", "")
+    return _module("readme_tests", source, {"resize": _readme_handlers().resize})
+
+
+async def test_the_readme_harness_test_of_a_completed_run_passes() -> None:
+    await _readme_tests().test_resize_halves_the_width()
+
+
+async def test_the_readme_harness_test_of_a_cancelled_run_passes() -> None:
+    await _readme_tests().test_resize_stops_when_cancelled()
