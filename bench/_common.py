@@ -96,7 +96,6 @@ class Sizes:
     cancel_load_rate: int  # tasks/s of background load in the loaded cancel measurement
     backpressure_capacity: int
     backpressure_s: float
-    backpressure_callers: int
     backpressure_waiters: int
     pending: int  # scenarios 5 and 7: pending tasks in the store
     many_tasks: int
@@ -122,7 +121,6 @@ FULL = Sizes(
     cancel_load_rate=500,
     backpressure_capacity=1000,
     backpressure_s=8.0,
-    backpressure_callers=32,
     backpressure_waiters=40,
     pending=100_000,
     many_tasks=10_000,
@@ -145,7 +143,6 @@ QUICK = Sizes(
     cancel_load_rate=200,
     backpressure_capacity=100,
     backpressure_s=1.0,
-    backpressure_callers=8,
     backpressure_waiters=5,
     pending=3_000,
     many_tasks=600,

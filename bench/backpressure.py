@@ -61,7 +61,7 @@ async def _fill(stub: TaskServiceAsyncStub, capacity: int, spec: tpb.ExecutionSp
 async def _overload(address: str, *, capacity: int, seconds: float) -> tuple[int, int, Counter[str], int]:
     """Fill the queue, then offer fail-fast submits for `seconds`.
 
-    Returns (accepted, refused, other failures by status, the smallest queue size seen at the end).
+    Returns (accepted, refused, other failures by status, the queue size at the end).
     """
     spec = _pause(_PAUSE_MS)
     accepted = refused = 0

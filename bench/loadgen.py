@@ -1,8 +1,9 @@
-"""Background load for other measurements: ``python -m bench.loadgen --server ADDR --rate N``.
+"""Background load for other measurements: ``python -m bench.loadgen --server ADDR --rate N [--batch B]``.
 
-Submits ``echo`` tasks, one SubmitExecution each, at N per second (open loop) until SIGTERM, then
-prints ``loadgen: submitted S failed F in T s``. Runs as its own process so that its work does not
-share an event loop with the measurement it loads.
+Submits ``echo`` tasks at N per second (open loop), B per SubmitExecutions call (1: one
+SubmitExecution per task), until SIGTERM, then prints ``loadgen: submitted S failed F in T s``
+(tasks). Runs as its own process so that its work does not share an event loop with the
+measurement it loads.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ READY = "loadgen: running"
 SUMMARY = re.compile(r"loadgen: submitted (\d+) failed (\d+) in ([0-9.]+) s")
 
 
-async def generate(address: str, rate: float) -> tuple[int, int, float]:
+async def generate(address: str, rate: float, batch: int) -> tuple[int, int, float]:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    request = tpb.SubmitExecutionRequest(execution=echo_execution())
+    single = tpb.SubmitExecutionRequest(execution=echo_execution())
+    many = tpb.SubmitExecutionsRequest(executions=[echo_execution()] * batch)
+    calls_per_s = rate / batch
     submitted = failed = 0
     running: set[asyncio.Task[None]] = set()
     async with channel(address) as chan:
@@ -39,16 +42,19 @@ async def generate(address: str, rate: float) -> tuple[int, int, float]:
         async def one() -> None:
             nonlocal submitted, failed
             try:
-                await stub.SubmitExecution(request, timeout=30)
-                submitted += 1
+                if batch == 1:
+                    await stub.SubmitExecution(single, timeout=30)
+                else:
+                    await stub.SubmitExecutions(many, timeout=30)
+                submitted += batch
             except grpc.aio.AioRpcError:
-                failed += 1
+                failed += batch
 
         print(READY, flush=True)
         start = monotonic_s()
         index = 0
         while not stop.is_set():
-            delay = start + index / rate - monotonic_s()
+            delay = start + index / calls_per_s - monotonic_s()
             if delay > 0:
                 try:
                     await asyncio.wait_for(stop.wait(), delay)
@@ -67,9 +73,10 @@ async def generate(address: str, rate: float) -> tuple[int, int, float]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__)
     parser.add_argument("--server", required=True, metavar="HOST:PORT")
-    parser.add_argument("--rate", type=float, required=True, help="submits per second")
+    parser.add_argument("--rate", type=float, required=True, help="tasks per second")
+    parser.add_argument("--batch", type=int, default=1, help="tasks per call (1: SubmitExecution per task)")
     args = parser.parse_args(argv)
-    submitted, failed, elapsed = asyncio.run(generate(args.server, args.rate))
+    submitted, failed, elapsed = asyncio.run(generate(args.server, args.rate, max(1, args.batch)))
     print(f"loadgen: submitted {submitted} failed {failed} in {elapsed:.3f} s", flush=True)
     return 0
 

@@ -19,7 +19,7 @@ import contextlib
 import signal
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 import grpc.aio
@@ -66,30 +66,38 @@ class _Streams:
             self._welcomed += 1
             if self._welcomed == self._streams:
                 self._all_welcomed.set()
-            heartbeats = asyncio.create_task(self._heartbeat(call, interval_s))
-            reading = asyncio.create_task(self._answer(call, list(frame.messages[1:])))
+            writing = asyncio.Lock()  # one write at a time on a stream: answers and heartbeats take turns
+
+            async def send(request: wpb.ConnectRequest) -> None:
+                async with writing:
+                    await call.write(request)
+
+            heartbeats = asyncio.create_task(self._heartbeat(send, interval_s))
+            answering = asyncio.create_task(self._answer(call, send, list(frame.messages[1:])))
+            stopping = asyncio.create_task(self._stop.wait())
             try:
-                await self._stop.wait()
+                done, _ = await asyncio.wait({heartbeats, answering, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if stopping not in done:
+                    failed = next(iter(done))
+                    raise RuntimeError(f"stream {number} stopped early: {failed.exception()!r}")
             finally:
-                heartbeats.cancel()
-                reading.cancel()
-                for task in (heartbeats, reading):
+                for task in (heartbeats, answering, stopping):
+                    task.cancel()
                     with contextlib.suppress(BaseException):
                         await task
                 with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
                     await call.done_writing()
                 call.cancel()
 
-    async def _heartbeat(
-        self, call: grpc.aio.StreamStreamCall[wpb.ConnectRequest, wpb.ConnectResponse], interval_s: float
-    ) -> None:
+    async def _heartbeat(self, send: Callable[[wpb.ConnectRequest], Awaitable[None]], interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
-            await call.write(wpb.ConnectRequest(messages=[wpb.WorkerMessage(heartbeat=wpb.Heartbeat())]))
+            await send(wpb.ConnectRequest(messages=[wpb.WorkerMessage(heartbeat=wpb.Heartbeat())]))
 
     async def _answer(
         self,
         call: grpc.aio.StreamStreamCall[wpb.ConnectRequest, wpb.ConnectResponse],
+        send: Callable[[wpb.ConnectRequest], Awaitable[None]],
         pending: list[wpb.ServerMessage],
     ) -> None:
         while True:
@@ -102,11 +110,11 @@ class _Streams:
                     completed.ref.CopyFrom(invocation.ref)
                     completed.output.CopyFrom(invocation.input)
             if reply.messages:
-                await call.write(reply)
+                await send(reply)
                 self.completed += len(reply.messages) // 2
             frame = await call.read()
             if not isinstance(frame, wpb.ConnectResponse):
-                return  # the server ended the stream
+                raise RuntimeError("the server ended the stream")
             pending = list(frame.messages)
 
     async def run(self) -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -92,7 +92,12 @@ class SystemClock:
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as 32 hex digits. Ids need to be unique, not secret: the Mersenne Twister is
+    seeded from the OS once and is ~50x cheaper per id than uuid4's os.urandom call."""
+    return f"{_ids.getrandbits(128):032x}"
+
+
+_ids = random.Random()
 
 
 @dataclass(eq=False)
@@ -873,7 +878,7 @@ class Engine:
         now = self._clock.now()
         event.execution_id = live.execution.id
         event.sequence = live.next_sequence
-        event.time.FromDatetime(now)
+        wire.set_timestamp(event.time, now)
         live.next_sequence += 1
         self._committer.stage_event(
             EventRecord(live.execution.id, event.sequence, now, kind, event.SerializeToString())

@@ -24,11 +24,21 @@ from taskwire.v1 import worker_service_pb2 as wpb
 # ---- Scalars ------------------------------------------------------------------------------------
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def set_timestamp(message: timestamp_pb2.Timestamp, value: datetime) -> None:
+    """Exact to the microsecond, and several times cheaper than Timestamp.FromDatetime."""
+    since = value - _EPOCH
+    message.seconds = since.days * 86_400 + since.seconds
+    message.nanos = since.microseconds * 1000
+
+
 def timestamp_to_proto(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     if value is None:
         return None
     message = timestamp_pb2.Timestamp()
-    message.FromDatetime(value)
+    set_timestamp(message, value)
     return message
 
 
@@ -151,7 +161,15 @@ def reason_from_proto(code: int, message: str) -> d.Reason | None:
     return d.Reason(reason, message) if reason is not None else None
 
 
-_reason_from = reason_from_proto
+def reason_to_proto(reason: d.Reason | None) -> pb.Reason | None:
+    return pb.Reason(code=reason_code_to_proto(reason.code), message=reason.message) if reason else None
+
+
+def optional_reason(parent: Any, field: str) -> d.Reason | None:
+    if not parent.HasField(field):
+        return None
+    message: pb.Reason = getattr(parent, field)
+    return reason_from_proto(message.code, message.message)
 
 
 # ---- Specs (client → server) --------------------------------------------------------------------
@@ -265,7 +283,7 @@ def attempt_from_proto(message: pb.Attempt) -> d.Attempt:
 
 
 def task_run_to_proto(task_run: d.TaskRun) -> pb.TaskRun:
-    reason = task_run.reason
+    reason, progress = task_run.reason, task_run.progress
     return pb.TaskRun(
         id=task_run.id,
         execution_id=task_run.execution_id,
@@ -284,6 +302,8 @@ def task_run_to_proto(task_run: d.TaskRun) -> pb.TaskRun:
         updated_at=timestamp_to_proto(task_run.updated_at),
         attempts=[attempt_to_proto(attempt) for attempt in task_run.attempts],
         not_before=timestamp_to_proto(task_run.not_before),
+        progress=pb.Progress(fraction=progress.fraction, message=progress.message) if progress else None,
+        cancel_requested=reason_to_proto(task_run.pending_cancel),
     )
 
 
@@ -298,13 +318,17 @@ def task_run_from_proto(message: pb.TaskRun) -> d.TaskRun:
         timeout=optional_duration(message, "timeout"),
         retry_policy=retry_policy_from_proto(message.retry_policy),
         state=task_run_state_from_proto(message.state),
-        reason=_reason_from(message.reason_code, message.reason_message),
+        reason=reason_from_proto(message.reason_code, message.reason_message),
         created_at=timestamp_from_proto(message.created_at),
         updated_at=timestamp_from_proto(message.updated_at),
         started_at=optional_timestamp(message, "started_at"),
         ended_at=optional_timestamp(message, "ended_at"),
         attempts=tuple(attempt_from_proto(attempt) for attempt in message.attempts),
         not_before=optional_timestamp(message, "not_before"),
+        pending_cancel=optional_reason(message, "cancel_requested"),
+        progress=(
+            d.Progress(message.progress.fraction, message.progress.message) if message.HasField("progress") else None
+        ),
     )
 
 
@@ -325,7 +349,21 @@ def execution_to_proto(execution: d.Execution, task_runs: Iterable[d.TaskRun]) -
         updated_at=timestamp_to_proto(execution.updated_at),
         task_runs=[task_run_to_proto(task_run) for task_run in task_runs],
         not_before=timestamp_to_proto(execution.not_before),
+        closing=_closing_to_proto(execution.closing),
     )
+
+
+def _closing_to_proto(closing: d.Closing | None) -> pb.Closing | None:
+    if closing is None:
+        return None
+    return pb.Closing(state=execution_state_to_proto(closing.state), reason=reason_to_proto(closing.reason))
+
+
+def _closing_from_proto(message: pb.Execution) -> d.Closing | None:
+    reason = optional_reason(message.closing, "reason") if message.HasField("closing") else None
+    if reason is None:
+        return None
+    return d.Closing(state=execution_state_from_proto(message.closing.state), reason=reason)
 
 
 def execution_from_proto(message: pb.Execution) -> tuple[d.Execution, tuple[d.TaskRun, ...]]:
@@ -333,7 +371,7 @@ def execution_from_proto(message: pb.Execution) -> tuple[d.Execution, tuple[d.Ta
         id=message.id,
         name=message.name,
         state=execution_state_from_proto(message.state),
-        reason=_reason_from(message.reason_code, message.reason_message),
+        reason=reason_from_proto(message.reason_code, message.reason_message),
         created_at=timestamp_from_proto(message.created_at),
         updated_at=timestamp_from_proto(message.updated_at),
         metadata=dict(message.metadata),
@@ -342,6 +380,7 @@ def execution_from_proto(message: pb.Execution) -> tuple[d.Execution, tuple[d.Ta
         idempotency_key=message.idempotency_key,
         started_at=optional_timestamp(message, "started_at"),
         ended_at=optional_timestamp(message, "ended_at"),
+        closing=_closing_from_proto(message),
     )
     return execution, tuple(task_run_from_proto(task_run) for task_run in message.task_runs)
 

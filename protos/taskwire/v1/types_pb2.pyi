@@ -367,6 +367,86 @@ class ErrorInfo(_message.Message):
 Global___ErrorInfo: _TypeAlias = ErrorInfo  # noqa: Y015
 
 @_typing.final
+class Reason(_message.Message):
+    """A reason code with its human-readable message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    code: Global___ReasonCode.ValueType
+    """The code."""
+    message: _builtins.str
+    """The explanation."""
+    def __init__(
+        self,
+        *,
+        code: Global___ReasonCode.ValueType = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Reason: _TypeAlias = Reason  # noqa: Y015
+
+@_typing.final
+class Progress(_message.Message):
+    """The last progress a handler reported."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FRACTION_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    fraction: _builtins.float
+    """Completed fraction in [0, 1]."""
+    message: _builtins.str
+    """Short human-readable status."""
+    def __init__(
+        self,
+        *,
+        fraction: _builtins.float = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fraction", b"fraction", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Progress: _TypeAlias = Progress  # noqa: Y015
+
+@_typing.final
+class Closing(_message.Message):
+    """The terminal state a closing execution takes once its task runs have stopped."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    state: Global___ExecutionState.ValueType
+    """FAILED or CANCELLED."""
+    @_builtins.property
+    def reason(self) -> Global___Reason:
+        """Why."""
+
+    def __init__(
+        self,
+        *,
+        state: Global___ExecutionState.ValueType = ...,
+        reason: Global___Reason | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Closing: _TypeAlias = Closing  # noqa: Y015
+
+@_typing.final
 class Attempt(_message.Message):
     """One dispatch of a task run to a worker."""
 
@@ -447,6 +527,8 @@ class TaskRun(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     NOT_BEFORE_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned, globally unique."""
     execution_id: _builtins.str
@@ -501,6 +583,16 @@ class TaskRun(_message.Message):
     def not_before(self) -> _timestamp_pb2.Timestamp:
         """When a WAITING(RETRY_BACKOFF or SCHEDULED) task run becomes eligible."""
 
+    @_builtins.property
+    def progress(self) -> Global___Progress:
+        """The last progress of the running attempt; unset when none was reported."""
+
+    @_builtins.property
+    def cancel_requested(self) -> Global___Reason:
+        """A cancellation sent to the running attempt's worker and not confirmed yet;
+        unset otherwise. The task run becomes CANCELLED with this reason.
+        """
+
     def __init__(
         self,
         *,
@@ -521,10 +613,12 @@ class TaskRun(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         attempts: _abc.Iterable[Global___Attempt] | None = ...,
         not_before: _timestamp_pb2.Timestamp | None = ...,
+        progress: Global___Progress | None = ...,
+        cancel_requested: Global___Reason | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "ended_at", b"ended_at", "input", b"input", "not_before", b"not_before", "retry_policy", b"retry_policy", "started_at", b"started_at", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "created_at", b"created_at", "ended_at", b"ended_at", "input", b"input", "not_before", b"not_before", "progress", b"progress", "retry_policy", b"retry_policy", "started_at", b"started_at", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_at", b"created_at", "depends_on", b"depends_on", "ended_at", b"ended_at", "execution_id", b"execution_id", "handler", b"handler", "id", b"id", "input", b"input", "not_before", b"not_before", "reason_code", b"reason_code", "reason_message", b"reason_message", "retry_policy", b"retry_policy", "started_at", b"started_at", "state", b"state", "task_id", b"task_id", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cancel_requested", b"cancel_requested", "created_at", b"created_at", "depends_on", b"depends_on", "ended_at", b"ended_at", "execution_id", b"execution_id", "handler", b"handler", "id", b"id", "input", b"input", "not_before", b"not_before", "progress", b"progress", "reason_code", b"reason_code", "reason_message", b"reason_message", "retry_policy", b"retry_policy", "started_at", b"started_at", "state", b"state", "task_id", b"task_id", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -570,6 +664,7 @@ class Execution(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     TASK_RUNS_FIELD_NUMBER: _builtins.int
     NOT_BEFORE_FIELD_NUMBER: _builtins.int
+    CLOSING_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned, globally unique."""
     name: _builtins.str
@@ -614,6 +709,12 @@ class Execution(_message.Message):
     def not_before(self) -> _timestamp_pb2.Timestamp:
         """The earliest time it may start; unset means at once."""
 
+    @_builtins.property
+    def closing(self) -> Global___Closing:
+        """Set while the execution must end (cancelled, timed out, or a task failed)
+        but task runs are still stopping: the terminal state it will take.
+        """
+
     def __init__(
         self,
         *,
@@ -631,10 +732,11 @@ class Execution(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         task_runs: _abc.Iterable[Global___TaskRun] | None = ...,
         not_before: _timestamp_pb2.Timestamp | None = ...,
+        closing: Global___Closing | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deadline", b"deadline", "ended_at", b"ended_at", "not_before", b"not_before", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["closing", b"closing", "created_at", b"created_at", "deadline", b"deadline", "ended_at", b"ended_at", "not_before", b"not_before", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deadline", b"deadline", "ended_at", b"ended_at", "id", b"id", "idempotency_key", b"idempotency_key", "metadata", b"metadata", "name", b"name", "not_before", b"not_before", "reason_code", b"reason_code", "reason_message", b"reason_message", "started_at", b"started_at", "state", b"state", "task_runs", b"task_runs", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closing", b"closing", "created_at", b"created_at", "deadline", b"deadline", "ended_at", b"ended_at", "id", b"id", "idempotency_key", b"idempotency_key", "metadata", b"metadata", "name", b"name", "not_before", b"not_before", "reason_code", b"reason_code", "reason_message", b"reason_message", "started_at", b"started_at", "state", b"state", "task_runs", b"task_runs", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -183,23 +183,31 @@ def ended_line(worker: Process, ref: Ref, *, timeout_s: float = 20.0) -> str:
     return worker.wait_for_line(pattern, timeout_s=timeout_s).group(1)
 
 
-def handler_processes(worker: Process) -> list[psutil.Process]:
-    """The worker's child processes other than multiprocessing's resource tracker (zombies included)."""
+def children(worker: Process) -> list[tuple[psutil.Process, str]]:
+    """The worker's child processes with their command lines ("?" when unreadable, as for a zombie)."""
     try:
-        children = psutil.Process(worker.popen.pid).children(recursive=True)
+        found = psutil.Process(worker.popen.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
-    found = []
-    for child in children:
+    result = []
+    for child in found:
         try:
-            if any("resource_tracker" in part for part in child.cmdline()):
-                continue
+            result.append((child, " ".join(child.cmdline())))
         except psutil.NoSuchProcess:
             continue  # reaped meanwhile: gone
         except psutil.AccessDenied:
-            pass  # a zombie, typically: not gone yet
-        found.append(child)
-    return found
+            result.append((child, "?"))
+    return result
+
+
+def handler_processes(worker: Process) -> list[psutil.Process]:
+    """Children that run a handler (multiprocessing's spawned processes)."""
+    return [child for child, command in children(worker) if "spawn_main" in command]
+
+
+def other_than_resource_tracker(worker: Process) -> list[tuple[psutil.Process, str]]:
+    """Every child but multiprocessing's resource tracker, which lives as long as the worker."""
+    return [(child, command) for child, command in children(worker) if "resource_tracker" not in command]
 
 
 def worker_named(client: Client, name: str) -> WorkerInfo | None:
@@ -395,6 +403,7 @@ __all__ = [
     "Sample",
     "Sampler",
     "ScriptedWorker",
+    "children",
     "completed",
     "ended",
     "ended_line",
@@ -405,6 +414,7 @@ __all__ = [
     "logs_of",
     "max_overlap",
     "only_run",
+    "other_than_resource_tracker",
     "outcomes",
     "progress_of",
     "reason_code",

@@ -20,6 +20,7 @@ from client import (
     ExecutionSpec,
     RetryPolicy,
     State,
+    TaskRun,
     TaskRunTransition,
     TaskSpec,
     WatchEvent,
@@ -155,7 +156,8 @@ async def test_a_late_completion_after_the_lease_lapsed_is_ignored(
     before = await _last_seen(client, "silent")
     await silent.send(completed(first, "stale"))
     await until(lambda: _seen_after(client, "silent", before), what="the stale completion to be handled")
-    running = only_run(await client.get(execution.id))
+    # GetExecution shows what is durable, which may trail the dispatch the healthy worker already got.
+    running = await until(lambda: _settled_view(client, execution.id), what="attempt 2 to show as running")
     assert running.state is State.RUNNING, running
     assert outcomes(running) == [AttemptOutcome.LOST, AttemptOutcome.RUNNING]
 
@@ -169,6 +171,12 @@ async def test_a_late_completion_after_the_lease_lapsed_is_ignored(
     assert json_output(run.attempts[1]) == "fresh"
     events = await history(client, execution.id)
     assert [t.attempt for t in successes(events, run.task_id)] == [2]
+
+
+async def _settled_view(client: AsyncClient, execution_id: str) -> TaskRun | None:
+    """The task run once GetExecution shows attempt 2 (or an end): None while it still shows less."""
+    run = only_run(await client.get(execution_id))
+    return run if run.attempt_count == 2 or run.state.is_terminal else None
 
 
 async def _in_flight(client: AsyncClient, name: str, expected: int) -> bool:

@@ -28,14 +28,13 @@ def test_a_killed_workers_attempt_is_lost_after_the_lease_and_succeeds_on_anothe
 ) -> None:
     doomed = procs.worker(server, slots=1, name="doomed")
     policy = RetryPolicy(max_attempts=2, initial_interval=timedelta(seconds=0.1))
-    execution = client.submit("sleep", {"seconds": 1}, retry_policy=policy)
-    wait_until_running(client, execution.id)
-    # Started only now, so that attempt 1 surely went to the doomed worker.
-    survivor = procs.worker(server, slots=1, name="survivor")
-    server.wait_for_workers(2)
-
+    execution = client.submit("sleep", {"seconds": 2}, retry_policy=policy)
+    run = wait_until_running(client, execution.id)
     doomed.kill()
     killed_at = utc_now()
+    assert f"{run.id}#1" not in doomed.output, "attempt 1 ended before the kill: the test proves nothing"
+    # Started only now, so that attempt 1 surely went to the doomed worker; the lease is still running.
+    survivor = procs.worker(server, slots=1, name="survivor")
     done = client.wait_finished(execution.id, FINISH)
 
     assert done.state is State.SUCCESS, done
@@ -49,6 +48,6 @@ def test_a_killed_workers_attempt_is_lost_after_the_lease_and_succeeds_on_anothe
     assert LEASE_TIMEOUT_S - HEARTBEAT_INTERVAL_S - 0.1 <= silent_for < LEASE_TIMEOUT_S + SLACK_S, silent_for
     assert retried.worker_id == "survivor"
     assert retried.started_at >= ended(lost) + policy.initial_interval
-    assert json_output(retried) == {"slept_s": 1.0}
+    assert json_output(retried) == {"slept_s": 2.0}
     assert ended_line(survivor, (run.id, 2)) == "completed"
     assert reason_code(run) is ReasonCode.COMPLETED

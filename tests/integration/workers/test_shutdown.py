@@ -41,12 +41,16 @@ def test_sigterm_drains_the_worker_running_work_finishes_and_nothing_new_is_take
     wait_draining(client, "drainer")
     assert worker.wait() == 0, worker.output
 
-    done = client.get(running.id)
+    done = client.wait_finished(running.id, FINISH)
     assert done.state is State.SUCCESS, done
     assert outcomes(only_run(done)) == [AttemptOutcome.SUCCEEDED]
     assert only_run(done).attempts[0].worker_id == "drainer"
     assert ended_line(worker, (run.id, 1)) == "completed"
-    # The slot the finished attempt freed was not refilled: the queued task was never sent to the worker.
+    # The slot the finished attempt freed was not refilled: the queued task was never sent to the worker
+    # (which would have refused it, and said so in its log).
+    queued_run = only_run(queued)
+    assert queued_run.id not in worker.output
+    assert "rejected attempt" not in worker.output
     waiting = client.get(queued.id)
     assert waiting.state is State.PENDING, waiting
     assert only_run(waiting).attempts == ()
