@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     before = machine_info()
     print(
         f"taskwire benchmarks: {'quick' if args.quick else 'full'} sizes, {args.runs} run(s) each; "
-        f"{before['cpus']} CPUs, load average {before['load_average']} at the start",
+        f"{before['cpus']} CPUs, load average {before['load_average']} at the start; source {before['source']}",
         flush=True,
     )
     results: dict[str, ScenarioResult] = {}
@@ -117,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     after = machine_info()
     print("\n" + comparison)
     print("\n" + targets_table(verdicts))
+    if after["source"] != before["source"]:
+        print(f"\nWARNING: the source changed during the run: {before['source']} → {after['source']}")
     print(
         f"\nload average {after['load_average']} at the end; "
         f"{time.monotonic() - bench.started_at:.0f}s in all; durability as shipped (SQLite WAL, synchronous=FULL)"

@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -249,9 +250,28 @@ class Bench:
         return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=self.root))
 
 
+def source_state() -> str:
+    """The commit measured, and whether the server, worker or protos differ from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "server", "worker_agent", "protos"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{commit}{' with uncommitted changes to server/worker/protos' if changed else ''}"
+
+
 def machine_info() -> dict[str, Any]:
     load = os.getloadavg()
     return {
+        "source": source_state(),
         "cpus": os.cpu_count(),
         "memory_gib": round(psutil.virtual_memory().total / 1024**3, 1),
         "load_average": [round(x, 2) for x in load],

@@ -17,6 +17,10 @@ class ServerConfig:
     listen: str = DEFAULT_LISTEN
     db_path: Path = DEFAULT_DB
     queue_capacity: int = 10_000
+    # Queued task runs held in memory. Beyond this, executions that wait untouched in the queue are
+    # dropped from memory once durable and read back from the store in batches when their turn comes:
+    # memory stays small for a long queue, and a short one never waits on the store.
+    hot_queue_size: int = 1000
     limits: Limits = field(default_factory=Limits)
     # A worker sends heartbeats this often; a session silent for lease_timeout loses its attempts.
     heartbeat_interval: timedelta = timedelta(seconds=5)
@@ -31,6 +35,8 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.queue_capacity < 1:
             raise ValueError("queue capacity must be at least 1")
+        if self.hot_queue_size < 0:
+            raise ValueError("hot queue size must not be negative")
         if self.limits.max_payload_bytes < 1:
             raise ValueError("max payload bytes must be at least 1")
         for name in ("heartbeat_interval", "lease_timeout", "cancel_grace"):

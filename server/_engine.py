@@ -523,6 +523,7 @@ class Engine:
             if execution_id not in self._executions and await self._store.get_execution(execution_id) is None:
                 raise NotFound("execution", execution_id)
             last = after_sequence
+            complete = False  # the store is known to hold the whole history, terminal event included
             while True:
                 # Catch up from the store: the whole history the first time, a gap after an overflow.
                 while True:
@@ -534,10 +535,15 @@ class Engine:
                             return
                     if len(page) < 1000:
                         break
+                if complete:
+                    return  # nothing is stored after `last`: the watch started past the end
                 if execution_id not in self._executions:
                     snapshot = await self._store.get_execution(execution_id)
                     if snapshot is not None and snapshot.execution.state.is_terminal:
-                        return
+                        # It finished, perhaps while the replay above was reading: read the rest of
+                        # its history, terminal event included, rather than end without it.
+                        complete = True
+                        continue
                 subscription.overflowed = False
                 while not subscription.overflowed:
                     live_event = await self._next_live(subscription)

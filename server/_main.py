@@ -55,6 +55,16 @@ def _positive(kind: Callable[[str], T], what: str) -> Callable[[str], T]:
     return parse
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"hot queue size must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"hot queue size must not be negative, got {text!r}")
+    return value
+
+
 def _seconds(what: str) -> Callable[[str], timedelta]:
     number = _positive(float, what)
     return lambda text: timedelta(seconds=number(text))
@@ -82,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("TASKWIRE_QUEUE_CAPACITY", "10000"),
         help="task runs accepted and not yet dispatched before submits are refused or wait "
         "[TASKWIRE_QUEUE_CAPACITY] (default: %(default)s)",
+    )
+    add(
+        "--hot-queue-size",
+        type=_non_negative_int,
+        default=_env("TASKWIRE_HOT_QUEUE_SIZE", "1000"),
+        help="queued task runs kept in memory; beyond it, waiting executions are read back from the store "
+        "when their turn comes [TASKWIRE_HOT_QUEUE_SIZE] (default: %(default)s)",
     )
     add(
         "--max-payload-bytes",
@@ -136,6 +153,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         listen=args.listen,
         db_path=args.db,
         queue_capacity=args.queue_capacity,
+        hot_queue_size=args.hot_queue_size,
         limits=Limits(max_payload_bytes=args.max_payload_bytes),
         heartbeat_interval=args.heartbeat_interval,
         lease_timeout=args.lease_timeout,

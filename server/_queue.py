@@ -11,6 +11,7 @@ retries can take the size past capacity for a while.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -140,6 +141,10 @@ class ReadyQueues:
         if not ids:
             return None
         return ids.popleft()
+
+    def peek(self, handler: str, count: int) -> list[str]:
+        """The first `count` ids of a handler's queue, left in place."""
+        return list(itertools.islice(self._by_handler.get(handler, ()), count))
 
     def pushleft(self, handler: str, task_run_id: str) -> None:
         self._by_handler.setdefault(handler, deque()).appendleft(task_run_id)

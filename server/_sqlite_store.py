@@ -46,6 +46,7 @@ from types import TracebackType
 from typing import Any, Final, Protocol, TypeVar
 
 from server._store import (
+    ColdTaskRun,
     EventRecord,
     ExecutionPage,
     ExecutionSnapshot,
@@ -315,49 +316,201 @@ _TASK_RUN_COLUMNS: Final = (
 )
 
 
+class _Memo:
+    """A small cache from a key to its (immutable) value, emptied when full. Safe to share between threads.
+
+    Only values that equal keys always map to, exactly (same JSON text in, same record out), are memoized.
+    """
+
+    __slots__ = ("_limit", "_values")
+
+    def __init__(self, limit: int = 256) -> None:
+        self._limit = limit
+        self._values: dict[Any, Any] = {}
+
+    def get(self, key: Any, make: Callable[[Any], _T]) -> _T:
+        try:
+            return self._values[key]  # type: ignore[no-any-return]
+        except KeyError:
+            pass
+        value = make(key)
+        values = self._values
+        if len(values) >= self._limit:
+            values.clear()
+        values[key] = value
+        return value
+
+
+_STATES: Final[dict[str, State]] = {state.value: state for state in State}
+_REASON_CODES: Final[dict[str, ReasonCode]] = {code.value: code for code in ReasonCode}
+
+# Decoding: column text → decoded value, for the columns that repeat across rows.
+_memo_retry_policies_from_db: Final = _Memo()
+_memo_depends_on_from_db: Final = _Memo()
+_memo_metadata_from_db: Final = _Memo()  # values are dicts: callers get a copy
+_memo_closings_from_db: Final = _Memo()
+_memo_reasons_from_db: Final = _Memo(1024)
+# Encoding: value → column text.
+_memo_retry_policies_to_db: Final = _Memo()
+_memo_depends_on_to_db: Final = _Memo()
+_memo_metadata_to_db: Final = _Memo()
+_memo_closings_to_db: Final = _Memo()
+
+
+def _state_from_db(value: str) -> State:
+    try:
+        return _STATES[value]
+    except KeyError:
+        return State(value)  # raises the usual ValueError
+
+
+def _make_reason(key: tuple[str, str]) -> Reason:
+    code, message = key
+    return Reason(_REASON_CODES.get(code) or ReasonCode(code), message)
+
+
+def _reason_from_db(code: str | None, message: str | None) -> Reason | None:
+    if code is None:
+        return None
+    return _memo_reasons_from_db.get((code, message or ""), _make_reason)
+
+
+def _retry_policy_text(policy: RetryPolicy) -> str:
+    return _dumps(retry_policy_to_json(policy))
+
+
+def _retry_policy_to_db(policy: RetryPolicy) -> str:
+    # Equal policies share a text only when their fields encode alike: 0.0 == -0.0 and True == 1 do not.
+    if type(policy.max_attempts) is int and type(policy.backoff_coefficient) is float and policy.backoff_coefficient:
+        return _memo_retry_policies_to_db.get(policy, _retry_policy_text)
+    return _retry_policy_text(policy)
+
+
+def _retry_policy_from_text(text: str) -> RetryPolicy:
+    return retry_policy_from_json(json.loads(text))
+
+
+def _json_list(value: tuple[str, ...]) -> str:
+    return _dumps(list(value))
+
+
+def _depends_on_to_db(depends_on: tuple[str, ...]) -> str:
+    if not depends_on:
+        return "[]"
+    if type(depends_on) is not tuple:
+        return _json_list(tuple(depends_on))
+    return _memo_depends_on_to_db.get(depends_on, _json_list)
+
+
+def _tuple_from_text(text: str) -> tuple[str, ...]:
+    return tuple(json.loads(text))
+
+
+def _depends_on_from_db(text: str) -> tuple[str, ...]:
+    if text == "[]":
+        return ()
+    return _memo_depends_on_from_db.get(text, _tuple_from_text)
+
+
+def _metadata_text(items: tuple[tuple[str, str], ...]) -> str:
+    return _dumps(dict(items))
+
+
+def _metadata_to_db(metadata: Any) -> str:
+    if not metadata:
+        return "{}"
+    items = tuple(metadata.items())
+    if len(items) > 8:
+        return _dumps(dict(items))
+    return _memo_metadata_to_db.get(items, _metadata_text)
+
+
+def _metadata_from_db(text: str) -> dict[str, str]:
+    if text == "{}":
+        return {}
+    if len(text) > 512:
+        return json.loads(text)  # type: ignore[no-any-return]
+    return dict(_memo_metadata_from_db.get(text, json.loads))
+
+
+def _closing_text(closing: Closing) -> str:
+    return _dumps(closing_to_json(closing))
+
+
+def _closing_from_text(text: str) -> Closing:
+    return closing_from_json(json.loads(text))
+
+
+def _attempts_to_db(attempts: tuple[Attempt, ...]) -> str:
+    if not attempts:
+        return "[]"
+    return _dumps([attempt_to_json(attempt) for attempt in attempts])
+
+
+def _attempts_from_db(text: str) -> tuple[Attempt, ...]:
+    if text == "[]":
+        return ()
+    return tuple(attempt_from_json(value) for value in json.loads(text))
+
+
 def execution_to_row(execution: Execution) -> dict[str, Any]:
     """The columns of `_EXECUTION_COLUMNS` for one execution."""
     reason = execution.reason
+    closing = execution.closing
+    deadline = execution.deadline
+    not_before = execution.not_before
+    started_at = execution.started_at
+    ended_at = execution.ended_at
     return {
         "id": execution.id,
         "name": execution.name,
         "state": execution.state.value,
         "reason_code": None if reason is None else reason.code.value,
         "reason_message": None if reason is None else reason.message,
-        "closing": _dumps_or_none(None if execution.closing is None else closing_to_json(execution.closing)),
-        "metadata": _dumps(dict(execution.metadata)),
-        "deadline": optional_datetime_to_db(execution.deadline),
-        "not_before": optional_datetime_to_db(execution.not_before),
+        "closing": None if closing is None else _memo_closings_to_db.get(closing, _closing_text),
+        "metadata": _metadata_to_db(execution.metadata),
+        "deadline": None if deadline is None else datetime_to_db(deadline),
+        "not_before": None if not_before is None else datetime_to_db(not_before),
         "idempotency_key": execution.idempotency_key,
         "created_at": datetime_to_db(execution.created_at),
         "updated_at": datetime_to_db(execution.updated_at),
-        "started_at": optional_datetime_to_db(execution.started_at),
-        "ended_at": optional_datetime_to_db(execution.ended_at),
+        "started_at": None if started_at is None else datetime_to_db(started_at),
+        "ended_at": None if ended_at is None else datetime_to_db(ended_at),
     }
 
 
 def execution_from_row(row: RowLike) -> Execution:
-    closing = _loads_or_none(row["closing"])
+    closing = row["closing"]
+    deadline = row["deadline"]
+    not_before = row["not_before"]
+    started_at = row["started_at"]
+    ended_at = row["ended_at"]
     return Execution(
         id=row["id"],
         name=row["name"],
-        state=State(row["state"]),
-        reason=_reason_from_columns(row["reason_code"], row["reason_message"]),
-        created_at=datetime_from_db(row["created_at"]),
-        updated_at=datetime_from_db(row["updated_at"]),
-        metadata=json.loads(row["metadata"]),
-        deadline=optional_datetime_from_db(row["deadline"]),
-        not_before=optional_datetime_from_db(row["not_before"]),
+        state=_state_from_db(row["state"]),
+        reason=_reason_from_db(row["reason_code"], row["reason_message"]),
+        created_at=_EPOCH + timedelta(microseconds=row["created_at"]),
+        updated_at=_EPOCH + timedelta(microseconds=row["updated_at"]),
+        metadata=_metadata_from_db(row["metadata"]),
+        deadline=None if deadline is None else _EPOCH + timedelta(microseconds=deadline),
+        not_before=None if not_before is None else _EPOCH + timedelta(microseconds=not_before),
         idempotency_key=row["idempotency_key"],
-        started_at=optional_datetime_from_db(row["started_at"]),
-        ended_at=optional_datetime_from_db(row["ended_at"]),
-        closing=None if closing is None else closing_from_json(closing),
+        started_at=None if started_at is None else _EPOCH + timedelta(microseconds=started_at),
+        ended_at=None if ended_at is None else _EPOCH + timedelta(microseconds=ended_at),
+        closing=None if closing is None else _memo_closings_from_db.get(closing, _closing_from_text),
     )
 
 
 def task_run_to_row(task_run: TaskRun) -> dict[str, Any]:
     """The columns of `_TASK_RUN_COLUMNS` for one task run, plus `input` (its bytes)."""
     reason = task_run.reason
+    pending_cancel = task_run.pending_cancel
+    progress = task_run.progress
+    timeout = task_run.timeout
+    not_before = task_run.not_before
+    started_at = task_run.started_at
+    ended_at = task_run.ended_at
     return {
         "id": task_run.id,
         "execution_id": task_run.execution_id,
@@ -365,47 +518,49 @@ def task_run_to_row(task_run: TaskRun) -> dict[str, Any]:
         "handler": task_run.handler,
         "input": task_run.input.data,
         "input_content_type": task_run.input.content_type,
-        "depends_on": _dumps(list(task_run.depends_on)),
-        "timeout_us": optional_timedelta_to_db(task_run.timeout),
-        "retry_policy": _dumps(retry_policy_to_json(task_run.retry_policy)),
+        "depends_on": _depends_on_to_db(task_run.depends_on),
+        "timeout_us": None if timeout is None else timedelta_to_db(timeout),
+        "retry_policy": _retry_policy_to_db(task_run.retry_policy),
         "state": task_run.state.value,
         "reason_code": None if reason is None else reason.code.value,
         "reason_message": None if reason is None else reason.message,
-        "pending_cancel": _dumps_or_none(
-            None if task_run.pending_cancel is None else reason_to_json(task_run.pending_cancel)
-        ),
-        "progress": _dumps_or_none(None if task_run.progress is None else progress_to_json(task_run.progress)),
-        "not_before": optional_datetime_to_db(task_run.not_before),
+        "pending_cancel": None if pending_cancel is None else _dumps(reason_to_json(pending_cancel)),
+        "progress": None if progress is None else _dumps(progress_to_json(progress)),
+        "not_before": None if not_before is None else datetime_to_db(not_before),
         "created_at": datetime_to_db(task_run.created_at),
         "updated_at": datetime_to_db(task_run.updated_at),
-        "started_at": optional_datetime_to_db(task_run.started_at),
-        "ended_at": optional_datetime_to_db(task_run.ended_at),
-        "attempts": _dumps([attempt_to_json(attempt) for attempt in task_run.attempts]),
+        "started_at": None if started_at is None else datetime_to_db(started_at),
+        "ended_at": None if ended_at is None else datetime_to_db(ended_at),
+        "attempts": _attempts_to_db(task_run.attempts),
     }
 
 
 def task_run_from_row(row: RowLike) -> TaskRun:
-    pending_cancel = _loads_or_none(row["pending_cancel"])
-    progress = _loads_or_none(row["progress"])
+    pending_cancel = row["pending_cancel"]
+    progress = row["progress"]
+    timeout_us = row["timeout_us"]
+    not_before = row["not_before"]
+    started_at = row["started_at"]
+    ended_at = row["ended_at"]
     return TaskRun(
         id=row["id"],
         execution_id=row["execution_id"],
         task_id=row["task_id"],
         handler=row["handler"],
         input=Payload(bytes(row["input"]), row["input_content_type"]),
-        depends_on=tuple(json.loads(row["depends_on"])),
-        timeout=optional_timedelta_from_db(row["timeout_us"]),
-        retry_policy=retry_policy_from_json(json.loads(row["retry_policy"])),
-        state=State(row["state"]),
-        reason=_reason_from_columns(row["reason_code"], row["reason_message"]),
-        created_at=datetime_from_db(row["created_at"]),
-        updated_at=datetime_from_db(row["updated_at"]),
-        started_at=optional_datetime_from_db(row["started_at"]),
-        ended_at=optional_datetime_from_db(row["ended_at"]),
-        attempts=tuple(attempt_from_json(value) for value in json.loads(row["attempts"])),
-        not_before=optional_datetime_from_db(row["not_before"]),
-        pending_cancel=None if pending_cancel is None else reason_from_json(pending_cancel),
-        progress=None if progress is None else progress_from_json(progress),
+        depends_on=_depends_on_from_db(row["depends_on"]),
+        timeout=None if timeout_us is None else timedelta(microseconds=timeout_us),
+        retry_policy=_memo_retry_policies_from_db.get(row["retry_policy"], _retry_policy_from_text),
+        state=_state_from_db(row["state"]),
+        reason=_reason_from_db(row["reason_code"], row["reason_message"]),
+        created_at=_EPOCH + timedelta(microseconds=row["created_at"]),
+        updated_at=_EPOCH + timedelta(microseconds=row["updated_at"]),
+        started_at=None if started_at is None else _EPOCH + timedelta(microseconds=started_at),
+        ended_at=None if ended_at is None else _EPOCH + timedelta(microseconds=ended_at),
+        attempts=_attempts_from_db(row["attempts"]),
+        not_before=None if not_before is None else _EPOCH + timedelta(microseconds=not_before),
+        pending_cancel=None if pending_cancel is None else reason_from_json(json.loads(pending_cancel)),
+        progress=None if progress is None else progress_from_json(json.loads(progress)),
     )
 
 
@@ -510,9 +665,30 @@ def _create_schema_v1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+# Cold executions (see `ColdTaskRun`), in SQL. An execution is cold when its row is in `executions_cold` and no
+# task run of it is in `task_runs_not_cold`. The texts must stay exactly as the indexes' WHERE clauses below,
+# or SQLite no longer uses these partial indexes.
+_COLD_EXECUTION_SQL: Final = "state = 'PENDING' AND closing IS NULL AND deadline IS NULL"
+_NOT_COLD_TASK_RUN_SQL: Final = "(state != 'PENDING' OR attempts != '[]')"
+
+_SCHEMA_V2: Final = (
+    # The queue, covering what recovery reads of it (state too: SQLite needs it to treat the index as covering).
+    "DROP INDEX task_runs_pending",
+    "CREATE INDEX task_runs_pending ON task_runs (updated_at, seq, state, execution_id, id, handler) "
+    "WHERE state = 'PENDING'",
+    f"CREATE INDEX executions_cold ON executions (id, state, closing, deadline) WHERE {_COLD_EXECUTION_SQL}",
+    f"CREATE INDEX task_runs_not_cold ON task_runs (execution_id) WHERE {_NOT_COLD_TASK_RUN_SQL}",
+)
+
+
+def _add_cold_indexes_v2(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V2:
+        conn.execute(statement)
+
+
 # MIGRATIONS[n] takes a database from user_version n to n + 1, inside one transaction.
 # A later schema appends its step here; SCHEMA_VERSION follows.
-MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_create_schema_v1,)
+MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_create_schema_v1, _add_cold_indexes_v2)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
@@ -594,16 +770,19 @@ _TAKEN_KEYS: Final = (
 _CHUNK: Final = 500  # values per IN list, well under SQLite's limit on bound parameters
 
 
-def _select_in(conn: sqlite3.Connection, sql: str, values: Sequence[str]) -> list[Any]:
-    """Rows of `sql` whose `IN ({marks})` list is `values`, queried in chunks.
+def _select_in(conn: sqlite3.Connection, sql: str, values: Sequence[str], *, tuples: bool = False) -> list[Any]:
+    """Rows of `sql` whose `IN ({marks})` list is `values`, queried in chunks (as plain tuples if `tuples`).
 
     Bound parameters rather than json_each(): SQLite's JSON functions cut text at
     a NUL character, and ids or keys may hold one.
     """
     rows: list[Any] = []
+    cursor = conn.cursor()
+    if tuples:
+        cursor.row_factory = None
     for start in range(0, len(values), _CHUNK):
         chunk = values[start : start + _CHUNK]
-        rows.extend(conn.execute(sql.format(marks=", ".join("?" * len(chunk))), chunk))
+        rows.extend(cursor.execute(sql.format(marks=", ".join("?" * len(chunk))), chunk))
     return rows
 
 
@@ -934,24 +1113,73 @@ def _read_events(conn: sqlite3.Connection, execution_id: str, after_sequence: in
     return [event_from_row(row) for row in rows]
 
 
-def _recover(conn: sqlite3.Connection) -> RecoveredState:
-    rows = conn.execute(f"{_EXECUTION_SELECT} WHERE state NOT IN {_TERMINAL_SQL} ORDER BY seq").fetchall()
-    active = _snapshots(conn, rows)
-    ids = {snapshot.execution.id for snapshot in active}
-    last_sequences = dict.fromkeys(ids, 0)
-    for row in conn.execute(
-        "SELECT e.id, (SELECT MAX(sequence) FROM events AS v WHERE v.execution_id = e.id) AS last "
-        f"FROM executions AS e WHERE e.state NOT IN {_TERMINAL_SQL}"
+def _read_executions(conn: sqlite3.Connection, execution_ids: Sequence[str]) -> dict[str, ExecutionSnapshot]:
+    ids = list(dict.fromkeys(execution_ids))
+    rows = _select_in(conn, f"{_EXECUTION_SELECT} WHERE id IN ({{marks}})", ids)
+    return {snapshot.execution.id: snapshot for snapshot in _snapshots(conn, rows)}
+
+
+def _last_sequences(conn: sqlite3.Connection, execution_ids: Sequence[str]) -> dict[str, int]:
+    last = dict.fromkeys(execution_ids, 0)
+    for execution_id, sequence in _select_in(
+        conn,
+        "SELECT execution_id, MAX(sequence) FROM events WHERE execution_id IN ({marks}) GROUP BY execution_id",
+        list(last),
+        tuples=True,
     ):
-        last_sequences[row["id"]] = row["last"] or 0
-    pending_order = [
-        row["id"]
-        for row in conn.execute(
-            "SELECT id, execution_id FROM task_runs WHERE state = 'PENDING' ORDER BY updated_at, seq"
-        )
-        if row["execution_id"] in ids
+        last[execution_id] = sequence
+    return last
+
+
+def _tuples(conn: sqlite3.Connection) -> sqlite3.Cursor:
+    """A cursor whose rows are plain tuples: cheaper than `sqlite3.Row` when there are many."""
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    return cursor
+
+
+# The task runs of cold executions in queue order: one scan of the covering task_runs_pending, and for each
+# row a probe of executions_cold and one of task_runs_not_cold (both empty-handed for a cold execution).
+_COLD_QUEUE: Final = (
+    "SELECT t.id, t.execution_id, t.handler FROM task_runs AS t INDEXED BY task_runs_pending "
+    "WHERE t.state = 'PENDING' "
+    "AND EXISTS (SELECT 1 FROM executions AS e INDEXED BY executions_cold "
+    f"WHERE e.id = t.execution_id AND e.{_COLD_EXECUTION_SQL.replace(' AND ', ' AND e.')}) "
+    "AND NOT EXISTS (SELECT 1 FROM task_runs AS o INDEXED BY task_runs_not_cold "
+    f"WHERE o.execution_id = t.execution_id AND {_NOT_COLD_TASK_RUN_SQL.replace('state', 'o.state').replace('attempts', 'o.attempts')}) "
+    "ORDER BY t.updated_at, t.seq"
+)
+# Every other unfinished execution (an execution without task runs is never cold: nothing would queue it).
+_ACTIVE_EXECUTIONS: Final = (
+    f"{_EXECUTION_SELECT} WHERE state NOT IN {_TERMINAL_SQL} AND NOT ({_COLD_EXECUTION_SQL} "
+    "AND EXISTS (SELECT 1 FROM task_runs AS a WHERE a.execution_id = executions.id) "
+    "AND NOT EXISTS (SELECT 1 FROM task_runs AS o INDEXED BY task_runs_not_cold "
+    f"WHERE o.execution_id = executions.id AND {_NOT_COLD_TASK_RUN_SQL.replace('state', 'o.state').replace('attempts', 'o.attempts')})) "
+    "ORDER BY seq"
+)
+_PENDING_QUEUE: Final = (
+    "SELECT id, execution_id FROM task_runs INDEXED BY task_runs_pending WHERE state = 'PENDING' "
+    "ORDER BY updated_at, seq"
+)
+
+
+def _recover(conn: sqlite3.Connection) -> RecoveredState:
+    active = _snapshots(conn, conn.execute(_ACTIVE_EXECUTIONS).fetchall())
+    ids = [snapshot.execution.id for snapshot in active]
+    last_sequences = _last_sequences(conn, ids)
+    pending_order: list[str] = []
+    if ids:
+        wanted = set(ids)
+        pending_order = [
+            task_run_id for task_run_id, execution_id in _tuples(conn).execute(_PENDING_QUEUE)
+            if execution_id in wanted
+        ]
+    handlers: dict[str, str] = {}  # one str per handler name, not one per task run
+    cold = [
+        ColdTaskRun(task_run_id, execution_id, handlers.setdefault(handler, handler))
+        for task_run_id, execution_id, handler in _tuples(conn).execute(_COLD_QUEUE)
     ]
-    return RecoveredState(active=active, last_sequences=last_sequences, pending_order=pending_order)
+    return RecoveredState(active=active, last_sequences=last_sequences, pending_order=pending_order, cold=cold)
 
 
 # --------------------------------------------------------------------------- the store
@@ -1177,5 +1405,18 @@ class SqliteStore:
             return []
         return await self._read(_read_events, execution_id, after_sequence, limit)
 
+    async def get_executions(self, execution_ids: Sequence[str]) -> dict[str, ExecutionSnapshot]:
+        """Several executions at once, by id; ids not found are left out."""
+        if not execution_ids:
+            return {}
+        return await self._read(_read_executions, list(execution_ids))
+
+    async def last_sequences(self, execution_ids: Sequence[str]) -> dict[str, int]:
+        """The highest stored event sequence of each execution (0 when it has none)."""
+        if not execution_ids:
+            return {}
+        return await self._read(_last_sequences, list(execution_ids))
+
     async def recover(self) -> RecoveredState:
+        """Active executions whole; cold ones only as their queue entries (see `RecoveredState`)."""
         return await self._read(_recover)

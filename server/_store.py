@@ -73,15 +73,30 @@ class ExecutionPage:
 
 
 @dataclass(frozen=True, slots=True)
+class ColdTaskRun:
+    """A queued task run that the engine keeps out of memory until it dispatches it.
+
+    Only executions that nothing can change before a dispatch are cold: PENDING, not closing,
+    no deadline, and every task run PENDING with no attempt yet.
+    """
+
+    task_run_id: str
+    execution_id: str
+    handler: str
+
+
+@dataclass(frozen=True, slots=True)
 class RecoveredState:
     """What the engine rebuilds itself from on start."""
 
-    # Every non-terminal execution with all its task runs, oldest first.
+    # Every non-terminal execution that is not cold, with all its task runs, oldest first.
     active: list[ExecutionSnapshot]
     # Highest stored event sequence of each execution in `active`.
     last_sequences: dict[str, int]
-    # Ids of PENDING task runs in queue order (the order they became PENDING).
+    # Ids of PENDING task runs of `active` executions in queue order (the order they became PENDING).
     pending_order: list[str]
+    # The task runs of cold executions, in queue order.
+    cold: list[ColdTaskRun] = field(default_factory=list)
 
 
 class Store(Protocol):
@@ -95,6 +110,12 @@ class Store(Protocol):
         """Durably apply the batch; returns once it is committed."""
 
     async def get_execution(self, execution_id: str) -> ExecutionSnapshot | None: ...
+
+    async def get_executions(self, execution_ids: Sequence[str]) -> dict[str, ExecutionSnapshot]:
+        """Several executions at once, by id; ids not found are left out."""
+
+    async def last_sequences(self, execution_ids: Sequence[str]) -> dict[str, int]:
+        """The highest stored event sequence of each execution (0 when it has none)."""
 
     async def find_idempotency_key(self, key: str) -> IdempotencyHit | None: ...
 

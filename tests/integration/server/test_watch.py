@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from taskwire.v1 import types_pb2 as pb
 from tests.harness import Cluster, ServerProcess, wait_for
@@ -106,3 +107,24 @@ def test_a_watch_opened_before_the_first_event_follows_to_the_end(client: Client
         and event.task_run_transition.to_state == pb.TASK_RUN_STATE_CANCELLED
     }
     assert cancelled_runs == {"a", "b"}
+
+
+def test_watches_opened_as_executions_finish_always_end_with_the_terminal_event(
+    procs: Cluster, connect: Connect
+) -> None:
+    # Each watch opens right after its submit, while a worker is already finishing the echo: the
+    # terminal event lands during the watch's own replay from the store, live, or just between the
+    # two, and in every case the stream must deliver it before it ends.
+    server = procs.server()
+    procs.worker(server, slots=8)
+
+    def submit_and_watch(_: int) -> list[pb.ExecutionEvent]:
+        client = connect(server)
+        return client.history(client.submit(spec()).execution.id)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        histories = list(pool.map(submit_and_watch, range(160)))
+    for history in histories:
+        assert history, "an empty history"
+        assert is_terminal(history[-1]), f"a watch ended without its terminal event: {history[-1]}"
+        assert_gapless(history)

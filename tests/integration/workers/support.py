@@ -147,7 +147,7 @@ class Sample:
 
 @dataclass
 class Sampler:
-    """Samples GetStats and ListWorkers as fast as the server answers, on a thread, until stopped."""
+    """Samples GetStats and ListWorkers about every 10 ms, on a thread, until stopped."""
 
     server: ServerProcess
     samples: list[Sample] = field(default_factory=list)
@@ -161,8 +161,10 @@ class Sampler:
     def _run(self) -> None:
         try:
             with Client(self.server.address) as client:
-                while not self._stop.is_set():
+                while True:
                     self.samples.append(Sample(client.stats(), client.workers()))
+                    if self._stop.wait(0.01):  # a sampling cadence that leaves the machine some room
+                        return
         except BaseException as error:
             self._error = error
 

@@ -106,7 +106,8 @@ async def test_a_late_completion_of_a_timed_out_attempt_is_ignored(
     await worker.connect()
     worker.start_heartbeats()
     policy = RetryPolicy(max_attempts=2, initial_interval=timedelta(seconds=0.1))
-    execution = await client.submit("scripted", {"x": 1}, timeout=timedelta(seconds=0.5), retry_policy=policy)
+    # Attempt 1 is left to time out; attempt 2 has as long to be completed by the test.
+    execution = await client.submit("scripted", {"x": 1}, timeout=timedelta(seconds=1.5), retry_policy=policy)
     first = ref_of(await worker.invocation())
     cancel = (await worker.next("cancel")).cancel
     assert (cancel.ref.task_run_id, cancel.ref.attempt, cancel.reason) == (*first, wpb.CANCEL_REASON_TIMED_OUT)

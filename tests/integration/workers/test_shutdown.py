@@ -33,12 +33,13 @@ def test_sigterm_drains_the_worker_running_work_finishes_and_nothing_new_is_take
     procs: Cluster, server: ServerProcess, client: Client
 ) -> None:
     worker = procs.worker(server, slots=1, name="drainer")
-    running = client.submit("sleep", {"seconds": 1.5})
+    running = client.submit("sleep", {"seconds": 3})
     run = wait_until_running(client, running.id)
     queued = client.submit("echo", {"queued": True})  # no free slot: it waits in the queue
 
     worker.signal(signal.SIGTERM)
-    wait_draining(client, "drainer")
+    worker.wait_for_line("draining: no new work")
+    wait_draining(client, "drainer")  # while the 3 s attempt still runs
     assert worker.wait() == 0, worker.output
 
     done = client.wait_finished(running.id, FINISH)
@@ -68,15 +69,14 @@ def test_a_forced_shutdown_reports_the_running_attempt_which_is_retried_elsewher
 ) -> None:
     victim = procs.worker(server, slots=1, name="victim")
     policy = RetryPolicy(max_attempts=2, initial_interval=timedelta(seconds=0.1))
-    execution = client.submit("sleep", {"seconds": 2}, retry_policy=policy)
+    execution = client.submit("sleep", {"seconds": 3}, retry_policy=policy)
     run = wait_until_running(client, execution.id)
-    rescuer = procs.worker(server, slots=1, name="rescuer")
 
     if how == "sigint":
         victim.signal(signal.SIGINT)
     else:
         victim.signal(signal.SIGTERM)
-        wait_draining(client, "victim")
+        wait_draining(client, "victim")  # while the 3 s attempt still runs
         victim.signal(signal.SIGTERM)
     forced_at = time.monotonic()
     assert victim.wait() == 0, victim.output
@@ -84,6 +84,8 @@ def test_a_forced_shutdown_reports_the_running_attempt_which_is_retried_elsewher
     assert time.monotonic() - forced_at < 10, victim.output
     assert ended_line(victim, (run.id, 1)) == "failed (WorkerShutdown)"
 
+    # The retry waits in the queue for a worker; started only now, so attempt 1 surely ran on the victim.
+    rescuer = procs.worker(server, slots=1, name="rescuer")
     done = client.wait_finished(execution.id, FINISH)
     assert done.state is State.SUCCESS, done
     run = only_run(done)
@@ -93,7 +95,7 @@ def test_a_forced_shutdown_reports_the_running_attempt_which_is_retried_elsewher
     assert shut_down.error is not None, shut_down
     assert (shut_down.error.type, shut_down.error.retryable) == ("WorkerShutdown", True)
     assert retried.worker_id == "rescuer"
-    assert json_output(retried) == {"slept_s": 2.0}
+    assert json_output(retried) == {"slept_s": 3.0}
     assert ended_line(rescuer, (run.id, 2)) == "completed"
 
 

@@ -19,7 +19,6 @@ from tests.integration.workers.support import (
     only_run,
     outcomes,
     reason_code,
-    wait_until_running,
     worker_named,
 )
 
@@ -81,28 +80,32 @@ def test_the_worker_enforces_the_deadline_while_the_server_is_unreachable(
     procs: Cluster, server: ServerProcess, client: Client
 ) -> None:
     worker = procs.worker(server, slots=1, name="on-its-own")
-    timeout = timedelta(seconds=1.5)
+    # Shorter than the lease (2 s) less a heartbeat interval: when the server resumes, the attempt's own
+    # timeout comes due before the worker's lease can, however late the server then reads what the worker
+    # sent during the pause.
+    timeout = timedelta(seconds=1.2)
     # `progress` logs a line every 0.1 s for 10 s: the worker's output shows when it is running.
     execution = client.submit("progress", {"steps": 100, "interval": 0.1}, timeout=timeout)
-    run = wait_until_running(client, execution.id)
-    ref = (run.id, 1)
-    dispatched = run.attempts[0].started_at
-    worker.wait_for_line(f"{run.id}#1\\] step 1 of 100")
+    ref = (worker.wait_for_line(r"\[progress (\w+)#1\] step 1 of 100").group(1), 1)
 
     server.process.signal(signal.SIGSTOP)  # the server's own timer cannot fire, nor can it hear the worker
+    paused_at = time.time()
     try:
         outcome = ended_line(worker, ref)
-        stopped_after = time.time() - dispatched.timestamp()
-        # Only the worker's local deadline could have stopped it.
-        assert outcome == "failed (TimeoutError, timed out)"
-        assert timeout.total_seconds() <= stopped_after < timeout.total_seconds() + SLACK_S, stopped_after
+        stopped_at = time.time()
     finally:
         server.process.signal(signal.SIGCONT)
 
     done = client.wait_finished(execution.id, FINISH)
-    assert done.state is State.FAILED, done
     run = only_run(done)
+    assert run.id == ref[0]
+    dispatched = run.attempts[0].started_at.timestamp()
+    assert paused_at - dispatched < timeout.total_seconds(), "the server was paused too late: this proves nothing"
+    assert done.state is State.FAILED, done
     assert reason_code(run) is ReasonCode.TIMED_OUT, run.reason
     assert outcomes(run) == [AttemptOutcome.TIMED_OUT]
+    # Only the worker's local deadline could have stopped the handler, and it did so on time.
+    assert outcome == "failed (TimeoutError, timed out)"
+    assert timeout.total_seconds() <= stopped_at - dispatched < timeout.total_seconds() + SLACK_S, stopped_at
     # The worker serves on once the server is back (reconnecting if its stream was dropped meanwhile).
     assert client.wait(client.submit("echo", {"after": "the pause"}).id, FINISH) == {"after": "the pause"}
