@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -75,6 +76,8 @@ log = logging.getLogger(__name__)
 _QUEUED = (State.PENDING, State.WAITING)
 # A planner that keeps finding work after this many rounds has a bug; stop rather than spin.
 _MAX_SETTLE_ROUNDS = 10_000
+# Cold executions come back from the store this many at a time (see ServerConfig.hot_queue_size).
+_WARM_BATCH = 256
 
 
 class Clock(Protocol):
@@ -203,6 +206,10 @@ class Engine:
         self._accepting = True
         self._closed = False
         self._sessions_changed = asyncio.Event()
+        self._cold: dict[str, str] = {}  # task run id -> execution id, for executions kept out of memory
+        self._loading: dict[str, asyncio.Future[None]] = {}  # execution id -> its load from the store
+        self._warming: set[str] = set()  # handlers whose next cold task runs are being loaded
+        self._background: set[asyncio.Task[None]] = set()
 
     # ---- Lifecycle ------------------------------------------------------------------------------
 
@@ -231,6 +238,13 @@ class Engine:
             owner = self._owner.get(task_run_id)
             if owner is not None:
                 self._ready.push(owner.task_runs[task_run_id].handler, task_run_id)
+        # Cold executions stay in the store: only their queue places come back (after the active ones).
+        for cold in recovered.cold:
+            handler = sys.intern(cold.handler)
+            self._cold[cold.task_run_id] = cold.execution_id
+            self._admission.add(1)
+            self._ready.count_pending(handler, 1)
+            self._ready.push(handler, cold.task_run_id)
         if recovery_holder.held:
             self._sessions[recovery_holder.session_id] = recovery_holder
             self._arm_lease(recovery_holder)
@@ -311,6 +325,9 @@ class Engine:
         for session in list(self._sessions.values()):
             session.disconnect()
         self.bus.close()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self._timers.close()
         await self._committer.close()
 
@@ -461,7 +478,71 @@ class Engine:
             if task_run.state is State.PENDING:
                 self._carry_out(Enqueue(task_run.id))
         self._arm_execution_timers(execution)
+        self._committer.after_commit(lambda: self._maybe_freeze(live))
         return live
+
+    def _maybe_freeze(self, live: _Live) -> None:
+        """Let a durable execution that waits untouched in a long queue leave memory (ServerConfig.hot_queue_size)."""
+        if self._admission.size <= self._config.hot_queue_size or not _is_coldable(live):
+            return
+        if self._executions.get(live.execution.id) is not live:
+            return
+        del self._executions[live.execution.id]
+        for task_run_id in live.task_runs:
+            del self._owner[task_run_id]
+            self._cold[task_run_id] = live.execution.id
+
+    async def _load(self, execution_ids: Sequence[str]) -> None:
+        """Bring cold executions back into memory (ids that are not cold are ignored)."""
+        waiting = [self._loading[e] for e in execution_ids if e in self._loading]
+        wanted = [e for e in dict.fromkeys(execution_ids) if e not in self._loading and e not in self._executions]
+        if wanted:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            for execution_id in wanted:
+                self._loading[execution_id] = done
+            try:
+                snapshots = await self._store.get_executions(wanted)
+                sequences = await self._store.last_sequences(list(snapshots))
+                for execution_id, snapshot in snapshots.items():
+                    if not all(task_run.id in self._cold for task_run in snapshot.task_runs):
+                        continue  # not cold: finished long ago, or live already
+                    for task_run in snapshot.task_runs:
+                        del self._cold[task_run.id]
+                    live = _Live(
+                        snapshot.execution,
+                        {task_run.id: task_run for task_run in snapshot.task_runs},
+                        next_sequence=sequences.get(execution_id, 0) + 1,
+                    )
+                    self._register(live)
+                done.set_result(None)
+            except BaseException as error:
+                done.set_exception(error)
+                raise
+            finally:
+                for execution_id in wanted:
+                    del self._loading[execution_id]
+        for other in waiting:
+            await asyncio.shield(other)
+
+    def _warm(self, handler: str) -> None:
+        """Load the next cold task runs of a handler's queue, then dispatch again."""
+        if handler in self._warming or self._closed:
+            return
+        self._warming.add(handler)
+        execution_ids = [self._cold[t] for t in self._ready.peek(handler, _WARM_BATCH) if t in self._cold]
+
+        async def warm() -> None:
+            try:
+                await self._load(execution_ids)
+            except Exception:
+                log.exception("loading queued executions of %s failed", handler)
+            finally:
+                self._warming.discard(handler)
+                self._schedule_pump()
+
+        task = asyncio.create_task(warm(), name=f"taskwire-warm-{handler}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _register(self, live: _Live) -> None:
         self._executions[live.execution.id] = live
@@ -581,6 +662,8 @@ class Engine:
 
     async def cancel(self, execution_id: str, reason: str) -> tuple[ExecutionSnapshot, bool]:
         """Cancel an execution; returns it after the request and whether it was already terminal."""
+        if execution_id not in self._executions:
+            await self._load([execution_id])  # a cold one comes back; anything else stays where it is
         live = self._executions.get(execution_id)
         if live is None or live.execution.state.is_terminal:
             snapshot = live.snapshot() if live is not None else await self._store.get_execution(execution_id)
@@ -777,26 +860,41 @@ class Engine:
             asyncio.get_running_loop().call_soon(self._pump)
 
     def _pump(self) -> None:
-        """Match PENDING task runs to free slots: FIFO per handler, the least busy worker first."""
+        """Match PENDING task runs to free slots: FIFO per handler, one task per free worker per round."""
         self._pump_scheduled = False
         if self._closed:
             return
-        connected = [session for session in self._sessions.values() if session.free_slots > 0]
-        if not connected:
+        free = [session for session in self._sessions.values() if session.free_slots > 0]
+        if not free:
             return
         for handler in self._ready.handlers_with_work():
-            candidates = [session for session in connected if handler in session.handlers and session.free_slots > 0]
+            # Round robin over the workers that serve the handler: the load spreads evenly, and each
+            # dispatch costs O(1) however many workers are connected.
+            candidates = [session for session in free if handler in session.handlers and session.free_slots > 0]
             while candidates:
-                task_run_id = self._ready.popleft(handler)
-                if task_run_id is None:
-                    break
-                live = self._owner.get(task_run_id)
-                if live is None or live.task_runs[task_run_id].state is not State.PENDING:
-                    continue  # cancelled while queued: dropped here, lazily
-                session = max(candidates, key=lambda s: s.free_slots)
-                self._dispatch(live, live.task_runs[task_run_id], session)
-                if session.free_slots == 0:
-                    candidates.remove(session)
+                next_round = []
+                for session in candidates:
+                    live = self._next_dispatchable(handler)
+                    if live is None:
+                        next_round = []
+                        break
+                    self._dispatch(live[0], live[1], session)
+                    if session.free_slots > 0:
+                        next_round.append(session)
+                candidates = next_round
+
+    def _next_dispatchable(self, handler: str) -> tuple[_Live, TaskRun] | None:
+        """The next PENDING task run of the handler's queue, or None (empty, or its next records are loading)."""
+        while (task_run_id := self._ready.popleft(handler)) is not None:
+            if task_run_id in self._cold:
+                self._ready.pushleft(handler, task_run_id)
+                self._warm(handler)  # this handler goes on once its next records are in memory
+                return None
+            live = self._owner.get(task_run_id)
+            if live is not None and live.task_runs[task_run_id].state is State.PENDING:
+                return live, live.task_runs[task_run_id]
+            # Otherwise it was cancelled while queued: dropped here, lazily.
+        return None
 
     def _dispatch(self, live: _Live, task_run: TaskRun, session: WorkerSession) -> None:
         attempt = task_run.attempt_count + 1
@@ -1001,6 +1099,18 @@ class Engine:
             log.debug("timer event no longer applies: %s", error)
             return
         self._settle(live)
+
+
+def _is_coldable(live: _Live) -> bool:
+    """Nothing but a dispatch can change it: no timer, no closing, no task run started or waiting."""
+    execution = live.execution
+    return (
+        not live.retiring
+        and execution.state is State.PENDING
+        and execution.closing is None
+        and execution.deadline is None
+        and all(t.state is State.PENDING and not t.attempts for t in live.task_runs.values())
+    )
 
 
 def _is_terminal_event(event: EventRecord) -> bool:

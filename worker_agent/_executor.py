@@ -387,9 +387,11 @@ class Executor:
         if not self._attempts:
             self._idle.set()
         outcome = self._outcome(attempt, result)
-        if self._handler_logger is not None:
-            self._handler_logger.info(
-                "attempt %s (%s) ended: %s", attempt.key, attempt.registered.name, _describe(outcome)
+        # A completion is routine (DEBUG, and cheap when off); failures and aborts are worth a line.
+        level = logging.DEBUG if isinstance(outcome, Completed) else logging.INFO
+        if self._handler_logger is not None and self._handler_logger.isEnabledFor(level):
+            self._handler_logger.log(
+                level, "attempt %s (%s) ended: %s", attempt.key, attempt.registered.name, _describe(outcome)
             )
         self._sink.attempt_finished(attempt.key, outcome)
 
