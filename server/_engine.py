@@ -872,7 +872,7 @@ class Engine:
             # dispatch costs O(1) however many workers are connected.
             candidates = [session for session in free if handler in session.handlers and session.free_slots > 0]
             while candidates:
-                next_round = []
+                next_round: list[WorkerSession] = []
                 for session in candidates:
                     live = self._next_dispatchable(handler)
                     if live is None:
