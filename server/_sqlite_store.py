@@ -2,7 +2,8 @@
 
 Durability as shipped: WAL journal with `synchronous=FULL`, so a commit is
 fsynced before `write` returns. One writer thread owns the write connection;
-`write(batch)` serializes the batch on the caller's side, queues it and waits.
+`write(batch)` queues the batch and waits; the writer thread serializes it (so
+the event loop does no encoding), and a batch that cannot be encoded fails alone.
 The writer takes everything queued at that moment, applies it in one
 transaction, commits once and wakes every waiter: N concurrent writers cost
 about one fsync, not N. When such a transaction fails, each of its batches is
@@ -12,7 +13,7 @@ Reads run on a small pool of read-only connections in their own threads, each
 read in one read transaction (a consistent snapshot of committed data); WAL
 lets them run while the writer commits. The event loop never touches the disk.
 
-Schema (PRAGMA user_version 1; timestamps are INTEGER microseconds since the
+Schema (PRAGMA user_version 2; timestamps are INTEGER microseconds since the
 Unix epoch, UTC; durations INTEGER microseconds; JSON columns are compact JSON):
 
 - `executions`: `seq` (AUTOINCREMENT, never reused: the newest-first paging
@@ -24,6 +25,11 @@ Unix epoch, UTC; durations INTEGER microseconds; JSON columns are compact JSON):
 - `task_run_inputs`: the input bytes of each task run, written once. Kept apart
   so the frequent updates of a task run never rewrite a large input.
 - `events`: (`execution_id`, `sequence`) primary key, WITHOUT ROWID.
+
+Version 2 adds the indexes of cold recovery: `task_runs_pending` covers the
+queue scan, `executions_cold` (partial: executions that may be cold) and
+`task_runs_not_cold` (partial: task runs that are not PENDING or have
+attempts) answer "is this execution cold?" with two index probes.
 """
 
 from __future__ import annotations
@@ -788,7 +794,7 @@ def _select_in(conn: sqlite3.Connection, sql: str, values: Sequence[str], *, tup
 
 @dataclass(slots=True)
 class _Rows:
-    """A WriteBatch serialized to rows (done on the caller's side, so bad data fails its own caller)."""
+    """A WriteBatch serialized to rows (by the writer thread, one batch at a time: bad data fails its own batch)."""
 
     new_executions: list[dict[str, Any]] = field(default_factory=list)
     new_task_runs: list[dict[str, Any]] = field(default_factory=list)
@@ -822,9 +828,15 @@ class _Rows:
 
 @dataclass(slots=True)
 class _Pending:
-    rows: _Rows
+    batch: WriteBatch
     future: asyncio.Future[None]
     loop: asyncio.AbstractEventLoop
+    rows: _Rows | None = None  # set by the writer thread (`_Writer.process`) before it commits the batch
+
+    @property
+    def encoded(self) -> _Rows:
+        assert self.rows is not None, "batch not encoded yet"
+        return self.rows
 
 
 _STOP: Final = object()  # queued by close(): the writer stops after what came before it
@@ -878,11 +890,33 @@ class _Writer:
         self.largest_commit = 0
 
     def process(self, items: list[_Pending]) -> None:
+        items = self._encode(items)
+        if not items:
+            return
         size = self.max_batches_per_commit or len(items)
         for start in range(0, len(items), size):
             group = items[start : start + size]
             outcomes = self._commit_isolating(group)
             self._resolve(group, outcomes)
+
+    def _encode(self, items: list[_Pending]) -> list[_Pending]:
+        """Serialize each batch to rows; a batch that cannot be encoded fails now, alone (with its own error,
+        e.g. ValueError for a naive datetime). Returns the batches that are ready to commit."""
+        ready: list[_Pending] = []
+        failed: list[_Pending] = []
+        errors: list[BaseException | None] = []
+        for item in items:
+            try:
+                item.rows = _Rows.of(item.batch)
+            except Exception as error:
+                self.batches_failed += 1
+                failed.append(item)
+                errors.append(error)
+            else:
+                ready.append(item)
+        if failed:
+            self._resolve(failed, errors)
+        return ready
 
     def _commit_isolating(self, group: list[_Pending]) -> list[BaseException | None]:
         try:
@@ -912,7 +946,7 @@ class _Writer:
         conn.execute("BEGIN IMMEDIATE")
         try:
             outcomes = self._refuse_duplicate_keys(group)
-            accepted = [item.rows for item, outcome in zip(group, outcomes, strict=True) if outcome is None]
+            accepted = [item.encoded for item, outcome in zip(group, outcomes, strict=True) if outcome is None]
             rows = self._apply(accepted)
             conn.execute("COMMIT")
         except BaseException:
@@ -929,13 +963,13 @@ class _Writer:
 
     def _refuse_duplicate_keys(self, group: Sequence[_Pending]) -> list[BaseException | None]:
         """DuplicateIdempotencyKey for each batch whose new executions reuse a key (stored, or earlier in the group)."""
-        wanted = [key for item in group for key in item.rows.idempotency_keys]
+        wanted = [key for item in group for key in item.encoded.idempotency_keys]
         if not wanted:
             return [None] * len(group)
         taken = {row[0] for row in _select_in(self.conn, _TAKEN_KEYS, wanted)}
         outcomes: list[BaseException | None] = []
         for item in group:
-            keys = item.rows.idempotency_keys
+            keys = item.encoded.idempotency_keys
             seen: set[str] = set()
             duplicate = None
             for key in keys:
@@ -1138,15 +1172,16 @@ def _tuples(conn: sqlite3.Connection) -> sqlite3.Cursor:
     return cursor
 
 
+_NOT_COLD_TASK_RUN_OF_O: Final = "(o.state != 'PENDING' OR o.attempts != '[]')"  # for the alias `o`
 # The task runs of cold executions in queue order: one scan of the covering task_runs_pending, and for each
 # row a probe of executions_cold and one of task_runs_not_cold (both empty-handed for a cold execution).
 _COLD_QUEUE: Final = (
     "SELECT t.id, t.execution_id, t.handler FROM task_runs AS t INDEXED BY task_runs_pending "
     "WHERE t.state = 'PENDING' "
     "AND EXISTS (SELECT 1 FROM executions AS e INDEXED BY executions_cold "
-    f"WHERE e.id = t.execution_id AND e.{_COLD_EXECUTION_SQL.replace(' AND ', ' AND e.')}) "
+    "WHERE e.id = t.execution_id AND e.state = 'PENDING' AND e.closing IS NULL AND e.deadline IS NULL) "
     "AND NOT EXISTS (SELECT 1 FROM task_runs AS o INDEXED BY task_runs_not_cold "
-    f"WHERE o.execution_id = t.execution_id AND {_NOT_COLD_TASK_RUN_SQL.replace('state', 'o.state').replace('attempts', 'o.attempts')}) "
+    f"WHERE o.execution_id = t.execution_id AND {_NOT_COLD_TASK_RUN_OF_O}) "
     "ORDER BY t.updated_at, t.seq"
 )
 # Every other unfinished execution (an execution without task runs is never cold: nothing would queue it).
@@ -1154,7 +1189,7 @@ _ACTIVE_EXECUTIONS: Final = (
     f"{_EXECUTION_SELECT} WHERE state NOT IN {_TERMINAL_SQL} AND NOT ({_COLD_EXECUTION_SQL} "
     "AND EXISTS (SELECT 1 FROM task_runs AS a WHERE a.execution_id = executions.id) "
     "AND NOT EXISTS (SELECT 1 FROM task_runs AS o INDEXED BY task_runs_not_cold "
-    f"WHERE o.execution_id = executions.id AND {_NOT_COLD_TASK_RUN_SQL.replace('state', 'o.state').replace('attempts', 'o.attempts')})) "
+    f"WHERE o.execution_id = executions.id AND {_NOT_COLD_TASK_RUN_OF_O})) "
     "ORDER BY seq"
 )
 _PENDING_QUEUE: Final = (
@@ -1171,8 +1206,7 @@ def _recover(conn: sqlite3.Connection) -> RecoveredState:
     if ids:
         wanted = set(ids)
         pending_order = [
-            task_run_id for task_run_id, execution_id in _tuples(conn).execute(_PENDING_QUEUE)
-            if execution_id in wanted
+            task_run_id for task_run_id, execution_id in _tuples(conn).execute(_PENDING_QUEUE) if execution_id in wanted
         ]
     handlers: dict[str, str] = {}  # one str per handler name, not one per task run
     cold = [
@@ -1305,12 +1339,11 @@ class SqliteStore:
         self._check_open("write")
         if not batch:
             return
-        rows = _Rows.of(batch)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._lock:
             self._check_open("write")
-            self._queue.put(_Pending(rows, future, loop))
+            self._queue.put(_Pending(batch, future, loop))  # encoded by the writer thread, off this loop
         await future
 
     def _run_writer(self) -> None:

@@ -12,7 +12,6 @@ from tests.integration.workers.support import (
     LEASE_TIMEOUT_S,
     SLACK_S,
     ended,
-    ended_line,
     error_type,
     json_output,
     only_run,
@@ -26,7 +25,8 @@ from tests.integration.workers.support import (
 def test_a_killed_workers_attempt_is_lost_after_the_lease_and_succeeds_on_another(
     procs: Cluster, server: ServerProcess, client: Client
 ) -> None:
-    doomed = procs.worker(server, slots=1, name="doomed")
+    # At DEBUG the worker also logs the attempts that complete: its output shows whether attempt 1 did.
+    doomed = procs.worker(server, "--log-level", "debug", slots=1, name="doomed")
     policy = RetryPolicy(max_attempts=2, initial_interval=timedelta(seconds=0.1))
     execution = client.submit("sleep", {"seconds": 2}, retry_policy=policy)
     run = wait_until_running(client, execution.id)
@@ -34,7 +34,7 @@ def test_a_killed_workers_attempt_is_lost_after_the_lease_and_succeeds_on_anothe
     killed_at = utc_now()
     assert f"{run.id}#1" not in doomed.output, "attempt 1 ended before the kill: the test proves nothing"
     # Started only now, so that attempt 1 surely went to the doomed worker; the lease is still running.
-    survivor = procs.worker(server, slots=1, name="survivor")
+    procs.worker(server, slots=1, name="survivor")
     done = client.wait_finished(execution.id, FINISH)
 
     assert done.state is State.SUCCESS, done
@@ -49,5 +49,4 @@ def test_a_killed_workers_attempt_is_lost_after_the_lease_and_succeeds_on_anothe
     assert retried.worker_id == "survivor"
     assert retried.started_at >= ended(lost) + policy.initial_interval
     assert json_output(retried) == {"slept_s": 2.0}
-    assert ended_line(survivor, (run.id, 2)) == "completed"
     assert reason_code(run) is ReasonCode.COMPLETED

@@ -34,7 +34,7 @@ def test_sigterm_drains_the_worker_running_work_finishes_and_nothing_new_is_take
 ) -> None:
     worker = procs.worker(server, slots=1, name="drainer")
     running = client.submit("sleep", {"seconds": 3})
-    run = wait_until_running(client, running.id)
+    wait_until_running(client, running.id)
     queued = client.submit("echo", {"queued": True})  # no free slot: it waits in the queue
 
     worker.signal(signal.SIGTERM)
@@ -46,7 +46,6 @@ def test_sigterm_drains_the_worker_running_work_finishes_and_nothing_new_is_take
     assert done.state is State.SUCCESS, done
     assert outcomes(only_run(done)) == [AttemptOutcome.SUCCEEDED]
     assert only_run(done).attempts[0].worker_id == "drainer"
-    assert ended_line(worker, (run.id, 1)) == "completed"
     # The slot the finished attempt freed was not refilled: the queued task was never sent to the worker
     # (which would have refused it, and said so in its log).
     queued_run = only_run(queued)
@@ -85,7 +84,7 @@ def test_a_forced_shutdown_reports_the_running_attempt_which_is_retried_elsewher
     assert ended_line(victim, (run.id, 1)) == "failed (WorkerShutdown)"
 
     # The retry waits in the queue for a worker; started only now, so attempt 1 surely ran on the victim.
-    rescuer = procs.worker(server, slots=1, name="rescuer")
+    procs.worker(server, slots=1, name="rescuer")
     done = client.wait_finished(execution.id, FINISH)
     assert done.state is State.SUCCESS, done
     run = only_run(done)
@@ -96,7 +95,6 @@ def test_a_forced_shutdown_reports_the_running_attempt_which_is_retried_elsewher
     assert (shut_down.error.type, shut_down.error.retryable) == ("WorkerShutdown", True)
     assert retried.worker_id == "rescuer"
     assert json_output(retried) == {"slept_s": 3.0}
-    assert ended_line(rescuer, (run.id, 2)) == "completed"
 
 
 def test_the_server_drains_its_workers_on_sigterm(procs: Cluster) -> None:
@@ -104,13 +102,12 @@ def test_the_server_drains_its_workers_on_sigterm(procs: Cluster) -> None:
     worker = procs.worker(server, slots=1, name="obedient")
     with Client(server.address) as client:
         execution = client.submit("sleep", {"seconds": 1.5})
-        run = wait_until_running(client, execution.id)
+        wait_until_running(client, execution.id)
 
     server.process.signal(signal.SIGTERM)
     asked = time.monotonic()
     worker.wait_for_line("the server asked this worker to drain")
     assert worker.wait() == 0, worker.output
-    assert ended_line(worker, (run.id, 1)) == "completed"
     assert server.process.wait() == 0, server.process.output
     # The server stopped once its worker had left, well before its 20 s grace.
     assert time.monotonic() - asked < 10, server.process.output

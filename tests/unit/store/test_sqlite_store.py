@@ -363,6 +363,9 @@ async def test_a_page_token_the_store_did_not_issue_is_a_validation_error(store:
 async def test_recover_returns_active_executions_queue_order_and_last_sequences(db_path: Path) -> None:
     at = [T0 + timedelta(seconds=n) for n in range(10)]
     a, b, c, d = (pending_execution(at=at[0], handlers=("x:1", "x:2")) for _ in range(4))
+    # c and d carry a deadline, so they are active (not cold) although nothing of them has run yet.
+    c = replace(c, execution=replace(c.execution, deadline=at[9]))
+    d = replace(d, execution=replace(d.execution, deadline=at[9]))
     async with SqliteStore(db_path) as store:
         await store.write(WriteBatch(new_executions=[a, b], events=[event(a.execution.id, 1)]))
         await store.write(WriteBatch(new_executions=[c, d]))
@@ -401,7 +404,7 @@ async def test_recover_returns_active_executions_queue_order_and_last_sequences(
 
 async def test_recover_on_an_empty_store(store: SqliteStore) -> None:
     state = await store.recover()
-    assert (state.active, state.last_sequences, state.pending_order) == ([], {}, [])
+    assert (state.active, state.last_sequences, state.pending_order, state.cold) == ([], {}, [], [])
 
 
 # --------------------------------------------------------------------------- lifecycle
