@@ -694,7 +694,7 @@ class Engine:
         )
         adopted, rejected = [], []
         for key in hello.running_attempts:
-            if self._is_current_attempt(*key):
+            if self._may_adopt(key, hello):
                 previous = self._attempt_sessions.get(key)
                 if previous is not None:
                     previous.held.discard(key)
@@ -737,6 +737,23 @@ class Engine:
             "worker %s disconnected (session %s, %d attempts held)", session.name, session.session_id, len(session.held)
         )
 
+    def _may_adopt(self, key: AttemptKey, hello: WorkerHello) -> bool:
+        """A reconnecting worker gets back an attempt only if it is current and was that worker's.
+
+        The attempt number alone is not enough: after a crash before a dispatch was stored, the same
+        number can go to another worker, and the first one must not take it over on its return.
+        """
+        if not self._is_current_attempt(*key):
+            return False
+        holder = self._attempt_sessions.get(key)
+        if holder is None or holder.instance_id == hello.instance_id:
+            return True
+        if holder.instance_id:  # held by another live worker
+            return False
+        # Held since a restart: the store knows the worker only by name.
+        attempt = self._owner[key[0]].task_runs[key[0]].current_attempt
+        return attempt is not None and attempt.worker_id == hello.name
+
     def _is_current_attempt(self, task_run_id: str, attempt: int) -> bool:
         live = self._owner.get(task_run_id)
         if live is None:
@@ -776,9 +793,11 @@ class Engine:
             ref = message.cancel_acknowledged.ref
             self._worker_report(session, ref, CancelAcknowledged(ref.attempt))
         elif kind == "progress":
-            self._on_progress(message.progress)
+            if self._reports_for(session, (message.progress.ref.task_run_id, message.progress.ref.attempt)):
+                self._on_progress(message.progress)
         elif kind == "log":
-            self._on_log(message.log)
+            if self._reports_for(session, (message.log.ref.task_run_id, message.log.ref.attempt)):
+                self._on_log(message.log)
         else:
             log.warning("unexpected %s message from worker %s", kind, session.name)
 
@@ -786,6 +805,8 @@ class Engine:
         """A terminal report for an attempt: free its slot, then let the state machine judge it."""
         key = (ref.task_run_id, ref.attempt)
         holder = self._attempt_sessions.get(key)
+        if not self._reports_for(session, key):
+            return
         if holder is not None:
             holder.held.discard(key)
             del self._attempt_sessions[key]
@@ -795,6 +816,14 @@ class Engine:
             return  # long finished: nothing to apply
         self._apply_task(live, ref.task_run_id, event)
         self._settle(live)
+
+    def _reports_for(self, session: WorkerSession, key: AttemptKey) -> bool:
+        """Only the session that holds an attempt speaks for it; another one's report is ignored."""
+        holder = self._attempt_sessions.get(key)
+        if holder is None or holder is session:
+            return True  # no holder: the attempt is over, and the state machine fences the report
+        log.warning("ignored a report for attempt %s#%d from %s: %s holds it", *key, session.name, holder.name)
+        return False
 
     def _on_progress(self, progress: wpb.AttemptProgress) -> None:
         live = self._owner.get(progress.ref.task_run_id)

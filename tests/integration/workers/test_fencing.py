@@ -9,6 +9,7 @@ machine rather than being dropped because the execution was already finished.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
@@ -74,10 +75,11 @@ async def test_a_duplicated_completion_changes_nothing(
 
     await worker.send(completed(a, {"n": 1}))
     seen: list[WatchEvent] = []
-    async for event in client.watch(execution.id, timeout=FINISH):
-        seen.append(event)
-        if isinstance(event, TaskRunTransition) and event.task_id == "a" and event.to_state is State.SUCCESS:
-            break
+    async with contextlib.aclosing(client.watch(execution.id, timeout=FINISH)) as watch:
+        async for event in watch:
+            seen.append(event)
+            if isinstance(event, TaskRunTransition) and event.task_id == "a" and event.to_state is State.SUCCESS:
+                break
     # While "b" still runs: the same report again, then in one frame a different one and the same again.
     await worker.send(completed(a, {"n": 1}))
     await worker.send(completed(a, {"n": 2}), completed(a, {"n": 1}))
@@ -195,3 +197,26 @@ async def _seen_after(client: AsyncClient, name: str, before: datetime) -> bool:
         info.name == name and info.last_seen_at is not None and info.last_seen_at > before
         for info in await client.workers()
     )
+
+
+async def test_a_worker_cannot_adopt_an_attempt_another_worker_holds(
+    server: ServerProcess, client: AsyncClient, scripted: list[ScriptedWorker]
+) -> None:
+    # The attempt number alone must not hand over work: a second worker that claims attempt 1 while
+    # the worker it was dispatched to still holds it is refused, and the result stays the holder's.
+    holder = ScriptedWorker(server.address, name="holder", slots=1)
+    scripted.append(holder)
+    await holder.connect()
+    holder.start_heartbeats()
+    execution = await client.submit("scripted", {"x": 1})
+    ref = ref_of(await holder.invocation())
+    claimant = ScriptedWorker(server.address, name="claimant", slots=1)
+    scripted.append(claimant)
+    welcome = await claimant.connect(reporting=[ref])
+    assert [(r.task_run_id, r.attempt) for r in welcome.rejected_attempts] == [ref]
+    assert list(welcome.adopted_attempts) == []
+    await claimant.send(completed(ref, "claimed"))
+    await holder.send(completed(ref, "held"))
+    done = await client.wait_finished(execution.id, FINISH)
+    assert done.state is State.SUCCESS, done
+    assert done.output == "held"

@@ -24,7 +24,7 @@ def test_a_running_attempt_is_adopted_after_a_server_crash_and_restart(procs: Cl
     with Client(first.address) as client:
         # A retry policy that would allow a second attempt: there must be none.
         execution = client.submit("sleep", {"seconds": 4}, retry_policy=RetryPolicy(max_attempts=3))
-        run = wait_until_running(client, execution.id)
+        wait_until_running(client, execution.id)
 
     first.process.kill()  # SIGKILL: a crash; a SIGTERM would drain the worker instead
     worker.wait_for_line("disconnected from")
