@@ -199,6 +199,10 @@ class Engine:
         self._executions: dict[str, _Live] = {}
         self._owner: dict[str, _Live] = {}  # task run id -> its live execution
         self._sessions: dict[str, WorkerSession] = {}
+        # Sessions that may have a free slot: every place that frees a slot adds its session, and the
+        # dispatch pass drops the ones it finds full. So a pass looks at the few sessions with room,
+        # not at every connected worker.
+        self._maybe_free: dict[WorkerSession, None] = {}
         self._attempt_sessions: dict[AttemptKey, WorkerSession] = {}
         self._keys: dict[str, _KeyEntry] = {}
         self._in_flight_by_handler: dict[str, int] = {}
@@ -698,12 +702,14 @@ class Engine:
                 previous = self._attempt_sessions.get(key)
                 if previous is not None:
                     previous.held.discard(key)
+                    self._maybe_free[previous] = None
                 session.held.add(key)
                 self._attempt_sessions[key] = session
                 adopted.append(key)
             else:
                 rejected.append(key)
         self._sessions[session.session_id] = session
+        self._maybe_free[session] = None
         self._arm_lease(session)
         self._sessions_changed.set()
         self._schedule_pump()
@@ -809,6 +815,7 @@ class Engine:
             return
         if holder is not None:
             holder.held.discard(key)
+            self._maybe_free[holder] = None
             del self._attempt_sessions[key]
             self._schedule_pump()
         live = self._owner.get(ref.task_run_id)
@@ -893,7 +900,8 @@ class Engine:
         self._pump_scheduled = False
         if self._closed:
             return
-        free = [session for session in self._sessions.values() if session.free_slots > 0]
+        free = [session for session in self._maybe_free if session.free_slots > 0]
+        self._maybe_free = dict.fromkeys(free)
         if not free:
             return
         for handler in self._ready.handlers_with_work():
