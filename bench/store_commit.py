@@ -17,15 +17,14 @@ import argparse
 import asyncio
 import itertools
 import sqlite3
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench._store import add_dir_argument, pending_execution, run_in_folder
 from server._sqlite_store import SqliteStore
-from server._store import EventRecord, NewExecution, WriteBatch
-from server.domain import Execution, Payload, RetryPolicy, State, TaskRun
+from server._store import EventRecord, WriteBatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,32 +64,8 @@ _ids = itertools.count()
 
 def submit(now: datetime) -> WriteBatch:
     n = next(_ids)
-    execution_id = f"bench-{n:09d}"
-    execution = Execution(
-        id=execution_id,
-        name="bench",
-        state=State.PENDING,
-        reason=None,
-        created_at=now,
-        updated_at=now,
-        metadata={"bench": "store_commit"},
-    )
-    task_run = TaskRun(
-        id=f"{execution_id}-main",
-        execution_id=execution_id,
-        task_id="main",
-        handler="bench:noop",
-        input=Payload(b'{"n": %d}' % n),
-        depends_on=(),
-        timeout=None,
-        retry_policy=RetryPolicy(),
-        state=State.PENDING,
-        reason=None,
-        created_at=now,
-        updated_at=now,
-    )
-    event = EventRecord(execution_id, 1, now, "execution_transition", b"\x08\x01")
-    return WriteBatch(new_executions=[NewExecution(execution, [task_run], "bench")], events=[event])
+    event = EventRecord(f"bench-{n:09d}", 1, now, "execution_transition", b"\x08\x01")
+    return WriteBatch(new_executions=[pending_execution(n, now, bench="store_commit")], events=[event])
 
 
 async def run(config: Config, folder: Path, seconds: float) -> Result:
@@ -146,14 +121,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.store_commit", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="wall time of each row in each round (default 1)")
     parser.add_argument("--rounds", type=int, default=3, help="turns each configuration takes (default 3)")
-    parser.add_argument("--dir", type=Path, help="where the databases go (default: a temporary folder)")
+    add_dir_argument(parser)
     args = parser.parse_args()
-    if args.dir is not None:
-        args.dir.mkdir(parents=True, exist_ok=True)
-        asyncio.run(main_async(args.seconds, args.rounds, args.dir))
-        return
-    with tempfile.TemporaryDirectory(prefix="taskwire-bench-") as folder:
-        asyncio.run(main_async(args.seconds, args.rounds, Path(folder)))
+    run_in_folder(args.dir, lambda folder: main_async(args.seconds, args.rounds, folder))
 
 
 if __name__ == "__main__":

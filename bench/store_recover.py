@@ -14,51 +14,32 @@ from the database: decode (`execution_from_row`, `task_run_from_row`) and encode
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sqlite3
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench._store import add_dir_argument, pending_execution, run_in_folder
 from server import _sqlite_store as codec
 from server._sqlite_store import SqliteStore
 from server._store import NewExecution, WriteBatch
-from server.domain import Execution, Payload, RetryPolicy, State, TaskRun
+from server.domain import RetryPolicy
 
 _BATCH = 2_000
 _NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def new_execution(n: int, *, deadline: datetime | None) -> NewExecution:
-    execution_id = f"bench-{n:09d}"
-    execution = Execution(
-        id=execution_id,
-        name="bench",
-        state=State.PENDING,
-        reason=None,
-        created_at=_NOW,
-        updated_at=_NOW,
-        metadata={"bench": "store_recover"},
+    return pending_execution(
+        n,
+        _NOW,
+        bench="store_recover",
         deadline=deadline,
-    )
-    task_run = TaskRun(
-        id=f"{execution_id}-main",
-        execution_id=execution_id,
-        task_id="main",
-        handler="bench:noop",
-        input=Payload(b'{"n": %d}' % n),
-        depends_on=(),
         timeout=timedelta(seconds=30),
         retry_policy=RetryPolicy(max_attempts=3),
-        state=State.PENDING,
-        reason=None,
-        created_at=_NOW,
-        updated_at=_NOW,
     )
-    return NewExecution(execution, [task_run], "bench")
 
 
 async def populate(path: Path, count: int, *, cold: bool) -> None:
@@ -144,14 +125,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.store_recover", description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100_000, help="executions per database (default 100000)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds, best shown (default 3)")
-    parser.add_argument("--dir", type=Path, help="where the databases go (default: a temporary folder)")
+    add_dir_argument(parser)
     args = parser.parse_args()
-    if args.dir is not None:
-        args.dir.mkdir(parents=True, exist_ok=True)
-        asyncio.run(main_async(args.count, args.rounds, args.dir))
-        return
-    with tempfile.TemporaryDirectory(prefix="taskwire-bench-") as folder:
-        asyncio.run(main_async(args.count, args.rounds, Path(folder)))
+    run_in_folder(args.dir, lambda folder: main_async(args.count, args.rounds, folder))
 
 
 if __name__ == "__main__":

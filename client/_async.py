@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -15,8 +14,8 @@ import grpc.aio
 import tenacity
 
 from client import _common as c
-from client._errors import WaitTimeout, error_from_rpc, is_retryable
-from client._events import ExecutionTransition, WatchEvent, event_from_proto
+from client._errors import WaitTimeout, error_from_rpc
+from client._events import WatchEvent
 from client._models import ExecutionSnapshot, RpcRetry, Stats, SubmitResult, WorkerInfo
 from server import domain as d
 from taskwire.v1 import task_service_pb2 as tpb
@@ -182,34 +181,20 @@ class AsyncClient:
         timeout: timedelta | None = None,  # noqa: ASYNC109 - a gRPC deadline, known to the server too
     ) -> AsyncGenerator[WatchEvent, None]:
         """The execution's events in order; see `Client.watch`."""
-        deadline = time.monotonic() + c.seconds(timeout) if timeout is not None else None
-        last = after_sequence
-        failures = 0
+        cursor = c.WatchCursor(execution_id, after_sequence, timeout, retry=self._retry, address=self._address)
         while True:
-            remaining = deadline - time.monotonic() if deadline is not None else None
-            if remaining is not None and remaining <= 0:
-                raise WaitTimeout(execution_id, c.seconds(timeout or timedelta()))
-            call = self._stub.WatchExecution(
-                tpb.WatchExecutionRequest(execution_id=execution_id, after_sequence=last), timeout=remaining
-            )
+            call = self._stub.WatchExecution(cursor.request(), timeout=cursor.remaining_s())
             try:
                 async for response in call:
-                    failures = 0
-                    last = max(last, response.event.sequence)
-                    event = event_from_proto(response.event)
+                    event = cursor.received(response)
                     if event is not None:
                         yield event
                 return
             except grpc.RpcError as error:
-                if timeout is not None and c.deadline_exceeded(error):
-                    raise WaitTimeout(execution_id, c.seconds(timeout)) from error
-                mapped = error_from_rpc(error, address=self._address)
-                failures += 1
-                if not is_retryable(mapped) or failures >= self._retry.max_attempts:
-                    raise mapped from error
+                pause_s = cursor.failed(error)
             finally:
                 call.cancel()
-            await asyncio.sleep(c.backoff_s(self._retry, failures))
+            await asyncio.sleep(pause_s)
 
     async def wait_finished(
         self,
@@ -219,28 +204,24 @@ class AsyncClient:
         on_event: Callable[[WatchEvent], object] | None = None,
     ) -> ExecutionSnapshot:
         """Wait until the execution is terminal and return it, whatever its final state; see `Client.wait_finished`."""
-        deadline = time.monotonic() + c.seconds(timeout) if timeout is not None else None
-        last = 0
-        rounds = 0
+        waiter = c.FinishWait(execution_id, timeout, retry=self._retry)
         while True:
-            remaining = timedelta(seconds=max(deadline - time.monotonic(), 0.0)) if deadline is not None else None
-            events = self.watch(execution_id, after_sequence=last, timeout=remaining)
+            events = self.watch(execution_id, after_sequence=waiter.last, timeout=waiter.watch_timeout())
             try:
                 async for event in events:
-                    last = event.sequence
+                    terminal = waiter.seen(event)
                     if on_event is not None:
                         on_event(event)
-                    if isinstance(event, ExecutionTransition) and event.is_terminal:
+                    if terminal:
                         break
             except WaitTimeout:
-                raise WaitTimeout(execution_id, c.seconds(timeout or timedelta())) from None
+                raise waiter.timed_out() from None
             finally:
                 await events.aclose()
             current = await self.get(execution_id)
             if current.is_terminal:
                 return current
-            rounds += 1
-            await asyncio.sleep(c.backoff_s(self._retry, rounds))
+            await asyncio.sleep(waiter.next_round())
 
     async def wait(
         self,
@@ -259,21 +240,10 @@ class AsyncClient:
         page_size: int | None = None,
     ) -> AsyncGenerator[ExecutionSnapshot, None]:
         """Executions, newest first, fetched page by page as you iterate; at most `limit` of them."""
-        wanted = builtins.list(states)
-        token = ""
-        fetched = 0
-        while limit is None or fetched < limit:
-            request = c.list_request(
-                states=wanted, handler=handler, page_size=c.page_size_for(limit, page_size, fetched), page_token=token
-            )
+        pager = c.ListPager(states=states, handler=handler, limit=limit, page_size=page_size)
+        while pager.more:
             response: tpb.ListExecutionsResponse = await self._unary(
-                self._stub.ListExecutions, request, idempotent=True
+                self._stub.ListExecutions, pager.request(), idempotent=True
             )
-            for message in response.executions:
-                if limit is not None and fetched >= limit:
-                    return
-                fetched += 1
-                yield c.snapshot(message)
-            token = response.next_page_token
-            if not token:
-                return
+            for snapshot in pager.page(response):
+                yield snapshot

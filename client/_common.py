@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,7 +12,15 @@ from typing import Any
 import grpc
 import tenacity
 
-from client._errors import ExecutionCancelled, ExecutionFailed, is_retryable, rpc_status
+from client._errors import (
+    ExecutionCancelled,
+    ExecutionFailed,
+    WaitTimeout,
+    error_from_rpc,
+    is_retryable,
+    rpc_status,
+)
+from client._events import ExecutionTransition, WatchEvent, event_from_proto
 from client._models import (
     ExecutionSnapshot,
     HandlerStats,
@@ -229,3 +238,143 @@ def result_of(done: ExecutionSnapshot) -> Any:
 
 def deadline_exceeded(error: grpc.RpcError) -> bool:
     return rpc_status(error)[0] is grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+# ---- Loops --------------------------------------------------------------------------------------
+# The decisions of the sync and async loops; each client drives one of these with its own I/O.
+
+
+def deadline_after(timeout: timedelta | None, clock: Callable[[], float] = time.monotonic) -> float | None:
+    """The clock reading at which `timeout` (from now) runs out; None without a timeout."""
+    return clock() + seconds(timeout) if timeout is not None else None
+
+
+class WatchCursor:
+    """One `watch`: where to resume after a broken stream, consecutive failures, when to give up."""
+
+    def __init__(
+        self,
+        execution_id: str,
+        after_sequence: int,
+        timeout: timedelta | None,
+        *,
+        retry: RpcRetry,
+        address: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.execution_id = execution_id
+        self.last = after_sequence
+        self.failures = 0
+        self._timeout = timeout
+        self._retry = retry
+        self._address = address
+        self._clock = clock
+        self._deadline = deadline_after(timeout, clock)
+
+    def request(self) -> tpb.WatchExecutionRequest:
+        """The request that (re)opens the stream after the last event received."""
+        return tpb.WatchExecutionRequest(execution_id=self.execution_id, after_sequence=self.last)
+
+    def remaining_s(self) -> float | None:
+        """The deadline of the next stream; raises WaitTimeout when the watch's timeout has passed."""
+        if self._deadline is None:
+            return None
+        remaining = self._deadline - self._clock()
+        if remaining <= 0:
+            raise WaitTimeout(self.execution_id, seconds(self._timeout or timedelta()))
+        return remaining
+
+    def received(self, response: tpb.WatchExecutionResponse) -> WatchEvent | None:
+        """Record a response; the event to yield, if the client knows its kind."""
+        self.failures = 0
+        self.last = max(self.last, response.event.sequence)
+        return event_from_proto(response.event)
+
+    def failed(self, error: grpc.RpcError) -> float:
+        """Record a broken stream: the pause before reopening it, or raise the error to give up with."""
+        if self._timeout is not None and deadline_exceeded(error):
+            raise WaitTimeout(self.execution_id, seconds(self._timeout)) from error
+        mapped = error_from_rpc(error, address=self._address)
+        self.failures += 1
+        if not is_retryable(mapped) or self.failures >= self._retry.max_attempts:
+            raise mapped from error
+        return backoff_s(self._retry, self.failures)
+
+
+class FinishWait:
+    """One `wait_finished`: the watches it opens one after another until the execution is terminal."""
+
+    def __init__(
+        self,
+        execution_id: str,
+        timeout: timedelta | None,
+        *,
+        retry: RpcRetry,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.execution_id = execution_id
+        self.last = 0
+        self.rounds = 0
+        self._timeout = timeout
+        self._retry = retry
+        self._clock = clock
+        self._deadline = deadline_after(timeout, clock)
+
+    def watch_timeout(self) -> timedelta | None:
+        """The timeout of the next watch: what is left of the wait's."""
+        if self._deadline is None:
+            return None
+        return timedelta(seconds=max(self._deadline - self._clock(), 0.0))
+
+    def seen(self, event: WatchEvent) -> bool:
+        """Record an event; True when it makes the execution terminal (the watch may stop)."""
+        self.last = event.sequence
+        return isinstance(event, ExecutionTransition) and event.is_terminal
+
+    def timed_out(self) -> WaitTimeout:
+        return WaitTimeout(self.execution_id, seconds(self._timeout or timedelta()))
+
+    def next_round(self) -> float:
+        """The stream ended before the terminal event (the server went away): the pause before following on."""
+        self.rounds += 1
+        return backoff_s(self._retry, self.rounds)
+
+
+class ListPager:
+    """One `list`: the page requests and how many executions the limit still allows."""
+
+    def __init__(
+        self, *, states: Iterable[d.State | str], handler: str, limit: int | None, page_size: int | None
+    ) -> None:
+        self._states = list(states)
+        self._handler = handler
+        self._limit = limit
+        self._page_size = page_size
+        self._token = ""
+        self._fetched = 0
+        self._finished = False
+
+    @property
+    def more(self) -> bool:
+        """Whether to fetch another page."""
+        return not self._finished and (self._limit is None or self._fetched < self._limit)
+
+    def request(self) -> tpb.ListExecutionsRequest:
+        return list_request(
+            states=self._states,
+            handler=self._handler,
+            page_size=page_size_for(self._limit, self._page_size, self._fetched),
+            page_token=self._token,
+        )
+
+    def page(self, response: tpb.ListExecutionsResponse) -> Iterator[ExecutionSnapshot]:
+        """The page's executions, as far as the limit allows."""
+        for message in response.executions:
+            if self._limit is not None and self._fetched >= self._limit:
+                self._finished = True
+                return
+            self._fetched += 1
+            yield snapshot(message)
+        self._token = response.next_page_token
+        if not self._token:
+            self._finished = True

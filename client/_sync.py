@@ -13,8 +13,8 @@ import grpc
 import tenacity
 
 from client import _common as c
-from client._errors import WaitTimeout, error_from_rpc, is_retryable
-from client._events import ExecutionTransition, WatchEvent, event_from_proto
+from client._errors import WaitTimeout, error_from_rpc
+from client._events import WatchEvent
 from client._models import ExecutionSnapshot, RpcRetry, Stats, SubmitResult, WorkerInfo
 from server import domain as d
 from taskwire.v1 import task_service_pb2 as tpb
@@ -188,34 +188,20 @@ class Client:
         event received (UNAVAILABLE is retried per the client's retry policy). `timeout` bounds the whole
         watch (WaitTimeout).
         """
-        deadline = time.monotonic() + c.seconds(timeout) if timeout is not None else None
-        last = after_sequence
-        failures = 0
+        cursor = c.WatchCursor(execution_id, after_sequence, timeout, retry=self._retry, address=self._address)
         while True:
-            remaining = deadline - time.monotonic() if deadline is not None else None
-            if remaining is not None and remaining <= 0:
-                raise WaitTimeout(execution_id, c.seconds(timeout or timedelta()))
-            call = self._stub.WatchExecution(
-                tpb.WatchExecutionRequest(execution_id=execution_id, after_sequence=last), timeout=remaining
-            )
+            call = self._stub.WatchExecution(cursor.request(), timeout=cursor.remaining_s())
             try:
                 for response in call:
-                    failures = 0
-                    last = max(last, response.event.sequence)
-                    event = event_from_proto(response.event)
+                    event = cursor.received(response)
                     if event is not None:
                         yield event
                 return
             except grpc.RpcError as error:
-                if timeout is not None and c.deadline_exceeded(error):
-                    raise WaitTimeout(execution_id, c.seconds(timeout)) from error
-                mapped = error_from_rpc(error, address=self._address)
-                failures += 1
-                if not is_retryable(mapped) or failures >= self._retry.max_attempts:
-                    raise mapped from error
+                pause_s = cursor.failed(error)
             finally:
                 call.cancel()
-            time.sleep(c.backoff_s(self._retry, failures))
+            time.sleep(pause_s)
 
     def wait_finished(
         self,
@@ -228,29 +214,25 @@ class Client:
 
         `on_event` sees every event as it arrives (to show progress). Raises WaitTimeout when `timeout` passes.
         """
-        deadline = time.monotonic() + c.seconds(timeout) if timeout is not None else None
-        last = 0
-        rounds = 0
+        waiter = c.FinishWait(execution_id, timeout, retry=self._retry)
         while True:
-            remaining = timedelta(seconds=max(deadline - time.monotonic(), 0.0)) if deadline is not None else None
-            events = self.watch(execution_id, after_sequence=last, timeout=remaining)
+            events = self.watch(execution_id, after_sequence=waiter.last, timeout=waiter.watch_timeout())
             try:
                 for event in events:
-                    last = event.sequence
+                    terminal = waiter.seen(event)
                     if on_event is not None:
                         on_event(event)
-                    if isinstance(event, ExecutionTransition) and event.is_terminal:
+                    if terminal:
                         break
             except WaitTimeout:
-                raise WaitTimeout(execution_id, c.seconds(timeout or timedelta())) from None
+                raise waiter.timed_out() from None
             finally:
                 events.close()
             current = self.get(execution_id)
             if current.is_terminal:
                 return current
             # The stream ended before the terminal event (the server went away): follow on after a pause.
-            rounds += 1
-            time.sleep(c.backoff_s(self._retry, rounds))
+            time.sleep(waiter.next_round())
 
     def wait(self, execution_id: str, timeout: timedelta | None = None) -> Any:
         """The output of the execution once it succeeds: the task's output when it has one task, else the
@@ -266,19 +248,9 @@ class Client:
         page_size: int | None = None,
     ) -> Generator[ExecutionSnapshot, None, None]:
         """Executions, newest first, fetched page by page as you iterate; at most `limit` of them."""
-        wanted = builtins.list(states)
-        token = ""
-        fetched = 0
-        while limit is None or fetched < limit:
-            request = c.list_request(
-                states=wanted, handler=handler, page_size=c.page_size_for(limit, page_size, fetched), page_token=token
+        pager = c.ListPager(states=states, handler=handler, limit=limit, page_size=page_size)
+        while pager.more:
+            response: tpb.ListExecutionsResponse = self._unary(
+                self._stub.ListExecutions, pager.request(), idempotent=True
             )
-            response: tpb.ListExecutionsResponse = self._unary(self._stub.ListExecutions, request, idempotent=True)
-            for message in response.executions:
-                if limit is not None and fetched >= limit:
-                    return
-                fetched += 1
-                yield c.snapshot(message)
-            token = response.next_page_token
-            if not token:
-                return
+            yield from pager.page(response)

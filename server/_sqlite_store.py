@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypedDict, TypeVar
 
 from server._store import (
     ColdTaskRun,
@@ -459,66 +459,88 @@ def _attempts_from_db(text: str) -> tuple[Attempt, ...]:
     return tuple(attempt_from_json(value) for value in json.loads(text))
 
 
-def execution_to_row(execution: Execution) -> dict[str, Any]:
-    """The columns of `_EXECUTION_COLUMNS` for one execution."""
-    reason = execution.reason
-    closing = execution.closing
-    deadline = execution.deadline
-    not_before = execution.not_before
-    started_at = execution.started_at
-    ended_at = execution.ended_at
+class _LifecycleFields(TypedDict):
+    """The fields executions and task runs have alike: identity, state and reason, and their times."""
+
+    id: str
+    state: State
+    reason: Reason | None
+    not_before: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+def _lifecycle_to_row(record: Execution | TaskRun) -> dict[str, Any]:
+    """The columns of `_LifecycleFields`, alike in executions and task runs."""
+    reason = record.reason
+    not_before = record.not_before
+    started_at = record.started_at
+    ended_at = record.ended_at
     return {
-        "id": execution.id,
-        "name": execution.name,
-        "state": execution.state.value,
+        "id": record.id,
+        "state": record.state.value,
         "reason_code": None if reason is None else reason.code.value,
         "reason_message": None if reason is None else reason.message,
+        "not_before": None if not_before is None else datetime_to_db(not_before),
+        "created_at": datetime_to_db(record.created_at),
+        "updated_at": datetime_to_db(record.updated_at),
+        "started_at": None if started_at is None else datetime_to_db(started_at),
+        "ended_at": None if ended_at is None else datetime_to_db(ended_at),
+    }
+
+
+def _lifecycle_from_row(row: RowLike) -> _LifecycleFields:
+    not_before = row["not_before"]
+    started_at = row["started_at"]
+    ended_at = row["ended_at"]
+    return {
+        "id": row["id"],
+        "state": _state_from_db(row["state"]),
+        "reason": _reason_from_db(row["reason_code"], row["reason_message"]),
+        "not_before": None if not_before is None else _EPOCH + timedelta(microseconds=not_before),
+        "created_at": _EPOCH + timedelta(microseconds=row["created_at"]),
+        "updated_at": _EPOCH + timedelta(microseconds=row["updated_at"]),
+        "started_at": None if started_at is None else _EPOCH + timedelta(microseconds=started_at),
+        "ended_at": None if ended_at is None else _EPOCH + timedelta(microseconds=ended_at),
+    }
+
+
+def execution_to_row(execution: Execution) -> dict[str, Any]:
+    """The columns of `_EXECUTION_COLUMNS` for one execution."""
+    closing = execution.closing
+    deadline = execution.deadline
+    return {
+        **_lifecycle_to_row(execution),
+        "name": execution.name,
         "closing": None if closing is None else _memo_closings_to_db.get(closing, _closing_text),
         "metadata": _metadata_to_db(execution.metadata),
         "deadline": None if deadline is None else datetime_to_db(deadline),
-        "not_before": None if not_before is None else datetime_to_db(not_before),
         "idempotency_key": execution.idempotency_key,
-        "created_at": datetime_to_db(execution.created_at),
-        "updated_at": datetime_to_db(execution.updated_at),
-        "started_at": None if started_at is None else datetime_to_db(started_at),
-        "ended_at": None if ended_at is None else datetime_to_db(ended_at),
     }
 
 
 def execution_from_row(row: RowLike) -> Execution:
     closing = row["closing"]
     deadline = row["deadline"]
-    not_before = row["not_before"]
-    started_at = row["started_at"]
-    ended_at = row["ended_at"]
     return Execution(
-        id=row["id"],
+        **_lifecycle_from_row(row),
         name=row["name"],
-        state=_state_from_db(row["state"]),
-        reason=_reason_from_db(row["reason_code"], row["reason_message"]),
-        created_at=_EPOCH + timedelta(microseconds=row["created_at"]),
-        updated_at=_EPOCH + timedelta(microseconds=row["updated_at"]),
         metadata=_metadata_from_db(row["metadata"]),
         deadline=None if deadline is None else _EPOCH + timedelta(microseconds=deadline),
-        not_before=None if not_before is None else _EPOCH + timedelta(microseconds=not_before),
         idempotency_key=row["idempotency_key"],
-        started_at=None if started_at is None else _EPOCH + timedelta(microseconds=started_at),
-        ended_at=None if ended_at is None else _EPOCH + timedelta(microseconds=ended_at),
         closing=None if closing is None else _memo_closings_from_db.get(closing, _closing_from_text),
     )
 
 
 def task_run_to_row(task_run: TaskRun) -> dict[str, Any]:
     """The columns of `_TASK_RUN_COLUMNS` for one task run, plus `input` (its bytes)."""
-    reason = task_run.reason
     pending_cancel = task_run.pending_cancel
     progress = task_run.progress
     timeout = task_run.timeout
-    not_before = task_run.not_before
-    started_at = task_run.started_at
-    ended_at = task_run.ended_at
     return {
-        "id": task_run.id,
+        **_lifecycle_to_row(task_run),
         "execution_id": task_run.execution_id,
         "task_id": task_run.task_id,
         "handler": task_run.handler,
@@ -527,16 +549,8 @@ def task_run_to_row(task_run: TaskRun) -> dict[str, Any]:
         "depends_on": _depends_on_to_db(task_run.depends_on),
         "timeout_us": None if timeout is None else timedelta_to_db(timeout),
         "retry_policy": _retry_policy_to_db(task_run.retry_policy),
-        "state": task_run.state.value,
-        "reason_code": None if reason is None else reason.code.value,
-        "reason_message": None if reason is None else reason.message,
         "pending_cancel": None if pending_cancel is None else _dumps(reason_to_json(pending_cancel)),
         "progress": None if progress is None else _dumps(progress_to_json(progress)),
-        "not_before": None if not_before is None else datetime_to_db(not_before),
-        "created_at": datetime_to_db(task_run.created_at),
-        "updated_at": datetime_to_db(task_run.updated_at),
-        "started_at": None if started_at is None else datetime_to_db(started_at),
-        "ended_at": None if ended_at is None else datetime_to_db(ended_at),
         "attempts": _attempts_to_db(task_run.attempts),
     }
 
@@ -545,11 +559,8 @@ def task_run_from_row(row: RowLike) -> TaskRun:
     pending_cancel = row["pending_cancel"]
     progress = row["progress"]
     timeout_us = row["timeout_us"]
-    not_before = row["not_before"]
-    started_at = row["started_at"]
-    ended_at = row["ended_at"]
     return TaskRun(
-        id=row["id"],
+        **_lifecycle_from_row(row),
         execution_id=row["execution_id"],
         task_id=row["task_id"],
         handler=row["handler"],
@@ -557,14 +568,7 @@ def task_run_from_row(row: RowLike) -> TaskRun:
         depends_on=_depends_on_from_db(row["depends_on"]),
         timeout=None if timeout_us is None else timedelta(microseconds=timeout_us),
         retry_policy=_memo_retry_policies_from_db.get(row["retry_policy"], _retry_policy_from_text),
-        state=_state_from_db(row["state"]),
-        reason=_reason_from_db(row["reason_code"], row["reason_message"]),
-        created_at=_EPOCH + timedelta(microseconds=row["created_at"]),
-        updated_at=_EPOCH + timedelta(microseconds=row["updated_at"]),
-        started_at=None if started_at is None else _EPOCH + timedelta(microseconds=started_at),
-        ended_at=None if ended_at is None else _EPOCH + timedelta(microseconds=ended_at),
         attempts=_attempts_from_db(row["attempts"]),
-        not_before=None if not_before is None else _EPOCH + timedelta(microseconds=not_before),
         pending_cancel=None if pending_cancel is None else reason_from_json(json.loads(pending_cancel)),
         progress=None if progress is None else progress_from_json(json.loads(progress)),
     )

@@ -61,8 +61,8 @@ async def call_async_handler(fn: Callable[..., object], build_context: Callable[
         return Raised(ErrorDetails.from_exception(exc))
 
 
-class AsyncRunner:
-    """Runs an ``async def`` handler as its own asyncio task on the worker's loop."""
+class _InProcessRunner:
+    """What the runners in this process hold: the handler, how to build its context, where to report, a name."""
 
     def __init__(
         self,
@@ -76,7 +76,12 @@ class AsyncRunner:
         self._build_context = build_context
         self._events = events
         self._name = name
-        self._task: asyncio.Task[HandlerResult] | None = None
+
+
+class AsyncRunner(_InProcessRunner):
+    """Runs an ``async def`` handler as its own asyncio task on the worker's loop."""
+
+    _task: asyncio.Task[HandlerResult] | None = None  # set by run()
 
     async def run(self) -> HandlerResult:
         self._events.started()
@@ -102,25 +107,12 @@ class AsyncRunner:
             self._task.cancel()
 
 
-class ThreadRunner:
+class ThreadRunner(_InProcessRunner):
     """Runs a sync handler in a daemon thread of its own.
 
     Not a ThreadPoolExecutor: its threads are joined at interpreter exit, so one handler that ignores its
     abort signal would keep the worker from ever exiting. The executor's slots bound the thread count.
     """
-
-    def __init__(
-        self,
-        *,
-        fn: Callable[..., object],
-        build_context: Callable[[], TaskContext],
-        events: RunnerEvents,
-        name: str,
-    ) -> None:
-        self._fn = fn
-        self._build_context = build_context
-        self._events = events
-        self._name = name
 
     async def run(self) -> HandlerResult:
         loop = asyncio.get_running_loop()

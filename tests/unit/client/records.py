@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from client import ExecutionSnapshot
+from client import ExecutionSnapshot, TaskProgress, WorkerInfo
 from server import domain as d
 from server import wire
 from taskwire.v1 import types_pb2 as pb
@@ -124,3 +124,38 @@ def execution_proto(value: ExecutionSnapshot) -> pb.Execution:
 def event(sequence: int, **body: Any) -> pb.ExecutionEvent:
     """A history entry with one body field set, e.g. `event(3, log=pb.TaskLog(...))`."""
     return pb.ExecutionEvent(execution_id="ex-1", sequence=sequence, time=wire.timestamp_to_proto(at(sequence)), **body)
+
+
+def worker_info(*, agent_version: str = "taskwire-worker/0.1", draining: bool = False) -> WorkerInfo:
+    """Worker `w1` (session s1) serving echo and sleep, one of its four slots busy."""
+    return WorkerInfo(
+        session_id="s1",
+        instance_id="i1",
+        name="w1",
+        handlers=("echo", "sleep"),
+        slots=4,
+        in_flight=1,
+        labels={"zone": "a"},
+        agent_version=agent_version,
+        connected_at=at(0),
+        last_seen_at=at(5),
+        draining=draining,
+        lease_timeout=timedelta(seconds=30),
+    )
+
+
+def task_progress(
+    sequence: int, *, fraction: float, message: str, details: dict[str, Any] | None = None
+) -> TaskProgress:
+    """Progress of attempt 1 of task `main` (task run tr-1) of ex-1, recorded at `at(sequence)`."""
+    return TaskProgress(
+        execution_id="ex-1",
+        sequence=sequence,
+        time=at(sequence),
+        task_run_id="tr-1",
+        task_id="main",
+        attempt=1,
+        fraction=fraction,
+        message=message,
+        details=details or {},
+    )

@@ -19,10 +19,8 @@ from client import (
     ServerUnavailable,
     Stats,
     TaskLog,
-    TaskProgress,
     TaskRunTransition,
     WaitTimeout,
-    WorkerInfo,
 )
 from client._cli import (
     EXIT_CODES_HELP,
@@ -52,7 +50,7 @@ from client._render import (
 )
 from server import domain as d
 from taskwire.v1 import types_pb2 as pb
-from tests.unit.client.records import at, event, execution, task_run
+from tests.unit.client.records import at, event, execution, task_progress, task_run, worker_info
 from tests.unit.client.records import snapshot as make_snapshot
 
 
@@ -303,20 +301,7 @@ def test_stats_table_and_json() -> None:
     }
 
 
-WORKER = WorkerInfo(
-    session_id="s1",
-    instance_id="i1",
-    name="w1",
-    handlers=("echo", "sleep"),
-    slots=4,
-    in_flight=1,
-    labels={"zone": "a"},
-    agent_version="v1",
-    connected_at=at(0),
-    last_seen_at=at(5),
-    draining=True,
-    lease_timeout=timedelta(seconds=30),
-)
+WORKER = worker_info(agent_version="v1", draining=True)
 
 
 def test_workers_table_and_json() -> None:
@@ -368,16 +353,7 @@ RUNNING = TaskRunTransition(
     attempt=1,
     worker_id="w1",
 )
-PROGRESS = TaskProgress(
-    execution_id="ex-1",
-    sequence=2,
-    time=at(2),
-    task_run_id="tr-1",
-    task_id="main",
-    attempt=1,
-    fraction=0.5,
-    message="half",
-)
+PROGRESS = task_progress(2, fraction=0.5, message="half")
 LOG = TaskLog(
     execution_id="ex-1",
     sequence=3,

@@ -7,12 +7,12 @@ from datetime import timedelta
 import pytest
 from google.protobuf import duration_pb2
 
-from client import HandlerStats, Payload, QueueStats, RetryPolicy, RpcRetry, Stats, WorkerInfo
+from client import HandlerStats, Payload, QueueStats, RetryPolicy, RpcRetry, Stats
 from client import _common as c
 from server import domain as d
 from server import wire
 from taskwire.v1 import task_service_pb2 as tpb
-from tests.unit.client.records import at
+from tests.unit.client.records import at, worker_info
 
 
 def test_single_task_spec_carries_every_option() -> None:
@@ -154,22 +154,7 @@ def test_workers_from_proto() -> None:
             )
         ]
     )
-    assert c.workers_from_proto(response) == [
-        WorkerInfo(
-            session_id="s1",
-            instance_id="i1",
-            name="w1",
-            handlers=("echo", "sleep"),
-            slots=4,
-            in_flight=1,
-            labels={"zone": "a"},
-            agent_version="taskwire-worker/0.1",
-            connected_at=at(0),
-            last_seen_at=at(5),
-            draining=False,
-            lease_timeout=timedelta(seconds=30),
-        )
-    ]
+    assert c.workers_from_proto(response) == [worker_info()]
 
 
 def test_retry_options_are_bounded() -> None:

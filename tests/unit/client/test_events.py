@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from google.protobuf import struct_pb2
 
-from client import ExecutionTransition, LogLevel, TaskLog, TaskProgress, TaskRunTransition
+from client import ExecutionTransition, LogLevel, TaskLog, TaskRunTransition
 from client._events import event_from_proto
 from server import domain as d
 from taskwire.v1 import types_pb2 as pb
-from tests.unit.client.records import at, event
+from tests.unit.client.records import at, event, task_progress
 
 
 def test_execution_transition() -> None:
@@ -102,17 +102,7 @@ def test_progress_with_details() -> None:
             ),
         )
     )
-    assert converted == TaskProgress(
-        execution_id="ex-1",
-        sequence=3,
-        time=at(3),
-        task_run_id="tr-1",
-        task_id="main",
-        attempt=1,
-        fraction=0.3,
-        message="3/10",
-        details={"done": 3, "of": 10},
-    )
+    assert converted == task_progress(3, fraction=0.3, message="3/10", details={"done": 3, "of": 10})
 
 
 def test_log_levels() -> None:

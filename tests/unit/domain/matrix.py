@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from server.domain import Effect, Execution, InvalidTransition, State, TaskRun, TerminalStateError
+from server.domain import Effect, Execution, InvalidTransition, State, TaskRun, TerminalStateError, Transition
 
 
 @dataclass(frozen=True)
@@ -45,3 +47,25 @@ def check_refusal(error: InvalidTransition, *, entity: str, record: TaskRun | Ex
     assert "State." not in message
     assert "<" not in message
     assert "(attempt=" not in message
+
+
+def check_expectations_match(
+    expected: Mapping[tuple[str, type], Outcome | Guarded],
+    variants: Mapping[str, Callable[[], TaskRun | Execution]],
+    table: Mapping[tuple[State, type], Any],
+) -> None:
+    """EXPECTED lists exactly the table's pairs, and each expected outcome is one of its row's targets."""
+    expected_pairs = {(variants[label]().state, event_type) for label, event_type in expected}
+    assert expected_pairs == set(table)
+    for (label, event_type), outcome in expected.items():
+        if isinstance(outcome, Outcome):
+            row = table[(variants[label]().state, event_type)]
+            assert outcome.state in row.targets, (label, event_type)
+
+
+def check_outcome(result: Transition[Any], targets: frozenset[State], expected: Outcome) -> None:
+    """An allowed pair reached one of its row's targets: the expected state, applied or not, with its effects."""
+    assert result.record.state in targets
+    assert result.record.state is expected.state
+    assert result.applied is expected.applied
+    assert tuple(type(effect) for effect in result.effects) == expected.effects

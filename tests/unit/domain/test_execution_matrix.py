@@ -33,7 +33,14 @@ from tests.unit.domain.factories import (
     make_execution,
     make_execution_event,
 )
-from tests.unit.domain.matrix import GUARDED, Guarded, Outcome, check_refusal
+from tests.unit.domain.matrix import (
+    GUARDED,
+    Guarded,
+    Outcome,
+    check_expectations_match,
+    check_outcome,
+    check_refusal,
+)
 
 P, R, W = State.PENDING, State.RUNNING, State.WAITING
 S, F, C = State.SUCCESS, State.FAILED, State.CANCELLED
@@ -115,11 +122,7 @@ def test_the_matrix_is_complete() -> None:
 
 
 def test_expectations_match_the_table() -> None:
-    expected_pairs = {(VARIANTS[label]().state, event_type) for label, event_type in EXPECTED}
-    assert expected_pairs == set(EXECUTION_TRANSITIONS)
-    for (label, event_type), outcome in EXPECTED.items():
-        if isinstance(outcome, Outcome):
-            assert outcome.state in EXECUTION_TRANSITIONS[(VARIANTS[label]().state, event_type)].targets
+    check_expectations_match(EXPECTED, VARIANTS, EXECUTION_TRANSITIONS)
 
 
 @pytest.mark.parametrize(("label", "event_type"), MATRIX, ids=[f"{v}-{e.__name__}" for v, e in MATRIX])
@@ -138,10 +141,7 @@ def test_execution_matrix(label: str, event_type: type) -> None:
 
     assert isinstance(expected, Outcome), f"the table allows ({record.state}, {event_type.__name__}); add it"
     result = transition_execution(record, event, at(10))
-    assert result.record.state in row.targets
-    assert result.record.state is expected.state
-    assert result.applied is expected.applied
-    assert tuple(type(effect) for effect in result.effects) == expected.effects
+    check_outcome(result, row.targets, expected)
     if not result.applied:
         assert result.record is record
         return
