@@ -23,7 +23,7 @@ from server import wire
 from server._bus import EventBus, Subscription
 from server._committer import Committer
 from server._config import ServerConfig
-from server._queue import AdmissionQueue, QueueStats, ReadyQueues
+from server._queue import AdmissionQueue, QueueStats, ReadyQueues, adjust_count
 from server._sessions import AttemptKey, WorkerSession
 from server._store import EventRecord, ExecutionPage, ExecutionSnapshot, NewExecution, Store
 from server._timers import Timers
@@ -232,12 +232,6 @@ class Engine:
             for task_run in live.task_runs.values():
                 self._count(None, task_run)
                 self._arm_recovered_task_run(task_run, recovery_holder)
-            if live.execution.idempotency_key:
-                # The stored fingerprint, so that the key still refuses a different request after a restart.
-                key = live.execution.idempotency_key
-                hit = await self._store.find_idempotency_key(key)
-                fingerprint = hit.request_fingerprint if hit is not None else ""
-                self._keys[key] = _KeyEntry(key, fingerprint, live.execution.id, self._done_future())
         for task_run_id in recovered.pending_order:
             owner = self._owner.get(task_run_id)
             if owner is not None:
@@ -1039,11 +1033,7 @@ class Engine:
             self._ready.count_pending(handler, pending)
         running = (after.state is State.RUNNING) - (before is not None and before.state is State.RUNNING)
         if running:
-            count = self._in_flight_by_handler.get(handler, 0) + running
-            if count:
-                self._in_flight_by_handler[handler] = count
-            else:
-                self._in_flight_by_handler.pop(handler, None)
+            adjust_count(self._in_flight_by_handler, handler, running)
 
     # ---- Effects and timers ---------------------------------------------------------------------
 

@@ -42,27 +42,21 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
-def _positive(kind: Callable[[str], T], what: str) -> Callable[[str], T]:
+def _positive(kind: Callable[[str], T], what: str, *, zero_allowed: bool = False) -> Callable[[str], T]:
+    """An argparse type: a number of `kind`, above zero (or at least zero with `zero_allowed`)."""
+    kind_name = "a whole number" if kind is int else "a number"
+
     def parse(text: str) -> T:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
-        if value <= 0:  # type: ignore[operator]
-            raise argparse.ArgumentTypeError(f"{what} must be positive, got {text!r}")
+            raise argparse.ArgumentTypeError(f"{what} must be {kind_name}, got {text!r}") from None
+        if value < 0 or (value == 0 and not zero_allowed):  # type: ignore[operator]
+            must = "must not be negative" if zero_allowed else "must be positive"
+            raise argparse.ArgumentTypeError(f"{what} {must}, got {text!r}")
         return value
 
     return parse
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"hot queue size must be a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"hot queue size must not be negative, got {text!r}")
-    return value
 
 
 def _seconds(what: str) -> Callable[[str], timedelta]:
@@ -95,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--hot-queue-size",
-        type=_non_negative_int,
+        type=_positive(int, "hot queue size", zero_allowed=True),
         default=_env("TASKWIRE_HOT_QUEUE_SIZE", "1000"),
         help="queued task runs kept in memory; beyond it, waiting executions are read back from the store "
         "when their turn comes [TASKWIRE_HOT_QUEUE_SIZE] (default: %(default)s)",

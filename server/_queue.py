@@ -150,8 +150,13 @@ class ReadyQueues:
         self._by_handler.setdefault(handler, deque()).appendleft(task_run_id)
 
     def count_pending(self, handler: str, delta: int) -> None:
-        count = self.pending_by_handler.get(handler, 0) + delta
-        if count:
-            self.pending_by_handler[handler] = count
-        else:
-            self.pending_by_handler.pop(handler, None)
+        adjust_count(self.pending_by_handler, handler, delta)
+
+
+def adjust_count(counts: dict[str, int], key: str, delta: int) -> None:
+    """Add `delta` to a per-key figure, dropping the key at zero so that idle handlers leave the stats."""
+    count = counts.get(key, 0) + delta
+    if count:
+        counts[key] = count
+    else:
+        counts.pop(key, None)

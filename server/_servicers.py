@@ -18,6 +18,7 @@ import grpc
 from server import wire
 from server._config import ServerConfig
 from server._engine import Engine, SubmitItem, WorkerHello
+from server._sessions import WorkerSession
 from server.domain import TaskwireError, ValidationError
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc, worker_service_pb2_grpc
@@ -274,7 +275,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         finally:
             self._engine.disconnect_worker(session)
 
-    async def _read(self, requests: AsyncIterator[wpb.ConnectRequest], session: Any) -> None:
+    async def _read(self, requests: AsyncIterator[wpb.ConnectRequest], session: WorkerSession) -> None:
         try:
             async for frame in requests:
                 self._engine.on_worker_frame(session, frame)
