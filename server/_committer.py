@@ -78,7 +78,7 @@ class Committer:
 
     def _take(self) -> tuple[WriteBatch, list[Callable[[], None]], asyncio.Future[None] | None]:
         batch = WriteBatch(
-            new_executions=self._new,
+            new_executions=[self._latest(new) for new in self._new],
             executions=list(self._executions.values()),
             task_runs=list(self._task_runs.values()),
             events=self._events,
@@ -87,6 +87,13 @@ class Committer:
         self._new, self._executions, self._task_runs, self._events = [], {}, {}, []
         self._after_commit, self._staged = [], None
         return batch, callbacks, waiter
+
+    def _latest(self, new: NewExecution) -> NewExecution:
+        """A new execution as of now: versions staged since it was created are inserted in its row, not
+        written again as updates (a task that starts and ends before its submit's commit costs one row)."""
+        execution = self._executions.pop(new.execution.id, new.execution)
+        task_runs = [self._task_runs.pop(task_run.id, task_run) for task_run in new.task_runs]
+        return NewExecution(execution, task_runs, new.request_fingerprint)
 
     async def _run(self) -> None:
         while True:

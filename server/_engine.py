@@ -95,9 +95,14 @@ class SystemClock:
 
 
 def new_id() -> str:
-    """128 random bits as 32 hex digits. Ids need to be unique, not secret: the Mersenne Twister is
-    seeded from the OS once and is ~50x cheaper per id than uuid4's os.urandom call."""
-    return f"{_ids.getrandbits(128):032x}"
+    """A unique id: 32 hex digits, the milliseconds since the epoch and then 80 random bits.
+
+    The time first (as in UUIDv7) makes the ids of new records sort after the ids of older ones, so
+    the store appends them at the end of its indexes instead of touching a random page of each index
+    for every record. The random bits come from a Mersenne Twister seeded from the OS once: ids need
+    to be unique, not secret, and that is ~50x cheaper per id than an os.urandom call.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{_ids.getrandbits(80):020x}"
 
 
 _ids = random.Random()

@@ -1,13 +1,17 @@
-"""The default store: one SQLite file, group-committed by one writer thread.
+"""The default store: one SQLite file, group-committed by one writer process.
 
 Durability as shipped: WAL journal with `synchronous=FULL`, so a commit is
-fsynced before `write` returns. One writer thread owns the write connection;
-`write(batch)` queues the batch and waits; the writer thread serializes it (so
-the event loop does no encoding), and a batch that cannot be encoded fails alone.
-The writer takes everything queued at that moment, applies it in one
-transaction, commits once and wakes every waiter: N concurrent writers cost
-about one fsync, not N. When such a transaction fails, each of its batches is
-retried alone, so one bad batch fails only its own writer.
+fsynced before `write` returns. `write(batch)` serializes the batch to rows
+(a batch that cannot be encoded fails alone, at once), queues it and waits.
+The store's writer thread takes everything queued at that moment and hands it
+to the writer process, which alone holds the write connection: it applies the
+group in one transaction and commits once; then every waiter wakes, so N
+concurrent writers cost about one fsync, not N. When such a transaction fails,
+each of its batches is retried alone, so one bad batch fails only its own
+writer. The commit runs in a process of its own so that SQLite's work, and the
+Python around every row, never competes with the event loop for the
+interpreter lock; if that process dies, every later write fails (and the
+server, which cannot keep what it would serve, stops).
 
 Reads run on a small pool of read-only connections in their own threads, each
 read in one read transaction (a consistent snapshot of committed data); WAL
@@ -41,11 +45,17 @@ import concurrent.futures
 import contextlib
 import heapq
 import json
+import multiprocessing
+import multiprocessing.connection
+import os
 import queue
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -798,7 +808,7 @@ def _select_in(conn: sqlite3.Connection, sql: str, values: Sequence[str], *, tup
 
 @dataclass(slots=True)
 class _Rows:
-    """A WriteBatch serialized to rows (by the writer thread, one batch at a time: bad data fails its own batch)."""
+    """A WriteBatch serialized to rows (by `write`, one batch at a time: bad data fails its own batch)."""
 
     new_executions: list[dict[str, Any]] = field(default_factory=list)
     new_task_runs: list[dict[str, Any]] = field(default_factory=list)
@@ -832,15 +842,9 @@ class _Rows:
 
 @dataclass(slots=True)
 class _Pending:
-    batch: WriteBatch
+    rows: _Rows
     future: asyncio.Future[None]
     loop: asyncio.AbstractEventLoop
-    rows: _Rows | None = None  # set by the writer thread (`_Writer.process`) before it commits the batch
-
-    @property
-    def encoded(self) -> _Rows:
-        assert self.rows is not None, "batch not encoded yet"
-        return self.rows
 
 
 _STOP: Final = object()  # queued by close(): the writer stops after what came before it
@@ -881,68 +885,47 @@ def _translate(error: Exception) -> StoreError:
     return translated
 
 
-class _Writer:
-    """The writer thread's side: owns the write connection, applies groups of batches."""
+# Why a batch was refused, as it crosses from the writer process: ("duplicate", key) or ("error", message).
+_Refusal = tuple[str, str]
 
-    def __init__(self, conn: sqlite3.Connection, max_batches_per_commit: int | None) -> None:
+
+class _Writer:
+    """The writer process's side: owns the write connection, commits groups of encoded batches.
+
+    Runs in its own process (see `_WriterProcess`), so the Python work around every row it writes never
+    takes the interpreter lock from the server's event loop.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
-        self.max_batches_per_commit = max_batches_per_commit
         self.commits = 0
         self.batches_committed = 0
         self.batches_failed = 0
         self.rows_written = 0
         self.largest_commit = 0
 
-    def process(self, items: list[_Pending]) -> None:
-        items = self._encode(items)
-        if not items:
-            return
-        size = self.max_batches_per_commit or len(items)
-        for start in range(0, len(items), size):
-            group = items[start : start + size]
-            outcomes = self._commit_isolating(group)
-            self._resolve(group, outcomes)
-
-    def _encode(self, items: list[_Pending]) -> list[_Pending]:
-        """Serialize each batch to rows; a batch that cannot be encoded fails now, alone (with its own error,
-        e.g. ValueError for a naive datetime). Returns the batches that are ready to commit."""
-        ready: list[_Pending] = []
-        failed: list[_Pending] = []
-        errors: list[BaseException | None] = []
-        for item in items:
-            try:
-                item.rows = _Rows.of(item.batch)
-            except Exception as error:
-                self.batches_failed += 1
-                failed.append(item)
-                errors.append(error)
-            else:
-                ready.append(item)
-        if failed:
-            self._resolve(failed, errors)
-        return ready
-
-    def _commit_isolating(self, group: list[_Pending]) -> list[BaseException | None]:
+    def commit_isolating(self, group: Sequence[_Rows]) -> list[_Refusal | None]:
+        """Commit the group in one transaction; per batch None (committed) or why it alone was refused."""
         try:
             return self._commit(group)
         except Exception as error:
             if len(group) == 1:
                 return [self._fail(error)]
         # The group failed as a whole: retry each batch alone, so a bad one fails only itself.
-        outcomes: list[BaseException | None] = []
-        for item in group:
+        outcomes: list[_Refusal | None] = []
+        for rows in group:
             try:
-                outcomes.extend(self._commit([item]))
+                outcomes.extend(self._commit([rows]))
             except Exception as error:
                 outcomes.append(self._fail(error))
         return outcomes
 
-    def _fail(self, error: Exception) -> StoreError:
+    def _fail(self, error: Exception) -> _Refusal:
         self.batches_failed += 1
-        return _translate(error)
+        return ("error", str(_translate(error)))
 
-    def _commit(self, group: Sequence[_Pending]) -> list[BaseException | None]:
-        """Apply the group in one transaction; per batch None (committed) or the error that refused it alone.
+    def _commit(self, group: Sequence[_Rows]) -> list[_Refusal | None]:
+        """Apply the group in one transaction; per batch None (committed) or the refusal of it alone.
 
         Raises when the transaction as a whole failed (nothing of it is committed).
         """
@@ -950,8 +933,8 @@ class _Writer:
         conn.execute("BEGIN IMMEDIATE")
         try:
             outcomes = self._refuse_duplicate_keys(group)
-            accepted = [item.encoded for item, outcome in zip(group, outcomes, strict=True) if outcome is None]
-            rows = self._apply(accepted)
+            accepted = [rows for rows, outcome in zip(group, outcomes, strict=True) if outcome is None]
+            written = self._apply(accepted)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -960,32 +943,31 @@ class _Writer:
         if accepted:
             self.commits += 1
             self.batches_committed += len(accepted)
-            self.rows_written += rows
+            self.rows_written += written
             self.largest_commit = max(self.largest_commit, len(accepted))
         self.batches_failed += len(group) - len(accepted)
         return outcomes
 
-    def _refuse_duplicate_keys(self, group: Sequence[_Pending]) -> list[BaseException | None]:
-        """DuplicateIdempotencyKey for each batch whose new executions reuse a key (stored, or earlier in the group)."""
-        wanted = [key for item in group for key in item.encoded.idempotency_keys]
+    def _refuse_duplicate_keys(self, group: Sequence[_Rows]) -> list[_Refusal | None]:
+        """A refusal for each batch whose new executions reuse a key (stored, or earlier in the group)."""
+        wanted = [key for rows in group for key in rows.idempotency_keys]
         if not wanted:
             return [None] * len(group)
         taken = {row[0] for row in _select_in(self.conn, _TAKEN_KEYS, wanted)}
-        outcomes: list[BaseException | None] = []
-        for item in group:
-            keys = item.encoded.idempotency_keys
+        outcomes: list[_Refusal | None] = []
+        for rows in group:
             seen: set[str] = set()
             duplicate = None
-            for key in keys:
+            for key in rows.idempotency_keys:
                 if key in taken or key in seen:
                     duplicate = key
                     break
                 seen.add(key)
             if duplicate is None:
-                taken.update(keys)
+                taken.update(rows.idempotency_keys)
                 outcomes.append(None)
             else:
-                outcomes.append(DuplicateIdempotencyKey(duplicate))
+                outcomes.append(("duplicate", duplicate))
         return outcomes
 
     def _apply(self, batches: Sequence[_Rows]) -> int:
@@ -1032,18 +1014,6 @@ class _Writer:
         ]
         raise StoreError(f"cannot update task runs that do not exist: {', '.join(missing)}")
 
-    def fail_all(self, group: Sequence[_Pending], error: Exception) -> None:
-        self._resolve(group, [self._fail(error) for _ in group])
-
-    @staticmethod
-    def _resolve(group: Sequence[_Pending], outcomes: Sequence[BaseException | None]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], BaseException | None]]] = {}
-        for item, outcome in zip(group, outcomes, strict=True):
-            by_loop.setdefault(item.loop, []).append((item.future, outcome))
-        for loop, settled in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
-                loop.call_soon_threadsafe(_settle, settled)
-
     def stats(self) -> StoreStats:
         return StoreStats(
             commits=self.commits,
@@ -1052,6 +1022,129 @@ class _Writer:
             rows_written=self.rows_written,
             largest_commit=self.largest_commit,
         )
+
+
+def writer_process_main(argv: Sequence[str]) -> int:
+    """The writer process (`python -m server._sqlite_writer FD PATH BUSY_TIMEOUT_S`).
+
+    Opens and migrates the database, says ("ready", "") or ("failed", message) on the connection FD,
+    then commits each group it receives and answers (refusals, stats), until it receives None or the
+    server's end of the connection closes. Interrupts are the server's to handle: a Ctrl-C that reaches
+    the whole process group must not cut a commit short.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    channel = multiprocessing.connection.Connection(int(argv[0]))
+    path, busy_timeout_s = Path(argv[1]), float(argv[2])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = _connect(path, busy_timeout_s=busy_timeout_s, read_only=False)
+    except Exception as error:
+        channel.send(("failed", str(_translate(error))))
+        return 1
+    try:
+        try:
+            migrate(conn)
+        except Exception as error:
+            channel.send(("failed", str(_translate(error))))
+            return 1
+        writer = _Writer(conn)
+        channel.send(("ready", ""))
+        while True:
+            try:
+                group = channel.recv()
+            except EOFError:  # the server is gone; whatever it had not sent is not ours to write
+                return 0
+            if group is None:
+                return 0
+            channel.send((writer.commit_isolating(group), writer.stats()))
+    finally:
+        conn.close()
+
+
+class _WriterProcess:
+    """The server's handle on the writer process: start it, hand it groups, stop it.
+
+    A process rather than a thread: encoding stays on the server's writer thread, but the commit (the
+    SQLite work of every row, and the Python around it) runs on its own interpreter and its own core.
+    Should the process die, every write from then on fails with StoreError, which stops the server
+    (fail-stop: it never serves state it cannot keep).
+    """
+
+    def __init__(self, path: Path, busy_timeout_s: float) -> None:
+        ours, theirs = multiprocessing.Pipe(duplex=True)
+        try:
+            self._popen = subprocess.Popen(
+                [sys.executable, "-m", "server._sqlite_writer", str(theirs.fileno()), str(path), str(busy_timeout_s)],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                env=_writer_environment(),
+            )
+        finally:
+            theirs.close()
+        self._channel = ours
+        self._broken: StoreError | None = None
+        self.stats = StoreStats(commits=0, batches_committed=0, batches_failed=0, rows_written=0, largest_commit=0)
+        status, message = self._receive()
+        if status != "ready":
+            self._popen.wait()
+            raise StoreError(message)
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    def commit(self, group: Sequence[_Rows]) -> list[BaseException | None]:
+        """Commit the group; per batch None or the error that refused it (every batch fails once broken)."""
+        if self._broken is None:
+            try:
+                self._channel.send(list(group))
+                refusals, self.stats = self._channel.recv()
+            except (EOFError, OSError) as error:
+                self._broken = self._exited(error)
+            else:
+                return [_refusal_error(refusal) for refusal in refusals]
+        return [self._broken] * len(group)
+
+    def _receive(self) -> Any:
+        try:
+            return self._channel.recv()
+        except (EOFError, OSError) as error:
+            raise self._exited(error) from error
+
+    def _exited(self, error: BaseException) -> StoreError:
+        exited = StoreError(f"the store's writer process exited unexpectedly (exit status {self._popen.wait()})")
+        exited.__cause__ = error
+        return exited
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self._channel.send(None)
+        self._channel.close()
+        self._popen.wait()
+
+
+def _writer_environment() -> dict[str, str]:
+    """This environment, with the folder that holds the `server` package first on the import path."""
+    root = str(Path(__file__).resolve().parent.parent)
+    search_path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": root if not search_path else f"{root}{os.pathsep}{search_path}"}
+
+
+def _refusal_error(refusal: _Refusal | None) -> BaseException | None:
+    if refusal is None:
+        return None
+    kind, detail = refusal
+    return DuplicateIdempotencyKey(detail) if kind == "duplicate" else StoreError(detail)
+
+
+def _resolve(group: Sequence[_Pending], outcomes: Sequence[BaseException | None]) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], BaseException | None]]] = {}
+    for item, outcome in zip(group, outcomes, strict=True):
+        by_loop.setdefault(item.loop, []).append((item.future, outcome))
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
+            loop.call_soon_threadsafe(_settle, settled)
 
 
 # --------------------------------------------------------------------------- the read path
@@ -1265,7 +1358,8 @@ class SqliteStore:
         # Held by tests to make the writer wait, after it has taken the first batch, before it takes the rest.
         self._group_gate = threading.Lock()
         self._state = "new"  # new → opening → open → closing → closed
-        self._writer: _Writer | None = None
+        self._process: _WriterProcess | None = None
+        self._encode_failures = 0  # batches refused before the writer process saw them: they could not be encoded
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._readers: concurrent.futures.ThreadPoolExecutor | None = None
@@ -1330,11 +1424,20 @@ class SqliteStore:
     ) -> None:
         await self.close()
 
+    @property
+    def writer_pid(self) -> int | None:
+        """The process id of the writer process while the store is open, else None."""
+        process = self._process
+        return process.pid if process is not None and self._state == "open" else None
+
     def stats(self) -> StoreStats:
         """Counters of the write path (commits, batches, rows) since open()."""
-        if self._writer is None:
-            return StoreStats(commits=0, batches_committed=0, batches_failed=0, rows_written=0, largest_commit=0)
-        return self._writer.stats()
+        stats = (
+            self._process.stats
+            if self._process is not None
+            else StoreStats(commits=0, batches_committed=0, batches_failed=0, rows_written=0, largest_commit=0)
+        )
+        return replace(stats, batches_failed=stats.batches_failed + self._encode_failures)
 
     # ---- writes
 
@@ -1343,28 +1446,29 @@ class SqliteStore:
         self._check_open("write")
         if not batch:
             return
+        try:
+            # Encoded here, on the caller's loop: in the writer thread this Python work would contend
+            # with the loop for the interpreter lock, which costs both more than doing it here.
+            rows = _Rows.of(batch)
+        except Exception:
+            self._encode_failures += 1
+            raise
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._lock:
             self._check_open("write")
-            self._queue.put(_Pending(batch, future, loop))  # encoded by the writer thread, off this loop
+            self._queue.put(_Pending(rows, future, loop))
         await future
 
     def _run_writer(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = _connect(self.path, busy_timeout_s=self._busy_timeout_s, read_only=False)
+            process = _WriterProcess(self.path.resolve(), self._busy_timeout_s)
         except BaseException as error:
             self._ready.set_exception(error)
             self._stopped.set_result(None)
             return
         try:
-            try:
-                migrate(conn)
-            except BaseException as error:
-                self._ready.set_exception(error)
-                return
-            self._writer = writer = _Writer(conn, self._max_batches_per_commit)
+            self._process = process
             self._ready.set_result(None)
             stop = False
             while not stop:
@@ -1380,12 +1484,19 @@ class SqliteStore:
                 stop = len(pending) < len(items)
                 if pending:
                     try:
-                        writer.process(pending)
+                        self._write(process, pending)
                     except Exception as error:  # a bug, not a refused batch: fail the waiters, keep serving
-                        writer.fail_all(pending, error)
+                        _resolve(pending, [_translate(error)] * len(pending))
         finally:
-            conn.close()
+            process.stop()
             self._stopped.set_result(None)
+
+    def _write(self, process: _WriterProcess, pending: list[_Pending]) -> None:
+        """Commit the batches in groups of at most max_batches_per_commit."""
+        size = self._max_batches_per_commit or len(pending)
+        for start in range(0, len(pending), size):
+            group = pending[start : start + size]
+            _resolve(group, process.commit([item.rows for item in group]))
 
     # ---- reads
 

@@ -163,7 +163,7 @@ def schema_in_memory() -> Iterator[sqlite3.Connection]:
 
 
 def apply(conn: sqlite3.Connection, batch: WriteBatch) -> None:
-    codec._Writer(conn, None)._apply([codec._Rows.of(batch)])
+    codec._Writer(conn)._apply([codec._Rows.of(batch)])
 
 
 @records_settings

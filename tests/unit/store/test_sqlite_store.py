@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sqlite3
 from dataclasses import replace
 from datetime import timedelta
@@ -17,6 +19,7 @@ from server._sqlite_store import (
     SqliteStore,
     StoreClosed,
     StoreError,
+    _connect,
     migrate,
 )
 from server._store import ExecutionSnapshot, IdempotencyHit, Store, WriteBatch
@@ -41,9 +44,13 @@ async def test_open_creates_the_folders_and_a_durable_wal_database(db_path: Path
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         conn.close()
-    assert store._writer is not None
-    assert store._writer.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    assert store._writer.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    # The writer process opens its connection with `_connect`, as every connection of the store is opened.
+    writer = _connect(db_path, busy_timeout_s=1.0, read_only=False)
+    try:
+        assert writer.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert writer.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    finally:
+        writer.close()
 
 
 # --------------------------------------------------------------------------- writes and reads
@@ -511,3 +518,60 @@ async def test_a_later_migration_runs_once_on_an_existing_database(db_path: Path
         assert conn.execute("SELECT labels FROM executions").fetchall() == [("[]",)]
     finally:
         conn.close()
+
+
+# --------------------------------------------------------------------------- the writer process
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1].startswith("Z")  # a zombie has exited
+    except FileNotFoundError:
+        return True
+
+
+async def test_when_the_writer_process_dies_every_write_fails_and_nothing_hangs(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        kept = pending_execution()
+        await store.write(submit_batch(kept))
+        pid = store.writer_pid
+        assert pid is not None
+        assert pid != os.getpid()
+        os.kill(pid, signal.SIGKILL)
+
+        for _ in range(2):  # the first write finds it dead; later ones are refused the same way
+            with pytest.raises(StoreError, match="writer process exited unexpectedly"):
+                await asyncio.wait_for(store.write(submit_batch(pending_execution())), timeout=30)
+        assert await store.get_execution(kept.execution.id) is not None  # reads go on
+    finally:
+        await asyncio.wait_for(store.close(), timeout=30)
+
+
+async def test_an_interrupt_sent_to_the_whole_process_group_leaves_the_writer_writing(db_path: Path) -> None:
+    """Ctrl-C in a terminal reaches every process of the group; stopping is the server's decision."""
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        pid = store.writer_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGTERM)
+        new = pending_execution()
+        await asyncio.wait_for(store.write(submit_batch(new)), timeout=30)
+        assert await store.get_execution(new.execution.id) is not None
+    finally:
+        await store.close()
+    assert _process_gone(pid)
+
+
+async def test_closing_the_store_ends_its_writer_process(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    pid = store.writer_pid
+    assert pid is not None
+    await store.close()
+    assert store.writer_pid is None
+    assert _process_gone(pid)

@@ -1,0 +1,11 @@
+"""Entry point of the SQLite store's writer process: ``python -m server._sqlite_writer FD PATH BUSY_TIMEOUT_S``.
+
+Started by `SqliteStore.open()`; see `server._sqlite_store.writer_process_main`.
+"""
+
+import sys
+
+from server._sqlite_store import writer_process_main
+
+if __name__ == "__main__":
+    sys.exit(writer_process_main(sys.argv[1:]))
