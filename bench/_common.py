@@ -359,6 +359,11 @@ class Running:
         return self.server.process.popen.pid
 
     @property
+    def server_pids(self) -> list[int]:
+        """The server and its store writer process: their CPU is the server's."""
+        return [process.pid for process in process_tree(self.server_pid)]
+
+    @property
     def worker_pids(self) -> list[int]:
         return [worker.popen.pid for worker in self.workers]
 
@@ -417,8 +422,19 @@ def free_port() -> int:
         return port
 
 
+def process_tree(pid: int) -> list[psutil.Process]:
+    """A process and its descendants: the server together with its store writer process."""
+    process = psutil.Process(pid)
+    return [process, *process.children(recursive=True)]
+
+
 def rss_bytes(pid: int) -> int:
-    return int(psutil.Process(pid).memory_info().rss)
+    """Resident set size of a process and its descendants."""
+    total = 0
+    for process in process_tree(pid):
+        with contextlib.suppress(psutil.Error):
+            total += int(process.memory_info().rss)
+    return total
 
 
 def cpu_seconds(pids: Sequence[int]) -> float:
@@ -432,10 +448,10 @@ def cpu_seconds(pids: Sequence[int]) -> float:
 
 
 class RssSampler:
-    """Samples a process's resident set size from a thread, every `interval_s`."""
+    """Samples the resident set size of a process and its descendants from a thread, every `interval_s`."""
 
     def __init__(self, pid: int, *, interval_s: float = 0.1) -> None:
-        self._process = psutil.Process(pid)
+        self._pid = pid
         self._interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
@@ -444,7 +460,7 @@ class RssSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             with contextlib.suppress(psutil.Error):
-                self.samples.append((time.monotonic(), int(self._process.memory_info().rss)))
+                self.samples.append((time.monotonic(), rss_bytes(self._pid)))
             self._stop.wait(self._interval_s)
 
     def __enter__(self) -> RssSampler:

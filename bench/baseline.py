@@ -25,7 +25,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from bench._common import channel, echo_execution, monotonic_s, spawn_module
+from bench._common import channel, echo_execution, monotonic_s, pace, spawn_module
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import types_pb2 as pb
 from taskwire.v1 import worker_service_pb2 as wpb
@@ -140,6 +140,29 @@ async def unary_qps(address: str, *, callers: int, duration_s: float) -> float:
 
         await asyncio.gather(*(caller() for _ in range(callers)))
     return counted / duration_s
+
+
+async def unary_round_trips(address: str, *, rate: float, count: int) -> list[float]:
+    """Round-trip times (seconds) of echo calls started at `rate` per second, open loop, like the
+    latency scenario's submits: the transport's own latency at that pace, with nothing behind it."""
+    request = echo_request()
+    times: list[float] = []
+    async with channel(address) as chan:
+        call = chan.unary_unary(
+            ECHO,
+            request_serializer=tpb.SubmitExecutionRequest.SerializeToString,
+            response_deserializer=tpb.SubmitExecutionRequest.FromString,
+        )
+        for _ in range(20):  # warm up the connection
+            await call(request, timeout=10)
+
+        async def one(_: int) -> None:
+            sent = monotonic_s()
+            await call(request, timeout=30)
+            times.append(monotonic_s() - sent)
+
+        await pace(rate, count, one)
+    return times
 
 
 async def stream_rate(address: str, *, streams: int, window: int, duration_s: float) -> float:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import grpc
 import grpc.aio
 
+from bench import baseline
 from bench._common import (
     Bench,
     ScenarioResult,
@@ -165,6 +166,17 @@ def run(bench: Bench) -> ScenarioResult:
     }
     seen: Counter[str] = Counter()
     for number in range(1, bench.runs + 1):
+        rate, seconds = sizes.latency[0]
+        bench.log(f"{NAME} run {number}/{bench.runs}: bare unary round trips at {rate}/s")
+        with baseline.baseline_server() as address:
+            trips = asyncio.run(baseline.unary_round_trips(address, rate=rate, count=max(1, round(rate * seconds))))
+        for q in (50, 99):
+            result.add(
+                f"bare.{rate}.p{q}",
+                f"bare grpc.aio unary round trip at {rate}/s p{q}",
+                "ms",
+                1000 * percentile(trips, q),
+            )
         with taskwire(bench, workers=sizes.workers, slots=sizes.worker_slots) as running:
             for rate, seconds in sizes.latency:
                 bench.log(f"{NAME} run {number}/{bench.runs}: {rate}/s for {seconds:g}s")
@@ -173,6 +185,10 @@ def run(bench: Bench) -> ScenarioResult:
                 if failures:
                     result.notes.append(f"run {number}, at {rate}/s: {dict(failures)}")
                 seen.update(failures)
+    result.notes.append(
+        "submit → handler start crosses gRPC twice (client → server, server → worker stream), as the bare "
+        "round trip does (there and back); the bare figure is the transport alone, paced the same way"
+    )
     result.notes.append(
         "handler start is taken inside the handler (noop_timed); completion when the client's watch delivers it, "
         "or when the submit's own answer already shows it; above 100/s every (rate/100)-th execution is watched"

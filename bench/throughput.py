@@ -99,8 +99,8 @@ async def batched_end_to_end(
 
 def _measure(bench: Bench, result: ScenarioResult, way: str, running: Running, tasks: int) -> None:
     sizes = bench.sizes
-    pids = [running.server_pid, *running.worker_pids]
-    cpu_before, own_before = cpu_seconds(pids[:1]), cpu_seconds([os.getpid()])
+    server, workers = running.server_pids, running.worker_pids
+    cpu_before, workers_before, own_before = cpu_seconds(server), cpu_seconds(workers), cpu_seconds([os.getpid()])
     if way == "single":
         first, submitted, done = asyncio.run(
             single_end_to_end(running.address, tasks=tasks, callers=sizes.submit_callers)
@@ -117,9 +117,15 @@ def _measure(bench: Bench, result: ScenarioResult, way: str, running: Running, t
     result.add(f"{way}.submit_per_s", f"taskwire, {label}: submits accepted", "tasks/s", tasks / (submitted - first))
     result.add(
         f"{way}.server_cpu",
-        f"taskwire, {label}: server CPU (100 = one core)",
+        f"taskwire, {label}: server CPU, store writer included (100 = one core)",
         "%",
-        100 * (cpu_seconds(pids[:1]) - cpu_before) / wall,
+        100 * (cpu_seconds(server) - cpu_before) / wall,
+    )
+    result.add(
+        f"{way}.workers_cpu",
+        f"taskwire, {label}: taskwire-worker processes' CPU",
+        "%",
+        100 * (cpu_seconds(workers) - workers_before) / wall,
     )
     result.add(
         f"{way}.client_cpu",

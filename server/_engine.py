@@ -211,7 +211,7 @@ class Engine:
         self._attempt_sessions: dict[AttemptKey, WorkerSession] = {}
         self._keys: dict[str, _KeyEntry] = {}
         self._in_flight_by_handler: dict[str, int] = {}
-        self._pump_scheduled = False
+        self._pump_handle: asyncio.Handle | None = None
         self._accepting = True
         self._closed = False
         self._sessions_changed = asyncio.Event()
@@ -364,6 +364,7 @@ class Engine:
                 self._admission.release(len(spec.tasks))
                 return await self._deduplicate(entry, fingerprint)
         live = self._create(spec, fingerprint)
+        self._pump_now()
         await self._committer.durable()
         return SubmitResult(live.snapshot(), deduplicated=False)
 
@@ -422,6 +423,7 @@ class Engine:
                 known.append((index, entry, fingerprint))
                 continue
             results[index] = BatchItemResult(execution_id=self._create(spec, fingerprint).execution.id)
+        self._pump_now()
         await self._committer.durable()
         for index, entry, fingerprint in known:
             try:
@@ -890,13 +892,19 @@ class Engine:
     # ---- Dispatch -------------------------------------------------------------------------------
 
     def _schedule_pump(self) -> None:
-        if not self._pump_scheduled:
-            self._pump_scheduled = True
-            asyncio.get_running_loop().call_soon(self._pump)
+        if self._pump_handle is None:
+            self._pump_handle = asyncio.get_running_loop().call_soon(self._pump)
+
+    def _pump_now(self) -> None:
+        """Dispatch what was just queued before anything else runs: the commit of the submit that
+        queued it can wait its turn (dispatch does not wait for it, see docs/design.md)."""
+        if self._pump_handle is not None:
+            self._pump_handle.cancel()
+            self._pump()
 
     def _pump(self) -> None:
         """Match PENDING task runs to free slots: FIFO per handler, one task per free worker per round."""
-        self._pump_scheduled = False
+        self._pump_handle = None
         if self._closed:
             return
         free = [session for session in self._maybe_free if session.free_slots > 0]

@@ -65,7 +65,12 @@ def _required(value: str, field: str) -> str:
 
 
 def fingerprint(spec: tpb.ExecutionSpec) -> str:
-    """Identifies a request for idempotency: the same key with another fingerprint is a conflict."""
+    """Identifies a request for idempotency: the same key with another fingerprint is a conflict.
+
+    Empty for a request without a key: nothing will ever compare it, so it is not worth a hash.
+    """
+    if not spec.idempotency_key:
+        return ""
     return hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()
 
 
