@@ -57,15 +57,25 @@ class TaskContext:
     ``abort`` fires when the handler should stop; ``progress()`` and ``logger`` report to the server.
     """
 
-    __slots__ = ("_events", "_info", "_input", "abort", "logger")
+    __slots__ = ("_events", "_info", "_input", "_log_level", "_logger", "abort")
 
-    def __init__(self, *, info: AttemptInfo, abort: AbortSignal, events: AttemptEvents, logger: logging.Logger) -> None:
+    def __init__(self, *, info: AttemptInfo, abort: AbortSignal, events: AttemptEvents, log_level: int) -> None:
         self._info = info
         self._events = events
         # Decoded up front so a malformed input fails the attempt before the handler runs.
         self._input = decode_input(info.input)
         self.abort = abort
-        self.logger = logger
+        self._log_level = log_level
+        self._logger: logging.Logger | None = None
+
+    @property
+    def logger(self) -> logging.Logger:
+        """A logger whose records become this attempt's log lines (made on first use: most handlers never log)."""
+        if self._logger is None:
+            self._logger = make_attempt_logger(
+                handler_name=self._info.handler, level=self._log_level, events=self._events
+            )
+        return self._logger
 
     @property
     def input(self) -> object:
@@ -151,5 +161,4 @@ def make_attempt_logger(*, handler_name: str, level: int, events: AttemptEvents)
 
 def build_context(*, info: AttemptInfo, abort: AbortSignal, events: AttemptEvents, log_level: int) -> TaskContext:
     """The context a runner hands its handler; raises InputDecodingError for a malformed input."""
-    logger = make_attempt_logger(handler_name=info.handler, level=log_level, events=events)
-    return TaskContext(info=info, abort=abort, events=events, logger=logger)
+    return TaskContext(info=info, abort=abort, events=events, log_level=log_level)

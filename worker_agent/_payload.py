@@ -60,11 +60,20 @@ def encode_json(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
+_PLAIN_JSON = (dict, list, str, int, float, bool, type(None))
+
+
 def encode_output(value: object) -> Payload:
     """The wire form of a handler's return value."""
     if isinstance(value, Payload):
         return value
-    if isinstance(value, PayloadLike) and isinstance(value.data, bytes) and isinstance(value.content_type, str):
+    # Plain JSON values skip the runtime check against the PayloadLike protocol, which is slow.
+    if (
+        not isinstance(value, _PLAIN_JSON)
+        and isinstance(value, PayloadLike)
+        and isinstance(value.data, bytes)
+        and isinstance(value.content_type, str)
+    ):
         return Payload(data=value.data, content_type=value.content_type or JSON_CONTENT_TYPE)
     try:
         return Payload(data=encode_json(value), content_type=JSON_CONTENT_TYPE)

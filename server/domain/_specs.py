@@ -79,6 +79,8 @@ def _validate_retry_policy(policy: RetryPolicy, where: str, limits: Limits) -> R
     for i, name in enumerate(policy.non_retryable_error_types):
         if not name.strip():
             raise ValidationError(f"{where}.non_retryable_error_types[{i}]", "must not be empty")
+    if policy.max_attempts and policy.backoff_coefficient:
+        return policy  # no default to fill in
     return replace(
         policy,
         max_attempts=policy.max_attempts or 1,
@@ -166,7 +168,9 @@ def validate_execution_spec(spec: ExecutionSpec, limits: Limits, where: str = "e
         _validate_payload(task.input, f"{at}.input", limits)
         _duration(task.timeout, f"{at}.timeout", limits)
         policy = _validate_retry_policy(task.retry_policy, f"{at}.retry_policy", limits)
-        tasks.append(replace(task, task_id=task_id, retry_policy=policy))
+        if task_id != task.task_id or policy is not task.retry_policy:
+            task = replace(task, task_id=task_id, retry_policy=policy)
+        tasks.append(task)
 
     for i, task in enumerate(tasks):
         at = f"{where}.tasks[{i}].depends_on"
