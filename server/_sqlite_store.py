@@ -143,9 +143,11 @@ class RowLike(Protocol):
 
 def datetime_to_db(value: datetime) -> int:
     """Microseconds since the Unix epoch. Refuses a naive datetime (its instant is unknown)."""
-    if value.tzinfo is None or value.utcoffset() is None:
+    if value.tzinfo is not UTC and (value.tzinfo is None or value.utcoffset() is None):
         raise ValueError(f"naive datetime {value.isoformat()} cannot be stored; use a timezone-aware UTC datetime")
-    return (value - _EPOCH) // _MICROSECOND
+    # Whole microseconds, exactly; about twice as fast as `(value - _EPOCH) // _MICROSECOND`.
+    since = value - _EPOCH
+    return (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
 
 
 def datetime_from_db(value: int) -> datetime:
