@@ -1077,7 +1077,17 @@ class _WriterProcess:
         ours, theirs = multiprocessing.Pipe(duplex=True)
         try:
             self._popen = subprocess.Popen(
-                [sys.executable, "-m", "server._sqlite_writer", str(theirs.fileno()), str(path), str(busy_timeout_s)],
+                # -P: the working directory does not go first on the import path, where a folder named
+                # `server` (common in the projects that run taskwire) would shadow this package.
+                [
+                    sys.executable,
+                    "-P",
+                    "-m",
+                    "server._sqlite_writer",
+                    str(theirs.fileno()),
+                    str(path),
+                    str(busy_timeout_s),
+                ],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 env=_writer_environment(),

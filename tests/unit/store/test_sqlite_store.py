@@ -575,3 +575,21 @@ async def test_closing_the_store_ends_its_writer_process(db_path: Path) -> None:
     await store.close()
     assert store.writer_pid is None
     assert _process_gone(pid)
+
+
+async def test_a_folder_named_server_in_the_working_directory_does_not_shadow_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Projects that run taskwire often have a `server` folder of their own."""
+    theirs = tmp_path / "project" / "server"
+    theirs.mkdir(parents=True)
+    (theirs / "__init__.py").write_text("raise ImportError('this is the project\\'s own server package')\n")
+    monkeypatch.chdir(theirs.parent)
+    store = SqliteStore(tmp_path / "taskwire.db")
+    await asyncio.wait_for(store.open(), timeout=30)
+    try:
+        new = pending_execution()
+        await store.write(submit_batch(new))
+        assert await store.get_execution(new.execution.id) is not None
+    finally:
+        await store.close()
