@@ -3,7 +3,7 @@
 Durability as shipped: WAL journal with `synchronous=FULL`, so a commit is
 fsynced before `write` returns. `write(batch)` serializes the batch to rows
 (a batch that cannot be encoded fails alone, at once), queues it and waits.
-The store's writer thread takes everything queued at that moment and hands it
+The store's writer task takes everything queued at that moment and sends it
 to the writer process, which alone holds the write connection: it applies the
 group in one transaction and commits once; then every waiter wakes, so N
 concurrent writers cost about one fsync, not N. When such a transaction fails,
@@ -45,13 +45,13 @@ import concurrent.futures
 import contextlib
 import heapq
 import json
-import multiprocessing
 import multiprocessing.connection
 import os
-import queue
+import pickle
 import signal
+import socket
 import sqlite3
-import subprocess
+import struct
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -846,10 +846,6 @@ class _Rows:
 class _Pending:
     rows: _Rows
     future: asyncio.Future[None]
-    loop: asyncio.AbstractEventLoop
-
-
-_STOP: Final = object()  # queued by close(): the writer stops after what came before it
 
 
 @dataclass(frozen=True, slots=True)
@@ -863,15 +859,15 @@ class StoreStats:
     largest_commit: int  # the most batches one commit carried
 
 
-def _settle(outcomes: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
-    """Resolve the futures of written batches; runs on their event loop."""
-    for future, error in outcomes:
-        if future.done():  # the caller was cancelled; the batch was still written (or not) as reported
+def _settle(group: Sequence[_Pending], outcomes: Sequence[BaseException | None]) -> None:
+    """Resolve the futures of written batches."""
+    for item, error in zip(group, outcomes, strict=True):
+        if item.future.done():  # the caller was cancelled; the batch was still written (or not) as reported
             continue
         if error is None:
-            future.set_result(None)
+            item.future.set_result(None)
         else:
-            future.set_exception(error)
+            item.future.set_exception(error)
 
 
 def _translate(error: Exception) -> StoreError:
@@ -1067,73 +1063,111 @@ def writer_process_main(argv: Sequence[str]) -> int:
 class _WriterProcess:
     """The server's handle on the writer process: start it, hand it groups, stop it.
 
-    A process rather than a thread: encoding stays on the server's writer thread, but the commit (the
-    SQLite work of every row, and the Python around it) runs on its own interpreter and its own core.
-    Should the process die, every write from then on fails with StoreError, which stops the server
-    (fail-stop: it never serves state it cannot keep).
+    A process rather than a thread: SQLite's work, and the Python around every row, never holds the
+    interpreter lock the event loop needs. The event loop talks to it directly over a socket pair (the
+    framing of `multiprocessing.connection`, which the process uses), so a commit costs no thread
+    hand-offs. Should the process die, every write from then on fails with StoreError, which stops the
+    server (fail-stop: it never serves state it cannot keep).
     """
 
-    def __init__(self, path: Path, busy_timeout_s: float) -> None:
-        ours, theirs = multiprocessing.Pipe(duplex=True)
-        try:
-            self._popen = subprocess.Popen(
-                # -P: the working directory does not go first on the import path, where a folder named
-                # `server` (common in the projects that run taskwire) would shadow this package.
-                [
-                    sys.executable,
-                    "-P",
-                    "-m",
-                    "server._sqlite_writer",
-                    str(theirs.fileno()),
-                    str(path),
-                    str(busy_timeout_s),
-                ],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-                env=_writer_environment(),
-            )
-        finally:
-            theirs.close()
-        self._channel = ours
+    def __init__(
+        self, popen: asyncio.subprocess.Process, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self._popen = popen
+        self._reader = reader
+        self._writer = writer
         self._broken: StoreError | None = None
         self.stats = StoreStats(commits=0, batches_committed=0, batches_failed=0, rows_written=0, largest_commit=0)
-        status, message = self._receive()
+
+    @classmethod
+    async def start(cls, path: Path, busy_timeout_s: float) -> _WriterProcess:
+        """Start the process; returns once it has opened and migrated the database (StoreError if it could not)."""
+        ours, theirs = socket.socketpair()
+        try:
+            popen = await asyncio.create_subprocess_exec(
+                # -P: the working directory does not go first on the import path, where a folder named
+                # `server` (common in the projects that run taskwire) would shadow this package.
+                sys.executable,
+                "-P",
+                "-m",
+                "server._sqlite_writer",
+                str(theirs.fileno()),
+                str(path),
+                str(busy_timeout_s),
+                pass_fds=(theirs.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+                env=_writer_environment(),
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        reader, writer = await asyncio.open_unix_connection(sock=ours, limit=_STREAM_LIMIT)
+        process = cls(popen, reader, writer)
+        try:
+            status, message = await process._receive()
+        except BaseException:
+            await process.stop()
+            raise
         if status != "ready":
-            self._popen.wait()
+            await process.stop()
             raise StoreError(message)
+        return process
 
     @property
     def pid(self) -> int:
         return self._popen.pid
 
-    def commit(self, group: Sequence[_Rows]) -> list[BaseException | None]:
+    async def commit(self, group: Sequence[_Rows]) -> list[BaseException | None]:
         """Commit the group; per batch None or the error that refused it (every batch fails once broken)."""
         if self._broken is None:
             try:
-                self._channel.send(list(group))
-                refusals, self.stats = self._channel.recv()
-            except (EOFError, OSError) as error:
-                self._broken = self._exited(error)
+                self._send(list(group))
+                await self._writer.drain()
+                refusals, self.stats = await self._receive()
+            except StoreError as error:
+                self._broken = error
+            except OSError as error:
+                self._broken = await self._exited(error)
             else:
                 return [_refusal_error(refusal) for refusal in refusals]
         return [self._broken] * len(group)
 
-    def _receive(self) -> Any:
-        try:
-            return self._channel.recv()
-        except (EOFError, OSError) as error:
-            raise self._exited(error) from error
+    def _send(self, message: object) -> None:
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        # multiprocessing.connection's framing: a signed 32-bit length, or -1 and an unsigned 64-bit one.
+        header = struct.pack("!i", len(data)) if len(data) < 0x7FFFFFFF else struct.pack("!iQ", -1, len(data))
+        self._writer.writelines((header, data))
 
-    def _exited(self, error: BaseException) -> StoreError:
-        exited = StoreError(f"the store's writer process exited unexpectedly (exit status {self._popen.wait()})")
+    async def _receive(self) -> Any:
+        try:
+            (size,) = struct.unpack("!i", await self._reader.readexactly(4))
+            if size == -1:
+                (size,) = struct.unpack("!Q", await self._reader.readexactly(8))
+            return pickle.loads(await self._reader.readexactly(size))
+        except (asyncio.IncompleteReadError, OSError) as error:
+            raise await self._exited(error) from error
+
+    async def _exited(self, error: BaseException) -> StoreError:
+        status = await self._popen.wait()
+        exited = StoreError(f"the store's writer process exited unexpectedly (exit status {status})")
         exited.__cause__ = error
         return exited
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """Ask the process to finish and wait for it to exit (it has committed everything it was sent)."""
         with contextlib.suppress(OSError):
-            self._channel.send(None)
-        self._channel.close()
-        self._popen.wait()
+            self._send(None)
+            await self._writer.drain()
+        self._writer.close()
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
+        await self._popen.wait()
+
+
+# Read buffer of the connection to the writer process; a frame of any size still arrives whole.
+_STREAM_LIMIT: Final = 16 * 1024 * 1024
 
 
 def _writer_environment() -> dict[str, str]:
@@ -1148,15 +1182,6 @@ def _refusal_error(refusal: _Refusal | None) -> BaseException | None:
         return None
     kind, detail = refusal
     return DuplicateIdempotencyKey(detail) if kind == "duplicate" else StoreError(detail)
-
-
-def _resolve(group: Sequence[_Pending], outcomes: Sequence[BaseException | None]) -> None:
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], BaseException | None]]] = {}
-    for item, outcome in zip(group, outcomes, strict=True):
-        by_loop.setdefault(item.loop, []).append((item.future, outcome))
-    for loop, settled in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
-            loop.call_soon_threadsafe(_settle, settled)
 
 
 # --------------------------------------------------------------------------- the read path
@@ -1365,15 +1390,17 @@ class SqliteStore:
         self._busy_timeout_s = busy_timeout_s
         self._reader_count = readers
         self._max_batches_per_commit = max_batches_per_commit
-        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
-        self._lock = threading.Lock()  # orders "accepting writes?" against the stop marker
-        # Held by tests to make the writer wait, after it has taken the first batch, before it takes the rest.
-        self._group_gate = threading.Lock()
+        self._lock = threading.Lock()  # guards the list of reader connections
+        self._pending: list[_Pending] = []  # queued writes, in order
+        self._wake = asyncio.Event()
+        # Cleared by tests to make the writer wait before it takes what is queued (then all of it, as one group).
+        self._gate = asyncio.Event()
+        self._gate.set()
         self._state = "new"  # new → opening → open → closing → closed
+        self._opening: asyncio.Future[None] | None = None
         self._process: _WriterProcess | None = None
+        self._writer_task: asyncio.Task[None] | None = None
         self._encode_failures = 0  # batches refused before the writer process saw them: they could not be encoded
-        self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._readers: concurrent.futures.ThreadPoolExecutor | None = None
         self._reader_connections: list[sqlite3.Connection] = []
         self._reader_local = threading.local()
@@ -1387,10 +1414,10 @@ class SqliteStore:
             return
         if self._state == "new":
             self._state = "opening"
-            threading.Thread(target=self._run_writer, name="taskwire-store-writer", daemon=True).start()
-        if self._state == "opening":
+            self._opening = asyncio.ensure_future(self._start_writer())
+        if self._state == "opening" and self._opening is not None:
             try:
-                await asyncio.wrap_future(self._ready)
+                await asyncio.shield(self._opening)
             except BaseException:
                 self._state = "closed"
                 raise
@@ -1413,16 +1440,21 @@ class SqliteStore:
             await self._closed.wait()
             return
         self._closed = asyncio.Event()
-        with self._lock:
-            self._state = "closing"
-            self._queue.put(_STOP)
+        self._state = "closing"
         try:
+            if self._opening is not None:
+                with contextlib.suppress(Exception):  # open() reports a failed start
+                    await asyncio.shield(self._opening)
+            self._wake.set()
+            if self._writer_task is not None:
+                await self._writer_task  # commits what is queued first
+            if self._process is not None:
+                await self._process.stop()
             if self._readers is not None:
                 await asyncio.to_thread(self._readers.shutdown, wait=True)
             for conn in self._reader_connections:
                 conn.close()
             self._reader_connections.clear()
-            await asyncio.wrap_future(self._stopped)
         finally:
             self._state = "closed"
             self._closed.set()
@@ -1459,56 +1491,36 @@ class SqliteStore:
         if not batch:
             return
         try:
-            # Encoded here, on the caller's loop: in the writer thread this Python work would contend
-            # with the loop for the interpreter lock, which costs both more than doing it here.
             rows = _Rows.of(batch)
         except Exception:
             self._encode_failures += 1
             raise
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        with self._lock:
-            self._check_open("write")
-            self._queue.put(_Pending(rows, future, loop))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(rows, future))
+        self._wake.set()
         await future
 
-    def _run_writer(self) -> None:
-        try:
-            process = _WriterProcess(self.path.resolve(), self._busy_timeout_s)
-        except BaseException as error:
-            self._ready.set_exception(error)
-            self._stopped.set_result(None)
-            return
-        try:
-            self._process = process
-            self._ready.set_result(None)
-            stop = False
-            while not stop:
-                first = self._queue.get()
-                with self._group_gate:
-                    items = [first]
-                    while True:
-                        try:
-                            items.append(self._queue.get_nowait())
-                        except queue.Empty:
-                            break
-                pending = [item for item in items if isinstance(item, _Pending)]
-                stop = len(pending) < len(items)
-                if pending:
-                    try:
-                        self._write(process, pending)
-                    except Exception as error:  # a bug, not a refused batch: fail the waiters, keep serving
-                        _resolve(pending, [_translate(error)] * len(pending))
-        finally:
-            process.stop()
-            self._stopped.set_result(None)
+    async def _start_writer(self) -> None:
+        self._process = await _WriterProcess.start(self.path.resolve(), self._busy_timeout_s)
+        self._writer_task = asyncio.create_task(self._write_loop(self._process), name="taskwire-store-writer")
 
-    def _write(self, process: _WriterProcess, pending: list[_Pending]) -> None:
-        """Commit the batches in groups of at most max_batches_per_commit."""
-        size = self._max_batches_per_commit or len(pending)
-        for start in range(0, len(pending), size):
-            group = pending[start : start + size]
-            _resolve(group, process.commit([item.rows for item in group]))
+    async def _write_loop(self, process: _WriterProcess) -> None:
+        """Take everything queued, commit it (one transaction per group), wake its writers; until closed."""
+        while True:
+            await self._wake.wait()
+            await self._gate.wait()
+            self._wake.clear()
+            pending, self._pending = self._pending, []
+            size = self._max_batches_per_commit or len(pending) or 1
+            for start in range(0, len(pending), size):
+                group = pending[start : start + size]
+                try:
+                    outcomes = await process.commit([item.rows for item in group])
+                except Exception as error:  # a bug, not a refused batch: fail the waiters, keep serving
+                    outcomes = [_translate(error)] * len(group)
+                _settle(group, outcomes)
+            if self._state == "closing" and not self._pending:
+                return
 
     # ---- reads
 

@@ -12,15 +12,15 @@ from server._store import WriteBatch
 
 @contextmanager
 def writer_held(store: SqliteStore) -> Iterator[None]:
-    """The writer waits, once it has taken the next batch, until the block ends.
+    """The writer takes nothing queued until the block ends.
 
     Batches queued inside the block are then committed together, in one group.
     """
-    store._group_gate.acquire()
+    store._gate.clear()
     try:
         yield
     finally:
-        store._group_gate.release()
+        store._gate.set()
 
 
 async def start_writes(store: SqliteStore, batches: Sequence[WriteBatch]) -> list[asyncio.Task[None]]:
