@@ -84,9 +84,11 @@ class AsyncRunner(_InProcessRunner):
     _task: asyncio.Task[HandlerResult] | None = None  # set by run()
 
     async def run(self) -> HandlerResult:
-        self._events.started()
         task = asyncio.create_task(call_async_handler(self._fn, self._build_context), name=self._name)
         self._task = task
+        # After the task is scheduled: the handler then starts before the outbox's writer sends this, rather
+        # than after. It still precedes the handler's own progress and logs, which the task has yet to send.
+        self._events.started()
         try:
             # wait() rather than awaiting the task: a hard stop cancels the handler's task, and that must
             # not look like the cancellation of this one.
