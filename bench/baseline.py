@@ -114,15 +114,19 @@ def baseline_server() -> Iterator[str]:
 # --------------------------------------------------------------------------------------------- clients
 
 
+def _echo_call(chan: grpc.aio.Channel) -> grpc.aio.UnaryUnaryMultiCallable[Any, Any]:
+    return chan.unary_unary(
+        ECHO,
+        request_serializer=tpb.SubmitExecutionRequest.SerializeToString,
+        response_deserializer=tpb.SubmitExecutionRequest.FromString,
+    )
+
+
 async def unary_qps(address: str, *, callers: int, duration_s: float) -> float:
     """Completed echo calls per second with `callers` concurrent callers on one channel."""
     request = echo_request()
     async with channel(address) as chan:
-        call = chan.unary_unary(
-            ECHO,
-            request_serializer=tpb.SubmitExecutionRequest.SerializeToString,
-            response_deserializer=tpb.SubmitExecutionRequest.FromString,
-        )
+        call = _echo_call(chan)
         await call(request, timeout=10)
         begin = monotonic_s() + _WARMUP_S
         end = begin + duration_s
@@ -148,11 +152,7 @@ async def unary_round_trips(address: str, *, rate: float, count: int) -> list[fl
     request = echo_request()
     times: list[float] = []
     async with channel(address) as chan:
-        call = chan.unary_unary(
-            ECHO,
-            request_serializer=tpb.SubmitExecutionRequest.SerializeToString,
-            response_deserializer=tpb.SubmitExecutionRequest.FromString,
-        )
+        call = _echo_call(chan)
         for _ in range(20):  # warm up the connection
             await call(request, timeout=10)
 

@@ -852,11 +852,11 @@ class _Pending:
 class StoreStats:
     """Counters of the write path since the store was opened."""
 
-    commits: int  # transactions committed that wrote something: one fsync each
-    batches_committed: int
-    batches_failed: int
-    rows_written: int  # rows inserted or updated, all tables
-    largest_commit: int  # the most batches one commit carried
+    commits: int = 0  # transactions committed that wrote something: one fsync each
+    batches_committed: int = 0
+    batches_failed: int = 0
+    rows_written: int = 0  # rows inserted or updated, all tables
+    largest_commit: int = 0  # the most batches one commit carried
 
 
 def _settle(group: Sequence[_Pending], outcomes: Sequence[BaseException | None]) -> None:
@@ -1077,7 +1077,7 @@ class _WriterProcess:
         self._reader = reader
         self._writer = writer
         self._broken: StoreError | None = None
-        self.stats = StoreStats(commits=0, batches_committed=0, batches_failed=0, rows_written=0, largest_commit=0)
+        self.stats = StoreStats()
 
     @classmethod
     async def start(cls, path: Path, busy_timeout_s: float) -> _WriterProcess:
@@ -1476,11 +1476,7 @@ class SqliteStore:
 
     def stats(self) -> StoreStats:
         """Counters of the write path (commits, batches, rows) since open()."""
-        stats = (
-            self._process.stats
-            if self._process is not None
-            else StoreStats(commits=0, batches_committed=0, batches_failed=0, rows_written=0, largest_commit=0)
-        )
+        stats = self._process.stats if self._process is not None else StoreStats()
         return replace(stats, batches_failed=stats.batches_failed + self._encode_failures)
 
     # ---- writes
