@@ -26,7 +26,21 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(call import_tree,$(IMPORT_TREE))
 	touch $@
+
+# The folders install under one import root (pyproject's package-dir). For mypy, which reads files rather
+# than import hooks, the same mapping is a tree of links: taskwire/{v1,common,client,server,worker}.
+IMPORT_TREE := $(VENV)/import-tree/taskwire
+define import_tree
+	rm -rf $(1) && mkdir -p $(1)
+	ln -s $(CURDIR)/protos/taskwire/__init__.py $(CURDIR)/protos/taskwire/py.typed $(1)/
+	ln -s $(CURDIR)/protos/taskwire/v1 $(1)/v1
+	ln -s $(CURDIR)/common $(1)/common
+	ln -s $(CURDIR)/client $(1)/client
+	ln -s $(CURDIR)/server $(1)/server
+	ln -s $(CURDIR)/worker_agent $(1)/worker
+endef
 
 .PHONY: install
 install: $(STAMP) ## Create .venv and install taskwire with its dev tools.
@@ -74,6 +88,7 @@ fmt: $(STAMP) ## Apply ruff fixes and formatting.
 
 .PHONY: typecheck
 typecheck: $(STAMP) ## mypy --strict on our code (generated stubs excluded).
+	$(call import_tree,$(IMPORT_TREE))
 	$(BIN)/mypy
 
 .PHONY: test

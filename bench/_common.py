@@ -66,7 +66,7 @@ __all__ = [
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
-HANDLER_MODULES = "worker_agent.demo,bench.handlers"
+HANDLER_MODULES = "taskwire.worker.demo,bench.handlers"
 # Worker processes import bench.handlers: the repository root must be on their path.
 CHILD_ENV = {"PYTHONPATH": str(REPO)}
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
@@ -257,7 +257,7 @@ def source_state() -> str:
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
         ).stdout.strip()
         changed = subprocess.run(
-            ["git", "status", "--porcelain", "--", "server", "worker_agent", "protos"],
+            ["git", "status", "--porcelain", "--", "server", "worker_agent", "client", "common", "protos"],
             cwd=REPO,
             capture_output=True,
             text=True,

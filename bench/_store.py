@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from server._store import NewExecution
-from server.domain import Execution, Payload, RetryPolicy, State, TaskRun
+from taskwire.server._store import NewExecution
+from taskwire.server.domain import Execution, Payload, RetryPolicy, State, TaskRun
 
 
 def pending_execution(

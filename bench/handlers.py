@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from worker_agent import TaskContext, handler
+from taskwire.worker import TaskContext, handler
 
 
 def monotonic_s() -> float:

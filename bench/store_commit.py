@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench._store import add_dir_argument, pending_execution, run_in_folder
-from server._sqlite_store import SqliteStore
-from server._store import EventRecord, WriteBatch
+from taskwire.server._sqlite_store import SqliteStore
+from taskwire.server._store import EventRecord, WriteBatch
 
 
 @dataclass(frozen=True, slots=True)

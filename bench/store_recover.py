@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from bench._store import add_dir_argument, pending_execution, run_in_folder
-from server import _sqlite_store as codec
-from server._sqlite_store import SqliteStore
-from server._store import NewExecution, WriteBatch
-from server.domain import RetryPolicy
+from taskwire.server import _sqlite_store as codec
+from taskwire.server._sqlite_store import SqliteStore
+from taskwire.server._store import NewExecution, WriteBatch
+from taskwire.server.domain import RetryPolicy
 
 _BATCH = 2_000
 _NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

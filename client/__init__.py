@@ -1,6 +1,6 @@
 """taskwire Python SDK: submit tasks to a taskwire server, follow them, and collect their results.
 
-    from client import Client
+    from taskwire.client import Client
 
     with Client("127.0.0.1:50051") as client:
         execution = client.submit("echo", {"hello": "world"})
@@ -10,21 +10,7 @@
 dataclasses and enums (the domain's own records), `timedelta`s and decoded JSON.
 """
 
-from client._async import AsyncClient
-from client._common import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, to_payload
-from client._errors import ExecutionCancelled, ExecutionFailed, ServerUnavailable, WaitTimeout
-from client._events import ExecutionTransition, LogLevel, TaskLog, TaskProgress, TaskRunTransition, WatchEvent
-from client._models import (
-    ExecutionSnapshot,
-    HandlerStats,
-    QueueStats,
-    RpcRetry,
-    Stats,
-    SubmitResult,
-    WorkerInfo,
-)
-from client._sync import Client
-from server.domain import (
+from taskwire.server.domain import (
     AdmissionTimeout,
     Attempt,
     AttemptOutcome,
@@ -46,6 +32,21 @@ from server.domain import (
     TaskwireError,
     ValidationError,
 )
+
+from ._async import AsyncClient
+from ._common import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, to_payload
+from ._errors import ExecutionCancelled, ExecutionFailed, ServerUnavailable, WaitTimeout
+from ._events import ExecutionTransition, LogLevel, TaskLog, TaskProgress, TaskRunTransition, WatchEvent
+from ._models import (
+    ExecutionSnapshot,
+    HandlerStats,
+    QueueStats,
+    RpcRetry,
+    Stats,
+    SubmitResult,
+    WorkerInfo,
+)
+from ._sync import Client
 
 __all__ = [
     "DEFAULT_ADDRESS",

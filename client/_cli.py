@@ -21,12 +21,14 @@ from typing import IO, Any, NoReturn
 
 from rich.console import Console
 
-from client._common import DEFAULT_ADDRESS, parse_state
-from client._errors import ServerUnavailable, WaitTimeout
-from client._events import WatchEvent
-from client._live import JsonLinesView, LiveView, PlainView, WatchView
-from client._models import ExecutionSnapshot
-from client._render import (
+from taskwire.server import domain as d
+
+from ._common import DEFAULT_ADDRESS, parse_state
+from ._errors import ServerUnavailable, WaitTimeout
+from ._events import WatchEvent
+from ._live import JsonLinesView, LiveView, PlainView, WatchView
+from ._models import ExecutionSnapshot
+from ._render import (
     dumps,
     execution_detail,
     executions_table,
@@ -39,8 +41,7 @@ from client._render import (
     workers_table,
     workers_view,
 )
-from client._sync import Client
-from server import domain as d
+from ._sync import Client
 
 SERVER_ENV = "TASKWIRE_SERVER"
 PROG = "taskwire"

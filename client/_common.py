@@ -12,7 +12,11 @@ from typing import Any
 import grpc
 import tenacity
 
-from client._errors import (
+from taskwire.server import domain as d
+from taskwire.server import wire
+from taskwire.v1 import task_service_pb2 as tpb
+
+from ._errors import (
     ExecutionCancelled,
     ExecutionFailed,
     WaitTimeout,
@@ -20,8 +24,8 @@ from client._errors import (
     is_retryable,
     rpc_status,
 )
-from client._events import ExecutionTransition, WatchEvent, event_from_proto
-from client._models import (
+from ._events import ExecutionTransition, WatchEvent, event_from_proto
+from ._models import (
     ExecutionSnapshot,
     HandlerStats,
     QueueStats,
@@ -30,9 +34,6 @@ from client._models import (
     SubmitResult,
     WorkerInfo,
 )
-from server import domain as d
-from server import wire
-from taskwire.v1 import task_service_pb2 as tpb
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = timedelta(seconds=10)

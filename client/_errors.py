@@ -1,8 +1,8 @@
 """The SDK's own errors, and the one function that turns a failed RPC into a taskwire error.
 
 Everything the SDK raises on purpose is a `TaskwireError` (the root of the one
-hierarchy in `server.domain`); a status the server sent maps to its class through
-`server.wire.error_class_for`.
+hierarchy in `taskwire.server.domain`); a status the server sent maps to its class through
+`taskwire.server.wire.error_class_for`.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from server import domain as d
-from server import wire
+from taskwire.server import domain as d
+from taskwire.server import wire
 
 if TYPE_CHECKING:
-    from client._models import ExecutionSnapshot
+    from ._models import ExecutionSnapshot
 
 # What gRPC core says when the connection itself failed (as opposed to an UNAVAILABLE the server chose to send).
 _TRANSPORT_PHRASES = (

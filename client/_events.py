@@ -7,8 +7,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from server import domain as d
-from server import wire
+from taskwire.server import domain as d
+from taskwire.server import wire
 from taskwire.v1 import types_pb2 as pb
 
 

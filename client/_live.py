@@ -10,10 +10,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from client._events import ExecutionTransition, LogLevel, TaskLog, TaskProgress, TaskRunTransition, WatchEvent
-from client._render import STATE_STYLES, event_line, final_line
-from server import domain as d
-from server import wire
+from taskwire.server import domain as d
+from taskwire.server import wire
+
+from ._events import ExecutionTransition, LogLevel, TaskLog, TaskProgress, TaskRunTransition, WatchEvent
+from ._render import STATE_STYLES, event_line, final_line
 
 _LOG_STYLES = {LogLevel.DEBUG: "dim", LogLevel.INFO: "", LogLevel.WARNING: "yellow", LogLevel.ERROR: "red"}
 
@@ -56,7 +57,7 @@ class PlainView(_NoContext):
 
 
 class JsonLinesView(_NoContext):
-    """One JSON object per event: the proto3 JSON form of the history entry (`server.wire.event_to_dict`)."""
+    """One JSON object per event: the proto3 JSON form of the history entry (`taskwire.server.wire.event_to_dict`)."""
 
     def __init__(self, out: IO[str]) -> None:
         self._out = out

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from server import domain as d
-from server.domain import execution_view
+from taskwire.server import domain as d
+from taskwire.server.domain import execution_view
 
 
 def decode_payload(payload: d.Payload | None) -> Any:
@@ -82,7 +82,7 @@ class ExecutionSnapshot:
         raise KeyError(task_id)
 
     def to_json(self) -> dict[str, Any]:
-        """The stable JSON view (`server.domain.execution_view`), as `taskwire get --json` prints it."""
+        """The stable JSON view (`taskwire.server.domain.execution_view`), as `taskwire get --json` prints it."""
         return execution_view(self.execution, self.task_runs)
 
 

@@ -1,6 +1,6 @@
 """How the CLI shows things: rich tables for people, documented JSON objects for scripts, plain event lines.
 
-Executions use the stable JSON view of `server.domain.execution_view`; stats,
+Executions use the stable JSON view of `taskwire.server.domain.execution_view`; stats,
 workers and lists use the objects below (documented in docs/cli.md).
 """
 
@@ -16,10 +16,11 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from client._events import ExecutionTransition, TaskLog, TaskProgress, TaskRunTransition, WatchEvent
-from client._models import ExecutionSnapshot, Stats, WorkerInfo, task_run_output
-from server import domain as d
-from server.domain import JSON_VIEW_VERSION, iso, payload_view
+from taskwire.server import domain as d
+from taskwire.server.domain import JSON_VIEW_VERSION, iso, payload_view
+
+from ._events import ExecutionTransition, TaskLog, TaskProgress, TaskRunTransition, WatchEvent
+from ._models import ExecutionSnapshot, Stats, WorkerInfo, task_run_output
 
 STATE_STYLES = {
     d.State.PENDING: "cyan",

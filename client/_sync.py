@@ -12,13 +12,14 @@ from typing import Any, Self, TypeVar
 import grpc
 import tenacity
 
-from client import _common as c
-from client._errors import WaitTimeout, error_from_rpc
-from client._events import WatchEvent
-from client._models import ExecutionSnapshot, RpcRetry, Stats, SubmitResult, WorkerInfo
-from server import domain as d
+from taskwire.server import domain as d
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
+
+from . import _common as c
+from ._errors import WaitTimeout, error_from_rpc
+from ._events import WatchEvent
+from ._models import ExecutionSnapshot, RpcRetry, Stats, SubmitResult, WorkerInfo
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")

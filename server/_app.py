@@ -18,12 +18,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from server._config import ServerConfig
-from server._engine import Clock, Engine
-from server._servicers import TaskService, WorkerService
-from server._sqlite_store import SqliteStore
-from server._store import Store
 from taskwire.v1 import task_service_pb2, task_service_pb2_grpc, worker_service_pb2, worker_service_pb2_grpc
+
+from ._config import ServerConfig
+from ._engine import Clock, Engine
+from ._servicers import TaskService, WorkerService
+from ._sqlite_store import SqliteStore
+from ._store import Store
 
 log = logging.getLogger(__name__)
 

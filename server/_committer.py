@@ -13,9 +13,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from server._bus import EventBus
-from server._store import EventRecord, NewExecution, Store, WriteBatch
-from server.domain import Execution, TaskRun, TaskwireError
+from ._bus import EventBus
+from ._store import EventRecord, NewExecution, Store, WriteBatch
+from .domain import Execution, TaskRun, TaskwireError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from server.domain import Limits
+from .domain import Limits
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DB = Path(".taskwire") / "taskwire.db"

@@ -19,15 +19,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from server import wire
-from server._bus import EventBus, Subscription
-from server._committer import Committer
-from server._config import ServerConfig
-from server._queue import AdmissionQueue, QueueStats, ReadyQueues, adjust_count
-from server._sessions import AttemptKey, WorkerSession
-from server._store import EventRecord, ExecutionPage, ExecutionSnapshot, NewExecution, Store
-from server._timers import Timers
-from server.domain import (
+from taskwire.v1 import types_pb2 as pb
+from taskwire.v1 import worker_service_pb2 as wpb
+
+from . import wire
+from ._bus import EventBus, Subscription
+from ._committer import Committer
+from ._config import ServerConfig
+from ._queue import AdmissionQueue, QueueStats, ReadyQueues, adjust_count
+from ._sessions import AttemptKey, WorkerSession
+from ._store import EventRecord, ExecutionPage, ExecutionSnapshot, NewExecution, Store
+from ._timers import Timers
+from .domain import (
     ArmAttemptTimeout,
     AttemptEnded,
     CancelAcknowledged,
@@ -68,8 +71,6 @@ from server.domain import (
     transition_task_run,
     validate_execution_spec,
 )
-from taskwire.v1 import types_pb2 as pb
-from taskwire.v1 import worker_service_pb2 as wpb
 
 log = logging.getLogger(__name__)
 

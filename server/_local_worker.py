@@ -6,7 +6,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from server._config import DEFAULT_LISTEN
+from ._config import DEFAULT_LISTEN
 
 HINTS = """\
 A local worker serves the demo handlers: echo, sleep, fail, progress.
@@ -32,7 +32,7 @@ class LocalWorker:
             "--server",
             self._address,
             "--handlers",
-            "worker_agent.demo",
+            "taskwire.worker.demo",
             "--slots",
             str(self._slots),
             "--name",

@@ -14,10 +14,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
-from server._app import TaskwireServer
-from server._config import DEFAULT_DB, DEFAULT_LISTEN, ServerConfig
-from server._local_worker import LocalWorker
-from server.domain import Limits
+from ._app import TaskwireServer
+from ._config import DEFAULT_DB, DEFAULT_LISTEN, ServerConfig
+from ._local_worker import LocalWorker
+from .domain import Limits
 
 T = TypeVar("T")
 DESCRIPTION = """\

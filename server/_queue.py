@@ -16,7 +16,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from server.domain import AdmissionTimeout, QueueFull, ShuttingDown
+from .domain import AdmissionTimeout, QueueFull, ShuttingDown
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Thin gRPC adapters: check request fields, convert with `server.wire`, call the engine.
+"""Thin gRPC adapters: check request fields, convert with `taskwire.server.wire`, call the engine.
 
 No state changes here. Every taskwire error becomes a gRPC status in one place
 (`_translate_errors`), and every unary call runs under a server-side deadline.
@@ -15,14 +15,15 @@ from typing import Any, TypeVar
 
 import grpc
 
-from server import wire
-from server._config import ServerConfig
-from server._engine import Engine, SubmitItem, WorkerHello
-from server._sessions import WorkerSession
-from server.domain import TaskwireError, ValidationError
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc, worker_service_pb2_grpc
 from taskwire.v1 import worker_service_pb2 as wpb
+
+from . import wire
+from ._config import ServerConfig
+from ._engine import Engine, SubmitItem, WorkerHello
+from ._sessions import WorkerSession
+from .domain import TaskwireError, ValidationError
 
 log = logging.getLogger(__name__)
 

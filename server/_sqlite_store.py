@@ -61,7 +61,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Protocol, TypedDict, TypeVar
 
-from server._store import (
+from ._store import (
     ColdTaskRun,
     EventRecord,
     ExecutionPage,
@@ -70,7 +70,7 @@ from server._store import (
     RecoveredState,
     WriteBatch,
 )
-from server.domain import (
+from .domain import (
     Attempt,
     AttemptOutcome,
     Closing,
@@ -1023,7 +1023,7 @@ class _Writer:
 
 
 def writer_process_main(argv: Sequence[str]) -> int:
-    """The writer process (`python -m server._sqlite_writer FD PATH BUSY_TIMEOUT_S`).
+    """The writer process (`python -m taskwire.server._sqlite_writer FD PATH BUSY_TIMEOUT_S`).
 
     Opens and migrates the database, says ("ready", "") or ("failed", message) on the connection FD,
     then commits each group it receives and answers (refusals, stats), until it receives None or the
@@ -1090,7 +1090,7 @@ class _WriterProcess:
                 sys.executable,
                 "-P",
                 "-m",
-                "server._sqlite_writer",
+                "taskwire.server._sqlite_writer",
                 str(theirs.fileno()),
                 str(path),
                 str(busy_timeout_s),

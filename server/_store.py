@@ -1,6 +1,6 @@
 """The store seam: what the engine needs from durable storage.
 
-SQLite (`server._sqlite_store.SqliteStore`) is the default; another store (for
+SQLite (`taskwire.server._sqlite_store.SqliteStore`) is the default; another store (for
 example PostgreSQL, for several server replicas) implements the same Protocol.
 Only the engine writes, and every write is a `WriteBatch` that becomes durable
 (committed, fsynced) before `write` returns. Stores group-commit: batches that
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from server.domain import Execution, State, TaskRun
+from .domain import Execution, State, TaskRun
 
 
 @dataclass(frozen=True, slots=True)

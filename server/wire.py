@@ -16,10 +16,11 @@ import grpc
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.json_format import MessageToDict, ParseDict
 
-from server import domain as d
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import types_pb2 as pb
 from taskwire.v1 import worker_service_pb2 as wpb
+
+from . import domain as d
 
 # ---- Scalars ------------------------------------------------------------------------------------
 

@@ -170,7 +170,7 @@ def start_server(db_path: Path, *extra_args: str, env: dict[str, str] | None = N
 def start_worker(
     address: str,
     *extra_args: str,
-    handlers: str = "worker_agent.demo",
+    handlers: str = "taskwire.worker.demo",
     slots: int = 4,
     name: str | None = None,
     env: dict[str, str] | None = None,

@@ -3,9 +3,9 @@
 Everything public is re-exported here; the modules behind it are private.
 """
 
-from worker_agent._abort import Aborted, AbortReason, AbortSignal, AbortWait
-from worker_agent._context import AttemptInfo, LogLine, ProgressUpdate, TaskContext
-from worker_agent._errors import (
+from ._abort import Aborted, AbortReason, AbortSignal, AbortWait
+from ._context import AttemptInfo, LogLine, ProgressUpdate, TaskContext
+from ._errors import (
     ConnectionLostError,
     HandlerLoadError,
     HandlerRegistrationError,
@@ -14,11 +14,11 @@ from worker_agent._errors import (
     OutputEncodingError,
     WorkerAgentError,
 )
-from worker_agent._executor import AttemptKey, AttemptSink, AttemptSpec, Executor, Isolation, SubmitResult
-from worker_agent._harness import HandlerHarness, HarnessRun
-from worker_agent._outcome import Cancelled, Completed, ErrorDetails, Failed, Outcome
-from worker_agent._payload import Payload, PayloadLike
-from worker_agent._registry import (
+from ._executor import AttemptKey, AttemptSink, AttemptSpec, Executor, Isolation, SubmitResult
+from ._harness import HandlerHarness, HarnessRun
+from ._outcome import Cancelled, Completed, ErrorDetails, Failed, Outcome
+from ._payload import Payload, PayloadLike
+from ._registry import (
     AsyncHandler,
     HandlerLookup,
     HandlerRegistry,
@@ -28,7 +28,7 @@ from worker_agent._registry import (
     handler,
     load_handlers,
 )
-from worker_agent._worker import SessionInfo, Worker
+from ._worker import SessionInfo, Worker
 
 __all__ = [
     "AbortReason",

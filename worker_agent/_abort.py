@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Generator
 from typing import Any
 
-from worker_agent._errors import WorkerAgentError
+from ._errors import WorkerAgentError
 
 
 class AbortReason(enum.Enum):

@@ -10,11 +10,12 @@ from google.protobuf import duration_pb2, struct_pb2
 
 from taskwire.v1 import types_pb2
 from taskwire.v1 import worker_service_pb2 as wpb
-from worker_agent._abort import AbortReason
-from worker_agent._context import AttemptInfo, LogLine, ProgressUpdate
-from worker_agent._executor import AttemptKey, AttemptSpec
-from worker_agent._outcome import Cancelled, Completed, ErrorDetails, Failed, Outcome
-from worker_agent._payload import JSON_CONTENT_TYPE, Payload
+
+from ._abort import AbortReason
+from ._context import AttemptInfo, LogLine, ProgressUpdate
+from ._executor import AttemptKey, AttemptSpec
+from ._outcome import Cancelled, Completed, ErrorDetails, Failed, Outcome
+from ._payload import JSON_CONTENT_TYPE, Payload
 
 _CANCEL_REASONS: Mapping[int, AbortReason] = {
     wpb.CANCEL_REASON_UNSPECIFIED: AbortReason.CANCELLED,

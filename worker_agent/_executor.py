@@ -17,14 +17,14 @@ from functools import partial
 from types import TracebackType
 from typing import Protocol
 
-from worker_agent._abort import AbortController, AbortReason
-from worker_agent._context import AttemptInfo, LogLine, ProgressUpdate, TaskContext, build_context
-from worker_agent._outcome import Cancelled, Completed, ErrorDetails, Failed, HandlerResult, Outcome, Raised
-from worker_agent._process import ProcessRunner, get_mp_context
-from worker_agent._registry import HandlerLookup, RegisteredHandler
-from worker_agent._runners import AsyncRunner, AttemptRunner, ThreadRunner
+from ._abort import AbortController, AbortReason
+from ._context import AttemptInfo, LogLine, ProgressUpdate, TaskContext, build_context
+from ._outcome import Cancelled, Completed, ErrorDetails, Failed, HandlerResult, Outcome, Raised
+from ._process import ProcessRunner, get_mp_context
+from ._registry import HandlerLookup, RegisteredHandler
+from ._runners import AsyncRunner, AttemptRunner, ThreadRunner
 
-_log = logging.getLogger("worker_agent.executor")
+_log = logging.getLogger("taskwire.worker.executor")
 
 
 class Isolation(enum.Enum):

@@ -12,12 +12,12 @@ import uuid
 from collections.abc import Callable
 from types import TracebackType
 
-from worker_agent._abort import AbortReason
-from worker_agent._context import AttemptInfo, LogLine, ProgressUpdate
-from worker_agent._executor import AttemptKey, AttemptSpec, Executor, Isolation, SubmitResult
-from worker_agent._outcome import Outcome
-from worker_agent._payload import JSON_CONTENT_TYPE, Payload, encode_json
-from worker_agent._registry import HandlerRegistry, RegisteredHandler, default_registry
+from ._abort import AbortReason
+from ._context import AttemptInfo, LogLine, ProgressUpdate
+from ._executor import AttemptKey, AttemptSpec, Executor, Isolation, SubmitResult
+from ._outcome import Outcome
+from ._payload import JSON_CONTENT_TYPE, Payload, encode_json
+from ._registry import HandlerRegistry, RegisteredHandler, default_registry
 
 
 class HarnessRun:

@@ -12,12 +12,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from worker_agent._errors import ConnectionLostError, HandlerLoadError
-from worker_agent._executor import Isolation
-from worker_agent._registry import HandlerRegistry, load_handlers
-from worker_agent._worker import Worker, default_worker_name
+from ._errors import ConnectionLostError, HandlerLoadError
+from ._executor import Isolation
+from ._registry import HandlerRegistry, load_handlers
+from ._worker import Worker, default_worker_name
 
-_log = logging.getLogger("worker_agent")
+_log = logging.getLogger("taskwire.worker")
 
 _DESCRIPTION = """\
 Run a taskwire worker: connect to the server, declare the handlers found in the given modules, and run
@@ -203,9 +203,12 @@ def _configure(
         labels.setdefault(key, value)
     if not args.handlers:
         parser.error("no handler modules given: use --handlers MODULE or TASKWIRE_HANDLERS")
-    # Handler modules next to where the worker is started are importable, as with `python -m`.
-    if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
+    # Handler modules are imported as `python -m` would: the working directory comes first. Everything
+    # taskwire imports lives under `taskwire`, so a user's own `server` or `client` shadows nothing of ours.
+    cwd = os.getcwd()
+    if cwd in sys.path:
+        sys.path.remove(cwd)
+    sys.path.insert(0, cwd)
     try:
         registry = load_handlers(args.handlers.split(","))
     except HandlerLoadError as exc:

@@ -14,9 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from taskwire.v1 import worker_service_pb2 as wpb
-from worker_agent._executor import AttemptKey
 
-_log = logging.getLogger("worker_agent.outbox")
+from ._executor import AttemptKey
+
+_log = logging.getLogger("taskwire.worker.outbox")
 
 
 @dataclass(slots=True, eq=False, kw_only=True)

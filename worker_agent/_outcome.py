@@ -5,8 +5,8 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass
 
-from worker_agent._abort import AbortReason
-from worker_agent._payload import Payload, decode_input
+from ._abort import AbortReason
+from ._payload import Payload, decode_input
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

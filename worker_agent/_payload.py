@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from worker_agent._errors import InputDecodingError, OutputEncodingError
+from ._errors import InputDecodingError, OutputEncodingError
 
 JSON_CONTENT_TYPE = "application/json"
 OCTET_STREAM = "application/octet-stream"

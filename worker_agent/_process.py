@@ -20,10 +20,10 @@ from functools import partial
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from worker_agent._abort import AbortController, AbortReason
-from worker_agent._context import AttemptEvents, AttemptInfo, LogLine, ProgressUpdate, build_context
-from worker_agent._outcome import ErrorDetails, HandlerResult, Raised
-from worker_agent._runners import RunnerEvents, call_async_handler, call_sync_handler
+from ._abort import AbortController, AbortReason
+from ._context import AttemptEvents, AttemptInfo, LogLine, ProgressUpdate, build_context
+from ._outcome import ErrorDetails, HandlerResult, Raised
+from ._runners import RunnerEvents, call_async_handler, call_sync_handler
 
 # Messages on the events pipe: ("started",), ("progress", ProgressUpdate), ("log", LogLine),
 # ("result", HandlerResult). On the control pipe: (AbortReason.value, message).

@@ -9,10 +9,10 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar, overload
 
-from worker_agent._errors import HandlerLoadError, HandlerRegistrationError
+from ._errors import HandlerLoadError, HandlerRegistrationError
 
 if TYPE_CHECKING:
-    from worker_agent._context import TaskContext
+    from ._context import TaskContext
 
 
 class SyncHandler(Protocol):

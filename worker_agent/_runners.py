@@ -9,10 +9,10 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Protocol, cast
 
-from worker_agent._abort import AbortReason
-from worker_agent._context import AttemptEvents, TaskContext
-from worker_agent._outcome import ErrorDetails, HandlerResult, Raised, Returned
-from worker_agent._payload import encode_output
+from ._abort import AbortReason
+from ._context import AttemptEvents, TaskContext
+from ._outcome import ErrorDetails, HandlerResult, Raised, Returned
+from ._payload import encode_output
 
 
 class RunnerEvents(AttemptEvents, Protocol):

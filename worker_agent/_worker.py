@@ -34,16 +34,17 @@ from tenacity import (
 
 from taskwire.v1 import worker_service_pb2 as wpb
 from taskwire.v1 import worker_service_pb2_grpc
-from worker_agent import _convert
-from worker_agent._abort import AbortReason
-from worker_agent._context import LogLine, ProgressUpdate
-from worker_agent._errors import ConnectionLostError
-from worker_agent._executor import AttemptKey, Executor, Isolation
-from worker_agent._outbox import Outbox
-from worker_agent._outcome import Cancelled, Outcome
-from worker_agent._registry import HandlerRegistry
 
-_log = logging.getLogger("worker_agent")
+from . import _convert
+from ._abort import AbortReason
+from ._context import LogLine, ProgressUpdate
+from ._errors import ConnectionLostError
+from ._executor import AttemptKey, Executor, Isolation
+from ._outbox import Outbox
+from ._outcome import Cancelled, Outcome
+from ._registry import HandlerRegistry
+
+_log = logging.getLogger("taskwire.worker")
 
 #: Heartbeat interval used when a Welcome leaves it unset.
 DEFAULT_HEARTBEAT_INTERVAL_S = 5.0
@@ -143,7 +144,7 @@ class Worker:
             stop_grace_s=stop_grace_s,
             kill_grace_s=kill_grace_s,
             handler_log_level=handler_log_level,
-            handler_logger=logging.getLogger("worker_agent.handlers"),
+            handler_logger=logging.getLogger("taskwire.worker.handlers"),
             mp_start_method=mp_start_method,
         )
         self._session: SessionInfo | None = None

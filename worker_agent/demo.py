@@ -1,4 +1,4 @@
-"""Demo handlers: ``taskwire-worker --handlers worker_agent.demo``.
+"""Demo handlers: ``taskwire-worker --handlers taskwire.worker.demo``.
 
 They double as examples of the handler API and as fixtures for taskwire's own tests.
 """
@@ -9,8 +9,8 @@ import asyncio
 import time
 from collections.abc import Mapping
 
-from worker_agent._context import TaskContext
-from worker_agent._registry import handler
+from ._context import TaskContext
+from ._registry import handler
 
 
 def _params(ctx: TaskContext) -> Mapping[str, object]:

@@ -5,7 +5,7 @@ that change records. Nothing here imports grpc or protobuf, performs I/O or
 reads a clock: time is always passed in.
 """
 
-from server.domain._effects import (
+from ._effects import (
     ArmAttemptTimeout,
     AttemptEnded,
     CancelOnWorker,
@@ -17,7 +17,7 @@ from server.domain._effects import (
     ScheduleRetry,
     TaskRunFinished,
 )
-from server.domain._errors import (
+from ._errors import (
     AdmissionTimeout,
     IdempotencyConflict,
     InvalidTransition,
@@ -28,7 +28,7 @@ from server.domain._errors import (
     TerminalStateError,
     ValidationError,
 )
-from server.domain._events import (
+from ._events import (
     ATTEMPT_EVENTS,
     CancelAcknowledged,
     CancelGraceExpired,
@@ -53,7 +53,7 @@ from server.domain._events import (
     TaskTimedOut,
     event_name,
 )
-from server.domain._json_view import (
+from ._json_view import (
     JSON_VIEW_VERSION,
     attempt_view,
     execution_view,
@@ -61,7 +61,7 @@ from server.domain._json_view import (
     payload_view,
     task_run_view,
 )
-from server.domain._models import (
+from ._models import (
     JSON_CONTENT_TYPE,
     MAX_ATTEMPTS_LIMIT,
     Attempt,
@@ -74,8 +74,8 @@ from server.domain._models import (
     RetryPolicy,
     TaskRun,
 )
-from server.domain._planning import ExecutionFollowUp, FollowUp, TaskFollowUp, plan_follow_ups
-from server.domain._specs import (
+from ._planning import ExecutionFollowUp, FollowUp, TaskFollowUp, plan_follow_ups
+from ._specs import (
     DEFAULT_TASK_ID,
     ExecutionSpec,
     Limits,
@@ -84,7 +84,7 @@ from server.domain._specs import (
     find_cycle,
     validate_execution_spec,
 )
-from server.domain._states import (
+from ._states import (
     TERMINAL_REASONS,
     TERMINAL_STATES,
     WAITING_REASONS,
@@ -94,7 +94,7 @@ from server.domain._states import (
     State,
     TaskRunState,
 )
-from server.domain._transitions import (
+from ._transitions import (
     EXECUTION_TRANSITIONS,
     TASK_RUN_TRANSITIONS,
     Transition,

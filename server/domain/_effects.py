@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from server.domain._models import Reason
-from server.domain._states import ReasonCode, State
+from ._models import Reason
+from ._states import ReasonCode, State
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """One error hierarchy for all of taskwire.
 
 Each error names the gRPC status it maps to (by name, so this module stays free
-of grpc); `server.wire` turns that name into a status and the client turns a
+of grpc); `taskwire.server.wire` turns that name into a status and the client turns a
 status back into the same class.
 """
 

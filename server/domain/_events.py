@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from server.domain._models import ErrorInfo, Payload, Reason
-from server.domain._states import ReasonCode
+from ._models import ErrorInfo, Payload, Reason
+from ._states import ReasonCode
 
 # ---- Task run events ----------------------------------------------------------------------------
 

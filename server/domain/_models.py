@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from server.domain._states import (
+from ._states import (
     TERMINAL_REASONS,
     WAITING_REASONS,
     AttemptOutcome,

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from server.domain._events import (
+from ._events import (
     CancelRequested,
     DependenciesFailed,
     DependenciesMet,
@@ -29,9 +29,9 @@ from server.domain._events import (
     ScheduleDue,
     TaskRunEvent,
 )
-from server.domain._models import Execution, TaskRun
-from server.domain._states import ReasonCode, State
-from server.domain._transitions import propagated_reason
+from ._models import Execution, TaskRun
+from ._states import ReasonCode, State
+from ._transitions import propagated_reason
 
 
 @dataclass(frozen=True, slots=True)

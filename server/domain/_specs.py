@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from server.domain._errors import ValidationError
-from server.domain._models import MAX_ATTEMPTS_LIMIT, Execution, Payload, Reason, RetryPolicy, TaskRun, loads_json
-from server.domain._states import ReasonCode, State
+from ._errors import ValidationError
+from ._models import MAX_ATTEMPTS_LIMIT, Execution, Payload, Reason, RetryPolicy, TaskRun, loads_json
+from ._states import ReasonCode, State
 
 DEFAULT_TASK_ID = "main"
 _TASK_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from server.domain._effects import (
+from ._effects import (
     ArmAttemptTimeout,
     AttemptEnded,
     CancelOnWorker,
@@ -34,8 +34,8 @@ from server.domain._effects import (
     ScheduleRetry,
     TaskRunFinished,
 )
-from server.domain._errors import InvalidTransition, TerminalStateError
-from server.domain._events import (
+from ._errors import InvalidTransition, TerminalStateError
+from ._events import (
     ATTEMPT_EVENTS,
     CancelAcknowledged,
     CancelGraceExpired,
@@ -60,7 +60,7 @@ from server.domain._events import (
     TaskTimedOut,
     event_name,
 )
-from server.domain._models import (
+from ._models import (
     Attempt,
     Closing,
     ErrorInfo,
@@ -69,7 +69,7 @@ from server.domain._models import (
     Reason,
     TaskRun,
 )
-from server.domain._states import AttemptOutcome, ReasonCode, State
+from ._states import AttemptOutcome, ReasonCode, State
 
 RecordT = TypeVar("RecordT", TaskRun, Execution)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from worker_agent import HandlerRegistry
+from taskwire.worker import HandlerRegistry
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -15,7 +15,7 @@ README = Path(__file__).resolve().parents[3] / "README.md"
 def test_the_readme_sdk_example_runs(procs: Cluster) -> None:
     server = procs.server()
     procs.worker(server)
-    block = re.search(r"```python\n(from client import Client\n.*?)```", README.read_text(), re.DOTALL)
+    block = re.search(r"```python\n(from taskwire.client import Client\n.*?)```", README.read_text(), re.DOTALL)
     assert block, "the README's SDK example is missing"
     source = block.group(1).replace('"127.0.0.1:50051"', repr(server.address))
     printed = io.StringIO()

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from client import (
+from taskwire.client import (
     AdmissionTimeout,
     AsyncClient,
     Client,

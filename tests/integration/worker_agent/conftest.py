@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from taskwire.worker import Worker, load_handlers
 from tests.integration.worker_agent.scripted import ScriptedServer
-from worker_agent import Worker, load_handlers
 
 MakeWorker = Callable[..., Worker]
 
@@ -29,7 +29,7 @@ async def make_worker(scripted: ScriptedServer) -> AsyncIterator[MakeWorker]:
     def make(**overrides: Any) -> Worker:
         settings: dict[str, Any] = {
             "server": scripted.address,
-            "registry": load_handlers(["worker_agent.demo"]),
+            "registry": load_handlers(["taskwire.worker.demo"]),
             "slots": 2,
             "name": "test-worker",
             "reconnect_initial_s": 0.02,

@@ -10,9 +10,9 @@ import socket
 import pytest
 
 from taskwire.v1 import worker_service_pb2 as wpb
+from taskwire.worker import AttemptKey, ConnectionLostError
 from tests.integration.worker_agent.conftest import MakeWorker
 from tests.integration.worker_agent.scripted import ScriptedServer, invocation, ref_of, running_of
-from worker_agent import AttemptKey, ConnectionLostError
 
 DEMO_HANDLERS = ["echo", "fail", "progress", "sleep", "spin", "sync_sleep"]
 
@@ -20,7 +20,7 @@ DEMO_HANDLERS = ["echo", "fail", "progress", "sleep", "spin", "sync_sleep"]
 async def test_the_first_frame_is_the_hello(
     scripted: ScriptedServer, make_worker: MakeWorker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="worker_agent")
+    caplog.set_level(logging.INFO, logger="taskwire.worker")
     worker = make_worker(slots=3, name="edge-1/42", instance_id="instance-1", labels={"zone": "a"})
     await worker.start()
     session = await scripted.next_session()
@@ -209,7 +209,7 @@ async def test_a_server_that_is_unreachable_is_retried(scripted: ScriptedServer,
                 retried.set()
 
     spy = RetrySpy()
-    logging.getLogger("worker_agent").addHandler(spy)
+    logging.getLogger("taskwire.worker").addHandler(spy)
     port = _free_port()
     worker = make_worker(server=f"127.0.0.1:{port}")
     try:
@@ -225,7 +225,7 @@ async def test_a_server_that_is_unreachable_is_retried(scripted: ScriptedServer,
             await worker.close()
             await restarted.stop()
     finally:
-        logging.getLogger("worker_agent").removeHandler(spy)
+        logging.getLogger("taskwire.worker").removeHandler(spy)
 
 
 def _free_port() -> int:

@@ -74,7 +74,7 @@ async def spawn_worker(scripted: ScriptedServer) -> AsyncIterator[SpawnWorker]:
             "--server",
             scripted.address,
             "--handlers",
-            "worker_agent.demo",
+            "taskwire.worker.demo",
             "--name",
             "subprocess-worker",
             *extra,

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from client import Client
+from taskwire.client import Client
 from tests.harness import ServerProcess
 
 

@@ -20,7 +20,7 @@ import grpc
 import grpc.aio
 import psutil
 
-from client import (
+from taskwire.client import (
     AsyncClient,
     Attempt,
     AttemptOutcome,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from client import AttemptOutcome, Client, Reason, ReasonCode, State
+from taskwire.client import AttemptOutcome, Client, Reason, ReasonCode, State
 from tests.harness import Cluster, ServerProcess, wait_for
 from tests.integration.workers.support import (
     CANCEL_GRACE_S,

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from client import (
+from taskwire.client import (
     AsyncClient,
     AttemptOutcome,
     ExecutionSpec,

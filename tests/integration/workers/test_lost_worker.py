@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from client import AttemptOutcome, Client, ReasonCode, RetryPolicy, State
+from taskwire.client import AttemptOutcome, Client, ReasonCode, RetryPolicy, State
 from tests.harness import Cluster, ServerProcess
 from tests.integration.workers.support import (
     FINISH,

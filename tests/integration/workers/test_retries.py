@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from client import AttemptOutcome, Client, ReasonCode, RetryPolicy, State
+from taskwire.client import AttemptOutcome, Client, ReasonCode, RetryPolicy, State
 from tests.harness import Cluster, ServerProcess
 from tests.integration.workers.support import (
     FINISH,

@@ -4,7 +4,7 @@ server adopts the running attempt instead of running it again.
 
 from __future__ import annotations
 
-from client import AttemptOutcome, Client, ReasonCode, RetryPolicy, State
+from taskwire.client import AttemptOutcome, Client, ReasonCode, RetryPolicy, State
 from tests.harness import Cluster, Process, wait_for
 from tests.integration.workers.support import FINISH, json_output, only_run, reason_code, wait_until_running
 
@@ -15,7 +15,7 @@ RESTARTED_LEASE = ("--lease-timeout", "15", "--heartbeat-interval", "0.5")
 
 def connections(worker: Process) -> list[str]:
     """The worker's "connected to ..." lines, one per session."""
-    return [line for line in worker.output.splitlines() if "worker_agent: connected to" in line]
+    return [line for line in worker.output.splitlines() if "taskwire.worker: connected to" in line]
 
 
 def test_a_running_attempt_is_adopted_after_a_server_crash_and_restart(procs: Cluster) -> None:

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from client import AttemptOutcome, Client, ReasonCode, RetryPolicy, State
+from taskwire.client import AttemptOutcome, Client, ReasonCode, RetryPolicy, State
 from tests.harness import Cluster, ServerProcess, wait_for
 from tests.integration.workers.support import (
     FINISH,

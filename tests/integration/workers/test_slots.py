@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from client import Attempt, AttemptOutcome, Client, ExecutionSpec, State, TaskSpec, to_payload
+from taskwire.client import Attempt, AttemptOutcome, Client, ExecutionSpec, State, TaskSpec, to_payload
 from tests.harness import Cluster, ServerProcess
 from tests.integration.workers.support import FINISH, Sample, Sampler, ended, max_overlap, only_run
 

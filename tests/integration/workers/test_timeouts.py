@@ -8,7 +8,7 @@ import signal
 import time
 from datetime import timedelta
 
-from client import AttemptOutcome, Client, ReasonCode, RetryPolicy, State
+from taskwire.client import AttemptOutcome, Client, ReasonCode, RetryPolicy, State
 from tests.harness import Cluster, ServerProcess, wait_for
 from tests.integration.workers.support import (
     FINISH,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from client import Client, ExecutionSpec, State, TaskLog, TaskProgress, TaskSpec, to_payload
+from taskwire.client import Client, ExecutionSpec, State, TaskLog, TaskProgress, TaskSpec, to_payload
 from tests.harness import Cluster, ServerProcess
 from tests.integration.workers.support import Collector, logs_of, progress_of
 

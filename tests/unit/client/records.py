@@ -6,9 +6,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from client import ExecutionSnapshot, TaskProgress, WorkerInfo
-from server import domain as d
-from server import wire
+from taskwire.client import ExecutionSnapshot, TaskProgress, WorkerInfo
+from taskwire.server import domain as d
+from taskwire.server import wire
 from taskwire.v1 import types_pb2 as pb
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)

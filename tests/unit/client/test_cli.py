@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from client import (
+from taskwire.client import (
     ExecutionSnapshot,
     ExecutionTransition,
     HandlerStats,
@@ -22,7 +22,7 @@ from client import (
     TaskRunTransition,
     WaitTimeout,
 )
-from client._cli import (
+from taskwire.client._cli import (
     EXIT_CODES_HELP,
     ExitCode,
     UsageError,
@@ -34,9 +34,9 @@ from client._cli import (
     read_input,
     server_address,
 )
-from client._events import event_from_proto
-from client._live import JsonLinesView, LiveView, PlainView
-from client._render import (
+from taskwire.client._events import event_from_proto
+from taskwire.client._live import JsonLinesView, LiveView, PlainView
+from taskwire.client._render import (
     event_line,
     execution_detail,
     executions_table,
@@ -48,7 +48,7 @@ from client._render import (
     workers_table,
     workers_view,
 )
-from server import domain as d
+from taskwire.server import domain as d
 from taskwire.v1 import types_pb2 as pb
 from tests.unit.client.records import at, event, execution, task_progress, task_run, worker_info
 from tests.unit.client.records import snapshot as make_snapshot

@@ -7,10 +7,10 @@ from datetime import timedelta
 import pytest
 from google.protobuf import duration_pb2
 
-from client import HandlerStats, Payload, QueueStats, RetryPolicy, RpcRetry, Stats
-from client import _common as c
-from server import domain as d
-from server import wire
+from taskwire.client import HandlerStats, Payload, QueueStats, RetryPolicy, RpcRetry, Stats
+from taskwire.client import _common as c
+from taskwire.server import domain as d
+from taskwire.server import wire
 from taskwire.v1 import task_service_pb2 as tpb
 from tests.unit.client.records import at, worker_info
 

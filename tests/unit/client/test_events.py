@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from google.protobuf import struct_pb2
 
-from client import ExecutionTransition, LogLevel, TaskLog, TaskRunTransition
-from client._events import event_from_proto
-from server import domain as d
+from taskwire.client import ExecutionTransition, LogLevel, TaskLog, TaskRunTransition
+from taskwire.client._events import event_from_proto
+from taskwire.server import domain as d
 from taskwire.v1 import types_pb2 as pb
 from tests.unit.client.records import at, event, task_progress
 

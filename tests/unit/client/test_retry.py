@@ -15,7 +15,7 @@ from datetime import timedelta
 import grpc
 import pytest
 
-from client import (
+from taskwire.client import (
     AsyncClient,
     Client,
     ExecutionTransition,
@@ -25,7 +25,7 @@ from client import (
     TaskLog,
     WaitTimeout,
 )
-from server import domain as d
+from taskwire.server import domain as d
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 from taskwire.v1 import types_pb2 as pb

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from hypothesis import HealthCheck, settings
 
-from server.domain import (
+from taskwire.server.domain import (
     Attempt,
     AttemptOutcome,
     CancelAcknowledged,

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from server.domain import Effect, Execution, InvalidTransition, State, TaskRun, TerminalStateError, Transition
+from taskwire.server.domain import Effect, Execution, InvalidTransition, State, TaskRun, TerminalStateError, Transition
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from server.domain import (
+from taskwire.server.domain import (
     EXECUTION_TRANSITIONS,
     TASK_RUN_TRANSITIONS,
     AttemptOutcome,

@@ -7,7 +7,7 @@ from itertools import product
 
 import pytest
 
-from server.domain import (
+from taskwire.server.domain import (
     EXECUTION_TRANSITIONS,
     CancellationRequested,
     Closing,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.domain import (
+from taskwire.server.domain import (
     ATTEMPT_EVENTS,
     CancelAcknowledged,
     CancelGraceExpired,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from server.domain import (
+from taskwire.server.domain import (
     JSON_VIEW_VERSION,
     CancellationRequested,
     ErrorInfo,

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from server.domain import (
+from taskwire.server.domain import (
     AttemptOutcome,
     CancelAcknowledged,
     CancelGraceExpired,

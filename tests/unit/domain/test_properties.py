@@ -12,7 +12,7 @@ from hypothesis import event as hypothesis_event
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.domain import (
+from taskwire.server.domain import (
     ATTEMPT_EVENTS,
     EXECUTION_TRANSITIONS,
     TASK_RUN_TRANSITIONS,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import server.domain
+import taskwire.server.domain
 
-DOMAIN = Path(server.domain.__file__).parent
+DOMAIN = Path(taskwire.server.domain.__file__).parent
 MODULES = sorted(DOMAIN.glob("*.py"))
 
 FORBIDDEN_MODULES = ("grpc", "google.protobuf", "time", "random", "uuid", "secrets")
@@ -81,7 +81,7 @@ def test_the_checker_accepts_time_as_an_argument() -> None:
 
 def test_importing_the_domain_loads_no_grpc_or_protobuf() -> None:
     code = (
-        "import server.domain, sys; "
+        "import taskwire.server.domain, sys; "
         "loaded = sorted(m for m in sys.modules if m.startswith(('grpc', 'google.protobuf'))); "
         "assert not loaded, loaded"
     )

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from server.domain import (
+from taskwire.server.domain import (
     TERMINAL_REASONS,
     WAITING_REASONS,
     Attempt,

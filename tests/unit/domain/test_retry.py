@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.domain import (
+from taskwire.server.domain import (
     MAX_ATTEMPTS_LIMIT,
     ArmAttemptTimeout,
     AttemptEnded,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.domain import (
+from taskwire.server.domain import (
     DEFAULT_TASK_ID,
     MAX_ATTEMPTS_LIMIT,
     ExecutionSpec,

@@ -7,7 +7,7 @@ from itertools import product
 
 import pytest
 
-from server.domain import (
+from taskwire.server.domain import (
     TASK_RUN_TRANSITIONS,
     AttemptEnded,
     CancelAcknowledged,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from server._bus import EventBus
-from server._committer import Committer
-from server._store import WriteBatch
-from server.domain import (
+from taskwire.server._bus import EventBus
+from taskwire.server._committer import Committer
+from taskwire.server._store import WriteBatch
+from taskwire.server.domain import (
     ExecutionStarted,
     Payload,
     State,

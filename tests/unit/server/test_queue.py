@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from server._queue import AdmissionQueue, ReadyQueues
-from server.domain import AdmissionTimeout, QueueFull, ShuttingDown
+from taskwire.server._queue import AdmissionQueue, ReadyQueues
+from taskwire.server.domain import AdmissionTimeout, QueueFull, ShuttingDown
 
 
 async def _yield_until(condition: Callable[[], bool]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from server._timers import Timers
+from taskwire.server._timers import Timers
 
 
 async def test_timers_fire_in_due_order_and_rearming_a_key_replaces_it() -> None:

@@ -1,4 +1,4 @@
-"""server.wire: records survive the trip to protobuf and back, and timestamps convert exactly."""
+"""taskwire.server.wire: records survive the trip to protobuf and back, and timestamps convert exactly."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from google.protobuf import timestamp_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server import wire
-from server.domain import JSON_CONTENT_TYPE, Attempt, Execution, Payload, RetryPolicy, TaskRun
+from taskwire.server import wire
+from taskwire.server.domain import JSON_CONTENT_TYPE, Attempt, Execution, Payload, RetryPolicy, TaskRun
 from tests.unit.store.records import executions, task_runs
 
 # The proto's Duration covers ±10,000 years and its int32 fields 2**31 - 1; the store's strategies go wider.

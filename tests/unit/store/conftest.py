@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server._sqlite_store import SqliteStore
+from taskwire.server._sqlite_store import SqliteStore
 
 
 @pytest.fixture

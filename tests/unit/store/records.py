@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 from hypothesis import strategies as st
 
-from server._store import EventRecord, NewExecution, WriteBatch
-from server.domain import (
+from taskwire.server._store import EventRecord, NewExecution, WriteBatch
+from taskwire.server.domain import (
     TERMINAL_REASONS,
     TERMINAL_STATES,
     WAITING_REASONS,

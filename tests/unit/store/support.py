@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from server._sqlite_store import SqliteStore
-from server._store import WriteBatch
+from taskwire.server._sqlite_store import SqliteStore
+from taskwire.server._store import WriteBatch
 
 
 @contextmanager

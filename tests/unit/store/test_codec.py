@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server import _sqlite_store as codec
-from server._store import EventRecord, ExecutionSnapshot, NewExecution, WriteBatch
-from server.domain import Execution, TaskRun
+from taskwire.server import _sqlite_store as codec
+from taskwire.server._store import EventRecord, ExecutionSnapshot, NewExecution, WriteBatch
+from taskwire.server.domain import Execution, TaskRun
 from tests.unit.store import records
 
 _T = TypeVar("_T")

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from server import _sqlite_store as codec
-from server._sqlite_store import MIGRATIONS, SCHEMA_VERSION, SqliteStore, migrate
-from server._store import ColdTaskRun, ExecutionSnapshot, NewExecution, WriteBatch
-from server.domain import Attempt, AttemptOutcome, Closing, ErrorInfo, Reason, ReasonCode, RetryPolicy, State
+from taskwire.server import _sqlite_store as codec
+from taskwire.server._sqlite_store import MIGRATIONS, SCHEMA_VERSION, SqliteStore, migrate
+from taskwire.server._store import ColdTaskRun, ExecutionSnapshot, NewExecution, WriteBatch
+from taskwire.server.domain import Attempt, AttemptOutcome, Closing, ErrorInfo, Reason, ReasonCode, RetryPolicy, State
 from tests.unit.store import records
 from tests.unit.store.records import T0, event, pending_execution, submit_batch
 from tests.unit.store.support import start_writes, writer_held

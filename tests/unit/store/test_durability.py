@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from server._sqlite_store import SqliteStore
-from server._store import ExecutionSnapshot, WriteBatch
+from taskwire.server._sqlite_store import SqliteStore
+from taskwire.server._store import ExecutionSnapshot, WriteBatch
 from tests.unit.store import records
 from tests.unit.store.records import T0, event, pending_execution, submit_batch
 
@@ -49,7 +49,7 @@ async def test_everything_written_is_read_back_by_a_new_store_on_the_same_file(d
 _CHILD = textwrap.dedent(
     """
     import asyncio, sys
-    from server._sqlite_store import SqliteStore
+    from taskwire.server._sqlite_store import SqliteStore
     from tests.unit.store.records import pending_execution, submit_batch
 
     async def main(path: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from server._sqlite_store import (
+from taskwire.server._sqlite_store import (
     MIGRATIONS,
     SCHEMA_VERSION,
     DuplicateIdempotencyKey,
@@ -22,8 +22,8 @@ from server._sqlite_store import (
     _connect,
     migrate,
 )
-from server._store import ExecutionSnapshot, IdempotencyHit, Store, WriteBatch
-from server.domain import Progress, Reason, ReasonCode, State, ValidationError
+from taskwire.server._store import ExecutionSnapshot, IdempotencyHit, Store, WriteBatch
+from taskwire.server.domain import Progress, Reason, ReasonCode, State, ValidationError
 from tests.unit.store import records
 from tests.unit.store.records import T0, event, pending_execution, submit_batch
 from tests.unit.store.support import start_writes, writer_held

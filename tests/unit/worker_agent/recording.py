@@ -7,8 +7,8 @@ import json
 import uuid
 from typing import TypeVar
 
-from worker_agent import AttemptKey, AttemptSpec, LogLine, Outcome, Payload, ProgressUpdate
-from worker_agent._context import AttemptInfo
+from taskwire.worker import AttemptKey, AttemptSpec, LogLine, Outcome, Payload, ProgressUpdate
+from taskwire.worker._context import AttemptInfo
 
 Event = tuple[str, AttemptKey, object]
 T = TypeVar("T")

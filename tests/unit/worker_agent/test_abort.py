@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from worker_agent import Aborted, AbortReason
-from worker_agent._abort import AbortController
+from taskwire.worker import Aborted, AbortReason
+from taskwire.worker._abort import AbortController
 
 
 def test_a_fresh_signal_is_not_set() -> None:

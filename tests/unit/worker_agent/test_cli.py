@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from worker_agent._main import build_parser, main
+from taskwire.worker._main import build_parser, main
 
 WORKER = str(Path(sys.executable).parent / "taskwire-worker")
 
@@ -18,12 +18,12 @@ WORKER = str(Path(sys.executable).parent / "taskwire-worker")
     [
         (["--handlers", "no_such_module_anywhere"], "cannot import handler module 'no_such_module_anywhere'"),
         (["--handlers", "json"], "defines no handler"),
-        (["--handlers", "worker_agent.demo", "--slots", "0"], "must be at least 1"),
-        (["--handlers", "worker_agent.demo", "--slots", "many"], "expected a whole number"),
-        (["--handlers", "worker_agent.demo", "--isolation", "vm"], "invalid choice"),
-        (["--handlers", "worker_agent.demo", "--drain-timeout", "-1"], "zero or more seconds"),
-        (["--handlers", "worker_agent.demo", "--label", "novalue"], "KEY=VALUE"),
-        (["--handlers", "worker_agent.demo", "--bogus"], "unrecognized arguments"),
+        (["--handlers", "taskwire.worker.demo", "--slots", "0"], "must be at least 1"),
+        (["--handlers", "taskwire.worker.demo", "--slots", "many"], "expected a whole number"),
+        (["--handlers", "taskwire.worker.demo", "--isolation", "vm"], "invalid choice"),
+        (["--handlers", "taskwire.worker.demo", "--drain-timeout", "-1"], "zero or more seconds"),
+        (["--handlers", "taskwire.worker.demo", "--label", "novalue"], "KEY=VALUE"),
+        (["--handlers", "taskwire.worker.demo", "--bogus"], "unrecognized arguments"),
         ([], "no handler modules given"),
     ],
 )
@@ -40,20 +40,20 @@ def test_bad_arguments_are_one_line_and_status_2(
 
 def test_environment_variables_are_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TASKWIRE_SERVER", "10.0.0.1:9000")
-    monkeypatch.setenv("TASKWIRE_HANDLERS", "worker_agent.demo")
+    monkeypatch.setenv("TASKWIRE_HANDLERS", "taskwire.worker.demo")
     monkeypatch.setenv("TASKWIRE_SLOTS", "7")
     monkeypatch.setenv("TASKWIRE_WORKER_NAME", "edge-1")
     monkeypatch.setenv("TASKWIRE_ISOLATION", "process")
     monkeypatch.setenv("TASKWIRE_DRAIN_TIMEOUT", "12.5")
     monkeypatch.setenv("TASKWIRE_INSTANCE_ID", "instance-9")
     args = build_parser().parse_args([])
-    assert (args.server, args.handlers, args.slots, args.name) == ("10.0.0.1:9000", "worker_agent.demo", 7, "edge-1")
+    assert (args.server, args.handlers, args.slots, args.name) == ("10.0.0.1:9000", "taskwire.worker.demo", 7, "edge-1")
     assert (args.isolation, args.drain_timeout, args.instance_id) == ("process", 12.5, "instance-9")
     assert build_parser().parse_args(["--slots", "2"]).slots == 2  # flags win over the environment
 
 
 def test_defaults() -> None:
-    args = build_parser().parse_args(["--handlers", "worker_agent.demo"])
+    args = build_parser().parse_args(["--handlers", "taskwire.worker.demo"])
     assert (args.server, args.slots, args.isolation, args.drain_timeout) == ("127.0.0.1:50051", 4, "thread", 30.0)
     assert args.instance_id is None  # a fresh uuid4 is made per process
     assert args.max_reconnect_attempts is None

@@ -10,7 +10,7 @@ from google.protobuf import duration_pb2, json_format
 
 from taskwire.v1 import types_pb2
 from taskwire.v1 import worker_service_pb2 as wpb
-from worker_agent import (
+from taskwire.worker import (
     AbortReason,
     AttemptKey,
     Cancelled,

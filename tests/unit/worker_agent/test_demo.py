@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker_agent import AbortReason, Cancelled, Completed, Failed, HandlerHarness, demo
+from taskwire.worker import AbortReason, Cancelled, Completed, Failed, HandlerHarness, demo
 
 
 async def test_echo_returns_its_input() -> None:

@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.unit.worker_agent.recording import RecordingSink, make_spec
-from worker_agent import (
+from taskwire.worker import (
     AbortReason,
     Cancelled,
     Completed,
@@ -21,6 +20,7 @@ from worker_agent import (
     TaskContext,
     handler,
 )
+from tests.unit.worker_agent.recording import RecordingSink, make_spec
 
 handlers = HandlerRegistry()
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from worker_agent import (
+from taskwire.worker import (
     AbortReason,
     Cancelled,
     Completed,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from taskwire.v1 import worker_service_pb2 as wpb
-from worker_agent import AttemptKey
-from worker_agent._outbox import Outbox, OutboxEntry
+from taskwire.worker import AttemptKey
+from taskwire.worker._outbox import Outbox, OutboxEntry
 
 A = AttemptKey("run-a", 1)
 B = AttemptKey("run-b", 1)

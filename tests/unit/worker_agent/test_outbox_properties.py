@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taskwire.v1 import worker_service_pb2 as wpb
-from worker_agent import AttemptKey
-from worker_agent._outbox import Outbox
+from taskwire.worker import AttemptKey
+from taskwire.worker._outbox import Outbox
 
 # An operation: ("put", report?) queues a report (or a heartbeat), ("write", ok?) takes a batch and
 # writes it successfully or not, ("reconnect", _) ends the session.

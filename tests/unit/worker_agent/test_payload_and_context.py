@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from worker_agent import InputDecodingError, LogLine, OutputEncodingError, Payload, ProgressUpdate, TaskContext
-from worker_agent._abort import AbortController
-from worker_agent._context import AttemptInfo, build_context
-from worker_agent._payload import decode_input, encode_output, is_json_content_type
+from taskwire.worker import InputDecodingError, LogLine, OutputEncodingError, Payload, ProgressUpdate, TaskContext
+from taskwire.worker._abort import AbortController
+from taskwire.worker._context import AttemptInfo, build_context
+from taskwire.worker._payload import decode_input, encode_output, is_json_content_type
 
 
 @pytest.mark.parametrize(

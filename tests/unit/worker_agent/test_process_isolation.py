@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from worker_agent import AbortReason, Cancelled, Completed, Failed, HandlerHarness, Isolation, TaskContext, demo
+from taskwire.worker import AbortReason, Cancelled, Completed, Failed, HandlerHarness, Isolation, TaskContext, demo
 
 
 def exits_abruptly(ctx: TaskContext) -> None:

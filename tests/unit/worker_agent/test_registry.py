@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker_agent import (
+from taskwire.worker import (
     HandlerLoadError,
     HandlerRegistrationError,
     HandlerRegistry,
@@ -97,12 +97,12 @@ def test_a_callable_object_with_an_async_call_is_async() -> None:
 
 
 def test_load_handlers_takes_every_handler_of_a_module() -> None:
-    registry = load_handlers(["worker_agent.demo"])
+    registry = load_handlers(["taskwire.worker.demo"])
     assert registry.names() == ["echo", "fail", "progress", "sleep", "spin", "sync_sleep"]
 
 
 def test_load_handlers_takes_one_function_with_module_colon_function() -> None:
-    registry = load_handlers(["worker_agent.demo:spin"])
+    registry = load_handlers(["taskwire.worker.demo:spin"])
     assert registry.names() == ["spin"]
 
 
@@ -116,7 +116,7 @@ def test_load_handlers_registers_an_undecorated_function_under_its_name() -> Non
     [
         ("no_such_module_anywhere", "cannot import handler module 'no_such_module_anywhere'"),
         ("json", "defines no handler"),
-        ("worker_agent.demo:missing", "has no function 'missing'"),
+        ("taskwire.worker.demo:missing", "has no function 'missing'"),
         ("", "no handler modules given"),
     ],
 )

@@ -1,0 +1,1 @@
+"""The engine: the one writer of live state, split into rooms by concept."""
