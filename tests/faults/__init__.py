@@ -1,0 +1,1 @@
+"""Fault tests' shared parts: the checker, the handlers' own journal, scenario helpers."""

@@ -1,0 +1,79 @@
+"""Handlers that keep their own record of every run, for the checker.
+
+Each run appends one JSON line when it starts and one when it ends to the file named by
+`TASKWIRE_JOURNAL` (one `write` of a short line on an `O_APPEND` file: lines from several worker processes
+never interleave, and a line written survives a `kill -9` of its process). Serve them with
+`taskwire-worker --handlers tests.faults.journal` from the repository root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from taskwire.worker import TaskContext, handler
+
+from .checker import HandlerRun
+
+JOURNAL_ENV = "TASKWIRE_JOURNAL"
+
+
+def _append(entry: dict[str, object]) -> None:
+    line = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
+    fd = os.open(os.environ[JOURNAL_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+@handler("journal.work")
+async def work(ctx: TaskContext) -> dict[str, object]:
+    """Input ``{"seconds": s}``: records its start, waits s seconds (stopping at once on abort), records its end."""
+    params = ctx.input if isinstance(ctx.input, dict) else {}
+    seconds = float(params.get("seconds", 0.0))
+    key = {"e": ctx.execution_id, "t": ctx.task_run_id, "a": ctx.attempt, "w": str(os.getpid())}
+    _append({**key, "ev": "start", "at": time.time()})
+    result = "error"
+    try:
+        if seconds and await ctx.abort.wait(seconds):
+            result = "aborted"
+            ctx.abort.raise_if_aborted()
+        result = "ok"
+        return {"task_run": ctx.task_run_id, "attempt": ctx.attempt}
+    finally:
+        _append({**key, "ev": "end", "at": time.time(), "result": result})
+
+
+def read_journal(path: Path) -> list[HandlerRun]:
+    """Every run in the journal, its start joined with its end (a run whose process died has no end)."""
+    starts: dict[tuple[str, int, str], dict[str, object]] = {}
+    ends: dict[tuple[str, int, str], dict[str, object]] = {}
+    runs: list[HandlerRun] = []
+    if not path.exists():
+        return runs
+    for line in path.read_text().splitlines():
+        entry = json.loads(line)
+        key = (str(entry["t"]), int(entry["a"]), str(entry["w"]))
+        if entry["ev"] == "start":
+            if key in starts:  # the same attempt started twice in one process: keep both as separate runs
+                runs.append(_run(starts.pop(key), ends.pop(key, None)))
+            starts[key] = entry
+        else:
+            ends[key] = entry
+    runs.extend(_run(start, ends.get(key)) for key, start in starts.items())
+    return runs
+
+
+def _run(start: dict[str, object], end: dict[str, object] | None) -> HandlerRun:
+    return HandlerRun(
+        execution_id=str(start["e"]),
+        task_run_id=str(start["t"]),
+        attempt=int(str(start["a"])),
+        worker=str(start["w"]),
+        started=float(str(start["at"])),
+        ended=float(str(end["at"])) if end else None,
+        result=str(end["result"]) if end else "",
+    )

@@ -1,0 +1,65 @@
+"""Read what the checker compares from a running server, through the public API only.
+
+Works against any server the API reaches (SQLite today, any replica later), and builds the checker's
+plain records from the protobuf messages, so a scenario needs nothing but an address.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from taskwire.v1 import task_service_pb2 as tpb
+from taskwire.v1 import task_service_pb2_grpc
+from taskwire.v1 import types_pb2 as pb
+
+from .checker import StoredExecution, StoredTaskRun
+
+OP_KEY = "op"  # the metadata key a scenario puts each submit's unique op under
+
+
+def _name(enum: object, value: int, prefix: str) -> str:
+    name: str = enum.Name(value)  # type: ignore[attr-defined]
+    return name.removeprefix(prefix)
+
+
+def stored_executions(address: str, *, timeout_s: float = 30.0) -> list[StoredExecution]:
+    """Every execution the server holds, paged through ListExecutions."""
+    found: list[StoredExecution] = []
+    with grpc.insecure_channel(address) as channel:
+        stub = task_service_pb2_grpc.TaskServiceStub(channel)
+        token = ""
+        while True:
+            page: tpb.ListExecutionsResponse = stub.ListExecutions(
+                tpb.ListExecutionsRequest(page_size=200, page_token=token), timeout=timeout_s
+            )
+            found.extend(_execution(message) for message in page.executions)
+            token = page.next_page_token
+            if not token:
+                return found
+
+
+def _execution(message: pb.Execution) -> StoredExecution:
+    return StoredExecution(
+        execution_id=message.id,
+        op=message.metadata.get(OP_KEY, ""),
+        state=_name(pb.ExecutionState, message.state, "EXECUTION_STATE_"),
+        task_runs=tuple(
+            StoredTaskRun(
+                task_run_id=task_run.id,
+                state=_name(pb.TaskRunState, task_run.state, "TASK_RUN_STATE_"),
+                attempts=tuple(
+                    (attempt.number, _name(pb.AttemptOutcome, attempt.outcome, "ATTEMPT_OUTCOME_"))
+                    for attempt in task_run.attempts
+                ),
+            )
+            for task_run in message.task_runs
+        ),
+    )
+
+
+def slots_in_use(address: str, *, timeout_s: float = 10.0) -> dict[str, int]:
+    """Each connected worker's in-flight count, as the server sees it."""
+    with grpc.insecure_channel(address) as channel:
+        stub = task_service_pb2_grpc.TaskServiceStub(channel)
+        response: tpb.ListWorkersResponse = stub.ListWorkers(tpb.ListWorkersRequest(), timeout=timeout_s)
+    return {f"{worker.name}/{worker.session_id}": worker.in_flight for worker in response.workers}

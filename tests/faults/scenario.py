@@ -1,0 +1,134 @@
+"""Load and quiescence for fault scenarios: concurrent submitters that remember what they saw.
+
+A `Load` runs submitter threads against a server address that may die and come back: every submit
+carries a unique op (in its metadata and as its idempotency key), and its outcome is recorded as the
+client saw it: acknowledged with an id, refused with a definite status, or unknown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from taskwire.v1 import task_service_pb2 as tpb
+from taskwire.v1 import task_service_pb2_grpc
+from taskwire.v1 import types_pb2 as pb
+from tests.harness import wait_for
+
+from .checker import Fault, Outcome, Report, Submission, check
+from .journal import read_journal
+from .observe import OP_KEY, slots_in_use, stored_executions
+
+# Statuses after which the execution may or may not exist: the request may have been applied.
+UNKNOWN_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN}
+)
+
+
+def journal_spec(op: str, *, seconds: float = 0.0, max_attempts: int = 3) -> tpb.ExecutionSpec:
+    spec = tpb.ExecutionSpec(name=op, metadata={OP_KEY: op}, idempotency_key=op)
+    task = spec.tasks.add(task_id="main", handler="journal.work")
+    task.input.data = f'{{"seconds": {seconds}}}'.encode()
+    task.input.content_type = "application/json"
+    task.retry_policy.CopyFrom(pb.RetryPolicy(max_attempts=max_attempts))
+    task.retry_policy.initial_interval.FromMilliseconds(50)
+    return spec
+
+
+@dataclass
+class Load:
+    """`threads` submitters, each submitting `per_thread` executions one at a time."""
+
+    address: str
+    threads: int = 4
+    per_thread: int = 50
+    seconds: float = 0.02
+    timeout_s: float = 5.0
+    submissions: list[Submission] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _changed: threading.Condition = field(init=False)
+    _workers: list[threading.Thread] = field(default_factory=list)
+    _ops: Iterator[int] = field(default_factory=itertools.count)
+
+    def __post_init__(self) -> None:
+        self._changed = threading.Condition(self._lock)
+
+    def start(self) -> Load:
+        for _ in range(self.threads):
+            thread = threading.Thread(target=self._submitter, daemon=True)
+            thread.start()
+            self._workers.append(thread)
+        return self
+
+    def join(self, timeout_s: float = 120.0) -> None:
+        for thread in self._workers:
+            thread.join(timeout_s)
+            assert not thread.is_alive(), "a submitter did not finish"
+
+    def wait_acknowledged(self, count: int, timeout_s: float = 30.0) -> None:
+        """Block until at least `count` submits were acknowledged."""
+        with self._changed:
+            ok = self._changed.wait_for(lambda: self.acknowledged >= count, timeout_s)
+        assert ok, f"only {self.acknowledged} of {count} submits acknowledged in {timeout_s}s"
+
+    @property
+    def acknowledged(self) -> int:
+        return sum(s.outcome is Outcome.ACKNOWLEDGED for s in self.submissions)
+
+    def _record(self, submission: Submission) -> None:
+        with self._changed:
+            self.submissions.append(submission)
+            self._changed.notify_all()
+
+    def _next_op(self) -> str:
+        with self._lock:
+            return f"op-{next(self._ops)}"
+
+    def _submitter(self) -> None:
+        with grpc.insecure_channel(self.address) as channel:
+            stub = task_service_pb2_grpc.TaskServiceStub(channel)
+            for _ in range(self.per_thread):
+                op = self._next_op()
+                request = tpb.SubmitExecutionRequest(execution=journal_spec(op, seconds=self.seconds))
+                try:
+                    response: tpb.SubmitExecutionResponse = stub.SubmitExecution(
+                        request, timeout=self.timeout_s, wait_for_ready=True
+                    )
+                except grpc.RpcError as error:
+                    code = error.code()
+                    outcome = Outcome.UNKNOWN if code in UNKNOWN_CODES else Outcome.REFUSED
+                    self._record(Submission(op, outcome))
+                else:
+                    self._record(Submission(op, Outcome.ACKNOWLEDGED, response.execution.id))
+
+
+def quiesce(address: str, *, timeout_s: float = 60.0) -> None:
+    """Wait until every stored execution is terminal (the checker then reports whatever is still not)."""
+    with contextlib.suppress(TimeoutError):
+        wait_for(
+            lambda: all(e.state in {"SUCCESS", "FAILED", "CANCELLED"} for e in stored_executions(address)),
+            timeout_s=timeout_s,
+            what="every execution to end",
+        )
+
+
+def final_report(
+    address: str, load: Load, journal: Path, faults: Iterable[Fault], *, settle: Callable[[], None] | None = None
+) -> Report:
+    """Quiesce, then run the checker over what the clients saw, the store and the handlers' journal."""
+    quiesce(address)
+    if settle is not None:
+        settle()
+    return check(
+        submissions=load.submissions,
+        stored=stored_executions(address),
+        runs=read_journal(journal),
+        faults=faults,
+        slots_in_use=slots_in_use(address),
+    )
