@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.harness import Cluster, ServerProcess, cluster
+from tests.integration.server.support import Client
 
 
 @pytest.fixture
@@ -20,3 +21,24 @@ def procs(tmp_path: Path) -> Iterator[Cluster]:
 def server(procs: Cluster) -> ServerProcess:
     """A fresh server on 127.0.0.1:<ephemeral> with its own SQLite file, short leases for fast tests."""
     return procs.server("--lease-timeout", "2", "--heartbeat-interval", "0.5", "--cancel-grace", "2")
+
+
+@pytest.fixture
+def connect() -> Iterator[Callable[[ServerProcess], Client]]:
+    """`connect(server)` opens a client to that server; every client is closed at teardown."""
+    opened: list[Client] = []
+
+    def open_client(server: ServerProcess) -> Client:
+        client = Client.of(server)
+        opened.append(client)
+        return client
+
+    yield open_client
+    for client in opened:
+        client.close()
+
+
+@pytest.fixture
+def client(server: ServerProcess, connect: Callable[[ServerProcess], Client]) -> Client:
+    """A raw TaskService client of the default `server` fixture."""
+    return connect(server)
