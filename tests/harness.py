@@ -154,10 +154,21 @@ class ServerProcess:
         )
 
 
-def start_server(db_path: Path, *extra_args: str, env: dict[str, str] | None = None) -> ServerProcess:
-    """A real `taskwire-server` on 127.0.0.1 with an ephemeral port and a real SQLite file."""
+def start_server(
+    db_path: Path,
+    *extra_args: str,
+    env: dict[str, str] | None = None,
+    bin_dir: Path = BIN,
+    cwd: Path | None = None,
+) -> ServerProcess:
+    """A real `taskwire-server` on 127.0.0.1 with an ephemeral port and a real SQLite file.
+
+    `bin_dir` chooses the installation whose executable runs (default: the one running the tests).
+    """
     process = spawn(
-        [str(BIN / "taskwire-server"), "--listen", "127.0.0.1:0", "--db", str(db_path), *extra_args], env=env
+        [str(bin_dir / "taskwire-server"), "--listen", "127.0.0.1:0", "--db", str(db_path), *extra_args],
+        env=env,
+        cwd=cwd,
     )
     try:
         address = process.wait_for_line(READY).group(1)
@@ -174,12 +185,14 @@ def start_worker(
     slots: int = 4,
     name: str | None = None,
     env: dict[str, str] | None = None,
+    bin_dir: Path = BIN,
+    cwd: Path | None = None,
 ) -> Process:
     """A real `taskwire-worker` process connected to `address`; returns once it says it is connected."""
-    args = [str(BIN / "taskwire-worker"), "--server", address, "--handlers", handlers, "--slots", str(slots)]
+    args = [str(bin_dir / "taskwire-worker"), "--server", address, "--handlers", handlers, "--slots", str(slots)]
     if name:
         args += ["--name", name]
-    process = spawn([*args, *extra_args], env=env)
+    process = spawn([*args, *extra_args], env=env, cwd=cwd)
     try:
         process.wait_for_line("connected")
     except BaseException:
@@ -196,9 +209,14 @@ class Cluster:
     processes: list[Process] = field(default_factory=list)
 
     def server(
-        self, *extra_args: str, db_name: str = "taskwire.db", env: dict[str, str] | None = None
+        self,
+        *extra_args: str,
+        db_name: str = "taskwire.db",
+        env: dict[str, str] | None = None,
+        bin_dir: Path = BIN,
+        cwd: Path | None = None,
     ) -> ServerProcess:
-        server = start_server(self.tmp_path / db_name, *extra_args, env=env)
+        server = start_server(self.tmp_path / db_name, *extra_args, env=env, bin_dir=bin_dir, cwd=cwd)
         self.processes.append(server.process)
         return server
 

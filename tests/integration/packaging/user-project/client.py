@@ -1,0 +1,3 @@
+"""The user's own module named `client`."""
+
+NAME = "user's client"

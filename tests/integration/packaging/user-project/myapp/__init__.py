@@ -1,0 +1,1 @@
+"""The user's application; `taskwire-worker --handlers myapp.handlers` serves its handlers."""
