@@ -23,8 +23,7 @@ from taskwire.v1 import task_service_pb2, task_service_pb2_grpc, worker_service_
 from ._config import ServerConfig
 from ._engine import Clock, Engine
 from ._servicers import TaskService, WorkerService
-from ._sqlite_store import SqliteStore
-from ._store import Store
+from .store import SqliteStore, Store
 
 log = logging.getLogger(__name__)
 

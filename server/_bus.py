@@ -10,7 +10,7 @@ import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from ._store import EventRecord
+from .store import EventRecord
 
 
 @dataclass(eq=False)

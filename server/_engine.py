@@ -24,11 +24,9 @@ from taskwire.v1 import worker_service_pb2 as wpb
 
 from . import wire
 from ._bus import EventBus, Subscription
-from ._committer import Committer
 from ._config import ServerConfig
 from ._queue import AdmissionQueue, QueueStats, ReadyQueues, adjust_count
 from ._sessions import AttemptKey, WorkerSession
-from ._store import EventRecord, ExecutionPage, ExecutionSnapshot, NewExecution, Store
 from ._timers import Timers
 from .domain import (
     ArmAttemptTimeout,
@@ -71,6 +69,7 @@ from .domain import (
     transition_task_run,
     validate_execution_spec,
 )
+from .store import Committer, EventRecord, ExecutionPage, ExecutionSnapshot, NewExecution, Store
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,9 @@
-"""The store seam: what the engine needs from durable storage.
+"""The store seam: what the engine needs from durable storage, the records it speaks and its errors.
 
-SQLite (`taskwire.server._sqlite_store.SqliteStore`) is the default; another store (for
-example PostgreSQL, for several server replicas) implements the same Protocol.
-Only the engine writes, and every write is a `WriteBatch` that becomes durable
-(committed, fsynced) before `write` returns. Stores group-commit: batches that
-arrive while a commit is in progress are committed together in the next one.
+SQLite (`SqliteStore`) is the default and `MemoryStore` serves tests; another store (for example
+PostgreSQL, for several server replicas) implements the same Protocol and joins the behaviour suite
+in `tests/unit/store/`. Only the engine writes, through the committer (`_group_commit`): every
+commit is a group of `WriteBatch`es that is durable (committed, fsynced) before `commit` returns.
 """
 
 from __future__ import annotations
@@ -14,7 +13,33 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from .domain import Execution, State, TaskRun
+from taskwire.server.domain import Execution, State, TaskRun, TaskwireError
+
+
+class StoreError(TaskwireError):
+    """The store could not do what was asked (a refused or failed write, an unusable database file)."""
+
+    status_name = "INTERNAL"
+
+
+class StoreClosed(StoreError):
+    """The store is closed (or was never opened): it takes no more reads or writes."""
+
+    status_name = "UNAVAILABLE"
+
+
+class DuplicateIdempotencyKey(StoreError):
+    """A new execution carries an idempotency key that another execution already has.
+
+    Only the batch holding that execution fails; `find_idempotency_key(key)` then
+    tells which execution owns the key.
+    """
+
+    status_name = "ALREADY_EXISTS"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"idempotency key {key!r} is already used by another execution")
+        self.key = key
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +131,15 @@ class Store(Protocol):
     async def close(self) -> None:
         """Flush pending writes and release resources. Idempotent."""
 
-    async def write(self, batch: WriteBatch) -> None:
-        """Durably apply the batch; returns once it is committed."""
+    async def commit(self, batches: Sequence[WriteBatch]) -> list[Exception | None]:
+        """Durably apply the batches, in order, in one transaction; returns once they are committed.
+
+        Per batch, None (committed) or why that batch alone was refused: `DuplicateIdempotencyKey`, a
+        `StoreError` (an update of a record that does not exist, a repeated id or event sequence, an
+        event of an unknown execution), a `ValueError` for a record no store can keep (a naive
+        datetime). A refused batch writes nothing; the other batches commit all the same. Raises
+        `StoreClosed` when the store is not open and `StoreError` when it cannot commit at all.
+        """
 
     async def get_execution(self, execution_id: str) -> ExecutionSnapshot | None: ...
 
