@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -116,8 +117,21 @@ class Process:
         self.popen.wait(timeout=20)
 
 
-def spawn(args: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> Process:
+def spawn(
+    args: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    max_file_bytes: int | None = None,
+) -> Process:
+    """Start a child; `max_file_bytes` caps the size of any file it (or its children) writes, as a full disk
+    would: writes past it fail with EFBIG (Python ignores SIGXFSZ)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+
+    def limit() -> None:
+        if max_file_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
     popen = subprocess.Popen(
         list(args),
         stdout=subprocess.PIPE,
@@ -126,6 +140,7 @@ def spawn(args: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path |
         text=True,
         env=full_env,
         cwd=cwd,
+        preexec_fn=limit if max_file_bytes is not None else None,
     )
     return Process(args=list(args), popen=popen)
 
@@ -160,6 +175,7 @@ def start_server(
     env: dict[str, str] | None = None,
     bin_dir: Path = BIN,
     cwd: Path | None = None,
+    max_file_bytes: int | None = None,
 ) -> ServerProcess:
     """A real `taskwire-server` on 127.0.0.1 with an ephemeral port and a real SQLite file.
 
@@ -169,6 +185,7 @@ def start_server(
         [str(bin_dir / "taskwire-server"), "--listen", "127.0.0.1:0", "--db", str(db_path), *extra_args],
         env=env,
         cwd=cwd,
+        max_file_bytes=max_file_bytes,
     )
     try:
         address = process.wait_for_line(READY).group(1)
@@ -215,8 +232,11 @@ class Cluster:
         env: dict[str, str] | None = None,
         bin_dir: Path = BIN,
         cwd: Path | None = None,
+        max_file_bytes: int | None = None,
     ) -> ServerProcess:
-        server = start_server(self.tmp_path / db_name, *extra_args, env=env, bin_dir=bin_dir, cwd=cwd)
+        server = start_server(
+            self.tmp_path / db_name, *extra_args, env=env, bin_dir=bin_dir, cwd=cwd, max_file_bytes=max_file_bytes
+        )
         self.processes.append(server.process)
         return server
 

@@ -164,7 +164,8 @@ def check(
         Finding("stuck", execution_id, f"execution is {stored_by_id[execution_id].state}")
         for execution_id in sorted(stuck_ids)
     )
-    _check_runs(report, stored_by_id, runs, faults)
+    acknowledged = frozenset(s.execution_id for s in submissions if s.outcome is Outcome.ACKNOWLEDGED)
+    _check_runs(report, stored_by_id, runs, faults, acknowledged)
     if slots_in_use is not None and not stuck_ids:
         report.leaked.extend(
             Finding("leaked", worker, f"{count} slot(s) in use with nothing running")
@@ -198,18 +199,32 @@ def _check_submissions(report: Report, submissions: list[Submission], stored: Ma
 
 
 def _check_runs(
-    report: Report, stored: Mapping[str, StoredExecution], runs: list[HandlerRun], faults: frozenset[Fault]
+    report: Report,
+    stored: Mapping[str, StoredExecution],
+    runs: list[HandlerRun],
+    faults: frozenset[Fault],
+    acknowledged: frozenset[str],
 ) -> None:
     task_runs = {tr.task_run_id: (e, tr) for e in stored.values() for tr in e.task_runs}
     by_task_run: dict[str, list[HandlerRun]] = defaultdict(list)
+    crashes = faults & {Fault.SERVER_CRASH, Fault.STORE_ERROR}
     for run in runs:
         if run.task_run_id not in task_runs:
-            report.unexpected.append(
-                Finding("unexpected", run.task_run_id, f"attempt {run.attempt} ran, but no stored execution has it")
-            )
+            # Dispatch does not wait for the submit's commit: a crash can take back a submit that was never
+            # acknowledged after its handler started. Allowed then; anything else is a phantom.
+            finding = Finding("phantom", run.task_run_id, f"attempt {run.attempt} ran, but no stored execution has it")
+            if crashes and run.execution_id not in acknowledged:
+                report.allowed.append(
+                    Finding(
+                        finding.kind,
+                        finding.subject,
+                        f"{finding.detail} (allowed: its submit was never acknowledged and a crash took it back)",
+                    )
+                )
+            else:
+                report.unexpected.append(Finding("unexpected", finding.subject, finding.detail))
             continue
         by_task_run[run.task_run_id].append(run)
-    crashes = faults & {Fault.SERVER_CRASH, Fault.STORE_ERROR}
     lost_contact = faults & {Fault.WORKER_CRASH, Fault.WORKER_PAUSE, Fault.PARTITION, Fault.SERVER_PAUSE}
     for task_run_id, (_execution, task_run) in task_runs.items():
         mine = sorted(by_task_run.get(task_run_id, ()), key=lambda run: run.started)

@@ -155,3 +155,11 @@ def test_slots_in_use_when_everything_ended_are_leaked() -> None:
 def test_a_run_of_an_unknown_task_run_is_unexpected() -> None:
     report = check(submissions=[], stored=[], runs=[_run("ghost")])
     assert report.counts["unexpected"] == 1
+
+
+def test_a_run_of_a_never_acknowledged_submit_that_a_crash_took_back_is_allowed() -> None:
+    submissions = [Submission("op1", Outcome.UNKNOWN)]
+    assert check(submissions=submissions, stored=[], runs=[_run("e1")]).counts["unexpected"] == 1
+    after_crash = check(submissions=submissions, stored=[], runs=[_run("e1")], faults={Fault.SERVER_CRASH})
+    assert after_crash.ok, str(after_crash)
+    assert "never acknowledged" in after_crash.allowed[0].detail
