@@ -1,0 +1,55 @@
+"""Workers crash (kill -9) or freeze (SIGSTOP past the lease, then SIGCONT) under load: their attempts are
+retried elsewhere, late reports from the frozen one are fenced, and the checker reports zeros.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.faults.checker import Fault
+from tests.faults.journal import JOURNAL_ENV
+from tests.faults.scenario import Load, final_report
+from tests.harness import Cluster, Process, ServerProcess
+
+LEASE_S = 2.0
+LEASE = ("--lease-timeout", str(LEASE_S), "--heartbeat-interval", "0.5", "--cancel-grace", "2")
+
+
+def _worker(procs: Cluster, server: ServerProcess, journal: Path, name: str) -> Process:
+    return procs.worker(server, handlers="tests.faults.journal", slots=6, name=name, env={JOURNAL_ENV: str(journal)})
+
+
+@pytest.mark.slow
+def test_a_worker_killed_under_load(procs: Cluster, tmp_path: Path) -> None:
+    journal = tmp_path / "journal.jsonl"
+    server = procs.server(*LEASE)
+    doomed = _worker(procs, server, journal, "doomed")
+    _worker(procs, server, journal, "steady")
+    load = Load(server.address, threads=4, per_thread=40, seconds=0.2).start()
+    load.wait_acknowledged(30)
+    doomed.kill()
+    _worker(procs, server, journal, "replacement")
+    load.join()
+
+    report = final_report(server.address, load, journal, {Fault.WORKER_CRASH})
+    assert report.ok, str(report)
+
+
+@pytest.mark.slow
+def test_a_worker_frozen_past_its_lease_then_resumed(procs: Cluster, tmp_path: Path) -> None:
+    journal = tmp_path / "journal.jsonl"
+    server = procs.server(*LEASE)
+    frozen = _worker(procs, server, journal, "frozen")
+    _worker(procs, server, journal, "steady")
+    load = Load(server.address, threads=4, per_thread=30, seconds=0.2).start()
+    load.wait_acknowledged(20)
+    frozen.signal(signal.SIGSTOP)
+    server.process.wait_for_line(r"worker frozen lost its lease", timeout_s=20)
+    frozen.signal(signal.SIGCONT)
+    load.join()
+
+    report = final_report(server.address, load, journal, {Fault.WORKER_PAUSE})
+    assert report.ok, str(report)
