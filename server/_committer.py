@@ -13,9 +13,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from ._bus import EventBus
 from ._store import EventRecord, NewExecution, Store, WriteBatch
 from .domain import Execution, TaskRun, TaskwireError
+from .engine._bus import EventBus
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-from taskwire.server._bus import EventBus
 from taskwire.server._committer import Committer
 from taskwire.server._store import WriteBatch
 from taskwire.server.domain import (
@@ -16,6 +15,7 @@ from taskwire.server.domain import (
     transition_execution,
     transition_task_run,
 )
+from taskwire.server.engine._bus import EventBus
 from tests.unit.store.records import T0, pending_execution
 
 

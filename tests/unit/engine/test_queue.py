@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from taskwire.server._queue import AdmissionQueue, ReadyQueues
+from taskwire.server.engine._admission import AdmissionQueue
+from taskwire.server.engine._dispatch import ReadyQueues
 from taskwire.server.domain import AdmissionTimeout, QueueFull, ShuttingDown
 
 
