@@ -39,8 +39,6 @@ attempts) answer "is this execution cold?" with two index probes.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import concurrent.futures
 import contextlib
 import heapq
@@ -56,35 +54,51 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Protocol, TypedDict, TypeVar
 
-from ._store import (
-    ColdTaskRun,
-    EventRecord,
-    ExecutionPage,
-    ExecutionSnapshot,
-    IdempotencyHit,
-    RecoveredState,
-    WriteBatch,
-)
 from .domain import (
     Attempt,
-    AttemptOutcome,
     Closing,
-    ErrorInfo,
     Execution,
     Payload,
-    Progress,
     Reason,
     ReasonCode,
     RetryPolicy,
     State,
     TaskRun,
-    TaskwireError,
-    ValidationError,
+)
+from .store._json import (
+    EPOCH,
+    attempt_from_json,
+    attempt_to_json,
+    closing_from_json,
+    closing_to_json,
+    datetime_from_db,
+    datetime_to_db,
+    dumps,
+    progress_from_json,
+    progress_to_json,
+    reason_from_json,
+    reason_to_json,
+    retry_policy_from_json,
+    retry_policy_to_json,
+    timedelta_to_db,
+)
+from .store._paging import check_page_size, decode_page_token, encode_page_token
+from .store._protocol import (
+    ColdTaskRun,
+    DuplicateIdempotencyKey,
+    EventRecord,
+    ExecutionPage,
+    ExecutionSnapshot,
+    IdempotencyHit,
+    RecoveredState,
+    StoreClosed,
+    StoreError,
+    WriteBatch,
 )
 
 __all__ = [
@@ -99,40 +113,7 @@ __all__ = [
 _T = TypeVar("_T")
 
 
-# --------------------------------------------------------------------------- errors
-
-
-class StoreError(TaskwireError):
-    """The store could not do what was asked (a refused or failed write, an unusable database file)."""
-
-    status_name = "INTERNAL"
-
-
-class StoreClosed(StoreError):
-    """The store is closed (or was never opened): it takes no more reads or writes."""
-
-    status_name = "UNAVAILABLE"
-
-
-class DuplicateIdempotencyKey(StoreError):
-    """A new execution carries an idempotency key that another execution already has.
-
-    Only the batch holding that execution fails; `find_idempotency_key(key)` then
-    tells which execution owns the key.
-    """
-
-    status_name = "ALREADY_EXISTS"
-
-    def __init__(self, key: str) -> None:
-        super().__init__(f"idempotency key {key!r} is already used by another execution")
-        self.key = key
-
-
-# --------------------------------------------------------------------------- codec: scalars
-
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND: Final = timedelta(microseconds=1)
-_INT64_MAX: Final = 2**63 - 1
+# --------------------------------------------------------------------------- codec: rows
 
 
 class RowLike(Protocol):
@@ -140,157 +121,6 @@ class RowLike(Protocol):
 
     def __getitem__(self, key: str, /) -> Any: ...
 
-
-def datetime_to_db(value: datetime) -> int:
-    """Microseconds since the Unix epoch. Refuses a naive datetime (its instant is unknown)."""
-    if value.tzinfo is not UTC and (value.tzinfo is None or value.utcoffset() is None):
-        raise ValueError(f"naive datetime {value.isoformat()} cannot be stored; use a timezone-aware UTC datetime")
-    # Whole microseconds, exactly; about twice as fast as `(value - _EPOCH) // _MICROSECOND`.
-    since = value - _EPOCH
-    return (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
-
-
-def datetime_from_db(value: int) -> datetime:
-    """The aware UTC datetime of `datetime_to_db`."""
-    return _EPOCH + timedelta(microseconds=value)
-
-
-def optional_datetime_to_db(value: datetime | None) -> int | None:
-    return None if value is None else datetime_to_db(value)
-
-
-def optional_datetime_from_db(value: int | None) -> datetime | None:
-    return None if value is None else datetime_from_db(value)
-
-
-def timedelta_to_db(value: timedelta) -> int:
-    """Whole microseconds; a duration beyond ±292,000 years does not fit a 64-bit integer and is refused."""
-    micros = value // _MICROSECOND
-    if not -_INT64_MAX <= micros <= _INT64_MAX:
-        raise ValueError(f"duration {value} is too long to store")
-    return micros
-
-
-def timedelta_from_db(value: int) -> timedelta:
-    return timedelta(microseconds=value)
-
-
-def optional_timedelta_to_db(value: timedelta | None) -> int | None:
-    return None if value is None else timedelta_to_db(value)
-
-
-def optional_timedelta_from_db(value: int | None) -> timedelta | None:
-    return None if value is None else timedelta_from_db(value)
-
-
-def _dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _dumps_or_none(value: object | None) -> str | None:
-    return None if value is None else _dumps(value)
-
-
-def _loads_or_none(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
-# --------------------------------------------------------------------------- codec: parts as JSON values
-
-
-def reason_to_json(reason: Reason) -> dict[str, Any]:
-    return {"code": reason.code.value, "message": reason.message}
-
-
-def reason_from_json(value: dict[str, Any]) -> Reason:
-    return Reason(ReasonCode(value["code"]), value["message"])
-
-
-def payload_to_json(payload: Payload) -> dict[str, Any]:
-    return {"data": base64.b64encode(payload.data).decode("ascii"), "content_type": payload.content_type}
-
-
-def payload_from_json(value: dict[str, Any]) -> Payload:
-    return Payload(base64.b64decode(value["data"]), value["content_type"])
-
-
-def error_info_to_json(error: ErrorInfo) -> dict[str, Any]:
-    return {"type": error.type, "message": error.message, "retryable": error.retryable, "traceback": error.traceback}
-
-
-def error_info_from_json(value: dict[str, Any]) -> ErrorInfo:
-    return ErrorInfo(value["type"], value["message"], value["retryable"], value["traceback"])
-
-
-def progress_to_json(progress: Progress) -> dict[str, Any]:
-    return {"fraction": progress.fraction, "message": progress.message}
-
-
-def progress_from_json(value: dict[str, Any]) -> Progress:
-    return Progress(float(value["fraction"]), value["message"])
-
-
-def closing_to_json(closing: Closing) -> dict[str, Any]:
-    return {"state": closing.state.value, "reason": reason_to_json(closing.reason)}
-
-
-def closing_from_json(value: dict[str, Any]) -> Closing:
-    return Closing(State(value["state"]), reason_from_json(value["reason"]))
-
-
-def retry_policy_to_json(policy: RetryPolicy) -> dict[str, Any]:
-    return {
-        "max_attempts": policy.max_attempts,
-        "initial_interval_us": timedelta_to_db(policy.initial_interval),
-        "backoff_coefficient": policy.backoff_coefficient,
-        "maximum_interval_us": optional_timedelta_to_db(policy.maximum_interval),
-        "non_retryable_error_types": list(policy.non_retryable_error_types),
-    }
-
-
-def retry_policy_from_json(value: dict[str, Any]) -> RetryPolicy:
-    return RetryPolicy(
-        max_attempts=value["max_attempts"],
-        initial_interval=timedelta_from_db(value["initial_interval_us"]),
-        backoff_coefficient=float(value["backoff_coefficient"]),
-        maximum_interval=optional_timedelta_from_db(value["maximum_interval_us"]),
-        non_retryable_error_types=tuple(value["non_retryable_error_types"]),
-    )
-
-
-def attempt_to_json(attempt: Attempt) -> dict[str, Any]:
-    return {
-        "task_run_id": attempt.task_run_id,
-        "number": attempt.number,
-        "worker_id": attempt.worker_id,
-        "started_at": datetime_to_db(attempt.started_at),
-        "outcome": attempt.outcome.value,
-        "ended_at": optional_datetime_to_db(attempt.ended_at),
-        "output": None if attempt.output is None else payload_to_json(attempt.output),
-        "error": None if attempt.error is None else error_info_to_json(attempt.error),
-    }
-
-
-def attempt_from_json(value: dict[str, Any]) -> Attempt:
-    return Attempt(
-        task_run_id=value["task_run_id"],
-        number=value["number"],
-        worker_id=value["worker_id"],
-        started_at=datetime_from_db(value["started_at"]),
-        outcome=AttemptOutcome(value["outcome"]),
-        ended_at=optional_datetime_from_db(value["ended_at"]),
-        output=None if value["output"] is None else payload_from_json(value["output"]),
-        error=None if value["error"] is None else error_info_from_json(value["error"]),
-    )
-
-
-def _reason_from_columns(code: str | None, message: str | None) -> Reason | None:
-    if code is None:
-        return None
-    return Reason(ReasonCode(code), message or "")
-
-
-# --------------------------------------------------------------------------- codec: rows
 
 # The columns of an execution that an update rewrites (everything but seq and request_fingerprint).
 _EXECUTION_COLUMNS: Final = (
@@ -394,7 +224,7 @@ def _reason_from_db(code: str | None, message: str | None) -> Reason | None:
 
 
 def _retry_policy_text(policy: RetryPolicy) -> str:
-    return _dumps(retry_policy_to_json(policy))
+    return dumps(retry_policy_to_json(policy))
 
 
 def _retry_policy_to_db(policy: RetryPolicy) -> str:
@@ -409,7 +239,7 @@ def _retry_policy_from_text(text: str) -> RetryPolicy:
 
 
 def _json_list(value: tuple[str, ...]) -> str:
-    return _dumps(list(value))
+    return dumps(list(value))
 
 
 def _depends_on_to_db(depends_on: tuple[str, ...]) -> str:
@@ -431,7 +261,7 @@ def _depends_on_from_db(text: str) -> tuple[str, ...]:
 
 
 def _metadata_text(items: tuple[tuple[str, str], ...]) -> str:
-    return _dumps(dict(items))
+    return dumps(dict(items))
 
 
 def _metadata_to_db(metadata: Any) -> str:
@@ -439,7 +269,7 @@ def _metadata_to_db(metadata: Any) -> str:
         return "{}"
     items = tuple(metadata.items())
     if len(items) > 8:
-        return _dumps(dict(items))
+        return dumps(dict(items))
     return _memo_metadata_to_db.get(items, _metadata_text)
 
 
@@ -452,7 +282,7 @@ def _metadata_from_db(text: str) -> dict[str, str]:
 
 
 def _closing_text(closing: Closing) -> str:
-    return _dumps(closing_to_json(closing))
+    return dumps(closing_to_json(closing))
 
 
 def _closing_from_text(text: str) -> Closing:
@@ -462,7 +292,7 @@ def _closing_from_text(text: str) -> Closing:
 def _attempts_to_db(attempts: tuple[Attempt, ...]) -> str:
     if not attempts:
         return "[]"
-    return _dumps([attempt_to_json(attempt) for attempt in attempts])
+    return dumps([attempt_to_json(attempt) for attempt in attempts])
 
 
 def _attempts_from_db(text: str) -> tuple[Attempt, ...]:
@@ -511,11 +341,11 @@ def _lifecycle_from_row(row: RowLike) -> _LifecycleFields:
         "id": row["id"],
         "state": _state_from_db(row["state"]),
         "reason": _reason_from_db(row["reason_code"], row["reason_message"]),
-        "not_before": None if not_before is None else _EPOCH + timedelta(microseconds=not_before),
-        "created_at": _EPOCH + timedelta(microseconds=row["created_at"]),
-        "updated_at": _EPOCH + timedelta(microseconds=row["updated_at"]),
-        "started_at": None if started_at is None else _EPOCH + timedelta(microseconds=started_at),
-        "ended_at": None if ended_at is None else _EPOCH + timedelta(microseconds=ended_at),
+        "not_before": None if not_before is None else EPOCH + timedelta(microseconds=not_before),
+        "created_at": EPOCH + timedelta(microseconds=row["created_at"]),
+        "updated_at": EPOCH + timedelta(microseconds=row["updated_at"]),
+        "started_at": None if started_at is None else EPOCH + timedelta(microseconds=started_at),
+        "ended_at": None if ended_at is None else EPOCH + timedelta(microseconds=ended_at),
     }
 
 
@@ -540,7 +370,7 @@ def execution_from_row(row: RowLike) -> Execution:
         **_lifecycle_from_row(row),
         name=row["name"],
         metadata=_metadata_from_db(row["metadata"]),
-        deadline=None if deadline is None else _EPOCH + timedelta(microseconds=deadline),
+        deadline=None if deadline is None else EPOCH + timedelta(microseconds=deadline),
         idempotency_key=row["idempotency_key"],
         closing=None if closing is None else _memo_closings_from_db.get(closing, _closing_from_text),
     )
@@ -561,8 +391,8 @@ def task_run_to_row(task_run: TaskRun) -> dict[str, Any]:
         "depends_on": _depends_on_to_db(task_run.depends_on),
         "timeout_us": None if timeout is None else timedelta_to_db(timeout),
         "retry_policy": _retry_policy_to_db(task_run.retry_policy),
-        "pending_cancel": None if pending_cancel is None else _dumps(reason_to_json(pending_cancel)),
-        "progress": None if progress is None else _dumps(progress_to_json(progress)),
+        "pending_cancel": None if pending_cancel is None else dumps(reason_to_json(pending_cancel)),
+        "progress": None if progress is None else dumps(progress_to_json(progress)),
         "attempts": _attempts_to_db(task_run.attempts),
     }
 
@@ -1191,25 +1021,6 @@ _TASK_RUN_SELECT: Final = (
     f"SELECT {', '.join('t.' + c for c in _TASK_RUN_COLUMNS)}, i.data AS input "
     "FROM task_runs AS t JOIN task_run_inputs AS i ON i.task_run_id = t.id"
 )
-_PAGE_TOKEN_PREFIX: Final = "seq:"
-
-
-def _encode_page_token(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"{_PAGE_TOKEN_PREFIX}{seq}".encode()).decode("ascii")
-
-
-def _decode_page_token(token: str) -> int:
-    """The seq below which the next page starts; ValidationError for anything this store did not issue."""
-    try:
-        text = base64.urlsafe_b64decode(token.encode("ascii")).decode("ascii")
-    except (UnicodeError, binascii.Error, ValueError):
-        text = ""
-    number = text.removeprefix(_PAGE_TOKEN_PREFIX)
-    if not (number.isascii() and number.isdigit()) or _encode_page_token(int(number)) != token:
-        raise ValidationError(
-            "page_token", "is not a page token issued by this server; pass the one a listing returned"
-        )
-    return int(number)
 
 
 def _task_runs_of(conn: sqlite3.Connection, execution_ids: Sequence[str]) -> dict[str, list[TaskRun]]:
@@ -1268,7 +1079,7 @@ def _list_executions(
         rows = list(heapq.merge(*per_state, key=lambda row: -int(row["seq"])))[: page_size + 1]
     more = len(rows) > page_size
     rows = rows[:page_size]
-    token = _encode_page_token(int(rows[-1]["seq"])) if more else ""
+    token = encode_page_token(int(rows[-1]["seq"])) if more else ""
     return ExecutionPage(_snapshots(conn, rows), token)
 
 
@@ -1562,9 +1373,8 @@ class SqliteStore:
         self, *, states: Sequence[State], handler: str, page_size: int, page_token: str
     ) -> ExecutionPage:
         """Newest first. Raises ValidationError('page_token', ...) for a token it did not issue."""
-        if page_size < 1:
-            raise ValidationError("page_size", f"must be at least 1, got {page_size}")
-        before = _decode_page_token(page_token) if page_token else _INT64_MAX
+        check_page_size(page_size)
+        before = decode_page_token(page_token)
         return await self._read(_list_executions, list(states), handler, page_size, before)
 
     async def read_events(self, execution_id: str, after_sequence: int, limit: int = 1000) -> list[EventRecord]:

@@ -1,130 +1,25 @@
-"""The store seam: what the engine needs from durable storage.
+"""Where the store's records used to live; they are in `taskwire.server.store` now."""
 
-SQLite (`taskwire.server._sqlite_store.SqliteStore`) is the default; another store (for
-example PostgreSQL, for several server replicas) implements the same Protocol.
-Only the engine writes, and every write is a `WriteBatch` that becomes durable
-(committed, fsynced) before `write` returns. Stores group-commit: batches that
-arrive while a commit is in progress are committed together in the next one.
-"""
+from .store._protocol import (
+    ColdTaskRun,
+    EventRecord,
+    ExecutionPage,
+    ExecutionSnapshot,
+    IdempotencyHit,
+    NewExecution,
+    RecoveredState,
+    Store,
+    WriteBatch,
+)
 
-from __future__ import annotations
-
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Protocol
-
-from .domain import Execution, State, TaskRun
-
-
-@dataclass(frozen=True, slots=True)
-class EventRecord:
-    """One entry of an execution's history, as stored.
-
-    `body` is a serialized `taskwire.v1.ExecutionEvent`: the store keeps it
-    opaque, so watchers replay exactly the bytes that live watchers received.
-    """
-
-    execution_id: str
-    sequence: int  # 1, 2, 3, ... per execution, no gaps
-    time: datetime
-    kind: str  # "execution_transition", "task_run_transition", "progress" or "log"
-    body: bytes
-
-
-@dataclass(slots=True)
-class NewExecution:
-    """An execution to insert, with its task runs, and the fingerprint of the request that made it."""
-
-    execution: Execution
-    task_runs: Sequence[TaskRun]
-    request_fingerprint: str
-
-
-@dataclass(slots=True)
-class WriteBatch:
-    """Everything one engine step changes, written in one transaction (with other batches)."""
-
-    new_executions: list[NewExecution] = field(default_factory=list)
-    executions: list[Execution] = field(default_factory=list)  # updates of existing rows
-    task_runs: list[TaskRun] = field(default_factory=list)  # updates of existing rows
-    events: list[EventRecord] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.new_executions or self.executions or self.task_runs or self.events)
-
-
-@dataclass(frozen=True, slots=True)
-class ExecutionSnapshot:
-    execution: Execution
-    task_runs: tuple[TaskRun, ...]  # in submission order
-
-
-@dataclass(frozen=True, slots=True)
-class IdempotencyHit:
-    execution_id: str
-    request_fingerprint: str
-
-
-@dataclass(frozen=True, slots=True)
-class ExecutionPage:
-    snapshots: list[ExecutionSnapshot]
-    next_page_token: str  # empty on the last page
-
-
-@dataclass(frozen=True, slots=True)
-class ColdTaskRun:
-    """A queued task run that the engine keeps out of memory until it dispatches it.
-
-    Only executions that nothing can change before a dispatch are cold: PENDING, not closing,
-    no deadline, and every task run PENDING with no attempt yet.
-    """
-
-    task_run_id: str
-    execution_id: str
-    handler: str
-
-
-@dataclass(frozen=True, slots=True)
-class RecoveredState:
-    """What the engine rebuilds itself from on start."""
-
-    # Every non-terminal execution that is not cold, with all its task runs, oldest first.
-    active: list[ExecutionSnapshot]
-    # Highest stored event sequence of each execution in `active`.
-    last_sequences: dict[str, int]
-    # Ids of PENDING task runs of `active` executions in queue order (the order they became PENDING).
-    pending_order: list[str]
-    # The task runs of cold executions, in queue order.
-    cold: list[ColdTaskRun] = field(default_factory=list)
-
-
-class Store(Protocol):
-    async def open(self) -> None:
-        """Create or migrate the schema; ready for use on return."""
-
-    async def close(self) -> None:
-        """Flush pending writes and release resources. Idempotent."""
-
-    async def write(self, batch: WriteBatch) -> None:
-        """Durably apply the batch; returns once it is committed."""
-
-    async def get_execution(self, execution_id: str) -> ExecutionSnapshot | None: ...
-
-    async def get_executions(self, execution_ids: Sequence[str]) -> dict[str, ExecutionSnapshot]:
-        """Several executions at once, by id; ids not found are left out."""
-
-    async def last_sequences(self, execution_ids: Sequence[str]) -> dict[str, int]:
-        """The highest stored event sequence of each execution (0 when it has none)."""
-
-    async def find_idempotency_key(self, key: str) -> IdempotencyHit | None: ...
-
-    async def list_executions(
-        self, *, states: Sequence[State], handler: str, page_size: int, page_token: str
-    ) -> ExecutionPage:
-        """Newest first. Raises ValidationError('page_token', ...) for a token it did not issue."""
-
-    async def read_events(self, execution_id: str, after_sequence: int, limit: int = 1000) -> list[EventRecord]:
-        """Events with sequence > after_sequence, in order, at most `limit`."""
-
-    async def recover(self) -> RecoveredState: ...
+__all__ = [
+    "ColdTaskRun",
+    "EventRecord",
+    "ExecutionPage",
+    "ExecutionSnapshot",
+    "IdempotencyHit",
+    "NewExecution",
+    "RecoveredState",
+    "Store",
+    "WriteBatch",
+]

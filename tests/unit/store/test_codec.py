@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from taskwire.server import _sqlite_store as codec
 from taskwire.server._store import EventRecord, ExecutionSnapshot, NewExecution, WriteBatch
 from taskwire.server.domain import Execution, TaskRun
+from taskwire.server.store import _json as json_codec
 from tests.unit.store import records
 
 _T = TypeVar("_T")
@@ -28,7 +29,7 @@ records_settings = settings(deadline=None, max_examples=60)
 
 
 def through_json(to_json: Callable[[_T], dict[str, Any]], from_json: Callable[[dict[str, Any]], _T], value: _T) -> _T:
-    return from_json(json.loads(codec._dumps(to_json(value))))
+    return from_json(json.loads(json_codec.dumps(to_json(value))))
 
 
 # --------------------------------------------------------------------------- scalars
@@ -37,7 +38,7 @@ def through_json(to_json: Callable[[_T], dict[str, Any]], from_json: Callable[[d
 @simple
 @given(st.datetimes(timezones=st.just(UTC)))
 def test_datetimes_round_trip_over_the_whole_range(moment: datetime) -> None:
-    back = codec.datetime_from_db(codec.datetime_to_db(moment))
+    back = json_codec.datetime_from_db(json_codec.datetime_to_db(moment))
     assert back == moment
     assert back.tzinfo is UTC
 
@@ -50,30 +51,33 @@ _fixed_offsets = st.timedeltas(min_value=timedelta(hours=-23, minutes=-59), max_
     st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 1, 1), timezones=_fixed_offsets.map(timezone))
 )
 def test_an_aware_datetime_in_any_zone_comes_back_as_the_same_instant_in_utc(moment: datetime) -> None:
-    back = codec.datetime_from_db(codec.datetime_to_db(moment))
+    back = json_codec.datetime_from_db(json_codec.datetime_to_db(moment))
     assert back == moment
     assert back.utcoffset() == timedelta(0)
 
 
 def test_microseconds_are_kept_and_the_epoch_is_zero() -> None:
-    assert codec.datetime_to_db(datetime(1970, 1, 1, tzinfo=UTC)) == 0
-    assert codec.datetime_to_db(datetime(1970, 1, 1, 0, 0, 1, 5, tzinfo=timezone(timedelta(hours=1)))) == -3_598_999_995
+    assert json_codec.datetime_to_db(datetime(1970, 1, 1, tzinfo=UTC)) == 0
+    assert (
+        json_codec.datetime_to_db(datetime(1970, 1, 1, 0, 0, 1, 5, tzinfo=timezone(timedelta(hours=1))))
+        == -3_598_999_995
+    )
 
 
 def test_a_naive_datetime_is_refused() -> None:
     with pytest.raises(ValueError, match="naive datetime"):
-        codec.datetime_to_db(datetime(2026, 1, 1))
+        json_codec.datetime_to_db(datetime(2026, 1, 1))
 
 
 @simple
 @given(records.storable_timedeltas)
 def test_timedeltas_round_trip(duration: timedelta) -> None:
-    assert codec.timedelta_from_db(codec.timedelta_to_db(duration)) == duration
+    assert json_codec.timedelta_from_db(json_codec.timedelta_to_db(duration)) == duration
 
 
 def test_a_duration_too_long_for_64_bits_is_refused() -> None:
     with pytest.raises(ValueError, match="too long"):
-        codec.timedelta_to_db(timedelta(days=500_000_000))
+        json_codec.timedelta_to_db(timedelta(days=500_000_000))
 
 
 # --------------------------------------------------------------------------- parts
@@ -82,37 +86,37 @@ def test_a_duration_too_long_for_64_bits_is_refused() -> None:
 @simple
 @given(records.reasons())
 def test_reason_round_trips(value: Any) -> None:
-    assert through_json(codec.reason_to_json, codec.reason_from_json, value) == value
+    assert through_json(json_codec.reason_to_json, json_codec.reason_from_json, value) == value
 
 
 @simple
 @given(records.payloads)
 def test_payload_round_trips(value: Any) -> None:
-    assert through_json(codec.payload_to_json, codec.payload_from_json, value) == value
+    assert through_json(json_codec.payload_to_json, json_codec.payload_from_json, value) == value
 
 
 @simple
 @given(records.error_infos)
 def test_error_info_round_trips(value: Any) -> None:
-    assert through_json(codec.error_info_to_json, codec.error_info_from_json, value) == value
+    assert through_json(json_codec.error_info_to_json, json_codec.error_info_from_json, value) == value
 
 
 @simple
 @given(records.progresses)
 def test_progress_round_trips(value: Any) -> None:
-    assert through_json(codec.progress_to_json, codec.progress_from_json, value) == value
+    assert through_json(json_codec.progress_to_json, json_codec.progress_from_json, value) == value
 
 
 @simple
 @given(records.closings())
 def test_closing_round_trips(value: Any) -> None:
-    assert through_json(codec.closing_to_json, codec.closing_from_json, value) == value
+    assert through_json(json_codec.closing_to_json, json_codec.closing_from_json, value) == value
 
 
 @simple
 @given(records.retry_policies)
 def test_retry_policy_round_trips(value: Any) -> None:
-    back = through_json(codec.retry_policy_to_json, codec.retry_policy_from_json, value)
+    back = through_json(json_codec.retry_policy_to_json, json_codec.retry_policy_from_json, value)
     assert back == value
     assert type(back.non_retryable_error_types) is tuple
 
@@ -120,7 +124,7 @@ def test_retry_policy_round_trips(value: Any) -> None:
 @records_settings
 @given(st.booleans().flatmap(lambda running: records.attempts(running=running)))
 def test_attempt_round_trips(value: Any) -> None:
-    assert through_json(codec.attempt_to_json, codec.attempt_from_json, value) == value
+    assert through_json(json_codec.attempt_to_json, json_codec.attempt_from_json, value) == value
 
 
 # --------------------------------------------------------------------------- rows
