@@ -8,10 +8,15 @@ from datetime import timedelta
 from taskwire.server.engine import ManualClock, SystemClock, Timers
 
 
-async def test_timers_fire_in_due_order_and_rearming_a_key_replaces_it() -> None:
+def started() -> tuple[ManualClock, Timers]:
     clock = ManualClock()
     timers = Timers(clock=clock)
     timers.start()
+    return clock, timers
+
+
+async def test_timers_fire_in_due_order_and_rearming_a_key_replaces_it() -> None:
+    clock, timers = started()
     fired: list[str] = []
     now = clock.monotonic()
     timers.arm("late", now + 0.03, lambda: fired.append("late"))
@@ -28,9 +33,7 @@ async def test_timers_fire_in_due_order_and_rearming_a_key_replaces_it() -> None
 
 
 async def test_a_timer_armed_earlier_than_the_current_wait_fires_first() -> None:
-    clock = ManualClock()
-    timers = Timers(clock=clock)
-    timers.start()
+    clock, timers = started()
     fired: list[str] = []
     timers.arm("far", clock.monotonic() + 60, lambda: fired.append("far"))
     timers.arm_in("near", 0.0, lambda: fired.append("near"))
@@ -42,9 +45,7 @@ async def test_a_timer_armed_earlier_than_the_current_wait_fires_first() -> None
 
 
 async def test_a_failing_callback_does_not_stop_the_others() -> None:
-    clock = ManualClock()
-    timers = Timers(clock=clock)
-    timers.start()
+    clock, timers = started()
     fired: list[str] = []
 
     def broken() -> None:
@@ -58,9 +59,7 @@ async def test_a_failing_callback_does_not_stop_the_others() -> None:
 
 
 async def test_wall_clock_times_are_placed_on_the_monotonic_clock() -> None:
-    clock = ManualClock()
-    timers = Timers(clock=clock)
-    timers.start()
+    clock, timers = started()
     fired: list[str] = []
     timers.arm_at("at", clock.now() + timedelta(seconds=30), lambda: fired.append("at"))
     clock.advance(29.9)
