@@ -9,7 +9,6 @@ from ._admission import AdmissionQueue, QueueStats
 from ._clock import Cancellable, Clock, ManualClock, SystemClock
 from ._engine import Engine, EngineStats, HandlerStats
 from ._history import HistoryCodec
-from ._ids import new_id
 from ._sessions import (
     AttemptEnd,
     AttemptKey,
@@ -52,5 +51,4 @@ __all__ = [
     "WorkerLink",
     "WorkerReport",
     "WorkerSession",
-    "new_id",
 ]

@@ -1,7 +1,7 @@
 """The engine: the single writer of all taskwire state, composed of its rooms. What servicers call.
 
 It runs on one asyncio loop, so no two changes ever interleave. The rooms, and
-what each owns:
+what each owns (docs/engine.md has the picture):
 
 - `_live`: the live executions; applying events through the pure transitions,
   settling follow-ups, carrying out effects, the queue figures.
@@ -11,10 +11,13 @@ what each owns:
 - `_history`: numbering and recording history events; watch (replay, then live).
 - `_cold`: queued executions kept out of memory while the queue is long.
 - `_recovery`: the live state rebuilt from the store on start.
-- `_timers` and `_clock`: time, from one seam.
+- `_admission` (the bounded queue's capacity), `_sessions` (what a worker's
+  stream is to the engine), `_bus` (live events to watchers), `_timers` and
+  `_clock` (time, from one seam), `_ids`.
 
-This module wires them together (each room's hooks point at another room) and
-holds the lifecycle, reads, cancel and stats.
+This module wires them together (a room's hooks point at another room's
+methods, so that no two rooms import each other) and holds the lifecycle,
+reads, cancel and stats.
 
 May use: every room; the store, the committer and the config.
 """

@@ -250,7 +250,7 @@ class WorkerPool:
                 self._executions.log_line(report)
         elif isinstance(report, Draining):
             session.draining = True
-        # Heartbeat: being seen is all it does.
+        # Heartbeat: being seen is all it does; its list of running attempts is not compared with holding.
 
     # ---- Leases ---------------------------------------------------------------------------------
 
