@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from taskwire.server._store import NewExecution
 from taskwire.server.domain import Execution, Payload, RetryPolicy, State, TaskRun
+from taskwire.server.store import NewExecution
 
 
 def pending_execution(

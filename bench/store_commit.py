@@ -4,11 +4,13 @@
 
 Every configuration has its own database with the durable settings as shipped
 (WAL, synchronous=FULL). A write is what a Submit costs: one execution, one
-task run and its first event. Writers loop on `await store.write(...)` for the
-same wall time; "one commit per write" offers the same load as the busiest
-group-commit row but commits every batch alone (max_batches_per_commit=1).
-The configurations take turns, round after round, so that a disk whose fsync
-latency drifts during the run weighs on all of them alike.
+task run and its first event. Writers loop for the same wall time: "group
+commit" writers stage their write in the committer, as the engine does, and
+wait until it is durable; "one commit per write" offers the same load as the
+busiest group-commit row but each writer commits its batch alone
+(`store.commit([batch])`). The configurations take turns, round after round,
+so that a disk whose fsync latency drifts during the run weighs on all of them
+alike.
 """
 
 from __future__ import annotations
@@ -23,15 +25,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench._store import add_dir_argument, pending_execution, run_in_folder
-from taskwire.server._sqlite_store import SqliteStore
-from taskwire.server._store import EventRecord, WriteBatch
+from taskwire.server.store import Committer, EventRecord, SqliteStore, WriteBatch
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     label: str
     writers: int
-    max_batches_per_commit: int | None
+    grouped: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +54,10 @@ class Result:
 
 
 CONFIGS = (
-    Config("one commit per write", 100, 1),
-    Config("group commit", 1, None),
-    Config("group commit", 10, None),
-    Config("group commit", 100, None),
+    Config("one commit per write", 100, False),
+    Config("group commit", 1, True),
+    Config("group commit", 10, True),
+    Config("group commit", 100, True),
 )
 
 _ids = itertools.count()
@@ -68,23 +69,45 @@ def submit(now: datetime) -> WriteBatch:
     return WriteBatch(new_executions=[pending_execution(n, now, bench="store_commit")], events=[event])
 
 
+class _Discard:
+    """The committer's event sink: nobody watches here."""
+
+    def publish(self, events: list[EventRecord]) -> None:
+        pass
+
+
 async def run(config: Config, folder: Path, seconds: float) -> Result:
-    path = folder / f"{config.writers}-{config.max_batches_per_commit}.sqlite3"
-    async with SqliteStore(path, max_batches_per_commit=config.max_batches_per_commit) as store:
-        await store.write(submit(datetime.now(UTC)))  # warm up: schema, caches
+    path = folder / f"{config.writers}-{'grouped' if config.grouped else 'alone'}.sqlite3"
+    async with SqliteStore(path) as store:
+        committer = Committer(store=store, bus=_Discard(), on_fatal=lambda error: None)
+        committer.start()
+
+        async def write(batch: WriteBatch) -> None:
+            if config.grouped:
+                for new in batch.new_executions:
+                    committer.stage_new(new)
+                for event in batch.events:
+                    committer.stage_event(event)
+                await committer.durable()
+            else:
+                [refusal] = await store.commit([batch])
+                assert refusal is None, refusal
+
+        await write(submit(datetime.now(UTC)))  # warm up: schema, caches
         start_stats = store.stats()
         deadline = time.perf_counter() + seconds
         counts = [0] * config.writers
 
         async def writer(index: int) -> None:
             while time.perf_counter() < deadline:
-                await store.write(submit(datetime.now(UTC)))
+                await write(submit(datetime.now(UTC)))
                 counts[index] += 1
 
         started = time.perf_counter()
         await asyncio.gather(*(writer(i) for i in range(config.writers)))
         elapsed = time.perf_counter() - started
         commits = store.stats().commits - start_stats.commits
+        await committer.close()
     return Result(config, sum(counts), commits, elapsed)
 
 

@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from bench._store import add_dir_argument, pending_execution, run_in_folder
-from taskwire.server import _sqlite_store as codec
-from taskwire.server._sqlite_store import SqliteStore
-from taskwire.server._store import NewExecution, WriteBatch
 from taskwire.server.domain import RetryPolicy
+from taskwire.server.store import NewExecution, SqliteStore, WriteBatch
+from taskwire.server.store import _sqlite_codec as codec
 
 _BATCH = 2_000
 _NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -47,7 +46,8 @@ async def populate(path: Path, count: int, *, cold: bool) -> None:
     async with SqliteStore(path) as store:
         for start in range(0, count, _BATCH):
             news = [new_execution(n, deadline=deadline) for n in range(start, min(count, start + _BATCH))]
-            await store.write(WriteBatch(new_executions=news))
+            [refusal] = await store.commit([WriteBatch(new_executions=news)])
+            assert refusal is None, refusal
 
 
 async def time_recover(path: Path, rounds: int) -> tuple[float, int, int]:
@@ -79,10 +79,10 @@ def codec_figures(path: Path, sample: int, rounds: int) -> list[tuple[str, float
     conn.row_factory = sqlite3.Row
     try:
         execution_rows = conn.execute(
-            f"SELECT seq, {', '.join(codec._EXECUTION_COLUMNS)} FROM executions LIMIT ?", (sample,)
+            f"SELECT seq, {', '.join(codec.EXECUTION_COLUMNS)} FROM executions LIMIT ?", (sample,)
         ).fetchall()
         task_run_rows = conn.execute(
-            f"SELECT {', '.join('t.' + c for c in codec._TASK_RUN_COLUMNS)}, i.data AS input "
+            f"SELECT {', '.join('t.' + c for c in codec.TASK_RUN_COLUMNS)}, i.data AS input "
             "FROM task_runs AS t JOIN task_run_inputs AS i ON i.task_run_id = t.id LIMIT ?",
             (sample,),
         ).fetchall()

@@ -23,9 +23,8 @@ from taskwire.v1 import task_service_pb2, task_service_pb2_grpc, worker_service_
 from ._config import ServerConfig
 from ._history_wire import ProtoHistoryCodec
 from ._servicers import TaskService, WorkerService
-from ._sqlite_store import SqliteStore
-from ._store import Store
 from .engine import Clock, Engine
+from .store import SqliteStore, Store
 
 log = logging.getLogger(__name__)
 

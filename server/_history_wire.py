@@ -11,11 +11,11 @@ from datetime import datetime
 from taskwire.v1 import types_pb2 as pb
 
 from . import wire
-from ._store import EventRecord
 from ._worker_wire import progress_details
 from .domain import Execution, TaskRun
 from .engine import AttemptLog, AttemptProgress
 from .engine._history import EXECUTION_TRANSITION
+from .store import EventRecord
 
 
 def _serialized(event: pb.ExecutionEvent, time: datetime) -> bytes:

@@ -14,7 +14,7 @@ import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from taskwire.server._store import EventRecord
+from taskwire.server.store import EventRecord
 
 
 @dataclass(eq=False)

@@ -21,8 +21,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from taskwire.server._store import ColdTaskRun, Store
 from taskwire.server.domain import State
+from taskwire.server.store import ColdTaskRun, Store
 
 from ._admission import AdmissionQueue
 from ._live import Executions, LiveExecution

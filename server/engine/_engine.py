@@ -29,10 +29,9 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from taskwire.server._committer import Committer
 from taskwire.server._config import ServerConfig
-from taskwire.server._store import EventRecord, ExecutionPage, ExecutionSnapshot, Store
 from taskwire.server.domain import CancellationRequested, ExecutionSpec, NotFound, State
+from taskwire.server.store import Committer, EventRecord, ExecutionPage, ExecutionSnapshot, Store
 
 from ._admission import AdmissionQueue, QueueStats
 from ._bus import EventBus

@@ -21,9 +21,8 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from taskwire.server._committer import Committer
-from taskwire.server._store import EventRecord, Store
 from taskwire.server.domain import Execution, NotFound, ShuttingDown, TaskRun, ValidationError
+from taskwire.server.store import Committer, EventRecord, Store
 
 from ._bus import EventBus, Subscription
 from ._sessions import AttemptLog, AttemptProgress

@@ -20,8 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from taskwire.server._committer import Committer
-from taskwire.server._store import ExecutionSnapshot
 from taskwire.server.domain import (
     ArmAttemptTimeout,
     Attempt,
@@ -50,6 +48,7 @@ from taskwire.server.domain import (
     transition_execution,
     transition_task_run,
 )
+from taskwire.server.store import Committer, ExecutionSnapshot
 
 from ._admission import AdmissionQueue
 from ._clock import Clock

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from taskwire.server._store import Store
 from taskwire.server.domain import State
+from taskwire.server.store import Store
 
 from ._cold import ColdTier
 from ._dispatch import ReadyQueues

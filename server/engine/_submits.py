@@ -18,8 +18,6 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from taskwire.server._committer import Committer
-from taskwire.server._store import ExecutionSnapshot, NewExecution, Store
 from taskwire.server.domain import (
     ExecutionSpec,
     IdempotencyConflict,
@@ -32,6 +30,7 @@ from taskwire.server.domain import (
     create_execution,
     validate_execution_spec,
 )
+from taskwire.server.store import Committer, ExecutionSnapshot, NewExecution, Store
 
 from ._admission import AdmissionQueue
 from ._clock import Clock

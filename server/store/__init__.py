@@ -1,5 +1,28 @@
-"""The store: one protocol, an in-memory implementation for tests and the SQLite default."""
+"""The store: one protocol, an in-memory implementation for tests and the SQLite default.
 
+Rooms, and what each may import:
+
+- `_protocol`: the `Store` Protocol, the records it speaks and the store errors (domain only).
+- `_json`, `_paging`: what every store reuses: records as JSON values and scalars as integers,
+  page tokens.
+- `_group_commit`: the `Committer`, the one place where writes are grouped (below).
+- `_memory`: `MemoryStore`, for tests.
+- `_sqlite` (the `SqliteStore` facade) over `_sqlite_codec` (records ↔ rows), `_sqlite_schema`
+  (tables, migrations, connections), `_sqlite_queries` (reads) and `_sqlite_writer` (the writer
+  process, both sides). A PostgreSQL store sits beside these and reuses only the shared rooms.
+
+Group commit happens in one place: the committer. It stages the engine's changes as the engine
+makes them and keeps one commit in flight; what is staged meanwhile becomes the next group. Only
+there can the changes of a window be coalesced (the latest version of a record, a new execution
+inserted as it is at commit time), so a task that is submitted, dispatched and finished before its
+submit's commit is encoded once and costs one row. A store does not gather writes of its own: it
+commits the group it is given in one transaction (one fsync, one round trip to SQLite's writer
+process) and answers for each batch, so a refused batch fails alone while the others of its group
+commit. The store's own queue of waiting writes, which grouped concurrent `write` calls, is gone:
+under the committer it only ever saw one write at a time.
+"""
+
+from ._group_commit import Committer, EventSink, StoreFailure
 from ._memory import MemoryStore
 from ._protocol import (
     ColdTaskRun,
@@ -15,19 +38,27 @@ from ._protocol import (
     StoreError,
     WriteBatch,
 )
+from ._sqlite import SqliteStore, StoreStats
+from ._sqlite_schema import SCHEMA_VERSION
 
 __all__ = [
+    "SCHEMA_VERSION",
     "ColdTaskRun",
+    "Committer",
     "DuplicateIdempotencyKey",
     "EventRecord",
+    "EventSink",
     "ExecutionPage",
     "ExecutionSnapshot",
     "IdempotencyHit",
     "MemoryStore",
     "NewExecution",
     "RecoveredState",
+    "SqliteStore",
     "Store",
     "StoreClosed",
     "StoreError",
+    "StoreFailure",
+    "StoreStats",
     "WriteBatch",
 ]

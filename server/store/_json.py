@@ -2,15 +2,18 @@
 
 Timestamps are integer microseconds since the Unix epoch (UTC); durations are integer microseconds
 and must fit 64 bits; the parts of a record that a store keeps in a JSON column (reasons, payloads,
-errors, progress, closings, retry policies, attempts) are plain JSON values, written compactly.
+errors, progress, closings, retry policies, attempts, dependencies, metadata) are plain JSON values,
+written compactly. The texts of the columns that repeat across rows (retry policies, closings,
+dependencies, metadata) are memoized both ways: most task runs of a server share a handful of them.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from taskwire.server.domain import (
     Attempt,
@@ -24,6 +27,8 @@ from taskwire.server.domain import (
     RetryPolicy,
     State,
 )
+
+_T = TypeVar("_T")
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
@@ -76,7 +81,7 @@ def dumps(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-# --------------------------------------------------------------------------- codec: parts as JSON values
+# --------------------------------------------------------------------------- parts as JSON values
 
 
 def reason_to_json(reason: Reason) -> dict[str, Any]:
@@ -163,3 +168,133 @@ def attempt_from_json(value: dict[str, Any]) -> Attempt:
         output=None if value["output"] is None else payload_from_json(value["output"]),
         error=None if value["error"] is None else error_info_from_json(value["error"]),
     )
+
+
+# --------------------------------------------------------------------------- JSON columns as text
+
+
+class Memo:
+    """A small cache from a key to its (immutable) value, emptied when full. Safe to share between threads.
+
+    Only values that equal keys always map to, exactly (same JSON text in, same record out), are memoized.
+    """
+
+    __slots__ = ("_limit", "_values")
+
+    def __init__(self, limit: int = 256) -> None:
+        self._limit = limit
+        self._values: dict[Any, Any] = {}
+
+    def get(self, key: Any, make: Callable[[Any], _T]) -> _T:
+        try:
+            return self._values[key]  # type: ignore[no-any-return]
+        except KeyError:
+            pass
+        value = make(key)
+        values = self._values
+        if len(values) >= self._limit:
+            values.clear()
+        values[key] = value
+        return value
+
+
+# Decoding: column text → decoded value.
+_retry_policies_from_text: Final = Memo()
+_depends_on_from_text: Final = Memo()
+_metadata_from_text: Final = Memo()  # values are dicts: callers get a copy
+_closings_from_text: Final = Memo()
+# Encoding: value → column text.
+_retry_policies_to_text: Final = Memo()
+_depends_on_to_text: Final = Memo()
+_metadata_to_text: Final = Memo()
+_closings_to_text: Final = Memo()
+
+
+def _retry_policy_text(policy: RetryPolicy) -> str:
+    return dumps(retry_policy_to_json(policy))
+
+
+def retry_policy_to_text(policy: RetryPolicy) -> str:
+    # Equal policies share a text only when their fields encode alike: 0.0 == -0.0 and True == 1 do not.
+    if type(policy.max_attempts) is int and type(policy.backoff_coefficient) is float and policy.backoff_coefficient:
+        return _retry_policies_to_text.get(policy, _retry_policy_text)
+    return _retry_policy_text(policy)
+
+
+def _parse_retry_policy(text: str) -> RetryPolicy:
+    return retry_policy_from_json(json.loads(text))
+
+
+def retry_policy_from_text(text: str) -> RetryPolicy:
+    return _retry_policies_from_text.get(text, _parse_retry_policy)
+
+
+def _json_list(value: tuple[str, ...]) -> str:
+    return dumps(list(value))
+
+
+def depends_on_to_text(depends_on: tuple[str, ...]) -> str:
+    if not depends_on:
+        return "[]"
+    if type(depends_on) is not tuple:
+        return _json_list(tuple(depends_on))
+    return _depends_on_to_text.get(depends_on, _json_list)
+
+
+def _tuple_from_text(text: str) -> tuple[str, ...]:
+    return tuple(json.loads(text))
+
+
+def depends_on_from_text(text: str) -> tuple[str, ...]:
+    if text == "[]":
+        return ()
+    return _depends_on_from_text.get(text, _tuple_from_text)
+
+
+def _metadata_text(items: tuple[tuple[str, str], ...]) -> str:
+    return dumps(dict(items))
+
+
+def metadata_to_text(metadata: Any) -> str:
+    if not metadata:
+        return "{}"
+    items = tuple(metadata.items())
+    if len(items) > 8:
+        return dumps(dict(items))
+    return _metadata_to_text.get(items, _metadata_text)
+
+
+def metadata_from_text(text: str) -> dict[str, str]:
+    if text == "{}":
+        return {}
+    if len(text) > 512:
+        return json.loads(text)  # type: ignore[no-any-return]
+    return dict(_metadata_from_text.get(text, json.loads))
+
+
+def _closing_text(closing: Closing) -> str:
+    return dumps(closing_to_json(closing))
+
+
+def closing_to_text(closing: Closing) -> str:
+    return _closings_to_text.get(closing, _closing_text)
+
+
+def _parse_closing(text: str) -> Closing:
+    return closing_from_json(json.loads(text))
+
+
+def closing_from_text(text: str) -> Closing:
+    return _closings_from_text.get(text, _parse_closing)
+
+
+def attempts_to_text(attempts: tuple[Attempt, ...]) -> str:
+    if not attempts:
+        return "[]"
+    return dumps([attempt_to_json(attempt) for attempt in attempts])
+
+
+def attempts_from_text(text: str) -> tuple[Attempt, ...]:
+    if text == "[]":
+        return ()
+    return tuple(attempt_from_json(value) for value in json.loads(text))

@@ -52,7 +52,6 @@ class MemoryStore:
         self._keys: dict[str, str] = {}  # idempotency key -> execution id
         self._events: dict[str, dict[int, EventRecord]] = {}
         self._seq = 0
-        self.commits = 0
 
     # ---- lifecycle
 
@@ -80,15 +79,20 @@ class MemoryStore:
 
     # ---- writes
 
-    async def write(self, batch: WriteBatch) -> None:
-        """Durably apply the batch (here: at once), or raise and apply nothing of it."""
+    async def commit(self, batches: Sequence[WriteBatch]) -> list[Exception | None]:
+        """Apply each batch whole, in order, or refuse it alone (see `Store.commit`)."""
         self._check_open("write")
-        if not batch:
-            return
-        _check_storable(batch)
-        self._check(batch)
-        self._apply(batch)
-        self.commits += 1
+        outcomes: list[Exception | None] = []
+        for batch in batches:
+            try:
+                _check_storable(batch)
+                self._check(batch)
+            except (StoreError, ValueError) as refusal:
+                outcomes.append(refusal)
+            else:
+                self._apply(batch)
+                outcomes.append(None)
+        return outcomes
 
     def _check(self, batch: WriteBatch) -> None:
         """Raise what SQLite would refuse the batch for, before anything of it is applied."""

@@ -2,8 +2,8 @@
 
 SQLite (`SqliteStore`) is the default and `MemoryStore` serves tests; another store (for example
 PostgreSQL, for several server replicas) implements the same Protocol and joins the behaviour suite
-in `tests/unit/store/`. Only the engine writes, and every write is a `WriteBatch` that becomes durable
-(committed, fsynced) before `write` returns.
+in `tests/unit/store/`. Only the engine writes, through the committer (`_group_commit`): every
+commit is a group of `WriteBatch`es that is durable (committed, fsynced) before `commit` returns.
 """
 
 from __future__ import annotations
@@ -131,8 +131,15 @@ class Store(Protocol):
     async def close(self) -> None:
         """Flush pending writes and release resources. Idempotent."""
 
-    async def write(self, batch: WriteBatch) -> None:
-        """Durably apply the batch; returns once it is committed."""
+    async def commit(self, batches: Sequence[WriteBatch]) -> list[Exception | None]:
+        """Durably apply the batches, in order, in one transaction; returns once they are committed.
+
+        Per batch, None (committed) or why that batch alone was refused: `DuplicateIdempotencyKey`, a
+        `StoreError` (an update of a record that does not exist, a repeated id or event sequence, an
+        event of an unknown execution), a `ValueError` for a record no store can keep (a naive
+        datetime). A refused batch writes nothing; the other batches commit all the same. Raises
+        `StoreClosed` when the store is not open and `StoreError` when it cannot commit at all.
+        """
 
     async def get_execution(self, execution_id: str) -> ExecutionSnapshot | None: ...
 

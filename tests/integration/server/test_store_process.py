@@ -17,7 +17,7 @@ Connect = Callable[[ServerProcess], Client]
 
 
 def writer_of(server: ServerProcess) -> int:
-    """The pid of the server's store writer process (its child running taskwire.server._sqlite_writer)."""
+    """The pid of the server's store writer process (its child running taskwire.server.store._sqlite_writer)."""
     pid = server.process.popen.pid
     children = [
         int(child)
@@ -25,7 +25,9 @@ def writer_of(server: ServerProcess) -> int:
         for child in (thread / "children").read_text().split()
     ]
     writers = [
-        child for child in children if b"taskwire.server._sqlite_writer" in Path(f"/proc/{child}/cmdline").read_bytes()
+        child
+        for child in children
+        if b"taskwire.server.store._sqlite_writer" in Path(f"/proc/{child}/cmdline").read_bytes()
     ]
     assert len(writers) == 1, f"expected one writer process among {children}"
     return writers[0]

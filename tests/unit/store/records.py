@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 
 from hypothesis import strategies as st
 
-from taskwire.server._store import EventRecord, NewExecution, WriteBatch
 from taskwire.server.domain import (
     TERMINAL_REASONS,
     TERMINAL_STATES,
@@ -27,6 +26,7 @@ from taskwire.server.domain import (
     State,
     TaskRun,
 )
+from taskwire.server.store import EventRecord, NewExecution, WriteBatch
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 _ids = itertools.count(1)

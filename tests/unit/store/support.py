@@ -1,30 +1,48 @@
-"""Deterministic group commits for tests: hold the writer, queue batches, release."""
+"""Helpers of the store tests: one batch written as callers used to write it, and a held SQLite writer."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from taskwire.server._sqlite_store import SqliteStore
-from taskwire.server._store import WriteBatch
+from taskwire.server.domain import State
+from taskwire.server.store import ColdTaskRun, NewExecution, SqliteStore, Store, StoreStats, WriteBatch
 
 
-@contextmanager
-def writer_held(store: SqliteStore) -> Iterator[None]:
-    """The writer takes nothing queued until the block ends.
+async def write(store: Store, batch: WriteBatch) -> None:
+    """Commit one batch alone; raise why it was refused."""
+    [refusal] = await store.commit([batch])
+    if refusal is not None:
+        raise refusal
 
-    Batches queued inside the block are then committed together, in one group.
-    """
-    store._gate.clear()
-    try:
+
+@asynccontextmanager
+async def writer_held(store: SqliteStore) -> AsyncIterator[None]:
+    """The store sends nothing to its writer process until the block ends; commits started inside wait."""
+    async with store._commit_lock:
         yield
-    finally:
-        store._gate.set()
 
 
-async def start_writes(store: SqliteStore, batches: Sequence[WriteBatch]) -> list[asyncio.Task[None]]:
-    """Start one write per batch and return once every batch is queued (each task ran up to its first await)."""
-    tasks = [asyncio.create_task(store.write(batch)) for batch in batches]
-    await asyncio.sleep(0)
-    return tasks
+async def list_ids(
+    store: Store, *, states: tuple[State, ...] = (), handler: str = "", page_size: int = 1000
+) -> list[str]:
+    """Every id the listing returns, following page tokens."""
+    ids: list[str] = []
+    token = ""
+    while True:
+        page = await store.list_executions(states=states, handler=handler, page_size=page_size, page_token=token)
+        assert len(page.snapshots) <= page_size
+        ids.extend(snapshot.execution.id for snapshot in page.snapshots)
+        if not page.next_page_token:
+            return ids
+        token = page.next_page_token
+
+
+def stats(store: Store) -> StoreStats | None:
+    """The write counters of a SQLite store; None for a store that keeps none."""
+    return store.stats() if isinstance(store, SqliteStore) else None
+
+
+def cold_entries(new: NewExecution) -> list[ColdTaskRun]:
+    """What recovery returns for a cold execution: the queue entries of its task runs."""
+    return [ColdTaskRun(t.id, t.execution_id, t.handler) for t in new.task_runs]

@@ -14,10 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskwire.server import _sqlite_store as codec
-from taskwire.server._store import EventRecord, ExecutionSnapshot, NewExecution, WriteBatch
 from taskwire.server.domain import Execution, TaskRun
+from taskwire.server.store import EventRecord, ExecutionSnapshot, NewExecution, WriteBatch
 from taskwire.server.store import _json as json_codec
+from taskwire.server.store import _sqlite_codec as codec
+from taskwire.server.store import _sqlite_queries as queries
+from taskwire.server.store._sqlite_schema import migrate
+from taskwire.server.store._sqlite_writer import _Writer
 from tests.unit.store import records
 
 _T = TypeVar("_T")
@@ -160,14 +163,14 @@ def schema_in_memory() -> Iterator[sqlite3.Connection]:
     conn = sqlite3.connect(":memory:", isolation_level=None)
     conn.row_factory = sqlite3.Row
     try:
-        codec.migrate(conn)
+        migrate(conn)
         yield conn
     finally:
         conn.close()
 
 
 def apply(conn: sqlite3.Connection, batch: WriteBatch) -> None:
-    codec._Writer(conn)._apply([codec._Rows.of(batch)])
+    _Writer(conn)._apply([codec.Rows.of(batch)])
 
 
 @records_settings
@@ -182,8 +185,8 @@ def test_records_come_back_exactly_from_sqlite_after_insert_and_update(data: st.
     )
     with schema_in_memory() as conn:
         apply(conn, WriteBatch(new_executions=[NewExecution(execution, inserted, "fp")], events=stored_events))
-        assert codec._read_execution(conn, execution.id) == ExecutionSnapshot(execution, tuple(inserted))
-        assert codec._read_events(conn, execution.id, -1, 10) == sorted(stored_events, key=seq)
+        assert queries.read_execution(conn, execution.id) == ExecutionSnapshot(execution, tuple(inserted))
+        assert queries.read_events(conn, execution.id, -1, 10) == sorted(stored_events, key=seq)
 
         updated_execution = data.draw(records.executions(execution.id), label="updated execution")
         # An update rewrites every field but the input, which a task run never changes (see task_run_inputs).
@@ -192,7 +195,7 @@ def test_records_come_back_exactly_from_sqlite_after_insert_and_update(data: st.
             for task_run in inserted
         ]
         apply(conn, WriteBatch(executions=[updated_execution], task_runs=updated))
-        assert codec._read_execution(conn, execution.id) == ExecutionSnapshot(updated_execution, tuple(updated))
+        assert queries.read_execution(conn, execution.id) == ExecutionSnapshot(updated_execution, tuple(updated))
 
 
 def seq(event: EventRecord) -> int:

@@ -1,4 +1,4 @@
-"""What write() acknowledged survives a close, a new process, and a SIGKILL."""
+"""What a commit acknowledged survives a close, a new process, and a SIGKILL."""
 
 from __future__ import annotations
 
@@ -9,16 +9,15 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from taskwire.server._sqlite_store import SqliteStore
-from taskwire.server._store import ExecutionSnapshot, WriteBatch
+from taskwire.server.store import ExecutionSnapshot, SqliteStore, WriteBatch
 from tests.unit.store import records
 from tests.unit.store.records import T0, event, pending_execution, submit_batch
+from tests.unit.store.support import write
 
 pytestmark = pytest.mark.timeout(60)
 REPO = Path(__file__).resolve().parents[3]
@@ -30,8 +29,8 @@ async def test_everything_written_is_read_back_by_a_new_store_on_the_same_file(d
     started = records.execution_running(first.execution, T0 + timedelta(seconds=1))
     running = records.running(first.task_runs[0], T0 + timedelta(seconds=1))
     async with SqliteStore(db_path) as store:
-        await asyncio.gather(*(store.write(submit_batch(new)) for new in news))
-        await store.write(WriteBatch(executions=[started], task_runs=[running], events=[event(first.execution.id, 2)]))
+        await asyncio.gather(*(write(store, submit_batch(new)) for new in news))
+        await write(store, WriteBatch(executions=[started], task_runs=[running], events=[event(first.execution.id, 2)]))
 
     async with SqliteStore(db_path) as store:
         assert await store.get_execution(first.execution.id) == ExecutionSnapshot(
@@ -45,24 +44,28 @@ async def test_everything_written_is_read_back_by_a_new_store_on_the_same_file(d
         assert len(recovered.cold) == 2 * 29
 
 
-# The child acknowledges 40 writes, says so, then keeps writing until it is killed mid-flight.
+# The child acknowledges 40 writes, says so, then keeps writing until it is killed mid-flight (it says when
+# the first of those later writes is acknowledged: the ones after it are under way).
 _CHILD = textwrap.dedent(
     """
     import asyncio, sys
-    from taskwire.server._sqlite_store import SqliteStore
+    from taskwire.server.store import SqliteStore
     from tests.unit.store.records import pending_execution, submit_batch
+    from tests.unit.store.support import write
 
     async def main(path: str) -> None:
         store = SqliteStore(path)
         await store.open()
         acknowledged = [pending_execution(execution_id=f"acked-{i}") for i in range(40)]
-        await asyncio.gather(*(store.write(submit_batch(new)) for new in acknowledged))
+        await asyncio.gather(*(write(store, submit_batch(new)) for new in acknowledged))
         print("written", flush=True)
         n = 0
         while True:
             n += 1
-            await asyncio.gather(*(store.write(submit_batch(pending_execution(execution_id=f"later-{n}-{i}")))
+            await asyncio.gather(*(write(store, submit_batch(pending_execution(execution_id=f"later-{n}-{i}")))
                                    for i in range(10)))
+            if n == 1:
+                print("writing", flush=True)
 
     asyncio.run(main(sys.argv[1]))
     """
@@ -77,7 +80,7 @@ def test_a_write_acknowledged_before_sigkill_survives(db_path: Path) -> None:
     try:
         assert child.stdout is not None
         assert child.stdout.readline() == "written\n"
-        time.sleep(0.05)  # let it get unacknowledged writes under way
+        assert child.stdout.readline() == "writing\n"  # unacknowledged writes are under way
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()

@@ -1,11 +1,12 @@
-"""The committer's coalescing: what one commit carries when a record changed several times before it."""
+"""Group commit: what one commit carries when a record changed several times before it, and how writes share commits."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
-from taskwire.server._committer import Committer
-from taskwire.server._store import WriteBatch
+import pytest
+
 from taskwire.server.domain import (
     ExecutionStarted,
     Payload,
@@ -16,7 +17,8 @@ from taskwire.server.domain import (
     transition_task_run,
 )
 from taskwire.server.engine._bus import EventBus
-from tests.unit.store.records import T0, pending_execution
+from taskwire.server.store import Committer, EventRecord, SqliteStore, StoreFailure, WriteBatch
+from tests.unit.store.records import T0, event, pending_execution
 
 
 class RecordingStore:
@@ -26,9 +28,10 @@ class RecordingStore:
         self.batches: list[WriteBatch] = []
         self.release = asyncio.Event()
 
-    async def write(self, batch: WriteBatch) -> None:
-        self.batches.append(batch)
+    async def commit(self, batches: Sequence[WriteBatch]) -> list[Exception | None]:
+        self.batches.extend(batches)
         await self.release.wait()
+        return [None] * len(batches)
 
 
 async def test_a_new_execution_is_inserted_as_it_is_at_commit_time_and_not_updated_too() -> None:
@@ -75,4 +78,43 @@ async def test_changes_staged_after_the_insert_left_are_written_as_updates() -> 
     assert [n.task_runs[0] for n in inserted.new_executions] == [new.task_runs[0]]
     assert updated.new_executions == []
     assert updated.task_runs == [running]
+    await committer.close()
+
+
+async def test_concurrent_writes_share_commits(sqlite: SqliteStore) -> None:
+    """Submits staged while a commit is under way go together into the next: one fsync for many."""
+    committer = Committer(store=sqlite, bus=EventBus(), on_fatal=lambda error: None)
+    committer.start()
+    news = [pending_execution() for _ in range(200)]
+
+    async def submit(index: int) -> None:
+        for _ in range(index % 5):  # arrive over several turns of the event loop, some while a commit runs
+            await asyncio.sleep(0)
+        committer.stage_new(news[index])
+        committer.stage_event(event(news[index].execution.id, 1))
+        await committer.durable()
+
+    await asyncio.gather(*(submit(index) for index in range(200)))
+
+    stats = sqlite.stats()
+    assert committer.commits <= 200 // 5, committer.commits
+    assert stats.commits == committer.commits
+    assert stats.rows_written == 200 * 4  # execution, task run, its input, event
+    for new in news[::37]:
+        assert await sqlite.get_execution(new.execution.id) is not None
+    await committer.close()
+
+
+async def test_a_failed_commit_fails_its_waiters_and_stops_the_server(sqlite: SqliteStore) -> None:
+    stopped: list[BaseException] = []
+    committer = Committer(store=sqlite, bus=EventBus(), on_fatal=stopped.append)
+    committer.start()
+    committer.stage_event(EventRecord("ghost", 1, T0, "log", b""))  # an event of an unknown execution
+
+    with pytest.raises(StoreFailure, match="FOREIGN KEY"):
+        await committer.durable()
+
+    assert len(stopped) == 1
+    with pytest.raises(StoreFailure):
+        committer.durable()
     await committer.close()

@@ -1,10 +1,16 @@
-"""The engine's write pipeline: stage changes, commit them in groups, then tell watchers.
+"""Group commit: the engine's writes, staged as it makes them and committed in groups.
 
-The engine stages every change synchronously as it makes it. One write is in
-flight at a time; whatever is staged meanwhile goes into the next write, so
-under load each commit carries many changes (group commit) and the cost of an
-fsync is shared. Events reach the bus only after their write is durable, so a
-watcher never sees anything a restart could take back.
+The engine stages every change synchronously as it makes it. One commit is in flight at a time;
+whatever is staged meanwhile goes into the next one, so under load each commit carries many
+changes and the cost of an fsync is shared. Only the latest version of a record staged in one
+window is written, and a new execution is inserted as it is when its commit starts. Events reach
+the event sink only after their commit is durable, so a watcher never sees anything a restart
+could take back.
+
+Nothing the engine stages can be refused for a reused idempotency key (the engine claims keys in
+memory first, and one server owns its database), so a commit that fails is a store that fails:
+every waiter gets StoreFailure and the server stops (fail-stop) rather than serve state it cannot
+keep.
 """
 
 from __future__ import annotations
@@ -12,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
-from ._store import EventRecord, NewExecution, Store, WriteBatch
-from .domain import Execution, TaskRun, TaskwireError
-from .engine._bus import EventBus
+from taskwire.server.domain import Execution, TaskRun, TaskwireError
+
+from ._protocol import EventRecord, NewExecution, Store, WriteBatch
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +33,14 @@ class StoreFailure(TaskwireError):
     status_name = "UNAVAILABLE"
 
 
+class EventSink(Protocol):
+    """Where committed events go (the engine's event bus)."""
+
+    def publish(self, events: list[EventRecord]) -> None: ...
+
+
 class Committer:
-    def __init__(self, *, store: Store, bus: EventBus, on_fatal: Callable[[BaseException], None]) -> None:
+    def __init__(self, *, store: Store, bus: EventSink, on_fatal: Callable[[BaseException], None]) -> None:
         self._store = store
         self._bus = bus
         self._on_fatal = on_fatal
@@ -102,7 +115,9 @@ class Committer:
             batch, callbacks, waiter = self._take()
             try:
                 if batch:
-                    await self._store.write(batch)
+                    [refusal] = await self._store.commit([batch])
+                    if refusal is not None:
+                        raise refusal
                     self.commits += 1
             except Exception as error:
                 log.critical("store write failed; stopping: %s", error, exc_info=True)

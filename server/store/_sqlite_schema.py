@@ -1,0 +1,193 @@
+"""The SQLite store's schema, its migrations, and how every connection to the file is opened.
+
+Schema (PRAGMA user_version 2; timestamps are INTEGER microseconds since the
+Unix epoch, UTC; durations INTEGER microseconds; JSON columns are compact JSON):
+
+- `executions`: `seq` (AUTOINCREMENT, never reused: the newest-first paging
+  key), `id` UNIQUE, the Execution's fields, `request_fingerprint`;
+  `idempotency_key` is UNIQUE where not empty.
+- `task_runs`: `seq` (insertion order, the tie-break of the PENDING queue),
+  `id` UNIQUE, `execution_id` → executions, `position` within the execution,
+  the TaskRun's fields; attempts are a JSON array.
+- `task_run_inputs`: the input bytes of each task run, written once. Kept apart
+  so the frequent updates of a task run never rewrite a large input.
+- `events`: (`execution_id`, `sequence`) primary key, WITHOUT ROWID.
+
+Version 2 adds the indexes of cold recovery: `task_runs_pending` covers the
+queue scan, `executions_cold` (partial: executions that may be cold) and
+`task_runs_not_cold` (partial: task runs that are not PENDING or have
+attempts) answer "is this execution cold?" with two index probes.
+
+Every connection runs with `synchronous=FULL` and foreign keys on; the writer's
+turns the file to WAL, so readers never wait for a commit.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Final
+
+from ._protocol import StoreError
+
+_APPLICATION_ID: Final = 0x74776972  # "twir": marks the file as a taskwire database
+TERMINAL_SQL: Final = "('SUCCESS', 'FAILED', 'CANCELLED')"
+
+_SCHEMA_V1: Final = (
+    """
+    CREATE TABLE executions (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        state TEXT NOT NULL,
+        reason_code TEXT,
+        reason_message TEXT,
+        closing TEXT,
+        metadata TEXT NOT NULL,
+        deadline INTEGER,
+        not_before INTEGER,
+        idempotency_key TEXT NOT NULL,
+        request_fingerprint TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        started_at INTEGER,
+        ended_at INTEGER
+    )
+    """,
+    "CREATE UNIQUE INDEX executions_by_idempotency_key ON executions (idempotency_key) WHERE idempotency_key != ''",
+    f"CREATE INDEX executions_active ON executions (seq) WHERE state NOT IN {TERMINAL_SQL}",
+    "CREATE INDEX executions_by_state ON executions (state, seq)",
+    """
+    CREATE TABLE task_runs (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        execution_id TEXT NOT NULL REFERENCES executions (id),
+        position INTEGER NOT NULL,
+        task_id TEXT NOT NULL,
+        handler TEXT NOT NULL,
+        input_content_type TEXT NOT NULL,
+        depends_on TEXT NOT NULL,
+        timeout_us INTEGER,
+        retry_policy TEXT NOT NULL,
+        state TEXT NOT NULL,
+        reason_code TEXT,
+        reason_message TEXT,
+        pending_cancel TEXT,
+        progress TEXT,
+        not_before INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        started_at INTEGER,
+        ended_at INTEGER,
+        attempts TEXT NOT NULL,
+        UNIQUE (execution_id, position)
+    )
+    """,
+    "CREATE INDEX task_runs_pending ON task_runs (updated_at, seq) WHERE state = 'PENDING'",
+    "CREATE INDEX task_runs_by_handler ON task_runs (handler, execution_id)",
+    """
+    CREATE TABLE task_run_inputs (
+        task_run_id TEXT PRIMARY KEY REFERENCES task_runs (id),
+        data BLOB NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE events (
+        execution_id TEXT NOT NULL REFERENCES executions (id),
+        sequence INTEGER NOT NULL,
+        time INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        body BLOB NOT NULL,
+        PRIMARY KEY (execution_id, sequence)
+    ) WITHOUT ROWID
+    """,
+)
+
+
+def _create_schema_v1(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V1:
+        conn.execute(statement)
+
+
+# Cold executions (see `ColdTaskRun`), in SQL. An execution is cold when its row is in `executions_cold` and no
+# task run of it is in `task_runs_not_cold`. The texts must stay exactly as the indexes' WHERE clauses below,
+# or SQLite no longer uses these partial indexes.
+COLD_EXECUTION_SQL: Final = "state = 'PENDING' AND closing IS NULL AND deadline IS NULL"
+NOT_COLD_TASK_RUN_SQL: Final = "(state != 'PENDING' OR attempts != '[]')"
+
+_SCHEMA_V2: Final = (
+    # The queue, covering what recovery reads of it (state too: SQLite needs it to treat the index as covering).
+    "DROP INDEX task_runs_pending",
+    "CREATE INDEX task_runs_pending ON task_runs (updated_at, seq, state, execution_id, id, handler) "
+    "WHERE state = 'PENDING'",
+    f"CREATE INDEX executions_cold ON executions (id, state, closing, deadline) WHERE {COLD_EXECUTION_SQL}",
+    f"CREATE INDEX task_runs_not_cold ON task_runs (execution_id) WHERE {NOT_COLD_TASK_RUN_SQL}",
+)
+
+
+def _add_cold_indexes_v2(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V2:
+        conn.execute(statement)
+
+
+# MIGRATIONS[n] takes a database from user_version n to n + 1, inside one transaction.
+# A later schema appends its step here; SCHEMA_VERSION follows.
+MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_create_schema_v1, _add_cold_indexes_v2)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[Callable[[sqlite3.Connection], None]] = MIGRATIONS) -> int:
+    """Bring the schema to `len(migrations)`, one transaction per step; return the version found.
+
+    `conn` must be in autocommit mode (isolation_level=None).
+    """
+    target = len(migrations)
+    application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if application_id not in (0, _APPLICATION_ID):
+        raise StoreError(f"not a taskwire database (application_id {application_id:#x})")
+    if found > target:
+        raise StoreError(f"the database has schema version {found}, newer than this server supports ({target})")
+    while True:
+        with write_transaction(conn):
+            version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated
+            if version >= target:
+                return int(found)
+            migrations[version](conn)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction (`BEGIN IMMEDIATE`) on an autocommit connection: committed when the block
+    ends, rolled back when it raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def connect(path: Path, *, busy_timeout_s: float, read_only: bool) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {round(busy_timeout_s * 1000)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA synchronous = FULL")
+        if read_only:
+            conn.execute("PRAGMA query_only = ON")
+            conn.row_factory = sqlite3.Row
+        else:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"cannot use WAL journal mode on {path} (got {mode!r})")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
