@@ -51,19 +51,15 @@ MAX_SLOTS = 10_000
 MAX_FRAME_BYTES = 1024 * 1024
 
 
-def _required(value: str, field: str) -> str:
-    if not value:
-        raise ValidationError(field, "required")
-    return value
-
-
 def _keys(refs: Iterable[wpb.AttemptRef]) -> tuple[AttemptKey, ...]:
     return tuple((ref.task_run_id, ref.attempt) for ref in refs)
 
 
 def hello_from_proto(hello: wpb.WorkerHello) -> WorkerHello:
     """Check a worker's hello field by field."""
-    instance_id = _required(hello.instance_id, "hello.instance_id")
+    instance_id = hello.instance_id
+    if not instance_id:
+        raise ValidationError("hello.instance_id", "required")
     if not hello.handlers:
         raise ValidationError("hello.handlers", "a worker must serve at least one handler")
     for index, handler in enumerate(hello.handlers):

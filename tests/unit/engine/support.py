@@ -186,8 +186,7 @@ class Rig:
     async def restart(self) -> None:
         """A new engine on the same store: what a server restart recovers."""
         await self.engine.close()
-        for worker in self.workers:
-            worker.link.closed = True
+        assert all(worker.link.closed for worker in self.workers)
         self.workers.clear()
         await self.start()
 
