@@ -21,8 +21,9 @@ from grpc_reflection.v1alpha import reflection
 from taskwire.v1 import task_service_pb2, task_service_pb2_grpc, worker_service_pb2, worker_service_pb2_grpc
 
 from ._config import ServerConfig
-from ._engine import Clock, Engine
+from ._history_wire import ProtoHistoryCodec
 from ._servicers import TaskService, WorkerService
+from .engine import Clock, Engine
 from .store import SqliteStore, Store
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,9 @@ class TaskwireServer:
     def __init__(self, config: ServerConfig, *, store: Store | None = None, clock: Clock | None = None) -> None:
         self.config = config
         self._store: Store = store or SqliteStore(config.db_path)
-        self.engine = Engine(store=self._store, config=config, clock=clock, on_fatal=self._on_fatal)
+        self.engine = Engine(
+            store=self._store, config=config, codec=ProtoHistoryCodec(), clock=clock, on_fatal=self._on_fatal
+        )
         self._health = HealthServicer()
         self._grpc: grpc.aio.Server | None = None
         self.address = ""

@@ -1,4 +1,5 @@
-"""Thin gRPC adapters: check request fields, convert with `taskwire.server.wire`, call the engine.
+"""Thin gRPC adapters: check request fields, convert with `taskwire.server.wire` (and, for worker
+streams, `taskwire.server._worker_wire`), call the engine.
 
 No state changes here. Every taskwire error becomes a gRPC status in one place
 (`_translate_errors`), and every unary call runs under a server-side deadline.
@@ -21,9 +22,9 @@ from taskwire.v1 import worker_service_pb2 as wpb
 
 from . import wire
 from ._config import ServerConfig
-from ._engine import Engine, SubmitItem, WorkerHello
-from ._sessions import WorkerSession
+from ._worker_wire import StreamLink, decode_messages, hello_from_proto, welcome_to_proto
 from .domain import TaskwireError, ValidationError
+from .engine import Engine, SubmitItem, WorkerSession
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,6 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 MAX_BATCH = 1000
 MAX_CANCEL_REASON = 1024
-MAX_SLOTS = 10_000
 # A wait-for-room submit answers this much before the caller's deadline so that the caller
 # gets taskwire's DEADLINE_EXCEEDED (with its message) rather than its own channel's.
 _DEADLINE_MARGIN_S = 0.05
@@ -226,27 +226,6 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         )
 
 
-def hello_from_proto(hello: wpb.WorkerHello) -> WorkerHello:
-    """Check a worker's hello field by field."""
-    instance_id = _required(hello.instance_id, "hello.instance_id")
-    if not hello.handlers:
-        raise ValidationError("hello.handlers", "a worker must serve at least one handler")
-    for index, handler in enumerate(hello.handlers):
-        if not handler.strip():
-            raise ValidationError(f"hello.handlers[{index}]", "must not be empty")
-    if not 1 <= hello.slots <= MAX_SLOTS:
-        raise ValidationError("hello.slots", f"must be between 1 and {MAX_SLOTS}, got {hello.slots}")
-    return WorkerHello(
-        name=hello.name or instance_id,
-        instance_id=instance_id,
-        handlers=frozenset(hello.handlers),
-        slots=hello.slots,
-        labels=dict(hello.labels),
-        agent_version=hello.agent_version,
-        running_attempts=tuple((ref.task_run_id, ref.attempt) for ref in hello.running_attempts),
-    )
-
-
 class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
     def __init__(self, *, engine: Engine) -> None:
         self._engine = engine
@@ -265,15 +244,15 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             hello = hello_from_proto(first.messages[0].hello)
         except TaskwireError as error:
             await context.abort(wire.status_for(error), error.message)
-        session, welcome = self._engine.connect_worker(hello)
+        link = StreamLink()
+        session, welcome = self._engine.connect_worker(hello, link)
         try:
-            yield wpb.ConnectResponse(messages=[wpb.ServerMessage(welcome=welcome)])
-            rest = wpb.ConnectRequest(messages=first.messages[1:])
-            if rest.messages:
-                self._engine.on_worker_frame(session, rest)
+            yield wpb.ConnectResponse(messages=[welcome_to_proto(welcome)])
+            if len(first.messages) > 1:
+                self._engine.on_worker_frame(session, decode_messages(first.messages[1:], session.name))
             reader = asyncio.create_task(self._read(requests, session), name=f"worker-reader-{session.name}")
             try:
-                async for frame in session.frames():
+                async for frame in link.frames():
                     yield frame
             finally:
                 reader.cancel()
@@ -284,7 +263,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
     async def _read(self, requests: AsyncIterator[wpb.ConnectRequest], session: WorkerSession) -> None:
         try:
             async for frame in requests:
-                self._engine.on_worker_frame(session, frame)
+                self._engine.on_worker_frame(session, decode_messages(frame.messages, session.name))
         except asyncio.CancelledError:
             raise
         except Exception as error:

@@ -1,7 +1,11 @@
 """Effects: what the engine must carry out after a transition.
 
 The pure transition functions only describe them; the engine performs them
-(queue, timers, worker streams, follow-up transitions).
+(queue, timers, worker streams, follow-up transitions). Every effect is carried
+out; two things that look like effects are not, because another part owns them:
+a task run cancelled while PENDING leaves the ready queue lazily (the dispatcher
+drops it when it reaches the front), and the active task runs of a closing
+execution are cancelled by the planner's follow-ups (`plan_follow_ups`).
 """
 
 from __future__ import annotations
@@ -10,19 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ._models import Reason
-from ._states import ReasonCode, State
+from ._states import State
 
 
 @dataclass(frozen=True, slots=True)
 class Enqueue:
     """The task run became PENDING: put it at the back of the queue."""
-
-    task_run_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Dequeue:
-    """The task run left PENDING without being dispatched: take it out of the queue."""
 
     task_run_id: str
 
@@ -72,15 +69,6 @@ class TaskRunFinished:
 
 
 @dataclass(frozen=True, slots=True)
-class PropagateCancel:
-    """Apply CancelRequested(reason) to every active task run of the execution."""
-
-    execution_id: str
-    code: ReasonCode
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
 class ExecutionFinished:
     """The execution reached a terminal state: disarm its deadline, end its watchers."""
 
@@ -89,13 +77,5 @@ class ExecutionFinished:
 
 
 Effect = (
-    Enqueue
-    | Dequeue
-    | ScheduleRetry
-    | ArmAttemptTimeout
-    | AttemptEnded
-    | CancelOnWorker
-    | TaskRunFinished
-    | PropagateCancel
-    | ExecutionFinished
+    Enqueue | ScheduleRetry | ArmAttemptTimeout | AttemptEnded | CancelOnWorker | TaskRunFinished | ExecutionFinished
 )

@@ -26,11 +26,9 @@ from ._effects import (
     ArmAttemptTimeout,
     AttemptEnded,
     CancelOnWorker,
-    Dequeue,
     Effect,
     Enqueue,
     ExecutionFinished,
-    PropagateCancel,
     ScheduleRetry,
     TaskRunFinished,
 )
@@ -283,8 +281,7 @@ def _on_cancel_requested(task_run: TaskRun, event: object, now: datetime) -> Tra
         )
     if task_run.state is State.CANCELLED:
         return _noop(task_run)
-    extra: tuple[Effect, ...] = (Dequeue(task_run.id),) if task_run.state is State.PENDING else ()
-    return _finish(_ended(task_run, State.CANCELLED, event.reason, now), *extra)
+    return _finish(_ended(task_run, State.CANCELLED, event.reason, now))
 
 
 def _on_cancel_settled(task_run: TaskRun, event: object, now: datetime) -> Transition[TaskRun]:
@@ -480,15 +477,15 @@ def _on_execution_schedule_due(execution: Execution, event: object, now: datetim
 def _close(
     state: State, reason_of: Callable[[object], Reason]
 ) -> Callable[[Execution, object, datetime], Transition[Execution]]:
-    """Cancellation, deadline, task failure: remember the outcome and stop the active task runs."""
+    """Cancellation, deadline, task failure: remember the outcome (the planner stops the active task runs)."""
 
     def apply(execution: Execution, event: object, now: datetime) -> Transition[Execution]:
         if execution.closing is not None or execution.state.is_terminal:
             return _noop(execution)
         closing = Closing(state=state, reason=reason_of(event))
-        record = dataclasses.replace(execution, closing=closing, updated_at=_touch(execution.updated_at, now))
-        propagated = propagated_reason(closing)
-        return Transition(record=record, effects=(PropagateCancel(execution.id, propagated.code, propagated.message),))
+        return Transition(
+            record=dataclasses.replace(execution, closing=closing, updated_at=_touch(execution.updated_at, now))
+        )
 
     return apply
 

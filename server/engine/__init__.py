@@ -1,1 +1,54 @@
-"""The engine: the one writer of live state, split into rooms by concept."""
+"""The engine: the one writer of live state, split into rooms by concept (see `_engine`).
+
+Nothing here imports protobuf or grpc: the engine speaks domain values, and the
+wire layer (`taskwire.server._worker_wire`, `taskwire.server._history_wire`)
+encodes and decodes at the edge.
+"""
+
+from ._admission import AdmissionQueue, QueueStats
+from ._clock import Cancellable, Clock, ManualClock, SystemClock
+from ._engine import Engine, EngineStats, HandlerStats
+from ._history import HistoryCodec
+from ._sessions import (
+    AttemptEnd,
+    AttemptKey,
+    AttemptLog,
+    AttemptProgress,
+    Draining,
+    Heartbeat,
+    Welcome,
+    WorkerHello,
+    WorkerLink,
+    WorkerReport,
+    WorkerSession,
+)
+from ._submits import BatchItemResult, SubmitItem, SubmitResult
+from ._timers import Timers
+
+__all__ = [
+    "AdmissionQueue",
+    "AttemptEnd",
+    "AttemptKey",
+    "AttemptLog",
+    "AttemptProgress",
+    "BatchItemResult",
+    "Cancellable",
+    "Clock",
+    "Draining",
+    "Engine",
+    "EngineStats",
+    "HandlerStats",
+    "Heartbeat",
+    "HistoryCodec",
+    "ManualClock",
+    "QueueStats",
+    "SubmitItem",
+    "SubmitResult",
+    "SystemClock",
+    "Timers",
+    "Welcome",
+    "WorkerHello",
+    "WorkerLink",
+    "WorkerReport",
+    "WorkerSession",
+]

@@ -19,11 +19,11 @@ from taskwire.server.domain import (
     ExecutionSucceeded,
     ExecutionTimeoutFired,
     InvalidTransition,
-    PropagateCancel,
     Reason,
     ReasonCode,
     ScheduleDue,
     State,
+    propagated_reason,
     transition_execution,
 )
 from tests.unit.domain.factories import (
@@ -58,8 +58,12 @@ VARIANTS: dict[str, Callable[[], Execution]] = {
 }
 
 
+# Closing: the outcome is remembered; the planner's follow-ups stop the active task runs.
+_CLOSING_EVENTS = (CancellationRequested, ExecutionTimeoutFired, ExecutionFailed)
+
+
 def _closes(state: State) -> Outcome:
-    return Outcome(state, effects=(PropagateCancel,))
+    return Outcome(state)
 
 
 def _noop(state: State) -> Outcome:
@@ -152,7 +156,7 @@ def test_execution_matrix(label: str, event_type: type) -> None:
         assert result.record.closing is None
         assert result.record.ended_at == at(10)
         assert all(effect == ExecutionFinished(record.id, result.record.state) for effect in result.effects)
-    if PropagateCancel in expected.effects:
+    if event_type in _CLOSING_EVENTS:
         assert result.record.closing is not None
         assert record.closing is None
 
@@ -183,7 +187,8 @@ def test_closing_events_remember_the_outcome_and_propagate(
     result = transition_execution(make_execution(R), event, at(10))
     assert result.record.state is R
     assert result.record.closing == closing
-    assert result.effects == (PropagateCancel("ex-1", propagated, closing.reason.message),)
+    assert result.effects == ()
+    assert propagated_reason(closing) == Reason(propagated, closing.reason.message)
     settled = transition_execution(result.record, ExecutionSettled(), at(11))
     assert settled.record.state is closing.state
     assert settled.record.reason == closing.reason

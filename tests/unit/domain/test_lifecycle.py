@@ -12,8 +12,6 @@ from taskwire.server.domain import (
     CancelGraceExpired,
     CancellationRequested,
     CancelOnWorker,
-    CancelRequested,
-    Dequeue,
     Enqueue,
     ExecutionFinished,
     ExecutionFollowUp,
@@ -22,7 +20,6 @@ from taskwire.server.domain import (
     ExecutionStarted,
     ExecutionTimeoutFired,
     InvalidTransition,
-    PropagateCancel,
     Reason,
     ReasonCode,
     RetryPolicy,
@@ -33,7 +30,6 @@ from taskwire.server.domain import (
     TaskRunFinished,
     TaskSpec,
     plan_follow_ups,
-    transition_task_run,
 )
 from tests.unit.domain.factories import T0, Sim, at
 
@@ -100,16 +96,14 @@ def test_cancel_propagates_and_ends_when_nothing_is_active(
     sim.tick()
     first = sim.exec(CancellationRequested(message="stop please"))
     assert first.applied
-    assert first.effects == (PropagateCancel("ex-1", ReasonCode.EXECUTION_CANCELLED, "stop please"),)
+    assert first.effects == (), "the follow-ups stop the task runs"
 
     cancelled = Reason(ReasonCode.EXECUTION_CANCELLED, "stop please")
-    # Not running: cancelled at once. The queued one leaves the queue.
+    # Not running: cancelled at once (a queued one is dropped when the dispatcher reaches it).
     assert sim["b"].state is C
     assert sim["b"].reason == cancelled
     assert sim["c"].state is C
     assert sim["c"].reason == cancelled
-    assert Dequeue("tr-c") in sim.effects
-    assert Dequeue("tr-b") not in sim.effects, "a WAITING task run is not in the queue"
     # Running: asked to stop on its worker, still RUNNING until the worker answers.
     assert sim["a"].state is R
     assert sim["a"].pending_cancel == cancelled
@@ -148,7 +142,6 @@ def test_cancel_with_nothing_running_ends_at_once() -> None:
     assert sim.states() == {"a": C, "b": C}
     assert sim.execution.state is C
     assert sim.execution.started_at is None
-    assert sim.effects_of(Dequeue) == [Dequeue("tr-a")]
 
 
 def test_cancel_of_a_finished_execution_is_a_noop() -> None:
@@ -160,21 +153,6 @@ def test_cancel_of_a_finished_execution_is_a_noop() -> None:
     assert not result.applied
     assert sim.execution is before
     assert sim.execution.state is S
-
-
-def test_the_engine_applying_propagate_cancel_itself_agrees_with_the_plan() -> None:
-    """Whether the engine applies PropagateCancel eagerly or waits for follow-ups, the outcome is the same."""
-    sim = three_tasks()
-    result = sim.exec(CancellationRequested(), settle=False)
-    (propagate,) = result.effects
-    assert isinstance(propagate, PropagateCancel)
-    for task_id, task_run in sim.task_runs.items():
-        if task_run.state.is_active:
-            sim.task(task_id, CancelRequested(Reason(propagate.code, propagate.message)), settle=False)
-    follow_ups = plan_follow_ups(sim.execution, list(sim.task_runs.values()))
-    assert follow_ups == [], "everything the plan would ask for is already done"
-    replay = transition_task_run(sim["a"], CancelRequested(Reason(propagate.code, "again")), sim.now)
-    assert not replay.applied
 
 
 def test_a_task_that_completes_before_it_sees_the_cancel_still_succeeds() -> None:
@@ -254,11 +232,10 @@ def test_a_failed_task_cancels_dependents_and_siblings_then_fails_the_execution(
     # Each dependent names the dependency it was waiting for: e waited for b, which was cancelled.
     assert sim["b"].reason == Reason(upstream, "dependency 'a' did not succeed")
     assert sim["e"].reason == Reason(upstream, "dependency 'b' did not succeed")
-    # Siblings: a queued one leaves the queue, a running one is asked to stop.
+    # Siblings: a queued one is cancelled at once, a running one is asked to stop.
     assert sim["d"].state is C
     assert sim["d"].reason is not None
     assert sim["d"].reason.code is upstream
-    assert Dequeue("tr-d") in sim.effects
     assert sim["c"].state is R
     assert sim["c"].pending_cancel is not None
     assert sim["c"].pending_cancel.code is upstream
@@ -365,7 +342,6 @@ def test_cancelling_a_scheduled_execution() -> None:
     sim.exec(CancellationRequested())
     assert sim.states() == {"a": C, "b": C}
     assert sim.execution.state is C
-    assert sim.effects_of(Dequeue) == []
 
 
 # ---- The plan itself -------------------------------------------------------------------------------------

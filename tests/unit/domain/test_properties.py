@@ -26,7 +26,6 @@ from taskwire.server.domain import (
     CancelOnWorker,
     CancelRequested,
     DependenciesFailed,
-    Dequeue,
     Enqueue,
     ErrorInfo,
     Execution,
@@ -37,7 +36,6 @@ from taskwire.server.domain import (
     ExecutionTimeoutFired,
     InvalidTransition,
     LeaseExpired,
-    PropagateCancel,
     Reason,
     ReasonCode,
     RetryDue,
@@ -56,7 +54,6 @@ from taskwire.server.domain import (
     TaskTimedOut,
     TerminalStateError,
     execution_view,
-    propagated_reason,
     transition_execution,
     transition_task_run,
 )
@@ -161,7 +158,6 @@ def check_task_run_effects(before: TaskRun, after: TaskRun, effects: tuple[objec
     if became_terminal:
         assert effects[-1] == TaskRunFinished(after.id, after.execution_id, after.state)
     assert (Enqueue in kinds) == (after.state is P and before.state is not P)
-    assert (Dequeue in kinds) == (before.state is P and after.state is C)
     retrying = before.state is R and after.state is W
     assert (ScheduleRetry in kinds) == retrying
     if retrying:
@@ -333,8 +329,7 @@ def test_random_events_on_an_execution(data: st.DataObject, start: State, steps:
             if record.closing is not None and after.state is not S:
                 assert (after.state, after.reason) == (record.closing.state, record.closing.reason)
         if record.closing is None and after.closing is not None:
-            propagated = propagated_reason(after.closing)
-            assert result.effects == (PropagateCancel(after.id, propagated.code, propagated.message),)
+            assert result.effects == (), "the planner stops the active task runs, not an effect"
         again = transition_execution(after, event, now)
         assert not again.applied
         assert again.effects == ()

@@ -16,7 +16,6 @@ from taskwire.server.domain import (
     CancelRequested,
     DependenciesFailed,
     DependenciesMet,
-    Dequeue,
     Enqueue,
     InvalidTransition,
     LeaseExpired,
@@ -65,7 +64,7 @@ FINISHED = (AttemptEnded, TaskRunFinished)
 # Written independently of TASK_RUN_TRANSITIONS; test_expectations_match_the_table keeps them in step.
 EXPECTED: dict[tuple[str, type], Outcome | Guarded] = {
     ("PENDING", TaskDispatched): Outcome(R),
-    ("PENDING", CancelRequested): Outcome(C, effects=(Dequeue, TaskRunFinished)),
+    ("PENDING", CancelRequested): Outcome(C, effects=(TaskRunFinished,)),
     ("PENDING", RetryDue): Outcome(P, applied=False),
     ("PENDING", ScheduleDue): Outcome(P, applied=False),
     ("PENDING", DependenciesMet): Outcome(P, applied=False),

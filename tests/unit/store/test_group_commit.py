@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import pytest
 
-from taskwire.server._bus import EventBus
 from taskwire.server.domain import (
     ExecutionStarted,
     Payload,
@@ -17,6 +16,7 @@ from taskwire.server.domain import (
     transition_execution,
     transition_task_run,
 )
+from taskwire.server.engine._bus import EventBus
 from taskwire.server.store import Committer, EventRecord, SqliteStore, StoreFailure, WriteBatch
 from tests.unit.store.records import T0, event, pending_execution
 

@@ -1,22 +1,24 @@
-"""The bounded queue: capacity accounting with backpressure, and per-handler FIFO order.
+"""Admission to the bounded queue: capacity accounting with backpressure.
 
 Capacity counts task runs accepted and not yet dispatched (PENDING or WAITING).
 A submit reserves room for all its task runs at once; a fail-fast submit is
 refused at once when there is no room, a wait-for-room submit waits its turn
 (first come, first served) until room frees or its deadline passes. Retries
 re-enter without asking: nothing accepted is ever dropped, so a burst of
-retries can take the size past capacity for a while.
+retries can take the size past capacity for a while. The order task runs are
+dispatched in is the dispatcher's (`_dispatch.ReadyQueues`); the size is kept
+in step with task run states by the live executions (`_live.Figures`).
+
+May use: the domain's errors.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections import deque
 from dataclasses import dataclass
 
-from .domain import AdmissionTimeout, QueueFull, ShuttingDown
+from taskwire.server.domain import AdmissionTimeout, QueueFull, ShuttingDown
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,46 +119,3 @@ class AdmissionQueue:
             _, waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(ShuttingDown("the server is shutting down and accepts no new work"))
-
-
-class ReadyQueues:
-    """PENDING task run ids, FIFO within each handler.
-
-    Removal is lazy: a task run cancelled while PENDING stays in its deque until
-    it reaches the front, where the dispatcher sees it is no longer PENDING.
-    """
-
-    def __init__(self) -> None:
-        self._by_handler: OrderedDict[str, deque[str]] = OrderedDict()
-        self.pending_by_handler: dict[str, int] = {}
-
-    def push(self, handler: str, task_run_id: str) -> None:
-        self._by_handler.setdefault(handler, deque()).append(task_run_id)
-
-    def handlers_with_work(self) -> Iterator[str]:
-        return iter([handler for handler, ids in self._by_handler.items() if ids])
-
-    def popleft(self, handler: str) -> str | None:
-        ids = self._by_handler.get(handler)
-        if not ids:
-            return None
-        return ids.popleft()
-
-    def peek(self, handler: str, count: int) -> list[str]:
-        """The first `count` ids of a handler's queue, left in place."""
-        return list(itertools.islice(self._by_handler.get(handler, ()), count))
-
-    def pushleft(self, handler: str, task_run_id: str) -> None:
-        self._by_handler.setdefault(handler, deque()).appendleft(task_run_id)
-
-    def count_pending(self, handler: str, delta: int) -> None:
-        adjust_count(self.pending_by_handler, handler, delta)
-
-
-def adjust_count(counts: dict[str, int], key: str, delta: int) -> None:
-    """Add `delta` to a per-key figure, dropping the key at zero so that idle handlers leave the stats."""
-    count = counts.get(key, 0) + delta
-    if count:
-        counts[key] = count
-    else:
-        counts.pop(key, None)

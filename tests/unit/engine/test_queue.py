@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from taskwire.server._queue import AdmissionQueue, ReadyQueues
 from taskwire.server.domain import AdmissionTimeout, QueueFull, ShuttingDown
+from taskwire.server.engine._admission import AdmissionQueue
+from taskwire.server.engine._dispatch import ReadyQueues
 
 
 async def _yield_until(condition: Callable[[], bool]) -> None:

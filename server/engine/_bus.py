@@ -2,6 +2,10 @@
 
 A watcher that falls too far behind is not allowed to hold memory without
 bound: its queue overflows, it is told so, and it catches up from the store.
+The committer publishes here after each durable write; the history room
+subscribes watchers.
+
+May use: the store's records.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from .store import EventRecord
+from taskwire.server.store import EventRecord
 
 
 @dataclass(eq=False)

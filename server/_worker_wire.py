@@ -1,0 +1,197 @@
+"""The worker stream's wire side: hellos and frames decoded into domain reports, the engine's sends encoded.
+
+`WorkerService.Connect` decodes each frame once with `decode_messages` and
+hands the reports to the engine; the engine sends through a `StreamLink`
+(its `WorkerLink`), which encodes each send into a `ServerMessage` at once and
+queues it; `frames()` batches what is queued into the stream's responses.
+Protobuf stays here and in the servicers: the engine never sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from datetime import timedelta
+from typing import cast
+
+from google.protobuf import struct_pb2
+
+from taskwire.v1 import worker_service_pb2 as wpb
+
+from . import wire
+from .domain import (
+    Attempt,
+    CancelAcknowledged,
+    Reason,
+    TaskFailed,
+    TaskRun,
+    TaskSucceeded,
+    TaskTimedOut,
+    ValidationError,
+)
+from .engine import (
+    AttemptEnd,
+    AttemptKey,
+    AttemptLog,
+    AttemptProgress,
+    Draining,
+    Heartbeat,
+    Welcome,
+    WorkerHello,
+    WorkerReport,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_SLOTS = 10_000
+# A frame carries what is queued, up to this many bytes (a single larger message goes alone),
+# so batching never builds a frame over the gRPC message limit.
+MAX_FRAME_BYTES = 1024 * 1024
+
+
+def _keys(refs: Iterable[wpb.AttemptRef]) -> tuple[AttemptKey, ...]:
+    return tuple((ref.task_run_id, ref.attempt) for ref in refs)
+
+
+def hello_from_proto(hello: wpb.WorkerHello) -> WorkerHello:
+    """Check a worker's hello field by field."""
+    instance_id = hello.instance_id
+    if not instance_id:
+        raise ValidationError("hello.instance_id", "required")
+    if not hello.handlers:
+        raise ValidationError("hello.handlers", "a worker must serve at least one handler")
+    for index, handler in enumerate(hello.handlers):
+        if not handler.strip():
+            raise ValidationError(f"hello.handlers[{index}]", "must not be empty")
+    if not 1 <= hello.slots <= MAX_SLOTS:
+        raise ValidationError("hello.slots", f"must be between 1 and {MAX_SLOTS}, got {hello.slots}")
+    return WorkerHello(
+        name=hello.name or instance_id,
+        instance_id=instance_id,
+        handlers=frozenset(hello.handlers),
+        slots=hello.slots,
+        labels=dict(hello.labels),
+        agent_version=hello.agent_version,
+        running_attempts=_keys(hello.running_attempts),
+    )
+
+
+def decode_messages(messages: Iterable[wpb.WorkerMessage], worker: str) -> list[WorkerReport]:
+    """A frame's messages as reports, in order. `started` says nothing the dispatch did not; anything
+    unexpected (a second hello, a kind this server does not know) is logged and left out."""
+    reports: list[WorkerReport] = []
+    for message in messages:
+        kind = message.WhichOneof("kind")
+        if kind == "completed":
+            completed = message.completed
+            ref = completed.ref
+            output = wire.payload_from_proto(completed.output)
+            reports.append(AttemptEnd(ref.task_run_id, TaskSucceeded(ref.attempt, output)))
+        elif kind == "failed":
+            failed = message.failed
+            ref = failed.ref
+            event = (
+                TaskTimedOut(ref.attempt)
+                if failed.timed_out
+                else TaskFailed(ref.attempt, wire.error_from_proto(failed.error))
+            )
+            reports.append(AttemptEnd(ref.task_run_id, event))
+        elif kind == "cancel_acknowledged":
+            ref = message.cancel_acknowledged.ref
+            reports.append(AttemptEnd(ref.task_run_id, CancelAcknowledged(ref.attempt)))
+        elif kind == "progress":
+            progress = message.progress
+            ref = progress.ref
+            details = progress.details if progress.HasField("details") else None
+            reports.append(AttemptProgress(ref.task_run_id, ref.attempt, progress.fraction, progress.message, details))
+        elif kind == "log":
+            line = message.log
+            reports.append(AttemptLog(line.ref.task_run_id, line.ref.attempt, line.level, line.text))
+        elif kind == "heartbeat":
+            reports.append(Heartbeat(_keys(message.heartbeat.running_attempts)))
+        elif kind == "draining":
+            reports.append(Draining(message.draining.reason))
+        elif kind != "started":
+            log.warning("unexpected %s message from worker %s", kind, worker)
+    return reports
+
+
+def progress_details(report: AttemptProgress) -> struct_pb2.Struct | None:
+    """The details a progress report carries: the Struct `decode_messages` put there, unread by the engine."""
+    return cast(struct_pb2.Struct | None, report.details)
+
+
+def welcome_to_proto(welcome: Welcome) -> wpb.ServerMessage:
+    return wpb.ServerMessage(
+        welcome=wpb.Welcome(
+            session_id=welcome.session_id,
+            heartbeat_interval=wire.duration_to_proto(welcome.heartbeat_interval),
+            lease_timeout=wire.duration_to_proto(welcome.lease_timeout),
+            adopted_attempts=[wpb.AttemptRef(task_run_id=t, attempt=a) for t, a in welcome.adopted],
+            rejected_attempts=[wpb.AttemptRef(task_run_id=t, attempt=a) for t, a in welcome.rejected],
+        )
+    )
+
+
+class StreamLink:
+    """The engine's `WorkerLink` for one Connect stream: each send is encoded and queued for `frames()`."""
+
+    def __init__(self) -> None:
+        self._outbox: deque[wpb.ServerMessage] = deque()
+        self._wake = asyncio.Event()
+        self._closed = False
+
+    def _send(self, message: wpb.ServerMessage) -> None:
+        if not self._closed:
+            self._outbox.append(message)
+            self._wake.set()
+
+    def invoke(self, task_run: TaskRun, attempt: Attempt) -> None:
+        timeout = task_run.timeout
+        invocation = wpb.Invocation(
+            ref=wpb.AttemptRef(task_run_id=task_run.id, attempt=attempt.number),
+            execution_id=task_run.execution_id,
+            task_id=task_run.task_id,
+            handler=task_run.handler,
+            input=wire.payload_to_proto(task_run.input),
+            timeout=wire.duration_to_proto(timeout),
+            deadline=wire.timestamp_to_proto(attempt.started_at + timeout if timeout else None),
+        )
+        self._send(wpb.ServerMessage(invocation=invocation))
+
+    def cancel(self, task_run_id: str, attempt: int, reason: Reason) -> None:
+        cancel = wpb.Cancel(
+            ref=wpb.AttemptRef(task_run_id=task_run_id, attempt=attempt),
+            reason=wire.cancel_reason_to_proto(reason.code),
+            message=reason.message,
+        )
+        self._send(wpb.ServerMessage(cancel=cancel))
+
+    def drain(self, grace: timedelta, reason: str) -> None:
+        self._send(wpb.ServerMessage(drain=wpb.Drain(grace=wire.duration_to_proto(grace), reason=reason)))
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+
+    async def frames(self) -> AsyncIterator[wpb.ConnectResponse]:
+        """Frames for the stream: everything queued since the last frame goes out together."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._outbox:
+                yield wpb.ConnectResponse(messages=self._take_frame())
+            if self._closed:
+                return
+
+    def _take_frame(self) -> list[wpb.ServerMessage]:
+        messages = [self._outbox.popleft()]
+        size = messages[0].ByteSize()
+        while self._outbox:
+            size += self._outbox[0].ByteSize()
+            if size > MAX_FRAME_BYTES:
+                break
+            messages.append(self._outbox.popleft())
+        return messages

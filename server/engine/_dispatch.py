@@ -1,0 +1,139 @@
+"""Dispatch: PENDING task runs, FIFO per handler, matched to workers' free slots in round robin.
+
+A dispatch is a new attempt: `TaskDispatched` is applied, the worker's session
+holds the attempt (which counts against its slots) and the invocation goes down
+its stream. A worker is never sent more attempts than its slots. The pass runs
+soon after something may have changed (a task run queued, a slot freed, a
+worker connected), or at once after a submit (`pump_now`), before the submit's
+commit: dispatch does not wait for durability (see docs/design.md).
+
+May use: the live executions, the attempt holders, the cold tier (to bring the
+next queued records back into memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+
+from taskwire.server.domain import State, TaskDispatched, TaskRun
+
+from ._cold import ColdTier
+from ._live import Executions, LiveExecution
+from ._sessions import WorkerSession
+from ._workers import AttemptHolders
+
+
+class ReadyQueues:
+    """PENDING task run ids, FIFO within each handler.
+
+    Removal is lazy: a task run cancelled while PENDING stays in its deque until
+    it reaches the front, where the dispatcher sees it is no longer PENDING.
+    """
+
+    def __init__(self) -> None:
+        self._by_handler: OrderedDict[str, deque[str]] = OrderedDict()
+
+    def push(self, handler: str, task_run_id: str) -> None:
+        self._by_handler.setdefault(handler, deque()).append(task_run_id)
+
+    def handlers_with_work(self) -> Iterator[str]:
+        return iter([handler for handler, ids in self._by_handler.items() if ids])
+
+    def popleft(self, handler: str) -> str | None:
+        ids = self._by_handler.get(handler)
+        if not ids:
+            return None
+        return ids.popleft()
+
+    def peek(self, handler: str, count: int) -> list[str]:
+        """The first `count` ids of a handler's queue, left in place."""
+        return list(itertools.islice(self._by_handler.get(handler, ()), count))
+
+    def pushleft(self, handler: str, task_run_id: str) -> None:
+        self._by_handler.setdefault(handler, deque()).appendleft(task_run_id)
+
+
+class Dispatcher:
+    def __init__(self, *, ready: ReadyQueues, executions: Executions, holders: AttemptHolders, cold: ColdTier) -> None:
+        self.ready = ready
+        self._executions = executions
+        self._holders = holders
+        self._cold = cold
+        # Sessions that may have a free slot: every place that frees a slot adds its session, and the
+        # pass drops the ones it finds full. So a pass looks at the few sessions with room, not at
+        # every connected worker.
+        self._maybe_free: dict[WorkerSession, None] = {}
+        self._pump_handle: asyncio.Handle | None = None
+        self.closed = False
+
+    def enqueue(self, handler: str, task_run_id: str) -> None:
+        self.ready.push(handler, task_run_id)
+        self.schedule_pump()
+
+    def slot_freed(self, session: WorkerSession) -> None:
+        self._maybe_free[session] = None
+        self.schedule_pump()
+
+    def schedule_pump(self) -> None:
+        if self._pump_handle is None and not self.closed:
+            self._pump_handle = asyncio.get_running_loop().call_soon(self.pump)
+
+    def pump_now(self) -> None:
+        """Dispatch what was just queued before anything else runs: the commit of the submit that
+        queued it can wait its turn."""
+        if self._pump_handle is not None:
+            self._pump_handle.cancel()
+            self.pump()
+
+    def pump(self) -> None:
+        """Match PENDING task runs to free slots: FIFO per handler, one task per free worker per round."""
+        self._pump_handle = None
+        if self.closed:
+            return
+        free = [session for session in self._maybe_free if session.free_slots > 0]
+        self._maybe_free = dict.fromkeys(free)
+        if not free:
+            return
+        for handler in self.ready.handlers_with_work():
+            # Round robin over the workers that serve the handler: the load spreads evenly, and each
+            # dispatch costs O(1) however many workers are connected.
+            candidates = [session for session in free if handler in session.handlers and session.free_slots > 0]
+            while candidates:
+                next_round: list[WorkerSession] = []
+                for session in candidates:
+                    found = self._next_dispatchable(handler)
+                    if found is None:
+                        next_round = []
+                        break
+                    self._dispatch(found[0], found[1], session)
+                    if session.free_slots > 0:
+                        next_round.append(session)
+                candidates = next_round
+
+    def _next_dispatchable(self, handler: str) -> tuple[LiveExecution, TaskRun] | None:
+        """The next PENDING task run of the handler's queue, or None (empty, or its next records are loading)."""
+        by_task_run = self._executions.by_task_run
+        while (task_run_id := self.ready.popleft(handler)) is not None:
+            if self._cold.is_cold(task_run_id):
+                self.ready.pushleft(handler, task_run_id)
+                self._cold.warm(handler)  # this handler goes on once its next records are in memory
+                return None
+            live = by_task_run.get(task_run_id)
+            if live is not None and live.task_runs[task_run_id].state is State.PENDING:
+                return live, live.task_runs[task_run_id]
+            # Otherwise it was cancelled while queued: dropped here, lazily.
+        return None
+
+    def _dispatch(self, live: LiveExecution, task_run: TaskRun, session: WorkerSession) -> None:
+        number = task_run.attempt_count + 1
+        self._executions.apply_task(live, task_run.id, TaskDispatched(number, session.name))
+        self._holders.hold((task_run.id, number), session)
+        dispatched = live.task_runs[task_run.id]
+        attempt = dispatched.current_attempt
+        assert attempt is not None
+        assert session.link is not None
+        session.link.invoke(dispatched, attempt)
+        self._executions.settle(live)

@@ -1,0 +1,275 @@
+"""The engine: the single writer of all taskwire state, composed of its rooms. What servicers call.
+
+It runs on one asyncio loop, so no two changes ever interleave. The rooms, and
+what each owns (docs/engine.md has the picture):
+
+- `_live`: the live executions; applying events through the pure transitions,
+  settling follow-ups, carrying out effects, the queue figures.
+- `_workers`: worker sessions, who holds which attempt, leases, fencing of reports.
+- `_dispatch`: the ready queues and matching them to free slots.
+- `_submits`: validation, admission, idempotency keys, new executions.
+- `_history`: numbering and recording history events; watch (replay, then live).
+- `_cold`: queued executions kept out of memory while the queue is long.
+- `_recovery`: the live state rebuilt from the store on start.
+- `_admission` (the bounded queue's capacity), `_sessions` (what a worker's
+  stream is to the engine), `_bus` (live events to watchers), `_timers` and
+  `_clock` (time, from one seam), `_ids`.
+
+This module wires them together (a room's hooks point at another room's
+methods, so that no two rooms import each other) and holds the lifecycle,
+reads, cancel and stats.
+
+May use: every room; the store, the committer and the config.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from taskwire.server._config import ServerConfig
+from taskwire.server.domain import CancellationRequested, ExecutionSpec, NotFound, State
+from taskwire.server.store import Committer, EventRecord, ExecutionPage, ExecutionSnapshot, Store
+
+from ._admission import AdmissionQueue, QueueStats
+from ._bus import EventBus
+from ._clock import Clock, SystemClock
+from ._cold import ColdTier
+from ._dispatch import Dispatcher, ReadyQueues
+from ._history import History, HistoryCodec
+from ._live import Executions, Figures
+from ._recovery import recover
+from ._sessions import Welcome, WorkerHello, WorkerLink, WorkerReport, WorkerSession
+from ._submits import BatchItemResult, SubmitItem, SubmitResult, Submits
+from ._timers import Timers
+from ._workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerStats:
+    handler: str
+    pending: int
+    in_flight: int
+    free_slots: int
+    workers: int
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    queue: QueueStats
+    in_flight: int
+    connected_workers: int
+    free_slots: int
+    handlers: list[HandlerStats]
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        config: ServerConfig,
+        codec: HistoryCodec,
+        clock: Clock | None = None,
+        on_fatal: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._config = config
+        self._clock: Clock = clock or SystemClock()
+        self.bus = EventBus()
+        self._committer = Committer(store=store, bus=self.bus, on_fatal=on_fatal or (lambda error: None))
+        self._timers = Timers(clock=self._clock)
+        self._admission = AdmissionQueue(capacity=config.queue_capacity)
+        self._history = History(store=store, bus=self.bus, committer=self._committer, codec=codec)
+        self._executions = executions = Executions(
+            clock=self._clock,
+            timers=self._timers,
+            committer=self._committer,
+            history=self._history,
+            figures=Figures(self._admission),
+            cancel_grace_s=config.cancel_grace.total_seconds(),
+        )
+        self._pool = WorkerPool(clock=self._clock, timers=self._timers, config=config, executions=executions)
+        self._ready = ReadyQueues()
+        self._cold = ColdTier(
+            store=store,
+            executions=executions,
+            admission=self._admission,
+            ready=self._ready,
+            hot_queue_size=config.hot_queue_size,
+            loaded=lambda: self._dispatcher.schedule_pump(),
+        )
+        self._dispatcher = Dispatcher(
+            ready=self._ready, executions=executions, holders=self._pool.holders, cold=self._cold
+        )
+        self._submits = Submits(
+            store=store,
+            clock=self._clock,
+            limits=config.limits,
+            committer=self._committer,
+            admission=self._admission,
+            executions=executions,
+            history=self._history,
+            cold=self._cold,
+            dispatcher=self._dispatcher,
+        )
+        executions.enqueue = self._dispatcher.enqueue
+        executions.cancel_on_worker = self._pool.cancel_on_worker
+        executions.retired = self._submits.forget_key
+        self._history.is_live = executions.by_id.__contains__
+        self._pool.slot_freed = self._dispatcher.slot_freed
+        self._closed = False
+
+    # ---- Lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Rebuild the queue, timers and leases from the store, then start serving."""
+        recovered = await recover(
+            store=self._store, executions=self._executions, pool=self._pool, cold=self._cold, ready=self._ready
+        )
+        self._timers.start()
+        self._committer.start()
+        for live in list(self._executions.by_id.values()):
+            self._executions.settle(live)
+        self._dispatcher.schedule_pump()
+        log.info(
+            "recovered %d active executions, %d queued task runs, %d running attempts awaiting their workers",
+            recovered.executions,
+            self._admission.size,
+            recovered.awaiting_workers,
+        )
+
+    def stop_accepting(self) -> None:
+        """New submits get UNAVAILABLE; submits waiting for room are released with the same."""
+        self._submits.accepting = False
+        self._admission.close()
+
+    async def drain_workers(self, grace: timedelta) -> None:
+        """Ask every worker to drain, and wait (at most `grace`) for them all to disconnect."""
+        pool = self._pool
+        pool.drain(grace, "the server is shutting down")
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            pool.changed.set()
+
+        deadline = self._clock.call_at(self._clock.monotonic() + grace.total_seconds(), expire)
+        try:
+            while pool.connected() and not expired:
+                pool.changed.clear()
+                await pool.changed.wait()
+        finally:
+            deadline.cancel()
+
+    async def close(self) -> None:
+        """Flush staged writes and stop timers. Idempotent. Closing the store is the caller's."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stop_accepting()
+        self._dispatcher.closed = True
+        self._pool.close()
+        self.bus.close()
+        await self._cold.close()
+        await self._timers.close()
+        await self._committer.close()
+
+    async def flush(self) -> None:
+        """Wait until everything staged so far is durable."""
+        await self._committer.flush()
+
+    # ---- Submits, reads, watch, cancel ----------------------------------------------------------
+
+    async def submit(
+        self, spec: ExecutionSpec, *, fingerprint: str, wait_for_room: bool, timeout_s: float | None
+    ) -> SubmitResult:
+        return await self._submits.submit(
+            spec, fingerprint=fingerprint, wait_for_room=wait_for_room, timeout_s=timeout_s
+        )
+
+    async def submit_many(
+        self, items: Sequence[SubmitItem], *, wait_for_room: bool, timeout_s: float | None
+    ) -> list[BatchItemResult]:
+        return await self._submits.submit_many(items, wait_for_room=wait_for_room, timeout_s=timeout_s)
+
+    async def get(self, execution_id: str) -> ExecutionSnapshot:
+        snapshot = await self._store.get_execution(execution_id)
+        if snapshot is None:
+            raise NotFound("execution", execution_id)
+        return snapshot
+
+    async def list_executions(
+        self, *, states: Sequence[State], handler: str, page_size: int, page_token: str
+    ) -> ExecutionPage:
+        return await self._store.list_executions(
+            states=states, handler=handler, page_size=page_size, page_token=page_token
+        )
+
+    def watch(self, execution_id: str, after_sequence: int) -> AsyncIterator[EventRecord]:
+        """Stored events after `after_sequence`, then live ones; ends after the terminal event."""
+        return self._history.watch(execution_id, after_sequence)
+
+    async def cancel(self, execution_id: str, reason: str) -> tuple[ExecutionSnapshot, bool]:
+        """Cancel an execution; returns it after the request and whether it was already terminal."""
+        executions = self._executions
+        if execution_id not in executions.by_id:
+            await self._cold.load([execution_id])  # a cold one comes back; anything else stays where it is
+        live = executions.by_id.get(execution_id)
+        if live is None or live.execution.state.is_terminal:
+            snapshot = live.snapshot() if live is not None else await self._store.get_execution(execution_id)
+            if snapshot is None:
+                raise NotFound("execution", execution_id)
+            return snapshot, snapshot.execution.state.is_terminal
+        executions.apply_execution(live, CancellationRequested(reason or "cancellation requested"))
+        executions.settle(live)
+        await self._committer.durable()
+        return live.snapshot(), False
+
+    def stats(self) -> EngineStats:
+        connected = self._pool.connected()
+        figures = self._executions.figures
+        handlers = set(figures.pending_by_handler) | set(figures.in_flight_by_handler)
+        for session in connected:
+            handlers |= session.handlers
+        per_handler = []
+        for handler in sorted(handlers):
+            serving = [session for session in connected if handler in session.handlers]
+            per_handler.append(
+                HandlerStats(
+                    handler=handler,
+                    pending=figures.pending_by_handler.get(handler, 0),
+                    in_flight=figures.in_flight_by_handler.get(handler, 0),
+                    free_slots=sum(session.free_slots for session in serving),
+                    workers=len(serving),
+                )
+            )
+        return EngineStats(
+            queue=self._admission.stats(),
+            in_flight=sum(figures.in_flight_by_handler.values()),
+            connected_workers=len(connected),
+            free_slots=sum(session.free_slots for session in connected),
+            handlers=per_handler,
+        )
+
+    # ---- Workers --------------------------------------------------------------------------------
+
+    def workers(self) -> list[WorkerSession]:
+        return sorted(self._pool.connected(), key=lambda s: (s.name, s.session_id))
+
+    def connect_worker(self, hello: WorkerHello, link: WorkerLink) -> tuple[WorkerSession, Welcome]:
+        """Open a session that sends on `link`; adopt the running attempts it reports that are still its own."""
+        return self._pool.connect(hello, link)
+
+    def disconnect_worker(self, session: WorkerSession) -> None:
+        """The stream ended. Held attempts keep their lease until it times out or the worker returns."""
+        self._pool.disconnect(session)
+
+    def on_worker_frame(self, session: WorkerSession, reports: Iterable[WorkerReport]) -> None:
+        """One frame from a worker's stream, decoded into reports."""
+        self._pool.on_frame(session, reports)

@@ -1,0 +1,182 @@
+"""Each execution's history: numbering and recording its events, and watching them (replay, then live).
+
+Every transition, progress report and log line becomes one event with the next
+sequence number of its execution (1, 2, 3, ... with no gaps), staged with the
+records it describes. Watchers replay what the store holds after their
+sequence, then follow the bus, which publishes only what is durable; a gap
+(a watcher that fell behind and overflowed) is read back from the store.
+
+Event bodies are bytes the engine never reads: a `HistoryCodec` builds them
+(the wire layer's `taskwire.server._history_wire`), injected into the engine
+so that no module here imports protobuf. The codec is also what tells whether
+a stored event ends a history.
+
+May use: the store (reads), the committer (staging), the bus, the codec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from taskwire.server.domain import Execution, NotFound, ShuttingDown, TaskRun, ValidationError
+from taskwire.server.store import Committer, EventRecord, Store
+
+from ._bus import EventBus, Subscription
+from ._sessions import AttemptLog, AttemptProgress
+
+if TYPE_CHECKING:
+    from ._live import LiveExecution
+
+# The store's names for the kinds of events.
+EXECUTION_TRANSITION = "execution_transition"
+TASK_RUN_TRANSITION = "task_run_transition"
+PROGRESS = "progress"
+LOG = "log"
+_REPLAY_PAGE = 1000  # the store's page of events
+
+
+class HistoryCodec(Protocol):
+    """Builds the stored body of each kind of history event, and reads back whether one is terminal."""
+
+    def execution_transition(
+        self, execution_id: str, sequence: int, time: datetime, before: Execution | None, after: Execution
+    ) -> bytes:
+        """`before` None: the execution was just created."""
+
+    def task_run_transition(
+        self, execution_id: str, sequence: int, time: datetime, before: TaskRun, after: TaskRun
+    ) -> bytes: ...
+
+    def progress(
+        self,
+        execution_id: str,
+        sequence: int,
+        time: datetime,
+        task_run: TaskRun,
+        report: AttemptProgress,
+        fraction: float,
+    ) -> bytes:
+        """`fraction` as the task run keeps it (clamped), rather than as reported."""
+
+    def log(self, execution_id: str, sequence: int, time: datetime, task_run: TaskRun, report: AttemptLog) -> bytes: ...
+
+    def is_terminal(self, event: EventRecord) -> bool:
+        """Whether the event takes its execution into a terminal state (the last of its history)."""
+
+
+def _unwired(execution_id: str) -> bool:
+    raise AssertionError("the engine wires this hook before use")
+
+
+class History:
+    def __init__(self, *, store: Store, bus: EventBus, committer: Committer, codec: HistoryCodec) -> None:
+        self._store = store
+        self._bus = bus
+        self._committer = committer
+        self._codec = codec
+        # Wired by the engine: whether an execution is in memory (it may not be in the store yet).
+        self.is_live: Callable[[str], bool] = _unwired
+
+    # ---- Recording ------------------------------------------------------------------------------
+
+    def _next(self, live: LiveExecution) -> int:
+        sequence = live.next_sequence
+        live.next_sequence = sequence + 1
+        return sequence
+
+    def _stage(self, execution_id: str, sequence: int, time: datetime, kind: str, body: bytes) -> None:
+        self._committer.stage_event(EventRecord(execution_id, sequence, time, kind, body))
+
+    def execution_transition(
+        self, live: LiveExecution, time: datetime, before: Execution | None, after: Execution
+    ) -> None:
+        sequence = self._next(live)
+        body = self._codec.execution_transition(after.id, sequence, time, before, after)
+        self._stage(after.id, sequence, time, EXECUTION_TRANSITION, body)
+
+    def task_run_transition(self, live: LiveExecution, time: datetime, before: TaskRun, after: TaskRun) -> None:
+        sequence = self._next(live)
+        body = self._codec.task_run_transition(after.execution_id, sequence, time, before, after)
+        self._stage(after.execution_id, sequence, time, TASK_RUN_TRANSITION, body)
+
+    def progress(
+        self, live: LiveExecution, time: datetime, task_run: TaskRun, report: AttemptProgress, fraction: float
+    ) -> None:
+        sequence = self._next(live)
+        body = self._codec.progress(task_run.execution_id, sequence, time, task_run, report, fraction)
+        self._stage(task_run.execution_id, sequence, time, PROGRESS, body)
+
+    def log(self, live: LiveExecution, time: datetime, task_run: TaskRun, report: AttemptLog) -> None:
+        sequence = self._next(live)
+        body = self._codec.log(task_run.execution_id, sequence, time, task_run, report)
+        self._stage(task_run.execution_id, sequence, time, LOG, body)
+
+    # ---- Watching -------------------------------------------------------------------------------
+
+    async def watch(self, execution_id: str, after_sequence: int) -> AsyncIterator[EventRecord]:
+        """Stored events after `after_sequence`, then live ones; ends after the terminal event."""
+        if after_sequence < 0:
+            raise ValidationError("after_sequence", "must not be negative")
+        subscription = self._bus.subscribe(execution_id)
+        is_terminal = self._codec.is_terminal
+        try:
+            if not self.is_live(execution_id) and await self._store.get_execution(execution_id) is None:
+                raise NotFound("execution", execution_id)
+            last = after_sequence
+            complete = False  # the store is known to hold the whole history, terminal event included
+            while True:
+                # Catch up from the store: the whole history the first time, a gap after an overflow.
+                while True:
+                    page = await self._store.read_events(execution_id, last)
+                    for event in page:
+                        yield event
+                        last = event.sequence
+                        if is_terminal(event):
+                            return
+                    if len(page) < _REPLAY_PAGE:
+                        break
+                if complete:
+                    return  # nothing is stored after `last`: the watch started past the end
+                if not self.is_live(execution_id):
+                    snapshot = await self._store.get_execution(execution_id)
+                    if snapshot is not None and snapshot.execution.state.is_terminal:
+                        # It finished, perhaps while the replay above was reading: read the rest of
+                        # its history, terminal event included, rather than end without it.
+                        complete = True
+                        continue
+                subscription.overflowed = False
+                while not subscription.overflowed:
+                    live_event = await _next_live(subscription)
+                    if live_event is None:
+                        raise ShuttingDown("the server is shutting down; watch again to resume")
+                    if live_event.sequence <= last:
+                        continue
+                    if live_event.sequence > last + 1:
+                        break  # a gap: read it from the store
+                    yield live_event
+                    last = live_event.sequence
+                    if is_terminal(live_event):
+                        return
+                while not subscription.queue.empty():
+                    subscription.queue.get_nowait()
+        finally:
+            self._bus.unsubscribe(subscription)
+
+
+async def _next_live(subscription: Subscription) -> EventRecord | None:
+    if not subscription.queue.empty():
+        return subscription.queue.get_nowait()
+    getter = asyncio.ensure_future(subscription.queue.get())
+    closer = asyncio.ensure_future(subscription.closed.wait())
+    try:
+        await asyncio.wait({getter, closer}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        closer.cancel()
+        if not getter.done():
+            getter.cancel()
+    if getter.done() and not getter.cancelled():
+        return getter.result()
+    return None

@@ -1,0 +1,147 @@
+"""What a worker's stream is to the engine: its session, the link the engine sends on, what it reports.
+
+The engine speaks domain values only. A stream's wire side
+(`taskwire.server._worker_wire`) decodes each frame once into the reports
+below and hands them to `Engine.on_worker_frame`; in the other direction the
+engine calls the session's `WorkerLink` with domain values (the task run to
+invoke, the attempt to cancel) and the link encodes and queues the message.
+A link rather than a command object per message: the hot path (one invocation
+per dispatch) builds its protobuf message directly, with nothing in between,
+and a test's fake link is a plain object that records the calls.
+
+A session holds an attempt from dispatch until its worker reports how the
+attempt ended. Holding counts against the worker's slots and is what its lease
+covers; `_workers.AttemptHolders` alone changes it.
+
+May use: the domain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from taskwire.server.domain import Attempt, CancelAcknowledged, Reason, TaskFailed, TaskRun, TaskSucceeded, TaskTimedOut
+
+AttemptKey = tuple[str, int]  # (task run id, attempt number)
+
+
+class WorkerLink(Protocol):
+    """The way down one worker's stream. Sends queue and return at once; nothing is sent after close()."""
+
+    def invoke(self, task_run: TaskRun, attempt: Attempt) -> None:
+        """Run `attempt` (just dispatched, so the task run's current one) of the task run."""
+
+    def cancel(self, task_run_id: str, attempt: int, reason: Reason) -> None:
+        """Stop the attempt's handler; the worker answers with a cancel acknowledgement."""
+
+    def drain(self, grace: timedelta, reason: str) -> None:
+        """Finish what runs within `grace`, take nothing new, then disconnect."""
+
+    def close(self) -> None:
+        """The session is over: stop sending and end the stream."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerHello:
+    """A validated hello: who the worker is and what it can run."""
+
+    name: str
+    instance_id: str
+    handlers: frozenset[str]
+    slots: int
+    labels: dict[str, str] = field(default_factory=dict)
+    agent_version: str = ""
+    running_attempts: tuple[AttemptKey, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """The engine's answer to a hello: the session, its timing, and which running attempts it may keep."""
+
+    session_id: str
+    heartbeat_interval: timedelta
+    lease_timeout: timedelta
+    adopted: tuple[AttemptKey, ...]
+    rejected: tuple[AttemptKey, ...]
+
+
+@dataclass(eq=False, kw_only=True)
+class WorkerSession:
+    session_id: str
+    instance_id: str
+    name: str
+    handlers: frozenset[str]
+    slots: int
+    labels: dict[str, str]
+    agent_version: str
+    connected_at: datetime
+    last_seen_at: datetime
+    last_seen: float  # monotonic seconds
+    link: WorkerLink | None  # None for the session that holds recovered attempts until their workers return
+    held: set[AttemptKey] = field(default_factory=set)  # written by AttemptHolders only
+    draining: bool = False
+    connected: bool = True
+
+    @property
+    def free_slots(self) -> int:
+        if not self.connected or self.draining:
+            return 0
+        return max(self.slots - len(self.held), 0)
+
+    def seen(self, monotonic_s: float, at: datetime) -> None:
+        self.last_seen = monotonic_s
+        self.last_seen_at = at
+
+    def disconnect(self) -> None:
+        """The stream is gone (or must go): stop sending; the held attempts wait for their lease."""
+        if self.connected and self.link is not None:
+            self.link.close()
+        self.connected = False
+
+
+# ---- What a worker reports (one value per message of a frame) --------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """The attempt is over on the worker: completed, failed, timed out there, or cancelled as asked."""
+
+    task_run_id: str
+    event: TaskSucceeded | TaskFailed | TaskTimedOut | CancelAcknowledged
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptProgress:
+    task_run_id: str
+    attempt: int
+    fraction: float
+    message: str
+    # Structured details as the worker sent them: the engine passes them to the history unread.
+    details: object | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptLog:
+    task_run_id: str
+    attempt: int
+    level: int  # the wire's log level number, passed to the history unread
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The worker is alive; it runs these attempts."""
+
+    running: tuple[AttemptKey, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Draining:
+    """The worker takes no new work (it is shutting down)."""
+
+    reason: str = ""
+
+
+WorkerReport = AttemptEnd | AttemptProgress | AttemptLog | Heartbeat | Draining

@@ -1,0 +1,272 @@
+"""The worker pool: sessions, who holds which attempt, leases, and what a worker may report.
+
+`AttemptHolders` is the one place that says which session holds an attempt:
+a dispatch, a recovered attempt waiting for its worker, an adoption on
+reconnect, an attempt's end and a lost lease all change holding through it.
+A session holds an attempt from its dispatch until its worker reports the end;
+the holder alone may report on the attempt (fencing by holder), the state
+machine fences the rest (stale attempt numbers). A session silent for the lease
+timeout loses every attempt it holds: each is applied `LeaseExpired`, and the
+retry policy decides what follows.
+
+May use: the clock, the timers, the live executions (to apply what workers
+report), and one hook: a session may have a free slot now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+
+from taskwire.server._config import ServerConfig
+from taskwire.server.domain import CancelOnWorker, InvalidTransition, LeaseExpired
+
+from ._clock import Clock
+from ._ids import new_id
+from ._live import Executions
+from ._sessions import (
+    AttemptEnd,
+    AttemptKey,
+    AttemptLog,
+    AttemptProgress,
+    Draining,
+    Welcome,
+    WorkerHello,
+    WorkerLink,
+    WorkerReport,
+    WorkerSession,
+)
+from ._timers import Timers
+
+log = logging.getLogger(__name__)
+
+
+class AttemptHolders:
+    """Which session holds which attempt; each session's `held` mirrors its share."""
+
+    def __init__(self) -> None:
+        self._holder: dict[AttemptKey, WorkerSession] = {}
+
+    def __len__(self) -> int:
+        return len(self._holder)
+
+    def holder(self, key: AttemptKey) -> WorkerSession | None:
+        return self._holder.get(key)
+
+    def hold(self, key: AttemptKey, session: WorkerSession) -> WorkerSession | None:
+        """`session` holds the attempt now; returns the session that held it before, if another one."""
+        previous = self._holder.get(key)
+        if previous is not None:
+            previous.held.discard(key)
+        session.held.add(key)
+        self._holder[key] = session
+        return previous if previous is not session else None
+
+    def release(self, key: AttemptKey) -> WorkerSession | None:
+        """The attempt ended on its worker: nobody holds it. Returns the session that did."""
+        session = self._holder.pop(key, None)
+        if session is not None:
+            session.held.discard(key)
+        return session
+
+    def release_all(self, session: WorkerSession) -> list[AttemptKey]:
+        """Everything `session` holds, which it holds no longer (its lease expired), in a stable order."""
+        keys = sorted(session.held)
+        for key in keys:
+            if self._holder.get(key) is session:
+                del self._holder[key]
+        session.held.clear()
+        return keys
+
+    def speaks_for(self, session: WorkerSession, key: AttemptKey) -> bool:
+        """Only the session that holds an attempt reports on it; another one's report is ignored."""
+        holder = self._holder.get(key)
+        if holder is None or holder is session:
+            return True  # no holder: the attempt is over, and the state machine fences the report
+        log.warning("ignored a report for attempt %s#%d from %s: %s holds it", *key, session.name, holder.name)
+        return False
+
+
+def _slot_hook_unwired(session: WorkerSession) -> None:
+    raise AssertionError("the engine wires this hook before use")
+
+
+class WorkerPool:
+    def __init__(self, *, clock: Clock, timers: Timers, config: ServerConfig, executions: Executions) -> None:
+        self._clock = clock
+        self._timers = timers
+        self._config = config
+        self._lease_s = config.lease_timeout.total_seconds()
+        self._executions = executions
+        self.sessions: dict[str, WorkerSession] = {}
+        self.holders = AttemptHolders()
+        self.changed = asyncio.Event()  # set whenever a session connects or goes
+        # Wired by the engine: a session may have a free slot now (it connected, or an attempt ended).
+        self.slot_freed: Callable[[WorkerSession], None] = _slot_hook_unwired
+
+    def connected(self) -> list[WorkerSession]:
+        return [session for session in self.sessions.values() if session.connected]
+
+    def _new_session(self, hello: WorkerHello, link: WorkerLink | None, session_id: str) -> WorkerSession:
+        now = self._clock.now()
+        return WorkerSession(
+            session_id=session_id,
+            instance_id=hello.instance_id,
+            name=hello.name,
+            handlers=hello.handlers,
+            slots=hello.slots,
+            labels=hello.labels,
+            agent_version=hello.agent_version,
+            connected_at=now,
+            last_seen_at=now,
+            last_seen=self._clock.monotonic(),
+            link=link,
+            connected=link is not None,
+        )
+
+    # ---- Recovery -------------------------------------------------------------------------------
+
+    def recovery_holder(self) -> WorkerSession:
+        """A session without a stream that holds the attempts running before a restart until their
+        workers reclaim them (or its lease, which starts now, runs out)."""
+        hello = WorkerHello(name="(awaiting reconnect)", instance_id="", handlers=frozenset(), slots=0)
+        return self._new_session(hello, None, f"recovered-{new_id()}")
+
+    def keep_recovered(self, holder: WorkerSession) -> None:
+        if holder.held:
+            self.sessions[holder.session_id] = holder
+            self._arm_lease(holder)
+
+    # ---- Connecting -----------------------------------------------------------------------------
+
+    def connect(self, hello: WorkerHello, link: WorkerLink) -> tuple[WorkerSession, Welcome]:
+        """Open a session; adopt the running attempts it reports that are still current and its own."""
+        session = self._new_session(hello, link, new_id())
+        adopted, rejected = [], []
+        for key in hello.running_attempts:
+            if self._may_adopt(key, hello):
+                previous = self.holders.hold(key, session)
+                if previous is not None:
+                    self.slot_freed(previous)
+                adopted.append(key)
+            else:
+                rejected.append(key)
+        self.sessions[session.session_id] = session
+        self._arm_lease(session)
+        self.changed.set()
+        self.slot_freed(session)
+        log.info(
+            "worker %s connected (session %s, %d slots, handlers %s, %d adopted, %d rejected)",
+            session.name,
+            session.session_id,
+            session.slots,
+            ",".join(sorted(session.handlers)),
+            len(adopted),
+            len(rejected),
+        )
+        welcome = Welcome(
+            session_id=session.session_id,
+            heartbeat_interval=self._config.heartbeat_interval,
+            lease_timeout=self._config.lease_timeout,
+            adopted=tuple(adopted),
+            rejected=tuple(rejected),
+        )
+        return session, welcome
+
+    def _may_adopt(self, key: AttemptKey, hello: WorkerHello) -> bool:
+        """A reconnecting worker gets back an attempt only if it is current and was that worker's.
+
+        The attempt number alone is not enough: after a crash before a dispatch was stored, the same
+        number can go to another worker, and the first one must not take it over on its return.
+        """
+        attempt = self._executions.current_attempt(key[0])
+        if attempt is None or attempt.number != key[1]:
+            return False
+        holder = self.holders.holder(key)
+        if holder is None or holder.instance_id == hello.instance_id:
+            return True
+        if holder.instance_id:  # held by another live worker
+            return False
+        # Held since a restart: the store knows the worker only by name.
+        return attempt.worker_id == hello.name
+
+    def disconnect(self, session: WorkerSession) -> None:
+        """The stream ended. Held attempts keep their lease until it times out or the worker returns."""
+        if not session.connected and session.session_id not in self.sessions:
+            return
+        session.disconnect()
+        if not session.held:
+            self.sessions.pop(session.session_id, None)
+        self.changed.set()
+        log.info(
+            "worker %s disconnected (session %s, %d attempts held)", session.name, session.session_id, len(session.held)
+        )
+
+    def drain(self, grace: timedelta, reason: str) -> None:
+        """Ask every connected worker to finish within `grace` and take nothing new."""
+        for session in self.connected():
+            session.draining = True
+            if session.link is not None:
+                session.link.drain(grace, reason)
+
+    def close(self) -> None:
+        for session in list(self.sessions.values()):
+            session.disconnect()
+
+    def cancel_on_worker(self, effect: CancelOnWorker) -> None:
+        """Send a cancel down the stream of the session that holds the attempt, if it is connected."""
+        session = self.holders.holder((effect.task_run_id, effect.attempt))
+        if session is not None and session.connected and session.link is not None:
+            session.link.cancel(effect.task_run_id, effect.attempt, effect.reason)
+
+    # ---- Reports --------------------------------------------------------------------------------
+
+    def on_frame(self, session: WorkerSession, reports: Iterable[WorkerReport]) -> None:
+        """One frame from a worker, decoded: it is alive, and each report is judged on its own."""
+        session.seen(self._clock.monotonic(), self._clock.now())
+        for report in reports:
+            try:
+                self._on_report(session, report)
+            except InvalidTransition as error:
+                # A report the state machine refuses (not a stale one: those are no-ops). Keep serving.
+                log.warning("ignored %s from worker %s: %s", type(report).__name__, session.name, error)
+
+    def _on_report(self, session: WorkerSession, report: WorkerReport) -> None:
+        if isinstance(report, AttemptEnd):
+            key = (report.task_run_id, report.event.attempt)
+            if not self.holders.speaks_for(session, key):
+                return
+            holder = self.holders.release(key)
+            if holder is not None:
+                self.slot_freed(holder)
+            self._executions.report(report.task_run_id, report.event)
+        elif isinstance(report, AttemptProgress):
+            if self.holders.speaks_for(session, (report.task_run_id, report.attempt)):
+                self._executions.progress(report)
+        elif isinstance(report, AttemptLog):
+            if self.holders.speaks_for(session, (report.task_run_id, report.attempt)):
+                self._executions.log_line(report)
+        elif isinstance(report, Draining):
+            session.draining = True
+        # Heartbeat: being seen is all it does; its list of running attempts is not compared with holding.
+
+    # ---- Leases ---------------------------------------------------------------------------------
+
+    def _arm_lease(self, session: WorkerSession) -> None:
+        at = session.last_seen + self._lease_s
+        self._timers.arm(("lease", session.session_id), at, lambda: self._check_lease(session))
+
+    def _check_lease(self, session: WorkerSession) -> None:
+        if self.sessions.get(session.session_id) is not session:
+            return
+        if self._clock.monotonic() - session.last_seen < self._lease_s:
+            self._arm_lease(session)  # heard from since: look again when the renewed lease ends
+            return
+        log.warning("worker %s lost its lease (%d attempts held)", session.name, len(session.held))
+        session.disconnect()
+        del self.sessions[session.session_id]
+        self.changed.set()
+        for task_run_id, attempt in self.holders.release_all(session):
+            self._executions.report(task_run_id, LeaseExpired(attempt))

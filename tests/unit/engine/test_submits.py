@@ -1,0 +1,79 @@
+"""Submits: durable before answered, idempotent by key, admitted to a bounded queue."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskwire.server.domain import ExecutionSpec, IdempotencyConflict, QueueFull, ShuttingDown, State, ValidationError
+from taskwire.server.engine import SubmitItem
+from tests.unit.engine.support import Rig, task, until
+
+
+def spec(key: str = "", handler: str = "echo") -> ExecutionSpec:
+    return ExecutionSpec(tasks=(task(handler),), idempotency_key=key)
+
+
+async def test_a_submit_is_in_the_store_when_it_returns(rig: Rig) -> None:
+    result = await rig.engine.submit(spec(), fingerprint="", wait_for_room=False, timeout_s=None)
+    assert not result.deduplicated
+    stored = await rig.store.get_execution(result.snapshot.execution.id)
+    assert stored is not None
+    assert stored.execution.state is State.PENDING
+
+
+async def test_the_same_key_and_request_return_the_first_execution(rig: Rig) -> None:
+    first = await rig.engine.submit(spec("k"), fingerprint="f1", wait_for_room=False, timeout_s=None)
+    again = await rig.engine.submit(spec("k"), fingerprint="f1", wait_for_room=False, timeout_s=None)
+    assert again.deduplicated
+    assert again.snapshot.execution.id == first.snapshot.execution.id
+    assert rig.engine.stats().queue.size == 1, "the repeat reserved no room"
+    with pytest.raises(IdempotencyConflict):
+        await rig.engine.submit(spec("k"), fingerprint="f2", wait_for_room=False, timeout_s=None)
+
+
+async def test_a_key_is_answered_from_the_store_once_its_execution_left_memory(rig: Rig) -> None:
+    worker = rig.connect()
+    first = await rig.engine.submit(spec("k"), fingerprint="f1", wait_for_room=False, timeout_s=None)
+    worker.complete(worker.invocations[0])
+    await rig.engine.flush()  # its end is durable: the execution leaves memory
+    again = await rig.engine.submit(spec("k"), fingerprint="f1", wait_for_room=False, timeout_s=None)
+    assert again.deduplicated
+    assert again.snapshot.execution.id == first.snapshot.execution.id
+    assert again.snapshot.execution.state is State.SUCCESS
+    assert len(worker.invocations) == 1
+
+
+async def test_a_batch_deduplicates_within_itself_and_against_earlier_submits(rig: Rig) -> None:
+    earlier = await rig.engine.submit(spec("old"), fingerprint="o", wait_for_room=False, timeout_s=None)
+    items = [
+        SubmitItem(spec("new"), "n"),
+        SubmitItem(spec("new"), "n"),
+        SubmitItem(spec("new"), "other"),
+        SubmitItem(spec("old"), "o"),
+        SubmitItem(None, "", ValidationError("executions[4]", "broken")),
+    ]
+    results = await rig.engine.submit_many(items, wait_for_room=False, timeout_s=None)
+    assert results[0].execution_id
+    assert not results[0].deduplicated
+    assert (results[1].execution_id, results[1].deduplicated) == (results[0].execution_id, True)
+    assert isinstance(results[2].error, IdempotencyConflict)
+    assert (results[3].execution_id, results[3].deduplicated) == (earlier.snapshot.execution.id, True)
+    assert isinstance(results[4].error, ValidationError)
+    assert rig.engine.stats().queue.size == 2
+
+
+async def test_a_full_queue_refuses_a_fail_fast_submit(rig: Rig) -> None:
+    await rig.restart_with(queue_capacity=2)
+    await rig.submit(task(task_id="a"), task(task_id="b"))
+    with pytest.raises(QueueFull):
+        await rig.submit()
+    worker = rig.connect()
+    await until(lambda: worker.invocations, "a dispatch, which frees room")
+    assert rig.engine.stats().queue.size == 1
+    await rig.submit()
+
+
+async def test_after_stop_accepting_submits_are_refused(rig: Rig) -> None:
+    rig.engine.stop_accepting()
+    with pytest.raises(ShuttingDown):
+        await rig.submit()

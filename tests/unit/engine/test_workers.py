@@ -1,0 +1,168 @@
+"""Worker sessions: leases that expire, attempts adopted on reconnect, reports fenced by holder and attempt."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from taskwire.server.domain import AttemptOutcome, ReasonCode, RetryPolicy, State
+from tests.unit.engine.support import CONFIG, Rig, idle, task, until
+
+LEASE_S = CONFIG.lease_timeout.total_seconds()
+RETRY_ONCE = RetryPolicy(max_attempts=2, initial_interval=timedelta(seconds=1))
+
+
+async def test_a_silent_worker_loses_its_lease_and_the_attempt_is_retried(rig: Rig) -> None:
+    silent = rig.connect("silent")
+    silent.silent = True
+    execution_id = await rig.submit(task(retry_policy=RETRY_ONCE))
+    (first,) = silent.invocations
+
+    rig.advance(LEASE_S - 0.1)
+    assert (await rig.task_run(execution_id)).state is State.RUNNING
+    rig.advance(0.1)
+    lost = await rig.task_run(execution_id)
+    assert lost.state is State.WAITING
+    assert lost.reason is not None
+    assert lost.reason.code is ReasonCode.RETRY_BACKOFF
+    assert lost.attempts[0].outcome is AttemptOutcome.LOST
+    assert silent.link.closed
+    assert rig.engine.workers() == []
+
+    healthy = rig.connect("healthy")
+    rig.advance(1)  # the backoff
+    await until(lambda: healthy.invocations, "the retry dispatched")
+    (second,) = healthy.invocations
+    assert second.key == (first.task_run.id, 2)
+    healthy.complete(second)
+    assert await rig.state(execution_id) is State.SUCCESS
+
+
+async def test_a_lost_attempt_without_retries_left_fails_the_execution(rig: Rig) -> None:
+    rig.connect().silent = True
+    execution_id = await rig.submit()
+    rig.advance(LEASE_S)
+    snapshot = await rig.snapshot(execution_id)
+    assert snapshot.execution.state is State.FAILED
+    assert snapshot.task_runs[0].reason is not None
+    assert snapshot.task_runs[0].reason.code is ReasonCode.LEASE_EXPIRED
+
+
+async def test_heartbeats_keep_the_lease(rig: Rig) -> None:
+    worker = rig.connect()
+    execution_id = await rig.submit()
+    for _ in range(20):
+        rig.advance(CONFIG.heartbeat_interval.total_seconds())
+        worker.heartbeat()
+    assert (await rig.task_run(execution_id)).state is State.RUNNING
+    assert rig.engine.workers() == [worker.session]
+    worker.silent = True
+    rig.advance(LEASE_S)
+    assert (await rig.task_run(execution_id)).state is State.FAILED
+
+
+async def test_a_worker_that_reconnects_adopts_its_running_attempt(rig: Rig) -> None:
+    before = rig.connect("w1", instance_id="i-1")
+    execution_id = await rig.submit()
+    (invoked,) = before.invocations
+    before.disconnect()
+    assert before.link.closed
+    rig.advance(LEASE_S / 2)
+
+    after = rig.connect("w1", instance_id="i-1", running=[invoked.key])
+    assert after.welcome.adopted == (invoked.key,)
+    assert after.welcome.rejected == ()
+    assert after.held == {invoked.key}
+    assert before.held == set()
+    rig.advance(LEASE_S / 2 + 1)  # the old session's lease would have run out by now
+    after.complete(invoked)
+    assert await rig.state(execution_id) is State.SUCCESS
+
+
+async def test_another_worker_cannot_adopt_an_attempt_it_does_not_hold(rig: Rig) -> None:
+    holder = rig.connect("w1", instance_id="i-1")
+    await rig.submit()
+    (invoked,) = holder.invocations
+    intruder = rig.connect("w2", instance_id="i-2", running=[invoked.key, ("no-such-run", 1)])
+    assert intruder.welcome.adopted == ()
+    assert intruder.welcome.rejected == (invoked.key, ("no-such-run", 1))
+    assert holder.held == {invoked.key}
+
+
+async def test_after_a_restart_running_attempts_wait_for_their_worker_by_name(rig: Rig) -> None:
+    worker = rig.connect("w1", instance_id="i-1")
+    execution_id = await rig.submit()
+    (invoked,) = worker.invocations
+    await rig.engine.flush()
+    await rig.restart()
+
+    stranger = rig.connect("w2", instance_id="i-2", running=[invoked.key])
+    assert stranger.welcome.rejected == (invoked.key,)
+    returning = rig.connect("w1", instance_id="i-1b", running=[invoked.key])
+    assert returning.welcome.adopted == (invoked.key,)
+    returning.complete(invoked)
+    assert await rig.state(execution_id) is State.SUCCESS
+
+
+async def test_after_a_restart_attempts_nobody_reclaims_are_lost_with_the_lease(rig: Rig) -> None:
+    rig.connect("w1")
+    execution_id = await rig.submit(task(retry_policy=RETRY_ONCE))
+    await rig.engine.flush()
+    await rig.restart()
+    rig.advance(LEASE_S)
+    task_run = await rig.task_run(execution_id)
+    assert task_run.state is State.WAITING
+    assert task_run.attempts[0].outcome is AttemptOutcome.LOST
+
+
+async def test_a_report_from_a_session_that_does_not_hold_the_attempt_is_ignored(rig: Rig) -> None:
+    holder = rig.connect("w1")
+    other = rig.connect("w2")
+    execution_id = await rig.submit()
+    ((invoked, sender),) = [(i, w) for w in (holder, other) for i in w.invocations]
+    bystander = other if sender is holder else holder
+    bystander.complete(invoked)
+    assert await rig.state(execution_id) is State.RUNNING
+    assert sender.held == {invoked.key}
+    sender.complete(invoked)
+    assert await rig.state(execution_id) is State.SUCCESS
+
+
+async def test_a_report_for_a_stale_attempt_changes_nothing(rig: Rig) -> None:
+    worker = rig.connect()
+    execution_id = await rig.submit(task(retry_policy=RETRY_ONCE))
+    (first,) = worker.invocations
+    worker.fail(first)
+    rig.advance(1)
+    await until(lambda: len(worker.invocations) == 2, "the retry dispatched")
+    second = worker.invocations[1]
+    worker.complete(first)  # late, and for attempt 1
+    worker.log(first, "a line from the past")
+    worker.progress(first, 0.5)
+    task_run = await rig.task_run(execution_id)
+    assert task_run.state is State.RUNNING
+    assert task_run.current_attempt is not None
+    assert task_run.current_attempt.number == 2
+    assert task_run.progress is None
+    worker.complete(second)
+    assert await rig.state(execution_id) is State.SUCCESS
+    worker.complete(second)  # a replay of the last report: a no-op
+    assert await rig.state(execution_id) is State.SUCCESS
+
+
+async def test_drain_waits_for_workers_to_leave_or_for_its_grace(rig: Rig) -> None:
+    leaving = rig.connect("leaving")
+    staying = rig.connect("staying")
+    grace = timedelta(seconds=20)  # shorter than the lease: the staying worker keeps its session
+    draining = asyncio.ensure_future(rig.engine.drain_workers(grace))
+    await until(lambda: leaving.link.sent and staying.link.sent, "drain sent")
+    assert leaving.session.draining
+    leaving.disconnect()
+    await idle()
+    assert not draining.done(), "one worker is still connected"
+    rig.advance(grace.total_seconds() - 0.1)
+    await idle()
+    assert not draining.done()
+    rig.advance(0.1)
+    await draining
+    assert staying.session.connected
