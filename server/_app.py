@@ -18,9 +18,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from taskwire.v1 import task_service_pb2, task_service_pb2_grpc, worker_service_pb2, worker_service_pb2_grpc
+from taskwire.v1 import task_service_pb2, worker_service_pb2
 
 from ._config import ServerConfig
+from ._edge import RejectionLog, add_service
 from ._history_wire import ProtoHistoryCodec
 from ._servicers import TaskService, WorkerService
 from .engine import Clock, Engine
@@ -28,8 +29,10 @@ from .store import SqliteStore, Store
 
 log = logging.getLogger(__name__)
 
-TASK_SERVICE = task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
-WORKER_SERVICE = worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
+TASK = task_service_pb2.DESCRIPTOR.services_by_name["TaskService"]
+WORKER = worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"]
+TASK_SERVICE = TASK.full_name
+WORKER_SERVICE = WORKER.full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
@@ -53,17 +56,16 @@ class TaskwireServer:
         """Open the store, recover, and serve. Returns the bound address (useful with port 0)."""
         await self._store.open()
         await self.engine.start()
-        max_message = max(4 * 1024 * 1024, 2 * self.config.limits.max_payload_bytes + 1024 * 1024)
+        max_message = self.config.max_message_bytes
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", max_message),
                 ("grpc.max_send_message_length", max_message),
             ]
         )
-        task_service_pb2_grpc.add_TaskServiceServicer_to_server(
-            TaskService(engine=self.engine, config=self.config), server
-        )
-        worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(engine=self.engine), server)
+        rejections = RejectionLog()
+        add_service(server, TaskService(engine=self.engine, config=self.config, rejections=rejections), TASK)
+        add_service(server, WorkerService(engine=self.engine, config=self.config, rejections=rejections), WORKER)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (TASK_SERVICE, WORKER_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server

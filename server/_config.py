@@ -32,6 +32,11 @@ class ServerConfig:
     # Deadline of unary calls that do not set one themselves.
     default_rpc_timeout: timedelta = timedelta(seconds=30)
 
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest gRPC message sent or received: room for two of the largest payloads, and 4 MiB at least."""
+        return max(4 * 1024 * 1024, 2 * self.limits.max_payload_bytes + 1024 * 1024)
+
     def __post_init__(self) -> None:
         if self.queue_capacity < 1:
             raise ValueError("queue capacity must be at least 1")

@@ -12,7 +12,7 @@ import functools
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -22,6 +22,7 @@ from taskwire.v1 import worker_service_pb2 as wpb
 
 from . import wire
 from ._config import ServerConfig
+from ._edge import Malformed, RejectionLog
 from ._worker_wire import StreamLink, decode_messages, hello_from_proto, welcome_to_proto
 from .domain import TaskwireError, ValidationError
 from .engine import Engine, SubmitItem, WorkerSession
@@ -38,6 +39,9 @@ MAX_CANCEL_REASON = 1024
 # A wait-for-room submit answers this much before the caller's deadline so that the caller
 # gets taskwire's DEADLINE_EXCEEDED (with its message) rather than its own channel's.
 _DEADLINE_MARGIN_S = 0.05
+# A ListExecutions page stays within what any gRPC client accepts by default (4 MiB), less room for
+# everything but the executions; one execution larger than that is still sent, alone.
+_PAGE_BUDGET_BYTES = 4 * 1024 * 1024 - 64 * 1024
 
 
 def _translate_errors(
@@ -48,6 +52,8 @@ def _translate_errors(
     @functools.wraps(method)
     async def wrapper(self: ServicerT, request: RequestT, context: Context) -> ResponseT:
         try:
+            if isinstance(request, Malformed):
+                raise self.malformed(request, method.__name__, context)
             async with asyncio.timeout(self.budget_s(context)):
                 return await method(self, request, context)
         except TaskwireError as error:
@@ -57,6 +63,16 @@ def _translate_errors(
         raise AssertionError("unreachable: context.abort raises")
 
     return wrapper
+
+
+def _fitting(executions: list[Any], budget_bytes: int) -> int:
+    """How many of the executions, from the first, fit in a response of `budget_bytes` (at least one)."""
+    total = 0
+    for index, execution in enumerate(executions):
+        total += execution.ByteSize() + 8  # field tag and length prefix
+        if total > budget_bytes:
+            return max(index, 1)
+    return len(executions)
 
 
 def _required(value: str, field: str) -> str:
@@ -76,9 +92,16 @@ def fingerprint(spec: tpb.ExecutionSpec) -> str:
 
 
 class TaskService(task_service_pb2_grpc.TaskServiceServicer):
-    def __init__(self, *, engine: Engine, config: ServerConfig) -> None:
+    def __init__(self, *, engine: Engine, config: ServerConfig, rejections: RejectionLog) -> None:
         self._engine = engine
         self._config = config
+        self._rejections = rejections
+
+    def malformed(self, request: Malformed, method: str, context: Context) -> ValidationError:
+        """The refusal of request bytes that did not parse, logged (rate-limited) once."""
+        refusal = request.refusal()
+        self._rejections.rejected(method, context.peer(), "%s", refusal.message)
+        return refusal
 
     def budget_s(self, context: Context) -> float:
         """The time a unary call may take: the caller's deadline, capped by the server's."""
@@ -139,16 +162,19 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
 
     @_translate_errors
     async def ListExecutions(self, request: tpb.ListExecutionsRequest, context: Context) -> tpb.ListExecutionsResponse:
-        page = await self._engine.list_executions(
-            states=wire.states_from_proto(request.states),
-            handler=request.handler,
-            page_size=wire.page_size(request.page_size),
-            page_token=request.page_token,
-        )
-        return tpb.ListExecutionsResponse(
-            executions=[wire.execution_to_proto(s.execution, s.task_runs) for s in page.snapshots],
-            next_page_token=page.next_page_token,
-        )
+        states = wire.states_from_proto(request.states)
+        page_size = wire.page_size(request.page_size)
+        while True:
+            page = await self._engine.list_executions(
+                states=states, handler=request.handler, page_size=page_size, page_token=request.page_token
+            )
+            executions = [wire.execution_to_proto(s.execution, s.task_runs) for s in page.snapshots]
+            fitting = _fitting(executions, _PAGE_BUDGET_BYTES)
+            if fitting == len(executions):
+                return tpb.ListExecutionsResponse(executions=executions, next_page_token=page.next_page_token)
+            # A page of large executions would pass the message limit: ask again for as many as fit,
+            # so that the next page token continues right after the last one sent.
+            page_size = fitting
 
     @_translate_errors
     async def CancelExecution(
@@ -164,9 +190,11 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         )
 
     async def WatchExecution(
-        self, request: tpb.WatchExecutionRequest, context: Context
+        self, request: tpb.WatchExecutionRequest | Malformed, context: Context
     ) -> AsyncIterator[tpb.WatchExecutionResponse]:
         try:
+            if isinstance(request, Malformed):
+                raise self.malformed(request, "WatchExecution", context)
             execution_id = _required(request.execution_id, "execution_id")
             async for record in self._engine.watch(execution_id, request.after_sequence):
                 response = tpb.WatchExecutionResponse()
@@ -226,45 +254,81 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         )
 
 
+def _opening_frame(frame: wpb.ConnectRequest | Malformed) -> wpb.ConnectRequest:
+    if isinstance(frame, Malformed):
+        raise frame.refusal("frame")
+    if not frame.messages or frame.messages[0].WhichOneof("kind") != "hello":
+        raise ValidationError("messages[0]", "the first message of a session must be a hello")
+    return frame
+
+
 class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
-    def __init__(self, *, engine: Engine) -> None:
+    """One session per stream. Protocol errors end the stream with a status: no hello within the lease
+    timeout (DEADLINE_EXCEEDED), a first message that is not a hello, a second hello or a frame whose bytes
+    do not parse (INVALID_ARGUMENT). The session's attempts keep their lease: the worker may reconnect."""
+
+    def __init__(self, *, engine: Engine, config: ServerConfig, rejections: RejectionLog) -> None:
         self._engine = engine
+        self._hello_timeout_s = config.lease_timeout.total_seconds()
+        self._rejections = rejections
 
     async def Connect(
-        self, request_iterator: AsyncIterator[wpb.ConnectRequest], context: Context
+        self, request_iterator: AsyncIterator[wpb.ConnectRequest | Malformed], context: Context
     ) -> AsyncIterator[wpb.ConnectResponse]:
         requests = aiter(request_iterator)
         try:
-            first = await anext(requests)
+            async with asyncio.timeout(self._hello_timeout_s):
+                first = await anext(requests)
         except StopAsyncIteration:
             return
+        except TimeoutError:
+            await self._refuse(
+                context,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"no hello within {self._hello_timeout_s:g}s of opening the stream",
+            )
         try:
-            if not first.messages or first.messages[0].WhichOneof("kind") != "hello":
-                raise ValidationError("messages[0]", "the first message of a session must be a hello")
-            hello = hello_from_proto(first.messages[0].hello)
+            opening = _opening_frame(first)
+            hello = hello_from_proto(opening.messages[0].hello)
         except TaskwireError as error:
-            await context.abort(wire.status_for(error), error.message)
+            await self._refuse(context, wire.status_for(error), error.message)
         link = StreamLink()
         session, welcome = self._engine.connect_worker(hello, link)
+        failure: TaskwireError | None = None
         try:
             yield wpb.ConnectResponse(messages=[welcome_to_proto(welcome)])
-            if len(first.messages) > 1:
-                self._engine.on_worker_frame(session, decode_messages(first.messages[1:], session.name))
-            reader = asyncio.create_task(self._read(requests, session), name=f"worker-reader-{session.name}")
+            if len(opening.messages) > 1:
+                self._engine.on_worker_frame(session, decode_messages(opening.messages[1:], session.name))
+            reader = asyncio.create_task(self._read(requests, session, link), name=f"worker-reader-{session.name}")
             try:
                 async for frame in link.frames():
                     yield frame
             finally:
                 reader.cancel()
-                await asyncio.gather(reader, return_exceptions=True)
+                results = await asyncio.gather(reader, return_exceptions=True)
+                failure = next((r for r in results if isinstance(r, TaskwireError)), None)
         finally:
             self._engine.disconnect_worker(session)
+        if failure is not None:
+            await self._refuse(context, wire.status_for(failure), failure.message)
 
-    async def _read(self, requests: AsyncIterator[wpb.ConnectRequest], session: WorkerSession) -> None:
+    async def _refuse(self, context: Context, code: grpc.StatusCode, message: str) -> NoReturn:
+        self._rejections.rejected("Connect", context.peer(), "%s", message)
+        await context.abort(code, message)
+
+    async def _read(
+        self, requests: AsyncIterator[wpb.ConnectRequest | Malformed], session: WorkerSession, link: StreamLink
+    ) -> None:
+        """Apply the worker's frames; a protocol error is raised (and ends the stream with its status)."""
         try:
             async for frame in requests:
+                if isinstance(frame, Malformed):
+                    raise frame.refusal("frame")
                 self._engine.on_worker_frame(session, decode_messages(frame.messages, session.name))
         except asyncio.CancelledError:
+            raise
+        except TaskwireError:
+            link.close()
             raise
         except Exception as error:
             log.info("stream of worker %s broke: %s", session.name, error)

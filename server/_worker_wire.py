@@ -79,10 +79,10 @@ def hello_from_proto(hello: wpb.WorkerHello) -> WorkerHello:
 
 
 def decode_messages(messages: Iterable[wpb.WorkerMessage], worker: str) -> list[WorkerReport]:
-    """A frame's messages as reports, in order. `started` says nothing the dispatch did not; anything
-    unexpected (a second hello, a kind this server does not know) is logged and left out."""
+    """A frame's messages as reports, in order. `started` says nothing the dispatch did not; a kind this
+    server does not know is logged and left out; a second hello is a protocol error (ValidationError)."""
     reports: list[WorkerReport] = []
-    for message in messages:
+    for index, message in enumerate(messages):
         kind = message.WhichOneof("kind")
         if kind == "completed":
             completed = message.completed
@@ -113,8 +113,11 @@ def decode_messages(messages: Iterable[wpb.WorkerMessage], worker: str) -> list[
             reports.append(Heartbeat(_keys(message.heartbeat.running_attempts)))
         elif kind == "draining":
             reports.append(Draining(message.draining.reason))
-        elif kind != "started":
-            log.warning("unexpected %s message from worker %s", kind, worker)
+        elif kind == "hello":
+            raise ValidationError(f"messages[{index}].hello", "a session says hello once, in its first frame")
+        elif kind is None:
+            # A kind this server does not know (a newer worker's): skipped, so old servers keep working.
+            log.warning("skipped a message of an unknown kind from worker %s", worker)
     return reports
 
 
