@@ -1,1 +1,102 @@
-"""What the client, the worker agent and the server share: states, reason codes, value types, specs, errors."""
+"""What the client, the worker agent and the server share: states, reason codes, value types, records,
+specs, the error tree and the JSON view.
+
+Everything here is pure (no grpc, no protobuf, no I/O, no clock). The converter
+between these values and the wire messages is `taskwire.common.wire`.
+"""
+
+from ._errors import (
+    AdmissionTimeout,
+    IdempotencyConflict,
+    InvalidTransition,
+    NotFound,
+    QueueFull,
+    ShuttingDown,
+    TaskwireError,
+    TerminalStateError,
+    ValidationError,
+)
+from ._json_view import JSON_VIEW_VERSION, attempt_view, execution_view, iso, payload_view, task_run_view
+from ._models import (
+    MAX_ATTEMPTS_LIMIT,
+    Attempt,
+    Closing,
+    ErrorInfo,
+    Execution,
+    Progress,
+    Reason,
+    RetryPolicy,
+    TaskRun,
+)
+from ._payload import (
+    JSON_CONTENT_TYPE,
+    OCTET_STREAM,
+    Payload,
+    dumps_json,
+    is_json_content_type,
+    json_payload,
+    loads_json,
+)
+from ._specs import DEFAULT_TASK_ID, ExecutionSpec, Limits, TaskSpec, find_cycle, validate_execution_spec
+from ._states import (
+    TERMINAL_REASONS,
+    TERMINAL_STATES,
+    WAITING_REASONS,
+    AttemptOutcome,
+    ExecutionState,
+    LogLevel,
+    OpenEnum,
+    ReasonCode,
+    State,
+    TaskRunState,
+)
+
+__all__ = [
+    "DEFAULT_TASK_ID",
+    "JSON_CONTENT_TYPE",
+    "JSON_VIEW_VERSION",
+    "MAX_ATTEMPTS_LIMIT",
+    "OCTET_STREAM",
+    "TERMINAL_REASONS",
+    "TERMINAL_STATES",
+    "WAITING_REASONS",
+    "AdmissionTimeout",
+    "Attempt",
+    "AttemptOutcome",
+    "Closing",
+    "ErrorInfo",
+    "Execution",
+    "ExecutionSpec",
+    "ExecutionState",
+    "IdempotencyConflict",
+    "InvalidTransition",
+    "Limits",
+    "LogLevel",
+    "NotFound",
+    "OpenEnum",
+    "Payload",
+    "Progress",
+    "QueueFull",
+    "Reason",
+    "ReasonCode",
+    "RetryPolicy",
+    "ShuttingDown",
+    "State",
+    "TaskRun",
+    "TaskRunState",
+    "TaskSpec",
+    "TaskwireError",
+    "TerminalStateError",
+    "ValidationError",
+    "attempt_view",
+    "dumps_json",
+    "execution_view",
+    "find_cycle",
+    "is_json_content_type",
+    "iso",
+    "json_payload",
+    "loads_json",
+    "payload_view",
+    "task_run_view",
+    "validate_execution_spec",
+]

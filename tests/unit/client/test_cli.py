@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from taskwire import common as d
 from taskwire.client import (
     ExecutionSnapshot,
     ExecutionTransition,
@@ -48,7 +49,6 @@ from taskwire.client._render import (
     workers_table,
     workers_view,
 )
-from taskwire.server import domain as d
 from taskwire.v1 import types_pb2 as pb
 from tests.unit.client.records import at, event, execution, task_progress, task_run, worker_info
 from tests.unit.client.records import snapshot as make_snapshot

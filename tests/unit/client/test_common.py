@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from google.protobuf import duration_pb2
 
+from taskwire import common as d
 from taskwire.client import HandlerStats, Payload, QueueStats, RetryPolicy, RpcRetry, Stats
 from taskwire.client import _common as c
-from taskwire.server import domain as d
 from taskwire.server import wire
 from taskwire.v1 import task_service_pb2 as tpb
 from tests.unit.client.records import at, worker_info
@@ -33,7 +33,7 @@ def test_single_task_spec_carries_every_option() -> None:
             d.TaskSpec(
                 handler="echo",
                 task_id="t1",
-                input=wire.json_payload({"a": 1}),
+                input=d.json_payload({"a": 1}),
                 timeout=timedelta(seconds=5),
                 retry_policy=d.RetryPolicy(max_attempts=3),
             ),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from taskwire import common as d
 from taskwire.client import ExecutionCancelled, ExecutionFailed, ExecutionSnapshot, Payload
 from taskwire.client._common import result_of, snapshot
 from taskwire.client._models import decode_payload
-from taskwire.server import domain as d
 from tests.unit.client.records import execution, execution_proto, task_run
 from tests.unit.client.records import snapshot as make_snapshot
 

@@ -12,16 +12,16 @@ from taskwire.v1 import types_pb2
 from taskwire.v1 import worker_service_pb2 as wpb
 from taskwire.worker import (
     AbortReason,
-    AttemptKey,
     Cancelled,
     Completed,
-    ErrorDetails,
+    ErrorInfo,
     Failed,
     LogLine,
     Payload,
     ProgressUpdate,
     _convert,
 )
+from taskwire.worker._executor import AttemptKey
 
 KEY = AttemptKey("run-1", 3)
 
@@ -89,7 +89,7 @@ def test_outcomes_become_reports() -> None:
     assert completed.completed.output.data == b"1"
     assert completed.completed.ref.attempt == 3
 
-    error = ErrorDetails(type="TimeoutError", message="late", retryable=True, traceback="tb")
+    error = ErrorInfo(type="TimeoutError", message="late", retryable=True, traceback="tb")
     failed = _convert.outcome(KEY, Failed(error=error, timed_out=True))
     assert failed is not None
     assert failed.failed.timed_out

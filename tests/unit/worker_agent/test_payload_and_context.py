@@ -7,10 +7,11 @@ import math
 
 import pytest
 
+from taskwire.common import is_json_content_type
 from taskwire.worker import InputDecodingError, LogLine, OutputEncodingError, Payload, ProgressUpdate, TaskContext
 from taskwire.worker._abort import AbortController
 from taskwire.worker._context import AttemptInfo, build_context
-from taskwire.worker._payload import decode_input, encode_output, is_json_content_type
+from taskwire.worker._payload import decode_input, encode_output
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ._models import Attempt, ErrorInfo, Execution, Payload, Reason, RetryPolicy, TaskRun, loads_json
+from ._models import Attempt, ErrorInfo, Execution, Reason, RetryPolicy, TaskRun
+from ._payload import Payload, loads_json
 
 JSON_VIEW_VERSION = "taskwire.v1"
 
