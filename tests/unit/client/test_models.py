@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from taskwire import common as d
-from taskwire.client import ExecutionCancelled, ExecutionFailed, ExecutionSnapshot, Payload
+from taskwire.client import ExecutionCancelled, ExecutionEnded, ExecutionFailed, ExecutionSnapshot, Payload
 from taskwire.client._common import result_of, snapshot
 from taskwire.client._models import decode_payload
 from tests.unit.client.records import execution, execution_proto, task_run
@@ -88,3 +90,13 @@ def test_result_of_cancellation_raises_cancelled() -> None:
         result_of(make_snapshot(d.State.CANCELLED, task_run(state=d.State.CANCELLED)))
     assert raised.value.reason_code is d.ReasonCode.CANCEL_REQUESTED
     assert not isinstance(raised.value, ExecutionFailed)
+
+
+def test_result_of_a_terminal_state_from_a_newer_server_raises_execution_ended() -> None:
+    done = make_snapshot(d.State.FAILED)
+    expired = dataclasses.replace(done.execution, state=d.State.unrecognized("EXPIRED"))
+    with pytest.raises(ExecutionEnded) as raised:
+        result_of(dataclasses.replace(done, execution=expired))
+    assert not isinstance(raised.value, ExecutionFailed | ExecutionCancelled)
+    assert raised.value.state.value == "EXPIRED"
+    assert str(raised.value) == "execution ex-1 EXPIRED (HANDLER_ERROR: task 'main' failed: ValueError: boom)"
