@@ -22,6 +22,7 @@ from taskwire.common import (
     ErrorInfo,
     Execution,
     ExecutionSpec,
+    HandlerStats,
     IdempotencyConflict,
     InvalidTransition,
     LogLevel,
@@ -29,11 +30,13 @@ from taskwire.common import (
     Payload,
     Progress,
     QueueFull,
+    QueueStats,
     Reason,
     ReasonCode,
     RetryPolicy,
     ShuttingDown,
     State,
+    Stats,
     TaskRun,
     TaskSpec,
     TaskwireError,
@@ -44,15 +47,7 @@ from ._async import AsyncClient
 from ._common import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, to_payload
 from ._errors import ExecutionCancelled, ExecutionEnded, ExecutionFailed, ServerUnavailable, WaitTimeout
 from ._events import ExecutionTransition, TaskLog, TaskProgress, TaskRunTransition, UnknownEvent, WatchEvent
-from ._models import (
-    ExecutionSnapshot,
-    HandlerStats,
-    QueueStats,
-    RpcRetry,
-    Stats,
-    SubmitResult,
-    WorkerInfo,
-)
+from ._models import ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
 from ._sync import Client
 
 __all__ = [

@@ -13,14 +13,14 @@ import grpc
 import grpc.aio
 import tenacity
 
-from taskwire.common import ExecutionSpec, RetryPolicy, State
+from taskwire.common import ExecutionSpec, RetryPolicy, State, Stats
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 
 from . import _common as c
 from ._errors import WaitTimeout, error_from_rpc
 from ._events import WatchEvent
-from ._models import ExecutionSnapshot, RpcRetry, Stats, SubmitResult, WorkerInfo
+from ._models import ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")

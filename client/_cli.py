@@ -21,7 +21,15 @@ from typing import IO, Any, NoReturn
 
 from rich.console import Console
 
-from taskwire.common import AdmissionTimeout, NotFound, ShuttingDown, State, TaskwireError, ValidationError
+from taskwire.common import (
+    AdmissionTimeout,
+    NotFound,
+    ShuttingDown,
+    State,
+    TaskwireError,
+    ValidationError,
+    positive_int,
+)
 
 from ._common import DEFAULT_ADDRESS, parse_state
 from ._errors import ServerUnavailable, WaitTimeout
@@ -178,16 +186,6 @@ def _state(text: str) -> State:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
-    return value
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors and exit code 2."""
 
@@ -257,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only this state (repeatable): " + ", ".join(s.value for s in State),
     )
     listing.add_argument("--handler", metavar="H", default="", help="only executions running this handler")
-    listing.add_argument("--limit", metavar="N", type=_positive_int, default=50, help="at most N (default: 50)")
+    listing.add_argument("--limit", metavar="N", type=positive_int, default=50, help="at most N (default: 50)")
 
     cancel = command("cancel", "cancel an execution (idempotent)", as_json)
     cancel.add_argument("execution_id", metavar="ID")

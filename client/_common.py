@@ -12,7 +12,19 @@ from typing import Any
 import grpc
 import tenacity
 
-from taskwire.common import ExecutionSpec, Payload, RetryPolicy, State, TaskSpec, ValidationError, json_payload, wire
+from taskwire.common import (
+    ExecutionSpec,
+    HandlerStats,
+    Payload,
+    QueueStats,
+    RetryPolicy,
+    State,
+    Stats,
+    TaskSpec,
+    ValidationError,
+    json_payload,
+    wire,
+)
 from taskwire.v1 import task_service_pb2 as tpb
 
 from ._errors import (
@@ -25,15 +37,7 @@ from ._errors import (
     rpc_status,
 )
 from ._events import ExecutionTransition, WatchEvent, event_from_proto
-from ._models import (
-    ExecutionSnapshot,
-    HandlerStats,
-    QueueStats,
-    RpcRetry,
-    Stats,
-    SubmitResult,
-    WorkerInfo,
-)
+from ._models import ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = timedelta(seconds=10)
@@ -199,8 +203,6 @@ def stats_from_proto(response: tpb.GetStatsResponse) -> Stats:
         queue=QueueStats(
             size=queue.size,
             capacity=queue.capacity,
-            full=queue.full,
-            empty=queue.empty,
             waiting_submitters=queue.waiting_submitters,
         ),
         in_flight=response.in_flight,

@@ -10,26 +10,13 @@ from typing import Any
 from taskwire.common import (
     AttemptOutcome,
     Execution,
-    Payload,
     Reason,
     State,
     TaskRun,
     TaskwireError,
+    decode_payload,
     execution_view,
-    loads_json,
 )
-
-
-def decode_payload(payload: Payload | None) -> Any:
-    """A JSON payload as its decoded value; any other payload as the `Payload` itself (bytes + content type)."""
-    if payload is None:
-        return None
-    if payload.is_json:
-        try:
-            return loads_json(payload.data)
-        except ValueError:
-            return payload
-    return payload
 
 
 def task_run_output(task_run: TaskRun) -> Any:
@@ -107,37 +94,6 @@ class SubmitResult:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-@dataclass(frozen=True, slots=True)
-class QueueStats:
-    """Occupancy of the server's bounded queue."""
-
-    size: int
-    capacity: int
-    full: bool
-    empty: bool
-    waiting_submitters: int
-
-
-@dataclass(frozen=True, slots=True)
-class HandlerStats:
-    handler: str
-    pending: int
-    in_flight: int
-    free_slots: int
-    workers: int
-
-
-@dataclass(frozen=True, slots=True)
-class Stats:
-    """Queue and worker statistics (`taskwire stats`)."""
-
-    queue: QueueStats
-    in_flight: int
-    connected_workers: int
-    free_slots: int
-    handlers: tuple[HandlerStats, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,10 +16,10 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from taskwire.common import JSON_VIEW_VERSION, AttemptOutcome, Payload, Reason, State, TaskRun, iso, payload_view
+from taskwire.common import JSON_VIEW_VERSION, AttemptOutcome, Payload, Reason, State, Stats, TaskRun, iso, payload_view
 
 from ._events import ExecutionTransition, TaskLog, TaskProgress, TaskRunTransition, WatchEvent
-from ._models import ExecutionSnapshot, Stats, WorkerInfo, task_run_output
+from ._models import ExecutionSnapshot, WorkerInfo, task_run_output
 
 STATE_STYLES = {
     State.PENDING: "cyan",

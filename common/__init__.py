@@ -5,6 +5,7 @@ Everything here is pure (no grpc, no protobuf, no I/O, no clock). The converter
 between these values and the wire messages is `taskwire.common.wire`.
 """
 
+from ._arguments import positive_int
 from ._errors import (
     AdmissionTimeout,
     IdempotencyConflict,
@@ -32,6 +33,7 @@ from ._payload import (
     JSON_CONTENT_TYPE,
     OCTET_STREAM,
     Payload,
+    decode_payload,
     dumps_json,
     is_json_content_type,
     json_payload,
@@ -50,6 +52,7 @@ from ._states import (
     State,
     TaskRunState,
 )
+from ._stats import HandlerStats, QueueStats, Stats
 
 __all__ = [
     "DEFAULT_TASK_ID",
@@ -68,6 +71,7 @@ __all__ = [
     "Execution",
     "ExecutionSpec",
     "ExecutionState",
+    "HandlerStats",
     "IdempotencyConflict",
     "InvalidTransition",
     "Limits",
@@ -77,11 +81,13 @@ __all__ = [
     "Payload",
     "Progress",
     "QueueFull",
+    "QueueStats",
     "Reason",
     "ReasonCode",
     "RetryPolicy",
     "ShuttingDown",
     "State",
+    "Stats",
     "TaskRun",
     "TaskRunState",
     "TaskSpec",
@@ -89,6 +95,7 @@ __all__ = [
     "TerminalStateError",
     "ValidationError",
     "attempt_view",
+    "decode_payload",
     "dumps_json",
     "execution_view",
     "find_cycle",
@@ -97,6 +104,7 @@ __all__ = [
     "json_payload",
     "loads_json",
     "payload_view",
+    "positive_int",
     "task_run_view",
     "validate_execution_spec",
 ]

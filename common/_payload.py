@@ -47,6 +47,18 @@ def loads_json(data: bytes | str) -> Any:
         raise ValueError("nested too deeply") from None
 
 
+def decode_payload(payload: Payload | None) -> Any:
+    """A JSON payload as its decoded value; any other payload (or JSON that does not parse) as the `Payload`."""
+    if payload is None:
+        return None
+    if payload.is_json:
+        try:
+            return loads_json(payload.data)
+        except ValueError:
+            return payload
+    return payload
+
+
 def dumps_json(value: object) -> bytes:
     """Compact UTF-8 JSON; NaN and infinities are refused because other languages cannot parse them.
 

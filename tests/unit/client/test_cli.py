@@ -281,7 +281,7 @@ def test_list_view_is_execution_views() -> None:
 
 
 STATS = Stats(
-    queue=QueueStats(size=2, capacity=10, full=False, empty=False, waiting_submitters=1),
+    queue=QueueStats(size=2, capacity=10, waiting_submitters=1),
     in_flight=3,
     connected_workers=1,
     free_slots=1,

@@ -61,6 +61,14 @@ def test_input_is_json_unless_a_payload() -> None:
     assert c.to_payload(raw) is raw
 
 
+@pytest.mark.parametrize("value", [float("nan"), {1, 2}, object()])
+def test_an_input_json_cannot_hold_is_a_validation_error(value: object) -> None:
+    with pytest.raises(d.ValidationError) as raised:
+        c.to_payload(value)
+    assert raised.value.field == "input"
+    assert raised.value.problem.startswith("is not valid JSON")
+
+
 def test_submit_request_admission() -> None:
     spec = c.single_task_spec("echo")
     assert c.submit_request(spec, wait_for_room=True).admission == tpb.ADMISSION_MODE_WAIT_FOR_ROOM
@@ -121,14 +129,14 @@ def test_submit_results_in_request_order() -> None:
 
 def test_stats_from_proto() -> None:
     response = tpb.GetStatsResponse(
-        queue=tpb.QueueStats(size=3, capacity=10, full=False, empty=False, waiting_submitters=1),
+        queue=tpb.QueueStats(size=3, capacity=10, waiting_submitters=1),
         in_flight=2,
         connected_workers=1,
         free_slots=2,
         handlers=[tpb.HandlerStats(handler="echo", pending=3, in_flight=2, free_slots=2, workers=1)],
     )
     assert c.stats_from_proto(response) == Stats(
-        queue=QueueStats(size=3, capacity=10, full=False, empty=False, waiting_submitters=1),
+        queue=QueueStats(size=3, capacity=10, waiting_submitters=1),
         in_flight=2,
         connected_workers=1,
         free_slots=2,

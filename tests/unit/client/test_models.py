@@ -7,9 +7,8 @@ import dataclasses
 import pytest
 
 from taskwire import common as d
-from taskwire.client import ExecutionCancelled, ExecutionEnded, ExecutionFailed, ExecutionSnapshot, Payload
+from taskwire.client import ExecutionCancelled, ExecutionEnded, ExecutionFailed, ExecutionSnapshot
 from taskwire.client._common import result_of, snapshot
-from taskwire.client._models import decode_payload
 from tests.unit.client.records import execution, execution_proto, task_run
 from tests.unit.client.records import snapshot as make_snapshot
 
@@ -50,23 +49,6 @@ def test_snapshot_from_proto_round_trips_through_wire() -> None:
     assert converted.execution == original.execution
     assert converted.task_runs == original.task_runs
     assert converted.deduplicated
-
-
-@pytest.mark.parametrize(
-    ("payload", "expected"),
-    [
-        (None, None),
-        (Payload(b'{"a": [1, 2]}'), {"a": [1, 2]}),
-        (Payload(b"null"), None),
-    ],
-)
-def test_decode_payload_decodes_json(payload: Payload | None, expected: object) -> None:
-    assert decode_payload(payload) == expected
-
-
-def test_decode_payload_keeps_other_media_types_as_payloads() -> None:
-    raw = Payload(b"\x00\x01", content_type="application/octet-stream")
-    assert decode_payload(raw) is raw
 
 
 def test_result_of_success_is_the_output() -> None:

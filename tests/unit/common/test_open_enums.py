@@ -57,7 +57,7 @@ def test_pseudo_members_survive_pickle_and_copy() -> None:
 def test_an_unknown_state_is_neither_terminal_nor_one_of_the_known_ones() -> None:
     assert not PAUSED.is_terminal
     assert PAUSED.is_active
-    assert all(PAUSED is not member and PAUSED != member for member in State)
+    assert all(PAUSED is not member and member != PAUSED for member in State)
 
 
 def test_records_carry_unknown_values_as_they_came() -> None:
