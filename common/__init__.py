@@ -1,8 +1,13 @@
 """What the client, the worker agent and the server share: states, reason codes, value types, records,
-specs, the error tree and the JSON view.
+specs, statistics, the error tree, the JSON view, and the one argument type both command lines use.
 
-Everything here is pure (no grpc, no protobuf, no I/O, no clock). The converter
-between these values and the wire messages is `taskwire.common.wire`.
+Everything here is pure (no grpc, no protobuf, no I/O, no clock), and nothing here
+imports the server. The converter between these values and the wire messages, with
+the mapping of errors to gRPC status codes, is `taskwire.common.wire`.
+
+The enums are open (`OpenEnum`): a value from a newer version of taskwire is kept as
+a pseudo-member, and the records' invariant checks apply to known values only; see
+`taskwire.common._states`.
 """
 
 from ._arguments import positive_int

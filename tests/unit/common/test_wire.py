@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from taskwire.common import AttemptOutcome, LogLevel, Payload, Reason, ReasonCode, State, wire
 from taskwire.server import wire as server_wire
@@ -89,3 +91,14 @@ def test_scalars() -> None:
     struct = wire.struct_to_proto({"a": [1, "b"]})
     assert struct is not None
     assert wire.struct_from_proto(struct) == {"a": [1, "b"]}
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)))
+def test_set_timestamp_matches_from_datetime_exactly(value: datetime) -> None:
+    expected = timestamp_pb2.Timestamp()
+    expected.FromDatetime(value)
+    converted = timestamp_pb2.Timestamp()
+    wire.set_timestamp(converted, value)
+    assert converted == expected
+    assert wire.timestamp_from_proto(converted) == value
