@@ -29,7 +29,11 @@ class _Event:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExecutionTransition(_Event):
-    """The execution changed state; `is_terminal` marks the last event of the history."""
+    """The execution changed state; `is_terminal` marks the last event of the history.
+
+    A terminal state from a newer server is not recognised as one here (the history then simply ends, and the
+    execution's `is_terminal` reads its `ended_at`).
+    """
 
     from_state: State | None
     to_state: State
