@@ -42,6 +42,12 @@ def test_cancel_reasons(wire: int, reason: AbortReason) -> None:
     assert _convert.abort_reason(wire) is reason
 
 
+def test_a_cancel_reason_from_a_newer_server_is_named_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="taskwire.worker"):
+        assert _convert.abort_reason(99) is AbortReason.CANCELLED
+    assert "a cancel reason this worker does not know (UNKNOWN(99)) is taken as CANCELLED" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("levelno", "wire"),
     [
