@@ -7,26 +7,36 @@
         print(client.wait(execution.id))
 
 `AsyncClient` offers the same calls for asyncio. Values in and out are plain
-dataclasses and enums (the domain's own records), `timedelta`s and decoded JSON.
+dataclasses and enums (the records of `taskwire.common`, shared with the server),
+`timedelta`s and decoded JSON. They are forward compatible: a state, reason code,
+outcome or log level from a newer server is kept and shown (`State.is_known` is
+False for it), and a kind of watch event this version does not know comes as an
+`UnknownEvent`.
 """
 
-from taskwire.server.domain import (
+from taskwire.common import (
     AdmissionTimeout,
     Attempt,
     AttemptOutcome,
+    Closing,
     ErrorInfo,
     Execution,
     ExecutionSpec,
+    HandlerStats,
     IdempotencyConflict,
     InvalidTransition,
+    LogLevel,
     NotFound,
     Payload,
+    Progress,
     QueueFull,
+    QueueStats,
     Reason,
     ReasonCode,
     RetryPolicy,
     ShuttingDown,
     State,
+    Stats,
     TaskRun,
     TaskSpec,
     TaskwireError,
@@ -35,17 +45,9 @@ from taskwire.server.domain import (
 
 from ._async import AsyncClient
 from ._common import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, to_payload
-from ._errors import ExecutionCancelled, ExecutionFailed, ServerUnavailable, WaitTimeout
-from ._events import ExecutionTransition, LogLevel, TaskLog, TaskProgress, TaskRunTransition, WatchEvent
-from ._models import (
-    ExecutionSnapshot,
-    HandlerStats,
-    QueueStats,
-    RpcRetry,
-    Stats,
-    SubmitResult,
-    WorkerInfo,
-)
+from ._errors import ExecutionCancelled, ExecutionEnded, ExecutionFailed, ServerUnavailable, WaitTimeout
+from ._events import ExecutionTransition, TaskLog, TaskProgress, TaskRunTransition, UnknownEvent, WatchEvent
+from ._models import ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
 from ._sync import Client
 
 __all__ = [
@@ -56,9 +58,11 @@ __all__ = [
     "Attempt",
     "AttemptOutcome",
     "Client",
+    "Closing",
     "ErrorInfo",
     "Execution",
     "ExecutionCancelled",
+    "ExecutionEnded",
     "ExecutionFailed",
     "ExecutionSnapshot",
     "ExecutionSpec",
@@ -69,6 +73,7 @@ __all__ = [
     "LogLevel",
     "NotFound",
     "Payload",
+    "Progress",
     "QueueFull",
     "QueueStats",
     "Reason",
@@ -86,6 +91,7 @@ __all__ = [
     "TaskRunTransition",
     "TaskSpec",
     "TaskwireError",
+    "UnknownEvent",
     "ValidationError",
     "WaitTimeout",
     "WatchEvent",

@@ -13,14 +13,14 @@ import grpc
 import grpc.aio
 import tenacity
 
-from taskwire.server import domain as d
+from taskwire.common import ExecutionSpec, RetryPolicy, State, Stats
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 
 from . import _common as c
 from ._errors import WaitTimeout, error_from_rpc
 from ._events import WatchEvent
-from ._models import ExecutionSnapshot, RpcRetry, Stats, SubmitResult, WorkerInfo
+from ._models import ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -105,7 +105,7 @@ class AsyncClient:
         task_id: str | None = None,
         timeout: timedelta | None = None,  # noqa: ASYNC109 - the task's timeout, sent to the server
         max_attempts: int | None = None,
-        retry_policy: d.RetryPolicy | None = None,
+        retry_policy: RetryPolicy | None = None,
         key: str | None = None,
         name: str | None = None,
         metadata: Mapping[str, str] | None = None,
@@ -129,7 +129,7 @@ class AsyncClient:
         )
         return await self.submit_execution(spec, wait_for_room=wait_for_room)
 
-    async def submit_execution(self, spec: d.ExecutionSpec, *, wait_for_room: bool = False) -> ExecutionSnapshot:
+    async def submit_execution(self, spec: ExecutionSpec, *, wait_for_room: bool = False) -> ExecutionSnapshot:
         """Submit an execution of one or more tasks; returns it as stored."""
         response: tpb.SubmitExecutionResponse = await self._unary(
             self._stub.SubmitExecution,
@@ -139,7 +139,7 @@ class AsyncClient:
         return c.snapshot(response.execution, deduplicated=response.deduplicated)
 
     async def submit_many(
-        self, specs: Iterable[d.ExecutionSpec], *, wait_for_room: bool = False
+        self, specs: Iterable[ExecutionSpec], *, wait_for_room: bool = False
     ) -> builtins.list[SubmitResult]:
         """Submit many executions in one call; one result per spec, in order (an id, or the item's error)."""
         specs = tuple(specs)
@@ -187,9 +187,7 @@ class AsyncClient:
             call = self._stub.WatchExecution(cursor.request(), timeout=cursor.remaining_s())
             try:
                 async for response in call:
-                    event = cursor.received(response)
-                    if event is not None:
-                        yield event
+                    yield cursor.received(response)
                 return
             except grpc.RpcError as error:
                 pause_s = cursor.failed(error)
@@ -235,7 +233,7 @@ class AsyncClient:
     async def list(
         self,
         *,
-        states: Iterable[d.State | str] = (),
+        states: Iterable[State | str] = (),
         handler: str = "",
         limit: int | None = None,
         page_size: int | None = None,

@@ -21,7 +21,15 @@ from typing import IO, Any, NoReturn
 
 from rich.console import Console
 
-from taskwire.server import domain as d
+from taskwire.common import (
+    AdmissionTimeout,
+    NotFound,
+    ShuttingDown,
+    State,
+    TaskwireError,
+    ValidationError,
+    positive_int,
+)
 
 from ._common import DEFAULT_ADDRESS, parse_state
 from ._errors import ServerUnavailable, WaitTimeout
@@ -51,7 +59,7 @@ class ExitCode(IntEnum):
     """The exit codes of `taskwire`; stable, documented in `taskwire --help` and docs/cli.md."""
 
     OK = 0
-    FAILED = 1  # the execution ended FAILED
+    FAILED = 1  # the execution ended FAILED (or in a terminal state this version does not know)
     USAGE = 2  # a usage error or bad input (unknown flag, bad --input JSON, unreadable file)
     CANCELLED = 3  # the execution ended CANCELLED
     REJECTED = 4  # the server refused the request (NOT_FOUND, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...)
@@ -63,7 +71,7 @@ class ExitCode(IntEnum):
 EXIT_CODES_HELP = """\
 exit codes:
   0  success (for wait/watch/submit --wait: the execution SUCCEEDED)
-  1  the execution FAILED
+  1  the execution FAILED (or ended in a state this version does not know)
   2  usage error or bad input (unknown flag, bad --input JSON, unreadable @file)
   3  the execution was CANCELLED
   4  the server rejected the request (NOT_FOUND, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...)
@@ -71,13 +79,19 @@ exit codes:
   6  --timeout of wait/watch passed before the execution finished (it keeps running)
 """
 
-_FINAL_EXIT = {d.State.SUCCESS: ExitCode.OK, d.State.FAILED: ExitCode.FAILED, d.State.CANCELLED: ExitCode.CANCELLED}
+# A terminal state this version does not know (a newer server) is no success: it exits like FAILED.
+_FINAL_EXIT = {State.SUCCESS: ExitCode.OK, State.FAILED: ExitCode.FAILED, State.CANCELLED: ExitCode.CANCELLED}
+
+
+def final_exit(state: State) -> ExitCode:
+    return _FINAL_EXIT.get(state, ExitCode.FAILED)
+
 
 # What to try next, by error class (the server's message says what and why).
-_HINTS: dict[type[d.TaskwireError], str] = {
-    d.NotFound: "list executions with 'taskwire list'",
-    d.ValidationError: "fix the value and try again",
-    d.ShuttingDown: "the server is shutting down; try again shortly",
+_HINTS: dict[type[TaskwireError], str] = {
+    NotFound: "list executions with 'taskwire list'",
+    ValidationError: "fix the value and try again",
+    ShuttingDown: "the server is shutting down; try again shortly",
 }
 
 
@@ -91,11 +105,11 @@ class UsageError(Exception):
 def exit_code_for(error: BaseException) -> ExitCode:
     if isinstance(error, UsageError):
         return ExitCode.USAGE
-    if isinstance(error, ServerUnavailable | d.ShuttingDown):
+    if isinstance(error, ServerUnavailable | ShuttingDown):
         return ExitCode.UNAVAILABLE
     if isinstance(error, WaitTimeout):
         return ExitCode.TIMEOUT
-    if isinstance(error, d.TaskwireError):
+    if isinstance(error, TaskwireError):
         return ExitCode.REJECTED
     if isinstance(error, KeyboardInterrupt):
         return ExitCode.INTERRUPTED
@@ -115,7 +129,7 @@ def error_line(error: BaseException, *, action: str) -> str:
         return f"{PROG}: {error}"
     message = str(error) or type(error).__name__
     hint = next((text for cls, text in _HINTS.items() if isinstance(error, cls)), "")
-    if isinstance(error, d.AdmissionTimeout) and action.startswith("submit"):
+    if isinstance(error, AdmissionTimeout) and action.startswith("submit"):
         hint = "the queue stayed full; try again later, check 'taskwire stats', or use --fail-fast"
     return f"{PROG}: {action}: {message}" + (f" — {hint}" if hint else "")
 
@@ -165,21 +179,11 @@ def _seconds(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(f"{text!r} seconds is too long") from None
 
 
-def _state(text: str) -> d.State:
+def _state(text: str) -> State:
     try:
         return parse_state(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
-    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -248,10 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=_state,
         action="append",
         default=[],
-        help="only this state (repeatable): " + ", ".join(s.value for s in d.State),
+        help="only this state (repeatable): " + ", ".join(s.value for s in State),
     )
     listing.add_argument("--handler", metavar="H", default="", help="only executions running this handler")
-    listing.add_argument("--limit", metavar="N", type=_positive_int, default=50, help="at most N (default: 50)")
+    listing.add_argument("--limit", metavar="N", type=positive_int, default=50, help="at most N (default: 50)")
 
     cancel = command("cancel", "cancel an execution (idempotent)", as_json)
     cancel.add_argument("execution_id", metavar="ID")
@@ -316,7 +320,7 @@ def _follow(client: Client, execution_id: str, args: argparse.Namespace, out: Ou
 
         done = client.wait_finished(execution_id, timeout, on_event=show)
         view.finish(done.id, done.state, done.reason)
-    return _FINAL_EXIT[done.state]
+    return final_exit(done.state)
 
 
 def _wait(client: Client, execution_id: str, args: argparse.Namespace, out: Output) -> ExitCode:
@@ -325,11 +329,11 @@ def _wait(client: Client, execution_id: str, args: argparse.Namespace, out: Outp
     done = client.wait_finished(execution_id, timeout)
     if args.json:
         out.json(done.to_json())
-    elif done.state is d.State.SUCCESS:
+    elif done.state is State.SUCCESS:
         out.json(jsonable(done.output))
     else:
         out.error(ended_line(done))
-    return _FINAL_EXIT[done.state]
+    return final_exit(done.state)
 
 
 def cmd_submit(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
@@ -378,7 +382,7 @@ def cmd_cancel(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
     snapshot = client.cancel(args.execution_id, args.reason)
     if args.json:
         out.json(snapshot.to_json())
-    elif snapshot.state is d.State.CANCELLED:
+    elif snapshot.state is State.CANCELLED:
         out.line(f"{snapshot.id} CANCELLED ({reason_text(snapshot.reason)})")
     elif snapshot.is_terminal:
         out.line(f"{snapshot.id} had already ended {snapshot.state.value}; nothing to cancel")
@@ -443,7 +447,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, st
     try:
         with Client(server_address(args)) as client:
             return COMMANDS[args.command](client, args, out)
-    except (UsageError, d.TaskwireError) as error:
+    except (UsageError, TaskwireError) as error:
         out.error(error_line(error, action=action_of(args)))
         return exit_code_for(error)
     except KeyboardInterrupt:

@@ -12,12 +12,24 @@ from typing import Any
 import grpc
 import tenacity
 
-from taskwire.server import domain as d
-from taskwire.server import wire
+from taskwire.common import (
+    ExecutionSpec,
+    HandlerStats,
+    Payload,
+    QueueStats,
+    RetryPolicy,
+    State,
+    Stats,
+    TaskSpec,
+    ValidationError,
+    json_payload,
+    wire,
+)
 from taskwire.v1 import task_service_pb2 as tpb
 
 from ._errors import (
     ExecutionCancelled,
+    ExecutionEnded,
     ExecutionFailed,
     WaitTimeout,
     error_from_rpc,
@@ -25,15 +37,7 @@ from ._errors import (
     rpc_status,
 )
 from ._events import ExecutionTransition, WatchEvent, event_from_proto
-from ._models import (
-    ExecutionSnapshot,
-    HandlerStats,
-    QueueStats,
-    RpcRetry,
-    Stats,
-    SubmitResult,
-    WorkerInfo,
-)
+from ._models import ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = timedelta(seconds=10)
@@ -75,9 +79,17 @@ def backoff_s(policy: RpcRetry, failures: int) -> float:
 # ---- Requests -----------------------------------------------------------------------------------
 
 
-def to_payload(value: Any) -> d.Payload:
-    """A task input for a `TaskSpec`: a `Payload` as given, anything else encoded as JSON."""
-    return value if isinstance(value, d.Payload) else wire.json_payload(value)
+def to_payload(value: Any) -> Payload:
+    """A task input for a `TaskSpec`: a `Payload` as given, anything else encoded as JSON.
+
+    Raises ValidationError for a value JSON cannot hold (a set, NaN, ...).
+    """
+    if isinstance(value, Payload):
+        return value
+    try:
+        return json_payload(value)
+    except (TypeError, ValueError) as error:
+        raise ValidationError("input", f"is not valid JSON ({error})") from None
 
 
 def single_task_spec(
@@ -87,25 +99,25 @@ def single_task_spec(
     task_id: str = "",
     timeout: timedelta | None = None,
     max_attempts: int | None = None,
-    retry_policy: d.RetryPolicy | None = None,
+    retry_policy: RetryPolicy | None = None,
     key: str | None = None,
     name: str | None = None,
     metadata: Mapping[str, str] | None = None,
     execution_timeout: timedelta | None = None,
     not_before: datetime | None = None,
-) -> d.ExecutionSpec:
+) -> ExecutionSpec:
     """The spec of an execution with one task (what `submit` sends)."""
-    policy = retry_policy or d.RetryPolicy()
+    policy = retry_policy or RetryPolicy()
     if max_attempts is not None:
         policy = replace(policy, max_attempts=max_attempts)
-    task = d.TaskSpec(
+    task = TaskSpec(
         handler=handler,
         task_id=task_id or "",
         input=to_payload(input),
         timeout=timeout,
         retry_policy=policy,
     )
-    return d.ExecutionSpec(
+    return ExecutionSpec(
         tasks=(task,),
         name=name or "",
         metadata=dict(metadata or {}),
@@ -119,33 +131,33 @@ def admission(wait_for_room: bool) -> tpb.AdmissionMode.ValueType:
     return tpb.ADMISSION_MODE_WAIT_FOR_ROOM if wait_for_room else tpb.ADMISSION_MODE_FAIL_FAST
 
 
-def submit_request(spec: d.ExecutionSpec, *, wait_for_room: bool) -> tpb.SubmitExecutionRequest:
+def submit_request(spec: ExecutionSpec, *, wait_for_room: bool) -> tpb.SubmitExecutionRequest:
     return tpb.SubmitExecutionRequest(execution=wire.execution_spec_to_proto(spec), admission=admission(wait_for_room))
 
 
-def submit_many_request(specs: Iterable[d.ExecutionSpec], *, wait_for_room: bool) -> tpb.SubmitExecutionsRequest:
+def submit_many_request(specs: Iterable[ExecutionSpec], *, wait_for_room: bool) -> tpb.SubmitExecutionsRequest:
     return tpb.SubmitExecutionsRequest(
         executions=[wire.execution_spec_to_proto(spec) for spec in specs], admission=admission(wait_for_room)
     )
 
 
-def submit_is_idempotent(specs: Iterable[d.ExecutionSpec]) -> bool:
+def submit_is_idempotent(specs: Iterable[ExecutionSpec]) -> bool:
     """A submit may be retried only when every execution in it carries an idempotency key."""
     return all(spec.idempotency_key for spec in specs)
 
 
-def parse_state(value: d.State | str) -> d.State:
-    if isinstance(value, d.State):
+def parse_state(value: State | str) -> State:
+    if isinstance(value, State):
         return value
     try:
-        return d.State(value.strip().upper())
+        return State(value.strip().upper())
     except ValueError:
-        choices = ", ".join(state.value for state in d.State)
+        choices = ", ".join(state.value for state in State)
         raise ValueError(f"unknown state {value!r}; choose from {choices}") from None
 
 
 def list_request(
-    *, states: Iterable[d.State | str], handler: str, page_size: int, page_token: str
+    *, states: Iterable[State | str], handler: str, page_size: int, page_token: str
 ) -> tpb.ListExecutionsRequest:
     return tpb.ListExecutionsRequest(
         states=[wire.execution_state_to_proto(parse_state(state)) for state in states],
@@ -191,8 +203,6 @@ def stats_from_proto(response: tpb.GetStatsResponse) -> Stats:
         queue=QueueStats(
             size=queue.size,
             capacity=queue.capacity,
-            full=queue.full,
-            empty=queue.empty,
             waiting_submitters=queue.waiting_submitters,
         ),
         in_flight=response.in_flight,
@@ -229,12 +239,17 @@ def workers_from_proto(response: tpb.ListWorkersResponse) -> list[WorkerInfo]:
 
 
 def result_of(done: ExecutionSnapshot) -> Any:
-    """The output of a terminal execution, or the typed error of its failure or cancellation."""
-    if done.state is d.State.FAILED:
+    """The output of a terminal execution, or the typed error of its failure or cancellation.
+
+    A terminal state this version does not know (a newer server) is no success: ExecutionEnded names it.
+    """
+    if done.state is State.SUCCESS:
+        return done.output
+    if done.state is State.FAILED:
         raise ExecutionFailed(done)
-    if done.state is d.State.CANCELLED:
+    if done.state is State.CANCELLED:
         raise ExecutionCancelled(done)
-    return done.output
+    raise ExecutionEnded(done)
 
 
 def deadline_exceeded(error: grpc.RpcError) -> bool:
@@ -285,8 +300,8 @@ class WatchCursor:
             raise WaitTimeout(self.execution_id, seconds(self._timeout or timedelta()))
         return remaining
 
-    def received(self, response: tpb.WatchExecutionResponse) -> WatchEvent | None:
-        """Record a response; the event to yield, if the client knows its kind."""
+    def received(self, response: tpb.WatchExecutionResponse) -> WatchEvent:
+        """Record a response; the event to yield."""
         self.failures = 0
         self.last = max(self.last, response.event.sequence)
         return event_from_proto(response.event)
@@ -345,7 +360,7 @@ class ListPager:
     """One `list`: the page requests and how many executions the limit still allows."""
 
     def __init__(
-        self, *, states: Iterable[d.State | str], handler: str, limit: int | None, page_size: int | None
+        self, *, states: Iterable[State | str], handler: str, limit: int | None, page_size: int | None
     ) -> None:
         self._states = list(states)
         self._handler = handler

@@ -1,8 +1,8 @@
 """The SDK's own errors, and the one function that turns a failed RPC into a taskwire error.
 
 Everything the SDK raises on purpose is a `TaskwireError` (the root of the one
-hierarchy in `taskwire.server.domain`); a status the server sent maps to its class through
-`taskwire.server.wire.error_class_for`.
+hierarchy in `taskwire.common`); a status the server sent maps to its class through
+`taskwire.common.wire.error_class_for`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from taskwire.server import domain as d
-from taskwire.server import wire
+from taskwire.common import ReasonCode, ShuttingDown, State, TaskwireError, wire
 
 if TYPE_CHECKING:
     from ._models import ExecutionSnapshot
@@ -38,7 +37,7 @@ _TRANSPORT_PHRASES = (
 )
 
 
-class ServerUnavailable(d.TaskwireError):
+class ServerUnavailable(TaskwireError):
     """The server could not be reached (not running, wrong address, network down)."""
 
     status_name = "UNAVAILABLE"
@@ -49,7 +48,7 @@ class ServerUnavailable(d.TaskwireError):
         self.detail = detail
 
 
-class WaitTimeout(d.TaskwireError):
+class WaitTimeout(TaskwireError):
     """`wait` gave up before the execution reached a terminal state (the execution itself goes on)."""
 
     status_name = "DEADLINE_EXCEEDED"
@@ -60,31 +59,29 @@ class WaitTimeout(d.TaskwireError):
         self.timeout_s = timeout_s
 
 
-class _ExecutionEnded(d.TaskwireError):
-    """An execution that `wait` followed ended without success."""
+class ExecutionEnded(TaskwireError):
+    """An execution that `wait` followed ended without success.
 
-    state: d.State
+    Raised as such for a terminal state this version does not know (a newer server); `state` names it.
+    """
 
     def __init__(self, snapshot: ExecutionSnapshot) -> None:
         reason = snapshot.reason
         self.snapshot = snapshot
         self.execution_id = snapshot.id
-        self.reason_code: d.ReasonCode | None = reason.code if reason else None
+        self.state: State = snapshot.state
+        self.reason_code: ReasonCode | None = reason.code if reason else None
         self.reason_message = reason.message if reason else ""
         why = f"{self.reason_code}: {self.reason_message}" if self.reason_code else "no reason given"
         super().__init__(f"execution {snapshot.id} {self.state.value} ({why})")
 
 
-class ExecutionFailed(_ExecutionEnded):
+class ExecutionFailed(ExecutionEnded):
     """The execution ended FAILED; `reason_code` says why (HANDLER_ERROR, TIMED_OUT, ...)."""
 
-    state = d.State.FAILED
 
-
-class ExecutionCancelled(_ExecutionEnded):
+class ExecutionCancelled(ExecutionEnded):
     """The execution ended CANCELLED; `reason_code` says why (CANCEL_REQUESTED, ...)."""
-
-    state = d.State.CANCELLED
 
 
 def rpc_status(error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
@@ -102,7 +99,7 @@ def is_transport_failure(code: grpc.StatusCode, details: str) -> bool:
     return code is grpc.StatusCode.UNAVAILABLE and (not details or any(p in lowered for p in _TRANSPORT_PHRASES))
 
 
-def error_from_rpc(error: grpc.RpcError, *, address: str, deadline_s: float | None = None) -> d.TaskwireError:
+def error_from_rpc(error: grpc.RpcError, *, address: str, deadline_s: float | None = None) -> TaskwireError:
     """The taskwire error for a failed RPC, with a readable message."""
     code, details = rpc_status(error)
     if is_transport_failure(code, details):
@@ -115,4 +112,4 @@ def error_from_rpc(error: grpc.RpcError, *, address: str, deadline_s: float | No
 
 def is_retryable(error: BaseException) -> bool:
     """UNAVAILABLE, whether the connection failed or the server is shutting down."""
-    return isinstance(error, ServerUnavailable | d.ShuttingDown)
+    return isinstance(error, ServerUnavailable | ShuttingDown)

@@ -1,22 +1,19 @@
-"""Typed watch events: what `watch` yields, one dataclass per kind of history entry."""
+"""Typed watch events: what `watch` yields, one dataclass per kind of history entry.
+
+A kind of entry this version does not know (a newer server) comes as an
+`UnknownEvent`, and states, reasons, outcomes and log levels it does not know as
+pseudo-members of their enums: shown, never dropped, never raised.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
-from taskwire.server import domain as d
-from taskwire.server import wire
+from taskwire.common import AttemptOutcome, ErrorInfo, LogLevel, Reason, State, wire
 from taskwire.v1 import types_pb2 as pb
-
-
-class LogLevel(StrEnum):
-    DEBUG = "DEBUG"
-    INFO = "INFO"
-    WARNING = "WARNING"
-    ERROR = "ERROR"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -26,17 +23,21 @@ class _Event:
     sequence: int
     # When the server recorded it (UTC).
     time: datetime
-    # The message as received, for tools that want the wire form (`wire.event_to_dict`).
+    # The message as received, for tools that want the wire form (`google.protobuf.json_format.MessageToDict`).
     proto: pb.ExecutionEvent | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExecutionTransition(_Event):
-    """The execution changed state; `is_terminal` marks the last event of the history."""
+    """The execution changed state; `is_terminal` marks the last event of the history.
 
-    from_state: d.State | None
-    to_state: d.State
-    reason: d.Reason | None = None
+    A terminal state from a newer server is not recognised as one here (the history then simply ends, and the
+    execution's `is_terminal` reads its `ended_at`).
+    """
+
+    from_state: State | None
+    to_state: State
+    reason: Reason | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -49,15 +50,15 @@ class TaskRunTransition(_Event):
 
     task_run_id: str
     task_id: str
-    from_state: d.State | None
-    to_state: d.State
-    reason: d.Reason | None = None
+    from_state: State | None
+    to_state: State
+    reason: Reason | None = None
     # The attempt concerned; 0 when none (a cancel while PENDING).
     attempt: int = 0
     worker_id: str = ""
     # How the attempt ended, when this transition ended it.
-    attempt_outcome: d.AttemptOutcome | None = None
-    error: d.ErrorInfo | None = None
+    attempt_outcome: AttemptOutcome | None = None
+    error: ErrorInfo | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,48 +84,42 @@ class TaskLog(_Event):
     text: str
 
 
-WatchEvent = ExecutionTransition | TaskRunTransition | TaskProgress | TaskLog
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnknownEvent(_Event):
+    """A history entry of a kind this version does not know (a newer server); `proto` has it as received."""
+
+    # The body's field name when the stubs know it, else "".
+    kind: str = ""
 
 
-def _state(value: int, convert: Any) -> d.State | None:
-    try:
-        state: d.State = convert(value)
-    except (KeyError, d.ValidationError):
-        return None
-    return state
+WatchEvent = ExecutionTransition | TaskRunTransition | TaskProgress | TaskLog | UnknownEvent
 
 
-def event_from_proto(message: pb.ExecutionEvent) -> WatchEvent | None:
-    """The typed event for a history entry; None for a kind this SDK does not know (a newer server)."""
+def event_from_proto(message: pb.ExecutionEvent) -> WatchEvent:
+    """The typed event for a history entry; an UnknownEvent for a kind this SDK does not know."""
     common: dict[str, Any] = {
         "execution_id": message.execution_id,
         "sequence": message.sequence,
         "time": wire.timestamp_from_proto(message.time),
         "proto": message,
     }
-    kind = wire.event_kind(message)
+    kind = message.WhichOneof("body") or ""
     if kind == "execution_transition":
         body = message.execution_transition
-        to_state = _state(body.to_state, wire.execution_state_from_proto)
-        if to_state is None:
-            return None
         return ExecutionTransition(
             **common,
-            from_state=_state(body.from_state, wire.execution_state_from_proto),
-            to_state=to_state,
+            from_state=_from_state(body.from_state, wire.execution_state_from_proto),
+            to_state=wire.execution_state_from_proto(body.to_state),
             reason=wire.reason_from_proto(body.reason_code, body.reason_message),
         )
     if kind == "task_run_transition":
         run = message.task_run_transition
-        run_to = _state(run.to_state, wire.task_run_state_from_proto)
-        if run_to is None:
-            return None
         return TaskRunTransition(
             **common,
             task_run_id=run.task_run_id,
             task_id=run.task_id,
-            from_state=_state(run.from_state, wire.task_run_state_from_proto),
-            to_state=run_to,
+            from_state=_from_state(run.from_state, wire.task_run_state_from_proto),
+            to_state=wire.task_run_state_from_proto(run.to_state),
             reason=wire.reason_from_proto(run.reason_code, run.reason_message),
             attempt=run.attempt,
             worker_id=run.worker_id,
@@ -149,7 +144,12 @@ def event_from_proto(message: pb.ExecutionEvent) -> WatchEvent | None:
             task_run_id=log.task_run_id,
             task_id=log.task_id,
             attempt=log.attempt,
-            level=LogLevel(wire.log_level_name(log.level)),
+            level=wire.log_level_from_proto(log.level),
             text=log.text,
         )
-    return None
+    return UnknownEvent(**common, kind=kind)
+
+
+def _from_state(value: int, convert: Callable[[int], State]) -> State | None:
+    """The state a transition left; None for the first one (from no state)."""
+    return convert(value) if value else None

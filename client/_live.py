@@ -6,14 +6,14 @@ import json
 from types import TracebackType
 from typing import IO, Protocol, Self
 
+from google.protobuf.json_format import MessageToDict
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from taskwire.server import domain as d
-from taskwire.server import wire
+from taskwire.common import LogLevel, Reason, State
 
-from ._events import ExecutionTransition, LogLevel, TaskLog, TaskProgress, TaskRunTransition, WatchEvent
+from ._events import ExecutionTransition, TaskLog, TaskProgress, TaskRunTransition, WatchEvent
 from ._render import STATE_STYLES, event_line, final_line
 
 _LOG_STYLES = {LogLevel.DEBUG: "dim", LogLevel.INFO: "", LogLevel.WARNING: "yellow", LogLevel.ERROR: "red"}
@@ -30,7 +30,7 @@ class WatchView(Protocol):
 
     def show(self, event: WatchEvent) -> None: ...
 
-    def finish(self, execution_id: str, state: d.State, reason: d.Reason | None) -> None: ...
+    def finish(self, execution_id: str, state: State, reason: Reason | None) -> None: ...
 
 
 class _NoContext:
@@ -52,21 +52,22 @@ class PlainView(_NoContext):
     def show(self, event: WatchEvent) -> None:
         print(event_line(event), file=self._out, flush=True)
 
-    def finish(self, execution_id: str, state: d.State, reason: d.Reason | None) -> None:
+    def finish(self, execution_id: str, state: State, reason: Reason | None) -> None:
         print(final_line(execution_id, state, reason), file=self._out, flush=True)
 
 
 class JsonLinesView(_NoContext):
-    """One JSON object per event: the proto3 JSON form of the history entry (`taskwire.server.wire.event_to_dict`)."""
+    """One JSON object per event: the proto3 JSON form of the history entry (`MessageToDict`)."""
 
     def __init__(self, out: IO[str]) -> None:
         self._out = out
 
     def show(self, event: WatchEvent) -> None:
         if event.proto is not None:
-            print(json.dumps(wire.event_to_dict(event.proto), ensure_ascii=False), file=self._out, flush=True)
+            view = MessageToDict(event.proto, preserving_proto_field_name=True)
+            print(json.dumps(view, ensure_ascii=False), file=self._out, flush=True)
 
-    def finish(self, execution_id: str, state: d.State, reason: d.Reason | None) -> None:
+    def finish(self, execution_id: str, state: State, reason: Reason | None) -> None:
         return None
 
 
@@ -112,18 +113,20 @@ class LiveView:
         elif isinstance(event, TaskRunTransition):
             bar = self._bar(event.task_id)
             status = event.to_state.value + (f" {event.reason.code.value}" if event.reason else "")
-            if event.to_state is d.State.RUNNING:
+            if event.to_state is State.RUNNING:
                 self._progress.start_task(bar)
                 status = f"RUNNING (attempt {event.attempt})" if event.attempt else "RUNNING"
             elif event.to_state.is_terminal:
-                if event.to_state is d.State.SUCCESS:
+                if event.to_state is State.SUCCESS:
                     self._progress.update(bar, completed=1.0)
                 self._progress.stop_task(bar)
             self._progress.update(bar, status=status)
             self._print(event_line(event), STATE_STYLES.get(event.to_state, ""))
         elif isinstance(event, ExecutionTransition):
             self._print(event_line(event), STATE_STYLES.get(event.to_state, ""))
+        else:
+            self._print(event_line(event), "dim")
 
-    def finish(self, execution_id: str, state: d.State, reason: d.Reason | None) -> None:
+    def finish(self, execution_id: str, state: State, reason: Reason | None) -> None:
         self._progress.refresh()
         self._print(final_line(execution_id, state, reason), f"bold {STATE_STYLES.get(state, '')}".strip())

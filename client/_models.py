@@ -1,33 +1,28 @@
-"""The values the SDK returns: plain frozen dataclasses over the domain records."""
+"""The values the SDK returns: plain frozen dataclasses over the shared records of `taskwire.common`."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from taskwire.server import domain as d
-from taskwire.server.domain import execution_view
+from taskwire.common import (
+    AttemptOutcome,
+    Execution,
+    Reason,
+    State,
+    TaskRun,
+    TaskwireError,
+    decode_payload,
+    execution_view,
+)
 
 
-def decode_payload(payload: d.Payload | None) -> Any:
-    """A JSON payload as its decoded value; any other payload as the `Payload` itself (bytes + content type)."""
-    if payload is None:
-        return None
-    if payload.is_json:
-        try:
-            return json.loads(payload.data)
-        except ValueError:
-            return payload
-    return payload
-
-
-def task_run_output(task_run: d.TaskRun) -> Any:
+def task_run_output(task_run: TaskRun) -> Any:
     """The decoded output of a task run's successful attempt; None while it has none."""
     for attempt in reversed(task_run.attempts):
-        if attempt.outcome is d.AttemptOutcome.SUCCEEDED:
+        if attempt.outcome is AttemptOutcome.SUCCEEDED:
             return decode_payload(attempt.output)
     return None
 
@@ -36,8 +31,8 @@ def task_run_output(task_run: d.TaskRun) -> Any:
 class ExecutionSnapshot:
     """An execution and its task runs as the server reported them at one moment."""
 
-    execution: d.Execution
-    task_runs: tuple[d.TaskRun, ...]
+    execution: Execution
+    task_runs: tuple[TaskRun, ...]
     # True when this came from a submit whose idempotency key matched an existing execution.
     deduplicated: bool = False
 
@@ -50,22 +45,23 @@ class ExecutionSnapshot:
         return self.execution.name
 
     @property
-    def state(self) -> d.State:
+    def state(self) -> State:
         return self.execution.state
 
     @property
-    def reason(self) -> d.Reason | None:
+    def reason(self) -> Reason | None:
         """Why the execution is in its state (set for WAITING and terminal states)."""
         return self.execution.reason
 
     @property
     def is_terminal(self) -> bool:
-        return self.execution.state.is_terminal
+        """Ended for good (a terminal state from a newer server included)."""
+        return self.execution.is_terminal
 
     @property
     def outputs(self) -> dict[str, Any]:
         """The decoded output of every task run that succeeded, by task id."""
-        return {run.task_id: task_run_output(run) for run in self.task_runs if run.state is d.State.SUCCESS}
+        return {run.task_id: task_run_output(run) for run in self.task_runs if run.state is State.SUCCESS}
 
     @property
     def output(self) -> Any:
@@ -74,7 +70,7 @@ class ExecutionSnapshot:
             return task_run_output(self.task_runs[0])
         return self.outputs
 
-    def task_run(self, task_id: str) -> d.TaskRun:
+    def task_run(self, task_id: str) -> TaskRun:
         """The task run of `task_id`; KeyError when the execution has no such task."""
         for run in self.task_runs:
             if run.task_id == task_id:
@@ -82,7 +78,7 @@ class ExecutionSnapshot:
         raise KeyError(task_id)
 
     def to_json(self) -> dict[str, Any]:
-        """The stable JSON view (`taskwire.server.domain.execution_view`), as `taskwire get --json` prints it."""
+        """The stable JSON view (`taskwire.common.execution_view`), as `taskwire get --json` prints it."""
         return execution_view(self.execution, self.task_runs)
 
 
@@ -93,42 +89,11 @@ class SubmitResult:
     index: int
     execution_id: str = ""
     deduplicated: bool = False
-    error: d.TaskwireError | None = None
+    error: TaskwireError | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-@dataclass(frozen=True, slots=True)
-class QueueStats:
-    """Occupancy of the server's bounded queue."""
-
-    size: int
-    capacity: int
-    full: bool
-    empty: bool
-    waiting_submitters: int
-
-
-@dataclass(frozen=True, slots=True)
-class HandlerStats:
-    handler: str
-    pending: int
-    in_flight: int
-    free_slots: int
-    workers: int
-
-
-@dataclass(frozen=True, slots=True)
-class Stats:
-    """Queue and worker statistics (`taskwire stats`)."""
-
-    queue: QueueStats
-    in_flight: int
-    connected_workers: int
-    free_slots: int
-    handlers: tuple[HandlerStats, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """How the CLI shows things: rich tables for people, documented JSON objects for scripts, plain event lines.
 
-Executions use the stable JSON view of `taskwire.server.domain.execution_view`; stats,
+Executions use the stable JSON view of `taskwire.common.execution_view`; stats,
 workers and lists use the objects below (documented in docs/cli.md).
 """
 
@@ -16,19 +16,18 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from taskwire.server import domain as d
-from taskwire.server.domain import JSON_VIEW_VERSION, iso, payload_view
+from taskwire.common import JSON_VIEW_VERSION, AttemptOutcome, Payload, Reason, State, Stats, TaskRun, iso, payload_view
 
 from ._events import ExecutionTransition, TaskLog, TaskProgress, TaskRunTransition, WatchEvent
-from ._models import ExecutionSnapshot, Stats, WorkerInfo, task_run_output
+from ._models import ExecutionSnapshot, WorkerInfo, task_run_output
 
 STATE_STYLES = {
-    d.State.PENDING: "cyan",
-    d.State.WAITING: "cyan",
-    d.State.RUNNING: "yellow",
-    d.State.SUCCESS: "green",
-    d.State.FAILED: "red",
-    d.State.CANCELLED: "magenta",
+    State.PENDING: "cyan",
+    State.WAITING: "cyan",
+    State.RUNNING: "yellow",
+    State.SUCCESS: "green",
+    State.FAILED: "red",
+    State.CANCELLED: "magenta",
 }
 
 # ---- Plain values -------------------------------------------------------------------------------
@@ -36,7 +35,7 @@ STATE_STYLES = {
 
 def jsonable(value: Any) -> Any:
     """A decoded output made printable as JSON (a non-JSON payload as {content_type, base64})."""
-    if isinstance(value, d.Payload):
+    if isinstance(value, Payload):
         return payload_view(value)
     if isinstance(value, dict):
         return {key: jsonable(item) for key, item in value.items()}
@@ -65,13 +64,13 @@ def short_duration(value: timedelta | None) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def reason_text(reason: d.Reason | None, *, with_message: bool = True) -> str:
+def reason_text(reason: Reason | None, *, with_message: bool = True) -> str:
     if reason is None:
         return "-"
     return f"{reason.code.value}: {reason.message}" if with_message and reason.message else reason.code.value
 
 
-def state_text(state: d.State) -> Text:
+def state_text(state: State) -> Text:
     return Text(state.value, style=STATE_STYLES.get(state, ""))
 
 
@@ -148,9 +147,9 @@ def _table(*columns: str, title: str | None = None) -> Table:
     return table
 
 
-def _task_outcome(run: d.TaskRun) -> str:
+def _task_outcome(run: TaskRun) -> str:
     attempt = run.current_attempt
-    if run.state is d.State.SUCCESS:
+    if run.state is State.SUCCESS:
         return compact_json(task_run_output(run))
     if attempt is not None and attempt.error is not None:
         return f"{attempt.error.type}: {attempt.error.message}"
@@ -266,9 +265,9 @@ def event_line(event: WatchEvent) -> str:
         text = f"{head} task {event.task_id} {event.to_state.value}"
         if event.reason:
             text += f" {reason_text(event.reason)}"
-        if event.attempt and event.to_state is d.State.RUNNING:
+        if event.attempt and event.to_state is State.RUNNING:
             text += f" (attempt {event.attempt}" + (f" on {event.worker_id})" if event.worker_id else ")")
-        elif event.attempt_outcome is not None and event.attempt_outcome is not d.AttemptOutcome.RUNNING:
+        elif event.attempt_outcome is not None and event.attempt_outcome is not AttemptOutcome.RUNNING:
             text += f" (attempt {event.attempt} {event.attempt_outcome.value}"
             text += f": {event.error.type}: {event.error.message})" if event.error else ")"
         return text
@@ -277,8 +276,9 @@ def event_line(event: WatchEvent) -> str:
         return f"{head} task {event.task_id} progress {event.fraction:.0%}{message}"
     if isinstance(event, TaskLog):
         return f"{head} task {event.task_id} log {event.level.value} {event.text}"
-    raise TypeError(f"not a watch event: {event!r}")  # pragma: no cover
+    kind = f" ({event.kind})" if event.kind else ""
+    return f"{head} an event of a kind this version does not know{kind}"
 
 
-def final_line(snapshot_id: str, state: d.State, reason: d.Reason | None) -> str:
+def final_line(snapshot_id: str, state: State, reason: Reason | None) -> str:
     return f"execution {snapshot_id} {state.value}" + (f" ({reason_text(reason)})" if reason else "")

@@ -12,14 +12,14 @@ from typing import Any, Self, TypeVar
 import grpc
 import tenacity
 
-from taskwire.server import domain as d
+from taskwire.common import ExecutionSpec, RetryPolicy, State, Stats
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 
 from . import _common as c
 from ._errors import WaitTimeout, error_from_rpc
 from ._events import WatchEvent
-from ._models import ExecutionSnapshot, RpcRetry, Stats, SubmitResult, WorkerInfo
+from ._models import ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -104,7 +104,7 @@ class Client:
         task_id: str | None = None,
         timeout: timedelta | None = None,
         max_attempts: int | None = None,
-        retry_policy: d.RetryPolicy | None = None,
+        retry_policy: RetryPolicy | None = None,
         key: str | None = None,
         name: str | None = None,
         metadata: Mapping[str, str] | None = None,
@@ -133,7 +133,7 @@ class Client:
         )
         return self.submit_execution(spec, wait_for_room=wait_for_room)
 
-    def submit_execution(self, spec: d.ExecutionSpec, *, wait_for_room: bool = False) -> ExecutionSnapshot:
+    def submit_execution(self, spec: ExecutionSpec, *, wait_for_room: bool = False) -> ExecutionSnapshot:
         """Submit an execution of one or more tasks; returns it as stored."""
         response: tpb.SubmitExecutionResponse = self._unary(
             self._stub.SubmitExecution,
@@ -143,7 +143,7 @@ class Client:
         return c.snapshot(response.execution, deduplicated=response.deduplicated)
 
     def submit_many(
-        self, specs: Iterable[d.ExecutionSpec], *, wait_for_room: bool = False
+        self, specs: Iterable[ExecutionSpec], *, wait_for_room: bool = False
     ) -> builtins.list[SubmitResult]:
         """Submit many executions in one call; one result per spec, in order (an id, or the item's error)."""
         specs = tuple(specs)
@@ -194,9 +194,7 @@ class Client:
             call = self._stub.WatchExecution(cursor.request(), timeout=cursor.remaining_s())
             try:
                 for response in call:
-                    event = cursor.received(response)
-                    if event is not None:
-                        yield event
+                    yield cursor.received(response)
                 return
             except grpc.RpcError as error:
                 pause_s = cursor.failed(error)
@@ -243,7 +241,7 @@ class Client:
     def list(
         self,
         *,
-        states: Iterable[d.State | str] = (),
+        states: Iterable[State | str] = (),
         handler: str = "",
         limit: int | None = None,
         page_size: int | None = None,

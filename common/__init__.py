@@ -1,1 +1,115 @@
-"""What the client, the worker agent and the server share: states, reason codes, value types, specs, errors."""
+"""What the client, the worker agent and the server share: states, reason codes, value types, records,
+specs, statistics, the error tree, the JSON view, and the one argument type both command lines use.
+
+Everything here is pure (no grpc, no protobuf, no I/O, no clock), and nothing here
+imports the server. The converter between these values and the wire messages, with
+the mapping of errors to gRPC status codes, is `taskwire.common.wire`.
+
+The enums are open (`OpenEnum`): a value from a newer version of taskwire is kept as
+a pseudo-member, and the records' invariant checks apply to known values only; see
+`taskwire.common._states`.
+"""
+
+from ._arguments import positive_int
+from ._errors import (
+    AdmissionTimeout,
+    IdempotencyConflict,
+    InvalidTransition,
+    NotFound,
+    QueueFull,
+    ShuttingDown,
+    TaskwireError,
+    TerminalStateError,
+    ValidationError,
+)
+from ._json_view import JSON_VIEW_VERSION, attempt_view, execution_view, iso, payload_view, task_run_view
+from ._models import (
+    MAX_ATTEMPTS_LIMIT,
+    Attempt,
+    Closing,
+    ErrorInfo,
+    Execution,
+    Progress,
+    Reason,
+    RetryPolicy,
+    TaskRun,
+)
+from ._payload import (
+    JSON_CONTENT_TYPE,
+    OCTET_STREAM,
+    Payload,
+    decode_payload,
+    dumps_json,
+    is_json_content_type,
+    json_payload,
+    loads_json,
+)
+from ._specs import DEFAULT_TASK_ID, ExecutionSpec, Limits, TaskSpec, find_cycle, validate_execution_spec
+from ._states import (
+    TERMINAL_REASONS,
+    TERMINAL_STATES,
+    WAITING_REASONS,
+    AttemptOutcome,
+    ExecutionState,
+    LogLevel,
+    OpenEnum,
+    ReasonCode,
+    State,
+    TaskRunState,
+)
+from ._stats import HandlerStats, QueueStats, Stats
+
+__all__ = [
+    "DEFAULT_TASK_ID",
+    "JSON_CONTENT_TYPE",
+    "JSON_VIEW_VERSION",
+    "MAX_ATTEMPTS_LIMIT",
+    "OCTET_STREAM",
+    "TERMINAL_REASONS",
+    "TERMINAL_STATES",
+    "WAITING_REASONS",
+    "AdmissionTimeout",
+    "Attempt",
+    "AttemptOutcome",
+    "Closing",
+    "ErrorInfo",
+    "Execution",
+    "ExecutionSpec",
+    "ExecutionState",
+    "HandlerStats",
+    "IdempotencyConflict",
+    "InvalidTransition",
+    "Limits",
+    "LogLevel",
+    "NotFound",
+    "OpenEnum",
+    "Payload",
+    "Progress",
+    "QueueFull",
+    "QueueStats",
+    "Reason",
+    "ReasonCode",
+    "RetryPolicy",
+    "ShuttingDown",
+    "State",
+    "Stats",
+    "TaskRun",
+    "TaskRunState",
+    "TaskSpec",
+    "TaskwireError",
+    "TerminalStateError",
+    "ValidationError",
+    "attempt_view",
+    "decode_payload",
+    "dumps_json",
+    "execution_view",
+    "find_cycle",
+    "is_json_content_type",
+    "iso",
+    "json_payload",
+    "loads_json",
+    "payload_view",
+    "positive_int",
+    "task_run_view",
+    "validate_execution_spec",
+]

@@ -1,7 +1,12 @@
 """taskwire worker agent: write handlers, run them on a worker, test them with the harness.
 
-Everything public is re-exported here; the modules behind it are private.
+Everything public is re-exported here; the modules behind it are private (the
+executor that runs attempts, in particular, is an internal of `Worker` and
+`HandlerHarness`). `Payload` and `ErrorInfo` are the shared values of
+`taskwire.common`; every error raised here is a `taskwire.common.TaskwireError`.
 """
+
+from taskwire.common import ErrorInfo, Payload, TaskwireError
 
 from ._abort import Aborted, AbortReason, AbortSignal, AbortWait
 from ._context import AttemptInfo, LogLine, ProgressUpdate, TaskContext
@@ -14,10 +19,10 @@ from ._errors import (
     OutputEncodingError,
     WorkerAgentError,
 )
-from ._executor import AttemptKey, AttemptSink, AttemptSpec, Executor, Isolation, SubmitResult
+from ._executor import Isolation
 from ._harness import HandlerHarness, HarnessRun
-from ._outcome import Cancelled, Completed, ErrorDetails, Failed, Outcome
-from ._payload import Payload, PayloadLike
+from ._outcome import Cancelled, Completed, Failed, Outcome
+from ._payload import PayloadLike
 from ._registry import (
     AsyncHandler,
     HandlerLookup,
@@ -30,6 +35,9 @@ from ._registry import (
 )
 from ._worker import SessionInfo, Worker
 
+# The name this package used for `ErrorInfo` before it was shared; the same class.
+ErrorDetails = ErrorInfo
+
 __all__ = [
     "AbortReason",
     "AbortSignal",
@@ -37,14 +45,11 @@ __all__ = [
     "Aborted",
     "AsyncHandler",
     "AttemptInfo",
-    "AttemptKey",
-    "AttemptSink",
-    "AttemptSpec",
     "Cancelled",
     "Completed",
     "ConnectionLostError",
     "ErrorDetails",
-    "Executor",
+    "ErrorInfo",
     "Failed",
     "HandlerHarness",
     "HandlerLoadError",
@@ -63,9 +68,9 @@ __all__ = [
     "ProgressUpdate",
     "RegisteredHandler",
     "SessionInfo",
-    "SubmitResult",
     "SyncHandler",
     "TaskContext",
+    "TaskwireError",
     "Worker",
     "WorkerAgentError",
     "default_registry",

@@ -8,8 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from taskwire.common import Payload
+
 from ._abort import AbortSignal
-from ._payload import Payload, decode_input, to_json_compatible
+from ._payload import decode_input, to_json_compatible
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,4 +1,8 @@
-"""The one place that maps the worker's plain types to and from the wire messages."""
+"""The one place that maps the worker's plain types to and from the wire messages.
+
+Payloads, errors, durations and structs convert through the shared `taskwire.common.wire`; what is here
+is the worker protocol's own: attempt references, invocations, reports and cancel reasons.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,18 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
-from google.protobuf import duration_pb2, struct_pb2
+from google.protobuf import duration_pb2
 
+from taskwire.common import wire
 from taskwire.v1 import types_pb2
 from taskwire.v1 import worker_service_pb2 as wpb
 
 from ._abort import AbortReason
 from ._context import AttemptInfo, LogLine, ProgressUpdate
 from ._executor import AttemptKey, AttemptSpec
-from ._outcome import Cancelled, Completed, ErrorDetails, Failed, Outcome
-from ._payload import JSON_CONTENT_TYPE, Payload
+from ._outcome import Cancelled, Completed, Failed, Outcome
+
+_log = logging.getLogger("taskwire.worker")
 
 _CANCEL_REASONS: Mapping[int, AbortReason] = {
     wpb.CANCEL_REASON_UNSPECIFIED: AbortReason.CANCELLED,
@@ -29,7 +35,18 @@ _CANCEL_REASONS: Mapping[int, AbortReason] = {
 
 def abort_reason(reason: int) -> AbortReason:
     """The abort reason a handler sees for a Cancel; values this worker does not know mean CANCELLED."""
-    return _CANCEL_REASONS.get(reason, AbortReason.CANCELLED)
+    known = _CANCEL_REASONS.get(reason)
+    if known is not None:
+        return known
+    _log.info("a cancel reason this worker does not know (%s) is taken as CANCELLED", _cancel_reason_name(reason))
+    return AbortReason.CANCELLED
+
+
+def _cancel_reason_name(reason: int) -> str:
+    try:
+        return wpb.CancelReason.Name(reason)  # type: ignore[arg-type]
+    except ValueError:
+        return f"UNKNOWN({reason})"
 
 
 def log_level(levelno: int) -> types_pb2.LogLevel.ValueType:
@@ -44,7 +61,7 @@ def log_level(levelno: int) -> types_pb2.LogLevel.ValueType:
 
 
 def seconds(duration: duration_pb2.Duration) -> float:
-    return max(0.0, duration.ToTimedelta().total_seconds())
+    return max(0.0, wire.duration_from_proto(duration).total_seconds())
 
 
 def key(ref: wpb.AttemptRef) -> AttemptKey:
@@ -65,7 +82,7 @@ def spec(invocation: wpb.Invocation, *, received_at: float) -> AttemptSpec:
         task_run_id=invocation.ref.task_run_id,
         attempt=invocation.ref.attempt,
         handler=invocation.handler,
-        input=Payload(data=invocation.input.data, content_type=invocation.input.content_type or JSON_CONTENT_TYPE),
+        input=wire.payload_from_proto(invocation.input),
         execution_id=invocation.execution_id,
         task_id=invocation.task_id,
     )
@@ -79,10 +96,9 @@ def started(attempt: AttemptKey) -> wpb.WorkerMessage:
 
 def progress(attempt: AttemptKey, update: ProgressUpdate) -> wpb.WorkerMessage:
     message = wpb.AttemptProgress(ref=ref(attempt), fraction=update.fraction, message=update.message)
-    if update.details is not None:
-        details = struct_pb2.Struct()
-        # ctx.progress() already made the details JSON-compatible, which is what a Struct holds.
-        details.update(cast("dict[str, Any]", update.details))
+    # ctx.progress() already made the details JSON-compatible, which is what a Struct holds.
+    details = wire.struct_to_proto(cast("dict[str, Any] | None", update.details))
+    if details is not None:
         message.details.CopyFrom(details)
     return wpb.WorkerMessage(progress=message)
 
@@ -91,20 +107,16 @@ def log(attempt: AttemptKey, line: LogLine) -> wpb.WorkerMessage:
     return wpb.WorkerMessage(log=wpb.AttemptLog(ref=ref(attempt), level=log_level(line.level), text=line.text))
 
 
-def error_info(error: ErrorDetails) -> types_pb2.ErrorInfo:
-    return types_pb2.ErrorInfo(
-        type=error.type, message=error.message, retryable=error.retryable, traceback=error.traceback
-    )
-
-
 def outcome(attempt: AttemptKey, result: Outcome) -> wpb.WorkerMessage | None:
     """The report for an ended attempt; None when nothing is to be sent (its lease was lost)."""
     if isinstance(result, Completed):
-        output = types_pb2.Payload(data=result.output.data, content_type=result.output.content_type)
+        output = wire.payload_to_proto(result.output)
         return wpb.WorkerMessage(completed=wpb.AttemptCompleted(ref=ref(attempt), output=output))
     if isinstance(result, Failed):
         return wpb.WorkerMessage(
-            failed=wpb.AttemptFailed(ref=ref(attempt), error=error_info(result.error), timed_out=result.timed_out)
+            failed=wpb.AttemptFailed(
+                ref=ref(attempt), error=wire.error_to_proto(result.error), timed_out=result.timed_out
+            )
         )
     assert isinstance(result, Cancelled)
     if result.reason is AbortReason.LEASE_LOST:

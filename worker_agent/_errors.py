@@ -1,9 +1,12 @@
-"""The worker agent's error hierarchy: every error it raises derives from WorkerAgentError."""
+"""The worker agent's branch of the one error tree: every error it raises derives from WorkerAgentError,
+and WorkerAgentError from `taskwire.common.TaskwireError`."""
 
 from __future__ import annotations
 
+from taskwire.common import TaskwireError
 
-class WorkerAgentError(Exception):
+
+class WorkerAgentError(TaskwireError):
     """Base of every error raised by the worker agent."""
 
 

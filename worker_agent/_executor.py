@@ -17,9 +17,11 @@ from functools import partial
 from types import TracebackType
 from typing import Protocol
 
+from taskwire.common import ErrorInfo
+
 from ._abort import AbortController, AbortReason
 from ._context import AttemptInfo, LogLine, ProgressUpdate, TaskContext, build_context
-from ._outcome import Cancelled, Completed, ErrorDetails, Failed, HandlerResult, Outcome, Raised
+from ._outcome import Cancelled, Completed, Failed, HandlerResult, Outcome, Raised
 from ._process import ProcessRunner, get_mp_context
 from ._registry import HandlerLookup, RegisteredHandler
 from ._runners import AsyncRunner, AttemptRunner, ThreadRunner
@@ -270,7 +272,7 @@ class Executor:
             return
         for attempt in list(self._attempts.values()):
             _log.warning("handler of attempt %s did not stop; reporting it and leaving it behind", attempt.key)
-            self._finish(attempt, Raised(ErrorDetails(type="HandlerDidNotStop", message="")))
+            self._finish(attempt, Raised(ErrorInfo(type="HandlerDidNotStop", message="")))
             if attempt.task is not None:
                 attempt.task.cancel()
 
@@ -293,21 +295,19 @@ class Executor:
 
     def _rejection(
         self, spec: AttemptSpec, current: _Attempt | None, registered: RegisteredHandler | None
-    ) -> ErrorDetails | None:
+    ) -> ErrorInfo | None:
         """Why an attempt cannot start now, or None when it can."""
         if not self._accepting:
-            return ErrorDetails(type="WorkerDraining", message="the worker is shutting down and takes no new work")
+            return ErrorInfo(type="WorkerDraining", message="the worker is shutting down and takes no new work")
         if current is not None:
-            return ErrorDetails(
+            return ErrorInfo(
                 type="AttemptAlreadyRunning",
                 message=f"attempt {current.key.attempt} of task run {current.key.task_run_id} is still running here",
             )
         if len(self._attempts) >= self._slots:
-            return ErrorDetails(type="SlotsExhausted", message=f"all {self._slots} slots of this worker are busy")
+            return ErrorInfo(type="SlotsExhausted", message=f"all {self._slots} slots of this worker are busy")
         if registered is None:
-            return ErrorDetails(
-                type="HandlerNotFound", message=f"this worker has no handler named {spec.info.handler!r}"
-            )
+            return ErrorInfo(type="HandlerNotFound", message=f"this worker has no handler named {spec.info.handler!r}")
         return None
 
     def _make_runner(self, attempt: _Attempt, loop: asyncio.AbstractEventLoop) -> AttemptRunner:
@@ -344,7 +344,7 @@ class Executor:
             if not attempt.finished:
                 # The loop is being torn down under a running attempt: it ends as a shutdown.
                 attempt.cause = attempt.cause or _StopCause.SHUTDOWN
-                self._finish(attempt, Raised(ErrorDetails(type="CancelledError", message="")))
+                self._finish(attempt, Raised(ErrorInfo(type="CancelledError", message="")))
             raise
         self._finish(attempt, result)
 
@@ -404,7 +404,7 @@ class Executor:
             return Completed(output=result.output)
         if attempt.cause is _StopCause.DEADLINE:
             return Failed(
-                error=ErrorDetails(
+                error=ErrorInfo(
                     type="TimeoutError",
                     message=f"the handler did not finish within its timeout of {attempt.spec.timeout_s:g}s",
                     retryable=True,
@@ -413,7 +413,7 @@ class Executor:
             )
         if attempt.cause is _StopCause.SHUTDOWN:
             return Failed(
-                error=ErrorDetails(
+                error=ErrorInfo(
                     type="WorkerShutdown",
                     message="the worker shut down before the handler finished",
                     retryable=True,

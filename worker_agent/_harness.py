@@ -12,11 +12,12 @@ import uuid
 from collections.abc import Callable
 from types import TracebackType
 
+from taskwire.common import Payload, json_payload
+
 from ._abort import AbortReason
 from ._context import AttemptInfo, LogLine, ProgressUpdate
 from ._executor import AttemptKey, AttemptSpec, Executor, Isolation, SubmitResult
 from ._outcome import Outcome
-from ._payload import JSON_CONTENT_TYPE, Payload, encode_json
 from ._registry import HandlerRegistry, RegisteredHandler, default_registry
 
 
@@ -214,9 +215,7 @@ class HandlerHarness:
         """
         registered = self._resolve(handler)
         self._handlers.put(registered)
-        payload = (
-            input if isinstance(input, Payload) else Payload(data=encode_json(input), content_type=JSON_CONTENT_TYPE)
-        )
+        payload = input if isinstance(input, Payload) else json_payload(input)
         run_id = task_run_id if task_run_id is not None else f"harness-{uuid.uuid4().hex[:12]}"
         info = AttemptInfo(
             task_run_id=run_id,

@@ -12,6 +12,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from taskwire.common import positive_int
+
 from ._errors import ConnectionLostError, HandlerLoadError
 from ._executor import Isolation
 from ._registry import HandlerRegistry, load_handlers
@@ -35,16 +37,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _non_negative_seconds(text: str) -> float:
@@ -90,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--slots",
-        type=_positive_int,
+        type=positive_int,
         default=_env("TASKWIRE_SLOTS", "4"),
         metavar="N",
         help="how many attempts run at once [env TASKWIRE_SLOTS; default 4]",
@@ -139,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-reconnect-attempts",
-        type=_positive_int,
+        type=positive_int,
         default=_env("TASKWIRE_MAX_RECONNECT_ATTEMPTS"),
         metavar="N",
         help="give up (exit 1) after N failed connection attempts in a row "

@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import traceback
 from dataclasses import dataclass
 
+from taskwire.common import ErrorInfo, Payload
+
 from ._abort import AbortReason
-from ._payload import Payload, decode_input
+from ._payload import decode_input
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ErrorDetails:
-    """An error as the server records it: type name, message, whether to retry, and the traceback."""
-
-    type: str
-    message: str
-    retryable: bool = True
-    traceback: str = ""
-
-    @classmethod
-    def from_exception(cls, exc: BaseException) -> ErrorDetails:
-        """The error type is the exception's class name; ``retryable`` is its ``retryable`` attribute."""
-        return cls(
-            type=type(exc).__name__,
-            message=str(exc),
-            retryable=bool(getattr(exc, "retryable", True)),
-            traceback="".join(traceback.format_exception(exc)),
-        )
+# The error of a failed attempt is the shared `ErrorInfo` (type, message, retryable, traceback), as the server
+# records it; `ErrorInfo.from_exception` makes one from what a handler raised.
 
 
 # What a handler produced, before the worker knows whether anyone asked it to stop.
@@ -43,7 +27,7 @@ class Returned:
 class Raised:
     """The handler raised (or could not be run at all)."""
 
-    error: ErrorDetails
+    error: ErrorInfo
 
 
 HandlerResult = Returned | Raised
@@ -68,7 +52,7 @@ class Completed:
 class Failed:
     """The handler raised, its deadline passed (``timed_out``), or the worker shut down under it."""
 
-    error: ErrorDetails
+    error: ErrorInfo
     timed_out: bool = False
 
 

@@ -1,26 +1,12 @@
-"""Payloads: bytes plus a media type, and the JSON coding of handler inputs and outputs."""
+"""The JSON coding of handler inputs and outputs, over the shared `Payload` of `taskwire.common`."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from taskwire.common import JSON_CONTENT_TYPE, Payload, dumps_json, json_payload, loads_json
+
 from ._errors import InputDecodingError, OutputEncodingError
-
-JSON_CONTENT_TYPE = "application/json"
-OCTET_STREAM = "application/octet-stream"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Payload:
-    """Opaque bytes and their media type.
-
-    Return one from a handler to send raw bytes instead of a JSON-encoded value; ``ctx.raw_input`` is one.
-    """
-
-    data: bytes
-    content_type: str = OCTET_STREAM
 
 
 @runtime_checkable
@@ -34,30 +20,19 @@ class PayloadLike(Protocol):
     def content_type(self) -> str: ...
 
 
-def is_json_content_type(content_type: str) -> bool:
-    """True for an empty media type (the wire default), application/json and any ``+json`` type."""
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    return media_type in ("", JSON_CONTENT_TYPE) or media_type.endswith("+json")
-
-
 def decode_input(payload: Payload) -> object:
     """The handler's view of its input: decoded JSON, or the raw bytes for any other media type.
 
     An empty JSON payload (an unset input) decodes to None.
     """
-    if not is_json_content_type(payload.content_type):
+    if not payload.is_json:
         return payload.data
     if not payload.data:
         return None
     try:
-        return json.loads(payload.data)
-    except (UnicodeDecodeError, ValueError) as exc:
+        return loads_json(payload.data)
+    except ValueError as exc:
         raise InputDecodingError(f"input is not valid JSON: {exc}") from exc
-
-
-def encode_json(value: object) -> bytes:
-    """Compact JSON; NaN and infinities are refused because other languages cannot parse them."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 _PLAIN_JSON = (dict, list, str, int, float, bool, type(None))
@@ -76,7 +51,7 @@ def encode_output(value: object) -> Payload:
     ):
         return Payload(data=value.data, content_type=value.content_type or JSON_CONTENT_TYPE)
     try:
-        return Payload(data=encode_json(value), content_type=JSON_CONTENT_TYPE)
+        return json_payload(value)
     except (TypeError, ValueError) as exc:
         raise OutputEncodingError(
             f"handler returned a value that cannot be encoded as JSON ({type(value).__name__}): {exc}"
@@ -85,4 +60,4 @@ def encode_output(value: object) -> Payload:
 
 def to_json_compatible(value: object) -> object:
     """A deep copy of ``value`` made only of JSON types; raises TypeError/ValueError early otherwise."""
-    return json.loads(encode_json(value))
+    return loads_json(dumps_json(value))

@@ -20,9 +20,11 @@ from functools import partial
 from multiprocessing.context import BaseContext
 from typing import Any
 
+from taskwire.common import ErrorInfo
+
 from ._abort import AbortController, AbortReason
 from ._context import AttemptEvents, AttemptInfo, LogLine, ProgressUpdate, build_context
-from ._outcome import ErrorDetails, HandlerResult, Raised
+from ._outcome import HandlerResult, Raised
 from ._runners import RunnerEvents, call_async_handler, call_sync_handler
 
 # Messages on the events pipe: ("started",), ("progress", ProgressUpdate), ("log", LogLine),
@@ -84,7 +86,7 @@ class ProcessRunner:
             for connection in (events_reader, events_writer, control_reader, control_writer):
                 connection.close()
             if isinstance(exc, Exception):
-                return Raised(ErrorDetails.from_exception(exc))
+                return Raised(ErrorInfo.from_exception(exc))
             raise
         # The child holds its own copies; closing ours is what lets the reader see EOF when it exits.
         events_writer.close()
@@ -158,7 +160,7 @@ class ProcessRunner:
         process.join()
         if result is None:
             result = Raised(
-                ErrorDetails(
+                ErrorInfo(
                     type="HandlerProcessDied",
                     message=f"the handler's process exited with code {process.exitcode} before it returned",
                     retryable=True,

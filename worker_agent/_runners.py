@@ -9,9 +9,11 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Protocol, cast
 
+from taskwire.common import ErrorInfo
+
 from ._abort import AbortReason
 from ._context import AttemptEvents, TaskContext
-from ._outcome import ErrorDetails, HandlerResult, Raised, Returned
+from ._outcome import HandlerResult, Raised, Returned
 from ._payload import encode_output
 
 
@@ -47,7 +49,7 @@ def call_sync_handler(fn: Callable[..., object], build_context: Callable[[], Tas
             raise TypeError("the handler returned an awaitable: declare it 'async def' so it is awaited")
         return Returned(encode_output(value))
     except BaseException as exc:  # A handler's SystemExit must not end its thread without a result.
-        return Raised(ErrorDetails.from_exception(exc))
+        return Raised(ErrorInfo.from_exception(exc))
 
 
 async def call_async_handler(fn: Callable[..., object], build_context: Callable[[], TaskContext]) -> HandlerResult:
@@ -58,7 +60,7 @@ async def call_async_handler(fn: Callable[..., object], build_context: Callable[
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # Includes the CancelledError of a hard stop.
-        return Raised(ErrorDetails.from_exception(exc))
+        return Raised(ErrorInfo.from_exception(exc))
 
 
 class _InProcessRunner:
@@ -97,7 +99,7 @@ class AsyncRunner(_InProcessRunner):
             task.cancel()
             raise
         if task.cancelled():
-            return Raised(ErrorDetails(type="CancelledError", message="the handler task was cancelled"))
+            return Raised(ErrorInfo(type="CancelledError", message="the handler task was cancelled"))
         return task.result()
 
     def on_abort(self, reason: AbortReason, message: str) -> None:

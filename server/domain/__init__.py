@@ -1,9 +1,54 @@
-"""The pure domain core of taskwire.
+"""The pure domain core of taskwire's server.
 
-States, reason codes, records, events, effects and the transition functions
-that change records. Nothing here imports grpc or protobuf, performs I/O or
+Events, effects, the transition functions that change records, the planning of
+what follows, and the making of records from a spec. The vocabulary, the records,
+the specs and the errors are `taskwire.common`'s, re-exported here so the server
+speaks of one domain. Nothing here imports grpc or protobuf, performs I/O or
 reads a clock: time is always passed in.
 """
+
+from taskwire.common import (
+    DEFAULT_TASK_ID,
+    JSON_CONTENT_TYPE,
+    JSON_VIEW_VERSION,
+    MAX_ATTEMPTS_LIMIT,
+    TERMINAL_REASONS,
+    TERMINAL_STATES,
+    WAITING_REASONS,
+    AdmissionTimeout,
+    Attempt,
+    AttemptOutcome,
+    Closing,
+    ErrorInfo,
+    Execution,
+    ExecutionSpec,
+    ExecutionState,
+    IdempotencyConflict,
+    InvalidTransition,
+    Limits,
+    NotFound,
+    Payload,
+    Progress,
+    QueueFull,
+    Reason,
+    ReasonCode,
+    RetryPolicy,
+    ShuttingDown,
+    State,
+    TaskRun,
+    TaskRunState,
+    TaskSpec,
+    TaskwireError,
+    TerminalStateError,
+    ValidationError,
+    attempt_view,
+    execution_view,
+    find_cycle,
+    iso,
+    payload_view,
+    task_run_view,
+    validate_execution_spec,
+)
 
 from ._effects import (
     ArmAttemptTimeout,
@@ -14,17 +59,6 @@ from ._effects import (
     ExecutionFinished,
     ScheduleRetry,
     TaskRunFinished,
-)
-from ._errors import (
-    AdmissionTimeout,
-    IdempotencyConflict,
-    InvalidTransition,
-    NotFound,
-    QueueFull,
-    ShuttingDown,
-    TaskwireError,
-    TerminalStateError,
-    ValidationError,
 )
 from ._events import (
     ATTEMPT_EVENTS,
@@ -51,47 +85,8 @@ from ._events import (
     TaskTimedOut,
     event_name,
 )
-from ._json_view import (
-    JSON_VIEW_VERSION,
-    attempt_view,
-    execution_view,
-    iso,
-    payload_view,
-    task_run_view,
-)
-from ._models import (
-    JSON_CONTENT_TYPE,
-    MAX_ATTEMPTS_LIMIT,
-    Attempt,
-    Closing,
-    ErrorInfo,
-    Execution,
-    Payload,
-    Progress,
-    Reason,
-    RetryPolicy,
-    TaskRun,
-)
 from ._planning import ExecutionFollowUp, FollowUp, TaskFollowUp, plan_follow_ups
-from ._specs import (
-    DEFAULT_TASK_ID,
-    ExecutionSpec,
-    Limits,
-    TaskSpec,
-    create_execution,
-    find_cycle,
-    validate_execution_spec,
-)
-from ._states import (
-    TERMINAL_REASONS,
-    TERMINAL_STATES,
-    WAITING_REASONS,
-    AttemptOutcome,
-    ExecutionState,
-    ReasonCode,
-    State,
-    TaskRunState,
-)
+from ._specs import create_execution
 from ._transitions import (
     EXECUTION_TRANSITIONS,
     TASK_RUN_TRANSITIONS,

@@ -10,7 +10,8 @@ import socket
 import pytest
 
 from taskwire.v1 import worker_service_pb2 as wpb
-from taskwire.worker import AttemptKey, ConnectionLostError
+from taskwire.worker import ConnectionLostError
+from taskwire.worker._executor import AttemptKey
 from tests.integration.worker_agent.conftest import MakeWorker
 from tests.integration.worker_agent.scripted import ScriptedServer, invocation, ref_of, running_of
 

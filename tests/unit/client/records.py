@@ -6,8 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from taskwire import common as d
 from taskwire.client import ExecutionSnapshot, TaskProgress, WorkerInfo
-from taskwire.server import domain as d
 from taskwire.server import wire
 from taskwire.v1 import types_pb2 as pb
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from datetime import timedelta
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from taskwire import common as d
 from taskwire.client import (
     ExecutionSnapshot,
     ExecutionTransition,
@@ -20,6 +22,7 @@ from taskwire.client import (
     Stats,
     TaskLog,
     TaskRunTransition,
+    UnknownEvent,
     WaitTimeout,
 )
 from taskwire.client._cli import (
@@ -30,6 +33,7 @@ from taskwire.client._cli import (
     build_parser,
     error_line,
     exit_code_for,
+    final_exit,
     main,
     read_input,
     server_address,
@@ -48,7 +52,6 @@ from taskwire.client._render import (
     workers_table,
     workers_view,
 )
-from taskwire.server import domain as d
 from taskwire.v1 import types_pb2 as pb
 from tests.unit.client.records import at, event, execution, task_progress, task_run, worker_info
 from tests.unit.client.records import snapshot as make_snapshot
@@ -278,7 +281,7 @@ def test_list_view_is_execution_views() -> None:
 
 
 STATS = Stats(
-    queue=QueueStats(size=2, capacity=10, full=False, empty=False, waiting_submitters=1),
+    queue=QueueStats(size=2, capacity=10, waiting_submitters=1),
     in_flight=3,
     connected_workers=1,
     free_slots=1,
@@ -436,3 +439,39 @@ def test_live_view_draws_bars_logs_and_the_final_state() -> None:
     assert "main | careful" in text
     assert "50%" in text
     assert "execution ex-1 FAILED (HANDLER_ERROR: task 'main' failed)" in text
+
+
+PAUSED = d.State.unrecognized("PAUSED")
+PAUSED_REASON = d.ReasonCode.unrecognized("QUOTA")
+NEWER = (
+    dataclasses.replace(RUNNING, to_state=PAUSED, attempt_outcome=d.AttemptOutcome.unrecognized("UNKNOWN(44)")),
+    dataclasses.replace(LOG, level=LogLevel.unrecognized("TRACE")),
+    UnknownEvent(execution_id="ex-1", sequence=6, time=at(6)),
+    dataclasses.replace(DONE, to_state=d.State.unrecognized("EXPIRED"), reason=d.Reason(PAUSED_REASON, "why")),
+)
+
+
+def test_values_from_a_newer_server_are_shown_by_every_view() -> None:
+    assert [event_line(e) for e in NEWER] == [
+        "#1 2030-01-01 12:00:01Z task main PAUSED (attempt 1 UNKNOWN(44))",
+        "#3 2030-01-01 12:00:03Z task main log TRACE careful",
+        "#6 2030-01-01 12:00:06Z an event of a kind this version does not know",
+        "#5 2030-01-01 12:00:05Z execution EXPIRED QUOTA: why",
+    ]
+    console = Console(file=io.StringIO(), width=120, force_terminal=True, color_system=None)
+    with LiveView(console) as view:
+        for e in NEWER:
+            view.show(e)
+        view.finish("ex-1", NEWER[-1].to_state, NEWER[-1].reason)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "an event of a kind this version does not know" in text
+    assert "execution ex-1 EXPIRED (QUOTA: why)" in text
+
+
+def test_a_terminal_state_from_a_newer_server_exits_as_no_success() -> None:
+    assert final_exit(d.State.unrecognized("EXPIRED")) is ExitCode.FAILED
+    assert [final_exit(s) for s in (d.State.SUCCESS, d.State.FAILED, d.State.CANCELLED)] == [
+        ExitCode.OK,
+        ExitCode.FAILED,
+        ExitCode.CANCELLED,
+    ]

@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from google.protobuf import duration_pb2
 
+from taskwire import common as d
 from taskwire.client import HandlerStats, Payload, QueueStats, RetryPolicy, RpcRetry, Stats
 from taskwire.client import _common as c
-from taskwire.server import domain as d
 from taskwire.server import wire
 from taskwire.v1 import task_service_pb2 as tpb
 from tests.unit.client.records import at, worker_info
@@ -33,7 +33,7 @@ def test_single_task_spec_carries_every_option() -> None:
             d.TaskSpec(
                 handler="echo",
                 task_id="t1",
-                input=wire.json_payload({"a": 1}),
+                input=d.json_payload({"a": 1}),
                 timeout=timedelta(seconds=5),
                 retry_policy=d.RetryPolicy(max_attempts=3),
             ),
@@ -59,6 +59,14 @@ def test_input_is_json_unless_a_payload() -> None:
     assert c.to_payload([1, "x"]).data == b'[1,"x"]'
     raw = Payload(b"\x00", content_type="application/octet-stream")
     assert c.to_payload(raw) is raw
+
+
+@pytest.mark.parametrize("value", [float("nan"), {1, 2}, object()])
+def test_an_input_json_cannot_hold_is_a_validation_error(value: object) -> None:
+    with pytest.raises(d.ValidationError) as raised:
+        c.to_payload(value)
+    assert raised.value.field == "input"
+    assert raised.value.problem.startswith("is not valid JSON")
 
 
 def test_submit_request_admission() -> None:
@@ -121,14 +129,14 @@ def test_submit_results_in_request_order() -> None:
 
 def test_stats_from_proto() -> None:
     response = tpb.GetStatsResponse(
-        queue=tpb.QueueStats(size=3, capacity=10, full=False, empty=False, waiting_submitters=1),
+        queue=tpb.QueueStats(size=3, capacity=10, waiting_submitters=1),
         in_flight=2,
         connected_workers=1,
         free_slots=2,
         handlers=[tpb.HandlerStats(handler="echo", pending=3, in_flight=2, free_slots=2, workers=1)],
     )
     assert c.stats_from_proto(response) == Stats(
-        queue=QueueStats(size=3, capacity=10, full=False, empty=False, waiting_submitters=1),
+        queue=QueueStats(size=3, capacity=10, waiting_submitters=1),
         in_flight=2,
         connected_workers=1,
         free_slots=2,

@@ -1,14 +1,14 @@
-"""Every failed RPC becomes one taskwire error: the class from taskwire.server.wire, the server's message."""
+"""Every failed RPC becomes one taskwire error: the class from taskwire.common.wire, the server's message."""
 
 from __future__ import annotations
 
 import grpc
 import pytest
 
+from taskwire import common as d
 from taskwire.client import ServerUnavailable
 from taskwire.client._errors import error_from_rpc, is_retryable, is_transport_failure, rpc_status
-from taskwire.server import domain as d
-from taskwire.server import wire
+from taskwire.common import wire
 
 REFUSED = (
     "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: "

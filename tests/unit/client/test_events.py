@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from google.protobuf import struct_pb2
 
-from taskwire.client import ExecutionTransition, LogLevel, TaskLog, TaskRunTransition
+from taskwire import common as d
+from taskwire.client import ExecutionTransition, LogLevel, TaskLog, TaskRunTransition, UnknownEvent
 from taskwire.client._events import event_from_proto
-from taskwire.server import domain as d
 from taskwire.v1 import types_pb2 as pb
 from tests.unit.client.records import at, event, task_progress
 
@@ -118,7 +118,17 @@ def test_log_levels() -> None:
         assert converted.text == "hi"
 
 
-def test_an_event_without_a_known_body_is_skipped() -> None:
-    assert event_from_proto(event(7)) is None
+def test_an_event_without_a_known_body_is_kept_as_an_unknown_event() -> None:
+    message = event(7)
+    converted = event_from_proto(message)
+    assert converted == UnknownEvent(execution_id="ex-1", sequence=7, time=at(7), kind="")
+    assert converted.proto is message
+
+
+def test_a_state_from_a_newer_server_is_kept() -> None:
     unknown_state = event(8, execution_transition=pb.ExecutionTransition(to_state=99))  # type: ignore[arg-type]
-    assert event_from_proto(unknown_state) is None
+    converted = event_from_proto(unknown_state)
+    assert isinstance(converted, ExecutionTransition)
+    assert converted.to_state.value == "UNKNOWN(99)"
+    assert not converted.to_state.is_known
+    assert not converted.is_terminal

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from taskwire.client import ExecutionCancelled, ExecutionFailed, ExecutionSnapshot, Payload
+from taskwire import common as d
+from taskwire.client import ExecutionCancelled, ExecutionEnded, ExecutionFailed, ExecutionSnapshot
 from taskwire.client._common import result_of, snapshot
-from taskwire.client._models import decode_payload
-from taskwire.server import domain as d
 from tests.unit.client.records import execution, execution_proto, task_run
 from tests.unit.client.records import snapshot as make_snapshot
 
@@ -50,23 +51,6 @@ def test_snapshot_from_proto_round_trips_through_wire() -> None:
     assert converted.deduplicated
 
 
-@pytest.mark.parametrize(
-    ("payload", "expected"),
-    [
-        (None, None),
-        (Payload(b'{"a": [1, 2]}'), {"a": [1, 2]}),
-        (Payload(b"null"), None),
-    ],
-)
-def test_decode_payload_decodes_json(payload: Payload | None, expected: object) -> None:
-    assert decode_payload(payload) == expected
-
-
-def test_decode_payload_keeps_other_media_types_as_payloads() -> None:
-    raw = Payload(b"\x00\x01", content_type="application/octet-stream")
-    assert decode_payload(raw) is raw
-
-
 def test_result_of_success_is_the_output() -> None:
     assert result_of(make_snapshot(d.State.SUCCESS)) == {"ok": True}
 
@@ -88,3 +72,13 @@ def test_result_of_cancellation_raises_cancelled() -> None:
         result_of(make_snapshot(d.State.CANCELLED, task_run(state=d.State.CANCELLED)))
     assert raised.value.reason_code is d.ReasonCode.CANCEL_REQUESTED
     assert not isinstance(raised.value, ExecutionFailed)
+
+
+def test_result_of_a_terminal_state_from_a_newer_server_raises_execution_ended() -> None:
+    done = make_snapshot(d.State.FAILED)
+    expired = dataclasses.replace(done.execution, state=d.State.unrecognized("EXPIRED"))
+    with pytest.raises(ExecutionEnded) as raised:
+        result_of(dataclasses.replace(done, execution=expired))
+    assert not isinstance(raised.value, ExecutionFailed | ExecutionCancelled)
+    assert raised.value.state.value == "EXPIRED"
+    assert str(raised.value) == "execution ex-1 EXPIRED (HANDLER_ERROR: task 'main' failed: ValueError: boom)"

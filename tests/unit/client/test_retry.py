@@ -15,6 +15,7 @@ from datetime import timedelta
 import grpc
 import pytest
 
+from taskwire import common as d
 from taskwire.client import (
     AsyncClient,
     Client,
@@ -25,7 +26,6 @@ from taskwire.client import (
     TaskLog,
     WaitTimeout,
 )
-from taskwire.server import domain as d
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 from taskwire.v1 import types_pb2 as pb

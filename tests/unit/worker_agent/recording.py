@@ -7,8 +7,9 @@ import json
 import uuid
 from typing import TypeVar
 
-from taskwire.worker import AttemptKey, AttemptSpec, LogLine, Outcome, Payload, ProgressUpdate
+from taskwire.worker import LogLine, Outcome, Payload, ProgressUpdate
 from taskwire.worker._context import AttemptInfo
+from taskwire.worker._executor import AttemptKey, AttemptSpec
 
 Event = tuple[str, AttemptKey, object]
 T = TypeVar("T")

@@ -12,16 +12,16 @@ from taskwire.v1 import types_pb2
 from taskwire.v1 import worker_service_pb2 as wpb
 from taskwire.worker import (
     AbortReason,
-    AttemptKey,
     Cancelled,
     Completed,
-    ErrorDetails,
+    ErrorInfo,
     Failed,
     LogLine,
     Payload,
     ProgressUpdate,
     _convert,
 )
+from taskwire.worker._executor import AttemptKey
 
 KEY = AttemptKey("run-1", 3)
 
@@ -40,6 +40,12 @@ KEY = AttemptKey("run-1", 3)
 )
 def test_cancel_reasons(wire: int, reason: AbortReason) -> None:
     assert _convert.abort_reason(wire) is reason
+
+
+def test_a_cancel_reason_from_a_newer_server_is_named_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="taskwire.worker"):
+        assert _convert.abort_reason(99) is AbortReason.CANCELLED
+    assert "a cancel reason this worker does not know (UNKNOWN(99)) is taken as CANCELLED" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -89,7 +95,7 @@ def test_outcomes_become_reports() -> None:
     assert completed.completed.output.data == b"1"
     assert completed.completed.ref.attempt == 3
 
-    error = ErrorDetails(type="TimeoutError", message="late", retryable=True, traceback="tb")
+    error = ErrorInfo(type="TimeoutError", message="late", retryable=True, traceback="tb")
     failed = _convert.outcome(KEY, Failed(error=error, timed_out=True))
     assert failed is not None
     assert failed.failed.timed_out

@@ -12,14 +12,13 @@ from taskwire.worker import (
     AbortReason,
     Cancelled,
     Completed,
-    Executor,
     Failed,
     HandlerRegistry,
     NonRetryableError,
-    SubmitResult,
     TaskContext,
     handler,
 )
+from taskwire.worker._executor import Executor, SubmitResult
 from tests.unit.worker_agent.recording import RecordingSink, make_spec
 
 handlers = HandlerRegistry()

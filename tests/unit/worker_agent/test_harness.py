@@ -10,7 +10,6 @@ from taskwire.worker import (
     AbortReason,
     Cancelled,
     Completed,
-    Executor,
     Failed,
     HandlerHarness,
     Payload,
@@ -18,6 +17,7 @@ from taskwire.worker import (
     demo,
     handler,
 )
+from taskwire.worker._executor import Executor
 
 
 @handler("test-harness-greet")

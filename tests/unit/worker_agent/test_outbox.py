@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from taskwire.v1 import worker_service_pb2 as wpb
-from taskwire.worker import AttemptKey
+from taskwire.worker._executor import AttemptKey
 from taskwire.worker._outbox import Outbox, OutboxEntry
 
 A = AttemptKey("run-a", 1)

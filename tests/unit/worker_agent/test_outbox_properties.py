@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taskwire.v1 import worker_service_pb2 as wpb
-from taskwire.worker import AttemptKey
+from taskwire.worker._executor import AttemptKey
 from taskwire.worker._outbox import Outbox
 
 # An operation: ("put", report?) queues a report (or a heartbeat), ("write", ok?) takes a batch and

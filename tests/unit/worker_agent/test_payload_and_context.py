@@ -10,22 +10,7 @@ import pytest
 from taskwire.worker import InputDecodingError, LogLine, OutputEncodingError, Payload, ProgressUpdate, TaskContext
 from taskwire.worker._abort import AbortController
 from taskwire.worker._context import AttemptInfo, build_context
-from taskwire.worker._payload import decode_input, encode_output, is_json_content_type
-
-
-@pytest.mark.parametrize(
-    ("content_type", "is_json"),
-    [
-        ("", True),
-        ("application/json", True),
-        ("Application/JSON; charset=utf-8", True),
-        ("application/vnd.acme+json", True),
-        ("application/octet-stream", False),
-        ("text/plain", False),
-    ],
-)
-def test_json_content_types(content_type: str, is_json: bool) -> None:
-    assert is_json_content_type(content_type) is is_json
+from taskwire.worker._payload import decode_input, encode_output
 
 
 @pytest.mark.parametrize(

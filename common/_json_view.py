@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ._models import Attempt, ErrorInfo, Execution, Payload, Reason, RetryPolicy, TaskRun, loads_json
+from ._models import Attempt, ErrorInfo, Execution, Reason, RetryPolicy, TaskRun
+from ._payload import Payload, decode_payload
 
 JSON_VIEW_VERSION = "taskwire.v1"
 
@@ -36,14 +37,10 @@ def _reason(reason: Reason | None) -> JsonObject | None:
 
 
 def payload_view(payload: Payload | None) -> Any:
-    if payload is None:
-        return None
-    if payload.is_json:
-        try:
-            return loads_json(payload.data)
-        except ValueError:
-            pass
-    return {"content_type": payload.content_type, "base64": base64.b64encode(payload.data).decode("ascii")}
+    value = decode_payload(payload)
+    if not isinstance(value, Payload):
+        return value
+    return {"content_type": value.content_type, "base64": base64.b64encode(value.data).decode("ascii")}
 
 
 def _error(error: ErrorInfo | None) -> JsonObject | None:

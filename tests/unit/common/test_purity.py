@@ -1,4 +1,7 @@
-"""The domain is pure: no grpc, no protobuf, no clock. Checked on the source and on a fresh interpreter."""
+"""The shared package and the server's domain are pure: no grpc, no protobuf, no clock.
+
+Checked on the source of every module but `taskwire.common.wire` (the converter), and on a fresh interpreter.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,13 @@ from pathlib import Path
 
 import pytest
 
+import taskwire.common
 import taskwire.server.domain
 
+COMMON = Path(taskwire.common.__file__).parent
 DOMAIN = Path(taskwire.server.domain.__file__).parent
-MODULES = sorted(DOMAIN.glob("*.py"))
+CONVERTER = COMMON / "wire.py"
+MODULES = sorted(path for path in [*COMMON.glob("*.py"), *DOMAIN.glob("*.py")] if path != CONVERTER)
 
 FORBIDDEN_MODULES = ("grpc", "google.protobuf", "time", "random", "uuid", "secrets")
 # Attribute reads that read a clock whatever the module was imported as.
@@ -43,11 +49,11 @@ def impurities(source: str) -> list[str]:
 
 
 def test_there_are_modules_to_check() -> None:
-    names = {module.name for module in MODULES}
-    assert {"__init__.py", "_transitions.py", "_models.py", "_json_view.py"} <= names
+    names = {f"{module.parent.name}/{module.name}" for module in MODULES}
+    assert {"domain/__init__.py", "domain/_transitions.py", "common/_models.py", "common/_json_view.py"} <= names
 
 
-@pytest.mark.parametrize("module", MODULES, ids=lambda p: p.name)
+@pytest.mark.parametrize("module", MODULES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_module_is_pure(module: Path) -> None:
     assert impurities(module.read_text()) == []
 
@@ -79,9 +85,10 @@ def test_the_checker_accepts_time_as_an_argument() -> None:
     )
 
 
-def test_importing_the_domain_loads_no_grpc_or_protobuf() -> None:
+@pytest.mark.parametrize("package", ["taskwire.common", "taskwire.server.domain"])
+def test_importing_loads_no_grpc_or_protobuf(package: str) -> None:
     code = (
-        "import taskwire.server.domain, sys; "
+        f"import {package}, sys; "
         "loaded = sorted(m for m in sys.modules if m.startswith(('grpc', 'google.protobuf'))); "
         "assert not loaded, loaded"
     )

@@ -9,24 +9,26 @@ from typing import Any
 
 import pytest
 
-from taskwire.server.domain import (
+from taskwire.common import (
     TERMINAL_REASONS,
     WAITING_REASONS,
     Attempt,
     AttemptOutcome,
-    CancelRequested,
     Closing,
     ExecutionSpec,
     Reason,
     ReasonCode,
-    RetryDue,
     RetryPolicy,
     State,
+    TaskSpec,
+)
+from taskwire.server.domain import (
+    CancelRequested,
+    RetryDue,
     TaskDispatched,
     TaskFailed,
     TaskProgressed,
     TaskRunEvent,
-    TaskSpec,
     transition_task_run,
 )
 from tests.unit.domain.factories import (

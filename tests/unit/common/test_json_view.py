@@ -10,16 +10,12 @@ from typing import Any
 
 import pytest
 
-from taskwire.server.domain import (
+from taskwire.common import (
     JSON_VIEW_VERSION,
-    CancellationRequested,
     ErrorInfo,
     ExecutionSpec,
     Payload,
-    RetryDue,
     RetryPolicy,
-    TaskFailed,
-    TaskProgressed,
     TaskSpec,
     attempt_view,
     execution_view,
@@ -27,6 +23,7 @@ from taskwire.server.domain import (
     payload_view,
     task_run_view,
 )
+from taskwire.server.domain import CancellationRequested, RetryDue, TaskFailed, TaskProgressed
 from tests.unit.domain.factories import T0, Sim
 
 EXECUTION_KEYS = {

@@ -1,0 +1,112 @@
+"""One error hierarchy for all of taskwire: everything taskwire raises on purpose is a `TaskwireError`.
+
+The tree, by where each branch lives:
+
+- here: the errors that cross the wire (`ValidationError`, `InvalidTransition` and
+  `TerminalStateError`, `NotFound`, `IdempotencyConflict`, `QueueFull`,
+  `AdmissionTimeout`, `ShuttingDown`);
+- `taskwire.client`: `ServerUnavailable`, `WaitTimeout`, and `ExecutionEnded` with
+  `ExecutionFailed` and `ExecutionCancelled`;
+- `taskwire.worker`: `WorkerAgentError` and its family (`NonRetryableError`,
+  `HandlerLoadError`, `Aborted`, ...).
+
+Each error names the gRPC status it maps to (by name, so this module stays free
+of grpc); `taskwire.common.wire` turns that name into a status for the server and
+a status back into the same class for the client.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class TaskwireError(Exception):
+    """The root of every error taskwire raises on purpose."""
+
+    status_name: ClassVar[str] = "INTERNAL"
+
+    def __init__(self, message: str = "", *args: object) -> None:
+        super().__init__(message, *args)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message if len(self.args) <= 1 else super().__str__()
+
+
+class ValidationError(TaskwireError):
+    """A request field is wrong. `field` is a path such as `execution.tasks[1].handler`."""
+
+    status_name = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}" if field else problem)
+        self.field = field
+        self.problem = problem
+
+
+class InvalidTransition(TaskwireError):
+    """An event that the state machine does not allow in the record's current state."""
+
+    status_name = "FAILED_PRECONDITION"
+
+    def __init__(self, *, entity: str, entity_id: str, state: str, event: str, reason: str) -> None:
+        super().__init__(f"{entity} {entity_id} is {state}: cannot apply {event} ({reason})")
+        self.entity = entity
+        self.entity_id = entity_id
+        self.state = state
+        self.event = event
+        self.reason = reason
+
+
+class TerminalStateError(InvalidTransition):
+    """An event that would change a record already in a terminal state."""
+
+
+class NotFound(TaskwireError):
+    status_name = "NOT_FOUND"
+
+    def __init__(self, entity: str, entity_id: str) -> None:
+        super().__init__(f"no {entity} with id {entity_id!r}")
+        self.entity = entity
+        self.entity_id = entity_id
+
+
+class IdempotencyConflict(TaskwireError):
+    """An idempotency key reused with a different request."""
+
+    status_name = "ALREADY_EXISTS"
+
+    def __init__(self, key: str, execution_id: str) -> None:
+        super().__init__(
+            f"idempotency key {key!r} was already used for execution {execution_id} "
+            "with a different request; use a new key"
+        )
+        self.key = key
+        self.execution_id = execution_id
+
+
+class QueueFull(TaskwireError):
+    """A fail-fast submit found no room in the bounded queue."""
+
+    status_name = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, *, size: int, capacity: int, requested: int) -> None:
+        super().__init__(
+            f"queue full: {size} of {capacity} task runs queued, {requested} more requested; "
+            "retry later or submit with wait-for-room"
+        )
+        self.size = size
+        self.capacity = capacity
+        self.requested = requested
+
+
+class AdmissionTimeout(TaskwireError):
+    """A wait-for-room submit whose deadline passed before the queue had room."""
+
+    status_name = "DEADLINE_EXCEEDED"
+
+
+class ShuttingDown(TaskwireError):
+    """The server is stopping and takes no new work."""
+
+    status_name = "UNAVAILABLE"

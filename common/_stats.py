@@ -1,0 +1,45 @@
+"""What a server reports about its queue and its workers (`TaskService.GetStats`): one set of values for the
+server that computes them and the client that reads them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Occupancy of the server's bounded queue."""
+
+    size: int
+    capacity: int
+    waiting_submitters: int
+
+    @property
+    def full(self) -> bool:
+        return self.size >= self.capacity
+
+    @property
+    def empty(self) -> bool:
+        return self.size == 0
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerStats:
+    """One handler: task runs queued for it, running, and the free slots and workers that serve it."""
+
+    handler: str
+    pending: int
+    in_flight: int
+    free_slots: int
+    workers: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Queue and worker statistics (`taskwire stats`)."""
+
+    queue: QueueStats
+    in_flight: int
+    connected_workers: int
+    free_slots: int
+    handlers: tuple[HandlerStats, ...] = ()
