@@ -5,9 +5,9 @@ wire layer (`taskwire.server._worker_wire`, `taskwire.server._history_wire`)
 encodes and decodes at the edge.
 """
 
-from ._admission import AdmissionQueue, QueueStats
+from ._admission import AdmissionQueue
 from ._clock import Cancellable, Clock, ManualClock, SystemClock
-from ._engine import Engine, EngineStats, HandlerStats
+from ._engine import Engine
 from ._history import HistoryCodec
 from ._sessions import (
     AttemptEnd,
@@ -36,12 +36,9 @@ __all__ = [
     "Clock",
     "Draining",
     "Engine",
-    "EngineStats",
-    "HandlerStats",
     "Heartbeat",
     "HistoryCodec",
     "ManualClock",
-    "QueueStats",
     "SubmitItem",
     "SubmitResult",
     "SystemClock",

@@ -16,24 +16,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from dataclasses import dataclass
 
+from taskwire.common import QueueStats
 from taskwire.server.domain import AdmissionTimeout, QueueFull, ShuttingDown
-
-
-@dataclass(frozen=True, slots=True)
-class QueueStats:
-    size: int
-    capacity: int
-    waiting_submitters: int
-
-    @property
-    def full(self) -> bool:
-        return self.size >= self.capacity
-
-    @property
-    def empty(self) -> bool:
-        return self.size == 0
 
 
 class AdmissionQueue:

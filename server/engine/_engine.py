@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 
+from taskwire.common import HandlerStats, Stats
 from taskwire.server._config import ServerConfig
 from taskwire.server.domain import CancellationRequested, ExecutionSpec, NotFound, State
 from taskwire.server.store import Committer, EventRecord, ExecutionPage, ExecutionSnapshot, Store
 
-from ._admission import AdmissionQueue, QueueStats
+from ._admission import AdmissionQueue
 from ._bus import EventBus
 from ._clock import Clock, SystemClock
 from ._cold import ColdTier
@@ -47,24 +47,6 @@ from ._timers import Timers
 from ._workers import WorkerPool
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class HandlerStats:
-    handler: str
-    pending: int
-    in_flight: int
-    free_slots: int
-    workers: int
-
-
-@dataclass(frozen=True, slots=True)
-class EngineStats:
-    queue: QueueStats
-    in_flight: int
-    connected_workers: int
-    free_slots: int
-    handlers: list[HandlerStats]
 
 
 class Engine:
@@ -231,7 +213,7 @@ class Engine:
         await self._committer.durable()
         return live.snapshot(), False
 
-    def stats(self) -> EngineStats:
+    def stats(self) -> Stats:
         connected = self._pool.connected()
         figures = self._executions.figures
         handlers = set(figures.pending_by_handler) | set(figures.in_flight_by_handler)
@@ -249,12 +231,12 @@ class Engine:
                     workers=len(serving),
                 )
             )
-        return EngineStats(
+        return Stats(
             queue=self._admission.stats(),
             in_flight=sum(figures.in_flight_by_handler.values()),
             connected_workers=len(connected),
             free_slots=sum(session.free_slots for session in connected),
-            handlers=per_handler,
+            handlers=tuple(per_handler),
         )
 
     # ---- Workers --------------------------------------------------------------------------------
