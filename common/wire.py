@@ -59,12 +59,26 @@ def timestamp_to_proto(value: datetime | None) -> timestamp_pb2.Timestamp | None
     return message
 
 
-def timestamp_from_proto(message: timestamp_pb2.Timestamp) -> datetime:
+# The ranges protobuf defines for its well-known types (google/protobuf/duration.proto, timestamp.proto).
+_MAX_DURATION_S = 315_576_000_000
+_MIN_TIMESTAMP_S = -62_135_596_800  # 0001-01-01T00:00:00Z
+_MAX_TIMESTAMP_S = 253_402_300_799  # 9999-12-31T23:59:59Z
+
+
+def timestamp_from_proto(message: timestamp_pb2.Timestamp, where: str = "timestamp") -> datetime:
+    """A Timestamp as an aware datetime; a ValidationError naming `where` when it is out of protobuf's range."""
+    seconds, nanos = message.seconds, message.nanos
+    if not _MIN_TIMESTAMP_S <= seconds <= _MAX_TIMESTAMP_S or not 0 <= nanos <= 999_999_999:
+        raise ValidationError(
+            where, f"not a valid timestamp (seconds={seconds}, nanos={nanos}): years 1 to 9999, nanos 0 to 999999999"
+        )
     return message.ToDatetime(tzinfo=UTC)
 
 
-def optional_timestamp(parent: Any, field: str) -> datetime | None:
-    return timestamp_from_proto(getattr(parent, field)) if parent.HasField(field) else None
+def optional_timestamp(parent: Any, field: str, where: str = "") -> datetime | None:
+    if not parent.HasField(field):
+        return None
+    return timestamp_from_proto(getattr(parent, field), where or field)
 
 
 def duration_to_proto(value: timedelta | None) -> duration_pb2.Duration | None:
@@ -75,14 +89,29 @@ def duration_to_proto(value: timedelta | None) -> duration_pb2.Duration | None:
     return message
 
 
-def duration_from_proto(message: duration_pb2.Duration) -> timedelta:
-    """A Duration as a timedelta, to the microsecond. Negative values pass through for validation."""
-    return timedelta(seconds=message.seconds, microseconds=message.nanos // 1000)
+def duration_from_proto(message: duration_pb2.Duration, where: str = "duration") -> timedelta:
+    """A Duration as a timedelta, to the microsecond. Negative values pass through for validation; values
+    outside protobuf's range (±10,000 years, nanos of the seconds' sign) are a ValidationError naming `where`."""
+    seconds, nanos = message.seconds, message.nanos
+    if (
+        not -_MAX_DURATION_S <= seconds <= _MAX_DURATION_S
+        or not -999_999_999 <= nanos <= 999_999_999
+        or (seconds > 0 and nanos < 0)
+        or (seconds < 0 and nanos > 0)
+    ):
+        raise ValidationError(
+            where,
+            f"not a valid duration (seconds={seconds}, nanos={nanos}): at most {_MAX_DURATION_S} seconds either way, "
+            "nanos of the same sign",
+        )
+    return timedelta(seconds=seconds, microseconds=nanos // 1000)
 
 
-def optional_duration(parent: Any, field: str) -> timedelta | None:
-    """A Duration field as a timedelta; None when unset."""
-    return duration_from_proto(getattr(parent, field)) if parent.HasField(field) else None
+def optional_duration(parent: Any, field: str, where: str = "") -> timedelta | None:
+    """A Duration field as a timedelta; None when unset. Errors name `where` (the field by default)."""
+    if not parent.HasField(field):
+        return None
+    return duration_from_proto(getattr(parent, field), where or field)
 
 
 def payload_to_proto(value: Payload | None) -> pb.Payload | None:
@@ -217,12 +246,13 @@ def optional_reason(parent: Any, field: str) -> Reason | None:
 # ---- Specs (client → server) --------------------------------------------------------------------
 
 
-def retry_policy_from_proto(message: pb.RetryPolicy) -> RetryPolicy:
+def retry_policy_from_proto(message: pb.RetryPolicy, where: str = "retry_policy") -> RetryPolicy:
     return RetryPolicy(
         max_attempts=message.max_attempts,
-        initial_interval=optional_duration(message, "initial_interval") or RetryPolicy().initial_interval,
+        initial_interval=optional_duration(message, "initial_interval", f"{where}.initial_interval")
+        or RetryPolicy().initial_interval,
         backoff_coefficient=message.backoff_coefficient,
-        maximum_interval=optional_duration(message, "maximum_interval"),
+        maximum_interval=optional_duration(message, "maximum_interval", f"{where}.maximum_interval"),
         non_retryable_error_types=tuple(message.non_retryable_error_types),
     )
 

@@ -75,6 +75,14 @@ def _fitting(executions: list[Any], budget_bytes: int) -> int:
     return len(executions)
 
 
+def _submit_item(spec: tpb.ExecutionSpec, where: str) -> SubmitItem:
+    """One item of a batch: a spec whose values do not convert fails alone, not the whole batch."""
+    try:
+        return SubmitItem(wire.execution_spec_from_proto(spec, where), fingerprint(spec))
+    except ValidationError as error:
+        return SubmitItem(None, "", error)
+
+
 def _required(value: str, field: str) -> str:
     if not value:
         raise ValidationError(field, "required")
@@ -142,7 +150,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         if len(request.executions) > MAX_BATCH:
             raise ValidationError("executions", f"at most {MAX_BATCH} per call, got {len(request.executions)}")
         wait, timeout_s = self._admission(request.admission, context)
-        items = [SubmitItem(wire.execution_spec_from_proto(spec), fingerprint(spec)) for spec in request.executions]
+        items = [_submit_item(spec, f"executions[{index}]") for index, spec in enumerate(request.executions)]
         results = await self._engine.submit_many(items, wait_for_room=wait, timeout_s=timeout_s)
         response = tpb.SubmitExecutionsResponse()
         for result in results:

@@ -105,6 +105,10 @@ def decode_messages(messages: Iterable[wpb.WorkerMessage], worker: str) -> list[
             progress = message.progress
             ref = progress.ref
             details = progress.details if progress.HasField("details") else None
+            if details is not None and (bad := _kindless_value(details)) is not None:
+                # Stored as is, it would break every protojson reader of the history (grpcurl, buf curl).
+                log.warning("dropped the details of a progress report from worker %s: %s has no kind", worker, bad)
+                details = None
             reports.append(AttemptProgress(ref.task_run_id, ref.attempt, progress.fraction, progress.message, details))
         elif kind == "log":
             line = message.log
@@ -119,6 +123,21 @@ def decode_messages(messages: Iterable[wpb.WorkerMessage], worker: str) -> list[
             # A kind this server does not know (a newer worker's): skipped, so old servers keep working.
             log.warning("skipped a message of an unknown kind from worker %s", worker)
     return reports
+
+
+def _kindless_value(struct: struct_pb2.Struct, path: str = "details") -> str | None:
+    """The path of the first `Value` in the Struct with no kind set (which protojson cannot print), or None."""
+    pending: list[tuple[str, struct_pb2.Value]] = [(f"{path}.{key}", value) for key, value in struct.fields.items()]
+    while pending:
+        where, value = pending.pop()
+        kind = value.WhichOneof("kind")
+        if kind is None:
+            return where
+        if kind == "struct_value":
+            pending.extend((f"{where}.{key}", item) for key, item in value.struct_value.fields.items())
+        elif kind == "list_value":
+            pending.extend((f"{where}[{index}]", item) for index, item in enumerate(value.list_value.values))
+    return None
 
 
 def progress_details(report: AttemptProgress) -> struct_pb2.Struct | None:

@@ -116,26 +116,28 @@ def reason_to_proto(reason: d.Reason | None) -> pb.Reason | None:
 # ---- Requests (client → server) -----------------------------------------------------------------
 
 
-def task_spec_from_proto(message: tpb.TaskSpec) -> d.TaskSpec:
+def task_spec_from_proto(message: tpb.TaskSpec, where: str = "task") -> d.TaskSpec:
+    """A task spec; an out-of-range Duration is a ValidationError naming its path under `where`."""
     return d.TaskSpec(
         task_id=message.task_id,
         handler=message.handler,
         input=optional_payload(message, "input") or d.Payload(),
         depends_on=tuple(message.depends_on),
-        timeout=optional_duration(message, "timeout"),
-        retry_policy=retry_policy_from_proto(message.retry_policy)
+        timeout=optional_duration(message, "timeout", f"{where}.timeout"),
+        retry_policy=retry_policy_from_proto(message.retry_policy, f"{where}.retry_policy")
         if message.HasField("retry_policy")
         else d.RetryPolicy(),
     )
 
 
-def execution_spec_from_proto(message: tpb.ExecutionSpec) -> d.ExecutionSpec:
+def execution_spec_from_proto(message: tpb.ExecutionSpec, where: str = "execution") -> d.ExecutionSpec:
+    """An execution spec; an out-of-range Duration or Timestamp is a ValidationError naming its path."""
     return d.ExecutionSpec(
-        tasks=tuple(task_spec_from_proto(task) for task in message.tasks),
+        tasks=tuple(task_spec_from_proto(task, f"{where}.tasks[{index}]") for index, task in enumerate(message.tasks)),
         name=message.name,
         metadata=dict(message.metadata),
-        timeout=optional_duration(message, "timeout"),
-        not_before=optional_timestamp(message, "not_before"),
+        timeout=optional_duration(message, "timeout", f"{where}.timeout"),
+        not_before=optional_timestamp(message, "not_before", f"{where}.not_before"),
         idempotency_key=message.idempotency_key,
     )
 
