@@ -39,8 +39,24 @@ class Clock(Protocol):
 
 
 class SystemClock:
+    """The system's clocks, with a wall clock that never goes back.
+
+    Records and history are stamped with `now()`; a wall clock that an operator or NTP steps back would
+    stamp later events before earlier ones (an attempt ending before it started). After a step back,
+    `now()` advances with the monotonic clock from the last time it gave until the system's wall clock
+    catches up; a step forward is taken as it is.
+    """
+
+    def __init__(self) -> None:
+        self._last_wall = datetime.min.replace(tzinfo=UTC)
+        self._last_mono = time.monotonic()
+
     def now(self) -> datetime:
-        return datetime.now(UTC)
+        wall, mono = datetime.now(UTC), time.monotonic()
+        if wall < self._last_wall:  # stepped back: go on from the last time given, at the monotonic pace
+            wall = self._last_wall + timedelta(seconds=mono - self._last_mono)
+        self._last_wall, self._last_mono = wall, mono
+        return wall
 
     def monotonic(self) -> float:
         return time.monotonic()

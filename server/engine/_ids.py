@@ -12,6 +12,7 @@ import random
 import time
 
 _ids = random.Random()
+_last_ms = 0
 
 
 def new_id() -> str:
@@ -22,4 +23,7 @@ def new_id() -> str:
     for every record. The random bits come from a Mersenne Twister seeded from the OS once: ids need
     to be unique, not secret, and that is ~50x cheaper per id than an os.urandom call.
     """
-    return f"{time.time_ns() // 1_000_000:012x}{_ids.getrandbits(80):020x}"
+    global _last_ms
+    # Never below the last id's time: a wall clock stepped back would otherwise put new ids before old ones.
+    _last_ms = max(time.time_ns() // 1_000_000, _last_ms)
+    return f"{_last_ms:012x}{_ids.getrandbits(80):020x}"

@@ -1,0 +1,56 @@
+"""The wall clock jumps an hour forward and then back while work runs: leases and timers run on the
+monotonic clock, so nothing expires or fires early, and every record stays in order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from taskwire.v1 import task_service_pb2 as tpb
+from taskwire.v1 import task_service_pb2_grpc
+from tests.faults.clock import FakeClock
+from tests.faults.journal import JOURNAL_ENV
+from tests.faults.scenario import Load, final_report
+from tests.harness import Cluster
+
+HOUR = 3600
+
+
+def _history_in_order(address: str, execution_id: str) -> None:
+    with grpc.insecure_channel(address) as channel:
+        stub = task_service_pb2_grpc.TaskServiceStub(channel)
+        events = [
+            r.event for r in stub.WatchExecution(tpb.WatchExecutionRequest(execution_id=execution_id), timeout=10)
+        ]
+        execution = stub.GetExecution(tpb.GetExecutionRequest(execution_id=execution_id), timeout=10).execution
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    times = [e.time.ToNanoseconds() for e in events]
+    assert times == sorted(times), f"history times go backwards: {times}"
+    for task_run in execution.task_runs:
+        for attempt in task_run.attempts:
+            assert attempt.ended_at.ToNanoseconds() >= attempt.started_at.ToNanoseconds(), attempt
+        assert task_run.ended_at.ToNanoseconds() >= task_run.created_at.ToNanoseconds(), task_run
+    assert execution.ended_at.ToNanoseconds() >= execution.created_at.ToNanoseconds(), execution
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("jumps", [(HOUR, 0), (-HOUR, 0)], ids=["forward-then-back", "back-then-forward"])
+def test_the_wall_clock_jumps_an_hour(procs: Cluster, tmp_path: Path, jumps: tuple[int, int]) -> None:
+    journal = tmp_path / "journal.jsonl"
+    clock = FakeClock(tmp_path)
+    server = procs.server("--lease-timeout", "2", "--heartbeat-interval", "0.5", env=clock.env)
+    procs.worker(server, handlers="tests.faults.journal", slots=8, name="w", env={JOURNAL_ENV: str(journal)})
+    load = Load(server.address, threads=4, per_thread=40, seconds=0.05).start()
+    for index, offset in enumerate(jumps):
+        load.wait_acknowledged(40 * (index + 1))
+        clock.shift(offset)  # the server's next clock read sees it
+    load.join()
+
+    report = final_report(server.address, load, journal, ())
+    assert report.ok, str(report)
+    assert "lost its lease" not in server.process.output
+    for submission in load.submissions[::10]:
+        _history_in_order(server.address, submission.execution_id)
