@@ -13,8 +13,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pool
-from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf import descriptor_pool, message_factory
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
+from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -118,6 +119,86 @@ def test_raw_bytes_never_crash_or_change_state(
         before_lines = len(server.process.lines)
         code = _call(channel, method, body)
         assert code in ACCEPTABLE, f"{_path(method)} answered {code} to {body!r}"
+        if code is not grpc.StatusCode.OK:
+            assert _executions(channel) == before_rows, "a rejected call changed state"
+        new = server.process.lines[before_lines:]
+        assert len(new) <= 1, "\n".join(new)
+        assert not any("Traceback" in line for line in new), "\n".join(new)
+
+    check()
+    assert server.process.popen.poll() is None, "the server died"
+
+
+_INTS = st.one_of(
+    st.integers(min_value=-(2**31), max_value=2**31 - 1),
+    st.sampled_from([0, 1, -1, 2**31 - 1, -(2**31), 10**9, 10**14 % 2**31]),
+)
+_INT64S = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.sampled_from([0, -1, 10**14, 253_402_300_800, -62_135_596_801, 315_576_000_001]),
+)
+_SCALARS: dict[int, st.SearchStrategy[object]] = {
+    FieldDescriptor.TYPE_STRING: st.text(max_size=40),
+    FieldDescriptor.TYPE_BYTES: st.binary(max_size=64),
+    FieldDescriptor.TYPE_BOOL: st.booleans(),
+    FieldDescriptor.TYPE_INT32: _INTS,
+    FieldDescriptor.TYPE_SINT32: _INTS,
+    FieldDescriptor.TYPE_ENUM: _INTS,
+    FieldDescriptor.TYPE_UINT32: st.integers(min_value=0, max_value=2**32 - 1),
+    FieldDescriptor.TYPE_INT64: _INT64S,
+    FieldDescriptor.TYPE_SINT64: _INT64S,
+    FieldDescriptor.TYPE_UINT64: st.integers(min_value=0, max_value=2**64 - 1),
+    FieldDescriptor.TYPE_DOUBLE: st.floats(allow_nan=True, allow_infinity=True),
+    FieldDescriptor.TYPE_FLOAT: st.floats(width=32, allow_nan=True, allow_infinity=True),
+}
+
+
+@st.composite
+def _message(draw: st.DrawFn, descriptor: Descriptor, depth: int = 0) -> Message:
+    """Any message of the type: each field set or not, with hostile values, nested up to a few levels."""
+    message = message_factory.GetMessageClass(descriptor)()
+    for field in descriptor.fields:
+        if depth > 3 or not draw(st.booleans()):
+            continue
+        count = draw(st.integers(min_value=1, max_value=3)) if field.is_repeated else 1
+        for _ in range(count):
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                value = draw(_message(field.message_type, depth + 1))
+                if field.message_type.GetOptions().map_entry:
+                    getattr(message, field.name)[value.key] = (
+                        value.value if not hasattr(value.value, "CopyFrom") else None
+                    )
+                    if hasattr(value.value, "CopyFrom"):
+                        getattr(message, field.name)[value.key].CopyFrom(value.value)
+                elif field.is_repeated:
+                    getattr(message, field.name).add().CopyFrom(value)
+                else:
+                    getattr(message, field.name).CopyFrom(value)
+            else:
+                scalar = draw(_SCALARS[field.type])
+                if field.is_repeated:
+                    getattr(message, field.name).append(scalar)
+                else:
+                    setattr(message, field.name, scalar)
+    return message
+
+
+TASK_METHODS = [method for method in METHODS if not method.client_streaming]
+
+
+@pytest.mark.parametrize("method", TASK_METHODS, ids=[m.name for m in TASK_METHODS])
+def test_hostile_messages_get_a_status_not_a_crash(
+    fuzzed: tuple[ServerProcess, grpc.Channel], method: MethodDescriptor
+) -> None:
+    server, channel = fuzzed
+
+    @FUZZ
+    @given(request=_message(method.input_type))
+    def check(request: Message) -> None:
+        before_rows = _executions(channel)
+        before_lines = len(server.process.lines)
+        code = _call(channel, method, request.SerializeToString())
+        assert code in ACCEPTABLE, f"{_path(method)} answered {code} to {request}"
         if code is not grpc.StatusCode.OK:
             assert _executions(channel) == before_rows, "a rejected call changed state"
         new = server.process.lines[before_lines:]
