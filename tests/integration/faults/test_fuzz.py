@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -163,13 +164,14 @@ def _message(draw: st.DrawFn, descriptor: Descriptor, depth: int = 0) -> Message
         count = draw(st.integers(min_value=1, max_value=3)) if field.is_repeated else 1
         for _ in range(count):
             if field.type == FieldDescriptor.TYPE_MESSAGE:
-                value = draw(_message(field.message_type, depth + 1))
+                assert field.message_type is not None
+                value: Any = draw(_message(field.message_type, depth + 1))
                 if field.message_type.GetOptions().map_entry:
-                    getattr(message, field.name)[value.key] = (
-                        value.value if not hasattr(value.value, "CopyFrom") else None
-                    )
-                    if hasattr(value.value, "CopyFrom"):
-                        getattr(message, field.name)[value.key].CopyFrom(value.value)
+                    entries = getattr(message, field.name)
+                    if isinstance(value.value, Message):
+                        entries[value.key].CopyFrom(value.value)
+                    else:
+                        entries[value.key] = value.value
                 elif field.is_repeated:
                     getattr(message, field.name).add().CopyFrom(value)
                 else:
