@@ -95,6 +95,17 @@ typecheck: $(STAMP) ## mypy --strict on our code (generated stubs excluded).
 test: $(STAMP) protos-check lint typecheck $(NODE_EXAMPLE)/node_modules ## Everything CI checks: stubs, lint, types, the whole suite.
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider
 
+# The long versions of the fault tests, outside CI: an hour of load with random faults (TASKWIRE_SOAK_SECONDS)
+# and the fuzz tests with 7,000 examples per method and kind, over 100,000 in all (TASKWIRE_FUZZ_EXAMPLES).
+SOAK_SECONDS ?= 3600
+FUZZ_EXAMPLES ?= 7000
+
+.PHONY: soak
+soak: $(STAMP) ## Long fault runs outside CI: an hour of load with random faults, then >100,000 fuzz cases.
+	TASKWIRE_SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest -p no:cacheprovider -s --timeout=0 tests/integration/faults/test_soak.py
+	TASKWIRE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) TASKWIRE_FUZZ_RANDOM=1 $(BIN)/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) \
+	  --timeout=0 tests/integration/faults/test_fuzz.py
+
 .PHONY: unit
 unit: $(STAMP) ## The unit tests only, fast.
 	$(BIN)/pytest tests/unit -q

@@ -251,11 +251,13 @@ def _check_runs(
                 finding = Finding(
                     "concurrent", task_run_id, f"attempts {first.attempt} and {second.attempt} ran at the same time"
                 )
+                given_up = first.ended is None or first.result == "aborted" or recorded.get(first.attempt) == "LOST"
                 _allow_if(
                     report,
                     finding,
-                    bool(lost_contact | crashes) and (first.ended is None or first.result == "aborted"),
-                    "the first attempt's worker was out of contact, and its run was aborted or never ended",
+                    bool(lost_contact | crashes) and given_up,
+                    "the first attempt's worker was out of contact and the server gave it up (LOST), or its run "
+                    "was aborted or never ended",
                 )
         completed = [run for run in mine if run.result == "ok"]
         if len(completed) > 1:

@@ -43,18 +43,21 @@ def journal_spec(op: str, *, seconds: float = 0.0, max_attempts: int = 3) -> tpb
 
 @dataclass
 class Load:
-    """`threads` submitters, each submitting `per_thread` executions one at a time."""
+    """`threads` submitters, each submitting `per_thread` executions one at a time (or until `stop()`, with
+    `per_thread=None`); `pace_s` spaces one thread's submits."""
 
     address: str
     threads: int = 4
-    per_thread: int = 50
+    per_thread: int | None = 50
     seconds: float = 0.02
+    pace_s: float = 0.0
     timeout_s: float = 5.0
     submissions: list[Submission] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _changed: threading.Condition = field(init=False)
     _workers: list[threading.Thread] = field(default_factory=list)
     _ops: Iterator[int] = field(default_factory=itertools.count)
+    _stopped: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self._changed = threading.Condition(self._lock)
@@ -65,6 +68,9 @@ class Load:
             thread.start()
             self._workers.append(thread)
         return self
+
+    def stop(self) -> None:
+        self._stopped.set()
 
     def join(self, timeout_s: float = 120.0) -> None:
         for thread in self._workers:
@@ -93,7 +99,8 @@ class Load:
     def _submitter(self) -> None:
         with grpc.insecure_channel(self.address) as channel:
             stub = task_service_pb2_grpc.TaskServiceStub(channel)
-            for _ in range(self.per_thread):
+            sent = itertools.count(1)
+            while not self._stopped.is_set() and (self.per_thread is None or next(sent) <= self.per_thread):
                 op = self._next_op()
                 request = tpb.SubmitExecutionRequest(execution=journal_spec(op, seconds=self.seconds))
                 try:
@@ -106,6 +113,8 @@ class Load:
                     self._record(Submission(op, outcome))
                 else:
                     self._record(Submission(op, Outcome.ACKNOWLEDGED, response.execution.id))
+                if self.pace_s:
+                    self._stopped.wait(self.pace_s)
 
 
 def quiesce(address: str, *, timeout_s: float = 60.0) -> None:
@@ -119,10 +128,16 @@ def quiesce(address: str, *, timeout_s: float = 60.0) -> None:
 
 
 def final_report(
-    address: str, load: Load, journal: Path, faults: Iterable[Fault], *, settle: Callable[[], None] | None = None
+    address: str,
+    load: Load,
+    journal: Path,
+    faults: Iterable[Fault],
+    *,
+    settle: Callable[[], None] | None = None,
+    quiesce_s: float = 60.0,
 ) -> Report:
     """Quiesce, then run the checker over what the clients saw, the store and the handlers' journal."""
-    quiesce(address)
+    quiesce(address, timeout_s=quiesce_s)
     if settle is not None:
         settle()
     return check(

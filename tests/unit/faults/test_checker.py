@@ -163,3 +163,16 @@ def test_a_run_of_a_never_acknowledged_submit_that_a_crash_took_back_is_allowed(
     after_crash = check(submissions=submissions, stored=[], runs=[_run("e1")], faults={Fault.SERVER_CRASH})
     assert after_crash.ok, str(after_crash)
     assert "never acknowledged" in after_crash.allowed[0].detail
+
+
+def test_a_frozen_workers_run_overlapping_the_retry_is_allowed_when_the_server_gave_it_up() -> None:
+    submissions = [Submission("op1", Outcome.ACKNOWLEDGED, "e1")]
+    runs = [_run("e1", 1, started=0, ended=9, result="ok"), _run("e1", 2, started=4, ended=5, worker="w2")]
+    lost = [_stored("e1", "op1", attempts=((1, "LOST"), (2, "SUCCEEDED")))]
+    timed_out = [_stored("e1", "op1", attempts=((1, "TIMED_OUT"), (2, "SUCCEEDED")))]
+    assert check(submissions=submissions, stored=lost, runs=runs, faults={Fault.WORKER_PAUSE}).ok
+    assert check(submissions=submissions, stored=lost, runs=runs).counts["duplicated"] >= 1
+    assert (
+        check(submissions=submissions, stored=timed_out, runs=runs, faults={Fault.WORKER_PAUSE}).counts["duplicated"]
+        == 1
+    )
