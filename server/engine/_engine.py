@@ -104,6 +104,7 @@ class Engine:
         executions.retired = self._submits.forget_key
         self._history.is_live = executions.by_id.__contains__
         self._pool.slot_freed = self._dispatcher.slot_freed
+        self._timers.overslept = self._pool.renew_leases
         self._closed = False
 
     # ---- Lifecycle ------------------------------------------------------------------------------

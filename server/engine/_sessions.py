@@ -94,6 +94,10 @@ class WorkerSession:
         self.last_seen = monotonic_s
         self.last_seen_at = at
 
+    def renew_lease(self, monotonic_s: float) -> None:
+        """The lease counts from `monotonic_s` (the server stood still; the worker may well have spoken)."""
+        self.last_seen = max(self.last_seen, monotonic_s)
+
     def disconnect(self) -> None:
         """The stream is gone (or must go): stop sending; the held attempts wait for their lease."""
         if self.connected and self.link is not None:

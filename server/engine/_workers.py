@@ -254,6 +254,15 @@ class WorkerPool:
 
     # ---- Leases ---------------------------------------------------------------------------------
 
+    def renew_leases(self, late_s: float) -> None:
+        """The server stood still for `late_s` seconds: whatever its workers sent meanwhile is still
+        unread, so no lease is judged on that span. Every session's lease starts again now; one whose
+        worker stays silent from here on still loses it a lease later."""
+        now = self._clock.monotonic()
+        for session in self.sessions.values():
+            session.renew_lease(now)
+        log.warning("renewed the leases of %d sessions after a %.1fs pause", len(self.sessions), late_s)
+
     def _arm_lease(self, session: WorkerSession) -> None:
         at = session.last_seen + self._lease_s
         self._timers.arm(("lease", session.session_id), at, lambda: self._check_lease(session))
