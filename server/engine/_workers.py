@@ -48,6 +48,7 @@ class AttemptHolders:
 
     def __init__(self) -> None:
         self._holder: dict[AttemptKey, WorkerSession] = {}
+        self._by_task_run: dict[str, set[AttemptKey]] = {}  # the held attempts of each task run
 
     def __len__(self) -> int:
         return len(self._holder)
@@ -62,13 +63,30 @@ class AttemptHolders:
             previous.held.discard(key)
         session.held.add(key)
         self._holder[key] = session
+        self._by_task_run.setdefault(key[0], set()).add(key)
         return previous if previous is not session else None
+
+    def _forget(self, key: AttemptKey) -> None:
+        keys = self._by_task_run.get(key[0])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_task_run[key[0]]
+
+    def runs_on(self, session: WorkerSession, task_run_id: str) -> bool:
+        """The session's worker still runs an attempt of the task run: one it holds (an earlier attempt
+        whose end it has not reported, e.g. fenced by a server-side timeout), or one it reported running
+        that nobody holds. A new attempt of that task run must go elsewhere, or wait."""
+        if task_run_id in session.stray_task_runs:
+            return True
+        return any(self._holder.get(key) is session for key in self._by_task_run.get(task_run_id, ()))
 
     def release(self, key: AttemptKey) -> WorkerSession | None:
         """The attempt ended on its worker: nobody holds it. Returns the session that did."""
         session = self._holder.pop(key, None)
         if session is not None:
             session.held.discard(key)
+            self._forget(key)
         return session
 
     def release_all(self, session: WorkerSession) -> list[AttemptKey]:
@@ -77,6 +95,7 @@ class AttemptHolders:
         for key in keys:
             if self._holder.get(key) is session:
                 del self._holder[key]
+                self._forget(key)
         session.held.clear()
         return keys
 
