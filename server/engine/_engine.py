@@ -253,6 +253,10 @@ class Engine:
         """The stream ended. Held attempts keep their lease until it times out or the worker returns."""
         self._pool.disconnect(session)
 
+    def worker_backlogged(self, session: WorkerSession, backlogged: bool) -> None:
+        """The session's stream holds more unsent messages than it may (True), or is back under (False)."""
+        self._pool.backlogged(session, backlogged)
+
     def on_worker_frame(self, session: WorkerSession, reports: Iterable[WorkerReport]) -> None:
         """One frame from a worker's stream, decoded into reports."""
         self._pool.on_frame(session, reports)

@@ -86,10 +86,12 @@ class WorkerSession:
     stray: set[AttemptKey] = field(default_factory=set)
     draining: bool = False
     connected: bool = True
+    # Since when (monotonic seconds) its stream's unsent messages are over their bound: no new work meanwhile.
+    backlogged_since: float | None = None
 
     @property
     def free_slots(self) -> int:
-        if not self.connected or self.draining:
+        if not self.connected or self.draining or self.backlogged_since is not None:
             return 0
         return max(self.slots - len(self.held) - len(self.stray), 0)
 

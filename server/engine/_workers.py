@@ -344,7 +344,30 @@ class WorkerPool:
         if self._clock.monotonic() - session.last_seen < self._lease_s:
             self._arm_lease(session)  # heard from since: look again when the renewed lease ends
             return
-        log.warning("worker %s lost its lease (%d attempts held)", session.name, len(session.held))
+        self._lose(session, "lost its lease")
+
+    def backlogged(self, session: WorkerSession, backlogged: bool) -> None:
+        """The session's stream is backed up (its worker does not read): it gets no work until it drains,
+        and loses its attempts if it stays backed up for a lease."""
+        key = ("backlog", session.session_id)
+        if not backlogged:
+            session.backlogged_since = None
+            self._timers.disarm(key)
+            self.slot_freed(session)
+            return
+        session.backlogged_since = self._clock.monotonic()
+        log.warning("worker %s does not read its stream: no new work until it does", session.name)
+
+        def check() -> None:
+            if self.sessions.get(session.session_id) is session and session.backlogged_since is not None:
+                self._lose(session, "did not read its stream for a lease")
+
+        self._timers.arm_in(key, self._lease_s, check)
+
+    def _lose(self, session: WorkerSession, why: str) -> None:
+        """Drop the session; each attempt it held is lost (retried per its policy)."""
+        log.warning("worker %s %s (%d attempts held)", session.name, why, len(session.held))
+        self._timers.disarm(("backlog", session.session_id))
         session.disconnect()
         del self.sessions[session.session_id]
         self.changed.set()
