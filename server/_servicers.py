@@ -302,6 +302,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             await self._refuse(context, wire.status_for(error), error.message)
         link = StreamLink()
         session, welcome = self._engine.connect_worker(hello, link)
+        link.on_backlog = lambda backlogged: self._engine.worker_backlogged(session, backlogged)
         failure: TaskwireError | None = None
         try:
             yield wpb.ConnectResponse(messages=[welcome_to_proto(welcome)])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import timedelta
 from typing import cast
 
@@ -49,6 +49,15 @@ MAX_SLOTS = 10_000
 # A frame carries what is queued, up to this many bytes (a single larger message goes alone),
 # so batching never builds a frame over the gRPC message limit.
 MAX_FRAME_BYTES = 1024 * 1024
+# A stream's outbox over either bound is backlogged: its worker is not reading (or reads slower than it is
+# sent work), and the engine sends it no more invocations until the outbox drains (or the session is
+# dropped after a lease). Cancels and drains still queue: they are few and small.
+MAX_OUTBOX_MESSAGES = 256
+MAX_OUTBOX_BYTES = 4 * 1024 * 1024
+
+
+def _no_watcher(backlogged: bool) -> None:
+    pass
 
 
 def _keys(refs: Iterable[wpb.AttemptRef]) -> tuple[AttemptKey, ...]:
@@ -162,13 +171,25 @@ class StreamLink:
 
     def __init__(self) -> None:
         self._outbox: deque[wpb.ServerMessage] = deque()
+        self._bytes = 0
         self._wake = asyncio.Event()
         self._closed = False
+        self.backlogged = False
+        # Told when the outbox goes over its bounds (True) and when it is back under them (False).
+        self.on_backlog: Callable[[bool], None] = _no_watcher
 
     def _send(self, message: wpb.ServerMessage) -> None:
         if not self._closed:
             self._outbox.append(message)
+            self._bytes += message.ByteSize()
             self._wake.set()
+            self._update_backlog()
+
+    def _update_backlog(self) -> None:
+        backlogged = len(self._outbox) >= MAX_OUTBOX_MESSAGES or self._bytes >= MAX_OUTBOX_BYTES
+        if backlogged != self.backlogged:
+            self.backlogged = backlogged
+            self.on_backlog(backlogged)
 
     def invoke(self, task_run: TaskRun, attempt: Attempt) -> None:
         timeout = task_run.timeout
@@ -204,7 +225,11 @@ class StreamLink:
             await self._wake.wait()
             self._wake.clear()
             while self._outbox:
-                yield wpb.ConnectResponse(messages=self._take_frame())
+                frame = self._take_frame()
+                self._bytes -= sum(message.ByteSize() for message in frame)
+                if not self._closed:
+                    self._update_backlog()
+                yield wpb.ConnectResponse(messages=frame)
             if self._closed:
                 return
 

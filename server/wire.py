@@ -102,6 +102,8 @@ _CANCEL_REASON = {
     d.ReasonCode.TIMED_OUT: wpb.CANCEL_REASON_TIMED_OUT,
     d.ReasonCode.EXECUTION_TIMED_OUT: wpb.CANCEL_REASON_EXECUTION_TIMED_OUT,
     d.ReasonCode.UPSTREAM_FAILED: wpb.CANCEL_REASON_UPSTREAM_FAILED,
+    # The server does not hold the attempt for this worker: stop it and report nothing.
+    d.ReasonCode.LEASE_EXPIRED: wpb.CANCEL_REASON_LEASE_LOST,
 }
 
 

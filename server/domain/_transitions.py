@@ -121,6 +121,22 @@ def _ended(task_run: TaskRun, state: State, reason: Reason, now: datetime, **cha
     )
 
 
+# What a worker answers when it could not start an attempt at all (the server sent it one too many, or
+# one it still runs an earlier attempt of, or it is draining): the dispatch was the server's mistake, so
+# such an attempt is recorded but not counted against the retry policy's `max_attempts`.
+REFUSALS = frozenset({"AttemptAlreadyRunning", "SlotsExhausted", "WorkerDraining"})
+
+
+def is_refusal(attempt: Attempt) -> bool:
+    """The attempt never ran: its worker refused it (see `REFUSALS`)."""
+    return attempt.outcome is AttemptOutcome.FAILED and attempt.error is not None and attempt.error.type in REFUSALS
+
+
+def attempts_used(attempts: tuple[Attempt, ...]) -> int:
+    """How many attempts count against `max_attempts`: all but the refused ones."""
+    return sum(not is_refusal(attempt) for attempt in attempts)
+
+
 def _end_attempt(
     task_run: TaskRun,
     outcome: AttemptOutcome,
@@ -194,20 +210,23 @@ def _retry_or_fail(
         record = _ended(task_run, State.CANCELLED, task_run.pending_cancel, now, attempts=attempts)
         return _finish(record, ended, *extra)
     policy = task_run.retry_policy
-    if not retryable:
+    refused = is_refusal(attempts[-1])
+    if not retryable and not refused:
         reason = Reason(ReasonCode.NON_RETRYABLE_ERROR, f"{what}; the error is not retryable")
         return _finish(_ended(task_run, State.FAILED, reason, now, attempts=attempts), ended, *extra)
-    if failed_attempt >= policy.max_attempts:
+    used = attempts_used(attempts)
+    if used >= policy.max_attempts:
         code = exhausted_code
         if policy.max_attempts > 1 and exhausted_code is ReasonCode.HANDLER_ERROR:
             code = ReasonCode.RETRIES_EXHAUSTED
         reason = Reason(code, f"{what}; {policy.max_attempts} of {policy.max_attempts} attempts used")
         return _finish(_ended(task_run, State.FAILED, reason, now, attempts=attempts), ended, *extra)
     at = _touch(task_run.updated_at, now)
-    retry_at = at + policy.delay_after(failed_attempt)
+    retry_at = at + policy.delay_after(max(used, 1))
+    what = f"{what} (refused: not counted)" if refused else what
     reason = Reason(
         ReasonCode.RETRY_BACKOFF,
-        f"{what}; attempt {failed_attempt + 1} of {policy.max_attempts} at {retry_at.isoformat()}",
+        f"{what}; attempt {used + 1} of {policy.max_attempts} at {retry_at.isoformat()}",
     )
     record = dataclasses.replace(
         task_run, state=State.WAITING, reason=reason, updated_at=at, attempts=attempts, not_before=retry_at

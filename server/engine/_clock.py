@@ -107,6 +107,14 @@ class ManualClock:
             scheduled.callback()
         self._move_to(target)
 
+    def jump(self, seconds: float) -> None:
+        """Move both clocks forward by `seconds` at once, then run what fell due meanwhile, late: what a
+        process stopped for that long (SIGSTOP, a suspended machine) sees when it runs again."""
+        if seconds < 0:
+            raise ValueError("a clock does not go back")
+        self._move_to(self.mono + seconds)
+        self.advance(0)
+
     def pending(self) -> int:
         """Callbacks still scheduled (not run, not cancelled)."""
         return sum(not scheduled.cancelled for _, _, scheduled in self._due)

@@ -101,30 +101,57 @@ class Dispatcher:
             # Round robin over the workers that serve the handler: the load spreads evenly, and each
             # dispatch costs O(1) however many workers are connected.
             candidates = [session for session in free if handler in session.handlers and session.free_slots > 0]
+            # Task runs the worker at hand still runs an earlier attempt of: another worker may take them;
+            # those left go back to the front of the queue, and wait for that attempt's end.
+            set_aside: list[str] = []
             while candidates:
                 next_round: list[WorkerSession] = []
                 for session in candidates:
-                    found = self._next_dispatchable(handler)
+                    found = self._from_set_aside(set_aside, session) or self._next_dispatchable(
+                        handler, session, set_aside
+                    )
                     if found is None:
+                        if set_aside:
+                            continue  # the queue is empty, but another worker may take what was set aside
                         next_round = []
                         break
                     self._dispatch(found[0], found[1], session)
                     if session.free_slots > 0:
                         next_round.append(session)
                 candidates = next_round
+            for task_run_id in reversed(set_aside):
+                self.ready.pushleft(handler, task_run_id)
 
-    def _next_dispatchable(self, handler: str) -> tuple[LiveExecution, TaskRun] | None:
-        """The next PENDING task run of the handler's queue, or None (empty, or its next records are loading)."""
-        by_task_run = self._executions.by_task_run
+    def _pending(self, task_run_id: str) -> tuple[LiveExecution, TaskRun] | None:
+        live = self._executions.by_task_run.get(task_run_id)
+        if live is not None and live.task_runs[task_run_id].state is State.PENDING:
+            return live, live.task_runs[task_run_id]
+        return None  # it was cancelled while queued: dropped here, lazily
+
+    def _from_set_aside(self, set_aside: list[str], session: WorkerSession) -> tuple[LiveExecution, TaskRun] | None:
+        for index, task_run_id in enumerate(set_aside):
+            if not self._holders.runs_on(session, task_run_id):
+                del set_aside[index]
+                return self._pending(task_run_id) or self._from_set_aside(set_aside, session)
+        return None
+
+    def _next_dispatchable(
+        self, handler: str, session: WorkerSession, set_aside: list[str]
+    ) -> tuple[LiveExecution, TaskRun] | None:
+        """The next PENDING task run of the handler's queue that `session` may run, or None (empty, or its
+        next records are loading). Those its worker still runs an earlier attempt of go to `set_aside`."""
         while (task_run_id := self.ready.popleft(handler)) is not None:
             if self._cold.is_cold(task_run_id):
                 self.ready.pushleft(handler, task_run_id)
                 self._cold.warm(handler)  # this handler goes on once its next records are in memory
                 return None
-            live = by_task_run.get(task_run_id)
-            if live is not None and live.task_runs[task_run_id].state is State.PENDING:
-                return live, live.task_runs[task_run_id]
-            # Otherwise it was cancelled while queued: dropped here, lazily.
+            found = self._pending(task_run_id)
+            if found is None:
+                continue
+            if self._holders.runs_on(session, task_run_id):
+                set_aside.append(task_run_id)
+                continue
+            return found
         return None
 
     def _dispatch(self, live: LiveExecution, task_run: TaskRun, session: WorkerSession) -> None:

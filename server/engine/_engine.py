@@ -104,6 +104,7 @@ class Engine:
         executions.retired = self._submits.forget_key
         self._history.is_live = executions.by_id.__contains__
         self._pool.slot_freed = self._dispatcher.slot_freed
+        self._timers.overslept = self._pool.renew_leases
         self._closed = False
 
     # ---- Lifecycle ------------------------------------------------------------------------------
@@ -251,6 +252,10 @@ class Engine:
     def disconnect_worker(self, session: WorkerSession) -> None:
         """The stream ended. Held attempts keep their lease until it times out or the worker returns."""
         self._pool.disconnect(session)
+
+    def worker_backlogged(self, session: WorkerSession, backlogged: bool) -> None:
+        """The session's stream holds more unsent messages than it may (True), or is back under (False)."""
+        self._pool.backlogged(session, backlogged)
 
     def on_worker_frame(self, session: WorkerSession, reports: Iterable[WorkerReport]) -> None:
         """One frame from a worker's stream, decoded into reports."""

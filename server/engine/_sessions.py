@@ -81,18 +81,31 @@ class WorkerSession:
     last_seen: float  # monotonic seconds
     link: WorkerLink | None  # None for the session that holds recovered attempts until their workers return
     held: set[AttemptKey] = field(default_factory=set)  # written by AttemptHolders only
+    # Attempts the worker says it runs that this session does not hold (rejected on reconnect, or held
+    # by nobody now): they take its slots until it stops listing them. Written by the worker pool.
+    stray: set[AttemptKey] = field(default_factory=set)
     draining: bool = False
     connected: bool = True
+    # Since when (monotonic seconds) its stream's unsent messages are over their bound: no new work meanwhile.
+    backlogged_since: float | None = None
 
     @property
     def free_slots(self) -> int:
-        if not self.connected or self.draining:
+        if not self.connected or self.draining or self.backlogged_since is not None:
             return 0
-        return max(self.slots - len(self.held), 0)
+        return max(self.slots - len(self.held) - len(self.stray), 0)
+
+    @property
+    def stray_task_runs(self) -> set[str]:
+        return {task_run_id for task_run_id, _ in self.stray}
 
     def seen(self, monotonic_s: float, at: datetime) -> None:
         self.last_seen = monotonic_s
         self.last_seen_at = at
+
+    def renew_lease(self, monotonic_s: float) -> None:
+        """The lease counts from `monotonic_s` (the server stood still; the worker may well have spoken)."""
+        self.last_seen = max(self.last_seen, monotonic_s)
 
     def disconnect(self) -> None:
         """The stream is gone (or must go): stop sending; the held attempts wait for their lease."""

@@ -7,6 +7,11 @@ the earliest live timer is handed to the clock (`Clock.call_at`); when it fires,
 every timer that is due runs and the next earliest is handed over. With a
 `ManualClock` they fire when a test advances it, and only then.
 
+A wakeup far later than asked for (`OVERSLEPT_S`) means the process did not run
+meanwhile (it was stopped, or the machine slept): before the due timers fire,
+`overslept` tells the engine, so that leases are not judged on heartbeats that
+are still waiting to be read.
+
 May use: the clock.
 """
 
@@ -24,6 +29,13 @@ log = logging.getLogger(__name__)
 
 TimerCallback = Callable[[], None]
 
+# A wakeup this much later than asked for is not scheduling noise: the process did not run meanwhile.
+OVERSLEPT_S = 0.5
+
+
+def _ignore_oversleep(late_s: float) -> None:
+    pass
+
 
 class Timers:
     def __init__(self, *, clock: Clock) -> None:
@@ -34,6 +46,8 @@ class Timers:
         self._wakeup: Cancellable | None = None
         self._wakeup_at: float | None = None
         self._running = False
+        # Wired by the engine: the timers woke `late_s` seconds after they were due (the process stood still).
+        self.overslept: Callable[[float], None] = _ignore_oversleep
 
     def __len__(self) -> int:
         return len(self._live)
@@ -82,8 +96,13 @@ class Timers:
         return due
 
     def _fire(self) -> None:
+        asked_for = self._wakeup_at
         self._wakeup = self._wakeup_at = None
-        for callback in self._pop_due(self._clock.monotonic()):
+        now = self._clock.monotonic()
+        if asked_for is not None and now - asked_for > OVERSLEPT_S:
+            log.warning("timers woke %.1fs late: the server did not run meanwhile", now - asked_for)
+            self.overslept(now - asked_for)
+        for callback in self._pop_due(now):
             try:
                 callback()
             except Exception:

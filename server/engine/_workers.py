@@ -16,12 +16,13 @@ report), and one hook: a session may have a free slot now.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 from taskwire.server._config import ServerConfig
-from taskwire.server.domain import CancelOnWorker, InvalidTransition, LeaseExpired
+from taskwire.server.domain import CancelOnWorker, InvalidTransition, LeaseExpired, Reason, ReasonCode
 
 from ._clock import Clock
 from ._ids import new_id
@@ -32,6 +33,7 @@ from ._sessions import (
     AttemptLog,
     AttemptProgress,
     Draining,
+    Heartbeat,
     Welcome,
     WorkerHello,
     WorkerLink,
@@ -48,6 +50,10 @@ class AttemptHolders:
 
     def __init__(self) -> None:
         self._holder: dict[AttemptKey, WorkerSession] = {}
+        self._by_task_run: dict[str, set[AttemptKey]] = {}  # the held attempts of each task run
+        self._order: dict[AttemptKey, int] = {}  # when each attempt came to be held, in holding order
+        self._unlisted: dict[AttemptKey, int] = {}  # heartbeats in a row whose list left the attempt out
+        self._holds = itertools.count()
 
     def __len__(self) -> int:
         return len(self._holder)
@@ -62,13 +68,34 @@ class AttemptHolders:
             previous.held.discard(key)
         session.held.add(key)
         self._holder[key] = session
+        self._by_task_run.setdefault(key[0], set()).add(key)
+        self._order[key] = next(self._holds)
+        self._unlisted.pop(key, None)
         return previous if previous is not session else None
+
+    def _forget(self, key: AttemptKey) -> None:
+        self._order.pop(key, None)
+        self._unlisted.pop(key, None)
+        keys = self._by_task_run.get(key[0])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_task_run[key[0]]
+
+    def runs_on(self, session: WorkerSession, task_run_id: str) -> bool:
+        """The session's worker still runs an attempt of the task run: one it holds (an earlier attempt
+        whose end it has not reported, e.g. fenced by a server-side timeout), or one it reported running
+        that nobody holds. A new attempt of that task run must go elsewhere, or wait."""
+        if task_run_id in session.stray_task_runs:
+            return True
+        return any(self._holder.get(key) is session for key in self._by_task_run.get(task_run_id, ()))
 
     def release(self, key: AttemptKey) -> WorkerSession | None:
         """The attempt ended on its worker: nobody holds it. Returns the session that did."""
         session = self._holder.pop(key, None)
         if session is not None:
             session.held.discard(key)
+            self._forget(key)
         return session
 
     def release_all(self, session: WorkerSession) -> list[AttemptKey]:
@@ -77,8 +104,27 @@ class AttemptHolders:
         for key in keys:
             if self._holder.get(key) is session:
                 del self._holder[key]
+                self._forget(key)
         session.held.clear()
         return keys
+
+    def unlisted(self, session: WorkerSession, running: Iterable[AttemptKey]) -> list[AttemptKey]:
+        """A heartbeat lists what its worker runs: the attempts `session` holds that its worker does not
+        run (and has not reported). One left out of two heartbeats in a row is gone; so is one left out
+        of a heartbeat that lists an attempt held after it (the stream is ordered: the worker had it)."""
+        listed = set(running)
+        newest_listed = max((self._order[k] for k in listed if self._holder.get(k) is session), default=-1)
+        gone: list[AttemptKey] = []
+        for key in sorted(session.held):
+            if key in listed:
+                self._unlisted.pop(key, None)
+                continue
+            misses = self._unlisted.get(key, 0) + 1
+            if misses >= 2 or self._order[key] < newest_listed:
+                gone.append(key)
+            else:
+                self._unlisted[key] = misses
+        return gone
 
     def speaks_for(self, session: WorkerSession, key: AttemptKey) -> bool:
         """Only the session that holds an attempt reports on it; another one's report is ignored."""
@@ -87,6 +133,9 @@ class AttemptHolders:
             return True  # no holder: the attempt is over, and the state machine fences the report
         log.warning("ignored a report for attempt %s#%d from %s: %s holds it", *key, session.name, holder.name)
         return False
+
+
+_NOT_HELD = Reason(ReasonCode.LEASE_EXPIRED, "the server does not hold this attempt for this worker")
 
 
 def _slot_hook_unwired(session: WorkerSession) -> None:
@@ -153,6 +202,7 @@ class WorkerPool:
                 adopted.append(key)
             else:
                 rejected.append(key)
+        session.stray = set(rejected)  # still running there until the worker stops them
         self.sessions[session.session_id] = session
         self._arm_lease(session)
         self.changed.set()
@@ -250,9 +300,39 @@ class WorkerPool:
                 self._executions.log_line(report)
         elif isinstance(report, Draining):
             session.draining = True
-        # Heartbeat: being seen is all it does; its list of running attempts is not compared with holding.
+        elif isinstance(report, Heartbeat):
+            self._reconcile(session, report.running)
+
+    def _reconcile(self, session: WorkerSession, running: tuple[AttemptKey, ...]) -> None:
+        """Compare what the worker says it runs with what its session holds. An attempt held that the
+        worker does not run is lost at once (retried per its policy, as after a lease expiry); one it runs
+        that the session does not hold is stopped there (LEASE_LOST: it reports nothing), and takes one
+        of its slots until the worker stops listing it."""
+        lost = self.holders.unlisted(session, running)
+        for key in lost:
+            log.warning("worker %s does not run attempt %s#%d that it holds: it is lost", session.name, *key)
+            self.holders.release(key)
+            self._executions.report(key[0], LeaseExpired(key[1]))
+        stray = {key for key in running if self.holders.holder(key) is not session}
+        if session.link is not None and session.connected:
+            for key in sorted(stray - session.stray):
+                log.warning("worker %s runs attempt %s#%d that it does not hold: stopped", session.name, *key)
+                session.link.cancel(*key, _NOT_HELD)
+        freed = len(session.stray) > len(stray)
+        session.stray = stray
+        if freed or lost:
+            self.slot_freed(session)
 
     # ---- Leases ---------------------------------------------------------------------------------
+
+    def renew_leases(self, late_s: float) -> None:
+        """The server stood still for `late_s` seconds: whatever its workers sent meanwhile is still
+        unread, so no lease is judged on that span. Every session's lease starts again now; one whose
+        worker stays silent from here on still loses it a lease later."""
+        now = self._clock.monotonic()
+        for session in self.sessions.values():
+            session.renew_lease(now)
+        log.warning("renewed the leases of %d sessions after a %.1fs pause", len(self.sessions), late_s)
 
     def _arm_lease(self, session: WorkerSession) -> None:
         at = session.last_seen + self._lease_s
@@ -264,7 +344,30 @@ class WorkerPool:
         if self._clock.monotonic() - session.last_seen < self._lease_s:
             self._arm_lease(session)  # heard from since: look again when the renewed lease ends
             return
-        log.warning("worker %s lost its lease (%d attempts held)", session.name, len(session.held))
+        self._lose(session, "lost its lease")
+
+    def backlogged(self, session: WorkerSession, backlogged: bool) -> None:
+        """The session's stream is backed up (its worker does not read): it gets no work until it drains,
+        and loses its attempts if it stays backed up for a lease."""
+        key = ("backlog", session.session_id)
+        if not backlogged:
+            session.backlogged_since = None
+            self._timers.disarm(key)
+            self.slot_freed(session)
+            return
+        session.backlogged_since = self._clock.monotonic()
+        log.warning("worker %s does not read its stream: no new work until it does", session.name)
+
+        def check() -> None:
+            if self.sessions.get(session.session_id) is session and session.backlogged_since is not None:
+                self._lose(session, "did not read its stream for a lease")
+
+        self._timers.arm_in(key, self._lease_s, check)
+
+    def _lose(self, session: WorkerSession, why: str) -> None:
+        """Drop the session; each attempt it held is lost (retried per its policy)."""
+        log.warning("worker %s %s (%d attempts held)", session.name, why, len(session.held))
+        self._timers.disarm(("backlog", session.session_id))
         session.disconnect()
         del self.sessions[session.session_id]
         self.changed.set()

@@ -102,7 +102,8 @@ async def test_a_duplicated_completion_changes_nothing(
 async def test_a_late_completion_of_a_timed_out_attempt_is_ignored(
     server: ServerProcess, client: AsyncClient, scripted: list[ScriptedWorker]
 ) -> None:
-    # Two slots: the fenced attempt holds one until the worker reports on it, attempt 2 takes the other.
+    # Two slots, yet attempt 2 waits until the worker reports on the fenced attempt 1: never two attempts
+    # of one task run on one worker at once.
     worker = ScriptedWorker(server.address, name="slowpoke", slots=2)
     scripted.append(worker)
     await worker.connect()
@@ -113,10 +114,9 @@ async def test_a_late_completion_of_a_timed_out_attempt_is_ignored(
     first = ref_of(await worker.invocation())
     cancel = (await worker.next("cancel")).cancel
     assert (cancel.ref.task_run_id, cancel.ref.attempt, cancel.reason) == (*first, wpb.CANCEL_REASON_TIMED_OUT)
+    await worker.send(completed(first, "stale"))
     second = ref_of(await worker.invocation())
     assert second == (first[0], 2)
-
-    await worker.send(completed(first, "stale"))
     await worker.send(completed(second, "fresh"))
     done = await client.wait_finished(execution.id, FINISH)
 

@@ -1,0 +1,79 @@
+"""A worker that heartbeats but never reads its stream: the server's memory stays bounded, the work is not
+held hostage (a normal worker started alongside gets it), and the checker reports zeros."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import uuid
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import psutil
+import pytest
+
+from taskwire.v1 import task_service_pb2 as tpb
+from taskwire.v1 import task_service_pb2_grpc, worker_service_pb2_grpc
+from taskwire.v1 import worker_service_pb2 as wpb
+from tests.faults.checker import Outcome, Submission, check
+from tests.faults.journal import JOURNAL_ENV, read_journal
+from tests.faults.observe import slots_in_use, stored_executions
+from tests.faults.scenario import journal_spec, quiesce
+from tests.harness import Cluster
+
+LEASE = ("--lease-timeout", "2", "--heartbeat-interval", "0.5", "--cancel-grace", "2")
+TASKS = 300
+PAD = "x" * (256 * 1024)  # 75 MiB of inputs in all
+
+
+async def _deaf_worker(address: str, stop: threading.Event) -> None:
+    """Says hello with many slots, reads the welcome, then only heartbeats: it never reads again."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = worker_service_pb2_grpc.WorkerServiceStub(channel).Connect()
+        hello = wpb.WorkerHello(name="deaf", instance_id=str(uuid.uuid4()), handlers=["journal.work"], slots=5000)
+        await call.write(wpb.ConnectRequest(messages=[wpb.WorkerMessage(hello=hello)]))
+        await call.read()
+        with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
+            while not stop.is_set():
+                await call.write(wpb.ConnectRequest(messages=[wpb.WorkerMessage(heartbeat=wpb.Heartbeat())]))
+                await asyncio.sleep(0.2)  # the heartbeat interval: a fault made of time
+        call.cancel()
+
+
+@pytest.mark.slow
+def test_a_worker_that_never_reads_holds_no_work_hostage(procs: Cluster, tmp_path: Path) -> None:
+    journal = tmp_path / "journal.jsonl"
+    server = procs.server(*LEASE)
+    rss = psutil.Process(server.process.popen.pid)
+    stop = threading.Event()
+    deaf = threading.Thread(target=asyncio.run, args=(_deaf_worker(server.address, stop),), daemon=True)
+    deaf.start()
+    before = rss.memory_info().rss
+    procs.worker(server, handlers="tests.faults.journal", slots=8, name="normal", env={JOURNAL_ENV: str(journal)})
+    peak = before
+    submissions = []
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = task_service_pb2_grpc.TaskServiceStub(channel)
+            for index in range(TASKS):
+                op = f"op-{index}"
+                spec = journal_spec(op)
+                spec.tasks[0].input.data = f'{{"seconds": 0, "pad": "{PAD}"}}'.encode()
+                response = stub.SubmitExecution(tpb.SubmitExecutionRequest(execution=spec), timeout=10)
+                submissions.append(Submission(op, Outcome.ACKNOWLEDGED, response.execution.id))
+                peak = max(peak, rss.memory_info().rss)
+        quiesce(server.address)
+        peak = max(peak, rss.memory_info().rss)
+    finally:
+        stop.set()
+        deaf.join(10)
+
+    assert peak - before < 64 * 1024 * 1024, f"the server grew by {(peak - before) / 2**20:.0f} MiB"
+    stored = stored_executions(server.address)
+    assert {execution.state for execution in stored} == {"SUCCESS"}
+    report = check(
+        submissions=submissions, stored=stored, runs=read_journal(journal), slots_in_use=slots_in_use(server.address)
+    )
+    assert report.ok, str(report)

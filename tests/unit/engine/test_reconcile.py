@@ -1,0 +1,84 @@
+"""What a worker's heartbeats say it runs, reconciled with what its session holds."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from taskwire.server.domain import AttemptOutcome, ReasonCode, RetryPolicy, State
+from taskwire.server.engine import Heartbeat
+from tests.unit.engine.support import Rig, idle, task, until
+
+RETRY = RetryPolicy(max_attempts=3, initial_interval=timedelta(seconds=1))
+
+
+async def test_an_attempt_left_out_of_two_heartbeats_in_a_row_is_lost_and_retried(rig: Rig) -> None:
+    worker = rig.connect()
+    execution_id = await rig.submit(task(retry_policy=RETRY))
+    (first,) = worker.invocations
+
+    worker.report(Heartbeat(()))  # may have been sent before the invocation arrived
+    assert (await rig.task_run(execution_id)).state is State.RUNNING
+    worker.report(Heartbeat(()))
+    lost = await rig.task_run(execution_id)
+    assert lost.state is State.WAITING
+    assert lost.attempts[0].outcome is AttemptOutcome.LOST
+    assert worker.held == set()
+
+    rig.advance(1)
+    await until(lambda: len(worker.invocations) == 2, "the retry dispatched")
+    assert worker.invocations[1].key == (first.task_run.id, 2)
+
+
+async def test_a_listing_in_between_resets_the_count(rig: Rig) -> None:
+    worker = rig.connect()
+    execution_id = await rig.submit()
+    (first,) = worker.invocations
+    worker.report(Heartbeat(()))
+    worker.report(Heartbeat((first.key,)))
+    worker.report(Heartbeat(()))
+    assert (await rig.task_run(execution_id)).state is State.RUNNING
+
+
+async def test_an_attempt_left_out_of_a_heartbeat_listing_a_later_dispatch_is_lost_at_once(rig: Rig) -> None:
+    worker = rig.connect(slots=2)
+    dropped_id = await rig.submit()
+    kept_id = await rig.submit()
+    _, kept = worker.invocations
+    worker.report(Heartbeat((kept.key,)))  # the stream is ordered: the worker had the first before `kept`
+    assert (await rig.task_run(dropped_id)).attempts[0].outcome is AttemptOutcome.LOST
+    assert (await rig.task_run(kept_id)).state is State.RUNNING
+    assert worker.held == {kept.key}
+
+
+async def test_an_attempt_the_worker_runs_but_does_not_hold_is_stopped_and_takes_a_slot_meanwhile(rig: Rig) -> None:
+    worker = rig.connect(slots=1)
+    stray = ("someone-elses", 3)
+    worker.report(Heartbeat((stray,)))
+    (cancel,) = worker.cancels
+    assert (cancel.task_run_id, cancel.attempt) == stray
+    assert cancel.reason.code is ReasonCode.LEASE_EXPIRED
+    worker.report(Heartbeat((stray,)))
+    assert len(worker.cancels) == 1, "one cancel per stray attempt"
+
+    execution_id = await rig.submit()
+    await idle()
+    assert worker.invocations == [], "the stray attempt takes the worker's only slot"
+    worker.report(Heartbeat(()))  # it stopped
+    await until(lambda: worker.invocations, "dispatched once the slot is free")
+    worker.complete(worker.invocations[0])
+    assert await rig.state(execution_id) is State.SUCCESS
+
+
+async def test_an_attempt_rejected_on_reconnect_is_not_dispatched_to_the_worker_still_stopping_it(rig: Rig) -> None:
+    # A restart left the task run queued while a worker still runs its (never stored) first attempt.
+    execution_id = await rig.submit()
+    task_run_id = (await rig.task_run(execution_id)).id
+    worker = rig.connect(slots=2, running=[(task_run_id, 1)])
+    assert worker.welcome.rejected == ((task_run_id, 1),)
+    await idle()
+    assert worker.invocations == []
+
+    worker.report(Heartbeat(()))  # it has stopped
+    await until(lambda: worker.invocations, "dispatched once the first copy is gone")
+    worker.complete(worker.invocations[0])
+    assert await rig.state(execution_id) is State.SUCCESS
