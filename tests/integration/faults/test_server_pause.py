@@ -14,7 +14,7 @@ from tests.faults.journal import JOURNAL_ENV
 from tests.faults.scenario import Load, final_report
 from tests.harness import Cluster
 
-LEASE_S = 2.0
+LEASE_S = 3.0
 LEASE = ("--lease-timeout", str(LEASE_S), "--heartbeat-interval", "0.5", "--cancel-grace", "2")
 
 
@@ -29,7 +29,7 @@ def test_a_server_paused_past_the_lease_keeps_its_workers(procs: Cluster, tmp_pa
     load = Load(server.address, threads=2, per_thread=8, seconds=1.5).start()
     load.wait_acknowledged(4)
     server.process.signal(signal.SIGSTOP)
-    time.sleep(LEASE_S * 2)  # the fault itself is a span of time with the server stopped
+    time.sleep(LEASE_S * 1.5)  # the fault itself is a span of time with the server stopped
     server.process.signal(signal.SIGCONT)
     load.join()
 
