@@ -155,6 +155,8 @@ class Worker:
         self._channel_options = [
             ("grpc.keepalive_time_ms", max(1, round(keepalive_s * 1000))),
             ("grpc.keepalive_timeout_ms", max(1, round(keepalive_timeout_s * 1000))),
+            # gRPC core enforces the keepalive timeout through its ping timeout (grpc/grpc#39239).
+            ("grpc.http2.ping_timeout_ms", max(1, round(keepalive_timeout_s * 1000))),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.max_pings_without_data", 0),
             *channel_options,
