@@ -12,7 +12,7 @@ from taskwire.client import AttemptOutcome, Client, RetryPolicy, State
 from tests.harness import Cluster, Process, wait_for
 from tests.integration.workers.support import FINISH, error_type, json_output, only_run, wait_until_running
 
-LEASE = ("--lease-timeout", "3", "--heartbeat-interval", "0.5")
+LEASE = ("--lease-timeout", "2", "--heartbeat-interval", "0.5")
 
 
 def _connections(worker: Process) -> int:
