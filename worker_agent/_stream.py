@@ -1,10 +1,16 @@
-"""One session's stream I/O: the single writer, the reader, the heartbeats, and the last words on close."""
+"""A session: what the worker says it is, what the Welcome said, and the stream's I/O (the single writer,
+the reader, the heartbeats, and the last words on close)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
 from typing import Any
 
 import grpc
@@ -16,6 +22,29 @@ from . import _convert
 from ._executor import AttemptKey
 from ._limits import WireLimits
 from ._outbox import Outbox, OutboxEntry
+
+
+def agent_version() -> str:
+    """What the worker sends as ``WorkerHello.agent_version``."""
+    try:
+        version = metadata.version("taskwire")
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"taskwire-worker/{version} python/{python}"
+
+
+def default_worker_name() -> str:
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionInfo:
+    """What the server said in its Welcome."""
+
+    session_id: str
+    heartbeat_interval_s: float
+    lease_timeout_s: float
 
 
 class SessionStream:
@@ -85,3 +114,11 @@ class SessionStream:
             await self._call.done_writing()
         # The server ends the stream once it has read everything; the reader sees that as EOF.
         await asyncio.wait({reader}, timeout=self._flush_timeout_s)
+
+
+def describe(failure: BaseException | None) -> str:
+    if isinstance(failure, grpc.aio.AioRpcError):
+        return f"{failure.code().name}: {failure.details()}"
+    if isinstance(failure, TimeoutError):
+        return "timed out waiting for the server"
+    return f"{type(failure).__name__}: {failure}" if failure is not None else "unknown"

@@ -10,14 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import socket
-import sys
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from importlib import metadata
 from types import TracebackType
 from typing import Any
 
@@ -45,7 +40,7 @@ from ._outbox import Outbox
 from ._outcome import Cancelled
 from ._registry import HandlerRegistry
 from ._reports import ReportSink
-from ._stream import SessionStream
+from ._stream import SessionInfo, SessionStream, agent_version, default_worker_name, describe
 
 _log = logging.getLogger("taskwire.worker")
 
@@ -60,29 +55,6 @@ _BACKOFF_LEASE_SHARE = 1 / 3
 #: A server Drain's grace is when the server stops: the worker aborts what still runs early enough that
 #: the handlers can stop and their reports reach the server before then (at most this share of the grace).
 _DRAIN_REPORT_SHARE = 0.5
-
-
-def agent_version() -> str:
-    """What the worker sends as ``WorkerHello.agent_version``."""
-    try:
-        version = metadata.version("taskwire")
-    except metadata.PackageNotFoundError:
-        version = "0+unknown"
-    python = ".".join(map(str, sys.version_info[:3]))
-    return f"taskwire-worker/{version} python/{python}"
-
-
-def default_worker_name() -> str:
-    return f"{socket.gethostname()}/{os.getpid()}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SessionInfo:
-    """What the server said in its Welcome."""
-
-    session_id: str
-    heartbeat_interval_s: float
-    lease_timeout_s: float
 
 
 class _ConnectFailed(Exception):
@@ -429,7 +401,7 @@ class Worker:
                 async with asyncio.timeout(self._welcome_timeout_s):
                     frame = await call.read()
             except (grpc.RpcError, asyncio.InvalidStateError, TimeoutError) as exc:
-                raise _ConnectFailed(_describe(exc)) from exc
+                raise _ConnectFailed(describe(exc)) from exc
             if frame is grpc.aio.EOF or not frame.messages or not frame.messages[0].HasField("welcome"):
                 raise _ConnectFailed("the server did not answer the hello with a Welcome")
             welcomed_at = loop.time()
@@ -457,7 +429,7 @@ class Worker:
                 await stream.close(writer, reader)
                 return
             failure = next((t.exception() for t in done if not t.cancelled() and t.exception() is not None), None)
-            reason = _describe(failure) if failure is not None else "the server closed the stream"
+            reason = describe(failure) if failure is not None else "the server closed the stream"
             if loop.time() - welcomed_at < _HEALTHY_SESSION_S:
                 raise _ConnectFailed(reason)
             _log.warning("stream to %s ended (%s); reconnecting", self._server, reason)
@@ -561,11 +533,3 @@ class Worker:
 
 def _draining(reason: str) -> wpb.WorkerMessage:
     return wpb.WorkerMessage(draining=wpb.Draining(reason=reason))
-
-
-def _describe(failure: BaseException | None) -> str:
-    if isinstance(failure, grpc.aio.AioRpcError):
-        return f"{failure.code().name}: {failure.details()}"
-    if isinstance(failure, TimeoutError):
-        return "timed out waiting for the server"
-    return f"{type(failure).__name__}: {failure}" if failure is not None else "unknown"

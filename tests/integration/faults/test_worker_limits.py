@@ -31,7 +31,8 @@ def test_an_output_over_the_payload_limit_fails_the_attempt_with_the_cause(procs
     assert done.state is State.FAILED, done
     (attempt,) = only_run(done).attempts
     assert error_type(attempt) == "OutputTooLarge"
-    assert attempt.error is not None and not attempt.error.retryable
+    assert attempt.error is not None
+    assert not attempt.error.retryable
     assert f"over the server's limit of {LIMIT} bytes" in attempt.error.message, attempt.error
     # The stream never broke: one session, and the next task on it succeeded.
     assert fits.state is State.SUCCESS, fits
