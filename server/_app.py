@@ -61,6 +61,9 @@ class TaskwireServer:
             options=[
                 ("grpc.max_receive_message_length", max_message),
                 ("grpc.max_send_message_length", max_message),
+                # Workers probe their stream with keepalive pings (every few seconds, also when idle).
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
+                ("grpc.keepalive_permit_without_calls", 1),
             ]
         )
         rejections = RejectionLog()

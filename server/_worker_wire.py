@@ -162,6 +162,8 @@ def welcome_to_proto(welcome: Welcome) -> wpb.ServerMessage:
             lease_timeout=wire.duration_to_proto(welcome.lease_timeout),
             adopted_attempts=[wpb.AttemptRef(task_run_id=t, attempt=a) for t, a in welcome.adopted],
             rejected_attempts=[wpb.AttemptRef(task_run_id=t, attempt=a) for t, a in welcome.rejected],
+            max_payload_bytes=welcome.max_payload_bytes,
+            max_message_bytes=welcome.max_message_bytes,
         )
     )
 

@@ -33,7 +33,8 @@ from ._registry import (
     handler,
     load_handlers,
 )
-from ._worker import SessionInfo, Worker
+from ._stream import SessionInfo
+from ._worker import Worker
 
 # The name this package used for `ErrorInfo` before it was shared; the same class.
 ErrorDetails = ErrorInfo

@@ -67,8 +67,11 @@ class SubmitResult(enum.Enum):
 
     #: It runs now.
     ACCEPTED = "accepted"
-    #: The same attempt is already running; nothing changed.
+    #: The same attempt is already running (and will report); nothing changed.
     DUPLICATE = "duplicate"
+    #: The same attempt is still stopping here after the server fenced it (LEASE_LOST, or rejected at a
+    #: reconnect); this copy starts as soon as that one has stopped, whose outcome is never reported.
+    QUEUED = "queued"
     #: It could not run (no free slot, unknown handler, draining, its task run already running);
     #: a Failed outcome has been reported for it.
     REJECTED = "rejected"
@@ -172,6 +175,8 @@ class Executor:
         self._handler_logger = handler_logger
         self._mp_start_method = mp_start_method
         self._attempts: dict[str, _Attempt] = {}
+        # Attempts invoked again while their fenced copy still stops, by task run; each starts when it has.
+        self._waiting: dict[str, AttemptSpec] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self._accepting = True
@@ -199,8 +204,10 @@ class Executor:
         return self._accepting
 
     def running(self) -> list[AttemptKey]:
-        """Attempts still running that the server should hear about (not those whose lease was lost)."""
-        return sorted(a.key for a in self._attempts.values() if not a.silenced)
+        """Attempts the server should hear about: running or stopping (not those whose lease was lost),
+        and those waiting to start behind a fenced copy of themselves."""
+        live = {a.key for a in self._attempts.values() if not a.silenced}
+        return sorted(live | {spec.key for spec in self._waiting.values()})
 
     def is_running(self, key: AttemptKey) -> bool:
         attempt = self._attempts.get(key.task_run_id)
@@ -222,7 +229,15 @@ class Executor:
         loop = asyncio.get_running_loop()
         key = spec.key
         current = self._attempts.get(key.task_run_id)
-        if current is not None and current.key == key:
+        if current is not None and current.key == key and (self._accepting or not current.silenced):
+            if current.silenced and key.task_run_id not in self._waiting:
+                # The server fenced this copy, then handed the same attempt out again (after a crash, before
+                # the dispatch was stored): it is new work, and it starts once the old copy has stopped.
+                _log.info("attempt %s invoked again while its fenced copy stops; it starts when that has", key)
+                self._waiting[key.task_run_id] = spec
+                return SubmitResult.QUEUED
+            # Running (or already waiting) and not fenced: its report is on its way.
+            _log.warning("ignoring a second invocation of attempt %s, which is running here", key)
             return SubmitResult.DUPLICATE
         registered = self._registry.get(spec.info.handler)
         rejection = self._rejection(spec, current, registered)
@@ -246,6 +261,13 @@ class Executor:
     def abort(self, key: AttemptKey, reason: AbortReason, message: str = "") -> bool:
         """Fire an attempt's abort signal: SHUTDOWN ends it as a WorkerShutdown failure, any other reason
         as Cancelled (LEASE_LOST: silently). False when that attempt is not running."""
+        waiting = self._waiting.get(key.task_run_id)
+        if waiting is not None and waiting.key == key:
+            del self._waiting[key.task_run_id]
+            if reason is not AbortReason.LEASE_LOST:
+                outcome = _shutdown_failure() if reason is AbortReason.SHUTDOWN else Cancelled(reason=reason)
+                self._sink.attempt_finished(key, outcome)
+            return True
         attempt = self._attempts.get(key.task_run_id)
         if attempt is None or attempt.key != key:
             return False
@@ -265,6 +287,8 @@ class Executor:
         failures anyway and forgotten.
         """
         self.stop_accepting()
+        for spec in list(self._waiting.values()):
+            self.abort(spec.key, AbortReason.SHUTDOWN)
         for attempt in list(self._attempts.values()):
             self._abort(attempt, _StopCause.SHUTDOWN, AbortReason.SHUTDOWN, "the worker is shutting down")
         limit_s = timeout_s if timeout_s is not None else self._stop_grace_s + self._kill_grace_s + 1.0
@@ -384,8 +408,6 @@ class Executor:
         for timer in attempt.timers:
             timer.cancel()
         del self._attempts[attempt.key.task_run_id]
-        if not self._attempts:
-            self._idle.set()
         outcome = self._outcome(attempt, result)
         # A completion is routine (DEBUG, and cheap when off); failures and aborts are worth a line.
         level = logging.DEBUG if isinstance(outcome, Completed) else logging.INFO
@@ -394,6 +416,11 @@ class Executor:
                 level, "attempt %s (%s) ended: %s", attempt.key, attempt.registered.name, _describe(outcome)
             )
         self._sink.attempt_finished(attempt.key, outcome)
+        waiting = self._waiting.pop(attempt.key.task_run_id, None)
+        if waiting is not None:
+            self.submit(waiting)
+        if not self._attempts:
+            self._idle.set()
 
     def _outcome(self, attempt: _Attempt, result: HandlerResult) -> Outcome:
         if attempt.silenced:
@@ -412,24 +439,18 @@ class Executor:
                 timed_out=True,
             )
         if attempt.cause is _StopCause.SHUTDOWN:
-            return Failed(
-                error=ErrorInfo(
-                    type="WorkerShutdown",
-                    message="the worker shut down before the handler finished",
-                    retryable=True,
-                )
-            )
+            return _shutdown_failure()
         signal = attempt.controller.signal
         return Cancelled(reason=signal.reason or AbortReason.CANCELLED, message=signal.message)
 
     # Event delivery, always on the loop thread.
 
     def _deliver_started(self, attempt: _Attempt) -> None:
-        if not attempt.finished:
+        if not attempt.finished and not attempt.silenced:
             self._sink.attempt_started(attempt.key)
 
     def _deliver_progress(self, attempt: _Attempt, update: ProgressUpdate) -> None:
-        if not attempt.finished:
+        if not attempt.finished and not attempt.silenced:
             self._sink.attempt_progress(attempt.key, update)
 
     def _deliver_log(self, attempt: _Attempt, line: LogLine) -> None:
@@ -437,7 +458,16 @@ class Executor:
             return
         if self._handler_logger is not None:
             self._handler_logger.log(line.level, "[%s %s] %s", attempt.registered.name, attempt.key, line.text)
-        self._sink.attempt_log(attempt.key, line)
+        if not attempt.silenced:
+            self._sink.attempt_log(attempt.key, line)
+
+
+def _shutdown_failure() -> Failed:
+    return Failed(
+        error=ErrorInfo(
+            type="WorkerShutdown", message="the worker shut down before the handler finished", retryable=True
+        )
+    )
 
 
 def _describe(outcome: Outcome) -> str:

@@ -17,7 +17,8 @@ from taskwire.common import positive_int
 from ._errors import ConnectionLostError, HandlerLoadError
 from ._executor import Isolation
 from ._registry import HandlerRegistry, load_handlers
-from ._worker import Worker, default_worker_name
+from ._stream import default_worker_name
+from ._worker import Worker
 
 _log = logging.getLogger("taskwire.worker")
 

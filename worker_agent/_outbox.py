@@ -31,6 +31,8 @@ class OutboxEntry:
     session_only: bool = False
     #: Progress and log lines: dropped (oldest first) rather than letting the outbox grow without bound.
     droppable: bool = False
+    #: The message's encoded size.
+    size: int = 0
 
 
 class Outbox:
@@ -62,22 +64,31 @@ class Outbox:
         if droppable and len(self._queue) >= self._max_buffered and not self._drop_oldest_droppable():
             self._count_drop()
             return
-        entry = OutboxEntry(message=message, attempt=attempt, session_only=session_only, droppable=droppable)
+        entry = OutboxEntry(
+            message=message, attempt=attempt, session_only=session_only, droppable=droppable, size=message.ByteSize()
+        )
         if front:
             self._queue.appendleft(entry)
         else:
             self._queue.append(entry)
         self._changed()
 
-    async def take(self) -> list[OutboxEntry]:
-        """Wait for at least one message, then take everything ready (up to the batch size).
+    async def take(self, *, max_bytes: int | None = None) -> list[OutboxEntry]:
+        """Wait for at least one message, then take everything ready, up to the batch size and to
+        ``max_bytes`` of messages (always at least one message).
 
         The caller reports back with :meth:`written` or :meth:`requeue`.
         """
         while not self._queue:
             await self._ready.wait()
-        count = min(len(self._queue), self._max_batch)
-        batch = [self._queue.popleft() for _ in range(count)]
+        batch = [self._queue.popleft()]
+        total = batch[0].size
+        while self._queue and len(batch) < self._max_batch:
+            if max_bytes is not None and total + self._queue[0].size > max_bytes:
+                break
+            entry = self._queue.popleft()
+            total += entry.size
+            batch.append(entry)
         self._in_flight.extend(batch)
         self._changed()
         return batch
@@ -106,6 +117,10 @@ class Outbox:
         self._queue = deque(e for e in self._queue if e.attempt != attempt)
         self._changed()
         return before - len(self._queue)
+
+    def queued_attempts(self) -> set[AttemptKey]:
+        """Attempts with messages still waiting for the writer (not those in the batch being written)."""
+        return {e.attempt for e in self._queue if e.attempt is not None}
 
     def pending_attempts(self) -> set[AttemptKey]:
         """Attempts with messages not yet on a stream (their terminal report, typically)."""

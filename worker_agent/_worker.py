@@ -10,13 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
-import sys
+import random
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from importlib import metadata
 from types import TracebackType
 from typing import Any
 
@@ -37,12 +33,14 @@ from taskwire.v1 import worker_service_pb2_grpc
 
 from . import _convert
 from ._abort import AbortReason
-from ._context import LogLine, ProgressUpdate
 from ._errors import ConnectionLostError
 from ._executor import AttemptKey, Executor, Isolation
+from ._limits import WireLimits
 from ._outbox import Outbox
-from ._outcome import Cancelled, Outcome
+from ._outcome import Cancelled
 from ._registry import HandlerRegistry
+from ._reports import ReportSink
+from ._stream import SessionInfo, SessionStream, agent_version, default_worker_name, describe
 
 _log = logging.getLogger("taskwire.worker")
 
@@ -51,29 +49,12 @@ DEFAULT_HEARTBEAT_INTERVAL_S = 5.0
 #: A session shorter than this counts as a failed connection attempt, so a server that welcomes and
 #: then drops the stream at once is retried with backoff instead of in a tight loop.
 _HEALTHY_SESSION_S = 1.0
-
-
-def agent_version() -> str:
-    """What the worker sends as ``WorkerHello.agent_version``."""
-    try:
-        version = metadata.version("taskwire")
-    except metadata.PackageNotFoundError:
-        version = "0+unknown"
-    python = ".".join(map(str, sys.version_info[:3]))
-    return f"taskwire-worker/{version} python/{python}"
-
-
-def default_worker_name() -> str:
-    return f"{socket.gethostname()}/{os.getpid()}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SessionInfo:
-    """What the server said in its Welcome."""
-
-    session_id: str
-    heartbeat_interval_s: float
-    lease_timeout_s: float
+#: A reconnecting worker waits at most this share of the last lease timeout between attempts, so it is back
+#: (and its attempts adopted) well before the server gives up on them.
+_BACKOFF_LEASE_SHARE = 1 / 3
+#: A server Drain's grace is when the server stops: the worker aborts what still runs early enough that
+#: the handlers can stop and their reports reach the server before then (at most this share of the grace).
+_DRAIN_REPORT_SHARE = 0.5
 
 
 class _ConnectFailed(Exception):
@@ -86,6 +67,13 @@ class _SessionEnded(Exception):
 
 class Worker:
     """A taskwire worker agent.
+
+    A stream that goes silent without closing (a half-open connection: a NAT or proxy dropped the flow)
+    is detected with gRPC keepalive pings: every ``keepalive_s`` the channel pings the server and drops
+    the connection when no answer comes within ``keepalive_timeout_s``, which ends the stream and starts
+    a reconnect. The server sends nothing on an idle stream by design (the heartbeats go the other way),
+    so silence from the server is no sign of trouble; only a transport-level probe tells a quiet peer
+    from a dead path, and it needs no protocol change and exists in every gRPC implementation.
 
     ``async with Worker(server=..., registry=...) as worker: await worker.wait_closed()`` runs it until
     it is shut down: :meth:`drain` (or a server Drain) stops taking work, lets running attempts finish
@@ -111,6 +99,8 @@ class Worker:
         reconnect_max_s: float = 30.0,
         welcome_timeout_s: float = 30.0,
         flush_timeout_s: float = 5.0,
+        keepalive_s: float = 5.0,
+        keepalive_timeout_s: float = 5.0,
         handler_log_level: int = logging.INFO,
         channel_options: Sequence[tuple[str, Any]] = (),
         mp_start_method: str = "spawn",
@@ -133,9 +123,18 @@ class Worker:
         self._reconnect_max_s = reconnect_max_s
         self._welcome_timeout_s = welcome_timeout_s
         self._flush_timeout_s = flush_timeout_s
-        self._channel_options = list(channel_options)
+        self._stop_budget_s = stop_grace_s + kill_grace_s + 1.0
+        self._channel_options = [
+            ("grpc.keepalive_time_ms", max(1, round(keepalive_s * 1000))),
+            ("grpc.keepalive_timeout_ms", max(1, round(keepalive_timeout_s * 1000))),
+            # gRPC core enforces the keepalive timeout through its ping timeout (grpc/grpc#39239).
+            ("grpc.http2.ping_timeout_ms", max(1, round(keepalive_timeout_s * 1000))),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+            *channel_options,
+        ]
         self._outbox = Outbox()
-        self._reports = _ReportSink(self._outbox)
+        self._reports = ReportSink(self._outbox)
         self._executor = Executor(
             registry=registry,
             sink=self._reports,
@@ -148,6 +147,7 @@ class Worker:
             mp_start_method=mp_start_method,
         )
         self._session: SessionInfo | None = None
+        self._last_lease_s: float | None = None
         self._connected = asyncio.Event()
         self._started = False
         self._main_task: asyncio.Task[None] | None = None
@@ -155,6 +155,8 @@ class Worker:
         self._draining = False
         self._drain_reason = ""
         self._drain_deadline: float | None = None
+        # When the server that asked for the drain stops: reports must be in before then.
+        self._reports_due: float | None = None
         self._shutdown_requested = asyncio.Event()
         self._deadline_changed = asyncio.Event()
         self._stop_connection = asyncio.Event()
@@ -222,13 +224,21 @@ class Worker:
         if self._failure is not None:
             raise self._failure
 
-    def drain(self, grace_s: float | None = None, *, reason: str = "") -> None:
+    def drain(self, grace_s: float | None = None, *, reason: str = "", reports_due_s: float | None = None) -> None:
         """Begin a graceful shutdown: no new work; running attempts get ``grace_s`` (default: the drain
         timeout) to finish, then are aborted. Calling it again can only shorten the grace; ``grace_s=0``
         aborts everything now. Returns at once; see :meth:`wait_closed`.
+
+        ``reports_due_s`` (a server Drain's grace) is when the reports must have reached the server: the
+        attempts are then aborted early enough that their handlers can stop and be reported by then.
         """
         loop = asyncio.get_running_loop()
         grace = self._drain_timeout_s if grace_s is None else max(0.0, grace_s)
+        if reports_due_s is not None:
+            due = loop.time() + reports_due_s
+            if self._reports_due is None or due < self._reports_due:
+                self._reports_due = due
+            grace = min(grace, reports_due_s - min(reports_due_s * _DRAIN_REPORT_SHARE, self._stop_budget_s))
         deadline = loop.time() + grace
         if self._drain_deadline is not None and deadline >= self._drain_deadline:
             return
@@ -307,7 +317,12 @@ class Worker:
             changed.cancel()
         if self._executor.in_flight:
             _log.info("aborting %d running attempt(s)", self._executor.in_flight)
-        await self._executor.stop_all()
+        stop_timeout_s: float | None = None
+        if self._reports_due is not None:
+            # Whatever has not stopped by then is reported anyway, with time left to send it.
+            left_s = self._reports_due - loop.time()
+            stop_timeout_s = min(self._stop_budget_s, max(0.0, left_s - min(0.5, left_s / 4)))
+        await self._executor.stop_all(timeout_s=stop_timeout_s)
         # Flush reports while the connection loop still runs (and still reconnects, if it must).
         connection = self._connection_task
         if connection is not None and not connection.done():
@@ -333,7 +348,7 @@ class Worker:
                 stop=stop_never
                 if self._max_reconnect_attempts is None
                 else stop_after_attempt(self._max_reconnect_attempts),
-                wait=wait_random_exponential(multiplier=self._reconnect_initial_s, max=self._reconnect_max_s),
+                wait=self._backoff,
                 retry=retry_if_exception_type(_ConnectFailed),
                 sleep=self._backoff_sleep,
                 before_sleep=self._log_retry,
@@ -350,6 +365,14 @@ class Worker:
                     f"gave up connecting to {self._server} after {self._max_reconnect_attempts} attempt(s): {cause}"
                 ) from cause
             return
+
+    def _backoff(self, state: RetryCallState) -> float:
+        """Exponential with full jitter, at most a share of the last lease: back before the leases expire."""
+        cap_s = self._reconnect_max_s
+        if self._last_lease_s:
+            cap_s = min(cap_s, self._last_lease_s * _BACKOFF_LEASE_SHARE)
+        exponential = wait_random_exponential(multiplier=self._reconnect_initial_s, max=self._reconnect_max_s)
+        return min(exponential(state), random.uniform(0, cap_s))
 
     async def _backoff_sleep(self, delay_s: float) -> None:
         # A shutdown must not wait out a long backoff.
@@ -378,7 +401,7 @@ class Worker:
                 async with asyncio.timeout(self._welcome_timeout_s):
                     frame = await call.read()
             except (grpc.RpcError, asyncio.InvalidStateError, TimeoutError) as exc:
-                raise _ConnectFailed(_describe(exc)) from exc
+                raise _ConnectFailed(describe(exc)) from exc
             if frame is grpc.aio.EOF or not frame.messages or not frame.messages[0].HasField("welcome"):
                 raise _ConnectFailed("the server did not answer the hello with a Welcome")
             welcomed_at = loop.time()
@@ -386,19 +409,27 @@ class Worker:
             for message in frame.messages[1:]:
                 self._handle(message)
             assert self._session is not None
+            stream = SessionStream(
+                call=call,
+                outbox=self._outbox,
+                running=self._executor.running,
+                limits=lambda: self._reports.limits,
+                handle=self._handle,
+                flush_timeout_s=self._flush_timeout_s,
+            )
             tasks = [
-                asyncio.create_task(self._write_loop(call), name="taskwire-worker-writer"),
-                asyncio.create_task(self._read_loop(call), name="taskwire-worker-reader"),
-                asyncio.create_task(self._heartbeat_loop(self._session.heartbeat_interval_s)),
+                asyncio.create_task(stream.write_loop(), name="taskwire-worker-writer"),
+                asyncio.create_task(stream.read_loop(), name="taskwire-worker-reader"),
+                asyncio.create_task(stream.heartbeat_loop(self._session.heartbeat_interval_s)),
                 asyncio.create_task(self._stop_connection.wait()),
             ]
             writer, reader, _, stop = tasks
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if stop in done:
-                await self._close_stream(call, writer, reader)
+                await stream.close(writer, reader)
                 return
             failure = next((t.exception() for t in done if not t.cancelled() and t.exception() is not None), None)
-            reason = _describe(failure) if failure is not None else "the server closed the stream"
+            reason = describe(failure) if failure is not None else "the server closed the stream"
             if loop.time() - welcomed_at < _HEALTHY_SESSION_S:
                 raise _ConnectFailed(reason)
             _log.warning("stream to %s ended (%s); reconnecting", self._server, reason)
@@ -442,6 +473,8 @@ class Worker:
             heartbeat_interval_s=heartbeat_s,
             lease_timeout_s=_convert.seconds(welcome.lease_timeout),
         )
+        self._last_lease_s = self._session.lease_timeout_s or None
+        self._reports.limits = WireLimits.from_welcome(welcome)
         adopted = {_convert.key(r) for r in welcome.adopted_attempts}
         rejected = {_convert.key(r) for r in welcome.rejected_attempts}
         for attempt in sorted(reported - adopted):
@@ -462,40 +495,6 @@ class Worker:
         )
         self._connected.set()
 
-    async def _write_loop(self, call: Any) -> None:
-        while True:
-            batch = await self._outbox.take()
-            try:
-                await call.write(wpb.ConnectRequest(messages=[entry.message for entry in batch]))
-            except BaseException:
-                self._outbox.requeue(batch)
-                raise
-            self._outbox.written(batch)
-
-    async def _read_loop(self, call: Any) -> None:
-        while True:
-            frame = await call.read()
-            if frame is grpc.aio.EOF:
-                return
-            for message in frame.messages:
-                self._handle(message)
-
-    async def _heartbeat_loop(self, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            heartbeat = wpb.Heartbeat(running_attempts=_convert.refs(self._executor.running()))
-            self._outbox.put(wpb.WorkerMessage(heartbeat=heartbeat), session_only=True)
-
-    async def _close_stream(self, call: Any, writer: asyncio.Task[None], reader: asyncio.Task[None]) -> None:
-        """Last words on a stream we are closing: flush, half-close, let the server end it."""
-        await self._outbox.wait_flushed(self._flush_timeout_s)
-        writer.cancel()
-        await asyncio.wait({writer})
-        with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
-            await call.done_writing()
-        # The server ends the stream once it has read everything; the reader sees that as EOF.
-        await asyncio.wait({reader}, timeout=self._flush_timeout_s)
-
     def _handle(self, message: wpb.ServerMessage) -> None:
         kind = message.WhichOneof("kind")
         if kind == "invocation":
@@ -507,7 +506,7 @@ class Worker:
             drain = message.drain
             grace_s = _convert.seconds(drain.grace) if drain.HasField("grace") else None
             _log.info("the server asked this worker to drain (%s)", drain.reason or "no reason given")
-            self.drain(grace_s, reason=drain.reason or "the server asked this worker to drain")
+            self.drain(grace_s, reason=drain.reason or "the server asked this worker to drain", reports_due_s=grace_s)
         elif kind == "welcome":
             _log.warning("ignoring a second Welcome on the same stream")
         else:
@@ -528,50 +527,9 @@ class Worker:
 
     def _silence(self, attempt: AttemptKey, message: str) -> None:
         """Abort an attempt the server no longer considers current, and say nothing more about it."""
-        if self._executor.abort(attempt, AbortReason.LEASE_LOST, message):
-            self._reports.silenced.add(attempt)
+        self._executor.abort(attempt, AbortReason.LEASE_LOST, message)
         self._outbox.drop_attempt(attempt)
-
-
-class _ReportSink:
-    """The worker's AttemptSink: turns the executor's events into queued reports.
-
-    Attempts whose lease the server says is lost are *silenced*: they finish quietly, nothing about them
-    is queued, and whatever was already queued is dropped.
-    """
-
-    def __init__(self, outbox: Outbox) -> None:
-        self._outbox = outbox
-        self.silenced: set[AttemptKey] = set()
-
-    def attempt_started(self, key: AttemptKey) -> None:
-        if key not in self.silenced:
-            self._outbox.put(_convert.started(key), attempt=key)
-
-    def attempt_progress(self, key: AttemptKey, update: ProgressUpdate) -> None:
-        if key not in self.silenced:
-            self._outbox.put(_convert.progress(key, update), attempt=key, droppable=True)
-
-    def attempt_log(self, key: AttemptKey, line: LogLine) -> None:
-        if key not in self.silenced:
-            self._outbox.put(_convert.log(key, line), attempt=key, droppable=True)
-
-    def attempt_finished(self, key: AttemptKey, outcome: Outcome) -> None:
-        report = _convert.outcome(key, outcome)
-        if key in self.silenced or report is None:
-            self.silenced.discard(key)
-            self._outbox.drop_attempt(key)
-            return
-        self._outbox.put(report, attempt=key)
 
 
 def _draining(reason: str) -> wpb.WorkerMessage:
     return wpb.WorkerMessage(draining=wpb.Draining(reason=reason))
-
-
-def _describe(failure: BaseException | None) -> str:
-    if isinstance(failure, grpc.aio.AioRpcError):
-        return f"{failure.code().name}: {failure.details()}"
-    if isinstance(failure, TimeoutError):
-        return "timed out waiting for the server"
-    return f"{type(failure).__name__}: {failure}" if failure is not None else "unknown"

@@ -65,6 +65,9 @@ class Welcome:
     lease_timeout: timedelta
     adopted: tuple[AttemptKey, ...]
     rejected: tuple[AttemptKey, ...]
+    # What the worker may send: the largest output payload, and the largest frame (0: not announced).
+    max_payload_bytes: int = 0
+    max_message_bytes: int = 0
 
 
 @dataclass(eq=False, kw_only=True)

@@ -222,6 +222,8 @@ class WorkerPool:
             lease_timeout=self._config.lease_timeout,
             adopted=tuple(adopted),
             rejected=tuple(rejected),
+            max_payload_bytes=self._config.limits.max_payload_bytes,
+            max_message_bytes=self._config.max_message_bytes,
         )
         return session, welcome
 

@@ -378,7 +378,16 @@ class Heartbeat(_message.Message):
     RUNNING_ATTEMPTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def running_attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttemptRef]:
-        """Attempts the worker is running now."""
+        """Exactly the attempts the server must still consider held by this worker
+        when it reads this heartbeat: every attempt whose handler runs (or is
+        stopping after a Cancel other than LEASE_LOST, or waits to start behind
+        a stopping copy of itself), plus every ended attempt whose terminal
+        report has not been sent earlier on this stream. Attempts the server
+        fenced (LEASE_LOST, rejected at a reconnect) are never listed. The
+        server may therefore treat an attempt it holds for this session but not
+        listed here as lost, and cancel (LEASE_LOST) one listed here that it
+        does not hold for this session.
+        """
 
     def __init__(
         self,
@@ -502,8 +511,25 @@ class Welcome(_message.Message):
     LEASE_TIMEOUT_FIELD_NUMBER: _builtins.int
     ADOPTED_ATTEMPTS_FIELD_NUMBER: _builtins.int
     REJECTED_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    MAX_PAYLOAD_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Id of this session."""
+    max_payload_bytes: _builtins.int
+    """The largest payload the server accepts, in bytes: an AttemptCompleted
+    whose output data is longer is not stored. A worker checks an output
+    before sending it and reports AttemptFailed instead (the Python agent:
+    error type "OutputTooLarge", not retryable, naming the size and the
+    limit). 0 means the server did not say (an older server): no check.
+    """
+    max_message_bytes: _builtins.int
+    """The largest frame (ConnectRequest, encoded) the server accepts, in bytes.
+    A larger frame breaks the stream, and resending it breaks the next one:
+    a worker must split its frames below this, and trim or drop a single
+    message that would not fit (a log line, progress details) instead of
+    sending it. 0 means the server did not say: assume 4 MiB, the gRPC
+    default.
+    """
     @_builtins.property
     def heartbeat_interval(self) -> _duration_pb2.Duration:
         """Send a Heartbeat at least this often."""
@@ -530,10 +556,12 @@ class Welcome(_message.Message):
         lease_timeout: _duration_pb2.Duration | None = ...,
         adopted_attempts: _abc.Iterable[Global___AttemptRef] | None = ...,
         rejected_attempts: _abc.Iterable[Global___AttemptRef] | None = ...,
+        max_payload_bytes: _builtins.int = ...,
+        max_message_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval", b"heartbeat_interval", "lease_timeout", b"lease_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adopted_attempts", b"adopted_attempts", "heartbeat_interval", b"heartbeat_interval", "lease_timeout", b"lease_timeout", "rejected_attempts", b"rejected_attempts", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adopted_attempts", b"adopted_attempts", "heartbeat_interval", b"heartbeat_interval", "lease_timeout", b"lease_timeout", "max_message_bytes", b"max_message_bytes", "max_payload_bytes", b"max_payload_bytes", "rejected_attempts", b"rejected_attempts", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
