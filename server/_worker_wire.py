@@ -123,7 +123,9 @@ def decode_messages(messages: Iterable[wpb.WorkerMessage], worker: str) -> list[
             line = message.log
             reports.append(AttemptLog(line.ref.task_run_id, line.ref.attempt, line.level, line.text))
         elif kind == "heartbeat":
-            reports.append(Heartbeat(_keys(message.heartbeat.running_attempts)))
+            heartbeat = message.heartbeat
+            received = heartbeat.invocations_received if heartbeat.HasField("invocations_received") else None
+            reports.append(Heartbeat(_keys(heartbeat.running_attempts), received))
         elif kind == "draining":
             reports.append(Draining(message.draining.reason))
         elif kind == "hello":
@@ -193,7 +195,7 @@ class StreamLink:
             self.backlogged = backlogged
             self.on_backlog(backlogged)
 
-    def invoke(self, task_run: TaskRun, attempt: Attempt) -> None:
+    def invoke(self, task_run: TaskRun, attempt: Attempt, dispatch: int) -> None:
         timeout = task_run.timeout
         invocation = wpb.Invocation(
             ref=wpb.AttemptRef(task_run_id=task_run.id, attempt=attempt.number),
@@ -203,6 +205,7 @@ class StreamLink:
             input=wire.payload_to_proto(task_run.input),
             timeout=wire.duration_to_proto(timeout),
             deadline=wire.timestamp_to_proto(attempt.started_at + timeout if timeout else None),
+            dispatch=dispatch,
         )
         self._send(wpb.ServerMessage(invocation=invocation))
 

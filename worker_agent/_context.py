@@ -50,6 +50,8 @@ class AttemptInfo:
     input: Payload
     execution_id: str = ""
     task_id: str = ""
+    # Names this dispatch (session id / dispatch number); unlike the attempt number, no crash reuses it.
+    dispatch_id: str = ""
 
 
 class TaskContext:
@@ -108,6 +110,12 @@ class TaskContext:
     def attempt(self) -> int:
         """The attempt number: 1 for the first run, then 2, 3, ... on retries."""
         return self._info.attempt
+
+    @property
+    def dispatch_id(self) -> str:
+        """This dispatch's identity (empty in the harness). An attempt number is sent twice when a server
+        died before its first dispatch was durable; the dispatch id never repeats."""
+        return self._info.dispatch_id
 
     @property
     def handler(self) -> str:

@@ -76,9 +76,10 @@ def refs(attempts: Iterable[AttemptKey]) -> list[wpb.AttemptRef]:
     return [ref(a) for a in sorted(attempts)]
 
 
-def spec(invocation: wpb.Invocation, *, received_at: float) -> AttemptSpec:
+def spec(invocation: wpb.Invocation, *, received_at: float, session_id: str = "") -> AttemptSpec:
     """The attempt an Invocation asks for; its timeout counts from ``received_at`` (``loop.time()``)."""
     info = AttemptInfo(
+        dispatch_id=f"{session_id}/{invocation.dispatch}" if invocation.dispatch else "",
         task_run_id=invocation.ref.task_run_id,
         attempt=invocation.ref.attempt,
         handler=invocation.handler,

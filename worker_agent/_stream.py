@@ -66,6 +66,8 @@ class SessionStream:
         self._limits = limits
         self._handle = handle
         self._flush_timeout_s = flush_timeout_s
+        # The highest Invocation.dispatch received and handled on this stream (echoed in heartbeats).
+        self._received = 0
 
     async def write_loop(self) -> None:
         while True:
@@ -85,6 +87,9 @@ class SessionStream:
                 return
             for message in frame.messages:
                 self._handle(message)
+                if message.HasField("invocation"):
+                    # After handling: the attempt is listed (or its refusal queued) before a heartbeat says so.
+                    self._received = max(self._received, message.invocation.dispatch)
 
     async def heartbeat_loop(self, interval_s: float) -> None:
         while True:
@@ -102,6 +107,7 @@ class SessionStream:
                 running = _convert.refs(set(self._running()) | later)
                 del entry.message.heartbeat.running_attempts[:]
                 entry.message.heartbeat.running_attempts.extend(running)
+                entry.message.heartbeat.invocations_received = self._received
             elif entry.attempt is not None:
                 later.add(entry.attempt)
 

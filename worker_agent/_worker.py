@@ -499,7 +499,8 @@ class Worker:
         kind = message.WhichOneof("kind")
         if kind == "invocation":
             loop = asyncio.get_running_loop()
-            self._executor.submit(_convert.spec(message.invocation, received_at=loop.time()))
+            session_id = self._session.session_id if self._session is not None else ""
+            self._executor.submit(_convert.spec(message.invocation, received_at=loop.time(), session_id=session_id))
         elif kind == "cancel":
             self._on_cancel(message.cancel)
         elif kind == "drain":

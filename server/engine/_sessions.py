@@ -30,8 +30,9 @@ AttemptKey = tuple[str, int]  # (task run id, attempt number)
 class WorkerLink(Protocol):
     """The way down one worker's stream. Sends queue and return at once; nothing is sent after close()."""
 
-    def invoke(self, task_run: TaskRun, attempt: Attempt) -> None:
-        """Run `attempt` (just dispatched, so the task run's current one) of the task run."""
+    def invoke(self, task_run: TaskRun, attempt: Attempt, dispatch: int) -> None:
+        """Run `attempt` (just dispatched, so the task run's current one) of the task run; `dispatch` is
+        this session's count of invocations, which the worker echoes in its heartbeats."""
 
     def cancel(self, task_run_id: str, attempt: int, reason: Reason) -> None:
         """Stop the attempt's handler; the worker answers with a cancel acknowledgement."""
@@ -89,6 +90,7 @@ class WorkerSession:
     stray: set[AttemptKey] = field(default_factory=set)
     draining: bool = False
     connected: bool = True
+    dispatches: int = 0  # invocations sent on this session's stream: the last dispatch number
     # Since when (monotonic seconds) its stream's unsent messages are over their bound: no new work meanwhile.
     backlogged_since: float | None = None
 
@@ -151,6 +153,8 @@ class Heartbeat:
     """The worker is alive; it runs these attempts."""
 
     running: tuple[AttemptKey, ...] = ()
+    # The highest dispatch number the worker had received when it wrote this; None when it does not say.
+    received: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,8 @@ class AttemptHolders:
         self._by_task_run: dict[str, set[AttemptKey]] = {}  # the held attempts of each task run
         self._order: dict[AttemptKey, int] = {}  # when each attempt came to be held, in holding order
         self._unlisted: dict[AttemptKey, int] = {}  # heartbeats in a row whose list left the attempt out
+        # The session's dispatch number of each attempt it was sent (0: adopted, the worker has it).
+        self._dispatch: dict[AttemptKey, int] = {}
         self._holds = itertools.count()
 
     def __len__(self) -> int:
@@ -61,8 +63,9 @@ class AttemptHolders:
     def holder(self, key: AttemptKey) -> WorkerSession | None:
         return self._holder.get(key)
 
-    def hold(self, key: AttemptKey, session: WorkerSession) -> WorkerSession | None:
-        """`session` holds the attempt now; returns the session that held it before, if another one."""
+    def hold(self, key: AttemptKey, session: WorkerSession, *, dispatch: int = 0) -> WorkerSession | None:
+        """`session` holds the attempt now (sent as its `dispatch`-th invocation, or adopted: 0); returns
+        the session that held it before, if another one."""
         previous = self._holder.get(key)
         if previous is not None:
             previous.held.discard(key)
@@ -70,11 +73,13 @@ class AttemptHolders:
         self._holder[key] = session
         self._by_task_run.setdefault(key[0], set()).add(key)
         self._order[key] = next(self._holds)
+        self._dispatch[key] = dispatch
         self._unlisted.pop(key, None)
         return previous if previous is not session else None
 
     def _forget(self, key: AttemptKey) -> None:
         self._order.pop(key, None)
+        self._dispatch.pop(key, None)
         self._unlisted.pop(key, None)
         keys = self._by_task_run.get(key[0])
         if keys is not None:
@@ -108,11 +113,18 @@ class AttemptHolders:
         session.held.clear()
         return keys
 
-    def unlisted(self, session: WorkerSession, running: Iterable[AttemptKey]) -> list[AttemptKey]:
+    def unlisted(
+        self, session: WorkerSession, running: Iterable[AttemptKey], received: int | None = None
+    ) -> list[AttemptKey]:
         """A heartbeat lists what its worker runs: the attempts `session` holds that its worker does not
-        run (and has not reported). One left out of two heartbeats in a row is gone; so is one left out
-        of a heartbeat that lists an attempt held after it (the stream is ordered: the worker had it)."""
+        run (and has not reported). When the heartbeat says which dispatches the worker had received, one
+        of those left out is gone, and a later one is still on its way (a heartbeat written before an
+        invocation arrived, or read late after the server stood still, says nothing of it). When it does
+        not say: one left out of two heartbeats in a row is gone; so is one left out of a heartbeat that
+        lists an attempt held after it (the stream is ordered: the worker had it)."""
         listed = set(running)
+        if received is not None:
+            return [key for key in sorted(session.held) if key not in listed and self._dispatch.get(key, 0) <= received]
         newest_listed = max((self._order[k] for k in listed if self._holder.get(k) is session), default=-1)
         gone: list[AttemptKey] = []
         for key in sorted(session.held):
@@ -303,14 +315,14 @@ class WorkerPool:
         elif isinstance(report, Draining):
             session.draining = True
         elif isinstance(report, Heartbeat):
-            self._reconcile(session, report.running)
+            self._reconcile(session, report.running, report.received)
 
-    def _reconcile(self, session: WorkerSession, running: tuple[AttemptKey, ...]) -> None:
+    def _reconcile(self, session: WorkerSession, running: tuple[AttemptKey, ...], received: int | None) -> None:
         """Compare what the worker says it runs with what its session holds. An attempt held that the
         worker does not run is lost at once (retried per its policy, as after a lease expiry); one it runs
         that the session does not hold is stopped there (LEASE_LOST: it reports nothing), and takes one
         of its slots until the worker stops listing it."""
-        lost = self.holders.unlisted(session, running)
+        lost = self.holders.unlisted(session, running, received)
         for key in lost:
             log.warning("worker %s does not run attempt %s#%d that it holds: it is lost", session.name, *key)
             self.holders.release(key)

@@ -85,6 +85,7 @@ class HandlerRun:
     started: float  # wall-clock seconds, comparable across processes on one machine
     ended: float | None = None
     result: str = ""  # "ok", "error", "aborted"; "" while unfinished
+    dispatch: str = ""  # the dispatch's identity (session/number): an attempt number may be sent twice, this not
 
     def overlaps(self, other: HandlerRun) -> bool:
         end = self.ended if self.ended is not None else float("inf")
@@ -234,12 +235,21 @@ def _check_runs(
         seen: dict[int, HandlerRun] = {}
         for run in mine:
             if run.attempt in seen:
-                report.duplicated.append(
-                    Finding(
-                        "duplicated",
-                        task_run_id,
-                        f"attempt {run.attempt} ran twice (workers {seen[run.attempt].worker}, {run.worker})",
-                    )
+                earlier = seen[run.attempt]
+                finding = Finding(
+                    "re-dispatch" if run.dispatch != earlier.dispatch else "duplicated",
+                    task_run_id,
+                    f"attempt {run.attempt} ran twice (workers {earlier.worker}, {run.worker}; "
+                    f"dispatches {earlier.dispatch or '?'}, {run.dispatch or '?'})",
+                )
+                _allow_if(
+                    report,
+                    finding,
+                    bool(crashes)
+                    and bool(run.dispatch)
+                    and bool(earlier.dispatch)
+                    and run.dispatch != earlier.dispatch,
+                    "two dispatches of one attempt number: a server died before the first was durable",
                 )
                 continue
             seen[run.attempt] = run

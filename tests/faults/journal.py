@@ -34,7 +34,7 @@ async def work(ctx: TaskContext) -> dict[str, object]:
     """Input ``{"seconds": s}``: records its start, waits s seconds (stopping at once on abort), records its end."""
     params = ctx.input if isinstance(ctx.input, dict) else {}
     seconds = float(params.get("seconds", 0.0))
-    key = {"e": ctx.execution_id, "t": ctx.task_run_id, "a": ctx.attempt, "w": str(os.getpid())}
+    key = {"e": ctx.execution_id, "t": ctx.task_run_id, "a": ctx.attempt, "d": ctx.dispatch_id, "w": str(os.getpid())}
     _append({**key, "ev": "start", "at": time.time()})
     result = "error"
     try:
@@ -49,14 +49,14 @@ async def work(ctx: TaskContext) -> dict[str, object]:
 
 def read_journal(path: Path) -> list[HandlerRun]:
     """Every run in the journal, its start joined with its end (a run whose process died has no end)."""
-    starts: dict[tuple[str, int, str], dict[str, object]] = {}
-    ends: dict[tuple[str, int, str], dict[str, object]] = {}
+    starts: dict[tuple[str, int, str, str], dict[str, object]] = {}
+    ends: dict[tuple[str, int, str, str], dict[str, object]] = {}
     runs: list[HandlerRun] = []
     if not path.exists():
         return runs
     for line in path.read_text().splitlines():
         entry = json.loads(line)
-        key = (str(entry["t"]), int(entry["a"]), str(entry["w"]))
+        key = (str(entry["t"]), int(entry["a"]), str(entry.get("d", "")), str(entry["w"]))
         if entry["ev"] == "start":
             if key in starts:  # the same attempt started twice in one process: keep both as separate runs
                 runs.append(_run(starts.pop(key), ends.pop(key, None)))
@@ -73,6 +73,7 @@ def _run(start: dict[str, object], end: dict[str, object] | None) -> HandlerRun:
         task_run_id=str(start["t"]),
         attempt=int(str(start["a"])),
         worker=str(start["w"]),
+        dispatch=str(start.get("d", "")),
         started=float(str(start["at"])),
         ended=float(str(end["at"])) if end else None,
         result=str(end["result"]) if end else "",

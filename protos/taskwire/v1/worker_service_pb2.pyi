@@ -376,6 +376,16 @@ class Heartbeat(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RUNNING_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    INVOCATIONS_RECEIVED_FIELD_NUMBER: _builtins.int
+    invocations_received: _builtins.int
+    """The highest Invocation.dispatch this worker had received (and accepted
+    into running_attempts, or reported) on this stream when it wrote the
+    heartbeat; 0 before the first. The server judges only what the worker
+    had received: an attempt it holds, dispatched at or below this number and
+    not listed, is lost at once; one dispatched later is still on its way.
+    Unset (a worker that does not say): an attempt is judged lost once two
+    heartbeats in a row leave it out.
+    """
     @_builtins.property
     def running_attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttemptRef]:
         """Exactly the attempts the server must still consider held by this worker
@@ -393,12 +403,15 @@ class Heartbeat(_message.Message):
         self,
         *,
         running_attempts: _abc.Iterable[Global___AttemptRef] | None = ...,
+        invocations_received: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_invocations_received", b"_invocations_received", "invocations_received", b"invocations_received"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["running_attempts", b"running_attempts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_invocations_received", b"_invocations_received", "invocations_received", b"invocations_received", "running_attempts", b"running_attempts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__invocations_received: _TypeAlias = _typing.Literal["invocations_received"]  # noqa: Y015
+    _WhichOneofArgType__invocations_received: _TypeAlias = _typing.Literal["_invocations_received", b"_invocations_received"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__invocations_received) -> _WhichOneofReturnType__invocations_received | None: ...
 
 Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
 
@@ -580,12 +593,20 @@ class Invocation(_message.Message):
     INPUT_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
+    DISPATCH_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     """The execution it belongs to."""
     task_id: _builtins.str
     """The task id within the execution."""
     handler: _builtins.str
     """The handler to run."""
+    dispatch: _builtins.int
+    """This stream's dispatch counter: 1, 2, 3, ... for the invocations sent on
+    it. With the session id (from the Welcome) it names this dispatch, and no
+    crash reuses it: an attempt number can be sent twice, when a server died
+    before its first dispatch was durable, but never in the same session.
+    Echo the highest one received in Heartbeat.invocations_received.
+    """
     @_builtins.property
     def ref(self) -> Global___AttemptRef:
         """The attempt; name it in every message about this work."""
@@ -614,10 +635,11 @@ class Invocation(_message.Message):
         input: _types_pb2.Payload | None = ...,
         timeout: _duration_pb2.Duration | None = ...,
         deadline: _timestamp_pb2.Timestamp | None = ...,
+        dispatch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "input", b"input", "ref", b"ref", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "execution_id", b"execution_id", "handler", b"handler", "input", b"input", "ref", b"ref", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "dispatch", b"dispatch", "execution_id", b"execution_id", "handler", b"handler", "input", b"input", "ref", b"ref", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -34,5 +34,5 @@ def test_a_server_paused_past_the_lease_keeps_its_workers(procs: Cluster, tmp_pa
     load.join()
 
     report = final_report(server.address, load, journal, ())
-    assert report.ok, str(report)
+    assert report.ok, str(report) + "\n" + server.process.output[-4000:]
     assert "lost its lease" not in server.process.output

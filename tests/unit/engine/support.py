@@ -73,6 +73,7 @@ async def idle(turns: int = 10) -> None:
 class Invoked:
     task_run: TaskRun
     attempt: Attempt
+    dispatch: int = 0
 
     @property
     def key(self) -> AttemptKey:
@@ -99,9 +100,9 @@ class FakeLink:
     sent: list[Invoked | Cancelled | Drained] = field(default_factory=list)
     closed: bool = False
 
-    def invoke(self, task_run: TaskRun, attempt: Attempt) -> None:
+    def invoke(self, task_run: TaskRun, attempt: Attempt, dispatch: int) -> None:
         assert not self.closed, "sent an invocation on a closed link"
-        self.sent.append(Invoked(task_run, attempt))
+        self.sent.append(Invoked(task_run, attempt, dispatch))
 
     def cancel(self, task_run_id: str, attempt: int, reason: Reason) -> None:
         assert not self.closed, "sent a cancel on a closed link"

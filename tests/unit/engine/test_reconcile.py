@@ -82,3 +82,37 @@ async def test_an_attempt_rejected_on_reconnect_is_not_dispatched_to_the_worker_
     await until(lambda: worker.invocations, "dispatched once the first copy is gone")
     worker.complete(worker.invocations[0])
     assert await rig.state(execution_id) is State.SUCCESS
+
+
+async def test_a_heartbeat_that_says_what_it_received_judges_only_those_dispatches(rig: Rig) -> None:
+    worker = rig.connect()
+    execution_id = await rig.submit(task(retry_policy=RETRY))
+    (first,) = worker.invocations
+    assert first.dispatch == 1
+
+    # Written before the invocation arrived, and read late (after the server stood still): many of them.
+    for _ in range(5):
+        worker.report(Heartbeat((), received=0))
+    assert (await rig.task_run(execution_id)).state is State.RUNNING
+    assert worker.held == {first.key}
+
+    worker.report(Heartbeat((first.key,), received=1))
+    assert (await rig.task_run(execution_id)).state is State.RUNNING
+
+
+async def test_a_received_dispatch_left_out_of_one_heartbeat_is_lost_at_once(rig: Rig) -> None:
+    worker = rig.connect()
+    execution_id = await rig.submit(task(retry_policy=RETRY))
+    (first,) = worker.invocations
+
+    worker.report(Heartbeat((), received=first.dispatch))
+    lost = await rig.task_run(execution_id)
+    assert lost.state is State.WAITING
+    assert lost.attempts[0].outcome is AttemptOutcome.LOST
+
+
+async def test_dispatch_numbers_count_the_invocations_of_one_session(rig: Rig) -> None:
+    worker = rig.connect(slots=3)
+    for _ in range(3):
+        await rig.submit()
+    assert [invoked.dispatch for invoked in worker.invocations] == [1, 2, 3]

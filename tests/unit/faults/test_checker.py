@@ -176,3 +176,17 @@ def test_a_frozen_workers_run_overlapping_the_retry_is_allowed_when_the_server_g
         check(submissions=submissions, stored=timed_out, runs=runs, faults={Fault.WORKER_PAUSE}).counts["duplicated"]
         == 1
     )
+
+
+def test_two_dispatches_of_one_attempt_number_are_allowed_only_after_a_server_crash() -> None:
+    submissions = [Submission("op1", Outcome.ACKNOWLEDGED, "e1")]
+    stored = [_stored("e1", "op1")]
+    first = HandlerRun("e1", "e1-t", 1, "w1", started=0, ended=1, result="aborted", dispatch="s1/1")
+    again = HandlerRun("e1", "e1-t", 1, "w1", started=2, ended=3, result="ok", dispatch="s2/1")
+    assert check(submissions=submissions, stored=stored, runs=[first, again]).counts["duplicated"] == 1
+    after_crash = check(submissions=submissions, stored=stored, runs=[first, again], faults={Fault.SERVER_CRASH})
+    assert after_crash.ok, str(after_crash)
+    same = HandlerRun("e1", "e1-t", 1, "w2", started=2, ended=3, result="ok", dispatch="s1/1")
+    assert (
+        check(submissions=submissions, stored=stored, runs=[first, same], faults=set(Fault)).counts["duplicated"] == 1
+    )
