@@ -31,6 +31,7 @@ from ._models import (
     Execution,
     Progress,
     Reason,
+    Refusal,
     RetryPolicy,
     TaskRun,
 )
@@ -89,6 +90,7 @@ __all__ = [
     "QueueStats",
     "Reason",
     "ReasonCode",
+    "Refusal",
     "RetryPolicy",
     "ShuttingDown",
     "State",

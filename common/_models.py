@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from ._payload import Payload
 from ._states import TERMINAL_REASONS, WAITING_REASONS, AttemptOutcome, ReasonCode, State
@@ -45,6 +46,22 @@ class ErrorInfo:
             retryable=bool(getattr(exc, "retryable", True)),
             traceback="".join(traceback.format_exception(exc)),
         )
+
+    @property
+    def is_refusal(self) -> bool:
+        """A worker refused the attempt (`Refusal`): its handler never ran."""
+        return self.type in _REFUSALS
+
+
+class Refusal(StrEnum):
+    """The error types of a worker's refusal: the attempt never ran, so it costs no attempt."""
+
+    WORKER_DRAINING = "WorkerDraining"
+    ATTEMPT_ALREADY_RUNNING = "AttemptAlreadyRunning"
+    SLOTS_EXHAUSTED = "SlotsExhausted"
+
+
+_REFUSALS = frozenset(refusal.value for refusal in Refusal)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,1 +1,40 @@
-"""taskwire control-plane server."""
+"""The taskwire control-plane server: `taskwire-server`, or embedded with `TaskwireServer`.
+
+    from taskwire.server import ServerConfig, TaskwireServer
+
+    async with TaskwireServer(ServerConfig(listen="127.0.0.1:0")) as server:
+        print(server.address)
+
+The store is pluggable behind the `Store` protocol: `SqliteStore` is the default, `MemoryStore` is
+for tests. Everything else in this package is private. The names are loaded on first use, so that
+importing the pure domain (`taskwire.server.domain`) loads no grpc.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._app import TaskwireServer
+    from ._config import ServerConfig
+    from .domain import Limits
+    from .store import MemoryStore, SqliteStore, Store, StoreError
+
+_WHERE = {
+    "TaskwireServer": "._app",
+    "ServerConfig": "._config",
+    "Limits": ".domain",
+    "MemoryStore": ".store",
+    "SqliteStore": ".store",
+    "Store": ".store",
+    "StoreError": ".store",
+}
+
+__all__ = ["Limits", "MemoryStore", "ServerConfig", "SqliteStore", "Store", "StoreError", "TaskwireServer"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name], __name__), name)

@@ -17,7 +17,7 @@ from functools import partial
 from types import TracebackType
 from typing import Protocol
 
-from taskwire.common import ErrorInfo
+from taskwire.common import ErrorInfo, Refusal
 
 from ._abort import AbortController, AbortReason
 from ._context import AttemptInfo, LogLine, ProgressUpdate, TaskContext, build_context
@@ -322,14 +322,14 @@ class Executor:
     ) -> ErrorInfo | None:
         """Why an attempt cannot start now, or None when it can."""
         if not self._accepting:
-            return ErrorInfo(type="WorkerDraining", message="the worker is shutting down and takes no new work")
+            return ErrorInfo(type=Refusal.WORKER_DRAINING, message="the worker is shutting down and takes no new work")
         if current is not None:
             return ErrorInfo(
-                type="AttemptAlreadyRunning",
+                type=Refusal.ATTEMPT_ALREADY_RUNNING,
                 message=f"attempt {current.key.attempt} of task run {current.key.task_run_id} is still running here",
             )
         if len(self._attempts) >= self._slots:
-            return ErrorInfo(type="SlotsExhausted", message=f"all {self._slots} slots of this worker are busy")
+            return ErrorInfo(type=Refusal.SLOTS_EXHAUSTED, message=f"all {self._slots} slots of this worker are busy")
         if registered is None:
             return ErrorInfo(type="HandlerNotFound", message=f"this worker has no handler named {spec.info.handler!r}")
         return None

@@ -124,12 +124,9 @@ def _ended(task_run: TaskRun, state: State, reason: Reason, now: datetime, **cha
 # What a worker answers when it could not start an attempt at all (the server sent it one too many, or
 # one it still runs an earlier attempt of, or it is draining): the dispatch was the server's mistake, so
 # such an attempt is recorded but not counted against the retry policy's `max_attempts`.
-REFUSALS = frozenset({"AttemptAlreadyRunning", "SlotsExhausted", "WorkerDraining"})
-
-
 def is_refusal(attempt: Attempt) -> bool:
-    """The attempt never ran: its worker refused it (see `REFUSALS`)."""
-    return attempt.outcome is AttemptOutcome.FAILED and attempt.error is not None and attempt.error.type in REFUSALS
+    """The attempt never ran: its worker refused it (`taskwire.common.Refusal`)."""
+    return attempt.outcome is AttemptOutcome.FAILED and attempt.error is not None and attempt.error.is_refusal
 
 
 def attempts_used(attempts: tuple[Attempt, ...]) -> int:
