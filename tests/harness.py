@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import grpc
 
@@ -248,6 +248,27 @@ class Cluster:
     def close(self) -> None:
         for process in reversed(self.processes):
             process.kill()
+
+
+C = TypeVar("C", bound="Closeable")
+
+
+class Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+def opened(make: Callable[[ServerProcess], C]) -> Iterator[Callable[[ServerProcess], C]]:
+    """For a fixture: `make(server)` opens a client, and every client opened is closed at teardown."""
+    clients: list[C] = []
+
+    def open_client(server: ServerProcess) -> C:
+        client = make(server)
+        clients.append(client)
+        return client
+
+    yield open_client
+    for client in clients:
+        client.close()
 
 
 def cluster(tmp_path: Path) -> Iterator[Cluster]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Cluster, ServerProcess, cluster
+from tests.harness import Cluster, ServerProcess, cluster, opened
 from tests.integration.server.support import Client
 
 
@@ -25,17 +25,8 @@ def server(procs: Cluster) -> ServerProcess:
 
 @pytest.fixture
 def connect() -> Iterator[Callable[[ServerProcess], Client]]:
-    """`connect(server)` opens a client to that server; every client is closed at teardown."""
-    opened: list[Client] = []
-
-    def open_client(server: ServerProcess) -> Client:
-        client = Client.of(server)
-        opened.append(client)
-        return client
-
-    yield open_client
-    for client in opened:
-        client.close()
+    """`connect(server)` opens a raw TaskService client of that server; every one is closed at teardown."""
+    yield from opened(Client.of)
 
 
 @pytest.fixture

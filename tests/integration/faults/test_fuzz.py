@@ -98,6 +98,19 @@ def _call(channel: grpc.Channel, method: MethodDescriptor, body: bytes) -> grpc.
     return grpc.StatusCode.OK
 
 
+def _exercise(server: ServerProcess, channel: grpc.Channel, method: MethodDescriptor, body: bytes, shown: str) -> None:
+    """One call: an acceptable status, no state change if refused, at most one log line and no traceback."""
+    before_rows = _executions(channel)
+    before_lines = len(server.process.lines)
+    code = _call(channel, method, body)
+    assert code in ACCEPTABLE, f"{_path(method)} answered {code} to {shown}"
+    if code is not grpc.StatusCode.OK:
+        assert _executions(channel) == before_rows, "a rejected call changed state"
+    new = server.process.lines[before_lines:]
+    assert len(new) <= 1, "\n".join(new)
+    assert not any("Traceback" in line for line in new), "\n".join(new)
+
+
 def _executions(channel: grpc.Channel) -> int:
     response = channel.unary_unary(
         "/taskwire.v1.TaskService/ListExecutions",
@@ -116,15 +129,7 @@ def test_raw_bytes_never_crash_or_change_state(
     @FUZZ
     @given(body=st.binary(max_size=256))
     def check(body: bytes) -> None:
-        before_rows = _executions(channel)
-        before_lines = len(server.process.lines)
-        code = _call(channel, method, body)
-        assert code in ACCEPTABLE, f"{_path(method)} answered {code} to {body!r}"
-        if code is not grpc.StatusCode.OK:
-            assert _executions(channel) == before_rows, "a rejected call changed state"
-        new = server.process.lines[before_lines:]
-        assert len(new) <= 1, "\n".join(new)
-        assert not any("Traceback" in line for line in new), "\n".join(new)
+        _exercise(server, channel, method, body, shown=repr(body))
 
     check()
     assert server.process.popen.poll() is None, "the server died"
@@ -197,15 +202,7 @@ def test_hostile_messages_get_a_status_not_a_crash(
     @FUZZ
     @given(request=_message(method.input_type))
     def check(request: Message) -> None:
-        before_rows = _executions(channel)
-        before_lines = len(server.process.lines)
-        code = _call(channel, method, request.SerializeToString())
-        assert code in ACCEPTABLE, f"{_path(method)} answered {code} to {request}"
-        if code is not grpc.StatusCode.OK:
-            assert _executions(channel) == before_rows, "a rejected call changed state"
-        new = server.process.lines[before_lines:]
-        assert len(new) <= 1, "\n".join(new)
-        assert not any("Traceback" in line for line in new), "\n".join(new)
+        _exercise(server, channel, method, request.SerializeToString(), shown=str(request))
 
     check()
     assert server.process.popen.poll() is None, "the server died"

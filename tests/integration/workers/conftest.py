@@ -7,22 +7,13 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from taskwire.client import Client
-from tests.harness import ServerProcess
+from tests.harness import ServerProcess, opened
 
 
 @pytest.fixture
 def connect() -> Iterator[Callable[[ServerProcess], Client]]:
     """`connect(server)` opens an SDK client of that server; every client is closed at teardown."""
-    opened: list[Client] = []
-
-    def open_client(server: ServerProcess) -> Client:
-        client = Client(server.address)
-        opened.append(client)
-        return client
-
-    yield open_client
-    for client in opened:
-        client.close()
+    yield from opened(lambda server: Client(server.address))
 
 
 @pytest.fixture
