@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from datetime import timedelta
 from types import TracebackType
 
@@ -36,6 +37,24 @@ WORKER_SERVICE = WORKER.full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
+def _check_free(listen: str) -> None:
+    """Bind the address once without SO_REUSEPORT, as gRPC will, so that a used port is refused here with
+    one clear line rather than by gRPC core's own log line. Port 0 is always free."""
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit() or int(port) == 0:
+        return
+    for family, kind, proto, _name, address in socket.getaddrinfo(
+        host.strip("[]") or None, int(port), type=socket.SOCK_STREAM
+    ):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+
+
+class AddressInUse(OSError):
+    """The address to listen on is taken (by another server, most likely) or cannot be bound."""
+
+
 class TaskwireServer:
     def __init__(self, config: ServerConfig, *, store: Store | None = None, clock: Clock | None = None) -> None:
         self.config = config
@@ -53,9 +72,10 @@ class TaskwireServer:
         self.failure: BaseException | None = None
 
     async def start(self) -> str:
-        """Open the store, recover, and serve. Returns the bound address (useful with port 0)."""
-        await self._store.open()
-        await self.engine.start()
+        """Bind the port, open the store, recover, and serve. Returns the bound address (useful with port 0).
+
+        The port is bound first and alone (no SO_REUSEPORT): a second server on a used port, or on a
+        store another server owns, refuses before it changes anything."""
         max_message = self.config.max_message_bytes
         server = grpc.aio.server(
             options=[
@@ -64,6 +84,8 @@ class TaskwireServer:
                 # Workers probe their stream with keepalive pings (every few seconds, also when idle).
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
                 ("grpc.keepalive_permit_without_calls", 1),
+                # gRPC shares ports by default: two servers on one port would split clients and workers.
+                ("grpc.so_reuseport", 0),
             ]
         )
         rejections = RejectionLog()
@@ -73,9 +95,21 @@ class TaskwireServer:
         reflection.enable_server_reflection(
             (TASK_SERVICE, WORKER_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server
         )
-        port = server.add_insecure_port(self.config.listen)
+        try:
+            _check_free(self.config.listen)
+            port = server.add_insecure_port(self.config.listen)
+        except (RuntimeError, OSError):
+            raise AddressInUse(
+                f"cannot listen on {self.config.listen}: the address is in use or not available"
+            ) from None
         host = self.config.listen.rsplit(":", 1)[0]
         self.address = f"{host}:{port}"
+        try:
+            await self._store.open()
+            await self.engine.start()
+        except BaseException:
+            await server.stop(None)  # never started: this only releases the port
+            raise
         await server.start()
         self._grpc = server
         for service in ("", TASK_SERVICE, WORKER_SERVICE):

@@ -7,6 +7,7 @@ Rooms, and what each may import:
   page tokens.
 - `_group_commit`: the `Committer`, the one place where writes are grouped (below).
 - `_memory`: `MemoryStore`, for tests.
+- `_lock`: one server per store: an exclusive lock beside the database, which the writer process shares.
 - `_sqlite` (the `SqliteStore` facade) over `_sqlite_codec` (records ↔ rows), `_sqlite_schema`
   (tables, migrations, connections), `_sqlite_queries` (reads) and `_sqlite_writer` (the writer
   process, both sides). A PostgreSQL store sits beside these and reuses only the shared rooms.
@@ -23,6 +24,7 @@ under the committer it only ever saw one write at a time.
 """
 
 from ._group_commit import Committer, EventSink, StoreFailure
+from ._lock import StoreInUse
 from ._memory import MemoryStore
 from ._protocol import (
     ColdTaskRun,
@@ -59,6 +61,7 @@ __all__ = [
     "StoreClosed",
     "StoreError",
     "StoreFailure",
+    "StoreInUse",
     "StoreStats",
     "WriteBatch",
 ]

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from taskwire.server.domain import State
 
 from . import _sqlite_queries as queries
+from ._lock import StoreLock
 from ._paging import check_page_size, decode_page_token
 from ._protocol import (
     EventRecord,
@@ -96,6 +97,7 @@ class SqliteStore:
         self._busy_timeout_s = busy_timeout_s
         self._reader_count = readers
         self._lock = threading.Lock()  # guards the list of reader connections
+        self._owner = StoreLock(self.path)  # one server per store (see _lock)
         # One group at a time goes to the writer process; tests hold it to keep a commit waiting.
         self._commit_lock = asyncio.Lock()
         self._state = "new"  # new → opening → open → closing → closed
@@ -155,6 +157,7 @@ class SqliteStore:
                 conn.close()
             self._reader_connections.clear()
         finally:
+            self._owner.release()
             self._state = "closed"
             self._closed.set()
 
@@ -220,7 +223,14 @@ class SqliteStore:
         # not have imported before it runs.
         from ._sqlite_writer import WriterProcess
 
-        self._process = await WriterProcess.start(self.path.resolve(), self._busy_timeout_s)
+        await self._owner.acquire()
+        try:
+            self._process = await WriterProcess.start(
+                self.path.resolve(), self._busy_timeout_s, inherit_fds=(self._owner.fd,)
+            )
+        except BaseException:
+            self._owner.release()
+            raise
 
     # ---- reads
 

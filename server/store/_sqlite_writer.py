@@ -264,8 +264,10 @@ class WriterProcess:
         self.stats = StoreStats()
 
     @classmethod
-    async def start(cls, path: Path, busy_timeout_s: float) -> WriterProcess:
-        """Start the process; returns once it has opened and migrated the database (StoreError if it could not)."""
+    async def start(cls, path: Path, busy_timeout_s: float, inherit_fds: tuple[int, ...] = ()) -> WriterProcess:
+        """Start the process; returns once it has opened and migrated the database (StoreError if it could not).
+
+        `inherit_fds` stay open in the process for its whole life (the store's lock)."""
         ours, theirs = socket.socketpair()
         try:
             popen = await asyncio.create_subprocess_exec(
@@ -278,7 +280,7 @@ class WriterProcess:
                 str(theirs.fileno()),
                 str(path),
                 str(busy_timeout_s),
-                pass_fds=(theirs.fileno(),),
+                pass_fds=(theirs.fileno(), *inherit_fds),
                 stdin=asyncio.subprocess.DEVNULL,
                 env=_writer_environment(),
             )
