@@ -183,17 +183,16 @@ class AsyncClient:
     ) -> AsyncGenerator[WatchEvent, None]:
         """The execution's events in order; see `Client.watch`."""
         cursor = c.WatchCursor(execution_id, after_sequence, timeout, retry=self._retry, address=self._address)
-        while True:
-            call = self._stub.WatchExecution(cursor.request(), timeout=cursor.remaining_s())
-            try:
-                async for response in call:
-                    yield cursor.received(response)
-                return
-            except grpc.RpcError as error:
-                pause_s = cursor.failed(error)
-            finally:
-                call.cancel()
-            await asyncio.sleep(pause_s)
+        fetch = tenacity.AsyncRetrying(**cursor.retry_options())
+        stream = _WatchStream(self._stub, cursor)
+        try:
+            while True:
+                event: WatchEvent | None = await fetch(stream.next_event)
+                if event is None:
+                    return
+                yield event
+        finally:
+            stream.close()
 
     async def wait_finished(
         self,
@@ -246,3 +245,32 @@ class AsyncClient:
             )
             for snapshot in pager.page(response):
                 yield snapshot
+
+
+class _WatchStream:
+    """The WatchExecution call of one watch, reopened after the cursor's last event once it broke."""
+
+    def __init__(self, stub: task_service_pb2_grpc.TaskServiceAsyncStub, cursor: c.WatchCursor) -> None:
+        self._stub = stub
+        self._cursor = cursor
+        self._call: grpc.aio.UnaryStreamCall[tpb.WatchExecutionRequest, tpb.WatchExecutionResponse] | None = None
+
+    async def next_event(self) -> WatchEvent | None:
+        """The next event not delivered yet; None when the server ended the stream (after the terminal event)."""
+        if self._call is None:
+            self._call = self._stub.WatchExecution(self._cursor.request(), timeout=self._cursor.remaining_s())
+        try:
+            while (response := await self._call.read()) is not grpc.aio.EOF:
+                assert isinstance(response, tpb.WatchExecutionResponse)
+                event = self._cursor.received(response)
+                if event is not None:
+                    return event
+        except grpc.RpcError as error:
+            self.close()
+            raise self._cursor.error(error) from error
+        return None
+
+    def close(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
