@@ -275,10 +275,10 @@ class WatchCursor:
     """One `watch`: where to resume after a broken stream, and whether to reconnect or give up.
 
     Only transport failures are retried (UNAVAILABLE: the server unreachable or going away), with the
-    backoff of `retry_options`. Until the watch has received an event they count like any call's
-    (`RpcRetry.max_attempts`, so a wrong address fails fast); once it has, the server went away under a
-    running watch (a restart) and the watch reconnects for as long as its timeout allows (then WaitTimeout),
-    or `RpcRetry.resume_s` of outage without a timeout. Any other status (NOT_FOUND, ...) ends it at once.
+    backoff of `retry_options`, for as long as the watch's timeout allows (then WaitTimeout). Without a
+    timeout: until the watch has received an event they count like any call's (`RpcRetry.max_attempts`, so
+    a wrong address fails fast); once it has, the server went away under a running watch (a restart) and
+    the watch reconnects for up to `RpcRetry.resume_s` of outage. Any other status (NOT_FOUND, ...) ends it.
     """
 
     def __init__(
@@ -348,10 +348,12 @@ class WatchCursor:
         return {**retry_options(self._retry), "stop": self._stop, "wait": pause_s}
 
     def _stop(self, state: tenacity.RetryCallState) -> bool:
+        if self._deadline is not None:
+            return False  # the timeout ends it (`remaining_s` raises WaitTimeout)
         if not self.connected:
             return state.attempt_number >= self._retry.max_attempts
-        if self._deadline is not None or self._retry.resume_s is None:
-            return False  # the timeout ends it (`remaining_s`), or nothing does
+        if self._retry.resume_s is None:
+            return False
         since = self._outage_since if self._outage_since is not None else self._clock()
         return self._clock() - since >= self._retry.resume_s
 

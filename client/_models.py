@@ -118,8 +118,8 @@ class WorkerInfo:
 class RpcRetry:
     """How idempotent calls retry UNAVAILABLE: exponential backoff with jitter, bounded by attempts.
 
-    A `watch` or `wait` that has received an event resumes across an outage (a server restart) for as long
-    as its timeout allows; without a timeout, for `resume_s` seconds of outage (None: without limit).
+    A `watch` or `wait` reconnects across an outage (a server restart) for as long as its timeout allows;
+    without a timeout, once it has received an event, for `resume_s` seconds of outage (None: no limit).
     """
 
     max_attempts: int = 4
