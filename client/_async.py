@@ -184,10 +184,12 @@ class AsyncClient:
         """The execution's events in order; see `Client.watch`."""
         cursor = c.WatchCursor(execution_id, after_sequence, timeout, retry=self._retry, address=self._address)
         fetch = tenacity.AsyncRetrying(**cursor.retry_options())
-        stream = _WatchStream(self._stub, cursor)
+        stream: c.WatchStream[_Call] = c.WatchStream(
+            lambda request, timeout_s: self._stub.WatchExecution(request, timeout=timeout_s), cursor
+        )
         try:
             while True:
-                event: WatchEvent | None = await fetch(stream.next_event)
+                event: WatchEvent | None = await fetch(_next_event, stream)
                 if event is None:
                     return
                 yield event
@@ -247,30 +249,17 @@ class AsyncClient:
                 yield snapshot
 
 
-class _WatchStream:
-    """The WatchExecution call of one watch, reopened after the cursor's last event once it broke."""
+_Call = grpc.aio.UnaryStreamCall[tpb.WatchExecutionRequest, tpb.WatchExecutionResponse]
 
-    def __init__(self, stub: task_service_pb2_grpc.TaskServiceAsyncStub, cursor: c.WatchCursor) -> None:
-        self._stub = stub
-        self._cursor = cursor
-        self._call: grpc.aio.UnaryStreamCall[tpb.WatchExecutionRequest, tpb.WatchExecutionResponse] | None = None
 
-    async def next_event(self) -> WatchEvent | None:
-        """The next event not delivered yet; None when the server ended the stream (after the terminal event)."""
-        if self._call is None:
-            self._call = self._stub.WatchExecution(self._cursor.request(), timeout=self._cursor.remaining_s())
-        try:
-            while (response := await self._call.read()) is not grpc.aio.EOF:
-                assert isinstance(response, tpb.WatchExecutionResponse)
-                event = self._cursor.received(response)
-                if event is not None:
-                    return event
-        except grpc.RpcError as error:
-            self.close()
-            raise self._cursor.error(error) from error
-        return None
-
-    def close(self) -> None:
-        if self._call is not None:
-            self._call.cancel()
-            self._call = None
+async def _next_event(stream: c.WatchStream[_Call]) -> WatchEvent | None:
+    """The next event not delivered yet; None when the server ended the stream (after the terminal event)."""
+    try:
+        while (response := await stream.call().read()) is not grpc.aio.EOF:
+            assert isinstance(response, tpb.WatchExecutionResponse)
+            event = stream.cursor.received(response)
+            if event is not None:
+                return event
+    except grpc.RpcError as error:
+        raise stream.broke(error) from error
+    return None

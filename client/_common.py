@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 import tenacity
@@ -356,6 +356,39 @@ class WatchCursor:
             return False
         since = self._outage_since if self._outage_since is not None else self._clock()
         return self._clock() - since >= self._retry.resume_s
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> bool: ...
+
+
+CallT = TypeVar("CallT", bound=Cancellable)
+
+
+class WatchStream(Generic[CallT]):
+    """The WatchExecution call of one watch (sync or grpc.aio), reopened after the cursor's last event once it
+    broke; each client reads it with its own I/O."""
+
+    def __init__(self, open_call: Callable[[tpb.WatchExecutionRequest, float | None], CallT], cursor: WatchCursor):
+        self.cursor = cursor
+        self._open = open_call
+        self._call: CallT | None = None
+
+    def call(self) -> CallT:
+        """The open call, opened after the last event received (with what is left of the watch's timeout)."""
+        if self._call is None:
+            self._call = self._open(self.cursor.request(), self.cursor.remaining_s())
+        return self._call
+
+    def broke(self, error: grpc.RpcError) -> TaskwireError:
+        """Drop the broken call; the error to raise (the next `call()` reopens it)."""
+        self.close()
+        return self.cursor.error(error)
+
+    def close(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
 
 
 class FinishWait:

@@ -191,9 +191,11 @@ class Client:
         """
         cursor = c.WatchCursor(execution_id, after_sequence, timeout, retry=self._retry, address=self._address)
         fetch = tenacity.Retrying(**cursor.retry_options())
-        stream = _WatchStream(self._stub, cursor)
+        stream: c.WatchStream[_Call] = c.WatchStream(
+            lambda request, timeout_s: self._stub.WatchExecution(request, timeout=timeout_s), cursor
+        )
         try:
-            while (event := fetch(stream.next_event)) is not None:
+            while (event := fetch(_next_event, stream)) is not None:
                 yield event
         finally:
             stream.close()
@@ -259,29 +261,13 @@ class _Call(Protocol):
     def cancel(self) -> bool: ...
 
 
-class _WatchStream:
-    """The WatchExecution call of one watch, reopened after the cursor's last event once it broke."""
-
-    def __init__(self, stub: task_service_pb2_grpc.TaskServiceStub, cursor: c.WatchCursor) -> None:
-        self._stub = stub
-        self._cursor = cursor
-        self._call: _Call | None = None
-
-    def next_event(self) -> WatchEvent | None:
-        """The next event not delivered yet; None when the server ended the stream (after the terminal event)."""
-        if self._call is None:
-            self._call = self._stub.WatchExecution(self._cursor.request(), timeout=self._cursor.remaining_s())
-        try:
-            for response in self._call:
-                event = self._cursor.received(response)
-                if event is not None:
-                    return event
-        except grpc.RpcError as error:
-            self.close()
-            raise self._cursor.error(error) from error
-        return None
-
-    def close(self) -> None:
-        if self._call is not None:
-            self._call.cancel()
-            self._call = None
+def _next_event(stream: c.WatchStream[_Call]) -> WatchEvent | None:
+    """The next event not delivered yet; None when the server ended the stream (after the terminal event)."""
+    try:
+        for response in stream.call():
+            event = stream.cursor.received(response)
+            if event is not None:
+                return event
+    except grpc.RpcError as error:
+        raise stream.broke(error) from error
+    return None
