@@ -183,17 +183,18 @@ class AsyncClient:
     ) -> AsyncGenerator[WatchEvent, None]:
         """The execution's events in order; see `Client.watch`."""
         cursor = c.WatchCursor(execution_id, after_sequence, timeout, retry=self._retry, address=self._address)
-        while True:
-            call = self._stub.WatchExecution(cursor.request(), timeout=cursor.remaining_s())
-            try:
-                async for response in call:
-                    yield cursor.received(response)
-                return
-            except grpc.RpcError as error:
-                pause_s = cursor.failed(error)
-            finally:
-                call.cancel()
-            await asyncio.sleep(pause_s)
+        fetch = tenacity.AsyncRetrying(**cursor.retry_options())
+        stream: c.WatchStream[_Call] = c.WatchStream(
+            lambda request, timeout_s: self._stub.WatchExecution(request, timeout=timeout_s), cursor
+        )
+        try:
+            while True:
+                event: WatchEvent | None = await fetch(_next_event, stream)
+                if event is None:
+                    return
+                yield event
+        finally:
+            stream.close()
 
     async def wait_finished(
         self,
@@ -246,3 +247,19 @@ class AsyncClient:
             )
             for snapshot in pager.page(response):
                 yield snapshot
+
+
+_Call = grpc.aio.UnaryStreamCall[tpb.WatchExecutionRequest, tpb.WatchExecutionResponse]
+
+
+async def _next_event(stream: c.WatchStream[_Call]) -> WatchEvent | None:
+    """The next event not delivered yet; None when the server ended the stream (after the terminal event)."""
+    try:
+        while (response := await stream.call().read()) is not grpc.aio.EOF:
+            assert isinstance(response, tpb.WatchExecutionResponse)
+            event = stream.cursor.received(response)
+            if event is not None:
+                return event
+    except grpc.RpcError as error:
+        raise stream.broke(error) from error
+    return None

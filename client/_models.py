@@ -116,15 +116,22 @@ class WorkerInfo:
 
 @dataclass(frozen=True, slots=True)
 class RpcRetry:
-    """How idempotent calls retry UNAVAILABLE: exponential backoff with jitter, bounded by attempts."""
+    """How idempotent calls retry UNAVAILABLE: exponential backoff with jitter, bounded by attempts.
+
+    A `watch` or `wait` reconnects across an outage (a server restart) for as long as its timeout allows;
+    without a timeout, once it has received an event, for `resume_s` seconds of outage (None: no limit).
+    """
 
     max_attempts: int = 4
     initial_backoff_s: float = 0.1
     max_backoff_s: float = 2.0
+    resume_s: float | None = 300.0
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if self.resume_s is not None and self.resume_s < 0:
+            raise ValueError(f"resume_s must not be negative, got {self.resume_s}")
         if self.initial_backoff_s < 0 or self.max_backoff_s < self.initial_backoff_s:
             raise ValueError("backoffs must satisfy 0 <= initial_backoff_s <= max_backoff_s")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import grpc
 import tenacity
@@ -186,21 +186,19 @@ class Client:
         """The execution's events in order: its history after `after_sequence`, then live ones.
 
         Ends after the event that makes the execution terminal. A broken stream is reopened after the last
-        event received (UNAVAILABLE is retried per the client's retry policy). `timeout` bounds the whole
-        watch (WaitTimeout).
+        event received, so no event is lost or repeated: a server that restarts is waited for as long as
+        `timeout` allows (`RpcRetry.resume_s` without one). `timeout` bounds the whole watch (WaitTimeout).
         """
         cursor = c.WatchCursor(execution_id, after_sequence, timeout, retry=self._retry, address=self._address)
-        while True:
-            call = self._stub.WatchExecution(cursor.request(), timeout=cursor.remaining_s())
-            try:
-                for response in call:
-                    yield cursor.received(response)
-                return
-            except grpc.RpcError as error:
-                pause_s = cursor.failed(error)
-            finally:
-                call.cancel()
-            time.sleep(pause_s)
+        fetch = tenacity.Retrying(**cursor.retry_options())
+        stream: c.WatchStream[_Call] = c.WatchStream(
+            lambda request, timeout_s: self._stub.WatchExecution(request, timeout=timeout_s), cursor
+        )
+        try:
+            while (event := fetch(_next_event, stream)) is not None:
+                yield event
+        finally:
+            stream.close()
 
     def wait_finished(
         self,
@@ -253,3 +251,23 @@ class Client:
                 self._stub.ListExecutions, pager.request(), idempotent=True
             )
             yield from pager.page(response)
+
+
+class _Call(Protocol):
+    """What the watch uses of a server-streaming call."""
+
+    def __iter__(self) -> Iterator[tpb.WatchExecutionResponse]: ...
+
+    def cancel(self) -> bool: ...
+
+
+def _next_event(stream: c.WatchStream[_Call]) -> WatchEvent | None:
+    """The next event not delivered yet; None when the server ended the stream (after the terminal event)."""
+    try:
+        for response in stream.call():
+            event = stream.cursor.received(response)
+            if event is not None:
+                return event
+    except grpc.RpcError as error:
+        raise stream.broke(error) from error
+    return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 import grpc
@@ -20,6 +20,7 @@ from taskwire.client import (
     AsyncClient,
     Client,
     ExecutionTransition,
+    NotFound,
     QueueFull,
     RpcRetry,
     ShuttingDown,
@@ -58,6 +59,8 @@ class Scripted(task_service_pb2_grpc.TaskServiceServicer):
     failures: dict[str, int] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
     watch_requests: list[tpb.WatchExecutionRequest] = field(default_factory=list)
+    # After the first stream breaks, this many reopenings fail with UNAVAILABLE (the server is down).
+    outage: int = 0
     block_watch: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -114,15 +117,23 @@ class Scripted(task_service_pb2_grpc.TaskServiceServicer):
     ) -> Iterator[tpb.WatchExecutionResponse]:
         with self.lock:
             self.watch_requests.append(request)
-            first = len(self.watch_requests) == 1
+            count = len(self.watch_requests)
         if request.execution_id == "slow":
             self.block_watch.wait(5)
             return
-        if first:
+        if request.execution_id == "missing":
+            context.abort(grpc.StatusCode.NOT_FOUND, "execution missing not found")
+        if request.execution_id == "down" or 1 < count <= 1 + self.outage:
+            context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+        if count == 1:
             # Two events, then the stream breaks as when the server shuts down.
             for sequence in (request.after_sequence + 1, request.after_sequence + 2):
                 yield tpb.WatchExecutionResponse(event=_log(sequence))
             context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; watch again to resume")
+        if request.execution_id == "repeats":
+            # A server that replays from the start: what the watch saw already must not come again.
+            for sequence in range(1, request.after_sequence + 1):
+                yield tpb.WatchExecutionResponse(event=_log(sequence))
         yield tpb.WatchExecutionResponse(event=_terminal(request.after_sequence + 1))
 
 
@@ -188,6 +199,65 @@ def test_watch_resumes_after_the_last_event(scripted: tuple[Scripted, str]) -> N
     assert isinstance(events[0], TaskLog)
     assert isinstance(events[-1], ExecutionTransition)
     assert [r.after_sequence for r in servicer.watch_requests] == [4, 6]
+
+
+def test_a_watch_resumes_across_an_outage_longer_than_the_retries_of_a_call(scripted: tuple[Scripted, str]) -> None:
+    servicer, address = scripted
+    servicer.outage = FAST.max_attempts * 3
+    with Client(address, retry=FAST) as client:
+        assert [e.sequence for e in client.watch("ex-1")] == [1, 2, 3]
+        assert client.wait("ex-1") == {"ok": True}
+    assert [r.after_sequence for r in servicer.watch_requests] == [0, *[2] * (servicer.outage + 1), 0]
+
+
+def test_events_seen_already_are_not_delivered_again(scripted: tuple[Scripted, str]) -> None:
+    _, address = scripted
+    with Client(address, retry=FAST) as client:
+        assert [e.sequence for e in client.watch("repeats", after_sequence=4)] == [5, 6, 7]
+
+
+def test_a_watch_that_never_reached_the_server_gives_up_after_the_retries_of_a_call(
+    scripted: tuple[Scripted, str],
+) -> None:
+    servicer, address = scripted
+    with Client(address, retry=FAST) as client, pytest.raises(ShuttingDown):
+        list(client.watch("down"))
+    assert len(servicer.watch_requests) == FAST.max_attempts
+
+
+def test_without_a_timeout_resume_s_bounds_the_outage(scripted: tuple[Scripted, str]) -> None:
+    servicer, address = scripted
+    servicer.outage = 10**6
+    seen: list[int] = []
+    with Client(address, retry=replace(FAST, resume_s=0.2)) as client, pytest.raises(ShuttingDown):
+        seen.extend(e.sequence for e in client.watch("ex-1"))
+    assert seen == [1, 2]
+    assert len(servicer.watch_requests) > FAST.max_attempts
+
+
+def test_with_a_timeout_an_outage_ends_in_wait_timeout(scripted: tuple[Scripted, str]) -> None:
+    servicer, address = scripted
+    with Client(address, retry=FAST) as client, pytest.raises(WaitTimeout, match=r"did not finish within 0\.3s"):
+        client.wait("down", timeout=timedelta(seconds=0.3))
+    assert len(servicer.watch_requests) > FAST.max_attempts
+
+
+def test_a_mistake_is_not_retried(scripted: tuple[Scripted, str]) -> None:
+    servicer, address = scripted
+    with Client(address, retry=FAST) as client, pytest.raises(NotFound, match="missing"):
+        client.wait("missing", timeout=timedelta(seconds=5))
+    assert len(servicer.watch_requests) == 1
+
+
+async def test_async_watch_resumes_across_an_outage(scripted: tuple[Scripted, str]) -> None:
+    servicer, address = scripted
+    servicer.outage = FAST.max_attempts * 3
+    async with AsyncClient(address, retry=FAST) as client:
+        assert [e.sequence async for e in client.watch("ex-1")] == [1, 2, 3]
+        with pytest.raises(NotFound):
+            await client.wait("missing", timeout=timedelta(seconds=5))
+        with pytest.raises(WaitTimeout):
+            await client.wait("down", timeout=timedelta(seconds=0.3))
 
 
 def test_wait_follows_a_resumed_watch(scripted: tuple[Scripted, str]) -> None:
