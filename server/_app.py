@@ -1,9 +1,12 @@
 """The taskwire server: the engine behind gRPC, with health checking and reflection.
 
-Shutdown order (STYLE.md): stop accepting → let workers drain within the grace
-period (heartbeats keep flowing) → stop the gRPC server → flush state → close
-the store. Nothing acknowledged is lost either way: an acknowledged submit is
-already committed.
+Shutdown order (STYLE.md): stop accepting → stop dispatching and tell the
+workers the server is going away, then wait (within the grace period) until
+each has hung up, so everything they wrote is read → stop the gRPC server →
+flush state → close the store. Workers keep running their attempts and hand
+them to the next server; draining a worker is an operator's act, never a side
+effect of a restart. Nothing acknowledged is lost either way: an acknowledged
+submit is already committed.
 """
 
 from __future__ import annotations
@@ -133,7 +136,8 @@ class TaskwireServer:
         await self._health.enter_graceful_shutdown()
         self.engine.stop_accepting()
         if grace is not None and grace > timedelta(0):
-            await self.engine.drain_workers(grace)
+            # Workers retry at least this often until the next server is up.
+            await self.engine.release_workers(grace, reconnect_within=self.config.heartbeat_interval)
         await self._stop_now()
 
     async def _stop_now(self) -> None:

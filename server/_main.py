@@ -27,8 +27,10 @@ with `taskwire-worker`; clients use the `taskwire` CLI, the Python SDK, or any g
 client (server reflection is on, so grpcurl works without proto files).
 
 Every option can also be set with the environment variable shown in brackets.
-SIGTERM or SIGINT stops gracefully (workers drain, up to --shutdown-grace);
-a second signal stops at once. Nothing acknowledged is lost either way.
+SIGTERM or SIGINT stops gracefully: no more dispatching, the workers are told the
+server is going away and hang up (waited for up to --shutdown-grace); they keep
+running their tasks and hand them to the next server started on the same store.
+A second signal stops at once. Nothing acknowledged is lost either way.
 """
 
 
@@ -125,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--shutdown-grace",
         type=_seconds("shutdown grace"),
         default=_env("TASKWIRE_SHUTDOWN_GRACE", "30"),
-        help="seconds a graceful stop waits for workers to drain [TASKWIRE_SHUTDOWN_GRACE] (default: %(default)s)",
+        help="seconds a graceful stop waits for its workers to hang up (they keep their tasks for the next "
+        "server) [TASKWIRE_SHUTDOWN_GRACE] (default: %(default)s)",
     )
     add(
         "--with-local-worker",
@@ -176,7 +179,7 @@ async def serve(config: ServerConfig, *, with_local_worker: bool = False) -> int
     def on_signal() -> None:
         nonlocal signals_seen
         signals_seen += 1
-        # The first signal drains the workers; a second one stops at once.
+        # The first signal lets the workers go (they keep their work for the next server); a second stops at once.
         server.stop_soon(grace=config.shutdown_grace if signals_seen == 1 else None)
 
     for signum in (signal.SIGTERM, signal.SIGINT):

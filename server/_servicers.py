@@ -298,10 +298,11 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         try:
             opening = _opening_frame(first)
             hello = hello_from_proto(opening.messages[0].hello)
+            link = StreamLink()
+            # Refused (UNAVAILABLE) while the server is going away: the worker comes back to the next one.
+            session, welcome = self._engine.connect_worker(hello, link)
         except TaskwireError as error:
             await self._refuse(context, wire.status_for(error), error.message)
-        link = StreamLink()
-        session, welcome = self._engine.connect_worker(hello, link)
         link.on_backlog = lambda backlogged: self._engine.worker_backlogged(session, backlogged)
         failure: TaskwireError | None = None
         try:

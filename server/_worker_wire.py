@@ -220,6 +220,10 @@ class StreamLink:
     def drain(self, grace: timedelta, reason: str) -> None:
         self._send(wpb.ServerMessage(drain=wpb.Drain(grace=wire.duration_to_proto(grace), reason=reason)))
 
+    def going_away(self, reconnect_within: timedelta, reason: str) -> None:
+        going_away = wpb.GoingAway(reconnect_within=wire.duration_to_proto(reconnect_within), reason=reason)
+        self._send(wpb.ServerMessage(going_away=going_away))
+
     def close(self) -> None:
         self._closed = True
         self._wake.set()

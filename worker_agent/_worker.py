@@ -2,7 +2,8 @@
 
 A session is: hello → Welcome → (invocations, cancels, drains in; reports and heartbeats out) until
 the stream ends. Between sessions attempts keep running and their reports wait in the outbox; the next
-hello lists them so the server can adopt (keep) or reject (fence) each.
+hello lists them so the server can adopt (keep) or reject (fence) each. A server that stops says so
+(GoingAway): the worker hangs up, keeps its work, and reconnects to the next server.
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ _DRAIN_REPORT_SHARE = 0.5
 
 class _ConnectFailed(Exception):
     """No session came of a connection attempt (retried with backoff)."""
+
+
+class _ServerGoingAway(_ConnectFailed):
+    """The server is stopping: reconnect with backoff (bounded by what it announced), keep the work."""
 
 
 class _SessionEnded(Exception):
@@ -148,6 +153,9 @@ class Worker:
         )
         self._session: SessionInfo | None = None
         self._last_lease_s: float | None = None
+        # Set by a GoingAway: the server is stopping, this session ends; its bound on the reconnect backoff.
+        self._server_leaving = asyncio.Event()
+        self._reconnect_within_s: float | None = None
         self._connected = asyncio.Event()
         self._started = False
         self._main_task: asyncio.Task[None] | None = None
@@ -371,6 +379,8 @@ class Worker:
         cap_s = self._reconnect_max_s
         if self._last_lease_s:
             cap_s = min(cap_s, self._last_lease_s * _BACKOFF_LEASE_SHARE)
+        if self._reconnect_within_s:
+            cap_s = min(cap_s, self._reconnect_within_s)
         exponential = wait_random_exponential(multiplier=self._reconnect_initial_s, max=self._reconnect_max_s)
         return min(exponential(state), random.uniform(0, cap_s))
 
@@ -388,6 +398,7 @@ class Worker:
     async def _run_session(self) -> None:
         if self._stop_connection.is_set():
             return
+        self._server_leaving.clear()
         loop = asyncio.get_running_loop()
         channel = grpc.aio.insecure_channel(self._server, options=self._channel_options)
         call: Any = None
@@ -422,12 +433,16 @@ class Worker:
                 asyncio.create_task(stream.read_loop(), name="taskwire-worker-reader"),
                 asyncio.create_task(stream.heartbeat_loop(self._session.heartbeat_interval_s)),
                 asyncio.create_task(self._stop_connection.wait()),
+                asyncio.create_task(self._server_leaving.wait()),
             ]
-            writer, reader, _, stop = tasks
+            writer, reader, _, stop, leaving = tasks
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if stop in done:
+            if stop in done or leaving in done:
+                # Last words, then a half-close: the server reads everything written before it stops.
                 await stream.close(writer, reader)
-                return
+                if stop in done:
+                    return
+                raise _ServerGoingAway("the server is going away")
             failure = next((t.exception() for t in done if not t.cancelled() and t.exception() is not None), None)
             reason = describe(failure) if failure is not None else "the server closed the stream"
             if loop.time() - welcomed_at < _HEALTHY_SESSION_S:
@@ -474,6 +489,7 @@ class Worker:
             lease_timeout_s=_convert.seconds(welcome.lease_timeout),
         )
         self._last_lease_s = self._session.lease_timeout_s or None
+        self._reconnect_within_s = None
         self._reports.limits = WireLimits.from_welcome(welcome)
         adopted = {_convert.key(r) for r in welcome.adopted_attempts}
         rejected = {_convert.key(r) for r in welcome.rejected_attempts}
@@ -508,10 +524,23 @@ class Worker:
             grace_s = _convert.seconds(drain.grace) if drain.HasField("grace") else None
             _log.info("the server asked this worker to drain (%s)", drain.reason or "no reason given")
             self.drain(grace_s, reason=drain.reason or "the server asked this worker to drain", reports_due_s=grace_s)
+        elif kind == "going_away":
+            self._on_going_away(message.going_away)
         elif kind == "welcome":
             _log.warning("ignoring a second Welcome on the same stream")
         else:
             _log.warning("ignoring a server message this worker does not understand (%s)", kind)
+
+    def _on_going_away(self, going_away: wpb.GoingAway) -> None:
+        """The server is stopping: hang up and come back to the next one. Unlike a Drain, the work goes on."""
+        if going_away.HasField("reconnect_within"):
+            self._reconnect_within_s = _convert.seconds(going_away.reconnect_within) or None
+        _log.info(
+            "the server is going away (%s); %d attempt(s) keep running for the next one",
+            going_away.reason or "no reason given",
+            self._executor.in_flight,
+        )
+        self._server_leaving.set()
 
     def _on_cancel(self, cancel: wpb.Cancel) -> None:
         attempt = _convert.key(cancel.ref)

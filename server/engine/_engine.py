@@ -131,10 +131,13 @@ class Engine:
         self._submits.accepting = False
         self._admission.close()
 
-    async def drain_workers(self, grace: timedelta) -> None:
-        """Ask every worker to drain, and wait (at most `grace`) for them all to disconnect."""
+    async def release_workers(self, grace: timedelta, *, reconnect_within: timedelta) -> None:
+        """The server is going away: stop dispatching, tell every worker so (they keep running their
+        attempts and reconnect to the next server, which adopts them), and wait (at most `grace`) for
+        them all to hang up, so that every report they wrote before is read and staged."""
         pool = self._pool
-        pool.drain(grace, "the server is shutting down")
+        self._dispatcher.closed = True
+        pool.going_away(reconnect_within, "the server is shutting down")
         expired = False
 
         def expire() -> None:

@@ -40,6 +40,10 @@ class WorkerLink(Protocol):
     def drain(self, grace: timedelta, reason: str) -> None:
         """Finish what runs within `grace`, take nothing new, then disconnect."""
 
+    def going_away(self, reconnect_within: timedelta, reason: str) -> None:
+        """The server is stopping: keep running what you hold, hang up, and reconnect to the next one
+        (waiting at most `reconnect_within` between tries)."""
+
     def close(self) -> None:
         """The session is over: stop sending and end the stream."""
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 from taskwire.server._config import ServerConfig
-from taskwire.server.domain import CancelOnWorker, InvalidTransition, LeaseExpired, Reason, ReasonCode
+from taskwire.server.domain import CancelOnWorker, InvalidTransition, LeaseExpired, Reason, ReasonCode, ShuttingDown
 
 from ._clock import Clock
 from ._ids import new_id
@@ -164,6 +164,7 @@ class WorkerPool:
         self.sessions: dict[str, WorkerSession] = {}
         self.holders = AttemptHolders()
         self.changed = asyncio.Event()  # set whenever a session connects or goes
+        self.leaving = False  # the server is going away: no new sessions
         # Wired by the engine: a session may have a free slot now (it connected, or an attempt ended).
         self.slot_freed: Callable[[WorkerSession], None] = _slot_hook_unwired
 
@@ -203,7 +204,10 @@ class WorkerPool:
     # ---- Connecting -----------------------------------------------------------------------------
 
     def connect(self, hello: WorkerHello, link: WorkerLink) -> tuple[WorkerSession, Welcome]:
-        """Open a session; adopt the running attempts it reports that are still current and its own."""
+        """Open a session; adopt the running attempts it reports that are still current and its own.
+        Refused (ShuttingDown) once the server is going away: the worker comes back to the next one."""
+        if self.leaving:
+            raise ShuttingDown("the server is shutting down; reconnect to the next one")
         session = self._new_session(hello, link, new_id())
         adopted, rejected = [], []
         for key in hello.running_attempts:
@@ -268,12 +272,13 @@ class WorkerPool:
             "worker %s disconnected (session %s, %d attempts held)", session.name, session.session_id, len(session.held)
         )
 
-    def drain(self, grace: timedelta, reason: str) -> None:
-        """Ask every connected worker to finish within `grace` and take nothing new."""
+    def going_away(self, reconnect_within: timedelta, reason: str) -> None:
+        """The server is stopping: refuse new sessions, and tell every connected worker to hang up and
+        come back to the next server. The sessions keep their attempts (and their slots) meanwhile."""
+        self.leaving = True
         for session in self.connected():
-            session.draining = True
             if session.link is not None:
-                session.link.drain(grace, reason)
+                session.link.going_away(reconnect_within, reason)
 
     def close(self) -> None:
         for session in list(self.sessions.values()):

@@ -708,6 +708,44 @@ class Drain(_message.Message):
 Global___Drain: _TypeAlias = Drain  # noqa: Y015
 
 @_typing.final
+class GoingAway(_message.Message):
+    """The server is stopping (a restart, an upgrade): the worker keeps running its
+    attempts, finishes writing what it has, half-closes the stream and
+    reconnects to the next server, which adopts the attempts its hello lists.
+    A server shutting down sends no Drain: draining a worker is an operator's act.
+    After this message the server dispatches nothing more on the stream and
+    refuses new streams (UNAVAILABLE) until it has stopped.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECONNECT_WITHIN_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Human-readable explanation."""
+    @_builtins.property
+    def reconnect_within(self) -> _duration_pb2.Duration:
+        """The longest a worker should wait between two reconnection attempts until
+        the next server welcomes it (its backoff is bounded by this; unset: the
+        worker's own bound). Attempts the worker holds keep their lease on the
+        next server only for its lease timeout, so come back well within it.
+        """
+
+    def __init__(
+        self,
+        *,
+        reconnect_within: _duration_pb2.Duration | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reconnect_within", b"reconnect_within"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "reconnect_within", b"reconnect_within"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GoingAway: _TypeAlias = GoingAway  # noqa: Y015
+
+@_typing.final
 class ServerMessage(_message.Message):
     """One message from the server."""
 
@@ -717,6 +755,7 @@ class ServerMessage(_message.Message):
     INVOCATION_FIELD_NUMBER: _builtins.int
     CANCEL_FIELD_NUMBER: _builtins.int
     DRAIN_FIELD_NUMBER: _builtins.int
+    GOING_AWAY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome:
         """Answer to the hello."""
@@ -733,6 +772,10 @@ class ServerMessage(_message.Message):
     def drain(self) -> Global___Drain:
         """Stop taking work."""
 
+    @_builtins.property
+    def going_away(self) -> Global___GoingAway:
+        """The server is stopping: reconnect to the next one, keep the work."""
+
     def __init__(
         self,
         *,
@@ -740,12 +783,13 @@ class ServerMessage(_message.Message):
         invocation: Global___Invocation | None = ...,
         cancel: Global___Cancel | None = ...,
         drain: Global___Drain | None = ...,
+        going_away: Global___GoingAway | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "drain", b"drain", "invocation", b"invocation", "kind", b"kind", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "drain", b"drain", "going_away", b"going_away", "invocation", b"invocation", "kind", b"kind", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "drain", b"drain", "invocation", b"invocation", "kind", b"kind", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "drain", b"drain", "going_away", b"going_away", "invocation", b"invocation", "kind", b"kind", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["welcome", "invocation", "cancel", "drain"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["welcome", "invocation", "cancel", "drain", "going_away"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 

@@ -42,6 +42,8 @@ class WorkerServiceStub:
     5. The server may send Cancel for a running attempt (the worker aborts the
     handler, then sends CancelAcknowledged) and Drain (the worker finishes or
     aborts its attempts, then closes the stream).
+    6. A server that is stopping sends GoingAway: the worker half-closes the
+    stream, keeps running its attempts and reconnects to the next server.
 
     Every message about a task names its (task_run_id, attempt) in an AttemptRef.
     A message for an attempt that is no longer current (it was fenced after a
@@ -78,6 +80,8 @@ class WorkerServiceServicer:
     5. The server may send Cancel for a running attempt (the worker aborts the
     handler, then sends CancelAcknowledged) and Drain (the worker finishes or
     aborts its attempts, then closes the stream).
+    6. A server that is stopping sends GoingAway: the worker half-closes the
+    stream, keeps running its attempts and reconnects to the next server.
 
     Every message about a task names its (task_run_id, attempt) in an AttemptRef.
     A message for an attempt that is no longer current (it was fenced after a
@@ -125,6 +129,8 @@ class WorkerService:
     5. The server may send Cancel for a running attempt (the worker aborts the
     handler, then sends CancelAcknowledged) and Drain (the worker finishes or
     aborts its attempts, then closes the stream).
+    6. A server that is stopping sends GoingAway: the worker half-closes the
+    stream, keeps running its attempts and reconnects to the next server.
 
     Every message about a task names its (task_run_id, attempt) in an AttemptRef.
     A message for an attempt that is no longer current (it was fenced after a

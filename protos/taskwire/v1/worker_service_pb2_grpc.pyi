@@ -43,6 +43,8 @@ class WorkerServiceStub:
     5. The server may send Cancel for a running attempt (the worker aborts the
        handler, then sends CancelAcknowledged) and Drain (the worker finishes or
        aborts its attempts, then closes the stream).
+    6. A server that is stopping sends GoingAway: the worker half-closes the
+       stream, keeps running its attempts and reconnects to the next server.
 
     Every message about a task names its (task_run_id, attempt) in an AttemptRef.
     A message for an attempt that is no longer current (it was fenced after a
@@ -76,6 +78,8 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     5. The server may send Cancel for a running attempt (the worker aborts the
        handler, then sends CancelAcknowledged) and Drain (the worker finishes or
        aborts its attempts, then closes the stream).
+    6. A server that is stopping sends GoingAway: the worker half-closes the
+       stream, keeps running its attempts and reconnects to the next server.
 
     Every message about a task names its (task_run_id, attempt) in an AttemptRef.
     A message for an attempt that is no longer current (it was fenced after a
@@ -105,6 +109,8 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     5. The server may send Cancel for a running attempt (the worker aborts the
        handler, then sends CancelAcknowledged) and Drain (the worker finishes or
        aborts its attempts, then closes the stream).
+    6. A server that is stopping sends GoingAway: the worker half-closes the
+       stream, keeps running its attempts and reconnects to the next server.
 
     Every message about a task names its (task_run_id, attempt) in an AttemptRef.
     A message for an attempt that is no longer current (it was fenced after a

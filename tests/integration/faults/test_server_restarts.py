@@ -31,20 +31,25 @@ def test_sigterm_under_load_then_a_restart(procs: Cluster, tmp_path: Path) -> No
     journal = tmp_path / "journal.jsonl"
     env = {JOURNAL_ENV: str(journal)}
     server = procs.server(*LEASE, "--shutdown-grace", "2")
-    for index in range(2):
-        procs.worker(server, handlers="tests.faults.journal", slots=6, name=f"w{index}", env=env)
-    load = Load(server.address, threads=4, per_thread=40, seconds=0.05).start()
+    workers = [
+        procs.worker(server, handlers="tests.faults.journal", slots=6, name=f"w{index}", env=env) for index in range(2)
+    ]
+    load = Load(server.address, threads=4, per_thread=30, seconds=0.2).start()
     load.wait_acknowledged(30)
     server.process.signal(signal.SIGTERM)
     assert server.process.wait(timeout_s=30) == 0, server.process.output
+    going = [w.wait_for_line(r"the server is going away .*; (\d+) attempt") for w in workers]
+    assert any(int(line[1]) > 0 for line in going), "no attempt was running at the SIGTERM"
     server = _restart(procs, server)
-    # Workers that followed the server's drain and exited are replaced; the others reconnect by themselves.
-    for index in range(2):
-        procs.worker(server, handlers="tests.faults.journal", slots=6, name=f"after{index}", env=env)
+    # The workers stay: they were told the server was going away, kept their attempts and reconnect.
+    wait_for(lambda: all(_connections(w) >= 2 for w in workers), timeout_s=30, what="the workers to reconnect")
     load.join()
 
-    report = final_report(server.address, load, journal, {Fault.SERVER_CRASH})
+    # A graceful restart is no crash: nothing may run twice, so the checker allows no fault at all.
+    report = final_report(server.address, load, journal, set())
     assert report.ok, str(report)
+    assert all(w.popen.poll() is None for w in workers), [w.output for w in workers]
+    assert server.stats().connected_workers == 2
 
 
 @pytest.mark.slow

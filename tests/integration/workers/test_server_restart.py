@@ -26,7 +26,7 @@ def test_a_running_attempt_is_adopted_after_a_server_crash_and_restart(procs: Cl
         execution = client.submit("sleep", {"seconds": 4}, retry_policy=RetryPolicy(max_attempts=3))
         wait_until_running(client, execution.id)
 
-    first.process.kill()  # SIGKILL: a crash; a SIGTERM would drain the worker instead
+    first.process.kill()  # SIGKILL: a crash (a SIGTERM is test_shutdown.py's)
     worker.wait_for_line("disconnected from")
     port = first.address.rsplit(":", 1)[1]
     second = procs.server("--listen", f"127.0.0.1:{port}", *RESTARTED_LEASE)

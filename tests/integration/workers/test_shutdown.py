@@ -1,5 +1,5 @@
-"""Worker shutdown, graceful (SIGTERM: drain) and forced (a second SIGTERM, or SIGINT), and the
-server's own drain on SIGTERM, which its workers follow.
+"""Worker shutdown, graceful (SIGTERM: drain) and forced (a second SIGTERM, or SIGINT); and a server's
+SIGTERM, which does not stop its workers: they keep their tasks and hand them to the next server.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from taskwire.client import AttemptOutcome, Client, ReasonCode, RetryPolicy, State
-from tests.harness import Cluster, ServerProcess, wait_for
+from tests.harness import Cluster, Process, ServerProcess, wait_for
 from tests.integration.workers.support import (
     FINISH,
     ended_line,
@@ -97,26 +97,41 @@ def test_a_forced_shutdown_reports_the_running_attempt_which_is_retried_elsewher
     assert json_output(retried) == {"slept_s": 3.0}
 
 
-def test_the_server_drains_its_workers_on_sigterm(procs: Cluster) -> None:
-    server = procs.server("--lease-timeout", "2", "--heartbeat-interval", "0.5", "--shutdown-grace", "20")
-    worker = procs.worker(server, slots=1, name="obedient")
+def connections(worker: Process) -> int:
+    return sum("taskwire.worker: connected to" in line for line in worker.output.splitlines())
+
+
+def test_a_server_sigterm_and_restart_keeps_the_workers_and_their_running_tasks(procs: Cluster) -> None:
+    lease = ("--lease-timeout", "2", "--heartbeat-interval", "0.5")
+    server = procs.server(*lease, "--shutdown-grace", "20")
+    workers = [procs.worker(server, slots=2, name=f"steadfast{index}") for index in range(2)]
+    server.wait_for_workers(2)
     with Client(server.address) as client:
-        execution = client.submit("sleep", {"seconds": 1.5})
-        wait_until_running(client, execution.id)
+        # The default policy: one attempt, so an attempt lost to the restart would fail its task.
+        executions = [client.submit("sleep", {"seconds": 3}) for _ in range(4)]
+        for execution in executions:
+            wait_until_running(client, execution.id)
 
     server.process.signal(signal.SIGTERM)
     asked = time.monotonic()
-    worker.wait_for_line("the server asked this worker to drain")
-    assert worker.wait() == 0, worker.output
+    for worker in workers:
+        worker.wait_for_line("the server is going away")
     assert server.process.wait() == 0, server.process.output
-    # The server stopped once its worker had left, well before its 20 s grace.
+    # The server stopped once its workers had hung up, well before its 20 s grace.
     assert time.monotonic() - asked < 10, server.process.output
 
-    # The outcome was stored before the server stopped.
-    again = procs.server()
+    port = server.address.rsplit(":", 1)[1]
+    again = procs.server("--listen", f"127.0.0.1:{port}", *lease)
+    wait_for(lambda: all(connections(worker) >= 2 for worker in workers), what="the workers to reconnect")
     with Client(again.address) as client:
-        done = client.get(execution.id)
-    assert done.state is State.SUCCESS, done
-    assert reason_code(done) is ReasonCode.COMPLETED
-    (attempt,) = only_run(done).attempts
-    assert (attempt.worker_id, attempt.outcome) == ("obedient", AttemptOutcome.SUCCEEDED)
+        for execution in executions:
+            done = client.wait_finished(execution.id, FINISH)
+            assert done.state is State.SUCCESS, done
+            assert reason_code(done) is ReasonCode.COMPLETED
+            (attempt,) = only_run(done).attempts
+            assert attempt.outcome is AttemptOutcome.SUCCEEDED
+            assert attempt.worker_id.startswith("steadfast")
+            assert json_output(attempt) == {"slept_s": 3.0}
+    for worker in workers:
+        assert worker.popen.poll() is None, worker.output  # never exited
+        assert "draining" not in worker.output

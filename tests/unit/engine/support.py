@@ -93,11 +93,17 @@ class Drained:
     reason: str
 
 
+@dataclass(frozen=True)
+class ToldGoingAway:
+    reconnect_within: timedelta
+    reason: str
+
+
 @dataclass(eq=False)
 class FakeLink:
     """The engine's `WorkerLink`, recording what it is sent."""
 
-    sent: list[Invoked | Cancelled | Drained] = field(default_factory=list)
+    sent: list[Invoked | Cancelled | Drained | ToldGoingAway] = field(default_factory=list)
     closed: bool = False
 
     def invoke(self, task_run: TaskRun, attempt: Attempt, dispatch: int) -> None:
@@ -110,6 +116,9 @@ class FakeLink:
 
     def drain(self, grace: timedelta, reason: str) -> None:
         self.sent.append(Drained(grace, reason))
+
+    def going_away(self, reconnect_within: timedelta, reason: str) -> None:
+        self.sent.append(ToldGoingAway(reconnect_within, reason))
 
     def close(self) -> None:
         self.closed = True

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from taskwire.server.domain import AttemptOutcome, ReasonCode, RetryPolicy, State
-from tests.unit.engine.support import CONFIG, Rig, idle, task, until
+import pytest
+
+from taskwire.server.domain import AttemptOutcome, ReasonCode, RetryPolicy, ShuttingDown, State
+from tests.unit.engine.support import CONFIG, Drained, Rig, ToldGoingAway, idle, task, until
 
 LEASE_S = CONFIG.lease_timeout.total_seconds()
 RETRY_ONCE = RetryPolicy(max_attempts=2, initial_interval=timedelta(seconds=1))
@@ -150,19 +152,36 @@ async def test_a_report_for_a_stale_attempt_changes_nothing(rig: Rig) -> None:
     assert await rig.state(execution_id) is State.SUCCESS
 
 
-async def test_drain_waits_for_workers_to_leave_or_for_its_grace(rig: Rig) -> None:
-    leaving = rig.connect("leaving")
+async def test_a_server_going_away_keeps_the_work_and_waits_for_its_workers_to_hang_up(rig: Rig) -> None:
+    leaving = rig.connect("leaving", instance_id="i-leaving")
     staying = rig.connect("staying")
+    execution_id = await rig.submit()
+    (invoked,) = leaving.invocations + staying.invocations
+    holder = leaving if leaving.invocations else staying
     grace = timedelta(seconds=20)  # shorter than the lease: the staying worker keeps its session
-    draining = asyncio.ensure_future(rig.engine.drain_workers(grace))
-    await until(lambda: leaving.link.sent and staying.link.sent, "drain sent")
-    assert leaving.session.draining
+    within = timedelta(seconds=1)
+    releasing = asyncio.ensure_future(rig.engine.release_workers(grace, reconnect_within=within))
+    await until(lambda: ToldGoingAway(within, "the server is shutting down") in leaving.link.sent, "told")
+    assert ToldGoingAway(within, "the server is shutting down") in staying.link.sent
+    # No Drain: the workers are not asked to stop their work, and the attempt stays theirs.
+    assert not any(isinstance(sent, Drained) for sent in leaving.link.sent + staying.link.sent)
+    assert not leaving.session.draining
+    assert holder.held == {invoked.key}
+    # Nothing new is dispatched, and no new session is opened (the worker comes back to the next server).
+    await rig.submit()
+    await idle()
+    assert len(leaving.invocations + staying.invocations) == 1
+    with pytest.raises(ShuttingDown):
+        rig.connect("late")
+    # A report written before the worker hung up is applied.
+    holder.complete(invoked)
+    assert await rig.state(execution_id) is State.SUCCESS
     leaving.disconnect()
     await idle()
-    assert not draining.done(), "one worker is still connected"
+    assert not releasing.done(), "one worker is still connected"
     rig.advance(grace.total_seconds() - 0.1)
     await idle()
-    assert not draining.done()
+    assert not releasing.done()
     rig.advance(0.1)
-    await draining
+    await releasing
     assert staying.session.connected
