@@ -27,7 +27,7 @@ class ServerConfig:
     lease_timeout: timedelta = timedelta(seconds=30)
     # How long a cancelled attempt's worker has to confirm before the attempt is fenced anyway.
     cancel_grace: timedelta = timedelta(seconds=10)
-    # How long a SIGTERM waits for workers to drain before the server stops.
+    # How long a SIGTERM waits for workers to hang up (their reports read) before the server stops.
     shutdown_grace: timedelta = timedelta(seconds=30)
     # Deadline of unary calls that do not set one themselves.
     default_rpc_timeout: timedelta = timedelta(seconds=30)

@@ -10,7 +10,7 @@ import pytest
 
 from taskwire.client import AttemptOutcome, Client, RetryPolicy, State
 from tests.harness import Cluster, Process, wait_for
-from tests.integration.workers.support import FINISH, error_type, json_output, only_run, wait_until_running
+from tests.integration.workers.support import FINISH, json_output, only_run, wait_until_running
 
 LEASE = ("--lease-timeout", "2", "--heartbeat-interval", "0.5")
 
@@ -45,22 +45,24 @@ def test_a_handler_that_succeeds_during_an_outage_is_adopted_by_the_restarted_se
 
 
 @pytest.mark.slow
-def test_a_server_drain_leaves_room_to_report_a_handler_that_ignores_its_abort(procs: Cluster) -> None:
+def test_a_stopping_server_leaves_room_to_report_a_handler_that_ignores_its_abort(procs: Cluster) -> None:
     server = procs.server(*LEASE, "--shutdown-grace", "4")
     worker = procs.worker(server, slots=1, name="stubborn")
     with Client(server.address) as client:
-        # A thread handler that never looks at its abort signal: it cannot be stopped, only reported.
-        execution = client.submit("spin", {"seconds": 8})
+        # A thread handler that never looks at its abort signal: it cannot be stopped, only waited for.
+        execution = client.submit("spin", {"seconds": 5})
         wait_until_running(client, execution.id)
 
     server.process.signal(signal.SIGTERM)
-    worker.wait_for_line("the server asked this worker to drain")
+    worker.wait_for_line("the server is going away")
     assert server.process.wait() == 0, server.process.output
+    port = server.address.rsplit(":", 1)[1]
 
-    # The report reached the server before it stopped: the attempt ended there, not by a lease later.
-    again = procs.server(*LEASE)
+    # Not aborted at a grace, not lost to a lease: the handler goes on, and its report reaches the next server.
+    again = procs.server("--listen", f"127.0.0.1:{port}", *LEASE)
     with Client(again.address) as client:
-        done = client.get(execution.id)
+        done = client.wait_finished(execution.id, FINISH)
+    assert done.state is State.SUCCESS, (done, worker.output)
     (attempt,) = only_run(done).attempts
-    assert attempt.outcome is not AttemptOutcome.RUNNING, (done, worker.output)
-    assert error_type(attempt) == "WorkerShutdown", attempt
+    assert (attempt.worker_id, attempt.outcome) == ("stubborn", AttemptOutcome.SUCCEEDED), attempt
+    assert worker.popen.poll() is None, "the worker exited"

@@ -1,4 +1,5 @@
-"""Reflection, health checking, and a graceful shutdown that drains workers (a second signal stops at once)."""
+"""Reflection, health checking, and a graceful shutdown that waits for its workers to hang up (a second
+signal stops at once)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import grpc
 from google.protobuf import descriptor_pb2
@@ -15,11 +16,45 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import types_pb2 as pb
+from taskwire.v1 import worker_service_pb2 as wpb
+from taskwire.v1 import worker_service_pb2_grpc
 from tests.harness import Cluster, ServerProcess, wait_for
 from tests.integration.server.support import Client, fails, sleeper, spec
 
 Connect = Callable[[ServerProcess], Client]
 SERVICES = ("taskwire.v1.TaskService", "taskwire.v1.WorkerService", "grpc.health.v1.Health")
+
+
+class SilentWorker:
+    """A worker stream that says hello, takes an invocation, and then says nothing and never hangs up."""
+
+    def __init__(self, address: str) -> None:
+        self._stop = threading.Event()
+        self.going_away = threading.Event()
+        self._channel = grpc.insecure_channel(address)
+        hello = wpb.WorkerHello(name="silent", instance_id="silent-1", handlers=["sleep"], slots=1)
+
+        def requests() -> Iterator[wpb.ConnectRequest]:
+            yield wpb.ConnectRequest(messages=[wpb.WorkerMessage(hello=hello)])
+            self._stop.wait()
+
+        self._call = worker_service_pb2_grpc.WorkerServiceStub(self._channel).Connect(requests())
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            for frame in self._call:
+                if any(message.WhichOneof("kind") == "going_away" for message in frame.messages):
+                    self.going_away.set()
+        except grpc.RpcError:
+            pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._call.cancel()
+        self._channel.close()
+        self._reader.join(10)
 
 
 def reflect(client: Client, request: reflection_pb2.ServerReflectionRequest) -> reflection_pb2.ServerReflectionResponse:
@@ -96,8 +131,8 @@ def test_health_drains_on_sigterm_and_a_second_sigterm_stops_at_once(procs: Clus
     try:
         assert health.next_status() == health_pb2.HealthCheckResponse.SERVING
 
-        # A worker busy with a long handler keeps the shutdown in its drain phase.
-        procs.worker(server, slots=1)
+        # A worker that does not hang up when told the server is going away keeps the shutdown waiting.
+        silent = SilentWorker(server.address)
         running = client.submit(sleeper(60)).execution.id
         wait_for(lambda: client.get(running).state == pb.EXECUTION_STATE_RUNNING, what="the sleep to start")
 
@@ -113,9 +148,10 @@ def test_health_drains_on_sigterm_and_a_second_sigterm_stops_at_once(procs: Clus
         batch_status = fails(lambda: client.submit_batch([spec(name="too late")]))
         assert batch_status.code is grpc.StatusCode.UNAVAILABLE, batch_status
         assert client.get(running).state == pb.EXECUTION_STATE_RUNNING
+        assert silent.going_away.wait(10), "the worker was not told the server is going away"
         workers = client.tasks.ListWorkers(tpb.ListWorkersRequest(), timeout=10).workers
-        assert [worker.draining for worker in workers] == [True], workers
-        assert server.process.popen.poll() is None, "the server stopped without waiting for its worker to drain"
+        assert [worker.draining for worker in workers] == [False], workers  # not drained: it keeps its task
+        assert server.process.popen.poll() is None, "the server stopped without waiting for its worker"
 
         stopped_at = time.monotonic()
         server.process.signal(signal.SIGTERM)
@@ -126,6 +162,7 @@ def test_health_drains_on_sigterm_and_a_second_sigterm_stops_at_once(procs: Clus
         assert "taskwire-server stopped" in server.process.output
     finally:
         health.close()
+        silent.close()
 
     # Nothing acknowledged was lost: the interrupted execution is still there after a restart.
     after = connect(procs.server())
