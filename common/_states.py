@@ -38,7 +38,7 @@ class OpenEnum(StrEnum):
     @property
     def is_known(self) -> bool:
         """False for a value from a newer version (a pseudo-member)."""
-        return self._name_ in type(self)._member_map_
+        return not _UNRECOGNIZED or self._name_ in type(self)._member_map_
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, tuple[str]]:
         # Pickle a pseudo-member through `unrecognized`: `cls(value)` would refuse it.

@@ -174,7 +174,7 @@ class StreamLink:
     """The engine's `WorkerLink` for one Connect stream: each send is encoded and queued for `frames()`."""
 
     def __init__(self) -> None:
-        self._outbox: deque[wpb.ServerMessage] = deque()
+        self._outbox: deque[tuple[wpb.ServerMessage, int]] = deque()  # each message with its size
         self._bytes = 0
         self._wake = asyncio.Event()
         self._closed = False
@@ -184,8 +184,9 @@ class StreamLink:
 
     def _send(self, message: wpb.ServerMessage) -> None:
         if not self._closed:
-            self._outbox.append(message)
-            self._bytes += message.ByteSize()
+            size = message.ByteSize()
+            self._outbox.append((message, size))
+            self._bytes += size
             self._wake.set()
             self._update_backlog()
 
@@ -234,20 +235,20 @@ class StreamLink:
             await self._wake.wait()
             self._wake.clear()
             while self._outbox:
-                frame = self._take_frame()
-                self._bytes -= sum(message.ByteSize() for message in frame)
+                frame, size = self._take_frame()
+                self._bytes -= size
                 if not self._closed:
                     self._update_backlog()
                 yield wpb.ConnectResponse(messages=frame)
             if self._closed:
                 return
 
-    def _take_frame(self) -> list[wpb.ServerMessage]:
-        messages = [self._outbox.popleft()]
-        size = messages[0].ByteSize()
-        while self._outbox:
-            size += self._outbox[0].ByteSize()
-            if size > MAX_FRAME_BYTES:
-                break
-            messages.append(self._outbox.popleft())
-        return messages
+    def _take_frame(self) -> tuple[list[wpb.ServerMessage], int]:
+        """The next frame's messages (up to MAX_FRAME_BYTES, or one larger message alone) and their size."""
+        first, size = self._outbox.popleft()
+        messages = [first]
+        while self._outbox and size + self._outbox[0][1] <= MAX_FRAME_BYTES:
+            message, message_size = self._outbox.popleft()
+            messages.append(message)
+            size += message_size
+        return messages, size
