@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sys
 from pathlib import Path
 
 from ._config import DEFAULT_LISTEN
+
+log = logging.getLogger(__name__)
 
 HINTS = """\
 A local worker serves the demo handlers: echo, sleep, fail, progress.
@@ -19,15 +23,25 @@ Ctrl-C stops the server and the worker."""
 
 
 class LocalWorker:
+    """The local worker process, supervised: restarted (with a growing pause, up to ten seconds) when it dies,
+    stopped with the server. It runs in its own session, so a terminal's Ctrl-C or hangup reaches only the
+    server, which stops it in turn."""
+
     def __init__(self, address: str, *, slots: int = 4) -> None:
         self._address = address
         self._slots = slots
         self._process: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self.restarts = 0
 
     async def start(self) -> None:
+        self._process = await self._spawn()
+        self._supervisor = asyncio.create_task(self._supervise(), name="taskwire-local-worker")
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
         executable = Path(sys.executable).parent / "taskwire-worker"
-        # Its own session: Ctrl-C reaches only the server, which then drains the worker in order.
-        self._process = await asyncio.create_subprocess_exec(
+        return await asyncio.create_subprocess_exec(
             str(executable),
             "--server",
             self._address,
@@ -40,18 +54,44 @@ class LocalWorker:
             start_new_session=True,
         )
 
+    async def _supervise(self) -> None:
+        failures = 0
+        while True:
+            process = self._process
+            assert process is not None
+            started = asyncio.get_running_loop().time()
+            code = await process.wait()
+            if self._stopping.is_set():
+                return
+            # A worker that ran a good while before it died starts again at once; one that keeps dying waits longer.
+            failures = 1 if asyncio.get_running_loop().time() - started > 60 else failures + 1
+            pause_s = min(0.5 * 2 ** (failures - 1), 10.0)
+            log.warning("the local worker exited (code %s); starting it again in %.1fs", code, pause_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause_s):
+                    await self._stopping.wait()
+            if self._stopping.is_set():
+                return
+            self._process = await self._spawn()
+            self.restarts += 1
+            if self._stopping.is_set():  # stop() came while it was starting: it is this one to end
+                self._process.terminate()
+
     def hints(self) -> str:
         # The CLI's default address needs no flag; any other one is spelled out so the commands work as printed.
         server = "" if self._address == DEFAULT_LISTEN else f" --server {self._address}"
         return HINTS.format(server=server)
 
     async def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM (the worker drains), SIGKILL after `timeout_s`; no restart after that. Idempotent."""
+        self._stopping.set()
         process = self._process
-        if process is None or process.returncode is not None:
-            return
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), timeout_s)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        if process is not None and process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), timeout_s)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        if self._supervisor is not None:
+            await self._supervisor  # sees the exit, and that it was asked for

@@ -182,7 +182,8 @@ async def serve(config: ServerConfig, *, with_local_worker: bool = False) -> int
         # The first signal lets the workers go (they keep their work for the next server); a second stops at once.
         server.stop_soon(grace=config.shutdown_grace if signals_seen == 1 else None)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    # A closed terminal (SIGHUP) stops the server like Ctrl-C: gracefully, and its local worker with it.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(signum, on_signal)
     local = LocalWorker(address) if with_local_worker else None
     if local is not None:
