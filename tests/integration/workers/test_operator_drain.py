@@ -34,7 +34,8 @@ def test_workers_drain_lets_the_worker_finish_its_task_take_nothing_new_and_exit
 
     drained = taskwire(server, "workers", "drain", "leaver", "--grace", "20", "--reason", "kernel upgrade")
     assert drained.returncode == 0, drained.stderr
-    assert "leaver" in drained.stdout and "draining" in drained.stdout
+    assert "leaver" in drained.stdout
+    assert "draining" in drained.stdout
     leaver.wait_for_line("draining: no new work")
     assert "kernel upgrade" in leaver.output
     info = worker_named(client, "leaver")
@@ -68,5 +69,6 @@ def test_draining_an_unknown_worker_is_not_found(server: ServerProcess, client: 
         client.drain_worker("ghost")
     refused = taskwire(server, "workers", "drain", "ghost")
     assert refused.returncode == 4
-    assert "workers drain ghost" in refused.stderr and "'ghost'" in refused.stderr
+    assert "workers drain ghost" in refused.stderr
+    assert "'ghost'" in refused.stderr
     assert "taskwire workers" in refused.stderr  # the hint names the listing of workers

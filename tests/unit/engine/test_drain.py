@@ -20,7 +20,8 @@ async def test_a_drained_worker_finishes_its_task_and_gets_nothing_new(rig: Rig)
     told = rig.engine.drain_worker(name="busy", grace=grace, reason="kernel upgrade")
     assert told == [busy.session]
     assert busy.link.sent[-1] == Drained(grace, "kernel upgrade")
-    assert busy.session.draining and busy.session.free_slots == 0
+    assert busy.session.draining
+    assert busy.session.free_slots == 0
     assert not other.session.draining
 
     # The drained worker's running attempt ends as usual, and its free slot takes nothing new.
