@@ -174,6 +174,16 @@ class AsyncClient:
         )
         return c.workers_from_proto(response)
 
+    async def drain_worker(
+        self, name: str = "", *, session_id: str = "", grace: timedelta | None = None, reason: str = ""
+    ) -> builtins.list[WorkerInfo]:
+        """Drain a connected worker (by name, session id, or both): it takes nothing new, finishes what
+        it runs within `grace` (None: its own drain timeout) and disconnects. Returns the sessions told;
+        NotFound when no connected worker matches."""
+        request = c.drain_request(name, session_id=session_id, grace=grace, reason=reason)
+        response: tpb.DrainWorkerResponse = await self._unary(self._stub.DrainWorker, request, idempotent=True)
+        return c.workers_from_proto(response)
+
     async def watch(
         self,
         execution_id: str,

@@ -129,6 +129,8 @@ def error_line(error: BaseException, *, action: str) -> str:
         return f"{PROG}: {error}"
     message = str(error) or type(error).__name__
     hint = next((text for cls, text in _HINTS.items() if isinstance(error, cls)), "")
+    if isinstance(error, NotFound) and action.startswith("workers"):
+        hint = "list connected workers with 'taskwire workers'"
     if isinstance(error, AdmissionTimeout) and action.startswith("submit"):
         hint = "the queue stayed full; try again later, check 'taskwire stats', or use --fail-fast"
     return f"{PROG}: {action}: {message}" + (f" — {hint}" if hint else "")
@@ -203,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     as_json = _Parser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+    # For the subcommands of a command that takes --json itself: unset there keeps the command's value.
+    also_json = _Parser(add_help=False)
+    also_json.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
 
     parser = _Parser(
         prog=PROG,
@@ -270,7 +275,25 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--timeout", metavar="S", type=_seconds, help="give up after S seconds (exit code 6)")
 
     command("stats", "queue and worker statistics", as_json)
-    command("workers", "connected workers", as_json)
+    workers = command("workers", "list connected workers (the default) or drain one", as_json)
+    actions = workers.add_subparsers(dest="workers_action", metavar="ACTION", parser_class=_Parser)
+
+    def action(name: str, help: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = actions.add_parser(
+            name, help=help, description=help, parents=[common, also_json]
+        )
+        return parser
+
+    action("list", "list connected workers (the same as 'taskwire workers')")
+    drain = action("drain", "drain a worker: it finishes what it runs, takes nothing new, and exits")
+    drain.add_argument("worker", metavar="NAME", help="the worker's name, as 'taskwire workers' shows it")
+    drain.add_argument(
+        "--grace",
+        metavar="S",
+        type=_seconds,
+        help="seconds its running tasks may take to finish before they are aborted (default: the worker's own)",
+    )
+    drain.add_argument("--reason", metavar="TEXT", default="", help="why; shown in the worker's log")
     return parser
 
 
@@ -412,6 +435,8 @@ def cmd_stats(client: Client, args: argparse.Namespace, out: Output) -> ExitCode
 
 
 def cmd_workers(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    if args.workers_action == "drain":
+        return cmd_drain(client, args, out)
     workers = client.workers()
     if args.json:
         out.json(workers_view(workers))
@@ -419,6 +444,16 @@ def cmd_workers(client: Client, args: argparse.Namespace, out: Output) -> ExitCo
         out.console.print(workers_table(workers))
     else:
         out.error("no workers connected")
+    return ExitCode.OK
+
+
+def cmd_drain(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    told = client.drain_worker(args.worker, grace=args.grace, reason=args.reason)
+    if args.json:
+        out.json(workers_view(told))
+        return ExitCode.OK
+    for worker in told:
+        out.line(f"{worker.name} (session {worker.session_id}) is draining: {worker.in_flight} running, nothing new")
     return ExitCode.OK
 
 
@@ -436,6 +471,8 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace, Output], ExitCode]] = 
 
 def action_of(args: argparse.Namespace) -> str:
     """What the user asked for, as the error line names it: `get 01J...`, `submit echo`."""
+    if getattr(args, "workers_action", None) == "drain":
+        return f"workers drain {args.worker}"
     subject = getattr(args, "execution_id", None) or getattr(args, "handler", None) or ""
     return f"{args.command} {subject}".strip()
 

@@ -240,8 +240,12 @@ def worker_from_proto(message: tpb.WorkerInfo) -> WorkerInfo:
     )
 
 
-def workers_from_proto(response: tpb.ListWorkersResponse) -> list[WorkerInfo]:
+def workers_from_proto(response: tpb.ListWorkersResponse | tpb.DrainWorkerResponse) -> list[WorkerInfo]:
     return [worker_from_proto(worker) for worker in response.workers]
+
+
+def drain_request(name: str, *, session_id: str, grace: timedelta | None, reason: str) -> tpb.DrainWorkerRequest:
+    return tpb.DrainWorkerRequest(name=name, session_id=session_id, grace=wire.duration_to_proto(grace), reason=reason)
 
 
 def result_of(done: ExecutionSnapshot) -> Any:

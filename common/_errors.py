@@ -65,8 +65,8 @@ class TerminalStateError(InvalidTransition):
 class NotFound(TaskwireError):
     status_name = "NOT_FOUND"
 
-    def __init__(self, entity: str, entity_id: str) -> None:
-        super().__init__(f"no {entity} with id {entity_id!r}")
+    def __init__(self, entity: str, entity_id: str, *, key: str = "id") -> None:
+        super().__init__(f"no {entity} with {key} {entity_id!r}")
         self.entity = entity
         self.entity_id = entity_id
 

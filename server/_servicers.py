@@ -12,6 +12,7 @@ import functools
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -35,7 +36,7 @@ ServicerT = TypeVar("ServicerT", bound="TaskService")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 MAX_BATCH = 1000
-MAX_CANCEL_REASON = 1024
+MAX_CANCEL_REASON = 1024  # also a drain's reason
 # A wait-for-room submit answers this much before the caller's deadline so that the caller
 # gets taskwire's DEADLINE_EXCEEDED (with its message) rather than its own channel's.
 _DEADLINE_MARGIN_S = 0.05
@@ -240,26 +241,39 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
 
     @_translate_errors
     async def ListWorkers(self, request: tpb.ListWorkersRequest, context: Context) -> tpb.ListWorkersResponse:
-        lease_timeout = wire.duration_to_proto(self._config.lease_timeout)
-        return tpb.ListWorkersResponse(
-            workers=[
-                tpb.WorkerInfo(
-                    session_id=session.session_id,
-                    instance_id=session.instance_id,
-                    name=session.name,
-                    handlers=sorted(session.handlers),
-                    slots=session.slots,
-                    in_flight=len(session.held),
-                    labels=session.labels,
-                    agent_version=session.agent_version,
-                    connected_at=wire.timestamp_to_proto(session.connected_at),
-                    last_seen_at=wire.timestamp_to_proto(session.last_seen_at),
-                    draining=session.draining,
-                    lease_timeout=lease_timeout,
-                )
-                for session in self._engine.workers()
-            ]
+        return tpb.ListWorkersResponse(workers=self._worker_infos(self._engine.workers()))
+
+    @_translate_errors
+    async def DrainWorker(self, request: tpb.DrainWorkerRequest, context: Context) -> tpb.DrainWorkerResponse:
+        grace = wire.optional_duration(request, "grace")
+        if grace is not None and grace < timedelta(0):
+            raise ValidationError("grace", "must not be negative")
+        if len(request.reason) > MAX_CANCEL_REASON:
+            raise ValidationError("reason", f"at most {MAX_CANCEL_REASON} characters")
+        sessions = self._engine.drain_worker(
+            name=request.name, session_id=request.session_id, grace=grace, reason=request.reason
         )
+        return tpb.DrainWorkerResponse(workers=self._worker_infos(sessions))
+
+    def _worker_infos(self, sessions: list[WorkerSession]) -> list[tpb.WorkerInfo]:
+        lease_timeout = wire.duration_to_proto(self._config.lease_timeout)
+        return [
+            tpb.WorkerInfo(
+                session_id=session.session_id,
+                instance_id=session.instance_id,
+                name=session.name,
+                handlers=sorted(session.handlers),
+                slots=session.slots,
+                in_flight=len(session.held),
+                labels=session.labels,
+                agent_version=session.agent_version,
+                connected_at=wire.timestamp_to_proto(session.connected_at),
+                last_seen_at=wire.timestamp_to_proto(session.last_seen_at),
+                draining=session.draining,
+                lease_timeout=lease_timeout,
+            )
+            for session in sessions
+        ]
 
 
 def _opening_frame(frame: wpb.ConnectRequest | Malformed) -> wpb.ConnectRequest:

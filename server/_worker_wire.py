@@ -218,7 +218,7 @@ class StreamLink:
         )
         self._send(wpb.ServerMessage(cancel=cancel))
 
-    def drain(self, grace: timedelta, reason: str) -> None:
+    def drain(self, grace: timedelta | None, reason: str) -> None:
         self._send(wpb.ServerMessage(drain=wpb.Drain(grace=wire.duration_to_proto(grace), reason=reason)))
 
     def going_away(self, reconnect_within: timedelta, reason: str) -> None:

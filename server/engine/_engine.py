@@ -252,6 +252,15 @@ class Engine:
         """Open a session that sends on `link`; adopt the running attempts it reports that are still its own."""
         return self._pool.connect(hello, link)
 
+    def drain_worker(
+        self, *, name: str = "", session_id: str = "", grace: timedelta | None = None, reason: str = ""
+    ) -> list[WorkerSession]:
+        """An operator drains a worker (by name, session id or both): no new work for its sessions, and
+        each is told to finish what it runs within `grace` and hang up. NotFound when none is connected."""
+        return self._pool.drain(
+            name=name, session_id=session_id, grace=grace, reason=reason or "an operator asked this worker to drain"
+        )
+
     def disconnect_worker(self, session: WorkerSession) -> None:
         """The stream ended. Held attempts keep their lease until it times out or the worker returns."""
         self._pool.disconnect(session)

@@ -37,8 +37,9 @@ class WorkerLink(Protocol):
     def cancel(self, task_run_id: str, attempt: int, reason: Reason) -> None:
         """Stop the attempt's handler; the worker answers with a cancel acknowledgement."""
 
-    def drain(self, grace: timedelta, reason: str) -> None:
-        """Finish what runs within `grace`, take nothing new, then disconnect."""
+    def drain(self, grace: timedelta | None, reason: str) -> None:
+        """Finish what runs within `grace` (None: the worker's own drain timeout), take nothing new,
+        then disconnect."""
 
     def going_away(self, reconnect_within: timedelta, reason: str) -> None:
         """The server is stopping: keep running what you hold, hang up, and reconnect to the next one

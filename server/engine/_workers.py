@@ -22,7 +22,16 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 from taskwire.server._config import ServerConfig
-from taskwire.server.domain import CancelOnWorker, InvalidTransition, LeaseExpired, Reason, ReasonCode, ShuttingDown
+from taskwire.server.domain import (
+    CancelOnWorker,
+    InvalidTransition,
+    LeaseExpired,
+    NotFound,
+    Reason,
+    ReasonCode,
+    ShuttingDown,
+    ValidationError,
+)
 
 from ._clock import Clock
 from ._ids import new_id
@@ -279,6 +288,32 @@ class WorkerPool:
         for session in self.connected():
             if session.link is not None:
                 session.link.going_away(reconnect_within, reason)
+
+    def drain(self, *, name: str, session_id: str, grace: timedelta | None, reason: str) -> list[WorkerSession]:
+        """An operator drains a worker: every connected session with that name (or the one session, or
+        both must match) gets no new work from now on and is told to finish what it runs within `grace`
+        (None: the worker's own drain timeout), then hang up. Its held attempts keep their lease and
+        report as usual. Returns the sessions told, sorted by name then session id."""
+        if not name and not session_id:
+            raise ValidationError("name", "a worker name or session_id is required")
+        sessions = sorted(
+            (
+                session
+                for session in self.connected()
+                if (not name or session.name == name) and (not session_id or session.session_id == session_id)
+            ),
+            key=lambda session: (session.name, session.session_id),
+        )
+        if not sessions:
+            if session_id:
+                raise NotFound("connected worker", session_id, key="session id")
+            raise NotFound("connected worker", name, key="name")
+        for session in sessions:
+            session.draining = True
+            if session.link is not None:
+                session.link.drain(grace, reason)
+            log.info("worker %s (session %s) asked to drain: %s", session.name, session.session_id, reason)
+        return sessions
 
     def close(self) -> None:
         for session in list(self.sessions.values()):

@@ -85,6 +85,11 @@ class TaskServiceStub:
                 request_serializer=taskwire_dot_v1_dot_task__service__pb2.ListWorkersRequest.SerializeToString,
                 response_deserializer=taskwire_dot_v1_dot_task__service__pb2.ListWorkersResponse.FromString,
                 _registered_method=True)
+        self.DrainWorker = channel.unary_unary(
+                '/taskwire.v1.TaskService/DrainWorker',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.DrainWorkerRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.DrainWorkerResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -162,6 +167,17 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DrainWorker(self, request, context):
+        """Drains a connected worker (an operator's act): its sessions get no new work
+        from now on, and each is sent Drain: the worker finishes what it runs within
+        the grace, takes nothing new, and disconnects (the Python agent then exits 0).
+        NOT_FOUND when no connected worker matches; INVALID_ARGUMENT when the request
+        names no worker. Draining a session that already drains tells it again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -204,6 +220,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.ListWorkers,
                     request_deserializer=taskwire_dot_v1_dot_task__service__pb2.ListWorkersRequest.FromString,
                     response_serializer=taskwire_dot_v1_dot_task__service__pb2.ListWorkersResponse.SerializeToString,
+            ),
+            'DrainWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainWorker,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.DrainWorkerRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.DrainWorkerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -433,6 +454,33 @@ class TaskService:
             '/taskwire.v1.TaskService/ListWorkers',
             taskwire_dot_v1_dot_task__service__pb2.ListWorkersRequest.SerializeToString,
             taskwire_dot_v1_dot_task__service__pb2.ListWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskwire.v1.TaskService/DrainWorker',
+            taskwire_dot_v1_dot_task__service__pb2.DrainWorkerRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.DrainWorkerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -68,6 +68,13 @@ class TaskServiceStub:
     """Returns queue and worker statistics."""
     ListWorkers: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListWorkersRequest, _task_service_pb2.ListWorkersResponse]
     """Lists connected workers."""
+    DrainWorker: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.DrainWorkerRequest, _task_service_pb2.DrainWorkerResponse]
+    """Drains a connected worker (an operator's act): its sessions get no new work
+    from now on, and each is sent Drain: the worker finishes what it runs within
+    the grace, takes nothing new, and disconnects (the Python agent then exits 0).
+    NOT_FOUND when no connected worker matches; INVALID_ARGUMENT when the request
+    names no worker. Draining a session that already drains tells it again.
+    """
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -109,6 +116,13 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """Returns queue and worker statistics."""
     ListWorkers: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListWorkersRequest, _task_service_pb2.ListWorkersResponse]  # type: ignore[assignment]
     """Lists connected workers."""
+    DrainWorker: _aio.UnaryUnaryMultiCallable[_task_service_pb2.DrainWorkerRequest, _task_service_pb2.DrainWorkerResponse]  # type: ignore[assignment]
+    """Drains a connected worker (an operator's act): its sessions get no new work
+    from now on, and each is sent Drain: the worker finishes what it runs within
+    the grace, takes nothing new, and disconnects (the Python agent then exits 0).
+    NOT_FOUND when no connected worker matches; INVALID_ARGUMENT when the request
+    names no worker. Draining a session that already drains tells it again.
+    """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     """TaskService is what clients and operators call: submit work, inspect it,
@@ -195,5 +209,18 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.ListWorkersResponse, _abc.Awaitable[_task_service_pb2.ListWorkersResponse]]:
         """Lists connected workers."""
+
+    @_abc_1.abstractmethod
+    def DrainWorker(
+        self,
+        request: _task_service_pb2.DrainWorkerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.DrainWorkerResponse, _abc.Awaitable[_task_service_pb2.DrainWorkerResponse]]:
+        """Drains a connected worker (an operator's act): its sessions get no new work
+        from now on, and each is sent Drain: the worker finishes what it runs within
+        the grace, takes nothing new, and disconnects (the Python agent then exits 0).
+        NOT_FOUND when no connected worker matches; INVALID_ARGUMENT when the request
+        names no worker. Draining a session that already drains tells it again.
+        """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

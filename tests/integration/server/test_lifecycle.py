@@ -86,6 +86,7 @@ def test_reflection_lists_and_describes_the_services(client: Client) -> None:
         "WatchExecution",
         "GetStats",
         "ListWorkers",
+        "DrainWorker",
     }
 
 

@@ -107,6 +107,29 @@ def test_list_arguments() -> None:
 
 
 @pytest.mark.parametrize(
+    ("argv", "as_json"),
+    [
+        (["workers"], False),
+        (["workers", "list"], False),
+        (["workers", "--json"], True),
+        (["workers", "--json", "list"], True),
+        (["workers", "list", "--json"], True),
+    ],
+)
+def test_workers_and_workers_list_both_list(argv: list[str], as_json: bool) -> None:
+    args = build_parser().parse_args(argv)
+    assert args.workers_action in (None, "list")
+    assert args.json is as_json
+
+
+def test_workers_drain_arguments() -> None:
+    args = build_parser().parse_args(["workers", "drain", "w1", "--grace", "2.5", "--reason", "upgrade"])
+    assert (args.workers_action, args.worker, args.reason) == ("drain", "w1", "upgrade")
+    assert args.grace == timedelta(seconds=2.5)
+    assert build_parser().parse_args(["workers", "drain", "w1"]).grace is None
+
+
+@pytest.mark.parametrize(
     "argv",
     [
         ["submit", "echo", "--bogus"],
@@ -117,6 +140,9 @@ def test_list_arguments() -> None:
         ["list", "--state", "DONE"],
         ["list", "--limit", "0"],
         ["get"],
+        ["workers", "drain"],
+        ["workers", "drain", "w1", "--grace", "soon"],
+        ["workers", "frobnicate"],
         ["frobnicate"],
         [],
     ],

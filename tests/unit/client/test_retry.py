@@ -112,6 +112,10 @@ class Scripted(task_service_pb2_grpc.TaskServiceServicer):
         self._unimplemented(context)
         return tpb.ListWorkersResponse()
 
+    def DrainWorker(self, request: tpb.DrainWorkerRequest, context: grpc.ServicerContext) -> tpb.DrainWorkerResponse:
+        self._unimplemented(context)
+        return tpb.DrainWorkerResponse()
+
     def WatchExecution(
         self, request: tpb.WatchExecutionRequest, context: grpc.ServicerContext
     ) -> Iterator[tpb.WatchExecutionResponse]:

@@ -89,7 +89,7 @@ class Cancelled:
 
 @dataclass(frozen=True)
 class Drained:
-    grace: timedelta
+    grace: timedelta | None
     reason: str
 
 
@@ -114,7 +114,7 @@ class FakeLink:
         assert not self.closed, "sent a cancel on a closed link"
         self.sent.append(Cancelled(task_run_id, attempt, reason))
 
-    def drain(self, grace: timedelta, reason: str) -> None:
+    def drain(self, grace: timedelta | None, reason: str) -> None:
         self.sent.append(Drained(grace, reason))
 
     def going_away(self, reconnect_within: timedelta, reason: str) -> None:
