@@ -7,7 +7,6 @@ and from why (if at all) it was asked to stop, and hands everything to an Attemp
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import threading
@@ -21,6 +20,7 @@ from taskwire.common import ErrorInfo, Refusal
 
 from ._abort import AbortController, AbortReason
 from ._context import AttemptInfo, LogLine, ProgressUpdate, TaskContext, build_context
+from ._handler_loop import HandlerLoop, Inbox
 from ._outcome import Cancelled, Completed, Failed, HandlerResult, Outcome, Raised
 from ._process import ProcessRunner, get_mp_context
 from ._registry import HandlerLookup, RegisteredHandler
@@ -118,10 +118,10 @@ class _Attempt:
 class _AttemptEvents:
     """An attempt's events, moved onto the loop thread and dropped once the attempt has finished."""
 
-    def __init__(self, *, executor: Executor, attempt: _Attempt, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, *, executor: Executor, attempt: _Attempt, inbox: Inbox) -> None:
         self._executor = executor
         self._attempt = attempt
-        self._loop = loop
+        self._inbox = inbox
         self._loop_thread = threading.get_ident()
 
     def started(self) -> None:
@@ -137,9 +137,7 @@ class _AttemptEvents:
         if threading.get_ident() == self._loop_thread:
             deliver(*args)
             return
-        # A closed loop raises RuntimeError: the worker has exited, and so has everyone who would read this.
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(deliver, *args)
+        self._inbox.post(deliver, *args)
 
 
 class Executor:
@@ -182,6 +180,9 @@ class Executor:
         self._accepting = True
         self._closed = False
         self._peak_in_flight = 0
+        # Made on first use: the loop async handlers run on, and the inbox of this loop they report through.
+        self._handler_loop: HandlerLoop | None = None
+        self._inbox: Inbox | None = None
 
     # -- state -----------------------------------------------------------------------------------------
 
@@ -306,6 +307,8 @@ class Executor:
             return
         self._closed = True
         await self.stop_all()
+        if self._handler_loop is not None:
+            self._handler_loop.close()
 
     async def __aenter__(self) -> Executor:
         return self
@@ -335,7 +338,9 @@ class Executor:
         return None
 
     def _make_runner(self, attempt: _Attempt, loop: asyncio.AbstractEventLoop) -> AttemptRunner:
-        events = _AttemptEvents(executor=self, attempt=attempt, loop=loop)
+        if self._inbox is None:
+            self._inbox = Inbox(loop)
+        events = _AttemptEvents(executor=self, attempt=attempt, inbox=self._inbox)
         registered = attempt.registered
         name = f"taskwire-{registered.name}-{attempt.key}"
         if self._isolation is Isolation.PROCESS:
@@ -357,7 +362,17 @@ class Executor:
             log_level=self._handler_log_level,
         )
         if registered.is_async:
-            return AsyncRunner(fn=registered.fn, build_context=build, events=events, name=name)
+            if self._handler_loop is None:
+                self._handler_loop = HandlerLoop()
+            return AsyncRunner(
+                handler_loop=self._handler_loop,
+                results=self._inbox,
+                handler=registered.name,
+                fn=registered.fn,
+                build_context=build,
+                events=events,
+                name=name,
+            )
         return ThreadRunner(fn=registered.fn, build_context=build, events=events, name=name)
 
     async def _run(self, attempt: _Attempt) -> None:

@@ -7,12 +7,13 @@ import contextlib
 import inspect
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from taskwire.common import ErrorInfo
 
 from ._abort import AbortReason
 from ._context import AttemptEvents, TaskContext
+from ._handler_loop import HandlerLoop, Inbox
 from ._outcome import HandlerResult, Raised, Returned
 from ._payload import encode_output
 
@@ -81,32 +82,55 @@ class _InProcessRunner:
 
 
 class AsyncRunner(_InProcessRunner):
-    """Runs an ``async def`` handler as its own asyncio task on the worker's loop."""
+    """Runs an ``async def`` handler as an asyncio task on the handler loop (see _handler_loop).
 
-    _task: asyncio.Task[HandlerResult] | None = None  # set by run()
+    Not on the worker's loop: a handler that blocks its loop must not stop the heartbeats. The result
+    comes back through ``results``, the worker loop's inbox, which batches the hand-offs of a burst.
+    """
+
+    def __init__(self, *, handler_loop: HandlerLoop, results: Inbox, handler: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._handler_loop = handler_loop
+        self._results = results
+        self._handler = handler
+        self._task: asyncio.Task[HandlerResult] | None = None  # set on the handler loop's thread
 
     async def run(self) -> HandlerResult:
-        task = asyncio.create_task(call_async_handler(self._fn, self._build_context), name=self._name)
-        self._task = task
-        # After the task is scheduled: the handler then starts before the outbox's writer sends this, rather
-        # than after. It still precedes the handler's own progress and logs, which the task has yet to send.
+        done: asyncio.Future[HandlerResult] = asyncio.get_running_loop().create_future()
+
+        def on_done(task: asyncio.Task[HandlerResult]) -> None:
+            cancelled = Raised(ErrorInfo(type="CancelledError", message="the handler task was cancelled"))
+            result = cancelled if task.cancelled() else task.result()
+            self._results.post(_set_result, done, result)
+
+        self._handler_loop.submit(
+            call_async_handler(self._fn, self._build_context),
+            handler=self._handler,
+            name=self._name,
+            on_task=self._on_task,
+            on_done=on_done,
+        )
+        # After the start is posted: the handler then starts before the outbox's writer sends this, rather
+        # than after. It still precedes the handler's own progress and logs, which cross the same inbox.
         self._events.started()
         try:
-            # wait() rather than awaiting the task: a hard stop cancels the handler's task, and that must
-            # not look like the cancellation of this one.
-            await asyncio.wait({task})
+            return await done
         except asyncio.CancelledError:
-            task.cancel()
+            self.hard_stop()
             raise
-        if task.cancelled():
-            return Raised(ErrorInfo(type="CancelledError", message="the handler task was cancelled"))
-        return task.result()
 
     def on_abort(self, reason: AbortReason, message: str) -> None:
-        pass  # The handler shares the signal object on this loop.
+        pass  # The signal is thread-safe and wakes awaiters on their own loop.
 
     def hard_stop(self) -> None:
         # Raises CancelledError at the handler's next await; code that never awaits cannot be stopped.
+        self._handler_loop.call(self._cancel)
+
+    def _on_task(self, task: asyncio.Task[HandlerResult]) -> None:
+        self._task = task
+
+    def _cancel(self) -> None:
+        # Posted after the start, through the same ordered inbox: the task exists by now.
         if self._task is not None:
             self._task.cancel()
 

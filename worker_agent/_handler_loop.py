@@ -1,0 +1,188 @@
+"""The event loop async handlers run on: a thread of its own, watched for handlers that block it.
+
+The worker's own loop keeps the stream, the heartbeats and the outbox. Were handlers to share it, one
+``time.sleep(40)`` inside an ``async def`` would stop the heartbeats and cost the worker its lease. Here
+a blocking handler stalls only the other async handlers, and the watchdog names it in a warning.
+
+One loop thread serves every async handler of an executor (not one per attempt): a thread per attempt
+would cost a thread start per task, and isolating handlers from one another is what process isolation
+is for. What an attempt costs on top of running on the worker's loop: two cross-thread hand-offs (the
+start, the result), batched so that a burst of attempts wakes each loop once rather than once per attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+_log = logging.getLogger("taskwire.worker.executor")
+
+#: How late the handler loop's callbacks may run before the watchdog calls it blocked.
+STALL_THRESHOLD_S = 1.0
+#: At most one warning per handler in this long; the stalls in between are counted in the next one.
+WARN_INTERVAL_S = 30.0
+#: How often the handler loop checks in with the watchdog.
+TICK_S = 0.1
+
+
+class Inbox:
+    """Callables posted from any thread to run on one loop, in order; one wake-up per batch."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._items: list[tuple[Callable[..., None], tuple[object, ...]]] = []
+
+    def post(self, fn: Callable[..., None], *args: object) -> None:
+        with self._lock:
+            self._items.append((fn, args))
+            wake = len(self._items) == 1
+        if wake:
+            # A closed loop raises RuntimeError: nobody is left to run these.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+        for fn, args in items:
+            fn(*args)
+
+
+@dataclass
+class StallReport:
+    """Decides which stalls are worth a warning: every one, but per handler no more often than ``interval_s``."""
+
+    interval_s: float = WARN_INTERVAL_S
+    _last: dict[str, float] = field(default_factory=dict)
+    _quiet: dict[str, int] = field(default_factory=dict)
+
+    def message(self, handler: str, blocked_s: float, now: float) -> str | None:
+        """The warning for a stall of ``blocked_s`` seconds that ``handler`` caused, or None to stay quiet."""
+        last = self._last.get(handler)
+        if last is not None and now - last < self.interval_s:
+            self._quiet[handler] = self._quiet.get(handler, 0) + 1
+            return None
+        self._last[handler] = now
+        quiet = self._quiet.pop(handler, 0)
+        text = f"handler {handler!r} blocked its event loop for {blocked_s:.1f} s"
+        text += " (a blocking call in an 'async def': run it in a thread, or make the handler sync)"
+        if quiet:
+            text += f"; {quiet} shorter warning(s) about it were suppressed"
+        return text
+
+
+class HandlerLoop:
+    """An event loop in a daemon thread that runs async handler coroutines, with a watchdog.
+
+    Every ``tick_s`` the loop runs a callback; one that runs ``threshold_s`` or more late means a handler
+    blocked the loop, and a warning names it. Which handler it was is sampled by a watchdog thread
+    while the loop is blocked (the task the loop is running then).
+    """
+
+    def __init__(
+        self,
+        *,
+        threshold_s: float = STALL_THRESHOLD_S,
+        tick_s: float = TICK_S,
+        report: StallReport | None = None,
+        name: str = "taskwire-handlers",
+    ) -> None:
+        self._threshold_s = threshold_s
+        self._tick_s = tick_s
+        self._report = report if report is not None else StallReport()
+        self._loop = asyncio.new_event_loop()
+        self._inbox = Inbox(self._loop)
+        self._handlers: dict[asyncio.Task[Any], str] = {}  # running handler tasks, by handler name
+        self._last_beat = time.monotonic()
+        self._suspect: str | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._watchdog = threading.Thread(target=self._watch, name=f"{name}-watchdog", daemon=True)
+        self._thread.start()
+        self._watchdog.start()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def submit(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        *,
+        handler: str,
+        name: str,
+        on_task: Callable[[asyncio.Task[Any]], None],
+        on_done: Callable[[asyncio.Task[Any]], None],
+    ) -> None:
+        """Run ``coro`` as a task on this loop; ``on_task`` then ``on_done`` are called on this loop's thread."""
+        self._inbox.post(self._start, coro, handler, name, on_task, on_done)
+
+    def call(self, fn: Callable[..., None], *args: object) -> None:
+        """Call ``fn(*args)`` on this loop's thread."""
+        self._inbox.post(fn, *args)
+
+    def close(self) -> None:
+        """Stop the loop and its watchdog; tasks still running are left (the threads are daemons)."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    # -- on the loop thread ----------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._beat(self._loop.time())
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
+
+    def _start(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        handler: str,
+        name: str,
+        on_task: Callable[[asyncio.Task[Any]], None],
+        on_done: Callable[[asyncio.Task[Any]], None],
+    ) -> None:
+        task = self._loop.create_task(coro, name=name)
+        self._handlers[task] = handler
+        task.add_done_callback(self._handlers.pop)
+        task.add_done_callback(on_done)
+        on_task(task)
+
+    def _beat(self, due: float) -> None:
+        now = self._loop.time()
+        late_s = now - due
+        if late_s >= self._threshold_s:
+            handler = self._suspect or self._only_handler() or "(unknown)"
+            text = self._report.message(handler, late_s, time.monotonic())
+            if text is not None:
+                _log.warning(text)
+        self._suspect = None
+        self._last_beat = time.monotonic()
+        if not self._stopping.is_set():
+            self._loop.call_at(now + self._tick_s, self._beat, now + self._tick_s)
+
+    def _only_handler(self) -> str | None:
+        names = set(self._handlers.values())
+        return names.pop() if len(names) == 1 else None
+
+    # -- on the watchdog thread ------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self._tick_s):
+            if self._suspect is None and time.monotonic() - self._last_beat > self._tick_s + self._threshold_s / 2:
+                # The loop is blocked now: whichever task it is running is the culprit.
+                task = asyncio.current_task(self._loop)
+                if task is not None:
+                    self._suspect = self._handlers.get(task)
