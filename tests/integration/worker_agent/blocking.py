@@ -11,5 +11,5 @@ from taskwire.worker import TaskContext, handler
 async def blocks_loop(ctx: TaskContext) -> str:
     """Input ``{"seconds": s}``: a blocking sleep inside an ``async def``, the mistake the worker must survive."""
     params = ctx.input if isinstance(ctx.input, dict) else {}
-    time.sleep(float(params.get("seconds", 5.0)))
+    time.sleep(float(params.get("seconds", 5.0)))  # noqa: ASYNC251 (the blocking call is the point)
     return "done"

@@ -1,0 +1,85 @@
+"""The handler loop's watchdog: a handler that blocks the loop is named in a warning, once per stall."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from taskwire.worker._handler_loop import HandlerLoop, StallReport
+from tests.harness import wait_for
+
+LOGGER = "taskwire.worker.executor"
+
+
+def test_the_first_stall_of_a_handler_is_reported_with_its_length() -> None:
+    report = StallReport(interval_s=30.0)
+    text = report.message("resize", 12.34, now=100.0)
+    assert text is not None
+    assert text.startswith("handler 'resize' blocked its event loop for 12.3 s")
+
+
+def test_stalls_within_the_interval_are_counted_into_the_next_warning() -> None:
+    report = StallReport(interval_s=30.0)
+    assert report.message("resize", 2.0, now=100.0) is not None
+    assert report.message("resize", 3.0, now=110.0) is None
+    assert report.message("resize", 4.0, now=120.0) is None
+    # Another handler has a budget of its own.
+    assert report.message("other", 2.0, now=121.0) is not None
+    text = report.message("resize", 5.0, now=131.0)
+    assert text is not None
+    assert "for 5.0 s" in text
+    assert "2 shorter warning(s) about it were suppressed" in text
+    assert report.message("resize", 5.0, now=162.0) is not None
+    assert "suppressed" not in (report.message("resize", 1.0, now=200.0) or "")
+
+
+@pytest.fixture
+def handler_loop() -> Iterator[HandlerLoop]:
+    loop = HandlerLoop(threshold_s=0.3, tick_s=0.05, name="test-handlers")
+    yield loop
+    loop.close()
+
+
+def _run(handler_loop: HandlerLoop, handler: str, coro: Any) -> threading.Event:
+    finished = threading.Event()
+    handler_loop.submit(
+        coro, handler=handler, name=handler, on_task=lambda task: None, on_done=lambda task: finished.set()
+    )
+    return finished
+
+
+async def _blocks(seconds: float) -> None:
+    time.sleep(seconds)  # noqa: ASYNC251 (the blocking call is the fault under test)
+
+
+async def _polite() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0.01)
+
+
+def test_a_handler_that_blocks_the_loop_is_named(handler_loop: HandlerLoop, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    assert _run(handler_loop, "polite", _polite()).wait(5)
+    assert _run(handler_loop, "blocker", _blocks(0.8)).wait(5)
+    wait_for(lambda: _stalls(caplog), what="the stall warning")
+    (record,) = _stalls(caplog)
+    assert record.levelno == logging.WARNING
+    assert record.getMessage().startswith("handler 'blocker' blocked its event loop for 0.")
+
+
+def test_a_loop_that_is_never_blocked_warns_nothing(
+    handler_loop: HandlerLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    assert _run(handler_loop, "polite", _polite()).wait(5)
+    assert not _stalls(caplog)
+
+
+def _stalls(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if "blocked its event loop" in r.getMessage()]
