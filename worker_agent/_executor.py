@@ -108,6 +108,7 @@ class _Attempt:
     # LEASE_LOST may follow another abort; it still means "report nothing".
     silenced: bool = False
     finished: bool = False
+    aborted_at: float | None = None  # loop.time() when its abort signal fired
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
     @property
@@ -296,8 +297,9 @@ class Executor:
         if await self.wait_idle(limit_s):
             return
         for attempt in list(self._attempts.values()):
-            _log.warning("handler of attempt %s did not stop; reporting it and leaving it behind", attempt.key)
-            self._finish(attempt, Raised(ErrorInfo(type="HandlerDidNotStop", message="")))
+            ignored = self._ignored(attempt)
+            _log.warning("%s; reporting it and leaving it behind", ignored)
+            self._finish(attempt, Raised(ErrorInfo(type="HandlerDidNotStop", message=ignored)))
             if attempt.task is not None:
                 attempt.task.cancel()
 
@@ -395,10 +397,11 @@ class Executor:
         if attempt.cause is not None:
             return
         attempt.cause = cause
+        loop = asyncio.get_running_loop()
+        attempt.aborted_at = loop.time()
         attempt.controller.abort(reason, message)
         assert attempt.runner is not None
         attempt.runner.on_abort(reason, message)
-        loop = asyncio.get_running_loop()
         attempt.timers.append(loop.call_later(self._stop_grace_s, self._hard_stop, attempt))
 
     def _on_deadline(self, attempt: _Attempt) -> None:
@@ -408,13 +411,15 @@ class Executor:
     def _hard_stop(self, attempt: _Attempt) -> None:
         if attempt.finished or attempt.runner is None:
             return
-        _log.warning(
-            "handler %r of attempt %s ignored its abort signal for %gs; stopping it by force",
-            attempt.registered.name,
-            attempt.key,
-            self._stop_grace_s,
-        )
+        _log.warning("%s; stopping it by force", self._ignored(attempt))
         attempt.runner.hard_stop()
+
+    def _ignored(self, attempt: _Attempt) -> str:
+        """Says that the attempt's handler has ignored its abort signal, and for how long."""
+        now = asyncio.get_running_loop().time()
+        ignored_s = now - (attempt.aborted_at if attempt.aborted_at is not None else now)
+        name = attempt.registered.name
+        return f"handler {name!r} of attempt {attempt.key} ignored its abort signal for {ignored_s:.1f} s"
 
     def _finish(self, attempt: _Attempt, result: HandlerResult) -> None:
         if attempt.finished:
@@ -445,10 +450,15 @@ class Executor:
                 return Failed(error=result.error)
             return Completed(output=result.output)
         if attempt.cause is _StopCause.DEADLINE:
+            message = f"the handler did not finish within its timeout of {attempt.spec.timeout_s:g}s"
+            if attempt.aborted_at is not None:
+                ignored_s = asyncio.get_running_loop().time() - attempt.aborted_at
+                if ignored_s >= self._stop_grace_s:
+                    message += f"; it ignored its abort signal for {ignored_s:.1f} s"
             return Failed(
                 error=ErrorInfo(
                     type="TimeoutError",
-                    message=f"the handler did not finish within its timeout of {attempt.spec.timeout_s:g}s",
+                    message=message,
                     retryable=True,
                 ),
                 timed_out=True,

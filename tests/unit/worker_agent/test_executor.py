@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator
 
@@ -352,6 +353,39 @@ async def test_stop_all_gives_up_on_a_stuck_thread_but_still_reports_it(sink: Re
     finally:
         release.set()  # lets the thread end with the test
         await executor.close()
+
+
+async def test_a_sync_handler_ignoring_its_abort_past_the_grace_is_reported_as_such(
+    sink: RecordingSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    release = threading.Event()
+
+    def ignores_its_deadline(ctx: TaskContext) -> None:
+        release.wait(30)
+
+    registry = HandlerRegistry()
+    registry.register(ignores_its_deadline)
+    executor = Executor(registry=registry, sink=sink, slots=1, stop_grace_s=0.05)
+    spec = make_spec("ignores_its_deadline", timeout_s=0.05)
+    try:
+        executor.submit(spec)
+        await sink.started(spec.key)
+        warned = asyncio.Event()  # the warning is logged on this loop's thread, at the end of the grace
+        catcher = logging.Handler()
+        catcher.emit = lambda record: warned.set() if "ignored its abort" in record.getMessage() else None  # type: ignore[method-assign]
+        logging.getLogger("taskwire.worker.executor").addHandler(catcher)
+        try:
+            await asyncio.wait_for(warned.wait(), 5)
+        finally:
+            logging.getLogger("taskwire.worker.executor").removeHandler(catcher)
+        assert "handler 'ignores_its_deadline' of attempt" in caplog.text
+    finally:
+        release.set()
+    outcome = await sink.outcome(spec.key)
+    assert isinstance(outcome, Failed)
+    assert outcome.error.type == "TimeoutError"
+    assert "; it ignored its abort signal for 0." in outcome.error.message, outcome.error
+    await executor.close()
 
 
 async def test_abort_of_an_attempt_that_is_not_running_is_refused(executor: Executor) -> None:
