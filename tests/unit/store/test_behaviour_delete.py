@@ -61,7 +61,8 @@ async def test_deleting_an_unknown_execution_does_nothing(store: Store) -> None:
 async def test_a_delete_comes_after_the_rest_of_its_batch(store: Store) -> None:
     new = pending_execution()
 
-    await write(store, WriteBatch(new_executions=[new], events=[event(new.execution.id, 1)], deleted=[new.execution.id]))
+    batch = WriteBatch(new_executions=[new], events=[event(new.execution.id, 1)], deleted=[new.execution.id])
+    await write(store, batch)
 
     assert await store.get_execution(new.execution.id) is None
     assert await store.read_events(new.execution.id, 0) == []
