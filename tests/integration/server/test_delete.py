@@ -34,9 +34,7 @@ def taskwire(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[s
     )
 
 
-def test_delete_a_finished_execution_then_get_is_not_found(
-    procs: Cluster, server: ServerProcess, sdk: Client
-) -> None:
+def test_delete_a_finished_execution_then_get_is_not_found(procs: Cluster, server: ServerProcess, sdk: Client) -> None:
     procs.worker(server, slots=2)
     submitted = sdk.submit("echo", {"keep": "no"}, key="delete-me")
     assert sdk.wait_finished(submitted.id, FINISH).state is State.SUCCESS
