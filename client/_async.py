@@ -174,6 +174,14 @@ class AsyncClient:
         )
         return c.workers_from_proto(response)
 
+    async def delete(self, execution_id: str) -> None:
+        """Delete a finished execution with its task runs, history and idempotency key. FailedPrecondition
+        (InvalidTransition) naming its state when it is not finished; NotFound when there is none (a retry
+        of a delete that went through finds nothing, so it is not retried after it may have been sent)."""
+        await self._unary(
+            self._stub.DeleteExecution, tpb.DeleteExecutionRequest(execution_id=execution_id), idempotent=False
+        )
+
     async def drain_worker(
         self, name: str = "", *, session_id: str = "", grace: timedelta | None = None, reason: str = ""
     ) -> builtins.list[WorkerInfo]:

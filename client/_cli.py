@@ -23,6 +23,7 @@ from rich.console import Console
 
 from taskwire.common import (
     AdmissionTimeout,
+    InvalidTransition,
     NotFound,
     ShuttingDown,
     State,
@@ -131,6 +132,8 @@ def error_line(error: BaseException, *, action: str) -> str:
     hint = next((text for cls, text in _HINTS.items() if isinstance(error, cls)), "")
     if isinstance(error, NotFound) and action.startswith("workers"):
         hint = "list connected workers with 'taskwire workers'"
+    if isinstance(error, InvalidTransition) and action.startswith("delete"):
+        hint = f"only a finished execution can be deleted; 'taskwire cancel {action.split()[-1]}' ends it first"
     if isinstance(error, AdmissionTimeout) and action.startswith("submit"):
         hint = "the queue stayed full; try again later, check 'taskwire stats', or use --fail-fast"
     return f"{PROG}: {action}: {message}" + (f" — {hint}" if hint else "")
@@ -265,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = command("cancel", "cancel an execution (idempotent)", as_json)
     cancel.add_argument("execution_id", metavar="ID")
     cancel.add_argument("--reason", metavar="R", default="", help="why; stored with the execution")
+
+    delete = command("delete", "delete a finished execution with its history (a running one: cancel it first)", as_json)
+    delete.add_argument("execution_id", metavar="ID")
 
     wait = command("wait", "wait for an execution to end and print its result", as_json)
     wait.add_argument("execution_id", metavar="ID")
@@ -417,6 +423,15 @@ def cmd_cancel(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
     return ExitCode.OK
 
 
+def cmd_delete(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    client.delete(args.execution_id)
+    if args.json:
+        out.json({"id": args.execution_id, "deleted": True})
+    else:
+        out.line(f"{args.execution_id} deleted")
+    return ExitCode.OK
+
+
 def cmd_wait(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
     return _wait(client, args.execution_id, args, out)
 
@@ -462,6 +477,7 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace, Output], ExitCode]] = 
     "get": cmd_get,
     "list": cmd_list,
     "cancel": cmd_cancel,
+    "delete": cmd_delete,
     "wait": cmd_wait,
     "watch": cmd_watch,
     "stats": cmd_stats,

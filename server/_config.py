@@ -29,6 +29,10 @@ class ServerConfig:
     cancel_grace: timedelta = timedelta(seconds=10)
     # How long a SIGTERM waits for workers to hang up (their reports read) before the server stops.
     shutdown_grace: timedelta = timedelta(seconds=30)
+    # Finished executions older than this (since they ended) are deleted in the background; zero keeps
+    # them forever. Deleted `retention_batch` at a time, one commit each.
+    retention: timedelta = timedelta(days=7)
+    retention_batch: int = 500
     # Deadline of unary calls that do not set one themselves.
     default_rpc_timeout: timedelta = timedelta(seconds=30)
 
@@ -47,6 +51,10 @@ class ServerConfig:
         for name in ("heartbeat_interval", "lease_timeout", "cancel_grace"):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"{name.replace('_', ' ')} must be positive")
+        if self.retention < timedelta(0):
+            raise ValueError("retention must not be negative")
+        if self.retention_batch < 1:
+            raise ValueError("retention batch must be at least 1")
         if self.shutdown_grace < timedelta(0):
             raise ValueError("shutdown grace must not be negative")
         if self.lease_timeout <= self.heartbeat_interval:

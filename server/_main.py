@@ -62,8 +62,8 @@ def _positive(kind: Callable[[str], T], what: str, *, zero_allowed: bool = False
     return parse
 
 
-def _seconds(what: str) -> Callable[[str], timedelta]:
-    number = _positive(float, what)
+def _seconds(what: str, *, zero_allowed: bool = False) -> Callable[[str], timedelta]:
+    number = _positive(float, what, zero_allowed=zero_allowed)
     return lambda text: timedelta(seconds=number(text))
 
 
@@ -131,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
         "server) [TASKWIRE_SHUTDOWN_GRACE] (default: %(default)s)",
     )
     add(
+        "--retention",
+        type=_seconds("retention", zero_allowed=True),
+        default=_env("TASKWIRE_RETENTION", str(7 * 24 * 3600)),
+        help="seconds a finished execution is kept after it ended; older ones are deleted in the background, "
+        "0 keeps them forever [TASKWIRE_RETENTION] (default: %(default)s, 7 days)",
+    )
+    add(
         "--with-local-worker",
         action="store_true",
         default=_env("TASKWIRE_WITH_LOCAL_WORKER", "") not in ("", "0", "false"),
@@ -157,6 +164,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         lease_timeout=args.lease_timeout,
         cancel_grace=args.cancel_grace,
         shutdown_grace=args.shutdown_grace,
+        retention=args.retention,
     )
 
 

@@ -244,6 +244,13 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         return tpb.ListWorkersResponse(workers=self._worker_infos(self._engine.workers()))
 
     @_translate_errors
+    async def DeleteExecution(
+        self, request: tpb.DeleteExecutionRequest, context: Context
+    ) -> tpb.DeleteExecutionResponse:
+        await self._engine.delete(_required(request.execution_id, "execution_id"))
+        return tpb.DeleteExecutionResponse()
+
+    @_translate_errors
     async def DrainWorker(self, request: tpb.DrainWorkerRequest, context: Context) -> tpb.DrainWorkerResponse:
         grace = wire.optional_duration(request, "grace")
         if grace is not None and grace < timedelta(0):

@@ -11,6 +11,7 @@ what each owns (docs/engine.md has the picture):
 - `_history`: numbering and recording history events; watch (replay, then live).
 - `_cold`: queued executions kept out of memory while the queue is long.
 - `_recovery`: the live state rebuilt from the store on start.
+- `_retention`: finished executions deleted once older than the retention.
 - `_admission` (the bounded queue's capacity), `_sessions` (what a worker's
   stream is to the engine), `_bus` (live events to watchers), `_timers` and
   `_clock` (time, from one seam), `_ids`.
@@ -30,7 +31,7 @@ from datetime import timedelta
 
 from taskwire.common import HandlerStats, Stats
 from taskwire.server._config import ServerConfig
-from taskwire.server.domain import CancellationRequested, ExecutionSpec, NotFound, State
+from taskwire.server.domain import CancellationRequested, ExecutionSpec, InvalidTransition, NotFound, State
 from taskwire.server.store import Committer, EventRecord, ExecutionPage, ExecutionSnapshot, Store
 
 from ._admission import AdmissionQueue
@@ -41,6 +42,7 @@ from ._dispatch import Dispatcher, ReadyQueues
 from ._history import History, HistoryCodec
 from ._live import Executions, Figures
 from ._recovery import recover
+from ._retention import Retention
 from ._sessions import Welcome, WorkerHello, WorkerLink, WorkerReport, WorkerSession
 from ._submits import BatchItemResult, SubmitItem, SubmitResult, Submits
 from ._timers import Timers
@@ -105,6 +107,14 @@ class Engine:
         self._history.is_live = executions.by_id.__contains__
         self._pool.slot_freed = self._dispatcher.slot_freed
         self._timers.overslept = self._pool.renew_leases
+        self.retention = Retention(
+            clock=self._clock,
+            store=store,
+            committer=self._committer,
+            is_live=executions.by_id.__contains__,
+            retention=config.retention,
+            batch=config.retention_batch,
+        )
         self._closed = False
 
     # ---- Lifecycle ------------------------------------------------------------------------------
@@ -119,6 +129,7 @@ class Engine:
         for live in list(self._executions.by_id.values()):
             self._executions.settle(live)
         self._dispatcher.schedule_pump()
+        self.retention.start()
         log.info(
             "recovered %d active executions, %d queued task runs, %d running attempts awaiting their workers",
             recovered.executions,
@@ -162,6 +173,7 @@ class Engine:
         self._dispatcher.closed = True
         self._pool.close()
         self.bus.close()
+        await self.retention.close()
         await self._cold.close()
         await self._timers.close()
         await self._committer.close()
@@ -216,6 +228,29 @@ class Engine:
         executions.settle(live)
         await self._committer.durable()
         return live.snapshot(), False
+
+    async def delete(self, execution_id: str) -> None:
+        """Delete a finished execution with its task runs, history and idempotency key. InvalidTransition
+        (FAILED_PRECONDITION) naming its state when it is not finished; NotFound when there is none."""
+        live = self._executions.by_id.get(execution_id)
+        if live is not None and live.execution.state.is_terminal:
+            await self._committer.durable()  # its end is written, then it leaves memory
+            live = self._executions.by_id.get(execution_id)
+        snapshot = live.snapshot() if live is not None else await self._store.get_execution(execution_id)
+        if snapshot is None:
+            raise NotFound("execution", execution_id)
+        state = snapshot.execution.state
+        if live is not None or not state.is_terminal:
+            raise InvalidTransition(
+                entity="execution",
+                entity_id=execution_id,
+                state=str(state.value),
+                event="delete",
+                reason="only a finished execution can be deleted; cancel it first",
+            )
+        self._committer.stage_delete(execution_id)
+        await self._committer.durable()
+        log.info("execution %s deleted", execution_id)
 
     def stats(self) -> Stats:
         connected = self._pool.connected()

@@ -48,6 +48,7 @@ class Committer:
         self._executions: dict[str, Execution] = {}
         self._task_runs: dict[str, TaskRun] = {}
         self._events: list[EventRecord] = []
+        self._deleted: list[str] = []
         self._after_commit: list[Callable[[], None]] = []
         self._staged: asyncio.Future[None] | None = None
         self._wake = asyncio.Event()
@@ -75,6 +76,11 @@ class Committer:
         self._events.append(event)
         self._wake.set()
 
+    def stage_delete(self, execution_id: str) -> None:
+        """Delete a terminal execution and all it has, after whatever else is staged for it."""
+        self._deleted.append(execution_id)
+        self._wake.set()
+
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run `callback` once everything staged so far is durable."""
         self._after_commit.append(callback)
@@ -95,9 +101,10 @@ class Committer:
             executions=list(self._executions.values()),
             task_runs=list(self._task_runs.values()),
             events=self._events,
+            deleted=self._deleted,
         )
         callbacks, waiter = self._after_commit, self._staged
-        self._new, self._executions, self._task_runs, self._events = [], {}, {}, []
+        self._new, self._executions, self._task_runs, self._events, self._deleted = [], {}, {}, [], []
         self._after_commit, self._staged = [], None
         return batch, callbacks, waiter
 

@@ -52,6 +52,7 @@ class MemoryStore:
         self._keys: dict[str, str] = {}  # idempotency key -> execution id
         self._events: dict[str, dict[int, EventRecord]] = {}
         self._seq = 0
+        self._task_run_seq = 0
 
     # ---- lifecycle
 
@@ -147,13 +148,27 @@ class MemoryStore:
             if new.execution.idempotency_key:
                 self._keys[new.execution.idempotency_key] = new.execution.id
             for task_run in new.task_runs:
-                self._task_runs[task_run.id] = (len(self._task_runs), task_run)
+                self._task_run_seq += 1
+                self._task_runs[task_run.id] = (self._task_run_seq, task_run)
         for execution in batch.executions:
             self._executions[execution.id].execution = execution
         for task_run in batch.task_runs:
             self._task_runs[task_run.id] = (self._task_runs[task_run.id][0], task_run)
         for event in batch.events:
             self._events.setdefault(event.execution_id, {})[event.sequence] = event
+        for execution_id in batch.deleted:
+            self._delete(execution_id)
+
+    def _delete(self, execution_id: str) -> None:
+        stored = self._executions.pop(execution_id, None)
+        if stored is None:
+            return
+        for task_run_id in stored.task_run_ids:
+            del self._task_runs[task_run_id]
+        self._events.pop(execution_id, None)
+        key = stored.execution.idempotency_key
+        if key and self._keys.get(key) == execution_id:
+            del self._keys[key]
 
     # ---- reads
 
@@ -204,6 +219,17 @@ class MemoryStore:
         self._check_open("read")
         events = self._events.get(execution_id, {})
         return [events[n] for n in sorted(events) if n > after_sequence][: max(limit, 0)]
+
+    async def finished_before(self, cutoff: datetime, limit: int) -> list[str]:
+        self._check_open("read")
+        ended = sorted(
+            (stored.execution.ended_at, stored.seq, stored.execution.id)
+            for stored in self._executions.values()
+            if stored.execution.state.is_terminal
+            and stored.execution.ended_at is not None
+            and stored.execution.ended_at < cutoff
+        )
+        return [execution_id for _, _, execution_id in ended[: max(limit, 0)]]
 
     async def recover(self) -> RecoveredState:
         """Active executions whole; cold ones only as their queue entries (see `RecoveredState`)."""

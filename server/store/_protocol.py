@@ -74,9 +74,12 @@ class WriteBatch:
     executions: list[Execution] = field(default_factory=list)  # updates of existing rows
     task_runs: list[TaskRun] = field(default_factory=list)  # updates of existing rows
     events: list[EventRecord] = field(default_factory=list)
+    # Executions to delete, with their task runs, inputs, history and idempotency key; applied after the
+    # rest of the batch. The engine deletes only terminal executions; an id that is not stored is ignored.
+    deleted: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.new_executions or self.executions or self.task_runs or self.events)
+        return bool(self.new_executions or self.executions or self.task_runs or self.events or self.deleted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,5 +161,9 @@ class Store(Protocol):
 
     async def read_events(self, execution_id: str, after_sequence: int, limit: int = 1000) -> list[EventRecord]:
         """Events with sequence > after_sequence, in order, at most `limit`."""
+
+    async def finished_before(self, cutoff: datetime, limit: int) -> list[str]:
+        """Ids of terminal executions that ended before `cutoff`, the earliest ended first, at most
+        `limit`: what retention deletes (through `WriteBatch.deleted`)."""
 
     async def recover(self) -> RecoveredState: ...

@@ -23,6 +23,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from taskwire.server.domain import State
 
 from . import _sqlite_queries as queries
+from ._json import datetime_to_db
 from ._lock import StoreLock
 from ._paging import check_page_size, decode_page_token
 from ._protocol import (
@@ -297,6 +299,11 @@ class SqliteStore:
         if not execution_ids:
             return {}
         return await self._read(queries.last_sequences, list(execution_ids))
+
+    async def finished_before(self, cutoff: datetime, limit: int) -> list[str]:
+        if limit <= 0:
+            return []
+        return await self._read(queries.finished_before, datetime_to_db(cutoff), limit)
 
     async def recover(self) -> RecoveredState:
         """Active executions whole; cold ones only as their queue entries (see `RecoveredState`)."""

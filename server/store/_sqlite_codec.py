@@ -255,6 +255,7 @@ class Rows:
     task_runs: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     idempotency_keys: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)  # execution ids
 
     @classmethod
     def of(cls, batch: WriteBatch) -> Rows:
@@ -276,4 +277,5 @@ class Rows:
         rows.executions = [execution_to_row(execution) for execution in batch.executions]
         rows.task_runs = [task_run_to_row(task_run) for task_run in batch.task_runs]
         rows.events = [event_to_row(event) for event in batch.events]
+        rows.deleted = list(batch.deleted)
         return rows

@@ -165,6 +165,14 @@ _PENDING_QUEUE: Final = (
 )
 
 
+def finished_before(conn: sqlite3.Connection, cutoff_us: int, limit: int) -> list[str]:
+    rows = conn.execute(
+        f"SELECT id FROM executions WHERE state IN {TERMINAL_SQL} AND ended_at < ? ORDER BY ended_at LIMIT ?",
+        (cutoff_us, limit),
+    )
+    return [row[0] for row in rows]
+
+
 def recover(conn: sqlite3.Connection) -> RecoveredState:
     active = _snapshots(conn, conn.execute(_ACTIVE_EXECUTIONS).fetchall())
     ids = [snapshot.execution.id for snapshot in active]

@@ -1,6 +1,6 @@
 """The SQLite store's schema, its migrations, and how every connection to the file is opened.
 
-Schema (PRAGMA user_version 2; timestamps are INTEGER microseconds since the
+Schema (PRAGMA user_version 3; timestamps are INTEGER microseconds since the
 Unix epoch, UTC; durations INTEGER microseconds; JSON columns are compact JSON):
 
 - `executions`: `seq` (AUTOINCREMENT, never reused: the newest-first paging
@@ -16,7 +16,12 @@ Unix epoch, UTC; durations INTEGER microseconds; JSON columns are compact JSON):
 Version 2 adds the indexes of cold recovery: `task_runs_pending` covers the
 queue scan, `executions_cold` (partial: executions that may be cold) and
 `task_runs_not_cold` (partial: task runs that are not PENDING or have
-attempts) answer "is this execution cold?" with two index probes.
+attempts) answer "is this execution cold?" with two index probes. Version 3
+adds `executions_finished` (partial: terminal executions, by `ended_at`), what
+retention reads.
+
+Deleting an execution deletes its events, task run inputs, task runs and row;
+SQLite reuses the freed pages for later inserts (the file does not shrink).
 
 Every connection runs with `synchronous=FULL` and foreign keys on; the writer's
 turns the file to WAL, so readers never wait for a commit.
@@ -132,9 +137,21 @@ def _add_cold_indexes_v2(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+# Version 3: what retention deletes, oldest ended first (`finished_before`).
+_SCHEMA_V3: Final = f"CREATE INDEX executions_finished ON executions (ended_at) WHERE state IN {TERMINAL_SQL}"
+
+
+def _add_finished_index_v3(conn: sqlite3.Connection) -> None:
+    conn.execute(_SCHEMA_V3)
+
+
 # MIGRATIONS[n] takes a database from user_version n to n + 1, inside one transaction.
 # A later schema appends its step here; SCHEMA_VERSION follows.
-MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_create_schema_v1, _add_cold_indexes_v2)
+MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
+    _create_schema_v1,
+    _add_cold_indexes_v2,
+    _add_finished_index_v3,
+)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

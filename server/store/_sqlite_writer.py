@@ -54,6 +54,14 @@ _INSERT_EVENT: Final = (
     "INSERT INTO events (execution_id, sequence, time, kind, body) "
     "VALUES (:execution_id, :sequence, :time, :kind, :body)"
 )
+# Deleting an execution: children first (foreign keys are on). Each by an index: the events' primary key,
+# task_runs (execution_id, position), the inputs' primary key.
+_DELETE_EXECUTION: Final = (
+    "DELETE FROM events WHERE execution_id = ?",
+    "DELETE FROM task_run_inputs WHERE task_run_id IN (SELECT id FROM task_runs WHERE execution_id = ?)",
+    "DELETE FROM task_runs WHERE execution_id = ?",
+    "DELETE FROM executions WHERE id = ?",
+)
 _EXISTING_EXECUTIONS: Final = "SELECT id FROM executions WHERE id IN ({marks})"
 _EXISTING_TASK_RUNS: Final = "SELECT id, execution_id FROM task_runs WHERE id IN ({marks})"
 _TAKEN_KEYS: Final = (
@@ -178,6 +186,10 @@ class _Writer:
         if events:
             conn.executemany(_INSERT_EVENT, events)
             written += len(events)
+        deleted = [(execution_id,) for rows in batches for execution_id in rows.deleted]
+        if deleted:
+            for sql in _DELETE_EXECUTION:
+                written += max(conn.executemany(sql, deleted).rowcount, 0)
         return written
 
     def _update(self, sql: str, rows: list[dict[str, Any]], table: str) -> None:

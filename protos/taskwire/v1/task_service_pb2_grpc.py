@@ -90,6 +90,11 @@ class TaskServiceStub:
                 request_serializer=taskwire_dot_v1_dot_task__service__pb2.DrainWorkerRequest.SerializeToString,
                 response_deserializer=taskwire_dot_v1_dot_task__service__pb2.DrainWorkerResponse.FromString,
                 _registered_method=True)
+        self.DeleteExecution = channel.unary_unary(
+                '/taskwire.v1.TaskService/DeleteExecution',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -178,6 +183,19 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteExecution(self, request, context):
+        """Deletes a finished (SUCCESS, FAILED or CANCELLED) execution with its task
+        runs, attempts, history and idempotency key; returns once the deletion is
+        durable. A later GetExecution is NOT_FOUND, and the key may be used again.
+        FAILED_PRECONDITION, naming the state, for an execution that is not
+        finished (cancel it first); NOT_FOUND for an unknown id, so deleting twice
+        finds nothing the second time. The server also deletes finished executions
+        on its own once they are older than its retention (see --retention).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -225,6 +243,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.DrainWorker,
                     request_deserializer=taskwire_dot_v1_dot_task__service__pb2.DrainWorkerRequest.FromString,
                     response_serializer=taskwire_dot_v1_dot_task__service__pb2.DrainWorkerResponse.SerializeToString,
+            ),
+            'DeleteExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteExecution,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -481,6 +504,33 @@ class TaskService:
             '/taskwire.v1.TaskService/DrainWorker',
             taskwire_dot_v1_dot_task__service__pb2.DrainWorkerRequest.SerializeToString,
             taskwire_dot_v1_dot_task__service__pb2.DrainWorkerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskwire.v1.TaskService/DeleteExecution',
+            taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionResponse.FromString,
             options,
             channel_credentials,
             insecure,

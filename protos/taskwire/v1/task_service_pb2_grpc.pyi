@@ -75,6 +75,15 @@ class TaskServiceStub:
     NOT_FOUND when no connected worker matches; INVALID_ARGUMENT when the request
     names no worker. Draining a session that already drains tells it again.
     """
+    DeleteExecution: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.DeleteExecutionRequest, _task_service_pb2.DeleteExecutionResponse]
+    """Deletes a finished (SUCCESS, FAILED or CANCELLED) execution with its task
+    runs, attempts, history and idempotency key; returns once the deletion is
+    durable. A later GetExecution is NOT_FOUND, and the key may be used again.
+    FAILED_PRECONDITION, naming the state, for an execution that is not
+    finished (cancel it first); NOT_FOUND for an unknown id, so deleting twice
+    finds nothing the second time. The server also deletes finished executions
+    on its own once they are older than its retention (see --retention).
+    """
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -122,6 +131,15 @@ class TaskServiceAsyncStub(TaskServiceStub):
     the grace, takes nothing new, and disconnects (the Python agent then exits 0).
     NOT_FOUND when no connected worker matches; INVALID_ARGUMENT when the request
     names no worker. Draining a session that already drains tells it again.
+    """
+    DeleteExecution: _aio.UnaryUnaryMultiCallable[_task_service_pb2.DeleteExecutionRequest, _task_service_pb2.DeleteExecutionResponse]  # type: ignore[assignment]
+    """Deletes a finished (SUCCESS, FAILED or CANCELLED) execution with its task
+    runs, attempts, history and idempotency key; returns once the deletion is
+    durable. A later GetExecution is NOT_FOUND, and the key may be used again.
+    FAILED_PRECONDITION, naming the state, for an execution that is not
+    finished (cancel it first); NOT_FOUND for an unknown id, so deleting twice
+    finds nothing the second time. The server also deletes finished executions
+    on its own once they are older than its retention (see --retention).
     """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -221,6 +239,21 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         the grace, takes nothing new, and disconnects (the Python agent then exits 0).
         NOT_FOUND when no connected worker matches; INVALID_ARGUMENT when the request
         names no worker. Draining a session that already drains tells it again.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteExecution(
+        self,
+        request: _task_service_pb2.DeleteExecutionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.DeleteExecutionResponse, _abc.Awaitable[_task_service_pb2.DeleteExecutionResponse]]:
+        """Deletes a finished (SUCCESS, FAILED or CANCELLED) execution with its task
+        runs, attempts, history and idempotency key; returns once the deletion is
+        durable. A later GetExecution is NOT_FOUND, and the key may be used again.
+        FAILED_PRECONDITION, naming the state, for an execution that is not
+        finished (cancel it first); NOT_FOUND for an unknown id, so deleting twice
+        finds nothing the second time. The server also deletes finished executions
+        on its own once they are older than its retention (see --retention).
         """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -19,6 +19,7 @@ FLAGS = [
     "--heartbeat-interval",
     "--cancel-grace",
     "--shutdown-grace",
+    "--retention",
     "--with-local-worker",
     "--log-level",
 ]
@@ -43,6 +44,7 @@ BAD_VALUES = {
     "word-payload-limit": (["--max-payload-bytes", "lots"], ["--max-payload-bytes", "'lots'"]),
     "zero-heartbeat": (["--heartbeat-interval", "0"], ["--heartbeat-interval", "'0'"]),
     "word-shutdown-grace": (["--shutdown-grace", "soon"], ["--shutdown-grace", "'soon'"]),
+    "negative-retention": (["--retention", "-1"], ["--retention", "'-1'"]),
     "lease-not-longer-than-heartbeat": (
         ["--lease-timeout", "1", "--heartbeat-interval", "2"],
         ["lease timeout", "heartbeat interval"],

@@ -87,6 +87,7 @@ def test_reflection_lists_and_describes_the_services(client: Client) -> None:
         "GetStats",
         "ListWorkers",
         "DrainWorker",
+        "DeleteExecution",
     }
 
 

@@ -116,6 +116,12 @@ class Scripted(task_service_pb2_grpc.TaskServiceServicer):
         self._unimplemented(context)
         return tpb.DrainWorkerResponse()
 
+    def DeleteExecution(
+        self, request: tpb.DeleteExecutionRequest, context: grpc.ServicerContext
+    ) -> tpb.DeleteExecutionResponse:
+        self._unimplemented(context)
+        return tpb.DeleteExecutionResponse()
+
     def WatchExecution(
         self, request: tpb.WatchExecutionRequest, context: grpc.ServicerContext
     ) -> Iterator[tpb.WatchExecutionResponse]:

@@ -83,14 +83,14 @@ async def test_a_schema_v1_file_migrates_and_recovers_cold_and_active(db_path: P
         state = await store.recover()
         assert await store.get_execution(cold.execution.id) == ExecutionSnapshot(cold.execution, tuple(cold.task_runs))
 
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     conn = sqlite3.connect(db_path)
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     finally:
         conn.close()
-    assert {"task_runs_pending", "executions_cold", "task_runs_not_cold"} <= indexes
+    assert {"task_runs_pending", "executions_cold", "task_runs_not_cold", "executions_finished"} <= indexes
     assert state.cold == cold_entries(cold)
     assert state.active == [ExecutionSnapshot(active.execution, (running,))]
     assert state.last_sequences == {active.execution.id: 2}
