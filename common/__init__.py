@@ -24,7 +24,10 @@ from ._errors import (
 )
 from ._json_view import JSON_VIEW_VERSION, attempt_view, execution_view, iso, payload_view, task_run_view
 from ._models import (
+    DEFAULT_INFRASTRUCTURE_RETRIES,
     MAX_ATTEMPTS_LIMIT,
+    MAX_INFRASTRUCTURE_RETRIES_LIMIT,
+    WORKER_SHUTDOWN_ERROR,
     Attempt,
     Closing,
     ErrorInfo,
@@ -61,14 +64,17 @@ from ._states import (
 from ._stats import HandlerStats, QueueStats, Stats
 
 __all__ = [
+    "DEFAULT_INFRASTRUCTURE_RETRIES",
     "DEFAULT_TASK_ID",
     "JSON_CONTENT_TYPE",
     "JSON_VIEW_VERSION",
     "MAX_ATTEMPTS_LIMIT",
+    "MAX_INFRASTRUCTURE_RETRIES_LIMIT",
     "OCTET_STREAM",
     "TERMINAL_REASONS",
     "TERMINAL_STATES",
     "WAITING_REASONS",
+    "WORKER_SHUTDOWN_ERROR",
     "AdmissionTimeout",
     "Attempt",
     "AttemptOutcome",

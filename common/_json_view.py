@@ -61,6 +61,7 @@ def _retry_policy(policy: RetryPolicy) -> JsonObject:
         "backoff_coefficient": policy.backoff_coefficient,
         "maximum_interval_s": _seconds(policy.effective_maximum_interval),
         "non_retryable_error_types": list(policy.non_retryable_error_types),
+        "max_infrastructure_retries": policy.max_infrastructure_retries,
     }
 
 

@@ -52,6 +52,11 @@ class ErrorInfo:
         """A worker refused the attempt (`Refusal`): its handler never ran."""
         return self.type in _REFUSALS
 
+    @property
+    def is_worker_shutdown(self) -> bool:
+        """The worker shut down before the handler finished: not the handler's fault."""
+        return self.type == WORKER_SHUTDOWN_ERROR
+
 
 class Refusal(StrEnum):
     """The error types of a worker's refusal: the attempt never ran, so it costs no attempt."""
@@ -62,6 +67,9 @@ class Refusal(StrEnum):
 
 
 _REFUSALS = frozenset(refusal.value for refusal in Refusal)
+
+# The error type of an attempt its worker abandoned because it shut down (`ErrorInfo.is_worker_shutdown`).
+WORKER_SHUTDOWN_ERROR = "WorkerShutdown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +83,10 @@ class Progress:
 DEFAULT_INITIAL_INTERVAL = timedelta(seconds=1)
 DEFAULT_BACKOFF_COEFFICIENT = 2.0
 MAX_ATTEMPTS_LIMIT = 100
+# Retries after failures that are not the handler's fault (worker lost, worker shutdown), on top of
+# `max_attempts`: the default, and the most a policy may ask for.
+DEFAULT_INFRASTRUCTURE_RETRIES = 3
+MAX_INFRASTRUCTURE_RETRIES_LIMIT = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +95,10 @@ class RetryPolicy:
 
     The delay before attempt n+1 is
     min(initial_interval * backoff_coefficient ** (n - 1), maximum_interval).
+
+    `max_attempts` counts the attempts whose handler had its say. An attempt lost with its worker
+    (lease expired, or the worker no longer runs it) or abandoned by a worker shutting down is not the
+    handler's fault: it does not count, and up to `max_infrastructure_retries` of those are retried.
     """
 
     max_attempts: int = 1
@@ -90,6 +106,7 @@ class RetryPolicy:
     backoff_coefficient: float = DEFAULT_BACKOFF_COEFFICIENT
     maximum_interval: timedelta | None = None  # None: 100 × initial_interval
     non_retryable_error_types: tuple[str, ...] = ()
+    max_infrastructure_retries: int = DEFAULT_INFRASTRUCTURE_RETRIES
 
     @property
     def effective_maximum_interval(self) -> timedelta:

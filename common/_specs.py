@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from ._errors import ValidationError
-from ._models import MAX_ATTEMPTS_LIMIT, RetryPolicy
+from ._models import MAX_ATTEMPTS_LIMIT, MAX_INFRASTRUCTURE_RETRIES_LIMIT, RetryPolicy
 from ._payload import Payload, loads_json
 
 DEFAULT_TASK_ID = "main"
@@ -68,6 +68,11 @@ def _validate_retry_policy(policy: RetryPolicy, where: str, limits: Limits) -> R
     if not 0 <= policy.max_attempts <= MAX_ATTEMPTS_LIMIT:
         raise ValidationError(
             f"{where}.max_attempts", f"must be between 1 and {MAX_ATTEMPTS_LIMIT}, got {policy.max_attempts}"
+        )
+    if not 0 <= policy.max_infrastructure_retries <= MAX_INFRASTRUCTURE_RETRIES_LIMIT:
+        raise ValidationError(
+            f"{where}.max_infrastructure_retries",
+            f"must be between 0 and {MAX_INFRASTRUCTURE_RETRIES_LIMIT}, got {policy.max_infrastructure_retries}",
         )
     _duration(policy.initial_interval, f"{where}.initial_interval", limits)
     coefficient = policy.backoff_coefficient

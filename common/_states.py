@@ -104,6 +104,9 @@ class ReasonCode(OpenEnum):
     UPSTREAM_FAILED = "UPSTREAM_FAILED"
     LEASE_EXPIRED = "LEASE_EXPIRED"
     NON_RETRYABLE_ERROR = "NON_RETRYABLE_ERROR"
+    # Failures that are not the handler's fault, once their own retry budget is spent.
+    WORKER_LOST = "WORKER_LOST"
+    WORKER_SHUTDOWN = "WORKER_SHUTDOWN"
     # The reasons of WAITING.
     RETRY_BACKOFF = "RETRY_BACKOFF"
     DEPENDENCIES = "DEPENDENCIES"
@@ -132,6 +135,8 @@ TERMINAL_REASONS: dict[State, frozenset[ReasonCode]] = {
             ReasonCode.EXECUTION_TIMED_OUT,
             ReasonCode.LEASE_EXPIRED,
             ReasonCode.NON_RETRYABLE_ERROR,
+            ReasonCode.WORKER_LOST,
+            ReasonCode.WORKER_SHUTDOWN,
         }
     ),
     State.CANCELLED: frozenset(

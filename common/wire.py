@@ -31,7 +31,17 @@ from ._errors import (
     TaskwireError,
     ValidationError,
 )
-from ._models import Attempt, Closing, ErrorInfo, Execution, Progress, Reason, RetryPolicy, TaskRun
+from ._models import (
+    DEFAULT_INFRASTRUCTURE_RETRIES,
+    Attempt,
+    Closing,
+    ErrorInfo,
+    Execution,
+    Progress,
+    Reason,
+    RetryPolicy,
+    TaskRun,
+)
 from ._payload import JSON_CONTENT_TYPE, Payload
 from ._specs import ExecutionSpec, TaskSpec
 from ._states import AttemptOutcome, LogLevel, OpenEnum, ReasonCode, State
@@ -254,6 +264,9 @@ def retry_policy_from_proto(message: pb.RetryPolicy, where: str = "retry_policy"
         backoff_coefficient=message.backoff_coefficient,
         maximum_interval=optional_duration(message, "maximum_interval", f"{where}.maximum_interval"),
         non_retryable_error_types=tuple(message.non_retryable_error_types),
+        max_infrastructure_retries=message.max_infrastructure_retries
+        if message.HasField("max_infrastructure_retries")
+        else DEFAULT_INFRASTRUCTURE_RETRIES,
     )
 
 
@@ -264,6 +277,7 @@ def retry_policy_to_proto(policy: RetryPolicy) -> pb.RetryPolicy:
         backoff_coefficient=policy.backoff_coefficient,
         maximum_interval=duration_to_proto(policy.maximum_interval),
         non_retryable_error_types=list(policy.non_retryable_error_types),
+        max_infrastructure_retries=policy.max_infrastructure_retries,
     )
 
 

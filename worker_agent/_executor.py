@@ -16,7 +16,7 @@ from functools import partial
 from types import TracebackType
 from typing import Protocol
 
-from taskwire.common import ErrorInfo, Refusal
+from taskwire.common import WORKER_SHUTDOWN_ERROR, ErrorInfo, Refusal
 
 from ._abort import AbortController, AbortReason
 from ._context import AttemptInfo, LogLine, ProgressUpdate, TaskContext, build_context
@@ -490,7 +490,7 @@ class Executor:
 def _shutdown_failure() -> Failed:
     return Failed(
         error=ErrorInfo(
-            type="WorkerShutdown", message="the worker shut down before the handler finished", retryable=True
+            type=WORKER_SHUTDOWN_ERROR, message="the worker shut down before the handler finished", retryable=True
         )
     )
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
+from ._budget import attempts_used, infrastructure_failure, infrastructure_failures, is_refusal
 from ._effects import (
     ArmAttemptTimeout,
     AttemptEnded,
@@ -121,19 +122,6 @@ def _ended(task_run: TaskRun, state: State, reason: Reason, now: datetime, **cha
     )
 
 
-# What a worker answers when it could not start an attempt at all (the server sent it one too many, or
-# one it still runs an earlier attempt of, or it is draining): the dispatch was the server's mistake, so
-# such an attempt is recorded but not counted against the retry policy's `max_attempts`.
-def is_refusal(attempt: Attempt) -> bool:
-    """The attempt never ran: its worker refused it (`taskwire.common.Refusal`)."""
-    return attempt.outcome is AttemptOutcome.FAILED and attempt.error is not None and attempt.error.is_refusal
-
-
-def attempts_used(attempts: tuple[Attempt, ...]) -> int:
-    """How many attempts count against `max_attempts`: all but the refused ones."""
-    return sum(not is_refusal(attempt) for attempt in attempts)
-
-
 def _end_attempt(
     task_run: TaskRun,
     outcome: AttemptOutcome,
@@ -208,19 +196,29 @@ def _retry_or_fail(
         return _finish(record, ended, *extra)
     policy = task_run.retry_policy
     refused = is_refusal(attempts[-1])
-    if not retryable and not refused:
+    infrastructure = infrastructure_failure(attempts[-1])
+    used = attempts_used(attempts)
+    if infrastructure is not None:
+        # Not the handler's fault: its own budget, apart from max_attempts (see `_budget`).
+        lost, allowed = infrastructure_failures(attempts), policy.max_infrastructure_retries
+        if lost > allowed:
+            reason = Reason(infrastructure, f"{what}; {allowed} of {allowed} infrastructure retries used")
+            return _finish(_ended(task_run, State.FAILED, reason, now, attempts=attempts), ended, *extra)
+        delay_after, what = lost, f"{what} (not the handler's fault: infrastructure retry {lost} of {allowed})"
+    elif not retryable and not refused:
         reason = Reason(ReasonCode.NON_RETRYABLE_ERROR, f"{what}; the error is not retryable")
         return _finish(_ended(task_run, State.FAILED, reason, now, attempts=attempts), ended, *extra)
-    used = attempts_used(attempts)
-    if used >= policy.max_attempts:
+    elif used >= policy.max_attempts:
         code = exhausted_code
         if policy.max_attempts > 1 and exhausted_code is ReasonCode.HANDLER_ERROR:
             code = ReasonCode.RETRIES_EXHAUSTED
         reason = Reason(code, f"{what}; {policy.max_attempts} of {policy.max_attempts} attempts used")
         return _finish(_ended(task_run, State.FAILED, reason, now, attempts=attempts), ended, *extra)
+    else:
+        delay_after = max(used, 1)
+        what = f"{what} (refused: not counted)" if refused else what
     at = _touch(task_run.updated_at, now)
-    retry_at = at + policy.delay_after(max(used, 1))
-    what = f"{what} (refused: not counted)" if refused else what
+    retry_at = at + policy.delay_after(delay_after)
     reason = Reason(
         ReasonCode.RETRY_BACKOFF,
         f"{what}; attempt {used + 1} of {policy.max_attempts} at {retry_at.isoformat()}",
@@ -278,7 +276,7 @@ def _on_lease_expired(task_run: TaskRun, event: object, now: datetime) -> Transi
         now,
         failed_attempt=event.attempt,
         retryable=True,
-        exhausted_code=ReasonCode.LEASE_EXPIRED,
+        exhausted_code=ReasonCode.WORKER_LOST,
         what=f"attempt {event.attempt} lost: {error.message}",
     )
 

@@ -131,7 +131,11 @@ def retry_policy_to_json(policy: RetryPolicy) -> dict[str, Any]:
         "backoff_coefficient": policy.backoff_coefficient,
         "maximum_interval_us": optional_timedelta_to_db(policy.maximum_interval),
         "non_retryable_error_types": list(policy.non_retryable_error_types),
+        "max_infrastructure_retries": policy.max_infrastructure_retries,
     }
+
+
+_DEFAULT_POLICY = RetryPolicy()
 
 
 def retry_policy_from_json(value: dict[str, Any]) -> RetryPolicy:
@@ -141,6 +145,8 @@ def retry_policy_from_json(value: dict[str, Any]) -> RetryPolicy:
         backoff_coefficient=float(value["backoff_coefficient"]),
         maximum_interval=optional_timedelta_from_db(value["maximum_interval_us"]),
         non_retryable_error_types=tuple(value["non_retryable_error_types"]),
+        # Absent from a row stored before the field existed: the default.
+        max_infrastructure_retries=value.get("max_infrastructure_retries", _DEFAULT_POLICY.max_infrastructure_retries),
     )
 
 

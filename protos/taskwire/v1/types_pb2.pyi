@@ -181,7 +181,9 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     REASON_CODE_UPSTREAM_FAILED: _ReasonCode.ValueType  # 8
     """CANCELLED (task run): a task it depends on, or a sibling, failed terminally."""
     REASON_CODE_LEASE_EXPIRED: _ReasonCode.ValueType  # 9
-    """FAILED: the worker holding the last allowed attempt stopped heartbeating."""
+    """FAILED: the worker holding the last allowed attempt stopped heartbeating
+    (recorded before infrastructure retries existed; now WORKER_LOST).
+    """
     REASON_CODE_NON_RETRYABLE_ERROR: _ReasonCode.ValueType  # 10
     """FAILED: the handler raised an error its retry policy marks non-retryable."""
     REASON_CODE_RETRY_BACKOFF: _ReasonCode.ValueType  # 11
@@ -190,6 +192,14 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     """WAITING: other tasks of the execution must succeed first."""
     REASON_CODE_SCHEDULED: _ReasonCode.ValueType  # 13
     """WAITING: the execution is scheduled to start later (not_before)."""
+    REASON_CODE_WORKER_LOST: _ReasonCode.ValueType  # 14
+    """FAILED: the worker running the attempt was lost (its lease expired, or it
+    no longer ran the attempt) and the infrastructure retries were spent.
+    """
+    REASON_CODE_WORKER_SHUTDOWN: _ReasonCode.ValueType  # 15
+    """FAILED: the worker shut down before the handler finished and the
+    infrastructure retries were spent.
+    """
 
 class ReasonCode(_ReasonCode, metaclass=_ReasonCodeEnumTypeWrapper):
     """Why a record is in its state. Every terminal state and every WAITING state
@@ -215,7 +225,9 @@ REASON_CODE_EXECUTION_CANCELLED: ReasonCode.ValueType  # 7
 REASON_CODE_UPSTREAM_FAILED: ReasonCode.ValueType  # 8
 """CANCELLED (task run): a task it depends on, or a sibling, failed terminally."""
 REASON_CODE_LEASE_EXPIRED: ReasonCode.ValueType  # 9
-"""FAILED: the worker holding the last allowed attempt stopped heartbeating."""
+"""FAILED: the worker holding the last allowed attempt stopped heartbeating
+(recorded before infrastructure retries existed; now WORKER_LOST).
+"""
 REASON_CODE_NON_RETRYABLE_ERROR: ReasonCode.ValueType  # 10
 """FAILED: the handler raised an error its retry policy marks non-retryable."""
 REASON_CODE_RETRY_BACKOFF: ReasonCode.ValueType  # 11
@@ -224,6 +236,14 @@ REASON_CODE_DEPENDENCIES: ReasonCode.ValueType  # 12
 """WAITING: other tasks of the execution must succeed first."""
 REASON_CODE_SCHEDULED: ReasonCode.ValueType  # 13
 """WAITING: the execution is scheduled to start later (not_before)."""
+REASON_CODE_WORKER_LOST: ReasonCode.ValueType  # 14
+"""FAILED: the worker running the attempt was lost (its lease expired, or it
+no longer ran the attempt) and the infrastructure retries were spent.
+"""
+REASON_CODE_WORKER_SHUTDOWN: ReasonCode.ValueType  # 15
+"""FAILED: the worker shut down before the handler finished and the
+infrastructure retries were spent.
+"""
 Global___ReasonCode: _TypeAlias = ReasonCode  # noqa: Y015
 
 class _LogLevel:
@@ -299,10 +319,15 @@ class RetryPolicy(_message.Message):
     BACKOFF_COEFFICIENT_FIELD_NUMBER: _builtins.int
     MAXIMUM_INTERVAL_FIELD_NUMBER: _builtins.int
     NON_RETRYABLE_ERROR_TYPES_FIELD_NUMBER: _builtins.int
+    MAX_INFRASTRUCTURE_RETRIES_FIELD_NUMBER: _builtins.int
     max_attempts: _builtins.int
     """Attempts in all, the first included. 0 means 1 (no retry). At most 100."""
     backoff_coefficient: _builtins.float
     """Growth factor of the delay. 0 means 2.0; otherwise at least 1.0."""
+    max_infrastructure_retries: _builtins.int
+    """Retries after failures that are not the handler's fault (its worker was lost
+    or shut down), counted apart from max_attempts. Unset means 3. At most 100.
+    """
     @_builtins.property
     def initial_interval(self) -> _duration_pb2.Duration:
         """Delay before the first retry. Unset means 1 second."""
@@ -323,12 +348,15 @@ class RetryPolicy(_message.Message):
         backoff_coefficient: _builtins.float = ...,
         maximum_interval: _duration_pb2.Duration | None = ...,
         non_retryable_error_types: _abc.Iterable[_builtins.str] | None = ...,
+        max_infrastructure_retries: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["initial_interval", b"initial_interval", "maximum_interval", b"maximum_interval"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_infrastructure_retries", b"_max_infrastructure_retries", "initial_interval", b"initial_interval", "max_infrastructure_retries", b"max_infrastructure_retries", "maximum_interval", b"maximum_interval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backoff_coefficient", b"backoff_coefficient", "initial_interval", b"initial_interval", "max_attempts", b"max_attempts", "maximum_interval", b"maximum_interval", "non_retryable_error_types", b"non_retryable_error_types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_infrastructure_retries", b"_max_infrastructure_retries", "backoff_coefficient", b"backoff_coefficient", "initial_interval", b"initial_interval", "max_attempts", b"max_attempts", "max_infrastructure_retries", b"max_infrastructure_retries", "maximum_interval", b"maximum_interval", "non_retryable_error_types", b"non_retryable_error_types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__max_infrastructure_retries: _TypeAlias = _typing.Literal["max_infrastructure_retries"]  # noqa: Y015
+    _WhichOneofArgType__max_infrastructure_retries: _TypeAlias = _typing.Literal["_max_infrastructure_retries", b"_max_infrastructure_retries"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_infrastructure_retries) -> _WhichOneofReturnType__max_infrastructure_retries | None: ...
 
 Global___RetryPolicy: _TypeAlias = RetryPolicy  # noqa: Y015
 
