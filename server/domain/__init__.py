@@ -50,6 +50,7 @@ from taskwire.common import (
     validate_execution_spec,
 )
 
+from ._budget import attempts_used, infrastructure_failure, infrastructure_failures, is_refusal
 from ._effects import (
     ArmAttemptTimeout,
     AttemptEnded,
@@ -167,10 +168,14 @@ __all__ = [
     "Transition",
     "ValidationError",
     "attempt_view",
+    "attempts_used",
     "create_execution",
     "event_name",
     "execution_view",
     "find_cycle",
+    "infrastructure_failure",
+    "infrastructure_failures",
+    "is_refusal",
     "iso",
     "payload_view",
     "plan_follow_ups",

@@ -72,6 +72,7 @@ RETRY_POLICY_KEYS = {
     "backoff_coefficient",
     "maximum_interval_s",
     "non_retryable_error_types",
+    "max_infrastructure_retries",
 }
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 TIMESTAMP_KEYS = {"created_at", "started_at", "ended_at", "updated_at", "deadline", "not_before"}
@@ -160,6 +161,7 @@ def test_values_are_names_seconds_and_utc_timestamps() -> None:
         "backoff_coefficient": 2.0,
         "maximum_interval_s": 100.0,
         "non_retryable_error_types": ["KeyError"],
+        "max_infrastructure_retries": 3,
     }
     first, second = extract["attempts"]
     assert (first["number"], first["worker_id"], first["outcome"]) == (1, "w-1", "FAILED")

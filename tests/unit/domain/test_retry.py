@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 
+from taskwire.common import DEFAULT_INFRASTRUCTURE_RETRIES, WORKER_SHUTDOWN_ERROR
 from taskwire.server.domain import (
     ArmAttemptTimeout,
+    Attempt,
     AttemptEnded,
     AttemptOutcome,
     CancelOnWorker,
@@ -27,6 +30,10 @@ from taskwire.server.domain import (
     TaskRunFinished,
     TaskSpec,
     TaskTimedOut,
+    Transition,
+    attempts_used,
+    infrastructure_failure,
+    infrastructure_failures,
     transition_task_run,
 )
 from tests.unit.domain.factories import ERROR, Sim, at, make_task_run
@@ -182,18 +189,112 @@ def test_timeouts_until_the_last_attempt_fail_with_timed_out() -> None:
 # ---- Lost leases -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("max_attempts", "state"), [(1, F), (3, W)])
-def test_a_lost_lease_is_retried_or_fails_with_lease_expired(max_attempts: int, state: State) -> None:
+@pytest.mark.parametrize("max_attempts", [1, 3])
+def test_a_lost_lease_is_retried_whatever_max_attempts(max_attempts: int) -> None:
     result = transition_task_run(running(RetryPolicy(max_attempts=max_attempts)), LeaseExpired(attempt=1), at(20))
     attempt = result.record.attempts[0]
     assert attempt.outcome is AttemptOutcome.LOST
     assert attempt.error is not None
     assert "w-1" in attempt.error.message
-    assert result.record.state is state
+    assert result.record.state is W
     assert result.record.reason is not None
-    assert result.record.reason.code is (ReasonCode.LEASE_EXPIRED if state is F else ReasonCode.RETRY_BACKOFF)
+    assert result.record.reason.code is ReasonCode.RETRY_BACKOFF
+    assert "infrastructure retry 1 of 3" in result.record.reason.message
+    assert f"attempt 1 of {max_attempts}" in result.record.reason.message, "the handler's budget is untouched"
     assert result.effects[0] == AttemptEnded("tr-1", 1)
     assert not any(isinstance(effect, CancelOnWorker) for effect in result.effects), "the worker is gone"
+
+
+# ---- Failures that are not the handler's fault --------------------------------------------------------
+
+SHUTDOWN = ErrorInfo(type=WORKER_SHUTDOWN_ERROR, message="the worker shut down before the handler finished")
+
+
+def _lose(sim: Sim) -> Transition[TaskRun]:
+    return sim.task("main", LeaseExpired(attempt=sim.current("main")))
+
+
+def _shut_down(sim: Sim) -> Transition[TaskRun]:
+    return sim.fail("main", SHUTDOWN)
+
+
+@pytest.mark.parametrize(
+    ("end", "code"),
+    [(_lose, ReasonCode.WORKER_LOST), (_shut_down, ReasonCode.WORKER_SHUTDOWN)],
+    ids=["lost", "shutdown"],
+)
+@pytest.mark.parametrize("retries", [DEFAULT_INFRASTRUCTURE_RETRIES, 0, 1])
+def test_infrastructure_failures_have_their_own_budget_and_code(
+    end: Callable[[Sim], Transition[TaskRun]], code: ReasonCode, retries: int
+) -> None:
+    default = retries == DEFAULT_INFRASTRUCTURE_RETRIES
+    policy = RetryPolicy() if default else RetryPolicy(max_infrastructure_retries=retries)
+    assert policy.max_infrastructure_retries == retries
+    sim = Sim.start(ExecutionSpec(tasks=(TaskSpec(handler="h", retry_policy=policy),)))
+    for _ in range(retries):
+        sim.dispatch("main")
+        assert end(sim).record.state is W
+        sim.tick(60)
+        sim.task("main", RetryDue())
+    sim.dispatch("main")
+    final = end(sim).record
+    assert final.state is F
+    assert final.reason is not None
+    assert final.reason.code is code
+    assert f"{retries} of {retries} infrastructure retries used" in final.reason.message
+    assert sim.execution.state is F
+    assert sim.execution.reason is not None
+    assert sim.execution.reason.code is code
+
+
+def test_a_handler_error_after_an_infrastructure_retry_follows_the_handlers_policy() -> None:
+    sim = Sim.start(ExecutionSpec(tasks=(TaskSpec(handler="h"),)))  # the default: a single attempt
+    sim.dispatch("main")
+    _lose(sim)
+    sim.tick(60)
+    sim.task("main", RetryDue())
+    sim.dispatch("main")
+    final = sim.fail("main").record
+    assert final.state is F
+    assert final.reason is not None
+    assert final.reason.code is ReasonCode.HANDLER_ERROR
+    assert "1 of 1 attempts used" in final.reason.message
+
+
+def test_an_infrastructure_retry_then_success() -> None:
+    sim = Sim.start(ExecutionSpec(tasks=(TaskSpec(handler="h"),)))
+    sim.dispatch("main")
+    _shut_down(sim)
+    sim.tick(60)
+    sim.task("main", RetryDue())
+    sim.dispatch("main", worker_id="w-2")
+    assert sim.succeed("main").record.state is S
+    assert sim.execution.state is S
+
+
+def test_what_each_attempt_costs() -> None:
+    def attempt(n: int, outcome: AttemptOutcome, error: ErrorInfo | None = None) -> Attempt:
+        return Attempt(
+            task_run_id="tr-1", number=n, worker_id="w", started_at=at(n), outcome=outcome, ended_at=at(n), error=error
+        )
+
+    refused = ErrorInfo(type="SlotsExhausted", message="busy")
+    attempts = (
+        attempt(1, AttemptOutcome.LOST),
+        attempt(2, AttemptOutcome.FAILED, SHUTDOWN),
+        attempt(3, AttemptOutcome.FAILED, refused),
+        attempt(4, AttemptOutcome.FAILED, ERROR),
+        attempt(5, AttemptOutcome.TIMED_OUT),
+    )
+    assert [infrastructure_failure(a) for a in attempts] == [
+        ReasonCode.WORKER_LOST,
+        ReasonCode.WORKER_SHUTDOWN,
+        None,
+        None,
+        None,
+    ]
+    assert attempts_used(attempts) == 2
+    assert infrastructure_failures(attempts) == 2
 
 
 def test_retries_exhausted_fails_the_execution_with_that_reason() -> None:

@@ -22,6 +22,7 @@ from taskwire.server.domain import (
     ReasonCode,
     RetryDue,
     ScheduleDue,
+    ScheduleRetry,
     State,
     TaskDispatched,
     TaskFailed,
@@ -86,7 +87,8 @@ EXPECTED: dict[tuple[str, type], Outcome | Guarded] = {
     ("RUNNING", TaskSucceeded): Outcome(S, effects=FINISHED),
     ("RUNNING", TaskFailed): Outcome(F, effects=FINISHED),
     ("RUNNING", TaskTimedOut): Outcome(F, effects=(AttemptEnded, CancelOnWorker, TaskRunFinished)),
-    ("RUNNING", LeaseExpired): Outcome(F, effects=FINISHED),
+    # A lost attempt is not the handler's fault: retried even with the default single attempt.
+    ("RUNNING", LeaseExpired): Outcome(W, effects=(AttemptEnded, ScheduleRetry)),
     ("RUNNING", CancelRequested): Outcome(R, effects=(CancelOnWorker,)),
     ("RUNNING", CancelAcknowledged): GUARDED,
     ("RUNNING", CancelGraceExpired): GUARDED,
