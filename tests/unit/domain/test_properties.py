@@ -53,7 +53,9 @@ from taskwire.server.domain import (
     TaskSucceeded,
     TaskTimedOut,
     TerminalStateError,
+    attempts_used,
     execution_view,
+    infrastructure_failures,
     transition_execution,
     transition_task_run,
 )
@@ -98,7 +100,8 @@ def check_task_run(record: TaskRun) -> None:
     """What must hold of every task run, however it was reached."""
     attempts = record.attempts
     assert [a.number for a in attempts] == list(range(1, len(attempts) + 1))
-    assert record.attempt_count <= max(record.retry_policy.max_attempts, 1)
+    assert attempts_used(attempts) <= max(record.retry_policy.max_attempts, 1)
+    assert infrastructure_failures(attempts) <= record.retry_policy.max_infrastructure_retries + 1
     assert (record.started_at is not None) == bool(attempts)
     if attempts:
         assert record.started_at == attempts[0].started_at

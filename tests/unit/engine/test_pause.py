@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from taskwire.server.domain import State
+from taskwire.server.domain import AttemptOutcome, State
 from tests.unit.engine.support import CONFIG, Rig
 
 LEASE_S = CONFIG.lease_timeout.total_seconds()
@@ -34,5 +34,7 @@ async def test_a_worker_silent_after_the_pause_loses_its_lease_one_lease_later(r
     rig.advance(LEASE_S - 0.1)
     assert (await rig.task_run(execution_id)).state is State.RUNNING
     rig.advance(0.1)
-    assert (await rig.task_run(execution_id)).state is State.FAILED
+    lost = await rig.task_run(execution_id)
+    assert lost.state is State.WAITING, "lost with its worker: retried"
+    assert lost.attempts[0].outcome is AttemptOutcome.LOST
     assert worker.link.closed

@@ -42,12 +42,12 @@ async def test_a_silent_worker_loses_its_lease_and_the_attempt_is_retried(rig: R
 
 async def test_a_lost_attempt_without_retries_left_fails_the_execution(rig: Rig) -> None:
     rig.connect().silent = True
-    execution_id = await rig.submit()
+    execution_id = await rig.submit(task(retry_policy=RetryPolicy(max_infrastructure_retries=0)))
     rig.advance(LEASE_S)
     snapshot = await rig.snapshot(execution_id)
     assert snapshot.execution.state is State.FAILED
     assert snapshot.task_runs[0].reason is not None
-    assert snapshot.task_runs[0].reason.code is ReasonCode.LEASE_EXPIRED
+    assert snapshot.task_runs[0].reason.code is ReasonCode.WORKER_LOST
 
 
 async def test_heartbeats_keep_the_lease(rig: Rig) -> None:
@@ -60,7 +60,9 @@ async def test_heartbeats_keep_the_lease(rig: Rig) -> None:
     assert rig.engine.workers() == [worker.session]
     worker.silent = True
     rig.advance(LEASE_S)
-    assert (await rig.task_run(execution_id)).state is State.FAILED
+    lost = await rig.task_run(execution_id)
+    assert lost.state is State.WAITING, "lost with its worker: retried (not the handler's fault)"
+    assert lost.attempts[0].outcome is AttemptOutcome.LOST
 
 
 async def test_a_worker_that_reconnects_adopts_its_running_attempt(rig: Rig) -> None:
