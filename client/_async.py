@@ -105,6 +105,7 @@ class AsyncClient:
         task_id: str | None = None,
         timeout: timedelta | None = None,  # noqa: ASYNC109 - the task's timeout, sent to the server
         max_attempts: int | None = None,
+        max_infrastructure_retries: int | None = None,
         retry_policy: RetryPolicy | None = None,
         key: str | None = None,
         name: str | None = None,
@@ -120,6 +121,7 @@ class AsyncClient:
             task_id=task_id or "",
             timeout=timeout,
             max_attempts=max_attempts,
+            max_infrastructure_retries=max_infrastructure_retries,
             retry_policy=retry_policy,
             key=key,
             name=name,

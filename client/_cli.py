@@ -240,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("--timeout", metavar="S", type=_seconds, help="limit of each attempt, in seconds")
     submit.add_argument("--max-attempts", metavar="N", type=int, help="attempts in all, the first included")
+    submit.add_argument(
+        "--max-infrastructure-retries",
+        metavar="N",
+        type=int,
+        help="retries after failures that are not the handler's fault (worker lost or shut down; default 3)",
+    )
     submit.add_argument("--key", metavar="K", help="idempotency key: a repeated submit returns the same execution")
     submit.add_argument("--name", metavar="N", help="a label for the execution (default: the handler)")
     submit.add_argument(
@@ -372,6 +378,7 @@ def cmd_submit(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
         value,
         timeout=args.timeout,
         max_attempts=args.max_attempts,
+        max_infrastructure_retries=args.max_infrastructure_retries,
         key=args.key,
         name=args.name,
         wait_for_room=not args.fail_fast,

@@ -105,6 +105,7 @@ def single_task_spec(
     task_id: str = "",
     timeout: timedelta | None = None,
     max_attempts: int | None = None,
+    max_infrastructure_retries: int | None = None,
     retry_policy: RetryPolicy | None = None,
     key: str | None = None,
     name: str | None = None,
@@ -116,6 +117,8 @@ def single_task_spec(
     policy = retry_policy or RetryPolicy()
     if max_attempts is not None:
         policy = replace(policy, max_attempts=max_attempts)
+    if max_infrastructure_retries is not None:
+        policy = replace(policy, max_infrastructure_retries=max_infrastructure_retries)
     task = TaskSpec(
         handler=handler,
         task_id=task_id or "",

@@ -104,6 +104,7 @@ class Client:
         task_id: str | None = None,
         timeout: timedelta | None = None,
         max_attempts: int | None = None,
+        max_infrastructure_retries: int | None = None,
         retry_policy: RetryPolicy | None = None,
         key: str | None = None,
         name: str | None = None,
@@ -114,7 +115,9 @@ class Client:
     ) -> ExecutionSnapshot:
         """Submit an execution of one task running `handler` on `input` (any JSON value, or a `Payload`).
 
-        `timeout` limits each attempt, `execution_timeout` the whole execution. With `key` (an idempotency
+        `timeout` limits each attempt, `execution_timeout` the whole execution. `max_attempts` and
+        `max_infrastructure_retries` override those of `retry_policy` (default: one attempt, and three
+        retries after failures that are not the handler's fault, such as a lost worker). With `key` (an idempotency
         key) the call is retried when the server is unreachable. `wait_for_room` waits for room in a full
         queue (until the client's timeout) instead of failing with QueueFull.
         """
@@ -124,6 +127,7 @@ class Client:
             task_id=task_id or "",
             timeout=timeout,
             max_attempts=max_attempts,
+            max_infrastructure_retries=max_infrastructure_retries,
             retry_policy=retry_policy,
             key=key,
             name=name,

@@ -10,8 +10,10 @@ from google.protobuf import duration_pb2
 from taskwire import common as d
 from taskwire.client import HandlerStats, Payload, QueueStats, RetryPolicy, RpcRetry, Stats
 from taskwire.client import _common as c
+from taskwire.common.wire import retry_policy_from_proto, retry_policy_to_proto
 from taskwire.server import wire
 from taskwire.v1 import task_service_pb2 as tpb
+from taskwire.v1 import types_pb2 as pb
 from tests.unit.client.records import at, worker_info
 
 
@@ -52,6 +54,14 @@ def test_max_attempts_overrides_the_retry_policy() -> None:
     assert spec.tasks[0].retry_policy == RetryPolicy(
         max_attempts=5, initial_interval=timedelta(seconds=3), non_retryable_error_types=("E",)
     )
+
+
+def test_max_infrastructure_retries_overrides_the_retry_policy_and_survives_the_wire() -> None:
+    spec = c.single_task_spec("echo", retry_policy=RetryPolicy(max_attempts=2), max_infrastructure_retries=0)
+    policy = spec.tasks[0].retry_policy
+    assert policy == RetryPolicy(max_attempts=2, max_infrastructure_retries=0)
+    assert retry_policy_from_proto(retry_policy_to_proto(policy)) == policy
+    assert retry_policy_from_proto(pb.RetryPolicy()).max_infrastructure_retries == 3, "unset means the default"
 
 
 def test_input_is_json_unless_a_payload() -> None:
