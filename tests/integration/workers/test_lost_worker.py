@@ -50,3 +50,24 @@ def test_a_killed_workers_attempt_is_lost_after_the_lease_and_succeeds_on_anothe
     assert retried.started_at >= ended(lost) + policy.initial_interval
     assert json_output(retried) == {"slept_s": 2.0}
     assert reason_code(run) is ReasonCode.COMPLETED
+
+
+def test_with_the_default_policy_a_killed_workers_attempt_is_retried_on_another_and_succeeds(
+    procs: Cluster, server: ServerProcess, client: Client
+) -> None:
+    # A crashed worker is not the handler's fault: retried even though the handler gets one attempt.
+    doomed = procs.worker(server, "--log-level", "debug", slots=1, name="doomed")
+    execution = client.submit("sleep", {"seconds": 1})
+    run = wait_until_running(client, execution.id)
+    assert run.retry_policy.max_attempts == 1
+    assert run.retry_policy.max_infrastructure_retries == 3
+    doomed.kill()
+    assert f"{run.id}#1" not in doomed.output, "attempt 1 ended before the kill: the test proves nothing"
+    procs.worker(server, slots=1, name="survivor")
+    done = client.wait_finished(execution.id, FINISH)
+
+    assert done.state is State.SUCCESS, done
+    run = only_run(done)
+    assert outcomes(run) == [AttemptOutcome.LOST, AttemptOutcome.SUCCEEDED], run.attempts
+    assert [attempt.worker_id for attempt in run.attempts] == ["doomed", "survivor"]
+    assert reason_code(run) is ReasonCode.COMPLETED
