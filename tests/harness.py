@@ -240,6 +240,11 @@ class Cluster:
         self.processes.append(server.process)
         return server
 
+    def server_at(self, address: str, *extra_args: str, **kwargs: object) -> ServerProcess:
+        """A server on the loopback port of `address`, with the default database: a restart of the one there."""
+        port = address.rsplit(":", 1)[1]
+        return self.server("--listen", f"127.0.0.1:{port}", *extra_args, **kwargs)  # type: ignore[arg-type]
+
     def worker(self, server: ServerProcess, *extra_args: str, **kwargs: object) -> Process:
         worker = start_worker(server.address, *extra_args, **kwargs)  # type: ignore[arg-type]
         self.processes.append(worker)

@@ -12,12 +12,27 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from taskwire.worker import TaskContext, handler
 
 from .checker import HandlerRun
 
+if TYPE_CHECKING:  # workers import this module for its handlers: they need no test harness
+    from tests.harness import Cluster, Process, ServerProcess
+
 JOURNAL_ENV = "TASKWIRE_JOURNAL"
+HANDLERS = "tests.faults.journal"
+
+
+def journal_env(journal: Path) -> dict[str, str]:
+    """The environment of a worker whose handlers write to `journal`."""
+    return {JOURNAL_ENV: str(journal)}
+
+
+def journal_worker(procs: Cluster, server: ServerProcess, journal: Path, *, name: str, slots: int = 6) -> Process:
+    """A real worker serving `journal.work` on `server`, writing to `journal`; torn down with `procs`."""
+    return procs.worker(server, handlers=HANDLERS, slots=slots, name=name, env=journal_env(journal))
 
 
 def _append(entry: dict[str, object]) -> None:

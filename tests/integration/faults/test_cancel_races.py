@@ -16,7 +16,7 @@ import pytest
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 from tests.faults.checker import Outcome, Submission, check
-from tests.faults.journal import JOURNAL_ENV, read_journal
+from tests.faults.journal import journal_worker, read_journal
 from tests.faults.observe import stored_executions
 from tests.faults.scenario import journal_spec, quiesce
 from tests.harness import Cluster
@@ -29,7 +29,7 @@ HANDLER_S = 0.04
 def test_cancel_at_every_stage(procs: Cluster, tmp_path: Path) -> None:
     journal = tmp_path / "journal.jsonl"
     server = procs.server("--lease-timeout", "2", "--heartbeat-interval", "0.5", "--cancel-grace", "2")
-    procs.worker(server, handlers="tests.faults.journal", slots=4, name="racer", env={JOURNAL_ENV: str(journal)})
+    journal_worker(procs, server, journal, name="racer", slots=4)
     submissions: list[Submission] = []
     lock = threading.Lock()
 

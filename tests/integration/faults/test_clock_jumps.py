@@ -12,7 +12,7 @@ import pytest
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 from tests.faults.clock import FakeClock
-from tests.faults.journal import JOURNAL_ENV
+from tests.faults.journal import journal_worker
 from tests.faults.scenario import Load, final_report
 from tests.harness import Cluster
 
@@ -42,7 +42,7 @@ def test_the_wall_clock_jumps_an_hour(procs: Cluster, tmp_path: Path, jumps: tup
     journal = tmp_path / "journal.jsonl"
     clock = FakeClock(tmp_path)
     server = procs.server("--lease-timeout", "2", "--heartbeat-interval", "0.5", env=clock.env)
-    procs.worker(server, handlers="tests.faults.journal", slots=8, name="w", env={JOURNAL_ENV: str(journal)})
+    journal_worker(procs, server, journal, name="w", slots=8)
     load = Load(server.address, threads=4, per_thread=40, seconds=0.05).start()
     for index, offset in enumerate(jumps):
         load.wait_acknowledged(40 * (index + 1))

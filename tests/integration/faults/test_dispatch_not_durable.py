@@ -17,7 +17,7 @@ import pytest
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 from tests.faults.checker import Fault, Outcome, Submission
-from tests.faults.journal import JOURNAL_ENV
+from tests.faults.journal import journal_worker
 from tests.faults.scenario import Load, final_report, journal_spec
 from tests.harness import Cluster, wait_for
 from tests.integration.server.test_store_process import writer_of
@@ -45,13 +45,12 @@ def test_a_dispatch_lost_in_a_crash_is_run_again_and_ends(procs: Cluster, tmp_pa
     # The writer process stops committing: what the server does from here is in memory only.
     writer = writer_of(server)
     os.kill(writer, signal.SIGSTOP)
-    worker = procs.worker(server, handlers="tests.faults.journal", slots=1, name="w", env={JOURNAL_ENV: str(journal)})
+    worker = journal_worker(procs, server, journal, name="w", slots=1)
     wait_for(lambda: _started(journal, task_run_id) >= 1, what="the handler to start")
     server.process.kill()
     os.kill(writer, signal.SIGKILL)
 
-    port = server.address.rsplit(":", 1)[1]
-    server = procs.server("--listen", f"127.0.0.1:{port}", *LEASE)
+    server = procs.server_at(server.address, *LEASE)
     load = Load(server.address, threads=0)
     load.submissions.append(Submission("op-0", Outcome.ACKNOWLEDGED, submitted.id))
     report = final_report(server.address, load, journal, {Fault.SERVER_CRASH})

@@ -18,7 +18,7 @@ from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc, worker_service_pb2_grpc
 from taskwire.v1 import worker_service_pb2 as wpb
 from tests.faults.checker import Outcome, Submission, check
-from tests.faults.journal import JOURNAL_ENV, read_journal
+from tests.faults.journal import journal_worker, read_journal
 from tests.faults.observe import slots_in_use, stored_executions
 from tests.faults.scenario import journal_spec, quiesce
 from tests.harness import Cluster
@@ -51,7 +51,7 @@ def test_a_worker_that_never_reads_holds_no_work_hostage(procs: Cluster, tmp_pat
     deaf = threading.Thread(target=asyncio.run, args=(_deaf_worker(server.address, stop),), daemon=True)
     deaf.start()
     before = rss.memory_info().rss
-    procs.worker(server, handlers="tests.faults.journal", slots=8, name="normal", env={JOURNAL_ENV: str(journal)})
+    journal_worker(procs, server, journal, name="normal", slots=8)
     peak = before
     submissions = []
     try:

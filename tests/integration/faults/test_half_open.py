@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.checker import Fault
-from tests.faults.journal import JOURNAL_ENV
+from tests.faults.journal import HANDLERS, journal_env, journal_worker
 from tests.faults.proxy import StallingProxy
 from tests.faults.scenario import Load, final_report
 from tests.harness import Cluster, ServerProcess, start_worker, wait_for
@@ -25,12 +25,12 @@ def _connections(output: str) -> int:
 @pytest.mark.slow
 def test_a_stream_that_stops_forwarding_without_closing(procs: Cluster, tmp_path: Path) -> None:
     journal = tmp_path / "journal.jsonl"
-    env = {JOURNAL_ENV: str(journal)}
+    env = journal_env(journal)
     server: ServerProcess = procs.server(*LEASE)
     with StallingProxy(server.address) as proxy:
-        behind = start_worker(proxy.address, handlers="tests.faults.journal", slots=4, name="behind", env=env)
+        behind = start_worker(proxy.address, handlers=HANDLERS, slots=4, name="behind", env=env)
         procs.processes.append(behind)
-        procs.worker(server, handlers="tests.faults.journal", slots=4, name="direct", env=env)
+        journal_worker(procs, server, journal, name="direct", slots=4)
         load = Load(server.address, threads=4, per_thread=30, seconds=0.2).start()
         load.wait_acknowledged(20)
         assert proxy.stall() >= 1

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.checker import Fault
-from tests.faults.journal import JOURNAL_ENV
+from tests.faults.journal import journal_worker
 from tests.faults.scenario import Load, final_report
 from tests.harness import Cluster, ServerProcess
 
@@ -17,8 +17,7 @@ LEASE = ("--lease-timeout", "3", "--heartbeat-interval", "0.5", "--cancel-grace"
 
 
 def _restart(procs: Cluster, crashed: ServerProcess) -> ServerProcess:
-    port = crashed.address.rsplit(":", 1)[1]
-    return procs.server("--listen", f"127.0.0.1:{port}", *LEASE)
+    return procs.server_at(crashed.address, *LEASE)
 
 
 @pytest.mark.slow
@@ -26,9 +25,8 @@ def _restart(procs: Cluster, crashed: ServerProcess) -> ServerProcess:
 def test_server_killed_under_concurrent_submits(procs: Cluster, tmp_path: Path, crashes: int) -> None:
     journal = tmp_path / "journal.jsonl"
     server = procs.server(*LEASE)
-    env = {JOURNAL_ENV: str(journal)}
     for index in range(2):
-        procs.worker(server, handlers="tests.faults.journal", slots=8, name=f"w{index}", env=env)
+        journal_worker(procs, server, journal, name=f"w{index}", slots=8)
     load = Load(server.address, threads=4, per_thread=60, seconds=0.02).start()
     load.wait_acknowledged(40)
     server.process.kill()

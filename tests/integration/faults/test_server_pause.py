@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.journal import JOURNAL_ENV
+from tests.faults.journal import journal_worker
 from tests.faults.scenario import Load, final_report
 from tests.harness import Cluster
 
@@ -23,9 +23,7 @@ def test_a_server_paused_past_the_lease_keeps_its_workers(procs: Cluster, tmp_pa
     journal = tmp_path / "journal.jsonl"
     server = procs.server(*LEASE)
     for index in range(2):
-        procs.worker(
-            server, handlers="tests.faults.journal", slots=4, name=f"w{index}", env={JOURNAL_ENV: str(journal)}
-        )
+        journal_worker(procs, server, journal, name=f"w{index}", slots=4)
     load = Load(server.address, threads=2, per_thread=8, seconds=1.5).start()
     load.wait_acknowledged(4)
     server.process.signal(signal.SIGSTOP)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.checker import Fault
-from tests.faults.journal import JOURNAL_ENV
+from tests.faults.journal import HANDLERS, journal_env, journal_worker
 from tests.faults.scenario import Load, final_report
 from tests.harness import Cluster, Process, ServerProcess, spawn, wait_for
 
@@ -18,8 +18,7 @@ LEASE = ("--lease-timeout", "3", "--heartbeat-interval", "0.5", "--cancel-grace"
 
 
 def _restart(procs: Cluster, stopped: ServerProcess) -> ServerProcess:
-    port = stopped.address.rsplit(":", 1)[1]
-    return procs.server("--listen", f"127.0.0.1:{port}", *LEASE)
+    return procs.server_at(stopped.address, *LEASE)
 
 
 def _connections(worker: Process) -> int:
@@ -29,11 +28,8 @@ def _connections(worker: Process) -> int:
 @pytest.mark.slow
 def test_sigterm_under_load_then_a_restart(procs: Cluster, tmp_path: Path) -> None:
     journal = tmp_path / "journal.jsonl"
-    env = {JOURNAL_ENV: str(journal)}
     server = procs.server(*LEASE, "--shutdown-grace", "2")
-    workers = [
-        procs.worker(server, handlers="tests.faults.journal", slots=6, name=f"w{index}", env=env) for index in range(2)
-    ]
+    workers = [journal_worker(procs, server, journal, name=f"w{index}") for index in range(2)]
     load = Load(server.address, threads=4, per_thread=30, seconds=0.2).start()
     load.wait_acknowledged(30)
     server.process.signal(signal.SIGTERM)
@@ -55,7 +51,7 @@ def test_sigterm_under_load_then_a_restart(procs: Cluster, tmp_path: Path) -> No
 @pytest.mark.slow
 def test_a_restart_with_twenty_workers(procs: Cluster, tmp_path: Path) -> None:
     journal = tmp_path / "journal.jsonl"
-    env = {JOURNAL_ENV: str(journal)}
+    env = journal_env(journal)
     server = procs.server(*LEASE)
     # Started together, then waited for, so twenty interpreters start in parallel rather than in turn.
     workers = [
@@ -65,7 +61,7 @@ def test_a_restart_with_twenty_workers(procs: Cluster, tmp_path: Path) -> None:
                 "--server",
                 server.address,
                 "--handlers",
-                "tests.faults.journal",
+                HANDLERS,
                 "--slots",
                 "2",
                 "--name",

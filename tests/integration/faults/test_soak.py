@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.checker import Fault
-from tests.faults.journal import JOURNAL_ENV
+from tests.faults.journal import journal_worker
 from tests.faults.scenario import Load, final_report
 from tests.harness import Cluster, Process, ServerProcess
 from tests.integration.server.test_store_process import writer_of
@@ -29,20 +29,17 @@ pytestmark = pytest.mark.skipif(not SECONDS, reason="set TASKWIRE_SOAK_SECONDS (
 class Fleet:
     def __init__(self, procs: Cluster, journal: Path) -> None:
         self.procs = procs
-        self.env = {JOURNAL_ENV: str(journal)}
+        self.journal = journal
         self.server: ServerProcess = procs.server(*LEASE)
-        self.port = self.server.address.rsplit(":", 1)[1]
         self.workers: list[Process] = [self._worker(index) for index in range(3)]
         self.started = 3
 
     def _worker(self, index: int) -> Process:
-        return self.procs.worker(
-            self.server, handlers="tests.faults.journal", slots=8, name=f"soak{index}", env=self.env
-        )
+        return journal_worker(self.procs, self.server, self.journal, name=f"soak{index}", slots=8)
 
     def restart_server(self) -> None:
         self.server.process.wait(timeout_s=60)
-        self.server = self.procs.server("--listen", f"127.0.0.1:{self.port}", *LEASE)
+        self.server = self.procs.server_at(self.server.address, *LEASE)
 
     def kill_server(self) -> None:
         self.server.process.kill()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.checker import Fault
-from tests.faults.journal import JOURNAL_ENV
+from tests.faults.journal import journal_worker
 from tests.faults.scenario import Load, final_report
 from tests.harness import Cluster, ServerProcess
 from tests.integration.server.test_store_process import writer_of
@@ -21,16 +21,13 @@ LEASE = ("--lease-timeout", "3", "--heartbeat-interval", "0.5", "--cancel-grace"
 
 def _workers(procs: Cluster, server: ServerProcess, journal: Path) -> None:
     for index in range(2):
-        procs.worker(
-            server, handlers="tests.faults.journal", slots=8, name=f"w{index}", env={JOURNAL_ENV: str(journal)}
-        )
+        journal_worker(procs, server, journal, name=f"w{index}", slots=8)
 
 
 def _restart_on_the_same_port(procs: Cluster, stopped: ServerProcess) -> ServerProcess:
     assert stopped.process.wait(timeout_s=30) == 1, stopped.process.output
     assert "stopped after a store failure" in stopped.process.output
-    port = stopped.address.rsplit(":", 1)[1]
-    return procs.server("--listen", f"127.0.0.1:{port}", *LEASE)
+    return procs.server_at(stopped.address, *LEASE)
 
 
 @pytest.mark.slow

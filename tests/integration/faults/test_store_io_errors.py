@@ -16,7 +16,7 @@ from taskwire.server import ServerConfig, TaskwireServer
 from taskwire.server.store import SqliteStore
 from tests.faults.checker import Fault
 from tests.faults.faulty_store import FaultyStore
-from tests.faults.journal import JOURNAL_ENV
+from tests.faults.journal import HANDLERS, journal_env
 from tests.faults.scenario import Load, final_report
 from tests.harness import Cluster, start_worker
 
@@ -63,9 +63,7 @@ def test_io_errors_from_the_store_under_load(procs: Cluster, tmp_path: Path, rea
     store = FaultyStore(SqliteStore(db))
     server = InProcessServer(db, store)
     for index in range(2):
-        worker = start_worker(
-            server.address, handlers="tests.faults.journal", slots=6, name=f"w{index}", env={JOURNAL_ENV: str(journal)}
-        )
+        worker = start_worker(server.address, handlers=HANDLERS, slots=6, name=f"w{index}", env=journal_env(journal))
         procs.processes.append(worker)
     load = Load(server.address, threads=4, per_thread=40, seconds=0.05).start()
     load.wait_acknowledged(30)
@@ -74,8 +72,7 @@ def test_io_errors_from_the_store_under_load(procs: Cluster, tmp_path: Path, rea
     server.wait_stopped()
     assert server.failure is not None
 
-    port = server.address.rsplit(":", 1)[1]
-    restarted = procs.server("--listen", f"127.0.0.1:{port}", *LEASE)
+    restarted = procs.server_at(server.address, *LEASE)
     load.join()
 
     report = final_report(restarted.address, load, journal, {Fault.STORE_ERROR})

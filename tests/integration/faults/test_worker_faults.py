@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.checker import Fault
-from tests.faults.journal import JOURNAL_ENV
+from tests.faults.journal import journal_worker
 from tests.faults.scenario import Load, final_report
 from tests.harness import Cluster, Process, ServerProcess
 
@@ -19,7 +19,7 @@ LEASE = ("--lease-timeout", str(LEASE_S), "--heartbeat-interval", "0.5", "--canc
 
 
 def _worker(procs: Cluster, server: ServerProcess, journal: Path, name: str) -> Process:
-    return procs.worker(server, handlers="tests.faults.journal", slots=6, name=name, env={JOURNAL_ENV: str(journal)})
+    return journal_worker(procs, server, journal, name=name, slots=6)
 
 
 @pytest.mark.slow
