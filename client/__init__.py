@@ -46,7 +46,15 @@ from taskwire.common import (
 from ._async import AsyncClient
 from ._common import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, to_payload
 from ._errors import ExecutionCancelled, ExecutionEnded, ExecutionFailed, ServerUnavailable, WaitTimeout
-from ._events import ExecutionTransition, TaskLog, TaskProgress, TaskRunTransition, UnknownEvent, WatchEvent
+from ._events import (
+    ExecutionTransition,
+    TaskLog,
+    TaskNote,
+    TaskProgress,
+    TaskRunTransition,
+    UnknownEvent,
+    WatchEvent,
+)
 from ._models import ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
 from ._sync import Client
 
@@ -86,6 +94,7 @@ __all__ = [
     "Stats",
     "SubmitResult",
     "TaskLog",
+    "TaskNote",
     "TaskProgress",
     "TaskRun",
     "TaskRunTransition",

@@ -32,7 +32,7 @@ from taskwire.common import (
     positive_int,
 )
 
-from ._common import DEFAULT_ADDRESS, parse_state
+from ._common import DEFAULT_ADDRESS, parse_state, unserved_warning
 from ._errors import ServerUnavailable, WaitTimeout
 from ._events import WatchEvent
 from ._live import JsonLinesView, LiveView, PlainView, WatchView
@@ -241,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--timeout", metavar="S", type=_seconds, help="limit of each attempt, in seconds")
     submit.add_argument("--max-attempts", metavar="N", type=int, help="attempts in all, the first included")
     submit.add_argument(
+        "--schedule-to-start-timeout",
+        metavar="S",
+        type=_seconds,
+        help="fail the task (SCHEDULE_TO_START_TIMEOUT) when no worker starts it within S seconds of being queued",
+    )
+    submit.add_argument(
         "--max-infrastructure-retries",
         metavar="N",
         type=int,
@@ -381,8 +387,11 @@ def cmd_submit(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
         max_infrastructure_retries=args.max_infrastructure_retries,
         key=args.key,
         name=args.name,
+        schedule_to_start_timeout=args.schedule_to_start_timeout,
         wait_for_room=not args.fail_fast,
     )
+    if submitted.unserved_handlers:
+        out.error(f"warning: {unserved_warning(submitted.id, submitted.unserved_handlers)}")
     if args.wait or args.watch:
         if not args.json:
             out.error(f"submitted {submitted.id}")

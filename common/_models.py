@@ -214,6 +214,8 @@ class TaskRun:
     # A cancellation sent to the worker of the running attempt and not yet answered.
     pending_cancel: Reason | None = None
     progress: Progress | None = None
+    # How long it may wait PENDING for a worker to start it; None: no limit.
+    schedule_to_start_timeout: timedelta | None = None
 
     def __post_init__(self) -> None:
         _check_state_reason("task run", self.id, self.state, self.reason)

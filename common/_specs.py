@@ -42,6 +42,8 @@ class TaskSpec:
     depends_on: tuple[str, ...] = ()
     timeout: timedelta | None = None
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    # How long it may wait PENDING for a worker to start it (each time it becomes PENDING); None: no limit.
+    schedule_to_start_timeout: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +174,7 @@ def validate_execution_spec(spec: ExecutionSpec, limits: Limits, where: str = "e
             raise ValidationError(f"{at}.handler", "must be at most 256 characters with no surrounding spaces")
         _validate_payload(task.input, f"{at}.input", limits)
         _duration(task.timeout, f"{at}.timeout", limits)
+        _duration(task.schedule_to_start_timeout, f"{at}.schedule_to_start_timeout", limits)
         policy = _validate_retry_policy(task.retry_policy, f"{at}.retry_policy", limits)
         if task_id != task.task_id or policy is not task.retry_policy:
             task = replace(task, task_id=task_id, retry_policy=policy)

@@ -289,6 +289,7 @@ def task_spec_to_proto(spec: TaskSpec) -> tpb.TaskSpec:
         depends_on=list(spec.depends_on),
         timeout=duration_to_proto(spec.timeout),
         retry_policy=retry_policy_to_proto(spec.retry_policy),
+        schedule_to_start_timeout=duration_to_proto(spec.schedule_to_start_timeout),
     )
 
 
@@ -353,6 +354,7 @@ def task_run_from_proto(message: pb.TaskRun) -> TaskRun:
         progress=(
             Progress(message.progress.fraction, message.progress.message) if message.HasField("progress") else None
         ),
+        schedule_to_start_timeout=optional_duration(message, "schedule_to_start_timeout"),
     )
 
 

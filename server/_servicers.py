@@ -140,6 +140,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         return tpb.SubmitExecutionResponse(
             execution=wire.execution_to_proto(snapshot.execution, snapshot.task_runs),
             deduplicated=result.deduplicated,
+            unserved_handlers=self._engine.unserved(task_run.handler for task_run in snapshot.task_runs),
         )
 
     @_translate_errors
@@ -154,13 +155,15 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         items = [_submit_item(spec, f"executions[{index}]") for index, spec in enumerate(request.executions)]
         results = await self._engine.submit_many(items, wait_for_room=wait, timeout_s=timeout_s)
         response = tpb.SubmitExecutionsResponse()
-        for result in results:
+        unserved = set(self._engine.unserved({task.handler for spec in request.executions for task in spec.tasks}))
+        for spec, result in zip(request.executions, results, strict=True):
             code, message = wire.submit_result_error(result.error) if result.error else ("", "")
             response.results.add(
                 execution_id=result.execution_id,
                 deduplicated=result.deduplicated,
                 error_code=code,
                 error_message=message,
+                unserved_handlers=sorted({task.handler for task in spec.tasks} & unserved) if unserved else (),
             )
         return response
 

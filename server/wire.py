@@ -129,6 +129,9 @@ def task_spec_from_proto(message: tpb.TaskSpec, where: str = "task") -> d.TaskSp
         retry_policy=retry_policy_from_proto(message.retry_policy, f"{where}.retry_policy")
         if message.HasField("retry_policy")
         else d.RetryPolicy(),
+        schedule_to_start_timeout=optional_duration(
+            message, "schedule_to_start_timeout", f"{where}.schedule_to_start_timeout"
+        ),
     )
 
 
@@ -197,6 +200,7 @@ def task_run_to_proto(task_run: d.TaskRun) -> pb.TaskRun:
         not_before=timestamp_to_proto(task_run.not_before),
         progress=pb.Progress(fraction=progress.fraction, message=progress.message) if progress else None,
         cancel_requested=reason_to_proto(task_run.pending_cancel),
+        schedule_to_start_timeout=duration_to_proto(task_run.schedule_to_start_timeout),
     )
 
 

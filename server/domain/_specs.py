@@ -55,6 +55,7 @@ def create_execution(
                 depends_on=task.depends_on,
                 timeout=task.timeout,
                 retry_policy=task.retry_policy,
+                schedule_to_start_timeout=task.schedule_to_start_timeout,
                 state=state,
                 reason=reason,
                 created_at=now,

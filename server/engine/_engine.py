@@ -102,6 +102,7 @@ class Engine:
             dispatcher=self._dispatcher,
         )
         executions.enqueue = self._dispatcher.enqueue
+        executions.is_served = self._pool.serves
         executions.cancel_on_worker = self._pool.cancel_on_worker
         executions.retired = self._submits.forget_key
         self._history.is_live = executions.by_id.__contains__
@@ -279,6 +280,10 @@ class Engine:
         )
 
     # ---- Workers --------------------------------------------------------------------------------
+
+    def unserved(self, handlers: Iterable[str]) -> tuple[str, ...]:
+        """Those of `handlers` that no connected worker serves now, sorted."""
+        return tuple(sorted({handler for handler in handlers if not self._pool.serves(handler)}))
 
     def workers(self) -> list[WorkerSession]:
         return sorted(self._pool.connected(), key=lambda s: (s.name, s.session_id))

@@ -177,6 +177,13 @@ class WorkerPool:
         # Wired by the engine: a session may have a free slot now (it connected, or an attempt ended).
         self.slot_freed: Callable[[WorkerSession], None] = _slot_hook_unwired
 
+    def serves(self, handler: str) -> bool:
+        """Whether a connected worker takes new work for `handler` (a draining one takes none)."""
+        return any(
+            handler in session.handlers and session.connected and not session.draining
+            for session in self.sessions.values()
+        )
+
     def connected(self) -> list[WorkerSession]:
         return [session for session in self.sessions.values() if session.connected]
 

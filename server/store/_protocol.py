@@ -105,7 +105,7 @@ class ColdTaskRun:
     """A queued task run that the engine keeps out of memory until it dispatches it.
 
     Only executions that nothing can change before a dispatch are cold: PENDING, not closing,
-    no deadline, and every task run PENDING with no attempt yet.
+    no deadline, and every task run PENDING with no attempt yet and no schedule-to-start timeout.
     """
 
     task_run_id: str

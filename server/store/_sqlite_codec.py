@@ -83,6 +83,7 @@ TASK_RUN_COLUMNS: Final = (
     "started_at",
     "ended_at",
     "attempts",
+    "schedule_to_start_us",
 )
 
 
@@ -190,6 +191,7 @@ def task_run_to_row(task_run: TaskRun) -> dict[str, Any]:
     pending_cancel = task_run.pending_cancel
     progress = task_run.progress
     timeout = task_run.timeout
+    start = task_run.schedule_to_start_timeout
     return {
         **_lifecycle_to_row(task_run),
         "execution_id": task_run.execution_id,
@@ -203,6 +205,7 @@ def task_run_to_row(task_run: TaskRun) -> dict[str, Any]:
         "pending_cancel": None if pending_cancel is None else dumps(reason_to_json(pending_cancel)),
         "progress": None if progress is None else dumps(progress_to_json(progress)),
         "attempts": attempts_to_text(task_run.attempts),
+        "schedule_to_start_us": None if start is None else timedelta_to_db(start),
     }
 
 
@@ -210,6 +213,7 @@ def task_run_from_row(row: RowLike) -> TaskRun:
     pending_cancel = row["pending_cancel"]
     progress = row["progress"]
     timeout_us = row["timeout_us"]
+    start_us = row["schedule_to_start_us"]
     return TaskRun(
         **_lifecycle_from_row(row),
         execution_id=row["execution_id"],
@@ -222,6 +226,7 @@ def task_run_from_row(row: RowLike) -> TaskRun:
         attempts=attempts_from_text(row["attempts"]),
         pending_cancel=None if pending_cancel is None else reason_from_json(json.loads(pending_cancel)),
         progress=None if progress is None else progress_from_json(json.loads(progress)),
+        schedule_to_start_timeout=None if start_us is None else timedelta(microseconds=start_us),
     )
 
 
