@@ -21,12 +21,15 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 
 from taskwire.v1 import task_service_pb2, worker_service_pb2
 
 from ._config import ServerConfig
 from ._edge import RejectionLog, add_service
 from ._history_wire import ProtoHistoryCodec
+from ._http import HttpEndpoint
+from ._metrics import CallMetrics, EngineGauges, ServerMetrics
 from ._servicers import TaskService, WorkerService
 from .engine import Clock, Engine
 from .store import SqliteStore, Store
@@ -62,9 +65,22 @@ class TaskwireServer:
     def __init__(self, config: ServerConfig, *, store: Store | None = None, clock: Clock | None = None) -> None:
         self.config = config
         self._store: Store = store or SqliteStore(config.db_path)
+        registry = CollectorRegistry(auto_describe=False) if config.metrics_listen is not None else None
         self.engine = Engine(
-            store=self._store, config=config, codec=ProtoHistoryCodec(), clock=clock, on_fatal=self._on_fatal
+            store=self._store,
+            config=config,
+            codec=ProtoHistoryCodec(),
+            clock=clock,
+            on_fatal=self._on_fatal,
+            observer=ServerMetrics(registry) if registry is not None else None,
         )
+        self._http: HttpEndpoint | None = None
+        self._interceptors: list[grpc.aio.ServerInterceptor] = []
+        if registry is not None:
+            registry.register(EngineGauges(self.engine))
+            self._http = HttpEndpoint(registry)
+            self._interceptors.append(CallMetrics(registry))
+        self.metrics_address = ""
         self._health = HealthServicer()
         self._grpc: grpc.aio.Server | None = None
         self.address = ""
@@ -81,6 +97,7 @@ class TaskwireServer:
         store another server owns, refuses before it changes anything."""
         max_message = self.config.max_message_bytes
         server = grpc.aio.server(
+            interceptors=self._interceptors,
             options=[
                 ("grpc.max_receive_message_length", max_message),
                 ("grpc.max_send_message_length", max_message),
@@ -89,7 +106,7 @@ class TaskwireServer:
                 ("grpc.keepalive_permit_without_calls", 1),
                 # gRPC shares ports by default: two servers on one port would split clients and workers.
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         rejections = RejectionLog()
         add_service(server, TaskService(engine=self.engine, config=self.config, rejections=rejections), TASK)
@@ -108,10 +125,14 @@ class TaskwireServer:
         host = self.config.listen.rsplit(":", 1)[0]
         self.address = f"{host}:{port}"
         try:
+            if self._http is not None and self.config.metrics_listen is not None:
+                self.metrics_address = await self._http.start(self.config.metrics_listen)
             await self._store.open()
             await self.engine.start()
         except BaseException:
             await server.stop(None)  # never started: this only releases the port
+            if self._http is not None:
+                await self._http.close()
             raise
         await server.start()
         self._grpc = server
@@ -147,6 +168,8 @@ class TaskwireServer:
             await self.engine.close()
             if self._grpc is not None:
                 await self._grpc.stop(grace=0.5)
+            if self._http is not None:
+                await self._http.close()
             await self._store.close()
             self._stopped.set()
 

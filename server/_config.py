@@ -33,6 +33,8 @@ class ServerConfig:
     # them forever. Deleted `retention_batch` at a time, one commit each.
     retention: timedelta = timedelta(days=7)
     retention_batch: int = 500
+    # HOST:PORT of the Prometheus metrics endpoint (`/metrics`); None: no HTTP at all.
+    metrics_listen: str | None = None
     # Deadline of unary calls that do not set one themselves.
     default_rpc_timeout: timedelta = timedelta(seconds=30)
 

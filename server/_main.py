@@ -138,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
         "0 keeps them forever [TASKWIRE_RETENTION] (default: %(default)s, 7 days)",
     )
     add(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        default=_env("TASKWIRE_METRICS_LISTEN", "") or None,
+        help="serve Prometheus metrics on http://HOST:PORT/metrics; port 0 picks a free one "
+        "[TASKWIRE_METRICS_LISTEN] (default: off)",
+    )
+    add(
         "--with-local-worker",
         action="store_true",
         default=_env("TASKWIRE_WITH_LOCAL_WORKER", "") not in ("", "0", "false"),
@@ -165,6 +172,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         cancel_grace=args.cancel_grace,
         shutdown_grace=args.shutdown_grace,
         retention=args.retention,
+        metrics_listen=args.metrics_listen,
     )
 
 
@@ -180,6 +188,8 @@ async def serve(config: ServerConfig, *, with_local_worker: bool = False) -> int
     gc.collect()
     gc.freeze()
     print(f"taskwire-server listening on {address} (store: {config.db_path})", flush=True)
+    if server.metrics_address:
+        print(f"taskwire-server metrics on http://{server.metrics_address}/metrics", flush=True)
     loop = asyncio.get_running_loop()
 
     signals_seen = 0

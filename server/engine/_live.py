@@ -54,6 +54,7 @@ from taskwire.server.store import Committer, ExecutionSnapshot
 from ._admission import AdmissionQueue
 from ._clock import Clock
 from ._history import History
+from ._observer import Observer, Unobserved
 from ._sessions import AttemptLog, AttemptProgress
 from ._timers import Timers
 
@@ -89,13 +90,15 @@ def adjust_count(counts: dict[str, int], key: str, delta: int) -> None:
 class Figures:
     """The queue size and the per-handler pending / in-flight counts, in step with task run states."""
 
-    def __init__(self, admission: AdmissionQueue) -> None:
+    def __init__(self, admission: AdmissionQueue, observer: Observer | None = None) -> None:
         self._admission = admission
+        self._observer: Observer = observer or Unobserved()
         self.pending_by_handler: dict[str, int] = {}
         self.in_flight_by_handler: dict[str, int] = {}
 
     def count(self, before: TaskRun | None, after: TaskRun, *, admitted: bool = False) -> None:
         """`before` None: a new or recovered task run (`admitted`: its room was reserved on submit)."""
+        self._observer.task_run_changed(before, after)
         was_queued = before is not None and before.state in _QUEUED
         is_queued = after.state in _QUEUED
         if is_queued and not was_queued and not admitted:
