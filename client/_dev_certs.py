@@ -48,6 +48,14 @@ class Issued:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
 
+    @classmethod
+    def load(cls, cert_path: Path, key_path: Path) -> Issued:
+        """A certificate and its EC key as `write` left them (to issue more from a CA made earlier)."""
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{key_path} holds no EC private key")
+        return cls(x509.load_pem_x509_certificate(cert_path.read_bytes()), key)
+
     def write(self, cert_path: Path, key_path: Path) -> None:
         """The certificate (mode 0644) and the key (mode 0600), each replaced in one rename."""
         _write(key_path, self.key_pem, mode=0o600)
