@@ -18,9 +18,9 @@ def test_metadata_and_messages_past_the_limits_are_resource_exhausted(procs: Clu
     with grpc.insecure_channel(server.address) as channel:
         stats = task_service_pb2_grpc.TaskServiceStub(channel).GetStats
         submit = task_service_pb2_grpc.TaskServiceStub(channel).SubmitExecution
-        stats(tpb.GetStatsRequest(), timeout=10, metadata=[("x-note", "a" * 1000)])
+        stats(tpb.GetStatsRequest(), timeout=10, metadata=(("x-note", "a" * 1000),))
         with pytest.raises(grpc.RpcError) as headers:
-            stats(tpb.GetStatsRequest(), timeout=10, metadata=[("x-note", "a" * 4000)])
+            stats(tpb.GetStatsRequest(), timeout=10, metadata=(("x-note", "a" * 4000),))
         assert headers.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
 
         with pytest.raises(grpc.RpcError) as message:
