@@ -158,33 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tls = parser.add_argument_group(
         "transport security",
-        "Plaintext, or service without credentials, is for loopback addresses only: on any other address the "
-        "server needs TLS and --auth-file, or --insecure. Certificate files are re-read when they change.",
+        "Plaintext, or service without credentials, is for loopback addresses only: on any\n"
+        "other address the server needs TLS and --auth-file, or --insecure. Certificate files\n"
+        "are re-read when they change, so a rotation needs no restart.",
     )
-    tls.add_argument(
-        "--tls-cert",
-        type=Path,
-        default=_path_env("TASKWIRE_TLS_CERT"),
-        metavar="FILE",
-        help="the server's certificate chain (PEM); with --tls-key, serve TLS only [TASKWIRE_TLS_CERT]",
-    )
-    tls.add_argument(
-        "--tls-key", type=Path, default=_path_env("TASKWIRE_TLS_KEY"), metavar="FILE", help="its key [TASKWIRE_TLS_KEY]"
-    )
-    tls.add_argument(
-        "--tls-client-ca",
-        type=Path,
-        default=_path_env("TASKWIRE_TLS_CLIENT_CA"),
-        metavar="FILE",
-        help="require client certificates signed by this CA: mutual TLS [TASKWIRE_TLS_CLIENT_CA]",
-    )
-    tls.add_argument(
-        "--auth-file",
-        type=Path,
-        default=_path_env("TASKWIRE_AUTH_FILE"),
-        metavar="FILE",
-        help="identities and roles: who may call what [TASKWIRE_AUTH_FILE]",
-    )
+    for flag, env, what in (
+        ("--tls-cert", "TASKWIRE_TLS_CERT", "the server's certificate chain (PEM); with --tls-key, serve TLS only"),
+        ("--tls-key", "TASKWIRE_TLS_KEY", "its private key (PEM)"),
+        ("--tls-client-ca", "TASKWIRE_TLS_CLIENT_CA", "require client certificates signed by this CA: mutual TLS"),
+        ("--auth-file", "TASKWIRE_AUTH_FILE", "identities and roles: who may call what"),
+    ):
+        tls.add_argument(flag, type=Path, default=_path_env(env), metavar="FILE", help=f"{what} [{env}]")
     tls.add_argument(
         "--insecure",
         action="store_true",
