@@ -53,3 +53,9 @@ def test_loopback_needs_neither(tmp_path: Path) -> None:
         assert "(plaintext, store:" in process.wait_for_line(READY).string
     finally:
         process.stop()
+
+
+def test_the_local_worker_cannot_go_with_tls(tmp_path: Path, certs: DevCerts) -> None:
+    process = spawn(server(tmp_path, "127.0.0.1:0", "--with-local-worker", *certs.server_flags()))
+    assert process.wait() == 2
+    assert "--with-local-worker runs over plaintext loopback only" in process.output
