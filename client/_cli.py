@@ -31,7 +31,7 @@ from taskwire.common import (
     ValidationError,
     positive_int,
 )
-from taskwire.common.tls import TlsConfigError, add_tls_arguments, tls_from_args
+from taskwire.common.tls import TlsConfigError, TlsFiles, add_tls_arguments, tls_from_args
 
 from ._common import DEFAULT_ADDRESS, parse_state
 from ._errors import ServerUnavailable, WaitTimeout
@@ -541,18 +541,15 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, st
     args = build_parser().parse_args(argv)
     if args.command == "dev-certs":
         return cmd_dev_certs(args, out)
+    tls: TlsFiles | None = None
     try:
         try:
             tls = tls_from_args(args)
+            credentials = tls.credentials() if tls is not None else None
         except TlsConfigError as error:
             raise UsageError(str(error)) from None
-        credentials = options = None
-        if tls is not None:
-            try:
-                credentials, options = tls.credentials(), tls.channel_options()
-            except TlsConfigError as error:
-                raise UsageError(str(error)) from None
-        with Client(server_address(args), credentials=credentials, options=options or ()) as client:
+        options = tls.channel_options() if tls is not None else ()
+        with Client(server_address(args), credentials=credentials, options=options) as client:
             return COMMANDS[args.command](client, args, out)
     except (UsageError, TaskwireError) as error:
         line = error_line(error, action=action_of(args))

@@ -1,5 +1,8 @@
 """The taskwire server: the engine behind gRPC, with health checking and reflection.
 
+It serves plaintext or TLS (mutual TLS with a client CA) as `_tls` decides, and refuses to serve
+plaintext or without credentials off loopback unless told `insecure`.
+
 Shutdown order (STYLE.md): stop accepting → stop dispatching and tell the
 workers the server is going away, then wait (within the grace period) until
 each has hung up, so everything they wrote is read → stop the gRPC server →

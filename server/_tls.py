@@ -22,6 +22,7 @@ from pathlib import Path
 
 import grpc
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from ._config import ServerConfig
@@ -55,7 +56,7 @@ def _check(material: _Material, files: CertificateFiles) -> None:
         raise TlsFileError(f"{str(files.cert)!r} holds no PEM certificate") from None
     try:
         key = serialization.load_pem_private_key(material.key, password=None)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         raise TlsFileError(f"{str(files.key)!r} holds no unencrypted PEM private key") from None
     if chain[0].public_key() != key.public_key():
         raise TlsFileError(f"the key {str(files.key)!r} does not belong to the certificate {str(files.cert)!r}")
@@ -133,7 +134,7 @@ class CertificateFiles:
                 return None
             try:
                 material = self._load()
-            except TlsFileError as error:
+            except (TlsFileError, UnsupportedAlgorithm) as error:
                 # Keep serving with the last good files; the next change (the rest of the rotation) is tried.
                 self._refused = stamp
                 log.warning("TLS files changed but are not usable (%s); keeping the previous ones", error)

@@ -74,6 +74,7 @@ def test_rotated_server_certificate_and_client_ca_are_used_without_a_restart(
     assert health_check(mtls_server.address, credentials(new_ca.cert_pem, new_admin)) is grpc.StatusCode.OK
     # ... and the new client CA is required: a client certificate of the old CA is refused.
     assert health_check(mtls_server.address, credentials(new_ca.cert_pem, old_admin)) is grpc.StatusCode.UNAVAILABLE
+    mtls_server.process.wait_for_line("TLS certificate files changed: new connections use the new ones")
     # Same process all along, and the connection opened before the rotation still works.
     assert mtls_server.process.popen.poll() is None
     health.Check(health_pb2.HealthCheckRequest(), timeout=10)
