@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from taskwire.client._dev_certs import DevCerts, Issued, issue_client, issue_server, make_ca
-from tests.harness import ServerProcess
+from tests.harness import BIN, ServerProcess, spawn
 from tests.integration.security.conftest import client_files, credentials, health_check
 
 pytestmark = pytest.mark.timeout(60)
@@ -79,3 +80,14 @@ def test_rotated_server_certificate_and_client_ca_are_used_without_a_restart(
     assert mtls_server.process.popen.poll() is None
     health.Check(health_pb2.HealthCheckRequest(), timeout=10)
     kept.close()
+
+
+def test_a_key_that_is_not_the_certificates_stops_the_start_in_one_line(tmp_path: Path, certs: DevCerts) -> None:
+    args = ["--listen", "127.0.0.1:0", "--db", str(tmp_path / "t.db")]
+    args += ["--tls-cert", str(certs.server_cert), "--tls-key", str(certs.client_key("admin"))]
+    process = spawn([str(BIN / "taskwire-server"), *args])
+    assert process.wait() == 1
+    assert process.output == (
+        f"taskwire-server: cannot start: the key {str(certs.client_key('admin'))!r} does not belong to the "
+        f"certificate {str(certs.server_cert)!r}"
+    )
