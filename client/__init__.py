@@ -12,6 +12,9 @@ dataclasses and enums (the records of `taskwire.common`, shared with the server)
 outcome or log level from a newer server is kept and shown (`State.is_known` is
 False for it), and a kind of watch event this version does not know comes as an
 `UnknownEvent`.
+
+Over TLS (mutual TLS with a client certificate), pass `credentials=tls_credentials(ca=..., cert=...,
+key=...)` to either client.
 """
 
 from taskwire.common import (
@@ -42,6 +45,7 @@ from taskwire.common import (
     TaskwireError,
     ValidationError,
 )
+from taskwire.common.tls import tls_credentials
 
 from ._async import AsyncClient
 from ._common import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, to_payload
@@ -105,5 +109,6 @@ __all__ = [
     "WaitTimeout",
     "WatchEvent",
     "WorkerInfo",
+    "tls_credentials",
     "to_payload",
 ]

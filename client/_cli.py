@@ -31,6 +31,7 @@ from taskwire.common import (
     ValidationError,
     positive_int,
 )
+from taskwire.common.tls import TlsConfigError, TlsFiles, add_tls_arguments, tls_from_args
 
 from ._common import DEFAULT_ADDRESS, parse_state, unserved_warning
 from ._errors import ServerUnavailable, WaitTimeout
@@ -206,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help=f"the taskwire server (default: ${SERVER_ENV} or {DEFAULT_ADDRESS})",
     )
+    add_tls_arguments(common)
     as_json = _Parser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
     # For the subcommands of a command that takes --json itself: unset there keeps the command's value.
@@ -312,6 +314,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds its running tasks may take to finish before they are aborted (default: the worker's own)",
     )
     drain.add_argument("--reason", metavar="TEXT", default="", help="why; shown in the worker's log")
+
+    dev_certs = commands.add_parser(
+        "dev-certs",
+        help="create a local CA, a server certificate and client certificates for mutual TLS",
+        description="Create a local CA, a server certificate (for localhost, 127.0.0.1, ::1 and each --host) "
+        "and one client certificate per --client (URI SAN spiffe://taskwire/NAME) in DIR, then print the "
+        "flags that use them. For trying mutual TLS, not for production.",
+    )
+    dev_certs.add_argument("directory", metavar="DIR", type=Path, help="where to write them (created if missing)")
+    dev_certs.add_argument(
+        "--host", dest="hosts", metavar="NAME", action="append", default=[], help="another server name or IP (repeat)"
+    )
+    dev_certs.add_argument(
+        "--client",
+        dest="clients",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="a client certificate for NAME (repeatable; default: worker and admin)",
+    )
     return parser
 
 
@@ -501,6 +523,19 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace, Output], ExitCode]] = 
 }
 
 
+def cmd_dev_certs(args: argparse.Namespace, out: Output) -> int:
+    # Imported here: the other commands do not load the cryptography package.
+    from ._dev_certs import DEFAULT_CLIENTS, usage_text, write_dev_certs
+
+    try:
+        certs = write_dev_certs(args.directory, hosts=args.hosts, clients=args.clients or DEFAULT_CLIENTS)
+    except (ValueError, OSError) as error:
+        out.error(f"{PROG}: dev-certs: {error}")
+        return ExitCode.USAGE
+    out.line(usage_text(certs))
+    return ExitCode.OK
+
+
 def action_of(args: argparse.Namespace) -> str:
     """What the user asked for, as the error line names it: `get 01J...`, `submit echo`."""
     if getattr(args, "workers_action", None) == "drain":
@@ -513,11 +548,23 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, st
     """Run one command; returns its exit code (the console script exits with it)."""
     out = Output(stdout or sys.stdout, stderr or sys.stderr)
     args = build_parser().parse_args(argv)
+    if args.command == "dev-certs":
+        return cmd_dev_certs(args, out)
+    tls: TlsFiles | None = None
     try:
-        with Client(server_address(args)) as client:
+        try:
+            tls = tls_from_args(args)
+            credentials = tls.credentials() if tls is not None else None
+        except TlsConfigError as error:
+            raise UsageError(str(error)) from None
+        options = tls.channel_options() if tls is not None else ()
+        with Client(server_address(args), credentials=credentials, options=options) as client:
             return COMMANDS[args.command](client, args, out)
     except (UsageError, TaskwireError) as error:
-        out.error(error_line(error, action=action_of(args)))
+        line = error_line(error, action=action_of(args))
+        if isinstance(error, ServerUnavailable) and tls is not None:
+            line += " (or the TLS handshake failed: check --tls-ca, --tls-cert and --tls-key)"
+        out.error(line)
         return exit_code_for(error)
     except KeyboardInterrupt:
         subject = getattr(args, "execution_id", None)

@@ -1,5 +1,8 @@
 """The taskwire server: the engine behind gRPC, with health checking and reflection.
 
+It serves plaintext or TLS (mutual TLS with a client CA) as `_tls` decides, and refuses to serve
+plaintext or without credentials off loopback unless told `insecure`.
+
 Shutdown order (STYLE.md): stop accepting → stop dispatching and tell the
 workers the server is going away, then wait (within the grace period) until
 each has hung up, so everything they wrote is read → stop the gRPC server →
@@ -31,6 +34,7 @@ from ._history_wire import ProtoHistoryCodec
 from ._http import HttpEndpoint
 from ._metrics import CallMetrics, EngineGauges, ServerMetrics
 from ._servicers import TaskService, WorkerService
+from ._tls import CertificateFiles, listen_refusal, server_credentials
 from .engine import Clock, Engine
 from .store import SqliteStore, Store
 
@@ -61,6 +65,10 @@ class AddressInUse(OSError):
     """The address to listen on is taken (by another server, most likely) or cannot be bound."""
 
 
+class InsecureListen(ValueError):
+    """Plaintext or unauthenticated service on a non-loopback address, without `insecure`."""
+
+
 class TaskwireServer:
     def __init__(self, config: ServerConfig, *, store: Store | None = None, clock: Clock | None = None) -> None:
         self.config = config
@@ -89,18 +97,26 @@ class TaskwireServer:
         self._hurry: asyncio.Task[None] | None = None
         self._stop_lock = asyncio.Lock()
         self.failure: BaseException | None = None
+        self.certificates: CertificateFiles | None = None
 
     async def start(self) -> str:
         """Bind the port, open the store, recover, and serve. Returns the bound address (useful with port 0).
 
         The port is bound first and alone (no SO_REUSEPORT): a second server on a used port, or on a
         store another server owns, refuses before it changes anything."""
+        refusal = listen_refusal(self.config)
+        if refusal is not None:
+            raise InsecureListen(refusal)
+        credentials, self.certificates = server_credentials(self.config)  # TlsFileError when unusable
         max_message = self.config.max_message_bytes
         server = grpc.aio.server(
             interceptors=self._interceptors,
             options=[
                 ("grpc.max_receive_message_length", max_message),
                 ("grpc.max_send_message_length", max_message),
+                # Headers past this are refused (RESOURCE_EXHAUSTED) before any handler runs.
+                ("grpc.max_metadata_size", self.config.max_metadata_bytes),
+                ("grpc.absolute_max_metadata_size", self.config.max_metadata_bytes),
                 # Workers probe their stream with keepalive pings (every few seconds, also when idle).
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
                 ("grpc.keepalive_permit_without_calls", 1),
@@ -117,7 +133,10 @@ class TaskwireServer:
         )
         try:
             _check_free(self.config.listen)
-            port = server.add_insecure_port(self.config.listen)
+            if credentials is None:
+                port = server.add_insecure_port(self.config.listen)
+            else:
+                port = server.add_secure_port(self.config.listen, credentials)
         except (RuntimeError, OSError):
             raise AddressInUse(
                 f"cannot listen on {self.config.listen}: the address is in use or not available"

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from taskwire.common import positive_int
+from taskwire.common.tls import TlsConfigError, TlsFiles, add_tls_arguments, tls_from_args
 
 from ._errors import ConnectionLostError, HandlerLoadError
 from ._executor import Isolation
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="log verbosity on stderr; handler log lines below it are not sent either "
         "[env TASKWIRE_LOG_LEVEL; default info]",
     )
+    add_tls_arguments(parser)
     return parser
 
 
@@ -153,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``taskwire-worker``; returns the exit status."""
     parser = build_parser()
     try:
-        args, registry, labels = _configure(parser, argv)
+        args, registry, labels, tls = _configure(parser, argv)
     except SystemExit as exc:  # --help, or a bad argument already reported in one line
         return exc.code if isinstance(exc.code, int) else 2
 
@@ -171,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop_grace_s=args.stop_grace,
         max_reconnect_attempts=args.max_reconnect_attempts,
         handler_log_level=level,
+        tls=tls,
     )
     _log.info(
         "worker %s (instance %s) serving %s with %d slot(s), %s isolation",
@@ -185,8 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _configure(
     parser: argparse.ArgumentParser, argv: Sequence[str] | None
-) -> tuple[argparse.Namespace, HandlerRegistry, dict[str, str]]:
+) -> tuple[argparse.Namespace, HandlerRegistry, dict[str, str], TlsFiles | None]:
     args = parser.parse_args(argv)
+    try:
+        tls = tls_from_args(args)
+    except TlsConfigError as exc:
+        parser.error(str(exc))
     labels = dict(args.label)
     for item in filter(None, (_env("TASKWIRE_LABELS") or "").split(",")):
         try:
@@ -206,7 +213,7 @@ def _configure(
         registry = load_handlers(args.handlers.split(","))
     except HandlerLoadError as exc:
         parser.error(str(exc))
-    return args, registry, labels
+    return args, registry, labels, tls
 
 
 async def _serve(worker: Worker, *, drain_timeout_s: float) -> int:

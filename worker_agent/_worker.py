@@ -29,6 +29,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from taskwire.common.tls import TlsConfigError, TlsFiles
 from taskwire.v1 import worker_service_pb2 as wpb
 from taskwire.v1 import worker_service_pb2_grpc
 
@@ -84,6 +85,9 @@ class Worker:
     it is shut down: :meth:`drain` (or a server Drain) stops taking work, lets running attempts finish
     for a grace period while heartbeats keep flowing, aborts the rest, flushes their reports and closes
     the stream. :meth:`close` is the same with no grace.
+
+    With ``tls`` the stream runs over TLS (mutual TLS when it names a client certificate); the files are
+    read again on every reconnect, so a rotated certificate is used without a restart.
     """
 
     def __init__(
@@ -108,6 +112,7 @@ class Worker:
         keepalive_timeout_s: float = 5.0,
         handler_log_level: int = logging.INFO,
         channel_options: Sequence[tuple[str, Any]] = (),
+        tls: TlsFiles | None = None,
         mp_start_method: str = "spawn",
     ) -> None:
         if slots < 1:
@@ -117,6 +122,7 @@ class Worker:
         if max_reconnect_attempts is not None and max_reconnect_attempts < 1:
             raise ValueError(f"max_reconnect_attempts must be at least 1, got {max_reconnect_attempts}")
         self._server = server
+        self._tls = tls
         self._registry = registry
         self._slots = slots
         self._name = name or default_worker_name()
@@ -400,7 +406,7 @@ class Worker:
             return
         self._server_leaving.clear()
         loop = asyncio.get_running_loop()
-        channel = grpc.aio.insecure_channel(self._server, options=self._channel_options)
+        channel = self._open_channel()
         call: Any = None
         tasks: list[asyncio.Task[Any]] = []
         welcomed_at: float | None = None
@@ -468,6 +474,18 @@ class Worker:
                 if call is not None:
                     call.cancel()
                 await channel.close()
+
+    def _open_channel(self) -> grpc.aio.Channel:
+        if self._tls is None:
+            return grpc.aio.insecure_channel(self._server, options=self._channel_options)
+        # The certificate files are read again for every connection: a rotated client certificate is
+        # used from the next reconnect on, without a restart.
+        try:
+            credentials = self._tls.credentials()
+        except TlsConfigError as exc:
+            raise _ConnectFailed(str(exc)) from exc
+        options = [*self._channel_options, *self._tls.channel_options()]
+        return grpc.aio.secure_channel(self._server, credentials, options=options)
 
     def _hello(self, reported: set[AttemptKey]) -> wpb.WorkerMessage:
         hello = wpb.WorkerHello(
