@@ -72,6 +72,13 @@ def _seconds(what: str, *, zero_allowed: bool = False) -> Callable[[str], timede
     return lambda text: timedelta(seconds=number(text))
 
 
+def _host_port(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (port 0 picks one), got {text!r}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="taskwire-server", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -144,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--metrics-listen",
+        type=_host_port,
         metavar="HOST:PORT",
         default=_env("TASKWIRE_METRICS_LISTEN", "") or None,
         help="serve Prometheus metrics on http://HOST:PORT/metrics; port 0 picks a free one "

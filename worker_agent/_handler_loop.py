@@ -96,11 +96,13 @@ class HandlerLoop:
         live_warn_s: float = LIVE_WARN_S,
         report: StallReport | None = None,
         name: str = "taskwire-handlers",
+        on_stall: Callable[[str], None] | None = None,
     ) -> None:
         self._threshold_s = threshold_s
         self._tick_s = tick_s
         self._live_warn_s = live_warn_s
         self._report = report if report is not None else StallReport()
+        self._on_stall = on_stall  # told the culprit of every stall, warned of or not
         self._loop = asyncio.new_event_loop()
         self._inbox = Inbox(self._loop)
         self._handlers: dict[asyncio.Task[Any], str] = {}  # running handler tasks, by handler name
@@ -170,6 +172,8 @@ class HandlerLoop:
         late_s = now - due
         if late_s >= self._threshold_s:
             handler = self._suspect or self._only_handler() or "(unknown)"
+            if self._on_stall is not None:
+                self._on_stall(handler)
             text = self._report.message(handler, late_s, time.monotonic())
             if text is not None:
                 _log.warning(text)

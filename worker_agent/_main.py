@@ -17,6 +17,7 @@ from taskwire.common.tls import TlsConfigError, TlsFiles, add_tls_arguments, tls
 
 from ._errors import ConnectionLostError, HandlerLoadError
 from ._executor import Isolation
+from ._metrics import WorkerMetrics
 from ._registry import HandlerRegistry, load_handlers
 from ._stream import default_worker_name
 from ._worker import Worker
@@ -147,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="log verbosity on stderr; handler log lines below it are not sent either "
         "[env TASKWIRE_LOG_LEVEL; default info]",
     )
+    parser.add_argument(
+        "--metrics-listen",
+        default=_env("TASKWIRE_WORKER_METRICS_LISTEN"),
+        metavar="HOST:PORT",
+        help="serve this worker's Prometheus metrics on http://HOST:PORT/metrics; port 0 picks one "
+        "[env TASKWIRE_WORKER_METRICS_LISTEN; default off]",
+    )
     add_tls_arguments(parser)
     return parser
 
@@ -161,6 +169,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     level = getattr(logging, args.log_level.upper())
     logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    metrics = WorkerMetrics() if args.metrics_listen else None
+    if metrics is not None:
+        try:
+            host, port = metrics.serve(args.metrics_listen)
+        except (OSError, ValueError) as error:
+            print(f"taskwire-worker: cannot serve metrics on {args.metrics_listen}: {error}", file=sys.stderr)
+            return 2
+        _log.info("metrics on http://%s:%d/metrics", host, port)
     worker = Worker(
         server=args.server,
         registry=registry,
@@ -174,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_reconnect_attempts=args.max_reconnect_attempts,
         handler_log_level=level,
         tls=tls,
+        metrics=metrics,
     )
     _log.info(
         "worker %s (instance %s) serving %s with %d slot(s), %s isolation",

@@ -38,6 +38,7 @@ from ._abort import AbortReason
 from ._errors import ConnectionLostError
 from ._executor import AttemptKey, Executor, Isolation
 from ._limits import WireLimits
+from ._metrics import WorkerMetrics
 from ._outbox import Outbox
 from ._outcome import Cancelled
 from ._registry import HandlerRegistry
@@ -114,6 +115,7 @@ class Worker:
         channel_options: Sequence[tuple[str, Any]] = (),
         tls: TlsFiles | None = None,
         mp_start_method: str = "spawn",
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
@@ -156,7 +158,9 @@ class Worker:
             handler_log_level=handler_log_level,
             handler_logger=logging.getLogger("taskwire.worker.handlers"),
             mp_start_method=mp_start_method,
+            metrics=metrics,
         )
+        self._metrics = metrics
         self._session: SessionInfo | None = None
         self._last_lease_s: float | None = None
         # Set by a GoingAway: the server is stopping, this session ends; its bound on the reconnect backoff.
@@ -468,6 +472,8 @@ class Worker:
             finally:
                 if welcomed_at is not None:
                     _log.info("disconnected from %s", self._server)
+                    if self._metrics is not None:
+                        self._metrics.connected.set(0)
                 self._session = None
                 self._connected.clear()
                 self._outbox.end_session()
@@ -519,6 +525,8 @@ class Worker:
             self._silence(attempt, "rejected by the server on reconnect")
         if self._draining:
             self._outbox.put(_draining(self._drain_reason), session_only=True, front=True)
+        if self._metrics is not None:
+            self._metrics.connected.set(1)
         _log.info(
             "connected to %s: session %s (heartbeat every %gs; %d attempt(s) adopted, %d rejected)",
             self._server,
