@@ -28,7 +28,7 @@ from .domain import AttemptOutcome, ReasonCode, State, TaskRun, infrastructure_f
 from .engine import Engine
 
 # No `_created` series: they double the samples of every counter and histogram, and nothing here needs them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # From a millisecond to an hour: dispatch on an idle server takes milliseconds, a backlog hours.
 _WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
