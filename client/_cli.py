@@ -9,16 +9,19 @@ from `ExitCode`; never a traceback for a user mistake or an unreachable server.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from enum import IntEnum
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 from rich.console import Console
 
 from taskwire.common import (
@@ -544,6 +547,21 @@ def action_of(args: argparse.Namespace) -> str:
     return f"{args.command} {subject}".strip()
 
 
+@contextlib.contextmanager
+def _parent_trace() -> Iterator[None]:
+    """A trace context in TRACEPARENT (and TRACESTATE), as a script in a traced job sets it, becomes the
+    parent of what the command submits."""
+    carrier = {name.lower(): value for name in ("TRACEPARENT", "TRACESTATE") if (value := os.environ.get(name))}
+    if not carrier:
+        yield
+        return
+    token = otel_context.attach(propagate.extract(carrier))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
     """Run one command; returns its exit code (the console script exits with it)."""
     out = Output(stdout or sys.stdout, stderr or sys.stderr)
@@ -558,7 +576,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, st
         except TlsConfigError as error:
             raise UsageError(str(error)) from None
         options = tls.channel_options() if tls is not None else ()
-        with Client(server_address(args), credentials=credentials, options=options) as client:
+        with Client(server_address(args), credentials=credentials, options=options) as client, _parent_trace():
             return COMMANDS[args.command](client, args, out)
     except (UsageError, TaskwireError) as error:
         line = error_line(error, action=action_of(args))

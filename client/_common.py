@@ -11,6 +11,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 import tenacity
+from opentelemetry import propagate
 
 from taskwire.common import (
     ExecutionSpec,
@@ -143,13 +144,19 @@ def admission(wait_for_room: bool) -> tpb.AdmissionMode.ValueType:
 
 
 def submit_request(spec: ExecutionSpec, *, wait_for_room: bool) -> tpb.SubmitExecutionRequest:
-    return tpb.SubmitExecutionRequest(execution=wire.execution_spec_to_proto(spec), admission=admission(wait_for_room))
+    return tpb.SubmitExecutionRequest(execution=_traced(spec), admission=admission(wait_for_room))
 
 
 def submit_many_request(specs: Iterable[ExecutionSpec], *, wait_for_room: bool) -> tpb.SubmitExecutionsRequest:
-    return tpb.SubmitExecutionsRequest(
-        executions=[wire.execution_spec_to_proto(spec) for spec in specs], admission=admission(wait_for_room)
-    )
+    return tpb.SubmitExecutionsRequest(executions=[_traced(spec) for spec in specs], admission=admission(wait_for_room))
+
+
+def _traced(spec: ExecutionSpec) -> tpb.ExecutionSpec:
+    """The spec on the wire, carrying the caller's current trace context (W3C) unless it sets its own."""
+    message = wire.execution_spec_to_proto(spec)
+    if not spec.trace_context:
+        propagate.inject(message.trace_context)
+    return message
 
 
 def submit_is_idempotent(specs: Iterable[ExecutionSpec]) -> bool:

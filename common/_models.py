@@ -265,6 +265,8 @@ class Execution:
     # Set when the execution must end (cancelled, timed out or failed) but task
     # runs are still stopping; the state becomes final once nothing is active.
     closing: Closing | None = None
+    # The submitter's W3C trace context (traceparent, tracestate); empty: none.
+    trace_context: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_state_reason("execution", self.id, self.state, self.reason)

@@ -54,6 +54,8 @@ class ExecutionSpec:
     timeout: timedelta | None = None
     not_before: datetime | None = None
     idempotency_key: str = ""
+    # The submitter's W3C trace context (traceparent, tracestate); empty: none.
+    trace_context: Mapping[str, str] = field(default_factory=dict)
 
 
 def _duration(value: timedelta | None, where: str, limits: Limits) -> None:
@@ -154,6 +156,13 @@ def validate_execution_spec(spec: ExecutionSpec, limits: Limits, where: str = "e
         if len(value) > 1024:
             raise ValidationError(f"{where}.metadata[{key!r}]", "values must have at most 1024 characters")
     _duration(spec.timeout, f"{where}.timeout", limits)
+    if len(spec.trace_context) > 8:
+        raise ValidationError(f"{where}.trace_context", f"at most 8 entries, got {len(spec.trace_context)}")
+    for key, value in spec.trace_context.items():
+        if not 0 < len(key) <= 64 or len(value) > 1024:
+            raise ValidationError(
+                f"{where}.trace_context", f"keys must have 1 to 64 characters and values at most 1024, got {key!r}"
+            )
 
     tasks: list[TaskSpec] = []
     seen: dict[str, int] = {}

@@ -301,6 +301,7 @@ def execution_spec_to_proto(spec: ExecutionSpec) -> tpb.ExecutionSpec:
         timeout=duration_to_proto(spec.timeout),
         not_before=timestamp_to_proto(spec.not_before),
         idempotency_key=spec.idempotency_key,
+        trace_context=dict(spec.trace_context),
     )
 
 
@@ -380,6 +381,7 @@ def execution_from_proto(message: pb.Execution) -> tuple[Execution, tuple[TaskRu
         started_at=optional_timestamp(message, "started_at"),
         ended_at=optional_timestamp(message, "ended_at"),
         closing=_closing_from_proto(message),
+        trace_context=dict(message.trace_context),
     )
     return execution, tuple(task_run_from_proto(task_run) for task_run in message.task_runs)
 

@@ -97,6 +97,9 @@ def fingerprint(spec: tpb.ExecutionSpec) -> str:
     """
     if not spec.idempotency_key:
         return ""
+    if spec.trace_context:  # who asked, and in which trace, does not make it another request
+        spec = tpb.ExecutionSpec.FromString(spec.SerializeToString())
+        spec.ClearField("trace_context")
     return hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()
 
 

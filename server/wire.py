@@ -144,6 +144,7 @@ def execution_spec_from_proto(message: tpb.ExecutionSpec, where: str = "executio
         timeout=optional_duration(message, "timeout", f"{where}.timeout"),
         not_before=optional_timestamp(message, "not_before", f"{where}.not_before"),
         idempotency_key=message.idempotency_key,
+        trace_context=dict(message.trace_context),
     )
 
 
@@ -228,6 +229,7 @@ def execution_to_proto(execution: d.Execution, task_runs: Iterable[d.TaskRun]) -
         task_runs=[task_run_to_proto(task_run) for task_run in task_runs],
         not_before=timestamp_to_proto(execution.not_before),
         closing=_closing_to_proto(execution.closing),
+        trace_context=dict(execution.trace_context),
     )
 
 

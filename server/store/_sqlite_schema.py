@@ -1,6 +1,6 @@
 """The SQLite store's schema, its migrations, and how every connection to the file is opened.
 
-Schema (PRAGMA user_version 4; timestamps are INTEGER microseconds since the
+Schema (PRAGMA user_version 5; timestamps are INTEGER microseconds since the
 Unix epoch, UTC; durations INTEGER microseconds; JSON columns are compact JSON):
 
 - `executions`: `seq` (AUTOINCREMENT, never reused: the newest-first paging
@@ -19,7 +19,8 @@ queue scan, `executions_cold` (partial: executions that may be cold) and
 attempts) answer "is this execution cold?" with two index probes. Version 3
 adds `executions_finished` (partial: terminal executions, by `ended_at`), what
 retention reads. Version 4 adds `task_runs.schedule_to_start_us`; a task run
-with one is never cold (`task_runs_not_cold` includes it).
+with one is never cold (`task_runs_not_cold` includes it). Version 5 adds
+`executions.trace_context` (JSON).
 
 Deleting an execution deletes its events, task run inputs, task runs and row;
 SQLite reuses the freed pages for later inserts (the file does not shrink).
@@ -161,6 +162,14 @@ def _add_schedule_to_start_v4(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+# Version 5: the submitter's trace context of each execution (W3C traceparent and tracestate, as JSON).
+_SCHEMA_V5: Final = "ALTER TABLE executions ADD COLUMN trace_context TEXT NOT NULL DEFAULT '{}'"
+
+
+def _add_trace_context_v5(conn: sqlite3.Connection) -> None:
+    conn.execute(_SCHEMA_V5)
+
+
 # MIGRATIONS[n] takes a database from user_version n to n + 1, inside one transaction.
 # A later schema appends its step here; SCHEMA_VERSION follows.
 MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
@@ -168,6 +177,7 @@ MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _add_cold_indexes_v2,
     _add_finished_index_v3,
     _add_schedule_to_start_v4,
+    _add_trace_context_v5,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
