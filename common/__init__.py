@@ -49,6 +49,8 @@ from ._payload import (
     json_payload,
     loads_json,
 )
+from ._refs import MARKER as REFERENCE_MARKER
+from ._refs import InputReferenceError, references, resolve
 from ._specs import DEFAULT_TASK_ID, ExecutionSpec, Limits, TaskSpec, find_cycle, validate_execution_spec
 from ._states import (
     TERMINAL_REASONS,
@@ -72,6 +74,7 @@ __all__ = [
     "MAX_ATTEMPTS_LIMIT",
     "MAX_INFRASTRUCTURE_RETRIES_LIMIT",
     "OCTET_STREAM",
+    "REFERENCE_MARKER",
     "TERMINAL_REASONS",
     "TERMINAL_STATES",
     "WAITING_REASONS",
@@ -86,6 +89,7 @@ __all__ = [
     "ExecutionState",
     "HandlerStats",
     "IdempotencyConflict",
+    "InputReferenceError",
     "InvalidTransition",
     "Limits",
     "LogLevel",
@@ -119,6 +123,8 @@ __all__ = [
     "loads_json",
     "payload_view",
     "positive_int",
+    "references",
+    "resolve",
     "task_run_view",
     "validate_execution_spec",
 ]

@@ -241,6 +241,14 @@ class TaskRun:
         return len(self.attempts)
 
     @property
+    def output(self) -> Payload | None:
+        """The output of its successful attempt, or None (it has not succeeded)."""
+        for attempt in reversed(self.attempts):
+            if attempt.outcome is AttemptOutcome.SUCCEEDED:
+                return attempt.output
+        return None
+
+    @property
     def is_terminal(self) -> bool:
         """Ended for good, also in a terminal state from a newer version (then `ended_at` says so)."""
         return _ended(self.state, self.ended_at)

@@ -24,6 +24,7 @@ from . import wire
 from .domain import (
     Attempt,
     CancelAcknowledged,
+    Payload,
     Reason,
     TaskFailed,
     TaskRun,
@@ -204,6 +205,7 @@ class StreamLink:
         *,
         queued_at: datetime,
         trace_context: Mapping[str, str],
+        upstream: Mapping[str, Payload],
     ) -> None:
         timeout = task_run.timeout
         invocation = wpb.Invocation(
@@ -217,6 +219,9 @@ class StreamLink:
             dispatch=dispatch,
             trace_context=trace_context,
             queued_at=wire.timestamp_to_proto(queued_at),
+            upstream_outputs={
+                task_id: message for task_id, output in upstream.items() if (message := wire.payload_to_proto(output))
+            },
         )
         self._send(wpb.ServerMessage(invocation=invocation))
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from taskwire.common import Payload
+from taskwire.common import REFERENCE_MARKER, Payload, resolve
 
 from ._abort import AbortSignal
 from ._payload import decode_input, to_json_compatible
@@ -56,6 +56,8 @@ class AttemptInfo:
     # The submitter's W3C trace context, and when the task run was queued for this attempt.
     trace_context: Mapping[str, str] = field(default_factory=dict)
     queued_at: datetime | None = None
+    # The outputs of the tasks it depends on, by task id.
+    upstream: Mapping[str, Payload] = field(default_factory=dict)
 
 
 class TaskContext:
@@ -65,13 +67,17 @@ class TaskContext:
     ``abort`` fires when the handler should stop; ``progress()`` and ``logger`` report to the server.
     """
 
-    __slots__ = ("_events", "_info", "_input", "_log_level", "_logger", "abort")
+    __slots__ = ("_events", "_info", "_input", "_log_level", "_logger", "_upstream", "abort")
 
     def __init__(self, *, info: AttemptInfo, abort: AbortSignal, events: AttemptEvents, log_level: int) -> None:
         self._info = info
         self._events = events
-        # Decoded up front so a malformed input fails the attempt before the handler runs.
+        # Decoded up front so a malformed input fails the attempt before the handler runs; so are the
+        # upstream outputs it refers to ({"$from": ...}, see taskwire.common.resolve).
+        self._upstream = {task_id: decode_input(output) for task_id, output in info.upstream.items()}
         self._input = decode_input(info.input)
+        if info.upstream and info.input.is_json and REFERENCE_MARKER in info.input.data:
+            self._input = resolve(self._input, self._upstream)
         self.abort = abort
         self._log_level = log_level
         self._logger: logging.Logger | None = None
@@ -89,6 +95,11 @@ class TaskContext:
     def input(self) -> object:
         """The input: decoded JSON (None when empty), or bytes when its media type is not JSON."""
         return self._input
+
+    @property
+    def upstream(self) -> Mapping[str, object]:
+        """The outputs of the tasks this one depends on, by task id, decoded like `input`."""
+        return self._upstream
 
     @property
     def raw_input(self) -> Payload:

@@ -43,7 +43,10 @@ class AttemptRunner(Protocol):
 
 def call_sync_handler(fn: Callable[..., object], build_context: Callable[[], TaskContext]) -> HandlerResult:
     """Build the context, call a sync handler, encode its value; every exception becomes Raised."""
-    context = build_context()
+    try:
+        context = build_context()  # decodes the input: a bad one fails the attempt before the handler runs
+    except BaseException as exc:
+        return Raised(ErrorInfo.from_exception(exc))
     with attempt_span(context.info) as span:
         try:
             value = fn(context)
@@ -59,7 +62,10 @@ def call_sync_handler(fn: Callable[..., object], build_context: Callable[[], Tas
 
 async def call_async_handler(fn: Callable[..., object], build_context: Callable[[], TaskContext]) -> HandlerResult:
     """Build the context, await an async handler, encode its value; exceptions become Raised."""
-    context = build_context()
+    try:
+        context = build_context()
+    except BaseException as exc:
+        return Raised(ErrorInfo.from_exception(exc))
     with attempt_span(context.info) as span:
         try:
             value = await cast("Awaitable[object]", fn(context))

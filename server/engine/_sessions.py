@@ -23,7 +23,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from taskwire.server.domain import Attempt, CancelAcknowledged, Reason, TaskFailed, TaskRun, TaskSucceeded, TaskTimedOut
+from taskwire.server.domain import (
+    Attempt,
+    CancelAcknowledged,
+    Payload,
+    Reason,
+    TaskFailed,
+    TaskRun,
+    TaskSucceeded,
+    TaskTimedOut,
+)
 
 AttemptKey = tuple[str, int]  # (task run id, attempt number)
 
@@ -39,10 +48,12 @@ class WorkerLink(Protocol):
         *,
         queued_at: datetime,
         trace_context: Mapping[str, str],
+        upstream: Mapping[str, Payload],
     ) -> None:
         """Run `attempt` (just dispatched, so the task run's current one) of the task run; `dispatch` is
         this session's count of invocations, which the worker echoes in its heartbeats. `queued_at`: when
-        the task run was queued for it; `trace_context`: the execution's (W3C traceparent, tracestate)."""
+        the task run was queued for it; `trace_context`: the execution's (W3C traceparent, tracestate);
+        `upstream`: the outputs of the tasks it depends on, by task id."""
 
     def cancel(self, task_run_id: str, attempt: int, reason: Reason) -> None:
         """Stop the attempt's handler; the worker answers with a cancel acknowledgement."""

@@ -606,6 +606,27 @@ class Invocation(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class UpstreamOutputsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _types_pb2.Payload: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _types_pb2.Payload | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     REF_FIELD_NUMBER: _builtins.int
     EXECUTION_ID_FIELD_NUMBER: _builtins.int
     TASK_ID_FIELD_NUMBER: _builtins.int
@@ -616,6 +637,7 @@ class Invocation(_message.Message):
     DISPATCH_FIELD_NUMBER: _builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     QUEUED_AT_FIELD_NUMBER: _builtins.int
+    UPSTREAM_OUTPUTS_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     """The execution it belongs to."""
     task_id: _builtins.str
@@ -657,6 +679,13 @@ class Invocation(_message.Message):
     def queued_at(self) -> _timestamp_pb2.Timestamp:
         """When the task run was queued for this attempt: the start of its wait."""
 
+    @_builtins.property
+    def upstream_outputs(self) -> _containers.MessageMap[_builtins.str, _types_pb2.Payload]:
+        """The outputs of the tasks this one depends on, by task id (each one once).
+        The input may refer to them ({"$from": "TASK_ID", "path": "a.0.b"}):
+        replace each reference before the handler runs (see docs/workflows.md).
+        """
+
     def __init__(
         self,
         *,
@@ -670,10 +699,11 @@ class Invocation(_message.Message):
         dispatch: _builtins.int = ...,
         trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         queued_at: _timestamp_pb2.Timestamp | None = ...,
+        upstream_outputs: _abc.Mapping[_builtins.str, _types_pb2.Payload] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "input", b"input", "queued_at", b"queued_at", "ref", b"ref", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "dispatch", b"dispatch", "execution_id", b"execution_id", "handler", b"handler", "input", b"input", "queued_at", b"queued_at", "ref", b"ref", "task_id", b"task_id", "timeout", b"timeout", "trace_context", b"trace_context"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "dispatch", b"dispatch", "execution_id", b"execution_id", "handler", b"handler", "input", b"input", "queued_at", b"queued_at", "ref", b"ref", "task_id", b"task_id", "timeout", b"timeout", "trace_context", b"trace_context", "upstream_outputs", b"upstream_outputs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -114,6 +114,7 @@ class FakeLink:
         *,
         queued_at: datetime,
         trace_context: Mapping[str, str],
+        upstream: Mapping[str, Payload],
     ) -> None:
         assert not self.closed, "sent an invocation on a closed link"
         self.sent.append(Invoked(task_run, attempt, dispatch))
