@@ -15,6 +15,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from enum import IntEnum
 from pathlib import Path
@@ -26,6 +27,7 @@ from rich.console import Console
 
 from taskwire.common import (
     AdmissionTimeout,
+    ExecutionSpec,
     InvalidTransition,
     NotFound,
     ShuttingDown,
@@ -39,6 +41,7 @@ from taskwire.common.tls import TlsConfigError, TlsFiles, add_tls_arguments, tls
 from ._common import DEFAULT_ADDRESS, parse_state, unserved_warning
 from ._errors import ServerUnavailable, WaitTimeout
 from ._events import WatchEvent
+from ._flowfile import FlowFileError, load_flow
 from ._live import JsonLinesView, LiveView, PlainView, WatchView
 from ._models import ExecutionSnapshot
 from ._render import (
@@ -51,6 +54,7 @@ from ._render import (
     reason_text,
     stats_detail,
     stats_view,
+    task_tree,
     workers_table,
     workers_view,
 )
@@ -238,8 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return parser
 
-    submit = command("submit", "submit one task; prints the execution id", as_json)
-    submit.add_argument("handler", metavar="HANDLER", help="the handler to run")
+    submit = command("submit", "submit one task, or the tasks of a flow file; prints the execution id", as_json)
+    submit.add_argument("handler", metavar="HANDLER", nargs="?", help="the handler to run")
+    submit.add_argument(
+        "-f",
+        "--file",
+        metavar="FILE",
+        help="submit the execution a YAML or JSON flow file describes (several tasks, dependencies); - for stdin",
+    )
     submit.add_argument(
         "--input", metavar="JSON|@FILE", help="the handler's input: JSON text, @path to a JSON file, or @- for stdin"
     )
@@ -386,6 +396,8 @@ def _follow(client: Client, execution_id: str, args: argparse.Namespace, out: Ou
 
         done = client.wait_finished(execution_id, timeout, on_event=show)
         view.finish(done.id, done.state, done.reason)
+    if not args.json and any(run.depends_on for run in done.task_runs):
+        out.console.print(task_tree(done))
     return final_exit(done.state)
 
 
@@ -403,18 +415,23 @@ def _wait(client: Client, execution_id: str, args: argparse.Namespace, out: Outp
 
 
 def cmd_submit(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
-    value = read_input(args.input) if args.input is not None else None
-    submitted = client.submit(
-        args.handler,
-        value,
-        timeout=args.timeout,
-        max_attempts=args.max_attempts,
-        max_infrastructure_retries=args.max_infrastructure_retries,
-        key=args.key,
-        name=args.name,
-        schedule_to_start_timeout=args.schedule_to_start_timeout,
-        wait_for_room=not args.fail_fast,
-    )
+    if (args.handler is None) == (args.file is None):
+        raise UsageError("submit takes a HANDLER or -f FILE (one of them)")
+    if args.file is not None:
+        submitted = client.submit_execution(_flow_spec(args), wait_for_room=not args.fail_fast)
+    else:
+        value = read_input(args.input) if args.input is not None else None
+        submitted = client.submit(
+            args.handler,
+            value,
+            timeout=args.timeout,
+            max_attempts=args.max_attempts,
+            max_infrastructure_retries=args.max_infrastructure_retries,
+            key=args.key,
+            name=args.name,
+            schedule_to_start_timeout=args.schedule_to_start_timeout,
+            wait_for_room=not args.fail_fast,
+        )
     if submitted.unserved_handlers:
         out.error(f"warning: {unserved_warning(submitted.id, submitted.unserved_handlers)}")
     if args.wait or args.watch:
@@ -426,6 +443,28 @@ def cmd_submit(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
     else:
         out.line(submitted.id)
     return ExitCode.OK
+
+
+def _flow_spec(args: argparse.Namespace) -> ExecutionSpec:
+    """The execution of `submit -f FILE`; the task options of a single submit do not apply to it."""
+    single = ("input", "timeout", "max_attempts", "max_infrastructure_retries", "schedule_to_start_timeout")
+    given = [name for name in single if getattr(args, name) is not None]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise UsageError(f"{flags}: set these in the flow file's tasks, not with -f")
+    name = args.file
+    try:
+        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise UsageError(f"cannot read the flow file {name!r}: {reason}") from None
+    try:
+        spec = load_flow(text, "stdin" if name == "-" else name)
+    except FlowFileError as error:
+        raise UsageError(str(error)) from None
+    if args.key or args.name:
+        spec = replace(spec, idempotency_key=args.key or spec.idempotency_key, name=args.name or spec.name)
+    return spec
 
 
 def cmd_get(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
