@@ -59,7 +59,7 @@ from ._events import (
     UnknownEvent,
     WatchEvent,
 )
-from ._models import ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
+from ._models import BulkResult, ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
 from ._sync import Client
 
 __all__ = [
@@ -69,6 +69,7 @@ __all__ = [
     "AsyncClient",
     "Attempt",
     "AttemptOutcome",
+    "BulkResult",
     "Client",
     "Closing",
     "ErrorInfo",

@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from pathlib import Path
 from typing import IO, Any, NoReturn
@@ -199,6 +199,53 @@ def _state(text: str) -> State:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 time such as 2030-01-31T09:00:00Z, got {text!r}"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _add_filter(parser: argparse.ArgumentParser, action: str) -> None:
+    """The options that select many executions for a bulk cancel or delete."""
+    group = parser.add_argument_group(f"{action} every execution that matches (instead of one ID)")
+    group.add_argument("--state", dest="states", metavar="S", type=_state, action="append", default=[])
+    group.add_argument("--handler", metavar="H", default="", help="with a task run for this handler")
+    group.add_argument("--label", dest="labels", metavar="K=V", type=_label, action="append", default=[])
+    group.add_argument("--created-after", metavar="TIME", type=_time, help="created at or after (ISO 8601)")
+    group.add_argument("--created-before", metavar="TIME", type=_time, help="created before (ISO 8601)")
+    group.add_argument("--dry-run", action="store_true", help="count the matches; change nothing")
+
+
+def _selection(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The filter of a bulk action as keyword arguments, None for a single ID (UsageError for both or neither)."""
+    chosen = bool(args.states or args.handler or args.labels or args.created_after or args.created_before)
+    if args.execution_id is not None:
+        if chosen or args.dry_run:
+            raise UsageError("give an execution ID or filter options (--state, --handler, ...), not both")
+        return None
+    if not chosen:
+        raise UsageError("give an execution ID, or filter options (--state, --handler, --label, --created-after, ...)")
+    return {
+        "states": args.states,
+        "handler": args.handler,
+        "labels": dict(args.labels),
+        "created_after": args.created_after,
+        "created_before": args.created_before,
+        "dry_run": args.dry_run,
+    }
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors and exit code 2."""
 
@@ -292,12 +339,14 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--handler", metavar="H", default="", help="only executions running this handler")
     listing.add_argument("--limit", metavar="N", type=positive_int, default=50, help="at most N (default: 50)")
 
-    cancel = command("cancel", "cancel an execution (idempotent)", as_json)
-    cancel.add_argument("execution_id", metavar="ID")
+    cancel = command("cancel", "cancel an execution (idempotent), or every one that matches", as_json)
+    cancel.add_argument("execution_id", metavar="ID", nargs="?")
     cancel.add_argument("--reason", metavar="R", default="", help="why; stored with the execution")
+    _add_filter(cancel, "cancel")
 
-    delete = command("delete", "delete a finished execution with its history (a running one: cancel it first)", as_json)
-    delete.add_argument("execution_id", metavar="ID")
+    delete = command("delete", "delete a finished execution with its history, or every one that matches", as_json)
+    delete.add_argument("execution_id", metavar="ID", nargs="?")
+    _add_filter(delete, "delete")
 
     wait = command("wait", "wait for an execution to end and print its result", as_json)
     wait.add_argument("execution_id", metavar="ID")
@@ -488,6 +537,16 @@ def cmd_list(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
 
 
 def cmd_cancel(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    selection = _selection(args)
+    if selection is not None:
+        result = client.cancel_matching(reason=args.reason, **selection)
+        verb = "would cancel" if args.dry_run else "cancelled"
+        if args.json:
+            out.json({"matched": result.matched, "cancelled": result.changed, "dry_run": args.dry_run})
+        else:
+            ended = result.matched - result.changed
+            out.line(f"{verb} {result.changed} of {result.matched} matching executions ({ended} had already ended)")
+        return ExitCode.OK
     snapshot = client.cancel(args.execution_id, args.reason)
     if args.json:
         out.json(snapshot.to_json())
@@ -504,6 +563,25 @@ def cmd_cancel(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
 
 
 def cmd_delete(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    selection = _selection(args)
+    if selection is not None:
+        result = client.delete_matching(**selection)
+        verb = "would delete" if args.dry_run else "deleted"
+        if args.json:
+            out.json(
+                {
+                    "matched": result.matched,
+                    "deleted": result.changed,
+                    "skipped": result.skipped,
+                    "dry_run": args.dry_run,
+                }
+            )
+        else:
+            out.line(
+                f"{verb} {result.changed} of {result.matched} matching executions"
+                f" ({result.skipped} not finished, left alone)"
+            )
+        return ExitCode.OK
     client.delete(args.execution_id)
     if args.json:
         out.json({"id": args.execution_id, "deleted": True})

@@ -14,6 +14,7 @@ import tenacity
 from opentelemetry import propagate
 
 from taskwire.common import (
+    ExecutionFilter,
     ExecutionSpec,
     HandlerStats,
     Payload,
@@ -157,6 +158,26 @@ def _traced(spec: ExecutionSpec) -> tpb.ExecutionSpec:
     if not spec.trace_context:
         propagate.inject(message.trace_context)
     return message
+
+
+def execution_filter(
+    *,
+    states: Iterable[State | str] = (),
+    handler: str = "",
+    labels: Mapping[str, str] | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> tpb.ExecutionFilter:
+    """The wire filter of a bulk action."""
+    return wire.execution_filter_to_proto(
+        ExecutionFilter(
+            states=tuple(parse_state(state) for state in states),
+            handler=handler,
+            labels=dict(labels or {}),
+            created_after=created_after,
+            created_before=created_before,
+        )
+    )
 
 
 def submit_is_idempotent(specs: Iterable[ExecutionSpec]) -> bool:

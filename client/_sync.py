@@ -19,7 +19,7 @@ from taskwire.v1 import task_service_pb2_grpc
 from . import _common as c
 from ._errors import WaitTimeout, error_from_rpc
 from ._events import WatchEvent
-from ._models import ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
+from ._models import BulkResult, ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -186,6 +186,45 @@ class Client:
             self._stub.ListWorkers, tpb.ListWorkersRequest(), idempotent=True
         )
         return c.workers_from_proto(response)
+
+    def cancel_matching(
+        self,
+        *,
+        states: Iterable[State | str] = (),
+        handler: str = "",
+        labels: Mapping[str, str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        reason: str = "",
+        dry_run: bool = False,
+    ) -> BulkResult:
+        """Cancel every execution that matches and has not ended (all conditions must hold; at least one is
+        required). With `dry_run`, only count. Not retried after it may have been sent."""
+        selection = c.execution_filter(
+            states=states, handler=handler, labels=labels, created_after=created_after, created_before=created_before
+        )
+        request = tpb.CancelExecutionsRequest(filter=selection, reason=reason, dry_run=dry_run)
+        response: tpb.CancelExecutionsResponse = self._unary(self._stub.CancelExecutions, request, idempotent=dry_run)
+        return BulkResult(matched=response.matched, changed=response.cancelled)
+
+    def delete_matching(
+        self,
+        *,
+        states: Iterable[State | str] = (),
+        handler: str = "",
+        labels: Mapping[str, str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        dry_run: bool = False,
+    ) -> BulkResult:
+        """Delete every finished execution that matches (those not ended are skipped and counted). With
+        `dry_run`, only count."""
+        selection = c.execution_filter(
+            states=states, handler=handler, labels=labels, created_after=created_after, created_before=created_before
+        )
+        request = tpb.DeleteExecutionsRequest(filter=selection, dry_run=dry_run)
+        response: tpb.DeleteExecutionsResponse = self._unary(self._stub.DeleteExecutions, request, idempotent=dry_run)
+        return BulkResult(matched=response.matched, changed=response.deleted, skipped=response.skipped)
 
     def delete(self, execution_id: str) -> None:
         """Delete a finished execution with its task runs, history and idempotency key. FailedPrecondition

@@ -23,6 +23,7 @@ from ._errors import (
     TerminalStateError,
     ValidationError,
 )
+from ._filters import ExecutionFilter
 from ._json_view import JSON_VIEW_VERSION, attempt_view, execution_view, iso, payload_view, task_run_view
 from ._models import (
     DEFAULT_INFRASTRUCTURE_RETRIES,
@@ -85,6 +86,7 @@ __all__ = [
     "Closing",
     "ErrorInfo",
     "Execution",
+    "ExecutionFilter",
     "ExecutionSpec",
     "ExecutionState",
     "HandlerStats",

@@ -31,6 +31,7 @@ from ._errors import (
     TaskwireError,
     ValidationError,
 )
+from ._filters import ExecutionFilter
 from ._models import (
     DEFAULT_INFRASTRUCTURE_RETRIES,
     Attempt,
@@ -290,6 +291,16 @@ def task_spec_to_proto(spec: TaskSpec) -> tpb.TaskSpec:
         timeout=duration_to_proto(spec.timeout),
         retry_policy=retry_policy_to_proto(spec.retry_policy),
         schedule_to_start_timeout=duration_to_proto(spec.schedule_to_start_timeout),
+    )
+
+
+def execution_filter_to_proto(selection: ExecutionFilter) -> tpb.ExecutionFilter:
+    return tpb.ExecutionFilter(
+        states=[execution_state_to_proto(state) for state in selection.states],
+        handler=selection.handler,
+        labels=dict(selection.labels),
+        created_after=timestamp_to_proto(selection.created_after),
+        created_before=timestamp_to_proto(selection.created_before),
     )
 
 

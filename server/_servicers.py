@@ -257,6 +257,24 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         return tpb.DeleteExecutionResponse()
 
     @_translate_errors
+    async def CancelExecutions(
+        self, request: tpb.CancelExecutionsRequest, context: Context
+    ) -> tpb.CancelExecutionsResponse:
+        if len(request.reason) > MAX_CANCEL_REASON:
+            raise ValidationError("reason", f"at most {MAX_CANCEL_REASON} characters")
+        selection = wire.execution_filter_from_proto(request.filter)
+        result = await self._engine.cancel_matching(selection, reason=request.reason, dry_run=request.dry_run)
+        return tpb.CancelExecutionsResponse(matched=result.matched, cancelled=result.changed)
+
+    @_translate_errors
+    async def DeleteExecutions(
+        self, request: tpb.DeleteExecutionsRequest, context: Context
+    ) -> tpb.DeleteExecutionsResponse:
+        selection = wire.execution_filter_from_proto(request.filter)
+        result = await self._engine.delete_matching(selection, dry_run=request.dry_run)
+        return tpb.DeleteExecutionsResponse(matched=result.matched, deleted=result.changed, skipped=result.skipped)
+
+    @_translate_errors
     async def DrainWorker(self, request: tpb.DrainWorkerRequest, context: Context) -> tpb.DrainWorkerResponse:
         grace = wire.optional_duration(request, "grace")
         if grace is not None and grace < timedelta(0):

@@ -148,6 +148,19 @@ def execution_spec_from_proto(message: tpb.ExecutionSpec, where: str = "executio
     )
 
 
+def execution_filter_from_proto(message: tpb.ExecutionFilter, where: str = "filter") -> d.ExecutionFilter:
+    """A bulk action's filter; ValidationError naming the field when empty or out of range."""
+    selection = d.ExecutionFilter(
+        states=tuple(states_from_proto(message.states, f"{where}.states")),
+        handler=message.handler,
+        labels=dict(message.labels),
+        created_after=optional_timestamp(message, "created_after", f"{where}.created_after"),
+        created_before=optional_timestamp(message, "created_before", f"{where}.created_before"),
+    )
+    selection.check(where)
+    return selection
+
+
 def page_size(requested: int, where: str = "page_size") -> int:
     if requested < 0 or requested > 1000:
         raise d.ValidationError(where, f"must be between 0 and 1000, got {requested}")

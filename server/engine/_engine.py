@@ -29,12 +29,13 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 
-from taskwire.common import HandlerStats, Stats
+from taskwire.common import ExecutionFilter, HandlerStats, Stats
 from taskwire.server._config import ServerConfig
 from taskwire.server.domain import CancellationRequested, ExecutionSpec, InvalidTransition, NotFound, State
 from taskwire.server.store import Committer, EventRecord, ExecutionPage, ExecutionSnapshot, Store
 
 from ._admission import AdmissionQueue
+from ._bulk import BulkResult, cancel_matching, delete_matching
 from ._bus import EventBus
 from ._clock import Clock, SystemClock
 from ._cold import ColdTier
@@ -239,6 +240,16 @@ class Engine:
         executions.settle(live)
         await self._committer.durable()
         return live.snapshot(), False
+
+    async def cancel_matching(self, selection: ExecutionFilter, *, reason: str, dry_run: bool) -> BulkResult:
+        """Cancel every execution `selection` matches that has not ended (or count them, `dry_run`)."""
+        await self.flush()
+        return await cancel_matching(self.list_executions, self.cancel, selection, reason=reason, dry_run=dry_run)
+
+    async def delete_matching(self, selection: ExecutionFilter, *, dry_run: bool) -> BulkResult:
+        """Delete every finished execution `selection` matches (or count them, `dry_run`)."""
+        await self.flush()
+        return await delete_matching(self.list_executions, self.delete, selection, dry_run=dry_run)
 
     async def delete(self, execution_id: str) -> None:
         """Delete a finished execution with its task runs, history and idempotency key. InvalidTransition
