@@ -178,6 +178,14 @@ class AsyncClient:
         )
         return c.workers_from_proto(response)
 
+    async def rerun(self, execution_id: str, *, only_failed: bool = False) -> ExecutionSnapshot:
+        """A new execution with the spec of a finished one (labelled `taskwire.rerun_of`); with `only_failed`,
+        the tasks that succeeded keep their outputs and are not run again. Not retried once it may have been
+        sent (it would make a second execution)."""
+        request = tpb.RerunExecutionRequest(execution_id=execution_id, only_failed=only_failed)
+        response: tpb.RerunExecutionResponse = await self._unary(self._stub.RerunExecution, request, idempotent=False)
+        return c.snapshot(response.execution)
+
     async def cancel_matching(
         self,
         *,

@@ -348,6 +348,15 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("execution_id", metavar="ID", nargs="?")
     _add_filter(delete, "delete")
 
+    rerun = command("rerun", "run a finished execution again, as a new one; prints its id", as_json)
+    rerun.add_argument("execution_id", metavar="ID")
+    rerun.add_argument(
+        "--failed-only", action="store_true", help="run only the tasks that did not succeed; reuse the others' outputs"
+    )
+    rerun_follow = rerun.add_mutually_exclusive_group()
+    rerun_follow.add_argument("--wait", action="store_true", help="wait for the result and print it")
+    rerun_follow.add_argument("--watch", action="store_true", help="show the live view until it ends")
+
     wait = command("wait", "wait for an execution to end and print its result", as_json)
     wait.add_argument("execution_id", metavar="ID")
     wait.add_argument("--timeout", metavar="S", type=_seconds, help="give up after S seconds (exit code 6)")
@@ -437,7 +446,7 @@ def _watch_view(args: argparse.Namespace, out: Output) -> WatchView:
 
 def _follow(client: Client, execution_id: str, args: argparse.Namespace, out: Output) -> ExitCode:
     """The live view until the execution ends; the exit code of its final state."""
-    timeout: timedelta | None = getattr(args, "timeout", None) if args.command != "submit" else None
+    timeout: timedelta | None = getattr(args, "timeout", None) if args.command not in ("submit", "rerun") else None
     with _watch_view(args, out) as view:
 
         def show(event: WatchEvent) -> None:
@@ -452,7 +461,7 @@ def _follow(client: Client, execution_id: str, args: argparse.Namespace, out: Ou
 
 def _wait(client: Client, execution_id: str, args: argparse.Namespace, out: Output) -> ExitCode:
     """Wait, then print the result (people) or the execution's JSON view (scripts)."""
-    timeout: timedelta | None = getattr(args, "timeout", None) if args.command != "submit" else None
+    timeout: timedelta | None = getattr(args, "timeout", None) if args.command not in ("submit", "rerun") else None
     done = client.wait_finished(execution_id, timeout)
     if args.json:
         out.json(done.to_json())
@@ -590,6 +599,19 @@ def cmd_delete(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
     return ExitCode.OK
 
 
+def cmd_rerun(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    again = client.rerun(args.execution_id, only_failed=args.failed_only)
+    if args.wait or args.watch:
+        if not args.json:
+            out.error(f"re-running {args.execution_id} as {again.id}")
+        return (_follow if args.watch else _wait)(client, again.id, args, out)
+    if args.json:
+        out.json(again.to_json())
+    else:
+        out.line(again.id)
+    return ExitCode.OK
+
+
 def cmd_wait(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
     return _wait(client, args.execution_id, args, out)
 
@@ -635,6 +657,7 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace, Output], ExitCode]] = 
     "get": cmd_get,
     "list": cmd_list,
     "cancel": cmd_cancel,
+    "rerun": cmd_rerun,
     "delete": cmd_delete,
     "wait": cmd_wait,
     "watch": cmd_watch,

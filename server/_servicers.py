@@ -257,6 +257,14 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         return tpb.DeleteExecutionResponse()
 
     @_translate_errors
+    async def RerunExecution(self, request: tpb.RerunExecutionRequest, context: Context) -> tpb.RerunExecutionResponse:
+        result = await self._engine.rerun(
+            _required(request.execution_id, "execution_id"), only_failed=request.only_failed
+        )
+        snapshot = result.snapshot
+        return tpb.RerunExecutionResponse(execution=wire.execution_to_proto(snapshot.execution, snapshot.task_runs))
+
+    @_translate_errors
     async def CancelExecutions(
         self, request: tpb.CancelExecutionsRequest, context: Context
     ) -> tpb.CancelExecutionsResponse:

@@ -31,7 +31,15 @@ from datetime import datetime, timedelta
 
 from taskwire.common import ExecutionFilter, HandlerStats, Stats
 from taskwire.server._config import ServerConfig
-from taskwire.server.domain import CancellationRequested, ExecutionSpec, InvalidTransition, NotFound, State
+from taskwire.server.domain import (
+    CancellationRequested,
+    ExecutionSpec,
+    InvalidTransition,
+    NotFound,
+    Reused,
+    State,
+    rerun_spec,
+)
 from taskwire.server.store import Committer, EventRecord, ExecutionPage, ExecutionSnapshot, Store
 
 from ._admission import AdmissionQueue
@@ -240,6 +248,30 @@ class Engine:
         executions.settle(live)
         await self._committer.durable()
         return live.snapshot(), False
+
+    async def rerun(self, execution_id: str, *, only_failed: bool) -> SubmitResult:
+        """A new execution with the same spec as a finished one (labelled RERUN_OF it). With `only_failed`,
+        its tasks that succeeded are not run again: their outputs are reused."""
+        live = self._executions.by_id.get(execution_id)
+        snapshot = live.snapshot() if live is not None else await self._store.get_execution(execution_id)
+        if snapshot is None:
+            raise NotFound("execution", execution_id)
+        reused: dict[str, Reused] = {}
+        if only_failed:
+            for run in snapshot.task_runs:
+                if run.state is State.SUCCESS:
+                    reused[run.task_id] = Reused(run.output, execution_id)
+        state = snapshot.execution.state
+        why = ""
+        if not state.is_terminal:
+            why = "it has not ended; wait for it, or cancel it first"
+        elif len(reused) == len(snapshot.task_runs):
+            why = "every task of it succeeded: nothing to run again"
+        if why:
+            raise InvalidTransition(
+                entity="execution", entity_id=execution_id, state=str(state.value), event="rerun", reason=why
+            )
+        return await self._submits.rerun(rerun_spec(snapshot.execution, snapshot.task_runs), reused)
 
     async def cancel_matching(self, selection: ExecutionFilter, *, reason: str, dry_run: bool) -> BulkResult:
         """Cancel every execution `selection` matches that has not ended (or count them, `dry_run`)."""

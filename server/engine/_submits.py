@@ -15,7 +15,7 @@ queue, the live executions, the history, the cold tier, the dispatcher.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from taskwire.server.domain import (
@@ -23,6 +23,7 @@ from taskwire.server.domain import (
     IdempotencyConflict,
     Limits,
     NotFound,
+    Reused,
     ShuttingDown,
     State,
     TaskwireError,
@@ -224,11 +225,24 @@ class Submits:
             raise NotFound("execution", entry.execution_id)
         return SubmitResult(snapshot, deduplicated=True)
 
-    def _create(self, spec: ExecutionSpec, fingerprint: str) -> LiveExecution:
+    async def rerun(self, spec: ExecutionSpec, reused: Mapping[str, Reused]) -> SubmitResult:
+        """A new execution of a re-run's spec, the tasks in `reused` already done; room only for the rest."""
+        self._check_accepting()
+        spec = validate_execution_spec(spec, self._limits)
+        await self._admission.admit(len(spec.tasks) - len(reused), wait=False, timeout_s=None)
+        live = self._create(spec, "", reused=reused)
+        self._executions.settle(live)
+        self._dispatcher.pump_now()
+        await self._committer.durable()
+        return SubmitResult(live.snapshot(), deduplicated=False)
+
+    def _create(
+        self, spec: ExecutionSpec, fingerprint: str, *, reused: Mapping[str, Reused] | None = None
+    ) -> LiveExecution:
         """Make the records of a validated, admitted spec and stage them (room is already reserved)."""
         now = self._clock.now()
         execution, task_runs = create_execution(
-            spec, execution_id=new_id(), task_run_ids=[new_id() for _ in spec.tasks], now=now
+            spec, execution_id=new_id(), task_run_ids=[new_id() for _ in spec.tasks], now=now, reused=reused
         )
         live = LiveExecution(execution, {task_run.id: task_run for task_run in task_runs})
         executions = self._executions
