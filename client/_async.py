@@ -13,7 +13,7 @@ import grpc
 import grpc.aio
 import tenacity
 
-from taskwire.common import ExecutionSpec, RetryPolicy, State, Stats
+from taskwire.common import ExecutionFilter, ExecutionSpec, RetryPolicy, State, Stats
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 
@@ -187,47 +187,18 @@ class AsyncClient:
         return c.snapshot(response.execution)
 
     async def cancel_matching(
-        self,
-        *,
-        states: Iterable[State | str] = (),
-        handler: str = "",
-        labels: Mapping[str, str] | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        reason: str = "",
-        dry_run: bool = False,
+        self, selection: ExecutionFilter, *, reason: str = "", dry_run: bool = False
     ) -> BulkResult:
-        """Cancel every execution that matches and has not ended (all conditions must hold; at least one is
-        required). With `dry_run`, only count. Not retried after it may have been sent."""
-        selection = c.execution_filter(
-            states=states, handler=handler, labels=labels, created_after=created_after, created_before=created_before
-        )
-        request = tpb.CancelExecutionsRequest(filter=selection, reason=reason, dry_run=dry_run)
-        response: tpb.CancelExecutionsResponse = await self._unary(
-            self._stub.CancelExecutions, request, idempotent=dry_run
-        )
-        return BulkResult(matched=response.matched, changed=response.cancelled)
+        """Cancel every execution that `selection` matches and has not ended (it needs a condition at least).
+        With `dry_run`, only count. Not retried after it may have been sent."""
+        request = c.cancel_matching_request(selection, reason=reason, dry_run=dry_run)
+        return c.bulk_result(await self._unary(self._stub.CancelExecutions, request, idempotent=dry_run))
 
-    async def delete_matching(
-        self,
-        *,
-        states: Iterable[State | str] = (),
-        handler: str = "",
-        labels: Mapping[str, str] | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        dry_run: bool = False,
-    ) -> BulkResult:
-        """Delete every finished execution that matches (those not ended are skipped and counted). With
-        `dry_run`, only count."""
-        selection = c.execution_filter(
-            states=states, handler=handler, labels=labels, created_after=created_after, created_before=created_before
-        )
-        request = tpb.DeleteExecutionsRequest(filter=selection, dry_run=dry_run)
-        response: tpb.DeleteExecutionsResponse = await self._unary(
-            self._stub.DeleteExecutions, request, idempotent=dry_run
-        )
-        return BulkResult(matched=response.matched, changed=response.deleted, skipped=response.skipped)
+    async def delete_matching(self, selection: ExecutionFilter, *, dry_run: bool = False) -> BulkResult:
+        """Delete every finished execution that `selection` matches (those not ended are skipped and counted).
+        With `dry_run`, only count."""
+        request = c.delete_matching_request(selection, dry_run=dry_run)
+        return c.bulk_result(await self._unary(self._stub.DeleteExecutions, request, idempotent=dry_run))
 
     async def delete(self, execution_id: str) -> None:
         """Delete a finished execution with its task runs, history and idempotency key. FailedPrecondition

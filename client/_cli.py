@@ -27,6 +27,7 @@ from rich.console import Console
 
 from taskwire.common import (
     AdmissionTimeout,
+    ExecutionFilter,
     ExecutionSpec,
     InvalidTransition,
     NotFound,
@@ -227,8 +228,8 @@ def _add_filter(parser: argparse.ArgumentParser, action: str) -> None:
     group.add_argument("--dry-run", action="store_true", help="count the matches; change nothing")
 
 
-def _selection(args: argparse.Namespace) -> dict[str, Any] | None:
-    """The filter of a bulk action as keyword arguments, None for a single ID (UsageError for both or neither)."""
+def _selection(args: argparse.Namespace) -> ExecutionFilter | None:
+    """The filter of a bulk action, None for a single ID (UsageError for both or neither)."""
     chosen = bool(args.states or args.handler or args.labels or args.created_after or args.created_before)
     if args.execution_id is not None:
         if chosen or args.dry_run:
@@ -236,14 +237,13 @@ def _selection(args: argparse.Namespace) -> dict[str, Any] | None:
         return None
     if not chosen:
         raise UsageError("give an execution ID, or filter options (--state, --handler, --label, --created-after, ...)")
-    return {
-        "states": args.states,
-        "handler": args.handler,
-        "labels": dict(args.labels),
-        "created_after": args.created_after,
-        "created_before": args.created_before,
-        "dry_run": args.dry_run,
-    }
+    return ExecutionFilter(
+        states=tuple(args.states),
+        handler=args.handler,
+        labels=dict(args.labels),
+        created_after=args.created_after,
+        created_before=args.created_before,
+    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -548,7 +548,7 @@ def cmd_list(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
 def cmd_cancel(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
     selection = _selection(args)
     if selection is not None:
-        result = client.cancel_matching(reason=args.reason, **selection)
+        result = client.cancel_matching(selection, reason=args.reason, dry_run=args.dry_run)
         verb = "would cancel" if args.dry_run else "cancelled"
         if args.json:
             out.json({"matched": result.matched, "cancelled": result.changed, "dry_run": args.dry_run})
@@ -574,7 +574,7 @@ def cmd_cancel(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
 def cmd_delete(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
     selection = _selection(args)
     if selection is not None:
-        result = client.delete_matching(**selection)
+        result = client.delete_matching(selection, dry_run=args.dry_run)
         verb = "would delete" if args.dry_run else "deleted"
         if args.json:
             out.json(

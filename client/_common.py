@@ -40,7 +40,7 @@ from ._errors import (
     rpc_status,
 )
 from ._events import ExecutionTransition, WatchEvent, event_from_proto
-from ._models import ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
+from ._models import BulkResult, ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = timedelta(seconds=10)
@@ -160,24 +160,18 @@ def _traced(spec: ExecutionSpec) -> tpb.ExecutionSpec:
     return message
 
 
-def execution_filter(
-    *,
-    states: Iterable[State | str] = (),
-    handler: str = "",
-    labels: Mapping[str, str] | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
-) -> tpb.ExecutionFilter:
-    """The wire filter of a bulk action."""
-    return wire.execution_filter_to_proto(
-        ExecutionFilter(
-            states=tuple(parse_state(state) for state in states),
-            handler=handler,
-            labels=dict(labels or {}),
-            created_after=created_after,
-            created_before=created_before,
-        )
-    )
+def cancel_matching_request(selection: ExecutionFilter, *, reason: str, dry_run: bool) -> tpb.CancelExecutionsRequest:
+    return tpb.CancelExecutionsRequest(filter=wire.execution_filter_to_proto(selection), reason=reason, dry_run=dry_run)
+
+
+def delete_matching_request(selection: ExecutionFilter, *, dry_run: bool) -> tpb.DeleteExecutionsRequest:
+    return tpb.DeleteExecutionsRequest(filter=wire.execution_filter_to_proto(selection), dry_run=dry_run)
+
+
+def bulk_result(response: tpb.CancelExecutionsResponse | tpb.DeleteExecutionsResponse) -> BulkResult:
+    if isinstance(response, tpb.CancelExecutionsResponse):
+        return BulkResult(matched=response.matched, changed=response.cancelled)
+    return BulkResult(matched=response.matched, changed=response.deleted, skipped=response.skipped)
 
 
 def submit_is_idempotent(specs: Iterable[ExecutionSpec]) -> bool:
