@@ -143,6 +143,9 @@ class Attempt:
     ended_at: datetime | None = None
     output: Payload | None = None
     error: ErrorInfo | None = None
+    # The identity of the worker's credential (server side only; "" without authentication): only a worker
+    # with this identity may report on the attempt or take it back after a reconnect.
+    worker_identity: str = ""
 
     def __post_init__(self) -> None:
         if self.number < 1:
@@ -263,6 +266,8 @@ class Execution:
     # Set when the execution must end (cancelled, timed out or failed) but task
     # runs are still stopping; the state becomes final once nothing is active.
     closing: Closing | None = None
+    # The identity that submitted it ("" when the server runs without authentication).
+    submitted_by: str = ""
 
     def __post_init__(self) -> None:
         _check_state_reason("execution", self.id, self.state, self.reason)

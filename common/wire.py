@@ -26,9 +26,11 @@ from ._errors import (
     IdempotencyConflict,
     InvalidTransition,
     NotFound,
+    PermissionDenied,
     QueueFull,
     ShuttingDown,
     TaskwireError,
+    Unauthenticated,
     ValidationError,
 )
 from ._models import (
@@ -393,6 +395,8 @@ _ERROR_BY_STATUS: dict[grpc.StatusCode, type[TaskwireError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: QueueFull,
     grpc.StatusCode.DEADLINE_EXCEEDED: AdmissionTimeout,
     grpc.StatusCode.UNAVAILABLE: ShuttingDown,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
 }
 
 

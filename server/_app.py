@@ -24,6 +24,8 @@ from grpc_reflection.v1alpha import reflection
 
 from taskwire.v1 import task_service_pb2, worker_service_pb2
 
+from ._auth import AuthGate
+from ._auth_file import AuthConfig, load_auth_file
 from ._config import ServerConfig
 from ._edge import RejectionLog, add_service
 from ._history_wire import ProtoHistoryCodec
@@ -68,6 +70,7 @@ class TaskwireServer:
         self._health = HealthServicer()
         self._grpc: grpc.aio.Server | None = None
         self.address = ""
+        self.auth: AuthConfig | None = None  # read from config.auth_file when the server starts
         self._stopped = asyncio.Event()
         self._stopping: asyncio.Task[None] | None = None
         self._hurry: asyncio.Task[None] | None = None
@@ -80,7 +83,9 @@ class TaskwireServer:
         The port is bound first and alone (no SO_REUSEPORT): a second server on a used port, or on a
         store another server owns, refuses before it changes anything."""
         max_message = self.config.max_message_bytes
+        self.auth = load_auth_file(self.config.auth_file) if self.config.auth_file is not None else None
         server = grpc.aio.server(
+            interceptors=[AuthGate(self.auth)],
             options=[
                 ("grpc.max_receive_message_length", max_message),
                 ("grpc.max_send_message_length", max_message),
@@ -89,7 +94,7 @@ class TaskwireServer:
                 ("grpc.keepalive_permit_without_calls", 1),
                 # gRPC shares ports by default: two servers on one port would split clients and workers.
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         rejections = RejectionLog()
         add_service(server, TaskService(engine=self.engine, config=self.config, rejections=rejections), TASK)

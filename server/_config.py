@@ -35,6 +35,8 @@ class ServerConfig:
     retention_batch: int = 500
     # Deadline of unary calls that do not set one themselves.
     default_rpc_timeout: timedelta = timedelta(seconds=30)
+    # The identities, roles and limits (TOML, `_auth_file`); None: every caller may do everything.
+    auth_file: Path | None = None
 
     @property
     def max_message_bytes(self) -> int:

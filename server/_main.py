@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -138,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
         "0 keeps them forever [TASKWIRE_RETENTION] (default: %(default)s, 7 days)",
     )
     add(
+        "--auth-file",
+        type=Path,
+        default=_env("TASKWIRE_AUTH_FILE", "") or None,
+        help="TOML file of identities, roles, token hashes and limits; without one every caller may do "
+        "everything (loopback development); see docs/security.md [TASKWIRE_AUTH_FILE]",
+    )
+    add(
         "--with-local-worker",
         action="store_true",
         default=_env("TASKWIRE_WITH_LOCAL_WORKER", "") not in ("", "0", "false"),
@@ -165,7 +173,17 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         cancel_grace=args.cancel_grace,
         shutdown_grace=args.shutdown_grace,
         retention=args.retention,
+        auth_file=args.auth_file,
     )
+
+
+def _auth_line(server: TaskwireServer, config: ServerConfig) -> str:
+    if server.auth is None:
+        return "taskwire-server: authentication off (no --auth-file): every caller may do everything"
+    roles = Counter(identity.role.value for identity in server.auth.identities)
+    summary = ", ".join(f"{count} {role}" for role, count in sorted(roles.items()))
+    count = len(server.auth.identities)
+    return f"taskwire-server: authentication on, {count} identities ({summary}) from {config.auth_file}"
 
 
 async def serve(config: ServerConfig, *, with_local_worker: bool = False) -> int:
@@ -180,6 +198,7 @@ async def serve(config: ServerConfig, *, with_local_worker: bool = False) -> int
     gc.collect()
     gc.freeze()
     print(f"taskwire-server listening on {address} (store: {config.db_path})", flush=True)
+    print(_auth_line(server, config), flush=True)
     loop = asyncio.get_running_loop()
 
     signals_seen = 0

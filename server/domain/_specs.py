@@ -13,7 +13,7 @@ from taskwire.common import Execution, ExecutionSpec, Reason, ReasonCode, State,
 
 
 def create_execution(
-    spec: ExecutionSpec, *, execution_id: str, task_run_ids: Sequence[str], now: datetime
+    spec: ExecutionSpec, *, execution_id: str, task_run_ids: Sequence[str], now: datetime, submitted_by: str = ""
 ) -> tuple[Execution, tuple[TaskRun, ...]]:
     """The records of a new execution from a validated spec, all stamped `now`.
 
@@ -36,6 +36,7 @@ def create_execution(
         deadline=now + spec.timeout if spec.timeout is not None else None,
         not_before=spec.not_before if scheduled else None,
         idempotency_key=spec.idempotency_key,
+        submitted_by=submitted_by,
     )
     task_runs = []
     for task_run_id, task in zip(task_run_ids, spec.tasks, strict=True):

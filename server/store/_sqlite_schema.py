@@ -1,6 +1,6 @@
 """The SQLite store's schema, its migrations, and how every connection to the file is opened.
 
-Schema (PRAGMA user_version 3; timestamps are INTEGER microseconds since the
+Schema (PRAGMA user_version 4; timestamps are INTEGER microseconds since the
 Unix epoch, UTC; durations INTEGER microseconds; JSON columns are compact JSON):
 
 - `executions`: `seq` (AUTOINCREMENT, never reused: the newest-first paging
@@ -18,7 +18,9 @@ queue scan, `executions_cold` (partial: executions that may be cold) and
 `task_runs_not_cold` (partial: task runs that are not PENDING or have
 attempts) answer "is this execution cold?" with two index probes. Version 3
 adds `executions_finished` (partial: terminal executions, by `ended_at`), what
-retention reads.
+retention reads. Version 4 adds `executions.submitted_by` (the identity that
+submitted it, '' before authentication was on) and `executions_by_submitter`,
+what a submitter's listing reads.
 
 Deleting an execution deletes its events, task run inputs, task runs and row;
 SQLite reuses the freed pages for later inserts (the file does not shrink).
@@ -145,12 +147,25 @@ def _add_finished_index_v3(conn: sqlite3.Connection) -> None:
     conn.execute(_SCHEMA_V3)
 
 
+# Version 4: who submitted each execution (a submitter sees only its own).
+_SCHEMA_V4: Final = (
+    "ALTER TABLE executions ADD COLUMN submitted_by TEXT NOT NULL DEFAULT ''",
+    "CREATE INDEX executions_by_submitter ON executions (submitted_by, seq)",
+)
+
+
+def _add_submitter_v4(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V4:
+        conn.execute(statement)
+
+
 # MIGRATIONS[n] takes a database from user_version n to n + 1, inside one transaction.
 # A later schema appends its step here; SCHEMA_VERSION follows.
 MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _create_schema_v1,
     _add_cold_indexes_v2,
     _add_finished_index_v3,
+    _add_submitter_v4,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
