@@ -14,6 +14,7 @@ plaintext loopback.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
@@ -25,6 +26,9 @@ SCHEME = "Bearer "
 TOKEN_PREFIX = "tw_"
 HASH_PREFIX = "sha256:"
 TOKEN_ENV = "TASKWIRE_TOKEN"
+# The roles of an identity (the server's `Role`), and what an identity's name may be.
+ROLES = ("worker", "submitter", "reader", "admin")
+IDENTITY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 
 
 def new_token() -> str:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taskwire.common.bearer import HASH_PREFIX, token_hash
+from taskwire.common.bearer import HASH_PREFIX, IDENTITY_NAME, token_hash
 
 from ._auth_policy import Role
 
@@ -38,7 +38,6 @@ DEFAULT_SUBMIT_BURST = 200
 DEFAULT_MAX_WORKER_STREAMS = 16
 
 _HASH = re.compile(re.escape(HASH_PREFIX) + r"[0-9a-f]{64}")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 _LIMIT_KEYS = {"submit_rate", "submit_burst", "max_worker_streams"}
 _IDENTITY_KEYS = {"name", "role", "tokens", "sans"} | _LIMIT_KEYS
 
@@ -135,7 +134,7 @@ def _identity(table: Any, defaults: Limits, where: str) -> Identity:
     if unknown:
         raise AuthFileError(f"{where}: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(_IDENTITY_KEYS))})")
     name = table.get("name")
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    if not isinstance(name, str) or not IDENTITY_NAME.fullmatch(name):
         raise AuthFileError(f"{where}.name: required, letters, digits and ._@- (at most 128), got {name!r}")
     try:
         role = Role(str(table.get("role")))

@@ -29,6 +29,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from taskwire.common import bearer
 from taskwire.v1 import worker_service_pb2 as wpb
 from taskwire.v1 import worker_service_pb2_grpc
 
@@ -109,6 +110,7 @@ class Worker:
         handler_log_level: int = logging.INFO,
         channel_options: Sequence[tuple[str, Any]] = (),
         mp_start_method: str = "spawn",
+        token: str | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
@@ -117,6 +119,7 @@ class Worker:
         if max_reconnect_attempts is not None and max_reconnect_attempts < 1:
             raise ValueError(f"max_reconnect_attempts must be at least 1, got {max_reconnect_attempts}")
         self._server = server
+        self._interceptors = bearer.aio_interceptors(token)  # the credential: who this worker is to the server
         self._registry = registry
         self._slots = slots
         self._name = name or default_worker_name()
@@ -400,7 +403,9 @@ class Worker:
             return
         self._server_leaving.clear()
         loop = asyncio.get_running_loop()
-        channel = grpc.aio.insecure_channel(self._server, options=self._channel_options)
+        channel = grpc.aio.insecure_channel(
+            self._server, options=self._channel_options, interceptors=self._interceptors
+        )
         call: Any = None
         tasks: list[asyncio.Task[Any]] = []
         welcomed_at: float | None = None
