@@ -59,6 +59,7 @@ RULES: dict[str, Rule] = {
     # Probes must work without a credential.
     f"/{_HEALTH}/Check": OPEN,
     f"/{_HEALTH}/Watch": OPEN,
+    f"/{_HEALTH}/List": OPEN,
     # The schema is public (it ships with every client); reflection reveals nothing else, and keeps
     # grpcurl and `buf curl` working without proto files.
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": OPEN,
