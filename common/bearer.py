@@ -100,12 +100,10 @@ class _SyncBearer(
         return continuation(self._details(details), requests)
 
 
-class _AioBearer(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
+class _AioBearer:
+    """The token on the metadata of an asyncio call. grpc.aio files each interceptor under one kind of
+    call only (its first base that matches), so there is one class per kind below."""
+
     def __init__(self, token: str) -> None:
         self._token = token
 
@@ -118,15 +116,23 @@ class _AioBearer(
             details.wait_for_ready,
         )
 
+
+class _AioUnaryUnary(_AioBearer, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _AioUnaryStream(_AioBearer, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _AioStreamUnary(_AioBearer, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(self._details(details), requests)
 
+
+class _AioStreamStream(_AioBearer, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(self._details(details), requests)
 
@@ -138,4 +144,6 @@ def with_token(channel: grpc.Channel, token: str | None) -> grpc.Channel:
 
 def aio_interceptors(token: str | None) -> list[grpc.aio.ClientInterceptor]:
     """The interceptors of an asyncio channel whose every call carries `token` (none without one)."""
-    return [_AioBearer(token)] if token else []
+    if not token:
+        return []
+    return [_AioUnaryUnary(token), _AioUnaryStream(token), _AioStreamUnary(token), _AioStreamStream(token)]
