@@ -99,7 +99,9 @@ def hello_frame(name: str, running: tuple[tuple[str, int], ...] = ()) -> bytes:
     return wpb.ConnectRequest(messages=[wpb.WorkerMessage(hello=hello)]).SerializeToString()
 
 
-def raw_stream(channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...] = ()) -> grpc.aio.StreamStreamCall[bytes, bytes]:
+def raw_stream(
+    channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...] = ()
+) -> grpc.aio.StreamStreamCall[bytes, bytes]:
     """A WorkerService stream of raw frames, opened with `metadata` (the credential)."""
     same: Callable[[bytes], bytes] = lambda data: data  # noqa: E731
     return channel.stream_stream(CONNECT, request_serializer=same, response_deserializer=same)(metadata=metadata)

@@ -23,7 +23,9 @@ def secured(procs: Cluster) -> Secured:
 
 
 def test_the_startup_line_says_authentication_is_on(secured: Secured) -> None:
-    secured.server.process.wait_for_line(r"authentication on, 7 identities \(1 admin, 1 reader, 3 submitter, 2 worker\)")
+    secured.server.process.wait_for_line(
+        r"authentication on, 7 identities \(1 admin, 1 reader, 3 submitter, 2 worker\)"
+    )
 
 
 @pytest.mark.parametrize("credential", ["missing", "wrong"])
