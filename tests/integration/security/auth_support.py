@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -107,10 +109,20 @@ def raw_stream(
     return channel.stream_stream(CONNECT, request_serializer=same, response_deserializer=same)(metadata=metadata)
 
 
-async def read_all(call: grpc.aio.StreamStreamCall[bytes, bytes]) -> list[bytes]:
-    """Every frame the server sends until the stream ends (an error status raises AioRpcError)."""
-    frames = []
-    while (frame := await call.read()) is not grpc.aio.EOF:
-        assert isinstance(frame, bytes)
-        frames.append(frame)
-    return frames
+async def refusal(
+    call: grpc.aio.StreamStreamCall[bytes, bytes], frame: bytes | None = None
+) -> tuple[grpc.StatusCode, str]:
+    """Send `frame` (if any) and read until the stream ends; its status. A call refused for its credential
+    needs no frame: the server ends it before reading one. (The server may end the stream before the
+    frame is written: that write fails, and the status tells why.)"""
+    if frame is not None:
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await call.write(frame)
+
+    async def drain() -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            while await call.read() is not grpc.aio.EOF:
+                pass
+
+    await asyncio.wait_for(drain(), 10)
+    return await call.code(), await call.details() or ""
