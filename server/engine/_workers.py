@@ -9,8 +9,12 @@ machine fences the rest (stale attempt numbers). A session silent for the lease
 timeout loses every attempt it holds: each is applied `LeaseExpired`, and the
 retry policy decides what follows.
 
+With authentication, the identity of a worker's credential is on its session
+and on each attempt dispatched to it: a report on, or an adoption of, an
+attempt of another identity is refused (`PermissionDenied`, audited).
+
 May use: the clock, the timers, the live executions (to apply what workers
-report), and one hook: a session may have a free slot now.
+report), the audit log, and one hook: a session may have a free slot now.
 """
 
 from __future__ import annotations
