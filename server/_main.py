@@ -177,13 +177,14 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
-def _auth_line(server: TaskwireServer, config: ServerConfig) -> str:
+def _auth_note(server: TaskwireServer, config: ServerConfig) -> str:
+    """The startup line's word on authentication: off (everything allowed), or on with whom."""
     if server.auth is None:
-        return "taskwire-server: authentication off (no --auth-file): every caller may do everything"
+        return "authentication off, no --auth-file: every caller may do everything"
     roles = Counter(identity.role.value for identity in server.auth.identities)
     summary = ", ".join(f"{count} {role}" for role, count in sorted(roles.items()))
     count = len(server.auth.identities)
-    return f"taskwire-server: authentication on, {count} identities ({summary}) from {config.auth_file}"
+    return f"authentication on: {count} identities ({summary}) from {config.auth_file}"
 
 
 async def serve(config: ServerConfig, *, with_local_worker: bool = False) -> int:
@@ -197,8 +198,7 @@ async def serve(config: ServerConfig, *, with_local_worker: bool = False) -> int
     # collector's full passes, which otherwise stop the loop for 15-25 ms every few thousand tasks.
     gc.collect()
     gc.freeze()
-    print(f"taskwire-server listening on {address} (store: {config.db_path})", flush=True)
-    print(_auth_line(server, config), flush=True)
+    print(f"taskwire-server listening on {address} (store: {config.db_path}; {_auth_note(server, config)})", flush=True)
     loop = asyncio.get_running_loop()
 
     signals_seen = 0

@@ -22,7 +22,7 @@ def secured(procs: Cluster) -> Secured:
 
 def test_the_startup_line_says_authentication_is_on(secured: Secured) -> None:
     secured.server.process.wait_for_line(
-        r"authentication on, 7 identities \(1 admin, 1 reader, 3 submitter, 2 worker\)"
+        r"taskwire-server listening on .* authentication on: 7 identities \(1 admin, 1 reader, 3 submitter, 2 worker\)"
     )
 
 
