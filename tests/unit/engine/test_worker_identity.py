@@ -97,3 +97,15 @@ async def test_without_authentication_every_worker_is_the_same_nobody(rig: Rig) 
     assert again.welcome.adopted == (invoked.key,)
     again.complete(invoked)
     assert await rig.state(execution_id) is State.SUCCESS
+
+
+async def test_without_authentication_an_attempt_with_an_identity_is_taken_back_too(rig: Rig) -> None:
+    owner = rig.connect("a", instance_id="same", identity="worker-a")
+    execution_id = await rig.submit()
+    (invoked,) = owner.invocations
+    await rig.engine.flush()
+    await rig.restart()  # started again without an auth file: no identities
+    again = rig.connect("a", instance_id="same", running=[invoked.key])
+    assert again.welcome.adopted == (invoked.key,)
+    again.complete(invoked)
+    assert await rig.state(execution_id) is State.SUCCESS
