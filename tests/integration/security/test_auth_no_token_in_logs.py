@@ -37,18 +37,20 @@ def test_no_token_is_ever_logged(procs: Cluster) -> None:
     alice = {"TASKWIRE_TOKEN": secured.tokens["alice"]}
     done = _cli("submit", "echo", "--input", '{"x": 1}', "--wait", *server, env=alice)
     assert done.returncode == 0, done.stderr
-    for args, env in (
-        (["submit", "fail", "--wait", *server], alice),
-        (["list", *server, "--token", secured.tokens["reader"]], {}),
-        (["stats", *server, "--token", secured.tokens["reader"]], {}),
-        (["workers", "drain", "logged", *server], {"TASKWIRE_TOKEN": secured.tokens["reader"]}),  # denied
-        (["list", *server, "--token", wrong], {}),  # unknown token
-        (["list", *server], {}),  # none
+    for args, env, exit_code in (
+        (["submit", "fail", "--wait", *server], alice, 1),  # the execution FAILED, as asked
+        (["list", *server, "--token", secured.tokens["reader"]], {}, 0),
+        (["stats", *server, "--token", secured.tokens["reader"]], {}, 0),
+        (["workers", "drain", "logged", *server], {"TASKWIRE_TOKEN": secured.tokens["reader"]}, 4),  # wrong role
+        (["list", *server, "--token", wrong], {}, 4),  # an unknown token
+        (["list", *server], {}, 4),  # none
     ):
         result = _cli(*args, env=env)
+        assert result.returncode == exit_code, (args, result.stderr)
         outputs += [result.stdout, result.stderr]
     assert "may not call DrainWorker" in "".join(outputs)
     assert "not known to this server" in "".join(outputs)
+    assert "pass --token or set TASKWIRE_TOKEN" in "".join(outputs)
     with secured.client(token=wrong) as stranger, pytest.raises(Unauthenticated):
         stranger.stats()
     with secured.client("worker-b") as intruder, pytest.raises(PermissionDenied):
