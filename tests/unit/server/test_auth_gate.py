@@ -88,3 +88,28 @@ async def test_an_allowed_call_runs_with_its_caller_known(address: str) -> None:
     refused = await _call(address, method, new_token())
     assert isinstance(refused, grpc.aio.AioRpcError)
     assert refused.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_without_an_auth_file_everything_is_allowed_and_cancels_are_still_audited(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = grpc.aio.server(interceptors=[AuthGate(None)])
+    handler = grpc.unary_unary_rpc_method_handler(_async_echo_caller, _same, _same)
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler("taskwire.v1.TaskService", {"CancelExecution": handler}),
+            grpc.method_handlers_generic_handler("test.Extra", {"Unruled": handler}),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        with caplog.at_level("INFO", logger="taskwire.audit"):
+            cancel = await _call(f"127.0.0.1:{port}", "/taskwire.v1.TaskService/CancelExecution", None)
+            unruled = await _call(f"127.0.0.1:{port}", "/test.Extra/Unruled", None)
+    finally:
+        await server.stop(None)
+    assert cancel == b":None:all"
+    assert unruled == b":None:all"
+    (line,) = [record.getMessage() for record in caplog.records if record.name == "taskwire.audit"]
+    assert line == "audit action=cancel identity=anonymous method=CancelExecution target=- code=OK"
