@@ -67,14 +67,20 @@ def backoff_wait(policy: RpcRetry) -> tenacity.wait_exponential_jitter:
     )
 
 
+# The longest rate limit hint a call waits out by itself; a longer one is raised at once (`RateLimited`).
+RATE_LIMIT_WAIT_CAP_S = 10.0
+
+
 def retry_options(policy: RpcRetry, *, idempotent: bool = True) -> dict[str, Any]:
     """tenacity options, a bounded number of attempts: an idempotent call retries UNAVAILABLE with exponential
     backoff and jitter; any call refused by a rate limit (`RateLimited`: nothing was done) retries after the
-    server's hint."""
+    server's hint, when that is at most `RATE_LIMIT_WAIT_CAP_S`."""
     backoff = backoff_wait(policy)
 
     def retryable(error: BaseException) -> bool:
-        return isinstance(error, RateLimited) or (idempotent and is_retryable(error))
+        if isinstance(error, RateLimited):
+            return 0 < error.retry_after_s <= RATE_LIMIT_WAIT_CAP_S
+        return idempotent and is_retryable(error)
 
     def pause_s(state: tenacity.RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome is not None else None
