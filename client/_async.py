@@ -112,6 +112,7 @@ class AsyncClient:
         metadata: Mapping[str, str] | None = None,
         execution_timeout: timedelta | None = None,
         not_before: datetime | None = None,
+        schedule_to_start_timeout: timedelta | None = None,
         wait_for_room: bool = False,
     ) -> ExecutionSnapshot:
         """Submit an execution of one task; see `Client.submit`."""
@@ -128,6 +129,7 @@ class AsyncClient:
             metadata=metadata,
             execution_timeout=execution_timeout,
             not_before=not_before,
+            schedule_to_start_timeout=schedule_to_start_timeout,
         )
         return await self.submit_execution(spec, wait_for_room=wait_for_room)
 
@@ -138,7 +140,7 @@ class AsyncClient:
             c.submit_request(spec, wait_for_room=wait_for_room),
             idempotent=c.submit_is_idempotent([spec]),
         )
-        return c.snapshot(response.execution, deduplicated=response.deduplicated)
+        return c.submitted(response)
 
     async def submit_many(
         self, specs: Iterable[ExecutionSpec], *, wait_for_room: bool = False

@@ -9,16 +9,19 @@ from `ExitCode`; never a traceback for a user mistake or an unreachable server.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from enum import IntEnum
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 from rich.console import Console
 
 from taskwire.common import (
@@ -33,8 +36,9 @@ from taskwire.common import (
     positive_int,
 )
 from taskwire.common.bearer import TOKEN_ENV
+from taskwire.common.tls import TlsConfigError, TlsFiles, add_tls_arguments, tls_from_args
 
-from ._common import DEFAULT_ADDRESS, parse_state
+from ._common import DEFAULT_ADDRESS, parse_state, unserved_warning
 from ._errors import ServerUnavailable, WaitTimeout
 from ._events import WatchEvent
 from ._live import JsonLinesView, LiveView, PlainView, WatchView
@@ -217,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"bearer token for a server with an auth file (default: ${TOKEN_ENV}, which other users cannot "
         "read from the process list)",
     )
+    add_tls_arguments(common)
     as_json = _Parser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
     # For the subcommands of a command that takes --json itself: unset there keeps the command's value.
@@ -251,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("--timeout", metavar="S", type=_seconds, help="limit of each attempt, in seconds")
     submit.add_argument("--max-attempts", metavar="N", type=int, help="attempts in all, the first included")
+    submit.add_argument(
+        "--schedule-to-start-timeout",
+        metavar="S",
+        type=_seconds,
+        help="fail the task (SCHEDULE_TO_START_TIMEOUT) when no worker starts it within S seconds of being queued",
+    )
     submit.add_argument(
         "--max-infrastructure-retries",
         metavar="N",
@@ -318,6 +329,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     drain.add_argument("--reason", metavar="TEXT", default="", help="why; shown in the worker's log")
     add_tokens_command(commands, _Parser)
+
+    dev_certs = commands.add_parser(
+        "dev-certs",
+        help="create a local CA, a server certificate and client certificates for mutual TLS",
+        description="Create a local CA, a server certificate (for localhost, 127.0.0.1, ::1 and each --host) "
+        "and one client certificate per --client (URI SAN spiffe://taskwire/NAME) in DIR, then print the "
+        "flags that use them. For trying mutual TLS, not for production.",
+    )
+    dev_certs.add_argument("directory", metavar="DIR", type=Path, help="where to write them (created if missing)")
+    dev_certs.add_argument(
+        "--host", dest="hosts", metavar="NAME", action="append", default=[], help="another server name or IP (repeat)"
+    )
+    dev_certs.add_argument(
+        "--client",
+        dest="clients",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="a client certificate for NAME (repeatable; default: worker and admin)",
+    )
     return parser
 
 
@@ -398,8 +429,11 @@ def cmd_submit(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
         max_infrastructure_retries=args.max_infrastructure_retries,
         key=args.key,
         name=args.name,
+        schedule_to_start_timeout=args.schedule_to_start_timeout,
         wait_for_room=not args.fail_fast,
     )
+    if submitted.unserved_handlers:
+        out.error(f"warning: {unserved_warning(submitted.id, submitted.unserved_handlers)}")
     if args.wait or args.watch:
         if not args.json:
             out.error(f"submitted {submitted.id}")
@@ -509,12 +543,40 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace, Output], ExitCode]] = 
 }
 
 
+def cmd_dev_certs(args: argparse.Namespace, out: Output) -> int:
+    # Imported here: the other commands do not load the cryptography package.
+    from ._dev_certs import DEFAULT_CLIENTS, usage_text, write_dev_certs
+
+    try:
+        certs = write_dev_certs(args.directory, hosts=args.hosts, clients=args.clients or DEFAULT_CLIENTS)
+    except (ValueError, OSError) as error:
+        out.error(f"{PROG}: dev-certs: {error}")
+        return ExitCode.USAGE
+    out.line(usage_text(certs))
+    return ExitCode.OK
+
+
 def action_of(args: argparse.Namespace) -> str:
     """What the user asked for, as the error line names it: `get 01J...`, `submit echo`."""
     if getattr(args, "workers_action", None) == "drain":
         return f"workers drain {args.worker}"
     subject = getattr(args, "execution_id", None) or getattr(args, "handler", None) or ""
     return f"{args.command} {subject}".strip()
+
+
+@contextlib.contextmanager
+def _parent_trace() -> Iterator[None]:
+    """A trace context in TRACEPARENT (and TRACESTATE), as a script in a traced job sets it, becomes the
+    parent of what the command submits."""
+    carrier = {name.lower(): value for name in ("TRACEPARENT", "TRACESTATE") if (value := os.environ.get(name))}
+    if not carrier:
+        yield
+        return
+    token = otel_context.attach(propagate.extract(carrier))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
@@ -524,11 +586,26 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, st
     if args.command == "tokens":
         out.line(cmd_tokens(args))
         return ExitCode.OK
+    if args.command == "dev-certs":
+        return cmd_dev_certs(args, out)
+    tls: TlsFiles | None = None
     try:
-        with Client(server_address(args), token=bearer_token(args)) as client:
+        try:
+            tls = tls_from_args(args)
+            credentials = tls.credentials() if tls is not None else None
+        except TlsConfigError as error:
+            raise UsageError(str(error)) from None
+        options = tls.channel_options() if tls is not None else ()
+        with (
+            Client(server_address(args), credentials=credentials, options=options, token=bearer_token(args)) as client,
+            _parent_trace(),
+        ):
             return COMMANDS[args.command](client, args, out)
     except (UsageError, TaskwireError) as error:
-        out.error(error_line(error, action=action_of(args)))
+        line = error_line(error, action=action_of(args))
+        if isinstance(error, ServerUnavailable) and tls is not None:
+            line += " (or the TLS handshake failed: check --tls-ca, --tls-cert and --tls-key)"
+        out.error(line)
         return exit_code_for(error)
     except KeyboardInterrupt:
         subject = getattr(args, "execution_id", None)

@@ -35,6 +35,8 @@ class ExecutionSnapshot:
     task_runs: tuple[TaskRun, ...]
     # True when this came from a submit whose idempotency key matched an existing execution.
     deduplicated: bool = False
+    # From a submit: its handlers that no connected worker served then (its tasks for them wait).
+    unserved_handlers: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -90,6 +92,8 @@ class SubmitResult:
     execution_id: str = ""
     deduplicated: bool = False
     error: TaskwireError | None = None
+    # Its handlers that no connected worker served at the time of the reply.
+    unserved_handlers: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

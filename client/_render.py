@@ -18,7 +18,7 @@ from rich.text import Text
 
 from taskwire.common import JSON_VIEW_VERSION, AttemptOutcome, Payload, Reason, State, Stats, TaskRun, iso, payload_view
 
-from ._events import ExecutionTransition, TaskLog, TaskProgress, TaskRunTransition, WatchEvent
+from ._events import ExecutionTransition, TaskLog, TaskNote, TaskProgress, TaskRunTransition, WatchEvent
 from ._models import ExecutionSnapshot, WorkerInfo, task_run_output
 
 STATE_STYLES = {
@@ -276,6 +276,8 @@ def event_line(event: WatchEvent) -> str:
         return f"{head} task {event.task_id} progress {event.fraction:.0%}{message}"
     if isinstance(event, TaskLog):
         return f"{head} task {event.task_id} log {event.level.value} {event.text}"
+    if isinstance(event, TaskNote):
+        return f"{head} task {event.task_id} note: {event.text}"
     kind = f" ({event.kind})" if event.kind else ""
     return f"{head} an event of a kind this version does not know{kind}"
 

@@ -3,7 +3,8 @@ specs, statistics, the error tree, the JSON view, and the one argument type both
 
 Everything here is pure (no grpc, no protobuf, no I/O, no clock), and nothing here
 imports the server. The converter between these values and the wire messages, with
-the mapping of errors to gRPC status codes, is `taskwire.common.wire`.
+the mapping of errors to gRPC status codes, is `taskwire.common.wire`; the TLS channel credentials that
+the SDK, the CLI and the worker agent make from certificate files come from `taskwire.common.tls`.
 
 The enums are open (`OpenEnum`): a value from a newer version of taskwire is kept as
 a pseudo-member, and the records' invariant checks apply to known values only; see

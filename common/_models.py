@@ -217,6 +217,8 @@ class TaskRun:
     # A cancellation sent to the worker of the running attempt and not yet answered.
     pending_cancel: Reason | None = None
     progress: Progress | None = None
+    # How long it may wait PENDING for a worker to start it; None: no limit.
+    schedule_to_start_timeout: timedelta | None = None
 
     def __post_init__(self) -> None:
         _check_state_reason("task run", self.id, self.state, self.reason)
@@ -268,6 +270,8 @@ class Execution:
     closing: Closing | None = None
     # The identity that submitted it ("" when the server runs without authentication).
     submitted_by: str = ""
+    # The submitter's W3C trace context (traceparent, tracestate); empty: none.
+    trace_context: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_state_reason("execution", self.id, self.state, self.reason)

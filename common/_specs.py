@@ -42,6 +42,8 @@ class TaskSpec:
     depends_on: tuple[str, ...] = ()
     timeout: timedelta | None = None
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    # How long it may wait PENDING for a worker to start it (each time it becomes PENDING); None: no limit.
+    schedule_to_start_timeout: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,8 @@ class ExecutionSpec:
     timeout: timedelta | None = None
     not_before: datetime | None = None
     idempotency_key: str = ""
+    # The submitter's W3C trace context (traceparent, tracestate); empty: none.
+    trace_context: Mapping[str, str] = field(default_factory=dict)
 
 
 def _duration(value: timedelta | None, where: str, limits: Limits) -> None:
@@ -152,6 +156,13 @@ def validate_execution_spec(spec: ExecutionSpec, limits: Limits, where: str = "e
         if len(value) > 1024:
             raise ValidationError(f"{where}.metadata[{key!r}]", "values must have at most 1024 characters")
     _duration(spec.timeout, f"{where}.timeout", limits)
+    if len(spec.trace_context) > 8:
+        raise ValidationError(f"{where}.trace_context", f"at most 8 entries, got {len(spec.trace_context)}")
+    for key, value in spec.trace_context.items():
+        if not 0 < len(key) <= 64 or len(value) > 1024:
+            raise ValidationError(
+                f"{where}.trace_context", f"keys must have 1 to 64 characters and values at most 1024, got {key!r}"
+            )
 
     tasks: list[TaskSpec] = []
     seen: dict[str, int] = {}
@@ -172,6 +183,7 @@ def validate_execution_spec(spec: ExecutionSpec, limits: Limits, where: str = "e
             raise ValidationError(f"{at}.handler", "must be at most 256 characters with no surrounding spaces")
         _validate_payload(task.input, f"{at}.input", limits)
         _duration(task.timeout, f"{at}.timeout", limits)
+        _duration(task.schedule_to_start_timeout, f"{at}.schedule_to_start_timeout", limits)
         policy = _validate_retry_policy(task.retry_policy, f"{at}.retry_policy", limits)
         if task_id != task.task_id or policy is not task.retry_policy:
             task = replace(task, task_id=task_id, retry_policy=policy)

@@ -291,6 +291,7 @@ def task_spec_to_proto(spec: TaskSpec) -> tpb.TaskSpec:
         depends_on=list(spec.depends_on),
         timeout=duration_to_proto(spec.timeout),
         retry_policy=retry_policy_to_proto(spec.retry_policy),
+        schedule_to_start_timeout=duration_to_proto(spec.schedule_to_start_timeout),
     )
 
 
@@ -302,6 +303,7 @@ def execution_spec_to_proto(spec: ExecutionSpec) -> tpb.ExecutionSpec:
         timeout=duration_to_proto(spec.timeout),
         not_before=timestamp_to_proto(spec.not_before),
         idempotency_key=spec.idempotency_key,
+        trace_context=dict(spec.trace_context),
     )
 
 
@@ -355,6 +357,7 @@ def task_run_from_proto(message: pb.TaskRun) -> TaskRun:
         progress=(
             Progress(message.progress.fraction, message.progress.message) if message.HasField("progress") else None
         ),
+        schedule_to_start_timeout=optional_duration(message, "schedule_to_start_timeout"),
     )
 
 
@@ -380,6 +383,7 @@ def execution_from_proto(message: pb.Execution) -> tuple[Execution, tuple[TaskRu
         started_at=optional_timestamp(message, "started_at"),
         ended_at=optional_timestamp(message, "ended_at"),
         closing=_closing_from_proto(message),
+        trace_context=dict(message.trace_context),
     )
     return execution, tuple(task_run_from_proto(task_run) for task_run in message.task_runs)
 

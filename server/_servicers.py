@@ -100,6 +100,9 @@ def fingerprint(spec: tpb.ExecutionSpec, submitter: str = "") -> str:
     """
     if not spec.idempotency_key:
         return ""
+    if spec.trace_context:  # who asked, and in which trace, does not make it another request
+        spec = tpb.ExecutionSpec.FromString(spec.SerializeToString())
+        spec.ClearField("trace_context")
     digest = hashlib.sha256(spec.SerializeToString(deterministic=True))
     if submitter:
         digest.update(b"\0submitted by " + submitter.encode())
@@ -173,6 +176,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         return tpb.SubmitExecutionResponse(
             execution=wire.execution_to_proto(snapshot.execution, snapshot.task_runs),
             deduplicated=result.deduplicated,
+            unserved_handlers=self._engine.unserved(task_run.handler for task_run in snapshot.task_runs),
         )
 
     @_translate_errors
@@ -188,13 +192,15 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         items = [_submit_item(spec, f"executions[{index}]", submitter) for index, spec in enumerate(request.executions)]
         results = await self._engine.submit_many(items, wait_for_room=wait, timeout_s=timeout_s, submitted_by=submitter)
         response = tpb.SubmitExecutionsResponse()
-        for result in results:
+        unserved = set(self._engine.unserved({task.handler for spec in request.executions for task in spec.tasks}))
+        for spec, result in zip(request.executions, results, strict=True):
             code, message = wire.submit_result_error(result.error) if result.error else ("", "")
             response.results.add(
                 execution_id=result.execution_id,
                 deduplicated=result.deduplicated,
                 error_code=code,
                 error_message=message,
+                unserved_handlers=sorted({task.handler for task in spec.tasks} & unserved) if unserved else (),
             )
         return response
 

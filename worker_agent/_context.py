@@ -6,6 +6,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from taskwire.common import Payload
@@ -52,6 +53,9 @@ class AttemptInfo:
     task_id: str = ""
     # Names this dispatch (session id / dispatch number); unlike the attempt number, no crash reuses it.
     dispatch_id: str = ""
+    # The submitter's W3C trace context, and when the task run was queued for this attempt.
+    trace_context: Mapping[str, str] = field(default_factory=dict)
+    queued_at: datetime | None = None
 
 
 class TaskContext:
@@ -90,6 +94,11 @@ class TaskContext:
     def raw_input(self) -> Payload:
         """The input exactly as it arrived: bytes and media type."""
         return self._info.input
+
+    @property
+    def info(self) -> AttemptInfo:
+        """Everything known about the attempt before it ran (ids, handler, input, trace context)."""
+        return self._info
 
     @property
     def execution_id(self) -> str:

@@ -37,6 +37,7 @@ def create_execution(
         not_before=spec.not_before if scheduled else None,
         idempotency_key=spec.idempotency_key,
         submitted_by=submitted_by,
+        trace_context=dict(spec.trace_context),
     )
     task_runs = []
     for task_run_id, task in zip(task_run_ids, spec.tasks, strict=True):
@@ -56,6 +57,7 @@ def create_execution(
                 depends_on=task.depends_on,
                 timeout=task.timeout,
                 retry_policy=task.retry_policy,
+                schedule_to_start_timeout=task.schedule_to_start_timeout,
                 state=state,
                 reason=reason,
                 created_at=now,

@@ -156,6 +156,7 @@ class Dispatcher:
 
     def _dispatch(self, live: LiveExecution, task_run: TaskRun, session: WorkerSession) -> None:
         number = task_run.attempt_count + 1
+        queued_at = task_run.updated_at  # nothing changes a PENDING task run in the queue
         self._executions.apply_task(live, task_run.id, TaskDispatched(number, session.name, session.identity))
         session.dispatches += 1
         self._holders.hold((task_run.id, number), session, dispatch=session.dispatches)
@@ -163,5 +164,7 @@ class Dispatcher:
         attempt = dispatched.current_attempt
         assert attempt is not None
         assert session.link is not None
-        session.link.invoke(dispatched, attempt, session.dispatches)
+        session.link.invoke(
+            dispatched, attempt, session.dispatches, queued_at=queued_at, trace_context=live.execution.trace_context
+        )
         self._executions.settle(live)

@@ -18,6 +18,7 @@ May use: the domain.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -30,9 +31,18 @@ AttemptKey = tuple[str, int]  # (task run id, attempt number)
 class WorkerLink(Protocol):
     """The way down one worker's stream. Sends queue and return at once; nothing is sent after close()."""
 
-    def invoke(self, task_run: TaskRun, attempt: Attempt, dispatch: int) -> None:
+    def invoke(
+        self,
+        task_run: TaskRun,
+        attempt: Attempt,
+        dispatch: int,
+        *,
+        queued_at: datetime,
+        trace_context: Mapping[str, str],
+    ) -> None:
         """Run `attempt` (just dispatched, so the task run's current one) of the task run; `dispatch` is
-        this session's count of invocations, which the worker echoes in its heartbeats."""
+        this session's count of invocations, which the worker echoes in its heartbeats. `queued_at`: when
+        the task run was queued for it; `trace_context`: the execution's (W3C traceparent, tracestate)."""
 
     def cancel(self, task_run_id: str, attempt: int, reason: Reason) -> None:
         """Stop the attempt's handler; the worker answers with a cancel acknowledgement."""

@@ -1,6 +1,6 @@
 """The SQLite store's schema, its migrations, and how every connection to the file is opened.
 
-Schema (PRAGMA user_version 4; timestamps are INTEGER microseconds since the
+Schema (PRAGMA user_version 6; timestamps are INTEGER microseconds since the
 Unix epoch, UTC; durations INTEGER microseconds; JSON columns are compact JSON):
 
 - `executions`: `seq` (AUTOINCREMENT, never reused: the newest-first paging
@@ -18,9 +18,11 @@ queue scan, `executions_cold` (partial: executions that may be cold) and
 `task_runs_not_cold` (partial: task runs that are not PENDING or have
 attempts) answer "is this execution cold?" with two index probes. Version 3
 adds `executions_finished` (partial: terminal executions, by `ended_at`), what
-retention reads. Version 4 adds `executions.submitted_by` (the identity that
-submitted it, '' before authentication was on) and `executions_by_submitter`,
-what a submitter's listing reads.
+retention reads. Version 4 adds `task_runs.schedule_to_start_us`; a task run
+with one is never cold (`task_runs_not_cold` includes it). Version 5 adds
+`executions.trace_context` (JSON). Version 6 adds `executions.submitted_by`
+(the identity that submitted it, '' before authentication was on) and
+`executions_by_submitter`, what a submitter's listing reads.
 
 Deleting an execution deletes its events, task run inputs, task runs and row;
 SQLite reuses the freed pages for later inserts (the file does not shrink).
@@ -122,7 +124,8 @@ def _create_schema_v1(conn: sqlite3.Connection) -> None:
 # task run of it is in `task_runs_not_cold`. The texts must stay exactly as the indexes' WHERE clauses below,
 # or SQLite no longer uses these partial indexes.
 COLD_EXECUTION_SQL: Final = "state = 'PENDING' AND closing IS NULL AND deadline IS NULL"
-NOT_COLD_TASK_RUN_SQL: Final = "(state != 'PENDING' OR attempts != '[]')"
+NOT_COLD_TASK_RUN_SQL: Final = "(state != 'PENDING' OR attempts != '[]' OR schedule_to_start_us IS NOT NULL)"
+_NOT_COLD_TASK_RUN_SQL_V2: Final = "(state != 'PENDING' OR attempts != '[]')"
 
 _SCHEMA_V2: Final = (
     # The queue, covering what recovery reads of it (state too: SQLite needs it to treat the index as covering).
@@ -130,7 +133,7 @@ _SCHEMA_V2: Final = (
     "CREATE INDEX task_runs_pending ON task_runs (updated_at, seq, state, execution_id, id, handler) "
     "WHERE state = 'PENDING'",
     f"CREATE INDEX executions_cold ON executions (id, state, closing, deadline) WHERE {COLD_EXECUTION_SQL}",
-    f"CREATE INDEX task_runs_not_cold ON task_runs (execution_id) WHERE {NOT_COLD_TASK_RUN_SQL}",
+    f"CREATE INDEX task_runs_not_cold ON task_runs (execution_id) WHERE {_NOT_COLD_TASK_RUN_SQL_V2}",
 )
 
 
@@ -147,15 +150,37 @@ def _add_finished_index_v3(conn: sqlite3.Connection) -> None:
     conn.execute(_SCHEMA_V3)
 
 
-# Version 4: who submitted each execution (a submitter sees only its own).
+# Version 4: a task run's schedule-to-start timeout. Such a task run has a timer while it waits, so its
+# execution is never cold: the partial index of task runs that are not cold says so too.
 _SCHEMA_V4: Final = (
+    "ALTER TABLE task_runs ADD COLUMN schedule_to_start_us INTEGER",
+    "DROP INDEX task_runs_not_cold",
+    f"CREATE INDEX task_runs_not_cold ON task_runs (execution_id) WHERE {NOT_COLD_TASK_RUN_SQL}",
+)
+
+
+def _add_schedule_to_start_v4(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V4:
+        conn.execute(statement)
+
+
+# Version 5: the submitter's trace context of each execution (W3C traceparent and tracestate, as JSON).
+_SCHEMA_V5: Final = "ALTER TABLE executions ADD COLUMN trace_context TEXT NOT NULL DEFAULT '{}'"
+
+
+def _add_trace_context_v5(conn: sqlite3.Connection) -> None:
+    conn.execute(_SCHEMA_V5)
+
+
+# Version 6: who submitted each execution (a submitter sees only its own).
+_SCHEMA_V6: Final = (
     "ALTER TABLE executions ADD COLUMN submitted_by TEXT NOT NULL DEFAULT ''",
     "CREATE INDEX executions_by_submitter ON executions (submitted_by, seq)",
 )
 
 
-def _add_submitter_v4(conn: sqlite3.Connection) -> None:
-    for statement in _SCHEMA_V4:
+def _add_submitter_v6(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V6:
         conn.execute(statement)
 
 
@@ -165,7 +190,9 @@ MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _create_schema_v1,
     _add_cold_indexes_v2,
     _add_finished_index_v3,
-    _add_submitter_v4,
+    _add_schedule_to_start_v4,
+    _add_trace_context_v5,
+    _add_submitter_v6,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

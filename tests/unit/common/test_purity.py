@@ -1,7 +1,8 @@
 """The shared package and the server's domain are pure: no grpc, no protobuf, no clock.
 
-Checked on the source of every module but the two that speak gRPC, `taskwire.common.wire` (the converter) and
-`taskwire.common.bearer` (tokens, and the client interceptors that send them), and on a fresh interpreter.
+Checked on the source of every module but the public edge modules, `taskwire.common.wire` (the converter),
+`taskwire.common.tls` (channel credentials from files) and `taskwire.common.bearer` (tokens, and the client
+interceptors that send them), and on a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import taskwire.server.domain
 
 COMMON = Path(taskwire.common.__file__).parent
 DOMAIN = Path(taskwire.server.domain.__file__).parent
-WIRE_SIDE = {COMMON / "wire.py", COMMON / "bearer.py"}
-MODULES = sorted(path for path in [*COMMON.glob("*.py"), *DOMAIN.glob("*.py")] if path not in WIRE_SIDE)
+EDGES = {COMMON / "wire.py", COMMON / "tls.py", COMMON / "bearer.py"}
+MODULES = sorted(path for path in [*COMMON.glob("*.py"), *DOMAIN.glob("*.py")] if path not in EDGES)
 
 FORBIDDEN_MODULES = ("grpc", "google.protobuf", "time", "random", "uuid", "secrets")
 # Attribute reads that read a clock whatever the module was imported as.

@@ -17,6 +17,7 @@ from taskwire.server.store import ExecutionSnapshot, SqliteStore, WriteBatch
 from taskwire.server.store import _json as json_codec
 from taskwire.server.store import _sqlite_codec as codec
 from taskwire.server.store import _sqlite_queries as queries
+from taskwire.server.store import _sqlite_writer as sqlite_writer
 from taskwire.server.store._sqlite_schema import MIGRATIONS, SCHEMA_VERSION, migrate
 from taskwire.server.store._sqlite_writer import _Writer
 from tests.unit.store import records
@@ -62,7 +63,35 @@ async def test_get_executions_and_last_sequences_go_beyond_one_chunk(sqlite: Sql
 # --------------------------------------------------------------------------- migration
 
 
-async def test_a_schema_v1_file_migrates_and_recovers_cold_and_active(db_path: Path) -> None:
+async def test_a_schema_v1_file_migrates_and_recovers_cold_and_active(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Today's writer, less the columns later versions added (sqlite3 ignores the parameters left over).
+    v1_columns = [c for c in codec.TASK_RUN_COLUMNS if c != "schedule_to_start_us"]
+    v1_execution_columns = [c for c in codec.EXECUTION_COLUMNS if c not in ("trace_context", "submitted_by")]
+    monkeypatch.setattr(
+        sqlite_writer,
+        "_INSERT_EXECUTION",
+        f"INSERT INTO executions ({', '.join(v1_execution_columns)}, request_fingerprint) "
+        f"VALUES ({', '.join(':' + c for c in v1_execution_columns)}, :request_fingerprint)",
+    )
+    monkeypatch.setattr(
+        sqlite_writer,
+        "_UPDATE_EXECUTION",
+        f"UPDATE executions SET {', '.join(f'{c} = :{c}' for c in v1_execution_columns if c != 'id')} WHERE id = :id",
+    )
+    monkeypatch.setattr(
+        sqlite_writer,
+        "_INSERT_TASK_RUN",
+        f"INSERT INTO task_runs ({', '.join(v1_columns)}, position) "
+        f"VALUES ({', '.join(':' + c for c in v1_columns)}, :position)",
+    )
+    monkeypatch.setattr(
+        sqlite_writer,
+        "_UPDATE_TASK_RUN",
+        f"UPDATE task_runs SET {', '.join(f'{c} = :{c}' for c in v1_columns if c not in ('id', 'execution_id'))} "
+        "WHERE id = :id AND execution_id = :execution_id",
+    )
     cold = pending_execution(handlers=("m:1", "m:2"))
     active = pending_execution()
     running = records.running(active.task_runs[0], AT[1])
@@ -72,13 +101,10 @@ async def test_a_schema_v1_file_migrates_and_recovers_cold_and_active(db_path: P
         assert migrate(conn, MIGRATIONS[:1]) == 0  # the schema as version 1 shipped it
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
         writer = _Writer(conn)
-        # Today's writer names the columns later versions added: they exist only while it writes.
-        conn.execute("ALTER TABLE executions ADD COLUMN submitted_by TEXT NOT NULL DEFAULT ''")
         conn.execute("BEGIN")
         writer._apply([codec.Rows.of(submit_batch(cold)), codec.Rows.of(submit_batch(active))])
         writer._apply([codec.Rows.of(WriteBatch(task_runs=[running], events=[event(active.execution.id, 2)]))])
         conn.execute("COMMIT")
-        conn.execute("ALTER TABLE executions DROP COLUMN submitted_by")
     finally:
         conn.close()
 
@@ -86,7 +112,7 @@ async def test_a_schema_v1_file_migrates_and_recovers_cold_and_active(db_path: P
         state = await store.recover()
         assert await store.get_execution(cold.execution.id) == ExecutionSnapshot(cold.execution, tuple(cold.task_runs))
 
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 6
     conn = sqlite3.connect(db_path)
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
