@@ -13,7 +13,7 @@ import grpc
 import grpc.aio
 import tenacity
 
-from taskwire.common import ExecutionFilter, ExecutionSpec, RetryPolicy, State, Stats
+from taskwire.common import ExecutionFilter, ExecutionSpec, RetryPolicy, State, Stats, bearer
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 
@@ -42,15 +42,17 @@ class AsyncClient:
         retry: RpcRetry | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        token: str | None = None,
     ) -> None:
         self._address = address
         self._timeout = timeout
         self._retry = retry or RpcRetry()
         channel_options = [*c.CHANNEL_OPTIONS, *options]
+        interceptors = bearer.aio_interceptors(token)
         self._channel = (
-            grpc.aio.secure_channel(address, credentials, options=channel_options)
+            grpc.aio.secure_channel(address, credentials, options=channel_options, interceptors=interceptors)
             if credentials is not None
-            else grpc.aio.insecure_channel(address, options=channel_options)
+            else grpc.aio.insecure_channel(address, options=channel_options, interceptors=interceptors)
         )
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self._closed = False
@@ -90,9 +92,7 @@ class AsyncClient:
             except grpc.RpcError as error:
                 raise error_from_rpc(error, address=self._address, deadline_s=deadline_s) from error
 
-        if not idempotent:
-            return await once()
-        async for attempt in tenacity.AsyncRetrying(**c.retry_options(self._retry)):
+        async for attempt in tenacity.AsyncRetrying(**c.retry_options(self._retry, idempotent=idempotent)):
             with attempt:
                 return await once()
         raise AssertionError("tenacity stopped without an outcome")  # pragma: no cover

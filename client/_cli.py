@@ -34,9 +34,11 @@ from taskwire.common import (
     ShuttingDown,
     State,
     TaskwireError,
+    Unauthenticated,
     ValidationError,
     positive_int,
 )
+from taskwire.common.bearer import TOKEN_ENV
 from taskwire.common.tls import TlsConfigError, TlsFiles, add_tls_arguments, tls_from_args
 
 from ._common import DEFAULT_ADDRESS, parse_state, unserved_warning
@@ -60,6 +62,7 @@ from ._render import (
     workers_view,
 )
 from ._sync import Client
+from ._tokens_cmd import add_tokens_command, cmd_tokens
 
 SERVER_ENV = "TASKWIRE_SERVER"
 PROG = "taskwire"
@@ -102,6 +105,7 @@ _HINTS: dict[type[TaskwireError], str] = {
     NotFound: "list executions with 'taskwire list'",
     ValidationError: "fix the value and try again",
     ShuttingDown: "the server is shutting down; try again shortly",
+    Unauthenticated: f"pass --token or set {TOKEN_ENV}",
 }
 
 
@@ -261,6 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help=f"the taskwire server (default: ${SERVER_ENV} or {DEFAULT_ADDRESS})",
     )
+    common.add_argument(
+        "--token",
+        metavar="TOKEN",
+        default=argparse.SUPPRESS,
+        help=f"bearer token for a server with an auth file (default: ${TOKEN_ENV}, which other users cannot "
+        "read from the process list)",
+    )
     add_tls_arguments(common)
     as_json = _Parser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
@@ -385,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds its running tasks may take to finish before they are aborted (default: the worker's own)",
     )
     drain.add_argument("--reason", metavar="TEXT", default="", help="why; shown in the worker's log")
+    add_tokens_command(commands, _Parser)
 
     dev_certs = commands.add_parser(
         "dev-certs",
@@ -411,6 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
 def server_address(args: argparse.Namespace, env: dict[str, str] | os._Environ[str] | None = None) -> str:
     environ = os.environ if env is None else env
     return getattr(args, "server", None) or environ.get(SERVER_ENV) or DEFAULT_ADDRESS
+
+
+def bearer_token(args: argparse.Namespace, env: dict[str, str] | os._Environ[str] | None = None) -> str | None:
+    environ = os.environ if env is None else env
+    return getattr(args, "token", None) or environ.get(TOKEN_ENV) or None
 
 
 # ---- Commands -----------------------------------------------------------------------------------
@@ -706,6 +723,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, st
     """Run one command; returns its exit code (the console script exits with it)."""
     out = Output(stdout or sys.stdout, stderr or sys.stderr)
     args = build_parser().parse_args(argv)
+    if args.command == "tokens":
+        out.line(cmd_tokens(args))
+        return ExitCode.OK
     if args.command == "dev-certs":
         return cmd_dev_certs(args, out)
     tls: TlsFiles | None = None
@@ -716,7 +736,10 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, st
         except TlsConfigError as error:
             raise UsageError(str(error)) from None
         options = tls.channel_options() if tls is not None else ()
-        with Client(server_address(args), credentials=credentials, options=options) as client, _parent_trace():
+        with (
+            Client(server_address(args), credentials=credentials, options=options, token=bearer_token(args)) as client,
+            _parent_trace(),
+        ):
             return COMMANDS[args.command](client, args, out)
     except (UsageError, TaskwireError) as error:
         line = error_line(error, action=action_of(args))

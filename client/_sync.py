@@ -12,7 +12,7 @@ from typing import Any, Protocol, Self, TypeVar
 import grpc
 import tenacity
 
-from taskwire.common import ExecutionFilter, ExecutionSpec, RetryPolicy, State, Stats
+from taskwire.common import ExecutionFilter, ExecutionSpec, RetryPolicy, State, Stats, bearer
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 
@@ -44,6 +44,7 @@ class Client:
         retry: RpcRetry | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        token: str | None = None,
     ) -> None:
         self._address = address
         self._timeout = timeout
@@ -54,7 +55,7 @@ class Client:
             if credentials is not None
             else grpc.insecure_channel(address, options=channel_options)
         )
-        self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
+        self._stub = task_service_pb2_grpc.TaskServiceStub(bearer.with_token(self._channel, token))
         self._closed = False
 
     @property
@@ -92,9 +93,7 @@ class Client:
             except grpc.RpcError as error:
                 raise error_from_rpc(error, address=self._address, deadline_s=deadline_s) from error
 
-        if not idempotent:
-            return once()
-        return tenacity.Retrying(**c.retry_options(self._retry))(once)
+        return tenacity.Retrying(**c.retry_options(self._retry, idempotent=idempotent))(once)
 
     def submit(
         self,
