@@ -40,6 +40,7 @@ define import_tree
 	ln -s $(CURDIR)/client $(1)/client
 	ln -s $(CURDIR)/server $(1)/server
 	ln -s $(CURDIR)/worker_agent $(1)/worker
+	ln -s $(CURDIR)/conformance $(1)/conformance
 endef
 
 .PHONY: install
