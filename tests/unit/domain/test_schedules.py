@@ -31,7 +31,7 @@ def spec(cron: str, timezone: str = "UTC", window: timedelta = timedelta(seconds
 
 
 def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+    return datetime(*parts, tzinfo=UTC)  # type: ignore[arg-type,misc]
 
 
 def test_fire_times_are_read_in_the_time_zone_and_given_in_utc() -> None:
