@@ -19,6 +19,7 @@ key=...)` to either client.
 
 from taskwire.common import (
     AdmissionTimeout,
+    AlreadyExists,
     Attempt,
     AttemptOutcome,
     Closing,
@@ -30,6 +31,7 @@ from taskwire.common import (
     InvalidTransition,
     LogLevel,
     NotFound,
+    OverlapPolicy,
     Payload,
     Progress,
     QueueFull,
@@ -37,6 +39,7 @@ from taskwire.common import (
     Reason,
     ReasonCode,
     RetryPolicy,
+    ScheduleSpec,
     ShuttingDown,
     State,
     Stats,
@@ -60,12 +63,14 @@ from ._events import (
     WatchEvent,
 )
 from ._models import ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
+from ._schedules import ScheduleInfo
 from ._sync import Client
 
 __all__ = [
     "DEFAULT_ADDRESS",
     "DEFAULT_TIMEOUT",
     "AdmissionTimeout",
+    "AlreadyExists",
     "AsyncClient",
     "Attempt",
     "AttemptOutcome",
@@ -84,6 +89,7 @@ __all__ = [
     "InvalidTransition",
     "LogLevel",
     "NotFound",
+    "OverlapPolicy",
     "Payload",
     "Progress",
     "QueueFull",
@@ -92,6 +98,8 @@ __all__ = [
     "ReasonCode",
     "RetryPolicy",
     "RpcRetry",
+    "ScheduleInfo",
+    "ScheduleSpec",
     "ServerUnavailable",
     "ShuttingDown",
     "State",

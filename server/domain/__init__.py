@@ -8,6 +8,7 @@ reads a clock: time is always passed in.
 """
 
 from taskwire.common import (
+    DEFAULT_CATCH_UP_WINDOW,
     DEFAULT_TASK_ID,
     FIRE_TIME_LABEL,
     JSON_CONTENT_TYPE,
@@ -119,6 +120,7 @@ from ._transitions import (
 
 __all__ = [
     "ATTEMPT_EVENTS",
+    "DEFAULT_CATCH_UP_WINDOW",
     "DEFAULT_TASK_ID",
     "EXECUTION_TRANSITIONS",
     "FIRE_TIME_LABEL",
