@@ -26,6 +26,7 @@ from rich.console import Console
 
 from taskwire.common import (
     AdmissionTimeout,
+    AlreadyExists,
     InvalidTransition,
     NotFound,
     ShuttingDown,
@@ -136,6 +137,10 @@ def error_line(error: BaseException, *, action: str) -> str:
     hint = next((text for cls, text in _HINTS.items() if isinstance(error, cls)), "")
     if isinstance(error, NotFound) and action.startswith("workers"):
         hint = "list connected workers with 'taskwire workers'"
+    if isinstance(error, NotFound) and action.startswith("schedule"):
+        hint = "list schedules with 'taskwire schedule list'"
+    if isinstance(error, AlreadyExists) and action.startswith("schedule create"):
+        hint = "pick another name, or 'taskwire schedule delete' the old one first"
     if isinstance(error, InvalidTransition) and action.startswith("delete"):
         hint = f"only a finished execution can be deleted; 'taskwire cancel {action.split()[-1]}' ends it first"
     if isinstance(error, AdmissionTimeout) and action.startswith("submit"):
@@ -317,6 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds its running tasks may take to finish before they are aborted (default: the worker's own)",
     )
     drain.add_argument("--reason", metavar="TEXT", default="", help="why; shown in the worker's log")
+
+    # Imported here: the schedule commands take names from this module.
+    from ._cli_schedules import add_schedule_commands
+
+    schedule = command("schedule", "create, list, pause, resume, trigger or delete schedules (cron)", as_json)
+    add_schedule_commands(schedule, [common, also_json])
 
     dev_certs = commands.add_parser(
         "dev-certs",
@@ -513,6 +524,12 @@ def cmd_drain(client: Client, args: argparse.Namespace, out: Output) -> ExitCode
     return ExitCode.OK
 
 
+def cmd_schedule(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    from ._cli_schedules import run_schedule
+
+    return run_schedule(client, args, out)
+
+
 COMMANDS: dict[str, Callable[[Client, argparse.Namespace, Output], ExitCode]] = {
     "submit": cmd_submit,
     "get": cmd_get,
@@ -523,6 +540,7 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace, Output], ExitCode]] = 
     "watch": cmd_watch,
     "stats": cmd_stats,
     "workers": cmd_workers,
+    "schedule": cmd_schedule,
 }
 
 
@@ -543,6 +561,8 @@ def action_of(args: argparse.Namespace) -> str:
     """What the user asked for, as the error line names it: `get 01J...`, `submit echo`."""
     if getattr(args, "workers_action", None) == "drain":
         return f"workers drain {args.worker}"
+    if args.command == "schedule":
+        return f"schedule {args.schedule_action} {getattr(args, 'name', '')}".strip()
     subject = getattr(args, "execution_id", None) or getattr(args, "handler", None) or ""
     return f"{args.command} {subject}".strip()
 
