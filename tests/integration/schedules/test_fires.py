@@ -3,14 +3,20 @@ restart and a kill -9 it never fires twice and misses nothing within its catch-u
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from taskwire.client import OverlapPolicy, State
+from taskwire.client import Client, OverlapPolicy, State
 from tests.harness import Cluster, wait_for
 from tests.integration.schedules.support import fire_time, sdk, wait_for_fires, wait_until_finished
 
 ON_TIME = timedelta(seconds=1)  # a fire's execution is created within this of its fire time
+
+
+def fired_after(client: Client, moment: datetime) -> bool:
+    last = client.get_schedule("tick").last_fire_time
+    return last is not None and last >= moment
 
 
 def test_every_second_on_time_across_a_graceful_restart_and_a_kill(procs: Cluster) -> None:
@@ -39,10 +45,7 @@ def test_every_second_on_time_across_a_graceful_restart_and_a_kill(procs: Cluste
         up = datetime.now(UTC)
         downtimes.append((went_down, up))
         with sdk(server) as client:  # made up what fell due while it was down, then on time for 3 s
-            wait_for(
-                lambda: (last := client.get_schedule("tick").last_fire_time) is not None and last >= up + 3 * ON_TIME,
-                what="fires after the restart",
-            )
+            wait_for(functools.partial(fired_after, client, up + 3 * ON_TIME), what="fires after the restart")
 
     with sdk(server) as client:
         client.pause_schedule("tick")
