@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 import pytest
@@ -57,7 +58,7 @@ def test_overlap_policy(procs: Cluster, policy: OverlapPolicy) -> None:
         spans = intervals(executions)
         buffered = [s for s in executions if s.execution.created_at - fire_time(s) > timedelta(seconds=1)]
         assert buffered, "no fire waited for the running execution"
-        for previous, following in zip(spans, spans[1:], strict=False):
+        for previous, following in itertools.pairwise(spans):
             assert following[0] >= previous[1]  # a held fire starts once the running one has ended
     elif policy is OverlapPolicy.ALLOW_ALL:
         assert most_at_once(executions) >= 2
@@ -68,6 +69,6 @@ def test_overlap_policy(procs: Cluster, policy: OverlapPolicy) -> None:
         assert states[:-1] == [State.CANCELLED] * (len(states) - 1)  # each replaced by the next fire
         assert states[-1] is State.SUCCESS  # the last one ran to its end (paused: nothing replaced it)
         ordered = sorted(executions, key=lambda s: s.execution.created_at)
-        for replaced, successor in zip(ordered, ordered[1:], strict=False):
+        for replaced, successor in itertools.pairwise(ordered):
             assert replaced.reason is not None
             assert successor.execution.metadata["taskwire.schedule.fire_time"] in (replaced.reason.message or "")
