@@ -28,7 +28,7 @@ def fire_time(snapshot: ExecutionSnapshot) -> datetime:
 
 
 def wait_for_fires(client: Client, name: str, count: int, *, timeout_s: float = 30.0) -> None:
-    """Until the schedule has handled `count` fire times more than... in all: started, skipped or buffered."""
+    """Until the schedule has started or skipped `count` fires in all."""
     wait_for(
         lambda: (info := client.get_schedule(name)).fired + info.skipped >= count,
         timeout_s=timeout_s,
@@ -38,8 +38,9 @@ def wait_for_fires(client: Client, name: str, count: int, *, timeout_s: float = 
 
 def wait_until_finished(client: Client, name: str, *, timeout_s: float = 30.0) -> list[ExecutionSnapshot]:
     """Every execution of the schedule, once all have ended."""
-    return wait_for(
-        lambda: (found := started_by(client, name)) and all(s.is_terminal for s in found) and found,
-        timeout_s=timeout_s,
-        what=f"the executions of schedule {name} to finish",
-    )
+
+    def finished() -> list[ExecutionSnapshot] | None:
+        found = started_by(client, name)
+        return found if found and all(s.is_terminal for s in found) else None
+
+    return wait_for(finished, timeout_s=timeout_s, what=f"the executions of schedule {name} to finish")
