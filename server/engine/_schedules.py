@@ -136,7 +136,7 @@ class Schedules:
         spec = validate_schedule_spec(spec, self._limits)
         check_schedule(spec)
         if spec.name in self._by_name:
-            raise AlreadyExists(f"a schedule named {spec.name!r} exists already; delete it first or pick a new name")
+            raise AlreadyExists(f"a schedule named {spec.name!r} exists already")
         now = self._clock.now()
         schedule = Schedule(spec=spec, created_at=now, updated_at=now, cursor=now, paused=spec.paused)
         self._by_name[spec.name] = schedule
