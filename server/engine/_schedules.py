@@ -173,7 +173,7 @@ class Schedules:
             del self._by_name[name]
             self._committer.stage_schedule_delete(name)
             await self._committer.durable()
-        self._locks.pop(name, None)
+        # Its lock stays: a wake that waits on it finds the schedule gone, even if a new one takes the name.
         log.info("schedule %s deleted", name)
 
     async def trigger(self, name: str) -> tuple[Schedule, str]:
