@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import grpc
 import pytest
 
-from taskwire.client import AlreadyExists, NotFound, State, ValidationError
+from taskwire.client import AlreadyExists, AsyncClient, NotFound, OverlapPolicy, State, ValidationError
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 from tests.harness import Cluster, ServerProcess
@@ -133,3 +133,21 @@ def test_a_bad_duration_is_a_usage_error(server: ServerProcess) -> None:
     refused = Cli(server.address)("schedule", "create", "x", "echo", "--cron", HOURLY, "--catch-up", "soon")
     assert refused.returncode == 2
     assert "expected a duration such as 60s" in refused.stderr
+
+
+async def test_the_async_client_manages_schedules(server: ServerProcess) -> None:
+    async with AsyncClient(server.address) as client:
+        created = await client.create_schedule(
+            "async-hourly", HOURLY, "echo", [1, 2], overlap=OverlapPolicy.ALLOW_ALL, paused=True
+        )
+        assert (created.paused, created.overlap, created.next_fire_times) == (True, OverlapPolicy.ALLOW_ALL, ())
+        assert [info.name for info in await client.schedules()].count("async-hourly") == 1
+        execution_id = await client.trigger_schedule("async-hourly")
+        assert (await client.wait(execution_id)) == [1, 2]
+        resumed = await client.resume_schedule("async-hourly")
+        assert len(resumed.next_fire_times) == 5
+        assert (await client.get_schedule("async-hourly", next_fire_times=2)).fired == 1
+        assert (await client.pause_schedule("async-hourly")).paused
+        await client.delete_schedule("async-hourly")
+        with pytest.raises(NotFound):
+            await client.get_schedule("async-hourly")
