@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from taskwire.common import OverlapPolicy, iso
+from taskwire.common import DEFAULT_CATCH_UP_WINDOW, OverlapPolicy, iso
 
 from ._schedules import ScheduleInfo
 from ._sync import Client
@@ -65,7 +65,7 @@ def add_schedule_commands(schedule: argparse.ArgumentParser, parents: list[_Pars
         "--catch-up",
         metavar="DURATION",
         type=duration,
-        default=timedelta(minutes=1),
+        default=DEFAULT_CATCH_UP_WINDOW,
         help="fires missed while the server was down are made up when at most this old (default: 60s)",
     )
     create.add_argument(
