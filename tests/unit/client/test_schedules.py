@@ -45,9 +45,8 @@ def test_the_read_model_and_the_request() -> None:
     assert (request.schedule.name, request.schedule.timezone) == ("nightly", "Europe/Paris")
     assert request.schedule.execution.tasks[0].retry_policy.max_attempts == 3
     at = datetime(2026, 12, 2, 2, tzinfo=UTC)
-    message = tpb.Schedule(
-        spec=request.schedule, fired=4, missed=1, next_fire_times=[wire.timestamp_to_proto(at)], last_execution_id="e4"
-    )
+    message = tpb.Schedule(spec=request.schedule, fired=4, missed=1, last_execution_id="e4")
+    wire.set_timestamp(message.next_fire_times.add(), at)
     info = schedule_from_proto(message)
     assert (info.handlers, info.next_fire_times, info.catch_up_window) == (("report",), (at,), timedelta(minutes=1))
     view = info.to_json()
