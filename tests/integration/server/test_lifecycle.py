@@ -88,6 +88,13 @@ def test_reflection_lists_and_describes_the_services(client: Client) -> None:
         "ListWorkers",
         "DrainWorker",
         "DeleteExecution",
+        "CreateSchedule",
+        "ListSchedules",
+        "GetSchedule",
+        "PauseSchedule",
+        "ResumeSchedule",
+        "DeleteSchedule",
+        "TriggerSchedule",
     }
 
 
