@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from taskwire.server.domain import (
     Action,
@@ -22,6 +24,7 @@ from taskwire.server.domain import (
     next_fire_times,
     overlap_decision,
 )
+from taskwire.server.domain._schedules import fire_times
 
 EXECUTION = ExecutionSpec(tasks=(TaskSpec("echo"),))
 
@@ -115,3 +118,38 @@ def test_the_server_checks_name_the_field(cron: str, timezone: str, where: str) 
     with pytest.raises(ValidationError) as refused:
         check_schedule(spec(cron, timezone))
     assert refused.value.field == where
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    cron=st.sampled_from(["* * * * *", "*/7 * * * * *", "0 */2 * * *", "15,45 9-17 * * MON-FRI"]),
+    timezone=st.sampled_from(["UTC", "Europe/Paris", "America/New_York", "Australia/Lord_Howe"]),
+    cursor=st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 1, 1), timezones=st.just(UTC)),
+    elapsed_s=st.integers(min_value=0, max_value=3 * 86400),
+    window_s=st.integers(min_value=0, max_value=7200),
+)
+def test_every_fire_time_up_to_now_is_either_due_or_missed_once(
+    cron: str, timezone: str, cursor: datetime, elapsed_s: int, window_s: int
+) -> None:
+    now = cursor + timedelta(seconds=elapsed_s)
+    s = Schedule(
+        spec=spec(cron, timezone, timedelta(seconds=window_s)), created_at=cursor, updated_at=cursor, cursor=cursor
+    )
+    handled: list[datetime] = []
+    missed = 0
+    while True:
+        plan = due_fires(s, now, max_steps=500)
+        assert plan.due == sorted(plan.due)
+        assert all(timedelta(0) <= now - t <= max(timedelta(seconds=window_s), timedelta(seconds=1)) for t in plan.due)
+        handled += plan.due
+        missed += plan.missed
+        s = Schedule(spec=s.spec, created_at=cursor, updated_at=cursor, cursor=plan.cursor)
+        if not plan.more:
+            break
+    count = 0
+    for t in fire_times(s.spec, cursor):
+        if t > now:
+            break
+        count += 1
+    assert len(handled) + missed == count
+    assert len(set(handled)) == len(handled)
