@@ -19,6 +19,7 @@ key=...)` to either client.
 
 from taskwire.common import (
     AdmissionTimeout,
+    AlreadyExists,
     Attempt,
     AttemptOutcome,
     Closing,
@@ -31,6 +32,7 @@ from taskwire.common import (
     InvalidTransition,
     LogLevel,
     NotFound,
+    OverlapPolicy,
     Payload,
     PermissionDenied,
     Progress,
@@ -40,6 +42,7 @@ from taskwire.common import (
     Reason,
     ReasonCode,
     RetryPolicy,
+    ScheduleSpec,
     ShuttingDown,
     State,
     Stats,
@@ -64,12 +67,14 @@ from ._events import (
     WatchEvent,
 )
 from ._models import BulkResult, ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
+from ._schedules import ScheduleInfo
 from ._sync import Client
 
 __all__ = [
     "DEFAULT_ADDRESS",
     "DEFAULT_TIMEOUT",
     "AdmissionTimeout",
+    "AlreadyExists",
     "AsyncClient",
     "Attempt",
     "AttemptOutcome",
@@ -90,6 +95,7 @@ __all__ = [
     "InvalidTransition",
     "LogLevel",
     "NotFound",
+    "OverlapPolicy",
     "Payload",
     "PermissionDenied",
     "Progress",
@@ -100,6 +106,8 @@ __all__ = [
     "ReasonCode",
     "RetryPolicy",
     "RpcRetry",
+    "ScheduleInfo",
+    "ScheduleSpec",
     "ServerUnavailable",
     "ShuttingDown",
     "State",
