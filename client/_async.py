@@ -113,6 +113,7 @@ class AsyncClient:
         execution_timeout: timedelta | None = None,
         not_before: datetime | None = None,
         schedule_to_start_timeout: timedelta | None = None,
+        priority: int | None = None,
         wait_for_room: bool = False,
     ) -> ExecutionSnapshot:
         """Submit an execution of one task; see `Client.submit`."""
@@ -130,6 +131,7 @@ class AsyncClient:
             execution_timeout=execution_timeout,
             not_before=not_before,
             schedule_to_start_timeout=schedule_to_start_timeout,
+            priority=priority,
         )
         return await self.submit_execution(spec, wait_for_room=wait_for_room)
 

@@ -247,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail the task (SCHEDULE_TO_START_TIMEOUT) when no worker starts it within S seconds of being queued",
     )
     submit.add_argument(
+        "--priority",
+        metavar="N",
+        type=int,
+        help="1 (lowest) to 9 (highest), default 5: a higher priority is dispatched first",
+    )
+    submit.add_argument(
         "--max-infrastructure-retries",
         metavar="N",
         type=int,
@@ -388,6 +394,7 @@ def cmd_submit(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
         key=args.key,
         name=args.name,
         schedule_to_start_timeout=args.schedule_to_start_timeout,
+        priority=args.priority,
         wait_for_room=not args.fail_fast,
     )
     if submitted.unserved_handlers:

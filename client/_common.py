@@ -13,6 +13,7 @@ import grpc
 import tenacity
 
 from taskwire.common import (
+    DEFAULT_PRIORITY,
     ExecutionSpec,
     HandlerStats,
     Payload,
@@ -113,6 +114,7 @@ def single_task_spec(
     execution_timeout: timedelta | None = None,
     not_before: datetime | None = None,
     schedule_to_start_timeout: timedelta | None = None,
+    priority: int | None = None,
 ) -> ExecutionSpec:
     """The spec of an execution with one task (what `submit` sends)."""
     policy = retry_policy or RetryPolicy()
@@ -127,6 +129,7 @@ def single_task_spec(
         timeout=timeout,
         retry_policy=policy,
         schedule_to_start_timeout=schedule_to_start_timeout,
+        priority=DEFAULT_PRIORITY if priority is None else priority,
     )
     return ExecutionSpec(
         tasks=(task,),

@@ -186,12 +186,13 @@ def execution_detail(snapshot: ExecutionSnapshot) -> RenderableType:
     if execution.started_at is not None and execution.ended_at is not None:
         fields.add_row("Duration", short_duration(execution.ended_at - execution.started_at))
 
-    runs = _table("TASK", "HANDLER", "STATE", "REASON", "ATTEMPTS", "WORKER", "RESULT")
+    runs = _table("TASK", "HANDLER", "PRIORITY", "STATE", "REASON", "ATTEMPTS", "WORKER", "RESULT")
     for run in snapshot.task_runs:
         attempt = run.current_attempt
         runs.add_row(
             run.task_id,
             run.handler,
+            str(run.priority),
             state_text(run.state),
             reason_text(run.reason),
             str(run.attempt_count),

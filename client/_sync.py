@@ -112,12 +112,14 @@ class Client:
         execution_timeout: timedelta | None = None,
         not_before: datetime | None = None,
         schedule_to_start_timeout: timedelta | None = None,
+        priority: int | None = None,
         wait_for_room: bool = False,
     ) -> ExecutionSnapshot:
         """Submit an execution of one task running `handler` on `input` (any JSON value, or a `Payload`).
 
         `timeout` limits each attempt, `execution_timeout` the whole execution, `schedule_to_start_timeout`
-        each wait for a worker to start it (past it the task fails with SCHEDULE_TO_START_TIMEOUT). `max_attempts` and
+        each wait for a worker to start it (past it the task fails with SCHEDULE_TO_START_TIMEOUT). `priority`
+        (1 lowest to 9 highest, default 5) orders the handler's queue (docs/flow-control.md). `max_attempts` and
         `max_infrastructure_retries` override those of `retry_policy` (default: one attempt, and three
         retries after failures that are not the handler's fault, such as a lost worker). With `key` (an idempotency
         key) the call is retried when the server is unreachable. `wait_for_room` waits for room in a full
@@ -137,6 +139,7 @@ class Client:
             execution_timeout=execution_timeout,
             not_before=not_before,
             schedule_to_start_timeout=schedule_to_start_timeout,
+            priority=priority,
         )
         return self.submit_execution(spec, wait_for_room=wait_for_room)
 

@@ -25,8 +25,11 @@ from ._errors import (
 from ._json_view import JSON_VIEW_VERSION, attempt_view, execution_view, iso, payload_view, task_run_view
 from ._models import (
     DEFAULT_INFRASTRUCTURE_RETRIES,
+    DEFAULT_PRIORITY,
     MAX_ATTEMPTS_LIMIT,
     MAX_INFRASTRUCTURE_RETRIES_LIMIT,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
     WORKER_SHUTDOWN_ERROR,
     Attempt,
     Closing,
@@ -65,11 +68,14 @@ from ._stats import HandlerStats, QueueStats, Stats
 
 __all__ = [
     "DEFAULT_INFRASTRUCTURE_RETRIES",
+    "DEFAULT_PRIORITY",
     "DEFAULT_TASK_ID",
     "JSON_CONTENT_TYPE",
     "JSON_VIEW_VERSION",
     "MAX_ATTEMPTS_LIMIT",
     "MAX_INFRASTRUCTURE_RETRIES_LIMIT",
+    "MAX_PRIORITY",
+    "MIN_PRIORITY",
     "OCTET_STREAM",
     "TERMINAL_REASONS",
     "TERMINAL_STATES",

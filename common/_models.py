@@ -87,6 +87,10 @@ MAX_ATTEMPTS_LIMIT = 100
 # `max_attempts`: the default, and the most a policy may ask for.
 DEFAULT_INFRASTRUCTURE_RETRIES = 3
 MAX_INFRASTRUCTURE_RETRIES_LIMIT = 100
+# A task's priority: an integer from MIN_PRIORITY to MAX_PRIORITY, higher dispatched first (docs/flow-control.md).
+MIN_PRIORITY = 1
+MAX_PRIORITY = 9
+DEFAULT_PRIORITY = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +220,8 @@ class TaskRun:
     progress: Progress | None = None
     # How long it may wait PENDING for a worker to start it; None: no limit.
     schedule_to_start_timeout: timedelta | None = None
+    # MIN_PRIORITY to MAX_PRIORITY; among a handler's queued task runs a higher one is dispatched first.
+    priority: int = DEFAULT_PRIORITY
 
     def __post_init__(self) -> None:
         _check_state_reason("task run", self.id, self.state, self.reason)

@@ -13,7 +13,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from ._errors import ValidationError
-from ._models import MAX_ATTEMPTS_LIMIT, MAX_INFRASTRUCTURE_RETRIES_LIMIT, RetryPolicy
+from ._models import (
+    DEFAULT_PRIORITY,
+    MAX_ATTEMPTS_LIMIT,
+    MAX_INFRASTRUCTURE_RETRIES_LIMIT,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    RetryPolicy,
+)
 from ._payload import Payload, loads_json
 
 DEFAULT_TASK_ID = "main"
@@ -44,6 +51,8 @@ class TaskSpec:
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     # How long it may wait PENDING for a worker to start it (each time it becomes PENDING); None: no limit.
     schedule_to_start_timeout: timedelta | None = None
+    # MIN_PRIORITY to MAX_PRIORITY: among a handler's queued task runs, a higher one is dispatched first.
+    priority: int = DEFAULT_PRIORITY
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +184,10 @@ def validate_execution_spec(spec: ExecutionSpec, limits: Limits, where: str = "e
         _validate_payload(task.input, f"{at}.input", limits)
         _duration(task.timeout, f"{at}.timeout", limits)
         _duration(task.schedule_to_start_timeout, f"{at}.schedule_to_start_timeout", limits)
+        if not MIN_PRIORITY <= task.priority <= MAX_PRIORITY:
+            raise ValidationError(
+                f"{at}.priority", f"must be between {MIN_PRIORITY} and {MAX_PRIORITY}, got {task.priority}"
+            )
         policy = _validate_retry_policy(task.retry_policy, f"{at}.retry_policy", limits)
         if task_id != task.task_id or policy is not task.retry_policy:
             task = replace(task, task_id=task_id, retry_policy=policy)

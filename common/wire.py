@@ -33,6 +33,7 @@ from ._errors import (
 )
 from ._models import (
     DEFAULT_INFRASTRUCTURE_RETRIES,
+    DEFAULT_PRIORITY,
     Attempt,
     Closing,
     ErrorInfo,
@@ -290,6 +291,7 @@ def task_spec_to_proto(spec: TaskSpec) -> tpb.TaskSpec:
         timeout=duration_to_proto(spec.timeout),
         retry_policy=retry_policy_to_proto(spec.retry_policy),
         schedule_to_start_timeout=duration_to_proto(spec.schedule_to_start_timeout),
+        priority=spec.priority,
     )
 
 
@@ -355,6 +357,7 @@ def task_run_from_proto(message: pb.TaskRun) -> TaskRun:
             Progress(message.progress.fraction, message.progress.message) if message.HasField("progress") else None
         ),
         schedule_to_start_timeout=optional_duration(message, "schedule_to_start_timeout"),
+        priority=message.priority or DEFAULT_PRIORITY,
     )
 
 

@@ -21,6 +21,9 @@ class ServerConfig:
     # dropped from memory once durable and read back from the store in batches when their turn comes:
     # memory stays small for a long queue, and a short one never waits on the store.
     hot_queue_size: int = 1000
+    # A queued task run's effective priority rises one level per this long waited (docs/flow-control.md);
+    # zero: no aging, strict priority.
+    priority_aging: timedelta = timedelta(seconds=60)
     limits: Limits = field(default_factory=Limits)
     # A worker sends heartbeats this often; a session silent for lease_timeout loses its attempts.
     heartbeat_interval: timedelta = timedelta(seconds=5)
@@ -51,6 +54,8 @@ class ServerConfig:
         for name in ("heartbeat_interval", "lease_timeout", "cancel_grace"):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"{name.replace('_', ' ')} must be positive")
+        if self.priority_aging < timedelta(0):
+            raise ValueError("priority aging must not be negative")
         if self.retention < timedelta(0):
             raise ValueError("retention must not be negative")
         if self.retention_batch < 1:

@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         "when their turn comes [TASKWIRE_HOT_QUEUE_SIZE] (default: %(default)s)",
     )
     add(
+        "--priority-aging",
+        type=_seconds("priority aging", zero_allowed=True),
+        default=_env("TASKWIRE_PRIORITY_AGING", "60"),
+        help="seconds after which a queued task's priority rises one level, so low priorities are not starved; "
+        "0: strict priority [TASKWIRE_PRIORITY_AGING] (default: %(default)s)",
+    )
+    add(
         "--max-payload-bytes",
         type=_positive(int, "max payload bytes"),
         default=_env("TASKWIRE_MAX_PAYLOAD_BYTES", str(Limits().max_payload_bytes)),
@@ -159,6 +166,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         db_path=args.db,
         queue_capacity=args.queue_capacity,
         hot_queue_size=args.hot_queue_size,
+        priority_aging=args.priority_aging,
         limits=Limits(max_payload_bytes=args.max_payload_bytes),
         heartbeat_interval=args.heartbeat_interval,
         lease_timeout=args.lease_timeout,

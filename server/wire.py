@@ -132,6 +132,7 @@ def task_spec_from_proto(message: tpb.TaskSpec, where: str = "task") -> d.TaskSp
         schedule_to_start_timeout=optional_duration(
             message, "schedule_to_start_timeout", f"{where}.schedule_to_start_timeout"
         ),
+        priority=message.priority or d.DEFAULT_PRIORITY,
     )
 
 
@@ -201,6 +202,7 @@ def task_run_to_proto(task_run: d.TaskRun) -> pb.TaskRun:
         progress=pb.Progress(fraction=progress.fraction, message=progress.message) if progress else None,
         cancel_requested=reason_to_proto(task_run.pending_cancel),
         schedule_to_start_timeout=duration_to_proto(task_run.schedule_to_start_timeout),
+        priority=task_run.priority,
     )
 
 

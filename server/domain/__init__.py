@@ -8,10 +8,13 @@ reads a clock: time is always passed in.
 """
 
 from taskwire.common import (
+    DEFAULT_PRIORITY,
     DEFAULT_TASK_ID,
     JSON_CONTENT_TYPE,
     JSON_VIEW_VERSION,
     MAX_ATTEMPTS_LIMIT,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
     TERMINAL_REASONS,
     TERMINAL_STATES,
     WAITING_REASONS,
@@ -100,11 +103,14 @@ from ._transitions import (
 
 __all__ = [
     "ATTEMPT_EVENTS",
+    "DEFAULT_PRIORITY",
     "DEFAULT_TASK_ID",
     "EXECUTION_TRANSITIONS",
     "JSON_CONTENT_TYPE",
     "JSON_VIEW_VERSION",
     "MAX_ATTEMPTS_LIMIT",
+    "MAX_PRIORITY",
+    "MIN_PRIORITY",
     "TASK_RUN_TRANSITIONS",
     "TERMINAL_REASONS",
     "TERMINAL_STATES",

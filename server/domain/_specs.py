@@ -56,6 +56,7 @@ def create_execution(
                 timeout=task.timeout,
                 retry_policy=task.retry_policy,
                 schedule_to_start_timeout=task.schedule_to_start_timeout,
+                priority=task.priority,
                 state=state,
                 reason=reason,
                 created_at=now,

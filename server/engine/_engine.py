@@ -38,9 +38,10 @@ from ._admission import AdmissionQueue
 from ._bus import EventBus
 from ._clock import Clock, SystemClock
 from ._cold import ColdTier
-from ._dispatch import Dispatcher, ReadyQueues
+from ._dispatch import Dispatcher
 from ._history import History, HistoryCodec
 from ._live import Executions, Figures
+from ._ready import ReadyQueues
 from ._recovery import recover
 from ._retention import Retention
 from ._sessions import Welcome, WorkerHello, WorkerLink, WorkerReport, WorkerSession
@@ -78,7 +79,7 @@ class Engine:
             cancel_grace_s=config.cancel_grace.total_seconds(),
         )
         self._pool = WorkerPool(clock=self._clock, timers=self._timers, config=config, executions=executions)
-        self._ready = ReadyQueues()
+        self._ready = ReadyQueues(now=self._clock.monotonic, aging_s=config.priority_aging.total_seconds())
         self._cold = ColdTier(
             store=store,
             executions=executions,

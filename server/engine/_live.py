@@ -139,9 +139,9 @@ class Executions:
         self._cancel_grace_s = cancel_grace_s
         self.by_id: dict[str, LiveExecution] = {}
         self.by_task_run: dict[str, LiveExecution] = {}
-        # Wired by the engine: a task run became PENDING (handler, task run id); a running attempt must
+        # Wired by the engine: a task run became PENDING (handler, task run id, priority); a running attempt must
         # be stopped on its worker; an execution left memory.
-        self.enqueue: Callable[[str, str], None] = _unwired
+        self.enqueue: Callable[[str, str, int], None] = _unwired
         # Wired by the engine: whether a connected worker takes new work for a handler.
         self.is_served: Callable[[str], bool] = _unwired  # type: ignore[assignment]
         self.cancel_on_worker: Callable[[CancelOnWorker], None] = _unwired
@@ -165,11 +165,11 @@ class Executions:
         return current is not None and current.number == attempt
 
     def queue(self, live: LiveExecution, task_run: TaskRun) -> None:
-        """A task run became PENDING: to the back of its handler's queue, with its schedule-to-start timer.
+        """A task run became PENDING: into its handler's queue at its priority, with its schedule-to-start timer.
 
         Said in its history when no connected worker serves its handler: a wait nobody will end is not silent.
         """
-        self.enqueue(task_run.handler, task_run.id)
+        self.enqueue(task_run.handler, task_run.id, task_run.priority)
         limit = task_run.schedule_to_start_timeout
         served = self.is_served(task_run.handler)
         if limit is None and served:

@@ -19,8 +19,8 @@ from taskwire.server.domain import State
 from taskwire.server.store import Store
 
 from ._cold import ColdTier
-from ._dispatch import ReadyQueues
 from ._live import Executions, LiveExecution
+from ._ready import ReadyQueues
 from ._workers import WorkerPool
 
 
@@ -52,7 +52,8 @@ async def recover(
     for task_run_id in recovered.pending_order:
         owner = executions.by_task_run.get(task_run_id)
         if owner is not None:
-            ready.push(owner.task_runs[task_run_id].handler, task_run_id)
+            task_run = owner.task_runs[task_run_id]
+            ready.push(task_run.handler, task_run_id, task_run.priority)
     cold.restore(recovered.cold)
     pool.keep_recovered(holder)
     return Recovered(

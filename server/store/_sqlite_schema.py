@@ -1,6 +1,6 @@
 """The SQLite store's schema, its migrations, and how every connection to the file is opened.
 
-Schema (PRAGMA user_version 4; timestamps are INTEGER microseconds since the
+Schema (PRAGMA user_version 5; timestamps are INTEGER microseconds since the
 Unix epoch, UTC; durations INTEGER microseconds; JSON columns are compact JSON):
 
 - `executions`: `seq` (AUTOINCREMENT, never reused: the newest-first paging
@@ -19,7 +19,9 @@ queue scan, `executions_cold` (partial: executions that may be cold) and
 attempts) answer "is this execution cold?" with two index probes. Version 3
 adds `executions_finished` (partial: terminal executions, by `ended_at`), what
 retention reads. Version 4 adds `task_runs.schedule_to_start_us`; a task run
-with one is never cold (`task_runs_not_cold` includes it).
+with one is never cold (`task_runs_not_cold` includes it). Version 5 adds
+`task_runs.priority` (NULL for the default priority); a task run of another
+priority is never cold either.
 
 Deleting an execution deletes its events, task run inputs, task runs and row;
 SQLite reuses the freed pages for later inserts (the file does not shrink).
@@ -121,7 +123,10 @@ def _create_schema_v1(conn: sqlite3.Connection) -> None:
 # task run of it is in `task_runs_not_cold`. The texts must stay exactly as the indexes' WHERE clauses below,
 # or SQLite no longer uses these partial indexes.
 COLD_EXECUTION_SQL: Final = "state = 'PENDING' AND closing IS NULL AND deadline IS NULL"
-NOT_COLD_TASK_RUN_SQL: Final = "(state != 'PENDING' OR attempts != '[]' OR schedule_to_start_us IS NOT NULL)"
+NOT_COLD_TASK_RUN_SQL: Final = (
+    "(state != 'PENDING' OR attempts != '[]' OR schedule_to_start_us IS NOT NULL OR priority IS NOT NULL)"
+)
+_NOT_COLD_TASK_RUN_SQL_V4: Final = "(state != 'PENDING' OR attempts != '[]' OR schedule_to_start_us IS NOT NULL)"
 _NOT_COLD_TASK_RUN_SQL_V2: Final = "(state != 'PENDING' OR attempts != '[]')"
 
 _SCHEMA_V2: Final = (
@@ -152,12 +157,26 @@ def _add_finished_index_v3(conn: sqlite3.Connection) -> None:
 _SCHEMA_V4: Final = (
     "ALTER TABLE task_runs ADD COLUMN schedule_to_start_us INTEGER",
     "DROP INDEX task_runs_not_cold",
-    f"CREATE INDEX task_runs_not_cold ON task_runs (execution_id) WHERE {NOT_COLD_TASK_RUN_SQL}",
+    f"CREATE INDEX task_runs_not_cold ON task_runs (execution_id) WHERE {_NOT_COLD_TASK_RUN_SQL_V4}",
 )
 
 
 def _add_schedule_to_start_v4(conn: sqlite3.Connection) -> None:
     for statement in _SCHEMA_V4:
+        conn.execute(statement)
+
+
+# Version 5: a task run's priority, NULL for the default. The ready queue orders by priority, and cold task runs
+# come back in the store's plain queue order, so a task run of another priority is never cold.
+_SCHEMA_V5: Final = (
+    "ALTER TABLE task_runs ADD COLUMN priority INTEGER",
+    "DROP INDEX task_runs_not_cold",
+    f"CREATE INDEX task_runs_not_cold ON task_runs (execution_id) WHERE {NOT_COLD_TASK_RUN_SQL}",
+)
+
+
+def _add_priority_v5(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V5:
         conn.execute(statement)
 
 
@@ -168,6 +187,7 @@ MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _add_cold_indexes_v2,
     _add_finished_index_v3,
     _add_schedule_to_start_v4,
+    _add_priority_v5,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -54,6 +54,7 @@ TASK_RUN_KEYS = {
     "depends_on",
     "timeout_s",
     "schedule_to_start_timeout_s",
+    "priority",
     "retry_policy",
     "progress",
     "not_before",

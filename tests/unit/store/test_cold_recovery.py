@@ -67,7 +67,7 @@ async def test_a_schema_v1_file_migrates_and_recovers_cold_and_active(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Today's writer, less the columns later versions added (sqlite3 ignores the parameters left over).
-    v1_columns = [c for c in codec.TASK_RUN_COLUMNS if c != "schedule_to_start_us"]
+    v1_columns = [c for c in codec.TASK_RUN_COLUMNS if c not in ("schedule_to_start_us", "priority")]
     monkeypatch.setattr(
         sqlite_writer,
         "_INSERT_TASK_RUN",
@@ -100,7 +100,7 @@ async def test_a_schema_v1_file_migrates_and_recovers_cold_and_active(
         state = await store.recover()
         assert await store.get_execution(cold.execution.id) == ExecutionSnapshot(cold.execution, tuple(cold.task_runs))
 
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     conn = sqlite3.connect(db_path)
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
