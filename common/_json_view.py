@@ -91,6 +91,8 @@ def task_run_view(task_run: TaskRun) -> JsonObject:
         "timeout_s": _seconds(task_run.timeout),
         "schedule_to_start_timeout_s": _seconds(task_run.schedule_to_start_timeout),
         "priority": task_run.priority,
+        "concurrency_key": task_run.concurrency_key or None,
+        "concurrency_limit": task_run.concurrency_limit or None,
         "retry_policy": _retry_policy(task_run.retry_policy),
         "progress": {"fraction": progress.fraction, "message": progress.message} if progress else None,
         "not_before": iso(task_run.not_before),

@@ -91,6 +91,8 @@ MAX_INFRASTRUCTURE_RETRIES_LIMIT = 100
 MIN_PRIORITY = 1
 MAX_PRIORITY = 9
 DEFAULT_PRIORITY = 5
+# The largest concurrency limit a task may name.
+MAX_CONCURRENCY_LIMIT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +224,9 @@ class TaskRun:
     schedule_to_start_timeout: timedelta | None = None
     # MIN_PRIORITY to MAX_PRIORITY; among a handler's queued task runs a higher one is dispatched first.
     priority: int = DEFAULT_PRIORITY
+    # With a key: at most `concurrency_limit` attempts of the key run at once (docs/flow-control.md).
+    concurrency_key: str = ""
+    concurrency_limit: int = 0
 
     def __post_init__(self) -> None:
         _check_state_reason("task run", self.id, self.state, self.reason)

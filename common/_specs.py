@@ -16,6 +16,7 @@ from ._errors import ValidationError
 from ._models import (
     DEFAULT_PRIORITY,
     MAX_ATTEMPTS_LIMIT,
+    MAX_CONCURRENCY_LIMIT,
     MAX_INFRASTRUCTURE_RETRIES_LIMIT,
     MAX_PRIORITY,
     MIN_PRIORITY,
@@ -53,6 +54,9 @@ class TaskSpec:
     schedule_to_start_timeout: timedelta | None = None
     # MIN_PRIORITY to MAX_PRIORITY: among a handler's queued task runs, a higher one is dispatched first.
     priority: int = DEFAULT_PRIORITY
+    # With a key: at most `concurrency_limit` attempts of the key run at once, across all workers.
+    concurrency_key: str = ""
+    concurrency_limit: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +106,22 @@ def _validate_retry_policy(policy: RetryPolicy, where: str, limits: Limits) -> R
         max_attempts=policy.max_attempts or 1,
         backoff_coefficient=policy.backoff_coefficient or 2.0,
     )
+
+
+def _validate_concurrency(task: TaskSpec, at: str, limits: Limits) -> None:
+    key, limit = task.concurrency_key, task.concurrency_limit
+    if not key:
+        if limit:
+            raise ValidationError(f"{at}.concurrency_limit", "needs a concurrency_key")
+        return
+    if len(key) > limits.max_key_chars or key != key.strip():
+        raise ValidationError(
+            f"{at}.concurrency_key", f"must be at most {limits.max_key_chars} characters with no surrounding spaces"
+        )
+    if not 1 <= limit <= MAX_CONCURRENCY_LIMIT:
+        raise ValidationError(
+            f"{at}.concurrency_limit", f"must be between 1 and {MAX_CONCURRENCY_LIMIT} with a key, got {limit}"
+        )
 
 
 def _validate_payload(payload: Payload, where: str, limits: Limits) -> None:
@@ -188,6 +208,7 @@ def validate_execution_spec(spec: ExecutionSpec, limits: Limits, where: str = "e
             raise ValidationError(
                 f"{at}.priority", f"must be between {MIN_PRIORITY} and {MAX_PRIORITY}, got {task.priority}"
             )
+        _validate_concurrency(task, at, limits)
         policy = _validate_retry_policy(task.retry_policy, f"{at}.retry_policy", limits)
         if task_id != task.task_id or policy is not task.retry_policy:
             task = replace(task, task_id=task_id, retry_policy=policy)

@@ -113,6 +113,8 @@ class ReasonCode(OpenEnum):
     RETRY_BACKOFF = "RETRY_BACKOFF"
     DEPENDENCIES = "DEPENDENCIES"
     SCHEDULED = "SCHEDULED"
+    # Its concurrency key has as many attempts running or queued as its limit allows.
+    CONCURRENCY_LIMIT = "CONCURRENCY_LIMIT"
 
 
 class LogLevel(OpenEnum):
@@ -124,7 +126,9 @@ class LogLevel(OpenEnum):
     ERROR = "ERROR"
 
 
-WAITING_REASONS = frozenset({ReasonCode.RETRY_BACKOFF, ReasonCode.DEPENDENCIES, ReasonCode.SCHEDULED})
+WAITING_REASONS = frozenset(
+    {ReasonCode.RETRY_BACKOFF, ReasonCode.DEPENDENCIES, ReasonCode.SCHEDULED, ReasonCode.CONCURRENCY_LIMIT}
+)
 
 # Which reasons each terminal state may carry: a record with any other pairing is refused.
 TERMINAL_REASONS: dict[State, frozenset[ReasonCode]] = {

@@ -292,6 +292,8 @@ def task_spec_to_proto(spec: TaskSpec) -> tpb.TaskSpec:
         retry_policy=retry_policy_to_proto(spec.retry_policy),
         schedule_to_start_timeout=duration_to_proto(spec.schedule_to_start_timeout),
         priority=spec.priority,
+        concurrency_key=spec.concurrency_key,
+        concurrency_limit=spec.concurrency_limit,
     )
 
 
@@ -358,6 +360,8 @@ def task_run_from_proto(message: pb.TaskRun) -> TaskRun:
         ),
         schedule_to_start_timeout=optional_duration(message, "schedule_to_start_timeout"),
         priority=message.priority or DEFAULT_PRIORITY,
+        concurrency_key=message.concurrency_key,
+        concurrency_limit=message.concurrency_limit,
     )
 
 

@@ -133,6 +133,8 @@ def task_spec_from_proto(message: tpb.TaskSpec, where: str = "task") -> d.TaskSp
             message, "schedule_to_start_timeout", f"{where}.schedule_to_start_timeout"
         ),
         priority=message.priority or d.DEFAULT_PRIORITY,
+        concurrency_key=message.concurrency_key,
+        concurrency_limit=message.concurrency_limit,
     )
 
 
@@ -203,6 +205,8 @@ def task_run_to_proto(task_run: d.TaskRun) -> pb.TaskRun:
         cancel_requested=reason_to_proto(task_run.pending_cancel),
         schedule_to_start_timeout=duration_to_proto(task_run.schedule_to_start_timeout),
         priority=task_run.priority,
+        concurrency_key=task_run.concurrency_key,
+        concurrency_limit=task_run.concurrency_limit,
     )
 
 

@@ -106,6 +106,18 @@ class StartTimedOut:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyFull:
+    """A task run just queued finds its concurrency key full: it waits for a place (`message` has the numbers)."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPlaceFree:
+    """A place of its concurrency key is this WAITING(CONCURRENCY_LIMIT) task run's now: it may queue."""
+
+
+@dataclass(frozen=True, slots=True)
 class CancelRequested:
     """Stop this task run: cancelled, timed out or upstream failed, as `reason` says."""
 
@@ -126,6 +138,8 @@ TaskRunEvent = (
     | DependenciesMet
     | DependenciesFailed
     | StartTimedOut
+    | KeyFull
+    | KeyPlaceFree
     | CancelRequested
 )
 

@@ -57,6 +57,8 @@ def create_execution(
                 retry_policy=task.retry_policy,
                 schedule_to_start_timeout=task.schedule_to_start_timeout,
                 priority=task.priority,
+                concurrency_key=task.concurrency_key,
+                concurrency_limit=task.concurrency_limit,
                 state=state,
                 reason=reason,
                 created_at=now,

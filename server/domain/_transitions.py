@@ -48,6 +48,8 @@ from ._events import (
     ExecutionStarted,
     ExecutionSucceeded,
     ExecutionTimeoutFired,
+    KeyFull,
+    KeyPlaceFree,
     LeaseExpired,
     RetryDue,
     ScheduleDue,
@@ -295,6 +297,28 @@ def _on_start_timed_out(task_run: TaskRun, event: object, now: datetime) -> Tran
     return _finish(_ended(task_run, State.FAILED, Reason(ReasonCode.SCHEDULE_TO_START_TIMEOUT, message), now))
 
 
+def _on_key_full(task_run: TaskRun, event: object, now: datetime) -> Transition[TaskRun]:
+    """PENDING → WAITING(CONCURRENCY_LIMIT); a replay on one already waiting for its key is a no-op."""
+    assert isinstance(event, KeyFull)
+    if task_run.state is State.WAITING:
+        if task_run.reason is not None and task_run.reason.code is ReasonCode.CONCURRENCY_LIMIT:
+            return _noop(task_run)
+        raise InvalidTransition(
+            entity="task run",
+            entity_id=task_run.id,
+            state=task_run.state,
+            event="KeyFull",
+            reason=f"it waits for {task_run.reason.code if task_run.reason else 'nothing'}, not for a queue place",
+        )
+    record = dataclasses.replace(
+        task_run,
+        state=State.WAITING,
+        reason=Reason(ReasonCode.CONCURRENCY_LIMIT, event.message),
+        updated_at=_touch(task_run.updated_at, now),
+    )
+    return Transition(record=record)
+
+
 def _on_cancel_requested(task_run: TaskRun, event: object, now: datetime) -> Transition[TaskRun]:
     assert isinstance(event, CancelRequested)
     if task_run.state is State.RUNNING:
@@ -396,6 +420,7 @@ def _rows(
 _retry_due = _becomes_eligible(ReasonCode.RETRY_BACKOFF)
 _schedule_due = _becomes_eligible(ReasonCode.SCHEDULED)
 _dependencies_met = _becomes_eligible(ReasonCode.DEPENDENCIES)
+_key_place_free = _becomes_eligible(ReasonCode.CONCURRENCY_LIMIT)
 _ANY_END = frozenset({W, F, C})
 
 # Every allowed (state, event) pair of a task run and the states it may lead to. A row whose
@@ -414,6 +439,10 @@ TASK_RUN_TRANSITIONS: dict[tuple[State, type], Row[TaskRun]] = _rows(
         (W, RetryDue): (frozenset({P}), _retry_due),
         (W, ScheduleDue): (frozenset({P}), _schedule_due),
         (W, DependenciesMet): (frozenset({P}), _dependencies_met),
+        (P, KeyFull): (frozenset({W}), _on_key_full),
+        (W, KeyFull): (frozenset({W}), _on_key_full),
+        (W, KeyPlaceFree): (frozenset({P}), _key_place_free),
+        (P, KeyPlaceFree): (frozenset({P}), _key_place_free),
         (W, DependenciesFailed): (frozenset({C}), _on_dependencies_failed),
         (W, CancelRequested): (frozenset({C}), _on_cancel_requested),
         (R, TaskSucceeded): (frozenset({S}), _on_succeeded),

@@ -38,7 +38,8 @@ _WARM_BATCH = 256
 
 def is_coldable(live: LiveExecution) -> bool:
     """Nothing but a dispatch can change it: no timer (deadline, schedule-to-start), no closing, no task run
-    started or waiting; and its place in the queue is the store's plain queue order: the default priority."""
+    started or waiting; its place in the queue is the store's plain queue order (the default priority), and no
+    concurrency key counts it."""
     execution = live.execution
     return (
         not live.retiring
@@ -50,6 +51,7 @@ def is_coldable(live: LiveExecution) -> bool:
             and not t.attempts
             and t.schedule_to_start_timeout is None
             and t.priority == DEFAULT_PRIORITY
+            and not t.concurrency_key
             for t in live.task_runs.values()
         )
     )

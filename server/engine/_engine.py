@@ -25,6 +25,7 @@ May use: every room; the store, the committer and the config.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import timedelta
@@ -40,6 +41,7 @@ from ._clock import Clock, SystemClock
 from ._cold import ColdTier
 from ._dispatch import Dispatcher
 from ._history import History, HistoryCodec
+from ._keys import ConcurrencyKeys, KeyFigures
 from ._live import Executions, Figures
 from ._ready import ReadyQueues
 from ._recovery import recover
@@ -70,12 +72,14 @@ class Engine:
         self._timers = Timers(clock=self._clock)
         self._admission = AdmissionQueue(capacity=config.queue_capacity)
         self._history = History(store=store, bus=self.bus, committer=self._committer, codec=codec)
+        self._keys = ConcurrencyKeys(soon=lambda callback: asyncio.get_running_loop().call_soon(callback))
         self._executions = executions = Executions(
             clock=self._clock,
             timers=self._timers,
             committer=self._committer,
             history=self._history,
             figures=Figures(self._admission),
+            keys=self._keys,
             cancel_grace_s=config.cancel_grace.total_seconds(),
         )
         self._pool = WorkerPool(clock=self._clock, timers=self._timers, config=config, executions=executions)
@@ -103,6 +107,8 @@ class Engine:
             dispatcher=self._dispatcher,
         )
         executions.enqueue = self._dispatcher.enqueue
+        self._keys.admit = lambda task_run_id: not self._closed and executions.admit_waiting(task_run_id)
+        self._pool.holders.forgotten = self._keys.attempt_over
         executions.is_served = self._pool.serves
         executions.cancel_on_worker = self._pool.cancel_on_worker
         executions.retired = self._submits.forget_key
@@ -279,6 +285,10 @@ class Engine:
             free_slots=sum(session.free_slots for session in connected),
             handlers=tuple(per_handler),
         )
+
+    def key_figures(self) -> list[KeyFigures]:
+        """The concurrency keys in use: running, queued and waiting per key."""
+        return self._keys.figures()
 
     # ---- Workers --------------------------------------------------------------------------------
 

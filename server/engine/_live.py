@@ -34,6 +34,8 @@ from taskwire.server.domain import (
     ExecutionFollowUp,
     ExecutionTimeoutFired,
     InvalidTransition,
+    KeyFull,
+    KeyPlaceFree,
     ReasonCode,
     RetryDue,
     ScheduleDue,
@@ -54,6 +56,7 @@ from taskwire.server.store import Committer, ExecutionSnapshot
 from ._admission import AdmissionQueue
 from ._clock import Clock
 from ._history import History
+from ._keys import ConcurrencyKeys
 from ._sessions import AttemptLog, AttemptProgress
 from ._timers import Timers
 
@@ -129,6 +132,7 @@ class Executions:
         committer: Committer,
         history: History,
         figures: Figures,
+        keys: ConcurrencyKeys,
         cancel_grace_s: float,
     ) -> None:
         self._clock = clock
@@ -136,6 +140,7 @@ class Executions:
         self._committer = committer
         self._history = history
         self.figures = figures
+        self.keys = keys
         self._cancel_grace_s = cancel_grace_s
         self.by_id: dict[str, LiveExecution] = {}
         self.by_task_run: dict[str, LiveExecution] = {}
@@ -168,7 +173,11 @@ class Executions:
         """A task run became PENDING: into its handler's queue at its priority, with its schedule-to-start timer.
 
         Said in its history when no connected worker serves its handler: a wait nobody will end is not silent.
+        One whose concurrency key is full waits WAITING(CONCURRENCY_LIMIT) for a place instead.
         """
+        if task_run.concurrency_key and (full := self.keys.take(task_run)) is not None:
+            self.apply_task(live, task_run.id, KeyFull(full))
+            return
         self.enqueue(task_run.handler, task_run.id, task_run.priority)
         limit = task_run.schedule_to_start_timeout
         served = self.is_served(task_run.handler)
@@ -182,6 +191,20 @@ class Executions:
                 f" for at most {limit.total_seconds():g}s" if limit is not None else " (no schedule-to-start timeout)"
             )
             self._history.note(live, now, task_run, text)
+
+    def admit_waiting(self, task_run_id: str) -> bool:
+        """A place of its concurrency key is the task run's: it becomes PENDING and queues. False when it
+        no longer waits for one."""
+        live = self.by_task_run.get(task_run_id)
+        if live is None:
+            return False
+        task_run = live.task_runs[task_run_id]
+        if task_run.state is not State.WAITING or task_run.reason is None:
+            return False
+        if task_run.reason.code is not ReasonCode.CONCURRENCY_LIMIT:
+            return False
+        self.report(task_run_id, KeyPlaceFree())
+        return True
 
     def _arm_start_timeout(self, task_run: TaskRun, *, since: datetime) -> None:
         if task_run.schedule_to_start_timeout is not None:
@@ -243,6 +266,8 @@ class Executions:
     def _store_task_run(self, live: LiveExecution, before: TaskRun, after: TaskRun) -> None:
         live.task_runs[after.id] = after
         self.figures.count(before, after)
+        if after.concurrency_key:
+            self.keys.changed(before, after)
         self._committer.stage_task_run(after)
 
     def settle(self, live: LiveExecution) -> None:

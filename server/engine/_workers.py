@@ -65,6 +65,8 @@ class AttemptHolders:
         # The session's dispatch number of each attempt it was sent (0: adopted, the worker has it).
         self._dispatch: dict[AttemptKey, int] = {}
         self._holds = itertools.count()
+        # Wired by the engine: nobody holds the attempt any more (its end reported, or lost with its session).
+        self.forgotten: Callable[[AttemptKey], None] = lambda key: None
 
     def __len__(self) -> int:
         return len(self._holder)
@@ -87,6 +89,7 @@ class AttemptHolders:
         return previous if previous is not session else None
 
     def _forget(self, key: AttemptKey) -> None:
+        self.forgotten(key)
         self._order.pop(key, None)
         self._dispatch.pop(key, None)
         self._unlisted.pop(key, None)

@@ -85,6 +85,8 @@ TASK_RUN_COLUMNS: Final = (
     "attempts",
     "schedule_to_start_us",
     "priority",
+    "concurrency_key",
+    "concurrency_limit",
 )
 
 
@@ -208,6 +210,8 @@ def task_run_to_row(task_run: TaskRun) -> dict[str, Any]:
         "attempts": attempts_to_text(task_run.attempts),
         "schedule_to_start_us": None if start is None else timedelta_to_db(start),
         "priority": None if task_run.priority == DEFAULT_PRIORITY else task_run.priority,
+        "concurrency_key": task_run.concurrency_key or None,
+        "concurrency_limit": task_run.concurrency_limit or None,
     }
 
 
@@ -230,6 +234,8 @@ def task_run_from_row(row: RowLike) -> TaskRun:
         progress=None if progress is None else progress_from_json(json.loads(progress)),
         schedule_to_start_timeout=None if start_us is None else timedelta(microseconds=start_us),
         priority=DEFAULT_PRIORITY if row["priority"] is None else row["priority"],
+        concurrency_key=row["concurrency_key"] or "",
+        concurrency_limit=row["concurrency_limit"] or 0,
     )
 
 

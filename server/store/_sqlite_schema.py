@@ -19,9 +19,10 @@ queue scan, `executions_cold` (partial: executions that may be cold) and
 attempts) answer "is this execution cold?" with two index probes. Version 3
 adds `executions_finished` (partial: terminal executions, by `ended_at`), what
 retention reads. Version 4 adds `task_runs.schedule_to_start_us`; a task run
-with one is never cold (`task_runs_not_cold` includes it). Version 5 adds
-`task_runs.priority` (NULL for the default priority); a task run of another
-priority is never cold either.
+with one is never cold (`task_runs_not_cold` includes it). Version 5 adds flow
+control: `task_runs.priority` (NULL for the default priority),
+`concurrency_key` and `concurrency_limit` (NULL without a key); a task run of
+another priority or with a key is never cold either.
 
 Deleting an execution deletes its events, task run inputs, task runs and row;
 SQLite reuses the freed pages for later inserts (the file does not shrink).
@@ -124,7 +125,8 @@ def _create_schema_v1(conn: sqlite3.Connection) -> None:
 # or SQLite no longer uses these partial indexes.
 COLD_EXECUTION_SQL: Final = "state = 'PENDING' AND closing IS NULL AND deadline IS NULL"
 NOT_COLD_TASK_RUN_SQL: Final = (
-    "(state != 'PENDING' OR attempts != '[]' OR schedule_to_start_us IS NOT NULL OR priority IS NOT NULL)"
+    "(state != 'PENDING' OR attempts != '[]' OR schedule_to_start_us IS NOT NULL OR priority IS NOT NULL "
+    "OR concurrency_key IS NOT NULL)"
 )
 _NOT_COLD_TASK_RUN_SQL_V4: Final = "(state != 'PENDING' OR attempts != '[]' OR schedule_to_start_us IS NOT NULL)"
 _NOT_COLD_TASK_RUN_SQL_V2: Final = "(state != 'PENDING' OR attempts != '[]')"
@@ -166,16 +168,19 @@ def _add_schedule_to_start_v4(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-# Version 5: a task run's priority, NULL for the default. The ready queue orders by priority, and cold task runs
-# come back in the store's plain queue order, so a task run of another priority is never cold.
+# Version 5: flow control. A task run's priority (NULL for the default: the ready queue orders by priority, and
+# cold task runs come back in the store's plain queue order, so one of another priority is never cold), and its
+# concurrency key and limit (NULL without a key: the engine counts a key's places, so a keyed one is never cold).
 _SCHEMA_V5: Final = (
     "ALTER TABLE task_runs ADD COLUMN priority INTEGER",
+    "ALTER TABLE task_runs ADD COLUMN concurrency_key TEXT",
+    "ALTER TABLE task_runs ADD COLUMN concurrency_limit INTEGER",
     "DROP INDEX task_runs_not_cold",
     f"CREATE INDEX task_runs_not_cold ON task_runs (execution_id) WHERE {NOT_COLD_TASK_RUN_SQL}",
 )
 
 
-def _add_priority_v5(conn: sqlite3.Connection) -> None:
+def _add_flow_control_v5(conn: sqlite3.Connection) -> None:
     for statement in _SCHEMA_V5:
         conn.execute(statement)
 
@@ -187,7 +192,7 @@ MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _add_cold_indexes_v2,
     _add_finished_index_v3,
     _add_schedule_to_start_v4,
-    _add_priority_v5,
+    _add_flow_control_v5,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -64,6 +64,8 @@ class TaskSpec(_message.Message):
     RETRY_POLICY_FIELD_NUMBER: _builtins.int
     SCHEDULE_TO_START_TIMEOUT_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """Unique within the execution; [A-Za-z0-9_.-], at most 128 characters.
     May be empty only when the execution has exactly one task ("main" is used).
@@ -76,6 +78,18 @@ class TaskSpec(_message.Message):
     first come first served within a priority; a task run waiting queued
     rises one priority per the server's priority aging interval (see
     docs/flow-control.md). Other values are INVALID_ARGUMENT.
+    """
+    concurrency_key: _builtins.str
+    """Optional, at most 256 characters: a name shared by tasks that must not run
+    too many at once (e.g. "customer-42"). With it, concurrency_limit is
+    required. The server never has more attempts of the key running than the
+    limit, across all workers, counting an attempt until the server knows it
+    ended; a task over the limit waits WAITING(CONCURRENCY_LIMIT) and becomes
+    PENDING, in order, when a place frees (see docs/flow-control.md).
+    """
+    concurrency_limit: _builtins.int
+    """1 to 10000: the most attempts of concurrency_key running or queued at once
+    (checked against this task's own limit). 0 only without a key.
     """
     @_builtins.property
     def input(self) -> _types_pb2.Payload:
@@ -112,10 +126,12 @@ class TaskSpec(_message.Message):
         retry_policy: _types_pb2.RetryPolicy | None = ...,
         schedule_to_start_timeout: _duration_pb2.Duration | None = ...,
         priority: _builtins.int = ...,
+        concurrency_key: _builtins.str = ...,
+        concurrency_limit: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["depends_on", b"depends_on", "handler", b"handler", "input", b"input", "priority", b"priority", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "depends_on", b"depends_on", "handler", b"handler", "input", b"input", "priority", b"priority", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

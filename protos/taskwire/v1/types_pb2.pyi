@@ -204,6 +204,10 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     """FAILED: the task run waited PENDING (ready, with no worker free to start
     it) longer than its schedule_to_start_timeout.
     """
+    REASON_CODE_CONCURRENCY_LIMIT: _ReasonCode.ValueType  # 17
+    """WAITING: as many attempts of its concurrency key as its limit allows are
+    running or queued; it becomes PENDING, in order, when one ends.
+    """
 
 class ReasonCode(_ReasonCode, metaclass=_ReasonCodeEnumTypeWrapper):
     """Why a record is in its state. Every terminal state and every WAITING state
@@ -251,6 +255,10 @@ infrastructure retries were spent.
 REASON_CODE_SCHEDULE_TO_START_TIMEOUT: ReasonCode.ValueType  # 16
 """FAILED: the task run waited PENDING (ready, with no worker free to start
 it) longer than its schedule_to_start_timeout.
+"""
+REASON_CODE_CONCURRENCY_LIMIT: ReasonCode.ValueType  # 17
+"""WAITING: as many attempts of its concurrency key as its limit allows are
+running or queued; it becomes PENDING, in order, when one ends.
 """
 Global___ReasonCode: _TypeAlias = ReasonCode  # noqa: Y015
 
@@ -567,6 +575,8 @@ class TaskRun(_message.Message):
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     SCHEDULE_TO_START_TIMEOUT_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned, globally unique."""
     execution_id: _builtins.str
@@ -585,6 +595,10 @@ class TaskRun(_message.Message):
     """Its priority, 1 (lowest) to 9 (highest), as submitted (default 5); aging
     while queued does not change it.
     """
+    concurrency_key: _builtins.str
+    """Its concurrency key, empty when it has none."""
+    concurrency_limit: _builtins.int
+    """With a concurrency key: the most attempts of that key running at once."""
     @_builtins.property
     def input(self) -> Global___Payload:
         """The handler's input."""
@@ -663,10 +677,12 @@ class TaskRun(_message.Message):
         cancel_requested: Global___Reason | None = ...,
         schedule_to_start_timeout: _duration_pb2.Duration | None = ...,
         priority: _builtins.int = ...,
+        concurrency_key: _builtins.str = ...,
+        concurrency_limit: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "created_at", b"created_at", "ended_at", b"ended_at", "input", b"input", "not_before", b"not_before", "progress", b"progress", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "started_at", b"started_at", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cancel_requested", b"cancel_requested", "created_at", b"created_at", "depends_on", b"depends_on", "ended_at", b"ended_at", "execution_id", b"execution_id", "handler", b"handler", "id", b"id", "input", b"input", "not_before", b"not_before", "priority", b"priority", "progress", b"progress", "reason_code", b"reason_code", "reason_message", b"reason_message", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "started_at", b"started_at", "state", b"state", "task_id", b"task_id", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cancel_requested", b"cancel_requested", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "created_at", b"created_at", "depends_on", b"depends_on", "ended_at", b"ended_at", "execution_id", b"execution_id", "handler", b"handler", "id", b"id", "input", b"input", "not_before", b"not_before", "priority", b"priority", "progress", b"progress", "reason_code", b"reason_code", "reason_message", b"reason_message", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "started_at", b"started_at", "state", b"state", "task_id", b"task_id", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

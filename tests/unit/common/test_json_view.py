@@ -55,6 +55,8 @@ TASK_RUN_KEYS = {
     "timeout_s",
     "schedule_to_start_timeout_s",
     "priority",
+    "concurrency_key",
+    "concurrency_limit",
     "retry_policy",
     "progress",
     "not_before",

@@ -35,6 +35,8 @@ from taskwire.server.domain import (
     ExecutionStarted,
     ExecutionSucceeded,
     ExecutionTimeoutFired,
+    KeyFull,
+    KeyPlaceFree,
     LeaseExpired,
     Limits,
     Payload,
@@ -146,6 +148,8 @@ def make_task_run(
             )
         elif waiting_for is ReasonCode.SCHEDULED:
             fields["not_before"] = at(60)
+        elif waiting_for is ReasonCode.CONCURRENCY_LIMIT:
+            pass
         else:
             fields["depends_on"] = ("upstream",)
     elif state is State.RUNNING:
@@ -248,6 +252,8 @@ def make_task_run_event(event_type: type, record: TaskRun, *, attempt: int | Non
         DependenciesFailed: lambda: DependenciesFailed(task_id="upstream"),
         CancelRequested: lambda: CancelRequested(reason=CANCEL_REASON),
         StartTimedOut: lambda: StartTimedOut(attempts=record.attempt_count),
+        KeyFull: lambda: KeyFull("concurrency key 'k' is full: 2 of 2 running or queued"),
+        KeyPlaceFree: KeyPlaceFree,
     }
     return builders[event_type]()
 

@@ -190,6 +190,12 @@ def _priority(new: NewExecution) -> WriteBatch:
     return WriteBatch(task_runs=[replace(new.task_runs[1], priority=DEFAULT_PRIORITY + 1, updated_at=AT[1])])
 
 
+def _concurrency_key(new: NewExecution) -> WriteBatch:
+    """The engine counts the places of a key: a task run with one stays in memory."""
+    keyed = replace(new.task_runs[1], concurrency_key="customer-42", concurrency_limit=2, updated_at=AT[1])
+    return WriteBatch(task_runs=[keyed])
+
+
 def _closing(new: NewExecution) -> WriteBatch:
     closing = Closing(State.CANCELLED, Reason(ReasonCode.CANCEL_REQUESTED, "stop"))
     return WriteBatch(executions=[replace(new.execution, closing=closing, updated_at=AT[1])])
@@ -209,6 +215,7 @@ DISQUALIFIERS: dict[str, Callable[[NewExecution], WriteBatch]] = {
     "a PENDING task run with an attempt": _pending_with_an_attempt,
     "a schedule-to-start timeout": _schedule_to_start,
     "a priority other than the default": _priority,
+    "a concurrency key": _concurrency_key,
     "a closing execution": _closing,
     "a deadline": _deadline,
     "a RUNNING execution": _running_execution,
