@@ -9,7 +9,8 @@ time per task from the worker's connect to the last completion (dispatch, comple
 commit).
 
 Variants: `fifo` (every task at the default priority: one FIFO per handler), `priority` (priorities
-spread over 1..9, aging on).
+spread over 1..9, aging on), `keys` (100 concurrency keys with a limit of 10 each: most tasks wait
+WAITING(CONCURRENCY_LIMIT) and are admitted one by one as places free).
 """
 
 from __future__ import annotations
@@ -74,9 +75,14 @@ def _priority(number: int, rng: random.Random) -> TaskSpec:
     return TaskSpec("echo", priority=rng.randint(MIN_PRIORITY, MAX_PRIORITY))
 
 
+def _keys(number: int, rng: random.Random) -> TaskSpec:
+    return TaskSpec("echo", concurrency_key=f"customer-{number % 100}", concurrency_limit=10)
+
+
 VARIANTS: dict[str, tuple[str, Callable[[int, random.Random], TaskSpec]]] = {
     "fifo": ("plain FIFO (default priority)", _fifo),
     "priority": ("priorities 1..9, aging on", _priority),
+    "keys": ("100 concurrency keys, limit 10 each", _keys),
 }
 
 

@@ -114,6 +114,8 @@ class AsyncClient:
         not_before: datetime | None = None,
         schedule_to_start_timeout: timedelta | None = None,
         priority: int | None = None,
+        concurrency_key: str = "",
+        concurrency_limit: int = 0,
         wait_for_room: bool = False,
     ) -> ExecutionSnapshot:
         """Submit an execution of one task; see `Client.submit`."""
@@ -132,6 +134,8 @@ class AsyncClient:
             not_before=not_before,
             schedule_to_start_timeout=schedule_to_start_timeout,
             priority=priority,
+            concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
         )
         return await self.submit_execution(spec, wait_for_room=wait_for_room)
 

@@ -253,6 +253,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="1 (lowest) to 9 (highest), default 5: a higher priority is dispatched first",
     )
     submit.add_argument(
+        "--concurrency-key",
+        metavar="K",
+        default="",
+        help="a key shared by tasks that must not run too many at once (needs --concurrency-limit)",
+    )
+    submit.add_argument(
+        "--concurrency-limit",
+        metavar="N",
+        type=int,
+        default=0,
+        help="with --concurrency-key: at most N attempts of the key run at once; the rest wait",
+    )
+    submit.add_argument(
         "--max-infrastructure-retries",
         metavar="N",
         type=int,
@@ -395,6 +408,8 @@ def cmd_submit(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
         name=args.name,
         schedule_to_start_timeout=args.schedule_to_start_timeout,
         priority=args.priority,
+        concurrency_key=args.concurrency_key,
+        concurrency_limit=args.concurrency_limit,
         wait_for_room=not args.fail_fast,
     )
     if submitted.unserved_handlers:

@@ -14,6 +14,7 @@ import tenacity
 
 from taskwire.common import (
     DEFAULT_PRIORITY,
+    ConcurrencyKeyStats,
     ExecutionSpec,
     HandlerStats,
     Payload,
@@ -115,6 +116,8 @@ def single_task_spec(
     not_before: datetime | None = None,
     schedule_to_start_timeout: timedelta | None = None,
     priority: int | None = None,
+    concurrency_key: str = "",
+    concurrency_limit: int = 0,
 ) -> ExecutionSpec:
     """The spec of an execution with one task (what `submit` sends)."""
     policy = retry_policy or RetryPolicy()
@@ -130,6 +133,8 @@ def single_task_spec(
         retry_policy=policy,
         schedule_to_start_timeout=schedule_to_start_timeout,
         priority=DEFAULT_PRIORITY if priority is None else priority,
+        concurrency_key=concurrency_key,
+        concurrency_limit=concurrency_limit,
     )
     return ExecutionSpec(
         tasks=(task,),
@@ -246,6 +251,10 @@ def stats_from_proto(response: tpb.GetStatsResponse) -> Stats:
                 handler=h.handler, pending=h.pending, in_flight=h.in_flight, free_slots=h.free_slots, workers=h.workers
             )
             for h in response.handlers
+        ),
+        concurrency_keys=tuple(
+            ConcurrencyKeyStats(key=k.key, limit=k.limit, running=k.running, queued=k.queued, waiting=k.waiting)
+            for k in response.concurrency_keys
         ),
     )
 

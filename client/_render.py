@@ -112,6 +112,10 @@ def stats_view(stats: Stats) -> dict[str, Any]:
             }
             for h in stats.handlers
         ],
+        "concurrency_keys": [
+            {"key": k.key, "limit": k.limit, "running": k.running, "queued": k.queued, "waiting": k.waiting}
+            for k in stats.concurrency_keys
+        ],
     }
 
 
@@ -233,7 +237,15 @@ def stats_detail(stats: Stats) -> RenderableType:
     handlers = _table("HANDLER", "PENDING", "IN FLIGHT", "FREE SLOTS", "WORKERS")
     for h in stats.handlers:
         handlers.add_row(h.handler, str(h.pending), str(h.in_flight), str(h.free_slots), str(h.workers))
-    return Group(fields, Text(""), handlers) if stats.handlers else fields
+    parts: list[RenderableType] = [fields]
+    if stats.handlers:
+        parts += [Text(""), handlers]
+    if stats.concurrency_keys:
+        keys = _table("CONCURRENCY KEY", "LIMIT", "RUNNING", "QUEUED", "WAITING")
+        for k in stats.concurrency_keys:
+            keys.add_row(k.key, str(k.limit), str(k.running), str(k.queued), str(k.waiting))
+        parts += [Text(""), keys]
+    return Group(*parts)
 
 
 def workers_table(workers: Sequence[WorkerInfo]) -> Table:

@@ -113,13 +113,16 @@ class Client:
         not_before: datetime | None = None,
         schedule_to_start_timeout: timedelta | None = None,
         priority: int | None = None,
+        concurrency_key: str = "",
+        concurrency_limit: int = 0,
         wait_for_room: bool = False,
     ) -> ExecutionSnapshot:
         """Submit an execution of one task running `handler` on `input` (any JSON value, or a `Payload`).
 
         `timeout` limits each attempt, `execution_timeout` the whole execution, `schedule_to_start_timeout`
         each wait for a worker to start it (past it the task fails with SCHEDULE_TO_START_TIMEOUT). `priority`
-        (1 lowest to 9 highest, default 5) orders the handler's queue (docs/flow-control.md). `max_attempts` and
+        (1 lowest to 9 highest, default 5) orders the handler's queue; with `concurrency_key`, at most
+        `concurrency_limit` attempts of that key run at once (docs/flow-control.md). `max_attempts` and
         `max_infrastructure_retries` override those of `retry_policy` (default: one attempt, and three
         retries after failures that are not the handler's fault, such as a lost worker). With `key` (an idempotency
         key) the call is retried when the server is unreachable. `wait_for_room` waits for room in a full
@@ -140,6 +143,8 @@ class Client:
             not_before=not_before,
             schedule_to_start_timeout=schedule_to_start_timeout,
             priority=priority,
+            concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
         )
         return self.submit_execution(spec, wait_for_room=wait_for_room)
 

@@ -65,7 +65,7 @@ from ._states import (
     State,
     TaskRunState,
 )
-from ._stats import HandlerStats, QueueStats, Stats
+from ._stats import MAX_KEY_STATS, ConcurrencyKeyStats, HandlerStats, QueueStats, Stats
 
 __all__ = [
     "DEFAULT_INFRASTRUCTURE_RETRIES",
@@ -76,6 +76,7 @@ __all__ = [
     "MAX_ATTEMPTS_LIMIT",
     "MAX_CONCURRENCY_LIMIT",
     "MAX_INFRASTRUCTURE_RETRIES_LIMIT",
+    "MAX_KEY_STATS",
     "MAX_PRIORITY",
     "MIN_PRIORITY",
     "OCTET_STREAM",
@@ -87,6 +88,7 @@ __all__ = [
     "Attempt",
     "AttemptOutcome",
     "Closing",
+    "ConcurrencyKeyStats",
     "ErrorInfo",
     "Execution",
     "ExecutionSpec",

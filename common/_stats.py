@@ -35,6 +35,17 @@ class HandlerStats:
 
 
 @dataclass(frozen=True, slots=True)
+class ConcurrencyKeyStats:
+    """One concurrency key in use: its attempts running, its task runs queued, and those waiting for a place."""
+
+    key: str
+    limit: int
+    running: int
+    queued: int
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True)
 class Stats:
     """Queue and worker statistics (`taskwire stats`)."""
 
@@ -43,3 +54,9 @@ class Stats:
     connected_workers: int
     free_slots: int
     handlers: tuple[HandlerStats, ...] = ()
+    # The keys in use, most waiting first (at most MAX_KEY_STATS of them).
+    concurrency_keys: tuple[ConcurrencyKeyStats, ...] = ()
+
+
+# The most concurrency keys GetStats lists.
+MAX_KEY_STATS = 100

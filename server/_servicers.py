@@ -240,6 +240,10 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
                 )
                 for h in stats.handlers
             ],
+            concurrency_keys=[
+                tpb.ConcurrencyKeyStats(key=k.key, limit=k.limit, running=k.running, queued=k.queued, waiting=k.waiting)
+                for k in stats.concurrency_keys
+            ],
         )
 
     @_translate_errors

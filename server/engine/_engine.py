@@ -30,7 +30,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import timedelta
 
-from taskwire.common import HandlerStats, Stats
+from taskwire.common import MAX_KEY_STATS, HandlerStats, Stats
 from taskwire.server._config import ServerConfig
 from taskwire.server.domain import CancellationRequested, ExecutionSpec, InvalidTransition, NotFound, State
 from taskwire.server.store import Committer, EventRecord, ExecutionPage, ExecutionSnapshot, Store
@@ -41,7 +41,7 @@ from ._clock import Clock, SystemClock
 from ._cold import ColdTier
 from ._dispatch import Dispatcher
 from ._history import History, HistoryCodec
-from ._keys import ConcurrencyKeys, KeyFigures
+from ._keys import ConcurrencyKeys
 from ._live import Executions, Figures
 from ._ready import ReadyQueues
 from ._recovery import recover
@@ -284,11 +284,8 @@ class Engine:
             connected_workers=len(connected),
             free_slots=sum(session.free_slots for session in connected),
             handlers=tuple(per_handler),
+            concurrency_keys=tuple(self._keys.figures(MAX_KEY_STATS)),
         )
-
-    def key_figures(self) -> list[KeyFigures]:
-        """The concurrency keys in use: running, queued and waiting per key."""
-        return self._keys.figures()
 
     # ---- Workers --------------------------------------------------------------------------------
 

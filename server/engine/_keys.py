@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from taskwire.common import ConcurrencyKeyStats
 from taskwire.server.domain import ReasonCode, State, TaskRun
 
 from ._sessions import AttemptKey
@@ -44,17 +45,6 @@ class _Key:
     @property
     def idle(self) -> bool:
         return not (self.queued or self.running or self.line or self.reserved)
-
-
-@dataclass(frozen=True, slots=True)
-class KeyFigures:
-    """A key's places: taken by attempts running, by task runs queued, and the task runs waiting."""
-
-    key: str
-    limit: int
-    running: int
-    queued: int
-    waiting: int
 
 
 class ConcurrencyKeys:
@@ -155,12 +145,12 @@ class ConcurrencyKeys:
         for key in list(self._keys):
             self._freed(key)
 
-    def figures(self) -> list[KeyFigures]:
-        """The keys in use, those with task runs waiting first (most waiting first)."""
+    def figures(self, most: int) -> list[ConcurrencyKeyStats]:
+        """At most `most` of the keys in use, those with task runs waiting first (most waiting first)."""
         found = [
-            KeyFigures(
+            ConcurrencyKeyStats(
                 key, places.limit, len(places.running), len(places.queued) + len(places.reserved), len(places.line)
             )
             for key, places in self._keys.items()
         ]
-        return sorted(found, key=lambda f: (-f.waiting, -f.running, f.key))
+        return sorted(found, key=lambda f: (-f.waiting, -f.running, f.key))[:most]

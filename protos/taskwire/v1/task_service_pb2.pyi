@@ -683,6 +683,44 @@ class HandlerStats(_message.Message):
 Global___HandlerStats: _TypeAlias = HandlerStats  # noqa: Y015
 
 @_typing.final
+class ConcurrencyKeyStats(_message.Message):
+    """One concurrency key in use (see TaskSpec.concurrency_key)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The key."""
+    limit: _builtins.int
+    """The limit of the task run of the key that took a place last."""
+    running: _builtins.int
+    """Its attempts the server counts as running (held by a worker session)."""
+    queued: _builtins.int
+    """Its task runs PENDING with a place."""
+    waiting: _builtins.int
+    """Its task runs WAITING(CONCURRENCY_LIMIT) for a place."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        running: _builtins.int = ...,
+        queued: _builtins.int = ...,
+        waiting: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "limit", b"limit", "queued", b"queued", "running", b"running", "waiting", b"waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConcurrencyKeyStats: _TypeAlias = ConcurrencyKeyStats  # noqa: Y015
+
+@_typing.final
 class GetStatsResponse(_message.Message):
     """Response of TaskService.GetStats."""
 
@@ -693,6 +731,7 @@ class GetStatsResponse(_message.Message):
     CONNECTED_WORKERS_FIELD_NUMBER: _builtins.int
     FREE_SLOTS_FIELD_NUMBER: _builtins.int
     HANDLERS_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEYS_FIELD_NUMBER: _builtins.int
     in_flight: _builtins.int
     """Attempts running on workers."""
     connected_workers: _builtins.int
@@ -707,6 +746,10 @@ class GetStatsResponse(_message.Message):
     def handlers(self) -> _containers.RepeatedCompositeFieldContainer[Global___HandlerStats]:
         """Per handler, sorted by name: every handler with work or a worker."""
 
+    @_builtins.property
+    def concurrency_keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConcurrencyKeyStats]:
+        """The concurrency keys in use, most waiting first, at most 100."""
+
     def __init__(
         self,
         *,
@@ -715,10 +758,11 @@ class GetStatsResponse(_message.Message):
         connected_workers: _builtins.int = ...,
         free_slots: _builtins.int = ...,
         handlers: _abc.Iterable[Global___HandlerStats] | None = ...,
+        concurrency_keys: _abc.Iterable[Global___ConcurrencyKeyStats] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected_workers", b"connected_workers", "free_slots", b"free_slots", "handlers", b"handlers", "in_flight", b"in_flight", "queue", b"queue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_keys", b"concurrency_keys", "connected_workers", b"connected_workers", "free_slots", b"free_slots", "handlers", b"handlers", "in_flight", b"in_flight", "queue", b"queue"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

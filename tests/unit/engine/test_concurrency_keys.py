@@ -31,7 +31,7 @@ async def test_at_most_the_limit_run_and_the_rest_wait_with_their_reason_then_go
     assert waiting.reason is not None
     assert waiting.reason.code is ReasonCode.CONCURRENCY_LIMIT
     assert "concurrency key 'customer-42' is full: 2 running and 0 queued of a limit of 2" in waiting.reason.message
-    (figures,) = rig.engine.key_figures()
+    (figures,) = rig.engine.stats().concurrency_keys
     assert (figures.key, figures.limit, figures.running, figures.queued, figures.waiting) == ("customer-42", 2, 2, 0, 4)
 
     for done in range(4):
