@@ -10,7 +10,8 @@ commit).
 
 Variants: `fifo` (every task at the default priority: one FIFO per handler), `priority` (priorities
 spread over 1..9, aging on), `keys` (100 concurrency keys with a limit of 10 each: most tasks wait
-WAITING(CONCURRENCY_LIMIT) and are admitted one by one as places free).
+WAITING(CONCURRENCY_LIMIT) and are admitted one by one as places free), `fairness` (100 fairness keys,
+taken in turns).
 """
 
 from __future__ import annotations
@@ -79,10 +80,15 @@ def _keys(number: int, rng: random.Random) -> TaskSpec:
     return TaskSpec("echo", concurrency_key=f"customer-{number % 100}", concurrency_limit=10)
 
 
+def _fairness(number: int, rng: random.Random) -> TaskSpec:
+    return TaskSpec("echo", fairness_key=f"tenant-{rng.randrange(100)}")
+
+
 VARIANTS: dict[str, tuple[str, Callable[[int, random.Random], TaskSpec]]] = {
     "fifo": ("plain FIFO (default priority)", _fifo),
     "priority": ("priorities 1..9, aging on", _priority),
     "keys": ("100 concurrency keys, limit 10 each", _keys),
+    "fairness": ("100 fairness keys in turns", _fairness),
 }
 
 

@@ -116,6 +116,7 @@ class AsyncClient:
         priority: int | None = None,
         concurrency_key: str = "",
         concurrency_limit: int = 0,
+        fairness_key: str = "",
         wait_for_room: bool = False,
     ) -> ExecutionSnapshot:
         """Submit an execution of one task; see `Client.submit`."""
@@ -136,6 +137,7 @@ class AsyncClient:
             priority=priority,
             concurrency_key=concurrency_key,
             concurrency_limit=concurrency_limit,
+            fairness_key=fairness_key,
         )
         return await self.submit_execution(spec, wait_for_room=wait_for_room)
 

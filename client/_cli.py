@@ -266,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --concurrency-key: at most N attempts of the key run at once; the rest wait",
     )
     submit.add_argument(
+        "--fairness-key",
+        metavar="K",
+        default="",
+        help="the tenant the task runs for: within a priority, tenants take turns in the handler's queue",
+    )
+    submit.add_argument(
         "--max-infrastructure-retries",
         metavar="N",
         type=int,
@@ -410,6 +416,7 @@ def cmd_submit(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
         priority=args.priority,
         concurrency_key=args.concurrency_key,
         concurrency_limit=args.concurrency_limit,
+        fairness_key=args.fairness_key,
         wait_for_room=not args.fail_fast,
     )
     if submitted.unserved_handlers:

@@ -118,6 +118,7 @@ def single_task_spec(
     priority: int | None = None,
     concurrency_key: str = "",
     concurrency_limit: int = 0,
+    fairness_key: str = "",
 ) -> ExecutionSpec:
     """The spec of an execution with one task (what `submit` sends)."""
     policy = retry_policy or RetryPolicy()
@@ -135,6 +136,7 @@ def single_task_spec(
         priority=DEFAULT_PRIORITY if priority is None else priority,
         concurrency_key=concurrency_key,
         concurrency_limit=concurrency_limit,
+        fairness_key=fairness_key,
     )
     return ExecutionSpec(
         tasks=(task,),

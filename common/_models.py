@@ -227,6 +227,8 @@ class TaskRun:
     # With a key: at most `concurrency_limit` attempts of the key run at once (docs/flow-control.md).
     concurrency_key: str = ""
     concurrency_limit: int = 0
+    # Its tenant: within a priority, dispatch takes the fairness keys of a handler's queue in turns.
+    fairness_key: str = ""
 
     def __post_init__(self) -> None:
         _check_state_reason("task run", self.id, self.state, self.reason)

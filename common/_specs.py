@@ -57,6 +57,8 @@ class TaskSpec:
     # With a key: at most `concurrency_limit` attempts of the key run at once, across all workers.
     concurrency_key: str = ""
     concurrency_limit: int = 0
+    # Its tenant: within a priority, dispatch takes the fairness keys of a handler's queue in turns.
+    fairness_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +110,11 @@ def _validate_retry_policy(policy: RetryPolicy, where: str, limits: Limits) -> R
     )
 
 
-def _validate_concurrency(task: TaskSpec, at: str, limits: Limits) -> None:
+def _validate_keys(task: TaskSpec, at: str, limits: Limits) -> None:
+    if len(task.fairness_key) > limits.max_key_chars or task.fairness_key != task.fairness_key.strip():
+        raise ValidationError(
+            f"{at}.fairness_key", f"must be at most {limits.max_key_chars} characters with no surrounding spaces"
+        )
     key, limit = task.concurrency_key, task.concurrency_limit
     if not key:
         if limit:
@@ -208,7 +214,7 @@ def validate_execution_spec(spec: ExecutionSpec, limits: Limits, where: str = "e
             raise ValidationError(
                 f"{at}.priority", f"must be between {MIN_PRIORITY} and {MAX_PRIORITY}, got {task.priority}"
             )
-        _validate_concurrency(task, at, limits)
+        _validate_keys(task, at, limits)
         policy = _validate_retry_policy(task.retry_policy, f"{at}.retry_policy", limits)
         if task_id != task.task_id or policy is not task.retry_policy:
             task = replace(task, task_id=task_id, retry_policy=policy)

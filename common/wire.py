@@ -294,6 +294,7 @@ def task_spec_to_proto(spec: TaskSpec) -> tpb.TaskSpec:
         priority=spec.priority,
         concurrency_key=spec.concurrency_key,
         concurrency_limit=spec.concurrency_limit,
+        fairness_key=spec.fairness_key,
     )
 
 
@@ -362,6 +363,7 @@ def task_run_from_proto(message: pb.TaskRun) -> TaskRun:
         priority=message.priority or DEFAULT_PRIORITY,
         concurrency_key=message.concurrency_key,
         concurrency_limit=message.concurrency_limit,
+        fairness_key=message.fairness_key,
     )
 
 

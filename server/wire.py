@@ -135,6 +135,7 @@ def task_spec_from_proto(message: tpb.TaskSpec, where: str = "task") -> d.TaskSp
         priority=message.priority or d.DEFAULT_PRIORITY,
         concurrency_key=message.concurrency_key,
         concurrency_limit=message.concurrency_limit,
+        fairness_key=message.fairness_key,
     )
 
 
@@ -207,6 +208,7 @@ def task_run_to_proto(task_run: d.TaskRun) -> pb.TaskRun:
         priority=task_run.priority,
         concurrency_key=task_run.concurrency_key,
         concurrency_limit=task_run.concurrency_limit,
+        fairness_key=task_run.fairness_key,
     )
 
 

@@ -59,6 +59,7 @@ def create_execution(
                 priority=task.priority,
                 concurrency_key=task.concurrency_key,
                 concurrency_limit=task.concurrency_limit,
+                fairness_key=task.fairness_key,
                 state=state,
                 reason=reason,
                 created_at=now,

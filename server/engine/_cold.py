@@ -38,8 +38,8 @@ _WARM_BATCH = 256
 
 def is_coldable(live: LiveExecution) -> bool:
     """Nothing but a dispatch can change it: no timer (deadline, schedule-to-start), no closing, no task run
-    started or waiting; its place in the queue is the store's plain queue order (the default priority), and no
-    concurrency key counts it."""
+    started or waiting; its place in the queue is the store's plain queue order (the default priority, no fairness
+    key), and no concurrency key counts it."""
     execution = live.execution
     return (
         not live.retiring
@@ -52,6 +52,7 @@ def is_coldable(live: LiveExecution) -> bool:
             and t.schedule_to_start_timeout is None
             and t.priority == DEFAULT_PRIORITY
             and not t.concurrency_key
+            and not t.fairness_key
             for t in live.task_runs.values()
         )
     )

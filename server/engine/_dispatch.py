@@ -37,8 +37,8 @@ class Dispatcher:
         self._pump_handle: asyncio.Handle | None = None
         self.closed = False
 
-    def enqueue(self, handler: str, task_run_id: str, priority: int) -> None:
-        self.ready.push(handler, task_run_id, priority)
+    def enqueue(self, task_run: TaskRun) -> None:
+        self.ready.push(task_run.handler, task_run.id, task_run.priority, task_run.fairness_key)
         self.schedule_pump()
 
     def slot_freed(self, session: WorkerSession) -> None:

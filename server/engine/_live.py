@@ -144,9 +144,9 @@ class Executions:
         self._cancel_grace_s = cancel_grace_s
         self.by_id: dict[str, LiveExecution] = {}
         self.by_task_run: dict[str, LiveExecution] = {}
-        # Wired by the engine: a task run became PENDING (handler, task run id, priority); a running attempt must
+        # Wired by the engine: a task run became PENDING; a running attempt must
         # be stopped on its worker; an execution left memory.
-        self.enqueue: Callable[[str, str, int], None] = _unwired
+        self.enqueue: Callable[[TaskRun], None] = _unwired
         # Wired by the engine: whether a connected worker takes new work for a handler.
         self.is_served: Callable[[str], bool] = _unwired  # type: ignore[assignment]
         self.cancel_on_worker: Callable[[CancelOnWorker], None] = _unwired
@@ -178,7 +178,7 @@ class Executions:
         if task_run.concurrency_key and (full := self.keys.take(task_run)) is not None:
             self.apply_task(live, task_run.id, KeyFull(full))
             return
-        self.enqueue(task_run.handler, task_run.id, task_run.priority)
+        self.enqueue(task_run)
         limit = task_run.schedule_to_start_timeout
         served = self.is_served(task_run.handler)
         if limit is None and served:

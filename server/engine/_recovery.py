@@ -54,7 +54,7 @@ async def recover(
         owner = executions.by_task_run.get(task_run_id)
         if owner is not None:
             task_run = owner.task_runs[task_run_id]
-            ready.push(task_run.handler, task_run_id, task_run.priority)
+            ready.push(task_run.handler, task_run_id, task_run.priority, task_run.fairness_key)
     cold.restore(recovered.cold)
     pool.keep_recovered(holder)
     return Recovered(

@@ -87,6 +87,7 @@ TASK_RUN_COLUMNS: Final = (
     "priority",
     "concurrency_key",
     "concurrency_limit",
+    "fairness_key",
 )
 
 
@@ -212,6 +213,7 @@ def task_run_to_row(task_run: TaskRun) -> dict[str, Any]:
         "priority": None if task_run.priority == DEFAULT_PRIORITY else task_run.priority,
         "concurrency_key": task_run.concurrency_key or None,
         "concurrency_limit": task_run.concurrency_limit or None,
+        "fairness_key": task_run.fairness_key or None,
     }
 
 
@@ -236,6 +238,7 @@ def task_run_from_row(row: RowLike) -> TaskRun:
         priority=DEFAULT_PRIORITY if row["priority"] is None else row["priority"],
         concurrency_key=row["concurrency_key"] or "",
         concurrency_limit=row["concurrency_limit"] or 0,
+        fairness_key=row["fairness_key"] or "",
     )
 
 

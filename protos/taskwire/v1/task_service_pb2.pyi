@@ -66,6 +66,7 @@ class TaskSpec(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
     CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
+    FAIRNESS_KEY_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """Unique within the execution; [A-Za-z0-9_.-], at most 128 characters.
     May be empty only when the execution has exactly one task ("main" is used).
@@ -90,6 +91,12 @@ class TaskSpec(_message.Message):
     concurrency_limit: _builtins.int
     """1 to 10000: the most attempts of concurrency_key running or queued at once
     (checked against this task's own limit). 0 only without a key.
+    """
+    fairness_key: _builtins.str
+    """Optional, at most 256 characters: the tenant the task is run for. Among
+    the queued task runs of one handler and one priority, dispatch takes the
+    fairness keys in turns (tasks without one share one turn), so a key with
+    a long backlog delays another key's task by at most one task run per key.
     """
     @_builtins.property
     def input(self) -> _types_pb2.Payload:
@@ -128,10 +135,11 @@ class TaskSpec(_message.Message):
         priority: _builtins.int = ...,
         concurrency_key: _builtins.str = ...,
         concurrency_limit: _builtins.int = ...,
+        fairness_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "depends_on", b"depends_on", "handler", b"handler", "input", b"input", "priority", b"priority", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "depends_on", b"depends_on", "fairness_key", b"fairness_key", "handler", b"handler", "input", b"input", "priority", b"priority", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -577,6 +577,7 @@ class TaskRun(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
     CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
+    FAIRNESS_KEY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned, globally unique."""
     execution_id: _builtins.str
@@ -599,6 +600,8 @@ class TaskRun(_message.Message):
     """Its concurrency key, empty when it has none."""
     concurrency_limit: _builtins.int
     """With a concurrency key: the most attempts of that key running at once."""
+    fairness_key: _builtins.str
+    """Its fairness key (tenant), empty when it has none."""
     @_builtins.property
     def input(self) -> Global___Payload:
         """The handler's input."""
@@ -679,10 +682,11 @@ class TaskRun(_message.Message):
         priority: _builtins.int = ...,
         concurrency_key: _builtins.str = ...,
         concurrency_limit: _builtins.int = ...,
+        fairness_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "created_at", b"created_at", "ended_at", b"ended_at", "input", b"input", "not_before", b"not_before", "progress", b"progress", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "started_at", b"started_at", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cancel_requested", b"cancel_requested", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "created_at", b"created_at", "depends_on", b"depends_on", "ended_at", b"ended_at", "execution_id", b"execution_id", "handler", b"handler", "id", b"id", "input", b"input", "not_before", b"not_before", "priority", b"priority", "progress", b"progress", "reason_code", b"reason_code", "reason_message", b"reason_message", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "started_at", b"started_at", "state", b"state", "task_id", b"task_id", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cancel_requested", b"cancel_requested", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "created_at", b"created_at", "depends_on", b"depends_on", "ended_at", b"ended_at", "execution_id", b"execution_id", "fairness_key", b"fairness_key", "handler", b"handler", "id", b"id", "input", b"input", "not_before", b"not_before", "priority", b"priority", "progress", b"progress", "reason_code", b"reason_code", "reason_message", b"reason_message", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "started_at", b"started_at", "state", b"state", "task_id", b"task_id", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

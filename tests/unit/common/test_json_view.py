@@ -57,6 +57,7 @@ TASK_RUN_KEYS = {
     "priority",
     "concurrency_key",
     "concurrency_limit",
+    "fairness_key",
     "retry_policy",
     "progress",
     "not_before",

@@ -196,6 +196,10 @@ def _concurrency_key(new: NewExecution) -> WriteBatch:
     return WriteBatch(task_runs=[keyed])
 
 
+def _fairness_key(new: NewExecution) -> WriteBatch:
+    return WriteBatch(task_runs=[replace(new.task_runs[1], fairness_key="tenant-a", updated_at=AT[1])])
+
+
 def _closing(new: NewExecution) -> WriteBatch:
     closing = Closing(State.CANCELLED, Reason(ReasonCode.CANCEL_REQUESTED, "stop"))
     return WriteBatch(executions=[replace(new.execution, closing=closing, updated_at=AT[1])])
@@ -216,6 +220,7 @@ DISQUALIFIERS: dict[str, Callable[[NewExecution], WriteBatch]] = {
     "a schedule-to-start timeout": _schedule_to_start,
     "a priority other than the default": _priority,
     "a concurrency key": _concurrency_key,
+    "a fairness key": _fairness_key,
     "a closing execution": _closing,
     "a deadline": _deadline,
     "a RUNNING execution": _running_execution,
