@@ -117,6 +117,8 @@ class AsyncClient:
         concurrency_key: str = "",
         concurrency_limit: int = 0,
         fairness_key: str = "",
+        rate_limit: str = "",
+        rate_limit_key: str = "",
         wait_for_room: bool = False,
     ) -> ExecutionSnapshot:
         """Submit an execution of one task; see `Client.submit`."""
@@ -138,6 +140,8 @@ class AsyncClient:
             concurrency_key=concurrency_key,
             concurrency_limit=concurrency_limit,
             fairness_key=fairness_key,
+            rate_limit=rate_limit,
+            rate_limit_key=rate_limit_key,
         )
         return await self.submit_execution(spec, wait_for_room=wait_for_room)
 

@@ -272,6 +272,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="the tenant the task runs for: within a priority, tenants take turns in the handler's queue",
     )
     submit.add_argument(
+        "--rate-limit",
+        metavar="NAME",
+        default="",
+        help="a rate limit the server defines (taskwire-server --rate-limit): each dispatch takes one of its tokens",
+    )
+    submit.add_argument(
+        "--rate-limit-key",
+        metavar="K",
+        default="",
+        help="with --rate-limit: draw from a bucket of that limit of its own for K (e.g. per customer)",
+    )
+    submit.add_argument(
         "--max-infrastructure-retries",
         metavar="N",
         type=int,
@@ -417,6 +429,8 @@ def cmd_submit(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
         concurrency_key=args.concurrency_key,
         concurrency_limit=args.concurrency_limit,
         fairness_key=args.fairness_key,
+        rate_limit=args.rate_limit,
+        rate_limit_key=args.rate_limit_key,
         wait_for_room=not args.fail_fast,
     )
     if submitted.unserved_handlers:

@@ -19,6 +19,7 @@ from taskwire.common import (
     HandlerStats,
     Payload,
     QueueStats,
+    RateLimitStats,
     RetryPolicy,
     State,
     Stats,
@@ -119,6 +120,8 @@ def single_task_spec(
     concurrency_key: str = "",
     concurrency_limit: int = 0,
     fairness_key: str = "",
+    rate_limit: str = "",
+    rate_limit_key: str = "",
 ) -> ExecutionSpec:
     """The spec of an execution with one task (what `submit` sends)."""
     policy = retry_policy or RetryPolicy()
@@ -137,6 +140,8 @@ def single_task_spec(
         concurrency_key=concurrency_key,
         concurrency_limit=concurrency_limit,
         fairness_key=fairness_key,
+        rate_limit=rate_limit,
+        rate_limit_key=rate_limit_key,
     )
     return ExecutionSpec(
         tasks=(task,),
@@ -257,6 +262,17 @@ def stats_from_proto(response: tpb.GetStatsResponse) -> Stats:
         concurrency_keys=tuple(
             ConcurrencyKeyStats(key=k.key, limit=k.limit, running=k.running, queued=k.queued, waiting=k.waiting)
             for k in response.concurrency_keys
+        ),
+        rate_limits=tuple(
+            RateLimitStats(
+                name=r.name,
+                rate_per_s=r.rate_per_s,
+                burst=r.burst,
+                tokens=r.tokens,
+                reserved=r.reserved,
+                waiting=r.waiting,
+            )
+            for r in response.rate_limits
         ),
     )
 

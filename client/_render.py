@@ -116,6 +116,17 @@ def stats_view(stats: Stats) -> dict[str, Any]:
             {"key": k.key, "limit": k.limit, "running": k.running, "queued": k.queued, "waiting": k.waiting}
             for k in stats.concurrency_keys
         ],
+        "rate_limits": [
+            {
+                "name": r.name,
+                "rate_per_s": r.rate_per_s,
+                "burst": r.burst,
+                "tokens": r.tokens,
+                "reserved": r.reserved,
+                "waiting": r.waiting,
+            }
+            for r in stats.rate_limits
+        ],
     }
 
 
@@ -245,6 +256,11 @@ def stats_detail(stats: Stats) -> RenderableType:
         for k in stats.concurrency_keys:
             keys.add_row(k.key, str(k.limit), str(k.running), str(k.queued), str(k.waiting))
         parts += [Text(""), keys]
+    if stats.rate_limits:
+        rates = _table("RATE LIMIT", "PER SECOND", "BURST", "TOKENS", "GRANTED", "WAITING")
+        for r in stats.rate_limits:
+            rates.add_row(r.name, f"{r.rate_per_s:g}", str(r.burst), str(r.tokens), str(r.reserved), str(r.waiting))
+        parts += [Text(""), rates]
     return Group(*parts)
 
 

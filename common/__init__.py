@@ -65,7 +65,7 @@ from ._states import (
     State,
     TaskRunState,
 )
-from ._stats import MAX_KEY_STATS, ConcurrencyKeyStats, HandlerStats, QueueStats, Stats
+from ._stats import MAX_KEY_STATS, ConcurrencyKeyStats, HandlerStats, QueueStats, RateLimitStats, Stats
 
 __all__ = [
     "DEFAULT_INFRASTRUCTURE_RETRIES",
@@ -104,6 +104,7 @@ __all__ = [
     "Progress",
     "QueueFull",
     "QueueStats",
+    "RateLimitStats",
     "Reason",
     "ReasonCode",
     "Refusal",

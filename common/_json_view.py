@@ -94,6 +94,8 @@ def task_run_view(task_run: TaskRun) -> JsonObject:
         "concurrency_key": task_run.concurrency_key or None,
         "concurrency_limit": task_run.concurrency_limit or None,
         "fairness_key": task_run.fairness_key or None,
+        "rate_limit": task_run.rate_limit or None,
+        "rate_limit_key": task_run.rate_limit_key or None,
         "retry_policy": _retry_policy(task_run.retry_policy),
         "progress": {"fraction": progress.fraction, "message": progress.message} if progress else None,
         "not_before": iso(task_run.not_before),

@@ -229,6 +229,9 @@ class TaskRun:
     concurrency_limit: int = 0
     # Its tenant: within a priority, dispatch takes the fairness keys of a handler's queue in turns.
     fairness_key: str = ""
+    # The server's rate limit it draws a token from at each dispatch, and the key of its own bucket of it.
+    rate_limit: str = ""
+    rate_limit_key: str = ""
 
     def __post_init__(self) -> None:
         _check_state_reason("task run", self.id, self.state, self.reason)

@@ -59,6 +59,9 @@ class TaskSpec:
     concurrency_limit: int = 0
     # Its tenant: within a priority, dispatch takes the fairness keys of a handler's queue in turns.
     fairness_key: str = ""
+    # The name of a rate limit the server defines: each dispatch takes a token of it (of its key's bucket).
+    rate_limit: str = ""
+    rate_limit_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +114,14 @@ def _validate_retry_policy(policy: RetryPolicy, where: str, limits: Limits) -> R
 
 
 def _validate_keys(task: TaskSpec, at: str, limits: Limits) -> None:
-    if len(task.fairness_key) > limits.max_key_chars or task.fairness_key != task.fairness_key.strip():
-        raise ValidationError(
-            f"{at}.fairness_key", f"must be at most {limits.max_key_chars} characters with no surrounding spaces"
-        )
+    for name in ("fairness_key", "rate_limit", "rate_limit_key"):
+        value = getattr(task, name)
+        if len(value) > limits.max_key_chars or value != value.strip():
+            raise ValidationError(
+                f"{at}.{name}", f"must be at most {limits.max_key_chars} characters with no surrounding spaces"
+            )
+    if task.rate_limit_key and not task.rate_limit:
+        raise ValidationError(f"{at}.rate_limit_key", "needs a rate_limit")
     key, limit = task.concurrency_key, task.concurrency_limit
     if not key:
         if limit:

@@ -115,6 +115,8 @@ class ReasonCode(OpenEnum):
     SCHEDULED = "SCHEDULED"
     # Its concurrency key has as many attempts running or queued as its limit allows.
     CONCURRENCY_LIMIT = "CONCURRENCY_LIMIT"
+    # Its rate limit had no token when a worker was free for it.
+    RATE_LIMITED = "RATE_LIMITED"
 
 
 class LogLevel(OpenEnum):
@@ -127,7 +129,13 @@ class LogLevel(OpenEnum):
 
 
 WAITING_REASONS = frozenset(
-    {ReasonCode.RETRY_BACKOFF, ReasonCode.DEPENDENCIES, ReasonCode.SCHEDULED, ReasonCode.CONCURRENCY_LIMIT}
+    {
+        ReasonCode.RETRY_BACKOFF,
+        ReasonCode.DEPENDENCIES,
+        ReasonCode.SCHEDULED,
+        ReasonCode.CONCURRENCY_LIMIT,
+        ReasonCode.RATE_LIMITED,
+    }
 )
 
 # Which reasons each terminal state may carry: a record with any other pairing is refused.

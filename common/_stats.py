@@ -46,6 +46,18 @@ class ConcurrencyKeyStats:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimitStats:
+    """One bucket of a rate limit in use: its rate and burst, tokens now, granted and waiting task runs."""
+
+    name: str
+    rate_per_s: float
+    burst: int
+    tokens: int
+    reserved: int
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True)
 class Stats:
     """Queue and worker statistics (`taskwire stats`)."""
 
@@ -56,6 +68,8 @@ class Stats:
     handlers: tuple[HandlerStats, ...] = ()
     # The keys in use, most waiting first (at most MAX_KEY_STATS of them).
     concurrency_keys: tuple[ConcurrencyKeyStats, ...] = ()
+    # The rate limit buckets in use, most waiting first (at most MAX_KEY_STATS of them).
+    rate_limits: tuple[RateLimitStats, ...] = ()
 
 
 # The most concurrency keys GetStats lists.

@@ -295,6 +295,8 @@ def task_spec_to_proto(spec: TaskSpec) -> tpb.TaskSpec:
         concurrency_key=spec.concurrency_key,
         concurrency_limit=spec.concurrency_limit,
         fairness_key=spec.fairness_key,
+        rate_limit=spec.rate_limit,
+        rate_limit_key=spec.rate_limit_key,
     )
 
 
@@ -364,6 +366,8 @@ def task_run_from_proto(message: pb.TaskRun) -> TaskRun:
         concurrency_key=message.concurrency_key,
         concurrency_limit=message.concurrency_limit,
         fairness_key=message.fairness_key,
+        rate_limit=message.rate_limit,
+        rate_limit_key=message.rate_limit_key,
     )
 
 

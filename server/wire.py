@@ -136,6 +136,8 @@ def task_spec_from_proto(message: tpb.TaskSpec, where: str = "task") -> d.TaskSp
         concurrency_key=message.concurrency_key,
         concurrency_limit=message.concurrency_limit,
         fairness_key=message.fairness_key,
+        rate_limit=message.rate_limit,
+        rate_limit_key=message.rate_limit_key,
     )
 
 
@@ -209,6 +211,8 @@ def task_run_to_proto(task_run: d.TaskRun) -> pb.TaskRun:
         concurrency_key=task_run.concurrency_key,
         concurrency_limit=task_run.concurrency_limit,
         fairness_key=task_run.fairness_key,
+        rate_limit=task_run.rate_limit,
+        rate_limit_key=task_run.rate_limit_key,
     )
 
 

@@ -118,6 +118,19 @@ class KeyPlaceFree:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimitEmpty:
+    """A task run about to be dispatched finds its rate limit without a token: it waits for one (`message` has the
+    numbers)."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class RateTokenGranted:
+    """A token of its rate limit is this WAITING(RATE_LIMITED) task run's now: it may queue."""
+
+
+@dataclass(frozen=True, slots=True)
 class CancelRequested:
     """Stop this task run: cancelled, timed out or upstream failed, as `reason` says."""
 
@@ -140,6 +153,8 @@ TaskRunEvent = (
     | StartTimedOut
     | KeyFull
     | KeyPlaceFree
+    | RateLimitEmpty
+    | RateTokenGranted
     | CancelRequested
 )
 

@@ -60,6 +60,8 @@ def create_execution(
                 concurrency_key=task.concurrency_key,
                 concurrency_limit=task.concurrency_limit,
                 fairness_key=task.fairness_key,
+                rate_limit=task.rate_limit,
+                rate_limit_key=task.rate_limit_key,
                 state=state,
                 reason=reason,
                 created_at=now,

@@ -51,6 +51,8 @@ from ._events import (
     KeyFull,
     KeyPlaceFree,
     LeaseExpired,
+    RateLimitEmpty,
+    RateTokenGranted,
     RetryDue,
     ScheduleDue,
     StartTimedOut,
@@ -297,26 +299,31 @@ def _on_start_timed_out(task_run: TaskRun, event: object, now: datetime) -> Tran
     return _finish(_ended(task_run, State.FAILED, Reason(ReasonCode.SCHEDULE_TO_START_TIMEOUT, message), now))
 
 
-def _on_key_full(task_run: TaskRun, event: object, now: datetime) -> Transition[TaskRun]:
-    """PENDING → WAITING(CONCURRENCY_LIMIT); a replay on one already waiting for its key is a no-op."""
-    assert isinstance(event, KeyFull)
-    if task_run.state is State.WAITING:
-        if task_run.reason is not None and task_run.reason.code is ReasonCode.CONCURRENCY_LIMIT:
-            return _noop(task_run)
-        raise InvalidTransition(
-            entity="task run",
-            entity_id=task_run.id,
-            state=task_run.state,
-            event="KeyFull",
-            reason=f"it waits for {task_run.reason.code if task_run.reason else 'nothing'}, not for a queue place",
+def _waits_for(code: ReasonCode, event_type: type) -> Callable[[TaskRun, object, datetime], Transition[TaskRun]]:
+    """KeyFull, RateLimitEmpty: PENDING → WAITING(code) with the event's message; a replay on one already waiting
+    for it is a no-op."""
+
+    def apply(task_run: TaskRun, event: object, now: datetime) -> Transition[TaskRun]:
+        assert isinstance(event, event_type)
+        if task_run.state is State.WAITING:
+            if task_run.reason is not None and task_run.reason.code is code:
+                return _noop(task_run)
+            raise InvalidTransition(
+                entity="task run",
+                entity_id=task_run.id,
+                state=task_run.state,
+                event=event_type.__name__,
+                reason=f"it waits for {task_run.reason.code if task_run.reason else 'nothing'}, not {code}",
+            )
+        record = dataclasses.replace(
+            task_run,
+            state=State.WAITING,
+            reason=Reason(code, event.message),  # type: ignore[attr-defined]
+            updated_at=_touch(task_run.updated_at, now),
         )
-    record = dataclasses.replace(
-        task_run,
-        state=State.WAITING,
-        reason=Reason(ReasonCode.CONCURRENCY_LIMIT, event.message),
-        updated_at=_touch(task_run.updated_at, now),
-    )
-    return Transition(record=record)
+        return Transition(record=record)
+
+    return apply
 
 
 def _on_cancel_requested(task_run: TaskRun, event: object, now: datetime) -> Transition[TaskRun]:
@@ -421,6 +428,9 @@ _retry_due = _becomes_eligible(ReasonCode.RETRY_BACKOFF)
 _schedule_due = _becomes_eligible(ReasonCode.SCHEDULED)
 _dependencies_met = _becomes_eligible(ReasonCode.DEPENDENCIES)
 _key_place_free = _becomes_eligible(ReasonCode.CONCURRENCY_LIMIT)
+_rate_token_granted = _becomes_eligible(ReasonCode.RATE_LIMITED)
+_on_key_full = _waits_for(ReasonCode.CONCURRENCY_LIMIT, KeyFull)
+_on_rate_limit_empty = _waits_for(ReasonCode.RATE_LIMITED, RateLimitEmpty)
 _ANY_END = frozenset({W, F, C})
 
 # Every allowed (state, event) pair of a task run and the states it may lead to. A row whose
@@ -443,6 +453,10 @@ TASK_RUN_TRANSITIONS: dict[tuple[State, type], Row[TaskRun]] = _rows(
         (W, KeyFull): (frozenset({W}), _on_key_full),
         (W, KeyPlaceFree): (frozenset({P}), _key_place_free),
         (P, KeyPlaceFree): (frozenset({P}), _key_place_free),
+        (P, RateLimitEmpty): (frozenset({W}), _on_rate_limit_empty),
+        (W, RateLimitEmpty): (frozenset({W}), _on_rate_limit_empty),
+        (W, RateTokenGranted): (frozenset({P}), _rate_token_granted),
+        (P, RateTokenGranted): (frozenset({P}), _rate_token_granted),
         (W, DependenciesFailed): (frozenset({C}), _on_dependencies_failed),
         (W, CancelRequested): (frozenset({C}), _on_cancel_requested),
         (R, TaskSucceeded): (frozenset({S}), _on_succeeded),

@@ -39,7 +39,7 @@ _WARM_BATCH = 256
 def is_coldable(live: LiveExecution) -> bool:
     """Nothing but a dispatch can change it: no timer (deadline, schedule-to-start), no closing, no task run
     started or waiting; its place in the queue is the store's plain queue order (the default priority, no fairness
-    key), and no concurrency key counts it."""
+    key), no concurrency key counts it and no rate limit may hold it back."""
     execution = live.execution
     return (
         not live.retiring
@@ -53,6 +53,7 @@ def is_coldable(live: LiveExecution) -> bool:
             and t.priority == DEFAULT_PRIORITY
             and not t.concurrency_key
             and not t.fairness_key
+            and not t.rate_limit
             for t in live.task_runs.values()
         )
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 
-from taskwire.server.domain import State, TaskDispatched, TaskRun
+from taskwire.server.domain import RateLimitEmpty, State, TaskDispatched, TaskRun
 
 from ._cold import ColdTier
 from ._live import Executions, LiveExecution
@@ -115,6 +115,11 @@ class Dispatcher:
                 return None
             found = self._pending(queued.id)
             if found is None:
+                continue
+            live, task_run = found
+            if task_run.rate_limit and (empty := self._executions.rates.take(task_run)) is not None:
+                self._executions.apply_task(live, task_run.id, RateLimitEmpty(empty))  # it waits for a token
+                self._executions.settle(live)
                 continue
             if self._holders.runs_on(session, queued.id):
                 set_aside.append(queued)

@@ -32,7 +32,7 @@ from datetime import timedelta
 
 from taskwire.common import MAX_KEY_STATS, HandlerStats, Stats
 from taskwire.server._config import ServerConfig
-from taskwire.server.domain import CancellationRequested, ExecutionSpec, InvalidTransition, NotFound, State
+from taskwire.server.domain import CancellationRequested, ExecutionSpec, InvalidTransition, NotFound, ReasonCode, State
 from taskwire.server.store import Committer, EventRecord, ExecutionPage, ExecutionSnapshot, Store
 
 from ._admission import AdmissionQueue
@@ -43,6 +43,7 @@ from ._dispatch import Dispatcher
 from ._history import History, HistoryCodec
 from ._keys import ConcurrencyKeys
 from ._live import Executions, Figures
+from ._rates import RateLimits
 from ._ready import ReadyQueues
 from ._recovery import recover
 from ._retention import Retention
@@ -73,6 +74,9 @@ class Engine:
         self._admission = AdmissionQueue(capacity=config.queue_capacity)
         self._history = History(store=store, bus=self.bus, committer=self._committer, codec=codec)
         self._keys = ConcurrencyKeys(soon=lambda callback: asyncio.get_running_loop().call_soon(callback))
+        self._rates = RateLimits(
+            limits={limit.name: limit for limit in config.rate_limits}, timers=self._timers, now=self._clock.monotonic
+        )
         self._executions = executions = Executions(
             clock=self._clock,
             timers=self._timers,
@@ -80,6 +84,7 @@ class Engine:
             history=self._history,
             figures=Figures(self._admission),
             keys=self._keys,
+            rates=self._rates,
             cancel_grace_s=config.cancel_grace.total_seconds(),
         )
         self._pool = WorkerPool(clock=self._clock, timers=self._timers, config=config, executions=executions)
@@ -105,9 +110,13 @@ class Engine:
             history=self._history,
             cold=self._cold,
             dispatcher=self._dispatcher,
+            rate_limits=frozenset(limit.name for limit in config.rate_limits),
         )
         executions.enqueue = self._dispatcher.enqueue
         self._keys.admit = lambda task_run_id: not self._closed and executions.admit_waiting(task_run_id)
+        self._rates.admit = lambda task_run_id: (
+            not self._closed and executions.admit_waiting(task_run_id, ReasonCode.RATE_LIMITED)
+        )
         self._pool.holders.forgotten = self._keys.attempt_over
         executions.is_served = self._pool.serves
         executions.cancel_on_worker = self._pool.cancel_on_worker
@@ -285,6 +294,7 @@ class Engine:
             free_slots=sum(session.free_slots for session in connected),
             handlers=tuple(per_handler),
             concurrency_keys=tuple(self._keys.figures(MAX_KEY_STATS)),
+            rate_limits=tuple(self._rates.figures(MAX_KEY_STATS)),
         )
 
     # ---- Workers --------------------------------------------------------------------------------

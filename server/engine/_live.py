@@ -36,6 +36,7 @@ from taskwire.server.domain import (
     InvalidTransition,
     KeyFull,
     KeyPlaceFree,
+    RateTokenGranted,
     ReasonCode,
     RetryDue,
     ScheduleDue,
@@ -57,6 +58,7 @@ from ._admission import AdmissionQueue
 from ._clock import Clock
 from ._history import History
 from ._keys import ConcurrencyKeys
+from ._rates import RateLimits
 from ._sessions import AttemptLog, AttemptProgress
 from ._timers import Timers
 
@@ -133,6 +135,7 @@ class Executions:
         history: History,
         figures: Figures,
         keys: ConcurrencyKeys,
+        rates: RateLimits,
         cancel_grace_s: float,
     ) -> None:
         self._clock = clock
@@ -141,6 +144,7 @@ class Executions:
         self._history = history
         self.figures = figures
         self.keys = keys
+        self.rates = rates
         self._cancel_grace_s = cancel_grace_s
         self.by_id: dict[str, LiveExecution] = {}
         self.by_task_run: dict[str, LiveExecution] = {}
@@ -192,18 +196,16 @@ class Executions:
             )
             self._history.note(live, now, task_run, text)
 
-    def admit_waiting(self, task_run_id: str) -> bool:
-        """A place of its concurrency key is the task run's: it becomes PENDING and queues. False when it
-        no longer waits for one."""
+    def admit_waiting(self, task_run_id: str, code: ReasonCode = ReasonCode.CONCURRENCY_LIMIT) -> bool:
+        """What the task run waits for (`code`: a place of its concurrency key, a token of its rate limit) is
+        its now: it becomes PENDING and queues. False when it no longer waits for it."""
         live = self.by_task_run.get(task_run_id)
         if live is None:
             return False
         task_run = live.task_runs[task_run_id]
-        if task_run.state is not State.WAITING or task_run.reason is None:
+        if task_run.state is not State.WAITING or task_run.reason is None or task_run.reason.code is not code:
             return False
-        if task_run.reason.code is not ReasonCode.CONCURRENCY_LIMIT:
-            return False
-        self.report(task_run_id, KeyPlaceFree())
+        self.report(task_run_id, KeyPlaceFree() if code is ReasonCode.CONCURRENCY_LIMIT else RateTokenGranted())
         return True
 
     def _arm_start_timeout(self, task_run: TaskRun, *, since: datetime) -> None:
@@ -268,6 +270,8 @@ class Executions:
         self.figures.count(before, after)
         if after.concurrency_key:
             self.keys.changed(before, after)
+        if after.rate_limit and before.state is State.PENDING and after.state not in (State.PENDING, State.RUNNING):
+            self.rates.left_queue(after)
         self._committer.stage_task_run(after)
 
     def settle(self, live: LiveExecution) -> None:

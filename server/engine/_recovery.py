@@ -49,7 +49,9 @@ async def recover(
             if task_run.state is State.RUNNING and attempt is not None:
                 pool.holders.hold((task_run.id, attempt.number), holder)
             executions.arm_recovered_task_run(task_run)
-    executions.keys.restore(task_run for live in executions.by_id.values() for task_run in live.task_runs.values())
+    recovered_runs = [task_run for live in executions.by_id.values() for task_run in live.task_runs.values()]
+    executions.keys.restore(recovered_runs)
+    executions.rates.restore(recovered_runs)
     for task_run_id in recovered.pending_order:
         owner = executions.by_task_run.get(task_run_id)
         if owner is not None:

@@ -252,7 +252,7 @@ class MemoryStore:
 
     def _is_cold(self, stored: _StoredExecution) -> bool:
         """See `ColdTaskRun`: PENDING, not closing, no deadline, every task run PENDING without an attempt or a
-        schedule-to-start timeout, at the default priority, without a concurrency or fairness key."""
+        schedule-to-start timeout, at the default priority, without a concurrency or fairness key or a rate limit."""
         execution = stored.execution
         if execution.state is not State.PENDING or execution.closing is not None or execution.deadline is not None:
             return False
@@ -264,6 +264,7 @@ class MemoryStore:
             and t.priority == DEFAULT_PRIORITY
             and not t.concurrency_key
             and not t.fairness_key
+            and not t.rate_limit
             for t in task_runs
         )
 

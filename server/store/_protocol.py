@@ -106,7 +106,8 @@ class ColdTaskRun:
 
     Only executions that nothing can change before a dispatch are cold: PENDING, not closing,
     no deadline, and every task run PENDING with no attempt yet, no schedule-to-start timeout, the default
-    priority and no concurrency or fairness key.
+    priority and no concurrency or fairness key, no
+    rate limit.
     """
 
     task_run_id: str

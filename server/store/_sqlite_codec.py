@@ -88,6 +88,8 @@ TASK_RUN_COLUMNS: Final = (
     "concurrency_key",
     "concurrency_limit",
     "fairness_key",
+    "rate_limit",
+    "rate_limit_key",
 )
 
 
@@ -214,6 +216,8 @@ def task_run_to_row(task_run: TaskRun) -> dict[str, Any]:
         "concurrency_key": task_run.concurrency_key or None,
         "concurrency_limit": task_run.concurrency_limit or None,
         "fairness_key": task_run.fairness_key or None,
+        "rate_limit": task_run.rate_limit or None,
+        "rate_limit_key": task_run.rate_limit_key or None,
     }
 
 
@@ -239,6 +243,8 @@ def task_run_from_row(row: RowLike) -> TaskRun:
         concurrency_key=row["concurrency_key"] or "",
         concurrency_limit=row["concurrency_limit"] or 0,
         fairness_key=row["fairness_key"] or "",
+        rate_limit=row["rate_limit"] or "",
+        rate_limit_key=row["rate_limit_key"] or "",
     )
 
 

@@ -22,8 +22,8 @@ retention reads. Version 4 adds `task_runs.schedule_to_start_us`; a task run
 with one is never cold (`task_runs_not_cold` includes it). Version 5 adds flow
 control: `task_runs.priority` (NULL for the default priority),
 `concurrency_key` and `concurrency_limit` (NULL without a key), `fairness_key`
-(NULL without one); a task run of another priority or with either key is never
-cold either.
+(NULL without one), `rate_limit` and `rate_limit_key` (NULL without); a task run
+of another priority, with either key or with a rate limit is never cold either.
 
 Deleting an execution deletes its events, task run inputs, task runs and row;
 SQLite reuses the freed pages for later inserts (the file does not shrink).
@@ -127,7 +127,7 @@ def _create_schema_v1(conn: sqlite3.Connection) -> None:
 COLD_EXECUTION_SQL: Final = "state = 'PENDING' AND closing IS NULL AND deadline IS NULL"
 NOT_COLD_TASK_RUN_SQL: Final = (
     "(state != 'PENDING' OR attempts != '[]' OR schedule_to_start_us IS NOT NULL OR priority IS NOT NULL "
-    "OR concurrency_key IS NOT NULL OR fairness_key IS NOT NULL)"
+    "OR concurrency_key IS NOT NULL OR fairness_key IS NOT NULL OR rate_limit IS NOT NULL)"
 )
 _NOT_COLD_TASK_RUN_SQL_V4: Final = "(state != 'PENDING' OR attempts != '[]' OR schedule_to_start_us IS NOT NULL)"
 _NOT_COLD_TASK_RUN_SQL_V2: Final = "(state != 'PENDING' OR attempts != '[]')"
@@ -172,12 +172,15 @@ def _add_schedule_to_start_v4(conn: sqlite3.Connection) -> None:
 # Version 5: flow control. A task run's priority (NULL for the default: the ready queue orders by priority, and
 # cold task runs come back in the store's plain queue order, so one of another priority is never cold), and its
 # concurrency key and limit (NULL without a key: the engine counts a key's places, so a keyed one is never cold),
-# and its fairness key (NULL without one: cold task runs come back into the queue of tasks without one).
+# its fairness key (NULL without one: cold task runs come back into the queue of tasks without one), and its rate
+# limit and key (NULL without: a task run that may wait for a token is never cold).
 _SCHEMA_V5: Final = (
     "ALTER TABLE task_runs ADD COLUMN priority INTEGER",
     "ALTER TABLE task_runs ADD COLUMN concurrency_key TEXT",
     "ALTER TABLE task_runs ADD COLUMN concurrency_limit INTEGER",
     "ALTER TABLE task_runs ADD COLUMN fairness_key TEXT",
+    "ALTER TABLE task_runs ADD COLUMN rate_limit TEXT",
+    "ALTER TABLE task_runs ADD COLUMN rate_limit_key TEXT",
     "DROP INDEX task_runs_not_cold",
     f"CREATE INDEX task_runs_not_cold ON task_runs (execution_id) WHERE {NOT_COLD_TASK_RUN_SQL}",
 )

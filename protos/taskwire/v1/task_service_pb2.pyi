@@ -67,6 +67,8 @@ class TaskSpec(_message.Message):
     CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
     CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
     FAIRNESS_KEY_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_KEY_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """Unique within the execution; [A-Za-z0-9_.-], at most 128 characters.
     May be empty only when the execution has exactly one task ("main" is used).
@@ -97,6 +99,17 @@ class TaskSpec(_message.Message):
     the queued task runs of one handler and one priority, dispatch takes the
     fairness keys in turns (tasks without one share one turn), so a key with
     a long backlog delays another key's task by at most one task run per key.
+    """
+    rate_limit: _builtins.str
+    """Optional: the name of a rate limit the server defines (taskwire-server
+    --rate-limit NAME=N/PERIOD[:BURST]); each dispatch takes a token of it. A
+    task that finds no token waits WAITING(RATE_LIMITED) and is dispatched, in
+    order, when one is back. A name the server does not define is
+    INVALID_ARGUMENT.
+    """
+    rate_limit_key: _builtins.str
+    """Optional, with rate_limit, at most 256 characters: a bucket of its own
+    per key (e.g. per customer), each with the limit's rate and burst.
     """
     @_builtins.property
     def input(self) -> _types_pb2.Payload:
@@ -136,10 +149,12 @@ class TaskSpec(_message.Message):
         concurrency_key: _builtins.str = ...,
         concurrency_limit: _builtins.int = ...,
         fairness_key: _builtins.str = ...,
+        rate_limit: _builtins.str = ...,
+        rate_limit_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "depends_on", b"depends_on", "fairness_key", b"fairness_key", "handler", b"handler", "input", b"input", "priority", b"priority", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "depends_on", b"depends_on", "fairness_key", b"fairness_key", "handler", b"handler", "input", b"input", "priority", b"priority", "rate_limit", b"rate_limit", "rate_limit_key", b"rate_limit_key", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -729,6 +744,48 @@ class ConcurrencyKeyStats(_message.Message):
 Global___ConcurrencyKeyStats: _TypeAlias = ConcurrencyKeyStats  # noqa: Y015
 
 @_typing.final
+class RateLimitStats(_message.Message):
+    """One bucket of a rate limit in use (see TaskSpec.rate_limit)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    RATE_PER_S_FIELD_NUMBER: _builtins.int
+    BURST_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    RESERVED_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The limit's name, with the key in brackets for a bucket of a key."""
+    rate_per_s: _builtins.float
+    """Tokens it gains per second."""
+    burst: _builtins.int
+    """The most tokens it holds."""
+    tokens: _builtins.int
+    """Whole tokens in it now."""
+    reserved: _builtins.int
+    """Tokens granted to task runs PENDING for it, not spent yet."""
+    waiting: _builtins.int
+    """Task runs WAITING(RATE_LIMITED) for a token."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        rate_per_s: _builtins.float = ...,
+        burst: _builtins.int = ...,
+        tokens: _builtins.int = ...,
+        reserved: _builtins.int = ...,
+        waiting: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst", b"burst", "name", b"name", "rate_per_s", b"rate_per_s", "reserved", b"reserved", "tokens", b"tokens", "waiting", b"waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateLimitStats: _TypeAlias = RateLimitStats  # noqa: Y015
+
+@_typing.final
 class GetStatsResponse(_message.Message):
     """Response of TaskService.GetStats."""
 
@@ -740,6 +797,7 @@ class GetStatsResponse(_message.Message):
     FREE_SLOTS_FIELD_NUMBER: _builtins.int
     HANDLERS_FIELD_NUMBER: _builtins.int
     CONCURRENCY_KEYS_FIELD_NUMBER: _builtins.int
+    RATE_LIMITS_FIELD_NUMBER: _builtins.int
     in_flight: _builtins.int
     """Attempts running on workers."""
     connected_workers: _builtins.int
@@ -758,6 +816,10 @@ class GetStatsResponse(_message.Message):
     def concurrency_keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConcurrencyKeyStats]:
         """The concurrency keys in use, most waiting first, at most 100."""
 
+    @_builtins.property
+    def rate_limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___RateLimitStats]:
+        """The rate limit buckets in use, most waiting first, at most 100."""
+
     def __init__(
         self,
         *,
@@ -767,10 +829,11 @@ class GetStatsResponse(_message.Message):
         free_slots: _builtins.int = ...,
         handlers: _abc.Iterable[Global___HandlerStats] | None = ...,
         concurrency_keys: _abc.Iterable[Global___ConcurrencyKeyStats] | None = ...,
+        rate_limits: _abc.Iterable[Global___RateLimitStats] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_keys", b"concurrency_keys", "connected_workers", b"connected_workers", "free_slots", b"free_slots", "handlers", b"handlers", "in_flight", b"in_flight", "queue", b"queue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_keys", b"concurrency_keys", "connected_workers", b"connected_workers", "free_slots", b"free_slots", "handlers", b"handlers", "in_flight", b"in_flight", "queue", b"queue", "rate_limits", b"rate_limits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

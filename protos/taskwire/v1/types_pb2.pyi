@@ -208,6 +208,10 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     """WAITING: as many attempts of its concurrency key as its limit allows are
     running or queued; it becomes PENDING, in order, when one ends.
     """
+    REASON_CODE_RATE_LIMITED: _ReasonCode.ValueType  # 18
+    """WAITING: its rate limit had no token when a worker was free for it; it
+    becomes PENDING, in order, when a token is back.
+    """
 
 class ReasonCode(_ReasonCode, metaclass=_ReasonCodeEnumTypeWrapper):
     """Why a record is in its state. Every terminal state and every WAITING state
@@ -259,6 +263,10 @@ it) longer than its schedule_to_start_timeout.
 REASON_CODE_CONCURRENCY_LIMIT: ReasonCode.ValueType  # 17
 """WAITING: as many attempts of its concurrency key as its limit allows are
 running or queued; it becomes PENDING, in order, when one ends.
+"""
+REASON_CODE_RATE_LIMITED: ReasonCode.ValueType  # 18
+"""WAITING: its rate limit had no token when a worker was free for it; it
+becomes PENDING, in order, when a token is back.
 """
 Global___ReasonCode: _TypeAlias = ReasonCode  # noqa: Y015
 
@@ -578,6 +586,8 @@ class TaskRun(_message.Message):
     CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
     CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
     FAIRNESS_KEY_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_KEY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned, globally unique."""
     execution_id: _builtins.str
@@ -602,6 +612,12 @@ class TaskRun(_message.Message):
     """With a concurrency key: the most attempts of that key running at once."""
     fairness_key: _builtins.str
     """Its fairness key (tenant), empty when it has none."""
+    rate_limit: _builtins.str
+    """The server's rate limit it draws from, empty when none."""
+    rate_limit_key: _builtins.str
+    """With a rate limit: the key of its own bucket of that limit, empty for the
+    limit's shared bucket.
+    """
     @_builtins.property
     def input(self) -> Global___Payload:
         """The handler's input."""
@@ -683,10 +699,12 @@ class TaskRun(_message.Message):
         concurrency_key: _builtins.str = ...,
         concurrency_limit: _builtins.int = ...,
         fairness_key: _builtins.str = ...,
+        rate_limit: _builtins.str = ...,
+        rate_limit_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "created_at", b"created_at", "ended_at", b"ended_at", "input", b"input", "not_before", b"not_before", "progress", b"progress", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "started_at", b"started_at", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cancel_requested", b"cancel_requested", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "created_at", b"created_at", "depends_on", b"depends_on", "ended_at", b"ended_at", "execution_id", b"execution_id", "fairness_key", b"fairness_key", "handler", b"handler", "id", b"id", "input", b"input", "not_before", b"not_before", "priority", b"priority", "progress", b"progress", "reason_code", b"reason_code", "reason_message", b"reason_message", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "started_at", b"started_at", "state", b"state", "task_id", b"task_id", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cancel_requested", b"cancel_requested", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "created_at", b"created_at", "depends_on", b"depends_on", "ended_at", b"ended_at", "execution_id", b"execution_id", "fairness_key", b"fairness_key", "handler", b"handler", "id", b"id", "input", b"input", "not_before", b"not_before", "priority", b"priority", "progress", b"progress", "rate_limit", b"rate_limit", "rate_limit_key", b"rate_limit_key", "reason_code", b"reason_code", "reason_message", b"reason_message", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "started_at", b"started_at", "state", b"state", "task_id", b"task_id", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -19,6 +19,7 @@ from taskwire.client import (
     HandlerStats,
     LogLevel,
     QueueStats,
+    RateLimitStats,
     ServerUnavailable,
     Stats,
     TaskLog,
@@ -314,6 +315,7 @@ STATS = Stats(
     free_slots=1,
     handlers=(HandlerStats(handler="echo", pending=2, in_flight=3, free_slots=1, workers=1),),
     concurrency_keys=(ConcurrencyKeyStats(key="customer-42", limit=2, running=2, queued=0, waiting=48),),
+    rate_limits=(RateLimitStats(name="remote-api", rate_per_s=10, burst=20, tokens=0, reserved=1, waiting=7),),
 )
 
 
@@ -323,6 +325,7 @@ def test_stats_table_and_json() -> None:
     assert "1 connected, 1 free slots" in text
     assert "echo" in text
     assert "customer-42" in text
+    assert "remote-api" in text
     assert "48" in text
     assert stats_view(STATS) == {
         "version": "taskwire.v1",
@@ -332,6 +335,9 @@ def test_stats_table_and_json() -> None:
         "free_slots": 1,
         "handlers": [{"handler": "echo", "pending": 2, "in_flight": 3, "free_slots": 1, "workers": 1}],
         "concurrency_keys": [{"key": "customer-42", "limit": 2, "running": 2, "queued": 0, "waiting": 48}],
+        "rate_limits": [
+            {"name": "remote-api", "rate_per_s": 10, "burst": 20, "tokens": 0, "reserved": 1, "waiting": 7}
+        ],
     }
 
 

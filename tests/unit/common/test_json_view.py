@@ -58,6 +58,8 @@ TASK_RUN_KEYS = {
     "concurrency_key",
     "concurrency_limit",
     "fairness_key",
+    "rate_limit",
+    "rate_limit_key",
     "retry_policy",
     "progress",
     "not_before",

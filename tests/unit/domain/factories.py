@@ -40,6 +40,8 @@ from taskwire.server.domain import (
     LeaseExpired,
     Limits,
     Payload,
+    RateLimitEmpty,
+    RateTokenGranted,
     Reason,
     ReasonCode,
     RetryDue,
@@ -148,7 +150,7 @@ def make_task_run(
             )
         elif waiting_for is ReasonCode.SCHEDULED:
             fields["not_before"] = at(60)
-        elif waiting_for is ReasonCode.CONCURRENCY_LIMIT:
+        elif waiting_for in (ReasonCode.CONCURRENCY_LIMIT, ReasonCode.RATE_LIMITED):
             pass
         else:
             fields["depends_on"] = ("upstream",)
@@ -254,6 +256,8 @@ def make_task_run_event(event_type: type, record: TaskRun, *, attempt: int | Non
         StartTimedOut: lambda: StartTimedOut(attempts=record.attempt_count),
         KeyFull: lambda: KeyFull("concurrency key 'k' is full: 2 of 2 running or queued"),
         KeyPlaceFree: KeyPlaceFree,
+        RateLimitEmpty: lambda: RateLimitEmpty("rate limit 'remote-api' is empty"),
+        RateTokenGranted: RateTokenGranted,
     }
     return builders[event_type]()
 

@@ -200,6 +200,11 @@ def _fairness_key(new: NewExecution) -> WriteBatch:
     return WriteBatch(task_runs=[replace(new.task_runs[1], fairness_key="tenant-a", updated_at=AT[1])])
 
 
+def _rate_limit(new: NewExecution) -> WriteBatch:
+    keyed = replace(new.task_runs[1], rate_limit="remote-api", rate_limit_key="customer-42", updated_at=AT[1])
+    return WriteBatch(task_runs=[keyed])
+
+
 def _closing(new: NewExecution) -> WriteBatch:
     closing = Closing(State.CANCELLED, Reason(ReasonCode.CANCEL_REQUESTED, "stop"))
     return WriteBatch(executions=[replace(new.execution, closing=closing, updated_at=AT[1])])
@@ -221,6 +226,7 @@ DISQUALIFIERS: dict[str, Callable[[NewExecution], WriteBatch]] = {
     "a priority other than the default": _priority,
     "a concurrency key": _concurrency_key,
     "a fairness key": _fairness_key,
+    "a rate limit": _rate_limit,
     "a closing execution": _closing,
     "a deadline": _deadline,
     "a RUNNING execution": _running_execution,

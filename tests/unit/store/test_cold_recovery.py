@@ -67,7 +67,8 @@ async def test_a_schema_v1_file_migrates_and_recovers_cold_and_active(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Today's writer, less the columns later versions added (sqlite3 ignores the parameters left over).
-    later = ("schedule_to_start_us", "priority", "concurrency_key", "concurrency_limit", "fairness_key")
+    later = {"schedule_to_start_us", "priority", "concurrency_key", "concurrency_limit", "fairness_key"}
+    later |= {"rate_limit", "rate_limit_key"}
     v1_columns = [c for c in codec.TASK_RUN_COLUMNS if c not in later]
     monkeypatch.setattr(
         sqlite_writer,
