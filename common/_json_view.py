@@ -51,6 +51,7 @@ def _error(error: ErrorInfo | None) -> JsonObject | None:
         "message": error.message,
         "retryable": error.retryable,
         "traceback": error.traceback,
+        "retry_after_s": _seconds(error.retry_after),
     }
 
 

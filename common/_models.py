@@ -36,16 +36,27 @@ class ErrorInfo:
     message: str
     retryable: bool = True
     traceback: str = ""
+    # Set when the handler reported that the remote side rate limited it (`taskwire.worker.RateLimited`): the
+    # server retries after this long, and the attempt costs nothing.
+    retry_after: timedelta | None = None
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> ErrorInfo:
-        """The error type is the exception's class name; ``retryable`` is its ``retryable`` attribute."""
+        """The error type is the exception's class name; ``retryable`` is its ``retryable`` attribute;
+        ``retry_after`` its ``taskwire_retry_after`` (what `taskwire.worker.RateLimited` sets)."""
+        retry_after = getattr(exc, "taskwire_retry_after", None)
         return cls(
             type=type(exc).__name__,
             message=str(exc),
             retryable=bool(getattr(exc, "retryable", True)),
             traceback="".join(traceback.format_exception(exc)),
+            retry_after=retry_after if isinstance(retry_after, timedelta) else None,
         )
+
+    @property
+    def is_rate_limited(self) -> bool:
+        """The handler said the remote side rate limited it: not the handler's failure."""
+        return self.retry_after is not None
 
     @property
     def is_refusal(self) -> bool:

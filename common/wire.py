@@ -317,12 +317,22 @@ def execution_spec_to_proto(spec: ExecutionSpec) -> tpb.ExecutionSpec:
 def error_to_proto(error: ErrorInfo | None) -> pb.ErrorInfo | None:
     if error is None:
         return None
-    return pb.ErrorInfo(type=error.type, message=error.message, retryable=error.retryable, traceback=error.traceback)
+    return pb.ErrorInfo(
+        type=error.type,
+        message=error.message,
+        retryable=error.retryable,
+        traceback=error.traceback,
+        retry_after=duration_to_proto(error.retry_after),
+    )
 
 
 def error_from_proto(message: pb.ErrorInfo) -> ErrorInfo:
     return ErrorInfo(
-        type=message.type or "Error", message=message.message, retryable=message.retryable, traceback=message.traceback
+        type=message.type or "Error",
+        message=message.message,
+        retryable=message.retryable,
+        traceback=message.traceback,
+        retry_after=optional_duration(message, "retry_after"),
     )
 
 

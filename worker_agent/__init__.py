@@ -17,6 +17,7 @@ from ._errors import (
     InputDecodingError,
     NonRetryableError,
     OutputEncodingError,
+    RateLimited,
     WorkerAgentError,
 )
 from ._executor import Isolation
@@ -67,6 +68,7 @@ __all__ = [
     "Payload",
     "PayloadLike",
     "ProgressUpdate",
+    "RateLimited",
     "RegisteredHandler",
     "SessionInfo",
     "SyncHandler",

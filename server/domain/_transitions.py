@@ -19,7 +19,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 from ._budget import attempts_used, infrastructure_failure, infrastructure_failures, is_refusal
@@ -200,6 +200,21 @@ def _retry_or_fail(
         record = _ended(task_run, State.CANCELLED, task_run.pending_cancel, now, attempts=attempts)
         return _finish(record, ended, *extra)
     policy = task_run.retry_policy
+    last_error = attempts[-1].error
+    if last_error is not None and last_error.retry_after is not None:
+        # The remote side rate limited the handler: wait as long as it asked, and spend no attempt.
+        at = _touch(task_run.updated_at, now)
+        retry_at = at + max(last_error.retry_after, timedelta(0))
+        after = last_error.retry_after.total_seconds()
+        reason = Reason(
+            ReasonCode.RETRY_BACKOFF,
+            f"{what}; rate limited by the remote side: retry after {after:g}s at {retry_at.isoformat()}"
+            " (no attempt spent)",
+        )
+        record = dataclasses.replace(
+            task_run, state=State.WAITING, reason=reason, updated_at=at, attempts=attempts, not_before=retry_at
+        )
+        return Transition(record=record, effects=(ended, *extra, ScheduleRetry(task_run.id, retry_at)))
     refused = is_refusal(attempts[-1])
     infrastructure = infrastructure_failure(attempts[-1])
     used = attempts_used(attempts)

@@ -394,6 +394,7 @@ class ErrorInfo(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     RETRYABLE_FIELD_NUMBER: _builtins.int
     TRACEBACK_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """The error's type name, for example "ValueError"."""
     message: _builtins.str
@@ -402,6 +403,14 @@ class ErrorInfo(_message.Message):
     """False when the handler marked the error as not worth retrying."""
     traceback: _builtins.str
     """The handler's stack trace, when the worker could capture one."""
+    @_builtins.property
+    def retry_after(self) -> _duration_pb2.Duration:
+        """Set when the handler reported that the remote side rate limited it
+        (taskwire.worker.RateLimited): the server makes the task run wait this
+        long, WAITING(RETRY_BACKOFF), and tries again without spending an
+        attempt of max_attempts.
+        """
+
     def __init__(
         self,
         *,
@@ -409,10 +418,11 @@ class ErrorInfo(_message.Message):
         message: _builtins.str = ...,
         retryable: _builtins.bool = ...,
         traceback: _builtins.str = ...,
+        retry_after: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retry_after", b"retry_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "retryable", b"retryable", "traceback", b"traceback", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "retry_after", b"retry_after", "retryable", b"retryable", "traceback", b"traceback", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,8 +26,12 @@ def test_a_rate_limit_holds_within_its_burst(procs: Cluster) -> None:
         (bucket,) = client.stats().rate_limits
         assert bucket.name == "remote-api"
         assert bucket.waiting > TASKS // 2
-        stats_text = Cli(server.address)("stats").stdout
+        cli = Cli(server.address)
+        stats_text = cli("stats").stdout
         assert "remote-api" in stats_text, stats_text
+        get_text = cli("get", results[-1].execution_id).stdout
+        assert "RATE_LIMITED" in get_text, get_text
+        assert "is empty" in get_text, get_text
 
         done = [client.wait_finished(result.execution_id, FINISH) for result in results]
     assert [d.state for d in done] == [State.SUCCESS] * TASKS
