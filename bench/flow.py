@@ -6,12 +6,13 @@ as the dispatch pass that sent it returns. `flow_tasks` single-task executions a
 the worker connects and the queue drains. Two figures per variant: the time spent in dispatch passes
 per task dispatched (the ready queue's choice, the transition, the send), and the engine's whole
 time per task from the worker's connect to the last completion (dispatch, completion, history,
-commit).
+commit); and, apart, the time of one pop of the ready queue alone, filled the same way (the part
+priorities and fairness keys change).
 
 Variants: `fifo` (every task at the default priority: one FIFO per handler), `priority` (priorities
 spread over 1..9, aging on), `keys` (100 concurrency keys with a limit of 10 each: most tasks wait
 WAITING(CONCURRENCY_LIMIT) and are admitted one by one as places free), `fairness` (100 fairness keys,
-taken in turns).
+taken in turns), `rate` (every task names a rate limit that never runs dry: the cost of taking a token).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench._common import Bench, ScenarioResult
-from taskwire.server._config import ServerConfig
+from taskwire.server._config import RateLimit, ServerConfig
 from taskwire.server._history_wire import ProtoHistoryCodec
 from taskwire.server.domain import (
     DEFAULT_PRIORITY,
@@ -38,6 +39,7 @@ from taskwire.server.domain import (
     TaskSucceeded,
 )
 from taskwire.server.engine import AttemptEnd, Engine, WorkerHello
+from taskwire.server.engine._ready import ReadyQueues
 from taskwire.server.store import MemoryStore
 
 NAME = "flow"
@@ -84,11 +86,20 @@ def _fairness(number: int, rng: random.Random) -> TaskSpec:
     return TaskSpec("echo", fairness_key=f"tenant-{rng.randrange(100)}")
 
 
+def _rate(number: int, rng: random.Random) -> TaskSpec:
+    return TaskSpec("echo", rate_limit=_UNTHROTTLED.name)
+
+
+# A rate limit that never runs dry: what a token costs a dispatch, not how long a wait is.
+_UNTHROTTLED = RateLimit("bench", rate=1e9, burst=10**9)
+
+
 VARIANTS: dict[str, tuple[str, Callable[[int, random.Random], TaskSpec]]] = {
     "fifo": ("plain FIFO (default priority)", _fifo),
     "priority": ("priorities 1..9, aging on", _priority),
     "keys": ("100 concurrency keys, limit 10 each", _keys),
     "fairness": ("100 fairness keys in turns", _fairness),
+    "rate": ("a rate limit (never empty)", _rate),
 }
 
 
@@ -96,7 +107,7 @@ async def _drain(tasks: int, slots: int, make: Callable[[int, random.Random], Ta
     """(seconds in dispatch passes, seconds from connect to the last completion)."""
     store = MemoryStore()
     await store.open()
-    config = ServerConfig(queue_capacity=tasks + 1, hot_queue_size=tasks + 1)
+    config = ServerConfig(queue_capacity=tasks + 1, hot_queue_size=tasks + 1, rate_limits=(_UNTHROTTLED,))
     engine = Engine(store=store, config=config, codec=ProtoHistoryCodec())
     await engine.start()
     rng = random.Random(7)
@@ -137,6 +148,19 @@ async def _drain(tasks: int, slots: int, make: Callable[[int, random.Random], Ta
         await store.close()
 
 
+def _pops(tasks: int, make: Callable[[int, random.Random], TaskSpec]) -> float:
+    """Seconds to take `tasks` task runs out of a ready queue alone (priority and fairness key as made)."""
+    rng = random.Random(7)
+    ready = ReadyQueues(now=time.monotonic, aging_s=60.0)
+    for number in range(tasks):
+        spec = make(number, rng)
+        ready.push("echo", str(number), spec.priority, spec.fairness_key)
+    started = time.perf_counter()
+    while ready.popleft("echo") is not None:
+        pass
+    return time.perf_counter() - started
+
+
 def run(bench: Bench) -> ScenarioResult:
     sizes = bench.sizes
     result = ScenarioResult(name=NAME, title=TITLE)
@@ -147,6 +171,8 @@ def run(bench: Bench) -> ScenarioResult:
             in_pump, wall = asyncio.run(_drain(sizes.flow_tasks, sizes.flow_slots, make))
             result.add(f"{key}.dispatch_us", f"{label}: dispatch pass per task", "µs", 1e6 * in_pump / sizes.flow_tasks)
             result.add(f"{key}.engine_us", f"{label}: engine time per task", "µs", 1e6 * wall / sizes.flow_tasks)
+            popped = _pops(sizes.flow_tasks, make)
+            result.add(f"{key}.pop_us", f"{label}: ready queue pop alone", "µs", 1e6 * popped / sizes.flow_tasks)
     result.notes.append(
         f"{sizes.flow_tasks:,} queued single-task executions drained by one in-process fake worker of "
         f"{sizes.flow_slots} slots; in-memory store; no gRPC"

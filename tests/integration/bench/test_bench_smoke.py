@@ -35,6 +35,8 @@ ROWS = (
     "plain FIFO (default priority): dispatch pass per task",
     "priorities 1..9, aging on: dispatch pass per task",
     "100 concurrency keys, limit 10 each: engine time per task",
+    "100 fairness keys in turns: dispatch pass per task",
+    "a rate limit (never empty): dispatch pass per task",
 )
 
 
