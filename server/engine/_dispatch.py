@@ -100,7 +100,10 @@ class Dispatcher:
         for index, queued in enumerate(set_aside):
             if not self._holders.runs_on(session, queued.id):
                 del set_aside[index]
-                return self._pending(queued.id) or self._from_set_aside(set_aside, session)
+                found = self._pending(queued.id)
+                if found is not None and self._may_go(*found):
+                    return found
+                return self._from_set_aside(set_aside, session)
         return None
 
     def _next_dispatchable(
@@ -116,16 +119,21 @@ class Dispatcher:
             found = self._pending(queued.id)
             if found is None:
                 continue
-            live, task_run = found
-            if task_run.rate_limit and (empty := self._executions.rates.take(task_run)) is not None:
-                self._executions.apply_task(live, task_run.id, RateLimitEmpty(empty))  # it waits for a token
-                self._executions.settle(live)
-                continue
             if self._holders.runs_on(session, queued.id):
                 set_aside.append(queued)
                 continue
+            if not self._may_go(*found):
+                continue  # it waits for a token of its rate limit
             return found
         return None
+
+    def _may_go(self, live: LiveExecution, task_run: TaskRun) -> bool:
+        """A task run with a rate limit takes a token to be dispatched; without one it waits for one."""
+        if task_run.rate_limit and (empty := self._executions.rates.take(task_run)) is not None:
+            self._executions.apply_task(live, task_run.id, RateLimitEmpty(empty))
+            self._executions.settle(live)
+            return False
+        return True
 
     def _dispatch(self, live: LiveExecution, task_run: TaskRun, session: WorkerSession) -> None:
         number = task_run.attempt_count + 1

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
 from taskwire.server._config import RateLimit
-from taskwire.server.domain import ExecutionSpec, ReasonCode, State, TaskSpec, ValidationError
+from taskwire.server.domain import ExecutionSpec, ReasonCode, RetryPolicy, State, TaskSpec, ValidationError
 from taskwire.server.engine import ManualClock
 from taskwire.server.store import MemoryStore
 from tests.unit.engine.support import CONFIG, Rig, idle, task, until
@@ -103,3 +104,27 @@ async def test_an_unknown_rate_limit_is_refused_naming_the_field(rig: Rig) -> No
     spec = ExecutionSpec(tasks=(task(rate_limit="nope"),))
     with pytest.raises(ValidationError, match=r"execution\.tasks\[0\]\.rate_limit.*defines no rate limit 'nope'"):
         await rig.engine.submit(spec, fingerprint="", wait_for_room=False, timeout_s=None)
+
+
+async def test_a_task_set_aside_for_another_worker_takes_a_token_too() -> None:
+    """A retry whose worker still runs its fenced attempt goes to another worker: that dispatch takes a token."""
+    store = MemoryStore()
+    await store.open()
+    slow = RateLimit("slow", rate=0.001, burst=2)
+    rig = await Rig(store, ManualClock(), replace(CONFIG, rate_limits=(slow,))).start()
+    try:
+        first = rig.connect("first", slots=4)
+        policy = RetryPolicy(max_attempts=2, initial_interval=timedelta(seconds=1))
+        timed = await rig.submit(task(rate_limit="slow", timeout=timedelta(seconds=1), retry_policy=policy))
+        second = rig.connect("second", slots=4)
+        rig.advance(1)  # attempt 1 times out on the server; its worker has not reported it: it still runs there
+        rig.advance(1)  # the retry is due: set aside for the first worker, taken by the second
+        await until(lambda: second.invocations, "the retry dispatched to the other worker")
+        assert second.invocations[0].key == ((await rig.task_run(timed)).id, 2)
+        assert len(first.invocations) == 1
+        late = await rig.submit(task(rate_limit="slow"))
+        run = await rig.task_run(late)
+        assert (run.state, run.reason.code if run.reason else None) == (State.WAITING, ReasonCode.RATE_LIMITED)
+    finally:
+        await rig.close()
+        await store.close()
