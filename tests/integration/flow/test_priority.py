@@ -57,3 +57,23 @@ def test_the_cli_submits_with_a_priority_and_refuses_one_out_of_range(server: Se
     refused = cli("submit", "echo", "--priority", "10")
     assert refused.returncode != 0, refused
     assert "tasks[0].priority: must be between 1 and 9, got 10" in refused.stderr, refused.stderr
+
+
+def test_a_low_priority_task_starts_once_aged_to_the_top_behind_a_stream_of_high_ones(procs: Cluster) -> None:
+    aging_s, high = 0.5, 300
+    server = procs.server("--priority-aging", str(aging_s))
+    procs.worker(server, slots=1)
+    server.wait_for_workers(1)
+    with Client(server.address) as client:
+        busy = client.submit("sleep", {"seconds": 0.3}, priority=9)  # keeps the one slot while the rest queue
+        low = client.submit("sleep", {"seconds": 0.01}, priority=1)
+        work = json_payload({"seconds": 0.02})
+        results = client.submit_many([ExecutionSpec(tasks=(TaskSpec("sleep", input=work, priority=9),))] * high)
+        assert all(result.ok for result in results)
+        done = client.wait_finished(low.id, FINISH)
+        assert client.stats().queue.size > high // 3, "the high-priority stream was gone: the test proved nothing"
+        assert client.wait_finished(busy.id, FINISH).state is State.SUCCESS
+    run = only_run(done)
+    waited = (run.attempts[0].started_at - run.created_at).total_seconds()
+    bound = (9 - 1) * aging_s  # docs/flow-control.md: after it, nothing queued later goes first
+    assert bound - aging_s <= waited <= bound + 1.5, f"waited {waited:.2f}s; aged to the top after {bound}s"
