@@ -49,10 +49,18 @@ def test_a_high_priority_task_behind_a_thousand_low_ones_starts_within_one_round
 
 def test_the_cli_submits_with_a_priority_and_refuses_one_out_of_range(server: ServerProcess) -> None:
     cli = Cli(server.address)
-    result = cli("submit", "echo", "--priority", "8", "--json")
+    result = cli(
+        "submit", "echo", "--priority", "8", "--concurrency-key", "c-1", "--concurrency-limit", "2",
+        "--fairness-key", "tenant-a", "--json",
+    )  # fmt: skip
     assert result.returncode == 0, result
     (task_run,) = json.loads(result.stdout)["task_runs"]
-    assert task_run["priority"] == 8
+    assert (task_run["priority"], task_run["concurrency_key"], task_run["concurrency_limit"]) == (8, "c-1", 2)
+    assert (task_run["fairness_key"], task_run["rate_limit"]) == ("tenant-a", None)
+
+    keyless = cli("submit", "echo", "--concurrency-limit", "2")
+    assert keyless.returncode != 0, keyless
+    assert "tasks[0].concurrency_limit: needs a concurrency_key" in keyless.stderr, keyless.stderr
 
     refused = cli("submit", "echo", "--priority", "10")
     assert refused.returncode != 0, refused
