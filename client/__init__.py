@@ -44,6 +44,7 @@ from taskwire.common import (
     TaskSpec,
     TaskwireError,
     ValidationError,
+    WatcherFellBehind,
 )
 from taskwire.common.tls import tls_credentials
 
@@ -59,7 +60,7 @@ from ._events import (
     UnknownEvent,
     WatchEvent,
 )
-from ._models import ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
+from ._models import ExecutionSnapshot, Identity, RpcRetry, SubmitResult, WorkerInfo
 from ._sync import Client
 
 __all__ = [
@@ -81,6 +82,7 @@ __all__ = [
     "ExecutionTransition",
     "HandlerStats",
     "IdempotencyConflict",
+    "Identity",
     "InvalidTransition",
     "LogLevel",
     "NotFound",
@@ -108,6 +110,7 @@ __all__ = [
     "ValidationError",
     "WaitTimeout",
     "WatchEvent",
+    "WatcherFellBehind",
     "WorkerInfo",
     "tls_credentials",
     "to_payload",

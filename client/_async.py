@@ -18,9 +18,10 @@ from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 
 from . import _common as c
+from ._all_events import event_of, events_request, identity_from_proto
 from ._errors import WaitTimeout, error_from_rpc
 from ._events import WatchEvent
-from ._models import ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
+from ._models import ExecutionSnapshot, Identity, RpcRetry, SubmitResult, WorkerInfo
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -217,6 +218,26 @@ class AsyncClient:
                 yield event
         finally:
             stream.close()
+
+    async def watch_events(
+        self, *, handler: str = "", states: Iterable[State | str] = ()
+    ) -> AsyncGenerator[WatchEvent, None]:
+        """Live events of all executions, from now on; see `Client.watch_events`."""
+        call = self._stub.WatchEvents(events_request(handler, states))
+        try:
+            async for response in call:
+                yield event_of(response)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error, address=self._address) from error
+        finally:
+            call.cancel()
+
+    async def identity(self) -> Identity:
+        """Who the server takes this client to be, and its role; see `Client.identity`."""
+        response: tpb.GetIdentityResponse = await self._unary(
+            self._stub.GetIdentity, tpb.GetIdentityRequest(), idempotent=True
+        )
+        return identity_from_proto(response)
 
     async def wait_finished(
         self,

@@ -22,6 +22,7 @@ from ._errors import (
     TaskwireError,
     TerminalStateError,
     ValidationError,
+    WatcherFellBehind,
 )
 from ._json_view import JSON_VIEW_VERSION, attempt_view, execution_view, iso, payload_view, task_run_view
 from ._models import (
@@ -108,6 +109,7 @@ __all__ = [
     "TaskwireError",
     "TerminalStateError",
     "ValidationError",
+    "WatcherFellBehind",
     "attempt_view",
     "decode_payload",
     "dumps_json",

@@ -30,6 +30,7 @@ from ._errors import (
     ShuttingDown,
     TaskwireError,
     ValidationError,
+    WatcherFellBehind,
 )
 from ._models import (
     DEFAULT_INFRASTRUCTURE_RETRIES,
@@ -395,6 +396,7 @@ _ERROR_BY_STATUS: dict[grpc.StatusCode, type[TaskwireError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: QueueFull,
     grpc.StatusCode.DEADLINE_EXCEEDED: AdmissionTimeout,
     grpc.StatusCode.UNAVAILABLE: ShuttingDown,
+    grpc.StatusCode.ABORTED: WatcherFellBehind,
 }
 
 

@@ -35,7 +35,7 @@ from taskwire.server.domain import CancellationRequested, ExecutionSpec, Invalid
 from taskwire.server.store import Committer, EventRecord, ExecutionPage, ExecutionSnapshot, Store
 
 from ._admission import AdmissionQueue
-from ._bus import EventBus
+from ._bus import EventBus, EventFilter
 from ._clock import Clock, SystemClock
 from ._cold import ColdTier
 from ._dispatch import Dispatcher, ReadyQueues
@@ -223,6 +223,10 @@ class Engine:
     def watch(self, execution_id: str, after_sequence: int) -> AsyncIterator[EventRecord]:
         """Stored events after `after_sequence`, then live ones; ends after the terminal event."""
         return self._history.watch(execution_id, after_sequence)
+
+    def watch_all(self, *, handler: str = "", states: Sequence[State] = ()) -> AsyncIterator[EventRecord]:
+        """Live events of every execution, from now on, filtered (see `EventFilter`); never ends by itself."""
+        return self._history.watch_all(EventFilter(handler, frozenset(states)))
 
     async def cancel(self, execution_id: str, reason: str) -> tuple[ExecutionSnapshot, bool]:
         """Cancel an execution; returns it after the request and whether it was already terminal."""
