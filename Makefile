@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 # The folders install under one import root (pyproject's package-dir). For mypy, which reads files rather
-# than import hooks, the same mapping is a tree of links: taskwire/{v1,common,client,server,worker}.
+# than import hooks, the same mapping is a tree of links: taskwire/{v1,common,client,console,server,worker}.
 IMPORT_TREE := $(VENV)/import-tree/taskwire
 define import_tree
 	rm -rf $(1) && mkdir -p $(1)
@@ -38,6 +38,7 @@ define import_tree
 	ln -s $(CURDIR)/protos/taskwire/v1 $(1)/v1
 	ln -s $(CURDIR)/common $(1)/common
 	ln -s $(CURDIR)/client $(1)/client
+	ln -s $(CURDIR)/console $(1)/console
 	ln -s $(CURDIR)/server $(1)/server
 	ln -s $(CURDIR)/worker_agent $(1)/worker
 endef

@@ -291,6 +291,14 @@ class AsyncClient:
             for snapshot in pager.page(response):
                 yield snapshot
 
+    async def list_page(
+        self, *, states: Iterable[State | str] = (), handler: str = "", page_size: int = 50, page_token: str = ""
+    ) -> tuple[builtins.list[ExecutionSnapshot], str]:
+        """One page of executions, newest first, and the token of the next ("" on the last page)."""
+        request = c.list_request(states=states, handler=handler, page_size=page_size, page_token=page_token)
+        response: tpb.ListExecutionsResponse = await self._unary(self._stub.ListExecutions, request, idempotent=True)
+        return [c.snapshot(message) for message in response.executions], response.next_page_token
+
 
 _Call = grpc.aio.UnaryStreamCall[tpb.WatchExecutionRequest, tpb.WatchExecutionResponse]
 

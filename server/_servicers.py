@@ -258,6 +258,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
                     in_flight=h.in_flight,
                     free_slots=h.free_slots,
                     workers=h.workers,
+                    oldest_queued_at=wire.timestamp_to_proto(h.oldest_queued_at),
                 )
                 for h in stats.handlers
             ],

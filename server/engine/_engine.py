@@ -274,6 +274,7 @@ class Engine:
         for session in connected:
             handlers |= session.handlers
         per_handler = []
+        oldest = self.oldest_queued()
         for handler in sorted(handlers):
             serving = [session for session in connected if handler in session.handlers]
             per_handler.append(
@@ -283,6 +284,7 @@ class Engine:
                     in_flight=figures.in_flight_by_handler.get(handler, 0),
                     free_slots=sum(session.free_slots for session in serving),
                     workers=len(serving),
+                    oldest_queued_at=oldest.get(handler),
                 )
             )
         return Stats(

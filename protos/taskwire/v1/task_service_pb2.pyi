@@ -630,6 +630,7 @@ class HandlerStats(_message.Message):
     IN_FLIGHT_FIELD_NUMBER: _builtins.int
     FREE_SLOTS_FIELD_NUMBER: _builtins.int
     WORKERS_FIELD_NUMBER: _builtins.int
+    OLDEST_QUEUED_AT_FIELD_NUMBER: _builtins.int
     handler: _builtins.str
     """The handler."""
     pending: _builtins.int
@@ -640,6 +641,13 @@ class HandlerStats(_message.Message):
     """Free slots on connected workers that serve it."""
     workers: _builtins.int
     """Connected workers that serve it."""
+    @_builtins.property
+    def oldest_queued_at(self) -> _timestamp_pb2.Timestamp:
+        """When its oldest PENDING task run held in the server's memory was queued;
+        unset when none is. A task run that waits beyond the server's in-memory
+        queue (a very long backlog) may be older still.
+        """
+
     def __init__(
         self,
         *,
@@ -648,10 +656,11 @@ class HandlerStats(_message.Message):
         in_flight: _builtins.int = ...,
         free_slots: _builtins.int = ...,
         workers: _builtins.int = ...,
+        oldest_queued_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_queued_at", b"oldest_queued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["free_slots", b"free_slots", "handler", b"handler", "in_flight", b"in_flight", "pending", b"pending", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["free_slots", b"free_slots", "handler", b"handler", "in_flight", b"in_flight", "oldest_queued_at", b"oldest_queued_at", "pending", b"pending", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
