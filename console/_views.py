@@ -135,12 +135,12 @@ def log_lines(events: Iterable[TaskLog]) -> str:
 
 
 def worker_rows(workers: list[WorkerInfo], running: dict[str, list[tuple[str, str]]], viewer: Viewer) -> str:
-    """`running`: per worker name, the (execution id, task id) of the attempts running on it."""
+    """`running`: per worker name, the (execution id, label) of the attempts running on it."""
     rows = []
     for worker in workers:
         runs = running.get(worker.name, [])
         run_links = ", ".join(
-            f'<a href="/executions/{esc(execution_id)}">{esc(task_id)}</a>' for execution_id, task_id in runs
+            f'<a href="/executions/{esc(execution_id)}">{esc(label)}</a>' for execution_id, label in runs
         )
         drain = ""
         if worker.draining:
@@ -173,7 +173,8 @@ def running_by_worker(snapshots: Iterable[ExecutionSnapshot]) -> dict[str, list[
         for task_run in snapshot.task_runs:
             for attempt in task_run.attempts:
                 if attempt.is_running:
-                    running.setdefault(attempt.worker_id, []).append((snapshot.id, task_run.task_id))
+                    label = f"{snapshot.name} / {task_run.task_id}"
+                    running.setdefault(attempt.worker_id, []).append((snapshot.id, label))
     return running
 
 
