@@ -20,6 +20,7 @@ from taskwire.client import (
 )
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
+from taskwire.v1 import types_pb2 as pb
 from tests.harness import BIN, Cluster, ServerProcess, spawn
 
 
@@ -108,7 +109,7 @@ def test_an_unknown_state_is_refused_naming_the_field(sdk: Client, served: Serve
     with grpc.insecure_channel(served.address) as channel:
         stub = task_service_pb2_grpc.TaskServiceStub(channel)
         with pytest.raises(grpc.RpcError) as refused:
-            next(iter(stub.WatchEvents(tpb.WatchEventsRequest(states=[99]), timeout=5)))
+            next(iter(stub.WatchEvents(tpb.WatchEventsRequest(states=[pb.ExecutionState.ValueType(99)]), timeout=5)))
     assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "states" in (refused.value.details() or "")
 
