@@ -118,6 +118,15 @@ METRICS_LISTEN ?= 127.0.0.1:9464
 run: $(STAMP) ## Start the control plane (SQLite store) with a local worker, in the foreground.
 	$(BIN)/taskwire-server --with-local-worker --metrics-listen $(METRICS_LISTEN)
 
+# The console's browser tests use Debian's chromium (their fixture installs it too when missing).
+.PHONY: chromium
+chromium: ## Install Debian's chromium for the console's browser tests (apt-get, when missing).
+	test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+
+.PHONY: console-screenshots
+console-screenshots: $(STAMP) chromium ## Run the console's browser tests and save their screenshots into docs/console/.
+	TASKWIRE_CONSOLE_SCREENSHOTS=docs/console $(BIN)/pytest -p no:cacheprovider -q tests/integration/console/test_browser.py
+
 PEERS_VENV := bench/.venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.installed
 
