@@ -26,6 +26,7 @@ from taskwire.client import (
     ExecutionSnapshot,
     ExecutionTransition,
     NotFound,
+    ServerUnavailable,
     TaskLog,
     TaskwireError,
     WatchEvent,
@@ -96,9 +97,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except NotFound as error:
         return await _problem(request, 404, error.message)
-    except TaskwireError as error:
-        status = 403 if "PERMISSION" in type(error).__name__.upper() else 502
-        return await _problem(request, status, str(error))
+    except ServerUnavailable as error:
+        return await _problem(request, 503, str(error))
+    except TaskwireError as error:  # the server refused the call: say what it said
+        return await _problem(request, 502, str(error))
 
 
 async def _problem(request: web.Request, status: int, message: str) -> web.Response:

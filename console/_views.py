@@ -45,10 +45,12 @@ def _fraction_done(task_runs: tuple[TaskRun, ...]) -> str:
 def summary(snapshot: ExecutionSnapshot, viewer: Viewer) -> str:
     execution = snapshot.execution
     reason = execution.reason
-    reason_text = f"{reason.code.value}: {reason.message}" if reason and reason.message else (reason and reason.code)
+    reason_text = "-"
+    if reason is not None:
+        reason_text = f"{reason.code.value}: {reason.message}" if reason.message else reason.code.value
     facts = [
         ("State", badge(execution.state)),
-        ("Reason", esc(reason_text or "-")),
+        ("Reason", esc(reason_text)),
         ("Created", when(execution.created_at)),
         ("Started", when(execution.started_at)),
         ("Ended", when(execution.ended_at)),
