@@ -8,7 +8,7 @@ what each owns (docs/engine.md has the picture):
 - `_workers`: worker sessions, who holds which attempt, leases, fencing of reports.
 - `_dispatch`: the ready queues and matching them to free slots.
 - `_submits`: validation, admission, idempotency keys, new executions.
-- `_history`: numbering and recording history events; watch (replay, then live).
+- `_history`: numbering and recording history events; watch (replay, then live); watch all (live).
 - `_cold`: queued executions kept out of memory while the queue is long.
 - `_recovery`: the live state rebuilt from the store on start.
 - `_retention`: finished executions deleted once older than the retention.
