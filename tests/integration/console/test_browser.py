@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from taskwire.client import AttemptOutcome, Client, State
+from taskwire.client import AttemptOutcome, Client, NotFound, State
 from tests.harness import start_worker
 from tests.integration.console.conftest import Stack
 
@@ -94,7 +94,7 @@ def test_an_execution_page_updates_live_while_its_task_reports_progress(
     assert seen[-1] == 1.0
 
 
-def test_a_cancel_from_the_page_reaches_the_handler(stack: Stack, page: Page) -> None:
+def test_a_cancel_from_the_page_reaches_the_handler_then_a_delete_removes_it(stack: Stack, page: Page) -> None:
     execution_id = submit_progress(stack.client, 600, 0.05)
     page.goto(f"{stack.console}/executions/{execution_id}")
     expect(page.locator('progress[data-task="main"]')).not_to_have_attribute("value", "0.0000", timeout=WAIT_MS)
@@ -109,7 +109,11 @@ def test_a_cancel_from_the_page_reaches_the_handler(stack: Stack, page: Page) ->
     assert task_run.attempts[-1].outcome is AttemptOutcome.CANCELLED
     assert finished.reason is not None
     assert "console" in finished.reason.message
-    expect(page.locator('button[name="delete"]')).to_be_visible()
+    page.locator('button[name="delete"]').click()  # now finished, it may be deleted
+    expect(page).to_have_url(f"{stack.console}/executions", timeout=WAIT_MS)
+    expect(page.locator(f'tr[data-id="{execution_id}"]')).to_have_count(0)
+    with pytest.raises(NotFound):
+        stack.client.get(execution_id)
 
 
 def test_a_reader_sees_no_actions_and_the_console_refuses_them(stack: Stack, page: Page, screenshots: Path) -> None:
