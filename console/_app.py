@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -221,7 +221,11 @@ async def execution_stream(request: web.Request) -> web.StreamResponse:
         if logs:
             await stream.send("log", views.log_lines(logs), event_id=event_id)
         if len(logs) < len(batch):
-            snapshot = await client.get(execution_id)
+            try:
+                snapshot = await client.get(execution_id)
+            except TaskwireError as error:  # deleted meanwhile, or the server went away
+                await stream.send("problem", error_box(str(error)))
+                return False
             await stream.send("summary", views.summary(snapshot, current), event_id=event_id)
             await stream.send("runs", views.task_runs(snapshot), event_id=event_id)
         return not any(isinstance(event, ExecutionTransition) and event.is_terminal for event in batch)
@@ -306,7 +310,7 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
 
 
 @contextlib.asynccontextmanager
-async def _tracked(request: web.Request):  # type: ignore[no-untyped-def]
+async def _tracked(request: web.Request) -> AsyncIterator[None]:
     """Register the current event stream so that shutdown can end it; a browser that left ends it too."""
     task = asyncio.current_task()
     assert task is not None
