@@ -3,12 +3,14 @@ its listen address is parsed like the server's."""
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from taskwire.client import AsyncClient, RpcRetry
+from taskwire.client._cli import ExitCode, main
 from taskwire.console import ListenError, create_app, split_listen
 
 
@@ -43,3 +45,9 @@ def test_listen_addresses(listen: str, expected: tuple[str, int]) -> None:
 def test_bad_listen_addresses_are_refused_naming_the_flag(listen: str) -> None:
     with pytest.raises(ListenError, match="--listen"):
         split_listen(listen)
+
+
+def test_taskwire_console_with_a_bad_listen_address_is_a_usage_error() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["console", "--listen", "nowhere"], stdout=out, stderr=err) == ExitCode.USAGE
+    assert "--listen: expected HOST:PORT, got 'nowhere'" in err.getvalue()
