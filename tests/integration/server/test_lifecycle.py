@@ -84,6 +84,8 @@ def test_reflection_lists_and_describes_the_services(client: Client) -> None:
         "ListExecutions",
         "CancelExecution",
         "WatchExecution",
+        "WatchEvents",
+        "GetIdentity",
         "GetStats",
         "ListWorkers",
         "DrainWorker",
