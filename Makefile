@@ -118,6 +118,13 @@ METRICS_LISTEN ?= 127.0.0.1:9464
 run: $(STAMP) ## Start the control plane (SQLite store) with a local worker, in the foreground.
 	$(BIN)/taskwire-server --with-local-worker --metrics-listen $(METRICS_LISTEN)
 
+# Where `make console` serves the web console (for the server `make run` starts, on its default address).
+CONSOLE_LISTEN ?= 127.0.0.1:8080
+
+.PHONY: console
+console: $(STAMP) ## Serve the web console for the server of `make run` on http://127.0.0.1:8080, in the foreground.
+	$(BIN)/taskwire console --listen $(CONSOLE_LISTEN)
+
 # The console's browser tests use Debian's chromium (their fixture installs it too when missing).
 .PHONY: chromium
 chromium: ## Install Debian's chromium for the console's browser tests (apt-get, when missing).
