@@ -24,6 +24,7 @@ from taskwire.common import (
     Closing,
     ErrorInfo,
     Execution,
+    ExecutionFilter,
     ExecutionSpec,
     HandlerStats,
     IdempotencyConflict,
@@ -31,9 +32,11 @@ from taskwire.common import (
     LogLevel,
     NotFound,
     Payload,
+    PermissionDenied,
     Progress,
     QueueFull,
     QueueStats,
+    RateLimited,
     Reason,
     ReasonCode,
     RetryPolicy,
@@ -43,6 +46,7 @@ from taskwire.common import (
     TaskRun,
     TaskSpec,
     TaskwireError,
+    Unauthenticated,
     ValidationError,
     WatcherFellBehind,
 )
@@ -60,7 +64,7 @@ from ._events import (
     UnknownEvent,
     WatchEvent,
 )
-from ._models import ExecutionSnapshot, Identity, RpcRetry, SubmitResult, WorkerInfo
+from ._models import BulkResult, ExecutionSnapshot, Identity, RpcRetry, SubmitResult, WorkerInfo
 from ._sync import Client
 
 __all__ = [
@@ -70,6 +74,7 @@ __all__ = [
     "AsyncClient",
     "Attempt",
     "AttemptOutcome",
+    "BulkResult",
     "Client",
     "Closing",
     "ErrorInfo",
@@ -77,6 +82,7 @@ __all__ = [
     "ExecutionCancelled",
     "ExecutionEnded",
     "ExecutionFailed",
+    "ExecutionFilter",
     "ExecutionSnapshot",
     "ExecutionSpec",
     "ExecutionTransition",
@@ -87,9 +93,11 @@ __all__ = [
     "LogLevel",
     "NotFound",
     "Payload",
+    "PermissionDenied",
     "Progress",
     "QueueFull",
     "QueueStats",
+    "RateLimited",
     "Reason",
     "ReasonCode",
     "RetryPolicy",
@@ -106,6 +114,7 @@ __all__ = [
     "TaskRunTransition",
     "TaskSpec",
     "TaskwireError",
+    "Unauthenticated",
     "UnknownEvent",
     "ValidationError",
     "WaitTimeout",

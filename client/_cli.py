@@ -9,34 +9,43 @@ from `ExitCode`; never a traceback for a user mistake or an unreachable server.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
-from datetime import timedelta
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
 import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 from rich.console import Console
 
 from taskwire.common import (
     AdmissionTimeout,
+    ExecutionFilter,
+    ExecutionSpec,
     InvalidTransition,
     NotFound,
     ShuttingDown,
     State,
     TaskwireError,
+    Unauthenticated,
     ValidationError,
     positive_int,
 )
+from taskwire.common.bearer import TOKEN_ENV
 from taskwire.common.tls import TlsConfigError, TlsFiles, add_tls_arguments, tls_from_args
 
 from ._common import DEFAULT_ADDRESS, parse_state, unserved_warning
 from ._errors import ServerUnavailable, WaitTimeout
 from ._events import WatchEvent
+from ._flowfile import FlowFileError, load_flow
 from ._live import JsonLinesView, LiveView, PlainView, WatchView
 from ._models import ExecutionSnapshot
 from ._render import (
@@ -50,10 +59,12 @@ from ._render import (
     reason_text,
     stats_detail,
     stats_view,
+    task_tree,
     workers_table,
     workers_view,
 )
 from ._sync import Client
+from ._tokens_cmd import add_tokens_command, cmd_tokens
 
 SERVER_ENV = "TASKWIRE_SERVER"
 PROG = "taskwire"
@@ -96,6 +107,7 @@ _HINTS: dict[type[TaskwireError], str] = {
     NotFound: "list executions with 'taskwire list'",
     ValidationError: "fix the value and try again",
     ShuttingDown: "the server is shutting down; try again shortly",
+    Unauthenticated: f"pass --token or set {TOKEN_ENV}",
 }
 
 
@@ -194,6 +206,52 @@ def _state(text: str) -> State:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 time such as 2030-01-31T09:00:00Z, got {text!r}"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _add_filter(parser: argparse.ArgumentParser, action: str) -> None:
+    """The options that select many executions for a bulk cancel or delete."""
+    group = parser.add_argument_group(f"{action} every execution that matches (instead of one ID)")
+    group.add_argument("--state", dest="states", metavar="S", type=_state, action="append", default=[])
+    group.add_argument("--handler", metavar="H", default="", help="with a task run for this handler")
+    group.add_argument("--label", dest="labels", metavar="K=V", type=_label, action="append", default=[])
+    group.add_argument("--created-after", metavar="TIME", type=_time, help="created at or after (ISO 8601)")
+    group.add_argument("--created-before", metavar="TIME", type=_time, help="created before (ISO 8601)")
+    group.add_argument("--dry-run", action="store_true", help="count the matches; change nothing")
+
+
+def _selection(args: argparse.Namespace) -> ExecutionFilter | None:
+    """The filter of a bulk action, None for a single ID (UsageError for both or neither)."""
+    chosen = bool(args.states or args.handler or args.labels or args.created_after or args.created_before)
+    if args.execution_id is not None:
+        if chosen or args.dry_run:
+            raise UsageError("give an execution ID or filter options (--state, --handler, ...), not both")
+        return None
+    if not chosen:
+        raise UsageError("give an execution ID, or filter options (--state, --handler, --label, --created-after, ...)")
+    return ExecutionFilter(
+        states=tuple(args.states),
+        handler=args.handler,
+        labels=dict(args.labels),
+        created_after=args.created_after,
+        created_before=args.created_before,
+    )
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors and exit code 2."""
 
@@ -208,6 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         default=argparse.SUPPRESS,
         help=f"the taskwire server (default: ${SERVER_ENV} or {DEFAULT_ADDRESS})",
+    )
+    common.add_argument(
+        "--token",
+        metavar="TOKEN",
+        default=argparse.SUPPRESS,
+        help=f"bearer token for a server with an auth file (default: ${TOKEN_ENV}, which other users cannot "
+        "read from the process list)",
     )
     add_tls_arguments(common)
     as_json = _Parser(add_help=False)
@@ -237,8 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return parser
 
-    submit = command("submit", "submit one task; prints the execution id", as_json)
-    submit.add_argument("handler", metavar="HANDLER", help="the handler to run")
+    submit = command("submit", "submit one task, or the tasks of a flow file; prints the execution id", as_json)
+    submit.add_argument("handler", metavar="HANDLER", nargs="?", help="the handler to run")
+    submit.add_argument(
+        "-f",
+        "--file",
+        metavar="FILE",
+        help="submit the execution a YAML or JSON flow file describes (several tasks, dependencies); - for stdin",
+    )
     submit.add_argument(
         "--input", metavar="JSON|@FILE", help="the handler's input: JSON text, @path to a JSON file, or @- for stdin"
     )
@@ -281,12 +352,23 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--handler", metavar="H", default="", help="only executions running this handler")
     listing.add_argument("--limit", metavar="N", type=positive_int, default=50, help="at most N (default: 50)")
 
-    cancel = command("cancel", "cancel an execution (idempotent)", as_json)
-    cancel.add_argument("execution_id", metavar="ID")
+    cancel = command("cancel", "cancel an execution (idempotent), or every one that matches", as_json)
+    cancel.add_argument("execution_id", metavar="ID", nargs="?")
     cancel.add_argument("--reason", metavar="R", default="", help="why; stored with the execution")
+    _add_filter(cancel, "cancel")
 
-    delete = command("delete", "delete a finished execution with its history (a running one: cancel it first)", as_json)
-    delete.add_argument("execution_id", metavar="ID")
+    delete = command("delete", "delete a finished execution with its history, or every one that matches", as_json)
+    delete.add_argument("execution_id", metavar="ID", nargs="?")
+    _add_filter(delete, "delete")
+
+    rerun = command("rerun", "run a finished execution again, as a new one; prints its id", as_json)
+    rerun.add_argument("execution_id", metavar="ID")
+    rerun.add_argument(
+        "--failed-only", action="store_true", help="run only the tasks that did not succeed; reuse the others' outputs"
+    )
+    rerun_follow = rerun.add_mutually_exclusive_group()
+    rerun_follow.add_argument("--wait", action="store_true", help="wait for the result and print it")
+    rerun_follow.add_argument("--watch", action="store_true", help="show the live view until it ends")
 
     wait = command("wait", "wait for an execution to end and print its result", as_json)
     wait.add_argument("execution_id", metavar="ID")
@@ -328,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds its running tasks may take to finish before they are aborted (default: the worker's own)",
     )
     drain.add_argument("--reason", metavar="TEXT", default="", help="why; shown in the worker's log")
+    add_tokens_command(commands, _Parser)
 
     console = commands.add_parser(
         "console",
@@ -371,6 +454,11 @@ def server_address(args: argparse.Namespace, env: dict[str, str] | os._Environ[s
     return getattr(args, "server", None) or environ.get(SERVER_ENV) or DEFAULT_ADDRESS
 
 
+def bearer_token(args: argparse.Namespace, env: dict[str, str] | os._Environ[str] | None = None) -> str | None:
+    environ = os.environ if env is None else env
+    return getattr(args, "token", None) or environ.get(TOKEN_ENV) or None
+
+
 # ---- Commands -----------------------------------------------------------------------------------
 
 
@@ -404,7 +492,7 @@ def _watch_view(args: argparse.Namespace, out: Output) -> WatchView:
 
 def _follow(client: Client, execution_id: str, args: argparse.Namespace, out: Output) -> ExitCode:
     """The live view until the execution ends; the exit code of its final state."""
-    timeout: timedelta | None = getattr(args, "timeout", None) if args.command != "submit" else None
+    timeout: timedelta | None = getattr(args, "timeout", None) if args.command not in ("submit", "rerun") else None
     with _watch_view(args, out) as view:
 
         def show(event: WatchEvent) -> None:
@@ -412,12 +500,14 @@ def _follow(client: Client, execution_id: str, args: argparse.Namespace, out: Ou
 
         done = client.wait_finished(execution_id, timeout, on_event=show)
         view.finish(done.id, done.state, done.reason)
+    if not args.json and any(run.depends_on for run in done.task_runs):
+        out.console.print(task_tree(done))
     return final_exit(done.state)
 
 
 def _wait(client: Client, execution_id: str, args: argparse.Namespace, out: Output) -> ExitCode:
     """Wait, then print the result (people) or the execution's JSON view (scripts)."""
-    timeout: timedelta | None = getattr(args, "timeout", None) if args.command != "submit" else None
+    timeout: timedelta | None = getattr(args, "timeout", None) if args.command not in ("submit", "rerun") else None
     done = client.wait_finished(execution_id, timeout)
     if args.json:
         out.json(done.to_json())
@@ -429,18 +519,23 @@ def _wait(client: Client, execution_id: str, args: argparse.Namespace, out: Outp
 
 
 def cmd_submit(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
-    value = read_input(args.input) if args.input is not None else None
-    submitted = client.submit(
-        args.handler,
-        value,
-        timeout=args.timeout,
-        max_attempts=args.max_attempts,
-        max_infrastructure_retries=args.max_infrastructure_retries,
-        key=args.key,
-        name=args.name,
-        schedule_to_start_timeout=args.schedule_to_start_timeout,
-        wait_for_room=not args.fail_fast,
-    )
+    if (args.handler is None) == (args.file is None):
+        raise UsageError("submit takes a HANDLER or -f FILE (one of them)")
+    if args.file is not None:
+        submitted = client.submit_execution(_flow_spec(args), wait_for_room=not args.fail_fast)
+    else:
+        value = read_input(args.input) if args.input is not None else None
+        submitted = client.submit(
+            args.handler,
+            value,
+            timeout=args.timeout,
+            max_attempts=args.max_attempts,
+            max_infrastructure_retries=args.max_infrastructure_retries,
+            key=args.key,
+            name=args.name,
+            schedule_to_start_timeout=args.schedule_to_start_timeout,
+            wait_for_room=not args.fail_fast,
+        )
     if submitted.unserved_handlers:
         out.error(f"warning: {unserved_warning(submitted.id, submitted.unserved_handlers)}")
     if args.wait or args.watch:
@@ -452,6 +547,28 @@ def cmd_submit(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
     else:
         out.line(submitted.id)
     return ExitCode.OK
+
+
+def _flow_spec(args: argparse.Namespace) -> ExecutionSpec:
+    """The execution of `submit -f FILE`; the task options of a single submit do not apply to it."""
+    single = ("input", "timeout", "max_attempts", "max_infrastructure_retries", "schedule_to_start_timeout")
+    given = [name for name in single if getattr(args, name) is not None]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise UsageError(f"{flags}: set these in the flow file's tasks, not with -f")
+    name = args.file
+    try:
+        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise UsageError(f"cannot read the flow file {name!r}: {reason}") from None
+    try:
+        spec = load_flow(text, "stdin" if name == "-" else name)
+    except FlowFileError as error:
+        raise UsageError(str(error)) from None
+    if args.key or args.name:
+        spec = replace(spec, idempotency_key=args.key or spec.idempotency_key, name=args.name or spec.name)
+    return spec
 
 
 def cmd_get(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
@@ -475,6 +592,16 @@ def cmd_list(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
 
 
 def cmd_cancel(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    selection = _selection(args)
+    if selection is not None:
+        result = client.cancel_matching(selection, reason=args.reason, dry_run=args.dry_run)
+        verb = "would cancel" if args.dry_run else "cancelled"
+        if args.json:
+            out.json({"matched": result.matched, "cancelled": result.changed, "dry_run": args.dry_run})
+        else:
+            ended = result.matched - result.changed
+            out.line(f"{verb} {result.changed} of {result.matched} matching executions ({ended} had already ended)")
+        return ExitCode.OK
     snapshot = client.cancel(args.execution_id, args.reason)
     if args.json:
         out.json(snapshot.to_json())
@@ -491,11 +618,43 @@ def cmd_cancel(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
 
 
 def cmd_delete(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    selection = _selection(args)
+    if selection is not None:
+        result = client.delete_matching(selection, dry_run=args.dry_run)
+        verb = "would delete" if args.dry_run else "deleted"
+        if args.json:
+            out.json(
+                {
+                    "matched": result.matched,
+                    "deleted": result.changed,
+                    "skipped": result.skipped,
+                    "dry_run": args.dry_run,
+                }
+            )
+        else:
+            out.line(
+                f"{verb} {result.changed} of {result.matched} matching executions"
+                f" ({result.skipped} not finished, left alone)"
+            )
+        return ExitCode.OK
     client.delete(args.execution_id)
     if args.json:
         out.json({"id": args.execution_id, "deleted": True})
     else:
         out.line(f"{args.execution_id} deleted")
+    return ExitCode.OK
+
+
+def cmd_rerun(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    again = client.rerun(args.execution_id, only_failed=args.failed_only)
+    if args.wait or args.watch:
+        if not args.json:
+            out.error(f"re-running {args.execution_id} as {again.id}")
+        return (_follow if args.watch else _wait)(client, again.id, args, out)
+    if args.json:
+        out.json(again.to_json())
+    else:
+        out.line(again.id)
     return ExitCode.OK
 
 
@@ -554,6 +713,7 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace, Output], ExitCode]] = 
     "get": cmd_get,
     "list": cmd_list,
     "cancel": cmd_cancel,
+    "rerun": cmd_rerun,
     "delete": cmd_delete,
     "wait": cmd_wait,
     "watch": cmd_watch,
@@ -577,7 +737,11 @@ def cmd_dev_certs(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_console(
-    args: argparse.Namespace, credentials: grpc.ChannelCredentials | None, options: Sequence[Any], out: Output
+    args: argparse.Namespace,
+    credentials: grpc.ChannelCredentials | None,
+    options: Sequence[Any],
+    token: str | None,
+    out: Output,
 ) -> int:
     # Imported here: the other commands do not load aiohttp.
     import asyncio
@@ -591,6 +755,7 @@ def cmd_console(
                 listen=args.listen,
                 credentials=credentials,
                 options=options,
+                token=token,
                 view_as=args.view_as,
                 out=out.stdout,
             )
@@ -608,10 +773,28 @@ def action_of(args: argparse.Namespace) -> str:
     return f"{args.command} {subject}".strip()
 
 
+@contextlib.contextmanager
+def _parent_trace() -> Iterator[None]:
+    """A trace context in TRACEPARENT (and TRACESTATE), as a script in a traced job sets it, becomes the
+    parent of what the command submits."""
+    carrier = {name.lower(): value for name in ("TRACEPARENT", "TRACESTATE") if (value := os.environ.get(name))}
+    if not carrier:
+        yield
+        return
+    token = otel_context.attach(propagate.extract(carrier))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
     """Run one command; returns its exit code (the console script exits with it)."""
     out = Output(stdout or sys.stdout, stderr or sys.stderr)
     args = build_parser().parse_args(argv)
+    if args.command == "tokens":
+        out.line(cmd_tokens(args))
+        return ExitCode.OK
     if args.command == "dev-certs":
         return cmd_dev_certs(args, out)
     tls: TlsFiles | None = None
@@ -623,8 +806,11 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, st
             raise UsageError(str(error)) from None
         options = tls.channel_options() if tls is not None else ()
         if args.command == "console":
-            return cmd_console(args, credentials, options, out)
-        with Client(server_address(args), credentials=credentials, options=options) as client:
+            return cmd_console(args, credentials, options, bearer_token(args), out)
+        with (
+            Client(server_address(args), credentials=credentials, options=options, token=bearer_token(args)) as client,
+            _parent_trace(),
+        ):
             return COMMANDS[args.command](client, args, out)
     except (UsageError, TaskwireError) as error:
         line = error_line(error, action=action_of(args))

@@ -11,12 +11,15 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 import tenacity
+from opentelemetry import propagate
 
 from taskwire.common import (
+    ExecutionFilter,
     ExecutionSpec,
     HandlerStats,
     Payload,
     QueueStats,
+    RateLimited,
     RetryPolicy,
     State,
     Stats,
@@ -38,7 +41,7 @@ from ._errors import (
     rpc_status,
 )
 from ._events import ExecutionTransition, WatchEvent, event_from_proto
-from ._models import ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
+from ._models import BulkResult, ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = timedelta(seconds=10)
@@ -66,12 +69,29 @@ def backoff_wait(policy: RpcRetry) -> tenacity.wait_exponential_jitter:
     )
 
 
-def retry_options(policy: RpcRetry) -> dict[str, Any]:
-    """tenacity options: retry UNAVAILABLE only, exponential backoff with jitter, a bounded number of attempts."""
+# The longest rate limit hint a call waits out by itself; a longer one is raised at once (`RateLimited`).
+RATE_LIMIT_WAIT_CAP_S = 10.0
+
+
+def retry_options(policy: RpcRetry, *, idempotent: bool = True) -> dict[str, Any]:
+    """tenacity options, a bounded number of attempts: an idempotent call retries UNAVAILABLE with exponential
+    backoff and jitter; any call refused by a rate limit (`RateLimited`: nothing was done) retries after the
+    server's hint, when that is at most `RATE_LIMIT_WAIT_CAP_S`."""
+    backoff = backoff_wait(policy)
+
+    def retryable(error: BaseException) -> bool:
+        if isinstance(error, RateLimited):
+            return 0 < error.retry_after_s <= RATE_LIMIT_WAIT_CAP_S
+        return idempotent and is_retryable(error)
+
+    def pause_s(state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome is not None else None
+        return error.retry_after_s if isinstance(error, RateLimited) else float(backoff(state))
+
     return {
-        "retry": tenacity.retry_if_exception(is_retryable),
+        "retry": tenacity.retry_if_exception(retryable),
         "stop": tenacity.stop_after_attempt(policy.max_attempts),
-        "wait": backoff_wait(policy),
+        "wait": pause_s,
         "reraise": True,
     }
 
@@ -143,13 +163,33 @@ def admission(wait_for_room: bool) -> tpb.AdmissionMode.ValueType:
 
 
 def submit_request(spec: ExecutionSpec, *, wait_for_room: bool) -> tpb.SubmitExecutionRequest:
-    return tpb.SubmitExecutionRequest(execution=wire.execution_spec_to_proto(spec), admission=admission(wait_for_room))
+    return tpb.SubmitExecutionRequest(execution=_traced(spec), admission=admission(wait_for_room))
 
 
 def submit_many_request(specs: Iterable[ExecutionSpec], *, wait_for_room: bool) -> tpb.SubmitExecutionsRequest:
-    return tpb.SubmitExecutionsRequest(
-        executions=[wire.execution_spec_to_proto(spec) for spec in specs], admission=admission(wait_for_room)
-    )
+    return tpb.SubmitExecutionsRequest(executions=[_traced(spec) for spec in specs], admission=admission(wait_for_room))
+
+
+def _traced(spec: ExecutionSpec) -> tpb.ExecutionSpec:
+    """The spec on the wire, carrying the caller's current trace context (W3C) unless it sets its own."""
+    message = wire.execution_spec_to_proto(spec)
+    if not spec.trace_context:
+        propagate.inject(message.trace_context)
+    return message
+
+
+def cancel_matching_request(selection: ExecutionFilter, *, reason: str, dry_run: bool) -> tpb.CancelExecutionsRequest:
+    return tpb.CancelExecutionsRequest(filter=wire.execution_filter_to_proto(selection), reason=reason, dry_run=dry_run)
+
+
+def delete_matching_request(selection: ExecutionFilter, *, dry_run: bool) -> tpb.DeleteExecutionsRequest:
+    return tpb.DeleteExecutionsRequest(filter=wire.execution_filter_to_proto(selection), dry_run=dry_run)
+
+
+def bulk_result(response: tpb.CancelExecutionsResponse | tpb.DeleteExecutionsResponse) -> BulkResult:
+    if isinstance(response, tpb.CancelExecutionsResponse):
+        return BulkResult(matched=response.matched, changed=response.cancelled)
+    return BulkResult(matched=response.matched, changed=response.deleted, skipped=response.skipped)
 
 
 def submit_is_idempotent(specs: Iterable[ExecutionSpec]) -> bool:

@@ -85,6 +85,15 @@ class ExecutionSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class BulkResult:
+    """What a bulk cancel or delete did (or, in a dry run, would do)."""
+
+    matched: int
+    changed: int  # cancelled or deleted
+    skipped: int = 0  # a delete's matches that had not ended, left alone
+
+
+@dataclass(frozen=True, slots=True)
 class SubmitResult:
     """The result of one item of `submit_many`: an execution id, or the error that refused the item."""
 

@@ -17,13 +17,17 @@ from ._errors import (
     IdempotencyConflict,
     InvalidTransition,
     NotFound,
+    PermissionDenied,
     QueueFull,
+    RateLimited,
     ShuttingDown,
     TaskwireError,
     TerminalStateError,
+    Unauthenticated,
     ValidationError,
     WatcherFellBehind,
 )
+from ._filters import ExecutionFilter
 from ._json_view import JSON_VIEW_VERSION, attempt_view, execution_view, iso, payload_view, task_run_view
 from ._models import (
     DEFAULT_INFRASTRUCTURE_RETRIES,
@@ -50,6 +54,8 @@ from ._payload import (
     json_payload,
     loads_json,
 )
+from ._refs import MARKER as REFERENCE_MARKER
+from ._refs import InputReferenceError, references, resolve
 from ._specs import DEFAULT_TASK_ID, ExecutionSpec, Limits, TaskSpec, find_cycle, validate_execution_spec
 from ._states import (
     TERMINAL_REASONS,
@@ -73,6 +79,7 @@ __all__ = [
     "MAX_ATTEMPTS_LIMIT",
     "MAX_INFRASTRUCTURE_RETRIES_LIMIT",
     "OCTET_STREAM",
+    "REFERENCE_MARKER",
     "TERMINAL_REASONS",
     "TERMINAL_STATES",
     "WAITING_REASONS",
@@ -83,19 +90,23 @@ __all__ = [
     "Closing",
     "ErrorInfo",
     "Execution",
+    "ExecutionFilter",
     "ExecutionSpec",
     "ExecutionState",
     "HandlerStats",
     "IdempotencyConflict",
+    "InputReferenceError",
     "InvalidTransition",
     "Limits",
     "LogLevel",
     "NotFound",
     "OpenEnum",
     "Payload",
+    "PermissionDenied",
     "Progress",
     "QueueFull",
     "QueueStats",
+    "RateLimited",
     "Reason",
     "ReasonCode",
     "Refusal",
@@ -108,6 +119,7 @@ __all__ = [
     "TaskSpec",
     "TaskwireError",
     "TerminalStateError",
+    "Unauthenticated",
     "ValidationError",
     "WatcherFellBehind",
     "attempt_view",
@@ -121,6 +133,8 @@ __all__ = [
     "loads_json",
     "payload_view",
     "positive_int",
+    "references",
+    "resolve",
     "task_run_view",
     "validate_execution_spec",
 ]

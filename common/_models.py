@@ -143,6 +143,9 @@ class Attempt:
     ended_at: datetime | None = None
     output: Payload | None = None
     error: ErrorInfo | None = None
+    # The identity of the worker's credential (server side only; "" without authentication): only a worker
+    # with this identity may report on the attempt or take it back after a reconnect.
+    worker_identity: str = ""
 
     def __post_init__(self) -> None:
         if self.number < 1:
@@ -241,6 +244,14 @@ class TaskRun:
         return len(self.attempts)
 
     @property
+    def output(self) -> Payload | None:
+        """The output of its successful attempt, or None (it has not succeeded)."""
+        for attempt in reversed(self.attempts):
+            if attempt.outcome is AttemptOutcome.SUCCEEDED:
+                return attempt.output
+        return None
+
+    @property
     def is_terminal(self) -> bool:
         """Ended for good, also in a terminal state from a newer version (then `ended_at` says so)."""
         return _ended(self.state, self.ended_at)
@@ -265,6 +276,10 @@ class Execution:
     # Set when the execution must end (cancelled, timed out or failed) but task
     # runs are still stopping; the state becomes final once nothing is active.
     closing: Closing | None = None
+    # The identity that submitted it ("" when the server runs without authentication).
+    submitted_by: str = ""
+    # The submitter's W3C trace context (traceparent, tracestate); empty: none.
+    trace_context: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_state_reason("execution", self.id, self.state, self.reason)

@@ -26,12 +26,15 @@ from ._errors import (
     IdempotencyConflict,
     InvalidTransition,
     NotFound,
+    PermissionDenied,
     QueueFull,
     ShuttingDown,
     TaskwireError,
+    Unauthenticated,
     ValidationError,
     WatcherFellBehind,
 )
+from ._filters import ExecutionFilter
 from ._models import (
     DEFAULT_INFRASTRUCTURE_RETRIES,
     Attempt,
@@ -294,6 +297,16 @@ def task_spec_to_proto(spec: TaskSpec) -> tpb.TaskSpec:
     )
 
 
+def execution_filter_to_proto(selection: ExecutionFilter) -> tpb.ExecutionFilter:
+    return tpb.ExecutionFilter(
+        states=[execution_state_to_proto(state) for state in selection.states],
+        handler=selection.handler,
+        labels=dict(selection.labels),
+        created_after=timestamp_to_proto(selection.created_after),
+        created_before=timestamp_to_proto(selection.created_before),
+    )
+
+
 def execution_spec_to_proto(spec: ExecutionSpec) -> tpb.ExecutionSpec:
     return tpb.ExecutionSpec(
         name=spec.name,
@@ -302,6 +315,7 @@ def execution_spec_to_proto(spec: ExecutionSpec) -> tpb.ExecutionSpec:
         timeout=duration_to_proto(spec.timeout),
         not_before=timestamp_to_proto(spec.not_before),
         idempotency_key=spec.idempotency_key,
+        trace_context=dict(spec.trace_context),
     )
 
 
@@ -381,6 +395,7 @@ def execution_from_proto(message: pb.Execution) -> tuple[Execution, tuple[TaskRu
         started_at=optional_timestamp(message, "started_at"),
         ended_at=optional_timestamp(message, "ended_at"),
         closing=_closing_from_proto(message),
+        trace_context=dict(message.trace_context),
     )
     return execution, tuple(task_run_from_proto(task_run) for task_run in message.task_runs)
 
@@ -397,6 +412,8 @@ _ERROR_BY_STATUS: dict[grpc.StatusCode, type[TaskwireError]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: AdmissionTimeout,
     grpc.StatusCode.UNAVAILABLE: ShuttingDown,
     grpc.StatusCode.ABORTED: WatcherFellBehind,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
 }
 
 

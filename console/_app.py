@@ -26,6 +26,7 @@ from taskwire.client import (
     ExecutionSnapshot,
     ExecutionTransition,
     NotFound,
+    PermissionDenied,
     ServerUnavailable,
     TaskLog,
     TaskwireError,
@@ -99,6 +100,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await _problem(request, 404, error.message)
     except ServerUnavailable as error:
         return await _problem(request, 503, str(error))
+    except PermissionDenied as error:
+        return await _problem(request, 403, str(error))
     except TaskwireError as error:  # the server refused the call: say what it said
         return await _problem(request, 502, str(error))
 
@@ -180,7 +183,7 @@ async def executions_page(request: web.Request) -> web.Response:
     stream = "/events/stream" + query(state=filters.states, handler=filters.handler)
     body = (
         f"<h1>Executions</h1>{filters.form()}"
-        f'<div hx-ext="sse" sse-connect="{esc(stream)}"><div id="rows" hx-get="/executions/rows'
+        f'<div hx-ext="sse" sse-connect="{esc(stream)}" sse-close="end"><div id="rows" hx-get="/executions/rows'
         f'{esc(filters.query(page_token=filters.page_token))}" hx-trigger="sse:changed">{rows}</div></div>'
     )
     return _html(page("Executions", body, viewer=await _viewer(request), current="executions"))
@@ -265,7 +268,7 @@ async def _workers(request: web.Request, current: Viewer) -> str:
 async def workers_page(request: web.Request) -> web.Response:
     current = await _viewer(request)
     body = (
-        '<h1>Workers</h1><div hx-ext="sse" sse-connect="/events/stream">'
+        '<h1>Workers</h1><div hx-ext="sse" sse-connect="/events/stream" sse-close="end">'
         f'<div id="workers" hx-get="/workers/rows" hx-trigger="sse:changed">{await _workers(request, current)}</div>'
         "</div>"
     )
@@ -285,7 +288,7 @@ async def drain(request: web.Request) -> web.Response:
 async def queue_page(request: web.Request) -> web.Response:
     stats = await request.app[CLIENT].stats()
     body = (
-        '<h1>Queue</h1><div hx-ext="sse" sse-connect="/events/stream">'
+        '<h1>Queue</h1><div hx-ext="sse" sse-connect="/events/stream" sse-close="end">'
         f'<div id="queue" hx-get="/queue/rows" hx-trigger="sse:changed">{views.queue(stats)}</div></div>'
     )
     return _html(page("Queue", body, viewer=await _viewer(request), current="queue"))
@@ -304,7 +307,9 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
             await stream.send("changed", "reconnected")  # events may have passed while it was away
         source = request.app[CLIENT].watch_events(handler=filters.handler, states=filters.states)
         error = await relay_changes(stream, source)
-        if error is not None:
+        if isinstance(error, PermissionDenied):  # this role may not watch every execution: stay still
+            await stream.send("end")
+        elif error is not None:
             await stream.send("problem", error_box(f"live updates stopped: {error}; reconnecting"))
     return stream.response
 

@@ -41,15 +41,15 @@ async def serve(
     listen: str,
     credentials: grpc.ChannelCredentials | None = None,
     options: Sequence[tuple[str, Any]] = (),
+    token: str | None = None,
     view_as: str | None = None,
     out: IO[str],
     stop: asyncio.Event | None = None,
 ) -> None:
     """Serve the console on `listen` until `stop` is set (or SIGINT/SIGTERM when none is given)."""
     host, port = split_listen(listen)
-    # The one place the console's credentials reach the server: TLS here; a bearer token, once the
-    # SDK takes one, is passed here too (AsyncClient(..., token=...)).
-    client = AsyncClient(server, credentials=credentials, options=options)
+    # The one place the console's credentials reach the server: its TLS files and its bearer token.
+    client = AsyncClient(server, credentials=credentials, options=options, token=token)
     runner = web.AppRunner(create_app(client, view_as=view_as), access_log=None, handle_signals=False)
     await runner.setup()
     try:

@@ -24,7 +24,7 @@ class Action(StrEnum):
 ALLOWED: dict[str, frozenset[Action]] = {
     "reader": frozenset(),
     "worker": frozenset(),
-    "submitter": frozenset({Action.CANCEL, Action.DELETE}),
+    "submitter": frozenset({Action.CANCEL}),  # its own executions, as the server scopes them
     "admin": frozenset(Action),
 }
 ROLES = tuple(ALLOWED)

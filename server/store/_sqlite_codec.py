@@ -60,6 +60,8 @@ EXECUTION_COLUMNS: Final = (
     "updated_at",
     "started_at",
     "ended_at",
+    "trace_context",
+    "submitted_by",
 )
 
 # The columns of a task run that an update rewrites; execution_id and position only identify it.
@@ -170,6 +172,8 @@ def execution_to_row(execution: Execution) -> dict[str, Any]:
         "metadata": metadata_to_text(execution.metadata),
         "deadline": None if deadline is None else datetime_to_db(deadline),
         "idempotency_key": execution.idempotency_key,
+        "trace_context": metadata_to_text(execution.trace_context),
+        "submitted_by": execution.submitted_by,
     }
 
 
@@ -183,6 +187,8 @@ def execution_from_row(row: RowLike) -> Execution:
         deadline=None if deadline is None else EPOCH + timedelta(microseconds=deadline),
         idempotency_key=row["idempotency_key"],
         closing=None if closing is None else closing_from_text(closing),
+        trace_context=metadata_from_text(row["trace_context"]),
+        submitted_by=row["submitted_by"],
     )
 
 

@@ -692,6 +692,26 @@ class Execution(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class TraceContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
@@ -707,6 +727,7 @@ class Execution(_message.Message):
     TASK_RUNS_FIELD_NUMBER: _builtins.int
     NOT_BEFORE_FIELD_NUMBER: _builtins.int
     CLOSING_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned, globally unique."""
     name: _builtins.str
@@ -757,6 +778,10 @@ class Execution(_message.Message):
         but task runs are still stopping: the terminal state it will take.
         """
 
+    @_builtins.property
+    def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The submitter's W3C trace context, as given on submit (empty: none)."""
+
     def __init__(
         self,
         *,
@@ -775,10 +800,11 @@ class Execution(_message.Message):
         task_runs: _abc.Iterable[Global___TaskRun] | None = ...,
         not_before: _timestamp_pb2.Timestamp | None = ...,
         closing: Global___Closing | None = ...,
+        trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["closing", b"closing", "created_at", b"created_at", "deadline", b"deadline", "ended_at", b"ended_at", "not_before", b"not_before", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["closing", b"closing", "created_at", b"created_at", "deadline", b"deadline", "ended_at", b"ended_at", "id", b"id", "idempotency_key", b"idempotency_key", "metadata", b"metadata", "name", b"name", "not_before", b"not_before", "reason_code", b"reason_code", "reason_message", b"reason_message", "started_at", b"started_at", "state", b"state", "task_runs", b"task_runs", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closing", b"closing", "created_at", b"created_at", "deadline", b"deadline", "ended_at", b"ended_at", "id", b"id", "idempotency_key", b"idempotency_key", "metadata", b"metadata", "name", b"name", "not_before", b"not_before", "reason_code", b"reason_code", "reason_message", b"reason_message", "started_at", b"started_at", "state", b"state", "task_runs", b"task_runs", "trace_context", b"trace_context", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

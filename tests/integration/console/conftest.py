@@ -1,4 +1,4 @@
-"""One server with a demo worker and two consoles (one that shows what a reader may do) per test module,
+"""One server with authentication, a demo worker and two consoles (an admin's and a reader's) per test module,
 and one headless chromium per module: the browser tests reuse them rather than start their own."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from taskwire.client import Client
+from taskwire.client import Client, RpcRetry
 from tests.harness import Cluster, ServerProcess
 from tests.integration.console.support import CHROMIUM_ARGS, ensure_chromium, start_console
+from tests.integration.security.auth_support import start_secured
 
 # Where the browser tests save their screenshots: docs/console/ when asked (`make console-screenshots`).
 SCREENSHOTS_ENV = "TASKWIRE_CONSOLE_SCREENSHOTS"
@@ -23,24 +24,28 @@ SCREENSHOTS_ENV = "TASKWIRE_CONSOLE_SCREENSHOTS"
 class Stack:
     cluster: Cluster
     server: ServerProcess
-    client: Client
-    console: str  # the console's base URL (the server grants "admin": no authentication)
-    reader_console: str  # a console started with --view-as reader
+    tokens: dict[str, str]  # by identity name (tests/integration/security/auth_support.py)
+    client: Client  # speaks as "admin"
+    console: str  # the base URL of a console that speaks as "admin"
+    reader_console: str  # ... as "reader": the server grants it the reader role
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A server with authentication (an auth file with a token per identity), a demo worker that connects
+    as "worker-a", and two consoles: one started with the admin's token, one with the reader's."""
     running = Cluster(tmp_path_factory.mktemp("console"))
     try:
-        server = running.server("--lease-timeout", "2", "--heartbeat-interval", "0.5", "--cancel-grace", "2")
-        running.worker(server, name="demo-worker", slots=4)
-        with Client(server.address) as client:
+        secured = start_secured(running)
+        running.worker(secured.server, "--token", secured.tokens["worker-a"], name="demo-worker", slots=4)
+        with secured.client("admin", retry=RpcRetry()) as client:
             yield Stack(
                 running,
-                server,
+                secured.server,
+                secured.tokens,
                 client,
-                start_console(running, server),
-                start_console(running, server, "--view-as", "reader"),
+                start_console(running, secured.server, token=secured.tokens["admin"]),
+                start_console(running, secured.server, token=secured.tokens["reader"]),
             )
     finally:
         running.close()

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from taskwire.common.bearer import TOKEN_ENV
 from tests.harness import BIN, Cluster, ServerProcess, spawn
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -43,10 +44,12 @@ def ensure_chromium() -> Path:
     return CHROMIUM
 
 
-def start_console(cluster: Cluster, server: ServerProcess, *extra_args: str) -> str:
-    """A `taskwire console` on an ephemeral loopback port in front of `server`; returns its base URL."""
+def start_console(cluster: Cluster, server: ServerProcess, *extra_args: str, token: str | None = None) -> str:
+    """A `taskwire console` on an ephemeral loopback port in front of `server`, speaking with `token` (given
+    as TASKWIRE_TOKEN, as an operator would); returns its base URL."""
     process = spawn(
-        [str(BIN / "taskwire"), "console", "--server", server.address, "--listen", "127.0.0.1:0", *extra_args]
+        [str(BIN / "taskwire"), "console", "--server", server.address, "--listen", "127.0.0.1:0", *extra_args],
+        env={TOKEN_ENV: token} if token else None,
     )
     cluster.processes.append(process)
     return process.wait_for_line(r"taskwire console on (http://\S+)").group(1)

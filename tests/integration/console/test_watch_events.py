@@ -14,14 +14,18 @@ from taskwire.client import (
     AsyncClient,
     Client,
     ExecutionTransition,
+    Identity,
+    PermissionDenied,
     State,
     TaskProgress,
+    Unauthenticated,
     WatchEvent,
 )
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 from taskwire.v1 import types_pb2 as pb
 from tests.harness import BIN, Cluster, ServerProcess, spawn
+from tests.integration.security.auth_support import start_secured
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +154,14 @@ def test_the_cli_prints_events_as_lines(served: ServerProcess, sdk: Client) -> N
         assert "COMPLETED" in line.group(0)
     finally:
         cli.kill()
+
+
+def test_with_authentication_get_identity_names_the_caller_and_watch_events_needs_a_reader(procs: Cluster) -> None:
+    secured = start_secured(procs)
+    for name, role in (("alice", "submitter"), ("reader", "reader"), ("worker-a", "worker"), ("admin", "admin")):
+        with secured.client(name) as client:
+            assert client.identity() == Identity(name=name, role=role)
+    with secured.client("alice") as submitter, pytest.raises(PermissionDenied, match="WatchEvents"):
+        next(submitter.watch_events())
+    with secured.client() as nobody, pytest.raises(Unauthenticated):
+        nobody.identity()

@@ -90,6 +90,9 @@ def test_reflection_lists_and_describes_the_services(client: Client) -> None:
         "ListWorkers",
         "DrainWorker",
         "DeleteExecution",
+        "RerunExecution",
+        "CancelExecutions",
+        "DeleteExecutions",
     }
 
 

@@ -42,12 +42,12 @@ WORKER = WorkerInfo(session_id="s1", instance_id="i1", name="w1", handlers=("ech
     ("role", "view_as", "actions"),
     [
         ("admin", None, {Action.CANCEL, Action.DELETE, Action.DRAIN}),
-        ("submitter", None, {Action.CANCEL, Action.DELETE}),
+        ("submitter", None, {Action.CANCEL}),
         ("reader", None, set()),
         ("worker", None, set()),
         ("somebody-new", None, set()),  # a role this version does not know may do nothing here
         ("admin", "reader", set()),
-        ("admin", "submitter", {Action.CANCEL, Action.DELETE}),
+        ("admin", "submitter", {Action.CANCEL}),
         ("reader", "admin", set()),  # --view-as never adds what the server's role does not allow
     ],
 )
