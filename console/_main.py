@@ -1,6 +1,6 @@
 """`taskwire console`: serve the web console over HTTP until interrupted.
 
-The console is a client of one taskwire server (`--server`), with the TLS files it was started with;
+The console is a client of one taskwire server (`--server`), with the TLS files and token it was started with;
 the browser talks only to the console.
 """
 
