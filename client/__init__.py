@@ -19,6 +19,7 @@ key=...)` to either client.
 
 from taskwire.common import (
     AdmissionTimeout,
+    AlreadyExists,
     Attempt,
     AttemptOutcome,
     Closing,
@@ -31,6 +32,7 @@ from taskwire.common import (
     InvalidTransition,
     LogLevel,
     NotFound,
+    OverlapPolicy,
     Payload,
     PermissionDenied,
     Progress,
@@ -40,6 +42,7 @@ from taskwire.common import (
     Reason,
     ReasonCode,
     RetryPolicy,
+    ScheduleSpec,
     ShuttingDown,
     State,
     Stats,
@@ -65,12 +68,14 @@ from ._events import (
     WatchEvent,
 )
 from ._models import BulkResult, ExecutionSnapshot, Identity, RpcRetry, SubmitResult, WorkerInfo
+from ._schedules import ScheduleInfo
 from ._sync import Client
 
 __all__ = [
     "DEFAULT_ADDRESS",
     "DEFAULT_TIMEOUT",
     "AdmissionTimeout",
+    "AlreadyExists",
     "AsyncClient",
     "Attempt",
     "AttemptOutcome",
@@ -92,6 +97,7 @@ __all__ = [
     "InvalidTransition",
     "LogLevel",
     "NotFound",
+    "OverlapPolicy",
     "Payload",
     "PermissionDenied",
     "Progress",
@@ -102,6 +108,8 @@ __all__ = [
     "ReasonCode",
     "RetryPolicy",
     "RpcRetry",
+    "ScheduleInfo",
+    "ScheduleSpec",
     "ServerUnavailable",
     "ShuttingDown",
     "State",

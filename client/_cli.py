@@ -28,6 +28,7 @@ from rich.console import Console
 
 from taskwire.common import (
     AdmissionTimeout,
+    AlreadyExists,
     ExecutionFilter,
     ExecutionSpec,
     InvalidTransition,
@@ -147,6 +148,10 @@ def error_line(error: BaseException, *, action: str) -> str:
     hint = next((text for cls, text in _HINTS.items() if isinstance(error, cls)), "")
     if isinstance(error, NotFound) and action.startswith("workers"):
         hint = "list connected workers with 'taskwire workers'"
+    if isinstance(error, NotFound) and action.startswith("schedule"):
+        hint = "list schedules with 'taskwire schedule list'"
+    if isinstance(error, AlreadyExists) and action.startswith("schedule create"):
+        hint = "pick another name, or 'taskwire schedule delete' the old one first"
     if isinstance(error, InvalidTransition) and action.startswith("delete"):
         hint = f"only a finished execution can be deleted; 'taskwire cancel {action.split()[-1]}' ends it first"
     if isinstance(error, AdmissionTimeout) and action.startswith("submit"):
@@ -427,6 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="show only what ROLE may do (within what the server's role allows): reader, submitter, worker, admin",
     )
 
+    # Imported here: the schedule commands take names from this module.
+    from ._cli_schedules import add_schedule_commands
+
+    schedule = command("schedule", "create, list, pause, resume, trigger or delete schedules (cron)", as_json)
+    add_schedule_commands(schedule, [common, also_json])
+
     dev_certs = commands.add_parser(
         "dev-certs",
         help="create a local CA, a server certificate and client certificates for mutual TLS",
@@ -522,7 +533,7 @@ def cmd_submit(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
     if (args.handler is None) == (args.file is None):
         raise UsageError("submit takes a HANDLER or -f FILE (one of them)")
     if args.file is not None:
-        submitted = client.submit_execution(_flow_spec(args), wait_for_room=not args.fail_fast)
+        submitted = client.submit_execution(flow_spec(args), wait_for_room=not args.fail_fast)
     else:
         value = read_input(args.input) if args.input is not None else None
         submitted = client.submit(
@@ -549,10 +560,10 @@ def cmd_submit(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
     return ExitCode.OK
 
 
-def _flow_spec(args: argparse.Namespace) -> ExecutionSpec:
-    """The execution of `submit -f FILE`; the task options of a single submit do not apply to it."""
+def flow_spec(args: argparse.Namespace) -> ExecutionSpec:
+    """The execution of `submit -f FILE` (or `schedule create -f FILE`); a single task's options do not apply."""
     single = ("input", "timeout", "max_attempts", "max_infrastructure_retries", "schedule_to_start_timeout")
-    given = [name for name in single if getattr(args, name) is not None]
+    given = [name for name in single if getattr(args, name, None) is not None]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise UsageError(f"{flags}: set these in the flow file's tasks, not with -f")
@@ -566,8 +577,12 @@ def _flow_spec(args: argparse.Namespace) -> ExecutionSpec:
         spec = load_flow(text, "stdin" if name == "-" else name)
     except FlowFileError as error:
         raise UsageError(str(error)) from None
-    if args.key or args.name:
-        spec = replace(spec, idempotency_key=args.key or spec.idempotency_key, name=args.name or spec.name)
+    if args.command == "schedule":  # a schedule's NAME is its own; its fires make their own keys
+        name, key = args.execution_name, None
+    else:
+        name, key = args.name, args.key
+    if key or name:
+        spec = replace(spec, idempotency_key=key or spec.idempotency_key, name=name or spec.name)
     return spec
 
 
@@ -708,6 +723,12 @@ def cmd_drain(client: Client, args: argparse.Namespace, out: Output) -> ExitCode
     return ExitCode.OK
 
 
+def cmd_schedule(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    from ._cli_schedules import run_schedule
+
+    return run_schedule(client, args, out)
+
+
 COMMANDS: dict[str, Callable[[Client, argparse.Namespace, Output], ExitCode]] = {
     "submit": cmd_submit,
     "get": cmd_get,
@@ -720,6 +741,7 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace, Output], ExitCode]] = 
     "events": cmd_events,
     "stats": cmd_stats,
     "workers": cmd_workers,
+    "schedule": cmd_schedule,
 }
 
 
@@ -769,6 +791,8 @@ def action_of(args: argparse.Namespace) -> str:
     """What the user asked for, as the error line names it: `get 01J...`, `submit echo`."""
     if getattr(args, "workers_action", None) == "drain":
         return f"workers drain {args.worker}"
+    if args.command == "schedule":
+        return f"schedule {args.schedule_action} {getattr(args, 'name', '')}".strip()
     subject = getattr(args, "execution_id", None) or getattr(args, "handler", None) or ""
     return f"{args.command} {subject}".strip()
 

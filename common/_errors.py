@@ -3,7 +3,7 @@
 The tree, by where each branch lives:
 
 - here: the errors that cross the wire (`ValidationError`, `InvalidTransition` and
-  `TerminalStateError`, `NotFound`, `IdempotencyConflict`, `QueueFull`,
+  `TerminalStateError`, `NotFound`, `AlreadyExists` and `IdempotencyConflict`, `QueueFull`,
   `AdmissionTimeout`, `ShuttingDown`, `WatcherFellBehind`, `Unauthenticated`, `PermissionDenied`,
   `RateLimited`);
 - `taskwire.client`: `ServerUnavailable`, `WaitTimeout`, and `ExecutionEnded` with
@@ -72,7 +72,13 @@ class NotFound(TaskwireError):
         self.entity_id = entity_id
 
 
-class IdempotencyConflict(TaskwireError):
+class AlreadyExists(TaskwireError):
+    """Something with that name (or key) exists already: a schedule name, an idempotency key."""
+
+    status_name = "ALREADY_EXISTS"
+
+
+class IdempotencyConflict(AlreadyExists):
     """An idempotency key reused with a different request."""
 
     status_name = "ALREADY_EXISTS"

@@ -64,6 +64,14 @@ RULES: dict[str, Rule] = {
     # Bulk actions reach across identities: an operator's.
     f"/{_TASK}/CancelExecutions": _ADMINS,
     f"/{_TASK}/DeleteExecutions": _ADMINS,
+    # Schedules start work on their own, for no one in particular: an operator's.
+    f"/{_TASK}/CreateSchedule": _ADMINS,
+    f"/{_TASK}/PauseSchedule": _ADMINS,
+    f"/{_TASK}/ResumeSchedule": _ADMINS,
+    f"/{_TASK}/DeleteSchedule": _ADMINS,
+    f"/{_TASK}/TriggerSchedule": _ADMINS,
+    f"/{_TASK}/ListSchedules": _OBSERVERS,
+    f"/{_TASK}/GetSchedule": _OBSERVERS,
     f"/{_WORKER}/Connect": {Role.WORKER: Scope.ALL, Role.ADMIN: Scope.ALL},
     # Probes must work without a credential.
     f"/{_HEALTH}/Check": OPEN,
@@ -77,7 +85,18 @@ RULES: dict[str, Rule] = {
 # The calls written to the audit trail whether they succeed or not.
 AUDITED = frozenset(
     f"/{_TASK}/{method}"
-    for method in ("CancelExecution", "DeleteExecution", "DrainWorker", "CancelExecutions", "DeleteExecutions")
+    for method in (
+        "CancelExecution",
+        "DeleteExecution",
+        "DrainWorker",
+        "CancelExecutions",
+        "DeleteExecutions",
+        "CreateSchedule",
+        "PauseSchedule",
+        "ResumeSchedule",
+        "DeleteSchedule",
+        "TriggerSchedule",
+    )
 )
 SUBMITS = frozenset({f"/{_TASK}/SubmitExecution", f"/{_TASK}/SubmitExecutions"})
 WORKER_STREAM = f"/{_WORKER}/Connect"

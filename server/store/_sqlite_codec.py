@@ -36,6 +36,7 @@ from ._json import (
     timedelta_to_db,
 )
 from ._protocol import EventRecord, WriteBatch
+from ._schedule_json import schedule_to_text
 
 
 class RowLike(Protocol):
@@ -267,6 +268,8 @@ class Rows:
     events: list[dict[str, Any]] = field(default_factory=list)
     idempotency_keys: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)  # execution ids
+    schedules: list[tuple[str, str]] = field(default_factory=list)  # (name, body)
+    deleted_schedules: list[tuple[str]] = field(default_factory=list)  # (name,)
 
     @classmethod
     def of(cls, batch: WriteBatch) -> Rows:
@@ -289,4 +292,6 @@ class Rows:
         rows.task_runs = [task_run_to_row(task_run) for task_run in batch.task_runs]
         rows.events = [event_to_row(event) for event in batch.events]
         rows.deleted = list(batch.deleted)
+        rows.schedules = [(schedule.name, schedule_to_text(schedule)) for schedule in batch.schedules]
+        rows.deleted_schedules = [(name,) for name in batch.deleted_schedules]
         return rows

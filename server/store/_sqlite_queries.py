@@ -12,10 +12,11 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
 
-from taskwire.server.domain import State, TaskRun
+from taskwire.server.domain import Schedule, State, TaskRun
 
 from ._paging import encode_page_token
 from ._protocol import ColdTaskRun, EventRecord, ExecutionPage, ExecutionSnapshot, IdempotencyHit, RecoveredState
+from ._schedule_json import schedule_from_text
 from ._sqlite_codec import EXECUTION_COLUMNS, TASK_RUN_COLUMNS, event_from_row, execution_from_row, task_run_from_row
 from ._sqlite_schema import COLD_EXECUTION_SQL, TERMINAL_SQL
 
@@ -202,3 +203,7 @@ def recover(conn: sqlite3.Connection) -> RecoveredState:
         for task_run_id, execution_id, handler in _tuples(conn).execute(_COLD_QUEUE)
     ]
     return RecoveredState(active=active, last_sequences=sequences, pending_order=pending_order, cold=cold)
+
+
+def load_schedules(conn: sqlite3.Connection) -> list[Schedule]:
+    return [schedule_from_text(row["body"]) for row in conn.execute("SELECT body FROM schedules ORDER BY name")]

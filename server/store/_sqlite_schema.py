@@ -1,6 +1,6 @@
 """The SQLite store's schema, its migrations, and how every connection to the file is opened.
 
-Schema (PRAGMA user_version 6; timestamps are INTEGER microseconds since the
+Schema (PRAGMA user_version 7; timestamps are INTEGER microseconds since the
 Unix epoch, UTC; durations INTEGER microseconds; JSON columns are compact JSON):
 
 - `executions`: `seq` (AUTOINCREMENT, never reused: the newest-first paging
@@ -22,7 +22,9 @@ retention reads. Version 4 adds `task_runs.schedule_to_start_us`; a task run
 with one is never cold (`task_runs_not_cold` includes it). Version 5 adds
 `executions.trace_context` (JSON). Version 6 adds `executions.submitted_by`
 (the identity that submitted it, '' before authentication was on) and
-`executions_by_submitter`, what a submitter's listing reads.
+`executions_by_submitter`, what a submitter's listing reads. Version 7 adds
+`schedules`: one row per schedule, its name and the whole schedule as one JSON
+document (`_schedule_json`).
 
 Deleting an execution deletes its events, task run inputs, task runs and row;
 SQLite reuses the freed pages for later inserts (the file does not shrink).
@@ -184,6 +186,14 @@ def _add_submitter_v6(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+# Version 7: schedules, each one JSON document by name (a few rows, all read on start).
+_SCHEMA_V7: Final = "CREATE TABLE schedules (name TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID"
+
+
+def _add_schedules_v7(conn: sqlite3.Connection) -> None:
+    conn.execute(_SCHEMA_V7)
+
+
 # MIGRATIONS[n] takes a database from user_version n to n + 1, inside one transaction.
 # A later schema appends its step here; SCHEMA_VERSION follows.
 MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
@@ -193,6 +203,7 @@ MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _add_schedule_to_start_v4,
     _add_trace_context_v5,
     _add_submitter_v6,
+    _add_schedules_v7,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -15,6 +15,7 @@ import pytest
 
 import taskwire.client
 import taskwire.common
+import taskwire.conformance
 import taskwire.console
 import taskwire.worker
 
@@ -24,6 +25,7 @@ PACKAGES = {
     "taskwire.common": Path(taskwire.common.__file__).parent,
     "taskwire.console": Path(taskwire.console.__file__).parent,
     "taskwire.worker": Path(taskwire.worker.__file__).parent,
+    "taskwire.conformance": Path(taskwire.conformance.__file__).parent,
 }
 MODULES = [(package, path) for package, folder in PACKAGES.items() for path in sorted(folder.rglob("*.py"))]
 FORBIDDEN = "taskwire.server"

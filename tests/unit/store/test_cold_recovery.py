@@ -112,7 +112,7 @@ async def test_a_schema_v1_file_migrates_and_recovers_cold_and_active(
         state = await store.recover()
         assert await store.get_execution(cold.execution.id) == ExecutionSnapshot(cold.execution, tuple(cold.task_runs))
 
-    assert SCHEMA_VERSION == 6
+    assert SCHEMA_VERSION == 7
     conn = sqlite3.connect(db_path)
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
