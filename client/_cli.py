@@ -812,10 +812,21 @@ def _parent_trace() -> Iterator[None]:
         otel_context.detach(token)
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments, with an optional HANDLER (`submit`, `schedule create`) also accepted after the options:
+    argparse takes an optional positional only where it first looks for one."""
+    args, extra = parser.parse_known_args(argv)
+    if len(extra) == 1 and not extra[0].startswith("-") and getattr(args, "handler", "") is None:
+        args.handler = extra[0]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
     """Run one command; returns its exit code (the console script exits with it)."""
     out = Output(stdout or sys.stdout, stderr or sys.stderr)
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     if args.command == "tokens":
         out.line(cmd_tokens(args))
         return ExitCode.OK
