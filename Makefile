@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 # The folders install under one import root (pyproject's package-dir). For mypy, which reads files rather
-# than import hooks, the same mapping is a tree of links: taskwire/{v1,common,client,server,worker}.
+# than import hooks, the same mapping is a tree of links: taskwire/{v1,common,client,console,server,worker}.
 IMPORT_TREE := $(VENV)/import-tree/taskwire
 define import_tree
 	rm -rf $(1) && mkdir -p $(1)
@@ -40,6 +40,7 @@ define import_tree
 	ln -s $(CURDIR)/protos/taskwire/v1 $(1)/v1
 	ln -s $(CURDIR)/common $(1)/common
 	ln -s $(CURDIR)/client $(1)/client
+	ln -s $(CURDIR)/console $(1)/console
 	ln -s $(CURDIR)/server $(1)/server
 	ln -s $(CURDIR)/worker_agent $(1)/worker
 	ln -s $(CURDIR)/conformance $(1)/conformance
@@ -139,6 +140,22 @@ METRICS_LISTEN ?= 127.0.0.1:9464
 
 run: $(STAMP) ## Start the control plane (SQLite store) with a local worker, in the foreground.
 	$(BIN)/taskwire-server --with-local-worker --metrics-listen $(METRICS_LISTEN)
+
+# Where `make console` serves the web console (for the server `make run` starts, on its default address).
+CONSOLE_LISTEN ?= 127.0.0.1:8080
+
+.PHONY: console
+console: $(STAMP) ## Serve the web console for the server of `make run` on http://127.0.0.1:8080, in the foreground.
+	$(BIN)/taskwire console --listen $(CONSOLE_LISTEN)
+
+# The console's browser tests use Debian's chromium (their fixture installs it too when missing).
+.PHONY: chromium
+chromium: ## Install Debian's chromium for the console's browser tests (apt-get, when missing).
+	test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+
+.PHONY: console-screenshots
+console-screenshots: $(STAMP) chromium ## Run the console's browser tests and save their screenshots into docs/console/.
+	TASKWIRE_CONSOLE_SCREENSHOTS=docs/console $(BIN)/pytest -p no:cacheprovider -q tests/integration/console/test_browser.py
 
 PEERS_VENV := bench/.venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.installed

@@ -53,6 +53,7 @@ from taskwire.common import (
     TaskwireError,
     Unauthenticated,
     ValidationError,
+    WatcherFellBehind,
 )
 from taskwire.common.tls import tls_credentials
 
@@ -68,7 +69,7 @@ from ._events import (
     UnknownEvent,
     WatchEvent,
 )
-from ._models import BulkResult, ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
+from ._models import BulkResult, ExecutionSnapshot, Identity, RpcRetry, SubmitResult, WorkerInfo
 from ._schedules import ScheduleInfo
 from ._sync import Client
 
@@ -95,6 +96,7 @@ __all__ = [
     "ExecutionTransition",
     "HandlerStats",
     "IdempotencyConflict",
+    "Identity",
     "InvalidTransition",
     "LogLevel",
     "NotFound",
@@ -129,6 +131,7 @@ __all__ = [
     "ValidationError",
     "WaitTimeout",
     "WatchEvent",
+    "WatcherFellBehind",
     "WorkerInfo",
     "tls_credentials",
     "to_payload",

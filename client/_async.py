@@ -29,9 +29,10 @@ from taskwire.v1 import task_service_pb2_grpc
 
 from . import _common as c
 from . import _schedules as s
+from ._all_events import event_of, events_request, identity_from_proto
 from ._errors import WaitTimeout, error_from_rpc
 from ._events import WatchEvent
-from ._models import BulkResult, ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
+from ._models import BulkResult, ExecutionSnapshot, Identity, RpcRetry, SubmitResult, WorkerInfo
 from ._schedules import ScheduleInfo
 
 Request = TypeVar("Request")
@@ -341,6 +342,26 @@ class AsyncClient:
         finally:
             stream.close()
 
+    async def watch_events(
+        self, *, handler: str = "", states: Iterable[State | str] = ()
+    ) -> AsyncGenerator[WatchEvent, None]:
+        """Live events of all executions, from now on; see `Client.watch_events`."""
+        call = self._stub.WatchEvents(events_request(handler, states))
+        try:
+            async for response in call:
+                yield event_of(response)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error, address=self._address) from error
+        finally:
+            call.cancel()
+
+    async def identity(self) -> Identity:
+        """Who the server takes this client to be, and its role; see `Client.identity`."""
+        response: tpb.GetIdentityResponse = await self._unary(
+            self._stub.GetIdentity, tpb.GetIdentityRequest(), idempotent=True
+        )
+        return identity_from_proto(response)
+
     async def wait_finished(
         self,
         execution_id: str,
@@ -392,6 +413,14 @@ class AsyncClient:
             )
             for snapshot in pager.page(response):
                 yield snapshot
+
+    async def list_page(
+        self, *, states: Iterable[State | str] = (), handler: str = "", page_size: int = 50, page_token: str = ""
+    ) -> tuple[builtins.list[ExecutionSnapshot], str]:
+        """One page of executions, newest first, and the token of the next ("" on the last page)."""
+        request = c.list_request(states=states, handler=handler, page_size=page_size, page_token=page_token)
+        response: tpb.ListExecutionsResponse = await self._unary(self._stub.ListExecutions, request, idempotent=True)
+        return [c.snapshot(message) for message in response.executions], response.next_page_token
 
 
 _Call = grpc.aio.UnaryStreamCall[tpb.WatchExecutionRequest, tpb.WatchExecutionResponse]

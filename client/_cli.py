@@ -21,6 +21,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
+import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from rich.console import Console
@@ -50,6 +51,7 @@ from ._live import JsonLinesView, LiveView, PlainView, WatchView
 from ._models import ExecutionSnapshot
 from ._render import (
     dumps,
+    event_line,
     execution_detail,
     executions_table,
     final_line,
@@ -418,6 +420,18 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("execution_id", metavar="ID")
     watch.add_argument("--timeout", metavar="S", type=_seconds, help="give up after S seconds (exit code 6)")
 
+    events = command("events", "follow the events of all executions live, from now on (Ctrl-C stops)", as_json)
+    events.add_argument("--handler", metavar="H", default="", help="only executions with a task run of this handler")
+    events.add_argument(
+        "--state",
+        dest="states",
+        metavar="S",
+        type=_state,
+        action="append",
+        default=[],
+        help="only events where the execution's state before or after is this one (repeatable)",
+    )
+
     command("stats", "queue and worker statistics", as_json)
     workers = command("workers", "list connected workers (the default) or drain one", as_json)
     actions = workers.add_subparsers(dest="workers_action", metavar="ACTION", parser_class=_Parser)
@@ -439,6 +453,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     drain.add_argument("--reason", metavar="TEXT", default="", help="why; shown in the worker's log")
     add_tokens_command(commands, _Parser)
+
+    console = commands.add_parser(
+        "console",
+        help="serve the web console (a client of --server) over HTTP until interrupted",
+        description="Serve the web console: executions, workers and the queue, live, with the actions the "
+        "server's role for these credentials allows. It is a client of --server, with the TLS options given.",
+        parents=[common],
+    )
+    console.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:8080", help="default: 127.0.0.1:8080")
+    console.add_argument(
+        "--view-as",
+        metavar="ROLE",
+        choices=("reader", "submitter", "worker", "admin"),
+        help="show only what ROLE may do (within what the server's role allows): reader, submitter, worker, admin",
+    )
 
     # Imported here: the schedule commands take names from this module.
     from ._cli_schedules import add_schedule_commands
@@ -707,6 +736,16 @@ def cmd_watch(client: Client, args: argparse.Namespace, out: Output) -> ExitCode
     return _follow(client, args.execution_id, args, out)
 
 
+def cmd_events(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    as_json = JsonLinesView(out.stdout)
+    for event in client.watch_events(handler=args.handler, states=args.states):
+        if args.json:
+            as_json.show(event)
+        else:
+            out.line(f"{event.execution_id} {event_line(event)}")
+    return ExitCode.OK
+
+
 def cmd_stats(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
     stats = client.stats()
     if args.json:
@@ -754,6 +793,7 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace, Output], ExitCode]] = 
     "delete": cmd_delete,
     "wait": cmd_wait,
     "watch": cmd_watch,
+    "events": cmd_events,
     "stats": cmd_stats,
     "workers": cmd_workers,
     "schedule": cmd_schedule,
@@ -770,6 +810,35 @@ def cmd_dev_certs(args: argparse.Namespace, out: Output) -> int:
         out.error(f"{PROG}: dev-certs: {error}")
         return ExitCode.USAGE
     out.line(usage_text(certs))
+    return ExitCode.OK
+
+
+def cmd_console(
+    args: argparse.Namespace,
+    credentials: grpc.ChannelCredentials | None,
+    options: Sequence[Any],
+    token: str | None,
+    out: Output,
+) -> int:
+    # Imported here: the other commands do not load aiohttp.
+    import asyncio
+
+    from taskwire.console import ListenError, serve
+
+    try:
+        asyncio.run(
+            serve(
+                server=server_address(args),
+                listen=args.listen,
+                credentials=credentials,
+                options=options,
+                token=token,
+                view_as=args.view_as,
+                out=out.stdout,
+            )
+        )
+    except ListenError as error:
+        raise UsageError(str(error)) from None
     return ExitCode.OK
 
 
@@ -826,6 +895,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, st
         except TlsConfigError as error:
             raise UsageError(str(error)) from None
         options = tls.channel_options() if tls is not None else ()
+        if args.command == "console":
+            return cmd_console(args, credentials, options, bearer_token(args), out)
         with (
             Client(server_address(args), credentials=credentials, options=options, token=bearer_token(args)) as client,
             _parent_trace(),

@@ -295,7 +295,12 @@ def stats_from_proto(response: tpb.GetStatsResponse) -> Stats:
         free_slots=response.free_slots,
         handlers=tuple(
             HandlerStats(
-                handler=h.handler, pending=h.pending, in_flight=h.in_flight, free_slots=h.free_slots, workers=h.workers
+                handler=h.handler,
+                pending=h.pending,
+                in_flight=h.in_flight,
+                free_slots=h.free_slots,
+                workers=h.workers,
+                oldest_queued_at=wire.optional_timestamp(h, "oldest_queued_at"),
             )
             for h in response.handlers
         ),

@@ -28,9 +28,10 @@ from taskwire.v1 import task_service_pb2_grpc
 
 from . import _common as c
 from . import _schedules as s
+from ._all_events import event_of, events_request, identity_from_proto
 from ._errors import WaitTimeout, error_from_rpc
 from ._events import WatchEvent
-from ._models import BulkResult, ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
+from ._models import BulkResult, ExecutionSnapshot, Identity, RpcRetry, SubmitResult, WorkerInfo
 from ._schedules import ScheduleInfo
 
 Request = TypeVar("Request")
@@ -346,6 +347,33 @@ class Client:
                 yield event
         finally:
             stream.close()
+
+    def watch_events(
+        self, *, handler: str = "", states: Iterable[State | str] = ()
+    ) -> Generator[WatchEvent, None, None]:
+        """Live events of all executions, from now on (nothing is replayed), as they become durable.
+
+        `handler`: only executions with a task run of it; `states`: only events where the execution's
+        state just before or right after is one of them. Never ends by itself: close the generator to
+        stop. Raises WatcherFellBehind when it was read too slowly and the server dropped it, and
+        ServerUnavailable when the server goes away; it is not resumed (a new watch starts from its own
+        now, so re-read what it shows with `list`).
+        """
+        call = self._stub.WatchEvents(events_request(handler, states))
+        try:
+            for response in call:
+                yield event_of(response)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error, address=self._address) from error
+        finally:
+            call.cancel()
+
+    def identity(self) -> Identity:
+        """Who the server takes this client to be, and its role (anonymous "admin" without authentication)."""
+        response: tpb.GetIdentityResponse = self._unary(
+            self._stub.GetIdentity, tpb.GetIdentityRequest(), idempotent=True
+        )
+        return identity_from_proto(response)
 
     def wait_finished(
         self,

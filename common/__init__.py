@@ -26,6 +26,7 @@ from ._errors import (
     TerminalStateError,
     Unauthenticated,
     ValidationError,
+    WatcherFellBehind,
 )
 from ._filters import ExecutionFilter
 from ._json_view import JSON_VIEW_VERSION, attempt_view, execution_view, iso, payload_view, task_run_view
@@ -151,6 +152,7 @@ __all__ = [
     "TerminalStateError",
     "Unauthenticated",
     "ValidationError",
+    "WatcherFellBehind",
     "attempt_view",
     "decode_payload",
     "dumps_json",

@@ -4,7 +4,8 @@ The tree, by where each branch lives:
 
 - here: the errors that cross the wire (`ValidationError`, `InvalidTransition` and
   `TerminalStateError`, `NotFound`, `AlreadyExists` and `IdempotencyConflict`, `QueueFull`,
-  `AdmissionTimeout`, `ShuttingDown`, `Unauthenticated`, `PermissionDenied`, `RateLimited`);
+  `AdmissionTimeout`, `ShuttingDown`, `WatcherFellBehind`, `Unauthenticated`, `PermissionDenied`,
+  `RateLimited`);
 - `taskwire.client`: `ServerUnavailable`, `WaitTimeout`, and `ExecutionEnded` with
   `ExecutionFailed` and `ExecutionCancelled`;
 - `taskwire.worker`: `WorkerAgentError` and its family (`NonRetryableError`,
@@ -110,6 +111,12 @@ class AdmissionTimeout(TaskwireError):
     """A wait-for-room submit whose deadline passed before the queue had room."""
 
     status_name = "DEADLINE_EXCEEDED"
+
+
+class WatcherFellBehind(TaskwireError):
+    """A watcher of all executions read too slowly: the server dropped it rather than buffer without bound."""
+
+    status_name = "ABORTED"
 
 
 class ShuttingDown(TaskwireError):

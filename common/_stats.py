@@ -4,6 +4,7 @@ server that computes them and the client that reads them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,8 @@ class HandlerStats:
     in_flight: int
     free_slots: int
     workers: int
+    # When its oldest queued task run was queued (see GetStats); None when none is.
+    oldest_queued_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

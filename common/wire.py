@@ -32,6 +32,7 @@ from ._errors import (
     TaskwireError,
     Unauthenticated,
     ValidationError,
+    WatcherFellBehind,
 )
 from ._filters import ExecutionFilter
 from ._models import (
@@ -433,6 +434,7 @@ _ERROR_BY_STATUS: dict[grpc.StatusCode, type[TaskwireError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: QueueFull,
     grpc.StatusCode.DEADLINE_EXCEEDED: AdmissionTimeout,
     grpc.StatusCode.UNAVAILABLE: ShuttingDown,
+    grpc.StatusCode.ABORTED: WatcherFellBehind,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
 }

@@ -43,6 +43,7 @@ _SUBMITTERS: Rule = {Role.SUBMITTER: Scope.OWN, Role.ADMIN: Scope.ALL}
 _READERS: Rule = {Role.SUBMITTER: Scope.OWN, Role.READER: Scope.ALL, Role.ADMIN: Scope.ALL}
 _OBSERVERS: Rule = {Role.READER: Scope.ALL, Role.ADMIN: Scope.ALL}
 _ADMINS: Rule = {Role.ADMIN: Scope.ALL}
+_EVERYONE: Rule = dict.fromkeys(Role, Scope.ALL)
 
 RULES: dict[str, Rule] = {
     f"/{_TASK}/SubmitExecution": _SUBMITTERS,
@@ -54,6 +55,10 @@ RULES: dict[str, Rule] = {
     f"/{_TASK}/GetStats": _OBSERVERS,
     f"/{_TASK}/ListWorkers": _OBSERVERS,
     f"/{_TASK}/DrainWorker": _ADMINS,
+    # Every execution's events, whoever submitted it: for those who may read them all.
+    f"/{_TASK}/WatchEvents": _OBSERVERS,
+    # Any identity may ask who it is.
+    f"/{_TASK}/GetIdentity": _EVERYONE,
     f"/{_TASK}/DeleteExecution": _ADMINS,
     f"/{_TASK}/RerunExecution": _SUBMITTERS,
     # Bulk actions reach across identities: an operator's.

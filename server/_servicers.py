@@ -39,6 +39,8 @@ ServicerT = TypeVar("ServicerT", bound="TaskService")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 MAX_BATCH = 1000
+# The role GetIdentity reports for a caller the server did not authenticate (no authentication configured).
+ANONYMOUS_ROLE = "admin"
 MAX_CANCEL_REASON = 1024  # also a drain's reason
 # A wait-for-room submit answers this much before the caller's deadline so that the caller
 # gets taskwire's DEADLINE_EXCEEDED (with its message) rather than its own channel's.
@@ -260,6 +262,27 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         except TaskwireError as error:
             await context.abort(wire.status_for(error), error.message)
 
+    async def WatchEvents(
+        self, request: tpb.WatchEventsRequest | Malformed, context: Context
+    ) -> AsyncIterator[tpb.WatchEventsResponse]:
+        try:
+            if isinstance(request, Malformed):
+                raise self.malformed(request, "WatchEvents", context)
+            states = wire.states_from_proto(request.states)
+            async for record in self._engine.watch_all(handler=request.handler, states=states):
+                response = tpb.WatchEventsResponse()
+                response.event.ParseFromString(record.body)
+                yield response
+        except TaskwireError as error:
+            await context.abort(wire.status_for(error), error.message)
+
+    @_translate_errors
+    async def GetIdentity(self, request: tpb.GetIdentityRequest, context: Context) -> tpb.GetIdentityResponse:
+        caller = current_caller()
+        # Without authentication every caller is anonymous and may do everything.
+        role = caller.role.value if caller.role is not None else ANONYMOUS_ROLE
+        return tpb.GetIdentityResponse(name=caller.identity, role=role)
+
     @_translate_errors
     async def GetStats(self, request: tpb.GetStatsRequest, context: Context) -> tpb.GetStatsResponse:
         stats = self._engine.stats()
@@ -282,6 +305,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
                     in_flight=h.in_flight,
                     free_slots=h.free_slots,
                     workers=h.workers,
+                    oldest_queued_at=wire.timestamp_to_proto(h.oldest_queued_at),
                 )
                 for h in stats.handlers
             ],

@@ -8,7 +8,7 @@ what each owns (docs/engine.md has the picture):
 - `_workers`: worker sessions, who holds which attempt, leases, fencing of reports.
 - `_dispatch`: the ready queues and matching them to free slots.
 - `_submits`: validation, admission, idempotency keys, new executions.
-- `_history`: numbering and recording history events; watch (replay, then live).
+- `_history`: numbering and recording history events; watch (replay, then live); watch all (live).
 - `_cold`: queued executions kept out of memory while the queue is long.
 - `_recovery`: the live state rebuilt from the store on start.
 - `_retention`: finished executions deleted once older than the retention.
@@ -47,7 +47,7 @@ from taskwire.server.store import Committer, EventRecord, ExecutionPage, Executi
 
 from ._admission import AdmissionQueue
 from ._bulk import BulkResult, cancel_matching, delete_matching
-from ._bus import EventBus
+from ._bus import EventBus, EventFilter
 from ._clock import Clock, SystemClock
 from ._cold import ColdTier
 from ._dispatch import Dispatcher
@@ -279,6 +279,10 @@ class Engine:
         """Stored events after `after_sequence`, then live ones; ends after the terminal event."""
         return self._history.watch(execution_id, after_sequence)
 
+    def watch_all(self, *, handler: str = "", states: Sequence[State] = ()) -> AsyncIterator[EventRecord]:
+        """Live events of every execution, from now on, filtered (see `EventFilter`); never ends by itself."""
+        return self._history.watch_all(EventFilter(handler, frozenset(states)))
+
     async def cancel(self, execution_id: str, reason: str) -> tuple[ExecutionSnapshot, bool]:
         """Cancel an execution; returns it after the request and whether it was already terminal."""
         executions = self._executions
@@ -389,6 +393,7 @@ class Engine:
         for session in connected:
             handlers |= session.handlers
         per_handler = []
+        oldest = self.oldest_queued()
         for handler in sorted(handlers):
             serving = [session for session in connected if handler in session.handlers]
             per_handler.append(
@@ -398,6 +403,7 @@ class Engine:
                     in_flight=figures.in_flight_by_handler.get(handler, 0),
                     free_slots=sum(session.free_slots for session in serving),
                     workers=len(serving),
+                    oldest_queued_at=oldest.get(handler),
                 )
             )
         return Stats(

@@ -43,6 +43,14 @@ class DuplicateIdempotencyKey(StoreError):
 
 
 @dataclass(frozen=True, slots=True)
+class EventScope:
+    """What a watcher of all executions filters an event on; known while the event is live, never stored."""
+
+    handlers: frozenset[str]  # the handlers of the execution's task runs
+    states: frozenset[State]  # the execution's state just before and right after the event
+
+
+@dataclass(frozen=True, slots=True)
 class EventRecord:
     """One entry of an execution's history, as stored.
 
@@ -55,6 +63,8 @@ class EventRecord:
     time: datetime
     kind: str  # "execution_transition", "task_run_transition", "progress" or "log"
     body: bytes
+    # Set on live events while someone watches all executions, for the bus; stores do not write it.
+    scope: EventScope | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)

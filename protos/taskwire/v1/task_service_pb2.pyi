@@ -749,6 +749,7 @@ class HandlerStats(_message.Message):
     IN_FLIGHT_FIELD_NUMBER: _builtins.int
     FREE_SLOTS_FIELD_NUMBER: _builtins.int
     WORKERS_FIELD_NUMBER: _builtins.int
+    OLDEST_QUEUED_AT_FIELD_NUMBER: _builtins.int
     handler: _builtins.str
     """The handler."""
     pending: _builtins.int
@@ -759,6 +760,13 @@ class HandlerStats(_message.Message):
     """Free slots on connected workers that serve it."""
     workers: _builtins.int
     """Connected workers that serve it."""
+    @_builtins.property
+    def oldest_queued_at(self) -> _timestamp_pb2.Timestamp:
+        """When its oldest PENDING task run held in the server's memory was queued;
+        unset when none is. A task run that waits beyond the server's in-memory
+        queue (a very long backlog) may be older still.
+        """
+
     def __init__(
         self,
         *,
@@ -767,10 +775,11 @@ class HandlerStats(_message.Message):
         in_flight: _builtins.int = ...,
         free_slots: _builtins.int = ...,
         workers: _builtins.int = ...,
+        oldest_queued_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_queued_at", b"oldest_queued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["free_slots", b"free_slots", "handler", b"handler", "in_flight", b"in_flight", "pending", b"pending", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["free_slots", b"free_slots", "handler", b"handler", "in_flight", b"in_flight", "oldest_queued_at", b"oldest_queued_at", "pending", b"pending", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1156,6 +1165,113 @@ class DeleteExecutionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteExecutionResponse: _TypeAlias = DeleteExecutionResponse  # noqa: Y015
+
+@_typing.final
+class WatchEventsRequest(_message.Message):
+    """Request of TaskService.WatchEvents. The filters combine with AND; empty ones
+    match every event.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HANDLER_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    handler: _builtins.str
+    """Only events of executions that have a task run of this handler; empty
+    means all handlers.
+    """
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_types_pb2.ExecutionState.ValueType]:
+        """Only events of executions whose state, just before or right after the
+        event, is one of these; empty means all states. "Before or after" makes a
+        watcher of RUNNING executions see each one enter RUNNING, report progress
+        and logs, and leave RUNNING (its terminal transition).
+        """
+
+    def __init__(
+        self,
+        *,
+        handler: _builtins.str = ...,
+        states: _abc.Iterable[_types_pb2.ExecutionState.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["handler", b"handler", "states", b"states"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchEventsRequest: _TypeAlias = WatchEventsRequest  # noqa: Y015
+
+@_typing.final
+class WatchEventsResponse(_message.Message):
+    """One message of TaskService.WatchEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> _types_pb2.ExecutionEvent:
+        """The next matching event (of any execution)."""
+
+    def __init__(
+        self,
+        *,
+        event: _types_pb2.ExecutionEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchEventsResponse: _TypeAlias = WatchEventsResponse  # noqa: Y015
+
+@_typing.final
+class GetIdentityRequest(_message.Message):
+    """Request of TaskService.GetIdentity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIdentityRequest: _TypeAlias = GetIdentityRequest  # noqa: Y015
+
+@_typing.final
+class GetIdentityResponse(_message.Message):
+    """Response of TaskService.GetIdentity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The caller's identity as the server authenticated it (for example a
+    client certificate's name or a token's subject); empty when anonymous.
+    """
+    role: _builtins.str
+    """The role the server grants the caller: "reader", "submitter", "worker"
+    or "admin" (lower case). Without authentication, "admin".
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        role: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIdentityResponse: _TypeAlias = GetIdentityResponse  # noqa: Y015
 
 @_typing.final
 class ExecutionFilter(_message.Message):

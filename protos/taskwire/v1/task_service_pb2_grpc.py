@@ -37,6 +37,7 @@ class TaskServiceStub:
     - RESOURCE_EXHAUSTED: the queue is full and the submit asked to fail fast.
     - DEADLINE_EXCEEDED: a wait-for-room submit found no room before its deadline.
     - UNAVAILABLE: the server is shutting down; retry against another replica or later.
+    - ABORTED: a WatchEvents watcher fell too far behind and was dropped.
     """
 
     def __init__(self, channel):
@@ -94,6 +95,16 @@ class TaskServiceStub:
                 '/taskwire.v1.TaskService/DeleteExecution',
                 request_serializer=taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionRequest.SerializeToString,
                 response_deserializer=taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionResponse.FromString,
+                _registered_method=True)
+        self.WatchEvents = channel.unary_stream(
+                '/taskwire.v1.TaskService/WatchEvents',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.WatchEventsResponse.FromString,
+                _registered_method=True)
+        self.GetIdentity = channel.unary_unary(
+                '/taskwire.v1.TaskService/GetIdentity',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.GetIdentityRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.GetIdentityResponse.FromString,
                 _registered_method=True)
         self.CancelExecutions = channel.unary_unary(
                 '/taskwire.v1.TaskService/CancelExecutions',
@@ -159,6 +170,7 @@ class TaskServiceServicer:
     - RESOURCE_EXHAUSTED: the queue is full and the submit asked to fail fast.
     - DEADLINE_EXCEEDED: a wait-for-room submit found no room before its deadline.
     - UNAVAILABLE: the server is shutting down; retry against another replica or later.
+    - ABORTED: a WatchEvents watcher fell too far behind and was dropped.
     """
 
     def SubmitExecution(self, request, context):
@@ -241,6 +253,31 @@ class TaskServiceServicer:
         finished (cancel it first); NOT_FOUND for an unknown id, so deleting twice
         finds nothing the second time. The server also deletes finished executions
         on its own once they are older than its retention (see --retention).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchEvents(self, request, context):
+        """Streams the history events of all executions as they become durable, from
+        the moment of the call on: no history is replayed (read the current state
+        with ListExecutions first, then follow this stream). The request's filters
+        choose which events are sent. Events of one execution arrive in sequence
+        order; events of different executions interleave in commit order. The
+        stream does not end by itself. Each watcher has a bounded buffer on the
+        server: one that does not read fast enough to keep up is dropped with
+        ABORTED (its events were not all delivered; watch again and re-read what
+        it shows). UNAVAILABLE when the server shuts down.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetIdentity(self, request, context):
+        """Returns who the server takes the caller to be and the role it grants, so
+        that a tool can show only what the caller may do (the server still checks
+        every call). With no authentication configured every caller is anonymous:
+        an empty name and the role "admin".
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -389,6 +426,16 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     request_deserializer=taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionRequest.FromString,
                     response_serializer=taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionResponse.SerializeToString,
             ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.WatchEventsRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.WatchEventsResponse.SerializeToString,
+            ),
+            'GetIdentity': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIdentity,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.GetIdentityRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.GetIdentityResponse.SerializeToString,
+            ),
             'CancelExecutions': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelExecutions,
                     request_deserializer=taskwire_dot_v1_dot_task__service__pb2.CancelExecutionsRequest.FromString,
@@ -459,6 +506,7 @@ class TaskService:
     - RESOURCE_EXHAUSTED: the queue is full and the submit asked to fail fast.
     - DEADLINE_EXCEEDED: a wait-for-room submit found no room before its deadline.
     - UNAVAILABLE: the server is shutting down; retry against another replica or later.
+    - ABORTED: a WatchEvents watcher fell too far behind and was dropped.
     """
 
     @staticmethod
@@ -721,6 +769,60 @@ class TaskService:
             '/taskwire.v1.TaskService/DeleteExecution',
             taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionRequest.SerializeToString,
             taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/taskwire.v1.TaskService/WatchEvents',
+            taskwire_dot_v1_dot_task__service__pb2.WatchEventsRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.WatchEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIdentity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskwire.v1.TaskService/GetIdentity',
+            taskwire_dot_v1_dot_task__service__pb2.GetIdentityRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.GetIdentityResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,7 @@ class TaskServiceStub:
     - RESOURCE_EXHAUSTED: the queue is full and the submit asked to fail fast.
     - DEADLINE_EXCEEDED: a wait-for-room submit found no room before its deadline.
     - UNAVAILABLE: the server is shutting down; retry against another replica or later.
+    - ABORTED: a WatchEvents watcher fell too far behind and was dropped.
     """
 
     @_typing.overload
@@ -83,6 +84,23 @@ class TaskServiceStub:
     finished (cancel it first); NOT_FOUND for an unknown id, so deleting twice
     finds nothing the second time. The server also deletes finished executions
     on its own once they are older than its retention (see --retention).
+    """
+    WatchEvents: _grpc.UnaryStreamMultiCallable[_task_service_pb2.WatchEventsRequest, _task_service_pb2.WatchEventsResponse]
+    """Streams the history events of all executions as they become durable, from
+    the moment of the call on: no history is replayed (read the current state
+    with ListExecutions first, then follow this stream). The request's filters
+    choose which events are sent. Events of one execution arrive in sequence
+    order; events of different executions interleave in commit order. The
+    stream does not end by itself. Each watcher has a bounded buffer on the
+    server: one that does not read fast enough to keep up is dropped with
+    ABORTED (its events were not all delivered; watch again and re-read what
+    it shows). UNAVAILABLE when the server shuts down.
+    """
+    GetIdentity: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetIdentityRequest, _task_service_pb2.GetIdentityResponse]
+    """Returns who the server takes the caller to be and the role it grants, so
+    that a tool can show only what the caller may do (the server still checks
+    every call). With no authentication configured every caller is anonymous:
+    an empty name and the role "admin".
     """
     CancelExecutions: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CancelExecutionsRequest, _task_service_pb2.CancelExecutionsResponse]
     """Cancels every execution the filter matches that has not ended, like
@@ -146,6 +164,7 @@ class TaskServiceAsyncStub(TaskServiceStub):
     - RESOURCE_EXHAUSTED: the queue is full and the submit asked to fail fast.
     - DEADLINE_EXCEEDED: a wait-for-room submit found no room before its deadline.
     - UNAVAILABLE: the server is shutting down; retry against another replica or later.
+    - ABORTED: a WatchEvents watcher fell too far behind and was dropped.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -188,6 +207,23 @@ class TaskServiceAsyncStub(TaskServiceStub):
     finished (cancel it first); NOT_FOUND for an unknown id, so deleting twice
     finds nothing the second time. The server also deletes finished executions
     on its own once they are older than its retention (see --retention).
+    """
+    WatchEvents: _aio.UnaryStreamMultiCallable[_task_service_pb2.WatchEventsRequest, _task_service_pb2.WatchEventsResponse]  # type: ignore[assignment]
+    """Streams the history events of all executions as they become durable, from
+    the moment of the call on: no history is replayed (read the current state
+    with ListExecutions first, then follow this stream). The request's filters
+    choose which events are sent. Events of one execution arrive in sequence
+    order; events of different executions interleave in commit order. The
+    stream does not end by itself. Each watcher has a bounded buffer on the
+    server: one that does not read fast enough to keep up is dropped with
+    ABORTED (its events were not all delivered; watch again and re-read what
+    it shows). UNAVAILABLE when the server shuts down.
+    """
+    GetIdentity: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetIdentityRequest, _task_service_pb2.GetIdentityResponse]  # type: ignore[assignment]
+    """Returns who the server takes the caller to be and the role it grants, so
+    that a tool can show only what the caller may do (the server still checks
+    every call). With no authentication configured every caller is anonymous:
+    an empty name and the role "admin".
     """
     CancelExecutions: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CancelExecutionsRequest, _task_service_pb2.CancelExecutionsResponse]  # type: ignore[assignment]
     """Cancels every execution the filter matches that has not ended, like
@@ -250,6 +286,7 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     - RESOURCE_EXHAUSTED: the queue is full and the submit asked to fail fast.
     - DEADLINE_EXCEEDED: a wait-for-room submit found no room before its deadline.
     - UNAVAILABLE: the server is shutting down; retry against another replica or later.
+    - ABORTED: a WatchEvents watcher fell too far behind and was dropped.
     """
 
     @_abc_1.abstractmethod
@@ -350,6 +387,35 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         finished (cancel it first); NOT_FOUND for an unknown id, so deleting twice
         finds nothing the second time. The server also deletes finished executions
         on its own once they are older than its retention (see --retention).
+        """
+
+    @_abc_1.abstractmethod
+    def WatchEvents(
+        self,
+        request: _task_service_pb2.WatchEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_task_service_pb2.WatchEventsResponse], _abc.AsyncIterator[_task_service_pb2.WatchEventsResponse]]:
+        """Streams the history events of all executions as they become durable, from
+        the moment of the call on: no history is replayed (read the current state
+        with ListExecutions first, then follow this stream). The request's filters
+        choose which events are sent. Events of one execution arrive in sequence
+        order; events of different executions interleave in commit order. The
+        stream does not end by itself. Each watcher has a bounded buffer on the
+        server: one that does not read fast enough to keep up is dropped with
+        ABORTED (its events were not all delivered; watch again and re-read what
+        it shows). UNAVAILABLE when the server shuts down.
+        """
+
+    @_abc_1.abstractmethod
+    def GetIdentity(
+        self,
+        request: _task_service_pb2.GetIdentityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.GetIdentityResponse, _abc.Awaitable[_task_service_pb2.GetIdentityResponse]]:
+        """Returns who the server takes the caller to be and the role it grants, so
+        that a tool can show only what the caller may do (the server still checks
+        every call). With no authentication configured every caller is anonymous:
+        an empty name and the role "admin".
         """
 
     @_abc_1.abstractmethod

@@ -58,6 +58,9 @@ def _methods() -> list[MethodDescriptor]:
 
 
 METHODS = _methods()
+# Streams that never end by themselves: a request they accept is followed for a moment only.
+ENDLESS = frozenset({"/taskwire.v1.TaskService/WatchEvents"})
+ENDLESS_DEADLINE_S = 0.1
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +92,8 @@ def _call(channel: grpc.Channel, method: MethodDescriptor, body: bytes) -> grpc.
             for _ in channel.stream_stream(path, **raw)(iter([body]), timeout=3):
                 pass
         elif method.server_streaming:
-            for _ in channel.unary_stream(path, **raw)(body, timeout=3):
+            deadline_s = ENDLESS_DEADLINE_S if path in ENDLESS else 3
+            for _ in channel.unary_stream(path, **raw)(body, timeout=deadline_s):
                 pass
         else:
             channel.unary_unary(path, **raw)(body, timeout=3)

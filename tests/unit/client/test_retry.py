@@ -122,6 +122,16 @@ class Scripted(task_service_pb2_grpc.TaskServiceServicer):
         self._unimplemented(context)
         return tpb.DeleteExecutionResponse()
 
+    def GetIdentity(self, request: tpb.GetIdentityRequest, context: grpc.ServicerContext) -> tpb.GetIdentityResponse:
+        self._unimplemented(context)
+        return tpb.GetIdentityResponse()
+
+    def WatchEvents(
+        self, request: tpb.WatchEventsRequest, context: grpc.ServicerContext
+    ) -> Iterator[tpb.WatchEventsResponse]:
+        self._unimplemented(context)
+        yield from ()
+
     def RerunExecution(
         self, request: tpb.RerunExecutionRequest, context: grpc.ServicerContext
     ) -> tpb.RerunExecutionResponse:

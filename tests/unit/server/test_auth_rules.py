@@ -32,6 +32,8 @@ EXPECTED: dict[str, dict[Role, Scope] | str] = {
     TASK + "WatchExecution": {Role.SUBMITTER: Scope.OWN, Role.READER: Scope.ALL, Role.ADMIN: Scope.ALL},
     TASK + "CancelExecution": {Role.SUBMITTER: Scope.OWN, Role.ADMIN: Scope.ALL},
     TASK + "GetStats": {Role.READER: Scope.ALL, Role.ADMIN: Scope.ALL},
+    TASK + "WatchEvents": {Role.READER: Scope.ALL, Role.ADMIN: Scope.ALL},
+    TASK + "GetIdentity": dict.fromkeys(Role, Scope.ALL),
     TASK + "ListWorkers": {Role.READER: Scope.ALL, Role.ADMIN: Scope.ALL},
     TASK + "DrainWorker": {Role.ADMIN: Scope.ALL},
     TASK + "DeleteExecution": {Role.ADMIN: Scope.ALL},
