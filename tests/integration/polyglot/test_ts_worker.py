@@ -4,6 +4,7 @@ handlers, through results, upstream references, cancel, retry and a kill -9 of t
 from __future__ import annotations
 
 import json
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -58,6 +59,7 @@ def submit_all(client: Client, *specs: tpb.ExecutionSpec) -> list[str]:
 
 def test_mixed_fleet_results_cancel_and_retry(fleet: tuple[ServerProcess, Process, Path], tmp_path: Path) -> None:
     server, ts_worker, journal = fleet
+    ts_pid = str(ts_worker.popen.pid)
     client = Client(server.address)
     try:
         # Results: four slots in all, four tasks at once, so both workers run two each.
@@ -86,14 +88,14 @@ def test_mixed_fleet_results_cancel_and_retry(fleet: tuple[ServerProcess, Proces
         # Cancel: four waiting tasks fill every slot, two of them on the TypeScript worker; its handlers see
         # the abort through their AbortSignal, and every execution ends CANCELLED.
         waits = submit_all(client, *(spec(task("journal.work", input={"seconds": 60})) for _ in range(4)))
-        wait_for(lambda: len(read_journal(journal)) >= 4 + 4 + 0, what="the four waits to start")
+        wait_for(lambda: sum(run.execution_id in waits for run in read_journal(journal)) == 4, what="the four waits")
         for execution_id in waits:
             client.cancel(execution_id, "stop the fleet")
         cancelled = [client.wait_until_terminal(execution_id) for execution_id in waits]
         assert [e.state for e in cancelled] == [pb.EXECUTION_STATE_CANCELLED] * 4
         assert workers_of(cancelled) == {TS_NAME: 2, PY_NAME: 2}
         entries = [json.loads(line) for line in journal.read_text().splitlines()]
-        ts_ends = [e for e in entries if e["ev"] == "end" and e["e"] in waits and e["w"] == str(ts_worker.popen.pid)]
+        ts_ends = [e for e in entries if e["ev"] == "end" and e["e"] in waits and e["w"] == ts_pid]
         assert [(e["result"], e["reason"]) for e in ts_ends] == [("aborted", "CANCELLED")] * 2
 
         # Retry: every first run fails; the JS error's name is its type; the retry succeeds.
@@ -114,7 +116,16 @@ def test_mixed_fleet_results_cancel_and_retry(fleet: tuple[ServerProcess, Proces
             assert output(second)["attempt"] == 2  # type: ignore[index]
         # (Each run is short, so how the four spread over the workers varies; the TypeScript one runs some.)
         assert first_runs.get(TS_NAME) == "the first run fails (typescript)", first_runs
-        assert ts_worker.popen.poll() is None, ts_worker.output
+
+        # SIGTERM drains: the TypeScript worker finishes the two it runs, hangs up and exits 0.
+        last = submit_all(client, *(spec(task("journal.work", input={"seconds": 1})) for _ in range(4)))
+        wait_for(lambda: sum(run.execution_id in last for run in read_journal(journal)) == 4, what="four runs")
+        ts_worker.signal(signal.SIGTERM)
+        assert ts_worker.wait() == 0, ts_worker.output
+        assert [client.wait_until_terminal(i).state for i in last] == [pb.EXECUTION_STATE_SUCCESS] * 4
+        drained = [run for run in read_journal(journal) if run.execution_id in last and run.worker == ts_pid]
+        assert [run.result for run in drained] == ["ok", "ok"]
+        assert "draining: SIGTERM" in ts_worker.output
     finally:
         client.close()
 
