@@ -394,6 +394,7 @@ export class Worker {
       await this.sleep(Math.min(200, Math.max(1, deadline - Date.now())));
     }
     if (deadline !== this.shutdownAt) return;
+    this.flush(); // whatever is ready goes before the half-close, even when the grace is over
     this.closed = true;
     clearInterval(this.heartbeatTimer);
     const call = this.call;
