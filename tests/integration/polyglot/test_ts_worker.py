@@ -22,6 +22,7 @@ from tests.integration.server.support import Client, spec, task
 TS_HANDLERS = Path(__file__).with_name("fleet_handlers.mjs")
 PY_HANDLERS = f"{HANDLERS},tests.integration.polyglot.fleet_handlers"
 SLOTS = 2
+SERVER_ARGS = ("--lease-timeout", "2", "--heartbeat-interval", "0.5", "--cancel-grace", "2")
 TS_NAME = "ts-worker"
 PY_NAME = "py-worker"
 
@@ -38,7 +39,7 @@ def start_ts_worker(procs: Cluster, node: Path, cli: Path, server: ServerProcess
 def fleet(procs: Cluster, node: Path, ts_worker_cli: Path, tmp_path: Path) -> tuple[ServerProcess, Process, Path]:
     """The server with both workers, two slots each: the server, the TypeScript worker and the journal."""
     journal = tmp_path / "journal.jsonl"
-    server = procs.server("--lease-timeout", "2", "--heartbeat-interval", "0.5", "--cancel-grace", "2")
+    server = procs.server(*SERVER_ARGS)
     ts_worker = start_ts_worker(procs, node, ts_worker_cli, server, journal)
     procs.worker(server, handlers=PY_HANDLERS, slots=SLOTS, name=PY_NAME, env=journal_env(journal), cwd=ROOT)
     server.wait_for_workers(2)
@@ -153,6 +154,26 @@ def test_killed_ts_worker_attempts_are_retried_on_the_python_worker(
     # Neither worker ever ran more attempts at once than its slots.
     for worker in {run.worker for run in runs}:
         assert most_at_once([run for run in runs if run.worker == worker]) <= SLOTS, worker
+
+
+def test_a_graceful_server_restart_keeps_the_attempts_on_both_workers(
+    procs: Cluster, fleet: tuple[ServerProcess, Process, Path]
+) -> None:
+    server, ts_worker, journal = fleet
+    load = Load(server.address, threads=1, per_thread=4, seconds=2).start()
+    load.join()
+    wait_for(lambda: len(read_journal(journal)) == 4, what="four runs")
+    server.process.signal(signal.SIGTERM)
+    assert server.process.wait() == 0, server.process.output
+    ts_worker.wait_for_line(r"the server is going away .*; 2 attempt")
+    server = procs.server_at(server.address, *SERVER_ARGS)
+    server.wait_for_workers(2)
+
+    # A graceful restart is no crash: each task ends with its one attempt, nothing runs twice.
+    report = final_report(server.address, load, journal, set())
+    assert report.ok, str(report)
+    assert len(read_journal(journal)) == 4
+    assert sum("connected (session" in line for line in ts_worker.output.splitlines()) == 2
 
 
 def most_at_once(runs: list[HandlerRun]) -> int:
