@@ -196,3 +196,24 @@ test('GoingAway: the work goes on, the worker half-closes and brings it to the n
   assert.equal(json((await s1.next('completed')).output), 'done');
   assert.deepEqual(s0.kinds().includes('failed'), false);
 });
+
+test('the same attempt sent again behind a fenced copy is new work: it runs once the fenced copy has stopped', async () => {
+  const { server } = await setup();
+  const s0 = await server.stream(0);
+  s0.welcome();
+  s0.invoke(ref('r1'), 'gate', null, { dispatch: 1 }); // ignores its signal: stopped by force after the grace
+  await s0.next('started');
+  const fencedAt = Date.now();
+  s0.send({ cancel: { ref: ref('r1'), reason: 'CANCEL_REASON_LEASE_LOST', message: '' } });
+  s0.invoke(ref('r1'), 'gate', null, { dispatch: 2 });
+  await s0.until(
+    () => s0.received.find((m) => m.kind === 'heartbeat' && m.heartbeat.invocations_received === '2' && m.heartbeat.running_attempts.length === 1),
+    'a heartbeat listing the waiting copy',
+  );
+  await s0.next('started', 1);
+  assert.ok(Date.now() - fencedAt >= 250, 'the new copy started before the fenced one stopped');
+  gateFor('r1').open();
+  await s0.next('completed');
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  assert.deepEqual(s0.kinds(), ['hello', 'started', 'progress', 'started', 'progress', 'progress', 'completed']);
+});
