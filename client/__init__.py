@@ -19,6 +19,7 @@ key=...)` to either client.
 
 from taskwire.common import (
     AdmissionTimeout,
+    AlreadyExists,
     Attempt,
     AttemptOutcome,
     Closing,
@@ -31,19 +32,24 @@ from taskwire.common import (
     InvalidTransition,
     LogLevel,
     NotFound,
+    OverlapPolicy,
     Payload,
+    PermissionDenied,
     Progress,
     QueueFull,
     QueueStats,
+    RateLimited,
     Reason,
     ReasonCode,
     RetryPolicy,
+    ScheduleSpec,
     ShuttingDown,
     State,
     Stats,
     TaskRun,
     TaskSpec,
     TaskwireError,
+    Unauthenticated,
     ValidationError,
 )
 from taskwire.common.tls import tls_credentials
@@ -61,12 +67,14 @@ from ._events import (
     WatchEvent,
 )
 from ._models import BulkResult, ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
+from ._schedules import ScheduleInfo
 from ._sync import Client
 
 __all__ = [
     "DEFAULT_ADDRESS",
     "DEFAULT_TIMEOUT",
     "AdmissionTimeout",
+    "AlreadyExists",
     "AsyncClient",
     "Attempt",
     "AttemptOutcome",
@@ -87,14 +95,19 @@ __all__ = [
     "InvalidTransition",
     "LogLevel",
     "NotFound",
+    "OverlapPolicy",
     "Payload",
+    "PermissionDenied",
     "Progress",
     "QueueFull",
     "QueueStats",
+    "RateLimited",
     "Reason",
     "ReasonCode",
     "RetryPolicy",
     "RpcRetry",
+    "ScheduleInfo",
+    "ScheduleSpec",
     "ServerUnavailable",
     "ShuttingDown",
     "State",
@@ -107,6 +120,7 @@ __all__ = [
     "TaskRunTransition",
     "TaskSpec",
     "TaskwireError",
+    "Unauthenticated",
     "UnknownEvent",
     "ValidationError",
     "WaitTimeout",

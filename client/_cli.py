@@ -27,6 +27,7 @@ from rich.console import Console
 
 from taskwire.common import (
     AdmissionTimeout,
+    AlreadyExists,
     ExecutionFilter,
     ExecutionSpec,
     InvalidTransition,
@@ -34,9 +35,11 @@ from taskwire.common import (
     ShuttingDown,
     State,
     TaskwireError,
+    Unauthenticated,
     ValidationError,
     positive_int,
 )
+from taskwire.common.bearer import TOKEN_ENV
 from taskwire.common.tls import TlsConfigError, TlsFiles, add_tls_arguments, tls_from_args
 
 from ._common import DEFAULT_ADDRESS, parse_state, unserved_warning
@@ -60,6 +63,7 @@ from ._render import (
     workers_view,
 )
 from ._sync import Client
+from ._tokens_cmd import add_tokens_command, cmd_tokens
 
 SERVER_ENV = "TASKWIRE_SERVER"
 PROG = "taskwire"
@@ -102,6 +106,7 @@ _HINTS: dict[type[TaskwireError], str] = {
     NotFound: "list executions with 'taskwire list'",
     ValidationError: "fix the value and try again",
     ShuttingDown: "the server is shutting down; try again shortly",
+    Unauthenticated: f"pass --token or set {TOKEN_ENV}",
 }
 
 
@@ -141,6 +146,10 @@ def error_line(error: BaseException, *, action: str) -> str:
     hint = next((text for cls, text in _HINTS.items() if isinstance(error, cls)), "")
     if isinstance(error, NotFound) and action.startswith("workers"):
         hint = "list connected workers with 'taskwire workers'"
+    if isinstance(error, NotFound) and action.startswith("schedule"):
+        hint = "list schedules with 'taskwire schedule list'"
+    if isinstance(error, AlreadyExists) and action.startswith("schedule create"):
+        hint = "pick another name, or 'taskwire schedule delete' the old one first"
     if isinstance(error, InvalidTransition) and action.startswith("delete"):
         hint = f"only a finished execution can be deleted; 'taskwire cancel {action.split()[-1]}' ends it first"
     if isinstance(error, AdmissionTimeout) and action.startswith("submit"):
@@ -260,6 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         default=argparse.SUPPRESS,
         help=f"the taskwire server (default: ${SERVER_ENV} or {DEFAULT_ADDRESS})",
+    )
+    common.add_argument(
+        "--token",
+        metavar="TOKEN",
+        default=argparse.SUPPRESS,
+        help=f"bearer token for a server with an auth file (default: ${TOKEN_ENV}, which other users cannot "
+        "read from the process list)",
     )
     add_tls_arguments(common)
     as_json = _Parser(add_help=False)
@@ -385,6 +401,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds its running tasks may take to finish before they are aborted (default: the worker's own)",
     )
     drain.add_argument("--reason", metavar="TEXT", default="", help="why; shown in the worker's log")
+    add_tokens_command(commands, _Parser)
+
+    # Imported here: the schedule commands take names from this module.
+    from ._cli_schedules import add_schedule_commands
+
+    schedule = command("schedule", "create, list, pause, resume, trigger or delete schedules (cron)", as_json)
+    add_schedule_commands(schedule, [common, also_json])
 
     dev_certs = commands.add_parser(
         "dev-certs",
@@ -411,6 +434,11 @@ def build_parser() -> argparse.ArgumentParser:
 def server_address(args: argparse.Namespace, env: dict[str, str] | os._Environ[str] | None = None) -> str:
     environ = os.environ if env is None else env
     return getattr(args, "server", None) or environ.get(SERVER_ENV) or DEFAULT_ADDRESS
+
+
+def bearer_token(args: argparse.Namespace, env: dict[str, str] | os._Environ[str] | None = None) -> str | None:
+    environ = os.environ if env is None else env
+    return getattr(args, "token", None) or environ.get(TOKEN_ENV) or None
 
 
 # ---- Commands -----------------------------------------------------------------------------------
@@ -476,7 +504,7 @@ def cmd_submit(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
     if (args.handler is None) == (args.file is None):
         raise UsageError("submit takes a HANDLER or -f FILE (one of them)")
     if args.file is not None:
-        submitted = client.submit_execution(_flow_spec(args), wait_for_room=not args.fail_fast)
+        submitted = client.submit_execution(flow_spec(args), wait_for_room=not args.fail_fast)
     else:
         value = read_input(args.input) if args.input is not None else None
         submitted = client.submit(
@@ -503,10 +531,10 @@ def cmd_submit(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
     return ExitCode.OK
 
 
-def _flow_spec(args: argparse.Namespace) -> ExecutionSpec:
-    """The execution of `submit -f FILE`; the task options of a single submit do not apply to it."""
+def flow_spec(args: argparse.Namespace) -> ExecutionSpec:
+    """The execution of `submit -f FILE` (or `schedule create -f FILE`); a single task's options do not apply."""
     single = ("input", "timeout", "max_attempts", "max_infrastructure_retries", "schedule_to_start_timeout")
-    given = [name for name in single if getattr(args, name) is not None]
+    given = [name for name in single if getattr(args, name, None) is not None]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise UsageError(f"{flags}: set these in the flow file's tasks, not with -f")
@@ -520,8 +548,12 @@ def _flow_spec(args: argparse.Namespace) -> ExecutionSpec:
         spec = load_flow(text, "stdin" if name == "-" else name)
     except FlowFileError as error:
         raise UsageError(str(error)) from None
-    if args.key or args.name:
-        spec = replace(spec, idempotency_key=args.key or spec.idempotency_key, name=args.name or spec.name)
+    if args.command == "schedule":  # a schedule's NAME is its own; its fires make their own keys
+        name, key = args.execution_name, None
+    else:
+        name, key = args.name, args.key
+    if key or name:
+        spec = replace(spec, idempotency_key=key or spec.idempotency_key, name=name or spec.name)
     return spec
 
 
@@ -652,6 +684,12 @@ def cmd_drain(client: Client, args: argparse.Namespace, out: Output) -> ExitCode
     return ExitCode.OK
 
 
+def cmd_schedule(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    from ._cli_schedules import run_schedule
+
+    return run_schedule(client, args, out)
+
+
 COMMANDS: dict[str, Callable[[Client, argparse.Namespace, Output], ExitCode]] = {
     "submit": cmd_submit,
     "get": cmd_get,
@@ -663,6 +701,7 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace, Output], ExitCode]] = 
     "watch": cmd_watch,
     "stats": cmd_stats,
     "workers": cmd_workers,
+    "schedule": cmd_schedule,
 }
 
 
@@ -683,6 +722,8 @@ def action_of(args: argparse.Namespace) -> str:
     """What the user asked for, as the error line names it: `get 01J...`, `submit echo`."""
     if getattr(args, "workers_action", None) == "drain":
         return f"workers drain {args.worker}"
+    if args.command == "schedule":
+        return f"schedule {args.schedule_action} {getattr(args, 'name', '')}".strip()
     subject = getattr(args, "execution_id", None) or getattr(args, "handler", None) or ""
     return f"{args.command} {subject}".strip()
 
@@ -706,6 +747,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, st
     """Run one command; returns its exit code (the console script exits with it)."""
     out = Output(stdout or sys.stdout, stderr or sys.stderr)
     args = build_parser().parse_args(argv)
+    if args.command == "tokens":
+        out.line(cmd_tokens(args))
+        return ExitCode.OK
     if args.command == "dev-certs":
         return cmd_dev_certs(args, out)
     tls: TlsFiles | None = None
@@ -716,7 +760,10 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, st
         except TlsConfigError as error:
             raise UsageError(str(error)) from None
         options = tls.channel_options() if tls is not None else ()
-        with Client(server_address(args), credentials=credentials, options=options) as client, _parent_trace():
+        with (
+            Client(server_address(args), credentials=credentials, options=options, token=bearer_token(args)) as client,
+            _parent_trace(),
+        ):
             return COMMANDS[args.command](client, args, out)
     except (UsageError, TaskwireError) as error:
         line = error_line(error, action=action_of(args))

@@ -19,6 +19,7 @@ from taskwire.common import (
     HandlerStats,
     Payload,
     QueueStats,
+    RateLimited,
     RetryPolicy,
     State,
     Stats,
@@ -68,12 +69,29 @@ def backoff_wait(policy: RpcRetry) -> tenacity.wait_exponential_jitter:
     )
 
 
-def retry_options(policy: RpcRetry) -> dict[str, Any]:
-    """tenacity options: retry UNAVAILABLE only, exponential backoff with jitter, a bounded number of attempts."""
+# The longest rate limit hint a call waits out by itself; a longer one is raised at once (`RateLimited`).
+RATE_LIMIT_WAIT_CAP_S = 10.0
+
+
+def retry_options(policy: RpcRetry, *, idempotent: bool = True) -> dict[str, Any]:
+    """tenacity options, a bounded number of attempts: an idempotent call retries UNAVAILABLE with exponential
+    backoff and jitter; any call refused by a rate limit (`RateLimited`: nothing was done) retries after the
+    server's hint, when that is at most `RATE_LIMIT_WAIT_CAP_S`."""
+    backoff = backoff_wait(policy)
+
+    def retryable(error: BaseException) -> bool:
+        if isinstance(error, RateLimited):
+            return 0 < error.retry_after_s <= RATE_LIMIT_WAIT_CAP_S
+        return idempotent and is_retryable(error)
+
+    def pause_s(state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome is not None else None
+        return error.retry_after_s if isinstance(error, RateLimited) else float(backoff(state))
+
     return {
-        "retry": tenacity.retry_if_exception(is_retryable),
+        "retry": tenacity.retry_if_exception(retryable),
         "stop": tenacity.stop_after_attempt(policy.max_attempts),
-        "wait": backoff_wait(policy),
+        "wait": pause_s,
         "reraise": True,
     }
 

@@ -12,14 +12,26 @@ from typing import Any, Protocol, Self, TypeVar
 import grpc
 import tenacity
 
-from taskwire.common import ExecutionFilter, ExecutionSpec, RetryPolicy, State, Stats
+from taskwire.common import (
+    DEFAULT_CATCH_UP_WINDOW,
+    ExecutionFilter,
+    ExecutionSpec,
+    OverlapPolicy,
+    RetryPolicy,
+    ScheduleSpec,
+    State,
+    Stats,
+    bearer,
+)
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 
 from . import _common as c
+from . import _schedules as s
 from ._errors import WaitTimeout, error_from_rpc
 from ._events import WatchEvent
 from ._models import BulkResult, ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
+from ._schedules import ScheduleInfo
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -44,6 +56,7 @@ class Client:
         retry: RpcRetry | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        token: str | None = None,
     ) -> None:
         self._address = address
         self._timeout = timeout
@@ -54,7 +67,7 @@ class Client:
             if credentials is not None
             else grpc.insecure_channel(address, options=channel_options)
         )
-        self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
+        self._stub = task_service_pb2_grpc.TaskServiceStub(bearer.with_token(self._channel, token))
         self._closed = False
 
     @property
@@ -92,9 +105,7 @@ class Client:
             except grpc.RpcError as error:
                 raise error_from_rpc(error, address=self._address, deadline_s=deadline_s) from error
 
-        if not idempotent:
-            return once()
-        return tenacity.Retrying(**c.retry_options(self._retry))(once)
+        return tenacity.Retrying(**c.retry_options(self._retry, idempotent=idempotent))(once)
 
     def submit(
         self,
@@ -222,6 +233,83 @@ class Client:
         request = c.drain_request(name, session_id=session_id, grace=grace, reason=reason)
         response: tpb.DrainWorkerResponse = self._unary(self._stub.DrainWorker, request, idempotent=True)
         return c.workers_from_proto(response)
+
+    # ---- Schedules ------------------------------------------------------------------------------
+
+    def create_schedule(
+        self,
+        name: str,
+        cron: str,
+        handler: str,
+        input: Any = None,
+        *,
+        timezone: str = "UTC",
+        catch_up_window: timedelta = DEFAULT_CATCH_UP_WINDOW,
+        overlap: OverlapPolicy | str = OverlapPolicy.SKIP,
+        paused: bool = False,
+        **task: Any,
+    ) -> ScheduleInfo:
+        """Create a schedule that starts one task running `handler` on `input` at each time `cron` names (five
+        fields, or six with seconds first) in `timezone`. `task` takes the options of `submit` that describe
+        the task (timeout, max_attempts, retry_policy, metadata, execution_timeout, ...; `execution_name`
+        names the executions). AlreadyExists when a schedule has that name; ValidationError naming the field
+        for a bad cron expression or time zone."""
+        spec = s.schedule_spec(
+            name,
+            cron,
+            handler,
+            input,
+            timezone=timezone,
+            catch_up_window=catch_up_window,
+            overlap=overlap,
+            paused=paused,
+            **task,
+        )
+        return self.create_schedule_spec(spec)
+
+    def create_schedule_spec(self, spec: ScheduleSpec) -> ScheduleInfo:
+        """Create a schedule from a full spec (any execution spec, several tasks included)."""
+        response: tpb.CreateScheduleResponse = self._unary(
+            self._stub.CreateSchedule, s.create_request(spec), idempotent=False
+        )
+        return s.schedule_from_proto(response.schedule)
+
+    def schedules(self, *, next_fire_times: int = 1) -> builtins.list[ScheduleInfo]:
+        """Every schedule, by name, each with its next `next_fire_times` fire times."""
+        request = tpb.ListSchedulesRequest(next_fire_times=next_fire_times)
+        response: tpb.ListSchedulesResponse = self._unary(self._stub.ListSchedules, request, idempotent=True)
+        return [s.schedule_from_proto(schedule) for schedule in response.schedules]
+
+    def get_schedule(self, name: str, *, next_fire_times: int = 5) -> ScheduleInfo:
+        """One schedule with its next fire times; NotFound when there is none."""
+        request = tpb.GetScheduleRequest(name=name, next_fire_times=next_fire_times)
+        response: tpb.GetScheduleResponse = self._unary(self._stub.GetSchedule, request, idempotent=True)
+        return s.schedule_from_proto(response.schedule)
+
+    def pause_schedule(self, name: str) -> ScheduleInfo:
+        """Pause a schedule (idempotent): it starts nothing until resumed."""
+        response: tpb.PauseScheduleResponse = self._unary(
+            self._stub.PauseSchedule, tpb.PauseScheduleRequest(name=name), idempotent=True
+        )
+        return s.schedule_from_proto(response.schedule)
+
+    def resume_schedule(self, name: str) -> ScheduleInfo:
+        """Resume a schedule (idempotent) from now on; the fire times while it was paused are not made up."""
+        response: tpb.ResumeScheduleResponse = self._unary(
+            self._stub.ResumeSchedule, tpb.ResumeScheduleRequest(name=name), idempotent=True
+        )
+        return s.schedule_from_proto(response.schedule)
+
+    def delete_schedule(self, name: str) -> None:
+        """Delete a schedule; the executions it started go on. NotFound when there is none."""
+        self._unary(self._stub.DeleteSchedule, tpb.DeleteScheduleRequest(name=name), idempotent=False)
+
+    def trigger_schedule(self, name: str) -> str:
+        """Start one execution of the schedule now (whatever its overlap policy, even paused); returns its id."""
+        response: tpb.TriggerScheduleResponse = self._unary(
+            self._stub.TriggerSchedule, tpb.TriggerScheduleRequest(name=name), idempotent=False
+        )
+        return response.execution_id
 
     def watch(
         self, execution_id: str, after_sequence: int = 0, *, timeout: timedelta | None = None

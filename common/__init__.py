@@ -14,13 +14,17 @@ a pseudo-member, and the records' invariant checks apply to known values only; s
 from ._arguments import positive_int
 from ._errors import (
     AdmissionTimeout,
+    AlreadyExists,
     IdempotencyConflict,
     InvalidTransition,
     NotFound,
+    PermissionDenied,
     QueueFull,
+    RateLimited,
     ShuttingDown,
     TaskwireError,
     TerminalStateError,
+    Unauthenticated,
     ValidationError,
 )
 from ._filters import ExecutionFilter
@@ -52,6 +56,18 @@ from ._payload import (
 )
 from ._refs import MARKER as REFERENCE_MARKER
 from ._refs import InputReferenceError, references, resolve
+from ._schedules import (
+    DEFAULT_CATCH_UP_WINDOW,
+    FIRE_TIME_LABEL,
+    SCHEDULE_LABEL,
+    OverlapPolicy,
+    Schedule,
+    ScheduleSpec,
+    fire_key,
+    fire_time_text,
+    validate_schedule_name,
+    validate_schedule_spec,
+)
 from ._specs import DEFAULT_TASK_ID, ExecutionSpec, Limits, TaskSpec, find_cycle, validate_execution_spec
 from ._states import (
     TERMINAL_REASONS,
@@ -68,19 +84,23 @@ from ._states import (
 from ._stats import HandlerStats, QueueStats, Stats
 
 __all__ = [
+    "DEFAULT_CATCH_UP_WINDOW",
     "DEFAULT_INFRASTRUCTURE_RETRIES",
     "DEFAULT_TASK_ID",
+    "FIRE_TIME_LABEL",
     "JSON_CONTENT_TYPE",
     "JSON_VIEW_VERSION",
     "MAX_ATTEMPTS_LIMIT",
     "MAX_INFRASTRUCTURE_RETRIES_LIMIT",
     "OCTET_STREAM",
     "REFERENCE_MARKER",
+    "SCHEDULE_LABEL",
     "TERMINAL_REASONS",
     "TERMINAL_STATES",
     "WAITING_REASONS",
     "WORKER_SHUTDOWN_ERROR",
     "AdmissionTimeout",
+    "AlreadyExists",
     "Attempt",
     "AttemptOutcome",
     "Closing",
@@ -97,14 +117,19 @@ __all__ = [
     "LogLevel",
     "NotFound",
     "OpenEnum",
+    "OverlapPolicy",
     "Payload",
+    "PermissionDenied",
     "Progress",
     "QueueFull",
     "QueueStats",
+    "RateLimited",
     "Reason",
     "ReasonCode",
     "Refusal",
     "RetryPolicy",
+    "Schedule",
+    "ScheduleSpec",
     "ShuttingDown",
     "State",
     "Stats",
@@ -113,12 +138,15 @@ __all__ = [
     "TaskSpec",
     "TaskwireError",
     "TerminalStateError",
+    "Unauthenticated",
     "ValidationError",
     "attempt_view",
     "decode_payload",
     "dumps_json",
     "execution_view",
     "find_cycle",
+    "fire_key",
+    "fire_time_text",
     "is_json_content_type",
     "iso",
     "json_payload",
@@ -129,4 +157,6 @@ __all__ = [
     "resolve",
     "task_run_view",
     "validate_execution_spec",
+    "validate_schedule_name",
+    "validate_schedule_spec",
 ]

@@ -38,6 +38,7 @@ def create_execution(
     execution_id: str,
     task_run_ids: Sequence[str],
     now: datetime,
+    submitted_by: str = "",
     reused: Mapping[str, Reused] | None = None,
 ) -> tuple[Execution, tuple[TaskRun, ...]]:
     """The records of a new execution from a validated spec, all stamped `now`.
@@ -64,6 +65,7 @@ def create_execution(
         deadline=now + spec.timeout if spec.timeout is not None else None,
         not_before=spec.not_before if scheduled else None,
         idempotency_key=spec.idempotency_key,
+        submitted_by=submitted_by,
         trace_context=dict(spec.trace_context),
     )
     task_runs = []

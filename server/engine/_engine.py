@@ -12,6 +12,7 @@ what each owns (docs/engine.md has the picture):
 - `_cold`: queued executions kept out of memory while the queue is long.
 - `_recovery`: the live state rebuilt from the store on start.
 - `_retention`: finished executions deleted once older than the retention.
+- `_schedules`: executions started on a cron schedule (catch-up, overlap policy).
 - `_admission` (the bounded queue's capacity), `_sessions` (what a worker's
   stream is to the engine), `_bus` (live events to watchers), `_timers` and
   `_clock` (time, from one seam), `_ids`.
@@ -49,10 +50,11 @@ from ._clock import Clock, SystemClock
 from ._cold import ColdTier
 from ._dispatch import Dispatcher, ReadyQueues
 from ._history import History, HistoryCodec
-from ._live import Executions, Figures
+from ._live import Executions, Figures, LiveExecution
 from ._observer import Observer, Unobserved
 from ._recovery import recover
 from ._retention import Retention
+from ._schedules import Schedules
 from ._sessions import Welcome, WorkerHello, WorkerLink, WorkerReport, WorkerSession
 from ._submits import BatchItemResult, SubmitItem, SubmitResult, Submits
 from ._timers import Timers
@@ -123,7 +125,7 @@ class Engine:
         executions.enqueue = self._dispatcher.enqueue
         executions.is_served = self._pool.serves
         executions.cancel_on_worker = self._pool.cancel_on_worker
-        executions.retired = self._submits.forget_key
+        executions.retired = self._retired
         self._history.is_live = executions.by_id.__contains__
         self._pool.slot_freed = self._dispatcher.slot_freed
         self._timers.overslept = self._pool.renew_leases
@@ -135,6 +137,12 @@ class Engine:
             retention=config.retention,
             batch=config.retention_batch,
         )
+        self.schedules = Schedules(
+            clock=self._clock, timers=self._timers, committer=self._committer, store=store, limits=config.limits
+        )
+        self.schedules.submit = self._submit_fire
+        self.schedules.cancel = self.cancel
+        self.schedules.active = self._active
         self._closed = False
 
     # ---- Lifecycle ------------------------------------------------------------------------------
@@ -144,18 +152,22 @@ class Engine:
         recovered = await recover(
             store=self._store, executions=self._executions, pool=self._pool, cold=self._cold, ready=self._ready
         )
+        schedules = await self.schedules.load()
         self._timers.start()
         self._committer.start()
         for live in list(self._executions.by_id.values()):
             self._executions.settle(live)
         self._dispatcher.schedule_pump()
         self.retention.start()
+        self.schedules.start()
         log.info(
             "recovered %d active executions, %d queued task runs, %d running attempts awaiting their workers",
             recovered.executions,
             self._admission.size,
             recovered.awaiting_workers,
         )
+        if schedules:
+            log.info("loaded %d schedules", schedules)
 
     def stop_accepting(self) -> None:
         """New submits get UNAVAILABLE; submits waiting for room are released with the same."""
@@ -194,6 +206,7 @@ class Engine:
         self._pool.close()
         self.bus.close()
         await self.retention.close()
+        await self.schedules.close()
         await self._cold.close()
         await self._timers.close()
         await self._committer.close()
@@ -205,16 +218,25 @@ class Engine:
     # ---- Submits, reads, watch, cancel ----------------------------------------------------------
 
     async def submit(
-        self, spec: ExecutionSpec, *, fingerprint: str, wait_for_room: bool, timeout_s: float | None
+        self,
+        spec: ExecutionSpec,
+        *,
+        fingerprint: str,
+        wait_for_room: bool,
+        timeout_s: float | None,
+        submitted_by: str = "",
     ) -> SubmitResult:
+        """Submit one execution, recorded as `submitted_by`'s (the caller's identity, "" without auth)."""
         return await self._submits.submit(
-            spec, fingerprint=fingerprint, wait_for_room=wait_for_room, timeout_s=timeout_s
+            spec, fingerprint=fingerprint, wait_for_room=wait_for_room, timeout_s=timeout_s, submitted_by=submitted_by
         )
 
     async def submit_many(
-        self, items: Sequence[SubmitItem], *, wait_for_room: bool, timeout_s: float | None
+        self, items: Sequence[SubmitItem], *, wait_for_room: bool, timeout_s: float | None, submitted_by: str = ""
     ) -> list[BatchItemResult]:
-        return await self._submits.submit_many(items, wait_for_room=wait_for_room, timeout_s=timeout_s)
+        return await self._submits.submit_many(
+            items, wait_for_room=wait_for_room, timeout_s=timeout_s, submitted_by=submitted_by
+        )
 
     async def get(self, execution_id: str) -> ExecutionSnapshot:
         snapshot = await self._store.get_execution(execution_id)
@@ -223,10 +245,17 @@ class Engine:
         return snapshot
 
     async def list_executions(
-        self, *, states: Sequence[State], handler: str, page_size: int, page_token: str
+        self,
+        *,
+        states: Sequence[State],
+        handler: str,
+        page_size: int,
+        page_token: str,
+        submitted_by: str | None = None,
     ) -> ExecutionPage:
+        """A page of executions, newest first; only `submitted_by`'s when given."""
         return await self._store.list_executions(
-            states=states, handler=handler, page_size=page_size, page_token=page_token
+            states=states, handler=handler, page_size=page_size, page_token=page_token, submitted_by=submitted_by
         )
 
     def watch(self, execution_id: str, after_sequence: int) -> AsyncIterator[EventRecord]:
@@ -249,7 +278,7 @@ class Engine:
         await self._committer.durable()
         return live.snapshot(), False
 
-    async def rerun(self, execution_id: str, *, only_failed: bool) -> SubmitResult:
+    async def rerun(self, execution_id: str, *, only_failed: bool, submitted_by: str = "") -> SubmitResult:
         """A new execution with the same spec as a finished one (labelled RERUN_OF it). With `only_failed`,
         its tasks that succeeded are not run again: their outputs are reused."""
         live = self._executions.by_id.get(execution_id)
@@ -271,7 +300,8 @@ class Engine:
             raise InvalidTransition(
                 entity="execution", entity_id=execution_id, state=str(state.value), event="rerun", reason=why
             )
-        return await self._submits.rerun(rerun_spec(snapshot.execution, snapshot.task_runs), reused)
+        spec = rerun_spec(snapshot.execution, snapshot.task_runs)
+        return await self._submits.rerun(spec, reused, submitted_by=submitted_by)
 
     async def cancel_matching(self, selection: ExecutionFilter, *, reason: str, dry_run: bool) -> BulkResult:
         """Cancel every execution `selection` matches that has not ended (or count them, `dry_run`)."""
@@ -305,6 +335,35 @@ class Engine:
         self._committer.stage_delete(execution_id)
         await self._committer.durable()
         log.info("execution %s deleted", execution_id)
+
+    # ---- Hooks of the schedules room --------------------------------------------------------------
+
+    def _retired(self, live: LiveExecution) -> None:
+        """A finished execution left memory (its end is durable)."""
+        self._submits.forget_key(live)
+        self.schedules.execution_ended(live.execution.id, live.execution.metadata)
+
+    async def _submit_fire(self, spec: ExecutionSpec, fingerprint: str) -> tuple[str, bool]:
+        """A schedule's fire, through the normal submit path (fail fast on a full queue); its id and whether
+        it is still active (a repeated fire finds the execution the first one made, perhaps finished)."""
+        result = await self._submits.submit(spec, fingerprint=fingerprint, wait_for_room=False, timeout_s=None)
+        execution = result.snapshot.execution
+        return execution.id, not execution.state.is_terminal
+
+    async def _active(self, execution_ids: Sequence[str]) -> set[str]:
+        """Those of the executions that have not finished (in memory, or stored: a cold one is queued)."""
+        active: set[str] = set()
+        elsewhere: list[str] = []
+        for execution_id in execution_ids:
+            live = self._executions.by_id.get(execution_id)
+            if live is None:
+                elsewhere.append(execution_id)
+            elif not live.execution.state.is_terminal:
+                active.add(execution_id)
+        if elsewhere:
+            stored = await self._store.get_executions(elsewhere)
+            active.update(i for i, snapshot in stored.items() if not snapshot.execution.state.is_terminal)
+        return active
 
     def stats(self) -> Stats:
         connected = self._pool.connected()
@@ -355,9 +414,12 @@ class Engine:
     def workers(self) -> list[WorkerSession]:
         return sorted(self._pool.connected(), key=lambda s: (s.name, s.session_id))
 
-    def connect_worker(self, hello: WorkerHello, link: WorkerLink) -> tuple[WorkerSession, Welcome]:
-        """Open a session that sends on `link`; adopt the running attempts it reports that are still its own."""
-        return self._pool.connect(hello, link)
+    def connect_worker(
+        self, hello: WorkerHello, link: WorkerLink, *, identity: str = ""
+    ) -> tuple[WorkerSession, Welcome]:
+        """Open a session that sends on `link` for a worker whose credential names `identity`; adopt the
+        running attempts it reports that are still its own."""
+        return self._pool.connect(hello, link, identity=identity)
 
     def drain_worker(
         self, *, name: str = "", session_id: str = "", grace: timedelta | None = None, reason: str = ""

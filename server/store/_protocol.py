@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from taskwire.server.domain import Execution, State, TaskRun, TaskwireError
+from taskwire.server.domain import Execution, Schedule, State, TaskRun, TaskwireError
 
 
 class StoreError(TaskwireError):
@@ -77,15 +77,29 @@ class WriteBatch:
     # Executions to delete, with their task runs, inputs, history and idempotency key; applied after the
     # rest of the batch. The engine deletes only terminal executions; an id that is not stored is ignored.
     deleted: list[str] = field(default_factory=list)
+    # Schedules to insert or replace whole (by name), then schedules to delete (by name; an unknown one is
+    # ignored). Written with the rest of the batch, so a fire's execution and the schedule's new cursor can
+    # commit together.
+    schedules: list[Schedule] = field(default_factory=list)
+    deleted_schedules: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.new_executions or self.executions or self.task_runs or self.events or self.deleted)
+        return bool(
+            self.new_executions
+            or self.executions
+            or self.task_runs
+            or self.events
+            or self.deleted
+            or self.schedules
+            or self.deleted_schedules
+        )
 
     @property
     def records(self) -> int:
-        """How many records it writes or deletes: executions (with their task runs), updates, events."""
+        """How many records it writes or deletes: executions (with their task runs), updates, events, schedules."""
         new = sum(1 + len(new.task_runs) for new in self.new_executions)
-        return new + len(self.executions) + len(self.task_runs) + len(self.events) + len(self.deleted)
+        changed = len(self.executions) + len(self.task_runs) + len(self.events) + len(self.deleted)
+        return new + changed + len(self.schedules) + len(self.deleted_schedules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +175,16 @@ class Store(Protocol):
     async def find_idempotency_key(self, key: str) -> IdempotencyHit | None: ...
 
     async def list_executions(
-        self, *, states: Sequence[State], handler: str, page_size: int, page_token: str
+        self,
+        *,
+        states: Sequence[State],
+        handler: str,
+        page_size: int,
+        page_token: str,
+        submitted_by: str | None = None,
     ) -> ExecutionPage:
-        """Newest first. Raises ValidationError('page_token', ...) for a token it did not issue."""
+        """Newest first; only those `submitted_by` submitted when it is given. Raises
+        ValidationError('page_token', ...) for a token it did not issue."""
 
     async def read_events(self, execution_id: str, after_sequence: int, limit: int = 1000) -> list[EventRecord]:
         """Events with sequence > after_sequence, in order, at most `limit`."""
@@ -173,3 +194,7 @@ class Store(Protocol):
         `limit`: what retention deletes (through `WriteBatch.deleted`)."""
 
     async def recover(self) -> RecoveredState: ...
+
+    async def load_schedules(self) -> list[Schedule]:
+        """Every stored schedule, by name. Schedules are written through `commit` (`WriteBatch.schedules`,
+        `WriteBatch.deleted_schedules`); the engine holds them all in memory from start on."""

@@ -36,6 +36,7 @@ from ._json import (
     timedelta_to_db,
 )
 from ._protocol import EventRecord, WriteBatch
+from ._schedule_json import schedule_to_text
 
 
 class RowLike(Protocol):
@@ -61,6 +62,7 @@ EXECUTION_COLUMNS: Final = (
     "started_at",
     "ended_at",
     "trace_context",
+    "submitted_by",
 )
 
 # The columns of a task run that an update rewrites; execution_id and position only identify it.
@@ -172,6 +174,7 @@ def execution_to_row(execution: Execution) -> dict[str, Any]:
         "deadline": None if deadline is None else datetime_to_db(deadline),
         "idempotency_key": execution.idempotency_key,
         "trace_context": metadata_to_text(execution.trace_context),
+        "submitted_by": execution.submitted_by,
     }
 
 
@@ -186,6 +189,7 @@ def execution_from_row(row: RowLike) -> Execution:
         idempotency_key=row["idempotency_key"],
         closing=None if closing is None else closing_from_text(closing),
         trace_context=metadata_from_text(row["trace_context"]),
+        submitted_by=row["submitted_by"],
     )
 
 
@@ -264,6 +268,8 @@ class Rows:
     events: list[dict[str, Any]] = field(default_factory=list)
     idempotency_keys: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)  # execution ids
+    schedules: list[tuple[str, str]] = field(default_factory=list)  # (name, body)
+    deleted_schedules: list[tuple[str]] = field(default_factory=list)  # (name,)
 
     @classmethod
     def of(cls, batch: WriteBatch) -> Rows:
@@ -286,4 +292,6 @@ class Rows:
         rows.task_runs = [task_run_to_row(task_run) for task_run in batch.task_runs]
         rows.events = [event_to_row(event) for event in batch.events]
         rows.deleted = list(batch.deleted)
+        rows.schedules = [(schedule.name, schedule_to_text(schedule)) for schedule in batch.schedules]
+        rows.deleted_schedules = [(name,) for name in batch.deleted_schedules]
         return rows

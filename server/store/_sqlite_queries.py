@@ -12,10 +12,11 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
 
-from taskwire.server.domain import State, TaskRun
+from taskwire.server.domain import Schedule, State, TaskRun
 
 from ._paging import encode_page_token
 from ._protocol import ColdTaskRun, EventRecord, ExecutionPage, ExecutionSnapshot, IdempotencyHit, RecoveredState
+from ._schedule_json import schedule_from_text
 from ._sqlite_codec import EXECUTION_COLUMNS, TASK_RUN_COLUMNS, event_from_row, execution_from_row, task_run_from_row
 from ._sqlite_schema import COLD_EXECUTION_SQL, TERMINAL_SQL
 
@@ -78,14 +79,26 @@ def read_idempotency_key(conn: sqlite3.Connection, key: str) -> IdempotencyHit |
 
 
 def list_executions(
-    conn: sqlite3.Connection, states: Sequence[State], handler: str, page_size: int, before: int
+    conn: sqlite3.Connection,
+    states: Sequence[State],
+    handler: str,
+    page_size: int,
+    before: int,
+    submitted_by: str | None = None,
 ) -> ExecutionPage:
     handler_filter = (
         " AND EXISTS (SELECT 1 FROM task_runs AS t WHERE t.handler = :handler AND t.execution_id = executions.id)"
         if handler
         else ""
     )
-    params: dict[str, Any] = {"handler": handler, "before": before, "limit": page_size + 1}
+    if submitted_by is not None:
+        handler_filter += " AND submitted_by = :submitted_by"
+    params: dict[str, Any] = {
+        "handler": handler,
+        "before": before,
+        "limit": page_size + 1,
+        "submitted_by": submitted_by,
+    }
     order = " ORDER BY seq DESC LIMIT :limit"
     if not states:
         rows = conn.execute(f"{_EXECUTION_SELECT} WHERE seq < :before{handler_filter}{order}", params).fetchall()
@@ -190,3 +203,7 @@ def recover(conn: sqlite3.Connection) -> RecoveredState:
         for task_run_id, execution_id, handler in _tuples(conn).execute(_COLD_QUEUE)
     ]
     return RecoveredState(active=active, last_sequences=sequences, pending_order=pending_order, cold=cold)
+
+
+def load_schedules(conn: sqlite3.Connection) -> list[Schedule]:
+    return [schedule_from_text(row["body"]) for row in conn.execute("SELECT body FROM schedules ORDER BY name")]

@@ -50,6 +50,48 @@ passes (then DEADLINE_EXCEEDED; nothing is stored).
 """
 Global___AdmissionMode: _TypeAlias = AdmissionMode  # noqa: Y015
 
+class _OverlapPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OverlapPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OverlapPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OVERLAP_POLICY_UNSPECIFIED: _OverlapPolicy.ValueType  # 0
+    """Same as OVERLAP_POLICY_SKIP."""
+    OVERLAP_POLICY_SKIP: _OverlapPolicy.ValueType  # 1
+    """The fire is skipped and counted in Schedule.skipped."""
+    OVERLAP_POLICY_BUFFER_ONE: _OverlapPolicy.ValueType  # 2
+    """The fire waits until the running executions have finished, then starts;
+    at most one fire waits, later ones are skipped.
+    """
+    OVERLAP_POLICY_ALLOW_ALL: _OverlapPolicy.ValueType  # 3
+    """The fire starts anyway: executions of the schedule may run side by side."""
+    OVERLAP_POLICY_CANCEL_OTHER: _OverlapPolicy.ValueType  # 4
+    """The running executions are cancelled and the fire starts at once (they end
+    CANCELLED once their handlers stop).
+    """
+
+class OverlapPolicy(_OverlapPolicy, metaclass=_OverlapPolicyEnumTypeWrapper):
+    """What a schedule's fire does while an execution the schedule started earlier
+    has not finished (as Temporal's overlap policies).
+    """
+
+OVERLAP_POLICY_UNSPECIFIED: OverlapPolicy.ValueType  # 0
+"""Same as OVERLAP_POLICY_SKIP."""
+OVERLAP_POLICY_SKIP: OverlapPolicy.ValueType  # 1
+"""The fire is skipped and counted in Schedule.skipped."""
+OVERLAP_POLICY_BUFFER_ONE: OverlapPolicy.ValueType  # 2
+"""The fire waits until the running executions have finished, then starts;
+at most one fire waits, later ones are skipped.
+"""
+OVERLAP_POLICY_ALLOW_ALL: OverlapPolicy.ValueType  # 3
+"""The fire starts anyway: executions of the schedule may run side by side."""
+OVERLAP_POLICY_CANCEL_OTHER: OverlapPolicy.ValueType  # 4
+"""The running executions are cancelled and the fire starts at once (they end
+CANCELLED once their handlers stop).
+"""
+Global___OverlapPolicy: _TypeAlias = OverlapPolicy  # noqa: Y015
+
 @_typing.final
 class TaskSpec(_message.Message):
     """One task to run within an execution."""
@@ -1212,3 +1254,496 @@ class RerunExecutionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RerunExecutionResponse: _TypeAlias = RerunExecutionResponse  # noqa: Y015
+
+@_typing.final
+class ScheduleSpec(_message.Message):
+    """What a client asks for: start an execution at each time a cron expression
+    names.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CRON_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
+    EXECUTION_FIELD_NUMBER: _builtins.int
+    CATCH_UP_WINDOW_FIELD_NUMBER: _builtins.int
+    OVERLAP_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Unique among schedules; 1-128 characters of [A-Za-z0-9_.-]."""
+    cron: _builtins.str
+    """A cron expression: five fields (minute hour day-of-month month
+    day-of-week), or six with seconds first ("*/10 * * * * *"). Names of
+    months and days, ranges, steps, lists, L and # are understood.
+    """
+    timezone: _builtins.str
+    """The IANA time zone the cron expression is read in ("Europe/Paris").
+    Empty means UTC. Daylight saving time: a fire time in the hour a spring
+    change skips happens when the clock jumps; in the hour an autumn change
+    repeats, a fixed hour fires once, "every N minutes" fires in both copies.
+    """
+    overlap: Global___OverlapPolicy.ValueType
+    """What a fire does while an earlier execution of the schedule runs."""
+    paused: _builtins.bool
+    """Create it paused: it fires once resumed."""
+    @_builtins.property
+    def execution(self) -> Global___ExecutionSpec:
+        """The execution each fire starts. Its idempotency_key and not_before must be
+        unset (each fire gets the key "schedule:NAME:FIRE_TIME"); the metadata
+        labels "taskwire.schedule" and "taskwire.schedule.fire_time" are added.
+        """
+
+    @_builtins.property
+    def catch_up_window(self) -> _duration_pb2.Duration:
+        """Fires that passed while the server was down are started late when at most
+        this old, else counted in Schedule.missed. Unset means one minute; zero
+        means none are made up; must not be negative.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        cron: _builtins.str = ...,
+        timezone: _builtins.str = ...,
+        execution: Global___ExecutionSpec | None = ...,
+        catch_up_window: _duration_pb2.Duration | None = ...,
+        overlap: Global___OverlapPolicy.ValueType = ...,
+        paused: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["catch_up_window", b"catch_up_window", "execution", b"execution"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catch_up_window", b"catch_up_window", "cron", b"cron", "execution", b"execution", "name", b"name", "overlap", b"overlap", "paused", b"paused", "timezone", b"timezone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScheduleSpec: _TypeAlias = ScheduleSpec  # noqa: Y015
+
+@_typing.final
+class Schedule(_message.Message):
+    """A stored schedule and what it has done. At most one execution is started
+    per fire time, across restarts: the fire's idempotency key makes a repeat
+    return the execution the first one made.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEC_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    NEXT_FIRE_TIMES_FIELD_NUMBER: _builtins.int
+    FIRED_FIELD_NUMBER: _builtins.int
+    MISSED_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    RUNNING_EXECUTION_IDS_FIELD_NUMBER: _builtins.int
+    BUFFERED_FIRE_TIME_FIELD_NUMBER: _builtins.int
+    LAST_FIRE_TIME_FIELD_NUMBER: _builtins.int
+    LAST_EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    HANDLED_UNTIL_FIELD_NUMBER: _builtins.int
+    paused: _builtins.bool
+    """True while paused (ScheduleSpec.paused is only how it was created)."""
+    fired: _builtins.int
+    """Executions it started (triggers included)."""
+    missed: _builtins.int
+    """Fire times that passed beyond the catch-up window while the server was
+    down, or that found the queue full.
+    """
+    skipped: _builtins.int
+    """Fire times the overlap policy skipped."""
+    last_execution_id: _builtins.str
+    """The id of the latest execution it started; empty before the first."""
+    @_builtins.property
+    def spec(self) -> Global___ScheduleSpec:
+        """The spec, with defaults filled in (timezone, catch_up_window, the
+        execution's task ids and retry policies).
+        """
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was created."""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """When it last changed (a fire, a pause, ...)."""
+
+    @_builtins.property
+    def next_fire_times(self) -> _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]:
+        """Its next fire times, earliest first; empty while paused or when the cron
+        expression names no later time.
+        """
+
+    @_builtins.property
+    def running_execution_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of executions it started that had not finished when last looked at,
+        oldest first.
+        """
+
+    @_builtins.property
+    def buffered_fire_time(self) -> _timestamp_pb2.Timestamp:
+        """OVERLAP_POLICY_BUFFER_ONE: the fire time waiting for the running
+        executions to finish; unset when none waits.
+        """
+
+    @_builtins.property
+    def last_fire_time(self) -> _timestamp_pb2.Timestamp:
+        """The fire time of the latest execution it started; unset before the first."""
+
+    @_builtins.property
+    def handled_until(self) -> _timestamp_pb2.Timestamp:
+        """Every fire time up to this one has been handled (started, buffered,
+        skipped or missed); the next fire comes after it.
+        """
+
+    def __init__(
+        self,
+        *,
+        spec: Global___ScheduleSpec | None = ...,
+        paused: _builtins.bool = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        next_fire_times: _abc.Iterable[_timestamp_pb2.Timestamp] | None = ...,
+        fired: _builtins.int = ...,
+        missed: _builtins.int = ...,
+        skipped: _builtins.int = ...,
+        running_execution_ids: _abc.Iterable[_builtins.str] | None = ...,
+        buffered_fire_time: _timestamp_pb2.Timestamp | None = ...,
+        last_fire_time: _timestamp_pb2.Timestamp | None = ...,
+        last_execution_id: _builtins.str = ...,
+        handled_until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["buffered_fire_time", b"buffered_fire_time", "created_at", b"created_at", "handled_until", b"handled_until", "last_fire_time", b"last_fire_time", "spec", b"spec", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buffered_fire_time", b"buffered_fire_time", "created_at", b"created_at", "fired", b"fired", "handled_until", b"handled_until", "last_execution_id", b"last_execution_id", "last_fire_time", b"last_fire_time", "missed", b"missed", "next_fire_times", b"next_fire_times", "paused", b"paused", "running_execution_ids", b"running_execution_ids", "skipped", b"skipped", "spec", b"spec", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Schedule: _TypeAlias = Schedule  # noqa: Y015
+
+@_typing.final
+class CreateScheduleRequest(_message.Message):
+    """Request of TaskService.CreateSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedule(self) -> Global___ScheduleSpec:
+        """The schedule to create."""
+
+    def __init__(
+        self,
+        *,
+        schedule: Global___ScheduleSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateScheduleRequest: _TypeAlias = CreateScheduleRequest  # noqa: Y015
+
+@_typing.final
+class CreateScheduleResponse(_message.Message):
+    """Response of TaskService.CreateSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedule(self) -> Global___Schedule:
+        """The stored schedule, with its next fire times."""
+
+    def __init__(
+        self,
+        *,
+        schedule: Global___Schedule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateScheduleResponse: _TypeAlias = CreateScheduleResponse  # noqa: Y015
+
+@_typing.final
+class ListSchedulesRequest(_message.Message):
+    """Request of TaskService.ListSchedules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NEXT_FIRE_TIMES_FIELD_NUMBER: _builtins.int
+    next_fire_times: _builtins.int
+    """How many next fire times to return per schedule: 0 means 1, at most 100."""
+    def __init__(
+        self,
+        *,
+        next_fire_times: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_fire_times", b"next_fire_times"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSchedulesRequest: _TypeAlias = ListSchedulesRequest  # noqa: Y015
+
+@_typing.final
+class ListSchedulesResponse(_message.Message):
+    """Response of TaskService.ListSchedules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedules(self) -> _containers.RepeatedCompositeFieldContainer[Global___Schedule]:
+        """Every schedule, sorted by name."""
+
+    def __init__(
+        self,
+        *,
+        schedules: _abc.Iterable[Global___Schedule] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedules", b"schedules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSchedulesResponse: _TypeAlias = ListSchedulesResponse  # noqa: Y015
+
+@_typing.final
+class GetScheduleRequest(_message.Message):
+    """Request of TaskService.GetSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NEXT_FIRE_TIMES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The schedule's name."""
+    next_fire_times: _builtins.int
+    """How many next fire times to return: 0 means 5, at most 100."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        next_fire_times: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "next_fire_times", b"next_fire_times"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetScheduleRequest: _TypeAlias = GetScheduleRequest  # noqa: Y015
+
+@_typing.final
+class GetScheduleResponse(_message.Message):
+    """Response of TaskService.GetSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedule(self) -> Global___Schedule:
+        """The schedule."""
+
+    def __init__(
+        self,
+        *,
+        schedule: Global___Schedule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetScheduleResponse: _TypeAlias = GetScheduleResponse  # noqa: Y015
+
+@_typing.final
+class PauseScheduleRequest(_message.Message):
+    """Request of TaskService.PauseSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The schedule's name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseScheduleRequest: _TypeAlias = PauseScheduleRequest  # noqa: Y015
+
+@_typing.final
+class PauseScheduleResponse(_message.Message):
+    """Response of TaskService.PauseSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedule(self) -> Global___Schedule:
+        """The schedule, paused."""
+
+    def __init__(
+        self,
+        *,
+        schedule: Global___Schedule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseScheduleResponse: _TypeAlias = PauseScheduleResponse  # noqa: Y015
+
+@_typing.final
+class ResumeScheduleRequest(_message.Message):
+    """Request of TaskService.ResumeSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The schedule's name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeScheduleRequest: _TypeAlias = ResumeScheduleRequest  # noqa: Y015
+
+@_typing.final
+class ResumeScheduleResponse(_message.Message):
+    """Response of TaskService.ResumeSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedule(self) -> Global___Schedule:
+        """The schedule, resumed, with its next fire times."""
+
+    def __init__(
+        self,
+        *,
+        schedule: Global___Schedule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeScheduleResponse: _TypeAlias = ResumeScheduleResponse  # noqa: Y015
+
+@_typing.final
+class DeleteScheduleRequest(_message.Message):
+    """Request of TaskService.DeleteSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The schedule's name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteScheduleRequest: _TypeAlias = DeleteScheduleRequest  # noqa: Y015
+
+@_typing.final
+class DeleteScheduleResponse(_message.Message):
+    """Response of TaskService.DeleteSchedule: empty, the deletion is durable."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteScheduleResponse: _TypeAlias = DeleteScheduleResponse  # noqa: Y015
+
+@_typing.final
+class TriggerScheduleRequest(_message.Message):
+    """Request of TaskService.TriggerSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The schedule's name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TriggerScheduleRequest: _TypeAlias = TriggerScheduleRequest  # noqa: Y015
+
+@_typing.final
+class TriggerScheduleResponse(_message.Message):
+    """Response of TaskService.TriggerSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    """The execution the trigger started (its idempotency key is
+    "schedule:NAME:trigger:TIME").
+    """
+    @_builtins.property
+    def schedule(self) -> Global___Schedule:
+        """The schedule after the trigger."""
+
+    def __init__(
+        self,
+        *,
+        schedule: Global___Schedule | None = ...,
+        execution_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TriggerScheduleResponse: _TypeAlias = TriggerScheduleResponse  # noqa: Y015

@@ -110,6 +110,41 @@ class TaskServiceStub:
                 request_serializer=taskwire_dot_v1_dot_task__service__pb2.RerunExecutionRequest.SerializeToString,
                 response_deserializer=taskwire_dot_v1_dot_task__service__pb2.RerunExecutionResponse.FromString,
                 _registered_method=True)
+        self.CreateSchedule = channel.unary_unary(
+                '/taskwire.v1.TaskService/CreateSchedule',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.CreateScheduleRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.CreateScheduleResponse.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/taskwire.v1.TaskService/ListSchedules',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.GetSchedule = channel.unary_unary(
+                '/taskwire.v1.TaskService/GetSchedule',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.GetScheduleRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.GetScheduleResponse.FromString,
+                _registered_method=True)
+        self.PauseSchedule = channel.unary_unary(
+                '/taskwire.v1.TaskService/PauseSchedule',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.PauseScheduleRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.PauseScheduleResponse.FromString,
+                _registered_method=True)
+        self.ResumeSchedule = channel.unary_unary(
+                '/taskwire.v1.TaskService/ResumeSchedule',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.ResumeScheduleRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.ResumeScheduleResponse.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/taskwire.v1.TaskService/DeleteSchedule',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.DeleteScheduleRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
+        self.TriggerSchedule = channel.unary_unary(
+                '/taskwire.v1.TaskService/TriggerSchedule',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.TriggerScheduleRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.TriggerScheduleResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -243,6 +278,64 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSchedule(self, request, context):
+        """Creates a schedule: its execution spec is started at each time its cron
+        expression names (see Schedule for what is guaranteed). Returns once it is
+        durably stored. INVALID_ARGUMENT naming the field for a bad cron expression
+        ("schedule.cron"), an unknown time zone ("schedule.timezone") or a bad
+        spec; ALREADY_EXISTS when a schedule has that name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Lists every schedule, by name, with its next fire times.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchedule(self, request, context):
+        """Returns one schedule with its next fire times; NOT_FOUND for an unknown name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSchedule(self, request, context):
+        """Pauses a schedule: it starts nothing until resumed (a trigger still
+        does). Idempotent. NOT_FOUND for an unknown name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSchedule(self, request, context):
+        """Resumes a paused schedule from now on: the fire times that passed while it
+        was paused are neither started nor counted missed. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Deletes a schedule; the executions it started go on. NOT_FOUND for an
+        unknown name, so deleting twice finds nothing the second time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TriggerSchedule(self, request, context):
+        """Starts one execution of the schedule now, whatever its overlap policy and
+        even while it is paused; returns once it is durable. NOT_FOUND for an
+        unknown name, RESOURCE_EXHAUSTED when the queue is full.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -310,6 +403,41 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.RerunExecution,
                     request_deserializer=taskwire_dot_v1_dot_task__service__pb2.RerunExecutionRequest.FromString,
                     response_serializer=taskwire_dot_v1_dot_task__service__pb2.RerunExecutionResponse.SerializeToString,
+            ),
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.CreateScheduleRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.CreateScheduleResponse.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'GetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedule,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.GetScheduleRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.GetScheduleResponse.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.PauseScheduleRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.PauseScheduleResponse.SerializeToString,
+            ),
+            'ResumeSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSchedule,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.ResumeScheduleRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.ResumeScheduleResponse.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.DeleteScheduleRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.DeleteScheduleResponse.SerializeToString,
+            ),
+            'TriggerSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.TriggerSchedule,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.TriggerScheduleRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.TriggerScheduleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -674,6 +802,195 @@ class TaskService:
             '/taskwire.v1.TaskService/RerunExecution',
             taskwire_dot_v1_dot_task__service__pb2.RerunExecutionRequest.SerializeToString,
             taskwire_dot_v1_dot_task__service__pb2.RerunExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskwire.v1.TaskService/CreateSchedule',
+            taskwire_dot_v1_dot_task__service__pb2.CreateScheduleRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.CreateScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskwire.v1.TaskService/ListSchedules',
+            taskwire_dot_v1_dot_task__service__pb2.ListSchedulesRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskwire.v1.TaskService/GetSchedule',
+            taskwire_dot_v1_dot_task__service__pb2.GetScheduleRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.GetScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskwire.v1.TaskService/PauseSchedule',
+            taskwire_dot_v1_dot_task__service__pb2.PauseScheduleRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.PauseScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskwire.v1.TaskService/ResumeSchedule',
+            taskwire_dot_v1_dot_task__service__pb2.ResumeScheduleRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.ResumeScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskwire.v1.TaskService/DeleteSchedule',
+            taskwire_dot_v1_dot_task__service__pb2.DeleteScheduleRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.DeleteScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TriggerSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskwire.v1.TaskService/TriggerSchedule',
+            taskwire_dot_v1_dot_task__service__pb2.TriggerScheduleRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.TriggerScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,
