@@ -1,21 +1,24 @@
 """A mixed fleet: one server, a Python worker and the TypeScript worker (sdks/typescript) serving the same
-handlers, through results, upstream references, cancel, retry and a kill -9 of the TypeScript worker."""
+handlers, through results, upstream references, cancel, retry, a drain, a graceful server restart and a kill -9
+of the TypeScript worker; and the TypeScript worker passes the conformance kit."""
 
 from __future__ import annotations
 
 import json
 import signal
+import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from taskwire.conformance import CHECKS
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import types_pb2 as pb
 from tests.faults.checker import Fault, HandlerRun
 from tests.faults.journal import HANDLERS, journal_env, read_journal
 from tests.faults.scenario import Load, final_report
-from tests.harness import Cluster, Process, ServerProcess, spawn, wait_for
+from tests.harness import BIN, Cluster, Process, ServerProcess, spawn, wait_for
 from tests.integration.polyglot.conftest import ROOT
 from tests.integration.server.support import Client, spec, task
 
@@ -196,3 +199,20 @@ def task_with_retry(handler: str, value: object, retry: pb.RetryPolicy) -> tpb.T
     spec_ = task(handler, input=value)
     spec_.retry_policy.CopyFrom(retry)
     return spec_
+
+
+def test_the_typescript_worker_passes_every_conformance_check(node: Path, ts_worker_cli: Path) -> None:
+    handlers = ts_worker_cli.with_name("conformance.js")
+    command = f"{node} {ts_worker_cli} --server {{address}} --slots {{slots}} --handlers {handlers}"
+    result = subprocess.run(
+        [str(BIN / "taskwire-conformance"), "--worker-cmd", command],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(CHECKS)} of {len(CHECKS)} checks passed" in result.stdout
+    for check in CHECKS:
+        assert f"pass {check.name}" in result.stdout
