@@ -23,6 +23,7 @@ from bench import (
     backpressure,
     cancel,
     celery_peer,
+    flow,
     latency,
     many_workers,
     memory,
@@ -43,6 +44,7 @@ SCENARIOS: tuple[ModuleType, ...] = (
     memory,
     recovery,
     many_workers,
+    flow,
 )
 BY_NAME: dict[str, ModuleType] = {module.NAME: module for module in SCENARIOS}
 

@@ -125,6 +125,12 @@ class AsyncClient:
         execution_timeout: timedelta | None = None,
         not_before: datetime | None = None,
         schedule_to_start_timeout: timedelta | None = None,
+        priority: int | None = None,
+        concurrency_key: str = "",
+        concurrency_limit: int = 0,
+        fairness_key: str = "",
+        rate_limit: str = "",
+        rate_limit_key: str = "",
         wait_for_room: bool = False,
     ) -> ExecutionSnapshot:
         """Submit an execution of one task; see `Client.submit`."""
@@ -142,6 +148,12 @@ class AsyncClient:
             execution_timeout=execution_timeout,
             not_before=not_before,
             schedule_to_start_timeout=schedule_to_start_timeout,
+            priority=priority,
+            concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
+            fairness_key=fairness_key,
+            rate_limit=rate_limit,
+            rate_limit_key=rate_limit_key,
         )
         return await self.submit_execution(spec, wait_for_room=wait_for_room)
 

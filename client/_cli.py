@@ -325,6 +325,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail the task (SCHEDULE_TO_START_TIMEOUT) when no worker starts it within S seconds of being queued",
     )
     submit.add_argument(
+        "--priority",
+        metavar="N",
+        type=int,
+        help="1 (lowest) to 9 (highest), default 5: a higher priority is dispatched first",
+    )
+    submit.add_argument(
+        "--concurrency-key",
+        metavar="K",
+        default="",
+        help="a key shared by tasks that must not run too many at once (needs --concurrency-limit)",
+    )
+    submit.add_argument(
+        "--concurrency-limit",
+        metavar="N",
+        type=int,
+        default=0,
+        help="with --concurrency-key: at most N attempts of the key run at once; the rest wait",
+    )
+    submit.add_argument(
+        "--fairness-key",
+        metavar="K",
+        default="",
+        help="the tenant the task runs for: within a priority, tenants take turns in the handler's queue",
+    )
+    submit.add_argument(
+        "--rate-limit",
+        metavar="NAME",
+        default="",
+        help="a rate limit the server defines (taskwire-server --rate-limit): each dispatch takes one of its tokens",
+    )
+    submit.add_argument(
+        "--rate-limit-key",
+        metavar="K",
+        default="",
+        help="with --rate-limit: draw from a bucket of that limit of its own for K (e.g. per customer)",
+    )
+    submit.add_argument(
         "--max-infrastructure-retries",
         metavar="N",
         type=int,
@@ -516,6 +553,12 @@ def cmd_submit(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
             key=args.key,
             name=args.name,
             schedule_to_start_timeout=args.schedule_to_start_timeout,
+            priority=args.priority,
+            concurrency_key=args.concurrency_key,
+            concurrency_limit=args.concurrency_limit,
+            fairness_key=args.fairness_key,
+            rate_limit=args.rate_limit,
+            rate_limit_key=args.rate_limit_key,
             wait_for_room=not args.fail_fast,
         )
     if submitted.unserved_handlers:
@@ -533,8 +576,20 @@ def cmd_submit(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
 
 def flow_spec(args: argparse.Namespace) -> ExecutionSpec:
     """The execution of `submit -f FILE` (or `schedule create -f FILE`); a single task's options do not apply."""
-    single = ("input", "timeout", "max_attempts", "max_infrastructure_retries", "schedule_to_start_timeout")
-    given = [name for name in single if getattr(args, name, None) is not None]
+    single = (
+        "input",
+        "timeout",
+        "max_attempts",
+        "max_infrastructure_retries",
+        "schedule_to_start_timeout",
+        "priority",
+        "concurrency_key",
+        "concurrency_limit",
+        "fairness_key",
+        "rate_limit",
+        "rate_limit_key",
+    )
+    given = [name for name in single if getattr(args, name, None) not in (None, "", 0)]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise UsageError(f"{flags}: set these in the flow file's tasks, not with -f")
@@ -743,10 +798,21 @@ def _parent_trace() -> Iterator[None]:
         otel_context.detach(token)
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments, with an optional HANDLER (`submit`, `schedule create`) also accepted after the options:
+    argparse takes an optional positional only where it first looks for one."""
+    args, extra = parser.parse_known_args(argv)
+    if len(extra) == 1 and not extra[0].startswith("-") and getattr(args, "handler", "") is None:
+        args.handler = extra[0]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
     """Run one command; returns its exit code (the console script exits with it)."""
     out = Output(stdout or sys.stdout, stderr or sys.stderr)
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     if args.command == "tokens":
         out.line(cmd_tokens(args))
         return ExitCode.OK

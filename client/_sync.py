@@ -123,12 +123,22 @@ class Client:
         execution_timeout: timedelta | None = None,
         not_before: datetime | None = None,
         schedule_to_start_timeout: timedelta | None = None,
+        priority: int | None = None,
+        concurrency_key: str = "",
+        concurrency_limit: int = 0,
+        fairness_key: str = "",
+        rate_limit: str = "",
+        rate_limit_key: str = "",
         wait_for_room: bool = False,
     ) -> ExecutionSnapshot:
         """Submit an execution of one task running `handler` on `input` (any JSON value, or a `Payload`).
 
         `timeout` limits each attempt, `execution_timeout` the whole execution, `schedule_to_start_timeout`
-        each wait for a worker to start it (past it the task fails with SCHEDULE_TO_START_TIMEOUT). `max_attempts` and
+        each wait for a worker to start it (past it the task fails with SCHEDULE_TO_START_TIMEOUT). `priority`
+        (1 lowest to 9 highest, default 5) orders the handler's queue; with `concurrency_key`, at most
+        `concurrency_limit` attempts of that key run at once; `fairness_key` (a tenant) takes turns with other
+        keys within a priority; `rate_limit` names a rate limit the server defines (`rate_limit_key`: a bucket of
+        its own), of which each dispatch takes a token (docs/flow-control.md). `max_attempts` and
         `max_infrastructure_retries` override those of `retry_policy` (default: one attempt, and three
         retries after failures that are not the handler's fault, such as a lost worker). With `key` (an idempotency
         key) the call is retried when the server is unreachable. `wait_for_room` waits for room in a full
@@ -148,6 +158,12 @@ class Client:
             execution_timeout=execution_timeout,
             not_before=not_before,
             schedule_to_start_timeout=schedule_to_start_timeout,
+            priority=priority,
+            concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
+            fairness_key=fairness_key,
+            rate_limit=rate_limit,
+            rate_limit_key=rate_limit_key,
         )
         return self.submit_execution(spec, wait_for_room=wait_for_room)
 

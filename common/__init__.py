@@ -31,8 +31,12 @@ from ._filters import ExecutionFilter
 from ._json_view import JSON_VIEW_VERSION, attempt_view, execution_view, iso, payload_view, task_run_view
 from ._models import (
     DEFAULT_INFRASTRUCTURE_RETRIES,
+    DEFAULT_PRIORITY,
     MAX_ATTEMPTS_LIMIT,
+    MAX_CONCURRENCY_LIMIT,
     MAX_INFRASTRUCTURE_RETRIES_LIMIT,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
     WORKER_SHUTDOWN_ERROR,
     Attempt,
     Closing,
@@ -81,17 +85,22 @@ from ._states import (
     State,
     TaskRunState,
 )
-from ._stats import HandlerStats, QueueStats, Stats
+from ._stats import MAX_KEY_STATS, ConcurrencyKeyStats, HandlerStats, QueueStats, RateLimitStats, Stats
 
 __all__ = [
     "DEFAULT_CATCH_UP_WINDOW",
     "DEFAULT_INFRASTRUCTURE_RETRIES",
+    "DEFAULT_PRIORITY",
     "DEFAULT_TASK_ID",
     "FIRE_TIME_LABEL",
     "JSON_CONTENT_TYPE",
     "JSON_VIEW_VERSION",
     "MAX_ATTEMPTS_LIMIT",
+    "MAX_CONCURRENCY_LIMIT",
     "MAX_INFRASTRUCTURE_RETRIES_LIMIT",
+    "MAX_KEY_STATS",
+    "MAX_PRIORITY",
+    "MIN_PRIORITY",
     "OCTET_STREAM",
     "REFERENCE_MARKER",
     "SCHEDULE_LABEL",
@@ -104,6 +113,7 @@ __all__ = [
     "Attempt",
     "AttemptOutcome",
     "Closing",
+    "ConcurrencyKeyStats",
     "ErrorInfo",
     "Execution",
     "ExecutionFilter",
@@ -123,6 +133,7 @@ __all__ = [
     "Progress",
     "QueueFull",
     "QueueStats",
+    "RateLimitStats",
     "RateLimited",
     "Reason",
     "ReasonCode",

@@ -35,6 +35,29 @@ class HandlerStats:
 
 
 @dataclass(frozen=True, slots=True)
+class ConcurrencyKeyStats:
+    """One concurrency key in use: its attempts running, its task runs queued, and those waiting for a place."""
+
+    key: str
+    limit: int
+    running: int
+    queued: int
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitStats:
+    """One bucket of a rate limit in use: its rate and burst, tokens now, granted and waiting task runs."""
+
+    name: str
+    rate_per_s: float
+    burst: int
+    tokens: int
+    reserved: int
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True)
 class Stats:
     """Queue and worker statistics (`taskwire stats`)."""
 
@@ -43,3 +66,11 @@ class Stats:
     connected_workers: int
     free_slots: int
     handlers: tuple[HandlerStats, ...] = ()
+    # The keys in use, most waiting first (at most MAX_KEY_STATS of them).
+    concurrency_keys: tuple[ConcurrencyKeyStats, ...] = ()
+    # The rate limit buckets in use, most waiting first (at most MAX_KEY_STATS of them).
+    rate_limits: tuple[RateLimitStats, ...] = ()
+
+
+# The most concurrency keys GetStats lists.
+MAX_KEY_STATS = 100

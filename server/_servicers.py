@@ -285,6 +285,21 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
                 )
                 for h in stats.handlers
             ],
+            concurrency_keys=[
+                tpb.ConcurrencyKeyStats(key=k.key, limit=k.limit, running=k.running, queued=k.queued, waiting=k.waiting)
+                for k in stats.concurrency_keys
+            ],
+            rate_limits=[
+                tpb.RateLimitStats(
+                    name=r.name,
+                    rate_per_s=r.rate_per_s,
+                    burst=r.burst,
+                    tokens=r.tokens,
+                    reserved=r.reserved,
+                    waiting=r.waiting,
+                )
+                for r in stats.rate_limits
+            ],
         )
 
     @_translate_errors

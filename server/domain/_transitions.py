@@ -19,7 +19,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 from ._budget import attempts_used, infrastructure_failure, infrastructure_failures, is_refusal
@@ -48,7 +48,11 @@ from ._events import (
     ExecutionStarted,
     ExecutionSucceeded,
     ExecutionTimeoutFired,
+    KeyFull,
+    KeyPlaceFree,
     LeaseExpired,
+    RateLimitEmpty,
+    RateTokenGranted,
     RetryDue,
     ScheduleDue,
     StartTimedOut,
@@ -202,6 +206,21 @@ def _retry_or_fail(
         record = _ended(task_run, State.CANCELLED, task_run.pending_cancel, now, attempts=attempts)
         return _finish(record, ended, *extra)
     policy = task_run.retry_policy
+    last_error = attempts[-1].error
+    if last_error is not None and last_error.retry_after is not None:
+        # The remote side rate limited the handler: wait as long as it asked, and spend no attempt.
+        at = _touch(task_run.updated_at, now)
+        retry_at = at + max(last_error.retry_after, timedelta(0))
+        after = last_error.retry_after.total_seconds()
+        reason = Reason(
+            ReasonCode.RETRY_BACKOFF,
+            f"{what}; rate limited by the remote side: retry after {after:g}s at {retry_at.isoformat()}"
+            " (no attempt spent)",
+        )
+        record = dataclasses.replace(
+            task_run, state=State.WAITING, reason=reason, updated_at=at, attempts=attempts, not_before=retry_at
+        )
+        return Transition(record=record, effects=(ended, *extra, ScheduleRetry(task_run.id, retry_at)))
     refused = is_refusal(attempts[-1])
     infrastructure = infrastructure_failure(attempts[-1])
     used = attempts_used(attempts)
@@ -299,6 +318,33 @@ def _on_start_timed_out(task_run: TaskRun, event: object, now: datetime) -> Tran
         f" (handler {task_run.handler!r})"
     )
     return _finish(_ended(task_run, State.FAILED, Reason(ReasonCode.SCHEDULE_TO_START_TIMEOUT, message), now))
+
+
+def _waits_for(code: ReasonCode, event_type: type) -> Callable[[TaskRun, object, datetime], Transition[TaskRun]]:
+    """KeyFull, RateLimitEmpty: PENDING → WAITING(code) with the event's message; a replay on one already waiting
+    for it is a no-op."""
+
+    def apply(task_run: TaskRun, event: object, now: datetime) -> Transition[TaskRun]:
+        assert isinstance(event, event_type)
+        if task_run.state is State.WAITING:
+            if task_run.reason is not None and task_run.reason.code is code:
+                return _noop(task_run)
+            raise InvalidTransition(
+                entity="task run",
+                entity_id=task_run.id,
+                state=task_run.state,
+                event=event_type.__name__,
+                reason=f"it waits for {task_run.reason.code if task_run.reason else 'nothing'}, not {code}",
+            )
+        record = dataclasses.replace(
+            task_run,
+            state=State.WAITING,
+            reason=Reason(code, event.message),  # type: ignore[attr-defined]
+            updated_at=_touch(task_run.updated_at, now),
+        )
+        return Transition(record=record)
+
+    return apply
 
 
 def _on_cancel_requested(task_run: TaskRun, event: object, now: datetime) -> Transition[TaskRun]:
@@ -402,6 +448,10 @@ def _rows(
 _retry_due = _becomes_eligible(ReasonCode.RETRY_BACKOFF)
 _schedule_due = _becomes_eligible(ReasonCode.SCHEDULED)
 _dependencies_met = _becomes_eligible(ReasonCode.DEPENDENCIES)
+_key_place_free = _becomes_eligible(ReasonCode.CONCURRENCY_LIMIT)
+_rate_token_granted = _becomes_eligible(ReasonCode.RATE_LIMITED)
+_on_key_full = _waits_for(ReasonCode.CONCURRENCY_LIMIT, KeyFull)
+_on_rate_limit_empty = _waits_for(ReasonCode.RATE_LIMITED, RateLimitEmpty)
 _ANY_END = frozenset({W, F, C})
 
 # Every allowed (state, event) pair of a task run and the states it may lead to. A row whose
@@ -420,6 +470,14 @@ TASK_RUN_TRANSITIONS: dict[tuple[State, type], Row[TaskRun]] = _rows(
         (W, RetryDue): (frozenset({P}), _retry_due),
         (W, ScheduleDue): (frozenset({P}), _schedule_due),
         (W, DependenciesMet): (frozenset({P}), _dependencies_met),
+        (P, KeyFull): (frozenset({W}), _on_key_full),
+        (W, KeyFull): (frozenset({W}), _on_key_full),
+        (W, KeyPlaceFree): (frozenset({P}), _key_place_free),
+        (P, KeyPlaceFree): (frozenset({P}), _key_place_free),
+        (P, RateLimitEmpty): (frozenset({W}), _on_rate_limit_empty),
+        (W, RateLimitEmpty): (frozenset({W}), _on_rate_limit_empty),
+        (W, RateTokenGranted): (frozenset({P}), _rate_token_granted),
+        (P, RateTokenGranted): (frozenset({P}), _rate_token_granted),
         (W, DependenciesFailed): (frozenset({C}), _on_dependencies_failed),
         (W, CancelRequested): (frozenset({C}), _on_cancel_requested),
         (R, TaskSucceeded): (frozenset({S}), _on_succeeded),

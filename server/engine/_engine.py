@@ -26,17 +26,19 @@ May use: every room; the store, the committer and the config.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 
-from taskwire.common import ExecutionFilter, HandlerStats, Stats
+from taskwire.common import MAX_KEY_STATS, ExecutionFilter, HandlerStats, Stats
 from taskwire.server._config import ServerConfig
 from taskwire.server.domain import (
     CancellationRequested,
     ExecutionSpec,
     InvalidTransition,
     NotFound,
+    ReasonCode,
     Reused,
     State,
     rerun_spec,
@@ -48,10 +50,13 @@ from ._bulk import BulkResult, cancel_matching, delete_matching
 from ._bus import EventBus
 from ._clock import Clock, SystemClock
 from ._cold import ColdTier
-from ._dispatch import Dispatcher, ReadyQueues
+from ._dispatch import Dispatcher
 from ._history import History, HistoryCodec
+from ._keys import ConcurrencyKeys
 from ._live import Executions, Figures, LiveExecution
 from ._observer import Observer, Unobserved
+from ._rates import RateLimits
+from ._ready import ReadyQueues
 from ._recovery import recover
 from ._retention import Retention
 from ._schedules import Schedules
@@ -88,18 +93,24 @@ class Engine:
         self._timers = Timers(clock=self._clock)
         self._admission = AdmissionQueue(capacity=config.queue_capacity)
         self._history = History(store=store, bus=self.bus, committer=self._committer, codec=codec)
+        self._keys = ConcurrencyKeys(soon=lambda callback: asyncio.get_running_loop().call_soon(callback))
+        self._rates = RateLimits(
+            limits={limit.name: limit for limit in config.rate_limits}, timers=self._timers, now=self._clock.monotonic
+        )
         self._executions = executions = Executions(
             clock=self._clock,
             timers=self._timers,
             committer=self._committer,
             history=self._history,
             figures=Figures(self._admission, self.observer),
+            keys=self._keys,
+            rates=self._rates,
             cancel_grace_s=config.cancel_grace.total_seconds(),
         )
         self._pool = WorkerPool(
             clock=self._clock, timers=self._timers, config=config, executions=executions, observer=self.observer
         )
-        self._ready = ReadyQueues()
+        self._ready = ReadyQueues(now=self._clock.monotonic, aging_s=config.priority_aging.total_seconds())
         self._cold = ColdTier(
             store=store,
             executions=executions,
@@ -121,8 +132,14 @@ class Engine:
             history=self._history,
             cold=self._cold,
             dispatcher=self._dispatcher,
+            rate_limits=frozenset(limit.name for limit in config.rate_limits),
         )
         executions.enqueue = self._dispatcher.enqueue
+        self._keys.admit = lambda task_run_id: not self._closed and executions.admit_waiting(task_run_id)
+        self._rates.admit = lambda task_run_id: (
+            not self._closed and executions.admit_waiting(task_run_id, ReasonCode.RATE_LIMITED)
+        )
+        self._pool.holders.forgotten = self._keys.attempt_over
         executions.is_served = self._pool.serves
         executions.cancel_on_worker = self._pool.cancel_on_worker
         executions.retired = self._retired
@@ -389,6 +406,8 @@ class Engine:
             connected_workers=len(connected),
             free_slots=sum(session.free_slots for session in connected),
             handlers=tuple(per_handler),
+            concurrency_keys=tuple(self._keys.figures(MAX_KEY_STATS)),
+            rate_limits=tuple(self._rates.figures(MAX_KEY_STATS)),
         )
 
     # ---- Workers --------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 
-from taskwire.server.domain import Execution, Schedule, State, TaskRun
+from taskwire.server.domain import DEFAULT_PRIORITY, Execution, Schedule, State, TaskRun
 
 from ._json import datetime_to_db, timedelta_to_db
 from ._paging import check_page_size, decode_page_token, encode_page_token
@@ -269,13 +269,20 @@ class MemoryStore:
 
     def _is_cold(self, stored: _StoredExecution) -> bool:
         """See `ColdTaskRun`: PENDING, not closing, no deadline, every task run PENDING without an attempt or a
-        schedule-to-start timeout."""
+        schedule-to-start timeout, at the default priority, without a concurrency or fairness key or a rate limit."""
         execution = stored.execution
         if execution.state is not State.PENDING or execution.closing is not None or execution.deadline is not None:
             return False
         task_runs = [self._task_runs[i][1] for i in stored.task_run_ids]
         return bool(task_runs) and all(
-            t.state is State.PENDING and not t.attempts and t.schedule_to_start_timeout is None for t in task_runs
+            t.state is State.PENDING
+            and not t.attempts
+            and t.schedule_to_start_timeout is None
+            and t.priority == DEFAULT_PRIORITY
+            and not t.concurrency_key
+            and not t.fairness_key
+            and not t.rate_limit
+            for t in task_runs
         )
 
 

@@ -125,7 +125,9 @@ class ColdTaskRun:
     """A queued task run that the engine keeps out of memory until it dispatches it.
 
     Only executions that nothing can change before a dispatch are cold: PENDING, not closing,
-    no deadline, and every task run PENDING with no attempt yet and no schedule-to-start timeout.
+    no deadline, and every task run PENDING with no attempt yet, no schedule-to-start timeout, the default
+    priority and no concurrency or fairness key, no
+    rate limit.
     """
 
     task_run_id: str

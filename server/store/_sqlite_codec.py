@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol, TypedDict
 
-from taskwire.server.domain import Execution, Payload, Reason, ReasonCode, State, TaskRun
+from taskwire.server.domain import DEFAULT_PRIORITY, Execution, Payload, Reason, ReasonCode, State, TaskRun
 
 from ._json import (
     EPOCH,
@@ -87,6 +87,12 @@ TASK_RUN_COLUMNS: Final = (
     "ended_at",
     "attempts",
     "schedule_to_start_us",
+    "priority",
+    "concurrency_key",
+    "concurrency_limit",
+    "fairness_key",
+    "rate_limit",
+    "rate_limit_key",
 )
 
 
@@ -213,6 +219,12 @@ def task_run_to_row(task_run: TaskRun) -> dict[str, Any]:
         "progress": None if progress is None else dumps(progress_to_json(progress)),
         "attempts": attempts_to_text(task_run.attempts),
         "schedule_to_start_us": None if start is None else timedelta_to_db(start),
+        "priority": None if task_run.priority == DEFAULT_PRIORITY else task_run.priority,
+        "concurrency_key": task_run.concurrency_key or None,
+        "concurrency_limit": task_run.concurrency_limit or None,
+        "fairness_key": task_run.fairness_key or None,
+        "rate_limit": task_run.rate_limit or None,
+        "rate_limit_key": task_run.rate_limit_key or None,
     }
 
 
@@ -234,6 +246,12 @@ def task_run_from_row(row: RowLike) -> TaskRun:
         pending_cancel=None if pending_cancel is None else reason_from_json(json.loads(pending_cancel)),
         progress=None if progress is None else progress_from_json(json.loads(progress)),
         schedule_to_start_timeout=None if start_us is None else timedelta(microseconds=start_us),
+        priority=DEFAULT_PRIORITY if row["priority"] is None else row["priority"],
+        concurrency_key=row["concurrency_key"] or "",
+        concurrency_limit=row["concurrency_limit"] or 0,
+        fairness_key=row["fairness_key"] or "",
+        rate_limit=row["rate_limit"] or "",
+        rate_limit_key=row["rate_limit_key"] or "",
     )
 
 

@@ -105,12 +105,54 @@ class TaskSpec(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     RETRY_POLICY_FIELD_NUMBER: _builtins.int
     SCHEDULE_TO_START_TIMEOUT_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
+    FAIRNESS_KEY_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_KEY_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """Unique within the execution; [A-Za-z0-9_.-], at most 128 characters.
     May be empty only when the execution has exactly one task ("main" is used).
     """
     handler: _builtins.str
     """Name of the handler to run; required, at most 256 characters."""
+    priority: _builtins.int
+    """1 (lowest) to 9 (highest); 0 (unset) means the default, 5. Among the
+    queued task runs of one handler a higher priority is dispatched first,
+    first come first served within a priority; a task run waiting queued
+    rises one priority per the server's priority aging interval (see
+    docs/flow-control.md). Other values are INVALID_ARGUMENT.
+    """
+    concurrency_key: _builtins.str
+    """Optional, at most 256 characters: a name shared by tasks that must not run
+    too many at once (e.g. "customer-42"). With it, concurrency_limit is
+    required. The server never has more attempts of the key running than the
+    limit, across all workers, counting an attempt until the server knows it
+    ended; a task over the limit waits WAITING(CONCURRENCY_LIMIT) and becomes
+    PENDING, in order, when a place frees (see docs/flow-control.md).
+    """
+    concurrency_limit: _builtins.int
+    """1 to 10000: the most attempts of concurrency_key running or queued at once
+    (checked against this task's own limit). 0 only without a key.
+    """
+    fairness_key: _builtins.str
+    """Optional, at most 256 characters: the tenant the task is run for. Among
+    the queued task runs of one handler and one priority, dispatch takes the
+    fairness keys in turns (tasks without one share one turn), so a key with
+    a long backlog delays another key's task by at most one task run per key.
+    """
+    rate_limit: _builtins.str
+    """Optional: the name of a rate limit the server defines (taskwire-server
+    --rate-limit NAME=N/PERIOD[:BURST]); each dispatch takes a token of it. A
+    task that finds no token waits WAITING(RATE_LIMITED) and is dispatched, in
+    order, when one is back. A name the server does not define is
+    INVALID_ARGUMENT.
+    """
+    rate_limit_key: _builtins.str
+    """Optional, with rate_limit, at most 256 characters: a bucket of its own
+    per key (e.g. per customer), each with the limit's rate and burst.
+    """
     @_builtins.property
     def input(self) -> _types_pb2.Payload:
         """The handler's input. Unset means JSON null."""
@@ -145,10 +187,16 @@ class TaskSpec(_message.Message):
         timeout: _duration_pb2.Duration | None = ...,
         retry_policy: _types_pb2.RetryPolicy | None = ...,
         schedule_to_start_timeout: _duration_pb2.Duration | None = ...,
+        priority: _builtins.int = ...,
+        concurrency_key: _builtins.str = ...,
+        concurrency_limit: _builtins.int = ...,
+        fairness_key: _builtins.str = ...,
+        rate_limit: _builtins.str = ...,
+        rate_limit_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["depends_on", b"depends_on", "handler", b"handler", "input", b"input", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "depends_on", b"depends_on", "fairness_key", b"fairness_key", "handler", b"handler", "input", b"input", "priority", b"priority", "rate_limit", b"rate_limit", "rate_limit_key", b"rate_limit_key", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -729,6 +777,86 @@ class HandlerStats(_message.Message):
 Global___HandlerStats: _TypeAlias = HandlerStats  # noqa: Y015
 
 @_typing.final
+class ConcurrencyKeyStats(_message.Message):
+    """One concurrency key in use (see TaskSpec.concurrency_key)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The key."""
+    limit: _builtins.int
+    """The limit of the task run of the key that took a place last."""
+    running: _builtins.int
+    """Its attempts the server counts as running (held by a worker session)."""
+    queued: _builtins.int
+    """Its task runs PENDING with a place."""
+    waiting: _builtins.int
+    """Its task runs WAITING(CONCURRENCY_LIMIT) for a place."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        running: _builtins.int = ...,
+        queued: _builtins.int = ...,
+        waiting: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "limit", b"limit", "queued", b"queued", "running", b"running", "waiting", b"waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConcurrencyKeyStats: _TypeAlias = ConcurrencyKeyStats  # noqa: Y015
+
+@_typing.final
+class RateLimitStats(_message.Message):
+    """One bucket of a rate limit in use (see TaskSpec.rate_limit)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    RATE_PER_S_FIELD_NUMBER: _builtins.int
+    BURST_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    RESERVED_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The limit's name, with the key in brackets for a bucket of a key."""
+    rate_per_s: _builtins.float
+    """Tokens it gains per second."""
+    burst: _builtins.int
+    """The most tokens it holds."""
+    tokens: _builtins.int
+    """Whole tokens in it now."""
+    reserved: _builtins.int
+    """Tokens granted to task runs PENDING for it, not spent yet."""
+    waiting: _builtins.int
+    """Task runs WAITING(RATE_LIMITED) for a token."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        rate_per_s: _builtins.float = ...,
+        burst: _builtins.int = ...,
+        tokens: _builtins.int = ...,
+        reserved: _builtins.int = ...,
+        waiting: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst", b"burst", "name", b"name", "rate_per_s", b"rate_per_s", "reserved", b"reserved", "tokens", b"tokens", "waiting", b"waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateLimitStats: _TypeAlias = RateLimitStats  # noqa: Y015
+
+@_typing.final
 class GetStatsResponse(_message.Message):
     """Response of TaskService.GetStats."""
 
@@ -739,6 +867,8 @@ class GetStatsResponse(_message.Message):
     CONNECTED_WORKERS_FIELD_NUMBER: _builtins.int
     FREE_SLOTS_FIELD_NUMBER: _builtins.int
     HANDLERS_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEYS_FIELD_NUMBER: _builtins.int
+    RATE_LIMITS_FIELD_NUMBER: _builtins.int
     in_flight: _builtins.int
     """Attempts running on workers."""
     connected_workers: _builtins.int
@@ -753,6 +883,14 @@ class GetStatsResponse(_message.Message):
     def handlers(self) -> _containers.RepeatedCompositeFieldContainer[Global___HandlerStats]:
         """Per handler, sorted by name: every handler with work or a worker."""
 
+    @_builtins.property
+    def concurrency_keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConcurrencyKeyStats]:
+        """The concurrency keys in use, most waiting first, at most 100."""
+
+    @_builtins.property
+    def rate_limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___RateLimitStats]:
+        """The rate limit buckets in use, most waiting first, at most 100."""
+
     def __init__(
         self,
         *,
@@ -761,10 +899,12 @@ class GetStatsResponse(_message.Message):
         connected_workers: _builtins.int = ...,
         free_slots: _builtins.int = ...,
         handlers: _abc.Iterable[Global___HandlerStats] | None = ...,
+        concurrency_keys: _abc.Iterable[Global___ConcurrencyKeyStats] | None = ...,
+        rate_limits: _abc.Iterable[Global___RateLimitStats] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected_workers", b"connected_workers", "free_slots", b"free_slots", "handlers", b"handlers", "in_flight", b"in_flight", "queue", b"queue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_keys", b"concurrency_keys", "connected_workers", b"connected_workers", "free_slots", b"free_slots", "handlers", b"handlers", "in_flight", b"in_flight", "queue", b"queue", "rate_limits", b"rate_limits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
