@@ -16,6 +16,8 @@ PROTOC_GEN_ES_VERSION := 2.17.0
 PROTO_DIR := protos
 PROTO_FILES := $(wildcard $(PROTO_DIR)/taskwire/v1/*.proto)
 NODE_EXAMPLE := examples/node
+TS_SDK := sdks/typescript
+TS_SOURCES := $(wildcard $(TS_SDK)/src/*.ts $(TS_SDK)/test/*.ts) $(TS_SDK)/tsconfig.json
 # Parallel test workers: all cores unless told otherwise.
 PYTEST_WORKERS ?= auto
 
@@ -60,6 +62,23 @@ $(PROTOC_GEN_ES): $(BUF)
 $(NODE_EXAMPLE)/node_modules: $(NODE_EXAMPLE)/package.json $(NODE_EXAMPLE)/package-lock.json
 	npm ci --silent --no-audit --no-fund --prefix $(NODE_EXAMPLE)
 	touch $@
+
+# The TypeScript worker's packages (package-lock.json pins them), its build (tsc, strict) and its unit tests.
+$(TS_SDK)/node_modules: $(TS_SDK)/package.json $(TS_SDK)/package-lock.json
+	npm ci --silent --no-audit --no-fund --prefix $(TS_SDK)
+	touch $@
+
+$(TS_SDK)/dist/.built: $(TS_SDK)/node_modules $(TS_SOURCES)
+	rm -rf $(TS_SDK)/dist
+	$(TS_SDK)/node_modules/.bin/tsc -p $(TS_SDK)/tsconfig.json
+	touch $@
+
+.PHONY: ts-build
+ts-build: $(TS_SDK)/dist/.built ## Build the TypeScript worker (sdks/typescript) with tsc.
+
+.PHONY: ts-test
+ts-test: $(TS_SDK)/dist/.built ## The TypeScript worker's unit tests (node --test).
+	cd $(TS_SDK) && node --test dist/test/
 
 .PHONY: protos
 protos: $(STAMP) ## Regenerate the Python stubs from protos/.
@@ -116,7 +135,7 @@ typecheck: $(STAMP) ## mypy --strict on our code (generated stubs excluded).
 	$(BIN)/mypy
 
 .PHONY: test
-test: $(STAMP) protos-check protos-languages lint typecheck $(NODE_EXAMPLE)/node_modules ## Everything CI checks: stubs, lint, types, the whole suite.
+test: $(STAMP) protos-check protos-languages lint typecheck $(NODE_EXAMPLE)/node_modules ts-test ## Everything CI checks: stubs, lint, types, the whole suite.
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider
 
 # The long versions of the fault tests, outside CI: an hour of load with random faults (TASKWIRE_SOAK_SECONDS)
@@ -176,4 +195,4 @@ bench: $(STAMP) bench-deps ## Run the benchmarks and print the comparison (ARGS=
 
 .PHONY: clean
 clean: ## Remove the virtualenv, tools and caches.
-	rm -rf $(VENV) $(TOOLS) $(NODE_EXAMPLE)/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(TOOLS) $(NODE_EXAMPLE)/node_modules $(TS_SDK)/node_modules $(TS_SDK)/dist .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
