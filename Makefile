@@ -111,7 +111,9 @@ DEBIAN_PROTOC := protobuf-compiler protoc-gen-go protoc-gen-go-grpc
 protos-languages: $(STAMP) $(BUF) $(PROTOC_GEN_ES) ## Check that TypeScript, Java and Go stubs generate from protos/.
 	@command -v protoc >/dev/null && command -v protoc-gen-go >/dev/null && command -v protoc-gen-go-grpc >/dev/null || \
 	  { echo "installing $(DEBIAN_PROTOC) (Debian packages)"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(DEBIAN_PROTOC) >/dev/null; }
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q --no-install-recommends $(DEBIAN_PROTOC) >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get install -y -q --no-install-recommends $(DEBIAN_PROTOC) >/dev/null; }; }
 	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && mkdir -p $$tmp/java $$tmp/go && \
 	  $(BUF) generate --template '{"version":"v2","plugins":[{"local":"$(PROTOC_GEN_ES)","out":"'"$$tmp"'/ts","opt":["target=ts"]}]}' && \
 	  protoc -I $(PROTO_DIR) --java_out=$$tmp/java --go_out=$$tmp/go --go-grpc_out=$$tmp/go $(PROTO_FILES) && \
