@@ -32,7 +32,7 @@ from taskwire.client import (
     TaskwireError,
     WatchEvent,
 )
-from taskwire.common import State
+from taskwire.common import ExecutionFilter, State
 
 from . import _views as views
 from ._html import error_box, esc, page, query
@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 PAGE_SIZE = 25
-# The name filter is applied here (ListExecutions has none): over at most this many server pages per page.
+# The name, label and time filters are applied here (ListExecutions has none): over at most this many server
+# pages per page of the console.
 NAME_SCAN_PAGES = 10
 CLIENT: web.AppKey[AsyncClient] = web.AppKey("client", AsyncClient)
 VIEW_AS: web.AppKey[str | None] = web.AppKey("view_as", str)
@@ -134,16 +135,54 @@ async def _require(request: web.Request, action: Action) -> Viewer:
 # ---- Executions ---------------------------------------------------------------------------------
 
 
+def _when(text: str) -> datetime | None:
+    """A time from a form (`2030-01-31T09:00`, local to nobody: taken as UTC), or None when empty or unreadable."""
+    try:
+        value = datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+    return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+
+
 class _Filters:
+    """The list's filters from the query string: state and handler go to the server; name, label (K=V)
+    and the creation time range (`since`, `until`) are applied here, over the pages the server returns."""
+
     def __init__(self, request: web.Request) -> None:
         params = request.query
         self.states = [state for state in params.getall("state", []) if state in State.__members__]
         self.handler = params.get("handler", "").strip()
         self.name = params.get("name", "").strip()
+        self.label = params.get("label", "").strip()
+        self.since = params.get("since", "").strip()
+        self.until = params.get("until", "").strip()
         self.page_token = params.get("page_token", "")
+        key, _, value = self.label.partition("=")
+        self.selection = ExecutionFilter(
+            labels={key.strip(): value.strip()} if key.strip() else {},
+            created_after=_when(self.since),
+            created_before=_when(self.until),
+        )
+
+    @property
+    def scans(self) -> bool:
+        """Whether the console filters itself (and so may read several server pages for one of its own)."""
+        return bool(self.name) or not self.selection.is_empty
+
+    def keeps(self, snapshot: ExecutionSnapshot) -> bool:
+        wanted = self.name.casefold()
+        return wanted in snapshot.name.casefold() and self.selection.matches(snapshot.execution, snapshot.task_runs)
 
     def query(self, *, page_token: str = "") -> str:
-        return query(state=self.states, handler=self.handler, name=self.name, page_token=page_token)
+        return query(
+            state=self.states,
+            handler=self.handler,
+            name=self.name,
+            label=self.label,
+            since=self.since,
+            until=self.until,
+            page_token=page_token,
+        )
 
     def form(self) -> str:
         boxes = "".join(
@@ -155,6 +194,9 @@ class _Filters:
             f'<form class="filters" method="get" action="/executions">{boxes}'
             f'<label>Handler <input name="handler" value="{esc(self.handler)}"></label>'
             f'<label>Name <input name="name" value="{esc(self.name)}"></label>'
+            f'<label>Label <input name="label" placeholder="key=value" value="{esc(self.label)}"></label>'
+            f'<label>Created from <input type="datetime-local" name="since" value="{esc(self.since)}"></label>'
+            f'<label>to <input type="datetime-local" name="until" value="{esc(self.until)}"></label>'
             '<button type="submit">Filter</button> <a href="/executions">Clear</a></form>'
         )
 
@@ -163,12 +205,11 @@ async def _executions(request: web.Request, filters: _Filters) -> str:
     client = request.app[CLIENT]
     shown: list[ExecutionSnapshot] = []
     token = filters.page_token
-    for _ in range(NAME_SCAN_PAGES if filters.name else 1):
+    for _ in range(NAME_SCAN_PAGES if filters.scans else 1):
         snapshots, token = await client.list_page(
             states=filters.states, handler=filters.handler, page_size=PAGE_SIZE, page_token=token
         )
-        wanted = filters.name.casefold()
-        shown.extend(s for s in snapshots if wanted in s.name.casefold())
+        shown.extend(s for s in snapshots if filters.keeps(s))
         if not token or len(shown) >= PAGE_SIZE:
             break
     pager = '<a href="/executions' + filters.query() + '">First page</a>' if filters.page_token else ""

@@ -4,14 +4,15 @@ its listen address is parsed like the server's."""
 from __future__ import annotations
 
 import io
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
-from taskwire.client import AsyncClient, RpcRetry
+from taskwire.client import AsyncClient, Execution, ExecutionSnapshot, RpcRetry, State
 from taskwire.client._cli import ExitCode, main
 from taskwire.console import ListenError, create_app, split_listen
+from taskwire.console._app import _Filters
 
 
 async def test_an_unreachable_server_is_a_503_page_naming_it() -> None:
@@ -51,3 +52,32 @@ def test_taskwire_console_with_a_bad_listen_address_is_a_usage_error() -> None:
     out, err = io.StringIO(), io.StringIO()
     assert main(["console", "--listen", "nowhere"], stdout=out, stderr=err) == ExitCode.USAGE
     assert "--listen: expected HOST:PORT, got 'nowhere'" in err.getvalue()
+
+
+def _snapshot(name: str, created: datetime, **labels: str) -> ExecutionSnapshot:
+    execution = Execution(
+        id="e1", name=name, state=State.PENDING, reason=None, created_at=created, updated_at=created, metadata=labels
+    )
+    return ExecutionSnapshot(execution=execution, task_runs=())
+
+
+@pytest.mark.parametrize(
+    ("query", "kept"),
+    [
+        ("", {"nightly", "adhoc", "old"}),
+        ("?name=NIGHT", {"nightly"}),
+        ("?label=team%3Ddata", {"nightly", "old"}),
+        ("?label=team%3Ddata&since=2030-01-01T00:00", {"nightly"}),
+        ("?until=2030-01-01T00:00", {"old"}),
+        ("?since=not-a-time", {"nightly", "adhoc", "old"}),  # an unreadable time is no condition
+    ],
+)
+def test_the_list_filters_by_name_label_and_creation_time(query: str, kept: set[str]) -> None:
+    filters = _Filters(make_mocked_request("GET", "/executions" + query))
+    snapshots = [
+        _snapshot("nightly", datetime(2030, 1, 2, tzinfo=UTC), team="data"),
+        _snapshot("adhoc", datetime(2030, 1, 3, tzinfo=UTC), team="ops"),
+        _snapshot("old", datetime(2029, 6, 1, tzinfo=UTC), team="data"),
+    ]
+    assert {s.name for s in snapshots if filters.keeps(s)} == kept
+    assert filters.scans == (query not in ("", "?since=not-a-time"))
