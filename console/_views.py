@@ -66,7 +66,9 @@ def _actions(snapshot: ExecutionSnapshot, viewer: Viewer) -> str:
     buttons = []
     if not snapshot.is_terminal and viewer.may(Action.CANCEL):
         buttons.append(
-            f'<button class="danger" name="cancel" hx-post="{base}/cancel" hx-target="#summary" '
+            # The live stream redraws the summary: the answer of the POST, older than what the stream may
+            # already have pushed (the handler may stop before the answer arrives), is not swapped in.
+            f'<button class="danger" name="cancel" hx-post="{base}/cancel" hx-swap="none" '
             'hx-confirm="Cancel this execution? Its running handlers are asked to stop.">Cancel</button>'
         )
     if snapshot.is_terminal and viewer.may(Action.DELETE):
