@@ -19,7 +19,8 @@ from ._schedules import ScheduleInfo
 from ._sync import Client
 
 if TYPE_CHECKING:
-    from ._cli import ExitCode, Output, _Parser
+    from ._cli import _Parser
+    from ._cli_base import ExitCode, Output
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -39,7 +40,8 @@ def duration(text: str) -> timedelta:
 
 def add_schedule_commands(schedule: argparse.ArgumentParser, parents: list[_Parser]) -> None:
     """The actions of `taskwire schedule`; `parents` are the options every action takes (server, TLS, --json)."""
-    from ._cli import _Parser, _seconds
+    from ._cli import _Parser
+    from ._cli_base import _seconds
 
     actions = schedule.add_subparsers(dest="schedule_action", metavar="ACTION", parser_class=_Parser)
     actions.required = True
@@ -111,7 +113,8 @@ def add_schedule_commands(schedule: argparse.ArgumentParser, parents: list[_Pars
 
 
 def run_schedule(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
-    from ._cli import ExitCode, UsageError, flow_spec, read_input
+    from ._cli_base import ExitCode, UsageError, read_input
+    from ._cli_commands import flow_spec
 
     verb = args.schedule_action
     if verb == "create" and args.file is not None:
