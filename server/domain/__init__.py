@@ -110,6 +110,7 @@ from ._events import (
     TaskTimedOut,
     event_name,
 )
+from ._execution_transitions import EXECUTION_TRANSITIONS, propagated_reason, transition_execution
 from ._planning import ExecutionFollowUp, FollowUp, TaskFollowUp, plan_follow_ups
 from ._schedules import (
     Action,
@@ -121,14 +122,8 @@ from ._schedules import (
     overlap_decision,
 )
 from ._specs import RERUN_OF, Reused, create_execution, rerun_spec
-from ._transitions import (
-    EXECUTION_TRANSITIONS,
-    TASK_RUN_TRANSITIONS,
-    Transition,
-    propagated_reason,
-    transition_execution,
-    transition_task_run,
-)
+from ._task_run_transitions import TASK_RUN_TRANSITIONS, transition_task_run
+from ._transitions import Transition
 
 __all__ = [
     "ATTEMPT_EVENTS",
