@@ -7,7 +7,6 @@ the `ScheduleInfo` JSON view with `--json`.
 from __future__ import annotations
 
 import argparse
-import re
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +14,7 @@ from rich.table import Table
 
 from taskwire.common import DEFAULT_CATCH_UP_WINDOW, OverlapPolicy, ScheduleSpec, iso
 
+from ._flowfile import parse_seconds
 from ._schedules import ScheduleInfo
 from ._sync import Client
 
@@ -22,18 +22,16 @@ if TYPE_CHECKING:
     from ._cli import _Parser
     from ._cli_base import ExitCode, Output
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 OVERLAP_CHOICES = [policy.value.lower().replace("_", "-") for policy in OverlapPolicy]
 
 
 def duration(text: str) -> timedelta:
     """A duration typed on the command line: `90`, `90s`, `1.5m`, `2h`, `1d`, `500ms`."""
-    match = _DURATION.fullmatch(text)
-    if match is None:
+    seconds = parse_seconds(text)
+    if seconds is None:
         raise argparse.ArgumentTypeError(f"expected a duration such as 60s, 5m or 1h, got {text!r}")
     try:
-        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
+        return timedelta(seconds=seconds)
     except OverflowError:
         raise argparse.ArgumentTypeError(f"{text!r} is too long") from None
 

@@ -46,8 +46,16 @@ from taskwire.common import (
     validate_execution_spec,
 )
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_seconds(text: str) -> float | None:
+    """The seconds of a duration written `90`, `90s`, `1.5m`, `2h`, `1d` or `500ms`; None when it is not one."""
+    match = _DURATION.match(text)
+    return None if match is None else float(match.group(1)) * _UNITS[match.group(2)]
+
+
 _EXECUTION_FIELDS = {"name", "metadata", "timeout", "not_before", "idempotency_key", "tasks"}
 _TASK_FIELDS = {
     "task_id",
@@ -241,10 +249,10 @@ def _duration(reader: _Reader, fields: Mapping[str, Any], key: str, path: str = 
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     else:
-        match = _DURATION.match(str(value))
-        if match is None:
+        parsed = parse_seconds(str(value))
+        if parsed is None:
             raise reader.fail(_at(path, key), f"expected seconds or a duration like 30s, 5m, 2h; got {value!r}")
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+        seconds = parsed
     if seconds <= 0:
         raise reader.fail(_at(path, key), "must be positive")
     return timedelta(seconds=seconds)
