@@ -29,7 +29,7 @@ from ._edge import RejectionLog, add_service
 from ._history_wire import ProtoHistoryCodec
 from ._servicers import TaskService, WorkerService
 from .engine import Clock, Engine
-from .store import SqliteStore, Store
+from .store import SqliteStore, Store, store_from_url
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,9 @@ class AddressInUse(OSError):
 class TaskwireServer:
     def __init__(self, config: ServerConfig, *, store: Store | None = None, clock: Clock | None = None) -> None:
         self.config = config
-        self._store: Store = store or SqliteStore(config.db_path)
+        self._store: Store = store or (
+            store_from_url(config.store_url) if config.store_url else SqliteStore(config.db_path)
+        )
         self.engine = Engine(
             store=self._store, config=config, codec=ProtoHistoryCodec(), clock=clock, on_fatal=self._on_fatal
         )

@@ -18,11 +18,13 @@ from ._app import TaskwireServer
 from ._config import DEFAULT_DB, DEFAULT_LISTEN, ServerConfig
 from ._local_worker import LocalWorker
 from .domain import Limits
+from .store._postgres import redact
+from .store._url import POSTGRES_SCHEMES, sqlite_path
 
 T = TypeVar("T")
 DESCRIPTION = """\
 Run the taskwire control plane: the gRPC server that holds the bounded queue, the
-durable store (SQLite) and the execution state machine. Worker agents connect to it
+durable store (SQLite, or PostgreSQL with --store) and the execution state machine. Worker agents connect to it
 with `taskwire-worker`; clients use the `taskwire` CLI, the Python SDK, or any gRPC
 client (server reflection is on, so grpcurl works without proto files).
 
@@ -80,8 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--db",
         type=Path,
-        default=Path(_env("TASKWIRE_DB", str(DEFAULT_DB))),
-        help="SQLite database file, created if missing [TASKWIRE_DB] (default: %(default)s)",
+        default=None,
+        help=f"SQLite database file, created if missing [TASKWIRE_DB] (default: {DEFAULT_DB})",
+    )
+    add(
+        "--store",
+        default=_env("TASKWIRE_STORE", ""),
+        metavar="URL",
+        help="the store as a URL instead of --db: postgresql://USER:PASSWORD@HOST:PORT/DATABASE (the schema is "
+        "created or migrated on start) or sqlite:PATH [TASKWIRE_STORE]",
     )
     add(
         "--queue-capacity",
@@ -153,10 +162,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _store_url(args: argparse.Namespace) -> str:
+    """The --store URL, checked; ValueError when it names no store or comes with --db."""
+    url: str = args.store
+    if not url:
+        return ""
+    if args.db is not None:
+        raise ValueError("--db and --store both name the store; give one")
+    if url.startswith(POSTGRES_SCHEMES):
+        return url
+    if url.startswith("sqlite:"):
+        sqlite_path(url)
+        return url
+    raise ValueError(f"--store must be postgresql://… or sqlite:PATH, got {redact(url)!r}")
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         listen=args.listen,
-        db_path=args.db,
+        db_path=args.db if args.db is not None else Path(_env("TASKWIRE_DB", str(DEFAULT_DB))),
+        store_url=_store_url(args),
         queue_capacity=args.queue_capacity,
         hot_queue_size=args.hot_queue_size,
         limits=Limits(max_payload_bytes=args.max_payload_bytes),
@@ -179,7 +204,8 @@ async def serve(config: ServerConfig, *, with_local_worker: bool = False) -> int
     # collector's full passes, which otherwise stop the loop for 15-25 ms every few thousand tasks.
     gc.collect()
     gc.freeze()
-    print(f"taskwire-server listening on {address} (store: {config.db_path})", flush=True)
+    store = redact(config.store_url) if config.store_url else config.db_path
+    print(f"taskwire-server listening on {address} (store: {store})", flush=True)
     loop = asyncio.get_running_loop()
 
     signals_seen = 0

@@ -9,12 +9,29 @@ import pytest
 
 from tests.harness import Cluster, ServerProcess, cluster, opened
 from tests.integration.server.support import Client
+from tests.postgres import PostgresCluster
 
 
 @pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Cluster]:
-    """Start servers and workers with `procs.server(...)` / `procs.worker(server, ...)`; all are killed at the end."""
-    yield from cluster(tmp_path)
+def procs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    """Start servers and workers with `procs.server(...)` / `procs.worker(server, ...)`; all are killed at the end.
+
+    Servers keep a SQLite file per database name, or with `BOTH_STORES` also a PostgreSQL database per name.
+    """
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield from cluster(tmp_path)
+        return
+    postgres: PostgresCluster = request.getfixturevalue("postgres")
+    databases: dict[str, str] = {}
+
+    def store_url(db_name: str) -> str:
+        if db_name not in databases:
+            databases[db_name] = postgres.new_database()
+        return databases[db_name]
+
+    yield from cluster(tmp_path, store_url)
+    for url in databases.values():
+        postgres.drop_database(url)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from taskwire.client import Client, ExecutionSpec, InvalidTransition, NotFound, State, TaskSpec, to_payload
-from tests.harness import BIN, Cluster, ServerProcess, wait_for
+from tests.harness import BIN, BOTH_STORES, Cluster, ServerProcess, wait_for
 
 FINISH = timedelta(seconds=20)
 
@@ -34,6 +34,7 @@ def taskwire(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[s
     )
 
 
+@BOTH_STORES
 def test_delete_a_finished_execution_then_get_is_not_found(procs: Cluster, server: ServerProcess, sdk: Client) -> None:
     procs.worker(server, slots=2)
     submitted = sdk.submit("echo", {"keep": "no"}, key="delete-me")
@@ -54,6 +55,7 @@ def test_delete_a_finished_execution_then_get_is_not_found(procs: Cluster, serve
     assert sdk.submit("echo", {"keep": "no"}, key="delete-me").id != submitted.id
 
 
+@BOTH_STORES
 def test_delete_of_a_running_execution_is_refused_naming_its_state(
     procs: Cluster, server: ServerProcess, sdk: Client
 ) -> None:

@@ -18,8 +18,10 @@ from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import types_pb2 as pb
 from taskwire.v1 import worker_service_pb2 as wpb
 from taskwire.v1 import worker_service_pb2_grpc
-from tests.harness import Cluster, ServerProcess, wait_for
+from tests.harness import BOTH_STORES, Cluster, ServerProcess, wait_for
 from tests.integration.server.support import Client, fails, sleeper, spec
+
+pytestmark = BOTH_STORES
 
 Connect = Callable[[ServerProcess], Client]
 SERVICES = ("taskwire.v1.TaskService", "taskwire.v1.WorkerService", "grpc.health.v1.Health")

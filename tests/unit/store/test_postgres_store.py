@@ -1,0 +1,136 @@
+"""PostgresStore on a real PostgreSQL: what only it has (migrations under a lock, one server per database, a lost
+connection, store URLs).
+
+What every store does is in the behaviour suite (`test_behaviour_*.py`), which runs on PostgreSQL too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from taskwire.server.store import (
+    POSTGRES_SCHEMA_VERSION,
+    PostgresStore,
+    SqliteStore,
+    StoreError,
+    StoreInUse,
+    WriteBatch,
+    store_from_url,
+)
+from taskwire.server.store._postgres import redact
+from taskwire.server.store._postgres_schema import migrate
+from tests.unit.store.records import pending_execution, submit_batch
+from tests.unit.store.support import write
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_servers_starting_together_migrate_once(postgres_url: str) -> None:
+    connections = [await asyncpg.connect(postgres_url) for _ in range(6)]
+    try:
+        found = await asyncio.gather(*(migrate(conn) for conn in connections))
+        version = await connections[0].fetchval("SELECT version FROM taskwire_schema")
+        rows = await connections[0].fetchval("SELECT count(*) FROM taskwire_schema")
+    finally:
+        for conn in connections:
+            await conn.close()
+    # One found the database empty and migrated it; every other waited for the lock and found the work done.
+    assert sorted(found) == [0] + [POSTGRES_SCHEMA_VERSION] * 5
+    assert (version, rows) == (POSTGRES_SCHEMA_VERSION, 1)
+
+
+async def test_a_store_migrated_before_opens_with_what_it_holds(postgres_url: str) -> None:
+    new = pending_execution()
+    async with PostgresStore(postgres_url) as store:
+        await write(store, submit_batch(new))
+    async with PostgresStore(postgres_url) as again:
+        snapshot = await again.get_execution(new.execution.id)
+    assert snapshot is not None
+    assert snapshot.execution == new.execution
+
+
+async def test_a_second_store_on_the_same_database_is_refused_until_the_first_closes(postgres_url: str) -> None:
+    first = PostgresStore(postgres_url)
+    await first.open()
+    second = PostgresStore(postgres_url)
+    with pytest.raises(StoreInUse, match="another taskwire server uses the database"):
+        await second.open()
+    await second.close()
+    await first.close()
+    async with PostgresStore(postgres_url) as third:
+        assert await third.get_execution("nope") is None
+
+
+async def test_a_database_of_a_newer_schema_is_refused(postgres_url: str) -> None:
+    async with PostgresStore(postgres_url):
+        pass
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute("UPDATE taskwire_schema SET version = 99")
+    finally:
+        await conn.close()
+    store = PostgresStore(postgres_url)
+    with pytest.raises(StoreError, match="schema version 99, newer than this server supports"):
+        await store.open()
+    await store.close()
+
+
+async def test_a_database_with_tables_of_another_application_is_refused(postgres_url: str) -> None:
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute("CREATE TABLE executions (id INTEGER)")
+    finally:
+        await conn.close()
+    store = PostgresStore(postgres_url)
+    with pytest.raises(StoreError, match="did not make"):
+        await store.open()
+    await store.close()
+
+
+async def test_a_lost_connection_fails_this_commit_and_every_later_one(postgres_url: str) -> None:
+    async with PostgresStore(postgres_url) as store:
+        await write(store, submit_batch(pending_execution()))
+        conn = await asyncpg.connect(postgres_url)
+        try:  # the writer holds the owner lock: end exactly that session
+            await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        finally:
+            await conn.close()
+        with pytest.raises(StoreError, match="failed"):
+            await store.commit([submit_batch(pending_execution())])
+        with pytest.raises(StoreError, match="failed"):
+            await store.commit([WriteBatch(new_executions=[pending_execution()])])
+
+
+async def test_an_unreachable_database_is_a_store_error(postgres_url: str) -> None:
+    dead = postgres_url.rsplit("/", 1)[0].rsplit(":", 1)[0] + ":1/nothing"
+    store = PostgresStore(dead, connect_timeout_s=5)
+    with pytest.raises(StoreError, match="cannot open the database"):
+        await store.open()
+    await store.close()
+
+
+def test_store_urls_name_their_store() -> None:
+    assert isinstance(store_from_url("postgresql://u:p@h:5432/d"), PostgresStore)
+    assert isinstance(store_from_url("postgres://h/d"), PostgresStore)
+    absolute = store_from_url("sqlite:///srv/taskwire/db.sqlite3")
+    relative = store_from_url("sqlite:data/db.sqlite3")
+    assert isinstance(absolute, SqliteStore)
+    assert absolute.path == Path("/srv/taskwire/db.sqlite3")
+    assert isinstance(relative, SqliteStore)
+    assert relative.path == Path("data/db.sqlite3")
+    with pytest.raises(ValueError, match="names a host"):
+        store_from_url("sqlite://host/db")
+    with pytest.raises(ValueError, match="neither"):
+        store_from_url("mysql://h/d")
+
+
+def test_a_password_never_shows() -> None:
+    assert redact("postgresql://tw:s3cret@db.example:5433/tw?sslmode=require") == (
+        "postgresql://tw:***@db.example:5433/tw?sslmode=require"
+    )
+    assert redact("postgresql://tw@db/tw") == "postgresql://tw@db/tw"
+    assert "s3cret" not in str(PostgresStore("postgresql://tw:s3cret@db/tw"))
