@@ -8,8 +8,9 @@ folder that user owns, listening on 127.0.0.1 only, on a port picked free, no Un
 gets a database of its own (`new_database`), made from `template0`. `stop()` stops the cluster at once
 and removes its folder.
 
-Settings trade durability for speed: no fsync, no full-page writes. Only the taskwire servers are
-killed in tests, never PostgreSQL, so a committed transaction is never lost all the same.
+Settings trade durability for speed: no fsync, no full-page writes, no waiting for the WAL flush at
+commit. Only the taskwire servers are killed in tests, never PostgreSQL, so a committed transaction
+is never lost all the same. `start(durable=True)` keeps PostgreSQL's durable defaults (benchmarks).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ _SETTINGS = {
     "shared_buffers": "32MB",
     "log_min_messages": "warning",
 }
+_DURABLE = {"fsync": "on", "full_page_writes": "on", "synchronous_commit": "on"}
 
 
 def _bin_dirs() -> list[Path]:
@@ -91,10 +93,13 @@ class PostgresCluster:
     process: subprocess.Popen[bytes] | None = None
     _names: Iterator[int] = field(default_factory=itertools.count)
 
+    durable: bool = False  # fsync and synchronous commits on, as PostgreSQL ships (the benchmarks)
+
     @classmethod
-    def start(cls) -> PostgresCluster:
+    def start(cls, *, durable: bool = False) -> PostgresCluster:
+        """`durable`: PostgreSQL's own durable defaults instead of the fast test settings."""
         root = Path(tempfile.mkdtemp(prefix="taskwire-pg-"))
-        cluster = cls(find_binaries(), root)
+        cluster = cls(find_binaries(), root, durable=durable)
         try:
             cluster._init()
             cluster._serve()
@@ -143,7 +148,8 @@ class PostgresCluster:
     def _serve(self) -> None:
         for _ in range(5):  # the picked port may be taken by the time postgres binds it
             self.port = _free_port()
-            options = [f"-c{name}={value}" for name, value in {**_SETTINGS, "port": str(self.port)}.items()]
+            settings = {**_SETTINGS, **(_DURABLE if self.durable else {}), "port": str(self.port)}
+            options = [f"-c{name}={value}" for name, value in settings.items()]
             log = open(self.root / "postgres.log", "ab")  # noqa: SIM115 (the process keeps it)
             self.process = subprocess.Popen(
                 [str(self.bin_dir / "postgres"), "-D", str(self.data), *options],

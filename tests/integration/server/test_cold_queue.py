@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from taskwire.v1 import types_pb2 as pb
-from tests.harness import Cluster, ServerProcess
+from tests.harness import BOTH_STORES, Cluster, ServerProcess
 from tests.integration.server.support import Client, assert_gapless, spec, task
+
+pytestmark = BOTH_STORES
 
 Connect = Callable[[ServerProcess], Client]
 
