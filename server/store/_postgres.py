@@ -54,6 +54,7 @@ __all__ = ["PostgresStore", "redact"]
 _T = TypeVar("_T")
 # SQLSTATE classes of a refusal that concerns the batch, not the database: data exceptions and constraints.
 _REFUSAL_CLASSES: Final = ("22", "23")
+_APPLICATION_NAME: Final = "taskwire-server"  # what pg_stat_activity shows of the store's sessions
 
 
 def redact(url: str) -> str:
@@ -80,12 +81,25 @@ class PostgresStore:
     DuplicateIdempotencyKey / StoreError / ValueError, and StoreError for all once the connection is lost.
     """
 
-    def __init__(self, url: str, *, readers: int = 4, connect_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        readers: int = 4,
+        connect_timeout_s: float = 10.0,
+        command_timeout_s: float = 60.0,
+        lock_wait_s: float = 2.0,
+    ) -> None:
+        """`readers`: size of the read pool; `command_timeout_s`: longest a statement may take before the store
+        counts the database as lost; `lock_wait_s`: how long `open()` waits for another server's session to end
+        (a server killed a moment ago) before it refuses."""
         if readers < 1:
             raise ValueError(f"readers must be at least 1, got {readers}")
         self.url = url
         self._readers = readers
         self._connect_timeout_s = connect_timeout_s
+        self._command_timeout_s = command_timeout_s
+        self._lock_wait_s = lock_wait_s
         self._state = "new"  # new → open → closed
         self._conn: Any = None  # the owner and writer connection
         self._pool: Any = None
@@ -115,15 +129,25 @@ class PostgresStore:
 
     async def _connect(self) -> None:
         try:
-            self._conn = await asyncpg.connect(self.url, timeout=self._connect_timeout_s)
-            if not await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", OWNER_LOCK):
-                raise StoreInUse(f"another taskwire server uses the database {self}; stop it first")
+            options = {
+                "timeout": self._connect_timeout_s,
+                "command_timeout": self._command_timeout_s,
+                "server_settings": {"application_name": _APPLICATION_NAME},
+            }
+            self._conn = await asyncpg.connect(self.url, **options)
+            await self._take_database()
             await migrate(self._conn)
-            self._pool = await asyncpg.create_pool(
-                self.url, min_size=1, max_size=self._readers, timeout=self._connect_timeout_s
-            )
+            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self._readers, **options)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
             raise StoreError(f"cannot open the database {self}: {error}") from error
+
+    async def _take_database(self) -> None:
+        """Hold the owner lock for this session; StoreInUse when another session keeps it past `lock_wait_s`."""
+        deadline = asyncio.get_running_loop().time() + self._lock_wait_s
+        while not await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", OWNER_LOCK):
+            if asyncio.get_running_loop().time() >= deadline:
+                raise StoreInUse(f"another taskwire server uses the database {self}; stop it first")
+            await asyncio.sleep(0.05)  # a killed server's session ends as soon as PostgreSQL sees its socket close
 
     async def _release(self) -> None:
         if self._pool is not None:

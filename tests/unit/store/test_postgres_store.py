@@ -65,6 +65,19 @@ async def test_a_second_store_on_the_same_database_is_refused_until_the_first_cl
         assert await third.get_execution("nope") is None
 
 
+async def test_the_session_that_holds_the_database_is_named_for_monitoring(postgres_url: str) -> None:
+    async with PostgresStore(postgres_url):
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            holders = await conn.fetch(
+                "SELECT a.application_name FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted"
+            )
+        finally:
+            await conn.close()
+    assert [row[0] for row in holders] == ["taskwire-server"]
+
+
 async def test_a_database_of_a_newer_schema_is_refused(postgres_url: str) -> None:
     async with PostgresStore(postgres_url):
         pass
