@@ -1,4 +1,4 @@
-"""Scenario 9: the same server on SQLite and on PostgreSQL: no-op throughput and dispatch latency, with the
+"""Scenario 8: the same server on SQLite and on PostgreSQL: no-op throughput and dispatch latency, with the
 database's CPU beside each.
 
 Each run starts one server on a fresh SQLite file (WAL, synchronous=FULL, as shipped) and one on a fresh
@@ -23,7 +23,7 @@ from bench.throughput import batched_end_to_end
 from tests.postgres import PostgresCluster
 
 NAME = "stores"
-TITLE = "9. SQLite vs PostgreSQL: no-op throughput and dispatch latency, with the database's CPU"
+TITLE = "8. SQLite vs PostgreSQL: no-op throughput and dispatch latency, with the database's CPU"
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,8 +18,10 @@ def procs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
     """Start servers and workers with `procs.server(...)` / `procs.worker(server, ...)`; all are killed at the end.
 
     Servers keep a SQLite file per database name, or with `BOTH_STORES` also a PostgreSQL database per name.
+    With TASKWIRE_TEST_STORE=postgresql every test's servers use PostgreSQL (the tests that read SQLite's
+    files then fail: they are about SQLite).
     """
-    if getattr(request, "param", "sqlite") == "sqlite":
+    if getattr(request, "param", os.environ.get("TASKWIRE_TEST_STORE", "sqlite")) == "sqlite":
         yield from cluster(tmp_path)
         return
     postgres: PostgresCluster = request.getfixturevalue("postgres")
