@@ -14,6 +14,7 @@ from taskwire.server.domain import State, TaskRun
 
 from ._paging import encode_page_token
 from ._postgres_schema import COLD_EXECUTION_SQL, TERMINAL_SQL
+from ._postgres_text import EXECUTION_TEXT, TASK_RUN_TEXT, decoded, from_db, to_db
 from ._protocol import ColdTaskRun, EventRecord, ExecutionPage, ExecutionSnapshot, IdempotencyHit, RecoveredState
 from ._sqlite_codec import EXECUTION_COLUMNS, TASK_RUN_COLUMNS, event_from_row, execution_from_row, task_run_from_row
 
@@ -33,30 +34,31 @@ async def _task_runs_of(conn: Any, execution_ids: Sequence[str]) -> dict[str, li
         list(execution_ids),
     )
     for row in rows:
-        found[row["execution_id"]].append(task_run_from_row(row))
+        found[row["execution_id"]].append(task_run_from_row(decoded(row, TASK_RUN_TEXT)))
     return found
 
 
 async def _snapshots(conn: Any, rows: Sequence[Any]) -> list[ExecutionSnapshot]:
-    executions = [execution_from_row(row) for row in rows]
+    executions = [execution_from_row(decoded(row, EXECUTION_TEXT)) for row in rows]
     task_runs = await _task_runs_of(conn, [execution.id for execution in executions])
     return [ExecutionSnapshot(execution, tuple(task_runs[execution.id])) for execution in executions]
 
 
 async def read_execution(conn: Any, execution_id: str) -> ExecutionSnapshot | None:
-    rows = await conn.fetch(f"{_EXECUTION_SELECT} WHERE id = $1", execution_id)
+    rows = await conn.fetch(f"{_EXECUTION_SELECT} WHERE id = $1", to_db(execution_id))
     snapshots = await _snapshots(conn, rows)
     return snapshots[0] if snapshots else None
 
 
 async def read_executions(conn: Any, execution_ids: Sequence[str]) -> dict[str, ExecutionSnapshot]:
-    rows = await conn.fetch(f"{_EXECUTION_SELECT} WHERE id = ANY($1::text[])", list(execution_ids))
+    rows = await conn.fetch(f"{_EXECUTION_SELECT} WHERE id = ANY($1::text[])", [to_db(i) for i in execution_ids])
     return {snapshot.execution.id: snapshot for snapshot in await _snapshots(conn, rows)}
 
 
 async def read_idempotency_key(conn: Any, key: str) -> IdempotencyHit | None:
     row = await conn.fetchrow(
-        "SELECT id, request_fingerprint FROM executions WHERE idempotency_key = $1 AND idempotency_key <> ''", key
+        "SELECT id, request_fingerprint FROM executions WHERE idempotency_key = $1 AND idempotency_key <> ''",
+        to_db(key),
     )
     return None if row is None else IdempotencyHit(row["id"], row["request_fingerprint"])
 
@@ -70,7 +72,7 @@ async def list_executions(
         params.append(sorted({State(state).value for state in states}))
         conditions.append(f"state = ANY(${len(params)}::text[])")
     if handler:
-        params.append(handler)
+        params.append(to_db(handler))
         conditions.append(
             f"EXISTS (SELECT 1 FROM task_runs AS t WHERE t.handler = ${len(params)} AND t.execution_id = executions.id)"
         )
@@ -85,7 +87,7 @@ async def read_events(conn: Any, execution_id: str, after_sequence: int, limit: 
     rows = await conn.fetch(
         "SELECT execution_id, sequence, time, kind, body FROM events "
         "WHERE execution_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
-        execution_id,
+        to_db(execution_id),
         after_sequence,
         limit,
     )
@@ -97,11 +99,11 @@ async def last_sequences(conn: Any, execution_ids: Sequence[str]) -> dict[str, i
     rows = await conn.fetch(
         "SELECT e.id, (SELECT max(v.sequence) FROM events AS v WHERE v.execution_id = e.id) "
         "FROM unnest($1::text[]) AS e(id)",
-        list(execution_ids),
+        [to_db(i) for i in execution_ids],
     )
     for execution_id, sequence in rows:
         if sequence is not None:
-            last[execution_id] = int(sequence)
+            last[from_db(execution_id)] = int(sequence)
     return last
 
 
@@ -144,7 +146,7 @@ async def recover(conn: Any) -> RecoveredState:
     pending_order = [row[0] for row in await conn.fetch(_PENDING_QUEUE, ids)] if ids else []
     handlers: dict[str, str] = {}  # one str per handler name, not one per task run
     cold = [
-        ColdTaskRun(task_run_id, execution_id, handlers.setdefault(handler, handler))
+        ColdTaskRun(task_run_id, execution_id, handlers.setdefault(handler, from_db(handler)))
         for task_run_id, execution_id, handler in await conn.fetch(_COLD_QUEUE)
     ]
     return RecoveredState(active=active, last_sequences=sequences, pending_order=pending_order, cold=cold)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
+from ._postgres_text import EXECUTION_TEXT, TASK_RUN_TEXT, from_db, optional_to_db, to_db
 from ._protocol import StoreError
 from ._sqlite_codec import EXECUTION_COLUMNS, TASK_RUN_COLUMNS, Rows
 
@@ -60,17 +61,24 @@ _DELETE_EXECUTIONS: Final = (
 )
 
 
+_FREE_TEXT: Final = EXECUTION_TEXT | TASK_RUN_TEXT
+
+
 def _columns(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> list[list[Any]]:
-    return [[row[column] for row in rows] for column in columns]
+    """One array per column; free text as PostgreSQL can hold it (`_postgres_text`)."""
+    return [
+        [optional_to_db(row[column]) for row in rows] if column in _FREE_TEXT else [row[column] for row in rows]
+        for column in columns
+    ]
 
 
 async def taken_keys(conn: Any, keys: Sequence[str]) -> set[str]:
     """The idempotency keys among `keys` that stored executions hold."""
     rows = await conn.fetch(
         "SELECT idempotency_key FROM executions WHERE idempotency_key = ANY($1::text[]) AND idempotency_key <> ''",
-        list(keys),
+        [to_db(key) for key in keys],
     )
-    return {row[0] for row in rows}
+    return {from_db(row[0]) for row in rows}
 
 
 async def apply_rows(conn: Any, batches: Sequence[Rows]) -> None:
