@@ -33,7 +33,10 @@ def optional_to_db(value: str | None) -> str | None:
 
 
 def from_db(value: str) -> str:
-    return json.loads(value[len(MARK) :]) if value.startswith(MARK) else value  # type: ignore[no-any-return]
+    if value.startswith(MARK):
+        text: str = json.loads(value[len(MARK) :])
+        return text
+    return value
 
 
 def decoded(row: Any, columns: Iterable[str]) -> Any:

@@ -192,4 +192,4 @@ def test_text_with_a_nul_character_is_stored_and_served_as_it_was_sent(procs: Cl
     assert cancelled.task_runs[0].handler == f"sleep{odd}"
     assert stored.reason is not None
     assert odd in stored.reason.message
-    assert server.process.popen.poll() is None, server.process.output()
+    assert server.process.popen.poll() is None, server.process.output
