@@ -21,6 +21,7 @@ from taskwire.server.store import (
     WriteBatch,
     store_from_url,
 )
+from taskwire.server.store import _postgres_queries as queries
 from taskwire.server.store._postgres import redact
 from taskwire.server.store._postgres_schema import migrate
 from tests.unit.store.records import pending_execution, submit_batch
@@ -147,3 +148,25 @@ def test_a_password_never_shows() -> None:
     )
     assert redact("postgresql://tw@db/tw") == "postgresql://tw@db/tw"
     assert "s3cret" not in str(PostgresStore("postgresql://tw:s3cret@db/tw"))
+
+
+async def test_recovery_plans_hash_joins_even_before_the_statistics_know_the_rows(postgres_url: str) -> None:
+    """With statistics that expect one row per table (as right after a bulk of submits, before autovacuum
+    analyzes them), the planner would rescan an index for every queued row: quadratic, minutes for 100,000."""
+    async with PostgresStore(postgres_url) as store:
+        await write(store, WriteBatch(new_executions=[pending_execution() for _ in range(500)]))
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        async with conn.transaction(readonly=True):
+            for setting in queries._BULK_READ:
+                await conn.execute(setting)
+            plans = [
+                "\n".join(row[0] for row in await conn.fetch(f"EXPLAIN {query}"))
+                for query in (queries._COLD_QUEUE, queries._ACTIVE_EXECUTIONS)
+            ]
+        analyzed = await conn.fetchval("SELECT count(*) FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL")
+    finally:
+        await conn.close()
+    assert analyzed == 0  # the statistics are as stale as they get
+    for plan in plans:
+        assert "Nested Loop" not in plan, plan
