@@ -19,9 +19,11 @@ from ._protocol import ColdTaskRun, EventRecord, ExecutionPage, ExecutionSnapsho
 from ._sqlite_codec import EXECUTION_COLUMNS, TASK_RUN_COLUMNS, event_from_row, execution_from_row, task_run_from_row
 
 _EXECUTION_SELECT: Final = f"SELECT seq, {', '.join(EXECUTION_COLUMNS)} FROM executions"
+# The input by a probe of its primary key per task run: never a join that the planner could turn into a scan of
+# every input, as it does while the statistics do not know the table yet.
 _TASK_RUN_SELECT: Final = (
-    f"SELECT {', '.join('t.' + c for c in TASK_RUN_COLUMNS)}, i.data AS input "
-    "FROM task_runs AS t JOIN task_run_inputs AS i ON i.task_run_id = t.id"
+    f"SELECT {', '.join('t.' + c for c in TASK_RUN_COLUMNS)}, "
+    "(SELECT i.data FROM task_run_inputs AS i WHERE i.task_run_id = t.id) AS input FROM task_runs AS t"
 )
 
 
@@ -142,7 +144,7 @@ _PENDING_QUEUE: Final = (
 # Recovery reads whole tables: hash joins, whatever the statistics say. Right after a bulk of submits the
 # statistics may not know the rows yet (autovacuum has not analyzed them), and a planner that expects one row
 # per table picks nested loops that rescan an index per row: minutes instead of a second for 100,000 queued.
-_BULK_READ: Final = ("SET LOCAL enable_nestloop = off", "SET LOCAL jit = off")
+_BULK_READ: Final = ("SET LOCAL enable_nestloop = off",)
 
 
 async def recover(conn: Any) -> RecoveredState:

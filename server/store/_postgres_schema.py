@@ -111,6 +111,24 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_SCHEMA_V1,)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
+_TABLES: Final = ("executions", "task_runs", "task_run_inputs", "events")
+
+
+async def analyze_if_never_analyzed(conn: Any) -> None:
+    """ANALYZE the tables PostgreSQL has no statistics of yet (autovacuum analyzes them later on its own).
+
+    Without statistics the planner guesses from the tables' sizes and may scan whole tables for a lookup
+    by ids: after a bulk of work written just before a restart, recovery and the first reads would pay it.
+    """
+    rows = await conn.fetch(
+        "SELECT relname FROM pg_stat_user_tables WHERE relname = ANY($1::text[]) "
+        "AND last_analyze IS NULL AND last_autoanalyze IS NULL AND n_live_tup + n_dead_tup > 0",
+        list(_TABLES),
+    )
+    for row in rows:
+        await conn.execute(f"ANALYZE {row[0]}")
+
+
 async def migrate(conn: Any, migrations: tuple[tuple[str, ...], ...] = MIGRATIONS) -> int:
     """Bring the schema to `len(migrations)` in one transaction under the migration lock; return the version found.
 

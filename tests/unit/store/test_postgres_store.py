@@ -170,3 +170,18 @@ async def test_recovery_plans_hash_joins_even_before_the_statistics_know_the_row
     assert analyzed == 0  # the statistics are as stale as they get
     for plan in plans:
         assert "Nested Loop" not in plan, plan
+
+
+async def test_a_store_opened_on_rows_without_statistics_analyzes_them(postgres_url: str) -> None:
+    async with PostgresStore(postgres_url) as store:
+        await write(store, submit_batch(pending_execution()))
+    async with PostgresStore(postgres_url):
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            analyzed = await conn.fetch(
+                "SELECT relname FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL ORDER BY relname"
+            )
+        finally:
+            await conn.close()
+    # submit_batch writes one execution, its task run and input, and its first event.
+    assert [row[0] for row in analyzed] == ["events", "executions", "task_run_inputs", "task_runs"]
