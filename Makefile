@@ -111,8 +111,11 @@ unit: $(STAMP) ## The unit tests only, fast.
 	$(BIN)/pytest tests/unit -q
 
 .PHONY: run
+# Where `make run` serves its Prometheus metrics.
+METRICS_LISTEN ?= 127.0.0.1:9464
+
 run: $(STAMP) ## Start the control plane (SQLite store) with a local worker, in the foreground.
-	$(BIN)/taskwire-server --with-local-worker
+	$(BIN)/taskwire-server --with-local-worker --metrics-listen $(METRICS_LISTEN)
 
 PEERS_VENV := bench/.venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.installed

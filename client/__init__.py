@@ -12,6 +12,9 @@ dataclasses and enums (the records of `taskwire.common`, shared with the server)
 outcome or log level from a newer server is kept and shown (`State.is_known` is
 False for it), and a kind of watch event this version does not know comes as an
 `UnknownEvent`.
+
+Over TLS (mutual TLS with a client certificate), pass `credentials=tls_credentials(ca=..., cert=...,
+key=...)` to either client.
 """
 
 from taskwire.common import (
@@ -42,12 +45,21 @@ from taskwire.common import (
     TaskwireError,
     ValidationError,
 )
+from taskwire.common.tls import tls_credentials
 
 from ._async import AsyncClient
 from ._common import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, to_payload
 from ._errors import ExecutionCancelled, ExecutionEnded, ExecutionFailed, ServerUnavailable, WaitTimeout
-from ._events import ExecutionTransition, TaskLog, TaskProgress, TaskRunTransition, UnknownEvent, WatchEvent
-from ._models import ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
+from ._events import (
+    ExecutionTransition,
+    TaskLog,
+    TaskNote,
+    TaskProgress,
+    TaskRunTransition,
+    UnknownEvent,
+    WatchEvent,
+)
+from ._models import BulkResult, ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
 from ._sync import Client
 
 __all__ = [
@@ -57,6 +69,7 @@ __all__ = [
     "AsyncClient",
     "Attempt",
     "AttemptOutcome",
+    "BulkResult",
     "Client",
     "Closing",
     "ErrorInfo",
@@ -86,6 +99,7 @@ __all__ = [
     "Stats",
     "SubmitResult",
     "TaskLog",
+    "TaskNote",
     "TaskProgress",
     "TaskRun",
     "TaskRunTransition",
@@ -96,5 +110,6 @@ __all__ = [
     "WaitTimeout",
     "WatchEvent",
     "WorkerInfo",
+    "tls_credentials",
     "to_payload",
 ]

@@ -9,20 +9,25 @@ from `ExitCode`; never a traceback for a user mistake or an unreachable server.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
-from datetime import timedelta
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 from rich.console import Console
 
 from taskwire.common import (
     AdmissionTimeout,
+    ExecutionSpec,
     InvalidTransition,
     NotFound,
     ShuttingDown,
@@ -31,10 +36,12 @@ from taskwire.common import (
     ValidationError,
     positive_int,
 )
+from taskwire.common.tls import TlsConfigError, TlsFiles, add_tls_arguments, tls_from_args
 
-from ._common import DEFAULT_ADDRESS, parse_state
+from ._common import DEFAULT_ADDRESS, parse_state, unserved_warning
 from ._errors import ServerUnavailable, WaitTimeout
 from ._events import WatchEvent
+from ._flowfile import FlowFileError, load_flow
 from ._live import JsonLinesView, LiveView, PlainView, WatchView
 from ._models import ExecutionSnapshot
 from ._render import (
@@ -47,6 +54,7 @@ from ._render import (
     reason_text,
     stats_detail,
     stats_view,
+    task_tree,
     workers_table,
     workers_view,
 )
@@ -191,6 +199,53 @@ def _state(text: str) -> State:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 time such as 2030-01-31T09:00:00Z, got {text!r}"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _add_filter(parser: argparse.ArgumentParser, action: str) -> None:
+    """The options that select many executions for a bulk cancel or delete."""
+    group = parser.add_argument_group(f"{action} every execution that matches (instead of one ID)")
+    group.add_argument("--state", dest="states", metavar="S", type=_state, action="append", default=[])
+    group.add_argument("--handler", metavar="H", default="", help="with a task run for this handler")
+    group.add_argument("--label", dest="labels", metavar="K=V", type=_label, action="append", default=[])
+    group.add_argument("--created-after", metavar="TIME", type=_time, help="created at or after (ISO 8601)")
+    group.add_argument("--created-before", metavar="TIME", type=_time, help="created before (ISO 8601)")
+    group.add_argument("--dry-run", action="store_true", help="count the matches; change nothing")
+
+
+def _selection(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The filter of a bulk action as keyword arguments, None for a single ID (UsageError for both or neither)."""
+    chosen = bool(args.states or args.handler or args.labels or args.created_after or args.created_before)
+    if args.execution_id is not None:
+        if chosen or args.dry_run:
+            raise UsageError("give an execution ID or filter options (--state, --handler, ...), not both")
+        return None
+    if not chosen:
+        raise UsageError("give an execution ID, or filter options (--state, --handler, --label, --created-after, ...)")
+    return {
+        "states": args.states,
+        "handler": args.handler,
+        "labels": dict(args.labels),
+        "created_after": args.created_after,
+        "created_before": args.created_before,
+        "dry_run": args.dry_run,
+    }
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors and exit code 2."""
 
@@ -206,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help=f"the taskwire server (default: ${SERVER_ENV} or {DEFAULT_ADDRESS})",
     )
+    add_tls_arguments(common)
     as_json = _Parser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
     # For the subcommands of a command that takes --json itself: unset there keeps the command's value.
@@ -233,13 +289,25 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return parser
 
-    submit = command("submit", "submit one task; prints the execution id", as_json)
-    submit.add_argument("handler", metavar="HANDLER", help="the handler to run")
+    submit = command("submit", "submit one task, or the tasks of a flow file; prints the execution id", as_json)
+    submit.add_argument("handler", metavar="HANDLER", nargs="?", help="the handler to run")
+    submit.add_argument(
+        "-f",
+        "--file",
+        metavar="FILE",
+        help="submit the execution a YAML or JSON flow file describes (several tasks, dependencies); - for stdin",
+    )
     submit.add_argument(
         "--input", metavar="JSON|@FILE", help="the handler's input: JSON text, @path to a JSON file, or @- for stdin"
     )
     submit.add_argument("--timeout", metavar="S", type=_seconds, help="limit of each attempt, in seconds")
     submit.add_argument("--max-attempts", metavar="N", type=int, help="attempts in all, the first included")
+    submit.add_argument(
+        "--schedule-to-start-timeout",
+        metavar="S",
+        type=_seconds,
+        help="fail the task (SCHEDULE_TO_START_TIMEOUT) when no worker starts it within S seconds of being queued",
+    )
     submit.add_argument(
         "--max-infrastructure-retries",
         metavar="N",
@@ -271,12 +339,14 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--handler", metavar="H", default="", help="only executions running this handler")
     listing.add_argument("--limit", metavar="N", type=positive_int, default=50, help="at most N (default: 50)")
 
-    cancel = command("cancel", "cancel an execution (idempotent)", as_json)
-    cancel.add_argument("execution_id", metavar="ID")
+    cancel = command("cancel", "cancel an execution (idempotent), or every one that matches", as_json)
+    cancel.add_argument("execution_id", metavar="ID", nargs="?")
     cancel.add_argument("--reason", metavar="R", default="", help="why; stored with the execution")
+    _add_filter(cancel, "cancel")
 
-    delete = command("delete", "delete a finished execution with its history (a running one: cancel it first)", as_json)
-    delete.add_argument("execution_id", metavar="ID")
+    delete = command("delete", "delete a finished execution with its history, or every one that matches", as_json)
+    delete.add_argument("execution_id", metavar="ID", nargs="?")
+    _add_filter(delete, "delete")
 
     wait = command("wait", "wait for an execution to end and print its result", as_json)
     wait.add_argument("execution_id", metavar="ID")
@@ -306,6 +376,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds its running tasks may take to finish before they are aborted (default: the worker's own)",
     )
     drain.add_argument("--reason", metavar="TEXT", default="", help="why; shown in the worker's log")
+
+    dev_certs = commands.add_parser(
+        "dev-certs",
+        help="create a local CA, a server certificate and client certificates for mutual TLS",
+        description="Create a local CA, a server certificate (for localhost, 127.0.0.1, ::1 and each --host) "
+        "and one client certificate per --client (URI SAN spiffe://taskwire/NAME) in DIR, then print the "
+        "flags that use them. For trying mutual TLS, not for production.",
+    )
+    dev_certs.add_argument("directory", metavar="DIR", type=Path, help="where to write them (created if missing)")
+    dev_certs.add_argument(
+        "--host", dest="hosts", metavar="NAME", action="append", default=[], help="another server name or IP (repeat)"
+    )
+    dev_certs.add_argument(
+        "--client",
+        dest="clients",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="a client certificate for NAME (repeatable; default: worker and admin)",
+    )
     return parser
 
 
@@ -355,6 +445,8 @@ def _follow(client: Client, execution_id: str, args: argparse.Namespace, out: Ou
 
         done = client.wait_finished(execution_id, timeout, on_event=show)
         view.finish(done.id, done.state, done.reason)
+    if not args.json and any(run.depends_on for run in done.task_runs):
+        out.console.print(task_tree(done))
     return final_exit(done.state)
 
 
@@ -372,17 +464,25 @@ def _wait(client: Client, execution_id: str, args: argparse.Namespace, out: Outp
 
 
 def cmd_submit(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
-    value = read_input(args.input) if args.input is not None else None
-    submitted = client.submit(
-        args.handler,
-        value,
-        timeout=args.timeout,
-        max_attempts=args.max_attempts,
-        max_infrastructure_retries=args.max_infrastructure_retries,
-        key=args.key,
-        name=args.name,
-        wait_for_room=not args.fail_fast,
-    )
+    if (args.handler is None) == (args.file is None):
+        raise UsageError("submit takes a HANDLER or -f FILE (one of them)")
+    if args.file is not None:
+        submitted = client.submit_execution(_flow_spec(args), wait_for_room=not args.fail_fast)
+    else:
+        value = read_input(args.input) if args.input is not None else None
+        submitted = client.submit(
+            args.handler,
+            value,
+            timeout=args.timeout,
+            max_attempts=args.max_attempts,
+            max_infrastructure_retries=args.max_infrastructure_retries,
+            key=args.key,
+            name=args.name,
+            schedule_to_start_timeout=args.schedule_to_start_timeout,
+            wait_for_room=not args.fail_fast,
+        )
+    if submitted.unserved_handlers:
+        out.error(f"warning: {unserved_warning(submitted.id, submitted.unserved_handlers)}")
     if args.wait or args.watch:
         if not args.json:
             out.error(f"submitted {submitted.id}")
@@ -392,6 +492,28 @@ def cmd_submit(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
     else:
         out.line(submitted.id)
     return ExitCode.OK
+
+
+def _flow_spec(args: argparse.Namespace) -> ExecutionSpec:
+    """The execution of `submit -f FILE`; the task options of a single submit do not apply to it."""
+    single = ("input", "timeout", "max_attempts", "max_infrastructure_retries", "schedule_to_start_timeout")
+    given = [name for name in single if getattr(args, name) is not None]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise UsageError(f"{flags}: set these in the flow file's tasks, not with -f")
+    name = args.file
+    try:
+        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise UsageError(f"cannot read the flow file {name!r}: {reason}") from None
+    try:
+        spec = load_flow(text, "stdin" if name == "-" else name)
+    except FlowFileError as error:
+        raise UsageError(str(error)) from None
+    if args.key or args.name:
+        spec = replace(spec, idempotency_key=args.key or spec.idempotency_key, name=args.name or spec.name)
+    return spec
 
 
 def cmd_get(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
@@ -415,6 +537,16 @@ def cmd_list(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
 
 
 def cmd_cancel(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    selection = _selection(args)
+    if selection is not None:
+        result = client.cancel_matching(reason=args.reason, **selection)
+        verb = "would cancel" if args.dry_run else "cancelled"
+        if args.json:
+            out.json({"matched": result.matched, "cancelled": result.changed, "dry_run": args.dry_run})
+        else:
+            ended = result.matched - result.changed
+            out.line(f"{verb} {result.changed} of {result.matched} matching executions ({ended} had already ended)")
+        return ExitCode.OK
     snapshot = client.cancel(args.execution_id, args.reason)
     if args.json:
         out.json(snapshot.to_json())
@@ -431,6 +563,25 @@ def cmd_cancel(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
 
 
 def cmd_delete(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    selection = _selection(args)
+    if selection is not None:
+        result = client.delete_matching(**selection)
+        verb = "would delete" if args.dry_run else "deleted"
+        if args.json:
+            out.json(
+                {
+                    "matched": result.matched,
+                    "deleted": result.changed,
+                    "skipped": result.skipped,
+                    "dry_run": args.dry_run,
+                }
+            )
+        else:
+            out.line(
+                f"{verb} {result.changed} of {result.matched} matching executions"
+                f" ({result.skipped} not finished, left alone)"
+            )
+        return ExitCode.OK
     client.delete(args.execution_id)
     if args.json:
         out.json({"id": args.execution_id, "deleted": True})
@@ -492,6 +643,19 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace, Output], ExitCode]] = 
 }
 
 
+def cmd_dev_certs(args: argparse.Namespace, out: Output) -> int:
+    # Imported here: the other commands do not load the cryptography package.
+    from ._dev_certs import DEFAULT_CLIENTS, usage_text, write_dev_certs
+
+    try:
+        certs = write_dev_certs(args.directory, hosts=args.hosts, clients=args.clients or DEFAULT_CLIENTS)
+    except (ValueError, OSError) as error:
+        out.error(f"{PROG}: dev-certs: {error}")
+        return ExitCode.USAGE
+    out.line(usage_text(certs))
+    return ExitCode.OK
+
+
 def action_of(args: argparse.Namespace) -> str:
     """What the user asked for, as the error line names it: `get 01J...`, `submit echo`."""
     if getattr(args, "workers_action", None) == "drain":
@@ -500,15 +664,42 @@ def action_of(args: argparse.Namespace) -> str:
     return f"{args.command} {subject}".strip()
 
 
+@contextlib.contextmanager
+def _parent_trace() -> Iterator[None]:
+    """A trace context in TRACEPARENT (and TRACESTATE), as a script in a traced job sets it, becomes the
+    parent of what the command submits."""
+    carrier = {name.lower(): value for name in ("TRACEPARENT", "TRACESTATE") if (value := os.environ.get(name))}
+    if not carrier:
+        yield
+        return
+    token = otel_context.attach(propagate.extract(carrier))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
     """Run one command; returns its exit code (the console script exits with it)."""
     out = Output(stdout or sys.stdout, stderr or sys.stderr)
     args = build_parser().parse_args(argv)
+    if args.command == "dev-certs":
+        return cmd_dev_certs(args, out)
+    tls: TlsFiles | None = None
     try:
-        with Client(server_address(args)) as client:
+        try:
+            tls = tls_from_args(args)
+            credentials = tls.credentials() if tls is not None else None
+        except TlsConfigError as error:
+            raise UsageError(str(error)) from None
+        options = tls.channel_options() if tls is not None else ()
+        with Client(server_address(args), credentials=credentials, options=options) as client, _parent_trace():
             return COMMANDS[args.command](client, args, out)
     except (UsageError, TaskwireError) as error:
-        out.error(error_line(error, action=action_of(args)))
+        line = error_line(error, action=action_of(args))
+        if isinstance(error, ServerUnavailable) and tls is not None:
+            line += " (or the TLS handshake failed: check --tls-ca, --tls-cert and --tls-key)"
+        out.error(line)
         return exit_code_for(error)
     except KeyboardInterrupt:
         subject = getattr(args, "execution_id", None)

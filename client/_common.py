@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 import tenacity
+from opentelemetry import propagate
 
 from taskwire.common import (
+    ExecutionFilter,
     ExecutionSpec,
     HandlerStats,
     Payload,
@@ -112,6 +114,7 @@ def single_task_spec(
     metadata: Mapping[str, str] | None = None,
     execution_timeout: timedelta | None = None,
     not_before: datetime | None = None,
+    schedule_to_start_timeout: timedelta | None = None,
 ) -> ExecutionSpec:
     """The spec of an execution with one task (what `submit` sends)."""
     policy = retry_policy or RetryPolicy()
@@ -125,6 +128,7 @@ def single_task_spec(
         input=to_payload(input),
         timeout=timeout,
         retry_policy=policy,
+        schedule_to_start_timeout=schedule_to_start_timeout,
     )
     return ExecutionSpec(
         tasks=(task,),
@@ -141,12 +145,38 @@ def admission(wait_for_room: bool) -> tpb.AdmissionMode.ValueType:
 
 
 def submit_request(spec: ExecutionSpec, *, wait_for_room: bool) -> tpb.SubmitExecutionRequest:
-    return tpb.SubmitExecutionRequest(execution=wire.execution_spec_to_proto(spec), admission=admission(wait_for_room))
+    return tpb.SubmitExecutionRequest(execution=_traced(spec), admission=admission(wait_for_room))
 
 
 def submit_many_request(specs: Iterable[ExecutionSpec], *, wait_for_room: bool) -> tpb.SubmitExecutionsRequest:
-    return tpb.SubmitExecutionsRequest(
-        executions=[wire.execution_spec_to_proto(spec) for spec in specs], admission=admission(wait_for_room)
+    return tpb.SubmitExecutionsRequest(executions=[_traced(spec) for spec in specs], admission=admission(wait_for_room))
+
+
+def _traced(spec: ExecutionSpec) -> tpb.ExecutionSpec:
+    """The spec on the wire, carrying the caller's current trace context (W3C) unless it sets its own."""
+    message = wire.execution_spec_to_proto(spec)
+    if not spec.trace_context:
+        propagate.inject(message.trace_context)
+    return message
+
+
+def execution_filter(
+    *,
+    states: Iterable[State | str] = (),
+    handler: str = "",
+    labels: Mapping[str, str] | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> tpb.ExecutionFilter:
+    """The wire filter of a bulk action."""
+    return wire.execution_filter_to_proto(
+        ExecutionFilter(
+            states=tuple(parse_state(state) for state in states),
+            handler=handler,
+            labels=dict(labels or {}),
+            created_after=created_after,
+            created_before=created_before,
+        )
     )
 
 
@@ -194,6 +224,24 @@ def snapshot(message: Any, *, deduplicated: bool = False) -> ExecutionSnapshot:
     return ExecutionSnapshot(execution=execution, task_runs=task_runs, deduplicated=deduplicated)
 
 
+def submitted(response: tpb.SubmitExecutionResponse) -> ExecutionSnapshot:
+    """The execution a submit stored, with the handlers of it that no connected worker served."""
+    unserved = tuple(response.unserved_handlers)
+    execution, task_runs = wire.execution_from_proto(response.execution)
+    return ExecutionSnapshot(
+        execution=execution, task_runs=task_runs, deduplicated=response.deduplicated, unserved_handlers=unserved
+    )
+
+
+def unserved_warning(execution_id: str, handlers: Sequence[str]) -> str:
+    """What the CLI says of a submit whose handlers no connected worker serves."""
+    names = ", ".join(repr(handler) for handler in handlers)
+    return (
+        f"no connected worker serves {names}: execution {execution_id} waits until one connects"
+        " (or until its schedule-to-start timeout)"
+    )
+
+
 def submit_results(response: tpb.SubmitExecutionsResponse) -> list[SubmitResult]:
     return [
         SubmitResult(
@@ -201,6 +249,7 @@ def submit_results(response: tpb.SubmitExecutionsResponse) -> list[SubmitResult]
             execution_id=item.execution_id,
             deduplicated=item.deduplicated,
             error=wire.error_from_status_name(item.error_code, item.error_message) if item.error_code else None,
+            unserved_handlers=tuple(item.unserved_handlers),
         )
         for index, item in enumerate(response.results)
     ]

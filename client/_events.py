@@ -85,6 +85,15 @@ class TaskLog(_Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TaskNote(_Event):
+    """The server's remark about a task run (for example: no connected worker serves its handler)."""
+
+    task_run_id: str
+    task_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UnknownEvent(_Event):
     """A history entry of a kind this version does not know (a newer server); `proto` has it as received."""
 
@@ -92,7 +101,7 @@ class UnknownEvent(_Event):
     kind: str = ""
 
 
-WatchEvent = ExecutionTransition | TaskRunTransition | TaskProgress | TaskLog | UnknownEvent
+WatchEvent = ExecutionTransition | TaskRunTransition | TaskProgress | TaskLog | TaskNote | UnknownEvent
 
 
 def event_from_proto(message: pb.ExecutionEvent) -> WatchEvent:
@@ -147,6 +156,9 @@ def event_from_proto(message: pb.ExecutionEvent) -> WatchEvent:
             level=wire.log_level_from_proto(log.level),
             text=log.text,
         )
+    if kind == "note":
+        note = message.note
+        return TaskNote(**common, task_run_id=note.task_run_id, task_id=note.task_id, text=note.text)
     return UnknownEvent(**common, kind=kind)
 
 

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from taskwire.common import LogLevel, Reason, State
 
-from ._events import ExecutionTransition, TaskLog, TaskProgress, TaskRunTransition, WatchEvent
+from ._events import ExecutionTransition, TaskLog, TaskNote, TaskProgress, TaskRunTransition, WatchEvent
 from ._render import STATE_STYLES, event_line, final_line
 
 _LOG_STYLES = {LogLevel.DEBUG: "dim", LogLevel.INFO: "", LogLevel.WARNING: "yellow", LogLevel.ERROR: "red"}
@@ -124,6 +124,8 @@ class LiveView:
             self._print(event_line(event), STATE_STYLES.get(event.to_state, ""))
         elif isinstance(event, ExecutionTransition):
             self._print(event_line(event), STATE_STYLES.get(event.to_state, ""))
+        elif isinstance(event, TaskNote):
+            self._print(event_line(event), "yellow")
         else:
             self._print(event_line(event), "dim")
 

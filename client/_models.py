@@ -35,6 +35,8 @@ class ExecutionSnapshot:
     task_runs: tuple[TaskRun, ...]
     # True when this came from a submit whose idempotency key matched an existing execution.
     deduplicated: bool = False
+    # From a submit: its handlers that no connected worker served then (its tasks for them wait).
+    unserved_handlers: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -83,6 +85,15 @@ class ExecutionSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class BulkResult:
+    """What a bulk cancel or delete did (or, in a dry run, would do)."""
+
+    matched: int
+    changed: int  # cancelled or deleted
+    skipped: int = 0  # a delete's matches that had not ended, left alone
+
+
+@dataclass(frozen=True, slots=True)
 class SubmitResult:
     """The result of one item of `submit_many`: an execution id, or the error that refused the item."""
 
@@ -90,6 +101,8 @@ class SubmitResult:
     execution_id: str = ""
     deduplicated: bool = False
     error: TaskwireError | None = None
+    # Its handlers that no connected worker served at the time of the reply.
+    unserved_handlers: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -15,10 +15,11 @@ from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
+from rich.tree import Tree
 
 from taskwire.common import JSON_VIEW_VERSION, AttemptOutcome, Payload, Reason, State, Stats, TaskRun, iso, payload_view
 
-from ._events import ExecutionTransition, TaskLog, TaskProgress, TaskRunTransition, WatchEvent
+from ._events import ExecutionTransition, TaskLog, TaskNote, TaskProgress, TaskRunTransition, WatchEvent
 from ._models import ExecutionSnapshot, WorkerInfo, task_run_output
 
 STATE_STYLES = {
@@ -198,7 +199,38 @@ def execution_detail(snapshot: ExecutionSnapshot) -> RenderableType:
             attempt.worker_id if attempt else "-",
             _task_outcome(run),
         )
+    if any(run.depends_on for run in snapshot.task_runs):
+        return Group(fields, Text(""), runs, Text(""), task_tree(snapshot))
     return Group(fields, Text(""), runs)
+
+
+def task_tree(snapshot: ExecutionSnapshot) -> Tree:
+    """The tasks as a tree of dependencies, each with its state: a task under each task it depends on
+    (shown whole under the first, named again under the others)."""
+    runs = {run.task_id: run for run in snapshot.task_runs}
+    dependents: dict[str, list[str]] = {task_id: [] for task_id in runs}
+    for run in snapshot.task_runs:
+        for upstream in run.depends_on:
+            dependents.setdefault(upstream, []).append(run.task_id)
+    tree = Tree(Text(f"{snapshot.execution.name or snapshot.id}", style="bold"))
+    shown: set[str] = set()
+
+    def add(parent: Tree, task_id: str) -> None:
+        run = runs[task_id]
+        label = Text(f"{task_id} ")
+        label.append_text(state_text(run.state))
+        if task_id in shown:
+            parent.add(label.append("  (above)", style="dim"))
+            return
+        shown.add(task_id)
+        branch = parent.add(label)
+        for child in dependents.get(task_id, []):
+            add(branch, child)
+
+    for run in snapshot.task_runs:
+        if not run.depends_on:
+            add(tree, run.task_id)
+    return tree
 
 
 def executions_table(snapshots: Iterable[ExecutionSnapshot]) -> Table:
@@ -276,6 +308,8 @@ def event_line(event: WatchEvent) -> str:
         return f"{head} task {event.task_id} progress {event.fraction:.0%}{message}"
     if isinstance(event, TaskLog):
         return f"{head} task {event.task_id} log {event.level.value} {event.text}"
+    if isinstance(event, TaskNote):
+        return f"{head} task {event.task_id} note: {event.text}"
     kind = f" ({event.kind})" if event.kind else ""
     return f"{head} an event of a kind this version does not know{kind}"
 

@@ -19,7 +19,7 @@ from taskwire.v1 import task_service_pb2_grpc
 from . import _common as c
 from ._errors import WaitTimeout, error_from_rpc
 from ._events import WatchEvent
-from ._models import ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
+from ._models import BulkResult, ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -111,11 +111,13 @@ class Client:
         metadata: Mapping[str, str] | None = None,
         execution_timeout: timedelta | None = None,
         not_before: datetime | None = None,
+        schedule_to_start_timeout: timedelta | None = None,
         wait_for_room: bool = False,
     ) -> ExecutionSnapshot:
         """Submit an execution of one task running `handler` on `input` (any JSON value, or a `Payload`).
 
-        `timeout` limits each attempt, `execution_timeout` the whole execution. `max_attempts` and
+        `timeout` limits each attempt, `execution_timeout` the whole execution, `schedule_to_start_timeout`
+        each wait for a worker to start it (past it the task fails with SCHEDULE_TO_START_TIMEOUT). `max_attempts` and
         `max_infrastructure_retries` override those of `retry_policy` (default: one attempt, and three
         retries after failures that are not the handler's fault, such as a lost worker). With `key` (an idempotency
         key) the call is retried when the server is unreachable. `wait_for_room` waits for room in a full
@@ -134,6 +136,7 @@ class Client:
             metadata=metadata,
             execution_timeout=execution_timeout,
             not_before=not_before,
+            schedule_to_start_timeout=schedule_to_start_timeout,
         )
         return self.submit_execution(spec, wait_for_room=wait_for_room)
 
@@ -144,7 +147,7 @@ class Client:
             c.submit_request(spec, wait_for_room=wait_for_room),
             idempotent=c.submit_is_idempotent([spec]),
         )
-        return c.snapshot(response.execution, deduplicated=response.deduplicated)
+        return c.submitted(response)
 
     def submit_many(
         self, specs: Iterable[ExecutionSpec], *, wait_for_room: bool = False
@@ -183,6 +186,45 @@ class Client:
             self._stub.ListWorkers, tpb.ListWorkersRequest(), idempotent=True
         )
         return c.workers_from_proto(response)
+
+    def cancel_matching(
+        self,
+        *,
+        states: Iterable[State | str] = (),
+        handler: str = "",
+        labels: Mapping[str, str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        reason: str = "",
+        dry_run: bool = False,
+    ) -> BulkResult:
+        """Cancel every execution that matches and has not ended (all conditions must hold; at least one is
+        required). With `dry_run`, only count. Not retried after it may have been sent."""
+        selection = c.execution_filter(
+            states=states, handler=handler, labels=labels, created_after=created_after, created_before=created_before
+        )
+        request = tpb.CancelExecutionsRequest(filter=selection, reason=reason, dry_run=dry_run)
+        response: tpb.CancelExecutionsResponse = self._unary(self._stub.CancelExecutions, request, idempotent=dry_run)
+        return BulkResult(matched=response.matched, changed=response.cancelled)
+
+    def delete_matching(
+        self,
+        *,
+        states: Iterable[State | str] = (),
+        handler: str = "",
+        labels: Mapping[str, str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        dry_run: bool = False,
+    ) -> BulkResult:
+        """Delete every finished execution that matches (those not ended are skipped and counted). With
+        `dry_run`, only count."""
+        selection = c.execution_filter(
+            states=states, handler=handler, labels=labels, created_after=created_after, created_before=created_before
+        )
+        request = tpb.DeleteExecutionsRequest(filter=selection, dry_run=dry_run)
+        response: tpb.DeleteExecutionsResponse = self._unary(self._stub.DeleteExecutions, request, idempotent=dry_run)
+        return BulkResult(matched=response.matched, changed=response.deleted, skipped=response.skipped)
 
     def delete(self, execution_id: str) -> None:
         """Delete a finished execution with its task runs, history and idempotency key. FailedPrecondition

@@ -3,7 +3,8 @@ specs, statistics, the error tree, the JSON view, and the one argument type both
 
 Everything here is pure (no grpc, no protobuf, no I/O, no clock), and nothing here
 imports the server. The converter between these values and the wire messages, with
-the mapping of errors to gRPC status codes, is `taskwire.common.wire`.
+the mapping of errors to gRPC status codes, is `taskwire.common.wire`; the TLS channel credentials that
+the SDK, the CLI and the worker agent make from certificate files come from `taskwire.common.tls`.
 
 The enums are open (`OpenEnum`): a value from a newer version of taskwire is kept as
 a pseudo-member, and the records' invariant checks apply to known values only; see
@@ -22,6 +23,7 @@ from ._errors import (
     TerminalStateError,
     ValidationError,
 )
+from ._filters import ExecutionFilter
 from ._json_view import JSON_VIEW_VERSION, attempt_view, execution_view, iso, payload_view, task_run_view
 from ._models import (
     DEFAULT_INFRASTRUCTURE_RETRIES,
@@ -48,6 +50,8 @@ from ._payload import (
     json_payload,
     loads_json,
 )
+from ._refs import MARKER as REFERENCE_MARKER
+from ._refs import InputReferenceError, references, resolve
 from ._specs import DEFAULT_TASK_ID, ExecutionSpec, Limits, TaskSpec, find_cycle, validate_execution_spec
 from ._states import (
     TERMINAL_REASONS,
@@ -71,6 +75,7 @@ __all__ = [
     "MAX_ATTEMPTS_LIMIT",
     "MAX_INFRASTRUCTURE_RETRIES_LIMIT",
     "OCTET_STREAM",
+    "REFERENCE_MARKER",
     "TERMINAL_REASONS",
     "TERMINAL_STATES",
     "WAITING_REASONS",
@@ -81,10 +86,12 @@ __all__ = [
     "Closing",
     "ErrorInfo",
     "Execution",
+    "ExecutionFilter",
     "ExecutionSpec",
     "ExecutionState",
     "HandlerStats",
     "IdempotencyConflict",
+    "InputReferenceError",
     "InvalidTransition",
     "Limits",
     "LogLevel",
@@ -118,6 +125,8 @@ __all__ = [
     "loads_json",
     "payload_view",
     "positive_int",
+    "references",
+    "resolve",
     "task_run_view",
     "validate_execution_spec",
 ]

@@ -89,6 +89,7 @@ def task_run_view(task_run: TaskRun) -> JsonObject:
         "input": payload_view(task_run.input),
         "depends_on": list(task_run.depends_on),
         "timeout_s": _seconds(task_run.timeout),
+        "schedule_to_start_timeout_s": _seconds(task_run.schedule_to_start_timeout),
         "retry_policy": _retry_policy(task_run.retry_policy),
         "progress": {"fraction": progress.fraction, "message": progress.message} if progress else None,
         "not_before": iso(task_run.not_before),

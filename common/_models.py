@@ -214,6 +214,8 @@ class TaskRun:
     # A cancellation sent to the worker of the running attempt and not yet answered.
     pending_cancel: Reason | None = None
     progress: Progress | None = None
+    # How long it may wait PENDING for a worker to start it; None: no limit.
+    schedule_to_start_timeout: timedelta | None = None
 
     def __post_init__(self) -> None:
         _check_state_reason("task run", self.id, self.state, self.reason)
@@ -237,6 +239,14 @@ class TaskRun:
     @property
     def attempt_count(self) -> int:
         return len(self.attempts)
+
+    @property
+    def output(self) -> Payload | None:
+        """The output of its successful attempt, or None (it has not succeeded)."""
+        for attempt in reversed(self.attempts):
+            if attempt.outcome is AttemptOutcome.SUCCEEDED:
+                return attempt.output
+        return None
 
     @property
     def is_terminal(self) -> bool:
@@ -263,6 +273,8 @@ class Execution:
     # Set when the execution must end (cancelled, timed out or failed) but task
     # runs are still stopping; the state becomes final once nothing is active.
     closing: Closing | None = None
+    # The submitter's W3C trace context (traceparent, tracestate); empty: none.
+    trace_context: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_state_reason("execution", self.id, self.state, self.reason)

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from ._errors import ValidationError
 from ._models import MAX_ATTEMPTS_LIMIT, MAX_INFRASTRUCTURE_RETRIES_LIMIT, RetryPolicy
 from ._payload import Payload, loads_json
+from ._refs import MARKER, InputReferenceError, references
 
 DEFAULT_TASK_ID = "main"
 _TASK_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
@@ -42,6 +43,8 @@ class TaskSpec:
     depends_on: tuple[str, ...] = ()
     timeout: timedelta | None = None
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    # How long it may wait PENDING for a worker to start it (each time it becomes PENDING); None: no limit.
+    schedule_to_start_timeout: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,8 @@ class ExecutionSpec:
     timeout: timedelta | None = None
     not_before: datetime | None = None
     idempotency_key: str = ""
+    # The submitter's W3C trace context (traceparent, tracestate); empty: none.
+    trace_context: Mapping[str, str] = field(default_factory=dict)
 
 
 def _duration(value: timedelta | None, where: str, limits: Limits) -> None:
@@ -91,6 +96,21 @@ def _validate_retry_policy(policy: RetryPolicy, where: str, limits: Limits) -> R
         max_attempts=policy.max_attempts or 1,
         backoff_coefficient=policy.backoff_coefficient or 2.0,
     )
+
+
+def _validate_references(task: TaskSpec, where: str) -> None:
+    """Every `{"$from": ...}` in the input names one of the task's dependencies (see `_refs`)."""
+    payload = task.input
+    if not payload.is_json or MARKER not in payload.data:
+        return
+    try:
+        for path, task_id in references(loads_json(payload.data)):
+            if task_id not in task.depends_on:
+                raise ValidationError(
+                    f"{where}{path}", f"refers to the output of task {task_id!r}, which is not in depends_on"
+                )
+    except InputReferenceError as error:
+        raise ValidationError(where, str(error)) from None
 
 
 def _validate_payload(payload: Payload, where: str, limits: Limits) -> None:
@@ -152,6 +172,13 @@ def validate_execution_spec(spec: ExecutionSpec, limits: Limits, where: str = "e
         if len(value) > 1024:
             raise ValidationError(f"{where}.metadata[{key!r}]", "values must have at most 1024 characters")
     _duration(spec.timeout, f"{where}.timeout", limits)
+    if len(spec.trace_context) > 8:
+        raise ValidationError(f"{where}.trace_context", f"at most 8 entries, got {len(spec.trace_context)}")
+    for key, value in spec.trace_context.items():
+        if not 0 < len(key) <= 64 or len(value) > 1024:
+            raise ValidationError(
+                f"{where}.trace_context", f"keys must have 1 to 64 characters and values at most 1024, got {key!r}"
+            )
 
     tasks: list[TaskSpec] = []
     seen: dict[str, int] = {}
@@ -171,7 +198,9 @@ def validate_execution_spec(spec: ExecutionSpec, limits: Limits, where: str = "e
         if len(handler) > 256 or handler != task.handler:
             raise ValidationError(f"{at}.handler", "must be at most 256 characters with no surrounding spaces")
         _validate_payload(task.input, f"{at}.input", limits)
+        _validate_references(task, f"{at}.input")
         _duration(task.timeout, f"{at}.timeout", limits)
+        _duration(task.schedule_to_start_timeout, f"{at}.schedule_to_start_timeout", limits)
         policy = _validate_retry_policy(task.retry_policy, f"{at}.retry_policy", limits)
         if task_id != task.task_id or policy is not task.retry_policy:
             task = replace(task, task_id=task_id, retry_policy=policy)

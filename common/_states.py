@@ -107,6 +107,8 @@ class ReasonCode(OpenEnum):
     # Failures that are not the handler's fault, once their own retry budget is spent.
     WORKER_LOST = "WORKER_LOST"
     WORKER_SHUTDOWN = "WORKER_SHUTDOWN"
+    # No worker started the task run within its schedule-to-start timeout.
+    SCHEDULE_TO_START_TIMEOUT = "SCHEDULE_TO_START_TIMEOUT"
     # The reasons of WAITING.
     RETRY_BACKOFF = "RETRY_BACKOFF"
     DEPENDENCIES = "DEPENDENCIES"
@@ -137,6 +139,7 @@ TERMINAL_REASONS: dict[State, frozenset[ReasonCode]] = {
             ReasonCode.NON_RETRYABLE_ERROR,
             ReasonCode.WORKER_LOST,
             ReasonCode.WORKER_SHUTDOWN,
+            ReasonCode.SCHEDULE_TO_START_TIMEOUT,
         }
     ),
     State.CANCELLED: frozenset(

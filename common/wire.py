@@ -31,6 +31,7 @@ from ._errors import (
     TaskwireError,
     ValidationError,
 )
+from ._filters import ExecutionFilter
 from ._models import (
     DEFAULT_INFRASTRUCTURE_RETRIES,
     Attempt,
@@ -289,6 +290,17 @@ def task_spec_to_proto(spec: TaskSpec) -> tpb.TaskSpec:
         depends_on=list(spec.depends_on),
         timeout=duration_to_proto(spec.timeout),
         retry_policy=retry_policy_to_proto(spec.retry_policy),
+        schedule_to_start_timeout=duration_to_proto(spec.schedule_to_start_timeout),
+    )
+
+
+def execution_filter_to_proto(selection: ExecutionFilter) -> tpb.ExecutionFilter:
+    return tpb.ExecutionFilter(
+        states=[execution_state_to_proto(state) for state in selection.states],
+        handler=selection.handler,
+        labels=dict(selection.labels),
+        created_after=timestamp_to_proto(selection.created_after),
+        created_before=timestamp_to_proto(selection.created_before),
     )
 
 
@@ -300,6 +312,7 @@ def execution_spec_to_proto(spec: ExecutionSpec) -> tpb.ExecutionSpec:
         timeout=duration_to_proto(spec.timeout),
         not_before=timestamp_to_proto(spec.not_before),
         idempotency_key=spec.idempotency_key,
+        trace_context=dict(spec.trace_context),
     )
 
 
@@ -353,6 +366,7 @@ def task_run_from_proto(message: pb.TaskRun) -> TaskRun:
         progress=(
             Progress(message.progress.fraction, message.progress.message) if message.HasField("progress") else None
         ),
+        schedule_to_start_timeout=optional_duration(message, "schedule_to_start_timeout"),
     )
 
 
@@ -378,6 +392,7 @@ def execution_from_proto(message: pb.Execution) -> tuple[Execution, tuple[TaskRu
         started_at=optional_timestamp(message, "started_at"),
         ended_at=optional_timestamp(message, "ended_at"),
         closing=_closing_from_proto(message),
+        trace_context=dict(message.trace_context),
     )
     return execution, tuple(task_run_from_proto(task_run) for task_run in message.task_runs)
 

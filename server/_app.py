@@ -1,5 +1,8 @@
 """The taskwire server: the engine behind gRPC, with health checking and reflection.
 
+It serves plaintext or TLS (mutual TLS with a client CA) as `_tls` decides, and refuses to serve
+plaintext or without credentials off loopback unless told `insecure`.
+
 Shutdown order (STYLE.md): stop accepting → stop dispatching and tell the
 workers the server is going away, then wait (within the grace period) until
 each has hung up, so everything they wrote is read → stop the gRPC server →
@@ -21,13 +24,17 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 
 from taskwire.v1 import task_service_pb2, worker_service_pb2
 
 from ._config import ServerConfig
 from ._edge import RejectionLog, add_service
 from ._history_wire import ProtoHistoryCodec
+from ._http import HttpEndpoint
+from ._metrics import CallMetrics, EngineGauges, ServerMetrics
 from ._servicers import TaskService, WorkerService
+from ._tls import CertificateFiles, listen_refusal, server_credentials
 from .engine import Clock, Engine
 from .store import SqliteStore, Store, store_from_url
 
@@ -58,15 +65,32 @@ class AddressInUse(OSError):
     """The address to listen on is taken (by another server, most likely) or cannot be bound."""
 
 
+class InsecureListen(ValueError):
+    """Plaintext or unauthenticated service on a non-loopback address, without `insecure`."""
+
+
 class TaskwireServer:
     def __init__(self, config: ServerConfig, *, store: Store | None = None, clock: Clock | None = None) -> None:
         self.config = config
         self._store: Store = store or (
             store_from_url(config.store_url) if config.store_url else SqliteStore(config.db_path)
         )
+        registry = CollectorRegistry(auto_describe=False) if config.metrics_listen is not None else None
         self.engine = Engine(
-            store=self._store, config=config, codec=ProtoHistoryCodec(), clock=clock, on_fatal=self._on_fatal
+            store=self._store,
+            config=config,
+            codec=ProtoHistoryCodec(),
+            clock=clock,
+            on_fatal=self._on_fatal,
+            observer=ServerMetrics(registry) if registry is not None else None,
         )
+        self._http: HttpEndpoint | None = None
+        self._interceptors: list[grpc.aio.ServerInterceptor] = []
+        if registry is not None:
+            registry.register(EngineGauges(self.engine))
+            self._http = HttpEndpoint(registry)
+            self._interceptors.append(CallMetrics(registry))
+        self.metrics_address = ""
         self._health = HealthServicer()
         self._grpc: grpc.aio.Server | None = None
         self.address = ""
@@ -75,23 +99,32 @@ class TaskwireServer:
         self._hurry: asyncio.Task[None] | None = None
         self._stop_lock = asyncio.Lock()
         self.failure: BaseException | None = None
+        self.certificates: CertificateFiles | None = None
 
     async def start(self) -> str:
         """Bind the port, open the store, recover, and serve. Returns the bound address (useful with port 0).
 
         The port is bound first and alone (no SO_REUSEPORT): a second server on a used port, or on a
         store another server owns, refuses before it changes anything."""
+        refusal = listen_refusal(self.config)
+        if refusal is not None:
+            raise InsecureListen(refusal)
+        credentials, self.certificates = server_credentials(self.config)  # TlsFileError when unusable
         max_message = self.config.max_message_bytes
         server = grpc.aio.server(
+            interceptors=self._interceptors,
             options=[
                 ("grpc.max_receive_message_length", max_message),
                 ("grpc.max_send_message_length", max_message),
+                # Headers past this are refused (RESOURCE_EXHAUSTED) before any handler runs.
+                ("grpc.max_metadata_size", self.config.max_metadata_bytes),
+                ("grpc.absolute_max_metadata_size", self.config.max_metadata_bytes),
                 # Workers probe their stream with keepalive pings (every few seconds, also when idle).
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
                 ("grpc.keepalive_permit_without_calls", 1),
                 # gRPC shares ports by default: two servers on one port would split clients and workers.
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         rejections = RejectionLog()
         add_service(server, TaskService(engine=self.engine, config=self.config, rejections=rejections), TASK)
@@ -102,7 +135,10 @@ class TaskwireServer:
         )
         try:
             _check_free(self.config.listen)
-            port = server.add_insecure_port(self.config.listen)
+            if credentials is None:
+                port = server.add_insecure_port(self.config.listen)
+            else:
+                port = server.add_secure_port(self.config.listen, credentials)
         except (RuntimeError, OSError):
             raise AddressInUse(
                 f"cannot listen on {self.config.listen}: the address is in use or not available"
@@ -110,10 +146,14 @@ class TaskwireServer:
         host = self.config.listen.rsplit(":", 1)[0]
         self.address = f"{host}:{port}"
         try:
+            if self._http is not None and self.config.metrics_listen is not None:
+                self.metrics_address = await self._http.start(self.config.metrics_listen)
             await self._store.open()
             await self.engine.start()
         except BaseException:
             await server.stop(None)  # never started: this only releases the port
+            if self._http is not None:
+                await self._http.close()
             raise
         await server.start()
         self._grpc = server
@@ -149,6 +189,8 @@ class TaskwireServer:
             await self.engine.close()
             if self._grpc is not None:
                 await self._grpc.stop(grace=0.5)
+            if self._http is not None:
+                await self._http.close()
             await self._store.close()
             self._stopped.set()
 

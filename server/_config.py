@@ -35,13 +35,35 @@ class ServerConfig:
     # them forever. Deleted `retention_batch` at a time, one commit each.
     retention: timedelta = timedelta(days=7)
     retention_batch: int = 500
+    # HOST:PORT of the Prometheus metrics endpoint (`/metrics`); None: no HTTP at all.
+    metrics_listen: str | None = None
     # Deadline of unary calls that do not set one themselves.
     default_rpc_timeout: timedelta = timedelta(seconds=30)
+    # Transport security. With a certificate and key the server speaks TLS only; with a client CA as well
+    # it requires a client certificate signed by that CA (mutual TLS). The files are re-read when they change.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    # The identity and role configuration (bearer tokens, certificate names).
+    auth_file: Path | None = None
+    # Listen on a non-loopback address without TLS or credentials (refused unless this is set).
+    insecure: bool = False
+    # The largest gRPC message; None derives it from the payload limit (see max_message_bytes).
+    message_limit_bytes: int | None = None
+    # The largest request metadata (headers) the transport accepts.
+    max_metadata_bytes: int = 16 * 1024
 
     @property
     def max_message_bytes(self) -> int:
-        """The largest gRPC message sent or received: room for two of the largest payloads, and 4 MiB at least."""
+        """The largest gRPC message sent or received: `message_limit_bytes` when set, else room for two of
+        the largest payloads, and 4 MiB at least."""
+        if self.message_limit_bytes is not None:
+            return self.message_limit_bytes
         return max(4 * 1024 * 1024, 2 * self.limits.max_payload_bytes + 1024 * 1024)
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     def __post_init__(self) -> None:
         if self.queue_capacity < 1:
@@ -59,5 +81,16 @@ class ServerConfig:
             raise ValueError("retention batch must be at least 1")
         if self.shutdown_grace < timedelta(0):
             raise ValueError("shutdown grace must not be negative")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("a TLS certificate needs its key and a key its certificate: give both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("a TLS client CA (mutual TLS) needs the server's TLS certificate and key")
+        if (
+            self.message_limit_bytes is not None
+            and self.message_limit_bytes < self.limits.max_payload_bytes + 64 * 1024
+        ):
+            raise ValueError("max message bytes must exceed max payload bytes by 64 KiB at least, to carry a payload")
+        if self.max_metadata_bytes < 1024:
+            raise ValueError("max metadata bytes must be at least 1024")
         if self.lease_timeout <= self.heartbeat_interval:
             raise ValueError("lease timeout must be longer than the heartbeat interval")

@@ -68,6 +68,10 @@ class ProtoHistoryCodec:
         )
         return _serialized(pb.ExecutionEvent(execution_id=execution_id, sequence=sequence, log=body), time)
 
+    def note(self, execution_id: str, sequence: int, time: datetime, task_run: TaskRun, text: str) -> bytes:
+        body = pb.TaskNote(task_run_id=task_run.id, task_id=task_run.task_id, text=text)
+        return _serialized(pb.ExecutionEvent(execution_id=execution_id, sequence=sequence, note=body), time)
+
     def is_terminal(self, event: EventRecord) -> bool:
         if event.kind != EXECUTION_TRANSITION:
             return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -52,6 +53,8 @@ class LocalWorker:
             "--name",
             "local",
             start_new_session=True,
+            # It talks plaintext to the server's loopback port: TLS settings meant for other clients stay out.
+            env={name: value for name, value in os.environ.items() if not name.startswith("TASKWIRE_TLS")},
         )
 
     async def _supervise(self) -> None:

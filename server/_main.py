@@ -24,9 +24,10 @@ from .store._url import POSTGRES_SCHEMES, sqlite_path
 T = TypeVar("T")
 DESCRIPTION = """\
 Run the taskwire control plane: the gRPC server that holds the bounded queue, the
-durable store (SQLite, or PostgreSQL with --store) and the execution state machine. Worker agents connect to it
-with `taskwire-worker`; clients use the `taskwire` CLI, the Python SDK, or any gRPC
-client (server reflection is on, so grpcurl works without proto files).
+durable store (SQLite, or PostgreSQL with --store) and the execution state machine.
+Worker agents connect to it with `taskwire-worker`; clients use the `taskwire` CLI,
+the Python SDK, or any gRPC client (server reflection is on, so grpcurl works
+without proto files).
 
 Every option can also be set with the environment variable shown in brackets.
 SIGTERM or SIGINT stops gracefully: no more dispatching, the workers are told the
@@ -64,9 +65,21 @@ def _positive(kind: Callable[[str], T], what: str, *, zero_allowed: bool = False
     return parse
 
 
+def _path_env(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
 def _seconds(what: str, *, zero_allowed: bool = False) -> Callable[[str], timedelta]:
     number = _positive(float, what, zero_allowed=zero_allowed)
     return lambda text: timedelta(seconds=number(text))
+
+
+def _host_port(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (port 0 picks one), got {text!r}")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,6 +160,47 @@ def build_parser() -> argparse.ArgumentParser:
         "0 keeps them forever [TASKWIRE_RETENTION] (default: %(default)s, 7 days)",
     )
     add(
+        "--metrics-listen",
+        type=_host_port,
+        metavar="HOST:PORT",
+        default=_env("TASKWIRE_METRICS_LISTEN", "") or None,
+        help="serve Prometheus metrics on http://HOST:PORT/metrics; port 0 picks a free one "
+        "[TASKWIRE_METRICS_LISTEN] (default: off)",
+    )
+    add(
+        "--max-message-bytes",
+        type=_positive(int, "max message bytes"),
+        default=_env("TASKWIRE_MAX_MESSAGE_BYTES", "") or None,
+        help="largest gRPC message received or sent [TASKWIRE_MAX_MESSAGE_BYTES] "
+        "(default: twice the payload limit plus 1 MiB, 4 MiB at least)",
+    )
+    add(
+        "--max-metadata-bytes",
+        type=_positive(int, "max metadata bytes"),
+        default=_env("TASKWIRE_MAX_METADATA_BYTES", str(ServerConfig().max_metadata_bytes)),
+        help="largest request metadata (headers); larger requests are refused with RESOURCE_EXHAUSTED "
+        "[TASKWIRE_MAX_METADATA_BYTES] (default: %(default)s)",
+    )
+    tls = parser.add_argument_group(
+        "transport security",
+        "Plaintext, or service without credentials, is for loopback addresses only: on any\n"
+        "other address the server needs TLS and --auth-file, or --insecure. Certificate files\n"
+        "are re-read when they change, so a rotation needs no restart.",
+    )
+    for flag, env, what in (
+        ("--tls-cert", "TASKWIRE_TLS_CERT", "the server's certificate chain (PEM); with --tls-key, serve TLS only"),
+        ("--tls-key", "TASKWIRE_TLS_KEY", "its private key (PEM)"),
+        ("--tls-client-ca", "TASKWIRE_TLS_CLIENT_CA", "require client certificates signed by this CA: mutual TLS"),
+        ("--auth-file", "TASKWIRE_AUTH_FILE", "identities and roles: who may call what"),
+    ):
+        tls.add_argument(flag, type=Path, default=_path_env(env), metavar="FILE", help=f"{what} [{env}]")
+    tls.add_argument(
+        "--insecure",
+        action="store_true",
+        default=_env("TASKWIRE_INSECURE", "") not in ("", "0", "false"),
+        help="allow a non-loopback address without TLS or credentials [TASKWIRE_INSECURE]",
+    )
+    add(
         "--with-local-worker",
         action="store_true",
         default=_env("TASKWIRE_WITH_LOCAL_WORKER", "") not in ("", "0", "false"),
@@ -190,6 +244,14 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         cancel_grace=args.cancel_grace,
         shutdown_grace=args.shutdown_grace,
         retention=args.retention,
+        metrics_listen=args.metrics_listen,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        auth_file=args.auth_file,
+        insecure=args.insecure,
+        message_limit_bytes=args.max_message_bytes,
+        max_metadata_bytes=args.max_metadata_bytes,
     )
 
 
@@ -204,8 +266,11 @@ async def serve(config: ServerConfig, *, with_local_worker: bool = False) -> int
     # collector's full passes, which otherwise stop the loop for 15-25 ms every few thousand tasks.
     gc.collect()
     gc.freeze()
+    transport = ("mutual TLS" if config.tls_client_ca else "TLS") if config.tls else "plaintext"
     store = redact(config.store_url) if config.store_url else config.db_path
-    print(f"taskwire-server listening on {address} (store: {store})", flush=True)
+    print(f"taskwire-server listening on {address} ({transport}, store: {store})", flush=True)
+    if server.metrics_address:
+        print(f"taskwire-server metrics on http://{server.metrics_address}/metrics", flush=True)
     loop = asyncio.get_running_loop()
 
     signals_seen = 0
@@ -240,6 +305,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args)
     except ValueError as error:
         parser.error(str(error))
+    if args.with_local_worker and config.tls:
+        parser.error(
+            "--with-local-worker runs over plaintext loopback only; start taskwire-worker with --tls-* instead"
+        )
     logging.basicConfig(
         level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

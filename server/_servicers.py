@@ -97,6 +97,9 @@ def fingerprint(spec: tpb.ExecutionSpec) -> str:
     """
     if not spec.idempotency_key:
         return ""
+    if spec.trace_context:  # who asked, and in which trace, does not make it another request
+        spec = tpb.ExecutionSpec.FromString(spec.SerializeToString())
+        spec.ClearField("trace_context")
     return hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()
 
 
@@ -140,6 +143,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         return tpb.SubmitExecutionResponse(
             execution=wire.execution_to_proto(snapshot.execution, snapshot.task_runs),
             deduplicated=result.deduplicated,
+            unserved_handlers=self._engine.unserved(task_run.handler for task_run in snapshot.task_runs),
         )
 
     @_translate_errors
@@ -154,13 +158,15 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         items = [_submit_item(spec, f"executions[{index}]") for index, spec in enumerate(request.executions)]
         results = await self._engine.submit_many(items, wait_for_room=wait, timeout_s=timeout_s)
         response = tpb.SubmitExecutionsResponse()
-        for result in results:
+        unserved = set(self._engine.unserved({task.handler for spec in request.executions for task in spec.tasks}))
+        for spec, result in zip(request.executions, results, strict=True):
             code, message = wire.submit_result_error(result.error) if result.error else ("", "")
             response.results.add(
                 execution_id=result.execution_id,
                 deduplicated=result.deduplicated,
                 error_code=code,
                 error_message=message,
+                unserved_handlers=sorted({task.handler for task in spec.tasks} & unserved) if unserved else (),
             )
         return response
 
@@ -249,6 +255,24 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
     ) -> tpb.DeleteExecutionResponse:
         await self._engine.delete(_required(request.execution_id, "execution_id"))
         return tpb.DeleteExecutionResponse()
+
+    @_translate_errors
+    async def CancelExecutions(
+        self, request: tpb.CancelExecutionsRequest, context: Context
+    ) -> tpb.CancelExecutionsResponse:
+        if len(request.reason) > MAX_CANCEL_REASON:
+            raise ValidationError("reason", f"at most {MAX_CANCEL_REASON} characters")
+        selection = wire.execution_filter_from_proto(request.filter)
+        result = await self._engine.cancel_matching(selection, reason=request.reason, dry_run=request.dry_run)
+        return tpb.CancelExecutionsResponse(matched=result.matched, cancelled=result.changed)
+
+    @_translate_errors
+    async def DeleteExecutions(
+        self, request: tpb.DeleteExecutionsRequest, context: Context
+    ) -> tpb.DeleteExecutionsResponse:
+        selection = wire.execution_filter_from_proto(request.filter)
+        result = await self._engine.delete_matching(selection, dry_run=request.dry_run)
+        return tpb.DeleteExecutionsResponse(matched=result.matched, deleted=result.changed, skipped=result.skipped)
 
     @_translate_errors
     async def DrainWorker(self, request: tpb.DrainWorkerRequest, context: Context) -> tpb.DrainWorkerResponse:

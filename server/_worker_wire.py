@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
-from datetime import timedelta
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from datetime import datetime, timedelta
 from typing import cast
 
 from google.protobuf import struct_pb2
@@ -24,6 +24,7 @@ from . import wire
 from .domain import (
     Attempt,
     CancelAcknowledged,
+    Payload,
     Reason,
     TaskFailed,
     TaskRun,
@@ -196,7 +197,16 @@ class StreamLink:
             self.backlogged = backlogged
             self.on_backlog(backlogged)
 
-    def invoke(self, task_run: TaskRun, attempt: Attempt, dispatch: int) -> None:
+    def invoke(
+        self,
+        task_run: TaskRun,
+        attempt: Attempt,
+        dispatch: int,
+        *,
+        queued_at: datetime,
+        trace_context: Mapping[str, str],
+        upstream: Mapping[str, Payload],
+    ) -> None:
         timeout = task_run.timeout
         invocation = wpb.Invocation(
             ref=wpb.AttemptRef(task_run_id=task_run.id, attempt=attempt.number),
@@ -207,6 +217,11 @@ class StreamLink:
             timeout=wire.duration_to_proto(timeout),
             deadline=wire.timestamp_to_proto(attempt.started_at + timeout if timeout else None),
             dispatch=dispatch,
+            trace_context=trace_context,
+            queued_at=wire.timestamp_to_proto(queued_at),
+            upstream_outputs={
+                task_id: message for task_id, output in upstream.items() if (message := wire.payload_to_proto(output))
+            },
         )
         self._send(wpb.ServerMessage(invocation=invocation))
 

@@ -129,6 +129,9 @@ def task_spec_from_proto(message: tpb.TaskSpec, where: str = "task") -> d.TaskSp
         retry_policy=retry_policy_from_proto(message.retry_policy, f"{where}.retry_policy")
         if message.HasField("retry_policy")
         else d.RetryPolicy(),
+        schedule_to_start_timeout=optional_duration(
+            message, "schedule_to_start_timeout", f"{where}.schedule_to_start_timeout"
+        ),
     )
 
 
@@ -141,7 +144,21 @@ def execution_spec_from_proto(message: tpb.ExecutionSpec, where: str = "executio
         timeout=optional_duration(message, "timeout", f"{where}.timeout"),
         not_before=optional_timestamp(message, "not_before", f"{where}.not_before"),
         idempotency_key=message.idempotency_key,
+        trace_context=dict(message.trace_context),
     )
+
+
+def execution_filter_from_proto(message: tpb.ExecutionFilter, where: str = "filter") -> d.ExecutionFilter:
+    """A bulk action's filter; ValidationError naming the field when empty or out of range."""
+    selection = d.ExecutionFilter(
+        states=tuple(states_from_proto(message.states, f"{where}.states")),
+        handler=message.handler,
+        labels=dict(message.labels),
+        created_after=optional_timestamp(message, "created_after", f"{where}.created_after"),
+        created_before=optional_timestamp(message, "created_before", f"{where}.created_before"),
+    )
+    selection.check(where)
+    return selection
 
 
 def page_size(requested: int, where: str = "page_size") -> int:
@@ -197,6 +214,7 @@ def task_run_to_proto(task_run: d.TaskRun) -> pb.TaskRun:
         not_before=timestamp_to_proto(task_run.not_before),
         progress=pb.Progress(fraction=progress.fraction, message=progress.message) if progress else None,
         cancel_requested=reason_to_proto(task_run.pending_cancel),
+        schedule_to_start_timeout=duration_to_proto(task_run.schedule_to_start_timeout),
     )
 
 
@@ -224,6 +242,7 @@ def execution_to_proto(execution: d.Execution, task_runs: Iterable[d.TaskRun]) -
         task_runs=[task_run_to_proto(task_run) for task_run in task_runs],
         not_before=timestamp_to_proto(execution.not_before),
         closing=_closing_to_proto(execution.closing),
+        trace_context=dict(execution.trace_context),
     )
 
 

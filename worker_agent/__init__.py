@@ -7,6 +7,7 @@ executor that runs attempts, in particular, is an internal of `Worker` and
 """
 
 from taskwire.common import ErrorInfo, Payload, TaskwireError
+from taskwire.common.tls import TlsFiles
 
 from ._abort import Aborted, AbortReason, AbortSignal, AbortWait
 from ._context import AttemptInfo, LogLine, ProgressUpdate, TaskContext
@@ -72,6 +73,7 @@ __all__ = [
     "SyncHandler",
     "TaskContext",
     "TaskwireError",
+    "TlsFiles",
     "Worker",
     "WorkerAgentError",
     "default_registry",

@@ -6,9 +6,10 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
-from taskwire.common import Payload
+from taskwire.common import REFERENCE_MARKER, Payload, resolve
 
 from ._abort import AbortSignal
 from ._payload import decode_input, to_json_compatible
@@ -52,6 +53,11 @@ class AttemptInfo:
     task_id: str = ""
     # Names this dispatch (session id / dispatch number); unlike the attempt number, no crash reuses it.
     dispatch_id: str = ""
+    # The submitter's W3C trace context, and when the task run was queued for this attempt.
+    trace_context: Mapping[str, str] = field(default_factory=dict)
+    queued_at: datetime | None = None
+    # The outputs of the tasks it depends on, by task id.
+    upstream: Mapping[str, Payload] = field(default_factory=dict)
 
 
 class TaskContext:
@@ -61,13 +67,17 @@ class TaskContext:
     ``abort`` fires when the handler should stop; ``progress()`` and ``logger`` report to the server.
     """
 
-    __slots__ = ("_events", "_info", "_input", "_log_level", "_logger", "abort")
+    __slots__ = ("_events", "_info", "_input", "_log_level", "_logger", "_upstream", "abort")
 
     def __init__(self, *, info: AttemptInfo, abort: AbortSignal, events: AttemptEvents, log_level: int) -> None:
         self._info = info
         self._events = events
-        # Decoded up front so a malformed input fails the attempt before the handler runs.
+        # Decoded up front so a malformed input fails the attempt before the handler runs; so are the
+        # upstream outputs it refers to ({"$from": ...}, see taskwire.common.resolve).
+        self._upstream = {task_id: decode_input(output) for task_id, output in info.upstream.items()}
         self._input = decode_input(info.input)
+        if info.upstream and info.input.is_json and REFERENCE_MARKER in info.input.data:
+            self._input = resolve(self._input, self._upstream)
         self.abort = abort
         self._log_level = log_level
         self._logger: logging.Logger | None = None
@@ -87,9 +97,19 @@ class TaskContext:
         return self._input
 
     @property
+    def upstream(self) -> Mapping[str, object]:
+        """The outputs of the tasks this one depends on, by task id, decoded like `input`."""
+        return self._upstream
+
+    @property
     def raw_input(self) -> Payload:
         """The input exactly as it arrived: bytes and media type."""
         return self._info.input
+
+    @property
+    def info(self) -> AttemptInfo:
+        """Everything known about the attempt before it ran (ids, handler, input, trace context)."""
+        return self._info
 
     @property
     def execution_id(self) -> str:

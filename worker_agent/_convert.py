@@ -86,6 +86,9 @@ def spec(invocation: wpb.Invocation, *, received_at: float, session_id: str = ""
         input=wire.payload_from_proto(invocation.input),
         execution_id=invocation.execution_id,
         task_id=invocation.task_id,
+        trace_context=dict(invocation.trace_context),
+        queued_at=wire.timestamp_from_proto(invocation.queued_at) if invocation.HasField("queued_at") else None,
+        upstream={task_id: wire.payload_from_proto(output) for task_id, output in invocation.upstream_outputs.items()},
     )
     timeout_s = seconds(invocation.timeout) if invocation.HasField("timeout") else None
     return AttemptSpec(info=info, timeout_s=timeout_s, received_at=received_at)

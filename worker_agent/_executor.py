@@ -10,6 +10,7 @@ import asyncio
 import enum
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -21,6 +22,7 @@ from taskwire.common import WORKER_SHUTDOWN_ERROR, ErrorInfo, Refusal
 from ._abort import AbortController, AbortReason
 from ._context import AttemptInfo, LogLine, ProgressUpdate, TaskContext, build_context
 from ._handler_loop import HandlerLoop, Inbox
+from ._metrics import WorkerMetrics
 from ._outcome import Cancelled, Completed, Failed, HandlerResult, Outcome, Raised
 from ._process import ProcessRunner, get_mp_context
 from ._registry import HandlerLookup, RegisteredHandler
@@ -109,6 +111,7 @@ class _Attempt:
     silenced: bool = False
     finished: bool = False
     aborted_at: float | None = None  # loop.time() when its abort signal fired
+    began: float = field(default_factory=time.monotonic)
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
     @property
@@ -161,6 +164,7 @@ class Executor:
         handler_log_level: int = logging.DEBUG,
         handler_logger: logging.Logger | None = None,
         mp_start_method: str = "spawn",
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
@@ -173,6 +177,9 @@ class Executor:
         self._handler_log_level = handler_log_level
         self._handler_logger = handler_logger
         self._mp_start_method = mp_start_method
+        self._metrics = metrics
+        if metrics is not None:
+            metrics.slots.set(slots)
         self._attempts: dict[str, _Attempt] = {}
         # Attempts invoked again while their fenced copy still stops, by task run; each starts when it has.
         self._waiting: dict[str, AttemptSpec] = {}
@@ -252,6 +259,8 @@ class Executor:
         attempt = _Attempt(spec=spec, registered=registered)
         attempt.runner = self._make_runner(attempt, loop)
         self._attempts[key.task_run_id] = attempt
+        if self._metrics is not None:
+            self._metrics.in_use.set(len(self._attempts))
         self._idle.clear()
         self._peak_in_flight = max(self._peak_in_flight, len(self._attempts))
         if spec.timeout_s is not None:
@@ -365,7 +374,7 @@ class Executor:
         )
         if registered.is_async:
             if self._handler_loop is None:
-                self._handler_loop = HandlerLoop()
+                self._handler_loop = HandlerLoop(on_stall=self._metrics.loop_blocked if self._metrics else None)
             return AsyncRunner(
                 handler_loop=self._handler_loop,
                 results=self._inbox,
@@ -429,6 +438,10 @@ class Executor:
             timer.cancel()
         del self._attempts[attempt.key.task_run_id]
         outcome = self._outcome(attempt, result)
+        if self._metrics is not None:
+            self._metrics.in_use.set(len(self._attempts))
+            kind = {Completed: "succeeded", Failed: "failed"}.get(type(outcome), "cancelled")
+            self._metrics.attempt_ended(attempt.registered.name, kind, time.monotonic() - attempt.began)
         # A completion is routine (DEBUG, and cheap when off); failures and aborts are worth a line.
         level = logging.DEBUG if isinstance(outcome, Completed) else logging.INFO
         if self._handler_logger is not None and self._handler_logger.isEnabledFor(level):

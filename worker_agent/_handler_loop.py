@@ -29,6 +29,8 @@ STALL_THRESHOLD_S = 1.0
 WARN_INTERVAL_S = 30.0
 #: How often the handler loop checks in with the watchdog.
 TICK_S = 0.1
+#: A stall this long is reported while it lasts (once per stall), before the handler lets go of the loop.
+LIVE_WARN_S = 3.0
 
 
 class Inbox:
@@ -91,17 +93,22 @@ class HandlerLoop:
         *,
         threshold_s: float = STALL_THRESHOLD_S,
         tick_s: float = TICK_S,
+        live_warn_s: float = LIVE_WARN_S,
         report: StallReport | None = None,
         name: str = "taskwire-handlers",
+        on_stall: Callable[[str], None] | None = None,
     ) -> None:
         self._threshold_s = threshold_s
         self._tick_s = tick_s
+        self._live_warn_s = live_warn_s
         self._report = report if report is not None else StallReport()
+        self._on_stall = on_stall  # told the culprit of every stall, warned of or not
         self._loop = asyncio.new_event_loop()
         self._inbox = Inbox(self._loop)
         self._handlers: dict[asyncio.Task[Any], str] = {}  # running handler tasks, by handler name
         self._last_beat = time.monotonic()
         self._suspect: str | None = None
+        self._warned_live = False  # this stall was already reported while it lasted
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._watchdog = threading.Thread(target=self._watch, name=f"{name}-watchdog", daemon=True)
@@ -165,10 +172,13 @@ class HandlerLoop:
         late_s = now - due
         if late_s >= self._threshold_s:
             handler = self._suspect or self._only_handler() or "(unknown)"
+            if self._on_stall is not None:
+                self._on_stall(handler)
             text = self._report.message(handler, late_s, time.monotonic())
             if text is not None:
                 _log.warning(text)
         self._suspect = None
+        self._warned_live = False
         self._last_beat = time.monotonic()
         if not self._stopping.is_set():
             self._loop.call_at(now + self._tick_s, self._beat, now + self._tick_s)
@@ -181,8 +191,14 @@ class HandlerLoop:
 
     def _watch(self) -> None:
         while not self._stopping.wait(self._tick_s):
-            if self._suspect is None and time.monotonic() - self._last_beat > self._tick_s + self._threshold_s / 2:
+            blocked_s = time.monotonic() - self._last_beat - self._tick_s
+            if self._suspect is None and blocked_s > self._threshold_s / 2:
                 # The loop is blocked now: whichever task it is running is the culprit.
                 task = asyncio.current_task(self._loop)
                 if task is not None:
                     self._suspect = self._handlers.get(task)
+            if blocked_s >= self._live_warn_s and not self._warned_live:
+                # Said while it lasts: a handler that never lets go would otherwise never be named.
+                self._warned_live = True
+                handler = self._suspect or self._only_handler() or "(unknown)"
+                _log.warning("handler %r has blocked its event loop for %.1f s and still does", handler, blocked_s)

@@ -13,9 +13,11 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from taskwire.common import positive_int
+from taskwire.common.tls import TlsConfigError, TlsFiles, add_tls_arguments, tls_from_args
 
 from ._errors import ConnectionLostError, HandlerLoadError
 from ._executor import Isolation
+from ._metrics import WorkerMetrics
 from ._registry import HandlerRegistry, load_handlers
 from ._stream import default_worker_name
 from ._worker import Worker
@@ -146,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="log verbosity on stderr; handler log lines below it are not sent either "
         "[env TASKWIRE_LOG_LEVEL; default info]",
     )
+    parser.add_argument(
+        "--metrics-listen",
+        default=_env("TASKWIRE_WORKER_METRICS_LISTEN"),
+        metavar="HOST:PORT",
+        help="serve this worker's Prometheus metrics on http://HOST:PORT/metrics; port 0 picks one "
+        "[env TASKWIRE_WORKER_METRICS_LISTEN; default off]",
+    )
+    add_tls_arguments(parser)
     return parser
 
 
@@ -153,12 +163,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``taskwire-worker``; returns the exit status."""
     parser = build_parser()
     try:
-        args, registry, labels = _configure(parser, argv)
+        args, registry, labels, tls = _configure(parser, argv)
     except SystemExit as exc:  # --help, or a bad argument already reported in one line
         return exc.code if isinstance(exc.code, int) else 2
 
     level = getattr(logging, args.log_level.upper())
     logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    metrics = WorkerMetrics() if args.metrics_listen else None
+    if metrics is not None:
+        try:
+            host, port = metrics.serve(args.metrics_listen)
+        except (OSError, ValueError) as error:
+            print(f"taskwire-worker: cannot serve metrics on {args.metrics_listen}: {error}", file=sys.stderr)
+            return 2
+        _log.info("metrics on http://%s:%d/metrics", host, port)
     worker = Worker(
         server=args.server,
         registry=registry,
@@ -171,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop_grace_s=args.stop_grace,
         max_reconnect_attempts=args.max_reconnect_attempts,
         handler_log_level=level,
+        tls=tls,
+        metrics=metrics,
     )
     _log.info(
         "worker %s (instance %s) serving %s with %d slot(s), %s isolation",
@@ -185,8 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _configure(
     parser: argparse.ArgumentParser, argv: Sequence[str] | None
-) -> tuple[argparse.Namespace, HandlerRegistry, dict[str, str]]:
+) -> tuple[argparse.Namespace, HandlerRegistry, dict[str, str], TlsFiles | None]:
     args = parser.parse_args(argv)
+    try:
+        tls = tls_from_args(args)
+    except TlsConfigError as exc:
+        parser.error(str(exc))
     labels = dict(args.label)
     for item in filter(None, (_env("TASKWIRE_LABELS") or "").split(",")):
         try:
@@ -206,7 +230,7 @@ def _configure(
         registry = load_handlers(args.handlers.split(","))
     except HandlerLoadError as exc:
         parser.error(str(exc))
-    return args, registry, labels
+    return args, registry, labels, tls
 
 
 async def _serve(worker: Worker, *, drain_timeout_s: float) -> int:

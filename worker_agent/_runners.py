@@ -16,6 +16,7 @@ from ._context import AttemptEvents, TaskContext
 from ._handler_loop import HandlerLoop, Inbox
 from ._outcome import HandlerResult, Raised, Returned
 from ._payload import encode_output
+from ._tracing import attempt_span, record_outcome
 
 
 class RunnerEvents(AttemptEvents, Protocol):
@@ -43,25 +44,37 @@ class AttemptRunner(Protocol):
 def call_sync_handler(fn: Callable[..., object], build_context: Callable[[], TaskContext]) -> HandlerResult:
     """Build the context, call a sync handler, encode its value; every exception becomes Raised."""
     try:
-        value = fn(build_context())
-        if inspect.isawaitable(value):
-            if inspect.iscoroutine(value):
-                value.close()
-            raise TypeError("the handler returned an awaitable: declare it 'async def' so it is awaited")
-        return Returned(encode_output(value))
-    except BaseException as exc:  # A handler's SystemExit must not end its thread without a result.
+        context = build_context()  # decodes the input: a bad one fails the attempt before the handler runs
+    except BaseException as exc:
         return Raised(ErrorInfo.from_exception(exc))
+    with attempt_span(context.info) as span:
+        try:
+            value = fn(context)
+            if inspect.isawaitable(value):
+                if inspect.iscoroutine(value):
+                    value.close()
+                raise TypeError("the handler returned an awaitable: declare it 'async def' so it is awaited")
+            return Returned(encode_output(value))
+        except BaseException as exc:  # A handler's SystemExit must not end its thread without a result.
+            record_outcome(span, exc)
+            return Raised(ErrorInfo.from_exception(exc))
 
 
 async def call_async_handler(fn: Callable[..., object], build_context: Callable[[], TaskContext]) -> HandlerResult:
     """Build the context, await an async handler, encode its value; exceptions become Raised."""
     try:
-        value = await cast("Awaitable[object]", fn(build_context()))
-        return Returned(encode_output(value))
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:  # Includes the CancelledError of a hard stop.
+        context = build_context()
+    except BaseException as exc:
         return Raised(ErrorInfo.from_exception(exc))
+    with attempt_span(context.info) as span:
+        try:
+            value = await cast("Awaitable[object]", fn(context))
+            return Returned(encode_output(value))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # Includes the CancelledError of a hard stop.
+            record_outcome(span, exc)
+            return Raised(ErrorInfo.from_exception(exc))
 
 
 class _InProcessRunner:

@@ -29,6 +29,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from taskwire.common.tls import TlsConfigError, TlsFiles
 from taskwire.v1 import worker_service_pb2 as wpb
 from taskwire.v1 import worker_service_pb2_grpc
 
@@ -37,6 +38,7 @@ from ._abort import AbortReason
 from ._errors import ConnectionLostError
 from ._executor import AttemptKey, Executor, Isolation
 from ._limits import WireLimits
+from ._metrics import WorkerMetrics
 from ._outbox import Outbox
 from ._outcome import Cancelled
 from ._registry import HandlerRegistry
@@ -84,6 +86,9 @@ class Worker:
     it is shut down: :meth:`drain` (or a server Drain) stops taking work, lets running attempts finish
     for a grace period while heartbeats keep flowing, aborts the rest, flushes their reports and closes
     the stream. :meth:`close` is the same with no grace.
+
+    With ``tls`` the stream runs over TLS (mutual TLS when it names a client certificate); the files are
+    read again on every reconnect, so a rotated certificate is used without a restart.
     """
 
     def __init__(
@@ -108,7 +113,9 @@ class Worker:
         keepalive_timeout_s: float = 5.0,
         handler_log_level: int = logging.INFO,
         channel_options: Sequence[tuple[str, Any]] = (),
+        tls: TlsFiles | None = None,
         mp_start_method: str = "spawn",
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
@@ -117,6 +124,7 @@ class Worker:
         if max_reconnect_attempts is not None and max_reconnect_attempts < 1:
             raise ValueError(f"max_reconnect_attempts must be at least 1, got {max_reconnect_attempts}")
         self._server = server
+        self._tls = tls
         self._registry = registry
         self._slots = slots
         self._name = name or default_worker_name()
@@ -150,7 +158,9 @@ class Worker:
             handler_log_level=handler_log_level,
             handler_logger=logging.getLogger("taskwire.worker.handlers"),
             mp_start_method=mp_start_method,
+            metrics=metrics,
         )
+        self._metrics = metrics
         self._session: SessionInfo | None = None
         self._last_lease_s: float | None = None
         # Set by a GoingAway: the server is stopping, this session ends; its bound on the reconnect backoff.
@@ -400,7 +410,7 @@ class Worker:
             return
         self._server_leaving.clear()
         loop = asyncio.get_running_loop()
-        channel = grpc.aio.insecure_channel(self._server, options=self._channel_options)
+        channel = self._open_channel()
         call: Any = None
         tasks: list[asyncio.Task[Any]] = []
         welcomed_at: float | None = None
@@ -462,12 +472,26 @@ class Worker:
             finally:
                 if welcomed_at is not None:
                     _log.info("disconnected from %s", self._server)
+                    if self._metrics is not None:
+                        self._metrics.connected.set(0)
                 self._session = None
                 self._connected.clear()
                 self._outbox.end_session()
                 if call is not None:
                     call.cancel()
                 await channel.close()
+
+    def _open_channel(self) -> grpc.aio.Channel:
+        if self._tls is None:
+            return grpc.aio.insecure_channel(self._server, options=self._channel_options)
+        # The certificate files are read again for every connection: a rotated client certificate is
+        # used from the next reconnect on, without a restart.
+        try:
+            credentials = self._tls.credentials()
+        except TlsConfigError as exc:
+            raise _ConnectFailed(str(exc)) from exc
+        options = [*self._channel_options, *self._tls.channel_options()]
+        return grpc.aio.secure_channel(self._server, credentials, options=options)
 
     def _hello(self, reported: set[AttemptKey]) -> wpb.WorkerMessage:
         hello = wpb.WorkerHello(
@@ -501,6 +525,8 @@ class Worker:
             self._silence(attempt, "rejected by the server on reconnect")
         if self._draining:
             self._outbox.put(_draining(self._drain_reason), session_only=True, front=True)
+        if self._metrics is not None:
+            self._metrics.connected.set(1)
         _log.info(
             "connected to %s: session %s (heartbeat every %gs; %d attempt(s) adopted, %d rejected)",
             self._server,

@@ -9,10 +9,12 @@
  *   3. submit a second `sleep`, cancel it once it runs, and show it ends CANCELLED with the reason.
  *
  * Usage: node client.js [--server HOST:PORT] [--seconds S] [--timeout S] [--protos DIR]
+ *                       [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
  * Exits 0 when every scenario went as expected, 1 when one did not (one line on stderr says why),
  * 2 on a usage error.
  */
 
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 
@@ -20,11 +22,15 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 
 const USAGE = `usage: node client.js [--server HOST:PORT] [--seconds S] [--timeout S] [--protos DIR]
+                      [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
 
-  --server   the taskwire server (default: $TASKWIRE_SERVER or 127.0.0.1:50051)
-  --seconds  how long the watched sleep task runs (default: 2)
-  --timeout  give up after this many seconds in all (default: 60)
-  --protos   the directory holding taskwire/v1/*.proto (default: ../../protos from this file)`;
+  --server    the taskwire server (default: $TASKWIRE_SERVER or 127.0.0.1:50051)
+  --seconds   how long the watched sleep task runs (default: 2)
+  --timeout   give up after this many seconds in all (default: 60)
+  --protos    the directory holding taskwire/v1/*.proto (default: ../../protos from this file)
+  --tls-ca    connect over TLS, trusting this CA certificate (default: $TASKWIRE_TLS_CA)
+  --tls-cert  client certificate, for a server that requires mutual TLS (default: $TASKWIRE_TLS_CERT)
+  --tls-key   the client certificate's key (default: $TASKWIRE_TLS_KEY)`;
 
 const CANCEL_REASON = 'cancelled by the node example';
 
@@ -40,6 +46,9 @@ function parseOptions(argv) {
       seconds: { type: 'string', default: '2' },
       timeout: { type: 'string', default: '60' },
       protos: { type: 'string', default: fileURLToPath(new URL('../../protos', import.meta.url)) },
+      'tls-ca': { type: 'string', default: process.env.TASKWIRE_TLS_CA || '' },
+      'tls-cert': { type: 'string', default: process.env.TASKWIRE_TLS_CERT || '' },
+      'tls-key': { type: 'string', default: process.env.TASKWIRE_TLS_KEY || '' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -51,7 +60,11 @@ function parseOptions(argv) {
       code: 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE',
     });
   }
-  return { server: String(values.server), seconds, timeout, protos: String(values.protos), help: values.help };
+  const tls = { ca: String(values['tls-ca']), cert: String(values['tls-cert']), key: String(values['tls-key']) };
+  if (Boolean(tls.cert) !== Boolean(tls.key)) {
+    throw Object.assign(new Error('--tls-cert and --tls-key go together'), { code: 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' });
+  }
+  return { server: String(values.server), seconds, timeout, protos: String(values.protos), tls, help: values.help };
 }
 
 /**
@@ -102,16 +115,38 @@ function describeRpcError(error) {
   return String(error && error.message ? error.message : error);
 }
 
+/**
+ * Plaintext, or TLS when a CA (or a client certificate) is given: mutual TLS with a certificate and key.
+ * @param {{ca: string, cert: string, key: string}} tls
+ */
+function channelCredentials(tls) {
+  if (!tls.ca && !tls.cert) return grpc.credentials.createInsecure();
+  /** @param {string} path */
+  const read = (path) => {
+    try {
+      return readFileSync(path);
+    } catch (error) {
+      throw new ClientError(`cannot read ${path}: ${error instanceof Error ? error.message : error}`);
+    }
+  };
+  return grpc.credentials.createSsl(
+    tls.ca ? read(tls.ca) : null,
+    tls.key ? read(tls.key) : null,
+    tls.cert ? read(tls.cert) : null,
+  );
+}
+
 class Taskwire {
   /**
    * @param {any} TaskService the client class from loadTaskService
    * @param {string} address
    * @param {number} deadlineMs the moment (Date.now() scale) after which every call gives up
+   * @param {any} credentials from channelCredentials
    */
-  constructor(TaskService, address, deadlineMs) {
+  constructor(TaskService, address, deadlineMs, credentials) {
     this.address = address;
     this.deadlineMs = deadlineMs;
-    this.stub = new TaskService(address, grpc.credentials.createInsecure());
+    this.stub = new TaskService(address, credentials);
   }
 
   /** Wait until the channel is connected, or fail with a clear message. */
@@ -302,7 +337,8 @@ async function main() {
     return;
   }
   const TaskService = loadTaskService(options.protos);
-  const tw = new Taskwire(TaskService, options.server, Date.now() + options.timeout * 1000);
+  const credentials = channelCredentials(options.tls);
+  const tw = new Taskwire(TaskService, options.server, Date.now() + options.timeout * 1000, credentials);
   try {
     await tw.connect();
     console.log(`connected to ${options.server}`);

@@ -96,6 +96,16 @@ class DependenciesFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class StartTimedOut:
+    """A PENDING task run waited its schedule-to-start timeout and no worker started it.
+
+    `attempts` is how many attempts it had when it became PENDING: a timer from an earlier wait no longer applies.
+    """
+
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
 class CancelRequested:
     """Stop this task run: cancelled, timed out or upstream failed, as `reason` says."""
 
@@ -115,6 +125,7 @@ TaskRunEvent = (
     | ScheduleDue
     | DependenciesMet
     | DependenciesFailed
+    | StartTimedOut
     | CancelRequested
 )
 

@@ -36,6 +36,7 @@ def create_execution(
         deadline=now + spec.timeout if spec.timeout is not None else None,
         not_before=spec.not_before if scheduled else None,
         idempotency_key=spec.idempotency_key,
+        trace_context=dict(spec.trace_context),
     )
     task_runs = []
     for task_run_id, task in zip(task_run_ids, spec.tasks, strict=True):
@@ -55,6 +56,7 @@ def create_execution(
                 depends_on=task.depends_on,
                 timeout=task.timeout,
                 retry_policy=task.retry_policy,
+                schedule_to_start_timeout=task.schedule_to_start_timeout,
                 state=state,
                 reason=reason,
                 created_at=now,

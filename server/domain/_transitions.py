@@ -51,6 +51,7 @@ from ._events import (
     LeaseExpired,
     RetryDue,
     ScheduleDue,
+    StartTimedOut,
     TaskDispatched,
     TaskFailed,
     TaskProgressed,
@@ -281,6 +282,19 @@ def _on_lease_expired(task_run: TaskRun, event: object, now: datetime) -> Transi
     )
 
 
+def _on_start_timed_out(task_run: TaskRun, event: object, now: datetime) -> Transition[TaskRun]:
+    """FAILED when still PENDING from the wait the timer was armed for; otherwise it no longer applies."""
+    assert isinstance(event, StartTimedOut)
+    limit = task_run.schedule_to_start_timeout
+    if task_run.state is not State.PENDING or task_run.attempt_count != event.attempts or limit is None:
+        return _noop(task_run)
+    message = (
+        f"no worker started it within its schedule-to-start timeout of {limit.total_seconds():g}s"
+        f" (handler {task_run.handler!r})"
+    )
+    return _finish(_ended(task_run, State.FAILED, Reason(ReasonCode.SCHEDULE_TO_START_TIMEOUT, message), now))
+
+
 def _on_cancel_requested(task_run: TaskRun, event: object, now: datetime) -> Transition[TaskRun]:
     assert isinstance(event, CancelRequested)
     if task_run.state is State.RUNNING:
@@ -394,6 +408,9 @@ TASK_RUN_TRANSITIONS: dict[tuple[State, type], Row[TaskRun]] = _rows(
         (P, RetryDue): (frozenset({P}), _retry_due),
         (P, ScheduleDue): (frozenset({P}), _schedule_due),
         (P, DependenciesMet): (frozenset({P}), _dependencies_met),
+        (P, StartTimedOut): (frozenset({P, F}), _on_start_timed_out),
+        (W, StartTimedOut): (frozenset({W}), _on_start_timed_out),
+        (R, StartTimedOut): (frozenset({R}), _on_start_timed_out),
         (W, RetryDue): (frozenset({P}), _retry_due),
         (W, ScheduleDue): (frozenset({P}), _schedule_due),
         (W, DependenciesMet): (frozenset({P}), _dependencies_met),

@@ -9,6 +9,7 @@ from ._admission import AdmissionQueue
 from ._clock import Cancellable, Clock, ManualClock, SystemClock
 from ._engine import Engine
 from ._history import HistoryCodec
+from ._observer import Observer, Unobserved
 from ._sessions import (
     AttemptEnd,
     AttemptKey,
@@ -39,10 +40,12 @@ __all__ = [
     "Heartbeat",
     "HistoryCodec",
     "ManualClock",
+    "Observer",
     "SubmitItem",
     "SubmitResult",
     "SystemClock",
     "Timers",
+    "Unobserved",
     "Welcome",
     "WorkerHello",
     "WorkerLink",

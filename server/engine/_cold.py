@@ -37,14 +37,18 @@ _WARM_BATCH = 256
 
 
 def is_coldable(live: LiveExecution) -> bool:
-    """Nothing but a dispatch can change it: no timer, no closing, no task run started or waiting."""
+    """Nothing but a dispatch can change it: no timer (deadline, schedule-to-start), no closing, no task run
+    started or waiting."""
     execution = live.execution
     return (
         not live.retiring
         and execution.state is State.PENDING
         and execution.closing is None
         and execution.deadline is None
-        and all(t.state is State.PENDING and not t.attempts for t in live.task_runs.values())
+        and all(
+            t.state is State.PENDING and not t.attempts and t.schedule_to_start_timeout is None
+            for t in live.task_runs.values()
+        )
     )
 
 

@@ -18,7 +18,7 @@ import itertools
 from collections import OrderedDict, deque
 from collections.abc import Iterator
 
-from taskwire.server.domain import State, TaskDispatched, TaskRun
+from taskwire.server.domain import Payload, State, TaskDispatched, TaskRun
 
 from ._cold import ColdTier
 from ._live import Executions, LiveExecution
@@ -156,6 +156,7 @@ class Dispatcher:
 
     def _dispatch(self, live: LiveExecution, task_run: TaskRun, session: WorkerSession) -> None:
         number = task_run.attempt_count + 1
+        queued_at = task_run.updated_at  # nothing changes a PENDING task run in the queue
         self._executions.apply_task(live, task_run.id, TaskDispatched(number, session.name))
         session.dispatches += 1
         self._holders.hold((task_run.id, number), session, dispatch=session.dispatches)
@@ -163,5 +164,24 @@ class Dispatcher:
         attempt = dispatched.current_attempt
         assert attempt is not None
         assert session.link is not None
-        session.link.invoke(dispatched, attempt, session.dispatches)
+        session.link.invoke(
+            dispatched,
+            attempt,
+            session.dispatches,
+            queued_at=queued_at,
+            trace_context=live.execution.trace_context,
+            upstream=_upstream_outputs(live, dispatched),
+        )
         self._executions.settle(live)
+
+
+def _upstream_outputs(live: LiveExecution, task_run: TaskRun) -> dict[str, Payload]:
+    """The outputs of the tasks `task_run` depends on (all succeeded, or it would not run), by task id."""
+    if not task_run.depends_on:
+        return {}
+    wanted = set(task_run.depends_on)
+    return {
+        other.task_id: output
+        for other in live.task_runs.values()
+        if other.task_id in wanted and (output := other.output) is not None
+    }

@@ -27,20 +27,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from taskwire.common import HandlerStats, Stats
+from taskwire.common import ExecutionFilter, HandlerStats, Stats
 from taskwire.server._config import ServerConfig
 from taskwire.server.domain import CancellationRequested, ExecutionSpec, InvalidTransition, NotFound, State
 from taskwire.server.store import Committer, EventRecord, ExecutionPage, ExecutionSnapshot, Store
 
 from ._admission import AdmissionQueue
+from ._bulk import BulkResult, cancel_matching, delete_matching
 from ._bus import EventBus
 from ._clock import Clock, SystemClock
 from ._cold import ColdTier
 from ._dispatch import Dispatcher, ReadyQueues
 from ._history import History, HistoryCodec
 from ._live import Executions, Figures
+from ._observer import Observer, Unobserved
 from ._recovery import recover
 from ._retention import Retention
 from ._sessions import Welcome, WorkerHello, WorkerLink, WorkerReport, WorkerSession
@@ -49,6 +51,9 @@ from ._timers import Timers
 from ._workers import WorkerPool
 
 log = logging.getLogger(__name__)
+
+# How far into a handler's queue `oldest_queued` looks for a task run held in memory.
+_AGE_PEEK = 256
 
 
 class Engine:
@@ -60,12 +65,16 @@ class Engine:
         codec: HistoryCodec,
         clock: Clock | None = None,
         on_fatal: Callable[[BaseException], None] | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self._store = store
         self._config = config
         self._clock: Clock = clock or SystemClock()
         self.bus = EventBus()
-        self._committer = Committer(store=store, bus=self.bus, on_fatal=on_fatal or (lambda error: None))
+        self.observer: Observer = observer or Unobserved()
+        self._committer = Committer(
+            store=store, bus=self.bus, on_fatal=on_fatal or (lambda error: None), observed=self.observer.committed
+        )
         self._timers = Timers(clock=self._clock)
         self._admission = AdmissionQueue(capacity=config.queue_capacity)
         self._history = History(store=store, bus=self.bus, committer=self._committer, codec=codec)
@@ -74,10 +83,12 @@ class Engine:
             timers=self._timers,
             committer=self._committer,
             history=self._history,
-            figures=Figures(self._admission),
+            figures=Figures(self._admission, self.observer),
             cancel_grace_s=config.cancel_grace.total_seconds(),
         )
-        self._pool = WorkerPool(clock=self._clock, timers=self._timers, config=config, executions=executions)
+        self._pool = WorkerPool(
+            clock=self._clock, timers=self._timers, config=config, executions=executions, observer=self.observer
+        )
         self._ready = ReadyQueues()
         self._cold = ColdTier(
             store=store,
@@ -102,6 +113,7 @@ class Engine:
             dispatcher=self._dispatcher,
         )
         executions.enqueue = self._dispatcher.enqueue
+        executions.is_served = self._pool.serves
         executions.cancel_on_worker = self._pool.cancel_on_worker
         executions.retired = self._submits.forget_key
         self._history.is_live = executions.by_id.__contains__
@@ -229,6 +241,16 @@ class Engine:
         await self._committer.durable()
         return live.snapshot(), False
 
+    async def cancel_matching(self, selection: ExecutionFilter, *, reason: str, dry_run: bool) -> BulkResult:
+        """Cancel every execution `selection` matches that has not ended (or count them, `dry_run`)."""
+        await self.flush()
+        return await cancel_matching(self.list_executions, self.cancel, selection, reason=reason, dry_run=dry_run)
+
+    async def delete_matching(self, selection: ExecutionFilter, *, dry_run: bool) -> BulkResult:
+        """Delete every finished execution `selection` matches (or count them, `dry_run`)."""
+        await self.flush()
+        return await delete_matching(self.list_executions, self.delete, selection, dry_run=dry_run)
+
     async def delete(self, execution_id: str) -> None:
         """Delete a finished execution with its task runs, history and idempotency key. InvalidTransition
         (FAILED_PRECONDITION) naming its state when it is not finished; NotFound when there is none."""
@@ -279,6 +301,24 @@ class Engine:
         )
 
     # ---- Workers --------------------------------------------------------------------------------
+
+    def oldest_queued(self) -> dict[str, datetime]:
+        """Per handler, when its oldest queued task run held in memory was queued (a cold one, in a queue
+        longer than `hot_queue_size`, may be older still). Looks at the front of each queue only."""
+        oldest: dict[str, datetime] = {}
+        by_task_run = self._executions.by_task_run
+        for handler in self._ready.handlers_with_work():
+            for task_run_id in self._ready.peek(handler, _AGE_PEEK):
+                live = by_task_run.get(task_run_id)
+                task_run = live.task_runs[task_run_id] if live is not None else None
+                if task_run is not None and task_run.state is State.PENDING:
+                    oldest[handler] = task_run.updated_at  # nothing changes a PENDING task run in the queue
+                    break
+        return oldest
+
+    def unserved(self, handlers: Iterable[str]) -> tuple[str, ...]:
+        """Those of `handlers` that no connected worker serves now, sorted."""
+        return tuple(sorted({handler for handler in handlers if not self._pool.serves(handler)}))
 
     def workers(self) -> list[WorkerSession]:
         return sorted(self._pool.connected(), key=lambda s: (s.name, s.session_id))

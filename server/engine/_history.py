@@ -35,6 +35,7 @@ EXECUTION_TRANSITION = "execution_transition"
 TASK_RUN_TRANSITION = "task_run_transition"
 PROGRESS = "progress"
 LOG = "log"
+NOTE = "note"
 _REPLAY_PAGE = 1000  # the store's page of events
 
 
@@ -62,6 +63,8 @@ class HistoryCodec(Protocol):
         """`fraction` as the task run keeps it (clamped), rather than as reported."""
 
     def log(self, execution_id: str, sequence: int, time: datetime, task_run: TaskRun, report: AttemptLog) -> bytes: ...
+
+    def note(self, execution_id: str, sequence: int, time: datetime, task_run: TaskRun, text: str) -> bytes: ...
 
     def is_terminal(self, event: EventRecord) -> bool:
         """Whether the event takes its execution into a terminal state (the last of its history)."""
@@ -113,6 +116,11 @@ class History:
         sequence = self._next(live)
         body = self._codec.log(task_run.execution_id, sequence, time, task_run, report)
         self._stage(task_run.execution_id, sequence, time, LOG, body)
+
+    def note(self, live: LiveExecution, time: datetime, task_run: TaskRun, text: str) -> None:
+        sequence = self._next(live)
+        body = self._codec.note(task_run.execution_id, sequence, time, task_run, text)
+        self._stage(task_run.execution_id, sequence, time, NOTE, body)
 
     # ---- Watching -------------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from taskwire.server.domain import (
     RetryDue,
     ScheduleDue,
     ScheduleRetry,
+    StartTimedOut,
     State,
     TaskProgressed,
     TaskRun,
@@ -53,6 +54,7 @@ from taskwire.server.store import Committer, ExecutionSnapshot
 from ._admission import AdmissionQueue
 from ._clock import Clock
 from ._history import History
+from ._observer import Observer, Unobserved
 from ._sessions import AttemptLog, AttemptProgress
 from ._timers import Timers
 
@@ -88,13 +90,15 @@ def adjust_count(counts: dict[str, int], key: str, delta: int) -> None:
 class Figures:
     """The queue size and the per-handler pending / in-flight counts, in step with task run states."""
 
-    def __init__(self, admission: AdmissionQueue) -> None:
+    def __init__(self, admission: AdmissionQueue, observer: Observer | None = None) -> None:
         self._admission = admission
+        self._observer: Observer = observer or Unobserved()
         self.pending_by_handler: dict[str, int] = {}
         self.in_flight_by_handler: dict[str, int] = {}
 
     def count(self, before: TaskRun | None, after: TaskRun, *, admitted: bool = False) -> None:
         """`before` None: a new or recovered task run (`admitted`: its room was reserved on submit)."""
+        self._observer.task_run_changed(before, after)
         was_queued = before is not None and before.state in _QUEUED
         is_queued = after.state in _QUEUED
         if is_queued and not was_queued and not admitted:
@@ -141,6 +145,8 @@ class Executions:
         # Wired by the engine: a task run became PENDING (handler, task run id); a running attempt must
         # be stopped on its worker; an execution left memory.
         self.enqueue: Callable[[str, str], None] = _unwired
+        # Wired by the engine: whether a connected worker takes new work for a handler.
+        self.is_served: Callable[[str], bool] = _unwired  # type: ignore[assignment]
         self.cancel_on_worker: Callable[[CancelOnWorker], None] = _unwired
         self.retired: Callable[[LiveExecution], None] = _unwired
 
@@ -160,6 +166,30 @@ class Executions:
     def is_current_attempt(self, task_run_id: str, attempt: int) -> bool:
         current = self.current_attempt(task_run_id)
         return current is not None and current.number == attempt
+
+    def queue(self, live: LiveExecution, task_run: TaskRun) -> None:
+        """A task run became PENDING: to the back of its handler's queue, with its schedule-to-start timer.
+
+        Said in its history when no connected worker serves its handler: a wait nobody will end is not silent.
+        """
+        self.enqueue(task_run.handler, task_run.id)
+        limit = task_run.schedule_to_start_timeout
+        served = self.is_served(task_run.handler)
+        if limit is None and served:
+            return
+        now = self._clock.now()
+        self._arm_start_timeout(task_run, since=now)
+        if not served:
+            text = f"no connected worker serves handler {task_run.handler!r}; the task waits for one"
+            text += (
+                f" for at most {limit.total_seconds():g}s" if limit is not None else " (no schedule-to-start timeout)"
+            )
+            self._history.note(live, now, task_run, text)
+
+    def _arm_start_timeout(self, task_run: TaskRun, *, since: datetime) -> None:
+        if task_run.schedule_to_start_timeout is not None:
+            event = StartTimedOut(task_run.attempt_count)
+            self._arm_task_timer(("start", task_run.id), since + task_run.schedule_to_start_timeout, task_run.id, event)
 
     # ---- Applying events ------------------------------------------------------------------------
 
@@ -248,7 +278,7 @@ class Executions:
         timers = self._timers
         if isinstance(effect, Enqueue):
             live = self.by_task_run[effect.task_run_id]
-            self.enqueue(live.task_runs[effect.task_run_id].handler, effect.task_run_id)
+            self.queue(live, live.task_runs[effect.task_run_id])
         elif isinstance(effect, ScheduleRetry):
             self._arm_task_timer(("retry", effect.task_run_id), effect.at, effect.task_run_id, RetryDue())
         elif isinstance(effect, ArmAttemptTimeout):
@@ -263,6 +293,7 @@ class Executions:
                 self.arm_cancel_grace(effect.task_run_id, effect.attempt)
         elif isinstance(effect, TaskRunFinished):
             timers.disarm(("retry", effect.task_run_id))
+            timers.disarm(("start", effect.task_run_id))
         elif isinstance(effect, ExecutionFinished):
             timers.disarm(("deadline", effect.execution_id))
             timers.disarm(("schedule", effect.execution_id))
@@ -271,8 +302,11 @@ class Executions:
         self._timers.arm_at(key, at, lambda: self._on_task_timer(task_run_id, event))
 
     def arm_recovered_task_run(self, task_run: TaskRun) -> None:
-        """The timers of a task run read back from the store: its retry, its attempt's timeout and grace."""
+        """The timers of a task run read back from the store: its retry, its wait in the queue, its attempt's
+        timeout and grace. A PENDING task run has waited since it last changed (nothing changes it in the queue)."""
         reason = task_run.reason.code if task_run.reason else None
+        if task_run.state is State.PENDING:
+            self._arm_start_timeout(task_run, since=task_run.updated_at)
         if task_run.state is State.WAITING and task_run.not_before is not None and reason is ReasonCode.RETRY_BACKOFF:
             self._carry_out(ScheduleRetry(task_run.id, task_run.not_before))
         attempt = task_run.current_attempt

@@ -18,11 +18,21 @@ May use: the domain.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from taskwire.server.domain import Attempt, CancelAcknowledged, Reason, TaskFailed, TaskRun, TaskSucceeded, TaskTimedOut
+from taskwire.server.domain import (
+    Attempt,
+    CancelAcknowledged,
+    Payload,
+    Reason,
+    TaskFailed,
+    TaskRun,
+    TaskSucceeded,
+    TaskTimedOut,
+)
 
 AttemptKey = tuple[str, int]  # (task run id, attempt number)
 
@@ -30,9 +40,20 @@ AttemptKey = tuple[str, int]  # (task run id, attempt number)
 class WorkerLink(Protocol):
     """The way down one worker's stream. Sends queue and return at once; nothing is sent after close()."""
 
-    def invoke(self, task_run: TaskRun, attempt: Attempt, dispatch: int) -> None:
+    def invoke(
+        self,
+        task_run: TaskRun,
+        attempt: Attempt,
+        dispatch: int,
+        *,
+        queued_at: datetime,
+        trace_context: Mapping[str, str],
+        upstream: Mapping[str, Payload],
+    ) -> None:
         """Run `attempt` (just dispatched, so the task run's current one) of the task run; `dispatch` is
-        this session's count of invocations, which the worker echoes in its heartbeats."""
+        this session's count of invocations, which the worker echoes in its heartbeats. `queued_at`: when
+        the task run was queued for it; `trace_context`: the execution's (W3C traceparent, tracestate);
+        `upstream`: the outputs of the tasks it depends on, by task id."""
 
     def cancel(self, task_run_id: str, attempt: int, reason: Reason) -> None:
         """Stop the attempt's handler; the worker answers with a cancel acknowledgement."""

@@ -241,7 +241,7 @@ class Submits:
         for task_run in task_runs:
             executions.figures.count(None, task_run, admitted=True)
             if task_run.state is State.PENDING:
-                executions.enqueue(task_run.handler, task_run.id)
+                executions.queue(live, task_run)
         executions.arm_execution_timers(execution)
         self._committer.after_commit(lambda: self._cold.maybe_freeze(live))
         return live

@@ -36,6 +36,7 @@ from taskwire.server.domain import (
 from ._clock import Clock
 from ._ids import new_id
 from ._live import Executions
+from ._observer import Observer, Unobserved
 from ._sessions import (
     AttemptEnd,
     AttemptKey,
@@ -64,6 +65,8 @@ class AttemptHolders:
         self._unlisted: dict[AttemptKey, int] = {}  # heartbeats in a row whose list left the attempt out
         # The session's dispatch number of each attempt it was sent (0: adopted, the worker has it).
         self._dispatch: dict[AttemptKey, int] = {}
+        # When the server sent a cancel for each held attempt (monotonic seconds), and its handler.
+        self.cancels_sent: dict[AttemptKey, tuple[str, float]] = {}
         self._holds = itertools.count()
 
     def __len__(self) -> int:
@@ -87,6 +90,7 @@ class AttemptHolders:
         return previous if previous is not session else None
 
     def _forget(self, key: AttemptKey) -> None:
+        self.cancels_sent.pop(key, None)
         self._order.pop(key, None)
         self._dispatch.pop(key, None)
         self._unlisted.pop(key, None)
@@ -164,8 +168,17 @@ def _slot_hook_unwired(session: WorkerSession) -> None:
 
 
 class WorkerPool:
-    def __init__(self, *, clock: Clock, timers: Timers, config: ServerConfig, executions: Executions) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        timers: Timers,
+        config: ServerConfig,
+        executions: Executions,
+        observer: Observer | None = None,
+    ) -> None:
         self._clock = clock
+        self._observer: Observer = observer or Unobserved()
         self._timers = timers
         self._config = config
         self._lease_s = config.lease_timeout.total_seconds()
@@ -176,6 +189,13 @@ class WorkerPool:
         self.leaving = False  # the server is going away: no new sessions
         # Wired by the engine: a session may have a free slot now (it connected, or an attempt ended).
         self.slot_freed: Callable[[WorkerSession], None] = _slot_hook_unwired
+
+    def serves(self, handler: str) -> bool:
+        """Whether a connected worker takes new work for `handler` (a draining one takes none)."""
+        return any(
+            handler in session.handlers and session.connected and not session.draining
+            for session in self.sessions.values()
+        )
 
     def connected(self) -> list[WorkerSession]:
         return [session for session in self.sessions.values() if session.connected]
@@ -321,9 +341,14 @@ class WorkerPool:
 
     def cancel_on_worker(self, effect: CancelOnWorker) -> None:
         """Send a cancel down the stream of the session that holds the attempt, if it is connected."""
-        session = self.holders.holder((effect.task_run_id, effect.attempt))
+        key = (effect.task_run_id, effect.attempt)
+        session = self.holders.holder(key)
         if session is not None and session.connected and session.link is not None:
             session.link.cancel(effect.task_run_id, effect.attempt, effect.reason)
+            live = self._executions.by_task_run.get(effect.task_run_id)
+            if live is not None and key not in self.holders.cancels_sent:
+                handler = live.task_runs[effect.task_run_id].handler
+                self.holders.cancels_sent[key] = (handler, self._clock.monotonic())
 
     # ---- Reports --------------------------------------------------------------------------------
 
@@ -342,6 +367,9 @@ class WorkerPool:
             key = (report.task_run_id, report.event.attempt)
             if not self.holders.speaks_for(session, key):
                 return
+            sent = self.holders.cancels_sent.get(key)
+            if sent is not None:
+                self._observer.cancel_confirmed(sent[0], self._clock.monotonic() - sent[1])
             holder = self.holders.release(key)
             if holder is not None:
                 self.slot_freed(holder)

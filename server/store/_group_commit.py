@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -40,8 +41,16 @@ class EventSink(Protocol):
 
 
 class Committer:
-    def __init__(self, *, store: Store, bus: EventSink, on_fatal: Callable[[BaseException], None]) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        bus: EventSink,
+        on_fatal: Callable[[BaseException], None],
+        observed: Callable[[float, int], None] = lambda seconds, records: None,
+    ) -> None:
         self._store = store
+        self._observed = observed  # each commit: its seconds and records
         self._bus = bus
         self._on_fatal = on_fatal
         self._new: list[NewExecution] = []
@@ -122,10 +131,12 @@ class Committer:
             batch, callbacks, waiter = self._take()
             try:
                 if batch:
+                    started = time.perf_counter()
                     [refusal] = await self._store.commit([batch])
                     if refusal is not None:
                         raise refusal
                     self.commits += 1
+                    self._observed(time.perf_counter() - started, batch.records)
             except Exception as error:
                 log.critical("store write failed; stopping: %s", error, exc_info=True)
                 self._failure = error

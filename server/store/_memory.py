@@ -251,12 +251,15 @@ class MemoryStore:
         )
 
     def _is_cold(self, stored: _StoredExecution) -> bool:
-        """See `ColdTaskRun`: PENDING, not closing, no deadline, every task run PENDING without an attempt."""
+        """See `ColdTaskRun`: PENDING, not closing, no deadline, every task run PENDING without an attempt or a
+        schedule-to-start timeout."""
         execution = stored.execution
         if execution.state is not State.PENDING or execution.closing is not None or execution.deadline is not None:
             return False
         task_runs = [self._task_runs[i][1] for i in stored.task_run_ids]
-        return bool(task_runs) and all(t.state is State.PENDING and not t.attempts for t in task_runs)
+        return bool(task_runs) and all(
+            t.state is State.PENDING and not t.attempts and t.schedule_to_start_timeout is None for t in task_runs
+        )
 
 
 def _refused(detail: str) -> StoreError:

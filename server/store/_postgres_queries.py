@@ -119,7 +119,7 @@ async def finished_before(conn: Any, cutoff_us: int, limit: int) -> list[str]:
 
 
 # NOT_COLD_TASK_RUN_SQL and COLD_EXECUTION_SQL of the aliases `o` and `e`.
-_NOT_COLD_O: Final = "(o.state <> 'PENDING' OR o.attempts <> '[]')"
+_NOT_COLD_O: Final = "(o.state <> 'PENDING' OR o.attempts <> '[]' OR o.schedule_to_start_us IS NOT NULL)"
 _COLD_E: Final = "e.state = 'PENDING' AND e.closing IS NULL AND e.deadline IS NULL"
 # The task runs of cold executions in queue order: the PENDING index scanned in order, each row probing
 # executions_cold and task_runs_not_cold.

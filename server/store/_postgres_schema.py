@@ -5,7 +5,8 @@ The tables mirror the SQLite store's (`_sqlite_schema`), column for column, so b
 durations BIGINT microseconds, the JSON parts compact JSON in TEXT columns, bytes in BYTEA.
 
 - `executions`: `seq` (an identity, never reused: the newest-first paging key), `id` UNIQUE, the
-  Execution's fields, `request_fingerprint`; `idempotency_key` UNIQUE where not empty.
+  Execution's fields (its trace context as JSON), `request_fingerprint`; `idempotency_key` UNIQUE
+  where not empty.
 - `task_runs`: `seq` (insertion order, the tie-break of the PENDING queue), `id` UNIQUE,
   `execution_id` → executions, `position`, the TaskRun's fields; attempts are a JSON array.
 - `task_run_inputs`: the input bytes of each task run, written once, apart from the often-updated row.
@@ -30,7 +31,7 @@ OWNER_LOCK: Final = 0x74776F776E65725F
 TERMINAL_SQL: Final = "('SUCCESS', 'FAILED', 'CANCELLED')"
 # Cold executions (see `ColdTaskRun`): the texts match the partial indexes below, which PostgreSQL then uses.
 COLD_EXECUTION_SQL: Final = "state = 'PENDING' AND closing IS NULL AND deadline IS NULL"
-NOT_COLD_TASK_RUN_SQL: Final = "(state <> 'PENDING' OR attempts <> '[]')"
+NOT_COLD_TASK_RUN_SQL: Final = "(state <> 'PENDING' OR attempts <> '[]' OR schedule_to_start_us IS NOT NULL)"
 
 _SCHEMA_V1: Final = (
     """
@@ -50,7 +51,8 @@ _SCHEMA_V1: Final = (
         created_at BIGINT NOT NULL,
         updated_at BIGINT NOT NULL,
         started_at BIGINT,
-        ended_at BIGINT
+        ended_at BIGINT,
+        trace_context TEXT NOT NULL DEFAULT '{}'
     )
     """,
     "CREATE UNIQUE INDEX executions_by_idempotency_key ON executions (idempotency_key) WHERE idempotency_key <> ''",
@@ -81,6 +83,7 @@ _SCHEMA_V1: Final = (
         started_at BIGINT,
         ended_at BIGINT,
         attempts TEXT NOT NULL,
+        schedule_to_start_us BIGINT,
         UNIQUE (execution_id, position)
     )
     """,

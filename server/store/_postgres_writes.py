@@ -16,7 +16,10 @@ from ._protocol import StoreError
 from ._sqlite_codec import EXECUTION_COLUMNS, TASK_RUN_COLUMNS, Rows
 
 _BIGINT_COLUMNS: Final = frozenset(
-    {"deadline", "not_before", "created_at", "updated_at", "started_at", "ended_at", "timeout_us", "sequence", "time"}
+    {
+        *("deadline", "not_before", "created_at", "updated_at", "started_at", "ended_at"),
+        *("timeout_us", "schedule_to_start_us", "sequence", "time"),
+    }
 )
 _TYPES: Final = {"position": "integer", "input": "bytea", "body": "bytea"}
 

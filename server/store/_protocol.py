@@ -81,6 +81,12 @@ class WriteBatch:
     def __bool__(self) -> bool:
         return bool(self.new_executions or self.executions or self.task_runs or self.events or self.deleted)
 
+    @property
+    def records(self) -> int:
+        """How many records it writes or deletes: executions (with their task runs), updates, events."""
+        new = sum(1 + len(new.task_runs) for new in self.new_executions)
+        return new + len(self.executions) + len(self.task_runs) + len(self.events) + len(self.deleted)
+
 
 @dataclass(frozen=True, slots=True)
 class ExecutionSnapshot:
@@ -105,7 +111,7 @@ class ColdTaskRun:
     """A queued task run that the engine keeps out of memory until it dispatches it.
 
     Only executions that nothing can change before a dispatch are cold: PENDING, not closing,
-    no deadline, and every task run PENDING with no attempt yet.
+    no deadline, and every task run PENDING with no attempt yet and no schedule-to-start timeout.
     """
 
     task_run_id: str

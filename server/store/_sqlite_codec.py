@@ -60,6 +60,7 @@ EXECUTION_COLUMNS: Final = (
     "updated_at",
     "started_at",
     "ended_at",
+    "trace_context",
 )
 
 # The columns of a task run that an update rewrites; execution_id and position only identify it.
@@ -83,6 +84,7 @@ TASK_RUN_COLUMNS: Final = (
     "started_at",
     "ended_at",
     "attempts",
+    "schedule_to_start_us",
 )
 
 
@@ -169,6 +171,7 @@ def execution_to_row(execution: Execution) -> dict[str, Any]:
         "metadata": metadata_to_text(execution.metadata),
         "deadline": None if deadline is None else datetime_to_db(deadline),
         "idempotency_key": execution.idempotency_key,
+        "trace_context": metadata_to_text(execution.trace_context),
     }
 
 
@@ -182,6 +185,7 @@ def execution_from_row(row: RowLike) -> Execution:
         deadline=None if deadline is None else EPOCH + timedelta(microseconds=deadline),
         idempotency_key=row["idempotency_key"],
         closing=None if closing is None else closing_from_text(closing),
+        trace_context=metadata_from_text(row["trace_context"]),
     )
 
 
@@ -190,6 +194,7 @@ def task_run_to_row(task_run: TaskRun) -> dict[str, Any]:
     pending_cancel = task_run.pending_cancel
     progress = task_run.progress
     timeout = task_run.timeout
+    start = task_run.schedule_to_start_timeout
     return {
         **_lifecycle_to_row(task_run),
         "execution_id": task_run.execution_id,
@@ -203,6 +208,7 @@ def task_run_to_row(task_run: TaskRun) -> dict[str, Any]:
         "pending_cancel": None if pending_cancel is None else dumps(reason_to_json(pending_cancel)),
         "progress": None if progress is None else dumps(progress_to_json(progress)),
         "attempts": attempts_to_text(task_run.attempts),
+        "schedule_to_start_us": None if start is None else timedelta_to_db(start),
     }
 
 
@@ -210,6 +216,7 @@ def task_run_from_row(row: RowLike) -> TaskRun:
     pending_cancel = row["pending_cancel"]
     progress = row["progress"]
     timeout_us = row["timeout_us"]
+    start_us = row["schedule_to_start_us"]
     return TaskRun(
         **_lifecycle_from_row(row),
         execution_id=row["execution_id"],
@@ -222,6 +229,7 @@ def task_run_from_row(row: RowLike) -> TaskRun:
         attempts=attempts_from_text(row["attempts"]),
         pending_cancel=None if pending_cancel is None else reason_from_json(json.loads(pending_cancel)),
         progress=None if progress is None else progress_from_json(json.loads(progress)),
+        schedule_to_start_timeout=None if start_us is None else timedelta(microseconds=start_us),
     )
 
 

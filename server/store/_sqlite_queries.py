@@ -139,7 +139,8 @@ def _tuples(conn: sqlite3.Connection) -> sqlite3.Cursor:
     return cursor
 
 
-_NOT_COLD_TASK_RUN_OF_O: Final = "(o.state != 'PENDING' OR o.attempts != '[]')"  # for the alias `o`
+# NOT_COLD_TASK_RUN_SQL for the alias `o` (SQLite matches a partial index's WHERE clause term by term).
+_NOT_COLD_TASK_RUN_OF_O: Final = "(o.state != 'PENDING' OR o.attempts != '[]' OR o.schedule_to_start_us IS NOT NULL)"
 # The task runs of cold executions in queue order: one scan of the covering task_runs_pending, and for each
 # row a probe of executions_cold and one of task_runs_not_cold (both empty-handed for a cold execution).
 _COLD_QUEUE: Final = (

@@ -1,6 +1,6 @@
 """The SQLite store's schema, its migrations, and how every connection to the file is opened.
 
-Schema (PRAGMA user_version 3; timestamps are INTEGER microseconds since the
+Schema (PRAGMA user_version 5; timestamps are INTEGER microseconds since the
 Unix epoch, UTC; durations INTEGER microseconds; JSON columns are compact JSON):
 
 - `executions`: `seq` (AUTOINCREMENT, never reused: the newest-first paging
@@ -18,7 +18,9 @@ queue scan, `executions_cold` (partial: executions that may be cold) and
 `task_runs_not_cold` (partial: task runs that are not PENDING or have
 attempts) answer "is this execution cold?" with two index probes. Version 3
 adds `executions_finished` (partial: terminal executions, by `ended_at`), what
-retention reads.
+retention reads. Version 4 adds `task_runs.schedule_to_start_us`; a task run
+with one is never cold (`task_runs_not_cold` includes it). Version 5 adds
+`executions.trace_context` (JSON).
 
 Deleting an execution deletes its events, task run inputs, task runs and row;
 SQLite reuses the freed pages for later inserts (the file does not shrink).
@@ -120,7 +122,8 @@ def _create_schema_v1(conn: sqlite3.Connection) -> None:
 # task run of it is in `task_runs_not_cold`. The texts must stay exactly as the indexes' WHERE clauses below,
 # or SQLite no longer uses these partial indexes.
 COLD_EXECUTION_SQL: Final = "state = 'PENDING' AND closing IS NULL AND deadline IS NULL"
-NOT_COLD_TASK_RUN_SQL: Final = "(state != 'PENDING' OR attempts != '[]')"
+NOT_COLD_TASK_RUN_SQL: Final = "(state != 'PENDING' OR attempts != '[]' OR schedule_to_start_us IS NOT NULL)"
+_NOT_COLD_TASK_RUN_SQL_V2: Final = "(state != 'PENDING' OR attempts != '[]')"
 
 _SCHEMA_V2: Final = (
     # The queue, covering what recovery reads of it (state too: SQLite needs it to treat the index as covering).
@@ -128,7 +131,7 @@ _SCHEMA_V2: Final = (
     "CREATE INDEX task_runs_pending ON task_runs (updated_at, seq, state, execution_id, id, handler) "
     "WHERE state = 'PENDING'",
     f"CREATE INDEX executions_cold ON executions (id, state, closing, deadline) WHERE {COLD_EXECUTION_SQL}",
-    f"CREATE INDEX task_runs_not_cold ON task_runs (execution_id) WHERE {NOT_COLD_TASK_RUN_SQL}",
+    f"CREATE INDEX task_runs_not_cold ON task_runs (execution_id) WHERE {_NOT_COLD_TASK_RUN_SQL_V2}",
 )
 
 
@@ -145,12 +148,36 @@ def _add_finished_index_v3(conn: sqlite3.Connection) -> None:
     conn.execute(_SCHEMA_V3)
 
 
+# Version 4: a task run's schedule-to-start timeout. Such a task run has a timer while it waits, so its
+# execution is never cold: the partial index of task runs that are not cold says so too.
+_SCHEMA_V4: Final = (
+    "ALTER TABLE task_runs ADD COLUMN schedule_to_start_us INTEGER",
+    "DROP INDEX task_runs_not_cold",
+    f"CREATE INDEX task_runs_not_cold ON task_runs (execution_id) WHERE {NOT_COLD_TASK_RUN_SQL}",
+)
+
+
+def _add_schedule_to_start_v4(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V4:
+        conn.execute(statement)
+
+
+# Version 5: the submitter's trace context of each execution (W3C traceparent and tracestate, as JSON).
+_SCHEMA_V5: Final = "ALTER TABLE executions ADD COLUMN trace_context TEXT NOT NULL DEFAULT '{}'"
+
+
+def _add_trace_context_v5(conn: sqlite3.Connection) -> None:
+    conn.execute(_SCHEMA_V5)
+
+
 # MIGRATIONS[n] takes a database from user_version n to n + 1, inside one transaction.
 # A later schema appends its step here; SCHEMA_VERSION follows.
 MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _create_schema_v1,
     _add_cold_indexes_v2,
     _add_finished_index_v3,
+    _add_schedule_to_start_v4,
+    _add_trace_context_v5,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -62,6 +62,7 @@ class TaskSpec(_message.Message):
     DEPENDS_ON_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
     RETRY_POLICY_FIELD_NUMBER: _builtins.int
+    SCHEDULE_TO_START_TIMEOUT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """Unique within the execution; [A-Za-z0-9_.-], at most 128 characters.
     May be empty only when the execution has exactly one task ("main" is used).
@@ -84,6 +85,14 @@ class TaskSpec(_message.Message):
     def retry_policy(self) -> _types_pb2.RetryPolicy:
         """Unset means a single attempt."""
 
+    @_builtins.property
+    def schedule_to_start_timeout(self) -> _duration_pb2.Duration:
+        """How long the task run may wait PENDING (ready to run) before a worker
+        starts it; past it the task run ends FAILED with
+        SCHEDULE_TO_START_TIMEOUT. Counted afresh each time it becomes PENDING
+        (first run and each retry). Unset means no limit; must be positive when set.
+        """
+
     def __init__(
         self,
         *,
@@ -93,10 +102,11 @@ class TaskSpec(_message.Message):
         depends_on: _abc.Iterable[_builtins.str] | None = ...,
         timeout: _duration_pb2.Duration | None = ...,
         retry_policy: _types_pb2.RetryPolicy | None = ...,
+        schedule_to_start_timeout: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "retry_policy", b"retry_policy", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["depends_on", b"depends_on", "handler", b"handler", "input", b"input", "retry_policy", b"retry_policy", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["depends_on", b"depends_on", "handler", b"handler", "input", b"input", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -128,12 +138,33 @@ class ExecutionSpec(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class TraceContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     TASKS_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
     NOT_BEFORE_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Free label; at most 256 characters. Empty means the first task's handler."""
     idempotency_key: _builtins.str
@@ -159,6 +190,13 @@ class ExecutionSpec(_message.Message):
     def not_before(self) -> _timestamp_pb2.Timestamp:
         """The earliest time the execution may start. Unset or past means at once."""
 
+    @_builtins.property
+    def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The submitter's W3C trace context ("traceparent" and optionally
+        "tracestate"), stored with the execution and sent with each attempt so
+        that the handler's spans join the submitter's trace. At most 8 entries.
+        """
+
     def __init__(
         self,
         *,
@@ -168,10 +206,11 @@ class ExecutionSpec(_message.Message):
         timeout: _duration_pb2.Duration | None = ...,
         not_before: _timestamp_pb2.Timestamp | None = ...,
         idempotency_key: _builtins.str = ...,
+        trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["not_before", b"not_before", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "metadata", b"metadata", "name", b"name", "not_before", b"not_before", "tasks", b"tasks", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "metadata", b"metadata", "name", b"name", "not_before", b"not_before", "tasks", b"tasks", "timeout", b"timeout", "trace_context", b"trace_context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -213,6 +252,7 @@ class SubmitExecutionResponse(_message.Message):
 
     EXECUTION_FIELD_NUMBER: _builtins.int
     DEDUPLICATED_FIELD_NUMBER: _builtins.int
+    UNSERVED_HANDLERS_FIELD_NUMBER: _builtins.int
     deduplicated: _builtins.bool
     """True when the idempotency key matched an existing execution and nothing new
     was created.
@@ -221,15 +261,23 @@ class SubmitExecutionResponse(_message.Message):
     def execution(self) -> _types_pb2.Execution:
         """The stored execution."""
 
+    @_builtins.property
+    def unserved_handlers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The execution's handlers that no connected worker serves at the time of
+        the reply (sorted): its tasks for them wait until such a worker connects,
+        or until their schedule_to_start_timeout. Empty when every one is served.
+        """
+
     def __init__(
         self,
         *,
         execution: _types_pb2.Execution | None = ...,
         deduplicated: _builtins.bool = ...,
+        unserved_handlers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "execution", b"execution"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "execution", b"execution", "unserved_handlers", b"unserved_handlers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -273,6 +321,7 @@ class SubmitResult(_message.Message):
     DEDUPLICATED_FIELD_NUMBER: _builtins.int
     ERROR_CODE_FIELD_NUMBER: _builtins.int
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    UNSERVED_HANDLERS_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     """The new (or deduplicated) execution's id; empty when error is set."""
     deduplicated: _builtins.bool
@@ -283,6 +332,10 @@ class SubmitResult(_message.Message):
     """
     error_message: _builtins.str
     """The per-item failure, naming the field; empty on success."""
+    @_builtins.property
+    def unserved_handlers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """As SubmitExecutionResponse.unserved_handlers, for this item."""
+
     def __init__(
         self,
         *,
@@ -290,10 +343,11 @@ class SubmitResult(_message.Message):
         deduplicated: _builtins.bool = ...,
         error_code: _builtins.str = ...,
         error_message: _builtins.str = ...,
+        unserved_handlers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "error_code", b"error_code", "error_message", b"error_message", "execution_id", b"execution_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "error_code", b"error_code", "error_message", b"error_message", "execution_id", b"execution_id", "unserved_handlers", b"unserved_handlers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -920,3 +974,191 @@ class DeleteExecutionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteExecutionResponse: _TypeAlias = DeleteExecutionResponse  # noqa: Y015
+
+@_typing.final
+class ExecutionFilter(_message.Message):
+    """Which executions a bulk action applies to: all conditions must hold. At
+    least one condition is required.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    STATES_FIELD_NUMBER: _builtins.int
+    HANDLER_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    CREATED_AFTER_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    handler: _builtins.str
+    """They have a task run for this handler; empty means any handler."""
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_types_pb2.ExecutionState.ValueType]:
+        """Their state is one of these; empty means any state."""
+
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Their metadata has each of these entries (key and value); empty: no
+        condition.
+        """
+
+    @_builtins.property
+    def created_after(self) -> _timestamp_pb2.Timestamp:
+        """Created at or after this time; unset: no lower bound."""
+
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp:
+        """Created before this time; unset: no upper bound."""
+
+    def __init__(
+        self,
+        *,
+        states: _abc.Iterable[_types_pb2.ExecutionState.ValueType] | None = ...,
+        handler: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        created_after: _timestamp_pb2.Timestamp | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "handler", b"handler", "labels", b"labels", "states", b"states"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecutionFilter: _TypeAlias = ExecutionFilter  # noqa: Y015
+
+@_typing.final
+class CancelExecutionsRequest(_message.Message):
+    """Request of TaskService.CancelExecutions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Recorded as each cancellation's reason; at most 1024 characters."""
+    dry_run: _builtins.bool
+    """Count only; change nothing."""
+    @_builtins.property
+    def filter(self) -> Global___ExecutionFilter:
+        """Which executions; at least one condition."""
+
+    def __init__(
+        self,
+        *,
+        filter: Global___ExecutionFilter | None = ...,
+        reason: _builtins.str = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "filter", b"filter", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelExecutionsRequest: _TypeAlias = CancelExecutionsRequest  # noqa: Y015
+
+@_typing.final
+class CancelExecutionsResponse(_message.Message):
+    """Response of TaskService.CancelExecutions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATCHED_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
+    matched: _builtins.int
+    """Executions the filter matched."""
+    cancelled: _builtins.int
+    """Of those, the ones not ended, asked to cancel now (or that would be, with
+    dry_run).
+    """
+    def __init__(
+        self,
+        *,
+        matched: _builtins.int = ...,
+        cancelled: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "matched", b"matched"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelExecutionsResponse: _TypeAlias = CancelExecutionsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteExecutionsRequest(_message.Message):
+    """Request of TaskService.DeleteExecutions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    dry_run: _builtins.bool
+    """Count only; change nothing."""
+    @_builtins.property
+    def filter(self) -> Global___ExecutionFilter:
+        """Which executions; at least one condition."""
+
+    def __init__(
+        self,
+        *,
+        filter: Global___ExecutionFilter | None = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "filter", b"filter"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteExecutionsRequest: _TypeAlias = DeleteExecutionsRequest  # noqa: Y015
+
+@_typing.final
+class DeleteExecutionsResponse(_message.Message):
+    """Response of TaskService.DeleteExecutions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATCHED_FIELD_NUMBER: _builtins.int
+    DELETED_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    matched: _builtins.int
+    """Executions the filter matched."""
+    deleted: _builtins.int
+    """Of those, the finished ones deleted (or that would be, with dry_run)."""
+    skipped: _builtins.int
+    """Of those, the ones not finished, left alone."""
+    def __init__(
+        self,
+        *,
+        matched: _builtins.int = ...,
+        deleted: _builtins.int = ...,
+        skipped: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "matched", b"matched", "skipped", b"skipped"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteExecutionsResponse: _TypeAlias = DeleteExecutionsResponse  # noqa: Y015

@@ -95,6 +95,16 @@ class TaskServiceStub:
                 request_serializer=taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionRequest.SerializeToString,
                 response_deserializer=taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionResponse.FromString,
                 _registered_method=True)
+        self.CancelExecutions = channel.unary_unary(
+                '/taskwire.v1.TaskService/CancelExecutions',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.CancelExecutionsRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.CancelExecutionsResponse.FromString,
+                _registered_method=True)
+        self.DeleteExecutions = channel.unary_unary(
+                '/taskwire.v1.TaskService/DeleteExecutions',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionsRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionsResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -196,6 +206,24 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelExecutions(self, request, context):
+        """Cancels every execution the filter matches that has not ended, like
+        CancelExecution on each; with dry_run, only counts them. An empty filter
+        is INVALID_ARGUMENT: it would match everything.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteExecutions(self, request, context):
+        """Deletes every finished execution the filter matches, like DeleteExecution
+        on each; those that have not ended are left alone and counted as skipped.
+        With dry_run, only counts. An empty filter is INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -248,6 +276,16 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.DeleteExecution,
                     request_deserializer=taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionRequest.FromString,
                     response_serializer=taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionResponse.SerializeToString,
+            ),
+            'CancelExecutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelExecutions,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.CancelExecutionsRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.CancelExecutionsResponse.SerializeToString,
+            ),
+            'DeleteExecutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteExecutions,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionsRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -531,6 +569,60 @@ class TaskService:
             '/taskwire.v1.TaskService/DeleteExecution',
             taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionRequest.SerializeToString,
             taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskwire.v1.TaskService/CancelExecutions',
+            taskwire_dot_v1_dot_task__service__pb2.CancelExecutionsRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.CancelExecutionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskwire.v1.TaskService/DeleteExecutions',
+            taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionsRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

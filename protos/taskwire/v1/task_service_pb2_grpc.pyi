@@ -84,6 +84,16 @@ class TaskServiceStub:
     finds nothing the second time. The server also deletes finished executions
     on its own once they are older than its retention (see --retention).
     """
+    CancelExecutions: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CancelExecutionsRequest, _task_service_pb2.CancelExecutionsResponse]
+    """Cancels every execution the filter matches that has not ended, like
+    CancelExecution on each; with dry_run, only counts them. An empty filter
+    is INVALID_ARGUMENT: it would match everything.
+    """
+    DeleteExecutions: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.DeleteExecutionsRequest, _task_service_pb2.DeleteExecutionsResponse]
+    """Deletes every finished execution the filter matches, like DeleteExecution
+    on each; those that have not ended are left alone and counted as skipped.
+    With dry_run, only counts. An empty filter is INVALID_ARGUMENT.
+    """
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -140,6 +150,16 @@ class TaskServiceAsyncStub(TaskServiceStub):
     finished (cancel it first); NOT_FOUND for an unknown id, so deleting twice
     finds nothing the second time. The server also deletes finished executions
     on its own once they are older than its retention (see --retention).
+    """
+    CancelExecutions: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CancelExecutionsRequest, _task_service_pb2.CancelExecutionsResponse]  # type: ignore[assignment]
+    """Cancels every execution the filter matches that has not ended, like
+    CancelExecution on each; with dry_run, only counts them. An empty filter
+    is INVALID_ARGUMENT: it would match everything.
+    """
+    DeleteExecutions: _aio.UnaryUnaryMultiCallable[_task_service_pb2.DeleteExecutionsRequest, _task_service_pb2.DeleteExecutionsResponse]  # type: ignore[assignment]
+    """Deletes every finished execution the filter matches, like DeleteExecution
+    on each; those that have not ended are left alone and counted as skipped.
+    With dry_run, only counts. An empty filter is INVALID_ARGUMENT.
     """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -254,6 +274,28 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         finished (cancel it first); NOT_FOUND for an unknown id, so deleting twice
         finds nothing the second time. The server also deletes finished executions
         on its own once they are older than its retention (see --retention).
+        """
+
+    @_abc_1.abstractmethod
+    def CancelExecutions(
+        self,
+        request: _task_service_pb2.CancelExecutionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.CancelExecutionsResponse, _abc.Awaitable[_task_service_pb2.CancelExecutionsResponse]]:
+        """Cancels every execution the filter matches that has not ended, like
+        CancelExecution on each; with dry_run, only counts them. An empty filter
+        is INVALID_ARGUMENT: it would match everything.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteExecutions(
+        self,
+        request: _task_service_pb2.DeleteExecutionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.DeleteExecutionsResponse, _abc.Awaitable[_task_service_pb2.DeleteExecutionsResponse]]:
+        """Deletes every finished execution the filter matches, like DeleteExecution
+        on each; those that have not ended are left alone and counted as skipped.
+        With dry_run, only counts. An empty filter is INVALID_ARGUMENT.
         """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

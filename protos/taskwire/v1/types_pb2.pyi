@@ -200,6 +200,10 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     """FAILED: the worker shut down before the handler finished and the
     infrastructure retries were spent.
     """
+    REASON_CODE_SCHEDULE_TO_START_TIMEOUT: _ReasonCode.ValueType  # 16
+    """FAILED: the task run waited PENDING (ready, with no worker free to start
+    it) longer than its schedule_to_start_timeout.
+    """
 
 class ReasonCode(_ReasonCode, metaclass=_ReasonCodeEnumTypeWrapper):
     """Why a record is in its state. Every terminal state and every WAITING state
@@ -243,6 +247,10 @@ no longer ran the attempt) and the infrastructure retries were spent.
 REASON_CODE_WORKER_SHUTDOWN: ReasonCode.ValueType  # 15
 """FAILED: the worker shut down before the handler finished and the
 infrastructure retries were spent.
+"""
+REASON_CODE_SCHEDULE_TO_START_TIMEOUT: ReasonCode.ValueType  # 16
+"""FAILED: the task run waited PENDING (ready, with no worker free to start
+it) longer than its schedule_to_start_timeout.
 """
 Global___ReasonCode: _TypeAlias = ReasonCode  # noqa: Y015
 
@@ -557,6 +565,7 @@ class TaskRun(_message.Message):
     NOT_BEFORE_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
+    SCHEDULE_TO_START_TIMEOUT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned, globally unique."""
     execution_id: _builtins.str
@@ -621,6 +630,10 @@ class TaskRun(_message.Message):
         unset otherwise. The task run becomes CANCELLED with this reason.
         """
 
+    @_builtins.property
+    def schedule_to_start_timeout(self) -> _duration_pb2.Duration:
+        """How long it may wait PENDING for a worker to start it; unset means no limit."""
+
     def __init__(
         self,
         *,
@@ -643,10 +656,11 @@ class TaskRun(_message.Message):
         not_before: _timestamp_pb2.Timestamp | None = ...,
         progress: Global___Progress | None = ...,
         cancel_requested: Global___Reason | None = ...,
+        schedule_to_start_timeout: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "created_at", b"created_at", "ended_at", b"ended_at", "input", b"input", "not_before", b"not_before", "progress", b"progress", "retry_policy", b"retry_policy", "started_at", b"started_at", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "created_at", b"created_at", "ended_at", b"ended_at", "input", b"input", "not_before", b"not_before", "progress", b"progress", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "started_at", b"started_at", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cancel_requested", b"cancel_requested", "created_at", b"created_at", "depends_on", b"depends_on", "ended_at", b"ended_at", "execution_id", b"execution_id", "handler", b"handler", "id", b"id", "input", b"input", "not_before", b"not_before", "progress", b"progress", "reason_code", b"reason_code", "reason_message", b"reason_message", "retry_policy", b"retry_policy", "started_at", b"started_at", "state", b"state", "task_id", b"task_id", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cancel_requested", b"cancel_requested", "created_at", b"created_at", "depends_on", b"depends_on", "ended_at", b"ended_at", "execution_id", b"execution_id", "handler", b"handler", "id", b"id", "input", b"input", "not_before", b"not_before", "progress", b"progress", "reason_code", b"reason_code", "reason_message", b"reason_message", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "started_at", b"started_at", "state", b"state", "task_id", b"task_id", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -660,6 +674,26 @@ class Execution(_message.Message):
 
     @_typing.final
     class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class TraceContextEntry(_message.Message):
         DESCRIPTOR: _descriptor.Descriptor
 
         KEY_FIELD_NUMBER: _builtins.int
@@ -693,6 +727,7 @@ class Execution(_message.Message):
     TASK_RUNS_FIELD_NUMBER: _builtins.int
     NOT_BEFORE_FIELD_NUMBER: _builtins.int
     CLOSING_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned, globally unique."""
     name: _builtins.str
@@ -743,6 +778,10 @@ class Execution(_message.Message):
         but task runs are still stopping: the terminal state it will take.
         """
 
+    @_builtins.property
+    def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The submitter's W3C trace context, as given on submit (empty: none)."""
+
     def __init__(
         self,
         *,
@@ -761,10 +800,11 @@ class Execution(_message.Message):
         task_runs: _abc.Iterable[Global___TaskRun] | None = ...,
         not_before: _timestamp_pb2.Timestamp | None = ...,
         closing: Global___Closing | None = ...,
+        trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["closing", b"closing", "created_at", b"created_at", "deadline", b"deadline", "ended_at", b"ended_at", "not_before", b"not_before", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["closing", b"closing", "created_at", b"created_at", "deadline", b"deadline", "ended_at", b"ended_at", "id", b"id", "idempotency_key", b"idempotency_key", "metadata", b"metadata", "name", b"name", "not_before", b"not_before", "reason_code", b"reason_code", "reason_message", b"reason_message", "started_at", b"started_at", "state", b"state", "task_runs", b"task_runs", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closing", b"closing", "created_at", b"created_at", "deadline", b"deadline", "ended_at", b"ended_at", "id", b"id", "idempotency_key", b"idempotency_key", "metadata", b"metadata", "name", b"name", "not_before", b"not_before", "reason_code", b"reason_code", "reason_message", b"reason_message", "started_at", b"started_at", "state", b"state", "task_runs", b"task_runs", "trace_context", b"trace_context", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -947,6 +987,38 @@ class TaskLog(_message.Message):
 Global___TaskLog: _TypeAlias = TaskLog  # noqa: Y015
 
 @_typing.final
+class TaskNote(_message.Message):
+    """A remark of the server's about a task run: nothing changed, but the reader
+    should know (for example: it waits for a handler no connected worker serves).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_RUN_ID_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    task_run_id: _builtins.str
+    """The task run."""
+    task_id: _builtins.str
+    """Its task id within the execution."""
+    text: _builtins.str
+    """The remark, for a person to read."""
+    def __init__(
+        self,
+        *,
+        task_run_id: _builtins.str = ...,
+        task_id: _builtins.str = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_id", b"task_id", "task_run_id", b"task_run_id", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskNote: _TypeAlias = TaskNote  # noqa: Y015
+
+@_typing.final
 class ExecutionEvent(_message.Message):
     """One entry in an execution's history. Sequences start at 1 and have no gaps."""
 
@@ -959,6 +1031,7 @@ class ExecutionEvent(_message.Message):
     TASK_RUN_TRANSITION_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
     LOG_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     """The execution."""
     sequence: _builtins.int
@@ -983,6 +1056,12 @@ class ExecutionEvent(_message.Message):
     def log(self) -> Global___TaskLog:
         """A handler wrote a log line."""
 
+    @_builtins.property
+    def note(self) -> Global___TaskNote:
+        """The server's remark about a task run, for example that no connected
+        worker serves its handler.
+        """
+
     def __init__(
         self,
         *,
@@ -993,12 +1072,13 @@ class ExecutionEvent(_message.Message):
         task_run_transition: Global___TaskRunTransition | None = ...,
         progress: Global___TaskProgress | None = ...,
         log: Global___TaskLog | None = ...,
+        note: Global___TaskNote | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "execution_transition", b"execution_transition", "log", b"log", "progress", b"progress", "task_run_transition", b"task_run_transition", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "execution_transition", b"execution_transition", "log", b"log", "note", b"note", "progress", b"progress", "task_run_transition", b"task_run_transition", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "execution_id", b"execution_id", "execution_transition", b"execution_transition", "log", b"log", "progress", b"progress", "sequence", b"sequence", "task_run_transition", b"task_run_transition", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "execution_id", b"execution_id", "execution_transition", b"execution_transition", "log", b"log", "note", b"note", "progress", b"progress", "sequence", b"sequence", "task_run_transition", b"task_run_transition", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["execution_transition", "task_run_transition", "progress", "log"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["execution_transition", "task_run_transition", "progress", "log", "note"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 

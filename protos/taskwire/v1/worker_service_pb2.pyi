@@ -586,6 +586,47 @@ class Invocation(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TraceContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class UpstreamOutputsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _types_pb2.Payload: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _types_pb2.Payload | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     REF_FIELD_NUMBER: _builtins.int
     EXECUTION_ID_FIELD_NUMBER: _builtins.int
     TASK_ID_FIELD_NUMBER: _builtins.int
@@ -594,6 +635,9 @@ class Invocation(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
     DISPATCH_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
+    QUEUED_AT_FIELD_NUMBER: _builtins.int
+    UPSTREAM_OUTPUTS_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     """The execution it belongs to."""
     task_id: _builtins.str
@@ -625,6 +669,23 @@ class Invocation(_message.Message):
     def deadline(self) -> _timestamp_pb2.Timestamp:
         """The same limit as a server timestamp, for display."""
 
+    @_builtins.property
+    def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The W3C trace context of the submitter (empty: none): the attempt's span
+        is a child of it.
+        """
+
+    @_builtins.property
+    def queued_at(self) -> _timestamp_pb2.Timestamp:
+        """When the task run was queued for this attempt: the start of its wait."""
+
+    @_builtins.property
+    def upstream_outputs(self) -> _containers.MessageMap[_builtins.str, _types_pb2.Payload]:
+        """The outputs of the tasks this one depends on, by task id (each one once).
+        The input may refer to them ({"$from": "TASK_ID", "path": "a.0.b"}):
+        replace each reference before the handler runs (see docs/workflows.md).
+        """
+
     def __init__(
         self,
         *,
@@ -636,10 +697,13 @@ class Invocation(_message.Message):
         timeout: _duration_pb2.Duration | None = ...,
         deadline: _timestamp_pb2.Timestamp | None = ...,
         dispatch: _builtins.int = ...,
+        trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        queued_at: _timestamp_pb2.Timestamp | None = ...,
+        upstream_outputs: _abc.Mapping[_builtins.str, _types_pb2.Payload] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "input", b"input", "ref", b"ref", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "input", b"input", "queued_at", b"queued_at", "ref", b"ref", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "dispatch", b"dispatch", "execution_id", b"execution_id", "handler", b"handler", "input", b"input", "ref", b"ref", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "dispatch", b"dispatch", "execution_id", b"execution_id", "handler", b"handler", "input", b"input", "queued_at", b"queued_at", "ref", b"ref", "task_id", b"task_id", "timeout", b"timeout", "trace_context", b"trace_context", "upstream_outputs", b"upstream_outputs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -23,6 +23,7 @@ FLAGS = [
     "--shutdown-grace",
     "--retention",
     "--with-local-worker",
+    "--metrics-listen",
     "--log-level",
 ]
 
@@ -52,6 +53,7 @@ BAD_VALUES = {
         ["lease timeout", "heartbeat interval"],
     ),
     "unknown-flag": (["--queue-size", "3"], ["--queue-size"]),
+    "metrics-without-port": (["--metrics-listen", "localhost"], ["--metrics-listen", "'localhost'"]),
 }
 
 

@@ -94,6 +94,8 @@ def test_reflection_lists_and_describes_the_services(client: Client) -> None:
         "ListWorkers",
         "DrainWorker",
         "DeleteExecution",
+        "CancelExecutions",
+        "DeleteExecutions",
     }
 
 

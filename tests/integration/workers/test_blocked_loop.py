@@ -22,5 +22,7 @@ def test_an_async_handler_that_blocks_its_loop_keeps_its_lease_and_is_named(
     assert done.state is State.SUCCESS, done
     run = only_run(done)
     assert outcomes(run) == [AttemptOutcome.SUCCEEDED], run.attempts
+    # Named while the stall lasts, and again with its length once it is over.
+    worker.wait_for_line(r"handler 'blocks\.loop' has blocked its event loop for \d+\.\d s and still does")
     line = worker.wait_for_line(r"handler 'blocks\.loop' blocked its event loop for (\d+\.\d) s")
     assert 4.5 <= float(line.group(1)) < 10, line.group(0)

@@ -122,6 +122,18 @@ class Scripted(task_service_pb2_grpc.TaskServiceServicer):
         self._unimplemented(context)
         return tpb.DeleteExecutionResponse()
 
+    def CancelExecutions(
+        self, request: tpb.CancelExecutionsRequest, context: grpc.ServicerContext
+    ) -> tpb.CancelExecutionsResponse:
+        self._unimplemented(context)
+        return tpb.CancelExecutionsResponse()
+
+    def DeleteExecutions(
+        self, request: tpb.DeleteExecutionsRequest, context: grpc.ServicerContext
+    ) -> tpb.DeleteExecutionsResponse:
+        self._unimplemented(context)
+        return tpb.DeleteExecutionsResponse()
+
     def WatchExecution(
         self, request: tpb.WatchExecutionRequest, context: grpc.ServicerContext
     ) -> Iterator[tpb.WatchExecutionResponse]:

@@ -53,6 +53,7 @@ TASK_RUN_KEYS = {
     "input",
     "depends_on",
     "timeout_s",
+    "schedule_to_start_timeout_s",
     "retry_policy",
     "progress",
     "not_before",

@@ -43,6 +43,7 @@ from taskwire.server.domain import (
     RetryDue,
     RetryPolicy,
     ScheduleDue,
+    StartTimedOut,
     State,
     TaskDispatched,
     TaskFailed,
@@ -124,6 +125,7 @@ def make_task_run(
     timeout: timedelta | None = None,
     task_run_id: str = "tr-1",
     terminal_reason: ReasonCode | None = None,
+    schedule_to_start_timeout: timedelta | None = None,
 ) -> TaskRun:
     """A task run in `state`, as the state machine would leave it (attempts, timestamps, reason)."""
     fields: dict[str, typing.Any] = {
@@ -177,6 +179,7 @@ def make_task_run(
         input=Payload(b'{"n": 1}'),
         timeout=timeout,
         retry_policy=retry_policy or RetryPolicy(),
+        schedule_to_start_timeout=schedule_to_start_timeout,
         **fields,
     )
 
@@ -244,6 +247,7 @@ def make_task_run_event(event_type: type, record: TaskRun, *, attempt: int | Non
         DependenciesMet: DependenciesMet,
         DependenciesFailed: lambda: DependenciesFailed(task_id="upstream"),
         CancelRequested: lambda: CancelRequested(reason=CANCEL_REASON),
+        StartTimedOut: lambda: StartTimedOut(attempts=record.attempt_count),
     }
     return builders[event_type]()
 

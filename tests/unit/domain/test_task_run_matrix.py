@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from itertools import product
 
 import pytest
@@ -23,6 +24,7 @@ from taskwire.server.domain import (
     RetryDue,
     ScheduleDue,
     ScheduleRetry,
+    StartTimedOut,
     State,
     TaskDispatched,
     TaskFailed,
@@ -48,7 +50,7 @@ S, F, C = State.SUCCESS, State.FAILED, State.CANCELLED
 
 # One record per state, and per WAITING reason; RUNNING with and without a cancellation pending.
 VARIANTS: dict[str, Callable[[], TaskRun]] = {
-    "PENDING": lambda: make_task_run(P),
+    "PENDING": lambda: make_task_run(P, schedule_to_start_timeout=timedelta(seconds=30)),
     "WAITING(RETRY_BACKOFF)": lambda: make_task_run(W, waiting_for=ReasonCode.RETRY_BACKOFF),
     "WAITING(DEPENDENCIES)": lambda: make_task_run(W, waiting_for=ReasonCode.DEPENDENCIES),
     "WAITING(SCHEDULED)": lambda: make_task_run(W, waiting_for=ReasonCode.SCHEDULED),
@@ -69,6 +71,13 @@ EXPECTED: dict[tuple[str, type], Outcome | Guarded] = {
     ("PENDING", RetryDue): Outcome(P, applied=False),
     ("PENDING", ScheduleDue): Outcome(P, applied=False),
     ("PENDING", DependenciesMet): Outcome(P, applied=False),
+    ("PENDING", StartTimedOut): Outcome(F, effects=(TaskRunFinished,)),
+    # Armed for a wait in the queue: once the task run left it, the timer no longer applies.
+    ("WAITING(RETRY_BACKOFF)", StartTimedOut): Outcome(W, applied=False),
+    ("WAITING(DEPENDENCIES)", StartTimedOut): Outcome(W, applied=False),
+    ("WAITING(SCHEDULED)", StartTimedOut): Outcome(W, applied=False),
+    ("RUNNING", StartTimedOut): Outcome(R, applied=False),
+    ("RUNNING+cancel", StartTimedOut): Outcome(R, applied=False),
     ("WAITING(RETRY_BACKOFF)", RetryDue): Outcome(P, effects=(Enqueue,)),
     ("WAITING(RETRY_BACKOFF)", ScheduleDue): GUARDED,
     ("WAITING(RETRY_BACKOFF)", DependenciesMet): GUARDED,
@@ -110,9 +119,9 @@ MATRIX = list(product(VARIANTS, TASK_RUN_EVENT_TYPES))
 
 
 def test_the_matrix_is_complete() -> None:
-    assert len(TASK_RUN_EVENT_TYPES) == 13
+    assert len(TASK_RUN_EVENT_TYPES) == 14
     assert {VARIANTS[label]().state for label in VARIANTS} == set(State)
-    assert len(MATRIX) == len(VARIANTS) * 13
+    assert len(MATRIX) == len(VARIANTS) * 14
 
 
 def test_expectations_match_the_table() -> None:

@@ -10,9 +10,9 @@ frees) runs when the test waits for a condition with `until`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from taskwire.server._config import ServerConfig
 from taskwire.server._history_wire import ProtoHistoryCodec
@@ -106,7 +106,16 @@ class FakeLink:
     sent: list[Invoked | Cancelled | Drained | ToldGoingAway] = field(default_factory=list)
     closed: bool = False
 
-    def invoke(self, task_run: TaskRun, attempt: Attempt, dispatch: int) -> None:
+    def invoke(
+        self,
+        task_run: TaskRun,
+        attempt: Attempt,
+        dispatch: int,
+        *,
+        queued_at: datetime,
+        trace_context: Mapping[str, str],
+        upstream: Mapping[str, Payload],
+    ) -> None:
         assert not self.closed, "sent an invocation on a closed link"
         self.sent.append(Invoked(task_run, attempt, dispatch))
 

@@ -91,3 +91,52 @@ async def test_a_scheduled_execution_waits_for_its_time(rig: Rig) -> None:
     rig.advance(1)
     await until(lambda: worker.invocations, "dispatched at its time")
     assert await rig.state(execution_id) is State.RUNNING
+
+
+async def test_a_task_no_worker_starts_fails_at_its_schedule_to_start_timeout(rig: Rig) -> None:
+    execution_id = await rig.submit(task("unserved", schedule_to_start_timeout=timedelta(seconds=30)))
+    rig.advance(29.9)
+    assert (await rig.task_run(execution_id)).state is State.PENDING
+    rig.advance(0.1)
+    snapshot = await rig.snapshot(execution_id)
+    task_run = snapshot.task_runs[0]
+    assert task_run.state is State.FAILED
+    assert task_run.reason is not None
+    assert task_run.reason.code is ReasonCode.SCHEDULE_TO_START_TIMEOUT
+    assert task_run.attempts == ()
+    assert snapshot.execution.state is State.FAILED
+    assert snapshot.execution.reason is not None
+    assert snapshot.execution.reason.code is ReasonCode.SCHEDULE_TO_START_TIMEOUT
+    # The queue gave its place back.
+    assert rig.engine.stats().queue.size == 0
+
+
+async def test_each_wait_in_the_queue_has_its_own_schedule_to_start_timeout(rig: Rig) -> None:
+    worker = rig.connect()
+    policy = RetryPolicy(max_attempts=2, initial_interval=timedelta(seconds=5))
+    execution_id = await rig.submit(task(schedule_to_start_timeout=timedelta(seconds=10), retry_policy=policy))
+    worker.fail(worker.invocations[0])  # started in time: the first wait's timer no longer applies
+    worker.drain()  # no worker will take the retry
+    rig.advance(5)  # the backoff ends: queued again, counted afresh
+    assert (await rig.task_run(execution_id)).state is State.PENDING
+    rig.advance(9.9)
+    assert (await rig.task_run(execution_id)).state is State.PENDING
+    rig.advance(0.1)
+    task_run = await rig.task_run(execution_id)
+    assert task_run.state is State.FAILED
+    assert task_run.reason is not None
+    assert task_run.reason.code is ReasonCode.SCHEDULE_TO_START_TIMEOUT
+    assert [attempt.outcome for attempt in task_run.attempts] == [AttemptOutcome.FAILED]
+
+
+async def test_the_schedule_to_start_timer_comes_back_after_a_restart(rig: Rig) -> None:
+    execution_id = await rig.submit(task("unserved", schedule_to_start_timeout=timedelta(seconds=30)))
+    rig.advance(20)
+    await rig.restart()
+    rig.advance(9.9)
+    assert (await rig.task_run(execution_id)).state is State.PENDING
+    rig.advance(0.1)
+    task_run = await rig.task_run(execution_id)
+    assert task_run.state is State.FAILED
+    assert task_run.reason is not None
+    assert task_run.reason.code is ReasonCode.SCHEDULE_TO_START_TIMEOUT

@@ -17,6 +17,7 @@ from taskwire.server.store import ExecutionSnapshot, SqliteStore, WriteBatch
 from taskwire.server.store import _json as json_codec
 from taskwire.server.store import _sqlite_codec as codec
 from taskwire.server.store import _sqlite_queries as queries
+from taskwire.server.store import _sqlite_writer as sqlite_writer
 from taskwire.server.store._sqlite_schema import MIGRATIONS, SCHEMA_VERSION, migrate
 from taskwire.server.store._sqlite_writer import _Writer
 from tests.unit.store import records
@@ -62,7 +63,35 @@ async def test_get_executions_and_last_sequences_go_beyond_one_chunk(sqlite: Sql
 # --------------------------------------------------------------------------- migration
 
 
-async def test_a_schema_v1_file_migrates_and_recovers_cold_and_active(db_path: Path) -> None:
+async def test_a_schema_v1_file_migrates_and_recovers_cold_and_active(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Today's writer, less the columns later versions added (sqlite3 ignores the parameters left over).
+    v1_columns = [c for c in codec.TASK_RUN_COLUMNS if c != "schedule_to_start_us"]
+    v1_execution_columns = [c for c in codec.EXECUTION_COLUMNS if c != "trace_context"]
+    monkeypatch.setattr(
+        sqlite_writer,
+        "_INSERT_EXECUTION",
+        f"INSERT INTO executions ({', '.join(v1_execution_columns)}, request_fingerprint) "
+        f"VALUES ({', '.join(':' + c for c in v1_execution_columns)}, :request_fingerprint)",
+    )
+    monkeypatch.setattr(
+        sqlite_writer,
+        "_UPDATE_EXECUTION",
+        f"UPDATE executions SET {', '.join(f'{c} = :{c}' for c in v1_execution_columns if c != 'id')} WHERE id = :id",
+    )
+    monkeypatch.setattr(
+        sqlite_writer,
+        "_INSERT_TASK_RUN",
+        f"INSERT INTO task_runs ({', '.join(v1_columns)}, position) "
+        f"VALUES ({', '.join(':' + c for c in v1_columns)}, :position)",
+    )
+    monkeypatch.setattr(
+        sqlite_writer,
+        "_UPDATE_TASK_RUN",
+        f"UPDATE task_runs SET {', '.join(f'{c} = :{c}' for c in v1_columns if c not in ('id', 'execution_id'))} "
+        "WHERE id = :id AND execution_id = :execution_id",
+    )
     cold = pending_execution(handlers=("m:1", "m:2"))
     active = pending_execution()
     running = records.running(active.task_runs[0], AT[1])
@@ -83,7 +112,7 @@ async def test_a_schema_v1_file_migrates_and_recovers_cold_and_active(db_path: P
         state = await store.recover()
         assert await store.get_execution(cold.execution.id) == ExecutionSnapshot(cold.execution, tuple(cold.task_runs))
 
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 5
     conn = sqlite3.connect(db_path)
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

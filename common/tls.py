@@ -1,0 +1,128 @@
+"""Client-side TLS: channel credentials from certificate files, for the SDK, the CLI and the worker agent.
+
+The one place that turns a CA file, a client certificate and its key into `grpc.ChannelCredentials`,
+and the `--tls-*` options (with their environment variables) that `taskwire` and `taskwire-worker` share.
+Files are read when credentials are made, so a worker that makes them again on each reconnect picks up
+a rotated certificate without a restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+CA_ENV = "TASKWIRE_TLS_CA"
+CERT_ENV = "TASKWIRE_TLS_CERT"
+KEY_ENV = "TASKWIRE_TLS_KEY"
+SERVER_NAME_ENV = "TASKWIRE_TLS_SERVER_NAME"
+TLS_ENV = "TASKWIRE_TLS"
+
+
+class TlsConfigError(ValueError):
+    """A TLS option is missing its partner, or a file cannot be read."""
+
+
+def _read(path: Path | None, what: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise TlsConfigError(f"cannot read the TLS {what} {str(path)!r}: {error.strerror or error}") from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsFiles:
+    """Where a client's TLS material lives.
+
+    `ca`: the certificates to trust for the server (None: the system's roots). `cert` and `key`: the
+    client certificate and its private key, for a server that requires mutual TLS (both or neither).
+    `server_name`: the name to check the server's certificate against when it differs from the host
+    dialled (an address the certificate does not list, as in tests).
+    """
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    server_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert is None) != (self.key is None):
+            raise TlsConfigError("a client certificate needs its key and a key its certificate: give both or neither")
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """Credentials from the files as they are now."""
+        return grpc.ssl_channel_credentials(
+            root_certificates=_read(self.ca, "CA file"),
+            private_key=_read(self.key, "key file"),
+            certificate_chain=_read(self.cert, "certificate file"),
+        )
+
+    def channel_options(self) -> list[tuple[str, Any]]:
+        """Channel options that go with the credentials (the server name override)."""
+        return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+
+
+def tls_credentials(
+    *, ca: str | Path | None = None, cert: str | Path | None = None, key: str | Path | None = None
+) -> grpc.ChannelCredentials:
+    """Channel credentials for `Client(credentials=...)` / `AsyncClient(credentials=...)`.
+
+    `ca` is the CA certificate that signed the server's (default: the system's roots); `cert` and `key`
+    are the client certificate and key for a server that requires mutual TLS.
+
+        Client("server.example:50051", credentials=tls_credentials(ca="ca.pem", cert="admin.pem", key="admin.key"))
+    """
+
+    def path(value: str | Path | None) -> Path | None:
+        return None if value is None else Path(value)
+
+    return TlsFiles(ca=path(ca), cert=path(cert), key=path(key)).credentials()
+
+
+def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    """The client `--tls-*` options; their defaults are left unset so `tls_from_args` can read the environment."""
+    group = parser.add_argument_group("TLS (any of these turns TLS on)")
+    add = group.add_argument
+    add("--tls", action="store_true", default=argparse.SUPPRESS, help=f"use TLS with the system's roots [{TLS_ENV}=1]")
+    add("--tls-ca", metavar="FILE", default=argparse.SUPPRESS, help=f"the CA that signed the server's [{CA_ENV}]")
+    add(
+        "--tls-cert",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help=f"client certificate, for a server that requires mutual TLS [{CERT_ENV}]",
+    )
+    add("--tls-key", metavar="FILE", default=argparse.SUPPRESS, help=f"the client certificate's key [{KEY_ENV}]")
+    add(
+        "--tls-server-name",
+        metavar="NAME",
+        default=argparse.SUPPRESS,
+        help=f"check the server's certificate against NAME instead of the host dialled [{SERVER_NAME_ENV}]",
+    )
+
+
+def tls_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> TlsFiles | None:
+    """The TLS files the options (or else the environment) name; None for a plaintext connection."""
+    environ = os.environ if env is None else env
+
+    def value(attribute: str, name: str) -> str | None:
+        given = getattr(args, attribute, None)
+        return given if given else (environ.get(name) or None)
+
+    ca, cert, key = value("tls_ca", CA_ENV), value("tls_cert", CERT_ENV), value("tls_key", KEY_ENV)
+    server_name = value("tls_server_name", SERVER_NAME_ENV)
+    wanted = getattr(args, "tls", False) or environ.get(TLS_ENV, "") not in ("", "0", "false")
+    if not (wanted or ca or cert or key):
+        return None
+    return TlsFiles(
+        ca=Path(ca) if ca else None,
+        cert=Path(cert) if cert else None,
+        key=Path(key) if key else None,
+        server_name=server_name,
+    )

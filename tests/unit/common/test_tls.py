@@ -1,0 +1,58 @@
+"""The client TLS options the CLI and the worker share: flags first, then the environment; files read when
+credentials are made."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import grpc
+import pytest
+
+from taskwire.common.tls import TlsConfigError, TlsFiles, add_tls_arguments, tls_credentials, tls_from_args
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_tls_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_no_option_and_no_environment_is_plaintext() -> None:
+    assert tls_from_args(parse(), env={}) is None
+    assert tls_from_args(parse(), env={"TASKWIRE_TLS_SERVER_NAME": "x"}) is None
+
+
+def test_flags_win_over_the_environment() -> None:
+    env = {"TASKWIRE_TLS_CA": "env-ca.pem", "TASKWIRE_TLS_CERT": "env.pem", "TASKWIRE_TLS_KEY": "env.key"}
+    assert tls_from_args(parse(), env=env) == TlsFiles(ca=Path("env-ca.pem"), cert=Path("env.pem"), key=Path("env.key"))
+    assert tls_from_args(parse("--tls-ca", "ca.pem", "--tls-server-name", "srv"), env=env) == TlsFiles(
+        ca=Path("ca.pem"), cert=Path("env.pem"), key=Path("env.key"), server_name="srv"
+    )
+
+
+@pytest.mark.parametrize("argv", [("--tls",), ()])
+def test_tls_with_the_system_roots(argv: tuple[str, ...]) -> None:
+    env = {} if argv else {"TASKWIRE_TLS": "1"}
+    assert tls_from_args(parse(*argv), env=env) == TlsFiles()
+
+
+def test_a_certificate_without_its_key_is_refused() -> None:
+    with pytest.raises(TlsConfigError, match="needs its key"):
+        tls_from_args(parse("--tls-cert", "me.pem"), env={})
+
+
+def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pem"
+    with pytest.raises(TlsConfigError, match=r"cannot read the TLS CA file '.*nope\.pem'"):
+        tls_credentials(ca=missing)
+
+
+def test_credentials_and_the_server_name_option(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    assert isinstance(tls_credentials(ca=ca), grpc.ChannelCredentials)
+    assert TlsFiles(ca=ca, server_name="localhost").channel_options() == [
+        ("grpc.ssl_target_name_override", "localhost")
+    ]
+    assert TlsFiles(ca=ca).channel_options() == []
