@@ -11,6 +11,8 @@ STAMP := $(VENV)/.installed
 TOOLS := .tools
 BUF := $(TOOLS)/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
+PROTOC_GEN_ES := $(TOOLS)/node_modules/.bin/protoc-gen-es
+PROTOC_GEN_ES_VERSION := 2.17.0
 PROTO_DIR := protos
 PROTO_FILES := $(wildcard $(PROTO_DIR)/taskwire/v1/*.proto)
 NODE_EXAMPLE := examples/node
@@ -40,6 +42,7 @@ define import_tree
 	ln -s $(CURDIR)/client $(1)/client
 	ln -s $(CURDIR)/server $(1)/server
 	ln -s $(CURDIR)/worker_agent $(1)/worker
+	ln -s $(CURDIR)/conformance $(1)/conformance
 endef
 
 .PHONY: install
@@ -48,6 +51,9 @@ install: $(STAMP) ## Create .venv and install taskwire with its dev tools.
 $(BUF):
 	mkdir -p $(TOOLS)
 	npm install --silent --no-audit --no-fund --prefix $(TOOLS) @bufbuild/buf@$(BUF_VERSION)
+
+$(PROTOC_GEN_ES): $(BUF)
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS) @bufbuild/protoc-gen-es@$(PROTOC_GEN_ES_VERSION)
 
 # The Node.js example's packages, exactly as its package-lock.json pins them (the polyglot tests run it).
 $(NODE_EXAMPLE)/node_modules: $(NODE_EXAMPLE)/package.json $(NODE_EXAMPLE)/package-lock.json
@@ -76,6 +82,23 @@ protos-check: $(STAMP) $(BUF) ## Fail when the committed stubs are stale or buf 
 	    diff -q "$$tmp/$$f" "$(PROTO_DIR)/$$f" >/dev/null || { echo "stale stub: $(PROTO_DIR)/$$f (run 'make protos')"; exit 1; }; \
 	  done; echo "protos: stubs fresh, buf lint clean"
 
+# Stubs for other languages generate cleanly from the protos: TypeScript (protoc-gen-es from npm, run by buf),
+# Java (protoc's own generator) and Go with gRPC (protoc-gen-go and protoc-gen-go-grpc), the last two from
+# Debian's packages, installed here when missing.
+DEBIAN_PROTOC := protobuf-compiler protoc-gen-go protoc-gen-go-grpc
+
+.PHONY: protos-languages
+protos-languages: $(STAMP) $(BUF) $(PROTOC_GEN_ES) ## Check that TypeScript, Java and Go stubs generate from protos/.
+	@command -v protoc >/dev/null && command -v protoc-gen-go >/dev/null && command -v protoc-gen-go-grpc >/dev/null || \
+	  { echo "installing $(DEBIAN_PROTOC) (Debian packages)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(DEBIAN_PROTOC) >/dev/null; }
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && mkdir -p $$tmp/java $$tmp/go && \
+	  $(BUF) generate --template '{"version":"v2","plugins":[{"local":"$(PROTOC_GEN_ES)","out":"'"$$tmp"'/ts","opt":["target=ts"]}]}' && \
+	  protoc -I $(PROTO_DIR) --java_out=$$tmp/java --go_out=$$tmp/go --go-grpc_out=$$tmp/go $(PROTO_FILES) && \
+	  test -s $$tmp/ts/taskwire/v1/worker_service_pb.ts && test -d $$tmp/java/dev/taskwire/v1 && \
+	  test -n "$$(find $$tmp/go -name worker_service_grpc.pb.go)" && \
+	  echo "protos: TypeScript, Java and Go stubs generate ($$(find $$tmp -type f | wc -l) files)"
+
 .PHONY: lint
 lint: $(STAMP) ## ruff check and format check.
 	$(BIN)/ruff check .
@@ -92,7 +115,7 @@ typecheck: $(STAMP) ## mypy --strict on our code (generated stubs excluded).
 	$(BIN)/mypy
 
 .PHONY: test
-test: $(STAMP) protos-check lint typecheck $(NODE_EXAMPLE)/node_modules ## Everything CI checks: stubs, lint, types, the whole suite.
+test: $(STAMP) protos-check protos-languages lint typecheck $(NODE_EXAMPLE)/node_modules ## Everything CI checks: stubs, lint, types, the whole suite.
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider
 
 # The long versions of the fault tests, outside CI: an hour of load with random faults (TASKWIRE_SOAK_SECONDS)

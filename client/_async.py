@@ -13,7 +13,7 @@ import grpc
 import grpc.aio
 import tenacity
 
-from taskwire.common import ExecutionSpec, RetryPolicy, State, Stats
+from taskwire.common import ExecutionFilter, ExecutionSpec, RetryPolicy, State, Stats, bearer
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 
@@ -42,15 +42,17 @@ class AsyncClient:
         retry: RpcRetry | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        token: str | None = None,
     ) -> None:
         self._address = address
         self._timeout = timeout
         self._retry = retry or RpcRetry()
         channel_options = [*c.CHANNEL_OPTIONS, *options]
+        interceptors = bearer.aio_interceptors(token)
         self._channel = (
-            grpc.aio.secure_channel(address, credentials, options=channel_options)
+            grpc.aio.secure_channel(address, credentials, options=channel_options, interceptors=interceptors)
             if credentials is not None
-            else grpc.aio.insecure_channel(address, options=channel_options)
+            else grpc.aio.insecure_channel(address, options=channel_options, interceptors=interceptors)
         )
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self._closed = False
@@ -90,9 +92,7 @@ class AsyncClient:
             except grpc.RpcError as error:
                 raise error_from_rpc(error, address=self._address, deadline_s=deadline_s) from error
 
-        if not idempotent:
-            return await once()
-        async for attempt in tenacity.AsyncRetrying(**c.retry_options(self._retry)):
+        async for attempt in tenacity.AsyncRetrying(**c.retry_options(self._retry, idempotent=idempotent)):
             with attempt:
                 return await once()
         raise AssertionError("tenacity stopped without an outcome")  # pragma: no cover
@@ -178,48 +178,27 @@ class AsyncClient:
         )
         return c.workers_from_proto(response)
 
-    async def cancel_matching(
-        self,
-        *,
-        states: Iterable[State | str] = (),
-        handler: str = "",
-        labels: Mapping[str, str] | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        reason: str = "",
-        dry_run: bool = False,
-    ) -> BulkResult:
-        """Cancel every execution that matches and has not ended (all conditions must hold; at least one is
-        required). With `dry_run`, only count. Not retried after it may have been sent."""
-        selection = c.execution_filter(
-            states=states, handler=handler, labels=labels, created_after=created_after, created_before=created_before
-        )
-        request = tpb.CancelExecutionsRequest(filter=selection, reason=reason, dry_run=dry_run)
-        response: tpb.CancelExecutionsResponse = await self._unary(
-            self._stub.CancelExecutions, request, idempotent=dry_run
-        )
-        return BulkResult(matched=response.matched, changed=response.cancelled)
+    async def rerun(self, execution_id: str, *, only_failed: bool = False) -> ExecutionSnapshot:
+        """A new execution with the spec of a finished one (labelled `taskwire.rerun_of`); with `only_failed`,
+        the tasks that succeeded keep their outputs and are not run again. Not retried once it may have been
+        sent (it would make a second execution)."""
+        request = tpb.RerunExecutionRequest(execution_id=execution_id, only_failed=only_failed)
+        response: tpb.RerunExecutionResponse = await self._unary(self._stub.RerunExecution, request, idempotent=False)
+        return c.snapshot(response.execution)
 
-    async def delete_matching(
-        self,
-        *,
-        states: Iterable[State | str] = (),
-        handler: str = "",
-        labels: Mapping[str, str] | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        dry_run: bool = False,
+    async def cancel_matching(
+        self, selection: ExecutionFilter, *, reason: str = "", dry_run: bool = False
     ) -> BulkResult:
-        """Delete every finished execution that matches (those not ended are skipped and counted). With
-        `dry_run`, only count."""
-        selection = c.execution_filter(
-            states=states, handler=handler, labels=labels, created_after=created_after, created_before=created_before
-        )
-        request = tpb.DeleteExecutionsRequest(filter=selection, dry_run=dry_run)
-        response: tpb.DeleteExecutionsResponse = await self._unary(
-            self._stub.DeleteExecutions, request, idempotent=dry_run
-        )
-        return BulkResult(matched=response.matched, changed=response.deleted, skipped=response.skipped)
+        """Cancel every execution that `selection` matches and has not ended (it needs a condition at least).
+        With `dry_run`, only count. Not retried after it may have been sent."""
+        request = c.cancel_matching_request(selection, reason=reason, dry_run=dry_run)
+        return c.bulk_result(await self._unary(self._stub.CancelExecutions, request, idempotent=dry_run))
+
+    async def delete_matching(self, selection: ExecutionFilter, *, dry_run: bool = False) -> BulkResult:
+        """Delete every finished execution that `selection` matches (those not ended are skipped and counted).
+        With `dry_run`, only count."""
+        request = c.delete_matching_request(selection, dry_run=dry_run)
+        return c.bulk_result(await self._unary(self._stub.DeleteExecutions, request, idempotent=dry_run))
 
     async def delete(self, execution_id: str) -> None:
         """Delete a finished execution with its task runs, history and idempotency key. FailedPrecondition

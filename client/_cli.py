@@ -27,15 +27,18 @@ from rich.console import Console
 
 from taskwire.common import (
     AdmissionTimeout,
+    ExecutionFilter,
     ExecutionSpec,
     InvalidTransition,
     NotFound,
     ShuttingDown,
     State,
     TaskwireError,
+    Unauthenticated,
     ValidationError,
     positive_int,
 )
+from taskwire.common.bearer import TOKEN_ENV
 from taskwire.common.tls import TlsConfigError, TlsFiles, add_tls_arguments, tls_from_args
 
 from ._common import DEFAULT_ADDRESS, parse_state, unserved_warning
@@ -59,6 +62,7 @@ from ._render import (
     workers_view,
 )
 from ._sync import Client
+from ._tokens_cmd import add_tokens_command, cmd_tokens
 
 SERVER_ENV = "TASKWIRE_SERVER"
 PROG = "taskwire"
@@ -101,6 +105,7 @@ _HINTS: dict[type[TaskwireError], str] = {
     NotFound: "list executions with 'taskwire list'",
     ValidationError: "fix the value and try again",
     ShuttingDown: "the server is shutting down; try again shortly",
+    Unauthenticated: f"pass --token or set {TOKEN_ENV}",
 }
 
 
@@ -227,8 +232,8 @@ def _add_filter(parser: argparse.ArgumentParser, action: str) -> None:
     group.add_argument("--dry-run", action="store_true", help="count the matches; change nothing")
 
 
-def _selection(args: argparse.Namespace) -> dict[str, Any] | None:
-    """The filter of a bulk action as keyword arguments, None for a single ID (UsageError for both or neither)."""
+def _selection(args: argparse.Namespace) -> ExecutionFilter | None:
+    """The filter of a bulk action, None for a single ID (UsageError for both or neither)."""
     chosen = bool(args.states or args.handler or args.labels or args.created_after or args.created_before)
     if args.execution_id is not None:
         if chosen or args.dry_run:
@@ -236,14 +241,13 @@ def _selection(args: argparse.Namespace) -> dict[str, Any] | None:
         return None
     if not chosen:
         raise UsageError("give an execution ID, or filter options (--state, --handler, --label, --created-after, ...)")
-    return {
-        "states": args.states,
-        "handler": args.handler,
-        "labels": dict(args.labels),
-        "created_after": args.created_after,
-        "created_before": args.created_before,
-        "dry_run": args.dry_run,
-    }
+    return ExecutionFilter(
+        states=tuple(args.states),
+        handler=args.handler,
+        labels=dict(args.labels),
+        created_after=args.created_after,
+        created_before=args.created_before,
+    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -260,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         default=argparse.SUPPRESS,
         help=f"the taskwire server (default: ${SERVER_ENV} or {DEFAULT_ADDRESS})",
+    )
+    common.add_argument(
+        "--token",
+        metavar="TOKEN",
+        default=argparse.SUPPRESS,
+        help=f"bearer token for a server with an auth file (default: ${TOKEN_ENV}, which other users cannot "
+        "read from the process list)",
     )
     add_tls_arguments(common)
     as_json = _Parser(add_help=False)
@@ -348,6 +359,15 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("execution_id", metavar="ID", nargs="?")
     _add_filter(delete, "delete")
 
+    rerun = command("rerun", "run a finished execution again, as a new one; prints its id", as_json)
+    rerun.add_argument("execution_id", metavar="ID")
+    rerun.add_argument(
+        "--failed-only", action="store_true", help="run only the tasks that did not succeed; reuse the others' outputs"
+    )
+    rerun_follow = rerun.add_mutually_exclusive_group()
+    rerun_follow.add_argument("--wait", action="store_true", help="wait for the result and print it")
+    rerun_follow.add_argument("--watch", action="store_true", help="show the live view until it ends")
+
     wait = command("wait", "wait for an execution to end and print its result", as_json)
     wait.add_argument("execution_id", metavar="ID")
     wait.add_argument("--timeout", metavar="S", type=_seconds, help="give up after S seconds (exit code 6)")
@@ -376,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds its running tasks may take to finish before they are aborted (default: the worker's own)",
     )
     drain.add_argument("--reason", metavar="TEXT", default="", help="why; shown in the worker's log")
+    add_tokens_command(commands, _Parser)
 
     dev_certs = commands.add_parser(
         "dev-certs",
@@ -402,6 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
 def server_address(args: argparse.Namespace, env: dict[str, str] | os._Environ[str] | None = None) -> str:
     environ = os.environ if env is None else env
     return getattr(args, "server", None) or environ.get(SERVER_ENV) or DEFAULT_ADDRESS
+
+
+def bearer_token(args: argparse.Namespace, env: dict[str, str] | os._Environ[str] | None = None) -> str | None:
+    environ = os.environ if env is None else env
+    return getattr(args, "token", None) or environ.get(TOKEN_ENV) or None
 
 
 # ---- Commands -----------------------------------------------------------------------------------
@@ -437,7 +463,7 @@ def _watch_view(args: argparse.Namespace, out: Output) -> WatchView:
 
 def _follow(client: Client, execution_id: str, args: argparse.Namespace, out: Output) -> ExitCode:
     """The live view until the execution ends; the exit code of its final state."""
-    timeout: timedelta | None = getattr(args, "timeout", None) if args.command != "submit" else None
+    timeout: timedelta | None = getattr(args, "timeout", None) if args.command not in ("submit", "rerun") else None
     with _watch_view(args, out) as view:
 
         def show(event: WatchEvent) -> None:
@@ -452,7 +478,7 @@ def _follow(client: Client, execution_id: str, args: argparse.Namespace, out: Ou
 
 def _wait(client: Client, execution_id: str, args: argparse.Namespace, out: Output) -> ExitCode:
     """Wait, then print the result (people) or the execution's JSON view (scripts)."""
-    timeout: timedelta | None = getattr(args, "timeout", None) if args.command != "submit" else None
+    timeout: timedelta | None = getattr(args, "timeout", None) if args.command not in ("submit", "rerun") else None
     done = client.wait_finished(execution_id, timeout)
     if args.json:
         out.json(done.to_json())
@@ -539,7 +565,7 @@ def cmd_list(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
 def cmd_cancel(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
     selection = _selection(args)
     if selection is not None:
-        result = client.cancel_matching(reason=args.reason, **selection)
+        result = client.cancel_matching(selection, reason=args.reason, dry_run=args.dry_run)
         verb = "would cancel" if args.dry_run else "cancelled"
         if args.json:
             out.json({"matched": result.matched, "cancelled": result.changed, "dry_run": args.dry_run})
@@ -565,7 +591,7 @@ def cmd_cancel(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
 def cmd_delete(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
     selection = _selection(args)
     if selection is not None:
-        result = client.delete_matching(**selection)
+        result = client.delete_matching(selection, dry_run=args.dry_run)
         verb = "would delete" if args.dry_run else "deleted"
         if args.json:
             out.json(
@@ -587,6 +613,19 @@ def cmd_delete(client: Client, args: argparse.Namespace, out: Output) -> ExitCod
         out.json({"id": args.execution_id, "deleted": True})
     else:
         out.line(f"{args.execution_id} deleted")
+    return ExitCode.OK
+
+
+def cmd_rerun(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    again = client.rerun(args.execution_id, only_failed=args.failed_only)
+    if args.wait or args.watch:
+        if not args.json:
+            out.error(f"re-running {args.execution_id} as {again.id}")
+        return (_follow if args.watch else _wait)(client, again.id, args, out)
+    if args.json:
+        out.json(again.to_json())
+    else:
+        out.line(again.id)
     return ExitCode.OK
 
 
@@ -635,6 +674,7 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace, Output], ExitCode]] = 
     "get": cmd_get,
     "list": cmd_list,
     "cancel": cmd_cancel,
+    "rerun": cmd_rerun,
     "delete": cmd_delete,
     "wait": cmd_wait,
     "watch": cmd_watch,
@@ -683,6 +723,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, st
     """Run one command; returns its exit code (the console script exits with it)."""
     out = Output(stdout or sys.stdout, stderr or sys.stderr)
     args = build_parser().parse_args(argv)
+    if args.command == "tokens":
+        out.line(cmd_tokens(args))
+        return ExitCode.OK
     if args.command == "dev-certs":
         return cmd_dev_certs(args, out)
     tls: TlsFiles | None = None
@@ -693,7 +736,10 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, st
         except TlsConfigError as error:
             raise UsageError(str(error)) from None
         options = tls.channel_options() if tls is not None else ()
-        with Client(server_address(args), credentials=credentials, options=options) as client, _parent_trace():
+        with (
+            Client(server_address(args), credentials=credentials, options=options, token=bearer_token(args)) as client,
+            _parent_trace(),
+        ):
             return COMMANDS[args.command](client, args, out)
     except (UsageError, TaskwireError) as error:
         line = error_line(error, action=action_of(args))

@@ -19,6 +19,7 @@ from taskwire.common import (
     HandlerStats,
     Payload,
     QueueStats,
+    RateLimited,
     RetryPolicy,
     State,
     Stats,
@@ -40,7 +41,7 @@ from ._errors import (
     rpc_status,
 )
 from ._events import ExecutionTransition, WatchEvent, event_from_proto
-from ._models import ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
+from ._models import BulkResult, ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = timedelta(seconds=10)
@@ -68,12 +69,29 @@ def backoff_wait(policy: RpcRetry) -> tenacity.wait_exponential_jitter:
     )
 
 
-def retry_options(policy: RpcRetry) -> dict[str, Any]:
-    """tenacity options: retry UNAVAILABLE only, exponential backoff with jitter, a bounded number of attempts."""
+# The longest rate limit hint a call waits out by itself; a longer one is raised at once (`RateLimited`).
+RATE_LIMIT_WAIT_CAP_S = 10.0
+
+
+def retry_options(policy: RpcRetry, *, idempotent: bool = True) -> dict[str, Any]:
+    """tenacity options, a bounded number of attempts: an idempotent call retries UNAVAILABLE with exponential
+    backoff and jitter; any call refused by a rate limit (`RateLimited`: nothing was done) retries after the
+    server's hint, when that is at most `RATE_LIMIT_WAIT_CAP_S`."""
+    backoff = backoff_wait(policy)
+
+    def retryable(error: BaseException) -> bool:
+        if isinstance(error, RateLimited):
+            return 0 < error.retry_after_s <= RATE_LIMIT_WAIT_CAP_S
+        return idempotent and is_retryable(error)
+
+    def pause_s(state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome is not None else None
+        return error.retry_after_s if isinstance(error, RateLimited) else float(backoff(state))
+
     return {
-        "retry": tenacity.retry_if_exception(is_retryable),
+        "retry": tenacity.retry_if_exception(retryable),
         "stop": tenacity.stop_after_attempt(policy.max_attempts),
-        "wait": backoff_wait(policy),
+        "wait": pause_s,
         "reraise": True,
     }
 
@@ -160,24 +178,18 @@ def _traced(spec: ExecutionSpec) -> tpb.ExecutionSpec:
     return message
 
 
-def execution_filter(
-    *,
-    states: Iterable[State | str] = (),
-    handler: str = "",
-    labels: Mapping[str, str] | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
-) -> tpb.ExecutionFilter:
-    """The wire filter of a bulk action."""
-    return wire.execution_filter_to_proto(
-        ExecutionFilter(
-            states=tuple(parse_state(state) for state in states),
-            handler=handler,
-            labels=dict(labels or {}),
-            created_after=created_after,
-            created_before=created_before,
-        )
-    )
+def cancel_matching_request(selection: ExecutionFilter, *, reason: str, dry_run: bool) -> tpb.CancelExecutionsRequest:
+    return tpb.CancelExecutionsRequest(filter=wire.execution_filter_to_proto(selection), reason=reason, dry_run=dry_run)
+
+
+def delete_matching_request(selection: ExecutionFilter, *, dry_run: bool) -> tpb.DeleteExecutionsRequest:
+    return tpb.DeleteExecutionsRequest(filter=wire.execution_filter_to_proto(selection), dry_run=dry_run)
+
+
+def bulk_result(response: tpb.CancelExecutionsResponse | tpb.DeleteExecutionsResponse) -> BulkResult:
+    if isinstance(response, tpb.CancelExecutionsResponse):
+        return BulkResult(matched=response.matched, changed=response.cancelled)
+    return BulkResult(matched=response.matched, changed=response.deleted, skipped=response.skipped)
 
 
 def submit_is_idempotent(specs: Iterable[ExecutionSpec]) -> bool:

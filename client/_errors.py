@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 
-from taskwire.common import ReasonCode, ShuttingDown, State, TaskwireError, wire
+from taskwire.common import RateLimited, ReasonCode, ShuttingDown, State, TaskwireError, wire
 
 if TYPE_CHECKING:
     from ._models import ExecutionSnapshot
@@ -99,9 +100,30 @@ def is_transport_failure(code: grpc.StatusCode, details: str) -> bool:
     return code is grpc.StatusCode.UNAVAILABLE and (not details or any(p in lowered for p in _TRANSPORT_PHRASES))
 
 
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def retry_after_s(error: grpc.RpcError) -> float | None:
+    """The server's retry hint (a `google.rpc.RetryInfo` in the status details), in seconds; None without one."""
+    trailing_of: Any = getattr(error, "trailing_metadata", None)
+    for key, value in (trailing_of() if callable(trailing_of) else None) or ():
+        if key != _STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            info = error_details_pb2.RetryInfo()
+            if detail.Unpack(info):
+                return float(info.retry_delay.ToTimedelta().total_seconds())
+    return None
+
+
 def error_from_rpc(error: grpc.RpcError, *, address: str, deadline_s: float | None = None) -> TaskwireError:
     """The taskwire error for a failed RPC, with a readable message."""
     code, details = rpc_status(error)
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        hint = retry_after_s(error)
+        if hint is not None:
+            return RateLimited(details, retry_after_s=hint)
     if is_transport_failure(code, details):
         return ServerUnavailable(address, details)
     if code is grpc.StatusCode.DEADLINE_EXCEEDED and details == "Deadline Exceeded" and deadline_s is not None:

@@ -12,7 +12,7 @@ from typing import Any, Protocol, Self, TypeVar
 import grpc
 import tenacity
 
-from taskwire.common import ExecutionSpec, RetryPolicy, State, Stats
+from taskwire.common import ExecutionFilter, ExecutionSpec, RetryPolicy, State, Stats, bearer
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 
@@ -44,6 +44,7 @@ class Client:
         retry: RpcRetry | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        token: str | None = None,
     ) -> None:
         self._address = address
         self._timeout = timeout
@@ -54,7 +55,7 @@ class Client:
             if credentials is not None
             else grpc.insecure_channel(address, options=channel_options)
         )
-        self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
+        self._stub = task_service_pb2_grpc.TaskServiceStub(bearer.with_token(self._channel, token))
         self._closed = False
 
     @property
@@ -92,9 +93,7 @@ class Client:
             except grpc.RpcError as error:
                 raise error_from_rpc(error, address=self._address, deadline_s=deadline_s) from error
 
-        if not idempotent:
-            return once()
-        return tenacity.Retrying(**c.retry_options(self._retry))(once)
+        return tenacity.Retrying(**c.retry_options(self._retry, idempotent=idempotent))(once)
 
     def submit(
         self,
@@ -187,44 +186,25 @@ class Client:
         )
         return c.workers_from_proto(response)
 
-    def cancel_matching(
-        self,
-        *,
-        states: Iterable[State | str] = (),
-        handler: str = "",
-        labels: Mapping[str, str] | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        reason: str = "",
-        dry_run: bool = False,
-    ) -> BulkResult:
-        """Cancel every execution that matches and has not ended (all conditions must hold; at least one is
-        required). With `dry_run`, only count. Not retried after it may have been sent."""
-        selection = c.execution_filter(
-            states=states, handler=handler, labels=labels, created_after=created_after, created_before=created_before
-        )
-        request = tpb.CancelExecutionsRequest(filter=selection, reason=reason, dry_run=dry_run)
-        response: tpb.CancelExecutionsResponse = self._unary(self._stub.CancelExecutions, request, idempotent=dry_run)
-        return BulkResult(matched=response.matched, changed=response.cancelled)
+    def rerun(self, execution_id: str, *, only_failed: bool = False) -> ExecutionSnapshot:
+        """A new execution with the spec of a finished one (labelled `taskwire.rerun_of`); with `only_failed`,
+        the tasks that succeeded keep their outputs and are not run again. Not retried once it may have been
+        sent (it would make a second execution)."""
+        request = tpb.RerunExecutionRequest(execution_id=execution_id, only_failed=only_failed)
+        response: tpb.RerunExecutionResponse = self._unary(self._stub.RerunExecution, request, idempotent=False)
+        return c.snapshot(response.execution)
 
-    def delete_matching(
-        self,
-        *,
-        states: Iterable[State | str] = (),
-        handler: str = "",
-        labels: Mapping[str, str] | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        dry_run: bool = False,
-    ) -> BulkResult:
-        """Delete every finished execution that matches (those not ended are skipped and counted). With
-        `dry_run`, only count."""
-        selection = c.execution_filter(
-            states=states, handler=handler, labels=labels, created_after=created_after, created_before=created_before
-        )
-        request = tpb.DeleteExecutionsRequest(filter=selection, dry_run=dry_run)
-        response: tpb.DeleteExecutionsResponse = self._unary(self._stub.DeleteExecutions, request, idempotent=dry_run)
-        return BulkResult(matched=response.matched, changed=response.deleted, skipped=response.skipped)
+    def cancel_matching(self, selection: ExecutionFilter, *, reason: str = "", dry_run: bool = False) -> BulkResult:
+        """Cancel every execution that `selection` matches and has not ended (it needs a condition at least).
+        With `dry_run`, only count. Not retried after it may have been sent."""
+        request = c.cancel_matching_request(selection, reason=reason, dry_run=dry_run)
+        return c.bulk_result(self._unary(self._stub.CancelExecutions, request, idempotent=dry_run))
+
+    def delete_matching(self, selection: ExecutionFilter, *, dry_run: bool = False) -> BulkResult:
+        """Delete every finished execution that `selection` matches (those not ended are skipped and counted).
+        With `dry_run`, only count."""
+        request = c.delete_matching_request(selection, dry_run=dry_run)
+        return c.bulk_result(self._unary(self._stub.DeleteExecutions, request, idempotent=dry_run))
 
     def delete(self, execution_id: str) -> None:
         """Delete a finished execution with its task runs, history and idempotency key. FailedPrecondition

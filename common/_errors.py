@@ -4,7 +4,7 @@ The tree, by where each branch lives:
 
 - here: the errors that cross the wire (`ValidationError`, `InvalidTransition` and
   `TerminalStateError`, `NotFound`, `IdempotencyConflict`, `QueueFull`,
-  `AdmissionTimeout`, `ShuttingDown`);
+  `AdmissionTimeout`, `ShuttingDown`, `Unauthenticated`, `PermissionDenied`, `RateLimited`);
 - `taskwire.client`: `ServerUnavailable`, `WaitTimeout`, and `ExecutionEnded` with
   `ExecutionFailed` and `ExecutionCancelled`;
 - `taskwire.worker`: `WorkerAgentError` and its family (`NonRetryableError`,
@@ -110,3 +110,26 @@ class ShuttingDown(TaskwireError):
     """The server is stopping and takes no new work."""
 
     status_name = "UNAVAILABLE"
+
+
+class Unauthenticated(TaskwireError):
+    """The call carries no credential, or one the server does not know."""
+
+    status_name = "UNAUTHENTICATED"
+
+
+class PermissionDenied(TaskwireError):
+    """The caller's identity may not do this (its role, or the attempt is another identity's)."""
+
+    status_name = "PERMISSION_DENIED"
+
+
+class RateLimited(TaskwireError):
+    """The caller went over one of its limits (submit rate, worker streams). `retry_after_s` is the
+    server's hint of when a retry may pass (0: not until something is released, such as a stream)."""
+
+    status_name = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, *, retry_after_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

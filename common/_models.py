@@ -143,6 +143,9 @@ class Attempt:
     ended_at: datetime | None = None
     output: Payload | None = None
     error: ErrorInfo | None = None
+    # The identity of the worker's credential (server side only; "" without authentication): only a worker
+    # with this identity may report on the attempt or take it back after a reconnect.
+    worker_identity: str = ""
 
     def __post_init__(self) -> None:
         if self.number < 1:
@@ -273,6 +276,8 @@ class Execution:
     # Set when the execution must end (cancelled, timed out or failed) but task
     # runs are still stopping; the state becomes final once nothing is active.
     closing: Closing | None = None
+    # The identity that submitted it ("" when the server runs without authentication).
+    submitted_by: str = ""
     # The submitter's W3C trace context (traceparent, tracestate); empty: none.
     trace_context: Mapping[str, str] = field(default_factory=dict)
 

@@ -26,9 +26,11 @@ from ._errors import (
     IdempotencyConflict,
     InvalidTransition,
     NotFound,
+    PermissionDenied,
     QueueFull,
     ShuttingDown,
     TaskwireError,
+    Unauthenticated,
     ValidationError,
 )
 from ._filters import ExecutionFilter
@@ -408,6 +410,8 @@ _ERROR_BY_STATUS: dict[grpc.StatusCode, type[TaskwireError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: QueueFull,
     grpc.StatusCode.DEADLINE_EXCEEDED: AdmissionTimeout,
     grpc.StatusCode.UNAVAILABLE: ShuttingDown,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
 }
 
 

@@ -28,6 +28,8 @@ from prometheus_client import CollectorRegistry
 
 from taskwire.v1 import task_service_pb2, worker_service_pb2
 
+from ._auth import AuthGate
+from ._auth_file import AuthConfig, load_auth_file
 from ._config import ServerConfig
 from ._edge import RejectionLog, add_service
 from ._history_wire import ProtoHistoryCodec
@@ -94,6 +96,7 @@ class TaskwireServer:
         self._health = HealthServicer()
         self._grpc: grpc.aio.Server | None = None
         self.address = ""
+        self.auth: AuthConfig | None = None  # read from config.auth_file when the server starts
         self._stopped = asyncio.Event()
         self._stopping: asyncio.Task[None] | None = None
         self._hurry: asyncio.Task[None] | None = None
@@ -111,8 +114,10 @@ class TaskwireServer:
             raise InsecureListen(refusal)
         credentials, self.certificates = server_credentials(self.config)  # TlsFileError when unusable
         max_message = self.config.max_message_bytes
+        self.auth = load_auth_file(self.config.auth_file) if self.config.auth_file is not None else None
         server = grpc.aio.server(
-            interceptors=self._interceptors,
+            # Metrics first: they count the calls the gate refuses too.
+            interceptors=[*self._interceptors, AuthGate(self.auth)],
             options=[
                 ("grpc.max_receive_message_length", max_message),
                 ("grpc.max_send_message_length", max_message),

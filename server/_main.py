@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -191,7 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("--tls-cert", "TASKWIRE_TLS_CERT", "the server's certificate chain (PEM); with --tls-key, serve TLS only"),
         ("--tls-key", "TASKWIRE_TLS_KEY", "its private key (PEM)"),
         ("--tls-client-ca", "TASKWIRE_TLS_CLIENT_CA", "require client certificates signed by this CA: mutual TLS"),
-        ("--auth-file", "TASKWIRE_AUTH_FILE", "identities and roles: who may call what"),
+        (
+            "--auth-file",
+            "TASKWIRE_AUTH_FILE",
+            "identities, roles, token hashes and limits (TOML, docs/security.md): who may call what; "
+            "without it every caller may do everything",
+        ),
     ):
         tls.add_argument(flag, type=Path, default=_path_env(env), metavar="FILE", help=f"{what} [{env}]")
     tls.add_argument(
@@ -255,6 +261,16 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
+def _auth_note(server: TaskwireServer, config: ServerConfig) -> str:
+    """The startup line's word on authentication: off (everything allowed), or on with whom."""
+    if server.auth is None:
+        return "authentication off, no --auth-file: every caller may do everything"
+    roles = Counter(identity.role.value for identity in server.auth.identities)
+    summary = ", ".join(f"{count} {role}" for role, count in sorted(roles.items()))
+    count = len(server.auth.identities)
+    return f"authentication on: {count} identities ({summary}) from {config.auth_file}"
+
+
 async def serve(config: ServerConfig, *, with_local_worker: bool = False) -> int:
     server = TaskwireServer(config)
     try:
@@ -267,8 +283,9 @@ async def serve(config: ServerConfig, *, with_local_worker: bool = False) -> int
     gc.collect()
     gc.freeze()
     transport = ("mutual TLS" if config.tls_client_ca else "TLS") if config.tls else "plaintext"
+    auth = _auth_note(server, config)
     store = redact(config.store_url) if config.store_url else config.db_path
-    print(f"taskwire-server listening on {address} ({transport}, store: {store})", flush=True)
+    print(f"taskwire-server listening on {address} ({transport}, store: {store}; {auth})", flush=True)
     if server.metrics_address:
         print(f"taskwire-server metrics on http://{server.metrics_address}/metrics", flush=True)
     loop = asyncio.get_running_loop()

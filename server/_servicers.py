@@ -22,10 +22,12 @@ from taskwire.v1 import task_service_pb2_grpc, worker_service_pb2_grpc
 from taskwire.v1 import worker_service_pb2 as wpb
 
 from . import wire
+from ._audit import audit
+from ._auth import Caller, current_caller
 from ._config import ServerConfig
 from ._edge import Malformed, RejectionLog
 from ._worker_wire import StreamLink, decode_messages, hello_from_proto, welcome_to_proto
-from .domain import TaskwireError, ValidationError
+from .domain import NotFound, TaskwireError, ValidationError
 from .engine import Engine, SubmitItem, WorkerSession
 
 log = logging.getLogger(__name__)
@@ -76,10 +78,10 @@ def _fitting(executions: list[Any], budget_bytes: int) -> int:
     return len(executions)
 
 
-def _submit_item(spec: tpb.ExecutionSpec, where: str) -> SubmitItem:
+def _submit_item(spec: tpb.ExecutionSpec, where: str, submitter: str) -> SubmitItem:
     """One item of a batch: a spec whose values do not convert fails alone, not the whole batch."""
     try:
-        return SubmitItem(wire.execution_spec_from_proto(spec, where), fingerprint(spec))
+        return SubmitItem(wire.execution_spec_from_proto(spec, where), fingerprint(spec, submitter))
     except ValidationError as error:
         return SubmitItem(None, "", error)
 
@@ -90,8 +92,9 @@ def _required(value: str, field: str) -> str:
     return value
 
 
-def fingerprint(spec: tpb.ExecutionSpec) -> str:
-    """Identifies a request for idempotency: the same key with another fingerprint is a conflict.
+def fingerprint(spec: tpb.ExecutionSpec, submitter: str = "") -> str:
+    """Identifies a request for idempotency: the same key with another fingerprint is a conflict. The
+    submitting identity is part of it: another identity's request with the same key is not a repeat.
 
     Empty for a request without a key: nothing will ever compare it, so it is not worth a hash.
     """
@@ -100,7 +103,27 @@ def fingerprint(spec: tpb.ExecutionSpec) -> str:
     if spec.trace_context:  # who asked, and in which trace, does not make it another request
         spec = tpb.ExecutionSpec.FromString(spec.SerializeToString())
         spec.ClearField("trace_context")
-    return hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()
+    digest = hashlib.sha256(spec.SerializeToString(deterministic=True))
+    if submitter:
+        digest.update(b"\0submitted by " + submitter.encode())
+    return digest.hexdigest()
+
+
+def _owned(execution_id: str, submitted_by: str, caller: Caller, method: str) -> None:
+    """A caller limited to its own executions finds no other: NOT_FOUND, as for an id that does not exist
+    (an execution id reveals nothing to whom it does not belong). Audited as a refusal."""
+    owner = caller.owner
+    if owner is not None and submitted_by != owner:
+        audit(
+            "denied",
+            identity=caller.identity,
+            method=method,
+            target=execution_id,
+            role=caller.role,
+            code="NOT_FOUND",
+            reason="the execution belongs to another identity",
+        )
+        raise NotFound("execution", execution_id)
 
 
 class TaskService(task_service_pb2_grpc.TaskServiceServicer):
@@ -121,6 +144,14 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         remaining = context.time_remaining()
         return min(budget, remaining) if remaining is not None else budget
 
+    async def _check_owner(self, execution_id: str, method: str) -> None:
+        """NOT_FOUND, before anything is done, when the caller may touch its own executions only and this
+        one is another identity's."""
+        caller = current_caller()
+        if caller.owner is not None:
+            snapshot = await self._engine.get(execution_id)
+            _owned(execution_id, snapshot.execution.submitted_by, caller, method)
+
     def _admission(self, mode: int, context: Context) -> tuple[bool, float]:
         if mode not in tpb.AdmissionMode.values():
             raise ValidationError("admission", f"unknown admission mode {mode}")
@@ -133,11 +164,13 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         if not request.HasField("execution"):
             raise ValidationError("execution", "required")
         wait, timeout_s = self._admission(request.admission, context)
+        submitter = current_caller().identity
         result = await self._engine.submit(
             wire.execution_spec_from_proto(request.execution),
-            fingerprint=fingerprint(request.execution),
+            fingerprint=fingerprint(request.execution, submitter),
             wait_for_room=wait,
             timeout_s=timeout_s,
+            submitted_by=submitter,
         )
         snapshot = result.snapshot
         return tpb.SubmitExecutionResponse(
@@ -155,8 +188,9 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         if len(request.executions) > MAX_BATCH:
             raise ValidationError("executions", f"at most {MAX_BATCH} per call, got {len(request.executions)}")
         wait, timeout_s = self._admission(request.admission, context)
-        items = [_submit_item(spec, f"executions[{index}]") for index, spec in enumerate(request.executions)]
-        results = await self._engine.submit_many(items, wait_for_room=wait, timeout_s=timeout_s)
+        submitter = current_caller().identity
+        items = [_submit_item(spec, f"executions[{index}]", submitter) for index, spec in enumerate(request.executions)]
+        results = await self._engine.submit_many(items, wait_for_room=wait, timeout_s=timeout_s, submitted_by=submitter)
         response = tpb.SubmitExecutionsResponse()
         unserved = set(self._engine.unserved({task.handler for spec in request.executions for task in spec.tasks}))
         for spec, result in zip(request.executions, results, strict=True):
@@ -173,6 +207,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
     @_translate_errors
     async def GetExecution(self, request: tpb.GetExecutionRequest, context: Context) -> tpb.GetExecutionResponse:
         snapshot = await self._engine.get(_required(request.execution_id, "execution_id"))
+        _owned(request.execution_id, snapshot.execution.submitted_by, current_caller(), "GetExecution")
         return tpb.GetExecutionResponse(execution=wire.execution_to_proto(snapshot.execution, snapshot.task_runs))
 
     @_translate_errors
@@ -181,7 +216,11 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         page_size = wire.page_size(request.page_size)
         while True:
             page = await self._engine.list_executions(
-                states=states, handler=request.handler, page_size=page_size, page_token=request.page_token
+                states=states,
+                handler=request.handler,
+                page_size=page_size,
+                page_token=request.page_token,
+                submitted_by=current_caller().owner,
             )
             executions = [wire.execution_to_proto(s.execution, s.task_runs) for s in page.snapshots]
             fitting = _fitting(executions, _PAGE_BUDGET_BYTES)
@@ -198,6 +237,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         execution_id = _required(request.execution_id, "execution_id")
         if len(request.reason) > MAX_CANCEL_REASON:
             raise ValidationError("reason", f"at most {MAX_CANCEL_REASON} characters")
+        await self._check_owner(execution_id, "CancelExecution")
         snapshot, already_terminal = await self._engine.cancel(execution_id, request.reason)
         return tpb.CancelExecutionResponse(
             execution=wire.execution_to_proto(snapshot.execution, snapshot.task_runs),
@@ -211,6 +251,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
             if isinstance(request, Malformed):
                 raise self.malformed(request, "WatchExecution", context)
             execution_id = _required(request.execution_id, "execution_id")
+            await self._check_owner(execution_id, "WatchExecution")
             async for record in self._engine.watch(execution_id, request.after_sequence):
                 response = tpb.WatchExecutionResponse()
                 response.event.ParseFromString(record.body)
@@ -255,6 +296,16 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
     ) -> tpb.DeleteExecutionResponse:
         await self._engine.delete(_required(request.execution_id, "execution_id"))
         return tpb.DeleteExecutionResponse()
+
+    @_translate_errors
+    async def RerunExecution(self, request: tpb.RerunExecutionRequest, context: Context) -> tpb.RerunExecutionResponse:
+        execution_id = _required(request.execution_id, "execution_id")
+        await self._check_owner(execution_id, "RerunExecution")
+        result = await self._engine.rerun(
+            execution_id, only_failed=request.only_failed, submitted_by=current_caller().identity
+        )
+        snapshot = result.snapshot
+        return tpb.RerunExecutionResponse(execution=wire.execution_to_proto(snapshot.execution, snapshot.task_runs))
 
     @_translate_errors
     async def CancelExecutions(
@@ -345,7 +396,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             hello = hello_from_proto(opening.messages[0].hello)
             link = StreamLink()
             # Refused (UNAVAILABLE) while the server is going away: the worker comes back to the next one.
-            session, welcome = self._engine.connect_worker(hello, link)
+            session, welcome = self._engine.connect_worker(hello, link, identity=current_caller().identity)
         except TaskwireError as error:
             await self._refuse(context, wire.status_for(error), error.message)
         link.on_backlog = lambda backlogged: self._engine.worker_backlogged(session, backlogged)

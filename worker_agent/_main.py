@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from taskwire.common import positive_int
+from taskwire.common.bearer import TOKEN_ENV
 from taskwire.common.tls import TlsConfigError, TlsFiles, add_tls_arguments, tls_from_args
 
 from ._errors import ConnectionLostError, HandlerLoadError
@@ -75,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("TASKWIRE_SERVER", "127.0.0.1:50051"),
         metavar="HOST:PORT",
         help="address of the taskwire server [env TASKWIRE_SERVER; default 127.0.0.1:50051]",
+    )
+    parser.add_argument(
+        "--token",
+        default=_env(TOKEN_ENV),
+        metavar="TOKEN",
+        help="bearer token of a worker identity, for a server with an auth file "
+        f"[env {TOKEN_ENV}, which other users cannot read from the process list]",
     )
     parser.add_argument(
         "--handlers",
@@ -191,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler_log_level=level,
         tls=tls,
         metrics=metrics,
+        token=args.token,
     )
     _log.info(
         "worker %s (instance %s) serving %s with %d slot(s), %s isolation",

@@ -29,6 +29,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from taskwire.common import bearer
 from taskwire.common.tls import TlsConfigError, TlsFiles
 from taskwire.v1 import worker_service_pb2 as wpb
 from taskwire.v1 import worker_service_pb2_grpc
@@ -115,6 +116,7 @@ class Worker:
         channel_options: Sequence[tuple[str, Any]] = (),
         tls: TlsFiles | None = None,
         mp_start_method: str = "spawn",
+        token: str | None = None,
         metrics: WorkerMetrics | None = None,
     ) -> None:
         if slots < 1:
@@ -125,6 +127,7 @@ class Worker:
             raise ValueError(f"max_reconnect_attempts must be at least 1, got {max_reconnect_attempts}")
         self._server = server
         self._tls = tls
+        self._interceptors = bearer.aio_interceptors(token)  # the credential: who this worker is to the server
         self._registry = registry
         self._slots = slots
         self._name = name or default_worker_name()
@@ -483,7 +486,9 @@ class Worker:
 
     def _open_channel(self) -> grpc.aio.Channel:
         if self._tls is None:
-            return grpc.aio.insecure_channel(self._server, options=self._channel_options)
+            return grpc.aio.insecure_channel(
+                self._server, options=self._channel_options, interceptors=self._interceptors
+            )
         # The certificate files are read again for every connection: a rotated client certificate is
         # used from the next reconnect on, without a restart.
         try:
@@ -491,7 +496,7 @@ class Worker:
         except TlsConfigError as exc:
             raise _ConnectFailed(str(exc)) from exc
         options = [*self._channel_options, *self._tls.channel_options()]
-        return grpc.aio.secure_channel(self._server, credentials, options=options)
+        return grpc.aio.secure_channel(self._server, credentials, options=options, interceptors=self._interceptors)
 
     def _hello(self, reported: set[AttemptKey]) -> wpb.WorkerMessage:
         hello = wpb.WorkerHello(

@@ -29,8 +29,10 @@ from taskwire.common import (
     Limits,
     NotFound,
     Payload,
+    PermissionDenied,
     Progress,
     QueueFull,
+    RateLimited,
     Reason,
     ReasonCode,
     RetryPolicy,
@@ -89,7 +91,7 @@ from ._events import (
     event_name,
 )
 from ._planning import ExecutionFollowUp, FollowUp, TaskFollowUp, plan_follow_ups
-from ._specs import create_execution
+from ._specs import RERUN_OF, Reused, create_execution, rerun_spec
 from ._transitions import (
     EXECUTION_TRANSITIONS,
     TASK_RUN_TRANSITIONS,
@@ -106,6 +108,7 @@ __all__ = [
     "JSON_CONTENT_TYPE",
     "JSON_VIEW_VERSION",
     "MAX_ATTEMPTS_LIMIT",
+    "RERUN_OF",
     "TASK_RUN_TRANSITIONS",
     "TERMINAL_REASONS",
     "TERMINAL_STATES",
@@ -145,12 +148,15 @@ __all__ = [
     "Limits",
     "NotFound",
     "Payload",
+    "PermissionDenied",
     "Progress",
     "QueueFull",
+    "RateLimited",
     "Reason",
     "ReasonCode",
     "RetryDue",
     "RetryPolicy",
+    "Reused",
     "ScheduleDue",
     "ScheduleRetry",
     "ShuttingDown",
@@ -184,6 +190,7 @@ __all__ = [
     "payload_view",
     "plan_follow_ups",
     "propagated_reason",
+    "rerun_spec",
     "task_run_view",
     "transition_execution",
     "transition_task_run",

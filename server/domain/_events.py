@@ -16,10 +16,12 @@ from ._states import ReasonCode
 
 @dataclass(frozen=True, slots=True)
 class TaskDispatched:
-    """Attempt `attempt` was sent to worker `worker_id`."""
+    """Attempt `attempt` was sent to worker `worker_id`, whose credential names `worker_identity`
+    ("" when the server runs without authentication)."""
 
     attempt: int
     worker_id: str
+    worker_identity: str = ""
 
 
 @dataclass(frozen=True, slots=True)

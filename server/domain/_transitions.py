@@ -154,7 +154,13 @@ def _finish(task_run: TaskRun, *extra: Effect) -> Transition[TaskRun]:
 def _on_dispatched(task_run: TaskRun, event: object, now: datetime) -> Transition[TaskRun]:
     assert isinstance(event, TaskDispatched)
     at = _touch(task_run.updated_at, now)
-    attempt = Attempt(task_run_id=task_run.id, number=event.attempt, worker_id=event.worker_id, started_at=at)
+    attempt = Attempt(
+        task_run_id=task_run.id,
+        number=event.attempt,
+        worker_id=event.worker_id,
+        started_at=at,
+        worker_identity=event.worker_identity,
+    )
     record = dataclasses.replace(
         task_run,
         state=State.RUNNING,

@@ -31,7 +31,15 @@ from datetime import datetime, timedelta
 
 from taskwire.common import ExecutionFilter, HandlerStats, Stats
 from taskwire.server._config import ServerConfig
-from taskwire.server.domain import CancellationRequested, ExecutionSpec, InvalidTransition, NotFound, State
+from taskwire.server.domain import (
+    CancellationRequested,
+    ExecutionSpec,
+    InvalidTransition,
+    NotFound,
+    Reused,
+    State,
+    rerun_spec,
+)
 from taskwire.server.store import Committer, EventRecord, ExecutionPage, ExecutionSnapshot, Store
 
 from ._admission import AdmissionQueue
@@ -197,16 +205,25 @@ class Engine:
     # ---- Submits, reads, watch, cancel ----------------------------------------------------------
 
     async def submit(
-        self, spec: ExecutionSpec, *, fingerprint: str, wait_for_room: bool, timeout_s: float | None
+        self,
+        spec: ExecutionSpec,
+        *,
+        fingerprint: str,
+        wait_for_room: bool,
+        timeout_s: float | None,
+        submitted_by: str = "",
     ) -> SubmitResult:
+        """Submit one execution, recorded as `submitted_by`'s (the caller's identity, "" without auth)."""
         return await self._submits.submit(
-            spec, fingerprint=fingerprint, wait_for_room=wait_for_room, timeout_s=timeout_s
+            spec, fingerprint=fingerprint, wait_for_room=wait_for_room, timeout_s=timeout_s, submitted_by=submitted_by
         )
 
     async def submit_many(
-        self, items: Sequence[SubmitItem], *, wait_for_room: bool, timeout_s: float | None
+        self, items: Sequence[SubmitItem], *, wait_for_room: bool, timeout_s: float | None, submitted_by: str = ""
     ) -> list[BatchItemResult]:
-        return await self._submits.submit_many(items, wait_for_room=wait_for_room, timeout_s=timeout_s)
+        return await self._submits.submit_many(
+            items, wait_for_room=wait_for_room, timeout_s=timeout_s, submitted_by=submitted_by
+        )
 
     async def get(self, execution_id: str) -> ExecutionSnapshot:
         snapshot = await self._store.get_execution(execution_id)
@@ -215,10 +232,17 @@ class Engine:
         return snapshot
 
     async def list_executions(
-        self, *, states: Sequence[State], handler: str, page_size: int, page_token: str
+        self,
+        *,
+        states: Sequence[State],
+        handler: str,
+        page_size: int,
+        page_token: str,
+        submitted_by: str | None = None,
     ) -> ExecutionPage:
+        """A page of executions, newest first; only `submitted_by`'s when given."""
         return await self._store.list_executions(
-            states=states, handler=handler, page_size=page_size, page_token=page_token
+            states=states, handler=handler, page_size=page_size, page_token=page_token, submitted_by=submitted_by
         )
 
     def watch(self, execution_id: str, after_sequence: int) -> AsyncIterator[EventRecord]:
@@ -240,6 +264,31 @@ class Engine:
         executions.settle(live)
         await self._committer.durable()
         return live.snapshot(), False
+
+    async def rerun(self, execution_id: str, *, only_failed: bool, submitted_by: str = "") -> SubmitResult:
+        """A new execution with the same spec as a finished one (labelled RERUN_OF it). With `only_failed`,
+        its tasks that succeeded are not run again: their outputs are reused."""
+        live = self._executions.by_id.get(execution_id)
+        snapshot = live.snapshot() if live is not None else await self._store.get_execution(execution_id)
+        if snapshot is None:
+            raise NotFound("execution", execution_id)
+        reused: dict[str, Reused] = {}
+        if only_failed:
+            for run in snapshot.task_runs:
+                if run.state is State.SUCCESS:
+                    reused[run.task_id] = Reused(run.output, execution_id)
+        state = snapshot.execution.state
+        why = ""
+        if not state.is_terminal:
+            why = "it has not ended; wait for it, or cancel it first"
+        elif len(reused) == len(snapshot.task_runs):
+            why = "every task of it succeeded: nothing to run again"
+        if why:
+            raise InvalidTransition(
+                entity="execution", entity_id=execution_id, state=str(state.value), event="rerun", reason=why
+            )
+        spec = rerun_spec(snapshot.execution, snapshot.task_runs)
+        return await self._submits.rerun(spec, reused, submitted_by=submitted_by)
 
     async def cancel_matching(self, selection: ExecutionFilter, *, reason: str, dry_run: bool) -> BulkResult:
         """Cancel every execution `selection` matches that has not ended (or count them, `dry_run`)."""
@@ -323,9 +372,12 @@ class Engine:
     def workers(self) -> list[WorkerSession]:
         return sorted(self._pool.connected(), key=lambda s: (s.name, s.session_id))
 
-    def connect_worker(self, hello: WorkerHello, link: WorkerLink) -> tuple[WorkerSession, Welcome]:
-        """Open a session that sends on `link`; adopt the running attempts it reports that are still its own."""
-        return self._pool.connect(hello, link)
+    def connect_worker(
+        self, hello: WorkerHello, link: WorkerLink, *, identity: str = ""
+    ) -> tuple[WorkerSession, Welcome]:
+        """Open a session that sends on `link` for a worker whose credential names `identity`; adopt the
+        running attempts it reports that are still its own."""
+        return self._pool.connect(hello, link, identity=identity)
 
     def drain_worker(
         self, *, name: str = "", session_id: str = "", grace: timedelta | None = None, reason: str = ""

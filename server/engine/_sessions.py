@@ -110,6 +110,8 @@ class WorkerSession:
     last_seen_at: datetime
     last_seen: float  # monotonic seconds
     link: WorkerLink | None  # None for the session that holds recovered attempts until their workers return
+    # Who the worker's credential says it is ("" without authentication); recorded on every attempt it holds.
+    identity: str = ""
     held: set[AttemptKey] = field(default_factory=set)  # written by AttemptHolders only
     # Attempts the worker says it runs that this session does not hold (rejected on reconnect, or held
     # by nobody now): they take its slots until it stops listing them. Written by the worker pool.

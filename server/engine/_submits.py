@@ -15,7 +15,7 @@ queue, the live executions, the history, the cold tier, the dispatcher.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from taskwire.server.domain import (
@@ -23,6 +23,7 @@ from taskwire.server.domain import (
     IdempotencyConflict,
     Limits,
     NotFound,
+    Reused,
     ShuttingDown,
     State,
     TaskwireError,
@@ -37,7 +38,7 @@ from ._clock import Clock
 from ._cold import ColdTier
 from ._dispatch import Dispatcher
 from ._history import History
-from ._ids import new_id
+from ._ids import new_ids
 from ._live import Executions, LiveExecution
 
 
@@ -104,7 +105,13 @@ class Submits:
             raise ShuttingDown("the server is shutting down and accepts no new work")
 
     async def submit(
-        self, spec: ExecutionSpec, *, fingerprint: str, wait_for_room: bool, timeout_s: float | None
+        self,
+        spec: ExecutionSpec,
+        *,
+        fingerprint: str,
+        wait_for_room: bool,
+        timeout_s: float | None,
+        submitted_by: str = "",
     ) -> SubmitResult:
         """Validate, admit, store durably; or return the execution an identical earlier submit made."""
         self._check_accepting()
@@ -126,13 +133,18 @@ class Submits:
             if entry is not None:
                 self._admission.release(len(spec.tasks))
                 return await self._deduplicate(entry, fingerprint)
-        live = self._create(spec, fingerprint)
+        live = self._create(spec, fingerprint, submitted_by)
         self._dispatcher.pump_now()
         await self._committer.durable()
         return SubmitResult(live.snapshot(), deduplicated=False)
 
     async def submit_many(
-        self, items: Sequence[SubmitItem], *, wait_for_room: bool, timeout_s: float | None
+        self,
+        items: Sequence[SubmitItem],
+        *,
+        wait_for_room: bool,
+        timeout_s: float | None,
+        submitted_by: str = "",
     ) -> list[BatchItemResult]:
         """Per-item validation and idempotency; the new executions are admitted together or not at all."""
         self._check_accepting()
@@ -185,7 +197,8 @@ class Submits:
                 self._admission.release(len(spec.tasks))
                 known.append((index, entry, fingerprint))
                 continue
-            results[index] = BatchItemResult(execution_id=self._create(spec, fingerprint).execution.id)
+            live = self._create(spec, fingerprint, submitted_by)
+            results[index] = BatchItemResult(execution_id=live.execution.id)
         self._dispatcher.pump_now()
         await self._committer.durable()
         for index, entry, fingerprint in known:
@@ -224,11 +237,30 @@ class Submits:
             raise NotFound("execution", entry.execution_id)
         return SubmitResult(snapshot, deduplicated=True)
 
-    def _create(self, spec: ExecutionSpec, fingerprint: str) -> LiveExecution:
+    async def rerun(self, spec: ExecutionSpec, reused: Mapping[str, Reused], *, submitted_by: str) -> SubmitResult:
+        """A new execution of a re-run's spec, the tasks in `reused` already done; room only for the rest."""
+        self._check_accepting()
+        spec = validate_execution_spec(spec, self._limits)
+        await self._admission.admit(len(spec.tasks) - len(reused), wait=False, timeout_s=None)
+        live = self._create(spec, "", submitted_by, reused=reused)
+        self._executions.settle(live)
+        self._dispatcher.pump_now()
+        await self._committer.durable()
+        return SubmitResult(live.snapshot(), deduplicated=False)
+
+    def _create(
+        self, spec: ExecutionSpec, fingerprint: str, submitted_by: str, *, reused: Mapping[str, Reused] | None = None
+    ) -> LiveExecution:
         """Make the records of a validated, admitted spec and stage them (room is already reserved)."""
         now = self._clock.now()
+        execution_id, *task_run_ids = new_ids(1 + len(spec.tasks))
         execution, task_runs = create_execution(
-            spec, execution_id=new_id(), task_run_ids=[new_id() for _ in spec.tasks], now=now
+            spec,
+            execution_id=execution_id,
+            task_run_ids=task_run_ids,
+            now=now,
+            submitted_by=submitted_by,
+            reused=reused,
         )
         live = LiveExecution(execution, {task_run.id: task_run for task_run in task_runs})
         executions = self._executions

@@ -9,8 +9,12 @@ machine fences the rest (stale attempt numbers). A session silent for the lease
 timeout loses every attempt it holds: each is applied `LeaseExpired`, and the
 retry policy decides what follows.
 
+With authentication, the identity of a worker's credential is on its session
+and on each attempt dispatched to it: a report on, or an adoption of, an
+attempt of another identity is refused (`PermissionDenied`, audited).
+
 May use: the clock, the timers, the live executions (to apply what workers
-report), and one hook: a session may have a free slot now.
+report), the audit log, and one hook: a session may have a free slot now.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import logging
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 
+from taskwire.server._audit import audit_refused_attempt
 from taskwire.server._config import ServerConfig
 from taskwire.server.domain import (
     CancelOnWorker,
     InvalidTransition,
     LeaseExpired,
     NotFound,
+    PermissionDenied,
     Reason,
     ReasonCode,
     ShuttingDown,
@@ -200,9 +206,12 @@ class WorkerPool:
     def connected(self) -> list[WorkerSession]:
         return [session for session in self.sessions.values() if session.connected]
 
-    def _new_session(self, hello: WorkerHello, link: WorkerLink | None, session_id: str) -> WorkerSession:
+    def _new_session(
+        self, hello: WorkerHello, link: WorkerLink | None, session_id: str, identity: str = ""
+    ) -> WorkerSession:
         now = self._clock.now()
         return WorkerSession(
+            identity=identity,
             session_id=session_id,
             instance_id=hello.instance_id,
             name=hello.name,
@@ -232,15 +241,16 @@ class WorkerPool:
 
     # ---- Connecting -----------------------------------------------------------------------------
 
-    def connect(self, hello: WorkerHello, link: WorkerLink) -> tuple[WorkerSession, Welcome]:
-        """Open a session; adopt the running attempts it reports that are still current and its own.
-        Refused (ShuttingDown) once the server is going away: the worker comes back to the next one."""
+    def connect(self, hello: WorkerHello, link: WorkerLink, *, identity: str = "") -> tuple[WorkerSession, Welcome]:
+        """Open a session for a worker whose credential names `identity`; adopt the running attempts it
+        reports that are still current and its own. Refused (ShuttingDown) once the server is going away:
+        the worker comes back to the next one."""
         if self.leaving:
             raise ShuttingDown("the server is shutting down; reconnect to the next one")
-        session = self._new_session(hello, link, new_id())
+        session = self._new_session(hello, link, new_id(), identity)
         adopted, rejected = [], []
         for key in hello.running_attempts:
-            if self._may_adopt(key, hello):
+            if self._may_adopt(key, hello, identity):
                 previous = self.holders.hold(key, session)
                 if previous is not None:
                     self.slot_freed(previous)
@@ -272,14 +282,19 @@ class WorkerPool:
         )
         return session, welcome
 
-    def _may_adopt(self, key: AttemptKey, hello: WorkerHello) -> bool:
+    def _may_adopt(self, key: AttemptKey, hello: WorkerHello, identity: str) -> bool:
         """A reconnecting worker gets back an attempt only if it is current and was that worker's.
 
         The attempt number alone is not enough: after a crash before a dispatch was stored, the same
-        number can go to another worker, and the first one must not take it over on its return.
+        number can go to another worker, and the first one must not take it over on its return. Nor are
+        the worker's name and instance id, which the worker chooses: the attempt's identity must be the
+        credential's (`owner_of`).
         """
         attempt = self._executions.current_attempt(key[0])
         if attempt is None or attempt.number != key[1]:
+            return False
+        if not self._identity_may_report(key, identity):
+            audit_refused_attempt(identity, hello.name, key, "adopt")
             return False
         holder = self.holders.holder(key)
         if holder is None or holder.instance_id == hello.instance_id:
@@ -362,7 +377,37 @@ class WorkerPool:
                 # A report the state machine refuses (not a stale one: those are no-ops). Keep serving.
                 log.warning("ignored %s from worker %s: %s", type(report).__name__, session.name, error)
 
+    def _identity_may_report(self, key: AttemptKey, identity: str) -> bool:
+        """Whether a worker whose credential names `identity` may speak for the attempt: the attempt's
+        recorded identity is its own, or empty (dispatched without authentication), or the attempt is not
+        the current one (a stale report: the state machine fences it, and it changes nothing). Without an
+        identity (a server without authentication, where everything is allowed) it may."""
+        if not identity:
+            return True
+        attempt = self._executions.current_attempt(key[0])
+        if attempt is None or attempt.number != key[1]:
+            return True
+        return attempt.worker_identity in ("", identity)
+
+    def _check_identity(self, session: WorkerSession, report: WorkerReport) -> None:
+        """A report on an attempt held for another identity ends the stream (PermissionDenied) unapplied."""
+        if not session.identity:
+            return  # the hot path without authentication
+        if isinstance(report, AttemptEnd):
+            key = (report.task_run_id, report.event.attempt)
+        elif isinstance(report, AttemptProgress | AttemptLog):
+            key = (report.task_run_id, report.attempt)
+        else:
+            return
+        if not self._identity_may_report(key, session.identity):
+            audit_refused_attempt(session.identity, session.name, key, "report")
+            raise PermissionDenied(
+                f"attempt {key[0]}#{key[1]} is not held for identity {session.identity!r}: "
+                "a worker reports only on attempts dispatched to its own identity"
+            )
+
     def _on_report(self, session: WorkerSession, report: WorkerReport) -> None:
+        self._check_identity(session, report)
         if isinstance(report, AttemptEnd):
             key = (report.task_run_id, report.event.attempt)
             if not self.holders.speaks_for(session, key):

@@ -160,6 +160,7 @@ def attempt_to_json(attempt: Attempt) -> dict[str, Any]:
         "ended_at": optional_datetime_to_db(attempt.ended_at),
         "output": None if attempt.output is None else payload_to_json(attempt.output),
         "error": None if attempt.error is None else error_info_to_json(attempt.error),
+        **({"worker_identity": attempt.worker_identity} if attempt.worker_identity else {}),
     }
 
 
@@ -173,6 +174,7 @@ def attempt_from_json(value: dict[str, Any]) -> Attempt:
         ended_at=optional_datetime_from_db(value["ended_at"]),
         output=None if value["output"] is None else payload_from_json(value["output"]),
         error=None if value["error"] is None else error_info_from_json(value["error"]),
+        worker_identity=value.get("worker_identity", ""),
     )
 
 

@@ -196,7 +196,13 @@ class MemoryStore:
         return IdempotencyHit(execution_id, self._executions[execution_id].request_fingerprint)
 
     async def list_executions(
-        self, *, states: Sequence[State], handler: str, page_size: int, page_token: str
+        self,
+        *,
+        states: Sequence[State],
+        handler: str,
+        page_size: int,
+        page_token: str,
+        submitted_by: str | None = None,
     ) -> ExecutionPage:
         """Newest first. Raises ValidationError('page_token', ...) for a token it did not issue."""
         check_page_size(page_size)
@@ -206,6 +212,8 @@ class MemoryStore:
         found: list[_StoredExecution] = []
         for stored in sorted(self._executions.values(), key=lambda stored: -stored.seq):
             if stored.seq >= before or (wanted and stored.execution.state not in wanted):
+                continue
+            if submitted_by is not None and stored.execution.submitted_by != submitted_by:
                 continue
             if handler and all(self._task_runs[i][1].handler != handler for i in stored.task_run_ids):
                 continue

@@ -66,13 +66,16 @@ async def read_idempotency_key(conn: Any, key: str) -> IdempotencyHit | None:
 
 
 async def list_executions(
-    conn: Any, states: Sequence[State], handler: str, page_size: int, before: int
+    conn: Any, states: Sequence[State], handler: str, page_size: int, before: int, submitted_by: str | None = None
 ) -> ExecutionPage:
     conditions = ["seq < $1"]
     params: list[Any] = [before, page_size + 1]
     if states:
         params.append(sorted({State(state).value for state in states}))
         conditions.append(f"state = ANY(${len(params)}::text[])")
+    if submitted_by is not None:
+        params.append(to_db(submitted_by))
+        conditions.append(f"submitted_by = ${len(params)}")
     if handler:
         params.append(to_db(handler))
         conditions.append(

@@ -5,8 +5,8 @@ The tables mirror the SQLite store's (`_sqlite_schema`), column for column, so b
 durations BIGINT microseconds, the JSON parts compact JSON in TEXT columns, bytes in BYTEA.
 
 - `executions`: `seq` (an identity, never reused: the newest-first paging key), `id` UNIQUE, the
-  Execution's fields (its trace context as JSON), `request_fingerprint`; `idempotency_key` UNIQUE
-  where not empty.
+  Execution's fields (its trace context as JSON, `submitted_by`: the identity that submitted it),
+  `request_fingerprint`; `idempotency_key` UNIQUE where not empty.
 - `task_runs`: `seq` (insertion order, the tie-break of the PENDING queue), `id` UNIQUE,
   `execution_id` → executions, `position`, the TaskRun's fields; attempts are a JSON array.
 - `task_run_inputs`: the input bytes of each task run, written once, apart from the often-updated row.
@@ -52,11 +52,13 @@ _SCHEMA_V1: Final = (
         updated_at BIGINT NOT NULL,
         started_at BIGINT,
         ended_at BIGINT,
-        trace_context TEXT NOT NULL DEFAULT '{}'
+        trace_context TEXT NOT NULL DEFAULT '{}',
+        submitted_by TEXT NOT NULL DEFAULT ''
     )
     """,
     "CREATE UNIQUE INDEX executions_by_idempotency_key ON executions (idempotency_key) WHERE idempotency_key <> ''",
     "CREATE INDEX executions_by_state ON executions (state, seq)",
+    "CREATE INDEX executions_by_submitter ON executions (submitted_by, seq)",
     f"CREATE INDEX executions_active ON executions (seq) WHERE state NOT IN {TERMINAL_SQL}",
     f"CREATE INDEX executions_cold ON executions (id) WHERE {COLD_EXECUTION_SQL}",
     f"CREATE INDEX executions_finished ON executions (ended_at) WHERE state IN {TERMINAL_SQL}",

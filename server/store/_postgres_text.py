@@ -1,8 +1,8 @@
 """Text PostgreSQL cannot hold as it is: a string with a NUL character (SQLite keeps any string).
 
 PostgreSQL's `text` refuses U+0000, and a refused write would stop the server. The free text that
-callers and handlers choose (names, reasons, idempotency keys, handler names, content types, the ids
-a caller asks for) is stored as itself unless it holds a NUL or begins with the mark U+E000; those
+callers and handlers choose (names, reasons, idempotency keys, handler names, content types, submitters,
+the ids a caller asks for) is stored as itself unless it holds a NUL or begins with the mark U+E000; those
 are stored as the mark followed by their JSON. The mapping is one to one, so equality on stored text
 (keys, handler filters, ids) is equality of the strings: query parameters go through `to_db` too.
 Everything else in the tables is made by the server (ids, states, codes) or is JSON already.
@@ -17,7 +17,7 @@ from typing import Any, Final
 MARK: Final = "\ue000"
 
 # The columns of free text, per table.
-EXECUTION_TEXT: Final = frozenset({"name", "reason_message", "idempotency_key"})
+EXECUTION_TEXT: Final = frozenset({"name", "reason_message", "idempotency_key", "submitted_by"})
 TASK_RUN_TEXT: Final = frozenset({"handler", "input_content_type", "reason_message"})
 
 

@@ -161,9 +161,16 @@ class Store(Protocol):
     async def find_idempotency_key(self, key: str) -> IdempotencyHit | None: ...
 
     async def list_executions(
-        self, *, states: Sequence[State], handler: str, page_size: int, page_token: str
+        self,
+        *,
+        states: Sequence[State],
+        handler: str,
+        page_size: int,
+        page_token: str,
+        submitted_by: str | None = None,
     ) -> ExecutionPage:
-        """Newest first. Raises ValidationError('page_token', ...) for a token it did not issue."""
+        """Newest first; only those `submitted_by` submitted when it is given. Raises
+        ValidationError('page_token', ...) for a token it did not issue."""
 
     async def read_events(self, execution_id: str, after_sequence: int, limit: int = 1000) -> list[EventRecord]:
         """Events with sequence > after_sequence, in order, at most `limit`."""

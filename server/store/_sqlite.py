@@ -275,12 +275,19 @@ class SqliteStore:
         return await self._read(queries.read_idempotency_key, key)
 
     async def list_executions(
-        self, *, states: Sequence[State], handler: str, page_size: int, page_token: str
+        self,
+        *,
+        states: Sequence[State],
+        handler: str,
+        page_size: int,
+        page_token: str,
+        submitted_by: str | None = None,
     ) -> ExecutionPage:
-        """Newest first. Raises ValidationError('page_token', ...) for a token it did not issue."""
+        """Newest first; only `submitted_by`'s when given. Raises ValidationError('page_token', ...) for a
+        token it did not issue."""
         check_page_size(page_size)
         before = decode_page_token(page_token)
-        return await self._read(queries.list_executions, list(states), handler, page_size, before)
+        return await self._read(queries.list_executions, list(states), handler, page_size, before, submitted_by)
 
     async def read_events(self, execution_id: str, after_sequence: int, limit: int = 1000) -> list[EventRecord]:
         """Events with sequence > after_sequence, in order, at most `limit`."""

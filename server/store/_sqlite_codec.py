@@ -61,6 +61,7 @@ EXECUTION_COLUMNS: Final = (
     "started_at",
     "ended_at",
     "trace_context",
+    "submitted_by",
 )
 
 # The columns of a task run that an update rewrites; execution_id and position only identify it.
@@ -172,6 +173,7 @@ def execution_to_row(execution: Execution) -> dict[str, Any]:
         "deadline": None if deadline is None else datetime_to_db(deadline),
         "idempotency_key": execution.idempotency_key,
         "trace_context": metadata_to_text(execution.trace_context),
+        "submitted_by": execution.submitted_by,
     }
 
 
@@ -186,6 +188,7 @@ def execution_from_row(row: RowLike) -> Execution:
         idempotency_key=row["idempotency_key"],
         closing=None if closing is None else closing_from_text(closing),
         trace_context=metadata_from_text(row["trace_context"]),
+        submitted_by=row["submitted_by"],
     )
 
 

@@ -78,14 +78,26 @@ def read_idempotency_key(conn: sqlite3.Connection, key: str) -> IdempotencyHit |
 
 
 def list_executions(
-    conn: sqlite3.Connection, states: Sequence[State], handler: str, page_size: int, before: int
+    conn: sqlite3.Connection,
+    states: Sequence[State],
+    handler: str,
+    page_size: int,
+    before: int,
+    submitted_by: str | None = None,
 ) -> ExecutionPage:
     handler_filter = (
         " AND EXISTS (SELECT 1 FROM task_runs AS t WHERE t.handler = :handler AND t.execution_id = executions.id)"
         if handler
         else ""
     )
-    params: dict[str, Any] = {"handler": handler, "before": before, "limit": page_size + 1}
+    if submitted_by is not None:
+        handler_filter += " AND submitted_by = :submitted_by"
+    params: dict[str, Any] = {
+        "handler": handler,
+        "before": before,
+        "limit": page_size + 1,
+        "submitted_by": submitted_by,
+    }
     order = " ORDER BY seq DESC LIMIT :limit"
     if not states:
         rows = conn.execute(f"{_EXECUTION_SELECT} WHERE seq < :before{handler_filter}{order}", params).fetchall()

@@ -1,6 +1,6 @@
 """The SQLite store's schema, its migrations, and how every connection to the file is opened.
 
-Schema (PRAGMA user_version 5; timestamps are INTEGER microseconds since the
+Schema (PRAGMA user_version 6; timestamps are INTEGER microseconds since the
 Unix epoch, UTC; durations INTEGER microseconds; JSON columns are compact JSON):
 
 - `executions`: `seq` (AUTOINCREMENT, never reused: the newest-first paging
@@ -20,7 +20,9 @@ attempts) answer "is this execution cold?" with two index probes. Version 3
 adds `executions_finished` (partial: terminal executions, by `ended_at`), what
 retention reads. Version 4 adds `task_runs.schedule_to_start_us`; a task run
 with one is never cold (`task_runs_not_cold` includes it). Version 5 adds
-`executions.trace_context` (JSON).
+`executions.trace_context` (JSON). Version 6 adds `executions.submitted_by`
+(the identity that submitted it, '' before authentication was on) and
+`executions_by_submitter`, what a submitter's listing reads.
 
 Deleting an execution deletes its events, task run inputs, task runs and row;
 SQLite reuses the freed pages for later inserts (the file does not shrink).
@@ -170,6 +172,18 @@ def _add_trace_context_v5(conn: sqlite3.Connection) -> None:
     conn.execute(_SCHEMA_V5)
 
 
+# Version 6: who submitted each execution (a submitter sees only its own).
+_SCHEMA_V6: Final = (
+    "ALTER TABLE executions ADD COLUMN submitted_by TEXT NOT NULL DEFAULT ''",
+    "CREATE INDEX executions_by_submitter ON executions (submitted_by, seq)",
+)
+
+
+def _add_submitter_v6(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V6:
+        conn.execute(statement)
+
+
 # MIGRATIONS[n] takes a database from user_version n to n + 1, inside one transaction.
 # A later schema appends its step here; SCHEMA_VERSION follows.
 MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
@@ -178,6 +192,7 @@ MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _add_finished_index_v3,
     _add_schedule_to_start_v4,
     _add_trace_context_v5,
+    _add_submitter_v6,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

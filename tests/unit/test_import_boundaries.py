@@ -15,6 +15,7 @@ import pytest
 
 import taskwire.client
 import taskwire.common
+import taskwire.conformance
 import taskwire.worker
 
 # Each folder with the package name it installs as.
@@ -22,6 +23,7 @@ PACKAGES = {
     "taskwire.client": Path(taskwire.client.__file__).parent,
     "taskwire.common": Path(taskwire.common.__file__).parent,
     "taskwire.worker": Path(taskwire.worker.__file__).parent,
+    "taskwire.conformance": Path(taskwire.conformance.__file__).parent,
 }
 MODULES = [(package, path) for package, folder in PACKAGES.items() for path in sorted(folder.rglob("*.py"))]
 FORBIDDEN = "taskwire.server"

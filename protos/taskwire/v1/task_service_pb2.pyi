@@ -1162,3 +1162,53 @@ class DeleteExecutionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteExecutionsResponse: _TypeAlias = DeleteExecutionsResponse  # noqa: Y015
+
+@_typing.final
+class RerunExecutionRequest(_message.Message):
+    """Request of TaskService.RerunExecution."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    ONLY_FAILED_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    """The finished execution to run again."""
+    only_failed: _builtins.bool
+    """Run only the tasks that did not succeed; reuse the others' outputs."""
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        only_failed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "only_failed", b"only_failed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RerunExecutionRequest: _TypeAlias = RerunExecutionRequest  # noqa: Y015
+
+@_typing.final
+class RerunExecutionResponse(_message.Message):
+    """Response of TaskService.RerunExecution."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def execution(self) -> _types_pb2.Execution:
+        """The new execution."""
+
+    def __init__(
+        self,
+        *,
+        execution: _types_pb2.Execution | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RerunExecutionResponse: _TypeAlias = RerunExecutionResponse  # noqa: Y015

@@ -105,6 +105,11 @@ class TaskServiceStub:
                 request_serializer=taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionsRequest.SerializeToString,
                 response_deserializer=taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionsResponse.FromString,
                 _registered_method=True)
+        self.RerunExecution = channel.unary_unary(
+                '/taskwire.v1.TaskService/RerunExecution',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.RerunExecutionRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.RerunExecutionResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -224,6 +229,20 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RerunExecution(self, request, context):
+        """Submits a new execution with the spec of a finished one: its tasks,
+        inputs, policies, name, labels and trace context, plus the label
+        "taskwire.rerun_of" naming the original. With only_failed, the tasks that
+        succeeded are not run again: they start SUCCESS with the original's
+        outputs (one attempt, worker "(reused from ID)"), and the tasks after them
+        receive those outputs. FAILED_PRECONDITION for an execution that has not
+        ended, or (only_failed) whose every task succeeded; NOT_FOUND for an
+        unknown id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -286,6 +305,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.DeleteExecutions,
                     request_deserializer=taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionsRequest.FromString,
                     response_serializer=taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionsResponse.SerializeToString,
+            ),
+            'RerunExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.RerunExecution,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.RerunExecutionRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.RerunExecutionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -623,6 +647,33 @@ class TaskService:
             '/taskwire.v1.TaskService/DeleteExecutions',
             taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionsRequest.SerializeToString,
             taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RerunExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskwire.v1.TaskService/RerunExecution',
+            taskwire_dot_v1_dot_task__service__pb2.RerunExecutionRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.RerunExecutionResponse.FromString,
             options,
             channel_credentials,
             insecure,

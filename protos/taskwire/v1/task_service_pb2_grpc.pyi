@@ -94,6 +94,16 @@ class TaskServiceStub:
     on each; those that have not ended are left alone and counted as skipped.
     With dry_run, only counts. An empty filter is INVALID_ARGUMENT.
     """
+    RerunExecution: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.RerunExecutionRequest, _task_service_pb2.RerunExecutionResponse]
+    """Submits a new execution with the spec of a finished one: its tasks,
+    inputs, policies, name, labels and trace context, plus the label
+    "taskwire.rerun_of" naming the original. With only_failed, the tasks that
+    succeeded are not run again: they start SUCCESS with the original's
+    outputs (one attempt, worker "(reused from ID)"), and the tasks after them
+    receive those outputs. FAILED_PRECONDITION for an execution that has not
+    ended, or (only_failed) whose every task succeeded; NOT_FOUND for an
+    unknown id.
+    """
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -160,6 +170,16 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """Deletes every finished execution the filter matches, like DeleteExecution
     on each; those that have not ended are left alone and counted as skipped.
     With dry_run, only counts. An empty filter is INVALID_ARGUMENT.
+    """
+    RerunExecution: _aio.UnaryUnaryMultiCallable[_task_service_pb2.RerunExecutionRequest, _task_service_pb2.RerunExecutionResponse]  # type: ignore[assignment]
+    """Submits a new execution with the spec of a finished one: its tasks,
+    inputs, policies, name, labels and trace context, plus the label
+    "taskwire.rerun_of" naming the original. With only_failed, the tasks that
+    succeeded are not run again: they start SUCCESS with the original's
+    outputs (one attempt, worker "(reused from ID)"), and the tasks after them
+    receive those outputs. FAILED_PRECONDITION for an execution that has not
+    ended, or (only_failed) whose every task succeeded; NOT_FOUND for an
+    unknown id.
     """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -296,6 +316,22 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         """Deletes every finished execution the filter matches, like DeleteExecution
         on each; those that have not ended are left alone and counted as skipped.
         With dry_run, only counts. An empty filter is INVALID_ARGUMENT.
+        """
+
+    @_abc_1.abstractmethod
+    def RerunExecution(
+        self,
+        request: _task_service_pb2.RerunExecutionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.RerunExecutionResponse, _abc.Awaitable[_task_service_pb2.RerunExecutionResponse]]:
+        """Submits a new execution with the spec of a finished one: its tasks,
+        inputs, policies, name, labels and trace context, plus the label
+        "taskwire.rerun_of" naming the original. With only_failed, the tasks that
+        succeeded are not run again: they start SUCCESS with the original's
+        outputs (one attempt, worker "(reused from ID)"), and the tasks after them
+        receive those outputs. FAILED_PRECONDITION for an execution that has not
+        ended, or (only_failed) whose every task succeeded; NOT_FOUND for an
+        unknown id.
         """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -136,8 +136,11 @@ class WorkerHello(_message.Message):
 
     @_builtins.property
     def running_attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttemptRef]:
-        """Attempts still running from before a reconnect. The server adopts those
-        whose lease has not expired and rejects the others (see Welcome).
+        """On a reconnect: every attempt this worker still runs, plus every attempt
+        that has ended but whose terminal report it has not sent yet (a worker
+        that leaves those out loses their results). Empty on a first connect. The
+        server adopts those whose lease has not expired and rejects the others
+        (see Welcome).
         """
 
     def __init__(

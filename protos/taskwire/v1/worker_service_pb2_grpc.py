@@ -30,7 +30,8 @@ class WorkerServiceStub:
     and keeps it open; everything between the worker and the server travels on it.
 
     The order on a stream:
-    1. The worker sends a frame whose first message is a WorkerHello.
+    1. The worker sends a first frame holding a single WorkerHello (the server
+    reads the first message of the first frame; see docs/worker-protocol.md).
     2. The server answers with a Welcome (and may then send invocations).
     3. The server sends Invocation messages, never more running at once than the
     slots the worker declared; the worker answers each with AttemptStarted,
@@ -68,7 +69,8 @@ class WorkerServiceServicer:
     and keeps it open; everything between the worker and the server travels on it.
 
     The order on a stream:
-    1. The worker sends a frame whose first message is a WorkerHello.
+    1. The worker sends a first frame holding a single WorkerHello (the server
+    reads the first message of the first frame; see docs/worker-protocol.md).
     2. The server answers with a Welcome (and may then send invocations).
     3. The server sends Invocation messages, never more running at once than the
     slots the worker declared; the worker answers each with AttemptStarted,
@@ -117,7 +119,8 @@ class WorkerService:
     and keeps it open; everything between the worker and the server travels on it.
 
     The order on a stream:
-    1. The worker sends a frame whose first message is a WorkerHello.
+    1. The worker sends a first frame holding a single WorkerHello (the server
+    reads the first message of the first frame; see docs/worker-protocol.md).
     2. The server answers with a Welcome (and may then send invocations).
     3. The server sends Invocation messages, never more running at once than the
     slots the worker declared; the worker answers each with AttemptStarted,

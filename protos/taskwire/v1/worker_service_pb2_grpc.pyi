@@ -31,7 +31,8 @@ class WorkerServiceStub:
     and keeps it open; everything between the worker and the server travels on it.
 
     The order on a stream:
-    1. The worker sends a frame whose first message is a WorkerHello.
+    1. The worker sends a first frame holding a single WorkerHello (the server
+       reads the first message of the first frame; see docs/worker-protocol.md).
     2. The server answers with a Welcome (and may then send invocations).
     3. The server sends Invocation messages, never more running at once than the
        slots the worker declared; the worker answers each with AttemptStarted,
@@ -66,7 +67,8 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     and keeps it open; everything between the worker and the server travels on it.
 
     The order on a stream:
-    1. The worker sends a frame whose first message is a WorkerHello.
+    1. The worker sends a first frame holding a single WorkerHello (the server
+       reads the first message of the first frame; see docs/worker-protocol.md).
     2. The server answers with a Welcome (and may then send invocations).
     3. The server sends Invocation messages, never more running at once than the
        slots the worker declared; the worker answers each with AttemptStarted,
@@ -97,7 +99,8 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     and keeps it open; everything between the worker and the server travels on it.
 
     The order on a stream:
-    1. The worker sends a frame whose first message is a WorkerHello.
+    1. The worker sends a first frame holding a single WorkerHello (the server
+       reads the first message of the first frame; see docs/worker-protocol.md).
     2. The server answers with a Welcome (and may then send invocations).
     3. The server sends Invocation messages, never more running at once than the
        slots the worker declared; the worker answers each with AttemptStarted,

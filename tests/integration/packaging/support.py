@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[3]
 USER_PROJECT = Path(__file__).resolve().parent / "user-project"
 # The running environment's pip: it builds the wheel and installs it into the fresh virtualenv.
 PIP = (sys.executable, "-m", "pip")
-CONSOLE_SCRIPTS = frozenset({"taskwire", "taskwire-server", "taskwire-worker"})
+CONSOLE_SCRIPTS = frozenset({"taskwire", "taskwire-server", "taskwire-worker", "taskwire-conformance"})
 # Subprocesses see only what their virtualenv and working directory provide.
 ISOLATED_ENV = {"PYTHONPATH": "", "PYTHONSAFEPATH": "", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from taskwire.client import Client, ExecutionSpec, Payload, State, TaskSpec, ValidationError
+from taskwire.client import Client, ExecutionFilter, ExecutionSpec, Payload, State, TaskSpec, ValidationError
 from tests.harness import BIN, ServerProcess
 
 
@@ -59,26 +59,28 @@ def test_a_bulk_cancel_of_a_thousand_matches_leaves_the_rest_alone(server: Serve
         assert cancelled.reason.message == "wrong batch"
 
         # Again: all of them have ended now, nothing changes.
-        again = client.cancel_matching(labels={"batch": "a"})
+        again = client.cancel_matching(ExecutionFilter(labels={"batch": "a"}))
         assert (again.matched, again.changed) == (1000, 0)
 
         # Delete: the finished ones go, the unfinished ones are counted and left.
-        counted = client.delete_matching(created_before=datetime.now(UTC), dry_run=True)
+        counted = client.delete_matching(ExecutionFilter(created_before=datetime.now(UTC)), dry_run=True)
         assert (counted.matched, counted.changed, counted.skipped) == (1040, 1000, 40)
         deleted = cli(server, "delete", "--created-after", "2000-01-01T00:00:00Z")
         assert deleted.returncode == 0, deleted.stderr
         assert deleted.stdout.strip() == "deleted 1000 of 1040 matching executions (40 not finished, left alone)"
         assert states_by_batch(client) == Counter({("b", State.PENDING): 40})
-        assert client.cancel_matching(created_after=before, dry_run=True).matched == 0
+        assert client.cancel_matching(ExecutionFilter(created_after=before), dry_run=True).matched == 0
 
 
 def test_an_empty_or_backwards_filter_is_refused(server: ServerProcess) -> None:
     with Client(server.address) as client:
         with pytest.raises(ValidationError, match="filter: give at least one condition"):
-            client.cancel_matching()
+            client.cancel_matching(ExecutionFilter())
         with pytest.raises(ValidationError, match=r"filter\.created_before: must be after created_after"):
             client.delete_matching(
-                created_after=datetime(2030, 1, 2, tzinfo=UTC), created_before=datetime(2030, 1, 1, tzinfo=UTC)
+                ExecutionFilter(
+                    created_after=datetime(2030, 1, 2, tzinfo=UTC), created_before=datetime(2030, 1, 1, tzinfo=UTC)
+                )
             )
     neither = cli(server, "cancel")
     assert neither.returncode == 2

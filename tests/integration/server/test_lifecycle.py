@@ -96,6 +96,7 @@ def test_reflection_lists_and_describes_the_services(client: Client) -> None:
         "DeleteExecution",
         "CancelExecutions",
         "DeleteExecutions",
+        "RerunExecution",
     }
 
 

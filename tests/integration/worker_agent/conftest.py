@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from taskwire.conformance._scripted import ScriptedServer
 from taskwire.worker import Worker, load_handlers
-from tests.integration.worker_agent.scripted import ScriptedServer
 
 MakeWorker = Callable[..., Worker]
 

@@ -7,8 +7,8 @@ from unittest.mock import Mock
 
 from tenacity import RetryCallState
 
+from taskwire.conformance._scripted import ScriptedServer
 from tests.integration.worker_agent.conftest import MakeWorker
-from tests.integration.worker_agent.scripted import ScriptedServer
 
 
 def _after_failures(count: int) -> RetryCallState:

@@ -9,11 +9,11 @@ import socket
 
 import pytest
 
+from taskwire.conformance._scripted import ScriptedServer, invocation, ref_of, running_of
 from taskwire.v1 import worker_service_pb2 as wpb
 from taskwire.worker import ConnectionLostError
 from taskwire.worker._executor import AttemptKey
 from tests.integration.worker_agent.conftest import MakeWorker
-from tests.integration.worker_agent.scripted import ScriptedServer, invocation, ref_of, running_of
 
 DEMO_HANDLERS = ["echo", "fail", "progress", "sleep", "spin", "sync_sleep"]
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 
+from taskwire.conformance._scripted import ScriptedServer, ref_of, running_of
 from taskwire.v1 import worker_service_pb2 as wpb
 from tests.integration.worker_agent.conftest import MakeWorker
-from tests.integration.worker_agent.scripted import ScriptedServer, ref_of, running_of
 
 
 def _again(ref: tuple[str, int], handler: str, input: object) -> wpb.ServerMessage:

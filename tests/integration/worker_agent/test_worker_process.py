@@ -11,8 +11,8 @@ from typing import Protocol
 
 import pytest
 
+from taskwire.conformance._scripted import ScriptedServer, ScriptedSession, ref_of
 from taskwire.v1 import worker_service_pb2 as wpb
-from tests.integration.worker_agent.scripted import ScriptedServer, ScriptedSession, ref_of
 
 WORKER = str(Path(sys.executable).parent / "taskwire-worker")
 

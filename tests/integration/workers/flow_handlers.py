@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from taskwire.worker import TaskContext, handler
 
 
@@ -28,3 +30,17 @@ def total(ctx: TaskContext) -> dict[str, object]:
 @handler("flow.echo")
 def echo(ctx: TaskContext) -> object:
     return ctx.input
+
+
+@handler("flow.step")
+def step(ctx: TaskContext) -> dict[str, object]:
+    """Appends its task id to the file `log` (so runs can be counted), fails while `needs` does not exist,
+    and returns its task id with what its upstream tasks returned."""
+    params = ctx.input
+    assert isinstance(params, dict)
+    with open(params["log"], "a", encoding="utf-8") as log:
+        log.write(f"{ctx.task_id}\n")
+    needs = params.get("needs")
+    if needs is not None and not os.path.exists(needs):
+        raise RuntimeError(f"{needs} is missing")
+    return {"task": ctx.task_id, "upstream": dict(ctx.upstream)}

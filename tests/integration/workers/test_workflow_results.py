@@ -4,12 +4,16 @@ to them with {"$from": TASK_ID, "path": ...}, checked at submit and replaced on 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from taskwire.client import (
     AttemptOutcome,
     Client,
     ExecutionSpec,
+    InvalidTransition,
     Payload,
     RetryPolicy,
     State,
@@ -82,3 +86,55 @@ def test_a_reference_to_a_missing_part_fails_without_retrying(
     assert attempt.error is not None
     assert attempt.error.type == "InputReferenceError"
     assert "'items.7'" in attempt.error.message
+
+
+def test_a_rerun_of_only_the_failed_task_of_a_diamond_reuses_the_other_outputs(
+    procs: Cluster, server: ServerProcess, client: Client, tmp_path: Path
+) -> None:
+    procs.worker(server, handlers=HANDLERS, slots=4)
+    log, needs = tmp_path / "runs.log", tmp_path / "ready"
+
+    def step(task_id: str, *depends_on: str, **extra: str) -> TaskSpec:
+        params = json.dumps({"log": str(log), **extra})
+        return task(task_id, "flow.step", params, *depends_on)
+
+    spec = ExecutionSpec(
+        tasks=(step("a"), step("b", "a"), step("c", "a", needs=str(needs)), step("d", "b", "c")),
+        name="diamond",
+        metadata={"team": "data"},
+    )
+    first = client.wait_finished(client.submit_execution(spec).id, FINISH)
+    assert first.state is State.FAILED
+    assert {run.task_id: run.state for run in first.task_runs} == {
+        "a": State.SUCCESS,
+        "b": State.SUCCESS,
+        "c": State.FAILED,
+        "d": State.CANCELLED,
+    }
+    assert sorted(log.read_text().split()) == ["a", "b", "c"]
+
+    needs.touch()  # what c lacked is there now
+    again = client.rerun(first.id, only_failed=True)
+    assert again.id != first.id
+    assert again.execution.metadata == {"team": "data", "taskwire.rerun_of": first.id}
+    done = client.wait_finished(again.id, FINISH)
+    assert done.state is State.SUCCESS, done
+    by_id = {run.task_id: run for run in done.task_runs}
+    for reused in ("a", "b"):  # not run again: their outputs are the original's
+        (attempt,) = by_id[reused].attempts
+        assert attempt.worker_id == f"(reused from {first.id})"
+        original = next(run for run in first.task_runs if run.task_id == reused)
+        assert json_output(attempt) == json_output(original.attempts[0])
+    assert sorted(log.read_text().split()) == ["a", "b", "c", "c", "d"]  # only c and d ran again
+    from_a = {"a": {"task": "a", "upstream": {}}}
+    upstream_d = {"b": {"task": "b", "upstream": from_a}, "c": {"task": "c", "upstream": from_a}}
+    expected_d = {"task": "d", "upstream": upstream_d}
+    assert json_output(by_id["d"].attempts[0]) == expected_d
+
+    # The original is untouched, and a re-run of the whole thing runs every task.
+    assert client.get(first.id).state is State.FAILED
+    whole = client.wait_finished(client.rerun(first.id).id, FINISH)
+    assert whole.state is State.SUCCESS
+    assert sorted(log.read_text().split()) == ["a", "a", "b", "b", "c", "c", "c", "d", "d"]
+    with pytest.raises(InvalidTransition, match="every task of it succeeded"):
+        client.rerun(whole.id, only_failed=True)

@@ -5,10 +5,21 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import tenacity
 from google.protobuf import duration_pb2
 
 from taskwire import common as d
-from taskwire.client import HandlerStats, Payload, QueueStats, RetryPolicy, RpcRetry, Stats
+from taskwire.client import (
+    HandlerStats,
+    Payload,
+    QueueStats,
+    RateLimited,
+    RetryPolicy,
+    RpcRetry,
+    ShuttingDown,
+    Stats,
+    TaskwireError,
+)
 from taskwire.client import _common as c
 from taskwire.common.wire import retry_policy_from_proto, retry_policy_to_proto
 from taskwire.server import wire
@@ -182,3 +193,38 @@ def test_retry_options_are_bounded() -> None:
         assert 0 <= c.backoff_s(RpcRetry(initial_backoff_s=0.1, max_backoff_s=1.0), failures) <= 1.0
     with pytest.raises(ValueError, match="max_attempts"):
         RpcRetry(max_attempts=0)
+
+
+@pytest.mark.parametrize(
+    ("error", "idempotent", "retried"),
+    [
+        (RateLimited("over the rate", retry_after_s=0.01), False, True),  # nothing was done: any call
+        (RateLimited("over the rate", retry_after_s=c.RATE_LIMIT_WAIT_CAP_S + 1), True, False),  # too long a wait
+        (RateLimited("over the streams", retry_after_s=0.0), True, False),  # no hint
+        (ShuttingDown("going away"), True, True),
+        (ShuttingDown("going away"), False, False),
+    ],
+)
+def test_what_is_retried_and_after_how_long(error: TaskwireError, idempotent: bool, retried: bool) -> None:
+    attempts = 0
+
+    def call() -> str:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise error
+        return "done"
+
+    options = c.retry_options(
+        RpcRetry(max_attempts=2, initial_backoff_s=0.001, max_backoff_s=0.002), idempotent=idempotent
+    )
+    waits: list[float] = []
+    retrying = tenacity.Retrying(**options, sleep=waits.append)
+    if retried:
+        assert retrying(call) == "done"
+        if isinstance(error, RateLimited):
+            assert waits == [error.retry_after_s]  # the server's hint, not the backoff
+    else:
+        with pytest.raises(type(error)):
+            retrying(call)
+        assert attempts == 1

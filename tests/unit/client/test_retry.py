@@ -122,6 +122,12 @@ class Scripted(task_service_pb2_grpc.TaskServiceServicer):
         self._unimplemented(context)
         return tpb.DeleteExecutionResponse()
 
+    def RerunExecution(
+        self, request: tpb.RerunExecutionRequest, context: grpc.ServicerContext
+    ) -> tpb.RerunExecutionResponse:
+        self._unimplemented(context)
+        return tpb.RerunExecutionResponse()
+
     def CancelExecutions(
         self, request: tpb.CancelExecutionsRequest, context: grpc.ServicerContext
     ) -> tpb.CancelExecutionsResponse:

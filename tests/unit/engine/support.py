@@ -225,6 +225,7 @@ class Rig:
         slots: int = 1,
         instance_id: str = "",
         running: Iterable[AttemptKey] = (),
+        identity: str = "",
     ) -> FakeWorker:
         hello = WorkerHello(
             name=name,
@@ -234,7 +235,7 @@ class Rig:
             running_attempts=tuple(running),
         )
         link = FakeLink()
-        session, welcome = self.engine.connect_worker(hello, link)
+        session, welcome = self.engine.connect_worker(hello, link, identity=identity)
         worker = FakeWorker(self.engine, session, welcome, link)
         self.workers.append(worker)
         return worker

@@ -266,3 +266,33 @@ async def test_cold_task_runs_come_in_queue_order_apart_from_active_ones(store: 
     assert [s.execution.id for s in state.active] == [active.execution.id]
     assert state.pending_order == [active.task_runs[0].id]
     assert state.last_sequences == {active.execution.id: 1}
+
+
+# --------------------------------------------------------------------------- identities
+
+
+async def test_the_submitter_and_the_workers_identity_survive_a_reopen(store: Store, reopen: Reopen) -> None:
+    mine = pending_execution()
+    mine = replace(mine, execution=replace(mine.execution, submitted_by="alice"))
+    theirs = pending_execution()
+    theirs = replace(theirs, execution=replace(theirs.execution, submitted_by="bob"))
+    anonymous = pending_execution()
+    for new in (mine, theirs, anonymous):
+        await write(store, WriteBatch(new_executions=[new]))
+    running = records.running(mine.task_runs[0], AT[1])
+    running = replace(running, attempts=(replace(running.attempts[0], worker_identity="worker-a"),))
+    await write(store, WriteBatch(task_runs=[running]))
+
+    store = await reopen(store)
+    got = await store.get_execution(mine.execution.id)
+    assert got is not None
+    assert got.execution.submitted_by == "alice"
+    assert got.task_runs[0].attempts[0].worker_identity == "worker-a"
+    page = await store.list_executions(states=(), handler="", page_size=10, page_token="", submitted_by="alice")
+    assert [s.execution.id for s in page.snapshots] == [mine.execution.id]
+    page = await store.list_executions(
+        states=(State.PENDING,), handler="", page_size=10, page_token="", submitted_by=""
+    )
+    assert [s.execution.id for s in page.snapshots] == [anonymous.execution.id]
+    everyone = await list_ids(store)
+    assert set(everyone) == {mine.execution.id, theirs.execution.id, anonymous.execution.id}

@@ -68,7 +68,7 @@ async def test_a_schema_v1_file_migrates_and_recovers_cold_and_active(
 ) -> None:
     # Today's writer, less the columns later versions added (sqlite3 ignores the parameters left over).
     v1_columns = [c for c in codec.TASK_RUN_COLUMNS if c != "schedule_to_start_us"]
-    v1_execution_columns = [c for c in codec.EXECUTION_COLUMNS if c != "trace_context"]
+    v1_execution_columns = [c for c in codec.EXECUTION_COLUMNS if c not in ("trace_context", "submitted_by")]
     monkeypatch.setattr(
         sqlite_writer,
         "_INSERT_EXECUTION",
@@ -112,14 +112,20 @@ async def test_a_schema_v1_file_migrates_and_recovers_cold_and_active(
         state = await store.recover()
         assert await store.get_execution(cold.execution.id) == ExecutionSnapshot(cold.execution, tuple(cold.task_runs))
 
-    assert SCHEMA_VERSION == 5
+    assert SCHEMA_VERSION == 6
     conn = sqlite3.connect(db_path)
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     finally:
         conn.close()
-    assert {"task_runs_pending", "executions_cold", "task_runs_not_cold", "executions_finished"} <= indexes
+    assert {
+        "task_runs_pending",
+        "executions_cold",
+        "task_runs_not_cold",
+        "executions_finished",
+        "executions_by_submitter",
+    } <= indexes
     assert state.cold == cold_entries(cold)
     assert state.active == [ExecutionSnapshot(active.execution, (running,))]
     assert state.last_sequences == {active.execution.id: 2}

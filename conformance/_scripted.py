@@ -1,7 +1,8 @@
-"""A scripted WorkerService: a real gRPC peer whose every move the test makes.
+"""A scripted WorkerService: a real gRPC peer whose every move a check (or a test) makes.
 
-Each Connect stream becomes a ScriptedSession. The test reads what the worker sent
+Each Connect stream becomes a ScriptedSession. The check reads what the worker sent
 (``await session.next("started")``) and answers (``session.invoke(...)``, ``session.cancel(...)``).
+An unexpected message is a `Mismatch` naming what was expected and what came.
 """
 
 from __future__ import annotations
@@ -19,6 +20,21 @@ from taskwire.v1 import types_pb2, worker_service_pb2_grpc
 from taskwire.v1 import worker_service_pb2 as wpb
 
 Ref = tuple[str, int]
+
+
+class Mismatch(AssertionError):
+    """The worker did something else than the protocol asks: `expected`, then what it did."""
+
+    def __init__(self, expected: str, got: str) -> None:
+        super().__init__(f"expected {expected}; got {got}")
+        self.expected = expected
+        self.got = got
+
+
+def describe(message: wpb.WorkerMessage) -> str:
+    """One line about a worker message, for a report."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def ref_of(message: wpb.WorkerMessage) -> Ref | None:
@@ -70,32 +86,41 @@ class ScriptedSession:
     ) -> wpb.WorkerMessage:
         """The next message whose kind is not in ``skip``; asserts it is of ``kind`` when given."""
         skipped = set(skip)
-        async with asyncio.timeout(timeout_s):
-            while True:
-                message = await self._unread.get()
-                if message.WhichOneof("kind") not in skipped:
-                    break
-        if kind is not None:
-            assert message.WhichOneof("kind") == kind, f"expected {kind}, got {message}"
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    message = await self._unread.get()
+                    if message.WhichOneof("kind") not in skipped:
+                        break
+        except TimeoutError:
+            raise Mismatch(kind or "a message", f"nothing in {timeout_s:g}s") from None
+        if kind is not None and message.WhichOneof("kind") != kind:
+            raise Mismatch(kind, describe(message))
         return message
 
     async def wait_for(
         self, predicate: Callable[[wpb.WorkerMessage], bool], *, timeout_s: float = 10.0
     ) -> wpb.WorkerMessage:
         """Read until a message satisfies ``predicate``; returns it."""
-        async with asyncio.timeout(timeout_s):
-            while True:
-                message = await self._unread.get()
-                if predicate(message):
-                    return message
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    message = await self._unread.get()
+                    if predicate(message):
+                        return message
+        except TimeoutError:
+            raise Mismatch("a matching message", f"none in {timeout_s:g}s") from None
 
     def about(self, ref: Ref) -> list[str]:
         """Kinds of every message received about one attempt, in order."""
         return [m.WhichOneof("kind") or "" for m in self.received if ref_of(m) == ref]
 
     async def wait_worker_done(self, timeout_s: float = 10.0) -> None:
-        async with asyncio.timeout(timeout_s):
-            await self.worker_done.wait()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.worker_done.wait()
+        except TimeoutError:
+            raise Mismatch("the worker to half-close its stream", f"still open after {timeout_s:g}s") from None
 
     # -- answering ------------------------------------------------------------------------------------
 
@@ -123,8 +148,15 @@ class ScriptedSession:
         self.send(wpb.ServerMessage(welcome=welcome), *then)
         return welcome.session_id
 
-    def invoke(self, handler: str, input: object = None, *, timeout_s: float | None = None) -> Ref:
-        message, ref = invocation(handler, input, timeout_s=timeout_s)
+    def invoke(
+        self,
+        handler: str,
+        input: object = None,
+        *,
+        timeout_s: float | None = None,
+        upstream: dict[str, object] | None = None,
+    ) -> Ref:
+        message, ref = invocation(handler, input, timeout_s=timeout_s, upstream=upstream)
         self.send(message)
         return ref
 
@@ -144,8 +176,17 @@ class ScriptedSession:
         self._outgoing.put_nowait(None)
 
 
+def _json(value: object) -> types_pb2.Payload:
+    return types_pb2.Payload(data=json.dumps(value).encode(), content_type="application/json")
+
+
 def invocation(
-    handler: str, input: object = None, *, timeout_s: float | None = None, attempt: int = 1
+    handler: str,
+    input: object = None,
+    *,
+    timeout_s: float | None = None,
+    attempt: int = 1,
+    upstream: dict[str, object] | None = None,
 ) -> tuple[wpb.ServerMessage, Ref]:
     task_run_id = f"run-{uuid.uuid4().hex[:8]}"
     message = wpb.Invocation(
@@ -153,7 +194,8 @@ def invocation(
         execution_id="exec-1",
         task_id=handler,
         handler=handler,
-        input=types_pb2.Payload(data=json.dumps(input).encode(), content_type="application/json"),
+        input=_json(input),
+        upstream_outputs={task_id: _json(output) for task_id, output in (upstream or {}).items()},
     )
     if timeout_s is not None:
         message.timeout.FromTimedelta(_duration(timeout_s))
@@ -201,8 +243,11 @@ class ScriptedServer:
 
     async def next_session(self, timeout_s: float = 10.0) -> ScriptedSession:
         """The next stream a worker opens."""
-        async with asyncio.timeout(timeout_s):
-            return await self.service.sessions.get()
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self.service.sessions.get()
+        except TimeoutError:
+            raise Mismatch("the worker to open a stream", f"none in {timeout_s:g}s") from None
 
     async def connect(
         self,
