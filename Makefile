@@ -16,6 +16,8 @@ PROTOC_GEN_ES_VERSION := 2.17.0
 PROTO_DIR := protos
 PROTO_FILES := $(wildcard $(PROTO_DIR)/taskwire/v1/*.proto)
 NODE_EXAMPLE := examples/node
+TS_SDK := sdks/typescript
+TS_SOURCES := $(wildcard $(TS_SDK)/src/*.ts $(TS_SDK)/test/*.ts) $(TS_SDK)/tsconfig.json
 # Parallel test workers: all cores unless told otherwise.
 PYTEST_WORKERS ?= auto
 
@@ -32,7 +34,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 # The folders install under one import root (pyproject's package-dir). For mypy, which reads files rather
-# than import hooks, the same mapping is a tree of links: taskwire/{v1,common,client,server,worker}.
+# than import hooks, the same mapping is a tree of links: taskwire/{v1,common,client,console,server,worker}.
 IMPORT_TREE := $(VENV)/import-tree/taskwire
 define import_tree
 	rm -rf $(1) && mkdir -p $(1)
@@ -40,6 +42,7 @@ define import_tree
 	ln -s $(CURDIR)/protos/taskwire/v1 $(1)/v1
 	ln -s $(CURDIR)/common $(1)/common
 	ln -s $(CURDIR)/client $(1)/client
+	ln -s $(CURDIR)/console $(1)/console
 	ln -s $(CURDIR)/server $(1)/server
 	ln -s $(CURDIR)/worker_agent $(1)/worker
 	ln -s $(CURDIR)/conformance $(1)/conformance
@@ -59,6 +62,23 @@ $(PROTOC_GEN_ES): $(BUF)
 $(NODE_EXAMPLE)/node_modules: $(NODE_EXAMPLE)/package.json $(NODE_EXAMPLE)/package-lock.json
 	npm ci --silent --no-audit --no-fund --prefix $(NODE_EXAMPLE)
 	touch $@
+
+# The TypeScript worker's packages (package-lock.json pins them), its build (tsc, strict) and its unit tests.
+$(TS_SDK)/node_modules: $(TS_SDK)/package.json $(TS_SDK)/package-lock.json
+	npm ci --silent --no-audit --no-fund --prefix $(TS_SDK)
+	touch $@
+
+$(TS_SDK)/dist/.built: $(TS_SDK)/node_modules $(TS_SOURCES)
+	rm -rf $(TS_SDK)/dist
+	$(TS_SDK)/node_modules/.bin/tsc -p $(TS_SDK)/tsconfig.json
+	touch $@
+
+.PHONY: ts-build
+ts-build: $(TS_SDK)/dist/.built ## Build the TypeScript worker (sdks/typescript) with tsc.
+
+.PHONY: ts-test
+ts-test: $(TS_SDK)/dist/.built ## The TypeScript worker's unit tests (node --test).
+	cd $(TS_SDK) && node --test dist/test/
 
 .PHONY: protos
 protos: $(STAMP) ## Regenerate the Python stubs from protos/.
@@ -91,7 +111,9 @@ DEBIAN_PROTOC := protobuf-compiler protoc-gen-go protoc-gen-go-grpc
 protos-languages: $(STAMP) $(BUF) $(PROTOC_GEN_ES) ## Check that TypeScript, Java and Go stubs generate from protos/.
 	@command -v protoc >/dev/null && command -v protoc-gen-go >/dev/null && command -v protoc-gen-go-grpc >/dev/null || \
 	  { echo "installing $(DEBIAN_PROTOC) (Debian packages)"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(DEBIAN_PROTOC) >/dev/null; }
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q --no-install-recommends $(DEBIAN_PROTOC) >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get install -y -q --no-install-recommends $(DEBIAN_PROTOC) >/dev/null; }; }
 	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && mkdir -p $$tmp/java $$tmp/go && \
 	  $(BUF) generate --template '{"version":"v2","plugins":[{"local":"$(PROTOC_GEN_ES)","out":"'"$$tmp"'/ts","opt":["target=ts"]}]}' && \
 	  protoc -I $(PROTO_DIR) --java_out=$$tmp/java --go_out=$$tmp/go --go-grpc_out=$$tmp/go $(PROTO_FILES) && \
@@ -115,7 +137,7 @@ typecheck: $(STAMP) ## mypy --strict on our code (generated stubs excluded).
 	$(BIN)/mypy
 
 .PHONY: test
-test: $(STAMP) protos-check protos-languages lint typecheck $(NODE_EXAMPLE)/node_modules ## Everything CI checks: stubs, lint, types, the whole suite.
+test: $(STAMP) protos-check protos-languages lint typecheck $(NODE_EXAMPLE)/node_modules ts-test ## Everything CI checks: stubs, lint, types, the whole suite.
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider
 
 # The long versions of the fault tests, outside CI: an hour of load with random faults (TASKWIRE_SOAK_SECONDS)
@@ -140,6 +162,22 @@ METRICS_LISTEN ?= 127.0.0.1:9464
 run: $(STAMP) ## Start the control plane (SQLite store) with a local worker, in the foreground.
 	$(BIN)/taskwire-server --with-local-worker --metrics-listen $(METRICS_LISTEN)
 
+# Where `make console` serves the web console (for the server `make run` starts, on its default address).
+CONSOLE_LISTEN ?= 127.0.0.1:8080
+
+.PHONY: console
+console: $(STAMP) ## Serve the web console for the server of `make run` on http://127.0.0.1:8080, in the foreground.
+	$(BIN)/taskwire console --listen $(CONSOLE_LISTEN)
+
+# The console's browser tests use Debian's chromium (their fixture installs it too when missing).
+.PHONY: chromium
+chromium: ## Install Debian's chromium for the console's browser tests (apt-get, when missing).
+	test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+
+.PHONY: console-screenshots
+console-screenshots: $(STAMP) chromium ## Run the console's browser tests and save their screenshots into docs/console/.
+	TASKWIRE_CONSOLE_SCREENSHOTS=docs/console $(BIN)/pytest -p no:cacheprovider -q tests/integration/console/test_browser.py
+
 PEERS_VENV := bench/.venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.installed
 
@@ -159,4 +197,4 @@ bench: $(STAMP) bench-deps ## Run the benchmarks and print the comparison (ARGS=
 
 .PHONY: clean
 clean: ## Remove the virtualenv, tools and caches.
-	rm -rf $(VENV) $(TOOLS) $(NODE_EXAMPLE)/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(TOOLS) $(NODE_EXAMPLE)/node_modules $(TS_SDK)/node_modules $(TS_SDK)/dist .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -23,6 +23,7 @@ from bench import (
     backpressure,
     cancel,
     celery_peer,
+    flow,
     latency,
     many_workers,
     memory,
@@ -45,6 +46,7 @@ SCENARIOS: tuple[ModuleType, ...] = (
     recovery,
     many_workers,
     stores,
+    flow,
 )
 BY_NAME: dict[str, ModuleType] = {module.NAME: module for module in SCENARIOS}
 

@@ -102,6 +102,8 @@ class Sizes:
     many_tasks: int
     many_streams: tuple[int, int]
     many_total_slots: int
+    flow_tasks: int  # scenario 9: queued tasks drained per variant
+    flow_slots: int
 
 
 FULL = Sizes(
@@ -127,6 +129,8 @@ FULL = Sizes(
     many_tasks=10_000,
     many_streams=(4, 200),
     many_total_slots=200,
+    flow_tasks=20_000,
+    flow_slots=50,
 )
 
 QUICK = Sizes(
@@ -149,6 +153,8 @@ QUICK = Sizes(
     many_tasks=600,
     many_streams=(4, 200),
     many_total_slots=200,
+    flow_tasks=1_000,
+    flow_slots=50,
 )
 
 

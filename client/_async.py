@@ -13,14 +13,27 @@ import grpc
 import grpc.aio
 import tenacity
 
-from taskwire.common import ExecutionFilter, ExecutionSpec, RetryPolicy, State, Stats, bearer
+from taskwire.common import (
+    DEFAULT_CATCH_UP_WINDOW,
+    ExecutionFilter,
+    ExecutionSpec,
+    OverlapPolicy,
+    RetryPolicy,
+    ScheduleSpec,
+    State,
+    Stats,
+    bearer,
+)
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 
 from . import _common as c
+from . import _schedules as s
+from ._all_events import event_of, events_request, identity_from_proto
 from ._errors import WaitTimeout, error_from_rpc
 from ._events import WatchEvent
-from ._models import BulkResult, ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
+from ._models import BulkResult, ExecutionSnapshot, Identity, RpcRetry, SubmitResult, WorkerInfo
+from ._schedules import ScheduleInfo
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -113,6 +126,12 @@ class AsyncClient:
         execution_timeout: timedelta | None = None,
         not_before: datetime | None = None,
         schedule_to_start_timeout: timedelta | None = None,
+        priority: int | None = None,
+        concurrency_key: str = "",
+        concurrency_limit: int = 0,
+        fairness_key: str = "",
+        rate_limit: str = "",
+        rate_limit_key: str = "",
         wait_for_room: bool = False,
     ) -> ExecutionSnapshot:
         """Submit an execution of one task; see `Client.submit`."""
@@ -130,6 +149,12 @@ class AsyncClient:
             execution_timeout=execution_timeout,
             not_before=not_before,
             schedule_to_start_timeout=schedule_to_start_timeout,
+            priority=priority,
+            concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
+            fairness_key=fairness_key,
+            rate_limit=rate_limit,
+            rate_limit_key=rate_limit_key,
         )
         return await self.submit_execution(spec, wait_for_room=wait_for_room)
 
@@ -218,6 +243,83 @@ class AsyncClient:
         response: tpb.DrainWorkerResponse = await self._unary(self._stub.DrainWorker, request, idempotent=True)
         return c.workers_from_proto(response)
 
+    # ---- Schedules ------------------------------------------------------------------------------
+
+    async def create_schedule(
+        self,
+        name: str,
+        cron: str,
+        handler: str,
+        input: Any = None,
+        *,
+        timezone: str = "UTC",
+        catch_up_window: timedelta = DEFAULT_CATCH_UP_WINDOW,
+        overlap: OverlapPolicy | str = OverlapPolicy.SKIP,
+        paused: bool = False,
+        **task: Any,
+    ) -> ScheduleInfo:
+        """Create a schedule that starts one task running `handler` on `input` at each time `cron` names (five
+        fields, or six with seconds first) in `timezone`. `task` takes the options of `submit` that describe
+        the task (timeout, max_attempts, retry_policy, metadata, execution_timeout, ...; `execution_name`
+        names the executions). AlreadyExists when a schedule has that name; ValidationError naming the field
+        for a bad cron expression or time zone."""
+        spec = s.schedule_spec(
+            name,
+            cron,
+            handler,
+            input,
+            timezone=timezone,
+            catch_up_window=catch_up_window,
+            overlap=overlap,
+            paused=paused,
+            **task,
+        )
+        return await self.create_schedule_spec(spec)
+
+    async def create_schedule_spec(self, spec: ScheduleSpec) -> ScheduleInfo:
+        """Create a schedule from a full spec (any execution spec, several tasks included)."""
+        response: tpb.CreateScheduleResponse = await self._unary(
+            self._stub.CreateSchedule, s.create_request(spec), idempotent=False
+        )
+        return s.schedule_from_proto(response.schedule)
+
+    async def schedules(self, *, next_fire_times: int = 1) -> builtins.list[ScheduleInfo]:
+        """Every schedule, by name, each with its next `next_fire_times` fire times."""
+        request = tpb.ListSchedulesRequest(next_fire_times=next_fire_times)
+        response: tpb.ListSchedulesResponse = await self._unary(self._stub.ListSchedules, request, idempotent=True)
+        return [s.schedule_from_proto(schedule) for schedule in response.schedules]
+
+    async def get_schedule(self, name: str, *, next_fire_times: int = 5) -> ScheduleInfo:
+        """One schedule with its next fire times; NotFound when there is none."""
+        request = tpb.GetScheduleRequest(name=name, next_fire_times=next_fire_times)
+        response: tpb.GetScheduleResponse = await self._unary(self._stub.GetSchedule, request, idempotent=True)
+        return s.schedule_from_proto(response.schedule)
+
+    async def pause_schedule(self, name: str) -> ScheduleInfo:
+        """Pause a schedule (idempotent): it starts nothing until resumed."""
+        response: tpb.PauseScheduleResponse = await self._unary(
+            self._stub.PauseSchedule, tpb.PauseScheduleRequest(name=name), idempotent=True
+        )
+        return s.schedule_from_proto(response.schedule)
+
+    async def resume_schedule(self, name: str) -> ScheduleInfo:
+        """Resume a schedule (idempotent) from now on; the fire times while it was paused are not made up."""
+        response: tpb.ResumeScheduleResponse = await self._unary(
+            self._stub.ResumeSchedule, tpb.ResumeScheduleRequest(name=name), idempotent=True
+        )
+        return s.schedule_from_proto(response.schedule)
+
+    async def delete_schedule(self, name: str) -> None:
+        """Delete a schedule; the executions it started go on. NotFound when there is none."""
+        await self._unary(self._stub.DeleteSchedule, tpb.DeleteScheduleRequest(name=name), idempotent=False)
+
+    async def trigger_schedule(self, name: str) -> str:
+        """Start one execution of the schedule now (whatever its overlap policy, even paused); returns its id."""
+        response: tpb.TriggerScheduleResponse = await self._unary(
+            self._stub.TriggerSchedule, tpb.TriggerScheduleRequest(name=name), idempotent=False
+        )
+        return response.execution_id
+
     async def watch(
         self,
         execution_id: str,
@@ -239,6 +341,26 @@ class AsyncClient:
                 yield event
         finally:
             stream.close()
+
+    async def watch_events(
+        self, *, handler: str = "", states: Iterable[State | str] = ()
+    ) -> AsyncGenerator[WatchEvent, None]:
+        """Live events of all executions, from now on; see `Client.watch_events`."""
+        call = self._stub.WatchEvents(events_request(handler, states))
+        try:
+            async for response in call:
+                yield event_of(response)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error, address=self._address) from error
+        finally:
+            call.cancel()
+
+    async def identity(self) -> Identity:
+        """Who the server takes this client to be, and its role; see `Client.identity`."""
+        response: tpb.GetIdentityResponse = await self._unary(
+            self._stub.GetIdentity, tpb.GetIdentityRequest(), idempotent=True
+        )
+        return identity_from_proto(response)
 
     async def wait_finished(
         self,
@@ -291,6 +413,14 @@ class AsyncClient:
             )
             for snapshot in pager.page(response):
                 yield snapshot
+
+    async def list_page(
+        self, *, states: Iterable[State | str] = (), handler: str = "", page_size: int = 50, page_token: str = ""
+    ) -> tuple[builtins.list[ExecutionSnapshot], str]:
+        """One page of executions, newest first, and the token of the next ("" on the last page)."""
+        request = c.list_request(states=states, handler=handler, page_size=page_size, page_token=page_token)
+        response: tpb.ListExecutionsResponse = await self._unary(self._stub.ListExecutions, request, idempotent=True)
+        return [c.snapshot(message) for message in response.executions], response.next_page_token
 
 
 _Call = grpc.aio.UnaryStreamCall[tpb.WatchExecutionRequest, tpb.WatchExecutionResponse]

@@ -10,215 +10,47 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import math
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from enum import IntEnum
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
+import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
-from rich.console import Console
 
 from taskwire.common import (
-    AdmissionTimeout,
-    ExecutionFilter,
-    ExecutionSpec,
-    InvalidTransition,
-    NotFound,
-    ShuttingDown,
     State,
     TaskwireError,
-    Unauthenticated,
-    ValidationError,
     positive_int,
 )
 from taskwire.common.bearer import TOKEN_ENV
 from taskwire.common.tls import TlsConfigError, TlsFiles, add_tls_arguments, tls_from_args
 
-from ._common import DEFAULT_ADDRESS, parse_state, unserved_warning
-from ._errors import ServerUnavailable, WaitTimeout
-from ._events import WatchEvent
-from ._flowfile import FlowFileError, load_flow
-from ._live import JsonLinesView, LiveView, PlainView, WatchView
-from ._models import ExecutionSnapshot
-from ._render import (
-    dumps,
-    execution_detail,
-    executions_table,
-    final_line,
-    jsonable,
-    list_view,
-    reason_text,
-    stats_detail,
-    stats_view,
-    task_tree,
-    workers_table,
-    workers_view,
+from ._cli_base import (
+    EXIT_CODES_HELP,
+    PROG,
+    SERVER_ENV,
+    ExitCode,
+    Output,
+    UsageError,
+    _label,
+    _seconds,
+    _state,
+    _time,
+    bearer_token,
+    error_line,
+    exit_code_for,
+    final_exit,
+    read_input,
+    server_address,
 )
+from ._cli_commands import COMMANDS
+from ._common import DEFAULT_ADDRESS
+from ._errors import ServerUnavailable
 from ._sync import Client
 from ._tokens_cmd import add_tokens_command, cmd_tokens
-
-SERVER_ENV = "TASKWIRE_SERVER"
-PROG = "taskwire"
-
-
-class ExitCode(IntEnum):
-    """The exit codes of `taskwire`; stable, documented in `taskwire --help` and docs/cli.md."""
-
-    OK = 0
-    FAILED = 1  # the execution ended FAILED (or in a terminal state this version does not know)
-    USAGE = 2  # a usage error or bad input (unknown flag, bad --input JSON, unreadable file)
-    CANCELLED = 3  # the execution ended CANCELLED
-    REJECTED = 4  # the server refused the request (NOT_FOUND, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...)
-    UNAVAILABLE = 5  # the server could not be reached, or is shutting down
-    TIMEOUT = 6  # --timeout of wait/watch passed first (the execution goes on)
-    INTERRUPTED = 130  # Ctrl-C
-
-
-EXIT_CODES_HELP = """\
-exit codes:
-  0  success (for wait/watch/submit --wait: the execution SUCCEEDED)
-  1  the execution FAILED (or ended in a state this version does not know)
-  2  usage error or bad input (unknown flag, bad --input JSON, unreadable @file)
-  3  the execution was CANCELLED
-  4  the server rejected the request (NOT_FOUND, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...)
-  5  the server is unreachable (or shutting down)
-  6  --timeout of wait/watch passed before the execution finished (it keeps running)
-"""
-
-# A terminal state this version does not know (a newer server) is no success: it exits like FAILED.
-_FINAL_EXIT = {State.SUCCESS: ExitCode.OK, State.FAILED: ExitCode.FAILED, State.CANCELLED: ExitCode.CANCELLED}
-
-
-def final_exit(state: State) -> ExitCode:
-    return _FINAL_EXIT.get(state, ExitCode.FAILED)
-
-
-# What to try next, by error class (the server's message says what and why).
-_HINTS: dict[type[TaskwireError], str] = {
-    NotFound: "list executions with 'taskwire list'",
-    ValidationError: "fix the value and try again",
-    ShuttingDown: "the server is shutting down; try again shortly",
-    Unauthenticated: f"pass --token or set {TOKEN_ENV}",
-}
-
-
-class UsageError(Exception):
-    """Bad input the user can fix (exit code 2)."""
-
-
-# ---- Errors and exit codes ----------------------------------------------------------------------
-
-
-def exit_code_for(error: BaseException) -> ExitCode:
-    if isinstance(error, UsageError):
-        return ExitCode.USAGE
-    if isinstance(error, ServerUnavailable | ShuttingDown):
-        return ExitCode.UNAVAILABLE
-    if isinstance(error, WaitTimeout):
-        return ExitCode.TIMEOUT
-    if isinstance(error, TaskwireError):
-        return ExitCode.REJECTED
-    if isinstance(error, KeyboardInterrupt):
-        return ExitCode.INTERRUPTED
-    raise TypeError(f"no exit code for {type(error).__name__}")
-
-
-def error_line(error: BaseException, *, action: str) -> str:
-    """The one line printed on stderr: what failed, why, what to try."""
-    if isinstance(error, ServerUnavailable):
-        return (
-            f"{PROG}: cannot reach the server at {error.address} — is taskwire-server running? "
-            f"(set --server or {SERVER_ENV})"
-        )
-    if isinstance(error, WaitTimeout):
-        return f"{PROG}: {action}: {error.message}; it keeps running — 'taskwire watch {error.execution_id}' follows it"
-    if isinstance(error, UsageError):
-        return f"{PROG}: {error}"
-    message = str(error) or type(error).__name__
-    hint = next((text for cls, text in _HINTS.items() if isinstance(error, cls)), "")
-    if isinstance(error, NotFound) and action.startswith("workers"):
-        hint = "list connected workers with 'taskwire workers'"
-    if isinstance(error, InvalidTransition) and action.startswith("delete"):
-        hint = f"only a finished execution can be deleted; 'taskwire cancel {action.split()[-1]}' ends it first"
-    if isinstance(error, AdmissionTimeout) and action.startswith("submit"):
-        hint = "the queue stayed full; try again later, check 'taskwire stats', or use --fail-fast"
-    return f"{PROG}: {action}: {message}" + (f" — {hint}" if hint else "")
-
-
-def ended_line(snapshot: ExecutionSnapshot) -> str:
-    """The stderr line of `wait` when the execution did not succeed."""
-    return f"{PROG}: {final_line(snapshot.id, snapshot.state, snapshot.reason)}"
-
-
-# ---- Parsing what the user typed ----------------------------------------------------------------
-
-
-def read_input(text: str, *, stdin: IO[str] | None = None) -> Any:
-    """The value of `--input`: JSON text, `@path` (a JSON file) or `@-` (JSON on stdin)."""
-    source = "--input"
-    if text.startswith("@"):
-        name = text[1:]
-        if not name:
-            raise UsageError("--input @ needs a file name (or @- for stdin)")
-        if name == "-":
-            text, source = (stdin or sys.stdin).read(), "--input @- (stdin)"
-        else:
-            try:
-                text = Path(name).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as error:
-                reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-                raise UsageError(f"cannot read --input file {name!r}: {reason}") from None
-            source = f"--input file {name!r}"
-    try:
-        return json.loads(text)
-    except ValueError as error:
-        raise UsageError(
-            f"{source} is not valid JSON ({error}); quote strings as JSON, e.g. --input '\"text\"'"
-        ) from None
-
-
-def _seconds(text: str) -> timedelta:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, got {text!r}")
-    try:
-        return timedelta(seconds=value)
-    except OverflowError:
-        raise argparse.ArgumentTypeError(f"{text!r} seconds is too long") from None
-
-
-def _state(text: str) -> State:
-    try:
-        return parse_state(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _label(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
-
-
-def _time(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an ISO 8601 time such as 2030-01-31T09:00:00Z, got {text!r}"
-        ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _add_filter(parser: argparse.ArgumentParser, action: str) -> None:
@@ -230,24 +62,6 @@ def _add_filter(parser: argparse.ArgumentParser, action: str) -> None:
     group.add_argument("--created-after", metavar="TIME", type=_time, help="created at or after (ISO 8601)")
     group.add_argument("--created-before", metavar="TIME", type=_time, help="created before (ISO 8601)")
     group.add_argument("--dry-run", action="store_true", help="count the matches; change nothing")
-
-
-def _selection(args: argparse.Namespace) -> ExecutionFilter | None:
-    """The filter of a bulk action, None for a single ID (UsageError for both or neither)."""
-    chosen = bool(args.states or args.handler or args.labels or args.created_after or args.created_before)
-    if args.execution_id is not None:
-        if chosen or args.dry_run:
-            raise UsageError("give an execution ID or filter options (--state, --handler, ...), not both")
-        return None
-    if not chosen:
-        raise UsageError("give an execution ID, or filter options (--state, --handler, --label, --created-after, ...)")
-    return ExecutionFilter(
-        states=tuple(args.states),
-        handler=args.handler,
-        labels=dict(args.labels),
-        created_after=args.created_after,
-        created_before=args.created_before,
-    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -320,6 +134,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail the task (SCHEDULE_TO_START_TIMEOUT) when no worker starts it within S seconds of being queued",
     )
     submit.add_argument(
+        "--priority",
+        metavar="N",
+        type=int,
+        help="1 (lowest) to 9 (highest), default 5: a higher priority is dispatched first",
+    )
+    submit.add_argument(
+        "--concurrency-key",
+        metavar="K",
+        default="",
+        help="a key shared by tasks that must not run too many at once (needs --concurrency-limit)",
+    )
+    submit.add_argument(
+        "--concurrency-limit",
+        metavar="N",
+        type=int,
+        default=0,
+        help="with --concurrency-key: at most N attempts of the key run at once; the rest wait",
+    )
+    submit.add_argument(
+        "--fairness-key",
+        metavar="K",
+        default="",
+        help="the tenant the task runs for: within a priority, tenants take turns in the handler's queue",
+    )
+    submit.add_argument(
+        "--rate-limit",
+        metavar="NAME",
+        default="",
+        help="a rate limit the server defines (taskwire-server --rate-limit): each dispatch takes one of its tokens",
+    )
+    submit.add_argument(
+        "--rate-limit-key",
+        metavar="K",
+        default="",
+        help="with --rate-limit: draw from a bucket of that limit of its own for K (e.g. per customer)",
+    )
+    submit.add_argument(
         "--max-infrastructure-retries",
         metavar="N",
         type=int,
@@ -376,6 +227,18 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("execution_id", metavar="ID")
     watch.add_argument("--timeout", metavar="S", type=_seconds, help="give up after S seconds (exit code 6)")
 
+    events = command("events", "follow the events of all executions live, from now on (Ctrl-C stops)", as_json)
+    events.add_argument("--handler", metavar="H", default="", help="only executions with a task run of this handler")
+    events.add_argument(
+        "--state",
+        dest="states",
+        metavar="S",
+        type=_state,
+        action="append",
+        default=[],
+        help="only events where the execution's state before or after is this one (repeatable)",
+    )
+
     command("stats", "queue and worker statistics", as_json)
     workers = command("workers", "list connected workers (the default) or drain one", as_json)
     actions = workers.add_subparsers(dest="workers_action", metavar="ACTION", parser_class=_Parser)
@@ -397,6 +260,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     drain.add_argument("--reason", metavar="TEXT", default="", help="why; shown in the worker's log")
     add_tokens_command(commands, _Parser)
+
+    console = commands.add_parser(
+        "console",
+        help="serve the web console (a client of --server) over HTTP until interrupted",
+        description="Serve the web console: executions, workers and the queue, live, with the actions the "
+        "server's role for these credentials allows. It is a client of --server, with the TLS options given.",
+        parents=[common],
+    )
+    console.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:8080", help="default: 127.0.0.1:8080")
+    console.add_argument(
+        "--view-as",
+        metavar="ROLE",
+        choices=("reader", "submitter", "worker", "admin"),
+        help="show only what ROLE may do (within what the server's role allows): reader, submitter, worker, admin",
+    )
+
+    # Imported here: the schedule commands take names from this module.
+    from ._cli_schedules import add_schedule_commands
+
+    schedule = command("schedule", "create, list, pause, resume, trigger or delete schedules (cron)", as_json)
+    add_schedule_commands(schedule, [common, also_json])
 
     dev_certs = commands.add_parser(
         "dev-certs",
@@ -420,269 +304,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def server_address(args: argparse.Namespace, env: dict[str, str] | os._Environ[str] | None = None) -> str:
-    environ = os.environ if env is None else env
-    return getattr(args, "server", None) or environ.get(SERVER_ENV) or DEFAULT_ADDRESS
-
-
-def bearer_token(args: argparse.Namespace, env: dict[str, str] | os._Environ[str] | None = None) -> str | None:
-    environ = os.environ if env is None else env
-    return getattr(args, "token", None) or environ.get(TOKEN_ENV) or None
-
-
-# ---- Commands -----------------------------------------------------------------------------------
-
-
-class Output:
-    """Where a command writes: stdout (a rich console for tables) and stderr."""
-
-    def __init__(self, stdout: IO[str], stderr: IO[str]) -> None:
-        self.stdout = stdout
-        self.stderr = stderr
-        self.is_terminal = stdout.isatty()
-        # Off a terminal, print wide so tables never wrap or cut ids.
-        self.console = Console(file=stdout, width=None if self.is_terminal else 240, highlight=False, soft_wrap=False)
-
-    def json(self, value: Any) -> None:
-        print(dumps(value), file=self.stdout, flush=True)
-
-    def line(self, text: str) -> None:
-        print(text, file=self.stdout, flush=True)
-
-    def error(self, text: str) -> None:
-        print(text, file=self.stderr, flush=True)
-
-
-def _watch_view(args: argparse.Namespace, out: Output) -> WatchView:
-    if args.json:
-        return JsonLinesView(out.stdout)
-    if out.is_terminal:
-        return LiveView(out.console)
-    return PlainView(out.stdout)
-
-
-def _follow(client: Client, execution_id: str, args: argparse.Namespace, out: Output) -> ExitCode:
-    """The live view until the execution ends; the exit code of its final state."""
-    timeout: timedelta | None = getattr(args, "timeout", None) if args.command not in ("submit", "rerun") else None
-    with _watch_view(args, out) as view:
-
-        def show(event: WatchEvent) -> None:
-            view.show(event)
-
-        done = client.wait_finished(execution_id, timeout, on_event=show)
-        view.finish(done.id, done.state, done.reason)
-    if not args.json and any(run.depends_on for run in done.task_runs):
-        out.console.print(task_tree(done))
-    return final_exit(done.state)
-
-
-def _wait(client: Client, execution_id: str, args: argparse.Namespace, out: Output) -> ExitCode:
-    """Wait, then print the result (people) or the execution's JSON view (scripts)."""
-    timeout: timedelta | None = getattr(args, "timeout", None) if args.command not in ("submit", "rerun") else None
-    done = client.wait_finished(execution_id, timeout)
-    if args.json:
-        out.json(done.to_json())
-    elif done.state is State.SUCCESS:
-        out.json(jsonable(done.output))
-    else:
-        out.error(ended_line(done))
-    return final_exit(done.state)
-
-
-def cmd_submit(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
-    if (args.handler is None) == (args.file is None):
-        raise UsageError("submit takes a HANDLER or -f FILE (one of them)")
-    if args.file is not None:
-        submitted = client.submit_execution(_flow_spec(args), wait_for_room=not args.fail_fast)
-    else:
-        value = read_input(args.input) if args.input is not None else None
-        submitted = client.submit(
-            args.handler,
-            value,
-            timeout=args.timeout,
-            max_attempts=args.max_attempts,
-            max_infrastructure_retries=args.max_infrastructure_retries,
-            key=args.key,
-            name=args.name,
-            schedule_to_start_timeout=args.schedule_to_start_timeout,
-            wait_for_room=not args.fail_fast,
-        )
-    if submitted.unserved_handlers:
-        out.error(f"warning: {unserved_warning(submitted.id, submitted.unserved_handlers)}")
-    if args.wait or args.watch:
-        if not args.json:
-            out.error(f"submitted {submitted.id}")
-        return (_follow if args.watch else _wait)(client, submitted.id, args, out)
-    if args.json:
-        out.json(submitted.to_json())
-    else:
-        out.line(submitted.id)
-    return ExitCode.OK
-
-
-def _flow_spec(args: argparse.Namespace) -> ExecutionSpec:
-    """The execution of `submit -f FILE`; the task options of a single submit do not apply to it."""
-    single = ("input", "timeout", "max_attempts", "max_infrastructure_retries", "schedule_to_start_timeout")
-    given = [name for name in single if getattr(args, name) is not None]
-    if given:
-        flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise UsageError(f"{flags}: set these in the flow file's tasks, not with -f")
-    name = args.file
-    try:
-        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        raise UsageError(f"cannot read the flow file {name!r}: {reason}") from None
-    try:
-        spec = load_flow(text, "stdin" if name == "-" else name)
-    except FlowFileError as error:
-        raise UsageError(str(error)) from None
-    if args.key or args.name:
-        spec = replace(spec, idempotency_key=args.key or spec.idempotency_key, name=args.name or spec.name)
-    return spec
-
-
-def cmd_get(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
-    snapshot = client.get(args.execution_id)
-    if args.json:
-        out.json(snapshot.to_json())
-    else:
-        out.console.print(execution_detail(snapshot))
-    return ExitCode.OK
-
-
-def cmd_list(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
-    snapshots = list(client.list(states=args.states, handler=args.handler, limit=args.limit))
-    if args.json:
-        out.json(list_view(snapshots))
-    elif snapshots:
-        out.console.print(executions_table(snapshots))
-    else:
-        out.error("no executions")
-    return ExitCode.OK
-
-
-def cmd_cancel(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
-    selection = _selection(args)
-    if selection is not None:
-        result = client.cancel_matching(selection, reason=args.reason, dry_run=args.dry_run)
-        verb = "would cancel" if args.dry_run else "cancelled"
-        if args.json:
-            out.json({"matched": result.matched, "cancelled": result.changed, "dry_run": args.dry_run})
-        else:
-            ended = result.matched - result.changed
-            out.line(f"{verb} {result.changed} of {result.matched} matching executions ({ended} had already ended)")
-        return ExitCode.OK
-    snapshot = client.cancel(args.execution_id, args.reason)
-    if args.json:
-        out.json(snapshot.to_json())
-    elif snapshot.state is State.CANCELLED:
-        out.line(f"{snapshot.id} CANCELLED ({reason_text(snapshot.reason)})")
-    elif snapshot.is_terminal:
-        out.line(f"{snapshot.id} had already ended {snapshot.state.value}; nothing to cancel")
-    else:
-        out.line(
-            f"{snapshot.id} cancel requested; it is {snapshot.state.value} while its handlers stop "
-            f"(follow with 'taskwire watch {snapshot.id}')"
-        )
-    return ExitCode.OK
-
-
-def cmd_delete(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
-    selection = _selection(args)
-    if selection is not None:
-        result = client.delete_matching(selection, dry_run=args.dry_run)
-        verb = "would delete" if args.dry_run else "deleted"
-        if args.json:
-            out.json(
-                {
-                    "matched": result.matched,
-                    "deleted": result.changed,
-                    "skipped": result.skipped,
-                    "dry_run": args.dry_run,
-                }
-            )
-        else:
-            out.line(
-                f"{verb} {result.changed} of {result.matched} matching executions"
-                f" ({result.skipped} not finished, left alone)"
-            )
-        return ExitCode.OK
-    client.delete(args.execution_id)
-    if args.json:
-        out.json({"id": args.execution_id, "deleted": True})
-    else:
-        out.line(f"{args.execution_id} deleted")
-    return ExitCode.OK
-
-
-def cmd_rerun(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
-    again = client.rerun(args.execution_id, only_failed=args.failed_only)
-    if args.wait or args.watch:
-        if not args.json:
-            out.error(f"re-running {args.execution_id} as {again.id}")
-        return (_follow if args.watch else _wait)(client, again.id, args, out)
-    if args.json:
-        out.json(again.to_json())
-    else:
-        out.line(again.id)
-    return ExitCode.OK
-
-
-def cmd_wait(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
-    return _wait(client, args.execution_id, args, out)
-
-
-def cmd_watch(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
-    return _follow(client, args.execution_id, args, out)
-
-
-def cmd_stats(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
-    stats = client.stats()
-    if args.json:
-        out.json(stats_view(stats))
-    else:
-        out.console.print(stats_detail(stats))
-    return ExitCode.OK
-
-
-def cmd_workers(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
-    if args.workers_action == "drain":
-        return cmd_drain(client, args, out)
-    workers = client.workers()
-    if args.json:
-        out.json(workers_view(workers))
-    elif workers:
-        out.console.print(workers_table(workers))
-    else:
-        out.error("no workers connected")
-    return ExitCode.OK
-
-
-def cmd_drain(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
-    told = client.drain_worker(args.worker, grace=args.grace, reason=args.reason)
-    if args.json:
-        out.json(workers_view(told))
-        return ExitCode.OK
-    for worker in told:
-        out.line(f"{worker.name} (session {worker.session_id}) is draining: {worker.in_flight} running, nothing new")
-    return ExitCode.OK
-
-
-COMMANDS: dict[str, Callable[[Client, argparse.Namespace, Output], ExitCode]] = {
-    "submit": cmd_submit,
-    "get": cmd_get,
-    "list": cmd_list,
-    "cancel": cmd_cancel,
-    "rerun": cmd_rerun,
-    "delete": cmd_delete,
-    "wait": cmd_wait,
-    "watch": cmd_watch,
-    "stats": cmd_stats,
-    "workers": cmd_workers,
-}
-
-
 def cmd_dev_certs(args: argparse.Namespace, out: Output) -> int:
     # Imported here: the other commands do not load the cryptography package.
     from ._dev_certs import DEFAULT_CLIENTS, usage_text, write_dev_certs
@@ -696,10 +317,41 @@ def cmd_dev_certs(args: argparse.Namespace, out: Output) -> int:
     return ExitCode.OK
 
 
+def cmd_console(
+    args: argparse.Namespace,
+    credentials: grpc.ChannelCredentials | None,
+    options: Sequence[Any],
+    token: str | None,
+    out: Output,
+) -> int:
+    # Imported here: the other commands do not load aiohttp.
+    import asyncio
+
+    from taskwire.console import ListenError, serve
+
+    try:
+        asyncio.run(
+            serve(
+                server=server_address(args),
+                listen=args.listen,
+                credentials=credentials,
+                options=options,
+                token=token,
+                view_as=args.view_as,
+                out=out.stdout,
+            )
+        )
+    except ListenError as error:
+        raise UsageError(str(error)) from None
+    return ExitCode.OK
+
+
 def action_of(args: argparse.Namespace) -> str:
     """What the user asked for, as the error line names it: `get 01J...`, `submit echo`."""
     if getattr(args, "workers_action", None) == "drain":
         return f"workers drain {args.worker}"
+    if args.command == "schedule":
+        return f"schedule {args.schedule_action} {getattr(args, 'name', '')}".strip()
     subject = getattr(args, "execution_id", None) or getattr(args, "handler", None) or ""
     return f"{args.command} {subject}".strip()
 
@@ -719,10 +371,21 @@ def _parent_trace() -> Iterator[None]:
         otel_context.detach(token)
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments, with an optional HANDLER (`submit`, `schedule create`) also accepted after the options:
+    argparse takes an optional positional only where it first looks for one."""
+    args, extra = parser.parse_known_args(argv)
+    if len(extra) == 1 and not extra[0].startswith("-") and getattr(args, "handler", "") is None:
+        args.handler = extra[0]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
     """Run one command; returns its exit code (the console script exits with it)."""
     out = Output(stdout or sys.stdout, stderr or sys.stderr)
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     if args.command == "tokens":
         out.line(cmd_tokens(args))
         return ExitCode.OK
@@ -736,6 +399,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, st
         except TlsConfigError as error:
             raise UsageError(str(error)) from None
         options = tls.channel_options() if tls is not None else ()
+        if args.command == "console":
+            return cmd_console(args, credentials, options, bearer_token(args), out)
         with (
             Client(server_address(args), credentials=credentials, options=options, token=bearer_token(args)) as client,
             _parent_trace(),
@@ -757,3 +422,20 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, st
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return ExitCode.OK
+
+
+# What the rest of the package and its tests take from here (the parts live in _cli_base and _cli_commands).
+__all__ = [
+    "EXIT_CODES_HELP",
+    "ExitCode",
+    "Output",
+    "UsageError",
+    "action_of",
+    "build_parser",
+    "error_line",
+    "exit_code_for",
+    "final_exit",
+    "main",
+    "read_input",
+    "server_address",
+]

@@ -14,12 +14,15 @@ import tenacity
 from opentelemetry import propagate
 
 from taskwire.common import (
+    DEFAULT_PRIORITY,
+    ConcurrencyKeyStats,
     ExecutionFilter,
     ExecutionSpec,
     HandlerStats,
     Payload,
     QueueStats,
     RateLimited,
+    RateLimitStats,
     RetryPolicy,
     State,
     Stats,
@@ -133,6 +136,12 @@ def single_task_spec(
     execution_timeout: timedelta | None = None,
     not_before: datetime | None = None,
     schedule_to_start_timeout: timedelta | None = None,
+    priority: int | None = None,
+    concurrency_key: str = "",
+    concurrency_limit: int = 0,
+    fairness_key: str = "",
+    rate_limit: str = "",
+    rate_limit_key: str = "",
 ) -> ExecutionSpec:
     """The spec of an execution with one task (what `submit` sends)."""
     policy = retry_policy or RetryPolicy()
@@ -147,6 +156,12 @@ def single_task_spec(
         timeout=timeout,
         retry_policy=policy,
         schedule_to_start_timeout=schedule_to_start_timeout,
+        priority=DEFAULT_PRIORITY if priority is None else priority,
+        concurrency_key=concurrency_key,
+        concurrency_limit=concurrency_limit,
+        fairness_key=fairness_key,
+        rate_limit=rate_limit,
+        rate_limit_key=rate_limit_key,
     )
     return ExecutionSpec(
         tasks=(task,),
@@ -280,9 +295,29 @@ def stats_from_proto(response: tpb.GetStatsResponse) -> Stats:
         free_slots=response.free_slots,
         handlers=tuple(
             HandlerStats(
-                handler=h.handler, pending=h.pending, in_flight=h.in_flight, free_slots=h.free_slots, workers=h.workers
+                handler=h.handler,
+                pending=h.pending,
+                in_flight=h.in_flight,
+                free_slots=h.free_slots,
+                workers=h.workers,
+                oldest_queued_at=wire.optional_timestamp(h, "oldest_queued_at"),
             )
             for h in response.handlers
+        ),
+        concurrency_keys=tuple(
+            ConcurrencyKeyStats(key=k.key, limit=k.limit, running=k.running, queued=k.queued, waiting=k.waiting)
+            for k in response.concurrency_keys
+        ),
+        rate_limits=tuple(
+            RateLimitStats(
+                name=r.name,
+                rate_per_s=r.rate_per_s,
+                burst=r.burst,
+                tokens=r.tokens,
+                reserved=r.reserved,
+                waiting=r.waiting,
+            )
+            for r in response.rate_limits
         ),
     )
 

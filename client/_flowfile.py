@@ -13,6 +13,7 @@ with a unit: "500ms", "30s", "5m", "2h", "1d"):
         input: {url: "https://example.test/cat.png"}
         timeout: 30s                  # each attempt
         retry_policy: {max_attempts: 3, initial_interval: 1s}
+        priority: 7                   # and concurrency_key/limit, fairness_key, rate_limit/_key
       - task_id: resize
         handler: resize
         depends_on: [fetch]
@@ -35,6 +36,7 @@ from typing import Any
 import yaml
 
 from taskwire.common import (
+    DEFAULT_PRIORITY,
     ExecutionSpec,
     Limits,
     RetryPolicy,
@@ -44,10 +46,32 @@ from taskwire.common import (
     validate_execution_spec,
 )
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_seconds(text: str) -> float | None:
+    """The seconds of a duration written `90`, `90s`, `1.5m`, `2h`, `1d` or `500ms`; None when it is not one."""
+    match = _DURATION.match(text)
+    return None if match is None else float(match.group(1)) * _UNITS[match.group(2)]
+
+
 _EXECUTION_FIELDS = {"name", "metadata", "timeout", "not_before", "idempotency_key", "tasks"}
-_TASK_FIELDS = {"task_id", "handler", "input", "depends_on", "timeout", "retry_policy", "schedule_to_start_timeout"}
+_TASK_FIELDS = {
+    "task_id",
+    "handler",
+    "input",
+    "depends_on",
+    "timeout",
+    "retry_policy",
+    "schedule_to_start_timeout",
+    "priority",
+    "concurrency_key",
+    "concurrency_limit",
+    "fairness_key",
+    "rate_limit",
+    "rate_limit_key",
+}
 _RETRY_FIELDS = {
     "max_attempts",
     "initial_interval",
@@ -151,6 +175,12 @@ def _task(reader: _Reader, document: object, path: str) -> TaskSpec:
         timeout=_duration(reader, fields, "timeout", path),
         retry_policy=_retry_policy(reader, fields.get("retry_policy"), f"{path}.retry_policy"),
         schedule_to_start_timeout=_duration(reader, fields, "schedule_to_start_timeout", path),
+        priority=_integer(reader, fields, "priority", path, DEFAULT_PRIORITY),
+        concurrency_key=_string(reader, fields, "concurrency_key", path),
+        concurrency_limit=_integer(reader, fields, "concurrency_limit", path, 0),
+        fairness_key=_string(reader, fields, "fairness_key", path),
+        rate_limit=_string(reader, fields, "rate_limit", path),
+        rate_limit_key=_string(reader, fields, "rate_limit_key", path),
     )
 
 
@@ -219,10 +249,10 @@ def _duration(reader: _Reader, fields: Mapping[str, Any], key: str, path: str = 
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     else:
-        match = _DURATION.match(str(value))
-        if match is None:
+        parsed = parse_seconds(str(value))
+        if parsed is None:
             raise reader.fail(_at(path, key), f"expected seconds or a duration like 30s, 5m, 2h; got {value!r}")
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+        seconds = parsed
     if seconds <= 0:
         raise reader.fail(_at(path, key), "must be positive")
     return timedelta(seconds=seconds)

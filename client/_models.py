@@ -128,6 +128,15 @@ class WorkerInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Identity:
+    """Who the server takes the caller to be (`GetIdentity`): the name it authenticated (empty when
+    anonymous) and the role it grants ("reader", "submitter", "worker" or "admin")."""
+
+    name: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
 class RpcRetry:
     """How idempotent calls retry UNAVAILABLE: exponential backoff with jitter, bounded by attempts.
 

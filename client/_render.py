@@ -113,6 +113,21 @@ def stats_view(stats: Stats) -> dict[str, Any]:
             }
             for h in stats.handlers
         ],
+        "concurrency_keys": [
+            {"key": k.key, "limit": k.limit, "running": k.running, "queued": k.queued, "waiting": k.waiting}
+            for k in stats.concurrency_keys
+        ],
+        "rate_limits": [
+            {
+                "name": r.name,
+                "rate_per_s": r.rate_per_s,
+                "burst": r.burst,
+                "tokens": r.tokens,
+                "reserved": r.reserved,
+                "waiting": r.waiting,
+            }
+            for r in stats.rate_limits
+        ],
     }
 
 
@@ -187,12 +202,13 @@ def execution_detail(snapshot: ExecutionSnapshot) -> RenderableType:
     if execution.started_at is not None and execution.ended_at is not None:
         fields.add_row("Duration", short_duration(execution.ended_at - execution.started_at))
 
-    runs = _table("TASK", "HANDLER", "STATE", "REASON", "ATTEMPTS", "WORKER", "RESULT")
+    runs = _table("TASK", "HANDLER", "PRIORITY", "STATE", "REASON", "ATTEMPTS", "WORKER", "RESULT")
     for run in snapshot.task_runs:
         attempt = run.current_attempt
         runs.add_row(
             run.task_id,
             run.handler,
+            str(run.priority),
             state_text(run.state),
             reason_text(run.reason),
             str(run.attempt_count),
@@ -264,7 +280,20 @@ def stats_detail(stats: Stats) -> RenderableType:
     handlers = _table("HANDLER", "PENDING", "IN FLIGHT", "FREE SLOTS", "WORKERS")
     for h in stats.handlers:
         handlers.add_row(h.handler, str(h.pending), str(h.in_flight), str(h.free_slots), str(h.workers))
-    return Group(fields, Text(""), handlers) if stats.handlers else fields
+    parts: list[RenderableType] = [fields]
+    if stats.handlers:
+        parts += [Text(""), handlers]
+    if stats.concurrency_keys:
+        keys = _table("CONCURRENCY KEY", "LIMIT", "RUNNING", "QUEUED", "WAITING")
+        for k in stats.concurrency_keys:
+            keys.add_row(k.key, str(k.limit), str(k.running), str(k.queued), str(k.waiting))
+        parts += [Text(""), keys]
+    if stats.rate_limits:
+        rates = _table("RATE LIMIT", "PER SECOND", "BURST", "TOKENS", "GRANTED", "WAITING")
+        for r in stats.rate_limits:
+            rates.add_row(r.name, f"{r.rate_per_s:g}", str(r.burst), str(r.tokens), str(r.reserved), str(r.waiting))
+        parts += [Text(""), rates]
+    return Group(*parts)
 
 
 def workers_table(workers: Sequence[WorkerInfo]) -> Table:

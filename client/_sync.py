@@ -12,14 +12,27 @@ from typing import Any, Protocol, Self, TypeVar
 import grpc
 import tenacity
 
-from taskwire.common import ExecutionFilter, ExecutionSpec, RetryPolicy, State, Stats, bearer
+from taskwire.common import (
+    DEFAULT_CATCH_UP_WINDOW,
+    ExecutionFilter,
+    ExecutionSpec,
+    OverlapPolicy,
+    RetryPolicy,
+    ScheduleSpec,
+    State,
+    Stats,
+    bearer,
+)
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 
 from . import _common as c
+from . import _schedules as s
+from ._all_events import event_of, events_request, identity_from_proto
 from ._errors import WaitTimeout, error_from_rpc
 from ._events import WatchEvent
-from ._models import BulkResult, ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
+from ._models import BulkResult, ExecutionSnapshot, Identity, RpcRetry, SubmitResult, WorkerInfo
+from ._schedules import ScheduleInfo
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -111,12 +124,22 @@ class Client:
         execution_timeout: timedelta | None = None,
         not_before: datetime | None = None,
         schedule_to_start_timeout: timedelta | None = None,
+        priority: int | None = None,
+        concurrency_key: str = "",
+        concurrency_limit: int = 0,
+        fairness_key: str = "",
+        rate_limit: str = "",
+        rate_limit_key: str = "",
         wait_for_room: bool = False,
     ) -> ExecutionSnapshot:
         """Submit an execution of one task running `handler` on `input` (any JSON value, or a `Payload`).
 
         `timeout` limits each attempt, `execution_timeout` the whole execution, `schedule_to_start_timeout`
-        each wait for a worker to start it (past it the task fails with SCHEDULE_TO_START_TIMEOUT). `max_attempts` and
+        each wait for a worker to start it (past it the task fails with SCHEDULE_TO_START_TIMEOUT). `priority`
+        (1 lowest to 9 highest, default 5) orders the handler's queue; with `concurrency_key`, at most
+        `concurrency_limit` attempts of that key run at once; `fairness_key` (a tenant) takes turns with other
+        keys within a priority; `rate_limit` names a rate limit the server defines (`rate_limit_key`: a bucket of
+        its own), of which each dispatch takes a token (docs/flow-control.md). `max_attempts` and
         `max_infrastructure_retries` override those of `retry_policy` (default: one attempt, and three
         retries after failures that are not the handler's fault, such as a lost worker). With `key` (an idempotency
         key) the call is retried when the server is unreachable. `wait_for_room` waits for room in a full
@@ -136,6 +159,12 @@ class Client:
             execution_timeout=execution_timeout,
             not_before=not_before,
             schedule_to_start_timeout=schedule_to_start_timeout,
+            priority=priority,
+            concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
+            fairness_key=fairness_key,
+            rate_limit=rate_limit,
+            rate_limit_key=rate_limit_key,
         )
         return self.submit_execution(spec, wait_for_room=wait_for_room)
 
@@ -222,6 +251,83 @@ class Client:
         response: tpb.DrainWorkerResponse = self._unary(self._stub.DrainWorker, request, idempotent=True)
         return c.workers_from_proto(response)
 
+    # ---- Schedules ------------------------------------------------------------------------------
+
+    def create_schedule(
+        self,
+        name: str,
+        cron: str,
+        handler: str,
+        input: Any = None,
+        *,
+        timezone: str = "UTC",
+        catch_up_window: timedelta = DEFAULT_CATCH_UP_WINDOW,
+        overlap: OverlapPolicy | str = OverlapPolicy.SKIP,
+        paused: bool = False,
+        **task: Any,
+    ) -> ScheduleInfo:
+        """Create a schedule that starts one task running `handler` on `input` at each time `cron` names (five
+        fields, or six with seconds first) in `timezone`. `task` takes the options of `submit` that describe
+        the task (timeout, max_attempts, retry_policy, metadata, execution_timeout, ...; `execution_name`
+        names the executions). AlreadyExists when a schedule has that name; ValidationError naming the field
+        for a bad cron expression or time zone."""
+        spec = s.schedule_spec(
+            name,
+            cron,
+            handler,
+            input,
+            timezone=timezone,
+            catch_up_window=catch_up_window,
+            overlap=overlap,
+            paused=paused,
+            **task,
+        )
+        return self.create_schedule_spec(spec)
+
+    def create_schedule_spec(self, spec: ScheduleSpec) -> ScheduleInfo:
+        """Create a schedule from a full spec (any execution spec, several tasks included)."""
+        response: tpb.CreateScheduleResponse = self._unary(
+            self._stub.CreateSchedule, s.create_request(spec), idempotent=False
+        )
+        return s.schedule_from_proto(response.schedule)
+
+    def schedules(self, *, next_fire_times: int = 1) -> builtins.list[ScheduleInfo]:
+        """Every schedule, by name, each with its next `next_fire_times` fire times."""
+        request = tpb.ListSchedulesRequest(next_fire_times=next_fire_times)
+        response: tpb.ListSchedulesResponse = self._unary(self._stub.ListSchedules, request, idempotent=True)
+        return [s.schedule_from_proto(schedule) for schedule in response.schedules]
+
+    def get_schedule(self, name: str, *, next_fire_times: int = 5) -> ScheduleInfo:
+        """One schedule with its next fire times; NotFound when there is none."""
+        request = tpb.GetScheduleRequest(name=name, next_fire_times=next_fire_times)
+        response: tpb.GetScheduleResponse = self._unary(self._stub.GetSchedule, request, idempotent=True)
+        return s.schedule_from_proto(response.schedule)
+
+    def pause_schedule(self, name: str) -> ScheduleInfo:
+        """Pause a schedule (idempotent): it starts nothing until resumed."""
+        response: tpb.PauseScheduleResponse = self._unary(
+            self._stub.PauseSchedule, tpb.PauseScheduleRequest(name=name), idempotent=True
+        )
+        return s.schedule_from_proto(response.schedule)
+
+    def resume_schedule(self, name: str) -> ScheduleInfo:
+        """Resume a schedule (idempotent) from now on; the fire times while it was paused are not made up."""
+        response: tpb.ResumeScheduleResponse = self._unary(
+            self._stub.ResumeSchedule, tpb.ResumeScheduleRequest(name=name), idempotent=True
+        )
+        return s.schedule_from_proto(response.schedule)
+
+    def delete_schedule(self, name: str) -> None:
+        """Delete a schedule; the executions it started go on. NotFound when there is none."""
+        self._unary(self._stub.DeleteSchedule, tpb.DeleteScheduleRequest(name=name), idempotent=False)
+
+    def trigger_schedule(self, name: str) -> str:
+        """Start one execution of the schedule now (whatever its overlap policy, even paused); returns its id."""
+        response: tpb.TriggerScheduleResponse = self._unary(
+            self._stub.TriggerSchedule, tpb.TriggerScheduleRequest(name=name), idempotent=False
+        )
+        return response.execution_id
+
     def watch(
         self, execution_id: str, after_sequence: int = 0, *, timeout: timedelta | None = None
     ) -> Generator[WatchEvent, None, None]:
@@ -241,6 +347,33 @@ class Client:
                 yield event
         finally:
             stream.close()
+
+    def watch_events(
+        self, *, handler: str = "", states: Iterable[State | str] = ()
+    ) -> Generator[WatchEvent, None, None]:
+        """Live events of all executions, from now on (nothing is replayed), as they become durable.
+
+        `handler`: only executions with a task run of it; `states`: only events where the execution's
+        state just before or right after is one of them. Never ends by itself: close the generator to
+        stop. Raises WatcherFellBehind when it was read too slowly and the server dropped it, and
+        ServerUnavailable when the server goes away; it is not resumed (a new watch starts from its own
+        now, so re-read what it shows with `list`).
+        """
+        call = self._stub.WatchEvents(events_request(handler, states))
+        try:
+            for response in call:
+                yield event_of(response)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error, address=self._address) from error
+        finally:
+            call.cancel()
+
+    def identity(self) -> Identity:
+        """Who the server takes this client to be, and its role (anonymous "admin" without authentication)."""
+        response: tpb.GetIdentityResponse = self._unary(
+            self._stub.GetIdentity, tpb.GetIdentityRequest(), idempotent=True
+        )
+        return identity_from_proto(response)
 
     def wait_finished(
         self,

@@ -14,6 +14,7 @@ a pseudo-member, and the records' invariant checks apply to known values only; s
 from ._arguments import positive_int
 from ._errors import (
     AdmissionTimeout,
+    AlreadyExists,
     IdempotencyConflict,
     InvalidTransition,
     NotFound,
@@ -25,13 +26,18 @@ from ._errors import (
     TerminalStateError,
     Unauthenticated,
     ValidationError,
+    WatcherFellBehind,
 )
 from ._filters import ExecutionFilter
 from ._json_view import JSON_VIEW_VERSION, attempt_view, execution_view, iso, payload_view, task_run_view
 from ._models import (
     DEFAULT_INFRASTRUCTURE_RETRIES,
+    DEFAULT_PRIORITY,
     MAX_ATTEMPTS_LIMIT,
+    MAX_CONCURRENCY_LIMIT,
     MAX_INFRASTRUCTURE_RETRIES_LIMIT,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
     WORKER_SHUTDOWN_ERROR,
     Attempt,
     Closing,
@@ -55,6 +61,18 @@ from ._payload import (
 )
 from ._refs import MARKER as REFERENCE_MARKER
 from ._refs import InputReferenceError, references, resolve
+from ._schedules import (
+    DEFAULT_CATCH_UP_WINDOW,
+    FIRE_TIME_LABEL,
+    SCHEDULE_LABEL,
+    OverlapPolicy,
+    Schedule,
+    ScheduleSpec,
+    fire_key,
+    fire_time_text,
+    validate_schedule_name,
+    validate_schedule_spec,
+)
 from ._specs import DEFAULT_TASK_ID, ExecutionSpec, Limits, TaskSpec, find_cycle, validate_execution_spec
 from ._states import (
     TERMINAL_REASONS,
@@ -68,25 +86,35 @@ from ._states import (
     State,
     TaskRunState,
 )
-from ._stats import HandlerStats, QueueStats, Stats
+from ._stats import MAX_KEY_STATS, ConcurrencyKeyStats, HandlerStats, QueueStats, RateLimitStats, Stats
 
 __all__ = [
+    "DEFAULT_CATCH_UP_WINDOW",
     "DEFAULT_INFRASTRUCTURE_RETRIES",
+    "DEFAULT_PRIORITY",
     "DEFAULT_TASK_ID",
+    "FIRE_TIME_LABEL",
     "JSON_CONTENT_TYPE",
     "JSON_VIEW_VERSION",
     "MAX_ATTEMPTS_LIMIT",
+    "MAX_CONCURRENCY_LIMIT",
     "MAX_INFRASTRUCTURE_RETRIES_LIMIT",
+    "MAX_KEY_STATS",
+    "MAX_PRIORITY",
+    "MIN_PRIORITY",
     "OCTET_STREAM",
     "REFERENCE_MARKER",
+    "SCHEDULE_LABEL",
     "TERMINAL_REASONS",
     "TERMINAL_STATES",
     "WAITING_REASONS",
     "WORKER_SHUTDOWN_ERROR",
     "AdmissionTimeout",
+    "AlreadyExists",
     "Attempt",
     "AttemptOutcome",
     "Closing",
+    "ConcurrencyKeyStats",
     "ErrorInfo",
     "Execution",
     "ExecutionFilter",
@@ -100,16 +128,20 @@ __all__ = [
     "LogLevel",
     "NotFound",
     "OpenEnum",
+    "OverlapPolicy",
     "Payload",
     "PermissionDenied",
     "Progress",
     "QueueFull",
     "QueueStats",
+    "RateLimitStats",
     "RateLimited",
     "Reason",
     "ReasonCode",
     "Refusal",
     "RetryPolicy",
+    "Schedule",
+    "ScheduleSpec",
     "ShuttingDown",
     "State",
     "Stats",
@@ -120,11 +152,14 @@ __all__ = [
     "TerminalStateError",
     "Unauthenticated",
     "ValidationError",
+    "WatcherFellBehind",
     "attempt_view",
     "decode_payload",
     "dumps_json",
     "execution_view",
     "find_cycle",
+    "fire_key",
+    "fire_time_text",
     "is_json_content_type",
     "iso",
     "json_payload",
@@ -135,4 +170,6 @@ __all__ = [
     "resolve",
     "task_run_view",
     "validate_execution_spec",
+    "validate_schedule_name",
+    "validate_schedule_spec",
 ]

@@ -3,8 +3,9 @@
 The tree, by where each branch lives:
 
 - here: the errors that cross the wire (`ValidationError`, `InvalidTransition` and
-  `TerminalStateError`, `NotFound`, `IdempotencyConflict`, `QueueFull`,
-  `AdmissionTimeout`, `ShuttingDown`, `Unauthenticated`, `PermissionDenied`, `RateLimited`);
+  `TerminalStateError`, `NotFound`, `AlreadyExists` and `IdempotencyConflict`, `QueueFull`,
+  `AdmissionTimeout`, `ShuttingDown`, `WatcherFellBehind`, `Unauthenticated`, `PermissionDenied`,
+  `RateLimited`);
 - `taskwire.client`: `ServerUnavailable`, `WaitTimeout`, and `ExecutionEnded` with
   `ExecutionFailed` and `ExecutionCancelled`;
 - `taskwire.worker`: `WorkerAgentError` and its family (`NonRetryableError`,
@@ -71,7 +72,13 @@ class NotFound(TaskwireError):
         self.entity_id = entity_id
 
 
-class IdempotencyConflict(TaskwireError):
+class AlreadyExists(TaskwireError):
+    """Something with that name (or key) exists already: a schedule name, an idempotency key."""
+
+    status_name = "ALREADY_EXISTS"
+
+
+class IdempotencyConflict(AlreadyExists):
     """An idempotency key reused with a different request."""
 
     status_name = "ALREADY_EXISTS"
@@ -104,6 +111,12 @@ class AdmissionTimeout(TaskwireError):
     """A wait-for-room submit whose deadline passed before the queue had room."""
 
     status_name = "DEADLINE_EXCEEDED"
+
+
+class WatcherFellBehind(TaskwireError):
+    """A watcher of all executions read too slowly: the server dropped it rather than buffer without bound."""
+
+    status_name = "ABORTED"
 
 
 class ShuttingDown(TaskwireError):

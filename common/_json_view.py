@@ -51,6 +51,7 @@ def _error(error: ErrorInfo | None) -> JsonObject | None:
         "message": error.message,
         "retryable": error.retryable,
         "traceback": error.traceback,
+        "retry_after_s": _seconds(error.retry_after),
     }
 
 
@@ -90,6 +91,12 @@ def task_run_view(task_run: TaskRun) -> JsonObject:
         "depends_on": list(task_run.depends_on),
         "timeout_s": _seconds(task_run.timeout),
         "schedule_to_start_timeout_s": _seconds(task_run.schedule_to_start_timeout),
+        "priority": task_run.priority,
+        "concurrency_key": task_run.concurrency_key or None,
+        "concurrency_limit": task_run.concurrency_limit or None,
+        "fairness_key": task_run.fairness_key or None,
+        "rate_limit": task_run.rate_limit or None,
+        "rate_limit_key": task_run.rate_limit_key or None,
         "retry_policy": _retry_policy(task_run.retry_policy),
         "progress": {"fraction": progress.fraction, "message": progress.message} if progress else None,
         "not_before": iso(task_run.not_before),

@@ -36,16 +36,27 @@ class ErrorInfo:
     message: str
     retryable: bool = True
     traceback: str = ""
+    # Set when the handler reported that the remote side rate limited it (`taskwire.worker.RateLimited`): the
+    # server retries after this long, and the attempt costs nothing.
+    retry_after: timedelta | None = None
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> ErrorInfo:
-        """The error type is the exception's class name; ``retryable`` is its ``retryable`` attribute."""
+        """The error type is the exception's class name; ``retryable`` is its ``retryable`` attribute;
+        ``retry_after`` its ``taskwire_retry_after`` (what `taskwire.worker.RateLimited` sets)."""
+        retry_after = getattr(exc, "taskwire_retry_after", None)
         return cls(
             type=type(exc).__name__,
             message=str(exc),
             retryable=bool(getattr(exc, "retryable", True)),
             traceback="".join(traceback.format_exception(exc)),
+            retry_after=retry_after if isinstance(retry_after, timedelta) else None,
         )
+
+    @property
+    def is_rate_limited(self) -> bool:
+        """The handler said the remote side rate limited it: not the handler's failure."""
+        return self.retry_after is not None
 
     @property
     def is_refusal(self) -> bool:
@@ -87,6 +98,12 @@ MAX_ATTEMPTS_LIMIT = 100
 # `max_attempts`: the default, and the most a policy may ask for.
 DEFAULT_INFRASTRUCTURE_RETRIES = 3
 MAX_INFRASTRUCTURE_RETRIES_LIMIT = 100
+# A task's priority: an integer from MIN_PRIORITY to MAX_PRIORITY, higher dispatched first (docs/flow-control.md).
+MIN_PRIORITY = 1
+MAX_PRIORITY = 9
+DEFAULT_PRIORITY = 5
+# The largest concurrency limit a task may name.
+MAX_CONCURRENCY_LIMIT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +236,16 @@ class TaskRun:
     progress: Progress | None = None
     # How long it may wait PENDING for a worker to start it; None: no limit.
     schedule_to_start_timeout: timedelta | None = None
+    # MIN_PRIORITY to MAX_PRIORITY; among a handler's queued task runs a higher one is dispatched first.
+    priority: int = DEFAULT_PRIORITY
+    # With a key: at most `concurrency_limit` attempts of the key run at once (docs/flow-control.md).
+    concurrency_key: str = ""
+    concurrency_limit: int = 0
+    # Its tenant: within a priority, dispatch takes the fairness keys of a handler's queue in turns.
+    fairness_key: str = ""
+    # The server's rate limit it draws a token from at each dispatch, and the key of its own bucket of it.
+    rate_limit: str = ""
+    rate_limit_key: str = ""
 
     def __post_init__(self) -> None:
         _check_state_reason("task run", self.id, self.state, self.reason)

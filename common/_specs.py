@@ -13,7 +13,15 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from ._errors import ValidationError
-from ._models import MAX_ATTEMPTS_LIMIT, MAX_INFRASTRUCTURE_RETRIES_LIMIT, RetryPolicy
+from ._models import (
+    DEFAULT_PRIORITY,
+    MAX_ATTEMPTS_LIMIT,
+    MAX_CONCURRENCY_LIMIT,
+    MAX_INFRASTRUCTURE_RETRIES_LIMIT,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    RetryPolicy,
+)
 from ._payload import Payload, loads_json
 from ._refs import MARKER, InputReferenceError, references
 
@@ -45,6 +53,16 @@ class TaskSpec:
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     # How long it may wait PENDING for a worker to start it (each time it becomes PENDING); None: no limit.
     schedule_to_start_timeout: timedelta | None = None
+    # MIN_PRIORITY to MAX_PRIORITY: among a handler's queued task runs, a higher one is dispatched first.
+    priority: int = DEFAULT_PRIORITY
+    # With a key: at most `concurrency_limit` attempts of the key run at once, across all workers.
+    concurrency_key: str = ""
+    concurrency_limit: int = 0
+    # Its tenant: within a priority, dispatch takes the fairness keys of a handler's queue in turns.
+    fairness_key: str = ""
+    # The name of a rate limit the server defines: each dispatch takes a token of it (of its key's bucket).
+    rate_limit: str = ""
+    rate_limit_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +129,30 @@ def _validate_references(task: TaskSpec, where: str) -> None:
                 )
     except InputReferenceError as error:
         raise ValidationError(where, str(error)) from None
+
+
+def _validate_keys(task: TaskSpec, at: str, limits: Limits) -> None:
+    for name in ("fairness_key", "rate_limit", "rate_limit_key"):
+        value = getattr(task, name)
+        if len(value) > limits.max_key_chars or value != value.strip():
+            raise ValidationError(
+                f"{at}.{name}", f"must be at most {limits.max_key_chars} characters with no surrounding spaces"
+            )
+    if task.rate_limit_key and not task.rate_limit:
+        raise ValidationError(f"{at}.rate_limit_key", "needs a rate_limit")
+    key, limit = task.concurrency_key, task.concurrency_limit
+    if not key:
+        if limit:
+            raise ValidationError(f"{at}.concurrency_limit", "needs a concurrency_key")
+        return
+    if len(key) > limits.max_key_chars or key != key.strip():
+        raise ValidationError(
+            f"{at}.concurrency_key", f"must be at most {limits.max_key_chars} characters with no surrounding spaces"
+        )
+    if not 1 <= limit <= MAX_CONCURRENCY_LIMIT:
+        raise ValidationError(
+            f"{at}.concurrency_limit", f"must be between 1 and {MAX_CONCURRENCY_LIMIT} with a key, got {limit}"
+        )
 
 
 def _validate_payload(payload: Payload, where: str, limits: Limits) -> None:
@@ -201,6 +243,11 @@ def validate_execution_spec(spec: ExecutionSpec, limits: Limits, where: str = "e
         _validate_references(task, f"{at}.input")
         _duration(task.timeout, f"{at}.timeout", limits)
         _duration(task.schedule_to_start_timeout, f"{at}.schedule_to_start_timeout", limits)
+        if not MIN_PRIORITY <= task.priority <= MAX_PRIORITY:
+            raise ValidationError(
+                f"{at}.priority", f"must be between {MIN_PRIORITY} and {MAX_PRIORITY}, got {task.priority}"
+            )
+        _validate_keys(task, at, limits)
         policy = _validate_retry_policy(task.retry_policy, f"{at}.retry_policy", limits)
         if task_id != task.task_id or policy is not task.retry_policy:
             task = replace(task, task_id=task_id, retry_policy=policy)

@@ -113,6 +113,10 @@ class ReasonCode(OpenEnum):
     RETRY_BACKOFF = "RETRY_BACKOFF"
     DEPENDENCIES = "DEPENDENCIES"
     SCHEDULED = "SCHEDULED"
+    # Its concurrency key has as many attempts running or queued as its limit allows.
+    CONCURRENCY_LIMIT = "CONCURRENCY_LIMIT"
+    # Its rate limit had no token when a worker was free for it.
+    RATE_LIMITED = "RATE_LIMITED"
 
 
 class LogLevel(OpenEnum):
@@ -124,7 +128,15 @@ class LogLevel(OpenEnum):
     ERROR = "ERROR"
 
 
-WAITING_REASONS = frozenset({ReasonCode.RETRY_BACKOFF, ReasonCode.DEPENDENCIES, ReasonCode.SCHEDULED})
+WAITING_REASONS = frozenset(
+    {
+        ReasonCode.RETRY_BACKOFF,
+        ReasonCode.DEPENDENCIES,
+        ReasonCode.SCHEDULED,
+        ReasonCode.CONCURRENCY_LIMIT,
+        ReasonCode.RATE_LIMITED,
+    }
+)
 
 # Which reasons each terminal state may carry: a record with any other pairing is refused.
 TERMINAL_REASONS: dict[State, frozenset[ReasonCode]] = {

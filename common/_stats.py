@@ -4,6 +4,7 @@ server that computes them and the client that reads them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,31 @@ class HandlerStats:
     in_flight: int
     free_slots: int
     workers: int
+    # When its oldest queued task run was queued (see GetStats); None when none is.
+    oldest_queued_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyKeyStats:
+    """One concurrency key in use: its attempts running, its task runs queued, and those waiting for a place."""
+
+    key: str
+    limit: int
+    running: int
+    queued: int
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitStats:
+    """One bucket of a rate limit in use: its rate and burst, tokens now, granted and waiting task runs."""
+
+    name: str
+    rate_per_s: float
+    burst: int
+    tokens: int
+    reserved: int
+    waiting: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,3 +69,11 @@ class Stats:
     connected_workers: int
     free_slots: int
     handlers: tuple[HandlerStats, ...] = ()
+    # The keys in use, most waiting first (at most MAX_KEY_STATS of them).
+    concurrency_keys: tuple[ConcurrencyKeyStats, ...] = ()
+    # The rate limit buckets in use, most waiting first (at most MAX_KEY_STATS of them).
+    rate_limits: tuple[RateLimitStats, ...] = ()
+
+
+# The most concurrency keys GetStats lists.
+MAX_KEY_STATS = 100

@@ -32,10 +32,12 @@ from ._errors import (
     TaskwireError,
     Unauthenticated,
     ValidationError,
+    WatcherFellBehind,
 )
 from ._filters import ExecutionFilter
 from ._models import (
     DEFAULT_INFRASTRUCTURE_RETRIES,
+    DEFAULT_PRIORITY,
     Attempt,
     Closing,
     ErrorInfo,
@@ -293,6 +295,12 @@ def task_spec_to_proto(spec: TaskSpec) -> tpb.TaskSpec:
         timeout=duration_to_proto(spec.timeout),
         retry_policy=retry_policy_to_proto(spec.retry_policy),
         schedule_to_start_timeout=duration_to_proto(spec.schedule_to_start_timeout),
+        priority=spec.priority,
+        concurrency_key=spec.concurrency_key,
+        concurrency_limit=spec.concurrency_limit,
+        fairness_key=spec.fairness_key,
+        rate_limit=spec.rate_limit,
+        rate_limit_key=spec.rate_limit_key,
     )
 
 
@@ -324,12 +332,22 @@ def execution_spec_to_proto(spec: ExecutionSpec) -> tpb.ExecutionSpec:
 def error_to_proto(error: ErrorInfo | None) -> pb.ErrorInfo | None:
     if error is None:
         return None
-    return pb.ErrorInfo(type=error.type, message=error.message, retryable=error.retryable, traceback=error.traceback)
+    return pb.ErrorInfo(
+        type=error.type,
+        message=error.message,
+        retryable=error.retryable,
+        traceback=error.traceback,
+        retry_after=duration_to_proto(error.retry_after),
+    )
 
 
 def error_from_proto(message: pb.ErrorInfo) -> ErrorInfo:
     return ErrorInfo(
-        type=message.type or "Error", message=message.message, retryable=message.retryable, traceback=message.traceback
+        type=message.type or "Error",
+        message=message.message,
+        retryable=message.retryable,
+        traceback=message.traceback,
+        retry_after=optional_duration(message, "retry_after"),
     )
 
 
@@ -369,6 +387,12 @@ def task_run_from_proto(message: pb.TaskRun) -> TaskRun:
             Progress(message.progress.fraction, message.progress.message) if message.HasField("progress") else None
         ),
         schedule_to_start_timeout=optional_duration(message, "schedule_to_start_timeout"),
+        priority=message.priority or DEFAULT_PRIORITY,
+        concurrency_key=message.concurrency_key,
+        concurrency_limit=message.concurrency_limit,
+        fairness_key=message.fairness_key,
+        rate_limit=message.rate_limit,
+        rate_limit_key=message.rate_limit_key,
     )
 
 
@@ -410,6 +434,7 @@ _ERROR_BY_STATUS: dict[grpc.StatusCode, type[TaskwireError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: QueueFull,
     grpc.StatusCode.DEADLINE_EXCEEDED: AdmissionTimeout,
     grpc.StatusCode.UNAVAILABLE: ShuttingDown,
+    grpc.StatusCode.ABORTED: WatcherFellBehind,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
 }

@@ -43,6 +43,7 @@ _SUBMITTERS: Rule = {Role.SUBMITTER: Scope.OWN, Role.ADMIN: Scope.ALL}
 _READERS: Rule = {Role.SUBMITTER: Scope.OWN, Role.READER: Scope.ALL, Role.ADMIN: Scope.ALL}
 _OBSERVERS: Rule = {Role.READER: Scope.ALL, Role.ADMIN: Scope.ALL}
 _ADMINS: Rule = {Role.ADMIN: Scope.ALL}
+_EVERYONE: Rule = dict.fromkeys(Role, Scope.ALL)
 
 RULES: dict[str, Rule] = {
     f"/{_TASK}/SubmitExecution": _SUBMITTERS,
@@ -54,11 +55,23 @@ RULES: dict[str, Rule] = {
     f"/{_TASK}/GetStats": _OBSERVERS,
     f"/{_TASK}/ListWorkers": _OBSERVERS,
     f"/{_TASK}/DrainWorker": _ADMINS,
+    # Every execution's events, whoever submitted it: for those who may read them all.
+    f"/{_TASK}/WatchEvents": _OBSERVERS,
+    # Any identity may ask who it is.
+    f"/{_TASK}/GetIdentity": _EVERYONE,
     f"/{_TASK}/DeleteExecution": _ADMINS,
     f"/{_TASK}/RerunExecution": _SUBMITTERS,
     # Bulk actions reach across identities: an operator's.
     f"/{_TASK}/CancelExecutions": _ADMINS,
     f"/{_TASK}/DeleteExecutions": _ADMINS,
+    # Schedules start work on their own, for no one in particular: an operator's.
+    f"/{_TASK}/CreateSchedule": _ADMINS,
+    f"/{_TASK}/PauseSchedule": _ADMINS,
+    f"/{_TASK}/ResumeSchedule": _ADMINS,
+    f"/{_TASK}/DeleteSchedule": _ADMINS,
+    f"/{_TASK}/TriggerSchedule": _ADMINS,
+    f"/{_TASK}/ListSchedules": _OBSERVERS,
+    f"/{_TASK}/GetSchedule": _OBSERVERS,
     f"/{_WORKER}/Connect": {Role.WORKER: Scope.ALL, Role.ADMIN: Scope.ALL},
     # Probes must work without a credential.
     f"/{_HEALTH}/Check": OPEN,
@@ -72,7 +85,18 @@ RULES: dict[str, Rule] = {
 # The calls written to the audit trail whether they succeed or not.
 AUDITED = frozenset(
     f"/{_TASK}/{method}"
-    for method in ("CancelExecution", "DeleteExecution", "DrainWorker", "CancelExecutions", "DeleteExecutions")
+    for method in (
+        "CancelExecution",
+        "DeleteExecution",
+        "DrainWorker",
+        "CancelExecutions",
+        "DeleteExecutions",
+        "CreateSchedule",
+        "PauseSchedule",
+        "ResumeSchedule",
+        "DeleteSchedule",
+        "TriggerSchedule",
+    )
 )
 SUBMITS = frozenset({f"/{_TASK}/SubmitExecution", f"/{_TASK}/SubmitExecutions"})
 WORKER_STREAM = f"/{_WORKER}/Connect"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -10,6 +11,35 @@ from .domain import Limits
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DB = Path(".taskwire") / "taskwire.db"
+
+
+_PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_RATE_LIMIT = re.compile(r"^([A-Za-z0-9_.\-]{1,128})=(\d+)/(\d*\.?\d*)([smhd])(?::(\d+))?$")
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A named rate limit tasks may refer to: `rate` tokens a second, at most `burst` held at once."""
+
+    name: str
+    rate: float
+    burst: int
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit:
+        """`NAME=N/PERIOD[:BURST]`, PERIOD one of s, m, h, d with an optional number before it (`10/s`,
+        `100/m`, `5/2s`); BURST defaults to N."""
+        found = _RATE_LIMIT.fullmatch(text.strip())
+        if found is None:
+            raise ValueError(f"rate limit {text!r} is not NAME=N/PERIOD[:BURST], e.g. remote-api=10/s:20")
+        name, count, length, unit, burst = found.groups()
+        seconds = (float(length) if length else 1.0) * _PERIODS[unit]
+        if int(count) < 1 or seconds <= 0:
+            raise ValueError(f"rate limit {text!r}: N and the period must be positive")
+        limit = cls(name, int(count) / seconds, int(burst) if burst else int(count))
+        if limit.burst < 1:
+            raise ValueError(f"rate limit {text!r}: the burst must be at least 1")
+        return limit
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -23,6 +53,11 @@ class ServerConfig:
     # dropped from memory once durable and read back from the store in batches when their turn comes:
     # memory stays small for a long queue, and a short one never waits on the store.
     hot_queue_size: int = 1000
+    # A queued task run's effective priority rises one level per this long waited (docs/flow-control.md);
+    # zero: no aging, strict priority.
+    priority_aging: timedelta = timedelta(seconds=60)
+    # The rate limits tasks may name (`--rate-limit NAME=N/PERIOD[:BURST]`), docs/flow-control.md.
+    rate_limits: tuple[RateLimit, ...] = ()
     limits: Limits = field(default_factory=Limits)
     # A worker sends heartbeats this often; a session silent for lease_timeout loses its attempts.
     heartbeat_interval: timedelta = timedelta(seconds=5)
@@ -75,6 +110,11 @@ class ServerConfig:
         for name in ("heartbeat_interval", "lease_timeout", "cancel_grace"):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"{name.replace('_', ' ')} must be positive")
+        names = [limit.name for limit in self.rate_limits]
+        if len(set(names)) != len(names):
+            raise ValueError("a rate limit is defined twice")
+        if self.priority_aging < timedelta(0):
+            raise ValueError("priority aging must not be negative")
         if self.retention < timedelta(0):
             raise ValueError("retention must not be negative")
         if self.retention_batch < 1:

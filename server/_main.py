@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NoReturn, TypeVar
 
 from ._app import TaskwireServer
-from ._config import DEFAULT_DB, DEFAULT_LISTEN, ServerConfig
+from ._config import DEFAULT_DB, DEFAULT_LISTEN, RateLimit, ServerConfig
 from ._local_worker import LocalWorker
 from .domain import Limits
 from .store._postgres import redact
@@ -83,6 +83,13 @@ def _host_port(text: str) -> str:
     return text
 
 
+def _rate_limit(text: str) -> RateLimit:
+    try:
+        return RateLimit.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="taskwire-server", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -119,6 +126,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("TASKWIRE_HOT_QUEUE_SIZE", "1000"),
         help="queued task runs kept in memory; beyond it, waiting executions are read back from the store "
         "when their turn comes [TASKWIRE_HOT_QUEUE_SIZE] (default: %(default)s)",
+    )
+    add(
+        "--priority-aging",
+        type=_seconds("priority aging", zero_allowed=True),
+        default=_env("TASKWIRE_PRIORITY_AGING", "60"),
+        help="seconds after which a queued task's priority rises one level, so low priorities are not starved; "
+        "0: strict priority [TASKWIRE_PRIORITY_AGING] (default: %(default)s)",
+    )
+    add(
+        "--rate-limit",
+        action="append",
+        type=_rate_limit,
+        default=[],
+        metavar="NAME=N/PERIOD[:BURST]",
+        help="a rate limit tasks may name: N dispatches per PERIOD (s, m, h, d, e.g. 10/s, 100/m, 5/2s), at most "
+        "BURST at once (default N); repeat for more [TASKWIRE_RATE_LIMITS, comma-separated]",
     )
     add(
         "--max-payload-bytes",
@@ -244,6 +267,11 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         store_url=_store_url(args),
         queue_capacity=args.queue_capacity,
         hot_queue_size=args.hot_queue_size,
+        priority_aging=args.priority_aging,
+        rate_limits=(
+            *(RateLimit.parse(text) for text in os.environ.get("TASKWIRE_RATE_LIMITS", "").split(",") if text.strip()),
+            *args.rate_limit,
+        ),
         limits=Limits(max_payload_bytes=args.max_payload_bytes),
         heartbeat_interval=args.heartbeat_interval,
         lease_timeout=args.lease_timeout,

@@ -21,13 +21,14 @@ from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc, worker_service_pb2_grpc
 from taskwire.v1 import worker_service_pb2 as wpb
 
+from . import _schedule_wire as swire
 from . import wire
 from ._audit import audit
 from ._auth import Caller, current_caller
 from ._config import ServerConfig
 from ._edge import Malformed, RejectionLog
 from ._worker_wire import StreamLink, decode_messages, hello_from_proto, welcome_to_proto
-from .domain import NotFound, TaskwireError, ValidationError
+from .domain import NotFound, Schedule, TaskwireError, ValidationError
 from .engine import Engine, SubmitItem, WorkerSession
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ ServicerT = TypeVar("ServicerT", bound="TaskService")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 MAX_BATCH = 1000
+# The role GetIdentity reports for a caller the server did not authenticate (no authentication configured).
+ANONYMOUS_ROLE = "admin"
 MAX_CANCEL_REASON = 1024  # also a drain's reason
 # A wait-for-room submit answers this much before the caller's deadline so that the caller
 # gets taskwire's DEADLINE_EXCEEDED (with its message) rather than its own channel's.
@@ -259,6 +262,27 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         except TaskwireError as error:
             await context.abort(wire.status_for(error), error.message)
 
+    async def WatchEvents(
+        self, request: tpb.WatchEventsRequest | Malformed, context: Context
+    ) -> AsyncIterator[tpb.WatchEventsResponse]:
+        try:
+            if isinstance(request, Malformed):
+                raise self.malformed(request, "WatchEvents", context)
+            states = wire.states_from_proto(request.states)
+            async for record in self._engine.watch_all(handler=request.handler, states=states):
+                response = tpb.WatchEventsResponse()
+                response.event.ParseFromString(record.body)
+                yield response
+        except TaskwireError as error:
+            await context.abort(wire.status_for(error), error.message)
+
+    @_translate_errors
+    async def GetIdentity(self, request: tpb.GetIdentityRequest, context: Context) -> tpb.GetIdentityResponse:
+        caller = current_caller()
+        # Without authentication every caller is anonymous and may do everything.
+        role = caller.role.value if caller.role is not None else ANONYMOUS_ROLE
+        return tpb.GetIdentityResponse(name=caller.identity, role=role)
+
     @_translate_errors
     async def GetStats(self, request: tpb.GetStatsRequest, context: Context) -> tpb.GetStatsResponse:
         stats = self._engine.stats()
@@ -281,8 +305,24 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
                     in_flight=h.in_flight,
                     free_slots=h.free_slots,
                     workers=h.workers,
+                    oldest_queued_at=wire.timestamp_to_proto(h.oldest_queued_at),
                 )
                 for h in stats.handlers
+            ],
+            concurrency_keys=[
+                tpb.ConcurrencyKeyStats(key=k.key, limit=k.limit, running=k.running, queued=k.queued, waiting=k.waiting)
+                for k in stats.concurrency_keys
+            ],
+            rate_limits=[
+                tpb.RateLimitStats(
+                    name=r.name,
+                    rate_per_s=r.rate_per_s,
+                    burst=r.burst,
+                    tokens=r.tokens,
+                    reserved=r.reserved,
+                    waiting=r.waiting,
+                )
+                for r in stats.rate_limits
             ],
         )
 
@@ -336,6 +376,54 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
             name=request.name, session_id=request.session_id, grace=grace, reason=request.reason
         )
         return tpb.DrainWorkerResponse(workers=self._worker_infos(sessions))
+
+    # ---- Schedules ------------------------------------------------------------------------------
+
+    def _schedule(self, schedule: Schedule, next_fire_times: int) -> tpb.Schedule:
+        upcoming = self._engine.schedules.next_fire_times(schedule, next_fire_times)
+        return swire.schedule_to_proto(schedule, upcoming)
+
+    @_translate_errors
+    async def CreateSchedule(self, request: tpb.CreateScheduleRequest, context: Context) -> tpb.CreateScheduleResponse:
+        if not request.HasField("schedule"):
+            raise ValidationError("schedule", "required")
+        schedule = await self._engine.schedules.create(swire.schedule_spec_from_proto(request.schedule))
+        return tpb.CreateScheduleResponse(schedule=self._schedule(schedule, 5))
+
+    @_translate_errors
+    async def ListSchedules(self, request: tpb.ListSchedulesRequest, context: Context) -> tpb.ListSchedulesResponse:
+        count = swire.next_fire_count(request.next_fire_times, 1)
+        return tpb.ListSchedulesResponse(
+            schedules=[self._schedule(schedule, count) for schedule in self._engine.schedules.all()]
+        )
+
+    @_translate_errors
+    async def GetSchedule(self, request: tpb.GetScheduleRequest, context: Context) -> tpb.GetScheduleResponse:
+        count = swire.next_fire_count(request.next_fire_times, 5)
+        schedule = self._engine.schedules.get(_required(request.name, "name"))
+        return tpb.GetScheduleResponse(schedule=self._schedule(schedule, count))
+
+    @_translate_errors
+    async def PauseSchedule(self, request: tpb.PauseScheduleRequest, context: Context) -> tpb.PauseScheduleResponse:
+        schedule = await self._engine.schedules.pause(_required(request.name, "name"))
+        return tpb.PauseScheduleResponse(schedule=self._schedule(schedule, 5))
+
+    @_translate_errors
+    async def ResumeSchedule(self, request: tpb.ResumeScheduleRequest, context: Context) -> tpb.ResumeScheduleResponse:
+        schedule = await self._engine.schedules.resume(_required(request.name, "name"))
+        return tpb.ResumeScheduleResponse(schedule=self._schedule(schedule, 5))
+
+    @_translate_errors
+    async def DeleteSchedule(self, request: tpb.DeleteScheduleRequest, context: Context) -> tpb.DeleteScheduleResponse:
+        await self._engine.schedules.delete(_required(request.name, "name"))
+        return tpb.DeleteScheduleResponse()
+
+    @_translate_errors
+    async def TriggerSchedule(
+        self, request: tpb.TriggerScheduleRequest, context: Context
+    ) -> tpb.TriggerScheduleResponse:
+        schedule, execution_id = await self._engine.schedules.trigger(_required(request.name, "name"))
+        return tpb.TriggerScheduleResponse(schedule=self._schedule(schedule, 5), execution_id=execution_id)
 
     def _worker_infos(self, sessions: list[WorkerSession]) -> list[tpb.WorkerInfo]:
         lease_timeout = wire.duration_to_proto(self._config.lease_timeout)

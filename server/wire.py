@@ -132,6 +132,12 @@ def task_spec_from_proto(message: tpb.TaskSpec, where: str = "task") -> d.TaskSp
         schedule_to_start_timeout=optional_duration(
             message, "schedule_to_start_timeout", f"{where}.schedule_to_start_timeout"
         ),
+        priority=message.priority or d.DEFAULT_PRIORITY,
+        concurrency_key=message.concurrency_key,
+        concurrency_limit=message.concurrency_limit,
+        fairness_key=message.fairness_key,
+        rate_limit=message.rate_limit,
+        rate_limit_key=message.rate_limit_key,
     )
 
 
@@ -215,6 +221,12 @@ def task_run_to_proto(task_run: d.TaskRun) -> pb.TaskRun:
         progress=pb.Progress(fraction=progress.fraction, message=progress.message) if progress else None,
         cancel_requested=reason_to_proto(task_run.pending_cancel),
         schedule_to_start_timeout=duration_to_proto(task_run.schedule_to_start_timeout),
+        priority=task_run.priority,
+        concurrency_key=task_run.concurrency_key,
+        concurrency_limit=task_run.concurrency_limit,
+        fairness_key=task_run.fairness_key,
+        rate_limit=task_run.rate_limit,
+        rate_limit_key=task_run.rate_limit_key,
     )
 
 

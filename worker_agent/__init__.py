@@ -18,6 +18,7 @@ from ._errors import (
     InputDecodingError,
     NonRetryableError,
     OutputEncodingError,
+    RateLimited,
     WorkerAgentError,
 )
 from ._executor import Isolation
@@ -68,6 +69,7 @@ __all__ = [
     "Payload",
     "PayloadLike",
     "ProgressUpdate",
+    "RateLimited",
     "RegisteredHandler",
     "SessionInfo",
     "SyncHandler",

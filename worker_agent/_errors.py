@@ -3,6 +3,8 @@ and WorkerAgentError from `taskwire.common.TaskwireError`."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from taskwire.common import TaskwireError
 
 
@@ -18,6 +20,35 @@ class NonRetryableError(WorkerAgentError):
     """
 
     retryable = False
+
+
+class RateLimited(WorkerAgentError):
+    """Raise this from a handler when the remote side it calls rate limited it: ``raise
+    RateLimited(retry_after=30)`` (seconds, or a timedelta).
+
+    The server makes the task wait that long, ``WAITING(RETRY_BACKOFF)``, and tries again without spending
+    an attempt of ``max_attempts`` (a handler rate limited forever is ended by its execution timeout).
+    """
+
+    def __init__(self, message: str = "rate limited by the remote side", *, retry_after: float | timedelta) -> None:
+        super().__init__(message)
+        after = retry_after if isinstance(retry_after, timedelta) else timedelta(seconds=float(retry_after))
+        if not after >= timedelta(0):
+            raise ValueError(f"retry_after must not be negative, got {retry_after!r}")
+        # What `ErrorInfo.from_exception` reads.
+        self.taskwire_retry_after = after
+
+    @property
+    def retry_after(self) -> timedelta:
+        return self.taskwire_retry_after
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Handlers run in a child process under process isolation: the exception crosses back pickled.
+        return (_rate_limited, (str(self), self.taskwire_retry_after))
+
+
+def _rate_limited(message: str, retry_after: timedelta) -> RateLimited:
+    return RateLimited(message, retry_after=retry_after)
 
 
 class HandlerRegistrationError(WorkerAgentError):

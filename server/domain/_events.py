@@ -108,6 +108,31 @@ class StartTimedOut:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyFull:
+    """A task run just queued finds its concurrency key full: it waits for a place (`message` has the numbers)."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPlaceFree:
+    """A place of its concurrency key is this WAITING(CONCURRENCY_LIMIT) task run's now: it may queue."""
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitEmpty:
+    """A task run about to be dispatched finds its rate limit without a token: it waits for one (`message` has the
+    numbers)."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class RateTokenGranted:
+    """A token of its rate limit is this WAITING(RATE_LIMITED) task run's now: it may queue."""
+
+
+@dataclass(frozen=True, slots=True)
 class CancelRequested:
     """Stop this task run: cancelled, timed out or upstream failed, as `reason` says."""
 
@@ -128,6 +153,10 @@ TaskRunEvent = (
     | DependenciesMet
     | DependenciesFailed
     | StartTimedOut
+    | KeyFull
+    | KeyPlaceFree
+    | RateLimitEmpty
+    | RateTokenGranted
     | CancelRequested
 )
 

@@ -29,9 +29,9 @@ from ._events import (
     ScheduleDue,
     TaskRunEvent,
 )
+from ._execution_transitions import propagated_reason
 from ._models import Execution, TaskRun
 from ._states import ReasonCode, State
-from ._transitions import propagated_reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,13 @@ bound: its queue overflows, it is told so, and it catches up from the store.
 The committer publishes here after each durable write; the history room
 subscribes watchers.
 
-May use: the store's records.
+A watcher of all executions (`subscribe_all`) has no store to catch up from:
+it is live only, so one that overflows its smaller buffer is dropped (its
+`overflowed` flag is set and it is woken) and receives nothing more. It sees
+only what its `EventFilter` matches, on the `EventScope` the history attaches
+to each event while anyone watches all executions.
+
+May use: the domain's states, the store's records.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from taskwire.server.store import EventRecord
+from taskwire.server.domain import State
+from taskwire.server.store import EventRecord, EventScope
 
 
 @dataclass(eq=False)
@@ -25,10 +32,37 @@ class Subscription:
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which events a watcher of all executions receives; the empty filter receives all."""
+
+    handler: str = ""  # an execution with a task run of this handler
+    states: frozenset[State] = frozenset()  # the execution's state before or after the event is one of these
+
+    def matches(self, scope: EventScope | None) -> bool:
+        if not self.handler and not self.states:
+            return True
+        if scope is None:  # staged before anyone watched all executions
+            return False
+        if self.handler and self.handler not in scope.handlers:
+            return False
+        return not self.states or not self.states.isdisjoint(scope.states)
+
+
+@dataclass(eq=False)
+class AllSubscription:
+    filter: EventFilter
+    queue: asyncio.Queue[EventRecord]
+    overflowed: bool = False  # dropped: it fell behind and will receive nothing more
+    closed: asyncio.Event = field(default_factory=asyncio.Event)  # set when dropped or at shutdown
+
+
 class EventBus:
-    def __init__(self, *, max_backlog: int = 10_000) -> None:
+    def __init__(self, *, max_backlog: int = 10_000, max_all_backlog: int = 1_000) -> None:
         self._max_backlog = max_backlog
+        self._max_all_backlog = max_all_backlog
         self._subscribers: defaultdict[str, set[Subscription]] = defaultdict(set)
+        self._all: set[AllSubscription] = set()
 
     def subscribe(self, execution_id: str) -> Subscription:
         subscription = Subscription(execution_id, asyncio.Queue(maxsize=self._max_backlog))
@@ -42,6 +76,19 @@ class EventBus:
             if not subscribers:
                 del self._subscribers[subscription.execution_id]
 
+    def subscribe_all(self, event_filter: EventFilter) -> AllSubscription:
+        subscription = AllSubscription(event_filter, asyncio.Queue(maxsize=self._max_all_backlog))
+        self._all.add(subscription)
+        return subscription
+
+    def unsubscribe_all(self, subscription: AllSubscription) -> None:
+        self._all.discard(subscription)
+
+    @property
+    def watching_all(self) -> bool:
+        """Whether anyone watches all executions (the history attaches scopes only then)."""
+        return bool(self._all)
+
     def publish(self, events: list[EventRecord]) -> None:
         for event in events:
             for subscription in self._subscribers.get(event.execution_id, ()):
@@ -49,13 +96,31 @@ class EventBus:
                     subscription.queue.put_nowait(event)
                 except asyncio.QueueFull:
                     subscription.overflowed = True
+        if self._all:
+            self._publish_all(events)
+
+    def _publish_all(self, events: list[EventRecord]) -> None:
+        for subscription in list(self._all):
+            matches = subscription.filter.matches
+            for event in events:
+                if not matches(event.scope):
+                    continue
+                try:
+                    subscription.queue.put_nowait(event)
+                except asyncio.QueueFull:
+                    subscription.overflowed = True
+                    subscription.closed.set()
+                    self._all.discard(subscription)
+                    break
 
     def close(self) -> None:
         """Wake every watcher so its stream can end (server shutdown)."""
         for subscribers in self._subscribers.values():
             for subscription in subscribers:
                 subscription.closed.set()
+        for every in self._all:
+            every.closed.set()
 
     @property
     def watcher_count(self) -> int:
-        return sum(len(s) for s in self._subscribers.values())
+        return sum(len(s) for s in self._subscribers.values()) + len(self._all)

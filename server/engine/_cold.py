@@ -21,14 +21,14 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from taskwire.server.domain import State
+from taskwire.server.domain import DEFAULT_PRIORITY, State
 from taskwire.server.store import ColdTaskRun, Store
 
 from ._admission import AdmissionQueue
 from ._live import Executions, LiveExecution
 
 if TYPE_CHECKING:
-    from ._dispatch import ReadyQueues
+    from ._ready import ReadyQueues
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ _WARM_BATCH = 256
 
 def is_coldable(live: LiveExecution) -> bool:
     """Nothing but a dispatch can change it: no timer (deadline, schedule-to-start), no closing, no task run
-    started or waiting."""
+    started or waiting; its place in the queue is the store's plain queue order (the default priority, no fairness
+    key), no concurrency key counts it and no rate limit may hold it back."""
     execution = live.execution
     return (
         not live.retiring
@@ -46,7 +47,13 @@ def is_coldable(live: LiveExecution) -> bool:
         and execution.closing is None
         and execution.deadline is None
         and all(
-            t.state is State.PENDING and not t.attempts and t.schedule_to_start_timeout is None
+            t.state is State.PENDING
+            and not t.attempts
+            and t.schedule_to_start_timeout is None
+            and t.priority == DEFAULT_PRIORITY
+            and not t.concurrency_key
+            and not t.fairness_key
+            and not t.rate_limit
             for t in live.task_runs.values()
         )
     )

@@ -1,4 +1,4 @@
-"""Dispatch: PENDING task runs, FIFO per handler, matched to workers' free slots in round robin.
+"""Dispatch: PENDING task runs, by priority per handler (`_ready`), matched to workers' free slots in round robin.
 
 A dispatch is a new attempt: `TaskDispatched` is applied, the worker's session
 holds the attempt (which counts against its slots) and the invocation goes down
@@ -7,53 +7,21 @@ soon after something may have changed (a task run queued, a slot freed, a
 worker connected), or at once after a submit (`pump_now`), before the submit's
 commit: dispatch does not wait for durability (see docs/design.md).
 
-May use: the live executions, the attempt holders, the cold tier (to bring the
-next queued records back into memory).
+May use: the ready queues, the live executions, the attempt holders, the cold
+tier (to bring the next queued records back into memory).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-from collections import OrderedDict, deque
-from collections.abc import Iterator
 
-from taskwire.server.domain import Payload, State, TaskDispatched, TaskRun
+from taskwire.server.domain import Payload, RateLimitEmpty, State, TaskDispatched, TaskRun
 
 from ._cold import ColdTier
 from ._live import Executions, LiveExecution
+from ._ready import Queued, ReadyQueues
 from ._sessions import WorkerSession
 from ._workers import AttemptHolders
-
-
-class ReadyQueues:
-    """PENDING task run ids, FIFO within each handler.
-
-    Removal is lazy: a task run cancelled while PENDING stays in its deque until
-    it reaches the front, where the dispatcher sees it is no longer PENDING.
-    """
-
-    def __init__(self) -> None:
-        self._by_handler: OrderedDict[str, deque[str]] = OrderedDict()
-
-    def push(self, handler: str, task_run_id: str) -> None:
-        self._by_handler.setdefault(handler, deque()).append(task_run_id)
-
-    def handlers_with_work(self) -> Iterator[str]:
-        return iter([handler for handler, ids in self._by_handler.items() if ids])
-
-    def popleft(self, handler: str) -> str | None:
-        ids = self._by_handler.get(handler)
-        if not ids:
-            return None
-        return ids.popleft()
-
-    def peek(self, handler: str, count: int) -> list[str]:
-        """The first `count` ids of a handler's queue, left in place."""
-        return list(itertools.islice(self._by_handler.get(handler, ()), count))
-
-    def pushleft(self, handler: str, task_run_id: str) -> None:
-        self._by_handler.setdefault(handler, deque()).appendleft(task_run_id)
 
 
 class Dispatcher:
@@ -69,8 +37,8 @@ class Dispatcher:
         self._pump_handle: asyncio.Handle | None = None
         self.closed = False
 
-    def enqueue(self, handler: str, task_run_id: str) -> None:
-        self.ready.push(handler, task_run_id)
+    def enqueue(self, task_run: TaskRun) -> None:
+        self.ready.push(task_run.handler, task_run.id, task_run.priority, task_run.fairness_key)
         self.schedule_pump()
 
     def slot_freed(self, session: WorkerSession) -> None:
@@ -89,7 +57,7 @@ class Dispatcher:
             self.pump()
 
     def pump(self) -> None:
-        """Match PENDING task runs to free slots: FIFO per handler, one task per free worker per round."""
+        """Match PENDING task runs to free slots: by priority per handler, one task per free worker per round."""
         self._pump_handle = None
         if self.closed:
             return
@@ -103,7 +71,7 @@ class Dispatcher:
             candidates = [session for session in free if handler in session.handlers and session.free_slots > 0]
             # Task runs the worker at hand still runs an earlier attempt of: another worker may take them;
             # those left go back to the front of the queue, and wait for that attempt's end.
-            set_aside: list[str] = []
+            set_aside: list[Queued] = []
             while candidates:
                 next_round: list[WorkerSession] = []
                 for session in candidates:
@@ -119,8 +87,8 @@ class Dispatcher:
                     if session.free_slots > 0:
                         next_round.append(session)
                 candidates = next_round
-            for task_run_id in reversed(set_aside):
-                self.ready.pushleft(handler, task_run_id)
+            for queued in reversed(set_aside):
+                self.ready.pushleft(handler, queued)
 
     def _pending(self, task_run_id: str) -> tuple[LiveExecution, TaskRun] | None:
         live = self._executions.by_task_run.get(task_run_id)
@@ -128,31 +96,44 @@ class Dispatcher:
             return live, live.task_runs[task_run_id]
         return None  # it was cancelled while queued: dropped here, lazily
 
-    def _from_set_aside(self, set_aside: list[str], session: WorkerSession) -> tuple[LiveExecution, TaskRun] | None:
-        for index, task_run_id in enumerate(set_aside):
-            if not self._holders.runs_on(session, task_run_id):
+    def _from_set_aside(self, set_aside: list[Queued], session: WorkerSession) -> tuple[LiveExecution, TaskRun] | None:
+        for index, queued in enumerate(set_aside):
+            if not self._holders.runs_on(session, queued.id):
                 del set_aside[index]
-                return self._pending(task_run_id) or self._from_set_aside(set_aside, session)
+                found = self._pending(queued.id)
+                if found is not None and self._may_go(*found):
+                    return found
+                return self._from_set_aside(set_aside, session)
         return None
 
     def _next_dispatchable(
-        self, handler: str, session: WorkerSession, set_aside: list[str]
+        self, handler: str, session: WorkerSession, set_aside: list[Queued]
     ) -> tuple[LiveExecution, TaskRun] | None:
         """The next PENDING task run of the handler's queue that `session` may run, or None (empty, or its
         next records are loading). Those its worker still runs an earlier attempt of go to `set_aside`."""
-        while (task_run_id := self.ready.popleft(handler)) is not None:
-            if self._cold.is_cold(task_run_id):
-                self.ready.pushleft(handler, task_run_id)
+        while (queued := self.ready.popleft(handler)) is not None:
+            if self._cold.is_cold(queued.id):
+                self.ready.pushleft(handler, queued)
                 self._cold.warm(handler)  # this handler goes on once its next records are in memory
                 return None
-            found = self._pending(task_run_id)
+            found = self._pending(queued.id)
             if found is None:
                 continue
-            if self._holders.runs_on(session, task_run_id):
-                set_aside.append(task_run_id)
+            if self._holders.runs_on(session, queued.id):
+                set_aside.append(queued)
                 continue
+            if not self._may_go(*found):
+                continue  # it waits for a token of its rate limit
             return found
         return None
+
+    def _may_go(self, live: LiveExecution, task_run: TaskRun) -> bool:
+        """A task run with a rate limit takes a token to be dispatched; without one it waits for one."""
+        if task_run.rate_limit and (empty := self._executions.rates.take(task_run)) is not None:
+            self._executions.apply_task(live, task_run.id, RateLimitEmpty(empty))
+            self._executions.settle(live)
+            return False
+        return True
 
     def _dispatch(self, live: LiveExecution, task_run: TaskRun, session: WorkerSession) -> None:
         number = task_run.attempt_count + 1

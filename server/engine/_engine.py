@@ -8,10 +8,11 @@ what each owns (docs/engine.md has the picture):
 - `_workers`: worker sessions, who holds which attempt, leases, fencing of reports.
 - `_dispatch`: the ready queues and matching them to free slots.
 - `_submits`: validation, admission, idempotency keys, new executions.
-- `_history`: numbering and recording history events; watch (replay, then live).
+- `_history`: numbering and recording history events; watch (replay, then live); watch all (live).
 - `_cold`: queued executions kept out of memory while the queue is long.
 - `_recovery`: the live state rebuilt from the store on start.
 - `_retention`: finished executions deleted once older than the retention.
+- `_schedules`: executions started on a cron schedule (catch-up, overlap policy).
 - `_admission` (the bounded queue's capacity), `_sessions` (what a worker's
   stream is to the engine), `_bus` (live events to watchers), `_timers` and
   `_clock` (time, from one seam), `_ids`.
@@ -25,17 +26,19 @@ May use: every room; the store, the committer and the config.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 
-from taskwire.common import ExecutionFilter, HandlerStats, Stats
+from taskwire.common import MAX_KEY_STATS, ExecutionFilter, HandlerStats, Stats
 from taskwire.server._config import ServerConfig
 from taskwire.server.domain import (
     CancellationRequested,
     ExecutionSpec,
     InvalidTransition,
     NotFound,
+    ReasonCode,
     Reused,
     State,
     rerun_spec,
@@ -44,15 +47,19 @@ from taskwire.server.store import Committer, EventRecord, ExecutionPage, Executi
 
 from ._admission import AdmissionQueue
 from ._bulk import BulkResult, cancel_matching, delete_matching
-from ._bus import EventBus
+from ._bus import EventBus, EventFilter
 from ._clock import Clock, SystemClock
 from ._cold import ColdTier
-from ._dispatch import Dispatcher, ReadyQueues
+from ._dispatch import Dispatcher
 from ._history import History, HistoryCodec
-from ._live import Executions, Figures
+from ._keys import ConcurrencyKeys
+from ._live import Executions, Figures, LiveExecution
 from ._observer import Observer, Unobserved
+from ._rates import RateLimits
+from ._ready import ReadyQueues
 from ._recovery import recover
 from ._retention import Retention
+from ._schedules import Schedules
 from ._sessions import Welcome, WorkerHello, WorkerLink, WorkerReport, WorkerSession
 from ._submits import BatchItemResult, SubmitItem, SubmitResult, Submits
 from ._timers import Timers
@@ -86,18 +93,24 @@ class Engine:
         self._timers = Timers(clock=self._clock)
         self._admission = AdmissionQueue(capacity=config.queue_capacity)
         self._history = History(store=store, bus=self.bus, committer=self._committer, codec=codec)
+        self._keys = ConcurrencyKeys(soon=lambda callback: asyncio.get_running_loop().call_soon(callback))
+        self._rates = RateLimits(
+            limits={limit.name: limit for limit in config.rate_limits}, timers=self._timers, now=self._clock.monotonic
+        )
         self._executions = executions = Executions(
             clock=self._clock,
             timers=self._timers,
             committer=self._committer,
             history=self._history,
             figures=Figures(self._admission, self.observer),
+            keys=self._keys,
+            rates=self._rates,
             cancel_grace_s=config.cancel_grace.total_seconds(),
         )
         self._pool = WorkerPool(
             clock=self._clock, timers=self._timers, config=config, executions=executions, observer=self.observer
         )
-        self._ready = ReadyQueues()
+        self._ready = ReadyQueues(now=self._clock.monotonic, aging_s=config.priority_aging.total_seconds())
         self._cold = ColdTier(
             store=store,
             executions=executions,
@@ -119,11 +132,17 @@ class Engine:
             history=self._history,
             cold=self._cold,
             dispatcher=self._dispatcher,
+            rate_limits=frozenset(limit.name for limit in config.rate_limits),
         )
         executions.enqueue = self._dispatcher.enqueue
+        self._keys.admit = lambda task_run_id: not self._closed and executions.admit_waiting(task_run_id)
+        self._rates.admit = lambda task_run_id: (
+            not self._closed and executions.admit_waiting(task_run_id, ReasonCode.RATE_LIMITED)
+        )
+        self._pool.holders.forgotten = self._keys.attempt_over
         executions.is_served = self._pool.serves
         executions.cancel_on_worker = self._pool.cancel_on_worker
-        executions.retired = self._submits.forget_key
+        executions.retired = self._retired
         self._history.is_live = executions.by_id.__contains__
         self._pool.slot_freed = self._dispatcher.slot_freed
         self._timers.overslept = self._pool.renew_leases
@@ -135,6 +154,12 @@ class Engine:
             retention=config.retention,
             batch=config.retention_batch,
         )
+        self.schedules = Schedules(
+            clock=self._clock, timers=self._timers, committer=self._committer, store=store, limits=config.limits
+        )
+        self.schedules.submit = self._submit_fire
+        self.schedules.cancel = self.cancel
+        self.schedules.active = self._active
         self._closed = False
 
     # ---- Lifecycle ------------------------------------------------------------------------------
@@ -144,18 +169,22 @@ class Engine:
         recovered = await recover(
             store=self._store, executions=self._executions, pool=self._pool, cold=self._cold, ready=self._ready
         )
+        schedules = await self.schedules.load()
         self._timers.start()
         self._committer.start()
         for live in list(self._executions.by_id.values()):
             self._executions.settle(live)
         self._dispatcher.schedule_pump()
         self.retention.start()
+        self.schedules.start()
         log.info(
             "recovered %d active executions, %d queued task runs, %d running attempts awaiting their workers",
             recovered.executions,
             self._admission.size,
             recovered.awaiting_workers,
         )
+        if schedules:
+            log.info("loaded %d schedules", schedules)
 
     def stop_accepting(self) -> None:
         """New submits get UNAVAILABLE; submits waiting for room are released with the same."""
@@ -194,6 +223,7 @@ class Engine:
         self._pool.close()
         self.bus.close()
         await self.retention.close()
+        await self.schedules.close()
         await self._cold.close()
         await self._timers.close()
         await self._committer.close()
@@ -248,6 +278,10 @@ class Engine:
     def watch(self, execution_id: str, after_sequence: int) -> AsyncIterator[EventRecord]:
         """Stored events after `after_sequence`, then live ones; ends after the terminal event."""
         return self._history.watch(execution_id, after_sequence)
+
+    def watch_all(self, *, handler: str = "", states: Sequence[State] = ()) -> AsyncIterator[EventRecord]:
+        """Live events of every execution, from now on, filtered (see `EventFilter`); never ends by itself."""
+        return self._history.watch_all(EventFilter(handler, frozenset(states)))
 
     async def cancel(self, execution_id: str, reason: str) -> tuple[ExecutionSnapshot, bool]:
         """Cancel an execution; returns it after the request and whether it was already terminal."""
@@ -323,6 +357,35 @@ class Engine:
         await self._committer.durable()
         log.info("execution %s deleted", execution_id)
 
+    # ---- Hooks of the schedules room --------------------------------------------------------------
+
+    def _retired(self, live: LiveExecution) -> None:
+        """A finished execution left memory (its end is durable)."""
+        self._submits.forget_key(live)
+        self.schedules.execution_ended(live.execution.id, live.execution.metadata)
+
+    async def _submit_fire(self, spec: ExecutionSpec, fingerprint: str) -> tuple[str, bool]:
+        """A schedule's fire, through the normal submit path (fail fast on a full queue); its id and whether
+        it is still active (a repeated fire finds the execution the first one made, perhaps finished)."""
+        result = await self._submits.submit(spec, fingerprint=fingerprint, wait_for_room=False, timeout_s=None)
+        execution = result.snapshot.execution
+        return execution.id, not execution.state.is_terminal
+
+    async def _active(self, execution_ids: Sequence[str]) -> set[str]:
+        """Those of the executions that have not finished (in memory, or stored: a cold one is queued)."""
+        active: set[str] = set()
+        elsewhere: list[str] = []
+        for execution_id in execution_ids:
+            live = self._executions.by_id.get(execution_id)
+            if live is None:
+                elsewhere.append(execution_id)
+            elif not live.execution.state.is_terminal:
+                active.add(execution_id)
+        if elsewhere:
+            stored = await self._store.get_executions(elsewhere)
+            active.update(i for i, snapshot in stored.items() if not snapshot.execution.state.is_terminal)
+        return active
+
     def stats(self) -> Stats:
         connected = self._pool.connected()
         figures = self._executions.figures
@@ -330,6 +393,7 @@ class Engine:
         for session in connected:
             handlers |= session.handlers
         per_handler = []
+        oldest = self.oldest_queued()
         for handler in sorted(handlers):
             serving = [session for session in connected if handler in session.handlers]
             per_handler.append(
@@ -339,6 +403,7 @@ class Engine:
                     in_flight=figures.in_flight_by_handler.get(handler, 0),
                     free_slots=sum(session.free_slots for session in serving),
                     workers=len(serving),
+                    oldest_queued_at=oldest.get(handler),
                 )
             )
         return Stats(
@@ -347,6 +412,8 @@ class Engine:
             connected_workers=len(connected),
             free_slots=sum(session.free_slots for session in connected),
             handlers=tuple(per_handler),
+            concurrency_keys=tuple(self._keys.figures(MAX_KEY_STATS)),
+            rate_limits=tuple(self._rates.figures(MAX_KEY_STATS)),
         )
 
     # ---- Workers --------------------------------------------------------------------------------

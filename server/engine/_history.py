@@ -5,6 +5,10 @@ sequence number of its execution (1, 2, 3, ... with no gaps), staged with the
 records it describes. Watchers replay what the store holds after their
 sequence, then follow the bus, which publishes only what is durable; a gap
 (a watcher that fell behind and overflowed) is read back from the store.
+Watchers of all executions (`watch_all`) follow the bus only, from the moment
+they subscribe; while there is one, each event carries its `EventScope` (the
+execution's handlers and its states around the event) for their filters. One
+that falls behind is dropped with `WatcherFellBehind`.
 
 Event bodies are bytes the engine never reads: a `HistoryCodec` builds them
 (the wire layer's `taskwire.server._history_wire`), injected into the engine
@@ -21,10 +25,18 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from taskwire.server.domain import Execution, NotFound, ShuttingDown, TaskRun, ValidationError
-from taskwire.server.store import Committer, EventRecord, Store
+from taskwire.server.domain import (
+    Execution,
+    NotFound,
+    ShuttingDown,
+    State,
+    TaskRun,
+    ValidationError,
+    WatcherFellBehind,
+)
+from taskwire.server.store import Committer, EventRecord, EventScope, Store
 
-from ._bus import EventBus, Subscription
+from ._bus import AllSubscription, EventBus, EventFilter, Subscription
 from ._sessions import AttemptLog, AttemptProgress
 
 if TYPE_CHECKING:
@@ -90,37 +102,52 @@ class History:
         live.next_sequence = sequence + 1
         return sequence
 
-    def _stage(self, execution_id: str, sequence: int, time: datetime, kind: str, body: bytes) -> None:
-        self._committer.stage_event(EventRecord(execution_id, sequence, time, kind, body))
+    def _stage(
+        self,
+        live: LiveExecution,
+        sequence: int,
+        time: datetime,
+        kind: str,
+        body: bytes,
+        states: tuple[State, ...] = (),
+    ) -> None:
+        """`states`: the execution's around the event when it changes them; by default its current one."""
+        execution = live.execution
+        scope = None
+        if self._bus.watching_all:
+            handlers = frozenset(task_run.handler for task_run in live.task_runs.values())
+            scope = EventScope(handlers, frozenset(states or (execution.state,)))
+        self._committer.stage_event(EventRecord(execution.id, sequence, time, kind, body, scope))
 
     def execution_transition(
         self, live: LiveExecution, time: datetime, before: Execution | None, after: Execution
     ) -> None:
         sequence = self._next(live)
         body = self._codec.execution_transition(after.id, sequence, time, before, after)
-        self._stage(after.id, sequence, time, EXECUTION_TRANSITION, body)
+        states = (after.state,) if before is None else (before.state, after.state)
+        self._stage(live, sequence, time, EXECUTION_TRANSITION, body, states)
 
     def task_run_transition(self, live: LiveExecution, time: datetime, before: TaskRun, after: TaskRun) -> None:
         sequence = self._next(live)
         body = self._codec.task_run_transition(after.execution_id, sequence, time, before, after)
-        self._stage(after.execution_id, sequence, time, TASK_RUN_TRANSITION, body)
+        self._stage(live, sequence, time, TASK_RUN_TRANSITION, body)
 
     def progress(
         self, live: LiveExecution, time: datetime, task_run: TaskRun, report: AttemptProgress, fraction: float
     ) -> None:
         sequence = self._next(live)
         body = self._codec.progress(task_run.execution_id, sequence, time, task_run, report, fraction)
-        self._stage(task_run.execution_id, sequence, time, PROGRESS, body)
+        self._stage(live, sequence, time, PROGRESS, body)
 
     def log(self, live: LiveExecution, time: datetime, task_run: TaskRun, report: AttemptLog) -> None:
         sequence = self._next(live)
         body = self._codec.log(task_run.execution_id, sequence, time, task_run, report)
-        self._stage(task_run.execution_id, sequence, time, LOG, body)
+        self._stage(live, sequence, time, LOG, body)
 
     def note(self, live: LiveExecution, time: datetime, task_run: TaskRun, text: str) -> None:
         sequence = self._next(live)
         body = self._codec.note(task_run.execution_id, sequence, time, task_run, text)
-        self._stage(task_run.execution_id, sequence, time, NOTE, body)
+        self._stage(live, sequence, time, NOTE, body)
 
     # ---- Watching -------------------------------------------------------------------------------
 
@@ -173,8 +200,28 @@ class History:
         finally:
             self._bus.unsubscribe(subscription)
 
+    async def watch_all(self, event_filter: EventFilter) -> AsyncIterator[EventRecord]:
+        """Live events of every execution that `event_filter` matches, from now on; never ends by itself.
 
-async def _next_live(subscription: Subscription) -> EventRecord | None:
+        Raises WatcherFellBehind once its buffer overflowed, ShuttingDown at shutdown.
+        """
+        subscription = self._bus.subscribe_all(event_filter)
+        try:
+            while True:
+                event = await _next_live(subscription)
+                if subscription.overflowed:
+                    raise WatcherFellBehind(
+                        "this watcher fell too far behind the server's events and was dropped; "
+                        "watch again and re-read what it shows"
+                    )
+                if event is None:
+                    raise ShuttingDown("the server is shutting down; watch again later")
+                yield event
+        finally:
+            self._bus.unsubscribe_all(subscription)
+
+
+async def _next_live(subscription: Subscription | AllSubscription) -> EventRecord | None:
     if not subscription.queue.empty():
         return subscription.queue.get_nowait()
     getter = asyncio.ensure_future(subscription.queue.get())

@@ -34,6 +34,9 @@ from taskwire.server.domain import (
     ExecutionFollowUp,
     ExecutionTimeoutFired,
     InvalidTransition,
+    KeyFull,
+    KeyPlaceFree,
+    RateTokenGranted,
     ReasonCode,
     RetryDue,
     ScheduleDue,
@@ -54,7 +57,9 @@ from taskwire.server.store import Committer, ExecutionSnapshot
 from ._admission import AdmissionQueue
 from ._clock import Clock
 from ._history import History
+from ._keys import ConcurrencyKeys
 from ._observer import Observer, Unobserved
+from ._rates import RateLimits
 from ._sessions import AttemptLog, AttemptProgress
 from ._timers import Timers
 
@@ -132,6 +137,8 @@ class Executions:
         committer: Committer,
         history: History,
         figures: Figures,
+        keys: ConcurrencyKeys,
+        rates: RateLimits,
         cancel_grace_s: float,
     ) -> None:
         self._clock = clock
@@ -139,12 +146,14 @@ class Executions:
         self._committer = committer
         self._history = history
         self.figures = figures
+        self.keys = keys
+        self.rates = rates
         self._cancel_grace_s = cancel_grace_s
         self.by_id: dict[str, LiveExecution] = {}
         self.by_task_run: dict[str, LiveExecution] = {}
-        # Wired by the engine: a task run became PENDING (handler, task run id); a running attempt must
+        # Wired by the engine: a task run became PENDING; a running attempt must
         # be stopped on its worker; an execution left memory.
-        self.enqueue: Callable[[str, str], None] = _unwired
+        self.enqueue: Callable[[TaskRun], None] = _unwired
         # Wired by the engine: whether a connected worker takes new work for a handler.
         self.is_served: Callable[[str], bool] = _unwired  # type: ignore[assignment]
         self.cancel_on_worker: Callable[[CancelOnWorker], None] = _unwired
@@ -168,11 +177,15 @@ class Executions:
         return current is not None and current.number == attempt
 
     def queue(self, live: LiveExecution, task_run: TaskRun) -> None:
-        """A task run became PENDING: to the back of its handler's queue, with its schedule-to-start timer.
+        """A task run became PENDING: into its handler's queue at its priority, with its schedule-to-start timer.
 
         Said in its history when no connected worker serves its handler: a wait nobody will end is not silent.
+        One whose concurrency key is full waits WAITING(CONCURRENCY_LIMIT) for a place instead.
         """
-        self.enqueue(task_run.handler, task_run.id)
+        if task_run.concurrency_key and (full := self.keys.take(task_run)) is not None:
+            self.apply_task(live, task_run.id, KeyFull(full))
+            return
+        self.enqueue(task_run)
         limit = task_run.schedule_to_start_timeout
         served = self.is_served(task_run.handler)
         if limit is None and served:
@@ -185,6 +198,18 @@ class Executions:
                 f" for at most {limit.total_seconds():g}s" if limit is not None else " (no schedule-to-start timeout)"
             )
             self._history.note(live, now, task_run, text)
+
+    def admit_waiting(self, task_run_id: str, code: ReasonCode = ReasonCode.CONCURRENCY_LIMIT) -> bool:
+        """What the task run waits for (`code`: a place of its concurrency key, a token of its rate limit) is
+        its now: it becomes PENDING and queues. False when it no longer waits for it."""
+        live = self.by_task_run.get(task_run_id)
+        if live is None:
+            return False
+        task_run = live.task_runs[task_run_id]
+        if task_run.state is not State.WAITING or task_run.reason is None or task_run.reason.code is not code:
+            return False
+        self.report(task_run_id, KeyPlaceFree() if code is ReasonCode.CONCURRENCY_LIMIT else RateTokenGranted())
+        return True
 
     def _arm_start_timeout(self, task_run: TaskRun, *, since: datetime) -> None:
         if task_run.schedule_to_start_timeout is not None:
@@ -246,6 +271,10 @@ class Executions:
     def _store_task_run(self, live: LiveExecution, before: TaskRun, after: TaskRun) -> None:
         live.task_runs[after.id] = after
         self.figures.count(before, after)
+        if after.concurrency_key:
+            self.keys.changed(before, after)
+        if after.rate_limit and before.state is State.PENDING and after.state not in (State.PENDING, State.RUNNING):
+            self.rates.left_queue(after)
         self._committer.stage_task_run(after)
 
     def settle(self, live: LiveExecution) -> None:

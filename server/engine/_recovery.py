@@ -19,8 +19,8 @@ from taskwire.server.domain import State
 from taskwire.server.store import Store
 
 from ._cold import ColdTier
-from ._dispatch import ReadyQueues
 from ._live import Executions, LiveExecution
+from ._ready import ReadyQueues
 from ._workers import WorkerPool
 
 
@@ -49,10 +49,14 @@ async def recover(
             if task_run.state is State.RUNNING and attempt is not None:
                 pool.holders.hold((task_run.id, attempt.number), holder)
             executions.arm_recovered_task_run(task_run)
+    recovered_runs = [task_run for live in executions.by_id.values() for task_run in live.task_runs.values()]
+    executions.keys.restore(recovered_runs)
+    executions.rates.restore(recovered_runs)
     for task_run_id in recovered.pending_order:
         owner = executions.by_task_run.get(task_run_id)
         if owner is not None:
-            ready.push(owner.task_runs[task_run_id].handler, task_run_id)
+            task_run = owner.task_runs[task_run_id]
+            ready.push(task_run.handler, task_run_id, task_run.priority, task_run.fairness_key)
     cold.restore(recovered.cold)
     pool.keep_recovered(holder)
     return Recovered(

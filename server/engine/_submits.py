@@ -15,7 +15,7 @@ queue, the live executions, the history, the cold tier, the dispatcher.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from taskwire.server.domain import (
@@ -87,8 +87,10 @@ class Submits:
         history: History,
         cold: ColdTier,
         dispatcher: Dispatcher,
+        rate_limits: Collection[str] = (),
     ) -> None:
         self._store = store
+        self._rate_limits = rate_limits
         self._clock = clock
         self._limits = limits
         self._committer = committer
@@ -115,7 +117,7 @@ class Submits:
     ) -> SubmitResult:
         """Validate, admit, store durably; or return the execution an identical earlier submit made."""
         self._check_accepting()
-        spec = validate_execution_spec(spec, self._limits)
+        spec = self._validate(spec, "execution")
         key = spec.idempotency_key
         if key:
             entry = await self._lookup_key(key)
@@ -158,7 +160,7 @@ class Submits:
                 results[index] = BatchItemResult(error=item.error)
                 continue
             try:
-                spec = validate_execution_spec(item.spec, self._limits, where=f"executions[{index}]")
+                spec = self._validate(item.spec, f"executions[{index}]")
             except ValidationError as error:
                 results[index] = BatchItemResult(error=error)
                 continue
@@ -240,13 +242,25 @@ class Submits:
     async def rerun(self, spec: ExecutionSpec, reused: Mapping[str, Reused], *, submitted_by: str) -> SubmitResult:
         """A new execution of a re-run's spec, the tasks in `reused` already done; room only for the rest."""
         self._check_accepting()
-        spec = validate_execution_spec(spec, self._limits)
+        spec = self._validate(spec, "execution")
         await self._admission.admit(len(spec.tasks) - len(reused), wait=False, timeout_s=None)
         live = self._create(spec, "", submitted_by, reused=reused)
         self._executions.settle(live)
         self._dispatcher.pump_now()
         await self._committer.durable()
         return SubmitResult(live.snapshot(), deduplicated=False)
+
+    def _validate(self, spec: ExecutionSpec, where: str) -> ExecutionSpec:
+        """The spec checked (defaults filled in), and the rate limits it names defined on this server."""
+        spec = validate_execution_spec(spec, self._limits, where=where)
+        for index, task in enumerate(spec.tasks):
+            if task.rate_limit and task.rate_limit not in self._rate_limits:
+                defined = ", ".join(sorted(self._rate_limits)) or "none"
+                raise ValidationError(
+                    f"{where}.tasks[{index}].rate_limit",
+                    f"this server defines no rate limit {task.rate_limit!r} (it defines: {defined})",
+                )
+        return spec
 
     def _create(
         self, spec: ExecutionSpec, fingerprint: str, submitted_by: str, *, reused: Mapping[str, Reused] | None = None

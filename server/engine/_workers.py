@@ -74,6 +74,8 @@ class AttemptHolders:
         # When the server sent a cancel for each held attempt (monotonic seconds), and its handler.
         self.cancels_sent: dict[AttemptKey, tuple[str, float]] = {}
         self._holds = itertools.count()
+        # Wired by the engine: nobody holds the attempt any more (its end reported, or lost with its session).
+        self.forgotten: Callable[[AttemptKey], None] = lambda key: None
 
     def __len__(self) -> int:
         return len(self._holder)
@@ -97,6 +99,7 @@ class AttemptHolders:
 
     def _forget(self, key: AttemptKey) -> None:
         self.cancels_sent.pop(key, None)
+        self.forgotten(key)
         self._order.pop(key, None)
         self._dispatch.pop(key, None)
         self._unlisted.pop(key, None)

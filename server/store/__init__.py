@@ -4,7 +4,7 @@ Rooms, and what each may import:
 
 - `_protocol`: the `Store` Protocol, the records it speaks and the store errors (domain only).
 - `_json`, `_paging`: what every store reuses: records as JSON values and scalars as integers,
-  page tokens.
+  page tokens; `_schedule_json`: a schedule as one JSON document.
 - `_group_commit`: the `Committer`, the one place where writes are grouped (below).
 - `_memory`: `MemoryStore`, for tests.
 - `_lock`: one server per store: an exclusive lock beside the database, which the writer process shares.
@@ -36,6 +36,7 @@ from ._protocol import (
     ColdTaskRun,
     DuplicateIdempotencyKey,
     EventRecord,
+    EventScope,
     ExecutionPage,
     ExecutionSnapshot,
     IdempotencyHit,
@@ -57,6 +58,7 @@ __all__ = [
     "Committer",
     "DuplicateIdempotencyKey",
     "EventRecord",
+    "EventScope",
     "EventSink",
     "ExecutionPage",
     "ExecutionSnapshot",

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from taskwire.server.domain import Execution, TaskRun, TaskwireError
+from taskwire.server.domain import Execution, Schedule, TaskRun, TaskwireError
 
 from ._protocol import EventRecord, NewExecution, Store, WriteBatch
 
@@ -58,6 +58,7 @@ class Committer:
         self._task_runs: dict[str, TaskRun] = {}
         self._events: list[EventRecord] = []
         self._deleted: list[str] = []
+        self._schedules: dict[str, Schedule | None] = {}  # by name; None: delete it
         self._after_commit: list[Callable[[], None]] = []
         self._staged: asyncio.Future[None] | None = None
         self._wake = asyncio.Event()
@@ -90,6 +91,15 @@ class Committer:
         self._deleted.append(execution_id)
         self._wake.set()
 
+    def stage_schedule(self, schedule: Schedule) -> None:
+        """Insert or replace a schedule (the latest version staged in a window is written)."""
+        self._schedules[schedule.name] = schedule
+        self._wake.set()
+
+    def stage_schedule_delete(self, name: str) -> None:
+        self._schedules[name] = None
+        self._wake.set()
+
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run `callback` once everything staged so far is durable."""
         self._after_commit.append(callback)
@@ -111,9 +121,12 @@ class Committer:
             task_runs=list(self._task_runs.values()),
             events=self._events,
             deleted=self._deleted,
+            schedules=[schedule for schedule in self._schedules.values() if schedule is not None],
+            deleted_schedules=[name for name, schedule in self._schedules.items() if schedule is None],
         )
         callbacks, waiter = self._after_commit, self._staged
         self._new, self._executions, self._task_runs, self._events, self._deleted = [], {}, {}, [], []
+        self._schedules = {}
         self._after_commit, self._staged = [], None
         return batch, callbacks, waiter
 

@@ -101,11 +101,16 @@ def payload_from_json(value: dict[str, Any]) -> Payload:
 
 
 def error_info_to_json(error: ErrorInfo) -> dict[str, Any]:
-    return {"type": error.type, "message": error.message, "retryable": error.retryable, "traceback": error.traceback}
+    value = {"type": error.type, "message": error.message, "retryable": error.retryable, "traceback": error.traceback}
+    if error.retry_after is not None:
+        value["retry_after_us"] = timedelta_to_db(error.retry_after)
+    return value
 
 
 def error_info_from_json(value: dict[str, Any]) -> ErrorInfo:
-    return ErrorInfo(value["type"], value["message"], value["retryable"], value["traceback"])
+    retry_after_us = value.get("retry_after_us")
+    retry_after = None if retry_after_us is None else timedelta(microseconds=retry_after_us)
+    return ErrorInfo(value["type"], value["message"], value["retryable"], value["traceback"], retry_after)
 
 
 def progress_to_json(progress: Progress) -> dict[str, Any]:

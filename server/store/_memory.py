@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 
-from taskwire.server.domain import Execution, State, TaskRun
+from taskwire.server.domain import DEFAULT_PRIORITY, Execution, Schedule, State, TaskRun
 
 from ._json import datetime_to_db, timedelta_to_db
 from ._paging import check_page_size, decode_page_token, encode_page_token
@@ -51,6 +51,7 @@ class MemoryStore:
         self._task_runs: dict[str, tuple[int, TaskRun]] = {}  # id -> (insertion number, latest version)
         self._keys: dict[str, str] = {}  # idempotency key -> execution id
         self._events: dict[str, dict[int, EventRecord]] = {}
+        self._schedules: dict[str, Schedule] = {}
         self._seq = 0
         self._task_run_seq = 0
 
@@ -158,6 +159,10 @@ class MemoryStore:
             self._events.setdefault(event.execution_id, {})[event.sequence] = event
         for execution_id in batch.deleted:
             self._delete(execution_id)
+        for schedule in batch.schedules:
+            self._schedules[schedule.name] = schedule
+        for name in batch.deleted_schedules:
+            self._schedules.pop(name, None)
 
     def _delete(self, execution_id: str) -> None:
         stored = self._executions.pop(execution_id, None)
@@ -258,15 +263,26 @@ class MemoryStore:
             cold=[ColdTaskRun(t.id, t.execution_id, t.handler) for _, _, t in queue if t.execution_id in cold],
         )
 
+    async def load_schedules(self) -> list[Schedule]:
+        self._check_open("read")
+        return [self._schedules[name] for name in sorted(self._schedules)]
+
     def _is_cold(self, stored: _StoredExecution) -> bool:
         """See `ColdTaskRun`: PENDING, not closing, no deadline, every task run PENDING without an attempt or a
-        schedule-to-start timeout."""
+        schedule-to-start timeout, at the default priority, without a concurrency or fairness key or a rate limit."""
         execution = stored.execution
         if execution.state is not State.PENDING or execution.closing is not None or execution.deadline is not None:
             return False
         task_runs = [self._task_runs[i][1] for i in stored.task_run_ids]
         return bool(task_runs) and all(
-            t.state is State.PENDING and not t.attempts and t.schedule_to_start_timeout is None for t in task_runs
+            t.state is State.PENDING
+            and not t.attempts
+            and t.schedule_to_start_timeout is None
+            and t.priority == DEFAULT_PRIORITY
+            and not t.concurrency_key
+            and not t.fairness_key
+            and not t.rate_limit
+            for t in task_runs
         )
 
 
@@ -276,7 +292,7 @@ def _refused(detail: str) -> StoreError:
 
 def _check_storable(batch: WriteBatch) -> None:
     """ValueError for what no store can keep: a naive datetime, a duration beyond 64-bit microseconds."""
-    records: list[object] = [*batch.executions, *batch.task_runs, *batch.events]
+    records: list[object] = [*batch.executions, *batch.task_runs, *batch.events, *batch.schedules]
     for new in batch.new_executions:
         records.append(new.execution)
         records.extend(new.task_runs)

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from taskwire.server.domain import State
+from taskwire.server.domain import Schedule, State
 
 from . import _postgres_queries as queries
 from ._json import datetime_to_db
@@ -327,6 +327,10 @@ class PostgresStore:
 
     async def recover(self) -> RecoveredState:
         return await self._read(queries.recover)
+
+    async def load_schedules(self) -> list[Schedule]:
+        """Every stored schedule, by name."""
+        return await self._read(queries.load_schedules)
 
 
 def _translate(error: Exception) -> Exception:

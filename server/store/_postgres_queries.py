@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
-from taskwire.server.domain import State, TaskRun
+from taskwire.server.domain import Schedule, State, TaskRun
 
 from ._paging import encode_page_token
 from ._postgres_schema import COLD_EXECUTION_SQL, TERMINAL_SQL
 from ._postgres_text import EXECUTION_TEXT, TASK_RUN_TEXT, decoded, from_db, to_db
 from ._protocol import ColdTaskRun, EventRecord, ExecutionPage, ExecutionSnapshot, IdempotencyHit, RecoveredState
+from ._schedule_json import schedule_from_text
 from ._sqlite_codec import EXECUTION_COLUMNS, TASK_RUN_COLUMNS, event_from_row, execution_from_row, task_run_from_row
 
 _EXECUTION_SELECT: Final = f"SELECT seq, {', '.join(EXECUTION_COLUMNS)} FROM executions"
@@ -122,7 +123,10 @@ async def finished_before(conn: Any, cutoff_us: int, limit: int) -> list[str]:
 
 
 # NOT_COLD_TASK_RUN_SQL and COLD_EXECUTION_SQL of the aliases `o` and `e`.
-_NOT_COLD_O: Final = "(o.state <> 'PENDING' OR o.attempts <> '[]' OR o.schedule_to_start_us IS NOT NULL)"
+_NOT_COLD_O: Final = (
+    "(o.state <> 'PENDING' OR o.attempts <> '[]' OR o.schedule_to_start_us IS NOT NULL OR o.priority IS NOT NULL "
+    "OR o.concurrency_key IS NOT NULL OR o.fairness_key IS NOT NULL OR o.rate_limit IS NOT NULL)"
+)
 _COLD_E: Final = "e.state = 'PENDING' AND e.closing IS NULL AND e.deadline IS NULL"
 # The task runs of cold executions in queue order: the PENDING index scanned in order, each row probing
 # executions_cold and task_runs_not_cold.
@@ -163,3 +167,9 @@ async def recover(conn: Any) -> RecoveredState:
         for task_run_id, execution_id, handler in await conn.fetch(_COLD_QUEUE)
     ]
     return RecoveredState(active=active, last_sequences=sequences, pending_order=pending_order, cold=cold)
+
+
+async def load_schedules(conn: Any) -> list[Schedule]:
+    # By name as Python orders strings (the database's collation may differ), as the other stores do.
+    schedules = [schedule_from_text(row[0]) for row in await conn.fetch("SELECT body FROM schedules")]
+    return sorted(schedules, key=lambda schedule: schedule.name)

@@ -11,7 +11,14 @@ durations BIGINT microseconds, the JSON parts compact JSON in TEXT columns, byte
   `execution_id` → executions, `position`, the TaskRun's fields; attempts are a JSON array.
 - `task_run_inputs`: the input bytes of each task run, written once, apart from the often-updated row.
 - `events`: (`execution_id`, `sequence`) primary key.
+- `schedules` (version 2): one row per schedule, its name and the whole schedule as one JSON
+  document (`_schedule_json`).
 - `taskwire_schema`: one row, the schema version.
+
+Version 3 adds flow control to `task_runs`, as SQLite's version 8: `priority` (NULL for the default),
+`concurrency_key` and `concurrency_limit` (NULL without a key), `fairness_key`, `rate_limit` and
+`rate_limit_key` (NULL without); a task run of another priority, with either key or with a rate limit
+is never cold (`task_runs_not_cold` is made again with them).
 
 Migrations: `MIGRATIONS[n]` takes the database from version n to n + 1. `migrate` runs them in one
 transaction that holds a transaction-level advisory lock (`MIGRATION_LOCK`), so servers that start
@@ -31,7 +38,11 @@ OWNER_LOCK: Final = 0x74776F776E65725F
 TERMINAL_SQL: Final = "('SUCCESS', 'FAILED', 'CANCELLED')"
 # Cold executions (see `ColdTaskRun`): the texts match the partial indexes below, which PostgreSQL then uses.
 COLD_EXECUTION_SQL: Final = "state = 'PENDING' AND closing IS NULL AND deadline IS NULL"
-NOT_COLD_TASK_RUN_SQL: Final = "(state <> 'PENDING' OR attempts <> '[]' OR schedule_to_start_us IS NOT NULL)"
+NOT_COLD_TASK_RUN_SQL: Final = (
+    "(state <> 'PENDING' OR attempts <> '[]' OR schedule_to_start_us IS NOT NULL OR priority IS NOT NULL "
+    "OR concurrency_key IS NOT NULL OR fairness_key IS NOT NULL OR rate_limit IS NOT NULL)"
+)
+_NOT_COLD_TASK_RUN_SQL_V1: Final = "(state <> 'PENDING' OR attempts <> '[]' OR schedule_to_start_us IS NOT NULL)"
 
 _SCHEMA_V1: Final = (
     """
@@ -92,7 +103,7 @@ _SCHEMA_V1: Final = (
     "CREATE INDEX task_runs_pending ON task_runs (updated_at, seq) INCLUDE (execution_id, id, handler) "
     "WHERE state = 'PENDING'",
     "CREATE INDEX task_runs_by_handler ON task_runs (handler, execution_id)",
-    f"CREATE INDEX task_runs_not_cold ON task_runs (execution_id) WHERE {NOT_COLD_TASK_RUN_SQL}",
+    f"CREATE INDEX task_runs_not_cold ON task_runs (execution_id) WHERE {_NOT_COLD_TASK_RUN_SQL_V1}",
     """
     CREATE TABLE task_run_inputs (
         task_run_id TEXT PRIMARY KEY REFERENCES task_runs (id),
@@ -111,12 +122,25 @@ _SCHEMA_V1: Final = (
     """,
 )
 
+# Version 2: schedules, each one JSON document by name (a few rows, all read on start).
+_SCHEMA_V2: Final = ("CREATE TABLE schedules (name TEXT PRIMARY KEY, body TEXT NOT NULL)",)
+
+# Version 3: flow control (see the module's docstring; the reasons are those of SQLite's version 8).
+_SCHEMA_V3: Final = (
+    "ALTER TABLE task_runs ADD COLUMN priority INTEGER, ADD COLUMN concurrency_key TEXT, "
+    "ADD COLUMN concurrency_limit INTEGER, ADD COLUMN fairness_key TEXT, ADD COLUMN rate_limit TEXT, "
+    "ADD COLUMN rate_limit_key TEXT",
+    "DROP INDEX task_runs_not_cold",
+    f"CREATE INDEX task_runs_not_cold ON task_runs (execution_id) WHERE {NOT_COLD_TASK_RUN_SQL}",
+)
+
 # MIGRATIONS[n] takes a database from version n to n + 1 (statements run in order, in the one transaction).
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_SCHEMA_V1,)
+# A later schema appends its step here; SCHEMA_VERSION follows.
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
-_TABLES: Final = ("executions", "task_runs", "task_run_inputs", "events")
+_TABLES: Final = ("executions", "task_runs", "task_run_inputs", "events", "schedules")
 
 
 async def analyze_if_never_analyzed(conn: Any) -> None:

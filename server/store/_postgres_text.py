@@ -2,8 +2,9 @@
 
 PostgreSQL's `text` refuses U+0000, and a refused write would stop the server. The free text that
 callers and handlers choose (names, reasons, idempotency keys, handler names, content types, submitters,
-the ids a caller asks for) is stored as itself unless it holds a NUL or begins with the mark U+E000; those
-are stored as the mark followed by their JSON. The mapping is one to one, so equality on stored text
+flow-control keys and rate limits, schedule names, the ids a caller asks for) is stored as itself
+unless it holds a NUL or begins with the mark U+E000; those are stored as the mark followed by their
+JSON. The mapping is one to one, so equality on stored text
 (keys, handler filters, ids) is equality of the strings: query parameters go through `to_db` too.
 Everything else in the tables is made by the server (ids, states, codes) or is JSON already.
 """
@@ -18,7 +19,17 @@ MARK: Final = "\ue000"
 
 # The columns of free text, per table.
 EXECUTION_TEXT: Final = frozenset({"name", "reason_message", "idempotency_key", "submitted_by"})
-TASK_RUN_TEXT: Final = frozenset({"handler", "input_content_type", "reason_message"})
+TASK_RUN_TEXT: Final = frozenset(
+    {
+        "handler",
+        "input_content_type",
+        "reason_message",
+        "concurrency_key",
+        "fairness_key",
+        "rate_limit",
+        "rate_limit_key",
+    }
+)
 
 
 def to_db(value: str) -> str:

@@ -21,7 +21,13 @@ _BIGINT_COLUMNS: Final = frozenset(
         *("timeout_us", "schedule_to_start_us", "sequence", "time"),
     }
 )
-_TYPES: Final = {"position": "integer", "input": "bytea", "body": "bytea"}
+_TYPES: Final = {
+    "position": "integer",
+    "priority": "integer",
+    "concurrency_limit": "integer",
+    "input": "bytea",
+    "body": "bytea",
+}
 
 _NEW_EXECUTION_COLUMNS: Final = (*EXECUTION_COLUMNS, "request_fingerprint")
 _NEW_TASK_RUN_COLUMNS: Final = (*TASK_RUN_COLUMNS, "position")
@@ -62,6 +68,11 @@ _DELETE_EXECUTIONS: Final = (
     "DELETE FROM task_runs WHERE execution_id = ANY($1::text[])",
     "DELETE FROM executions WHERE id = ANY($1::text[])",
 )
+_UPSERT_SCHEDULES: Final = (
+    "INSERT INTO schedules (name, body) SELECT name, body FROM unnest($1::text[], $2::text[]) AS u(name, body) "
+    "ON CONFLICT (name) DO UPDATE SET body = excluded.body"
+)
+_DELETE_SCHEDULES: Final = "DELETE FROM schedules WHERE name = ANY($1::text[])"
 
 
 _FREE_TEXT: Final = EXECUTION_TEXT | TASK_RUN_TEXT
@@ -84,6 +95,17 @@ async def taken_keys(conn: Any, keys: Sequence[str]) -> set[str]:
     return {from_db(row[0]) for row in rows}
 
 
+def _schedules(batches: Sequence[Rows]) -> dict[str, str | None]:
+    """Each schedule named in the batches, by its stored name: its last body, or None when it ends deleted."""
+    last: dict[str, str | None] = {}
+    for rows in batches:
+        for name, body in rows.schedules:
+            last[to_db(name)] = body
+        for (name,) in rows.deleted_schedules:
+            last[to_db(name)] = None
+    return last
+
+
 async def apply_rows(conn: Any, batches: Sequence[Rows]) -> None:
     """Write the batches in their order inside the caller's transaction; raise when the database refuses."""
     new_executions = [row for rows in batches for row in rows.new_executions]
@@ -92,6 +114,7 @@ async def apply_rows(conn: Any, batches: Sequence[Rows]) -> None:
     task_runs = list({row["id"]: row for rows in batches for row in rows.task_runs}.values())
     events = [row for rows in batches for row in rows.events]
     deleted = [execution_id for rows in batches for execution_id in rows.deleted]
+    schedules = _schedules(batches)
     if new_executions:
         await conn.execute(_INSERT_EXECUTIONS, *_columns(new_executions, _NEW_EXECUTION_COLUMNS))
     if new_task_runs:
@@ -114,3 +137,7 @@ async def apply_rows(conn: Any, batches: Sequence[Rows]) -> None:
     if deleted:
         for sql in _DELETE_EXECUTIONS:
             await conn.execute(sql, deleted)
+    if upserted := {name: body for name, body in schedules.items() if body is not None}:
+        await conn.execute(_UPSERT_SCHEDULES, list(upserted), list(upserted.values()))
+    if removed := [name for name, body in schedules.items() if body is None]:
+        await conn.execute(_DELETE_SCHEDULES, removed)

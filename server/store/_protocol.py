@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from taskwire.server.domain import Execution, State, TaskRun, TaskwireError
+from taskwire.server.domain import Execution, Schedule, State, TaskRun, TaskwireError
 
 
 class StoreError(TaskwireError):
@@ -43,6 +43,14 @@ class DuplicateIdempotencyKey(StoreError):
 
 
 @dataclass(frozen=True, slots=True)
+class EventScope:
+    """What a watcher of all executions filters an event on; known while the event is live, never stored."""
+
+    handlers: frozenset[str]  # the handlers of the execution's task runs
+    states: frozenset[State]  # the execution's state just before and right after the event
+
+
+@dataclass(frozen=True, slots=True)
 class EventRecord:
     """One entry of an execution's history, as stored.
 
@@ -55,6 +63,8 @@ class EventRecord:
     time: datetime
     kind: str  # "execution_transition", "task_run_transition", "progress" or "log"
     body: bytes
+    # Set on live events while someone watches all executions, for the bus; stores do not write it.
+    scope: EventScope | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)
@@ -77,15 +87,29 @@ class WriteBatch:
     # Executions to delete, with their task runs, inputs, history and idempotency key; applied after the
     # rest of the batch. The engine deletes only terminal executions; an id that is not stored is ignored.
     deleted: list[str] = field(default_factory=list)
+    # Schedules to insert or replace whole (by name), then schedules to delete (by name; an unknown one is
+    # ignored). Written with the rest of the batch, so a fire's execution and the schedule's new cursor can
+    # commit together.
+    schedules: list[Schedule] = field(default_factory=list)
+    deleted_schedules: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.new_executions or self.executions or self.task_runs or self.events or self.deleted)
+        return bool(
+            self.new_executions
+            or self.executions
+            or self.task_runs
+            or self.events
+            or self.deleted
+            or self.schedules
+            or self.deleted_schedules
+        )
 
     @property
     def records(self) -> int:
-        """How many records it writes or deletes: executions (with their task runs), updates, events."""
+        """How many records it writes or deletes: executions (with their task runs), updates, events, schedules."""
         new = sum(1 + len(new.task_runs) for new in self.new_executions)
-        return new + len(self.executions) + len(self.task_runs) + len(self.events) + len(self.deleted)
+        changed = len(self.executions) + len(self.task_runs) + len(self.events) + len(self.deleted)
+        return new + changed + len(self.schedules) + len(self.deleted_schedules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +135,9 @@ class ColdTaskRun:
     """A queued task run that the engine keeps out of memory until it dispatches it.
 
     Only executions that nothing can change before a dispatch are cold: PENDING, not closing,
-    no deadline, and every task run PENDING with no attempt yet and no schedule-to-start timeout.
+    no deadline, and every task run PENDING with no attempt yet, no schedule-to-start timeout, the default
+    priority and no concurrency or fairness key, no
+    rate limit.
     """
 
     task_run_id: str
@@ -180,3 +206,7 @@ class Store(Protocol):
         `limit`: what retention deletes (through `WriteBatch.deleted`)."""
 
     async def recover(self) -> RecoveredState: ...
+
+    async def load_schedules(self) -> list[Schedule]:
+        """Every stored schedule, by name. Schedules are written through `commit` (`WriteBatch.schedules`,
+        `WriteBatch.deleted_schedules`); the engine holds them all in memory from start on."""

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from taskwire.server.domain import State
+from taskwire.server.domain import Schedule, State
 
 from . import _sqlite_queries as queries
 from ._json import datetime_to_db
@@ -315,3 +315,7 @@ class SqliteStore:
     async def recover(self) -> RecoveredState:
         """Active executions whole; cold ones only as their queue entries (see `RecoveredState`)."""
         return await self._read(queries.recover)
+
+    async def load_schedules(self) -> list[Schedule]:
+        """Every stored schedule, by name."""
+        return await self._read(queries.load_schedules)

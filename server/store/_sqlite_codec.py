@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol, TypedDict
 
-from taskwire.server.domain import Execution, Payload, Reason, ReasonCode, State, TaskRun
+from taskwire.server.domain import DEFAULT_PRIORITY, Execution, Payload, Reason, ReasonCode, State, TaskRun
 
 from ._json import (
     EPOCH,
@@ -36,6 +36,7 @@ from ._json import (
     timedelta_to_db,
 )
 from ._protocol import EventRecord, WriteBatch
+from ._schedule_json import schedule_to_text
 
 
 class RowLike(Protocol):
@@ -86,6 +87,12 @@ TASK_RUN_COLUMNS: Final = (
     "ended_at",
     "attempts",
     "schedule_to_start_us",
+    "priority",
+    "concurrency_key",
+    "concurrency_limit",
+    "fairness_key",
+    "rate_limit",
+    "rate_limit_key",
 )
 
 
@@ -212,6 +219,12 @@ def task_run_to_row(task_run: TaskRun) -> dict[str, Any]:
         "progress": None if progress is None else dumps(progress_to_json(progress)),
         "attempts": attempts_to_text(task_run.attempts),
         "schedule_to_start_us": None if start is None else timedelta_to_db(start),
+        "priority": None if task_run.priority == DEFAULT_PRIORITY else task_run.priority,
+        "concurrency_key": task_run.concurrency_key or None,
+        "concurrency_limit": task_run.concurrency_limit or None,
+        "fairness_key": task_run.fairness_key or None,
+        "rate_limit": task_run.rate_limit or None,
+        "rate_limit_key": task_run.rate_limit_key or None,
     }
 
 
@@ -233,6 +246,12 @@ def task_run_from_row(row: RowLike) -> TaskRun:
         pending_cancel=None if pending_cancel is None else reason_from_json(json.loads(pending_cancel)),
         progress=None if progress is None else progress_from_json(json.loads(progress)),
         schedule_to_start_timeout=None if start_us is None else timedelta(microseconds=start_us),
+        priority=DEFAULT_PRIORITY if row["priority"] is None else row["priority"],
+        concurrency_key=row["concurrency_key"] or "",
+        concurrency_limit=row["concurrency_limit"] or 0,
+        fairness_key=row["fairness_key"] or "",
+        rate_limit=row["rate_limit"] or "",
+        rate_limit_key=row["rate_limit_key"] or "",
     )
 
 
@@ -267,6 +286,8 @@ class Rows:
     events: list[dict[str, Any]] = field(default_factory=list)
     idempotency_keys: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)  # execution ids
+    schedules: list[tuple[str, str]] = field(default_factory=list)  # (name, body)
+    deleted_schedules: list[tuple[str]] = field(default_factory=list)  # (name,)
 
     @classmethod
     def of(cls, batch: WriteBatch) -> Rows:
@@ -289,4 +310,6 @@ class Rows:
         rows.task_runs = [task_run_to_row(task_run) for task_run in batch.task_runs]
         rows.events = [event_to_row(event) for event in batch.events]
         rows.deleted = list(batch.deleted)
+        rows.schedules = [(schedule.name, schedule_to_text(schedule)) for schedule in batch.schedules]
+        rows.deleted_schedules = [(name,) for name in batch.deleted_schedules]
         return rows

@@ -12,10 +12,11 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
 
-from taskwire.server.domain import State, TaskRun
+from taskwire.server.domain import Schedule, State, TaskRun
 
 from ._paging import encode_page_token
 from ._protocol import ColdTaskRun, EventRecord, ExecutionPage, ExecutionSnapshot, IdempotencyHit, RecoveredState
+from ._schedule_json import schedule_from_text
 from ._sqlite_codec import EXECUTION_COLUMNS, TASK_RUN_COLUMNS, event_from_row, execution_from_row, task_run_from_row
 from ._sqlite_schema import COLD_EXECUTION_SQL, TERMINAL_SQL
 
@@ -152,7 +153,10 @@ def _tuples(conn: sqlite3.Connection) -> sqlite3.Cursor:
 
 
 # NOT_COLD_TASK_RUN_SQL for the alias `o` (SQLite matches a partial index's WHERE clause term by term).
-_NOT_COLD_TASK_RUN_OF_O: Final = "(o.state != 'PENDING' OR o.attempts != '[]' OR o.schedule_to_start_us IS NOT NULL)"
+_NOT_COLD_TASK_RUN_OF_O: Final = (
+    "(o.state != 'PENDING' OR o.attempts != '[]' OR o.schedule_to_start_us IS NOT NULL OR o.priority IS NOT NULL "
+    "OR o.concurrency_key IS NOT NULL OR o.fairness_key IS NOT NULL OR o.rate_limit IS NOT NULL)"
+)
 # The task runs of cold executions in queue order: one scan of the covering task_runs_pending, and for each
 # row a probe of executions_cold and one of task_runs_not_cold (both empty-handed for a cold execution).
 _COLD_QUEUE: Final = (
@@ -202,3 +206,7 @@ def recover(conn: sqlite3.Connection) -> RecoveredState:
         for task_run_id, execution_id, handler in _tuples(conn).execute(_COLD_QUEUE)
     ]
     return RecoveredState(active=active, last_sequences=sequences, pending_order=pending_order, cold=cold)
+
+
+def load_schedules(conn: sqlite3.Connection) -> list[Schedule]:
+    return [schedule_from_text(row["body"]) for row in conn.execute("SELECT body FROM schedules ORDER BY name")]

@@ -1,6 +1,6 @@
 """The SQLite store's schema, its migrations, and how every connection to the file is opened.
 
-Schema (PRAGMA user_version 6; timestamps are INTEGER microseconds since the
+Schema (PRAGMA user_version 8; timestamps are INTEGER microseconds since the
 Unix epoch, UTC; durations INTEGER microseconds; JSON columns are compact JSON):
 
 - `executions`: `seq` (AUTOINCREMENT, never reused: the newest-first paging
@@ -22,7 +22,14 @@ retention reads. Version 4 adds `task_runs.schedule_to_start_us`; a task run
 with one is never cold (`task_runs_not_cold` includes it). Version 5 adds
 `executions.trace_context` (JSON). Version 6 adds `executions.submitted_by`
 (the identity that submitted it, '' before authentication was on) and
-`executions_by_submitter`, what a submitter's listing reads.
+`executions_by_submitter`, what a submitter's listing reads. Version 7 adds
+`schedules`: one row per schedule, its name and the whole schedule as one JSON
+document (`_schedule_json`).
+Version 8 adds flow control: `task_runs.priority` (NULL for the default
+priority), `concurrency_key` and `concurrency_limit` (NULL without a key),
+`fairness_key` (NULL without one), `rate_limit` and `rate_limit_key` (NULL
+without); a task run of another priority, with either key or with a rate limit
+is never cold either.
 
 Deleting an execution deletes its events, task run inputs, task runs and row;
 SQLite reuses the freed pages for later inserts (the file does not shrink).
@@ -124,7 +131,11 @@ def _create_schema_v1(conn: sqlite3.Connection) -> None:
 # task run of it is in `task_runs_not_cold`. The texts must stay exactly as the indexes' WHERE clauses below,
 # or SQLite no longer uses these partial indexes.
 COLD_EXECUTION_SQL: Final = "state = 'PENDING' AND closing IS NULL AND deadline IS NULL"
-NOT_COLD_TASK_RUN_SQL: Final = "(state != 'PENDING' OR attempts != '[]' OR schedule_to_start_us IS NOT NULL)"
+NOT_COLD_TASK_RUN_SQL: Final = (
+    "(state != 'PENDING' OR attempts != '[]' OR schedule_to_start_us IS NOT NULL OR priority IS NOT NULL "
+    "OR concurrency_key IS NOT NULL OR fairness_key IS NOT NULL OR rate_limit IS NOT NULL)"
+)
+_NOT_COLD_TASK_RUN_SQL_V4: Final = "(state != 'PENDING' OR attempts != '[]' OR schedule_to_start_us IS NOT NULL)"
 _NOT_COLD_TASK_RUN_SQL_V2: Final = "(state != 'PENDING' OR attempts != '[]')"
 
 _SCHEMA_V2: Final = (
@@ -155,7 +166,7 @@ def _add_finished_index_v3(conn: sqlite3.Connection) -> None:
 _SCHEMA_V4: Final = (
     "ALTER TABLE task_runs ADD COLUMN schedule_to_start_us INTEGER",
     "DROP INDEX task_runs_not_cold",
-    f"CREATE INDEX task_runs_not_cold ON task_runs (execution_id) WHERE {NOT_COLD_TASK_RUN_SQL}",
+    f"CREATE INDEX task_runs_not_cold ON task_runs (execution_id) WHERE {_NOT_COLD_TASK_RUN_SQL_V4}",
 )
 
 
@@ -184,6 +195,36 @@ def _add_submitter_v6(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+# Version 7: schedules, each one JSON document by name (a few rows, all read on start).
+_SCHEMA_V7: Final = "CREATE TABLE schedules (name TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID"
+
+
+def _add_schedules_v7(conn: sqlite3.Connection) -> None:
+    conn.execute(_SCHEMA_V7)
+
+
+# Version 8: flow control. A task run's priority (NULL for the default: the ready queue orders by priority, and
+# cold task runs come back in the store's plain queue order, so one of another priority is never cold), and its
+# concurrency key and limit (NULL without a key: the engine counts a key's places, so a keyed one is never cold),
+# its fairness key (NULL without one: cold task runs come back into the queue of tasks without one), and its rate
+# limit and key (NULL without: a task run that may wait for a token is never cold).
+_SCHEMA_V8: Final = (
+    "ALTER TABLE task_runs ADD COLUMN priority INTEGER",
+    "ALTER TABLE task_runs ADD COLUMN concurrency_key TEXT",
+    "ALTER TABLE task_runs ADD COLUMN concurrency_limit INTEGER",
+    "ALTER TABLE task_runs ADD COLUMN fairness_key TEXT",
+    "ALTER TABLE task_runs ADD COLUMN rate_limit TEXT",
+    "ALTER TABLE task_runs ADD COLUMN rate_limit_key TEXT",
+    "DROP INDEX task_runs_not_cold",
+    f"CREATE INDEX task_runs_not_cold ON task_runs (execution_id) WHERE {NOT_COLD_TASK_RUN_SQL}",
+)
+
+
+def _add_flow_control_v8(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V8:
+        conn.execute(statement)
+
+
 # MIGRATIONS[n] takes a database from user_version n to n + 1, inside one transaction.
 # A later schema appends its step here; SCHEMA_VERSION follows.
 MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
@@ -193,6 +234,8 @@ MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _add_schedule_to_start_v4,
     _add_trace_context_v5,
     _add_submitter_v6,
+    _add_schedules_v7,
+    _add_flow_control_v8,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

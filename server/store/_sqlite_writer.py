@@ -62,6 +62,10 @@ _DELETE_EXECUTION: Final = (
     "DELETE FROM task_runs WHERE execution_id = ?",
     "DELETE FROM executions WHERE id = ?",
 )
+_UPSERT_SCHEDULE: Final = (
+    "INSERT INTO schedules (name, body) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET body = excluded.body"
+)
+_DELETE_SCHEDULE: Final = "DELETE FROM schedules WHERE name = ?"
 _EXISTING_EXECUTIONS: Final = "SELECT id FROM executions WHERE id IN ({marks})"
 _EXISTING_TASK_RUNS: Final = "SELECT id, execution_id FROM task_runs WHERE id IN ({marks})"
 _TAKEN_KEYS: Final = (
@@ -190,6 +194,13 @@ class _Writer:
         if deleted:
             for sql in _DELETE_EXECUTION:
                 written += max(conn.executemany(sql, deleted).rowcount, 0)
+        schedules = [row for rows in batches for row in rows.schedules]
+        if schedules:
+            conn.executemany(_UPSERT_SCHEDULE, schedules)
+            written += len(schedules)
+        deleted_schedules = [row for rows in batches for row in rows.deleted_schedules]
+        if deleted_schedules:
+            written += max(conn.executemany(_DELETE_SCHEDULE, deleted_schedules).rowcount, 0)
         return written
 
     def _update(self, sql: str, rows: list[dict[str, Any]], table: str) -> None:

@@ -16,12 +16,14 @@ import pytest
 import taskwire.client
 import taskwire.common
 import taskwire.conformance
+import taskwire.console
 import taskwire.worker
 
 # Each folder with the package name it installs as.
 PACKAGES = {
     "taskwire.client": Path(taskwire.client.__file__).parent,
     "taskwire.common": Path(taskwire.common.__file__).parent,
+    "taskwire.console": Path(taskwire.console.__file__).parent,
     "taskwire.worker": Path(taskwire.worker.__file__).parent,
     "taskwire.conformance": Path(taskwire.conformance.__file__).parent,
 }

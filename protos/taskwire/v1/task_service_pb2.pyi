@@ -50,6 +50,48 @@ passes (then DEADLINE_EXCEEDED; nothing is stored).
 """
 Global___AdmissionMode: _TypeAlias = AdmissionMode  # noqa: Y015
 
+class _OverlapPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OverlapPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OverlapPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OVERLAP_POLICY_UNSPECIFIED: _OverlapPolicy.ValueType  # 0
+    """Same as OVERLAP_POLICY_SKIP."""
+    OVERLAP_POLICY_SKIP: _OverlapPolicy.ValueType  # 1
+    """The fire is skipped and counted in Schedule.skipped."""
+    OVERLAP_POLICY_BUFFER_ONE: _OverlapPolicy.ValueType  # 2
+    """The fire waits until the running executions have finished, then starts;
+    at most one fire waits, later ones are skipped.
+    """
+    OVERLAP_POLICY_ALLOW_ALL: _OverlapPolicy.ValueType  # 3
+    """The fire starts anyway: executions of the schedule may run side by side."""
+    OVERLAP_POLICY_CANCEL_OTHER: _OverlapPolicy.ValueType  # 4
+    """The running executions are cancelled and the fire starts at once (they end
+    CANCELLED once their handlers stop).
+    """
+
+class OverlapPolicy(_OverlapPolicy, metaclass=_OverlapPolicyEnumTypeWrapper):
+    """What a schedule's fire does while an execution the schedule started earlier
+    has not finished (as Temporal's overlap policies).
+    """
+
+OVERLAP_POLICY_UNSPECIFIED: OverlapPolicy.ValueType  # 0
+"""Same as OVERLAP_POLICY_SKIP."""
+OVERLAP_POLICY_SKIP: OverlapPolicy.ValueType  # 1
+"""The fire is skipped and counted in Schedule.skipped."""
+OVERLAP_POLICY_BUFFER_ONE: OverlapPolicy.ValueType  # 2
+"""The fire waits until the running executions have finished, then starts;
+at most one fire waits, later ones are skipped.
+"""
+OVERLAP_POLICY_ALLOW_ALL: OverlapPolicy.ValueType  # 3
+"""The fire starts anyway: executions of the schedule may run side by side."""
+OVERLAP_POLICY_CANCEL_OTHER: OverlapPolicy.ValueType  # 4
+"""The running executions are cancelled and the fire starts at once (they end
+CANCELLED once their handlers stop).
+"""
+Global___OverlapPolicy: _TypeAlias = OverlapPolicy  # noqa: Y015
+
 @_typing.final
 class TaskSpec(_message.Message):
     """One task to run within an execution."""
@@ -63,12 +105,54 @@ class TaskSpec(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     RETRY_POLICY_FIELD_NUMBER: _builtins.int
     SCHEDULE_TO_START_TIMEOUT_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
+    FAIRNESS_KEY_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_KEY_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """Unique within the execution; [A-Za-z0-9_.-], at most 128 characters.
     May be empty only when the execution has exactly one task ("main" is used).
     """
     handler: _builtins.str
     """Name of the handler to run; required, at most 256 characters."""
+    priority: _builtins.int
+    """1 (lowest) to 9 (highest); 0 (unset) means the default, 5. Among the
+    queued task runs of one handler a higher priority is dispatched first,
+    first come first served within a priority; a task run waiting queued
+    rises one priority per the server's priority aging interval (see
+    docs/flow-control.md). Other values are INVALID_ARGUMENT.
+    """
+    concurrency_key: _builtins.str
+    """Optional, at most 256 characters: a name shared by tasks that must not run
+    too many at once (e.g. "customer-42"). With it, concurrency_limit is
+    required. The server never has more attempts of the key running than the
+    limit, across all workers, counting an attempt until the server knows it
+    ended; a task over the limit waits WAITING(CONCURRENCY_LIMIT) and becomes
+    PENDING, in order, when a place frees (see docs/flow-control.md).
+    """
+    concurrency_limit: _builtins.int
+    """1 to 10000: the most attempts of concurrency_key running or queued at once
+    (checked against this task's own limit). 0 only without a key.
+    """
+    fairness_key: _builtins.str
+    """Optional, at most 256 characters: the tenant the task is run for. Among
+    the queued task runs of one handler and one priority, dispatch takes the
+    fairness keys in turns (tasks without one share one turn), so a key with
+    a long backlog delays another key's task by at most one task run per key.
+    """
+    rate_limit: _builtins.str
+    """Optional: the name of a rate limit the server defines (taskwire-server
+    --rate-limit NAME=N/PERIOD[:BURST]); each dispatch takes a token of it. A
+    task that finds no token waits WAITING(RATE_LIMITED) and is dispatched, in
+    order, when one is back. A name the server does not define is
+    INVALID_ARGUMENT.
+    """
+    rate_limit_key: _builtins.str
+    """Optional, with rate_limit, at most 256 characters: a bucket of its own
+    per key (e.g. per customer), each with the limit's rate and burst.
+    """
     @_builtins.property
     def input(self) -> _types_pb2.Payload:
         """The handler's input. Unset means JSON null."""
@@ -103,10 +187,16 @@ class TaskSpec(_message.Message):
         timeout: _duration_pb2.Duration | None = ...,
         retry_policy: _types_pb2.RetryPolicy | None = ...,
         schedule_to_start_timeout: _duration_pb2.Duration | None = ...,
+        priority: _builtins.int = ...,
+        concurrency_key: _builtins.str = ...,
+        concurrency_limit: _builtins.int = ...,
+        fairness_key: _builtins.str = ...,
+        rate_limit: _builtins.str = ...,
+        rate_limit_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["depends_on", b"depends_on", "handler", b"handler", "input", b"input", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "depends_on", b"depends_on", "fairness_key", b"fairness_key", "handler", b"handler", "input", b"input", "priority", b"priority", "rate_limit", b"rate_limit", "rate_limit_key", b"rate_limit_key", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -659,6 +749,7 @@ class HandlerStats(_message.Message):
     IN_FLIGHT_FIELD_NUMBER: _builtins.int
     FREE_SLOTS_FIELD_NUMBER: _builtins.int
     WORKERS_FIELD_NUMBER: _builtins.int
+    OLDEST_QUEUED_AT_FIELD_NUMBER: _builtins.int
     handler: _builtins.str
     """The handler."""
     pending: _builtins.int
@@ -669,6 +760,13 @@ class HandlerStats(_message.Message):
     """Free slots on connected workers that serve it."""
     workers: _builtins.int
     """Connected workers that serve it."""
+    @_builtins.property
+    def oldest_queued_at(self) -> _timestamp_pb2.Timestamp:
+        """When its oldest PENDING task run held in the server's memory was queued;
+        unset when none is. A task run that waits beyond the server's in-memory
+        queue (a very long backlog) may be older still.
+        """
+
     def __init__(
         self,
         *,
@@ -677,14 +775,95 @@ class HandlerStats(_message.Message):
         in_flight: _builtins.int = ...,
         free_slots: _builtins.int = ...,
         workers: _builtins.int = ...,
+        oldest_queued_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_queued_at", b"oldest_queued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["free_slots", b"free_slots", "handler", b"handler", "in_flight", b"in_flight", "pending", b"pending", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["free_slots", b"free_slots", "handler", b"handler", "in_flight", b"in_flight", "oldest_queued_at", b"oldest_queued_at", "pending", b"pending", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HandlerStats: _TypeAlias = HandlerStats  # noqa: Y015
+
+@_typing.final
+class ConcurrencyKeyStats(_message.Message):
+    """One concurrency key in use (see TaskSpec.concurrency_key)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The key."""
+    limit: _builtins.int
+    """The limit of the task run of the key that took a place last."""
+    running: _builtins.int
+    """Its attempts the server counts as running (held by a worker session)."""
+    queued: _builtins.int
+    """Its task runs PENDING with a place."""
+    waiting: _builtins.int
+    """Its task runs WAITING(CONCURRENCY_LIMIT) for a place."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        running: _builtins.int = ...,
+        queued: _builtins.int = ...,
+        waiting: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "limit", b"limit", "queued", b"queued", "running", b"running", "waiting", b"waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConcurrencyKeyStats: _TypeAlias = ConcurrencyKeyStats  # noqa: Y015
+
+@_typing.final
+class RateLimitStats(_message.Message):
+    """One bucket of a rate limit in use (see TaskSpec.rate_limit)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    RATE_PER_S_FIELD_NUMBER: _builtins.int
+    BURST_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    RESERVED_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The limit's name, with the key in brackets for a bucket of a key."""
+    rate_per_s: _builtins.float
+    """Tokens it gains per second."""
+    burst: _builtins.int
+    """The most tokens it holds."""
+    tokens: _builtins.int
+    """Whole tokens in it now."""
+    reserved: _builtins.int
+    """Tokens granted to task runs PENDING for it, not spent yet."""
+    waiting: _builtins.int
+    """Task runs WAITING(RATE_LIMITED) for a token."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        rate_per_s: _builtins.float = ...,
+        burst: _builtins.int = ...,
+        tokens: _builtins.int = ...,
+        reserved: _builtins.int = ...,
+        waiting: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst", b"burst", "name", b"name", "rate_per_s", b"rate_per_s", "reserved", b"reserved", "tokens", b"tokens", "waiting", b"waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateLimitStats: _TypeAlias = RateLimitStats  # noqa: Y015
 
 @_typing.final
 class GetStatsResponse(_message.Message):
@@ -697,6 +876,8 @@ class GetStatsResponse(_message.Message):
     CONNECTED_WORKERS_FIELD_NUMBER: _builtins.int
     FREE_SLOTS_FIELD_NUMBER: _builtins.int
     HANDLERS_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEYS_FIELD_NUMBER: _builtins.int
+    RATE_LIMITS_FIELD_NUMBER: _builtins.int
     in_flight: _builtins.int
     """Attempts running on workers."""
     connected_workers: _builtins.int
@@ -711,6 +892,14 @@ class GetStatsResponse(_message.Message):
     def handlers(self) -> _containers.RepeatedCompositeFieldContainer[Global___HandlerStats]:
         """Per handler, sorted by name: every handler with work or a worker."""
 
+    @_builtins.property
+    def concurrency_keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConcurrencyKeyStats]:
+        """The concurrency keys in use, most waiting first, at most 100."""
+
+    @_builtins.property
+    def rate_limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___RateLimitStats]:
+        """The rate limit buckets in use, most waiting first, at most 100."""
+
     def __init__(
         self,
         *,
@@ -719,10 +908,12 @@ class GetStatsResponse(_message.Message):
         connected_workers: _builtins.int = ...,
         free_slots: _builtins.int = ...,
         handlers: _abc.Iterable[Global___HandlerStats] | None = ...,
+        concurrency_keys: _abc.Iterable[Global___ConcurrencyKeyStats] | None = ...,
+        rate_limits: _abc.Iterable[Global___RateLimitStats] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected_workers", b"connected_workers", "free_slots", b"free_slots", "handlers", b"handlers", "in_flight", b"in_flight", "queue", b"queue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_keys", b"concurrency_keys", "connected_workers", b"connected_workers", "free_slots", b"free_slots", "handlers", b"handlers", "in_flight", b"in_flight", "queue", b"queue", "rate_limits", b"rate_limits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -976,6 +1167,113 @@ class DeleteExecutionResponse(_message.Message):
 Global___DeleteExecutionResponse: _TypeAlias = DeleteExecutionResponse  # noqa: Y015
 
 @_typing.final
+class WatchEventsRequest(_message.Message):
+    """Request of TaskService.WatchEvents. The filters combine with AND; empty ones
+    match every event.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HANDLER_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    handler: _builtins.str
+    """Only events of executions that have a task run of this handler; empty
+    means all handlers.
+    """
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_types_pb2.ExecutionState.ValueType]:
+        """Only events of executions whose state, just before or right after the
+        event, is one of these; empty means all states. "Before or after" makes a
+        watcher of RUNNING executions see each one enter RUNNING, report progress
+        and logs, and leave RUNNING (its terminal transition).
+        """
+
+    def __init__(
+        self,
+        *,
+        handler: _builtins.str = ...,
+        states: _abc.Iterable[_types_pb2.ExecutionState.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["handler", b"handler", "states", b"states"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchEventsRequest: _TypeAlias = WatchEventsRequest  # noqa: Y015
+
+@_typing.final
+class WatchEventsResponse(_message.Message):
+    """One message of TaskService.WatchEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> _types_pb2.ExecutionEvent:
+        """The next matching event (of any execution)."""
+
+    def __init__(
+        self,
+        *,
+        event: _types_pb2.ExecutionEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchEventsResponse: _TypeAlias = WatchEventsResponse  # noqa: Y015
+
+@_typing.final
+class GetIdentityRequest(_message.Message):
+    """Request of TaskService.GetIdentity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIdentityRequest: _TypeAlias = GetIdentityRequest  # noqa: Y015
+
+@_typing.final
+class GetIdentityResponse(_message.Message):
+    """Response of TaskService.GetIdentity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The caller's identity as the server authenticated it (for example a
+    client certificate's name or a token's subject); empty when anonymous.
+    """
+    role: _builtins.str
+    """The role the server grants the caller: "reader", "submitter", "worker"
+    or "admin" (lower case). Without authentication, "admin".
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        role: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIdentityResponse: _TypeAlias = GetIdentityResponse  # noqa: Y015
+
+@_typing.final
 class ExecutionFilter(_message.Message):
     """Which executions a bulk action applies to: all conditions must hold. At
     least one condition is required.
@@ -1212,3 +1510,496 @@ class RerunExecutionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RerunExecutionResponse: _TypeAlias = RerunExecutionResponse  # noqa: Y015
+
+@_typing.final
+class ScheduleSpec(_message.Message):
+    """What a client asks for: start an execution at each time a cron expression
+    names.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CRON_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
+    EXECUTION_FIELD_NUMBER: _builtins.int
+    CATCH_UP_WINDOW_FIELD_NUMBER: _builtins.int
+    OVERLAP_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Unique among schedules; 1-128 characters of [A-Za-z0-9_.-]."""
+    cron: _builtins.str
+    """A cron expression: five fields (minute hour day-of-month month
+    day-of-week), or six with seconds first ("*/10 * * * * *"). Names of
+    months and days, ranges, steps, lists, L and # are understood.
+    """
+    timezone: _builtins.str
+    """The IANA time zone the cron expression is read in ("Europe/Paris").
+    Empty means UTC. Daylight saving time: a fire time in the hour a spring
+    change skips happens when the clock jumps; in the hour an autumn change
+    repeats, a fixed hour fires once, "every N minutes" fires in both copies.
+    """
+    overlap: Global___OverlapPolicy.ValueType
+    """What a fire does while an earlier execution of the schedule runs."""
+    paused: _builtins.bool
+    """Create it paused: it fires once resumed."""
+    @_builtins.property
+    def execution(self) -> Global___ExecutionSpec:
+        """The execution each fire starts. Its idempotency_key and not_before must be
+        unset (each fire gets the key "schedule:NAME:FIRE_TIME"); the metadata
+        labels "taskwire.schedule" and "taskwire.schedule.fire_time" are added.
+        """
+
+    @_builtins.property
+    def catch_up_window(self) -> _duration_pb2.Duration:
+        """Fires that passed while the server was down are started late when at most
+        this old, else counted in Schedule.missed. Unset means one minute; zero
+        means none are made up; must not be negative.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        cron: _builtins.str = ...,
+        timezone: _builtins.str = ...,
+        execution: Global___ExecutionSpec | None = ...,
+        catch_up_window: _duration_pb2.Duration | None = ...,
+        overlap: Global___OverlapPolicy.ValueType = ...,
+        paused: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["catch_up_window", b"catch_up_window", "execution", b"execution"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catch_up_window", b"catch_up_window", "cron", b"cron", "execution", b"execution", "name", b"name", "overlap", b"overlap", "paused", b"paused", "timezone", b"timezone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScheduleSpec: _TypeAlias = ScheduleSpec  # noqa: Y015
+
+@_typing.final
+class Schedule(_message.Message):
+    """A stored schedule and what it has done. At most one execution is started
+    per fire time, across restarts: the fire's idempotency key makes a repeat
+    return the execution the first one made.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEC_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    NEXT_FIRE_TIMES_FIELD_NUMBER: _builtins.int
+    FIRED_FIELD_NUMBER: _builtins.int
+    MISSED_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    RUNNING_EXECUTION_IDS_FIELD_NUMBER: _builtins.int
+    BUFFERED_FIRE_TIME_FIELD_NUMBER: _builtins.int
+    LAST_FIRE_TIME_FIELD_NUMBER: _builtins.int
+    LAST_EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    HANDLED_UNTIL_FIELD_NUMBER: _builtins.int
+    paused: _builtins.bool
+    """True while paused (ScheduleSpec.paused is only how it was created)."""
+    fired: _builtins.int
+    """Executions it started (triggers included)."""
+    missed: _builtins.int
+    """Fire times that passed beyond the catch-up window while the server was
+    down, or that found the queue full.
+    """
+    skipped: _builtins.int
+    """Fire times the overlap policy skipped."""
+    last_execution_id: _builtins.str
+    """The id of the latest execution it started; empty before the first."""
+    @_builtins.property
+    def spec(self) -> Global___ScheduleSpec:
+        """The spec, with defaults filled in (timezone, catch_up_window, the
+        execution's task ids and retry policies).
+        """
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was created."""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """When it last changed (a fire, a pause, ...)."""
+
+    @_builtins.property
+    def next_fire_times(self) -> _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]:
+        """Its next fire times, earliest first; empty while paused or when the cron
+        expression names no later time.
+        """
+
+    @_builtins.property
+    def running_execution_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of executions it started that had not finished when last looked at,
+        oldest first.
+        """
+
+    @_builtins.property
+    def buffered_fire_time(self) -> _timestamp_pb2.Timestamp:
+        """OVERLAP_POLICY_BUFFER_ONE: the fire time waiting for the running
+        executions to finish; unset when none waits.
+        """
+
+    @_builtins.property
+    def last_fire_time(self) -> _timestamp_pb2.Timestamp:
+        """The fire time of the latest execution it started; unset before the first."""
+
+    @_builtins.property
+    def handled_until(self) -> _timestamp_pb2.Timestamp:
+        """Every fire time up to this one has been handled (started, buffered,
+        skipped or missed); the next fire comes after it.
+        """
+
+    def __init__(
+        self,
+        *,
+        spec: Global___ScheduleSpec | None = ...,
+        paused: _builtins.bool = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        next_fire_times: _abc.Iterable[_timestamp_pb2.Timestamp] | None = ...,
+        fired: _builtins.int = ...,
+        missed: _builtins.int = ...,
+        skipped: _builtins.int = ...,
+        running_execution_ids: _abc.Iterable[_builtins.str] | None = ...,
+        buffered_fire_time: _timestamp_pb2.Timestamp | None = ...,
+        last_fire_time: _timestamp_pb2.Timestamp | None = ...,
+        last_execution_id: _builtins.str = ...,
+        handled_until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["buffered_fire_time", b"buffered_fire_time", "created_at", b"created_at", "handled_until", b"handled_until", "last_fire_time", b"last_fire_time", "spec", b"spec", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buffered_fire_time", b"buffered_fire_time", "created_at", b"created_at", "fired", b"fired", "handled_until", b"handled_until", "last_execution_id", b"last_execution_id", "last_fire_time", b"last_fire_time", "missed", b"missed", "next_fire_times", b"next_fire_times", "paused", b"paused", "running_execution_ids", b"running_execution_ids", "skipped", b"skipped", "spec", b"spec", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Schedule: _TypeAlias = Schedule  # noqa: Y015
+
+@_typing.final
+class CreateScheduleRequest(_message.Message):
+    """Request of TaskService.CreateSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedule(self) -> Global___ScheduleSpec:
+        """The schedule to create."""
+
+    def __init__(
+        self,
+        *,
+        schedule: Global___ScheduleSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateScheduleRequest: _TypeAlias = CreateScheduleRequest  # noqa: Y015
+
+@_typing.final
+class CreateScheduleResponse(_message.Message):
+    """Response of TaskService.CreateSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedule(self) -> Global___Schedule:
+        """The stored schedule, with its next fire times."""
+
+    def __init__(
+        self,
+        *,
+        schedule: Global___Schedule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateScheduleResponse: _TypeAlias = CreateScheduleResponse  # noqa: Y015
+
+@_typing.final
+class ListSchedulesRequest(_message.Message):
+    """Request of TaskService.ListSchedules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NEXT_FIRE_TIMES_FIELD_NUMBER: _builtins.int
+    next_fire_times: _builtins.int
+    """How many next fire times to return per schedule: 0 means 1, at most 100."""
+    def __init__(
+        self,
+        *,
+        next_fire_times: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_fire_times", b"next_fire_times"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSchedulesRequest: _TypeAlias = ListSchedulesRequest  # noqa: Y015
+
+@_typing.final
+class ListSchedulesResponse(_message.Message):
+    """Response of TaskService.ListSchedules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedules(self) -> _containers.RepeatedCompositeFieldContainer[Global___Schedule]:
+        """Every schedule, sorted by name."""
+
+    def __init__(
+        self,
+        *,
+        schedules: _abc.Iterable[Global___Schedule] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedules", b"schedules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSchedulesResponse: _TypeAlias = ListSchedulesResponse  # noqa: Y015
+
+@_typing.final
+class GetScheduleRequest(_message.Message):
+    """Request of TaskService.GetSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NEXT_FIRE_TIMES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The schedule's name."""
+    next_fire_times: _builtins.int
+    """How many next fire times to return: 0 means 5, at most 100."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        next_fire_times: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "next_fire_times", b"next_fire_times"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetScheduleRequest: _TypeAlias = GetScheduleRequest  # noqa: Y015
+
+@_typing.final
+class GetScheduleResponse(_message.Message):
+    """Response of TaskService.GetSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedule(self) -> Global___Schedule:
+        """The schedule."""
+
+    def __init__(
+        self,
+        *,
+        schedule: Global___Schedule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetScheduleResponse: _TypeAlias = GetScheduleResponse  # noqa: Y015
+
+@_typing.final
+class PauseScheduleRequest(_message.Message):
+    """Request of TaskService.PauseSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The schedule's name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseScheduleRequest: _TypeAlias = PauseScheduleRequest  # noqa: Y015
+
+@_typing.final
+class PauseScheduleResponse(_message.Message):
+    """Response of TaskService.PauseSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedule(self) -> Global___Schedule:
+        """The schedule, paused."""
+
+    def __init__(
+        self,
+        *,
+        schedule: Global___Schedule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseScheduleResponse: _TypeAlias = PauseScheduleResponse  # noqa: Y015
+
+@_typing.final
+class ResumeScheduleRequest(_message.Message):
+    """Request of TaskService.ResumeSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The schedule's name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeScheduleRequest: _TypeAlias = ResumeScheduleRequest  # noqa: Y015
+
+@_typing.final
+class ResumeScheduleResponse(_message.Message):
+    """Response of TaskService.ResumeSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedule(self) -> Global___Schedule:
+        """The schedule, resumed, with its next fire times."""
+
+    def __init__(
+        self,
+        *,
+        schedule: Global___Schedule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeScheduleResponse: _TypeAlias = ResumeScheduleResponse  # noqa: Y015
+
+@_typing.final
+class DeleteScheduleRequest(_message.Message):
+    """Request of TaskService.DeleteSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The schedule's name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteScheduleRequest: _TypeAlias = DeleteScheduleRequest  # noqa: Y015
+
+@_typing.final
+class DeleteScheduleResponse(_message.Message):
+    """Response of TaskService.DeleteSchedule: empty, the deletion is durable."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteScheduleResponse: _TypeAlias = DeleteScheduleResponse  # noqa: Y015
+
+@_typing.final
+class TriggerScheduleRequest(_message.Message):
+    """Request of TaskService.TriggerSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The schedule's name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TriggerScheduleRequest: _TypeAlias = TriggerScheduleRequest  # noqa: Y015
+
+@_typing.final
+class TriggerScheduleResponse(_message.Message):
+    """Response of TaskService.TriggerSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    """The execution the trigger started (its idempotency key is
+    "schedule:NAME:trigger:TIME").
+    """
+    @_builtins.property
+    def schedule(self) -> Global___Schedule:
+        """The schedule after the trigger."""
+
+    def __init__(
+        self,
+        *,
+        schedule: Global___Schedule | None = ...,
+        execution_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TriggerScheduleResponse: _TypeAlias = TriggerScheduleResponse  # noqa: Y015

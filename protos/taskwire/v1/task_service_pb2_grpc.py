@@ -37,6 +37,7 @@ class TaskServiceStub:
     - RESOURCE_EXHAUSTED: the queue is full and the submit asked to fail fast.
     - DEADLINE_EXCEEDED: a wait-for-room submit found no room before its deadline.
     - UNAVAILABLE: the server is shutting down; retry against another replica or later.
+    - ABORTED: a WatchEvents watcher fell too far behind and was dropped.
     """
 
     def __init__(self, channel):
@@ -95,6 +96,16 @@ class TaskServiceStub:
                 request_serializer=taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionRequest.SerializeToString,
                 response_deserializer=taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionResponse.FromString,
                 _registered_method=True)
+        self.WatchEvents = channel.unary_stream(
+                '/taskwire.v1.TaskService/WatchEvents',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.WatchEventsResponse.FromString,
+                _registered_method=True)
+        self.GetIdentity = channel.unary_unary(
+                '/taskwire.v1.TaskService/GetIdentity',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.GetIdentityRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.GetIdentityResponse.FromString,
+                _registered_method=True)
         self.CancelExecutions = channel.unary_unary(
                 '/taskwire.v1.TaskService/CancelExecutions',
                 request_serializer=taskwire_dot_v1_dot_task__service__pb2.CancelExecutionsRequest.SerializeToString,
@@ -110,6 +121,41 @@ class TaskServiceStub:
                 request_serializer=taskwire_dot_v1_dot_task__service__pb2.RerunExecutionRequest.SerializeToString,
                 response_deserializer=taskwire_dot_v1_dot_task__service__pb2.RerunExecutionResponse.FromString,
                 _registered_method=True)
+        self.CreateSchedule = channel.unary_unary(
+                '/taskwire.v1.TaskService/CreateSchedule',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.CreateScheduleRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.CreateScheduleResponse.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/taskwire.v1.TaskService/ListSchedules',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.GetSchedule = channel.unary_unary(
+                '/taskwire.v1.TaskService/GetSchedule',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.GetScheduleRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.GetScheduleResponse.FromString,
+                _registered_method=True)
+        self.PauseSchedule = channel.unary_unary(
+                '/taskwire.v1.TaskService/PauseSchedule',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.PauseScheduleRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.PauseScheduleResponse.FromString,
+                _registered_method=True)
+        self.ResumeSchedule = channel.unary_unary(
+                '/taskwire.v1.TaskService/ResumeSchedule',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.ResumeScheduleRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.ResumeScheduleResponse.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/taskwire.v1.TaskService/DeleteSchedule',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.DeleteScheduleRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
+        self.TriggerSchedule = channel.unary_unary(
+                '/taskwire.v1.TaskService/TriggerSchedule',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.TriggerScheduleRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.TriggerScheduleResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -124,6 +170,7 @@ class TaskServiceServicer:
     - RESOURCE_EXHAUSTED: the queue is full and the submit asked to fail fast.
     - DEADLINE_EXCEEDED: a wait-for-room submit found no room before its deadline.
     - UNAVAILABLE: the server is shutting down; retry against another replica or later.
+    - ABORTED: a WatchEvents watcher fell too far behind and was dropped.
     """
 
     def SubmitExecution(self, request, context):
@@ -211,6 +258,31 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchEvents(self, request, context):
+        """Streams the history events of all executions as they become durable, from
+        the moment of the call on: no history is replayed (read the current state
+        with ListExecutions first, then follow this stream). The request's filters
+        choose which events are sent. Events of one execution arrive in sequence
+        order; events of different executions interleave in commit order. The
+        stream does not end by itself. Each watcher has a bounded buffer on the
+        server: one that does not read fast enough to keep up is dropped with
+        ABORTED (its events were not all delivered; watch again and re-read what
+        it shows). UNAVAILABLE when the server shuts down.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetIdentity(self, request, context):
+        """Returns who the server takes the caller to be and the role it grants, so
+        that a tool can show only what the caller may do (the server still checks
+        every call). With no authentication configured every caller is anonymous:
+        an empty name and the role "admin".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CancelExecutions(self, request, context):
         """Cancels every execution the filter matches that has not ended, like
         CancelExecution on each; with dry_run, only counts them. An empty filter
@@ -238,6 +310,64 @@ class TaskServiceServicer:
         receive those outputs. FAILED_PRECONDITION for an execution that has not
         ended, or (only_failed) whose every task succeeded; NOT_FOUND for an
         unknown id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSchedule(self, request, context):
+        """Creates a schedule: its execution spec is started at each time its cron
+        expression names (see Schedule for what is guaranteed). Returns once it is
+        durably stored. INVALID_ARGUMENT naming the field for a bad cron expression
+        ("schedule.cron"), an unknown time zone ("schedule.timezone") or a bad
+        spec; ALREADY_EXISTS when a schedule has that name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Lists every schedule, by name, with its next fire times.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchedule(self, request, context):
+        """Returns one schedule with its next fire times; NOT_FOUND for an unknown name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSchedule(self, request, context):
+        """Pauses a schedule: it starts nothing until resumed (a trigger still
+        does). Idempotent. NOT_FOUND for an unknown name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSchedule(self, request, context):
+        """Resumes a paused schedule from now on: the fire times that passed while it
+        was paused are neither started nor counted missed. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Deletes a schedule; the executions it started go on. NOT_FOUND for an
+        unknown name, so deleting twice finds nothing the second time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TriggerSchedule(self, request, context):
+        """Starts one execution of the schedule now, whatever its overlap policy and
+        even while it is paused; returns once it is durable. NOT_FOUND for an
+        unknown name, RESOURCE_EXHAUSTED when the queue is full.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -296,6 +426,16 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     request_deserializer=taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionRequest.FromString,
                     response_serializer=taskwire_dot_v1_dot_task__service__pb2.DeleteExecutionResponse.SerializeToString,
             ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.WatchEventsRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.WatchEventsResponse.SerializeToString,
+            ),
+            'GetIdentity': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIdentity,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.GetIdentityRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.GetIdentityResponse.SerializeToString,
+            ),
             'CancelExecutions': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelExecutions,
                     request_deserializer=taskwire_dot_v1_dot_task__service__pb2.CancelExecutionsRequest.FromString,
@@ -310,6 +450,41 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.RerunExecution,
                     request_deserializer=taskwire_dot_v1_dot_task__service__pb2.RerunExecutionRequest.FromString,
                     response_serializer=taskwire_dot_v1_dot_task__service__pb2.RerunExecutionResponse.SerializeToString,
+            ),
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.CreateScheduleRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.CreateScheduleResponse.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'GetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedule,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.GetScheduleRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.GetScheduleResponse.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.PauseScheduleRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.PauseScheduleResponse.SerializeToString,
+            ),
+            'ResumeSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSchedule,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.ResumeScheduleRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.ResumeScheduleResponse.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.DeleteScheduleRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.DeleteScheduleResponse.SerializeToString,
+            ),
+            'TriggerSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.TriggerSchedule,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.TriggerScheduleRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.TriggerScheduleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -331,6 +506,7 @@ class TaskService:
     - RESOURCE_EXHAUSTED: the queue is full and the submit asked to fail fast.
     - DEADLINE_EXCEEDED: a wait-for-room submit found no room before its deadline.
     - UNAVAILABLE: the server is shutting down; retry against another replica or later.
+    - ABORTED: a WatchEvents watcher fell too far behind and was dropped.
     """
 
     @staticmethod
@@ -604,6 +780,60 @@ class TaskService:
             _registered_method=True)
 
     @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/taskwire.v1.TaskService/WatchEvents',
+            taskwire_dot_v1_dot_task__service__pb2.WatchEventsRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.WatchEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIdentity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskwire.v1.TaskService/GetIdentity',
+            taskwire_dot_v1_dot_task__service__pb2.GetIdentityRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.GetIdentityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def CancelExecutions(request,
             target,
             options=(),
@@ -674,6 +904,195 @@ class TaskService:
             '/taskwire.v1.TaskService/RerunExecution',
             taskwire_dot_v1_dot_task__service__pb2.RerunExecutionRequest.SerializeToString,
             taskwire_dot_v1_dot_task__service__pb2.RerunExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskwire.v1.TaskService/CreateSchedule',
+            taskwire_dot_v1_dot_task__service__pb2.CreateScheduleRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.CreateScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskwire.v1.TaskService/ListSchedules',
+            taskwire_dot_v1_dot_task__service__pb2.ListSchedulesRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskwire.v1.TaskService/GetSchedule',
+            taskwire_dot_v1_dot_task__service__pb2.GetScheduleRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.GetScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskwire.v1.TaskService/PauseSchedule',
+            taskwire_dot_v1_dot_task__service__pb2.PauseScheduleRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.PauseScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskwire.v1.TaskService/ResumeSchedule',
+            taskwire_dot_v1_dot_task__service__pb2.ResumeScheduleRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.ResumeScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskwire.v1.TaskService/DeleteSchedule',
+            taskwire_dot_v1_dot_task__service__pb2.DeleteScheduleRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.DeleteScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TriggerSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskwire.v1.TaskService/TriggerSchedule',
+            taskwire_dot_v1_dot_task__service__pb2.TriggerScheduleRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.TriggerScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,

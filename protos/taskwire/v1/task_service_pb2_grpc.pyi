@@ -38,6 +38,7 @@ class TaskServiceStub:
     - RESOURCE_EXHAUSTED: the queue is full and the submit asked to fail fast.
     - DEADLINE_EXCEEDED: a wait-for-room submit found no room before its deadline.
     - UNAVAILABLE: the server is shutting down; retry against another replica or later.
+    - ABORTED: a WatchEvents watcher fell too far behind and was dropped.
     """
 
     @_typing.overload
@@ -84,6 +85,23 @@ class TaskServiceStub:
     finds nothing the second time. The server also deletes finished executions
     on its own once they are older than its retention (see --retention).
     """
+    WatchEvents: _grpc.UnaryStreamMultiCallable[_task_service_pb2.WatchEventsRequest, _task_service_pb2.WatchEventsResponse]
+    """Streams the history events of all executions as they become durable, from
+    the moment of the call on: no history is replayed (read the current state
+    with ListExecutions first, then follow this stream). The request's filters
+    choose which events are sent. Events of one execution arrive in sequence
+    order; events of different executions interleave in commit order. The
+    stream does not end by itself. Each watcher has a bounded buffer on the
+    server: one that does not read fast enough to keep up is dropped with
+    ABORTED (its events were not all delivered; watch again and re-read what
+    it shows). UNAVAILABLE when the server shuts down.
+    """
+    GetIdentity: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetIdentityRequest, _task_service_pb2.GetIdentityResponse]
+    """Returns who the server takes the caller to be and the role it grants, so
+    that a tool can show only what the caller may do (the server still checks
+    every call). With no authentication configured every caller is anonymous:
+    an empty name and the role "admin".
+    """
     CancelExecutions: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CancelExecutionsRequest, _task_service_pb2.CancelExecutionsResponse]
     """Cancels every execution the filter matches that has not ended, like
     CancelExecution on each; with dry_run, only counts them. An empty filter
@@ -104,6 +122,34 @@ class TaskServiceStub:
     ended, or (only_failed) whose every task succeeded; NOT_FOUND for an
     unknown id.
     """
+    CreateSchedule: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CreateScheduleRequest, _task_service_pb2.CreateScheduleResponse]
+    """Creates a schedule: its execution spec is started at each time its cron
+    expression names (see Schedule for what is guaranteed). Returns once it is
+    durably stored. INVALID_ARGUMENT naming the field for a bad cron expression
+    ("schedule.cron"), an unknown time zone ("schedule.timezone") or a bad
+    spec; ALREADY_EXISTS when a schedule has that name.
+    """
+    ListSchedules: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListSchedulesRequest, _task_service_pb2.ListSchedulesResponse]
+    """Lists every schedule, by name, with its next fire times."""
+    GetSchedule: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetScheduleRequest, _task_service_pb2.GetScheduleResponse]
+    """Returns one schedule with its next fire times; NOT_FOUND for an unknown name."""
+    PauseSchedule: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.PauseScheduleRequest, _task_service_pb2.PauseScheduleResponse]
+    """Pauses a schedule: it starts nothing until resumed (a trigger still
+    does). Idempotent. NOT_FOUND for an unknown name.
+    """
+    ResumeSchedule: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ResumeScheduleRequest, _task_service_pb2.ResumeScheduleResponse]
+    """Resumes a paused schedule from now on: the fire times that passed while it
+    was paused are neither started nor counted missed. Idempotent.
+    """
+    DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.DeleteScheduleRequest, _task_service_pb2.DeleteScheduleResponse]
+    """Deletes a schedule; the executions it started go on. NOT_FOUND for an
+    unknown name, so deleting twice finds nothing the second time.
+    """
+    TriggerSchedule: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.TriggerScheduleRequest, _task_service_pb2.TriggerScheduleResponse]
+    """Starts one execution of the schedule now, whatever its overlap policy and
+    even while it is paused; returns once it is durable. NOT_FOUND for an
+    unknown name, RESOURCE_EXHAUSTED when the queue is full.
+    """
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -118,6 +164,7 @@ class TaskServiceAsyncStub(TaskServiceStub):
     - RESOURCE_EXHAUSTED: the queue is full and the submit asked to fail fast.
     - DEADLINE_EXCEEDED: a wait-for-room submit found no room before its deadline.
     - UNAVAILABLE: the server is shutting down; retry against another replica or later.
+    - ABORTED: a WatchEvents watcher fell too far behind and was dropped.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -161,6 +208,23 @@ class TaskServiceAsyncStub(TaskServiceStub):
     finds nothing the second time. The server also deletes finished executions
     on its own once they are older than its retention (see --retention).
     """
+    WatchEvents: _aio.UnaryStreamMultiCallable[_task_service_pb2.WatchEventsRequest, _task_service_pb2.WatchEventsResponse]  # type: ignore[assignment]
+    """Streams the history events of all executions as they become durable, from
+    the moment of the call on: no history is replayed (read the current state
+    with ListExecutions first, then follow this stream). The request's filters
+    choose which events are sent. Events of one execution arrive in sequence
+    order; events of different executions interleave in commit order. The
+    stream does not end by itself. Each watcher has a bounded buffer on the
+    server: one that does not read fast enough to keep up is dropped with
+    ABORTED (its events were not all delivered; watch again and re-read what
+    it shows). UNAVAILABLE when the server shuts down.
+    """
+    GetIdentity: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetIdentityRequest, _task_service_pb2.GetIdentityResponse]  # type: ignore[assignment]
+    """Returns who the server takes the caller to be and the role it grants, so
+    that a tool can show only what the caller may do (the server still checks
+    every call). With no authentication configured every caller is anonymous:
+    an empty name and the role "admin".
+    """
     CancelExecutions: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CancelExecutionsRequest, _task_service_pb2.CancelExecutionsResponse]  # type: ignore[assignment]
     """Cancels every execution the filter matches that has not ended, like
     CancelExecution on each; with dry_run, only counts them. An empty filter
@@ -181,6 +245,34 @@ class TaskServiceAsyncStub(TaskServiceStub):
     ended, or (only_failed) whose every task succeeded; NOT_FOUND for an
     unknown id.
     """
+    CreateSchedule: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CreateScheduleRequest, _task_service_pb2.CreateScheduleResponse]  # type: ignore[assignment]
+    """Creates a schedule: its execution spec is started at each time its cron
+    expression names (see Schedule for what is guaranteed). Returns once it is
+    durably stored. INVALID_ARGUMENT naming the field for a bad cron expression
+    ("schedule.cron"), an unknown time zone ("schedule.timezone") or a bad
+    spec; ALREADY_EXISTS when a schedule has that name.
+    """
+    ListSchedules: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListSchedulesRequest, _task_service_pb2.ListSchedulesResponse]  # type: ignore[assignment]
+    """Lists every schedule, by name, with its next fire times."""
+    GetSchedule: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetScheduleRequest, _task_service_pb2.GetScheduleResponse]  # type: ignore[assignment]
+    """Returns one schedule with its next fire times; NOT_FOUND for an unknown name."""
+    PauseSchedule: _aio.UnaryUnaryMultiCallable[_task_service_pb2.PauseScheduleRequest, _task_service_pb2.PauseScheduleResponse]  # type: ignore[assignment]
+    """Pauses a schedule: it starts nothing until resumed (a trigger still
+    does). Idempotent. NOT_FOUND for an unknown name.
+    """
+    ResumeSchedule: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ResumeScheduleRequest, _task_service_pb2.ResumeScheduleResponse]  # type: ignore[assignment]
+    """Resumes a paused schedule from now on: the fire times that passed while it
+    was paused are neither started nor counted missed. Idempotent.
+    """
+    DeleteSchedule: _aio.UnaryUnaryMultiCallable[_task_service_pb2.DeleteScheduleRequest, _task_service_pb2.DeleteScheduleResponse]  # type: ignore[assignment]
+    """Deletes a schedule; the executions it started go on. NOT_FOUND for an
+    unknown name, so deleting twice finds nothing the second time.
+    """
+    TriggerSchedule: _aio.UnaryUnaryMultiCallable[_task_service_pb2.TriggerScheduleRequest, _task_service_pb2.TriggerScheduleResponse]  # type: ignore[assignment]
+    """Starts one execution of the schedule now, whatever its overlap policy and
+    even while it is paused; returns once it is durable. NOT_FOUND for an
+    unknown name, RESOURCE_EXHAUSTED when the queue is full.
+    """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     """TaskService is what clients and operators call: submit work, inspect it,
@@ -194,6 +286,7 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     - RESOURCE_EXHAUSTED: the queue is full and the submit asked to fail fast.
     - DEADLINE_EXCEEDED: a wait-for-room submit found no room before its deadline.
     - UNAVAILABLE: the server is shutting down; retry against another replica or later.
+    - ABORTED: a WatchEvents watcher fell too far behind and was dropped.
     """
 
     @_abc_1.abstractmethod
@@ -297,6 +390,35 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def WatchEvents(
+        self,
+        request: _task_service_pb2.WatchEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_task_service_pb2.WatchEventsResponse], _abc.AsyncIterator[_task_service_pb2.WatchEventsResponse]]:
+        """Streams the history events of all executions as they become durable, from
+        the moment of the call on: no history is replayed (read the current state
+        with ListExecutions first, then follow this stream). The request's filters
+        choose which events are sent. Events of one execution arrive in sequence
+        order; events of different executions interleave in commit order. The
+        stream does not end by itself. Each watcher has a bounded buffer on the
+        server: one that does not read fast enough to keep up is dropped with
+        ABORTED (its events were not all delivered; watch again and re-read what
+        it shows). UNAVAILABLE when the server shuts down.
+        """
+
+    @_abc_1.abstractmethod
+    def GetIdentity(
+        self,
+        request: _task_service_pb2.GetIdentityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.GetIdentityResponse, _abc.Awaitable[_task_service_pb2.GetIdentityResponse]]:
+        """Returns who the server takes the caller to be and the role it grants, so
+        that a tool can show only what the caller may do (the server still checks
+        every call). With no authentication configured every caller is anonymous:
+        an empty name and the role "admin".
+        """
+
+    @_abc_1.abstractmethod
     def CancelExecutions(
         self,
         request: _task_service_pb2.CancelExecutionsRequest,
@@ -332,6 +454,76 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         receive those outputs. FAILED_PRECONDITION for an execution that has not
         ended, or (only_failed) whose every task succeeded; NOT_FOUND for an
         unknown id.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateSchedule(
+        self,
+        request: _task_service_pb2.CreateScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.CreateScheduleResponse, _abc.Awaitable[_task_service_pb2.CreateScheduleResponse]]:
+        """Creates a schedule: its execution spec is started at each time its cron
+        expression names (see Schedule for what is guaranteed). Returns once it is
+        durably stored. INVALID_ARGUMENT naming the field for a bad cron expression
+        ("schedule.cron"), an unknown time zone ("schedule.timezone") or a bad
+        spec; ALREADY_EXISTS when a schedule has that name.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSchedules(
+        self,
+        request: _task_service_pb2.ListSchedulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.ListSchedulesResponse, _abc.Awaitable[_task_service_pb2.ListSchedulesResponse]]:
+        """Lists every schedule, by name, with its next fire times."""
+
+    @_abc_1.abstractmethod
+    def GetSchedule(
+        self,
+        request: _task_service_pb2.GetScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.GetScheduleResponse, _abc.Awaitable[_task_service_pb2.GetScheduleResponse]]:
+        """Returns one schedule with its next fire times; NOT_FOUND for an unknown name."""
+
+    @_abc_1.abstractmethod
+    def PauseSchedule(
+        self,
+        request: _task_service_pb2.PauseScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.PauseScheduleResponse, _abc.Awaitable[_task_service_pb2.PauseScheduleResponse]]:
+        """Pauses a schedule: it starts nothing until resumed (a trigger still
+        does). Idempotent. NOT_FOUND for an unknown name.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeSchedule(
+        self,
+        request: _task_service_pb2.ResumeScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.ResumeScheduleResponse, _abc.Awaitable[_task_service_pb2.ResumeScheduleResponse]]:
+        """Resumes a paused schedule from now on: the fire times that passed while it
+        was paused are neither started nor counted missed. Idempotent.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteSchedule(
+        self,
+        request: _task_service_pb2.DeleteScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.DeleteScheduleResponse, _abc.Awaitable[_task_service_pb2.DeleteScheduleResponse]]:
+        """Deletes a schedule; the executions it started go on. NOT_FOUND for an
+        unknown name, so deleting twice finds nothing the second time.
+        """
+
+    @_abc_1.abstractmethod
+    def TriggerSchedule(
+        self,
+        request: _task_service_pb2.TriggerScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.TriggerScheduleResponse, _abc.Awaitable[_task_service_pb2.TriggerScheduleResponse]]:
+        """Starts one execution of the schedule now, whatever its overlap policy and
+        even while it is paused; returns once it is durable. NOT_FOUND for an
+        unknown name, RESOURCE_EXHAUSTED when the queue is full.
         """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -204,6 +204,14 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     """FAILED: the task run waited PENDING (ready, with no worker free to start
     it) longer than its schedule_to_start_timeout.
     """
+    REASON_CODE_CONCURRENCY_LIMIT: _ReasonCode.ValueType  # 17
+    """WAITING: as many attempts of its concurrency key as its limit allows are
+    running or queued; it becomes PENDING, in order, when one ends.
+    """
+    REASON_CODE_RATE_LIMITED: _ReasonCode.ValueType  # 18
+    """WAITING: its rate limit had no token when a worker was free for it; it
+    becomes PENDING, in order, when a token is back.
+    """
 
 class ReasonCode(_ReasonCode, metaclass=_ReasonCodeEnumTypeWrapper):
     """Why a record is in its state. Every terminal state and every WAITING state
@@ -251,6 +259,14 @@ infrastructure retries were spent.
 REASON_CODE_SCHEDULE_TO_START_TIMEOUT: ReasonCode.ValueType  # 16
 """FAILED: the task run waited PENDING (ready, with no worker free to start
 it) longer than its schedule_to_start_timeout.
+"""
+REASON_CODE_CONCURRENCY_LIMIT: ReasonCode.ValueType  # 17
+"""WAITING: as many attempts of its concurrency key as its limit allows are
+running or queued; it becomes PENDING, in order, when one ends.
+"""
+REASON_CODE_RATE_LIMITED: ReasonCode.ValueType  # 18
+"""WAITING: its rate limit had no token when a worker was free for it; it
+becomes PENDING, in order, when a token is back.
 """
 Global___ReasonCode: _TypeAlias = ReasonCode  # noqa: Y015
 
@@ -378,6 +394,7 @@ class ErrorInfo(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     RETRYABLE_FIELD_NUMBER: _builtins.int
     TRACEBACK_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """The error's type name, for example "ValueError"."""
     message: _builtins.str
@@ -386,6 +403,14 @@ class ErrorInfo(_message.Message):
     """False when the handler marked the error as not worth retrying."""
     traceback: _builtins.str
     """The handler's stack trace, when the worker could capture one."""
+    @_builtins.property
+    def retry_after(self) -> _duration_pb2.Duration:
+        """Set when the handler reported that the remote side rate limited it
+        (taskwire.worker.RateLimited): the server makes the task run wait this
+        long, WAITING(RETRY_BACKOFF), and tries again without spending an
+        attempt of max_attempts.
+        """
+
     def __init__(
         self,
         *,
@@ -393,10 +418,11 @@ class ErrorInfo(_message.Message):
         message: _builtins.str = ...,
         retryable: _builtins.bool = ...,
         traceback: _builtins.str = ...,
+        retry_after: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retry_after", b"retry_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "retryable", b"retryable", "traceback", b"traceback", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "retry_after", b"retry_after", "retryable", b"retryable", "traceback", b"traceback", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -566,6 +592,12 @@ class TaskRun(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     SCHEDULE_TO_START_TIMEOUT_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
+    FAIRNESS_KEY_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_KEY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned, globally unique."""
     execution_id: _builtins.str
@@ -580,6 +612,22 @@ class TaskRun(_message.Message):
     """Why it is in its state (always set for WAITING and terminal states)."""
     reason_message: _builtins.str
     """A human-readable explanation of reason_code."""
+    priority: _builtins.int
+    """Its priority, 1 (lowest) to 9 (highest), as submitted (default 5); aging
+    while queued does not change it.
+    """
+    concurrency_key: _builtins.str
+    """Its concurrency key, empty when it has none."""
+    concurrency_limit: _builtins.int
+    """With a concurrency key: the most attempts of that key running at once."""
+    fairness_key: _builtins.str
+    """Its fairness key (tenant), empty when it has none."""
+    rate_limit: _builtins.str
+    """The server's rate limit it draws from, empty when none."""
+    rate_limit_key: _builtins.str
+    """With a rate limit: the key of its own bucket of that limit, empty for the
+    limit's shared bucket.
+    """
     @_builtins.property
     def input(self) -> Global___Payload:
         """The handler's input."""
@@ -657,10 +705,16 @@ class TaskRun(_message.Message):
         progress: Global___Progress | None = ...,
         cancel_requested: Global___Reason | None = ...,
         schedule_to_start_timeout: _duration_pb2.Duration | None = ...,
+        priority: _builtins.int = ...,
+        concurrency_key: _builtins.str = ...,
+        concurrency_limit: _builtins.int = ...,
+        fairness_key: _builtins.str = ...,
+        rate_limit: _builtins.str = ...,
+        rate_limit_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "created_at", b"created_at", "ended_at", b"ended_at", "input", b"input", "not_before", b"not_before", "progress", b"progress", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "started_at", b"started_at", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cancel_requested", b"cancel_requested", "created_at", b"created_at", "depends_on", b"depends_on", "ended_at", b"ended_at", "execution_id", b"execution_id", "handler", b"handler", "id", b"id", "input", b"input", "not_before", b"not_before", "progress", b"progress", "reason_code", b"reason_code", "reason_message", b"reason_message", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "started_at", b"started_at", "state", b"state", "task_id", b"task_id", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cancel_requested", b"cancel_requested", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "created_at", b"created_at", "depends_on", b"depends_on", "ended_at", b"ended_at", "execution_id", b"execution_id", "fairness_key", b"fairness_key", "handler", b"handler", "id", b"id", "input", b"input", "not_before", b"not_before", "priority", b"priority", "progress", b"progress", "rate_limit", b"rate_limit", "rate_limit_key", b"rate_limit_key", "reason_code", b"reason_code", "reason_message", b"reason_message", "retry_policy", b"retry_policy", "schedule_to_start_timeout", b"schedule_to_start_timeout", "started_at", b"started_at", "state", b"state", "task_id", b"task_id", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import backpressure, cancel, latency, many_workers, memory, recovery, stores, throughput
+from bench import backpressure, cancel, flow, latency, many_workers, memory, recovery, stores, throughput
 
 REPO = Path(__file__).resolve().parents[3]
-SCENARIOS = (throughput, latency, cancel, backpressure, memory, recovery, many_workers)
+SCENARIOS = (throughput, latency, cancel, backpressure, memory, recovery, many_workers, flow)
 # One row of each scenario's table, as the quick sizes label it.
 ROWS = (
     "bare grpc.aio unary echo, 16 callers",
@@ -32,6 +32,11 @@ ROWS = (
     "server RSS per pending task",
     "3,000 pending: start → first GetStats",
     "200 streams vs 4: throughput ratio",
+    "plain FIFO (default priority): dispatch pass per task",
+    "priorities 1..9, aging on: dispatch pass per task",
+    "100 concurrency keys, limit 10 each: engine time per task",
+    "100 fairness keys in turns: dispatch pass per task",
+    "a rate limit (never empty): dispatch pass per task",
 )
 
 

@@ -20,6 +20,7 @@ from tests.harness import Cluster, ServerProcess
 
 ROOT = Path(__file__).resolve().parents[3]
 NODE_EXAMPLE = ROOT / "examples" / "node"
+TS_SDK = ROOT / "sdks" / "typescript"
 BUF = ROOT / ".tools" / "node_modules" / ".bin" / "buf"
 INSTALL_HINT = "run `make test` (it installs the tools the polyglot tests need)"
 
@@ -39,6 +40,12 @@ def node() -> Path:
     )
     require_tool(NODE_EXAMPLE / "node_modules" / "@grpc" / "grpc-js", "examples/node/node_modules")
     return binary
+
+
+@pytest.fixture(scope="session")
+def ts_worker_cli(node: Path) -> Path:
+    """The TypeScript worker's command-line entry, built by `make test` (sdks/typescript/dist)."""
+    return require_tool(TS_SDK / "dist" / "src" / "cli.js", "the TypeScript worker (sdks/typescript/dist)")
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,13 @@ from rich.console import Console
 
 from taskwire import common as d
 from taskwire.client import (
+    ConcurrencyKeyStats,
     ExecutionSnapshot,
     ExecutionTransition,
     HandlerStats,
     LogLevel,
     QueueStats,
+    RateLimitStats,
     ServerUnavailable,
     Stats,
     TaskLog,
@@ -312,6 +314,8 @@ STATS = Stats(
     connected_workers=1,
     free_slots=1,
     handlers=(HandlerStats(handler="echo", pending=2, in_flight=3, free_slots=1, workers=1),),
+    concurrency_keys=(ConcurrencyKeyStats(key="customer-42", limit=2, running=2, queued=0, waiting=48),),
+    rate_limits=(RateLimitStats(name="remote-api", rate_per_s=10, burst=20, tokens=0, reserved=1, waiting=7),),
 )
 
 
@@ -320,6 +324,9 @@ def test_stats_table_and_json() -> None:
     assert "2 of 10" in text
     assert "1 connected, 1 free slots" in text
     assert "echo" in text
+    assert "customer-42" in text
+    assert "remote-api" in text
+    assert "48" in text
     assert stats_view(STATS) == {
         "version": "taskwire.v1",
         "queue": {"size": 2, "capacity": 10, "full": False, "empty": False, "waiting_submitters": 1},
@@ -327,6 +334,10 @@ def test_stats_table_and_json() -> None:
         "connected_workers": 1,
         "free_slots": 1,
         "handlers": [{"handler": "echo", "pending": 2, "in_flight": 3, "free_slots": 1, "workers": 1}],
+        "concurrency_keys": [{"key": "customer-42", "limit": 2, "running": 2, "queued": 0, "waiting": 48}],
+        "rate_limits": [
+            {"name": "remote-api", "rate_per_s": 10, "burst": 20, "tokens": 0, "reserved": 1, "waiting": 7}
+        ],
     }
 
 

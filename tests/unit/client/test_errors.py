@@ -41,6 +41,7 @@ class FakeRpcError(grpc.RpcError):
         (grpc.StatusCode.DEADLINE_EXCEEDED, d.AdmissionTimeout),
         (grpc.StatusCode.FAILED_PRECONDITION, d.InvalidTransition),
         (grpc.StatusCode.UNAVAILABLE, d.ShuttingDown),
+        (grpc.StatusCode.ABORTED, d.WatcherFellBehind),
         (grpc.StatusCode.INTERNAL, d.TaskwireError),
         (grpc.StatusCode.UNKNOWN, d.TaskwireError),
     ],
@@ -51,6 +52,10 @@ def test_status_codes_map_through_wire(code: grpc.StatusCode, expected: type[d.T
     assert wire.error_class_for(code) is expected
     assert error.message == "the server's words"
     assert str(error) == "the server's words"
+
+
+def test_a_watcher_that_fell_behind_is_aborted_on_the_wire() -> None:
+    assert wire.status_for(d.WatcherFellBehind("too slow")) is grpc.StatusCode.ABORTED
 
 
 def test_a_validation_error_keeps_its_field() -> None:

@@ -122,6 +122,16 @@ class Scripted(task_service_pb2_grpc.TaskServiceServicer):
         self._unimplemented(context)
         return tpb.DeleteExecutionResponse()
 
+    def GetIdentity(self, request: tpb.GetIdentityRequest, context: grpc.ServicerContext) -> tpb.GetIdentityResponse:
+        self._unimplemented(context)
+        return tpb.GetIdentityResponse()
+
+    def WatchEvents(
+        self, request: tpb.WatchEventsRequest, context: grpc.ServicerContext
+    ) -> Iterator[tpb.WatchEventsResponse]:
+        self._unimplemented(context)
+        yield from ()
+
     def RerunExecution(
         self, request: tpb.RerunExecutionRequest, context: grpc.ServicerContext
     ) -> tpb.RerunExecutionResponse:
@@ -139,6 +149,48 @@ class Scripted(task_service_pb2_grpc.TaskServiceServicer):
     ) -> tpb.DeleteExecutionsResponse:
         self._unimplemented(context)
         return tpb.DeleteExecutionsResponse()
+
+    def ListSchedules(
+        self, request: tpb.ListSchedulesRequest, context: grpc.ServicerContext
+    ) -> tpb.ListSchedulesResponse:
+        self._count("ListSchedules", context)
+        return tpb.ListSchedulesResponse(
+            schedules=[tpb.Schedule(spec=tpb.ScheduleSpec(name="nightly", cron="0 3 * * *"))]
+        )
+
+    def CreateSchedule(
+        self, request: tpb.CreateScheduleRequest, context: grpc.ServicerContext
+    ) -> tpb.CreateScheduleResponse:
+        self._count("CreateSchedule", context)
+        return tpb.CreateScheduleResponse()
+
+    def GetSchedule(self, request: tpb.GetScheduleRequest, context: grpc.ServicerContext) -> tpb.GetScheduleResponse:
+        self._unimplemented(context)
+        return tpb.GetScheduleResponse()
+
+    def PauseSchedule(
+        self, request: tpb.PauseScheduleRequest, context: grpc.ServicerContext
+    ) -> tpb.PauseScheduleResponse:
+        self._unimplemented(context)
+        return tpb.PauseScheduleResponse()
+
+    def ResumeSchedule(
+        self, request: tpb.ResumeScheduleRequest, context: grpc.ServicerContext
+    ) -> tpb.ResumeScheduleResponse:
+        self._unimplemented(context)
+        return tpb.ResumeScheduleResponse()
+
+    def DeleteSchedule(
+        self, request: tpb.DeleteScheduleRequest, context: grpc.ServicerContext
+    ) -> tpb.DeleteScheduleResponse:
+        self._unimplemented(context)
+        return tpb.DeleteScheduleResponse()
+
+    def TriggerSchedule(
+        self, request: tpb.TriggerScheduleRequest, context: grpc.ServicerContext
+    ) -> tpb.TriggerScheduleResponse:
+        self._unimplemented(context)
+        return tpb.TriggerScheduleResponse()
 
     def WatchExecution(
         self, request: tpb.WatchExecutionRequest, context: grpc.ServicerContext
@@ -201,6 +253,17 @@ def test_a_submit_without_a_key_is_not_retried(scripted: tuple[Scripted, str]) -
     with Client(address, retry=FAST) as client, pytest.raises(ShuttingDown):
         client.submit("echo")
     assert servicer.calls["SubmitExecution"] == 1
+
+
+def test_listing_schedules_is_retried_and_creating_one_is_not(scripted: tuple[Scripted, str]) -> None:
+    servicer, address = scripted
+    servicer.failures["ListSchedules"] = 2
+    servicer.failures["CreateSchedule"] = 1
+    with Client(address, retry=FAST) as client:
+        assert [schedule.name for schedule in client.schedules()] == ["nightly"]
+        with pytest.raises(ShuttingDown):
+            client.create_schedule("nightly", "0 3 * * *", "echo")
+    assert (servicer.calls["ListSchedules"], servicer.calls["CreateSchedule"]) == (3, 1)
 
 
 def test_a_submit_with_a_key_is_retried(scripted: tuple[Scripted, str]) -> None:

@@ -54,6 +54,12 @@ TASK_RUN_KEYS = {
     "depends_on",
     "timeout_s",
     "schedule_to_start_timeout_s",
+    "priority",
+    "concurrency_key",
+    "concurrency_limit",
+    "fairness_key",
+    "rate_limit",
+    "rate_limit_key",
     "retry_policy",
     "progress",
     "not_before",
@@ -66,7 +72,7 @@ TASK_RUN_KEYS = {
 }
 ATTEMPT_KEYS = {"number", "worker_id", "outcome", "started_at", "ended_at", "output", "error"}
 REASON_KEYS = {"code", "message"}
-ERROR_KEYS = {"type", "message", "retryable", "traceback"}
+ERROR_KEYS = {"type", "message", "retryable", "traceback", "retry_after_s"}
 RETRY_POLICY_KEYS = {
     "max_attempts",
     "initial_interval_s",
@@ -171,6 +177,7 @@ def test_values_are_names_seconds_and_utc_timestamps() -> None:
         "message": "reset",
         "retryable": True,
         "traceback": "Traceback...",
+        "retry_after_s": None,
     }
     assert (second["outcome"], second["ended_at"], second["error"]) == ("RUNNING", None, None)
     assert load["state"] == "CANCELLED"

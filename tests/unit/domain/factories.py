@@ -35,9 +35,13 @@ from taskwire.server.domain import (
     ExecutionStarted,
     ExecutionSucceeded,
     ExecutionTimeoutFired,
+    KeyFull,
+    KeyPlaceFree,
     LeaseExpired,
     Limits,
     Payload,
+    RateLimitEmpty,
+    RateTokenGranted,
     Reason,
     ReasonCode,
     RetryDue,
@@ -146,6 +150,8 @@ def make_task_run(
             )
         elif waiting_for is ReasonCode.SCHEDULED:
             fields["not_before"] = at(60)
+        elif waiting_for in (ReasonCode.CONCURRENCY_LIMIT, ReasonCode.RATE_LIMITED):
+            pass
         else:
             fields["depends_on"] = ("upstream",)
     elif state is State.RUNNING:
@@ -248,6 +254,10 @@ def make_task_run_event(event_type: type, record: TaskRun, *, attempt: int | Non
         DependenciesFailed: lambda: DependenciesFailed(task_id="upstream"),
         CancelRequested: lambda: CancelRequested(reason=CANCEL_REASON),
         StartTimedOut: lambda: StartTimedOut(attempts=record.attempt_count),
+        KeyFull: lambda: KeyFull("concurrency key 'k' is full: 2 of 2 running or queued"),
+        KeyPlaceFree: KeyPlaceFree,
+        RateLimitEmpty: lambda: RateLimitEmpty("rate limit 'remote-api' is empty"),
+        RateTokenGranted: RateTokenGranted,
     }
     return builders[event_type]()
 

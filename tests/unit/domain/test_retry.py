@@ -309,3 +309,37 @@ def test_retries_exhausted_fails_the_execution_with_that_reason() -> None:
     assert sim.execution.state is F
     assert sim.execution.reason is not None
     assert sim.execution.reason.code is ReasonCode.RETRIES_EXHAUSTED
+
+
+# ---- A remote rate limit -------------------------------------------------------------------------------
+
+
+def _rate_limited(seconds: float) -> ErrorInfo:
+    return ErrorInfo("RateLimited", "429 from the remote side", retry_after=timedelta(seconds=seconds))
+
+
+def test_a_remote_rate_limit_waits_as_asked_and_spends_no_attempt() -> None:
+    record = running(RetryPolicy(max_attempts=1))
+    limited = transition_task_run(record, TaskFailed(attempt=1, error=_rate_limited(30)), at(10))
+    waiting = limited.record
+    assert waiting.state is W
+    assert waiting.reason is not None
+    assert waiting.reason.code is ReasonCode.RETRY_BACKOFF
+    assert "rate limited by the remote side: retry after 30s" in waiting.reason.message
+    assert "no attempt spent" in waiting.reason.message
+    assert waiting.not_before == at(40)
+    assert ScheduleRetry(record.id, at(40)) in limited.effects
+    assert attempts_used(waiting.attempts) == 0
+
+    # With its one attempt still unspent, a real failure after the retry ends it as the handler's.
+    pending = transition_task_run(waiting, RetryDue(), at(40)).record
+    again = transition_task_run(pending, TaskDispatched(attempt=2, worker_id="w"), at(41)).record
+    failed = transition_task_run(again, TaskFailed(attempt=2, error=ERROR), at(42)).record
+    assert failed.state is F
+    assert failed.reason is not None
+    assert failed.reason.code is ReasonCode.HANDLER_ERROR
+
+
+def test_a_cancel_pending_wins_over_a_remote_rate_limit() -> None:
+    record = make_task_run(R, pending_cancel=Reason(ReasonCode.CANCEL_REQUESTED, "stop"))
+    assert transition_task_run(record, TaskFailed(attempt=1, error=_rate_limited(5)), at(10)).record.state is C

@@ -19,7 +19,11 @@ from taskwire.server.domain import (
     DependenciesMet,
     Enqueue,
     InvalidTransition,
+    KeyFull,
+    KeyPlaceFree,
     LeaseExpired,
+    RateLimitEmpty,
+    RateTokenGranted,
     ReasonCode,
     RetryDue,
     ScheduleDue,
@@ -54,6 +58,8 @@ VARIANTS: dict[str, Callable[[], TaskRun]] = {
     "WAITING(RETRY_BACKOFF)": lambda: make_task_run(W, waiting_for=ReasonCode.RETRY_BACKOFF),
     "WAITING(DEPENDENCIES)": lambda: make_task_run(W, waiting_for=ReasonCode.DEPENDENCIES),
     "WAITING(SCHEDULED)": lambda: make_task_run(W, waiting_for=ReasonCode.SCHEDULED),
+    "WAITING(CONCURRENCY_LIMIT)": lambda: make_task_run(W, waiting_for=ReasonCode.CONCURRENCY_LIMIT),
+    "WAITING(RATE_LIMITED)": lambda: make_task_run(W, waiting_for=ReasonCode.RATE_LIMITED),
     "RUNNING": lambda: make_task_run(R),
     "RUNNING+cancel": lambda: make_task_run(R, pending_cancel=CANCEL_REASON),
     "SUCCESS": lambda: make_task_run(S),
@@ -77,6 +83,44 @@ EXPECTED: dict[tuple[str, type], Outcome | Guarded] = {
     ("WAITING(DEPENDENCIES)", StartTimedOut): Outcome(W, applied=False),
     ("WAITING(SCHEDULED)", StartTimedOut): Outcome(W, applied=False),
     ("RUNNING", StartTimedOut): Outcome(R, applied=False),
+    ("WAITING(CONCURRENCY_LIMIT)", StartTimedOut): Outcome(W, applied=False),
+    # A task run queued while its concurrency key is full waits for a place, and queues again when it gets one.
+    ("PENDING", KeyFull): Outcome(W),
+    ("PENDING", KeyPlaceFree): Outcome(P, applied=False),
+    ("WAITING(CONCURRENCY_LIMIT)", KeyFull): Outcome(W, applied=False),
+    ("WAITING(CONCURRENCY_LIMIT)", KeyPlaceFree): Outcome(P, effects=(Enqueue,)),
+    ("WAITING(CONCURRENCY_LIMIT)", CancelRequested): Outcome(C, effects=(TaskRunFinished,)),
+    ("WAITING(CONCURRENCY_LIMIT)", RetryDue): GUARDED,
+    ("WAITING(CONCURRENCY_LIMIT)", ScheduleDue): GUARDED,
+    ("WAITING(CONCURRENCY_LIMIT)", DependenciesMet): GUARDED,
+    ("WAITING(CONCURRENCY_LIMIT)", DependenciesFailed): GUARDED,
+    ("WAITING(RETRY_BACKOFF)", KeyFull): GUARDED,
+    ("WAITING(RETRY_BACKOFF)", KeyPlaceFree): GUARDED,
+    ("WAITING(DEPENDENCIES)", KeyFull): GUARDED,
+    ("WAITING(DEPENDENCIES)", KeyPlaceFree): GUARDED,
+    ("WAITING(SCHEDULED)", KeyFull): GUARDED,
+    ("WAITING(SCHEDULED)", KeyPlaceFree): GUARDED,
+    ("WAITING(RATE_LIMITED)", KeyFull): GUARDED,
+    ("WAITING(RATE_LIMITED)", KeyPlaceFree): GUARDED,
+    # A task run about to be dispatched without a token of its rate limit waits for one, and queues with it.
+    ("PENDING", RateLimitEmpty): Outcome(W),
+    ("PENDING", RateTokenGranted): Outcome(P, applied=False),
+    ("WAITING(RATE_LIMITED)", RateLimitEmpty): Outcome(W, applied=False),
+    ("WAITING(RATE_LIMITED)", RateTokenGranted): Outcome(P, effects=(Enqueue,)),
+    ("WAITING(RATE_LIMITED)", CancelRequested): Outcome(C, effects=(TaskRunFinished,)),
+    ("WAITING(RATE_LIMITED)", StartTimedOut): Outcome(W, applied=False),
+    ("WAITING(RATE_LIMITED)", RetryDue): GUARDED,
+    ("WAITING(RATE_LIMITED)", ScheduleDue): GUARDED,
+    ("WAITING(RATE_LIMITED)", DependenciesMet): GUARDED,
+    ("WAITING(RATE_LIMITED)", DependenciesFailed): GUARDED,
+    ("WAITING(RETRY_BACKOFF)", RateLimitEmpty): GUARDED,
+    ("WAITING(RETRY_BACKOFF)", RateTokenGranted): GUARDED,
+    ("WAITING(DEPENDENCIES)", RateLimitEmpty): GUARDED,
+    ("WAITING(DEPENDENCIES)", RateTokenGranted): GUARDED,
+    ("WAITING(SCHEDULED)", RateLimitEmpty): GUARDED,
+    ("WAITING(SCHEDULED)", RateTokenGranted): GUARDED,
+    ("WAITING(CONCURRENCY_LIMIT)", RateLimitEmpty): GUARDED,
+    ("WAITING(CONCURRENCY_LIMIT)", RateTokenGranted): GUARDED,
     ("RUNNING+cancel", StartTimedOut): Outcome(R, applied=False),
     ("WAITING(RETRY_BACKOFF)", RetryDue): Outcome(P, effects=(Enqueue,)),
     ("WAITING(RETRY_BACKOFF)", ScheduleDue): GUARDED,
@@ -119,9 +163,9 @@ MATRIX = list(product(VARIANTS, TASK_RUN_EVENT_TYPES))
 
 
 def test_the_matrix_is_complete() -> None:
-    assert len(TASK_RUN_EVENT_TYPES) == 14
+    assert len(TASK_RUN_EVENT_TYPES) == 18
     assert {VARIANTS[label]().state for label in VARIANTS} == set(State)
-    assert len(MATRIX) == len(VARIANTS) * 14
+    assert len(MATRIX) == len(VARIANTS) * 18
 
 
 def test_expectations_match_the_table() -> None:

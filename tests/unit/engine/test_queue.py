@@ -9,7 +9,7 @@ import pytest
 
 from taskwire.server.domain import AdmissionTimeout, QueueFull, ShuttingDown
 from taskwire.server.engine._admission import AdmissionQueue
-from taskwire.server.engine._dispatch import ReadyQueues
+from taskwire.server.engine._ready import ReadyQueues
 
 
 async def _yield_until(condition: Callable[[], bool]) -> None:
@@ -131,5 +131,5 @@ def test_ready_queues_are_fifo_within_a_handler() -> None:
         ready.push("a", task_run_id)
     ready.push("b", "b1")
     assert list(ready.handlers_with_work()) == ["a", "b"]
-    assert [ready.popleft("a") for _ in range(4)] == ["a1", "a2", "a3", None]
+    assert [queued.id if (queued := ready.popleft("a")) else None for _ in range(4)] == ["a1", "a2", "a3", None]
     assert list(ready.handlers_with_work()) == ["b"]

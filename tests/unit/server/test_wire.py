@@ -29,6 +29,8 @@ def _attempt(attempt: Attempt) -> Attempt:
     error = attempt.error
     if error is not None and not error.type:  # a nameless error is called "Error" on arrival
         error = dataclasses.replace(error, type="Error")
+    if error is not None:  # a Duration holds at most 10,000 years
+        error = dataclasses.replace(error, retry_after=_duration(error.retry_after))
     return dataclasses.replace(
         attempt, number=min(attempt.number, 2**31 - 1), output=_payload(attempt.output), error=error
     )

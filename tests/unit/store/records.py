@@ -165,7 +165,7 @@ def reason_for(state: State) -> st.SearchStrategy[Reason | None]:
 
 
 payloads = st.builds(Payload, st.binary(max_size=40), texts)
-error_infos = st.builds(ErrorInfo, texts, texts, st.booleans(), texts)
+error_infos = st.builds(ErrorInfo, texts, texts, st.booleans(), texts, st.none() | storable_timedeltas)
 progresses = st.builds(Progress, finite_floats, texts)
 retry_policies = st.builds(
     RetryPolicy,

@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 
 from taskwire.server.domain import (
+    DEFAULT_PRIORITY,
     Attempt,
     AttemptOutcome,
     Closing,
@@ -179,6 +180,31 @@ def _pending_with_an_attempt(new: NewExecution) -> WriteBatch:
     return WriteBatch(task_runs=[replace(task_run, started_at=AT[1], updated_at=AT[2], attempts=(failed,))])
 
 
+def _schedule_to_start(new: NewExecution) -> WriteBatch:
+    task_run = new.task_runs[1]
+    return WriteBatch(task_runs=[replace(task_run, schedule_to_start_timeout=timedelta(seconds=5), updated_at=AT[1])])
+
+
+def _priority(new: NewExecution) -> WriteBatch:
+    """Cold task runs come back in the store's plain queue order: one of another priority stays in memory."""
+    return WriteBatch(task_runs=[replace(new.task_runs[1], priority=DEFAULT_PRIORITY + 1, updated_at=AT[1])])
+
+
+def _concurrency_key(new: NewExecution) -> WriteBatch:
+    """The engine counts the places of a key: a task run with one stays in memory."""
+    keyed = replace(new.task_runs[1], concurrency_key="customer-42", concurrency_limit=2, updated_at=AT[1])
+    return WriteBatch(task_runs=[keyed])
+
+
+def _fairness_key(new: NewExecution) -> WriteBatch:
+    return WriteBatch(task_runs=[replace(new.task_runs[1], fairness_key="tenant-a", updated_at=AT[1])])
+
+
+def _rate_limit(new: NewExecution) -> WriteBatch:
+    keyed = replace(new.task_runs[1], rate_limit="remote-api", rate_limit_key="customer-42", updated_at=AT[1])
+    return WriteBatch(task_runs=[keyed])
+
+
 def _closing(new: NewExecution) -> WriteBatch:
     closing = Closing(State.CANCELLED, Reason(ReasonCode.CANCEL_REQUESTED, "stop"))
     return WriteBatch(executions=[replace(new.execution, closing=closing, updated_at=AT[1])])
@@ -196,6 +222,11 @@ DISQUALIFIERS: dict[str, Callable[[NewExecution], WriteBatch]] = {
     "a RUNNING task run": _running_task_run,
     "a WAITING task run": _waiting_task_run,
     "a PENDING task run with an attempt": _pending_with_an_attempt,
+    "a schedule-to-start timeout": _schedule_to_start,
+    "a priority other than the default": _priority,
+    "a concurrency key": _concurrency_key,
+    "a fairness key": _fairness_key,
+    "a rate limit": _rate_limit,
     "a closing execution": _closing,
     "a deadline": _deadline,
     "a RUNNING execution": _running_execution,

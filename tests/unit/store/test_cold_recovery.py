@@ -67,7 +67,9 @@ async def test_a_schema_v1_file_migrates_and_recovers_cold_and_active(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Today's writer, less the columns later versions added (sqlite3 ignores the parameters left over).
-    v1_columns = [c for c in codec.TASK_RUN_COLUMNS if c != "schedule_to_start_us"]
+    later = {"schedule_to_start_us", "priority", "concurrency_key", "concurrency_limit", "fairness_key"}
+    later |= {"rate_limit", "rate_limit_key"}
+    v1_columns = [c for c in codec.TASK_RUN_COLUMNS if c not in later]
     v1_execution_columns = [c for c in codec.EXECUTION_COLUMNS if c not in ("trace_context", "submitted_by")]
     monkeypatch.setattr(
         sqlite_writer,
@@ -112,7 +114,7 @@ async def test_a_schema_v1_file_migrates_and_recovers_cold_and_active(
         state = await store.recover()
         assert await store.get_execution(cold.execution.id) == ExecutionSnapshot(cold.execution, tuple(cold.task_runs))
 
-    assert SCHEMA_VERSION == 6
+    assert SCHEMA_VERSION == 8
     conn = sqlite3.connect(db_path)
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

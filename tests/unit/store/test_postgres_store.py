@@ -1,5 +1,5 @@
-"""PostgresStore on a real PostgreSQL: what only it has (migrations under a lock, one server per database, a lost
-connection, store URLs).
+"""PostgresStore on a real PostgreSQL: what only it has (migrations under a lock and from the first schema, one server
+per database, a lost connection, store URLs).
 
 What every store does is in the behaviour suite (`test_behaviour_*.py`), which runs on PostgreSQL too.
 """
@@ -7,6 +7,7 @@ What every store does is in the behaviour suite (`test_behaviour_*.py`), which r
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
@@ -14,6 +15,7 @@ import pytest
 
 from taskwire.server.store import (
     POSTGRES_SCHEMA_VERSION,
+    ExecutionSnapshot,
     PostgresStore,
     SqliteStore,
     StoreError,
@@ -22,10 +24,13 @@ from taskwire.server.store import (
     store_from_url,
 )
 from taskwire.server.store import _postgres_queries as queries
+from taskwire.server.store import _postgres_writes as writes
 from taskwire.server.store._postgres import redact
-from taskwire.server.store._postgres_schema import migrate
+from taskwire.server.store._postgres_schema import MIGRATIONS, migrate
+from taskwire.server.store._sqlite_codec import Rows
 from tests.unit.store.records import pending_execution, submit_batch
-from tests.unit.store.support import write
+from tests.unit.store.support import cold_entries, write
+from tests.unit.store.test_behaviour_schedules import schedule
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -185,3 +190,47 @@ async def test_a_store_opened_on_rows_without_statistics_analyzes_them(postgres_
             await conn.close()
     # submit_batch writes one execution, its task run and input, and its first event.
     assert [row[0] for row in analyzed] == ["events", "executions", "task_run_inputs", "task_runs"]
+
+
+async def test_a_version_1_database_migrates_and_recovers_what_it_holds(postgres_url: str) -> None:
+    """A database as the first schema left it (no schedules, no flow-control columns) opens on today's schema:
+    its rows read back whole, its cold execution stays cold, and schedules and flow control are written."""
+    cold = pending_execution(handlers=("m:1", "m:2"))
+    later = {"priority", "concurrency_key", "concurrency_limit", "fairness_key", "rate_limit", "rate_limit_key"}
+    task_run_columns = [c for c in writes._NEW_TASK_RUN_COLUMNS if c not in later]
+    rows = Rows.of(submit_batch(cold))
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        assert await migrate(conn, MIGRATIONS[:1]) == 0
+        async with conn.transaction():  # the first schema's writes: today's, less the columns added since
+            await conn.execute(
+                writes._INSERT_EXECUTIONS, *writes._columns(rows.new_executions, writes._NEW_EXECUTION_COLUMNS)
+            )
+            await conn.execute(
+                writes._insert("task_runs", task_run_columns), *writes._columns(rows.new_task_runs, task_run_columns)
+            )
+            await conn.execute(writes._INSERT_INPUTS, *writes._columns(rows.new_task_runs, writes._INPUT_COLUMNS))
+    finally:
+        await conn.close()
+
+    async with PostgresStore(postgres_url) as store:
+        state = await store.recover()
+        assert await store.get_execution(cold.execution.id) == ExecutionSnapshot(cold.execution, tuple(cold.task_runs))
+        keyed = replace(cold.task_runs[0], concurrency_key="tenant-a", concurrency_limit=2)
+        await write(store, WriteBatch(task_runs=[keyed], schedules=[schedule()]))
+    assert state.cold == cold_entries(cold)
+    assert state.active == []
+
+    async with PostgresStore(postgres_url) as again:
+        state = await again.recover()
+        assert await again.load_schedules() == [schedule()]
+    assert state.cold == []  # a keyed task run keeps its execution out of the cold queue
+    assert [snapshot.task_runs for snapshot in state.active] == [(keyed, cold.task_runs[1])]
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        version = await conn.fetchval("SELECT version FROM taskwire_schema")
+        index = await conn.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname = 'task_runs_not_cold'")
+    finally:
+        await conn.close()
+    assert version == POSTGRES_SCHEMA_VERSION == len(MIGRATIONS) == 3
+    assert all(column in index for column in ("priority", "concurrency_key", "fairness_key", "rate_limit"))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pickle
+from datetime import timedelta
 
 import pytest
 
 import taskwire.common
 import taskwire.worker
+from taskwire.common import wire
 from taskwire.worker import (
     Aborted,
     AbortReason,
@@ -15,6 +17,7 @@ from taskwire.worker import (
     ErrorInfo,
     NonRetryableError,
     Payload,
+    RateLimited,
     TaskwireError,
     WorkerAgentError,
 )
@@ -55,3 +58,17 @@ def test_handler_errors_behave_like_exceptions(error: NonRetryableError, text: s
 def test_the_executor_internals_are_not_exported(name: str) -> None:
     assert name not in taskwire.worker.__all__
     assert not hasattr(taskwire.worker, name)
+
+
+def test_rate_limited_carries_its_wait_to_the_error_report() -> None:
+    error = RateLimited("429", retry_after=2.5)
+    assert error.retry_after == timedelta(seconds=2.5)
+    info = ErrorInfo.from_exception(error)
+    assert (info.type, info.message, info.retry_after) == ("RateLimited", "429", timedelta(seconds=2.5))
+    assert info.is_rate_limited
+    copy = pickle.loads(pickle.dumps(error))
+    assert (type(copy), str(copy), copy.retry_after) == (RateLimited, "429", timedelta(seconds=2.5))
+    assert wire.error_from_proto(wire.error_to_proto(info)) == info  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="must not be negative"):
+        RateLimited(retry_after=-1)
+    assert ErrorInfo.from_exception(ValueError("x")).retry_after is None
