@@ -1,8 +1,9 @@
 """A real PostgreSQL for the tests: the system's binaries, a throwaway cluster on a loopback port.
 
-`PostgresCluster.start()` finds the binaries (`/usr/lib/postgresql/<version>/bin`), installing
-Debian's `postgresql` package first when there are none (as root, with no input; a file lock keeps
-parallel test processes from installing twice). It runs `initdb` and `postgres` as a user that is not
+`PostgresCluster.start()` finds the binaries (`/usr/lib/postgresql/<version>/bin`, the newest
+version), installing Debian's `postgresql` package first when there are none (as root, with no input
+and no cluster of the package's own started; a file lock keeps parallel test processes from
+installing twice). It runs `initdb` and `postgres` as a user that is not
 root (PostgreSQL refuses root: `nobody` when the tests run as root) with the data in a new temporary
 folder that user owns, listening on 127.0.0.1 only, on a port picked free, no Unix socket. Each test
 gets a database of its own (`new_database`), made from `template0`. `stop()` stops the cluster at once
@@ -33,6 +34,7 @@ from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 _INSTALL_LOCK = Path(tempfile.gettempdir()) / "taskwire-postgresql-install.lock"
+_CREATECLUSTER_CONF = Path("/etc/postgresql-common/createcluster.conf")
 _SETTINGS = {
     "listen_addresses": "127.0.0.1",
     "unix_socket_directories": "",
@@ -62,17 +64,45 @@ def find_binaries() -> Path:
                 raise RuntimeError(
                     "PostgreSQL is not installed, and installing it needs root: apt-get install postgresql"
                 )
-            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-            subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
-            subprocess.run(
-                ["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"],
-                check=True,
-                env=env,
-                stdout=subprocess.DEVNULL,
-            )
+            _install()
     if dirs := _bin_dirs():
         return dirs[0]
     raise RuntimeError("installing the postgresql package left no /usr/lib/postgresql/*/bin")
+
+
+def _apt_get(*args: str) -> None:
+    """apt-get with no question asked: no debconf dialog, a changed configuration file kept, a dpkg lock held by
+    another apt (a machine's first minutes) waited for; its output in the error when it fails."""
+    options = ["-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold"]
+    options += ["-o", "DPkg::Lock::Timeout=300"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "UCF_FORCE_CONFFOLD": "1"}
+    done = subprocess.run(
+        ["apt-get", *options, *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"apt-get {' '.join(args)} failed ({done.returncode}):\n{done.stdout[-4000:]}")
+
+
+def without_main_cluster(conf: str) -> str:
+    """postgresql-common's createcluster.conf, set not to create (and start) a cluster `main` on port 5432 when a
+    server package is installed: the tests start clusters of their own."""
+    lines = [line for line in conf.splitlines() if not line.lstrip("#").strip().startswith("create_main_cluster")]
+    return "\n".join([*lines, "create_main_cluster = false"]) + "\n"
+
+
+def _install() -> None:
+    """Debian's `postgresql`: postgresql-common first, told to create no cluster of its own, then the server."""
+    _apt_get("update", "-q")
+    _apt_get("install", "-y", "-q", "--no-install-recommends", "postgresql-common")
+    if _CREATECLUSTER_CONF.exists():
+        _CREATECLUSTER_CONF.write_text(without_main_cluster(_CREATECLUSTER_CONF.read_text()))
+    _apt_get("install", "-y", "-q", "--no-install-recommends", "postgresql")
 
 
 def _die_with_parent() -> None:
