@@ -34,7 +34,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 @BOTH_STORES
-def test_create_list_get_pause_trigger_resume_delete(server: ServerProcess) -> None:
+def test_create_list_get_pause_trigger_resume_delete(procs: Cluster, server: ServerProcess) -> None:
     cli = Cli(server.address)
     created = cli("schedule", "create", "hourly", "echo", "--cron", HOURLY, "--timezone", "Europe/Paris",
                   "--input", '{"hello": "world"}', "--catch-up", "5m", "--overlap", "buffer-one", "--json")  # fmt: skip
