@@ -14,7 +14,7 @@ import pytest
 from taskwire.client import AlreadyExists, AsyncClient, NotFound, OverlapPolicy, State, ValidationError
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
-from tests.harness import BOTH_STORES, Cluster, ServerProcess
+from tests.harness import Cluster, ServerProcess
 from tests.integration.client.conftest import Cli
 from tests.integration.schedules.support import sdk
 
@@ -33,8 +33,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         running.close()
 
 
-@BOTH_STORES
-def test_create_list_get_pause_trigger_resume_delete(procs: Cluster, server: ServerProcess) -> None:
+def test_create_list_get_pause_trigger_resume_delete(server: ServerProcess) -> None:
     cli = Cli(server.address)
     created = cli("schedule", "create", "hourly", "echo", "--cron", HOURLY, "--timezone", "Europe/Paris",
                   "--input", '{"hello": "world"}', "--catch-up", "5m", "--overlap", "buffer-one", "--json")  # fmt: skip
