@@ -70,6 +70,7 @@ def test_every_second_on_time_across_a_graceful_restart_and_a_kill(procs: Cluste
     assert sum(1 for s, at in zip(executions, times, strict=True) if s.execution.created_at - at < ON_TIME) >= 6
 
 
+@BOTH_STORES
 def test_fires_older_than_the_catch_up_window_are_counted_missed_and_shown(procs: Cluster) -> None:
     server = procs.server()
     procs.worker(server)
