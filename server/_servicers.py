@@ -11,7 +11,8 @@ import asyncio
 import functools
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
 
@@ -39,6 +40,8 @@ ServicerT = TypeVar("ServicerT", bound="TaskService")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 MAX_BATCH = 1000
+MAX_WAIT_IDS = 10_000  # executions one WaitExecutions call waits for
+_EXECUTION_ID = re.compile(r"[0-9a-f]{32}")
 # The role GetIdentity reports for a caller the server did not authenticate (no authentication configured).
 ANONYMOUS_ROLE = "admin"
 MAX_CANCEL_REASON = 1024  # also a drain's reason
@@ -87,6 +90,24 @@ def _submit_item(spec: tpb.ExecutionSpec, where: str, submitter: str) -> SubmitI
         return SubmitItem(wire.execution_spec_from_proto(spec, where), fingerprint(spec, submitter))
     except ValidationError as error:
         return SubmitItem(None, "", error)
+
+
+def _wait_ids(execution_ids: Sequence[str]) -> list[str]:
+    """The ids of a WaitExecutions request, checked: some, not too many, each an execution id, each once."""
+    if not execution_ids:
+        raise ValidationError("execution_ids", "at least one execution id is required")
+    if len(execution_ids) > MAX_WAIT_IDS:
+        raise ValidationError("execution_ids", f"at most {MAX_WAIT_IDS} per call, got {len(execution_ids)}")
+    first: dict[str, int] = {}
+    for index, execution_id in enumerate(execution_ids):
+        if not _EXECUTION_ID.fullmatch(execution_id):
+            raise ValidationError(f"execution_ids[{index}]", f"{execution_id!r} is not an execution id (32 hex digits)")
+        earlier = first.setdefault(execution_id, index)
+        if earlier != index:
+            raise ValidationError(
+                f"execution_ids[{index}]", f"{execution_id} is given twice (also execution_ids[{earlier}])"
+            )
+    return list(execution_ids)
 
 
 def _required(value: str, field: str) -> str:
@@ -259,6 +280,41 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
                 response = tpb.WatchExecutionResponse()
                 response.event.ParseFromString(record.body)
                 yield response
+        except TaskwireError as error:
+            await context.abort(wire.status_for(error), error.message)
+
+    async def WaitExecutions(
+        self, request: tpb.WaitExecutionsRequest | Malformed, context: Context
+    ) -> AsyncIterator[tpb.WaitExecutionsResponse]:
+        try:
+            if isinstance(request, Malformed):
+                raise self.malformed(request, "WaitExecutions", context)
+            execution_ids = _wait_ids(request.execution_ids)
+            remaining = len(execution_ids)
+            # End the stream with taskwire's DEADLINE_EXCEEDED shortly before the caller's deadline.
+            time_left = context.time_remaining()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + max(time_left - _DEADLINE_MARGIN_S, 0.0) if time_left is not None else None
+            batches = aiter(self._engine.wait_ends(execution_ids, owner=current_caller().owner))
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        batch = await anext(batches)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    await context.abort(
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"{remaining} of {len(execution_ids)} executions had not finished by the call's deadline",
+                    )
+                executions = [wire.execution_to_proto(s.execution, s.task_runs) for s in batch]
+                while True:  # within what any gRPC client accepts by default, as a ListExecutions page
+                    fitting = _fitting(executions, _PAGE_BUDGET_BYTES) if executions else 0
+                    remaining -= fitting
+                    yield tpb.WaitExecutionsResponse(executions=executions[:fitting], remaining=remaining)
+                    executions = executions[fitting:]
+                    if not executions:
+                        break
         except TaskwireError as error:
             await context.abort(wire.status_for(error), error.message)
 
