@@ -11,8 +11,7 @@ import asyncio
 import functools
 import hashlib
 import logging
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
 
@@ -28,6 +27,7 @@ from ._audit import audit
 from ._auth import Caller, current_caller
 from ._config import ServerConfig
 from ._edge import Malformed, RejectionLog
+from ._wait_wire import wait_ids, wait_responses
 from ._worker_wire import StreamLink, decode_messages, hello_from_proto, welcome_to_proto
 from .domain import NotFound, Schedule, TaskwireError, ValidationError
 from .engine import Engine, SubmitItem, WorkerSession
@@ -40,17 +40,12 @@ ServicerT = TypeVar("ServicerT", bound="TaskService")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 MAX_BATCH = 1000
-MAX_WAIT_IDS = 10_000  # executions one WaitExecutions call waits for
-_EXECUTION_ID = re.compile(r"[0-9a-f]{32}")
 # The role GetIdentity reports for a caller the server did not authenticate (no authentication configured).
 ANONYMOUS_ROLE = "admin"
 MAX_CANCEL_REASON = 1024  # also a drain's reason
 # A wait-for-room submit answers this much before the caller's deadline so that the caller
 # gets taskwire's DEADLINE_EXCEEDED (with its message) rather than its own channel's.
 _DEADLINE_MARGIN_S = 0.05
-# A ListExecutions page stays within what any gRPC client accepts by default (4 MiB), less room for
-# everything but the executions; one execution larger than that is still sent, alone.
-_PAGE_BUDGET_BYTES = 4 * 1024 * 1024 - 64 * 1024
 
 
 def _translate_errors(
@@ -74,40 +69,12 @@ def _translate_errors(
     return wrapper
 
 
-def _fitting(executions: list[Any], budget_bytes: int) -> int:
-    """How many of the executions, from the first, fit in a response of `budget_bytes` (at least one)."""
-    total = 0
-    for index, execution in enumerate(executions):
-        total += execution.ByteSize() + 8  # field tag and length prefix
-        if total > budget_bytes:
-            return max(index, 1)
-    return len(executions)
-
-
 def _submit_item(spec: tpb.ExecutionSpec, where: str, submitter: str) -> SubmitItem:
     """One item of a batch: a spec whose values do not convert fails alone, not the whole batch."""
     try:
         return SubmitItem(wire.execution_spec_from_proto(spec, where), fingerprint(spec, submitter))
     except ValidationError as error:
         return SubmitItem(None, "", error)
-
-
-def _wait_ids(execution_ids: Sequence[str]) -> list[str]:
-    """The ids of a WaitExecutions request, checked: some, not too many, each an execution id, each once."""
-    if not execution_ids:
-        raise ValidationError("execution_ids", "at least one execution id is required")
-    if len(execution_ids) > MAX_WAIT_IDS:
-        raise ValidationError("execution_ids", f"at most {MAX_WAIT_IDS} per call, got {len(execution_ids)}")
-    first: dict[str, int] = {}
-    for index, execution_id in enumerate(execution_ids):
-        if not _EXECUTION_ID.fullmatch(execution_id):
-            raise ValidationError(f"execution_ids[{index}]", f"{execution_id!r} is not an execution id (32 hex digits)")
-        earlier = first.setdefault(execution_id, index)
-        if earlier != index:
-            raise ValidationError(
-                f"execution_ids[{index}]", f"{execution_id} is given twice (also execution_ids[{earlier}])"
-            )
-    return list(execution_ids)
 
 
 def _required(value: str, field: str) -> str:
@@ -247,7 +214,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
                 submitted_by=current_caller().owner,
             )
             executions = [wire.execution_to_proto(s.execution, s.task_runs) for s in page.snapshots]
-            fitting = _fitting(executions, _PAGE_BUDGET_BYTES)
+            fitting = wire.fitting(executions, wire.PAGE_BUDGET_BYTES)
             if fitting == len(executions):
                 return tpb.ListExecutionsResponse(executions=executions, next_page_token=page.next_page_token)
             # A page of large executions would pass the message limit: ask again for as many as fit,
@@ -289,32 +256,14 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         try:
             if isinstance(request, Malformed):
                 raise self.malformed(request, "WaitExecutions", context)
-            execution_ids = _wait_ids(request.execution_ids)
-            remaining = len(execution_ids)
+            execution_ids = wait_ids(request.execution_ids)
             # End the stream with taskwire's DEADLINE_EXCEEDED shortly before the caller's deadline.
             time_left = context.time_remaining()
             loop = asyncio.get_running_loop()
             deadline = loop.time() + max(time_left - _DEADLINE_MARGIN_S, 0.0) if time_left is not None else None
-            batches = aiter(self._engine.wait_ends(execution_ids, owner=current_caller().owner))
-            while True:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        batch = await anext(batches)
-                except StopAsyncIteration:
-                    return
-                except TimeoutError:
-                    await context.abort(
-                        grpc.StatusCode.DEADLINE_EXCEEDED,
-                        f"{remaining} of {len(execution_ids)} executions had not finished by the call's deadline",
-                    )
-                executions = [wire.execution_to_proto(s.execution, s.task_runs) for s in batch]
-                while True:  # within what any gRPC client accepts by default, as a ListExecutions page
-                    fitting = _fitting(executions, _PAGE_BUDGET_BYTES) if executions else 0
-                    remaining -= fitting
-                    yield tpb.WaitExecutionsResponse(executions=executions[:fitting], remaining=remaining)
-                    executions = executions[fitting:]
-                    if not executions:
-                        break
+            batches = self._engine.wait_ends(execution_ids, owner=current_caller().owner)
+            async for response in wait_responses(batches, total=len(execution_ids), deadline=deadline):
+                yield response
         except TaskwireError as error:
             await context.abort(wire.status_for(error), error.message)
 

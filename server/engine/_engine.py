@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 
 from taskwire.common import MAX_KEY_STATS, ExecutionFilter, HandlerStats, Stats
@@ -283,7 +283,7 @@ class Engine:
 
     def wait_ends(
         self, execution_ids: Sequence[str], *, owner: str | None = None
-    ) -> AsyncIterator[list[ExecutionSnapshot]]:
+    ) -> AsyncGenerator[list[ExecutionSnapshot], None]:
         """Batches of the executions' final snapshots as they end, those already finished first (see `_waits`);
         only `owner`'s executions exist when given."""
         return wait_ends(execution_ids, bus=self.bus, store=self._store, live=self._executions.by_id.get, owner=owner)

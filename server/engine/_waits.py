@@ -16,7 +16,7 @@ May use: the bus, the store (reads), and a lookup of the live executions.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from taskwire.server.domain import Execution, NotFound, ShuttingDown
@@ -35,7 +35,7 @@ async def wait_ends(
     store: Store,
     live: Callable[[str], LiveExecution | None],
     owner: str | None = None,
-) -> AsyncIterator[list[ExecutionSnapshot]]:
+) -> AsyncGenerator[list[ExecutionSnapshot], None]:
     """Batches of the executions' final snapshots, each execution once: the first batch at once (those
     already finished; perhaps none), then each as they end; stops after the last. Raises NotFound (the
     first unknown id) before the first batch, ShuttingDown when the server shuts down meanwhile."""
