@@ -94,6 +94,7 @@ class EventBus:
         self._all: set[AllSubscription] = set()
         self._ends: dict[str, list[EndSubscription]] = {}  # by execution id: those who wait for its end
         self._end_waiters: set[EndSubscription] = set()
+        self._closed = False
 
     def subscribe(self, execution_id: str) -> Subscription:
         subscription = Subscription(execution_id, asyncio.Queue(maxsize=self._max_backlog))
@@ -116,7 +117,7 @@ class EventBus:
         self._all.discard(subscription)
 
     def subscribe_ends(self, execution_ids: tuple[str, ...]) -> EndSubscription:
-        subscription = EndSubscription(execution_ids, set(execution_ids))
+        subscription = EndSubscription(execution_ids, set(execution_ids), closed=self._closed)
         ends = self._ends
         for execution_id in execution_ids:
             waiters = ends.get(execution_id)
@@ -178,6 +179,7 @@ class EventBus:
 
     def close(self) -> None:
         """Wake every watcher so its stream can end (server shutdown)."""
+        self._closed = True
         for subscribers in self._subscribers.values():
             for subscription in subscribers:
                 subscription.closed.set()
