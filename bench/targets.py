@@ -52,6 +52,15 @@ TARGETS: tuple[Target, ...] = (
         ref_metric="tasks_per_s",
     ),
     Target(
+        name="bulk result collection ≥ 0.8× batched end to end",
+        scenario="throughput",
+        metric="collected.tasks_per_s",
+        kind="ratio",
+        bound=0.8,
+        ref_scenario="throughput",
+        ref_metric="batched.tasks_per_s",
+    ),
+    Target(
         name="one submit per task: end-to-end tasks/s vs bare unary echo",
         scenario="throughput",
         metric="single.tasks_per_s",

@@ -5,7 +5,10 @@ Each run, in this order (so that every taskwire figure has a bare figure taken m
 1. bare unary echo, `submit_callers` concurrent callers on one channel;
 2. taskwire, one SubmitExecution per task from the same number of concurrent callers;
 3. bare bidirectional stream round trips, one stream per worker, `worker_slots` messages in flight each;
-4. taskwire, SubmitExecutions in batches of `batch_size`, `batches_in_flight` calls at once.
+4. taskwire, SubmitExecutions in batches of `batch_size`, `batches_in_flight` calls at once;
+5. the same batches, every result collected with WaitExecutions: after each batch is accepted its caller
+   opens one WaitExecutions for the batch's executions and goes on submitting; the end is when the last
+   result has arrived. Its rate is printed beside the batched end-to-end rate of the same run, as a ratio.
 
 taskwire runs a fresh server (SQLite, durable as shipped) and `workers` taskwire-worker processes with
 `worker_slots` slots each, for each of 2 and 4. Its rate is tasks / (last completion − first submit):
@@ -36,6 +39,7 @@ from bench._common import (
     wait_drained,
 )
 from taskwire.v1 import task_service_pb2 as tpb
+from taskwire.v1 import types_pb2 as pb
 
 if TYPE_CHECKING:
     from taskwire.v1.task_service_pb2_grpc import TaskServiceAsyncStub
@@ -97,6 +101,45 @@ async def batched_end_to_end(
     return first, submitted, done
 
 
+async def batched_collected(address: str, *, tasks: int, batch_size: int, in_flight: int) -> tuple[float, float, float]:
+    """As `batched_end_to_end`, but every result is collected with WaitExecutions, one stream per batch
+    opened as soon as the batch is accepted; the end is when the last result arrived."""
+    request = tpb.SubmitExecutionsRequest(executions=[echo_execution()] * batch_size)
+    batches = count()
+    total_batches = -(-tasks // batch_size)
+    collected = 0
+    async with channel(address) as chan:
+        stub = task_stub(chan)
+        await _warm_up(stub)
+        waits: list[asyncio.Task[None]] = []
+
+        async def collect(execution_ids: list[str]) -> None:
+            nonlocal collected
+            call = stub.WaitExecutions(tpb.WaitExecutionsRequest(execution_ids=execution_ids), timeout=600)
+            async for response in call:
+                for execution in response.executions:
+                    if execution.state != pb.EXECUTION_STATE_SUCCESS:
+                        raise RuntimeError(f"an echo task did not succeed: {execution}")
+                collected += len(response.executions)
+
+        async def caller() -> None:
+            while next(batches) < total_batches:
+                response = await stub.SubmitExecutions(request, timeout=60)
+                failed = [r for r in response.results if r.error_code]
+                if failed:
+                    raise RuntimeError(f"batch items refused: {failed[0].error_code}: {failed[0].error_message}")
+                waits.append(asyncio.create_task(collect([r.execution_id for r in response.results])))
+
+        first = monotonic_s()
+        await asyncio.gather(*(caller() for _ in range(in_flight)))
+        submitted = monotonic_s()
+        await asyncio.gather(*waits)
+        done = monotonic_s()
+    if collected != total_batches * batch_size:
+        raise RuntimeError(f"collected {collected} results of {total_batches * batch_size}")
+    return first, submitted, done
+
+
 def _measure(bench: Bench, result: ScenarioResult, way: str, running: Running, tasks: int) -> None:
     sizes = bench.sizes
     server, workers = running.server_pids, running.worker_pids
@@ -106,13 +149,16 @@ def _measure(bench: Bench, result: ScenarioResult, way: str, running: Running, t
             single_end_to_end(running.address, tasks=tasks, callers=sizes.submit_callers)
         )
     else:
+        measure = batched_end_to_end if way == "batched" else batched_collected
         first, submitted, done = asyncio.run(
-            batched_end_to_end(
-                running.address, tasks=tasks, batch_size=sizes.batch_size, in_flight=sizes.batches_in_flight
-            )
+            measure(running.address, tasks=tasks, batch_size=sizes.batch_size, in_flight=sizes.batches_in_flight)
         )
     wall = done - first
-    label = "one submit per task" if way == "single" else f"batches of {sizes.batch_size}"
+    label = {
+        "single": "one submit per task",
+        "batched": f"batches of {sizes.batch_size}",
+        "collected": f"batches of {sizes.batch_size}, every result collected (WaitExecutions)",
+    }[way]
     result.add(f"{way}.tasks_per_s", f"taskwire, {label}: end to end", "tasks/s", tasks / wall)
     result.add(f"{way}.submit_per_s", f"taskwire, {label}: submits accepted", "tasks/s", tasks / (submitted - first))
     result.add(
@@ -171,12 +217,23 @@ def run(bench: Bench) -> ScenarioResult:
             bench.log(f"{NAME} run {number}/{bench.runs}: taskwire, batched ({sizes.tasks_batched:,} tasks)")
             with taskwire(bench, workers=sizes.workers, slots=sizes.worker_slots) as running:
                 _measure(bench, result, "batched", running, sizes.tasks_batched)
+            bench.log(f"{NAME} run {number}/{bench.runs}: taskwire, batched, results collected")
+            with taskwire(bench, workers=sizes.workers, slots=sizes.worker_slots) as running:
+                _measure(bench, result, "collected", running, sizes.tasks_batched)
+            metrics = result.metrics
+            result.add(
+                "collected.vs_batched",
+                "results collected (WaitExecutions) vs batched end to end, tasks/s",
+                "×",
+                metrics["collected.tasks_per_s"].values[-1] / metrics["batched.tasks_per_s"].values[-1],
+            )
     result.notes.append(
         f"{sizes.tasks_single:,} (one submit each) and {sizes.tasks_batched:,} (batched) echo tasks per run; "
         f"{sizes.workers} taskwire-worker processes × {sizes.worker_slots} slots; "
-        "rate = tasks / (last durable completion − first submit)"
+        "rate = tasks / (last durable completion − first submit); collected: tasks / (last result received by "
+        "the client − first submit)"
     )
     return result
 
 
-__all__ = ["NAME", "TITLE", "batched_end_to_end", "run", "single_end_to_end"]
+__all__ = ["NAME", "TITLE", "batched_collected", "batched_end_to_end", "run", "single_end_to_end"]

@@ -29,6 +29,7 @@ from taskwire.v1 import task_service_pb2_grpc
 
 from . import _common as c
 from . import _schedules as s
+from . import _streams as st
 from ._all_events import event_of, events_request, identity_from_proto
 from ._errors import WaitTimeout, error_from_rpc
 from ._events import WatchEvent
@@ -328,9 +329,9 @@ class AsyncClient:
         timeout: timedelta | None = None,  # noqa: ASYNC109 - a gRPC deadline, known to the server too
     ) -> AsyncGenerator[WatchEvent, None]:
         """The execution's events in order; see `Client.watch`."""
-        cursor = c.WatchCursor(execution_id, after_sequence, timeout, retry=self._retry, address=self._address)
+        cursor = st.WatchCursor(execution_id, after_sequence, timeout, retry=self._retry, address=self._address)
         fetch = tenacity.AsyncRetrying(**cursor.retry_options())
-        stream: c.WatchStream[_Call] = c.WatchStream(
+        stream: st.ResumableStream[st.WatchCursor, _Call] = st.ResumableStream(
             lambda request, timeout_s: self._stub.WatchExecution(request, timeout=timeout_s), cursor
         )
         try:
@@ -370,14 +371,15 @@ class AsyncClient:
         on_event: Callable[[WatchEvent], object] | None = None,
     ) -> ExecutionSnapshot:
         """Wait until the execution is terminal and return it, whatever its final state; see `Client.wait_finished`."""
-        waiter = c.FinishWait(execution_id, timeout, retry=self._retry)
+        if on_event is None:
+            return (await self.wait_many([execution_id], timeout))[0]
+        waiter = st.FinishWait(execution_id, timeout, retry=self._retry)
         while True:
             events = self.watch(execution_id, after_sequence=waiter.last, timeout=waiter.watch_timeout())
             try:
                 async for event in events:
                     terminal = waiter.seen(event)
-                    if on_event is not None:
-                        on_event(event)
+                    on_event(event)
                     if terminal:
                         break
             except WaitTimeout:
@@ -396,6 +398,35 @@ class AsyncClient:
     ) -> Any:
         """The output once the execution succeeds; see `Client.wait`."""
         return c.result_of(await self.wait_finished(execution_id, timeout))
+
+    async def as_completed(
+        self,
+        execution_ids: Iterable[str],
+        timeout: timedelta | None = None,  # noqa: ASYNC109 - a gRPC deadline, as in Client.as_completed
+    ) -> AsyncGenerator[ExecutionSnapshot, None]:
+        """Each of the executions once it is terminal, as they finish; see `Client.as_completed`."""
+        cursor = st.WaitCursor(execution_ids, timeout, retry=self._retry, address=self._address)
+        fetch = tenacity.AsyncRetrying(**cursor.retry_options())
+        stream: st.ResumableStream[st.WaitCursor, _WaitCall] = st.ResumableStream(
+            lambda request, timeout_s: self._stub.WaitExecutions(request, timeout=timeout_s), cursor
+        )
+        try:
+            while cursor.pending:
+                batch: builtins.list[ExecutionSnapshot] = await fetch(_next_finished, stream)
+                for finished in batch:
+                    yield finished
+        finally:
+            stream.close()
+
+    async def wait_many(
+        self,
+        execution_ids: Iterable[str],
+        timeout: timedelta | None = None,  # noqa: ASYNC109 - a gRPC deadline, as in Client.wait_many
+    ) -> builtins.list[ExecutionSnapshot]:
+        """Every one of the executions once terminal, in the order given; see `Client.wait_many`."""
+        execution_ids = builtins.list(execution_ids)
+        finished = {done.id: done async for done in self.as_completed(execution_ids, timeout)}
+        return [finished[execution_id] for execution_id in execution_ids]
 
     async def list(
         self,
@@ -426,7 +457,7 @@ class AsyncClient:
 _Call = grpc.aio.UnaryStreamCall[tpb.WatchExecutionRequest, tpb.WatchExecutionResponse]
 
 
-async def _next_event(stream: c.WatchStream[_Call]) -> WatchEvent | None:
+async def _next_event(stream: st.ResumableStream[st.WatchCursor, _Call]) -> WatchEvent | None:
     """The next event not delivered yet; None when the server ended the stream (after the terminal event)."""
     try:
         while (response := await stream.call().read()) is not grpc.aio.EOF:
@@ -437,3 +468,19 @@ async def _next_event(stream: c.WatchStream[_Call]) -> WatchEvent | None:
     except grpc.RpcError as error:
         raise stream.broke(error) from error
     return None
+
+
+_WaitCall = grpc.aio.UnaryStreamCall[tpb.WaitExecutionsRequest, tpb.WaitExecutionsResponse]
+
+
+async def _next_finished(stream: st.ResumableStream[st.WaitCursor, _WaitCall]) -> builtins.list[ExecutionSnapshot]:
+    """The executions of the next message not delivered yet (perhaps none); see the sync `_next_finished`."""
+    try:
+        response = await stream.call().read()
+    except grpc.RpcError as error:
+        raise stream.broke(error) from error
+    if response is grpc.aio.EOF:
+        stream.ended()
+        return []
+    assert isinstance(response, tpb.WaitExecutionsResponse)
+    return stream.cursor.received(response)

@@ -219,8 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     rerun_follow.add_argument("--wait", action="store_true", help="wait for the result and print it")
     rerun_follow.add_argument("--watch", action="store_true", help="show the live view until it ends")
 
-    wait = command("wait", "wait for an execution to end and print its result", as_json)
+    wait = command("wait", "wait for executions to end and print their results", as_json)
     wait.add_argument("execution_id", metavar="ID")
+    wait.add_argument("more_ids", metavar="ID", nargs="*", help="more executions: each is printed as it ends")
     wait.add_argument("--timeout", metavar="S", type=_seconds, help="give up after S seconds (exit code 6)")
 
     watch = command("watch", "follow an execution live until it ends", as_json)
@@ -353,6 +354,8 @@ def action_of(args: argparse.Namespace) -> str:
     if args.command == "schedule":
         return f"schedule {args.schedule_action} {getattr(args, 'name', '')}".strip()
     subject = getattr(args, "execution_id", None) or getattr(args, "handler", None) or ""
+    if more := getattr(args, "more_ids", None):
+        subject += f" (and {len(more)} more)"
     return f"{args.command} {subject}".strip()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -260,7 +261,22 @@ def cmd_rerun(client: Client, args: argparse.Namespace, out: Output) -> ExitCode
 
 
 def cmd_wait(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
-    return _wait(client, args.execution_id, args, out)
+    if not args.more_ids:
+        return _wait(client, args.execution_id, args, out)
+    # Several: each as it ends, one line (people) or one JSON view per line (scripts); the exit code of the
+    # worst end (FAILED, then CANCELLED).
+    worst = ExitCode.OK
+    for done in client.as_completed([args.execution_id, *args.more_ids], args.timeout):
+        if args.json:
+            out.line(json.dumps(done.to_json(), ensure_ascii=False))
+        elif done.state is State.SUCCESS:
+            out.line(f"{done.id} SUCCESS {json.dumps(jsonable(done.output), ensure_ascii=False)}")
+        else:
+            out.line(f"{done.id} {done.state.value}" + (f" ({reason_text(done.reason)})" if done.reason else ""))
+        code = final_exit(done.state)
+        if worst is ExitCode.OK or code is ExitCode.FAILED:
+            worst = code
+    return worst
 
 
 def cmd_watch(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:

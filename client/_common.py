@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import random
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any
 
 import grpc
 import tenacity
@@ -27,7 +26,6 @@ from taskwire.common import (
     State,
     Stats,
     TaskSpec,
-    TaskwireError,
     ValidationError,
     json_payload,
     wire,
@@ -38,12 +36,9 @@ from ._errors import (
     ExecutionCancelled,
     ExecutionEnded,
     ExecutionFailed,
-    WaitTimeout,
-    error_from_rpc,
     is_retryable,
     rpc_status,
 )
-from ._events import ExecutionTransition, WatchEvent, event_from_proto
 from ._models import BulkResult, ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -366,171 +361,8 @@ def deadline_exceeded(error: grpc.RpcError) -> bool:
 
 
 # ---- Loops --------------------------------------------------------------------------------------
-# The decisions of the sync and async loops; each client drives one of these with its own I/O.
-
-
-def deadline_after(timeout: timedelta | None, clock: Callable[[], float] = time.monotonic) -> float | None:
-    """The clock reading at which `timeout` (from now) runs out; None without a timeout."""
-    return clock() + seconds(timeout) if timeout is not None else None
-
-
-class WatchCursor:
-    """One `watch`: where to resume after a broken stream, and whether to reconnect or give up.
-
-    Only transport failures are retried (UNAVAILABLE: the server unreachable or going away), with the
-    backoff of `retry_options`, for as long as the watch's timeout allows (then WaitTimeout). Without a
-    timeout: until the watch has received an event they count like any call's (`RpcRetry.max_attempts`, so
-    a wrong address fails fast); once it has, the server went away under a running watch (a restart) and
-    the watch reconnects for up to `RpcRetry.resume_s` of outage. Any other status (NOT_FOUND, ...) ends it.
-    """
-
-    def __init__(
-        self,
-        execution_id: str,
-        after_sequence: int,
-        timeout: timedelta | None,
-        *,
-        retry: RpcRetry,
-        address: str,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.execution_id = execution_id
-        self.last = after_sequence
-        self.connected = False  # an event arrived: the server was reached
-        self._outage_since: float | None = None  # first failure since the last event
-        self._timeout = timeout
-        self._retry = retry
-        self._address = address
-        self._clock = clock
-        self._deadline = deadline_after(timeout, clock)
-
-    def request(self) -> tpb.WatchExecutionRequest:
-        """The request that (re)opens the stream after the last event received."""
-        return tpb.WatchExecutionRequest(execution_id=self.execution_id, after_sequence=self.last)
-
-    def _timed_out(self) -> WaitTimeout:
-        return WaitTimeout(self.execution_id, seconds(self._timeout or timedelta()))
-
-    def remaining_s(self) -> float | None:
-        """The deadline of the next stream; raises WaitTimeout when the watch's timeout has passed."""
-        if self._deadline is None:
-            return None
-        remaining = self._deadline - self._clock()
-        if remaining <= 0:
-            raise self._timed_out()
-        return remaining
-
-    def received(self, response: tpb.WatchExecutionResponse) -> WatchEvent | None:
-        """Record a response: the event to deliver, or None for one delivered already."""
-        self.connected = True
-        self._outage_since = None
-        if response.event.sequence <= self.last:
-            return None
-        self.last = response.event.sequence
-        return event_from_proto(response.event)
-
-    def error(self, error: grpc.RpcError) -> TaskwireError:
-        """The taskwire error of a broken stream (WaitTimeout when the timeout passed); an outage begins."""
-        if self._timeout is not None and deadline_exceeded(error):
-            return self._timed_out()
-        if self._outage_since is None:
-            self._outage_since = self._clock()
-        return error_from_rpc(error, address=self._address)
-
-    def retry_options(self) -> dict[str, Any]:
-        """tenacity options for fetching the next event: reconnect on transport failures while this watch may."""
-        backoff = backoff_wait(self._retry)
-
-        def pause_s(state: tenacity.RetryCallState) -> float:
-            # Never sleep past the deadline: the next attempt then ends the watch with WaitTimeout.
-            pause = backoff(state)
-            if self._deadline is not None:
-                pause = min(pause, max(self._deadline - self._clock(), 0.0))
-            return pause
-
-        return {**retry_options(self._retry), "stop": self._stop, "wait": pause_s}
-
-    def _stop(self, state: tenacity.RetryCallState) -> bool:
-        if self._deadline is not None:
-            return False  # the timeout ends it (`remaining_s` raises WaitTimeout)
-        if not self.connected:
-            return state.attempt_number >= self._retry.max_attempts
-        if self._retry.resume_s is None:
-            return False
-        since = self._outage_since if self._outage_since is not None else self._clock()
-        return self._clock() - since >= self._retry.resume_s
-
-
-class Cancellable(Protocol):
-    def cancel(self) -> bool: ...
-
-
-CallT = TypeVar("CallT", bound=Cancellable)
-
-
-class WatchStream(Generic[CallT]):
-    """The WatchExecution call of one watch (sync or grpc.aio), reopened after the cursor's last event once it
-    broke; each client reads it with its own I/O."""
-
-    def __init__(self, open_call: Callable[[tpb.WatchExecutionRequest, float | None], CallT], cursor: WatchCursor):
-        self.cursor = cursor
-        self._open = open_call
-        self._call: CallT | None = None
-
-    def call(self) -> CallT:
-        """The open call, opened after the last event received (with what is left of the watch's timeout)."""
-        if self._call is None:
-            self._call = self._open(self.cursor.request(), self.cursor.remaining_s())
-        return self._call
-
-    def broke(self, error: grpc.RpcError) -> TaskwireError:
-        """Drop the broken call; the error to raise (the next `call()` reopens it)."""
-        self.close()
-        return self.cursor.error(error)
-
-    def close(self) -> None:
-        if self._call is not None:
-            self._call.cancel()
-            self._call = None
-
-
-class FinishWait:
-    """One `wait_finished`: the watches it opens one after another until the execution is terminal."""
-
-    def __init__(
-        self,
-        execution_id: str,
-        timeout: timedelta | None,
-        *,
-        retry: RpcRetry,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.execution_id = execution_id
-        self.last = 0
-        self.rounds = 0
-        self._timeout = timeout
-        self._retry = retry
-        self._clock = clock
-        self._deadline = deadline_after(timeout, clock)
-
-    def watch_timeout(self) -> timedelta | None:
-        """The timeout of the next watch: what is left of the wait's."""
-        if self._deadline is None:
-            return None
-        return timedelta(seconds=max(self._deadline - self._clock(), 0.0))
-
-    def seen(self, event: WatchEvent) -> bool:
-        """Record an event; True when it makes the execution terminal (the watch may stop)."""
-        self.last = event.sequence
-        return isinstance(event, ExecutionTransition) and event.is_terminal
-
-    def timed_out(self) -> WaitTimeout:
-        return WaitTimeout(self.execution_id, seconds(self._timeout or timedelta()))
-
-    def next_round(self) -> float:
-        """The stream ended before the terminal event (the server went away): the pause before following on."""
-        self.rounds += 1
-        return backoff_s(self._retry, self.rounds)
+# The decisions of the sync and async loops; each client drives one of these with its own I/O (the
+# streams followed across outages are in `_streams`).
 
 
 class ListPager:

@@ -7,6 +7,7 @@ hierarchy in `taskwire.common`); a status the server sent maps to its class thro
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -50,14 +51,26 @@ class ServerUnavailable(TaskwireError):
 
 
 class WaitTimeout(TaskwireError):
-    """`wait` gave up before the execution reached a terminal state (the execution itself goes on)."""
+    """`wait` gave up before the execution reached a terminal state (the execution itself goes on).
+
+    For a wait on many executions, `unfinished` names those it had not received (in the order given) and
+    `execution_id` is the first of them.
+    """
 
     status_name = "DEADLINE_EXCEEDED"
 
-    def __init__(self, execution_id: str, timeout_s: float) -> None:
-        super().__init__(f"execution {execution_id} did not finish within {timeout_s:g}s")
-        self.execution_id = execution_id
+    def __init__(self, execution_id: str, timeout_s: float, *, unfinished: Sequence[str] = ()) -> None:
+        self.unfinished: tuple[str, ...] = tuple(unfinished) or (execution_id,)
+        self.execution_id = self.unfinished[0]
         self.timeout_s = timeout_s
+        if len(self.unfinished) == 1:
+            message = f"execution {self.execution_id} did not finish within {timeout_s:g}s"
+        else:
+            message = (
+                f"{len(self.unfinished)} executions did not finish within {timeout_s:g}s "
+                f"(the first: {self.execution_id})"
+            )
+        super().__init__(message)
 
 
 class ExecutionEnded(TaskwireError):

@@ -28,6 +28,7 @@ from taskwire.v1 import task_service_pb2_grpc
 
 from . import _common as c
 from . import _schedules as s
+from . import _streams as st
 from ._all_events import event_of, events_request, identity_from_proto
 from ._errors import WaitTimeout, error_from_rpc
 from ._events import WatchEvent
@@ -337,9 +338,9 @@ class Client:
         event received, so no event is lost or repeated: a server that restarts is waited for as long as
         `timeout` allows (`RpcRetry.resume_s` without one). `timeout` bounds the whole watch (WaitTimeout).
         """
-        cursor = c.WatchCursor(execution_id, after_sequence, timeout, retry=self._retry, address=self._address)
+        cursor = st.WatchCursor(execution_id, after_sequence, timeout, retry=self._retry, address=self._address)
         fetch = tenacity.Retrying(**cursor.retry_options())
-        stream: c.WatchStream[_Call] = c.WatchStream(
+        stream: st.ResumableStream[st.WatchCursor, _Call] = st.ResumableStream(
             lambda request, timeout_s: self._stub.WatchExecution(request, timeout=timeout_s), cursor
         )
         try:
@@ -386,14 +387,15 @@ class Client:
 
         `on_event` sees every event as it arrives (to show progress). Raises WaitTimeout when `timeout` passes.
         """
-        waiter = c.FinishWait(execution_id, timeout, retry=self._retry)
+        if on_event is None:
+            return self.wait_many([execution_id], timeout)[0]
+        waiter = st.FinishWait(execution_id, timeout, retry=self._retry)
         while True:
             events = self.watch(execution_id, after_sequence=waiter.last, timeout=waiter.watch_timeout())
             try:
                 for event in events:
                     terminal = waiter.seen(event)
-                    if on_event is not None:
-                        on_event(event)
+                    on_event(event)
                     if terminal:
                         break
             except WaitTimeout:
@@ -410,6 +412,33 @@ class Client:
         """The output of the execution once it succeeds: the task's output when it has one task, else the
         outputs by task id. Raises ExecutionFailed or ExecutionCancelled (with the reason code), WaitTimeout."""
         return c.result_of(self.wait_finished(execution_id, timeout))
+
+    def as_completed(
+        self, execution_ids: Iterable[str], timeout: timedelta | None = None
+    ) -> Generator[ExecutionSnapshot, None, None]:
+        """Each of the executions once it is terminal, whatever its final state, as they finish: those
+        already finished first. Any number of ids (each is waited for once); NotFound names one that does not
+        exist, before anything is yielded. Across a server restart the wait goes on for those not received
+        yet, for as long as `timeout` allows (`RpcRetry.resume_s` without one). Raises WaitTimeout, naming
+        those not finished (`unfinished`), once `timeout` passes."""
+        cursor = st.WaitCursor(execution_ids, timeout, retry=self._retry, address=self._address)
+        fetch = tenacity.Retrying(**cursor.retry_options())
+        stream: st.ResumableStream[st.WaitCursor, _WaitCall] = st.ResumableStream(
+            lambda request, timeout_s: self._stub.WaitExecutions(request, timeout=timeout_s), cursor
+        )
+        try:
+            while cursor.pending:
+                yield from fetch(_next_finished, stream)
+        finally:
+            stream.close()
+
+    def wait_many(
+        self, execution_ids: Iterable[str], timeout: timedelta | None = None
+    ) -> builtins.list[ExecutionSnapshot]:
+        """Block until every one of the executions is terminal; them, in the order given (see `as_completed`)."""
+        execution_ids = builtins.list(execution_ids)
+        finished = {done.id: done for done in self.as_completed(execution_ids, timeout)}
+        return [finished[execution_id] for execution_id in execution_ids]
 
     def list(
         self,
@@ -436,7 +465,7 @@ class _Call(Protocol):
     def cancel(self) -> bool: ...
 
 
-def _next_event(stream: c.WatchStream[_Call]) -> WatchEvent | None:
+def _next_event(stream: st.ResumableStream[st.WatchCursor, _Call]) -> WatchEvent | None:
     """The next event not delivered yet; None when the server ended the stream (after the terminal event)."""
     try:
         for response in stream.call():
@@ -446,3 +475,23 @@ def _next_event(stream: c.WatchStream[_Call]) -> WatchEvent | None:
     except grpc.RpcError as error:
         raise stream.broke(error) from error
     return None
+
+
+class _WaitCall(Protocol):
+    """What a wait uses of a server-streaming call."""
+
+    def __iter__(self) -> Iterator[tpb.WaitExecutionsResponse]: ...
+
+    def cancel(self) -> bool: ...
+
+
+def _next_finished(stream: st.ResumableStream[st.WaitCursor, _WaitCall]) -> builtins.list[ExecutionSnapshot]:
+    """The executions of the next message not delivered yet (perhaps none); none either when the server ended
+    the call, having sent all it was asked for (the next read opens a call for the rest, if any)."""
+    try:
+        for response in stream.call():
+            return stream.cursor.received(response)
+    except grpc.RpcError as error:
+        raise stream.broke(error) from error
+    stream.ended()
+    return []

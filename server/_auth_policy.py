@@ -51,6 +51,7 @@ RULES: dict[str, Rule] = {
     f"/{_TASK}/GetExecution": _READERS,
     f"/{_TASK}/ListExecutions": _READERS,
     f"/{_TASK}/WatchExecution": _READERS,
+    f"/{_TASK}/WaitExecutions": _READERS,
     f"/{_TASK}/CancelExecution": _SUBMITTERS,
     f"/{_TASK}/GetStats": _OBSERVERS,
     f"/{_TASK}/ListWorkers": _OBSERVERS,

@@ -27,6 +27,7 @@ from ._audit import audit
 from ._auth import Caller, current_caller
 from ._config import ServerConfig
 from ._edge import Malformed, RejectionLog
+from ._wait_wire import wait_ids, wait_responses
 from ._worker_wire import StreamLink, decode_messages, hello_from_proto, welcome_to_proto
 from .domain import NotFound, Schedule, TaskwireError, ValidationError
 from .engine import Engine, SubmitItem, WorkerSession
@@ -45,9 +46,6 @@ MAX_CANCEL_REASON = 1024  # also a drain's reason
 # A wait-for-room submit answers this much before the caller's deadline so that the caller
 # gets taskwire's DEADLINE_EXCEEDED (with its message) rather than its own channel's.
 _DEADLINE_MARGIN_S = 0.05
-# A ListExecutions page stays within what any gRPC client accepts by default (4 MiB), less room for
-# everything but the executions; one execution larger than that is still sent, alone.
-_PAGE_BUDGET_BYTES = 4 * 1024 * 1024 - 64 * 1024
 
 
 def _translate_errors(
@@ -69,16 +67,6 @@ def _translate_errors(
         raise AssertionError("unreachable: context.abort raises")
 
     return wrapper
-
-
-def _fitting(executions: list[Any], budget_bytes: int) -> int:
-    """How many of the executions, from the first, fit in a response of `budget_bytes` (at least one)."""
-    total = 0
-    for index, execution in enumerate(executions):
-        total += execution.ByteSize() + 8  # field tag and length prefix
-        if total > budget_bytes:
-            return max(index, 1)
-    return len(executions)
 
 
 def _submit_item(spec: tpb.ExecutionSpec, where: str, submitter: str) -> SubmitItem:
@@ -226,7 +214,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
                 submitted_by=current_caller().owner,
             )
             executions = [wire.execution_to_proto(s.execution, s.task_runs) for s in page.snapshots]
-            fitting = _fitting(executions, _PAGE_BUDGET_BYTES)
+            fitting = wire.fitting(executions, wire.PAGE_BUDGET_BYTES)
             if fitting == len(executions):
                 return tpb.ListExecutionsResponse(executions=executions, next_page_token=page.next_page_token)
             # A page of large executions would pass the message limit: ask again for as many as fit,
@@ -258,6 +246,23 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
             async for record in self._engine.watch(execution_id, request.after_sequence):
                 response = tpb.WatchExecutionResponse()
                 response.event.ParseFromString(record.body)
+                yield response
+        except TaskwireError as error:
+            await context.abort(wire.status_for(error), error.message)
+
+    async def WaitExecutions(
+        self, request: tpb.WaitExecutionsRequest | Malformed, context: Context
+    ) -> AsyncIterator[tpb.WaitExecutionsResponse]:
+        try:
+            if isinstance(request, Malformed):
+                raise self.malformed(request, "WaitExecutions", context)
+            execution_ids = wait_ids(request.execution_ids)
+            # End the stream with taskwire's DEADLINE_EXCEEDED shortly before the caller's deadline.
+            time_left = context.time_remaining()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + max(time_left - _DEADLINE_MARGIN_S, 0.0) if time_left is not None else None
+            batches = self._engine.wait_ends(execution_ids, owner=current_caller().owner)
+            async for response in wait_responses(batches, total=len(execution_ids), deadline=deadline):
                 yield response
         except TaskwireError as error:
             await context.abort(wire.status_for(error), error.message)

@@ -50,6 +50,7 @@ from taskwire.v1 import worker_service_pb2 as wpb
 from . import domain as d
 
 __all__ = [
+    "PAGE_BUDGET_BYTES",
     "attempt_to_proto",
     "cancel_reason_to_proto",
     "duration_to_proto",
@@ -65,6 +66,7 @@ __all__ = [
     "execution_state_to_proto",
     "execution_to_proto",
     "execution_transition_event",
+    "fitting",
     "optional_duration",
     "optional_payload",
     "optional_reason",
@@ -234,6 +236,21 @@ def _closing_to_proto(closing: d.Closing | None) -> pb.Closing | None:
     if closing is None:
         return None
     return pb.Closing(state=execution_state_to_proto(closing.state), reason=reason_to_proto(closing.reason))
+
+
+# A page of executions (ListExecutions, WaitExecutions) stays within what any gRPC client accepts by default
+# (4 MiB), less room for everything but the executions; one execution larger than that is still sent, alone.
+PAGE_BUDGET_BYTES = 4 * 1024 * 1024 - 64 * 1024
+
+
+def fitting(executions: Sequence[pb.Execution], budget_bytes: int) -> int:
+    """How many of the executions, from the first, fit in a response of `budget_bytes` (at least one)."""
+    total = 0
+    for index, execution in enumerate(executions):
+        total += execution.ByteSize() + 8  # field tag and length prefix
+        if total > budget_bytes:
+            return max(index, 1)
+    return len(executions)
 
 
 def execution_to_proto(execution: d.Execution, task_runs: Iterable[d.TaskRun]) -> pb.Execution:

@@ -13,6 +13,7 @@ what each owns (docs/engine.md has the picture):
 - `_recovery`: the live state rebuilt from the store on start.
 - `_retention`: finished executions deleted once older than the retention.
 - `_schedules`: executions started on a cron schedule (catch-up, overlap policy).
+- `_waits`: waiting for a set of executions to end.
 - `_admission` (the bounded queue's capacity), `_sessions` (what a worker's
   stream is to the engine), `_bus` (live events to watchers), `_timers` and
   `_clock` (time, from one seam), `_ids`.
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 
 from taskwire.common import MAX_KEY_STATS, ExecutionFilter, HandlerStats, Stats
@@ -63,6 +64,7 @@ from ._schedules import Schedules
 from ._sessions import Welcome, WorkerHello, WorkerLink, WorkerReport, WorkerSession
 from ._submits import BatchItemResult, SubmitItem, SubmitResult, Submits
 from ._timers import Timers
+from ._waits import wait_ends
 from ._workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -279,6 +281,13 @@ class Engine:
         """Stored events after `after_sequence`, then live ones; ends after the terminal event."""
         return self._history.watch(execution_id, after_sequence)
 
+    def wait_ends(
+        self, execution_ids: Sequence[str], *, owner: str | None = None
+    ) -> AsyncGenerator[list[ExecutionSnapshot], None]:
+        """Batches of the executions' final snapshots as they end, those already finished first (see `_waits`);
+        only `owner`'s executions exist when given."""
+        return wait_ends(execution_ids, bus=self.bus, store=self._store, live=self._executions.by_id.get, owner=owner)
+
     def watch_all(self, *, handler: str = "", states: Sequence[State] = ()) -> AsyncIterator[EventRecord]:
         """Live events of every execution, from now on, filtered (see `EventFilter`); never ends by itself."""
         return self._history.watch_all(EventFilter(handler, frozenset(states)))
@@ -361,6 +370,8 @@ class Engine:
 
     def _retired(self, live: LiveExecution) -> None:
         """A finished execution left memory (its end is durable)."""
+        if self.bus.awaited(live.execution.id):
+            self.bus.ended(live.snapshot())
         self._submits.forget_key(live)
         self.schedules.execution_ended(live.execution.id, live.execution.metadata)
 

@@ -684,6 +684,65 @@ class WatchExecutionResponse(_message.Message):
 Global___WatchExecutionResponse: _TypeAlias = WatchExecutionResponse  # noqa: Y015
 
 @_typing.final
+class WaitExecutionsRequest(_message.Message):
+    """Request of TaskService.WaitExecutions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def execution_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The executions to wait for: 1 to 10,000 ids, each once. To wait for more,
+        wait for them in several calls (at once or one after the other).
+        """
+
+    def __init__(
+        self,
+        *,
+        execution_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_ids", b"execution_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitExecutionsRequest: _TypeAlias = WaitExecutionsRequest  # noqa: Y015
+
+@_typing.final
+class WaitExecutionsResponse(_message.Message):
+    """One message of TaskService.WaitExecutions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTIONS_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    remaining: _builtins.int
+    """How many of the requested executions are still to come after this
+    message; 0 in the last message.
+    """
+    @_builtins.property
+    def executions(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.Execution]:
+        """Executions of the request that have finished, each sent once over the
+        stream, in the order they finished (those already finished first, in no
+        particular order).
+        """
+
+    def __init__(
+        self,
+        *,
+        executions: _abc.Iterable[_types_pb2.Execution] | None = ...,
+        remaining: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executions", b"executions", "remaining", b"remaining"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitExecutionsResponse: _TypeAlias = WaitExecutionsResponse  # noqa: Y015
+
+@_typing.final
 class GetStatsRequest(_message.Message):
     """Request of TaskService.GetStats."""
 

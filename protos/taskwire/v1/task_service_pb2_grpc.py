@@ -76,6 +76,11 @@ class TaskServiceStub:
                 request_serializer=taskwire_dot_v1_dot_task__service__pb2.WatchExecutionRequest.SerializeToString,
                 response_deserializer=taskwire_dot_v1_dot_task__service__pb2.WatchExecutionResponse.FromString,
                 _registered_method=True)
+        self.WaitExecutions = channel.unary_stream(
+                '/taskwire.v1.TaskService/WaitExecutions',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.WaitExecutionsRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.WaitExecutionsResponse.FromString,
+                _registered_method=True)
         self.GetStats = channel.unary_unary(
                 '/taskwire.v1.TaskService/GetStats',
                 request_serializer=taskwire_dot_v1_dot_task__service__pb2.GetStatsRequest.SerializeToString,
@@ -215,6 +220,25 @@ class TaskServiceServicer:
         """Streams an execution's events: the stored ones after after_sequence first,
         then live ones as they happen. The stream ends after the event that makes
         the execution terminal.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitExecutions(self, request, context):
+        """Waits for a set of executions to finish: each one is sent once, as it is
+        when it has finished (SUCCESS, FAILED or CANCELLED) and its end is durable,
+        with its task runs and attempts as GetExecution returns it. The first
+        message is sent at once and holds those already finished (it may hold
+        none); later messages each hold those that finished close together. The
+        stream ends, OK, after the last one. At the call's deadline the server
+        ends it with DEADLINE_EXCEEDED, saying how many had not finished, shortly
+        before the caller's own deadline so that nothing finished is lost. Errors,
+        before any message: INVALID_ARGUMENT naming the field for an empty list,
+        more than 10,000 ids, an id given twice or one that is not an execution
+        id (32 hex digits); NOT_FOUND naming the first id that no execution has.
+        UNAVAILABLE when the server shuts down: wait again for the executions not
+        received yet.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -405,6 +429,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.WatchExecution,
                     request_deserializer=taskwire_dot_v1_dot_task__service__pb2.WatchExecutionRequest.FromString,
                     response_serializer=taskwire_dot_v1_dot_task__service__pb2.WatchExecutionResponse.SerializeToString,
+            ),
+            'WaitExecutions': grpc.unary_stream_rpc_method_handler(
+                    servicer.WaitExecutions,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.WaitExecutionsRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.WaitExecutionsResponse.SerializeToString,
             ),
             'GetStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStats,
@@ -661,6 +690,33 @@ class TaskService:
             '/taskwire.v1.TaskService/WatchExecution',
             taskwire_dot_v1_dot_task__service__pb2.WatchExecutionRequest.SerializeToString,
             taskwire_dot_v1_dot_task__service__pb2.WatchExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/taskwire.v1.TaskService/WaitExecutions',
+            taskwire_dot_v1_dot_task__service__pb2.WaitExecutionsRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.WaitExecutionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,21 @@ class TaskServiceStub:
     then live ones as they happen. The stream ends after the event that makes
     the execution terminal.
     """
+    WaitExecutions: _grpc.UnaryStreamMultiCallable[_task_service_pb2.WaitExecutionsRequest, _task_service_pb2.WaitExecutionsResponse]
+    """Waits for a set of executions to finish: each one is sent once, as it is
+    when it has finished (SUCCESS, FAILED or CANCELLED) and its end is durable,
+    with its task runs and attempts as GetExecution returns it. The first
+    message is sent at once and holds those already finished (it may hold
+    none); later messages each hold those that finished close together. The
+    stream ends, OK, after the last one. At the call's deadline the server
+    ends it with DEADLINE_EXCEEDED, saying how many had not finished, shortly
+    before the caller's own deadline so that nothing finished is lost. Errors,
+    before any message: INVALID_ARGUMENT naming the field for an empty list,
+    more than 10,000 ids, an id given twice or one that is not an execution
+    id (32 hex digits); NOT_FOUND naming the first id that no execution has.
+    UNAVAILABLE when the server shuts down: wait again for the executions not
+    received yet.
+    """
     GetStats: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetStatsRequest, _task_service_pb2.GetStatsResponse]
     """Returns queue and worker statistics."""
     ListWorkers: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListWorkersRequest, _task_service_pb2.ListWorkersResponse]
@@ -187,6 +202,21 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """Streams an execution's events: the stored ones after after_sequence first,
     then live ones as they happen. The stream ends after the event that makes
     the execution terminal.
+    """
+    WaitExecutions: _aio.UnaryStreamMultiCallable[_task_service_pb2.WaitExecutionsRequest, _task_service_pb2.WaitExecutionsResponse]  # type: ignore[assignment]
+    """Waits for a set of executions to finish: each one is sent once, as it is
+    when it has finished (SUCCESS, FAILED or CANCELLED) and its end is durable,
+    with its task runs and attempts as GetExecution returns it. The first
+    message is sent at once and holds those already finished (it may hold
+    none); later messages each hold those that finished close together. The
+    stream ends, OK, after the last one. At the call's deadline the server
+    ends it with DEADLINE_EXCEEDED, saying how many had not finished, shortly
+    before the caller's own deadline so that nothing finished is lost. Errors,
+    before any message: INVALID_ARGUMENT naming the field for an empty list,
+    more than 10,000 ids, an id given twice or one that is not an execution
+    id (32 hex digits); NOT_FOUND naming the first id that no execution has.
+    UNAVAILABLE when the server shuts down: wait again for the executions not
+    received yet.
     """
     GetStats: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetStatsRequest, _task_service_pb2.GetStatsResponse]  # type: ignore[assignment]
     """Returns queue and worker statistics."""
@@ -343,6 +373,27 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         """Streams an execution's events: the stored ones after after_sequence first,
         then live ones as they happen. The stream ends after the event that makes
         the execution terminal.
+        """
+
+    @_abc_1.abstractmethod
+    def WaitExecutions(
+        self,
+        request: _task_service_pb2.WaitExecutionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_task_service_pb2.WaitExecutionsResponse], _abc.AsyncIterator[_task_service_pb2.WaitExecutionsResponse]]:
+        """Waits for a set of executions to finish: each one is sent once, as it is
+        when it has finished (SUCCESS, FAILED or CANCELLED) and its end is durable,
+        with its task runs and attempts as GetExecution returns it. The first
+        message is sent at once and holds those already finished (it may hold
+        none); later messages each hold those that finished close together. The
+        stream ends, OK, after the last one. At the call's deadline the server
+        ends it with DEADLINE_EXCEEDED, saying how many had not finished, shortly
+        before the caller's own deadline so that nothing finished is lost. Errors,
+        before any message: INVALID_ARGUMENT naming the field for an empty list,
+        more than 10,000 ids, an id given twice or one that is not an execution
+        id (32 hex digits); NOT_FOUND naming the first id that no execution has.
+        UNAVAILABLE when the server shuts down: wait again for the executions not
+        received yet.
         """
 
     @_abc_1.abstractmethod

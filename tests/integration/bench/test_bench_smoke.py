@@ -23,6 +23,8 @@ ROWS = (
     "taskwire, one submit per task: end to end",
     "bare grpc.aio bidi stream, 2 streams × window 50",
     "taskwire, batches of 100: end to end",
+    "taskwire, batches of 100, every result collected (WaitExecutions): end to end",
+    "results collected (WaitExecutions) vs batched end to end, tasks/s",
     "at 100/s: submit → handler start p99",
     "at 1000/s: submit → completion seen p50",
     "idle: cancel → abort signal p50",

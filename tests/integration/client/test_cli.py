@@ -212,13 +212,26 @@ def test_wait_timeout_exits_6(cli: Cli) -> None:
 
 
 def test_unknown_id_exits_4(cli: Cli) -> None:
-    for command in ("get", "wait", "watch", "cancel"):
+    for command in ("get", "watch", "cancel"):
         result = cli(command, "no-such-execution")
         assert result.returncode == 4, (command, result.stderr)
         assert result.stderr == (
             f"taskwire: {command} no-such-execution: no execution with id 'no-such-execution' "
             "— list executions with 'taskwire list'\n"
         )
+    # `wait` checks the form of its ids first (WaitExecutions names the field), then that they exist.
+    result = cli("wait", "no-such-execution")
+    assert result.returncode == 4, result.stderr
+    assert result.stderr == (
+        "taskwire: wait no-such-execution: execution_ids[0]: 'no-such-execution' is not an execution id "
+        "(32 hex digits) — fix the value and try again\n"
+    )
+    unknown = "0" * 32
+    result = cli("wait", unknown)
+    assert result.returncode == 4, result.stderr
+    assert result.stderr == (
+        f"taskwire: wait {unknown}: no execution with id '{unknown}' — list executions with 'taskwire list'\n"
+    )
 
 
 def test_a_request_the_server_refuses_exits_4(cli: Cli) -> None:

@@ -119,6 +119,12 @@ class NewerTaskService(task_service_pb2_grpc.TaskServiceServicer):
             if event.sequence > request.after_sequence:
                 yield tpb.WatchExecutionResponse(event=event)
 
+    def WaitExecutions(
+        self, request: tpb.WaitExecutionsRequest, context: grpc.ServicerContext
+    ) -> Iterator[tpb.WaitExecutionsResponse]:
+        """Every execution asked for has ended (in a state this version does not know)."""
+        yield tpb.WaitExecutionsResponse(executions=[newer_execution(i, ended=True) for i in request.execution_ids])
+
 
 @pytest.fixture(scope="module")
 def newer_server() -> Iterator[str]:

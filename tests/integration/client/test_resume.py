@@ -18,7 +18,15 @@ from typing import Any
 
 import pytest
 
-from taskwire.client import AsyncClient, Client, ExecutionTransition, State, WaitTimeout, WatchEvent
+from taskwire.client import (
+    AsyncClient,
+    Client,
+    ExecutionSnapshot,
+    ExecutionTransition,
+    State,
+    WaitTimeout,
+    WatchEvent,
+)
 from tests.harness import Cluster, Process, ServerProcess, spawn, wait_for
 from tests.integration.client.conftest import Cli
 from tests.integration.workers.support import wait_until_running
@@ -36,6 +44,7 @@ class Background:
     """A call run on a thread: what it returned or raised, and the events it saw on the way."""
 
     events: list[WatchEvent] = field(default_factory=list)
+    finished: list[ExecutionSnapshot] = field(default_factory=list)  # of a wait for many
     result: Any = None
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
@@ -94,6 +103,23 @@ def async_wait(address: str, execution_id: str, timeout: timedelta) -> Backgroun
             return await client.wait_finished(execution_id, timeout, on_event=seen.events.append)
 
     return Background().run(lambda seen: asyncio.run(wait(seen)))
+
+
+def sync_as_completed(address: str, execution_ids: list[str]) -> Background:
+    def call(seen: Background) -> None:
+        with Client(address) as client:
+            seen.finished.extend(client.as_completed(execution_ids, FINISH))
+
+    return Background().run(call)
+
+
+def async_as_completed(address: str, execution_ids: list[str]) -> Background:
+    async def follow(seen: Background) -> None:
+        async with AsyncClient(address) as client:
+            async for done in client.as_completed(execution_ids, FINISH):
+                seen.finished.append(done)
+
+    return Background().run(lambda seen: asyncio.run(follow(seen)))
 
 
 def cli_process(address: str, *args: str) -> Process:
@@ -190,3 +216,38 @@ def test_a_timeout_shorter_than_the_outage_ends_with_wait_timeout(running: tuple
         assert f"taskwire: {command} {execution_id}: execution {execution_id} did not finish within 3s" in (
             process.output
         )
+
+
+@pytest.mark.slow
+def test_a_wait_for_many_resumes_across_a_server_crash_and_restart(procs: Cluster) -> None:
+    server = procs.server(*SERVER_ARGS)
+    procs.worker(server, slots=1)
+    with Client(server.address) as client:
+        # One finished before the waits begin, one running, one queued behind it (one slot).
+        done = client.wait_finished(client.submit("echo", {"n": 1}).id)
+        sleeping = client.submit("sleep", {"seconds": 5})
+        wait_until_running(client, sleeping.id)
+        queued = client.submit("echo", {"n": 2})
+    execution_ids = [sleeping.id, queued.id, done.id]
+    cli_wait = cli_process(server.address, "wait", *execution_ids, "--timeout", "60", "--json")
+    waits = [sync_as_completed(server.address, execution_ids), async_as_completed(server.address, execution_ids)]
+    # Each has reached the server: the finished one came at once.
+    wait_for(lambda: all(call.finished for call in waits), what="every wait to receive the finished execution")
+    cli_wait.wait_for_line(done.id)
+
+    server.process.kill()
+    time.sleep(OUTAGE_S)  # the outage
+    restarted = restart(procs, server)
+
+    with Client(restarted.address) as client:
+        final = {s.id: s for s in client.wait_many(execution_ids, FINISH)}
+    assert {i: s.state for i, s in final.items()} == dict.fromkeys(execution_ids, State.SUCCESS)
+    for call in waits:
+        call.outcome()
+        assert call.finished[0].id == done.id
+        assert sorted(s.id for s in call.finished) == sorted(execution_ids)  # each once
+        assert {s.id: s.output for s in call.finished} == {i: s.output for i, s in final.items()}
+    assert cli_wait.wait(timeout_s=60) == 0, cli_wait.output
+    views = [json.loads(line) for line in cli_wait.output.splitlines()]
+    assert views[0]["id"] == done.id
+    assert sorted(view["id"] for view in views) == sorted(execution_ids), cli_wait.output

@@ -1,4 +1,4 @@
-"""A submitter sees and touches only its own executions: another's is NOT_FOUND for get, watch and cancel
+"""A submitter sees and touches only its own executions: another's is NOT_FOUND for get, watch, wait and cancel
 (as an id that does not exist: an id reveals nothing to whom it does not belong), and absent from its
 listing; readers and admins see all. Who submitted an execution is stored with it and survives a restart."""
 
@@ -35,6 +35,7 @@ def test_a_submitter_cannot_see_or_cancel_another_submitters_execution(secured: 
             lambda: bob.get(mine.id),
             lambda: bob.cancel(mine.id, reason="not mine"),
             lambda: list(bob.watch(mine.id)),
+            lambda: bob.wait_many([theirs.id, mine.id]),
         ):
             with pytest.raises(NotFound, match=f"no execution with id '{mine.id}'"):
                 call()

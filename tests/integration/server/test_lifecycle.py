@@ -86,7 +86,9 @@ def test_reflection_lists_and_describes_the_services(client: Client) -> None:
     # Every method of the service as compiled into the stubs, the new ones included.
     compiled = tpb.DESCRIPTOR.services_by_name["TaskService"].methods
     assert {method.name for method in service.method} == {method.name for method in compiled}
-    assert {"SubmitExecution", "WatchExecution", "DeleteExecution", "CreateSchedule"} <= {m.name for m in compiled}
+    assert {"SubmitExecution", "WatchExecution", "WaitExecutions", "DeleteExecution", "CreateSchedule"} <= {
+        m.name for m in compiled
+    }
 
 
 def check(client: Client, service: str = "") -> int:

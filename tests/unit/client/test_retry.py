@@ -59,6 +59,7 @@ class Scripted(task_service_pb2_grpc.TaskServiceServicer):
     failures: dict[str, int] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
     watch_requests: list[tpb.WatchExecutionRequest] = field(default_factory=list)
+    wait_requests: list[list[str]] = field(default_factory=list)
     # After the first stream breaks, this many reopenings fail with UNAVAILABLE (the server is down).
     outage: int = 0
     block_watch: threading.Event = field(default_factory=threading.Event)
@@ -216,6 +217,31 @@ class Scripted(task_service_pb2_grpc.TaskServiceServicer):
                 yield tpb.WatchExecutionResponse(event=_log(sequence))
         yield tpb.WatchExecutionResponse(event=_terminal(request.after_sequence + 1))
 
+    def WaitExecutions(
+        self, request: tpb.WaitExecutionsRequest, context: grpc.ServicerContext
+    ) -> Iterator[tpb.WaitExecutionsResponse]:
+        """As WatchExecution: "slow" never finishes, "missing" does not exist, "down" finds the server down,
+        the first call breaks after its first message and the `outage` next calls find the server down;
+        then each execution named comes in a message of its own."""
+        ids = list(request.execution_ids)
+        with self.lock:
+            self.wait_requests.append(ids)
+            count = len(self.wait_requests)
+        if "slow" in ids:
+            self.block_watch.wait(5)
+            return
+        if "missing" in ids:
+            context.abort(grpc.StatusCode.NOT_FOUND, "no execution with id 'missing'")
+        if "down" in ids or 1 < count <= 1 + self.outage:
+            context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+        first = execution_proto(snapshot(d.State.SUCCESS, execution_id=ids[0]))
+        yield tpb.WaitExecutionsResponse(executions=[first], remaining=len(ids) - 1)
+        if count == 1 and len(ids) > 1:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; wait again")
+        for index, execution_id in enumerate(ids[1:], start=2):
+            finished = execution_proto(snapshot(d.State.SUCCESS, execution_id=execution_id))
+            yield tpb.WaitExecutionsResponse(executions=[finished, first], remaining=len(ids) - index)
+
 
 @pytest.fixture
 def scripted() -> Iterator[tuple[Scripted, str]]:
@@ -297,8 +323,27 @@ def test_a_watch_resumes_across_an_outage_longer_than_the_retries_of_a_call(scri
     servicer.outage = FAST.max_attempts * 3
     with Client(address, retry=FAST) as client:
         assert [e.sequence for e in client.watch("ex-1")] == [1, 2, 3]
-        assert client.wait("ex-1") == {"ok": True}
-    assert [r.after_sequence for r in servicer.watch_requests] == [0, *[2] * (servicer.outage + 1), 0]
+    assert [r.after_sequence for r in servicer.watch_requests] == [0, *[2] * (servicer.outage + 1)]
+
+
+def test_a_wait_for_many_resumes_with_those_not_received(scripted: tuple[Scripted, str]) -> None:
+    servicer, address = scripted
+    servicer.outage = FAST.max_attempts * 3
+    with Client(address, retry=FAST) as client:
+        finished = client.wait_many(["e3", "e1", "e2", "e1"])
+    assert [done.id for done in finished] == ["e3", "e1", "e2", "e1"]
+    assert all(done.state is d.State.SUCCESS for done in finished)
+    # The first call broke after its first message; the others found the server down, then "e1" and "e2"
+    # came, each once though the server sent "e1" again.
+    assert servicer.wait_requests == [["e3", "e1", "e2"], *[["e1", "e2"]] * (servicer.outage + 1)]
+
+
+async def test_async_as_completed_yields_each_once(scripted: tuple[Scripted, str]) -> None:
+    servicer, address = scripted
+    async with AsyncClient(address, retry=FAST) as client:
+        assert [done.id async for done in client.as_completed(["e1", "e2", "e3"])] == ["e1", "e2", "e3"]
+        assert await client.wait("ex-1") == {"ok": True}
+    assert servicer.wait_requests == [["e1", "e2", "e3"], ["e2", "e3"], ["ex-1"]]
 
 
 def test_events_seen_already_are_not_delivered_again(scripted: tuple[Scripted, str]) -> None:
@@ -330,14 +375,14 @@ def test_with_a_timeout_an_outage_ends_in_wait_timeout(scripted: tuple[Scripted,
     servicer, address = scripted
     with Client(address, retry=FAST) as client, pytest.raises(WaitTimeout, match=r"did not finish within 0\.3s"):
         client.wait("down", timeout=timedelta(seconds=0.3))
-    assert len(servicer.watch_requests) > FAST.max_attempts
+    assert len(servicer.wait_requests) > FAST.max_attempts
 
 
 def test_a_mistake_is_not_retried(scripted: tuple[Scripted, str]) -> None:
     servicer, address = scripted
     with Client(address, retry=FAST) as client, pytest.raises(NotFound, match="missing"):
         client.wait("missing", timeout=timedelta(seconds=5))
-    assert len(servicer.watch_requests) == 1
+    assert len(servicer.wait_requests) == 1
 
 
 async def test_async_watch_resumes_across_an_outage(scripted: tuple[Scripted, str]) -> None:
@@ -386,3 +431,11 @@ async def test_async_submit_without_a_key_is_not_retried(scripted: tuple[Scripte
             await client.submit("echo")
         assert (await client.submit("echo", key="k")).deduplicated
     assert servicer.calls["SubmitExecution"] == 3
+
+
+def test_a_wait_for_many_times_out_naming_those_not_finished(scripted: tuple[Scripted, str]) -> None:
+    _, address = scripted
+    with Client(address, retry=FAST) as client, pytest.raises(WaitTimeout) as caught:
+        client.wait_many(["e1", "slow"], timeout=timedelta(seconds=0.2))
+    assert caught.value.unfinished == ("e1", "slow")
+    assert str(caught.value) == "2 executions did not finish within 0.2s (the first: e1)"

@@ -30,6 +30,7 @@ EXPECTED: dict[str, dict[Role, Scope] | str] = {
     TASK + "GetExecution": {Role.SUBMITTER: Scope.OWN, Role.READER: Scope.ALL, Role.ADMIN: Scope.ALL},
     TASK + "ListExecutions": {Role.SUBMITTER: Scope.OWN, Role.READER: Scope.ALL, Role.ADMIN: Scope.ALL},
     TASK + "WatchExecution": {Role.SUBMITTER: Scope.OWN, Role.READER: Scope.ALL, Role.ADMIN: Scope.ALL},
+    TASK + "WaitExecutions": {Role.SUBMITTER: Scope.OWN, Role.READER: Scope.ALL, Role.ADMIN: Scope.ALL},
     TASK + "CancelExecution": {Role.SUBMITTER: Scope.OWN, Role.ADMIN: Scope.ALL},
     TASK + "GetStats": {Role.READER: Scope.ALL, Role.ADMIN: Scope.ALL},
     TASK + "WatchEvents": {Role.READER: Scope.ALL, Role.ADMIN: Scope.ALL},

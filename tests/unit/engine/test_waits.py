@@ -1,0 +1,155 @@
+"""Waiting for a set of executions to end (`Engine.wait_ends`): those finished already in the first batch,
+each other one once when its end is durable (those of one commit together), wherever it was when the wait
+began (in memory, or queued out of memory in the cold tier); unknown or another's ids are NotFound."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+
+from taskwire.server.domain import ExecutionSpec, NotFound, ShuttingDown, State
+from taskwire.server.engine import ManualClock
+from taskwire.server.store import ExecutionSnapshot, MemoryStore
+from tests.unit.engine.support import CONFIG, Rig, idle, task, until
+
+
+class Waiter:
+    """Collects the batches `wait_ends` yields, in the background."""
+
+    def __init__(self, rig: Rig, execution_ids: list[str], owner: str | None = None) -> None:
+        self.batches: list[list[ExecutionSnapshot]] = []
+        self.error: BaseException | None = None
+        self.ended = False
+        self._source = rig.engine.wait_ends(execution_ids, owner=owner)
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        try:
+            async for batch in self._source:
+                self.batches.append(batch)
+            self.ended = True
+        except Exception as error:
+            self.error = error
+
+    def ids(self) -> list[list[str]]:
+        return [[snapshot.execution.id for snapshot in batch] for batch in self.batches]
+
+
+async def test_finished_ones_come_at_once_and_the_others_once_each_as_they_end(rig: Rig) -> None:
+    worker = rig.connect(slots=2)
+    done = await rig.submit()
+    worker.complete(worker.invocations[0])
+    await rig.engine.flush()
+    first, second = await rig.submit(), await rig.submit()
+
+    waiter = Waiter(rig, [first, done, second])
+    await until(lambda: waiter.batches, "the first batch")
+    assert waiter.ids() == [[done]]
+    assert waiter.batches[0][0].execution.state is State.SUCCESS
+
+    worker.complete(worker.invocations[2])  # the second one ends first
+    await until(lambda: len(waiter.batches) == 2, "the second's end")
+    assert waiter.ids()[1] == [second]
+    await idle()
+    assert not waiter.ended
+
+    worker.complete(worker.invocations[1])
+    await until(lambda: waiter.ended, "the end of the wait")
+    assert waiter.ids() == [[done], [second], [first]]
+    final = waiter.batches[2][0]
+    assert final == await rig.snapshot(first)  # the execution as stored
+    assert rig.engine.bus.watcher_count == 0
+
+
+async def test_the_ends_of_one_commit_come_in_one_batch(rig: Rig) -> None:
+    worker = rig.connect(slots=5)
+    execution_ids = [await rig.submit() for _ in range(5)]
+    waiter = Waiter(rig, execution_ids)
+    await until(lambda: waiter.batches, "the first batch")
+    for invoked in worker.invocations:
+        worker.complete(invoked)
+    await until(lambda: waiter.ended, "the end of the wait")
+    assert waiter.ids() == [[], execution_ids]
+
+
+async def test_two_waits_on_one_execution_both_receive_it(rig: Rig) -> None:
+    worker = rig.connect()
+    execution_id = await rig.submit()
+    waiters = [Waiter(rig, [execution_id]), Waiter(rig, [execution_id])]
+    await until(lambda: all(w.batches for w in waiters), "both first batches")
+    worker.complete(worker.invocations[0])
+    await until(lambda: all(w.ended for w in waiters), "both ends")
+    assert [w.ids() for w in waiters] == [[[], [execution_id]]] * 2
+
+
+async def test_an_unknown_id_or_another_identitys_execution_is_not_found(rig: Rig) -> None:
+    mine = await _submit_as(rig, "alice")
+    theirs = await _submit_as(rig, "bob")
+    unknown = "0" * 32
+    for execution_ids, owner, missing in (
+        ([mine, unknown], None, unknown),
+        ([mine, theirs], "alice", theirs),
+    ):
+        refusal = await _refusal(Waiter(rig, execution_ids, owner=owner))
+        assert isinstance(refusal, NotFound), refusal
+        assert refusal.entity_id == missing
+    await rig.engine.flush()
+    await rig.engine.cancel(theirs, "")
+    await rig.engine.flush()
+    # Finished, in the store only: still not alice's.
+    assert isinstance(await _refusal(Waiter(rig, [theirs], owner="alice")), NotFound)
+    assert rig.engine.bus.watcher_count == 0
+
+
+async def _refusal(waiter: Waiter) -> BaseException | None:
+    """The error a wait ended with, before it yielded anything."""
+    await until(lambda: waiter.error is not None or waiter.ended, "the refusal")
+    assert waiter.batches == []
+    return waiter.error
+
+
+async def _submit_as(rig: Rig, identity: str) -> str:
+    result = await rig.engine.submit(
+        ExecutionSpec(tasks=(task(),)), fingerprint="", wait_for_room=False, timeout_s=None, submitted_by=identity
+    )
+    return result.snapshot.execution.id
+
+
+@pytest.fixture
+async def all_cold() -> AsyncIterator[Rig]:
+    """Every queued execution that may leave memory does."""
+    store = MemoryStore()
+    await store.open()
+    started = await Rig(store, ManualClock(), replace(CONFIG, hot_queue_size=0)).start()
+    try:
+        yield started
+    finally:
+        await started.close()
+        await store.close()
+
+
+async def test_a_cold_execution_is_waited_for_until_it_comes_back_and_ends(all_cold: Rig) -> None:
+    rig = all_cold
+    execution_id = await rig.submit()
+    await rig.engine.flush()
+    await until(lambda: execution_id not in rig.engine._executions.by_id, "the execution to go cold")
+    waiter = Waiter(rig, [execution_id])
+    await until(lambda: waiter.batches, "the first batch")
+    assert waiter.ids() == [[]]
+    worker = rig.connect()
+    await until(lambda: worker.invocations, "the cold execution dispatched")
+    worker.complete(worker.invocations[0])
+    await until(lambda: waiter.ended, "the end of the wait")
+    assert waiter.ids() == [[], [execution_id]]
+
+
+async def test_a_wait_ends_with_shutting_down_when_the_engine_closes(rig: Rig) -> None:
+    execution_id = await rig.submit(task("nobody"))
+    waiter = Waiter(rig, [execution_id])
+    await until(lambda: waiter.batches, "the first batch")
+    await rig.engine.close()
+    await until(lambda: waiter.error is not None, "the wait to end")
+    assert isinstance(waiter.error, ShuttingDown)
