@@ -8,8 +8,8 @@ idempotency key made of the schedule's name and the fire time (`fire_key`), so a
 (or another replica) repeats finds the execution the first one made instead of making another. The
 execution carries the labels `taskwire.schedule` and `taskwire.schedule.fire_time`. Only after the
 executions are durable is the schedule's new cursor staged: a crash in between repeats those fires,
-and the keys make the repeats no-ops; a repeat that is now past the catch-up window finds its execution
-by the key too and is counted fired, not missed.
+and before anything else a wake looks up the keys of its first fires: those a crash left uncounted are
+counted fired, whatever the catch-up window or the overlap policy would now say of them.
 
 Before each fire the overlap policy (`overlap_decision`, pure) looks at the executions the schedule
 started that have not finished: SKIP counts a skip, BUFFER_ONE keeps one fire until they end,
@@ -254,8 +254,9 @@ class Schedules:
             while not schedule.paused:
                 now = self._clock.now()
                 plan = due_fires(schedule, now)
-                schedule, missed = await self._started_before_a_crash(schedule, plan.missed_times)
-                for fire_time in plan.due:
+                schedule, started = await self._started_before_a_crash(schedule, [*plan.missed_times, *plan.due])
+                missed = max(0, plan.missed - started)
+                for fire_time in plan.due[max(0, started - plan.missed) :]:
                     schedule = await self._fire(schedule, fire_time)
                 if missed:
                     log.warning("schedule %s: %d fire times missed (beyond the catch-up window)", name, missed)
@@ -266,15 +267,15 @@ class Schedules:
             await self._committer.durable()
             self._arm(schedule)
 
-    async def _started_before_a_crash(self, schedule: Schedule, missed: list[datetime]) -> tuple[Schedule, int]:
-        """Count as fired the fires past the window whose executions a crash left behind (started and durable,
-        but the cursor that counts them was not yet); return the schedule and how many were missed indeed.
-        Fires start in order, so these are the first of the missed ones: the first without an execution
-        ends them."""
-        for index, fire_time in enumerate(missed):
+    async def _started_before_a_crash(self, schedule: Schedule, fires: list[datetime]) -> tuple[Schedule, int]:
+        """Count as fired the fires whose executions a crash left behind (started and durable, but the cursor
+        that counts them was not yet), whatever the overlap policy or the catch-up window now say of them;
+        return the schedule and how many they were. Fires start in order, so these are the first of `fires`:
+        the first without an execution ends them."""
+        for index, fire_time in enumerate(fires):
             hit = await self._store.find_idempotency_key(fire_key(schedule.name, fire_time))
             if hit is None:
-                return schedule, len(missed) - index
+                return schedule, index
             running = schedule.running
             if hit.execution_id not in running and await self.active([hit.execution_id]):
                 running = (*running, hit.execution_id)
@@ -285,7 +286,7 @@ class Schedules:
                 last_fire_time=fire_time,
                 last_execution_id=hit.execution_id,
             )
-        return schedule, 0
+        return schedule, len(fires)
 
     async def _fire(self, schedule: Schedule, fire_time: datetime) -> Schedule:
         """One due fire time, as the overlap policy decides."""
