@@ -1,12 +1,13 @@
-"""Scenario 8: the same server on SQLite and on PostgreSQL: no-op throughput and dispatch latency, with the
-database's CPU beside each.
+"""Scenario 8: the same server on SQLite and on PostgreSQL: no-op throughput, dispatch latency and durable
+acknowledgement, with the database's CPU beside each.
 
 Each run starts one server on a fresh SQLite file (WAL, synchronous=FULL, as shipped) and one on a fresh
 database of a PostgreSQL cluster started for the scenario from the system's binaries (PostgreSQL's own
 durable defaults: fsync on, synchronous_commit on), with the same workers. For each:
 
 - batched no-op tasks end to end (as scenario 1b): tasks/s;
-- paced submits (as scenario 2, the first rate): submit → handler start p50 and p99;
+- paced submits (as scenario 2, the first rate): submit → handler start and the durable acknowledgement
+  (the SubmitExecution call), p50 and p99;
 - the database's CPU over the throughput measurement (100 = one core): SQLite's writer process, or
   every process of the PostgreSQL cluster (read from /proc/<pid>/stat), beside the server's own.
 """
@@ -76,9 +77,17 @@ def _measure(bench: Bench, result: ScenarioResult, kind: str, cluster: PostgresC
         rate, seconds = sizes.latency[0]
         samples, _lags, failures = asyncio.run(latency._paced(running.address, rate=rate, seconds=seconds))
         to_start = [1000 * (sample.started_s - sample.sent_s) for sample in samples]
+        to_answer = [1000 * (sample.answered_s - sample.sent_s) for sample in samples]
         for q in (50, 99):
             result.add(
                 f"{kind}.start_p{q}", f"{kind}: at {rate}/s, submit → handler start p{q}", "ms", percentile(to_start, q)
+            )
+        for q in (50, 99):
+            result.add(
+                f"{kind}.ack_p{q}",
+                f"{kind}: at {rate}/s, durable acknowledgement (SubmitExecution call) p{q}",
+                "ms",
+                percentile(to_answer, q),
             )
         if failures:
             result.notes.append(f"{kind}, at {rate}/s: {dict(failures)}")

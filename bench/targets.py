@@ -88,6 +88,15 @@ TARGETS: tuple[Target, ...] = (
         transport_metric="bare.100.p99",
     ),
     Target(
+        name="durable submit acknowledgement at 100/s p50",
+        scenario="latency",
+        metric="100.submit_p50",
+        kind="at_most",
+        bound=2.0,
+        unit="ms",
+        transport_metric="bare.100.p50",
+    ),
+    Target(
         name="cancel → abort signal p50 (idle)",
         scenario="cancel",
         metric="idle.abort_p50",

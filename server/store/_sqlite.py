@@ -206,17 +206,24 @@ class SqliteStore:
                 places.append(place)
         if encoded:
             await self._commit_lock.acquire()  # in call order; a caller that leaves before its turn withdraws
+            assert self._process is not None
+            # Sent now, not from a task that starts on the loop's next round: the writer process begins the
+            # commit (and its fsync) while the loop runs whatever else is ready, such as a dispatch.
+            try:
+                self._process.send(encoded)
+            except BaseException:
+                self._commit_lock.release()
+                raise
             # Shielded from here: a caller that stops waiting must not cut the exchange with the writer short.
-            exchange = asyncio.ensure_future(self._exchange(encoded))
+            exchange = asyncio.ensure_future(self._answer(self._process))
             for place, refusal in zip(places, await asyncio.shield(exchange), strict=True):
                 outcomes[place] = refusal
         return outcomes
 
-    async def _exchange(self, encoded: list[Rows]) -> list[StoreError | None]:
-        """Send one group to the writer process and wait for its answer; releases the commit lock."""
+    async def _answer(self, process: WriterProcess) -> list[StoreError | None]:
+        """Wait for the writer process's answer to the group just sent; releases the commit lock."""
         try:
-            assert self._process is not None
-            return await self._process.commit(encoded)
+            return await process.answer()
         finally:
             self._commit_lock.release()
 

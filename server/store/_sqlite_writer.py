@@ -284,6 +284,7 @@ class WriterProcess:
         self._reader = reader
         self._writer = writer
         self._broken: StoreError | None = None
+        self._unsent: OSError | None = None  # why the last group could not be sent
         self.stats = StoreStats()
 
     @classmethod
@@ -328,14 +329,26 @@ class WriterProcess:
     def pid(self) -> int:
         return self._popen.pid
 
-    async def commit(self, group: Sequence[Rows]) -> list[StoreError | None]:
-        """Commit the group in one transaction; per batch None or the error that refused it alone.
+    def send(self, group: Sequence[Rows]) -> None:
+        """Hand the group to the process now, before the caller next yields to the event loop: the writer
+        starts its commit while the loop goes on with other work. `answer()` then waits for the outcome;
+        one group at a time (send, answer, send, ...)."""
+        if self._broken is None and self._unsent is None:
+            try:
+                self._send(list(group))
+            except OSError as error:
+                self._unsent = error
+
+    async def answer(self) -> list[StoreError | None]:
+        """The outcome of the group `send` handed over, committed in one transaction: per batch None or the
+        error that refused it alone.
 
         Raises StoreError, now and on every later call, once the process is gone.
         """
         if self._broken is None:
             try:
-                self._send(list(group))
+                if self._unsent is not None:
+                    raise self._unsent
                 await self._writer.drain()
                 refusals, self.stats = await self._receive()
             except StoreError as error:

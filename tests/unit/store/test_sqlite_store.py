@@ -9,6 +9,7 @@ import asyncio
 import os
 import signal
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,26 @@ async def test_each_commit_call_is_one_transaction(sqlite: SqliteStore) -> None:
     await asyncio.gather(*(write(sqlite, submit_batch(pending_execution())) for _ in range(20)))
     assert sqlite.stats().commits == 20
     assert sqlite.stats().largest_commit == 1
+
+
+async def test_a_commit_reaches_the_writer_process_before_the_loop_runs_anything_else(
+    db_path: Path, sqlite: SqliteStore
+) -> None:
+    """The group leaves in the caller's own step: while the event loop stays busy after it (here: blocked),
+    the writer process commits it all the same; a hand-over left for a later loop turn would never go."""
+    new = pending_execution()
+    task = asyncio.create_task(write(sqlite, submit_batch(new)))
+    await asyncio.sleep(0)  # the commit runs up to its first wait, and no further
+    conn = sqlite3.connect(db_path, timeout=5)
+    try:
+        deadline = time.monotonic() + 10
+        found = None
+        while found is None and time.monotonic() < deadline:  # the loop stays blocked meanwhile
+            found = conn.execute("SELECT id FROM executions WHERE id = ?", (new.execution.id,)).fetchone()
+    finally:
+        conn.close()
+    assert found is not None, "the writer process did not get the group while the event loop was busy"
+    await task
 
 
 # --------------------------------------------------------------------------- lifecycle
