@@ -22,6 +22,7 @@ from taskwire.common import (
     ScheduleSpec,
     State,
     Stats,
+    Unimplemented,
     bearer,
 )
 from taskwire.v1 import task_service_pb2 as tpb
@@ -372,7 +373,10 @@ class AsyncClient:
     ) -> ExecutionSnapshot:
         """Wait until the execution is terminal and return it, whatever its final state; see `Client.wait_finished`."""
         if on_event is None:
-            return (await self.wait_many([execution_id], timeout))[0]
+            try:
+                return (await self.wait_many([execution_id], timeout))[0]
+            except Unimplemented:
+                on_event = c.ignore_event
         waiter = st.FinishWait(execution_id, timeout, retry=self._retry)
         while True:
             events = self.watch(execution_id, after_sequence=waiter.last, timeout=waiter.watch_timeout())

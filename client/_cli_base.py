@@ -24,6 +24,7 @@ from taskwire.common import (
     State,
     TaskwireError,
     Unauthenticated,
+    Unimplemented,
     ValidationError,
 )
 from taskwire.common.bearer import TOKEN_ENV
@@ -78,6 +79,7 @@ _HINTS: dict[type[TaskwireError], str] = {
     ValidationError: "fix the value and try again",
     ShuttingDown: "the server is shutting down; try again shortly",
     Unauthenticated: f"pass --token or set {TOKEN_ENV}",
+    Unimplemented: "the server is older than this command; upgrade taskwire-server to use it",
 }
 
 

@@ -342,6 +342,11 @@ def drain_request(name: str, *, session_id: str, grace: timedelta | None, reason
     return tpb.DrainWorkerRequest(name=name, session_id=session_id, grace=wire.duration_to_proto(grace), reason=reason)
 
 
+def ignore_event(_event: object) -> None:
+    """An `on_event` that shows nothing: the wait for one execution on a server older than WaitExecutions
+    follows the execution's watch instead."""
+
+
 def result_of(done: ExecutionSnapshot) -> Any:
     """The output of a terminal execution, or the typed error of its failure or cancellation.
 

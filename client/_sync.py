@@ -21,6 +21,7 @@ from taskwire.common import (
     ScheduleSpec,
     State,
     Stats,
+    Unimplemented,
     bearer,
 )
 from taskwire.v1 import task_service_pb2 as tpb
@@ -388,7 +389,10 @@ class Client:
         `on_event` sees every event as it arrives (to show progress). Raises WaitTimeout when `timeout` passes.
         """
         if on_event is None:
-            return self.wait_many([execution_id], timeout)[0]
+            try:
+                return self.wait_many([execution_id], timeout)[0]
+            except Unimplemented:
+                on_event = c.ignore_event
         waiter = st.FinishWait(execution_id, timeout, retry=self._retry)
         while True:
             events = self.watch(execution_id, after_sequence=waiter.last, timeout=waiter.watch_timeout())

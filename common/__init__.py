@@ -25,6 +25,7 @@ from ._errors import (
     TaskwireError,
     TerminalStateError,
     Unauthenticated,
+    Unimplemented,
     ValidationError,
     WatcherFellBehind,
 )
@@ -151,6 +152,7 @@ __all__ = [
     "TaskwireError",
     "TerminalStateError",
     "Unauthenticated",
+    "Unimplemented",
     "ValidationError",
     "WatcherFellBehind",
     "attempt_view",

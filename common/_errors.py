@@ -63,6 +63,12 @@ class TerminalStateError(InvalidTransition):
     """An event that would change a record already in a terminal state."""
 
 
+class Unimplemented(TaskwireError):
+    """The server does not know the call: it is older than this client."""
+
+    status_name = "UNIMPLEMENTED"
+
+
 class NotFound(TaskwireError):
     status_name = "NOT_FOUND"
 

@@ -31,6 +31,7 @@ from ._errors import (
     ShuttingDown,
     TaskwireError,
     Unauthenticated,
+    Unimplemented,
     ValidationError,
     WatcherFellBehind,
 )
@@ -430,6 +431,7 @@ _ERROR_BY_STATUS: dict[grpc.StatusCode, type[TaskwireError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: ValidationError,
     grpc.StatusCode.FAILED_PRECONDITION: InvalidTransition,
     grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.UNIMPLEMENTED: Unimplemented,
     grpc.StatusCode.ALREADY_EXISTS: IdempotencyConflict,
     grpc.StatusCode.RESOURCE_EXHAUSTED: QueueFull,
     grpc.StatusCode.DEADLINE_EXCEEDED: AdmissionTimeout,

@@ -139,6 +139,27 @@ def newer_server() -> Iterator[str]:
         server.stop(grace=None).wait()
 
 
+class OlderTaskService(NewerTaskService):
+    """A server from before WaitExecutions: the call answers UNIMPLEMENTED, as the base servicer does."""
+
+    def WaitExecutions(
+        self, request: tpb.WaitExecutionsRequest, context: grpc.ServicerContext
+    ) -> Iterator[tpb.WaitExecutionsResponse]:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+
+
+@pytest.fixture(scope="module")
+def older_server() -> Iterator[str]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    task_service_pb2_grpc.add_TaskServiceServicer_to_server(OlderTaskService(), server)  # type: ignore[abstract]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(grace=None).wait()
+
+
 def cli(address: str, *argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     code = main(["--server", address, *argv], stdout=out, stderr=err)
@@ -199,6 +220,16 @@ def test_wait_ends_with_the_state_it_does_not_know(newer_server: str) -> None:
     assert raised.value.state.value == "UNKNOWN(42)"
     assert raised.value.reason_code is not None
     assert "UNKNOWN(42) (UNKNOWN(43): a reason this client has never heard of)" in str(raised.value)
+
+
+async def test_wait_follows_the_watch_on_a_server_older_than_wait_executions(older_server: str) -> None:
+    with Client(older_server) as client:
+        assert client.wait_finished(ENDED).state.value == "UNKNOWN(42)"
+    async with AsyncClient(older_server) as async_client:
+        assert (await async_client.wait_finished(ENDED)).state.value == "UNKNOWN(42)"
+    code, _, err = cli(older_server, "wait", ENDED, PAUSED)  # several ids need WaitExecutions
+    assert code == 4
+    assert "upgrade taskwire-server" in err
 
 
 async def test_the_async_client_keeps_them_too(newer_server: str) -> None:
