@@ -25,6 +25,7 @@ import grpc
 import grpc.aio
 
 from bench._common import channel
+from taskwire.common.http2 import HTTP2_OPTIONS
 from taskwire.v1 import worker_service_pb2 as wpb
 from taskwire.v1 import worker_service_pb2_grpc
 
@@ -44,7 +45,7 @@ class _Streams:
         self._stop = asyncio.Event()
 
     async def _one(self, number: int) -> None:
-        async with channel(self._address, ("grpc.use_local_subchannel_pool", 1)) as chan:
+        async with channel(self._address, ("grpc.use_local_subchannel_pool", 1), *HTTP2_OPTIONS) as chan:
             call = worker_service_pb2_grpc.WorkerServiceStub(chan).Connect()
             hello = wpb.WorkerHello(
                 name=f"stream-worker-{number}",
