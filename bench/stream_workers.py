@@ -1,5 +1,6 @@
 """A light, benchmark-only stand-in for many workers: N real ``WorkerService.Connect`` streams from one
-process (grpc.aio), each on its own channel and TCP connection.
+process (grpc.aio), each on its own channel and TCP connection, with the HTTP/2 options of
+taskwire-worker (``taskwire.common.http2``).
 
 Each stream says hello (serving ``echo`` with `--slots` slots), waits for its Welcome, then answers
 every Invocation at once with AttemptStarted and AttemptCompleted (the input as the output), one
