@@ -28,6 +28,7 @@ from bench import (
     many_workers,
     memory,
     recovery,
+    stores,
     throughput,
 )
 from bench._common import FULL, QUICK, RESULTS_DIR, Bench, ScenarioResult, machine_info, write_results
@@ -44,6 +45,7 @@ SCENARIOS: tuple[ModuleType, ...] = (
     memory,
     recovery,
     many_workers,
+    stores,
     flow,
 )
 BY_NAME: dict[str, ModuleType] = {module.NAME: module for module in SCENARIOS}

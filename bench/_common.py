@@ -103,7 +103,7 @@ class Sizes:
     many_streams: tuple[int, int]  # scenario 6: few and many worker streams, `many_total_slots` slots in all
     many_processes: tuple[int, int]  # scenario 6: few and many taskwire-worker processes, the same slots
     many_total_slots: int
-    flow_tasks: int  # scenario 8: queued tasks drained per variant
+    flow_tasks: int  # scenario 9: queued tasks drained per variant
     flow_slots: int
 
 
@@ -412,15 +412,17 @@ def taskwire(
     server_args: Sequence[str] = (),
     db_path: Path | None = None,
     graceful: bool = False,
+    store_url: str = "",
 ) -> Iterator[Running]:
-    """A server on 127.0.0.1:<free port> with a fresh SQLite file (durable settings as shipped), and
-    `workers` taskwire-worker processes serving the demo and bench handlers with `slots` slots each.
+    """A server on 127.0.0.1:<free port> with a fresh SQLite file (durable settings as shipped), or the
+    store at `store_url`, and `workers` taskwire-worker processes serving the demo and bench handlers with
+    `slots` slots each.
 
     Everything is killed at the end; with `graceful` the server gets SIGTERM first, so its store is
     closed cleanly for a later restart.
     """
     directory = db_path.parent if db_path is not None else bench.scratch("taskwire")
-    cluster = Cluster(directory)
+    cluster = Cluster(directory, store_url=(lambda _name: store_url) if store_url else None)
     try:
         server = cluster.server(*server_args, db_name=db_path.name if db_path is not None else "taskwire.db")
         running = Running(cluster, server, [])

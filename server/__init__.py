@@ -5,7 +5,8 @@
     async with TaskwireServer(ServerConfig(listen="127.0.0.1:0")) as server:
         print(server.address)
 
-The store is pluggable behind the `Store` protocol: `SqliteStore` is the default, `MemoryStore` is
+The store is pluggable behind the `Store` protocol: `SqliteStore` is the default, `PostgresStore` keeps
+the state in a PostgreSQL database (`ServerConfig(store_url="postgresql://…")`), `MemoryStore` is
 for tests. Everything else in this package is private. The names are loaded on first use, so that
 importing the pure domain (`taskwire.server.domain`) loads no grpc.
 """
@@ -19,19 +20,29 @@ if TYPE_CHECKING:
     from ._app import TaskwireServer
     from ._config import ServerConfig
     from .domain import Limits
-    from .store import MemoryStore, SqliteStore, Store, StoreError
+    from .store import MemoryStore, PostgresStore, SqliteStore, Store, StoreError
 
 _WHERE = {
     "TaskwireServer": "._app",
     "ServerConfig": "._config",
     "Limits": ".domain",
     "MemoryStore": ".store",
+    "PostgresStore": ".store",
     "SqliteStore": ".store",
     "Store": ".store",
     "StoreError": ".store",
 }
 
-__all__ = ["Limits", "MemoryStore", "ServerConfig", "SqliteStore", "Store", "StoreError", "TaskwireServer"]
+__all__ = [
+    "Limits",
+    "MemoryStore",
+    "PostgresStore",
+    "ServerConfig",
+    "SqliteStore",
+    "Store",
+    "StoreError",
+    "TaskwireServer",
+]
 
 
 def __getattr__(name: str) -> Any:

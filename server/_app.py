@@ -39,7 +39,7 @@ from ._metrics import CallMetrics, EngineGauges, ServerMetrics
 from ._servicers import TaskService, WorkerService
 from ._tls import CertificateFiles, listen_refusal, server_credentials
 from .engine import Clock, Engine
-from .store import SqliteStore, Store
+from .store import SqliteStore, Store, store_from_url
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,9 @@ class InsecureListen(ValueError):
 class TaskwireServer:
     def __init__(self, config: ServerConfig, *, store: Store | None = None, clock: Clock | None = None) -> None:
         self.config = config
-        self._store: Store = store or SqliteStore(config.db_path)
+        self._store: Store = store or (
+            store_from_url(config.store_url) if config.store_url else SqliteStore(config.db_path)
+        )
         registry = CollectorRegistry(auto_describe=False) if config.metrics_listen is not None else None
         self.engine = Engine(
             store=self._store,

@@ -46,6 +46,8 @@ class RateLimit:
 class ServerConfig:
     listen: str = DEFAULT_LISTEN
     db_path: Path = DEFAULT_DB
+    # A store URL (`postgresql://…` or `sqlite:PATH`); empty: the SQLite file at db_path.
+    store_url: str = ""
     queue_capacity: int = 10_000
     # Queued task runs held in memory. Beyond this, executions that wait untouched in the queue are
     # dropped from memory once durable and read back from the store in batches when their turn comes:

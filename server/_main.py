@@ -19,13 +19,16 @@ from ._app import TaskwireServer
 from ._config import DEFAULT_DB, DEFAULT_LISTEN, RateLimit, ServerConfig
 from ._local_worker import LocalWorker
 from .domain import Limits
+from .store._postgres import redact
+from .store._url import POSTGRES_SCHEMES, sqlite_path
 
 T = TypeVar("T")
 DESCRIPTION = """\
 Run the taskwire control plane: the gRPC server that holds the bounded queue, the
-durable store (SQLite) and the execution state machine. Worker agents connect to it
-with `taskwire-worker`; clients use the `taskwire` CLI, the Python SDK, or any gRPC
-client (server reflection is on, so grpcurl works without proto files).
+durable store (SQLite, or PostgreSQL with --store) and the execution state machine.
+Worker agents connect to it with `taskwire-worker`; clients use the `taskwire` CLI,
+the Python SDK, or any gRPC client (server reflection is on, so grpcurl works
+without proto files).
 
 Every option can also be set with the environment variable shown in brackets.
 SIGTERM or SIGINT stops gracefully: no more dispatching, the workers are told the
@@ -100,8 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--db",
         type=Path,
-        default=Path(_env("TASKWIRE_DB", str(DEFAULT_DB))),
-        help="SQLite database file, created if missing [TASKWIRE_DB] (default: %(default)s)",
+        default=None,
+        help=f"SQLite database file, created if missing [TASKWIRE_DB] (default: {DEFAULT_DB})",
+    )
+    add(
+        "--store",
+        default=_env("TASKWIRE_STORE", ""),
+        metavar="URL",
+        help="the store as a URL instead of --db: postgresql://USER:PASSWORD@HOST:PORT/DATABASE (the schema is "
+        "created or migrated on start) or sqlite:PATH [TASKWIRE_STORE]",
     )
     add(
         "--queue-capacity",
@@ -235,10 +245,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _store_url(args: argparse.Namespace) -> str:
+    """The --store URL, checked; ValueError when it names no store or comes with --db."""
+    url: str = args.store
+    if not url:
+        return ""
+    if args.db is not None:
+        raise ValueError("--db and --store both name the store; give one")
+    if url.startswith(POSTGRES_SCHEMES):
+        return url
+    if url.startswith("sqlite:"):
+        sqlite_path(url)
+        return url
+    raise ValueError(f"--store must be postgresql://… or sqlite:PATH, got {redact(url)!r}")
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         listen=args.listen,
-        db_path=args.db,
+        db_path=args.db if args.db is not None else Path(_env("TASKWIRE_DB", str(DEFAULT_DB))),
+        store_url=_store_url(args),
         queue_capacity=args.queue_capacity,
         hot_queue_size=args.hot_queue_size,
         priority_aging=args.priority_aging,
@@ -286,7 +312,8 @@ async def serve(config: ServerConfig, *, with_local_worker: bool = False) -> int
     gc.freeze()
     transport = ("mutual TLS" if config.tls_client_ca else "TLS") if config.tls else "plaintext"
     auth = _auth_note(server, config)
-    print(f"taskwire-server listening on {address} ({transport}, store: {config.db_path}; {auth})", flush=True)
+    store = redact(config.store_url) if config.store_url else config.db_path
+    print(f"taskwire-server listening on {address} ({transport}, store: {store}; {auth})", flush=True)
     if server.metrics_address:
         print(f"taskwire-server metrics on http://{server.metrics_address}/metrics", flush=True)
     loop = asyncio.get_running_loop()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 import grpc
+import pytest
 
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
@@ -176,13 +177,15 @@ def start_server(
     bin_dir: Path = BIN,
     cwd: Path | None = None,
     max_file_bytes: int | None = None,
+    store: str = "",
 ) -> ServerProcess:
-    """A real `taskwire-server` on 127.0.0.1 with an ephemeral port and a real SQLite file.
+    """A real `taskwire-server` on 127.0.0.1 with an ephemeral port and a real SQLite file (or the `store` URL).
 
     `bin_dir` chooses the installation whose executable runs (default: the one running the tests).
     """
+    target = ["--store", store] if store else ["--db", str(db_path)]
     process = spawn(
-        [str(bin_dir / "taskwire-server"), "--listen", "127.0.0.1:0", "--db", str(db_path), *extra_args],
+        [str(bin_dir / "taskwire-server"), "--listen", "127.0.0.1:0", *target, *extra_args],
         env=env,
         cwd=cwd,
         max_file_bytes=max_file_bytes,
@@ -241,6 +244,8 @@ class Cluster:
 
     tmp_path: Path
     processes: list[Process] = field(default_factory=list)
+    # The store URL of a database name (PostgreSQL); None: each name is a SQLite file in tmp_path.
+    store_url: Callable[[str], str] | None = None
 
     def server(
         self,
@@ -252,7 +257,13 @@ class Cluster:
         max_file_bytes: int | None = None,
     ) -> ServerProcess:
         server = start_server(
-            self.tmp_path / db_name, *extra_args, env=env, bin_dir=bin_dir, cwd=cwd, max_file_bytes=max_file_bytes
+            self.tmp_path / db_name,
+            *extra_args,
+            env=env,
+            bin_dir=bin_dir,
+            cwd=cwd,
+            max_file_bytes=max_file_bytes,
+            store=self.store_url(db_name) if self.store_url is not None else "",
         )
         self.processes.append(server.process)
         return server
@@ -293,8 +304,13 @@ def opened(make: Callable[[ServerProcess], C]) -> Iterator[Callable[[ServerProce
         client.close()
 
 
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    running = Cluster(tmp_path)
+# A test (or module) marked with this runs once on SQLite and once on PostgreSQL: the servers of its `procs`
+# fixture (tests/integration/conftest.py) use that store.
+BOTH_STORES = pytest.mark.parametrize("procs", ["sqlite", "postgresql"], indirect=True)
+
+
+def cluster(tmp_path: Path, store_url: Callable[[str], str] | None = None) -> Iterator[Cluster]:
+    running = Cluster(tmp_path, store_url=store_url)
     try:
         yield running
     finally:

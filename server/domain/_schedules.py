@@ -72,9 +72,13 @@ class DueFires:
     """What has come due since a schedule's cursor: fires to start now, and fires missed."""
 
     due: list[datetime]  # within the catch-up window, oldest first
-    missed: int  # older than the catch-up window
+    missed_times: list[datetime]  # older than the catch-up window, oldest first
     cursor: datetime  # the latest fire time looked at (the schedule's cursor moves here)
     more: bool  # MAX_STEPS reached: ask again from `cursor`
+
+    @property
+    def missed(self) -> int:
+        return len(self.missed_times)
 
 
 def due_fires(schedule: Schedule, now: datetime, *, max_steps: int = MAX_STEPS) -> DueFires:
@@ -83,15 +87,12 @@ def due_fires(schedule: Schedule, now: datetime, *, max_steps: int = MAX_STEPS) 
     (a timer wakes a little after the time it was armed for)."""
     window = max(schedule.spec.catch_up_window, timedelta(seconds=1))
     due: list[datetime] = []
-    missed = 0
+    missed: list[datetime] = []
     cursor = schedule.cursor
     for steps, fire_time in enumerate(fire_times(schedule.spec, schedule.cursor), start=1):
         if fire_time > now:
             return DueFires(due, missed, cursor, more=False)
-        if now - fire_time <= window:
-            due.append(fire_time)
-        else:
-            missed += 1
+        (due if now - fire_time <= window else missed).append(fire_time)
         cursor = fire_time
         if steps >= max_steps:
             return DueFires(due, missed, cursor, more=True)

@@ -8,7 +8,8 @@ idempotency key made of the schedule's name and the fire time (`fire_key`), so a
 (or another replica) repeats finds the execution the first one made instead of making another. The
 execution carries the labels `taskwire.schedule` and `taskwire.schedule.fire_time`. Only after the
 executions are durable is the schedule's new cursor staged: a crash in between repeats those fires,
-and the keys make the repeats no-ops.
+and the keys make the repeats no-ops; a repeat that is now past the catch-up window finds its execution
+by the key too and is counted fired, not missed.
 
 Before each fire the overlap policy (`overlap_decision`, pure) looks at the executions the schedule
 started that have not finished: SKIP counts a skip, BUFFER_ONE keeps one fire until they end,
@@ -253,16 +254,38 @@ class Schedules:
             while not schedule.paused:
                 now = self._clock.now()
                 plan = due_fires(schedule, now)
+                schedule, missed = await self._started_before_a_crash(schedule, plan.missed_times)
                 for fire_time in plan.due:
                     schedule = await self._fire(schedule, fire_time)
-                if plan.missed:
-                    log.warning("schedule %s: %d fire times missed (beyond the catch-up window)", name, plan.missed)
-                schedule = self._save(replace(schedule, cursor=plan.cursor, missed=schedule.missed + plan.missed))
+                if missed:
+                    log.warning("schedule %s: %d fire times missed (beyond the catch-up window)", name, missed)
+                schedule = self._save(replace(schedule, cursor=plan.cursor, missed=schedule.missed + missed))
                 if not plan.more:
                     break
                 await self._committer.durable()  # a long downtime is counted in steps, committed as it goes
             await self._committer.durable()
             self._arm(schedule)
+
+    async def _started_before_a_crash(self, schedule: Schedule, missed: list[datetime]) -> tuple[Schedule, int]:
+        """Count as fired the fires past the window whose executions a crash left behind (started and durable,
+        but the cursor that counts them was not yet); return the schedule and how many were missed indeed.
+        Fires start in order, so these are the first of the missed ones: the first without an execution
+        ends them."""
+        for index, fire_time in enumerate(missed):
+            hit = await self._store.find_idempotency_key(fire_key(schedule.name, fire_time))
+            if hit is None:
+                return schedule, len(missed) - index
+            running = schedule.running
+            if hit.execution_id not in running and await self.active([hit.execution_id]):
+                running = (*running, hit.execution_id)
+            schedule = replace(
+                schedule,
+                fired=schedule.fired + 1,
+                running=running,
+                last_fire_time=fire_time,
+                last_execution_id=hit.execution_id,
+            )
+        return schedule, 0
 
     async def _fire(self, schedule: Schedule, fire_time: datetime) -> Schedule:
         """One due fire time, as the overlap policy decides."""

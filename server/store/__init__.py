@@ -10,7 +10,11 @@ Rooms, and what each may import:
 - `_lock`: one server per store: an exclusive lock beside the database, which the writer process shares.
 - `_sqlite` (the `SqliteStore` facade) over `_sqlite_codec` (records ↔ rows), `_sqlite_schema`
   (tables, migrations, connections), `_sqlite_queries` (reads) and `_sqlite_writer` (the writer
-  process, both sides). A PostgreSQL store sits beside these and reuses only the shared rooms.
+  process, both sides).
+- `_postgres` (the `PostgresStore` facade) over `_postgres_schema` (tables, migrations under an
+  advisory lock), `_postgres_queries` (reads) and `_postgres_writes` (a group in one transaction).
+  Its tables mirror SQLite's column for column, so it reuses `_sqlite_codec` for records ↔ rows.
+- `_url`: which store a `--store` URL names.
 
 Group commit happens in one place: the committer. It stages the engine's changes as the engine
 makes them and keeps one commit in flight; what is staged meanwhile becomes the next group. Only
@@ -26,6 +30,8 @@ under the committer it only ever saw one write at a time.
 from ._group_commit import Committer, EventSink, StoreFailure
 from ._lock import StoreInUse
 from ._memory import MemoryStore
+from ._postgres import PostgresStore
+from ._postgres_schema import SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION
 from ._protocol import (
     ColdTaskRun,
     DuplicateIdempotencyKey,
@@ -43,8 +49,10 @@ from ._protocol import (
 )
 from ._sqlite import SqliteStore, StoreStats
 from ._sqlite_schema import SCHEMA_VERSION
+from ._url import store_from_url
 
 __all__ = [
+    "POSTGRES_SCHEMA_VERSION",
     "SCHEMA_VERSION",
     "ColdTaskRun",
     "Committer",
@@ -57,6 +65,7 @@ __all__ = [
     "IdempotencyHit",
     "MemoryStore",
     "NewExecution",
+    "PostgresStore",
     "RecoveredState",
     "SqliteStore",
     "Store",
@@ -66,4 +75,5 @@ __all__ = [
     "StoreInUse",
     "StoreStats",
     "WriteBatch",
+    "store_from_url",
 ]

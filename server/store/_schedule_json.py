@@ -28,6 +28,10 @@ from ._json import (
     timedelta_to_db,
 )
 
+# A task's flow-control fields (see docs/flow-control.md), kept by name with their defaults.
+_FLOW_CONTROL = ("priority", "concurrency_key", "concurrency_limit", "fairness_key", "rate_limit", "rate_limit_key")
+_FLOW_DEFAULTS: dict[str, Any] = {name: getattr(TaskSpec("-"), name) for name in _FLOW_CONTROL}
+
 
 def _task_to_json(task: TaskSpec) -> dict[str, Any]:
     return {
@@ -38,6 +42,7 @@ def _task_to_json(task: TaskSpec) -> dict[str, Any]:
         "timeout_us": optional_timedelta_to_db(task.timeout),
         "retry_policy": retry_policy_to_json(task.retry_policy),
         "schedule_to_start_timeout_us": optional_timedelta_to_db(task.schedule_to_start_timeout),
+        **{name: getattr(task, name) for name in _FLOW_CONTROL if getattr(task, name) != _FLOW_DEFAULTS[name]},
     }
 
 
@@ -50,6 +55,8 @@ def _task_from_json(value: dict[str, Any]) -> TaskSpec:
         timeout=optional_timedelta_from_db(value["timeout_us"]),
         retry_policy=retry_policy_from_json(value["retry_policy"]),
         schedule_to_start_timeout=optional_timedelta_from_db(value["schedule_to_start_timeout_us"]),
+        # Absent from documents written before flow control, and when a field has its default.
+        **{name: value.get(name, _FLOW_DEFAULTS[name]) for name in _FLOW_CONTROL},
     )
 
 

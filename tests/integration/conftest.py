@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -9,12 +10,31 @@ import pytest
 
 from tests.harness import Cluster, ServerProcess, cluster, opened
 from tests.integration.server.support import Client
+from tests.postgres import PostgresCluster
 
 
 @pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Cluster]:
-    """Start servers and workers with `procs.server(...)` / `procs.worker(server, ...)`; all are killed at the end."""
-    yield from cluster(tmp_path)
+def procs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    """Start servers and workers with `procs.server(...)` / `procs.worker(server, ...)`; all are killed at the end.
+
+    Servers keep a SQLite file per database name, or with `BOTH_STORES` also a PostgreSQL database per name.
+    With TASKWIRE_TEST_STORE=postgresql every test's servers use PostgreSQL (the tests that read SQLite's
+    files then fail: they are about SQLite).
+    """
+    if getattr(request, "param", os.environ.get("TASKWIRE_TEST_STORE", "sqlite")) == "sqlite":
+        yield from cluster(tmp_path)
+        return
+    postgres: PostgresCluster = request.getfixturevalue("postgres")
+    databases: dict[str, str] = {}
+
+    def store_url(db_name: str) -> str:
+        if db_name not in databases:
+            databases[db_name] = postgres.new_database()
+        return databases[db_name]
+
+    yield from cluster(tmp_path, store_url)
+    for url in databases.values():
+        postgres.drop_database(url)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import backpressure, cancel, flow, latency, many_workers, memory, recovery, throughput
+from bench import backpressure, cancel, flow, latency, many_workers, memory, recovery, stores, throughput
 
 REPO = Path(__file__).resolve().parents[3]
 SCENARIOS = (throughput, latency, cancel, backpressure, memory, recovery, many_workers, flow)
@@ -70,3 +70,24 @@ def test_quick_run_prints_every_table_and_writes_json(tmp_path: Path) -> None:
     for name, scenario in results["scenarios"].items():
         assert scenario["metrics"], f"{name} recorded no figure"
     assert {target["status"] for target in results["targets"]} <= {"MET", "MISSED", "n/a"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_the_stores_scenario_measures_both_stores_with_the_database_cpu(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--runs", "1", "--results-dir", str(tmp_path), stores.NAME],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=140,
+        check=False,
+    )
+    report = f"stdout:\n{completed.stdout}\nstderr:\n{completed.stderr}"
+    assert completed.returncode == 0, report
+    assert stores.TITLE in completed.stdout, report
+    [written] = tmp_path.glob("bench-*.json")
+    metrics = json.loads(written.read_text())["scenarios"][stores.NAME]["metrics"]
+    for kind in ("sqlite", "postgresql"):
+        for figure in ("tasks_per_s", "database_cpu", "server_cpu", "start_p50", "start_p99"):
+            assert metrics[f"{kind}.{figure}"]["median"] > 0, (kind, figure, report)

@@ -14,15 +14,21 @@ import grpc
 import pytest
 
 from taskwire.v1 import task_service_pb2 as tpb
-from taskwire.v1 import task_service_pb2_grpc
+from taskwire.v1 import task_service_pb2_grpc, types_pb2
 from tests.faults.checker import Outcome, Submission, check
 from tests.faults.journal import journal_worker, read_journal
 from tests.faults.observe import stored_executions
 from tests.faults.scenario import journal_spec, quiesce
-from tests.harness import Cluster
+from tests.harness import Cluster, wait_for
 
 COUNT = 160
 HANDLER_S = 0.04
+ENDED = {types_pb2.EXECUTION_STATE_SUCCESS, types_pb2.EXECUTION_STATE_FAILED, types_pb2.EXECUTION_STATE_CANCELLED}
+
+
+def ended(stub: task_service_pb2_grpc.TaskServiceStub, execution_id: str) -> bool:
+    execution = stub.GetExecution(tpb.GetExecutionRequest(execution_id=execution_id), timeout=10).execution
+    return execution.state in ENDED
 
 
 @pytest.mark.slow
@@ -45,6 +51,10 @@ def test_cancel_at_every_stage(procs: Cluster, tmp_path: Path) -> None:
             )
             with lock:
                 submissions.append(Submission(op, Outcome.ACKNOWLEDGED, response.execution.id))
+            if index % 40 == 39:
+                # The last stage without timing: the cancel comes after the execution ended, however slow the
+                # machine, so a handler that won its race is always among the outcomes.
+                wait_for(lambda: ended(stub, response.execution.id), what="the execution to end")
             time.sleep(delay_s)  # the race itself: a cancel sent this long after the submit was acknowledged
             stub.CancelExecution(
                 tpb.CancelExecutionRequest(execution_id=response.execution.id, reason="race"), timeout=10

@@ -11,7 +11,9 @@ import pytest
 from tests.faults.checker import Fault
 from tests.faults.journal import journal_worker
 from tests.faults.scenario import Load, final_report
-from tests.harness import Cluster, ServerProcess
+from tests.harness import BOTH_STORES, Cluster, ServerProcess
+
+pytestmark = BOTH_STORES
 
 LEASE = ("--lease-timeout", "3", "--heartbeat-interval", "0.5", "--cancel-grace", "2")
 

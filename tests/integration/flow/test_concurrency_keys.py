@@ -16,7 +16,7 @@ from taskwire.client import AttemptOutcome, Client, ExecutionSpec, State, TaskSp
 from taskwire.common import json_payload
 from tests.faults.checker import HandlerRun
 from tests.faults.journal import journal_worker, read_journal
-from tests.harness import Cluster, ServerProcess, wait_for
+from tests.harness import BOTH_STORES, Cluster, ServerProcess, wait_for
 from tests.integration.workers.support import FINISH
 
 KEY, LIMIT, TASKS = "customer-42", 2, 50
@@ -50,6 +50,7 @@ class _Sampler(threading.Thread):
             self.samples.append(keys[KEY].running if KEY in keys else 0)
 
 
+@BOTH_STORES
 def test_a_key_never_runs_more_than_its_limit_also_when_a_worker_is_killed(
     procs: Cluster, server: ServerProcess, client: Client, tmp_path: Path
 ) -> None:

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from taskwire.client import Client, ExecutionSpec, State, TaskSpec
 from taskwire.common import json_payload
-from tests.harness import Cluster, ServerProcess
+from tests.harness import BOTH_STORES, Cluster, ServerProcess
 from tests.integration.client.conftest import Cli
 from tests.integration.workers.support import FINISH, only_run
 
@@ -21,6 +21,7 @@ def _started(client: Client, execution_id: str) -> datetime | None:
     return attempts[0].started_at if attempts else None
 
 
+@BOTH_STORES
 def test_a_high_priority_task_behind_a_thousand_low_ones_starts_within_one_round(
     procs: Cluster, server: ServerProcess, client: Client
 ) -> None:

@@ -8,7 +8,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from taskwire.client import Client, OverlapPolicy, State
-from tests.harness import Cluster, wait_for
+from tests.harness import BOTH_STORES, Cluster, wait_for
 from tests.integration.client.conftest import Cli
 from tests.integration.schedules.support import fire_time, sdk, wait_for_fires, wait_until_finished
 
@@ -20,6 +20,7 @@ def fired_after(client: Client, moment: datetime, name: str = "tick") -> bool:
     return last is not None and last >= moment
 
 
+@BOTH_STORES
 def test_every_second_on_time_across_a_graceful_restart_and_a_kill(procs: Cluster) -> None:
     server = procs.server()
     procs.worker(server)
@@ -69,6 +70,7 @@ def test_every_second_on_time_across_a_graceful_restart_and_a_kill(procs: Cluste
     assert sum(1 for s, at in zip(executions, times, strict=True) if s.execution.created_at - at < ON_TIME) >= 6
 
 
+@BOTH_STORES
 def test_fires_older_than_the_catch_up_window_are_counted_missed_and_shown(procs: Cluster) -> None:
     server = procs.server()
     procs.worker(server)

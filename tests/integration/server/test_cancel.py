@@ -10,8 +10,10 @@ import grpc
 
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import types_pb2 as pb
-from tests.harness import Cluster, ServerProcess
+from tests.harness import BOTH_STORES, Cluster, ServerProcess
 from tests.integration.server.support import Client, diamond, fails, serialized, spec, task
+
+pytestmark = BOTH_STORES
 
 Connect = Callable[[ServerProcess], Client]
 UNKNOWN = uuid.uuid4().hex

@@ -13,6 +13,8 @@ SERVER = str(BIN / "taskwire-server")
 FLAGS = [
     "--listen",
     "--db",
+    "--store",
+    "TASKWIRE_STORE",
     "--queue-capacity",
     "--max-payload-bytes",
     "--lease-timeout",
@@ -67,3 +69,31 @@ def test_a_bad_flag_value_exits_2_with_one_line(tmp_path: Path, args: list[str],
     for word in mentions:
         assert word in lines[0], f"the message should mention {word!r}: {lines[0]!r}"
     assert not db.exists(), "a refused configuration must not create the database"
+
+
+STORE_REFUSALS = {
+    "unknown-scheme": (["--store", "mysql://tw:s3cret@db/tw"], ["--store", "postgresql://", "mysql://tw:***@db/tw"]),
+    "sqlite-with-a-host": (["--store", "sqlite://host/db"], ["names a host"]),
+    "store-and-db": (["--store", "sqlite:x.db", "--db", "y.db"], ["--db and --store"]),
+}
+
+
+@pytest.mark.parametrize(("args", "mentions"), STORE_REFUSALS.values(), ids=STORE_REFUSALS.keys())
+def test_a_bad_store_url_exits_2_with_one_line(tmp_path: Path, args: list[str], mentions: list[str]) -> None:
+    result = subprocess.run(
+        [SERVER, "--listen", "127.0.0.1:0", *args], capture_output=True, text=True, timeout=30, cwd=tmp_path
+    )
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    [line] = result.stderr.splitlines()
+    for word in mentions:
+        assert word in line, f"the message should mention {word!r}: {line!r}"
+    assert "s3cret" not in line
+    assert list(tmp_path.iterdir()) == [], "a refused configuration must not create a database"
+
+
+def test_an_unreachable_database_stops_the_start_without_showing_the_password() -> None:
+    result = run("--listen", "127.0.0.1:0", "--store", "postgresql://tw:s3cret@127.0.0.1:1/tw")
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    assert "cannot start" in result.stderr
+    assert "postgresql://tw:***@127.0.0.1:1/tw" in result.stderr
+    assert "s3cret" not in result.stderr + result.stdout

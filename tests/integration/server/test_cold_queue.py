@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from taskwire.v1 import types_pb2 as pb
-from tests.harness import Cluster, ServerProcess
+from tests.harness import BOTH_STORES, Cluster, ServerProcess
 from tests.integration.server.support import Client, assert_gapless, spec, task
+
+pytestmark = BOTH_STORES
 
 Connect = Callable[[ServerProcess], Client]
 
@@ -59,3 +61,21 @@ def test_a_restart_brings_a_cold_queue_back_in_order(procs: Cluster, connect: Co
     procs.worker(second, slots=1)
     assert _started_order(client, submitted) == submitted
     assert client.wait_until_terminal(dependent).state == pb.EXECUTION_STATE_SUCCESS
+
+
+def test_a_restart_keeps_flow_controlled_task_runs_out_of_the_cold_queue(procs: Cluster, connect: Connect) -> None:
+    """A task run of another priority is never cold: after a restart it is back at its
+    priority, ahead of the plain queue, not in the plain queue's order at the back."""
+    first = procs.server("--hot-queue-size", "0")
+    before = connect(first)
+    plain = [before.submit(spec(task("echo", input={"n": n}))).execution.id for n in range(8)]
+    urgent_task = task("echo", input={"urgent": True})
+    urgent_task.priority = 9
+    urgent = before.submit(spec(urgent_task)).execution.id
+    assert first.process.stop() == 0, first.process.output
+
+    second = procs.server("--hot-queue-size", "0")
+    client = connect(second)
+    assert client.stats().queue.size == 9
+    procs.worker(second, slots=1)
+    assert _started_order(client, [*plain, urgent]) == [urgent, *plain]

@@ -8,14 +8,15 @@ import os
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from taskwire.client import Client, ExecutionSpec, InvalidTransition, NotFound, State, TaskSpec, to_payload
-from tests.harness import BIN, Cluster, ServerProcess, wait_for
+from tests.harness import BIN, BOTH_STORES, Cluster, ServerProcess, wait_for
+from tests.postgres import PostgresCluster
 
 FINISH = timedelta(seconds=20)
 
@@ -34,6 +35,7 @@ def taskwire(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[s
     )
 
 
+@BOTH_STORES
 def test_delete_a_finished_execution_then_get_is_not_found(procs: Cluster, server: ServerProcess, sdk: Client) -> None:
     procs.worker(server, slots=2)
     submitted = sdk.submit("echo", {"keep": "no"}, key="delete-me")
@@ -54,6 +56,7 @@ def test_delete_a_finished_execution_then_get_is_not_found(procs: Cluster, serve
     assert sdk.submit("echo", {"keep": "no"}, key="delete-me").id != submitted.id
 
 
+@BOTH_STORES
 def test_delete_of_a_running_execution_is_refused_naming_its_state(
     procs: Cluster, server: ServerProcess, sdk: Client
 ) -> None:
@@ -82,15 +85,12 @@ def _bytes(db_path: Path) -> int:
     return sum(path.stat().st_size for path in db_path.parent.glob(db_path.name + "*") if path.is_file())
 
 
-@pytest.mark.slow
-def test_with_a_short_retention_a_steady_load_keeps_the_rows_flat_and_the_file_from_growing(
-    procs: Cluster,
-) -> None:
+def _steady_load(procs: Cluster, sample: Callable[[ServerProcess], None]) -> int:
+    """A server with a one-second retention under a steady load for 8 s; `sample(server)` after each second.
+    Returns how many executions were submitted."""
     server = procs.server("--retention", "1", "--lease-timeout", "2", "--heartbeat-interval", "0.5")
     procs.worker(server, slots=8)
     specs = [ExecutionSpec(tasks=(TaskSpec("echo", input=to_payload(n)),)) for n in range(50)]
-    rows: list[int] = []
-    sizes: list[int] = []
     with Client(server.address) as sdk:
         for _ in range(8):  # the load is a span of time: 50 executions every 0.25 s, for 8 s
             started = time.monotonic()
@@ -99,12 +99,47 @@ def test_with_a_short_retention_a_steady_load_keeps_the_rows_flat_and_the_file_f
                 assert all(result.ok for result in results), results
                 sdk.wait_finished(results[-1].execution_id, FINISH)
             time.sleep(max(0.0, 1 - (time.monotonic() - started)))  # the load is a span of time
-            rows.append(_rows(server.db_path))
-            sizes.append(_bytes(server.db_path))
-    submitted = 8 * 4 * len(specs)
+            sample(server)
+    return 8 * 4 * len(specs)
+
+
+def _assert_flat(rows: list[int], submitted: int) -> None:
     # Retention keeps about a second and a half of finished executions (1 s, plus a sweep every 0.25 s):
     # the rows stay flat, far below what was submitted.
     assert max(rows[3:]) < submitted / 3, rows
     assert max(rows[3:]) <= 3 * max(rows[1:3]) + 100, rows
+
+
+@pytest.mark.slow
+def test_with_a_short_retention_a_steady_load_keeps_the_rows_flat_and_the_file_from_growing(
+    procs: Cluster,
+) -> None:
+    rows: list[int] = []
+    sizes: list[int] = []
+
+    def sample(server: ServerProcess) -> None:
+        rows.append(_rows(server.db_path))
+        sizes.append(_bytes(server.db_path))
+
+    _assert_flat(rows, _steady_load(procs, sample))
     # Freed pages take the new rows: the file (with its WAL) stops growing once retention runs.
     assert sizes[-1] <= 1.25 * max(sizes[2:4]), sizes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("procs", ["postgresql"], indirect=True)
+def test_with_a_short_retention_a_steady_load_keeps_the_postgresql_rows_flat(
+    procs: Cluster, postgres: PostgresCluster
+) -> None:
+    assert procs.store_url is not None
+    database = procs.store_url("taskwire.db").rsplit("/", 1)[1]  # the database the server is given
+    rows: list[int] = []
+    tables = ("executions", "task_runs", "task_run_inputs", "events")
+
+    def sample(server: ServerProcess) -> None:
+        counts = postgres.psql(f"SELECT {', '.join(f'(SELECT count(*) FROM {t})' for t in tables)}", database)
+        executions, task_runs, inputs, _events = (int(n) for n in counts.split("|"))
+        assert executions == task_runs == inputs  # one task run each: deleted together
+        rows.append(executions)
+
+    _assert_flat(rows, _steady_load(procs, sample))

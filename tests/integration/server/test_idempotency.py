@@ -8,8 +8,10 @@ from typing import TypeVar
 
 import grpc
 
-from tests.harness import Cluster, ServerProcess
+from tests.harness import BOTH_STORES, Cluster, ServerProcess
 from tests.integration.server.support import WAIT_FOR_ROOM, Client, diamond, fails, spec, task
+
+pytestmark = BOTH_STORES
 
 Connect = Callable[[ServerProcess], Client]
 DUPLICATES = 50

@@ -10,16 +10,22 @@ import time
 from collections.abc import Callable, Iterator
 
 import grpc
+import pytest
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from taskwire.client import Client as SdkClient
+from taskwire.client import NotFound
+from taskwire.client import State as SdkState
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import types_pb2 as pb
 from taskwire.v1 import worker_service_pb2 as wpb
 from taskwire.v1 import worker_service_pb2_grpc
-from tests.harness import Cluster, ServerProcess, wait_for
+from tests.harness import BOTH_STORES, Cluster, ServerProcess, wait_for
 from tests.integration.server.support import Client, fails, sleeper, spec
+
+pytestmark = BOTH_STORES
 
 Connect = Callable[[ServerProcess], Client]
 SERVICES = ("taskwire.v1.TaskService", "taskwire.v1.WorkerService", "grpc.health.v1.Health")
@@ -161,3 +167,21 @@ def test_health_drains_on_sigterm_and_a_second_sigterm_stops_at_once(procs: Clus
     # Nothing acknowledged was lost: the interrupted execution is still there after a restart.
     after = connect(procs.server())
     assert after.stored_ids() == {running}
+
+
+def test_text_with_a_nul_character_is_stored_and_served_as_it_was_sent(procs: Cluster) -> None:
+    server = procs.server()
+    odd = "a\x00b"
+    with SdkClient(server.address) as sdk:
+        submitted = sdk.submit(f"sleep{odd}", {"seconds": 30}, name=odd, key=f"key{odd}", metadata={"m": odd})
+        cancelled = sdk.cancel(submitted.id, reason=odd)
+        again = sdk.submit(f"sleep{odd}", {"seconds": 30}, name=odd, key=f"key{odd}", metadata={"m": odd})
+        with pytest.raises(NotFound):
+            sdk.get(f"{submitted.id}{odd}")
+        stored = sdk.get(submitted.id)
+    assert again.id == submitted.id  # the key with a NUL found its execution
+    assert (stored.name, stored.execution.metadata, stored.state) == (odd, {"m": odd}, SdkState.CANCELLED)
+    assert cancelled.task_runs[0].handler == f"sleep{odd}"
+    assert stored.reason is not None
+    assert odd in stored.reason.message
+    assert server.process.popen.poll() is None, server.process.output

@@ -6,8 +6,10 @@ import json
 from collections.abc import Callable
 
 from taskwire.v1 import types_pb2 as pb
-from tests.harness import Cluster, ServerProcess, wait_for
+from tests.harness import BOTH_STORES, Cluster, ServerProcess, wait_for
 from tests.integration.server.support import Client, Watcher, assert_gapless, diamond, serialized, spec, task
+
+pytestmark = BOTH_STORES
 
 Connect = Callable[[ServerProcess], Client]
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from taskwire.v1 import types_pb2 as pb
-from tests.harness import Cluster, ServerProcess, wait_for
+from tests.harness import BOTH_STORES, Cluster, ServerProcess, wait_for
 from tests.integration.server.support import (
     TERMINAL_STATES,
     Client,
@@ -17,6 +17,8 @@ from tests.integration.server.support import (
     spec,
     task,
 )
+
+pytestmark = BOTH_STORES
 
 Connect = Callable[[ServerProcess], Client]
 

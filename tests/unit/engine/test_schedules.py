@@ -95,6 +95,24 @@ async def test_a_fire_repeated_after_a_crash_finds_the_execution_the_first_one_m
     assert rig.engine.schedules.get("tick").fired == 1  # the repeat counted the fire the crash forgot
 
 
+async def test_a_fire_a_crash_left_uncounted_past_the_window_is_counted_fired_not_missed(rig: Rig) -> None:
+    await rig.engine.schedules.create(every_10s(catch_up_window=timedelta(0), overlap=OverlapPolicy.ALLOW_ALL))
+    await settle(rig, 10)
+    await rig.engine.close()
+    # As a crash right after the fire at 00:00:10 leaves it; the server is back 35 s later, when that fire
+    # and the ones at 00:00:20, 00:00:30 and 00:00:40 are past a zero window.
+    stored = [replace(s, cursor=START, fired=0, running=()) for s in await rig.store.load_schedules()]
+    await rig.store.commit([WriteBatch(schedules=stored)])
+    rig.clock.advance(35)
+    await rig.start()
+    await settle(rig, 1)
+
+    assert [s.execution.metadata[FIRE_TIME_LABEL] for s in await fired(rig)] == ["2030-01-01T00:00:10Z"]
+    schedule = rig.engine.schedules.get("tick")
+    assert (schedule.fired, schedule.missed) == (1, 3)
+    assert schedule.last_fire_time == START + timedelta(seconds=10)
+
+
 async def test_skip_counts_the_fires_while_an_execution_runs(rig: Rig) -> None:
     await rig.engine.schedules.create(every_10s())  # SKIP by default; no worker: the first stays PENDING
     await settle(rig, 30)

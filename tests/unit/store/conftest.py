@@ -1,4 +1,5 @@
-"""Fixtures of the store tests: every store the behaviour suite holds to one contract, and a real SQLite file."""
+"""Fixtures of the store tests: every store the behaviour suite holds to one contract, a real SQLite file and a
+real PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from taskwire.server.store import MemoryStore, SqliteStore, Store
+from taskwire.server.store import MemoryStore, PostgresStore, SqliteStore, Store
 
 # A store that holds what was written before: the same file, or the same memory.
 Reopen = Callable[[Store], Awaitable[Store]]
@@ -18,11 +19,14 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "data" / "taskwire.sqlite3"
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def make_store(request: pytest.FixtureRequest, db_path: Path) -> Callable[[], Store]:
-    """A new, unopened store of each kind (a PostgreSQL store joins here)."""
+    """A new, unopened store of each kind (PostgreSQL: on a new database of its own)."""
     if request.param == "memory":
         return MemoryStore
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("postgres_url")
+        return lambda: PostgresStore(url)
     return lambda: SqliteStore(db_path)
 
 
@@ -36,15 +40,19 @@ async def store(make_store: Callable[[], Store]) -> AsyncIterator[Store]:
 
 @pytest.fixture
 async def reopen() -> AsyncIterator[Reopen]:
-    """Close a SQLite store and open a new one on its file, as a restarted server does; a memory store stays."""
-    opened: list[SqliteStore] = []
+    """Close a SQLite or PostgreSQL store and open a new one on its database, as a restarted server does; a memory
+    store stays."""
+    opened: list[Store] = []
 
     async def again(store: Store) -> Store:
         if isinstance(store, MemoryStore):
             return store
-        assert isinstance(store, SqliteStore)
         await store.close()
-        opened.append(SqliteStore(store.path))
+        if isinstance(store, PostgresStore):
+            opened.append(PostgresStore(store.url))
+        else:
+            assert isinstance(store, SqliteStore)
+            opened.append(SqliteStore(store.path))
         await opened[-1].open()
         return opened[-1]
 

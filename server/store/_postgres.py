@@ -1,0 +1,341 @@
+"""`PostgresStore`: the `Store` on a PostgreSQL database, through asyncpg.
+
+One server per database, as with SQLite: `open()` takes a session-level advisory lock
+(`OWNER_LOCK`) on its own connection and holds it for the store's life, so a second server on the
+same database refuses before it writes anything; PostgreSQL releases the lock the moment that
+connection ends, so a killed server's successor can start at once. The same connection migrates the
+schema (`_postgres_schema.migrate`, safe with several servers starting together) and then commits
+every group: one transaction per group, one statement per table (rows travel as arrays through
+`unnest`), committed with PostgreSQL's own durability (`synchronous_commit` as the server has it;
+`on` by default: flushed to the WAL before `commit` returns). A batch the database refuses (a
+constraint or a bad value) fails alone: the group is retried one batch per transaction, exactly as
+the SQLite writer does. A lost connection fails the commit and every later one with StoreError (the
+server stops: it never serves state it cannot keep).
+
+Reads run on a small pool of connections, each read in one read-only REPEATABLE READ transaction (a
+consistent snapshot). The SQL of reads is in `_postgres_queries`; rows are `_sqlite_codec`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from taskwire.server.domain import Schedule, State
+
+from . import _postgres_queries as queries
+from ._json import datetime_to_db
+from ._lock import StoreInUse
+from ._paging import check_page_size, decode_page_token
+from ._postgres_schema import OWNER_LOCK, analyze_if_never_analyzed, migrate
+from ._postgres_writes import apply_rows, taken_keys
+from ._protocol import (
+    DuplicateIdempotencyKey,
+    EventRecord,
+    ExecutionPage,
+    ExecutionSnapshot,
+    IdempotencyHit,
+    RecoveredState,
+    StoreClosed,
+    StoreError,
+    WriteBatch,
+)
+from ._sqlite_codec import Rows
+
+__all__ = ["PostgresStore", "redact"]
+
+_T = TypeVar("_T")
+# SQLSTATE classes of a refusal that concerns the batch, not the database: data exceptions and constraints.
+_REFUSAL_CLASSES: Final = ("22", "23")
+_APPLICATION_NAME: Final = "taskwire-server"  # what pg_stat_activity shows of the store's sessions
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _is_refusal(error: Exception) -> bool:
+    if isinstance(error, StoreError | ValueError):
+        return True
+    return isinstance(error, asyncpg.PostgresError) and str(getattr(error, "sqlstate", ""))[:2] in _REFUSAL_CLASSES
+
+
+class PostgresStore:
+    """The `Store` on one PostgreSQL database. Create it, `await open()` (or `async with`), `await close()`.
+
+    `url` is a libpq URL (`postgresql://user:password@host:port/database?...`). Errors as `SqliteStore`'s:
+    StoreClosed outside open..close, StoreInUse when another server holds the database, per batch
+    DuplicateIdempotencyKey / StoreError / ValueError, and StoreError for all once the connection is lost.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        readers: int = 4,
+        connect_timeout_s: float = 10.0,
+        command_timeout_s: float = 60.0,
+        lock_wait_s: float = 2.0,
+    ) -> None:
+        """`readers`: size of the read pool; `command_timeout_s`: longest a statement may take before the store
+        counts the database as lost; `lock_wait_s`: how long `open()` waits for another server's session to end
+        (a server killed a moment ago) before it refuses."""
+        if readers < 1:
+            raise ValueError(f"readers must be at least 1, got {readers}")
+        self.url = url
+        self._readers = readers
+        self._connect_timeout_s = connect_timeout_s
+        self._command_timeout_s = command_timeout_s
+        self._lock_wait_s = lock_wait_s
+        self._state = "new"  # new → open → closed
+        self._conn: Any = None  # the owner and writer connection
+        self._pool: Any = None
+        self._commit_lock = asyncio.Lock()
+        self._broken: StoreError | None = None
+        self._opening: asyncio.Lock = asyncio.Lock()
+
+    def __str__(self) -> str:
+        return redact(self.url)
+
+    # ---- lifecycle
+
+    async def open(self) -> None:
+        """Connect, take the database for this server, migrate it, open the read pool. A second call does nothing."""
+        async with self._opening:
+            if self._state == "open":
+                return
+            if self._state != "new":
+                raise StoreClosed(f"the store at {self} is closed; make a new PostgresStore to open it again")
+            try:
+                await self._connect()
+            except BaseException:
+                self._state = "closed"
+                await self._release()
+                raise
+            self._state = "open"
+
+    async def _connect(self) -> None:
+        try:
+            options = {
+                "timeout": self._connect_timeout_s,
+                "command_timeout": self._command_timeout_s,
+                # JIT compiles plans whose estimated cost is high, which a lookup's can be while the statistics
+                # are young: 200 ms of compiling for a 3 ms read. Every statement here is short.
+                "server_settings": {"application_name": _APPLICATION_NAME, "jit": "off"},
+            }
+            self._conn = await asyncpg.connect(self.url, **options)
+            await self._take_database()
+            await migrate(self._conn)
+            await analyze_if_never_analyzed(self._conn)
+            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self._readers, **options)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+            raise StoreError(f"cannot open the database {self}: {error}") from error
+
+    async def _take_database(self) -> None:
+        """Hold the owner lock for this session; StoreInUse when another session keeps it past `lock_wait_s`."""
+        deadline = asyncio.get_running_loop().time() + self._lock_wait_s
+        while not await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", OWNER_LOCK):
+            if asyncio.get_running_loop().time() >= deadline:
+                raise StoreInUse(f"another taskwire server uses the database {self}; stop it first")
+            await asyncio.sleep(0.05)  # a killed server's session ends as soon as PostgreSQL sees its socket close
+
+    async def _release(self) -> None:
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                await self._pool.close()
+            self._pool = None
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()  # ends the session: PostgreSQL lets the owner lock go
+            self._conn = None
+
+    async def close(self) -> None:
+        """Finish the commit under way and close every connection. Idempotent."""
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        async with self._commit_lock:
+            await self._release()
+
+    async def __aenter__(self) -> PostgresStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _check_open(self, what: str) -> None:
+        if self._state != "open":
+            state = "closed" if self._state == "closed" else "not open yet (await open() first)"
+            raise StoreClosed(f"cannot {what}: the store at {self} is {state}")
+
+    # ---- writes
+
+    async def commit(self, batches: Sequence[WriteBatch]) -> list[Exception | None]:
+        """Apply the batches in one transaction; per batch None (committed) or why it alone was refused."""
+        self._check_open("write")
+        outcomes: list[Exception | None] = [None] * len(batches)
+        encoded: list[Rows] = []
+        places: list[int] = []
+        for place, batch in enumerate(batches):
+            if not batch:
+                continue
+            try:
+                encoded.append(Rows.of(batch))
+            except Exception as error:
+                outcomes[place] = error
+            else:
+                places.append(place)
+        if encoded:
+            await self._commit_lock.acquire()  # in call order
+            # Shielded: a caller that stops waiting must not cut a transaction short.
+            group = asyncio.ensure_future(self._commit_isolating(encoded))
+            for place, refusal in zip(places, await asyncio.shield(group), strict=True):
+                outcomes[place] = refusal
+        return outcomes
+
+    async def _commit_isolating(self, group: list[Rows]) -> list[Exception | None]:
+        try:
+            if self._broken is not None:
+                raise self._broken
+            if self._state != "open":
+                raise StoreClosed(f"cannot write: the store at {self} is closed")
+            try:
+                return await self._commit(group)
+            except Exception as error:
+                if not _is_refusal(error):
+                    raise self._break(error) from error
+                if len(group) == 1:
+                    return [_translate(error)]
+            outcomes: list[Exception | None] = []  # the group failed as a whole: each batch alone
+            for rows in group:
+                try:
+                    outcomes.extend(await self._commit([rows]))
+                except Exception as error:
+                    if not _is_refusal(error):
+                        raise self._break(error) from error
+                    outcomes.append(_translate(error))
+            return outcomes
+        finally:
+            self._commit_lock.release()
+
+    def _break(self, error: Exception) -> StoreError:
+        if isinstance(error, StoreError):
+            self._broken = error
+        else:
+            self._broken = StoreError(f"the database {self} failed: {error}")
+            self._broken.__cause__ = error
+        return self._broken
+
+    async def _commit(self, group: Sequence[Rows]) -> list[Exception | None]:
+        """Apply the group in one transaction; per batch None or its refusal for a reused key. Raises when the
+        transaction as a whole failed (nothing of it is committed)."""
+        async with self._conn.transaction():
+            outcomes = await self._refuse_duplicate_keys(group)
+            await apply_rows(self._conn, [rows for rows, outcome in zip(group, outcomes, strict=True) if not outcome])
+        return outcomes
+
+    async def _refuse_duplicate_keys(self, group: Sequence[Rows]) -> list[Exception | None]:
+        """A refusal for each batch whose new executions reuse a key (stored, or earlier in the group)."""
+        wanted = [key for rows in group for key in rows.idempotency_keys]
+        if not wanted:
+            return [None] * len(group)
+        taken = await taken_keys(self._conn, wanted)
+        outcomes: list[Exception | None] = []
+        for rows in group:
+            seen: set[str] = set()
+            duplicate = None
+            for key in rows.idempotency_keys:
+                if key in taken or key in seen:
+                    duplicate = key
+                    break
+                seen.add(key)
+            if duplicate is None:
+                taken.update(rows.idempotency_keys)
+                outcomes.append(None)
+            else:
+                outcomes.append(DuplicateIdempotencyKey(duplicate))
+        return outcomes
+
+    # ---- reads
+
+    async def _read(self, read: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+        self._check_open("read")
+        try:
+            async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+                return await read(conn, *args)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            raise StoreError(f"reading the database {self} failed: {error}") from error
+
+    async def get_execution(self, execution_id: str) -> ExecutionSnapshot | None:
+        return await self._read(queries.read_execution, execution_id)
+
+    async def get_executions(self, execution_ids: Sequence[str]) -> dict[str, ExecutionSnapshot]:
+        if not execution_ids:
+            return {}
+        return await self._read(queries.read_executions, list(execution_ids))
+
+    async def last_sequences(self, execution_ids: Sequence[str]) -> dict[str, int]:
+        if not execution_ids:
+            return {}
+        return await self._read(queries.last_sequences, list(execution_ids))
+
+    async def find_idempotency_key(self, key: str) -> IdempotencyHit | None:
+        if not key:
+            return None
+        return await self._read(queries.read_idempotency_key, key)
+
+    async def list_executions(
+        self,
+        *,
+        states: Sequence[State],
+        handler: str,
+        page_size: int,
+        page_token: str,
+        submitted_by: str | None = None,
+    ) -> ExecutionPage:
+        """Newest first; only `submitted_by`'s when given. Raises ValidationError('page_token', ...) for a
+        token it did not issue."""
+        check_page_size(page_size)
+        before = decode_page_token(page_token)
+        return await self._read(queries.list_executions, list(states), handler, page_size, before, submitted_by)
+
+    async def read_events(self, execution_id: str, after_sequence: int, limit: int = 1000) -> list[EventRecord]:
+        if limit <= 0:
+            return []
+        return await self._read(queries.read_events, execution_id, after_sequence, limit)
+
+    async def finished_before(self, cutoff: datetime, limit: int) -> list[str]:
+        if limit <= 0:
+            return []
+        return await self._read(queries.finished_before, datetime_to_db(cutoff), limit)
+
+    async def recover(self) -> RecoveredState:
+        return await self._read(queries.recover)
+
+    async def load_schedules(self) -> list[Schedule]:
+        """Every stored schedule, by name."""
+        return await self._read(queries.load_schedules)
+
+
+def _translate(error: Exception) -> Exception:
+    if isinstance(error, StoreError | ValueError):
+        return error
+    translated = StoreError(f"the database refused the batch: {error}")
+    translated.__cause__ = error
+    return translated

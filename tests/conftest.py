@@ -1,0 +1,25 @@
+"""Fixtures every test folder may use: a real PostgreSQL, started on first use and stopped at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.postgres import PostgresCluster
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One PostgreSQL cluster per test process (see `tests.postgres`), started when a test first asks for it."""
+    cluster = PostgresCluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresCluster) -> Iterator[str]:
+    """The URL of a new, empty database of its own, dropped after the test."""
+    url = postgres.new_database()
+    yield url
+    postgres.drop_database(url)
