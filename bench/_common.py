@@ -28,7 +28,7 @@ from bench.handlers import monotonic_s
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 from taskwire.v1 import types_pb2 as pb
-from tests.harness import Cluster, Process, ServerProcess, spawn, wait_for
+from tests.harness import Cluster, Process, ServerProcess, spawn, spawn_worker, wait_for
 
 if TYPE_CHECKING:
     from taskwire.v1.task_service_pb2_grpc import TaskServiceAsyncStub
@@ -100,7 +100,8 @@ class Sizes:
     backpressure_waiters: int
     pending: int  # scenarios 5 and 7: pending tasks in the store
     many_tasks: int
-    many_streams: tuple[int, int]
+    many_streams: tuple[int, int]  # scenario 6: few and many worker streams, `many_total_slots` slots in all
+    many_processes: tuple[int, int]  # scenario 6: few and many taskwire-worker processes, the same slots
     many_total_slots: int
     flow_tasks: int  # scenario 9: queued tasks drained per variant
     flow_slots: int
@@ -128,6 +129,7 @@ FULL = Sizes(
     pending=100_000,
     many_tasks=10_000,
     many_streams=(4, 200),
+    many_processes=(4, 50),
     many_total_slots=200,
     flow_tasks=20_000,
     flow_slots=50,
@@ -152,6 +154,7 @@ QUICK = Sizes(
     pending=3_000,
     many_tasks=600,
     many_streams=(4, 200),
+    many_processes=(2, 4),
     many_total_slots=200,
     flow_tasks=1_000,
     flow_slots=50,
@@ -380,6 +383,24 @@ class Running:
         )
         self.workers.append(worker)
         return worker
+
+    def add_workers(self, count: int, *, slots: int, timeout_s: float = 120.0) -> list[Process]:
+        """Start `count` more taskwire-workers at once; returns once every one is connected."""
+        started = []
+        for _ in range(count):
+            worker = spawn_worker(
+                self.address,
+                handlers=HANDLER_MODULES,
+                slots=slots,
+                name=f"bench-worker-{len(self.workers)}",
+                env=CHILD_ENV,
+            )
+            self.cluster.processes.append(worker)  # torn down with the cluster, whatever happens next
+            self.workers.append(worker)
+            started.append(worker)
+        for worker in started:
+            worker.wait_for_line("connected", timeout_s=timeout_s)
+        return started
 
 
 @contextlib.contextmanager

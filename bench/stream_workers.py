@@ -1,5 +1,6 @@
 """A light, benchmark-only stand-in for many workers: N real ``WorkerService.Connect`` streams from one
-process (grpc.aio), each on its own channel and TCP connection.
+process (grpc.aio), each on its own channel and TCP connection, with the HTTP/2 options of
+taskwire-worker (``taskwire.common.http2``).
 
 Each stream says hello (serving ``echo`` with `--slots` slots), waits for its Welcome, then answers
 every Invocation at once with AttemptStarted and AttemptCompleted (the input as the output), one
@@ -25,6 +26,7 @@ import grpc
 import grpc.aio
 
 from bench._common import channel
+from taskwire.common.http2 import HTTP2_OPTIONS
 from taskwire.v1 import worker_service_pb2 as wpb
 from taskwire.v1 import worker_service_pb2_grpc
 
@@ -44,7 +46,7 @@ class _Streams:
         self._stop = asyncio.Event()
 
     async def _one(self, number: int) -> None:
-        async with channel(self._address, ("grpc.use_local_subchannel_pool", 1)) as chan:
+        async with channel(self._address, ("grpc.use_local_subchannel_pool", 1), *HTTP2_OPTIONS) as chan:
             call = worker_service_pb2_grpc.WorkerServiceStub(chan).Connect()
             hello = wpb.WorkerHello(
                 name=f"stream-worker-{number}",

@@ -146,6 +146,15 @@ TARGETS: tuple[Target, ...] = (
         ref_metric="streams_4",
     ),
     Target(
+        name="50 worker processes vs 4: throughput",
+        scenario="many-workers",
+        metric="processes_50",
+        kind="ratio",
+        bound=0.8,
+        ref_scenario="many-workers",
+        ref_metric="processes_4",
+    ),
+    Target(
         name="recovery with pending tasks: start → first GetStats",
         scenario="recovery",
         metric="ready",

@@ -26,6 +26,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
+from taskwire.common.http2 import HTTP2_OPTIONS
 from taskwire.v1 import task_service_pb2, worker_service_pb2
 
 from ._auth import AuthGate
@@ -129,6 +130,8 @@ class TaskwireServer:
                 ("grpc.keepalive_permit_without_calls", 1),
                 # gRPC shares ports by default: two servers on one port would split clients and workers.
                 ("grpc.so_reuseport", 0),
+                # A fixed flow-control window, no bandwidth-delay pings (see taskwire.common.http2).
+                *HTTP2_OPTIONS,
             ],
         )
         rejections = RejectionLog()

@@ -13,6 +13,7 @@ cancels, deletes and drains are written, with identity `anonymous`.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -264,7 +265,10 @@ class AuthGate(grpc.aio.ServerInterceptor):
 
         return behavior
 
-    def _stream_stream(self, inner: Any, method: str) -> Callable[[Any, Context], AsyncIterator[Any]]:
+    def _stream_stream(self, inner: Any, method: str) -> Callable[[Any, Context], Any]:
+        if inspect.iscoroutinefunction(inner):
+            return self._stream_stream_writer(inner, method)
+
         async def behavior(requests: Any, context: Context) -> AsyncIterator[Any]:
             caller = await self._admit(method, None, context)
             if method != WORKER_STREAM:
@@ -275,5 +279,20 @@ class AuthGate(grpc.aio.ServerInterceptor):
             with self._stream_slot(caller.identity):
                 async for response in inner(requests, context):
                     yield response
+
+        return behavior
+
+    def _stream_stream_writer(self, inner: Any, method: str) -> Callable[[Any, Context], Awaitable[None]]:
+        """A stream whose handler reads and writes through its context (a coroutine, not a generator):
+        wrapped as a coroutine, so its messages pass through no generator of ours."""
+
+        async def behavior(requests: Any, context: Context) -> None:
+            caller = await self._admit(method, None, context)
+            if method != WORKER_STREAM:
+                await inner(requests, context)
+                return
+            await self._check_streams(caller, context)
+            with self._stream_slot(caller.identity):
+                await inner(requests, context)
 
         return behavior

@@ -13,6 +13,7 @@ Labels stay bounded: handler and worker names, states, reasons and status codes;
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -222,8 +223,11 @@ class CallMetrics(grpc.aio.ServerInterceptor):
                 handler.response_serializer,
             )
         if handler.stream_stream is not None:
+            # A handler that writes through its context stays a coroutine: grpc then sends what it writes
+            # without passing each message through a generator of ours.
+            wrap = self._unary if inspect.iscoroutinefunction(handler.stream_stream) else self._stream
             return grpc.stream_stream_rpc_method_handler(
-                self._stream(handler.stream_stream, service, method, "bidi_stream"),
+                wrap(handler.stream_stream, service, method, "bidi_stream"),
                 handler.request_deserializer,
                 handler.response_serializer,
             )

@@ -469,21 +469,24 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         self._hello_timeout_s = config.lease_timeout.total_seconds()
         self._rejections = rejections
 
-    async def Connect(
+    # The generated stub types a streaming handler as a generator; grpc.aio also serves one that returns
+    # None after writing through its context.
+    async def Connect(  # type: ignore[override]
         self, request_iterator: AsyncIterator[wpb.ConnectRequest | Malformed], context: Context
-    ) -> AsyncIterator[wpb.ConnectResponse]:
-        requests = aiter(request_iterator)
+    ) -> None:
+        # Frames are read with context.read() and written with context.write(): each passes through no
+        # generator of ours (a worker with one slot sends and receives a frame per task).
         try:
             async with asyncio.timeout(self._hello_timeout_s):
-                first = await anext(requests)
-        except StopAsyncIteration:
-            return
+                first = await context.read()
         except TimeoutError:
             await self._refuse(
                 context,
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 f"no hello within {self._hello_timeout_s:g}s of opening the stream",
             )
+        if first is grpc.aio.EOF:
+            return
         try:
             opening = _opening_frame(first)
             hello = hello_from_proto(opening.messages[0].hello)
@@ -495,13 +498,13 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         link.on_backlog = lambda backlogged: self._engine.worker_backlogged(session, backlogged)
         failure: TaskwireError | None = None
         try:
-            yield wpb.ConnectResponse(messages=[welcome_to_proto(welcome)])
+            await context.write(wpb.ConnectResponse(messages=[welcome_to_proto(welcome)]))
             if len(opening.messages) > 1:
                 self._engine.on_worker_frame(session, decode_messages(opening.messages[1:], session.name))
-            reader = asyncio.create_task(self._read(requests, session, link), name=f"worker-reader-{session.name}")
+            reader = asyncio.create_task(self._read(context, session, link), name=f"worker-reader-{session.name}")
             try:
                 async for frame in link.frames():
-                    yield frame
+                    await context.write(frame)
             finally:
                 reader.cancel()
                 results = await asyncio.gather(reader, return_exceptions=True)
@@ -515,12 +518,10 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         self._rejections.rejected("Connect", context.peer(), "%s", message)
         await context.abort(code, message)
 
-    async def _read(
-        self, requests: AsyncIterator[wpb.ConnectRequest | Malformed], session: WorkerSession, link: StreamLink
-    ) -> None:
+    async def _read(self, context: Context, session: WorkerSession, link: StreamLink) -> None:
         """Apply the worker's frames; a protocol error is raised (and ends the stream with its status)."""
         try:
-            async for frame in requests:
+            while (frame := await context.read()) is not grpc.aio.EOF:
                 if isinstance(frame, Malformed):
                     raise frame.refusal("frame")
                 self._engine.on_worker_frame(session, decode_messages(frame.messages, session.name))

@@ -198,6 +198,24 @@ def start_server(
     return ServerProcess(process=process, address=address, db_path=db_path)
 
 
+def spawn_worker(
+    address: str,
+    *extra_args: str,
+    handlers: str = "taskwire.worker.demo",
+    slots: int = 4,
+    name: str | None = None,
+    env: dict[str, str] | None = None,
+    bin_dir: Path = BIN,
+    cwd: Path | None = None,
+) -> Process:
+    """A real `taskwire-worker` process started towards `address`, without waiting for it to connect
+    (many can start at once; wait for each one's "connected" line)."""
+    args = [str(bin_dir / "taskwire-worker"), "--server", address, "--handlers", handlers, "--slots", str(slots)]
+    if name:
+        args += ["--name", name]
+    return spawn([*args, *extra_args], env=env, cwd=cwd)
+
+
 def start_worker(
     address: str,
     *extra_args: str,
@@ -209,10 +227,9 @@ def start_worker(
     cwd: Path | None = None,
 ) -> Process:
     """A real `taskwire-worker` process connected to `address`; returns once it says it is connected."""
-    args = [str(bin_dir / "taskwire-worker"), "--server", address, "--handlers", handlers, "--slots", str(slots)]
-    if name:
-        args += ["--name", name]
-    process = spawn([*args, *extra_args], env=env, cwd=cwd)
+    process = spawn_worker(
+        address, *extra_args, handlers=handlers, slots=slots, name=name, env=env, bin_dir=bin_dir, cwd=cwd
+    )
     try:
         process.wait_for_line("connected")
     except BaseException:

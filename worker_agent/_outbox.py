@@ -1,6 +1,9 @@
 """The outbox: every message the worker sends waits here until one writer puts it on the stream.
 
 Whatever is ready when the writer comes round goes out as one frame; the writer never waits for more.
+A message queued with ``linger=True`` (AttemptStarted) does not wake the writer by itself: it goes out
+with the next frame written for any other reason (typically its attempt's terminal report), or alone
+after ``LINGER_S``. A worker with few slots then writes one frame per task rather than two.
 Messages about attempts outlive a broken stream (they are sent on the next session, or dropped when
 the server rejects the attempt); heartbeats and Draining belong to the session they were made for.
 """
@@ -19,6 +22,9 @@ from ._executor import AttemptKey
 
 _log = logging.getLogger("taskwire.worker.outbox")
 
+#: The longest a lingering message waits for a frame to ride with before it goes out alone.
+LINGER_S = 0.02
+
 
 @dataclass(slots=True, eq=False, kw_only=True)
 class OutboxEntry:
@@ -33,6 +39,8 @@ class OutboxEntry:
     droppable: bool = False
     #: The message's encoded size.
     size: int = 0
+    #: Goes out with the next frame rather than waking the writer (for at most LINGER_S).
+    linger: bool = False
 
 
 class Outbox:
@@ -46,6 +54,8 @@ class Outbox:
         self._ready = asyncio.Event()
         self._flushed = asyncio.Event()
         self._flushed.set()
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._lingered = False  # the lingering messages have waited long enough: the writer takes them
         self.dropped = 0
 
     def __len__(self) -> int:
@@ -59,13 +69,20 @@ class Outbox:
         session_only: bool = False,
         droppable: bool = False,
         front: bool = False,
+        linger: bool = False,
     ) -> None:
-        """Queue a message (at the front with ``front=True``, for messages that must overtake reports)."""
+        """Queue a message (at the front with ``front=True``, for messages that must overtake reports;
+        with ``linger=True``, to go out with the next frame, see the module's docstring)."""
         if droppable and len(self._queue) >= self._max_buffered and not self._drop_oldest_droppable():
             self._count_drop()
             return
         entry = OutboxEntry(
-            message=message, attempt=attempt, session_only=session_only, droppable=droppable, size=message.ByteSize()
+            message=message,
+            attempt=attempt,
+            session_only=session_only,
+            droppable=droppable,
+            size=message.ByteSize(),
+            linger=linger,
         )
         if front:
             self._queue.appendleft(entry)
@@ -79,8 +96,9 @@ class Outbox:
 
         The caller reports back with :meth:`written` or :meth:`requeue`.
         """
-        while not self._queue:
+        while not self._ready.is_set():
             await self._ready.wait()
+        self._lingered = False
         batch = [self._queue.popleft()]
         total = batch[0].size
         while self._queue and len(batch) < self._max_batch:
@@ -128,6 +146,8 @@ class Outbox:
 
     async def wait_flushed(self, timeout_s: float | None = None) -> bool:
         """Wait until everything queued has been written; False if ``timeout_s`` passed first."""
+        self._lingered = True  # nothing waits for company now
+        self._changed()
         try:
             async with asyncio.timeout(timeout_s):
                 await self._flushed.wait()
@@ -136,14 +156,32 @@ class Outbox:
         return True
 
     def _changed(self) -> None:
-        if self._queue:
+        if self._queue and (self._lingered or not all(entry.linger for entry in self._queue)):
             self._ready.set()
         else:
             self._ready.clear()
+            if self._queue and self._linger_timer is None:
+                self._start_lingering()
         if self._queue or self._in_flight:
             self._flushed.clear()
         else:
             self._flushed.set()
+
+    def _start_lingering(self) -> None:
+        """Only lingering messages are queued: the writer takes them in LINGER_S, if nothing comes first."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop to wait on: they go at once
+            self._lingered = True
+            self._ready.set()
+            return
+        self._linger_timer = loop.call_later(LINGER_S, self._linger_over)
+
+    def _linger_over(self) -> None:
+        self._linger_timer = None
+        if self._queue:
+            self._lingered = True
+            self._changed()
 
     def _drop_oldest_droppable(self) -> bool:
         for index, entry in enumerate(self._queue):

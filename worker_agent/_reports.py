@@ -28,7 +28,8 @@ class ReportSink:
         self.limits = WireLimits()
 
     def attempt_started(self, key: AttemptKey) -> None:
-        self._outbox.put(_convert.started(key), attempt=key)
+        # The server learns nothing from it that the dispatch did not tell it: it rides with the next frame.
+        self._outbox.put(_convert.started(key), attempt=key, linger=True)
 
     def attempt_progress(self, key: AttemptKey, update: ProgressUpdate) -> None:
         self._put(_convert.progress(key, update), key, droppable=True)

@@ -30,6 +30,7 @@ from tenacity import (
 )
 
 from taskwire.common import bearer
+from taskwire.common.http2 import HTTP2_OPTIONS
 from taskwire.common.tls import TlsConfigError, TlsFiles
 from taskwire.v1 import worker_service_pb2 as wpb
 from taskwire.v1 import worker_service_pb2_grpc
@@ -147,6 +148,8 @@ class Worker:
             ("grpc.http2.ping_timeout_ms", max(1, round(keepalive_timeout_s * 1000))),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.max_pings_without_data", 0),
+            # A fixed flow-control window, no bandwidth-delay pings (see taskwire.common.http2).
+            *HTTP2_OPTIONS,
             *channel_options,
         ]
         self._outbox = Outbox()

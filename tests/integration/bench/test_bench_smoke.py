@@ -34,6 +34,7 @@ ROWS = (
     "server RSS per pending task",
     "3,000 pending: start → first GetStats",
     "200 streams vs 4: throughput ratio",
+    "4 worker processes vs 2: throughput ratio",
     "plain FIFO (default priority): dispatch pass per task",
     "priorities 1..9, aging on: dispatch pass per task",
     "100 concurrency keys, limit 10 each: engine time per task",

@@ -112,6 +112,13 @@ def test_a_workload_shows_in_the_documented_metrics(procs: Cluster) -> None:
     assert value(agent, "taskwire_worker_agent_handler_seconds_count", handler="sleep") == 31
     assert families(agent_url) == documented("Worker agent"), "docs/metrics.md and the worker's metrics differ"
 
+    # The worker's stream, once it ends, is counted as the bidirectional stream it is.
+    worker.stop()
+    wait_for(
+        lambda: value(scrape(url), "grpc_server_handled_total", grpc_method="Connect", grpc_type="bidi_stream") == 1,
+        what="the ended worker stream in the metrics",
+    )
+
 
 def test_a_refused_call_is_counted_by_its_status(procs: Cluster) -> None:
     metered = procs.server("--metrics-listen", "127.0.0.1:0", db_name="metered.db")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from taskwire.v1 import worker_service_pb2 as wpb
+from taskwire.worker import _outbox
 from taskwire.worker._executor import AttemptKey
 from taskwire.worker._outbox import Outbox, OutboxEntry
 
@@ -105,3 +108,46 @@ async def test_overflow_drops_the_oldest_progress_never_reports() -> None:
     assert kinds(batch) == ["started", "progress", "progress"]
     assert [entry.message.progress.message for entry in batch[1:]] == ["3", "4"]
     assert outbox.dropped == 2
+
+
+def completed(key: AttemptKey) -> wpb.WorkerMessage:
+    ref = wpb.AttemptRef(task_run_id=key.task_run_id, attempt=1)
+    return wpb.WorkerMessage(completed=wpb.AttemptCompleted(ref=ref))
+
+
+async def test_a_lingering_message_rides_with_the_next_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_outbox, "LINGER_S", 3600.0)
+    outbox = Outbox()
+    taker = asyncio.create_task(outbox.take())
+    outbox.put(started(A), attempt=A, linger=True)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not taker.done()  # alone, it does not wake the writer
+    assert outbox.pending_attempts() == {A}  # but it is queued: a heartbeat lists its attempt
+    outbox.put(completed(A), attempt=A)
+    assert kinds(await asyncio.wait_for(taker, 5)) == ["started", "completed"]
+
+
+async def test_a_lingering_message_goes_alone_after_the_linger() -> None:
+    outbox = Outbox()
+    began = asyncio.get_running_loop().time()
+    outbox.put(started(A), attempt=A, linger=True)
+    batch = await asyncio.wait_for(outbox.take(), 5)
+    assert kinds(batch) == ["started"]
+    assert asyncio.get_running_loop().time() - began >= _outbox.LINGER_S * 0.9
+
+
+async def test_a_flush_does_not_wait_for_the_linger(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_outbox, "LINGER_S", 3600.0)
+    outbox = Outbox()
+    outbox.put(started(A), attempt=A, linger=True)
+
+    async def writer() -> None:
+        while True:
+            outbox.written(await outbox.take())
+
+    writing = asyncio.create_task(writer())
+    try:
+        assert await outbox.wait_flushed(5)
+    finally:
+        writing.cancel()
