@@ -114,6 +114,7 @@ async def test_a_late_completion_of_a_timed_out_attempt_is_ignored(
     first = ref_of(await worker.invocation())
     cancel = (await worker.next("cancel")).cancel
     assert (cancel.ref.task_run_id, cancel.ref.attempt, cancel.reason) == (*first, wpb.CANCEL_REASON_TIMED_OUT)
+    worker.running.discard(first)  # as a worker agent does once it has reported an attempt's end
     await worker.send(completed(first, "stale"))
     second = ref_of(await worker.invocation())
     assert second == (first[0], 2)
