@@ -21,11 +21,11 @@ from tests.faults.checker import Outcome, Submission, check
 from tests.faults.journal import journal_worker, read_journal
 from tests.faults.observe import slots_in_use, stored_executions
 from tests.faults.scenario import journal_spec, quiesce
-from tests.harness import Cluster
+from tests.harness import Cluster, wait_for
 
 LEASE = ("--lease-timeout", "2", "--heartbeat-interval", "0.5", "--cancel-grace", "2")
-TASKS = 300
-PAD = "x" * (256 * 1024)  # 75 MiB of inputs in all
+TASKS = 600
+PAD = "x" * (256 * 1024)  # 150 MiB of inputs in all
 
 
 async def _deaf_worker(address: str, stop: threading.Event) -> None:
@@ -40,6 +40,10 @@ async def _deaf_worker(address: str, stop: threading.Event) -> None:
                 await call.write(wpb.ConnectRequest(messages=[wpb.WorkerMessage(heartbeat=wpb.Heartbeat())]))
                 await asyncio.sleep(0.2)  # the heartbeat interval: a fault made of time
         call.cancel()
+
+
+def _backlog(stub: task_service_pb2_grpc.TaskServiceStub) -> int:
+    return stub.GetStats(tpb.GetStatsRequest(), timeout=10).queue.size
 
 
 @pytest.mark.slow
@@ -64,13 +68,17 @@ def test_a_worker_that_never_reads_holds_no_work_hostage(procs: Cluster, tmp_pat
                 response = stub.SubmitExecution(tpb.SubmitExecutionRequest(execution=spec), timeout=10)
                 submissions.append(Submission(op, Outcome.ACKNOWLEDGED, response.execution.id))
                 peak = max(peak, rss.memory_info().rss)
+                # Paced by the normal worker, however slow the machine, so what the server holds is at most a
+                # few queued inputs plus whatever it might buffer for the deaf one: the figure under test.
+                wait_for(lambda: _backlog(stub) <= 8, what="the normal worker to keep up")
         quiesce(server.address)
         peak = max(peak, rss.memory_info().rss)
     finally:
         stop.set()
         deaf.join(10)
 
-    assert peak - before < 64 * 1024 * 1024, f"the server grew by {(peak - before) / 2**20:.0f} MiB"
+    # Far less than the inputs that went through it: what it holds is bounded, not what it was sent.
+    assert peak - before < 80 * 1024 * 1024, f"the server grew by {(peak - before) / 2**20:.0f} MiB"
     stored = stored_executions(server.address)
     assert {execution.state for execution in stored} == {"SUCCESS"}
     report = check(
