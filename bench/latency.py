@@ -139,7 +139,10 @@ def _record(
     for q in (50, 99):
         result.add(f"{rate}.done_p{q}", f"{at}: submit → completion seen p{q}", "ms", percentile(to_done, q))
     result.add(f"{rate}.done_max", f"{at}: submit → completion seen max", "ms", max(to_done))
-    result.add(f"{rate}.submit_p50", f"{at}: SubmitExecution call p50 (durable)", "ms", percentile(submit_call, 50))
+    for q in (50, 99):
+        result.add(
+            f"{rate}.submit_p{q}", f"{at}: SubmitExecution call p{q} (durable)", "ms", percentile(submit_call, q)
+        )
     early = sum(1 for s in samples if s.started_s < s.answered_s)
     result.add(
         f"{rate}.started_before_answer",
