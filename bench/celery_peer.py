@@ -9,29 +9,20 @@ processes). The client is bench/peer_driver.py with bench/celery_tasks.py, from 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 
 from bench._common import Bench, ScenarioResult
-from bench.peers import Peer, System, redis, run_peer, worker
+from bench.peers import Peer, System, redis_system, run_peer
 
 NAME = "celery"
 TITLE = "Peer: Celery + Redis (appendfsync always), no-op task"
 READY = "bench-celery-worker-ready"  # what bench/celery_tasks.py prints (it imports Celery)
 
 
-@contextlib.contextmanager
-def _start(bench: Bench, peer: Peer) -> Iterator[System]:
-    with redis(bench) as (server, url):
-        env = {"BENCH_REDIS_URL": url}
-        args = ["-m", "celery", "-A", "bench.celery_tasks", "worker", "--pool", "prefork"]
-        args += ["--concurrency", str(bench.sizes.workers), "--loglevel", "WARNING"]
-        args += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
-        process = worker(peer, args, env)
-        try:
-            process.wait_for_line(READY, timeout_s=120)
-            yield System(env=env, pids=[server.popen.pid, process.popen.pid])
-        finally:
-            process.stop()
+def _start(bench: Bench, peer: Peer) -> contextlib.AbstractContextManager[System]:
+    args = ["-m", "celery", "-A", "bench.celery_tasks", "worker", "--pool", "prefork"]
+    args += ["--concurrency", str(bench.sizes.workers), "--loglevel", "WARNING"]
+    args += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    return redis_system(bench, peer, args, lambda process: process.wait_for_line(READY, timeout_s=120))
 
 
 PEER = Peer(

@@ -9,10 +9,10 @@ bench/peer_dramatiq.py, from bench/.venv-dramatiq. Dramatiq cannot abort a runni
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 
 from bench._common import Bench, ScenarioResult, wait_for
-from bench.peers import Peer, System, redis, run_peer, worker
+from bench.peers import Peer, System, redis_system, run_peer
+from tests.harness import Process
 
 NAME = "dramatiq"
 TITLE = "Peer: Dramatiq + Redis (appendfsync always), no-op task"
@@ -20,22 +20,18 @@ THREADS = 8
 _READY = "is ready for action"
 
 
-@contextlib.contextmanager
-def _start(bench: Bench, peer: Peer) -> Iterator[System]:
+def _start(bench: Bench, peer: Peer) -> contextlib.AbstractContextManager[System]:
     processes = bench.sizes.workers
-    with redis(bench) as (server, url):
-        env = {"BENCH_REDIS_URL": url}
-        args = ["-m", "dramatiq", "bench.peer_dramatiq", "--processes", str(processes), "--threads", str(THREADS)]
-        process = worker(peer, args, env)
-        try:
-            wait_for(
-                lambda: process.output.count(_READY) >= processes or None,
-                timeout_s=120,
-                what=f"{processes} Dramatiq worker processes",
-            )
-            yield System(env=env, pids=[server.popen.pid, process.popen.pid])
-        finally:
-            process.stop()
+    args = ["-m", "dramatiq", "bench.peer_dramatiq", "--processes", str(processes), "--threads", str(THREADS)]
+
+    def ready(process: Process) -> None:
+        wait_for(
+            lambda: process.output.count(_READY) >= processes or None,
+            timeout_s=120,
+            what=f"{processes} Dramatiq worker processes",
+        )
+
+    return redis_system(bench, peer, args, ready)
 
 
 PEER = Peer(

@@ -28,7 +28,7 @@ from bench._common import REPO, Bench, ScenarioResult, free_port, percentile
 from bench.peer_driver import RESULT_PREFIX
 from tests.harness import Process, spawn
 
-__all__ = ["Peer", "System", "redis", "run_peer", "worker"]
+__all__ = ["Peer", "System", "redis", "redis_system", "run_peer", "worker"]
 
 
 @dataclass
@@ -85,6 +85,19 @@ def redis(bench: Bench) -> Iterator[tuple[Process, str]]:
         yield process, f"redis://127.0.0.1:{port}"
     finally:
         process.stop()
+
+
+@contextlib.contextmanager
+def redis_system(bench: Bench, peer: Peer, args: list[str], ready: Callable[[Process], object]) -> Iterator[System]:
+    """A Redis as `redis` starts it and the peer's worker (`args`, from its virtualenv), once `ready` returns."""
+    with redis(bench) as (server, url):
+        env = {"BENCH_REDIS_URL": url}
+        process = worker(peer, args, env)
+        try:
+            ready(process)
+            yield System(env=env, pids=[server.popen.pid, process.popen.pid])
+        finally:
+            process.stop()
 
 
 def _drive(bench: Bench, peer: Peer, system: System, mode: str, *args: str) -> dict[str, Any]:
