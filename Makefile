@@ -178,18 +178,22 @@ chromium: ## Install Debian's chromium for the console's browser tests (apt-get,
 console-screenshots: $(STAMP) chromium ## Run the console's browser tests and save their screenshots into docs/console/.
 	TASKWIRE_CONSOLE_SCREENSHOTS=docs/console $(BIN)/pytest -p no:cacheprovider -q tests/integration/console/test_browser.py
 
-PEERS_VENV := bench/.venv-peers
-PEERS_STAMP := $(PEERS_VENV)/.installed
+# The peers the benchmarks compare with, each in its own virtualenv from its pinned requirements.
+PEERS := celery dramatiq procrastinate
+PEERS_STAMPS := $(foreach peer,$(PEERS),bench/.venv-$(peer)/.installed)
 
-$(PEERS_STAMP): bench/peers-requirements.txt
-	command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
-	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
-	$(PEERS_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(PEERS_VENV)/bin/python -m pip install --quiet -r bench/peers-requirements.txt
+bench/.venv-%/.installed: bench/requirements-%.txt
+	test -x bench/.venv-$*/bin/python || $(PYTHON) -m venv bench/.venv-$*
+	bench/.venv-$*/bin/python -m pip install --quiet --upgrade pip
+	bench/.venv-$*/bin/python -m pip install --quiet -r $<
 	touch $@
 
+.PHONY: redis-server
+redis-server: ## Debian's redis-server, for the Celery and Dramatiq peers (apt-get, when missing).
+	command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+
 .PHONY: bench-deps
-bench-deps: $(PEERS_STAMP) ## What the benchmarks compare against: redis-server (apt) and Celery in bench/.venv-peers.
+bench-deps: redis-server $(PEERS_STAMPS) ## The peers: redis-server (apt); Celery, Dramatiq, procrastinate in bench/.venv-<peer>.
 
 .PHONY: bench
 bench: $(STAMP) bench-deps ## Run the benchmarks and print the comparison (ARGS="--quick" etc. are passed on).

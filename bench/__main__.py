@@ -1,7 +1,7 @@
 """``python -m bench``: run the scenarios, print their tables and the comparison, write JSON results.
 
 python -m bench                       # everything, 3 runs each (what `make bench` does)
-python -m bench throughput celery     # some scenarios
+python -m bench throughput dramatiq   # some scenarios
 python -m bench --quick --runs 1      # a smoke run with small counts
 python -m bench --list                # the scenarios
 """
@@ -23,10 +23,12 @@ from bench import (
     backpressure,
     cancel,
     celery_peer,
+    dramatiq_peer,
     flow,
     latency,
     many_workers,
     memory,
+    procrastinate_peer,
     recovery,
     stores,
     throughput,
@@ -34,11 +36,13 @@ from bench import (
 from bench._common import FULL, QUICK, RESULTS_DIR, Bench, ScenarioResult, machine_info, write_results
 from bench.targets import judge_all, side_by_side, targets_table
 
-# In the order they run: the peer right after the throughput it is compared with; memory before
+# In the order they run: the peers right after the throughput they are compared with; memory before
 # recovery, which reuses the stores it leaves.
 SCENARIOS: tuple[ModuleType, ...] = (
     throughput,
     celery_peer,
+    dramatiq_peer,
+    procrastinate_peer,
     latency,
     cancel,
     backpressure,
@@ -62,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=3, help="runs of each scenario; medians are reported (default 3)")
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run, not a measurement")
     parser.add_argument(
-        "--tasks", type=int, metavar="N", help="tasks of scenario 1 (both ways) and of the Celery peer (e.g. 20000)"
+        "--tasks", type=int, metavar="N", help="tasks of scenario 1 (both ways) and of each peer (e.g. 20000)"
     )
     parser.add_argument(
         "--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON goes (default: %(default)s)"

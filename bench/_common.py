@@ -85,11 +85,11 @@ class Sizes:
 
     tasks_single: int  # scenario 1a: one SubmitExecution per task
     tasks_batched: int  # scenario 1b: SubmitExecutions in batches
-    tasks_peer: int  # the Celery peer
+    tasks_peer: int  # each peer (Celery, Dramatiq, procrastinate), each way
     submit_callers: int  # concurrent one-submit-per-task callers, and callers of the bare unary echo
     batch_size: int
     batches_in_flight: int
-    workers: int  # taskwire-worker processes (and Celery prefork processes)
+    workers: int  # taskwire-worker processes (and each peer's worker processes)
     worker_slots: int  # slots per taskwire-worker: the window of each worker stream
     baseline_s: float  # length of each bare gRPC measurement
     latency: tuple[tuple[int, float], ...]  # (submits per second, seconds) paced

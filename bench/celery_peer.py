@@ -1,108 +1,49 @@
-"""The peer: Celery with a Redis broker and result backend, the same no-op task, the same count.
+"""The peer: Celery with a Redis broker and result backend (bench/peers.py runs it).
 
 Each run starts its own ``redis-server`` (Debian's package) on 127.0.0.1 at a free port with a scratch
-directory, one Celery worker (prefork pool, concurrency = the number of taskwire-worker processes),
-then the producer in bench/celery_tasks.py: N ``.delay()`` calls, then wait for every result. The rate
-is N / (last result − first send). Everything runs from bench/.venv-peers (``make bench-deps``).
-
-Redis runs with its default persistence (periodic snapshots, no append-only file), so, unlike
-taskwire, an acknowledged task is not fsynced: the comparison flatters the peer on durability.
+directory, append-only file with ``appendfsync always`` (an acknowledged task is on disk, as in
+taskwire), and one Celery worker (prefork pool, concurrency = the number of taskwire-worker
+processes). The client is bench/peer_driver.py with bench/celery_tasks.py, from bench/.venv-celery.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
+import contextlib
 
-from bench._common import REPO, Bench, ScenarioResult, free_port
-from tests.harness import Process, spawn
+from bench._common import Bench, ScenarioResult
+from bench.peers import Peer, System, redis_system, run_peer
 
 NAME = "celery"
-TITLE = "Peer: Celery + Redis, no-op task, end to end"
-PEERS_PYTHON = REPO / "bench" / ".venv-peers" / "bin" / "python"
-# What bench/celery_tasks.py prints (it imports Celery, so it cannot be imported here).
-READY = "bench-celery-worker-ready"
-RESULT_PREFIX = "celery-peer: "
+TITLE = "Peer: Celery + Redis (appendfsync always), no-op task"
+READY = "bench-celery-worker-ready"  # what bench/celery_tasks.py prints (it imports Celery)
 
 
-def missing() -> str:
-    """Why the peer cannot run here, or "" when it can."""
-    if shutil.which("redis-server") is None:
-        return "redis-server is not installed (make bench-deps)"
-    if not PEERS_PYTHON.exists():
-        return f"{PEERS_PYTHON.relative_to(REPO)} does not exist (make bench-deps)"
-    return ""
+def _start(bench: Bench, peer: Peer) -> contextlib.AbstractContextManager[System]:
+    args = ["-m", "celery", "-A", "bench.celery_tasks", "worker", "--pool", "prefork"]
+    args += ["--concurrency", str(bench.sizes.workers), "--loglevel", "WARNING"]
+    args += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    return redis_system(bench, peer, args, lambda process: process.wait_for_line(READY, timeout_s=120))
 
 
-def _redis(bench: Bench) -> tuple[Process, str]:
-    port = free_port()
-    directory = bench.scratch("redis")
-    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory)]
-    process = spawn(args, cwd=directory)
-    try:
-        process.wait_for_line("Ready to accept connections")
-    except BaseException:
-        process.kill()
-        raise
-    return process, f"redis://127.0.0.1:{port}"
-
-
-def _one_run(bench: Bench, tasks: int) -> dict[str, float]:
-    redis, url = _redis(bench)
-    env = {"BENCH_REDIS_URL": url, "PYTHONPATH": str(REPO)}
-    worker: Process | None = None
-    try:
-        worker = spawn(
-            [
-                str(PEERS_PYTHON),
-                "-m",
-                "celery",
-                "-A",
-                "bench.celery_tasks",
-                "worker",
-                "--pool",
-                "prefork",
-                "--concurrency",
-                str(bench.sizes.workers),
-                "--loglevel",
-                "WARNING",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
-            env=env,
-            cwd=REPO,
-        )
-        worker.wait_for_line(READY, timeout_s=120)
-        producer = spawn([str(PEERS_PYTHON), "-m", "bench.celery_tasks", "--count", str(tasks)], env=env, cwd=REPO)
-        line = producer.wait_for_line(RESULT_PREFIX + ".*", timeout_s=900).group(0)
-        producer.wait()
-        timings: dict[str, float] = json.loads(line[len(RESULT_PREFIX) :])
-        return timings
-    finally:
-        if worker is not None:
-            worker.stop()
-        redis.stop()
+PEER = Peer(
+    name=NAME,
+    title=TITLE,
+    label="Celery + Redis",
+    venv=".venv-celery",
+    adapter="bench.celery_tasks",
+    commands=("redis-server",),
+    can_abort=True,
+    start=_start,
+    notes=(
+        "celery worker --pool prefork --concurrency 2 --without-gossip --without-mingle --without-heartbeat; "
+        "Redis with appendonly yes, appendfsync always; results collected with ResultSet.join_native; "
+        "abort: revoke(terminate=True, signal=SIGUSR1), caught in the task",
+    ),
+)
 
 
 def run(bench: Bench) -> ScenarioResult:
-    sizes = bench.sizes
-    result = ScenarioResult(name=NAME, title=TITLE)
-    reason = missing()
-    if reason:
-        result.skipped = reason
-        return result
-    result.params = {"tasks": sizes.tasks_peer, "worker_processes": sizes.workers, "pool": "prefork"}
-    for number in range(1, bench.runs + 1):
-        bench.log(f"{NAME} run {number}/{bench.runs}: {sizes.tasks_peer:,} .delay() then wait for all results")
-        timings = _one_run(bench, sizes.tasks_peer)
-        result.add("tasks_per_s", "Celery + Redis: end to end", "tasks/s", sizes.tasks_peer / timings["total_s"])
-        result.add("send_per_s", "Celery + Redis: .delay() calls", "tasks/s", sizes.tasks_peer / timings["send_s"])
-    result.notes.append(
-        f"celery worker --pool prefork --concurrency {sizes.workers} --without-gossip --without-mingle "
-        "--without-heartbeat; results collected with ResultSet.join_native; Redis default persistence (no fsync)"
-    )
-    return result
+    return run_peer(bench, PEER)
 
 
-__all__ = ["NAME", "TITLE", "missing", "run"]
+__all__ = ["NAME", "PEER", "TITLE", "run"]

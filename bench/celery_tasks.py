@@ -1,27 +1,30 @@
-"""The Celery side of the peer comparison; runs only with ``bench/.venv-peers/bin/python``.
+"""The Celery side of the peer comparison; runs only with ``bench/.venv-celery/bin/python``.
 
-- the Celery app (Redis broker and result backend at ``$BENCH_REDIS_URL``) and its no-op task, for
+- the Celery app (Redis broker and result backend at ``$BENCH_REDIS_URL``) and its tasks, for
   ``celery -A bench.celery_tasks worker``;
-- the producer: ``python -m bench.celery_tasks --count N`` sends N ``.delay()`` calls, waits for every
-  result, and prints ``celery-peer: {json}`` with the timings.
+- ``Adapter``, what bench/peer_driver.py calls: ``.delay()`` per task, ``group(...).apply_async()``
+  for a batch (Celery has no batch enqueue: the group publishes its messages one by one), results
+  collected with ``ResultSet.join_native``; abort with ``revoke(terminate=True, signal="SIGUSR1")``,
+  which the worker delivers to the pool process running the task.
 
-Celery is installed in bench/.venv-peers only, not in the virtualenv the type checker sees, so it is
+Celery is installed in its own virtualenv only, not in the one the type checker sees, so it is
 imported by name and used untyped.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import json
 import os
-import sys
+import signal
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
 from typing import Any
 
+from bench.peer_driver import monotonic_s
+
 READY = "bench-celery-worker-ready"
-RESULT_PREFIX = "celery-peer: "
 
 _celery: Any = importlib.import_module("celery")
 _signals: Any = importlib.import_module("celery.signals")
@@ -37,7 +40,33 @@ def echo(value: object) -> object:
     return value
 
 
+def timed(directory: str, key: str) -> None:
+    """Writes the monotonic time it started to ``directory/key``."""
+    (Path(directory) / key).write_text(repr(monotonic_s()))
+
+
+class Aborted(Exception):
+    """Raised in the task when the worker delivers the revoke's signal."""
+
+
+def abortable(directory: str, key: str) -> None:
+    """Writes ``directory/key.started``, then waits; on SIGUSR1 writes the time to ``directory/key.abort``."""
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        (Path(directory) / f"{key}.abort").write_text(repr(monotonic_s()))
+        raise Aborted(key)
+
+    previous = signal.signal(signal.SIGUSR1, on_signal)
+    try:
+        (Path(directory) / f"{key}.started").write_text(repr(monotonic_s()))
+        time.sleep(3600)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
 echo_task: Any = app.task(name="bench.echo")(echo)
+timed_task: Any = app.task(name="bench.timed", ignore_result=True)(timed)
+abortable_task: Any = app.task(name="bench.abortable", ignore_result=True)(abortable)
 
 
 def _announce_ready(**_: object) -> None:
@@ -47,26 +76,30 @@ def _announce_ready(**_: object) -> None:
 _signals.worker_ready.connect(_announce_ready, weak=False)
 
 
-def produce(count: int) -> dict[str, float]:
-    """Send `count` tasks, then wait for all their results; timings in seconds."""
-    echo_task.delay(None).get(timeout=60)  # one round trip first: connections up, worker warm
-    started = time.monotonic()
-    results = [echo_task.delay(None) for _ in range(count)]
-    sent = time.monotonic()
-    values = _result.ResultSet(results).join_native(timeout=900)
-    done = time.monotonic()
-    if len(values) != count or any(value is not None for value in values):
-        raise RuntimeError(f"expected {count} results of None, got {len(values)}")
-    return {"tasks": count, "send_s": sent - started, "total_s": done - started}
+class Adapter:
+    batch_api = "group([...]).apply_async(): one publish per message (Celery has no batch enqueue)"
+    can_abort = True
 
+    # Handles are task ids: Celery's result backend is per thread, and a result is awaited by the
+    # backend of the thread that builds its AsyncResult, so wait_all builds them in its own thread.
+    def submit(self) -> Any:
+        return echo_task.delay(None).id
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.celery_tasks", description=__doc__)
-    parser.add_argument("--count", type=int, required=True)
-    args = parser.parse_args(argv)
-    print(RESULT_PREFIX + json.dumps(produce(args.count)), flush=True)
-    return 0
+    def submit_batch(self, count: int) -> list[Any]:
+        group = _celery.group(echo_task.s(None) for _ in range(count)).apply_async()
+        return [result.id for result in group.results]
 
+    def wait_all(self, handles: Sequence[Any], timeout_s: float) -> None:
+        results = [app.AsyncResult(task_id) for task_id in handles]
+        values = _result.ResultSet(results).join_native(timeout=timeout_s)
+        if len(values) != len(handles) or any(value is not None for value in values):
+            raise RuntimeError(f"expected {len(handles)} results of None, got {len(values)}")
 
-if __name__ == "__main__":
-    sys.exit(main())
+    def submit_timed(self, directory: str, key: str) -> Any:
+        return timed_task.delay(directory, key)
+
+    def submit_abortable(self, directory: str, key: str) -> Any:
+        return abortable_task.delay(directory, key)
+
+    def abort(self, handle: Any) -> None:
+        app.control.revoke(handle.id, terminate=True, signal="SIGUSR1")

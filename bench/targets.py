@@ -12,12 +12,22 @@ from typing import Any, Literal
 
 from bench._common import ScenarioResult, fmt, render_table
 
-Kind = Literal["ratio", "at_most", "equals"]
+Kind = Literal["ratio", "at_most", "equals", "peer_ratio", "peer_at_most"]
+# The peers measured beside taskwire; a figure's "best peer" is the best of those measured in the run.
+PEERS: dict[str, str] = {
+    "celery": "Celery + Redis",
+    "dramatiq": "Dramatiq + Redis",
+    "procrastinate": "procrastinate + PostgreSQL",
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Target:
-    """`metric` of `scenario`, alone (``at_most``/``equals`` `bound`) or over a reference (``ratio`` ≥ `bound`)."""
+    """`metric` of `scenario`, alone (``at_most``/``equals`` `bound`) or over a reference (``ratio`` ≥ `bound`).
+
+    Against the best peer of the run, `peer_metric` of each peer: ``peer_ratio`` (≥ `bound` × the highest)
+    or ``peer_at_most`` (≤ `bound` × the lowest).
+    """
 
     name: str
     scenario: str
@@ -30,6 +40,7 @@ class Target:
     property: bool = False  # a behaviour the issue asks to show, rather than one of its numeric targets
     # For a latency: the bare transport's figure in the same scenario, printed beside the verdict.
     transport_metric: str = ""
+    peer_metric: str = ""
 
 
 TARGETS: tuple[Target, ...] = (
@@ -43,13 +54,39 @@ TARGETS: tuple[Target, ...] = (
         ref_metric="bare.stream_msgs_per_s",
     ),
     Target(
-        name="batched submits: end-to-end tasks/s vs Celery + Redis",
+        name="batched submits: end-to-end tasks/s vs Celery + Redis (.delay() per task)",
         scenario="throughput",
         metric="batched.tasks_per_s",
         kind="ratio",
         bound=12.0,
         ref_scenario="celery",
-        ref_metric="tasks_per_s",
+        ref_metric="single.tasks_per_s",
+    ),
+    Target(
+        name="one submit per task: end-to-end tasks/s vs the best peer",
+        scenario="throughput",
+        metric="single.tasks_per_s",
+        kind="peer_ratio",
+        bound=2.0,
+        peer_metric="single.tasks_per_s",
+    ),
+    Target(
+        name="durable submit acknowledgement p50 at 100/s vs the best peer",
+        scenario="latency",
+        metric="100.submit_p50",
+        kind="peer_at_most",
+        bound=1.0,
+        unit="ms",
+        peer_metric="100.ack_p50",
+    ),
+    Target(
+        name="cancel → abort p50 (idle) vs the best peer",
+        scenario="cancel",
+        metric="idle.abort_p50",
+        kind="peer_at_most",
+        bound=1.0,
+        unit="ms",
+        peer_metric="abort_p50",
     ),
     Target(
         name="bulk result collection ≥ 0.8× batched end to end",
@@ -209,8 +246,39 @@ def _median(results: Mapping[str, ScenarioResult], scenario: str, metric: str) -
     return result.median(metric) if result is not None else None
 
 
+def best_peer(
+    results: Mapping[str, ScenarioResult], metric: str, *, higher: bool
+) -> tuple[float, str] | tuple[None, str]:
+    """The best median of `metric` among the peers measured in this run, and that peer's label."""
+    measured = [(value, label) for name, label in PEERS.items() if (value := _median(results, name, metric))]
+    if not measured:
+        return None, ""
+    return max(measured) if higher else min(measured)
+
+
+def _judge_peer(target: Target, value: float | None, results: Mapping[str, ScenarioResult]) -> Verdict:
+    higher = target.kind == "peer_ratio"
+    best, label = best_peer(results, target.peer_metric, higher=higher)
+    wanted = f"{'≥' if higher else '≤'} {target.bound:g}× the best peer"
+    if value is None or best is None:
+        return Verdict(target, None, "n/a", wanted, "n/a", "taskwire or every peer not measured in this invocation")
+    ratio = value / best
+    unit = target.unit or "tasks/s"
+    measured = f"{ratio:.2f}× ({fmt(value, unit)} vs {fmt(best, unit)} {unit}, {label})"
+    if ratio >= target.bound if higher else ratio <= target.bound:
+        return Verdict(target, ratio, measured, wanted, "MET", f"best peer: {label}")
+    by = (
+        f"short by {100 * (1 - ratio / target.bound):.0f}% (needs {target.bound / ratio:.2f}× more)"
+        if higher
+        else f"{ratio / target.bound:.2f}× the best peer's ({label})"
+    )
+    return Verdict(target, ratio, measured, wanted, "MISSED", by)
+
+
 def judge(target: Target, results: Mapping[str, ScenarioResult]) -> Verdict:
     value = _median(results, target.scenario, target.metric)
+    if target.kind in ("peer_ratio", "peer_at_most"):
+        return _judge_peer(target, value, results)
     if target.kind == "ratio":
         reference = _median(results, target.ref_scenario, target.ref_metric)
         wanted = f"≥ {target.bound:g}×"
@@ -261,45 +329,115 @@ def targets_table(verdicts: Sequence[Verdict]) -> str:
     return render_table(["target (medians of this invocation)", "measured", "target", "result"], rows, title="Targets")
 
 
-def side_by_side(results: Mapping[str, ScenarioResult]) -> tuple[str, list[dict[str, Any]]]:
-    """taskwire's throughput beside the bare gRPC limit and the peer, as ratios."""
+# (figure, unit, higher is better, taskwire (scenario, metric), bare gRPC (scenario, metric, kind), peers' metric)
+_FIGURES: tuple[tuple[str, str, bool, tuple[str, str], tuple[str, str, str] | None, str], ...] = (
+    (
+        "one submit per task, end to end",
+        "tasks/s",
+        True,
+        ("throughput", "single.tasks_per_s"),
+        ("throughput", "bare.unary_qps", "unary"),
+        "single.tasks_per_s",
+    ),
+    (
+        "batches of 100, end to end",
+        "tasks/s",
+        True,
+        ("throughput", "batched.tasks_per_s"),
+        ("throughput", "bare.stream_msgs_per_s", "stream"),
+        "batched.tasks_per_s",
+    ),
+    ("CPU per task, one submit per task", "µs", False, ("", "single"), None, "single.cpu_per_task"),
+    ("CPU per task, batches of 100", "µs", False, ("", "batched"), None, "batched.cpu_per_task"),
+    (
+        "submit acknowledged at 100/s, p50",
+        "ms",
+        False,
+        ("latency", "100.submit_p50"),
+        ("latency", "bare.100.p50", "unary"),
+        "100.ack_p50",
+    ),
+    (
+        "submit acknowledged at 100/s, p99",
+        "ms",
+        False,
+        ("latency", "100.submit_p99"),
+        ("latency", "bare.100.p99", "unary"),
+        "100.ack_p99",
+    ),
+    (
+        "submit → handler start at 100/s, p50",
+        "ms",
+        False,
+        ("latency", "100.start_p50"),
+        ("latency", "bare.100.p50", "unary"),
+        "100.start_p50",
+    ),
+    (
+        "submit → handler start at 100/s, p99",
+        "ms",
+        False,
+        ("latency", "100.start_p99"),
+        ("latency", "bare.100.p99", "unary"),
+        "100.start_p99",
+    ),
+    ("cancel → abort (idle), p50", "ms", False, ("cancel", "idle.abort_p50"), None, "abort_p50"),
+    ("cancel → abort (idle), p99", "ms", False, ("cancel", "idle.abort_p99"), None, "abort_p99"),
+)
 
-    def get(scenario: str, metric: str) -> float | None:
-        return _median(results, scenario, metric)
+
+def _taskwire_cpu_per_task(results: Mapping[str, ScenarioResult], way: str) -> float | None:
+    """µs of CPU per task in all taskwire's processes (server with its writer, workers, client), from medians."""
+    rate = _median(results, "throughput", f"{way}.tasks_per_s")
+    shares = [_median(results, "throughput", f"{way}.{part}_cpu") for part in ("server", "workers", "client")]
+    if not rate or any(share is None for share in shares):
+        return None
+    return 1e6 * sum(share for share in shares if share is not None) / 100 / rate
+
+
+def side_by_side(results: Mapping[str, ScenarioResult]) -> tuple[str, list[dict[str, Any]]]:
+    """Each taskwire figure beside the bare gRPC limit and every peer, with the ratio to the best peer."""
 
     def ratio(a: float | None, b: float | None) -> str:
         return f"{a / b:.2f}×" if a is not None and b else "n/a"
 
-    celery = get("celery", "tasks_per_s")
-    lines = [
-        ("one submit per task", get("throughput", "single.tasks_per_s"), get("throughput", "bare.unary_qps"), "unary"),
-        (
-            "batches of 100",
-            get("throughput", "batched.tasks_per_s"),
-            get("throughput", "bare.stream_msgs_per_s"),
-            "stream",
-        ),
-    ]
     rows = []
     data = []
-    for label, taskwire, bare, kind in lines:
+    for label, unit, higher, (scenario, metric), bare_ref, peer_metric in _FIGURES:
+        taskwire = _taskwire_cpu_per_task(results, metric) if not scenario else _median(results, scenario, metric)
+        bare = _median(results, bare_ref[0], bare_ref[1]) if bare_ref else None
+        peers = {name: _median(results, name, peer_metric) for name in PEERS}
+        best, best_label = best_peer(results, peer_metric, higher=higher)
+        bare_text = f"{fmt(bare, unit)} ({bare_ref[2]})" if bare_ref and bare is not None else "n/a"
         rows.append(
             [
-                label,
-                fmt(taskwire, "tasks/s"),
-                f"{fmt(bare, 'calls/s')} ({kind})",
+                f"{label}, {unit} ({'higher' if higher else 'lower'} is better)",
+                fmt(taskwire, unit),
+                bare_text,
                 ratio(taskwire, bare),
-                fmt(celery, "tasks/s"),
-                ratio(taskwire, celery),
+                *(fmt(value, unit) for value in peers.values()),
+                ratio(taskwire, best),
             ]
         )
-        data.append({"way": label, "taskwire": taskwire, "bare": bare, "bare_kind": kind, "celery": celery})
+        data.append(
+            {
+                "figure": label,
+                "unit": unit,
+                "higher_is_better": higher,
+                "taskwire": taskwire,
+                "bare": bare,
+                "bare_kind": bare_ref[2] if bare_ref else None,
+                "peers": peers,
+                "best_peer": best_label or None,
+                "best": best,
+            }
+        )
     table = render_table(
-        ["end to end, tasks/s (medians)", "taskwire", "bare gRPC", "tw/bare", "Celery+Redis", "tw/Celery"],
+        ["medians", "taskwire", "bare gRPC", "tw/bare", *PEERS.values(), "tw/best peer"],
         rows,
-        title="Side by side (same invocation)",
+        title="Side by side (same invocation); n/a: not measured or not supported",
     )
     return table, data
 
 
-__all__ = ["TARGETS", "Target", "Verdict", "judge", "judge_all", "side_by_side", "targets_table"]
+__all__ = ["PEERS", "TARGETS", "Target", "Verdict", "best_peer", "judge", "judge_all", "side_by_side", "targets_table"]

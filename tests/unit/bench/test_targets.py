@@ -1,0 +1,67 @@
+"""The peer targets and the side-by-side table take the best peer measured in the same invocation."""
+
+from __future__ import annotations
+
+from bench._common import ScenarioResult
+from bench.targets import TARGETS, Target, best_peer, judge, side_by_side
+
+
+def _result(name: str, **figures: float) -> ScenarioResult:
+    result = ScenarioResult(name=name, title=name)
+    for key, value in figures.items():
+        result.add(key.replace("__", "."), key, "", value)
+    return result
+
+
+def _target(name: str) -> Target:
+    [target] = [t for t in TARGETS if t.name == name]
+    return target
+
+
+SINGLE = "one submit per task: end-to-end tasks/s vs the best peer"
+ACK = "durable submit acknowledgement p50 at 100/s vs the best peer"
+ABORT = "cancel → abort p50 (idle) vs the best peer"
+
+
+def test_the_best_peer_is_the_highest_rate_and_the_lowest_latency() -> None:
+    results = {
+        "celery": _result("celery", single__tasks_per_s=300, abort_p50=0.7),
+        "dramatiq": _result("dramatiq", single__tasks_per_s=1000),
+        "procrastinate": _result("procrastinate", single__tasks_per_s=250, abort_p50=5.0),
+    }
+    assert best_peer(results, "single.tasks_per_s", higher=True) == (1000, "Dramatiq + Redis")
+    assert best_peer(results, "abort_p50", higher=False) == (0.7, "Celery + Redis")
+    assert best_peer(results, "100.ack_p50", higher=False) == (None, "")
+
+
+def test_peer_targets_are_judged_against_the_best_peer_of_the_run() -> None:
+    results = {
+        "throughput": _result("throughput", single__tasks_per_s=1500),
+        "latency": _result("latency", **{"100__submit_p50": 2.0}),
+        "cancel": _result("cancel", idle__abort_p50=2.0),
+        "celery": _result("celery", single__tasks_per_s=400, abort_p50=0.7, **{"100__ack_p50": 1.9}),
+        "dramatiq": _result("dramatiq", single__tasks_per_s=1000, **{"100__ack_p50": 2.1}),
+    }
+    single = judge(_target(SINGLE), results)
+    assert (single.status, round(single.value or 0, 2)) == ("MISSED", 1.5)  # 1500 / 1000, wanted ≥ 2×
+    assert "Dramatiq + Redis" in single.measured
+    results["throughput"] = _result("throughput", single__tasks_per_s=2000)
+    assert judge(_target(SINGLE), results).status == "MET"
+    ack = judge(_target(ACK), results)
+    assert ack.status == "MISSED"
+    assert "Celery + Redis" in ack.by
+    abort = judge(_target(ABORT), results)
+    assert abort.status == "MISSED"
+
+
+def test_without_peers_the_peer_targets_and_columns_are_not_applicable() -> None:
+    results = {
+        "throughput": _result("throughput", single__tasks_per_s=1500),
+        "celery": ScenarioResult(name="celery", title="celery", skipped="not installed"),
+    }
+    assert judge(_target(SINGLE), results).status == "n/a"
+    table, data = side_by_side(results)
+    assert "Dramatiq + Redis" in table
+    assert data[0]["taskwire"] == 1500
+    assert data[0]["best"] is None
+    assert data[0]["peers"] == {"celery": None, "dramatiq": None, "procrastinate": None}
