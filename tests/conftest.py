@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import pytest
 
 from tests.postgres import PostgresCluster
+
+# The processes the tests start must take SIGINT as a person's Ctrl-C even when this run was started with it
+# ignored (in the background of a script, whose shell ignores it for such children): an ignored signal is
+# inherited across exec, a handled one is reset to its default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
