@@ -23,6 +23,7 @@ from typing import Protocol
 
 from taskwire.server.domain import Execution, Schedule, TaskRun, TaskwireError
 
+from ._postgres_lease import StoreFenced
 from ._protocol import EventRecord, NewExecution, Store, WriteBatch
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,8 @@ class Committer:
                     self.commits += 1
                     self._observed(time.perf_counter() - started, batch.records)
             except Exception as error:
-                log.critical("store write failed; stopping: %s", error, exc_info=True)
+                if not isinstance(error, StoreFenced):  # a fenced server says so in one line, when it stops
+                    log.critical("store write failed; stopping: %s", error, exc_info=True)
                 self._failure = error
                 if waiter is not None and not waiter.done():
                     waiter.set_exception(StoreFailure(f"the store failed: {error}"))
