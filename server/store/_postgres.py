@@ -247,7 +247,7 @@ class PostgresStore:
                 return await self._commit(group)
             except Exception as error:
                 if not _is_refusal(error):
-                    raise self._break(error) from error
+                    raise self._break(await self._fenced_or(error)) from error
                 if len(group) == 1:
                     return [_translate(error)]
             outcomes: list[Exception | None] = []  # the group failed as a whole: each batch alone
@@ -256,11 +256,25 @@ class PostgresStore:
                     outcomes.extend(await self._commit([rows]))
                 except Exception as error:
                     if not _is_refusal(error):
-                        raise self._break(error) from error
+                        raise self._break(await self._fenced_or(error)) from error
                     outcomes.append(_translate(error))
             return outcomes
         finally:
             self._commit_lock.release()
+
+    async def _fenced_or(self, error: Exception) -> Exception:
+        """StoreFenced when the commit failed because another server took over (a paused server's session ended by
+        the database, its transaction cut short): so it says who holds the database. Otherwise `error`."""
+        if isinstance(error, StoreFenced) or self._pool is None:
+            return error
+        try:
+            async with asyncio.timeout(self.lease.lease_s / 3), self._pool.acquire() as conn:
+                await self.lease.check_epoch(conn)
+        except StoreFenced as fenced:
+            return fenced
+        except Exception:  # the database unreachable too: the commit's own error says it
+            return error
+        return error
 
     def _break(self, error: Exception) -> StoreError:
         if isinstance(error, StoreFenced):

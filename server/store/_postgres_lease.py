@@ -175,7 +175,7 @@ class OwnerLease:
 
     async def check_epoch(self, conn: Any) -> None:
         """Inside a commit transaction: StoreFenced unless this server still holds the database. The row stays
-        share-locked to the end of the transaction, so no takeover commits in between."""
+        share-locked to the end of the transaction, so no takeover commits in between. (Outside one: a look.)"""
         row = await conn.fetchrow("SELECT holder, epoch FROM taskwire_owner WHERE id = 1 FOR SHARE")
         if int(row["epoch"]) != self.epoch:
             raise StoreFenced(holder=str(row["holder"]), epoch=int(row["epoch"]), mine=self.epoch)

@@ -121,3 +121,20 @@ async def test_a_graceful_close_lets_a_standby_take_over_at_once(postgres_url: s
     await asyncio.wait_for(taking, 10)  # far sooner than the 30 s lease
     assert standby.lease.epoch == 2
     await standby.close()
+
+
+async def test_a_paused_holder_whose_session_the_database_ended_is_told_who_took_over(postgres_url: str) -> None:
+    first = PostgresStore(postgres_url, holder="alpha", lease_s=LEASE_S)
+    await first.open()
+    _pause(first)
+    async with PostgresStore(postgres_url, holder="beta", lease_s=LEASE_S, standby=True):
+        conn = await asyncpg.connect(postgres_url)
+        try:  # as idle_in_transaction_session_timeout does to a server paused inside a commit
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = 1 AND granted"
+            )
+        finally:
+            await conn.close()
+        with pytest.raises(StoreFenced, match="beta holds it at epoch 2"):
+            await write(first, submit_batch(pending_execution()))
+    await first.close()
