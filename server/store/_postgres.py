@@ -160,12 +160,14 @@ class PostgresStore:
             await create_owner_table(self._conn)
             # A killed server's session ends as soon as PostgreSQL sees its socket close: wait that long for it.
             await self.lease.take(self._conn, standby=self._standby, refuse_after_s=self._lock_wait_s)
+            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self._readers, **options)
+            # Renewed from now on, through a long migration too.
+            renewing = keep_renewed(self.lease, self._pool, self._lose)
+            self._renewing = asyncio.create_task(renewing, name="taskwire-lease")
             await migrate(self._conn)
             await analyze_if_never_analyzed(self._conn)
-            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self._readers, **options)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
             raise StoreError(f"cannot open the database {self}: {error}") from error
-        self._renewing = asyncio.create_task(keep_renewed(self.lease, self._pool, self._lose), name="taskwire-lease")
 
     def _lose(self, error: StoreError) -> None:
         """The lease is gone: no commit may pass any more, and the server is told."""

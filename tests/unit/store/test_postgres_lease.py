@@ -117,10 +117,12 @@ async def test_a_graceful_close_lets_a_standby_take_over_at_once(postgres_url: s
     await first.open()
     standby = PostgresStore(postgres_url, holder="beta", lease_s=30, standby=True)
     taking = asyncio.ensure_future(standby.open())
-    await first.close()
+    _pause(first)
+    await first.lease.release(first._conn)  # what close() does first; the session stays, as the process would
     await asyncio.wait_for(taking, 10)  # far sooner than the 30 s lease
     assert standby.lease.epoch == 2
     await standby.close()
+    await first.close()
 
 
 async def test_a_paused_holder_whose_session_the_database_ended_is_told_who_took_over(postgres_url: str) -> None:
