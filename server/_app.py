@@ -213,13 +213,15 @@ class TaskwireServer:
         async with self._stop_lock:
             if self._stopped.is_set():
                 return
-            await self.engine.close()
-            if self._grpc is not None:
-                await self._grpc.stop(grace=0.5)
-            if self._http is not None:
-                await self._http.close()
-            await self._store.close()
-            self._stopped.set()
+            try:
+                await self.engine.close()
+            finally:  # whatever closing the engine met, the server stops
+                if self._grpc is not None:
+                    await self._grpc.stop(grace=0.5)
+                if self._http is not None:
+                    await self._http.close()
+                await self._store.close()
+                self._stopped.set()
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()

@@ -170,9 +170,12 @@ class PostgresStore:
             raise StoreError(f"cannot open the database {self}: {error}") from error
 
     def _lose(self, error: StoreError) -> None:
-        """The lease is gone: no commit may pass any more, and the server is told."""
+        """The lease is gone: no commit may pass any more, and the server is told. The writing session is cut at
+        once: a commit under way (one a pause left hanging) fails now instead of holding up the stop."""
         if self._broken is None:
             self._broken = error
+        if self._conn is not None:
+            self._conn.terminate()
         self.on_lost(error)
 
     async def _release(self) -> None:
