@@ -44,6 +44,8 @@ Response = TypeVar("Response")
 class AsyncClient:
     """An asyncio client of a taskwire server (grpc.aio). Create it inside the event loop that uses it.
 
+    `address` may name several servers, as `Client`'s may.
+
     async with AsyncClient("127.0.0.1:50051") as client:
         execution = await client.submit("echo", {"hello": "world"})
         print(await client.wait(execution.id))
@@ -51,7 +53,7 @@ class AsyncClient:
 
     def __init__(
         self,
-        address: str = c.DEFAULT_ADDRESS,
+        address: str | Sequence[str] = c.DEFAULT_ADDRESS,
         *,
         timeout: timedelta = c.DEFAULT_TIMEOUT,
         retry: RpcRetry | None = None,
@@ -59,15 +61,16 @@ class AsyncClient:
         options: Sequence[tuple[str, Any]] = (),
         token: str | None = None,
     ) -> None:
-        self._address = address
+        target = c.channel_target(address)  # ValueError for no address, or several it cannot list
+        self._address = address if isinstance(address, str) else ",".join(address)
         self._timeout = timeout
         self._retry = retry or RpcRetry()
         channel_options = [*c.CHANNEL_OPTIONS, *options]
         interceptors = bearer.aio_interceptors(token)
         self._channel = (
-            grpc.aio.secure_channel(address, credentials, options=channel_options, interceptors=interceptors)
+            grpc.aio.secure_channel(target, credentials, options=channel_options, interceptors=interceptors)
             if credentials is not None
-            else grpc.aio.insecure_channel(address, options=channel_options, interceptors=interceptors)
+            else grpc.aio.insecure_channel(target, options=channel_options, interceptors=interceptors)
         )
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self._closed = False

@@ -75,9 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument(
         "--server",
-        metavar="HOST:PORT",
+        metavar="HOST:PORT[,HOST:PORT...]",
         default=argparse.SUPPRESS,
-        help=f"the taskwire server (default: ${SERVER_ENV} or {DEFAULT_ADDRESS})",
+        help=f"the taskwire server; several (IP addresses, comma-separated: an active server and its standbys) are "
+        f"tried in order, an unreachable one skipped (default: ${SERVER_ENV} or {DEFAULT_ADDRESS})",
     )
     common.add_argument(
         "--token",

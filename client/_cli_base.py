@@ -29,7 +29,7 @@ from taskwire.common import (
 )
 from taskwire.common.bearer import TOKEN_ENV
 
-from ._common import DEFAULT_ADDRESS, parse_state
+from ._common import DEFAULT_ADDRESS, channel_target, parse_state
 from ._errors import ServerUnavailable, WaitTimeout
 from ._models import ExecutionSnapshot
 from ._render import (
@@ -200,8 +200,14 @@ def _time(text: str) -> datetime:
 
 
 def server_address(args: argparse.Namespace, env: dict[str, str] | os._Environ[str] | None = None) -> str:
+    """The --server address (or several, comma-separated); UsageError when it names none, or several it cannot list."""
     environ = os.environ if env is None else env
-    return getattr(args, "server", None) or environ.get(SERVER_ENV) or DEFAULT_ADDRESS
+    address: str = getattr(args, "server", None) or environ.get(SERVER_ENV) or DEFAULT_ADDRESS
+    try:
+        channel_target(address)
+    except ValueError as error:
+        raise UsageError(f"--server: {error}") from None
+    return address
 
 
 def bearer_token(args: argparse.Namespace, env: dict[str, str] | os._Environ[str] | None = None) -> str | None:

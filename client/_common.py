@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -28,6 +29,7 @@ from taskwire.common import (
     TaskSpec,
     ValidationError,
     json_payload,
+    server_addresses,
     wire,
 )
 from taskwire.v1 import task_service_pb2 as tpb
@@ -43,6 +45,39 @@ from ._models import BulkResult, ExecutionSnapshot, RpcRetry, SubmitResult, Work
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = timedelta(seconds=10)
+
+
+def channel_target(address: str | Sequence[str]) -> str:
+    """The gRPC target of one server address, or of several (`a:1,b:2`, or a list): gRPC's own static address list
+    (`ipv4:a:1,b:2`), which its default `pick_first` policy tries in order, moving on to the next address when one
+    is unreachable (a stopped server; a standby that has not taken over binds no port).
+
+    Several addresses must all be IPv4 or all IPv6 literals: gRPC lists only those. Servers with names go
+    behind one DNS name with an address record for each, which gRPC's resolver handles the same way.
+    ValueError otherwise.
+    """
+    addresses = server_addresses(address)
+    if len(addresses) == 1:
+        return addresses[0]
+    families = {_ip_family(entry) for entry in addresses}
+    if len(families) != 1 or None in families:
+        raise ValueError(
+            f"several server addresses must all be IPv4 or all IPv6 HOST:PORT, got {', '.join(addresses)}; servers "
+            "with names go behind one DNS name that resolves to each of them"
+        )
+    return f"{families.pop()}:{','.join(addresses)}"
+
+
+def _ip_family(address: str) -> str | None:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    try:
+        ip = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return None
+    return f"ipv{ip.version}"
+
 
 # Reconnect quickly after a failed connection, and accept the large pages a list can bring.
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [

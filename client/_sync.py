@@ -46,6 +46,9 @@ class Client:
     Every unary call has a deadline (`timeout`); idempotent calls retry UNAVAILABLE
     per `retry`. Failed calls raise the taskwire error of their status code.
 
+    `address` may name several servers (`"10.0.0.1:50051,10.0.0.2:50051"`, or a list): an active server and its
+    standbys. Calls go to the first that answers; one that is unreachable is skipped (`channel_target`).
+
         with Client("127.0.0.1:50051") as client:
             execution = client.submit("echo", {"hello": "world"})
             print(client.wait(execution.id))
@@ -53,7 +56,7 @@ class Client:
 
     def __init__(
         self,
-        address: str = c.DEFAULT_ADDRESS,
+        address: str | Sequence[str] = c.DEFAULT_ADDRESS,
         *,
         timeout: timedelta = c.DEFAULT_TIMEOUT,
         retry: RpcRetry | None = None,
@@ -61,14 +64,15 @@ class Client:
         options: Sequence[tuple[str, Any]] = (),
         token: str | None = None,
     ) -> None:
-        self._address = address
+        target = c.channel_target(address)  # ValueError for no address, or several it cannot list
+        self._address = address if isinstance(address, str) else ",".join(address)
         self._timeout = timeout
         self._retry = retry or RpcRetry()
         channel_options = [*c.CHANNEL_OPTIONS, *options]
         self._channel = (
-            grpc.secure_channel(address, credentials, options=channel_options)
+            grpc.secure_channel(target, credentials, options=channel_options)
             if credentials is not None
-            else grpc.insecure_channel(address, options=channel_options)
+            else grpc.insecure_channel(target, options=channel_options)
         )
         self._stub = task_service_pb2_grpc.TaskServiceStub(bearer.with_token(self._channel, token))
         self._closed = False

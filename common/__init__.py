@@ -11,7 +11,7 @@ a pseudo-member, and the records' invariant checks apply to known values only; s
 `taskwire.common._states`.
 """
 
-from ._arguments import positive_int
+from ._arguments import positive_int, server_addresses, server_list
 from ._errors import (
     AdmissionTimeout,
     AlreadyExists,
@@ -170,6 +170,8 @@ __all__ = [
     "positive_int",
     "references",
     "resolve",
+    "server_addresses",
+    "server_list",
     "task_run_view",
     "validate_execution_spec",
     "validate_schedule_name",

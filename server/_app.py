@@ -39,7 +39,7 @@ from ._metrics import CallMetrics, EngineGauges, ServerMetrics
 from ._servicers import TaskService, WorkerService
 from ._tls import CertificateFiles, listen_refusal, server_credentials
 from .engine import Clock, Engine
-from .store import SqliteStore, Store, store_from_url
+from .store import PostgresStore, SqliteStore, Store, store_from_url
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,12 @@ class TaskwireServer:
     def __init__(self, config: ServerConfig, *, store: Store | None = None, clock: Clock | None = None) -> None:
         self.config = config
         self._store: Store = store or (
-            store_from_url(config.store_url) if config.store_url else SqliteStore(config.db_path)
+            store_from_url(config.store_url, standby=config.standby, lease_s=config.store_lease.total_seconds())
+            if config.store_url
+            else SqliteStore(config.db_path)
         )
+        if isinstance(self._store, PostgresStore):
+            self._store.on_lost = self._on_fatal  # taken over, or the lease not renewed in time: stop at once
         registry = CollectorRegistry(auto_describe=False) if config.metrics_listen is not None else None
         self.engine = Engine(
             store=self._store,
@@ -109,7 +113,9 @@ class TaskwireServer:
         """Bind the port, open the store, recover, and serve. Returns the bound address (useful with port 0).
 
         The port is bound first and alone (no SO_REUSEPORT): a second server on a used port, or on a
-        store another server owns, refuses before it changes anything."""
+        store another server owns, refuses before it changes anything. A standby (`config.standby`) first
+        waits for the store, with no port bound meanwhile, so that clients and workers given several
+        addresses find the active server; it binds once it holds the store."""
         refusal = listen_refusal(self.config)
         if refusal is not None:
             raise InsecureListen(refusal)
@@ -134,6 +140,9 @@ class TaskwireServer:
                 *HTTP2_OPTIONS,
             ],
         )
+        if self.config.standby:
+            self._probe_listen()  # a used port is refused now, not after the wait
+            await self._store.open()  # waits while another server holds the database
         rejections = RejectionLog()
         add_service(server, TaskService(engine=self.engine, config=self.config, rejections=rejections), TASK)
         add_service(server, WorkerService(engine=self.engine, config=self.config, rejections=rejections), WORKER)
@@ -142,15 +151,20 @@ class TaskwireServer:
             (TASK_SERVICE, WORKER_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server
         )
         try:
-            _check_free(self.config.listen)
-            if credentials is None:
-                port = server.add_insecure_port(self.config.listen)
-            else:
-                port = server.add_secure_port(self.config.listen, credentials)
-        except (RuntimeError, OSError):
-            raise AddressInUse(
-                f"cannot listen on {self.config.listen}: the address is in use or not available"
-            ) from None
+            self._probe_listen()
+            try:
+                if credentials is None:
+                    port = server.add_insecure_port(self.config.listen)
+                else:
+                    port = server.add_secure_port(self.config.listen, credentials)
+            except (RuntimeError, OSError):
+                raise AddressInUse(
+                    f"cannot listen on {self.config.listen}: the address is in use or not available"
+                ) from None
+        except AddressInUse:
+            if self.config.standby:
+                await self._store.close()  # it holds the store already: let the next one have it
+            raise
         host = self.config.listen.rsplit(":", 1)[0]
         self.address = f"{host}:{port}"
         try:
@@ -168,6 +182,14 @@ class TaskwireServer:
         for service in ("", TASK_SERVICE, WORKER_SERVICE):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         return self.address
+
+    def _probe_listen(self) -> None:
+        try:
+            _check_free(self.config.listen)
+        except OSError:
+            raise AddressInUse(
+                f"cannot listen on {self.config.listen}: the address is in use or not available"
+            ) from None
 
     def _on_fatal(self, error: BaseException) -> None:
         self.failure = error
@@ -194,13 +216,15 @@ class TaskwireServer:
         async with self._stop_lock:
             if self._stopped.is_set():
                 return
-            await self.engine.close()
-            if self._grpc is not None:
-                await self._grpc.stop(grace=0.5)
-            if self._http is not None:
-                await self._http.close()
-            await self._store.close()
-            self._stopped.set()
+            try:
+                await self.engine.close()
+            finally:  # whatever closing the engine met, the server stops
+                if self._grpc is not None:
+                    await self._grpc.stop(grace=0.5)
+                if self._http is not None:
+                    await self._http.close()
+                await self._store.close()
+                self._stopped.set()
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()

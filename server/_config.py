@@ -48,6 +48,12 @@ class ServerConfig:
     db_path: Path = DEFAULT_DB
     # A store URL (`postgresql://…` or `sqlite:PATH`); empty: the SQLite file at db_path.
     store_url: str = ""
+    # PostgreSQL: the lease on the database that makes this server its one writer (renewed every third of
+    # it); a standby takes over at most this long after the active server stopped renewing.
+    store_lease: timedelta = timedelta(seconds=10)
+    # PostgreSQL: when another server holds the database, wait (no port bound) and take over when its lease
+    # lapses, instead of refusing to start.
+    standby: bool = False
     queue_capacity: int = 10_000
     # Queued task runs held in memory. Beyond this, executions that wait untouched in the queue are
     # dropped from memory once durable and read back from the store in batches when their turn comes:
@@ -107,7 +113,9 @@ class ServerConfig:
             raise ValueError("hot queue size must not be negative")
         if self.limits.max_payload_bytes < 1:
             raise ValueError("max payload bytes must be at least 1")
-        for name in ("heartbeat_interval", "lease_timeout", "cancel_grace"):
+        if self.standby and not self.store_url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("--standby needs a PostgreSQL store (--store postgresql://…)")
+        for name in ("heartbeat_interval", "lease_timeout", "cancel_grace", "store_lease"):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"{name.replace('_', ' ')} must be positive")
         names = [limit.name for limit in self.rate_limits]

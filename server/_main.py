@@ -19,7 +19,7 @@ from ._app import TaskwireServer
 from ._config import DEFAULT_DB, DEFAULT_LISTEN, RateLimit, ServerConfig
 from ._local_worker import LocalWorker
 from .domain import Limits
-from .store._postgres import redact
+from .store._postgres import StoreFenced, redact
 from .store._url import POSTGRES_SCHEMES, sqlite_path
 
 T = TypeVar("T")
@@ -112,6 +112,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="the store as a URL instead of --db: postgresql://USER:PASSWORD@HOST:PORT/DATABASE (the schema is "
         "created or migrated on start) or sqlite:PATH [TASKWIRE_STORE]",
+    )
+    add(
+        "--standby",
+        action="store_true",
+        default=_env("TASKWIRE_STANDBY", "") not in ("", "0", "false"),
+        help="PostgreSQL: when another server holds the database, wait as its standby (no port bound) and take "
+        "over when its lease lapses, instead of refusing to start [TASKWIRE_STANDBY]",
+    )
+    add(
+        "--store-lease",
+        type=_seconds("store lease"),
+        default=_env("TASKWIRE_STORE_LEASE", "10"),
+        help="PostgreSQL: seconds of the lease that makes this server the database's one writer, renewed every "
+        "third of it; a standby takes over at most this long after the active server stopped "
+        "[TASKWIRE_STORE_LEASE] (default: %(default)s)",
     )
     add(
         "--queue-capacity",
@@ -265,6 +280,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         listen=args.listen,
         db_path=args.db if args.db is not None else Path(_env("TASKWIRE_DB", str(DEFAULT_DB))),
         store_url=_store_url(args),
+        standby=args.standby,
+        store_lease=args.store_lease,
         queue_capacity=args.queue_capacity,
         hot_queue_size=args.hot_queue_size,
         priority_aging=args.priority_aging,
@@ -336,6 +353,9 @@ async def serve(config: ServerConfig, *, with_local_worker: bool = False) -> int
     await server.wait_stopped()
     if local is not None:
         await local.stop()
+    if isinstance(server.failure, StoreFenced):
+        print(f"taskwire-server: {server.failure}", file=sys.stderr)  # the one line: who holds it now
+        return 1
     if server.failure is not None:
         print(f"taskwire-server: stopped after a store failure: {server.failure}", file=sys.stderr)
         return 1

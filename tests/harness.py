@@ -10,6 +10,7 @@ import os
 import re
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -45,6 +46,13 @@ def wait_for(condition: Callable[[], T | None], *, timeout_s: float = 20.0, what
             raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(pause)
         pause = min(pause * 2, 0.2)
+
+
+def free_port() -> int:
+    """A loopback port free right now, for a process that must be told its port before it binds it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -268,13 +276,26 @@ class Cluster:
         self.processes.append(server.process)
         return server
 
+    def standby(self, *extra_args: str, port: int, db_name: str = "taskwire.db") -> ServerProcess:
+        """A `--standby` server on the PostgreSQL database of `db_name`, to listen on 127.0.0.1:`port` once it has
+        taken over; returned as soon as it says it waits (it binds no port before)."""
+        assert self.store_url is not None, "a standby needs a PostgreSQL store (the procs fixture's postgresql)"
+        store = self.store_url(db_name)
+        args = ["--listen", f"127.0.0.1:{port}", "--store", store, "--standby", *extra_args]
+        process = spawn([str(BIN / "taskwire-server"), *args])
+        self.processes.append(process)
+        process.wait_for_line("standby: the database")
+        return ServerProcess(process=process, address=f"127.0.0.1:{port}", db_path=self.tmp_path / db_name)
+
     def server_at(self, address: str, *extra_args: str, **kwargs: object) -> ServerProcess:
         """A server on the loopback port of `address`, with the default database: a restart of the one there."""
         port = address.rsplit(":", 1)[1]
         return self.server("--listen", f"127.0.0.1:{port}", *extra_args, **kwargs)  # type: ignore[arg-type]
 
-    def worker(self, server: ServerProcess, *extra_args: str, **kwargs: object) -> Process:
-        worker = start_worker(server.address, *extra_args, **kwargs)  # type: ignore[arg-type]
+    def worker(self, server: ServerProcess | str, *extra_args: str, **kwargs: object) -> Process:
+        """A worker of `server`, or of the addresses given (`a:1,b:2`: an active server and its standby)."""
+        address = server if isinstance(server, str) else server.address
+        worker = start_worker(address, *extra_args, **kwargs)  # type: ignore[arg-type]
         self.processes.append(worker)
         return worker
 
@@ -307,6 +328,10 @@ def opened(make: Callable[[ServerProcess], C]) -> Iterator[Callable[[ServerProce
 # A test (or module) marked with this runs once on SQLite and once on PostgreSQL: the servers of its `procs`
 # fixture (tests/integration/conftest.py) use that store.
 BOTH_STORES = pytest.mark.parametrize("procs", ["sqlite", "postgresql"], indirect=True)
+
+
+# A test (or module) marked with this runs on PostgreSQL only (standbys, leases: what only that store has).
+POSTGRESQL_ONLY = pytest.mark.parametrize("procs", ["postgresql"], indirect=True)
 
 
 def cluster(tmp_path: Path, store_url: Callable[[str], str] | None = None) -> Iterator[Cluster]:

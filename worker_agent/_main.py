@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from taskwire.common import positive_int
+from taskwire.common import positive_int, server_list
 from taskwire.common.bearer import TOKEN_ENV
 from taskwire.common.tls import TlsConfigError, TlsFiles, add_tls_arguments, tls_from_args
 
@@ -53,6 +53,13 @@ def _non_negative_seconds(text: str) -> float:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    value = _non_negative_seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than zero seconds, got {text}")
+    return value
+
+
 def _label(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -73,9 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--server",
+        type=server_list,
         default=_env("TASKWIRE_SERVER", "127.0.0.1:50051"),
-        metavar="HOST:PORT",
-        help="address of the taskwire server [env TASKWIRE_SERVER; default 127.0.0.1:50051]",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="address of the taskwire server; several, comma-separated (an active server and its standbys), "
+        "are tried in turn on each reconnect [env TASKWIRE_SERVER; default 127.0.0.1:50051]",
     )
     parser.add_argument(
         "--token",
@@ -149,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
         "[env TASKWIRE_MAX_RECONNECT_ATTEMPTS; default: never give up]",
     )
     parser.add_argument(
+        "--keepalive",
+        type=_positive_seconds,
+        default=_env("TASKWIRE_KEEPALIVE", "5"),
+        metavar="SECONDS",
+        help="ping the server this often, and drop the connection (then reconnect) when a ping is not answered "
+        "within as long: how soon a server that stopped answering is noticed [env TASKWIRE_KEEPALIVE; default 5]",
+    )
+    parser.add_argument(
         "--log-level",
         type=str.lower,
         choices=["debug", "info", "warning", "error"],
@@ -196,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         drain_timeout_s=args.drain_timeout,
         stop_grace_s=args.stop_grace,
         max_reconnect_attempts=args.max_reconnect_attempts,
+        keepalive_s=args.keepalive,
+        keepalive_timeout_s=args.keepalive,
         handler_log_level=level,
         tls=tls,
         metrics=metrics,

@@ -4,6 +4,10 @@ A session is: hello → Welcome → (invocations, cancels, drains in; reports an
 the stream ends. Between sessions attempts keep running and their reports wait in the outbox; the next
 hello lists them so the server can adopt (keep) or reject (fence) each. A server that stops says so
 (GoingAway): the worker hangs up, keeps its work, and reconnects to the next server.
+
+Given several server addresses (an active server and its standbys), the worker tries the next one on
+every reconnect, round the list: a standby binds no port until it has taken over, so the worker lands on
+whichever server is active, and hands it its running attempts exactly as it does across a restart.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from taskwire.common import bearer
+from taskwire.common import bearer, server_addresses
 from taskwire.common.http2 import HTTP2_OPTIONS
 from taskwire.common.tls import TlsConfigError, TlsFiles
 from taskwire.v1 import worker_service_pb2 as wpb
@@ -89,6 +93,9 @@ class Worker:
     for a grace period while heartbeats keep flowing, aborts the rest, flushes their reports and closes
     the stream. :meth:`close` is the same with no grace.
 
+    ``server`` is one address, or several (a list, or one string separated by commas): each reconnect tries
+    the next one, round the list.
+
     With ``tls`` the stream runs over TLS (mutual TLS when it names a client certificate); the files are
     read again on every reconnect, so a rotated certificate is used without a restart.
     """
@@ -96,7 +103,7 @@ class Worker:
     def __init__(
         self,
         *,
-        server: str,
+        server: str | Sequence[str],
         registry: HandlerRegistry,
         slots: int = 4,
         name: str | None = None,
@@ -126,7 +133,9 @@ class Worker:
             raise ValueError("a worker needs at least one handler")
         if max_reconnect_attempts is not None and max_reconnect_attempts < 1:
             raise ValueError(f"max_reconnect_attempts must be at least 1, got {max_reconnect_attempts}")
-        self._server = server
+        self._servers = server_addresses(server)
+        self._server = self._servers[0]  # the address of the current (or next) connection attempt
+        self._sessions_tried = 0
         self._tls = tls
         self._interceptors = bearer.aio_interceptors(token)  # the credential: who this worker is to the server
         self._registry = registry
@@ -386,7 +395,8 @@ class Worker:
             except RetryError as exc:
                 cause = exc.last_attempt.exception()
                 raise ConnectionLostError(
-                    f"gave up connecting to {self._server} after {self._max_reconnect_attempts} attempt(s): {cause}"
+                    f"gave up connecting to {', '.join(self._servers)} after {self._max_reconnect_attempts} "
+                    f"attempt(s): {cause}"
                 ) from cause
             return
 
@@ -414,6 +424,9 @@ class Worker:
     async def _run_session(self) -> None:
         if self._stop_connection.is_set():
             return
+        # Every reconnect goes to the next address: a stopped server's standby, or the restarted server itself.
+        self._server = self._servers[self._sessions_tried % len(self._servers)]
+        self._sessions_tried += 1
         self._server_leaving.clear()
         loop = asyncio.get_running_loop()
         channel = self._open_channel()

@@ -11,7 +11,8 @@ Rooms, and what each may import:
 - `_sqlite` (the `SqliteStore` facade) over `_sqlite_codec` (records ↔ rows), `_sqlite_schema`
   (tables, migrations, connections), `_sqlite_queries` (reads) and `_sqlite_writer` (the writer
   process, both sides).
-- `_postgres` (the `PostgresStore` facade) over `_postgres_schema` (tables, migrations under an
+- `_postgres` (the `PostgresStore` facade) over `_postgres_lease` (one writer at a time: the lease,
+  its epoch and the fence in every commit), `_postgres_schema` (tables, migrations under an
   advisory lock), `_postgres_queries` (reads) and `_postgres_writes` (a group in one transaction).
   Its tables mirror SQLite's column for column, so it reuses `_sqlite_codec` for records ↔ rows.
 - `_url`: which store a `--store` URL names.
@@ -30,7 +31,7 @@ under the committer it only ever saw one write at a time.
 from ._group_commit import Committer, EventSink, StoreFailure
 from ._lock import StoreInUse
 from ._memory import MemoryStore
-from ._postgres import PostgresStore
+from ._postgres import PostgresStore, StoreFenced
 from ._postgres_schema import SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION
 from ._protocol import (
     ColdTaskRun,
@@ -72,6 +73,7 @@ __all__ = [
     "StoreClosed",
     "StoreError",
     "StoreFailure",
+    "StoreFenced",
     "StoreInUse",
     "StoreStats",
     "WriteBatch",

@@ -16,6 +16,7 @@ keep.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from typing import Protocol
 
 from taskwire.server.domain import Execution, Schedule, TaskRun, TaskwireError
 
+from ._postgres_lease import StoreFenced
 from ._protocol import EventRecord, NewExecution, Store, WriteBatch
 
 log = logging.getLogger(__name__)
@@ -151,10 +153,14 @@ class Committer:
                     self.commits += 1
                     self._observed(time.perf_counter() - started, batch.records)
             except Exception as error:
-                log.critical("store write failed; stopping: %s", error, exc_info=True)
+                if not isinstance(error, StoreFenced):  # a fenced server says so in one line, when it stops
+                    log.critical("store write failed; stopping: %s", error, exc_info=True)
                 self._failure = error
-                if waiter is not None and not waiter.done():
-                    waiter.set_exception(StoreFailure(f"the store failed: {error}"))
+                # The waiter of this group, and of whatever was staged meanwhile (a flush while it was in flight).
+                for future in (waiter, self._staged):
+                    if future is not None and not future.done():
+                        future.set_exception(StoreFailure(f"the store failed: {error}"))
+                self._staged = None
                 self._on_fatal(error)
                 return
             self._bus.publish(batch.events)
@@ -172,7 +178,9 @@ class Committer:
         if self._task is None:
             return
         if not self._task.done() and self._failure is None:
-            await self.flush()
+            # A commit that fails now has told on_fatal already: closing goes on.
+            with contextlib.suppress(StoreFailure):
+                await self.flush()
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None

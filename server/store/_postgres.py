@@ -1,16 +1,16 @@
 """`PostgresStore`: the `Store` on a PostgreSQL database, through asyncpg.
 
-One server per database, as with SQLite: `open()` takes a session-level advisory lock
-(`OWNER_LOCK`) on its own connection and holds it for the store's life, so a second server on the
-same database refuses before it writes anything; PostgreSQL releases the lock the moment that
-connection ends, so a killed server's successor can start at once. The same connection migrates the
-schema (`_postgres_schema.migrate`, safe with several servers starting together) and then commits
-every group: one transaction per group, one statement per table (rows travel as arrays through
+One server writes a database at a time, by a lease in the database (`_postgres_lease`): `open()` takes
+it on its own connection (refusing when a live server holds it, or, as a `standby`, waiting until that
+server's lease lapses), renews it in the background, and checks its epoch inside every commit, so a
+server that another one took over from changes nothing more (`StoreFenced`). The same connection
+migrates the schema (`_postgres_schema.migrate`, safe with several servers starting together) and then
+commits every group: one transaction per group, one statement per table (rows travel as arrays through
 `unnest`), committed with PostgreSQL's own durability (`synchronous_commit` as the server has it;
 `on` by default: flushed to the WAL before `commit` returns). A batch the database refuses (a
 constraint or a bad value) fails alone: the group is retried one batch per transaction, exactly as
 the SQLite writer does. A lost connection fails the commit and every later one with StoreError (the
-server stops: it never serves state it cannot keep).
+server stops: it never serves state it cannot keep); so does a lost lease, through `on_lost`.
 
 Reads run on a small pool of connections, each read in one read-only REPEATABLE READ transaction (a
 consistent snapshot). The SQL of reads is in `_postgres_queries`; rows are `_sqlite_codec`'s.
@@ -32,9 +32,9 @@ from taskwire.server.domain import Schedule, State
 
 from . import _postgres_queries as queries
 from ._json import datetime_to_db
-from ._lock import StoreInUse
 from ._paging import check_page_size, decode_page_token
-from ._postgres_schema import OWNER_LOCK, analyze_if_never_analyzed, migrate
+from ._postgres_lease import OwnerLease, StoreFenced, create_owner_table, default_holder, keep_renewed
+from ._postgres_schema import analyze_if_never_analyzed, migrate
 from ._postgres_writes import apply_rows, taken_keys
 from ._protocol import (
     DuplicateIdempotencyKey,
@@ -49,7 +49,7 @@ from ._protocol import (
 )
 from ._sqlite_codec import Rows
 
-__all__ = ["PostgresStore", "redact"]
+__all__ = ["PostgresStore", "StoreFenced", "redact"]
 
 _T = TypeVar("_T")
 # SQLSTATE classes of a refusal that concerns the batch, not the database: data exceptions and constraints.
@@ -68,6 +68,8 @@ def redact(url: str) -> str:
 
 
 def _is_refusal(error: Exception) -> bool:
+    if isinstance(error, StoreFenced):
+        return False
     if isinstance(error, StoreError | ValueError):
         return True
     return isinstance(error, asyncpg.PostgresError) and str(getattr(error, "sqlstate", ""))[:2] in _REFUSAL_CLASSES
@@ -89,10 +91,15 @@ class PostgresStore:
         connect_timeout_s: float = 10.0,
         command_timeout_s: float = 60.0,
         lock_wait_s: float = 2.0,
+        lease_s: float = 10.0,
+        standby: bool = False,
+        holder: str | None = None,
     ) -> None:
         """`readers`: size of the read pool; `command_timeout_s`: longest a statement may take before the store
         counts the database as lost; `lock_wait_s`: how long `open()` waits for another server's session to end
-        (a server killed a moment ago) before it refuses."""
+        (a server killed a moment ago) before it refuses; `lease_s`: the length of the lease on the database
+        (a standby takes over at most this long after the holder stopped renewing it); `standby`: `open()`
+        waits for a held database instead of refusing; `holder`: how this server is named to others."""
         if readers < 1:
             raise ValueError(f"readers must be at least 1, got {readers}")
         self.url = url
@@ -106,6 +113,11 @@ class PostgresStore:
         self._commit_lock = asyncio.Lock()
         self._broken: StoreError | None = None
         self._opening: asyncio.Lock = asyncio.Lock()
+        self._standby = standby
+        self.lease = OwnerLease(holder=holder or default_holder(), lease_s=lease_s, database=redact(url))
+        self._renewing: asyncio.Task[None] | None = None
+        # Called once when the lease is lost between commits (taken over, or not renewed in time).
+        self.on_lost: Callable[[StoreError], None] = lambda error: None
 
     def __str__(self) -> str:
         return redact(self.url)
@@ -136,30 +148,51 @@ class PostgresStore:
                 # are young: 200 ms of compiling for a 3 ms read. Every statement here is short.
                 "server_settings": {"application_name": _APPLICATION_NAME, "jit": "off"},
             }
-            self._conn = await asyncpg.connect(self.url, **options)
-            await self._take_database()
+            # A paused server's open transaction (its commit's share lock on the lease row) cannot hold up the
+            # server taking over for longer than a lease, nor can a statement run on unseen.
+            lease_ms = str(max(1, round(self.lease.lease_s * 1000)))
+            writer_settings = {
+                **options["server_settings"],  # type: ignore[dict-item]
+                "idle_in_transaction_session_timeout": lease_ms,
+                "statement_timeout": str(round(self._command_timeout_s * 1000)),
+            }
+            self._conn = await asyncpg.connect(self.url, **{**options, "server_settings": writer_settings})
+            await create_owner_table(self._conn)
+            # A killed server's session ends as soon as PostgreSQL sees its socket close: wait that long for it.
+            await self.lease.take(self._conn, standby=self._standby, refuse_after_s=self._lock_wait_s)
+            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self._readers, **options)
+            # Renewed from now on, through a long migration too.
+            renewing = keep_renewed(self.lease, self._pool, self._lose)
+            self._renewing = asyncio.create_task(renewing, name="taskwire-lease")
             await migrate(self._conn)
             await analyze_if_never_analyzed(self._conn)
-            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self._readers, **options)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
             raise StoreError(f"cannot open the database {self}: {error}") from error
 
-    async def _take_database(self) -> None:
-        """Hold the owner lock for this session; StoreInUse when another session keeps it past `lock_wait_s`."""
-        deadline = asyncio.get_running_loop().time() + self._lock_wait_s
-        while not await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", OWNER_LOCK):
-            if asyncio.get_running_loop().time() >= deadline:
-                raise StoreInUse(f"another taskwire server uses the database {self}; stop it first")
-            await asyncio.sleep(0.05)  # a killed server's session ends as soon as PostgreSQL sees its socket close
+    def _lose(self, error: StoreError) -> None:
+        """The lease is gone: no commit may pass any more, and the server is told. The writing session is cut at
+        once: a commit under way (one a pause left hanging) fails now instead of holding up the stop."""
+        if self._broken is None:
+            self._broken = error
+        if self._conn is not None:
+            self._conn.terminate()
+        self.on_lost(error)
 
     async def _release(self) -> None:
+        if self._renewing is not None:
+            self._renewing.cancel()
+            await asyncio.gather(self._renewing, return_exceptions=True)
+            self._renewing = None
+        if self._conn is not None and self._broken is None and self.lease.epoch:
+            with contextlib.suppress(Exception):
+                await self.lease.release(self._conn)
         if self._pool is not None:
             with contextlib.suppress(Exception):
                 await self._pool.close()
             self._pool = None
         if self._conn is not None:
             with contextlib.suppress(Exception):
-                await self._conn.close()  # ends the session: PostgreSQL lets the owner lock go
+                await self._conn.close()  # ends the session: PostgreSQL lets the epoch's lock go
             self._conn = None
 
     async def close(self) -> None:
@@ -219,7 +252,7 @@ class PostgresStore:
                 return await self._commit(group)
             except Exception as error:
                 if not _is_refusal(error):
-                    raise self._break(error) from error
+                    raise self._break(await self._fenced_or(error)) from error
                 if len(group) == 1:
                     return [_translate(error)]
             outcomes: list[Exception | None] = []  # the group failed as a whole: each batch alone
@@ -228,13 +261,31 @@ class PostgresStore:
                     outcomes.extend(await self._commit([rows]))
                 except Exception as error:
                     if not _is_refusal(error):
-                        raise self._break(error) from error
+                        raise self._break(await self._fenced_or(error)) from error
                     outcomes.append(_translate(error))
             return outcomes
         finally:
             self._commit_lock.release()
 
+    async def _fenced_or(self, error: Exception) -> Exception:
+        """StoreFenced when the commit failed because another server took over (a paused server's session ended by
+        the database, its transaction cut short): so it says who holds the database. Otherwise `error`."""
+        if isinstance(error, StoreFenced) or self._pool is None:
+            return error
+        try:
+            async with asyncio.timeout(self.lease.lease_s / 3), self._pool.acquire() as conn:
+                await self.lease.check_epoch(conn)
+        except StoreFenced as fenced:
+            return fenced
+        except Exception:  # the database unreachable too: the commit's own error says it
+            return error
+        return error
+
     def _break(self, error: Exception) -> StoreError:
+        if isinstance(error, StoreFenced):
+            self._lose(error)
+        if self._broken is not None:
+            return self._broken
         if isinstance(error, StoreError):
             self._broken = error
         else:
@@ -246,6 +297,7 @@ class PostgresStore:
         """Apply the group in one transaction; per batch None or its refusal for a reused key. Raises when the
         transaction as a whole failed (nothing of it is committed)."""
         async with self._conn.transaction():
+            await self.lease.check_epoch(self._conn)  # fenced: nothing of this transaction commits
             outcomes = await self._refuse_duplicate_keys(group)
             await apply_rows(self._conn, [rows for rows, outcome in zip(group, outcomes, strict=True) if not outcome])
         return outcomes

@@ -14,6 +14,8 @@ durations BIGINT microseconds, the JSON parts compact JSON in TEXT columns, byte
 - `schedules` (version 2): one row per schedule, its name and the whole schedule as one JSON
   document (`_schedule_json`).
 - `taskwire_schema`: one row, the schema version.
+- `taskwire_owner` (`_postgres_lease`): one row, who holds the database; made before any migration
+  runs (only the holder migrates), outside the schema version.
 
 Version 3 adds flow control to `task_runs`, as SQLite's version 8: `priority` (NULL for the default),
 `concurrency_key` and `concurrency_limit` (NULL without a key), `fairness_key`, `rate_limit` and
@@ -31,9 +33,9 @@ from typing import Any, Final
 
 from ._protocol import StoreError
 
-# Advisory lock keys (one 64-bit key space per database): "twmigrat" and "twowner_" in ASCII.
+# The migration's advisory lock key (64-bit form): "twmigrat" in ASCII. The lease's locks use the two-key form
+# (`_postgres_lease.OWNER_LOCK_CLASS`), a key space of its own.
 MIGRATION_LOCK: Final = 0x74776D6967726174
-OWNER_LOCK: Final = 0x74776F776E65725F
 
 TERMINAL_SQL: Final = "('SUCCESS', 'FAILED', 'CANCELLED')"
 # Cold executions (see `ColdTaskRun`): the texts match the partial indexes below, which PostgreSQL then uses.

@@ -27,10 +27,11 @@ def sqlite_path(url: str) -> Path:
     return Path(rest)
 
 
-def store_from_url(url: str) -> Store:
-    """A new, unopened store for `url`; ValueError for a URL no store takes."""
+def store_from_url(url: str, *, standby: bool = False, lease_s: float = 10.0) -> Store:
+    """A new, unopened store for `url`; ValueError for a URL no store takes. `standby` and `lease_s` are
+    PostgreSQL's (see `PostgresStore`)."""
     if url.startswith(POSTGRES_SCHEMES):
-        return PostgresStore(url)
+        return PostgresStore(url, standby=standby, lease_s=lease_s)
     if url.startswith("sqlite:"):
         return SqliteStore(sqlite_path(url))
     raise ValueError(f"store URL {url!r} is neither postgresql://… nor sqlite:PATH")

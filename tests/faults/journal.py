@@ -30,9 +30,12 @@ def journal_env(journal: Path) -> dict[str, str]:
     return {JOURNAL_ENV: str(journal)}
 
 
-def journal_worker(procs: Cluster, server: ServerProcess, journal: Path, *, name: str, slots: int = 6) -> Process:
-    """A real worker serving `journal.work` on `server`, writing to `journal`; torn down with `procs`."""
-    return procs.worker(server, handlers=HANDLERS, slots=slots, name=name, env=journal_env(journal))
+def journal_worker(
+    procs: Cluster, server: ServerProcess | str, journal: Path, *extra_args: str, name: str, slots: int = 6
+) -> Process:
+    """A real worker serving `journal.work` on `server` (or on the addresses given), writing to `journal`; torn
+    down with `procs`."""
+    return procs.worker(server, *extra_args, handlers=HANDLERS, slots=slots, name=name, env=journal_env(journal))
 
 
 def _append(entry: dict[str, object]) -> None:

@@ -44,7 +44,9 @@ def journal_spec(op: str, *, seconds: float = 0.0, max_attempts: int = 3) -> tpb
 @dataclass
 class Load:
     """`threads` submitters, each submitting `per_thread` executions one at a time (or until `stop()`, with
-    `per_thread=None`); `pace_s` spaces one thread's submits."""
+    `per_thread=None`); `pace_s` spaces one thread's submits. `address` is any gRPC target: several servers
+    (`ipv4:127.0.0.1:1,127.0.0.1:2`) are gRPC's own multi-address channel, which moves on when one is unreachable;
+    `keepalive_s` makes it notice a server that stopped answering."""
 
     address: str
     threads: int = 4
@@ -52,6 +54,7 @@ class Load:
     seconds: float = 0.02
     pace_s: float = 0.0
     timeout_s: float = 5.0
+    keepalive_s: float | None = None
     submissions: list[Submission] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _changed: threading.Condition = field(init=False)
@@ -97,7 +100,15 @@ class Load:
             return f"op-{next(self._ops)}"
 
     def _submitter(self) -> None:
-        with grpc.insecure_channel(self.address) as channel:
+        options = []
+        if self.keepalive_s is not None:
+            keepalive_ms = round(self.keepalive_s * 1000)
+            options = [
+                ("grpc.keepalive_time_ms", keepalive_ms),
+                ("grpc.keepalive_timeout_ms", keepalive_ms),
+                ("grpc.http2.ping_timeout_ms", keepalive_ms),  # what enforces the timeout (grpc/grpc#39239)
+            ]
+        with grpc.insecure_channel(self.address, options=options) as channel:
             stub = task_service_pb2_grpc.TaskServiceStub(channel)
             sent = itertools.count(1)
             while not self._stopped.is_set() and (self.per_thread is None or next(sent) <= self.per_thread):

@@ -15,6 +15,10 @@ FLAGS = [
     "--db",
     "--store",
     "TASKWIRE_STORE",
+    "--standby",
+    "TASKWIRE_STANDBY",
+    "--store-lease",
+    "TASKWIRE_STORE_LEASE",
     "--queue-capacity",
     "--max-payload-bytes",
     "--lease-timeout",
@@ -75,6 +79,8 @@ STORE_REFUSALS = {
     "unknown-scheme": (["--store", "mysql://tw:s3cret@db/tw"], ["--store", "postgresql://", "mysql://tw:***@db/tw"]),
     "sqlite-with-a-host": (["--store", "sqlite://host/db"], ["names a host"]),
     "store-and-db": (["--store", "sqlite:x.db", "--db", "y.db"], ["--db and --store"]),
+    "standby-on-sqlite": (["--db", "x.db", "--standby"], ["--standby needs a PostgreSQL store"]),
+    "no-store-lease": (["--store", "postgresql://tw:s3cret@db/tw", "--store-lease", "0"], ["store lease must be"]),
 }
 
 

@@ -118,3 +118,31 @@ async def test_a_failed_commit_fails_its_waiters_and_stops_the_server(sqlite: Sq
     with pytest.raises(StoreFailure):
         committer.durable()
     await committer.close()
+
+
+class FailingStore(RecordingStore):
+    """Holds each write until released, then fails it as a lost database does."""
+
+    async def commit(self, batches: Sequence[WriteBatch]) -> list[Exception | None]:
+        await super().commit(batches)
+        raise OSError("the database went away")
+
+
+async def test_a_commit_that_fails_in_flight_fails_what_was_staged_meanwhile_and_close_returns() -> None:
+    store = FailingStore()
+    stopped: list[BaseException] = []
+    committer = Committer(store=store, bus=EventBus(), on_fatal=stopped.append)  # type: ignore[arg-type]
+    committer.start()
+    committer.stage_event(EventRecord("first", 1, T0, "log", b""))
+    in_flight = committer.durable()
+    await asyncio.sleep(0)  # the first group leaves for the store, which holds it
+    committer.stage_event(EventRecord("second", 1, T0, "log", b""))
+    staged_meanwhile = committer.durable()
+    closing = asyncio.ensure_future(committer.close())  # a stop while the commit hangs: it flushes
+    store.release.set()
+
+    for waiter in (in_flight, staged_meanwhile):
+        with pytest.raises(StoreFailure, match="the database went away"):
+            await asyncio.wait_for(waiter, timeout=5)
+    await asyncio.wait_for(closing, timeout=5)
+    assert len(stopped) == 1

@@ -23,6 +23,8 @@ WORKER = str(Path(sys.executable).parent / "taskwire-worker")
         (["--handlers", "taskwire.worker.demo", "--isolation", "vm"], "invalid choice"),
         (["--handlers", "taskwire.worker.demo", "--drain-timeout", "-1"], "zero or more seconds"),
         (["--handlers", "taskwire.worker.demo", "--label", "novalue"], "KEY=VALUE"),
+        (["--handlers", "taskwire.worker.demo", "--server", " , "], "no server address given"),
+        (["--handlers", "taskwire.worker.demo", "--keepalive", "0"], "more than zero seconds"),
         (["--handlers", "taskwire.worker.demo", "--bogus"], "unrecognized arguments"),
         ([], "no handler modules given"),
     ],
@@ -39,7 +41,7 @@ def test_bad_arguments_are_one_line_and_status_2(
 
 
 def test_environment_variables_are_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TASKWIRE_SERVER", "10.0.0.1:9000")
+    monkeypatch.setenv("TASKWIRE_SERVER", "10.0.0.1:9000,10.0.0.2:9000")
     monkeypatch.setenv("TASKWIRE_HANDLERS", "taskwire.worker.demo")
     monkeypatch.setenv("TASKWIRE_SLOTS", "7")
     monkeypatch.setenv("TASKWIRE_WORKER_NAME", "edge-1")
@@ -47,14 +49,16 @@ def test_environment_variables_are_defaults(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("TASKWIRE_DRAIN_TIMEOUT", "12.5")
     monkeypatch.setenv("TASKWIRE_INSTANCE_ID", "instance-9")
     args = build_parser().parse_args([])
-    assert (args.server, args.handlers, args.slots, args.name) == ("10.0.0.1:9000", "taskwire.worker.demo", 7, "edge-1")
+    assert args.server == ["10.0.0.1:9000", "10.0.0.2:9000"]  # an active server and its standby, tried in turn
+    assert (args.handlers, args.slots, args.name) == ("taskwire.worker.demo", 7, "edge-1")
     assert (args.isolation, args.drain_timeout, args.instance_id) == ("process", 12.5, "instance-9")
     assert build_parser().parse_args(["--slots", "2"]).slots == 2  # flags win over the environment
 
 
 def test_defaults() -> None:
     args = build_parser().parse_args(["--handlers", "taskwire.worker.demo"])
-    assert (args.server, args.slots, args.isolation, args.drain_timeout) == ("127.0.0.1:50051", 4, "thread", 30.0)
+    assert (args.server, args.slots, args.isolation, args.drain_timeout) == (["127.0.0.1:50051"], 4, "thread", 30.0)
+    assert args.keepalive == 5.0
     assert args.instance_id is None  # a fresh uuid4 is made per process
     assert args.max_reconnect_attempts is None
 
@@ -72,6 +76,7 @@ def test_help_explains_each_option(capsys: pytest.CaptureFixture[str]) -> None:
         ("--instance-id", "TASKWIRE_INSTANCE_ID"),
         ("--log-level", "TASKWIRE_LOG_LEVEL"),
         ("--max-reconnect-attempts", "TASKWIRE_MAX_RECONNECT_ATTEMPTS"),
+        ("--keepalive", "TASKWIRE_KEEPALIVE"),
     ]:
         assert option in out
         assert env in out

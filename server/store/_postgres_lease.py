@@ -1,0 +1,220 @@
+"""Who may write a PostgreSQL database: one server at a time, by a lease on the database's clock.
+
+The row of `taskwire_owner` names the active server (`holder`), its `epoch` (one more at every
+takeover) and `lease_until`, measured on the database's clock (`now()`), so the servers' clocks do not
+matter. The holder renews the lease every third of its length. Taking the database is a compare-and-set
+on that row, in one transaction with a session-level advisory lock keyed by the new epoch
+(`OWNER_LOCK_CLASS`, epoch): while the holder's session lives, that lock is held, and when the session
+ends (the server was killed) PostgreSQL lets it go at once.
+
+So a server starting on a database finds one of three things:
+
+- no holder, or a lapsed lease: it takes the database (epoch + 1);
+- a holder whose session is gone (its epoch's lock is free: killed a moment ago): it takes it at once;
+- a live holder with a current lease: without `standby` it refuses (`StoreInUse`, naming the holder);
+  a standby waits until the lease lapses (the holder stopped renewing: dead, paused or cut off) and
+  takes over then.
+
+Fencing: every commit transaction of the holder first reads the row `FOR SHARE` and checks its epoch
+(`check_epoch`); a takeover's UPDATE waits for that transaction, and once a takeover committed, the
+old holder's next commit sees the new epoch and rolls back (`StoreFenced`). A holder that cannot renew
+before its own lease runs out (on its monotonic clock, measured from before the renewal was sent) stops
+too, so two servers never act at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ._lock import StoreInUse
+from ._postgres_schema import MIGRATION_LOCK
+from ._protocol import StoreError
+
+log = logging.getLogger("taskwire.server.store")
+
+# The classid of the per-epoch advisory lock ("twow" in ASCII); the objid is the epoch (mod 2^31).
+OWNER_LOCK_CLASS: Final = 0x74776F77
+
+_OWNER_TABLE: Final = (
+    "CREATE TABLE IF NOT EXISTS taskwire_owner ("
+    "id INTEGER PRIMARY KEY CHECK (id = 1), holder TEXT NOT NULL, epoch BIGINT NOT NULL, "
+    "lease_until TIMESTAMPTZ NOT NULL)",
+    "INSERT INTO taskwire_owner (id, holder, epoch, lease_until) VALUES (1, '', 0, '-infinity') "
+    "ON CONFLICT (id) DO NOTHING",
+)
+_READ: Final = "SELECT holder, epoch, lease_until, lease_until < now() AS lapsed FROM taskwire_owner WHERE id = 1"
+_TAKE: Final = (
+    "UPDATE taskwire_owner SET epoch = epoch + 1, holder = $1, lease_until = now() + $2 * interval '1 microsecond' "
+    "WHERE id = 1 AND epoch = $3 AND (lease_until < now() OR $4) RETURNING epoch"
+)
+_RENEW: Final = (
+    "UPDATE taskwire_owner SET lease_until = now() + $1 * interval '1 microsecond' "
+    "WHERE id = 1 AND epoch = $2 RETURNING epoch"
+)
+
+
+def default_holder() -> str:
+    """How a server names itself in the row: its host and process id."""
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
+def _objid(epoch: int) -> int:
+    return epoch % 2**31
+
+
+class StoreFenced(StoreError):
+    """Another server took the database over: this one must change nothing more and stop."""
+
+    status_name = "UNAVAILABLE"
+
+    def __init__(self, *, holder: str, epoch: int, mine: int) -> None:
+        super().__init__(
+            f"fenced: another taskwire server took over the database: {holder or 'nobody'} holds it at epoch {epoch} "
+            f"(this server held epoch {mine}); stopping"
+        )
+        self.holder = holder
+        self.epoch = epoch
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    holder: str
+    epoch: int
+    lease_until: Any
+    lapsed: bool
+
+
+async def create_owner_table(conn: Any) -> None:
+    """Make the ownership row if the database has none (under the migration lock: servers may start together)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        for statement in _OWNER_TABLE:
+            await conn.execute(statement)
+
+
+async def _read(conn: Any) -> _Row:
+    row = await conn.fetchrow(_READ)
+    return _Row(str(row["holder"]), int(row["epoch"]), row["lease_until"], bool(row["lapsed"]))
+
+
+class OwnerLease:
+    """This server's hold on the database: `take` it (or wait for it), `check_epoch` in every commit, `renew`."""
+
+    def __init__(self, *, holder: str, lease_s: float, database: str) -> None:
+        if lease_s <= 0:
+            raise ValueError(f"the store lease must be positive, got {lease_s}")
+        self.holder = holder
+        self.lease_s = lease_s
+        self.epoch = 0
+        self._database = database
+        # When this server's lease runs out on its own monotonic clock, at the latest.
+        self.deadline = 0.0
+
+    @property
+    def _lease_us(self) -> int:
+        return round(self.lease_s * 1_000_000)
+
+    async def take(self, conn: Any, *, standby: bool, refuse_after_s: float) -> None:
+        """Take the database on `conn` (the session that then commits). A live holder with a current lease is
+        waited for: up to `refuse_after_s` (StoreInUse after), or as a standby until the lease lapses."""
+        loop = asyncio.get_running_loop()
+        refuse_at = loop.time() + refuse_after_s
+        told = False
+        while True:
+            row = await _read(conn)
+            holder_gone = not row.lapsed and await self._holder_gone(conn, row.epoch)
+            if row.lapsed or holder_gone:
+                sent = loop.time()
+                if await self._take(conn, row.epoch, holder_gone=holder_gone):
+                    self.deadline = sent + self.lease_s
+                    if row.holder:
+                        log.info("took over the database %s from %s (epoch %d)", self._database, row.holder, row.epoch)
+                    return
+                continue  # another server took it first: look again
+            if not standby and loop.time() >= refuse_at:
+                raise StoreInUse(
+                    f"another taskwire server uses the database {self._database}: {row.holder} (epoch {row.epoch}, "
+                    f"lease until {row.lease_until:%Y-%m-%d %H:%M:%S%z}); stop it first, or start this one with "
+                    "--standby"
+                )
+            if standby and not told:
+                told = True
+                log.warning(
+                    "standby: the database %s is held by %s (epoch %d); waiting to take over when its lease lapses",
+                    self._database,
+                    row.holder,
+                    row.epoch,
+                )
+            # Polled: a lease lapses by the passing of time, which nothing announces.
+            await asyncio.sleep(min(1.0, max(0.05, self.lease_s / 10)) if standby else 0.05)
+
+    async def _holder_gone(self, conn: Any, epoch: int) -> bool:
+        """Whether the session of the holder of `epoch` has ended (its advisory lock is free)."""
+        if epoch == 0:
+            return True
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", OWNER_LOCK_CLASS, _objid(epoch)):
+            return False
+        await conn.execute("SELECT pg_advisory_unlock($1, $2)", OWNER_LOCK_CLASS, _objid(epoch))
+        return True
+
+    async def _take(self, conn: Any, seen: int, *, holder_gone: bool) -> bool:
+        """The compare-and-set, and the new epoch's lock taken in the same transaction (no one sees the new
+        epoch before its lock is held)."""
+        async with conn.transaction():
+            epoch = await conn.fetchval(_TAKE, self.holder, self._lease_us, seen, holder_gone)
+            if epoch is None:
+                return False
+            await conn.execute("SELECT pg_advisory_lock($1, $2)", OWNER_LOCK_CLASS, _objid(epoch))
+        self.epoch = int(epoch)
+        return True
+
+    async def check_epoch(self, conn: Any) -> None:
+        """Inside a commit transaction: StoreFenced unless this server still holds the database. The row stays
+        share-locked to the end of the transaction, so no takeover commits in between. (Outside one: a look.)"""
+        row = await conn.fetchrow("SELECT holder, epoch FROM taskwire_owner WHERE id = 1 FOR SHARE")
+        if int(row["epoch"]) != self.epoch:
+            raise StoreFenced(holder=str(row["holder"]), epoch=int(row["epoch"]), mine=self.epoch)
+
+    async def renew(self, conn: Any) -> None:
+        """Extend the lease by its length from the database's now; StoreFenced when another server holds it."""
+        sent = asyncio.get_running_loop().time()
+        if await conn.fetchval(_RENEW, self._lease_us, self.epoch) is None:
+            row = await _read(conn)
+            raise StoreFenced(holder=row.holder, epoch=row.epoch, mine=self.epoch)
+        self.deadline = sent + self.lease_s
+
+    async def release(self, conn: Any) -> None:
+        """Let the lease lapse now (a graceful stop): a standby takes over at once."""
+        await conn.execute(
+            "UPDATE taskwire_owner SET lease_until = '-infinity' WHERE id = 1 AND epoch = $1", self.epoch
+        )
+
+
+async def keep_renewed(lease: OwnerLease, pool: Any, on_lost: Any) -> None:
+    """Renew `lease` every third of its length through `pool`; on a takeover, or when the lease ran out before a
+    renewal got through, call `on_lost(error)` once and return."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(lease.lease_s / 3)
+        try:
+            # At least a third of the lease: a server that was paused past its lease still learns who holds it.
+            async with asyncio.timeout(max(lease.lease_s / 3, lease.deadline - loop.time())):
+                async with pool.acquire() as conn:
+                    await lease.renew(conn)
+        except StoreFenced as error:
+            on_lost(error)
+            return
+        except Exception as error:  # the database unreachable, slow, or the connection lost
+            if loop.time() >= lease.deadline:
+                lost = StoreError(
+                    f"could not renew the lease on the database before it ran out ({error or type(error).__name__}); "
+                    "stopping so that a standby can take over"
+                )
+                on_lost(lost)
+                return
+            log.warning("renewing the lease on the database failed (%s); retrying", error)

@@ -1,0 +1,142 @@
+"""The lease on a PostgreSQL database: one writer at a time, standbys, takeovers and the fence in every commit.
+
+A paused server is played in-process by stopping its store's renewals: to the database it is then exactly
+a server that stopped answering while its session stays open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+import pytest
+
+from taskwire.server.store import PostgresStore, StoreError, StoreFenced, StoreInUse
+from tests.unit.store.records import pending_execution, submit_batch
+from tests.unit.store.support import write
+
+pytestmark = pytest.mark.timeout(60)
+
+LEASE_S = 2.0  # short, yet long enough for renewals on a busy machine
+
+
+async def _owner(url: str) -> tuple[str, int]:
+    conn = await asyncpg.connect(url)
+    try:
+        row = await conn.fetchrow("SELECT holder, epoch FROM taskwire_owner")
+    finally:
+        await conn.close()
+    return str(row["holder"]), int(row["epoch"])
+
+
+def _pause(store: PostgresStore) -> None:
+    """Stop renewing, as a SIGSTOPped server does; its connections stay open."""
+    assert store._renewing is not None
+    store._renewing.cancel()
+
+
+async def test_the_first_server_takes_the_database_at_epoch_one_and_a_second_is_refused_naming_it(
+    postgres_url: str,
+) -> None:
+    async with PostgresStore(postgres_url, holder="alpha", lease_s=LEASE_S) as first:
+        assert first.lease.epoch == 1
+        assert await _owner(postgres_url) == ("alpha", 1)
+        second = PostgresStore(postgres_url, holder="beta", lease_s=LEASE_S, lock_wait_s=0.2)
+        with pytest.raises(StoreInUse, match=r"another taskwire server uses the database .*: alpha \(epoch 1"):
+            await second.open()
+        await second.close()
+        await asyncio.sleep(LEASE_S * 1.5)  # longer than a lease: the renewals keep it the holder's
+        assert await _owner(postgres_url) == ("alpha", 1)
+
+
+async def test_a_killed_holders_successor_takes_over_at_once(postgres_url: str) -> None:
+    first = PostgresStore(postgres_url, holder="alpha", lease_s=30)
+    await first.open()
+    _pause(first)
+    conn = await asyncpg.connect(postgres_url)
+    try:  # the writer holds its epoch's advisory lock: ending that session is what a kill -9 does
+        await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+    finally:
+        await conn.close()
+    # The lease has most of 30 s left, but its holder is gone: no standby needed, no wait for the lease.
+    async with PostgresStore(postgres_url, holder="beta", lease_s=30) as second:
+        assert second.lease.epoch == 2
+    await first.close()
+
+
+async def test_a_standby_takes_over_a_paused_holder_which_then_changes_nothing(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "taskwire.server.store")
+    first = PostgresStore(postgres_url, holder="alpha", lease_s=LEASE_S)
+    await first.open()
+    lost: list[StoreError] = []
+    first.on_lost = lost.append
+    standby = PostgresStore(postgres_url, holder="beta", lease_s=LEASE_S, standby=True)
+    taking = asyncio.ensure_future(standby.open())
+    await asyncio.sleep(LEASE_S * 1.5)  # the holder renews: the standby keeps waiting
+    assert not taking.done()
+    assert "standby: the database" in caplog.text
+    assert "held by alpha (epoch 1)" in caplog.text
+    _pause(first)
+    await asyncio.wait_for(taking, 10)
+    assert standby.lease.epoch == 2
+    assert await _owner(postgres_url) == ("beta", 2)
+
+    late = pending_execution()
+    with pytest.raises(StoreFenced, match=r"beta holds it at epoch 2 \(this server held epoch 1\)"):
+        await write(first, submit_batch(late))
+    assert [type(error) for error in lost] == [StoreFenced]
+    with pytest.raises(StoreFenced):  # and every later one
+        await write(first, submit_batch(pending_execution()))
+    assert await standby.get_execution(late.execution.id) is None
+    await first.close()  # does not let go of a lease it no longer holds
+    assert await _owner(postgres_url) == ("beta", 2)
+    await standby.close()
+
+
+async def test_a_renewal_that_finds_another_holder_reports_the_loss(postgres_url: str) -> None:
+    first = PostgresStore(postgres_url, holder="alpha", lease_s=LEASE_S)
+    await first.open()
+    lost = asyncio.get_running_loop().create_future()
+    first.on_lost = lost.set_result
+    conn = await asyncpg.connect(postgres_url)
+    try:  # another server took over (as after a pause the holder did not notice)
+        await conn.execute("UPDATE taskwire_owner SET epoch = epoch + 1, holder = 'gamma'")
+    finally:
+        await conn.close()
+    error = await asyncio.wait_for(lost, 10)
+    assert isinstance(error, StoreFenced)
+    assert (error.holder, error.epoch) == ("gamma", 2)
+    await first.close()
+
+
+async def test_a_graceful_close_lets_a_standby_take_over_at_once(postgres_url: str) -> None:
+    first = PostgresStore(postgres_url, holder="alpha", lease_s=30)
+    await first.open()
+    standby = PostgresStore(postgres_url, holder="beta", lease_s=30, standby=True)
+    taking = asyncio.ensure_future(standby.open())
+    _pause(first)
+    await first.lease.release(first._conn)  # what close() does first; the session stays, as the process would
+    await asyncio.wait_for(taking, 10)  # far sooner than the 30 s lease
+    assert standby.lease.epoch == 2
+    await standby.close()
+    await first.close()
+
+
+async def test_a_paused_holder_whose_session_the_database_ended_is_told_who_took_over(postgres_url: str) -> None:
+    first = PostgresStore(postgres_url, holder="alpha", lease_s=LEASE_S)
+    await first.open()
+    _pause(first)
+    async with PostgresStore(postgres_url, holder="beta", lease_s=LEASE_S, standby=True):
+        conn = await asyncpg.connect(postgres_url)
+        try:  # as idle_in_transaction_session_timeout does to a server paused inside a commit
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = 1 AND granted"
+            )
+        finally:
+            await conn.close()
+        with pytest.raises(StoreFenced, match="beta holds it at epoch 2"):
+            await write(first, submit_batch(pending_execution()))
+    await first.close()
