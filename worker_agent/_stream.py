@@ -38,6 +38,28 @@ def default_worker_name() -> str:
     return f"{socket.gethostname()}/{os.getpid()}"
 
 
+def hello_message(
+    *,
+    name: str,
+    instance_id: str,
+    handlers: list[str],
+    slots: int,
+    labels: dict[str, str],
+    running: set[AttemptKey],
+) -> wpb.WorkerMessage:
+    """What the worker says it is, and the attempts it holds (for the server to adopt or reject)."""
+    hello = wpb.WorkerHello(
+        name=name,
+        instance_id=instance_id,
+        handlers=handlers,
+        slots=slots,
+        labels=labels,
+        agent_version=agent_version(),
+        running_attempts=_convert.refs(running),
+    )
+    return wpb.WorkerMessage(hello=hello)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionInfo:
     """What the server said in its Welcome."""

@@ -3,19 +3,14 @@
 A session is: hello → Welcome → (invocations, cancels, drains in; reports and heartbeats out) until
 the stream ends. Between sessions attempts keep running and their reports wait in the outbox; the next
 hello lists them so the server can adopt (keep) or reject (fence) each. A server that stops says so
-(GoingAway): the worker hangs up, keeps its work, and reconnects to the next server.
-
-Given several server addresses (an active server and its standbys), the worker tries the next one on
-every reconnect, round the list: a standby binds no port until it has taken over, so the worker lands on
-whichever server is active, and hands it its running attempts exactly as it does across a restart.
+(GoingAway): the worker hangs up, keeps its work, and reconnects to the next server (`_connection`: the
+addresses, the channel and the backoff), which it hands its running attempts exactly as across a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
 import uuid
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -23,24 +18,15 @@ from typing import Any
 
 import grpc
 import grpc.aio
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    RetryError,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_never,
-    wait_random_exponential,
-)
 
-from taskwire.common import bearer, server_addresses
-from taskwire.common.http2 import HTTP2_OPTIONS
-from taskwire.common.tls import TlsConfigError, TlsFiles
+from taskwire.common.tls import TlsFiles
 from taskwire.v1 import worker_service_pb2 as wpb
 from taskwire.v1 import worker_service_pb2_grpc
 
 from . import _convert
 from ._abort import AbortReason
+from ._connection import ConnectFailed, ServerGoingAway, ServerLink, SessionEnded
+from ._drain import DrainClock
 from ._errors import ConnectionLostError
 from ._executor import AttemptKey, Executor, Isolation
 from ._limits import WireLimits
@@ -49,7 +35,7 @@ from ._outbox import Outbox
 from ._outcome import Cancelled
 from ._registry import HandlerRegistry
 from ._reports import ReportSink
-from ._stream import SessionInfo, SessionStream, agent_version, default_worker_name, describe
+from ._stream import SessionInfo, SessionStream, default_worker_name, describe, hello_message
 
 _log = logging.getLogger("taskwire.worker")
 
@@ -58,35 +44,10 @@ DEFAULT_HEARTBEAT_INTERVAL_S = 5.0
 #: A session shorter than this counts as a failed connection attempt, so a server that welcomes and
 #: then drops the stream at once is retried with backoff instead of in a tight loop.
 _HEALTHY_SESSION_S = 1.0
-#: A reconnecting worker waits at most this share of the last lease timeout between attempts, so it is back
-#: (and its attempts adopted) well before the server gives up on them.
-_BACKOFF_LEASE_SHARE = 1 / 3
-#: A server Drain's grace is when the server stops: the worker aborts what still runs early enough that
-#: the handlers can stop and their reports reach the server before then (at most this share of the grace).
-_DRAIN_REPORT_SHARE = 0.5
-
-
-class _ConnectFailed(Exception):
-    """No session came of a connection attempt (retried with backoff)."""
-
-
-class _ServerGoingAway(_ConnectFailed):
-    """The server is stopping: reconnect with backoff (bounded by what it announced), keep the work."""
-
-
-class _SessionEnded(Exception):
-    """A healthy session's stream ended; reconnect at once, backoff starting afresh."""
 
 
 class Worker:
     """A taskwire worker agent.
-
-    A stream that goes silent without closing (a half-open connection: a NAT or proxy dropped the flow)
-    is detected with gRPC keepalive pings: every ``keepalive_s`` the channel pings the server and drops
-    the connection when no answer comes within ``keepalive_timeout_s``, which ends the stream and starts
-    a reconnect. The server sends nothing on an idle stream by design (the heartbeats go the other way),
-    so silence from the server is no sign of trouble; only a transport-level probe tells a quiet peer
-    from a dead path, and it needs no protocol change and exists in every gRPC implementation.
 
     ``async with Worker(server=..., registry=...) as worker: await worker.wait_closed()`` runs it until
     it is shut down: :meth:`drain` (or a server Drain) stops taking work, lets running attempts finish
@@ -94,10 +55,7 @@ class Worker:
     the stream. :meth:`close` is the same with no grace.
 
     ``server`` is one address, or several (a list, or one string separated by commas): each reconnect tries
-    the next one, round the list.
-
-    With ``tls`` the stream runs over TLS (mutual TLS when it names a client certificate); the files are
-    read again on every reconnect, so a rotated certificate is used without a restart.
+    the next one, round the list. For ``keepalive_s`` and ``tls`` see `taskwire.worker._connection`.
     """
 
     def __init__(
@@ -133,11 +91,16 @@ class Worker:
             raise ValueError("a worker needs at least one handler")
         if max_reconnect_attempts is not None and max_reconnect_attempts < 1:
             raise ValueError(f"max_reconnect_attempts must be at least 1, got {max_reconnect_attempts}")
-        self._servers = server_addresses(server)
-        self._server = self._servers[0]  # the address of the current (or next) connection attempt
-        self._sessions_tried = 0
-        self._tls = tls
-        self._interceptors = bearer.aio_interceptors(token)  # the credential: who this worker is to the server
+        self._link = ServerLink(
+            server,
+            tls=tls,
+            token=token,
+            keepalive_s=keepalive_s,
+            keepalive_timeout_s=keepalive_timeout_s,
+            reconnect_initial_s=reconnect_initial_s,
+            reconnect_max_s=reconnect_max_s,
+            channel_options=channel_options,
+        )
         self._registry = registry
         self._slots = slots
         self._name = name or default_worker_name()
@@ -145,22 +108,9 @@ class Worker:
         self._labels = dict(labels or {})
         self._drain_timeout_s = drain_timeout_s
         self._max_reconnect_attempts = max_reconnect_attempts
-        self._reconnect_initial_s = reconnect_initial_s
-        self._reconnect_max_s = reconnect_max_s
         self._welcome_timeout_s = welcome_timeout_s
         self._flush_timeout_s = flush_timeout_s
-        self._stop_budget_s = stop_grace_s + kill_grace_s + 1.0
-        self._channel_options = [
-            ("grpc.keepalive_time_ms", max(1, round(keepalive_s * 1000))),
-            ("grpc.keepalive_timeout_ms", max(1, round(keepalive_timeout_s * 1000))),
-            # gRPC core enforces the keepalive timeout through its ping timeout (grpc/grpc#39239).
-            ("grpc.http2.ping_timeout_ms", max(1, round(keepalive_timeout_s * 1000))),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.max_pings_without_data", 0),
-            # A fixed flow-control window, no bandwidth-delay pings (see taskwire.common.http2).
-            *HTTP2_OPTIONS,
-            *channel_options,
-        ]
+        self._drain = DrainClock(stop_budget_s=stop_grace_s + kill_grace_s + 1.0)
         self._outbox = Outbox()
         self._reports = ReportSink(self._outbox)
         self._executor = Executor(
@@ -177,19 +127,14 @@ class Worker:
         )
         self._metrics = metrics
         self._session: SessionInfo | None = None
-        self._last_lease_s: float | None = None
-        # Set by a GoingAway: the server is stopping, this session ends; its bound on the reconnect backoff.
+        # Set by a GoingAway: the server is stopping, this session ends.
         self._server_leaving = asyncio.Event()
-        self._reconnect_within_s: float | None = None
         self._connected = asyncio.Event()
         self._started = False
         self._main_task: asyncio.Task[None] | None = None
         self._connection_task: asyncio.Task[None] | None = None
         self._draining = False
         self._drain_reason = ""
-        self._drain_deadline: float | None = None
-        # When the server that asked for the drain stops: reports must be in before then.
-        self._reports_due: float | None = None
         self._shutdown_requested = asyncio.Event()
         self._deadline_changed = asyncio.Event()
         self._stop_connection = asyncio.Event()
@@ -265,17 +210,10 @@ class Worker:
         ``reports_due_s`` (a server Drain's grace) is when the reports must have reached the server: the
         attempts are then aborted early enough that their handlers can stop and be reported by then.
         """
-        loop = asyncio.get_running_loop()
-        grace = self._drain_timeout_s if grace_s is None else max(0.0, grace_s)
-        if reports_due_s is not None:
-            due = loop.time() + reports_due_s
-            if self._reports_due is None or due < self._reports_due:
-                self._reports_due = due
-            grace = min(grace, reports_due_s - min(reports_due_s * _DRAIN_REPORT_SHARE, self._stop_budget_s))
-        deadline = loop.time() + grace
-        if self._drain_deadline is not None and deadline >= self._drain_deadline:
+        now = asyncio.get_running_loop().time()
+        grace = self._drain.tighten(now, self._drain_timeout_s if grace_s is None else max(0.0, grace_s), reports_due_s)
+        if grace is None:
             return
-        self._drain_deadline = deadline
         self._deadline_changed.set()
         if not self._draining:
             self._draining = True
@@ -315,7 +253,12 @@ class Worker:
         self._closed.set()
 
     async def _main(self) -> None:
-        connection = asyncio.create_task(self._connection_loop(), name="taskwire-worker-connection")
+        connection = asyncio.create_task(
+            self._link.keep_connected(
+                self._run_session, stop=self._stop_connection, max_attempts=self._max_reconnect_attempts
+            ),
+            name="taskwire-worker-connection",
+        )
         self._connection_task = connection
         connection.add_done_callback(self._on_connection_ended)
         try:
@@ -338,8 +281,8 @@ class Worker:
     async def _shutdown_sequence(self) -> None:
         loop = asyncio.get_running_loop()
         # Drain within the grace; heartbeats keep flowing on the session meanwhile.
-        while self._executor.in_flight and self._drain_deadline is not None:
-            remaining = self._drain_deadline - loop.time()
+        while self._executor.in_flight and self._drain.deadline is not None:
+            remaining = self._drain.deadline - loop.time()
             if remaining <= 0:
                 break
             self._deadline_changed.clear()
@@ -350,12 +293,7 @@ class Worker:
             changed.cancel()
         if self._executor.in_flight:
             _log.info("aborting %d running attempt(s)", self._executor.in_flight)
-        stop_timeout_s: float | None = None
-        if self._reports_due is not None:
-            # Whatever has not stopped by then is reported anyway, with time left to send it.
-            left_s = self._reports_due - loop.time()
-            stop_timeout_s = min(self._stop_budget_s, max(0.0, left_s - min(0.5, left_s / 4)))
-        await self._executor.stop_all(timeout_s=stop_timeout_s)
+        await self._executor.stop_all(timeout_s=self._drain.stop_timeout_s(loop.time()))
         # Flush reports while the connection loop still runs (and still reconnects, if it must).
         connection = self._connection_task
         if connection is not None and not connection.done():
@@ -375,61 +313,12 @@ class Worker:
 
     # -- connection --------------------------------------------------------------------------------------
 
-    async def _connection_loop(self) -> None:
-        while not self._stop_connection.is_set():
-            retrying = AsyncRetrying(
-                stop=stop_never
-                if self._max_reconnect_attempts is None
-                else stop_after_attempt(self._max_reconnect_attempts),
-                wait=self._backoff,
-                retry=retry_if_exception_type(_ConnectFailed),
-                sleep=self._backoff_sleep,
-                before_sleep=self._log_retry,
-            )
-            try:
-                async for attempt in retrying:
-                    with attempt:
-                        await self._run_session()
-            except _SessionEnded:
-                continue
-            except RetryError as exc:
-                cause = exc.last_attempt.exception()
-                raise ConnectionLostError(
-                    f"gave up connecting to {', '.join(self._servers)} after {self._max_reconnect_attempts} "
-                    f"attempt(s): {cause}"
-                ) from cause
-            return
-
-    def _backoff(self, state: RetryCallState) -> float:
-        """Exponential with full jitter, at most a share of the last lease: back before the leases expire."""
-        cap_s = self._reconnect_max_s
-        if self._last_lease_s:
-            cap_s = min(cap_s, self._last_lease_s * _BACKOFF_LEASE_SHARE)
-        if self._reconnect_within_s:
-            cap_s = min(cap_s, self._reconnect_within_s)
-        exponential = wait_random_exponential(multiplier=self._reconnect_initial_s, max=self._reconnect_max_s)
-        return min(exponential(state), random.uniform(0, cap_s))
-
-    async def _backoff_sleep(self, delay_s: float) -> None:
-        # A shutdown must not wait out a long backoff.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay_s):
-                await self._stop_connection.wait()
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        failure = state.outcome.exception() if state.outcome is not None else None
-        delay = state.next_action.sleep if state.next_action is not None else 0.0
-        _log.warning("connection to %s failed (%s); retrying in %.2fs", self._server, failure, delay)
-
     async def _run_session(self) -> None:
         if self._stop_connection.is_set():
             return
-        # Every reconnect goes to the next address: a stopped server's standby, or the restarted server itself.
-        self._server = self._servers[self._sessions_tried % len(self._servers)]
-        self._sessions_tried += 1
         self._server_leaving.clear()
         loop = asyncio.get_running_loop()
-        channel = self._open_channel()
+        channel = self._link.open_channel()
         call: Any = None
         tasks: list[asyncio.Task[Any]] = []
         welcomed_at: float | None = None
@@ -437,13 +326,21 @@ class Worker:
             call = worker_service_pb2_grpc.WorkerServiceStub(channel).Connect()
             reported = set(self._executor.running()) | self._outbox.pending_attempts()
             try:
-                await call.write(wpb.ConnectRequest(messages=[self._hello(reported)]))
+                hello = hello_message(
+                    name=self._name,
+                    instance_id=self._instance_id,
+                    handlers=self._registry.names(),
+                    slots=self._slots,
+                    labels=self._labels,
+                    running=reported,
+                )
+                await call.write(wpb.ConnectRequest(messages=[hello]))
                 async with asyncio.timeout(self._welcome_timeout_s):
                     frame = await call.read()
             except (grpc.RpcError, asyncio.InvalidStateError, TimeoutError) as exc:
-                raise _ConnectFailed(describe(exc)) from exc
+                raise ConnectFailed(describe(exc)) from exc
             if frame is grpc.aio.EOF or not frame.messages or not frame.messages[0].HasField("welcome"):
-                raise _ConnectFailed("the server did not answer the hello with a Welcome")
+                raise ConnectFailed("the server did not answer the hello with a Welcome")
             welcomed_at = loop.time()
             self._accept_welcome(frame.messages[0].welcome, reported)
             for message in frame.messages[1:]:
@@ -471,13 +368,13 @@ class Worker:
                 await stream.close(writer, reader)
                 if stop in done:
                     return
-                raise _ServerGoingAway("the server is going away")
+                raise ServerGoingAway("the server is going away")
             failure = next((t.exception() for t in done if not t.cancelled() and t.exception() is not None), None)
             reason = describe(failure) if failure is not None else "the server closed the stream"
             if loop.time() - welcomed_at < _HEALTHY_SESSION_S:
-                raise _ConnectFailed(reason)
-            _log.warning("stream to %s ended (%s); reconnecting", self._server, reason)
-            raise _SessionEnded(reason)
+                raise ConnectFailed(reason)
+            _log.warning("stream to %s ended (%s); reconnecting", self._link.address, reason)
+            raise SessionEnded(reason)
         finally:
             try:
                 for task in tasks:
@@ -490,7 +387,7 @@ class Worker:
                         task.exception()  # ... and they are read here, so none is reported as never retrieved.
             finally:
                 if welcomed_at is not None:
-                    _log.info("disconnected from %s", self._server)
+                    _log.info("disconnected from %s", self._link.address)
                     if self._metrics is not None:
                         self._metrics.connected.set(0)
                 self._session = None
@@ -500,32 +397,6 @@ class Worker:
                     call.cancel()
                 await channel.close()
 
-    def _open_channel(self) -> grpc.aio.Channel:
-        if self._tls is None:
-            return grpc.aio.insecure_channel(
-                self._server, options=self._channel_options, interceptors=self._interceptors
-            )
-        # The certificate files are read again for every connection: a rotated client certificate is
-        # used from the next reconnect on, without a restart.
-        try:
-            credentials = self._tls.credentials()
-        except TlsConfigError as exc:
-            raise _ConnectFailed(str(exc)) from exc
-        options = [*self._channel_options, *self._tls.channel_options()]
-        return grpc.aio.secure_channel(self._server, credentials, options=options, interceptors=self._interceptors)
-
-    def _hello(self, reported: set[AttemptKey]) -> wpb.WorkerMessage:
-        hello = wpb.WorkerHello(
-            name=self._name,
-            instance_id=self._instance_id,
-            handlers=self._registry.names(),
-            slots=self._slots,
-            labels=self._labels,
-            agent_version=agent_version(),
-            running_attempts=_convert.refs(reported),
-        )
-        return wpb.WorkerMessage(hello=hello)
-
     def _accept_welcome(self, welcome: wpb.Welcome, reported: set[AttemptKey]) -> None:
         heartbeat_s = _convert.seconds(welcome.heartbeat_interval) or DEFAULT_HEARTBEAT_INTERVAL_S
         self._session = SessionInfo(
@@ -533,8 +404,8 @@ class Worker:
             heartbeat_interval_s=heartbeat_s,
             lease_timeout_s=_convert.seconds(welcome.lease_timeout),
         )
-        self._last_lease_s = self._session.lease_timeout_s or None
-        self._reconnect_within_s = None
+        self._link.last_lease_s = self._session.lease_timeout_s or None
+        self._link.reconnect_within_s = None
         self._reports.limits = WireLimits.from_welcome(welcome)
         adopted = {_convert.key(r) for r in welcome.adopted_attempts}
         rejected = {_convert.key(r) for r in welcome.rejected_attempts}
@@ -550,7 +421,7 @@ class Worker:
             self._metrics.connected.set(1)
         _log.info(
             "connected to %s: session %s (heartbeat every %gs; %d attempt(s) adopted, %d rejected)",
-            self._server,
+            self._link.address,
             self._session.session_id,
             heartbeat_s,
             len(adopted & reported),
@@ -581,7 +452,7 @@ class Worker:
     def _on_going_away(self, going_away: wpb.GoingAway) -> None:
         """The server is stopping: hang up and come back to the next one. Unlike a Drain, the work goes on."""
         if going_away.HasField("reconnect_within"):
-            self._reconnect_within_s = _convert.seconds(going_away.reconnect_within) or None
+            self._link.reconnect_within_s = _convert.seconds(going_away.reconnect_within) or None
         _log.info(
             "the server is going away (%s); %d attempt(s) keep running for the next one",
             going_away.reason or "no reason given",

@@ -27,6 +27,6 @@ async def test_the_backoff_never_outlasts_a_third_of_the_lease(
     session.welcome(lease_timeout_s=0.9)
     await worker.wait_connected(timeout_s=10)
 
-    delays = [worker._backoff(_after_failures(30)) for _ in range(200)]
+    delays = [worker._link.backoff(_after_failures(30)) for _ in range(200)]
     assert max(delays) <= 0.3
     assert min(delays) >= 0
