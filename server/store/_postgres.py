@@ -21,32 +21,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
-from types import TracebackType
-from typing import Any, Final, TypeVar
+from types import ModuleType, TracebackType
+from typing import Any, ClassVar, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from taskwire.server.domain import Schedule, State
-
 from . import _postgres_queries as queries
-from ._json import datetime_to_db
-from ._paging import check_page_size, decode_page_token
 from ._postgres_lease import OwnerLease, StoreFenced, create_owner_table, default_holder, keep_renewed
 from ._postgres_schema import analyze_if_never_analyzed, migrate
 from ._postgres_writes import apply_rows, taken_keys
 from ._protocol import (
     DuplicateIdempotencyKey,
-    EventRecord,
-    ExecutionPage,
-    ExecutionSnapshot,
-    IdempotencyHit,
-    RecoveredState,
     StoreClosed,
     StoreError,
     WriteBatch,
 )
+from ._query_reads import QueryReads
 from ._sqlite_codec import Rows
 
 __all__ = ["PostgresStore", "StoreFenced", "redact"]
@@ -75,13 +66,15 @@ def _is_refusal(error: Exception) -> bool:
     return isinstance(error, asyncpg.PostgresError) and str(getattr(error, "sqlstate", ""))[:2] in _REFUSAL_CLASSES
 
 
-class PostgresStore:
+class PostgresStore(QueryReads):
     """The `Store` on one PostgreSQL database. Create it, `await open()` (or `async with`), `await close()`.
 
     `url` is a libpq URL (`postgresql://user:password@host:port/database?...`). Errors as `SqliteStore`'s:
     StoreClosed outside open..close, StoreInUse when another server holds the database, per batch
     DuplicateIdempotencyKey / StoreError / ValueError, and StoreError for all once the connection is lost.
     """
+
+    _queries: ClassVar[ModuleType] = queries
 
     def __init__(
         self,
@@ -333,56 +326,6 @@ class PostgresStore:
                 return await read(conn, *args)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             raise StoreError(f"reading the database {self} failed: {error}") from error
-
-    async def get_execution(self, execution_id: str) -> ExecutionSnapshot | None:
-        return await self._read(queries.read_execution, execution_id)
-
-    async def get_executions(self, execution_ids: Sequence[str]) -> dict[str, ExecutionSnapshot]:
-        if not execution_ids:
-            return {}
-        return await self._read(queries.read_executions, list(execution_ids))
-
-    async def last_sequences(self, execution_ids: Sequence[str]) -> dict[str, int]:
-        if not execution_ids:
-            return {}
-        return await self._read(queries.last_sequences, list(execution_ids))
-
-    async def find_idempotency_key(self, key: str) -> IdempotencyHit | None:
-        if not key:
-            return None
-        return await self._read(queries.read_idempotency_key, key)
-
-    async def list_executions(
-        self,
-        *,
-        states: Sequence[State],
-        handler: str,
-        page_size: int,
-        page_token: str,
-        submitted_by: str | None = None,
-    ) -> ExecutionPage:
-        """Newest first; only `submitted_by`'s when given. Raises ValidationError('page_token', ...) for a
-        token it did not issue."""
-        check_page_size(page_size)
-        before = decode_page_token(page_token)
-        return await self._read(queries.list_executions, list(states), handler, page_size, before, submitted_by)
-
-    async def read_events(self, execution_id: str, after_sequence: int, limit: int = 1000) -> list[EventRecord]:
-        if limit <= 0:
-            return []
-        return await self._read(queries.read_events, execution_id, after_sequence, limit)
-
-    async def finished_before(self, cutoff: datetime, limit: int) -> list[str]:
-        if limit <= 0:
-            return []
-        return await self._read(queries.finished_before, datetime_to_db(cutoff), limit)
-
-    async def recover(self) -> RecoveredState:
-        return await self._read(queries.recover)
-
-    async def load_schedules(self) -> list[Schedule]:
-        """Every stored schedule, by name."""
-        return await self._read(queries.load_schedules)
 
 
 def _translate(error: Exception) -> Exception:

@@ -23,27 +23,18 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
-
-from taskwire.server.domain import Schedule, State
+from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from . import _sqlite_queries as queries
-from ._json import datetime_to_db
 from ._lock import StoreLock
-from ._paging import check_page_size, decode_page_token
 from ._protocol import (
-    EventRecord,
-    ExecutionPage,
-    ExecutionSnapshot,
-    IdempotencyHit,
-    RecoveredState,
     StoreClosed,
     StoreError,
     WriteBatch,
 )
+from ._query_reads import QueryReads
 from ._sqlite_codec import Rows
 from ._sqlite_schema import connect
 
@@ -66,7 +57,7 @@ class StoreStats:
     largest_commit: int = 0  # the most batches one commit carried
 
 
-class SqliteStore:
+class SqliteStore(QueryReads):
     """The `Store` on one SQLite file. Create it, `await open()` (or `async with`), `await close()`.
 
     `commit` raises `StoreClosed` before `open()` and after `close()`, and
@@ -82,6 +73,8 @@ class SqliteStore:
     Groups are committed one at a time, in the order `commit` was called
     (each is encoded before the first await).
     """
+
+    _queries: ClassVar[ModuleType] = queries
 
     def __init__(
         self,
@@ -272,57 +265,3 @@ class SqliteStore:
             if self._state in ("closing", "closed"):
                 raise StoreClosed(f"cannot {what}: the store at {self.path} is closed")
             raise StoreClosed(f"cannot {what}: the store at {self.path} is not open yet (await open() first)")
-
-    async def get_execution(self, execution_id: str) -> ExecutionSnapshot | None:
-        return await self._read(queries.read_execution, execution_id)
-
-    async def find_idempotency_key(self, key: str) -> IdempotencyHit | None:
-        if not key:
-            return None
-        return await self._read(queries.read_idempotency_key, key)
-
-    async def list_executions(
-        self,
-        *,
-        states: Sequence[State],
-        handler: str,
-        page_size: int,
-        page_token: str,
-        submitted_by: str | None = None,
-    ) -> ExecutionPage:
-        """Newest first; only `submitted_by`'s when given. Raises ValidationError('page_token', ...) for a
-        token it did not issue."""
-        check_page_size(page_size)
-        before = decode_page_token(page_token)
-        return await self._read(queries.list_executions, list(states), handler, page_size, before, submitted_by)
-
-    async def read_events(self, execution_id: str, after_sequence: int, limit: int = 1000) -> list[EventRecord]:
-        """Events with sequence > after_sequence, in order, at most `limit`."""
-        if limit <= 0:
-            return []
-        return await self._read(queries.read_events, execution_id, after_sequence, limit)
-
-    async def get_executions(self, execution_ids: Sequence[str]) -> dict[str, ExecutionSnapshot]:
-        """Several executions at once, by id; ids not found are left out."""
-        if not execution_ids:
-            return {}
-        return await self._read(queries.read_executions, list(execution_ids))
-
-    async def last_sequences(self, execution_ids: Sequence[str]) -> dict[str, int]:
-        """The highest stored event sequence of each execution (0 when it has none)."""
-        if not execution_ids:
-            return {}
-        return await self._read(queries.last_sequences, list(execution_ids))
-
-    async def finished_before(self, cutoff: datetime, limit: int) -> list[str]:
-        if limit <= 0:
-            return []
-        return await self._read(queries.finished_before, datetime_to_db(cutoff), limit)
-
-    async def recover(self) -> RecoveredState:
-        """Active executions whole; cold ones only as their queue entries (see `RecoveredState`)."""
-        return await self._read(queries.recover)
-
-    async def load_schedules(self) -> list[Schedule]:
-        """Every stored schedule, by name."""
-        return await self._read(queries.load_schedules)
