@@ -8,7 +8,7 @@ idempotency key made of the schedule's name and the fire time (`fire_key`), so a
 (or another replica) repeats finds the execution the first one made instead of making another. The
 execution carries the labels `taskwire.schedule` and `taskwire.schedule.fire_time`. Only after the
 executions are durable is the schedule's new cursor staged: a crash in between repeats those fires,
-and before anything else a wake looks up the keys of its first fires: those a crash left uncounted are
+and the first wake after a start looks up the keys of its first fires: those a crash left uncounted are
 counted fired, whatever the catch-up window or the overlap policy would now say of them.
 
 Before each fire the overlap policy (`overlap_decision`, pure) looks at the executions the schedule
@@ -80,6 +80,8 @@ class Schedules:
         self._store = store
         self._limits = limits
         self._by_name: dict[str, Schedule] = {}
+        # Loaded from the store and not woken since: only their first fires can be ones a crash left uncounted.
+        self._recovered: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -94,6 +96,7 @@ class Schedules:
         """Read the stored schedules (before the timers start); `start` arms them."""
         for schedule in await self._store.load_schedules():
             self._by_name[schedule.name] = schedule
+            self._recovered.add(schedule.name)
         return len(self._by_name)
 
     def start(self) -> None:
@@ -271,7 +274,11 @@ class Schedules:
         """Count as fired the fires whose executions a crash left behind (started and durable, but the cursor
         that counts them was not yet), whatever the overlap policy or the catch-up window now say of them;
         return the schedule and how many they were. Fires start in order, so these are the first of `fires`:
-        the first without an execution ends them."""
+        the first without an execution ends them. Only the first wake after a start looks: a running server
+        stages a cursor as soon as its fires are durable."""
+        if schedule.name not in self._recovered:
+            return schedule, 0
+        self._recovered.discard(schedule.name)
         for index, fire_time in enumerate(fires):
             hit = await self._store.find_idempotency_key(fire_key(schedule.name, fire_time))
             if hit is None:
