@@ -1,37 +1,46 @@
-"""What every scenario shares: sizes, real processes (through ``tests/harness.py``), gRPC clients,
-statistics, tables and the JSON results.
+"""What every scenario shares: sizes, statistics, tables and the JSON results; with the real processes
+(`bench._processes`) and the gRPC clients (`bench._clients`) it uses, re-exported here.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
-import grpc.aio
 import psutil
 
+from bench._clients import (
+    active_count,
+    channel,
+    describe_unsuccessful,
+    echo_execution,
+    pace,
+    task_stub,
+    unsuccessful_count,
+    wait_drained,
+)
+from bench._processes import (
+    REPO,
+    RssSampler,
+    Running,
+    cpu_seconds,
+    free_port,
+    rss_bytes,
+    spawn_module,
+    taskwire,
+)
 from bench.handlers import monotonic_s
-from taskwire.v1 import task_service_pb2 as tpb
-from taskwire.v1 import task_service_pb2_grpc
-from taskwire.v1 import types_pb2 as pb
-from tests.harness import Cluster, Process, ServerProcess, spawn, spawn_worker, wait_for
-
-if TYPE_CHECKING:
-    from taskwire.v1.task_service_pb2_grpc import TaskServiceAsyncStub
+from tests.harness import wait_for
 
 __all__ = [
     "FULL",
@@ -64,15 +73,7 @@ __all__ = [
     "wait_for",
 ]
 
-REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
-HANDLER_MODULES = "taskwire.worker.demo,bench.handlers"
-# Worker processes import bench.handlers: the repository root must be on their path.
-CHILD_ENV = {"PYTHONPATH": str(REPO)}
-CHANNEL_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-]
 MIB = 1024 * 1024
 
 
@@ -346,246 +347,3 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, title
     out += [line(headers), "  " + "  ".join("-" * width for width in widths)]
     out += [line(row) for row in rows]
     return "\n".join(out)
-
-
-# --------------------------------------------------------------------------------------------- processes
-
-
-@dataclass
-class Running:
-    """A real taskwire-server and its taskwire-worker processes."""
-
-    cluster: Cluster
-    server: ServerProcess
-    workers: list[Process]
-
-    @property
-    def address(self) -> str:
-        return self.server.address
-
-    @property
-    def server_pid(self) -> int:
-        return self.server.process.popen.pid
-
-    @property
-    def server_pids(self) -> list[int]:
-        """The server and its store writer process: their CPU is the server's."""
-        return [process.pid for process in process_tree(self.server_pid)]
-
-    @property
-    def worker_pids(self) -> list[int]:
-        return [worker.popen.pid for worker in self.workers]
-
-    def add_worker(self, *, slots: int) -> Process:
-        """Start one more taskwire-worker; returns once it is connected."""
-        worker = self.cluster.worker(
-            self.server, handlers=HANDLER_MODULES, slots=slots, name=f"bench-worker-{len(self.workers)}", env=CHILD_ENV
-        )
-        self.workers.append(worker)
-        return worker
-
-    def add_workers(self, count: int, *, slots: int, timeout_s: float = 120.0) -> list[Process]:
-        """Start `count` more taskwire-workers at once; returns once every one is connected."""
-        started = []
-        for _ in range(count):
-            worker = spawn_worker(
-                self.address,
-                handlers=HANDLER_MODULES,
-                slots=slots,
-                name=f"bench-worker-{len(self.workers)}",
-                env=CHILD_ENV,
-            )
-            self.cluster.processes.append(worker)  # torn down with the cluster, whatever happens next
-            self.workers.append(worker)
-            started.append(worker)
-        for worker in started:
-            worker.wait_for_line("connected", timeout_s=timeout_s)
-        return started
-
-
-@contextlib.contextmanager
-def taskwire(
-    bench: Bench,
-    *,
-    workers: int = 0,
-    slots: int = 50,
-    server_args: Sequence[str] = (),
-    db_path: Path | None = None,
-    graceful: bool = False,
-    store_url: str = "",
-) -> Iterator[Running]:
-    """A server on 127.0.0.1:<free port> with a fresh SQLite file (durable settings as shipped), or the
-    store at `store_url`, and `workers` taskwire-worker processes serving the demo and bench handlers with
-    `slots` slots each.
-
-    Everything is killed at the end; with `graceful` the server gets SIGTERM first, so its store is
-    closed cleanly for a later restart.
-    """
-    directory = db_path.parent if db_path is not None else bench.scratch("taskwire")
-    cluster = Cluster(directory, store_url=(lambda _name: store_url) if store_url else None)
-    try:
-        server = cluster.server(*server_args, db_name=db_path.name if db_path is not None else "taskwire.db")
-        running = Running(cluster, server, [])
-        for _ in range(workers):
-            running.add_worker(slots=slots)
-        if workers:
-            server.wait_for_workers(workers)
-        yield running
-        if graceful:
-            for worker in running.workers:
-                worker.kill()
-            server.process.stop(timeout_s=60)
-    finally:
-        cluster.close()
-
-
-def spawn_module(module: str, *args: str, env: Mapping[str, str] | None = None) -> Process:
-    """`python -m <module> args...` from the repository root, output collected by the harness."""
-    return spawn([sys.executable, "-m", module, *args], env={**CHILD_ENV, **(env or {})}, cwd=REPO)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def process_tree(pid: int) -> list[psutil.Process]:
-    """A process and its descendants: the server together with its store writer process."""
-    process = psutil.Process(pid)
-    return [process, *process.children(recursive=True)]
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of a process and its descendants."""
-    total = 0
-    for process in process_tree(pid):
-        with contextlib.suppress(psutil.Error):
-            total += int(process.memory_info().rss)
-    return total
-
-
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """User plus system CPU time of processes (threads included)."""
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            times = psutil.Process(pid).cpu_times()
-            total += times.user + times.system
-    return total
-
-
-class RssSampler:
-    """Samples the resident set size of a process and its descendants from a thread, every `interval_s`."""
-
-    def __init__(self, pid: int, *, interval_s: float = 0.1) -> None:
-        self._pid = pid
-        self._interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-        self.samples: list[tuple[float, int]] = []
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(psutil.Error):
-                self.samples.append((time.monotonic(), rss_bytes(self._pid)))
-            self._stop.wait(self._interval_s)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-# --------------------------------------------------------------------------------------------- clients
-
-
-def channel(address: str, *options: tuple[str, Any]) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address, options=[*CHANNEL_OPTIONS, *options])
-
-
-def task_stub(chan: grpc.aio.Channel) -> TaskServiceAsyncStub:
-    return task_service_pb2_grpc.TaskServiceStub(chan)
-
-
-def echo_execution(
-    handler: str = "echo", input_json: bytes = b"null", *, metadata: Mapping[str, str] | None = None
-) -> tpb.ExecutionSpec:
-    return tpb.ExecutionSpec(
-        tasks=[tpb.TaskSpec(handler=handler, input=pb.Payload(data=input_json, content_type="application/json"))],
-        metadata=dict(metadata or {}),
-    )
-
-
-_ACTIVE = (pb.EXECUTION_STATE_PENDING, pb.EXECUTION_STATE_RUNNING, pb.EXECUTION_STATE_WAITING)
-_UNSUCCESSFUL = (pb.EXECUTION_STATE_FAILED, pb.EXECUTION_STATE_CANCELLED)
-
-
-async def _any_in(stub: TaskServiceAsyncStub, states: Sequence[pb.ExecutionState.ValueType]) -> int:
-    page = await stub.ListExecutions(tpb.ListExecutionsRequest(states=states, page_size=1), timeout=30)
-    return len(page.executions)
-
-
-async def active_count(stub: TaskServiceAsyncStub) -> int:
-    """0 when the store holds no execution that is still PENDING, RUNNING or WAITING, else 1."""
-    return await _any_in(stub, _ACTIVE)
-
-
-async def unsuccessful_count(stub: TaskServiceAsyncStub) -> int:
-    """0 when the store holds no FAILED or CANCELLED execution, else 1."""
-    return await _any_in(stub, _UNSUCCESSFUL)
-
-
-async def describe_unsuccessful(stub: TaskServiceAsyncStub, *, limit: int = 3) -> str:
-    """What went wrong with the first few FAILED or CANCELLED executions, for an error message."""
-    page = await stub.ListExecutions(tpb.ListExecutionsRequest(states=_UNSUCCESSFUL, page_size=limit), timeout=30)
-    lines = []
-    for execution in page.executions:
-        for task_run in execution.task_runs:
-            attempts = "; ".join(
-                f"attempt {a.number} {pb.AttemptOutcome.Name(a.outcome)} {a.error.type}: {a.error.message}"
-                for a in task_run.attempts
-            )
-            lines.append(
-                f"{execution.id} {pb.ReasonCode.Name(task_run.reason_code)} {task_run.reason_message!r} [{attempts}]"
-            )
-    return "\n".join(lines)
-
-
-async def wait_drained(stub: TaskServiceAsyncStub, *, poll_s: float = 0.01, timeout_s: float = 600) -> float:
-    """Wait until every accepted task has completed, durably; return the monotonic time that was seen.
-
-    GetStats (memory only, cheap) is polled until nothing is queued or running; then ListExecutions,
-    which reads committed rows only, confirms that no execution is still active.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        stats = await stub.GetStats(tpb.GetStatsRequest(), timeout=30)
-        if stats.queue.size == 0 and stats.in_flight == 0 and not await active_count(stub):
-            return monotonic_s()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"tasks still active after {timeout_s}s: {stats}")
-        await asyncio.sleep(poll_s)
-
-
-async def pace(rate: float, count: int, action: Callable[[int], Coroutine[Any, Any, None]]) -> list[float]:
-    """Start `action(i)` at `rate` per second (open loop: a slow action never delays the next start).
-
-    Returns how late each start was against its schedule, in seconds.
-    """
-    running: list[asyncio.Task[None]] = []
-    lags: list[float] = []
-    start = monotonic_s() + 0.01
-    for index in range(count):
-        due = start + index / rate
-        delay = due - monotonic_s()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        lags.append(max(0.0, monotonic_s() - due))
-        running.append(asyncio.create_task(action(index)))
-    await asyncio.gather(*running)
-    return lags

@@ -19,7 +19,8 @@ import os
 from collections.abc import Sequence
 
 from bench import latency
-from bench._common import Bench, Running, ScenarioResult, percentile, process_tree, taskwire
+from bench._common import Bench, Running, ScenarioResult, percentile, taskwire
+from bench._processes import process_tree
 from bench.throughput import batched_end_to_end
 from tests.postgres import PostgresCluster
 
