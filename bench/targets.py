@@ -200,6 +200,15 @@ TARGETS: tuple[Target, ...] = (
         unit="s",
     ),
     Target(
+        name="backlog of pending tasks drained by the workers vs batched end to end, tasks/s",
+        scenario="recovery",
+        metric="drain.tasks_per_s",
+        kind="ratio",
+        bound=1.0,
+        ref_scenario="throughput",
+        ref_metric="batched.tasks_per_s",
+    ),
+    Target(
         name="backpressure: wait-for-room submitters admitted in order",
         scenario="backpressure",
         metric="waiters_in_order",
