@@ -334,6 +334,11 @@ BOTH_STORES = pytest.mark.parametrize("procs", ["sqlite", "postgresql"], indirec
 POSTGRESQL_ONLY = pytest.mark.parametrize("procs", ["postgresql"], indirect=True)
 
 
+# A test (or module) marked with this runs on SQLite only, also under TASKWIRE_TEST_STORE=postgresql: it is
+# about SQLite's file, its writer process or its file lock.
+SQLITE_ONLY = pytest.mark.parametrize("procs", ["sqlite"], indirect=True)
+
+
 def cluster(tmp_path: Path, store_url: Callable[[str], str] | None = None) -> Iterator[Cluster]:
     running = Cluster(tmp_path, store_url=store_url)
     try:

@@ -64,7 +64,11 @@ async def cancel_matching(
 
 
 async def delete_matching(
-    list_page: ListPage, delete: Callable[[str], Awaitable[None]], selection: ExecutionFilter, *, dry_run: bool
+    list_page: ListPage,
+    delete_many: Callable[[Sequence[str]], Awaitable[int]],
+    selection: ExecutionFilter,
+    *,
+    dry_run: bool,
 ) -> BulkResult:
     matched = changed = skipped = 0
     doomed: list[str] = []
@@ -74,11 +78,8 @@ async def delete_matching(
             doomed.append(snapshot.execution.id)
         else:
             skipped += 1
-    for execution_id in doomed:  # after the listing, which pages by position
-        if not dry_run:
-            try:
-                await delete(execution_id)
-            except NotFound:
-                continue  # deleted meanwhile (retention, another request)
-        changed += 1
+    if dry_run:
+        return BulkResult(matched, len(doomed), skipped)
+    for start in range(0, len(doomed), _PAGE):  # after the listing, which pages by position; a commit a page
+        changed += await delete_many(doomed[start : start + _PAGE])
     return BulkResult(matched, changed, skipped)

@@ -341,11 +341,33 @@ class Engine:
     async def delete_matching(self, selection: ExecutionFilter, *, dry_run: bool) -> BulkResult:
         """Delete every finished execution `selection` matches (or count them, `dry_run`)."""
         await self.flush()
-        return await delete_matching(self.list_executions, self.delete, selection, dry_run=dry_run)
+        return await delete_matching(self.list_executions, self.delete_many, selection, dry_run=dry_run)
 
     async def delete(self, execution_id: str) -> None:
         """Delete a finished execution with its task runs, history and idempotency key. InvalidTransition
         (FAILED_PRECONDITION) naming its state when it is not finished; NotFound when there is none."""
+        await self._stage_delete(execution_id)
+        await self._committer.durable()
+        log.info("execution %s deleted", execution_id)
+
+    async def delete_many(self, execution_ids: Sequence[str]) -> int:
+        """Delete finished executions as `delete` does, in one commit; those already gone are skipped, and
+        one not finished raises after those before it are deleted. Returns how many were deleted."""
+        await self._committer.durable()  # the ends written, so that those finished have left memory
+        deleted = 0
+        try:
+            for execution_id in execution_ids:
+                try:
+                    await self._stage_delete(execution_id)
+                except NotFound:
+                    continue  # deleted meanwhile (retention, another request)
+                deleted += 1
+        finally:
+            await self._committer.durable()
+        log.info("%d executions deleted", deleted)
+        return deleted
+
+    async def _stage_delete(self, execution_id: str) -> None:
         live = self._executions.by_id.get(execution_id)
         if live is not None and live.execution.state.is_terminal:
             await self._committer.durable()  # its end is written, then it leaves memory
@@ -363,8 +385,6 @@ class Engine:
                 reason="only a finished execution can be deleted; cancel it first",
             )
         self._committer.stage_delete(execution_id)
-        await self._committer.durable()
-        log.info("execution %s deleted", execution_id)
 
     # ---- Hooks of the schedules room --------------------------------------------------------------
 

@@ -19,8 +19,10 @@ from taskwire.v1 import task_service_pb2_grpc
 from tests.faults.checker import Fault, Outcome, Submission
 from tests.faults.journal import journal_worker
 from tests.faults.scenario import Load, final_report, journal_spec
-from tests.harness import Cluster, wait_for
+from tests.harness import SQLITE_ONLY, Cluster, wait_for
 from tests.integration.server.test_store_process import writer_of
+
+pytestmark = SQLITE_ONLY
 
 LEASE = ("--lease-timeout", "3", "--heartbeat-interval", "0.5", "--cancel-grace", "2")
 

@@ -13,8 +13,10 @@ import pytest
 from tests.faults.checker import Fault
 from tests.faults.journal import journal_worker
 from tests.faults.scenario import Load, final_report
-from tests.harness import Cluster, ServerProcess
+from tests.harness import SQLITE_ONLY, Cluster, ServerProcess
 from tests.integration.server.test_store_process import writer_of
+
+pytestmark = SQLITE_ONLY
 
 LEASE = ("--lease-timeout", "3", "--heartbeat-interval", "0.5", "--cancel-grace", "2")
 

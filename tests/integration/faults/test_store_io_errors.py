@@ -18,7 +18,9 @@ from tests.faults.checker import Fault
 from tests.faults.faulty_store import FaultyStore
 from tests.faults.journal import HANDLERS, journal_env
 from tests.faults.scenario import Load, final_report
-from tests.harness import Cluster, start_worker
+from tests.harness import SQLITE_ONLY, Cluster, start_worker
+
+pytestmark = SQLITE_ONLY
 
 LEASE = ("--lease-timeout", "3", "--heartbeat-interval", "0.5", "--cancel-grace", "2")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from taskwire.client import Client, ExecutionSpec, InvalidTransition, NotFound, State, TaskSpec, to_payload
-from tests.harness import BIN, BOTH_STORES, Cluster, ServerProcess, wait_for
+from tests.harness import BIN, BOTH_STORES, SQLITE_ONLY, Cluster, ServerProcess, wait_for
 from tests.postgres import PostgresCluster
 
 FINISH = timedelta(seconds=20)
@@ -111,6 +111,7 @@ def _assert_flat(rows: list[int], submitted: int) -> None:
 
 
 @pytest.mark.slow
+@SQLITE_ONLY
 def test_with_a_short_retention_a_steady_load_keeps_the_rows_flat_and_the_file_from_growing(
     procs: Cluster,
 ) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from tests.harness import BIN, Cluster, ServerProcess, spawn
+from tests.harness import BIN, SQLITE_ONLY, Cluster, ServerProcess, spawn
 from tests.integration.server.support import Client, spec, task
 
 
@@ -23,6 +23,7 @@ def _second_server(*args: str) -> tuple[int, list[str]]:
     return code, [line for line in process.lines if line.strip()]
 
 
+@SQLITE_ONLY
 def test_a_second_server_on_the_same_store_refuses_and_writes_nothing(
     procs: Cluster, server: ServerProcess, client: Client
 ) -> None:
@@ -40,6 +41,7 @@ def test_a_second_server_on_the_same_store_refuses_and_writes_nothing(
     client.submit(spec(task("echo", input={"n": 2})))  # the first server serves on
 
 
+@SQLITE_ONLY
 def test_the_store_is_free_again_once_its_server_is_gone(procs: Cluster) -> None:
     first = procs.server()
     first.process.kill()  # the writer process follows it; the lock goes with both

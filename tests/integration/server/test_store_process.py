@@ -10,8 +10,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.harness import Cluster, ServerProcess, wait_for
+from tests.harness import SQLITE_ONLY, Cluster, ServerProcess, wait_for
 from tests.integration.server.support import Client, spec, task
+
+pytestmark = SQLITE_ONLY
 
 Connect = Callable[[ServerProcess], Client]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import timedelta
 
@@ -10,7 +10,7 @@ import pytest
 
 from taskwire.server.domain import InvalidTransition, NotFound, State
 from taskwire.server.engine import ManualClock
-from taskwire.server.store import MemoryStore
+from taskwire.server.store import MemoryStore, WriteBatch
 from tests.unit.engine.support import CONFIG, Rig, until
 
 RETENTION = timedelta(hours=1)
@@ -126,3 +126,41 @@ async def test_zero_retention_keeps_everything(rig: Rig) -> None:
     rig.clock.advance(timedelta(days=30).total_seconds())  # no worker left holding anything
     assert await rig.state(execution_id) is State.SUCCESS
     assert rig.engine.retention.sweeps == 0
+
+
+async def test_many_finished_executions_are_deleted_in_one_commit_skipping_those_gone(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = rig.connect("w1", slots=10)
+    finished = [await rig.submit() for _ in range(5)]
+    for invocation in list(worker.invocations):
+        worker.complete(invocation)
+    for execution_id in finished:
+        assert await rig.state(execution_id) is State.SUCCESS
+    await rig.engine.delete(finished[0])  # gone before the bulk delete
+    commits: list[int] = []
+    commit = rig.store.commit
+
+    async def counted(batches: Sequence[WriteBatch]) -> list[Exception | None]:
+        commits.append(len(batches))
+        return await commit(batches)
+
+    monkeypatch.setattr(rig.store, "commit", counted)
+
+    assert await rig.engine.delete_many(finished) == 4
+
+    assert commits == [1]
+    for execution_id in finished:
+        assert await _gone(rig, execution_id)
+
+
+async def test_deleting_many_stops_at_one_not_finished_and_keeps_the_deletes_before_it(rig: Rig) -> None:
+    worker = rig.connect("w1")
+    done = await rig.submit()
+    worker.complete(worker.invocations[0])
+    assert await rig.state(done) is State.SUCCESS
+    active = await rig.submit()
+    with pytest.raises(InvalidTransition):
+        await rig.engine.delete_many([done, active, "exe-unknown"])
+    assert await _gone(rig, done)
+    assert not await _gone(rig, active)
