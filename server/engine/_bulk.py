@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from taskwire.common import ExecutionFilter
-from taskwire.server.domain import NotFound, State
+from taskwire.server.domain import State
 from taskwire.server.store import ExecutionPage, ExecutionSnapshot
 
 _PAGE = 500
@@ -43,23 +43,25 @@ async def matching(list_page: ListPage, selection: ExecutionFilter) -> AsyncIter
 
 async def cancel_matching(
     list_page: ListPage,
-    cancel: Callable[[str, str], Awaitable[object]],
+    cancel_many: Callable[[Sequence[str], str], Awaitable[int]],
     selection: ExecutionFilter,
     *,
     reason: str,
     dry_run: bool,
 ) -> BulkResult:
     matched = changed = 0
+    doomed: list[str] = []
     async for snapshot in matching(list_page, selection):
         matched += 1
-        if snapshot.execution.state.is_terminal:
-            continue
-        changed += 1
-        if not dry_run:
-            try:
-                await cancel(snapshot.execution.id, reason)
-            except NotFound:
-                changed -= 1  # deleted meanwhile
+        if not snapshot.execution.state.is_terminal:
+            doomed.append(snapshot.execution.id)
+        if len(doomed) == _PAGE and not dry_run:  # a commit a page
+            changed += await cancel_many(doomed, reason)
+            doomed = []
+    if dry_run:
+        return BulkResult(matched, len(doomed))
+    if doomed:
+        changed += await cancel_many(doomed, reason)
     return BulkResult(matched, changed)
 
 

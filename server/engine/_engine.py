@@ -28,6 +28,7 @@ May use: every room; the store, the committer and the config.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -294,6 +295,27 @@ class Engine:
 
     async def cancel(self, execution_id: str, reason: str) -> tuple[ExecutionSnapshot, bool]:
         """Cancel an execution; returns it after the request and whether it was already terminal."""
+        requested = await self._request_cancel(execution_id, reason)
+        if isinstance(requested, ExecutionSnapshot):
+            return requested, True
+        await self._committer.durable()
+        return requested.snapshot(), False
+
+    async def cancel_many(self, execution_ids: Sequence[str], reason: str) -> int:
+        """Cancel executions as `cancel` does, in one commit; returns how many were cancelled (those that
+        had ended or are gone are skipped)."""
+        cancelled = 0
+        try:
+            for execution_id in execution_ids:
+                with contextlib.suppress(NotFound):  # deleted meanwhile
+                    if not isinstance(await self._request_cancel(execution_id, reason), ExecutionSnapshot):
+                        cancelled += 1
+        finally:
+            await self._committer.durable()
+        return cancelled
+
+    async def _request_cancel(self, execution_id: str, reason: str) -> LiveExecution | ExecutionSnapshot:
+        """The live execution the cancel was applied to (not durable yet), or the snapshot of one that ended."""
         executions = self._executions
         if execution_id not in executions.by_id:
             await self._cold.load([execution_id])  # a cold one comes back; anything else stays where it is
@@ -302,11 +324,10 @@ class Engine:
             snapshot = live.snapshot() if live is not None else await self._store.get_execution(execution_id)
             if snapshot is None:
                 raise NotFound("execution", execution_id)
-            return snapshot, snapshot.execution.state.is_terminal
+            return snapshot
         executions.apply_execution(live, CancellationRequested(reason or "cancellation requested"))
         executions.settle(live)
-        await self._committer.durable()
-        return live.snapshot(), False
+        return live
 
     async def rerun(self, execution_id: str, *, only_failed: bool, submitted_by: str = "") -> SubmitResult:
         """A new execution with the same spec as a finished one (labelled RERUN_OF it). With `only_failed`,
@@ -336,7 +357,7 @@ class Engine:
     async def cancel_matching(self, selection: ExecutionFilter, *, reason: str, dry_run: bool) -> BulkResult:
         """Cancel every execution `selection` matches that has not ended (or count them, `dry_run`)."""
         await self.flush()
-        return await cancel_matching(self.list_executions, self.cancel, selection, reason=reason, dry_run=dry_run)
+        return await cancel_matching(self.list_executions, self.cancel_many, selection, reason=reason, dry_run=dry_run)
 
     async def delete_matching(self, selection: ExecutionFilter, *, dry_run: bool) -> BulkResult:
         """Delete every finished execution `selection` matches (or count them, `dry_run`)."""
