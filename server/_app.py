@@ -36,8 +36,9 @@ from ._edge import RejectionLog, add_service
 from ._history_wire import ProtoHistoryCodec
 from ._http import HttpEndpoint
 from ._metrics import CallMetrics, EngineGauges, ServerMetrics
-from ._servicers import TaskService, WorkerService
+from ._servicers import TaskService
 from ._tls import CertificateFiles, listen_refusal, server_credentials
+from ._worker_servicer import WorkerService
 from .engine import Clock, Engine
 from .store import PostgresStore, SqliteStore, Store, store_from_url
 
