@@ -12,6 +12,8 @@ OCTET_STREAM = "application/octet-stream"
 
 def is_json_content_type(content_type: str) -> bool:
     """True for an empty media type (the wire default), application/json and any ``+json`` type."""
+    if content_type == JSON_CONTENT_TYPE or not content_type:  # nearly every payload: no parsing
+        return True
     media_type = content_type.split(";", 1)[0].strip().lower()
     return media_type in ("", JSON_CONTENT_TYPE) or media_type.endswith("+json")
 

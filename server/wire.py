@@ -9,6 +9,7 @@ one module to import.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 from taskwire.common.wire import (
     duration_to_proto,
@@ -200,6 +201,11 @@ def attempt_to_proto(attempt: d.Attempt) -> pb.Attempt:
     )
 
 
+# Most task runs share a few policies (the default above all): each one's message is built once, and copied
+# into every TaskRun message that carries it (a message field set in a constructor is a copy).
+_policy_message = lru_cache(maxsize=64)(retry_policy_to_proto)
+
+
 def task_run_to_proto(task_run: d.TaskRun) -> pb.TaskRun:
     reason, progress = task_run.reason, task_run.progress
     return pb.TaskRun(
@@ -210,7 +216,7 @@ def task_run_to_proto(task_run: d.TaskRun) -> pb.TaskRun:
         input=payload_to_proto(task_run.input),
         depends_on=list(task_run.depends_on),
         timeout=duration_to_proto(task_run.timeout),
-        retry_policy=retry_policy_to_proto(task_run.retry_policy),
+        retry_policy=_policy_message(task_run.retry_policy),
         state=task_run_state_to_proto(task_run.state),
         reason_code=reason_code_to_proto(reason.code if reason else None),
         reason_message=reason.message if reason else "",
