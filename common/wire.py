@@ -70,8 +70,9 @@ def set_timestamp(message: timestamp_pb2.Timestamp, value: datetime) -> None:
 def timestamp_to_proto(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     if value is None:
         return None
-    since = value - _EPOCH
-    return timestamp_pb2.Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000)
+    message = timestamp_pb2.Timestamp()
+    set_timestamp(message, value)
+    return message
 
 
 # The ranges protobuf defines for its well-known types (google/protobuf/duration.proto, timestamp.proto).
@@ -97,15 +98,11 @@ def optional_timestamp(parent: Any, field: str, where: str = "") -> datetime | N
 
 
 def duration_to_proto(value: timedelta | None) -> duration_pb2.Duration | None:
-    """Exact to the microsecond, as Duration.FromTimedelta, at a fraction of its cost; seconds and nanos
-    share the sign of the whole, as protobuf requires."""
     if value is None:
         return None
-    micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
-    seconds, rest = divmod(abs(micros), 1_000_000)
-    if micros < 0:
-        return duration_pb2.Duration(seconds=-seconds, nanos=-rest * 1000)
-    return duration_pb2.Duration(seconds=seconds, nanos=rest * 1000)
+    message = duration_pb2.Duration()
+    message.FromTimedelta(value)
+    return message
 
 
 def duration_from_proto(message: duration_pb2.Duration, where: str = "duration") -> timedelta:

@@ -102,23 +102,6 @@ def test_set_timestamp_matches_from_datetime_exactly(value: datetime) -> None:
     wire.set_timestamp(converted, value)
     assert converted == expected
     assert wire.timestamp_from_proto(converted) == value
-    assert wire.timestamp_to_proto(value) == expected
-
-
-@settings(max_examples=300, deadline=None, derandomize=True)
-@given(st.timedeltas(min_value=timedelta(days=-3_650_000), max_value=timedelta(days=3_650_000)))
-def test_duration_to_proto_matches_from_timedelta_exactly(value: timedelta) -> None:
-    expected = duration_pb2.Duration()
-    expected.FromTimedelta(value)
-    assert wire.duration_to_proto(value) == expected
-    assert wire.duration_from_proto(expected) == value
-
-
-def test_a_negative_duration_keeps_one_sign() -> None:
-    assert wire.duration_to_proto(timedelta(microseconds=-1)) == duration_pb2.Duration(nanos=-1000)
-    assert wire.duration_to_proto(timedelta(seconds=-1, microseconds=1)) == duration_pb2.Duration(nanos=-999_999_000)
-    assert wire.duration_to_proto(timedelta(seconds=-2.5)) == duration_pb2.Duration(seconds=-2, nanos=-500_000_000)
-    assert wire.duration_to_proto(None) is None
 
 
 def test_task_runs_sharing_a_policy_get_their_own_copies() -> None:
