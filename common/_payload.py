@@ -12,6 +12,8 @@ OCTET_STREAM = "application/octet-stream"
 
 def is_json_content_type(content_type: str) -> bool:
     """True for an empty media type (the wire default), application/json and any ``+json`` type."""
+    if content_type == JSON_CONTENT_TYPE or not content_type:  # nearly every payload: no parsing
+        return True
     media_type = content_type.split(";", 1)[0].strip().lower()
     return media_type in ("", JSON_CONTENT_TYPE) or media_type.endswith("+json")
 
@@ -36,13 +38,24 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# One decoder for every parse: `json.loads` with an argument builds a new decoder (and scanner) per call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
 def loads_json(data: bytes | str) -> Any:
     """Parse JSON text strictly: NaN and Infinity are refused, and so is nesting too deep to parse.
 
-    Raises ValueError for anything that is not JSON by RFC 8259 (UnicodeDecodeError is one).
+    Raises ValueError for anything that is not JSON by RFC 8259 (UnicodeDecodeError is one). Bytes are
+    read as `json.loads` reads them (UTF-8, or UTF-16/32 told by their first bytes).
     """
     try:
-        return json.loads(data, parse_constant=_refuse_constant)
+        if isinstance(data, str):
+            if data.startswith("\ufeff"):
+                raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", data, 0)
+            text = data
+        else:
+            text = data.decode(json.detect_encoding(data), "surrogatepass")
+        return _DECODER.decode(text)
     except RecursionError:
         raise ValueError("nested too deeply") from None
 

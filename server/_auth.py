@@ -32,7 +32,7 @@ from taskwire.common.bearer import token_from_metadata
 from ._audit import UNKNOWN, audit
 from ._auth_file import AuthConfig, Identity
 from ._auth_policy import AUDITED, OPEN, RULES, SUBMITS, WORKER_STREAM, Role, Scope, TokenBucket, authorize, short_name
-from ._edge import Malformed
+from ._edge import HandlerWrappers, Malformed
 
 Context = grpc.aio.ServicerContext[Any, Any]
 _SAN_PROPERTY = "x509_subject_alternative_name"
@@ -99,6 +99,7 @@ class AuthGate(grpc.aio.ServerInterceptor):
         self._clock = clock
         self._buckets: dict[str, TokenBucket] = {}
         self._streams: dict[str, int] = {}
+        self._wrappers = HandlerWrappers(self._wrap)
 
     async def intercept_service(
         self,
@@ -108,10 +109,12 @@ class AuthGate(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if self._config is None:
-            return self._wrap(handler, method) if handler is not None and method in AUDITED else handler
+            return self._wrappers.get(handler, method) if handler is not None and method in AUDITED else handler
         if RULES.get(method) == OPEN:
             return handler
-        return self._wrap(handler or _UNSERVED, method)
+        if handler is None:  # a method nobody serves: its name is the caller's, nothing is kept for it
+            return self._wrap(_UNSERVED, method)
+        return self._wrappers.get(handler, method)
 
     # ---- Admission ------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import message_factory
@@ -74,6 +74,33 @@ def add_service(server: grpc.aio.Server, servicer: object, service: ServiceDescr
     """Serve every method of `service` from the servicer's method of the same name."""
     handlers = {method.name: _handler(servicer, method) for method in service.methods}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
+class HandlerWrappers:
+    """An interceptor's wrapped handlers, built once per method instead of once per call.
+
+    A method resolves to the same handler object for the server's whole life, so the wrapper made for it
+    is kept beside it and handed out again; a handler that is not the kept one is wrapped anew (and kept
+    instead). Method names come from callers, so at most `limit` methods are kept: past it, a method is
+    wrapped for each call, as every method was before.
+    """
+
+    def __init__(self, wrap: Callable[[Handler, str], Handler], *, limit: int = 256) -> None:
+        self._wrap = wrap
+        self._limit = limit
+        self._kept: dict[str, tuple[Handler, Handler]] = {}
+
+    def get(self, handler: Handler, method: str) -> Handler:
+        kept = self._kept.get(method)
+        if kept is not None and kept[0] is handler:
+            return kept[1]
+        wrapped = self._wrap(handler, method)
+        if kept is not None or len(self._kept) < self._limit:
+            self._kept[method] = (handler, wrapped)
+        return wrapped
 
 
 class RejectionLog:

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ._edge import HandlerWrappers
 from .domain import AttemptOutcome, ReasonCode, State, TaskRun, infrastructure_failure
 from .engine import Engine
 
@@ -35,6 +36,9 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 _WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 _CANCEL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+# Call counters kept per (method, code); past this many, from callers naming methods nobody serves, each is
+# looked up per call.
+_KEPT_CHILDREN = 1024
 _RECORD_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 
@@ -200,6 +204,9 @@ class CallMetrics(grpc.aio.ServerInterceptor):
             buckets=(*_COMMIT_BUCKETS, 5, 30, 300, 3600),
             registry=registry,
         )
+        # Wrappers and metric children found once and kept: a label lookup takes a lock and builds a key.
+        self._wrappers = HandlerWrappers(self._wrap)
+        self._handled_by: dict[tuple[tuple[str, str, str], str], Any] = {}
 
     async def intercept_service(
         self,
@@ -209,7 +216,10 @@ class CallMetrics(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        return self._wrappers.get(handler, handler_call_details.method)
+
+    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], full_method: str) -> grpc.RpcMethodHandler[Any, Any]:
+        service, _, method = full_method.lstrip("/").rpartition("/")
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(handler.unary_unary, service, method, "unary"),
@@ -234,7 +244,7 @@ class CallMetrics(grpc.aio.ServerInterceptor):
         return handler
 
     def _done(
-        self, service: str, method: str, kind: str, context: Any, started: float, error: BaseException | None
+        self, labels: tuple[str, str, str], seconds: Any, context: Any, started: float, error: BaseException | None
     ) -> None:
         code = context.code()
         if isinstance(code, grpc.StatusCode):
@@ -243,10 +253,18 @@ class CallMetrics(grpc.aio.ServerInterceptor):
             name = "OK"
         else:
             name = "CANCELLED" if isinstance(error, asyncio.CancelledError) else "UNKNOWN"
-        self._handled.labels(service, method, kind, name).inc()
-        self._seconds.labels(service, method, kind).observe(time.perf_counter() - started)
+        handled = self._handled_by.get((labels, name))
+        if handled is None:
+            handled = self._handled.labels(*labels, name)
+            if len(self._handled_by) < _KEPT_CHILDREN:
+                self._handled_by[(labels, name)] = handled
+        handled.inc()
+        seconds.observe(time.perf_counter() - started)
 
     def _unary(self, behavior: Any, service: str, method: str, kind: str) -> Any:
+        labels = (service, method, kind)
+        seconds = self._seconds.labels(*labels)  # once per method: the wrapper is kept (HandlerWrappers)
+
         async def handle(request: Any, context: Any) -> Any:
             started, error = time.perf_counter(), None
             try:
@@ -255,11 +273,14 @@ class CallMetrics(grpc.aio.ServerInterceptor):
                 error = raised
                 raise
             finally:
-                self._done(service, method, kind, context, started, error)
+                self._done(labels, seconds, context, started, error)
 
         return handle
 
     def _stream(self, behavior: Any, service: str, method: str, kind: str) -> Any:
+        labels = (service, method, kind)
+        seconds = self._seconds.labels(*labels)
+
         async def handle(request: Any, context: Any) -> AsyncIterator[Any]:
             started, error = time.perf_counter(), None
             try:
@@ -273,6 +294,6 @@ class CallMetrics(grpc.aio.ServerInterceptor):
                 error = raised
                 raise
             finally:
-                self._done(service, method, kind, context, started, error)
+                self._done(labels, seconds, context, started, error)
 
         return handle

@@ -44,6 +44,7 @@ MAX_CANCEL_REASON = 1024  # also a drain's reason
 # A wait-for-room submit answers this much before the caller's deadline so that the caller
 # gets taskwire's DEADLINE_EXCEEDED (with its message) rather than its own channel's.
 _DEADLINE_MARGIN_S = 0.05
+_ADMISSION_MODES = frozenset(tpb.AdmissionMode.values())  # `values()` builds a list at each call
 
 
 def _translate_errors(
@@ -142,7 +143,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
             _owned(execution_id, snapshot.execution.submitted_by, caller, method)
 
     def _admission(self, mode: int, context: Context) -> tuple[bool, float]:
-        if mode not in tpb.AdmissionMode.values():
+        if mode not in _ADMISSION_MODES:
             raise ValidationError("admission", f"unknown admission mode {mode}")
         return mode == tpb.ADMISSION_MODE_WAIT_FOR_ROOM, max(self.budget_s(context) - _DEADLINE_MARGIN_S, 0.0)
 

@@ -9,6 +9,7 @@ one module to import.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 from taskwire.common.wire import (
     duration_to_proto,
@@ -187,49 +188,75 @@ def states_from_proto(values: Sequence[int], where: str = "states") -> list[d.St
 # ---- Records (server → client) ------------------------------------------------------------------
 
 
+# Records become messages with only the fields that hold something set: a message constructor pays for
+# every keyword it is given, an empty string, list or zero as much as a value (a None submessage costs
+# little). Timestamps are written into their fields in place, with no message of their own to copy.
+
+
 def attempt_to_proto(attempt: d.Attempt) -> pb.Attempt:
-    return pb.Attempt(
+    message = pb.Attempt(
         task_run_id=attempt.task_run_id,
         number=attempt.number,
         worker_id=attempt.worker_id,
-        started_at=timestamp_to_proto(attempt.started_at),
-        ended_at=timestamp_to_proto(attempt.ended_at),
         outcome=outcome_to_proto(attempt.outcome),
         output=payload_to_proto(attempt.output),
         error=error_to_proto(attempt.error),
     )
+    set_timestamp(message.started_at, attempt.started_at)
+    if attempt.ended_at is not None:
+        set_timestamp(message.ended_at, attempt.ended_at)
+    return message
+
+
+# Most task runs share a few policies (the default above all): each one's message is built once, and copied
+# into every TaskRun message that carries it (a message field set in a constructor is a copy).
+_policy_message = lru_cache(maxsize=64)(retry_policy_to_proto)
 
 
 def task_run_to_proto(task_run: d.TaskRun) -> pb.TaskRun:
-    reason, progress = task_run.reason, task_run.progress
-    return pb.TaskRun(
+    message = pb.TaskRun(
         id=task_run.id,
         execution_id=task_run.execution_id,
         task_id=task_run.task_id,
         handler=task_run.handler,
         input=payload_to_proto(task_run.input),
-        depends_on=list(task_run.depends_on),
-        timeout=duration_to_proto(task_run.timeout),
-        retry_policy=retry_policy_to_proto(task_run.retry_policy),
+        retry_policy=_policy_message(task_run.retry_policy),
         state=task_run_state_to_proto(task_run.state),
-        reason_code=reason_code_to_proto(reason.code if reason else None),
-        reason_message=reason.message if reason else "",
-        created_at=timestamp_to_proto(task_run.created_at),
-        started_at=timestamp_to_proto(task_run.started_at),
-        ended_at=timestamp_to_proto(task_run.ended_at),
-        updated_at=timestamp_to_proto(task_run.updated_at),
-        attempts=[attempt_to_proto(attempt) for attempt in task_run.attempts],
-        not_before=timestamp_to_proto(task_run.not_before),
-        progress=pb.Progress(fraction=progress.fraction, message=progress.message) if progress else None,
+        priority=task_run.priority,
+        timeout=duration_to_proto(task_run.timeout),
         cancel_requested=reason_to_proto(task_run.pending_cancel),
         schedule_to_start_timeout=duration_to_proto(task_run.schedule_to_start_timeout),
-        priority=task_run.priority,
-        concurrency_key=task_run.concurrency_key,
-        concurrency_limit=task_run.concurrency_limit,
-        fairness_key=task_run.fairness_key,
-        rate_limit=task_run.rate_limit,
-        rate_limit_key=task_run.rate_limit_key,
     )
+    set_timestamp(message.created_at, task_run.created_at)
+    set_timestamp(message.updated_at, task_run.updated_at)
+    reason = task_run.reason
+    if reason is not None:
+        message.reason_code = reason_code_to_proto(reason.code)
+        message.reason_message = reason.message
+    if task_run.depends_on:
+        message.depends_on.extend(task_run.depends_on)
+    if task_run.started_at is not None:
+        set_timestamp(message.started_at, task_run.started_at)
+    if task_run.ended_at is not None:
+        set_timestamp(message.ended_at, task_run.ended_at)
+    if task_run.attempts:
+        message.attempts.extend([attempt_to_proto(attempt) for attempt in task_run.attempts])
+    if task_run.not_before is not None:
+        set_timestamp(message.not_before, task_run.not_before)
+    progress = task_run.progress
+    if progress is not None:
+        message.progress.CopyFrom(pb.Progress(fraction=progress.fraction, message=progress.message))
+    if task_run.concurrency_key:
+        message.concurrency_key = task_run.concurrency_key
+    if task_run.concurrency_limit:
+        message.concurrency_limit = task_run.concurrency_limit
+    if task_run.fairness_key:
+        message.fairness_key = task_run.fairness_key
+    if task_run.rate_limit:
+        message.rate_limit = task_run.rate_limit
+    if task_run.rate_limit_key:
+        message.rate_limit_key = task_run.rate_limit_key
+    return message
 
 
 def _closing_to_proto(closing: d.Closing | None) -> pb.Closing | None:
@@ -254,25 +281,34 @@ def fitting(executions: Sequence[pb.Execution], budget_bytes: int) -> int:
 
 
 def execution_to_proto(execution: d.Execution, task_runs: Iterable[d.TaskRun]) -> pb.Execution:
-    reason = execution.reason
-    return pb.Execution(
+    message = pb.Execution(
         id=execution.id,
         name=execution.name,
         state=execution_state_to_proto(execution.state),
-        reason_code=reason_code_to_proto(reason.code if reason else None),
-        reason_message=reason.message if reason else "",
-        metadata=dict(execution.metadata),
-        deadline=timestamp_to_proto(execution.deadline),
-        idempotency_key=execution.idempotency_key,
-        created_at=timestamp_to_proto(execution.created_at),
-        started_at=timestamp_to_proto(execution.started_at),
-        ended_at=timestamp_to_proto(execution.ended_at),
-        updated_at=timestamp_to_proto(execution.updated_at),
         task_runs=[task_run_to_proto(task_run) for task_run in task_runs],
-        not_before=timestamp_to_proto(execution.not_before),
         closing=_closing_to_proto(execution.closing),
-        trace_context=dict(execution.trace_context),
     )
+    set_timestamp(message.created_at, execution.created_at)
+    set_timestamp(message.updated_at, execution.updated_at)
+    reason = execution.reason
+    if reason is not None:
+        message.reason_code = reason_code_to_proto(reason.code)
+        message.reason_message = reason.message
+    if execution.metadata:
+        message.metadata.update(execution.metadata)
+    if execution.deadline is not None:
+        set_timestamp(message.deadline, execution.deadline)
+    if execution.idempotency_key:
+        message.idempotency_key = execution.idempotency_key
+    if execution.started_at is not None:
+        set_timestamp(message.started_at, execution.started_at)
+    if execution.ended_at is not None:
+        set_timestamp(message.ended_at, execution.ended_at)
+    if execution.not_before is not None:
+        set_timestamp(message.not_before, execution.not_before)
+    if execution.trace_context:
+        message.trace_context.update(execution.trace_context)
+    return message
 
 
 # ---- History events -----------------------------------------------------------------------------
@@ -303,20 +339,25 @@ def execution_created_event(execution: d.Execution) -> pb.ExecutionTransition:
 def task_run_transition_event(before: d.TaskRun, after: d.TaskRun) -> pb.TaskRunTransition:
     """The history entry for a change of a task run, naming the attempt it concerns."""
     attempt = after.current_attempt
-    ended_now = attempt is not None and not attempt.is_running and (before.current_attempt or attempt).is_running
-    reason = after.reason or after.pending_cancel
-    return pb.TaskRunTransition(
+    message = pb.TaskRunTransition(
         task_run_id=after.id,
         task_id=after.task_id,
         from_state=task_run_state_to_proto(before.state),
         to_state=task_run_state_to_proto(after.state),
-        reason_code=reason_code_to_proto(reason.code if reason else None),
-        reason_message=reason.message if reason else "",
-        attempt=attempt.number if attempt else 0,
-        worker_id=attempt.worker_id if attempt else "",
-        attempt_outcome=outcome_to_proto(attempt.outcome) if attempt and ended_now else pb.ATTEMPT_OUTCOME_UNSPECIFIED,
-        error=error_to_proto(attempt.error) if attempt and ended_now else None,
     )
+    reason = after.reason or after.pending_cancel
+    if reason is not None:
+        message.reason_code = reason_code_to_proto(reason.code)
+        message.reason_message = reason.message
+    if attempt is not None:
+        message.attempt = attempt.number
+        message.worker_id = attempt.worker_id
+        if not attempt.is_running and (before.current_attempt or attempt).is_running:  # it ended now
+            message.attempt_outcome = outcome_to_proto(attempt.outcome)
+            error = error_to_proto(attempt.error)
+            if error is not None:
+                message.error.CopyFrom(error)
+    return message
 
 
 # ---- Errors -------------------------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from taskwire.common import Payload, decode_payload, dumps_json, is_json_content_type, json_payload
+from taskwire.common import Payload, decode_payload, dumps_json, is_json_content_type, json_payload, loads_json
 
 
 @pytest.mark.parametrize(
@@ -52,3 +54,36 @@ def test_json_payloads_are_compact_utf8_and_refuse_what_other_languages_cannot_r
         dumps_json(float("nan"))
     with pytest.raises(TypeError):
         dumps_json({1, 2})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"null",
+        b'{"a": [1, 2.5, "\\u00e9"]}',
+        '{"zoë": true}'.encode(),
+        '[1, "zoë"]'.encode("utf-16"),
+        '{"x": 1}'.encode("utf-32-le"),
+        b"\xef\xbb\xbf[1]",
+        "[1]",
+    ],
+)
+def test_loads_json_reads_what_json_loads_reads(text: bytes | str) -> None:
+    assert loads_json(text) == json.loads(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"NaN", "NaN is not JSON"),
+        (b"[Infinity]", "Infinity is not JSON"),
+        (b"-Infinity", "-Infinity is not JSON"),
+        (b"[1,", "Expecting value"),
+        (b"\xff", "can't decode byte 0xff"),
+        ("\ufeff[1]", "Unexpected UTF-8 BOM"),
+        (b"[" * 100_000, "nested too deeply"),
+    ],
+)
+def test_loads_json_refuses_what_is_not_json_with_a_value_error(text: bytes | str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        loads_json(text)

@@ -102,3 +102,10 @@ def test_set_timestamp_matches_from_datetime_exactly(value: datetime) -> None:
     wire.set_timestamp(converted, value)
     assert converted == expected
     assert wire.timestamp_from_proto(converted) == value
+
+
+def test_task_runs_sharing_a_policy_get_their_own_copies() -> None:
+    first, second = server_wire.task_run_to_proto(task_run()), server_wire.task_run_to_proto(task_run())
+    first.retry_policy.max_attempts = 99
+    assert second.retry_policy.max_attempts != 99
+    assert server_wire.task_run_to_proto(task_run()).retry_policy == second.retry_policy
