@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ._auth_policy import RULES
 from ._edge import HandlerWrappers
 from .domain import AttemptOutcome, ReasonCode, State, TaskRun, infrastructure_failure
 from .engine import Engine
@@ -186,6 +187,9 @@ class EngineGauges(Collector):
         yield from (slots, used)
 
 
+_UNKNOWN = ("unknown", "", "unknown")
+
+
 class CallMetrics(grpc.aio.ServerInterceptor):
     """Counts handled gRPC calls by service, method and status code (`grpc_server_handled_total`, the name
     the go-grpc-prometheus convention uses), and their duration."""
@@ -219,7 +223,9 @@ class CallMetrics(grpc.aio.ServerInterceptor):
         return self._wrappers.get(handler, handler_call_details.method)
 
     def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], full_method: str) -> grpc.RpcMethodHandler[Any, Any]:
-        service, _, method = full_method.lstrip("/").rpartition("/")
+        # A method the server does not serve is named by its caller: it is counted as `unknown`, so that
+        # callers cannot add label values without end.
+        service, _, method = full_method.lstrip("/").rpartition("/") if full_method in RULES else _UNKNOWN
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(handler.unary_unary, service, method, "unary"),

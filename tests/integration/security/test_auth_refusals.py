@@ -11,7 +11,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from taskwire.client import PermissionDenied, State, TaskRunTransition, Unauthenticated
 from taskwire.common.bearer import bearer_metadata, new_token
-from tests.harness import Cluster
+from tests.harness import Cluster, wait_for
 from tests.integration.security.auth_support import Secured, raw_stream, refusal, start_secured
 
 
@@ -121,3 +121,25 @@ def test_refusals_are_audited_with_identity_method_and_target(secured: Secured) 
     )
     process.wait_for_line(rf"audit action=cancel identity=admin method=CancelExecution target={execution.id} code=OK")
     assert bearer_metadata("x")  # the tokens themselves: see test_auth_no_token_in_logs
+
+
+def test_calls_to_methods_nobody_serves_are_counted_under_one_label(procs: Cluster) -> None:
+    """The method's name comes from the caller: counted as `unknown`, callers cannot add label values."""
+    from tests.integration.server.test_metrics import metrics_url, scrape, value
+
+    secured = start_secured(procs, "--metrics-listen", "127.0.0.1:0")
+    url = metrics_url(secured.server.process)
+    with grpc.insecure_channel(secured.server.address) as channel:
+        for n in range(3):
+            call = channel.unary_unary(f"/taskwire.v1.TaskService/Made{n}Up")
+            with pytest.raises(grpc.RpcError) as refused:
+                call(b"", timeout=10, metadata=secured.metadata("admin"))
+            assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED  # no rule: nobody may call it
+
+    def counted() -> bool:
+        # The status reaches the caller a moment before the server's interceptor counts it.
+        samples = scrape(url)
+        return value(samples, "grpc_server_handled_total", grpc_method="unknown", grpc_code="PERMISSION_DENIED") == 3
+
+    wait_for(counted, what="the three calls in the metrics, as unknown")
+    assert not [sample for sample in scrape(url) if "Made" in sample.labels.get("grpc_method", "")]
