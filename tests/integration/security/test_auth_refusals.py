@@ -131,7 +131,9 @@ def test_calls_to_methods_nobody_serves_are_counted_under_one_label(procs: Clust
     url = metrics_url(secured.server.process)
     with grpc.insecure_channel(secured.server.address) as channel:
         for n in range(3):
-            call = channel.unary_unary(f"/taskwire.v1.TaskService/Made{n}Up")
+            call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                f"/taskwire.v1.TaskService/Made{n}Up"
+            )
             with pytest.raises(grpc.RpcError) as refused:
                 call(b"", timeout=10, metadata=secured.metadata("admin"))
             assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED  # no rule: nobody may call it
