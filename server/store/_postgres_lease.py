@@ -199,11 +199,15 @@ async def keep_renewed(lease: OwnerLease, pool: Any, on_lost: Any) -> None:
     """Renew `lease` every third of its length through `pool`; on a takeover, or when the lease ran out before a
     renewal got through, call `on_lost(error)` once and return."""
     loop = asyncio.get_running_loop()
+    wait_s = lease.lease_s / 3
+    failed = False
     while True:
-        await asyncio.sleep(lease.lease_s / 3)
+        await asyncio.sleep(wait_s)
+        left_s = lease.deadline - loop.time()
         try:
-            # At least a third of the lease: a server that was paused past its lease still learns who holds it.
-            async with asyncio.timeout(max(lease.lease_s / 3, lease.deadline - loop.time())):
+            # At least a third of the lease: a server that was paused past its lease still learns who holds it. A try
+            # after a failed one gets only what is left of the lease.
+            async with asyncio.timeout(left_s if failed else max(lease.lease_s / 3, left_s)):
                 async with pool.acquire() as conn:
                     await lease.renew(conn)
         except StoreFenced as error:
@@ -218,3 +222,10 @@ async def keep_renewed(lease: OwnerLease, pool: Any, on_lost: Any) -> None:
                 on_lost(lost)
                 return
             log.warning("renewing the lease on the database failed (%s); retrying", error)
+            # The next try comes no later than the lease's end: a failure there stops the server as the lease ends,
+            # not up to a third of a lease after it (when a standby may already serve).
+            wait_s = min(lease.lease_s / 3, lease.deadline - loop.time())
+            failed = True
+        else:
+            wait_s = lease.lease_s / 3
+            failed = False

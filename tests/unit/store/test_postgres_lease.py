@@ -7,12 +7,17 @@ a server that stopped answering while its session stays open.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import NoReturn
 
 import asyncpg
 import pytest
 
 from taskwire.server.store import PostgresStore, StoreError, StoreFenced, StoreInUse
+from taskwire.server.store._postgres_lease import OwnerLease, keep_renewed
 from tests.unit.store.records import pending_execution, submit_batch
 from tests.unit.store.support import write
 
@@ -140,3 +145,31 @@ async def test_a_paused_holder_whose_session_the_database_ended_is_told_who_took
         with pytest.raises(StoreFenced, match="beta holds it at epoch 2"):
             await write(first, submit_batch(pending_execution()))
     await first.close()
+
+
+async def test_a_server_whose_renewals_fail_is_told_when_its_lease_ends_not_a_third_of_a_lease_later() -> None:
+    loop = asyncio.get_running_loop()
+    lease = OwnerLease(holder="alpha", lease_s=3.0, database="db")
+    lease.deadline = loop.time() + lease.lease_s  # as just after a renewal
+    tries: list[float] = []
+
+    async def connect() -> NoReturn:
+        tries.append(loop.time())
+        if len(tries) == 1:  # the first try fails a moment before the lease ends, every later one at once
+            await asyncio.sleep(lease.deadline - 0.1 - loop.time())
+        raise OSError("connection refused")
+
+    @contextlib.asynccontextmanager
+    async def unreachable() -> AsyncIterator[None]:
+        yield await connect()
+
+    lost: list[tuple[float, StoreError]] = []
+
+    def on_lost(error: StoreError) -> None:
+        lost.append((loop.time(), error))
+
+    await asyncio.wait_for(keep_renewed(lease, SimpleNamespace(acquire=unreachable), on_lost), 10)
+    [(at, error)] = lost
+    assert "could not renew the lease on the database before it ran out" in str(error)
+    # From then on a standby may take over: the server must be told then, not after another wait of a third of a lease.
+    assert lease.deadline <= at < lease.deadline + 0.5, (at - lease.deadline, [t - lease.deadline for t in tries])
