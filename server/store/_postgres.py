@@ -157,7 +157,7 @@ class PostgresStore(QueryReads):
             # Renewed from now on, through a long migration too.
             renewing = keep_renewed(self.lease, self._pool, self._lose)
             self._renewing = asyncio.create_task(renewing, name="taskwire-lease")
-            await migrate(self._conn)
+            await migrate(self._conn, before_commit=self.lease.check_epoch)  # only the holder migrates
             await analyze_if_never_analyzed(self._conn)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
             raise StoreError(f"cannot open the database {self}: {error}") from error

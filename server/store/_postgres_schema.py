@@ -29,6 +29,7 @@ together on a new or older database wait for the first, and each later one finds
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from ._protocol import StoreError
@@ -160,11 +161,18 @@ async def analyze_if_never_analyzed(conn: Any) -> None:
         await conn.execute(f"ANALYZE {row[0]}")
 
 
-async def migrate(conn: Any, migrations: tuple[tuple[str, ...], ...] = MIGRATIONS) -> int:
+async def migrate(
+    conn: Any,
+    migrations: tuple[tuple[str, ...], ...] = MIGRATIONS,
+    *,
+    before_commit: Callable[[Any], Awaitable[None]] | None = None,
+) -> int:
     """Bring the schema to `len(migrations)` in one transaction under the migration lock; return the version found.
 
     `conn` is an asyncpg connection outside a transaction. Safe to call from several servers at once: each
-    waits for the lock and reads the version only once it holds it.
+    waits for the lock and reads the version only once it holds it. `before_commit(conn)` runs last inside the
+    transaction and may refuse it by raising: the store's epoch check, so that a server another one took over
+    from while it was on its way here migrates nothing under the new holder.
     """
     target = len(migrations)
     async with conn.transaction():
@@ -182,4 +190,6 @@ async def migrate(conn: Any, migrations: tuple[tuple[str, ...], ...] = MIGRATION
             for statement in migrations[version]:
                 await conn.execute(statement)
         await conn.execute("UPDATE taskwire_schema SET version = $1", target)
+        if before_commit is not None:
+            await before_commit(conn)
     return int(found)

@@ -11,13 +11,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import asyncpg
 import pytest
 
-from taskwire.server.store import PostgresStore, StoreError, StoreFenced, StoreInUse
+from taskwire.server.store import PostgresStore, StoreError, StoreFenced, StoreInUse, _postgres
 from taskwire.server.store._postgres_lease import OwnerLease, keep_renewed
+from taskwire.server.store._postgres_schema import MIGRATIONS, migrate
 from tests.unit.store.records import pending_execution, submit_batch
 from tests.unit.store.support import write
 
@@ -173,3 +174,30 @@ async def test_a_server_whose_renewals_fail_is_told_when_its_lease_ends_not_a_th
     assert "could not renew the lease on the database before it ran out" in str(error)
     # From then on a standby may take over: the server must be told then, not after another wait of a third of a lease.
     assert lease.deadline <= at < lease.deadline + 0.5, (at - lease.deadline, [t - lease.deadline for t in tries])
+
+
+async def test_a_server_taken_over_from_before_it_migrated_changes_no_schema(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    later = (*MIGRATIONS, ("CREATE TABLE later_step (x INTEGER)",))  # a newer server's migration
+
+    async def taken_over_first(conn: Any, *args: Any, **kwargs: Any) -> int:
+        # Paused between its takeover and its migration, long enough for another server to take the database.
+        side = await asyncpg.connect(postgres_url)
+        try:
+            await side.execute("UPDATE taskwire_owner SET epoch = epoch + 1, holder = 'gamma'")
+        finally:
+            await side.close()
+        return await migrate(conn, later, **kwargs)
+
+    monkeypatch.setattr(_postgres, "migrate", taken_over_first)
+    store = PostgresStore(postgres_url, holder="alpha", lease_s=LEASE_S)
+    with pytest.raises(StoreFenced, match=r"gamma holds it at epoch 2 \(this server held epoch 1\)"):
+        await store.open()
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        made = await conn.fetchval("SELECT count(*) FROM pg_tables WHERE tablename IN ('later_step', 'executions')")
+    finally:
+        await conn.close()
+    assert made == 0  # the holder's schema is as it left it
+    assert await _owner(postgres_url) == ("gamma", 2)
