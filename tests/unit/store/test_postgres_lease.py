@@ -19,6 +19,7 @@ import pytest
 from taskwire.server.store import PostgresStore, StoreError, StoreFenced, StoreInUse, _postgres
 from taskwire.server.store._postgres_lease import OwnerLease, keep_renewed
 from taskwire.server.store._postgres_schema import MIGRATIONS, migrate
+from taskwire.server.store._postgres_writes import apply_rows
 from tests.unit.store.records import pending_execution, submit_batch
 from tests.unit.store.support import write
 
@@ -201,3 +202,50 @@ async def test_a_server_taken_over_from_before_it_migrated_changes_no_schema(
         await conn.close()
     assert made == 0  # the holder's schema is as it left it
     assert await _owner(postgres_url) == ("gamma", 2)
+
+
+async def test_a_takeover_waits_for_the_commit_under_way_and_the_new_holder_reads_what_it_wrote(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = PostgresStore(postgres_url, holder="alpha", lease_s=30)
+    await first.open()
+    _pause(first)
+    standby = PostgresStore(postgres_url, holder="beta", lease_s=30, standby=True)
+    side = await asyncpg.connect(postgres_url)
+    inside, resume = asyncio.Event(), asyncio.Event()
+    try:
+        await side.execute("UPDATE taskwire_owner SET lease_until = now()")  # its lease lapsed: the holder was paused
+
+        async def paused_after_the_check(conn: Any, batches: Any) -> None:
+            inside.set()
+            await resume.wait()
+            await apply_rows(conn, batches)
+
+        monkeypatch.setattr(_postgres, "apply_rows", paused_after_the_check)
+        late = pending_execution()
+        writing = asyncio.ensure_future(write(first, submit_batch(late)))
+        await asyncio.wait_for(inside.wait(), 10)
+        taking = asyncio.ensure_future(standby.open())
+        # The standby's compare-and-set waits for the commit that checked the epoch before it.
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%taskwire_owner%'"
+        )
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + 20
+        while not await side.fetchval(waiting):
+            assert not taking.done(), "the standby took over while the holder's commit was open"
+            assert loop.time() < give_up, "the standby's takeover never waited for the open commit"
+            await asyncio.sleep(0.02)
+        assert not taking.done()
+        resume.set()
+        await asyncio.wait_for(writing, 10)  # it held the database when it checked: its commit stands
+        await asyncio.wait_for(taking, 10)
+        assert standby.lease.epoch == 2
+        assert await standby.get_execution(late.execution.id) is not None  # read after the old holder's last commit
+        with pytest.raises(StoreFenced, match="beta holds it at epoch 2"):
+            await write(first, submit_batch(pending_execution()))
+    finally:
+        resume.set()
+        await side.close()
+        await first.close()
+        await standby.close()
