@@ -249,3 +249,37 @@ async def test_a_takeover_waits_for_the_commit_under_way_and_the_new_holder_read
         await side.close()
         await first.close()
         await standby.close()
+
+
+async def test_a_holder_paused_inside_its_commit_holds_up_a_takeover_for_a_lease_at_most(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = PostgresStore(postgres_url, holder="alpha", lease_s=LEASE_S)
+    await first.open()
+    _pause(first)
+    inside, resume = asyncio.Event(), asyncio.Event()
+
+    async def paused_after_the_check(conn: Any, batches: Any) -> None:
+        inside.set()
+        await resume.wait()
+        await apply_rows(conn, batches)
+
+    monkeypatch.setattr(_postgres, "apply_rows", paused_after_the_check)
+    late = pending_execution()
+    writing = asyncio.ensure_future(write(first, submit_batch(late)))
+    await asyncio.wait_for(inside.wait(), 10)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    try:
+        # The database ends the paused session (its transaction idle longer than a lease), and the standby takes over:
+        # not after the standby's statement timeout (a minute), which would end the standby instead.
+        async with PostgresStore(postgres_url, holder="beta", lease_s=LEASE_S, standby=True) as standby:
+            assert loop.time() - began < 4 * LEASE_S
+            assert standby.lease.epoch == 2
+            resume.set()
+            with pytest.raises(StoreFenced, match="beta holds it at epoch 2"):
+                await asyncio.wait_for(writing, 10)
+            assert await standby.get_execution(late.execution.id) is None
+    finally:
+        resume.set()
+        await first.close()
