@@ -31,6 +31,8 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Final
 
+import asyncpg
+
 from ._lock import StoreInUse
 from ._postgres_schema import MIGRATION_LOCK
 from ._protocol import StoreError
@@ -130,7 +132,13 @@ class OwnerLease:
             holder_gone = not row.lapsed and await self._holder_gone(conn, row.epoch)
             if row.lapsed or holder_gone:
                 sent = loop.time()
-                if await self._take(conn, row.epoch, holder_gone=holder_gone):
+                try:
+                    taken = await self._take(conn, row.epoch, holder_gone=holder_gone)
+                except (asyncpg.QueryCanceledError, TimeoutError):
+                    # The holder's commit under way kept the row longer than a statement may wait (the database
+                    # ends a transaction idle for a lease, which may be longer): look again.
+                    continue
+                if taken:
                     self.deadline = sent + self.lease_s
                     if row.holder:
                         log.info("took over the database %s from %s (epoch %d)", self._database, row.holder, row.epoch)

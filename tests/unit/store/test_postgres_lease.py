@@ -283,3 +283,39 @@ async def test_a_holder_paused_inside_its_commit_holds_up_a_takeover_for_a_lease
     finally:
         resume.set()
         await first.close()
+
+
+async def test_a_standby_whose_takeover_waits_longer_than_a_statement_may_looks_again(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lease longer than the store's statement timeout: the paused holder's open commit outlasts the standby's
+    compare-and-set, which must not end the standby."""
+    first = PostgresStore(postgres_url, holder="alpha", lease_s=3)
+    await first.open()
+    _pause(first)
+    side = await asyncpg.connect(postgres_url)
+    try:
+        await side.execute("UPDATE taskwire_owner SET lease_until = now()")  # its lease lapsed: the holder was paused
+    finally:
+        await side.close()
+    inside, resume = asyncio.Event(), asyncio.Event()
+
+    async def paused_after_the_check(conn: Any, batches: Any) -> None:
+        inside.set()
+        await resume.wait()
+        await apply_rows(conn, batches)
+
+    monkeypatch.setattr(_postgres, "apply_rows", paused_after_the_check)
+    writing = asyncio.ensure_future(write(first, submit_batch(pending_execution())))
+    await asyncio.wait_for(inside.wait(), 10)
+    standby = PostgresStore(postgres_url, holder="beta", lease_s=3, standby=True, command_timeout_s=1)
+    try:
+        await asyncio.wait_for(standby.open(), 20)
+        assert standby.lease.epoch == 2
+        resume.set()
+        with pytest.raises(StoreFenced, match="beta holds it at epoch 2"):
+            await asyncio.wait_for(writing, 10)
+    finally:
+        resume.set()
+        await standby.close()
+        await first.close()
