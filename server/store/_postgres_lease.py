@@ -50,8 +50,13 @@ _OWNER_TABLE: Final = (
     "ON CONFLICT (id) DO NOTHING",
 )
 _READ: Final = "SELECT holder, epoch, lease_until, lease_until < now() AS lapsed FROM taskwire_owner WHERE id = 1"
+# The new lease runs from when the row is updated (`clock_timestamp()`; `_take` first waits for the row), not from when
+# the transaction began (`now()`): after waiting on the holder's commit under way (up to a lease, a paused holder's) it
+# would have lapsed already, and a third server would take the database at once.
+_LOCK_ROW: Final = "SELECT 1 FROM taskwire_owner WHERE id = 1 FOR NO KEY UPDATE"
 _TAKE: Final = (
-    "UPDATE taskwire_owner SET epoch = epoch + 1, holder = $1, lease_until = now() + $2 * interval '1 microsecond' "
+    "UPDATE taskwire_owner SET epoch = epoch + 1, holder = $1, "
+    "lease_until = clock_timestamp() + $2 * interval '1 microsecond' "
     "WHERE id = 1 AND epoch = $3 AND (lease_until < now() OR $4) RETURNING epoch"
 )
 _RENEW: Final = (
@@ -131,7 +136,6 @@ class OwnerLease:
             row = await _read(conn)
             holder_gone = not row.lapsed and await self._holder_gone(conn, row.epoch)
             if row.lapsed or holder_gone:
-                sent = loop.time()
                 try:
                     taken = await self._take(conn, row.epoch, holder_gone=holder_gone)
                 except (asyncpg.QueryCanceledError, TimeoutError):
@@ -139,7 +143,6 @@ class OwnerLease:
                     # ends a transaction idle for a lease, which may be longer): look again.
                     continue
                 if taken:
-                    self.deadline = sent + self.lease_s
                     if row.holder:
                         log.info("took over the database %s from %s (epoch %d)", self._database, row.holder, row.epoch)
                     return
@@ -172,13 +175,17 @@ class OwnerLease:
 
     async def _take(self, conn: Any, seen: int, *, holder_gone: bool) -> bool:
         """The compare-and-set, and the new epoch's lock taken in the same transaction (no one sees the new
-        epoch before its lock is held)."""
+        epoch before its lock is held). The row is locked first: a commit of the holder under way is waited for here,
+        and the lease is measured from after it."""
         async with conn.transaction():
+            await conn.execute(_LOCK_ROW)
+            sent = asyncio.get_running_loop().time()
             epoch = await conn.fetchval(_TAKE, self.holder, self._lease_us, seen, holder_gone)
             if epoch is None:
                 return False
             await conn.execute("SELECT pg_advisory_lock($1, $2)", OWNER_LOCK_CLASS, _objid(epoch))
         self.epoch = int(epoch)
+        self.deadline = sent + self.lease_s
         return True
 
     async def check_epoch(self, conn: Any) -> None:

@@ -319,3 +319,42 @@ async def test_a_standby_whose_takeover_waits_longer_than_a_statement_may_looks_
         resume.set()
         await standby.close()
         await first.close()
+
+
+async def test_a_standby_that_waited_on_the_holders_open_commit_gets_a_whole_lease(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its compare-and-set waited about a lease (the paused holder's open commit); the lease it takes runs from when
+    it took it, not from when it began to wait: else it is lapsed at once, and a third server takes the database."""
+    first = PostgresStore(postgres_url, holder="alpha", lease_s=LEASE_S)
+    await first.open()
+    _pause(first)
+    side = await asyncpg.connect(postgres_url)
+    standby = await asyncpg.connect(postgres_url)
+    inside, resume = asyncio.Event(), asyncio.Event()
+
+    async def paused_after_the_check(conn: Any, batches: Any) -> None:
+        inside.set()
+        await resume.wait()
+        await apply_rows(conn, batches)
+
+    monkeypatch.setattr(_postgres, "apply_rows", paused_after_the_check)
+    await side.execute("UPDATE taskwire_owner SET lease_until = now()")  # its lease lapsed: the holder was paused
+    writing = asyncio.ensure_future(write(first, submit_batch(pending_execution())))
+    await asyncio.wait_for(inside.wait(), 10)
+    try:
+        lease = OwnerLease(holder="beta", lease_s=LEASE_S, database="db")  # the lease alone, never renewed
+        await asyncio.wait_for(lease.take(standby, standby=True, refuse_after_s=0), 10)
+        assert lease.epoch == 2
+        left_s = await side.fetchval("SELECT extract(epoch FROM lease_until - clock_timestamp()) FROM taskwire_owner")
+        assert left_s > LEASE_S / 2, left_s
+        third = PostgresStore(postgres_url, holder="gamma", lease_s=LEASE_S, lock_wait_s=0.2)
+        with pytest.raises(StoreInUse, match=r"beta \(epoch 2"):
+            await third.open()
+        await third.close()
+    finally:
+        resume.set()
+        await asyncio.gather(writing, return_exceptions=True)
+        await first.close()
+        await side.close()
+        await standby.close()
