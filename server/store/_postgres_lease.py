@@ -16,7 +16,7 @@ So a server starting on a database finds one of three things:
   takes over then.
 
 Fencing: every commit transaction of the holder first reads the row `FOR SHARE` and checks its epoch
-(`check_epoch`); a takeover's UPDATE waits for that transaction, and once a takeover committed, the
+(`check_epoch`); a takeover (locking the row) waits for that transaction, and once a takeover committed, the
 old holder's next commit sees the new epoch and rolls back (`StoreFenced`). A holder that cannot renew
 before its own lease runs out (on its monotonic clock, measured from before the renewal was sent) stops
 too, so two servers never act at once.
