@@ -141,7 +141,7 @@ class PostgresStore(QueryReads):
                 # are young: 200 ms of compiling for a 3 ms read. Every statement here is short.
                 "server_settings": {"application_name": _APPLICATION_NAME, "jit": "off"},
             }
-            # A paused server's open transaction (its commit's share lock on the lease row) cannot hold up the
+            # A paused server's open transaction (its commit's lock on the lease row) cannot hold up the
             # server taking over for longer than a lease, nor can a statement run on unseen.
             lease_ms = str(max(1, round(self.lease.lease_s * 1000)))
             writer_settings = {

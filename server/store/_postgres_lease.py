@@ -15,11 +15,12 @@ So a server starting on a database finds one of three things:
   a standby waits until the lease lapses (the holder stopped renewing: dead, paused or cut off) and
   takes over then.
 
-Fencing: every commit transaction of the holder first reads the row `FOR SHARE` and checks its epoch
-(`check_epoch`); a takeover (locking the row) waits for that transaction, and once a takeover committed, the
-old holder's next commit sees the new epoch and rolls back (`StoreFenced`). A holder that cannot renew
-before its own lease runs out (on its monotonic clock, measured from before the renewal was sent) stops
-too, so two servers never act at once.
+Fencing: every commit transaction of the holder first reads the row `FOR KEY SHARE` and checks its epoch
+(`check_epoch`); a takeover (locking the row `FOR UPDATE`) waits for that transaction, and once a takeover
+committed, the old holder's next commit sees the new epoch and rolls back (`StoreFenced`). A renewal (an update of
+no key) does not conflict with a commit's lock: a slow commit never holds up its own server's renewal. A holder
+that cannot renew before its own lease runs out (on its monotonic clock, measured from before the renewal was
+sent) stops too, so two servers never act at once.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ _READ: Final = "SELECT holder, epoch, lease_until, lease_until < now() AS lapsed
 # The new lease runs from when the row is updated (`clock_timestamp()`; `_take` first waits for the row), not from when
 # the transaction began (`now()`): after waiting on the holder's commit under way (up to a lease, a paused holder's) it
 # would have lapsed already, and a third server would take the database at once.
-_LOCK_ROW: Final = "SELECT 1 FROM taskwire_owner WHERE id = 1 FOR NO KEY UPDATE"
+_LOCK_ROW: Final = "SELECT 1 FROM taskwire_owner WHERE id = 1 FOR UPDATE"  # conflicts with a commit's FOR KEY SHARE
 _TAKE: Final = (
     "UPDATE taskwire_owner SET epoch = epoch + 1, holder = $1, "
     "lease_until = clock_timestamp() + $2 * interval '1 microsecond' "
@@ -190,8 +191,9 @@ class OwnerLease:
 
     async def check_epoch(self, conn: Any) -> None:
         """Inside a commit transaction: StoreFenced unless this server still holds the database. The row stays
-        share-locked to the end of the transaction, so no takeover commits in between. (Outside one: a look.)"""
-        row = await conn.fetchrow("SELECT holder, epoch FROM taskwire_owner WHERE id = 1 FOR SHARE")
+        locked (FOR KEY SHARE: against a takeover's FOR UPDATE, not a renewal) to the end of the transaction, so no
+        takeover commits in between. (Outside one: a look.)"""
+        row = await conn.fetchrow("SELECT holder, epoch FROM taskwire_owner WHERE id = 1 FOR KEY SHARE")
         if int(row["epoch"]) != self.epoch:
             raise StoreFenced(holder=str(row["holder"]), epoch=int(row["epoch"]), mine=self.epoch)
 
@@ -230,8 +232,9 @@ async def keep_renewed(lease: OwnerLease, pool: Any, on_lost: Any) -> None:
             return
         except Exception as error:  # the database unreachable, slow, or the connection lost
             if loop.time() >= lease.deadline:
+                why = str(error) or type(error).__name__
                 lost = StoreError(
-                    f"could not renew the lease on the database before it ran out ({error or type(error).__name__}); "
+                    f"could not renew the lease on the database before it ran out ({why}); "
                     "stopping so that a standby can take over"
                 )
                 on_lost(lost)

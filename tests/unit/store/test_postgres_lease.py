@@ -358,3 +358,29 @@ async def test_a_standby_that_waited_on_the_holders_open_commit_gets_a_whole_lea
         await first.close()
         await side.close()
         await standby.close()
+
+
+async def test_a_commit_longer_than_what_is_left_of_the_lease_does_not_hold_up_its_renewal(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder's own commit (a slow database) must not keep its lease from being renewed: else the holder stops
+    itself, though no other server could have taken the database during that commit."""
+    store = PostgresStore(postgres_url, holder="alpha", lease_s=LEASE_S)
+    await store.open()
+    lost: list[StoreError] = []
+    store.on_lost = lost.append
+
+    async def slow(conn: Any, batches: Any) -> None:
+        await conn.execute("SELECT pg_sleep($1)", LEASE_S * 1.5)  # a statement the database is slow to run
+        await apply_rows(conn, batches)
+
+    monkeypatch.setattr(_postgres, "apply_rows", slow)
+    try:
+        slowly = pending_execution()
+        await write(store, submit_batch(slowly))
+        monkeypatch.undo()
+        await write(store, submit_batch(pending_execution()))
+        assert lost == []
+        assert await store.get_execution(slowly.execution.id) is not None
+    finally:
+        await store.close()
