@@ -35,7 +35,7 @@ from typing import Any, Final
 import asyncpg
 
 from ._lock import StoreInUse
-from ._postgres_schema import MIGRATION_LOCK
+from ._postgres_schema import MIGRATION_LOCK, MIGRATION_TIMEOUT_S, NO_STATEMENT_TIMEOUT
 from ._protocol import StoreError
 
 log = logging.getLogger("taskwire.server.store")
@@ -100,7 +100,8 @@ class _Row:
 async def create_owner_table(conn: Any) -> None:
     """Make the ownership row if the database has none (under the migration lock: servers may start together)."""
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(NO_STATEMENT_TIMEOUT)  # the lock waits for a migration under way, which may be long
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK, timeout=MIGRATION_TIMEOUT_S)
         for statement in _OWNER_TABLE:
             await conn.execute(statement)
 

@@ -37,6 +37,11 @@ from ._protocol import StoreError
 # The migration's advisory lock key (64-bit form): "twmigrat" in ASCII. The lease's locks use the two-key form
 # (`_postgres_lease.OWNER_LOCK_CLASS`), a key space of its own.
 MIGRATION_LOCK: Final = 0x74776D6967726174
+# How long a migration's steps (and the wait for another server's migration) may take: longer than the store lets a
+# statement run, since a step on a large table (an index over every task run) may take minutes. The lease is renewed
+# meanwhile.
+MIGRATION_TIMEOUT_S: Final = 24 * 3600.0
+NO_STATEMENT_TIMEOUT: Final = "SET LOCAL statement_timeout = 0"
 
 TERMINAL_SQL: Final = "('SUCCESS', 'FAILED', 'CANCELLED')"
 # Cold executions (see `ColdTaskRun`): the texts match the partial indexes below, which PostgreSQL then uses.
@@ -176,7 +181,8 @@ async def migrate(
     """
     target = len(migrations)
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(NO_STATEMENT_TIMEOUT)
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK, timeout=MIGRATION_TIMEOUT_S)
         await conn.execute("CREATE TABLE IF NOT EXISTS taskwire_schema (version INTEGER NOT NULL)")
         found = await conn.fetchval("SELECT version FROM taskwire_schema")
         if found is None:
@@ -188,7 +194,7 @@ async def migrate(
             raise StoreError(f"the database has schema version {found}, newer than this server supports ({target})")
         for version in range(found, target):
             for statement in migrations[version]:
-                await conn.execute(statement)
+                await conn.execute(statement, timeout=MIGRATION_TIMEOUT_S)
         await conn.execute("UPDATE taskwire_schema SET version = $1", target)
         if before_commit is not None:
             await before_commit(conn)
