@@ -215,17 +215,25 @@ class OwnerLease:
 
 async def keep_renewed(lease: OwnerLease, pool: Any, on_lost: Any) -> None:
     """Renew `lease` every third of its length through `pool`; on a takeover, or when the lease ran out before a
-    renewal got through, call `on_lost(error)` once and return."""
+    renewal got through, call `on_lost(error)` once and return.
+
+    Every try is timed on the lease's end (`lease.deadline`): the next one comes a third of a lease after the last
+    renewal was sent (at once when that renewal was slow), a try after a failed one by the lease's end, and no try
+    runs past it. So a server that cannot renew is told as its lease ends, before a standby may take over, not up
+    to a third of a lease after."""
     loop = asyncio.get_running_loop()
-    wait_s = lease.lease_s / 3
     failed = False
     while True:
-        await asyncio.sleep(wait_s)
+        if failed:
+            wait_s = min(lease.lease_s / 3, lease.deadline - loop.time())
+        else:
+            wait_s = lease.deadline - 2 * lease.lease_s / 3 - loop.time()
+        await asyncio.sleep(max(0.0, wait_s))
         left_s = lease.deadline - loop.time()
         try:
-            # At least a third of the lease: a server that was paused past its lease still learns who holds it. A try
-            # after a failed one gets only what is left of the lease.
-            async with asyncio.timeout(left_s if failed else max(lease.lease_s / 3, left_s)):
+            # A server that was paused past its lease (nothing failed, nothing left) still asks, a third of a lease
+            # long, to learn who holds the database now.
+            async with asyncio.timeout(left_s if failed or left_s > 0 else lease.lease_s / 3):
                 async with pool.acquire() as conn:
                     await lease.renew(conn)
         except StoreFenced as error:
@@ -241,10 +249,6 @@ async def keep_renewed(lease: OwnerLease, pool: Any, on_lost: Any) -> None:
                 on_lost(lost)
                 return
             log.warning("renewing the lease on the database failed (%s); retrying", error)
-            # The next try comes no later than the lease's end: a failure there stops the server as the lease ends,
-            # not up to a third of a lease after it (when a standby may already serve).
-            wait_s = min(lease.lease_s / 3, lease.deadline - loop.time())
             failed = True
         else:
-            wait_s = lease.lease_s / 3
             failed = False

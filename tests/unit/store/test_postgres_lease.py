@@ -384,3 +384,35 @@ async def test_a_commit_longer_than_what_is_left_of_the_lease_does_not_hold_up_i
         assert await store.get_execution(slowly.execution.id) is not None
     finally:
         await store.close()
+
+
+async def test_a_slow_renewal_then_one_that_hangs_stops_the_server_as_its_lease_ends() -> None:
+    loop = asyncio.get_running_loop()
+    lease = OwnerLease(holder="alpha", lease_s=6.0, database="db")
+    lease.epoch = 1
+    lease.deadline = loop.time() + lease.lease_s  # as just after a renewal
+    sent: list[float] = []
+
+    class Database:
+        async def fetchval(self, *args: Any) -> int:
+            sent.append(loop.time())
+            if len(sent) == 1:
+                await asyncio.sleep(lease.lease_s / 2)  # slow, yet through: the lease ends a lease after it was sent
+                return 1
+            await asyncio.Event().wait()  # then the database stops answering
+            raise AssertionError("unreachable")
+
+    @contextlib.asynccontextmanager
+    async def acquire() -> AsyncIterator[Database]:
+        yield Database()
+
+    lost: list[tuple[float, StoreError]] = []
+
+    def on_lost(error: StoreError) -> None:
+        lost.append((loop.time(), error))
+
+    await asyncio.wait_for(keep_renewed(lease, SimpleNamespace(acquire=acquire), on_lost), 20)
+    [(at, error)] = lost
+    assert "could not renew the lease on the database before it ran out (TimeoutError)" in str(error)
+    assert lease.deadline == pytest.approx(sent[0] + lease.lease_s, abs=0.05)
+    assert lease.deadline <= at < lease.deadline + 0.5, (at - lease.deadline, [t - lease.deadline for t in sent])
