@@ -43,6 +43,20 @@ def _pause(store: PostgresStore) -> None:
     store._renewing.cancel()
 
 
+def _pause_commits(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make every commit stop inside its transaction, past its epoch check, as a server paused there: `inside` is set
+    when one is there, and it goes on once `resume` is."""
+    inside, resume = asyncio.Event(), asyncio.Event()
+
+    async def paused_after_the_check(conn: Any, batches: Any) -> None:
+        inside.set()
+        await resume.wait()
+        await apply_rows(conn, batches)
+
+    monkeypatch.setattr(_postgres, "apply_rows", paused_after_the_check)
+    return inside, resume
+
+
 async def test_the_first_server_takes_the_database_at_epoch_one_and_a_second_is_refused_naming_it(
     postgres_url: str,
 ) -> None:
@@ -212,16 +226,9 @@ async def test_a_takeover_waits_for_the_commit_under_way_and_the_new_holder_read
     _pause(first)
     standby = PostgresStore(postgres_url, holder="beta", lease_s=30, standby=True)
     side = await asyncpg.connect(postgres_url)
-    inside, resume = asyncio.Event(), asyncio.Event()
+    inside, resume = _pause_commits(monkeypatch)
     try:
         await side.execute("UPDATE taskwire_owner SET lease_until = now()")  # its lease lapsed: the holder was paused
-
-        async def paused_after_the_check(conn: Any, batches: Any) -> None:
-            inside.set()
-            await resume.wait()
-            await apply_rows(conn, batches)
-
-        monkeypatch.setattr(_postgres, "apply_rows", paused_after_the_check)
         late = pending_execution()
         writing = asyncio.ensure_future(write(first, submit_batch(late)))
         await asyncio.wait_for(inside.wait(), 10)
@@ -257,14 +264,7 @@ async def test_a_holder_paused_inside_its_commit_holds_up_a_takeover_for_a_lease
     first = PostgresStore(postgres_url, holder="alpha", lease_s=LEASE_S)
     await first.open()
     _pause(first)
-    inside, resume = asyncio.Event(), asyncio.Event()
-
-    async def paused_after_the_check(conn: Any, batches: Any) -> None:
-        inside.set()
-        await resume.wait()
-        await apply_rows(conn, batches)
-
-    monkeypatch.setattr(_postgres, "apply_rows", paused_after_the_check)
+    inside, resume = _pause_commits(monkeypatch)
     late = pending_execution()
     writing = asyncio.ensure_future(write(first, submit_batch(late)))
     await asyncio.wait_for(inside.wait(), 10)
@@ -298,14 +298,7 @@ async def test_a_standby_whose_takeover_waits_longer_than_a_statement_may_looks_
         await side.execute("UPDATE taskwire_owner SET lease_until = now()")  # its lease lapsed: the holder was paused
     finally:
         await side.close()
-    inside, resume = asyncio.Event(), asyncio.Event()
-
-    async def paused_after_the_check(conn: Any, batches: Any) -> None:
-        inside.set()
-        await resume.wait()
-        await apply_rows(conn, batches)
-
-    monkeypatch.setattr(_postgres, "apply_rows", paused_after_the_check)
+    inside, resume = _pause_commits(monkeypatch)
     writing = asyncio.ensure_future(write(first, submit_batch(pending_execution())))
     await asyncio.wait_for(inside.wait(), 10)
     standby = PostgresStore(postgres_url, holder="beta", lease_s=3, standby=True, command_timeout_s=1)
@@ -331,14 +324,7 @@ async def test_a_standby_that_waited_on_the_holders_open_commit_gets_a_whole_lea
     _pause(first)
     side = await asyncpg.connect(postgres_url)
     standby = await asyncpg.connect(postgres_url)
-    inside, resume = asyncio.Event(), asyncio.Event()
-
-    async def paused_after_the_check(conn: Any, batches: Any) -> None:
-        inside.set()
-        await resume.wait()
-        await apply_rows(conn, batches)
-
-    monkeypatch.setattr(_postgres, "apply_rows", paused_after_the_check)
+    inside, resume = _pause_commits(monkeypatch)
     await side.execute("UPDATE taskwire_owner SET lease_until = now()")  # its lease lapsed: the holder was paused
     writing = asyncio.ensure_future(write(first, submit_batch(pending_execution())))
     await asyncio.wait_for(inside.wait(), 10)
