@@ -160,7 +160,8 @@ class PostgresStore(QueryReads):
             await migrate(self._conn, before_commit=self.lease.check_epoch)  # only the holder migrates
             await analyze_if_never_analyzed(self._conn)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
-            raise StoreError(f"cannot open the database {self}: {error}") from error
+            why = str(error) or type(error).__name__  # a timeout says nothing of itself
+            raise StoreError(f"cannot open the database {self}: {why}") from error
 
     def _lose(self, error: StoreError) -> None:
         """The lease is gone: no commit may pass any more, and the server is told. The writing session is cut at

@@ -134,6 +134,18 @@ async def test_an_unreachable_database_is_a_store_error(postgres_url: str) -> No
     await store.close()
 
 
+async def test_a_database_that_does_not_answer_is_a_store_error_that_says_so() -> None:
+    silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)  # accepts, never answers
+    port = silent.sockets[0].getsockname()[1]
+    store = PostgresStore(f"postgresql://taskwire@127.0.0.1:{port}/taskwire", connect_timeout_s=0.2)
+    try:
+        with pytest.raises(StoreError, match=r"cannot open the database .*/taskwire: TimeoutError$"):
+            await store.open()
+    finally:
+        await store.close()
+        silent.close()
+
+
 def test_store_urls_name_their_store() -> None:
     assert isinstance(store_from_url("postgresql://u:p@h:5432/d"), PostgresStore)
     assert isinstance(store_from_url("postgres://h/d"), PostgresStore)
