@@ -135,7 +135,12 @@ async def test_an_unreachable_database_is_a_store_error(postgres_url: str) -> No
 
 
 async def test_a_database_that_does_not_answer_is_a_store_error_that_says_so() -> None:
-    silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)  # accepts, never answers
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    silent = await asyncio.start_server(never_answer, "127.0.0.1", 0)
     port = silent.sockets[0].getsockname()[1]
     store = PostgresStore(f"postgresql://taskwire@127.0.0.1:{port}/taskwire", connect_timeout_s=0.2)
     try:
@@ -144,6 +149,10 @@ async def test_a_database_that_does_not_answer_is_a_store_error_that_says_so() -
     finally:
         await store.close()
         silent.close()
+        for writer in accepted:
+            writer.close()
+            await writer.wait_closed()
+        await silent.wait_closed()
 
 
 def test_store_urls_name_their_store() -> None:
