@@ -217,10 +217,20 @@ class PostgresCluster:
                 [str(self.bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-q"],
                 check=False,
             )
-            if check.returncode == 0:
+            if check.returncode == 0 and self._says_ready():
                 return True
             time.sleep(0.05)
         return False
+
+    def _says_ready(self) -> bool:
+        """Whether this cluster's postmaster wrote that it accepts connections (its `postmaster.pid`, as pg_ctl reads
+        it): pg_isready alone is answered by any cluster on the port, one that took it first too."""
+        assert self.process is not None
+        try:
+            lines = (self.data / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return False
+        return len(lines) >= 8 and lines[0].strip() == str(self.process.pid) and lines[7].strip() == "ready"
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         done = subprocess.run(

@@ -141,7 +141,7 @@ class PostgresStore(QueryReads):
                 # are young: 200 ms of compiling for a 3 ms read. Every statement here is short.
                 "server_settings": {"application_name": _APPLICATION_NAME, "jit": "off"},
             }
-            # A paused server's open transaction (its commit's share lock on the lease row) cannot hold up the
+            # A paused server's open transaction (its commit's lock on the lease row) cannot hold up the
             # server taking over for longer than a lease, nor can a statement run on unseen.
             lease_ms = str(max(1, round(self.lease.lease_s * 1000)))
             writer_settings = {
@@ -157,10 +157,11 @@ class PostgresStore(QueryReads):
             # Renewed from now on, through a long migration too.
             renewing = keep_renewed(self.lease, self._pool, self._lose)
             self._renewing = asyncio.create_task(renewing, name="taskwire-lease")
-            await migrate(self._conn)
+            await migrate(self._conn, before_commit=self.lease.check_epoch)  # only the holder migrates
             await analyze_if_never_analyzed(self._conn)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
-            raise StoreError(f"cannot open the database {self}: {error}") from error
+            why = str(error) or type(error).__name__  # a timeout says nothing of itself
+            raise StoreError(f"cannot open the database {self}: {why}") from error
 
     def _lose(self, error: StoreError) -> None:
         """The lease is gone: no commit may pass any more, and the server is told. The writing session is cut at

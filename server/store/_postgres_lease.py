@@ -15,11 +15,12 @@ So a server starting on a database finds one of three things:
   a standby waits until the lease lapses (the holder stopped renewing: dead, paused or cut off) and
   takes over then.
 
-Fencing: every commit transaction of the holder first reads the row `FOR SHARE` and checks its epoch
-(`check_epoch`); a takeover's UPDATE waits for that transaction, and once a takeover committed, the
-old holder's next commit sees the new epoch and rolls back (`StoreFenced`). A holder that cannot renew
-before its own lease runs out (on its monotonic clock, measured from before the renewal was sent) stops
-too, so two servers never act at once.
+Fencing: every commit transaction of the holder first reads the row `FOR KEY SHARE` and checks its epoch
+(`check_epoch`); a takeover (locking the row `FOR UPDATE`) waits for that transaction, and once a takeover
+committed, the old holder's next commit sees the new epoch and rolls back (`StoreFenced`). A renewal (an update of
+no key) does not conflict with a commit's lock: a slow commit never holds up its own server's renewal. A holder
+that cannot renew before its own lease runs out (on its monotonic clock, measured from before the renewal was
+sent) stops too, so two servers never act at once.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Final
 
+import asyncpg
+
 from ._lock import StoreInUse
-from ._postgres_schema import MIGRATION_LOCK
+from ._postgres_schema import MIGRATION_LOCK, MIGRATION_TIMEOUT_S, NO_STATEMENT_TIMEOUT
 from ._protocol import StoreError
 
 log = logging.getLogger("taskwire.server.store")
@@ -48,8 +51,13 @@ _OWNER_TABLE: Final = (
     "ON CONFLICT (id) DO NOTHING",
 )
 _READ: Final = "SELECT holder, epoch, lease_until, lease_until < now() AS lapsed FROM taskwire_owner WHERE id = 1"
+# The new lease runs from when the row is updated (`clock_timestamp()`; `_take` first waits for the row), not from when
+# the transaction began (`now()`): after waiting on the holder's commit under way (up to a lease, a paused holder's) it
+# would have lapsed already, and a third server would take the database at once.
+_LOCK_ROW: Final = "SELECT 1 FROM taskwire_owner WHERE id = 1 FOR UPDATE"  # conflicts with a commit's FOR KEY SHARE
 _TAKE: Final = (
-    "UPDATE taskwire_owner SET epoch = epoch + 1, holder = $1, lease_until = now() + $2 * interval '1 microsecond' "
+    "UPDATE taskwire_owner SET epoch = epoch + 1, holder = $1, "
+    "lease_until = clock_timestamp() + $2 * interval '1 microsecond' "
     "WHERE id = 1 AND epoch = $3 AND (lease_until < now() OR $4) RETURNING epoch"
 )
 _RENEW: Final = (
@@ -92,7 +100,8 @@ class _Row:
 async def create_owner_table(conn: Any) -> None:
     """Make the ownership row if the database has none (under the migration lock: servers may start together)."""
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(NO_STATEMENT_TIMEOUT)  # the lock waits for a migration under way, which may be long
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK, timeout=MIGRATION_TIMEOUT_S)
         for statement in _OWNER_TABLE:
             await conn.execute(statement)
 
@@ -129,9 +138,13 @@ class OwnerLease:
             row = await _read(conn)
             holder_gone = not row.lapsed and await self._holder_gone(conn, row.epoch)
             if row.lapsed or holder_gone:
-                sent = loop.time()
-                if await self._take(conn, row.epoch, holder_gone=holder_gone):
-                    self.deadline = sent + self.lease_s
+                try:
+                    taken = await self._take(conn, row.epoch, holder_gone=holder_gone)
+                except (asyncpg.QueryCanceledError, TimeoutError):
+                    # The holder's commit under way kept the row longer than a statement may wait (the database
+                    # ends a transaction idle for a lease, which may be longer): look again.
+                    continue
+                if taken:
                     if row.holder:
                         log.info("took over the database %s from %s (epoch %d)", self._database, row.holder, row.epoch)
                     return
@@ -164,19 +177,24 @@ class OwnerLease:
 
     async def _take(self, conn: Any, seen: int, *, holder_gone: bool) -> bool:
         """The compare-and-set, and the new epoch's lock taken in the same transaction (no one sees the new
-        epoch before its lock is held)."""
+        epoch before its lock is held). The row is locked first: a commit of the holder under way is waited for here,
+        and the lease is measured from after it."""
         async with conn.transaction():
+            await conn.execute(_LOCK_ROW)
+            sent = asyncio.get_running_loop().time()
             epoch = await conn.fetchval(_TAKE, self.holder, self._lease_us, seen, holder_gone)
             if epoch is None:
                 return False
             await conn.execute("SELECT pg_advisory_lock($1, $2)", OWNER_LOCK_CLASS, _objid(epoch))
         self.epoch = int(epoch)
+        self.deadline = sent + self.lease_s
         return True
 
     async def check_epoch(self, conn: Any) -> None:
         """Inside a commit transaction: StoreFenced unless this server still holds the database. The row stays
-        share-locked to the end of the transaction, so no takeover commits in between. (Outside one: a look.)"""
-        row = await conn.fetchrow("SELECT holder, epoch FROM taskwire_owner WHERE id = 1 FOR SHARE")
+        locked (FOR KEY SHARE: against a takeover's FOR UPDATE, not a renewal) to the end of the transaction, so no
+        takeover commits in between. (Outside one: a look.)"""
+        row = await conn.fetchrow("SELECT holder, epoch FROM taskwire_owner WHERE id = 1 FOR KEY SHARE")
         if int(row["epoch"]) != self.epoch:
             raise StoreFenced(holder=str(row["holder"]), epoch=int(row["epoch"]), mine=self.epoch)
 
@@ -197,13 +215,25 @@ class OwnerLease:
 
 async def keep_renewed(lease: OwnerLease, pool: Any, on_lost: Any) -> None:
     """Renew `lease` every third of its length through `pool`; on a takeover, or when the lease ran out before a
-    renewal got through, call `on_lost(error)` once and return."""
+    renewal got through, call `on_lost(error)` once and return.
+
+    Every try is timed on the lease's end (`lease.deadline`): the next one comes a third of a lease after the last
+    renewal was sent (at once when that renewal was slow), a try after a failed one by the lease's end, and no try
+    runs past it. So a server that cannot renew is told as its lease ends, before a standby may take over, not up
+    to a third of a lease after."""
     loop = asyncio.get_running_loop()
+    failed = False
     while True:
-        await asyncio.sleep(lease.lease_s / 3)
+        if failed:
+            wait_s = min(lease.lease_s / 3, lease.deadline - loop.time())
+        else:
+            wait_s = lease.deadline - 2 * lease.lease_s / 3 - loop.time()
+        await asyncio.sleep(max(0.0, wait_s))
+        left_s = lease.deadline - loop.time()
         try:
-            # At least a third of the lease: a server that was paused past its lease still learns who holds it.
-            async with asyncio.timeout(max(lease.lease_s / 3, lease.deadline - loop.time())):
+            # A server that was paused past its lease (nothing failed, nothing left) still asks, a third of a lease
+            # long, to learn who holds the database now.
+            async with asyncio.timeout(left_s if failed or left_s > 0 else lease.lease_s / 3):
                 async with pool.acquire() as conn:
                     await lease.renew(conn)
         except StoreFenced as error:
@@ -211,10 +241,14 @@ async def keep_renewed(lease: OwnerLease, pool: Any, on_lost: Any) -> None:
             return
         except Exception as error:  # the database unreachable, slow, or the connection lost
             if loop.time() >= lease.deadline:
+                why = str(error) or type(error).__name__
                 lost = StoreError(
-                    f"could not renew the lease on the database before it ran out ({error or type(error).__name__}); "
+                    f"could not renew the lease on the database before it ran out ({why}); "
                     "stopping so that a standby can take over"
                 )
                 on_lost(lost)
                 return
             log.warning("renewing the lease on the database failed (%s); retrying", error)
+            failed = True
+        else:
+            failed = False

@@ -29,6 +29,7 @@ together on a new or older database wait for the first, and each later one finds
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from ._protocol import StoreError
@@ -36,6 +37,11 @@ from ._protocol import StoreError
 # The migration's advisory lock key (64-bit form): "twmigrat" in ASCII. The lease's locks use the two-key form
 # (`_postgres_lease.OWNER_LOCK_CLASS`), a key space of its own.
 MIGRATION_LOCK: Final = 0x74776D6967726174
+# How long a migration's steps (and the wait for another server's migration) may take: longer than the store lets a
+# statement run, since a step on a large table (an index over every task run) may take minutes. The lease is renewed
+# meanwhile.
+MIGRATION_TIMEOUT_S: Final = 24 * 3600.0
+NO_STATEMENT_TIMEOUT: Final = "SET LOCAL statement_timeout = 0"
 
 TERMINAL_SQL: Final = "('SUCCESS', 'FAILED', 'CANCELLED')"
 # Cold executions (see `ColdTaskRun`): the texts match the partial indexes below, which PostgreSQL then uses.
@@ -160,15 +166,23 @@ async def analyze_if_never_analyzed(conn: Any) -> None:
         await conn.execute(f"ANALYZE {row[0]}")
 
 
-async def migrate(conn: Any, migrations: tuple[tuple[str, ...], ...] = MIGRATIONS) -> int:
+async def migrate(
+    conn: Any,
+    migrations: tuple[tuple[str, ...], ...] = MIGRATIONS,
+    *,
+    before_commit: Callable[[Any], Awaitable[None]] | None = None,
+) -> int:
     """Bring the schema to `len(migrations)` in one transaction under the migration lock; return the version found.
 
     `conn` is an asyncpg connection outside a transaction. Safe to call from several servers at once: each
-    waits for the lock and reads the version only once it holds it.
+    waits for the lock and reads the version only once it holds it. `before_commit(conn)` runs last inside the
+    transaction and may refuse it by raising: the store's epoch check, so that a server another one took over
+    from while it was on its way here migrates nothing under the new holder.
     """
     target = len(migrations)
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(NO_STATEMENT_TIMEOUT)
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK, timeout=MIGRATION_TIMEOUT_S)
         await conn.execute("CREATE TABLE IF NOT EXISTS taskwire_schema (version INTEGER NOT NULL)")
         found = await conn.fetchval("SELECT version FROM taskwire_schema")
         if found is None:
@@ -180,6 +194,8 @@ async def migrate(conn: Any, migrations: tuple[tuple[str, ...], ...] = MIGRATION
             raise StoreError(f"the database has schema version {found}, newer than this server supports ({target})")
         for version in range(found, target):
             for statement in migrations[version]:
-                await conn.execute(statement)
+                await conn.execute(statement, timeout=MIGRATION_TIMEOUT_S)
         await conn.execute("UPDATE taskwire_schema SET version = $1", target)
+        if before_commit is not None:
+            await before_commit(conn)
     return int(found)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -21,6 +22,7 @@ from taskwire.server.store import (
     StoreError,
     StoreInUse,
     WriteBatch,
+    _postgres,
     store_from_url,
 )
 from taskwire.server.store import _postgres_queries as queries
@@ -132,6 +134,27 @@ async def test_an_unreachable_database_is_a_store_error(postgres_url: str) -> No
     await store.close()
 
 
+async def test_a_database_that_does_not_answer_is_a_store_error_that_says_so() -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    silent = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    store = PostgresStore(f"postgresql://taskwire@127.0.0.1:{port}/taskwire", connect_timeout_s=0.2)
+    try:
+        with pytest.raises(StoreError, match=r"cannot open the database .*/taskwire: TimeoutError$"):
+            await store.open()
+    finally:
+        await store.close()
+        silent.close()
+        for writer in accepted:
+            writer.close()
+            await writer.wait_closed()
+        await silent.wait_closed()
+
+
 def test_store_urls_name_their_store() -> None:
     assert isinstance(store_from_url("postgresql://u:p@h:5432/d"), PostgresStore)
     assert isinstance(store_from_url("postgres://h/d"), PostgresStore)
@@ -234,3 +257,52 @@ async def test_a_version_1_database_migrates_and_recovers_what_it_holds(postgres
         await conn.close()
     assert version == POSTGRES_SCHEMA_VERSION == len(MIGRATIONS) == 3
     assert all(column in index for column in ("priority", "concurrency_key", "fairness_key", "rate_limit"))
+
+
+async def test_a_migration_step_longer_than_a_statement_may_take_completes(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step on a large table (an index over millions of task runs) may run longer than the store lets a statement
+    run: the migration waits for it, else the server could never start on that database."""
+    later = (*MIGRATIONS, ("SELECT pg_sleep(1.5)",))
+
+    async def with_a_long_step(conn: Any, *args: Any, **kwargs: Any) -> int:
+        return await migrate(conn, later, **kwargs)
+
+    monkeypatch.setattr(_postgres, "migrate", with_a_long_step)
+    async with PostgresStore(postgres_url, command_timeout_s=1) as store:
+        await write(store, submit_batch(pending_execution()))
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        assert await conn.fetchval("SELECT version FROM taskwire_schema") == len(later)
+    finally:
+        await conn.close()
+
+
+async def test_a_standby_started_during_a_long_migration_waits_for_it(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    later = (*MIGRATIONS, ("SELECT pg_sleep(2)",))
+
+    async def with_a_long_step(conn: Any, *args: Any, **kwargs: Any) -> int:
+        return await migrate(conn, later, **kwargs)
+
+    monkeypatch.setattr(_postgres, "migrate", with_a_long_step)
+    first = PostgresStore(postgres_url, holder="alpha")
+    opening = asyncio.ensure_future(first.open())
+    standby = PostgresStore(postgres_url, holder="beta", command_timeout_s=1, standby=True)
+    side = await asyncpg.connect(postgres_url)
+    try:
+        step = "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(2)' AND state = 'active'"
+        while not await side.fetchval(step):  # the first server migrates, holding the migration's lock
+            assert not opening.done()
+            await asyncio.sleep(0.02)
+        taking = asyncio.ensure_future(standby.open())
+        await asyncio.wait_for(opening, 10)
+        await first.close()  # the standby, which waited for the migration, takes over
+        await asyncio.wait_for(taking, 10)
+        assert standby.lease.epoch == 2
+    finally:
+        await side.close()
+        await first.close()
+        await standby.close()
