@@ -17,6 +17,10 @@ _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _RATE_LIMIT = re.compile(r"^([A-Za-z0-9_.\-]{1,128})=(\d+)/(\d*\.?\d*)([smhd])(?::(\d+))?$")
 
 
+# The shortest --store-lease: the lease is also the idle-in-transaction limit of the writing connection.
+MIN_STORE_LEASE = timedelta(seconds=1)
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimit:
     """A named rate limit tasks may refer to: `rate` tokens a second, at most `burst` held at once."""
@@ -115,9 +119,14 @@ class ServerConfig:
             raise ValueError("max payload bytes must be at least 1")
         if self.standby and not self.store_url.startswith(("postgresql://", "postgres://")):
             raise ValueError("--standby needs a PostgreSQL store (--store postgresql://…)")
-        for name in ("heartbeat_interval", "lease_timeout", "cancel_grace", "store_lease"):
+        for name in ("heartbeat_interval", "lease_timeout", "cancel_grace"):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"{name.replace('_', ' ')} must be positive")
+        if self.store_lease < MIN_STORE_LEASE:
+            raise ValueError(
+                f"store lease must be at least {MIN_STORE_LEASE.total_seconds():g}s: it is also how long a commit's "
+                "transaction may stay idle before the database ends it"
+            )
         names = [limit.name for limit in self.rate_limits]
         if len(set(names)) != len(names):
             raise ValueError("a rate limit is defined twice")

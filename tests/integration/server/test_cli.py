@@ -81,6 +81,10 @@ STORE_REFUSALS = {
     "store-and-db": (["--store", "sqlite:x.db", "--db", "y.db"], ["--db and --store"]),
     "standby-on-sqlite": (["--db", "x.db", "--standby"], ["--standby needs a PostgreSQL store"]),
     "no-store-lease": (["--store", "postgresql://tw:s3cret@db/tw", "--store-lease", "0"], ["store lease must be"]),
+    "short-store-lease": (
+        ["--store", "postgresql://tw:s3cret@db/tw", "--store-lease", "0.5"],
+        ["store lease must be at least 1s"],
+    ),
 }
 
 
