@@ -42,14 +42,14 @@ _UPDATE_EXECUTION: Final = (
     f"UPDATE executions SET {', '.join(f'{c} = :{c}' for c in EXECUTION_COLUMNS if c != 'id')} WHERE id = :id"
 )
 _INSERT_TASK_RUN: Final = (
-    f"INSERT INTO task_runs ({', '.join(TASK_RUN_COLUMNS)}, position) "
-    f"VALUES ({', '.join(':' + c for c in TASK_RUN_COLUMNS)}, :position)"
+    f"INSERT INTO task_runs ({', '.join(TASK_RUN_COLUMNS)}, position, input) "
+    f"VALUES ({', '.join(':' + c for c in TASK_RUN_COLUMNS)}, :position, :input)"
 )
 _UPDATE_TASK_RUN: Final = (
     f"UPDATE task_runs SET {', '.join(f'{c} = :{c}' for c in TASK_RUN_COLUMNS if c not in ('id', 'execution_id'))} "
     "WHERE id = :id AND execution_id = :execution_id"
 )
-_INSERT_INPUT: Final = "INSERT INTO task_run_inputs (task_run_id, data) VALUES (:id, :input)"
+_INSERT_INPUT: Final = "INSERT INTO task_run_inputs (task_run_id, data) VALUES (?, ?)"
 _INSERT_EVENT: Final = (
     "INSERT INTO events (execution_id, sequence, time, kind, body) "
     "VALUES (:execution_id, :sequence, :time, :kind, :body)"
@@ -179,8 +179,11 @@ class _Writer:
             written += len(new_executions)
         if new_task_runs:
             conn.executemany(_INSERT_TASK_RUN, new_task_runs)
-            conn.executemany(_INSERT_INPUT, new_task_runs)
-            written += 2 * len(new_task_runs)
+            written += len(new_task_runs)
+        new_inputs = [row for rows in batches for row in rows.new_inputs]
+        if new_inputs:
+            conn.executemany(_INSERT_INPUT, new_inputs)
+            written += len(new_inputs)
         if executions:
             self._update(_UPDATE_EXECUTION, list(executions.values()), "executions")
             written += len(executions)
