@@ -1,8 +1,8 @@
 """SQLite rows of the store's records: which columns each table has, and records to rows and back.
 
 Timestamps and durations are INTEGER microseconds, the parts kept as JSON are TEXT (see `_json`);
-a task run's input bytes are in its row when small, else in a table of their own (`task_run_inputs`),
-so that its row stays small.
+a new task run's row carries its input bytes, which the SQLite writer keeps in the task run's row when
+small and in a table of their own (`task_run_inputs`) when large, so that the row stays small.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from ._json import (
 )
 from ._protocol import EventRecord, WriteBatch
 from ._schedule_json import schedule_to_text
-from ._sqlite_schema import INLINE_INPUT_MAX
 
 
 class RowLike(Protocol):
@@ -282,8 +281,7 @@ class Rows:
     """A WriteBatch as rows, encoded by the caller one batch at a time (bad data fails only its own batch)."""
 
     new_executions: list[dict[str, Any]] = field(default_factory=list)
-    new_task_runs: list[dict[str, Any]] = field(default_factory=list)  # "input" None when in new_inputs
-    new_inputs: list[tuple[str, bytes]] = field(default_factory=list)  # (task run id, data): the large ones
+    new_task_runs: list[dict[str, Any]] = field(default_factory=list)
     executions: list[dict[str, Any]] = field(default_factory=list)
     task_runs: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -308,9 +306,6 @@ class Rows:
                     )
                 task_run_row = task_run_to_row(task_run)
                 task_run_row["position"] = position
-                if len(task_run.input.data) > INLINE_INPUT_MAX:
-                    rows.new_inputs.append((task_run.id, task_run_row["input"]))
-                    task_run_row["input"] = None
                 rows.new_task_runs.append(task_run_row)
         rows.executions = [execution_to_row(execution) for execution in batch.executions]
         rows.task_runs = [task_run_to_row(task_run) for task_run in batch.task_runs]

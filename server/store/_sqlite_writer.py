@@ -32,7 +32,7 @@ from ._protocol import DuplicateIdempotencyKey, StoreError
 from ._sqlite import StoreStats
 from ._sqlite_codec import EXECUTION_COLUMNS, TASK_RUN_COLUMNS, Rows
 from ._sqlite_queries import select_in
-from ._sqlite_schema import connect, migrate, write_transaction
+from ._sqlite_schema import INLINE_INPUT_MAX, connect, migrate, write_transaction
 
 _INSERT_EXECUTION: Final = (
     f"INSERT INTO executions ({', '.join(EXECUTION_COLUMNS)}, request_fingerprint) "
@@ -41,9 +41,11 @@ _INSERT_EXECUTION: Final = (
 _UPDATE_EXECUTION: Final = (
     f"UPDATE executions SET {', '.join(f'{c} = :{c}' for c in EXECUTION_COLUMNS if c != 'id')} WHERE id = :id"
 )
+# A small input in the task run's row; a large one (NULL there) in task_run_inputs.
 _INSERT_TASK_RUN: Final = (
     f"INSERT INTO task_runs ({', '.join(TASK_RUN_COLUMNS)}, position, input) "
-    f"VALUES ({', '.join(':' + c for c in TASK_RUN_COLUMNS)}, :position, :input)"
+    f"VALUES ({', '.join(':' + c for c in TASK_RUN_COLUMNS)}, :position, "
+    f"CASE WHEN length(:input) <= {INLINE_INPUT_MAX} THEN :input END)"
 )
 _UPDATE_TASK_RUN: Final = (
     f"UPDATE task_runs SET {', '.join(f'{c} = :{c}' for c in TASK_RUN_COLUMNS if c not in ('id', 'execution_id'))} "
@@ -180,10 +182,10 @@ class _Writer:
         if new_task_runs:
             conn.executemany(_INSERT_TASK_RUN, new_task_runs)
             written += len(new_task_runs)
-        new_inputs = [row for rows in batches for row in rows.new_inputs]
-        if new_inputs:
-            conn.executemany(_INSERT_INPUT, new_inputs)
-            written += len(new_inputs)
+            apart = [(row["id"], row["input"]) for row in new_task_runs if len(row["input"]) > INLINE_INPUT_MAX]
+            if apart:
+                conn.executemany(_INSERT_INPUT, apart)
+                written += len(apart)
         if executions:
             self._update(_UPDATE_EXECUTION, list(executions.values()), "executions")
             written += len(executions)

@@ -71,7 +71,7 @@ async def test_a_schema_v1_file_migrates_and_recovers_cold_and_active(
     later |= {"rate_limit", "rate_limit_key"}
     v1_columns = [c for c in codec.TASK_RUN_COLUMNS if c not in later]
     v1_execution_columns = [c for c in codec.EXECUTION_COLUMNS if c not in ("trace_context", "submitted_by")]
-    monkeypatch.setattr(codec, "INLINE_INPUT_MAX", -1)  # before version 9 every input went to task_run_inputs
+    monkeypatch.setattr(sqlite_writer, "INLINE_INPUT_MAX", -1)  # before version 9 every input went to task_run_inputs
     monkeypatch.setattr(
         sqlite_writer,
         "_INSERT_EXECUTION",

@@ -35,7 +35,7 @@ def snapshot(new: NewExecution) -> ExecutionSnapshot:
 def write_as_version_8(db_path: Path, monkeypatch: pytest.MonkeyPatch, batches: list[WriteBatch]) -> None:
     """The batches, written by version 8's writer: every input in task_run_inputs, no `task_runs.input`."""
     with monkeypatch.context() as patch:
-        patch.setattr(codec, "INLINE_INPUT_MAX", -1)
+        patch.setattr(sqlite_writer, "INLINE_INPUT_MAX", -1)
         patch.setattr(
             sqlite_writer,
             "_INSERT_TASK_RUN",
