@@ -25,6 +25,7 @@ from bench._store import add_dir_argument, pending_execution, run_in_folder
 from taskwire.server.domain import RetryPolicy
 from taskwire.server.store import NewExecution, SqliteStore, WriteBatch
 from taskwire.server.store import _sqlite_codec as codec
+from taskwire.server.store import _sqlite_queries as queries
 
 _BATCH = 2_000
 _NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -81,11 +82,7 @@ def codec_figures(path: Path, sample: int, rounds: int) -> list[tuple[str, float
         execution_rows = conn.execute(
             f"SELECT seq, {', '.join(codec.EXECUTION_COLUMNS)} FROM executions LIMIT ?", (sample,)
         ).fetchall()
-        task_run_rows = conn.execute(
-            f"SELECT {', '.join('t.' + c for c in codec.TASK_RUN_COLUMNS)}, i.data AS input "
-            "FROM task_runs AS t JOIN task_run_inputs AS i ON i.task_run_id = t.id LIMIT ?",
-            (sample,),
-        ).fetchall()
+        task_run_rows = conn.execute(f"{queries.TASK_RUN_SELECT} LIMIT ?", (sample,)).fetchall()
     finally:
         conn.close()
     executions = [codec.execution_from_row(row) for row in execution_rows]

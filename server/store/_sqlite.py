@@ -203,22 +203,16 @@ class SqliteStore(QueryReads):
             # Sent now, not from a task that starts on the loop's next round: the writer process begins the
             # commit (and its fsync) while the loop runs whatever else is ready, such as a dispatch.
             try:
-                self._process.send(encoded)
+                sent = self._process.send(encoded)
             except BaseException:
                 self._commit_lock.release()
                 raise
-            # Shielded from here: a caller that stops waiting must not cut the exchange with the writer short.
-            exchange = asyncio.ensure_future(self._answer(self._process))
-            for place, refusal in zip(places, await asyncio.shield(exchange), strict=True):
+            # The next group waits for this one's answer, or (should this caller stop waiting: the group is
+            # committed all the same) goes after it in the process's order.
+            sent.add_done_callback(lambda _: self._commit_lock.release())
+            for place, refusal in zip(places, await self._process.answer(sent), strict=True):
                 outcomes[place] = refusal
         return outcomes
-
-    async def _answer(self, process: WriterProcess) -> list[StoreError | None]:
-        """Wait for the writer process's answer to the group just sent; releases the commit lock."""
-        try:
-            return await process.answer()
-        finally:
-            self._commit_lock.release()
 
     async def _start_writer(self) -> None:
         # Imported here: the module is also the writer process's `-m` entry point, which the package must

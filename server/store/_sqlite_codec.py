@@ -1,7 +1,8 @@
 """SQLite rows of the store's records: which columns each table has, and records to rows and back.
 
 Timestamps and durations are INTEGER microseconds, the parts kept as JSON are TEXT (see `_json`);
-a task run's input bytes go to a table of their own (`task_run_inputs`), so its row stays small.
+a new task run's row carries its input bytes, which the SQLite writer keeps in the task run's row when
+small and in a table of their own (`task_run_inputs`) when large, so that the row stays small.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from ._paging import encode_page_token
 from ._protocol import ColdTaskRun, EventRecord, ExecutionPage, ExecutionSnapshot, IdempotencyHit, RecoveredState
 from ._schedule_json import schedule_from_text
 from ._sqlite_codec import EXECUTION_COLUMNS, TASK_RUN_COLUMNS, event_from_row, execution_from_row, task_run_from_row
-from ._sqlite_schema import COLD_EXECUTION_SQL, TERMINAL_SQL
+from ._sqlite_schema import ACTIVE_SQL, COLD_EXECUTION_SQL, TERMINAL_SQL
 
 CHUNK: Final = 500  # values per IN list, well under SQLite's limit on bound parameters
 
@@ -40,9 +40,11 @@ def select_in(conn: sqlite3.Connection, sql: str, values: Sequence[str], *, tupl
 
 
 _EXECUTION_SELECT: Final = f"SELECT seq, {', '.join(EXECUTION_COLUMNS)} FROM executions"
-_TASK_RUN_SELECT: Final = (
-    f"SELECT {', '.join('t.' + c for c in TASK_RUN_COLUMNS)}, i.data AS input "
-    "FROM task_runs AS t JOIN task_run_inputs AS i ON i.task_run_id = t.id"
+# The input is in the task run's row, or (when large, or written before schema version 9) in task_run_inputs.
+TASK_RUN_SELECT: Final = (
+    f"SELECT {', '.join('t.' + c for c in TASK_RUN_COLUMNS)}, CASE WHEN t.input IS NULL "
+    "THEN (SELECT i.data FROM task_run_inputs AS i WHERE i.task_run_id = t.id) ELSE t.input END AS input "
+    "FROM task_runs AS t"
 )
 
 
@@ -52,7 +54,7 @@ def _task_runs_of(conn: sqlite3.Connection, execution_ids: Sequence[str]) -> dic
         return found
     for row in select_in(
         conn,
-        f"{_TASK_RUN_SELECT} WHERE t.execution_id IN ({{marks}}) ORDER BY t.execution_id, t.position",
+        f"{TASK_RUN_SELECT} WHERE t.execution_id IN ({{marks}}) ORDER BY t.execution_id, t.position",
         execution_ids,
     ):
         found[row["execution_id"]].append(task_run_from_row(row))
@@ -91,7 +93,9 @@ def list_executions(
         if handler
         else ""
     )
-    if submitted_by is not None:
+    if submitted_by:  # executions_by_submitter leaves out the executions of no submitter ('')
+        handler_filter += " AND submitted_by = :submitted_by AND submitted_by != ''"
+    elif submitted_by is not None:
         handler_filter += " AND submitted_by = :submitted_by"
     params: dict[str, Any] = {
         "handler": handler,
@@ -168,9 +172,10 @@ _COLD_QUEUE: Final = (
     f"WHERE o.execution_id = t.execution_id AND {_NOT_COLD_TASK_RUN_OF_O}) "
     "ORDER BY t.updated_at, t.seq"
 )
-# Every other unfinished execution (an execution without task runs is never cold: nothing would queue it).
+# Every other unfinished execution (an execution without task runs is never cold: nothing would queue it), by
+# executions_by_state: one range per active state.
 _ACTIVE_EXECUTIONS: Final = (
-    f"{_EXECUTION_SELECT} WHERE state NOT IN {TERMINAL_SQL} AND NOT ({COLD_EXECUTION_SQL} "
+    f"{_EXECUTION_SELECT} WHERE state IN {ACTIVE_SQL} AND NOT ({COLD_EXECUTION_SQL} "
     "AND EXISTS (SELECT 1 FROM task_runs AS a WHERE a.execution_id = executions.id) "
     "AND NOT EXISTS (SELECT 1 FROM task_runs AS o INDEXED BY task_runs_not_cold "
     f"WHERE o.execution_id = executions.id AND {_NOT_COLD_TASK_RUN_OF_O})) "

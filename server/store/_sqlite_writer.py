@@ -15,7 +15,7 @@ itself (the store imports it on open), so that running it with `-m` finds it not
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import multiprocessing.connection
 import os
 import pickle
@@ -32,7 +32,7 @@ from ._protocol import DuplicateIdempotencyKey, StoreError
 from ._sqlite import StoreStats
 from ._sqlite_codec import EXECUTION_COLUMNS, TASK_RUN_COLUMNS, Rows
 from ._sqlite_queries import select_in
-from ._sqlite_schema import connect, migrate, write_transaction
+from ._sqlite_schema import INLINE_INPUT_MAX, connect, migrate, write_transaction
 
 _INSERT_EXECUTION: Final = (
     f"INSERT INTO executions ({', '.join(EXECUTION_COLUMNS)}, request_fingerprint) "
@@ -41,15 +41,17 @@ _INSERT_EXECUTION: Final = (
 _UPDATE_EXECUTION: Final = (
     f"UPDATE executions SET {', '.join(f'{c} = :{c}' for c in EXECUTION_COLUMNS if c != 'id')} WHERE id = :id"
 )
+# A small input in the task run's row; a large one (NULL there) in task_run_inputs.
 _INSERT_TASK_RUN: Final = (
-    f"INSERT INTO task_runs ({', '.join(TASK_RUN_COLUMNS)}, position) "
-    f"VALUES ({', '.join(':' + c for c in TASK_RUN_COLUMNS)}, :position)"
+    f"INSERT INTO task_runs ({', '.join(TASK_RUN_COLUMNS)}, position, input) "
+    f"VALUES ({', '.join(':' + c for c in TASK_RUN_COLUMNS)}, :position, "
+    f"CASE WHEN length(:input) <= {INLINE_INPUT_MAX} THEN :input END)"
 )
 _UPDATE_TASK_RUN: Final = (
     f"UPDATE task_runs SET {', '.join(f'{c} = :{c}' for c in TASK_RUN_COLUMNS if c not in ('id', 'execution_id'))} "
     "WHERE id = :id AND execution_id = :execution_id"
 )
-_INSERT_INPUT: Final = "INSERT INTO task_run_inputs (task_run_id, data) VALUES (:id, :input)"
+_INSERT_INPUT: Final = "INSERT INTO task_run_inputs (task_run_id, data) VALUES (?, ?)"
 _INSERT_EVENT: Final = (
     "INSERT INTO events (execution_id, sequence, time, kind, body) "
     "VALUES (:execution_id, :sequence, :time, :kind, :body)"
@@ -179,8 +181,11 @@ class _Writer:
             written += len(new_executions)
         if new_task_runs:
             conn.executemany(_INSERT_TASK_RUN, new_task_runs)
-            conn.executemany(_INSERT_INPUT, new_task_runs)
-            written += 2 * len(new_task_runs)
+            written += len(new_task_runs)
+            apart = [(row["id"], row["input"]) for row in new_task_runs if len(row["input"]) > INLINE_INPUT_MAX]
+            if apart:
+                conn.executemany(_INSERT_INPUT, apart)
+                written += len(apart)
         if executions:
             self._update(_UPDATE_EXECUTION, list(executions.values()), "executions")
             written += len(executions)
@@ -267,24 +272,79 @@ def writer_process_main(argv: Sequence[str]) -> int:
         conn.close()
 
 
+class _Lost(ConnectionError):
+    """The connection to the writer process is gone (its exit status says why)."""
+
+
+class _Answers(asyncio.Protocol):
+    """The event loop's end of the connection to the writer process: each message that arrives (the framing of
+    `multiprocessing.connection`) resolves the oldest future still waiting, right in the read callback, so the
+    caller awaiting it resumes on the loop's next turn."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.lost: BaseException | None = None
+        self._buffer = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        while len(buffer) >= 4:
+            (size,) = struct.unpack_from("!i", buffer)
+            start = 4
+            if size == -1:
+                if len(buffer) < 12:
+                    return
+                (size,) = struct.unpack_from("!Q", buffer, 4)
+                start = 12
+            end = start + size
+            if len(buffer) < end:
+                return
+            message = pickle.loads(bytes(buffer[start:end]))
+            del buffer[:end]
+            if self.waiting:
+                future = self.waiting.popleft()  # the answer is this one's even if its caller stopped waiting
+                if not future.done():
+                    future.set_result(message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = _Lost(f"the connection to the writer process closed: {exc or 'end of file'}")
+        while self.waiting:
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_exception(self.lost)
+
+    def next_message(self) -> asyncio.Future[Any]:
+        """A future for the next message that has no future yet."""
+        future = asyncio.get_running_loop().create_future()
+        if self.lost is not None:
+            future.set_exception(self.lost)
+        else:
+            self.waiting.append(future)
+        return future
+
+
 class WriterProcess:
     """The server's handle on the writer process: start it, hand it groups, stop it.
 
     A process rather than a thread: SQLite's work, and the Python around every row, never holds the
     interpreter lock the event loop needs. The event loop talks to it directly over a socket pair (the
     framing of `multiprocessing.connection`, which the process uses), so a commit costs no thread
-    hand-offs. Should the process die, every write from then on fails with StoreError, which stops the
-    server (fail-stop: it never serves state it cannot keep).
+    hand-offs, and its answer resolves the waiting future in the loop's read callback. Should the process
+    die, every write from then on fails with StoreError, which stops the server (fail-stop: it never serves
+    state it cannot keep).
     """
 
-    def __init__(
-        self, popen: asyncio.subprocess.Process, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    def __init__(self, popen: asyncio.subprocess.Process, transport: asyncio.Transport, answers: _Answers) -> None:
         self._popen = popen
-        self._reader = reader
-        self._writer = writer
+        self._transport = transport
+        self._answers = answers
         self._broken: StoreError | None = None
-        self._unsent: OSError | None = None  # why the last group could not be sent
         self.stats = StoreStats()
 
     @classmethod
@@ -313,10 +373,10 @@ class WriterProcess:
             raise
         finally:
             theirs.close()
-        reader, writer = await asyncio.open_unix_connection(sock=ours, limit=_STREAM_LIMIT)
-        process = cls(popen, reader, writer)
+        transport, answers = await asyncio.get_running_loop().create_unix_connection(_Answers, sock=ours)
+        process = cls(popen, transport, answers)
         try:
-            status, message = await process._receive()
+            status, message = await process._receive(answers.next_message())
         except BaseException:
             await process.stop()
             raise
@@ -329,32 +389,29 @@ class WriterProcess:
     def pid(self) -> int:
         return self._popen.pid
 
-    def send(self, group: Sequence[Rows]) -> None:
+    def send(self, group: Sequence[Rows]) -> asyncio.Future[Any]:
         """Hand the group to the process now, before the caller next yields to the event loop: the writer
-        starts its commit while the loop goes on with other work. `answer()` then waits for the outcome;
-        one group at a time (send, answer, send, ...)."""
-        if self._broken is None and self._unsent is None:
-            try:
-                self._send(list(group))
-            except OSError as error:
-                self._unsent = error
+        starts its commit while the loop goes on with other work. Returns the future of its answer, for
+        `answer()`; it is done once the process has answered, or cancelled if its caller stopped waiting
+        (the group is committed all the same, and the answers of later groups go to their own futures)."""
+        future = self._answers.next_message()
+        if self._answers.lost is None:
+            self._send(list(group))
+        return future
 
-    async def answer(self) -> list[StoreError | None]:
+    async def answer(self, sent: asyncio.Future[Any]) -> list[StoreError | None]:
         """The outcome of the group `send` handed over, committed in one transaction: per batch None or the
         error that refused it alone.
 
         Raises StoreError, now and on every later call, once the process is gone.
         """
+        if self._broken is not None and sent.done() and not sent.cancelled():
+            sent.exception()  # the connection's loss, known already: retrieved, so that asyncio does not report it
         if self._broken is None:
             try:
-                if self._unsent is not None:
-                    raise self._unsent
-                await self._writer.drain()
-                refusals, self.stats = await self._receive()
+                refusals, self.stats = await self._receive(sent)
             except StoreError as error:
                 self._broken = error
-            except OSError as error:
-                self._broken = await self._exited(error)
             else:
                 return [_refusal_error(refusal) for refusal in refusals]
         raise self._broken
@@ -363,15 +420,12 @@ class WriterProcess:
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         # multiprocessing.connection's framing: a signed 32-bit length, or -1 and an unsigned 64-bit one.
         header = struct.pack("!i", len(data)) if len(data) < 0x7FFFFFFF else struct.pack("!iQ", -1, len(data))
-        self._writer.writelines((header, data))
+        self._transport.writelines((header, data))
 
-    async def _receive(self) -> Any:
+    async def _receive(self, message: asyncio.Future[Any]) -> Any:
         try:
-            (size,) = struct.unpack("!i", await self._reader.readexactly(4))
-            if size == -1:
-                (size,) = struct.unpack("!Q", await self._reader.readexactly(8))
-            return pickle.loads(await self._reader.readexactly(size))
-        except (asyncio.IncompleteReadError, OSError) as error:
+            return await message
+        except _Lost as error:
             raise await self._exited(error) from error
 
     async def _exited(self, error: BaseException) -> StoreError:
@@ -382,17 +436,10 @@ class WriterProcess:
 
     async def stop(self) -> None:
         """Ask the process to finish and wait for it to exit (it has committed everything it was sent)."""
-        with contextlib.suppress(OSError):
+        if self._answers.lost is None:
             self._send(None)
-            await self._writer.drain()
-        self._writer.close()
-        with contextlib.suppress(OSError):
-            await self._writer.wait_closed()
+        self._transport.close()  # after what is buffered has gone out
         await self._popen.wait()
-
-
-# Read buffer of the connection to the writer process; a frame of any size still arrives whole.
-_STREAM_LIMIT: Final = 16 * 1024 * 1024
 
 
 def _writer_environment() -> dict[str, str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from taskwire.server.domain import Progress, Reason, ReasonCode, State
+from taskwire.server.domain import Payload, Progress, Reason, ReasonCode, State
 from taskwire.server.store import (
     DuplicateIdempotencyKey,
     ExecutionSnapshot,
@@ -49,6 +49,20 @@ async def test_a_new_execution_reads_back_with_its_task_runs_in_submission_order
     snapshot = await store.get_execution(new.execution.id)
 
     assert snapshot == ExecutionSnapshot(new.execution, tuple(new.task_runs))
+
+
+@pytest.mark.parametrize("size", [0, 1024, 1025, 100_000])
+async def test_an_input_of_any_size_reads_back_whole_and_stays_through_updates(store: Store, size: int) -> None:
+    """SQLite keeps a small input in the task run's row and a large one apart: either way it reads back."""
+    new = pending_execution(handlers=("tests:a", "tests:b"))
+    data = bytes(range(256)) * (size // 256) + b"\x00" * (size % 256)
+    new = replace(new, task_runs=[replace(new.task_runs[0], input=Payload(data, "raw")), new.task_runs[1]])
+    await write(store, submit_batch(new))
+    started = records.running(new.task_runs[0], T0 + timedelta(seconds=1))
+    await write(store, WriteBatch(task_runs=[started]))
+    snapshot = await store.get_execution(new.execution.id)
+    assert snapshot == ExecutionSnapshot(new.execution, (started, new.task_runs[1]))
+    assert snapshot.task_runs[0].input.data == data
 
 
 async def test_an_unknown_execution_reads_as_none(store: Store) -> None:

@@ -71,6 +71,7 @@ async def test_a_schema_v1_file_migrates_and_recovers_cold_and_active(
     later |= {"rate_limit", "rate_limit_key"}
     v1_columns = [c for c in codec.TASK_RUN_COLUMNS if c not in later]
     v1_execution_columns = [c for c in codec.EXECUTION_COLUMNS if c not in ("trace_context", "submitted_by")]
+    monkeypatch.setattr(sqlite_writer, "INLINE_INPUT_MAX", -1)  # before version 9 every input went to task_run_inputs
     monkeypatch.setattr(
         sqlite_writer,
         "_INSERT_EXECUTION",
@@ -114,7 +115,7 @@ async def test_a_schema_v1_file_migrates_and_recovers_cold_and_active(
         state = await store.recover()
         assert await store.get_execution(cold.execution.id) == ExecutionSnapshot(cold.execution, tuple(cold.task_runs))
 
-    assert SCHEMA_VERSION == 8
+    assert SCHEMA_VERSION == 9
     conn = sqlite3.connect(db_path)
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

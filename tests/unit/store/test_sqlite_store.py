@@ -10,6 +10,7 @@ import os
 import signal
 import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -163,6 +164,26 @@ async def test_a_later_migration_runs_once_on_an_existing_database(db_path: Path
 
 
 # --------------------------------------------------------------------------- the writer process
+
+
+async def test_a_commit_whose_caller_stops_waiting_is_made_and_the_next_commit_gets_its_own_answer(
+    sqlite: SqliteStore,
+) -> None:
+    kept = pending_execution()
+    abandoned = asyncio.create_task(sqlite.commit([submit_batch(kept)]))
+    await asyncio.sleep(0)  # it has sent its group to the writer process and waits for the answer
+    abandoned.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await abandoned
+
+    # Sent while the abandoned group may still be in the writer: each answer goes to its own group.
+    [refused] = await sqlite.commit([WriteBatch(executions=[replace(pending_execution().execution, id="ghost")])])
+    assert isinstance(refused, StoreError)
+    assert "ghost" in str(refused)
+    fresh = pending_execution()
+    assert await sqlite.commit([submit_batch(fresh)]) == [None]
+    assert await sqlite.get_execution(kept.execution.id) is not None
+    assert await sqlite.get_execution(fresh.execution.id) is not None
 
 
 def _process_gone(pid: int) -> bool:
