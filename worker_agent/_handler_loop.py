@@ -31,6 +31,8 @@ WARN_INTERVAL_S = 30.0
 TICK_S = 0.1
 #: A stall this long is reported while it lasts (once per stall), before the handler lets go of the loop.
 LIVE_WARN_S = 3.0
+#: After this many checks in a row with no handler running or started, the loop and the watchdog stop waking up.
+IDLE_BEATS = 10
 
 
 class Inbox:
@@ -83,9 +85,10 @@ class StallReport:
 class HandlerLoop:
     """An event loop in a daemon thread that runs async handler coroutines, with a watchdog.
 
-    Every ``tick_s`` the loop runs a callback; one that runs ``threshold_s`` or more late means a handler
-    blocked the loop, and a warning names it. Which handler it was is sampled by a watchdog thread
-    while the loop is blocked (the task the loop is running then).
+    While handlers run, every ``tick_s`` the loop runs a callback; one that runs ``threshold_s`` or more
+    late means a handler blocked the loop, and a warning names it. Which handler it was is sampled by a
+    watchdog thread while the loop is blocked (the task the loop is running then). Once no handler has
+    run for ``IDLE_BEATS`` ticks, neither the loop nor the watchdog wakes until the next handler starts.
     """
 
     def __init__(
@@ -107,6 +110,11 @@ class HandlerLoop:
         self._inbox = Inbox(self._loop)
         self._handlers: dict[asyncio.Task[Any], str] = {}  # running handler tasks, by handler name
         self._last_beat = time.monotonic()
+        self._beating = False  # a beat is scheduled on the loop
+        self._idle_beats = 0  # beats in a row with no handler running or started since the one before
+        self._started = False  # a handler started since the last beat
+        # Set while the loop beats (and on close): the watchdog sleeps on it otherwise.
+        self._active = threading.Event()
         self._suspect: str | None = None
         self._warned_live = False  # this stall was already reported while it lasted
         self._stopping = threading.Event()
@@ -118,6 +126,11 @@ class HandlerLoop:
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         return self._loop
+
+    @property
+    def watching(self) -> bool:
+        """Whether the loop checks in with the watchdog (while handlers run, and ``IDLE_BEATS`` ticks after)."""
+        return self._active.is_set() and not self._stopping.is_set()
 
     def submit(
         self,
@@ -140,6 +153,7 @@ class HandlerLoop:
         if self._stopping.is_set():
             return
         self._stopping.set()
+        self._active.set()  # lets the watchdog see that it stops
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._loop.stop)
 
@@ -147,7 +161,6 @@ class HandlerLoop:
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._beat(self._loop.time())
         try:
             self._loop.run_forever()
         finally:
@@ -165,6 +178,13 @@ class HandlerLoop:
         self._handlers[task] = handler
         task.add_done_callback(self._handlers.pop)
         task.add_done_callback(on_done)
+        self._started = True
+        if not self._beating:
+            self._beating = True
+            self._last_beat = time.monotonic()
+            due = self._loop.time() + self._tick_s
+            self._loop.call_at(due, self._beat, due)
+            self._active.set()
         on_task(task)
 
     def _beat(self, due: float) -> None:
@@ -180,8 +200,15 @@ class HandlerLoop:
         self._suspect = None
         self._warned_live = False
         self._last_beat = time.monotonic()
-        if not self._stopping.is_set():
-            self._loop.call_at(now + self._tick_s, self._beat, now + self._tick_s)
+        self._idle_beats = 0 if self._handlers or self._started else self._idle_beats + 1
+        self._started = False
+        if self._idle_beats >= IDLE_BEATS or self._stopping.is_set():
+            # Idle: the beats stop (the next start begins them again), and the watchdog sleeps.
+            self._beating = False
+            self._idle_beats = 0
+            self._active.clear()
+            return
+        self._loop.call_at(now + self._tick_s, self._beat, now + self._tick_s)
 
     def _only_handler(self) -> str | None:
         names = set(self._handlers.values())
@@ -190,7 +217,12 @@ class HandlerLoop:
     # -- on the watchdog thread ------------------------------------------------------------------------
 
     def _watch(self) -> None:
-        while not self._stopping.wait(self._tick_s):
+        while True:
+            self._active.wait()  # nothing to watch while the loop is idle
+            if self._stopping.wait(self._tick_s):
+                return
+            if not self._active.is_set():
+                continue
             blocked_s = time.monotonic() - self._last_beat - self._tick_s
             if self._suspect is None and blocked_s > self._threshold_s / 2:
                 # The loop is blocked now: whichever task it is running is the culprit.

@@ -87,3 +87,20 @@ def test_a_loop_that_is_never_blocked_warns_nothing(
 
 def _stalls(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if "blocked its event loop" in r.getMessage()]
+
+
+def test_an_idle_loop_stops_waking_and_a_later_stall_is_still_named(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    handler_loop = HandlerLoop(threshold_s=0.3, tick_s=0.01, name="test-idle")
+    try:
+        assert not handler_loop.watching  # nothing has run yet: no beats, no watchdog ticks
+        assert _run(handler_loop, "polite", _polite()).wait(5)
+        # IDLE_BEATS ticks after the last handler, the loop and the watchdog go quiet.
+        wait_for(lambda: not handler_loop.watching, what="the handler loop to go idle")
+        assert _run(handler_loop, "blocker", _blocks(0.8)).wait(5)
+        wait_for(lambda: _stalls(caplog), what="the stall warning")
+        (record,) = _stalls(caplog)
+        assert record.getMessage().startswith("handler 'blocker' blocked its event loop"), record.getMessage()
+        wait_for(lambda: not handler_loop.watching, what="the handler loop to go idle again")
+    finally:
+        handler_loop.close()
