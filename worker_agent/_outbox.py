@@ -156,6 +156,10 @@ class Outbox:
         return True
 
     def _changed(self) -> None:
+        if not self._queue and self._linger_timer is not None:
+            # Nothing left to linger: the timer would only wake the loop.
+            self._linger_timer.cancel()
+            self._linger_timer = None
         if self._queue and (self._lingered or not all(entry.linger for entry in self._queue)):
             self._ready.set()
         else:

@@ -151,3 +151,17 @@ async def test_a_flush_does_not_wait_for_the_linger(monkeypatch: pytest.MonkeyPa
         assert await outbox.wait_flushed(5)
     finally:
         writing.cancel()
+
+
+async def test_a_lingering_message_that_left_early_leaves_no_timer_behind() -> None:
+    # The next lingering message waits its own full linger: the timer of one that already left with a
+    # frame neither sends it early nor wakes the loop for nothing.
+    outbox = Outbox()
+    outbox.put(started(A), attempt=A, linger=True)
+    outbox.put(completed(A), attempt=A)
+    assert kinds(await asyncio.wait_for(outbox.take(), 5)) == ["started", "completed"]
+    await asyncio.sleep(_outbox.LINGER_S / 2)  # the first message's linger would end halfway through the next
+    began = asyncio.get_running_loop().time()
+    outbox.put(started(B), attempt=B, linger=True)
+    assert kinds(await asyncio.wait_for(outbox.take(), 5)) == ["started"]
+    assert asyncio.get_running_loop().time() - began >= _outbox.LINGER_S * 0.9
