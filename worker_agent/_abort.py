@@ -55,7 +55,7 @@ class AbortSignal:
         self._message = ""
         # Futures of coroutines awaiting the signal, each with the loop it belongs to: the signal may
         # fire on another thread (or another loop), so they are resolved with call_soon_threadsafe.
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[bool]]] = []
 
     @property
     def reason(self) -> AbortReason | None:
@@ -94,16 +94,20 @@ class AbortSignal:
 
     async def _wait_async(self, timeout_s: float | None) -> bool:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        # Resolved True by the signal, False by the timer: awaited directly, so a firing signal resumes
+        # the handler in the loop's next turn.
+        future: asyncio.Future[bool] = loop.create_future()
         with self._lock:
             if self._reason is not None:
                 return True
             entry = (loop, future)
             self._waiters.append(entry)
+        timer = loop.call_later(timeout_s, _resolve, future, False) if timeout_s is not None else None
         try:
-            done, _ = await asyncio.wait({future}, timeout=timeout_s)
-            return bool(done)
+            return await future
         finally:
+            if timer is not None:
+                timer.cancel()
             with self._lock:
                 if entry in self._waiters:
                     self._waiters.remove(entry)
@@ -121,7 +125,7 @@ class AbortSignal:
         for loop, future in waiters:
             # A closed loop raises RuntimeError: nobody is left awaiting that future.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve, future)
+                loop.call_soon_threadsafe(_resolve, future, True)
         return True
 
     def __repr__(self) -> str:
@@ -129,9 +133,9 @@ class AbortSignal:
         return f"<AbortSignal {state}>"
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
+def _resolve(future: asyncio.Future[bool], fired: bool) -> None:
     if not future.done():
-        future.set_result(None)
+        future.set_result(fired)
 
 
 class AbortWait:
