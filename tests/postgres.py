@@ -182,9 +182,17 @@ class PostgresCluster:
             group=self._group,
         )
 
-    def _serve(self) -> None:
-        for _ in range(5):  # the picked port may be taken by the time postgres binds it
-            self.port = _free_port()
+    def restart(self) -> None:
+        """A database restart: a fast shutdown (every session is ended), then the same data served again on the
+        same port."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout=30)
+        self._serve(port=self.port)
+
+    def _serve(self, *, port: int = 0) -> None:
+        for _ in range(1 if port else 5):  # a picked port may be taken by the time postgres binds it
+            self.port = port or _free_port()
             settings = {**_SETTINGS, **(_DURABLE if self.durable else {}), "port": str(self.port)}
             options = [f"-c{name}={value}" for name, value in settings.items()]
             log = open(self.root / "postgres.log", "ab")  # noqa: SIM115 (the process keeps it)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from types import ModuleType, TracebackType
 from typing import Any, ClassVar, Final, TypeVar
@@ -43,6 +44,17 @@ from ._sqlite_codec import Rows
 __all__ = ["PostgresStore", "StoreFenced", "redact"]
 
 _T = TypeVar("_T")
+log = logging.getLogger(__name__)
+
+# What a lost or refused connection raises: a standby waits through these (the database restarting).
+_CONNECTION_LOST = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InterfaceError,
+)
+_RECONNECT_S = 0.5
 # SQLSTATE classes of a refusal that concerns the batch, not the database: data exceptions and constraints.
 _REFUSAL_CLASSES: Final = ("22", "23")
 _APPLICATION_NAME: Final = "taskwire-server"  # what pg_stat_activity shows of the store's sessions
@@ -149,10 +161,7 @@ class PostgresStore(QueryReads):
                 "idle_in_transaction_session_timeout": lease_ms,
                 "statement_timeout": str(round(self._command_timeout_s * 1000)),
             }
-            self._conn = await asyncpg.connect(self.url, **{**options, "server_settings": writer_settings})
-            await create_owner_table(self._conn)
-            # A killed server's session ends as soon as PostgreSQL sees its socket close: wait that long for it.
-            await self.lease.take(self._conn, standby=self._standby, refuse_after_s=self._lock_wait_s)
+            self._conn = await self._take_database({**options, "server_settings": writer_settings})
             self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self._readers, **options)
             # Renewed from now on, through a long migration too.
             renewing = keep_renewed(self.lease, self._pool, self._lose)
@@ -162,6 +171,37 @@ class PostgresStore(QueryReads):
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
             why = str(error) or type(error).__name__  # a timeout says nothing of itself
             raise StoreError(f"cannot open the database {self}: {why}") from error
+
+    async def _take_database(self, options: dict[str, Any]) -> Any:
+        """The writing connection, once it holds the database. A standby that loses its connection while it
+        waits (the database restarted, a network cut) connects again and waits on: a database that comes back
+        without its holder is taken at once. Before the first connection, and for a server that is not a
+        standby, an error is the caller's."""
+        lost = False
+        while True:
+            try:
+                conn = await asyncpg.connect(self.url, **options)
+            except _CONNECTION_LOST:
+                if not lost:
+                    raise
+                await asyncio.sleep(_RECONNECT_S)  # not back yet
+                continue
+            try:
+                await create_owner_table(conn)
+                # A killed server's session ends as soon as PostgreSQL sees its socket close: wait that long for it.
+                await self.lease.take(conn, standby=self._standby, refuse_after_s=self._lock_wait_s)
+                return conn
+            except _CONNECTION_LOST as error:
+                conn.terminate()
+                if not self._standby:
+                    raise
+                why = str(error) or type(error).__name__
+                log.warning("standby: lost the database %s while waiting (%s); connecting again", self, why)
+                lost = True
+                await asyncio.sleep(_RECONNECT_S)
+            except BaseException:
+                conn.terminate()  # refused (StoreInUse), or the wait cancelled: nothing was taken
+                raise
 
     def _lose(self, error: StoreError) -> None:
         """The lease is gone: no commit may pass any more, and the server is told. The writing session is cut at
