@@ -316,13 +316,43 @@ def _auth_note(server: TaskwireServer, config: ServerConfig) -> str:
     return f"authentication on: {count} identities ({summary}) from {config.auth_file}"
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+async def _start(server: TaskwireServer) -> str | None:
+    """Start `server`; None when a stop signal came first (a standby waiting for the database, a long recovery)."""
+    loop = asyncio.get_running_loop()
+    starting = asyncio.ensure_future(server.start())
+    signalled = False
+
+    def stop_starting() -> None:
+        nonlocal signalled
+        signalled = True
+        starting.cancel()
+
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop_starting)
+    try:
+        return await starting
+    except asyncio.CancelledError:
+        if not signalled:
+            raise
+        return None
+    finally:
+        for signum in _STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+
+
 async def serve(config: ServerConfig, *, with_local_worker: bool = False) -> int:
     server = TaskwireServer(config)
     try:
-        address = await server.start()
+        address = await _start(server)
     except Exception as error:
         print(f"taskwire-server: cannot start: {error}", file=sys.stderr)
         return 1
+    if address is None:
+        print("taskwire-server stopped before it served", flush=True)
+        return 0
     # What exists now (modules, the recovered state) lives as long as the server: keep it out of the
     # collector's full passes, which otherwise stop the loop for 15-25 ms every few thousand tasks.
     gc.collect()
@@ -344,7 +374,7 @@ async def serve(config: ServerConfig, *, with_local_worker: bool = False) -> int
         server.stop_soon(grace=config.shutdown_grace if signals_seen == 1 else None)
 
     # A closed terminal (SIGHUP) stops the server like Ctrl-C: gracefully, and its local worker with it.
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal)
     local = LocalWorker(address) if with_local_worker else None
     if local is not None:

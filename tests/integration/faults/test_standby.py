@@ -147,3 +147,15 @@ def test_a_second_server_refuses_and_a_standby_names_the_holder_and_binds_nothin
     assert not _refused(standby.address)
     standby.stats()  # it serves
     assert _sql(postgres, procs, "SELECT epoch FROM taskwire_owner") == "2"
+
+
+def test_a_waiting_standby_stops_on_sigterm_and_leaves_the_database_to_its_holder(
+    procs: Cluster, postgres: PostgresCluster
+) -> None:
+    active = procs.server(*OPTIONS)
+    standby = procs.standby(*OPTIONS, port=free_port())
+    standby.process.signal(signal.SIGTERM)
+    assert standby.process.wait(timeout_s=30) == 0, standby.process.output[-2000:]
+    assert "taskwire-server stopped before it served" in standby.process.output
+    assert _sql(postgres, procs, "SELECT holder || ' ' || epoch FROM taskwire_owner") == f"{_holder(active)} 1"
+    active.stats()  # still serving
