@@ -110,6 +110,21 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGQUIT)
 
 
+def _remove_abandoned(older_than_s: float = 600.0) -> None:
+    """Remove the clusters of test runs that were killed before they could (no postmaster runs in them), once
+    they are old enough that no other run is still setting them up."""
+    for root in Path(tempfile.gettempdir()).glob("taskwire-pg-*"):
+        try:
+            if time.time() - root.stat().st_mtime < older_than_s:
+                continue
+            pid_file = root / "data" / "postmaster.pid"
+            if pid_file.exists() and Path(f"/proc/{pid_file.read_text().split()[0]}").exists():
+                continue
+        except (OSError, IndexError):
+            continue
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -135,6 +150,7 @@ class PostgresCluster:
     @classmethod
     def start(cls, *, durable: bool = False) -> PostgresCluster:
         """`durable`: PostgreSQL's own durable defaults instead of the fast test settings."""
+        _remove_abandoned()
         root = Path(tempfile.mkdtemp(prefix="taskwire-pg-"))
         cluster = cls(find_binaries(), root, durable=durable)
         try:
