@@ -78,7 +78,10 @@ async def single_end_to_end(address: str, *, tasks: int, callers: int) -> tuple[
 async def batched_end_to_end(
     address: str, *, tasks: int, batch_size: int, in_flight: int
 ) -> tuple[float, float, float]:
-    request = tpb.SubmitExecutionsRequest(executions=[echo_execution()] * batch_size)
+    # Waiting for room when the bounded queue is full, as a producer faster than its workers should.
+    request = tpb.SubmitExecutionsRequest(
+        executions=[echo_execution()] * batch_size, admission=tpb.ADMISSION_MODE_WAIT_FOR_ROOM
+    )
     batches = count()
     total_batches = -(-tasks // batch_size)
     async with channel(address) as chan:
@@ -104,7 +107,10 @@ async def batched_end_to_end(
 async def batched_collected(address: str, *, tasks: int, batch_size: int, in_flight: int) -> tuple[float, float, float]:
     """As `batched_end_to_end`, but every result is collected with WaitExecutions, one stream per batch
     opened as soon as the batch is accepted; the end is when the last result arrived."""
-    request = tpb.SubmitExecutionsRequest(executions=[echo_execution()] * batch_size)
+    # Waiting for room when the bounded queue is full, as a producer faster than its workers should.
+    request = tpb.SubmitExecutionsRequest(
+        executions=[echo_execution()] * batch_size, admission=tpb.ADMISSION_MODE_WAIT_FOR_ROOM
+    )
     batches = count()
     total_batches = -(-tasks // batch_size)
     collected = 0
