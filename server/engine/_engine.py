@@ -48,7 +48,7 @@ from taskwire.server.domain import (
 from taskwire.server.store import Committer, EventRecord, ExecutionPage, ExecutionSnapshot, Store
 
 from ._admission import AdmissionQueue
-from ._bulk import BulkResult, cancel_matching, delete_matching
+from ._bulk import BulkResult, Deletions, cancel_matching, delete_matching
 from ._bus import EventBus, EventFilter
 from ._clock import Clock, SystemClock
 from ._cold import ColdTier
@@ -157,6 +157,7 @@ class Engine:
             retention=config.retention,
             batch=config.retention_batch,
         )
+        self._deletions = Deletions(live=executions.by_id.get, store=store, committer=self._committer)
         self.schedules = Schedules(
             clock=self._clock, timers=self._timers, committer=self._committer, store=store, limits=config.limits
         )
@@ -367,45 +368,11 @@ class Engine:
     async def delete(self, execution_id: str) -> None:
         """Delete a finished execution with its task runs, history and idempotency key. InvalidTransition
         (FAILED_PRECONDITION) naming its state when it is not finished; NotFound when there is none."""
-        await self._stage_delete(execution_id)
-        await self._committer.durable()
-        log.info("execution %s deleted", execution_id)
+        await self._deletions.delete(execution_id)
 
     async def delete_many(self, execution_ids: Sequence[str]) -> int:
-        """Delete finished executions as `delete` does, in one commit; those already gone are skipped, and
-        one not finished raises after those before it are deleted. Returns how many were deleted."""
-        await self._committer.durable()  # the ends written, so that those finished have left memory
-        deleted = 0
-        try:
-            for execution_id in execution_ids:
-                try:
-                    await self._stage_delete(execution_id)
-                except NotFound:
-                    continue  # deleted meanwhile (retention, another request)
-                deleted += 1
-        finally:
-            await self._committer.durable()
-        log.info("%d executions deleted", deleted)
-        return deleted
-
-    async def _stage_delete(self, execution_id: str) -> None:
-        live = self._executions.by_id.get(execution_id)
-        if live is not None and live.execution.state.is_terminal:
-            await self._committer.durable()  # its end is written, then it leaves memory
-            live = self._executions.by_id.get(execution_id)
-        snapshot = live.snapshot() if live is not None else await self._store.get_execution(execution_id)
-        if snapshot is None:
-            raise NotFound("execution", execution_id)
-        state = snapshot.execution.state
-        if live is not None or not state.is_terminal:
-            raise InvalidTransition(
-                entity="execution",
-                entity_id=execution_id,
-                state=str(state.value),
-                event="delete",
-                reason="only a finished execution can be deleted; cancel it first",
-            )
-        self._committer.stage_delete(execution_id)
+        """Delete finished executions as `delete` does, in one commit; see `Deletions.delete_many`."""
+        return await self._deletions.delete_many(execution_ids)
 
     # ---- Hooks of the schedules room --------------------------------------------------------------
 
