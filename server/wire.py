@@ -213,6 +213,22 @@ def attempt_to_proto(attempt: d.Attempt) -> pb.Attempt:
 _policy_message = lru_cache(maxsize=64)(retry_policy_to_proto)
 
 
+def _set_times_and_reason(message: pb.TaskRun | pb.Execution, record: d.TaskRun | d.Execution) -> None:
+    """What a task run and an execution share: their times, and the reason for their state (set only when there)."""
+    set_timestamp(message.created_at, record.created_at)
+    set_timestamp(message.updated_at, record.updated_at)
+    reason = record.reason
+    if reason is not None:
+        message.reason_code = reason_code_to_proto(reason.code)
+        message.reason_message = reason.message
+    if record.started_at is not None:
+        set_timestamp(message.started_at, record.started_at)
+    if record.ended_at is not None:
+        set_timestamp(message.ended_at, record.ended_at)
+    if record.not_before is not None:
+        set_timestamp(message.not_before, record.not_before)
+
+
 def task_run_to_proto(task_run: d.TaskRun) -> pb.TaskRun:
     message = pb.TaskRun(
         id=task_run.id,
@@ -227,22 +243,11 @@ def task_run_to_proto(task_run: d.TaskRun) -> pb.TaskRun:
         cancel_requested=reason_to_proto(task_run.pending_cancel),
         schedule_to_start_timeout=duration_to_proto(task_run.schedule_to_start_timeout),
     )
-    set_timestamp(message.created_at, task_run.created_at)
-    set_timestamp(message.updated_at, task_run.updated_at)
-    reason = task_run.reason
-    if reason is not None:
-        message.reason_code = reason_code_to_proto(reason.code)
-        message.reason_message = reason.message
+    _set_times_and_reason(message, task_run)
     if task_run.depends_on:
         message.depends_on.extend(task_run.depends_on)
-    if task_run.started_at is not None:
-        set_timestamp(message.started_at, task_run.started_at)
-    if task_run.ended_at is not None:
-        set_timestamp(message.ended_at, task_run.ended_at)
     if task_run.attempts:
         message.attempts.extend([attempt_to_proto(attempt) for attempt in task_run.attempts])
-    if task_run.not_before is not None:
-        set_timestamp(message.not_before, task_run.not_before)
     progress = task_run.progress
     if progress is not None:
         message.progress.CopyFrom(pb.Progress(fraction=progress.fraction, message=progress.message))
@@ -288,24 +293,13 @@ def execution_to_proto(execution: d.Execution, task_runs: Iterable[d.TaskRun]) -
         task_runs=[task_run_to_proto(task_run) for task_run in task_runs],
         closing=_closing_to_proto(execution.closing),
     )
-    set_timestamp(message.created_at, execution.created_at)
-    set_timestamp(message.updated_at, execution.updated_at)
-    reason = execution.reason
-    if reason is not None:
-        message.reason_code = reason_code_to_proto(reason.code)
-        message.reason_message = reason.message
+    _set_times_and_reason(message, execution)
     if execution.metadata:
         message.metadata.update(execution.metadata)
     if execution.deadline is not None:
         set_timestamp(message.deadline, execution.deadline)
     if execution.idempotency_key:
         message.idempotency_key = execution.idempotency_key
-    if execution.started_at is not None:
-        set_timestamp(message.started_at, execution.started_at)
-    if execution.ended_at is not None:
-        set_timestamp(message.ended_at, execution.ended_at)
-    if execution.not_before is not None:
-        set_timestamp(message.not_before, execution.not_before)
     if execution.trace_context:
         message.trace_context.update(execution.trace_context)
     return message

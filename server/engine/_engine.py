@@ -306,6 +306,7 @@ class Engine:
         """Cancel executions as `cancel` does, in one commit; returns how many were cancelled (those that
         had ended or are gone are skipped)."""
         cancelled = 0
+        await self._cold.load(execution_ids)  # the cold ones back in one read, not one each
         try:
             for execution_id in execution_ids:
                 with contextlib.suppress(NotFound):  # deleted meanwhile

@@ -13,6 +13,7 @@ from taskwire.client import PermissionDenied, State, TaskRunTransition, Unauthen
 from taskwire.common.bearer import bearer_metadata, new_token
 from tests.harness import Cluster, wait_for
 from tests.integration.security.auth_support import Secured, raw_stream, refusal, start_secured
+from tests.integration.server.test_metrics import metrics_url, scrape, value
 
 
 @pytest.fixture
@@ -125,8 +126,6 @@ def test_refusals_are_audited_with_identity_method_and_target(secured: Secured) 
 
 def test_calls_to_methods_nobody_serves_are_counted_under_one_label(procs: Cluster) -> None:
     """The method's name comes from the caller: counted as `unknown`, callers cannot add label values."""
-    from tests.integration.server.test_metrics import metrics_url, scrape, value
-
     secured = start_secured(procs, "--metrics-listen", "127.0.0.1:0")
     url = metrics_url(secured.server.process)
     with grpc.insecure_channel(secured.server.address) as channel:

@@ -10,7 +10,7 @@ frees) runs when the test waits for a condition with `until`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -44,7 +44,7 @@ from taskwire.server.engine import (
     WorkerReport,
     WorkerSession,
 )
-from taskwire.server.store import ExecutionSnapshot, MemoryStore
+from taskwire.server.store import ExecutionSnapshot, MemoryStore, WriteBatch
 
 CONFIG = ServerConfig(
     heartbeat_interval=timedelta(seconds=5),
@@ -216,6 +216,18 @@ class Rig:
 
     async def close(self) -> None:
         await self.engine.close()
+
+    def count_commits(self) -> list[int]:
+        """From now on, every commit of the store: the number of batches it carried, appended as it happens."""
+        commits: list[int] = []
+        commit = self.store.commit
+
+        async def counted(batches: Sequence[WriteBatch]) -> list[Exception | None]:
+            commits.append(len(batches))
+            return await commit(batches)
+
+        self.store.commit = counted  # type: ignore[method-assign]
+        return commits
 
     def connect(
         self,

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
 
 from taskwire.server.domain import AttemptOutcome, NotFound, ReasonCode, State
-from taskwire.server.store import WriteBatch
 from tests.unit.engine.support import CONFIG, Rig, idle, task, until
 
 GRACE_S = CONFIG.cancel_grace.total_seconds()
@@ -94,19 +91,10 @@ async def test_cancelling_an_unknown_execution_is_not_found(rig: Rig) -> None:
         await rig.engine.cancel("no-such-execution", "")
 
 
-async def test_many_executions_are_cancelled_in_one_commit_skipping_those_ended_or_gone(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_many_executions_are_cancelled_in_one_commit_skipping_those_ended_or_gone(rig: Rig) -> None:
     queued = [await rig.submit() for _ in range(4)]  # no worker: all stay queued
     await rig.engine.cancel(queued[0], "earlier")
-    commits: list[int] = []
-    commit = rig.store.commit
-
-    async def counted(batches: Sequence[WriteBatch]) -> list[Exception | None]:
-        commits.append(len(batches))
-        return await commit(batches)
-
-    monkeypatch.setattr(rig.store, "commit", counted)
+    commits = rig.count_commits()
 
     assert await rig.engine.cancel_many([*queued, "exe-unknown"], "bulk") == 3
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
 
@@ -10,7 +10,7 @@ import pytest
 
 from taskwire.server.domain import InvalidTransition, NotFound, State
 from taskwire.server.engine import ManualClock
-from taskwire.server.store import MemoryStore, WriteBatch
+from taskwire.server.store import MemoryStore
 from tests.unit.engine.support import CONFIG, Rig, until
 
 RETENTION = timedelta(hours=1)
@@ -128,9 +128,7 @@ async def test_zero_retention_keeps_everything(rig: Rig) -> None:
     assert rig.engine.retention.sweeps == 0
 
 
-async def test_many_finished_executions_are_deleted_in_one_commit_skipping_those_gone(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_many_finished_executions_are_deleted_in_one_commit_skipping_those_gone(rig: Rig) -> None:
     worker = rig.connect("w1", slots=10)
     finished = [await rig.submit() for _ in range(5)]
     for invocation in list(worker.invocations):
@@ -138,14 +136,7 @@ async def test_many_finished_executions_are_deleted_in_one_commit_skipping_those
     for execution_id in finished:
         assert await rig.state(execution_id) is State.SUCCESS
     await rig.engine.delete(finished[0])  # gone before the bulk delete
-    commits: list[int] = []
-    commit = rig.store.commit
-
-    async def counted(batches: Sequence[WriteBatch]) -> list[Exception | None]:
-        commits.append(len(batches))
-        return await commit(batches)
-
-    monkeypatch.setattr(rig.store, "commit", counted)
+    commits = rig.count_commits()
 
     assert await rig.engine.delete_many(finished) == 4
 
