@@ -13,7 +13,8 @@ Rooms, and what each may import:
   process, both sides).
 - `_postgres` (the `PostgresStore` facade) over `_postgres_lease` (one writer at a time: the lease,
   its epoch and the fence in every commit), `_postgres_schema` (tables, migrations under an
-  advisory lock), `_postgres_queries` (reads) and `_postgres_writes` (a group in one transaction).
+  advisory lock), `_postgres_queries` (reads), `_postgres_writes` (a group in one transaction) and
+  `_postgres_replicas` (several active replicas on one database: holders, claims, mail, the leader).
   Its tables mirror SQLite's column for column, so it reuses `_sqlite_codec` for records ↔ rows.
 - `_url`: which store a `--store` URL names.
 
@@ -41,8 +42,10 @@ from ._protocol import (
     ExecutionPage,
     ExecutionSnapshot,
     IdempotencyHit,
+    Mail,
     NewExecution,
     RecoveredState,
+    ReplicaStore,
     Store,
     StoreClosed,
     StoreError,
@@ -64,10 +67,12 @@ __all__ = [
     "ExecutionPage",
     "ExecutionSnapshot",
     "IdempotencyHit",
+    "Mail",
     "MemoryStore",
     "NewExecution",
     "PostgresStore",
     "RecoveredState",
+    "ReplicaStore",
     "SqliteStore",
     "Store",
     "StoreClosed",

@@ -29,11 +29,13 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from . import _postgres_queries as queries
-from ._postgres_lease import OwnerLease, StoreFenced, create_owner_table, default_holder, keep_renewed
+from ._postgres_lease import LeaseRow, OwnerLease, StoreFenced, create_lease_row, default_holder, keep_renewed
+from ._postgres_replicas import ReplicaMethods, notify_commit
 from ._postgres_schema import analyze_if_never_analyzed, migrate
 from ._postgres_writes import apply_rows, taken_keys
 from ._protocol import (
     DuplicateIdempotencyKey,
+    RecoveredState,
     StoreClosed,
     StoreError,
     WriteBatch,
@@ -78,12 +80,14 @@ def _is_refusal(error: Exception) -> bool:
     return isinstance(error, asyncpg.PostgresError) and str(getattr(error, "sqlstate", ""))[:2] in _REFUSAL_CLASSES
 
 
-class PostgresStore(QueryReads):
+class PostgresStore(ReplicaMethods, QueryReads):
     """The `Store` on one PostgreSQL database. Create it, `await open()` (or `async with`), `await close()`.
 
     `url` is a libpq URL (`postgresql://user:password@host:port/database?...`). Errors as `SqliteStore`'s:
     StoreClosed outside open..close, StoreInUse when another server holds the database, per batch
     DuplicateIdempotencyKey / StoreError / ValueError, and StoreError for all once the connection is lost.
+
+    With `replica`, it is one of several active replicas on the database (`ReplicaStore`, `_postgres_replicas`).
     """
 
     _queries: ClassVar[ModuleType] = queries
@@ -99,14 +103,23 @@ class PostgresStore(QueryReads):
         lease_s: float = 10.0,
         standby: bool = False,
         holder: str | None = None,
+        replica: str | None = None,
+        notify: bool = True,
     ) -> None:
         """`readers`: size of the read pool; `command_timeout_s`: longest a statement may take before the store
         counts the database as lost; `lock_wait_s`: how long `open()` waits for another server's session to end
         (a server killed a moment ago) before it refuses; `lease_s`: the length of the lease on the database
         (a standby takes over at most this long after the holder stopped renewing it); `standby`: `open()`
-        waits for a held database instead of refusing; `holder`: how this server is named to others."""
+        waits for a held database instead of refusing; `holder`: how this server is named to others; `replica`: this
+        server's name as one of several active replicas (its lease is its own row, not the database's); `notify`
+        (replicas): send and listen to PostgreSQL notifications (off: others learn by polling)."""
         if readers < 1:
             raise ValueError(f"readers must be at least 1, got {readers}")
+        if replica and standby:
+            raise ValueError("a replica cannot be a standby: every replica is active")
+        self.replica = replica or ""
+        self._notify = notify
+        self._listening: asyncio.Task[None] | None = None
         self.url = url
         self._readers = readers
         self._connect_timeout_s = connect_timeout_s
@@ -119,7 +132,8 @@ class PostgresStore(QueryReads):
         self._broken: StoreError | None = None
         self._opening: asyncio.Lock = asyncio.Lock()
         self._standby = standby
-        self.lease = OwnerLease(holder=holder or default_holder(), lease_s=lease_s, database=redact(url))
+        row = LeaseRow.replica(self.replica) if self.replica else LeaseRow.owner()
+        self.lease = OwnerLease(holder=holder or default_holder(), lease_s=lease_s, database=redact(url), row=row)
         self._renewing: asyncio.Task[None] | None = None
         # Called once when the lease is lost between commits (taken over, or not renewed in time).
         self.on_lost: Callable[[StoreError], None] = lambda error: None
@@ -187,7 +201,7 @@ class PostgresStore(QueryReads):
                 await asyncio.sleep(_RECONNECT_S)  # not back yet
                 continue
             try:
-                await create_owner_table(conn)
+                await create_lease_row(conn, self.lease.row)
                 # A killed server's session ends as soon as PostgreSQL sees its socket close: wait that long for it.
                 await self.lease.take(conn, standby=self._standby, refuse_after_s=self._lock_wait_s)
                 return conn
@@ -213,12 +227,18 @@ class PostgresStore(QueryReads):
         self.on_lost(error)
 
     async def _release(self) -> None:
+        if self._listening is not None:
+            self._listening.cancel()
+            await asyncio.gather(self._listening, return_exceptions=True)
+            self._listening = None
         if self._renewing is not None:
             self._renewing.cancel()
             await asyncio.gather(self._renewing, return_exceptions=True)
             self._renewing = None
         if self._conn is not None and self._broken is None and self.lease.epoch:
             with contextlib.suppress(Exception):
+                if self.replica:
+                    await self._step_down(self._conn)
                 await self.lease.release(self._conn)
         if self._pool is not None:
             with contextlib.suppress(Exception):
@@ -269,37 +289,62 @@ class PostgresStore(QueryReads):
             else:
                 places.append(place)
         if encoded:
-            await self._commit_lock.acquire()  # in call order
-            # Shielded: a caller that stops waiting must not cut a transaction short.
-            group = asyncio.ensure_future(self._commit_isolating(encoded))
-            for place, refusal in zip(places, await asyncio.shield(group), strict=True):
+            for place, refusal in zip(
+                places, await self._serialized(lambda: self._commit_isolating(encoded)), strict=True
+            ):
                 outcomes[place] = refusal
         return outcomes
 
-    async def _commit_isolating(self, group: list[Rows]) -> list[Exception | None]:
+    async def _serialized(self, work: Callable[[], Awaitable[_T]]) -> _T:
+        """Run `work` on the writing connection alone, in call order. Shielded: a caller that stops waiting must not
+        cut a transaction short."""
+        self._check_open("write")
+        await self._commit_lock.acquire()
+        return await asyncio.shield(asyncio.ensure_future(self._alone(work)))
+
+    async def _alone(self, work: Callable[[], Awaitable[_T]]) -> _T:
         try:
             if self._broken is not None:
                 raise self._broken
             if self._state != "open":
                 raise StoreClosed(f"cannot write: the store at {self} is closed")
+            return await work()
+        finally:
+            self._commit_lock.release()
+
+    async def _commit_isolating(self, group: list[Rows]) -> list[Exception | None]:
+        try:
+            return await self._commit(group)
+        except Exception as error:
+            if not _is_refusal(error):
+                raise self._break(await self._fenced_or(error)) from error
+            if len(group) == 1:
+                return [_translate(error)]
+        outcomes: list[Exception | None] = []  # the group failed as a whole: each batch alone
+        for rows in group:
             try:
-                return await self._commit(group)
+                outcomes.extend(await self._commit([rows]))
             except Exception as error:
                 if not _is_refusal(error):
                     raise self._break(await self._fenced_or(error)) from error
-                if len(group) == 1:
-                    return [_translate(error)]
-            outcomes: list[Exception | None] = []  # the group failed as a whole: each batch alone
-            for rows in group:
-                try:
-                    outcomes.extend(await self._commit([rows]))
-                except Exception as error:
-                    if not _is_refusal(error):
-                        raise self._break(await self._fenced_or(error)) from error
-                    outcomes.append(_translate(error))
-            return outcomes
-        finally:
-            self._commit_lock.release()
+                outcomes.append(_translate(error))
+        return outcomes
+
+    async def _fenced(self, work: Callable[[Any], Awaitable[_T]]) -> _T:
+        """Run `work(connection)` in one transaction of the writing connection that holds this server's lease row
+        (as a commit does): StoreFenced, the store broken and `on_lost` called, once another server took it."""
+
+        async def fenced() -> _T:
+            try:
+                async with self._conn.transaction():
+                    await self.lease.check_epoch(self._conn)
+                    return await work(self._conn)
+            except Exception as error:
+                if _is_refusal(error):
+                    raise _translate(error) from error
+                raise self._break(await self._fenced_or(error)) from error
+
+        return await self._serialized(fenced)
 
     async def _fenced_or(self, error: Exception) -> Exception:
         """StoreFenced when the commit failed because another server took over (a paused server's session ended by
@@ -333,7 +378,10 @@ class PostgresStore(QueryReads):
         async with self._conn.transaction():
             await self.lease.check_epoch(self._conn)  # fenced: nothing of this transaction commits
             outcomes = await self._refuse_duplicate_keys(group)
-            await apply_rows(self._conn, [rows for rows, outcome in zip(group, outcomes, strict=True) if not outcome])
+            accepted = [rows for rows, outcome in zip(group, outcomes, strict=True) if not outcome]
+            await apply_rows(self._conn, accepted, self.replica)
+            if self.replica and self._notify:
+                await notify_commit(self._conn, accepted)
         return outcomes
 
     async def _refuse_duplicate_keys(self, group: Sequence[Rows]) -> list[Exception | None]:
@@ -359,6 +407,13 @@ class PostgresStore(QueryReads):
         return outcomes
 
     # ---- reads
+
+    async def recover(self) -> RecoveredState:
+        """Active executions whole; cold ones only as their queue entries (see `RecoveredState`). A replica's: those
+        it holds."""
+        if not self.replica:
+            return await super().recover()
+        return await self._read(queries.recover, self.replica)
 
     async def _read(self, read: Callable[..., Awaitable[_T]], *args: Any) -> _T:
         self._check_open("read")

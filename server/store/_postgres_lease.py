@@ -29,6 +29,7 @@ import asyncio
 import logging
 import os
 import socket
+import zlib
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -40,8 +41,53 @@ from ._protocol import StoreError
 
 log = logging.getLogger("taskwire.server.store")
 
-# The classid of the per-epoch advisory lock ("twow" in ASCII); the objid is the epoch (mod 2^31).
+# The classid of the per-epoch advisory lock of `taskwire_owner` ("twow" in ASCII); the objid is the epoch (mod 2^31).
+# A replica's row has a classid of its own, from its name (`LeaseRow.replica`).
 OWNER_LOCK_CLASS: Final = 0x74776F77
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRow:
+    """Which row a lease is: the one row of `taskwire_owner`, or a replica's row of `taskwire_replicas`.
+
+    Every statement names the row by its key as `$1`; `lock_class` is the classid of its epochs' advisory locks."""
+
+    table: str
+    key_column: str
+    key: int | str
+    lock_class: int
+    what: str  # what the holder holds, for messages
+    advice: str  # how to start a server when a live one holds the row
+    take_fresh: str = ""  # what a takeover also sets
+
+    @classmethod
+    def owner(cls) -> LeaseRow:
+        return cls(
+            "taskwire_owner",
+            "id",
+            1,
+            OWNER_LOCK_CLASS,
+            "the database",
+            "stop it first, or start this one with --standby",
+        )
+
+    @classmethod
+    def replica(cls, name: str) -> LeaseRow:
+        return cls(
+            "taskwire_replicas",
+            "name",
+            name,
+            replica_lock_class(name),
+            f"replica {name!r} of the database",
+            "stop it first, or start this one with another --replica name",
+            take_fresh=", adopted_by = ''",  # a replica another one adopted is started afresh
+        )
+
+
+def replica_lock_class(name: str) -> int:
+    """The classid of a replica's epoch locks: a stable 31-bit hash of its name."""
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
 
 _OWNER_TABLE: Final = (
     "CREATE TABLE IF NOT EXISTS taskwire_owner ("
@@ -50,20 +96,32 @@ _OWNER_TABLE: Final = (
     "INSERT INTO taskwire_owner (id, holder, epoch, lease_until) VALUES (1, '', 0, '-infinity') "
     "ON CONFLICT (id) DO NOTHING",
 )
-_READ: Final = "SELECT holder, epoch, lease_until, lease_until < now() AS lapsed FROM taskwire_owner WHERE id = 1"
-# The new lease runs from when the row is updated (`clock_timestamp()`; `_take` first waits for the row), not from when
-# the transaction began (`now()`): after waiting on the holder's commit under way (up to a lease, a paused holder's) it
-# would have lapsed already, and a third server would take the database at once.
-_LOCK_ROW: Final = "SELECT 1 FROM taskwire_owner WHERE id = 1 FOR UPDATE"  # conflicts with a commit's FOR KEY SHARE
-_TAKE: Final = (
-    "UPDATE taskwire_owner SET epoch = epoch + 1, holder = $1, "
-    "lease_until = clock_timestamp() + $2 * interval '1 microsecond' "
-    "WHERE id = 1 AND epoch = $3 AND (lease_until < now() OR $4) RETURNING epoch"
+# Each replica's row (`holder`: the process that holds the name; `adopted_by`: the replica that took its executions
+# over when it died). Made, as the owner row, before the migration: only a replica that holds its row migrates.
+_REPLICAS_TABLE: Final = (
+    "CREATE TABLE IF NOT EXISTS taskwire_replicas ("
+    "name TEXT PRIMARY KEY, holder TEXT NOT NULL DEFAULT '', epoch BIGINT NOT NULL, "
+    "lease_until TIMESTAMPTZ NOT NULL, adopted_by TEXT NOT NULL DEFAULT '')",
 )
-_RENEW: Final = (
-    "UPDATE taskwire_owner SET lease_until = now() + $1 * interval '1 microsecond' "
-    "WHERE id = 1 AND epoch = $2 RETURNING epoch"
-)
+
+
+def _statements(row: LeaseRow) -> dict[str, str]:
+    """The lease's statements on `row` (its key is always `$1`)."""
+    where = f"FROM {row.table} WHERE {row.key_column} = $1"
+    update = f"UPDATE {row.table} SET"
+    match = f"WHERE {row.key_column} = $1 AND epoch ="
+    return {
+        "read": f"SELECT holder, epoch, lease_until, lease_until < now() AS lapsed {where}",
+        "lock": f"SELECT 1 {where} FOR UPDATE",  # conflicts with a commit's FOR KEY SHARE
+        # The new lease runs from when the row is updated (`clock_timestamp()`; `_take` first waits for the row), not
+        # from when the transaction began (`now()`): after waiting on the holder's commit under way (up to a lease, a
+        # paused holder's) it would have lapsed already, and a third server would take the database at once.
+        "take": f"{update} epoch = epoch + 1, holder = $2, lease_until = clock_timestamp() + $3 * interval "
+        f"'1 microsecond'{row.take_fresh} {match} $4 AND (lease_until < now() OR $5) RETURNING epoch",
+        "check": f"SELECT holder, epoch {where} FOR KEY SHARE",
+        "renew": f"{update} lease_until = now() + $2 * interval '1 microsecond' {match} $3 RETURNING epoch",
+        "release": f"{update} lease_until = '-infinity' {match} $2",
+    }
 
 
 def default_holder() -> str:
@@ -76,13 +134,13 @@ def _objid(epoch: int) -> int:
 
 
 class StoreFenced(StoreError):
-    """Another server took the database over: this one must change nothing more and stop."""
+    """Another server took the database (or this replica's row) over: this one must change nothing more and stop."""
 
     status_name = "UNAVAILABLE"
 
-    def __init__(self, *, holder: str, epoch: int, mine: int) -> None:
+    def __init__(self, *, holder: str, epoch: int, mine: int, what: str = "the database") -> None:
         super().__init__(
-            f"fenced: another taskwire server took over the database: {holder or 'nobody'} holds it at epoch {epoch} "
+            f"fenced: another taskwire server took over {what}: {holder or 'nobody'} holds it at epoch {epoch} "
             f"(this server held epoch {mine}); stopping"
         )
         self.holder = holder
@@ -97,29 +155,44 @@ class _Row:
     lapsed: bool
 
 
-async def create_owner_table(conn: Any) -> None:
-    """Make the ownership row if the database has none (under the migration lock: servers may start together)."""
+async def create_lease_row(conn: Any, row: LeaseRow) -> None:
+    """Make the lease's table and row if the database has none (under the migration lock: servers may start
+    together)."""
+    statements: list[tuple[str, tuple[Any, ...]]]
+    if row.table == "taskwire_owner":
+        statements = [(sql, ()) for sql in _OWNER_TABLE]
+    else:
+        insert = "INSERT INTO taskwire_replicas (name, epoch, lease_until) VALUES ($1, 0, '-infinity') "
+        statements = [(sql, ()) for sql in _REPLICAS_TABLE] + [(insert + "ON CONFLICT DO NOTHING", (row.key,))]
     async with conn.transaction():
         await conn.execute(NO_STATEMENT_TIMEOUT)  # the lock waits for a migration under way, which may be long
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK, timeout=MIGRATION_TIMEOUT_S)
-        for statement in _OWNER_TABLE:
-            await conn.execute(statement)
+        for statement, args in statements:
+            await conn.execute(statement, *args)
 
 
-async def _read(conn: Any) -> _Row:
-    row = await conn.fetchrow(_READ)
-    return _Row(str(row["holder"]), int(row["epoch"]), row["lease_until"], bool(row["lapsed"]))
+async def lock_free(conn: Any, lock_class: int, epoch: int) -> bool:
+    """Whether the session that held `epoch` of a lease (classid `lock_class`) has ended: its advisory lock is free."""
+    if epoch == 0:
+        return True
+    if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", lock_class, _objid(epoch)):
+        return False
+    await conn.execute("SELECT pg_advisory_unlock($1, $2)", lock_class, _objid(epoch))
+    return True
 
 
 class OwnerLease:
-    """This server's hold on the database: `take` it (or wait for it), `check_epoch` in every commit, `renew`."""
+    """This server's hold on its row (the database's owner row, or its replica's row): `take` it (or wait for it),
+    `check_epoch` in every commit, `renew`."""
 
-    def __init__(self, *, holder: str, lease_s: float, database: str) -> None:
+    def __init__(self, *, holder: str, lease_s: float, database: str, row: LeaseRow | None = None) -> None:
         if lease_s <= 0:
             raise ValueError(f"the store lease must be positive, got {lease_s}")
         self.holder = holder
         self.lease_s = lease_s
         self.epoch = 0
+        self.row = row or LeaseRow.owner()
+        self._sql = _statements(self.row)
         self._database = database
         # When this server's lease runs out on its own monotonic clock, at the latest.
         self.deadline = 0.0
@@ -128,15 +201,22 @@ class OwnerLease:
     def _lease_us(self) -> int:
         return round(self.lease_s * 1_000_000)
 
+    async def _read(self, conn: Any) -> _Row:
+        row = await conn.fetchrow(self._sql["read"], self.row.key)
+        return _Row(str(row["holder"]), int(row["epoch"]), row["lease_until"], bool(row["lapsed"]))
+
+    def _fenced(self, holder: str, epoch: int) -> StoreFenced:
+        return StoreFenced(holder=holder, epoch=epoch, mine=self.epoch, what=self.row.what)
+
     async def take(self, conn: Any, *, standby: bool, refuse_after_s: float) -> None:
-        """Take the database on `conn` (the session that then commits). A live holder with a current lease is
+        """Take the row on `conn` (the session that then commits). A live holder with a current lease is
         waited for: up to `refuse_after_s` (StoreInUse after), or as a standby until the lease lapses."""
         loop = asyncio.get_running_loop()
         refuse_at = loop.time() + refuse_after_s
         told = False
         while True:
-            row = await _read(conn)
-            holder_gone = not row.lapsed and await self._holder_gone(conn, row.epoch)
+            row = await self._read(conn)
+            holder_gone = not row.lapsed and await lock_free(conn, self.row.lock_class, row.epoch)
             if row.lapsed or holder_gone:
                 try:
                     taken = await self._take(conn, row.epoch, holder_gone=holder_gone)
@@ -146,14 +226,15 @@ class OwnerLease:
                     continue
                 if taken:
                     if row.holder:
-                        log.info("took over the database %s from %s (epoch %d)", self._database, row.holder, row.epoch)
+                        log.info(
+                            "took over %s %s from %s (epoch %d)", self.row.what, self._database, row.holder, row.epoch
+                        )
                     return
                 continue  # another server took it first: look again
             if not standby and loop.time() >= refuse_at:
                 raise StoreInUse(
-                    f"another taskwire server uses the database {self._database}: {row.holder} (epoch {row.epoch}, "
-                    f"lease until {row.lease_until:%Y-%m-%d %H:%M:%S%z}); stop it first, or start this one with "
-                    "--standby"
+                    f"another taskwire server uses {self.row.what} {self._database}: {row.holder} (epoch {row.epoch}, "
+                    f"lease until {row.lease_until:%Y-%m-%d %H:%M:%S%z}); {self.row.advice}"
                 )
             if standby and not told:
                 told = True
@@ -166,51 +247,40 @@ class OwnerLease:
             # Polled: a lease lapses by the passing of time, which nothing announces.
             await asyncio.sleep(min(1.0, max(0.05, self.lease_s / 10)) if standby else 0.05)
 
-    async def _holder_gone(self, conn: Any, epoch: int) -> bool:
-        """Whether the session of the holder of `epoch` has ended (its advisory lock is free)."""
-        if epoch == 0:
-            return True
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", OWNER_LOCK_CLASS, _objid(epoch)):
-            return False
-        await conn.execute("SELECT pg_advisory_unlock($1, $2)", OWNER_LOCK_CLASS, _objid(epoch))
-        return True
-
     async def _take(self, conn: Any, seen: int, *, holder_gone: bool) -> bool:
         """The compare-and-set, and the new epoch's lock taken in the same transaction (no one sees the new
         epoch before its lock is held). The row is locked first: a commit of the holder under way is waited for here,
         and the lease is measured from after it."""
         async with conn.transaction():
-            await conn.execute(_LOCK_ROW)
+            await conn.execute(self._sql["lock"], self.row.key)
             sent = asyncio.get_running_loop().time()
-            epoch = await conn.fetchval(_TAKE, self.holder, self._lease_us, seen, holder_gone)
+            epoch = await conn.fetchval(self._sql["take"], self.row.key, self.holder, self._lease_us, seen, holder_gone)
             if epoch is None:
                 return False
-            await conn.execute("SELECT pg_advisory_lock($1, $2)", OWNER_LOCK_CLASS, _objid(epoch))
+            await conn.execute("SELECT pg_advisory_lock($1, $2)", self.row.lock_class, _objid(epoch))
         self.epoch = int(epoch)
         self.deadline = sent + self.lease_s
         return True
 
     async def check_epoch(self, conn: Any) -> None:
-        """Inside a commit transaction: StoreFenced unless this server still holds the database. The row stays
+        """Inside a commit transaction: StoreFenced unless this server still holds the row. The row stays
         locked (FOR KEY SHARE: against a takeover's FOR UPDATE, not a renewal) to the end of the transaction, so no
         takeover commits in between. (Outside one: a look.)"""
-        row = await conn.fetchrow("SELECT holder, epoch FROM taskwire_owner WHERE id = 1 FOR KEY SHARE")
+        row = await conn.fetchrow(self._sql["check"], self.row.key)
         if int(row["epoch"]) != self.epoch:
-            raise StoreFenced(holder=str(row["holder"]), epoch=int(row["epoch"]), mine=self.epoch)
+            raise self._fenced(str(row["holder"]), int(row["epoch"]))
 
     async def renew(self, conn: Any) -> None:
         """Extend the lease by its length from the database's now; StoreFenced when another server holds it."""
         sent = asyncio.get_running_loop().time()
-        if await conn.fetchval(_RENEW, self._lease_us, self.epoch) is None:
-            row = await _read(conn)
-            raise StoreFenced(holder=row.holder, epoch=row.epoch, mine=self.epoch)
+        if await conn.fetchval(self._sql["renew"], self.row.key, self._lease_us, self.epoch) is None:
+            row = await self._read(conn)
+            raise self._fenced(row.holder, row.epoch)
         self.deadline = sent + self.lease_s
 
     async def release(self, conn: Any) -> None:
         """Let the lease lapse now (a graceful stop): a standby takes over at once."""
-        await conn.execute(
-            "UPDATE taskwire_owner SET lease_until = '-infinity' WHERE id = 1 AND epoch = $1", self.epoch
-        )
+        await conn.execute(self._sql["release"], self.row.key, self.epoch)
 
 
 async def keep_renewed(lease: OwnerLease, pool: Any, on_lost: Any) -> None:

@@ -123,26 +123,40 @@ async def finished_before(conn: Any, cutoff_us: int, limit: int) -> list[str]:
 
 
 # NOT_COLD_TASK_RUN_SQL and COLD_EXECUTION_SQL of the aliases `o` and `e`.
-_NOT_COLD_O: Final = (
+NOT_COLD_O: Final = (
     "(o.state <> 'PENDING' OR o.attempts <> '[]' OR o.schedule_to_start_us IS NOT NULL OR o.priority IS NOT NULL "
     "OR o.concurrency_key IS NOT NULL OR o.fairness_key IS NOT NULL OR o.rate_limit IS NOT NULL)"
 )
-_COLD_E: Final = "e.state = 'PENDING' AND e.closing IS NULL AND e.deadline IS NULL"
-# The task runs of cold executions in queue order: the PENDING index scanned in order, each row probing
-# executions_cold and task_runs_not_cold.
-_COLD_QUEUE: Final = (
-    "SELECT t.id, t.execution_id, t.handler FROM task_runs AS t WHERE t.state = 'PENDING' "
-    f"AND EXISTS (SELECT 1 FROM executions AS e WHERE e.id = t.execution_id AND {_COLD_E}) "
-    f"AND NOT EXISTS (SELECT 1 FROM task_runs AS o WHERE o.execution_id = t.execution_id AND {_NOT_COLD_O}) "
-    "ORDER BY t.updated_at, t.seq"
-)
-# Every other unfinished execution (an execution without task runs is never cold: nothing would queue it).
-_ACTIVE_EXECUTIONS: Final = (
-    f"{_EXECUTION_SELECT} WHERE state NOT IN {TERMINAL_SQL} AND NOT ({COLD_EXECUTION_SQL} "
-    "AND EXISTS (SELECT 1 FROM task_runs AS a WHERE a.execution_id = executions.id) "
-    f"AND NOT EXISTS (SELECT 1 FROM task_runs AS o WHERE o.execution_id = executions.id AND {_NOT_COLD_O})) "
-    "ORDER BY seq"
-)
+COLD_E: Final = "e.state = 'PENDING' AND e.closing IS NULL AND e.deadline IS NULL"
+
+
+def _recovery_reads(held: str) -> tuple[str, str]:
+    """The reads of every unfinished execution that is not cold, and of the cold queue, of the executions that match
+    `held` (a condition on `e`: '' for all)."""
+    # The task runs of cold executions in queue order: the PENDING index scanned in order, each row probing
+    # executions_cold and task_runs_not_cold.
+    cold_queue = (
+        "SELECT t.id, t.execution_id, t.handler FROM task_runs AS t WHERE t.state = 'PENDING' "
+        f"AND EXISTS (SELECT 1 FROM executions AS e WHERE e.id = t.execution_id AND {COLD_E}{held}) "
+        f"AND NOT EXISTS (SELECT 1 FROM task_runs AS o WHERE o.execution_id = t.execution_id AND {NOT_COLD_O}) "
+        "ORDER BY t.updated_at, t.seq"
+    )
+    # Every other unfinished execution (an execution without task runs is never cold: nothing would queue it).
+    active = (
+        f"{_EXECUTION_SELECT} AS e WHERE state NOT IN {TERMINAL_SQL} AND NOT ({COLD_EXECUTION_SQL} "
+        "AND EXISTS (SELECT 1 FROM task_runs AS a WHERE a.execution_id = e.id) "
+        f"AND NOT EXISTS (SELECT 1 FROM task_runs AS o WHERE o.execution_id = e.id AND {NOT_COLD_O})){held} "
+        "ORDER BY seq"
+    )
+    return active, cold_queue
+
+
+# All of them (one server); those a replica holds ($1); those of the ids ($2) a replica holds.
+_RECOVERY: Final = {
+    0: _recovery_reads(""),
+    1: _recovery_reads(" AND e.holder = $1"),
+    2: _recovery_reads(" AND e.holder = $1 AND e.id = ANY($2::text[])"),
+}
 _PENDING_QUEUE: Final = (
     "SELECT id FROM task_runs WHERE state = 'PENDING' AND execution_id = ANY($1::text[]) ORDER BY updated_at, seq"
 )
@@ -154,17 +168,20 @@ _PENDING_QUEUE: Final = (
 _BULK_READ: Final = ("SET LOCAL enable_nestloop = off",)
 
 
-async def recover(conn: Any) -> RecoveredState:
+async def recover(conn: Any, *held: Any) -> RecoveredState:
+    """`held`: nothing (every execution), a replica's name (those it holds), or its name and a list of ids (those
+    of them it holds)."""
     for setting in _BULK_READ:
         await conn.execute(setting)
-    active = await _snapshots(conn, await conn.fetch(_ACTIVE_EXECUTIONS))
+    active_sql, cold_sql = _RECOVERY[len(held)]
+    active = await _snapshots(conn, await conn.fetch(active_sql, *held))
     ids = [snapshot.execution.id for snapshot in active]
     sequences = await last_sequences(conn, ids) if ids else {}
     pending_order = [row[0] for row in await conn.fetch(_PENDING_QUEUE, ids)] if ids else []
     handlers: dict[str, str] = {}  # one str per handler name, not one per task run
     cold = [
         ColdTaskRun(task_run_id, execution_id, handlers.setdefault(handler, from_db(handler)))
-        for task_run_id, execution_id, handler in await conn.fetch(_COLD_QUEUE)
+        for task_run_id, execution_id, handler in await conn.fetch(cold_sql, *held)
     ]
     return RecoveredState(active=active, last_sequences=sequences, pending_order=pending_order, cold=cold)
 

@@ -22,6 +22,13 @@ Version 3 adds flow control to `task_runs`, as SQLite's version 8: `priority` (N
 `rate_limit_key` (NULL without); a task run of another priority, with either key or with a rate limit
 is never cold (`task_runs_not_cold` is made again with them).
 
+Version 4 adds active-active replicas (`_postgres_replicas`): `executions.holder` (the replica that
+holds the execution; '' without replicas) and `executions.claimed_by` (a replica that asked for it),
+`taskwire_mail` (messages between replicas, oldest first per recipient) and `taskwire_leader` (one
+row: the replica that adopts dead replicas' executions, runs schedules and retention).
+`taskwire_replicas` (`_postgres_lease`: one lease row per replica name) is made before any migration,
+as `taskwire_owner` is.
+
 Migrations: `MIGRATIONS[n]` takes the database from version n to n + 1. `migrate` runs them in one
 transaction that holds a transaction-level advisory lock (`MIGRATION_LOCK`), so servers that start
 together on a new or older database wait for the first, and each later one finds the work done.
@@ -142,9 +149,24 @@ _SCHEMA_V3: Final = (
     f"CREATE INDEX task_runs_not_cold ON task_runs (execution_id) WHERE {NOT_COLD_TASK_RUN_SQL}",
 )
 
+# Version 4: active-active replicas (`_postgres_replicas`): who holds each execution and who claimed it, the mail
+# between replicas and the leader's row. (`taskwire_replicas`, the replicas' leases, is made before migrating, as
+# `taskwire_owner`.)
+_SCHEMA_V4: Final = (
+    "ALTER TABLE executions ADD COLUMN holder TEXT NOT NULL DEFAULT '', ADD COLUMN claimed_by TEXT NOT NULL DEFAULT ''",
+    f"CREATE INDEX executions_held ON executions (holder, seq) WHERE state NOT IN {TERMINAL_SQL}",
+    "CREATE INDEX executions_claimed ON executions (claimed_by) WHERE claimed_by <> ''",
+    "CREATE TABLE taskwire_mail (id BIGSERIAL PRIMARY KEY, recipient TEXT NOT NULL, kind TEXT NOT NULL, "
+    "body JSONB NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    "CREATE INDEX taskwire_mail_by_recipient ON taskwire_mail (recipient, id)",
+    "CREATE TABLE taskwire_leader (id INTEGER PRIMARY KEY CHECK (id = 1), holder TEXT NOT NULL, "
+    "epoch BIGINT NOT NULL, lease_until TIMESTAMPTZ NOT NULL)",
+    "INSERT INTO taskwire_leader (id, holder, epoch, lease_until) VALUES (1, '', 0, '-infinity')",
+)
+
 # MIGRATIONS[n] takes a database from version n to n + 1 (statements run in order, in the one transaction).
 # A later schema appends its step here; SCHEMA_VERSION follows.
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

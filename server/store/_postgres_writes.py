@@ -56,6 +56,10 @@ def _update(table: str, columns: Sequence[str], keys: Sequence[str]) -> str:
 
 
 _INSERT_EXECUTIONS: Final = _insert("executions", _NEW_EXECUTION_COLUMNS)
+# A replica's new executions are its own: the holder is one more parameter, after the arrays.
+_INSERT_HELD_EXECUTIONS: Final = _INSERT_EXECUTIONS.replace(") SELECT ", ", holder) SELECT ", 1).replace(
+    " FROM unnest(", f", ${len(_NEW_EXECUTION_COLUMNS) + 1}::text FROM unnest(", 1
+)
 _INSERT_TASK_RUNS: Final = _insert("task_runs", _NEW_TASK_RUN_COLUMNS)
 _INSERT_INPUTS: Final = _insert("task_run_inputs", _INPUT_COLUMNS, names=("task_run_id", "data"))
 _INSERT_EVENTS: Final = _insert("events", _EVENT_COLUMNS)
@@ -106,8 +110,9 @@ def _schedules(batches: Sequence[Rows]) -> dict[str, str | None]:
     return last
 
 
-async def apply_rows(conn: Any, batches: Sequence[Rows]) -> None:
-    """Write the batches in their order inside the caller's transaction; raise when the database refuses."""
+async def apply_rows(conn: Any, batches: Sequence[Rows], holder: str = "") -> None:
+    """Write the batches in their order inside the caller's transaction; raise when the database refuses. New
+    executions are `holder`'s (a replica's name; '' without replicas)."""
     new_executions = [row for rows in batches for row in rows.new_executions]
     new_task_runs = [row for rows in batches for row in rows.new_task_runs]
     executions = list({row["id"]: row for rows in batches for row in rows.executions}.values())
@@ -116,7 +121,11 @@ async def apply_rows(conn: Any, batches: Sequence[Rows]) -> None:
     deleted = [execution_id for rows in batches for execution_id in rows.deleted]
     schedules = _schedules(batches)
     if new_executions:
-        await conn.execute(_INSERT_EXECUTIONS, *_columns(new_executions, _NEW_EXECUTION_COLUMNS))
+        columns = _columns(new_executions, _NEW_EXECUTION_COLUMNS)
+        if holder:
+            await conn.execute(_INSERT_HELD_EXECUTIONS, *columns, holder)
+        else:
+            await conn.execute(_INSERT_EXECUTIONS, *columns)
     if new_task_runs:
         await conn.execute(_INSERT_TASK_RUNS, *_columns(new_task_runs, _NEW_TASK_RUN_COLUMNS))
         await conn.execute(_INSERT_INPUTS, *_columns(new_task_runs, _INPUT_COLUMNS))

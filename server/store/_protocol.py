@@ -8,10 +8,10 @@ commit is a group of `WriteBatch`es that is durable (committed, fsynced) before 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from taskwire.server.domain import Execution, Schedule, State, TaskRun, TaskwireError
 
@@ -210,3 +210,60 @@ class Store(Protocol):
     async def load_schedules(self) -> list[Schedule]:
         """Every stored schedule, by name. Schedules are written through `commit` (`WriteBatch.schedules`,
         `WriteBatch.deleted_schedules`); the engine holds them all in memory from start on."""
+
+
+@dataclass(frozen=True, slots=True)
+class Mail:
+    """A message from one replica to another (`ReplicaStore`), kept until its recipient is done with it."""
+
+    id: int
+    kind: str  # "cancel" {execution_id, reason}, "claim" {by, executions}, "given" {executions}, "refused" {executions}
+    body: dict[str, Any]
+
+
+class ReplicaStore(Protocol):
+    """What one of several active replicas on one database needs beyond `Store` (`PostgresStore` with `replica`).
+
+    Every execution is held by one replica; every write here is fenced on this replica's own lease: StoreFenced (and
+    the store broken, `on_lost` called) once another process took this replica's name or another replica adopted it.
+    """
+
+    replica: str  # this replica's name
+
+    async def lapsed_replicas(self) -> list[str]:
+        """The other replicas, not adopted yet, whose lease lapsed or whose session ended."""
+
+    async def adopt(self, dead: str) -> RecoveredState | None:
+        """Fence `dead` and move its unfinished executions, its mail and its claims here; what it held, as a recovery
+        reads it. None when another replica adopted it first (or it is alive again)."""
+
+    async def claim(self, handlers: Sequence[str], limit: int) -> int:
+        """Claim up to `limit` movable executions of other live replicas with a task run of one of `handlers`, oldest
+        first; each holder is mailed a `claim`. How many were claimed."""
+
+    async def give(self, given: Sequence[str], refused: Sequence[str], to: str) -> list[str]:
+        """Move the `given` executions still held here to `to` (all refused when `to` is not alive), clear the claim on
+        the rest, mail `to` `given` and/or `refused`. The ids moved."""
+
+    async def load(self, execution_ids: Sequence[str]) -> RecoveredState:
+        """Those of the executions this replica holds, as a recovery reads them."""
+
+    async def send(self, recipient: str, kind: str, body: dict[str, Any]) -> None:
+        """Mail a replica (notified at commit)."""
+
+    async def take_mail(self, limit: int = 500) -> list[Mail]:
+        """This replica's mail, oldest first; it stays until `done_mail`."""
+
+    async def done_mail(self, ids: Sequence[int]) -> None:
+        """Delete the mail of `ids` (applied)."""
+
+    async def holder_of(self, execution_id: str) -> str:
+        """The replica that holds the execution; '' when it is unknown or finished."""
+
+    async def lead(self) -> bool:
+        """Take or renew the leader's row; True while this replica leads."""
+
+    async def listen(self, on_notice: Callable[[str, str], None]) -> None:
+        """Start a background LISTEN (returns once listening): `on_notice(kind, payload)` with kind "mail", "ready"
+        (payload: a handler), "history" (payload: comma-joined ids or "*") or "lost" (the connection was lost and is
+        back: poll everything). Does nothing when the store does not notify."""

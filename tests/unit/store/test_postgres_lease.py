@@ -48,10 +48,10 @@ def _pause_commits(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyn
     when one is there, and it goes on once `resume` is."""
     inside, resume = asyncio.Event(), asyncio.Event()
 
-    async def paused_after_the_check(conn: Any, batches: Any) -> None:
+    async def paused_after_the_check(conn: Any, batches: Any, *args: Any) -> None:
         inside.set()
         await resume.wait()
-        await apply_rows(conn, batches)
+        await apply_rows(conn, batches, *args)
 
     monkeypatch.setattr(_postgres, "apply_rows", paused_after_the_check)
     return inside, resume
@@ -356,9 +356,9 @@ async def test_a_commit_longer_than_what_is_left_of_the_lease_does_not_hold_up_i
     lost: list[StoreError] = []
     store.on_lost = lost.append
 
-    async def slow(conn: Any, batches: Any) -> None:
+    async def slow(conn: Any, batches: Any, *args: Any) -> None:
         await conn.execute("SELECT pg_sleep($1)", LEASE_S * 1.5)  # a statement the database is slow to run
-        await apply_rows(conn, batches)
+        await apply_rows(conn, batches, *args)
 
     monkeypatch.setattr(_postgres, "apply_rows", slow)
     try:

@@ -189,8 +189,7 @@ async def test_recovery_plans_hash_joins_even_before_the_statistics_know_the_row
             for setting in queries._BULK_READ:
                 await conn.execute(setting)
             plans = [
-                "\n".join(row[0] for row in await conn.fetch(f"EXPLAIN {query}"))
-                for query in (queries._COLD_QUEUE, queries._ACTIVE_EXECUTIONS)
+                "\n".join(row[0] for row in await conn.fetch(f"EXPLAIN {query}")) for query in queries._RECOVERY[0]
             ]
         analyzed = await conn.fetchval("SELECT count(*) FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL")
     finally:
@@ -255,7 +254,7 @@ async def test_a_version_1_database_migrates_and_recovers_what_it_holds(postgres
         index = await conn.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname = 'task_runs_not_cold'")
     finally:
         await conn.close()
-    assert version == POSTGRES_SCHEMA_VERSION == len(MIGRATIONS) == 3
+    assert version == POSTGRES_SCHEMA_VERSION == len(MIGRATIONS) == 4
     assert all(column in index for column in ("priority", "concurrency_key", "fairness_key", "rate_limit"))
 
 

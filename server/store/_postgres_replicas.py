@@ -1,0 +1,364 @@
+"""Active-active replicas on one PostgreSQL database: the `ReplicaStore` half of `PostgresStore`.
+
+Every execution is held by one replica (`executions.holder`, its name), and each replica holds its own lease
+row in `taskwire_replicas` (`_postgres_lease`, `LeaseRow.replica`); each write here runs in one transaction of the
+replica's writing connection that first checks that row's epoch, as a commit does (`PostgresStore._fenced`), so a
+replica another one adopted, or that a restart under its name took over, changes nothing more.
+
+- Claims: a replica with idle slots marks *movable* executions of other live replicas as claimed by it
+  (`FOR UPDATE SKIP LOCKED`: two claimers never get the same one) and mails each holder a `claim`; the holder
+  `give`s (holder := claimer) or refuses them and mails the claimer `given` / `refused`. Movable is what the
+  cold tier keeps out of memory (`COLD_EXECUTION_SQL`, no task run matching `NOT_COLD_TASK_RUN_SQL`): nothing but a
+  dispatch can change it.
+- Mail: `taskwire_mail`, read oldest first and deleted once applied (at-least-once); `send` notifies the
+  recipient's channel (`mail_channel`) in the same transaction, delivered at commit.
+- Death: the leader (`lead`: the one row of `taskwire_leader`, a lease on the database's clock) lists the
+  replicas whose lease lapsed or whose session ended (`lapsed_replicas`) and `adopt`s each: the dead row's
+  epoch + 1 (its commits fenced from then on), its unfinished executions and its mail moved to the leader, the
+  claims it made cleared.
+- Notifications (with `notify`): each commit sends `taskwire_history` (the ids of executions that got events, or
+  `*` past 7,000 bytes) and `taskwire_ready` (once per handler of a task run written PENDING); `listen` keeps one
+  connection LISTENing to those and the replica's mail channel, connecting again when it is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, TypeVar
+
+import asyncpg
+
+from ._postgres_lease import OwnerLease, lock_free, replica_lock_class
+from ._postgres_queries import COLD_E, NOT_COLD_O, recover
+from ._postgres_schema import TERMINAL_SQL
+from ._postgres_text import from_db, to_db
+from ._protocol import Mail, RecoveredState, StoreError
+from ._sqlite_codec import Rows
+
+__all__ = ["HISTORY_CHANNEL", "READY_CHANNEL", "ReplicaMethods", "mail_channel", "notify_commit"]
+
+_T = TypeVar("_T")
+log = logging.getLogger("taskwire.server.store")
+
+HISTORY_CHANNEL: Final = "taskwire_history"
+READY_CHANNEL: Final = "taskwire_ready"
+_HISTORY_LIMIT: Final = 7000  # bytes of ids in one notification (PostgreSQL takes 8,000); past it, "*"
+_RECONNECT_S: Final = 0.5
+_PING_S: Final = 5.0  # how often the listening connection is checked (a cut connection announces nothing)
+
+# A live replica: its lease current, not adopted.
+_ALIVE: Final = "r.adopted_by = '' AND r.lease_until >= now()"
+_CLAIM: Final = (
+    "WITH picked AS (SELECT e.id, e.holder FROM executions AS e JOIN taskwire_replicas AS r ON r.name = e.holder "
+    f"WHERE e.holder <> $1 AND e.claimed_by = '' AND e.state NOT IN {TERMINAL_SQL} AND {COLD_E} AND {_ALIVE} "
+    "AND EXISTS (SELECT 1 FROM task_runs AS t WHERE t.execution_id = e.id AND t.handler = ANY($2::text[])) "
+    f"AND NOT EXISTS (SELECT 1 FROM task_runs AS o WHERE o.execution_id = e.id AND {NOT_COLD_O}) "
+    "ORDER BY e.seq LIMIT $3 FOR UPDATE OF e SKIP LOCKED) "
+    "UPDATE executions AS x SET claimed_by = $1 FROM picked WHERE x.id = picked.id RETURNING x.id, picked.holder"
+)
+_LAPSED: Final = (
+    "SELECT name, epoch, lease_until < now() AS lapsed FROM taskwire_replicas "
+    "WHERE name <> $1 AND adopted_by = '' AND epoch > 0 ORDER BY name"
+)
+_SEND: Final = (
+    "INSERT INTO taskwire_mail (recipient, kind, body) VALUES ($1, $2, $3::jsonb)",
+    "SELECT pg_notify($1, $2)",
+)
+# Taken when lapsed (epoch + 1), renewed while held; `now()` is the database's clock.
+_LEAD: Final = (
+    "UPDATE taskwire_leader SET epoch = epoch + CASE WHEN holder = $1 THEN 0 ELSE 1 END, holder = $1, "
+    "lease_until = now() + $2 * interval '1 microsecond' "
+    "WHERE id = 1 AND (holder = $1 OR lease_until < now()) RETURNING epoch"
+)
+
+
+def mail_channel(name: str) -> str:
+    """The channel a replica's mail is announced on: a short stable hash of its name (identifiers end at 63 bytes)."""
+    return "taskwire_mail_" + hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
+
+
+async def notify_commit(conn: Any, group: Sequence[Rows]) -> None:
+    """Inside a commit transaction: announce (at commit) the executions that got events and the handlers of the task
+    runs written PENDING."""
+    ids = list(dict.fromkeys(row["execution_id"] for rows in group for row in rows.events))
+    handlers = dict.fromkeys(
+        row["handler"] for rows in group for row in (*rows.new_task_runs, *rows.task_runs) if row["state"] == "PENDING"
+    )
+    channels = [READY_CHANNEL] * len(handlers)
+    payloads = list(handlers)
+    if ids:
+        history = ",".join(ids)
+        channels.append(HISTORY_CHANNEL)
+        payloads.append(history if len(history.encode()) <= _HISTORY_LIMIT else "*")
+    if channels:
+        await conn.execute("SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS u(c, p)", channels, payloads)
+
+
+async def _send(conn: Any, recipient: str, kind: str, body: dict[str, Any], *, notify: bool) -> None:
+    await conn.execute(_SEND[0], recipient, kind, json.dumps(body))
+    if notify:
+        await conn.execute(_SEND[1], mail_channel(recipient), kind)
+
+
+class ReplicaMethods:
+    """What `PostgresStore` adds as a replica (see the module). Every method raises StoreError outside replica mode."""
+
+    replica: str
+    lease: OwnerLease
+    url: str
+    _notify: bool
+    _connect_timeout_s: float
+    _listening: asyncio.Task[None] | None
+
+    async def _read(self, read: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+        raise NotImplementedError
+
+    async def _fenced(self, work: Callable[[Any], Awaitable[_T]]) -> _T:
+        raise NotImplementedError
+
+    def _replica_name(self, what: str) -> str:
+        if not self.replica:
+            raise StoreError(f"cannot {what}: the store is not a replica (PostgresStore(..., replica=NAME))")
+        return self.replica
+
+    async def lapsed_replicas(self) -> list[str]:
+        """The other replicas, not adopted yet, whose lease lapsed or whose session ended."""
+        me = self._replica_name("list lapsed replicas")
+
+        async def read(conn: Any) -> list[str]:
+            return [
+                str(row["name"])
+                for row in await conn.fetch(_LAPSED, me)
+                if row["lapsed"] or await lock_free(conn, replica_lock_class(row["name"]), int(row["epoch"]))
+            ]
+
+        return await self._read(read)
+
+    async def adopt(self, dead: str) -> RecoveredState | None:
+        """Take over a lapsed replica: fence it (epoch + 1, adopted_by := this replica), move its unfinished executions
+        and its mail here, clear the claims it made; then what it held, as a recovery reads it. None when it is not
+        adoptable any more (alive again, or adopted by another replica first)."""
+        me = self._replica_name("adopt")
+        if dead == me:
+            raise ValueError(f"replica {me!r} cannot adopt itself")
+
+        async def adopt(conn: Any) -> list[str] | None:
+            # FOR UPDATE: waits for the dead replica's commit under way (its FOR KEY SHARE), as a takeover does.
+            row = await conn.fetchrow(
+                "SELECT epoch, lease_until < now() AS lapsed, adopted_by FROM taskwire_replicas "
+                "WHERE name = $1 FOR UPDATE",
+                dead,
+            )
+            if row is None or row["adopted_by"] or not row["epoch"]:
+                return None
+            if not row["lapsed"] and not await lock_free(conn, replica_lock_class(dead), int(row["epoch"])):
+                return None
+            await conn.execute(
+                "UPDATE taskwire_replicas SET epoch = epoch + 1, holder = $2, adopted_by = $2, "
+                "lease_until = '-infinity' WHERE name = $1",
+                dead,
+                me,
+            )
+            moved = await conn.fetch(
+                f"UPDATE executions SET holder = $2, claimed_by = '' WHERE holder = $1 AND state NOT IN {TERMINAL_SQL} "
+                "RETURNING id",
+                dead,
+                me,
+            )
+            await conn.execute("UPDATE taskwire_mail SET recipient = $2 WHERE recipient = $1", dead, me)
+            await conn.execute("UPDATE executions SET claimed_by = '' WHERE claimed_by = $1", dead)
+            return [row[0] for row in moved]
+
+        moved = await self._fenced(adopt)
+        if moved is None:
+            return None
+        log.info("replica %s adopted replica %s and its %d unfinished executions", me, dead, len(moved))
+        return await self._read(recover, me, moved)
+
+    async def claim(self, handlers: Sequence[str], limit: int) -> int:
+        """Claim up to `limit` movable executions of other live replicas with a task run of one of `handlers`, oldest
+        first, and mail each holder a `claim`; how many were claimed."""
+        me = self._replica_name("claim")
+        if limit <= 0 or not handlers:
+            return 0
+
+        async def claim(conn: Any) -> int:
+            rows = await conn.fetch(_CLAIM, me, [to_db(handler) for handler in handlers], limit)
+            by_holder: dict[str, list[str]] = {}
+            for execution_id, holder in rows:
+                by_holder.setdefault(holder, []).append(from_db(execution_id))
+            for holder, ids in by_holder.items():
+                await _send(conn, holder, "claim", {"by": me, "executions": ids}, notify=self._notify)
+            return len(rows)
+
+        return await self._fenced(claim)
+
+    async def give(self, given: Sequence[str], refused: Sequence[str], to: str) -> list[str]:
+        """Answer `to`'s claim: move the `given` executions this replica still holds to `to` (when it is alive), clear
+        the claim on the rest, mail `to` `given` and/or `refused`; the ids moved."""
+        me = self._replica_name("give executions away")
+        given_db = [to_db(i) for i in given]
+        refused_db = [to_db(i) for i in refused]
+
+        async def give(conn: Any) -> list[str]:
+            alive = await conn.fetchval(
+                f"SELECT {_ALIVE} FROM taskwire_replicas AS r WHERE r.name = $1 FOR KEY SHARE", to
+            )  # an adoption of `to` (FOR UPDATE) waits for this transaction, or this one for it
+            moved: list[str] = []
+            if alive and given_db:
+                rows = await conn.fetch(
+                    "UPDATE executions SET holder = $2, claimed_by = '' WHERE id = ANY($1::text[]) AND holder = $3 "
+                    "RETURNING id",
+                    given_db,
+                    to,
+                    me,
+                )
+                moved = [row[0] for row in rows]
+            kept = set(moved)
+            rest = [i for i in dict.fromkeys((*given_db, *refused_db)) if i not in kept]
+            if rest:
+                await conn.execute(
+                    "UPDATE executions SET claimed_by = '' WHERE id = ANY($1::text[]) AND holder = $2 "
+                    "AND claimed_by = $3",
+                    rest,
+                    me,
+                    to,
+                )
+            moved = [from_db(i) for i in moved]
+            if moved:
+                await _send(conn, to, "given", {"executions": moved}, notify=self._notify)
+            if rest:
+                await _send(conn, to, "refused", {"executions": [from_db(i) for i in rest]}, notify=self._notify)
+            return moved
+
+        return await self._fenced(give)
+
+    async def load(self, execution_ids: Sequence[str]) -> RecoveredState:
+        """The executions of `execution_ids` this replica holds, as a recovery reads them."""
+        me = self._replica_name("load executions")
+        return await self._read(recover, me, [to_db(i) for i in execution_ids])
+
+    async def send(self, recipient: str, kind: str, body: dict[str, Any]) -> None:
+        """Mail `recipient` (a replica's name); it is told on its channel when the mail is committed."""
+        self._replica_name("send mail")
+
+        async def send(conn: Any) -> None:
+            await _send(conn, recipient, kind, body, notify=self._notify)
+
+        await self._fenced(send)
+
+    async def take_mail(self, limit: int = 500) -> list[Mail]:
+        """This replica's mail, oldest first, at most `limit`; it stays until `done_mail`."""
+        me = self._replica_name("take mail")
+
+        async def read(conn: Any) -> list[Mail]:
+            rows = await conn.fetch(
+                "SELECT id, kind, body FROM taskwire_mail WHERE recipient = $1 ORDER BY id LIMIT $2", me, limit
+            )
+            return [Mail(int(row["id"]), str(row["kind"]), json.loads(row["body"])) for row in rows]
+
+        return [] if limit <= 0 else await self._read(read)
+
+    async def done_mail(self, ids: Sequence[int]) -> None:
+        """Delete this replica's mail of `ids` (applied)."""
+        me = self._replica_name("delete mail")
+        if not ids:
+            return
+
+        async def done(conn: Any) -> None:
+            await conn.execute(
+                "DELETE FROM taskwire_mail WHERE id = ANY($1::bigint[]) AND recipient = $2", list(ids), me
+            )
+
+        await self._fenced(done)
+
+    async def holder_of(self, execution_id: str) -> str:
+        """The replica that holds the execution; '' when it is unknown or finished."""
+        self._replica_name("look up a holder")
+
+        async def read(conn: Any) -> str:
+            holder = await conn.fetchval(
+                f"SELECT holder FROM executions WHERE id = $1 AND state NOT IN {TERMINAL_SQL}", to_db(execution_id)
+            )
+            return "" if holder is None else str(holder)
+
+        return await self._read(read)
+
+    async def lead(self) -> bool:
+        """Take the leader's row when its lease lapsed, or renew it when this replica holds it; whether it leads."""
+        me = self._replica_name("lead")
+        lease_us = round(self.lease.lease_s * 1_000_000)
+
+        async def lead(conn: Any) -> bool:
+            return await conn.fetchval(_LEAD, me, lease_us) is not None
+
+        return await self._fenced(lead)
+
+    async def _step_down(self, conn: Any) -> None:
+        """A graceful stop: the leader's row lapses now, when this replica holds it."""
+        await conn.execute(
+            "UPDATE taskwire_leader SET lease_until = '-infinity' WHERE id = 1 AND holder = $1", self.replica
+        )
+
+    # ---- notifications
+
+    async def listen(self, on_notice: Callable[[str, str], None]) -> None:
+        """Start listening on a connection of its own (returns once it listens); `on_notice(kind, payload)`: "mail",
+        "ready" (a handler), "history" (ids or "*"), and "lost" (the connection was lost and is back). Nothing without
+        `notify`; a second call does nothing."""
+        self._replica_name("listen")
+        if not self._notify or self._listening is not None:
+            return
+        try:
+            conn, lost = await self._listening_connection(on_notice)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            raise StoreError(f"cannot listen on the database: {error}") from error
+        self._listening = asyncio.create_task(self._keep_listening(conn, lost, on_notice), name="taskwire-listen")
+
+    async def _listening_connection(self, on_notice: Callable[[str, str], None]) -> tuple[Any, asyncio.Event]:
+        kinds = {mail_channel(self.replica): "mail", READY_CHANNEL: "ready", HISTORY_CHANNEL: "history"}
+        conn = await asyncpg.connect(
+            self.url, timeout=self._connect_timeout_s, server_settings={"application_name": "taskwire-server"}
+        )
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: lost.set())
+
+        def heard(_conn: Any, _pid: int, channel: str, payload: str) -> None:
+            on_notice(kinds[channel], payload)
+
+        try:
+            for channel in kinds:
+                await conn.add_listener(channel, heard)
+        except BaseException:
+            conn.terminate()
+            raise
+        return conn, lost
+
+    async def _keep_listening(self, conn: Any, lost: asyncio.Event, on_notice: Callable[[str, str], None]) -> None:
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), _PING_S)
+                if not lost.is_set():
+                    try:  # a cut connection (no reset) is only seen by using it
+                        await conn.execute("SELECT 1", timeout=_PING_S)
+                        continue
+                    except Exception as error:
+                        log.warning("the listening connection to the database failed (%s)", error)
+                conn.terminate()
+                log.warning("lost the listening connection to the database; connecting again")
+                while True:
+                    await asyncio.sleep(_RECONNECT_S)
+                    try:
+                        conn, lost = await self._listening_connection(on_notice)
+                        break
+                    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                        continue
+                on_notice("lost", "")
+        finally:
+            conn.terminate()
