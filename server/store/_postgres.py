@@ -410,10 +410,10 @@ class PostgresStore(ReplicaMethods, QueryReads):
 
     async def recover(self) -> RecoveredState:
         """Active executions whole; cold ones only as their queue entries (see `RecoveredState`). A replica's: those
-        it holds."""
+        it holds (and those no replica holds: `_recover_held`)."""
         if not self.replica:
             return await super().recover()
-        return await self._read(queries.recover, self.replica)
+        return await self._recover_held()
 
     async def _read(self, read: Callable[..., Awaitable[_T]], *args: Any) -> _T:
         self._check_open("read")

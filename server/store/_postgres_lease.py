@@ -21,6 +21,11 @@ committed, the old holder's next commit sees the new epoch and rolls back (`Stor
 no key) does not conflict with a commit's lock: a slow commit never holds up its own server's renewal. A holder
 that cannot renew before its own lease runs out (on its monotonic clock, measured from before the renewal was
 sent) stops too, so two servers never act at once.
+
+Active-active replicas (`_postgres_replicas`) each hold a row of their own the same way: `taskwire_replicas`, one row
+per replica name (`LeaseRow.replica`), made when a replica of that name first starts, with its epochs' advisory locks
+under a classid of its own (a hash of the name). A live replica of the same name is refused (`StoreInUse`); a
+replica that another one adopted (`adopted_by`) is taken afresh. One `OwnerLease` serves both rows.
 """
 
 from __future__ import annotations

@@ -121,10 +121,30 @@ class ReplicaMethods:
     async def _fenced(self, work: Callable[[Any], Awaitable[_T]]) -> _T:
         raise NotImplementedError
 
+    def _check_open(self, what: str) -> None:
+        raise NotImplementedError
+
     def _replica_name(self, what: str) -> str:
         if not self.replica:
             raise StoreError(f"cannot {what}: the store is not a replica (PostgresStore(..., replica=NAME))")
         return self.replica
+
+    async def _recover_held(self) -> RecoveredState:
+        """A replica's recovery: what it holds. Unfinished executions that no replica holds (written by a server
+        without replicas, before the database was shared) are taken by the first replica that recovers."""
+        me = self._replica_name("recover")
+
+        async def take_unheld(conn: Any) -> str:
+            return str(
+                await conn.execute(
+                    f"UPDATE executions SET holder = $1 WHERE holder = '' AND state NOT IN {TERMINAL_SQL}", me
+                )
+            )
+
+        taken = int((await self._fenced(take_unheld)).split()[-1])
+        if taken:
+            log.info("replica %s took %d unfinished executions that no replica held", me, taken)
+        return await self._read(recover, me)
 
     async def lapsed_replicas(self) -> list[str]:
         """The other replicas, not adopted yet, whose lease lapsed or whose session ended."""
@@ -312,6 +332,7 @@ class ReplicaMethods:
         "ready" (a handler), "history" (ids or "*"), and "lost" (the connection was lost and is back). Nothing without
         `notify`; a second call does nothing."""
         self._replica_name("listen")
+        self._check_open("listen")
         if not self._notify or self._listening is not None:
             return
         try:

@@ -27,11 +27,15 @@ def sqlite_path(url: str) -> Path:
     return Path(rest)
 
 
-def store_from_url(url: str, *, standby: bool = False, lease_s: float = 10.0) -> Store:
-    """A new, unopened store for `url`; ValueError for a URL no store takes. `standby` and `lease_s` are
-    PostgreSQL's (see `PostgresStore`)."""
+def store_from_url(
+    url: str, *, standby: bool = False, lease_s: float = 10.0, replica: str = "", notify: bool = True
+) -> Store:
+    """A new, unopened store for `url`; ValueError for a URL no store takes. `standby`, `lease_s`, `replica` and
+    `notify` are PostgreSQL's (see `PostgresStore`)."""
     if url.startswith(POSTGRES_SCHEMES):
-        return PostgresStore(url, standby=standby, lease_s=lease_s)
+        return PostgresStore(url, standby=standby, lease_s=lease_s, replica=replica or None, notify=notify)
+    if replica:
+        raise ValueError("replicas need a PostgreSQL store (--store postgresql://…)")
     if url.startswith("sqlite:"):
         return SqliteStore(sqlite_path(url))
     raise ValueError(f"store URL {url!r} is neither postgresql://… nor sqlite:PATH")

@@ -26,6 +26,7 @@ from taskwire.server.store import (
     StoreFenced,
     StoreInUse,
     WriteBatch,
+    store_from_url,
 )
 from tests.unit.store.records import (
     T0,
@@ -381,6 +382,24 @@ async def test_without_notifications_nothing_is_sent_or_heard(replica: Open, pos
     assert heard.empty()
 
 
-def test_postgres_store_is_a_replica_store() -> None:
+async def test_the_first_replica_to_recover_takes_what_a_server_without_replicas_left(
+    replica: Open, postgres_url: str
+) -> None:
+    async with PostgresStore(postgres_url) as single:
+        left, done = await _submit(single), await _submit(single)
+        await write(single, WriteBatch(executions=[execution_succeeded(done.execution, AT)]))
+    a, b = await replica("a"), await replica("b")
+    assert (await a.recover()).cold == cold_entries(left)
+    assert (await b.recover()).cold == []
+    assert await _holders(postgres_url) == {left.execution.id: ("a", ""), done.execution.id: ("", "")}
+
+
+def test_a_replica_store_is_made_from_a_postgresql_url_only() -> None:
     store: ReplicaStore = PostgresStore("postgresql://localhost/db", replica="a")
     assert store.replica == "a"
+    made = store_from_url("postgresql://localhost/db", replica="b", notify=False)
+    assert isinstance(made, PostgresStore)
+    assert (made.replica, made.lease.row.table, made._notify) == ("b", "taskwire_replicas", False)
+    assert store_from_url("postgresql://localhost/db").lease.row.table == "taskwire_owner"  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="replicas need a PostgreSQL store"):
+        store_from_url("sqlite:db.sqlite3", replica="a")
