@@ -310,11 +310,12 @@ async def test_a_lapsed_replica_is_adopted_by_one_replica_and_then_changes_nothi
     assert await a.lapsed_replicas() == []
     assert await a.adopt("c") is None
 
+    # Its next write, whichever it is, is refused and stops it; every later one too.
     with pytest.raises(StoreFenced, match=rf"took over replica 'c' of the database: {winner.replica} holds it"):
-        await write(c, submit_batch(pending_execution()))
+        await c.claim(["h:1"], 10)
     assert [type(error) for error in lost] == [StoreFenced]
     with pytest.raises(StoreFenced):
-        await c.send("a", "refused", {"executions": []})
+        await write(c, submit_batch(pending_execution()))
 
     again = await replica("c", holder="process-c2")  # a restart under the name: taken afresh, holding nothing
     assert again.lease.epoch == 3
@@ -354,6 +355,12 @@ async def test_listen_hears_mail_ready_work_history_and_a_lost_connection(replic
     assert notices == {("ready", "h:1"), ("ready", "h:2"), ("history", new.execution.id)}
     await write(a, WriteBatch(events=[event(new.execution.id, 2)]))
     assert await next_notice() == ("history", new.execution.id)
+    retried = replace(new.task_runs[1], updated_at=AT)  # a task run written PENDING again (a retry)
+    await write(a, WriteBatch(task_runs=[retried, succeeded(running(new.task_runs[0], AT), AT)]))
+    assert await next_notice() == ("ready", "h:2")
+    many = [pending_execution(handlers=("h:3",)) for _ in range(800)]  # their ids pass 7,000 bytes
+    await write(a, WriteBatch(new_executions=many, events=[event(m.execution.id, 1) for m in many]))
+    assert {await next_notice() for _ in range(2)} == {("ready", "h:3"), ("history", "*")}
 
     await _sql(
         postgres_url,
