@@ -36,6 +36,7 @@ from ._edge import RejectionLog, add_service
 from ._history_wire import ProtoHistoryCodec
 from ._http import HttpEndpoint
 from ._metrics import CallMetrics, EngineGauges, ServerMetrics
+from ._replicas import Replicas
 from ._servicers import TaskService
 from ._tls import CertificateFiles, listen_refusal, server_credentials
 from ._worker_servicer import WorkerService
@@ -77,7 +78,13 @@ class TaskwireServer:
     def __init__(self, config: ServerConfig, *, store: Store | None = None, clock: Clock | None = None) -> None:
         self.config = config
         self._store: Store = store or (
-            store_from_url(config.store_url, standby=config.standby, lease_s=config.store_lease.total_seconds())
+            store_from_url(
+                config.store_url,
+                standby=config.standby,
+                lease_s=config.store_lease.total_seconds(),
+                replica=config.replica,
+                notify=config.store_notify,
+            )
             if config.store_url
             else SqliteStore(config.db_path)
         )
@@ -91,7 +98,9 @@ class TaskwireServer:
             clock=clock,
             on_fatal=self._on_fatal,
             observer=ServerMetrics(registry) if registry is not None else None,
+            replica=self._store if config.replica and isinstance(self._store, PostgresStore) else None,
         )
+        self._replicas: Replicas | None = None
         self._http: HttpEndpoint | None = None
         self._interceptors: list[grpc.aio.ServerInterceptor] = []
         if registry is not None:
@@ -173,6 +182,14 @@ class TaskwireServer:
                 self.metrics_address = await self._http.start(self.config.metrics_listen)
             await self._store.open()
             await self.engine.start()
+            if self.engine.replica_store is not None:
+                self._replicas = Replicas(
+                    engine=self.engine,
+                    store=self.engine.replica_store,
+                    lease_s=self.config.store_lease.total_seconds(),
+                    notify=self.config.store_notify,
+                )
+                await self._replicas.start()
         except BaseException:
             await server.stop(None)  # never started: this only releases the port
             if self._http is not None:
@@ -218,6 +235,8 @@ class TaskwireServer:
             if self._stopped.is_set():
                 return
             try:
+                if self._replicas is not None:
+                    await self._replicas.close()
                 await self.engine.close()
             finally:  # whatever closing the engine met, the server stops
                 if self._grpc is not None:

@@ -19,6 +19,8 @@ _RATE_LIMIT = re.compile(r"^([A-Za-z0-9_.\-]{1,128})=(\d+)/(\d*\.?\d*)([smhd])(?
 
 # The shortest --store-lease: the lease is also the idle-in-transaction limit of the writing connection.
 MIN_STORE_LEASE = timedelta(seconds=1)
+# The longest replica name (it is also a key of the database's rows and channels).
+MAX_REPLICA_NAME = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,12 @@ class ServerConfig:
     # PostgreSQL: when another server holds the database, wait (no port bound) and take over when its lease
     # lapses, instead of refusing to start.
     standby: bool = False
+    # PostgreSQL: join the database as one of several active replicas under this name (docs/deploy.md);
+    # empty: the one server of its database (with standbys).
+    replica: str = ""
+    # PostgreSQL replicas: tell each other of new work, cancels and history at once (LISTEN/NOTIFY); off:
+    # poll only (behind a pooler in transaction mode, which does not pass notifications on).
+    store_notify: bool = True
     queue_capacity: int = 10_000
     # Queued task runs held in memory. Beyond this, executions that wait untouched in the queue are
     # dropped from memory once durable and read back from the store in batches when their turn comes:
@@ -119,6 +127,20 @@ class ServerConfig:
             raise ValueError("max payload bytes must be at least 1")
         if self.standby and not self.store_url.startswith(("postgresql://", "postgres://")):
             raise ValueError("--standby needs a PostgreSQL store (--store postgresql://…)")
+        if self.replica:
+            if not self.store_url.startswith(("postgresql://", "postgres://")):
+                raise ValueError("--replica needs a PostgreSQL store (--store postgresql://…)")
+            if self.standby:
+                raise ValueError("--replica and --standby exclude each other: every replica is active")
+            if (
+                len(self.replica) > MAX_REPLICA_NAME
+                or not self.replica.isprintable()
+                or self.replica.strip() != self.replica
+            ):
+                raise ValueError(
+                    f"--replica must be a printable name of at most {MAX_REPLICA_NAME} characters, without spaces "
+                    f"around it; got {self.replica!r}"
+                )
         for name in ("heartbeat_interval", "lease_timeout", "cancel_grace"):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"{name.replace('_', ' ')} must be positive")

@@ -121,6 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
         "over when its lease lapses, instead of refusing to start [TASKWIRE_STANDBY]",
     )
     add(
+        "--replica",
+        metavar="NAME",
+        default=_env("TASKWIRE_REPLICA", ""),
+        help="PostgreSQL: run as one of several active replicas of the database, named NAME (unique among them; "
+        "a replica restarted under its name takes its work back); clients and workers may use any replica "
+        "[TASKWIRE_REPLICA]",
+    )
+    add(
+        "--store-notify",
+        choices=("on", "off"),
+        default=_env("TASKWIRE_STORE_NOTIFY", "on"),
+        help="PostgreSQL replicas: tell each other of new work, cancels and history at once with LISTEN/NOTIFY "
+        "(on), or only poll (off: behind a pooler in transaction mode) [TASKWIRE_STORE_NOTIFY] "
+        "(default: %(default)s)",
+    )
+    add(
         "--store-lease",
         type=_seconds("store lease"),
         default=_env("TASKWIRE_STORE_LEASE", "10"),
@@ -281,6 +297,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         db_path=args.db if args.db is not None else Path(_env("TASKWIRE_DB", str(DEFAULT_DB))),
         store_url=_store_url(args),
         standby=args.standby,
+        replica=args.replica,
+        store_notify=args.store_notify == "on",
         store_lease=args.store_lease,
         queue_capacity=args.queue_capacity,
         hot_queue_size=args.hot_queue_size,

@@ -7,9 +7,10 @@ replica another one adopted, or that a restart under its name took over, changes
 
 - Claims: a replica with idle slots marks *movable* executions of other live replicas as claimed by it
   (`FOR UPDATE SKIP LOCKED`: two claimers never get the same one) and mails each holder a `claim`; the holder
-  `give`s (holder := claimer) or refuses them and mails the claimer `given` / `refused`. Movable is what the
-  cold tier keeps out of memory (`COLD_EXECUTION_SQL`, no task run matching `NOT_COLD_TASK_RUN_SQL`): nothing but a
-  dispatch can change it.
+  `give`s (holder := claimer) or refuses them and mails the claimer `given` / `refused`. Movable: unfinished, not
+  closing (no cancel under way), a task run PENDING for one of the claimer's handlers, and no attempt running
+  (no task run RUNNING): nothing a worker of the holder runs moves. The new holder recovers it as a restart does
+  (timers armed again).
 - Mail: `taskwire_mail`, read oldest first and deleted once applied (at-least-once); `send` notifies the
   recipient's channel (`mail_channel`) in the same transaction, delivered at commit.
 - Death: the leader (`lead`: the one row of `taskwire_leader`, a lease on the database's clock) lists the
@@ -34,7 +35,7 @@ from typing import Any, Final, TypeVar
 import asyncpg
 
 from ._postgres_lease import OwnerLease, lock_free, replica_lock_class
-from ._postgres_queries import COLD_E, NOT_COLD_O, recover
+from ._postgres_queries import recover
 from ._postgres_schema import TERMINAL_SQL
 from ._postgres_text import from_db, to_db
 from ._protocol import Mail, RecoveredState, StoreError
@@ -55,9 +56,10 @@ _PING_S: Final = 5.0  # how often the listening connection is checked (a cut con
 _ALIVE: Final = "r.adopted_by = '' AND r.lease_until >= now()"
 _CLAIM: Final = (
     "WITH picked AS (SELECT e.id, e.holder FROM executions AS e JOIN taskwire_replicas AS r ON r.name = e.holder "
-    f"WHERE e.holder <> $1 AND e.claimed_by = '' AND e.state NOT IN {TERMINAL_SQL} AND {COLD_E} AND {_ALIVE} "
-    "AND EXISTS (SELECT 1 FROM task_runs AS t WHERE t.execution_id = e.id AND t.handler = ANY($2::text[])) "
-    f"AND NOT EXISTS (SELECT 1 FROM task_runs AS o WHERE o.execution_id = e.id AND {NOT_COLD_O}) "
+    f"WHERE e.holder <> $1 AND e.claimed_by = '' AND e.state NOT IN {TERMINAL_SQL} AND e.closing IS NULL AND {_ALIVE} "
+    "AND EXISTS (SELECT 1 FROM task_runs AS t WHERE t.execution_id = e.id AND t.state = 'PENDING' "
+    "AND t.handler = ANY($2::text[])) "
+    "AND NOT EXISTS (SELECT 1 FROM task_runs AS o WHERE o.execution_id = e.id AND o.state = 'RUNNING') "
     "ORDER BY e.seq LIMIT $3 FOR UPDATE OF e SKIP LOCKED) "
     "UPDATE executions AS x SET claimed_by = $1 FROM picked WHERE x.id = picked.id RETURNING x.id, picked.holder"
 )
@@ -200,21 +202,21 @@ class ReplicaMethods:
         log.info("replica %s adopted replica %s and its %d unfinished executions", me, dead, len(moved))
         return await self._read(recover, me, moved)
 
-    async def claim(self, handlers: Sequence[str], limit: int) -> int:
+    async def claim(self, handlers: Sequence[str], limit: int) -> list[str]:
         """Claim up to `limit` movable executions of other live replicas with a task run of one of `handlers`, oldest
-        first, and mail each holder a `claim`; how many were claimed."""
+        first, and mail each holder a `claim`; the ids claimed."""
         me = self._replica_name("claim")
         if limit <= 0 or not handlers:
-            return 0
+            return []
 
-        async def claim(conn: Any) -> int:
+        async def claim(conn: Any) -> list[str]:
             rows = await conn.fetch(_CLAIM, me, [to_db(handler) for handler in handlers], limit)
             by_holder: dict[str, list[str]] = {}
             for execution_id, holder in rows:
                 by_holder.setdefault(holder, []).append(from_db(execution_id))
             for holder, ids in by_holder.items():
                 await _send(conn, holder, "claim", {"by": me, "executions": ids}, notify=self._notify)
-            return len(rows)
+            return [execution_id for ids in by_holder.values() for execution_id in ids]
 
         return await self._fenced(claim)
 

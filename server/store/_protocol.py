@@ -237,7 +237,7 @@ class ReplicaStore(Protocol):
         """Fence `dead` and move its unfinished executions, its mail and its claims here; what it held, as a recovery
         reads it. None when another replica adopted it first (or it is alive again)."""
 
-    async def claim(self, handlers: Sequence[str], limit: int) -> int:
+    async def claim(self, handlers: Sequence[str], limit: int) -> list[str]:
         """Claim up to `limit` movable executions of other live replicas with a task run of one of `handlers`, oldest
         first; each holder is mailed a `claim`. How many were claimed."""
 

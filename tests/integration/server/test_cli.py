@@ -80,6 +80,23 @@ STORE_REFUSALS = {
     "sqlite-with-a-host": (["--store", "sqlite://host/db"], ["names a host"]),
     "store-and-db": (["--store", "sqlite:x.db", "--db", "y.db"], ["--db and --store"]),
     "standby-on-sqlite": (["--db", "x.db", "--standby"], ["--standby needs a PostgreSQL store"]),
+    "replica-on-sqlite": (["--db", "x.db", "--replica", "r1"], ["--replica needs a PostgreSQL store"]),
+    "replica-and-standby": (
+        ["--store", "postgresql://tw:s3cret@db/tw", "--replica", "r1", "--standby"],
+        ["--replica and --standby exclude each other"],
+    ),
+    "replica-name-with-spaces": (
+        ["--store", "postgresql://tw:s3cret@db/tw", "--replica", " r1"],
+        ["--replica must be a printable name", "' r1'"],
+    ),
+    "replica-name-too-long": (
+        ["--store", "postgresql://tw:s3cret@db/tw", "--replica", "r" * 101],
+        ["--replica must be a printable name of at most 100 characters"],
+    ),
+    "store-notify-maybe": (
+        ["--store", "postgresql://tw:s3cret@db/tw", "--store-notify", "maybe"],
+        ["--store-notify", "'maybe'"],
+    ),
     "no-store-lease": (["--store", "postgresql://tw:s3cret@db/tw", "--store-lease", "0"], ["store lease must be"]),
     "short-store-lease": (
         ["--store", "postgresql://tw:s3cret@db/tw", "--store-lease", "0.5"],

@@ -1,0 +1,206 @@
+"""What a replica does beside its engine: the work between replicas, all through the shared PostgreSQL database.
+
+Several `taskwire-server --replica NAME` processes share one database, all active (docs/deploy.md). Each
+execution is held by one replica, which runs it in its engine as a lone server would. This coordinator is
+the rest, four loops, each woken by the database's notifications (LISTEN/NOTIFY) and polling as well, so
+that a lost notification, or a pooler that passes none (`--store-notify off`), only slows it down:
+
+- **mail**: what other replicas ask of this one, applied in order, then deleted (every kind is
+  idempotent): a `cancel` of an execution held here; a `claim` of movable executions by a replica with idle
+  workers (given, or refused when they started meanwhile); `given` executions (loaded into the engine);
+  `refused` claims (claim again).
+- **claims**: while local workers have free slots for a handler with nothing queued here, claim that many
+  movable executions of other replicas (`FOR UPDATE SKIP LOCKED` in the store), less those claimed and
+  not answered yet.
+- **feed**: events other replicas committed, for the executions this replica's watchers and waiters follow
+  and it does not hold, published on its bus.
+- **leader**: the replica holding the leader row adopts the work of replicas whose lease lapsed (killed,
+  paused, cut off) and runs schedules and retention; the others do neither.
+
+May use: the engine, the store's replica side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from .engine import Engine
+from .store import Mail, ReplicaStore, StoreClosed, StoreError
+from .store._postgres import StoreFenced
+
+log = logging.getLogger(__name__)
+
+# At most this many executions claimed in one claim.
+_CLAIM_BATCH = 256
+# Polls: how often each loop looks without being woken (with notifications on, and off).
+_POLL_S = {True: 1.0, False: 0.2}
+_CLAIM_POLL_S = 0.5
+# A claim no answer came for in this long (its holder died, and its adopter refused it to nobody) no longer
+# counts against the free slots.
+_CLAIM_ANSWER_S = 30.0
+_RETRY_S = 0.5
+
+
+class Replicas:
+    """The loops of one replica; `start` once the engine runs, `close` before it stops."""
+
+    def __init__(self, *, engine: Engine, store: ReplicaStore, lease_s: float, notify: bool) -> None:
+        self._engine = engine
+        self._store = store
+        self._lease_s = lease_s
+        self._notify = notify
+        self._poll_s = _POLL_S[notify]
+        self._mail = asyncio.Event()
+        self._claim = asyncio.Event()
+        self._feed = asyncio.Event()
+        self._followed: set[str] = set()
+        self._feed_all = False
+        # Claimed executions not answered yet, with when they were claimed.
+        self._claimed: dict[str, float] = {}
+        self._claimed_count = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self.leading = False
+
+    async def start(self) -> None:
+        if self._notify:
+            await self._store.listen(self._notice)
+        self._engine.on_idle = self._claim.set
+        self._spawn("mail", self._mail_loop)
+        self._spawn("claims", self._claim_loop)
+        self._spawn("feed", self._feed_loop)
+        self._spawn("leader", self._lead_loop)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    def _spawn(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._tasks.append(asyncio.create_task(self._guarded(name, loop), name=f"taskwire-replica-{name}"))
+
+    async def _guarded(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Runs `loop` until the store closes or fences this replica (the server stops then); any other
+        error is logged once per failure and the loop starts again after a moment."""
+        while True:
+            try:
+                await loop()
+            except (StoreClosed, StoreFenced):
+                return
+            except StoreError as error:
+                log.warning("replica %s: %s; retrying", name, error)
+            except Exception:
+                log.exception("replica %s failed; retrying", name)
+            await asyncio.sleep(_RETRY_S)
+
+    def _notice(self, kind: str, payload: str) -> None:
+        if kind == "mail":
+            self._mail.set()
+        elif kind == "ready":
+            self._claim.set()
+        elif kind == "history":
+            if payload == "*":
+                self._feed_all = True
+            else:
+                self._followed.update(payload.split(","))
+            self._feed.set()
+        else:  # "lost": notifications may have been missed meanwhile; look at everything
+            self._feed_all = True
+            for event in (self._mail, self._claim, self._feed):
+                event.set()
+
+    @staticmethod
+    async def _woken(event: asyncio.Event, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await event.wait()
+        event.clear()
+
+    # ---- mail
+
+    async def _mail_loop(self) -> None:
+        while True:
+            await self._woken(self._mail, self._poll_s)
+            while mail := await self._store.take_mail():
+                for one in mail:
+                    await self._apply(one)
+                await self._store.done_mail([one.id for one in mail])
+
+    async def _apply(self, mail: Mail) -> None:
+        body = mail.body
+        try:
+            if mail.kind == "cancel":
+                await self._engine.cancel(str(body["execution_id"]), str(body.get("reason", "")))
+            elif mail.kind == "claim":
+                await self._engine.give_away([str(one) for one in body["executions"]], str(body["by"]))
+            elif mail.kind == "given":
+                ids = [str(one) for one in body["executions"]]
+                self._answered(ids)
+                adopted = self._engine.adopt(await self._store.load(ids))
+                log.debug("took %d executions given by another replica", adopted)
+            elif mail.kind == "refused":
+                self._answered([str(one) for one in body["executions"]])
+                self._claim.set()
+            else:
+                log.warning("replica mail of an unknown kind %r ignored", mail.kind)
+        except (StoreClosed, StoreFenced):
+            raise
+        except Exception as error:  # one mail that cannot be applied must not hold up the others
+            log.warning("replica mail %s %s not applied: %s", mail.kind, body, error)
+
+    # ---- claims
+
+    def _answered(self, ids: list[str]) -> None:
+        for execution_id in ids:
+            self._claimed.pop(execution_id, None)
+
+    async def _claim_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._woken(self._claim, _CLAIM_POLL_S)
+            now = loop.time()
+            for execution_id, since in list(self._claimed.items()):
+                if now - since > _CLAIM_ANSWER_S:
+                    del self._claimed[execution_id]
+            idle = self._engine.idle_handlers()
+            want = min(sum(idle.values()), _CLAIM_BATCH) - len(self._claimed)
+            if want <= 0:
+                continue
+            for execution_id in await self._store.claim(sorted(idle), want):
+                self._claimed[execution_id] = now
+
+    # ---- feed
+
+    async def _feed_loop(self) -> None:
+        while True:
+            await self._woken(self._feed, self._poll_s)
+            if self._feed_all or not self._notify:
+                self._feed_all = False
+                self._followed.clear()
+                await self._engine.follow_remote(None)
+            elif self._followed:
+                followed, self._followed = self._followed, set()
+                await self._engine.follow_remote(sorted(followed))
+            else:
+                await self._engine.follow_remote(None)  # the poll: a notification may have been lost
+
+    # ---- leader
+
+    async def _lead_loop(self) -> None:
+        while True:
+            leading = await self._store.lead()
+            if leading != self.leading:
+                log.info("this replica %s the leader", "is now" if leading else "is no longer")
+                self.leading = leading
+            self._engine.leading = leading
+            if leading:
+                for name in await self._store.lapsed_replicas():
+                    state = await self._store.adopt(name)
+                    if state is not None:
+                        count = self._engine.adopt(state)
+                        log.warning("replica %s stopped renewing its lease: took over its %d executions", name, count)
+            await asyncio.sleep(self._lease_s / 3)

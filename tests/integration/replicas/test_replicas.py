@@ -1,0 +1,180 @@
+"""Three active replicas on one PostgreSQL database: work, cancels and watches cross replicas; a replica killed
+or paused past its lease loses nothing and changes nothing.
+
+Each replica is a real `taskwire-server --replica NAME` on its own port; workers are real processes, each
+connected to one replica (or given all three, in turn, so that they spread and fail over). The fault tests end
+with the checker's lost, duplicated, stuck and leaked counts at zero.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from taskwire.v1 import types_pb2 as pb
+from tests.faults.checker import Fault, check
+from tests.faults.journal import journal_worker, read_journal
+from tests.faults.observe import slots_in_use, stored_executions
+from tests.faults.scenario import Load, quiesce
+from tests.harness import BIN, POSTGRESQL_ONLY, Cluster, ServerProcess, spawn, wait_for
+from tests.integration.server.support import Client, diamond, sleeper, spec, task
+from tests.postgres import PostgresCluster
+
+pytestmark = POSTGRESQL_ONLY
+
+STORE_LEASE_S = 2.0
+OPTIONS = (
+    *("--lease-timeout", "4", "--heartbeat-interval", "0.5", "--cancel-grace", "2"),
+    *("--store-lease", str(STORE_LEASE_S)),
+)
+KEEPALIVE = ("--keepalive", "1")
+
+
+def _replicas(procs: Cluster, *extra: str, count: int = 3) -> list[ServerProcess]:
+    return [procs.server(*OPTIONS, *extra, "--replica", f"r{number}") for number in range(1, count + 1)]
+
+
+@pytest.fixture
+def clients() -> Iterator[list[Client]]:
+    opened: list[Client] = []
+    yield opened
+    for client in opened:
+        client.close()
+
+
+def _client(clients: list[Client], server: ServerProcess) -> Client:
+    client = Client.of(server)
+    clients.append(client)
+    return client
+
+
+def _sql(postgres: PostgresCluster, procs: Cluster, query: str) -> str:
+    assert procs.store_url is not None
+    return postgres.psql(query, database=procs.store_url("taskwire.db").rsplit("/", 1)[1])
+
+
+def test_work_submitted_to_one_replica_runs_on_a_worker_of_another_and_a_third_watches_it(
+    procs: Cluster, clients: list[Client]
+) -> None:
+    r1, r2, r3 = _replicas(procs)
+    procs.worker(r2, slots=4)
+    submitter, watcher = _client(clients, r1), _client(clients, r3)
+    ids = [submitter.submit(spec(task("echo", input={"n": n}))).execution.id for n in range(20)]
+    ids.append(submitter.submit(diamond()).execution.id)
+    for execution_id in ids:
+        # A watch on r3, which holds none of them, follows each to its end, in order, from r1's and r2's commits.
+        events = watcher.history(execution_id, timeout_s=30)
+        sequences = [event.sequence for event in events]
+        assert sequences == list(range(1, len(events) + 1))
+        assert events[-1].execution_transition.to_state == pb.EXECUTION_STATE_SUCCESS
+        assert watcher.get(execution_id).state == pb.EXECUTION_STATE_SUCCESS
+
+
+def test_a_cancel_asked_on_one_replica_aborts_the_handler_on_a_worker_of_another(
+    procs: Cluster, clients: list[Client]
+) -> None:
+    # A cancel grace longer than the test's wait: the cancel ends only because the handler was aborted.
+    r1, r2, r3 = _replicas(procs, "--cancel-grace", "120")
+    procs.worker(r2, slots=2)
+    execution_id = _client(clients, r1).submit(sleeper(60)).execution.id
+    watcher = _client(clients, r3)
+    wait_for(
+        lambda: watcher.get(execution_id).state == pb.EXECUTION_STATE_RUNNING, what="the sleeper to run on r2's worker"
+    )
+    response = watcher.cancel(execution_id, "asked on r3")
+    assert response.execution.id == execution_id
+    final = watcher.wait_until_terminal(execution_id, timeout_s=20)
+    assert final.state == pb.EXECUTION_STATE_CANCELLED
+    assert _client(clients, r2).stats().running == 0
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_replica_under_load_loses_nothing(procs: Cluster, tmp_path: Path) -> None:
+    journal = tmp_path / "journal.jsonl"
+    replicas = _replicas(procs)
+    addresses = [replica.address for replica in replicas]
+    for index in range(3):
+        rotated = ",".join(addresses[index:] + addresses[:index])  # each worker first tries its own replica
+        journal_worker(procs, rotated, journal, *KEEPALIVE, name=f"w{index}", slots=6)
+    # Submitters use the first replica while it lives, then the next: it is the one killed.
+    load = Load(f"ipv4:{','.join(addresses)}", threads=4, per_thread=60, seconds=0.02, keepalive_s=1.0).start()
+    load.wait_acknowledged(40)
+    replicas[0].process.kill()
+    load.join()
+    survivor = replicas[1].address
+    wait_for(
+        lambda: _adopted(replicas[1:], "r1"), timeout_s=30, what="a surviving replica to take over r1's executions"
+    )
+    quiesce(survivor)
+    report = check(
+        submissions=load.submissions,
+        stored=stored_executions(survivor),
+        runs=read_journal(journal),
+        faults={Fault.SERVER_CRASH},
+        slots_in_use=_slots(replicas[1:]),
+    )
+    assert report.ok, str(report) + "\n" + "\n".join(r.process.output[-3000:] for r in replicas[1:])
+    assert report.acknowledged >= 40
+
+
+def _adopted(replicas: list[ServerProcess], name: str) -> bool:
+    return any(f"replica {name} stopped renewing its lease" in replica.process.output for replica in replicas)
+
+
+def _slots(replicas: list[ServerProcess]) -> dict[str, int]:
+    return {key: value for replica in replicas for key, value in slots_in_use(replica.address).items()}
+
+
+@pytest.mark.slow
+def test_a_replica_paused_past_its_lease_changes_nothing_when_it_resumes(
+    procs: Cluster, tmp_path: Path, postgres: PostgresCluster
+) -> None:
+    journal = tmp_path / "journal.jsonl"
+    r1, r2, r3 = _replicas(procs)
+    journal_worker(procs, f"{r2.address},{r3.address}", journal, *KEEPALIVE, name="w2", slots=4)
+    journal_worker(procs, f"{r3.address},{r1.address}", journal, *KEEPALIVE, name="w3", slots=4)
+    load = Load(f"ipv4:{r2.address},{r3.address}", threads=2, per_thread=10, seconds=0.5, keepalive_s=1.0).start()
+    load.wait_acknowledged(6)
+    r2.process.signal(signal.SIGSTOP)
+    wait_for(lambda: _adopted([r1, r3], "r2"), timeout_s=30, what="r2's executions to be taken over")
+    load.join()
+    quiesce(r3.address)
+    made = _sql(postgres, procs, _STATE_SQL)
+
+    r2.process.signal(signal.SIGCONT)
+    r2.process.wait_for_line("fenced:", timeout_s=30)
+    assert r2.process.wait(timeout_s=30) != 0, r2.process.output[-4000:]
+    assert _sql(postgres, procs, _STATE_SQL) == made  # nothing of what r2 had under way landed
+    assert _sql(postgres, procs, "SELECT count(*) FROM executions WHERE holder = 'r2'") == "0"
+
+    report = check(
+        submissions=load.submissions,
+        stored=stored_executions(r3.address),
+        runs=read_journal(journal),
+        faults={Fault.SERVER_PAUSE, Fault.SERVER_CRASH},
+        slots_in_use=_slots([r1, r3]),
+    )
+    assert report.ok, str(report)
+    assert report.acknowledged >= 6
+
+
+# Every row the replicas write, summed up: equal before and after the paused replica ran again.
+_STATE_SQL = (
+    "SELECT (SELECT count(*) FROM executions) || '/' || (SELECT count(*) FROM events) || '/' || "
+    "(SELECT coalesce(max(updated_at), 0) FROM executions) || '/' || "
+    "(SELECT coalesce(sum(updated_at), 0) FROM task_runs) || '/' || "
+    "(SELECT md5(coalesce(string_agg(id || state || attempts, ',' ORDER BY id), '')) FROM task_runs)"
+)
+
+
+def test_a_second_replica_under_a_name_in_use_is_refused(procs: Cluster) -> None:
+    procs.server(*OPTIONS, "--replica", "r1")
+    assert procs.store_url is not None
+    store = procs.store_url("taskwire.db")
+    second = spawn([str(BIN / "taskwire-server"), "--listen", "127.0.0.1:0", "--store", store, "--replica", "r1"])
+    procs.processes.append(second)
+    assert second.wait() == 1
+    assert "r1" in second.output
