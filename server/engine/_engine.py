@@ -14,6 +14,7 @@ what each owns (docs/engine.md has the picture):
 - `_retention`: finished executions deleted once older than the retention.
 - `_schedules`: executions started on a cron schedule (catch-up, overlap policy).
 - `_waits`: waiting for a set of executions to end.
+- `_replicas`: adopting, giving away and following executions, for replicas sharing one database.
 - `_admission` (the bounded queue's capacity), `_sessions` (what a worker's
   stream is to the engine), `_bus` (live events to watchers), `_timers` and
   `_clock` (time, from one seam), `_ids`.
@@ -45,7 +46,15 @@ from taskwire.server.domain import (
     State,
     rerun_spec,
 )
-from taskwire.server.store import Committer, EventRecord, ExecutionPage, ExecutionSnapshot, Store
+from taskwire.server.store import (
+    Committer,
+    EventRecord,
+    ExecutionPage,
+    ExecutionSnapshot,
+    RecoveredState,
+    ReplicaStore,
+    Store,
+)
 
 from ._admission import AdmissionQueue
 from ._bulk import BulkResult, Deletions, cancel_matching, delete_matching
@@ -59,7 +68,8 @@ from ._live import Executions, Figures, LiveExecution
 from ._observer import Observer, Unobserved
 from ._rates import RateLimits
 from ._ready import ReadyQueues
-from ._recovery import recover
+from ._recovery import merge, recover
+from ._replicas import Forwarded, Replicas
 from ._retention import Retention
 from ._schedules import Schedules
 from ._sessions import Welcome, WorkerHello, WorkerLink, WorkerReport, WorkerSession
@@ -84,7 +94,9 @@ class Engine:
         clock: Clock | None = None,
         on_fatal: Callable[[BaseException], None] | None = None,
         observer: Observer | None = None,
+        replica: ReplicaStore | None = None,
     ) -> None:
+        """`replica`: this server is one of several replicas sharing the store (see `_replicas`)."""
         self._store = store
         self._config = config
         self._clock: Clock = clock or SystemClock()
@@ -165,6 +177,26 @@ class Engine:
         self.schedules.cancel = self.cancel
         self.schedules.active = self._active
         self._closed = False
+        self.replica_store = replica
+        self._leading = replica is None  # set by the server in replica mode
+        self.schedules.leading = self.retention.leading = lambda: self._leading
+        self._replicas = (
+            None
+            if replica is None
+            else Replicas(
+                replica_store=replica,
+                store=store,
+                committer=self._committer,
+                bus=self.bus,
+                executions=executions,
+                pool=self._pool,
+                cold=self._cold,
+                dispatcher=self._dispatcher,
+                schedules=self.schedules,
+                merge=self.adopt,
+                forget_key=self._submits.forget_key,
+            )
+        )
 
     # ---- Lifecycle ------------------------------------------------------------------------------
 
@@ -228,6 +260,8 @@ class Engine:
         self.bus.close()
         await self.retention.close()
         await self.schedules.close()
+        if self._replicas is not None:
+            await self._replicas.close()
         await self._cold.close()
         await self._timers.close()
         await self._committer.close()
@@ -295,8 +329,11 @@ class Engine:
         return self._history.watch_all(EventFilter(handler, frozenset(states)))
 
     async def cancel(self, execution_id: str, reason: str) -> tuple[ExecutionSnapshot, bool]:
-        """Cancel an execution; returns it after the request and whether it was already terminal."""
+        """Cancel an execution; returns it after the request and whether it was already terminal. One that
+        another replica holds: its holder is mailed the cancel, and the stored snapshot is returned."""
         requested = await self._request_cancel(execution_id, reason)
+        if isinstance(requested, Forwarded):
+            return requested.snapshot, False
         if isinstance(requested, ExecutionSnapshot):
             return requested, True
         await self._committer.durable()
@@ -316,11 +353,16 @@ class Engine:
             await self._committer.durable()
         return cancelled
 
-    async def _request_cancel(self, execution_id: str, reason: str) -> LiveExecution | ExecutionSnapshot:
-        """The live execution the cancel was applied to (not durable yet), or the snapshot of one that ended."""
+    async def _request_cancel(self, execution_id: str, reason: str) -> LiveExecution | ExecutionSnapshot | Forwarded:
+        """The live execution the cancel was applied to (not durable yet), or the snapshot of one that ended,
+        or the cancel forwarded to the replica that holds the execution."""
         executions = self._executions
         if execution_id not in executions.by_id:
             await self._cold.load([execution_id])  # a cold one comes back; anything else stays where it is
+            if self._replicas is not None and execution_id not in executions.by_id:
+                forwarded = await self._replicas.cancel_elsewhere(execution_id, reason)
+                if forwarded is not None:
+                    return forwarded
         live = executions.by_id.get(execution_id)
         if live is None or live.execution.state.is_terminal:
             snapshot = live.snapshot() if live is not None else await self._store.get_execution(execution_id)
@@ -375,13 +417,52 @@ class Engine:
         """Delete finished executions as `delete` does, in one commit; see `Deletions.delete_many`."""
         return await self._deletions.delete_many(execution_ids)
 
+    # ---- Replicas (see `_replicas`) ------------------------------------------------------------------
+
+    @property
+    def leading(self) -> bool:
+        """Whether this server fires schedules and deletes by retention: always outside replica mode."""
+        return self._leading
+
+    @leading.setter
+    def leading(self, leading: bool) -> None:
+        if leading and not self._leading and self._replicas is not None:
+            self._replicas.began_leading()
+        self._leading = leading
+
+    def adopt(self, state: RecoveredState) -> int:
+        """Merge executions read from the store (a dead replica's, or given to this one) as a recovery does;
+        those held here already are skipped. Returns how many were merged (cold ones included)."""
+        merged = merge(state, executions=self._executions, pool=self._pool, cold=self._cold, ready=self._ready)
+        for live in merged.merged:
+            self._executions.settle(live)
+        self._dispatcher.schedule_pump()
+        return merged.executions + merged.cold
+
+    async def give_away(self, execution_ids: Sequence[str], to: str) -> list[str]:
+        """Give replica `to` those of the executions that only a dispatch can change; the ids it got."""
+        return await self._replica_room().give_away(execution_ids, to)
+
+    def idle_handlers(self) -> dict[str, int]:
+        """Free slots of the local workers per handler with nothing queued here."""
+        return self._replica_room().idle_handlers()
+
+    async def follow_remote(self, execution_ids: Sequence[str] | None) -> None:
+        """Publish here what other replicas committed for executions watched or waited for here."""
+        await self._replica_room().follow_remote(execution_ids)
+
+    def _replica_room(self) -> Replicas:
+        if self._replicas is None:
+            raise RuntimeError("this engine is not a replica (Engine(replica=...))")
+        return self._replicas
+
     # ---- Hooks of the schedules room --------------------------------------------------------------
 
     def _retired(self, live: LiveExecution) -> None:
         """A finished execution left memory (its end is durable)."""
         if self.bus.awaited(live.execution.id):
             self.bus.ended(live.snapshot())
-        self._submits.forget_key(live)
+        self._submits.forget_key(live.execution)
         self.schedules.execution_ended(live.execution.id, live.execution.metadata)
 
     async def _submit_fire(self, spec: ExecutionSpec, fingerprint: str) -> tuple[str, bool]:

@@ -8,10 +8,10 @@ commit is a group of `WriteBatch`es that is durable (committed, fsynced) before 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from taskwire.server.domain import Execution, Schedule, State, TaskRun, TaskwireError
 
@@ -210,3 +210,40 @@ class Store(Protocol):
     async def load_schedules(self) -> list[Schedule]:
         """Every stored schedule, by name. Schedules are written through `commit` (`WriteBatch.schedules`,
         `WriteBatch.deleted_schedules`); the engine holds them all in memory from start on."""
+
+
+@dataclass(frozen=True, slots=True)
+class Mail:
+    id: int
+    kind: str  # "cancel" | "claim" | "given" | "refused"
+    body: dict[str, Any]
+
+
+class ReplicaStore(Protocol):  # in server/store/_protocol.py; PostgresStore implements it
+    replica: str  # this replica's name
+
+    async def lapsed_replicas(self) -> list[str]: ...
+
+    async def adopt(self, dead: str) -> RecoveredState | None: ...  # None: another replica adopted it first
+
+    async def claim(self, handlers: Sequence[str], limit: int) -> int: ...
+
+    async def give(self, given: Sequence[str], refused: Sequence[str], to: str) -> list[str]: ...  # ids moved
+
+    async def load(self, execution_ids: Sequence[str]) -> RecoveredState: ...  # those held by me
+
+    async def send(self, recipient: str, kind: str, body: dict[str, Any]) -> None: ...
+
+    async def take_mail(self, limit: int = 500) -> list[Mail]: ...
+
+    async def done_mail(self, ids: Sequence[int]) -> None: ...
+
+    async def holder_of(self, execution_id: str) -> str: ...  # '' when unknown or finished
+
+    async def lead(self) -> bool: ...  # take or renew the leader row; True while this replica leads
+
+    async def listen(self, on_notice: Callable[[str, str], None]) -> None: ...
+
+    # starts a background LISTEN connection (returns once listening); on_notice(kind, payload):
+    # kind "mail" (this replica's channel), "ready" (payload handler), "history" (payload ids or "*"),
+    # "lost" (the connection was lost and is back: poll everything). Does nothing when notify=False.
