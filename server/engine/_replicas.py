@@ -1,6 +1,6 @@
 """Replicas: what the engine does for several active servers that share one PostgreSQL database.
 
-Each execution is held by one replica, which runs it as a single server would (docs/replicas.md). The
+Each execution is held by one replica, which runs it as a single server would. The
 rest of the engine does not know about replicas; this room is what it does beyond that:
 
 - **Adopt** (`adopt`): executions taken over from a replica that died, or given by another one, are
@@ -23,8 +23,8 @@ rest of the engine does not know about replicas; this room is what it does beyon
   lead it reads the schedules again and catches them up.
 
 May use: the replica store, the store (reads), the committer, the bus, the live executions, the worker
-pool, the cold tier, the ready queues, the dispatcher, the schedules; two hooks (merge a recovered
-state; forget an idempotency key).
+pool, the cold tier, the ready queues, the dispatcher, the schedules, the recovery's merge; one hook
+(forget an idempotency key).
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ from ._bus import EventBus
 from ._cold import ColdTier, is_coldable
 from ._dispatch import Dispatcher
 from ._live import Executions
+from ._ready import ReadyQueues
+from ._recovery import merge
 from ._schedules import Schedules
 from ._workers import WorkerPool
 
@@ -60,32 +62,49 @@ class Replicas:
     def __init__(
         self,
         *,
-        replica_store: ReplicaStore,
+        replica_store: ReplicaStore | None,
         store: Store,
         committer: Committer,
         bus: EventBus,
         executions: Executions,
         pool: WorkerPool,
         cold: ColdTier,
+        ready: ReadyQueues,
         dispatcher: Dispatcher,
         schedules: Schedules,
-        merge: Callable[[RecoveredState], int],
         forget_key: Callable[[Execution], None],
     ) -> None:
-        self.replica_store = replica_store
+        self.replica_store = replica_store  # None: a single server
+        self.leading = replica_store is None  # set by the server in replica mode
         self._store = store
         self._committer = committer
         self._bus = bus
         self._executions = executions
         self._pool = pool
         self._cold = cold
+        self._ready = ready
         self._dispatcher = dispatcher
         self._schedules = schedules
-        self._merge = merge
         self._forget_key = forget_key
         self._followed: dict[str, int] = {}  # execution id -> the last sequence published here
         self._following = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def _replica_store(self) -> ReplicaStore:
+        if self.replica_store is None:
+            raise RuntimeError("this engine is not a replica (Engine(replica=...))")
+        return self.replica_store
+
+    # ---- Adopting -------------------------------------------------------------------------------
+
+    def adopt(self, state: RecoveredState) -> int:
+        """Merge the executions of `state` not held yet; settle them and let dispatch go on."""
+        merged = merge(state, executions=self._executions, pool=self._pool, cold=self._cold, ready=self._ready)
+        for live in merged.merged:
+            self._executions.settle(live)
+        self._dispatcher.schedule_pump()
+        return merged.executions + merged.cold
 
     # ---- Giving away ----------------------------------------------------------------------------
 
@@ -107,14 +126,14 @@ class Replicas:
         self._dispatcher.schedule_pump()  # drops the places of those given, where workers are free
         await self._committer.flush()
         try:
-            moved = await self.replica_store.give(given, refused, to)
+            moved = await self._replica_store.give(given, refused, to)
         except Exception:
-            self._take_back(given, await self.replica_store.load(given))
+            self._take_back(given, await self._replica_store.load(given))
             raise
         moved_ids = set(moved)
         kept = [e for e in given if e not in moved_ids]
         if kept:  # `to` is gone: they stay here
-            self._take_back(kept, await self.replica_store.load(kept))
+            self._take_back(kept, await self._replica_store.load(kept))
         return moved
 
     def _give_live(self, execution_id: str) -> bool:
@@ -136,7 +155,7 @@ class Replicas:
         return True
 
     def _take_back(self, execution_ids: list[str], state: RecoveredState) -> None:
-        taken = self._merge(state)
+        taken = self.adopt(state)
         if taken < len(execution_ids):
             log.warning("%d executions given away were not moved and could not be loaded back", len(execution_ids))
 
@@ -206,12 +225,12 @@ class Replicas:
         snapshot = await self._store.get_execution(execution_id)
         if snapshot is None or snapshot.execution.state.is_terminal:
             return None
-        replica_store = self.replica_store
+        replica_store = self._replica_store
         holder = await replica_store.holder_of(execution_id)
         if not holder:
             return None
         if holder == replica_store.replica:  # given to this one, and its mail not read yet
-            self._merge(await replica_store.load([execution_id]))
+            self.adopt(await replica_store.load([execution_id]))
             await self._cold.load([execution_id])  # it may have come back cold
             return None
         await replica_store.send(holder, "cancel", {"execution_id": execution_id, "reason": reason})
@@ -219,8 +238,14 @@ class Replicas:
 
     # ---- Leading --------------------------------------------------------------------------------
 
-    def began_leading(self) -> None:
-        """Schedules: read them again (another replica may have changed them) and catch them up."""
+    def set_leading(self, leading: bool) -> None:
+        """On beginning to lead, the schedules are read again (another replica may have changed them) and
+        caught up."""
+        if leading and not self.leading and self.replica_store is not None:
+            self._take_over()
+        self.leading = leading
+
+    def _take_over(self) -> None:
 
         async def take_over() -> None:
             try:
