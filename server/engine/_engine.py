@@ -239,9 +239,9 @@ class Engine:
         self._dispatcher.closed = True
         self._pool.close()
         self.bus.close()
+        await self._replicas.close()
         await self.retention.close()
         await self.schedules.close()
-        await self._replicas.close()
         await self._cold.close()
         await self._timers.close()
         await self._committer.close()

@@ -89,6 +89,7 @@ class Replicas:
         self._followed: dict[str, int] = {}  # execution id -> the last sequence published here
         self._following = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     @property
     def _replica_store(self) -> ReplicaStore:
@@ -110,6 +111,7 @@ class Replicas:
 
     async def give_away(self, execution_ids: Sequence[str], to: str) -> list[str]:
         """Give `to` those of the executions that are movable; refuse the rest. Returns the ids moved."""
+        replica_store = self._replica_store
         wanted = list(dict.fromkeys(execution_ids))
         given = [e for e in wanted if self._give_live(e)]
         first = set(given)
@@ -126,14 +128,14 @@ class Replicas:
         self._dispatcher.schedule_pump()  # drops the places of those given, where workers are free
         await self._committer.flush()
         try:
-            moved = await self._replica_store.give(given, refused, to)
+            moved = await replica_store.give(given, refused, to)
         except Exception:
-            self._take_back(given, await self._replica_store.load(given))
+            self._take_back(given, await replica_store.load(given))
             raise
         moved_ids = set(moved)
         kept = [e for e in given if e not in moved_ids]
         if kept:  # `to` is gone: they stay here
-            self._take_back(kept, await self._replica_store.load(kept))
+            self._take_back(kept, await replica_store.load(kept))
         return moved
 
     def _give_live(self, execution_id: str) -> bool:
@@ -241,11 +243,15 @@ class Replicas:
     def set_leading(self, leading: bool) -> None:
         """On beginning to lead, the schedules are read again (another replica may have changed them) and
         caught up."""
-        if leading and not self.leading and self.replica_store is not None:
+        if self.replica_store is None:
+            return  # a single server always leads
+        if leading and not self.leading:
             self._take_over()
         self.leading = leading
 
     def _take_over(self) -> None:
+        if self._closed:
+            return
 
         async def take_over() -> None:
             try:
@@ -261,6 +267,7 @@ class Replicas:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
+        self._closed = True
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -541,3 +541,13 @@ async def test_only_the_leading_replica_deletes_by_retention(
     a.rig.advance(a.engine.retention.interval_s)
     await until(lambda: a.engine.retention.deleted == 1, "the sweep")
     assert await directory.store.get_execution(execution_id) is None
+
+
+async def test_a_single_server_always_leads_and_gives_nothing_away(rig: Rig) -> None:
+    assert rig.engine.replica_store is None
+    rig.engine.leading = False
+    assert rig.engine.leading
+    execution_id = await rig.submit()
+    with pytest.raises(RuntimeError, match="not a replica"):
+        await rig.engine.give_away([execution_id], "b")
+    assert rig.engine.stats().queue.size == 1
