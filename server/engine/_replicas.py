@@ -157,9 +157,9 @@ class Replicas:
         return True
 
     def _take_back(self, execution_ids: list[str], state: RecoveredState) -> None:
-        taken = self.adopt(state)
-        if taken < len(execution_ids):
-            log.warning("%d executions given away were not moved and could not be loaded back", len(execution_ids))
+        missing = len(execution_ids) - self.adopt(state)
+        if missing > 0:  # the store no longer says this replica holds them
+            log.warning("%d executions not given away could not be loaded back", missing)
 
     # ---- Claiming -------------------------------------------------------------------------------
 
