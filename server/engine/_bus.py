@@ -153,14 +153,19 @@ class EventBus:
         """Whether anyone watches all executions (the history attaches scopes only then)."""
         return bool(self._all)
 
-    def publish(self, events: list[EventRecord]) -> None:
+    def followed(self) -> set[str]:
+        """The executions someone here watches or waits for the end of."""
+        return {*self._subscribers, *self._ends}
+
+    def publish(self, events: list[EventRecord], *, to_all: bool = True) -> None:
+        """`to_all` False: not to watchers of all executions (events committed by another replica)."""
         for event in events:
             for subscription in self._subscribers.get(event.execution_id, ()):
                 try:
                     subscription.queue.put_nowait(event)
                 except asyncio.QueueFull:
                     subscription.overflowed = True
-        if self._all:
+        if self._all and to_all:
             self._publish_all(events)
 
     def _publish_all(self, events: list[EventRecord]) -> None:

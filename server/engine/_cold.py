@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from taskwire.server.domain import DEFAULT_PRIORITY, State
-from taskwire.server.store import ColdTaskRun, Store
+from taskwire.server.store import ColdTaskRun, ExecutionSnapshot, Store
 
 from ._admission import AdmissionQueue
 from ._live import Executions, LiveExecution
@@ -92,6 +92,17 @@ class ColdTier:
             self._cold[task_run.task_run_id] = task_run.execution_id
             self._executions.figures.count_cold(handler)
             self._ready.push(handler, task_run.task_run_id)
+
+    def give_up(self, snapshot: ExecutionSnapshot) -> bool:
+        """A cold execution handed to another replica: its task runs are no longer cold nor counted (their
+        places in the ready queue are dropped when the dispatcher reaches them). False when it is not cold."""
+        task_runs = snapshot.task_runs
+        if not task_runs or not all(task_run.id in self._cold for task_run in task_runs):
+            return False
+        for task_run in task_runs:
+            del self._cold[task_run.id]
+            self._executions.figures.uncount_given(task_run.handler)
+        return True
 
     def maybe_freeze(self, live: LiveExecution) -> None:
         """After its first commit: let the execution leave memory if the queue is long and it may."""

@@ -1,22 +1,12 @@
 """The engine: the single writer of all taskwire state, composed of its rooms. What servicers call.
 
 It runs on one asyncio loop, so no two changes ever interleave. The rooms, and
-what each owns (docs/engine.md has the picture):
-
-- `_live`: the live executions; applying events through the pure transitions,
-  settling follow-ups, carrying out effects, the queue figures.
-- `_workers`: worker sessions, who holds which attempt, leases, fencing of reports.
-- `_dispatch`: the ready queues and matching them to free slots.
-- `_submits`: validation, admission, idempotency keys, new executions.
-- `_history`: numbering and recording history events; watch (replay, then live); watch all (live).
-- `_cold`: queued executions kept out of memory while the queue is long.
-- `_recovery`: the live state rebuilt from the store on start.
-- `_retention`: finished executions deleted once older than the retention.
-- `_schedules`: executions started on a cron schedule (catch-up, overlap policy).
-- `_waits`: waiting for a set of executions to end.
-- `_admission` (the bounded queue's capacity), `_sessions` (what a worker's
-  stream is to the engine), `_bus` (live events to watchers), `_timers` and
-  `_clock` (time, from one seam), `_ids`.
+what each owns (docs/engine.md has the picture and the table): `_live` (the live
+executions, applying events, the queue figures), `_workers` (sessions, who holds
+which attempt, leases), `_dispatch`, `_ready`, `_submits`, `_history` (numbering,
+watch), `_cold` (queued executions out of memory), `_recovery`, `_retention`,
+`_schedules`, `_waits`, `_bulk`, `_replicas` (several replicas on one database),
+`_stats`, `_admission`, `_sessions`, `_bus`, `_timers`, `_clock`, `_ids`.
 
 This module wires them together (a room's hooks point at another room's
 methods, so that no two rooms import each other) and holds the lifecycle,
@@ -33,7 +23,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 
-from taskwire.common import MAX_KEY_STATS, ExecutionFilter, HandlerStats, Stats
+from taskwire.common import MAX_KEY_STATS, ExecutionFilter, Stats
 from taskwire.server._config import ServerConfig
 from taskwire.server.domain import (
     CancellationRequested,
@@ -45,7 +35,15 @@ from taskwire.server.domain import (
     State,
     rerun_spec,
 )
-from taskwire.server.store import Committer, EventRecord, ExecutionPage, ExecutionSnapshot, Store
+from taskwire.server.store import (
+    Committer,
+    EventRecord,
+    ExecutionPage,
+    ExecutionSnapshot,
+    RecoveredState,
+    ReplicaStore,
+    Store,
+)
 
 from ._admission import AdmissionQueue
 from ._bulk import BulkResult, Deletions, cancel_matching, delete_matching
@@ -60,18 +58,17 @@ from ._observer import Observer, Unobserved
 from ._rates import RateLimits
 from ._ready import ReadyQueues
 from ._recovery import recover
+from ._replicas import Forwarded, Replicas
 from ._retention import Retention
 from ._schedules import Schedules
 from ._sessions import Welcome, WorkerHello, WorkerLink, WorkerReport, WorkerSession
+from ._stats import engine_stats, oldest_queued
 from ._submits import BatchItemResult, SubmitItem, SubmitResult, Submits
 from ._timers import Timers
 from ._waits import wait_ends
 from ._workers import WorkerPool
 
 log = logging.getLogger(__name__)
-
-# How far into a handler's queue `oldest_queued` looks for a task run held in memory.
-_AGE_PEEK = 256
 
 
 class Engine:
@@ -84,7 +81,9 @@ class Engine:
         clock: Clock | None = None,
         on_fatal: Callable[[BaseException], None] | None = None,
         observer: Observer | None = None,
+        replica: ReplicaStore | None = None,
     ) -> None:
+        """`replica`: this server is one of several replicas sharing the store (see `_replicas`)."""
         self._store = store
         self._config = config
         self._clock: Clock = clock or SystemClock()
@@ -165,6 +164,20 @@ class Engine:
         self.schedules.cancel = self.cancel
         self.schedules.active = self._active
         self._closed = False
+        self._replicas = Replicas(
+            replica_store=replica,
+            store=store,
+            committer=self._committer,
+            bus=self.bus,
+            executions=executions,
+            pool=self._pool,
+            cold=self._cold,
+            ready=self._ready,
+            dispatcher=self._dispatcher,
+            schedules=self.schedules,
+            forget_key=self._submits.forget_key,
+        )
+        self.schedules.leading = self.retention.leading = lambda: self._replicas.leading
 
     # ---- Lifecycle ------------------------------------------------------------------------------
 
@@ -226,6 +239,7 @@ class Engine:
         self._dispatcher.closed = True
         self._pool.close()
         self.bus.close()
+        await self._replicas.close()
         await self.retention.close()
         await self.schedules.close()
         await self._cold.close()
@@ -295,8 +309,11 @@ class Engine:
         return self._history.watch_all(EventFilter(handler, frozenset(states)))
 
     async def cancel(self, execution_id: str, reason: str) -> tuple[ExecutionSnapshot, bool]:
-        """Cancel an execution; returns it after the request and whether it was already terminal."""
+        """Cancel an execution; returns it after the request and whether it was already terminal. One that
+        another replica holds: its holder is mailed the cancel, and the stored snapshot is returned."""
         requested = await self._request_cancel(execution_id, reason)
+        if isinstance(requested, Forwarded):
+            return requested.snapshot, False
         if isinstance(requested, ExecutionSnapshot):
             return requested, True
         await self._committer.durable()
@@ -316,11 +333,16 @@ class Engine:
             await self._committer.durable()
         return cancelled
 
-    async def _request_cancel(self, execution_id: str, reason: str) -> LiveExecution | ExecutionSnapshot:
-        """The live execution the cancel was applied to (not durable yet), or the snapshot of one that ended."""
+    async def _request_cancel(self, execution_id: str, reason: str) -> LiveExecution | ExecutionSnapshot | Forwarded:
+        """The live execution the cancel was applied to (not durable yet), or the snapshot of one that ended,
+        or the cancel forwarded to the replica that holds the execution."""
         executions = self._executions
         if execution_id not in executions.by_id:
             await self._cold.load([execution_id])  # a cold one comes back; anything else stays where it is
+            if self.replica_store is not None and execution_id not in executions.by_id:
+                forwarded = await self._replicas.cancel_elsewhere(execution_id, reason)
+                if forwarded is not None:
+                    return forwarded
         live = executions.by_id.get(execution_id)
         if live is None or live.execution.state.is_terminal:
             snapshot = live.snapshot() if live is not None else await self._store.get_execution(execution_id)
@@ -375,13 +397,45 @@ class Engine:
         """Delete finished executions as `delete` does, in one commit; see `Deletions.delete_many`."""
         return await self._deletions.delete_many(execution_ids)
 
+    # ---- Replicas (see `_replicas`) ------------------------------------------------------------------
+
+    @property
+    def replica_store(self) -> ReplicaStore | None:
+        return self._replicas.replica_store
+
+    @property
+    def leading(self) -> bool:
+        """Whether this server fires schedules and deletes by retention: always outside replica mode."""
+        return self._replicas.leading
+
+    @leading.setter
+    def leading(self, leading: bool) -> None:
+        self._replicas.set_leading(leading)
+
+    def adopt(self, state: RecoveredState) -> int:
+        """Merge executions read from the store (a dead replica's, or given to this one) as a recovery does;
+        those held here already are skipped. Returns how many were merged (cold ones included)."""
+        return self._replicas.adopt(state)
+
+    async def give_away(self, execution_ids: Sequence[str], to: str) -> list[str]:
+        """Give replica `to` those of the executions that only a dispatch can change; the ids it got."""
+        return await self._replicas.give_away(execution_ids, to)
+
+    def idle_handlers(self) -> dict[str, int]:
+        """Free slots of the local workers per handler with nothing queued here."""
+        return self._replicas.idle_handlers()
+
+    async def follow_remote(self, execution_ids: Sequence[str] | None) -> None:
+        """Publish here what other replicas committed for executions watched or waited for here."""
+        await self._replicas.follow_remote(execution_ids)
+
     # ---- Hooks of the schedules room --------------------------------------------------------------
 
     def _retired(self, live: LiveExecution) -> None:
         """A finished execution left memory (its end is durable)."""
         if self.bus.awaited(live.execution.id):
             self.bus.ended(live.snapshot())
-        self._submits.forget_key(live)
+        self._submits.forget_key(live.execution)
         self.schedules.execution_ended(live.execution.id, live.execution.metadata)
 
     async def _submit_fire(self, spec: ExecutionSpec, fingerprint: str) -> tuple[str, bool]:
@@ -407,50 +461,20 @@ class Engine:
         return active
 
     def stats(self) -> Stats:
-        connected = self._pool.connected()
-        figures = self._executions.figures
-        handlers = set(figures.pending_by_handler) | set(figures.in_flight_by_handler)
-        for session in connected:
-            handlers |= session.handlers
-        per_handler = []
-        oldest = self.oldest_queued()
-        for handler in sorted(handlers):
-            serving = [session for session in connected if handler in session.handlers]
-            per_handler.append(
-                HandlerStats(
-                    handler=handler,
-                    pending=figures.pending_by_handler.get(handler, 0),
-                    in_flight=figures.in_flight_by_handler.get(handler, 0),
-                    free_slots=sum(session.free_slots for session in serving),
-                    workers=len(serving),
-                    oldest_queued_at=oldest.get(handler),
-                )
-            )
-        return Stats(
-            queue=self._admission.stats(),
-            in_flight=sum(figures.in_flight_by_handler.values()),
-            connected_workers=len(connected),
-            free_slots=sum(session.free_slots for session in connected),
-            handlers=tuple(per_handler),
-            concurrency_keys=tuple(self._keys.figures(MAX_KEY_STATS)),
-            rate_limits=tuple(self._rates.figures(MAX_KEY_STATS)),
+        return engine_stats(
+            self._executions.figures,
+            self._pool.connected(),
+            self._admission,
+            self.oldest_queued(),
+            keys=self._keys.figures(MAX_KEY_STATS),
+            rates=self._rates.figures(MAX_KEY_STATS),
         )
 
     # ---- Workers --------------------------------------------------------------------------------
 
     def oldest_queued(self) -> dict[str, datetime]:
-        """Per handler, when its oldest queued task run held in memory was queued (a cold one, in a queue
-        longer than `hot_queue_size`, may be older still). Looks at the front of each queue only."""
-        oldest: dict[str, datetime] = {}
-        by_task_run = self._executions.by_task_run
-        for handler in self._ready.handlers_with_work():
-            for task_run_id in self._ready.peek(handler, _AGE_PEEK):
-                live = by_task_run.get(task_run_id)
-                task_run = live.task_runs[task_run_id] if live is not None else None
-                if task_run is not None and task_run.state is State.PENDING:
-                    oldest[handler] = task_run.updated_at  # nothing changes a PENDING task run in the queue
-                    break
-        return oldest
+        """Per handler, when its oldest queued task run held in memory was queued (see `_stats`)."""
+        return oldest_queued(self._ready, self._executions.by_task_run)
 
     def unserved(self, handlers: Iterable[str]) -> tuple[str, ...]:
         """Those of `handlers` that no connected worker serves now, sorted."""

@@ -123,6 +123,11 @@ class Figures:
         self._admission.add(1)
         adjust_count(self.pending_by_handler, handler, 1)
 
+    def uncount_given(self, handler: str) -> None:
+        """A PENDING task run (in memory or cold) handed to another replica leaves the queue, as if cancelled."""
+        self._admission.release(1)
+        adjust_count(self.pending_by_handler, handler, -1)
+
 
 def _unwired(*_: object) -> None:
     raise AssertionError("the engine wires this hook before use")

@@ -51,6 +51,8 @@ class Retention:
         self.retention = retention
         self._batch = batch
         self.interval_s = sweep_interval(retention)
+        # Whether this server sweeps (replicas: only the leading one does; the timer keeps ticking).
+        self.leading: Callable[[], bool] = lambda: True
         self._timer: Cancellable | None = None
         self._sweep: asyncio.Task[None] | None = None
         self._closed = False
@@ -68,7 +70,9 @@ class Retention:
 
     def _due(self) -> None:
         self._timer = None
-        if not self._closed and self._sweep is None:
+        if not self.leading():
+            self._schedule()
+        elif not self._closed and self._sweep is None:
             self._sweep = asyncio.create_task(self._run(), name="taskwire-retention")
 
     async def _run(self) -> None:

@@ -89,14 +89,18 @@ class Schedules:
         self.submit: SubmitHook = _unwired  # type: ignore[assignment]
         self.cancel: CancelHook = _unwired
         self.active: ActiveHook = _unwired  # type: ignore[assignment]
+        # Whether this server fires schedules (replicas: only the leading one, which loads them again when
+        # it begins to lead).
+        self.leading: Callable[[], bool] = lambda: True
 
     # ---- Lifecycle ------------------------------------------------------------------------------
 
     async def load(self) -> int:
-        """Read the stored schedules (before the timers start); `start` arms them."""
-        for schedule in await self._store.load_schedules():
-            self._by_name[schedule.name] = schedule
-            self._recovered.add(schedule.name)
+        """Read the stored schedules (before the timers start, or when a replica begins to lead); `start`
+        arms them."""
+        stored = await self._store.load_schedules()
+        self._by_name = {schedule.name: schedule for schedule in stored}
+        self._recovered = set(self._by_name)
         return len(self._by_name)
 
     def start(self) -> None:
@@ -195,7 +199,7 @@ class Schedules:
         longer overlaps, and a fire it held back may start. (Looked at under the schedule's lock: a fire
         that is starting it holds the lock until the execution is among the schedule's running ones.)"""
         name = metadata.get(SCHEDULE_LABEL)
-        if name and name in self._by_name and not self._closed:
+        if name and name in self._by_name and not self._closed and self.leading():
             self._spawn(self._ended(name, execution_id), name)
 
     # ---- Firing ---------------------------------------------------------------------------------
@@ -245,6 +249,8 @@ class Schedules:
 
     async def _wake(self, name: str) -> None:
         """Handle every fire time that came due, in order; then arm the timer for the next one."""
+        if not self.leading():
+            return  # the leading replica fires it; this one catches up when it begins to lead
         async with self._lock(name):
             schedule = self._by_name.get(name)
             if schedule is None:

@@ -19,6 +19,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from taskwire.server.domain import (
+    Execution,
     ExecutionSpec,
     IdempotencyConflict,
     Limits,
@@ -292,8 +293,9 @@ class Submits:
         self._committer.after_commit(lambda: self._cold.maybe_freeze(live))
         return live
 
-    def forget_key(self, live: LiveExecution) -> None:
-        """The execution left memory: its key is answered from the store from now on."""
-        key = live.execution.idempotency_key
-        if key and (entry := self._keys.get(key)) is not None and entry.execution_id == live.execution.id:
+    def forget_key(self, execution: Execution) -> None:
+        """The execution left memory (finished, or handed to another replica): its key is answered from the
+        store from now on."""
+        key = execution.idempotency_key
+        if key and (entry := self._keys.get(key)) is not None and entry.execution_id == execution.id:
             del self._keys[key]

@@ -239,7 +239,7 @@ class ReplicaStore(Protocol):
 
     async def claim(self, handlers: Sequence[str], limit: int) -> list[str]:
         """Claim up to `limit` movable executions of other live replicas with a task run of one of `handlers`, oldest
-        first; each holder is mailed a `claim`. How many were claimed."""
+        first; each holder is mailed a `claim`. The ids claimed."""
 
     async def give(self, given: Sequence[str], refused: Sequence[str], to: str) -> list[str]:
         """Move the `given` executions still held here to `to` (all refused when `to` is not alive), clear the claim on

@@ -1,0 +1,273 @@
+"""Replicas: what the engine does for several active servers that share one PostgreSQL database.
+
+Each execution is held by one replica, which runs it as a single server would. The
+rest of the engine does not know about replicas; this room is what it does beyond that:
+
+- **Adopt** (`adopt`): executions taken over from a replica that died, or given by another one, are
+  merged into the live state as a recovery merges them (`_recovery.merge`); those held already are left.
+- **Give away** (`give_away`): executions another replica claimed leave this one, if nothing but a
+  dispatch can change them (`is_coldable`, or cold): out of memory, the cold tier and the queue figures
+  at once, before anything is awaited, so that nothing dispatches them here afterwards (their places in
+  the ready queue are dropped when the dispatcher reaches them: neither in memory nor cold). Then what
+  was staged is made durable and the store moves them. Those the store did not move come back.
+- **Idle handlers** (`idle_handlers`): the free slots of the local workers per handler with nothing
+  queued here: what this replica may claim.
+- **Follow remote executions** (`follow_remote`): for the executions that local watchers or waiters
+  follow and that another replica holds, the events committed there are read from the store and
+  published on the local bus in order (from the last one published here; the first time, from the last
+  stored one, so that a watcher that missed events sees a gap and reads them from the store), and a
+  finished one's final snapshot goes to those waiting for its end.
+- **Cancel elsewhere** (`cancel_elsewhere`): a cancel of an execution another replica holds is mailed
+  to it.
+- **Leading**: only the leading replica fires schedules and deletes by retention; when it begins to
+  lead it reads the schedules again and catches them up.
+
+May use: the replica store, the store (reads), the committer, the bus, the live executions, the worker
+pool, the cold tier, the ready queues, the dispatcher, the schedules, the recovery's merge; one hook
+(forget an idempotency key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from taskwire.server.domain import Execution
+from taskwire.server.store import Committer, ExecutionSnapshot, RecoveredState, ReplicaStore, Store
+
+from ._bus import EventBus
+from ._cold import ColdTier, is_coldable
+from ._dispatch import Dispatcher
+from ._live import Executions
+from ._ready import ReadyQueues
+from ._recovery import merge
+from ._schedules import Schedules
+from ._workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+_EVENT_PAGE = 1000  # events read from the store at a time
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    """A cancel mailed to the replica that holds the execution; `snapshot` is the stored one."""
+
+    snapshot: ExecutionSnapshot
+
+
+class Replicas:
+    def __init__(
+        self,
+        *,
+        replica_store: ReplicaStore | None,
+        store: Store,
+        committer: Committer,
+        bus: EventBus,
+        executions: Executions,
+        pool: WorkerPool,
+        cold: ColdTier,
+        ready: ReadyQueues,
+        dispatcher: Dispatcher,
+        schedules: Schedules,
+        forget_key: Callable[[Execution], None],
+    ) -> None:
+        self.replica_store = replica_store  # None: a single server
+        self.leading = replica_store is None  # set by the server in replica mode
+        self._store = store
+        self._committer = committer
+        self._bus = bus
+        self._executions = executions
+        self._pool = pool
+        self._cold = cold
+        self._ready = ready
+        self._dispatcher = dispatcher
+        self._schedules = schedules
+        self._forget_key = forget_key
+        self._followed: dict[str, int] = {}  # execution id -> the last sequence published here
+        self._following = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @property
+    def _replica_store(self) -> ReplicaStore:
+        if self.replica_store is None:
+            raise RuntimeError("this engine is not a replica (Engine(replica=...))")
+        return self.replica_store
+
+    # ---- Adopting -------------------------------------------------------------------------------
+
+    def adopt(self, state: RecoveredState) -> int:
+        """Merge the executions of `state` not held yet; settle them and let dispatch go on."""
+        merged = merge(state, executions=self._executions, pool=self._pool, cold=self._cold, ready=self._ready)
+        for live in merged.merged:
+            self._executions.settle(live)
+        self._dispatcher.schedule_pump()
+        return merged.executions + merged.cold
+
+    # ---- Giving away ----------------------------------------------------------------------------
+
+    async def give_away(self, execution_ids: Sequence[str], to: str) -> list[str]:
+        """Give `to` those of the executions that are movable; refuse the rest. Returns the ids moved."""
+        replica_store = self._replica_store
+        wanted = list(dict.fromkeys(execution_ids))
+        given = [e for e in wanted if self._give_live(e)]
+        first = set(given)
+        others = [e for e in wanted if e not in first and e not in self._executions.by_id]
+        if others:
+            stored = await self._store.get_executions(others)
+            # Decided now, with nothing awaited in between: a cold one may have come into memory meanwhile.
+            for execution_id in others:
+                snapshot = stored.get(execution_id)
+                if self._give_live(execution_id) or (snapshot is not None and self._give_cold(snapshot)):
+                    given.append(execution_id)
+        given_ids = set(given)
+        refused = [e for e in wanted if e not in given_ids]
+        self._dispatcher.schedule_pump()  # drops the places of those given, where workers are free
+        await self._committer.flush()
+        try:
+            moved = await replica_store.give(given, refused, to)
+        except Exception:
+            self._take_back(given, await replica_store.load(given))
+            raise
+        moved_ids = set(moved)
+        kept = [e for e in given if e not in moved_ids]
+        if kept:  # `to` is gone: they stay here
+            self._take_back(kept, await replica_store.load(kept))
+        return moved
+
+    def _give_live(self, execution_id: str) -> bool:
+        executions = self._executions
+        live = executions.by_id.get(execution_id)
+        if live is None or not is_coldable(live):
+            return False
+        del executions.by_id[execution_id]
+        for task_run in live.task_runs.values():
+            del executions.by_task_run[task_run.id]
+            executions.figures.uncount_given(task_run.handler)
+        self._forget_key(live.execution)
+        return True
+
+    def _give_cold(self, snapshot: ExecutionSnapshot) -> bool:
+        if snapshot.execution.id in self._executions.by_id or not self._cold.give_up(snapshot):
+            return False
+        self._forget_key(snapshot.execution)
+        return True
+
+    def _take_back(self, execution_ids: list[str], state: RecoveredState) -> None:
+        missing = len(execution_ids) - self.adopt(state)
+        if missing > 0:  # the store no longer says this replica holds them
+            log.warning("%d executions not given away could not be loaded back", missing)
+
+    # ---- Claiming -------------------------------------------------------------------------------
+
+    def idle_handlers(self) -> dict[str, int]:
+        """Per handler with nothing queued here (in memory or cold), the free slots of the local workers
+        that serve it (connected, not draining)."""
+        pending = self._executions.figures.pending_by_handler
+        idle: dict[str, int] = {}
+        for session in self._pool.connected():
+            slots = session.free_slots  # none while draining or backlogged
+            if slots <= 0:
+                continue
+            for handler in session.handlers:
+                if not pending.get(handler):
+                    idle[handler] = idle.get(handler, 0) + slots
+        return idle
+
+    # ---- Following remote executions ------------------------------------------------------------
+
+    async def follow_remote(self, execution_ids: Sequence[str] | None) -> None:
+        """Publish the events another replica committed for the executions followed here (all of them when
+        `execution_ids` is None), and hand a finished one's final snapshot to those waiting for its end."""
+        async with self._following:
+            followed = self._bus.followed()
+            for gone in [e for e in self._followed if e not in followed]:
+                del self._followed[gone]
+            wanted = followed if execution_ids is None else [e for e in execution_ids if e in followed]
+            remote: list[str] = []
+            for execution_id in wanted:
+                if execution_id in self._executions.by_id:
+                    self._followed.pop(execution_id, None)  # published by the committer here
+                else:
+                    remote.append(execution_id)
+            if not remote:
+                return
+            sequences = await self._store.last_sequences(remote)
+            moved = []
+            for execution_id in remote:
+                stored = sequences.get(execution_id, 0)
+                if stored > self._followed.setdefault(execution_id, max(stored - 1, 0)):
+                    moved.append(execution_id)
+            for execution_id in moved:
+                await self._publish_after(execution_id)
+            if moved:
+                for execution_id, snapshot in (await self._store.get_executions(moved)).items():
+                    if snapshot.execution.state.is_terminal and self._bus.awaited(execution_id):
+                        self._bus.ended(snapshot)
+
+    async def _publish_after(self, execution_id: str) -> None:
+        while True:
+            after = self._followed.get(execution_id, 0)
+            page = await self._store.read_events(execution_id, after, _EVENT_PAGE)
+            page = [event for event in page if event.sequence > self._followed.get(execution_id, 0)]
+            if not page:
+                return
+            self._bus.publish(page, to_all=False)
+            self._followed[execution_id] = page[-1].sequence
+
+    # ---- Cancels --------------------------------------------------------------------------------
+
+    async def cancel_elsewhere(self, execution_id: str, reason: str) -> Forwarded | None:
+        """A cancel of an execution not in memory here: mailed to the replica that holds it (Forwarded),
+        or None when the engine goes on as for any other (it has finished, or is not stored, or it is held
+        here and was loaded back into memory)."""
+        snapshot = await self._store.get_execution(execution_id)
+        if snapshot is None or snapshot.execution.state.is_terminal:
+            return None
+        replica_store = self._replica_store
+        holder = await replica_store.holder_of(execution_id)
+        if not holder:
+            return None
+        if holder == replica_store.replica:  # given to this one, and its mail not read yet
+            self.adopt(await replica_store.load([execution_id]))
+            await self._cold.load([execution_id])  # it may have come back cold
+            return None
+        await replica_store.send(holder, "cancel", {"execution_id": execution_id, "reason": reason})
+        return Forwarded(snapshot)
+
+    # ---- Leading --------------------------------------------------------------------------------
+
+    def set_leading(self, leading: bool) -> None:
+        """On beginning to lead, the schedules are read again (another replica may have changed them) and
+        caught up."""
+        if self.replica_store is None:
+            return  # a single server always leads
+        if leading and not self.leading:
+            self._take_over()
+        self.leading = leading
+
+    def _take_over(self) -> None:
+        if self._closed:
+            return
+
+        async def take_over() -> None:
+            try:
+                await self._committer.flush()
+                count = await self._schedules.load()
+                self._schedules.start()
+                log.info("leading: loaded %d schedules", count)
+            except Exception:
+                log.exception("leading: loading the schedules failed")
+
+        task = asyncio.create_task(take_over(), name="taskwire-replica-lead")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

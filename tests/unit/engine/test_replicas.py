@@ -1,0 +1,553 @@
+"""Replicas, on the engine's side: adopting executions, giving them away, idle handlers, following the
+executions another replica holds, cancels routed to their holder, and schedules and retention only while
+leading. Two engines share one in-memory store; a fake replica store keeps who holds what and the mail."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from taskwire.server._config import ServerConfig
+from taskwire.server._history_wire import ProtoHistoryCodec
+from taskwire.server.domain import AttemptOutcome, ExecutionSpec, OverlapPolicy, RetryPolicy, ScheduleSpec, State
+from taskwire.server.engine import Engine, ManualClock
+from taskwire.server.store import EventRecord, ExecutionSnapshot, Mail, MemoryStore, RecoveredState
+from tests.unit.engine.support import CONFIG, Rig, idle, task, until
+
+LEASE_S = CONFIG.lease_timeout.total_seconds()
+RETRY_ONCE = RetryPolicy(max_attempts=2, initial_interval=timedelta(seconds=1))
+
+
+@dataclass(eq=False)
+class Directory:
+    """What the database keeps for replicas: who holds each execution, and the mail between them."""
+
+    store: MemoryStore
+    holders: dict[str, str] = field(default_factory=dict)
+    dead: set[str] = field(default_factory=set)  # replicas whose lease lapsed
+    mail: dict[int, tuple[str, Mail]] = field(default_factory=dict)  # id -> (recipient, mail)
+
+    def post(self, recipient: str, kind: str, body: dict[str, Any]) -> None:
+        mail_id = len(self.mail) + 1
+        self.mail[mail_id] = (recipient, Mail(mail_id, kind, body))
+
+    def mail_of(self, recipient: str) -> list[tuple[str, dict[str, Any]]]:
+        return [(mail.kind, mail.body) for to, mail in self.mail.values() if to == recipient]
+
+
+class FakeReplicaStore:
+    """A `ReplicaStore` over the directory: records the calls; `give` moves per the design."""
+
+    def __init__(self, directory: Directory, replica: str) -> None:
+        self.replica = replica
+        self._directory = directory
+        self.gives: list[tuple[list[str], list[str], str]] = []
+        self.sent: list[tuple[str, str, dict[str, Any]]] = []
+        self.gate: asyncio.Event | None = None  # when set, `give` waits for it
+
+    async def lapsed_replicas(self) -> list[str]:
+        return []
+
+    async def adopt(self, dead: str) -> RecoveredState | None:
+        holders = self._directory.holders
+        taken = [e for e, holder in holders.items() if holder == dead]
+        for execution_id in taken:
+            holders[execution_id] = self.replica
+        return await self.load(taken)
+
+    async def claim(self, handlers: Sequence[str], limit: int) -> int:
+        return 0
+
+    async def give(self, given: Sequence[str], refused: Sequence[str], to: str) -> list[str]:
+        self.gives.append((list(given), list(refused), to))
+        if self.gate is not None:
+            await self.gate.wait()
+        holders = self._directory.holders
+        alive = to not in self._directory.dead
+        moved = [e for e in given if alive and holders.get(e) == self.replica]
+        for execution_id in moved:
+            holders[execution_id] = to
+        rest = [e for e in [*given, *refused] if e not in moved]
+        if moved:
+            self._directory.post(to, "given", {"executions": moved})
+        if rest:
+            self._directory.post(to, "refused", {"executions": rest})
+        return moved
+
+    async def load(self, execution_ids: Sequence[str]) -> RecoveredState:
+        mine = {e for e in execution_ids if self._directory.holders.get(e) == self.replica}
+        state = await self._directory.store.recover()
+        active = [s for s in state.active if s.execution.id in mine]
+        runs = {t.id for s in active for t in s.task_runs}
+        return RecoveredState(
+            active=active,
+            last_sequences={e: n for e, n in state.last_sequences.items() if e in mine},
+            pending_order=[t for t in state.pending_order if t in runs],
+            cold=[c for c in state.cold if c.execution_id in mine],
+        )
+
+    async def send(self, recipient: str, kind: str, body: dict[str, Any]) -> None:
+        self.sent.append((recipient, kind, body))
+        self._directory.post(recipient, kind, body)
+
+    async def take_mail(self, limit: int = 500) -> list[Mail]:
+        return [mail for to, mail in self._directory.mail.values() if to == self.replica][:limit]
+
+    async def done_mail(self, ids: Sequence[int]) -> None:
+        for mail_id in ids:
+            self._directory.mail.pop(mail_id, None)
+
+    async def holder_of(self, execution_id: str) -> str:
+        snapshot = await self._directory.store.get_execution(execution_id)
+        if snapshot is None or snapshot.execution.state.is_terminal:
+            return ""
+        return self._directory.holders.get(execution_id, "")
+
+    async def lead(self) -> bool:
+        return True
+
+    async def listen(self, on_notice: Callable[[str, str], None]) -> None:
+        return None
+
+
+@dataclass(eq=False)
+class Replica:
+    rig: Rig
+    replica_store: FakeReplicaStore
+
+    @property
+    def engine(self) -> Engine:
+        return self.rig.engine
+
+    async def submit(self, *tasks: Any, **fields: object) -> str:
+        """Submitted here: this replica holds it."""
+        execution_id = await self.rig.submit(*tasks, **fields)
+        self.replica_store._directory.holders[execution_id] = self.replica_store.replica
+        return execution_id
+
+    def queue_size(self) -> int:
+        return self.engine.stats().queue.size
+
+
+async def _replica(directory: Directory, name: str, config: ServerConfig) -> Replica:
+    fake = FakeReplicaStore(directory, name)
+    rig = Rig(directory.store, ManualClock(), config)
+    rig.engine = Engine(store=directory.store, config=config, codec=ProtoHistoryCodec(), clock=rig.clock, replica=fake)
+    await rig.engine.start()
+    return Replica(rig, fake)
+
+
+async def _pair(config: ServerConfig) -> AsyncIterator[tuple[Replica, Replica, Directory]]:
+    store = MemoryStore()
+    await store.open()
+    directory = Directory(store)
+    a = await _replica(directory, "a", config)
+    b = await _replica(directory, "b", config)
+    try:
+        yield a, b, directory
+    finally:
+        await a.rig.close()
+        await b.rig.close()
+        await store.close()
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[Replica, Replica, Directory]]:
+    async for replicas in _pair(CONFIG):
+        yield replicas
+
+
+@pytest.fixture
+async def cold_pair() -> AsyncIterator[tuple[Replica, Replica, Directory]]:
+    """Every durable, untouched queued execution leaves memory."""
+    async for replicas in _pair(replace(CONFIG, hot_queue_size=0)):
+        yield replicas
+
+
+def _live(replica: Replica) -> set[str]:
+    return set(replica.engine._executions.by_id)
+
+
+# ---- Adopting ----------------------------------------------------------------------------------
+
+
+async def test_adopted_executions_run_here_and_a_running_attempt_waits_for_its_worker_a_lease(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    a, b, _ = pair
+    worker_a = a.rig.connect("wa", slots=1)
+    running = await a.submit(task(retry_policy=RETRY_ONCE))
+    queued = await a.submit()
+    (invoked,) = worker_a.invocations
+    await a.rig.close()  # replica a dies; its attempt is still running on its worker
+
+    state = await b.replica_store.adopt("a")
+    assert state is not None
+    assert b.engine.adopt(state) == 2
+    assert b.queue_size() == 1
+    assert b.engine.adopt(await b.replica_store.load([running, queued])) == 0  # held already
+    assert b.queue_size() == 1
+    worker_b = b.rig.connect("wb", slots=2)
+    await until(lambda: worker_b.invocations, "the adopted queued execution dispatched here")
+    assert [i.task_run.execution_id for i in worker_b.invocations] == [queued]
+    assert b.queue_size() == 0
+
+    b.rig.advance(LEASE_S - 5)
+    assert (await b.rig.task_run(running)).state is State.RUNNING  # held for its worker meanwhile
+    b.rig.advance(5)
+    lost = await b.rig.task_run(running)
+    assert lost.attempts[0].outcome is AttemptOutcome.LOST
+    b.rig.advance(1)  # the retry's backoff
+    await until(lambda: len(worker_b.invocations) == 2, "the lost attempt retried here")
+    assert worker_b.invocations[1].key == (invoked.task_run.id, 2)
+
+
+async def test_an_adopted_running_attempt_goes_on_when_its_worker_reconnects(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    a, b, _ = pair
+    worker_a = a.rig.connect("wa", instance_id="i-1")
+    running = await a.submit()
+    (invoked,) = worker_a.invocations
+    await a.rig.close()
+
+    state = await b.replica_store.adopt("a")
+    assert state is not None
+    b.engine.adopt(state)
+    back = b.rig.connect("wa", instance_id="i-1b", running=[invoked.key])
+    assert back.welcome.adopted == (invoked.key,)
+    back.complete(invoked)
+    assert await b.rig.state(running) is State.SUCCESS
+
+
+# ---- Giving away -------------------------------------------------------------------------------
+
+
+async def test_movable_executions_are_given_and_the_others_refused(pair: tuple[Replica, Replica, Directory]) -> None:
+    a, b, directory = pair
+    worker = a.rig.connect("wa", slots=1)
+    running = await a.submit()
+    movable = await a.submit()
+    keyed = await a.submit(task(concurrency_key="k", concurrency_limit=5))
+    assert a.queue_size() == 2
+    pending_before = a.engine._executions.figures.pending_by_handler["echo"]
+
+    moved = await a.engine.give_away([movable, running, keyed, "no-such-execution"], "b")
+
+    assert moved == [movable]
+    assert a.replica_store.gives == [([movable], [running, keyed, "no-such-execution"], "b")]
+    assert a.queue_size() == 1
+    assert a.engine._executions.figures.pending_by_handler["echo"] == pending_before - 1
+    assert movable not in _live(a)
+    assert {running, keyed} <= _live(a)
+    assert directory.holders[movable] == "b"
+    assert directory.mail_of("b") == [
+        ("given", {"executions": [movable]}),
+        ("refused", {"executions": [running, keyed, "no-such-execution"]}),
+    ]
+    # The worker frees its slot: the keyed one goes, never the one given away.
+    worker.complete(worker.invocations[0])
+    await until(lambda: len(worker.invocations) == 2, "the next dispatch")
+    worker.complete(worker.invocations[1])
+    await idle()
+    assert [i.task_run.execution_id for i in worker.invocations] == [running, keyed]
+    assert a.queue_size() == 0
+
+    # The new holder loads it (its `given` mail) and runs it.
+    assert b.engine.adopt(await b.replica_store.load(moved)) == 1
+    worker_b = b.rig.connect("wb")
+    await until(lambda: worker_b.invocations, "the given execution dispatched on its new holder")
+    worker_b.complete(worker_b.invocations[0])
+    assert await b.rig.state(movable) is State.SUCCESS
+
+
+async def test_nothing_given_is_dispatched_while_the_store_moves_it(pair: tuple[Replica, Replica, Directory]) -> None:
+    a, _, _ = pair
+    movable = await a.submit()
+    await a.engine.flush()
+    gate = a.replica_store.gate = asyncio.Event()
+    giving = asyncio.ensure_future(a.engine.give_away([movable], "b"))
+    await until(lambda: a.replica_store.gives, "the store asked to move it")
+    worker = a.rig.connect("wa")
+    await idle(30)
+    assert worker.invocations == []
+    gate.set()
+    assert await giving == [movable]
+    await idle(30)
+    assert worker.invocations == []
+
+
+async def test_cold_executions_are_given_with_their_queue_places(
+    cold_pair: tuple[Replica, Replica, Directory],
+) -> None:
+    a, b, _ = cold_pair
+    cold = [await a.submit() for _ in range(3)]
+    await a.engine.flush()
+    await until(lambda: not _live(a), "the executions to go cold")
+    assert a.queue_size() == 3
+
+    assert await a.engine.give_away(cold[:2], "b") == cold[:2]
+
+    assert a.queue_size() == 1
+    worker = a.rig.connect("wa", slots=3)
+    await until(lambda: worker.invocations, "the one kept dispatched")
+    await idle(30)
+    assert [i.task_run.execution_id for i in worker.invocations] == [cold[2]]
+    assert b.engine.adopt(await b.replica_store.load(cold[:2])) == 2  # cold: only their places come
+    assert not _live(b)
+    assert b.queue_size() == 2
+    worker_b = b.rig.connect("wb", slots=3)
+    await until(lambda: len(worker_b.invocations) == 2, "both dispatched on their new holder")
+    assert sorted(i.task_run.execution_id for i in worker_b.invocations) == sorted(cold[:2])
+
+
+async def test_executions_the_store_did_not_move_stay_here(pair: tuple[Replica, Replica, Directory]) -> None:
+    a, _, directory = pair
+    movable = await a.submit()
+    directory.dead.add("b")  # the claimer died meanwhile: the store moves nothing
+    assert await a.engine.give_away([movable], "b") == []
+    assert directory.holders[movable] == "a"
+    assert a.queue_size() == 1
+    worker = a.rig.connect("wa")
+    await until(lambda: worker.invocations, "dispatched here after all")
+    assert worker.invocations[0].task_run.execution_id == movable
+
+
+# ---- Idle handlers -----------------------------------------------------------------------------
+
+
+async def test_idle_handlers_are_those_with_free_slots_and_nothing_queued(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    a, _, _ = pair
+    await a.submit()  # queued: no worker yet
+    both = a.rig.connect("w1", handlers=("echo", "other"), slots=2)
+    assert a.engine.idle_handlers() == {"other": 2}  # echo has a task run queued here
+    await until(lambda: both.invocations, "the queued one dispatched")
+    assert a.engine.idle_handlers() == {"echo": 1, "other": 1}
+    draining = a.rig.connect("w2", handlers=("echo",), slots=3)
+    assert a.engine.idle_handlers() == {"echo": 4, "other": 1}
+    draining.drain()
+    assert a.engine.idle_handlers() == {"echo": 1, "other": 1}
+    both.disconnect()
+    assert a.engine.idle_handlers() == {}
+
+
+# ---- Following the executions another replica holds --------------------------------------------
+
+
+@dataclass(eq=False)
+class Watching:
+    events: list[EventRecord] = field(default_factory=list)
+    ended: bool = False
+
+
+def _watch(engine: Engine, execution_id: str) -> Watching:
+    watching = Watching()
+
+    async def run() -> None:
+        async for event in engine.watch(execution_id, 0):
+            watching.events.append(event)
+        watching.ended = True
+
+    task_ = asyncio.ensure_future(run())
+    _background.add(task_)
+    task_.add_done_callback(_background.discard)
+    return watching
+
+
+_background: set[asyncio.Future[None]] = set()
+
+
+def _waiting(engine: Engine, execution_id: str) -> list[list[ExecutionSnapshot]]:
+    batches: list[list[ExecutionSnapshot]] = []
+
+    async def run() -> None:
+        async for batch in engine.wait_ends([execution_id]):
+            batches.append(batch)
+
+    task_ = asyncio.ensure_future(run())
+    _background.add(task_)
+    task_.add_done_callback(_background.discard)
+    return batches
+
+
+async def test_watchers_and_waiters_of_an_execution_held_elsewhere_follow_it(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    a, b, directory = pair
+    worker = a.rig.connect("wa")
+    execution_id = await a.submit()
+    (invoked,) = worker.invocations
+    await a.engine.flush()
+    watching = _watch(b.engine, execution_id)
+    ends = _waiting(b.engine, execution_id)
+    await until(lambda: watching.events and ends, "the replay and the first batch of the wait")
+    replayed = len(watching.events)
+    await b.engine.follow_remote(None)  # nothing new: nothing published, nothing ends
+    await idle(30)
+    assert len(watching.events) == replayed
+    assert not watching.ended
+    assert ends == [[]]
+
+    worker.progress(invoked, 0.5)
+    await a.engine.flush()
+    await b.engine.follow_remote([execution_id])
+    await until(lambda: len(watching.events) > replayed, "the progress event")
+    assert not watching.ended
+    assert ends == [[]]
+
+    worker.complete(invoked)
+    await a.engine.flush()
+    await b.engine.follow_remote(None)
+    await until(lambda: watching.ended, "the watch to end with the terminal event")
+    stored = await directory.store.read_events(execution_id, 0)
+    assert [e.sequence for e in watching.events] == [e.sequence for e in stored]
+    await until(lambda: len(ends) == 2, "the final snapshot to the waiter")
+    ((snapshot,),) = ends[1:]
+    assert snapshot.execution.state is State.SUCCESS
+
+
+async def test_events_between_the_replay_and_the_first_follow_are_not_lost(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    a, b, directory = pair
+    worker = a.rig.connect("wa")
+    execution_id = await a.submit()
+    await a.engine.flush()
+    watching = _watch(b.engine, execution_id)
+    await until(lambda: watching.events, "the replay")
+    for fraction in (0.1, 0.2, 0.3):
+        worker.progress(worker.invocations[0], fraction)
+    worker.complete(worker.invocations[0])
+    await a.engine.flush()
+    await b.engine.follow_remote(None)  # the first time: from the last stored event on
+    await until(lambda: watching.ended, "the watch to end")
+    stored = await directory.store.read_events(execution_id, 0)
+    assert [e.sequence for e in watching.events] == [e.sequence for e in stored]
+
+
+async def test_executions_held_here_are_not_read_from_the_store(pair: tuple[Replica, Replica, Directory]) -> None:
+    a, _, directory = pair
+    execution_id = await a.submit()
+    await a.engine.flush()
+    watching = _watch(a.engine, execution_id)
+    await until(lambda: watching.events, "the replay")
+    reads: list[str] = []
+    read_events = directory.store.read_events
+
+    async def counted(execution_id: str, after_sequence: int, limit: int = 1000) -> list[EventRecord]:
+        reads.append(execution_id)
+        return await read_events(execution_id, after_sequence, limit)
+
+    directory.store.read_events = counted  # type: ignore[method-assign]
+    await a.engine.follow_remote(None)
+    assert reads == []
+
+
+# ---- Cancels -----------------------------------------------------------------------------------
+
+
+async def test_a_cancel_of_an_execution_held_elsewhere_is_mailed_to_its_holder(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    a, b, directory = pair
+    worker = a.rig.connect("wa")
+    execution_id = await a.submit()
+    await a.engine.flush()
+
+    snapshot, already_terminal = await b.engine.cancel(execution_id, "stop it")
+
+    assert not already_terminal
+    assert snapshot.execution.id == execution_id
+    assert snapshot.execution.state is State.RUNNING
+    assert b.replica_store.sent == [("a", "cancel", {"execution_id": execution_id, "reason": "stop it"})]
+    assert directory.mail_of("a") == [("cancel", {"execution_id": execution_id, "reason": "stop it"})]
+    # The holder cancels it as it would a local cancel: its worker is told.
+    await a.engine.cancel(execution_id, "stop it")
+    await until(lambda: worker.cancels, "the cancel on the worker's stream")
+    worker.acknowledge(worker.cancels[0])
+    assert await a.rig.state(execution_id) is State.CANCELLED
+    # Once it has finished, a cancel anywhere answers it as finished, and mails nothing.
+    snapshot, already_terminal = await b.engine.cancel(execution_id, "again")
+    assert already_terminal
+    assert snapshot.execution.state is State.CANCELLED
+    assert len(b.replica_store.sent) == 1
+
+
+async def test_a_cancel_of_an_execution_given_here_but_not_loaded_yet_is_applied_here(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    a, b, _ = pair
+    movable = await a.submit()
+    assert await a.engine.give_away([movable], "b") == [movable]
+    assert await b.engine.cancel_many([movable], "no longer needed") == 1
+    assert await b.rig.state(movable) is State.CANCELLED
+    assert b.replica_store.sent == []
+
+
+# ---- Leading -----------------------------------------------------------------------------------
+
+
+async def test_only_the_leading_replica_fires_schedules(pair: tuple[Replica, Replica, Directory]) -> None:
+    a, b, directory = pair
+    tasks = (task(),)
+    spec = ScheduleSpec(
+        name="tick", cron="*/10 * * * * *", execution=ExecutionSpec(tasks), overlap=OverlapPolicy.ALLOW_ALL
+    )
+    assert not a.engine.leading
+    assert not b.engine.leading
+    await a.engine.schedules.create(spec)
+    await a.engine.flush()
+    for _ in range(25):
+        a.rig.advance(1)
+        b.rig.advance(1)
+        await idle(30)
+    page = await directory.store.list_executions(states=[], handler="", page_size=100, page_token="")
+    assert page.snapshots == []
+
+    b.engine.leading = True  # b loads the schedule a made, and catches up what fell due
+    await until(lambda: b.engine.schedules.all(), "the schedules loaded")
+    await until(lambda: b.engine.schedules.get("tick").fired == 2, "the catch-up of the two fire times")
+    await b.engine.flush()
+    page = await directory.store.list_executions(states=[], handler="", page_size=100, page_token="")
+    assert len(page.snapshots) == 2
+
+
+@pytest.fixture
+async def retaining_pair() -> AsyncIterator[tuple[Replica, Replica, Directory]]:
+    """Finished executions are deleted an hour after they end."""
+    async for replicas in _pair(replace(CONFIG, retention=timedelta(hours=1))):
+        yield replicas
+
+
+async def test_only_the_leading_replica_deletes_by_retention(
+    retaining_pair: tuple[Replica, Replica, Directory],
+) -> None:
+    a, _, directory = retaining_pair
+    worker = a.rig.connect("wa")
+    execution_id = await a.submit()
+    worker.complete(worker.invocations[0])
+    assert await a.rig.state(execution_id) is State.SUCCESS
+    a.rig.advance(2 * 3600)
+    await idle(30)
+    assert await directory.store.get_execution(execution_id) is not None
+    a.engine.leading = True
+    a.rig.advance(a.engine.retention.interval_s)
+    await until(lambda: a.engine.retention.deleted == 1, "the sweep")
+    assert await directory.store.get_execution(execution_id) is None
+
+
+async def test_a_single_server_always_leads_and_gives_nothing_away(rig: Rig) -> None:
+    assert rig.engine.replica_store is None
+    rig.engine.leading = False
+    assert rig.engine.leading
+    execution_id = await rig.submit()
+    with pytest.raises(RuntimeError, match="not a replica"):
+        await rig.engine.give_away([execution_id], "b")
+    assert rig.engine.stats().queue.size == 1
