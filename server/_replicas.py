@@ -39,6 +39,7 @@ _CLAIM_BATCH = 256
 # Polls: how often each loop looks without being woken (with notifications on, and off).
 _POLL_S = {True: 1.0, False: 0.2}
 _CLAIM_POLL_S = 0.5
+_CLAIM_GAP_S = 0.01
 # A claim no answer came for in this long (its holder died, and its adopter refused it to nobody) no longer
 # counts against the free slots.
 _CLAIM_ANSWER_S = 30.0
@@ -61,14 +62,14 @@ class Replicas:
         self._feed_all = False
         # Claimed executions not answered yet, with when they were claimed.
         self._claimed: dict[str, float] = {}
-        self._claimed_count = 0
+        self._backlog = False  # the last claim found work elsewhere
         self._tasks: list[asyncio.Task[None]] = []
         self.leading = False
 
     async def start(self) -> None:
         if self._notify:
             await self._store.listen(self._notice)
-        self._engine.on_idle = self._claim.set
+        self._engine.on_idle = self._idle
         self._spawn("mail", self._mail_loop)
         self._spawn("claims", self._claim_loop)
         self._spawn("feed", self._feed_loop)
@@ -96,6 +97,12 @@ class Replicas:
             except Exception:
                 log.exception("replica %s failed; retrying", name)
             await asyncio.sleep(_RETRY_S)
+
+    def _idle(self) -> None:
+        """A local worker has free slots after a dispatch pass: worth a claim only while other replicas have a
+        backlog (the last claim found some); otherwise the notices and the poll are enough."""
+        if self._backlog:
+            self._claim.set()
 
     def _notice(self, kind: str, payload: str) -> None:
         if kind == "mail":
@@ -142,9 +149,8 @@ class Replicas:
                 self._answered(ids)
                 adopted = self._engine.adopt(await self._store.load(ids))
                 log.debug("took %d executions given by another replica", adopted)
-            elif mail.kind == "refused":
+            elif mail.kind == "refused":  # they started meanwhile: the next claim comes with the next wakeup
                 self._answered([str(one) for one in body["executions"]])
-                self._claim.set()
             else:
                 log.warning("replica mail of an unknown kind %r ignored", mail.kind)
         except (StoreClosed, StoreFenced):
@@ -170,8 +176,11 @@ class Replicas:
             want = min(sum(idle.values()), _CLAIM_BATCH) - len(self._claimed)
             if want <= 0:
                 continue
-            for execution_id in await self._store.claim(sorted(idle), want):
+            claimed = await self._store.claim(sorted(idle), want)
+            self._backlog = bool(claimed)
+            for execution_id in claimed:
                 self._claimed[execution_id] = now
+            await asyncio.sleep(_CLAIM_GAP_S)  # notices that came meanwhile make one claim, not one each
 
     # ---- feed
 

@@ -14,6 +14,7 @@ tier (to bring the next queued records back into memory).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from taskwire.server.domain import Payload, RateLimitEmpty, State, TaskDispatched, TaskRun
 
@@ -36,6 +37,8 @@ class Dispatcher:
         self._maybe_free: dict[WorkerSession, None] = {}
         self._pump_handle: asyncio.Handle | None = None
         self.closed = False
+        # Told when a pass leaves a worker with free slots: a replica may claim work held elsewhere.
+        self.on_idle: Callable[[], None] | None = None
 
     def enqueue(self, task_run: TaskRun) -> None:
         self.ready.push(task_run.handler, task_run.id, task_run.priority, task_run.fairness_key)
@@ -89,6 +92,8 @@ class Dispatcher:
                 candidates = next_round
             for queued in reversed(set_aside):
                 self.ready.pushleft(handler, queued)
+        if self.on_idle is not None and any(session.free_slots > 0 for session in free):
+            self.on_idle()
 
     def _pending(self, task_run_id: str) -> tuple[LiveExecution, TaskRun] | None:
         live = self._executions.by_task_run.get(task_run_id)

@@ -425,6 +425,15 @@ class Engine:
         """Free slots of the local workers per handler with nothing queued here."""
         return self._replicas.idle_handlers()
 
+    @property
+    def on_idle(self) -> Callable[[], None] | None:
+        """Called when a dispatch pass leaves a worker with free slots (it may claim work elsewhere)."""
+        return self._dispatcher.on_idle
+
+    @on_idle.setter
+    def on_idle(self, hook: Callable[[], None] | None) -> None:
+        self._dispatcher.on_idle = hook
+
     async def follow_remote(self, execution_ids: Sequence[str] | None) -> None:
         """Publish here what other replicas committed for executions watched or waited for here."""
         await self._replicas.follow_remote(execution_ids)

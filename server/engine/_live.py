@@ -123,10 +123,13 @@ class Figures:
         self._admission.add(1)
         adjust_count(self.pending_by_handler, handler, 1)
 
-    def uncount_given(self, handler: str) -> None:
-        """A PENDING task run (in memory or cold) handed to another replica leaves the queue, as if cancelled."""
-        self._admission.release(1)
-        adjust_count(self.pending_by_handler, handler, -1)
+    def uncount_given(self, handler: str, state: State = State.PENDING) -> None:
+        """A task run (in memory or cold) handed to another replica leaves the figures, as if it were cancelled:
+        it is never RUNNING (nothing that runs is given)."""
+        if state in _QUEUED:
+            self._admission.release(1)
+        if state is State.PENDING:
+            adjust_count(self.pending_by_handler, handler, -1)
 
 
 def _unwired(*_: object) -> None:

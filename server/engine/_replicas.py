@@ -5,8 +5,9 @@ rest of the engine does not know about replicas; this room is what it does beyon
 
 - **Adopt** (`adopt`): executions taken over from a replica that died, or given by another one, are
   merged into the live state as a recovery merges them (`_recovery.merge`); those held already are left.
-- **Give away** (`give_away`): executions another replica claimed leave this one, if nothing but a
-  dispatch can change them (`is_coldable`, or cold): out of memory, the cold tier and the queue figures
+- **Give away** (`give_away`): executions another replica claimed leave this one if they are movable
+  (`is_movable`: unfinished, no cancel under way, nothing running, no concurrency key or rate limit, whose
+  counts are this replica's; or cold): out of memory, the cold tier and the queue figures
   at once, before anything is awaited, so that nothing dispatches them here afterwards (their places in
   the ready queue are dropped when the dispatcher reaches them: neither in memory nor cold). Then what
   was staged is made durable and the store moves them. Those the store did not move come back.
@@ -34,19 +35,37 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from taskwire.server.domain import Execution
+from taskwire.server.domain import Execution, State
 from taskwire.server.store import Committer, ExecutionSnapshot, RecoveredState, ReplicaStore, Store
 
 from ._bus import EventBus
-from ._cold import ColdTier, is_coldable
+from ._cold import ColdTier
 from ._dispatch import Dispatcher
-from ._live import Executions
+from ._live import Executions, LiveExecution
 from ._ready import ReadyQueues
 from ._recovery import merge
 from ._schedules import Schedules
 from ._workers import WorkerPool
 
 log = logging.getLogger(__name__)
+
+
+def is_movable(live: LiveExecution) -> bool:
+    """May be handed to another replica: nothing of it runs here (no attempt, no cancel under way, not ending), and
+    nothing of it counts in this replica's concurrency keys or rate limits. The new holder recovers it as a restart
+    does (timers armed again; those left here find nothing when they fire). The store's claim selects by the same
+    rule (`_postgres_replicas._CLAIM`)."""
+    execution = live.execution
+    return (
+        not live.retiring
+        and not execution.state.is_terminal
+        and execution.closing is None
+        and all(
+            task_run.state is not State.RUNNING and not task_run.concurrency_key and not task_run.rate_limit
+            for task_run in live.task_runs.values()
+        )
+    )
+
 
 _EVENT_PAGE = 1000  # events read from the store at a time
 
@@ -141,12 +160,12 @@ class Replicas:
     def _give_live(self, execution_id: str) -> bool:
         executions = self._executions
         live = executions.by_id.get(execution_id)
-        if live is None or not is_coldable(live):
+        if live is None or not is_movable(live):
             return False
         del executions.by_id[execution_id]
         for task_run in live.task_runs.values():
             del executions.by_task_run[task_run.id]
-            executions.figures.uncount_given(task_run.handler)
+            executions.figures.uncount_given(task_run.handler, task_run.state)
         self._forget_key(live.execution)
         return True
 

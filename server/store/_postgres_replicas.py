@@ -7,10 +7,10 @@ replica another one adopted, or that a restart under its name took over, changes
 
 - Claims: a replica with idle slots marks *movable* executions of other live replicas as claimed by it
   (`FOR UPDATE SKIP LOCKED`: two claimers never get the same one) and mails each holder a `claim`; the holder
-  `give`s (holder := claimer) or refuses them and mails the claimer `given` / `refused`. Movable: unfinished, not
-  closing (no cancel under way), a task run PENDING for one of the claimer's handlers, and no attempt running
-  (no task run RUNNING): nothing a worker of the holder runs moves. The new holder recovers it as a restart does
-  (timers armed again).
+  `give`s (holder := claimer) or refuses them and mails the claimer `given` / `refused`. Movable (the engine's
+  `is_movable`): unfinished, not closing (no cancel under way), a task run PENDING for one of the claimer's
+  handlers, no task run RUNNING (nothing a worker of the holder runs moves) and none with a concurrency key or a
+  rate limit (counted by the holder). The new holder recovers it as a restart does (timers armed again).
 - Mail: `taskwire_mail`, read oldest first and deleted once applied (at-least-once); `send` notifies the
   recipient's channel (`mail_channel`) in the same transaction, delivered at commit.
 - Death: the leader (`lead`: the one row of `taskwire_leader`, a lease on the database's clock) lists the
@@ -59,7 +59,8 @@ _CLAIM: Final = (
     f"WHERE e.holder <> $1 AND e.claimed_by = '' AND e.state NOT IN {TERMINAL_SQL} AND e.closing IS NULL AND {_ALIVE} "
     "AND EXISTS (SELECT 1 FROM task_runs AS t WHERE t.execution_id = e.id AND t.state = 'PENDING' "
     "AND t.handler = ANY($2::text[])) "
-    "AND NOT EXISTS (SELECT 1 FROM task_runs AS o WHERE o.execution_id = e.id AND o.state = 'RUNNING') "
+    "AND NOT EXISTS (SELECT 1 FROM task_runs AS o WHERE o.execution_id = e.id AND (o.state = 'RUNNING' "
+    "OR o.concurrency_key IS NOT NULL OR o.rate_limit IS NOT NULL)) "
     "ORDER BY e.seq LIMIT $3 FOR UPDATE OF e SKIP LOCKED) "
     "UPDATE executions AS x SET claimed_by = $1 FROM picked WHERE x.id = picked.id RETURNING x.id, picked.holder"
 )

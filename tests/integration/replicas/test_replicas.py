@@ -88,7 +88,7 @@ def test_a_cancel_asked_on_one_replica_aborts_the_handler_on_a_worker_of_another
     assert response.execution.id == execution_id
     final = watcher.wait_until_terminal(execution_id, timeout_s=20)
     assert final.state == pb.EXECUTION_STATE_CANCELLED
-    assert _client(clients, r2).stats().running == 0
+    assert _client(clients, r2).stats().in_flight == 0
 
 
 @pytest.mark.slow

@@ -60,8 +60,8 @@ class FakeReplicaStore:
             holders[execution_id] = self.replica
         return await self.load(taken)
 
-    async def claim(self, handlers: Sequence[str], limit: int) -> int:
-        return 0
+    async def claim(self, handlers: Sequence[str], limit: int) -> list[str]:
+        return []
 
     async def give(self, given: Sequence[str], refused: Sequence[str], to: str) -> list[str]:
         self.gives.append((list(given), list(refused), to))
