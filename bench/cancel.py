@@ -52,12 +52,16 @@ def _fired_at(marker: Path) -> float:
     return float(wait_for(written, timeout_s=10, what=f"the handler to write {marker.name}"))
 
 
-async def _cancels(address: str, *, samples: int, directory: Path) -> list[tuple[float, float]]:
-    """(cancel → abort signal, cancel → CANCELLED seen) in ms, one pair per sample."""
+async def _cancels(
+    address: str, *, samples: int, directory: Path, cancel_address: str = ""
+) -> list[tuple[float, float]]:
+    """(cancel → abort signal, cancel → CANCELLED seen) in ms, one pair per sample. The cancel is asked of
+    `cancel_address` when given (another replica), else of `address`."""
     spec = echo_execution("abort_timed", json.dumps({"dir": str(directory)}).encode())
     measured: list[tuple[float, float]] = []
-    async with channel(address) as chan:
+    async with channel(address) as chan, channel(cancel_address or address) as cancel_chan:
         stub = task_stub(chan)
+        canceller = task_stub(cancel_chan)
         for index in range(_WARMUP + samples):
             response = await stub.SubmitExecution(tpb.SubmitExecutionRequest(execution=spec), timeout=30)
             execution_id = response.execution.id
@@ -69,7 +73,7 @@ async def _cancels(address: str, *, samples: int, directory: Path) -> list[tuple
                 if message.event.HasField("progress"):
                     break
             cancelled_at = monotonic_s()
-            await stub.CancelExecution(
+            await canceller.CancelExecution(
                 tpb.CancelExecutionRequest(execution_id=execution_id, reason="benchmark"), timeout=30
             )
             seen_at = 0.0

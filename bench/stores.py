@@ -22,7 +22,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 
-from bench import latency
+from bench import cancel, latency
 from bench._common import Bench, Running, ScenarioResult, percentile, taskwire
 from bench._processes import CHILD_ENV, HANDLER_MODULES, process_tree
 from bench.throughput import batched_end_to_end
@@ -154,6 +154,18 @@ def _measure_running(
         )
     if failures:
         result.notes.append(f"{kind}, at {rate}/s: {dict(failures)}")
+    if len(addresses) > 1:
+        # The cancel asked of another replica than the one the task was submitted to (and runs on, mostly).
+        measured = asyncio.run(
+            cancel._cancels(addresses[0], samples=20, directory=bench.scratch("cancels"), cancel_address=addresses[1])
+        )
+        for q in (50, 99):
+            result.add(
+                f"{kind}.cancel_abort_p{q}",
+                f"{kind}: cancel asked of another replica → abort signal p{q}",
+                "ms",
+                percentile([pair[0] for pair in measured], q),
+            )
 
 
 def run(bench: Bench) -> ScenarioResult:

@@ -36,7 +36,7 @@ from ._edge import RejectionLog, add_service
 from ._history_wire import ProtoHistoryCodec
 from ._http import HttpEndpoint
 from ._metrics import CallMetrics, EngineGauges, ServerMetrics
-from ._replicas import Replicas
+from ._replicas import ReplicaLoops
 from ._servicers import TaskService
 from ._tls import CertificateFiles, listen_refusal, server_credentials
 from ._worker_servicer import WorkerService
@@ -100,7 +100,7 @@ class TaskwireServer:
             observer=ServerMetrics(registry) if registry is not None else None,
             replica=self._store if config.replica and isinstance(self._store, PostgresStore) else None,
         )
-        self._replicas: Replicas | None = None
+        self._replicas: ReplicaLoops | None = None
         self._http: HttpEndpoint | None = None
         self._interceptors: list[grpc.aio.ServerInterceptor] = []
         if registry is not None:
@@ -183,7 +183,7 @@ class TaskwireServer:
             await self._store.open()
             await self.engine.start()
             if self.engine.replica_store is not None:
-                self._replicas = Replicas(
+                self._replicas = ReplicaLoops(
                     engine=self.engine,
                     store=self.engine.replica_store,
                     lease_s=self.config.store_lease.total_seconds(),

@@ -46,8 +46,9 @@ _CLAIM_ANSWER_S = 30.0
 _RETRY_S = 0.5
 
 
-class Replicas:
-    """The loops of one replica; `start` once the engine runs, `close` before it stops."""
+class ReplicaLoops:
+    """The loops of one replica; `start` once the engine runs, `close` before it stops. (What the engine itself does
+    for replicas is its room `engine._replicas`.)"""
 
     def __init__(self, *, engine: Engine, store: ReplicaStore, lease_s: float, notify: bool) -> None:
         self._engine = engine

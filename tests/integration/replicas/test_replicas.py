@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import types_pb2 as pb
 from tests.faults.checker import Fault, check
 from tests.faults.journal import journal_worker, read_journal
@@ -56,10 +57,12 @@ def _sql(postgres: PostgresCluster, procs: Cluster, query: str) -> str:
     return postgres.psql(query, database=procs.store_url("taskwire.db").rsplit("/", 1)[1])
 
 
+@pytest.mark.parametrize("notify", ["on", "off"])
 def test_work_submitted_to_one_replica_runs_on_a_worker_of_another_and_a_third_watches_it(
-    procs: Cluster, clients: list[Client]
+    procs: Cluster, clients: list[Client], notify: str
 ) -> None:
-    r1, r2, r3 = _replicas(procs)
+    """With notifications, and polling only (`--store-notify off`, as behind a pooler in transaction mode)."""
+    r1, r2, r3 = _replicas(procs, "--store-notify", notify)
     procs.worker(r2, slots=4)
     submitter, watcher = _client(clients, r1), _client(clients, r3)
     ids = [submitter.submit(spec(task("echo", input={"n": n}))).execution.id for n in range(20)]
@@ -71,6 +74,27 @@ def test_work_submitted_to_one_replica_runs_on_a_worker_of_another_and_a_third_w
         assert sequences == list(range(1, len(events) + 1))
         assert events[-1].execution_transition.to_state == pb.EXECUTION_STATE_SUCCESS
         assert watcher.get(execution_id).state == pb.EXECUTION_STATE_SUCCESS
+
+
+def test_a_watch_that_began_on_the_holder_follows_its_execution_to_another_replica(
+    procs: Cluster, clients: list[Client]
+) -> None:
+    r1, r2 = _replicas(procs, count=2)
+    submitter = _client(clients, r1)
+    ids = [submitter.submit(spec(task("echo", input={"n": n}))).execution.id for n in range(5)]
+    # Watching on r1, which holds them while no worker is connected anywhere: each watch has read the
+    # execution's first event (so it follows it live) before r2's worker makes r2 claim them.
+    watches = []
+    for execution_id in ids:
+        watch = submitter.tasks.WatchExecution(tpb.WatchExecutionRequest(execution_id=execution_id), timeout=30)
+        assert next(watch).event.sequence == 1
+        watches.append(watch)
+    procs.worker(r2, slots=4)
+    for execution_id, watch in zip(ids, watches, strict=True):
+        events = [response.event for response in watch]
+        assert [event.sequence for event in events] == list(range(2, len(events) + 2))
+        assert events[-1].execution_transition.to_state == pb.EXECUTION_STATE_SUCCESS, execution_id
+    assert _client(clients, r2).stats().queue.size == 0
 
 
 def test_a_cancel_asked_on_one_replica_aborts_the_handler_on_a_worker_of_another(
