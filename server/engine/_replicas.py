@@ -243,11 +243,13 @@ class Replicas:
         """A cancel of an execution not in memory here: mailed to the replica that holds it (Forwarded),
         or None when the engine goes on as for any other (it has finished, or is not stored, or it is held
         here and was loaded back into memory)."""
-        snapshot = await self._store.get_execution(execution_id)
+        replica_store = self._replica_store
+        # Read side by side: a cancel's way to its holder is two reads and a write long.
+        snapshot, holder = await asyncio.gather(
+            self._store.get_execution(execution_id), replica_store.holder_of(execution_id)
+        )
         if snapshot is None or snapshot.execution.state.is_terminal:
             return None
-        replica_store = self._replica_store
-        holder = await replica_store.holder_of(execution_id)
         if not holder:
             return None
         if holder == replica_store.replica:  # given to this one, and its mail not read yet

@@ -29,8 +29,9 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from . import _postgres_queries as queries
+from ._postgres_announce import Announcer
 from ._postgres_lease import LeaseRow, OwnerLease, StoreFenced, create_lease_row, default_holder, keep_renewed
-from ._postgres_replicas import ReplicaMethods, notify_commit
+from ._postgres_replicas import ReplicaMethods
 from ._postgres_schema import analyze_if_never_analyzed, migrate
 from ._postgres_writes import apply_rows, taken_keys
 from ._protocol import (
@@ -120,6 +121,9 @@ class PostgresStore(ReplicaMethods, QueryReads):
         self.replica = replica or ""
         self._notify = notify
         self._listening: asyncio.Task[None] | None = None
+        # A replica's commits announced to the others (with `notify`), by a task of its own.
+        self._announcer: Announcer | None = None
+        self._announcing: asyncio.Task[None] | None = None
         self.url = url
         self._readers = readers
         self._connect_timeout_s = connect_timeout_s
@@ -180,6 +184,9 @@ class PostgresStore(ReplicaMethods, QueryReads):
             # Renewed from now on, through a long migration too.
             renewing = keep_renewed(self.lease, self._pool, self._lose)
             self._renewing = asyncio.create_task(renewing, name="taskwire-lease")
+            if self.replica and self._notify:
+                self._announcer = Announcer()
+                self._announcing = asyncio.create_task(self._announcer.run(self._pool), name="taskwire-announce")
             await migrate(self._conn, before_commit=self.lease.check_epoch)  # only the holder migrates
             await analyze_if_never_analyzed(self._conn)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
@@ -227,6 +234,10 @@ class PostgresStore(ReplicaMethods, QueryReads):
         self.on_lost(error)
 
     async def _release(self) -> None:
+        if self._announcing is not None:
+            self._announcing.cancel()
+            await asyncio.gather(self._announcing, return_exceptions=True)
+            self._announcing = None
         if self._listening is not None:
             self._listening.cancel()
             await asyncio.gather(self._listening, return_exceptions=True)
@@ -380,8 +391,8 @@ class PostgresStore(ReplicaMethods, QueryReads):
             outcomes = await self._refuse_duplicate_keys(group)
             accepted = [rows for rows, outcome in zip(group, outcomes, strict=True) if not outcome]
             await apply_rows(self._conn, accepted, self.replica)
-            if self.replica and self._notify:
-                await notify_commit(self._conn, accepted)
+        if self._announcer is not None:
+            self._announcer.add(accepted)
         return outcomes
 
     async def _refuse_duplicate_keys(self, group: Sequence[Rows]) -> list[Exception | None]:

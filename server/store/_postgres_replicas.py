@@ -17,9 +17,10 @@ replica another one adopted, or that a restart under its name took over, changes
   replicas whose lease lapsed or whose session ended (`lapsed_replicas`) and `adopt`s each: the dead row's
   epoch + 1 (its commits fenced from then on), its unfinished executions and its mail moved to the leader, the
   claims it made cleared.
-- Notifications (with `notify`): each commit sends `taskwire_history` (the ids of executions that got events, or
-  `*` past 7,000 bytes) and `taskwire_ready` (once per handler of a task run written PENDING); `listen` keeps one
-  connection LISTENing to those and the replica's mail channel, connecting again when it is lost.
+- Notifications (with `notify`): commits announce `taskwire_history` (the ids of executions that got events, or
+  `*` past 7,000 bytes) and `taskwire_ready` (the handlers of task runs written PENDING), debounced
+  (`_postgres_announce`); `listen` keeps one connection LISTENing to those and the replica's mail channel,
+  connecting again when it is lost.
 """
 
 from __future__ import annotations
@@ -34,21 +35,18 @@ from typing import Any, Final, TypeVar
 
 import asyncpg
 
+from ._postgres_announce import HISTORY_CHANNEL, READY_CHANNEL
 from ._postgres_lease import OwnerLease, lock_free, replica_lock_class
 from ._postgres_queries import recover
 from ._postgres_schema import TERMINAL_SQL
 from ._postgres_text import from_db, to_db
 from ._protocol import Mail, RecoveredState, StoreError
-from ._sqlite_codec import Rows
 
-__all__ = ["HISTORY_CHANNEL", "READY_CHANNEL", "ReplicaMethods", "mail_channel", "notify_commit"]
+__all__ = ["ReplicaMethods", "mail_channel"]
 
 _T = TypeVar("_T")
 log = logging.getLogger("taskwire.server.store")
 
-HISTORY_CHANNEL: Final = "taskwire_history"
-READY_CHANNEL: Final = "taskwire_ready"
-_HISTORY_LIMIT: Final = 7000  # bytes of ids in one notification (PostgreSQL takes 8,000); past it, "*"
 _RECONNECT_S: Final = 0.5
 _PING_S: Final = 5.0  # how often the listening connection is checked (a cut connection announces nothing)
 
@@ -83,23 +81,6 @@ _LEAD: Final = (
 def mail_channel(name: str) -> str:
     """The channel a replica's mail is announced on: a short stable hash of its name (identifiers end at 63 bytes)."""
     return "taskwire_mail_" + hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
-
-
-async def notify_commit(conn: Any, group: Sequence[Rows]) -> None:
-    """Inside a commit transaction: announce (at commit) the executions that got events and the handlers of the task
-    runs written PENDING."""
-    ids = list(dict.fromkeys(row["execution_id"] for rows in group for row in rows.events))
-    handlers = dict.fromkeys(
-        row["handler"] for rows in group for row in (*rows.new_task_runs, *rows.task_runs) if row["state"] == "PENDING"
-    )
-    channels = [READY_CHANNEL] * len(handlers)
-    payloads = list(handlers)
-    if ids:
-        history = ",".join(ids)
-        channels.append(HISTORY_CHANNEL)
-        payloads.append(history if len(history.encode()) <= _HISTORY_LIMIT else "*")
-    if channels:
-        await conn.execute("SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS u(c, p)", channels, payloads)
 
 
 async def _send(conn: Any, recipient: str, kind: str, body: dict[str, Any], *, notify: bool) -> None:
