@@ -438,6 +438,11 @@ class Engine:
         """Publish here what other replicas committed for executions watched or waited for here."""
         await self._replicas.follow_remote(execution_ids)
 
+    async def refresh_schedules(self) -> int:
+        """Bring the schedules in memory in step with the store (other replicas change them too); the leader
+        catches up those added or changed. How many changed; see `Schedules.refresh`."""
+        return await self.schedules.refresh()
+
     # ---- Hooks of the schedules room --------------------------------------------------------------
 
     def _retired(self, live: LiveExecution) -> None:

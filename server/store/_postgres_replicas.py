@@ -18,8 +18,9 @@ replica another one adopted, or that a restart under its name took over, changes
   epoch + 1 (its commits fenced from then on), its unfinished executions and its mail moved to the leader, the
   claims it made cleared.
 - Notifications (with `notify`): each commit sends `taskwire_history` (the ids of executions that got events, or
-  `*` past 7,000 bytes) and `taskwire_ready` (once per handler of a task run written PENDING); `listen` keeps one
-  connection LISTENing to those and the replica's mail channel, connecting again when it is lost.
+  `*` past 7,000 bytes), `taskwire_ready` (once per handler of a task run written PENDING) and `taskwire_schedules`
+  (once, empty, when it writes or deletes schedules); `listen` keeps one connection LISTENing to those and the
+  replica's mail channel, connecting again when it is lost.
 """
 
 from __future__ import annotations
@@ -41,13 +42,14 @@ from ._postgres_text import from_db, to_db
 from ._protocol import Mail, RecoveredState, StoreError
 from ._sqlite_codec import Rows
 
-__all__ = ["HISTORY_CHANNEL", "READY_CHANNEL", "ReplicaMethods", "mail_channel", "notify_commit"]
+__all__ = ["HISTORY_CHANNEL", "READY_CHANNEL", "SCHEDULES_CHANNEL", "ReplicaMethods", "mail_channel", "notify_commit"]
 
 _T = TypeVar("_T")
 log = logging.getLogger("taskwire.server.store")
 
 HISTORY_CHANNEL: Final = "taskwire_history"
 READY_CHANNEL: Final = "taskwire_ready"
+SCHEDULES_CHANNEL: Final = "taskwire_schedules"
 _HISTORY_LIMIT: Final = 7000  # bytes of ids in one notification (PostgreSQL takes 8,000); past it, "*"
 _RECONNECT_S: Final = 0.5
 _PING_S: Final = 5.0  # how often the listening connection is checked (a cut connection announces nothing)
@@ -86,8 +88,8 @@ def mail_channel(name: str) -> str:
 
 
 async def notify_commit(conn: Any, group: Sequence[Rows]) -> None:
-    """Inside a commit transaction: announce (at commit) the executions that got events and the handlers of the task
-    runs written PENDING."""
+    """Inside a commit transaction: announce (at commit) the executions that got events, the handlers of the task
+    runs written PENDING, and that schedules were written or deleted."""
     ids = list(dict.fromkeys(row["execution_id"] for rows in group for row in rows.events))
     handlers = dict.fromkeys(
         row["handler"] for rows in group for row in (*rows.new_task_runs, *rows.task_runs) if row["state"] == "PENDING"
@@ -98,6 +100,9 @@ async def notify_commit(conn: Any, group: Sequence[Rows]) -> None:
         history = ",".join(ids)
         channels.append(HISTORY_CHANNEL)
         payloads.append(history if len(history.encode()) <= _HISTORY_LIMIT else "*")
+    if any(rows.schedules or rows.deleted_schedules for rows in group):
+        channels.append(SCHEDULES_CHANNEL)
+        payloads.append("")
     if channels:
         await conn.execute("SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS u(c, p)", channels, payloads)
 
@@ -332,8 +337,8 @@ class ReplicaMethods:
 
     async def listen(self, on_notice: Callable[[str, str], None]) -> None:
         """Start listening on a connection of its own (returns once it listens); `on_notice(kind, payload)`: "mail",
-        "ready" (a handler), "history" (ids or "*"), and "lost" (the connection was lost and is back). Nothing without
-        `notify`; a second call does nothing."""
+        "ready" (a handler), "history" (ids or "*"), "schedules" (some were written or deleted), and "lost" (the
+        connection was lost and is back). Nothing without `notify`; a second call does nothing."""
         self._replica_name("listen")
         self._check_open("listen")
         if not self._notify or self._listening is not None:
@@ -345,7 +350,12 @@ class ReplicaMethods:
         self._listening = asyncio.create_task(self._keep_listening(conn, lost, on_notice), name="taskwire-listen")
 
     async def _listening_connection(self, on_notice: Callable[[str, str], None]) -> tuple[Any, asyncio.Event]:
-        kinds = {mail_channel(self.replica): "mail", READY_CHANNEL: "ready", HISTORY_CHANNEL: "history"}
+        kinds = {
+            mail_channel(self.replica): "mail",
+            READY_CHANNEL: "ready",
+            HISTORY_CHANNEL: "history",
+            SCHEDULES_CHANNEL: "schedules",
+        }
         conn = await asyncpg.connect(
             self.url, timeout=self._connect_timeout_s, server_settings={"application_name": "taskwire-server"}
         )
