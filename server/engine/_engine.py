@@ -178,6 +178,7 @@ class Engine:
             forget_key=self._submits.forget_key,
         )
         self.schedules.leading = self.retention.leading = lambda: self._replicas.leading
+        self.schedules.shared = replica is not None
 
     # ---- Lifecycle ------------------------------------------------------------------------------
 

@@ -26,8 +26,9 @@ those new in the store are added, those gone dropped, those whose stored record 
 replace it; while leading, each added or replaced one is caught up as `start` does. It compares and
 replaces under the schedule's lock, after the committer's flush and with a read made inside the lock,
 so a fire or change under way here is durable before it is compared and is never undone by an older read.
-A replica that does not lead refreshes before each change it is asked for, so that the change starts
-from the stored record, not from an older copy.
+A replica refreshes before each change it is asked for, and the leader reads the schedule again under
+its lock before each wake, so that a change or a fire starts from the stored record, not from an older
+copy. (Two replicas that write the same schedule at the same moment still race: the last commit wins.)
 
 May use: the clock, the timers, the committer, the store (schedules, and executions for their state),
 and the hooks the engine wires: submit, cancel, and which executions are still active.
@@ -99,8 +100,9 @@ class Schedules:
         self.cancel: CancelHook = _unwired
         self.active: ActiveHook = _unwired  # type: ignore[assignment]
         # Whether this server fires schedules (replicas: only the leading one, which loads them again when
-        # it begins to lead).
+        # it begins to lead), and whether other servers change the stored schedules too (replicas).
         self.leading: Callable[[], bool] = lambda: True
+        self.shared = False
 
     # ---- Lifecycle ------------------------------------------------------------------------------
 
@@ -145,19 +147,32 @@ class Schedules:
 
     def _take_stored(self, name: str, stored: Schedule | None) -> bool:
         """Under the schedule's lock: make memory what the store holds; whether it changed."""
-        if self._closed or _same(stored, self._by_name.get(name)):
+        if self._closed or not self._set_stored(name, stored):
             return False
-        self._timers.disarm(_timer_key(name))
         self._recovered.discard(name)
-        if stored is None:
-            del self._by_name[name]
-            return True
-        self._by_name[name] = stored
-        if self.leading() and not stored.paused:
+        if stored is not None and self.leading() and not stored.paused:
             # As `start` does: the first wake looks up the keys of its first fires, then catches up.
             self._recovered.add(name)
             self._spawn(self._wake(name), name)  # runs once the lock is free
         return True
+
+    def _set_stored(self, name: str, stored: Schedule | None) -> bool:
+        if _same(stored, self._by_name.get(name)):
+            return False
+        self._timers.disarm(_timer_key(name))
+        if stored is None:
+            del self._by_name[name]
+        else:
+            self._by_name[name] = stored
+        return True
+
+    async def _reread(self, name: str) -> Schedule | None:
+        """Under the schedule's lock on a replica, before a fire: the schedule as stored now (another replica may
+        have paused, changed or deleted it since the last refresh), in memory too."""
+        await self._committer.flush()
+        stored = {schedule.name: schedule for schedule in await self._store.load_schedules()}.get(name)
+        self._set_stored(name, stored)
+        return stored
 
     async def close(self) -> None:
         self._closed = True
@@ -260,9 +275,9 @@ class Schedules:
     # ---- Firing ---------------------------------------------------------------------------------
 
     async def _in_step(self) -> None:
-        """Before a change on a replica that does not lead: memory as stored now (the leader's fires move the
-        cursors and counts; other replicas create and delete), so that the change starts from the stored record."""
-        if not self.leading():
+        """Before a change on a replica: memory as stored now (the leader's fires move the cursors and counts;
+        other replicas create, change and delete), so that the change starts from the stored record."""
+        if self.shared:
             await self.refresh()
 
     def _known(self, name: str) -> str:
@@ -314,7 +329,7 @@ class Schedules:
         if not self.leading():
             return  # the leading replica fires it; this one catches up when it begins to lead
         async with self._lock(name):
-            schedule = self._by_name.get(name)
+            schedule = await self._reread(name) if self.shared else self._by_name.get(name)
             if schedule is None:
                 return
             schedule = await self._refresh_running(schedule)

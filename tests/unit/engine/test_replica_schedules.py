@@ -168,3 +168,28 @@ async def test_a_refresh_does_not_undo_a_fire_of_the_leader_under_way(
     await _advance(10, b)
     await _fired(b, 2, "the next fire")
     assert await _stored_executions(store) == 2
+
+
+async def test_the_leader_reads_a_schedule_again_before_it_fires_it(
+    replicas: tuple[Replica, Replica, GatedStore],
+) -> None:
+    """A pause or a delete through another replica that the leader has not refreshed yet: its next wake neither
+    fires nor writes the schedule back."""
+    a, b, store = replicas
+    await _created_through_a(a, b)
+    await a.engine.schedules.pause("tick")
+    await _advance(10, a, b)
+    await idle(30)
+    assert b.engine.schedules.get("tick").paused
+    assert await _stored_executions(store) == 0
+
+    await a.engine.schedules.resume("tick")  # a paused schedule has no timer: this one the leader must refresh
+    assert await b.engine.refresh_schedules() == 1
+    await _advance(10, a, b)
+    await _fired(b, 1, "a fire after the resume")
+    await a.engine.schedules.delete("tick")
+    await _advance(10, a, b)
+    await until(lambda: b.engine.schedules.all() == [], "the leader to find it deleted")
+    await b.engine.flush()
+    assert await store.load_schedules() == []
+    assert await _stored_executions(store) == 1
