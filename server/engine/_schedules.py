@@ -135,8 +135,8 @@ class Schedules:
             await self._committer.flush()  # what was staged before a lock was taken is durable now
             stored = {schedule.name: schedule for schedule in await self._store.load_schedules()}
             changed = [name for name in differ if self._take_stored(name, stored.get(name))]
-        if changed:
-            log.info("schedules changed in the store: %s", ", ".join(changed))
+        if changed:  # on the others, every fire of the leader's changes one
+            log.log(logging.INFO if self.leading() else logging.DEBUG, "schedules read again: %s", ", ".join(changed))
         return len(changed)
 
     def _differing(self, stored: list[Schedule]) -> list[str]:
