@@ -2,7 +2,7 @@
 
 Several `taskwire-server --replica NAME` processes share one database, all active (docs/deploy.md). Each
 execution is held by one replica, which runs it in its engine as a lone server would. This coordinator is
-the rest, four loops, each woken by the database's notifications (LISTEN/NOTIFY) and polling as well, so
+the rest, five loops, each woken by the database's notifications (LISTEN/NOTIFY) and polling as well, so
 that a lost notification, or a pooler that passes none (`--store-notify off`), only slows it down:
 
 - **mail**: what other replicas ask of this one, applied in order, then deleted (every kind is
@@ -16,6 +16,8 @@ that a lost notification, or a pooler that passes none (`--store-notify off`), o
   and it does not hold, published on its bus.
 - **leader**: the replica holding the leader row adopts the work of replicas whose lease lapsed (killed,
   paused, cut off) and runs schedules and retention; the others do neither.
+- **schedules**: schedules any replica created, changed or deleted, read again (`Engine.refresh_schedules`): the
+  leader fires them as stored, and the others show them as stored.
 
 May use: the engine, the store's replica side.
 """
@@ -39,6 +41,7 @@ _CLAIM_BATCH = 256
 # Polls: how often each loop looks without being woken (with notifications on, and off).
 _POLL_S = {True: 1.0, False: 0.2}
 _CLAIM_POLL_S = 0.5
+_SCHEDULES_POLL_S = {True: 5.0, False: 2.0}
 _CLAIM_GAP_S = 0.01
 # A claim no answer came for in this long (its holder died, and its adopter refused it to nobody) no longer
 # counts against the free slots.
@@ -59,6 +62,7 @@ class ReplicaLoops:
         self._mail = asyncio.Event()
         self._claim = asyncio.Event()
         self._feed = asyncio.Event()
+        self._schedules = asyncio.Event()
         self._followed: set[str] = set()
         self._feed_all = False
         # Claimed executions not answered yet, with when they were claimed.
@@ -75,6 +79,7 @@ class ReplicaLoops:
         self._spawn("claims", self._claim_loop)
         self._spawn("feed", self._feed_loop)
         self._spawn("leader", self._lead_loop)
+        self._spawn("schedules", self._schedules_loop)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -116,9 +121,11 @@ class ReplicaLoops:
             else:
                 self._followed.update(payload.split(","))
             self._feed.set()
+        elif kind == "schedules":
+            self._schedules.set()
         else:  # "lost": notifications may have been missed meanwhile; look at everything
             self._feed_all = True
-            for event in (self._mail, self._claim, self._feed):
+            for event in (self._mail, self._claim, self._feed, self._schedules):
                 event.set()
 
     @staticmethod
@@ -197,6 +204,13 @@ class ReplicaLoops:
                 await self._engine.follow_remote(sorted(followed))
             else:
                 await self._engine.follow_remote(None)  # the poll: a notification may have been lost
+
+    # ---- schedules
+
+    async def _schedules_loop(self) -> None:
+        while True:
+            await self._woken(self._schedules, _SCHEDULES_POLL_S[self._notify])
+            await self._engine.refresh_schedules()
 
     # ---- leader
 

@@ -178,6 +178,7 @@ class Engine:
             forget_key=self._submits.forget_key,
         )
         self.schedules.leading = self.retention.leading = lambda: self._replicas.leading
+        self.schedules.shared = replica is not None
 
     # ---- Lifecycle ------------------------------------------------------------------------------
 
@@ -437,6 +438,11 @@ class Engine:
     async def follow_remote(self, execution_ids: Sequence[str] | None) -> None:
         """Publish here what other replicas committed for executions watched or waited for here."""
         await self._replicas.follow_remote(execution_ids)
+
+    async def refresh_schedules(self) -> int:
+        """Bring the schedules in memory in step with the store (other replicas change them too); the leader
+        catches up those added or changed. How many changed; see `Schedules.refresh`."""
+        return await self.schedules.refresh()
 
     # ---- Hooks of the schedules room --------------------------------------------------------------
 

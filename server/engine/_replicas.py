@@ -21,7 +21,8 @@ rest of the engine does not know about replicas; this room is what it does beyon
 - **Cancel elsewhere** (`cancel_elsewhere`): a cancel of an execution another replica holds is mailed
   to it.
 - **Leading**: only the leading replica fires schedules and deletes by retention; when it begins to
-  lead it reads the schedules again and catches them up.
+  lead it reads the schedules again and catches them up. Schedules changed through other replicas meanwhile
+  reach every replica by the schedules room's `refresh` (the server calls it on a notification and a poll).
 
 May use: the replica store, the store (reads), the committer, the bus, the live executions, the worker
 pool, the cold tier, the ready queues, the dispatcher, the schedules, the recovery's merge; one hook

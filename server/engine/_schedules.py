@@ -20,6 +20,16 @@ whatever the policy; pausing disarms the timer, and resuming looks only at fires
 Every change of one schedule runs under its own lock, so a timer, a trigger and an ending execution
 never interleave on it.
 
+Replicas share the stored schedules, and only the leading one fires them (`leading`; the others arm no
+timer). A schedule changed through another replica reaches this one by `refresh`, which writes nothing:
+those new in the store are added, those gone dropped, those whose stored record differs from memory
+replace it; while leading, each added or replaced one is caught up as `start` does. It compares and
+replaces under the schedule's lock, after the committer's flush and with a read made inside the lock,
+so a fire or change under way here is durable before it is compared and is never undone by an older read.
+A replica refreshes before each change it is asked for, and the leader reads the schedule again under
+its lock before each wake, so that a change or a fire starts from the stored record, not from an older
+copy. (Two replicas that write the same schedule at the same moment still race: the last commit wins.)
+
 May use: the clock, the timers, the committer, the store (schedules, and executions for their state),
 and the hooks the engine wires: submit, cancel, and which executions are still active.
 """
@@ -55,7 +65,7 @@ from taskwire.server.domain import (
     validate_schedule_name,
     validate_schedule_spec,
 )
-from taskwire.server.store import Committer, Store
+from taskwire.server.store import Committer, Store, schedule_to_text
 
 from ._clock import Clock
 from ._timers import Timers
@@ -90,8 +100,9 @@ class Schedules:
         self.cancel: CancelHook = _unwired
         self.active: ActiveHook = _unwired  # type: ignore[assignment]
         # Whether this server fires schedules (replicas: only the leading one, which loads them again when
-        # it begins to lead).
+        # it begins to lead), and whether other servers change the stored schedules too (replicas).
         self.leading: Callable[[], bool] = lambda: True
+        self.shared = False
 
     # ---- Lifecycle ------------------------------------------------------------------------------
 
@@ -108,6 +119,60 @@ class Schedules:
         for name, schedule in self._by_name.items():
             if not schedule.paused:
                 self._spawn(self._wake(name), name)
+
+    async def refresh(self) -> int:
+        """Bring memory in step with the stored schedules (another replica may have created, changed or deleted
+        some), writing nothing; how many were added, replaced or dropped. See the module."""
+        if self._closed:
+            return 0
+        await self._committer.flush()
+        differ = self._differing(await self._store.load_schedules())
+        if not differ:
+            return 0
+        async with contextlib.AsyncExitStack() as locks:
+            for name in differ:  # sorted; nothing else holds two of these locks
+                await locks.enter_async_context(self._lock(name))
+            await self._committer.flush()  # what was staged before a lock was taken is durable now
+            stored = {schedule.name: schedule for schedule in await self._store.load_schedules()}
+            changed = [name for name in differ if self._take_stored(name, stored.get(name))]
+        if changed:  # on the others, every fire of the leader's changes one
+            log.log(logging.INFO if self.leading() else logging.DEBUG, "schedules read again: %s", ", ".join(changed))
+        return len(changed)
+
+    def _differing(self, stored: list[Schedule]) -> list[str]:
+        by_name = {schedule.name: schedule for schedule in stored}
+        return [
+            name for name in sorted({*by_name, *self._by_name}) if not _same(by_name.get(name), self._by_name.get(name))
+        ]
+
+    def _take_stored(self, name: str, stored: Schedule | None) -> bool:
+        """Under the schedule's lock: make memory what the store holds; whether it changed."""
+        if self._closed or not self._set_stored(name, stored):
+            return False
+        self._recovered.discard(name)
+        if stored is not None and self.leading() and not stored.paused:
+            # As `start` does: the first wake looks up the keys of its first fires, then catches up.
+            self._recovered.add(name)
+            self._spawn(self._wake(name), name)  # runs once the lock is free
+        return True
+
+    def _set_stored(self, name: str, stored: Schedule | None) -> bool:
+        if _same(stored, self._by_name.get(name)):
+            return False
+        self._timers.disarm(_timer_key(name))
+        if stored is None:
+            del self._by_name[name]
+        else:
+            self._by_name[name] = stored
+        return True
+
+    async def _reread(self, name: str) -> Schedule | None:
+        """Under the schedule's lock on a replica, before a fire: the schedule as stored now (another replica may
+        have paused, changed or deleted it since the last refresh), in memory too."""
+        await self._committer.flush()
+        stored = {schedule.name: schedule for schedule in await self._store.load_schedules()}.get(name)
+        self._set_stored(name, stored)
+        return stored
 
     async def close(self) -> None:
         self._closed = True
@@ -143,6 +208,7 @@ class Schedules:
         """Store a new schedule; it fires from now on. ALREADY_EXISTS for a name in use."""
         spec = validate_schedule_spec(spec, self._limits)
         check_schedule(spec)
+        await self._in_step()
         if spec.name in self._by_name:
             raise AlreadyExists(f"a schedule named {spec.name!r} exists already")
         now = self._clock.now()
@@ -155,6 +221,7 @@ class Schedules:
         return schedule
 
     async def pause(self, name: str) -> Schedule:
+        await self._in_step()
         async with self._lock(self._known(name)):
             schedule = self.get(name)
             if not schedule.paused:
@@ -165,6 +232,7 @@ class Schedules:
 
     async def resume(self, name: str) -> Schedule:
         """Fire again from now on: the fire times while it was paused are neither started nor counted."""
+        await self._in_step()
         async with self._lock(self._known(name)):
             schedule = self.get(name)
             if schedule.paused:
@@ -176,6 +244,7 @@ class Schedules:
 
     async def delete(self, name: str) -> None:
         """Forget the schedule; the executions it started go on."""
+        await self._in_step()
         async with self._lock(self._known(name)):
             self._timers.disarm(_timer_key(name))
             del self._by_name[name]
@@ -186,6 +255,7 @@ class Schedules:
 
     async def trigger(self, name: str) -> tuple[Schedule, str]:
         """Start one execution now, whatever the overlap policy and even while paused; returns its id."""
+        await self._in_step()
         async with self._lock(self._known(name)):
             now = self._clock.now()
             schedule = self.get(name)
@@ -203,6 +273,12 @@ class Schedules:
             self._spawn(self._ended(name, execution_id), name)
 
     # ---- Firing ---------------------------------------------------------------------------------
+
+    async def _in_step(self) -> None:
+        """Before a change on a replica: memory as stored now (the leader's fires move the cursors and counts;
+        other replicas create, change and delete), so that the change starts from the stored record."""
+        if self.shared:
+            await self.refresh()
 
     def _known(self, name: str) -> str:
         validate_schedule_name(name)
@@ -233,8 +309,9 @@ class Schedules:
         task.add_done_callback(self._tasks.discard)
 
     def _arm(self, schedule: Schedule) -> None:
-        """Arm the timer for the schedule's next fire time after its cursor (none while paused)."""
-        if schedule.paused or self._closed:
+        """Arm the timer for the schedule's next fire time after its cursor (none while paused, nor on a replica
+        that does not lead: it arms them all when it begins to lead)."""
+        if schedule.paused or self._closed or not self.leading():
             return
         upcoming = next_fire_times(schedule.spec, schedule.cursor, 1)
         if upcoming:
@@ -252,7 +329,7 @@ class Schedules:
         if not self.leading():
             return  # the leading replica fires it; this one catches up when it begins to lead
         async with self._lock(name):
-            schedule = self._by_name.get(name)
+            schedule = await self._reread(name) if self.shared else self._by_name.get(name)
             if schedule is None:
                 return
             schedule = await self._refresh_running(schedule)
@@ -379,6 +456,13 @@ class Schedules:
                     schedule, _ = await self._start(schedule, buffered)
                     schedule = self._save(replace(schedule, buffered=None))
             await self._committer.durable()
+
+
+def _same(one: Schedule | None, other: Schedule | None) -> bool:
+    """The same stored record (compared as stored: a spec's `paused` is not, for one)."""
+    if one is None or other is None:
+        return one is other
+    return schedule_to_text(one) == schedule_to_text(other)
 
 
 def _timer_key(name: str) -> tuple[str, str]:

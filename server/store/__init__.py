@@ -51,6 +51,7 @@ from ._protocol import (
     StoreError,
     WriteBatch,
 )
+from ._schedule_json import schedule_to_text
 from ._sqlite import SqliteStore, StoreStats
 from ._sqlite_schema import SCHEMA_VERSION
 from ._url import store_from_url
@@ -82,5 +83,6 @@ __all__ = [
     "StoreInUse",
     "StoreStats",
     "WriteBatch",
+    "schedule_to_text",
     "store_from_url",
 ]

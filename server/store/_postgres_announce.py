@@ -1,12 +1,13 @@
 """What a replica's commits announce to the other replicas (LISTEN/NOTIFY), debounced.
 
 A commit that wrote events names their executions on `taskwire_history`; one that wrote PENDING task runs
-names their handlers on `taskwire_ready`. The announcements of every commit are gathered and sent after the
-commits, at most once per `ANNOUNCE_S` per replica, in one statement of their own: a NOTIFY inside each commit
-transaction would take PostgreSQL's notification queue lock at every commit of every replica, and every
-listener would wake for every commit (measured: three replicas ran 30–40% slower so). A notification only
-wakes others up to read what is committed, so it comes after the commit, and one that is lost (the server
-died in between) is made up for by the readers' polls.
+names their handlers on `taskwire_ready`; one that wrote or deleted schedules says so on
+`taskwire_schedules`. The announcements of every commit are gathered and sent after the commits, at most
+once per `ANNOUNCE_S` per replica, in one statement of their own: a NOTIFY inside each commit transaction
+would take PostgreSQL's notification queue lock at every commit of every replica, and every listener would
+wake for every commit (measured: three replicas ran 30–40% slower so). A notification only wakes others up
+to read what is committed, so it comes after the commit, and one that is lost (the server died in between)
+is made up for by the readers' polls.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ log = logging.getLogger("taskwire.server.store")
 
 HISTORY_CHANNEL: Final = "taskwire_history"
 READY_CHANNEL: Final = "taskwire_ready"
+SCHEDULES_CHANNEL: Final = "taskwire_schedules"
 ANNOUNCE_S: Final = 0.02  # the longest an announcement waits for others to go with it
 _HISTORY_LIMIT: Final = 7000  # bytes of ids in one notification (PostgreSQL takes 8,000); past it, "*"
 
 
-def announcements(group: Sequence[Rows]) -> tuple[list[str], list[str]]:
-    """The executions that got events in `group` and the handlers of its task runs written PENDING."""
+def announcements(group: Sequence[Rows]) -> tuple[list[str], list[str], bool]:
+    """The executions that got events in `group`, the handlers of its task runs written PENDING, and whether it
+    wrote or deleted schedules."""
     ids = list(dict.fromkeys(row["execution_id"] for rows in group for row in rows.events))
     handlers = list(
         dict.fromkeys(
@@ -37,7 +40,7 @@ def announcements(group: Sequence[Rows]) -> tuple[list[str], list[str]]:
             if row["state"] == "PENDING"
         )
     )
-    return ids, handlers
+    return ids, handlers, any(rows.schedules or rows.deleted_schedules for rows in group)
 
 
 class Announcer:
@@ -46,13 +49,15 @@ class Announcer:
     def __init__(self) -> None:
         self._ids: dict[str, None] = {}
         self._handlers: dict[str, None] = {}
+        self._schedules = False
         self._due = asyncio.Event()
 
     def add(self, group: Sequence[Rows]) -> None:
-        ids, handlers = announcements(group)
-        if ids or handlers:
+        ids, handlers, schedules = announcements(group)
+        if ids or handlers or schedules:
             self._ids.update(dict.fromkeys(ids))
             self._handlers.update(dict.fromkeys(handlers))
+            self._schedules = self._schedules or schedules
             self._due.set()
 
     async def run(self, pool: Any) -> None:
@@ -64,6 +69,10 @@ class Announcer:
             handlers, self._handlers = list(self._handlers), {}
             channels = [READY_CHANNEL] * len(handlers)
             payloads = handlers
+            if self._schedules:
+                self._schedules = False
+                channels.append(SCHEDULES_CHANNEL)
+                payloads.append("")
             if ids:
                 history = ",".join(ids)
                 channels.append(HISTORY_CHANNEL)

@@ -18,9 +18,9 @@ replica another one adopted, or that a restart under its name took over, changes
   epoch + 1 (its commits fenced from then on), its unfinished executions and its mail moved to the leader, the
   claims it made cleared.
 - Notifications (with `notify`): commits announce `taskwire_history` (the ids of executions that got events, or
-  `*` past 7,000 bytes) and `taskwire_ready` (the handlers of task runs written PENDING), debounced
-  (`_postgres_announce`); `listen` keeps one connection LISTENing to those and the replica's mail channel,
-  connecting again when it is lost.
+  `*` past 7,000 bytes), `taskwire_ready` (the handlers of task runs written PENDING) and `taskwire_schedules`
+  (schedules written or deleted), debounced (`_postgres_announce`); `listen` keeps one connection LISTENing to
+  those and the replica's mail channel, connecting again when it is lost.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any, Final, TypeVar
 
 import asyncpg
 
-from ._postgres_announce import HISTORY_CHANNEL, READY_CHANNEL
+from ._postgres_announce import HISTORY_CHANNEL, READY_CHANNEL, SCHEDULES_CHANNEL
 from ._postgres_lease import OwnerLease, lock_free, replica_lock_class
 from ._postgres_queries import recover
 from ._postgres_schema import TERMINAL_SQL
@@ -313,8 +313,8 @@ class ReplicaMethods:
 
     async def listen(self, on_notice: Callable[[str, str], None]) -> None:
         """Start listening on a connection of its own (returns once it listens); `on_notice(kind, payload)`: "mail",
-        "ready" (a handler), "history" (ids or "*"), and "lost" (the connection was lost and is back). Nothing without
-        `notify`; a second call does nothing."""
+        "ready" (a handler), "history" (ids or "*"), "schedules" (some were written or deleted), and "lost" (the
+        connection was lost and is back). Nothing without `notify`; a second call does nothing."""
         self._replica_name("listen")
         self._check_open("listen")
         if not self._notify or self._listening is not None:
@@ -326,7 +326,12 @@ class ReplicaMethods:
         self._listening = asyncio.create_task(self._keep_listening(conn, lost, on_notice), name="taskwire-listen")
 
     async def _listening_connection(self, on_notice: Callable[[str, str], None]) -> tuple[Any, asyncio.Event]:
-        kinds = {mail_channel(self.replica): "mail", READY_CHANNEL: "ready", HISTORY_CHANNEL: "history"}
+        kinds = {
+            mail_channel(self.replica): "mail",
+            READY_CHANNEL: "ready",
+            HISTORY_CHANNEL: "history",
+            SCHEDULES_CHANNEL: "schedules",
+        }
         conn = await asyncpg.connect(
             self.url, timeout=self._connect_timeout_s, server_settings={"application_name": "taskwire-server"}
         )

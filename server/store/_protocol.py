@@ -265,5 +265,6 @@ class ReplicaStore(Protocol):
 
     async def listen(self, on_notice: Callable[[str, str], None]) -> None:
         """Start a background LISTEN (returns once listening): `on_notice(kind, payload)` with kind "mail", "ready"
-        (payload: a handler), "history" (payload: comma-joined ids or "*") or "lost" (the connection was lost and is
-        back: poll everything). Does nothing when the store does not notify."""
+        (payload: a handler), "history" (payload: comma-joined ids or "*"), "schedules" (some were written or
+        deleted) or "lost" (the connection was lost and is back: poll everything). Does nothing when the store does
+        not notify."""

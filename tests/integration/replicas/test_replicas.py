@@ -1,5 +1,5 @@
-"""Three active replicas on one PostgreSQL database: work, cancels and watches cross replicas; a replica killed
-or paused past its lease loses nothing and changes nothing.
+"""Three active replicas on one PostgreSQL database: work, cancels, watches and schedules cross replicas; a replica
+killed or paused past its lease loses nothing and changes nothing.
 
 Each replica is a real `taskwire-server --replica NAME` on its own port; workers are real processes, each
 connected to one replica (or given all three, in turn, so that they spread and fail over). The fault tests end
@@ -8,12 +8,14 @@ with the checker's lost, duplicated, stuck and leaked counts at zero.
 
 from __future__ import annotations
 
+import functools
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from taskwire.client import OverlapPolicy
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import types_pb2 as pb
 from tests.faults.checker import Fault, check
@@ -21,6 +23,7 @@ from tests.faults.journal import journal_worker, read_journal
 from tests.faults.observe import slots_in_use, stored_executions
 from tests.faults.scenario import Load, quiesce
 from tests.harness import BIN, POSTGRESQL_ONLY, Cluster, ServerProcess, spawn, wait_for
+from tests.integration.schedules.support import sdk, started_by, wait_for_fires
 from tests.integration.server.support import Client, diamond, sleeper, spec, task
 from tests.postgres import PostgresCluster
 
@@ -202,3 +205,35 @@ def test_a_second_replica_under_a_name_in_use_is_refused(procs: Cluster) -> None
     procs.processes.append(second)
     assert second.wait() == 1
     assert "r1" in second.output
+
+
+@pytest.mark.parametrize("notify", ["on", "off"])
+def test_a_schedule_created_and_deleted_through_replicas_that_do_not_lead_fires_on_the_leader_until_deleted(
+    procs: Cluster, notify: str
+) -> None:
+    """With notifications, and polling only (`--store-notify off`)."""
+    replicas = _replicas(procs, "--store-notify", notify)
+    leader = wait_for(
+        lambda: next((r for r in replicas if "this replica is now the leader" in r.process.output), None),
+        what="a replica to lead",
+    )
+    creator, deleter = [r for r in replicas if r is not leader]
+    procs.worker(leader, slots=4)
+    with sdk(creator) as through_creator, sdk(deleter) as through_deleter, sdk(leader) as through_leader:
+        every_second = functools.partial(
+            through_creator.create_schedule, cron="* * * * * *", handler="echo", overlap=OverlapPolicy.ALLOW_ALL
+        )
+        every_second("tick", input={"n": 1})
+        # The counts every replica shows are the leader's fires, as stored.
+        wait_for_fires(through_creator, "tick", 3)
+        wait_for_fires(through_deleter, "tick", 3)
+        assert len(started_by(through_leader, "tick")) >= 3
+
+        through_deleter.delete_schedule("tick")
+        wait_for(lambda: through_leader.schedules() == [], what="the leader to drop the schedule")
+        fired = len(started_by(through_leader, "tick"))
+        # Time passes while the leader fires (another schedule fires three times): tick fires no more.
+        every_second("tock", input={"n": 2})
+        wait_for_fires(through_creator, "tock", 3)
+        assert len(started_by(through_leader, "tick")) == fired
+        assert [info.name for info in through_creator.schedules()] == ["tock"]

@@ -39,6 +39,7 @@ from tests.unit.store.records import (
     succeeded,
 )
 from tests.unit.store.support import cold_entries, write
+from tests.unit.store.test_behaviour_schedules import schedule
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -340,7 +341,9 @@ async def test_a_replica_whose_session_ended_is_listed_at_once(replica: Open, po
     assert await a.adopt("b") is not None
 
 
-async def test_listen_hears_mail_ready_work_history_and_a_lost_connection(replica: Open, postgres_url: str) -> None:
+async def test_listen_hears_mail_ready_work_history_schedules_and_a_lost_connection(
+    replica: Open, postgres_url: str
+) -> None:
     a, b = await replica("a"), await replica("b")
     heard: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
     await b.listen(lambda kind, payload: heard.put_nowait((kind, payload)))
@@ -362,6 +365,10 @@ async def test_listen_hears_mail_ready_work_history_and_a_lost_connection(replic
     many = [pending_execution(handlers=("h:3",)) for _ in range(800)]  # their ids pass 7,000 bytes
     await write(a, WriteBatch(new_executions=many, events=[event(m.execution.id, 1) for m in many]))
     assert {await next_notice() for _ in range(2)} == {("ready", "h:3"), ("history", "*")}
+    await write(a, WriteBatch(schedules=[schedule("nightly"), schedule("hourly")]))  # one notice for the commit
+    assert await next_notice() == ("schedules", "")
+    await write(a, WriteBatch(deleted_schedules=["nightly"]))
+    assert await next_notice() == ("schedules", "")
 
     await _sql(
         postgres_url,
