@@ -132,21 +132,20 @@ class Replicas:
         """Give `to` those of the executions that are movable; refuse the rest. Returns the ids moved."""
         replica_store = self._replica_store
         wanted = list(dict.fromkeys(execution_ids))
-        given = [e for e in wanted if self._give_live(e)]
-        first = set(given)
-        others = [e for e in wanted if e not in first and e not in self._executions.by_id]
-        if others:
-            stored = await self._store.get_executions(others)
-            # Decided now, with nothing awaited in between: a cold one may have come into memory meanwhile.
-            for execution_id in others:
-                snapshot = stored.get(execution_id)
-                if self._give_live(execution_id) or (snapshot is not None and self._give_cold(snapshot)):
-                    given.append(execution_id)
+        others = [e for e in wanted if e not in self._executions.by_id]
+        # Read before anything leaves memory: a read that fails loses nothing.
+        stored = await self._store.get_executions(others) if others else {}
+        # Decided now, with nothing awaited in between: a cold one may have come into memory meanwhile.
+        given = []
+        for execution_id in wanted:
+            snapshot = stored.get(execution_id)
+            if self._give_live(execution_id) or (snapshot is not None and self._give_cold(snapshot)):
+                given.append(execution_id)
         given_ids = set(given)
         refused = [e for e in wanted if e not in given_ids]
         self._dispatcher.schedule_pump()  # drops the places of those given, where workers are free
-        await self._committer.flush()
         try:
+            await self._committer.flush()
             moved = await replica_store.give(given, refused, to)
         except Exception:
             self._take_back(given, await replica_store.load(given))

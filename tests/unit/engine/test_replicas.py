@@ -16,7 +16,7 @@ from taskwire.server._config import ServerConfig
 from taskwire.server._history_wire import ProtoHistoryCodec
 from taskwire.server.domain import AttemptOutcome, ExecutionSpec, OverlapPolicy, RetryPolicy, ScheduleSpec, State
 from taskwire.server.engine import Engine, ManualClock
-from taskwire.server.store import EventRecord, ExecutionSnapshot, Mail, MemoryStore, RecoveredState
+from taskwire.server.store import EventRecord, ExecutionSnapshot, Mail, MemoryStore, RecoveredState, StoreError
 from tests.unit.engine.support import CONFIG, Rig, idle, task, until
 
 LEASE_S = CONFIG.lease_timeout.total_seconds()
@@ -551,3 +551,32 @@ async def test_a_single_server_always_leads_and_gives_nothing_away(rig: Rig) -> 
     with pytest.raises(RuntimeError, match="not a replica"):
         await rig.engine.give_away([execution_id], "b")
     assert rig.engine.stats().queue.size == 1
+
+
+# ---- Failures while giving away and taking mail ---------------------------------------------------
+
+
+async def test_a_give_that_fails_before_the_store_moves_anything_keeps_every_execution_here(
+    pair: tuple[Replica, Replica, Directory], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, _, directory = pair
+    movable = await a.submit()
+    await a.engine.flush()
+    queue_before = a.queue_size()
+    store = directory.store
+    reads = store.get_executions
+
+    async def failing(execution_ids: Sequence[str]) -> dict[str, ExecutionSnapshot]:
+        monkeypatch.setattr(store, "get_executions", reads)  # fails once
+        raise StoreError("the database is unreachable for a moment")
+
+    monkeypatch.setattr(store, "get_executions", failing)
+    with pytest.raises(StoreError):
+        await a.engine.give_away([movable, "held-elsewhere"], "b")
+
+    assert directory.holders[movable] == "a"
+    assert movable in _live(a)  # still held here, in memory: dispatched here
+    assert a.queue_size() == queue_before
+    worker = a.rig.connect("wa")
+    await until(lambda: worker.invocations, "dispatched here after all")
+    assert worker.invocations[0].task_run.execution_id == movable
