@@ -14,6 +14,7 @@ import pytest
 
 from taskwire.server._config import ServerConfig
 from taskwire.server._history_wire import ProtoHistoryCodec
+from taskwire.server._replicas import ReplicaLoops
 from taskwire.server.domain import AttemptOutcome, ExecutionSpec, OverlapPolicy, RetryPolicy, ScheduleSpec, State
 from taskwire.server.engine import Engine, ManualClock
 from taskwire.server.store import EventRecord, ExecutionSnapshot, Mail, MemoryStore, RecoveredState, StoreError
@@ -579,4 +580,40 @@ async def test_a_give_that_fails_before_the_store_moves_anything_keeps_every_exe
     assert a.queue_size() == queue_before
     worker = a.rig.connect("wa")
     await until(lambda: worker.invocations, "dispatched here after all")
+    assert worker.invocations[0].task_run.execution_id == movable
+
+
+async def test_given_mail_that_cannot_be_loaded_yet_is_applied_again_not_dropped(
+    pair: tuple[Replica, Replica, Directory], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b, directory = pair
+    movable = await a.submit()
+    await a.engine.flush()
+    assert await a.engine.give_away([movable], "b") == [movable]
+    assert directory.mail_of("b") == [("given", {"executions": [movable]})]
+    load = b.replica_store.load
+
+    async def failing(execution_ids: Sequence[str]) -> RecoveredState:
+        monkeypatch.setattr(b.replica_store, "load", load)  # fails once
+        raise StoreError("reading the database failed for a moment")
+
+    monkeypatch.setattr(b.replica_store, "load", failing)
+    done_mail = b.replica_store.done_mail
+    emptied = asyncio.Event()
+
+    async def done(ids: Sequence[int]) -> None:
+        await done_mail(ids)
+        if not directory.mail_of("b"):
+            emptied.set()
+
+    monkeypatch.setattr(b.replica_store, "done_mail", done)
+    loops = ReplicaLoops(engine=b.engine, store=b.replica_store, lease_s=3.0, notify=False)
+    await loops.start()
+    try:
+        async with asyncio.timeout(10):
+            await emptied.wait()
+    finally:
+        await loops.close()
+    worker = b.rig.connect("wb")
+    await until(lambda: worker.invocations, "the given execution dispatched on its new holder")
     assert worker.invocations[0].task_run.execution_id == movable
