@@ -411,3 +411,26 @@ def test_a_replica_store_is_made_from_a_postgresql_url_only() -> None:
     assert store_from_url("postgresql://localhost/db").lease.row.table == "taskwire_owner"  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="replicas need a PostgreSQL store"):
         store_from_url("sqlite:db.sqlite3", replica="a")
+
+
+async def test_an_adoption_whose_read_fails_reads_again_and_loses_nothing(
+    replica: Open, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, c = await replica("a"), await replica("c", lease_s=1.0)
+    queued = await _submit(c)
+    _pause(c)
+
+    async def c_lapsed() -> bool:
+        return await a.lapsed_replicas() == ["c"]
+
+    await _eventually(c_lapsed, "c's lease lapsed")
+    read = a._read
+
+    async def failing(*args: Any) -> Any:
+        monkeypatch.setattr(a, "_read", read)  # fails once
+        raise StoreError("reading the database failed for a moment")
+
+    monkeypatch.setattr(a, "_read", failing)
+    state = await a.adopt("c")  # moved here: what it moved must come back to be run
+    assert state is not None
+    assert state.cold == cold_entries(queued)
