@@ -434,3 +434,14 @@ async def test_an_adoption_whose_read_fails_reads_again_and_loses_nothing(
     state = await a.adopt("c")  # moved here: what it moved must come back to be run
     assert state is not None
     assert state.cold == cold_entries(queued)
+
+
+async def test_a_server_without_replicas_and_replicas_never_share_a_database(replica: Open, postgres_url: str) -> None:
+    async with PostgresStore(postgres_url, holder="lone", lease_s=LEASE_S) as single:
+        await _submit(single)
+        with pytest.raises(StoreInUse, match=r"without --replica uses the database .*: lone"):
+            await replica("a", lock_wait_s=0.2)
+    a = await replica("a")  # the lone server is gone: the database is the replicas'
+    assert (await a.recover()).cold != []
+    with pytest.raises(StoreInUse, match=r"replica 'a' .*process-a.* uses the database"):
+        await PostgresStore(postgres_url, holder="lone", lease_s=LEASE_S, lock_wait_s=0.2).open()
