@@ -445,3 +445,14 @@ async def test_a_server_without_replicas_and_replicas_never_share_a_database(rep
     assert (await a.recover()).cold != []
     with pytest.raises(StoreInUse, match=r"replica 'a' .*process-a.* uses the database"):
         await PostgresStore(postgres_url, holder="lone", lease_s=LEASE_S, lock_wait_s=0.2).open()
+
+
+async def test_a_replica_whose_writing_connection_is_lost_is_told_to_stop(replica: Open, postgres_url: str) -> None:
+    a = await replica("a")
+    lost: list[StoreError] = []
+    a.on_lost = lost.append
+    pid = a._conn.get_server_pid()
+    await _sql(postgres_url, "SELECT pg_terminate_backend($1)", pid)
+    with pytest.raises(StoreError):
+        await a.claim(["h:1"], 1)  # an idle replica's only writes: its lease is renewed on another connection
+    assert lost, "a replica that can write nothing more must stop, not hold its executions while renewing its lease"
