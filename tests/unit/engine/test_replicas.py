@@ -617,3 +617,31 @@ async def test_given_mail_that_cannot_be_loaded_yet_is_applied_again_not_dropped
     worker = b.rig.connect("wb")
     await until(lambda: worker.invocations, "the given execution dispatched on its new holder")
     assert worker.invocations[0].task_run.execution_id == movable
+
+
+async def _gives_all_away_without_workers(a: Replica, b: Replica) -> None:
+    given = [await a.submit() for _ in range(20)]
+    await a.engine.flush()
+    kept = await a.submit()
+    assert await a.engine.give_away(given, "b") == given
+    # No worker of a serves the handler: nothing would ever drop their places in its queue.
+    assert a.engine._ready.size("echo") <= 2
+    assert b.engine.adopt(await b.replica_store.load(given)) == 20
+    worker = a.rig.connect("wa", slots=5)
+    await until(lambda: worker.invocations, "the one kept dispatched")
+    await idle(30)
+    assert [i.task_run.execution_id for i in worker.invocations] == [kept]
+
+
+async def test_a_replica_without_workers_keeps_no_queue_places_of_what_it_gave_away(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    a, b, _ = pair
+    await _gives_all_away_without_workers(a, b)
+
+
+async def test_a_replica_without_workers_keeps_no_queue_places_of_the_cold_executions_it_gave_away(
+    cold_pair: tuple[Replica, Replica, Directory],
+) -> None:
+    a, b, _ = cold_pair
+    await _gives_all_away_without_workers(a, b)
