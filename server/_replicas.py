@@ -141,9 +141,16 @@ class ReplicaLoops:
         while True:
             await self._woken(self._mail, self._poll_s)
             while mail := await self._store.take_mail():
-                for one in mail:
-                    await self._apply(one)
-                await self._store.done_mail([one.id for one in mail])
+                applied: list[int] = []
+                try:
+                    for one in mail:
+                        await self._apply(one)
+                        applied.append(one.id)
+                except StoreError:  # the mail the store failed on stays, applied again with the next pass
+                    if applied:
+                        await self._store.done_mail(applied)
+                    raise
+                await self._store.done_mail(applied)
 
     async def _apply(self, mail: Mail) -> None:
         body = mail.body
@@ -161,7 +168,7 @@ class ReplicaLoops:
                 self._answered([str(one) for one in body["executions"]])
             else:
                 log.warning("replica mail of an unknown kind %r ignored", mail.kind)
-        except (StoreClosed, StoreFenced):
+        except StoreError:  # the database failed (not the mail): applied again later, never dropped
             raise
         except Exception as error:  # one mail that cannot be applied must not hold up the others
             log.warning("replica mail %s %s not applied: %s", mail.kind, body, error)

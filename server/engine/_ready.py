@@ -20,7 +20,9 @@ per task run and little more. Times are the engine clock's monotonic seconds; a
 recovered queue starts aging again at recovery.
 
 Removal is lazy: a task run cancelled while PENDING stays queued until it
-reaches a head, where the dispatcher sees it is no longer PENDING.
+reaches a head, where the dispatcher sees it is no longer PENDING. Task runs given
+to another replica are dropped at once when they come to outnumber the rest
+(`keep`): a replica without workers for a handler never reaches their heads.
 
 May use: the domain's priority range, and a clock function.
 """
@@ -85,6 +87,20 @@ class _Fifo:
     def head_since(self) -> float:
         return self.times[0][0]
 
+    def keep(self, keep: Callable[[str], bool]) -> int:
+        """Drop the ids `keep` refuses, in place (their times too); how many were dropped."""
+        ids: deque[str] = deque()
+        times: deque[list[float]] = deque()
+        queued = iter(self.ids)
+        for since, count in self.times:
+            kept = [task_run_id for task_run_id in itertools.islice(queued, int(count)) if keep(task_run_id)]
+            if kept:
+                ids.extend(kept)
+                times.append([since, len(kept)])
+        dropped = len(self.ids) - len(ids)
+        self.ids, self.times = ids, times
+        return dropped
+
 
 class _Level:
     """One handler's task runs at one priority: a FIFO per fairness key, in turns, and their oldest head."""
@@ -125,6 +141,18 @@ class _Level:
             del self.tenants[tenant]
         self.size -= 1
         return Queued(task_run_id, priority, since, tenant)
+
+    def keep(self, keep: Callable[[str], bool]) -> int:
+        """Drop the ids `keep` refuses (the keys keep their turns); how many were dropped."""
+        dropped = 0
+        for tenant, fifo in list(self.tenants.items()):
+            dropped += fifo.keep(keep)
+            if not fifo.ids:
+                del self.tenants[tenant]
+        self.size -= dropped
+        self.heads[:] = [(f.head_since, t) for t, f in self.tenants.items()]
+        heapq.heapify(self.heads)
+        return dropped
 
     def _head(self, tenant: str, fifo: _Fifo) -> None:
         heads = self.heads
@@ -208,6 +236,17 @@ class ReadyQueues:
             if best is None or key < best:
                 best, chosen = key, priority
         return chosen
+
+    def keep(self, handler: str, keep: Callable[[str], bool]) -> None:
+        """Drop at once, rather than lazily at the head, the ids of a handler's queue that `keep` refuses: what left
+        this server (given to another replica) while no worker takes from the queue."""
+        queue = self._by_handler.get(handler)
+        if queue is None:
+            return
+        for priority, level in list(queue.levels.items()):
+            queue.size -= level.keep(keep)
+            if not level.size:
+                del queue.levels[priority]
 
     def peek(self, handler: str, count: int) -> list[str]:
         """Up to `count` ids of a handler's queue, left in place: those of the default level's task runs without a

@@ -106,6 +106,7 @@ class Replicas:
         self._dispatcher = dispatcher
         self._schedules = schedules
         self._forget_key = forget_key
+        self._given: dict[str, int] = {}  # per handler, task runs given away since its queue was last cleared of them
         self._followed: dict[str, int] = {}  # execution id -> the last sequence published here
         self._following = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -133,21 +134,21 @@ class Replicas:
         """Give `to` those of the executions that are movable; refuse the rest. Returns the ids moved."""
         replica_store = self._replica_store
         wanted = list(dict.fromkeys(execution_ids))
-        given = [e for e in wanted if self._give_live(e)]
-        first = set(given)
-        others = [e for e in wanted if e not in first and e not in self._executions.by_id]
-        if others:
-            stored = await self._store.get_executions(others)
-            # Decided now, with nothing awaited in between: a cold one may have come into memory meanwhile.
-            for execution_id in others:
-                snapshot = stored.get(execution_id)
-                if self._give_live(execution_id) or (snapshot is not None and self._give_cold(snapshot)):
-                    given.append(execution_id)
+        others = [e for e in wanted if e not in self._executions.by_id]
+        # Read before anything leaves memory: a read that fails loses nothing.
+        stored = await self._store.get_executions(others) if others else {}
+        # Decided now, with nothing awaited in between: a cold one may have come into memory meanwhile.
+        given = []
+        for execution_id in wanted:
+            snapshot = stored.get(execution_id)
+            if self._give_live(execution_id) or (snapshot is not None and self._give_cold(snapshot)):
+                given.append(execution_id)
         given_ids = set(given)
         refused = [e for e in wanted if e not in given_ids]
+        self._drop_places()
         self._dispatcher.schedule_pump()  # drops the places of those given, where workers are free
-        await self._committer.flush()
         try:
+            await self._committer.flush()
             moved = await replica_store.give(given, refused, to)
         except Exception:
             self._take_back(given, await replica_store.load(given))
@@ -167,14 +168,32 @@ class Replicas:
         for task_run in live.task_runs.values():
             del executions.by_task_run[task_run.id]
             executions.figures.uncount_given(task_run.handler, task_run.state)
+            if task_run.state is State.PENDING:
+                self._given[task_run.handler] = self._given.get(task_run.handler, 0) + 1
         self._forget_key(live.execution)
         return True
 
     def _give_cold(self, snapshot: ExecutionSnapshot) -> bool:
         if snapshot.execution.id in self._executions.by_id or not self._cold.give_up(snapshot):
             return False
+        for task_run in snapshot.task_runs:
+            self._given[task_run.handler] = self._given.get(task_run.handler, 0) + 1
         self._forget_key(snapshot.execution)
         return True
+
+    def _drop_places(self) -> None:
+        """The queue places of what was given away go when they outnumber the others (a worker of this replica would
+        drop each at the head, but there may be none for a long time)."""
+        for handler, given in list(self._given.items()):
+            if 2 * given > self._ready.size(handler):
+                self._ready.keep(handler, self._queued_here)
+                del self._given[handler]
+
+    def _queued_here(self, task_run_id: str) -> bool:
+        live = self._executions.by_task_run.get(task_run_id)
+        if live is not None:
+            return live.task_runs[task_run_id].state is State.PENDING
+        return self._cold.is_cold(task_run_id)
 
     def _take_back(self, execution_ids: list[str], state: RecoveredState) -> None:
         missing = len(execution_ids) - self.adopt(state)

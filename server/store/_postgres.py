@@ -353,7 +353,12 @@ class PostgresStore(ReplicaMethods, QueryReads):
             except Exception as error:
                 if _is_refusal(error):
                     raise _translate(error) from error
-                raise self._break(await self._fenced_or(error)) from error
+                broken = self._break(await self._fenced_or(error))
+                if not isinstance(broken, StoreFenced):  # (a fenced one was told already)
+                    # A replica that can write nothing more (its lease renewed on another connection) would hold its
+                    # executions from the others: it stops, as after a failed commit.
+                    self.on_lost(broken)
+                raise broken from error
 
         return await self._serialized(fenced)
 

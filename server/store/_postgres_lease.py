@@ -49,6 +49,9 @@ log = logging.getLogger("taskwire.server.store")
 # The classid of the per-epoch advisory lock of `taskwire_owner` ("twow" in ASCII); the objid is the epoch (mod 2^31).
 # A replica's row has a classid of its own, from its name (`LeaseRow.replica`).
 OWNER_LOCK_CLASS: Final = 0x74776F77
+# Held by every takeover's transaction (of the owner row or a replica's row) while it checks that no server of the
+# other kind lives on the database ("twkd"): a server without replicas and replicas never share one.
+KIND_LOCK: Final = 0x74776B64
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,10 +265,39 @@ class OwnerLease:
             epoch = await conn.fetchval(self._sql["take"], self.row.key, self.holder, self._lease_us, seen, holder_gone)
             if epoch is None:
                 return False
+            await self._refuse_the_other_kind(conn)
             await conn.execute("SELECT pg_advisory_lock($1, $2)", self.row.lock_class, _objid(epoch))
         self.epoch = int(epoch)
         self.deadline = sent + self.lease_s
         return True
+
+    async def _refuse_the_other_kind(self, conn: Any) -> None:
+        """Inside the takeover: StoreInUse (the takeover rolled back) while a server of the other kind lives on the
+        database (its session holds its epoch's lock): replicas for a server without them, and the reverse. Each
+        would run the other's executions too."""
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", KIND_LOCK)
+        if self.row.table == "taskwire_owner":
+            if await conn.fetchval("SELECT to_regclass('taskwire_replicas')") is None:
+                return
+            replicas = await conn.fetch(
+                "SELECT name, holder, epoch FROM taskwire_replicas WHERE adopted_by = '' AND epoch > 0 ORDER BY name"
+            )
+            for row in replicas:
+                if not await lock_free(conn, replica_lock_class(row["name"]), int(row["epoch"])):
+                    raise StoreInUse(
+                        f"replica {row['name']!r} ({row['holder']}) uses the database {self._database}: a server "
+                        "without --replica cannot share it with replicas; stop them first, or start this one with "
+                        "--replica NAME"
+                    )
+            return
+        if await conn.fetchval("SELECT to_regclass('taskwire_owner')") is None:
+            return
+        owner = await conn.fetchrow("SELECT holder, epoch FROM taskwire_owner WHERE id = 1")
+        if owner is not None and not await lock_free(conn, OWNER_LOCK_CLASS, int(owner["epoch"])):
+            raise StoreInUse(
+                f"a taskwire server without --replica uses the database {self._database}: {owner['holder']}; "
+                "replicas cannot share it with that server: stop it first"
+            )
 
     async def check_epoch(self, conn: Any) -> None:
         """Inside a commit transaction: StoreFenced unless this server still holds the row. The row stays

@@ -40,7 +40,7 @@ from ._postgres_lease import OwnerLease, lock_free, replica_lock_class
 from ._postgres_queries import recover
 from ._postgres_schema import TERMINAL_SQL
 from ._postgres_text import from_db, to_db
-from ._protocol import Mail, RecoveredState, StoreError
+from ._protocol import Mail, RecoveredState, StoreClosed, StoreError
 
 __all__ = ["ReplicaMethods", "mail_channel"]
 
@@ -98,6 +98,7 @@ class ReplicaMethods:
     _notify: bool
     _connect_timeout_s: float
     _listening: asyncio.Task[None] | None
+    _broken: StoreError | None
 
     async def _read(self, read: Callable[..., Awaitable[_T]], *args: Any) -> _T:
         raise NotImplementedError
@@ -182,7 +183,16 @@ class ReplicaMethods:
         if moved is None:
             return None
         log.info("replica %s adopted replica %s and its %d unfinished executions", me, dead, len(moved))
-        return await self._read(recover, me, moved)
+        while True:  # they are this replica's now: nothing else would read them back while it runs
+            try:
+                return await self._read(recover, me, moved)
+            except StoreClosed:
+                raise
+            except StoreError as error:
+                if self._broken is not None:
+                    raise
+                log.warning("reading the executions adopted from replica %s failed (%s); reading again", dead, error)
+                await asyncio.sleep(_RECONNECT_S)
 
     async def claim(self, handlers: Sequence[str], limit: int) -> list[str]:
         """Claim up to `limit` movable executions of other live replicas with a task run of one of `handlers`, oldest

@@ -94,3 +94,22 @@ def test_many_keys_many_pops_stay_correct() -> None:
     taken = _drain(ready)
     assert sorted(taken) == sorted([f"low-{n}" for n in range(300)] + expected_high)
     assert ready.size("h") == 0
+
+
+def test_keep_drops_the_ids_it_refuses_and_keeps_order_turns_and_queue_times() -> None:
+    clock = Clock()
+    ready = ReadyQueues(now=clock, aging_s=10.0)
+    for task_run_id, tenant in (("a1", "a"), ("b1", "b"), ("a2", "a"), ("gone-a", "a"), ("c1", "c")):
+        ready.push("h", task_run_id, tenant=tenant)
+    clock.now = 5.0
+    ready.push("h", "gone-b", 9, tenant="b")
+    ready.push("h", "gone-c", 9, tenant="c")
+    ready.push("h", "late", 1)
+    ready.keep("h", lambda task_run_id: not task_run_id.startswith("gone"))
+    ready.keep("no-such-handler", lambda task_run_id: False)
+    assert ready.size("h") == 5
+    clock.now = 40.0  # the level queued at 0 has aged past the one at 1 queued at 5
+    head = ready.popleft("h")
+    assert head is not None
+    assert (head.id, head.since) == ("a1", 0.0)
+    assert _drain(ready) == ["b1", "c1", "a2", "late"]

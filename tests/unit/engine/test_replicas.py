@@ -14,9 +14,10 @@ import pytest
 
 from taskwire.server._config import ServerConfig
 from taskwire.server._history_wire import ProtoHistoryCodec
+from taskwire.server._replicas import ReplicaLoops
 from taskwire.server.domain import AttemptOutcome, ExecutionSpec, OverlapPolicy, RetryPolicy, ScheduleSpec, State
 from taskwire.server.engine import Engine, ManualClock
-from taskwire.server.store import EventRecord, ExecutionSnapshot, Mail, MemoryStore, RecoveredState
+from taskwire.server.store import EventRecord, ExecutionSnapshot, Mail, MemoryStore, RecoveredState, StoreError
 from tests.unit.engine.support import CONFIG, Rig, idle, task, until
 
 LEASE_S = CONFIG.lease_timeout.total_seconds()
@@ -551,3 +552,96 @@ async def test_a_single_server_always_leads_and_gives_nothing_away(rig: Rig) -> 
     with pytest.raises(RuntimeError, match="not a replica"):
         await rig.engine.give_away([execution_id], "b")
     assert rig.engine.stats().queue.size == 1
+
+
+# ---- Failures while giving away and taking mail ---------------------------------------------------
+
+
+async def test_a_give_that_fails_before_the_store_moves_anything_keeps_every_execution_here(
+    pair: tuple[Replica, Replica, Directory], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, _, directory = pair
+    movable = await a.submit()
+    await a.engine.flush()
+    queue_before = a.queue_size()
+    store = directory.store
+    reads = store.get_executions
+
+    async def failing(execution_ids: Sequence[str]) -> dict[str, ExecutionSnapshot]:
+        monkeypatch.setattr(store, "get_executions", reads)  # fails once
+        raise StoreError("the database is unreachable for a moment")
+
+    monkeypatch.setattr(store, "get_executions", failing)
+    with pytest.raises(StoreError):
+        await a.engine.give_away([movable, "held-elsewhere"], "b")
+
+    assert directory.holders[movable] == "a"
+    assert movable in _live(a)  # still held here, in memory: dispatched here
+    assert a.queue_size() == queue_before
+    worker = a.rig.connect("wa")
+    await until(lambda: worker.invocations, "dispatched here after all")
+    assert worker.invocations[0].task_run.execution_id == movable
+
+
+async def test_given_mail_that_cannot_be_loaded_yet_is_applied_again_not_dropped(
+    pair: tuple[Replica, Replica, Directory], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b, directory = pair
+    movable = await a.submit()
+    await a.engine.flush()
+    assert await a.engine.give_away([movable], "b") == [movable]
+    assert directory.mail_of("b") == [("given", {"executions": [movable]})]
+    load = b.replica_store.load
+
+    async def failing(execution_ids: Sequence[str]) -> RecoveredState:
+        monkeypatch.setattr(b.replica_store, "load", load)  # fails once
+        raise StoreError("reading the database failed for a moment")
+
+    monkeypatch.setattr(b.replica_store, "load", failing)
+    done_mail = b.replica_store.done_mail
+    emptied = asyncio.Event()
+
+    async def done(ids: Sequence[int]) -> None:
+        await done_mail(ids)
+        if not directory.mail_of("b"):
+            emptied.set()
+
+    monkeypatch.setattr(b.replica_store, "done_mail", done)
+    loops = ReplicaLoops(engine=b.engine, store=b.replica_store, lease_s=3.0, notify=False)
+    await loops.start()
+    try:
+        async with asyncio.timeout(10):
+            await emptied.wait()
+    finally:
+        await loops.close()
+    worker = b.rig.connect("wb")
+    await until(lambda: worker.invocations, "the given execution dispatched on its new holder")
+    assert worker.invocations[0].task_run.execution_id == movable
+
+
+async def _gives_all_away_without_workers(a: Replica, b: Replica) -> None:
+    given = [await a.submit() for _ in range(20)]
+    await a.engine.flush()
+    kept = await a.submit()
+    assert await a.engine.give_away(given, "b") == given
+    # No worker of a serves the handler: nothing would ever drop their places in its queue.
+    assert a.engine._ready.size("echo") <= 2
+    assert b.engine.adopt(await b.replica_store.load(given)) == 20
+    worker = a.rig.connect("wa", slots=5)
+    await until(lambda: worker.invocations, "the one kept dispatched")
+    await idle(30)
+    assert [i.task_run.execution_id for i in worker.invocations] == [kept]
+
+
+async def test_a_replica_without_workers_keeps_no_queue_places_of_what_it_gave_away(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    a, b, _ = pair
+    await _gives_all_away_without_workers(a, b)
+
+
+async def test_a_replica_without_workers_keeps_no_queue_places_of_the_cold_executions_it_gave_away(
+    cold_pair: tuple[Replica, Replica, Directory],
+) -> None:
+    a, b, _ = cold_pair
+    await _gives_all_away_without_workers(a, b)

@@ -418,3 +418,48 @@ def test_a_replica_store_is_made_from_a_postgresql_url_only() -> None:
     assert store_from_url("postgresql://localhost/db").lease.row.table == "taskwire_owner"  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="replicas need a PostgreSQL store"):
         store_from_url("sqlite:db.sqlite3", replica="a")
+
+
+async def test_an_adoption_whose_read_fails_reads_again_and_loses_nothing(
+    replica: Open, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, c = await replica("a"), await replica("c", lease_s=1.0)
+    queued = await _submit(c)
+    _pause(c)
+
+    async def c_lapsed() -> bool:
+        return await a.lapsed_replicas() == ["c"]
+
+    await _eventually(c_lapsed, "c's lease lapsed")
+    read = a._read
+
+    async def failing(*args: Any) -> Any:
+        monkeypatch.setattr(a, "_read", read)  # fails once
+        raise StoreError("reading the database failed for a moment")
+
+    monkeypatch.setattr(a, "_read", failing)
+    state = await a.adopt("c")  # moved here: what it moved must come back to be run
+    assert state is not None
+    assert state.cold == cold_entries(queued)
+
+
+async def test_a_server_without_replicas_and_replicas_never_share_a_database(replica: Open, postgres_url: str) -> None:
+    async with PostgresStore(postgres_url, holder="lone", lease_s=LEASE_S) as single:
+        await _submit(single)
+        with pytest.raises(StoreInUse, match=r"without --replica uses the database .*: lone"):
+            await replica("a", lock_wait_s=0.2)
+    a = await replica("a")  # the lone server is gone: the database is the replicas'
+    assert (await a.recover()).cold != []
+    with pytest.raises(StoreInUse, match=r"replica 'a' .*process-a.* uses the database"):
+        await PostgresStore(postgres_url, holder="lone", lease_s=LEASE_S, lock_wait_s=0.2).open()
+
+
+async def test_a_replica_whose_writing_connection_is_lost_is_told_to_stop(replica: Open, postgres_url: str) -> None:
+    a = await replica("a")
+    lost: list[StoreError] = []
+    a.on_lost = lost.append
+    pid = a._conn.get_server_pid()
+    await _sql(postgres_url, "SELECT pg_terminate_backend($1)", pid)
+    with pytest.raises(StoreError):
+        await a.claim(["h:1"], 1)  # an idle replica's only writes: its lease is renewed on another connection
+    assert lost, "a replica that can write nothing more must stop, not hold its executions while renewing its lease"
