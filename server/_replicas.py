@@ -9,9 +9,9 @@ that a lost notification, or a pooler that passes none (`--store-notify off`), o
   idempotent): a `cancel` of an execution held here; a `claim` of movable executions by a replica with idle
   workers (given, or refused when they started meanwhile); `given` executions (loaded into the engine);
   `refused` claims (claim again).
-- **claims**: while local workers have free slots for a handler with nothing queued here, claim that many
-  movable executions of other replicas (`FOR UPDATE SKIP LOCKED` in the store), less those claimed and
-  not answered yet.
+- **claims**: while local workers have free slots for a handler with nothing queued here, claim at most that
+  many movable executions of other replicas waiting for it (`FOR UPDATE SKIP LOCKED` in the store), less
+  those claimed and not answered yet.
 - **feed**: events other replicas committed, for the executions this replica's watchers and waiters follow
   and it does not hold, published on its bus.
 - **leader**: the replica holding the leader row adopts the work of replicas whose lease lapsed (killed,
@@ -187,14 +187,20 @@ class ReplicaLoops:
             for execution_id, since in list(self._claimed.items()):
                 if now - since > _CLAIM_ANSWER_S:
                     del self._claimed[execution_id]
+            # Per handler, at most its workers' free slots; in all, at most the free slots of the workers with
+            # the most (a worker's slots count for each of its handlers), less the claims not answered yet.
             idle = self._engine.idle_handlers()
-            want = min(sum(idle.values()), _CLAIM_BATCH) - len(self._claimed)
-            if want <= 0:
-                continue
-            claimed = await self._store.claim(sorted(idle), want)
-            self._backlog = bool(claimed)
-            for execution_id in claimed:
-                self._claimed[execution_id] = now
+            budget = min(max(idle.values(), default=0), _CLAIM_BATCH) - len(self._claimed)
+            found = False
+            for handler, slots in sorted(idle.items(), key=lambda item: (-item[1], item[0])):
+                if budget <= 0:
+                    break
+                claimed = await self._store.claim([handler], min(slots, budget))
+                budget -= len(claimed)
+                found = found or bool(claimed)
+                for execution_id in claimed:
+                    self._claimed[execution_id] = now
+            self._backlog = found
             await asyncio.sleep(_CLAIM_GAP_S)  # notices that came meanwhile make one claim, not one each
 
     # ---- feed

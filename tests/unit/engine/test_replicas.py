@@ -645,3 +645,30 @@ async def test_a_replica_without_workers_keeps_no_queue_places_of_the_cold_execu
 ) -> None:
     a, b, _ = cold_pair
     await _gives_all_away_without_workers(a, b)
+
+
+async def test_claims_ask_no_handler_for_more_than_its_workers_free_slots(
+    pair: tuple[Replica, Replica, Directory], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, b, _ = pair
+    asked: list[tuple[list[str], int]] = []
+    claimed = asyncio.Event()
+
+    async def claim(handlers: Sequence[str], limit: int) -> list[str]:
+        asked.append((list(handlers), limit))
+        if len(asked) >= 2:
+            claimed.set()
+        return [f"x-{len(asked)}"] if handlers == ["wide"] else []
+
+    monkeypatch.setattr(b.replica_store, "claim", claim)
+    b.rig.connect("narrow", handlers=("narrow",), slots=1)
+    b.rig.connect("wide", handlers=("wide",), slots=5)
+    loops = ReplicaLoops(engine=b.engine, store=b.replica_store, lease_s=3.0, notify=False)
+    await loops.start()
+    try:
+        async with asyncio.timeout(10):
+            await claimed.wait()
+    finally:
+        await loops.close()
+    # One handler at a time, the most free slots first; never the 6 free slots in all for the one with 1.
+    assert asked[:2] == [(["wide"], 5), (["narrow"], 1)]
