@@ -56,6 +56,9 @@ _CONNECTION_LOST = (
     asyncpg.PostgresConnectionError,
     asyncpg.OperatorInterventionError,
     asyncpg.InterfaceError,
+    # A connection the database ended between two statements (a FATAL while idle, as when it shuts down): the
+    # next statement finds the protocol still taking in that error ("another operation is in progress").
+    asyncpg.InternalClientError,
 )
 _RECONNECT_S = 0.5
 # SQLSTATE classes of a refusal that concerns the batch, not the database: data exceptions and constraints.
@@ -189,7 +192,7 @@ class PostgresStore(ReplicaMethods, QueryReads):
                 self._announcing = asyncio.create_task(self._announcer.run(self._pool), name="taskwire-announce")
             await migrate(self._conn, before_commit=self.lease.check_epoch)  # only the holder migrates
             await analyze_if_never_analyzed(self._conn)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+        except (asyncpg.PostgresError, *_CONNECTION_LOST) as error:
             why = str(error) or type(error).__name__  # a timeout says nothing of itself
             raise StoreError(f"cannot open the database {self}: {why}") from error
 
@@ -436,7 +439,7 @@ class PostgresStore(ReplicaMethods, QueryReads):
         try:
             async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
                 return await read(conn, *args)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as error:
             raise StoreError(f"reading the database {self} failed: {error}") from error
 
 

@@ -48,6 +48,14 @@ _T = TypeVar("_T")
 log = logging.getLogger("taskwire.server.store")
 
 _RECONNECT_S: Final = 0.5
+# What a listening connection that cannot be made, or was cut, raises.
+_UNREACHABLE: Final = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 _PING_S: Final = 5.0  # how often the listening connection is checked (a cut connection announces nothing)
 
 # A live replica: its lease current, not adopted.
@@ -331,7 +339,7 @@ class ReplicaMethods:
             return
         try:
             conn, lost = await self._listening_connection(on_notice)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        except _UNREACHABLE as error:
             raise StoreError(f"cannot listen on the database: {error}") from error
         self._listening = asyncio.create_task(self._keep_listening(conn, lost, on_notice), name="taskwire-listen")
 
@@ -377,7 +385,7 @@ class ReplicaMethods:
                     try:
                         conn, lost = await self._listening_connection(on_notice)
                         break
-                    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    except _UNREACHABLE:
                         continue
                 on_notice("lost", "")
         finally:
