@@ -339,11 +339,11 @@ class Engine:
         or the cancel forwarded to the replica that holds the execution."""
         executions = self._executions
         if execution_id not in executions.by_id:
-            await self._cold.load([execution_id])  # a cold one comes back; anything else stays where it is
-            if self.replica_store is not None and execution_id not in executions.by_id:
+            if self.replica_store is not None:  # held by another replica: mailed to it, without reading it back here
                 forwarded = await self._replicas.cancel_elsewhere(execution_id, reason)
                 if forwarded is not None:
                     return forwarded
+            await self._cold.load([execution_id])  # a cold one comes back; anything else stays where it is
         live = executions.by_id.get(execution_id)
         if live is None or live.execution.state.is_terminal:
             snapshot = live.snapshot() if live is not None else await self._store.get_execution(execution_id)

@@ -264,20 +264,19 @@ class Replicas:
         or None when the engine goes on as for any other (it has finished, or is not stored, or it is held
         here and was loaded back into memory)."""
         replica_store = self._replica_store
-        # Read side by side: a cancel's way to its holder is two reads and a write long.
-        snapshot, holder = await asyncio.gather(
-            self._store.get_execution(execution_id), replica_store.holder_of(execution_id)
-        )
-        if snapshot is None or snapshot.execution.state.is_terminal:
-            return None
+        holder = await replica_store.holder_of(execution_id)  # '' when it is not stored, or finished
         if not holder:
             return None
-        if holder == replica_store.replica:  # given to this one, and its mail not read yet
+        if holder == replica_store.replica:  # given to this one, and its mail not read yet; or cold here
             self.adopt(await replica_store.load([execution_id]))
             await self._cold.load([execution_id])  # it may have come back cold
             return None
-        await replica_store.send(holder, "cancel", {"execution_id": execution_id, "reason": reason})
-        return Forwarded(snapshot)
+        # The answer is read while the cancel is on its way: its holder aborts the handler the sooner.
+        snapshot, _ = await asyncio.gather(
+            self._store.get_execution(execution_id),
+            replica_store.send(holder, "cancel", {"execution_id": execution_id, "reason": reason}),
+        )
+        return None if snapshot is None else Forwarded(snapshot)
 
     # ---- Leading --------------------------------------------------------------------------------
 

@@ -434,9 +434,14 @@ class PostgresStore(ReplicaMethods, QueryReads):
             return await super().recover()
         return await self._recover_held()
 
-    async def _read(self, read: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+    async def _read(self, read: Callable[..., Awaitable[_T]], *args: Any, snapshot: bool = True) -> _T:
+        """`read(conn, *args)` on a reading connection, in one read-only REPEATABLE READ transaction (a consistent
+        snapshot), or without one (`snapshot` False: a read of one statement, two round trips fewer)."""
         self._check_open("read")
         try:
+            if not snapshot:
+                async with self._pool.acquire() as conn:
+                    return await read(conn, *args)
             async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
                 return await read(conn, *args)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as error:

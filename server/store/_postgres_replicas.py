@@ -108,7 +108,7 @@ class ReplicaMethods:
     _listening: asyncio.Task[None] | None
     _broken: StoreError | None
 
-    async def _read(self, read: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+    async def _read(self, read: Callable[..., Awaitable[_T]], *args: Any, snapshot: bool = True) -> _T:
         raise NotImplementedError
 
     async def _fenced(self, work: Callable[[Any], Awaitable[_T]]) -> _T:
@@ -284,7 +284,7 @@ class ReplicaMethods:
             )
             return [Mail(int(row["id"]), str(row["kind"]), json.loads(row["body"])) for row in rows]
 
-        return [] if limit <= 0 else await self._read(read)
+        return [] if limit <= 0 else await self._read(read, snapshot=False)
 
     async def done_mail(self, ids: Sequence[int]) -> None:
         """Delete this replica's mail of `ids` (applied)."""
@@ -309,7 +309,7 @@ class ReplicaMethods:
             )
             return "" if holder is None else str(holder)
 
-        return await self._read(read)
+        return await self._read(read, snapshot=False)
 
     async def lead(self) -> bool:
         """Take the leader's row when its lease lapsed, or renew it when this replica holds it; whether it leads."""
