@@ -303,6 +303,20 @@ class ReplicaMethods:
 
         return await self._read(read)
 
+    async def holders_of_task_runs(self, task_run_ids: Sequence[str]) -> dict[str, str]:
+        """Per unfinished execution with one of the task runs of `task_run_ids`: the replica that holds it."""
+        self._replica_name("look up holders")
+
+        async def read(conn: Any) -> dict[str, str]:
+            rows = await conn.fetch(
+                "SELECT DISTINCT e.id, e.holder FROM task_runs AS t JOIN executions AS e ON e.id = t.execution_id "
+                f"WHERE t.id = ANY($1::text[]) AND e.state NOT IN {TERMINAL_SQL}",
+                [to_db(i) for i in task_run_ids],
+            )
+            return {from_db(row[0]): str(row[1]) for row in rows}
+
+        return await self._read(read)
+
     async def lead(self) -> bool:
         """Take the leader's row when its lease lapsed, or renew it when this replica holds it; whether it leads."""
         me = self._replica_name("lead")
