@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 _HAND_OVER_S = 2.0
+_HAND_OVER_LEASE_SHARE = 0.75
 
 
 def _opening_frame(frame: wpb.ConnectRequest | Malformed) -> wpb.ConnectRequest:
@@ -45,9 +46,13 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
     def __init__(self, *, engine: Engine, config: ServerConfig, rejections: RejectionLog) -> None:
         self._engine = engine
         self._hello_timeout_s = config.lease_timeout.total_seconds()
-        # How long a worker's hello waits for other replicas to hand over its running attempts: their sessions'
-        # leases there, and the adopting session's here, are not near their end by then.
-        self._hand_over_s = min(self._hello_timeout_s / 2, max(_HAND_OVER_S, self._hello_timeout_s / 3))
+        # How long a worker's hello waits for other replicas to hand over its running attempts: long enough for a
+        # holder that died to be adopted (its lease lapses, and the leader's with it), which then answers; short
+        # of the worker's lease, which its attempts keep meanwhile (at their holder, from their adoption).
+        self._hand_over_s = min(
+            _HAND_OVER_LEASE_SHARE * self._hello_timeout_s,
+            max(_HAND_OVER_S, 2 * config.store_lease.total_seconds()),
+        )
         self._rejections = rejections
 
     # The generated stub types a streaming handler as a generator; grpc.aio also serves one that returns

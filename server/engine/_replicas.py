@@ -11,6 +11,13 @@ rest of the engine does not know about replicas; this room is what it does beyon
   at once, before anything is awaited, so that nothing dispatches them here afterwards (their places in
   the ready queue are dropped when the dispatcher reaches them: neither in memory nor cold). Then what
   was staged is made durable and the store moves them. Those the store did not move come back.
+- **Hand over** (`hand_over`): a worker that ran attempts here reconnected to another replica (this one
+  stopping, or the one it adopted them from stopped): the executions whose every running attempt is held by a
+  session whose stream is gone go to that replica as given-away ones go (those sessions let go of the attempts,
+  so that their leases fail nothing), the rest stay.
+- **Take over** (`take_over`): the other side: a worker connecting here reports running attempts of executions
+  another replica holds; they are asked of their holders, and the answers awaited (bounded) before its session
+  opens, so that it adopts those given as it adopts attempts after a restart.
 - **Idle handlers** (`idle_handlers`): the free slots of the local workers per handler with nothing
   queued here: what this replica may claim.
 - **Follow remote executions** (`follow_remote`): for the executions that local watchers or waiters
@@ -170,6 +177,9 @@ class Replicas:
         the ids moved."""
         replica_store = self._replica_store
         wanted = list(dict.fromkeys(execution_ids))
+        if to == replica_store.replica:  # asked of a replica this one adopted since: they are here
+            self.answered(wanted)
+            return []
         pool = self._pool
         given = [e for e in wanted if self._give_live(e, lambda live: _leaves_no_worker_behind(live, pool))]
         return await self._move(replica_store, wanted, given, to)

@@ -11,6 +11,8 @@ replica another one adopted, or that a restart under its name took over, changes
   `is_movable`): unfinished, not closing (no cancel under way), a task run PENDING for one of the claimer's
   handlers, no task run RUNNING (nothing a worker of the holder runs moves) and none with a concurrency key or a
   rate limit (counted by the holder). The new holder recovers it as a restart does (timers armed again).
+- Hand over: the replica a worker reconnected to finds the holders of its running attempts' executions
+  (`holders_of_task_runs`) and mails each a `hand_over`; the holder answers with the same `give`.
 - Mail: `taskwire_mail`, read oldest first and deleted once applied (at-least-once); `send` notifies the
   recipient's channel (`mail_channel`) in the same transaction, delivered at commit.
 - Death: the leader (`lead`: the one row of `taskwire_leader`, a lease on the database's clock) lists the
