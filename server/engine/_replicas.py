@@ -259,8 +259,10 @@ class Replicas:
         what is given, and calls `answered`), so that the worker's session adopts them as its own. Nothing to
         wait for outside replica mode or when every attempt is known here; a failure is logged, never raised."""
         replica_store = self.replica_store
+        if replica_store is None or self._pool.leaving:  # a replica going away takes nothing over
+            return
         unknown = [task_run_id for task_run_id, _ in running if task_run_id not in self._executions.by_task_run]
-        if replica_store is None or not unknown:
+        if not unknown:
             return
         me = replica_store.replica
         asked: dict[str, list[str]] = {}
