@@ -7,8 +7,9 @@ that a lost notification, or a pooler that passes none (`--store-notify off`), o
 
 - **mail**: what other replicas ask of this one, applied in order, then deleted (every kind is
   idempotent): a `cancel` of an execution held here; a `claim` of movable executions by a replica with idle
-  workers (given, or refused when they started meanwhile); `given` executions (loaded into the engine);
-  `refused` claims (claim again).
+  workers (given, or refused when they started meanwhile); a `hand_over` of executions whose running attempts'
+  worker reconnected to the asking replica (given when no connected worker here holds them, or refused);
+  `given` executions (loaded into the engine); `refused` claims (claimed again at the next wakeup) and hand overs.
 - **claims**: while local workers have free slots for a handler with nothing queued here, claim at most that
   many movable executions of other replicas waiting for it (`FOR UPDATE SKIP LOCKED` in the store), less
   those claimed and not answered yet.
@@ -159,13 +160,18 @@ class ReplicaLoops:
                 await self._engine.cancel(str(body["execution_id"]), str(body.get("reason", "")))
             elif mail.kind == "claim":
                 await self._engine.give_away([str(one) for one in body["executions"]], str(body["by"]))
+            elif mail.kind == "hand_over":
+                await self._engine.hand_over([str(one) for one in body["executions"]], str(body["by"]))
             elif mail.kind == "given":
                 ids = [str(one) for one in body["executions"]]
                 self._answered(ids)
                 adopted = self._engine.adopt(await self._store.load(ids))
+                self._engine.handed_over(ids)
                 log.debug("took %d executions given by another replica", adopted)
             elif mail.kind == "refused":  # they started meanwhile: the next claim comes with the next wakeup
-                self._answered([str(one) for one in body["executions"]])
+                ids = [str(one) for one in body["executions"]]
+                self._answered(ids)
+                self._engine.handed_over(ids)
             else:
                 log.warning("replica mail of an unknown kind %r ignored", mail.kind)
         except StoreError:  # the database failed (not the mail): applied again later, never dropped
@@ -238,6 +244,7 @@ class ReplicaLoops:
                 for name in await self._store.lapsed_replicas():
                     state = await self._store.adopt(name)
                     if state is not None:
+                        self._mail.set()  # its mail came too (a worker's hand over may wait for an answer)
                         count = self._engine.adopt(state)
                         log.warning("replica %s stopped renewing its lease: took over its %d executions", name, count)
             await asyncio.sleep(self._lease_s / 3)

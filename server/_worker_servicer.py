@@ -26,6 +26,8 @@ from .engine import Engine, WorkerSession
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
+_HAND_OVER_S = 2.0
+_HAND_OVER_LEASE_SHARE = 0.75
 
 
 def _opening_frame(frame: wpb.ConnectRequest | Malformed) -> wpb.ConnectRequest:
@@ -44,6 +46,13 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
     def __init__(self, *, engine: Engine, config: ServerConfig, rejections: RejectionLog) -> None:
         self._engine = engine
         self._hello_timeout_s = config.lease_timeout.total_seconds()
+        # How long a worker's hello waits for other replicas to hand over its running attempts: long enough for a
+        # holder that died to be adopted (its lease lapses, and the leader's with it), which then answers; short
+        # of the worker's lease, which its attempts keep meanwhile (at their holder, from their adoption).
+        self._hand_over_s = min(
+            _HAND_OVER_LEASE_SHARE * self._hello_timeout_s,
+            max(_HAND_OVER_S, 2 * config.store_lease.total_seconds()),
+        )
         self._rejections = rejections
 
     # The generated stub types a streaming handler as a generator; grpc.aio also serves one that returns
@@ -68,6 +77,8 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             opening = _opening_frame(first)
             hello = hello_from_proto(opening.messages[0].hello)
             link = StreamLink()
+            # In replica mode, the executions of its running attempts another replica holds are asked of it first.
+            await self._engine.take_over_attempts(hello.running_attempts, self._hand_over_s)
             # Refused (UNAVAILABLE) while the server is going away: the worker comes back to the next one.
             session, welcome = self._engine.connect_worker(hello, link, identity=current_caller().identity)
         except TaskwireError as error:

@@ -61,7 +61,7 @@ from ._recovery import recover
 from ._replicas import Forwarded, Replicas
 from ._retention import Retention
 from ._schedules import Schedules
-from ._sessions import Welcome, WorkerHello, WorkerLink, WorkerReport, WorkerSession
+from ._sessions import AttemptKey, Welcome, WorkerHello, WorkerLink, WorkerReport, WorkerSession
 from ._stats import engine_stats, oldest_queued
 from ._submits import BatchItemResult, SubmitItem, SubmitResult, Submits
 from ._timers import Timers
@@ -421,6 +421,20 @@ class Engine:
     async def give_away(self, execution_ids: Sequence[str], to: str) -> list[str]:
         """Give replica `to` those of the executions that only a dispatch can change; the ids it got."""
         return await self._replicas.give_away(execution_ids, to)
+
+    async def hand_over(self, execution_ids: Sequence[str], to: str) -> list[str]:
+        """Give replica `to`, which a worker reconnected to, those of the executions whose running attempts no
+        connected worker holds here; the ids it got."""
+        return await self._replicas.hand_over(execution_ids, to)
+
+    async def take_over_attempts(self, running: Sequence[AttemptKey], within_s: float) -> None:
+        """Before a worker's session opens: ask the replicas holding the executions of its running attempts to
+        hand them over, waiting up to `within_s` seconds. Nothing outside replica mode."""
+        await self._replicas.take_over(running, within_s)
+
+    def handed_over(self, execution_ids: Sequence[str]) -> None:
+        """Their holder answered a hand over (given and adopted, or refused)."""
+        self._replicas.answered(execution_ids)
 
     def idle_handlers(self) -> dict[str, int]:
         """Free slots of the local workers per handler with nothing queued here."""

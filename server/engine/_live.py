@@ -124,12 +124,14 @@ class Figures:
         adjust_count(self.pending_by_handler, handler, 1)
 
     def uncount_given(self, handler: str, state: State = State.PENDING) -> None:
-        """A task run (in memory or cold) handed to another replica leaves the figures, as if it were cancelled:
-        it is never RUNNING (nothing that runs is given)."""
+        """A task run (in memory or cold) handed to another replica leaves the figures, as if it were cancelled
+        (RUNNING only when its worker went to that replica)."""
         if state in _QUEUED:
             self._admission.release(1)
         if state is State.PENDING:
             adjust_count(self.pending_by_handler, handler, -1)
+        elif state is State.RUNNING:
+            adjust_count(self.in_flight_by_handler, handler, -1)
 
 
 def _unwired(*_: object) -> None:

@@ -11,6 +11,13 @@ rest of the engine does not know about replicas; this room is what it does beyon
   at once, before anything is awaited, so that nothing dispatches them here afterwards (their places in
   the ready queue are dropped when the dispatcher reaches them: neither in memory nor cold). Then what
   was staged is made durable and the store moves them. Those the store did not move come back.
+- **Hand over** (`hand_over`): a worker that ran attempts here reconnected to another replica (this one
+  stopping, or the one it adopted them from stopped): the executions whose every running attempt is held by a
+  session whose stream is gone go to that replica as given-away ones go (those sessions let go of the attempts,
+  so that their leases fail nothing), the rest stay.
+- **Take over** (`take_over`): the other side: a worker connecting here reports running attempts of executions
+  another replica holds; they are asked of their holders, and the answers awaited (bounded) before its session
+  opens, so that it adopts those given as it adopts attempts after a restart.
 - **Idle handlers** (`idle_handlers`): the free slots of the local workers per handler with nothing
   queued here: what this replica may claim.
 - **Follow remote executions** (`follow_remote`): for the executions that local watchers or waiters
@@ -46,6 +53,7 @@ from ._live import Executions, LiveExecution
 from ._ready import ReadyQueues
 from ._recovery import merge
 from ._schedules import Schedules
+from ._sessions import AttemptKey
 from ._workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -66,6 +74,23 @@ def is_movable(live: LiveExecution) -> bool:
             for task_run in live.task_runs.values()
         )
     )
+
+
+def _leaves_no_worker_behind(live: LiveExecution, pool: WorkerPool) -> bool:
+    """May be handed to the replica a worker reconnected to: movable but for its RUNNING attempts, each held by a
+    session whose stream is gone (its worker went elsewhere; the session of an adoption has none)."""
+    execution = live.execution
+    if live.retiring or execution.state.is_terminal or execution.closing is not None:
+        return False
+    for task_run in live.task_runs.values():
+        if task_run.concurrency_key or task_run.rate_limit:
+            return False
+        attempt = task_run.current_attempt
+        if task_run.state is State.RUNNING and attempt is not None:
+            holder = pool.holders.holder((task_run.id, attempt.number))
+            if holder is not None and holder.connected:
+                return False
+    return True
 
 
 _EVENT_PAGE = 1000  # events read from the store at a time
@@ -106,6 +131,7 @@ class Replicas:
         self._dispatcher = dispatcher
         self._schedules = schedules
         self._forget_key = forget_key
+        self._handing: dict[str, asyncio.Future[None]] = {}  # execution id -> its hand over's answer
         self._given: dict[str, int] = {}  # per handler, task runs given away since its queue was last cleared of them
         self._followed: dict[str, int] = {}  # execution id -> the last sequence published here
         self._following = asyncio.Lock()
@@ -141,8 +167,24 @@ class Replicas:
         given = []
         for execution_id in wanted:
             snapshot = stored.get(execution_id)
-            if self._give_live(execution_id) or (snapshot is not None and self._give_cold(snapshot)):
+            if self._give_live(execution_id, is_movable) or (snapshot is not None and self._give_cold(snapshot)):
                 given.append(execution_id)
+        return await self._move(replica_store, wanted, given, to)
+
+    async def hand_over(self, execution_ids: Sequence[str], to: str) -> list[str]:
+        """A worker that ran attempts of these executions reconnected to `to`: give `to` those whose every running
+        attempt is held by a session whose stream is gone (their sessions let go of them); refuse the rest. Returns
+        the ids moved."""
+        replica_store = self._replica_store
+        wanted = list(dict.fromkeys(execution_ids))
+        if to == replica_store.replica:  # asked of a replica this one adopted since: they are here
+            self.answered(wanted)
+            return []
+        pool = self._pool
+        given = [e for e in wanted if self._give_live(e, lambda live: _leaves_no_worker_behind(live, pool))]
+        return await self._move(replica_store, wanted, given, to)
+
+    async def _move(self, replica_store: ReplicaStore, wanted: list[str], given: list[str], to: str) -> list[str]:
         given_ids = set(given)
         refused = [e for e in wanted if e not in given_ids]
         self._drop_places()
@@ -159,19 +201,28 @@ class Replicas:
             self._take_back(kept, await replica_store.load(kept))
         return moved
 
-    def _give_live(self, execution_id: str) -> bool:
+    def _give_live(self, execution_id: str, movable: Callable[[LiveExecution], bool]) -> bool:
         executions = self._executions
         live = executions.by_id.get(execution_id)
-        if live is None or not is_movable(live):
+        if live is None or not movable(live):
             return False
         del executions.by_id[execution_id]
         for task_run in live.task_runs.values():
             del executions.by_task_run[task_run.id]
             executions.figures.uncount_given(task_run.handler, task_run.state)
+            if task_run.state is State.RUNNING and task_run.current_attempt is not None:
+                self._let_go((task_run.id, task_run.current_attempt.number))
             if task_run.state is State.PENDING:
                 self._given[task_run.handler] = self._given.get(task_run.handler, 0) + 1
         self._forget_key(live.execution)
         return True
+
+    def _let_go(self, key: AttemptKey) -> None:
+        """The session (without a stream) that held a running attempt handed over holds it no longer: its lease
+        fails nothing; a session left holding nothing goes."""
+        session = self._pool.holders.release(key)
+        if session is not None and not session.connected and not session.held:
+            self._pool.sessions.pop(session.session_id, None)
 
     def _give_cold(self, snapshot: ExecutionSnapshot) -> bool:
         if snapshot.execution.id in self._executions.by_id or not self._cold.give_up(snapshot):
@@ -199,6 +250,53 @@ class Replicas:
         missing = len(execution_ids) - self.adopt(state)
         if missing > 0:  # the store no longer says this replica holds them
             log.warning("%d executions not given away could not be loaded back", missing)
+
+    # ---- Taking attempts over --------------------------------------------------------------------
+
+    async def take_over(self, running: Sequence[AttemptKey], within_s: float) -> None:
+        """A worker connecting here runs these attempts: those of executions another replica holds are asked of their
+        holders (`hand_over` mail), and their answers awaited for up to `within_s` seconds (the mail loop adopts
+        what is given, and calls `answered`), so that the worker's session adopts them as its own. Nothing to
+        wait for outside replica mode or when every attempt is known here; a failure is logged, never raised."""
+        replica_store = self.replica_store
+        if replica_store is None or self._pool.leaving:  # a replica going away takes nothing over
+            return
+        unknown = [task_run_id for task_run_id, _ in running if task_run_id not in self._executions.by_task_run]
+        if not unknown:
+            return
+        me = replica_store.replica
+        asked: dict[str, list[str]] = {}
+        try:
+            holders = await replica_store.holders_of_task_runs(unknown)
+            here = [e for e, holder in holders.items() if holder == me]
+            if here:  # given to this replica, and its mail not read yet
+                self.adopt(await replica_store.load(here))
+            for execution_id, holder in holders.items():
+                if holder and holder != me and execution_id not in self._executions.by_id:
+                    asked.setdefault(holder, []).append(execution_id)
+            loop = asyncio.get_running_loop()
+            waits = [
+                self._handing.setdefault(execution_id, loop.create_future())
+                for ids in asked.values()
+                for execution_id in ids
+            ]
+            for holder, ids in sorted(asked.items()):
+                await replica_store.send(holder, "hand_over", {"by": me, "executions": ids})
+            if waits:
+                await asyncio.wait(waits, timeout=within_s)
+        except Exception as error:
+            log.warning("attempts of a reconnecting worker not taken over: %s", error)
+        finally:
+            for ids in asked.values():
+                for execution_id in ids:
+                    self._handing.pop(execution_id, None)
+
+    def answered(self, execution_ids: Sequence[str]) -> None:
+        """The holder answered a `hand_over` of these executions (given, and adopted here, or refused)."""
+        for execution_id in execution_ids:
+            waiting = self._handing.pop(execution_id, None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(None)
 
     # ---- Claiming -------------------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ replica another one adopted, or that a restart under its name took over, changes
   `is_movable`): unfinished, not closing (no cancel under way), a task run PENDING for one of the claimer's
   handlers, no task run RUNNING (nothing a worker of the holder runs moves) and none with a concurrency key or a
   rate limit (counted by the holder). The new holder recovers it as a restart does (timers armed again).
+- Hand over: the replica a worker reconnected to finds the holders of its running attempts' executions
+  (`holders_of_task_runs`) and mails each a `hand_over`; the holder answers with the same `give`.
 - Mail: `taskwire_mail`, read oldest first and deleted once applied (at-least-once); `send` notifies the
   recipient's channel (`mail_channel`) in the same transaction, delivered at commit.
 - Death: the leader (`lead`: the one row of `taskwire_leader`, a lease on the database's clock) lists the
@@ -310,6 +312,20 @@ class ReplicaMethods:
             return "" if holder is None else str(holder)
 
         return await self._read(read, snapshot=False)
+
+    async def holders_of_task_runs(self, task_run_ids: Sequence[str]) -> dict[str, str]:
+        """Per unfinished execution with one of the task runs of `task_run_ids`: the replica that holds it."""
+        self._replica_name("look up holders")
+
+        async def read(conn: Any) -> dict[str, str]:
+            rows = await conn.fetch(
+                "SELECT DISTINCT e.id, e.holder FROM task_runs AS t JOIN executions AS e ON e.id = t.execution_id "
+                f"WHERE t.id = ANY($1::text[]) AND e.state NOT IN {TERMINAL_SQL}",
+                [to_db(i) for i in task_run_ids],
+            )
+            return {from_db(row[0]): str(row[1]) for row in rows}
+
+        return await self._read(read)
 
     async def lead(self) -> bool:
         """Take the leader's row when its lease lapsed, or renew it when this replica holds it; whether it leads."""

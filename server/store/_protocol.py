@@ -260,6 +260,9 @@ class ReplicaStore(Protocol):
     async def holder_of(self, execution_id: str) -> str:
         """The replica that holds the execution; '' when it is unknown or finished."""
 
+    async def holders_of_task_runs(self, task_run_ids: Sequence[str]) -> dict[str, str]:
+        """Per unfinished execution with one of the task runs of `task_run_ids`: the replica that holds it."""
+
     async def lead(self) -> bool:
         """Take or renew the leader's row; True while this replica leads."""
 

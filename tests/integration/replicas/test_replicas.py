@@ -237,3 +237,29 @@ def test_a_schedule_created_and_deleted_through_replicas_that_do_not_lead_fires_
         wait_for_fires(through_creator, "tock", 3)
         assert len(started_by(through_leader, "tick")) == fired
         assert [info.name for info in through_creator.schedules()] == ["tock"]
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "kill -9"])
+def test_a_worker_whose_replica_stops_goes_on_with_its_running_attempt_on_the_next_replica(
+    procs: Cluster, clients: list[Client], tmp_path: Path, postgres: PostgresCluster, stop: str
+) -> None:
+    """r1 stops (a rolling restart, or killed): its worker reconnects to r2, which takes the running attempt over from
+    its holder (r1 itself, or the leader that adopted r1's executions) and adopts it; the handler is neither aborted
+    nor run again."""
+    journal = tmp_path / "journal.jsonl"
+    # A worker lease long enough to wait, on r2, for r1 to be adopted (when r1 led: after the leader's lease too).
+    r1, r2, r3 = _replicas(procs, "--lease-timeout", "10")
+    worker = journal_worker(procs, f"{r1.address},{r2.address}", journal, *KEEPALIVE, name="w1", slots=1)
+    execution_id = _client(clients, r1).submit(spec(task("journal.work", input={"seconds": 6}))).execution.id
+    wait_for(lambda: read_journal(journal), what="the handler to start on r1's worker")
+    if stop == "kill -9":
+        r1.process.kill()
+    else:
+        r1.process.signal(signal.SIGTERM)
+
+    final = _client(clients, r3).wait_until_terminal(execution_id, timeout_s=30)
+    logs = "\n\n".join(process.output[-3000:] for process in (r2.process, r3.process, worker))
+    assert final.state == pb.EXECUTION_STATE_SUCCESS, logs
+    assert [attempt.number for attempt in final.task_runs[0].attempts] == [1], logs
+    assert [(run.attempt, run.result) for run in read_journal(journal)] == [(1, "ok")]
+    assert _sql(postgres, procs, f"SELECT holder FROM executions WHERE id = '{execution_id}'") == "r2"

@@ -109,6 +109,12 @@ class FakeReplicaStore:
             return ""
         return self._directory.holders.get(execution_id, "")
 
+    async def holders_of_task_runs(self, task_run_ids: Sequence[str]) -> dict[str, str]:
+        state = await self._directory.store.recover()
+        wanted = set(task_run_ids)
+        ids = [s.execution.id for s in state.active if any(t.id in wanted for t in s.task_runs)]
+        return {e: self._directory.holders.get(e, "") for e in ids}
+
     async def lead(self) -> bool:
         return True
 
@@ -317,6 +323,126 @@ async def test_executions_the_store_did_not_move_stay_here(pair: tuple[Replica, 
     worker = a.rig.connect("wa")
     await until(lambda: worker.invocations, "dispatched here after all")
     assert worker.invocations[0].task_run.execution_id == movable
+
+
+# ---- Handing running attempts over to the replica their worker reconnected to -------------------
+
+
+async def test_a_hand_over_gives_what_no_connected_worker_runs_and_refuses_the_rest(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    a, _, directory = pair
+    gone = a.rig.connect("wa", instance_id="i-1")
+    left = await a.submit(task(retry_policy=RETRY_ONCE))
+    (invoked,) = gone.invocations
+    staying = a.rig.connect("ws", instance_id="i-2")
+    kept = await a.submit()
+    await until(lambda: staying.invocations, "the second execution dispatched")
+    await a.engine.flush()
+    gone.disconnect()  # its worker went to replica b
+    assert a.engine._executions.figures.in_flight_by_handler["echo"] == 2
+
+    assert await a.engine.hand_over([left, kept, "no-such-execution"], "b") == [left]
+
+    assert directory.holders == {left: "b", kept: "a"}
+    assert directory.mail_of("b") == [
+        ("given", {"executions": [left]}),
+        ("refused", {"executions": [kept, "no-such-execution"]}),
+    ]
+    assert _live(a) == {kept}
+    assert a.engine._executions.figures.in_flight_by_handler["echo"] == 1
+    assert gone.session.session_id not in a.engine._pool.sessions  # it held nothing more
+    a.rig.advance(LEASE_S + 1)  # the gone session's lease would have run out: it fails nothing here
+    await idle()
+    handed = await a.rig.task_run(left)
+    assert handed.state is State.RUNNING
+    assert [attempt.number for attempt in handed.attempts] == [invoked.attempt.number]
+
+
+async def test_an_adopted_attempt_is_handed_over_once_its_recovery_session_holds_it(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    a, b, directory = pair
+    worker = a.rig.connect("wa", instance_id="i-1")
+    running = await a.submit()
+    await a.engine.flush()
+    await a.rig.close()  # replica a dies; b adopts it: a session without a stream holds the attempt
+    state = await b.replica_store.adopt("a")
+    assert state is not None
+    b.engine.adopt(state)
+    assert await b.engine.hand_over([running], "c") == [running]
+    assert directory.holders[running] == "c"
+    assert not _live(b)
+    assert not [s for s in b.engine._pool.sessions.values() if s.held]
+    assert worker.invocations
+
+
+@pytest.fixture
+async def mailing_pair(
+    pair: tuple[Replica, Replica, Directory],
+) -> AsyncIterator[tuple[Replica, Replica, Directory]]:
+    """Both replicas read their mail (polling)."""
+    a, b, directory = pair
+    loops = [ReplicaLoops(engine=r.engine, store=r.replica_store, lease_s=3.0, notify=False) for r in (a, b)]
+    for replica_loops in loops:
+        await replica_loops.start()
+    try:
+        yield a, b, directory
+    finally:
+        for replica_loops in loops:
+            await replica_loops.close()
+
+
+async def test_a_worker_that_reconnects_to_another_replica_keeps_its_attempt_there(
+    mailing_pair: tuple[Replica, Replica, Directory],
+) -> None:
+    a, b, directory = mailing_pair
+    worker_a = a.rig.connect("wa", instance_id="i-1")
+    running = await a.submit()
+    (invoked,) = worker_a.invocations
+    await a.engine.flush()
+    worker_a.disconnect()  # its replica went away: it comes back to b
+
+    async with asyncio.timeout(10):
+        await b.engine.take_over_attempts([invoked.key], within_s=10)
+    back = b.rig.connect("wa", instance_id="i-1", running=[invoked.key])
+
+    assert back.welcome.adopted == (invoked.key,)
+    assert back.welcome.rejected == ()
+    assert b.replica_store.sent == [("a", "hand_over", {"by": "b", "executions": [running]})]
+    assert directory.holders[running] == "b"
+    assert running not in _live(a)
+    back.complete(invoked)
+    snapshot = await b.rig.snapshot(running)
+    assert snapshot.execution.state is State.SUCCESS
+    assert len(snapshot.task_runs[0].attempts) == 1
+
+
+async def test_a_worker_whose_attempt_another_connected_worker_holds_is_rejected_as_before(
+    mailing_pair: tuple[Replica, Replica, Directory],
+) -> None:
+    a, b, directory = mailing_pair
+    worker_a = a.rig.connect("wa", instance_id="i-1")
+    running = await a.submit()
+    (invoked,) = worker_a.invocations
+    await a.engine.flush()
+
+    async with asyncio.timeout(10):  # the refusal ends the wait
+        await b.engine.take_over_attempts([invoked.key], within_s=60)
+    other = b.rig.connect("wa", instance_id="i-2", running=[invoked.key])
+
+    assert other.welcome.rejected == (invoked.key,)
+    assert directory.holders[running] == "a"
+    assert running in _live(a)
+    worker_a.complete(invoked)
+    assert await a.rig.state(running) is State.SUCCESS
+
+
+async def test_a_single_server_asks_nobody_for_attempts_it_does_not_know(rig: Rig) -> None:
+    async with asyncio.timeout(1):
+        await rig.engine.take_over_attempts([("no-such-task-run", 1)], within_s=60)
+    worker = rig.connect("w", running=[("no-such-task-run", 1)])
+    assert worker.welcome.rejected == (("no-such-task-run", 1),)
 
 
 # ---- Idle handlers -----------------------------------------------------------------------------

@@ -130,6 +130,8 @@ async def test_a_replica_holds_what_it_submits_and_recovers_only_that(replica: O
         ),
     )
     assert await a.holder_of(active_b.execution.id) == ""  # finished: no one holds it
+    task_runs = [cold_a.task_runs[0].id, cold_b.task_runs[0].id, active_b.task_runs[0].id, "unknown"]
+    assert await a.holders_of_task_runs(task_runs) == {cold_a.execution.id: "a", cold_b.execution.id: "b"}
 
 
 async def test_a_store_that_is_not_a_replica_holds_nothing_and_is_no_replica_store(postgres_url: str) -> None:
