@@ -182,10 +182,10 @@ class TaskwireServer:
                 self.metrics_address = await self._http.start(self.config.metrics_listen)
             await self._store.open()
             await self.engine.start()
-            if self.engine.replica_store is not None:
+            if self.engine.replicas.replica_store is not None:
                 self._replicas = ReplicaLoops(
                     engine=self.engine,
-                    store=self.engine.replica_store,
+                    store=self.engine.replicas.replica_store,
                     lease_s=self.config.store_lease.total_seconds(),
                     notify=self.config.store_notify,
                 )

@@ -75,7 +75,7 @@ class ReplicaLoops:
     async def start(self) -> None:
         if self._notify:
             await self._store.listen(self._notice)
-        self._engine.on_idle = self._idle
+        self._engine.replicas.on_idle = self._idle
         self._spawn("mail", self._mail_loop)
         self._spawn("claims", self._claim_loop)
         self._spawn("feed", self._feed_loop)
@@ -159,19 +159,19 @@ class ReplicaLoops:
             if mail.kind == "cancel":
                 await self._engine.cancel(str(body["execution_id"]), str(body.get("reason", "")))
             elif mail.kind == "claim":
-                await self._engine.give_away([str(one) for one in body["executions"]], str(body["by"]))
+                await self._engine.replicas.give_away([str(one) for one in body["executions"]], str(body["by"]))
             elif mail.kind == "hand_over":
-                await self._engine.hand_over([str(one) for one in body["executions"]], str(body["by"]))
+                await self._engine.replicas.hand_over([str(one) for one in body["executions"]], str(body["by"]))
             elif mail.kind == "given":
                 ids = [str(one) for one in body["executions"]]
                 self._answered(ids)
-                adopted = self._engine.adopt(await self._store.load(ids))
-                self._engine.handed_over(ids)
+                adopted = self._engine.replicas.adopt(await self._store.load(ids))
+                self._engine.replicas.answered(ids)
                 log.debug("took %d executions given by another replica", adopted)
             elif mail.kind == "refused":  # they started meanwhile: the next claim comes with the next wakeup
                 ids = [str(one) for one in body["executions"]]
                 self._answered(ids)
-                self._engine.handed_over(ids)
+                self._engine.replicas.answered(ids)
             else:
                 log.warning("replica mail of an unknown kind %r ignored", mail.kind)
         except StoreError:  # the database failed (not the mail): applied again later, never dropped
@@ -195,7 +195,7 @@ class ReplicaLoops:
                     del self._claimed[execution_id]
             # Per handler, at most its workers' free slots; in all, at most the free slots of the workers with
             # the most (a worker's slots count for each of its handlers), less the claims not answered yet.
-            idle = self._engine.idle_handlers()
+            idle = self._engine.replicas.idle_handlers()
             budget = min(max(idle.values(), default=0), _CLAIM_BATCH) - len(self._claimed)
             found = False
             for handler, slots in sorted(idle.items(), key=lambda item: (-item[1], item[0])):
@@ -217,19 +217,19 @@ class ReplicaLoops:
             if self._feed_all or not self._notify:
                 self._feed_all = False
                 self._followed.clear()
-                await self._engine.follow_remote(None)
+                await self._engine.replicas.follow_remote(None)
             elif self._followed:
                 followed, self._followed = self._followed, set()
-                await self._engine.follow_remote(sorted(followed))
+                await self._engine.replicas.follow_remote(sorted(followed))
             else:
-                await self._engine.follow_remote(None)  # the poll: a notification may have been lost
+                await self._engine.replicas.follow_remote(None)  # the poll: a notification may have been lost
 
     # ---- schedules
 
     async def _schedules_loop(self) -> None:
         while True:
             await self._woken(self._schedules, _SCHEDULES_POLL_S[self._notify])
-            await self._engine.refresh_schedules()
+            await self._engine.schedules.refresh()
 
     # ---- leader
 
@@ -239,12 +239,12 @@ class ReplicaLoops:
             if leading != self.leading:
                 log.info("this replica %s the leader", "is now" if leading else "is no longer")
                 self.leading = leading
-            self._engine.leading = leading
+            self._engine.replicas.leading = leading
             if leading:
                 for name in await self._store.lapsed_replicas():
                     state = await self._store.adopt(name)
                     if state is not None:
                         self._mail.set()  # its mail came too (a worker's hand over may wait for an answer)
-                        count = self._engine.adopt(state)
+                        count = self._engine.replicas.adopt(state)
                         log.warning("replica %s stopped renewing its lease: took over its %d executions", name, count)
             await asyncio.sleep(self._lease_s / 3)

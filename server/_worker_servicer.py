@@ -78,7 +78,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             hello = hello_from_proto(opening.messages[0].hello)
             link = StreamLink()
             # In replica mode, the executions of its running attempts another replica holds are asked of it first.
-            await self._engine.take_over_attempts(hello.running_attempts, self._hand_over_s)
+            await self._engine.replicas.take_over(hello.running_attempts, self._hand_over_s)
             # Refused (UNAVAILABLE) while the server is going away: the worker comes back to the next one.
             session, welcome = self._engine.connect_worker(hello, link, identity=current_caller().identity)
         except TaskwireError as error:

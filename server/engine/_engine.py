@@ -40,7 +40,6 @@ from taskwire.server.store import (
     EventRecord,
     ExecutionPage,
     ExecutionSnapshot,
-    RecoveredState,
     ReplicaStore,
     Store,
 )
@@ -61,7 +60,7 @@ from ._recovery import recover
 from ._replicas import Forwarded, Replicas
 from ._retention import Retention
 from ._schedules import Schedules
-from ._sessions import AttemptKey, Welcome, WorkerHello, WorkerLink, WorkerReport, WorkerSession
+from ._sessions import Welcome, WorkerHello, WorkerLink, WorkerReport, WorkerSession
 from ._stats import engine_stats, oldest_queued
 from ._submits import BatchItemResult, SubmitItem, SubmitResult, Submits
 from ._timers import Timers
@@ -164,7 +163,8 @@ class Engine:
         self.schedules.cancel = self.cancel
         self.schedules.active = self._active
         self._closed = False
-        self._replicas = Replicas(
+        # Public, as `schedules` and `retention` are: what several replicas on one database add (`_replicas`).
+        self.replicas = Replicas(
             replica_store=replica,
             store=store,
             committer=self._committer,
@@ -177,7 +177,7 @@ class Engine:
             schedules=self.schedules,
             forget_key=self._submits.forget_key,
         )
-        self.schedules.leading = self.retention.leading = lambda: self._replicas.leading
+        self.schedules.leading = self.retention.leading = lambda: self.replicas.leading
         self.schedules.shared = replica is not None
 
     # ---- Lifecycle ------------------------------------------------------------------------------
@@ -240,7 +240,7 @@ class Engine:
         self._dispatcher.closed = True
         self._pool.close()
         self.bus.close()
-        await self._replicas.close()
+        await self.replicas.close()
         await self.retention.close()
         await self.schedules.close()
         await self._cold.close()
@@ -339,8 +339,8 @@ class Engine:
         or the cancel forwarded to the replica that holds the execution."""
         executions = self._executions
         if execution_id not in executions.by_id:
-            if self.replica_store is not None:  # held by another replica: mailed to it, without reading it back here
-                forwarded = await self._replicas.cancel_elsewhere(execution_id, reason)
+            if self.replicas.replica_store is not None:  # held by another replica: mailed there, not read back here
+                forwarded = await self.replicas.cancel_elsewhere(execution_id, reason)
                 if forwarded is not None:
                     return forwarded
             await self._cold.load([execution_id])  # a cold one comes back; anything else stays where it is
@@ -397,66 +397,6 @@ class Engine:
     async def delete_many(self, execution_ids: Sequence[str]) -> int:
         """Delete finished executions as `delete` does, in one commit; see `Deletions.delete_many`."""
         return await self._deletions.delete_many(execution_ids)
-
-    # ---- Replicas (see `_replicas`) ------------------------------------------------------------------
-
-    @property
-    def replica_store(self) -> ReplicaStore | None:
-        return self._replicas.replica_store
-
-    @property
-    def leading(self) -> bool:
-        """Whether this server fires schedules and deletes by retention: always outside replica mode."""
-        return self._replicas.leading
-
-    @leading.setter
-    def leading(self, leading: bool) -> None:
-        self._replicas.set_leading(leading)
-
-    def adopt(self, state: RecoveredState) -> int:
-        """Merge executions read from the store (a dead replica's, or given to this one) as a recovery does;
-        those held here already are skipped. Returns how many were merged (cold ones included)."""
-        return self._replicas.adopt(state)
-
-    async def give_away(self, execution_ids: Sequence[str], to: str) -> list[str]:
-        """Give replica `to` those of the executions that only a dispatch can change; the ids it got."""
-        return await self._replicas.give_away(execution_ids, to)
-
-    async def hand_over(self, execution_ids: Sequence[str], to: str) -> list[str]:
-        """Give replica `to`, which a worker reconnected to, those of the executions whose running attempts no
-        connected worker holds here; the ids it got."""
-        return await self._replicas.hand_over(execution_ids, to)
-
-    async def take_over_attempts(self, running: Sequence[AttemptKey], within_s: float) -> None:
-        """Before a worker's session opens: ask the replicas holding the executions of its running attempts to
-        hand them over, waiting up to `within_s` seconds. Nothing outside replica mode."""
-        await self._replicas.take_over(running, within_s)
-
-    def handed_over(self, execution_ids: Sequence[str]) -> None:
-        """Their holder answered a hand over (given and adopted, or refused)."""
-        self._replicas.answered(execution_ids)
-
-    def idle_handlers(self) -> dict[str, int]:
-        """Free slots of the local workers per handler with nothing queued here."""
-        return self._replicas.idle_handlers()
-
-    @property
-    def on_idle(self) -> Callable[[], None] | None:
-        """Called when a dispatch pass leaves a worker with free slots (it may claim work elsewhere)."""
-        return self._dispatcher.on_idle
-
-    @on_idle.setter
-    def on_idle(self, hook: Callable[[], None] | None) -> None:
-        self._dispatcher.on_idle = hook
-
-    async def follow_remote(self, execution_ids: Sequence[str] | None) -> None:
-        """Publish here what other replicas committed for executions watched or waited for here."""
-        await self._replicas.follow_remote(execution_ids)
-
-    async def refresh_schedules(self) -> int:
-        """Bring the schedules in memory in step with the store (other replicas change them too); the leader
-        catches up those added or changed. How many changed; see `Schedules.refresh`."""
-        return await self.schedules.refresh()
 
     # ---- Hooks of the schedules room --------------------------------------------------------------
 

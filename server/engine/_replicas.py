@@ -120,7 +120,7 @@ class Replicas:
         forget_key: Callable[[Execution], None],
     ) -> None:
         self.replica_store = replica_store  # None: a single server
-        self.leading = replica_store is None  # set by the server in replica mode
+        self._leading = replica_store is None  # set by the server in replica mode
         self._store = store
         self._committer = committer
         self._bus = bus
@@ -378,14 +378,29 @@ class Replicas:
 
     # ---- Leading --------------------------------------------------------------------------------
 
-    def set_leading(self, leading: bool) -> None:
+    @property
+    def leading(self) -> bool:
+        """Whether this server fires schedules and deletes by retention: always outside replica mode."""
+        return self._leading
+
+    @leading.setter
+    def leading(self, leading: bool) -> None:
         """On beginning to lead, the schedules are read again (another replica may have changed them) and
         caught up."""
         if self.replica_store is None:
             return  # a single server always leads
-        if leading and not self.leading:
+        if leading and not self._leading:
             self._take_over()
-        self.leading = leading
+        self._leading = leading
+
+    @property
+    def on_idle(self) -> Callable[[], None] | None:
+        """Called when a dispatch pass leaves a worker with free slots (it may claim work elsewhere)."""
+        return self._dispatcher.on_idle
+
+    @on_idle.setter
+    def on_idle(self, hook: Callable[[], None] | None) -> None:
+        self._dispatcher.on_idle = hook
 
     def _take_over(self) -> None:
         if self._closed:

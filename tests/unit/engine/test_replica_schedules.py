@@ -42,7 +42,7 @@ async def replicas() -> AsyncIterator[tuple[Replica, Replica, GatedStore]]:
     directory = Directory(store)
     a = await _replica(directory, "a", CONFIG)
     b = await _replica(directory, "b", CONFIG)
-    b.engine.leading = True
+    b.engine.replicas.leading = True
     await idle(30)  # b loads the (no) schedules
     try:
         yield a, b, store
@@ -68,7 +68,7 @@ async def _fired(replica: Replica, count: int, what: str) -> None:
 async def _created_through_a(a: Replica, b: Replica) -> None:
     """TICK created through a, and known to b (which catches it up: nothing is due yet)."""
     await a.engine.schedules.create(TICK)
-    assert await b.engine.refresh_schedules() == 1
+    assert await b.engine.schedules.refresh() == 1
     await _fired(b, 0, "the catch-up after the refresh")
 
 
@@ -85,17 +85,17 @@ async def test_a_schedule_created_through_another_replica_fires_on_the_leader_af
     await _advance(15, a, b)
     assert await _stored_executions(store) == 0  # b does not know of it yet, and a does not lead
 
-    assert await b.engine.refresh_schedules() == 1
+    assert await b.engine.schedules.refresh() == 1
     await _fired(b, 1, "the catch-up of the fire time that passed")
     await _advance(10, a, b)
     await _fired(b, 2, "the next fire")
     assert await _stored_executions(store) == 2
 
     assert a.engine.schedules.get("tick").fired == 0  # what a last read
-    assert await a.engine.refresh_schedules() == 1
+    assert await a.engine.schedules.refresh() == 1
     assert a.engine.schedules.get("tick") == (await store.load_schedules())[0] == b.engine.schedules.get("tick")
-    assert await a.engine.refresh_schedules() == 0
-    b.engine.leading = False  # nobody leads: a's copy fires nothing
+    assert await a.engine.schedules.refresh() == 0
+    b.engine.replicas.leading = False  # nobody leads: a's copy fires nothing
     await _advance(30, a, b)
     assert await _stored_executions(store) == 2
 
@@ -110,19 +110,19 @@ async def test_a_pause_resume_and_delete_through_another_replica_reach_the_leade
 
     paused = await a.engine.schedules.pause("tick")  # from the stored record: the leader's fire is kept
     assert (paused.paused, paused.fired) == (True, 1)
-    assert await b.engine.refresh_schedules() == 1
+    assert await b.engine.schedules.refresh() == 1
     assert b.engine.schedules.get("tick").paused
     await _advance(30, a, b)
     assert await _stored_executions(store) == 1
 
     await a.engine.schedules.resume("tick")
-    await b.engine.refresh_schedules()
+    await b.engine.schedules.refresh()
     await _advance(10, a, b)
     await _fired(b, 2, "a fire after the resume")
     assert await _stored_executions(store) == 2
 
     await a.engine.schedules.delete("tick")
-    assert await b.engine.refresh_schedules() == 1
+    assert await b.engine.schedules.refresh() == 1
     assert b.engine.schedules.all() == []
     await _advance(30, a, b)
     assert await _stored_executions(store) == 2
@@ -157,7 +157,7 @@ async def test_a_refresh_does_not_undo_a_fire_of_the_leader_under_way(
     await until(lambda: store.held, "the fire's commit under way")
     assert b.engine.schedules.get("tick").fired == 1  # in memory; the store has the record before the fire
 
-    refreshing = asyncio.create_task(b.engine.refresh_schedules())
+    refreshing = asyncio.create_task(b.engine.schedules.refresh())
     await idle(30)
     assert not refreshing.done()  # it waits for the fire's commit
     store.gate.set()
@@ -184,7 +184,7 @@ async def test_the_leader_reads_a_schedule_again_before_it_fires_it(
     assert await _stored_executions(store) == 0
 
     await a.engine.schedules.resume("tick")  # a paused schedule has no timer: this one the leader must refresh
-    assert await b.engine.refresh_schedules() == 1
+    assert await b.engine.schedules.refresh() == 1
     await _advance(10, a, b)
     await _fired(b, 1, "a fire after the resume")
     await a.engine.schedules.delete("tick")

@@ -195,9 +195,9 @@ async def test_adopted_executions_run_here_and_a_running_attempt_waits_for_its_w
 
     state = await b.replica_store.adopt("a")
     assert state is not None
-    assert b.engine.adopt(state) == 2
+    assert b.engine.replicas.adopt(state) == 2
     assert b.queue_size() == 1
-    assert b.engine.adopt(await b.replica_store.load([running, queued])) == 0  # held already
+    assert b.engine.replicas.adopt(await b.replica_store.load([running, queued])) == 0  # held already
     assert b.queue_size() == 1
     worker_b = b.rig.connect("wb", slots=2)
     await until(lambda: worker_b.invocations, "the adopted queued execution dispatched here")
@@ -225,7 +225,7 @@ async def test_an_adopted_running_attempt_goes_on_when_its_worker_reconnects(
 
     state = await b.replica_store.adopt("a")
     assert state is not None
-    b.engine.adopt(state)
+    b.engine.replicas.adopt(state)
     back = b.rig.connect("wa", instance_id="i-1b", running=[invoked.key])
     assert back.welcome.adopted == (invoked.key,)
     back.complete(invoked)
@@ -244,7 +244,7 @@ async def test_movable_executions_are_given_and_the_others_refused(pair: tuple[R
     assert a.queue_size() == 2
     pending_before = a.engine._executions.figures.pending_by_handler["echo"]
 
-    moved = await a.engine.give_away([movable, running, keyed, "no-such-execution"], "b")
+    moved = await a.engine.replicas.give_away([movable, running, keyed, "no-such-execution"], "b")
 
     assert moved == [movable]
     assert a.replica_store.gives == [([movable], [running, keyed, "no-such-execution"], "b")]
@@ -266,7 +266,7 @@ async def test_movable_executions_are_given_and_the_others_refused(pair: tuple[R
     assert a.queue_size() == 0
 
     # The new holder loads it (its `given` mail) and runs it.
-    assert b.engine.adopt(await b.replica_store.load(moved)) == 1
+    assert b.engine.replicas.adopt(await b.replica_store.load(moved)) == 1
     worker_b = b.rig.connect("wb")
     await until(lambda: worker_b.invocations, "the given execution dispatched on its new holder")
     worker_b.complete(worker_b.invocations[0])
@@ -278,7 +278,7 @@ async def test_nothing_given_is_dispatched_while_the_store_moves_it(pair: tuple[
     movable = await a.submit()
     await a.engine.flush()
     gate = a.replica_store.gate = asyncio.Event()
-    giving = asyncio.ensure_future(a.engine.give_away([movable], "b"))
+    giving = asyncio.ensure_future(a.engine.replicas.give_away([movable], "b"))
     await until(lambda: a.replica_store.gives, "the store asked to move it")
     worker = a.rig.connect("wa")
     await idle(30)
@@ -298,14 +298,14 @@ async def test_cold_executions_are_given_with_their_queue_places(
     await until(lambda: not _live(a), "the executions to go cold")
     assert a.queue_size() == 3
 
-    assert await a.engine.give_away(cold[:2], "b") == cold[:2]
+    assert await a.engine.replicas.give_away(cold[:2], "b") == cold[:2]
 
     assert a.queue_size() == 1
     worker = a.rig.connect("wa", slots=3)
     await until(lambda: worker.invocations, "the one kept dispatched")
     await idle(30)
     assert [i.task_run.execution_id for i in worker.invocations] == [cold[2]]
-    assert b.engine.adopt(await b.replica_store.load(cold[:2])) == 2  # cold: only their places come
+    assert b.engine.replicas.adopt(await b.replica_store.load(cold[:2])) == 2  # cold: only their places come
     assert not _live(b)
     assert b.queue_size() == 2
     worker_b = b.rig.connect("wb", slots=3)
@@ -317,7 +317,7 @@ async def test_executions_the_store_did_not_move_stay_here(pair: tuple[Replica, 
     a, _, directory = pair
     movable = await a.submit()
     directory.dead.add("b")  # the claimer died meanwhile: the store moves nothing
-    assert await a.engine.give_away([movable], "b") == []
+    assert await a.engine.replicas.give_away([movable], "b") == []
     assert directory.holders[movable] == "a"
     assert a.queue_size() == 1
     worker = a.rig.connect("wa")
@@ -342,7 +342,7 @@ async def test_a_hand_over_gives_what_no_connected_worker_runs_and_refuses_the_r
     gone.disconnect()  # its worker went to replica b
     assert a.engine._executions.figures.in_flight_by_handler["echo"] == 2
 
-    assert await a.engine.hand_over([left, kept, "no-such-execution"], "b") == [left]
+    assert await a.engine.replicas.hand_over([left, kept, "no-such-execution"], "b") == [left]
 
     assert directory.holders == {left: "b", kept: "a"}
     assert directory.mail_of("b") == [
@@ -369,8 +369,8 @@ async def test_an_adopted_attempt_is_handed_over_once_its_recovery_session_holds
     await a.rig.close()  # replica a dies; b adopts it: a session without a stream holds the attempt
     state = await b.replica_store.adopt("a")
     assert state is not None
-    b.engine.adopt(state)
-    assert await b.engine.hand_over([running], "c") == [running]
+    b.engine.replicas.adopt(state)
+    assert await b.engine.replicas.hand_over([running], "c") == [running]
     assert directory.holders[running] == "c"
     assert not _live(b)
     assert not [s for s in b.engine._pool.sessions.values() if s.held]
@@ -404,7 +404,7 @@ async def test_a_worker_that_reconnects_to_another_replica_keeps_its_attempt_the
     worker_a.disconnect()  # its replica went away: it comes back to b
 
     async with asyncio.timeout(10):
-        await b.engine.take_over_attempts([invoked.key], within_s=10)
+        await b.engine.replicas.take_over([invoked.key], within_s=10)
     back = b.rig.connect("wa", instance_id="i-1", running=[invoked.key])
 
     assert back.welcome.adopted == (invoked.key,)
@@ -428,7 +428,7 @@ async def test_a_worker_whose_attempt_another_connected_worker_holds_is_rejected
     await a.engine.flush()
 
     async with asyncio.timeout(10):  # the refusal ends the wait
-        await b.engine.take_over_attempts([invoked.key], within_s=60)
+        await b.engine.replicas.take_over([invoked.key], within_s=60)
     other = b.rig.connect("wa", instance_id="i-2", running=[invoked.key])
 
     assert other.welcome.rejected == (invoked.key,)
@@ -440,7 +440,7 @@ async def test_a_worker_whose_attempt_another_connected_worker_holds_is_rejected
 
 async def test_a_single_server_asks_nobody_for_attempts_it_does_not_know(rig: Rig) -> None:
     async with asyncio.timeout(1):
-        await rig.engine.take_over_attempts([("no-such-task-run", 1)], within_s=60)
+        await rig.engine.replicas.take_over([("no-such-task-run", 1)], within_s=60)
     worker = rig.connect("w", running=[("no-such-task-run", 1)])
     assert worker.welcome.rejected == (("no-such-task-run", 1),)
 
@@ -454,15 +454,15 @@ async def test_idle_handlers_are_those_with_free_slots_and_nothing_queued(
     a, _, _ = pair
     await a.submit()  # queued: no worker yet
     both = a.rig.connect("w1", handlers=("echo", "other"), slots=2)
-    assert a.engine.idle_handlers() == {"other": 2}  # echo has a task run queued here
+    assert a.engine.replicas.idle_handlers() == {"other": 2}  # echo has a task run queued here
     await until(lambda: both.invocations, "the queued one dispatched")
-    assert a.engine.idle_handlers() == {"echo": 1, "other": 1}
+    assert a.engine.replicas.idle_handlers() == {"echo": 1, "other": 1}
     draining = a.rig.connect("w2", handlers=("echo",), slots=3)
-    assert a.engine.idle_handlers() == {"echo": 4, "other": 1}
+    assert a.engine.replicas.idle_handlers() == {"echo": 4, "other": 1}
     draining.drain()
-    assert a.engine.idle_handlers() == {"echo": 1, "other": 1}
+    assert a.engine.replicas.idle_handlers() == {"echo": 1, "other": 1}
     both.disconnect()
-    assert a.engine.idle_handlers() == {}
+    assert a.engine.replicas.idle_handlers() == {}
 
 
 # ---- Following the executions another replica holds --------------------------------------------
@@ -516,7 +516,7 @@ async def test_watchers_and_waiters_of_an_execution_held_elsewhere_follow_it(
     ends = _waiting(b.engine, execution_id)
     await until(lambda: watching.events and ends, "the replay and the first batch of the wait")
     replayed = len(watching.events)
-    await b.engine.follow_remote(None)  # nothing new: nothing published, nothing ends
+    await b.engine.replicas.follow_remote(None)  # nothing new: nothing published, nothing ends
     await idle(30)
     assert len(watching.events) == replayed
     assert not watching.ended
@@ -524,14 +524,14 @@ async def test_watchers_and_waiters_of_an_execution_held_elsewhere_follow_it(
 
     worker.progress(invoked, 0.5)
     await a.engine.flush()
-    await b.engine.follow_remote([execution_id])
+    await b.engine.replicas.follow_remote([execution_id])
     await until(lambda: len(watching.events) > replayed, "the progress event")
     assert not watching.ended
     assert ends == [[]]
 
     worker.complete(invoked)
     await a.engine.flush()
-    await b.engine.follow_remote(None)
+    await b.engine.replicas.follow_remote(None)
     await until(lambda: watching.ended, "the watch to end with the terminal event")
     stored = await directory.store.read_events(execution_id, 0)
     assert [e.sequence for e in watching.events] == [e.sequence for e in stored]
@@ -553,7 +553,7 @@ async def test_events_between_the_replay_and_the_first_follow_are_not_lost(
         worker.progress(worker.invocations[0], fraction)
     worker.complete(worker.invocations[0])
     await a.engine.flush()
-    await b.engine.follow_remote(None)  # the first time: from the last stored event on
+    await b.engine.replicas.follow_remote(None)  # the first time: from the last stored event on
     await until(lambda: watching.ended, "the watch to end")
     stored = await directory.store.read_events(execution_id, 0)
     assert [e.sequence for e in watching.events] == [e.sequence for e in stored]
@@ -573,7 +573,7 @@ async def test_executions_held_here_are_not_read_from_the_store(pair: tuple[Repl
         return await read_events(execution_id, after_sequence, limit)
 
     directory.store.read_events = counted  # type: ignore[method-assign]
-    await a.engine.follow_remote(None)
+    await a.engine.replicas.follow_remote(None)
     assert reads == []
 
 
@@ -612,7 +612,7 @@ async def test_a_cancel_of_an_execution_given_here_but_not_loaded_yet_is_applied
 ) -> None:
     a, b, _ = pair
     movable = await a.submit()
-    assert await a.engine.give_away([movable], "b") == [movable]
+    assert await a.engine.replicas.give_away([movable], "b") == [movable]
     assert await b.engine.cancel_many([movable], "no longer needed") == 1
     assert await b.rig.state(movable) is State.CANCELLED
     assert b.replica_store.sent == []
@@ -627,8 +627,8 @@ async def test_only_the_leading_replica_fires_schedules(pair: tuple[Replica, Rep
     spec = ScheduleSpec(
         name="tick", cron="*/10 * * * * *", execution=ExecutionSpec(tasks), overlap=OverlapPolicy.ALLOW_ALL
     )
-    assert not a.engine.leading
-    assert not b.engine.leading
+    assert not a.engine.replicas.leading
+    assert not b.engine.replicas.leading
     await a.engine.schedules.create(spec)
     await a.engine.flush()
     for _ in range(25):
@@ -638,7 +638,7 @@ async def test_only_the_leading_replica_fires_schedules(pair: tuple[Replica, Rep
     page = await directory.store.list_executions(states=[], handler="", page_size=100, page_token="")
     assert page.snapshots == []
 
-    b.engine.leading = True  # b loads the schedule a made, and catches up what fell due
+    b.engine.replicas.leading = True  # b loads the schedule a made, and catches up what fell due
     await until(lambda: b.engine.schedules.all(), "the schedules loaded")
     await until(lambda: b.engine.schedules.get("tick").fired == 2, "the catch-up of the two fire times")
     await b.engine.flush()
@@ -664,19 +664,19 @@ async def test_only_the_leading_replica_deletes_by_retention(
     a.rig.advance(2 * 3600)
     await idle(30)
     assert await directory.store.get_execution(execution_id) is not None
-    a.engine.leading = True
+    a.engine.replicas.leading = True
     a.rig.advance(a.engine.retention.interval_s)
     await until(lambda: a.engine.retention.deleted == 1, "the sweep")
     assert await directory.store.get_execution(execution_id) is None
 
 
 async def test_a_single_server_always_leads_and_gives_nothing_away(rig: Rig) -> None:
-    assert rig.engine.replica_store is None
-    rig.engine.leading = False
-    assert rig.engine.leading
+    assert rig.engine.replicas.replica_store is None
+    rig.engine.replicas.leading = False
+    assert rig.engine.replicas.leading
     execution_id = await rig.submit()
     with pytest.raises(RuntimeError, match="not a replica"):
-        await rig.engine.give_away([execution_id], "b")
+        await rig.engine.replicas.give_away([execution_id], "b")
     assert rig.engine.stats().queue.size == 1
 
 
@@ -699,7 +699,7 @@ async def test_a_give_that_fails_before_the_store_moves_anything_keeps_every_exe
 
     monkeypatch.setattr(store, "get_executions", failing)
     with pytest.raises(StoreError):
-        await a.engine.give_away([movable, "held-elsewhere"], "b")
+        await a.engine.replicas.give_away([movable, "held-elsewhere"], "b")
 
     assert directory.holders[movable] == "a"
     assert movable in _live(a)  # still held here, in memory: dispatched here
@@ -715,7 +715,7 @@ async def test_given_mail_that_cannot_be_loaded_yet_is_applied_again_not_dropped
     a, b, directory = pair
     movable = await a.submit()
     await a.engine.flush()
-    assert await a.engine.give_away([movable], "b") == [movable]
+    assert await a.engine.replicas.give_away([movable], "b") == [movable]
     assert directory.mail_of("b") == [("given", {"executions": [movable]})]
     load = b.replica_store.load
 
@@ -749,10 +749,10 @@ async def _gives_all_away_without_workers(a: Replica, b: Replica) -> None:
     given = [await a.submit() for _ in range(20)]
     await a.engine.flush()
     kept = await a.submit()
-    assert await a.engine.give_away(given, "b") == given
+    assert await a.engine.replicas.give_away(given, "b") == given
     # No worker of a serves the handler: nothing would ever drop their places in its queue.
     assert a.engine._ready.size("echo") <= 2
-    assert b.engine.adopt(await b.replica_store.load(given)) == 20
+    assert b.engine.replicas.adopt(await b.replica_store.load(given)) == 20
     worker = a.rig.connect("wa", slots=5)
     await until(lambda: worker.invocations, "the one kept dispatched")
     await idle(30)
