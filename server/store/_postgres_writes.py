@@ -65,6 +65,17 @@ _INSERT_INPUTS: Final = _insert("task_run_inputs", _INPUT_COLUMNS, names=("task_
 _INSERT_EVENTS: Final = _insert("events", _EVENT_COLUMNS)
 _UPDATE_EXECUTIONS: Final = _update("executions", EXECUTION_COLUMNS, ("id",))
 _UPDATE_TASK_RUNS: Final = _update("task_runs", TASK_RUN_COLUMNS, ("id", "execution_id"))
+# A replica changes only the executions it holds (and their task runs): the holder is one more parameter. With the
+# epoch checked in the same transaction, a row another replica holds now is refused as one that does not exist.
+_UPDATE_HELD_EXECUTIONS: Final = _UPDATE_EXECUTIONS.replace(
+    " RETURNING", f" AND x.holder = ${len(EXECUTION_COLUMNS) + 1}::text RETURNING", 1
+)
+_UPDATE_HELD_TASK_RUNS: Final = _UPDATE_TASK_RUNS.replace(
+    " RETURNING",
+    " AND EXISTS (SELECT 1 FROM executions AS e WHERE e.id = x.execution_id "
+    f"AND e.holder = ${len(TASK_RUN_COLUMNS) + 1}::text) RETURNING",
+    1,
+)
 # Deleting executions: children first (foreign keys), each by an index.
 _DELETE_EXECUTIONS: Final = (
     "DELETE FROM events WHERE execution_id = ANY($1::text[])",
@@ -129,18 +140,22 @@ async def apply_rows(conn: Any, batches: Sequence[Rows], holder: str = "") -> No
     if new_task_runs:
         await conn.execute(_INSERT_TASK_RUNS, *_columns(new_task_runs, _NEW_TASK_RUN_COLUMNS))
         await conn.execute(_INSERT_INPUTS, *_columns(new_task_runs, _INPUT_COLUMNS))
+    held = (holder,) if holder else ()
+    unheld = " or that another replica holds" if holder else ""
     if executions:
-        found = await conn.fetch(_UPDATE_EXECUTIONS, *_columns(executions, EXECUTION_COLUMNS))
+        update = _UPDATE_HELD_EXECUTIONS if holder else _UPDATE_EXECUTIONS
+        found = await conn.fetch(update, *_columns(executions, EXECUTION_COLUMNS), *held)
         if len(found) != len(executions):
             matched = {row[0] for row in found}
             missing = [row["id"] for row in executions if row["id"] not in matched]
-            raise StoreError(f"cannot update executions that do not exist: {', '.join(missing)}")
+            raise StoreError(f"cannot update executions that do not exist{unheld}: {', '.join(missing)}")
     if task_runs:
-        found = await conn.fetch(_UPDATE_TASK_RUNS, *_columns(task_runs, TASK_RUN_COLUMNS))
+        update = _UPDATE_HELD_TASK_RUNS if holder else _UPDATE_TASK_RUNS
+        found = await conn.fetch(update, *_columns(task_runs, TASK_RUN_COLUMNS), *held)
         if len(found) != len(task_runs):
             matched = {row[0] for row in found}
             missing = [f"{row['id']} of {row['execution_id']}" for row in task_runs if row["id"] not in matched]
-            raise StoreError(f"cannot update task runs that do not exist: {', '.join(missing)}")
+            raise StoreError(f"cannot update task runs that do not exist{unheld}: {', '.join(missing)}")
     if events:
         await conn.execute(_INSERT_EVENTS, *_columns(events, _EVENT_COLUMNS))
     if deleted:

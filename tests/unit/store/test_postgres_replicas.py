@@ -465,3 +465,20 @@ async def test_a_replica_whose_writing_connection_is_lost_is_told_to_stop(replic
     with pytest.raises(StoreError):
         await a.claim(["h:1"], 1)  # an idle replica's only writes: its lease is renewed on another connection
     assert lost, "a replica that can write nothing more must stop, not hold its executions while renewing its lease"
+
+
+async def test_a_replica_cannot_change_an_execution_another_replica_holds_now(replica: Open, postgres_url: str) -> None:
+    """The second fence, in the database: even with its epoch current, a replica's update of an execution (or of
+    its task runs) that moved to another replica is refused, and nothing of that batch is written."""
+    a = await replica("a")
+    await replica("b")
+    new = await _submit(a)
+    await _sql(postgres_url, "UPDATE executions SET holder = 'b' WHERE id = $1", new.execution.id)
+    with pytest.raises(StoreError, match="another replica holds"):
+        await _start(a, new)
+    with pytest.raises(StoreError, match="another replica holds"):
+        await write(a, WriteBatch(task_runs=[running(new.task_runs[0], AT)]))
+    [row] = await _sql(postgres_url, "SELECT state FROM task_runs WHERE execution_id = $1", new.execution.id)
+    assert row[0] == "PENDING"
+    await _sql(postgres_url, "UPDATE executions SET holder = 'a' WHERE id = $1", new.execution.id)
+    await _start(a, new)  # held again: written
