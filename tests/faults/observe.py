@@ -11,6 +11,8 @@ import grpc
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 from taskwire.v1 import types_pb2 as pb
+from tests.harness import Cluster
+from tests.postgres import PostgresCluster
 
 from .checker import StoredExecution, StoredTaskRun
 
@@ -63,3 +65,18 @@ def slots_in_use(address: str, *, timeout_s: float = 10.0) -> dict[str, int]:
         stub = task_service_pb2_grpc.TaskServiceStub(channel)
         response: tpb.ListWorkersResponse = stub.ListWorkers(tpb.ListWorkersRequest(), timeout=timeout_s)
     return {f"{worker.name}/{worker.session_id}": worker.in_flight for worker in response.workers}
+
+
+# Every row the servers write, summed up: equal before and after a paused server ran again.
+STORED_STATE_SQL = (
+    "SELECT (SELECT count(*) FROM executions) || '/' || (SELECT count(*) FROM events) || '/' || "
+    "(SELECT coalesce(max(updated_at), 0) FROM executions) || '/' || "
+    "(SELECT coalesce(sum(updated_at), 0) FROM task_runs) || '/' || "
+    "(SELECT md5(coalesce(string_agg(id || state || attempts, ',' ORDER BY id), '')) FROM task_runs)"
+)
+
+
+def database_query(postgres: PostgresCluster, procs: Cluster, query: str) -> str:
+    """`query` run by psql on the PostgreSQL database of `procs`' servers (their default database name)."""
+    assert procs.store_url is not None
+    return postgres.psql(query, database=procs.store_url("taskwire.db").rsplit("/", 1)[1])

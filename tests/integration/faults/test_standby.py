@@ -15,7 +15,7 @@ import pytest
 
 from tests.faults.checker import Fault, Outcome, check
 from tests.faults.journal import journal_worker, read_journal
-from tests.faults.observe import slots_in_use, stored_executions
+from tests.faults.observe import STORED_STATE_SQL, database_query, slots_in_use, stored_executions
 from tests.faults.scenario import Load, final_report, quiesce
 from tests.harness import BIN, POSTGRESQL_ONLY, READY, Cluster, ServerProcess, free_port, spawn
 from tests.postgres import PostgresCluster
@@ -47,11 +47,6 @@ def _failover_setup(procs: Cluster, journal: Path, *, slots: int) -> tuple[Serve
 
 def _holder(server: ServerProcess) -> str:
     return f"{socket.gethostname()}/{server.process.popen.pid}"
-
-
-def _sql(postgres: PostgresCluster, procs: Cluster, query: str) -> str:
-    assert procs.store_url is not None
-    return postgres.psql(query, database=procs.store_url("taskwire.db").rsplit("/", 1)[1])
 
 
 def _refused(address: str) -> bool:
@@ -92,7 +87,7 @@ def test_a_paused_server_that_comes_back_after_a_takeover_changes_nothing(
     standby.process.wait_for_line(READY, timeout_s=30)  # once the paused server's lease lapsed
     load.join()
     quiesce(standby.address)
-    made = _sql(postgres, procs, _STATE_SQL)
+    made = database_query(postgres, procs, STORED_STATE_SQL)
 
     active.process.signal(signal.SIGCONT)
     active.process.wait_for_line("fenced:", timeout_s=30)
@@ -102,8 +97,10 @@ def test_a_paused_server_that_comes_back_after_a_takeover_changes_nothing(
         f"taskwire-server: fenced: another taskwire server took over the database: {_holder(standby)} holds it "
         "at epoch 2 (this server held epoch 1); stopping"
     ], active.process.output[-4000:]
-    assert _sql(postgres, procs, _STATE_SQL) == made  # exactly what the new server made
-    assert _sql(postgres, procs, "SELECT holder || ' ' || epoch FROM taskwire_owner") == f"{_holder(standby)} 2"
+    assert database_query(postgres, procs, STORED_STATE_SQL) == made  # exactly what the new server made
+    assert (
+        database_query(postgres, procs, "SELECT holder || ' ' || epoch FROM taskwire_owner") == f"{_holder(standby)} 2"
+    )
 
     report = check(
         submissions=load.submissions,
@@ -116,15 +113,6 @@ def test_a_paused_server_that_comes_back_after_a_takeover_changes_nothing(
     )
     assert report.ok, str(report)
     assert report.acknowledged >= 6
-
-
-# Every row the servers write, summed up: equal before and after the paused server ran again.
-_STATE_SQL = (
-    "SELECT (SELECT count(*) FROM executions) || '/' || (SELECT count(*) FROM events) || '/' || "
-    "(SELECT coalesce(max(updated_at), 0) FROM executions) || '/' || "
-    "(SELECT coalesce(sum(updated_at), 0) FROM task_runs) || '/' || "
-    "(SELECT md5(coalesce(string_agg(id || state || attempts, ',' ORDER BY id), '')) FROM task_runs)"
-)
 
 
 def test_a_second_server_refuses_and_a_standby_names_the_holder_and_binds_nothing(
@@ -146,7 +134,7 @@ def test_a_second_server_refuses_and_a_standby_names_the_holder_and_binds_nothin
     standby.process.wait_for_line(READY)
     assert not _refused(standby.address)
     standby.stats()  # it serves
-    assert _sql(postgres, procs, "SELECT epoch FROM taskwire_owner") == "2"
+    assert database_query(postgres, procs, "SELECT epoch FROM taskwire_owner") == "2"
 
 
 def test_a_waiting_standby_stops_on_sigterm_and_leaves_the_database_to_its_holder(
@@ -157,5 +145,7 @@ def test_a_waiting_standby_stops_on_sigterm_and_leaves_the_database_to_its_holde
     standby.process.signal(signal.SIGTERM)
     assert standby.process.wait(timeout_s=30) == 0, standby.process.output[-2000:]
     assert "taskwire-server stopped before it served" in standby.process.output
-    assert _sql(postgres, procs, "SELECT holder || ' ' || epoch FROM taskwire_owner") == f"{_holder(active)} 1"
+    assert (
+        database_query(postgres, procs, "SELECT holder || ' ' || epoch FROM taskwire_owner") == f"{_holder(active)} 1"
+    )
     active.stats()  # still serving

@@ -20,7 +20,7 @@ from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import types_pb2 as pb
 from tests.faults.checker import Fault, check
 from tests.faults.journal import journal_worker, read_journal
-from tests.faults.observe import slots_in_use, stored_executions
+from tests.faults.observe import STORED_STATE_SQL, database_query, slots_in_use, stored_executions
 from tests.faults.scenario import Load, quiesce
 from tests.harness import BIN, POSTGRESQL_ONLY, Cluster, ServerProcess, spawn, wait_for
 from tests.integration.schedules.support import sdk, started_by, wait_for_fires
@@ -53,11 +53,6 @@ def _client(clients: list[Client], server: ServerProcess) -> Client:
     client = Client.of(server)
     clients.append(client)
     return client
-
-
-def _sql(postgres: PostgresCluster, procs: Cluster, query: str) -> str:
-    assert procs.store_url is not None
-    return postgres.psql(query, database=procs.store_url("taskwire.db").rsplit("/", 1)[1])
 
 
 @pytest.mark.parametrize("notify", ["on", "off"])
@@ -169,13 +164,13 @@ def test_a_replica_paused_past_its_lease_changes_nothing_when_it_resumes(
     wait_for(lambda: _adopted([r1, r3], "r2"), timeout_s=30, what="r2's executions to be taken over")
     load.join()
     quiesce(r3.address)
-    made = _sql(postgres, procs, _STATE_SQL)
+    made = database_query(postgres, procs, STORED_STATE_SQL)
 
     r2.process.signal(signal.SIGCONT)
     r2.process.wait_for_line("fenced:", timeout_s=30)
     assert r2.process.wait(timeout_s=30) != 0, r2.process.output[-4000:]
-    assert _sql(postgres, procs, _STATE_SQL) == made  # nothing of what r2 had under way landed
-    assert _sql(postgres, procs, "SELECT count(*) FROM executions WHERE holder = 'r2'") == "0"
+    assert database_query(postgres, procs, STORED_STATE_SQL) == made  # nothing of what r2 had under way landed
+    assert database_query(postgres, procs, "SELECT count(*) FROM executions WHERE holder = 'r2'") == "0"
 
     report = check(
         submissions=load.submissions,
@@ -186,15 +181,6 @@ def test_a_replica_paused_past_its_lease_changes_nothing_when_it_resumes(
     )
     assert report.ok, str(report)
     assert report.acknowledged >= 6
-
-
-# Every row the replicas write, summed up: equal before and after the paused replica ran again.
-_STATE_SQL = (
-    "SELECT (SELECT count(*) FROM executions) || '/' || (SELECT count(*) FROM events) || '/' || "
-    "(SELECT coalesce(max(updated_at), 0) FROM executions) || '/' || "
-    "(SELECT coalesce(sum(updated_at), 0) FROM task_runs) || '/' || "
-    "(SELECT md5(coalesce(string_agg(id || state || attempts, ',' ORDER BY id), '')) FROM task_runs)"
-)
 
 
 def test_a_second_replica_under_a_name_in_use_is_refused(procs: Cluster) -> None:
@@ -262,4 +248,4 @@ def test_a_worker_whose_replica_stops_goes_on_with_its_running_attempt_on_the_ne
     assert final.state == pb.EXECUTION_STATE_SUCCESS, logs
     assert [attempt.number for attempt in final.task_runs[0].attempts] == [1], logs
     assert [(run.attempt, run.result) for run in read_journal(journal)] == [(1, "ok")]
-    assert _sql(postgres, procs, f"SELECT holder FROM executions WHERE id = '{execution_id}'") == "r2"
+    assert database_query(postgres, procs, f"SELECT holder FROM executions WHERE id = '{execution_id}'") == "r2"
