@@ -36,6 +36,7 @@ from ._errors import WaitTimeout, error_from_rpc
 from ._events import WatchEvent
 from ._models import BulkResult, ExecutionSnapshot, Identity, RpcRetry, SubmitResult, WorkerInfo
 from ._schedules import ScheduleInfo
+from ._submit_stream import AsyncSubmitStream
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -73,6 +74,8 @@ class AsyncClient:
             else grpc.aio.insecure_channel(target, options=channel_options, interceptors=interceptors)
         )
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
+        self._submits = AsyncSubmitStream(lambda: self._stub.StreamSubmits(), self._address)
+        self._streamed = True  # False once the server turned out not to know StreamSubmits
         self._closed = False
 
     @property
@@ -83,6 +86,7 @@ class AsyncClient:
         """Close the channel; idempotent. Calls in progress are cancelled."""
         if not self._closed:
             self._closed = True
+            self._submits.close()
             await self._channel.close()
 
     async def __aenter__(self) -> Self:
@@ -165,12 +169,27 @@ class AsyncClient:
 
     async def submit_execution(self, spec: ExecutionSpec, *, wait_for_room: bool = False) -> ExecutionSnapshot:
         """Submit an execution of one or more tasks; returns it as stored."""
+        request = c.submit_request(spec, wait_for_room=wait_for_room)
+        idempotent = c.submit_is_idempotent([spec])
+        if self._streamed:
+            try:
+                return c.submitted(await self._streamed_submit(request, idempotent=idempotent))
+            except Unimplemented:
+                self._streamed = False  # a server from before StreamSubmits: unary calls from now on
         response: tpb.SubmitExecutionResponse = await self._unary(
-            self._stub.SubmitExecution,
-            c.submit_request(spec, wait_for_room=wait_for_room),
-            idempotent=c.submit_is_idempotent([spec]),
+            self._stub.SubmitExecution, request, idempotent=idempotent
         )
         return c.submitted(response)
+
+    async def _streamed_submit(
+        self, request: tpb.SubmitExecutionRequest, *, idempotent: bool
+    ) -> tpb.SubmitExecutionResponse:
+        """One submit on the client's submit stream, retried as its unary call would be."""
+        deadline_s = c.seconds(self._timeout)
+        async for attempt in tenacity.AsyncRetrying(**c.retry_options(self._retry, idempotent=idempotent)):
+            with attempt:
+                return await self._submits.submit(request, deadline_s)
+        raise AssertionError("tenacity stopped without an outcome")  # pragma: no cover
 
     async def submit_many(
         self, specs: Iterable[ExecutionSpec], *, wait_for_room: bool = False

@@ -35,6 +35,7 @@ from ._errors import WaitTimeout, error_from_rpc
 from ._events import WatchEvent
 from ._models import BulkResult, ExecutionSnapshot, Identity, RpcRetry, SubmitResult, WorkerInfo
 from ._schedules import ScheduleInfo
+from ._submit_stream import SubmitStream
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -75,6 +76,8 @@ class Client:
             else grpc.insecure_channel(target, options=channel_options)
         )
         self._stub = task_service_pb2_grpc.TaskServiceStub(bearer.with_token(self._channel, token))
+        self._submits = SubmitStream(self._stub.StreamSubmits, self._address)
+        self._streamed = True  # False once the server turned out not to know StreamSubmits
         self._closed = False
 
     @property
@@ -85,6 +88,7 @@ class Client:
         """Close the channel; idempotent. Calls in progress are cancelled."""
         if not self._closed:
             self._closed = True
+            self._submits.close()
             self._channel.close()
 
     def __enter__(self) -> Self:
@@ -176,11 +180,19 @@ class Client:
 
     def submit_execution(self, spec: ExecutionSpec, *, wait_for_room: bool = False) -> ExecutionSnapshot:
         """Submit an execution of one or more tasks; returns it as stored."""
-        response: tpb.SubmitExecutionResponse = self._unary(
-            self._stub.SubmitExecution,
-            c.submit_request(spec, wait_for_room=wait_for_room),
-            idempotent=c.submit_is_idempotent([spec]),
-        )
+        request = c.submit_request(spec, wait_for_room=wait_for_room)
+        idempotent = c.submit_is_idempotent([spec])
+        if self._streamed:
+            deadline_s = c.seconds(self._timeout)
+            try:
+                return c.submitted(
+                    tenacity.Retrying(**c.retry_options(self._retry, idempotent=idempotent))(
+                        self._submits.submit, request, deadline_s
+                    )
+                )
+            except Unimplemented:
+                self._streamed = False  # a server from before StreamSubmits: unary calls from now on
+        response: tpb.SubmitExecutionResponse = self._unary(self._stub.SubmitExecution, request, idempotent=idempotent)
         return c.submitted(response)
 
     def submit_many(

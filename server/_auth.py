@@ -27,11 +27,24 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from taskwire.common import RateLimited
 from taskwire.common.bearer import token_from_metadata
 
 from ._audit import UNKNOWN, audit
 from ._auth_file import AuthConfig, Identity
-from ._auth_policy import AUDITED, OPEN, RULES, SUBMITS, WORKER_STREAM, Role, Scope, TokenBucket, authorize, short_name
+from ._auth_policy import (
+    AUDITED,
+    OPEN,
+    RULES,
+    SUBMIT_STREAM,
+    SUBMITS,
+    WORKER_STREAM,
+    Role,
+    Scope,
+    TokenBucket,
+    authorize,
+    short_name,
+)
 from ._edge import HandlerWrappers, Malformed
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -54,11 +67,25 @@ class Caller:
 
 ANYONE = Caller("", None, Scope.ALL)
 _CALLER: ContextVar[Caller] = ContextVar("taskwire_caller", default=ANYONE)
+Charge = Callable[[int], RateLimited | None]
+
+
+def _free(cost: int) -> RateLimited | None:
+    return None
+
+
+_CHARGE: ContextVar[Charge] = ContextVar("taskwire_submit_charge", default=_free)
 
 
 def current_caller() -> Caller:
     """The caller of the call being served (set by the gate before the servicer runs)."""
     return _CALLER.get()
+
+
+def submit_charge() -> Charge:
+    """How the submits of the stream being served are charged to its caller's submit rate: the refusal
+    (RESOURCE_EXHAUSTED with its retry hint, audited) of a submit over the rate, None for one within it."""
+    return _CHARGE.get()
 
 
 def sans_of(auth_context: Mapping[str, Iterable[bytes]]) -> list[str]:
@@ -133,6 +160,8 @@ class AuthGate(grpc.aio.ServerInterceptor):
             await self._deny(context, method, request, identity, grpc.StatusCode.PERMISSION_DENIED, decision.message)
         if method in SUBMITS:
             await self._within_rate(identity, method, request, context)
+        elif method == SUBMIT_STREAM:
+            _CHARGE.set(lambda cost: self._charge(identity, method, cost))
         caller = Caller(identity.name, identity.role, decision.scope)
         _CALLER.set(caller)
         return caller
@@ -154,6 +183,14 @@ class AuthGate(grpc.aio.ServerInterceptor):
         return "no credential: send `authorization: Bearer <token>` metadata or a client certificate"
 
     async def _within_rate(self, identity: Identity, method: str, request: object, context: Context) -> None:
+        executions = getattr(request, "executions", None)
+        refused = self._charge(identity, method, len(executions) if executions is not None else 1, request)
+        if refused is not None:
+            status = _retry_status(refused.message, refused.retry_after_s)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+
+    def _charge(self, identity: Identity, method: str, cost: int, request: object = None) -> RateLimited | None:
+        """Take `cost` submits from the identity's rate; the refusal, audited, when it has not that many."""
         limits = identity.limits
         now = self._clock()
         bucket = self._buckets.get(identity.name)
@@ -161,17 +198,15 @@ class AuthGate(grpc.aio.ServerInterceptor):
             bucket = self._buckets[identity.name] = TokenBucket(
                 rate=limits.submit_rate, burst=limits.submit_burst, now=now
             )
-        executions = getattr(request, "executions", None)
-        cost = len(executions) if executions is not None else 1
         wait_s = bucket.take(cost, now)
-        if wait_s > 0:
-            message = (
-                f"identity {identity.name!r} is over its submit rate ({limits.submit_rate:g}/s, "
-                f"bursts of {limits.submit_burst}); retry in {wait_s:.3f}s"
-            )
-            self._audit_denied(method, request, identity, "RESOURCE_EXHAUSTED", message)
-            status = _retry_status(message, wait_s)
-            await context.abort(status.code, status.details, status.trailing_metadata)
+        if wait_s <= 0:
+            return None
+        message = (
+            f"identity {identity.name!r} is over its submit rate ({limits.submit_rate:g}/s, "
+            f"bursts of {limits.submit_burst}); retry in {wait_s:.3f}s"
+        )
+        self._audit_denied(method, request, identity, "RESOURCE_EXHAUSTED", message)
+        return RateLimited(message, retry_after_s=wait_s)
 
     @contextmanager
     def _stream_slot(self, identity: str) -> Iterator[None]:

@@ -48,6 +48,7 @@ _EVERYONE: Rule = dict.fromkeys(Role, Scope.ALL)
 RULES: dict[str, Rule] = {
     f"/{_TASK}/SubmitExecution": _SUBMITTERS,
     f"/{_TASK}/SubmitExecutions": _SUBMITTERS,
+    f"/{_TASK}/StreamSubmits": _SUBMITTERS,
     f"/{_TASK}/GetExecution": _READERS,
     f"/{_TASK}/ListExecutions": _READERS,
     f"/{_TASK}/WatchExecution": _READERS,
@@ -100,6 +101,7 @@ AUDITED = frozenset(
     )
 )
 SUBMITS = frozenset({f"/{_TASK}/SubmitExecution", f"/{_TASK}/SubmitExecutions"})
+SUBMIT_STREAM = f"/{_TASK}/StreamSubmits"  # each submit it carries is charged to the submit rate on its own
 WORKER_STREAM = f"/{_WORKER}/Connect"
 
 

@@ -23,9 +23,10 @@ from taskwire.v1 import task_service_pb2_grpc
 from . import _schedule_wire as swire
 from . import wire
 from ._audit import audit
-from ._auth import Caller, current_caller
+from ._auth import Caller, current_caller, submit_charge
 from ._config import ServerConfig
 from ._edge import Malformed, RejectionLog
+from ._submit_stream import SubmitStream
 from ._wait_wire import wait_ids, wait_responses
 from .domain import NotFound, Schedule, TaskwireError, ValidationError
 from .engine import Engine, SubmitItem, WorkerSession
@@ -142,18 +143,16 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
             snapshot = await self._engine.get(execution_id)
             _owned(execution_id, snapshot.execution.submitted_by, caller, method)
 
-    def _admission(self, mode: int, context: Context) -> tuple[bool, float]:
+    def _admission(self, mode: int, budget_s: float) -> tuple[bool, float]:
         if mode not in _ADMISSION_MODES:
             raise ValidationError("admission", f"unknown admission mode {mode}")
-        return mode == tpb.ADMISSION_MODE_WAIT_FOR_ROOM, max(self.budget_s(context) - _DEADLINE_MARGIN_S, 0.0)
+        return mode == tpb.ADMISSION_MODE_WAIT_FOR_ROOM, max(budget_s - _DEADLINE_MARGIN_S, 0.0)
 
-    @_translate_errors
-    async def SubmitExecution(
-        self, request: tpb.SubmitExecutionRequest, context: Context
-    ) -> tpb.SubmitExecutionResponse:
+    async def submit_one(self, request: tpb.SubmitExecutionRequest, budget_s: float) -> tpb.SubmitExecutionResponse:
+        """One submit, as a SubmitExecution call or a submit of a stream makes it, within `budget_s`."""
         if not request.HasField("execution"):
             raise ValidationError("execution", "required")
-        wait, timeout_s = self._admission(request.admission, context)
+        wait, timeout_s = self._admission(request.admission, budget_s)
         submitter = current_caller().identity
         result = await self._engine.submit(
             wire.execution_spec_from_proto(request.execution),
@@ -170,6 +169,25 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         )
 
     @_translate_errors
+    async def SubmitExecution(
+        self, request: tpb.SubmitExecutionRequest, context: Context
+    ) -> tpb.SubmitExecutionResponse:
+        return await self.submit_one(request, self.budget_s(context))
+
+    async def StreamSubmits(  # type: ignore[override]
+        self, request_iterator: AsyncIterator[tpb.StreamSubmitsRequest | Malformed], context: Context
+    ) -> None:
+        stream = SubmitStream(
+            submit_one=self.submit_one,
+            budget_s=self._config.default_rpc_timeout.total_seconds(),
+            charge=submit_charge(),
+        )
+        refusal = await stream.serve(context)
+        if refusal is not None:
+            self._rejections.rejected("StreamSubmits", context.peer(), "%s", refusal.message)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal.message)
+
+    @_translate_errors
     async def SubmitExecutions(
         self, request: tpb.SubmitExecutionsRequest, context: Context
     ) -> tpb.SubmitExecutionsResponse:
@@ -177,7 +195,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
             raise ValidationError("executions", "at least one execution is required")
         if len(request.executions) > MAX_BATCH:
             raise ValidationError("executions", f"at most {MAX_BATCH} per call, got {len(request.executions)}")
-        wait, timeout_s = self._admission(request.admission, context)
+        wait, timeout_s = self._admission(request.admission, self.budget_s(context))
         submitter = current_caller().identity
         items = [_submit_item(spec, f"executions[{index}]", submitter) for index, spec in enumerate(request.executions)]
         results = await self._engine.submit_many(items, wait_for_room=wait, timeout_s=timeout_s, submitted_by=submitter)

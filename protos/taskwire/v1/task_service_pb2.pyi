@@ -468,6 +468,136 @@ class SubmitExecutionsResponse(_message.Message):
 Global___SubmitExecutionsResponse: _TypeAlias = SubmitExecutionsResponse  # noqa: Y015
 
 @_typing.final
+class StreamSubmitsRequest(_message.Message):
+    """Request of TaskService.StreamSubmits: one message of a submit stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBMITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def submits(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamedSubmit]:
+        """The submits, at most 1000 in one message."""
+
+    def __init__(
+        self,
+        *,
+        submits: _abc.Iterable[Global___StreamedSubmit] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["submits", b"submits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamSubmitsRequest: _TypeAlias = StreamSubmitsRequest  # noqa: Y015
+
+@_typing.final
+class StreamedSubmit(_message.Message):
+    """One submit of a StreamSubmits stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """Chosen by the client and named by the submit's answer; no two of a
+    stream's unanswered submits may have the same id.
+    """
+    @_builtins.property
+    def request(self) -> Global___SubmitExecutionRequest:
+        """What one SubmitExecution call would carry."""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """How long a submit with ADMISSION_MODE_WAIT_FOR_ROOM may wait for room;
+        unset, or longer than the server's call timeout: that timeout.
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        request: Global___SubmitExecutionRequest | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request", "timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "request", b"request", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamedSubmit: _TypeAlias = StreamedSubmit  # noqa: Y015
+
+@_typing.final
+class StreamSubmitsResponse(_message.Message):
+    """Response of TaskService.StreamSubmits: answers to submits of the stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANSWERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def answers(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamedSubmitAnswer]:
+        """One answer per submit answered, in no set order."""
+
+    def __init__(
+        self,
+        *,
+        answers: _abc.Iterable[Global___StreamedSubmitAnswer] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answers", b"answers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamSubmitsResponse: _TypeAlias = StreamSubmitsResponse  # noqa: Y015
+
+@_typing.final
+class StreamedSubmitAnswer(_message.Message):
+    """The answer to one submit of a StreamSubmits stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """The submit's id (StreamedSubmit.id)."""
+    error_code: _builtins.str
+    """The name of the gRPC status SubmitExecution would have ended with
+    ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"); empty on success.
+    """
+    error_message: _builtins.str
+    """That status's message, naming the field; empty on success."""
+    @_builtins.property
+    def response(self) -> Global___SubmitExecutionResponse:
+        """What SubmitExecution would have returned; unset when error_code is set."""
+
+    @_builtins.property
+    def retry_after(self) -> _duration_pb2.Duration:
+        """For a submit refused by the caller's submit rate: when to send it again."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        response: Global___SubmitExecutionResponse | None = ...,
+        error_code: _builtins.str = ...,
+        error_message: _builtins.str = ...,
+        retry_after: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["response", b"response", "retry_after", b"retry_after"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_code", b"error_code", "error_message", b"error_message", "id", b"id", "response", b"response", "retry_after", b"retry_after"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamedSubmitAnswer: _TypeAlias = StreamedSubmitAnswer  # noqa: Y015
+
+@_typing.final
 class GetExecutionRequest(_message.Message):
     """Request of TaskService.GetExecution."""
 

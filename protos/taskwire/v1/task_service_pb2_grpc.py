@@ -56,6 +56,11 @@ class TaskServiceStub:
                 request_serializer=taskwire_dot_v1_dot_task__service__pb2.SubmitExecutionsRequest.SerializeToString,
                 response_deserializer=taskwire_dot_v1_dot_task__service__pb2.SubmitExecutionsResponse.FromString,
                 _registered_method=True)
+        self.StreamSubmits = channel.stream_stream(
+                '/taskwire.v1.TaskService/StreamSubmits',
+                request_serializer=taskwire_dot_v1_dot_task__service__pb2.StreamSubmitsRequest.SerializeToString,
+                response_deserializer=taskwire_dot_v1_dot_task__service__pb2.StreamSubmitsResponse.FromString,
+                _registered_method=True)
         self.GetExecution = channel.unary_unary(
                 '/taskwire.v1.TaskService/GetExecution',
                 request_serializer=taskwire_dot_v1_dot_task__service__pb2.GetExecutionRequest.SerializeToString,
@@ -189,6 +194,25 @@ class TaskServiceServicer:
         """Submits many executions in one call: the fast path for bulk producers.
         Each item is validated on its own; the valid items are admitted to the queue
         together or not at all.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamSubmits(self, request_iterator, context):
+        """Carries many independent submits on one stream, without a call each: the
+        path of the SDKs' single submits. Each submit is what one SubmitExecution
+        call does: validated, admitted (and counted against the caller's submit
+        rate) on its own, and answered once its execution is durable. A message
+        may hold several submits, each with an id the client chose; answers come
+        as they are ready, several to a message when several are, each naming its
+        submit's id, in no set order. A submit's own failure is in its answer
+        (error_code names the status SubmitExecution would have ended with).
+        The stream itself ends with INVALID_ARGUMENT for a message of more than
+        1000 submits or an id already in flight, and with UNAVAILABLE when the
+        server shuts down: a submit not answered then may or may not have been
+        stored (one with an idempotency key can safely be sent again). The server
+        reads no further while 10,000 of a stream's submits are unanswered.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -410,6 +434,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     request_deserializer=taskwire_dot_v1_dot_task__service__pb2.SubmitExecutionsRequest.FromString,
                     response_serializer=taskwire_dot_v1_dot_task__service__pb2.SubmitExecutionsResponse.SerializeToString,
             ),
+            'StreamSubmits': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamSubmits,
+                    request_deserializer=taskwire_dot_v1_dot_task__service__pb2.StreamSubmitsRequest.FromString,
+                    response_serializer=taskwire_dot_v1_dot_task__service__pb2.StreamSubmitsResponse.SerializeToString,
+            ),
             'GetExecution': grpc.unary_unary_rpc_method_handler(
                     servicer.GetExecution,
                     request_deserializer=taskwire_dot_v1_dot_task__service__pb2.GetExecutionRequest.FromString,
@@ -582,6 +611,33 @@ class TaskService:
             '/taskwire.v1.TaskService/SubmitExecutions',
             taskwire_dot_v1_dot_task__service__pb2.SubmitExecutionsRequest.SerializeToString,
             taskwire_dot_v1_dot_task__service__pb2.SubmitExecutionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamSubmits(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/taskwire.v1.TaskService/StreamSubmits',
+            taskwire_dot_v1_dot_task__service__pb2.StreamSubmitsRequest.SerializeToString,
+            taskwire_dot_v1_dot_task__service__pb2.StreamSubmitsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,21 @@ class TaskServiceStub:
     Each item is validated on its own; the valid items are admitted to the queue
     together or not at all.
     """
+    StreamSubmits: _grpc.StreamStreamMultiCallable[_task_service_pb2.StreamSubmitsRequest, _task_service_pb2.StreamSubmitsResponse]
+    """Carries many independent submits on one stream, without a call each: the
+    path of the SDKs' single submits. Each submit is what one SubmitExecution
+    call does: validated, admitted (and counted against the caller's submit
+    rate) on its own, and answered once its execution is durable. A message
+    may hold several submits, each with an id the client chose; answers come
+    as they are ready, several to a message when several are, each naming its
+    submit's id, in no set order. A submit's own failure is in its answer
+    (error_code names the status SubmitExecution would have ended with).
+    The stream itself ends with INVALID_ARGUMENT for a message of more than
+    1000 submits or an id already in flight, and with UNAVAILABLE when the
+    server shuts down: a submit not answered then may or may not have been
+    stored (one with an idempotency key can safely be sent again). The server
+    reads no further while 10,000 of a stream's submits are unanswered.
+    """
     GetExecution: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetExecutionRequest, _task_service_pb2.GetExecutionResponse]
     """Returns one execution with its task runs and attempts."""
     ListExecutions: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListExecutionsRequest, _task_service_pb2.ListExecutionsResponse]
@@ -189,6 +204,21 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """Submits many executions in one call: the fast path for bulk producers.
     Each item is validated on its own; the valid items are admitted to the queue
     together or not at all.
+    """
+    StreamSubmits: _aio.StreamStreamMultiCallable[_task_service_pb2.StreamSubmitsRequest, _task_service_pb2.StreamSubmitsResponse]  # type: ignore[assignment]
+    """Carries many independent submits on one stream, without a call each: the
+    path of the SDKs' single submits. Each submit is what one SubmitExecution
+    call does: validated, admitted (and counted against the caller's submit
+    rate) on its own, and answered once its execution is durable. A message
+    may hold several submits, each with an id the client chose; answers come
+    as they are ready, several to a message when several are, each naming its
+    submit's id, in no set order. A submit's own failure is in its answer
+    (error_code names the status SubmitExecution would have ended with).
+    The stream itself ends with INVALID_ARGUMENT for a message of more than
+    1000 submits or an id already in flight, and with UNAVAILABLE when the
+    server shuts down: a submit not answered then may or may not have been
+    stored (one with an idempotency key can safely be sent again). The server
+    reads no further while 10,000 of a stream's submits are unanswered.
     """
     GetExecution: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetExecutionRequest, _task_service_pb2.GetExecutionResponse]  # type: ignore[assignment]
     """Returns one execution with its task runs and attempts."""
@@ -336,6 +366,27 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         """Submits many executions in one call: the fast path for bulk producers.
         Each item is validated on its own; the valid items are admitted to the queue
         together or not at all.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamSubmits(
+        self,
+        request_iterator: _MaybeAsyncIterator[_task_service_pb2.StreamSubmitsRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_task_service_pb2.StreamSubmitsResponse], _abc.AsyncIterator[_task_service_pb2.StreamSubmitsResponse]]:
+        """Carries many independent submits on one stream, without a call each: the
+        path of the SDKs' single submits. Each submit is what one SubmitExecution
+        call does: validated, admitted (and counted against the caller's submit
+        rate) on its own, and answered once its execution is durable. A message
+        may hold several submits, each with an id the client chose; answers come
+        as they are ready, several to a message when several are, each naming its
+        submit's id, in no set order. A submit's own failure is in its answer
+        (error_code names the status SubmitExecution would have ended with).
+        The stream itself ends with INVALID_ARGUMENT for a message of more than
+        1000 submits or an id already in flight, and with UNAVAILABLE when the
+        server shuts down: a submit not answered then may or may not have been
+        stored (one with an idempotency key can safely be sent again). The server
+        reads no further while 10,000 of a stream's submits are unanswered.
         """
 
     @_abc_1.abstractmethod

@@ -64,6 +64,9 @@ class Scripted(task_service_pb2_grpc.TaskServiceServicer):
     outage: int = 0
     block_watch: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Serve StreamSubmits (each submit counted as a SubmitExecution call); when False, it is UNIMPLEMENTED,
+    # as on a server from before it, and the SDK falls back to unary calls.
+    streamed: bool = False
 
     def _count(self, method: str, context: grpc.ServicerContext) -> None:
         with self.lock:
@@ -87,6 +90,29 @@ class Scripted(task_service_pb2_grpc.TaskServiceServicer):
         if request.admission == tpb.ADMISSION_MODE_FAIL_FAST and request.execution.name == "full":
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "queue full: 1 of 1 task runs queued")
         return tpb.SubmitExecutionResponse(execution=execution_proto(snapshot(d.State.SUCCESS)), deduplicated=True)
+
+    def StreamSubmits(
+        self, request_iterator: Iterator[tpb.StreamSubmitsRequest], context: grpc.ServicerContext
+    ) -> Iterator[tpb.StreamSubmitsResponse]:
+        if not self.streamed:
+            self._unimplemented(context)
+        for message in request_iterator:
+            answers = []
+            for submit in message.submits:
+                with self.lock:
+                    self.calls["SubmitExecution"] = self.calls.get("SubmitExecution", 0) + 1
+                    failing = self.calls["SubmitExecution"] <= self.failures.get("SubmitExecution", 0)
+                answer = tpb.StreamedSubmitAnswer(id=submit.id)
+                if failing:
+                    answer.error_code, answer.error_message = "UNAVAILABLE", SHUTTING_DOWN
+                elif submit.request.execution.name == "full":
+                    answer.error_code = "RESOURCE_EXHAUSTED"
+                    answer.error_message = "queue full: 1 of 1 task runs queued"
+                else:
+                    answer.response.execution.CopyFrom(execution_proto(snapshot(d.State.SUCCESS)))
+                    answer.response.deduplicated = True
+                answers.append(answer)
+            yield tpb.StreamSubmitsResponse(answers=answers)
 
     def _unimplemented(self, context: grpc.ServicerContext) -> None:
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "not scripted")
@@ -243,9 +269,18 @@ class Scripted(task_service_pb2_grpc.TaskServiceServicer):
             yield tpb.WaitExecutionsResponse(executions=[finished, first], remaining=len(ids) - index)
 
 
+@pytest.fixture(params=[False, True], ids=["unary", "streamed"])
+def submitting(request: pytest.FixtureRequest) -> Iterator[tuple[Scripted, str]]:
+    """`scripted`, its submits served by SubmitExecution (StreamSubmits unknown) or by StreamSubmits."""
+    yield from _serve(Scripted(streamed=request.param))
+
+
 @pytest.fixture
 def scripted() -> Iterator[tuple[Scripted, str]]:
-    servicer = Scripted()
+    yield from _serve(Scripted())
+
+
+def _serve(servicer: Scripted) -> Iterator[tuple[Scripted, str]]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -273,8 +308,8 @@ def test_retries_are_bounded(scripted: tuple[Scripted, str]) -> None:
     assert servicer.calls["GetExecution"] == FAST.max_attempts
 
 
-def test_a_submit_without_a_key_is_not_retried(scripted: tuple[Scripted, str]) -> None:
-    servicer, address = scripted
+def test_a_submit_without_a_key_is_not_retried(submitting: tuple[Scripted, str]) -> None:
+    servicer, address = submitting
     servicer.failures["SubmitExecution"] = 1
     with Client(address, retry=FAST) as client, pytest.raises(ShuttingDown):
         client.submit("echo")
@@ -292,8 +327,8 @@ def test_listing_schedules_is_retried_and_creating_one_is_not(scripted: tuple[Sc
     assert (servicer.calls["ListSchedules"], servicer.calls["CreateSchedule"]) == (3, 1)
 
 
-def test_a_submit_with_a_key_is_retried(scripted: tuple[Scripted, str]) -> None:
-    servicer, address = scripted
+def test_a_submit_with_a_key_is_retried(submitting: tuple[Scripted, str]) -> None:
+    servicer, address = submitting
     servicer.failures["SubmitExecution"] = 1
     with Client(address, retry=FAST) as client:
         submitted = client.submit("echo", key="k1")
@@ -301,8 +336,8 @@ def test_a_submit_with_a_key_is_retried(scripted: tuple[Scripted, str]) -> None:
     assert servicer.calls["SubmitExecution"] == 2
 
 
-def test_other_errors_are_not_retried(scripted: tuple[Scripted, str]) -> None:
-    servicer, address = scripted
+def test_other_errors_are_not_retried(submitting: tuple[Scripted, str]) -> None:
+    servicer, address = submitting
     with Client(address, retry=FAST) as client, pytest.raises(QueueFull, match="queue full"):
         client.submit("echo", name="full", key="k")
     assert servicer.calls["SubmitExecution"] == 1
@@ -423,8 +458,8 @@ async def test_async_client_retries_and_resumes(scripted: tuple[Scripted, str]) 
     assert servicer.calls["GetStats"] == 3
 
 
-async def test_async_submit_without_a_key_is_not_retried(scripted: tuple[Scripted, str]) -> None:
-    servicer, address = scripted
+async def test_async_submit_without_a_key_is_not_retried(submitting: tuple[Scripted, str]) -> None:
+    servicer, address = submitting
     servicer.failures["SubmitExecution"] = 2
     async with AsyncClient(address, retry=FAST) as client:
         with pytest.raises(ShuttingDown):

@@ -27,6 +27,7 @@ TASK = "/taskwire.v1.TaskService/"
 EXPECTED: dict[str, dict[Role, Scope] | str] = {
     TASK + "SubmitExecution": {Role.SUBMITTER: Scope.OWN, Role.ADMIN: Scope.ALL},
     TASK + "SubmitExecutions": {Role.SUBMITTER: Scope.OWN, Role.ADMIN: Scope.ALL},
+    TASK + "StreamSubmits": {Role.SUBMITTER: Scope.OWN, Role.ADMIN: Scope.ALL},
     TASK + "GetExecution": {Role.SUBMITTER: Scope.OWN, Role.READER: Scope.ALL, Role.ADMIN: Scope.ALL},
     TASK + "ListExecutions": {Role.SUBMITTER: Scope.OWN, Role.READER: Scope.ALL, Role.ADMIN: Scope.ALL},
     TASK + "WatchExecution": {Role.SUBMITTER: Scope.OWN, Role.READER: Scope.ALL, Role.ADMIN: Scope.ALL},

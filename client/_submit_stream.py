@@ -1,0 +1,253 @@
+"""Single submits carried on one stream (`TaskService.StreamSubmits`), for `Client` and `AsyncClient`.
+
+A unary call costs more than the submit it carries; so the SDKs send their single submits on one
+long-lived stream per client, each with an id, each answered on its own once durable. When several
+callers submit at once, the submits waiting to be written go out together in one message, and the
+server answers those ready together: the stream coalesces under load and sends one submit a message
+when idle, with no delay added either way. A submit's own failure is raised as the same error its
+`SubmitExecution` call would have raised.
+
+A stream that breaks fails the submits it carries (UNAVAILABLE, as a failed call would; the caller's
+retry policy decides what is sent again); the next submit opens a new one. A server that does not
+know the method (UNIMPLEMENTED) is sent unary calls from then on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar, cast
+
+import grpc
+import grpc.aio
+
+from taskwire.common import RateLimited, TaskwireError, wire
+from taskwire.v1 import task_service_pb2 as tpb
+
+from ._errors import ServerUnavailable, error_from_rpc
+
+MAX_PER_MESSAGE = 1000  # the server's limit
+
+Answer = tpb.StreamedSubmitAnswer
+Waiter = TypeVar("Waiter", asyncio.Future[Answer], concurrent.futures.Future[Answer])
+
+
+def response_of(answer: tpb.StreamedSubmitAnswer) -> tpb.SubmitExecutionResponse:
+    """The submit's response, or the error `SubmitExecution` would have raised."""
+    if not answer.error_code:
+        return answer.response
+    if answer.HasField("retry_after"):
+        raise RateLimited(answer.error_message, retry_after_s=answer.retry_after.ToTimedelta().total_seconds())
+    raise wire.error_from_status_name(answer.error_code, answer.error_message)
+
+
+def deadline_error(address: str, deadline_s: float) -> TaskwireError:
+    return wire.error_from_status(
+        grpc.StatusCode.DEADLINE_EXCEEDED, f"no answer from the server at {address} within {deadline_s:g}s"
+    )
+
+
+class _Line(Generic[Waiter]):
+    """One open stream's bookkeeping: its submits waiting for answers, by id."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.waiting: dict[int, Waiter] = {}
+        self.broken: TaskwireError | None = None
+        self._ids = itertools.count()
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def answered(self, response: tpb.StreamSubmitsResponse) -> None:
+        for answer in response.answers:
+            waiter = self.waiting.pop(answer.id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(answer)
+
+    def break_off(self, error: grpc.RpcError | None) -> None:
+        """The stream ended: every submit still waiting fails, and the stream takes no more."""
+        self.broken = (
+            error_from_rpc(error, address=self.address)
+            if error is not None
+            else ServerUnavailable(self.address, "the server ended the submit stream")
+        )
+        waiting, self.waiting = self.waiting, {}
+        for waiter in waiting.values():
+            if not waiter.done():
+                waiter.set_exception(self.broken)
+
+
+def _message(submits: list[tpb.StreamedSubmit]) -> tpb.StreamSubmitsRequest:
+    return tpb.StreamSubmitsRequest(submits=submits)
+
+
+# ---- asyncio ------------------------------------------------------------------------------------------
+
+
+class _AsyncLine(_Line[asyncio.Future[tpb.StreamedSubmitAnswer]]):
+    def __init__(self, call: grpc.aio.StreamStreamCall[Any, Any], address: str) -> None:
+        super().__init__(address)
+        self._call = call
+        self._unsent: list[tpb.StreamedSubmit] = []
+        self._wake = asyncio.Event()
+        self._tasks = (asyncio.ensure_future(self._write()), asyncio.ensure_future(self._read()))
+
+    def send(self, request: tpb.SubmitExecutionRequest) -> asyncio.Future[tpb.StreamedSubmitAnswer]:
+        submit_id = self.next_id()
+        waiter: asyncio.Future[tpb.StreamedSubmitAnswer] = asyncio.get_running_loop().create_future()
+        self.waiting[submit_id] = waiter
+        self._unsent.append(tpb.StreamedSubmit(id=submit_id, request=request))
+        self._wake.set()
+        return waiter
+
+    async def _write(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._unsent:
+                submits, self._unsent = self._unsent[:MAX_PER_MESSAGE], self._unsent[MAX_PER_MESSAGE:]
+                try:
+                    await self._call.write(_message(submits))
+                except (grpc.RpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+                    return  # the reader learns why the stream ended
+
+    async def _read(self) -> None:
+        error: grpc.RpcError | None = None
+        try:
+            while True:
+                response = await self._call.read()
+                if response is grpc.aio.EOF:
+                    break
+                self.answered(cast(tpb.StreamSubmitsResponse, response))
+        except grpc.RpcError as failed:
+            error = failed
+        self.break_off(error)
+        self._tasks[0].cancel()
+
+    def close(self) -> None:
+        self._call.cancel()
+        for task in self._tasks:
+            task.cancel()
+
+
+class AsyncSubmitStream:
+    """The submit stream of an `AsyncClient`, opened on first use and again after it broke."""
+
+    def __init__(self, open_call: Callable[[], grpc.aio.StreamStreamCall[Any, Any]], address: str) -> None:
+        self._open_call = open_call
+        self._address = address
+        self._line: _AsyncLine | None = None
+
+    async def submit(self, request: tpb.SubmitExecutionRequest, deadline_s: float) -> tpb.SubmitExecutionResponse:
+        line = self._line
+        if line is None or line.broken is not None:
+            line = self._line = _AsyncLine(self._open_call(), self._address)
+        waiter = line.send(request)
+        try:
+            async with asyncio.timeout(deadline_s):
+                answer = await waiter
+        except TimeoutError:
+            raise deadline_error(self._address, deadline_s) from None
+        return response_of(answer)
+
+    def close(self) -> None:
+        if self._line is not None:
+            self._line.close()
+            self._line = None
+
+
+# ---- threads -------------------------------------------------------------------------------------------
+
+
+_END = object()
+
+
+class _SyncLine(_Line[concurrent.futures.Future[tpb.StreamedSubmitAnswer]]):
+    def __init__(self, method: grpc.StreamStreamMultiCallable[Any, Any], address: str) -> None:
+        super().__init__(address)
+        self._lock = threading.Lock()
+        self._unsent: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._responses = method(self._requests())
+        self._reader = threading.Thread(target=self._read, name="taskwire-submit-stream", daemon=True)
+        self._reader.start()
+
+    def send(self, request: tpb.SubmitExecutionRequest) -> concurrent.futures.Future[tpb.StreamedSubmitAnswer]:
+        waiter: concurrent.futures.Future[tpb.StreamedSubmitAnswer] = concurrent.futures.Future()
+        with self._lock:
+            if self.broken is not None:
+                waiter.set_exception(self.broken)
+                return waiter
+            submit_id = self.next_id()
+            self.waiting[submit_id] = waiter
+        self._unsent.put(tpb.StreamedSubmit(id=submit_id, request=request))
+        return waiter
+
+    def _requests(self) -> Iterator[tpb.StreamSubmitsRequest]:
+        """What gRPC's sending thread writes: every submit queued by then, in one message."""
+        while True:
+            first = self._unsent.get()
+            if first is _END:
+                return
+            submits = [first]
+            while len(submits) < MAX_PER_MESSAGE:
+                try:
+                    more = self._unsent.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _END:
+                    self._unsent.put(_END)
+                    break
+                submits.append(more)
+            yield _message(submits)
+
+    def _read(self) -> None:
+        error: grpc.RpcError | None = None
+        try:
+            for response in self._responses:
+                with self._lock:
+                    self.answered(response)
+        except grpc.RpcError as failed:
+            error = failed
+        with self._lock:
+            self.break_off(error)
+        self._unsent.put(_END)
+
+    def close(self) -> None:
+        self._unsent.put(_END)
+        self._responses.cancel()
+
+
+class SubmitStream:
+    """The submit stream of a `Client`, shared by its threads, opened on first use and again after it broke."""
+
+    def __init__(self, method: grpc.StreamStreamMultiCallable[Any, Any], address: str) -> None:
+        self._method = method
+        self._address = address
+        self._lock = threading.Lock()
+        self._line: _SyncLine | None = None
+
+    def submit(self, request: tpb.SubmitExecutionRequest, deadline_s: float) -> tpb.SubmitExecutionResponse:
+        with self._lock:
+            line = self._line
+            if line is None or line.broken is not None:
+                line = self._line = _SyncLine(self._method, self._address)
+        waiter = line.send(request)
+        try:
+            answer = waiter.result(timeout=deadline_s)
+        except concurrent.futures.TimeoutError:
+            raise deadline_error(self._address, deadline_s) from None
+        return response_of(answer)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._line is not None:
+                self._line.close()
+                self._line = None
+
+
+__all__ = ["AsyncSubmitStream", "SubmitStream", "response_of"]
