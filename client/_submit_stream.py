@@ -82,6 +82,15 @@ class _Line(Generic[Waiter]):
                 waiter.set_exception(self.broken)
 
 
+def streamed(submit_id: int, request: tpb.SubmitExecutionRequest, deadline_s: float) -> tpb.StreamedSubmit:
+    """A submit for the stream: the server answers a wait for room that found none shortly before
+    `deadline_s`, as it does a unary call's, so the caller gets its DEADLINE_EXCEEDED, not its own."""
+    submit = tpb.StreamedSubmit(id=submit_id, request=request)
+    if request.admission == tpb.ADMISSION_MODE_WAIT_FOR_ROOM:
+        submit.timeout.FromNanoseconds(int(deadline_s * 1e9))
+    return submit
+
+
 def _message(submits: list[tpb.StreamedSubmit]) -> tpb.StreamSubmitsRequest:
     return tpb.StreamSubmitsRequest(submits=submits)
 
@@ -97,11 +106,11 @@ class _AsyncLine(_Line[asyncio.Future[tpb.StreamedSubmitAnswer]]):
         self._wake = asyncio.Event()
         self._tasks = (asyncio.ensure_future(self._write()), asyncio.ensure_future(self._read()))
 
-    def send(self, request: tpb.SubmitExecutionRequest) -> asyncio.Future[tpb.StreamedSubmitAnswer]:
+    def send(self, request: tpb.SubmitExecutionRequest, deadline_s: float) -> asyncio.Future[tpb.StreamedSubmitAnswer]:
         submit_id = self.next_id()
         waiter: asyncio.Future[tpb.StreamedSubmitAnswer] = asyncio.get_running_loop().create_future()
         self.waiting[submit_id] = waiter
-        self._unsent.append(tpb.StreamedSubmit(id=submit_id, request=request))
+        self._unsent.append(streamed(submit_id, request, deadline_s))
         self._wake.set()
         return waiter
 
@@ -147,7 +156,7 @@ class AsyncSubmitStream:
         line = self._line
         if line is None or line.broken is not None:
             line = self._line = _AsyncLine(self._open_call(), self._address)
-        waiter = line.send(request)
+        waiter = line.send(request, deadline_s)
         try:
             async with asyncio.timeout(deadline_s):
                 answer = await waiter
@@ -176,7 +185,9 @@ class _SyncLine(_Line[concurrent.futures.Future[tpb.StreamedSubmitAnswer]]):
         self._reader = threading.Thread(target=self._read, name="taskwire-submit-stream", daemon=True)
         self._reader.start()
 
-    def send(self, request: tpb.SubmitExecutionRequest) -> concurrent.futures.Future[tpb.StreamedSubmitAnswer]:
+    def send(
+        self, request: tpb.SubmitExecutionRequest, deadline_s: float
+    ) -> concurrent.futures.Future[tpb.StreamedSubmitAnswer]:
         waiter: concurrent.futures.Future[tpb.StreamedSubmitAnswer] = concurrent.futures.Future()
         with self._lock:
             if self.broken is not None:
@@ -184,7 +195,7 @@ class _SyncLine(_Line[concurrent.futures.Future[tpb.StreamedSubmitAnswer]]):
                 return waiter
             submit_id = self.next_id()
             self.waiting[submit_id] = waiter
-        self._unsent.put(tpb.StreamedSubmit(id=submit_id, request=request))
+        self._unsent.put(streamed(submit_id, request, deadline_s))
         return waiter
 
     def _requests(self) -> Iterator[tpb.StreamSubmitsRequest]:
@@ -236,7 +247,7 @@ class SubmitStream:
             line = self._line
             if line is None or line.broken is not None:
                 line = self._line = _SyncLine(self._method, self._address)
-        waiter = line.send(request)
+        waiter = line.send(request, deadline_s)
         try:
             answer = waiter.result(timeout=deadline_s)
         except concurrent.futures.TimeoutError:
