@@ -57,13 +57,14 @@ class SubmitStream:
         reader = asyncio.ensure_future(self._read(context))
         try:
             while True:
-                await self._ready.wait()
-                self._ready.clear()
                 if self._answers:
                     answers, self._answers = self._answers, []
                     await context.write(tpb.StreamSubmitsResponse(answers=answers))
                 elif reader.done() and not self._in_flight:
                     break
+                else:
+                    await self._ready.wait()
+                    self._ready.clear()
             reader.result()  # a failure of the reader is the server's own: it ends the call as such
         finally:
             reader.cancel()
