@@ -1,5 +1,5 @@
-"""gRPC clients for the scenarios: channels and stubs, the echo execution, and waiting on the server's
-queue and store.
+"""gRPC clients for the scenarios: channels and stubs, the SDK's client, the echo execution, and waiting on
+the server's queue and store.
 """
 
 from __future__ import annotations
@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
 
 from bench.handlers import monotonic_s
+from taskwire.client import AsyncClient
+from taskwire.common import Payload
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 from taskwire.v1 import types_pb2 as pb
@@ -20,6 +23,7 @@ from taskwire.v1 import types_pb2 as pb
 if TYPE_CHECKING:
     from taskwire.v1.task_service_pb2_grpc import TaskServiceAsyncStub
 
+JSON = "application/json"
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -38,9 +42,19 @@ def echo_execution(
     handler: str = "echo", input_json: bytes = b"null", *, metadata: Mapping[str, str] | None = None
 ) -> tpb.ExecutionSpec:
     return tpb.ExecutionSpec(
-        tasks=[tpb.TaskSpec(handler=handler, input=pb.Payload(data=input_json, content_type="application/json"))],
+        tasks=[tpb.TaskSpec(handler=handler, input=pb.Payload(data=input_json, content_type=JSON))],
         metadata=dict(metadata or {}),
     )
+
+
+def echo_input(input_json: bytes = b"null") -> Payload:
+    """The task input `echo_execution` carries, for the SDK's `submit` (which sends a `Payload` as given)."""
+    return Payload(data=input_json, content_type=JSON)
+
+
+def sdk_client(address: str) -> AsyncClient:
+    """The SDK's asyncio client, as a user submits through it, with the 60 s deadline of the stub calls here."""
+    return AsyncClient(address, timeout=timedelta(seconds=60))
 
 
 _ACTIVE = (pb.EXECUTION_STATE_PENDING, pb.EXECUTION_STATE_RUNNING, pb.EXECUTION_STATE_WAITING)

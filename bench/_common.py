@@ -24,7 +24,9 @@ from bench._clients import (
     channel,
     describe_unsuccessful,
     echo_execution,
+    echo_input,
     pace,
+    sdk_client,
     task_stub,
     unsuccessful_count,
     wait_drained,
@@ -58,6 +60,7 @@ __all__ = [
     "cpu_seconds",
     "describe_unsuccessful",
     "echo_execution",
+    "echo_input",
     "fmt",
     "free_port",
     "monotonic_s",
@@ -65,6 +68,7 @@ __all__ = [
     "percentile",
     "render_table",
     "rss_bytes",
+    "sdk_client",
     "spawn_module",
     "task_stub",
     "taskwire",
@@ -84,10 +88,10 @@ MIB = 1024 * 1024
 class Sizes:
     """How much work each scenario does. FULL is what `make bench` runs; QUICK is a smoke test."""
 
-    tasks_single: int  # scenario 1a: one SubmitExecution per task
+    tasks_single: int  # scenario 1a: one submit per task (through the SDK, and as unary SubmitExecution calls)
     tasks_batched: int  # scenario 1b: SubmitExecutions in batches
     tasks_peer: int  # each peer (Celery, Dramatiq, procrastinate), each way
-    submit_callers: int  # concurrent one-submit-per-task callers, and callers of the bare unary echo
+    submit_callers: int  # concurrent one-submit-per-task callers, and callers of the bare unary and multiplexed echo
     batch_size: int
     batches_in_flight: int
     workers: int  # taskwire-worker processes (and each peer's worker processes)

@@ -1,10 +1,14 @@
 """The limit on this machine: bare grpc.aio, with no queue, store or state machine behind it.
 
 Not part of taskwire. A separate server process (``python -m bench.baseline --listen HOST:PORT``)
-answers two methods with the message types taskwire's own calls carry, so the bytes on the wire and
+answers three methods with the message types taskwire's own calls carry, so the bytes on the wire and
 the protobuf work are alike:
 
 - ``Echo`` (unary): returns the SubmitExecutionRequest it got; compared with one submit per task.
+- ``Mux`` (bidirectional): answers every SubmitExecutionsRequest frame (N ExecutionSpecs) with the same
+  frame: the bare cost of single submits from many callers carried over one shared stream, the
+  specs pending at the moment coalesced into one frame; compared with one submit per task through the
+  SDK, and (one message at a time, paced) with its durable acknowledgement.
 - ``Stream`` (bidirectional): answers every ConnectRequest frame (one AttemptCompleted) with one
   ConnectResponse frame (one Invocation); compared with the worker streams of batched throughput.
 
@@ -19,6 +23,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -33,6 +38,7 @@ from taskwire.v1 import worker_service_pb2 as wpb
 SERVICE = "bench.Baseline"
 ECHO = f"/{SERVICE}/Echo"
 STREAM = f"/{SERVICE}/Stream"
+MUX = f"/{SERVICE}/Mux"
 READY = r"baseline listening on (\S+)"
 _WARMUP_S = 0.3
 
@@ -69,6 +75,13 @@ async def _echo(request: tpb.SubmitExecutionRequest, context: Any) -> tpb.Submit
     return request
 
 
+async def _mux(
+    requests: AsyncIterator[tpb.SubmitExecutionsRequest], context: Any
+) -> AsyncIterator[tpb.SubmitExecutionsRequest]:
+    async for request in requests:
+        yield request
+
+
 async def _stream(requests: AsyncIterator[wpb.ConnectRequest], context: Any) -> AsyncIterator[wpb.ConnectResponse]:
     answer = invocation_frame()
     async for _ in requests:
@@ -82,6 +95,11 @@ async def serve(listen: str) -> None:
             _echo,
             request_deserializer=tpb.SubmitExecutionRequest.FromString,
             response_serializer=tpb.SubmitExecutionRequest.SerializeToString,
+        ),
+        "Mux": grpc.stream_stream_rpc_method_handler(
+            _mux,
+            request_deserializer=tpb.SubmitExecutionsRequest.FromString,
+            response_serializer=tpb.SubmitExecutionsRequest.SerializeToString,
         ),
         "Stream": grpc.stream_stream_rpc_method_handler(
             _stream,
@@ -159,6 +177,128 @@ async def unary_round_trips(address: str, *, rate: float, count: int) -> list[fl
         async def one(_: int) -> None:
             sent = monotonic_s()
             await call(request, timeout=30)
+            times.append(monotonic_s() - sent)
+
+        await pace(rate, count, one)
+    return times
+
+
+class _Multiplexed:
+    """Many callers' single messages over ONE open ``Mux`` stream, as an SDK that shares a stream does.
+
+    One writer takes every spec queued at that moment and sends them as one frame (so a frame carries one
+    spec when callers are few, and many when they crowd); one reader takes the answers, a frame for each
+    frame sent and in the same order, and resolves each caller's future with its own spec.
+    """
+
+    def __init__(self, call: grpc.aio.StreamStreamCall[Any, Any]) -> None:
+        self._call = call
+        self._queued: list[tuple[tpb.ExecutionSpec, asyncio.Future[tpb.ExecutionSpec]]] = []
+        self._sent: deque[list[asyncio.Future[tpb.ExecutionSpec]]] = deque()
+        self._wake = asyncio.Event()
+        self._tasks = [asyncio.create_task(self._write()), asyncio.create_task(self._read())]
+
+    async def send(self, spec: tpb.ExecutionSpec) -> tpb.ExecutionSpec:
+        """Queue one spec and wait for its own answer."""
+        answer: asyncio.Future[tpb.ExecutionSpec] = asyncio.get_running_loop().create_future()
+        self._queued.append((spec, answer))
+        self._wake.set()
+        return await answer
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                frame, self._queued = self._queued, []
+                if frame:
+                    self._sent.append([answer for _, answer in frame])
+                    await self._call.write(tpb.SubmitExecutionsRequest(executions=[spec for spec, _ in frame]))
+        except Exception as error:
+            self._fail(error)
+            raise
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                response = await self._call.read()
+                if not isinstance(response, tpb.SubmitExecutionsRequest):  # grpc.aio.EOF
+                    raise RuntimeError("the baseline server ended the Mux stream")
+                answers = self._sent.popleft()
+                if len(response.executions) != len(answers):
+                    raise RuntimeError(f"a frame of {len(answers)} answered with {len(response.executions)}")
+                for answer, spec in zip(answers, response.executions, strict=True):
+                    answer.set_result(spec)
+        except Exception as error:
+            self._fail(error)
+            raise
+
+    def _fail(self, error: Exception) -> None:
+        """A broken stream fails every caller still waiting, rather than leaving it waiting for ever."""
+        waiting = [answer for _, answer in self._queued] + [answer for frame in self._sent for answer in frame]
+        for answer in waiting:
+            if not answer.done():
+                answer.set_exception(RuntimeError(f"the Mux stream broke: {error!r}"))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._call.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+
+
+@contextlib.asynccontextmanager
+async def _multiplexed(address: str) -> AsyncIterator[_Multiplexed]:
+    async with channel(address) as chan:
+        call = chan.stream_stream(
+            MUX,
+            request_serializer=tpb.SubmitExecutionsRequest.SerializeToString,
+            response_deserializer=tpb.SubmitExecutionsRequest.FromString,
+        )()
+        stream = _Multiplexed(call)
+        try:
+            for _ in range(20):  # warm up the connection and the stream
+                await stream.send(echo_execution())
+            yield stream
+        finally:
+            await stream.close()
+
+
+async def mux_qps(address: str, *, callers: int, duration_s: float) -> float:
+    """Answered echo specs per second from `callers` concurrent callers, each sending one spec and awaiting its
+    own answer, all over one stream whose writer coalesces the specs pending at once into one frame."""
+    spec = echo_execution()
+    async with _multiplexed(address) as stream:
+        begin = monotonic_s() + _WARMUP_S
+        end = begin + duration_s
+        counted = 0
+
+        async def caller() -> None:
+            nonlocal counted
+            while True:
+                await stream.send(spec)
+                now = monotonic_s()
+                if now >= end:
+                    return
+                if now >= begin:
+                    counted += 1
+
+        await asyncio.gather(*(caller() for _ in range(callers)))
+    return counted / duration_s
+
+
+async def stream_round_trips(address: str, *, rate: float, count: int) -> list[float]:
+    """Round-trip times (seconds) of single specs on one open stream, started at `rate` per second, open loop
+    (as `unary_round_trips`): at a pace where they seldom overlap, one message a frame."""
+    spec = echo_execution()
+    times: list[float] = []
+    async with _multiplexed(address) as stream:
+
+        async def one(_: int) -> None:
+            sent = monotonic_s()
+            await stream.send(spec)
             times.append(monotonic_s() - sent)
 
         await pace(rate, count, one)

@@ -1,13 +1,15 @@
 """Scenario 2: dispatch latency at a paced submit rate (open loop), as a client sees it.
 
-For each task the client takes t0 on the host's monotonic clock just before SubmitExecution, then
-watches the execution (WatchExecution) until its terminal event:
+Submits go through the SDK, as users send them: one `taskwire.client.AsyncClient`, and for each task the
+client takes t0 on the host's monotonic clock just before ``await client.submit(...)``, then watches the
+execution (WatchExecution, through the generated stub on a channel of its own) until its terminal event:
 
 - submit → handler start: the ``noop_timed`` handler (bench/handlers.py) returns the monotonic time at
   which it started; collected afterwards with ListExecutions, so collecting costs nothing in the
   measured path;
-- submit → durable acknowledgement: when SubmitExecution returns (the execution is fsynced by then),
-  beside the bare unary round trip at the same pace;
+- submit → durable acknowledgement: when ``client.submit()`` returns (the execution is fsynced by then),
+  beside the bare unary round trip and the bare stream round trip (one message at a time on one open
+  stream) at the same pace;
 - submit → completion seen by the client: when the watch delivers the SUCCESS event (or at once, if
   the submit's own answer already shows the execution finished).
 
@@ -31,14 +33,16 @@ from bench._common import (
     Bench,
     ScenarioResult,
     channel,
-    echo_execution,
+    echo_input,
     monotonic_s,
     pace,
     percentile,
+    sdk_client,
     task_stub,
     taskwire,
     wait_drained,
 )
+from taskwire.common import TaskwireError
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import types_pb2 as pb
 
@@ -64,41 +68,31 @@ async def _paced(address: str, *, rate: int, seconds: float) -> tuple[list[_Samp
     """Returns the samples of the calls that succeeded, the pacer's lateness, and failures by kind
     (gRPC status names, and watches that ended early).
     """
-    request = tpb.SubmitExecutionRequest(execution=echo_execution("noop_timed"))
+    timed = echo_input()
     samples: list[_Sample] = []
     failures: Counter[str] = Counter()
     # Watching every execution would double the work asked of the server at high rates; beyond
     # 100/s, every k-th execution is watched so that watches stay at about 100 per second.
     watch_every = max(1, rate // 100)
-    async with channel(address) as chan:
+    async with sdk_client(address) as client, channel(address) as chan:
         stub = task_stub(chan)
 
         async def one(index: int) -> None:
             sample = _Sample(sent_s=monotonic_s())
             try:
-                response = await stub.SubmitExecution(request, timeout=60)
+                execution = await client.submit("noop_timed", timed)
                 sample.answered_s = monotonic_s()
-                sample.execution_id = response.execution.id
-                if response.execution.state in _TERMINAL:
+                sample.execution_id = execution.id
+                if execution.is_terminal:
                     sample.done_s = sample.answered_s
                 elif index % watch_every == 0:
-                    watch = stub.WatchExecution(tpb.WatchExecutionRequest(execution_id=sample.execution_id), timeout=60)
-                    async for message in watch:
-                        event = message.event
-                        if event.HasField("execution_transition") and event.execution_transition.to_state in _TERMINAL:
-                            sample.done_s = monotonic_s()
-                    if not sample.done_s:
-                        # The stream ended without its terminal event (a server race: the execution
-                        # retired between the watch's store catch-up and its live phase). A client then
-                        # has to ask; that answer is when it sees the completion.
-                        failures["watch ended without its terminal event"] += 1
-                        got = await stub.GetExecution(tpb.GetExecutionRequest(execution_id=sample.execution_id))
-                        if got.execution.state in _TERMINAL:
-                            sample.done_s = monotonic_s()
-            except grpc.aio.AioRpcError as error:
-                failures[error.code().name] += 1
+                    await _watch(stub, sample, failures)
+            except TaskwireError as error:
+                failures[error.status_name] += 1
                 if not sample.execution_id:
                     return
+            except grpc.aio.AioRpcError as error:
+                failures[error.code().name] += 1
             samples.append(sample)
 
         for index in range(_WARMUP):
@@ -108,6 +102,23 @@ async def _paced(address: str, *, rate: int, seconds: float) -> tuple[list[_Samp
         await wait_drained(stub)  # the unwatched ones too: every output is in the store
         await _collect_starts(stub, samples)
     return samples, lags, failures
+
+
+async def _watch(stub: TaskServiceAsyncStub, sample: _Sample, failures: Counter[str]) -> None:
+    """Follow one execution until its terminal event; `sample.done_s` is when the client saw it."""
+    watch = stub.WatchExecution(tpb.WatchExecutionRequest(execution_id=sample.execution_id), timeout=60)
+    async for message in watch:
+        event = message.event
+        if event.HasField("execution_transition") and event.execution_transition.to_state in _TERMINAL:
+            sample.done_s = monotonic_s()
+    if not sample.done_s:
+        # The stream ended without its terminal event (a server race: the execution retired between the
+        # watch's store catch-up and its live phase). A client then has to ask; that answer is when it
+        # sees the completion.
+        failures["watch ended without its terminal event"] += 1
+        got = await stub.GetExecution(tpb.GetExecutionRequest(execution_id=sample.execution_id))
+        if got.execution.state in _TERMINAL:
+            sample.done_s = monotonic_s()
 
 
 async def _collect_starts(stub: TaskServiceAsyncStub, samples: list[_Sample]) -> None:
@@ -144,7 +155,7 @@ def _record(
     for q in (50, 99):
         result.add(
             f"{rate}.submit_p{q}",
-            f"{at}: durable acknowledgement (SubmitExecution call) p{q}",
+            f"{at}: durable acknowledgement (SDK submit returns) p{q}",
             "ms",
             percentile(submit_call, q),
         )
@@ -175,15 +186,24 @@ def run(bench: Bench) -> ScenarioResult:
     seen: Counter[str] = Counter()
     for number in range(1, bench.runs + 1):
         rate, seconds = sizes.latency[0]
-        bench.log(f"{NAME} run {number}/{bench.runs}: bare unary round trips at {rate}/s")
+        bench.log(f"{NAME} run {number}/{bench.runs}: bare unary and stream round trips at {rate}/s")
+        paced = max(1, round(rate * seconds))
         with baseline.baseline_server() as address:
-            trips = asyncio.run(baseline.unary_round_trips(address, rate=rate, count=max(1, round(rate * seconds))))
+            trips = asyncio.run(baseline.unary_round_trips(address, rate=rate, count=paced))
+            stream_trips = asyncio.run(baseline.stream_round_trips(address, rate=rate, count=paced))
         for q in (50, 99):
             result.add(
                 f"bare.{rate}.p{q}",
                 f"bare grpc.aio unary round trip at {rate}/s p{q}",
                 "ms",
                 1000 * percentile(trips, q),
+            )
+        for q in (50, 99):
+            result.add(
+                f"bare.stream.{rate}.p{q}",
+                f"bare stream round trip at {rate}/s p{q} (grpc.aio, one message at a time on one open stream)",
+                "ms",
+                1000 * percentile(stream_trips, q),
             )
         with taskwire(bench, workers=sizes.workers, slots=sizes.worker_slots) as running:
             for rate, seconds in sizes.latency:
@@ -193,6 +213,10 @@ def run(bench: Bench) -> ScenarioResult:
                 if failures:
                     result.notes.append(f"run {number}, at {rate}/s: {dict(failures)}")
                 seen.update(failures)
+    result.notes.append(
+        "submits through the SDK: one taskwire.client.AsyncClient, t0 just before await client.submit(), the "
+        "durable acknowledgement when it returns; watches through the generated stub on a channel of its own"
+    )
     result.notes.append(
         "submit → handler start crosses gRPC twice (client → server, server → worker stream), as the bare "
         "round trip does (there and back); the bare figure is the transport alone, paced the same way"

@@ -10,7 +10,7 @@ are more replicas than workers; the submitters spread over the replicas too). Fo
 
 - batched no-op tasks end to end (as scenario 1b): tasks/s;
 - paced submits (as scenario 2, the first rate): submit → handler start and the durable acknowledgement
-  (the SubmitExecution call), p50 and p99;
+  (the SDK's submit call), p50 and p99;
 - the database's CPU over the throughput measurement (100 = one core): SQLite's writer process, or
   every process of the PostgreSQL cluster (read from /proc/<pid>/stat), beside the server's own.
 """
@@ -148,7 +148,7 @@ def _measure_running(
     for q in (50, 99):
         result.add(
             f"{kind}.ack_p{q}",
-            f"{kind}: at {rate}/s, durable acknowledgement (SubmitExecution call) p{q}",
+            f"{kind}: at {rate}/s, durable acknowledgement (SDK submit returns) p{q}",
             "ms",
             percentile(to_answer, q),
         )

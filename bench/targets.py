@@ -340,15 +340,32 @@ def targets_table(verdicts: Sequence[Verdict]) -> str:
     return render_table(["target (medians of this invocation)", "measured", "target", "result"], rows, title="Targets")
 
 
-# (figure, unit, higher is better, taskwire (scenario, metric), bare gRPC (scenario, metric, kind), peers' metric)
+# (figure, unit, higher is better, taskwire (scenario, metric), bare gRPC (scenario, metric, kind), peers' metric).
+# A figure compared with two bare limits takes two rows, the peers on the first only (peers' metric "").
 _FIGURES: tuple[tuple[str, str, bool, tuple[str, str], tuple[str, str, str] | None, str], ...] = (
     (
-        "one submit per task, end to end",
+        "one submit per task (SDK), end to end",
         "tasks/s",
         True,
         ("throughput", "single.tasks_per_s"),
         ("throughput", "bare.unary_qps", "unary"),
         "single.tasks_per_s",
+    ),
+    (
+        "one submit per task (SDK), end to end",
+        "tasks/s",
+        True,
+        ("throughput", "single.tasks_per_s"),
+        ("throughput", "bare.mux_qps", "multiplexed"),
+        "",
+    ),
+    (
+        "one SubmitExecution call per task (stub, unary), end to end",
+        "tasks/s",
+        True,
+        ("throughput", "unary.tasks_per_s"),
+        ("throughput", "bare.unary_qps", "unary"),
+        "",
     ),
     (
         "batches of 100, end to end",
@@ -358,10 +375,11 @@ _FIGURES: tuple[tuple[str, str, bool, tuple[str, str], tuple[str, str, str] | No
         ("throughput", "bare.stream_msgs_per_s", "stream"),
         "batched.tasks_per_s",
     ),
-    ("CPU per task, one submit per task", "µs", False, ("", "single"), None, "single.cpu_per_task"),
+    ("CPU per task, one submit per task (SDK)", "µs", False, ("", "single"), None, "single.cpu_per_task"),
+    ("CPU per task, one SubmitExecution call per task (unary)", "µs", False, ("", "unary"), None, ""),
     ("CPU per task, batches of 100", "µs", False, ("", "batched"), None, "batched.cpu_per_task"),
     (
-        "submit acknowledged at 100/s, p50",
+        "submit (SDK) acknowledged at 100/s, p50",
         "ms",
         False,
         ("latency", "100.submit_p50"),
@@ -369,12 +387,28 @@ _FIGURES: tuple[tuple[str, str, bool, tuple[str, str], tuple[str, str, str] | No
         "100.ack_p50",
     ),
     (
-        "submit acknowledged at 100/s, p99",
+        "submit (SDK) acknowledged at 100/s, p50",
+        "ms",
+        False,
+        ("latency", "100.submit_p50"),
+        ("latency", "bare.stream.100.p50", "stream"),
+        "",
+    ),
+    (
+        "submit (SDK) acknowledged at 100/s, p99",
         "ms",
         False,
         ("latency", "100.submit_p99"),
         ("latency", "bare.100.p99", "unary"),
         "100.ack_p99",
+    ),
+    (
+        "submit (SDK) acknowledged at 100/s, p99",
+        "ms",
+        False,
+        ("latency", "100.submit_p99"),
+        ("latency", "bare.stream.100.p99", "stream"),
+        "",
     ),
     (
         "submit → handler start at 100/s, p50",
@@ -417,8 +451,8 @@ def side_by_side(results: Mapping[str, ScenarioResult]) -> tuple[str, list[dict[
     for label, unit, higher, (scenario, metric), bare_ref, peer_metric in _FIGURES:
         taskwire = _taskwire_cpu_per_task(results, metric) if not scenario else _median(results, scenario, metric)
         bare = _median(results, bare_ref[0], bare_ref[1]) if bare_ref else None
-        peers = {name: _median(results, name, peer_metric) for name in PEERS}
-        best, best_label = best_peer(results, peer_metric, higher=higher)
+        peers = {name: _median(results, name, peer_metric) for name in PEERS} if peer_metric else {}
+        best, best_label = best_peer(results, peer_metric, higher=higher) if peer_metric else (None, "")
         bare_text = f"{fmt(bare, unit)} ({bare_ref[2]})" if bare_ref and bare is not None else "n/a"
         rows.append(
             [
@@ -426,8 +460,8 @@ def side_by_side(results: Mapping[str, ScenarioResult]) -> tuple[str, list[dict[
                 fmt(taskwire, unit),
                 bare_text,
                 ratio(taskwire, bare),
-                *(fmt(value, unit) for value in peers.values()),
-                ratio(taskwire, best),
+                *((fmt(peers[name], unit) for name in PEERS) if peers else ("" for _ in PEERS)),
+                ratio(taskwire, best) if peer_metric else "",
             ]
         )
         data.append(
@@ -446,7 +480,8 @@ def side_by_side(results: Mapping[str, ScenarioResult]) -> tuple[str, list[dict[
     table = render_table(
         ["medians", "taskwire", "bare gRPC", "tw/bare", *PEERS.values(), "tw/best peer"],
         rows,
-        title="Side by side (same invocation); n/a: not measured or not supported",
+        title="Side by side (same invocation); n/a: not measured or not supported; a figure beside a second bare "
+        "limit takes a second row",
     )
     return table, data
 

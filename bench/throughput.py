@@ -3,15 +3,20 @@
 Each run, in this order (so that every taskwire figure has a bare figure taken moments before it):
 
 1. bare unary echo, `submit_callers` concurrent callers on one channel;
-2. taskwire, one SubmitExecution per task from the same number of concurrent callers;
-3. bare bidirectional stream round trips, one stream per worker, `worker_slots` messages in flight each;
-4. taskwire, SubmitExecutions in batches of `batch_size`, `batches_in_flight` calls at once;
-5. the same batches, every result collected with WaitExecutions: after each batch is accepted its caller
+2. bare multiplexed echo: the same number of callers, each sending one spec and awaiting its own answer,
+   all over one bidirectional stream whose writer coalesces the specs pending at once into one frame;
+3. taskwire, one submit per task through the SDK, as users submit: one `AsyncClient` shared by the same
+   number of concurrent callers, each awaiting ``client.submit("echo", ...)`` (its durable acknowledgement)
+   before its next; the headline "one submit per task", held to the targets;
+4. taskwire, one SubmitExecution call per task through the generated stub (unary), the same callers;
+5. bare bidirectional stream round trips, one stream per worker, `worker_slots` messages in flight each;
+6. taskwire, SubmitExecutions in batches of `batch_size`, `batches_in_flight` calls at once;
+7. the same batches, every result collected with WaitExecutions: after each batch is accepted its caller
    opens one WaitExecutions for the batch's executions and goes on submitting; the end is when the last
    result has arrived. Its rate is printed beside the batched end-to-end rate of the same run, as a ratio.
 
 taskwire runs a fresh server (SQLite, durable as shipped) and `workers` taskwire-worker processes with
-`worker_slots` slots each, for each of 2 and 4. Its rate is tasks / (last completion − first submit):
+`worker_slots` slots each, for each of 3, 4, 6 and 7. Its rate is tasks / (last completion − first submit):
 the end is when GetStats shows nothing queued or running *and* the store (ListExecutions reads only
 committed rows) holds no active execution, so every completion counted is durable.
 """
@@ -32,7 +37,9 @@ from bench._common import (
     cpu_seconds,
     describe_unsuccessful,
     echo_execution,
+    echo_input,
     monotonic_s,
+    sdk_client,
     task_stub,
     taskwire,
     unsuccessful_count,
@@ -54,8 +61,41 @@ async def _warm_up(stub: TaskServiceAsyncStub) -> None:
     await wait_drained(stub)
 
 
+async def _drained_successfully(stub: TaskServiceAsyncStub) -> float:
+    done = await wait_drained(stub)
+    if await unsuccessful_count(stub):
+        raise RuntimeError(f"some echo tasks did not succeed:\n{await describe_unsuccessful(stub)}")
+    return done
+
+
 async def single_end_to_end(address: str, *, tasks: int, callers: int) -> tuple[float, float, float]:
-    """(first submit, last submit answered, last completion), monotonic seconds."""
+    """One submit per task through the SDK: one `AsyncClient` shared by `callers` concurrent callers.
+
+    (first submit, last submit answered, last completion), monotonic seconds.
+    """
+    numbers = count()
+    echo = echo_input()
+    async with sdk_client(address) as client, channel(address) as chan:
+        stub = task_stub(chan)
+        await client.submit("echo", echo)  # warm up: the client's connection, the workers' first dispatch
+        await wait_drained(stub)
+
+        async def caller() -> None:
+            while next(numbers) < tasks:
+                await client.submit("echo", echo)
+
+        first = monotonic_s()
+        await asyncio.gather(*(caller() for _ in range(callers)))
+        submitted = monotonic_s()
+        done = await _drained_successfully(stub)
+    return first, submitted, done
+
+
+async def unary_end_to_end(address: str, *, tasks: int, callers: int) -> tuple[float, float, float]:
+    """One SubmitExecution call per task through the generated stub (unary), from `callers` concurrent callers.
+
+    (first submit, last submit answered, last completion), monotonic seconds.
+    """
     request = tpb.SubmitExecutionRequest(execution=echo_execution())
     numbers = count()
     async with channel(address) as chan:
@@ -69,9 +109,7 @@ async def single_end_to_end(address: str, *, tasks: int, callers: int) -> tuple[
         first = monotonic_s()
         await asyncio.gather(*(caller() for _ in range(callers)))
         submitted = monotonic_s()
-        done = await wait_drained(stub)
-        if await unsuccessful_count(stub):
-            raise RuntimeError(f"some echo tasks did not succeed:\n{await describe_unsuccessful(stub)}")
+        done = await _drained_successfully(stub)
     return first, submitted, done
 
 
@@ -98,9 +136,7 @@ async def batched_end_to_end(
         first = monotonic_s()
         await asyncio.gather(*(caller() for _ in range(in_flight)))
         submitted = monotonic_s()
-        done = await wait_drained(stub)
-        if await unsuccessful_count(stub):
-            raise RuntimeError(f"some echo tasks did not succeed:\n{await describe_unsuccessful(stub)}")
+        done = await _drained_successfully(stub)
     return first, submitted, done
 
 
@@ -150,10 +186,9 @@ def _measure(bench: Bench, result: ScenarioResult, way: str, running: Running, t
     sizes = bench.sizes
     server, workers = running.server_pids, running.worker_pids
     cpu_before, workers_before, own_before = cpu_seconds(server), cpu_seconds(workers), cpu_seconds([os.getpid()])
-    if way == "single":
-        first, submitted, done = asyncio.run(
-            single_end_to_end(running.address, tasks=tasks, callers=sizes.submit_callers)
-        )
+    if way in ("single", "unary"):
+        one_each = single_end_to_end if way == "single" else unary_end_to_end
+        first, submitted, done = asyncio.run(one_each(running.address, tasks=tasks, callers=sizes.submit_callers))
     else:
         measure = batched_end_to_end if way == "batched" else batched_collected
         first, submitted, done = asyncio.run(
@@ -162,6 +197,7 @@ def _measure(bench: Bench, result: ScenarioResult, way: str, running: Running, t
     wall = done - first
     label = {
         "single": "one submit per task",
+        "unary": "one SubmitExecution call per task (generated stub, unary)",
         "batched": f"batches of {sizes.batch_size}",
         "collected": f"batches of {sizes.batch_size}, every result collected (WaitExecutions)",
     }[way]
@@ -205,9 +241,20 @@ def run(bench: Bench) -> ScenarioResult:
             bench.log(f"{NAME} run {number}/{bench.runs}: bare unary echo, {sizes.submit_callers} callers")
             qps = asyncio.run(baseline.unary_qps(bare, callers=sizes.submit_callers, duration_s=sizes.baseline_s))
             result.add("bare.unary_qps", f"bare grpc.aio unary echo, {sizes.submit_callers} callers", "calls/s", qps)
+            bench.log(f"{NAME} run {number}/{bench.runs}: bare multiplexed echo, {sizes.submit_callers} callers")
+            qps = asyncio.run(baseline.mux_qps(bare, callers=sizes.submit_callers, duration_s=sizes.baseline_s))
+            result.add(
+                "bare.mux_qps",
+                f"bare grpc.aio, {sizes.submit_callers} callers multiplexed on one stream",
+                "calls/s",
+                qps,
+            )
             bench.log(f"{NAME} run {number}/{bench.runs}: taskwire, one submit per task ({sizes.tasks_single:,} tasks)")
             with taskwire(bench, workers=sizes.workers, slots=sizes.worker_slots) as running:
                 _measure(bench, result, "single", running, sizes.tasks_single)
+            bench.log(f"{NAME} run {number}/{bench.runs}: taskwire, one unary SubmitExecution call per task")
+            with taskwire(bench, workers=sizes.workers, slots=sizes.worker_slots) as running:
+                _measure(bench, result, "unary", running, sizes.tasks_single)
             bench.log(f"{NAME} run {number}/{bench.runs}: bare stream round trips")
             rate = asyncio.run(
                 baseline.stream_rate(
@@ -234,7 +281,12 @@ def run(bench: Bench) -> ScenarioResult:
                 metrics["collected.tasks_per_s"].values[-1] / metrics["batched.tasks_per_s"].values[-1],
             )
     result.notes.append(
-        f"{sizes.tasks_single:,} (one submit each) and {sizes.tasks_batched:,} (batched) echo tasks per run; "
+        f"one submit per task: one taskwire.client.AsyncClient shared by {sizes.submit_callers} concurrent callers, "
+        "each awaiting client.submit() (its durable acknowledgement) before its next; the unary row sends the same "
+        "spec as SubmitExecution calls through the generated stub on one channel, from as many callers"
+    )
+    result.notes.append(
+        f"{sizes.tasks_single:,} (one submit each, each way) and {sizes.tasks_batched:,} (batched) echo tasks per run; "
         f"{sizes.workers} taskwire-worker processes × {sizes.worker_slots} slots; "
         "rate = tasks / (last durable completion − first submit); collected: tasks / (last result received by "
         "the client − first submit)"
@@ -242,4 +294,4 @@ def run(bench: Bench) -> ScenarioResult:
     return result
 
 
-__all__ = ["NAME", "TITLE", "batched_collected", "batched_end_to_end", "run", "single_end_to_end"]
+__all__ = ["NAME", "TITLE", "batched_collected", "batched_end_to_end", "run", "single_end_to_end", "unary_end_to_end"]

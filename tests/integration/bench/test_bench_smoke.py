@@ -20,12 +20,17 @@ SCENARIOS = (throughput, latency, cancel, backpressure, memory, recovery, many_w
 # One row of each scenario's table, as the quick sizes label it.
 ROWS = (
     "bare grpc.aio unary echo, 16 callers",
+    "bare grpc.aio, 16 callers multiplexed on one stream",
     "taskwire, one submit per task: end to end",
+    "taskwire, one SubmitExecution call per task (generated stub, unary): end to end",
     "bare grpc.aio bidi stream, 2 streams × window 50",
     "taskwire, batches of 100: end to end",
     "taskwire, batches of 100, every result collected (WaitExecutions): end to end",
     "results collected (WaitExecutions) vs batched end to end, tasks/s",
+    "bare grpc.aio unary round trip at 100/s p50",
+    "bare stream round trip at 100/s p50",
     "at 100/s: submit → handler start p99",
+    "at 100/s: durable acknowledgement (SDK submit returns) p50",
     "at 1000/s: submit → completion seen p50",
     "idle: cancel → abort signal p50",
     "under 200/s load: cancel → CANCELLED seen p99",

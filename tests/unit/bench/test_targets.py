@@ -65,3 +65,25 @@ def test_without_peers_the_peer_targets_and_columns_are_not_applicable() -> None
     assert data[0]["taskwire"] == 1500
     assert data[0]["best"] is None
     assert data[0]["peers"] == {"celery": None, "dramatiq": None, "procrastinate": None}
+
+
+def test_one_submit_per_task_through_the_sdk_is_set_beside_both_bare_echoes_and_the_unary_call_has_its_row() -> None:
+    results = {
+        "throughput": _result(
+            "throughput", single__tasks_per_s=1000, unary__tasks_per_s=600, bare__unary_qps=2000, bare__mux_qps=8000
+        ),
+        "latency": _result("latency", **{"100__submit_p50": 3.0, "bare__100__p50": 1.5, "bare__stream__100__p50": 1.0}),
+        "dramatiq": _result("dramatiq", single__tasks_per_s=500),
+    }
+    table, data = side_by_side(results)
+    rows = {(row["figure"], row["bare_kind"]): row for row in data}
+    sdk_unary = rows["one submit per task (SDK), end to end", "unary"]
+    assert (sdk_unary["taskwire"], sdk_unary["bare"], sdk_unary["best"]) == (1000, 2000, 500)
+    sdk_mux = rows["one submit per task (SDK), end to end", "multiplexed"]
+    assert (sdk_mux["taskwire"], sdk_mux["bare"], sdk_mux["peers"]) == (1000, 8000, {})  # the peers: first row only
+    stub = rows["one SubmitExecution call per task (stub, unary), end to end", "unary"]
+    assert (stub["taskwire"], stub["bare"]) == (600, 2000)
+    ack_stream = rows["submit (SDK) acknowledged at 100/s, p50", "stream"]
+    assert (ack_stream["taskwire"], ack_stream["bare"]) == (3.0, 1.0)
+    for shown in ("2,000 (unary)", "8,000 (multiplexed)", "0.50×", "0.12×", "0.30×", "1.00 (stream)", "3.00×"):
+        assert shown in table, (shown, table)
