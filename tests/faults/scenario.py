@@ -12,10 +12,12 @@ import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
 
+from taskwire.client import Client, RetryPolicy, TaskwireError
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 from taskwire.v1 import types_pb2 as pb
@@ -29,6 +31,9 @@ from .observe import OP_KEY, slots_in_use, stored_executions
 UNKNOWN_CODES = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN}
 )
+
+
+UNKNOWN_STATUS_NAMES = frozenset(code.name for code in UNKNOWN_CODES)
 
 
 def journal_spec(op: str, *, seconds: float = 0.0, max_attempts: int = 3) -> tpb.ExecutionSpec:
@@ -46,7 +51,9 @@ class Load:
     """`threads` submitters, each submitting `per_thread` executions one at a time (or until `stop()`, with
     `per_thread=None`); `pace_s` spaces one thread's submits. `address` is any gRPC target: several servers
     (`ipv4:127.0.0.1:1,127.0.0.1:2`) are gRPC's own multi-address channel, which moves on when one is unreachable;
-    `keepalive_s` makes it notice a server that stopped answering."""
+    `keepalive_s` makes it notice a server that stopped answering. With `streamed`, the threads submit through one
+    SDK `Client` they share, so their submits travel on its submit stream (`StreamSubmits`), retried as the SDK
+    retries a submit with an idempotency key."""
 
     address: str
     threads: int = 4
@@ -55,19 +62,24 @@ class Load:
     pace_s: float = 0.0
     timeout_s: float = 5.0
     keepalive_s: float | None = None
+    streamed: bool = False
     submissions: list[Submission] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _changed: threading.Condition = field(init=False)
     _workers: list[threading.Thread] = field(default_factory=list)
     _ops: Iterator[int] = field(default_factory=itertools.count)
     _stopped: threading.Event = field(default_factory=threading.Event)
+    _client: Client = field(init=False)
 
     def __post_init__(self) -> None:
         self._changed = threading.Condition(self._lock)
 
     def start(self) -> Load:
+        target = self._sdk_submitter if self.streamed else self._submitter
+        if self.streamed:
+            self._client = Client(self.address, timeout=timedelta(seconds=self.timeout_s))
         for _ in range(self.threads):
-            thread = threading.Thread(target=self._submitter, daemon=True)
+            thread = threading.Thread(target=target, daemon=True)
             thread.start()
             self._workers.append(thread)
         return self
@@ -79,6 +91,8 @@ class Load:
         for thread in self._workers:
             thread.join(timeout_s)
             assert not thread.is_alive(), "a submitter did not finish"
+        if self.streamed:
+            self._client.close()
 
     def wait_acknowledged(self, count: int, timeout_s: float = 30.0) -> None:
         """Block until at least `count` submits were acknowledged."""
@@ -126,6 +140,28 @@ class Load:
                     self._record(Submission(op, Outcome.ACKNOWLEDGED, response.execution.id))
                 if self.pace_s:
                     self._stopped.wait(self.pace_s)
+
+    def _sdk_submitter(self) -> None:
+        sent = itertools.count(1)
+        retry = RetryPolicy(max_attempts=3, initial_interval=timedelta(milliseconds=50))
+        while not self._stopped.is_set() and (self.per_thread is None or next(sent) <= self.per_thread):
+            op = self._next_op()
+            try:
+                snapshot = self._client.submit(
+                    "journal.work",
+                    {"seconds": self.seconds},
+                    name=op,
+                    key=op,
+                    metadata={OP_KEY: op},
+                    retry_policy=retry,
+                )
+            except TaskwireError as error:
+                unknown = error.status_name in UNKNOWN_STATUS_NAMES
+                self._record(Submission(op, Outcome.UNKNOWN if unknown else Outcome.REFUSED))
+            else:
+                self._record(Submission(op, Outcome.ACKNOWLEDGED, snapshot.execution.id))
+            if self.pace_s:
+                self._stopped.wait(self.pace_s)
 
 
 def quiesce(address: str, *, timeout_s: float = 60.0) -> None:

@@ -41,3 +41,22 @@ def test_server_killed_under_concurrent_submits(procs: Cluster, tmp_path: Path, 
     report = final_report(server.address, load, journal, {Fault.SERVER_CRASH})
     assert report.ok, str(report)
     assert report.acknowledged >= 40
+
+
+@pytest.mark.slow
+def test_server_killed_under_streamed_submits(procs: Cluster, tmp_path: Path) -> None:
+    """The same through the SDK, whose submits from every thread share one stream: the crash breaks it with
+    submits in flight, the SDK opens another to the restarted server and resends those with a key."""
+    journal = tmp_path / "journal.jsonl"
+    server = procs.server(*LEASE)
+    for index in range(2):
+        journal_worker(procs, server, journal, name=f"w{index}", slots=8)
+    load = Load(server.address, threads=8, per_thread=40, seconds=0.02, streamed=True).start()
+    load.wait_acknowledged(60)
+    server.process.kill()
+    server = _restart(procs, server)
+    load.join()
+
+    report = final_report(server.address, load, journal, {Fault.SERVER_CRASH})
+    assert report.ok, str(report)
+    assert report.acknowledged >= 60
