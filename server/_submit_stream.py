@@ -9,13 +9,17 @@ against the caller's submit rate, answered once its execution is durable, its fa
 The stream's own rules: at most `MAX_PER_MESSAGE` submits in a message, no id twice among the unanswered,
 and no reading past `MAX_UNANSWERED` unanswered submits (HTTP/2 flow control then holds the client back).
 A break of these ends the stream with INVALID_ARGUMENT; the submits in flight are still answered first.
+
+A message's submits start `START_GROUP` at a time, a loop turn apart: the committer takes the first
+group while the next is started, so a message of many is committed and answered in waves that overlap
+with the work on the rest (with all started at once, every answer waited for the last one's commit).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -35,6 +39,7 @@ Charge = Callable[[int], RateLimited | None]
 
 MAX_PER_MESSAGE = 1000
 MAX_UNANSWERED = 10_000
+START_GROUP = 16  # the submits of a message started in one loop turn
 
 
 class SubmitStream:
@@ -82,17 +87,27 @@ class SubmitStream:
                 if isinstance(message, Malformed):
                     self._refusal = message.refusal()
                     return
-                self._refusal = self._start(message)
-                if self._refusal is not None:
+                submits = message.submits
+                if len(submits) > MAX_PER_MESSAGE:
+                    self._refusal = ValidationError(
+                        "submits", f"at most {MAX_PER_MESSAGE} per message, got {len(submits)}"
+                    )
                     return
+                for first in range(0, len(submits), START_GROUP):
+                    if first:
+                        # A loop turn between groups: the committer takes the group before, so its answers
+                        # are on their way while the rest are started, rather than all after the last.
+                        await asyncio.sleep(0)
+                    self._refusal = self._start(submits[first : first + START_GROUP], first)
+                    if self._refusal is not None:
+                        return
         finally:
             self._ready.set()
 
-    def _start(self, message: tpb.StreamSubmitsRequest) -> ValidationError | None:
-        """Start each submit of a message; the refusal that ends the stream, if the message breaks its rules."""
-        if len(message.submits) > MAX_PER_MESSAGE:
-            return ValidationError("submits", f"at most {MAX_PER_MESSAGE} per message, got {len(message.submits)}")
-        for index, submit in enumerate(message.submits):
+    def _start(self, submits: Sequence[tpb.StreamedSubmit], first: int) -> ValidationError | None:
+        """Start each submit of a group (the first at index `first` of its message); the refusal that ends the
+        stream when one reuses an id in flight."""
+        for index, submit in enumerate(submits, start=first):
             if submit.id in self._in_flight:
                 return ValidationError(f"submits[{index}].id", f"{submit.id} is already in flight on this stream")
             self._in_flight[submit.id] = asyncio.ensure_future(self._answer(submit))
