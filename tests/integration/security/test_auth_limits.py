@@ -70,5 +70,5 @@ def test_the_sdk_raises_the_hint_or_waits_it_out(secured: Secured) -> None:
     with secured.client("admin") as admin:
         assert len(list(admin.list())) == 6
     secured.server.process.wait_for_line(
-        r"audit action=denied identity=limited method=SubmitExecution target=- role=submitter code=RESOURCE_EXHAUSTED"
+        r"audit action=denied identity=limited method=StreamSubmits target=- role=submitter code=RESOURCE_EXHAUSTED"
     )

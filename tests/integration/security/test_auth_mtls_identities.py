@@ -63,7 +63,7 @@ def test_each_certificate_is_its_identity(procs: Cluster, server: ServerProcess,
         assert [s.id for s in ci.list()] == [execution.id]
         with pytest.raises(PermissionDenied, match="role submitter may not call ListWorkers"):
             ci.workers()
-        with pytest.raises(PermissionDenied, match="role worker may not call SubmitExecution"):
+        with pytest.raises(PermissionDenied, match="role worker may not call StreamSubmits"):
             w.submit("echo", {})
         assert admin.get(execution.id).state is State.SUCCESS
-    server.process.wait_for_line(r"audit action=denied identity=worker method=SubmitExecution")
+    server.process.wait_for_line(r"audit action=denied identity=worker method=StreamSubmits")

@@ -53,7 +53,7 @@ def test_a_missing_or_wrong_token_is_unauthenticated_and_changes_nothing(secured
 def test_a_worker_token_on_submit_is_denied_and_nothing_is_stored(secured: Secured) -> None:
     with secured.client("worker-a") as worker, pytest.raises(PermissionDenied) as refused:
         worker.submit("echo", {"n": 1})
-    assert refused.value.message == "role worker may not call SubmitExecution; it needs admin or submitter"
+    assert refused.value.message == "role worker may not call StreamSubmits; it needs admin or submitter"
     with secured.client("admin") as admin:
         assert list(admin.list()) == []
         assert admin.stats().queue.size == 0
