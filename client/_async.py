@@ -22,6 +22,7 @@ from taskwire.common import (
     ScheduleSpec,
     State,
     Stats,
+    TaskwireError,
     Unimplemented,
     bearer,
 )
@@ -114,7 +115,18 @@ class AsyncClient:
             except grpc.RpcError as error:
                 raise error_from_rpc(error, address=self._address, deadline_s=deadline_s) from error
 
-        async for attempt in tenacity.AsyncRetrying(**c.retry_options(self._retry, idempotent=idempotent)):
+        return await self._retrying(once, idempotent=idempotent)
+
+    async def _retrying(self, once: Callable[[], Awaitable[Response]], *, idempotent: bool) -> Response:
+        """`once()`, retried per `retry`: the first attempt as a plain call, the others under tenacity."""
+        try:
+            return await once()
+        except TaskwireError as error:
+            pause_s = c.first_retry_pause_s(self._retry, error, idempotent=idempotent)
+            if pause_s is None:
+                raise
+        await asyncio.sleep(pause_s)
+        async for attempt in tenacity.AsyncRetrying(**c.retry_options(self._retry, idempotent=idempotent, after=1)):
             with attempt:
                 return await once()
         raise AssertionError("tenacity stopped without an outcome")  # pragma: no cover
@@ -186,10 +198,7 @@ class AsyncClient:
     ) -> tpb.SubmitExecutionResponse:
         """One submit on the client's submit stream, retried as its unary call would be."""
         deadline_s = c.seconds(self._timeout)
-        async for attempt in tenacity.AsyncRetrying(**c.retry_options(self._retry, idempotent=idempotent)):
-            with attempt:
-                return await self._submits.submit(request, deadline_s)
-        raise AssertionError("tenacity stopped without an outcome")  # pragma: no cover
+        return await self._retrying(lambda: self._submits.submit(request, deadline_s), idempotent=idempotent)
 
     async def submit_many(
         self, specs: Iterable[ExecutionSpec], *, wait_for_room: bool = False

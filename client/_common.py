@@ -106,27 +106,52 @@ def backoff_wait(policy: RpcRetry) -> tenacity.wait_exponential_jitter:
 RATE_LIMIT_WAIT_CAP_S = 10.0
 
 
-def retry_options(policy: RpcRetry, *, idempotent: bool = True) -> dict[str, Any]:
+def _retryable(error: BaseException, idempotent: bool) -> bool:
+    if isinstance(error, RateLimited):
+        return 0 < error.retry_after_s <= RATE_LIMIT_WAIT_CAP_S
+    return idempotent and is_retryable(error)
+
+
+class _Attempt:
+    """What the backoff curve reads of a retry state: the number of the attempt that failed."""
+
+    __slots__ = ("attempt_number",)
+
+    def __init__(self, attempt_number: int) -> None:
+        self.attempt_number = attempt_number
+
+
+def _pause_s(policy: RpcRetry, error: BaseException | None, failed: int) -> float:
+    if isinstance(error, RateLimited):
+        return error.retry_after_s
+    return float(backoff_wait(policy)(_Attempt(failed)))  # type: ignore[arg-type]
+
+
+def retry_options(policy: RpcRetry, *, idempotent: bool = True, after: int = 0) -> dict[str, Any]:
     """tenacity options, a bounded number of attempts: an idempotent call retries UNAVAILABLE with exponential
     backoff and jitter; any call refused by a rate limit (`RateLimited`: nothing was done) retries after the
-    server's hint, when that is at most `RATE_LIMIT_WAIT_CAP_S`."""
-    backoff = backoff_wait(policy)
-
-    def retryable(error: BaseException) -> bool:
-        if isinstance(error, RateLimited):
-            return 0 < error.retry_after_s <= RATE_LIMIT_WAIT_CAP_S
-        return idempotent and is_retryable(error)
+    server's hint, when that is at most `RATE_LIMIT_WAIT_CAP_S`. `after`: attempts already made outside
+    tenacity (`first_retry_pause_s`), which the bound and the backoff curve count."""
 
     def pause_s(state: tenacity.RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome is not None else None
-        return error.retry_after_s if isinstance(error, RateLimited) else float(backoff(state))
+        return _pause_s(policy, error, state.attempt_number + after)
 
     return {
-        "retry": tenacity.retry_if_exception(retryable),
-        "stop": tenacity.stop_after_attempt(policy.max_attempts),
+        "retry": tenacity.retry_if_exception(lambda error: _retryable(error, idempotent)),
+        "stop": tenacity.stop_after_attempt(policy.max_attempts - after),
         "wait": pause_s,
         "reraise": True,
     }
+
+
+def first_retry_pause_s(policy: RpcRetry, error: BaseException, *, idempotent: bool) -> float | None:
+    """The pause before the second attempt of a call whose first attempt, made without tenacity (its bookkeeping
+    costs more than a small call), failed with `error`; None when `retry_options` would not retry it. The
+    attempts after the second are tenacity's, with `retry_options(..., after=1)`."""
+    if policy.max_attempts <= 1 or not _retryable(error, idempotent):
+        return None
+    return _pause_s(policy, error, 1)
 
 
 def backoff_s(policy: RpcRetry, failures: int) -> float:

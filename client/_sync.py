@@ -21,6 +21,7 @@ from taskwire.common import (
     ScheduleSpec,
     State,
     Stats,
+    TaskwireError,
     Unimplemented,
     bearer,
 )
@@ -116,7 +117,18 @@ class Client:
             except grpc.RpcError as error:
                 raise error_from_rpc(error, address=self._address, deadline_s=deadline_s) from error
 
-        return tenacity.Retrying(**c.retry_options(self._retry, idempotent=idempotent))(once)
+        return self._retrying(once, idempotent=idempotent)
+
+    def _retrying(self, once: Callable[[], Response], *, idempotent: bool) -> Response:
+        """`once()`, retried per `retry`: the first attempt as a plain call, the others under tenacity."""
+        try:
+            return once()
+        except TaskwireError as error:
+            pause_s = c.first_retry_pause_s(self._retry, error, idempotent=idempotent)
+            if pause_s is None:
+                raise
+        time.sleep(pause_s)
+        return tenacity.Retrying(**c.retry_options(self._retry, idempotent=idempotent, after=1))(once)
 
     def submit(
         self,
@@ -186,9 +198,7 @@ class Client:
             deadline_s = c.seconds(self._timeout)
             try:
                 return c.submitted(
-                    tenacity.Retrying(**c.retry_options(self._retry, idempotent=idempotent))(
-                        self._submits.submit, request, deadline_s
-                    )
+                    self._retrying(lambda: self._submits.submit(request, deadline_s), idempotent=idempotent)
                 )
             except Unimplemented:
                 self._streamed = False  # a server from before StreamSubmits: unary calls from now on

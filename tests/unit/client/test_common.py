@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -228,3 +229,28 @@ def test_what_is_retried_and_after_how_long(error: TaskwireError, idempotent: bo
         with pytest.raises(type(error)):
             retrying(call)
         assert attempts == 1
+    # The clients make the first attempt without tenacity: the same errors are retried, after the same pause.
+    policy = RpcRetry(max_attempts=2, initial_backoff_s=0.001, max_backoff_s=0.002)
+    pause_s = c.first_retry_pause_s(policy, error, idempotent=idempotent)
+    assert (pause_s is not None) == retried
+    if retried and isinstance(error, RateLimited):
+        assert pause_s == error.retry_after_s
+    assert c.first_retry_pause_s(replace(policy, max_attempts=1), error, idempotent=idempotent) is None
+
+
+def test_attempts_after_the_first_keep_the_bound_and_the_backoff_curve() -> None:
+    policy = RpcRetry(max_attempts=4, initial_backoff_s=1.0, max_backoff_s=100.0)
+    attempts = 0
+
+    def call() -> str:
+        nonlocal attempts
+        attempts += 1
+        raise ShuttingDown("going away")
+
+    waits: list[float] = []
+    retrying = tenacity.Retrying(**c.retry_options(policy, after=1), sleep=waits.append)
+    with pytest.raises(ShuttingDown):
+        retrying(call)
+    assert attempts == 3  # with the one made before: four in all
+    # The pauses after the second and third failures: 2 and 4 s (plus up to 1 s of jitter), not 1 and 2 again.
+    assert [int(wait) for wait in waits] == [2, 4]
