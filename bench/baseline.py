@@ -24,7 +24,7 @@ import contextlib
 import signal
 import sys
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -146,41 +146,52 @@ async def unary_qps(address: str, *, callers: int, duration_s: float) -> float:
     async with channel(address) as chan:
         call = _echo_call(chan)
         await call(request, timeout=10)
-        begin = monotonic_s() + _WARMUP_S
-        end = begin + duration_s
-        counted = 0
+        return await _answered_per_s(lambda: call(request, timeout=30), callers=callers, duration_s=duration_s)
 
-        async def caller() -> None:
-            nonlocal counted
-            while True:
-                await call(request, timeout=30)
-                now = monotonic_s()
-                if now >= end:
-                    return
-                if now >= begin:
-                    counted += 1
 
-        await asyncio.gather(*(caller() for _ in range(callers)))
+async def _answered_per_s(send: Callable[[], Awaitable[object]], *, callers: int, duration_s: float) -> float:
+    """`send()`s answered per second, `callers` each sending one after another, counted over `duration_s`
+    after a warm-up."""
+    begin = monotonic_s() + _WARMUP_S
+    end = begin + duration_s
+    counted = 0
+
+    async def caller() -> None:
+        nonlocal counted
+        while True:
+            await send()
+            now = monotonic_s()
+            if now >= end:
+                return
+            if now >= begin:
+                counted += 1
+
+    await asyncio.gather(*(caller() for _ in range(callers)))
     return counted / duration_s
+
+
+async def _round_trips(send: Callable[[], Awaitable[object]], *, rate: float, count: int) -> list[float]:
+    """The time (seconds) of each `send()`, started at `rate` per second, open loop."""
+    times: list[float] = []
+
+    async def one(_: int) -> None:
+        sent = monotonic_s()
+        await send()
+        times.append(monotonic_s() - sent)
+
+    await pace(rate, count, one)
+    return times
 
 
 async def unary_round_trips(address: str, *, rate: float, count: int) -> list[float]:
     """Round-trip times (seconds) of echo calls started at `rate` per second, open loop, like the
     latency scenario's submits: the transport's own latency at that pace, with nothing behind it."""
     request = echo_request()
-    times: list[float] = []
     async with channel(address) as chan:
         call = _echo_call(chan)
         for _ in range(20):  # warm up the connection
             await call(request, timeout=10)
-
-        async def one(_: int) -> None:
-            sent = monotonic_s()
-            await call(request, timeout=30)
-            times.append(monotonic_s() - sent)
-
-        await pace(rate, count, one)
-    return times
+        return await _round_trips(lambda: call(request, timeout=30), rate=rate, count=count)
 
 
 class _Multiplexed:
@@ -271,38 +282,15 @@ async def mux_qps(address: str, *, callers: int, duration_s: float) -> float:
     own answer, all over one stream whose writer coalesces the specs pending at once into one frame."""
     spec = echo_execution()
     async with _multiplexed(address) as stream:
-        begin = monotonic_s() + _WARMUP_S
-        end = begin + duration_s
-        counted = 0
-
-        async def caller() -> None:
-            nonlocal counted
-            while True:
-                await stream.send(spec)
-                now = monotonic_s()
-                if now >= end:
-                    return
-                if now >= begin:
-                    counted += 1
-
-        await asyncio.gather(*(caller() for _ in range(callers)))
-    return counted / duration_s
+        return await _answered_per_s(lambda: stream.send(spec), callers=callers, duration_s=duration_s)
 
 
 async def stream_round_trips(address: str, *, rate: float, count: int) -> list[float]:
     """Round-trip times (seconds) of single specs on one open stream, started at `rate` per second, open loop
     (as `unary_round_trips`): at a pace where they seldom overlap, one message a frame."""
     spec = echo_execution()
-    times: list[float] = []
     async with _multiplexed(address) as stream:
-
-        async def one(_: int) -> None:
-            sent = monotonic_s()
-            await stream.send(spec)
-            times.append(monotonic_s() - sent)
-
-        await pace(rate, count, one)
-    return times
+        return await _round_trips(lambda: stream.send(spec), rate=rate, count=count)
 
 
 async def stream_rate(address: str, *, streams: int, window: int, duration_s: float) -> float:

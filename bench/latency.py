@@ -191,20 +191,18 @@ def run(bench: Bench) -> ScenarioResult:
         with baseline.baseline_server() as address:
             trips = asyncio.run(baseline.unary_round_trips(address, rate=rate, count=paced))
             stream_trips = asyncio.run(baseline.stream_round_trips(address, rate=rate, count=paced))
-        for q in (50, 99):
-            result.add(
-                f"bare.{rate}.p{q}",
-                f"bare grpc.aio unary round trip at {rate}/s p{q}",
-                "ms",
-                1000 * percentile(trips, q),
-            )
-        for q in (50, 99):
-            result.add(
-                f"bare.stream.{rate}.p{q}",
-                f"bare stream round trip at {rate}/s p{q} (grpc.aio, one message at a time on one open stream)",
-                "ms",
-                1000 * percentile(stream_trips, q),
-            )
+        bare = (
+            (f"bare.{rate}", f"bare grpc.aio unary round trip at {rate}/s", "", trips),
+            (
+                f"bare.stream.{rate}",
+                f"bare stream round trip at {rate}/s",
+                " (grpc.aio, one message at a time on one open stream)",
+                stream_trips,
+            ),
+        )
+        for key, label, note, times in bare:
+            for q in (50, 99):
+                result.add(f"{key}.p{q}", f"{label} p{q}{note}", "ms", 1000 * percentile(times, q))
         with taskwire(bench, workers=sizes.workers, slots=sizes.worker_slots) as running:
             for rate, seconds in sizes.latency:
                 bench.log(f"{NAME} run {number}/{bench.runs}: {rate}/s for {seconds:g}s")

@@ -141,8 +141,15 @@ def error_from_rpc(error: grpc.RpcError, *, address: str, deadline_s: float | No
         return ServerUnavailable(address, details)
     if code is grpc.StatusCode.DEADLINE_EXCEEDED and details == "Deadline Exceeded" and deadline_s is not None:
         # gRPC's own words when the client's deadline passed: say which server and how long.
-        details = f"no answer from the server at {address} within {deadline_s:g}s"
+        return no_answer(address, deadline_s)
     return wire.error_from_status(code, details)
+
+
+def no_answer(address: str, deadline_s: float) -> TaskwireError:
+    """The error of a call (or a streamed submit) the server did not answer within the client's deadline."""
+    return wire.error_from_status(
+        grpc.StatusCode.DEADLINE_EXCEEDED, f"no answer from the server at {address} within {deadline_s:g}s"
+    )
 
 
 def is_retryable(error: BaseException) -> bool:

@@ -28,7 +28,7 @@ import grpc.aio
 from taskwire.common import RateLimited, TaskwireError, wire
 from taskwire.v1 import task_service_pb2 as tpb
 
-from ._errors import ServerUnavailable, error_from_rpc
+from ._errors import ServerUnavailable, error_from_rpc, no_answer
 
 MAX_PER_MESSAGE = 1000  # the server's limit
 
@@ -43,12 +43,6 @@ def response_of(answer: tpb.StreamedSubmitAnswer) -> tpb.SubmitExecutionResponse
     if answer.HasField("retry_after"):
         raise RateLimited(answer.error_message, retry_after_s=answer.retry_after.ToTimedelta().total_seconds())
     raise wire.error_from_status_name(answer.error_code, answer.error_message)
-
-
-def deadline_error(address: str, deadline_s: float) -> TaskwireError:
-    return wire.error_from_status(
-        grpc.StatusCode.DEADLINE_EXCEEDED, f"no answer from the server at {address} within {deadline_s:g}s"
-    )
 
 
 class _Line(Generic[Waiter]):
@@ -161,7 +155,7 @@ class AsyncSubmitStream:
             async with asyncio.timeout(deadline_s):
                 answer = await waiter
         except TimeoutError:
-            raise deadline_error(self._address, deadline_s) from None
+            raise no_answer(self._address, deadline_s) from None
         return response_of(answer)
 
     def close(self) -> None:
@@ -251,7 +245,7 @@ class SubmitStream:
         try:
             answer = waiter.result(timeout=deadline_s)
         except concurrent.futures.TimeoutError:
-            raise deadline_error(self._address, deadline_s) from None
+            raise no_answer(self._address, deadline_s) from None
         return response_of(answer)
 
     def close(self) -> None:

@@ -113,6 +113,14 @@ class Load:
         with self._lock:
             return f"op-{next(self._ops)}"
 
+    def _submit_each(self, submit: Callable[[str], Submission]) -> None:
+        """One thread's submits, one at a time, each with a new op, its outcome recorded."""
+        sent = itertools.count(1)
+        while not self._stopped.is_set() and (self.per_thread is None or next(sent) <= self.per_thread):
+            self._record(submit(self._next_op()))
+            if self.pace_s:
+                self._stopped.wait(self.pace_s)
+
     def _submitter(self) -> None:
         options = []
         if self.keepalive_s is not None:
@@ -124,28 +132,23 @@ class Load:
             ]
         with grpc.insecure_channel(self.address, options=options) as channel:
             stub = task_service_pb2_grpc.TaskServiceStub(channel)
-            sent = itertools.count(1)
-            while not self._stopped.is_set() and (self.per_thread is None or next(sent) <= self.per_thread):
-                op = self._next_op()
+
+            def submit(op: str) -> Submission:
                 request = tpb.SubmitExecutionRequest(execution=journal_spec(op, seconds=self.seconds))
                 try:
                     response: tpb.SubmitExecutionResponse = stub.SubmitExecution(
                         request, timeout=self.timeout_s, wait_for_ready=True
                     )
                 except grpc.RpcError as error:
-                    code = error.code()
-                    outcome = Outcome.UNKNOWN if code in UNKNOWN_CODES else Outcome.REFUSED
-                    self._record(Submission(op, outcome))
-                else:
-                    self._record(Submission(op, Outcome.ACKNOWLEDGED, response.execution.id))
-                if self.pace_s:
-                    self._stopped.wait(self.pace_s)
+                    return Submission(op, Outcome.UNKNOWN if error.code() in UNKNOWN_CODES else Outcome.REFUSED)
+                return Submission(op, Outcome.ACKNOWLEDGED, response.execution.id)
+
+            self._submit_each(submit)
 
     def _sdk_submitter(self) -> None:
-        sent = itertools.count(1)
         retry = RetryPolicy(max_attempts=3, initial_interval=timedelta(milliseconds=50))
-        while not self._stopped.is_set() and (self.per_thread is None or next(sent) <= self.per_thread):
-            op = self._next_op()
+
+        def submit(op: str) -> Submission:
             try:
                 snapshot = self._client.submit(
                     "journal.work",
@@ -157,11 +160,10 @@ class Load:
                 )
             except TaskwireError as error:
                 unknown = error.status_name in UNKNOWN_STATUS_NAMES
-                self._record(Submission(op, Outcome.UNKNOWN if unknown else Outcome.REFUSED))
-            else:
-                self._record(Submission(op, Outcome.ACKNOWLEDGED, snapshot.execution.id))
-            if self.pace_s:
-                self._stopped.wait(self.pace_s)
+                return Submission(op, Outcome.UNKNOWN if unknown else Outcome.REFUSED)
+            return Submission(op, Outcome.ACKNOWLEDGED, snapshot.execution.id)
+
+        self._submit_each(submit)
 
 
 def quiesce(address: str, *, timeout_s: float = 60.0) -> None:

@@ -18,7 +18,7 @@ from taskwire.server._replicas import ReplicaLoops
 from taskwire.server.domain import AttemptOutcome, ExecutionSpec, OverlapPolicy, RetryPolicy, ScheduleSpec, State
 from taskwire.server.engine import Engine, ManualClock
 from taskwire.server.store import EventRecord, ExecutionSnapshot, Mail, MemoryStore, RecoveredState, StoreError
-from tests.unit.engine.support import CONFIG, Rig, idle, task, until
+from tests.unit.engine.support import CONFIG, FakeWorker, Invoked, Rig, idle, task, until
 
 LEASE_S = CONFIG.lease_timeout.total_seconds()
 RETRY_ONCE = RetryPolicy(max_attempts=2, initial_interval=timedelta(seconds=1))
@@ -176,6 +176,14 @@ async def cold_pair() -> AsyncIterator[tuple[Replica, Replica, Directory]]:
         yield replicas
 
 
+async def _running_on(replica: Replica) -> tuple[FakeWorker, str, Invoked]:
+    """A worker "wa" (instance "i-1") of `replica`, and an execution submitted there whose attempt it runs."""
+    worker = replica.rig.connect("wa", instance_id="i-1")
+    execution_id = await replica.submit()
+    (invoked,) = worker.invocations
+    return worker, execution_id, invoked
+
+
 def _live(replica: Replica) -> set[str]:
     return set(replica.engine._executions.by_id)
 
@@ -218,9 +226,7 @@ async def test_an_adopted_running_attempt_goes_on_when_its_worker_reconnects(
     pair: tuple[Replica, Replica, Directory],
 ) -> None:
     a, b, _ = pair
-    worker_a = a.rig.connect("wa", instance_id="i-1")
-    running = await a.submit()
-    (invoked,) = worker_a.invocations
+    _, running, invoked = await _running_on(a)
     await a.rig.close()
 
     state = await b.replica_store.adopt("a")
@@ -397,9 +403,7 @@ async def test_a_worker_that_reconnects_to_another_replica_keeps_its_attempt_the
     mailing_pair: tuple[Replica, Replica, Directory],
 ) -> None:
     a, b, directory = mailing_pair
-    worker_a = a.rig.connect("wa", instance_id="i-1")
-    running = await a.submit()
-    (invoked,) = worker_a.invocations
+    worker_a, running, invoked = await _running_on(a)
     await a.engine.flush()
     worker_a.disconnect()  # its replica went away: it comes back to b
 
@@ -422,9 +426,7 @@ async def test_a_worker_whose_attempt_another_connected_worker_holds_is_rejected
     mailing_pair: tuple[Replica, Replica, Directory],
 ) -> None:
     a, b, directory = mailing_pair
-    worker_a = a.rig.connect("wa", instance_id="i-1")
-    running = await a.submit()
-    (invoked,) = worker_a.invocations
+    worker_a, running, invoked = await _running_on(a)
     await a.engine.flush()
 
     async with asyncio.timeout(10):  # the refusal ends the wait
