@@ -225,6 +225,9 @@ class _SyncLine(_Line[concurrent.futures.Future[tpb.StreamedSubmitAnswer]]):
     def close(self) -> None:
         self._unsent.put(_END)
         self._responses.cancel()
+        # No thread of ours is left inside gRPC once the client is closed: a process that exits right after
+        # (the CLI) must not finalize gRPC under a reader still unwinding from the cancel.
+        self._reader.join(timeout=5.0)
 
 
 class SubmitStream:
