@@ -28,7 +28,7 @@ import grpc.aio
 from taskwire.common import RateLimited, TaskwireError, wire
 from taskwire.v1 import task_service_pb2 as tpb
 
-from ._errors import ServerUnavailable, error_from_rpc, no_answer
+from ._errors import ServerUnavailable, detached, error_from_rpc, no_answer
 
 MAX_PER_MESSAGE = 1000  # the server's limit
 
@@ -217,7 +217,7 @@ class _SyncLine(_Line[concurrent.futures.Future[tpb.StreamedSubmitAnswer]]):
                 with self._lock:
                     self.answered(response)
         except grpc.RpcError as failed:
-            error = failed
+            error = detached(failed)
         with self._lock:
             self.break_off(error)
         self._unsent.put(_END)
@@ -225,9 +225,10 @@ class _SyncLine(_Line[concurrent.futures.Future[tpb.StreamedSubmitAnswer]]):
     def close(self) -> None:
         self._unsent.put(_END)
         self._responses.cancel()
-        # No thread of ours is left inside gRPC once the client is closed: a process that exits right after
-        # (the CLI) must not finalize gRPC under a reader still unwinding from the cancel.
         self._reader.join(timeout=5.0)
+        # The call is freed here, while gRPC's threads still run, not by the collector at exit (see `detached`):
+        # a process that exits right after closing its client (the CLI) would hang now and then.
+        del self._responses
 
 
 class SubmitStream:

@@ -6,6 +6,7 @@ refusals (each ending that call only, logged once), idempotency keys, and a serv
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -187,6 +188,26 @@ def test_many_threads_share_one_clients_submit_stream(worked: ServerProcess) -> 
         finished = client.wait_many([snapshot.id for snapshot in submitted], FINISH)
     assert_all_ran(worked, submitted, finished)
     assert_streamed(metrics_url(worked.process))
+
+
+def test_closing_a_client_frees_its_submit_stream_while_grpcs_threads_still_run(worked: ServerProcess) -> None:
+    """What lets a process exit right after closing its client (the CLI): a call object still alive at
+    interpreter exit is finalized by the collector under a lock gRPC's event thread may hold, frozen as the
+    interpreter stops, and the process hangs. With the collector off, close() itself must free every call."""
+
+    def live_calls() -> int:
+        return sum(isinstance(item, grpc.Call) for item in gc.get_objects())
+
+    gc.collect()
+    before = live_calls()
+    gc.disable()
+    try:
+        with Client(worked.address) as client:
+            client.submit("echo", {"n": 1})
+            assert live_calls() == before + 1  # the submit stream
+        assert live_calls() == before
+    finally:
+        gc.enable()
 
 
 # ---- A submit's own failure -----------------------------------------------------------------------------
