@@ -87,7 +87,7 @@ class AsyncClient:
         """Close the channel; idempotent. Calls in progress are cancelled."""
         if not self._closed:
             self._closed = True
-            self._submits.close()
+            await self._submits.close()
             await self._channel.close()
 
     async def __aenter__(self) -> Self:

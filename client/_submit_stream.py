@@ -31,6 +31,7 @@ from taskwire.v1 import task_service_pb2 as tpb
 from ._errors import ServerUnavailable, detached, error_from_rpc, no_answer
 
 MAX_PER_MESSAGE = 1000  # the server's limit
+CLOSE_WAIT_S = 2.0  # how long closing a client waits for its submit stream to end
 
 Answer = tpb.StreamedSubmitAnswer
 Waiter = TypeVar("Waiter", asyncio.Future[Answer], concurrent.futures.Future[Answer])
@@ -132,10 +133,23 @@ class _AsyncLine(_Line[asyncio.Future[tpb.StreamedSubmitAnswer]]):
         self.break_off(error)
         self._tasks[0].cancel()
 
-    def close(self) -> None:
-        self._call.cancel()
-        for task in self._tasks:
-            task.cancel()
+    async def close(self) -> None:
+        """End the stream as a client with nothing more to send: the server answers what it still has and ends
+        the call. Every event of the call is delivered on this loop before this returns: an event still due
+        when the loop closes (`asyncio.run` returning) would be handed by gRPC to a closed loop, and the next
+        loop would print "Event loop is closed". A call the server does not end in time is cancelled."""
+        writer, reader = self._tasks
+        writer.cancel()
+        await asyncio.wait([writer])
+        try:
+            async with asyncio.timeout(CLOSE_WAIT_S):
+                if not reader.done():
+                    await self._call.done_writing()
+                await asyncio.wait([reader])
+                await self._call.code()
+        except (TimeoutError, grpc.RpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+            self._call.cancel()
+        reader.cancel()
 
 
 class AsyncSubmitStream:
@@ -158,10 +172,10 @@ class AsyncSubmitStream:
             raise no_answer(self._address, deadline_s) from None
         return response_of(answer)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         if self._line is not None:
-            self._line.close()
-            self._line = None
+            line, self._line = self._line, None
+            await line.close()
 
 
 # ---- threads -------------------------------------------------------------------------------------------
@@ -225,7 +239,7 @@ class _SyncLine(_Line[concurrent.futures.Future[tpb.StreamedSubmitAnswer]]):
     def close(self) -> None:
         self._unsent.put(_END)
         self._responses.cancel()
-        self._reader.join(timeout=5.0)
+        self._reader.join(timeout=CLOSE_WAIT_S)
         # The call is freed here, while gRPC's threads still run, not by the collector at exit (see `detached`):
         # a process that exits right after closing its client (the CLI) would hang now and then.
         del self._responses

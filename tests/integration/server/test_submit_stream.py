@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -208,6 +211,29 @@ def test_closing_a_client_frees_its_submit_stream_while_grpcs_threads_still_run(
         assert live_calls() == before
     finally:
         gc.enable()
+
+
+def test_an_async_client_closed_in_one_event_loop_leaves_nothing_for_the_next(procs: Cluster) -> None:
+    """`asyncio.run` closes its loop once the client is closed: gRPC must not have events of the client's calls
+    still due on it, or it hands them to the closed loop ("Event loop is closed", printed by the next loop)."""
+    server = procs.server()
+    script = textwrap.dedent(
+        f"""
+        import asyncio
+        from taskwire.client import AsyncClient
+
+        async def submit_some() -> None:
+            async with AsyncClient({server.address!r}) as client:
+                for _ in range(3):
+                    await client.submit("echo", None)
+
+        for _ in range(4):
+            asyncio.run(submit_some())
+        print("ran")
+        """
+    )
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert (ran.returncode, ran.stdout, ran.stderr) == (0, "ran\n", "")
 
 
 # ---- A submit's own failure -----------------------------------------------------------------------------
