@@ -29,32 +29,72 @@ commit. The store's own queue of waiting writes, which grouped concurrent `write
 under the committer it only ever saw one write at a time.
 """
 
-from ._group_commit import Committer, EventSink, StoreFailure
-from ._lock import StoreInUse
-from ._memory import MemoryStore
-from ._postgres import PostgresStore, StoreFenced
-from ._postgres_schema import SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION
-from ._protocol import (
-    ColdTaskRun,
-    DuplicateIdempotencyKey,
-    EventRecord,
-    EventScope,
-    ExecutionPage,
-    ExecutionSnapshot,
-    IdempotencyHit,
-    Mail,
-    NewExecution,
-    RecoveredState,
-    ReplicaStore,
-    Store,
-    StoreClosed,
-    StoreError,
-    WriteBatch,
-)
-from ._schedule_json import schedule_to_text
-from ._sqlite import SqliteStore, StoreStats
-from ._sqlite_schema import SCHEMA_VERSION
-from ._url import store_from_url
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._group_commit import Committer, EventSink, StoreFailure
+    from ._lock import StoreInUse
+    from ._memory import MemoryStore
+    from ._postgres import PostgresStore
+    from ._postgres_schema import SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION
+    from ._protocol import (
+        ColdTaskRun,
+        DuplicateIdempotencyKey,
+        EventRecord,
+        EventScope,
+        ExecutionPage,
+        ExecutionSnapshot,
+        IdempotencyHit,
+        Mail,
+        NewExecution,
+        RecoveredState,
+        ReplicaStore,
+        Store,
+        StoreClosed,
+        StoreError,
+        StoreFenced,
+        WriteBatch,
+    )
+    from ._schedule_json import schedule_to_text
+    from ._sqlite import SqliteStore, StoreStats
+    from ._sqlite_schema import SCHEMA_VERSION
+    from ._url import store_from_url
+
+# Each public name and the module that defines it, loaded on first use (PEP 562): the SQLite writer process
+# imports this package and needs none of it, and a server on SQLite never loads PostgreSQL's modules (asyncpg).
+_WHERE = {
+    "POSTGRES_SCHEMA_VERSION": ("._postgres_schema", "SCHEMA_VERSION"),
+    "SCHEMA_VERSION": ("._sqlite_schema", "SCHEMA_VERSION"),
+    "ColdTaskRun": ("._protocol", "ColdTaskRun"),
+    "Committer": ("._group_commit", "Committer"),
+    "DuplicateIdempotencyKey": ("._protocol", "DuplicateIdempotencyKey"),
+    "EventRecord": ("._protocol", "EventRecord"),
+    "EventScope": ("._protocol", "EventScope"),
+    "EventSink": ("._group_commit", "EventSink"),
+    "ExecutionPage": ("._protocol", "ExecutionPage"),
+    "ExecutionSnapshot": ("._protocol", "ExecutionSnapshot"),
+    "IdempotencyHit": ("._protocol", "IdempotencyHit"),
+    "Mail": ("._protocol", "Mail"),
+    "MemoryStore": ("._memory", "MemoryStore"),
+    "NewExecution": ("._protocol", "NewExecution"),
+    "PostgresStore": ("._postgres", "PostgresStore"),
+    "RecoveredState": ("._protocol", "RecoveredState"),
+    "ReplicaStore": ("._protocol", "ReplicaStore"),
+    "SqliteStore": ("._sqlite", "SqliteStore"),
+    "Store": ("._protocol", "Store"),
+    "StoreClosed": ("._protocol", "StoreClosed"),
+    "StoreError": ("._protocol", "StoreError"),
+    "StoreFailure": ("._group_commit", "StoreFailure"),
+    "StoreFenced": ("._protocol", "StoreFenced"),
+    "StoreInUse": ("._lock", "StoreInUse"),
+    "StoreStats": ("._sqlite", "StoreStats"),
+    "WriteBatch": ("._protocol", "WriteBatch"),
+    "schedule_to_text": ("._schedule_json", "schedule_to_text"),
+    "store_from_url": ("._url", "store_from_url"),
+}
 
 __all__ = [
     "POSTGRES_SCHEMA_VERSION",
@@ -86,3 +126,12 @@ __all__ = [
     "schedule_to_text",
     "store_from_url",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = _WHERE[name]
+    value = getattr(importlib.import_module(module, __name__), attribute)
+    globals()[name] = value  # the next use finds it without this call
+    return value
