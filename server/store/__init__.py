@@ -18,6 +18,9 @@ Rooms, and what each may import:
   Its tables mirror SQLite's column for column, so it reuses `_sqlite_codec` for records ↔ rows.
 - `_url`: which store a `--store` URL names.
 
+The names below load on first use (`__getattr__`): the writer process imports this package on its way to
+`_sqlite_writer` and needs none of them, and a server on SQLite never loads PostgreSQL's modules.
+
 Group commit happens in one place: the committer. It stages the engine's changes as the engine
 makes them and keeps one commit in flight; what is staged meanwhile becomes the next group. Only
 there can the changes of a window be coalesced (the latest version of a record, a new execution
@@ -63,8 +66,7 @@ if TYPE_CHECKING:
     from ._sqlite_schema import SCHEMA_VERSION
     from ._url import store_from_url
 
-# Each public name and the module that defines it, loaded on first use (PEP 562): the SQLite writer process
-# imports this package and needs none of it, and a server on SQLite never loads PostgreSQL's modules (asyncpg).
+# Each public name: the module that defines it and its name there (loaded by __getattr__, below).
 _WHERE = {
     "POSTGRES_SCHEMA_VERSION": ("._postgres_schema", "SCHEMA_VERSION"),
     "SCHEMA_VERSION": ("._sqlite_schema", "SCHEMA_VERSION"),
