@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from taskwire.common import (
     ExecutionFilter,
@@ -26,8 +27,6 @@ from ._cli_base import (
 )
 from ._common import unserved_warning
 from ._events import WatchEvent
-from ._flowfile import FlowFileError, load_flow
-from ._live import JsonLinesView, LiveView, PlainView, WatchView
 from ._render import (
     event_line,
     execution_detail,
@@ -42,6 +41,9 @@ from ._render import (
     workers_view,
 )
 from ._sync import Client
+
+if TYPE_CHECKING:
+    from ._live import WatchView
 
 
 def _selection(args: argparse.Namespace) -> ExecutionFilter | None:
@@ -63,6 +65,8 @@ def _selection(args: argparse.Namespace) -> ExecutionFilter | None:
 
 
 def _watch_view(args: argparse.Namespace, out: Output) -> WatchView:
+    from ._live import JsonLinesView, LiveView, PlainView  # here: rich's live views load only to follow (startup)
+
     if args.json:
         return JsonLinesView(out.stdout)
     if out.is_terminal:
@@ -160,6 +164,8 @@ def flow_spec(args: argparse.Namespace) -> ExecutionSpec:
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
         raise UsageError(f"cannot read the flow file {name!r}: {reason}") from None
+    from ._flowfile import FlowFileError, load_flow  # here: YAML loads only for flow files (startup)
+
     try:
         spec = load_flow(text, "stdin" if name == "-" else name)
     except FlowFileError as error:
@@ -284,6 +290,8 @@ def cmd_watch(client: Client, args: argparse.Namespace, out: Output) -> ExitCode
 
 
 def cmd_events(client: Client, args: argparse.Namespace, out: Output) -> ExitCode:
+    from ._live import JsonLinesView  # here: as in _watch_view (startup)
+
     as_json = JsonLinesView(out.stdout)
     for event in client.watch_events(handler=args.handler, states=args.states):
         if args.json:

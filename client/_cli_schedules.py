@@ -14,7 +14,7 @@ from rich.table import Table
 
 from taskwire.common import DEFAULT_CATCH_UP_WINDOW, OverlapPolicy, ScheduleSpec, iso
 
-from ._flowfile import parse_seconds
+from ._common import parse_seconds
 from ._schedules import ScheduleInfo
 from ._sync import Client
 

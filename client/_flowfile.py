@@ -46,15 +46,7 @@ from taskwire.common import (
     validate_execution_spec,
 )
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def parse_seconds(text: str) -> float | None:
-    """The seconds of a duration written `90`, `90s`, `1.5m`, `2h`, `1d` or `500ms`; None when it is not one."""
-    match = _DURATION.match(text)
-    return None if match is None else float(match.group(1)) * _UNITS[match.group(2)]
-
+from ._common import parse_seconds
 
 _EXECUTION_FIELDS = {"name", "metadata", "timeout", "not_before", "idempotency_key", "tasks"}
 _TASK_FIELDS = {

@@ -22,15 +22,16 @@ if TYPE_CHECKING:
     from .domain import Limits
     from .store import MemoryStore, PostgresStore, SqliteStore, Store, StoreError
 
+# Each public name: the module that defines it and its name there (loaded by __getattr__, below).
 _WHERE = {
-    "TaskwireServer": "._app",
-    "ServerConfig": "._config",
-    "Limits": ".domain",
-    "MemoryStore": ".store",
-    "PostgresStore": ".store",
-    "SqliteStore": ".store",
-    "Store": ".store",
-    "StoreError": ".store",
+    "TaskwireServer": ("._app", "TaskwireServer"),
+    "ServerConfig": ("._config", "ServerConfig"),
+    "Limits": (".domain", "Limits"),
+    "MemoryStore": (".store", "MemoryStore"),
+    "PostgresStore": (".store", "PostgresStore"),
+    "SqliteStore": (".store", "SqliteStore"),
+    "Store": (".store", "Store"),
+    "StoreError": (".store", "StoreError"),
 }
 
 __all__ = [
@@ -48,4 +49,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name not in _WHERE:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name], __name__), name)
+    module, attribute = _WHERE[name]
+    value = getattr(importlib.import_module(module, __name__), attribute)
+    globals()[name] = value  # the next use finds it without this call
+    return value

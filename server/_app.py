@@ -19,12 +19,12 @@ import logging
 import socket
 from datetime import timedelta
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry
 
 from taskwire.common.http2 import HTTP2_OPTIONS
 from taskwire.v1 import task_service_pb2, worker_service_pb2
@@ -34,14 +34,19 @@ from ._auth_file import AuthConfig, load_auth_file
 from ._config import ServerConfig
 from ._edge import RejectionLog, add_service
 from ._history_wire import ProtoHistoryCodec
-from ._http import HttpEndpoint
-from ._metrics import CallMetrics, EngineGauges, ServerMetrics
 from ._replicas import ReplicaLoops
 from ._servicers import TaskService
 from ._tls import CertificateFiles, listen_refusal, server_credentials
 from ._worker_servicer import WorkerService
 from .engine import Clock, Engine
-from .store import PostgresStore, SqliteStore, Store, store_from_url
+from .store import SqliteStore, Store, store_from_url
+from .store._url import as_postgres
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from ._http import HttpEndpoint
+    from ._metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -88,25 +93,36 @@ class TaskwireServer:
             if config.store_url
             else SqliteStore(config.db_path)
         )
-        if isinstance(self._store, PostgresStore):
-            self._store.on_lost = self._on_fatal  # taken over, or the lease not renewed in time: stop at once
-        registry = CollectorRegistry(auto_describe=False) if config.metrics_listen is not None else None
+        postgres = as_postgres(self._store)
+        if postgres is not None:
+            postgres.on_lost = self._on_fatal  # taken over, or the lease not renewed in time: stop at once
+        self._http: HttpEndpoint | None = None
+        self._interceptors: list[grpc.aio.ServerInterceptor] = []
+        registry: CollectorRegistry | None = None
+        observer: ServerMetrics | None = None
+        if config.metrics_listen is not None:
+            # Here: prometheus_client and aiohttp load only when metrics are served (startup).
+            from prometheus_client import CollectorRegistry
+
+            from ._http import HttpEndpoint
+            from ._metrics import CallMetrics, EngineGauges, ServerMetrics
+
+            registry = CollectorRegistry(auto_describe=False)
+            observer = ServerMetrics(registry)
+            self._http = HttpEndpoint(registry)
+            self._interceptors.append(CallMetrics(registry))
         self.engine = Engine(
             store=self._store,
             config=config,
             codec=ProtoHistoryCodec(),
             clock=clock,
             on_fatal=self._on_fatal,
-            observer=ServerMetrics(registry) if registry is not None else None,
-            replica=self._store if config.replica and isinstance(self._store, PostgresStore) else None,
+            observer=observer,
+            replica=postgres if config.replica else None,
         )
-        self._replicas: ReplicaLoops | None = None
-        self._http: HttpEndpoint | None = None
-        self._interceptors: list[grpc.aio.ServerInterceptor] = []
         if registry is not None:
             registry.register(EngineGauges(self.engine))
-            self._http = HttpEndpoint(registry)
-            self._interceptors.append(CallMetrics(registry))
+        self._replicas: ReplicaLoops | None = None
         self.metrics_address = ""
         self._health = HealthServicer()
         self._grpc: grpc.aio.Server | None = None

@@ -19,8 +19,8 @@ from ._app import TaskwireServer
 from ._config import DEFAULT_DB, DEFAULT_LISTEN, RateLimit, ServerConfig
 from ._local_worker import LocalWorker
 from .domain import Limits
-from .store._postgres import StoreFenced, redact
-from .store._url import POSTGRES_SCHEMES, sqlite_path
+from .store import StoreFenced
+from .store._url import POSTGRES_SCHEMES, redact, sqlite_path
 
 T = TypeVar("T")
 DESCRIPTION = """\

@@ -32,8 +32,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from .engine import Engine
-from .store import Mail, ReplicaStore, StoreClosed, StoreError
-from .store._postgres import StoreFenced
+from .store import Mail, ReplicaStore, StoreClosed, StoreError, StoreFenced
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 
 from ._config import ServerConfig
 
@@ -50,6 +47,11 @@ def _read(path: Path, what: str) -> bytes:
 
 def _check(material: _Material, files: CertificateFiles) -> None:
     """The certificate chain and key parse, and the key is the certificate's; the client CA parses."""
+    # Here: cryptography loads only when TLS files are configured (startup).
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     try:
         chain = x509.load_pem_x509_certificates(material.cert)
     except ValueError:
@@ -58,7 +60,11 @@ def _check(material: _Material, files: CertificateFiles) -> None:
         key = serialization.load_pem_private_key(material.key, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise TlsFileError(f"{str(files.key)!r} holds no unencrypted PEM private key") from None
-    if chain[0].public_key() != key.public_key():
+    try:
+        certified = chain[0].public_key()
+    except UnsupportedAlgorithm:
+        raise TlsFileError(f"{str(files.cert)!r} holds a certificate of a key type this server cannot use") from None
+    if certified != key.public_key():
         raise TlsFileError(f"the key {str(files.key)!r} does not belong to the certificate {str(files.cert)!r}")
     if material.client_ca is not None:
         try:
@@ -134,7 +140,7 @@ class CertificateFiles:
                 return None
             try:
                 material = self._load()
-            except (TlsFileError, UnsupportedAlgorithm) as error:
+            except TlsFileError as error:
                 # Keep serving with the last good files; the next change (the rest of the rotation) is tried.
                 self._refused = stamp
                 log.warning("TLS files changed but are not usable (%s); keeping the previous ones", error)

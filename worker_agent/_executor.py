@@ -15,18 +15,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from types import TracebackType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from taskwire.common import WORKER_SHUTDOWN_ERROR, ErrorInfo, Refusal
 
 from ._abort import AbortController, AbortReason
 from ._context import AttemptInfo, LogLine, ProgressUpdate, TaskContext, build_context
 from ._handler_loop import HandlerLoop, Inbox
-from ._metrics import WorkerMetrics
 from ._outcome import Cancelled, Completed, Failed, HandlerResult, Outcome, Raised
 from ._process import ProcessRunner, get_mp_context
 from ._registry import HandlerLookup, RegisteredHandler
 from ._runners import AsyncRunner, AttemptRunner, ThreadRunner
+
+if TYPE_CHECKING:
+    from ._metrics import WorkerMetrics  # prometheus_client: loaded only when metrics are served
 
 _log = logging.getLogger("taskwire.worker.executor")
 

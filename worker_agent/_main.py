@@ -10,7 +10,7 @@ import signal
 import sys
 import uuid
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from taskwire.common import positive_int, server_list
 from taskwire.common.bearer import TOKEN_ENV
@@ -18,10 +18,12 @@ from taskwire.common.tls import TlsConfigError, TlsFiles, add_tls_arguments, tls
 
 from ._errors import ConnectionLostError, HandlerLoadError
 from ._executor import Isolation
-from ._metrics import WorkerMetrics
 from ._registry import HandlerRegistry, load_handlers
 from ._stream import default_worker_name
 from ._worker import Worker
+
+if TYPE_CHECKING:
+    from ._metrics import WorkerMetrics
 
 _log = logging.getLogger("taskwire.worker")
 
@@ -194,8 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     level = getattr(logging, args.log_level.upper())
     logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    metrics = WorkerMetrics() if args.metrics_listen else None
-    if metrics is not None:
+    metrics: WorkerMetrics | None = None
+    if args.metrics_listen:
+        from ._metrics import WorkerMetrics  # here: prometheus_client only when metrics are served (startup)
+
+        metrics = WorkerMetrics()
         try:
             host, port = metrics.serve(args.metrics_listen)
         except (OSError, ValueError) as error:

@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
@@ -30,12 +30,14 @@ from ._drain import DrainClock
 from ._errors import ConnectionLostError
 from ._executor import AttemptKey, Executor, Isolation
 from ._limits import WireLimits
-from ._metrics import WorkerMetrics
 from ._outbox import Outbox
 from ._outcome import Cancelled
 from ._registry import HandlerRegistry
 from ._reports import ReportSink
 from ._stream import SessionInfo, SessionStream, default_worker_name, describe, hello_message
+
+if TYPE_CHECKING:
+    from ._metrics import WorkerMetrics  # prometheus_client: loaded only when metrics are served
 
 _log = logging.getLogger("taskwire.worker")
 

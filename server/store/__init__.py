@@ -18,6 +18,9 @@ Rooms, and what each may import:
   Its tables mirror SQLite's column for column, so it reuses `_sqlite_codec` for records ↔ rows.
 - `_url`: which store a `--store` URL names.
 
+The names below load on first use (`__getattr__`): the writer process imports this package on its way to
+`_sqlite_writer` and needs none of them, and a server on SQLite never loads PostgreSQL's modules.
+
 Group commit happens in one place: the committer. It stages the engine's changes as the engine
 makes them and keeps one commit in flight; what is staged meanwhile becomes the next group. Only
 there can the changes of a window be coalesced (the latest version of a record, a new execution
@@ -29,32 +32,71 @@ commit. The store's own queue of waiting writes, which grouped concurrent `write
 under the committer it only ever saw one write at a time.
 """
 
-from ._group_commit import Committer, EventSink, StoreFailure
-from ._lock import StoreInUse
-from ._memory import MemoryStore
-from ._postgres import PostgresStore, StoreFenced
-from ._postgres_schema import SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION
-from ._protocol import (
-    ColdTaskRun,
-    DuplicateIdempotencyKey,
-    EventRecord,
-    EventScope,
-    ExecutionPage,
-    ExecutionSnapshot,
-    IdempotencyHit,
-    Mail,
-    NewExecution,
-    RecoveredState,
-    ReplicaStore,
-    Store,
-    StoreClosed,
-    StoreError,
-    WriteBatch,
-)
-from ._schedule_json import schedule_to_text
-from ._sqlite import SqliteStore, StoreStats
-from ._sqlite_schema import SCHEMA_VERSION
-from ._url import store_from_url
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._group_commit import Committer, EventSink, StoreFailure
+    from ._lock import StoreInUse
+    from ._memory import MemoryStore
+    from ._postgres import PostgresStore
+    from ._postgres_schema import SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION
+    from ._protocol import (
+        ColdTaskRun,
+        DuplicateIdempotencyKey,
+        EventRecord,
+        EventScope,
+        ExecutionPage,
+        ExecutionSnapshot,
+        IdempotencyHit,
+        Mail,
+        NewExecution,
+        RecoveredState,
+        ReplicaStore,
+        Store,
+        StoreClosed,
+        StoreError,
+        StoreFenced,
+        WriteBatch,
+    )
+    from ._schedule_json import schedule_to_text
+    from ._sqlite import SqliteStore, StoreStats
+    from ._sqlite_schema import SCHEMA_VERSION
+    from ._url import store_from_url
+
+# Each public name: the module that defines it and its name there (loaded by __getattr__, below).
+_WHERE = {
+    "POSTGRES_SCHEMA_VERSION": ("._postgres_schema", "SCHEMA_VERSION"),
+    "SCHEMA_VERSION": ("._sqlite_schema", "SCHEMA_VERSION"),
+    "ColdTaskRun": ("._protocol", "ColdTaskRun"),
+    "Committer": ("._group_commit", "Committer"),
+    "DuplicateIdempotencyKey": ("._protocol", "DuplicateIdempotencyKey"),
+    "EventRecord": ("._protocol", "EventRecord"),
+    "EventScope": ("._protocol", "EventScope"),
+    "EventSink": ("._group_commit", "EventSink"),
+    "ExecutionPage": ("._protocol", "ExecutionPage"),
+    "ExecutionSnapshot": ("._protocol", "ExecutionSnapshot"),
+    "IdempotencyHit": ("._protocol", "IdempotencyHit"),
+    "Mail": ("._protocol", "Mail"),
+    "MemoryStore": ("._memory", "MemoryStore"),
+    "NewExecution": ("._protocol", "NewExecution"),
+    "PostgresStore": ("._postgres", "PostgresStore"),
+    "RecoveredState": ("._protocol", "RecoveredState"),
+    "ReplicaStore": ("._protocol", "ReplicaStore"),
+    "SqliteStore": ("._sqlite", "SqliteStore"),
+    "Store": ("._protocol", "Store"),
+    "StoreClosed": ("._protocol", "StoreClosed"),
+    "StoreError": ("._protocol", "StoreError"),
+    "StoreFailure": ("._group_commit", "StoreFailure"),
+    "StoreFenced": ("._protocol", "StoreFenced"),
+    "StoreInUse": ("._lock", "StoreInUse"),
+    "StoreStats": ("._sqlite", "StoreStats"),
+    "WriteBatch": ("._protocol", "WriteBatch"),
+    "schedule_to_text": ("._schedule_json", "schedule_to_text"),
+    "store_from_url": ("._url", "store_from_url"),
+}
 
 __all__ = [
     "POSTGRES_SCHEMA_VERSION",
@@ -86,3 +128,12 @@ __all__ = [
     "schedule_to_text",
     "store_from_url",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = _WHERE[name]
+    value = getattr(importlib.import_module(module, __name__), attribute)
+    globals()[name] = value  # the next use finds it without this call
+    return value

@@ -24,8 +24,7 @@ from typing import Protocol
 
 from taskwire.server.domain import Execution, Schedule, TaskRun, TaskwireError
 
-from ._postgres_lease import StoreFenced
-from ._protocol import EventRecord, NewExecution, Store, WriteBatch
+from ._protocol import EventRecord, NewExecution, Store, StoreFenced, WriteBatch
 
 log = logging.getLogger(__name__)
 

@@ -24,13 +24,12 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from types import ModuleType, TracebackType
 from typing import Any, ClassVar, Final, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from . import _postgres_queries as queries
 from ._postgres_announce import Announcer
-from ._postgres_lease import LeaseRow, OwnerLease, StoreFenced, create_lease_row, default_holder, keep_renewed
+from ._postgres_lease import LeaseRow, OwnerLease, create_lease_row, default_holder, keep_renewed
 from ._postgres_replicas import ReplicaMethods
 from ._postgres_schema import analyze_if_never_analyzed, migrate
 from ._postgres_writes import apply_rows, taken_keys
@@ -39,12 +38,14 @@ from ._protocol import (
     RecoveredState,
     StoreClosed,
     StoreError,
+    StoreFenced,
     WriteBatch,
 )
 from ._query_reads import QueryReads
 from ._sqlite_codec import Rows
+from ._url import redact
 
-__all__ = ["PostgresStore", "StoreFenced", "redact"]
+__all__ = ["PostgresStore"]
 
 _T = TypeVar("_T")
 log = logging.getLogger(__name__)
@@ -64,16 +65,6 @@ _RECONNECT_S = 0.5
 # SQLSTATE classes of a refusal that concerns the batch, not the database: data exceptions and constraints.
 _REFUSAL_CLASSES: Final = ("22", "23")
 _APPLICATION_NAME: Final = "taskwire-server"  # what pg_stat_activity shows of the store's sessions
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _is_refusal(error: Exception) -> bool:

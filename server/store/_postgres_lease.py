@@ -42,7 +42,7 @@ import asyncpg
 
 from ._lock import StoreInUse
 from ._postgres_schema import MIGRATION_LOCK, MIGRATION_TIMEOUT_S, NO_STATEMENT_TIMEOUT
-from ._protocol import StoreError
+from ._protocol import StoreError, StoreFenced
 
 log = logging.getLogger("taskwire.server.store")
 
@@ -139,20 +139,6 @@ def default_holder() -> str:
 
 def _objid(epoch: int) -> int:
     return epoch % 2**31
-
-
-class StoreFenced(StoreError):
-    """Another server took the database (or this replica's row) over: this one must change nothing more and stop."""
-
-    status_name = "UNAVAILABLE"
-
-    def __init__(self, *, holder: str, epoch: int, mine: int, what: str = "the database") -> None:
-        super().__init__(
-            f"fenced: another taskwire server took over {what}: {holder or 'nobody'} holds it at epoch {epoch} "
-            f"(this server held epoch {mine}); stopping"
-        )
-        self.holder = holder
-        self.epoch = epoch
 
 
 @dataclass(frozen=True, slots=True)

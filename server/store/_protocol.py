@@ -42,6 +42,20 @@ class DuplicateIdempotencyKey(StoreError):
         self.key = key
 
 
+class StoreFenced(StoreError):
+    """Another server took the database (or this replica's row) over: this one must change nothing more and stop."""
+
+    status_name = "UNAVAILABLE"
+
+    def __init__(self, *, holder: str, epoch: int, mine: int, what: str = "the database") -> None:
+        super().__init__(
+            f"fenced: another taskwire server took over {what}: {holder or 'nobody'} holds it at epoch {epoch} "
+            f"(this server held epoch {mine}); stopping"
+        )
+        self.holder = holder
+        self.epoch = epoch
+
+
 @dataclass(frozen=True, slots=True)
 class EventScope:
     """What a watcher of all executions filters an event on; known while the event is live, never stored."""

@@ -27,9 +27,9 @@ from taskwire.server.store import (
 )
 from taskwire.server.store import _postgres_queries as queries
 from taskwire.server.store import _postgres_writes as writes
-from taskwire.server.store._postgres import redact
 from taskwire.server.store._postgres_schema import MIGRATIONS, migrate
 from taskwire.server.store._sqlite_codec import Rows
+from taskwire.server.store._url import redact
 from tests.unit.store.records import pending_execution, submit_batch
 from tests.unit.store.support import cold_entries, write
 from tests.unit.store.test_behaviour_schedules import schedule
