@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -389,16 +388,6 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
 
 def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
     """Run one command; returns its exit code (the console script exits with it)."""
-    try:
-        return _run(argv, stdout=stdout, stderr=stderr)
-    finally:
-        # The client is closed: gRPC call objects that reference cycles still hold (an error raised from a call
-        # holds the call) are finalized now, while gRPC's threads run. At interpreter exit, a finalizer could
-        # wait forever for a lock that a gRPC thread held as the interpreter stopped it.
-        gc.collect()
-
-
-def _run(argv: Sequence[str] | None, *, stdout: IO[str] | None, stderr: IO[str] | None) -> int:
     out = Output(stdout or sys.stdout, stderr or sys.stderr)
     args = _parse(build_parser(), argv)
     if args.command == "tokens":

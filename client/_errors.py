@@ -153,10 +153,9 @@ def no_answer(address: str, deadline_s: float) -> TaskwireError:
 
 
 def detached(error: grpc.RpcError) -> grpc.RpcError:
-    """A failed streaming call's error without its traceback. Such a call raises itself, so its traceback's
-    frames hold the call: a cycle only the garbage collector frees. Freed at interpreter exit instead, its
-    finalizer waits for a lock that gRPC's event thread may hold, stopped as the interpreter stops its daemon
-    threads, and the process hangs; without the cycle, the call goes when the last reference to it does."""
+    """A failed streaming call's error without its traceback: such a call raises itself, so its traceback's
+    frames hold the call, in a cycle that only the garbage collector frees (see `_sync`: the call can then
+    go as soon as the last reference to it does)."""
     return error.with_traceback(None)
 
 

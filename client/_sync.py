@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import builtins
+import gc
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -40,6 +42,13 @@ from ._submit_stream import SubmitStream
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
+
+# A failed call raises itself, so its error keeps it in a reference cycle (through the traceback, and whatever
+# holds the error) that only the garbage collector frees. Left to the interpreter's last collection, the
+# call's finalizer waits for a lock that gRPC's event thread may hold, stopped in the middle of one of the
+# call's events as the interpreter stops daemon threads, and the process never exits. Collected at exit
+# instead, while gRPC's threads still run.
+atexit.register(gc.collect)
 
 
 class Client:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -284,3 +287,33 @@ async def test_async_unreachable_server() -> None:
     async with AsyncClient("127.0.0.1:1", retry=RpcRetry(max_attempts=2, initial_backoff_s=0.01)) as client:
         with pytest.raises(ServerUnavailable):
             await client.stats()
+
+
+def test_a_call_that_failed_is_finalized_before_the_interpreter_stops(shared: ServerProcess) -> None:
+    """A failed call held in a reference cycle (here by the WaitTimeout its wait raised) is collected when the
+    program exits, while gRPC's threads still run; left to the interpreter's last collection, its finalizer
+    could wait forever for a lock a stopped gRPC thread holds, and the process would not exit."""
+    script = textwrap.dedent(
+        f"""
+        import gc, sys, weakref
+        from datetime import timedelta
+        import grpc
+        from taskwire.client import Client, WaitTimeout
+
+        def freed(_):
+            print("finalized while the interpreter stops" if sys.is_finalizing() else "finalized before", flush=True)
+
+        client = Client({shared.address!r})
+        sleeping = client.submit("sleep", {{"seconds": 30}})
+        try:
+            client.wait(sleeping.id, timedelta(seconds=0.2))
+        except WaitTimeout:
+            pass
+        client.cancel(sleeping.id)
+        client.close()
+        held = [weakref.ref(item, freed) for item in gc.get_objects() if isinstance(item, grpc.Call)]
+        print(len(held), "held", flush=True)
+        """
+    )
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert (ran.returncode, ran.stdout, ran.stderr) == (0, "1 held\nfinalized before\n", "")
