@@ -84,11 +84,14 @@ class AsyncClient:
         return self._address
 
     async def close(self) -> None:
-        """Close the channel; idempotent. Calls in progress are cancelled."""
+        """Close the channel; idempotent. Submits in flight are answered first (for up to 2 s); other calls in
+        progress are cancelled."""
         if not self._closed:
             self._closed = True
-            await self._submits.close()
-            await self._channel.close()
+            try:
+                await self._submits.close()
+            finally:
+                await self._channel.close()
 
     async def __aenter__(self) -> Self:
         return self

@@ -31,7 +31,8 @@ from taskwire.v1 import task_service_pb2 as tpb
 from ._errors import ServerUnavailable, detached, error_from_rpc, no_answer
 
 MAX_PER_MESSAGE = 1000  # the server's limit
-CLOSE_WAIT_S = 2.0  # how long closing a client waits for its submit stream to end
+CLOSE_WAIT_S = 2.0  # how long closing an AsyncClient waits for the server to end its submit stream
+JOIN_WAIT_S = 5.0  # how long closing a Client waits for its submit stream's reader thread
 
 Answer = tpb.StreamedSubmitAnswer
 Waiter = TypeVar("Waiter", asyncio.Future[Answer], concurrent.futures.Future[Answer])
@@ -99,6 +100,7 @@ class _AsyncLine(_Line[asyncio.Future[tpb.StreamedSubmitAnswer]]):
         self._call = call
         self._unsent: list[tpb.StreamedSubmit] = []
         self._wake = asyncio.Event()
+        self._closing = False
         self._tasks = (asyncio.ensure_future(self._write()), asyncio.ensure_future(self._read()))
 
     def send(self, request: tpb.SubmitExecutionRequest, deadline_s: float) -> asyncio.Future[tpb.StreamedSubmitAnswer]:
@@ -119,6 +121,8 @@ class _AsyncLine(_Line[asyncio.Future[tpb.StreamedSubmitAnswer]]):
                     await self._call.write(_message(submits))
                 except (grpc.RpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
                     return  # the reader learns why the stream ended
+            if self._closing:
+                return  # everything queued is written
 
     async def _read(self) -> None:
         error: grpc.RpcError | None = None
@@ -134,22 +138,28 @@ class _AsyncLine(_Line[asyncio.Future[tpb.StreamedSubmitAnswer]]):
         self._tasks[0].cancel()
 
     async def close(self) -> None:
-        """End the stream as a client with nothing more to send: the server answers what it still has and ends
-        the call. Every event of the call is delivered on this loop before this returns: an event still due
-        when the loop closes (`asyncio.run` returning) would be handed by gRPC to a closed loop, and the next
-        loop would print "Event loop is closed". A call the server does not end in time is cancelled."""
+        """End the stream as a client with nothing more to send: what is queued is written, the server answers
+        every submit and ends the call. Every event of the call is delivered on this loop before this returns:
+        an event still due when the loop closes (`asyncio.run` returning) would be handed by gRPC to a closed
+        loop, and the next loop would print "Event loop is closed". A call the server does not end within
+        `CLOSE_WAIT_S`, or a close that is itself cancelled, cancels the call. (The writer is not cancelled:
+        grpc.aio cancels the whole call when a write is.)"""
+        self._closing = True
+        self._wake.set()
         writer, reader = self._tasks
-        writer.cancel()
-        await asyncio.wait([writer])
         try:
             async with asyncio.timeout(CLOSE_WAIT_S):
+                await asyncio.wait([writer])
                 if not reader.done():
                     await self._call.done_writing()
                 await asyncio.wait([reader])
                 await self._call.code()
         except (TimeoutError, grpc.RpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
-            self._call.cancel()
-        reader.cancel()
+            pass  # cancelled below
+        finally:
+            self._call.cancel()  # nothing, once the server has ended it
+            for task in self._tasks:
+                task.cancel()
 
 
 class AsyncSubmitStream:
@@ -159,8 +169,11 @@ class AsyncSubmitStream:
         self._open_call = open_call
         self._address = address
         self._line: _AsyncLine | None = None
+        self._closed = False
 
     async def submit(self, request: tpb.SubmitExecutionRequest, deadline_s: float) -> tpb.SubmitExecutionResponse:
+        if self._closed:  # as grpc.aio refuses a call on a closed channel
+            raise grpc.aio.UsageError("the client is closed")
         line = self._line
         if line is None or line.broken is not None:
             line = self._line = _AsyncLine(self._open_call(), self._address)
@@ -173,6 +186,7 @@ class AsyncSubmitStream:
         return response_of(answer)
 
     async def close(self) -> None:
+        self._closed = True
         if self._line is not None:
             line, self._line = self._line, None
             await line.close()
@@ -239,9 +253,9 @@ class _SyncLine(_Line[concurrent.futures.Future[tpb.StreamedSubmitAnswer]]):
     def close(self) -> None:
         self._unsent.put(_END)
         self._responses.cancel()
-        self._reader.join(timeout=CLOSE_WAIT_S)
-        # The call is freed here, while gRPC's threads still run, not by the collector at exit (see `detached`):
-        # a process that exits right after closing its client (the CLI) would hang now and then.
+        self._reader.join(timeout=JOIN_WAIT_S)
+        # Once the reader has ended, nothing else holds the call: it is freed here, while gRPC's threads still
+        # run, not by the collector at exit (see `detached`), where a process could hang.
         del self._responses
 
 

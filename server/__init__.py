@@ -13,8 +13,9 @@ importing the pure domain (`taskwire.server.domain`) loads no grpc.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_names
 
 if TYPE_CHECKING:
     from ._app import TaskwireServer
@@ -46,10 +47,5 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module, attribute = _WHERE[name]
-    value = getattr(importlib.import_module(module, __name__), attribute)
-    globals()[name] = value  # the next use finds it without this call
-    return value
+if not TYPE_CHECKING:  # the type checker sees the imports above instead
+    __getattr__ = lazy_names(__name__, globals(), _WHERE)

@@ -3,11 +3,13 @@
 A SQLite server, its writer process, the worker and the CLI load no library that only an option they were
 not given needs: asyncpg (a PostgreSQL store), aiohttp and prometheus_client (metrics), cryptography (TLS
 files), PyYAML (flow files). Each is checked in a fresh interpreter; the controls show that the check sees
-such a library when the option is given.
+such a library when the option is given (metrics, a PostgreSQL store, a flow file). The packages whose names
+load on first use list each name once in their table, and each one loads.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -82,3 +84,11 @@ def test_the_cli_loads_what_few_commands_need_when_they_run() -> None:
     assert not {"taskwire.client._flowfile", "taskwire.client._live", "taskwire.console"} & modules
     flow = loaded("from taskwire.client._flowfile import load_flow\nload_flow('tasks: [{handler: echo}]', 'f.yaml')")
     assert heavy(flow) == ["yaml"]
+
+
+@pytest.mark.parametrize("package", ["taskwire.server", "taskwire.server.store"])
+def test_every_public_name_of_a_lazy_package_is_in_its_table_and_loads(package: str) -> None:
+    module = importlib.import_module(package)
+    assert sorted(module.__all__) == sorted(module._WHERE)
+    for name in module.__all__:
+        assert getattr(module, name) is not None, name

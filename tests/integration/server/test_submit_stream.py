@@ -236,6 +236,30 @@ def test_an_async_client_closed_in_one_event_loop_leaves_nothing_for_the_next(pr
     assert (ran.returncode, ran.stdout, ran.stderr) == (0, "ran\n", "")
 
 
+async def test_closing_an_async_client_answers_its_submits_in_flight_first(worked: ServerProcess) -> None:
+    client = AsyncClient(worked.address)
+    submits = [asyncio.ensure_future(client.submit("echo", {"n": n}, name=f"in-flight-{n}")) for n in range(50)]
+    for _ in range(10):  # loop turns: each submit is queued on the stream
+        await asyncio.sleep(0)
+    await client.close()
+    submitted = await asyncio.gather(*submits)
+    assert [snapshot.name for snapshot in submitted] == [f"in-flight-{n}" for n in range(50)]
+    with pytest.raises(grpc.aio.UsageError):
+        await client.submit("echo", None)
+
+
+async def test_closing_an_async_client_of_a_frozen_server_returns(procs: Cluster) -> None:
+    server = procs.server()
+    client = AsyncClient(server.address)
+    await client.submit("echo", None)  # the stream is open
+    server.process.signal(signal.SIGSTOP)
+    try:
+        async with asyncio.timeout(20):  # the server never ends the stream: it is cancelled after CLOSE_WAIT_S
+            await client.close()
+    finally:
+        server.process.signal(signal.SIGCONT)
+
+
 # ---- A submit's own failure -----------------------------------------------------------------------------
 
 
