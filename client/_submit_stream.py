@@ -26,6 +26,7 @@ import grpc
 import grpc.aio
 
 from taskwire.common import RateLimited, TaskwireError, wire
+from taskwire.common.aio_status import FirstStatus
 from taskwire.v1 import task_service_pb2 as tpb
 
 from ._errors import ServerUnavailable, detached, error_from_rpc, no_answer
@@ -101,6 +102,7 @@ class _AsyncLine(_Line[asyncio.Future[tpb.StreamedSubmitAnswer]]):
         self._unsent: list[tpb.StreamedSubmit] = []
         self._wake = asyncio.Event()
         self._closing = False
+        self._status = FirstStatus(call)
         self._tasks = (asyncio.ensure_future(self._write()), asyncio.ensure_future(self._read()))
 
     def send(self, request: tpb.SubmitExecutionRequest, deadline_s: float) -> asyncio.Future[tpb.StreamedSubmitAnswer]:
@@ -133,7 +135,7 @@ class _AsyncLine(_Line[asyncio.Future[tpb.StreamedSubmitAnswer]]):
                     break
                 self.answered(cast(tpb.StreamSubmitsResponse, response))
         except grpc.RpcError as failed:
-            error = failed
+            error = self._status.of(failed)  # grpc/grpc#36066
         self.break_off(error)
         self._tasks[0].cancel()
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import grpc.aio
 
+from taskwire.common.aio_status import FirstStatus
 from taskwire.common.tls import TlsFiles
 from taskwire.v1 import worker_service_pb2 as wpb
 from taskwire.v1 import worker_service_pb2_grpc
@@ -326,6 +327,7 @@ class Worker:
         welcomed_at: float | None = None
         try:
             call = worker_service_pb2_grpc.WorkerServiceStub(channel).Connect()
+            ended_with = FirstStatus(call)  # the server's status, should a write fail as it ends the call
             reported = set(self._executor.running()) | self._outbox.pending_attempts()
             try:
                 hello = hello_message(
@@ -340,7 +342,7 @@ class Worker:
                 async with asyncio.timeout(self._welcome_timeout_s):
                     frame = await call.read()
             except (grpc.RpcError, asyncio.InvalidStateError, TimeoutError) as exc:
-                raise ConnectFailed(describe(exc)) from exc
+                raise ConnectFailed(describe(ended_with.of(exc))) from exc
             if frame is grpc.aio.EOF or not frame.messages or not frame.messages[0].HasField("welcome"):
                 raise ConnectFailed("the server did not answer the hello with a Welcome")
             welcomed_at = loop.time()
@@ -372,7 +374,7 @@ class Worker:
                     return
                 raise ServerGoingAway("the server is going away")
             failure = next((t.exception() for t in done if not t.cancelled() and t.exception() is not None), None)
-            reason = describe(failure) if failure is not None else "the server closed the stream"
+            reason = describe(ended_with.of(failure)) if failure is not None else "the server closed the stream"
             if loop.time() - welcomed_at < _HEALTHY_SESSION_S:
                 raise ConnectFailed(reason)
             _log.warning("stream to %s ended (%s); reconnecting", self._link.address, reason)

@@ -113,8 +113,8 @@ async def refusal(
     call: grpc.aio.StreamStreamCall[bytes, bytes], frame: bytes | None = None
 ) -> tuple[grpc.StatusCode, str]:
     """Send `frame` (if any) and read until the stream ends; its status. A call refused for its credential
-    needs no frame: the server ends it before reading one. (The server may end the stream before the
-    frame is written: that write fails, and the status tells why.)"""
+    is sent no frame: the server ends it before reading one, and a write that fails as the call ends makes
+    grpc.aio report INTERNAL in place of the server's status (grpc/grpc#36066)."""
     if frame is not None:
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
             await call.write(frame)
