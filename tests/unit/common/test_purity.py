@@ -1,8 +1,9 @@
 """The shared package and the server's domain are pure: no grpc, no protobuf, no clock.
 
 Checked on the source of every module but the public edge modules, `taskwire.common.wire` (the converter),
-`taskwire.common.tls` (channel credentials from files) and `taskwire.common.bearer` (tokens, and the client
-interceptors that send them), and on a fresh interpreter.
+`taskwire.common.tls` (channel credentials from files), `taskwire.common.bearer` (tokens, and the client
+interceptors that send them) and `taskwire.common.aio_status` (the status a grpc.aio stream ended with), and
+on a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import taskwire.server.domain
 
 COMMON = Path(taskwire.common.__file__).parent
 DOMAIN = Path(taskwire.server.domain.__file__).parent
-EDGES = {COMMON / "wire.py", COMMON / "tls.py", COMMON / "bearer.py"}
+EDGES = {COMMON / "wire.py", COMMON / "tls.py", COMMON / "bearer.py", COMMON / "aio_status.py"}
 MODULES = sorted(path for path in [*COMMON.glob("*.py"), *DOMAIN.glob("*.py")] if path not in EDGES)
 
 FORBIDDEN_MODULES = ("grpc", "google.protobuf", "time", "random", "uuid", "secrets")
