@@ -17,7 +17,7 @@ import grpc.aio
 T = TypeVar("T")
 E = TypeVar("E", bound=BaseException)
 
-_WRITE_FAILED_AS_IT_ENDED = (grpc.StatusCode.INTERNAL, "Internal error from Core")
+_WRITE_FAILED = (grpc.StatusCode.INTERNAL, "Internal error from Core")
 
 
 class FirstStatus:
@@ -32,16 +32,15 @@ class FirstStatus:
         if self._first is not None:
             return
         code, details = _at_once(call.code()), _at_once(call.details())
-        if isinstance(code, grpc.StatusCode) and code is not grpc.StatusCode.OK:
+        # Never grpc.aio's own status for the failed write, whatever the order the two statuses came in.
+        if isinstance(code, grpc.StatusCode) and code is not grpc.StatusCode.OK and (code, details) != _WRITE_FAILED:
             trailing = _at_once(call.trailing_metadata()) or grpc.aio.Metadata()
             self._first = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, details)
 
     def of(self, error: E) -> E | grpc.aio.AioRpcError:
         """`error`, or the server's own status when `error` is grpc.aio's INTERNAL for a write that failed as
         the call ended."""
-        failed_write = (
-            isinstance(error, grpc.aio.AioRpcError) and (error.code(), error.details()) == _WRITE_FAILED_AS_IT_ENDED
-        )
+        failed_write = isinstance(error, grpc.aio.AioRpcError) and (error.code(), error.details()) == _WRITE_FAILED
         return self._first if failed_write and self._first is not None else error
 
 
