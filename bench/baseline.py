@@ -207,6 +207,7 @@ class _Multiplexed:
         self._queued: list[tuple[tpb.ExecutionSpec, asyncio.Future[tpb.ExecutionSpec]]] = []
         self._sent: deque[list[asyncio.Future[tpb.ExecutionSpec]]] = deque()
         self._wake = asyncio.Event()
+        self._closing = False
         self._tasks = [asyncio.create_task(self._write()), asyncio.create_task(self._read())]
 
     async def send(self, spec: tpb.ExecutionSpec) -> tpb.ExecutionSpec:
@@ -225,6 +226,8 @@ class _Multiplexed:
                 if frame:
                     self._sent.append([answer for _, answer in frame])
                     await self._call.write(tpb.SubmitExecutionsRequest(executions=[spec for spec, _ in frame]))
+                if self._closing:
+                    return
         except Exception as error:
             self._fail(error)
             raise
@@ -233,6 +236,8 @@ class _Multiplexed:
         try:
             while True:
                 response = await self._call.read()
+                if response is grpc.aio.EOF and self._closing:
+                    return
                 if not isinstance(response, tpb.SubmitExecutionsRequest):  # grpc.aio.EOF
                     raise RuntimeError("the baseline server ended the Mux stream")
                 answers = self._sent.popleft()
@@ -252,10 +257,35 @@ class _Multiplexed:
                 answer.set_exception(RuntimeError(f"the Mux stream broke: {error!r}"))
 
     async def close(self) -> None:
-        for task in self._tasks:
+        self._closing = True
+        self._wake.set()
+        writer, reader = self._tasks
+        await end_stream(self._call, writer, reader)
+
+
+async def end_stream(
+    call: grpc.aio.StreamStreamCall[Any, Any], writer: asyncio.Task[None], *others: asyncio.Task[None]
+) -> None:
+    """End a stream as a client with nothing more to send, and read it to its end: every event of the call is
+    then delivered on this loop before `asyncio.run` closes it. (A call cancelled instead has its last events
+    handed to a loop that is closed by then, and the next loop prints "Event loop is closed".) The writer
+    finishes the write it is in and stops; the call is cancelled after 5 s, or however this ends."""
+    try:
+        async with asyncio.timeout(5):
+            await asyncio.wait([writer])
+            await call.done_writing()
+            if others:
+                await asyncio.wait(others)
+            else:
+                while await call.read() is not grpc.aio.EOF:
+                    pass
+            await call.code()
+    except (TimeoutError, grpc.RpcError, asyncio.InvalidStateError):
+        pass  # cancelled below
+    finally:
+        call.cancel()  # nothing, once the call has ended
+        for task in (writer, *others):
             task.cancel()
-        self._call.cancel()
-        for task in self._tasks:
             with contextlib.suppress(BaseException):
                 await task
 
@@ -311,10 +341,13 @@ async def stream_rate(address: str, *, streams: int, window: int, duration_s: fl
                 response_deserializer=wpb.ConnectResponse.FromString,
             )()
             credit = asyncio.Semaphore(window)
+            stopping = asyncio.Event()
 
             async def writer() -> None:
                 while True:
                     await credit.acquire()
+                    if stopping.is_set():
+                        return
                     await call.write(request)
 
             sending = asyncio.create_task(writer())
@@ -330,10 +363,9 @@ async def stream_rate(address: str, *, streams: int, window: int, duration_s: fl
                     if now >= begin:
                         counted += 1
             finally:
-                sending.cancel()
-                call.cancel()
-                with contextlib.suppress(BaseException):
-                    await sending
+                stopping.set()
+                credit.release()  # a writer waiting for credit sees that it is to stop
+                await end_stream(call, sending)
 
     await asyncio.gather(*(one_stream() for _ in range(streams)))
     return counted / duration_s
