@@ -94,6 +94,9 @@ def _leaves_no_worker_behind(live: LiveExecution, pool: WorkerPool) -> bool:
 
 
 _EVENT_PAGE = 1000  # events read from the store at a time
+# How often a worker's hello, waiting for its attempts to be handed over, looks again at who holds them: a holder
+# asked just as it stopped may be adopted by another replica, which never reads the mail sent to the first.
+_RECHECK_HOLDERS_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,14 +285,45 @@ class Replicas:
             ]
             for holder, ids in sorted(asked.items()):
                 await replica_store.send(holder, "hand_over", {"by": me, "executions": ids})
-            if waits:
-                await asyncio.wait(waits, timeout=within_s)
+            asked_of = {execution_id: holder for holder, ids in asked.items() for execution_id in ids}
+            deadline = loop.time() + within_s
+            while (pending := [w for w in waits if not w.done()]) and (left := deadline - loop.time()) > 0:
+                await asyncio.wait(pending, timeout=min(_RECHECK_HOLDERS_S, left))
+                await self._ask_again(unknown, asked_of)
         except Exception as error:
             log.warning("attempts of a reconnecting worker not taken over: %s", error)
         finally:
             for ids in asked.values():
                 for execution_id in ids:
                     self._handing.pop(execution_id, None)
+
+    async def _ask_again(self, task_run_ids: Sequence[str], asked_of: dict[str, str]) -> None:
+        """The executions of a hand-over still unanswered whose holder changed since it was asked: asked of the new
+        holder, adopted when it is this replica, let be when they finished or are here already."""
+        replica_store = self.replica_store
+        assert replica_store is not None
+        waiting = [e for e in asked_of if (w := self._handing.get(e)) is not None and not w.done()]
+        if not waiting:
+            return
+        holders = await replica_store.holders_of_task_runs(task_run_ids)
+        me = replica_store.replica
+        mine: list[str] = []
+        again: dict[str, list[str]] = {}
+        for execution_id in waiting:
+            holder = holders.get(execution_id, "")
+            if holder == asked_of[execution_id] and execution_id not in self._executions.by_id:
+                continue  # still the one asked: its answer is awaited
+            if holder == me and execution_id not in self._executions.by_id:
+                mine.append(execution_id)
+            elif holder and holder != me:
+                again.setdefault(holder, []).append(execution_id)
+                asked_of[execution_id] = holder
+                continue
+            self.answered([execution_id])  # finished, or here by now, or loaded below
+        if mine:
+            self.adopt(await replica_store.load(mine))
+        for holder, ids in sorted(again.items()):
+            await replica_store.send(holder, "hand_over", {"by": me, "executions": ids})
 
     def answered(self, execution_ids: Sequence[str]) -> None:
         """The holder answered a `hand_over` of these executions (given, and adopted here, or refused)."""

@@ -5,6 +5,7 @@ leading. Two engines share one in-memory store; a fake replica store keeps who h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -438,6 +439,66 @@ async def test_a_worker_whose_attempt_another_connected_worker_holds_is_rejected
     assert running in _live(a)
     worker_a.complete(invoked)
     assert await a.rig.state(running) is State.SUCCESS
+
+
+@pytest.fixture
+def quick_recheck(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("taskwire.server.engine._replicas._RECHECK_HOLDERS_S", 0.05)
+
+
+@pytest.mark.usefixtures("quick_recheck")
+async def test_a_hand_over_asked_of_a_replica_that_is_adopted_meanwhile_is_taken_from_its_adopter(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    """The worker's hello reaches b just as a stops: b asks a, which never reads its mail; b then adopts a (as the
+    leader does) and holds the execution. b looks again before the wait is over and takes the attempt itself."""
+    a, b, directory = pair  # nobody reads mail: a's answer never comes
+    worker_a, running, invoked = await _running_on(a)
+    await a.engine.flush()
+    worker_a.disconnect()
+
+    taking = asyncio.create_task(b.engine.replicas.take_over([invoked.key], within_s=30))
+    await until(lambda: b.replica_store.sent, "b's hand-over to a")
+    assert b.replica_store.sent == [("a", "hand_over", {"by": "b", "executions": [running]})]
+    directory.holders[running] = "b"  # b adopted a after asking it
+    async with asyncio.timeout(5):  # not the 30 s the hello may wait
+        await taking
+    back = b.rig.connect("wa", instance_id="i-1", running=[invoked.key])
+
+    assert back.welcome.adopted == (invoked.key,)
+    back.complete(invoked)
+    snapshot = await b.rig.snapshot(running)
+    assert snapshot.execution.state is State.SUCCESS
+    assert len(snapshot.task_runs[0].attempts) == 1
+
+
+@pytest.mark.usefixtures("quick_recheck")
+async def test_a_hand_over_follows_the_execution_to_the_replica_that_adopted_the_one_asked(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    """As above, but a third replica adopted a: b asks it in turn."""
+    a, b, directory = pair
+    worker_a, running, invoked = await _running_on(a)
+    await a.engine.flush()
+    worker_a.disconnect()
+
+    taking = asyncio.create_task(b.engine.replicas.take_over([invoked.key], within_s=30))
+    await until(lambda: b.replica_store.sent, "b's hand-over to a")
+    asked_again = asyncio.Event()
+    send = b.replica_store.send
+
+    async def send_and_tell(recipient: str, kind: str, body: dict[str, Any]) -> None:
+        await send(recipient, kind, body)
+        asked_again.set()
+
+    b.replica_store.send = send_and_tell  # type: ignore[method-assign]
+    directory.holders[running] = "c"
+    async with asyncio.timeout(5):
+        await asked_again.wait()
+    assert b.replica_store.sent[1] == ("c", "hand_over", {"by": "b", "executions": [running]})
+    taking.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await taking
 
 
 async def test_a_single_server_asks_nobody_for_attempts_it_does_not_know(rig: Rig) -> None:
