@@ -289,7 +289,10 @@ class Replicas:
             deadline = loop.time() + within_s
             while (pending := [w for w in waits if not w.done()]) and (left := deadline - loop.time()) > 0:
                 await asyncio.wait(pending, timeout=min(_RECHECK_HOLDERS_S, left))
-                await self._ask_again(unknown, asked_of)
+                try:
+                    await self._ask_again(unknown, asked_of)
+                except Exception as error:  # the answers asked for are still awaited
+                    log.debug("holders of a reconnecting worker's attempts not read again: %s", error)
         except Exception as error:
             log.warning("attempts of a reconnecting worker not taken over: %s", error)
         finally:
@@ -311,17 +314,16 @@ class Replicas:
         again: dict[str, list[str]] = {}
         for execution_id in waiting:
             holder = holders.get(execution_id, "")
-            if holder == asked_of[execution_id] and execution_id not in self._executions.by_id:
-                continue  # still the one asked: its answer is awaited
-            if holder == me and execution_id not in self._executions.by_id:
+            if execution_id in self._executions.by_id or not holder:
+                self.answered([execution_id])  # here by now, or finished
+            elif holder == me:
                 mine.append(execution_id)
-            elif holder and holder != me:
+            elif holder != asked_of[execution_id]:
                 again.setdefault(holder, []).append(execution_id)
                 asked_of[execution_id] = holder
-                continue
-            self.answered([execution_id])  # finished, or here by now, or loaded below
         if mine:
             self.adopt(await replica_store.load(mine))
+            self.answered(mine)
         for holder, ids in sorted(again.items()):
             await replica_store.send(holder, "hand_over", {"by": me, "executions": ids})
 
