@@ -441,6 +441,16 @@ async def test_a_worker_whose_attempt_another_connected_worker_holds_is_rejected
     assert await a.rig.state(running) is State.SUCCESS
 
 
+async def _asked_of_a(a: Replica, b: Replica) -> tuple[str, Invoked, asyncio.Task[None]]:
+    """a's worker comes back to b, whose hello asks a for the attempt (the take-over still waiting)."""
+    worker_a, running, invoked = await _running_on(a)
+    await a.engine.flush()
+    worker_a.disconnect()
+    taking = asyncio.create_task(b.engine.replicas.take_over([invoked.key], within_s=30))
+    await until(lambda: b.replica_store.sent, "b's hand-over to a")
+    return running, invoked, taking
+
+
 @pytest.fixture
 def quick_recheck(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("taskwire.server.engine._replicas._RECHECK_HOLDERS_S", 0.05)
@@ -453,12 +463,7 @@ async def test_a_hand_over_asked_of_a_replica_that_is_adopted_meanwhile_is_taken
     """The worker's hello reaches b just as a stops: b asks a, which never reads its mail; b then adopts a (as the
     leader does) and holds the execution. b looks again before the wait is over and takes the attempt itself."""
     a, b, directory = pair  # nobody reads mail: a's answer never comes
-    worker_a, running, invoked = await _running_on(a)
-    await a.engine.flush()
-    worker_a.disconnect()
-
-    taking = asyncio.create_task(b.engine.replicas.take_over([invoked.key], within_s=30))
-    await until(lambda: b.replica_store.sent, "b's hand-over to a")
+    running, invoked, taking = await _asked_of_a(a, b)
     assert b.replica_store.sent == [("a", "hand_over", {"by": "b", "executions": [running]})]
     directory.holders[running] = "b"  # b adopted a after asking it
     async with asyncio.timeout(5):  # not the 30 s the hello may wait
@@ -478,12 +483,7 @@ async def test_a_hand_over_follows_the_execution_to_the_replica_that_adopted_the
 ) -> None:
     """As above, but a third replica adopted a: b asks it in turn."""
     a, b, directory = pair
-    worker_a, running, invoked = await _running_on(a)
-    await a.engine.flush()
-    worker_a.disconnect()
-
-    taking = asyncio.create_task(b.engine.replicas.take_over([invoked.key], within_s=30))
-    await until(lambda: b.replica_store.sent, "b's hand-over to a")
+    running, _, taking = await _asked_of_a(a, b)
     asked_again = asyncio.Event()
     send = b.replica_store.send
 
