@@ -100,6 +100,14 @@ _RECHECK_HOLDERS_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
+class _Asked:
+    """An execution a worker's hello asked to be handed over: whom it was last asked of, and its answer."""
+
+    holder: str
+    answer: asyncio.Future[None]
+
+
+@dataclass(frozen=True, slots=True)
 class Forwarded:
     """A cancel mailed to the replica that holds the execution; `snapshot` is the stored one."""
 
@@ -267,64 +275,55 @@ class Replicas:
         unknown = [task_run_id for task_run_id, _ in running if task_run_id not in self._executions.by_task_run]
         if not unknown:
             return
-        me = replica_store.replica
-        asked: dict[str, list[str]] = {}
+        loop = asyncio.get_running_loop()
+        asked: dict[str, _Asked] = {}
         try:
-            holders = await replica_store.holders_of_task_runs(unknown)
-            here = [e for e, holder in holders.items() if holder == me]
-            if here:  # given to this replica, and its mail not read yet
-                self.adopt(await replica_store.load(here))
-            for execution_id, holder in holders.items():
-                if holder and holder != me and execution_id not in self._executions.by_id:
-                    asked.setdefault(holder, []).append(execution_id)
-            loop = asyncio.get_running_loop()
-            waits = [
-                self._handing.setdefault(execution_id, loop.create_future())
-                for ids in asked.values()
-                for execution_id in ids
-            ]
-            for holder, ids in sorted(asked.items()):
-                await replica_store.send(holder, "hand_over", {"by": me, "executions": ids})
-            asked_of = {execution_id: holder for holder, ids in asked.items() for execution_id in ids}
+            await self._ask(unknown, asked)
             deadline = loop.time() + within_s
-            while (pending := [w for w in waits if not w.done()]) and (left := deadline - loop.time()) > 0:
+            while (pending := [a.answer for a in asked.values() if not a.answer.done()]) and (
+                left := deadline - loop.time()
+            ) > 0:
                 await asyncio.wait(pending, timeout=min(_RECHECK_HOLDERS_S, left))
                 try:
-                    await self._ask_again(unknown, asked_of)
+                    await self._ask(unknown, asked)
                 except Exception as error:  # the answers asked for are still awaited
                     log.debug("holders of a reconnecting worker's attempts not read again: %s", error)
         except Exception as error:
             log.warning("attempts of a reconnecting worker not taken over: %s", error)
         finally:
-            for ids in asked.values():
-                for execution_id in ids:
-                    self._handing.pop(execution_id, None)
+            for execution_id in asked:
+                self._handing.pop(execution_id, None)
 
-    async def _ask_again(self, task_run_ids: Sequence[str], asked_of: dict[str, str]) -> None:
-        """The executions of a hand-over still unanswered whose holder changed since it was asked: asked of the new
-        holder, adopted when it is this replica, let be when they finished or are here already."""
+    async def _ask(self, task_run_ids: Sequence[str], asked: dict[str, _Asked]) -> None:
+        """Read who holds the executions of these task runs, and ask each holder for those not asked of it yet: a
+        holder that is this replica is loaded from the store (its mail not read yet), one that finished or is here
+        already is answered, and one asked before whose holder changed since (its holder adopted by another
+        replica) is asked of the new holder. `asked` says whom each was asked of, and holds its answer."""
         replica_store = self.replica_store
         assert replica_store is not None
-        waiting = [e for e in asked_of if (w := self._handing.get(e)) is not None and not w.done()]
-        if not waiting:
+        # The first time, every execution of these task runs; then those asked of a holder and not answered yet.
+        waiting = [e for e, a in asked.items() if not a.answer.done()]
+        if asked and not waiting:
             return
         holders = await replica_store.holders_of_task_runs(task_run_ids)
         me = replica_store.replica
+        loop = asyncio.get_running_loop()
         mine: list[str] = []
-        again: dict[str, list[str]] = {}
-        for execution_id in waiting:
+        ask: dict[str, list[str]] = {}
+        for execution_id in waiting if asked else list(holders):
             holder = holders.get(execution_id, "")
             if execution_id in self._executions.by_id or not holder:
                 self.answered([execution_id])  # here by now, or finished
             elif holder == me:
                 mine.append(execution_id)
-            elif holder != asked_of[execution_id]:
-                again.setdefault(holder, []).append(execution_id)
-                asked_of[execution_id] = holder
+            elif execution_id not in asked or holder != asked[execution_id].holder:
+                ask.setdefault(holder, []).append(execution_id)
+                answer = self._handing.setdefault(execution_id, loop.create_future())
+                asked[execution_id] = _Asked(holder, answer)
         if mine:
             self.adopt(await replica_store.load(mine))
             self.answered(mine)
-        for holder, ids in sorted(again.items()):
+        for holder, ids in sorted(ask.items()):
             await replica_store.send(holder, "hand_over", {"by": me, "executions": ids})
 
     def answered(self, execution_ids: Sequence[str]) -> None:
