@@ -27,6 +27,20 @@ from .domain import ValidationError
 log = logging.getLogger(__name__)
 
 
+def time_left(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
+    """The seconds left before the caller's deadline, or None when it set none or it cannot be read.
+
+    grpc.aio reckons it on the wall clock: gRPC turns the deadline into a wall-clock time as the call
+    arrives, and `time_remaining()` subtracts the wall clock read later. A wall clock stepped forward in
+    between reads the deadline as passed, at zero; gRPC itself still ends the call at its deadline, on the
+    monotonic clock. So zero is taken as unknown, and the server's own budget holds instead: a refusal for a
+    deadline the caller never reached would be wrong. (A step back reads as more time, which the server's
+    budget caps; a forward step smaller than the time left shortens it, which cannot be told apart.)
+    """
+    remaining = context.time_remaining()
+    return remaining if remaining is not None and remaining > 0 else None
+
+
 @dataclass(frozen=True, slots=True)
 class Malformed:
     """Request bytes that did not parse as `type_name`."""

@@ -25,7 +25,7 @@ from . import wire
 from ._audit import audit
 from ._auth import Caller, current_caller, submit_charge
 from ._config import ServerConfig
-from ._edge import Malformed, RejectionLog
+from ._edge import Malformed, RejectionLog, time_left
 from ._submit_stream import SubmitStream
 from ._wait_wire import wait_ids, wait_responses
 from .domain import NotFound, Schedule, TaskwireError, ValidationError
@@ -132,7 +132,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
     def budget_s(self, context: Context) -> float:
         """The time a unary call may take: the caller's deadline, capped by the server's."""
         budget = self._config.default_rpc_timeout.total_seconds()
-        remaining = context.time_remaining()
+        remaining = time_left(context)
         return min(budget, remaining) if remaining is not None else budget
 
     async def _check_owner(self, execution_id: str, method: str) -> None:
@@ -275,9 +275,9 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
                 raise self.malformed(request, "WaitExecutions", context)
             execution_ids = wait_ids(request.execution_ids)
             # End the stream with taskwire's DEADLINE_EXCEEDED shortly before the caller's deadline.
-            time_left = context.time_remaining()
+            remaining = time_left(context)
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + max(time_left - _DEADLINE_MARGIN_S, 0.0) if time_left is not None else None
+            deadline = loop.time() + max(remaining - _DEADLINE_MARGIN_S, 0.0) if remaining is not None else None
             batches = self._engine.wait_ends(execution_ids, owner=current_caller().owner)
             async for response in wait_responses(batches, total=len(execution_ids), deadline=deadline):
                 yield response

@@ -4,6 +4,8 @@ monotonic clock, so nothing expires or fires early, and every record stays in or
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from pathlib import Path
 
 import grpc
@@ -59,3 +61,40 @@ def test_the_wall_clock_jumps_an_hour(procs: Cluster, tmp_path: Path, jumps: tup
     acknowledged = [s for s in load.submissions if s.outcome is Outcome.ACKNOWLEDGED]
     for submission in acknowledged[::10]:
         _history_in_order(server.address, submission.execution_id)
+
+
+@pytest.mark.slow
+def test_no_call_is_refused_for_a_deadline_a_wall_clock_step_made_it_miss(procs: Cluster, tmp_path: Path) -> None:
+    # gRPC gives the server a caller's deadline on the wall clock: a step forward between the call's arrival
+    # and the servicer's reading of its time left made that reading zero, and the submit was refused with
+    # DEADLINE_EXCEEDED though its caller had seconds left (a few in 3,000 here). The clock flips an hour
+    # either way every half a millisecond while unary submits with a 5 s deadline arrive; each must be
+    # acknowledged.
+    clock = FakeClock(tmp_path)
+    server = procs.server(env=clock.env)
+    stop = threading.Event()
+
+    def flip() -> None:
+        while not stop.is_set():
+            clock.shift(HOUR)
+            stop.wait(0.0005)
+            clock.shift(0)
+            stop.wait(0.0005)
+
+    flipper = threading.Thread(target=flip, daemon=True)
+    flipper.start()
+    failed: Counter[str] = Counter()
+    request = tpb.SubmitExecutionRequest()
+    request.execution.tasks.add(handler="echo")
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = task_service_pb2_grpc.TaskServiceStub(channel)
+            for _ in range(3000):
+                try:
+                    stub.SubmitExecution(request, timeout=5)
+                except grpc.RpcError as error:
+                    failed[f"{error.code().name}: {error.details()}"] += 1
+    finally:
+        stop.set()
+        flipper.join()
+    assert not failed, failed
