@@ -16,7 +16,8 @@ that a lost notification, or a pooler that passes none (`--store-notify off`), o
 - **feed**: events other replicas committed, for the executions this replica's watchers and waiters follow
   and it does not hold, published on its bus.
 - **leader**: the replica holding the leader row adopts the work of replicas whose lease lapsed (killed,
-  paused, cut off) and runs schedules and retention; the others do neither.
+  paused, cut off) and runs schedules and retention; the others do neither. Mail waits while an adoption
+  is under way: another replica may ask for what the store has moved here before it is loaded.
 - **schedules**: schedules any replica created, changed or deleted, read again (`Engine.refresh_schedules`): the
   leader fires them as stored, and the others show them as stored.
 
@@ -68,6 +69,9 @@ class ReplicaLoops:
         # Claimed executions not answered yet, with when they were claimed.
         self._claimed: dict[str, float] = {}
         self._backlog = False  # the last claim found work elsewhere
+        # Held while the leader adopts a replica, from the store's move of its executions until they are in the
+        # engine: mail about them (a hand over asked by a replica that read their new holder) waits for them.
+        self._adopting = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self.leading = False
 
@@ -144,7 +148,8 @@ class ReplicaLoops:
                 applied: list[int] = []
                 try:
                     for one in mail:
-                        await self._apply(one)
+                        async with self._adopting:
+                            await self._apply(one)
                         applied.append(one.id)
                 except StoreError:  # the mail the store failed on stays, applied again with the next pass
                     if applied:
@@ -241,9 +246,11 @@ class ReplicaLoops:
             self._engine.replicas.leading = leading
             if leading:
                 for name in await self._store.lapsed_replicas():
-                    state = await self._store.adopt(name)
-                    if state is not None:
+                    async with self._adopting:
+                        state = await self._store.adopt(name)
+                        if state is None:
+                            continue
                         self._mail.set()  # its mail came too (a worker's hand over may wait for an answer)
                         count = self._engine.replicas.adopt(state)
-                        log.warning("replica %s stopped renewing its lease: took over its %d executions", name, count)
+                    log.warning("replica %s stopped renewing its lease: took over its %d executions", name, count)
             await asyncio.sleep(self._lease_s / 3)

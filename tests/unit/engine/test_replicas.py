@@ -51,15 +51,23 @@ class FakeReplicaStore:
         self.gives: list[tuple[list[str], list[str], str]] = []
         self.sent: list[tuple[str, str, dict[str, Any]]] = []
         self.gate: asyncio.Event | None = None  # when set, `give` waits for it
+        self.lapsed: list[str] = []  # what the next `lapsed_replicas` returns
+        # When set, `adopt` sets the first once it moved the executions, and waits for the second to load them.
+        self.adopt_gate: tuple[asyncio.Event, asyncio.Event] | None = None
 
     async def lapsed_replicas(self) -> list[str]:
-        return []
+        lapsed, self.lapsed = self.lapsed, []
+        return lapsed
 
     async def adopt(self, dead: str) -> RecoveredState | None:
         holders = self._directory.holders
         taken = [e for e, holder in holders.items() if holder == dead]
         for execution_id in taken:
             holders[execution_id] = self.replica
+        if self.adopt_gate is not None:
+            moved, load = self.adopt_gate
+            moved.set()
+            await load.wait()
         return await self.load(taken)
 
     async def claim(self, handlers: Sequence[str], limit: int) -> list[str]:
@@ -499,6 +507,59 @@ async def test_a_hand_over_follows_the_execution_to_the_replica_that_adopted_the
     taking.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await taking
+
+
+async def test_a_hand_over_asked_of_a_leader_still_adopting_the_holder_waits_for_the_adoption(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    """a stops. The leader b moves a's executions to itself in the store; before it has loaded them, the
+    worker's hello at a third replica c reads their new holder and asks b. b's mail waits for the adoption,
+    then gives the attempt to c, where it goes on: it is never retried."""
+    a, b, directory = pair
+    c = await _replica(directory, "c", CONFIG)
+    loops = [ReplicaLoops(engine=r.engine, store=r.replica_store, lease_s=3.0, notify=False) for r in (b, c)]
+    try:
+        worker_a, running, invoked = await _running_on(a)
+        await a.engine.flush()
+        worker_a.disconnect()
+        await a.rig.close()
+        moved, load = asyncio.Event(), asyncio.Event()
+        b.replica_store.lapsed = ["a"]
+        b.replica_store.adopt_gate = (moved, load)
+        mail_taken = asyncio.Event()
+        take_mail = b.replica_store.take_mail
+
+        async def take_and_tell(limit: int = 500) -> list[Mail]:
+            mail = await take_mail(limit)
+            if mail:
+                mail_taken.set()
+            return mail
+
+        b.replica_store.take_mail = take_and_tell  # type: ignore[method-assign]
+        for replica_loops in loops:
+            await replica_loops.start()
+        async with asyncio.timeout(5):
+            await moved.wait()
+        taking = asyncio.create_task(c.engine.replicas.take_over([invoked.key], within_s=30))
+        async with asyncio.timeout(5):
+            await mail_taken.wait()  # b has c's hand over while its adoption is under way
+        await idle()
+        assert not taking.done()
+        load.set()
+        async with asyncio.timeout(5):
+            await taking
+        back = c.rig.connect("wa", instance_id="i-1", running=[invoked.key])
+
+        assert back.welcome.adopted == (invoked.key,)
+        assert directory.holders[running] == "c"
+        back.complete(invoked)
+        snapshot = await c.rig.snapshot(running)
+        assert snapshot.execution.state is State.SUCCESS
+        assert len(snapshot.task_runs[0].attempts) == 1
+    finally:
+        for replica_loops in loops:
+            await replica_loops.close()
+        await c.rig.close()
 
 
 async def test_a_single_server_asks_nobody_for_attempts_it_does_not_know(rig: Rig) -> None:
