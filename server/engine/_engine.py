@@ -350,8 +350,10 @@ class Engine:
             if snapshot is None:
                 raise NotFound("execution", execution_id)
             return snapshot
-        executions.apply_execution(live, CancellationRequested(reason or "cancellation requested"))
-        executions.settle(live)
+        # The cancel goes down its worker's stream first; the commit that records it is taken after.
+        with self._committer.after_the_rest():
+            executions.apply_execution(live, CancellationRequested(reason or "cancellation requested"))
+            executions.settle(live)
         return live
 
     async def rerun(self, execution_id: str, *, only_failed: bool, submitted_by: str = "") -> SubmitResult:

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from taskwire.server.domain import Execution, Schedule, TaskRun, TaskwireError
@@ -65,46 +65,68 @@ class Committer:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
+        self._holding = 0  # blocks of `after_the_rest` open: staging does not wake the committer
+        self._held = False  # something was staged while held
         self.commits = 0
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="taskwire-committer")
 
+    def _nudge(self) -> None:
+        if self._holding:
+            self._held = True
+        else:
+            self._wake.set()
+
+    @contextlib.contextmanager
+    def after_the_rest(self) -> Iterator[None]:
+        """Stage within the block without waking the committer until the block ends, so that what the block
+        wakes meanwhile runs first: a cancel goes down its worker's stream before the committer takes (and
+        encodes and sends) the commit that records it."""
+        self._holding += 1
+        try:
+            yield
+        finally:
+            self._holding -= 1
+            if not self._holding and self._held:
+                self._held = False
+                self._wake.set()
+
     def stage_new(self, new: NewExecution) -> None:
         self._new.append(new)
-        self._wake.set()
+        self._nudge()
 
     def stage_execution(self, execution: Execution) -> None:
         self._executions[execution.id] = execution
-        self._wake.set()
+        self._nudge()
 
     def stage_task_run(self, task_run: TaskRun) -> None:
         self._task_runs[task_run.id] = task_run
-        self._wake.set()
+        self._nudge()
 
     def stage_event(self, event: EventRecord) -> None:
         self._events.append(event)
-        self._wake.set()
+        self._nudge()
 
     def stage_delete(self, execution_id: str) -> None:
         """Delete a terminal execution and all it has, after whatever else is staged for it."""
         self._deleted.append(execution_id)
-        self._wake.set()
+        self._nudge()
 
     def stage_schedule(self, schedule: Schedule) -> None:
         """Insert or replace a schedule (the latest version staged in a window is written)."""
         self._schedules[schedule.name] = schedule
-        self._wake.set()
+        self._nudge()
 
     def stage_schedule_delete(self, name: str) -> None:
         self._schedules[name] = None
-        self._wake.set()
+        self._nudge()
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run `callback` once everything staged so far is durable."""
         self._after_commit.append(callback)
-        self._wake.set()
+        self._nudge()
 
     def durable(self) -> asyncio.Future[None]:
         """A future that resolves when everything staged so far is committed."""

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
 import pytest
 
+from taskwire.server._worker_wire import StreamLink
 from taskwire.server.domain import AttemptOutcome, NotFound, ReasonCode, State
+from taskwire.server.engine import WorkerHello
+from taskwire.server.store import WriteBatch
 from tests.unit.engine.support import CONFIG, Rig, idle, task, until
 
 GRACE_S = CONFIG.cancel_grace.total_seconds()
@@ -23,6 +29,37 @@ async def test_a_pending_execution_is_cancelled_at_once(rig: Rig) -> None:
     again, already_terminal = await rig.engine.cancel(execution_id, "again")
     assert already_terminal
     assert again.execution.state is State.CANCELLED
+
+
+async def test_a_cancel_goes_down_its_worker_s_stream_before_its_commit_is_taken(rig: Rig) -> None:
+    """The frame is on its way before the committer takes the change, encodes it and sends it to the store (the
+    commit is what the cancel's caller waits for; the worker's abort is what the cancel is for)."""
+    order: list[str] = []
+    link = StreamLink()
+    hello = WorkerHello(name="w1", instance_id="i-1", handlers=frozenset({"echo"}), slots=1, running_attempts=())
+    rig.engine.connect_worker(hello, link, identity="")
+
+    async def stream() -> None:
+        async for frame in link.frames():
+            order.extend(str(message.WhichOneof("kind")) for message in frame.messages)
+
+    commit = rig.store.commit
+
+    async def recording(batches: Sequence[WriteBatch]) -> list[Exception | None]:
+        order.append("commit")
+        return await commit(batches)
+
+    rig.store.commit = recording  # type: ignore[method-assign]
+    streaming = asyncio.create_task(stream())
+    try:
+        execution_id = await rig.submit()
+        await until(lambda: "invocation" in order, "the invocation sent")
+        order.clear()
+        await rig.engine.cancel(execution_id, "stop")
+        assert order[:2] == ["cancel", "commit"]
+    finally:
+        link.close()
+        await streaming
 
 
 async def test_a_running_task_run_is_cancelled_when_its_worker_confirms(rig: Rig) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
 import pytest
@@ -146,3 +147,32 @@ async def test_a_commit_that_fails_in_flight_fails_what_was_staged_meanwhile_and
             await asyncio.wait_for(waiter, timeout=5)
     await asyncio.wait_for(closing, timeout=5)
     assert len(stopped) == 1
+
+
+@pytest.mark.parametrize("after_the_rest", [False, True])
+async def test_what_is_staged_after_the_rest_is_taken_after_what_the_block_woke(after_the_rest: bool) -> None:
+    order: list[str] = []
+
+    class Store(RecordingStore):
+        async def commit(self, batches: Sequence[WriteBatch]) -> list[Exception | None]:
+            order.append("commit")
+            return [None] * len(batches)
+
+    committer = Committer(store=Store(), bus=EventBus(), on_fatal=lambda error: None)  # type: ignore[arg-type]
+    committer.start()
+    await asyncio.sleep(0)  # the committer waits for something staged
+    woken = asyncio.Event()
+
+    async def other() -> None:
+        await woken.wait()
+        order.append("other")
+
+    waiting = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    with committer.after_the_rest() if after_the_rest else contextlib.nullcontext():
+        committer.stage_execution(pending_execution().execution)
+        woken.set()
+    await asyncio.wait_for(committer.durable(), timeout=5)
+    await waiting
+    assert order == (["other", "commit"] if after_the_rest else ["commit", "other"])
+    await committer.close()
