@@ -43,7 +43,7 @@ from taskwire.server.engine._ready import ReadyQueues
 from taskwire.server.store import MemoryStore
 
 NAME = "flow"
-TITLE = "8. Flow control: dispatch cost of each rule beside plain FIFO (in-process engine)"
+TITLE = "9. Flow control: dispatch cost of each rule beside plain FIFO (in-process engine)"
 
 OUTPUT = Payload(b"null")
 
