@@ -102,12 +102,15 @@ def test_mixed_fleet_results_cancel_and_retry(fleet: tuple[ServerProcess, Proces
         ts_ends = [e for e in entries if e["ev"] == "end" and e["e"] in waits and e["w"] == ts_pid]
         assert [(e["result"], e["reason"]) for e in ts_ends] == [("aborted", "CANCELLED")] * 2
 
-        # Retry: every first run fails; the JS error's name is its type; the retry succeeds.
+        # Retry: every first run fails; the JS error's name is its type; the retry succeeds. The four go in one
+        # batch, so that one dispatch pass spreads them over the four free slots, two on each worker (submitted
+        # one by one, a first run may fail before the next submit arrives, and the same worker take them all).
         retry = tpb_retry(max_attempts=2)
-        flaky = submit_all(
-            client,
-            *(spec(task_with_retry("fleet.flaky", {"marker": str(tmp_path / f"m{i}")}, retry)) for i in range(4)),
+        batch = client.submit_batch(
+            spec(task_with_retry("fleet.flaky", {"marker": str(tmp_path / f"m{i}")}, retry)) for i in range(4)
         )
+        assert not [r.error_message for r in batch.results if r.error_code]
+        flaky = [r.execution_id for r in batch.results]
         retried = [client.wait_until_terminal(execution_id) for execution_id in flaky]
         assert [e.state for e in retried] == [pb.EXECUTION_STATE_SUCCESS] * 4
         first_runs: dict[str, str] = {}
@@ -118,7 +121,6 @@ def test_mixed_fleet_results_cancel_and_retry(fleet: tuple[ServerProcess, Proces
             assert first.error.type == "FlakyError"
             first_runs[first.worker_id] = first.error.message
             assert output(second)["attempt"] == 2  # type: ignore[index]
-        # (Each run is short, so how the four spread over the workers varies; the TypeScript one runs some.)
         assert first_runs.get(TS_NAME) == "the first run fails (typescript)", first_runs
 
         # SIGTERM drains: the TypeScript worker finishes the two it runs, hangs up and exits 0.
