@@ -1,4 +1,5 @@
-"""Dispatch: PENDING task runs, by priority per handler (`_ready`), matched to workers' free slots in round robin.
+"""Dispatch: PENDING task runs, by priority per handler (`_ready`), matched to workers' free slots in round robin,
+the least busy workers first.
 
 A dispatch is a new attempt: `TaskDispatched` is applied, the worker's session
 holds the attempt (which counts against its slots) and the invocation goes down
@@ -60,17 +61,29 @@ class Dispatcher:
             self.pump()
 
     def pump(self) -> None:
-        """Match PENDING task runs to free slots: by priority per handler, one task per free worker per round."""
+        """Match PENDING task runs to free slots: by priority per handler, one task per free worker per round.
+
+        Each round starts with the least busy workers (the largest share of their slots free), so a task
+        that arrives alone goes to an idle worker rather than beside another task on a busy one. Among
+        workers equally busy the order stays the same from one pass to the next: short tasks arriving one
+        at a time, each done before the next, keep going to the same worker, whose code stays warm.
+        """
         self._pump_handle = None
         if self.closed:
             return
-        free = [session for session in self._maybe_free if session.free_slots > 0]
+        share_free: dict[WorkerSession, float] = {}
+        for session in self._maybe_free:
+            if (free_slots := session.free_slots) > 0:
+                share_free[session] = free_slots / session.slots
+        free = list(share_free)
+        if len(set(share_free.values())) > 1:
+            free.sort(key=share_free.__getitem__, reverse=True)  # stable: equals keep their order
         self._maybe_free = dict.fromkeys(free)
         if not free:
             return
         for handler in self.ready.handlers_with_work():
-            # Round robin over the workers that serve the handler: the load spreads evenly, and each
-            # dispatch costs O(1) however many workers are connected.
+            # Round robin over the workers that serve the handler: the load spreads evenly, and a pass
+            # looks only at the workers with a free slot, however many are connected.
             candidates = [session for session in free if handler in session.handlers and session.free_slots > 0]
             # Task runs the worker at hand still runs an earlier attempt of: another worker may take them;
             # those left go back to the front of the queue, and wait for that attempt's end.

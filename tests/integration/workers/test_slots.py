@@ -11,7 +11,15 @@ from datetime import datetime, timedelta
 
 from taskwire.client import Attempt, AttemptOutcome, Client, ExecutionSpec, State, TaskSpec, to_payload
 from tests.harness import Cluster, ServerProcess
-from tests.integration.workers.support import FINISH, Sample, Sampler, ended, max_overlap, only_run
+from tests.integration.workers.support import (
+    FINISH,
+    Sample,
+    Sampler,
+    ended,
+    max_overlap,
+    only_run,
+    wait_until_running,
+)
 
 TASK_S = 0.3
 # A slot freed while work is queued must be refilled at once, not on some later tick (a heartbeat is 0.5 s).
@@ -113,3 +121,18 @@ def test_two_workers_each_run_exactly_their_own_slots(procs: Cluster, server: Se
     gaps = idle_gaps(attempts, 4)
     assert all(length.total_seconds() < MAX_IDLE_SLOT_S for _, length in gaps), gaps
     assert_samples(samples, {"one-slot": 1, "three-slots": 3})
+
+
+def test_a_task_that_arrives_while_one_runs_goes_to_the_idle_worker(
+    procs: Cluster, server: ServerProcess, client: Client
+) -> None:
+    procs.worker(server, slots=3, name="first")
+    procs.worker(server, slots=3, name="second")
+    running = client.submit("sleep", {"seconds": 30})
+    busy = wait_until_running(client, running.id).attempts[-1].worker_id
+    arriving = client.submit("sleep", {"seconds": 0})
+    done = client.wait_finished(arriving.id, FINISH)
+    assert done.state is State.SUCCESS, done
+    # The busy worker has two free slots of three, the other all three: the task goes to the idle one.
+    assert only_run(done).attempts[-1].worker_id == ({"first", "second"} - {busy}).pop()
+    client.cancel(running.id)

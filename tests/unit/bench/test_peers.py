@@ -11,7 +11,8 @@ from bench.peers import run_peer
 
 
 def test_a_peer_without_its_virtualenv_is_skipped(tmp_path: Path) -> None:
-    absent = dataclasses.replace(PEER, venv=".venv-not-installed")
+    # Its server program is one every machine has: the missing virtualenv is what is reported.
+    absent = dataclasses.replace(PEER, venv=".venv-not-installed", commands=("python3",))
     result = run_peer(Bench(sizes=QUICK, runs=1, quick=True, root=tmp_path), absent)
     assert result.skipped == "bench/.venv-not-installed does not exist (make bench-deps)"
     assert not result.metrics

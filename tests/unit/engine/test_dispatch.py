@@ -57,6 +57,35 @@ async def test_workers_of_a_handler_take_turns(rig: Rig) -> None:
     assert (len(first.invocations), len(second.invocations)) == (2, 2)
 
 
+async def test_a_task_that_arrives_alone_goes_to_the_least_busy_worker(rig: Rig) -> None:
+    big = rig.connect("big", slots=10)
+    small = rig.connect("small", slots=2)
+    await until(lambda: rig.engine.stats().free_slots == 12)
+    await rig.submit(task(task_id="first"))
+    (first,) = big.invocations
+    await rig.submit(task(task_id="second"))
+    assert len(small.invocations) == 1, "an idle worker before one with a task running (9 of 10 slots free)"
+    await rig.submit(task(task_id="third"))
+    assert len(big.invocations) == 2, "9 of 10 slots free before 1 of 2"
+    big.complete(first)
+    await rig.submit(task(task_id="fourth"))
+    assert len(big.invocations) == 3, "still the least busy: 9 of 10 free"
+    assert (len(big.held), len(small.held)) == (2, 1)
+
+
+async def test_short_tasks_one_at_a_time_keep_to_one_idle_worker(rig: Rig) -> None:
+    workers = [rig.connect(name, slots=2) for name in ("first", "second", "third")]
+    await until(lambda: rig.engine.stats().free_slots == 6)
+    served: list[str] = []
+    for n in range(4):
+        await rig.submit(task(task_id=f"t{n}"))
+        (worker,) = (worker for worker in workers if worker.held)
+        (invoked,) = worker.invocations[-1:]
+        served.append(invoked.attempt.worker_id)
+        worker.complete(invoked)  # every worker is idle again before the next submit
+    assert len(set(served)) == 1, "equally idle workers keep their order: the one that ran the last task stays warm"
+
+
 async def test_a_draining_worker_gets_nothing_new(rig: Rig) -> None:
     worker = rig.connect(slots=2)
     worker.drain()
