@@ -29,6 +29,7 @@ from ._errors import (
     ValidationError,
     WatcherFellBehind,
 )
+from ._evolve import evolve
 from ._filters import ExecutionFilter
 from ._json_view import JSON_VIEW_VERSION, attempt_view, execution_view, iso, payload_view, task_run_view
 from ._models import (
@@ -158,6 +159,7 @@ __all__ = [
     "attempt_view",
     "decode_payload",
     "dumps_json",
+    "evolve",
     "execution_view",
     "find_cycle",
     "fire_key",

@@ -1,6 +1,6 @@
 """The records of taskwire: Execution, TaskRun and Attempt, with their parts.
 
-Records are frozen; a change makes a new record (`dataclasses.replace`). Each
+Records are frozen; a change makes a new record (`evolve`, `dataclasses.replace` made fast). Each
 record checks its own invariants when built, so a WAITING record without a
 reason or a terminal one without its reason cannot exist. The checks apply to
 the values this version knows: a record that a newer server sent with a state,
@@ -200,8 +200,14 @@ def _check_timestamps(
 ) -> None:
     if state.is_known and state.is_terminal != (ended_at is not None):
         raise ValueError(f"{kind} {record_id}: ended_at is set exactly when the state is terminal")
-    ordered = [t for t in (created_at, started_at, ended_at) if t is not None]
-    if ordered != sorted(ordered) or updated_at < ordered[-1]:
+    # created_at <= started_at <= ended_at (those set) <= updated_at; compared in place, as it runs per transition.
+    latest = created_at
+    for moment in (started_at, ended_at):
+        if moment is not None:
+            if moment < latest:
+                raise ValueError(f"{kind} {record_id}: timestamps out of order")
+            latest = moment
+    if updated_at < latest:
         raise ValueError(f"{kind} {record_id}: timestamps out of order")
 
 
@@ -252,12 +258,16 @@ class TaskRun:
         _check_timestamps(
             "task run", self.id, self.state, self.created_at, self.started_at, self.ended_at, self.updated_at
         )
-        if not self.state.is_known or not all(a.outcome.is_known for a in self.attempts):
+        if not self.state.is_known:
             return  # a value from a newer version: kept as it came
-        running = [a for a in self.attempts if a.is_running]
-        if (self.state is State.RUNNING) != bool(running) or len(running) > 1:
+        running = 0
+        for attempt in self.attempts:
+            if not attempt.outcome.is_known:
+                return  # as above
+            running += attempt.outcome is AttemptOutcome.RUNNING
+        if (self.state is State.RUNNING) != (running > 0) or running > 1:
             raise ValueError(f"task run {self.id}: exactly one attempt runs while RUNNING, none otherwise")
-        if running and running[0] is not self.attempts[-1]:
+        if running and not self.attempts[-1].is_running:
             raise ValueError(f"task run {self.id}: only the latest attempt may run")
         if self.pending_cancel is not None and self.state is not State.RUNNING:
             raise ValueError(f"task run {self.id}: a pending cancel only exists while RUNNING")

@@ -77,7 +77,11 @@ def dumps_json(value: object) -> bytes:
 
     Raises TypeError for a value JSON cannot hold, ValueError for a float it cannot.
     """
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _ENCODER.encode(value).encode()
+
+
+# Built once: `json.dumps` with arguments builds a new encoder per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def json_payload(value: object) -> Payload:

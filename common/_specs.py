@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ._errors import ValidationError
+from ._evolve import evolve
 from ._models import (
     DEFAULT_PRIORITY,
     MAX_ATTEMPTS_LIMIT,
@@ -109,7 +110,7 @@ def _validate_retry_policy(policy: RetryPolicy, where: str, limits: Limits) -> R
             raise ValidationError(f"{where}.non_retryable_error_types[{i}]", "must not be empty")
     if policy.max_attempts and policy.backoff_coefficient:
         return policy  # no default to fill in
-    return replace(
+    return evolve(
         policy,
         max_attempts=policy.max_attempts or 1,
         backoff_coefficient=policy.backoff_coefficient or 2.0,
@@ -250,7 +251,7 @@ def validate_execution_spec(spec: ExecutionSpec, limits: Limits, where: str = "e
         _validate_keys(task, at, limits)
         policy = _validate_retry_policy(task.retry_policy, f"{at}.retry_policy", limits)
         if task_id != task.task_id or policy is not task.retry_policy:
-            task = replace(task, task_id=task_id, retry_policy=policy)
+            task = evolve(task, task_id=task_id, retry_policy=policy)
         tasks.append(task)
 
     for i, task in enumerate(tasks):
@@ -265,4 +266,4 @@ def validate_execution_spec(spec: ExecutionSpec, limits: Limits, where: str = "e
     cycle = find_cycle({task.task_id: task.depends_on for task in tasks})
     if cycle:
         raise ValidationError(f"{where}.tasks", "dependency cycle " + " -> ".join(cycle))
-    return replace(spec, tasks=tuple(tasks), name=spec.name or tasks[0].handler)
+    return evolve(spec, tasks=tuple(tasks), name=spec.name or tasks[0].handler)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from datetime import datetime
 
@@ -25,6 +24,7 @@ from ._models import (
     Closing,
     Execution,
     Reason,
+    evolve,
 )
 from ._states import ReasonCode, State
 from ._transitions import (
@@ -60,16 +60,14 @@ def _on_execution_started(execution: Execution, event: object, now: datetime) ->
         return _noop(execution)
     at = _touch(execution.updated_at, now)
     return Transition(
-        record=dataclasses.replace(execution, state=State.RUNNING, started_at=execution.started_at or at, updated_at=at)
+        record=evolve(execution, state=State.RUNNING, started_at=execution.started_at or at, updated_at=at)
     )
 
 
 def _on_execution_schedule_due(execution: Execution, event: object, now: datetime) -> Transition[Execution]:
     if execution.state is State.PENDING:
         return _noop(execution)
-    record = dataclasses.replace(
-        execution, state=State.PENDING, reason=None, updated_at=_touch(execution.updated_at, now)
-    )
+    record = evolve(execution, state=State.PENDING, reason=None, updated_at=_touch(execution.updated_at, now))
     return Transition(record=record)
 
 
@@ -82,9 +80,7 @@ def _close(
         if execution.closing is not None or execution.state.is_terminal:
             return _noop(execution)
         closing = Closing(state=state, reason=reason_of(event))
-        return Transition(
-            record=dataclasses.replace(execution, closing=closing, updated_at=_touch(execution.updated_at, now))
-        )
+        return Transition(record=evolve(execution, closing=closing, updated_at=_touch(execution.updated_at, now)))
 
     return apply
 
@@ -105,7 +101,7 @@ def _timeout_reason(event: object) -> Reason:
 
 def _end_execution(execution: Execution, state: State, reason: Reason, now: datetime) -> Transition[Execution]:
     at = _touch(execution.updated_at, now)
-    record = dataclasses.replace(execution, state=state, reason=reason, ended_at=at, updated_at=at, closing=None)
+    record = evolve(execution, state=state, reason=reason, ended_at=at, updated_at=at, closing=None)
     return Transition(record=record, effects=(ExecutionFinished(execution.id, state),))
 
 

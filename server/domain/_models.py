@@ -1,5 +1,27 @@
-"""The records live in `taskwire.common`; the domain's modules import them from here."""
+"""The records live in `taskwire.common`; the domain's modules import them, and `evolve`, from here."""
 
-from taskwire.common import Attempt, Closing, ErrorInfo, Execution, Payload, Progress, Reason, RetryPolicy, TaskRun
+from taskwire.common import (
+    Attempt,
+    Closing,
+    ErrorInfo,
+    Execution,
+    Payload,
+    Progress,
+    Reason,
+    RetryPolicy,
+    TaskRun,
+    evolve,
+)
 
-__all__ = ["Attempt", "Closing", "ErrorInfo", "Execution", "Payload", "Progress", "Reason", "RetryPolicy", "TaskRun"]
+__all__ = [
+    "Attempt",
+    "Closing",
+    "ErrorInfo",
+    "Execution",
+    "Payload",
+    "Progress",
+    "Reason",
+    "RetryPolicy",
+    "TaskRun",
+    "evolve",
+]

@@ -4,7 +4,6 @@ applies one event."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -49,6 +48,7 @@ from ._models import (
     Progress,
     Reason,
     TaskRun,
+    evolve,
 )
 from ._states import AttemptOutcome, ReasonCode, State
 from ._transitions import (
@@ -69,7 +69,7 @@ from ._transitions import (
 
 def _ended(task_run: TaskRun, state: State, reason: Reason, now: datetime, **changes: object) -> TaskRun:
     at = _touch(task_run.updated_at, now)
-    return dataclasses.replace(
+    return evolve(
         task_run,
         state=state,
         reason=reason,
@@ -77,7 +77,7 @@ def _ended(task_run: TaskRun, state: State, reason: Reason, now: datetime, **cha
         updated_at=at,
         not_before=None,
         pending_cancel=None,
-        **changes,  # type: ignore[arg-type]
+        **changes,
     )
 
 
@@ -92,11 +92,11 @@ def _end_attempt(
     current = task_run.current_attempt
     assert current is not None
     assert current.is_running
-    ended = dataclasses.replace(
+    ended = evolve(
         current,
         outcome=outcome,
         ended_at=max(current.started_at, now),
-        output=output,  # type: ignore[arg-type]
+        output=output,
         error=error,
     )
     return (*task_run.attempts[:-1], ended)
@@ -119,7 +119,7 @@ def _on_dispatched(task_run: TaskRun, event: object, now: datetime) -> Transitio
         started_at=at,
         worker_identity=event.worker_identity,
     )
-    record = dataclasses.replace(
+    record = evolve(
         task_run,
         state=State.RUNNING,
         reason=None,
@@ -171,7 +171,7 @@ def _retry_or_fail(
             f"{what}; rate limited by the remote side: retry after {after:g}s at {retry_at.isoformat()}"
             " (no attempt spent)",
         )
-        record = dataclasses.replace(
+        record = evolve(
             task_run, state=State.WAITING, reason=reason, updated_at=at, attempts=attempts, not_before=retry_at
         )
         return Transition(record=record, effects=(ended, *extra, ScheduleRetry(task_run.id, retry_at)))
@@ -203,9 +203,7 @@ def _retry_or_fail(
         ReasonCode.RETRY_BACKOFF,
         f"{what}; attempt {used + 1} of {policy.max_attempts} at {retry_at.isoformat()}",
     )
-    record = dataclasses.replace(
-        task_run, state=State.WAITING, reason=reason, updated_at=at, attempts=attempts, not_before=retry_at
-    )
+    record = evolve(task_run, state=State.WAITING, reason=reason, updated_at=at, attempts=attempts, not_before=retry_at)
     return Transition(record=record, effects=(ended, *extra, ScheduleRetry(task_run.id, retry_at)))
 
 
@@ -290,7 +288,7 @@ def _waits_for(code: ReasonCode, event_type: type) -> Callable[[TaskRun, object,
                 event=event_type.__name__,
                 reason=f"it waits for {task_run.reason.code if task_run.reason else 'nothing'}, not {code}",
             )
-        record = dataclasses.replace(
+        record = evolve(
             task_run,
             state=State.WAITING,
             reason=Reason(code, event.message),  # type: ignore[attr-defined]
@@ -308,7 +306,7 @@ def _on_cancel_requested(task_run: TaskRun, event: object, now: datetime) -> Tra
             return _noop(task_run)
         current = task_run.current_attempt
         assert current is not None
-        record = dataclasses.replace(task_run, pending_cancel=event.reason, updated_at=_touch(task_run.updated_at, now))
+        record = evolve(task_run, pending_cancel=event.reason, updated_at=_touch(task_run.updated_at, now))
         return Transition(
             record=record,
             effects=(CancelOnWorker(task_run.id, current.number, current.worker_id, event.reason),),
@@ -344,9 +342,7 @@ def _on_progress(task_run: TaskRun, event: object, now: datetime) -> Transition[
     progress = Progress(fraction=fraction, message=event.message)
     if task_run.progress == progress:
         return _noop(task_run)
-    return Transition(
-        record=dataclasses.replace(task_run, progress=progress, updated_at=_touch(task_run.updated_at, now))
-    )
+    return Transition(record=evolve(task_run, progress=progress, updated_at=_touch(task_run.updated_at, now)))
 
 
 def _becomes_eligible(expected: ReasonCode) -> Callable[[TaskRun, object, datetime], Transition[TaskRun]]:
@@ -364,7 +360,7 @@ def _becomes_eligible(expected: ReasonCode) -> Callable[[TaskRun, object, dateti
                 event=event_name(event),  # type: ignore[arg-type]
                 reason=f"it waits for {task_run.reason.code}; only WAITING({expected}) can become eligible this way",
             )
-        record = dataclasses.replace(
+        record = evolve(
             task_run,
             state=State.PENDING,
             reason=None,

@@ -77,8 +77,12 @@ def optional_timedelta_from_db(value: int | None) -> timedelta | None:
     return None if value is None else timedelta_from_db(value)
 
 
+# One encoder for every column: `json.dumps` with arguments builds a new one per call.
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(value)
 
 
 # --------------------------------------------------------------------------- parts as JSON values
