@@ -49,7 +49,7 @@ OUTPUT = Payload(b"null")
 
 
 @dataclass(eq=False)
-class _Link:
+class RecordingLink:
     """A worker link that only remembers what it was sent."""
 
     sent: list[tuple[str, int]] = field(default_factory=list)
@@ -127,7 +127,7 @@ async def _drain(tasks: int, slots: int, make: Callable[[int, random.Random], Ta
             in_pump += time.perf_counter() - started
 
         dispatcher.pump = timed_pump  # type: ignore[method-assign]
-        link = _Link()
+        link = RecordingLink()
         started = time.perf_counter()
         session, _ = engine.connect_worker(
             WorkerHello(name="bench", instance_id="bench-1", handlers=frozenset({"echo"}), slots=slots), link

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from taskwire.common import evolve
+
 from ._effects import (
     ExecutionFinished,
 )
@@ -24,7 +26,6 @@ from ._models import (
     Closing,
     Execution,
     Reason,
-    evolve,
 )
 from ._states import ReasonCode, State
 from ._transitions import (

@@ -1,27 +1,5 @@
-"""The records live in `taskwire.common`; the domain's modules import them, and `evolve`, from here."""
+"""The records live in `taskwire.common`; the domain's modules import them from here."""
 
-from taskwire.common import (
-    Attempt,
-    Closing,
-    ErrorInfo,
-    Execution,
-    Payload,
-    Progress,
-    Reason,
-    RetryPolicy,
-    TaskRun,
-    evolve,
-)
+from taskwire.common import Attempt, Closing, ErrorInfo, Execution, Payload, Progress, Reason, RetryPolicy, TaskRun
 
-__all__ = [
-    "Attempt",
-    "Closing",
-    "ErrorInfo",
-    "Execution",
-    "Payload",
-    "Progress",
-    "Reason",
-    "RetryPolicy",
-    "TaskRun",
-    "evolve",
-]
+__all__ = ["Attempt", "Closing", "ErrorInfo", "Execution", "Payload", "Progress", "Reason", "RetryPolicy", "TaskRun"]

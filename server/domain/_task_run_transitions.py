@@ -8,6 +8,8 @@ import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from taskwire.common import evolve
+
 from ._budget import attempts_used, infrastructure_failure, infrastructure_failures, is_refusal
 from ._effects import (
     ArmAttemptTimeout,
@@ -48,7 +50,6 @@ from ._models import (
     Progress,
     Reason,
     TaskRun,
-    evolve,
 )
 from ._states import AttemptOutcome, ReasonCode, State
 from ._transitions import (
