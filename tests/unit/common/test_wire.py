@@ -104,6 +104,18 @@ def test_set_timestamp_matches_from_datetime_exactly(value: datetime) -> None:
     assert wire.timestamp_from_proto(converted) == value
 
 
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    st.integers(min_value=-62_135_596_800, max_value=253_402_300_799) | st.sampled_from([-62_135_596_800, -1, 0]),
+    st.integers(min_value=0, max_value=999_999_999) | st.sampled_from([0, 999, 1_000, 999_999_999]),
+)
+def test_timestamp_from_proto_matches_to_datetime_exactly(seconds: int, nanos: int) -> None:
+    message = timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+    converted = wire.timestamp_from_proto(message)
+    assert converted == message.ToDatetime(tzinfo=UTC)
+    assert converted.tzinfo is UTC
+
+
 def test_task_runs_sharing_a_policy_get_their_own_copies() -> None:
     first, second = server_wire.task_run_to_proto(task_run()), server_wire.task_run_to_proto(task_run())
     first.retry_policy.max_attempts = 99
