@@ -1,12 +1,13 @@
 """`evolve`: a copy of a frozen record with some fields changed, as `dataclasses.replace` makes it.
 
-The engine makes a new record at every transition, several per task, and
-`dataclasses.replace` spends most of its time finding out, on every call, what it
-could know once per class: which fields there are and how to set them. `evolve`
-compiles that once per class, the way `dataclasses` compiles `__init__`, into a
-function that copies each field and sets the changed ones. The new record is
-checked by its `__post_init__`, as one built by `replace` is, so a change that
-breaks a record's invariants still raises.
+The engine makes a new record at every transition, several per task. On every
+call, `dataclasses.replace` walks the class's fields, builds a dict of all of
+them and calls `__init__` with it by keyword. `evolve` compiles, once per class
+(the way `dataclasses` compiles `__init__`), a function that copies each field
+and sets the changed ones, in about half the time. The new record is checked by
+its `__post_init__`, as one built by `replace` is, so a change that breaks a
+record's invariants still raises. For mypy, `evolve` is `dataclasses.replace`:
+its calls are checked field by field, as those of `replace` are.
 
 It serves frozen dataclasses with slots whose fields all take part in `__init__`
 (every record in `taskwire.common`); any other dataclass goes to
@@ -17,9 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, TypeVar
-
-R = TypeVar("R")
+from typing import TYPE_CHECKING, Any
 
 _UNSET: Any = object()
 _compiled: dict[type, Callable[..., Any]] = {}
@@ -27,16 +26,21 @@ _compiled: dict[type, Callable[..., Any]] = {}
 _RESERVED = frozenset({"_record", "_made", "_UNSET", "_new", "_set", "cls"})
 
 
-def evolve(record: R, /, **changes: object) -> R:
-    """`record` with `changes` applied, checked as `dataclasses.replace(record, **changes)` would be.
+if TYPE_CHECKING:
+    # Checked as `replace` is: mypy's dataclass plugin knows each record's fields and their types.
+    from dataclasses import replace as evolve
+else:
 
-    An unknown field name raises TypeError, as it does for `replace`.
-    """
-    cls = type(record)
-    make = _compiled.get(cls)
-    if make is None:
-        make = _compiled.setdefault(cls, _compile(cls))
-    return make(record, **changes)  # type: ignore[no-any-return]
+    def evolve(record, /, **changes):
+        """`record` with `changes` applied, checked as `dataclasses.replace(record, **changes)` would be.
+
+        An unknown field name raises TypeError, as it does for `replace`.
+        """
+        cls = type(record)
+        make = _compiled.get(cls)
+        if make is None:
+            make = _compiled.setdefault(cls, _compile(cls))
+        return make(record, **changes)
 
 
 def _compile(cls: type) -> Callable[..., Any]:
@@ -60,7 +64,7 @@ def _compile(cls: type) -> Callable[..., Any]:
         lines.append("    _made.__post_init__()")
     lines.append("    return _made")
     scope: dict[str, Any] = {"_UNSET": _UNSET, "_new": object.__new__, "_set": object.__setattr__, "cls": cls}
-    exec("\n".join(lines), scope)
+    exec("\n".join(lines), scope)  # the source is built above from the class's own field names
     function: Callable[..., Any] = scope["evolve"]
     function.__qualname__ = f"evolve[{cls.__qualname__}]"
     return function

@@ -78,7 +78,7 @@ def _ended(task_run: TaskRun, state: State, reason: Reason, now: datetime, **cha
         updated_at=at,
         not_before=None,
         pending_cancel=None,
-        **changes,
+        **changes,  # type: ignore[arg-type]
     )
 
 
@@ -97,7 +97,7 @@ def _end_attempt(
         current,
         outcome=outcome,
         ended_at=max(current.started_at, now),
-        output=output,
+        output=output,  # type: ignore[arg-type]
         error=error,
     )
     return (*task_run.attempts[:-1], ended)

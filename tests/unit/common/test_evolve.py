@@ -70,7 +70,7 @@ def test_evolve_leaves_the_record_it_copies_as_it_was() -> None:
 def test_an_unknown_field_is_refused_as_replace_refuses_it() -> None:
     record = make_task_run(State.PENDING)
     with pytest.raises(TypeError, match="colour"):
-        evolve(record, colour="red")
+        evolve(record, colour="red")  # type: ignore[call-arg]
     with pytest.raises(TypeError):
         dataclasses.replace(record, colour="red")  # type: ignore[call-arg]
 
@@ -129,4 +129,4 @@ def test_a_field_computed_after_init_is_computed_again() -> None:
 
 def test_what_is_not_a_dataclass_is_refused() -> None:
     with pytest.raises(TypeError):
-        evolve(object())
+        evolve(object())  # type: ignore[type-var]
