@@ -4,7 +4,7 @@
 
 The engine runs in this process on a real SQLite store (its writer process apart, as in the server;
 `--memory`: the in-memory store), with one fake worker of 100 slots that completes every invocation
-as soon as it has it. Executions of one echo task are submitted 100 at a time, 4 calls in flight, as
+in the loop turn after the dispatch pass that sent it. Executions of one echo task are submitted 100 at a time, 4 calls in flight, as
 the throughput scenario's batched phase sends them. Printed per round: the thread CPU of the event
 loop per task, from the first submit to the last completion made durable, and the wall time per task.
 
@@ -39,16 +39,18 @@ OUTPUT = Payload(b"null")
 class _CompletingLink(RecordingLink):
     """A worker that completes what it was sent in the loop turn after the dispatch pass that sent it."""
 
-    def __init__(self) -> None:
+    def __init__(self, complete: Callable[[list[tuple[str, int]]], None]) -> None:
         super().__init__()
-        self.complete: Callable[[], None] = lambda: None
-        self.scheduled = False
+        self._complete = complete
 
     def invoke(self, task_run: TaskRun, attempt: Attempt, dispatch: int, **details: object) -> None:
+        if not self.sent:  # the first of a pass: its completions go in the next loop turn
+            asyncio.get_running_loop().call_soon(self._send_completions)
         super().invoke(task_run, attempt, dispatch, **details)
-        if not self.scheduled:
-            self.scheduled = True
-            asyncio.get_running_loop().call_soon(self.complete)
+
+    def _send_completions(self) -> None:
+        sent, self.sent = self.sent, []
+        self._complete(sent)
 
 
 async def per_task(folder: Path, tasks: int, *, memory: bool) -> tuple[float, float]:
@@ -59,27 +61,25 @@ async def per_task(folder: Path, tasks: int, *, memory: bool) -> tuple[float, fl
         store=store, config=ServerConfig(queue_capacity=tasks + 1, hot_queue_size=tasks + 1), codec=ProtoHistoryCodec()
     )
     await engine.start()
-    link = _CompletingLink()
-    session, _ = engine.connect_worker(
-        WorkerHello(name="bench", instance_id="bench-1", handlers=frozenset({"echo"}), slots=SLOTS), link
-    )
-    total = tasks // BATCH // IN_FLIGHT * BATCH * IN_FLIGHT
+    calls_each = tasks // (BATCH * IN_FLIGHT)
+    total = calls_each * BATCH * IN_FLIGHT
     finished = asyncio.Event()
     done = 0
 
-    def complete() -> None:
+    def complete(sent: list[tuple[str, int]]) -> None:
         nonlocal done
-        link.scheduled = False
-        sent, link.sent = link.sent, []
         engine.on_worker_frame(session, [AttemptEnd(run, TaskSucceeded(number, OUTPUT)) for run, number in sent])
         done += len(sent)
         if done >= total:
             finished.set()
 
-    link.complete = complete
+    session, _ = engine.connect_worker(
+        WorkerHello(name="bench", instance_id="bench-1", handlers=frozenset({"echo"}), slots=SLOTS),
+        _CompletingLink(complete),
+    )
 
     async def submits() -> None:
-        for _ in range(tasks // BATCH // IN_FLIGHT):
+        for _ in range(calls_each):
             items = [SubmitItem(ExecutionSpec(tasks=(TaskSpec("echo", input=INPUT),)), "") for _ in range(BATCH)]
             await engine.submit_many(items, wait_for_room=False, timeout_s=None)
 
