@@ -2,11 +2,12 @@
 
     python -m bench.engine_loop [--tasks 20000] [--rounds 3] [--memory] [--dir PATH]
 
-The engine runs in this process on a real SQLite store (its writer process apart, as in the server;
-`--memory`: the in-memory store), with one fake worker of 100 slots that completes every invocation
-in the loop turn after the dispatch pass that sent it. Executions of one echo task are submitted 100 at a time, 4 calls in flight, as
-the throughput scenario's batched phase sends them. Printed per round: the thread CPU of the event
-loop per task, from the first submit to the last completion made durable, and the wall time per task.
+The engine runs in this process on a real SQLite store (its writer process apart, as in the
+server; `--memory`: the in-memory store), with one fake worker of 100 slots that completes every
+invocation in the loop turn after the dispatch pass that sent it. Executions of one echo task are
+submitted 100 at a time, 4 calls in flight, as the throughput scenario's batched phase sends them.
+Printed per round: the thread CPU of the event loop per task, from the first submit to the last
+completion made durable, and the wall time per task.
 
 What the server's loop does per task beyond this is gRPC's: reading and answering the calls and the
 worker streams' frames. So a change to the engine, the domain or the row encoding shows here without
