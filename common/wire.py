@@ -138,6 +138,12 @@ def payload_to_proto(value: Payload | None) -> pb.Payload | None:
     return pb.Payload(data=value.data, content_type=value.content_type)
 
 
+def set_payload(message: pb.Payload, value: Payload) -> None:
+    """Fill `message` in place (a submessage, set without the copy a constructor makes)."""
+    message.data = value.data
+    message.content_type = value.content_type
+
+
 def payload_from_proto(message: pb.Payload) -> Payload:
     """An empty content type means JSON on the wire, and is spelled out here."""
     return Payload(data=message.data, content_type=message.content_type or JSON_CONTENT_TYPE)

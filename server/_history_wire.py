@@ -27,17 +27,19 @@ class ProtoHistoryCodec:
     def execution_transition(
         self, execution_id: str, sequence: int, time: datetime, before: Execution | None, after: Execution
     ) -> bytes:
-        body = wire.execution_created_event(after) if before is None else wire.execution_transition_event(before, after)
-        event = pb.ExecutionEvent(execution_id=execution_id, sequence=sequence, execution_transition=body)
+        event = pb.ExecutionEvent(execution_id=execution_id, sequence=sequence)
+        if before is None:
+            wire.fill_execution_created(event.execution_transition, after)
+        else:
+            wire.fill_execution_transition(event.execution_transition, before, after)
         return _serialized(event, time)
 
     def task_run_transition(
         self, execution_id: str, sequence: int, time: datetime, before: TaskRun, after: TaskRun
     ) -> bytes:
-        body = wire.task_run_transition_event(before, after)
-        return _serialized(
-            pb.ExecutionEvent(execution_id=execution_id, sequence=sequence, task_run_transition=body), time
-        )
+        event = pb.ExecutionEvent(execution_id=execution_id, sequence=sequence)
+        wire.fill_task_run_transition(event.task_run_transition, before, after)
+        return _serialized(event, time)
 
     def progress(
         self,

@@ -207,23 +207,27 @@ class StreamLink:
         trace_context: Mapping[str, str],
         upstream: Mapping[str, Payload],
     ) -> None:
-        timeout = task_run.timeout
-        invocation = wpb.Invocation(
-            ref=wpb.AttemptRef(task_run_id=task_run.id, attempt=attempt.number),
-            execution_id=task_run.execution_id,
-            task_id=task_run.task_id,
-            handler=task_run.handler,
-            input=wire.payload_to_proto(task_run.input),
-            timeout=wire.duration_to_proto(timeout),
-            deadline=wire.timestamp_to_proto(attempt.started_at + timeout if timeout else None),
-            dispatch=dispatch,
-            trace_context=trace_context,
-            queued_at=wire.timestamp_to_proto(queued_at),
-            upstream_outputs={
-                task_id: message for task_id, output in upstream.items() if (message := wire.payload_to_proto(output))
-            },
-        )
-        self._send(wpb.ServerMessage(invocation=invocation))
+        # Filled in place: a submessage given to a constructor is copied, and there is one invocation per task.
+        message = wpb.ServerMessage()
+        invocation = message.invocation
+        invocation.ref.task_run_id = task_run.id
+        invocation.ref.attempt = attempt.number
+        invocation.execution_id = task_run.execution_id
+        invocation.task_id = task_run.task_id
+        invocation.handler = task_run.handler
+        wire.set_payload(invocation.input, task_run.input)
+        if (timeout := task_run.timeout) is not None:
+            invocation.timeout.FromTimedelta(timeout)
+            if timeout:
+                wire.set_timestamp(invocation.deadline, attempt.started_at + timeout)
+        invocation.dispatch = dispatch
+        if trace_context:
+            invocation.trace_context.update(trace_context)
+        wire.set_timestamp(invocation.queued_at, queued_at)
+        for task_id, output in upstream.items():
+            if output is not None:
+                wire.set_payload(invocation.upstream_outputs[task_id], output)
+        self._send(message)
 
     def cancel(self, task_run_id: str, attempt: int, reason: Reason) -> None:
         cancel = wpb.Cancel(

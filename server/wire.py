@@ -34,6 +34,7 @@ from taskwire.common.wire import (
     reason_from_proto,
     retry_policy_from_proto,
     retry_policy_to_proto,
+    set_payload,
     set_timestamp,
     status_for,
     struct_from_proto,
@@ -60,13 +61,14 @@ __all__ = [
     "error_from_status",
     "error_from_status_name",
     "error_to_proto",
-    "execution_created_event",
     "execution_from_proto",
     "execution_spec_from_proto",
     "execution_state_from_proto",
     "execution_state_to_proto",
     "execution_to_proto",
-    "execution_transition_event",
+    "fill_execution_created",
+    "fill_execution_transition",
+    "fill_task_run_transition",
     "fitting",
     "optional_duration",
     "optional_payload",
@@ -83,6 +85,7 @@ __all__ = [
     "reason_to_proto",
     "retry_policy_from_proto",
     "retry_policy_to_proto",
+    "set_payload",
     "set_timestamp",
     "states_from_proto",
     "status_for",
@@ -93,7 +96,6 @@ __all__ = [
     "task_run_state_from_proto",
     "task_run_state_to_proto",
     "task_run_to_proto",
-    "task_run_transition_event",
     "task_spec_from_proto",
     "timestamp_from_proto",
     "timestamp_to_proto",
@@ -308,37 +310,35 @@ def execution_to_proto(execution: d.Execution, task_runs: Iterable[d.TaskRun]) -
 # ---- History events -----------------------------------------------------------------------------
 
 
-def execution_transition_event(before: d.Execution, after: d.Execution) -> pb.ExecutionTransition:
+# The history entries fill a message in place (the event's own submessage: a submessage given to a
+# constructor is copied, and a task makes about five entries).
+
+
+def fill_execution_transition(message: pb.ExecutionTransition, before: d.Execution, after: d.Execution) -> None:
     """The history entry for a change of an execution (a closing request keeps the state and names its reason)."""
     reason = after.reason or (after.closing.reason if after.closing else None)
-    return pb.ExecutionTransition(
-        from_state=execution_state_to_proto(before.state),
-        to_state=execution_state_to_proto(after.state),
-        reason_code=reason_code_to_proto(reason.code if reason else None),
-        reason_message=reason.message if reason else "",
-    )
+    message.from_state = execution_state_to_proto(before.state)
+    message.to_state = execution_state_to_proto(after.state)
+    message.reason_code = reason_code_to_proto(reason.code if reason else None)
+    message.reason_message = reason.message if reason else ""
 
 
-def execution_created_event(execution: d.Execution) -> pb.ExecutionTransition:
+def fill_execution_created(message: pb.ExecutionTransition, execution: d.Execution) -> None:
     """The first history entry of an execution: accepted, from no state into its first one."""
     reason = execution.reason
-    return pb.ExecutionTransition(
-        from_state=pb.EXECUTION_STATE_UNSPECIFIED,
-        to_state=execution_state_to_proto(execution.state),
-        reason_code=reason_code_to_proto(reason.code if reason else None),
-        reason_message=reason.message if reason else "accepted",
-    )
+    message.from_state = pb.EXECUTION_STATE_UNSPECIFIED
+    message.to_state = execution_state_to_proto(execution.state)
+    message.reason_code = reason_code_to_proto(reason.code if reason else None)
+    message.reason_message = reason.message if reason else "accepted"
 
 
-def task_run_transition_event(before: d.TaskRun, after: d.TaskRun) -> pb.TaskRunTransition:
+def fill_task_run_transition(message: pb.TaskRunTransition, before: d.TaskRun, after: d.TaskRun) -> None:
     """The history entry for a change of a task run, naming the attempt it concerns."""
     attempt = after.current_attempt
-    message = pb.TaskRunTransition(
-        task_run_id=after.id,
-        task_id=after.task_id,
-        from_state=task_run_state_to_proto(before.state),
-        to_state=task_run_state_to_proto(after.state),
-    )
+    message.task_run_id = after.id
+    message.task_id = after.task_id
+    message.from_state = task_run_state_to_proto(before.state)
+    message.to_state = task_run_state_to_proto(after.state)
     reason = after.reason or after.pending_cancel
     if reason is not None:
         message.reason_code = reason_code_to_proto(reason.code)
@@ -351,7 +351,6 @@ def task_run_transition_event(before: d.TaskRun, after: d.TaskRun) -> pb.TaskRun
             error = error_to_proto(attempt.error)
             if error is not None:
                 message.error.CopyFrom(error)
-    return message
 
 
 # ---- Errors -------------------------------------------------------------------------------------
