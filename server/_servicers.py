@@ -148,8 +148,11 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
             raise ValidationError("admission", f"unknown admission mode {mode}")
         return mode == tpb.ADMISSION_MODE_WAIT_FOR_ROOM, max(budget_s - _DEADLINE_MARGIN_S, 0.0)
 
-    async def submit_one(self, request: tpb.SubmitExecutionRequest, budget_s: float) -> tpb.SubmitExecutionResponse:
-        """One submit, as a SubmitExecution call or a submit of a stream makes it, within `budget_s`."""
+    async def submit_one(
+        self, request: tpb.SubmitExecutionRequest, budget_s: float, response: tpb.SubmitExecutionResponse
+    ) -> None:
+        """One submit, as a SubmitExecution call or a submit of a stream makes it, within `budget_s`; its answer
+        is filled into `response` (the call's own, or a stream answer's field: not copied there), once done."""
         if not request.HasField("execution"):
             raise ValidationError("execution", "required")
         wait, timeout_s = self._admission(request.admission, budget_s)
@@ -162,17 +165,18 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
             submitted_by=submitter,
         )
         snapshot = result.snapshot
-        return tpb.SubmitExecutionResponse(
-            execution=wire.execution_to_proto(snapshot.execution, snapshot.task_runs),
-            deduplicated=result.deduplicated,
-            unserved_handlers=self._engine.unserved(task_run.handler for task_run in snapshot.task_runs),
-        )
+        unserved = self._engine.unserved(task_run.handler for task_run in snapshot.task_runs)
+        wire.fill_execution(response.execution, snapshot.execution, snapshot.task_runs)
+        response.deduplicated = result.deduplicated
+        response.unserved_handlers.extend(unserved)
 
     @_translate_errors
     async def SubmitExecution(
         self, request: tpb.SubmitExecutionRequest, context: Context
     ) -> tpb.SubmitExecutionResponse:
-        return await self.submit_one(request, self.budget_s(context))
+        response = tpb.SubmitExecutionResponse()
+        await self.submit_one(request, self.budget_s(context), response)
+        return response
 
     async def StreamSubmits(  # type: ignore[override]
         self, request_iterator: AsyncIterator[tpb.StreamSubmitsRequest | Malformed], context: Context

@@ -34,7 +34,7 @@ from .domain import TaskwireError, ValidationError
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
-SubmitOne = Callable[[tpb.SubmitExecutionRequest, float], Awaitable[tpb.SubmitExecutionResponse]]
+SubmitOne = Callable[[tpb.SubmitExecutionRequest, float, tpb.SubmitExecutionResponse], Awaitable[None]]
 Charge = Callable[[int], RateLimited | None]
 
 MAX_PER_MESSAGE = 1000
@@ -127,7 +127,7 @@ class SubmitStream:
             if submit.HasField("timeout"):
                 budget_s = min(budget_s, max(submit.timeout.ToTimedelta().total_seconds(), 0.0))
             async with asyncio.timeout(budget_s):
-                answer.response.CopyFrom(await self._submit_one(submit.request, budget_s))
+                await self._submit_one(submit.request, budget_s, answer.response)
         except TaskwireError as error:
             answer.error_code, answer.error_message = wire.submit_result_error(error)
             if isinstance(error, RateLimited):

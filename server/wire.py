@@ -66,8 +66,11 @@ __all__ = [
     "execution_state_from_proto",
     "execution_state_to_proto",
     "execution_to_proto",
+    "fill_attempt",
+    "fill_execution",
     "fill_execution_created",
     "fill_execution_transition",
+    "fill_task_run",
     "fill_task_run_transition",
     "fitting",
     "optional_duration",
@@ -195,23 +198,33 @@ def states_from_proto(values: Sequence[int], where: str = "states") -> list[d.St
 # little). Timestamps are written into their fields in place, with no message of their own to copy.
 
 
+# Records to messages: each is filled in place, into a new message or straight into the field of its parent
+# that carries it (a message given to a constructor, or to CopyFrom, is copied whole; an answer carries an
+# execution, its task runs and their attempts).
+
+
 def attempt_to_proto(attempt: d.Attempt) -> pb.Attempt:
-    message = pb.Attempt(
-        task_run_id=attempt.task_run_id,
-        number=attempt.number,
-        worker_id=attempt.worker_id,
-        outcome=outcome_to_proto(attempt.outcome),
-        output=payload_to_proto(attempt.output),
-        error=error_to_proto(attempt.error),
-    )
-    set_timestamp(message.started_at, attempt.started_at)
-    if attempt.ended_at is not None:
-        set_timestamp(message.ended_at, attempt.ended_at)
+    message = pb.Attempt()
+    fill_attempt(message, attempt)
     return message
 
 
+def fill_attempt(message: pb.Attempt, attempt: d.Attempt) -> None:
+    message.task_run_id = attempt.task_run_id
+    message.number = attempt.number
+    message.worker_id = attempt.worker_id
+    message.outcome = outcome_to_proto(attempt.outcome)
+    if attempt.output is not None:
+        set_payload(message.output, attempt.output)
+    if (error := error_to_proto(attempt.error)) is not None:
+        message.error.CopyFrom(error)
+    set_timestamp(message.started_at, attempt.started_at)
+    if attempt.ended_at is not None:
+        set_timestamp(message.ended_at, attempt.ended_at)
+
+
 # Most task runs share a few policies (the default above all): each one's message is built once, and copied
-# into every TaskRun message that carries it (a message field set in a constructor is a copy).
+# into every TaskRun message that carries it.
 _policy_message = lru_cache(maxsize=64)(retry_policy_to_proto)
 
 
@@ -232,27 +245,36 @@ def _set_times_and_reason(message: pb.TaskRun | pb.Execution, record: d.TaskRun 
 
 
 def task_run_to_proto(task_run: d.TaskRun) -> pb.TaskRun:
-    message = pb.TaskRun(
-        id=task_run.id,
-        execution_id=task_run.execution_id,
-        task_id=task_run.task_id,
-        handler=task_run.handler,
-        input=payload_to_proto(task_run.input),
-        retry_policy=_policy_message(task_run.retry_policy),
-        state=task_run_state_to_proto(task_run.state),
-        priority=task_run.priority,
-        timeout=duration_to_proto(task_run.timeout),
-        cancel_requested=reason_to_proto(task_run.pending_cancel),
-        schedule_to_start_timeout=duration_to_proto(task_run.schedule_to_start_timeout),
-    )
+    message = pb.TaskRun()
+    fill_task_run(message, task_run)
+    return message
+
+
+def fill_task_run(message: pb.TaskRun, task_run: d.TaskRun) -> None:
+    message.id = task_run.id
+    message.execution_id = task_run.execution_id
+    message.task_id = task_run.task_id
+    message.handler = task_run.handler
+    set_payload(message.input, task_run.input)
+    message.retry_policy.CopyFrom(_policy_message(task_run.retry_policy))
+    message.state = task_run_state_to_proto(task_run.state)
+    message.priority = task_run.priority
+    if task_run.timeout is not None:
+        message.timeout.FromTimedelta(task_run.timeout)
+    if (cancel := task_run.pending_cancel) is not None:
+        message.cancel_requested.code = reason_code_to_proto(cancel.code)
+        message.cancel_requested.message = cancel.message
+    if task_run.schedule_to_start_timeout is not None:
+        message.schedule_to_start_timeout.FromTimedelta(task_run.schedule_to_start_timeout)
     _set_times_and_reason(message, task_run)
     if task_run.depends_on:
         message.depends_on.extend(task_run.depends_on)
-    if task_run.attempts:
-        message.attempts.extend([attempt_to_proto(attempt) for attempt in task_run.attempts])
+    for attempt in task_run.attempts:
+        fill_attempt(message.attempts.add(), attempt)
     progress = task_run.progress
     if progress is not None:
-        message.progress.CopyFrom(pb.Progress(fraction=progress.fraction, message=progress.message))
+        message.progress.fraction = progress.fraction
+        message.progress.message = progress.message
     if task_run.concurrency_key:
         message.concurrency_key = task_run.concurrency_key
     if task_run.concurrency_limit:
@@ -263,13 +285,6 @@ def task_run_to_proto(task_run: d.TaskRun) -> pb.TaskRun:
         message.rate_limit = task_run.rate_limit
     if task_run.rate_limit_key:
         message.rate_limit_key = task_run.rate_limit_key
-    return message
-
-
-def _closing_to_proto(closing: d.Closing | None) -> pb.Closing | None:
-    if closing is None:
-        return None
-    return pb.Closing(state=execution_state_to_proto(closing.state), reason=reason_to_proto(closing.reason))
 
 
 # A page of executions (ListExecutions, WaitExecutions) stays within what any gRPC client accepts by default
@@ -288,13 +303,21 @@ def fitting(executions: Sequence[pb.Execution], budget_bytes: int) -> int:
 
 
 def execution_to_proto(execution: d.Execution, task_runs: Iterable[d.TaskRun]) -> pb.Execution:
-    message = pb.Execution(
-        id=execution.id,
-        name=execution.name,
-        state=execution_state_to_proto(execution.state),
-        task_runs=[task_run_to_proto(task_run) for task_run in task_runs],
-        closing=_closing_to_proto(execution.closing),
-    )
+    message = pb.Execution()
+    fill_execution(message, execution, task_runs)
+    return message
+
+
+def fill_execution(message: pb.Execution, execution: d.Execution, task_runs: Iterable[d.TaskRun]) -> None:
+    message.id = execution.id
+    message.name = execution.name
+    message.state = execution_state_to_proto(execution.state)
+    for task_run in task_runs:
+        fill_task_run(message.task_runs.add(), task_run)
+    if (closing := execution.closing) is not None:
+        message.closing.state = execution_state_to_proto(closing.state)
+        message.closing.reason.code = reason_code_to_proto(closing.reason.code)
+        message.closing.reason.message = closing.reason.message
     _set_times_and_reason(message, execution)
     if execution.metadata:
         message.metadata.update(execution.metadata)
@@ -304,7 +327,6 @@ def execution_to_proto(execution: d.Execution, task_runs: Iterable[d.TaskRun]) -
         message.idempotency_key = execution.idempotency_key
     if execution.trace_context:
         message.trace_context.update(execution.trace_context)
-    return message
 
 
 # ---- History events -----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from taskwire.server import wire
 from taskwire.server._history_wire import ProtoHistoryCodec
 from taskwire.server._worker_wire import StreamLink
 from taskwire.server.domain import Attempt, Execution, Payload, TaskRun
+from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import types_pb2 as pb
 from taskwire.v1 import worker_service_pb2 as wpb
 from tests.unit.server.test_wire import _wire_safe
@@ -143,3 +144,84 @@ async def test_an_invocation_is_the_message_built_whole(
     frame = await anext(link.frames())
     expected = _invocation(task_run, attempt, dispatch, T, trace_context, upstream)
     assert frame == wpb.ConnectResponse(messages=[expected])  # equal as messages: a map's entries have no order
+
+
+def _attempt_whole(attempt: Attempt) -> pb.Attempt:
+    return pb.Attempt(
+        task_run_id=attempt.task_run_id,
+        number=attempt.number,
+        worker_id=attempt.worker_id,
+        outcome=wire.outcome_to_proto(attempt.outcome),
+        output=wire.payload_to_proto(attempt.output),
+        error=wire.error_to_proto(attempt.error),
+        started_at=wire.timestamp_to_proto(attempt.started_at),
+        ended_at=wire.timestamp_to_proto(attempt.ended_at),
+    )
+
+
+def _task_run_whole(task_run: TaskRun) -> pb.TaskRun:
+    reason, progress = task_run.reason, task_run.progress
+    return pb.TaskRun(
+        id=task_run.id,
+        execution_id=task_run.execution_id,
+        task_id=task_run.task_id,
+        handler=task_run.handler,
+        input=wire.payload_to_proto(task_run.input),
+        retry_policy=wire.retry_policy_to_proto(task_run.retry_policy),
+        state=wire.task_run_state_to_proto(task_run.state),
+        priority=task_run.priority,
+        timeout=wire.duration_to_proto(task_run.timeout),
+        cancel_requested=wire.reason_to_proto(task_run.pending_cancel),
+        schedule_to_start_timeout=wire.duration_to_proto(task_run.schedule_to_start_timeout),
+        created_at=wire.timestamp_to_proto(task_run.created_at),
+        updated_at=wire.timestamp_to_proto(task_run.updated_at),
+        started_at=wire.timestamp_to_proto(task_run.started_at),
+        ended_at=wire.timestamp_to_proto(task_run.ended_at),
+        not_before=wire.timestamp_to_proto(task_run.not_before),
+        reason_code=wire.reason_code_to_proto(reason.code if reason else None),
+        reason_message=reason.message if reason else "",
+        depends_on=task_run.depends_on,
+        attempts=[_attempt_whole(attempt) for attempt in task_run.attempts],
+        progress=pb.Progress(fraction=progress.fraction, message=progress.message) if progress else None,
+        concurrency_key=task_run.concurrency_key,
+        concurrency_limit=task_run.concurrency_limit,
+        fairness_key=task_run.fairness_key,
+        rate_limit=task_run.rate_limit,
+        rate_limit_key=task_run.rate_limit_key,
+    )
+
+
+def _execution_whole(execution: Execution, task_runs: list[TaskRun]) -> pb.Execution:
+    reason, closing = execution.reason, execution.closing
+    return pb.Execution(
+        id=execution.id,
+        name=execution.name,
+        state=wire.execution_state_to_proto(execution.state),
+        task_runs=[_task_run_whole(task_run) for task_run in task_runs],
+        closing=pb.Closing(
+            state=wire.execution_state_to_proto(closing.state), reason=wire.reason_to_proto(closing.reason)
+        )
+        if closing
+        else None,
+        created_at=wire.timestamp_to_proto(execution.created_at),
+        updated_at=wire.timestamp_to_proto(execution.updated_at),
+        started_at=wire.timestamp_to_proto(execution.started_at),
+        ended_at=wire.timestamp_to_proto(execution.ended_at),
+        not_before=wire.timestamp_to_proto(execution.not_before),
+        deadline=wire.timestamp_to_proto(execution.deadline),
+        reason_code=wire.reason_code_to_proto(reason.code if reason else None),
+        reason_message=reason.message if reason else "",
+        metadata=execution.metadata,
+        idempotency_key=execution.idempotency_key,
+        trace_context=execution.trace_context,
+    )
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(executions(), st.lists(task_runs(), max_size=3))
+def test_an_execution_is_the_message_built_whole(execution: Execution, runs: list[TaskRun]) -> None:
+    runs = [_wire_safe(task_run) for task_run in runs]
+    assert wire.execution_to_proto(execution, runs) == _execution_whole(execution, runs)
+    response = tpb.SubmitExecutionResponse()
+    wire.fill_execution(response.execution, execution, runs)  # straight into the field of its parent
+    assert response == tpb.SubmitExecutionResponse(execution=_execution_whole(execution, runs))
