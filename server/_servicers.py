@@ -11,7 +11,7 @@ import asyncio
 import functools
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -28,8 +28,8 @@ from ._config import ServerConfig
 from ._edge import Malformed, RejectionLog, time_left
 from ._submit_stream import SubmitStream
 from ._wait_wire import wait_ids, wait_responses
-from .domain import NotFound, Schedule, TaskwireError, ValidationError
-from .engine import Engine, SubmitItem, WorkerSession
+from .domain import ExecutionSpec, NotFound, Schedule, TaskwireError, ValidationError
+from .engine import Engine, SubmitItem, SubmitResult, WorkerSession
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,34 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
             timeout_s=timeout_s,
             submitted_by=submitter,
         )
+        self._answered(response, result)
+
+    async def submit_each(
+        self, requests: Sequence[tpb.SubmitExecutionRequest], responses: Sequence[tpb.SubmitExecutionResponse]
+    ) -> list[TaskwireError | None]:
+        """What `submit_one` does for each request, made together: for requests with an execution, no idempotency
+        key and no wait for room (a stream's submits that arrived together). Each is parsed, validated and admitted
+        on its own; the new executions are dispatched in one pass and committed together. Fills the response of
+        each that is accepted; returns, per request, None or the error that refused it alone."""
+        errors: list[TaskwireError | None] = [None] * len(requests)
+        specs: list[ExecutionSpec] = []
+        places: list[int] = []
+        for index, request in enumerate(requests):
+            try:
+                specs.append(wire.execution_spec_from_proto(request.execution))
+            except TaskwireError as error:
+                errors[index] = error
+            else:
+                places.append(index)
+        results = await self._engine.submit_each(specs, submitted_by=current_caller().identity)
+        for index, result in zip(places, results, strict=True):
+            if isinstance(result, TaskwireError):
+                errors[index] = result
+            else:
+                self._answered(responses[index], result)
+        return errors
+
+    def _answered(self, response: tpb.SubmitExecutionResponse, result: SubmitResult) -> None:
         snapshot = result.snapshot
         unserved = self._engine.unserved(task_run.handler for task_run in snapshot.task_runs)
         wire.fill_execution(response.execution, snapshot.execution, snapshot.task_runs)
@@ -183,6 +211,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
     ) -> None:
         stream = SubmitStream(
             submit_one=self.submit_one,
+            submit_each=self.submit_each,
             budget_s=self._config.default_rpc_timeout.total_seconds(),
             charge=submit_charge(),
         )

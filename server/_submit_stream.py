@@ -13,6 +13,10 @@ A break of these ends the stream with INVALID_ARGUMENT; the submits in flight ar
 A message's submits start `START_GROUP` at a time, a loop turn apart: the committer takes the first
 group while the next is started, so a message of many is committed and answered in waves that overlap
 with the work on the rest (with all started at once, every answer waited for the last one's commit).
+The submits of a group that can go together (`_joinable`: an execution without an idempotency key, failing
+fast, the same deadline) are made together (`TaskService.submit_each`): each still validated, admitted and
+answered on its own, with one task, one dispatch pass and one wait for their commit between them. The rest
+go one by one.
 """
 
 from __future__ import annotations
@@ -35,18 +39,49 @@ log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 SubmitOne = Callable[[tpb.SubmitExecutionRequest, float, tpb.SubmitExecutionResponse], Awaitable[None]]
+SubmitEach = Callable[
+    [Sequence[tpb.SubmitExecutionRequest], Sequence[tpb.SubmitExecutionResponse]], Awaitable[list[TaskwireError | None]]
+]
 Charge = Callable[[int], RateLimited | None]
 
 MAX_PER_MESSAGE = 1000
 MAX_UNANSWERED = 10_000
 START_GROUP = 16  # the submits of a message started in one loop turn
+_FAILING_FAST = frozenset((tpb.ADMISSION_MODE_UNSPECIFIED, tpb.ADMISSION_MODE_FAIL_FAST))
+
+
+def _joinable(submit: tpb.StreamedSubmit) -> bool:
+    """Whether the submit can be made together with others (`SubmitEach`): it has an execution without an
+    idempotency key, and fails fast when the queue is full. One with a key, one that may wait for room, and
+    one that is malformed go alone, through `SubmitOne`."""
+    if not submit.HasField("request") or not submit.request.HasField("execution"):
+        return False
+    request = submit.request
+    return not request.execution.idempotency_key and request.admission in _FAILING_FAST
+
+
+def _refused(answer: tpb.StreamedSubmitAnswer, error: TaskwireError) -> None:
+    answer.error_code, answer.error_message = wire.submit_result_error(error)
+    if isinstance(error, RateLimited):
+        answer.retry_after.FromNanoseconds(int(error.retry_after_s * 1e9))
+
+
+def _timed_out(answer: tpb.StreamedSubmitAnswer) -> None:
+    answer.error_code = grpc.StatusCode.DEADLINE_EXCEEDED.name
+    answer.error_message = "the submit did not finish within its deadline"
+
+
+def _failed(answer: tpb.StreamedSubmitAnswer) -> None:
+    answer.error_code = grpc.StatusCode.INTERNAL.name
+    answer.error_message = "the server failed this submit; see its log"
 
 
 class SubmitStream:
     """One StreamSubmits call: its reader, its submits in flight, and the answers waiting to be written."""
 
-    def __init__(self, *, submit_one: SubmitOne, budget_s: float, charge: Charge) -> None:
+    def __init__(self, *, submit_one: SubmitOne, submit_each: SubmitEach, budget_s: float, charge: Charge) -> None:
         self._submit_one = submit_one
+        self._submit_each = submit_each
         self._budget_s = budget_s  # the server's call timeout: no submit waits longer
         self._charge = charge
         self._answers: list[tpb.StreamedSubmitAnswer] = []
@@ -105,15 +140,81 @@ class SubmitStream:
             self._ready.set()
 
     def _start(self, submits: Sequence[tpb.StreamedSubmit], first: int) -> ValidationError | None:
-        """Start each submit of a group (the first at index `first` of its message); the refusal that ends the
-        stream when one reuses an id in flight."""
+        """Start each submit of a group (the first at index `first` of its message): those that can go together
+        as one task per deadline, the others one by one. Returns the refusal that ends the stream when one
+        reuses an id in flight (the submits before it are started all the same)."""
+        refusal: ValidationError | None = None
+        together: dict[float, list[tpb.StreamedSubmit]] = {}  # by deadline
+        joined: set[int] = set()
         for index, submit in enumerate(submits, start=first):
-            if submit.id in self._in_flight:
-                return ValidationError(f"submits[{index}].id", f"{submit.id} is already in flight on this stream")
-            self._in_flight[submit.id] = asyncio.ensure_future(self._answer(submit))
+            if submit.id in self._in_flight or submit.id in joined:
+                refusal = ValidationError(f"submits[{index}].id", f"{submit.id} is already in flight on this stream")
+                break
+            if _joinable(submit):
+                together.setdefault(self._budget(submit), []).append(submit)
+                joined.add(submit.id)
+            else:
+                self._in_flight[submit.id] = asyncio.ensure_future(self._answer(submit))
+        for budget_s, group in together.items():
+            task = asyncio.ensure_future(self._answer_together(group, budget_s))
+            for submit in group:
+                self._in_flight[submit.id] = task
         if len(self._in_flight) >= MAX_UNANSWERED:
             self._room.clear()
-        return None
+        return refusal
+
+    def _budget(self, submit: tpb.StreamedSubmit) -> float:
+        """How long the submit may take: its own timeout, capped by the server's call timeout."""
+        if submit.HasField("timeout"):
+            return min(self._budget_s, max(submit.timeout.ToTimedelta().total_seconds(), 0.0))
+        return self._budget_s
+
+    def _settled(self, submits: Sequence[tpb.StreamedSubmit]) -> None:
+        for submit in submits:
+            del self._in_flight[submit.id]
+        if len(self._in_flight) < MAX_UNANSWERED:
+            self._room.set()
+
+    def _to_write(self, answers: Sequence[tpb.StreamedSubmitAnswer]) -> None:
+        self._answers.extend(answers)
+        self._ready.set()
+
+    async def _answer_together(self, submits: list[tpb.StreamedSubmit], budget_s: float) -> None:
+        """Answer submits made together (`_joinable`, one deadline): each charged, accepted or refused on its own."""
+        answers = [tpb.StreamedSubmitAnswer(id=submit.id) for submit in submits]
+        try:
+            going: list[tuple[tpb.StreamedSubmitAnswer, tpb.SubmitExecutionRequest]] = []
+            for answer, submit in zip(answers, submits, strict=True):
+                refused = self._charge(1)
+                if refused is not None:
+                    _refused(answer, refused)
+                else:
+                    going.append((answer, submit.request))
+            if going:
+                try:
+                    async with asyncio.timeout(budget_s):
+                        errors = await self._submit_each(
+                            [request for _, request in going], [answer.response for answer, _ in going]
+                        )
+                except TaskwireError as error:  # all of them, such as a server shutting down
+                    for answer, _ in going:
+                        _refused(answer, error)
+                except TimeoutError:
+                    for answer, _ in going:
+                        answer.ClearField("response")
+                        _timed_out(answer)
+                except Exception:  # a defect of the server's: these submits fail, the stream and the others go on
+                    log.exception("streamed submits failed")
+                    for answer, _ in going:
+                        answer.ClearField("response")
+                        _failed(answer)
+                else:
+                    for (answer, _), refusal in zip(going, errors, strict=True):
+                        if refusal is not None:
+                            _refused(answer, refusal)
+        finally:
+            self._settled(submits)
+        self._to_write(answers)
 
     async def _answer(self, submit: tpb.StreamedSubmit) -> None:
         answer = tpb.StreamedSubmitAnswer(id=submit.id)
@@ -123,28 +224,19 @@ class SubmitStream:
                 raise refused
             if not submit.HasField("request"):
                 raise ValidationError("request", "required")
-            budget_s = self._budget_s
-            if submit.HasField("timeout"):
-                budget_s = min(budget_s, max(submit.timeout.ToTimedelta().total_seconds(), 0.0))
+            budget_s = self._budget(submit)
             async with asyncio.timeout(budget_s):
                 await self._submit_one(submit.request, budget_s, answer.response)
         except TaskwireError as error:
-            answer.error_code, answer.error_message = wire.submit_result_error(error)
-            if isinstance(error, RateLimited):
-                answer.retry_after.FromNanoseconds(int(error.retry_after_s * 1e9))
+            _refused(answer, error)
         except TimeoutError:
-            answer.error_code = grpc.StatusCode.DEADLINE_EXCEEDED.name
-            answer.error_message = "the submit did not finish within its deadline"
+            _timed_out(answer)
         except Exception:  # a defect of the server's: this submit fails, the stream and the others go on
             log.exception("a streamed submit failed")
-            answer.error_code = grpc.StatusCode.INTERNAL.name
-            answer.error_message = "the server failed this submit; see its log"
+            _failed(answer)
         finally:
-            del self._in_flight[submit.id]
-            if len(self._in_flight) < MAX_UNANSWERED:
-                self._room.set()
-        self._answers.append(answer)
-        self._ready.set()
+            self._settled((submit,))
+        self._to_write((answer,))
 
 
 __all__ = ["MAX_PER_MESSAGE", "MAX_UNANSWERED", "SubmitStream"]

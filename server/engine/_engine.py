@@ -33,6 +33,7 @@ from taskwire.server.domain import (
     ReasonCode,
     Reused,
     State,
+    TaskwireError,
     rerun_spec,
 )
 from taskwire.server.store import (
@@ -266,6 +267,13 @@ class Engine:
         return await self._submits.submit(
             spec, fingerprint=fingerprint, wait_for_room=wait_for_room, timeout_s=timeout_s, submitted_by=submitted_by
         )
+
+    async def submit_each(
+        self, specs: Sequence[ExecutionSpec], *, submitted_by: str = ""
+    ) -> list[SubmitResult | TaskwireError]:
+        """Single submits without idempotency keys that fail fast, made together: each refused or accepted on
+        its own, all dispatched in one pass and committed together (see `Submits.submit_each`)."""
+        return await self._submits.submit_each(specs, submitted_by=submitted_by)
 
     async def submit_many(
         self, items: Sequence[SubmitItem], *, wait_for_room: bool, timeout_s: float | None, submitted_by: str = ""

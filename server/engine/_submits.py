@@ -2,7 +2,9 @@
 
 A submit is validated, admitted (room reserved for all its task runs, or
 refused / waited for, see `_admission`), made into records, queued, and
-answered once durable. An idempotency key makes a repeat return the execution
+answered once durable. Single submits that arrive together without keys and
+fail fast (`submit_each`) are each validated and admitted on their own, and
+share one dispatch pass and one wait for their commit. An idempotency key makes a repeat return the execution
 the first request made (the same request) or raise `IdempotencyConflict`
 (another one); keys are looked up in memory first, then in the store, and a
 waiting submit asks again after it got room, since an identical submit may have
@@ -140,6 +142,32 @@ class Submits:
         self._dispatcher.pump_now()
         await self._committer.durable()
         return SubmitResult(live.snapshot(), deduplicated=False)
+
+    async def submit_each(
+        self, specs: Sequence[ExecutionSpec], *, submitted_by: str = ""
+    ) -> list[SubmitResult | TaskwireError]:
+        """What `submit` does for each spec, failing fast, with one dispatch pass and one wait for the commit:
+        each is validated and admitted on its own (an error refuses it alone, in its place in the result), so a
+        full queue refuses those that no longer fit. For specs without an idempotency key (ValueError)."""
+        if any(spec.idempotency_key for spec in specs):
+            raise ValueError("submit_each takes specs without an idempotency key; submit() makes those")
+        self._check_accepting()
+        made: list[LiveExecution | TaskwireError] = []
+        for spec in specs:
+            try:
+                spec = self._validate(spec, "execution")
+                await self._admission.admit(len(spec.tasks), wait=False, timeout_s=None)
+            except TaskwireError as error:
+                made.append(error)
+                continue
+            made.append(self._create(spec, "", submitted_by))
+        if any(isinstance(outcome, LiveExecution) for outcome in made):
+            self._dispatcher.pump_now()
+            await self._committer.durable()
+        return [
+            SubmitResult(outcome.snapshot(), deduplicated=False) if isinstance(outcome, LiveExecution) else outcome
+            for outcome in made
+        ]
 
     async def submit_many(
         self,

@@ -77,3 +77,43 @@ async def test_after_stop_accepting_submits_are_refused(rig: Rig) -> None:
     rig.engine.stop_accepting()
     with pytest.raises(ShuttingDown):
         await rig.submit()
+
+
+async def test_submits_made_together_are_each_accepted_or_refused_on_their_own(rig: Rig) -> None:
+    await rig.restart_with(queue_capacity=4)
+    commits = rig.count_commits()
+    bad = ExecutionSpec(tasks=())
+    two = ExecutionSpec(tasks=(task(task_id="a"), task(task_id="b")))
+    three = ExecutionSpec(tasks=(task(task_id="a"), task(task_id="b"), task(task_id="c")))
+    results = await rig.engine.submit_each([spec(), bad, two, three, spec()], submitted_by="ann")
+    first, refused, second, full, third = results
+    assert isinstance(refused, ValidationError)
+    assert refused.field == "execution.tasks"
+    assert isinstance(full, QueueFull), "room for 4 task runs: 3 more do not fit after 3, one more does"
+    assert rig.engine.stats().queue.size == 4
+    assert commits == [1], "one commit for all of them, before any returned"
+    for result in (first, second, third):
+        assert not isinstance(result, Exception)
+        assert not result.deduplicated
+        stored = await rig.store.get_execution(result.snapshot.execution.id)
+        assert stored is not None
+        assert stored.execution.submitted_by == "ann"
+
+
+async def test_submits_made_together_are_dispatched_in_one_pass(rig: Rig) -> None:
+    worker = rig.connect(slots=3)
+    results = await rig.engine.submit_each([spec(), spec(), spec()])
+    ids = {result.snapshot.execution.id for result in results if not isinstance(result, Exception)}
+    assert {invoked.task_run.execution_id for invoked in worker.invocations} == ids, "dispatched before answered"
+
+
+async def test_submits_made_together_take_no_idempotency_key(rig: Rig) -> None:
+    with pytest.raises(ValueError, match="idempotency key"):
+        await rig.engine.submit_each([spec(), spec("k")])
+    assert rig.engine.stats().queue.size == 0
+
+
+async def test_submits_made_together_are_refused_while_shutting_down(rig: Rig) -> None:
+    rig.engine.stop_accepting()
+    with pytest.raises(ShuttingDown):
+        await rig.engine.submit_each([spec()])
