@@ -224,9 +224,8 @@ class StreamLink:
         if trace_context:
             invocation.trace_context.update(trace_context)
         wire.set_timestamp(invocation.queued_at, queued_at)
-        for task_id, output in upstream.items():
-            if output is not None:
-                wire.set_payload(invocation.upstream_outputs[task_id], output)
+        for task_id, output in upstream.items():  # the dispatcher sends only the outputs there are
+            wire.set_payload(invocation.upstream_outputs[task_id], output)
         self._send(message)
 
     def cancel(self, task_run_id: str, attempt: int, reason: Reason) -> None:
