@@ -8,6 +8,11 @@ soon after something may have changed (a task run queued, a slot freed, a
 worker connected), or at once after a submit (`pump_now`), before the submit's
 commit: dispatch does not wait for durability (see docs/design.md).
 
+A retry after a lost attempt goes to another worker than the one that lost it,
+while another serves the handler: it waits for that worker's free slot rather
+than go back to one that did not run it (a worker that does not read its
+stream, or whose handler process died, would lose it again).
+
 May use: the ready queues, the live executions, the attempt holders, the cold
 tier (to bring the next queued records back into memory).
 """
@@ -17,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from taskwire.server.domain import Payload, RateLimitEmpty, State, TaskDispatched, TaskRun
+from taskwire.server.domain import AttemptOutcome, Payload, RateLimitEmpty, State, TaskDispatched, TaskRun
 
 from ._cold import ColdTier
 from ._live import Executions, LiveExecution
@@ -40,6 +45,8 @@ class Dispatcher:
         self.closed = False
         # Told when a pass leaves a worker with free slots: a replica may claim work held elsewhere.
         self.on_idle: Callable[[], None] | None = None
+        # Wired by the engine: whether a worker other than the session's takes new work for the handler.
+        self.serves_elsewhere: Callable[[str, WorkerSession], bool] = lambda handler, session: False
 
     def enqueue(self, task_run: TaskRun) -> None:
         self.ready.push(task_run.handler, task_run.id, task_run.priority, task_run.fairness_key)
@@ -85,8 +92,9 @@ class Dispatcher:
             # Round robin over the workers that serve the handler: the load spreads evenly, and a pass
             # looks only at the workers with a free slot, however many are connected.
             candidates = [session for session in free if handler in session.handlers and session.free_slots > 0]
-            # Task runs the worker at hand still runs an earlier attempt of: another worker may take them;
-            # those left go back to the front of the queue, and wait for that attempt's end.
+            # Task runs the worker at hand still runs an earlier attempt of, or lost the last one of: another
+            # worker may take them; those left go back to the front of the queue, and wait for that attempt's
+            # end or another worker's free slot.
             set_aside: list[Queued] = []
             while candidates:
                 next_round: list[WorkerSession] = []
@@ -116,19 +124,32 @@ class Dispatcher:
 
     def _from_set_aside(self, set_aside: list[Queued], session: WorkerSession) -> tuple[LiveExecution, TaskRun] | None:
         for index, queued in enumerate(set_aside):
-            if not self._holders.runs_on(session, queued.id):
+            found = self._pending(queued.id)
+            if found is None or not self._elsewhere(session, found[1]):
                 del set_aside[index]
-                found = self._pending(queued.id)
                 if found is not None and self._may_go(*found):
                     return found
                 return self._from_set_aside(set_aside, session)
         return None
 
+    def _elsewhere(self, session: WorkerSession, task_run: TaskRun) -> bool:
+        """The task run goes to another worker than `session`'s, or waits: that worker still runs an earlier
+        attempt of it, or lost its last attempt while another worker serves the handler."""
+        if self._holders.runs_on(session, task_run.id):
+            return True
+        last = task_run.current_attempt
+        return (
+            last is not None
+            and last.outcome is AttemptOutcome.LOST
+            and last.worker_id == session.name
+            and self.serves_elsewhere(task_run.handler, session)
+        )
+
     def _next_dispatchable(
         self, handler: str, session: WorkerSession, set_aside: list[Queued]
     ) -> tuple[LiveExecution, TaskRun] | None:
         """The next PENDING task run of the handler's queue that `session` may run, or None (empty, or its
-        next records are loading). Those its worker still runs an earlier attempt of go to `set_aside`."""
+        next records are loading). Those that go elsewhere (`_elsewhere`) go to `set_aside`."""
         while (queued := self.ready.popleft(handler)) is not None:
             if self._cold.is_cold(queued.id):
                 self.ready.pushleft(handler, queued)
@@ -137,7 +158,7 @@ class Dispatcher:
             found = self._pending(queued.id)
             if found is None:
                 continue
-            if self._holders.runs_on(session, queued.id):
+            if self._elsewhere(session, found[1]):
                 set_aside.append(queued)
                 continue
             if not self._may_go(*found):

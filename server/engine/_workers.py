@@ -206,6 +206,18 @@ class WorkerPool:
             for session in self.sessions.values()
         )
 
+    def serves_elsewhere(self, handler: str, session: WorkerSession) -> bool:
+        """Whether a connected worker other than `session`'s (by name) takes new work for `handler`."""
+        return any(
+            handler in other.handlers and other.connected and not other.draining and other.name != session.name
+            for other in self.sessions.values()
+        )
+
+    def _others_may_take(self) -> None:
+        """A worker went: what waited for its slot (a retry kept from the worker that lost it) may go to those left."""
+        for other in self.connected():
+            self.slot_freed(other)
+
     def connected(self) -> list[WorkerSession]:
         return [session for session in self.sessions.values() if session.connected]
 
@@ -315,6 +327,7 @@ class WorkerPool:
         if not session.held:
             self.sessions.pop(session.session_id, None)
         self.changed.set()
+        self._others_may_take()
         log.info(
             "worker %s disconnected (session %s, %d attempts held)", session.name, session.session_id, len(session.held)
         )
@@ -501,5 +514,6 @@ class WorkerPool:
         session.disconnect()
         del self.sessions[session.session_id]
         self.changed.set()
+        self._others_may_take()
         for task_run_id, attempt in self.holders.release_all(session):
             self._executions.report(task_run_id, LeaseExpired(attempt))

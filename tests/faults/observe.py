@@ -6,6 +6,8 @@ plain records from the protobuf messages, so a scenario needs nothing but an add
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 
 from taskwire.v1 import task_service_pb2 as tpb
@@ -24,9 +26,8 @@ def _name(enum: object, value: int, prefix: str) -> str:
     return name.removeprefix(prefix)
 
 
-def stored_executions(address: str, *, timeout_s: float = 30.0) -> list[StoredExecution]:
+def _listed(address: str, timeout_s: float) -> Iterator[pb.Execution]:
     """Every execution the server holds, paged through ListExecutions."""
-    found: list[StoredExecution] = []
     with grpc.insecure_channel(address) as channel:
         stub = task_service_pb2_grpc.TaskServiceStub(channel)
         token = ""
@@ -34,10 +35,24 @@ def stored_executions(address: str, *, timeout_s: float = 30.0) -> list[StoredEx
             page: tpb.ListExecutionsResponse = stub.ListExecutions(
                 tpb.ListExecutionsRequest(page_size=200, page_token=token), timeout=timeout_s
             )
-            found.extend(_execution(message) for message in page.executions)
+            yield from page.executions
             token = page.next_page_token
             if not token:
-                return found
+                return
+
+
+def stored_executions(address: str, *, timeout_s: float = 30.0) -> list[StoredExecution]:
+    """Every execution the server holds, as the checker reads them."""
+    return [_execution(message) for message in _listed(address, timeout_s)]
+
+
+def attempt_workers(address: str, *, timeout_s: float = 30.0) -> dict[str, list[str]]:
+    """The worker of each attempt, in order, by task run id."""
+    return {
+        task_run.id: [attempt.worker_id for attempt in task_run.attempts]
+        for message in _listed(address, timeout_s)
+        for task_run in message.task_runs
+    }
 
 
 def _execution(message: pb.Execution) -> StoredExecution:

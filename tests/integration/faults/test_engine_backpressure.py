@@ -1,5 +1,6 @@
 """A worker that heartbeats but never reads its stream: the server's memory stays bounded, the work is not
-held hostage (a normal worker started alongside gets it), and the checker reports zeros."""
+held hostage (a normal worker started alongside gets it: what the deaf one was sent and did not run is retried
+there, never sent back to the deaf one), and the checker reports zeros."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from taskwire.v1 import task_service_pb2_grpc, worker_service_pb2_grpc
 from taskwire.v1 import worker_service_pb2 as wpb
 from tests.faults.checker import Outcome, Submission, check
 from tests.faults.journal import journal_worker, read_journal
-from tests.faults.observe import slots_in_use, stored_executions
+from tests.faults.observe import attempt_workers, slots_in_use, stored_executions
 from tests.faults.scenario import journal_spec, quiesce
 from tests.harness import Cluster, wait_for
 
@@ -81,6 +82,8 @@ def test_a_worker_that_never_reads_holds_no_work_hostage(procs: Cluster, tmp_pat
     assert peak - before < 80 * 1024 * 1024, f"the server grew by {(peak - before) / 2**20:.0f} MiB"
     stored = stored_executions(server.address)
     assert {execution.state for execution in stored} == {"SUCCESS"}
+    sent_back = [workers for workers in attempt_workers(server.address).values() if workers.count("deaf") > 1]
+    assert not sent_back, f"retries sent back to the worker that lost them: {sent_back[:3]}"
     report = check(
         submissions=submissions, stored=stored, runs=read_journal(journal), slots_in_use=slots_in_use(server.address)
     )

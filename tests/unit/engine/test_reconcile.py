@@ -116,3 +116,48 @@ async def test_dispatch_numbers_count_the_invocations_of_one_session(rig: Rig) -
     for _ in range(3):
         await rig.submit()
     assert [invoked.dispatch for invoked in worker.invocations] == [1, 2, 3]
+
+
+async def test_a_lost_attempt_is_retried_on_another_worker_waiting_for_its_slot(rig: Rig) -> None:
+    deaf = rig.connect("deaf", slots=5)
+    execution_id = await rig.submit(task(retry_policy=RETRY))
+    (first,) = deaf.invocations
+    other = rig.connect("other", slots=1)
+    busy_id = await rig.submit()
+    (busy,) = other.invocations
+    deaf.silent = True  # its heartbeats below list nothing: it never read the invocation
+
+    deaf.report(Heartbeat(()))
+    deaf.report(Heartbeat(()))
+    assert (await rig.task_run(execution_id)).attempts[0].outcome is AttemptOutcome.LOST
+    rig.advance(1)
+    await idle()
+    assert deaf.invocations == [first], "the retry is not sent back to the worker that lost it"
+    assert (await rig.task_run(execution_id)).state is State.PENDING
+
+    other.complete(busy)
+    await until(lambda: len(other.invocations) == 2, "the retry sent to the other worker's freed slot")
+    assert other.invocations[1].key == (first.task_run.id, 2)
+    other.complete(other.invocations[1])
+    assert {await rig.state(execution_id), await rig.state(busy_id)} == {State.SUCCESS}
+
+
+async def test_a_lost_attempt_goes_back_to_its_worker_once_no_other_serves_the_handler(rig: Rig) -> None:
+    lossy = rig.connect("lossy", slots=2)
+    execution_id = await rig.submit(task(retry_policy=RETRY))
+    (first,) = lossy.invocations
+    other = rig.connect("other", slots=1)
+    await rig.submit()
+    lossy.silent = True
+
+    lossy.report(Heartbeat(()))
+    lossy.report(Heartbeat(()))
+    rig.advance(1)
+    await idle()
+    assert lossy.invocations == [first], "another worker serves the handler: the retry waits for it"
+
+    other.disconnect()
+    await until(lambda: len(lossy.invocations) == 2, "the retry sent back once the other worker is gone")
+    assert lossy.invocations[1].key == (first.task_run.id, 2)
+    lossy.complete(lossy.invocations[1])
+    assert await rig.state(execution_id) is State.SUCCESS
