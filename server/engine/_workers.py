@@ -213,10 +213,11 @@ class WorkerPool:
             for other in self.sessions.values()
         )
 
-    def _others_may_take(self) -> None:
-        """A worker went: what waited for its slot (a retry kept from the worker that lost it) may go to those left."""
-        for other in self.connected():
-            self.slot_freed(other)
+    def _left(self, session: WorkerSession) -> None:
+        """`session`'s worker went: dispatch looks again, so that what waited for another worker than the one
+        that lost it (`Dispatcher._elsewhere`) goes to those left. The dispatcher keeps every session with a
+        free slot in view; this one, with none now, it drops."""
+        self.slot_freed(session)
 
     def connected(self) -> list[WorkerSession]:
         return [session for session in self.sessions.values() if session.connected]
@@ -327,7 +328,7 @@ class WorkerPool:
         if not session.held:
             self.sessions.pop(session.session_id, None)
         self.changed.set()
-        self._others_may_take()
+        self._left(session)
         log.info(
             "worker %s disconnected (session %s, %d attempts held)", session.name, session.session_id, len(session.held)
         )
@@ -514,6 +515,6 @@ class WorkerPool:
         session.disconnect()
         del self.sessions[session.session_id]
         self.changed.set()
-        self._others_may_take()
+        self._left(session)
         for task_run_id, attempt in self.holders.release_all(session):
             self._executions.report(task_run_id, LeaseExpired(attempt))
