@@ -258,8 +258,13 @@ async def execution_stream(request: web.Request) -> web.StreamResponse:
     after = int(last_id) if last_id.isdigit() else 0  # a reconnecting browser resumes after what it has
     current = await _viewer(request)
     stream = await EventStream.open(request)
+    # The summary holds the action buttons: redrawn only when it changed, not on every progress report, so
+    # that a button is not replaced under a click (a click whose press and release land on two copies of the
+    # button is no click at all).
+    summary_sent = ""
 
     async def write(batch: list[WatchEvent]) -> bool:
+        nonlocal summary_sent
         event_id = str(batch[-1].sequence)
         logs = [event for event in batch if isinstance(event, TaskLog)]
         if logs:
@@ -270,7 +275,10 @@ async def execution_stream(request: web.Request) -> web.StreamResponse:
             except TaskwireError as error:  # deleted meanwhile, or the server went away
                 await stream.send("problem", error_box(str(error)))
                 return False
-            await stream.send("summary", views.summary(snapshot, current), event_id=event_id)
+            summary = views.summary(snapshot, current)
+            if summary != summary_sent:
+                await stream.send("summary", summary, event_id=event_id)
+                summary_sent = summary
             await stream.send("runs", views.task_runs(snapshot), event_id=event_id)
         return not any(isinstance(event, ExecutionTransition) and event.is_terminal for event in batch)
 
