@@ -147,7 +147,7 @@ class Engine:
         executions.retired = self._retired
         self._history.is_live = executions.by_id.__contains__
         self._pool.slot_freed = self._dispatcher.slot_freed
-        self._dispatcher.serves_elsewhere = self._pool.serves_elsewhere
+        self._dispatcher.serves_elsewhere = lambda handler, session: self._pool.serves(handler, besides=session.name)
         self._timers.overslept = self._pool.renew_leases
         self.retention = Retention(
             clock=self._clock,

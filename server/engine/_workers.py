@@ -199,18 +199,12 @@ class WorkerPool:
         # Wired by the engine: a session may have a free slot now (it connected, or an attempt ended).
         self.slot_freed: Callable[[WorkerSession], None] = _slot_hook_unwired
 
-    def serves(self, handler: str) -> bool:
-        """Whether a connected worker takes new work for `handler` (a draining one takes none)."""
+    def serves(self, handler: str, *, besides: str = "") -> bool:
+        """Whether a connected worker (other than the one named `besides`) takes new work for `handler` (a
+        draining one takes none)."""
         return any(
-            handler in session.handlers and session.connected and not session.draining
+            handler in session.handlers and session.connected and not session.draining and session.name != besides
             for session in self.sessions.values()
-        )
-
-    def serves_elsewhere(self, handler: str, session: WorkerSession) -> bool:
-        """Whether a connected worker other than `session`'s (by name) takes new work for `handler`."""
-        return any(
-            handler in other.handlers and other.connected and not other.draining and other.name != session.name
-            for other in self.sessions.values()
         )
 
     def _left(self, session: WorkerSession) -> None:
