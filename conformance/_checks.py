@@ -28,15 +28,21 @@ HANDLERS = ("conformance.echo", "conformance.sleep", "conformance.fail", "confor
 
 
 class Kit:
-    """One check's world: the scripted server the worker under test connects to."""
+    """One check's world: the scripted server the worker under test connects to, and how long the worker may take
+    to open a stream (at its start, and again after the check broke or ended its last one)."""
 
-    def __init__(self, server: ScriptedServer) -> None:
+    def __init__(self, server: ScriptedServer, connect_s: float) -> None:
         self.server = server
+        self.connect_s = connect_s
 
     async def connect(self, **welcome: object) -> tuple[ScriptedSession, wpb.WorkerHello]:
         """The worker's next stream, welcomed (heartbeats every HEARTBEAT_S unless told otherwise)."""
         welcome.setdefault("heartbeat_interval_s", HEARTBEAT_S)
-        return await self.server.connect(timeout_s=20, **welcome)  # type: ignore[arg-type]
+        return await self.server.connect(timeout_s=self.connect_s, **welcome)  # type: ignore[arg-type]
+
+    async def next_session(self) -> ScriptedSession:
+        """The worker's next stream, not yet welcomed."""
+        return await self.server.next_session(timeout_s=self.connect_s)
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,7 @@ def _output(message: wpb.WorkerMessage) -> object:
 
 
 async def _hello(kit: Kit) -> None:
-    session = await kit.server.next_session(timeout_s=20)
+    session = await kit.next_session()
     first = await session.next(skip=())
     frame = session.frames[0]
     if _kind(first) != "hello" or len(frame.messages) != 1:
@@ -276,7 +282,7 @@ async def _reconnect(kit: Kit, seconds: float, *, adopt: bool) -> tuple[Scripted
     ref = session.invoke("conformance.sleep", {"seconds": seconds})
     await _about(session, ref, "started")
     session.close()  # the stream breaks while the attempt runs
-    again = await kit.server.next_session(timeout_s=20)
+    again = await kit.next_session()
     second = (await again.next("hello", timeout_s=20)).hello
     if second.instance_id != hello.instance_id or ref not in running_of(wpb.WorkerMessage(hello=second)):
         raise Mismatch(f"a new hello with the same instance_id listing {ref}", " ".join(str(second).split()))
@@ -316,7 +322,7 @@ async def _going_away(kit: Kit) -> None:
     session.send(wpb.ServerMessage(going_away=going))
     await session.wait_worker_done(timeout_s=10)  # it half-closes, keeping its attempt
     session.close()
-    again = await kit.server.next_session(timeout_s=20)
+    again = await kit.next_session()
     second = (await again.next("hello", timeout_s=20)).hello
     if ref not in running_of(wpb.WorkerMessage(hello=second)):
         raise Mismatch(f"a hello to the next server listing {ref}", " ".join(str(second).split()))
@@ -364,7 +370,7 @@ CHECKS: tuple[Check, ...] = (
 # ---- Running ------------------------------------------------------------------------------------------
 
 
-async def _run_one(check: Check, worker_cmd: str, timeout_s: float) -> Outcome:
+async def _run_one(check: Check, worker_cmd: str, timeout_s: float, connect_s: float) -> Outcome:
     server = ScriptedServer()
     await server.start()
     command = shlex.split(worker_cmd.format(address=server.address, slots=SLOTS))
@@ -376,7 +382,7 @@ async def _run_one(check: Check, worker_cmd: str, timeout_s: float) -> Outcome:
         )
         try:
             async with asyncio.timeout(timeout_s):
-                await check.run(Kit(server))
+                await check.run(Kit(server, connect_s))
             return Outcome(check, True, "", time.monotonic() - started)
         except (Mismatch, TimeoutError) as error:
             detail = str(error) if isinstance(error, Mismatch) else f"no verdict within {timeout_s:g}s"
@@ -397,6 +403,7 @@ async def run_checks(
     *,
     names: Iterable[str] = (),
     timeout_s: float = 60.0,
+    connect_s: float = 20.0,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
     """Run the checks named (all when none) against fresh workers from `worker_cmd`, one after another."""
@@ -405,7 +412,7 @@ async def run_checks(
     for check in CHECKS:
         if wanted and check.name not in wanted:
             continue
-        outcome = await _run_one(check, worker_cmd, timeout_s)
+        outcome = await _run_one(check, worker_cmd, timeout_s, connect_s)
         outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(outcome)

@@ -32,6 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", metavar="NAME", action="append", default=[], help="run this check (repeatable)")
     parser.add_argument("--list", action="store_true", help="list the checks and what each expects, then exit")
     parser.add_argument("--timeout", metavar="S", type=float, default=60.0, help="the longest one check may take")
+    parser.add_argument(
+        "--connect-timeout",
+        metavar="S",
+        type=float,
+        default=20.0,
+        help="the longest the worker may take to open its stream (20)",
+    )
     return parser
 
 
@@ -54,7 +61,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         mark = "[green]pass[/green]" if outcome.passed else "[red]FAIL[/red]"
         console.print(f"{mark} {outcome.check.name} ({outcome.seconds:.1f}s)")
 
-    outcomes = asyncio.run(run_checks(args.worker_cmd, names=args.only, timeout_s=args.timeout, on_outcome=show))
+    outcomes = asyncio.run(
+        run_checks(
+            args.worker_cmd,
+            names=args.only,
+            timeout_s=args.timeout,
+            connect_s=args.connect_timeout,
+            on_outcome=show,
+        )
+    )
     table = Table(title="taskwire worker conformance")
     for column in ("check", "result", "the protocol asks", "what the worker did"):
         table.add_column(column)

@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 
 from taskwire.client import Client, RetryPolicy, TaskwireError
+from taskwire.client._common import CHANNEL_OPTIONS
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 from taskwire.v1 import types_pb2 as pb
@@ -122,10 +123,10 @@ class Load:
                 self._stopped.wait(self.pace_s)
 
     def _submitter(self) -> None:
-        options = []
+        options = list(CHANNEL_OPTIONS)  # as the SDK's channel: a connection that does not answer is given up quickly
         if self.keepalive_s is not None:
             keepalive_ms = round(self.keepalive_s * 1000)
-            options = [
+            options += [
                 ("grpc.keepalive_time_ms", keepalive_ms),
                 ("grpc.keepalive_timeout_ms", keepalive_ms),
                 ("grpc.http2.ping_timeout_ms", keepalive_ms),  # what enforces the timeout (grpc/grpc#39239)

@@ -42,9 +42,10 @@ def test_a_worker_that_breaks_the_protocol_fails_with_what_was_expected() -> Non
 
 
 def test_a_worker_that_never_connects_fails_and_a_bad_name_is_refused() -> None:
-    result = conformance("--only", "result", "--timeout", "30", "--worker-cmd", "sleep 60")
+    result = conformance("--only", "result", "--connect-timeout", "2", "--worker-cmd", "sleep 60")
     assert result.returncode == 1
     assert "the worker to open a stream" in " ".join(result.stdout.split())
+    assert "none in 2s" in " ".join(result.stdout.split())
     unknown = conformance("--only", "nothing-like-this", "--worker-cmd", AGENT)
     assert unknown.returncode == 2
     assert "no check named nothing-like-this" in unknown.stderr
