@@ -33,6 +33,7 @@ from taskwire.common import (
     server_addresses,
     wire,
 )
+from taskwire.common.http2 import keepalive_options
 from taskwire.v1 import task_service_pb2 as tpb
 
 from ._errors import (
@@ -80,11 +81,19 @@ def _ip_family(address: str) -> str | None:
     return f"ipv{ip.version}"
 
 
-# Reconnect quickly after a failed connection, and accept the large pages a list can bring.
+#: While a call is open (the submit stream a client keeps, a watch, any call in flight), a ping this often; a server
+#: that answers none within as long (paused, or cut off without a reset) is taken for gone: its calls fail
+#: UNAVAILABLE, and the channel connects again, to the next address of its list.
+KEEPALIVE_S = 5.0
+
+# Reconnect quickly after a failed connection (which also bounds how long a connection to a server that accepts
+# it and then never answers is tried: a paused one), notice a server that stopped answering, and accept the
+# large pages a list can bring.
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    *keepalive_options(KEEPALIVE_S, KEEPALIVE_S),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]

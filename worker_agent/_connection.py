@@ -38,7 +38,7 @@ from tenacity import (
 )
 
 from taskwire.common import bearer, server_addresses
-from taskwire.common.http2 import HTTP2_OPTIONS
+from taskwire.common.http2 import HTTP2_OPTIONS, keepalive_options
 from taskwire.common.tls import TlsConfigError, TlsFiles
 
 from ._errors import ConnectionLostError
@@ -88,12 +88,8 @@ class ServerLink:
         self.last_lease_s: float | None = None
         self.reconnect_within_s: float | None = None
         self._options = [
-            ("grpc.keepalive_time_ms", max(1, round(keepalive_s * 1000))),
-            ("grpc.keepalive_timeout_ms", max(1, round(keepalive_timeout_s * 1000))),
-            # gRPC core enforces the keepalive timeout through its ping timeout (grpc/grpc#39239).
-            ("grpc.http2.ping_timeout_ms", max(1, round(keepalive_timeout_s * 1000))),
+            *keepalive_options(keepalive_s, keepalive_timeout_s),
             ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.max_pings_without_data", 0),
             # A fixed flow-control window, no bandwidth-delay pings (see taskwire.common.http2).
             *HTTP2_OPTIONS,
             *channel_options,

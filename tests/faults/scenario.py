@@ -64,13 +64,14 @@ class Load:
     timeout_s: float = 5.0
     keepalive_s: float | None = None
     streamed: bool = False
+    ops: str = "op"  # the prefix of its submits' ops (and keys): another load beside it needs one of its own
     submissions: list[Submission] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _changed: threading.Condition = field(init=False)
     _workers: list[threading.Thread] = field(default_factory=list)
     _ops: Iterator[int] = field(default_factory=itertools.count)
     _stopped: threading.Event = field(default_factory=threading.Event)
-    _client: Client = field(init=False)
+    _client: Client = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._changed = threading.Condition(self._lock)
@@ -112,7 +113,7 @@ class Load:
 
     def _next_op(self) -> str:
         with self._lock:
-            return f"op-{next(self._ops)}"
+            return f"{self.ops}-{next(self._ops)}"
 
     def _submit_each(self, submit: Callable[[str], Submission]) -> None:
         """One thread's submits, one at a time, each with a new op, its outcome recorded."""

@@ -81,11 +81,22 @@ def test_a_paused_server_that_comes_back_after_a_takeover_changes_nothing(
 ) -> None:
     journal = tmp_path / "journal.jsonl"
     active, standby, both = _failover_setup(procs, journal, slots=4)
-    load = Load(both, threads=2, per_thread=10, seconds=0.5, keepalive_s=1.0).start()
+    # Paced, so that both loads still have submits to make when the server is paused.
+    load = Load(both, threads=2, per_thread=10, seconds=0.5, pace_s=0.1, keepalive_s=1.0).start()
+    sdk_load = Load(
+        both.removeprefix("ipv4:"), threads=1, per_thread=10, seconds=0.5, pace_s=0.1, streamed=True, ops="sdk"
+    ).start()
     load.wait_acknowledged(6)
+    sdk_load.wait_acknowledged(3)
+    before = (load.acknowledged, sdk_load.acknowledged)
     active.process.signal(signal.SIGSTOP)
     standby.process.wait_for_line(READY, timeout_s=30)  # once the paused server's lease lapsed
     load.join()
+    sdk_load.join()
+    # The submitters moved on to the new server (its port answers, the paused one's accepts and is silent): the
+    # SDK, as shipped, and gRPC channels set up as the SDK sets up its own.
+    assert load.acknowledged > before[0], "no gRPC submitter reached the new server"
+    assert sdk_load.acknowledged > before[1], "no SDK submit reached the new server"
     quiesce(standby.address)
     made = database_query(postgres, procs, STORED_STATE_SQL)
 
@@ -103,7 +114,7 @@ def test_a_paused_server_that_comes_back_after_a_takeover_changes_nothing(
     )
 
     report = check(
-        submissions=load.submissions,
+        submissions=load.submissions + sdk_load.submissions,
         stored=stored_executions(standby.address),
         runs=read_journal(journal),
         # Fenced, the paused server ends as a crashed one does: what it dispatched before its submit's commit (never
