@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import resource
+import shlex
 import signal
 import socket
 import subprocess
@@ -302,6 +303,13 @@ class Cluster:
     def close(self) -> None:
         for process in reversed(self.processes):
             process.kill()
+
+    def tails(self, lines: int = 40) -> str:
+        """The last lines of each process's output: what a failed test shows of the processes it ran."""
+        return "\n\n".join(
+            f"$ {shlex.join(process.args)}  (exit status {process.popen.poll()})\n" + "\n".join(process.lines[-lines:])
+            for process in self.processes
+        )
 
 
 C = TypeVar("C", bound="Closeable")

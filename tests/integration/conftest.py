@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,18 @@ import pytest
 from tests.harness import Cluster, ServerProcess, cluster, opened
 from tests.integration.server.support import Client
 from tests.postgres import PostgresCluster
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test's report shows the last lines of every process it started through `procs`."""
+    report = yield
+    running = getattr(item, "funcargs", {}).get("procs")
+    if report.when == "call" and report.failed and isinstance(running, Cluster):
+        report.sections.append(("taskwire processes: their last lines", running.tails()))
+    return report
 
 
 @pytest.fixture
