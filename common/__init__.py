@@ -11,7 +11,7 @@ a pseudo-member, and the records' invariant checks apply to known values only; s
 `taskwire.common._states`.
 """
 
-from ._arguments import positive_int, server_addresses, server_list
+from ._arguments import non_negative_seconds, positive_int, positive_seconds, server_addresses, server_list
 from ._errors import (
     AdmissionTimeout,
     AlreadyExists,
@@ -168,8 +168,10 @@ __all__ = [
     "iso",
     "json_payload",
     "loads_json",
+    "non_negative_seconds",
     "payload_view",
     "positive_int",
+    "positive_seconds",
     "references",
     "resolve",
     "server_addresses",

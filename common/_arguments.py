@@ -1,4 +1,5 @@
-"""Command-line argument types that `taskwire` and `taskwire-worker` share (for argparse's `type=`)."""
+"""Command-line argument types that `taskwire`, `taskwire-worker` and `taskwire-conformance` share (for argparse's
+`type=`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,29 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+
+
+def non_negative_seconds(text: str) -> float:
+    """A number of seconds, zero or more; argparse reports anything else as a usage error naming the value."""
+    value = _seconds(text)
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be zero or more seconds, got {text}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A number of seconds above zero; argparse reports anything else as a usage error naming the value."""
+    value = _seconds(text)
+    if not value > 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be more than zero seconds, got {text}")
     return value
 
 

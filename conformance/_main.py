@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
+from taskwire.common import positive_seconds
+
 from ._checks import CHECKS, Outcome, run_checks
 
 DESCRIPTION = """\
@@ -31,11 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--worker-cmd", required=False, metavar="CMD", help="how to start the worker under test")
     parser.add_argument("--only", metavar="NAME", action="append", default=[], help="run this check (repeatable)")
     parser.add_argument("--list", action="store_true", help="list the checks and what each expects, then exit")
-    parser.add_argument("--timeout", metavar="S", type=float, default=60.0, help="the longest one check may take")
+    parser.add_argument(
+        "--timeout", metavar="S", type=positive_seconds, default=60.0, help="the longest one check may take"
+    )
     parser.add_argument(
         "--connect-timeout",
         metavar="S",
-        type=float,
+        type=positive_seconds,
         default=20.0,
         help="the longest the worker may take to open its stream (20)",
     )

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
-from taskwire.common import positive_int, server_list
+from taskwire.common import non_negative_seconds, positive_int, positive_seconds, server_list
 from taskwire.common.bearer import TOKEN_ENV
 from taskwire.common.tls import TlsConfigError, TlsFiles, add_tls_arguments, tls_from_args
 
@@ -43,23 +43,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _non_negative_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be zero or more seconds, got {text}")
-    return value
-
-
-def _positive_seconds(text: str) -> float:
-    value = _non_negative_seconds(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than zero seconds, got {text}")
-    return value
 
 
 def _label(text: str) -> tuple[str, str]:
@@ -123,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--drain-timeout",
-        type=_non_negative_seconds,
+        type=non_negative_seconds,
         default=_env("TASKWIRE_DRAIN_TIMEOUT", "30"),
         metavar="SECONDS",
         help="on SIGTERM, how long running attempts may take to finish before they are aborted "
@@ -131,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--stop-grace",
-        type=_non_negative_seconds,
+        type=non_negative_seconds,
         default=_env("TASKWIRE_STOP_GRACE", "2"),
         metavar="SECONDS",
         help="how long an aborted handler may take to stop before it is stopped by force "
@@ -161,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--keepalive",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=_env("TASKWIRE_KEEPALIVE", "5"),
         metavar="SECONDS",
         help="ping the server this often, and drop the connection (then reconnect) when a ping is not answered "

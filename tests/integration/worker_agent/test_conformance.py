@@ -51,6 +51,18 @@ def test_a_worker_that_never_connects_fails_and_a_bad_name_is_refused() -> None:
     assert "no check named nothing-like-this" in unknown.stderr
 
 
+def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_a_usage_error() -> None:
+    cases = (
+        ("--connect-timeout", "0", "must be more than zero seconds, got 0"),
+        ("--timeout", "-1", "must be more than zero seconds, got -1"),
+        ("--timeout", "soon", "expected a number of seconds, got 'soon'"),
+    )
+    for option, value, message in cases:
+        result = conformance(option, value, "--worker-cmd", AGENT)
+        assert result.returncode == 2, result.stdout
+        assert f"argument {option}: {message}" in result.stderr
+
+
 def test_the_page_lists_every_check() -> None:
     page = (Path(__file__).resolve().parents[3] / "docs" / "conformance.md").read_text()
     rows = re.findall(r"^\| `([a-z-]+)` \| (.+) \|$", page, re.M)
