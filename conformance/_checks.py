@@ -24,6 +24,7 @@ from ._scripted import Mismatch, Ref, ScriptedServer, ScriptedSession, describe,
 
 SLOTS = 2
 HEARTBEAT_S = 0.3
+CONNECT_S = 20.0  # how long a worker may take to open its stream, unless told otherwise
 HANDLERS = ("conformance.echo", "conformance.sleep", "conformance.fail", "conformance.progress", "conformance.block")
 
 
@@ -403,7 +404,7 @@ async def run_checks(
     *,
     names: Iterable[str] = (),
     timeout_s: float = 60.0,
-    connect_s: float = 20.0,
+    connect_s: float = CONNECT_S,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
     """Run the checks named (all when none) against fresh workers from `worker_cmd`, one after another."""

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from taskwire.common import positive_seconds
 
-from ._checks import CHECKS, Outcome, run_checks
+from ._checks import CHECKS, CONNECT_S, Outcome, run_checks
 
 DESCRIPTION = """\
 Drives a worker through every path of the taskwire worker protocol and says what it expected and what
@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--connect-timeout",
         metavar="S",
         type=positive_seconds,
-        default=20.0,
-        help="the longest the worker may take to open its stream (20)",
+        default=CONNECT_S,
+        help=f"the longest the worker may take to open its stream ({CONNECT_S:g})",
     )
     return parser
 

@@ -19,6 +19,7 @@ import grpc
 
 from taskwire.client import Client, RetryPolicy, TaskwireError
 from taskwire.client._common import CHANNEL_OPTIONS
+from taskwire.common.http2 import keepalive_options
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import task_service_pb2_grpc
 from taskwire.v1 import types_pb2 as pb
@@ -126,12 +127,7 @@ class Load:
     def _submitter(self) -> None:
         options = list(CHANNEL_OPTIONS)  # as the SDK's channel: a connection that does not answer is given up quickly
         if self.keepalive_s is not None:
-            keepalive_ms = round(self.keepalive_s * 1000)
-            options += [
-                ("grpc.keepalive_time_ms", keepalive_ms),
-                ("grpc.keepalive_timeout_ms", keepalive_ms),
-                ("grpc.http2.ping_timeout_ms", keepalive_ms),  # what enforces the timeout (grpc/grpc#39239)
-            ]
+            options += keepalive_options(self.keepalive_s, self.keepalive_s)
         with grpc.insecure_channel(self.address, options=options) as channel:
             stub = task_service_pb2_grpc.TaskServiceStub(channel)
 
