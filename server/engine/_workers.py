@@ -272,6 +272,7 @@ class WorkerPool:
         self._arm_lease(session)
         self.changed.set()
         self.slot_freed(session)
+        self._left_behind(hello)
         log.info(
             "worker %s connected (session %s, %d slots, handlers %s, %d adopted, %d rejected)",
             session.name,
@@ -291,6 +292,32 @@ class WorkerPool:
             max_message_bytes=self._config.max_message_bytes,
         )
         return session, welcome
+
+    def _left_behind(self, hello: WorkerHello) -> None:
+        """A hello lists everything its worker runs or has a report queued for: an attempt that worker's
+        earlier stream left behind (held by its session that ended, or since a restart by its name) and
+        that the hello leaves out is gone (its report went down a broken stream, or its invocation never
+        arrived). It is lost at once, retried per its policy, rather than a lease later. A session whose
+        stream has not ended yet is left alone: frames of it may still be on their way."""
+        listed = set(hello.running_attempts)
+        for earlier in list(self.sessions.values()):
+            if earlier.connected or not earlier.held:
+                continue
+            if earlier.instance_id:
+                mine = earlier.instance_id == hello.instance_id
+                gone = [key for key in sorted(earlier.held) if mine and key not in listed]
+            else:  # held since a restart: the store knows the worker only by name
+                gone = [key for key in sorted(earlier.held) if key not in listed and self._ran_on(key, hello.name)]
+            for key in gone:
+                log.warning("worker %s came back without attempt %s#%d: it is lost", hello.name, *key)
+                self.holders.release(key)
+                self._executions.report(key[0], LeaseExpired(key[1]))
+            if not earlier.held and earlier.instance_id:
+                self.sessions.pop(earlier.session_id, None)
+
+    def _ran_on(self, key: AttemptKey, name: str) -> bool:
+        attempt = self._executions.current_attempt(key[0])
+        return attempt is not None and attempt.number == key[1] and attempt.worker_id == name
 
     def _may_adopt(self, key: AttemptKey, hello: WorkerHello, identity: str) -> bool:
         """A reconnecting worker gets back an attempt only if it is current and was that worker's.

@@ -8,10 +8,26 @@ from datetime import timedelta
 import pytest
 
 from taskwire.server.domain import AttemptOutcome, ReasonCode, RetryPolicy, ShuttingDown, State
-from tests.unit.engine.support import CONFIG, Drained, Rig, ToldGoingAway, idle, task, until
+from tests.unit.engine.support import CONFIG, Drained, FakeWorker, Rig, ToldGoingAway, idle, task, until
 
 LEASE_S = CONFIG.lease_timeout.total_seconds()
 RETRY_ONCE = RetryPolicy(max_attempts=2, initial_interval=timedelta(seconds=1))
+
+
+async def retried_after_the_loss(rig: Rig, execution_id: str, lost_key: tuple[str, int], *workers: FakeWorker) -> None:
+    """The attempt `lost_key` ended LOST and its task run waits out the backoff; the retry goes to one of
+    `workers`, which completes it."""
+    lost = await rig.task_run(execution_id)
+    assert lost.state is State.WAITING
+    assert lost.reason is not None
+    assert lost.reason.code is ReasonCode.RETRY_BACKOFF
+    assert lost.attempts[0].outcome is AttemptOutcome.LOST
+    rig.advance(1)  # the backoff
+    await until(lambda: any(worker.invocations for worker in workers), "the retry dispatched")
+    ((worker, retry),) = [(worker, invoked) for worker in workers for invoked in worker.invocations]
+    assert retry.key == (lost_key[0], lost_key[1] + 1)
+    worker.complete(retry)
+    assert await rig.state(execution_id) is State.SUCCESS
 
 
 async def test_a_silent_worker_loses_its_lease_and_the_attempt_is_retried(rig: Rig) -> None:
@@ -23,21 +39,9 @@ async def test_a_silent_worker_loses_its_lease_and_the_attempt_is_retried(rig: R
     rig.advance(LEASE_S - 0.1)
     assert (await rig.task_run(execution_id)).state is State.RUNNING
     rig.advance(0.1)
-    lost = await rig.task_run(execution_id)
-    assert lost.state is State.WAITING
-    assert lost.reason is not None
-    assert lost.reason.code is ReasonCode.RETRY_BACKOFF
-    assert lost.attempts[0].outcome is AttemptOutcome.LOST
     assert silent.link.closed
     assert rig.engine.workers() == []
-
-    healthy = rig.connect("healthy")
-    rig.advance(1)  # the backoff
-    await until(lambda: healthy.invocations, "the retry dispatched")
-    (second,) = healthy.invocations
-    assert second.key == (first.task_run.id, 2)
-    healthy.complete(second)
-    assert await rig.state(execution_id) is State.SUCCESS
+    await retried_after_the_loss(rig, execution_id, first.key, rig.connect("healthy"))
 
 
 async def test_a_lost_attempt_without_retries_left_fails_the_execution(rig: Rig) -> None:
@@ -83,6 +87,27 @@ async def test_a_worker_that_reconnects_adopts_its_running_attempt(rig: Rig) -> 
     assert await rig.state(execution_id) is State.SUCCESS
 
 
+async def test_a_worker_that_comes_back_without_its_attempt_loses_it_at_once(rig: Rig) -> None:
+    before = rig.connect("w1", instance_id="i-1")
+    execution_id = await rig.submit(task(retry_policy=RETRY_ONCE))
+    (invoked,) = before.invocations
+    before.disconnect()  # its report went down the broken stream, or the invocation never arrived
+
+    after = rig.connect("w1", instance_id="i-1", running=[])
+    await retried_after_the_loss(rig, execution_id, invoked.key, after)  # now, not a lease later
+
+
+async def test_another_workers_hello_leaves_an_attempt_it_does_not_list_alone(rig: Rig) -> None:
+    before = rig.connect("w1", instance_id="i-1")
+    execution_id = await rig.submit()
+    (invoked,) = before.invocations
+    before.disconnect()
+    rig.connect("w2", instance_id="i-2", running=[])
+    assert (await rig.task_run(execution_id)).state is State.RUNNING
+    returning = rig.connect("w1", instance_id="i-1", running=[invoked.key])
+    assert returning.welcome.adopted == (invoked.key,)
+
+
 async def test_another_worker_cannot_adopt_an_attempt_it_does_not_hold(rig: Rig) -> None:
     holder = rig.connect("w1", instance_id="i-1")
     await rig.submit()
@@ -106,6 +131,19 @@ async def test_after_a_restart_running_attempts_wait_for_their_worker_by_name(ri
     assert returning.welcome.adopted == (invoked.key,)
     returning.complete(invoked)
     assert await rig.state(execution_id) is State.SUCCESS
+
+
+async def test_after_a_restart_a_worker_whose_hello_leaves_its_attempt_out_loses_it_at_once(rig: Rig) -> None:
+    worker = rig.connect("w1", instance_id="i-1")
+    execution_id = await rig.submit(task(retry_policy=RETRY_ONCE))
+    (invoked,) = worker.invocations
+    await rig.engine.flush()
+    await rig.restart()  # its report, if it sent one, died with the server
+
+    stranger = rig.connect("w2", instance_id="i-2", running=[])
+    assert (await rig.task_run(execution_id)).state is State.RUNNING, "not w2's to give up"
+    returning = rig.connect("w1", instance_id="i-1", running=[])
+    await retried_after_the_loss(rig, execution_id, invoked.key, stranger, returning)
 
 
 async def test_after_a_restart_attempts_nobody_reclaims_are_lost_with_the_lease(rig: Rig) -> None:
