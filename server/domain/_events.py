@@ -47,9 +47,11 @@ class TaskTimedOut:
 
 @dataclass(frozen=True, slots=True)
 class LeaseExpired:
-    """The worker holding `attempt` stopped heartbeating."""
+    """The worker holding `attempt` lost it: it stopped heartbeating, or said it no longer runs it."""
 
     attempt: int
+    #: What happened, after the worker's name in the attempt's error.
+    why: str = "stopped heartbeating"
 
 
 @dataclass(frozen=True, slots=True)

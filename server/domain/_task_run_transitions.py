@@ -247,7 +247,7 @@ def _on_lease_expired(task_run: TaskRun, event: object, now: datetime) -> Transi
     assert isinstance(event, LeaseExpired)
     current = task_run.current_attempt
     assert current is not None
-    error = ErrorInfo(type="LeaseExpired", message=f"worker {current.worker_id} stopped heartbeating")
+    error = ErrorInfo(type="LeaseExpired", message=f"worker {current.worker_id} {event.why}")
     attempts = _end_attempt(task_run, AttemptOutcome.LOST, now, error=error)
     return _retry_or_fail(
         task_run,

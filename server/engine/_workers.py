@@ -169,6 +169,8 @@ class AttemptHolders:
         return False
 
 
+_CAME_BACK_WITHOUT = "reconnected without it: its report was lost with the stream or the server"
+_NOT_RUN = "does not run it: its heartbeat left it out"
 _NOT_HELD = Reason(ReasonCode.LEASE_EXPIRED, "the server does not hold this attempt for this worker")
 
 
@@ -311,7 +313,7 @@ class WorkerPool:
             for key in gone:
                 log.warning("worker %s came back without attempt %s#%d: it is lost", hello.name, *key)
                 self.holders.release(key)
-                self._executions.report(key[0], LeaseExpired(key[1]))
+                self._executions.report(key[0], LeaseExpired(key[1], why=_CAME_BACK_WITHOUT))
             if not earlier.held and earlier.instance_id:
                 self.sessions.pop(earlier.session_id, None)
 
@@ -477,7 +479,7 @@ class WorkerPool:
         for key in lost:
             log.warning("worker %s does not run attempt %s#%d that it holds: it is lost", session.name, *key)
             self.holders.release(key)
-            self._executions.report(key[0], LeaseExpired(key[1]))
+            self._executions.report(key[0], LeaseExpired(key[1], why=_NOT_RUN))
         stray = {key for key in running if self.holders.holder(key) is not session}
         if session.link is not None and session.connected:
             for key in sorted(stray - session.stray):

@@ -61,3 +61,6 @@ def test_a_report_that_died_with_the_server_is_retried_at_the_workers_return(pro
     with Client(server.address) as client:
         (task_run,) = client.get(slow).task_runs
     assert [attempt.outcome.name for attempt in task_run.attempts] == ["LOST", "SUCCEEDED"]
+    lost = task_run.attempts[0].error
+    assert lost is not None
+    assert lost.message == "worker w reconnected without it: its report was lost with the stream or the server"

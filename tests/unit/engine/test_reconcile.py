@@ -22,6 +22,8 @@ async def test_an_attempt_left_out_of_two_heartbeats_in_a_row_is_lost_and_retrie
     lost = await rig.task_run(execution_id)
     assert lost.state is State.WAITING
     assert lost.attempts[0].outcome is AttemptOutcome.LOST
+    assert lost.attempts[0].error is not None
+    assert lost.attempts[0].error.message == f"worker {worker.session.name} does not run it: its heartbeat left it out"
     assert worker.held == set()
 
     rig.advance(1)

@@ -12,16 +12,21 @@ from tests.unit.engine.support import CONFIG, Drained, FakeWorker, Rig, ToldGoin
 
 LEASE_S = CONFIG.lease_timeout.total_seconds()
 RETRY_ONCE = RetryPolicy(max_attempts=2, initial_interval=timedelta(seconds=1))
+CAME_BACK_WITHOUT = "worker {} reconnected without it: its report was lost with the stream or the server"
 
 
-async def retried_after_the_loss(rig: Rig, execution_id: str, lost_key: tuple[str, int], *workers: FakeWorker) -> None:
-    """The attempt `lost_key` ended LOST and its task run waits out the backoff; the retry goes to one of
-    `workers`, which completes it."""
+async def retried_after_the_loss(
+    rig: Rig, execution_id: str, lost_key: tuple[str, int], why: str, *workers: FakeWorker
+) -> None:
+    """The attempt `lost_key` ended LOST, its error saying `why`, and its task run waits out the backoff; the
+    retry goes to one of `workers`, which completes it."""
     lost = await rig.task_run(execution_id)
     assert lost.state is State.WAITING
     assert lost.reason is not None
     assert lost.reason.code is ReasonCode.RETRY_BACKOFF
     assert lost.attempts[0].outcome is AttemptOutcome.LOST
+    assert lost.attempts[0].error is not None
+    assert lost.attempts[0].error.message == why
     rig.advance(1)  # the backoff
     await until(lambda: any(worker.invocations for worker in workers), "the retry dispatched")
     ((worker, retry),) = [(worker, invoked) for worker in workers for invoked in worker.invocations]
@@ -41,7 +46,9 @@ async def test_a_silent_worker_loses_its_lease_and_the_attempt_is_retried(rig: R
     rig.advance(0.1)
     assert silent.link.closed
     assert rig.engine.workers() == []
-    await retried_after_the_loss(rig, execution_id, first.key, rig.connect("healthy"))
+    await retried_after_the_loss(
+        rig, execution_id, first.key, "worker silent stopped heartbeating", rig.connect("healthy")
+    )
 
 
 async def test_a_lost_attempt_without_retries_left_fails_the_execution(rig: Rig) -> None:
@@ -94,7 +101,9 @@ async def test_a_worker_that_comes_back_without_its_attempt_loses_it_at_once(rig
     before.disconnect()  # its report went down the broken stream, or the invocation never arrived
 
     after = rig.connect("w1", instance_id="i-1", running=[])
-    await retried_after_the_loss(rig, execution_id, invoked.key, after)  # now, not a lease later
+    await retried_after_the_loss(
+        rig, execution_id, invoked.key, CAME_BACK_WITHOUT.format("w1"), after
+    )  # not a lease later
 
 
 async def test_another_workers_hello_leaves_an_attempt_it_does_not_list_alone(rig: Rig) -> None:
@@ -143,7 +152,7 @@ async def test_after_a_restart_a_worker_whose_hello_leaves_its_attempt_out_loses
     stranger = rig.connect("w2", instance_id="i-2", running=[])
     assert (await rig.task_run(execution_id)).state is State.RUNNING, "not w2's to give up"
     returning = rig.connect("w1", instance_id="i-1", running=[])
-    await retried_after_the_loss(rig, execution_id, invoked.key, stranger, returning)
+    await retried_after_the_loss(rig, execution_id, invoked.key, CAME_BACK_WITHOUT.format("w1"), stranger, returning)
 
 
 async def test_after_a_restart_attempts_nobody_reclaims_are_lost_with_the_lease(rig: Rig) -> None:
