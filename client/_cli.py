@@ -39,6 +39,7 @@ from ._cli_base import (
     _seconds,
     _state,
     _time,
+    _wait_seconds,
     bearer_token,
     error_line,
     exit_code_for,
@@ -223,11 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     wait = command("wait", "wait for executions to end and print their results", as_json)
     wait.add_argument("execution_id", metavar="ID")
     wait.add_argument("more_ids", metavar="ID", nargs="*", help="more executions: each is printed as it ends")
-    wait.add_argument("--timeout", metavar="S", type=_seconds, help="give up after S seconds (exit code 6)")
+    wait.add_argument("--timeout", metavar="S", type=_wait_seconds, help="give up after S seconds (exit code 6)")
 
     watch = command("watch", "follow an execution live until it ends", as_json)
     watch.add_argument("execution_id", metavar="ID")
-    watch.add_argument("--timeout", metavar="S", type=_seconds, help="give up after S seconds (exit code 6)")
+    watch.add_argument("--timeout", metavar="S", type=_wait_seconds, help="give up after S seconds (exit code 6)")
 
     events = command("events", "follow the events of all executions live, from now on (Ctrl-C stops)", as_json)
     events.add_argument("--handler", metavar="H", default="", help="only executions with a task run of this handler")

@@ -26,6 +26,7 @@ from taskwire.common import (
     Unauthenticated,
     Unimplemented,
     ValidationError,
+    positive_seconds,
 )
 from taskwire.common.bearer import TOKEN_ENV
 
@@ -173,6 +174,12 @@ def _seconds(text: str) -> timedelta:
         return timedelta(seconds=value)
     except OverflowError:
         raise argparse.ArgumentTypeError(f"{text!r} seconds is too long") from None
+
+
+def _wait_seconds(text: str) -> timedelta:
+    """How long a command waits: more than zero seconds (a wait of none would time out before it asked)."""
+    positive_seconds(text)
+    return _seconds(text)
 
 
 def _state(text: str) -> State:

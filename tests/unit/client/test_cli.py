@@ -144,6 +144,9 @@ def test_workers_drain_arguments() -> None:
         ["get"],
         ["workers", "drain"],
         ["workers", "drain", "w1", "--grace", "soon"],
+        ["wait", "e1", "--timeout", "-1"],
+        ["wait", "e1", "--timeout", "inf"],
+        ["watch", "e1", "--timeout", "0"],
         ["workers", "frobnicate"],
         ["frobnicate"],
         [],
@@ -157,6 +160,12 @@ def test_usage_errors_exit_2_with_one_line(argv: list[str], capsys: pytest.Captu
     assert err.startswith("taskwire")
     assert err.count("\n") == 1, err
     assert "Traceback" not in err
+
+
+def test_a_wait_of_no_time_names_the_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["wait", "e1", "--timeout", "-1"])
+    assert "argument --timeout: must be more than zero seconds, got -1" in capsys.readouterr().err
 
 
 def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
