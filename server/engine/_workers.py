@@ -305,11 +305,7 @@ class WorkerPool:
         for earlier in list(self.sessions.values()):
             if earlier.connected or not earlier.held:
                 continue
-            if earlier.instance_id:
-                mine = earlier.instance_id == hello.instance_id
-                gone = [key for key in sorted(earlier.held) if mine and key not in listed]
-            else:  # held since a restart: the store knows the worker only by name
-                gone = [key for key in sorted(earlier.held) if key not in listed and self._ran_on(key, hello.name)]
+            gone = [key for key in sorted(earlier.held) if key not in listed and self._held_for(key, earlier, hello)]
             for key in gone:
                 log.warning("worker %s came back without attempt %s#%d: it is lost", hello.name, *key)
                 self.holders.release(key)
@@ -317,9 +313,13 @@ class WorkerPool:
             if not earlier.held and earlier.instance_id:
                 self.sessions.pop(earlier.session_id, None)
 
-    def _ran_on(self, key: AttemptKey, name: str) -> bool:
+    def _held_for(self, key: AttemptKey, holder: WorkerSession, hello: WorkerHello) -> bool:
+        """Whether `holder` holds the attempt for the worker of `hello`: it is that worker's session (the same
+        instance), or, held since a restart (the store knows the worker only by name), it went to that name."""
+        if holder.instance_id:
+            return holder.instance_id == hello.instance_id
         attempt = self._executions.current_attempt(key[0])
-        return attempt is not None and attempt.number == key[1] and attempt.worker_id == name
+        return attempt is not None and attempt.number == key[1] and attempt.worker_id == hello.name
 
     def _may_adopt(self, key: AttemptKey, hello: WorkerHello, identity: str) -> bool:
         """A reconnecting worker gets back an attempt only if it is current and was that worker's.
@@ -336,12 +336,7 @@ class WorkerPool:
             audit_refused_attempt(identity, hello.name, key, "adopt")
             return False
         holder = self.holders.holder(key)
-        if holder is None or holder.instance_id == hello.instance_id:
-            return True
-        if holder.instance_id:  # held by another live worker
-            return False
-        # Held since a restart: the store knows the worker only by name.
-        return attempt.worker_id == hello.name
+        return holder is None or self._held_for(key, holder, hello)
 
     def disconnect(self, session: WorkerSession) -> None:
         """The stream ended. Held attempts keep their lease until it times out or the worker returns."""
