@@ -97,10 +97,19 @@ async def delete_matching(
 class Deletions:
     """Finished executions deleted on request, with their task runs, history and idempotency key."""
 
-    def __init__(self, *, live: Callable[[str], LiveExecution | None], store: Store, committer: Committer) -> None:
+    def __init__(
+        self,
+        *,
+        live: Callable[[str], LiveExecution | None],
+        store: Store,
+        committer: Committer,
+        deleting: Callable[[str], None] = lambda execution_id: None,
+    ) -> None:
+        """`deleting`: told of each execution whose deletion is staged."""
         self._live = live
         self._store = store
         self._committer = committer
+        self._deleting = deleting
 
     async def delete(self, execution_id: str) -> None:
         await self._stage(execution_id)
@@ -142,3 +151,4 @@ class Deletions:
                 reason="only a finished execution can be deleted; cancel it first",
             )
         self._committer.stage_delete(execution_id)
+        self._deleting(execution_id)

@@ -65,7 +65,7 @@ from ._sessions import Welcome, WorkerHello, WorkerLink, WorkerReport, WorkerSes
 from ._stats import engine_stats, oldest_queued
 from ._submits import BatchItemResult, SubmitItem, SubmitResult, Submits
 from ._timers import Timers
-from ._waits import wait_ends
+from ._waits import RecentEnds, wait_ends
 from ._workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,8 @@ class Engine:
         self._pool.slot_freed = self._dispatcher.slot_freed
         self._dispatcher.serves_elsewhere = lambda handler, session: self._pool.serves(handler, besides=session.name)
         self._timers.overslept = self._pool.renew_leases
+        # Replicas keep no recent ends: another replica may delete one of them.
+        self._recent = RecentEnds() if replica is None else RecentEnds(capacity=0)
         self.retention = Retention(
             clock=self._clock,
             store=store,
@@ -156,8 +158,11 @@ class Engine:
             is_live=executions.by_id.__contains__,
             retention=config.retention,
             batch=config.retention_batch,
+            deleting=self._recent.forget,
         )
-        self._deletions = Deletions(live=executions.by_id.get, store=store, committer=self._committer)
+        self._deletions = Deletions(
+            live=executions.by_id.get, store=store, committer=self._committer, deleting=self._recent.forget
+        )
         self.schedules = Schedules(
             clock=self._clock, timers=self._timers, committer=self._committer, store=store, limits=config.limits
         )
@@ -312,7 +317,14 @@ class Engine:
     ) -> AsyncGenerator[list[ExecutionSnapshot], None]:
         """Batches of the executions' final snapshots as they end, those already finished first (see `_waits`);
         only `owner`'s executions exist when given."""
-        return wait_ends(execution_ids, bus=self.bus, store=self._store, live=self._executions.by_id.get, owner=owner)
+        return wait_ends(
+            execution_ids,
+            bus=self.bus,
+            store=self._store,
+            live=self._executions.by_id.get,
+            recent=self._recent,
+            owner=owner,
+        )
 
     def watch_all(self, *, handler: str = "", states: Sequence[State] = ()) -> AsyncIterator[EventRecord]:
         """Live events of every execution, from now on, filtered (see `EventFilter`); never ends by itself."""
@@ -413,8 +425,9 @@ class Engine:
 
     def _retired(self, live: LiveExecution) -> None:
         """A finished execution left memory (its end is durable)."""
-        if self.bus.awaited(live.execution.id):
-            self.bus.ended(live.snapshot())
+        snapshot = live.snapshot()
+        self._recent.remember(snapshot)
+        self.bus.ended(snapshot)
         self._submits.forget_key(live.execution)
         self.schedules.execution_ended(live.execution.id, live.execution.metadata)
 

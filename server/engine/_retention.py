@@ -43,11 +43,14 @@ class Retention:
         is_live: Callable[[str], bool],
         retention: timedelta,
         batch: int,
+        deleting: Callable[[str], None] = lambda execution_id: None,
     ) -> None:
+        """`deleting`: told of each execution whose deletion is staged."""
         self._clock = clock
         self._store = store
         self._committer = committer
         self._is_live = is_live
+        self._deleting = deleting
         self.retention = retention
         self._batch = batch
         self.interval_s = sweep_interval(retention)
@@ -97,6 +100,7 @@ class Retention:
                 return
             for execution_id in expired:
                 self._committer.stage_delete(execution_id)
+                self._deleting(execution_id)
             await asyncio.shield(self._committer.durable())  # shared by every waiter: never cancel it
             self.commits += 1
             self.deleted += len(expired)

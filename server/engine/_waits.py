@@ -11,11 +11,18 @@ delivered.
 
 What ends close together (the executions one commit retires) is taken together, one batch.
 
-May use: the bus, the store (reads), and a lookup of the live executions.
+A wait often comes right after its executions ended: a client submits, then waits for the result of a
+quick task that has already left memory. A server that owns its database alone keeps the final
+snapshots of the executions it retired last (`RecentEnds`), so such a wait is answered from memory
+rather than by a store read. They are final (an execution that has ended changes no more) and forgotten
+when deleted; replicas sharing a database keep none, since another replica may delete one.
+
+May use: the bus, the store (reads), and a lookup of the live executions and of the recent ends.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -27,6 +34,64 @@ from ._bus import EndSubscription, EventBus
 if TYPE_CHECKING:
     from ._live import LiveExecution
 
+#: Final snapshots `RecentEnds` keeps: the executions of the last moments of a busy server.
+RECENT_ENDS = 2_048
+#: And at most about this many bytes of them (their inputs, outputs and errors, and a little for the rest).
+RECENT_ENDS_BYTES = 16 * 1024 * 1024
+_RECORD_BYTES = 1_024  # what the records of a task run hold besides its payloads, about
+
+
+def held_bytes(snapshot: ExecutionSnapshot) -> int:
+    """About how much memory keeping `snapshot` holds: its task runs' records, inputs, outputs and errors."""
+    total = _RECORD_BYTES
+    for task_run in snapshot.task_runs:
+        total += _RECORD_BYTES + len(task_run.input.data)
+        for attempt in task_run.attempts:
+            if attempt.output is not None:
+                total += len(attempt.output.data)
+            if attempt.error is not None:
+                total += len(attempt.error.message) + len(attempt.error.traceback)
+    return total
+
+
+class RecentEnds:
+    """The final snapshots of the last executions to leave memory, by id, within `capacity` of them and
+    `max_bytes` (`held_bytes`) in all; the oldest go first, and one larger than `max_bytes` is not kept."""
+
+    def __init__(self, capacity: int = RECENT_ENDS, max_bytes: int = RECENT_ENDS_BYTES) -> None:
+        self._capacity = capacity
+        self._max_bytes = max_bytes
+        self._ends: OrderedDict[str, tuple[ExecutionSnapshot, int]] = OrderedDict()  # oldest first
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def remember(self, snapshot: ExecutionSnapshot) -> None:
+        """An execution ended and left memory: `snapshot` is its last (its end is durable)."""
+        if not self._capacity:
+            return
+        size = held_bytes(snapshot)
+        if size > self._max_bytes:
+            return
+        self.forget(snapshot.execution.id)
+        ends = self._ends
+        ends[snapshot.execution.id] = (snapshot, size)
+        self.bytes += size
+        while len(ends) > self._capacity or self.bytes > self._max_bytes:
+            _, (_, dropped) = ends.popitem(last=False)
+            self.bytes -= dropped
+
+    def get(self, execution_id: str) -> ExecutionSnapshot | None:
+        found = self._ends.get(execution_id)
+        return found[0] if found is not None else None
+
+    def forget(self, execution_id: str) -> None:
+        """The execution is being deleted."""
+        found = self._ends.pop(execution_id, None)
+        if found is not None:
+            self.bytes -= found[1]
+
 
 async def wait_ends(
     execution_ids: Sequence[str],
@@ -34,6 +99,7 @@ async def wait_ends(
     bus: EventBus,
     store: Store,
     live: Callable[[str], LiveExecution | None],
+    recent: RecentEnds,
     owner: str | None = None,
 ) -> AsyncGenerator[list[ExecutionSnapshot], None]:
     """Batches of the executions' final snapshots, each execution once: the first batch at once (those
@@ -44,10 +110,13 @@ async def wait_ends(
         elsewhere: list[str] = []
         for execution_id in execution_ids:
             held = live(execution_id)
-            if held is None:
-                elsewhere.append(execution_id)
-            else:
+            if held is not None:
                 _check_owner(held.execution, owner)
+            elif (ended := recent.get(execution_id)) is not None:
+                _check_owner(ended.execution, owner)
+                subscription.deliver(ended)
+            else:
+                elsewhere.append(execution_id)
         if elsewhere:
             await _deliver_stored(subscription, elsewhere, store, owner)
         yield subscription.take()

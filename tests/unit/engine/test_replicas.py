@@ -16,7 +16,15 @@ import pytest
 from taskwire.server._config import ServerConfig
 from taskwire.server._history_wire import ProtoHistoryCodec
 from taskwire.server._replicas import ReplicaLoops
-from taskwire.server.domain import AttemptOutcome, ExecutionSpec, OverlapPolicy, RetryPolicy, ScheduleSpec, State
+from taskwire.server.domain import (
+    AttemptOutcome,
+    ExecutionSpec,
+    NotFound,
+    OverlapPolicy,
+    RetryPolicy,
+    ScheduleSpec,
+    State,
+)
 from taskwire.server.engine import Engine, ManualClock
 from taskwire.server.store import EventRecord, ExecutionSnapshot, Mail, MemoryStore, RecoveredState, StoreError
 from tests.unit.engine.support import CONFIG, FakeWorker, Invoked, Rig, idle, task, until
@@ -191,6 +199,15 @@ async def _running_on(replica: Replica) -> tuple[FakeWorker, str, Invoked]:
     execution_id = await replica.submit()
     (invoked,) = worker.invocations
     return worker, execution_id, invoked
+
+
+async def _finished_on(replica: Replica) -> str:
+    """An execution submitted to `replica` that a worker "wa" of it ran to SUCCESS."""
+    worker = replica.rig.connect("wa")
+    execution_id = await replica.submit()
+    worker.complete(worker.invocations[0])
+    assert await replica.rig.state(execution_id) is State.SUCCESS
+    return execution_id
 
 
 def _live(replica: Replica) -> set[str]:
@@ -628,6 +645,20 @@ def _waiting(engine: Engine, execution_id: str) -> list[list[ExecutionSnapshot]]
     return batches
 
 
+async def test_a_wait_after_another_replica_deleted_an_execution_finds_none(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    # Each replica keeps no recent ends: one deleted by another replica is read from the store, and gone.
+    a, b, _ = pair
+    execution_id = await _finished_on(a)
+    await a.engine.flush()
+    assert execution_id not in _live(a)
+    await b.engine.delete(execution_id)
+    with pytest.raises(NotFound, match=execution_id):
+        async for _ in a.engine.wait_ends([execution_id]):
+            pass
+
+
 async def test_watchers_and_waiters_of_an_execution_held_elsewhere_follow_it(
     pair: tuple[Replica, Replica, Directory],
 ) -> None:
@@ -781,10 +812,7 @@ async def test_only_the_leading_replica_deletes_by_retention(
     retaining_pair: tuple[Replica, Replica, Directory],
 ) -> None:
     a, _, directory = retaining_pair
-    worker = a.rig.connect("wa")
-    execution_id = await a.submit()
-    worker.complete(worker.invocations[0])
-    assert await a.rig.state(execution_id) is State.SUCCESS
+    execution_id = await _finished_on(a)
     a.rig.advance(2 * 3600)
     await idle(30)
     assert await directory.store.get_execution(execution_id) is not None

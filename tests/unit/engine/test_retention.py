@@ -119,6 +119,15 @@ async def test_retention_deletes_old_finished_executions_in_batches_and_leaves_t
     assert await short.state(running) is State.RUNNING
 
 
+async def test_a_wait_right_after_retention_deleted_an_execution_finds_none(short: Rig) -> None:
+    (execution_id,) = await _finished(short, 1)
+    short.advance(RETENTION.total_seconds() + short.engine.retention.interval_s)
+    await until(lambda: short.engine.retention.deleted == 1, "the execution deleted")
+    with pytest.raises(NotFound, match=execution_id):
+        async for _ in short.engine.wait_ends([execution_id]):
+            pass
+
+
 async def test_zero_retention_keeps_everything(rig: Rig) -> None:
     await rig.restart_with(retention=timedelta(0))
     (execution_id,) = await _finished(rig, 1)

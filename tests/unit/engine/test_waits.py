@@ -1,18 +1,20 @@
 """Waiting for a set of executions to end (`Engine.wait_ends`): those finished already in the first batch,
 each other one once when its end is durable (those of one commit together), wherever it was when the wait
-began (in memory, or queued out of memory in the cold tier); unknown or another's ids are NotFound."""
+began (in memory, or queued out of memory in the cold tier); unknown or another's ids are NotFound. Those
+that ended last are answered from memory (`RecentEnds`) until deleted."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 
 import pytest
 
 from taskwire.server.domain import ExecutionSpec, NotFound, ShuttingDown, State
 from taskwire.server.engine import ManualClock
-from taskwire.server.store import ExecutionSnapshot, MemoryStore
+from taskwire.server.engine._waits import RecentEnds, held_bytes
+from taskwire.server.store import ExecutionSnapshot, MemoryStore, Store
 from tests.unit.engine.support import CONFIG, Rig, idle, task, until
 
 
@@ -153,3 +155,74 @@ async def test_a_wait_ends_with_shutting_down_when_the_engine_closes(rig: Rig) -
     await rig.engine.close()
     await until(lambda: waiter.error is not None, "the wait to end")
     assert isinstance(waiter.error, ShuttingDown)
+
+
+def store_reads(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The ids of each `get_executions` call made of `store` from now on (what a wait asks of the store)."""
+    reads: list[list[str]] = []
+    read = store.get_executions
+
+    async def counted(execution_ids: Sequence[str]) -> dict[str, ExecutionSnapshot]:
+        reads.append(list(execution_ids))
+        return await read(execution_ids)
+
+    monkeypatch.setattr(store, "get_executions", counted)
+    return reads
+
+
+async def _finished(rig: Rig, count: int) -> list[str]:
+    """Executions that ran and ended, their ends durable: they have left memory."""
+    worker = rig.connect(slots=count)
+    execution_ids = [await rig.submit() for _ in range(count)]
+    for invoked in list(worker.invocations):
+        worker.complete(invoked)
+    await rig.engine.flush()
+    assert not set(execution_ids) & set(rig.engine._executions.by_id)
+    return execution_ids
+
+
+async def test_a_wait_right_after_the_end_is_answered_from_memory(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    execution_ids = await _finished(rig, 3)
+    reads = store_reads(rig.store, monkeypatch)
+
+    waiter = Waiter(rig, execution_ids)
+    await until(lambda: waiter.ended, "the end of the wait")
+
+    assert reads == []
+    assert waiter.ids() == [execution_ids]
+    for snapshot in waiter.batches[0]:
+        assert snapshot == await rig.snapshot(snapshot.execution.id)  # the execution as stored
+
+
+async def test_a_deleted_execution_is_not_found_by_a_wait_right_after(rig: Rig) -> None:
+    one, many = await _finished(rig, 2)
+    await rig.engine.delete(one)
+    await rig.engine.delete_many([many])
+    for execution_id in (one, many):
+        refusal = await _refusal(Waiter(rig, [execution_id]))
+        assert isinstance(refusal, NotFound), refusal
+        assert refusal.entity_id == execution_id
+
+
+async def test_the_recent_ends_keep_the_last_ones_within_their_count_and_bytes(rig: Rig) -> None:
+    snapshots = [await rig.snapshot(execution_id) for execution_id in await _finished(rig, 3)]
+    ids = [snapshot.execution.id for snapshot in snapshots]
+    recent = RecentEnds(capacity=2)
+    for snapshot in snapshots:
+        recent.remember(snapshot)
+    assert [recent.get(execution_id) for execution_id in ids] == [None, *snapshots[1:]]
+    recent.forget(ids[2])
+    assert recent.get(ids[2]) is None
+    assert (len(recent), recent.bytes) == (1, held_bytes(snapshots[1]))
+
+    size = held_bytes(snapshots[0])
+    by_bytes = RecentEnds(max_bytes=2 * size)
+    for snapshot in snapshots:
+        by_bytes.remember(snapshot)
+    assert [by_bytes.get(execution_id) is not None for execution_id in ids] == [False, True, True]
+    assert by_bytes.bytes == 2 * size
+    too_large = RecentEnds(max_bytes=size - 1)
+    too_large.remember(snapshots[0])
+    none = RecentEnds(capacity=0)
+    none.remember(snapshots[0])
+    assert len(too_large) == len(none) == 0
