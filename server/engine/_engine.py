@@ -425,9 +425,10 @@ class Engine:
 
     def _retired(self, live: LiveExecution) -> None:
         """A finished execution left memory (its end is durable)."""
-        snapshot = live.snapshot()
-        self._recent.remember(snapshot)
-        self.bus.ended(snapshot)
+        if self._recent.keeping or self.bus.awaited(live.execution.id):
+            snapshot = live.snapshot()
+            self._recent.remember(snapshot)
+            self.bus.ended(snapshot)
         self._submits.forget_key(live.execution)
         self.schedules.execution_ended(live.execution.id, live.execution.metadata)
 

@@ -26,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import TYPE_CHECKING
 
-from taskwire.server.domain import Execution, NotFound, ShuttingDown
+from taskwire.server.domain import Execution, NotFound, Reason, ShuttingDown
 from taskwire.server.store import ExecutionSnapshot, Store
 
 from ._bus import EndSubscription, EventBus
@@ -36,22 +36,31 @@ if TYPE_CHECKING:
 
 #: Final snapshots `RecentEnds` keeps: the executions of the last moments of a busy server.
 RECENT_ENDS = 2_048
-#: And at most about this many bytes of them (their inputs, outputs and errors, and a little for the rest).
+#: And at most about this many bytes of them (`held_bytes`).
 RECENT_ENDS_BYTES = 16 * 1024 * 1024
-_RECORD_BYTES = 1_024  # what the records of a task run hold besides its payloads, about
+_RECORD_BYTES = 1_024  # what a record holds besides its text and payloads, about
 
 
 def held_bytes(snapshot: ExecutionSnapshot) -> int:
-    """About how much memory keeping `snapshot` holds: its task runs' records, inputs, outputs and errors."""
-    total = _RECORD_BYTES
+    """About how much memory keeping `snapshot` holds: its records, with their text and payloads."""
+    execution = snapshot.execution
+    total = _RECORD_BYTES + len(execution.name) + len(execution.idempotency_key) + _reason_bytes(execution.reason)
+    total += sum(len(key) + len(value) for key, value in execution.metadata.items())
+    total += sum(len(key) + len(value) for key, value in execution.trace_context.items())
     for task_run in snapshot.task_runs:
-        total += _RECORD_BYTES + len(task_run.input.data)
+        total += _RECORD_BYTES + len(task_run.input.data) + _reason_bytes(task_run.reason)
+        total += _reason_bytes(task_run.pending_cancel) + (len(task_run.progress.message) if task_run.progress else 0)
         for attempt in task_run.attempts:
+            total += _RECORD_BYTES
             if attempt.output is not None:
                 total += len(attempt.output.data)
             if attempt.error is not None:
-                total += len(attempt.error.message) + len(attempt.error.traceback)
+                total += len(attempt.error.type) + len(attempt.error.message) + len(attempt.error.traceback)
     return total
+
+
+def _reason_bytes(reason: Reason | None) -> int:
+    return len(reason.message) if reason is not None else 0
 
 
 class RecentEnds:
@@ -67,14 +76,19 @@ class RecentEnds:
     def __len__(self) -> int:
         return len(self._ends)
 
+    @property
+    def keeping(self) -> bool:
+        """Whether this keeps any (a replica's keeps none)."""
+        return self._capacity > 0
+
     def remember(self, snapshot: ExecutionSnapshot) -> None:
         """An execution ended and left memory: `snapshot` is its last (its end is durable)."""
-        if not self._capacity:
+        self.forget(snapshot.execution.id)
+        if not self.keeping:
             return
         size = held_bytes(snapshot)
         if size > self._max_bytes:
             return
-        self.forget(snapshot.execution.id)
         ends = self._ends
         ends[snapshot.execution.id] = (snapshot, size)
         self.bytes += size

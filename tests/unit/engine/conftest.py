@@ -6,18 +6,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from taskwire.server.engine import ManualClock
 from taskwire.server.store import MemoryStore
-from tests.unit.engine.support import CONFIG, Rig
+from tests.unit.engine.support import Rig, started
 
 
 @pytest.fixture
 async def rig() -> AsyncIterator[Rig]:
-    store = MemoryStore()
-    await store.open()
-    started = await Rig(store, ManualClock(), CONFIG).start()
-    try:
-        yield started
-    finally:
-        await started.close()
-        await store.close()
+    async with started(MemoryStore()) as engine_rig:
+        yield engine_rig

@@ -10,7 +10,8 @@ frees) runs when the test waits for a condition with `until`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -44,7 +45,7 @@ from taskwire.server.engine import (
     WorkerReport,
     WorkerSession,
 )
-from taskwire.server.store import ExecutionSnapshot, MemoryStore, WriteBatch
+from taskwire.server.store import ExecutionSnapshot, Store, WriteBatch
 
 CONFIG = ServerConfig(
     heartbeat_interval=timedelta(seconds=5),
@@ -191,7 +192,7 @@ def task(handler: str = "echo", **fields: object) -> TaskSpec:
 
 @dataclass(eq=False)
 class Rig:
-    store: MemoryStore
+    store: Store
     clock: ManualClock
     config: ServerConfig
     engine: Engine = field(init=False)
@@ -281,3 +282,15 @@ class Rig:
             for worker in self.workers:
                 if worker.session.connected and not worker.silent:
                     worker.heartbeat()
+
+
+@contextlib.asynccontextmanager
+async def started(store: Store, config: ServerConfig = CONFIG) -> AsyncIterator[Rig]:
+    """An engine with a manual clock on `store`, which is opened here; both closed after."""
+    await store.open()
+    rig = await Rig(store, ManualClock(), config).start()
+    try:
+        yield rig
+    finally:
+        await rig.close()
+        await store.close()

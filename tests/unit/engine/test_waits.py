@@ -8,14 +8,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from taskwire.server.domain import ExecutionSpec, NotFound, ShuttingDown, State
-from taskwire.server.engine import ManualClock
+from taskwire.server.domain import ErrorInfo, ExecutionSpec, NotFound, ShuttingDown, State
 from taskwire.server.engine._waits import RecentEnds, held_bytes
-from taskwire.server.store import ExecutionSnapshot, MemoryStore, Store
-from tests.unit.engine.support import CONFIG, Rig, idle, task, until
+from taskwire.server.store import ExecutionSnapshot, MemoryStore, SqliteStore, Store
+from tests.unit.engine.support import CONFIG, Rig, idle, started, task, until
 
 
 class Waiter:
@@ -123,14 +123,8 @@ async def _submit_as(rig: Rig, identity: str) -> str:
 @pytest.fixture
 async def all_cold() -> AsyncIterator[Rig]:
     """Every queued execution that may leave memory does."""
-    store = MemoryStore()
-    await store.open()
-    started = await Rig(store, ManualClock(), replace(CONFIG, hot_queue_size=0)).start()
-    try:
-        yield started
-    finally:
-        await started.close()
-        await store.close()
+    async with started(MemoryStore(), replace(CONFIG, hot_queue_size=0)) as rig:
+        yield rig
 
 
 async def test_a_cold_execution_is_waited_for_until_it_comes_back_and_ends(all_cold: Rig) -> None:
@@ -221,8 +215,39 @@ async def test_the_recent_ends_keep_the_last_ones_within_their_count_and_bytes(r
         by_bytes.remember(snapshot)
     assert [by_bytes.get(execution_id) is not None for execution_id in ids] == [False, True, True]
     assert by_bytes.bytes == 2 * size
+    labelled = replace(snapshots[0], execution=replace(snapshots[0].execution, metadata={"note": "x" * 5_000}))
+    assert held_bytes(labelled) >= size + 5_000
     too_large = RecentEnds(max_bytes=size - 1)
     too_large.remember(snapshots[0])
     none = RecentEnds(capacity=0)
     none.remember(snapshots[0])
     assert len(too_large) == len(none) == 0
+
+
+@pytest.fixture
+async def on_sqlite(tmp_path: Path) -> AsyncIterator[Rig]:
+    """The engine on a real SQLite store."""
+    async with started(SqliteStore(tmp_path / "taskwire.db")) as rig:
+        yield rig
+
+
+async def test_what_a_wait_answers_from_memory_is_what_the_store_holds(
+    on_sqlite: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = on_sqlite
+    worker = rig.connect(slots=2)
+    succeeded, failed = await rig.submit(), await rig.submit()
+    worker.complete(worker.invocations[0])
+    worker.fail(
+        worker.invocations[1], ErrorInfo(type="ValueError", message="boom", retryable=False, traceback="at line 1")
+    )
+    await rig.engine.flush()
+    reads = store_reads(rig.store, monkeypatch)
+
+    waiter = Waiter(rig, [succeeded, failed])
+    await until(lambda: waiter.ended, "the end of the wait")
+
+    assert reads == []
+    (answered,) = waiter.batches
+    assert answered == [await rig.store.get_execution(succeeded), await rig.store.get_execution(failed)]
+    assert [snapshot.execution.state for snapshot in answered] == [State.SUCCESS, State.FAILED]
