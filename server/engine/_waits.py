@@ -35,9 +35,9 @@ if TYPE_CHECKING:
     from ._live import LiveExecution
 
 #: Final snapshots `RecentEnds` keeps: the executions of the last moments of a busy server.
-RECENT_ENDS = 2_048
+RECENT_ENDS = 1_024
 #: And at most about this many bytes of them (`held_bytes`).
-RECENT_ENDS_BYTES = 16 * 1024 * 1024
+RECENT_ENDS_BYTES = 4 * 1024 * 1024
 _RECORD_BYTES = 1_024  # what a record holds besides its text and payloads, about
 
 
