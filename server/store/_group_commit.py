@@ -2,10 +2,13 @@
 
 The engine stages every change synchronously as it makes it. One commit is in flight at a time;
 whatever is staged meanwhile goes into the next one, so under load each commit carries many
-changes and the cost of an fsync is shared. Only the latest version of a record staged in one
-window is written, and a new execution is inserted as it is when its commit starts. Events reach
-the event sink only after their commit is durable, so a watcher never sees anything a restart
-could take back.
+changes and the cost of an fsync is shared. When a commit is done, those who waited for it go
+first: the committer lets the loop turn twice (the waiters resume, then what they wake runs, such
+as a stream writing a submit's answer) before it takes the next group. So answers are not held
+behind the next commit's encoding, and what arrives in those turns joins the next group. Only the
+latest version of a record staged in one window is written, and a new execution is inserted as
+it is when its commit starts. Events reach the event sink only after their commit is durable, so
+a watcher never sees anything a restart could take back.
 
 Nothing the engine stages can be refused for a reused idempotency key (the engine claims keys in
 memory first, and one server owns its database), so a commit that fails is a store that fails:
@@ -189,6 +192,8 @@ class Committer:
                 callback()
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
+                if self._wake.is_set():
+                    await _turns(2)
 
     async def flush(self) -> None:
         """Wait until everything staged so far is durable."""
@@ -205,3 +210,9 @@ class Committer:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
+
+
+async def _turns(count: int) -> None:
+    """Let the event loop run what is ready, `count` times over."""
+    for _ in range(count):
+        await asyncio.sleep(0)

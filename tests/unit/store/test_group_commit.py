@@ -176,3 +176,44 @@ async def test_what_is_staged_after_the_rest_is_taken_after_what_the_block_woke(
     await waiting
     assert order == (["other", "commit"] if after_the_rest else ["commit", "other"])
     await committer.close()
+
+
+async def test_what_waited_for_a_commit_and_what_it_wakes_run_before_the_next_commit_is_taken() -> None:
+    """A submit resumes when its commit is durable, and wakes its stream's writer to send the answer: both run
+    before the committer takes what was staged meanwhile (under load, that is more to take, and the answer is
+    not held behind the next commit's encoding)."""
+    order: list[str] = []
+    store = RecordingStore()
+    committer = Committer(store=store, bus=EventBus(), on_fatal=lambda error: None)  # type: ignore[arg-type]
+    committer.start()
+    record = pending_execution()
+    answer_ready = asyncio.Event()
+
+    async def submit() -> None:
+        committer.stage_new(record)
+        await committer.durable()
+        order.append("resumed")
+        answer_ready.set()
+
+    async def stream_writer() -> None:
+        await answer_ready.wait()
+        order.append("answer written")
+
+    writing = asyncio.create_task(stream_writer())
+    submitting = asyncio.create_task(submit())
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the committer has taken the submit's insert; its commit is in flight
+    assert len(store.batches) == 1
+    committer.stage_execution(record.execution)  # staged meanwhile: the next commit's
+    commit = store.commit
+
+    async def recording(batches: Sequence[WriteBatch]) -> list[Exception | None]:
+        order.append("next commit taken")
+        return await commit(batches)
+
+    store.commit = recording  # type: ignore[method-assign]
+    store.release.set()
+    await asyncio.wait_for(asyncio.gather(submitting, writing), timeout=5)
+    await asyncio.wait_for(committer.durable(), timeout=5)
+    assert order == ["resumed", "answer written", "next commit taken"]
+    await committer.close()
