@@ -289,10 +289,16 @@ class Engine:
         )
 
     async def get(self, execution_id: str) -> ExecutionSnapshot:
-        snapshot = await self._store.get_execution(execution_id)
+        """The execution as durably stored (an execution that just ended, from memory: see `_stored`)."""
+        snapshot = await self._stored(execution_id)
         if snapshot is None:
             raise NotFound("execution", execution_id)
         return snapshot
+
+    async def _stored(self, execution_id: str) -> ExecutionSnapshot | None:
+        """The execution as the store holds it: one of the recent ends is answered from memory (its end is
+        durable and final; it is forgotten when its deletion is staged)."""
+        return self._recent.get(execution_id) or await self._store.get_execution(execution_id)
 
     async def list_executions(
         self,
@@ -367,7 +373,7 @@ class Engine:
             await self._cold.load([execution_id])  # a cold one comes back; anything else stays where it is
         live = executions.by_id.get(execution_id)
         if live is None or live.execution.state.is_terminal:
-            snapshot = live.snapshot() if live is not None else await self._store.get_execution(execution_id)
+            snapshot = live.snapshot() if live is not None else await self._stored(execution_id)
             if snapshot is None:
                 raise NotFound("execution", execution_id)
             return snapshot
@@ -381,7 +387,7 @@ class Engine:
         """A new execution with the same spec as a finished one (labelled RERUN_OF it). With `only_failed`,
         its tasks that succeeded are not run again: their outputs are reused."""
         live = self._executions.by_id.get(execution_id)
-        snapshot = live.snapshot() if live is not None else await self._store.get_execution(execution_id)
+        snapshot = live.snapshot() if live is not None else await self._stored(execution_id)
         if snapshot is None:
             raise NotFound("execution", execution_id)
         reused: dict[str, Reused] = {}

@@ -1,7 +1,7 @@
 """Waiting for a set of executions to end (`Engine.wait_ends`): those finished already in the first batch,
 each other one once when its end is durable (those of one commit together), wherever it was when the wait
 began (in memory, or queued out of memory in the cold tier); unknown or another's ids are NotFound. Those
-that ended last are answered from memory (`RecentEnds`) until deleted."""
+that ended last are answered from memory (`RecentEnds`) until deleted, and so are gets of them."""
 
 from __future__ import annotations
 
@@ -185,7 +185,7 @@ async def test_a_wait_right_after_the_end_is_answered_from_memory(rig: Rig, monk
     assert reads == []
     assert waiter.ids() == [execution_ids]
     for snapshot in waiter.batches[0]:
-        assert snapshot == await rig.snapshot(snapshot.execution.id)  # the execution as stored
+        assert snapshot == await rig.store.get_execution(snapshot.execution.id)  # the execution as stored
 
 
 async def test_a_deleted_execution_is_not_found_by_a_wait_right_after(rig: Rig) -> None:
@@ -196,6 +196,8 @@ async def test_a_deleted_execution_is_not_found_by_a_wait_right_after(rig: Rig) 
         refusal = await _refusal(Waiter(rig, [execution_id]))
         assert isinstance(refusal, NotFound), refusal
         assert refusal.entity_id == execution_id
+        with pytest.raises(NotFound):
+            await rig.engine.get(execution_id)
 
 
 async def test_the_recent_ends_keep_the_last_ones_within_their_count_and_bytes(rig: Rig) -> None:
@@ -231,10 +233,8 @@ async def on_sqlite(tmp_path: Path) -> AsyncIterator[Rig]:
         yield rig
 
 
-async def test_what_a_wait_answers_from_memory_is_what_the_store_holds(
-    on_sqlite: Rig, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    rig = on_sqlite
+async def _succeeded_and_failed(rig: Rig) -> tuple[str, str]:
+    """Two executions that ended and left memory, one SUCCESS and one FAILED with its error."""
     worker = rig.connect(slots=2)
     succeeded, failed = await rig.submit(), await rig.submit()
     worker.complete(worker.invocations[0])
@@ -242,6 +242,14 @@ async def test_what_a_wait_answers_from_memory_is_what_the_store_holds(
         worker.invocations[1], ErrorInfo(type="ValueError", message="boom", retryable=False, traceback="at line 1")
     )
     await rig.engine.flush()
+    return succeeded, failed
+
+
+async def test_what_a_wait_answers_from_memory_is_what_the_store_holds(
+    on_sqlite: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = on_sqlite
+    succeeded, failed = await _succeeded_and_failed(rig)
     reads = store_reads(rig.store, monkeypatch)
 
     waiter = Waiter(rig, [succeeded, failed])
@@ -251,3 +259,26 @@ async def test_what_a_wait_answers_from_memory_is_what_the_store_holds(
     (answered,) = waiter.batches
     assert answered == [await rig.store.get_execution(succeeded), await rig.store.get_execution(failed)]
     assert [snapshot.execution.state for snapshot in answered] == [State.SUCCESS, State.FAILED]
+
+
+async def test_a_get_right_after_the_end_is_answered_from_memory_as_stored(
+    on_sqlite: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = on_sqlite
+    succeeded, failed = await _succeeded_and_failed(rig)
+    stored = [await rig.store.get_execution(succeeded), await rig.store.get_execution(failed)]
+    reads: list[str] = []
+    read = rig.store.get_execution
+
+    async def counted(execution_id: str) -> ExecutionSnapshot | None:
+        reads.append(execution_id)
+        return await read(execution_id)
+
+    monkeypatch.setattr(rig.store, "get_execution", counted)
+    assert [await rig.engine.get(succeeded), await rig.engine.get(failed)] == stored
+    assert reads == []
+    await rig.engine.delete(succeeded)
+    reads.clear()
+    with pytest.raises(NotFound):
+        await rig.engine.get(succeeded)
+    assert reads == [succeeded]  # forgotten with its deletion: the store answers
