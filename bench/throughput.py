@@ -195,6 +195,7 @@ def _measure(bench: Bench, result: ScenarioResult, way: str, running: Running, t
             measure(running.address, tasks=tasks, batch_size=sizes.batch_size, in_flight=sizes.batches_in_flight)
         )
     wall = done - first
+    server_cpu_s = cpu_seconds(server) - cpu_before
     label = {
         "single": "one submit per task",
         "unary": "one SubmitExecution call per task (generated stub, unary)",
@@ -207,7 +208,13 @@ def _measure(bench: Bench, result: ScenarioResult, way: str, running: Running, t
         f"{way}.server_cpu",
         f"taskwire, {label}: server CPU, store writer included (100 = one core)",
         "%",
-        100 * (cpu_seconds(server) - cpu_before) / wall,
+        100 * server_cpu_s / wall,
+    )
+    result.add(
+        f"{way}.server_cpu_per_task",
+        f"taskwire, {label}: server CPU per task, store writer included",
+        "µs",
+        1e6 * server_cpu_s / tasks,
     )
     result.add(
         f"{way}.workers_cpu",

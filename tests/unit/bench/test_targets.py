@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench._common import ScenarioResult
-from bench.targets import TARGETS, Target, best_peer, judge, side_by_side
+from bench.targets import TARGETS, Target, best_peer, judge, side_by_side, targets_table
 
 
 def _result(name: str, **figures: float) -> ScenarioResult:
@@ -87,3 +87,42 @@ def test_one_submit_per_task_through_the_sdk_is_set_beside_both_bare_echoes_and_
     assert (ack_stream["taskwire"], ack_stream["bare"]) == (3.0, 1.0)
     for shown in ("2,000 (unary)", "8,000 (multiplexed)", "0.50×", "0.12×", "0.30×", "1.00 (stream)", "3.00×"):
         assert shown in table, (shown, table)
+
+
+DISPATCH = "dispatch at 100/s: submit → handler start p50 vs the bare unary round trip"
+SERVER_CPU = "one submit per task: server CPU per task, store writer included"
+
+
+def test_dispatch_is_judged_as_a_multiple_of_the_bare_round_trip_of_the_same_run() -> None:
+    [target] = [t for t in TARGETS if t.name == DISPATCH]
+    slow = {"latency": _result("latency", **{"100__start_p50": 2.4, "bare__100__p50": 1.5})}
+    verdict = judge(target, slow)
+    assert (verdict.status, round(verdict.value or 0, 2), verdict.wanted) == ("MISSED", 1.6, "≤ 1.5×")
+    assert verdict.by == "over by 7% (needs 1.07× less)"
+    quick = {"latency": _result("latency", **{"100__start_p50": 2.0, "bare__100__p50": 1.5})}
+    assert judge(target, quick).status == "MET"
+    assert judge(target, {"latency": _result("latency", **{"100__start_p50": 2.0})}).status == "n/a"
+
+
+def test_the_server_cpu_of_a_single_submit_is_held_under_its_bound() -> None:
+    [target] = [t for t in TARGETS if t.name == SERVER_CPU]
+    assert judge(target, {"throughput": _result("throughput", single__server_cpu_per_task=574)}).status == "MISSED"
+    assert judge(target, {"throughput": _result("throughput", single__server_cpu_per_task=480)}).status == "MET"
+
+
+def test_a_stretch_bound_is_judged_beside_the_target_of_the_same_figure() -> None:
+    results = {"throughput": _result("throughput", single__tasks_per_s=900, bare__unary_qps=2000)}
+    name = "one submit per task: end-to-end tasks/s vs bare unary echo"
+    verdicts = {(t.stretch, t.bound): judge(t, results) for t in TARGETS if t.name == name}
+    assert {key: v.status for key, v in verdicts.items()} == {(False, 0.4): "MET", (True, 0.5): "MISSED"}
+    table = targets_table(list(verdicts.values()))
+    assert f"{name} (stretch)" in table
+    assert table.count(name) == 2
+    # Every stretch bound sits beside a target of the same figure; of the same kind, it is the stricter.
+    for stretch in (t for t in TARGETS if t.stretch):
+        own = [t for t in TARGETS if (t.scenario, t.metric) == (stretch.scenario, stretch.metric) and not t.stretch]
+        assert own, stretch.name
+        for target in own:
+            if (target.kind, target.ref_metric) == (stretch.kind, stretch.ref_metric):
+                stricter = stretch.bound > target.bound if target.kind == "ratio" else stretch.bound < target.bound
+                assert stricter, stretch.name
