@@ -10,7 +10,9 @@ empty store: what any start costs (interpreter, imports, gRPC) whatever the stor
 The drain: a copy of the store is served again and the usual workers connect; from the first look at
 the queue after they are all connected until every task has completed durably, the tasks that were
 left (queued or running at that look) over the time they took. Most of the backlog is in the cold tier
-at the start, so this is dispatch from the store, not from memory.
+at the start, so this is dispatch from the store, not from memory. Its reference, the batched rate end
+to end with the same workers on a fresh server (as scenario 1 measures it), is measured just before each
+drain: the two are compared side by side, not across the minutes between this scenario and scenario 1.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import grpc
 
 from bench._common import Bench, ScenarioResult, channel, monotonic_s, rss_bytes, task_stub, taskwire, wait_drained
 from bench.memory import STORES_KEY, prepare_store
+from bench.throughput import batched_end_to_end
 from taskwire.v1 import task_service_pb2 as tpb
 from tests.harness import ServerProcess, start_server
 
@@ -79,6 +82,21 @@ def drain_rate(bench: Bench, store: Path, capacity: int) -> float:
         return asyncio.run(_drained(running.address))
 
 
+def batched_rate(bench: Bench) -> float:
+    """Tasks/s end to end of scenario 1's batches on a fresh server with the usual workers."""
+    sizes = bench.sizes
+    with taskwire(bench, workers=sizes.workers, slots=sizes.worker_slots) as running:
+        first, _, done = asyncio.run(
+            batched_end_to_end(
+                running.address,
+                tasks=sizes.tasks_batched,
+                batch_size=sizes.batch_size,
+                in_flight=sizes.batches_in_flight,
+            )
+        )
+    return sizes.tasks_batched / (done - first)
+
+
 def run(bench: Bench) -> ScenarioResult:
     count = bench.sizes.pending
     capacity = 2 * count
@@ -97,6 +115,9 @@ def run(bench: Bench) -> ScenarioResult:
         result.add("listening", f"{count:,} pending: start → listening line", "s", to_listen)
         result.add("ready", f"{count:,} pending: start → first GetStats", "s", to_ready)
         result.add("rss_per_task", f"{count:,} pending: RSS per task after recovery", "B", (rss - empty_rss) / count)
+        bench.log(f"{NAME} run {number}/{bench.runs}: batches of {bench.sizes.batch_size} end to end, the reference")
+        rate = batched_rate(bench)
+        result.add("drain.batched_tasks_per_s", "batched end to end, just before the drain", "tasks/s", rate)
         bench.log(f"{NAME} run {number}/{bench.runs}: {count:,} pending drained by {bench.sizes.workers} workers")
         rate = drain_rate(bench, stores[(number - 1) % len(stores)], capacity)
         result.add("drain.tasks_per_s", f"{count:,} pending drained by the workers", "tasks/s", rate)
@@ -111,4 +132,4 @@ def run(bench: Bench) -> ScenarioResult:
     return result
 
 
-__all__ = ["NAME", "TITLE", "drain_rate", "run", "start_to_serving"]
+__all__ = ["NAME", "TITLE", "batched_rate", "drain_rate", "run", "start_to_serving"]

@@ -247,9 +247,10 @@ TARGETS: tuple[Target, ...] = (
         kind="ratio",
         # A guard against regressions: a drain brings the backlog back from the store in batches, so it runs a
         # little below a batched flow that never leaves memory (0.90× when first measured on a quiet machine).
+        # The batched rate it is set against is measured just before each drain, in the same scenario.
         bound=0.8,
-        ref_scenario="throughput",
-        ref_metric="batched.tasks_per_s",
+        ref_scenario="recovery",
+        ref_metric="drain.batched_tasks_per_s",
     ),
     Target(
         name="backpressure: wait-for-room submitters admitted in order",

@@ -39,6 +39,7 @@ ROWS = (
     "wait-for-room: admitted in arrival order",
     "server RSS per pending task",
     "3,000 pending: start → first GetStats",
+    "batched end to end, just before the drain",
     "200 streams vs 4: throughput ratio",
     "4 worker processes vs 2: throughput ratio",
     "plain FIFO (default priority): dispatch pass per task",

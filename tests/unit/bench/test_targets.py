@@ -126,3 +126,13 @@ def test_a_stretch_bound_is_judged_beside_the_target_of_the_same_figure() -> Non
             if (target.kind, target.ref_metric) == (stretch.kind, stretch.ref_metric):
                 stricter = stretch.bound > target.bound if target.kind == "ratio" else stretch.bound < target.bound
                 assert stricter, stretch.name
+
+
+def test_the_drain_is_set_against_the_batched_rate_measured_beside_it_not_scenario_one() -> None:
+    [target] = [t for t in TARGETS if t.scenario == "recovery" and t.metric == "drain.tasks_per_s"]
+    results = {
+        "throughput": _result("throughput", batched__tasks_per_s=4000),  # minutes earlier, in a quicker stretch
+        "recovery": _result("recovery", drain__tasks_per_s=2800, drain__batched_tasks_per_s=3000),
+    }
+    verdict = judge(target, results)
+    assert (verdict.status, round(verdict.value or 0, 2)) == ("MET", 0.93)
