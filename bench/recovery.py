@@ -26,7 +26,7 @@ import grpc
 
 from bench._common import Bench, ScenarioResult, channel, monotonic_s, rss_bytes, task_stub, taskwire, wait_drained
 from bench.memory import STORES_KEY, prepare_store
-from bench.throughput import batched_end_to_end
+from bench.throughput import batched_rate
 from taskwire.v1 import task_service_pb2 as tpb
 from tests.harness import ServerProcess, start_server
 
@@ -82,21 +82,6 @@ def drain_rate(bench: Bench, store: Path, capacity: int) -> float:
         return asyncio.run(_drained(running.address))
 
 
-def batched_rate(bench: Bench) -> float:
-    """Tasks/s end to end of scenario 1's batches on a fresh server with the usual workers."""
-    sizes = bench.sizes
-    with taskwire(bench, workers=sizes.workers, slots=sizes.worker_slots) as running:
-        first, _, done = asyncio.run(
-            batched_end_to_end(
-                running.address,
-                tasks=sizes.tasks_batched,
-                batch_size=sizes.batch_size,
-                in_flight=sizes.batches_in_flight,
-            )
-        )
-    return sizes.tasks_batched / (done - first)
-
-
 def run(bench: Bench) -> ScenarioResult:
     count = bench.sizes.pending
     capacity = 2 * count
@@ -132,4 +117,4 @@ def run(bench: Bench) -> ScenarioResult:
     return result
 
 
-__all__ = ["NAME", "TITLE", "batched_rate", "drain_rate", "run", "start_to_serving"]
+__all__ = ["NAME", "TITLE", "drain_rate", "run", "start_to_serving"]

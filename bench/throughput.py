@@ -182,6 +182,22 @@ async def batched_collected(address: str, *, tasks: int, batch_size: int, in_fli
     return first, submitted, done
 
 
+def batched_rate(bench: Bench) -> float:
+    """Tasks/s end to end of this scenario's batches on a fresh server with the usual workers: the reference
+    another scenario measures beside its own figure."""
+    sizes = bench.sizes
+    with taskwire(bench, workers=sizes.workers, slots=sizes.worker_slots) as running:
+        first, _, done = asyncio.run(
+            batched_end_to_end(
+                running.address,
+                tasks=sizes.tasks_batched,
+                batch_size=sizes.batch_size,
+                in_flight=sizes.batches_in_flight,
+            )
+        )
+    return sizes.tasks_batched / (done - first)
+
+
 def _measure(bench: Bench, result: ScenarioResult, way: str, running: Running, tasks: int) -> None:
     sizes = bench.sizes
     server, workers = running.server_pids, running.worker_pids
@@ -301,4 +317,13 @@ def run(bench: Bench) -> ScenarioResult:
     return result
 
 
-__all__ = ["NAME", "TITLE", "batched_collected", "batched_end_to_end", "run", "single_end_to_end", "unary_end_to_end"]
+__all__ = [
+    "NAME",
+    "TITLE",
+    "batched_collected",
+    "batched_end_to_end",
+    "batched_rate",
+    "run",
+    "single_end_to_end",
+    "unary_end_to_end",
+]
