@@ -104,10 +104,13 @@ class TaskwireServer:
             # Here: prometheus_client and aiohttp load only when metrics are served (startup).
             from prometheus_client import CollectorRegistry
 
+            from taskwire.common.process_metrics import add_process_metrics
+
             from ._http import HttpEndpoint
             from ._metrics import CallMetrics, EngineGauges, ServerMetrics
 
             registry = CollectorRegistry(auto_describe=False)
+            add_process_metrics(registry)
             observer = ServerMetrics(registry)
             self._http = HttpEndpoint(registry)
             self._interceptors.append(CallMetrics(registry))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, start_http_server
 
+from taskwire.common.process_metrics import add_process_metrics
+
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series beside each counter
 
 _DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
@@ -15,7 +17,10 @@ _DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 
 
 class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry(auto_describe=False)
+        if registry is None:  # its own: with the process's figures too (a registry passed in may have them already)
+            registry = CollectorRegistry(auto_describe=False)
+            add_process_metrics(registry)
+        self.registry = registry
         self.slots = Gauge("taskwire_worker_agent_slots", "Slots this worker declared.", registry=self.registry)
         self.in_use = Gauge(
             "taskwire_worker_agent_slots_in_use", "Attempts running on this worker now.", registry=self.registry
