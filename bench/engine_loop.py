@@ -7,7 +7,7 @@ server; `--memory`: the in-memory store), with one fake worker of 100 slots that
 invocation in the loop turn after the dispatch pass that sent it. Executions of one echo task are
 submitted 100 at a time, 4 calls in flight, as the throughput scenario's batched phase sends them.
 Printed per round: the thread CPU of the event loop per task, from the first submit to the last
-completion made durable, and the wall time per task.
+completion made durable, and the wall time per task. The garbage collector is set as in the server.
 
 What the server's loop does per task beyond this is gRPC's: reading and answering the calls and the
 worker streams' frames. So a change to the engine, the domain or the row encoding shows here without
@@ -26,6 +26,7 @@ from bench._store import add_dir_argument, run_in_folder
 from bench.flow import RecordingLink
 from taskwire.server._config import ServerConfig
 from taskwire.server._history_wire import ProtoHistoryCodec
+from taskwire.server._main import collect_as_a_server
 from taskwire.server.domain import Attempt, ExecutionSpec, Payload, TaskRun, TaskSpec, TaskSucceeded
 from taskwire.server.engine import AttemptEnd, Engine, SubmitItem, WorkerHello
 from taskwire.server.store import MemoryStore, SqliteStore, Store
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="the in-memory store instead of SQLite")
     add_dir_argument(parser)
     args = parser.parse_args()
+    collect_as_a_server()
 
     async def rounds(folder: Path) -> None:
         store = "memory" if args.memory else "SQLite"

@@ -417,6 +417,11 @@ async def serve(config: ServerConfig, *, with_local_worker: bool = False) -> int
     return 0
 
 
+def collect_as_a_server() -> None:
+    """Set this process's collector as the server runs it (see `YOUNG_OBJECTS`)."""
+    gc.set_threshold(YOUNG_OBJECTS, *gc.get_threshold()[1:])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -431,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    gc.set_threshold(YOUNG_OBJECTS, *gc.get_threshold()[1:])
+    collect_as_a_server()
     return asyncio.run(serve(config, with_local_worker=args.with_local_worker))
 
 
