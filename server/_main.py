@@ -26,8 +26,9 @@ T = TypeVar("T")
 # The collector passes over its youngest generation once this many more tracked objects exist than at its
 # last pass (CPython's default is 700). A task's objects live a few milliseconds: with the default, a pass ran
 # every few tasks under load, found those in flight still alive and moved them on to the older generations,
-# whose passes walked them again: 5-11% of the server's CPU. From 50,000, a pass runs when the live objects
-# really grow (a backlog building up), and takes 15-40 ms here, about what a full pass took before.
+# whose passes walked them again: 5-11% of the server's CPU, and a quarter of it while a large backlog built
+# up. From 50,000, a pass runs when the live objects really grow; it takes 15-40 ms here, and every tenth one,
+# which takes the middle generation too, up to 150 ms in a backlog of 100,000 (the default paused up to 280).
 YOUNG_OBJECTS = 50_000
 DESCRIPTION = """\
 Run the taskwire control plane: the gRPC server that holds the bounded queue, the
