@@ -25,6 +25,12 @@ def _params(ctx: TaskContext) -> Mapping[str, object]:
     return value
 
 
+@handler("echo_sync")
+def echo_sync(ctx: TaskContext) -> object:
+    """The demo's ``echo`` as a plain function, run in the worker's handler threads: returns its input."""
+    return ctx.input
+
+
 @handler("noop_timed")
 async def noop_timed(ctx: TaskContext) -> dict[str, float]:
     """Does nothing; its output is the monotonic time at which it started."""

@@ -419,9 +419,18 @@ _FIGURES: tuple[tuple[str, str, bool, tuple[str, str], tuple[str, str, str] | No
         ("throughput", "bare.stream_msgs_per_s", "stream"),
         "batched.tasks_per_s",
     ),
+    (
+        "batches of 100, a plain-function handler, end to end",
+        "tasks/s",
+        True,
+        ("throughput", "sync.tasks_per_s"),
+        ("throughput", "bare.stream_msgs_per_s", "stream"),
+        "batched.tasks_per_s",
+    ),
     ("CPU per task, one submit per task (SDK)", "µs", False, ("", "single"), None, "single.cpu_per_task"),
     ("CPU per task, one SubmitExecution call per task (unary)", "µs", False, ("", "unary"), None, ""),
     ("CPU per task, batches of 100", "µs", False, ("", "batched"), None, "batched.cpu_per_task"),
+    ("CPU per task, batches of 100, a plain-function handler", "µs", False, ("", "sync"), None, "batched.cpu_per_task"),
     (
         "submit (SDK) acknowledged at 100/s, p50",
         "ms",

@@ -14,9 +14,11 @@ Each run, in this order (so that every taskwire figure has a bare figure taken m
 7. the same batches, every result collected with WaitExecutions: after each batch is accepted its caller
    opens one WaitExecutions for the batch's executions and goes on submitting; the end is when the last
    result has arrived. Its rate is printed beside the batched end-to-end rate of the same run, as a ratio.
+8. the same batches for ``echo_sync``, the same echo as a plain function (run in the worker's handler
+   threads rather than on its handler loop), as the peers' tasks are written.
 
 taskwire runs a fresh server (SQLite, durable as shipped) and `workers` taskwire-worker processes with
-`worker_slots` slots each, for each of 3, 4, 6 and 7. Its rate is tasks / (last completion − first submit):
+`worker_slots` slots each, for each of 3, 4, 6, 7 and 8. Its rate is tasks / (last completion − first submit):
 the end is when GetStats shows nothing queued or running *and* the store (ListExecutions reads only
 committed rows) holds no active execution, so every completion counted is durable.
 """
@@ -114,11 +116,11 @@ async def unary_end_to_end(address: str, *, tasks: int, callers: int) -> tuple[f
 
 
 async def batched_end_to_end(
-    address: str, *, tasks: int, batch_size: int, in_flight: int
+    address: str, *, tasks: int, batch_size: int, in_flight: int, handler: str = "echo"
 ) -> tuple[float, float, float]:
     # Waiting for room when the bounded queue is full, as a producer faster than its workers should.
     request = tpb.SubmitExecutionsRequest(
-        executions=[echo_execution()] * batch_size, admission=tpb.ADMISSION_MODE_WAIT_FOR_ROOM
+        executions=[echo_execution(handler)] * batch_size, admission=tpb.ADMISSION_MODE_WAIT_FOR_ROOM
     )
     batches = count()
     total_batches = -(-tasks // batch_size)
@@ -205,10 +207,21 @@ def _measure(bench: Bench, result: ScenarioResult, way: str, running: Running, t
     if way in ("single", "unary"):
         one_each = single_end_to_end if way == "single" else unary_end_to_end
         first, submitted, done = asyncio.run(one_each(running.address, tasks=tasks, callers=sizes.submit_callers))
-    else:
-        measure = batched_end_to_end if way == "batched" else batched_collected
+    elif way == "collected":
         first, submitted, done = asyncio.run(
-            measure(running.address, tasks=tasks, batch_size=sizes.batch_size, in_flight=sizes.batches_in_flight)
+            batched_collected(
+                running.address, tasks=tasks, batch_size=sizes.batch_size, in_flight=sizes.batches_in_flight
+            )
+        )
+    else:
+        first, submitted, done = asyncio.run(
+            batched_end_to_end(
+                running.address,
+                tasks=tasks,
+                batch_size=sizes.batch_size,
+                in_flight=sizes.batches_in_flight,
+                handler="echo_sync" if way == "sync" else "echo",
+            )
         )
     wall = done - first
     server_cpu_s = cpu_seconds(server) - cpu_before
@@ -217,6 +230,7 @@ def _measure(bench: Bench, result: ScenarioResult, way: str, running: Running, t
         "unary": "one SubmitExecution call per task (generated stub, unary)",
         "batched": f"batches of {sizes.batch_size}",
         "collected": f"batches of {sizes.batch_size}, every result collected (WaitExecutions)",
+        "sync": f"batches of {sizes.batch_size}, a plain-function handler",
     }[way]
     result.add(f"{way}.tasks_per_s", f"taskwire, {label}: end to end", "tasks/s", tasks / wall)
     result.add(f"{way}.submit_per_s", f"taskwire, {label}: submits accepted", "tasks/s", tasks / (submitted - first))
@@ -303,6 +317,9 @@ def run(bench: Bench) -> ScenarioResult:
                 "×",
                 metrics["collected.tasks_per_s"].values[-1] / metrics["batched.tasks_per_s"].values[-1],
             )
+            bench.log(f"{NAME} run {number}/{bench.runs}: taskwire, batched, a plain-function handler")
+            with taskwire(bench, workers=sizes.workers, slots=sizes.worker_slots) as running:
+                _measure(bench, result, "sync", running, sizes.tasks_batched)
     result.notes.append(
         f"one submit per task: one taskwire.client.AsyncClient shared by {sizes.submit_callers} concurrent callers, "
         "each awaiting client.submit() (its durable acknowledgement) before its next; the unary row sends the same "

@@ -22,6 +22,7 @@ from taskwire.common import WORKER_SHUTDOWN_ERROR, ErrorInfo, Refusal
 from ._abort import AbortController, AbortReason
 from ._context import AttemptInfo, LogLine, ProgressUpdate, TaskContext, build_context
 from ._handler_loop import HandlerLoop, Inbox
+from ._handler_threads import HandlerThreads
 from ._outcome import Cancelled, Completed, Failed, HandlerResult, Outcome, Raised
 from ._process import ProcessRunner, get_mp_context
 from ._registry import HandlerLookup, RegisteredHandler
@@ -193,6 +194,8 @@ class Executor:
         # Made on first use: the loop async handlers run on, and the inbox of this loop they report through.
         self._handler_loop: HandlerLoop | None = None
         self._inbox: Inbox | None = None
+        # The threads sync handlers run in, made on first use too.
+        self._handler_threads: HandlerThreads | None = None
 
     # -- state -----------------------------------------------------------------------------------------
 
@@ -322,6 +325,8 @@ class Executor:
         await self.stop_all()
         if self._handler_loop is not None:
             self._handler_loop.close()
+        if self._handler_threads is not None:
+            self._handler_threads.close()
 
     async def __aenter__(self) -> Executor:
         return self
@@ -386,7 +391,11 @@ class Executor:
                 events=events,
                 name=name,
             )
-        return ThreadRunner(fn=registered.fn, build_context=build, events=events, name=name)
+        if self._handler_threads is None:
+            self._handler_threads = HandlerThreads()
+        return ThreadRunner(
+            threads=self._handler_threads, fn=registered.fn, build_context=build, events=events, name=name
+        )
 
     async def _run(self, attempt: _Attempt) -> None:
         assert attempt.runner is not None

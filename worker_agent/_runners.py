@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 
@@ -14,6 +13,7 @@ from taskwire.common import ErrorInfo
 from ._abort import AbortReason
 from ._context import AttemptEvents, TaskContext
 from ._handler_loop import HandlerLoop, Inbox
+from ._handler_threads import HandlerThreads
 from ._outcome import HandlerResult, Raised, Returned
 from ._payload import encode_output
 from ._tracing import attempt_span, record_outcome
@@ -149,24 +149,24 @@ class AsyncRunner(_InProcessRunner):
 
 
 class ThreadRunner(_InProcessRunner):
-    """Runs a sync handler in a daemon thread of its own.
+    """Runs a sync handler in one of the executor's handler threads (see _handler_threads)."""
 
-    Not a ThreadPoolExecutor: its threads are joined at interpreter exit, so one handler that ignores its
-    abort signal would keep the worker from ever exiting. The executor's slots bound the thread count.
-    """
+    def __init__(self, *, threads: HandlerThreads, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._threads = threads
 
     async def run(self) -> HandlerResult:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[HandlerResult] = loop.create_future()
 
-        def target() -> None:
+        def call() -> None:
             result = call_sync_handler(self._fn, self._build_context)
             # A closed loop raises RuntimeError: nobody is waiting for this result any more.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_set_result, done, result)
 
         self._events.started()
-        threading.Thread(target=target, name=self._name, daemon=True).start()
+        self._threads.run(self._name, call)
         return await done
 
     def on_abort(self, reason: AbortReason, message: str) -> None:

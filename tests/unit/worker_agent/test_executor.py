@@ -20,6 +20,7 @@ from taskwire.worker import (
     handler,
 )
 from taskwire.worker._executor import Executor, SubmitResult
+from tests.harness import wait_for
 from tests.unit.worker_agent.recording import RecordingSink, make_spec
 
 handlers = HandlerRegistry()
@@ -33,6 +34,12 @@ async def returns_input(ctx: TaskContext) -> object:
 @handler(registry=handlers)
 def sync_returns_input(ctx: TaskContext) -> object:
     return ctx.input
+
+
+@handler(registry=handlers)
+def sync_names_its_thread(ctx: TaskContext) -> list[object]:
+    thread = threading.current_thread()
+    return [thread.ident, thread.name, thread.daemon]
 
 
 @handler(registry=handlers)
@@ -399,6 +406,31 @@ async def test_wait_idle(executor: Executor, sink: RecordingSink) -> None:
     assert not await executor.wait_idle(0.01)
     executor.abort(spec.key, AbortReason.CANCELLED)
     assert await executor.wait_idle(5)
+
+
+async def test_sync_handlers_one_after_another_run_in_one_thread_named_for_each_attempt(
+    executor: Executor, sink: RecordingSink
+) -> None:
+    seen: list[list[object]] = []
+    for attempt in (1, 2):
+        spec = make_spec("sync_names_its_thread", task_run_id=f"run-{attempt}")
+        executor.submit(spec)
+        outcome = await sink.outcome(spec.key)
+        assert isinstance(outcome, Completed)
+        assert isinstance(outcome.value, list)
+        seen.append(outcome.value)
+        # The thread is kept for the next handler once this one has returned: wait until it waits.
+        threads = executor._handler_threads
+        assert threads is not None
+        await asyncio.to_thread(
+            wait_for, lambda pool=threads: pool.waiting, timeout_s=5, what="the handler's thread to wait"
+        )
+    assert seen[0][0] == seen[1][0], "the second sync handler did not reuse the first one's thread"
+    assert [name for _, name, _ in seen] == [
+        "taskwire-sync_names_its_thread-run-1#1",
+        "taskwire-sync_names_its_thread-run-2#1",
+    ]
+    assert all(daemon for _, _, daemon in seen)
 
 
 def test_slots_must_be_positive(sink: RecordingSink) -> None:
