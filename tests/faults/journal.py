@@ -47,22 +47,45 @@ def _append(entry: dict[str, object]) -> None:
         os.close(fd)
 
 
+class _Run:
+    """One run's two journal lines: its start on entering, its end and `result` on leaving."""
+
+    def __init__(self, ctx: TaskContext) -> None:
+        self.key = {"e": ctx.execution_id, "t": ctx.task_run_id, "a": ctx.attempt, "d": ctx.dispatch_id}
+        self.key["w"] = str(os.getpid())
+        params = ctx.input if isinstance(ctx.input, dict) else {}
+        self.seconds = float(params.get("seconds", 0.0))
+        self.output: dict[str, object] = {"task_run": ctx.task_run_id, "attempt": ctx.attempt}
+        self.result = "error"
+
+    def __enter__(self) -> _Run:
+        _append({**self.key, "ev": "start", "at": time.time()})
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        _append({**self.key, "ev": "end", "at": time.time(), "result": self.result})
+
+    def ended(self, aborted: bool, ctx: TaskContext) -> dict[str, object]:
+        """Its output once its wait ended, `aborted` or not (an abort raises)."""
+        if aborted:
+            self.result = "aborted"
+            ctx.abort.raise_if_aborted()
+        self.result = "ok"
+        return self.output
+
+
 @handler("journal.work")
 async def work(ctx: TaskContext) -> dict[str, object]:
     """Input ``{"seconds": s}``: records its start, waits s seconds (stopping at once on abort), records its end."""
-    params = ctx.input if isinstance(ctx.input, dict) else {}
-    seconds = float(params.get("seconds", 0.0))
-    key = {"e": ctx.execution_id, "t": ctx.task_run_id, "a": ctx.attempt, "d": ctx.dispatch_id, "w": str(os.getpid())}
-    _append({**key, "ev": "start", "at": time.time()})
-    result = "error"
-    try:
-        if seconds and await ctx.abort.wait(seconds):
-            result = "aborted"
-            ctx.abort.raise_if_aborted()
-        result = "ok"
-        return {"task_run": ctx.task_run_id, "attempt": ctx.attempt}
-    finally:
-        _append({**key, "ev": "end", "at": time.time(), "result": result})
+    with _Run(ctx) as run:
+        return run.ended(bool(run.seconds) and await ctx.abort.wait(run.seconds), ctx)
+
+
+@handler("journal.work_sync")
+def work_sync(ctx: TaskContext) -> dict[str, object]:
+    """`journal.work` as a plain function, so that it runs in the worker's handler threads."""
+    with _Run(ctx) as run:
+        return run.ended(bool(run.seconds) and bool(ctx.abort.wait(run.seconds)), ctx)
 
 
 def read_journal(path: Path) -> list[HandlerRun]:

@@ -38,9 +38,11 @@ UNKNOWN_CODES = frozenset(
 UNKNOWN_STATUS_NAMES = frozenset(code.name for code in UNKNOWN_CODES)
 
 
-def journal_spec(op: str, *, seconds: float = 0.0, max_attempts: int = 3) -> tpb.ExecutionSpec:
+def journal_spec(
+    op: str, *, seconds: float = 0.0, max_attempts: int = 3, handler: str = "journal.work"
+) -> tpb.ExecutionSpec:
     spec = tpb.ExecutionSpec(name=op, metadata={OP_KEY: op}, idempotency_key=op)
-    task = spec.tasks.add(task_id="main", handler="journal.work")
+    task = spec.tasks.add(task_id="main", handler=handler)
     task.input.data = f'{{"seconds": {seconds}}}'.encode()
     task.input.content_type = "application/json"
     task.retry_policy.CopyFrom(pb.RetryPolicy(max_attempts=max_attempts))
@@ -66,6 +68,8 @@ class Load:
     keepalive_s: float | None = None
     streamed: bool = False
     ops: str = "op"  # the prefix of its submits' ops (and keys): another load beside it needs one of its own
+    # The handlers its ops go to, in turn: journal.work, and journal.work_sync, its twin as a plain function.
+    handlers: tuple[str, ...] = ("journal.work",)
     submissions: list[Submission] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _changed: threading.Condition = field(init=False)
@@ -112,15 +116,17 @@ class Load:
             self.submissions.append(submission)
             self._changed.notify_all()
 
-    def _next_op(self) -> str:
+    def _next_op(self) -> tuple[str, str]:
+        """A new op, and the handler it goes to."""
         with self._lock:
-            return f"{self.ops}-{next(self._ops)}"
+            number = next(self._ops)
+        return f"{self.ops}-{number}", self.handlers[number % len(self.handlers)]
 
-    def _submit_each(self, submit: Callable[[str], Submission]) -> None:
+    def _submit_each(self, submit: Callable[[str, str], Submission]) -> None:
         """One thread's submits, one at a time, each with a new op, its outcome recorded."""
         sent = itertools.count(1)
         while not self._stopped.is_set() and (self.per_thread is None or next(sent) <= self.per_thread):
-            self._record(submit(self._next_op()))
+            self._record(submit(*self._next_op()))
             if self.pace_s:
                 self._stopped.wait(self.pace_s)
 
@@ -131,8 +137,8 @@ class Load:
         with grpc.insecure_channel(self.address, options=options) as channel:
             stub = task_service_pb2_grpc.TaskServiceStub(channel)
 
-            def submit(op: str) -> Submission:
-                request = tpb.SubmitExecutionRequest(execution=journal_spec(op, seconds=self.seconds))
+            def submit(op: str, handler: str) -> Submission:
+                request = tpb.SubmitExecutionRequest(execution=journal_spec(op, seconds=self.seconds, handler=handler))
                 try:
                     response: tpb.SubmitExecutionResponse = stub.SubmitExecution(
                         request, timeout=self.timeout_s, wait_for_ready=True
@@ -146,10 +152,10 @@ class Load:
     def _sdk_submitter(self) -> None:
         retry = RetryPolicy(max_attempts=3, initial_interval=timedelta(milliseconds=50))
 
-        def submit(op: str) -> Submission:
+        def submit(op: str, handler: str) -> Submission:
             try:
                 snapshot = self._client.submit(
-                    "journal.work",
+                    handler,
                     {"seconds": self.seconds},
                     name=op,
                     key=op,

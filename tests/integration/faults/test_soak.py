@@ -1,6 +1,7 @@
 """The long run: steady load for TASKWIRE_SOAK_SECONDS (an hour in `make soak`) with faults injected at
 random — the server killed and restarted, its writer process killed, workers killed and replaced, a worker
-frozen past its lease and resumed — then the checker over everything. Skipped unless the variable is set.
+frozen past its lease and resumed — then the checker over everything. Every other task's handler is a plain
+function, run in the worker's handler threads; the rest are coroutines. Skipped unless the variable is set.
 """
 
 from __future__ import annotations
@@ -66,7 +67,14 @@ def test_an_hour_of_load_with_faults(procs: Cluster, tmp_path: Path) -> None:
     rng = random.Random(os.environ.get("TASKWIRE_SOAK_SEED", "taskwire"))
     journal = tmp_path / "journal.jsonl"
     fleet = Fleet(procs, journal)
-    load = Load(fleet.server.address, threads=4, per_thread=None, seconds=0.05, pace_s=0.01).start()
+    load = Load(
+        fleet.server.address,
+        threads=4,
+        per_thread=None,
+        seconds=0.05,
+        pace_s=0.01,
+        handlers=("journal.work", "journal.work_sync"),
+    ).start()
     faults: dict[Fault, Callable[[], None]] = {
         Fault.SERVER_CRASH: fleet.kill_server,
         Fault.STORE_ERROR: fleet.kill_writer,

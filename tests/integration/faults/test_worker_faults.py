@@ -22,13 +22,18 @@ def _worker(procs: Cluster, server: ServerProcess, journal: Path, name: str) -> 
     return journal_worker(procs, server, journal, name=name, slots=6)
 
 
+# Each fault both ways: handlers as coroutines on the worker's handler loop, and as plain functions in its threads.
+HANDLERS = pytest.mark.parametrize("handler", ["journal.work", "journal.work_sync"])
+
+
 @pytest.mark.slow
-def test_a_worker_killed_under_load(procs: Cluster, tmp_path: Path) -> None:
+@HANDLERS
+def test_a_worker_killed_under_load(procs: Cluster, tmp_path: Path, handler: str) -> None:
     journal = tmp_path / "journal.jsonl"
     server = procs.server(*LEASE)
     doomed = _worker(procs, server, journal, "doomed")
     _worker(procs, server, journal, "steady")
-    load = Load(server.address, threads=4, per_thread=40, seconds=0.2).start()
+    load = Load(server.address, threads=4, per_thread=40, seconds=0.2, handlers=(handler,)).start()
     load.wait_acknowledged(30)
     doomed.kill()
     _worker(procs, server, journal, "replacement")
@@ -39,12 +44,13 @@ def test_a_worker_killed_under_load(procs: Cluster, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_worker_frozen_past_its_lease_then_resumed(procs: Cluster, tmp_path: Path) -> None:
+@HANDLERS
+def test_a_worker_frozen_past_its_lease_then_resumed(procs: Cluster, tmp_path: Path, handler: str) -> None:
     journal = tmp_path / "journal.jsonl"
     server = procs.server(*LEASE)
     frozen = _worker(procs, server, journal, "frozen")
     _worker(procs, server, journal, "steady")
-    load = Load(server.address, threads=4, per_thread=30, seconds=0.2).start()
+    load = Load(server.address, threads=4, per_thread=30, seconds=0.2, handlers=(handler,)).start()
     load.wait_acknowledged(20)
     frozen.signal(signal.SIGSTOP)
     server.process.wait_for_line(r"worker frozen lost its lease", timeout_s=20)
