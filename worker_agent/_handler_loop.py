@@ -36,27 +36,52 @@ IDLE_BEATS = 10
 
 
 class Inbox:
-    """Callables posted from any thread to run on one loop, in order; one wake-up per batch."""
+    """Callables posted from any thread to run on one loop, in order; one wake-up per batch.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    With ``batch_turns``, a post from another event loop wakes this one only at the end of that loop's
+    current turn, so that a burst posted in one turn (the attempts of one frame) wakes it once. Waking it
+    at the first post lets it take that one alone: the wake-up's write releases the GIL, and this loop's
+    thread takes it and drains the inbox before the next post. Only for posters whose turns are short:
+    the worker's own loop, never the handler loop, where a handler that blocks would hold the wake-up back.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, batch_turns: bool = False) -> None:
         self._loop = loop
+        self._batch_turns = batch_turns
         self._lock = threading.Lock()
         self._items: list[tuple[Callable[..., None], tuple[object, ...]]] = []
+        self._waking = False  # a wake-up is on its way: posts until the drain need none of their own
 
     def post(self, fn: Callable[..., None], *args: object) -> None:
         with self._lock:
             self._items.append((fn, args))
-            wake = len(self._items) == 1
-        if wake:
-            # A closed loop raises RuntimeError: nobody is left to run these.
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._drain)
+            if self._waking:
+                return
+            self._waking = True
+        poster = _running_loop() if self._batch_turns else None
+        if poster is None or poster is self._loop:
+            self._wake()
+        else:
+            poster.call_soon(self._wake)
+
+    def _wake(self) -> None:
+        # A closed loop raises RuntimeError: nobody is left to run these.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._drain)
 
     def _drain(self) -> None:
         with self._lock:
             items, self._items = self._items, []
+            self._waking = False
         for fn, args in items:
             fn(*args)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 @dataclass
@@ -107,7 +132,7 @@ class HandlerLoop:
         self._report = report if report is not None else StallReport()
         self._on_stall = on_stall  # told the culprit of every stall, warned of or not
         self._loop = asyncio.new_event_loop()
-        self._inbox = Inbox(self._loop)
+        self._inbox = Inbox(self._loop, batch_turns=True)  # posted to by the worker's loop
         self._handlers: dict[asyncio.Task[Any], str] = {}  # running handler tasks, by handler name
         self._last_beat = time.monotonic()
         self._beating = False  # a beat is scheduled on the loop

@@ -160,7 +160,7 @@ class Outbox:
             # Nothing left to linger: the timer would only wake the loop.
             self._linger_timer.cancel()
             self._linger_timer = None
-        if self._queue and (self._lingered or not all(entry.linger for entry in self._queue)):
+        if self._queue and (self._lingered or not self._only_lingering()):
             self._ready.set()
         else:
             self._ready.clear()
@@ -170,6 +170,13 @@ class Outbox:
             self._flushed.clear()
         else:
             self._flushed.set()
+
+    def _only_lingering(self) -> bool:
+        queue = self._queue
+        # Either end first: a report put last, or one left in front, decides without a walk.
+        if not queue[-1].linger or not queue[0].linger:
+            return False
+        return all(entry.linger for entry in queue)
 
     def _start_lingering(self) -> None:
         """Only lingering messages are queued: the writer takes them in LINGER_S, if nothing comes first."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from taskwire.worker._handler_loop import HandlerLoop, StallReport
+from taskwire.worker._handler_loop import HandlerLoop, Inbox, StallReport
 from tests.harness import wait_for
 
 LOGGER = "taskwire.worker.executor"
@@ -104,3 +104,48 @@ def test_an_idle_loop_stops_waking_and_a_later_stall_is_still_named(caplog: pyte
         wait_for(lambda: not handler_loop.watching, what="the handler loop to go idle again")
     finally:
         handler_loop.close()
+
+
+@pytest.fixture
+def target_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop running in a thread of its own, as the handler loop does."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield loop
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.close()
+
+
+def test_what_another_loop_posts_in_one_turn_is_taken_in_one_drain(target_loop: asyncio.AbstractEventLoop) -> None:
+    inbox = Inbox(target_loop, batch_turns=True)
+    posted: list[int] = []
+    drains: list[list[int]] = []  # what had been posted by the time each item ran
+    done = threading.Event()
+
+    def item(index: int) -> None:
+        drains.append(list(posted))
+        if index == 9:
+            done.set()
+
+    async def one_turn() -> None:
+        for index in range(10):  # no await between the posts: one turn of this loop
+            inbox.post(item, index)
+            posted.append(index)
+            time.sleep(0.001)  # noqa: ASYNC251 (room for the target to run, were it woken at the first post)
+
+    asyncio.run(one_turn())
+    assert done.wait(5)
+    assert drains[0] == list(range(10)), "the target loop ran an item before the poster's turn had ended"
+
+
+def test_a_post_from_a_plain_thread_or_from_its_own_loop_wakes_the_loop_at_once(
+    target_loop: asyncio.AbstractEventLoop,
+) -> None:
+    inbox = Inbox(target_loop, batch_turns=True)
+    from_thread, from_loop = threading.Event(), threading.Event()
+    threading.Thread(target=inbox.post, args=(from_thread.set,)).start()
+    assert from_thread.wait(5)
+    target_loop.call_soon_threadsafe(inbox.post, from_loop.set)
+    assert from_loop.wait(5)
