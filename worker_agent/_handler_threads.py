@@ -47,7 +47,7 @@ class HandlerThreads:
 
     @property
     def waiting(self) -> int:
-        """Threads waiting for a call (for tests and metrics)."""
+        """Threads waiting for a call."""
         return self._waiting
 
     def close(self) -> None:

@@ -51,8 +51,14 @@ class _Run:
     """One run's two journal lines: its start on entering, its end and `result` on leaving."""
 
     def __init__(self, ctx: TaskContext) -> None:
-        self.key = {"e": ctx.execution_id, "t": ctx.task_run_id, "a": ctx.attempt, "d": ctx.dispatch_id}
-        self.key["w"] = str(os.getpid())
+        self.abort = ctx.abort
+        self.key = {
+            "e": ctx.execution_id,
+            "t": ctx.task_run_id,
+            "a": ctx.attempt,
+            "d": ctx.dispatch_id,
+            "w": str(os.getpid()),
+        }
         params = ctx.input if isinstance(ctx.input, dict) else {}
         self.seconds = float(params.get("seconds", 0.0))
         self.output: dict[str, object] = {"task_run": ctx.task_run_id, "attempt": ctx.attempt}
@@ -65,11 +71,11 @@ class _Run:
     def __exit__(self, *exc_info: object) -> None:
         _append({**self.key, "ev": "end", "at": time.time(), "result": self.result})
 
-    def ended(self, aborted: bool, ctx: TaskContext) -> dict[str, object]:
+    def ended(self, aborted: bool) -> dict[str, object]:
         """Its output once its wait ended, `aborted` or not (an abort raises)."""
         if aborted:
             self.result = "aborted"
-            ctx.abort.raise_if_aborted()
+            self.abort.raise_if_aborted()
         self.result = "ok"
         return self.output
 
@@ -78,14 +84,14 @@ class _Run:
 async def work(ctx: TaskContext) -> dict[str, object]:
     """Input ``{"seconds": s}``: records its start, waits s seconds (stopping at once on abort), records its end."""
     with _Run(ctx) as run:
-        return run.ended(bool(run.seconds) and await ctx.abort.wait(run.seconds), ctx)
+        return run.ended(bool(run.seconds) and await ctx.abort.wait(run.seconds))
 
 
 @handler("journal.work_sync")
 def work_sync(ctx: TaskContext) -> dict[str, object]:
     """`journal.work` as a plain function, so that it runs in the worker's handler threads."""
     with _Run(ctx) as run:
-        return run.ended(bool(run.seconds) and bool(ctx.abort.wait(run.seconds)), ctx)
+        return run.ended(bool(run.seconds) and bool(ctx.abort.wait(run.seconds)))
 
 
 def read_journal(path: Path) -> list[HandlerRun]:
