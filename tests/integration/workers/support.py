@@ -75,6 +75,19 @@ def wait_until_running(client: Client, execution_id: str, *, attempt: int = 1, t
     return wait_for(running, timeout_s=timeout_s, what=f"attempt {attempt} of {execution_id} to run")
 
 
+def wait_until_handler_reports(client: Client, execution_id: str, *, timeout_s: float = 20.0) -> TaskRun:
+    """Wait until the single task run's handler has reported progress; returns the run. RUNNING alone is set
+    when the attempt is dispatched, before its worker has read the invocation: a signal sent to the worker
+    then may find it with nothing running yet."""
+
+    def reporting() -> TaskRun | None:
+        run = only_run(client.get(execution_id))
+        assert run.state.is_active, f"the task run ended before its handler reported: {run}"
+        return run if run.state is State.RUNNING and run.progress is not None else None
+
+    return wait_for(reporting, timeout_s=timeout_s, what=f"the handler of {execution_id} to report progress")
+
+
 def reason_code(record: ExecutionSnapshot | TaskRun) -> ReasonCode | None:
     return record.reason.code if record.reason is not None else None
 

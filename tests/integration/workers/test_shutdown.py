@@ -19,6 +19,7 @@ from tests.integration.workers.support import (
     only_run,
     outcomes,
     reason_code,
+    wait_until_handler_reports,
     wait_until_running,
     worker_named,
 )
@@ -34,7 +35,7 @@ def test_sigterm_drains_the_worker_running_work_finishes_and_nothing_new_is_take
 ) -> None:
     worker = procs.worker(server, slots=1, name="drainer")
     running = client.submit("sleep", {"seconds": 3})
-    wait_until_running(client, running.id)
+    wait_until_handler_reports(client, running.id)
     queued = client.submit("echo", {"queued": True})  # no free slot: it waits in the queue
 
     worker.signal(signal.SIGTERM)
@@ -70,7 +71,7 @@ def test_a_forced_shutdown_reports_the_running_attempt_which_is_retried_elsewher
     # A single attempt for the handler: a worker shutdown is not its fault, so it is retried all the same.
     policy = RetryPolicy(initial_interval=timedelta(seconds=0.1))
     execution = client.submit("sleep", {"seconds": 3}, retry_policy=policy)
-    run = wait_until_running(client, execution.id)
+    run = wait_until_handler_reports(client, execution.id)
 
     if how == "sigint":
         victim.signal(signal.SIGINT)
