@@ -52,10 +52,15 @@ class Running:
     def worker_pids(self) -> list[int]:
         return [worker.popen.pid for worker in self.workers]
 
-    def add_worker(self, *, slots: int) -> Process:
-        """Start one more taskwire-worker; returns once it is connected."""
+    def add_worker(self, *args: str, slots: int) -> Process:
+        """Start one more taskwire-worker (with `args` besides the usual); returns once it is connected."""
         worker = self.cluster.worker(
-            self.server, handlers=HANDLER_MODULES, slots=slots, name=f"bench-worker-{len(self.workers)}", env=CHILD_ENV
+            self.server,
+            *args,
+            handlers=HANDLER_MODULES,
+            slots=slots,
+            name=f"bench-worker-{len(self.workers)}",
+            env=CHILD_ENV,
         )
         self.workers.append(worker)
         return worker
@@ -89,10 +94,11 @@ def taskwire(
     db_path: Path | None = None,
     graceful: bool = False,
     store_url: str = "",
+    worker_args: Sequence[str] = (),
 ) -> Iterator[Running]:
     """A server on 127.0.0.1:<free port> with a fresh SQLite file (durable settings as shipped), or the
     store at `store_url`, and `workers` taskwire-worker processes serving the demo and bench handlers with
-    `slots` slots each.
+    `slots` slots each, started with `worker_args` besides.
 
     Everything is killed at the end; with `graceful` the server gets SIGTERM first, so its store is
     closed cleanly for a later restart.
@@ -103,7 +109,7 @@ def taskwire(
         server = cluster.server(*server_args, db_name=db_path.name if db_path is not None else "taskwire.db")
         running = Running(cluster, server, [])
         for _ in range(workers):
-            running.add_worker(slots=slots)
+            running.add_worker(*worker_args, slots=slots)
         if workers:
             server.wait_for_workers(workers)
         yield running

@@ -16,6 +16,9 @@ Each run, in this order (so that every taskwire figure has a bare figure taken m
    result has arrived. Its rate is printed beside the batched end-to-end rate of the same run, as a ratio.
 8. the same batches for ``echo_sync``, the same echo as a plain function (run in the worker's handler
    threads rather than on its handler loop), as the peers' tasks are written.
+9. the same batches for ``echo_sync`` with ``--isolation process``: each worker runs its attempts in
+   `PROCESS_SLOTS` kept child processes, as Celery's prefork pool runs its tasks. The workers' CPU counts
+   their children's.
 
 taskwire runs a fresh server (SQLite, durable as shipped) and `workers` taskwire-worker processes with
 `worker_slots` slots each, for each of 3, 4, 6, 7 and 8. Its rate is tasks / (last completion − first submit):
@@ -47,6 +50,7 @@ from bench._common import (
     unsuccessful_count,
     wait_drained,
 )
+from bench.peer_driver import tree_cpu_s
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import types_pb2 as pb
 
@@ -55,6 +59,8 @@ if TYPE_CHECKING:
 
 NAME = "throughput"
 TITLE = "1. Throughput, no-op tasks (echo), end to end"
+#: Slots, so child processes, of each worker in the process isolation phase.
+PROCESS_SLOTS = 4
 
 
 async def _warm_up(stub: TaskServiceAsyncStub) -> None:
@@ -203,7 +209,7 @@ def batched_rate(bench: Bench) -> float:
 def _measure(bench: Bench, result: ScenarioResult, way: str, running: Running, tasks: int) -> None:
     sizes = bench.sizes
     server, workers = running.server_pids, running.worker_pids
-    cpu_before, workers_before, own_before = cpu_seconds(server), cpu_seconds(workers), cpu_seconds([os.getpid()])
+    cpu_before, workers_before, own_before = cpu_seconds(server), tree_cpu_s(workers), cpu_seconds([os.getpid()])
     if way in ("single", "unary"):
         one_each = single_end_to_end if way == "single" else unary_end_to_end
         first, submitted, done = asyncio.run(one_each(running.address, tasks=tasks, callers=sizes.submit_callers))
@@ -220,7 +226,7 @@ def _measure(bench: Bench, result: ScenarioResult, way: str, running: Running, t
                 tasks=tasks,
                 batch_size=sizes.batch_size,
                 in_flight=sizes.batches_in_flight,
-                handler="echo_sync" if way == "sync" else "echo",
+                handler="echo_sync" if way in ("sync", "process") else "echo",
             )
         )
     wall = done - first
@@ -231,6 +237,7 @@ def _measure(bench: Bench, result: ScenarioResult, way: str, running: Running, t
         "batched": f"batches of {sizes.batch_size}",
         "collected": f"batches of {sizes.batch_size}, every result collected (WaitExecutions)",
         "sync": f"batches of {sizes.batch_size}, a plain-function handler",
+        "process": f"batches of {sizes.batch_size}, a plain-function handler, process isolation",
     }[way]
     result.add(f"{way}.tasks_per_s", f"taskwire, {label}: end to end", "tasks/s", tasks / wall)
     result.add(f"{way}.submit_per_s", f"taskwire, {label}: submits accepted", "tasks/s", tasks / (submitted - first))
@@ -250,7 +257,7 @@ def _measure(bench: Bench, result: ScenarioResult, way: str, running: Running, t
         f"{way}.workers_cpu",
         f"taskwire, {label}: taskwire-worker processes' CPU",
         "%",
-        100 * (cpu_seconds(workers) - workers_before) / wall,
+        100 * (tree_cpu_s(workers) - workers_before) / wall,
     )
     result.add(
         f"{way}.client_cpu",
@@ -320,6 +327,11 @@ def run(bench: Bench) -> ScenarioResult:
             bench.log(f"{NAME} run {number}/{bench.runs}: taskwire, batched, a plain-function handler")
             with taskwire(bench, workers=sizes.workers, slots=sizes.worker_slots) as running:
                 _measure(bench, result, "sync", running, sizes.tasks_batched)
+            bench.log(f"{NAME} run {number}/{bench.runs}: taskwire, batched, process isolation")
+            with taskwire(
+                bench, workers=sizes.workers, slots=PROCESS_SLOTS, worker_args=("--isolation", "process")
+            ) as running:
+                _measure(bench, result, "process", running, sizes.tasks_batched)
     result.notes.append(
         f"one submit per task: one taskwire.client.AsyncClient shared by {sizes.submit_callers} concurrent callers, "
         "each awaiting client.submit() (its durable acknowledgement) before its next; the unary row sends the same "
@@ -330,6 +342,10 @@ def run(bench: Bench) -> ScenarioResult:
         f"{sizes.workers} taskwire-worker processes × {sizes.worker_slots} slots; "
         "rate = tasks / (last durable completion − first submit); collected: tasks / (last result received by "
         "the client − first submit)"
+    )
+    result.notes.append(
+        f"process isolation: {sizes.workers} taskwire-worker processes × {PROCESS_SLOTS} slots, each attempt in one "
+        "of the worker's kept child processes; the workers' CPU includes their children's"
     )
     return result
 

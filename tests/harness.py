@@ -49,6 +49,28 @@ def wait_for(condition: Callable[[], T | None], *, timeout_s: float = 20.0, what
         pause = min(pause * 2, 0.2)
 
 
+def process_gone(process_id: int) -> bool:
+    """Whether a process has exited: reaped, or a zombie its parent has yet to reap."""
+    try:
+        return Path(f"/proc/{process_id}/stat").read_text().rsplit(") ", 1)[1].startswith("Z")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def handler_processes(parent: int) -> set[int]:
+    """The live children of `parent` that multiprocessing spawned: a worker's handler processes."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[1]) == parent and b"spawn_main" in cmdline:
+            found.add(int(stat.parent.name))
+    return found
+
+
 def free_port() -> int:
     """A loopback port free right now, for a process that must be told its port before it binds it."""
     with socket.socket() as sock:

@@ -24,7 +24,7 @@ from ._context import AttemptInfo, LogLine, ProgressUpdate, TaskContext, build_c
 from ._handler_loop import HandlerLoop, Inbox
 from ._handler_threads import HandlerThreads
 from ._outcome import Cancelled, Completed, Failed, HandlerResult, Outcome, Raised
-from ._process import ProcessRunner, get_mp_context
+from ._process import ChildProcesses, ProcessRunner, get_mp_context
 from ._registry import HandlerLookup, RegisteredHandler
 from ._runners import AsyncRunner, AttemptRunner, ThreadRunner
 
@@ -167,10 +167,13 @@ class Executor:
         handler_log_level: int = logging.DEBUG,
         handler_logger: logging.Logger | None = None,
         mp_start_method: str = "spawn",
+        max_attempts_per_child: int | None = None,
         metrics: WorkerMetrics | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
+        if max_attempts_per_child is not None and max_attempts_per_child < 1:
+            raise ValueError(f"max_attempts_per_child must be at least 1, got {max_attempts_per_child}")
         self._registry = registry
         self._sink = sink
         self._slots = slots
@@ -180,6 +183,7 @@ class Executor:
         self._handler_log_level = handler_log_level
         self._handler_logger = handler_logger
         self._mp_start_method = mp_start_method
+        self._max_attempts_per_child = max_attempts_per_child
         self._metrics = metrics
         if metrics is not None:
             metrics.slots.set(slots)
@@ -196,6 +200,8 @@ class Executor:
         self._inbox: Inbox | None = None
         # The threads sync handlers run in, made on first use too.
         self._handler_threads: HandlerThreads | None = None
+        # And the child processes that run attempts under process isolation.
+        self._children: ChildProcesses | None = None
 
     # -- state -----------------------------------------------------------------------------------------
 
@@ -327,6 +333,9 @@ class Executor:
             self._handler_loop.close()
         if self._handler_threads is not None:
             self._handler_threads.close()
+        if self._children is not None:
+            self._children.close()
+            await asyncio.to_thread(self._children.wait_closed, self._kill_grace_s + 1.0)
 
     async def __aenter__(self) -> Executor:
         return self
@@ -362,15 +371,18 @@ class Executor:
         registered = attempt.registered
         name = f"taskwire-{registered.name}-{attempt.key}"
         if self._isolation is Isolation.PROCESS:
+            if self._children is None:
+                self._children = ChildProcesses(
+                    get_mp_context(self._mp_start_method), max_attempts=self._max_attempts_per_child
+                )
             return ProcessRunner(
+                children=self._children,
                 fn=registered.fn,
                 is_async=registered.is_async,
                 info=attempt.spec.info,
                 events=events,
                 log_level=self._handler_log_level,
-                mp_context=get_mp_context(self._mp_start_method),
                 kill_grace_s=self._kill_grace_s,
-                name=name,
             )
         build: Callable[[], TaskContext] = partial(
             build_context,

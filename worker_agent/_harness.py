@@ -170,12 +170,14 @@ class HandlerHarness:
         stop_grace_s: float = 2.0,
         kill_grace_s: float = 1.0,
         mp_start_method: str = "spawn",
+        max_attempts_per_child: int | None = None,
     ) -> None:
         self._isolation = isolation
         self._slots = slots
         self._stop_grace_s = stop_grace_s
         self._kill_grace_s = kill_grace_s
         self._mp_start_method = mp_start_method
+        self._max_attempts_per_child = max_attempts_per_child
         self._registry = registry if registry is not None else default_registry
         self._handlers = _HarnessHandlers()
         self._sink = _HarnessSink()
@@ -188,6 +190,7 @@ class HandlerHarness:
             kill_grace_s=kill_grace_s,
             handler_log_level=logging.DEBUG,
             mp_start_method=mp_start_method,
+            max_attempts_per_child=max_attempts_per_child,
         )
 
     @property
@@ -268,6 +271,7 @@ class HandlerHarness:
                 stop_grace_s=self._stop_grace_s,
                 kill_grace_s=self._kill_grace_s,
                 mp_start_method=self._mp_start_method,
+                max_attempts_per_child=self._max_attempts_per_child,
             ) as harness:
                 return await harness.run(handler, input, timeout_s=timeout_s, outcome_timeout_s=outcome_timeout_s)
 

@@ -105,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
         "a child process, terminated if it ignores its abort signal [env TASKWIRE_ISOLATION; default thread]",
     )
     parser.add_argument(
+        "--max-attempts-per-child",
+        type=positive_int,
+        default=_env("TASKWIRE_MAX_ATTEMPTS_PER_CHILD"),
+        metavar="N",
+        help="with process isolation, start a fresh child process after each has run N attempts "
+        "(1: a fresh one for every attempt) [env TASKWIRE_MAX_ATTEMPTS_PER_CHILD; default no limit]",
+    )
+    parser.add_argument(
         "--drain-timeout",
         type=non_negative_seconds,
         default=_env("TASKWIRE_DRAIN_TIMEOUT", "30"),
@@ -198,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         instance_id=args.instance_id or str(uuid.uuid4()),
         labels=labels,
         isolation=Isolation(args.isolation),
+        max_attempts_per_child=args.max_attempts_per_child,
         drain_timeout_s=args.drain_timeout,
         stop_grace_s=args.stop_grace,
         max_reconnect_attempts=args.max_reconnect_attempts,

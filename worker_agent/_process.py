@@ -1,21 +1,29 @@
 """Process isolation: each attempt runs in a child process that the worker can terminate.
 
-The child gets the handler (pickled by reference, so it must be importable), the attempt's data and two
-pipes: events flow child → parent (started, progress, log lines, the result), the abort reason flows
-parent → child. A handler that ignores its abort signal is terminated, then killed.
+Children are kept for the next attempt (`ChildProcesses`), since starting one with ``spawn`` costs a fresh
+interpreter and the imports of the handler's module. A child runs one attempt at a time. Two pipes join it
+to the worker: jobs and abort requests flow worker → child, events flow child → worker (started, progress,
+log lines, the result). The handler and its attempt's data are pickled (the handler by reference, so it
+must be importable). A handler that ignores its abort signal is terminated, then killed, and its child is
+not used again; nor is one that has run ``max_attempts`` attempts, or sat idle for ``IDLE_S``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import itertools
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
+import queue
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from multiprocessing.context import BaseContext
 from typing import Any
@@ -27,153 +35,303 @@ from ._context import AttemptEvents, AttemptInfo, LogLine, ProgressUpdate, build
 from ._outcome import HandlerResult, Raised
 from ._runners import RunnerEvents, call_async_handler, call_sync_handler
 
-# Messages on the events pipe: ("started",), ("progress", ProgressUpdate), ("log", LogLine),
-# ("result", HandlerResult). On the control pipe: (AbortReason.value, message).
+# Worker → child: ("job", number, a pickled _Job), ("abort", number, AbortReason.value, message); the pipe's
+# end tells an idle child to exit. Child → worker: ("started",), ("progress", ProgressUpdate),
+# ("log", LogLine), ("result", HandlerResult), always for the job the child was last given.
+
+#: How long a child with nothing to run is kept before it is told to exit.
+IDLE_S = 300.0
+# How many children one attempt tries before it fails: each one tried had died before it took the job.
+_START_TRIES = 3
+_DIED_UNSTARTED = f"{_START_TRIES} handler processes in a row exited before they could take the attempt"
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    fn: Callable[..., object]
+    is_async: bool
+    info: AttemptInfo
+    log_level: int
+
+
+@dataclass(slots=True)
+class _Waiter:
+    """Where the events and the result of the job a child runs go.
+
+    The result is None when the child ended before it took the job: the job can go to another child.
+    """
+
+    events: RunnerEvents
+    done: asyncio.Future[HandlerResult | None]
+    taken: bool = False  # the child has said it started the job
+
+    def finish(self, result: HandlerResult | None) -> None:
+        if not self.done.done():
+            self.done.set_result(result)
+
+
+class _Child:
+    """One child process, whose events the worker's event loop reads as they come.
+
+    Read on the loop rather than by a thread of its own: a message then costs the loop one wake-up, not a
+    thread's wake-up and a hand-off to the loop besides. Call from that loop only.
+    """
+
+    def __init__(self, mp_context: BaseContext, name: str) -> None:
+        loop = asyncio.get_running_loop()
+        events_reader, events_writer = mp_context.Pipe(duplex=False)
+        jobs_reader, jobs_writer = mp_context.Pipe(duplex=False)
+        process = mp_context.Process(  # type: ignore[attr-defined]
+            target=_child_main,
+            kwargs={"jobs": jobs_reader, "events": events_writer},
+            name=name,
+            # Daemonic so that multiprocessing terminates it if the worker exits while it runs.
+            daemon=True,
+        )
+        try:
+            process.start()  # synchronous, but only a fork/exec and a small pickle written to a pipe
+        except BaseException:
+            events_reader.close()
+            jobs_writer.close()
+            raise
+        finally:
+            # The child holds its own copies; closing ours is what lets each side see the other's end.
+            events_writer.close()
+            jobs_reader.close()
+        self.process: Any = process  # multiprocessing's Process classes are context-specific
+        self.attempts = 0
+        self.doomed = False  # terminated, or about to be: never given another job
+        self._loop = loop
+        self._jobs = jobs_writer
+        self._events = events_reader
+        self._numbers = itertools.count(1)
+        self._number = 0
+        self._waiter: _Waiter | None = None
+        self._exited = threading.Event()  # an Event, for `ChildProcesses.wait_closed` in another thread
+        loop.add_reader(events_reader.fileno(), self._read_events)
+
+    @property
+    def exited(self) -> bool:
+        return self._exited.is_set()
+
+    @property
+    def usable(self) -> bool:
+        return not self.doomed and not self.exited
+
+    def run(self, job: bytes, waiter: _Waiter) -> None:
+        """Hand the child ``job`` (a pickled `_Job`); its events and result go to ``waiter``."""
+        self.attempts += 1
+        self._number = next(self._numbers)
+        self._waiter = waiter
+        try:
+            self._jobs.send(("job", self._number, job))
+        except (OSError, ValueError):  # It died while idle, and the loop has not read its end yet.
+            self.doomed = True
+            self._report_end()
+
+    def abort(self, reason: AbortReason, message: str) -> None:
+        with contextlib.suppress(OSError, ValueError):  # The child is already gone.
+            self._jobs.send(("abort", self._number, reason.value, message))
+
+    # Not `process.is_alive()`: it would reap the child before the loop has read all it wrote.
+    def terminate(self) -> None:
+        self.doomed = True
+        if not self.exited:
+            self.process.terminate()
+
+    def kill(self) -> None:
+        self.doomed = True
+        if not self.exited:
+            self.process.kill()
+
+    def retire(self) -> None:
+        """Tell an idle child to exit (the end of its jobs pipe); the loop reaps it when it has."""
+        self.doomed = True
+        self._jobs.close()
+
+    def wait_exited(self, timeout_s: float) -> bool:
+        return self._exited.wait(timeout_s)
+
+    def _read_events(self) -> None:
+        # A message is written whole; a large one is read while the child is still writing it.
+        try:
+            while self._events.poll():
+                self._on_event(self._events.recv())
+        except (EOFError, OSError):
+            # The child exited: told to, or killed, or it died. Reaped once it has gone entirely.
+            self._loop.remove_reader(self._events.fileno())
+            self._events.close()
+            self._loop.add_reader(self.process.sentinel, self._reap)
+
+    def _on_event(self, message: tuple[Any, ...]) -> None:
+        waiter = self._waiter
+        if waiter is None:
+            return
+        kind = message[0]
+        if kind == "started":
+            waiter.taken = True
+            waiter.events.started()
+        elif kind == "progress":
+            waiter.events.progress(message[1])
+        elif kind == "log":
+            waiter.events.log(message[1])
+        elif kind == "result":
+            self._waiter = None
+            waiter.finish(message[1])
+
+    def _reap(self) -> None:
+        self._loop.remove_reader(self.process.sentinel)
+        self.process.join()
+        self._exited.set()
+        self._report_end()
+
+    def _report_end(self) -> None:
+        """The child has ended: the job in hand, if any, was cut short, or never taken."""
+        waiter, self._waiter = self._waiter, None
+        if waiter is None:
+            return
+        if not waiter.taken:
+            waiter.finish(None)
+            return
+        code = self.process.exitcode if self.exited else None
+        how = "" if code is None else f" with code {code}"
+        message = f"the handler's process exited{how} before it returned"
+        waiter.finish(Raised(ErrorInfo(type="HandlerProcessDied", message=message, retryable=True)))
+
+
+class ChildProcesses:
+    """The worker's handler processes: one per attempt in flight at most, each kept for the next attempt.
+
+    Call from the worker's event loop. There is no bound here: the executor's slots bound how many
+    attempts run at once. ``max_attempts`` (None: no limit) retires a child after that many attempts.
+    """
+
+    def __init__(self, mp_context: BaseContext, *, max_attempts: int | None = None, idle_s: float = IDLE_S) -> None:
+        if max_attempts is not None and max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        self._mp_context = mp_context
+        self._max_attempts = max_attempts
+        self._idle_s = idle_s
+        self._idle: list[tuple[float, _Child]] = []  # with the loop's time each came back, oldest first
+        self._all: set[_Child] = set()  # every child not yet seen to have exited
+        self._sweep: asyncio.TimerHandle | None = None
+        self._names = itertools.count(1)
+        self._closed = False
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    def acquire(self) -> _Child:
+        """A kept child with nothing to run, or a new one (which may raise: it could not be started)."""
+        self._all = {child for child in self._all if not child.exited}
+        while self._idle:
+            _, child = self._idle.pop()  # the one used last: the others are the ones to expire
+            if child.usable:
+                return child
+        child = _Child(self._mp_context, f"taskwire-handler-process-{next(self._names)}")
+        self._all.add(child)
+        return child
+
+    def release(self, child: _Child) -> None:
+        """``child`` has finished its job: keep it for the next, or let it go."""
+        used_up = self._max_attempts is not None and child.attempts >= self._max_attempts
+        if self._closed or used_up or not child.usable:
+            if child.usable:
+                child.retire()
+            return
+        loop = asyncio.get_running_loop()
+        self._idle.append((loop.time(), child))
+        if self._sweep is None:
+            self._sweep = loop.call_later(self._idle_s, self._expire)
+
+    def close(self) -> None:
+        """Tell idle children to exit now; busy ones are let go when their job ends."""
+        self._closed = True
+        for _, child in self._idle:
+            child.retire()
+        self._idle.clear()
+        if self._sweep is not None:
+            self._sweep.cancel()
+
+    def wait_closed(self, timeout_s: float) -> None:
+        """Block until every child has exited, killing those still alive after ``timeout_s``."""
+        for child in list(self._all):
+            if not child.wait_exited(timeout_s):
+                child.kill()
+        self._all.clear()
+
+    def _expire(self) -> None:
+        """Let go of the children idle for ``idle_s``; come back when the next one will have been."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        cutoff = loop.time() - self._idle_s
+        while self._idle and self._idle[0][0] <= cutoff:
+            self._idle.pop(0)[1].retire()
+        if self._idle:
+            self._sweep = loop.call_at(self._idle[0][0] + self._idle_s, self._expire)
 
 
 class ProcessRunner:
-    """Runs one handler call in a child process."""
+    """Runs one handler call in one of the worker's child processes."""
 
     def __init__(
         self,
         *,
+        children: ChildProcesses,
         fn: Callable[..., object],
         is_async: bool,
         info: AttemptInfo,
         events: RunnerEvents,
         log_level: int,
-        mp_context: BaseContext,
         kill_grace_s: float,
-        name: str,
     ) -> None:
-        self._fn = fn
-        self._is_async = is_async
-        self._info = info
+        self._children = children
+        self._job = _Job(fn=fn, is_async=is_async, info=info, log_level=log_level)
         self._events = events
-        self._log_level = log_level
-        self._mp_context = mp_context
         self._kill_grace_s = kill_grace_s
-        self._name = name
-        self._process: Any = None  # multiprocessing's Process classes are context-specific
-        self._control: multiprocessing.connection.Connection | None = None
-        self._pending_abort: tuple[str, str] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._child: _Child | None = None
+        self._pending_abort: tuple[AbortReason, str] | None = None
 
     async def run(self) -> HandlerResult:
         loop = asyncio.get_running_loop()
-        self._loop = loop
-        done: asyncio.Future[HandlerResult] = loop.create_future()
-        events_reader, events_writer = self._mp_context.Pipe(duplex=False)
-        control_reader, control_writer = self._mp_context.Pipe(duplex=False)
-        process = self._mp_context.Process(  # type: ignore[attr-defined]
-            target=_child_main,
-            kwargs={
-                "fn": self._fn,
-                "is_async": self._is_async,
-                "info": self._info,
-                "log_level": self._log_level,
-                "events": events_writer,
-                "control": control_reader,
-            },
-            name=self._name,
-            # Daemonic so that multiprocessing terminates it if the worker exits while it runs.
-            daemon=True,
-        )
         try:
-            # Synchronous, but only a fork/exec and a small pickle written to a pipe.
-            process.start()
-        except BaseException as exc:
-            for connection in (events_reader, events_writer, control_reader, control_writer):
-                connection.close()
-            if isinstance(exc, Exception):
+            job = pickle.dumps(self._job)  # the handler by reference: a lambda or a local function fails here
+        except Exception as exc:
+            return Raised(ErrorInfo.from_exception(exc))
+        for _ in range(_START_TRIES):
+            try:
+                child = self._children.acquire()
+            except Exception as exc:
                 return Raised(ErrorInfo.from_exception(exc))
-            raise
-        # The child holds its own copies; closing ours is what lets the reader see EOF when it exits.
-        events_writer.close()
-        control_reader.close()
-        self._process = process
-        self._control = control_writer
-        if self._pending_abort is not None:
-            self._send_abort(*self._pending_abort)
-        threading.Thread(
-            target=self._read_events,
-            args=(events_reader, process, loop, done),
-            name=f"{self._name}-events",
-            daemon=True,
-        ).start()
-        try:
-            return await asyncio.shield(done)
-        except asyncio.CancelledError:
-            self._kill()
-            raise
-        finally:
-            control_writer.close()
+            self._child = child
+            done: asyncio.Future[HandlerResult | None] = loop.create_future()
+            child.run(job, _Waiter(events=self._events, done=done))
+            if self._pending_abort is not None:
+                child.abort(*self._pending_abort)
+            try:
+                result = await done
+            except asyncio.CancelledError:
+                child.kill()
+                raise
+            finally:
+                self._children.release(child)
+            if result is not None:
+                return result
+            # A kept child that had died while idle, found out only now: the job goes to another.
+        return Raised(ErrorInfo(type="HandlerProcessDied", message=_DIED_UNSTARTED, retryable=True))
 
     def on_abort(self, reason: AbortReason, message: str) -> None:
-        if self._control is None:
-            self._pending_abort = (reason.value, message)
-        else:
-            self._send_abort(reason.value, message)
+        self._pending_abort = (reason, message)  # for a child yet to get the job, if this one never takes it
+        if self._child is not None:
+            self._child.abort(reason, message)
 
     def hard_stop(self) -> None:
-        process = self._process
-        if process is None or not process.is_alive():
+        child = self._child
+        if child is None or child.exited:
             return
-        process.terminate()
-        if self._loop is not None:
-            self._loop.call_later(self._kill_grace_s, self._kill)
-
-    def _kill(self) -> None:
-        process = self._process
-        if process is not None and process.is_alive():
-            process.kill()
-
-    def _send_abort(self, reason_value: str, message: str) -> None:
-        assert self._control is not None
-        with contextlib.suppress(OSError, ValueError):  # The child is already gone, or the pipe closed.
-            self._control.send((reason_value, message))
-
-    def _read_events(
-        self,
-        reader: multiprocessing.connection.Connection,
-        process: Any,
-        loop: asyncio.AbstractEventLoop,
-        done: asyncio.Future[HandlerResult],
-    ) -> None:
-        result: HandlerResult | None = None
-        try:
-            while True:
-                message = reader.recv()
-                kind = message[0]
-                if kind == "started":
-                    self._events.started()
-                elif kind == "progress":
-                    self._events.progress(message[1])
-                elif kind == "log":
-                    self._events.log(message[1])
-                elif kind == "result":
-                    result = message[1]
-        except (EOFError, OSError):
-            pass  # The child exited (after its result, or killed before it).
-        finally:
-            reader.close()
-        process.join()
-        if result is None:
-            result = Raised(
-                ErrorInfo(
-                    type="HandlerProcessDied",
-                    message=f"the handler's process exited with code {process.exitcode} before it returned",
-                    retryable=True,
-                )
-            )
-        # Posted after every event of this attempt, so the loop sees them in order.
-        with contextlib.suppress(RuntimeError):  # The worker's loop is closed; nobody waits any more.
-            loop.call_soon_threadsafe(_set_result, done, result)
-
-
-def _set_result(future: asyncio.Future[HandlerResult], result: HandlerResult) -> None:
-    if not future.done():
-        future.set_result(result)
+        child.terminate()
+        asyncio.get_running_loop().call_later(self._kill_grace_s, child.kill)
 
 
 class _PipeEvents:
@@ -189,45 +347,90 @@ class _PipeEvents:
         self._send(("log", line))
 
 
-def _child_main(
-    *,
-    fn: Callable[..., object],
-    is_async: bool,
-    info: AttemptInfo,
-    log_level: int,
-    events: multiprocessing.connection.Connection,
-    control: multiprocessing.connection.Connection,
-) -> None:
+class _ChildJobs:
+    """The child's side of the jobs pipe, read by a thread so that an abort reaches a running handler."""
+
+    def __init__(self, jobs: multiprocessing.connection.Connection) -> None:
+        self._jobs = jobs
+        self._queue: queue.SimpleQueue[tuple[bytes, AbortController] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._current: tuple[int, AbortController] | None = None
+        threading.Thread(target=self._read, name="taskwire-jobs", daemon=True).start()
+
+    def next(self) -> tuple[bytes, AbortController] | None:
+        """The next job and its abort signal; None once the worker has let this child go."""
+        return self._queue.get()
+
+    def done(self) -> None:
+        """The current job has ended (before its result is sent, so before the next job can come)."""
+        with self._lock:
+            self._current = None
+
+    def _read(self) -> None:
+        try:
+            while True:
+                message = self._jobs.recv()
+                if message[0] == "job":
+                    _, number, job = message
+                    controller = AbortController()
+                    with self._lock:
+                        self._current = (number, controller)
+                    self._queue.put((job, controller))
+                else:
+                    _, number, reason_value, text = message
+                    with self._lock:
+                        current = self._current
+                    if current is not None and current[0] == number:
+                        current[1].abort(AbortReason(reason_value), text)
+        except (EOFError, OSError):
+            # The worker let this child go, or went away without a word: a running handler stops as if the
+            # worker were shutting down (an idle child has none), and the child exits after it.
+            with self._lock:
+                current = self._current
+            if current is not None:
+                current[1].abort(AbortReason.SHUTDOWN, "the worker process exited")
+            self._queue.put(None)
+
+
+def _child_main(*, jobs: multiprocessing.connection.Connection, events: multiprocessing.connection.Connection) -> None:
     # Ctrl-C reaches the whole process group; the worker decides how its children stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    controller = AbortController()
     send_lock = threading.Lock()
 
     def send(message: tuple[object, ...]) -> None:
         with send_lock, contextlib.suppress(OSError, ValueError):
             events.send(message)
 
-    def watch_control() -> None:
-        try:
-            reason_value, message = control.recv()
-            reason = AbortReason(reason_value)
-        except (EOFError, OSError):
-            # The worker went away without a word: stop as if it were shutting down.
-            reason, message = AbortReason.SHUTDOWN, "the worker process exited"
-        controller.abort(reason, message)
-
-    threading.Thread(target=watch_control, name="taskwire-abort-watch", daemon=True).start()
     pipe_events: AttemptEvents = _PipeEvents(send)
-    build = partial(build_context, info=info, abort=controller.signal, events=pipe_events, log_level=log_level)
-    send(("started",))
-    result = asyncio.run(call_async_handler(fn, build)) if is_async else call_sync_handler(fn, build)
-    send(("result", result))
+    incoming = _ChildJobs(jobs)
+    with asyncio.Runner() as runner:
+        while (next_job := incoming.next()) is not None:
+            pickled, controller = next_job
+            send(("started",))
+            result = _run_job(runner, pickled, controller, pipe_events)
+            incoming.done()
+            send(("result", result))
     events.close()
-    # Exit now: a normal interpreter exit would wait for any non-daemon thread the handler left behind.
+    # Exit now: a normal interpreter exit would wait for any non-daemon thread a handler left behind.
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
     os._exit(0)
+
+
+def _run_job(
+    runner: asyncio.Runner, pickled: bytes, controller: AbortController, events: AttemptEvents
+) -> HandlerResult:
+    try:
+        job: _Job = pickle.loads(pickled)  # the handler's module is imported here, the first time
+    except BaseException as exc:
+        return Raised(ErrorInfo.from_exception(exc))
+    build = partial(build_context, info=job.info, abort=controller.signal, events=events, log_level=job.log_level)
+    # A fresh context each time, so what one handler sets in a context variable the next does not see.
+    context = contextvars.Context()
+    if job.is_async:
+        return runner.run(call_async_handler(job.fn, build), context=context)
+    return context.run(call_sync_handler, job.fn, build)
 
 
 def get_mp_context(start_method: str) -> BaseContext:

@@ -85,6 +85,7 @@ class Worker:
         channel_options: Sequence[tuple[str, Any]] = (),
         tls: TlsFiles | None = None,
         mp_start_method: str = "spawn",
+        max_attempts_per_child: int | None = None,
         token: str | None = None,
         metrics: WorkerMetrics | None = None,
     ) -> None:
@@ -126,6 +127,7 @@ class Worker:
             handler_log_level=handler_log_level,
             handler_logger=logging.getLogger("taskwire.worker.handlers"),
             mp_start_method=mp_start_method,
+            max_attempts_per_child=max_attempts_per_child,
             metrics=metrics,
         )
         self._metrics = metrics

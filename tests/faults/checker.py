@@ -41,6 +41,7 @@ class Fault(enum.StrEnum):
     PARTITION = "partition"  # a stream that stops carrying frames without closing
     SERVER_PAUSE = "server_pause"  # the server stopped past the lease
     STORE_ERROR = "store_error"  # the store refused writes (full disk, I/O error)
+    HANDLER_CRASH = "handler_crash"  # kill -9 of a handler's own process (process isolation)
 
 
 class Outcome(enum.StrEnum):
@@ -262,12 +263,22 @@ def _check_runs(
                     "concurrent", task_run_id, f"attempts {first.attempt} and {second.attempt} ran at the same time"
                 )
                 given_up = first.ended is None or first.result == "aborted" or recorded.get(first.attempt) == "LOST"
+                if bool(lost_contact | crashes) and given_up:
+                    _allow_if(
+                        report,
+                        finding,
+                        True,
+                        "the first attempt's worker was out of contact and the server gave it up (LOST), or its "
+                        "run was aborted or never ended",
+                    )
+                    continue
+                # A killed handler process leaves no end in the journal; its worker saw it die (the process
+                # was reaped) before it reported the attempt FAILED, and only then was the next dispatched.
                 _allow_if(
                     report,
                     finding,
-                    bool(lost_contact | crashes) and given_up,
-                    "the first attempt's worker was out of contact and the server gave it up (LOST), or its run "
-                    "was aborted or never ended",
+                    Fault.HANDLER_CRASH in faults and first.ended is None and recorded.get(first.attempt) == "FAILED",
+                    "the first attempt's process was killed, and its worker reported the attempt failed",
                 )
         completed = [run for run in mine if run.result == "ok"]
         if len(completed) > 1:

@@ -125,3 +125,9 @@ def _run(start: dict[str, object], end: dict[str, object] | None) -> HandlerRun:
         ended=float(str(end["at"])) if end else None,
         result=str(end["result"]) if end else "",
     )
+
+
+def running_in(journal: Path, processes: set[int]) -> int | None:
+    """One of `processes` whose handler has started and not yet ended, as the journal shows."""
+    running = {int(run.worker) for run in read_journal(journal) if run.ended is None} & processes
+    return min(running, default=None)

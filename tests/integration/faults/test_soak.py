@@ -1,7 +1,9 @@
 """The long run: steady load for TASKWIRE_SOAK_SECONDS (an hour in `make soak`) with faults injected at
 random — the server killed and restarted, its writer process killed, workers killed and replaced, a worker
-frozen past its lease and resumed — then the checker over everything. Every other task's handler is a plain
-function, run in the worker's handler threads; the rest are coroutines. Skipped unless the variable is set.
+frozen past its lease and resumed, a running handler's own process killed — then the checker over everything.
+Every other task's handler is a plain function, run in the worker's handler threads; the rest are coroutines.
+One worker in three runs its handlers in child processes (process isolation). Skipped unless the variable is
+set.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.faults.checker import Fault
-from tests.faults.journal import journal_worker
+from tests.faults.journal import journal_worker, running_in
 from tests.faults.scenario import Load, final_report
-from tests.harness import Cluster, Process, ServerProcess
+from tests.harness import Cluster, Process, ServerProcess, handler_processes, wait_for
 from tests.integration.server.test_store_process import writer_of
 
 SECONDS = float(os.environ.get("TASKWIRE_SOAK_SECONDS", "0"))
@@ -36,7 +38,8 @@ class Fleet:
         self.started = 3
 
     def _worker(self, index: int) -> Process:
-        return journal_worker(self.procs, self.server, self.journal, name=f"soak{index}", slots=8)
+        isolation = ("--isolation", "process") if index % 3 == 2 else ()
+        return journal_worker(self.procs, self.server, self.journal, *isolation, name=f"soak{index}", slots=8)
 
     def restart_server(self) -> None:
         self.server.process.wait(timeout_s=60)
@@ -55,6 +58,13 @@ class Fleet:
         victim.kill()
         self.workers.append(self._worker(self.started))
         self.started += 1
+
+    def kill_handler_process(self) -> None:
+        def running() -> int | None:
+            children = {child for worker in self.workers for child in handler_processes(worker.popen.pid)}
+            return running_in(self.journal, children)
+
+        os.kill(wait_for(running, timeout_s=30, what="a running handler process"), signal.SIGKILL)
 
     def freeze_worker(self, rng: random.Random) -> None:
         victim = rng.choice(self.workers)
@@ -80,6 +90,7 @@ def test_an_hour_of_load_with_faults(procs: Cluster, tmp_path: Path) -> None:
         Fault.STORE_ERROR: fleet.kill_writer,
         Fault.WORKER_CRASH: lambda: fleet.kill_worker(rng),
         Fault.WORKER_PAUSE: lambda: fleet.freeze_worker(rng),
+        Fault.HANDLER_CRASH: fleet.kill_handler_process,
     }
     injected: list[Fault] = []
     deadline = time.monotonic() + SECONDS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ import pytest
 
 from taskwire.conformance._scripted import ScriptedServer, ScriptedSession, ref_of
 from taskwire.v1 import worker_service_pb2 as wpb
+from tests.harness import handler_processes, process_gone, wait_for
 
 WORKER = str(Path(sys.executable).parent / "taskwire-worker")
 
@@ -157,3 +159,21 @@ async def test_process_isolation_terminates_a_handler_that_ignores_cancel(
     assert ref_of(ack) == ref
     worker.send_signal(signal.SIGTERM)
     assert await worker.exit_code() == 0
+
+
+async def test_process_isolation_keeps_one_child_which_exits_when_the_worker_is_killed(
+    scripted: ScriptedServer, spawn_worker: SpawnWorker
+) -> None:
+    worker = await spawn_worker("--isolation", "process", "--slots", "2")
+    session, _ = await _connected(scripted, worker)
+    children: list[set[int]] = []
+    for n in range(3):  # one after another
+        ref = session.invoke("echo", {"n": n})
+        completed = await session.wait_for(lambda m: m.WhichOneof("kind") == "completed", timeout_s=30)
+        assert ref_of(completed) == ref
+        assert json.loads(completed.completed.output.data) == {"n": n}
+        children.append(handler_processes(worker.process.pid))
+    assert len(children[0]) == 1
+    assert children[0] == children[1] == children[2]
+    await worker.kill()  # SIGKILL: nothing of the worker's own runs after it
+    wait_for(lambda: all(map(process_gone, children[0])), timeout_s=30, what="the handler process to exit")

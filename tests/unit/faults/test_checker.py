@@ -178,6 +178,20 @@ def test_a_frozen_workers_run_overlapping_the_retry_is_allowed_when_the_server_g
     )
 
 
+def test_a_killed_handler_process_overlapping_the_retry_is_allowed_only_when_its_attempt_failed() -> None:
+    submissions = [Submission("op1", Outcome.ACKNOWLEDGED, "e1")]
+    killed_first = [_run("e1", 1, started=0, ended=None), _run("e1", 2, started=1, ended=2)]
+    failed = [_stored("e1", "op1", attempts=((1, "FAILED"), (2, "SUCCEEDED")))]
+    assert check(submissions=submissions, stored=failed, runs=killed_first, faults={Fault.HANDLER_CRASH}).ok
+    assert check(submissions=submissions, stored=failed, runs=killed_first).counts["duplicated"] == 1
+    # A run that did end overlapping the next, or an attempt the worker never reported failed, is not explained.
+    ended_late = [_run("e1", 1, started=0, ended=5, result="error"), _run("e1", 2, started=1, ended=2)]
+    lost = [_stored("e1", "op1", attempts=((1, "LOST"), (2, "SUCCEEDED")))]
+    for runs, stored in ((ended_late, failed), (killed_first, lost)):
+        report = check(submissions=submissions, stored=stored, runs=runs, faults={Fault.HANDLER_CRASH})
+        assert report.counts["duplicated"] == 1
+
+
 def test_two_dispatches_of_one_attempt_number_are_allowed_only_after_a_server_crash() -> None:
     submissions = [Submission("op1", Outcome.ACKNOWLEDGED, "e1")]
     stored = [_stored("e1", "op1")]

@@ -1,18 +1,49 @@
-"""Process isolation: each attempt in a child process; one that ignores its abort is terminated."""
+"""Process isolation: each attempt in a child process, kept for the next; one ignoring its abort is terminated."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import os
+import signal
 import time
 
 import pytest
 
 from taskwire.worker import AbortReason, Cancelled, Completed, Failed, HandlerHarness, Isolation, TaskContext, demo
+from taskwire.worker._process import ChildProcesses, get_mp_context
+from tests.harness import process_gone, wait_for
+
+_SEEN: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="unset")
 
 
 def exits_abruptly(ctx: TaskContext) -> None:
-    import os
-
     os._exit(3)
+
+
+def pid(ctx: TaskContext) -> int:
+    return os.getpid()
+
+
+async def pid_async(ctx: TaskContext) -> int:
+    return os.getpid()
+
+
+def marks_its_context(ctx: TaskContext) -> dict[str, object]:
+    """What the last handler left in its context variable (nothing, if each starts afresh), then a mark."""
+    seen = _SEEN.get()
+    _SEEN.set(f"set by {ctx.info.task_run_id}")
+    return {"seen": seen, "pid": os.getpid()}
+
+
+async def marks_its_context_async(ctx: TaskContext) -> dict[str, object]:
+    return marks_its_context(ctx)
+
+
+async def _value(harness: HandlerHarness, handler: object, input: object = None) -> object:
+    outcome = await harness.run(handler, input, outcome_timeout_s=30)  # type: ignore[arg-type]
+    assert isinstance(outcome, Completed), outcome
+    return outcome.value
 
 
 async def test_a_handler_runs_in_a_child_and_reports_back() -> None:
@@ -79,3 +110,103 @@ async def test_errors_cross_the_process_boundary() -> None:
     assert isinstance(outcome, Failed)
     assert (outcome.error.type, outcome.error.message, outcome.error.retryable) == ("DiskFull", "no disk", False)
     assert "DiskFull" in outcome.error.traceback
+
+
+async def test_a_child_is_kept_for_the_next_attempt_sync_or_async() -> None:
+    async with HandlerHarness(isolation=Isolation.PROCESS) as harness:
+        pids = [await _value(harness, pid), await _value(harness, pid_async), await _value(harness, pid)]
+    assert len(set(pids)) == 1
+    assert pids[0] != os.getpid()
+
+
+async def test_attempts_at_once_each_get_a_child_of_their_own() -> None:
+    async with HandlerHarness(isolation=Isolation.PROCESS) as harness:
+        runs = [harness.start(demo.sync_sleep, {"seconds": 0.5}) for _ in range(3)]
+        for run in runs:
+            await run.wait_started(timeout_s=30)
+        outcomes = await asyncio.gather(*(run.outcome(timeout_s=30) for run in runs))
+        assert all(isinstance(outcome, Completed) for outcome in outcomes)
+        # All three are kept, so three more at once start no new process.
+        again = await asyncio.gather(*(_value(harness, pid) for _ in range(3)))
+        assert await _value(harness, pid) in again
+
+
+@pytest.mark.parametrize(("limit", "expected"), [(1, [0, 1, 2, 3]), (2, [0, 0, 1, 1])])
+async def test_a_child_is_replaced_after_its_maximum_of_attempts(limit: int, expected: list[int]) -> None:
+    async with HandlerHarness(isolation=Isolation.PROCESS, max_attempts_per_child=limit) as harness:
+        pids = [await _value(harness, pid) for _ in range(4)]
+    assert [sorted(set(pids), key=pids.index).index(p) for p in pids] == expected
+
+
+@pytest.mark.parametrize("handler", [marks_its_context, marks_its_context_async])
+async def test_each_attempt_in_a_kept_child_starts_with_a_fresh_context(handler: object) -> None:
+    async with HandlerHarness(isolation=Isolation.PROCESS) as harness:
+        first, second = await _value(harness, handler), await _value(harness, handler)
+    assert isinstance(first, dict)
+    assert isinstance(second, dict)
+    assert first["pid"] == second["pid"]
+    assert (first["seen"], second["seen"]) == ("unset", "unset")
+
+
+async def test_a_child_that_stopped_on_its_signal_is_kept_and_not_aborted_again() -> None:
+    async with HandlerHarness(isolation=Isolation.PROCESS, stop_grace_s=10) as harness:
+        before = await _value(harness, pid)
+        run = harness.start(demo.sync_sleep, {"seconds": 60})
+        await run.wait_started(timeout_s=30)
+        run.abort(AbortReason.CANCELLED)
+        assert await run.outcome(timeout_s=10) == Cancelled(reason=AbortReason.CANCELLED)
+        # The next attempt runs in the same child, unaware of the abort before it.
+        assert await _value(harness, demo.sync_sleep, {"seconds": 0}) == {"slept_s": 0}
+        assert await _value(harness, pid) == before
+
+
+async def test_a_terminated_child_is_not_used_again() -> None:
+    async with HandlerHarness(isolation=Isolation.PROCESS, stop_grace_s=0.1) as harness:
+        before = await _value(harness, pid)
+        outcome = await harness.run(demo.spin, {"seconds": 120}, timeout_s=0.3, outcome_timeout_s=30)
+        assert isinstance(outcome, Failed)
+        assert outcome.timed_out
+        after = await _value(harness, pid)
+    assert after != before
+    assert process_gone(int(str(before)))
+
+
+async def test_a_child_that_died_while_idle_is_replaced_without_failing_the_next_attempt() -> None:
+    async with HandlerHarness(isolation=Isolation.PROCESS) as harness:
+        before = await _value(harness, pid)
+        assert isinstance(before, int)
+        os.kill(before, signal.SIGKILL)
+        wait_for(lambda: process_gone(before), timeout_s=10, what="the idle child to die")
+        after = await _value(harness, pid)
+    assert after != before
+
+
+async def test_closing_lets_the_idle_children_exit() -> None:
+    async with HandlerHarness(isolation=Isolation.PROCESS) as harness:
+        pids = await asyncio.gather(*(_value(harness, pid) for _ in range(2)))
+        assert not any(process_gone(p) for p in pids if isinstance(p, int))
+    assert all(process_gone(p) for p in pids if isinstance(p, int))
+
+
+async def test_an_idle_child_exits_after_the_idle_time() -> None:
+    children = ChildProcesses(get_mp_context("spawn"), idle_s=0.2)
+    child = children.acquire()
+    children.release(child)
+    assert children.idle == 1
+    assert await asyncio.to_thread(child.wait_exited, 30)
+    assert children.idle == 0
+    assert child.process.exitcode == 0
+    children.close()
+
+
+def test_max_attempts_must_be_at_least_one() -> None:
+    with pytest.raises(ValueError, match="max_attempts must be at least 1, got 0"):
+        ChildProcesses(get_mp_context("spawn"), max_attempts=0)
+
+
+async def test_a_handler_that_cannot_be_pickled_fails_its_attempt_and_the_next_runs() -> None:
+    async with HandlerHarness(isolation=Isolation.PROCESS) as harness:
+        outcome = await harness.run(lambda ctx: 1, outcome_timeout_s=30)
+        assert isinstance(outcome, Failed)
+        assert "pickle" in outcome.error.message
+        assert isinstance(await _value(harness, pid), int)
