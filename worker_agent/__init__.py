@@ -25,6 +25,7 @@ from ._executor import Isolation
 from ._harness import HandlerHarness, HarnessRun
 from ._outcome import Cancelled, Completed, Failed, Outcome
 from ._payload import PayloadLike
+from ._process import ChildLimits
 from ._registry import (
     AsyncHandler,
     HandlerLookup,
@@ -49,6 +50,7 @@ __all__ = [
     "AsyncHandler",
     "AttemptInfo",
     "Cancelled",
+    "ChildLimits",
     "Completed",
     "ConnectionLostError",
     "ErrorDetails",

@@ -24,7 +24,7 @@ from ._context import AttemptInfo, LogLine, ProgressUpdate, TaskContext, build_c
 from ._handler_loop import HandlerLoop, Inbox
 from ._handler_threads import HandlerThreads
 from ._outcome import Cancelled, Completed, Failed, HandlerResult, Outcome, Raised
-from ._process import ChildProcesses, ProcessRunner, get_mp_context
+from ._process import ChildLimits, ChildProcesses, ProcessRunner, get_mp_context
 from ._registry import HandlerLookup, RegisteredHandler
 from ._runners import AsyncRunner, AttemptRunner, ThreadRunner
 
@@ -167,13 +167,11 @@ class Executor:
         handler_log_level: int = logging.DEBUG,
         handler_logger: logging.Logger | None = None,
         mp_start_method: str = "spawn",
-        max_attempts_per_child: int | None = None,
+        child_limits: ChildLimits | None = None,
         metrics: WorkerMetrics | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
-        if max_attempts_per_child is not None and max_attempts_per_child < 1:
-            raise ValueError(f"max_attempts_per_child must be at least 1, got {max_attempts_per_child}")
         self._registry = registry
         self._sink = sink
         self._slots = slots
@@ -183,7 +181,7 @@ class Executor:
         self._handler_log_level = handler_log_level
         self._handler_logger = handler_logger
         self._mp_start_method = mp_start_method
-        self._max_attempts_per_child = max_attempts_per_child
+        self._child_limits = child_limits
         self._metrics = metrics
         if metrics is not None:
             metrics.slots.set(slots)
@@ -372,8 +370,12 @@ class Executor:
         name = f"taskwire-{registered.name}-{attempt.key}"
         if self._isolation is Isolation.PROCESS:
             if self._children is None:
+                metrics = self._metrics
                 self._children = ChildProcesses(
-                    get_mp_context(self._mp_start_method), max_attempts=self._max_attempts_per_child
+                    get_mp_context(self._mp_start_method),
+                    limits=self._child_limits,
+                    on_start=metrics.handler_process_started if metrics else None,
+                    on_end=metrics.handler_process_ended if metrics else None,
                 )
             return ProcessRunner(
                 children=self._children,

@@ -18,6 +18,7 @@ from ._abort import AbortReason
 from ._context import AttemptInfo, LogLine, ProgressUpdate
 from ._executor import AttemptKey, AttemptSpec, Executor, Isolation, SubmitResult
 from ._outcome import Outcome
+from ._process import ChildLimits
 from ._registry import HandlerRegistry, RegisteredHandler, default_registry
 
 
@@ -170,14 +171,14 @@ class HandlerHarness:
         stop_grace_s: float = 2.0,
         kill_grace_s: float = 1.0,
         mp_start_method: str = "spawn",
-        max_attempts_per_child: int | None = None,
+        child_limits: ChildLimits | None = None,
     ) -> None:
         self._isolation = isolation
         self._slots = slots
         self._stop_grace_s = stop_grace_s
         self._kill_grace_s = kill_grace_s
         self._mp_start_method = mp_start_method
-        self._max_attempts_per_child = max_attempts_per_child
+        self._child_limits = child_limits
         self._registry = registry if registry is not None else default_registry
         self._handlers = _HarnessHandlers()
         self._sink = _HarnessSink()
@@ -190,7 +191,7 @@ class HandlerHarness:
             kill_grace_s=kill_grace_s,
             handler_log_level=logging.DEBUG,
             mp_start_method=mp_start_method,
-            max_attempts_per_child=max_attempts_per_child,
+            child_limits=child_limits,
         )
 
     @property
@@ -271,7 +272,7 @@ class HandlerHarness:
                 stop_grace_s=self._stop_grace_s,
                 kill_grace_s=self._kill_grace_s,
                 mp_start_method=self._mp_start_method,
-                max_attempts_per_child=self._max_attempts_per_child,
+                child_limits=self._child_limits,
             ) as harness:
                 return await harness.run(handler, input, timeout_s=timeout_s, outcome_timeout_s=outcome_timeout_s)
 

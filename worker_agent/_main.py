@@ -18,6 +18,7 @@ from taskwire.common.tls import TlsConfigError, TlsFiles, add_tls_arguments, tls
 
 from ._errors import ConnectionLostError, HandlerLoadError
 from ._executor import Isolation
+from ._process import ChildLimits
 from ._registry import HandlerRegistry, load_handlers
 from ._stream import default_worker_name
 from ._worker import Worker
@@ -113,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(1: a fresh one for every attempt) [env TASKWIRE_MAX_ATTEMPTS_PER_CHILD; default no limit]",
     )
     parser.add_argument(
+        "--max-memory-per-child",
+        type=positive_int,
+        default=_env("TASKWIRE_MAX_MEMORY_PER_CHILD"),
+        metavar="MIB",
+        help="with process isolation, replace a child process after an attempt once its peak resident memory "
+        "has passed MIB mebibytes [env TASKWIRE_MAX_MEMORY_PER_CHILD; default no limit]",
+    )
+    parser.add_argument(
         "--drain-timeout",
         type=non_negative_seconds,
         default=_env("TASKWIRE_DRAIN_TIMEOUT", "30"),
@@ -206,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         instance_id=args.instance_id or str(uuid.uuid4()),
         labels=labels,
         isolation=Isolation(args.isolation),
-        max_attempts_per_child=args.max_attempts_per_child,
+        child_limits=ChildLimits(max_attempts=args.max_attempts_per_child, max_memory_mib=args.max_memory_per_child),
         drain_timeout_s=args.drain_timeout,
         stop_grace_s=args.stop_grace,
         max_reconnect_attempts=args.max_reconnect_attempts,

@@ -44,6 +44,18 @@ class WorkerMetrics:
             ["handler"],
             registry=self.registry,
         )
+        self._processes_started = Counter(
+            "taskwire_worker_agent_handler_processes_started",
+            "Handler processes started (process isolation).",
+            registry=self.registry,
+        )
+        self._processes_ended = Counter(
+            "taskwire_worker_agent_handler_processes_ended",
+            "Handler processes let go (process isolation), by why: max_attempts, max_memory, idle, stopped (its "
+            "handler ignored its abort), died, closed.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.connected = Gauge(
             "taskwire_worker_agent_connected",
             "1 while the worker has a session with the server, else 0.",
@@ -53,6 +65,12 @@ class WorkerMetrics:
     def attempt_ended(self, handler: str, outcome: str, seconds: float) -> None:
         self._attempts.labels(handler, outcome).inc()
         self._durations.labels(handler).observe(seconds)
+
+    def handler_process_started(self) -> None:
+        self._processes_started.inc()
+
+    def handler_process_ended(self, reason: str) -> None:
+        self._processes_ended.labels(reason).inc()
 
     def loop_blocked(self, handler: str) -> None:
         self._blocked.labels(handler).inc()

@@ -5,7 +5,7 @@ interpreter and the imports of the handler's module. A child runs one attempt at
 to the worker: jobs and abort requests flow worker → child, events flow child → worker (started, progress,
 log lines, the result). The handler and its attempt's data are pickled (the handler by reference, so it
 must be importable). A handler that ignores its abort signal is terminated, then killed, and its child is
-not used again; nor is one that has run ``max_attempts`` attempts, or sat idle for ``IDLE_S``.
+not used again; nor is one past its `ChildLimits` (attempts run, peak memory), or idle for ``IDLE_S``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import multiprocessing.connection
 import os
 import pickle
 import queue
+import resource
 import signal
 import sys
 import threading
@@ -44,6 +45,24 @@ IDLE_S = 300.0
 # How many children one attempt tries before it fails: each one tried had died before it took the job.
 _START_TRIES = 3
 _DIED_UNSTARTED = f"{_START_TRIES} handler processes in a row exited before they could take the attempt"
+
+
+@dataclass(frozen=True, slots=True)
+class ChildLimits:
+    """When a child process is replaced by a fresh one after an attempt (None: no limit).
+
+    ``max_attempts``: after it has run that many. ``max_memory_mib``: once its peak resident memory has
+    passed that many MiB (the attempt that took it there still completes).
+    """
+
+    max_attempts: int | None = None
+    max_memory_mib: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_attempts", "max_memory_mib"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +119,9 @@ class _Child:
             jobs_reader.close()
         self.process: Any = process  # multiprocessing's Process classes are context-specific
         self.attempts = 0
-        self.doomed = False  # terminated, or about to be: never given another job
+        self.peak_rss_kib = 0  # as the child reported with its last result
+        self.doomed = False  # dead, or about to be: never given another job
+        self.stopped = False  # terminated or killed by the worker
         self._loop = loop
         self._jobs = jobs_writer
         self._events = events_reader
@@ -135,12 +156,12 @@ class _Child:
 
     # Not `process.is_alive()`: it would reap the child before the loop has read all it wrote.
     def terminate(self) -> None:
-        self.doomed = True
+        self.doomed = self.stopped = True
         if not self.exited:
             self.process.terminate()
 
     def kill(self) -> None:
-        self.doomed = True
+        self.doomed = self.stopped = True
         if not self.exited:
             self.process.kill()
 
@@ -177,6 +198,7 @@ class _Child:
             waiter.events.log(message[1])
         elif kind == "result":
             self._waiter = None
+            self.peak_rss_kib = message[2]
             waiter.finish(message[1])
 
     def _reap(self) -> None:
@@ -203,15 +225,23 @@ class ChildProcesses:
     """The worker's handler processes: one per attempt in flight at most, each kept for the next attempt.
 
     Call from the worker's event loop. There is no bound here: the executor's slots bound how many
-    attempts run at once. ``max_attempts`` (None: no limit) retires a child after that many attempts.
+    attempts run at once. ``on_end`` hears why each child was let go (see `Ending`).
     """
 
-    def __init__(self, mp_context: BaseContext, *, max_attempts: int | None = None, idle_s: float = IDLE_S) -> None:
-        if max_attempts is not None and max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+    def __init__(
+        self,
+        mp_context: BaseContext,
+        *,
+        limits: ChildLimits | None = None,
+        idle_s: float = IDLE_S,
+        on_start: Callable[[], None] | None = None,
+        on_end: Callable[[str], None] | None = None,
+    ) -> None:
         self._mp_context = mp_context
-        self._max_attempts = max_attempts
+        self._limits = limits or ChildLimits()
         self._idle_s = idle_s
+        self._on_start = on_start
+        self._on_end = on_end
         self._idle: list[tuple[float, _Child]] = []  # with the loop's time each came back, oldest first
         self._all: set[_Child] = set()  # every child not yet seen to have exited
         self._sweep: asyncio.TimerHandle | None = None
@@ -229,16 +259,20 @@ class ChildProcesses:
             _, child = self._idle.pop()  # the one used last: the others are the ones to expire
             if child.usable:
                 return child
+            self._ended(Ending.DIED)
         child = _Child(self._mp_context, f"taskwire-handler-process-{next(self._names)}")
         self._all.add(child)
+        if self._on_start is not None:
+            self._on_start()
         return child
 
     def release(self, child: _Child) -> None:
         """``child`` has finished its job: keep it for the next, or let it go."""
-        used_up = self._max_attempts is not None and child.attempts >= self._max_attempts
-        if self._closed or used_up or not child.usable:
+        ending = self._ending(child)
+        if ending is not None:
             if child.usable:
                 child.retire()
+            self._ended(ending)
             return
         loop = asyncio.get_running_loop()
         self._idle.append((loop.time(), child))
@@ -268,8 +302,37 @@ class ChildProcesses:
         cutoff = loop.time() - self._idle_s
         while self._idle and self._idle[0][0] <= cutoff:
             self._idle.pop(0)[1].retire()
+            self._ended(Ending.IDLE)
         if self._idle:
             self._sweep = loop.call_at(self._idle[0][0] + self._idle_s, self._expire)
+
+    def _ending(self, child: _Child) -> str | None:
+        """Why ``child``, back from a job, is let go; None if it is kept."""
+        limits = self._limits
+        if self._closed:
+            return Ending.CLOSED
+        if not child.usable:
+            return Ending.STOPPED if child.stopped else Ending.DIED
+        if limits.max_attempts is not None and child.attempts >= limits.max_attempts:
+            return Ending.ATTEMPTS
+        if limits.max_memory_mib is not None and child.peak_rss_kib > limits.max_memory_mib * 1024:
+            return Ending.MEMORY
+        return None
+
+    def _ended(self, ending: str) -> None:
+        if self._on_end is not None:
+            self._on_end(ending)
+
+
+class Ending:
+    """Why a child process was let go."""
+
+    ATTEMPTS = "max_attempts"  # it had run its limit of attempts
+    MEMORY = "max_memory"  # its peak memory had passed the limit
+    IDLE = "idle"  # nothing to run for IDLE_S
+    STOPPED = "stopped"  # terminated or killed: its handler ignored its abort signal
+    DIED = "died"  # it exited on its own accord, or was killed from outside
+    CLOSED = "closed"  # the worker is closing
 
 
 class ProcessRunner:
@@ -409,13 +472,18 @@ def _child_main(*, jobs: multiprocessing.connection.Connection, events: multipro
             send(("started",))
             result = _run_job(runner, pickled, controller, pipe_events)
             incoming.done()
-            send(("result", result))
+            send(("result", result, _peak_rss_kib()))
     events.close()
     # Exit now: a normal interpreter exit would wait for any non-daemon thread a handler left behind.
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
     os._exit(0)
+
+
+def _peak_rss_kib() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak  # bytes there, KiB elsewhere
 
 
 def _run_job(

@@ -33,6 +33,7 @@ from ._executor import AttemptKey, Executor, Isolation
 from ._limits import WireLimits
 from ._outbox import Outbox
 from ._outcome import Cancelled
+from ._process import ChildLimits
 from ._registry import HandlerRegistry
 from ._reports import ReportSink
 from ._stream import SessionInfo, SessionStream, default_worker_name, describe, hello_message
@@ -85,7 +86,7 @@ class Worker:
         channel_options: Sequence[tuple[str, Any]] = (),
         tls: TlsFiles | None = None,
         mp_start_method: str = "spawn",
-        max_attempts_per_child: int | None = None,
+        child_limits: ChildLimits | None = None,
         token: str | None = None,
         metrics: WorkerMetrics | None = None,
     ) -> None:
@@ -127,7 +128,7 @@ class Worker:
             handler_log_level=handler_log_level,
             handler_logger=logging.getLogger("taskwire.worker.handlers"),
             mp_start_method=mp_start_method,
-            max_attempts_per_child=max_attempts_per_child,
+            child_limits=child_limits,
             metrics=metrics,
         )
         self._metrics = metrics

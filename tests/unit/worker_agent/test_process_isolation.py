@@ -10,8 +10,18 @@ import time
 
 import pytest
 
-from taskwire.worker import AbortReason, Cancelled, Completed, Failed, HandlerHarness, Isolation, TaskContext, demo
-from taskwire.worker._process import ChildProcesses, get_mp_context
+from taskwire.worker import (
+    AbortReason,
+    Cancelled,
+    ChildLimits,
+    Completed,
+    Failed,
+    HandlerHarness,
+    Isolation,
+    TaskContext,
+    demo,
+)
+from taskwire.worker._process import ChildProcesses, Ending, get_mp_context
 from tests.harness import process_gone, wait_for
 
 _SEEN: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="unset")
@@ -133,7 +143,7 @@ async def test_attempts_at_once_each_get_a_child_of_their_own() -> None:
 
 @pytest.mark.parametrize(("limit", "expected"), [(1, [0, 1, 2, 3]), (2, [0, 0, 1, 1])])
 async def test_a_child_is_replaced_after_its_maximum_of_attempts(limit: int, expected: list[int]) -> None:
-    async with HandlerHarness(isolation=Isolation.PROCESS, max_attempts_per_child=limit) as harness:
+    async with HandlerHarness(isolation=Isolation.PROCESS, child_limits=ChildLimits(max_attempts=limit)) as harness:
         pids = [await _value(harness, pid) for _ in range(4)]
     assert [sorted(set(pids), key=pids.index).index(p) for p in pids] == expected
 
@@ -189,19 +199,47 @@ async def test_closing_lets_the_idle_children_exit() -> None:
 
 
 async def test_an_idle_child_exits_after_the_idle_time() -> None:
-    children = ChildProcesses(get_mp_context("spawn"), idle_s=0.2)
+    started: list[int] = []
+    ended: list[str] = []
+    children = ChildProcesses(
+        get_mp_context("spawn"), idle_s=0.2, on_start=lambda: started.append(1), on_end=ended.append
+    )
     child = children.acquire()
     children.release(child)
     assert children.idle == 1
     assert await asyncio.to_thread(child.wait_exited, 30)
     assert children.idle == 0
     assert child.process.exitcode == 0
+    assert (started, ended) == ([1], [Ending.IDLE])
     children.close()
 
 
-def test_max_attempts_must_be_at_least_one() -> None:
-    with pytest.raises(ValueError, match="max_attempts must be at least 1, got 0"):
-        ChildProcesses(get_mp_context("spawn"), max_attempts=0)
+@pytest.mark.parametrize("field", ["max_attempts", "max_memory_mib"])
+def test_limits_must_be_at_least_one(field: str) -> None:
+    with pytest.raises(ValueError, match=f"{field} must be at least 1, got 0"):
+        ChildLimits(**{field: 0})
+
+
+_HELD: list[bytearray] = []
+
+
+def holds_memory(ctx: TaskContext) -> int:
+    """Input ``{"mib": n}``: keeps n MiB more of this process's memory, touched; returns its pid."""
+    mib = int(ctx.input["mib"]) if isinstance(ctx.input, dict) else 0
+    _HELD.append(bytearray(b"\x01" * (mib << 20)))
+    return os.getpid()
+
+
+async def test_a_child_past_its_memory_limit_is_replaced_after_its_attempt() -> None:
+    limits = ChildLimits(max_memory_mib=400)
+    async with HandlerHarness(isolation=Isolation.PROCESS, child_limits=limits) as harness:
+        small = [await _value(harness, holds_memory, {"mib": 1}) for _ in range(2)]
+        assert small[0] == small[1]  # well under the limit: kept
+        big = await _value(harness, holds_memory, {"mib": 450})  # the attempt that passes it completes
+        assert big == small[0]
+        after = await _value(harness, holds_memory, {"mib": 1})
+    assert after != big
+    wait_for(lambda: process_gone(int(str(big))), timeout_s=10, what="the replaced child to exit")
 
 
 async def test_a_handler_that_cannot_be_pickled_fails_its_attempt_and_the_next_runs() -> None:
