@@ -37,8 +37,9 @@ from ._outcome import HandlerResult, Raised
 from ._runners import RunnerEvents, call_async_handler, call_sync_handler
 
 # Worker → child: ("job", number, a pickled _Job), ("abort", number, AbortReason.value, message); the pipe's
-# end tells an idle child to exit. Child → worker: ("started",), ("progress", ProgressUpdate),
-# ("log", LogLine), ("result", HandlerResult), always for the job the child was last given.
+# end tells an idle child to exit. Child → worker: ("started",), ("progress", number, ProgressUpdate),
+# ("log", number, LogLine), ("result", HandlerResult, peak RSS in KiB); all but progress and logs (which a
+# thread a handler left behind may send late) are for the job the child was last given.
 
 #: How long a child with nothing to run is kept before it is told to exit.
 IDLE_S = 300.0
@@ -193,9 +194,11 @@ class _Child:
             waiter.taken = True
             waiter.events.started()
         elif kind == "progress":
-            waiter.events.progress(message[1])
+            if message[1] == self._number:
+                waiter.events.progress(message[2])
         elif kind == "log":
-            waiter.events.log(message[1])
+            if message[1] == self._number:
+                waiter.events.log(message[2])
         elif kind == "result":
             self._waiter = None
             self.peak_rss_kib = message[2]
@@ -398,16 +401,18 @@ class ProcessRunner:
 
 
 class _PipeEvents:
-    """The child's AttemptEvents: everything goes down the events pipe."""
+    """One job's AttemptEvents in the child: down the events pipe, with the job's number, so that a thread
+    its handler left behind cannot report into the next job."""
 
-    def __init__(self, send: Callable[[tuple[object, ...]], None]) -> None:
+    def __init__(self, send: Callable[[tuple[object, ...]], None], number: int) -> None:
         self._send = send
+        self._number = number
 
     def progress(self, update: ProgressUpdate) -> None:
-        self._send(("progress", update))
+        self._send(("progress", self._number, update))
 
     def log(self, line: LogLine) -> None:
-        self._send(("log", line))
+        self._send(("log", self._number, line))
 
 
 class _ChildJobs:
@@ -415,13 +420,13 @@ class _ChildJobs:
 
     def __init__(self, jobs: multiprocessing.connection.Connection) -> None:
         self._jobs = jobs
-        self._queue: queue.SimpleQueue[tuple[bytes, AbortController] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[int, bytes, AbortController] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._current: tuple[int, AbortController] | None = None
         threading.Thread(target=self._read, name="taskwire-jobs", daemon=True).start()
 
-    def next(self) -> tuple[bytes, AbortController] | None:
-        """The next job and its abort signal; None once the worker has let this child go."""
+    def next(self) -> tuple[int, bytes, AbortController] | None:
+        """The next job, its number and its abort signal; None once the worker has let this child go."""
         return self._queue.get()
 
     def done(self) -> None:
@@ -438,7 +443,7 @@ class _ChildJobs:
                     controller = AbortController()
                     with self._lock:
                         self._current = (number, controller)
-                    self._queue.put((job, controller))
+                    self._queue.put((number, job, controller))
                 else:
                     _, number, reason_value, text = message
                     with self._lock:
@@ -464,13 +469,12 @@ def _child_main(*, jobs: multiprocessing.connection.Connection, events: multipro
         with send_lock, contextlib.suppress(OSError, ValueError):
             events.send(message)
 
-    pipe_events: AttemptEvents = _PipeEvents(send)
     incoming = _ChildJobs(jobs)
     with asyncio.Runner() as runner:
         while (next_job := incoming.next()) is not None:
-            pickled, controller = next_job
+            number, pickled, controller = next_job
             send(("started",))
-            result = _run_job(runner, pickled, controller, pipe_events)
+            result = _run_job(runner, pickled, controller, _PipeEvents(send, number))
             incoming.done()
             send(("result", result, _peak_rss_kib()))
     events.close()

@@ -223,6 +223,24 @@ def test_limits_must_be_at_least_one(field: str) -> None:
 _HELD: list[bytearray] = []
 
 
+def leaves_a_reporter(ctx: TaskContext) -> int:
+    """Returns at once, leaving a thread that reports progress on this attempt's context for 2 s."""
+    import threading
+
+    def report() -> None:
+        for _ in range(200):
+            ctx.progress(0.5, "late")
+            time.sleep(0.01)
+
+    threading.Thread(target=report, daemon=True).start()
+    return os.getpid()
+
+
+def sleeps_then_pid(ctx: TaskContext) -> int:
+    time.sleep(0.3)
+    return os.getpid()
+
+
 def holds_memory(ctx: TaskContext) -> int:
     """Input ``{"mib": n}``: keeps n MiB more of this process's memory, touched; returns its pid."""
     mib = int(ctx.input["mib"]) if isinstance(ctx.input, dict) else 0
@@ -248,3 +266,14 @@ async def test_a_handler_that_cannot_be_pickled_fails_its_attempt_and_the_next_r
         assert isinstance(outcome, Failed)
         assert "pickle" in outcome.error.message
         assert isinstance(await _value(harness, pid), int)
+
+
+async def test_a_thread_left_behind_does_not_report_into_the_next_attempt() -> None:
+    async with HandlerHarness(isolation=Isolation.PROCESS) as harness:
+        first = await harness.run(leaves_a_reporter, outcome_timeout_s=30)
+        second = harness.start(sleeps_then_pid)  # in the same child, while the first's thread still reports
+        outcome = await second.outcome(timeout_s=30)
+    assert isinstance(first, Completed)
+    assert isinstance(outcome, Completed)
+    assert outcome.value == first.value
+    assert second.progress == []
