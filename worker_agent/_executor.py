@@ -180,7 +180,8 @@ class Executor:
         self._kill_grace_s = kill_grace_s
         self._handler_log_level = handler_log_level
         self._handler_logger = handler_logger
-        self._mp_start_method = mp_start_method
+        # Checked now, so that a worker with a start method its children cannot use does not start at all.
+        self._mp_context = get_mp_context(mp_start_method) if isolation is Isolation.PROCESS else None
         self._child_limits = child_limits
         self._metrics = metrics
         if metrics is not None:
@@ -370,9 +371,10 @@ class Executor:
         name = f"taskwire-{registered.name}-{attempt.key}"
         if self._isolation is Isolation.PROCESS:
             if self._children is None:
+                assert self._mp_context is not None
                 metrics = self._metrics
                 self._children = ChildProcesses(
-                    get_mp_context(self._mp_start_method),
+                    self._mp_context,
                     limits=self._child_limits,
                     on_start=metrics.handler_process_started if metrics else None,
                     on_end=metrics.handler_process_ended if metrics else None,

@@ -506,5 +506,11 @@ def _run_job(
 
 
 def get_mp_context(start_method: str) -> BaseContext:
-    """A multiprocessing context; 'spawn' is the default because forking a process with gRPC threads is unsafe."""
+    """The multiprocessing context for handler processes: 'spawn' (the default) or 'forkserver'.
+
+    Not 'fork': a forked child would inherit the worker's gRPC threads mid-call, and the pipes of the other
+    children, which would then never see their worker go.
+    """
+    if start_method == "fork":
+        raise ValueError("process isolation cannot use the 'fork' start method; use 'spawn' or 'forkserver'")
     return multiprocessing.get_context(start_method)

@@ -277,3 +277,15 @@ async def test_a_thread_left_behind_does_not_report_into_the_next_attempt() -> N
     assert isinstance(outcome, Completed)
     assert outcome.value == first.value
     assert second.progress == []
+
+
+@pytest.mark.parametrize("method", ["fork", "no-such-method"])
+def test_a_start_method_children_cannot_use_is_refused_up_front(method: str) -> None:
+    with pytest.raises(ValueError, match="fork" if method == "fork" else "cannot find context"):
+        HandlerHarness(isolation=Isolation.PROCESS, mp_start_method=method)
+
+
+async def test_children_can_start_from_a_fork_server() -> None:
+    async with HandlerHarness(isolation=Isolation.PROCESS, mp_start_method="forkserver") as harness:
+        pids = [await _value(harness, pid) for _ in range(2)]
+    assert pids[0] == pids[1]
