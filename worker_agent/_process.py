@@ -23,6 +23,7 @@ import resource
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -292,9 +293,10 @@ class ChildProcesses:
             self._sweep.cancel()
 
     def wait_closed(self, timeout_s: float) -> None:
-        """Block until every child has exited, killing those still alive after ``timeout_s``."""
+        """Block until every child has exited, killing those still alive after ``timeout_s`` in all."""
+        deadline = time.monotonic() + timeout_s
         for child in list(self._all):
-            if not child.wait_exited(timeout_s):
+            if not child.wait_exited(max(0.0, deadline - time.monotonic())):
                 child.kill()
         self._all.clear()
 
