@@ -1,11 +1,12 @@
 """Process isolation: each attempt runs in a child process that the worker can terminate.
 
 Children are kept for the next attempt (`ChildProcesses`), since starting one with ``spawn`` costs a fresh
-interpreter and the imports of the handler's module. A child runs one attempt at a time. Two pipes join it
-to the worker: jobs and abort requests flow worker → child, events flow child → worker (started, progress,
-log lines, the result). The handler and its attempt's data are pickled (the handler by reference, so it
-must be importable). A handler that ignores its abort signal is terminated, then killed, and its child is
-not used again; nor is one past its `ChildLimits` (attempts run, peak memory), or idle for ``IDLE_S``.
+interpreter and the imports of the handler's module. A child runs one attempt at a time. Three pipes join it
+to the worker: jobs and aborts flow worker → child, each in a pipe of its own (the child's main thread reads
+its jobs itself), and events flow child → worker (started, progress, log lines, the result). The handler and
+its attempt's data are pickled (the handler by reference, so it must be importable). A handler that ignores
+its abort signal is terminated, then killed, and its child is not used again; nor is one past its
+`ChildLimits` (attempts run, peak memory), or idle for ``IDLE_S``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
-import queue
 import resource
 import signal
 import sys
@@ -37,10 +37,11 @@ from ._context import AttemptEvents, AttemptInfo, LogLine, ProgressUpdate, build
 from ._outcome import HandlerResult, Raised
 from ._runners import RunnerEvents, call_async_handler, call_sync_handler
 
-# Worker → child: ("job", number, a pickled _Job), ("abort", number, AbortReason.value, message); the pipe's
-# end tells an idle child to exit. Child → worker: ("started",), ("progress", number, ProgressUpdate),
-# ("log", number, LogLine), ("result", HandlerResult, peak RSS in KiB); all but progress and logs (which a
-# thread a handler left behind may send late) are for the job the child was last given.
+# Worker → child, on the jobs pipe: ("job", number, a pickled _Job); on the control pipe: (number,
+# AbortReason.value, message) to abort that job. The pipes' end tells an idle child to exit.
+# Child → worker: ("started",), ("progress", number, ProgressUpdate), ("log", number, LogLine),
+# ("result", HandlerResult, peak RSS in KiB); all but progress and logs (which a thread a handler left
+# behind may send late) are for the job the child was last given.
 
 #: How long a child with nothing to run is kept before it is told to exit.
 IDLE_S = 300.0
@@ -102,9 +103,10 @@ class _Child:
         loop = asyncio.get_running_loop()
         events_reader, events_writer = mp_context.Pipe(duplex=False)
         jobs_reader, jobs_writer = mp_context.Pipe(duplex=False)
+        control_reader, control_writer = mp_context.Pipe(duplex=False)
         process = mp_context.Process(  # type: ignore[attr-defined]
             target=_child_main,
-            kwargs={"jobs": jobs_reader, "events": events_writer},
+            kwargs={"jobs": jobs_reader, "control": control_reader, "events": events_writer},
             name=name,
             # Daemonic so that multiprocessing terminates it if the worker exits while it runs.
             daemon=True,
@@ -112,13 +114,13 @@ class _Child:
         try:
             process.start()  # synchronous, but only a fork/exec and a small pickle written to a pipe
         except BaseException:
-            events_reader.close()
-            jobs_writer.close()
+            for ours in (events_reader, jobs_writer, control_writer):
+                ours.close()
             raise
         finally:
             # The child holds its own copies; closing ours is what lets each side see the other's end.
-            events_writer.close()
-            jobs_reader.close()
+            for theirs in (events_writer, jobs_reader, control_reader):
+                theirs.close()
         self.process: Any = process  # multiprocessing's Process classes are context-specific
         self.attempts = 0
         self.peak_rss_kib = 0  # as the child reported with its last result
@@ -126,6 +128,7 @@ class _Child:
         self.stopped = False  # terminated or killed by the worker
         self._loop = loop
         self._jobs = jobs_writer
+        self._control = control_writer
         self._events = events_reader
         self._numbers = itertools.count(1)
         self._number = 0
@@ -154,7 +157,7 @@ class _Child:
 
     def abort(self, reason: AbortReason, message: str) -> None:
         with contextlib.suppress(OSError, ValueError):  # The child is already gone.
-            self._jobs.send(("abort", self._number, reason.value, message))
+            self._control.send((self._number, reason.value, message))
 
     # Not `process.is_alive()`: it would reap the child before the loop has read all it wrote.
     def terminate(self) -> None:
@@ -168,18 +171,20 @@ class _Child:
             self.process.kill()
 
     def retire(self) -> None:
-        """Tell an idle child to exit (the end of its jobs pipe); the loop reaps it when it has."""
+        """Tell an idle child to exit (the end of its pipes); the loop reaps it when it has."""
         self.doomed = True
         self._jobs.close()
+        self._control.close()
 
     def wait_exited(self, timeout_s: float) -> bool:
         return self._exited.wait(timeout_s)
 
     def _read_events(self) -> None:
-        # A message is written whole; a large one is read while the child is still writing it.
+        # One message per call: the loop calls again while more is there to read. (Not `poll()` first: it
+        # makes and drops a selector each time.) A message is written whole; a large one is read while the
+        # child is still writing it.
         try:
-            while self._events.poll():
-                self._on_event(self._events.recv())
+            self._on_event(self._events.recv())
         except (EOFError, OSError):
             # The child exited: told to, or killed, or it died. Reaped once it has gone entirely.
             self._loop.remove_reader(self._events.fileno())
@@ -418,40 +423,51 @@ class _PipeEvents:
 
 
 class _ChildJobs:
-    """The child's side of the jobs pipe, read by a thread so that an abort reaches a running handler."""
+    """The child's side of its two pipes from the worker: jobs, read by the main thread that runs them,
+    and aborts, read by a thread of their own so that one reaches a running handler."""
 
-    def __init__(self, jobs: multiprocessing.connection.Connection) -> None:
+    def __init__(
+        self, jobs: multiprocessing.connection.Connection, control: multiprocessing.connection.Connection
+    ) -> None:
         self._jobs = jobs
-        self._queue: queue.SimpleQueue[tuple[int, bytes, AbortController] | None] = queue.SimpleQueue()
+        self._control = control
         self._lock = threading.Lock()
         self._current: tuple[int, AbortController] | None = None
-        threading.Thread(target=self._read, name="taskwire-jobs", daemon=True).start()
+        self._last = 0  # the number of the last job taken
+        self._early: dict[int, tuple[AbortReason, str]] = {}  # aborts read before their job
+        threading.Thread(target=self._watch, name="taskwire-aborts", daemon=True).start()
 
     def next(self) -> tuple[int, bytes, AbortController] | None:
         """The next job, its number and its abort signal; None once the worker has let this child go."""
-        return self._queue.get()
+        try:
+            _, number, job = self._jobs.recv()
+        except (EOFError, OSError):
+            return None
+        controller = AbortController()
+        with self._lock:
+            self._current, self._last = (number, controller), number
+            early = self._early.pop(number, None)
+            self._early.clear()
+        if early is not None:
+            controller.abort(*early)
+        return number, job, controller
 
     def done(self) -> None:
         """The current job has ended (before its result is sent, so before the next job can come)."""
         with self._lock:
             self._current = None
 
-    def _read(self) -> None:
+    def _watch(self) -> None:
         try:
             while True:
-                message = self._jobs.recv()
-                if message[0] == "job":
-                    _, number, job = message
-                    controller = AbortController()
-                    with self._lock:
-                        self._current = (number, controller)
-                    self._queue.put((number, job, controller))
-                else:
-                    _, number, reason_value, text = message
-                    with self._lock:
-                        current = self._current
-                    if current is not None and current[0] == number:
-                        current[1].abort(AbortReason(reason_value), text)
+                number, reason_value, text = self._control.recv()
+                reason = AbortReason(reason_value)
+                with self._lock:
+                    current = self._current
+                    if number > self._last:  # its job is still in the other pipe
+                        self._early[number] = (reason, text)
+                if current is not None and current[0] == number:
+                    current[1].abort(reason, text)
         except (EOFError, OSError):
             # The worker let this child go, or went away without a word: a running handler stops as if the
             # worker were shutting down (an idle child has none), and the child exits after it.
@@ -459,10 +475,14 @@ class _ChildJobs:
                 current = self._current
             if current is not None:
                 current[1].abort(AbortReason.SHUTDOWN, "the worker process exited")
-            self._queue.put(None)
 
 
-def _child_main(*, jobs: multiprocessing.connection.Connection, events: multiprocessing.connection.Connection) -> None:
+def _child_main(
+    *,
+    jobs: multiprocessing.connection.Connection,
+    control: multiprocessing.connection.Connection,
+    events: multiprocessing.connection.Connection,
+) -> None:
     # Ctrl-C reaches the whole process group; the worker decides how its children stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     send_lock = threading.Lock()
@@ -471,7 +491,7 @@ def _child_main(*, jobs: multiprocessing.connection.Connection, events: multipro
         with send_lock, contextlib.suppress(OSError, ValueError):
             events.send(message)
 
-    incoming = _ChildJobs(jobs)
+    incoming = _ChildJobs(jobs, control)
     with asyncio.Runner() as runner:
         while (next_job := incoming.next()) is not None:
             number, pickled, controller = next_job

@@ -289,3 +289,13 @@ async def test_children_can_start_from_a_fork_server() -> None:
     async with HandlerHarness(isolation=Isolation.PROCESS, mp_start_method="forkserver") as harness:
         pids = [await _value(harness, pid) for _ in range(2)]
     assert pids[0] == pids[1]
+
+
+@pytest.mark.parametrize("handler", [demo.sync_sleep, demo.sleep])
+async def test_an_abort_sent_with_the_job_reaches_it_in_a_kept_child(handler: object) -> None:
+    async with HandlerHarness(isolation=Isolation.PROCESS, stop_grace_s=30) as harness:
+        await _value(harness, pid)  # a child kept, so that the job and its abort go out together
+        for _ in range(3):
+            run = harness.start(handler, {"seconds": 60})  # type: ignore[arg-type]
+            run.abort(AbortReason.CANCELLED, "at once")
+            assert await run.outcome(timeout_s=20) == Cancelled(reason=AbortReason.CANCELLED, message="at once")
