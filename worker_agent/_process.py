@@ -48,6 +48,7 @@ IDLE_S = 300.0
 # How many children one attempt tries before it fails: each one tried had died before it took the job.
 _START_TRIES = 3
 _DIED_UNSTARTED = f"{_START_TRIES} handler processes in a row exited before they could take the attempt"
+_STOPPED_UNSTARTED = "the attempt was aborted, and its process ended, before its handler started"
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,11 +392,15 @@ class ProcessRunner:
                 self._children.release(child)
             if result is not None:
                 return result
+            if child.stopped or self._pending_abort is not None:
+                # Aborted before its handler started (a child still starting up is stopped like any other):
+                # nothing to run elsewhere. The executor reports the attempt as its abort decides.
+                return Raised(ErrorInfo(type="HandlerProcessDied", message=_STOPPED_UNSTARTED, retryable=True))
             # A kept child that had died while idle, found out only now: the job goes to another.
         return Raised(ErrorInfo(type="HandlerProcessDied", message=_DIED_UNSTARTED, retryable=True))
 
     def on_abort(self, reason: AbortReason, message: str) -> None:
-        self._pending_abort = (reason, message)  # for a child yet to get the job, if this one never takes it
+        self._pending_abort = (reason, message)  # sent to the child once it has the job, if none has yet
         if self._child is not None:
             self._child.abort(reason, message)
 

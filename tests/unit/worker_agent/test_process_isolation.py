@@ -22,7 +22,7 @@ from taskwire.worker import (
     demo,
 )
 from taskwire.worker._process import ChildProcesses, Ending, get_mp_context
-from tests.harness import process_gone, wait_for
+from tests.harness import handler_processes, process_gone, wait_for
 
 _SEEN: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="unset")
 
@@ -299,3 +299,22 @@ async def test_an_abort_sent_with_the_job_reaches_it_in_a_kept_child(handler: ob
             run = harness.start(handler, {"seconds": 60})  # type: ignore[arg-type]
             run.abort(AbortReason.CANCELLED, "at once")
             assert await run.outcome(timeout_s=20) == Cancelled(reason=AbortReason.CANCELLED, message="at once")
+
+
+@pytest.mark.parametrize("reason", [AbortReason.CANCELLED, AbortReason.SHUTDOWN])
+async def test_a_child_stopped_while_it_starts_up_ends_the_attempt_and_runs_nothing_elsewhere(
+    reason: AbortReason,
+) -> None:
+    async with HandlerHarness(isolation=Isolation.PROCESS, stop_grace_s=0.05) as harness:
+        # No child is kept yet: the first starts up (a fresh interpreter), and is stopped before it takes the job.
+        run = harness.start(demo.spin, {"seconds": 120})
+        run.abort(reason)
+        outcome = await run.outcome(timeout_s=20)
+        assert not run.started
+        if reason is AbortReason.SHUTDOWN:
+            assert isinstance(outcome, Failed)
+            assert outcome.error.type == "WorkerShutdown"
+        else:
+            assert outcome == Cancelled(reason=reason)
+        # Nothing went on to spin in another child.
+        wait_for(lambda: not handler_processes(os.getpid()), timeout_s=10, what="no handler process left")
