@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 import grpc
+import psutil
 import pytest
 
 from taskwire.v1 import task_service_pb2 as tpb
@@ -59,15 +60,17 @@ def process_gone(process_id: int) -> bool:
 
 def handler_processes(parent: int) -> set[int]:
     """The live children of `parent` that multiprocessing spawned: a worker's handler processes."""
+    try:
+        children = psutil.Process(parent).children()
+    except psutil.NoSuchProcess:
+        return set()
     found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for child in children:
         try:
-            fields = stat.read_text().rsplit(") ", 1)[1].split()
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[1]) == parent and b"spawn_main" in cmdline:
-            found.add(int(stat.parent.name))
+            if child.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(child.cmdline()):
+                found.add(child.pid)
+        except psutil.Error:
+            continue  # gone meanwhile, or unreadable
     return found
 
 

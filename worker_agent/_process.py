@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import enum
 import itertools
 import multiprocessing
 import multiprocessing.connection
@@ -131,8 +132,6 @@ class _Child:
         self._jobs = jobs_writer
         self._control = control_writer
         self._events = events_reader
-        self._numbers = itertools.count(1)
-        self._number = 0
         self._waiter: _Waiter | None = None
         self._exited = threading.Event()  # an Event, for `ChildProcesses.wait_closed` in another thread
         loop.add_reader(events_reader.fileno(), self._read_events)
@@ -147,18 +146,17 @@ class _Child:
 
     def run(self, job: bytes, waiter: _Waiter) -> None:
         """Hand the child ``job`` (a pickled `_Job`); its events and result go to ``waiter``."""
-        self.attempts += 1
-        self._number = next(self._numbers)
+        self.attempts += 1  # also the job's number, in the messages about it
         self._waiter = waiter
         try:
-            self._jobs.send(("job", self._number, job))
+            self._jobs.send(("job", self.attempts, job))
         except (OSError, ValueError):  # It died while idle, and the loop has not read its end yet.
             self.doomed = True
             self._report_end()
 
     def abort(self, reason: AbortReason, message: str) -> None:
         with contextlib.suppress(OSError, ValueError):  # The child is already gone.
-            self._control.send((self._number, reason.value, message))
+            self._control.send((self.attempts, reason.value, message))
 
     # Not `process.is_alive()`: it would reap the child before the loop has read all it wrote.
     def terminate(self) -> None:
@@ -201,10 +199,10 @@ class _Child:
             waiter.taken = True
             waiter.events.started()
         elif kind == "progress":
-            if message[1] == self._number:
+            if message[1] == self.attempts:
                 waiter.events.progress(message[2])
         elif kind == "log":
-            if message[1] == self._number:
+            if message[1] == self.attempts:
                 waiter.events.log(message[2])
         elif kind == "result":
             self._waiter = None
@@ -245,7 +243,7 @@ class ChildProcesses:
         limits: ChildLimits | None = None,
         idle_s: float = IDLE_S,
         on_start: Callable[[], None] | None = None,
-        on_end: Callable[[str], None] | None = None,
+        on_end: Callable[[Ending], None] | None = None,
     ) -> None:
         self._mp_context = mp_context
         self._limits = limits or ChildLimits()
@@ -264,13 +262,13 @@ class ChildProcesses:
 
     def acquire(self) -> _Child:
         """A kept child with nothing to run, or a new one (which may raise: it could not be started)."""
-        self._all = {child for child in self._all if not child.exited}
         while self._idle:
             _, child = self._idle.pop()  # the one used last: the others are the ones to expire
             if child.usable:
                 return child
             self._ended(Ending.DIED)
         child = _Child(self._mp_context, f"taskwire-handler-process-{next(self._names)}")
+        self._all = {kept for kept in self._all if not kept.exited}  # pruned as it grows
         self._all.add(child)
         if self._on_start is not None:
             self._on_start()
@@ -317,7 +315,7 @@ class ChildProcesses:
         if self._idle:
             self._sweep = loop.call_at(self._idle[0][0] + self._idle_s, self._expire)
 
-    def _ending(self, child: _Child) -> str | None:
+    def _ending(self, child: _Child) -> Ending | None:
         """Why ``child``, back from a job, is let go; None if it is kept."""
         limits = self._limits
         if self._closed:
@@ -330,13 +328,13 @@ class ChildProcesses:
             return Ending.MEMORY
         return None
 
-    def _ended(self, ending: str) -> None:
+    def _ended(self, ending: Ending) -> None:
         if self._on_end is not None:
             self._on_end(ending)
 
 
-class Ending:
-    """Why a child process was let go."""
+class Ending(enum.StrEnum):
+    """Why a child process was let go (the label of the worker's metric)."""
 
     ATTEMPTS = "max_attempts"  # it had run its limit of attempts
     MEMORY = "max_memory"  # its peak memory had passed the limit
@@ -365,7 +363,7 @@ class ProcessRunner:
         self._events = events
         self._kill_grace_s = kill_grace_s
         self._child: _Child | None = None
-        self._pending_abort: tuple[AbortReason, str] | None = None
+        self._abort: tuple[AbortReason, str] | None = None
 
     async def run(self) -> HandlerResult:
         loop = asyncio.get_running_loop()
@@ -381,8 +379,8 @@ class ProcessRunner:
             self._child = child
             done: asyncio.Future[HandlerResult | None] = loop.create_future()
             child.run(job, _Waiter(events=self._events, done=done))
-            if self._pending_abort is not None:
-                child.abort(*self._pending_abort)
+            if self._abort is not None:
+                child.abort(*self._abort)
             try:
                 result = await done
             except asyncio.CancelledError:
@@ -392,15 +390,15 @@ class ProcessRunner:
                 self._children.release(child)
             if result is not None:
                 return result
-            if child.stopped or self._pending_abort is not None:
-                # Aborted before its handler started (a child still starting up is stopped like any other):
+            if self._abort is not None:
+                # Aborted before its handler started (its child perhaps stopped while still starting up):
                 # nothing to run elsewhere. The executor reports the attempt as its abort decides.
                 return Raised(ErrorInfo(type="HandlerProcessDied", message=_STOPPED_UNSTARTED, retryable=True))
             # A kept child that had died while idle, found out only now: the job goes to another.
         return Raised(ErrorInfo(type="HandlerProcessDied", message=_DIED_UNSTARTED, retryable=True))
 
     def on_abort(self, reason: AbortReason, message: str) -> None:
-        self._pending_abort = (reason, message)  # sent to the child once it has the job, if none has yet
+        self._abort = (reason, message)  # also sent to a child given the job later
         if self._child is not None:
             self._child.abort(reason, message)
 

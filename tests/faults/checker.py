@@ -263,22 +263,20 @@ def _check_runs(
                     "concurrent", task_run_id, f"attempts {first.attempt} and {second.attempt} ran at the same time"
                 )
                 given_up = first.ended is None or first.result == "aborted" or recorded.get(first.attempt) == "LOST"
-                if bool(lost_contact | crashes) and given_up:
-                    _allow_if(
-                        report,
-                        finding,
-                        True,
-                        "the first attempt's worker was out of contact and the server gave it up (LOST), or its "
-                        "run was aborted or never ended",
-                    )
-                    continue
+                out_of_contact = bool(lost_contact | crashes) and given_up
                 # A killed handler process leaves no end in the journal; its worker saw it die (the process
                 # was reaped) before it reported the attempt FAILED, and only then was the next dispatched.
+                killed = (
+                    Fault.HANDLER_CRASH in faults and first.ended is None and recorded.get(first.attempt) == "FAILED"
+                )
                 _allow_if(
                     report,
                     finding,
-                    Fault.HANDLER_CRASH in faults and first.ended is None and recorded.get(first.attempt) == "FAILED",
-                    "the first attempt's process was killed, and its worker reported the attempt failed",
+                    out_of_contact or killed,
+                    "the first attempt's worker was out of contact and the server gave it up (LOST), or its run "
+                    "was aborted or never ended"
+                    if out_of_contact
+                    else "the first attempt's process was killed, and its worker reported the attempt failed",
                 )
         completed = [run for run in mine if run.result == "ok"]
         if len(completed) > 1:

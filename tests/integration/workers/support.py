@@ -215,11 +215,6 @@ def children(worker: Process) -> list[tuple[psutil.Process, str]]:
     return result
 
 
-def handler_processes(worker: Process) -> list[psutil.Process]:
-    """Children that run a handler (multiprocessing's spawned processes)."""
-    return [child for child, command in children(worker) if "spawn_main" in command]
-
-
 def other_than_resource_tracker(worker: Process) -> list[tuple[psutil.Process, str]]:
     """Every child but multiprocessing's resource tracker, which lives as long as the worker."""
     return [(child, command) for child, command in children(worker) if "resource_tracker" not in command]
@@ -423,7 +418,6 @@ __all__ = [
     "ended",
     "ended_line",
     "error_type",
-    "handler_processes",
     "history",
     "json_output",
     "logs_of",

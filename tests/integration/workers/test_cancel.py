@@ -6,16 +6,16 @@ before the server's cancel grace would have fenced it (`CancelNotAcknowledged`).
 
 from __future__ import annotations
 
+import psutil
 import pytest
 
 from taskwire.client import AttemptOutcome, Client, Reason, ReasonCode, State
-from tests.harness import Cluster, ServerProcess, wait_for
+from tests.harness import Cluster, ServerProcess, handler_processes, wait_for
 from tests.integration.workers.support import (
     CANCEL_GRACE_S,
     FINISH,
     ended,
     ended_line,
-    handler_processes,
     only_run,
     other_than_resource_tracker,
     reason_code,
@@ -61,7 +61,8 @@ def test_process_isolation_stops_a_cpu_bound_handler_that_ignores_its_signal(
     worker = procs.worker(server, "--isolation", "process", "--stop-grace", "0.3", slots=1, name="isolating")
     execution = client.submit("spin", {"seconds": 60})
     run = wait_until_running(client, execution.id)
-    (spinner,) = wait_for(lambda: handler_processes(worker), what="the handler's child process")
+    (spinner_pid,) = wait_for(lambda: handler_processes(worker.popen.pid), what="the handler's child process")
+    spinner = psutil.Process(spinner_pid)
     assert spinner.is_running()
 
     cancel_and_check(client, execution.id)

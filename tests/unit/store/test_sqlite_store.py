@@ -17,6 +17,7 @@ import pytest
 
 from taskwire.server.store import SCHEMA_VERSION, SqliteStore, StoreClosed, StoreError, WriteBatch
 from taskwire.server.store._sqlite_schema import MIGRATIONS, connect, migrate
+from tests.harness import process_gone
 from tests.unit.store.records import pending_execution, submit_batch
 from tests.unit.store.support import write, writer_held
 
@@ -186,14 +187,6 @@ async def test_a_commit_whose_caller_stops_waiting_is_made_and_the_next_commit_g
     assert await sqlite.get_execution(fresh.execution.id) is not None
 
 
-def _process_gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1].startswith("Z")  # a zombie has exited
-    except FileNotFoundError:
-        return True
-
-
 async def test_when_the_writer_process_dies_every_write_fails_and_nothing_hangs(db_path: Path) -> None:
     store = SqliteStore(db_path)
     await store.open()
@@ -227,7 +220,7 @@ async def test_an_interrupt_sent_to_the_whole_process_group_leaves_the_writer_wr
         assert await store.get_execution(new.execution.id) is not None
     finally:
         await store.close()
-    assert _process_gone(pid)
+    assert process_gone(pid)
 
 
 async def test_closing_the_store_ends_its_writer_process(db_path: Path) -> None:
@@ -237,7 +230,7 @@ async def test_closing_the_store_ends_its_writer_process(db_path: Path) -> None:
     assert pid is not None
     await store.close()
     assert store.writer_pid is None
-    assert _process_gone(pid)
+    assert process_gone(pid)
 
 
 async def test_a_folder_named_server_in_the_working_directory_does_not_shadow_the_writer(
