@@ -11,7 +11,14 @@ a pseudo-member, and the records' invariant checks apply to known values only; s
 `taskwire.common._states`.
 """
 
-from ._arguments import non_negative_seconds, positive_int, positive_seconds, server_addresses, server_list
+from ._arguments import (
+    non_negative_int,
+    non_negative_seconds,
+    positive_int,
+    positive_seconds,
+    server_addresses,
+    server_list,
+)
 from ._errors import (
     AdmissionTimeout,
     AlreadyExists,
@@ -168,6 +175,7 @@ __all__ = [
     "iso",
     "json_payload",
     "loads_json",
+    "non_negative_int",
     "non_negative_seconds",
     "payload_view",
     "positive_int",

@@ -172,6 +172,8 @@ class Executor:
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
+        if child_limits is not None and child_limits.min_children > slots:
+            raise ValueError(f"min_children ({child_limits.min_children}) must be at most slots ({slots})")
         self._registry = registry
         self._sink = sink
         self._slots = slots
@@ -242,6 +244,12 @@ class Executor:
         return True
 
     # -- commands --------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start what is kept ready before the first attempt: under process isolation, the child processes
+        of ``child_limits.min_children``. Call on the event loop the attempts will run on. Idempotent."""
+        if self._isolation is Isolation.PROCESS and not self._closed:
+            self._child_processes().start()
 
     def submit(self, spec: AttemptSpec) -> SubmitResult:
         """Start an attempt, or report why it cannot start (see :class:`SubmitResult`)."""
@@ -346,6 +354,18 @@ class Executor:
 
     # -- internals -------------------------------------------------------------------------------------
 
+    def _child_processes(self) -> ChildProcesses:
+        if self._children is None:
+            assert self._mp_context is not None
+            metrics = self._metrics
+            self._children = ChildProcesses(
+                self._mp_context,
+                limits=self._child_limits,
+                on_start=metrics.handler_process_started if metrics else None,
+                on_end=metrics.handler_process_ended if metrics else None,
+            )
+        return self._children
+
     def _rejection(
         self, spec: AttemptSpec, current: _Attempt | None, registered: RegisteredHandler | None
     ) -> ErrorInfo | None:
@@ -370,17 +390,8 @@ class Executor:
         registered = attempt.registered
         name = f"taskwire-{registered.name}-{attempt.key}"
         if self._isolation is Isolation.PROCESS:
-            if self._children is None:
-                assert self._mp_context is not None
-                metrics = self._metrics
-                self._children = ChildProcesses(
-                    self._mp_context,
-                    limits=self._child_limits,
-                    on_start=metrics.handler_process_started if metrics else None,
-                    on_end=metrics.handler_process_ended if metrics else None,
-                )
             return ProcessRunner(
-                children=self._children,
+                children=self._child_processes(),
                 fn=registered.fn,
                 is_async=registered.is_async,
                 info=attempt.spec.info,

@@ -283,6 +283,7 @@ class HandlerHarness:
         await self._executor.close()
 
     async def __aenter__(self) -> HandlerHarness:
+        self._executor.start()  # the child processes kept ready, under process isolation
         return self
 
     async def __aexit__(

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
-from taskwire.common import non_negative_seconds, positive_int, positive_seconds, server_list
+from taskwire.common import non_negative_int, non_negative_seconds, positive_int, positive_seconds, server_list
 from taskwire.common.bearer import TOKEN_ENV
 from taskwire.common.tls import TlsConfigError, TlsFiles, add_tls_arguments, tls_from_args
 
@@ -122,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
         "has passed MIB mebibytes [env TASKWIRE_MAX_MEMORY_PER_CHILD; default no limit]",
     )
     parser.add_argument(
+        "--min-children",
+        type=non_negative_int,
+        default=_env("TASKWIRE_MIN_CHILDREN", "0"),
+        metavar="N",
+        help="with process isolation, keep N child processes ready (at most --slots): started with the worker, "
+        "never let go for being idle, and replaced as soon as one is let go "
+        "[env TASKWIRE_MIN_CHILDREN; default 0: started as attempts need them]",
+    )
+    parser.add_argument(
         "--drain-timeout",
         type=non_negative_seconds,
         default=_env("TASKWIRE_DRAIN_TIMEOUT", "30"),
@@ -215,7 +224,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         instance_id=args.instance_id or str(uuid.uuid4()),
         labels=labels,
         isolation=Isolation(args.isolation),
-        child_limits=ChildLimits(max_attempts=args.max_attempts_per_child, max_memory_mib=args.max_memory_per_child),
+        child_limits=ChildLimits(
+            max_attempts=args.max_attempts_per_child,
+            max_memory_mib=args.max_memory_per_child,
+            min_children=args.min_children,
+        ),
         drain_timeout_s=args.drain_timeout,
         stop_grace_s=args.stop_grace,
         max_reconnect_attempts=args.max_reconnect_attempts,
@@ -252,6 +265,8 @@ def _configure(
         except argparse.ArgumentTypeError as exc:
             parser.error(f"TASKWIRE_LABELS: {exc}")
         labels.setdefault(key, value)
+    if args.min_children > args.slots:
+        parser.error(f"--min-children ({args.min_children}) cannot be more than --slots ({args.slots})")
     if not args.handlers:
         parser.error("no handler modules given: use --handlers MODULE or TASKWIRE_HANDLERS")
     # Handler modules are imported as `python -m` would: the working directory comes first. Everything

@@ -6,7 +6,8 @@ to the worker: jobs and aborts flow worker → child, each in a pipe of its own 
 its jobs itself), and events flow child → worker (started, progress, log lines, the result). The handler and
 its attempt's data are pickled (the handler by reference, so it must be importable). A handler that ignores
 its abort signal is terminated, then killed, and its child is not used again; nor is one past its
-`ChildLimits` (attempts run, peak memory), or idle for ``IDLE_S``.
+`ChildLimits` (attempts run, peak memory), or idle for ``IDLE_S``. ``ChildLimits.min_children`` are kept
+ready: started with the worker, never let go for being idle, and replaced as soon as one is let go.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import contextvars
 import enum
 import itertools
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -38,6 +40,8 @@ from ._context import AttemptEvents, AttemptInfo, LogLine, ProgressUpdate, build
 from ._outcome import HandlerResult, Raised
 from ._runners import RunnerEvents, call_async_handler, call_sync_handler
 
+_log = logging.getLogger(__name__)
+
 # Worker → child, on the jobs pipe: ("job", number, a pickled _Job); on the control pipe: (number,
 # AbortReason.value, message) to abort that job. The pipes' end tells an idle child to exit.
 # Child → worker: ("started",), ("progress", number, ProgressUpdate), ("log", number, LogLine),
@@ -54,20 +58,26 @@ _STOPPED_UNSTARTED = "the attempt was aborted, and its process ended, before its
 
 @dataclass(frozen=True, slots=True)
 class ChildLimits:
-    """When a child process is replaced by a fresh one after an attempt (None: no limit).
+    """When a child process is replaced by a fresh one after an attempt (None: no limit), and how many
+    are kept ready.
 
     ``max_attempts``: after it has run that many. ``max_memory_mib``: once its peak resident memory has
-    passed that many MiB (the attempt that took it there still completes).
+    passed that many MiB (the attempt that took it there still completes). ``min_children``: how many
+    children are kept ready, started with the worker rather than when an attempt first needs one, never
+    let go for being idle, and replaced as soon as one is let go (at most the worker's slots).
     """
 
     max_attempts: int | None = None
     max_memory_mib: int | None = None
+    min_children: int = 0
 
     def __post_init__(self) -> None:
         for name in ("max_attempts", "max_memory_mib"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.min_children < 0:
+            raise ValueError(f"min_children must be at least 0, got {self.min_children}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +111,7 @@ class _Child:
     thread's wake-up and a hand-off to the loop besides. Call from that loop only.
     """
 
-    def __init__(self, mp_context: BaseContext, name: str) -> None:
+    def __init__(self, mp_context: BaseContext, name: str, on_exit: Callable[[], None]) -> None:
         loop = asyncio.get_running_loop()
         events_reader, events_writer = mp_context.Pipe(duplex=False)
         jobs_reader, jobs_writer = mp_context.Pipe(duplex=False)
@@ -133,6 +143,7 @@ class _Child:
         self._control = control_writer
         self._events = events_reader
         self._waiter: _Waiter | None = None
+        self._on_exit = on_exit
         self._exited = threading.Event()  # an Event, for `ChildProcesses.wait_closed` in another thread
         loop.add_reader(events_reader.fileno(), self._read_events)
 
@@ -214,6 +225,7 @@ class _Child:
         self.process.join()
         self._exited.set()
         self._report_end()
+        self._on_exit()
 
     def _report_end(self) -> None:
         """The child has ended: the job in hand, if any, was cut short, or never taken."""
@@ -230,7 +242,8 @@ class _Child:
 
 
 class ChildProcesses:
-    """The worker's handler processes: one per attempt in flight at most, each kept for the next attempt.
+    """The worker's handler processes: one per attempt in flight at most, each kept for the next attempt,
+    and at least ``limits.min_children`` once `start` has been called.
 
     Call from the worker's event loop. There is no bound here: the executor's slots bound how many
     attempts run at once. ``on_end`` hears why each child was let go (see `Ending`).
@@ -260,6 +273,11 @@ class ChildProcesses:
     def idle(self) -> int:
         return len(self._idle)
 
+    def start(self) -> None:
+        """Start the children kept ready (``limits.min_children``), without waiting for them to be up: a job
+        given to one still starting waits in its pipe."""
+        self._replenish()
+
     def acquire(self) -> _Child:
         """A kept child with nothing to run, or a new one (which may raise: it could not be started)."""
         while self._idle:
@@ -267,12 +285,7 @@ class ChildProcesses:
             if child.usable:
                 return child
             self._ended(Ending.DIED)
-        child = _Child(self._mp_context, f"taskwire-handler-process-{next(self._names)}")
-        self._all = {kept for kept in self._all if not kept.exited}  # pruned as it grows
-        self._all.add(child)
-        if self._on_start is not None:
-            self._on_start()
-        return child
+        return self._new_child()
 
     def release(self, child: _Child) -> None:
         """``child`` has finished its job: keep it for the next, or let it go."""
@@ -281,6 +294,7 @@ class ChildProcesses:
             if child.usable:
                 child.retire()
             self._ended(ending)
+            self._replenish()
             return
         loop = asyncio.get_running_loop()
         self._idle.append((loop.time(), child))
@@ -304,15 +318,47 @@ class ChildProcesses:
                 child.kill()
         self._all.clear()
 
+    def _new_child(self) -> _Child:
+        child = _Child(self._mp_context, f"taskwire-handler-process-{next(self._names)}", on_exit=self._replenish)
+        self._all = {kept for kept in self._all if not kept.exited}  # pruned as it grows
+        self._all.add(child)
+        if self._on_start is not None:
+            self._on_start()
+        return child
+
+    def _usable(self) -> int:
+        return sum(1 for child in self._all if child.usable)
+
+    def _replenish(self) -> None:
+        """Start children until ``limits.min_children`` are usable, idle or busy. A new one goes to the front
+        of the idle list: kept children that have run before are given jobs first."""
+        if self._closed:
+            return
+        missing = self._limits.min_children - self._usable()
+        if missing <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        for _ in range(missing):
+            try:
+                child = self._new_child()
+            except Exception as exc:  # Tried again when an attempt needs a child, and with the next let-go.
+                _log.warning("could not start a handler process to keep ready: %s", exc)
+                return
+            self._idle.insert(0, (self._idle[0][0] if self._idle else loop.time(), child))
+
     def _expire(self) -> None:
-        """Let go of the children idle for ``idle_s``; come back when the next one will have been."""
+        """Let go of the children idle for ``idle_s``, down to ``limits.min_children`` in all; come back
+        when the next one will have been."""
         self._sweep = None
         loop = asyncio.get_running_loop()
         cutoff = loop.time() - self._idle_s
-        while self._idle and self._idle[0][0] <= cutoff:
-            self._idle.pop(0)[1].retire()
+        spare = self._usable() - self._limits.min_children
+        while self._idle and self._idle[0][0] <= cutoff and spare > 0:
+            _, child = self._idle.pop(0)
+            spare -= child.usable
+            child.retire()
             self._ended(Ending.IDLE)
-        if self._idle:
+        if self._idle and spare > 0:
             self._sweep = loop.call_at(self._idle[0][0] + self._idle_s, self._expire)
 
     def _ending(self, child: _Child) -> Ending | None:

@@ -183,6 +183,7 @@ class Worker:
         if self._started:
             return
         self._started = True
+        self._executor.start()
         self._main_task = asyncio.create_task(self._main(), name="taskwire-worker")
 
     async def run(self) -> None:

@@ -23,6 +23,11 @@ WORKER = str(Path(sys.executable).parent / "taskwire-worker")
         (["--handlers", "taskwire.worker.demo", "--isolation", "vm"], "invalid choice"),
         (["--handlers", "taskwire.worker.demo", "--max-attempts-per-child", "0"], "--max-attempts-per-child"),
         (["--handlers", "taskwire.worker.demo", "--max-memory-per-child", "lots"], "--max-memory-per-child"),
+        (["--handlers", "taskwire.worker.demo", "--min-children", "-1"], "must be at least 0, got -1"),
+        (
+            ["--handlers", "taskwire.worker.demo", "--min-children", "5"],
+            "--min-children (5) cannot be more than --slots (4)",
+        ),
         (["--handlers", "taskwire.worker.demo", "--drain-timeout", "-1"], "zero or more seconds"),
         (["--handlers", "taskwire.worker.demo", "--label", "novalue"], "KEY=VALUE"),
         (["--handlers", "taskwire.worker.demo", "--server", " , "], "no server address given"),
@@ -52,11 +57,12 @@ def test_environment_variables_are_defaults(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("TASKWIRE_INSTANCE_ID", "instance-9")
     monkeypatch.setenv("TASKWIRE_MAX_ATTEMPTS_PER_CHILD", "100")
     monkeypatch.setenv("TASKWIRE_MAX_MEMORY_PER_CHILD", "512")
+    monkeypatch.setenv("TASKWIRE_MIN_CHILDREN", "3")
     args = build_parser().parse_args([])
     assert args.server == ["10.0.0.1:9000", "10.0.0.2:9000"]  # an active server and its standby, tried in turn
     assert (args.handlers, args.slots, args.name) == ("taskwire.worker.demo", 7, "edge-1")
     assert (args.isolation, args.drain_timeout, args.instance_id) == ("process", 12.5, "instance-9")
-    assert (args.max_attempts_per_child, args.max_memory_per_child) == (100, 512)
+    assert (args.max_attempts_per_child, args.max_memory_per_child, args.min_children) == (100, 512, 3)
     assert build_parser().parse_args(["--slots", "2"]).slots == 2  # flags win over the environment
 
 
@@ -68,6 +74,7 @@ def test_defaults() -> None:
     assert args.max_reconnect_attempts is None
     assert args.max_attempts_per_child is None  # children are kept for as many attempts as come
     assert args.max_memory_per_child is None
+    assert args.min_children == 0  # children start as attempts need them
 
 
 def test_help_explains_each_option(capsys: pytest.CaptureFixture[str]) -> None:
@@ -81,6 +88,7 @@ def test_help_explains_each_option(capsys: pytest.CaptureFixture[str]) -> None:
         ("--isolation", "TASKWIRE_ISOLATION"),
         ("--max-attempts-per-child", "TASKWIRE_MAX_ATTEMPTS_PER_CHILD"),
         ("--max-memory-per-child", "TASKWIRE_MAX_MEMORY_PER_CHILD"),
+        ("--min-children", "TASKWIRE_MIN_CHILDREN"),
         ("--drain-timeout", "TASKWIRE_DRAIN_TIMEOUT"),
         ("--instance-id", "TASKWIRE_INSTANCE_ID"),
         ("--log-level", "TASKWIRE_LOG_LEVEL"),

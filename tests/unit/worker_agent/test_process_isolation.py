@@ -220,6 +220,66 @@ def test_limits_must_be_at_least_one(field: str) -> None:
         ChildLimits(**{field: 0})
 
 
+def test_children_kept_ready_are_no_more_than_the_slots() -> None:
+    with pytest.raises(ValueError, match="min_children must be at least 0, got -1"):
+        ChildLimits(min_children=-1)
+    with pytest.raises(ValueError, match=r"min_children \(3\) must be at most slots \(2\)"):
+        HandlerHarness(isolation=Isolation.PROCESS, slots=2, child_limits=ChildLimits(min_children=3))
+
+
+def _new_children(before: set[int], count: int) -> set[int]:
+    """Wait until `count` handler processes of this process exist beyond `before`, and return them."""
+    return wait_for(
+        lambda: found if len(found := handler_processes(os.getpid()) - before) == count else None,
+        timeout_s=30,
+        what=f"{count} handler process(es) besides {sorted(before)}",
+    )
+
+
+async def test_children_kept_ready_start_before_the_first_attempt_and_run_it() -> None:
+    before = handler_processes(os.getpid())
+    limits = ChildLimits(min_children=2)
+    async with HandlerHarness(isolation=Isolation.PROCESS, slots=2, child_limits=limits) as harness:
+        ready = await asyncio.to_thread(_new_children, before, 2)  # with no attempt yet
+        ran = await asyncio.gather(*(_value(harness, sleeps_then_pid) for _ in range(2)))
+        assert set(ran) == ready
+        assert handler_processes(os.getpid()) - before == ready  # no child started for them
+
+
+async def test_a_child_kept_ready_is_replaced_as_soon_as_it_is_let_go() -> None:
+    before = handler_processes(os.getpid())
+    limits = ChildLimits(min_children=1, max_attempts=1)
+    async with HandlerHarness(isolation=Isolation.PROCESS, slots=1, child_limits=limits) as harness:
+        (first,) = await asyncio.to_thread(_new_children, before, 1)
+        assert await _value(harness, pid) == first
+        # Its one attempt run, it is let go, and another is started before any attempt needs it.
+        (second,) = await asyncio.to_thread(_new_children, before, 1)
+        assert second != first
+        os.kill(second, signal.SIGKILL)  # dying while idle, too
+        (third,) = await asyncio.to_thread(_new_children, before | {second}, 1)
+        assert third not in (first, second)
+        assert await _value(harness, pid) == third
+
+
+async def test_children_kept_ready_are_not_let_go_when_idle_but_the_others_are() -> None:
+    ended: list[str] = []
+    children = ChildProcesses(
+        get_mp_context("spawn"), limits=ChildLimits(min_children=1), idle_s=0.2, on_end=ended.append
+    )
+    children.start()
+    assert children.idle == 1
+    kept, spare = children.acquire(), children.acquire()  # the one started, then one more
+    children.release(spare)
+    children.release(kept)
+    assert await asyncio.to_thread(spare.wait_exited, 30)
+    assert ended == [Ending.IDLE]
+    # Several idle times later, the one kept ready is still there (a window: nothing is to happen in it).
+    assert not await asyncio.to_thread(kept.wait_exited, 1.0)
+    assert (children.idle, ended) == (1, [Ending.IDLE])
+    children.close()
+    assert await asyncio.to_thread(kept.wait_exited, 30)
+
+
 _HELD: list[bytearray] = []
 
 
