@@ -65,6 +65,7 @@ class AsyncClient:
     ) -> None:
         target = c.channel_target(address)  # ValueError for no address, or several it cannot list
         self._address = address if isinstance(address, str) else ",".join(address)
+        c.seconds(timeout)  # a TypeError now, rather than at the first call
         self._timeout = timeout
         self._retry = retry or RpcRetry()
         channel_options = [*c.CHANNEL_OPTIONS, *options]

@@ -111,7 +111,10 @@ def parse_seconds(text: str) -> float | None:
     return None if match is None else float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def seconds(value: timedelta) -> float:
+def seconds(value: timedelta, where: str = "timeout") -> float:
+    """The seconds of a duration the caller gave; TypeError naming `where` for anything but a timedelta."""
+    if not isinstance(value, timedelta):
+        raise TypeError(f"{where} must be a datetime.timedelta, got {type(value).__name__} {value!r}")
     return value.total_seconds()
 
 
@@ -419,7 +422,9 @@ def workers_from_proto(response: tpb.ListWorkersResponse | tpb.DrainWorkerRespon
 
 
 def drain_request(name: str, *, session_id: str, grace: timedelta | None, reason: str) -> tpb.DrainWorkerRequest:
-    return tpb.DrainWorkerRequest(name=name, session_id=session_id, grace=wire.duration_to_proto(grace), reason=reason)
+    return tpb.DrainWorkerRequest(
+        name=name, session_id=session_id, grace=wire.duration_to_proto(grace, "grace"), reason=reason
+    )
 
 
 def ignore_event(_event: object) -> None:

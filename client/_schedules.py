@@ -176,7 +176,7 @@ def create_request(spec: ScheduleSpec) -> tpb.CreateScheduleRequest:
             cron=spec.cron,
             timezone=spec.timezone,
             execution=wire.execution_spec_to_proto(execution),
-            catch_up_window=wire.duration_to_proto(spec.catch_up_window),
+            catch_up_window=wire.duration_to_proto(spec.catch_up_window, "catch_up_window"),
             overlap=overlap_to_proto(spec.overlap),
             paused=spec.paused,
         )

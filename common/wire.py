@@ -99,9 +99,12 @@ def optional_timestamp(parent: Any, field: str, where: str = "") -> datetime | N
     return timestamp_from_proto(getattr(parent, field), where or field)
 
 
-def duration_to_proto(value: timedelta | None) -> duration_pb2.Duration | None:
+def duration_to_proto(value: timedelta | None, where: str = "duration") -> duration_pb2.Duration | None:
+    """None stays unset; anything but a timedelta is a TypeError naming `where` (a caller's argument)."""
     if value is None:
         return None
+    if not isinstance(value, timedelta):
+        raise TypeError(f"{where} must be a datetime.timedelta, got {type(value).__name__} {value!r}")
     message = duration_pb2.Duration()
     message.FromTimedelta(value)
     return message
@@ -287,9 +290,9 @@ def retry_policy_from_proto(message: pb.RetryPolicy, where: str = "retry_policy"
 def retry_policy_to_proto(policy: RetryPolicy) -> pb.RetryPolicy:
     return pb.RetryPolicy(
         max_attempts=policy.max_attempts,
-        initial_interval=duration_to_proto(policy.initial_interval),
+        initial_interval=duration_to_proto(policy.initial_interval, "retry_policy.initial_interval"),
         backoff_coefficient=policy.backoff_coefficient,
-        maximum_interval=duration_to_proto(policy.maximum_interval),
+        maximum_interval=duration_to_proto(policy.maximum_interval, "retry_policy.maximum_interval"),
         non_retryable_error_types=list(policy.non_retryable_error_types),
         max_infrastructure_retries=policy.max_infrastructure_retries,
     )
@@ -301,9 +304,9 @@ def task_spec_to_proto(spec: TaskSpec) -> tpb.TaskSpec:
         handler=spec.handler,
         input=payload_to_proto(spec.input),
         depends_on=list(spec.depends_on),
-        timeout=duration_to_proto(spec.timeout),
+        timeout=duration_to_proto(spec.timeout, "timeout"),
         retry_policy=retry_policy_to_proto(spec.retry_policy),
-        schedule_to_start_timeout=duration_to_proto(spec.schedule_to_start_timeout),
+        schedule_to_start_timeout=duration_to_proto(spec.schedule_to_start_timeout, "schedule_to_start_timeout"),
         priority=spec.priority,
         concurrency_key=spec.concurrency_key,
         concurrency_limit=spec.concurrency_limit,
@@ -328,7 +331,7 @@ def execution_spec_to_proto(spec: ExecutionSpec) -> tpb.ExecutionSpec:
         name=spec.name,
         tasks=[task_spec_to_proto(task) for task in spec.tasks],
         metadata=dict(spec.metadata),
-        timeout=duration_to_proto(spec.timeout),
+        timeout=duration_to_proto(spec.timeout, "execution_timeout"),
         not_before=timestamp_to_proto(spec.not_before),
         idempotency_key=spec.idempotency_key,
         trace_context=dict(spec.trace_context),

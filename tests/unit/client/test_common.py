@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import timedelta
 
@@ -11,6 +12,8 @@ from google.protobuf import duration_pb2
 
 from taskwire import common as d
 from taskwire.client import (
+    AsyncClient,
+    Client,
     HandlerStats,
     Payload,
     QueueStats,
@@ -254,3 +257,33 @@ def test_attempts_after_the_first_keep_the_bound_and_the_backoff_curve() -> None
     assert attempts == 3  # with the one made before: four in all
     # The pauses after the second and third failures: 2 and 4 s (plus up to 1 s of jitter), not 1 and 2 again.
     assert [int(wait) for wait in waits] == [2, 4]
+
+
+@pytest.mark.parametrize(
+    ("build", "named"),
+    [
+        (lambda: c.submit_request(c.single_task_spec("echo", None, timeout=30), wait_for_room=False), "timeout"),  # type: ignore[arg-type]
+        (
+            lambda: c.submit_request(c.single_task_spec("echo", None, execution_timeout=1.5), wait_for_room=False),  # type: ignore[arg-type]
+            "execution_timeout",
+        ),
+        (
+            lambda: c.submit_request(
+                c.single_task_spec("echo", None, retry_policy=RetryPolicy(initial_interval=2)),  # type: ignore[arg-type]
+                wait_for_room=False,
+            ),
+            "retry_policy.initial_interval",
+        ),
+        (lambda: c.drain_request("w", session_id="", grace=5, reason=""), "grace"),  # type: ignore[arg-type]
+        (lambda: c.seconds(10), "timeout"),  # type: ignore[arg-type]
+    ],
+)
+def test_a_duration_that_is_not_a_timedelta_is_a_type_error_naming_it(build: object, named: str) -> None:
+    with pytest.raises(TypeError, match=rf"^{re.escape(named)} must be a datetime.timedelta, got (int|float) "):
+        build()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("make", [Client, AsyncClient])
+def test_a_client_timeout_that_is_not_a_timedelta_is_refused_when_made(make: type[Client | AsyncClient]) -> None:
+    with pytest.raises(TypeError, match=r"^timeout must be a datetime\.timedelta, got int 5$"):
+        make("127.0.0.1:1", timeout=5)  # type: ignore[arg-type]
