@@ -37,7 +37,7 @@ from ._errors import WaitTimeout, error_from_rpc
 from ._events import WatchEvent
 from ._models import BulkResult, ExecutionSnapshot, Identity, RpcRetry, SubmitResult, WorkerInfo
 from ._schedules import ScheduleInfo
-from ._submit_stream import AsyncSubmitStream
+from ._submit_stream import AsyncSubmitStream, fits_the_stream
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -66,6 +66,7 @@ class AsyncClient:
         target = c.channel_target(address)  # ValueError for no address, or several it cannot list
         self._address = address if isinstance(address, str) else ",".join(address)
         c.seconds(timeout)  # a TypeError now, rather than at the first call
+        c.expect(token, str, "token", optional=True)
         self._timeout = timeout
         self._retry = retry or RpcRetry()
         channel_options = [*c.CHANNEL_OPTIONS, *options]
@@ -187,7 +188,7 @@ class AsyncClient:
         """Submit an execution of one or more tasks; returns it as stored."""
         request = c.submit_request(spec, wait_for_room=wait_for_room)
         idempotent = c.submit_is_idempotent([spec])
-        if self._streamed:
+        if self._streamed and fits_the_stream(request):
             try:
                 return c.submitted(await self._streamed_submit(request, idempotent=idempotent))
             except Unimplemented:
@@ -463,7 +464,7 @@ class AsyncClient:
         timeout: timedelta | None = None,  # noqa: ASYNC109 - a gRPC deadline, as in Client.wait_many
     ) -> builtins.list[ExecutionSnapshot]:
         """Every one of the executions once terminal, in the order given; see `Client.wait_many`."""
-        execution_ids = builtins.list(execution_ids)
+        execution_ids = builtins.list(c.many(execution_ids, "execution_ids"))
         finished = {done.id: done async for done in self.as_completed(execution_ids, timeout)}
         return [finished[execution_id] for execution_id in execution_ids]
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from taskwire.common import DEFAULT_CATCH_UP_WINDOW, OverlapPolicy, ScheduleSpec, iso
+from taskwire.common import DEFAULT_CATCH_UP_WINDOW, OverlapPolicy, ScheduleSpec, iso, non_negative_int
 
 from ._common import parse_seconds
 from ._schedules import ScheduleInfo
@@ -100,7 +100,9 @@ def add_schedule_commands(schedule: argparse.ArgumentParser, parents: list[_Pars
     action("list", "list schedules with their next fire time and counts")
     get = action("get", "show one schedule with its next fire times")
     get.add_argument("name", metavar="NAME")
-    get.add_argument("--next", metavar="N", type=int, default=5, help="how many next fire times (default: 5)")
+    get.add_argument(
+        "--next", metavar="N", type=non_negative_int, default=5, help="how many next fire times (default: 5)"
+    )
     for name, help in (
         ("pause", "pause a schedule: it starts nothing until resumed"),
         ("resume", "resume a schedule from now on (the fires while paused are not made up)"),

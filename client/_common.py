@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import tenacity
@@ -45,6 +45,8 @@ from ._errors import (
 )
 from ._models import BulkResult, ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
 
+T = TypeVar("T")
+
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = timedelta(seconds=10)
 
@@ -56,8 +58,12 @@ def channel_target(address: str | Sequence[str]) -> str:
 
     Several addresses must all be IPv4 or all IPv6 literals: gRPC lists only those. Servers with names go
     behind one DNS name with an address record for each, which gRPC's resolver handles the same way.
-    ValueError otherwise.
+    ValueError otherwise; a TypeError for anything but text or a list of it.
     """
+    if not isinstance(address, str) and not (
+        isinstance(address, Sequence) and all(isinstance(entry, str) for entry in address)
+    ):
+        raise TypeError(f"address must be 'HOST:PORT' or a list of them, got {type(address).__name__} {address!r:.100}")
     addresses = server_addresses(address)
     if len(addresses) == 1:
         return addresses[0]
@@ -222,6 +228,8 @@ def single_task_spec(
     rate_limit_key: str = "",
 ) -> ExecutionSpec:
     """The spec of an execution with one task (what `submit` sends)."""
+    expect(retry_policy, RetryPolicy, "retry_policy", optional=True)
+    expect(metadata, Mapping, "metadata", optional=True)
     policy = retry_policy or RetryPolicy()
     if max_attempts is not None:
         policy = replace(policy, max_attempts=max_attempts)
@@ -255,6 +263,20 @@ def admission(wait_for_room: bool) -> tpb.AdmissionMode.ValueType:
     return tpb.ADMISSION_MODE_WAIT_FOR_ROOM if wait_for_room else tpb.ADMISSION_MODE_FAIL_FAST
 
 
+def expect(value: object, kind: type, name: str, *, optional: bool = False) -> None:
+    """A TypeError naming `name` when a caller's `value` is not a `kind` (nor None, when `optional`)."""
+    if not isinstance(value, kind) and not (optional and value is None):
+        article = "an" if kind.__name__[0] in "AEIOU" else "a"
+        raise TypeError(f"{name} must be {article} {kind.__name__}, got {type(value).__name__} {value!r:.100}")
+
+
+def many(values: Iterable[T], name: str) -> Iterable[T]:
+    """`values` as given, unless it is one str: that is a TypeError, not a sequence of its characters."""
+    if isinstance(values, str):
+        raise TypeError(f"{name} must be a list, not one str ({values!r:.100}): write [{values!r:.100}]")
+    return values
+
+
 def submit_request(spec: ExecutionSpec, *, wait_for_room: bool) -> tpb.SubmitExecutionRequest:
     return tpb.SubmitExecutionRequest(execution=_traced(spec), admission=admission(wait_for_room))
 
@@ -265,6 +287,7 @@ def submit_many_request(specs: Iterable[ExecutionSpec], *, wait_for_room: bool) 
 
 def _traced(spec: ExecutionSpec) -> tpb.ExecutionSpec:
     """The spec on the wire, carrying the caller's current trace context (W3C) unless it sets its own."""
+    expect(spec, ExecutionSpec, "the execution")
     message = wire.execution_spec_to_proto(spec)
     if not spec.trace_context:
         propagate.inject(message.trace_context)
@@ -272,10 +295,12 @@ def _traced(spec: ExecutionSpec) -> tpb.ExecutionSpec:
 
 
 def cancel_matching_request(selection: ExecutionFilter, *, reason: str, dry_run: bool) -> tpb.CancelExecutionsRequest:
+    expect(selection, ExecutionFilter, "the filter")
     return tpb.CancelExecutionsRequest(filter=wire.execution_filter_to_proto(selection), reason=reason, dry_run=dry_run)
 
 
 def delete_matching_request(selection: ExecutionFilter, *, dry_run: bool) -> tpb.DeleteExecutionsRequest:
+    expect(selection, ExecutionFilter, "the filter")
     return tpb.DeleteExecutionsRequest(filter=wire.execution_filter_to_proto(selection), dry_run=dry_run)
 
 
@@ -293,6 +318,7 @@ def submit_is_idempotent(specs: Iterable[ExecutionSpec]) -> bool:
 def parse_state(value: State | str) -> State:
     if isinstance(value, State):
         return value
+    expect(value, str, "a state")
     try:
         return State(value.strip().upper())
     except ValueError:
@@ -304,7 +330,7 @@ def list_request(
     *, states: Iterable[State | str], handler: str, page_size: int, page_token: str
 ) -> tpb.ListExecutionsRequest:
     return tpb.ListExecutionsRequest(
-        states=[wire.execution_state_to_proto(parse_state(state)) for state in states],
+        states=[wire.execution_state_to_proto(parse_state(state)) for state in many(states, "states")],
         handler=handler,
         page_size=page_size,
         page_token=page_token,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from taskwire.common import RateLimited, ReasonCode, ShuttingDown, State, TaskwireError, wire
+from taskwire.common import RateLimited, ReasonCode, RequestTooLarge, ShuttingDown, State, TaskwireError, wire
 
 if TYPE_CHECKING:
     from ._models import ExecutionSnapshot
@@ -37,6 +37,8 @@ _TRANSPORT_PHRASES = (
     "network is unreachable",
     "no route to host",
 )
+# What gRPC says when it refuses a message or headers for their size (either side's limit).
+_TOO_LARGE_PHRASES = ("message larger than max", "metadata size exceeds")
 
 
 class ServerUnavailable(TaskwireError):
@@ -137,6 +139,11 @@ def error_from_rpc(error: grpc.RpcError, *, address: str, deadline_s: float | No
         hint = retry_after_s(error)
         if hint is not None:
             return RateLimited(details, retry_after_s=hint)
+        if any(phrase in details for phrase in _TOO_LARGE_PHRASES):
+            # gRPC's own refusal of a message, not the server's of a submit: no queue is full.
+            return RequestTooLarge(
+                f"{details}; a payload over the server's limit is refused (see its --max-message-bytes)"
+            )
     if is_transport_failure(code, details):
         return ServerUnavailable(address, details)
     if code is grpc.StatusCode.DEADLINE_EXCEEDED and details == "Deadline Exceeded" and deadline_s is not None:

@@ -78,6 +78,9 @@ class FlowFileError(ValueError):
     """A flow file that cannot be submitted; the message names the file, the line and the field."""
 
 
+_PLAIN_COLLECTIONS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
+
+
 @dataclass
 class _Reader:
     """Reads one YAML node tree into a spec, remembering the line of every field's path."""
@@ -98,18 +101,32 @@ class _Reader:
             path = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", path)
         return self.lines.get("", 0)
 
-    def value(self, node: yaml.Node, path: str) -> Any:
-        """A plain Python value of `node`, recording the line of each path inside it."""
+    def value(self, node: yaml.Node, path: str, within: frozenset[int] = frozenset()) -> Any:
+        """A plain Python value of `node`, recording the line of each path inside it. A tag YAML's safe
+        loader does not know, a scalar its tag cannot read, or an alias to a node that holds it fails."""
         self.lines[path] = node.start_mark.line + 1
+        if id(node) in within:
+            raise self.fail(path, "an alias to a node that holds it (a value cannot contain itself)")
+        if isinstance(node, yaml.CollectionNode) and node.tag not in _PLAIN_COLLECTIONS:
+            raise self.fail(path, f"not a plain mapping or list (tag {node.tag})")
         if isinstance(node, yaml.MappingNode):
+            inside = within | {id(node)}
             result: dict[str, Any] = {}
             for key_node, value_node in node.value:
-                key = str(yaml.safe_load(yaml.serialize(key_node)))
-                result[key] = self.value(value_node, f"{path}.{key}" if path else key)
+                key = str(self._scalar(key_node, path))
+                result[key] = self.value(value_node, f"{path}.{key}" if path else key, inside)
             return result
         if isinstance(node, yaml.SequenceNode):
-            return [self.value(item, f"{path}[{index}]") for index, item in enumerate(node.value)]
-        return yaml.safe_load(yaml.serialize(node))
+            inside = within | {id(node)}
+            return [self.value(item, f"{path}[{index}]", inside) for index, item in enumerate(node.value)]
+        return self._scalar(node, path)
+
+    def _scalar(self, node: yaml.Node, path: str) -> Any:
+        try:
+            return yaml.safe_load(yaml.serialize(node))
+        except (yaml.YAMLError, ValueError) as error:
+            problem = getattr(error, "problem", None) or str(error)
+            raise self.fail(path, f"not a plain YAML value ({problem})") from None
 
 
 def load_flow(text: str, source: str = "<flow>", limits: Limits | None = None) -> ExecutionSpec:
@@ -247,7 +264,10 @@ def _duration(reader: _Reader, fields: Mapping[str, Any], key: str, path: str = 
         seconds = parsed
     if seconds <= 0:
         raise reader.fail(_at(path, key), "must be positive")
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise reader.fail(_at(path, key), f"too long: {value!r}") from None
 
 
 def _time(reader: _Reader, fields: Mapping[str, Any], key: str) -> datetime | None:

@@ -16,7 +16,7 @@ import tenacity
 from taskwire.common import TaskwireError
 from taskwire.v1 import task_service_pb2 as tpb
 
-from ._common import backoff_s, backoff_wait, deadline_exceeded, retry_options, seconds, snapshot
+from ._common import backoff_s, backoff_wait, deadline_exceeded, many, retry_options, seconds, snapshot
 from ._errors import WaitTimeout, error_from_rpc
 from ._events import ExecutionTransition, WatchEvent, event_from_proto
 from ._models import ExecutionSnapshot, RpcRetry
@@ -161,7 +161,7 @@ class WaitCursor(Reconnecting):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(timeout, retry=retry, address=address, clock=clock)
-        self.pending = dict.fromkeys(execution_ids)  # in the order given, each once
+        self.pending = dict.fromkeys(many(execution_ids, "execution_ids"))  # in the order given, each once
         self._asked: list[str] = []
 
     def request(self) -> tpb.WaitExecutionsRequest:

@@ -9,7 +9,9 @@ when idle, with no delay added either way. A submit's own failure is raised as t
 
 A stream that breaks fails the submits it carries (UNAVAILABLE, as a failed call would; the caller's
 retry policy decides what is sent again); the next submit opens a new one. A server that does not
-know the method (UNIMPLEMENTED) is sent unary calls from then on.
+know the method (UNIMPLEMENTED) is sent unary calls from then on. So is a submit of more than
+`STREAMED_MAX_BYTES` (`fits_the_stream`), and a message carries at most `MESSAGE_MAX_BYTES` of them:
+a message larger than the server takes ends the call it came on, which must then be one caller's.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from taskwire.v1 import task_service_pb2 as tpb
 from ._errors import ServerUnavailable, detached, error_from_rpc, no_answer
 
 MAX_PER_MESSAGE = 1000  # the server's limit
+# Well under the smallest message a server takes by default (4 MiB): a larger submit goes in a call of its own.
+STREAMED_MAX_BYTES = 256 * 1024
+MESSAGE_MAX_BYTES = 1024 * 1024  # one message's submits, in all (one larger submit alone)
 CLOSE_WAIT_S = 2.0  # how long closing an AsyncClient waits for the server to end its submit stream
 JOIN_WAIT_S = 5.0  # how long closing a Client waits for its submit stream's reader thread
 
@@ -88,8 +93,23 @@ def streamed(submit_id: int, request: tpb.SubmitExecutionRequest, deadline_s: fl
     return submit
 
 
+def fits_the_stream(request: tpb.SubmitExecutionRequest) -> bool:
+    return request.ByteSize() <= STREAMED_MAX_BYTES
+
+
 def _message(submits: list[tpb.StreamedSubmit]) -> tpb.StreamSubmitsRequest:
     return tpb.StreamSubmitsRequest(submits=submits)
+
+
+def _first_message(unsent: list[tpb.StreamedSubmit]) -> int:
+    """How many of `unsent`, from the first, go in the next message: at least one, at most `MAX_PER_MESSAGE`
+    and `MESSAGE_MAX_BYTES` in all."""
+    total = 0
+    for count, submit in enumerate(unsent[:MAX_PER_MESSAGE]):
+        total += submit.ByteSize()
+        if total > MESSAGE_MAX_BYTES and count:
+            return count
+    return min(len(unsent), MAX_PER_MESSAGE)
 
 
 # ---- asyncio ------------------------------------------------------------------------------------------
@@ -118,7 +138,8 @@ class _AsyncLine(_Line[asyncio.Future[tpb.StreamedSubmitAnswer]]):
             await self._wake.wait()
             self._wake.clear()
             while self._unsent:
-                submits, self._unsent = self._unsent[:MAX_PER_MESSAGE], self._unsent[MAX_PER_MESSAGE:]
+                count = _first_message(self._unsent)
+                submits, self._unsent = self._unsent[:count], self._unsent[count:]
                 try:
                     await self._call.write(_message(submits))
                 except (grpc.RpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
@@ -223,12 +244,14 @@ class _SyncLine(_Line[concurrent.futures.Future[tpb.StreamedSubmitAnswer]]):
         return waiter
 
     def _requests(self) -> Iterator[tpb.StreamSubmitsRequest]:
-        """What gRPC's sending thread writes: every submit queued by then, in one message."""
+        """What gRPC's sending thread writes: every submit queued by then, in one message (within the
+        message's limits: the submit that would pass them starts the next)."""
+        carried: Any = None
         while True:
-            first = self._unsent.get()
+            first, carried = (carried if carried is not None else self._unsent.get()), None
             if first is _END:
                 return
-            submits = [first]
+            submits, total = [first], first.ByteSize()
             while len(submits) < MAX_PER_MESSAGE:
                 try:
                     more = self._unsent.get_nowait()
@@ -236,6 +259,10 @@ class _SyncLine(_Line[concurrent.futures.Future[tpb.StreamedSubmitAnswer]]):
                     break
                 if more is _END:
                     self._unsent.put(_END)
+                    break
+                total += more.ByteSize()
+                if total > MESSAGE_MAX_BYTES:
+                    carried = more
                     break
                 submits.append(more)
             yield _message(submits)

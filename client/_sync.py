@@ -38,7 +38,7 @@ from ._errors import WaitTimeout, error_from_rpc
 from ._events import WatchEvent
 from ._models import BulkResult, ExecutionSnapshot, Identity, RpcRetry, SubmitResult, WorkerInfo
 from ._schedules import ScheduleInfo
-from ._submit_stream import SubmitStream
+from ._submit_stream import SubmitStream, fits_the_stream
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -78,6 +78,7 @@ class Client:
         target = c.channel_target(address)  # ValueError for no address, or several it cannot list
         self._address = address if isinstance(address, str) else ",".join(address)
         c.seconds(timeout)  # a TypeError now, rather than at the first call
+        c.expect(token, str, "token", optional=True)
         self._timeout = timeout
         self._retry = retry or RpcRetry()
         channel_options = [*c.CHANNEL_OPTIONS, *options]
@@ -204,7 +205,7 @@ class Client:
         """Submit an execution of one or more tasks; returns it as stored."""
         request = c.submit_request(spec, wait_for_room=wait_for_room)
         idempotent = c.submit_is_idempotent([spec])
-        if self._streamed:
+        if self._streamed and fits_the_stream(request):
             deadline_s = c.seconds(self._timeout)
             try:
                 return c.submitted(
@@ -476,7 +477,7 @@ class Client:
         self, execution_ids: Iterable[str], timeout: timedelta | None = None
     ) -> builtins.list[ExecutionSnapshot]:
         """Block until every one of the executions is terminal; them, in the order given (see `as_completed`)."""
-        execution_ids = builtins.list(execution_ids)
+        execution_ids = builtins.list(c.many(execution_ids, "execution_ids"))
         finished = {done.id: done for done in self.as_completed(execution_ids, timeout)}
         return [finished[execution_id] for execution_id in execution_ids]
 

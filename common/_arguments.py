@@ -17,6 +17,9 @@ def non_negative_int(text: str) -> int:
     return _whole_number(text, 0)
 
 
+_MAX_WHOLE_NUMBER = 2**31 - 1  # what every count and limit of taskwire's fits in (an int32 on the wire)
+
+
 def _whole_number(text: str, minimum: int) -> int:
     try:
         value = int(text)
@@ -24,6 +27,8 @@ def _whole_number(text: str, minimum: int) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < minimum:
         raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+    if value > _MAX_WHOLE_NUMBER:
+        raise argparse.ArgumentTypeError(f"must be at most {_MAX_WHOLE_NUMBER}, got {value}")
     return value
 
 

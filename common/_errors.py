@@ -5,7 +5,7 @@ The tree, by where each branch lives:
 - here: the errors that cross the wire (`ValidationError`, `InvalidTransition` and
   `TerminalStateError`, `NotFound`, `AlreadyExists` and `IdempotencyConflict`, `QueueFull`,
   `AdmissionTimeout`, `ShuttingDown`, `WatcherFellBehind`, `Unauthenticated`, `PermissionDenied`,
-  `RateLimited`);
+  `RateLimited`, `RequestTooLarge`);
 - `taskwire.client`: `ServerUnavailable`, `WaitTimeout`, and `ExecutionEnded` with
   `ExecutionFailed` and `ExecutionCancelled`;
 - `taskwire.worker`: `WorkerAgentError` and its family (`NonRetryableError`,
@@ -20,13 +20,29 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+#: The most UTF-8 bytes of an error's message. A message quotes what it was given, and a status's message
+#: travels in a gRPC trailer, percent-encoded, which peers refuse past 8 to 16 KiB: an id of megabytes
+#: quoted whole would turn the caller's mistake into a broken call.
+MAX_MESSAGE_BYTES = 1000
+
+
+def _clamped(message: str) -> str:
+    if len(message) * 4 <= MAX_MESSAGE_BYTES:  # the common case, without encoding it
+        return message
+    encoded = message.encode("utf-8", "surrogatepass")
+    if len(encoded) <= MAX_MESSAGE_BYTES:
+        return message
+    kept = encoded[:MAX_MESSAGE_BYTES].decode("utf-8", "ignore")
+    return f"{kept}… ({len(message) - len(kept)} more characters)"
+
 
 class TaskwireError(Exception):
-    """The root of every error taskwire raises on purpose."""
+    """The root of every error taskwire raises on purpose. Its message is cut to `MAX_MESSAGE_BYTES`."""
 
     status_name: ClassVar[str] = "INTERNAL"
 
     def __init__(self, message: str = "", *args: object) -> None:
+        message = _clamped(message)
         super().__init__(message, *args)
         self.message = message
 
@@ -141,6 +157,12 @@ class PermissionDenied(TaskwireError):
     """The caller's identity may not do this (its role, or the attempt is another identity's)."""
 
     status_name = "PERMISSION_DENIED"
+
+
+class RequestTooLarge(TaskwireError):
+    """A request (or an answer) larger than a side of the call accepts: gRPC's limit on one message."""
+
+    status_name = "RESOURCE_EXHAUSTED"
 
 
 class RateLimited(TaskwireError):

@@ -10,7 +10,7 @@ wire's descriptor names it, or `UNKNOWN(<number>)`; it never raises.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -67,11 +67,16 @@ def set_timestamp(message: timestamp_pb2.Timestamp, value: datetime) -> None:
     message.nanos = since.microseconds * 1000
 
 
-def timestamp_to_proto(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+def timestamp_to_proto(value: datetime | None, where: str = "time") -> timestamp_pb2.Timestamp | None:
+    """None stays unset; anything but a timezone-aware datetime is a TypeError naming `where`."""
     if value is None:
         return None
     message = timestamp_pb2.Timestamp()
-    set_timestamp(message, value)
+    try:
+        set_timestamp(message, value)
+    except TypeError:
+        got = "a naive datetime" if isinstance(value, datetime) else f"{type(value).__name__} {value!r}"
+        raise TypeError(f"{where} must be a timezone-aware datetime, got {got}") from None
     return message
 
 
@@ -287,55 +292,129 @@ def retry_policy_from_proto(message: pb.RetryPolicy, where: str = "retry_policy"
     )
 
 
+# ---- A caller's values that protobuf refuses ----------------------------------------------------
+
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+def _explained(error: Exception, fields: Mapping[str, object], ints: frozenset[str] = frozenset()) -> Exception:
+    """Why protobuf refused a spec built from a caller's values (its own words name no field): the first of
+    `fields` of the wrong type, out of its wire type's range or not encodable as text, named. Worked out only
+    once protobuf has refused, so a spec that converts pays nothing for it; `error` when no field explains it."""
+    for name, value in fields.items():
+        if name in ints:
+            if isinstance(value, bool) or not isinstance(value, int):
+                return TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+            if not _INT32[0] <= value <= _INT32[1]:
+                return ValidationError(name, f"must be between {_INT32[0]} and {_INT32[1]}, got {value}")
+            continue
+        items = value.items() if isinstance(value, Mapping) else [(None, value)]
+        if isinstance(value, list | tuple):
+            items = [(None, item) for item in value]
+        for key, item in items:
+            for text in (key, item) if key is not None else (item,):
+                if not isinstance(text, str):
+                    return TypeError(f"{name} must hold text (str), got {type(text).__name__} {text!r}")
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    return ValidationError(name, f"{text[:100]!r} is not valid text (it holds a lone surrogate)")
+    return error
+
+
+def _strings(value: Iterable[str], name: str) -> list[str]:
+    """A list of str from a caller's sequence; one str given for the list is a TypeError, not its characters."""
+    if isinstance(value, str):
+        raise TypeError(f"{name} must be a list of str, not one str ({value!r}): write [{value!r}]")
+    return list(value)
+
+
 def retry_policy_to_proto(policy: RetryPolicy) -> pb.RetryPolicy:
-    return pb.RetryPolicy(
-        max_attempts=policy.max_attempts,
-        initial_interval=duration_to_proto(policy.initial_interval, "retry_policy.initial_interval"),
-        backoff_coefficient=policy.backoff_coefficient,
-        maximum_interval=duration_to_proto(policy.maximum_interval, "retry_policy.maximum_interval"),
-        non_retryable_error_types=list(policy.non_retryable_error_types),
-        max_infrastructure_retries=policy.max_infrastructure_retries,
-    )
+    types = _strings(policy.non_retryable_error_types, "retry_policy.non_retryable_error_types")
+    try:
+        return pb.RetryPolicy(
+            max_attempts=policy.max_attempts,
+            initial_interval=duration_to_proto(policy.initial_interval, "retry_policy.initial_interval"),
+            backoff_coefficient=policy.backoff_coefficient,
+            maximum_interval=duration_to_proto(policy.maximum_interval, "retry_policy.maximum_interval"),
+            non_retryable_error_types=types,
+            max_infrastructure_retries=policy.max_infrastructure_retries,
+        )
+    except (TypeError, ValueError) as error:
+        fields = {
+            "retry_policy.max_attempts": policy.max_attempts,
+            "retry_policy.non_retryable_error_types": types,
+        }
+        if policy.max_infrastructure_retries is not None:
+            fields["retry_policy.max_infrastructure_retries"] = policy.max_infrastructure_retries
+        ints = frozenset({"retry_policy.max_attempts", "retry_policy.max_infrastructure_retries"})
+        raise _explained(error, fields, ints) from None
 
 
 def task_spec_to_proto(spec: TaskSpec) -> tpb.TaskSpec:
-    return tpb.TaskSpec(
-        task_id=spec.task_id,
-        handler=spec.handler,
-        input=payload_to_proto(spec.input),
-        depends_on=list(spec.depends_on),
-        timeout=duration_to_proto(spec.timeout, "timeout"),
-        retry_policy=retry_policy_to_proto(spec.retry_policy),
-        schedule_to_start_timeout=duration_to_proto(spec.schedule_to_start_timeout, "schedule_to_start_timeout"),
-        priority=spec.priority,
-        concurrency_key=spec.concurrency_key,
-        concurrency_limit=spec.concurrency_limit,
-        fairness_key=spec.fairness_key,
-        rate_limit=spec.rate_limit,
-        rate_limit_key=spec.rate_limit_key,
-    )
+    if not isinstance(spec, TaskSpec):
+        raise TypeError(f"an execution's tasks must be TaskSpec values, got {type(spec).__name__} {spec!r:.100}")
+    depends_on = _strings(spec.depends_on, "depends_on")
+    retry_policy = retry_policy_to_proto(spec.retry_policy)
+    try:
+        return tpb.TaskSpec(
+            task_id=spec.task_id,
+            handler=spec.handler,
+            input=payload_to_proto(spec.input),
+            depends_on=depends_on,
+            timeout=duration_to_proto(spec.timeout, "timeout"),
+            retry_policy=retry_policy,
+            schedule_to_start_timeout=duration_to_proto(spec.schedule_to_start_timeout, "schedule_to_start_timeout"),
+            priority=spec.priority,
+            concurrency_key=spec.concurrency_key,
+            concurrency_limit=spec.concurrency_limit,
+            fairness_key=spec.fairness_key,
+            rate_limit=spec.rate_limit,
+            rate_limit_key=spec.rate_limit_key,
+        )
+    except (TypeError, ValueError) as error:
+        fields = {
+            "task_id": spec.task_id,
+            "handler": spec.handler,
+            "depends_on": depends_on,
+            "priority": spec.priority,
+            "concurrency_key": spec.concurrency_key,
+            "concurrency_limit": spec.concurrency_limit,
+            "fairness_key": spec.fairness_key,
+            "rate_limit": spec.rate_limit,
+            "rate_limit_key": spec.rate_limit_key,
+        }
+        raise _explained(error, fields, frozenset({"priority", "concurrency_limit"})) from None
 
 
 def execution_filter_to_proto(selection: ExecutionFilter) -> tpb.ExecutionFilter:
+    for state in selection.states:
+        if not isinstance(state, State):
+            raise TypeError(f"the filter's states must be State values (State.FAILED), got {state!r}")
     return tpb.ExecutionFilter(
         states=[execution_state_to_proto(state) for state in selection.states],
         handler=selection.handler,
         labels=dict(selection.labels),
-        created_after=timestamp_to_proto(selection.created_after),
-        created_before=timestamp_to_proto(selection.created_before),
+        created_after=timestamp_to_proto(selection.created_after, "created_after"),
+        created_before=timestamp_to_proto(selection.created_before, "created_before"),
     )
 
 
 def execution_spec_to_proto(spec: ExecutionSpec) -> tpb.ExecutionSpec:
-    return tpb.ExecutionSpec(
-        name=spec.name,
-        tasks=[task_spec_to_proto(task) for task in spec.tasks],
-        metadata=dict(spec.metadata),
-        timeout=duration_to_proto(spec.timeout, "execution_timeout"),
-        not_before=timestamp_to_proto(spec.not_before),
-        idempotency_key=spec.idempotency_key,
-        trace_context=dict(spec.trace_context),
-    )
+    tasks = [task_spec_to_proto(task) for task in spec.tasks]
+    try:
+        return tpb.ExecutionSpec(
+            name=spec.name,
+            tasks=tasks,
+            metadata=dict(spec.metadata),
+            timeout=duration_to_proto(spec.timeout, "execution_timeout"),
+            not_before=timestamp_to_proto(spec.not_before, "not_before"),
+            idempotency_key=spec.idempotency_key,
+            trace_context=dict(spec.trace_context),
+        )
+    except (TypeError, ValueError) as error:
+        fields = {"name": spec.name, "metadata": spec.metadata, "key": spec.idempotency_key}
+        raise _explained(error, fields) from None
 
 
 # ---- Records (server → client) ------------------------------------------------------------------

@@ -62,8 +62,23 @@ def test_a_three_task_file_runs_as_one_execution(cli: Cli, tmp_path: Path) -> No
         (("    depends_on: [fetch]\n", ""), "flow.yaml:9: tasks[1].input.got: refers to the output of task 'fetch'"),
         (("  - task_id: last", "  - task_id: pick"), "flow.yaml:12: tasks[2].task_id: duplicate task id 'pick'"),
         (("input: {items: [1, 2, 3]}", "input: {items: [1, 2"), "flow.yaml:7: not valid YAML or JSON"),
+        (("input: {items: [1, 2, 3]}", "input: {items: !!set {1}}"), "flow.yaml:6: tasks[0].input.items: not a plain"),
+        (("input: {items: [1, 2, 3]}", "input: &a {items: *a}"), "flow.yaml:6: tasks[0].input.items: an alias to a"),
+        (("input: {items: [1, 2, 3]}", "input: !!python/object:os.system x"), "tasks[0].input: not a plain YAML value"),
+        (("    timeout: 30s", "    timeout: 99999999999999999999d"), "flow.yaml:16: tasks[2].timeout: too long"),
     ],
-    ids=["out-of-range", "bad-duration", "unknown-field", "reference-to-non-dependency", "duplicate-id", "syntax"],
+    ids=[
+        "out-of-range",
+        "bad-duration",
+        "unknown-field",
+        "reference-to-non-dependency",
+        "duplicate-id",
+        "syntax",
+        "a-set",
+        "a-value-holding-itself",
+        "a-python-tag",
+        "a-duration-past-any-date",
+    ],
 )
 def test_a_mistake_is_reported_at_its_line_and_nothing_is_submitted(
     cli: Cli, tmp_path: Path, change: tuple[str, str], error: str

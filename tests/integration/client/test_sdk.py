@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import subprocess
 import sys
 import textwrap
@@ -21,6 +23,7 @@ from taskwire.client import (
     NotFound,
     QueueFull,
     ReasonCode,
+    RequestTooLarge,
     RetryPolicy,
     RpcRetry,
     ServerUnavailable,
@@ -184,6 +187,36 @@ def test_server_errors_are_typed(client: Client) -> None:
     assert raised.value.field == "execution.tasks[0].retry_policy.max_attempts"
 
 
+def test_large_submits_at_once_each_fit_and_one_too_large_fails_alone(client: Client) -> None:
+    # Each is under the payload limit (2 MiB); together they are over a message's (5 MiB). None shares a message
+    # the server must refuse, and the one over every limit fails on a call of its own.
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        too_large = pool.submit(client.submit, "echo", "x" * 6_000_000)
+        large = [pool.submit(client.submit, "echo", "x" * 1_500_000) for _ in range(8)]
+        small = [pool.submit(client.submit, "echo", {"n": n}) for n in range(100)]
+        ids = [future.result().id for future in large + small]
+        with pytest.raises(RequestTooLarge, match="larger than max"):
+            too_large.result()
+    assert [done.state for done in client.wait_many(ids, timedelta(seconds=60))] == [State.SUCCESS] * len(ids)
+
+
+async def test_large_submits_at_once_fit_on_an_async_client_too(shared: ServerProcess) -> None:
+    async with AsyncClient(shared.address) as client:
+        submitted = await asyncio.gather(
+            client.submit("echo", "x" * 6_000_000),
+            *(client.submit("echo", "x" * 1_500_000) for _ in range(5)),
+            *(client.submit("echo", {"n": n}) for n in range(50)),
+            return_exceptions=True,
+        )
+        assert isinstance(submitted[0], RequestTooLarge)
+        assert not [result for result in submitted[1:] if isinstance(result, BaseException)]
+
+
+def test_a_very_long_id_is_quoted_in_part(client: Client) -> None:
+    with pytest.raises(NotFound, match=r"^no execution with id 'eeee.*… \(\d+ more characters\)$"):
+        client.get("e" * 20_000)
+
+
 def test_submit_many_reports_each_item(client: Client) -> None:
     specs = [
         ExecutionSpec(tasks=(TaskSpec(handler="echo", input=to_payload(1)),)),
@@ -303,6 +336,7 @@ def test_a_call_that_failed_is_finalized_before_the_interpreter_stops(shared: Se
         def freed(_):
             print("finalized while the interpreter stops" if sys.is_finalizing() else "finalized before", flush=True)
 
+        gc.disable()  # the cycle is then still there below, whenever the collector would have run otherwise
         client = Client({shared.address!r})
         sleeping = client.submit("sleep", {{"seconds": 30}})
         try:

@@ -148,6 +148,8 @@ def test_workers_drain_arguments() -> None:
         ["wait", "e1", "--timeout", "inf"],
         ["watch", "e1", "--timeout", "0"],
         ["workers", "frobnicate"],
+        ["schedule", "get", "nightly", "--next", "99999999999999999999"],
+        ["list", "--limit", "99999999999999999999"],
         ["frobnicate"],
         [],
     ],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import tenacity
@@ -287,3 +287,112 @@ def test_a_duration_that_is_not_a_timedelta_is_a_type_error_naming_it(build: obj
 def test_a_client_timeout_that_is_not_a_timedelta_is_refused_when_made(make: type[Client | AsyncClient]) -> None:
     with pytest.raises(TypeError, match=r"^timeout must be a datetime\.timedelta, got int 5$"):
         make("127.0.0.1:1", timeout=5)  # type: ignore[arg-type]
+
+
+def _submit(**options: object) -> tpb.SubmitExecutionRequest:
+    return c.submit_request(c.single_task_spec("echo", None, **options), wait_for_room=False)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        (
+            {"priority": 2**40},
+            d.ValidationError,
+            "priority: must be between -2147483648 and 2147483647, got 1099511627776",
+        ),
+        ({"priority": "high"}, TypeError, "priority must be an int, got str 'high'"),
+        ({"concurrency_limit": 2.5}, TypeError, "concurrency_limit must be an int, got float 2.5"),
+        ({"max_attempts": 2**40}, d.ValidationError, "retry_policy.max_attempts: must be between"),
+        ({"concurrency_key": 5}, TypeError, "concurrency_key must hold text (str), got int 5"),
+        ({"name": "\ud800"}, d.ValidationError, "name: '\\ud800' is not valid text (it holds a lone surrogate)"),
+        ({"metadata": {"team": 1}}, TypeError, "metadata must hold text (str), got int 1"),
+        ({"metadata": ["a", "b"]}, TypeError, "metadata must be a Mapping, got list"),
+        ({"retry_policy": {"max_attempts": 3}}, TypeError, "retry_policy must be a RetryPolicy, got dict"),
+        ({"not_before": datetime(2030, 1, 1)}, TypeError, "not_before must be a timezone-aware datetime, got a naive"),
+        ({"not_before": "tomorrow"}, TypeError, "not_before must be a timezone-aware datetime, got str 'tomorrow'"),
+        ({"retry_policy": RetryPolicy(non_retryable_error_types="ValueError")}, TypeError, "write ['ValueError']"),  # type: ignore[arg-type]
+    ],
+)
+def test_a_submits_value_of_the_wrong_kind_is_named(options: dict[str, object], error: type, message: str) -> None:
+    with pytest.raises(error) as raised:
+        _submit(**options)
+    assert message in str(raised.value)
+
+
+def test_a_handler_that_is_not_text_is_named() -> None:
+    with pytest.raises(TypeError, match=r"^handler must hold text \(str\), got int 123$"):
+        c.submit_request(c.single_task_spec(123, None), wait_for_room=False)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: c.submit_request("echo", wait_for_room=False), "the execution must be an ExecutionSpec, got str"),  # type: ignore[arg-type]
+        (
+            lambda: c.submit_request(d.ExecutionSpec(tasks=("echo",)), wait_for_room=False),  # type: ignore[arg-type]
+            "an execution's tasks must be TaskSpec values, got str 'echo'",
+        ),
+        (
+            lambda: c.submit_request(
+                d.ExecutionSpec(tasks=(d.TaskSpec(handler="b", task_id="b", depends_on="a"),)),  # type: ignore[arg-type]
+                wait_for_room=False,
+            ),
+            "depends_on must be a list of str, not one str ('a')",
+        ),
+        (lambda: c.cancel_matching_request(None, reason="", dry_run=True), "the filter must be an ExecutionFilter"),  # type: ignore[arg-type]
+        (
+            lambda: c.cancel_matching_request(d.ExecutionFilter(states=("failed",)), reason="", dry_run=True),  # type: ignore[arg-type]
+            "the filter's states must be State values",
+        ),
+        (
+            lambda: c.list_request(states="FAILED", handler="", page_size=10, page_token=""),
+            "states must be a list, not one str",
+        ),
+        (
+            lambda: c.list_request(states=[1], handler="", page_size=10, page_token=""),  # type: ignore[list-item]
+            "a state must be a str, got int 1",
+        ),
+        (lambda: c.many("e-1", "execution_ids"), "execution_ids must be a list, not one str ('e-1'): write ['e-1']"),
+    ],
+)
+def test_a_call_given_the_wrong_kind_of_value_says_which(build: object, message: str) -> None:
+    with pytest.raises(TypeError) as raised:
+        build()  # type: ignore[operator]
+    assert message in str(raised.value)
+
+
+def test_a_stream_message_carries_a_megabyte_of_submits_at_most() -> None:
+    from taskwire.client import _submit_stream as ss
+
+    def submit(size: int) -> tpb.StreamedSubmit:
+        return ss.streamed(0, _submit_request_of(size), 10.0)
+
+    small, large = submit(100), submit(300 * 1024)
+    assert ss._first_message([small] * 5) == 5
+    assert ss._first_message([large] * 5) == 3  # 3 × 300 KiB fit in 1 MiB; the fourth starts the next message
+    assert ss._first_message([submit(2 * 1024 * 1024), small]) == 1  # larger than the limit: alone
+    assert ss._first_message([small] * (ss.MAX_PER_MESSAGE + 5)) == ss.MAX_PER_MESSAGE
+    assert ss.fits_the_stream(_submit_request_of(100))
+    assert not ss.fits_the_stream(_submit_request_of(ss.STREAMED_MAX_BYTES))
+
+
+def _submit_request_of(size: int) -> tpb.SubmitExecutionRequest:
+    return c.submit_request(c.single_task_spec("echo", "x" * size), wait_for_room=False)
+
+
+@pytest.mark.parametrize("make", [Client, AsyncClient])
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"address": 50051}, "address must be 'HOST:PORT' or a list of them, got int 50051"),
+        ({"address": None}, "address must be 'HOST:PORT' or a list of them, got NoneType None"),
+        ({"address": "127.0.0.1:1", "token": 5}, "token must be a str, got int 5"),
+    ],
+)
+def test_a_client_given_the_wrong_kind_of_address_or_token_says_which(
+    make: type[Client | AsyncClient], arguments: dict[str, object], message: str
+) -> None:
+    with pytest.raises(TypeError) as raised:
+        make(**arguments)  # type: ignore[arg-type]
+    assert str(raised.value) == message

@@ -9,6 +9,7 @@ from taskwire import common as d
 from taskwire.client import ServerUnavailable
 from taskwire.client._errors import error_from_rpc, is_retryable, is_transport_failure, rpc_status
 from taskwire.common import wire
+from taskwire.common._errors import MAX_MESSAGE_BYTES
 
 REFUSED = (
     "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: "
@@ -124,3 +125,30 @@ def test_a_missed_client_deadline_names_the_server() -> None:
         FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "no room"), address="h:1", deadline_s=1
     )
     assert str(server_said) == "no room"
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        "SERVER: Received message larger than max (6000069 vs. 5242880)",
+        "CLIENT: Sent message larger than max (70000069 vs. 67108864)",
+        "Stream removed (received metadata size exceeds hard limit (value length 20023 vs. 16384))",
+    ],
+)
+def test_grpcs_refusal_of_a_message_for_its_size_is_not_a_full_queue(details: str) -> None:
+    error = error_from_rpc(FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, details), address="h:1")
+    assert type(error) is d.RequestTooLarge
+    assert error.message.startswith(details)
+    assert "--max-message-bytes" in error.message
+
+
+@pytest.mark.parametrize("unit", ["e", "é", "💥"])
+def test_an_error_message_is_cut_to_what_a_status_carries(unit: str) -> None:
+    quoted = unit * 50_000
+    error = d.NotFound("execution", quoted)
+    assert len(error.message.encode("utf-8")) <= MAX_MESSAGE_BYTES + 40
+    assert error.message.startswith("no execution with id '" + unit * 10)
+    assert error.message.endswith("more characters)")
+    assert str(error) == error.message
+    short = d.NotFound("execution", "e-1")
+    assert short.message == "no execution with id 'e-1'"  # untouched
