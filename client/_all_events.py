@@ -7,14 +7,16 @@ from collections.abc import Iterable
 from taskwire.common import State, wire
 from taskwire.v1 import task_service_pb2 as tpb
 
-from ._common import many, parse_state
+from ._common import many, parse_state, request
 from ._events import WatchEvent, event_from_proto
 from ._models import Identity
 
 
 def events_request(handler: str, states: Iterable[State | str]) -> tpb.WatchEventsRequest:
-    return tpb.WatchEventsRequest(
-        handler=handler, states=[wire.execution_state_to_proto(parse_state(state)) for state in many(states, "states")]
+    return request(
+        tpb.WatchEventsRequest,
+        handler=handler,
+        states=[wire.execution_state_to_proto(parse_state(state)) for state in many(states, "states")],
     )
 
 

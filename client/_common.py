@@ -12,10 +12,14 @@ from typing import Any, TypeVar
 
 import grpc
 import tenacity
+from google.protobuf.message import Message
 from opentelemetry import propagate
 
 from taskwire.common import (
     DEFAULT_PRIORITY,
+    MAX_ATTEMPTS_LIMIT,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
     ConcurrencyKeyStats,
     ExecutionFilter,
     ExecutionSpec,
@@ -46,6 +50,7 @@ from ._errors import (
 from ._models import BulkResult, ExecutionSnapshot, RpcRetry, SubmitResult, WorkerInfo
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Message)
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = timedelta(seconds=10)
@@ -117,11 +122,31 @@ def parse_seconds(text: str) -> float | None:
     return None if match is None else float(match.group(1)) * _UNITS[match.group(2)]
 
 
+# A timeout longer than this (`timedelta.max`, say) is taken as this: past any deadline gRPC or a clock can hold.
+LONGEST_TIMEOUT = timedelta(days=36_500)
+
+
 def seconds(value: timedelta, where: str = "timeout") -> float:
-    """The seconds of a duration the caller gave; TypeError naming `where` for anything but a timedelta."""
+    """The seconds of a duration the caller gave, at most `LONGEST_TIMEOUT`'s; TypeError naming `where` for
+    anything but a timedelta."""
     if not isinstance(value, timedelta):
         raise TypeError(f"{where} must be a datetime.timedelta, got {type(value).__name__} {value!r}")
-    return value.total_seconds()
+    return min(value, LONGEST_TIMEOUT).total_seconds()
+
+
+def check_credentials(token: str | None, credentials: grpc.ChannelCredentials | None) -> None:
+    """A client's `token` and `credentials` of the kinds gRPC needs, or a TypeError (ValueError) naming which."""
+    expect(token, str, "token", optional=True)
+    expect(credentials, grpc.ChannelCredentials, "credentials", optional=True)
+    if token and (not token.isprintable() or any(character.isspace() for character in token)):
+        raise ValueError("token must be one word of printable characters (it is sent as an HTTP header)")
+
+
+def call_timeout(value: timedelta) -> timedelta:
+    """A client's `timeout`, the deadline of each of its calls: a positive timedelta (ValueError otherwise)."""
+    if seconds(value) <= 0:
+        raise ValueError(f"timeout must be positive (the deadline of every call), got {value!r}")
+    return value
 
 
 def backoff_wait(policy: RpcRetry) -> tenacity.wait_exponential_jitter:
@@ -230,6 +255,11 @@ def single_task_spec(
     """The spec of an execution with one task (what `submit` sends)."""
     expect(retry_policy, RetryPolicy, "retry_policy", optional=True)
     expect(metadata, Mapping, "metadata", optional=True)
+    # A zero on the wire reads as unset (the default), which the server cannot tell from one given: refused here.
+    if priority == 0:
+        raise ValidationError("priority", f"must be between {MIN_PRIORITY} and {MAX_PRIORITY}, got 0")
+    if max_attempts == 0:
+        raise ValidationError("max_attempts", f"must be between 1 and {MAX_ATTEMPTS_LIMIT}, got 0")
     policy = retry_policy or RetryPolicy()
     if max_attempts is not None:
         policy = replace(policy, max_attempts=max_attempts)
@@ -266,8 +296,17 @@ def admission(wait_for_room: bool) -> tpb.AdmissionMode.ValueType:
 def expect(value: object, kind: type, name: str, *, optional: bool = False) -> None:
     """A TypeError naming `name` when a caller's `value` is not a `kind` (nor None, when `optional`)."""
     if not isinstance(value, kind) and not (optional and value is None):
-        article = "an" if kind.__name__[0] in "AEIOU" else "a"
+        article = "an" if kind.__name__[0].lower() in "aeiou" else "a"
         raise TypeError(f"{name} must be {article} {kind.__name__}, got {type(value).__name__} {value!r:.100}")
+
+
+def request(message_type: type[M], **fields: Any) -> M:
+    """`message_type(**fields)`, from a caller's values: one protobuf refuses is a TypeError (or, for a number
+    outside its field's range, a ValidationError) naming its field."""
+    try:
+        return message_type(**fields)
+    except (TypeError, ValueError) as error:
+        raise wire.explained_request(error, message_type, fields) from None
 
 
 def many(values: Iterable[T], name: str) -> Iterable[T]:
@@ -296,12 +335,14 @@ def _traced(spec: ExecutionSpec) -> tpb.ExecutionSpec:
 
 def cancel_matching_request(selection: ExecutionFilter, *, reason: str, dry_run: bool) -> tpb.CancelExecutionsRequest:
     expect(selection, ExecutionFilter, "the filter")
-    return tpb.CancelExecutionsRequest(filter=wire.execution_filter_to_proto(selection), reason=reason, dry_run=dry_run)
+    return request(
+        tpb.CancelExecutionsRequest, filter=wire.execution_filter_to_proto(selection), reason=reason, dry_run=dry_run
+    )
 
 
 def delete_matching_request(selection: ExecutionFilter, *, dry_run: bool) -> tpb.DeleteExecutionsRequest:
     expect(selection, ExecutionFilter, "the filter")
-    return tpb.DeleteExecutionsRequest(filter=wire.execution_filter_to_proto(selection), dry_run=dry_run)
+    return request(tpb.DeleteExecutionsRequest, filter=wire.execution_filter_to_proto(selection), dry_run=dry_run)
 
 
 def bulk_result(response: tpb.CancelExecutionsResponse | tpb.DeleteExecutionsResponse) -> BulkResult:
@@ -329,7 +370,8 @@ def parse_state(value: State | str) -> State:
 def list_request(
     *, states: Iterable[State | str], handler: str, page_size: int, page_token: str
 ) -> tpb.ListExecutionsRequest:
-    return tpb.ListExecutionsRequest(
+    return request(
+        tpb.ListExecutionsRequest,
         states=[wire.execution_state_to_proto(parse_state(state)) for state in many(states, "states")],
         handler=handler,
         page_size=page_size,
@@ -448,8 +490,12 @@ def workers_from_proto(response: tpb.ListWorkersResponse | tpb.DrainWorkerRespon
 
 
 def drain_request(name: str, *, session_id: str, grace: timedelta | None, reason: str) -> tpb.DrainWorkerRequest:
-    return tpb.DrainWorkerRequest(
-        name=name, session_id=session_id, grace=wire.duration_to_proto(grace, "grace"), reason=reason
+    return request(
+        tpb.DrainWorkerRequest,
+        name=name,
+        session_id=session_id,
+        grace=wire.duration_to_proto(grace, "grace"),
+        reason=reason,
     )
 
 
@@ -487,7 +533,9 @@ class ListPager:
     def __init__(
         self, *, states: Iterable[State | str], handler: str, limit: int | None, page_size: int | None
     ) -> None:
-        self._states = list(states)
+        expect(limit, int, "limit", optional=True)
+        expect(page_size, int, "page_size", optional=True)
+        self._states = list(many(states, "states"))
         self._handler = handler
         self._limit = limit
         self._page_size = page_size

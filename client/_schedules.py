@@ -21,7 +21,7 @@ from taskwire.common import (
 )
 from taskwire.v1 import task_service_pb2 as tpb
 
-from ._common import single_task_spec
+from ._common import expect, request, single_task_spec
 
 _OVERLAP_PREFIX = "OVERLAP_POLICY_"
 
@@ -169,9 +169,11 @@ def schedule_spec(
 
 
 def create_request(spec: ScheduleSpec) -> tpb.CreateScheduleRequest:
+    expect(spec, ScheduleSpec, "the schedule")
     execution: ExecutionSpec = spec.execution
     return tpb.CreateScheduleRequest(
-        schedule=tpb.ScheduleSpec(
+        schedule=request(
+            tpb.ScheduleSpec,
             name=spec.name,
             cron=spec.cron,
             timezone=spec.timezone,

@@ -16,7 +16,7 @@ import tenacity
 from taskwire.common import TaskwireError
 from taskwire.v1 import task_service_pb2 as tpb
 
-from ._common import backoff_s, backoff_wait, deadline_exceeded, many, retry_options, seconds, snapshot
+from ._common import backoff_s, backoff_wait, deadline_exceeded, expect, many, request, retry_options, seconds, snapshot
 from ._errors import WaitTimeout, error_from_rpc
 from ._events import ExecutionTransition, WatchEvent, event_from_proto
 from ._models import ExecutionSnapshot, RpcRetry
@@ -133,7 +133,7 @@ class WatchCursor(Reconnecting):
         self.last = after_sequence
 
     def request(self) -> tpb.WatchExecutionRequest:
-        return tpb.WatchExecutionRequest(execution_id=self.execution_id, after_sequence=self.last)
+        return request(tpb.WatchExecutionRequest, execution_id=self.execution_id, after_sequence=self.last)
 
     def timed_out(self) -> WaitTimeout:
         return WaitTimeout(self.execution_id, self.timeout_s)
@@ -161,12 +161,15 @@ class WaitCursor(Reconnecting):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(timeout, retry=retry, address=address, clock=clock)
-        self.pending = dict.fromkeys(many(execution_ids, "execution_ids"))  # in the order given, each once
+        ids = list(many(execution_ids, "execution_ids"))
+        for execution_id in ids:
+            expect(execution_id, str, "each of execution_ids")
+        self.pending = dict.fromkeys(ids)  # in the order given, each once
         self._asked: list[str] = []
 
     def request(self) -> tpb.WaitExecutionsRequest:
         self._asked = [execution_id for execution_id, _ in zip(self.pending, range(MAX_WAIT_IDS), strict=False)]
-        return tpb.WaitExecutionsRequest(execution_ids=self._asked)
+        return request(tpb.WaitExecutionsRequest, execution_ids=self._asked)
 
     def timed_out(self) -> WaitTimeout:
         return WaitTimeout("", self.timeout_s, unfinished=list(self.pending))

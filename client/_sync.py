@@ -77,9 +77,8 @@ class Client:
     ) -> None:
         target = c.channel_target(address)  # ValueError for no address, or several it cannot list
         self._address = address if isinstance(address, str) else ",".join(address)
-        c.seconds(timeout)  # a TypeError now, rather than at the first call
-        c.expect(token, str, "token", optional=True)
-        self._timeout = timeout
+        self._timeout = c.call_timeout(timeout)  # refused now rather than at the first call
+        c.check_credentials(token, credentials)
         self._retry = retry or RpcRetry()
         channel_options = [*c.CHANNEL_OPTIONS, *options]
         self._channel = (
@@ -231,7 +230,7 @@ class Client:
     def get(self, execution_id: str) -> ExecutionSnapshot:
         """The execution with its task runs and attempts; NotFound when there is none."""
         response: tpb.GetExecutionResponse = self._unary(
-            self._stub.GetExecution, tpb.GetExecutionRequest(execution_id=execution_id), idempotent=True
+            self._stub.GetExecution, c.request(tpb.GetExecutionRequest, execution_id=execution_id), idempotent=True
         )
         return c.snapshot(response.execution)
 
@@ -239,7 +238,7 @@ class Client:
         """Ask for the execution to be cancelled (idempotent). It may still be RUNNING while handlers stop."""
         response: tpb.CancelExecutionResponse = self._unary(
             self._stub.CancelExecution,
-            tpb.CancelExecutionRequest(execution_id=execution_id, reason=reason),
+            c.request(tpb.CancelExecutionRequest, execution_id=execution_id, reason=reason),
             idempotent=True,
         )
         return c.snapshot(response.execution)
@@ -258,7 +257,7 @@ class Client:
         """A new execution with the spec of a finished one (labelled `taskwire.rerun_of`); with `only_failed`,
         the tasks that succeeded keep their outputs and are not run again. Not retried once it may have been
         sent (it would make a second execution)."""
-        request = tpb.RerunExecutionRequest(execution_id=execution_id, only_failed=only_failed)
+        request = c.request(tpb.RerunExecutionRequest, execution_id=execution_id, only_failed=only_failed)
         response: tpb.RerunExecutionResponse = self._unary(self._stub.RerunExecution, request, idempotent=False)
         return c.snapshot(response.execution)
 
@@ -278,7 +277,11 @@ class Client:
         """Delete a finished execution with its task runs, history and idempotency key. FailedPrecondition
         (InvalidTransition) naming its state when it is not finished; NotFound when there is none (a retry
         of a delete that went through finds nothing, so it is not retried after it may have been sent)."""
-        self._unary(self._stub.DeleteExecution, tpb.DeleteExecutionRequest(execution_id=execution_id), idempotent=False)
+        self._unary(
+            self._stub.DeleteExecution,
+            c.request(tpb.DeleteExecutionRequest, execution_id=execution_id),
+            idempotent=False,
+        )
 
     def drain_worker(
         self, name: str = "", *, session_id: str = "", grace: timedelta | None = None, reason: str = ""
@@ -332,38 +335,38 @@ class Client:
 
     def schedules(self, *, next_fire_times: int = 1) -> builtins.list[ScheduleInfo]:
         """Every schedule, by name, each with its next `next_fire_times` fire times."""
-        request = tpb.ListSchedulesRequest(next_fire_times=next_fire_times)
+        request = c.request(tpb.ListSchedulesRequest, next_fire_times=next_fire_times)
         response: tpb.ListSchedulesResponse = self._unary(self._stub.ListSchedules, request, idempotent=True)
         return [s.schedule_from_proto(schedule) for schedule in response.schedules]
 
     def get_schedule(self, name: str, *, next_fire_times: int = 5) -> ScheduleInfo:
         """One schedule with its next fire times; NotFound when there is none."""
-        request = tpb.GetScheduleRequest(name=name, next_fire_times=next_fire_times)
+        request = c.request(tpb.GetScheduleRequest, name=name, next_fire_times=next_fire_times)
         response: tpb.GetScheduleResponse = self._unary(self._stub.GetSchedule, request, idempotent=True)
         return s.schedule_from_proto(response.schedule)
 
     def pause_schedule(self, name: str) -> ScheduleInfo:
         """Pause a schedule (idempotent): it starts nothing until resumed."""
         response: tpb.PauseScheduleResponse = self._unary(
-            self._stub.PauseSchedule, tpb.PauseScheduleRequest(name=name), idempotent=True
+            self._stub.PauseSchedule, c.request(tpb.PauseScheduleRequest, name=name), idempotent=True
         )
         return s.schedule_from_proto(response.schedule)
 
     def resume_schedule(self, name: str) -> ScheduleInfo:
         """Resume a schedule (idempotent) from now on; the fire times while it was paused are not made up."""
         response: tpb.ResumeScheduleResponse = self._unary(
-            self._stub.ResumeSchedule, tpb.ResumeScheduleRequest(name=name), idempotent=True
+            self._stub.ResumeSchedule, c.request(tpb.ResumeScheduleRequest, name=name), idempotent=True
         )
         return s.schedule_from_proto(response.schedule)
 
     def delete_schedule(self, name: str) -> None:
         """Delete a schedule; the executions it started go on. NotFound when there is none."""
-        self._unary(self._stub.DeleteSchedule, tpb.DeleteScheduleRequest(name=name), idempotent=False)
+        self._unary(self._stub.DeleteSchedule, c.request(tpb.DeleteScheduleRequest, name=name), idempotent=False)
 
     def trigger_schedule(self, name: str) -> str:
         """Start one execution of the schedule now (whatever its overlap policy, even paused); returns its id."""
         response: tpb.TriggerScheduleResponse = self._unary(
-            self._stub.TriggerSchedule, tpb.TriggerScheduleRequest(name=name), idempotent=False
+            self._stub.TriggerSchedule, c.request(tpb.TriggerScheduleRequest, name=name), idempotent=False
         )
         return response.execution_id
 
@@ -425,6 +428,10 @@ class Client:
 
         `on_event` sees every event as it arrives (to show progress). Raises WaitTimeout when `timeout` passes.
         """
+        if on_event is not None and not callable(on_event):
+            raise TypeError(
+                f"on_event must be a function of one event, got {type(on_event).__name__} {on_event!r:.100}"
+            )
         if on_event is None:
             try:
                 return self.wait_many([execution_id], timeout)[0]

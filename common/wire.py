@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 
 from taskwire.v1 import task_service_pb2 as tpb
 from taskwire.v1 import types_pb2 as pb
@@ -143,6 +145,10 @@ def optional_duration(parent: Any, field: str, where: str = "") -> timedelta | N
 def payload_to_proto(value: Payload | None) -> pb.Payload | None:
     if value is None:
         return None
+    if not isinstance(value, Payload):
+        raise TypeError(
+            f"input must be a Payload (to_payload(value) makes one), got {type(value).__name__} {value!r:.100}"
+        )
     return pb.Payload(data=value.data, content_type=value.content_type)
 
 
@@ -295,18 +301,46 @@ def retry_policy_from_proto(message: pb.RetryPolicy, where: str = "retry_policy"
 # ---- A caller's values that protobuf refuses ----------------------------------------------------
 
 _INT32 = (-(2**31), 2**31 - 1)
+_INT_RANGES = {
+    FieldDescriptor.CPPTYPE_INT32: _INT32,
+    FieldDescriptor.CPPTYPE_INT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.CPPTYPE_UINT32: (0, 2**32 - 1),
+    FieldDescriptor.CPPTYPE_UINT64: (0, 2**64 - 1),
+}
 
 
-def _explained(error: Exception, fields: Mapping[str, object], ints: frozenset[str] = frozenset()) -> Exception:
-    """Why protobuf refused a spec built from a caller's values (its own words name no field): the first of
-    `fields` of the wrong type, out of its wire type's range or not encodable as text, named. Worked out only
-    once protobuf has refused, so a spec that converts pays nothing for it; `error` when no field explains it."""
+def explained_request(error: Exception, message_type: type[Message], fields: Mapping[str, object]) -> Exception:
+    """`_explained` for the fields of a request message, read from its descriptor: its whole numbers, flags and
+    text (fields of other kinds are left to `error`)."""
+    by_name = message_type.DESCRIPTOR.fields_by_name
+    checked: dict[str, object] = {}
+    ints: dict[str, tuple[int, int]] = {}
     for name, value in fields.items():
-        if name in ints:
+        kind = by_name[name].cpp_type
+        if kind == FieldDescriptor.CPPTYPE_BOOL:
+            if not isinstance(value, bool):
+                return TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r:.100}")
+        elif kind in _INT_RANGES:
+            checked[name], ints[name] = value, _INT_RANGES[kind]
+        elif kind == FieldDescriptor.CPPTYPE_STRING:
+            checked[name] = value
+    return _explained(error, checked, ints)
+
+
+def _explained(
+    error: Exception, fields: Mapping[str, object], ints: Mapping[str, tuple[int, int]] | None = None
+) -> Exception:
+    """Why protobuf refused a message built from a caller's values (its own words name no field): the first of
+    `fields` of the wrong type, out of its wire type's range (`ints`: the range of each whole-number field; the
+    others hold text) or not encodable as text, named. Worked out only once protobuf has refused, so values that
+    convert pay nothing for it; `error` when no field explains it."""
+    for name, value in fields.items():
+        if ints is not None and name in ints:
+            low, high = ints[name]
             if isinstance(value, bool) or not isinstance(value, int):
-                return TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-            if not _INT32[0] <= value <= _INT32[1]:
-                return ValidationError(name, f"must be between {_INT32[0]} and {_INT32[1]}, got {value}")
+                return TypeError(f"{name} must be an int, got {type(value).__name__} {value!r:.100}")
+            if not low <= value <= high:
+                return ValidationError(name, f"must be between {low} and {high}, got {value}")
             continue
         items = value.items() if isinstance(value, Mapping) else [(None, value)]
         if isinstance(value, list | tuple):
@@ -330,6 +364,8 @@ def _strings(value: Iterable[str], name: str) -> list[str]:
 
 
 def retry_policy_to_proto(policy: RetryPolicy) -> pb.RetryPolicy:
+    if not isinstance(policy, RetryPolicy):
+        raise TypeError(f"retry_policy must be a RetryPolicy, got {type(policy).__name__} {policy!r:.100}")
     types = _strings(policy.non_retryable_error_types, "retry_policy.non_retryable_error_types")
     try:
         return pb.RetryPolicy(
@@ -347,7 +383,7 @@ def retry_policy_to_proto(policy: RetryPolicy) -> pb.RetryPolicy:
         }
         if policy.max_infrastructure_retries is not None:
             fields["retry_policy.max_infrastructure_retries"] = policy.max_infrastructure_retries
-        ints = frozenset({"retry_policy.max_attempts", "retry_policy.max_infrastructure_retries"})
+        ints = dict.fromkeys(("retry_policy.max_attempts", "retry_policy.max_infrastructure_retries"), _INT32)
         raise _explained(error, fields, ints) from None
 
 
@@ -384,7 +420,7 @@ def task_spec_to_proto(spec: TaskSpec) -> tpb.TaskSpec:
             "rate_limit": spec.rate_limit,
             "rate_limit_key": spec.rate_limit_key,
         }
-        raise _explained(error, fields, frozenset({"priority", "concurrency_limit"})) from None
+        raise _explained(error, fields, dict.fromkeys(("priority", "concurrency_limit"), _INT32)) from None
 
 
 def execution_filter_to_proto(selection: ExecutionFilter) -> tpb.ExecutionFilter:

@@ -212,6 +212,14 @@ async def test_large_submits_at_once_fit_on_an_async_client_too(shared: ServerPr
         assert not [result for result in submitted[1:] if isinstance(result, BaseException)]
 
 
+def test_a_wait_without_end_is_a_wait_on_a_client_without_end(shared: ServerProcess) -> None:
+    with Client(shared.address, timeout=timedelta.max) as client:
+        done = client.submit("echo", {"n": 1})
+        assert client.wait(done.id, timedelta.max) == {"n": 1}
+        seen: list[WatchEvent] = []
+        assert client.wait_finished(done.id, timedelta.max, on_event=seen.append).state is State.SUCCESS
+
+
 def test_a_very_long_id_is_quoted_in_part(client: Client) -> None:
     with pytest.raises(NotFound, match=r"^no execution with id 'eeee.*… \(\d+ more characters\)$"):
         client.get("e" * 20_000)

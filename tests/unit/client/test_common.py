@@ -302,6 +302,8 @@ def _submit(**options: object) -> tpb.SubmitExecutionRequest:
             "priority: must be between -2147483648 and 2147483647, got 1099511627776",
         ),
         ({"priority": "high"}, TypeError, "priority must be an int, got str 'high'"),
+        ({"priority": 0}, d.ValidationError, "priority: must be between 1 and 9, got 0"),
+        ({"max_attempts": 0}, d.ValidationError, "max_attempts: must be between 1 and 100, got 0"),
         ({"concurrency_limit": 2.5}, TypeError, "concurrency_limit must be an int, got float 2.5"),
         ({"max_attempts": 2**40}, d.ValidationError, "retry_policy.max_attempts: must be between"),
         ({"concurrency_key": 5}, TypeError, "concurrency_key must hold text (str), got int 5"),
@@ -396,3 +398,78 @@ def test_a_client_given_the_wrong_kind_of_address_or_token_says_which(
     with pytest.raises(TypeError) as raised:
         make(**arguments)  # type: ignore[arg-type]
     assert str(raised.value) == message
+
+
+@pytest.mark.parametrize("make", [Client, AsyncClient])
+@pytest.mark.parametrize("timeout", [timedelta(0), timedelta(seconds=-1)])
+def test_a_client_timeout_must_be_positive(make: type[Client | AsyncClient], timeout: timedelta) -> None:
+    with pytest.raises(ValueError, match=r"^timeout must be positive"):
+        make("127.0.0.1:1", timeout=timeout)
+
+
+def test_a_timeout_past_any_deadline_is_taken_as_a_century() -> None:
+    assert c.seconds(timedelta.max) == c.seconds(timedelta(days=36_500)) == 36_500 * 86_400
+    assert c.seconds(timedelta(seconds=1.5)) == 1.5
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda client: client.get(123), TypeError, "execution_id must hold text (str), got int 123"),
+        (lambda client: client.cancel("e-1", reason=5), TypeError, "reason must hold text (str), got int 5"),
+        (lambda client: client.rerun("e-1", only_failed="yes"), TypeError, "only_failed must be a bool, got str 'yes'"),
+        (
+            lambda client: client.get_schedule("nightly", next_fire_times="3"),
+            TypeError,
+            "next_fire_times must be an int",
+        ),
+        (lambda client: list(client.watch("e-1", after_sequence=2**70)), d.ValidationError, "after_sequence: must be"),
+        (lambda client: client.wait_many(["e-1", ["e-2"]]), TypeError, "each of execution_ids must be a str, got list"),
+        (lambda client: client.wait(None), TypeError, "each of execution_ids must be a str, got NoneType None"),
+        (lambda client: client.pause_schedule("\ud800"), d.ValidationError, "name: '\\ud800' is not valid text"),
+    ],
+)
+def test_a_call_given_a_value_protobuf_refuses_names_the_argument(call: object, error: type, message: str) -> None:
+    with Client("127.0.0.1:1") as client, pytest.raises(error) as raised:  # refused before anything is sent
+        call(client)  # type: ignore[operator]
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ({"token": "abc\ndef"}, ValueError, "token must be one word of printable characters"),
+        ({"credentials": "tls"}, TypeError, "credentials must be a ChannelCredentials, got str 'tls'"),
+    ],
+)
+def test_a_client_given_a_token_or_credentials_gRPC_cannot_use_says_which(
+    arguments: dict[str, object], error: type, message: str
+) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        Client("127.0.0.1:1", **arguments)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda client: list(client.list(limit="5")), "limit must be an int, got str '5'"),
+        (lambda client: list(client.list(page_size=2.5)), "page_size must be an int, got float 2.5"),
+        (lambda client: client.wait_finished("e-1", on_event="print"), "on_event must be a function of one event"),
+        (
+            lambda client: client.submit_execution(
+                d.ExecutionSpec(tasks=(d.TaskSpec(handler="echo", input={"a": 1}),))  # type: ignore[arg-type]
+            ),
+            "input must be a Payload (to_payload(value) makes one), got dict",
+        ),
+        (
+            lambda client: client.submit_execution(
+                d.ExecutionSpec(tasks=(d.TaskSpec(handler="echo", retry_policy=None),))  # type: ignore[arg-type]
+            ),
+            "retry_policy must be a RetryPolicy, got NoneType None",
+        ),
+    ],
+)
+def test_more_values_of_the_wrong_kind_are_named(call: object, message: str) -> None:
+    with Client("127.0.0.1:1") as client, pytest.raises(TypeError) as raised:
+        call(client)  # type: ignore[operator]
+    assert message in str(raised.value)
