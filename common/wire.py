@@ -149,7 +149,11 @@ def payload_to_proto(value: Payload | None) -> pb.Payload | None:
         raise TypeError(
             f"input must be a Payload (to_payload(value) makes one), got {type(value).__name__} {value!r:.100}"
         )
-    return pb.Payload(data=value.data, content_type=value.content_type)
+    try:
+        return pb.Payload(data=value.data, content_type=value.content_type)
+    except (TypeError, ValueError) as error:
+        fields = {"data": value.data, "content_type": value.content_type}
+        raise explained_request(error, pb.Payload, fields, prefix="input.") from None
 
 
 def set_payload(message: pb.Payload, value: Payload) -> None:
@@ -309,21 +313,27 @@ _INT_RANGES = {
 }
 
 
-def explained_request(error: Exception, message_type: type[Message], fields: Mapping[str, object]) -> Exception:
-    """`_explained` for the fields of a request message, read from its descriptor: its whole numbers, flags and
-    text (fields of other kinds are left to `error`)."""
+def explained_request(
+    error: Exception, message_type: type[Message], fields: Mapping[str, object], *, prefix: str = ""
+) -> Exception:
+    """`_explained` for the fields of a message, read from its descriptor: its whole numbers, flags, bytes and
+    text (fields of other kinds are left to `error`), each named `prefix` + its name."""
     by_name = message_type.DESCRIPTOR.fields_by_name
     checked: dict[str, object] = {}
     ints: dict[str, tuple[int, int]] = {}
     for name, value in fields.items():
-        kind = by_name[name].cpp_type
+        field, shown = by_name[name], prefix + name
+        kind = field.cpp_type
         if kind == FieldDescriptor.CPPTYPE_BOOL:
             if not isinstance(value, bool):
-                return TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r:.100}")
+                return TypeError(f"{shown} must be a bool, got {type(value).__name__} {value!r:.100}")
+        elif field.type == FieldDescriptor.TYPE_BYTES:
+            if not isinstance(value, bytes | bytearray):
+                return TypeError(f"{shown} must be bytes, got {type(value).__name__} {value!r:.100}")
         elif kind in _INT_RANGES:
-            checked[name], ints[name] = value, _INT_RANGES[kind]
+            checked[shown], ints[shown] = value, _INT_RANGES[kind]
         elif kind == FieldDescriptor.CPPTYPE_STRING:
-            checked[name] = value
+            checked[shown] = value
     return _explained(error, checked, ints)
 
 

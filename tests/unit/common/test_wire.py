@@ -9,7 +9,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskwire.common import AttemptOutcome, LogLevel, Payload, Reason, ReasonCode, State, wire
+from taskwire.common import AttemptOutcome, LogLevel, Payload, Reason, ReasonCode, State, ValidationError, wire
 from taskwire.server import wire as server_wire
 from taskwire.v1 import types_pb2 as pb
 from tests.unit.client.records import execution_proto, snapshot, task_run
@@ -121,3 +121,17 @@ def test_task_runs_sharing_a_policy_get_their_own_copies() -> None:
     first.retry_policy.max_attempts = 99
     assert second.retry_policy.max_attempts != 99
     assert server_wire.task_run_to_proto(task_run()).retry_policy == second.retry_policy
+
+
+@pytest.mark.parametrize(
+    ("payload", "error", "message"),
+    [
+        (Payload(b"x", content_type=5), TypeError, "input.content_type must hold text (str), got int 5"),  # type: ignore[arg-type]
+        (Payload("text"), TypeError, "input.data must be bytes, got str 'text'"),  # type: ignore[arg-type]
+        (Payload(b"x", content_type="\ud800"), ValidationError, "input.content_type: '\\ud800' is not valid text"),
+    ],
+)
+def test_a_payload_protobuf_refuses_is_named(payload: Payload, error: type, message: str) -> None:
+    with pytest.raises(error) as raised:
+        wire.payload_to_proto(payload)
+    assert message in str(raised.value)
