@@ -12,6 +12,8 @@ a pseudo-member, and the records' invariant checks apply to known values only; s
 """
 
 from ._arguments import (
+    check_choices,
+    env_flag,
     non_negative_int,
     non_negative_seconds,
     positive_int,
@@ -166,8 +168,10 @@ __all__ = [
     "ValidationError",
     "WatcherFellBehind",
     "attempt_view",
+    "check_choices",
     "decode_payload",
     "dumps_json",
+    "env_flag",
     "evolve",
     "execution_view",
     "find_cycle",

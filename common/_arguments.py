@@ -4,7 +4,34 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+
+
+def env_flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """A yes/no environment variable: 1, true, yes, on or 0, false, no, off (any case; unset is no). Anything
+    else is a ValueError naming the variable, not a yes: `TASKWIRE_TLS=off` must not turn TLS on."""
+    value = (os.environ if environ is None else environ).get(name, "")
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise ValueError(f"{name}={value!r} is neither yes nor no: use 1, true, yes, on or 0, false, no, off")
+
+
+def check_choices(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse (a usage error) a value outside an option's choices that came from the environment: argparse checks
+    the choices of what is typed only, not of a default."""
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        if action.choices is not None and value is not None and value not in action.choices:
+            choices = ", ".join(map(str, action.choices))
+            parser.error(
+                f"{action.option_strings[0]}: invalid choice {value!r} from the environment (choose from {choices})"
+            )
 
 
 def positive_int(text: str) -> int:
@@ -57,11 +84,15 @@ def positive_seconds(text: str) -> float:
 
 def server_addresses(value: str | Sequence[str]) -> list[str]:
     """The servers to try, in order: `HOST:PORT[,HOST:PORT...]` (or a list of them; each any gRPC target), blanks
-    dropped. ValueError for an empty list."""
+    dropped. ValueError for an empty list, or a port past 65535 (gRPC would take it modulo 65536)."""
     entries = value.split(",") if isinstance(value, str) else [part for entry in value for part in entry.split(",")]
     addresses = [entry.strip() for entry in entries if entry.strip()]
     if not addresses:
         raise ValueError("no server address given: expected HOST:PORT[,HOST:PORT...]")
+    for address in addresses:
+        port = address.rpartition(":")[2]
+        if port.isdigit() and int(port) > 65535:
+            raise ValueError(f"{address}: a port is at most 65535")
     return addresses
 
 

@@ -28,6 +28,20 @@ class Reason:
     message: str
 
 
+def _message_of(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception as error:  # a handler's own exception class: its __str__ may raise too
+        return f"(its message could not be read: {type(error).__name__} in {type(exc).__name__}.__str__)"
+
+
+def _attribute(exc: BaseException, name: str, default: object) -> object:
+    try:
+        return getattr(exc, name, default)
+    except Exception:  # a property that raises
+        return default
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorInfo:
     """An error raised by a handler, as the worker reports it and the server records it."""
@@ -43,13 +57,18 @@ class ErrorInfo:
     @classmethod
     def from_exception(cls, exc: BaseException) -> ErrorInfo:
         """The error type is the exception's class name; ``retryable`` is its ``retryable`` attribute;
-        ``retry_after`` its ``taskwire_retry_after`` (what `taskwire.worker.RateLimited` sets)."""
-        retry_after = getattr(exc, "taskwire_retry_after", None)
+        ``retry_after`` its ``taskwire_retry_after`` (what `taskwire.worker.RateLimited` sets). An exception
+        whose ``__str__`` or attributes themselves raise still gives one: what it could not tell is said so."""
+        retry_after = _attribute(exc, "taskwire_retry_after", None)
+        try:
+            formatted = "".join(traceback.format_exception(exc))
+        except Exception as error:
+            formatted = f"(its traceback could not be formatted: {type(error).__name__})"
         return cls(
             type=type(exc).__name__,
-            message=str(exc),
-            retryable=bool(getattr(exc, "retryable", True)),
-            traceback="".join(traceback.format_exception(exc)),
+            message=_message_of(exc),
+            retryable=bool(_attribute(exc, "retryable", True)),
+            traceback=formatted,
             retry_after=retry_after if isinstance(retry_after, timedelta) else None,
         )
 

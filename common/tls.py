@@ -17,6 +17,8 @@ from typing import Any
 
 import grpc
 
+from ._arguments import env_flag
+
 CA_ENV = "TASKWIRE_TLS_CA"
 CERT_ENV = "TASKWIRE_TLS_CERT"
 KEY_ENV = "TASKWIRE_TLS_KEY"
@@ -117,7 +119,10 @@ def tls_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None
 
     ca, cert, key = value("tls_ca", CA_ENV), value("tls_cert", CERT_ENV), value("tls_key", KEY_ENV)
     server_name = value("tls_server_name", SERVER_NAME_ENV)
-    wanted = getattr(args, "tls", False) or environ.get(TLS_ENV, "") not in ("", "0", "false")
+    try:
+        wanted = getattr(args, "tls", False) or env_flag(TLS_ENV, environ)
+    except ValueError as error:
+        raise TlsConfigError(str(error)) from None
     if not (wanted or ca or cert or key):
         return None
     return TlsFiles(

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import math
 import os
 import signal
 import sys
@@ -14,6 +15,8 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import NoReturn, TypeVar
+
+from taskwire.common import check_choices, env_flag
 
 from ._app import TaskwireServer
 from ._config import DEFAULT_DB, DEFAULT_LISTEN, RateLimit, ServerConfig
@@ -65,6 +68,8 @@ def _positive(kind: Callable[[str], T], what: str, *, zero_allowed: bool = False
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{what} must be {kind_name}, got {text!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{what} must be a finite number, got {text!r}")
         if value < 0 or (value == 0 and not zero_allowed):  # type: ignore[operator]
             must = "must not be negative" if zero_allowed else "must be positive"
             raise argparse.ArgumentTypeError(f"{what} {must}, got {text!r}")
@@ -80,7 +85,20 @@ def _path_env(name: str) -> Path | None:
 
 def _seconds(what: str, *, zero_allowed: bool = False) -> Callable[[str], timedelta]:
     number = _positive(float, what, zero_allowed=zero_allowed)
-    return lambda text: timedelta(seconds=number(text))
+
+    def parse(text: str) -> timedelta:
+        try:
+            return timedelta(seconds=number(text))
+        except OverflowError:
+            raise argparse.ArgumentTypeError(f"{what} is longer than any date can hold, got {text!r}") from None
+
+    return parse
+
+
+def _file(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a file name, got nothing")
+    return Path(text)
 
 
 def _host_port(text: str) -> str:
@@ -104,12 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add(
         "--listen",
-        default=_env("TASKWIRE_LISTEN", DEFAULT_LISTEN),
+        type=_host_port,
+        default=_env("TASKWIRE_LISTEN", "") or DEFAULT_LISTEN,
         help="address to serve on, HOST:PORT; port 0 picks a free one [TASKWIRE_LISTEN] (default: %(default)s)",
     )
     add(
         "--db",
-        type=Path,
+        type=_file,
         default=None,
         help=f"SQLite database file, created if missing [TASKWIRE_DB] (default: {DEFAULT_DB})",
     )
@@ -123,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--standby",
         action="store_true",
-        default=_env("TASKWIRE_STANDBY", "") not in ("", "0", "false"),
+        default=env_flag("TASKWIRE_STANDBY"),
         help="PostgreSQL: when another server holds the database, wait as its standby (no port bound) and take "
         "over when its lease lapses, instead of refusing to start [TASKWIRE_STANDBY]",
     )
@@ -264,18 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
     tls.add_argument(
         "--insecure",
         action="store_true",
-        default=_env("TASKWIRE_INSECURE", "") not in ("", "0", "false"),
+        default=env_flag("TASKWIRE_INSECURE"),
         help="allow a non-loopback address without TLS or credentials [TASKWIRE_INSECURE]",
     )
     add(
         "--with-local-worker",
         action="store_true",
-        default=_env("TASKWIRE_WITH_LOCAL_WORKER", "") not in ("", "0", "false"),
+        default=env_flag("TASKWIRE_WITH_LOCAL_WORKER"),
         help="also start one local worker agent with the demo handlers (what `make run` does) "
         "[TASKWIRE_WITH_LOCAL_WORKER]",
     )
     add(
         "--log-level",
+        type=str.upper,
         default=_env("TASKWIRE_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="[TASKWIRE_LOG_LEVEL] (default: %(default)s)",
@@ -301,7 +321,7 @@ def _store_url(args: argparse.Namespace) -> str:
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         listen=args.listen,
-        db_path=args.db if args.db is not None else Path(_env("TASKWIRE_DB", str(DEFAULT_DB))),
+        db_path=args.db if args.db is not None else Path(_env("TASKWIRE_DB", "") or DEFAULT_DB),
         store_url=_store_url(args),
         standby=args.standby,
         replica=args.replica,
@@ -424,8 +444,13 @@ def collect_as_a_server() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()  # reads the environment's yes/no flags
+    except ValueError as error:
+        print(f"taskwire-server: error: {error}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
+    check_choices(parser, args)
     try:
         config = config_from_args(args)
     except ValueError as error:

@@ -148,15 +148,23 @@ class TaskContext:
             raise ValueError(f"progress fraction must be a number in [0, 1], got {fraction!r}")
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"progress fraction must be in [0, 1], got {fraction}")
+        if not isinstance(message, str):
+            raise TypeError(f"progress message must be a str, got {type(message).__name__} {message!r:.100}")
         checked_details: Mapping[str, object] | None = None
         if details is not None:
             if not isinstance(details, Mapping):
                 raise TypeError(f"progress details must be a mapping, got {type(details).__name__}")
             # Copied through JSON so the handler learns about unencodable details here, not later.
-            copy = to_json_compatible(dict(details))
+            try:
+                copy = to_json_compatible(dict(details))
+            except (TypeError, ValueError) as exc:  # the same kind of error, naming what it is about
+                raise type(exc)(f"progress details cannot be sent as JSON: {exc}") from None
+            except RecursionError:
+                raise ValueError("progress details cannot be sent as JSON: nested too deep") from None
             assert isinstance(copy, dict)
             checked_details = copy
-        self._events.progress(ProgressUpdate(fraction=float(fraction), message=message, details=checked_details))
+        update = ProgressUpdate(fraction=float(fraction), message=sendable_text(message), details=checked_details)
+        self._events.progress(update)
 
     def __repr__(self) -> str:
         return f"<TaskContext {self.handler} run={self.task_run_id} attempt={self.attempt}>"
@@ -174,7 +182,16 @@ class _EventsLogHandler(logging.Handler):
         except Exception:
             self.handleError(record)
             return
-        self._events.log(LogLine(level=record.levelno, text=text, logger_name=record.name))
+        self._events.log(LogLine(level=record.levelno, text=sendable_text(text), logger_name=record.name))
+
+
+def sendable_text(text: str) -> str:
+    """`text` as the wire carries it (UTF-8): a lone surrogate, which no UTF-8 holds, becomes "?"."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def make_attempt_logger(*, handler_name: str, level: int, events: AttemptEvents) -> logging.Logger:

@@ -12,7 +12,14 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
-from taskwire.common import non_negative_int, non_negative_seconds, positive_int, positive_seconds, server_list
+from taskwire.common import (
+    check_choices,
+    non_negative_int,
+    non_negative_seconds,
+    positive_int,
+    positive_seconds,
+    server_list,
+)
 from taskwire.common.bearer import TOKEN_ENV
 from taskwire.common.tls import TlsConfigError, TlsFiles, add_tls_arguments, tls_from_args
 
@@ -254,6 +261,7 @@ def _configure(
     parser: argparse.ArgumentParser, argv: Sequence[str] | None
 ) -> tuple[argparse.Namespace, HandlerRegistry, dict[str, str], TlsFiles | None]:
     args = parser.parse_args(argv)
+    check_choices(parser, args)
     try:
         tls = tls_from_args(args)
     except TlsConfigError as exc:

@@ -41,7 +41,7 @@ _PLAIN_JSON = (dict, list, str, int, float, bool, type(None))
 def encode_output(value: object) -> Payload:
     """The wire form of a handler's return value."""
     if isinstance(value, Payload):
-        return value
+        return _checked(value)
     # Plain JSON values skip the runtime check against the PayloadLike protocol, which is slow.
     if (
         not isinstance(value, _PLAIN_JSON)
@@ -52,10 +52,27 @@ def encode_output(value: object) -> Payload:
         return Payload(data=value.data, content_type=value.content_type or JSON_CONTENT_TYPE)
     try:
         return json_payload(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise OutputEncodingError(
             f"handler returned a value that cannot be encoded as JSON ({type(value).__name__}): {exc}"
         ) from exc
+
+
+def _checked(payload: Payload) -> Payload:
+    """A `Payload` a handler built itself, as the wire can carry it: bytes, a media type, and valid JSON when it
+    says it is JSON (the server and every reader of the output decode it as such)."""
+    if not isinstance(payload.data, bytes):
+        raise OutputEncodingError(f"handler returned a Payload whose data is not bytes ({type(payload.data).__name__})")
+    if not isinstance(payload.content_type, str) or not payload.content_type.isprintable():
+        raise OutputEncodingError(
+            f"handler returned a Payload whose content_type is not a media type: {payload.content_type!r:.100}"
+        )
+    if payload.is_json and payload.data:
+        try:
+            loads_json(payload.data)
+        except ValueError as exc:
+            raise OutputEncodingError(f"handler returned a Payload marked JSON that is not valid JSON: {exc}") from exc
+    return payload
 
 
 def to_json_compatible(value: object) -> object:

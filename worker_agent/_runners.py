@@ -70,9 +70,7 @@ async def call_async_handler(fn: Callable[..., object], build_context: Callable[
         try:
             value = await cast("Awaitable[object]", fn(context))
             return Returned(encode_output(value))
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # Includes the CancelledError of a hard stop.
+        except BaseException as exc:  # Includes the CancelledError of a hard stop, and a KeyboardInterrupt it raised.
             record_outcome(span, exc)
             return Raised(ErrorInfo.from_exception(exc))
 

@@ -62,6 +62,10 @@ def attempt_span(info: AttemptInfo) -> Iterator[trace.Span]:
 
 
 def record_outcome(span: trace.Span, error: BaseException | None) -> None:
-    if error is not None:
+    if error is None:
+        return
+    try:
         span.record_exception(error)
         span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+    except Exception:  # a handler's exception whose __str__ raises: the span says only its type
+        span.set_status(Status(StatusCode.ERROR, type(error).__name__))

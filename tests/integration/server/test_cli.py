@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from taskwire.server._main import build_parser
 from tests.harness import BIN
 
 SERVER = str(BIN / "taskwire-server")
@@ -58,7 +60,45 @@ BAD_VALUES = {
     ),
     "unknown-flag": (["--queue-size", "3"], ["--queue-size"]),
     "metrics-without-port": (["--metrics-listen", "localhost"], ["--metrics-listen", "'localhost'"]),
+    "infinite-heartbeat": (["--heartbeat-interval", "1e400"], ["--heartbeat-interval", "finite", "'1e400'"]),
+    "infinite-retention": (["--retention", "inf"], ["--retention", "finite", "'inf'"]),
+    "heartbeat-past-any-date": (["--heartbeat-interval", "1e300"], ["--heartbeat-interval", "longer than any date"]),
+    "empty-db": (["--db", ""], ["--db", "expected a file name"]),
+    "port-past-65535": (["--listen", "127.0.0.1:99999"], ["--listen", "'127.0.0.1:99999'"]),
+    "listen-without-port": (["--listen", "nope"], ["--listen", "HOST:PORT", "'nope'"]),
 }
+
+BAD_ENVIRONMENT = {
+    "log-level": ({"TASKWIRE_LOG_LEVEL": "LOUD"}, ["--log-level", "'LOUD'", "from the environment"]),
+    "insecure-maybe": ({"TASKWIRE_INSECURE": "maybe"}, ["TASKWIRE_INSECURE='maybe'", "neither yes nor no"]),
+    "local-worker-maybe": ({"TASKWIRE_WITH_LOCAL_WORKER": "sometimes"}, ["TASKWIRE_WITH_LOCAL_WORKER"]),
+}
+
+
+@pytest.mark.parametrize(("environment", "mentions"), BAD_ENVIRONMENT.values(), ids=BAD_ENVIRONMENT.keys())
+def test_a_bad_environment_value_exits_2_with_one_line(
+    tmp_path: Path, environment: dict[str, str], mentions: list[str]
+) -> None:
+    db = tmp_path / "never.db"
+    result = subprocess.run(
+        [SERVER, "--listen", "127.0.0.1:0", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **environment},
+    )
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, f"expected a one-line message, got:\n{result.stderr}"
+    assert lines[0].startswith("taskwire-server: error: "), lines[0]
+    for word in mentions:
+        assert word in lines[0], f"the message should mention {word!r}: {lines[0]!r}"
+    assert not db.exists()
+
+
+def test_lowercase_log_levels_are_taken() -> None:
+    assert build_parser().parse_args(["--log-level", "debug"]).log_level == "DEBUG"
 
 
 @pytest.mark.parametrize(("args", "mentions"), BAD_VALUES.values(), ids=BAD_VALUES.keys())

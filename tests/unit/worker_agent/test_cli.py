@@ -106,3 +106,30 @@ def test_the_console_script_prints_no_traceback() -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("TASKWIRE_ISOLATION", "bogus", "--isolation: invalid choice 'bogus' from the environment"),
+        ("TASKWIRE_LOG_LEVEL", "LOUD", "--log-level: invalid choice 'loud' from the environment"),
+        ("TASKWIRE_TLS", "maybe", "TASKWIRE_TLS='maybe' is neither yes nor no"),
+        ("TASKWIRE_SERVER", "127.0.0.1:99999", "127.0.0.1:99999: a port is at most 65535"),
+    ],
+)
+def test_a_bad_environment_value_is_one_line_and_status_2(
+    name: str, value: str, message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(name, value)
+    assert main(["--handlers", "taskwire.worker.demo"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert message in err
+
+
+def test_tls_off_in_the_environment_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from taskwire.common.tls import tls_from_args
+
+    for off in ("off", "no", "False", "0", ""):
+        monkeypatch.setenv("TASKWIRE_TLS", off)
+        assert tls_from_args(build_parser().parse_args(["--handlers", "taskwire.worker.demo"])) is None
