@@ -90,10 +90,32 @@ def server_addresses(value: str | Sequence[str]) -> list[str]:
     if not addresses:
         raise ValueError("no server address given: expected HOST:PORT[,HOST:PORT...]")
     for address in addresses:
-        port = address.rpartition(":")[2]
-        if port.isdigit() and int(port) > 65535:
-            raise ValueError(f"{address}: a port is at most 65535")
+        problem = _address_problem(address)
+        if problem:
+            raise ValueError(f"{address}: {problem}")
     return addresses
+
+
+# gRPC's own target forms, taken as they are (gRPC reports what is wrong with them).
+_GRPC_SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:", "vsock:")
+
+
+def _address_problem(address: str) -> str:
+    """What is plainly wrong with a HOST:PORT address (gRPC would retry it forever), or ""."""
+    if address.startswith(_GRPC_SCHEMES):
+        return ""
+    if "://" in address:
+        return "expected HOST:PORT, not a URL"
+    if address.startswith("[") and "]" not in address:
+        return "an IPv6 address opened with '[' is not closed with ']'"
+    host, colon, port = address.rpartition(":")
+    if not colon or (":" in host and not host.startswith("[")):
+        return ""  # no port (gRPC's default), or a bare IPv6 address
+    if not port.isdigit():
+        return f"the port must be a number, got {port!r}"
+    if int(port) > 65535:
+        return "a port is at most 65535"
+    return ""
 
 
 def server_list(text: str) -> list[str]:

@@ -20,6 +20,7 @@ from ._errors import (
     OutputEncodingError,
     RateLimited,
     WorkerAgentError,
+    WorkerRefused,
 )
 from ._executor import Isolation
 from ._harness import HandlerHarness, HarnessRun
@@ -80,6 +81,7 @@ __all__ = [
     "TlsFiles",
     "Worker",
     "WorkerAgentError",
+    "WorkerRefused",
     "default_registry",
     "handler",
     "load_handlers",

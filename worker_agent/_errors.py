@@ -73,3 +73,8 @@ class OutputEncodingError(WorkerAgentError):
 
 class ConnectionLostError(WorkerAgentError):
     """The worker gave up reconnecting to the server (``max_reconnect_attempts`` exhausted)."""
+
+
+class WorkerRefused(ConnectionLostError):
+    """The server refused this worker's hello as invalid (INVALID_ARGUMENT: too many slots, a bad handler
+    name or label): the same hello would be refused again, so the worker stops rather than retry."""

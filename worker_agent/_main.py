@@ -23,7 +23,7 @@ from taskwire.common import (
 from taskwire.common.bearer import TOKEN_ENV
 from taskwire.common.tls import TlsConfigError, TlsFiles, add_tls_arguments, tls_from_args
 
-from ._errors import ConnectionLostError, HandlerLoadError
+from ._errors import ConnectionLostError, HandlerLoadError, WorkerRefused
 from ._executor import Isolation
 from ._process import ChildLimits
 from ._registry import HandlerRegistry, load_handlers
@@ -264,6 +264,8 @@ def _configure(
     check_choices(parser, args)
     try:
         tls = tls_from_args(args)
+        if tls is not None:
+            tls.credentials()  # the files read now: one missing is a usage error, not a retry forever
     except TlsConfigError as exc:
         parser.error(str(exc))
     labels = dict(args.label)
@@ -313,6 +315,9 @@ async def _serve(worker: Worker, *, drain_timeout_s: float) -> int:
     await worker.start()
     try:
         await worker.wait_closed()
+    except WorkerRefused as exc:  # a configuration the server refuses: a usage error, as a bad option is
+        _log.error("%s", exc)
+        return 2
     except ConnectionLostError as exc:
         _log.error("%s", exc)
         return 1

@@ -28,7 +28,7 @@ from . import _convert
 from ._abort import AbortReason
 from ._connection import ConnectFailed, ServerGoingAway, ServerLink, SessionEnded
 from ._drain import DrainClock
-from ._errors import ConnectionLostError
+from ._errors import ConnectionLostError, WorkerRefused
 from ._executor import AttemptKey, Executor, Isolation
 from ._limits import WireLimits
 from ._outbox import Outbox
@@ -346,7 +346,11 @@ class Worker:
                 async with asyncio.timeout(self._welcome_timeout_s):
                     frame = await call.read()
             except (grpc.RpcError, asyncio.InvalidStateError, TimeoutError) as exc:
-                raise ConnectFailed(describe(ended_with.of(exc))) from exc
+                status = ended_with.of(exc)
+                if isinstance(status, grpc.aio.AioRpcError) and status.code() is grpc.StatusCode.INVALID_ARGUMENT:
+                    refusal = f"the server at {self._link.address} refused this worker: {status.details()}"
+                    raise WorkerRefused(refusal) from None
+                raise ConnectFailed(describe(status)) from exc
             if frame is grpc.aio.EOF or not frame.messages or not frame.messages[0].HasField("welcome"):
                 raise ConnectFailed("the server did not answer the hello with a Welcome")
             welcomed_at = loop.time()

@@ -32,6 +32,7 @@ WORKER = str(Path(sys.executable).parent / "taskwire-worker")
         (["--handlers", "taskwire.worker.demo", "--label", "novalue"], "KEY=VALUE"),
         (["--handlers", "taskwire.worker.demo", "--server", " , "], "no server address given"),
         (["--handlers", "taskwire.worker.demo", "--keepalive", "0"], "more than zero seconds"),
+        (["--handlers", "taskwire.worker.demo", "--tls-ca", "/definitely/not/here.pem"], "cannot read the TLS CA file"),
         (["--handlers", "taskwire.worker.demo", "--bogus"], "unrecognized arguments"),
         ([], "no handler modules given"),
     ],
