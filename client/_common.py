@@ -535,6 +535,8 @@ class ListPager:
     ) -> None:
         expect(limit, int, "limit", optional=True)
         expect(page_size, int, "page_size", optional=True)
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be zero or more (None: no limit), got {limit}")
         self._states = list(many(states, "states"))
         self._handler = handler
         self._limit = limit

@@ -78,6 +78,8 @@ class WorkerMetrics:
     def serve(self, listen: str) -> tuple[str, int]:
         """Serve ``/metrics`` on HOST:PORT (port 0 picks one) from a daemon thread; returns the bound address."""
         host, _, port = listen.rpartition(":")
+        if not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"expected HOST:PORT (port 0 picks one), got {listen!r}")
         server, _thread = start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0", registry=self.registry)
         bound_host, bound_port = server.server_address[:2]
         return str(bound_host), int(bound_port)

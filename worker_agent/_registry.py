@@ -153,6 +153,10 @@ def handler(
     The function itself is returned unchanged.
     """
     target = registry if registry is not None else default_registry
+    if not isinstance(target, HandlerRegistry):
+        raise TypeError(f"registry must be a HandlerRegistry, got {type(target).__name__} {target!r:.100}")
+    if name_or_fn is not None and not callable(name_or_fn) and not isinstance(name_or_fn, str):
+        raise TypeError(f"a handler's name must be a str, got {type(name_or_fn).__name__} {name_or_fn!r:.100}")
     if callable(name_or_fn):
         target.register(name_or_fn)
         return name_or_fn
@@ -211,5 +215,5 @@ def _import(module_name: str) -> object:
         raise HandlerLoadError(f"handler module {module_name!r} failed to import: {exc}") from exc
     except HandlerLoadError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a module that exits as it imports, too
         raise HandlerLoadError(f"handler module {module_name!r} failed to import: {type(exc).__name__}: {exc}") from exc

@@ -473,3 +473,8 @@ def test_more_values_of_the_wrong_kind_are_named(call: object, message: str) -> 
     with Client("127.0.0.1:1") as client, pytest.raises(TypeError) as raised:
         call(client)  # type: ignore[operator]
     assert message in str(raised.value)
+
+
+def test_a_negative_list_limit_is_refused() -> None:
+    with Client("127.0.0.1:1") as client, pytest.raises(ValueError, match="limit must be zero or more"):
+        list(client.list(limit=-1))

@@ -134,3 +134,20 @@ def test_tls_off_in_the_environment_is_off(monkeypatch: pytest.MonkeyPatch) -> N
     for off in ("off", "no", "False", "0", ""):
         monkeypatch.setenv("TASKWIRE_TLS", off)
         assert tls_from_args(build_parser().parse_args(["--handlers", "taskwire.worker.demo"])) is None
+
+
+def test_a_handler_module_that_exits_as_it_imports_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "exits_on_import.py").write_text("import sys\nsys.exit(5)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["--handlers", "exits_on_import"]) == 2
+    err = capsys.readouterr().err
+    assert "handler module 'exits_on_import' failed to import: SystemExit: 5" in err
+    sys.modules.pop("exits_on_import", None)
+
+
+def test_a_metrics_address_without_a_port_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--handlers", "taskwire.worker.demo", "--metrics-listen", "nope"]) == 2
+    assert "cannot serve metrics on nope: expected HOST:PORT (port 0 picks one), got 'nope'" in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from taskwire.worker import (
@@ -123,3 +125,11 @@ def test_load_handlers_registers_an_undecorated_function_under_its_name() -> Non
 def test_load_handlers_explains_what_is_wrong(spec: str, message: str) -> None:
     with pytest.raises(HandlerLoadError, match=message):
         load_handlers([spec])
+
+
+@pytest.mark.parametrize(("name", "message"), [(123, "a handler's name must be a str, got int 123")])
+def test_a_handler_name_that_is_not_text_is_refused(name: object, message: str) -> None:
+    with pytest.raises(TypeError, match=re.escape(message)):
+        handler(name, registry=HandlerRegistry())  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="registry must be a HandlerRegistry, got str"):
+        handler("x", registry="reg")  # type: ignore[call-overload]
