@@ -26,6 +26,7 @@ from .store import StoreFenced
 from .store._url import POSTGRES_SCHEMES, redact, sqlite_path
 
 T = TypeVar("T")
+_MAX_MESSAGE = 2**31 - 1  # gRPC's largest message (an int32 option)
 # The collector passes over its youngest generation once this many more tracked objects exist than at its
 # last pass (CPython's default is 700). A task's objects live a few milliseconds: with the default, a pass ran
 # every few tasks under load, found those in flight still alive and moved them on to the older generations,
@@ -59,8 +60,11 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
-def _positive(kind: Callable[[str], T], what: str, *, zero_allowed: bool = False) -> Callable[[str], T]:
-    """An argparse type: a number of `kind`, above zero (or at least zero with `zero_allowed`)."""
+def _positive(
+    kind: Callable[[str], T], what: str, *, zero_allowed: bool = False, maximum: int | None = None
+) -> Callable[[str], T]:
+    """An argparse type: a number of `kind`, above zero (or at least zero with `zero_allowed`), at most
+    `maximum` when given."""
     kind_name = "a whole number" if kind is int else "a number"
 
     def parse(text: str) -> T:
@@ -73,6 +77,8 @@ def _positive(kind: Callable[[str], T], what: str, *, zero_allowed: bool = False
         if value < 0 or (value == 0 and not zero_allowed):  # type: ignore[operator]
             must = "must not be negative" if zero_allowed else "must be positive"
             raise argparse.ArgumentTypeError(f"{what} {must}, got {text!r}")
+        if maximum is not None and value > maximum:  # type: ignore[operator]
+            raise argparse.ArgumentTypeError(f"{what} must be at most {maximum}, got {text!r}")
         return value
 
     return parse
@@ -202,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--max-payload-bytes",
-        type=_positive(int, "max payload bytes"),
+        # gRPC's limit on a message is an int32, and a message carries twice the payload limit plus 1 MiB.
+        type=_positive(int, "max payload bytes", maximum=_MAX_MESSAGE // 2 - 2**20),
         default=_env("TASKWIRE_MAX_PAYLOAD_BYTES", str(Limits().max_payload_bytes)),
         help="largest accepted task input [TASKWIRE_MAX_PAYLOAD_BYTES] (default: %(default)s)",
     )
@@ -250,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--max-message-bytes",
-        type=_positive(int, "max message bytes"),
+        type=_positive(int, "max message bytes", maximum=_MAX_MESSAGE),
         default=_env("TASKWIRE_MAX_MESSAGE_BYTES", "") or None,
         help="largest gRPC message received or sent [TASKWIRE_MAX_MESSAGE_BYTES] "
         "(default: twice the payload limit plus 1 MiB, 4 MiB at least)",
@@ -319,9 +326,12 @@ def _store_url(args: argparse.Namespace) -> str:
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    db_path = args.db if args.db is not None else Path(_env("TASKWIRE_DB", "") or DEFAULT_DB)
+    if db_path.is_dir():
+        raise ValueError(f"--db {str(db_path)!r} is a directory; name the database file in it")
     return ServerConfig(
         listen=args.listen,
-        db_path=args.db if args.db is not None else Path(_env("TASKWIRE_DB", "") or DEFAULT_DB),
+        db_path=db_path,
         store_url=_store_url(args),
         standby=args.standby,
         replica=args.replica,

@@ -66,6 +66,9 @@ BAD_VALUES = {
     "empty-db": (["--db", ""], ["--db", "expected a file name"]),
     "port-past-65535": (["--listen", "127.0.0.1:99999"], ["--listen", "'127.0.0.1:99999'"]),
     "listen-without-port": (["--listen", "nope"], ["--listen", "HOST:PORT", "'nope'"]),
+    "payload-past-grpc": (["--max-payload-bytes", "99999999999"], ["--max-payload-bytes", "at most"]),
+    "nan-aging": (["--priority-aging", "nan"], ["--priority-aging", "finite"]),
+    "db-a-directory": (["--db", "/"], ["--db", "is a directory"]),
 }
 
 BAD_ENVIRONMENT = {
