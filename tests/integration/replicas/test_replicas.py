@@ -13,6 +13,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from taskwire.client import OverlapPolicy
@@ -67,11 +68,25 @@ def test_work_submitted_to_one_replica_runs_on_a_worker_of_another_and_a_third_w
     ids.append(submitter.submit(diamond()).execution.id)
     for execution_id in ids:
         # A watch on r3, which holds none of them, follows each to its end, in order, from r1's and r2's commits.
-        events = watcher.history(execution_id, timeout_s=30)
+        try:
+            events = watcher.history(execution_id, timeout_s=30)
+        except grpc.RpcError as error:
+            # Say where the execution was, as each replica sees it: late on r2 (the claim), or ended but unseen on r3.
+            seen = {f"r{n}": _state_on(clients, server, execution_id) for n, server in enumerate((r1, r2, r3), 1)}
+            raise AssertionError(
+                f"the watch of {execution_id} on r3 failed ({error.code()}); its state on each replica: {seen}"
+            ) from None
         sequences = [event.sequence for event in events]
         assert sequences == list(range(1, len(events) + 1))
         assert events[-1].execution_transition.to_state == pb.EXECUTION_STATE_SUCCESS
         assert watcher.get(execution_id).state == pb.EXECUTION_STATE_SUCCESS
+
+
+def _state_on(clients: list[Client], server: ServerProcess, execution_id: str) -> str:
+    try:
+        return pb.ExecutionState.Name(_client(clients, server).get(execution_id).state)
+    except grpc.RpcError as error:
+        return f"unknown ({error.code()})"
 
 
 def test_a_watch_that_began_on_the_holder_follows_its_execution_to_another_replica(
