@@ -69,6 +69,8 @@ class ReplicaLoops:
         # Claimed executions not answered yet, with when they were claimed.
         self._claimed: dict[str, float] = {}
         self._backlog = False  # the last claim found work elsewhere
+        # Held from a claim until what it claimed is counted: its answer (mail) may come before the claim returns.
+        self._claiming = asyncio.Lock()
         # Held while the leader adopts a replica, from the store's move of its executions until they are in the
         # engine: mail about them (a hand over asked by a replica that read their new holder) waits for them.
         self._adopting = asyncio.Lock()
@@ -168,13 +170,13 @@ class ReplicaLoops:
                 await self._engine.replicas.hand_over([str(one) for one in body["executions"]], str(body["by"]))
             elif mail.kind == "given":
                 ids = [str(one) for one in body["executions"]]
-                self._answered(ids)
+                await self._answered(ids)
                 adopted = self._engine.replicas.adopt(await self._store.load(ids))
                 self._engine.replicas.answered(ids)
                 log.debug("took %d executions given by another replica", adopted)
             elif mail.kind == "refused":  # they started meanwhile: the next claim comes with the next wakeup
                 ids = [str(one) for one in body["executions"]]
-                self._answered(ids)
+                await self._answered(ids)
                 self._engine.replicas.answered(ids)
             else:
                 log.warning("replica mail of an unknown kind %r ignored", mail.kind)
@@ -185,9 +187,10 @@ class ReplicaLoops:
 
     # ---- claims
 
-    def _answered(self, ids: list[str]) -> None:
-        for execution_id in ids:
-            self._claimed.pop(execution_id, None)
+    async def _answered(self, ids: list[str]) -> None:
+        async with self._claiming:  # counted first, if its claim has not returned yet
+            for execution_id in ids:
+                self._claimed.pop(execution_id, None)
 
     async def _claim_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -205,11 +208,12 @@ class ReplicaLoops:
             for handler, slots in sorted(idle.items(), key=lambda item: (-item[1], item[0])):
                 if budget <= 0:
                     break
-                claimed = await self._store.claim([handler], min(slots, budget))
+                async with self._claiming:
+                    claimed = await self._store.claim([handler], min(slots, budget))
+                    for execution_id in claimed:
+                        self._claimed[execution_id] = now
                 budget -= len(claimed)
                 found = found or bool(claimed)
-                for execution_id in claimed:
-                    self._claimed[execution_id] = now
             self._backlog = found
             await asyncio.sleep(_CLAIM_GAP_S)  # notices that came meanwhile make one claim, not one each
 

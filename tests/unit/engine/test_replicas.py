@@ -950,3 +950,42 @@ async def test_claims_ask_no_handler_for_more_than_its_workers_free_slots(
         await loops.close()
     # One handler at a time, the most free slots first; never the 6 free slots in all for the one with 1.
     assert asked[:2] == [(["wide"], 5), (["narrow"], 1)]
+
+
+async def test_a_claim_answered_before_it_returns_does_not_hold_the_free_slots(
+    pair: tuple[Replica, Replica, Directory], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder may answer a claim (its mail read here) before the claim's own commit has returned here."""
+    _, b, directory = pair
+    asked: list[int] = []
+    answer_taken = asyncio.Event()
+    asked_again = asyncio.Event()
+
+    async def claim(handlers: Sequence[str], limit: int) -> list[str]:
+        asked.append(limit)
+        if len(asked) == 1:
+            directory.post("b", "given", {"executions": ["x-1"]})
+            await answer_taken.wait()  # the mail loop has the answer, and applies it while this claim returns
+            return ["x-1"]
+        asked_again.set()
+        return []
+
+    take_mail = b.replica_store.take_mail
+
+    async def take(limit: int = 500) -> list[Mail]:
+        mail = await take_mail(limit)
+        if mail:
+            answer_taken.set()
+        return mail
+
+    monkeypatch.setattr(b.replica_store, "claim", claim)
+    monkeypatch.setattr(b.replica_store, "take_mail", take)
+    b.rig.connect("w", slots=1)
+    loops = ReplicaLoops(engine=b.engine, store=b.replica_store, lease_s=3.0, notify=False)
+    await loops.start()
+    try:
+        async with asyncio.timeout(10):
+            await asked_again.wait()  # the answered claim no longer counts against the one free slot
+    finally:
+        await loops.close()
+    assert asked[:2] == [1, 1]
