@@ -90,6 +90,13 @@ class ServerLink:
         self._options = [
             *keepalive_options(keepalive_s, keepalive_timeout_s),
             ("grpc.keepalive_permit_without_calls", 1),
+            # The worker paces its reconnects itself (`backoff`, bounded by the lease), with a new channel each
+            # time. Its connections are its own, not gRPC's shared ones: a shared one keeps gRPC's backoff from
+            # the failed attempts of an outage (1 s growing by 1.6×), and fails the next channel's connect at
+            # once until that runs out, seconds after the server is back, past the leases the worker came for.
+            ("grpc.use_local_subchannel_pool", 1),
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
             # A fixed flow-control window, no bandwidth-delay pings (see taskwire.common.http2).
             *HTTP2_OPTIONS,
             *channel_options,
