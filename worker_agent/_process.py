@@ -72,12 +72,14 @@ class ChildLimits:
     min_children: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("max_attempts", "max_memory_mib"):
+        for name, least in (("max_attempts", 1), ("max_memory_mib", 1), ("min_children", 0)):
             value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
-        if self.min_children < 0:
-            raise ValueError(f"min_children must be at least 0, got {self.min_children}")
+            if value is None and name != "min_children":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r:.100}")
+            if value < least:
+                raise ValueError(f"{name} must be at least {least}, got {value}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,7 +128,18 @@ def _qualname(fn: Callable[..., object]) -> str:
 
 
 def _same_function(a: RegisteredHandler, b: RegisteredHandler) -> bool:
-    return a.fn is b.fn or (a.module == b.module and _qualname(a.fn) == _qualname(b.fn))
+    """The same function, or the one a reload of its module made again. Lambdas share one qualified name, so two
+    of them are the same only when defined on the same line."""
+    if a.fn is b.fn:
+        return True
+    if a.module != b.module or _qualname(a.fn) != _qualname(b.fn):
+        return False
+    return not _qualname(a.fn).endswith("<lambda>") or _first_line(a.fn) == _first_line(b.fn)
+
+
+def _first_line(fn: Callable[..., object]) -> int | None:
+    code = getattr(fn, "__code__", None)
+    return getattr(code, "co_firstlineno", None)
 
 
 #: The registry ``@handler`` writes to and ``taskwire-worker --handlers`` reads from.

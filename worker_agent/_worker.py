@@ -115,7 +115,6 @@ class Worker:
         self._max_reconnect_attempts = max_reconnect_attempts
         self._welcome_timeout_s = welcome_timeout_s
         self._flush_timeout_s = flush_timeout_s
-        self._drain = DrainClock(stop_budget_s=stop_grace_s + kill_grace_s + 1.0)
         self._outbox = Outbox()
         self._reports = ReportSink(self._outbox)
         self._executor = Executor(
@@ -130,7 +129,8 @@ class Worker:
             mp_start_method=mp_start_method,
             child_limits=child_limits,
             metrics=metrics,
-        )
+        )  # checks the options it shares with the worker first
+        self._drain = DrainClock(stop_budget_s=stop_grace_s + kill_grace_s + 1.0)
         self._metrics = metrics
         self._session: SessionInfo | None = None
         # Set by a GoingAway: the server is stopping, this session ends.

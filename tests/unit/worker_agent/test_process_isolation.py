@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import os
+import re
 import signal
 import time
 
@@ -218,6 +219,31 @@ async def test_an_idle_child_exits_after_the_idle_time() -> None:
 def test_limits_must_be_at_least_one(field: str) -> None:
     with pytest.raises(ValueError, match=f"{field} must be at least 1, got 0"):
         ChildLimits(**{field: 0})
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"slots": "4"}, TypeError, "slots must be an int, got str '4'"),
+        ({"slots": True}, TypeError, "slots must be an int, got bool"),
+        ({"slots": 0}, ValueError, "slots must be at least 1, got 0"),
+        ({"isolation": "process"}, TypeError, "isolation must be one of Isolation.THREAD, Isolation.PROCESS"),
+        ({"stop_grace_s": "2"}, TypeError, "stop_grace_s must be a number of seconds, got str"),
+        ({"kill_grace_s": -1}, ValueError, "kill_grace_s must be a finite number of seconds, at least 0, got -1"),
+        ({"stop_grace_s": float("inf")}, ValueError, "stop_grace_s must be a finite number of seconds"),
+        ({"mp_start_method": None}, TypeError, "mp_start_method must be a str, got NoneType"),
+        ({"child_limits": {"min_children": 1}}, TypeError, "child_limits must be a ChildLimits, got dict"),
+    ],
+)
+def test_options_of_the_wrong_kind_are_refused_by_name(options: dict[str, object], error: type, message: str) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        HandlerHarness(**options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("field", ["max_attempts", "max_memory_mib", "min_children"])
+def test_limits_of_the_wrong_kind_are_refused_by_name(field: str) -> None:
+    with pytest.raises(TypeError, match=f"{field} must be an int, got str '3'"):
+        ChildLimits(**{field: "3"})  # type: ignore[arg-type]
 
 
 def test_children_kept_ready_are_no_more_than_the_slots() -> None:

@@ -65,6 +65,16 @@ def test_a_name_taken_by_another_function_is_refused() -> None:
         registry.register(second, name="same")
 
 
+def test_two_lambdas_under_one_name_are_refused() -> None:
+    registry = HandlerRegistry()
+    registry.register(lambda ctx: 1, name="value")
+    with pytest.raises(HandlerRegistrationError, match="'value' is already registered"):
+        registry.register(lambda ctx: 2, name="value")
+    registered = registry.get("value")
+    assert registered is not None
+    assert registered.fn(None) == 1
+
+
 def test_registering_the_same_function_twice_is_harmless() -> None:
     registry = HandlerRegistry()
 
