@@ -39,6 +39,38 @@ def _read(path: Path | None, what: str) -> bytes | None:
         raise TlsConfigError(f"cannot read the TLS {what} {str(path)!r}: {error.strerror or error}") from None
 
 
+def check_certificates(data: bytes, path: Path) -> None:
+    """`data` (read from `path`) holds at least one PEM certificate."""
+    from cryptography import x509  # here: loaded only when TLS files are given
+
+    try:
+        x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise TlsConfigError(f"{str(path)!r} holds no PEM certificate") from None
+
+
+def check_pair(cert: bytes, cert_path: Path, key: bytes, key_path: Path) -> None:
+    """The certificate chain and the key parse, and the key is that of the chain's first certificate."""
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        chain = x509.load_pem_x509_certificates(cert)
+    except ValueError:
+        raise TlsConfigError(f"{str(cert_path)!r} holds no PEM certificate") from None
+    try:
+        private_key = serialization.load_pem_private_key(key, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise TlsConfigError(f"{str(key_path)!r} holds no unencrypted PEM private key") from None
+    try:
+        certified = chain[0].public_key()
+    except UnsupportedAlgorithm:
+        raise TlsConfigError(f"{str(cert_path)!r} holds a certificate of a key type that cannot be used") from None
+    if certified != private_key.public_key():
+        raise TlsConfigError(f"the key {str(key_path)!r} does not belong to the certificate {str(cert_path)!r}")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TlsFiles:
     """Where a client's TLS material lives.
@@ -59,12 +91,16 @@ class TlsFiles:
             raise TlsConfigError("a client certificate needs its key and a key its certificate: give both or neither")
 
     def credentials(self) -> grpc.ChannelCredentials:
-        """Credentials from the files as they are now."""
-        return grpc.ssl_channel_credentials(
-            root_certificates=_read(self.ca, "CA file"),
-            private_key=_read(self.key, "key file"),
-            certificate_chain=_read(self.cert, "certificate file"),
-        )
+        """Credentials from the files as they are now; TlsConfigError when one cannot be read or does not hold
+        what it should (gRPC itself would take any bytes, and fail each handshake)."""
+        ca = _read(self.ca, "CA file")
+        key = _read(self.key, "key file")
+        cert = _read(self.cert, "certificate file")
+        if ca is not None and self.ca is not None:
+            check_certificates(ca, self.ca)
+        if cert is not None and key is not None and self.cert is not None and self.key is not None:
+            check_pair(cert, self.cert, key, self.key)
+        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
     def channel_options(self) -> list[tuple[str, Any]]:
         """Channel options that go with the credentials (the server name override)."""

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import grpc
 
+from taskwire.common.tls import TlsConfigError, check_certificates, check_pair
+
 from ._config import ServerConfig
 
 log = logging.getLogger(__name__)
@@ -47,30 +49,12 @@ def _read(path: Path, what: str) -> bytes:
 
 def _check(material: _Material, files: CertificateFiles) -> None:
     """The certificate chain and key parse, and the key is the certificate's; the client CA parses."""
-    # Here: cryptography loads only when TLS files are configured (startup).
-    from cryptography import x509
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import serialization
-
     try:
-        chain = x509.load_pem_x509_certificates(material.cert)
-    except ValueError:
-        raise TlsFileError(f"{str(files.cert)!r} holds no PEM certificate") from None
-    try:
-        key = serialization.load_pem_private_key(material.key, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise TlsFileError(f"{str(files.key)!r} holds no unencrypted PEM private key") from None
-    try:
-        certified = chain[0].public_key()
-    except UnsupportedAlgorithm:
-        raise TlsFileError(f"{str(files.cert)!r} holds a certificate of a key type this server cannot use") from None
-    if certified != key.public_key():
-        raise TlsFileError(f"the key {str(files.key)!r} does not belong to the certificate {str(files.cert)!r}")
-    if material.client_ca is not None:
-        try:
-            x509.load_pem_x509_certificates(material.client_ca)
-        except ValueError:
-            raise TlsFileError(f"{str(files.client_ca)!r} holds no PEM certificate") from None
+        check_pair(material.cert, files.cert, material.key, files.key)
+        if material.client_ca is not None and files.client_ca is not None:
+            check_certificates(material.client_ca, files.client_ca)
+    except TlsConfigError as error:
+        raise TlsFileError(str(error)) from None
 
 
 class CertificateFiles:

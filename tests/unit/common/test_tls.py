@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from taskwire.client._dev_certs import write_dev_certs
 from taskwire.common.tls import TlsConfigError, TlsFiles, add_tls_arguments, tls_credentials, tls_from_args
 
 
@@ -49,10 +50,46 @@ def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
 
 
 def test_credentials_and_the_server_name_option(tmp_path: Path) -> None:
-    ca = tmp_path / "ca.pem"
-    ca.write_bytes(b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    certs = write_dev_certs(tmp_path, clients=["admin"])
+    ca = certs.ca
     assert isinstance(tls_credentials(ca=ca), grpc.ChannelCredentials)
+    assert isinstance(
+        tls_credentials(ca=ca, cert=certs.client_cert("admin"), key=certs.client_key("admin")), grpc.ChannelCredentials
+    )
     assert TlsFiles(ca=ca, server_name="localhost").channel_options() == [
         ("grpc.ssl_target_name_override", "localhost")
     ]
     assert TlsFiles(ca=ca).channel_options() == []
+
+
+@pytest.mark.parametrize(
+    ("which", "content", "message"),
+    [
+        ("ca", b"not a certificate", "holds no PEM certificate"),
+        ("ca", b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n", "holds no PEM certificate"),
+        ("cert", b"", "holds no PEM certificate"),
+        (
+            "key",
+            b"-----BEGIN PRIVATE KEY-----\njunk\n-----END PRIVATE KEY-----\n",
+            "holds no unencrypted PEM private key",
+        ),
+    ],
+)
+def test_files_that_do_not_hold_what_they_should_are_named(
+    tmp_path: Path, which: str, content: bytes, message: str
+) -> None:
+    """Refused when the credentials are made (a worker's start, the CLI's call), not at each handshake."""
+    certs = write_dev_certs(tmp_path, clients=["admin"])
+    files = {"ca": certs.ca, "cert": certs.client_cert("admin"), "key": certs.client_key("admin")}
+    files[which].write_bytes(content)
+    with pytest.raises(TlsConfigError, match=message) as refused:
+        tls_credentials(**files)
+    assert str(files[which]) in str(refused.value)
+
+
+def test_a_key_of_another_certificate_is_refused(tmp_path: Path) -> None:
+    certs = write_dev_certs(tmp_path, clients=["admin", "viewer"])
+    with pytest.raises(
+        TlsConfigError, match=r"the key '.*viewer\.key' does not belong to the certificate '.*admin\.pem'"
+    ):
+        tls_credentials(ca=certs.ca, cert=certs.client_cert("admin"), key=certs.client_key("viewer"))

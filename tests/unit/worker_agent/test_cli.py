@@ -151,3 +151,11 @@ def test_a_handler_module_that_exits_as_it_imports_is_a_usage_error(
 def test_a_metrics_address_without_a_port_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--handlers", "taskwire.worker.demo", "--metrics-listen", "nope"]) == 2
     assert "cannot serve metrics on nope: expected HOST:PORT (port 0 picks one), got 'nope'" in capsys.readouterr().err
+
+
+def test_a_tls_file_of_junk_is_refused_at_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Not tried at every reconnect: gRPC itself takes any bytes, and fails each handshake."""
+    junk = tmp_path / "ca.pem"
+    junk.write_text("this is not a certificate\n")
+    assert main(["--handlers", "taskwire.worker.demo", "--tls-ca", str(junk)]) == 2
+    assert f"{str(junk)!r} holds no PEM certificate" in capsys.readouterr().err
