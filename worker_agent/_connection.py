@@ -94,9 +94,10 @@ class ServerLink:
             # time. Its connections are its own, not gRPC's shared ones: a shared one keeps gRPC's backoff from
             # the failed attempts of an outage (1 s growing by 1.6×), and fails the next channel's connect at
             # once until that runs out, seconds after the server is back, past the leases the worker came for.
+            # (Not grpc.min_reconnect_backoff_ms: gRPC takes it as the least time a connection attempt is given,
+            # and each new channel starts over, so a handshake slower than that would never finish.)
             ("grpc.use_local_subchannel_pool", 1),
             ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
             # A fixed flow-control window, no bandwidth-delay pings (see taskwire.common.http2).
             *HTTP2_OPTIONS,
             *channel_options,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from ._context import AttemptInfo, LogLine, ProgressUpdate, TaskContext, build_c
 from ._handler_loop import HandlerLoop, Inbox
 from ._handler_threads import HandlerThreads
 from ._outcome import Cancelled, Completed, Failed, HandlerResult, Outcome, Raised
-from ._process import ChildLimits, ChildProcesses, ProcessRunner, get_mp_context
+from ._process import ChildLimits, ChildProcesses, ProcessRunner, get_mp_context, whole_number
 from ._registry import HandlerLookup, RegisteredHandler
 from ._runners import AsyncRunner, AttemptRunner, ThreadRunner
 
@@ -155,11 +154,11 @@ def _check_options(
     kill_grace_s: object,
     mp_start_method: object,
     child_limits: object,
-) -> None:
-    """A TypeError or ValueError naming the option given a value it cannot take (before anything starts)."""
-    if not isinstance(slots, int) or isinstance(slots, bool):
-        raise TypeError(f"slots must be an int, got {type(slots).__name__} {slots!r:.100}")
-    if slots < 1:
+) -> int:
+    """A TypeError or ValueError naming the option given a value it cannot take (before anything starts); the
+    slots, as an int."""
+    count = whole_number("slots", slots)
+    if count < 1:
         raise ValueError(f"slots must be at least 1, got {slots}")
     if not isinstance(isolation, Isolation):
         choices = ", ".join(f"Isolation.{one.name}" for one in Isolation)
@@ -167,12 +166,13 @@ def _check_options(
     for name, value in (("stop_grace_s", stop_grace_s), ("kill_grace_s", kill_grace_s)):
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__} {value!r:.100}")
-        if not 0 <= value < math.inf:
-            raise ValueError(f"{name} must be a finite number of seconds, at least 0, got {value}")
+        if not value >= 0:  # NaN too; inf waits for ever, as `--stop-grace inf` asks
+            raise ValueError(f"{name} must be zero or more seconds, got {value}")
     if not isinstance(mp_start_method, str):
         raise TypeError(f"mp_start_method must be a str, got {type(mp_start_method).__name__} {mp_start_method!r:.100}")
     if child_limits is not None and not isinstance(child_limits, ChildLimits):
         raise TypeError(f"child_limits must be a ChildLimits, got {type(child_limits).__name__} {child_limits!r:.100}")
+    return count
 
 
 class Executor:
@@ -198,7 +198,7 @@ class Executor:
         child_limits: ChildLimits | None = None,
         metrics: WorkerMetrics | None = None,
     ) -> None:
-        _check_options(slots, isolation, stop_grace_s, kill_grace_s, mp_start_method, child_limits)
+        slots = _check_options(slots, isolation, stop_grace_s, kill_grace_s, mp_start_method, child_limits)
         if child_limits is not None and child_limits.min_children > slots:
             raise ValueError(f"min_children ({child_limits.min_children}) must be at most slots ({slots})")
         self._registry = registry

@@ -20,6 +20,7 @@ import itertools
 import logging
 import multiprocessing
 import multiprocessing.connection
+import operator
 import os
 import pickle
 import resource
@@ -76,10 +77,18 @@ class ChildLimits:
             value = getattr(self, name)
             if value is None and name != "min_children":
                 continue
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r:.100}")
-            if value < least:
+            number = whole_number(name, value)
+            if number < least:
                 raise ValueError(f"{name} must be at least {least}, got {value}")
+            object.__setattr__(self, name, number)  # a plain int, whatever integer type it came as
+
+
+def whole_number(name: str, value: object) -> int:
+    """`value` as an int (any integer type but bool); a TypeError naming the option otherwise."""
+    if not isinstance(value, bool):
+        with contextlib.suppress(TypeError):
+            return operator.index(value)  # type: ignore[arg-type]
+    raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r:.100}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,8 +90,6 @@ class Worker:
         token: str | None = None,
         metrics: WorkerMetrics | None = None,
     ) -> None:
-        if slots < 1:
-            raise ValueError(f"slots must be at least 1, got {slots}")
         if not registry.names():
             raise ValueError("a worker needs at least one handler")
         if max_reconnect_attempts is not None and max_reconnect_attempts < 1:
