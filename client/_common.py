@@ -97,12 +97,14 @@ def _ip_family(address: str) -> str | None:
 #: UNAVAILABLE, and the channel connects again, to the next address of its list.
 KEEPALIVE_S = 5.0
 
-# Reconnect quickly after a failed connection (which also bounds how long a connection to a server that accepts
-# it and then never answers is tried: a paused one), notice a server that stopped answering, and accept the
-# large pages a list can bring.
+# Reconnect quickly after a failed connection, give up a connection to a server that accepts it and then never
+# answers (a paused one) within 2 s, notice a server that stopped answering, and accept the large
+# pages a list can bring.
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
+    # gRPC's name for the least time a connection attempt is given (its handshakes included): 2 s, not less, or a
+    # client across a slow link (a few hundred ms a round trip) would never finish one.
+    ("grpc.min_reconnect_backoff_ms", 2000),
     ("grpc.max_reconnect_backoff_ms", 2000),
     *keepalive_options(KEEPALIVE_S, KEEPALIVE_S),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),

@@ -2,19 +2,23 @@
 
 Both ends keep their sockets and see nothing wrong at the TCP level; only silence tells them. New
 connections made after `stall()` are forwarded normally, as when a NAT or load balancer drops one flow.
+With `latency_s`, every chunk is forwarded that long after it arrived, each way: a slow link.
 """
 
 from __future__ import annotations
 
 import contextlib
+import queue
 import socket
 import threading
+import time
 from types import TracebackType
 from typing import Self
 
 
 class StallingProxy:
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, *, latency_s: float = 0.0) -> None:
+        self._latency_s = latency_s
         host, port = target.rsplit(":", 1)
         self._target = (host, int(port))
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -68,10 +72,13 @@ class StallingProxy:
                     return
                 self._flows.append((client, upstream, flowing))
             for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink, flowing), daemon=True).start()
+                chunks: queue.SimpleQueue[tuple[float, bytes]] = queue.SimpleQueue()
+                threading.Thread(target=self._pump, args=(source, chunks, flowing), daemon=True).start()
+                threading.Thread(target=self._deliver, args=(chunks, sink), daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket, flowing: threading.Event) -> None:
+    def _pump(
+        self, source: socket.socket, chunks: queue.SimpleQueue[tuple[float, bytes]], flowing: threading.Event
+    ) -> None:
         try:
             while True:
                 data = source.recv(65536)
@@ -79,6 +86,21 @@ class StallingProxy:
                     break
                 if not flowing.is_set():
                     return  # stalled: hold the sockets open and forward nothing, ever
+                chunks.put((time.monotonic() + self._latency_s, data))
+        except OSError:
+            pass
+        chunks.put((time.monotonic() + self._latency_s, b""))
+
+    @staticmethod
+    def _deliver(chunks: queue.SimpleQueue[tuple[float, bytes]], sink: socket.socket) -> None:
+        """Each chunk to `sink` once its time has come, in order; an empty one ends the flow."""
+        try:
+            while True:
+                due, data = chunks.get()
+                if (wait := due - time.monotonic()) > 0:
+                    time.sleep(wait)  # the link's latency: this flow's delivery waits for its time
+                if not data:
+                    break
                 sink.sendall(data)
         except OSError:
             pass
