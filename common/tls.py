@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping
+import re
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from ._arguments import env_flag
+
+if TYPE_CHECKING:
+    from cryptography.x509 import Certificate
 
 CA_ENV = "TASKWIRE_TLS_CA"
 CERT_ENV = "TASKWIRE_TLS_CERT"
@@ -39,33 +44,52 @@ def _read(path: Path | None, what: str) -> bytes | None:
         raise TlsConfigError(f"cannot read the TLS {what} {str(path)!r}: {error.strerror or error}") from None
 
 
-def check_certificates(data: bytes, path: Path) -> None:
-    """`data` (read from `path`) holds at least one PEM certificate."""
+# PEM certificate blocks; OpenSSL's TRUSTED CERTIFICATE too, which cryptography does not read.
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN (TRUSTED )?CERTIFICATE-----.+?-----END (?:TRUSTED )?CERTIFICATE-----", re.DOTALL
+)
+_TRUSTED = b"-----BEGIN TRUSTED CERTIFICATE-----"
+
+
+def _certificates(data: bytes) -> Iterator[Certificate | None]:
+    """Each PEM certificate block of `data`, parsed (None: one that cryptography cannot parse or does not read, left
+    for the TLS library to judge, as a bundle's legacy certificate: never a reason to refuse the whole file)."""
     from cryptography import x509  # here: loaded only when TLS files are given
 
-    try:
-        x509.load_pem_x509_certificates(data)
-    except ValueError:
-        raise TlsConfigError(f"{str(path)!r} holds no PEM certificate") from None
+    for block in _PEM_CERTIFICATE.finditer(data):
+        if block.group(1):
+            yield None
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # cryptography's deprecation warnings about such legacy certificates
+            try:
+                certificate: Certificate | None = x509.load_pem_x509_certificate(block.group(0))
+            except ValueError:
+                certificate = None
+        yield certificate
+
+
+def check_certificates(data: bytes, path: Path) -> None:
+    """`data` (read from `path`) holds at least one PEM certificate that parses, or a TRUSTED CERTIFICATE."""
+    if not any(certificate is not None for certificate in _certificates(data)) and _TRUSTED not in data:
+        raise TlsConfigError(f"{str(path)!r} holds no PEM certificate")
 
 
 def check_pair(cert: bytes, cert_path: Path, key: bytes, key_path: Path) -> None:
     """The certificate chain and the key parse, and the key is that of the chain's first certificate."""
-    from cryptography import x509
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 
-    try:
-        chain = x509.load_pem_x509_certificates(cert)
-    except ValueError:
-        raise TlsConfigError(f"{str(cert_path)!r} holds no PEM certificate") from None
+    leaf = next(_certificates(cert), None)
+    if leaf is None:
+        raise TlsConfigError(f"{str(cert_path)!r} holds no PEM certificate")
     try:
         # Only its public key is compared here (TLS checks the key itself): the RSA checks would cost milliseconds.
         private_key = serialization.load_pem_private_key(key, password=None, unsafe_skip_rsa_key_validation=True)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise TlsConfigError(f"{str(key_path)!r} holds no unencrypted PEM private key") from None
     try:
-        certified = chain[0].public_key()
+        certified = leaf.public_key()
     except UnsupportedAlgorithm:
         raise TlsConfigError(f"{str(cert_path)!r} holds a certificate of a key type that cannot be used") from None
     if certified != private_key.public_key():

@@ -93,3 +93,26 @@ def test_a_key_of_another_certificate_is_refused(tmp_path: Path) -> None:
         TlsConfigError, match=r"the key '.*viewer\.key' does not belong to the certificate '.*admin\.pem'"
     ):
         tls_credentials(ca=certs.ca, cert=certs.client_cert("admin"), key=certs.client_key("viewer"))
+
+
+def test_a_bundle_is_taken_whole_when_one_of_its_certificates_does_not_parse(tmp_path: Path) -> None:
+    """A bundle's legacy certificate (one cryptography refuses or does not read) is the TLS library's to judge."""
+    certs = write_dev_certs(tmp_path, clients=[])
+    bundle = tmp_path / "bundle.pem"
+    odd = b"-----BEGIN CERTIFICATE-----\nnot der\n-----END CERTIFICATE-----\n"
+    trusted = b"-----BEGIN TRUSTED CERTIFICATE-----\nMIIB\n-----END TRUSTED CERTIFICATE-----\n"
+    bundle.write_bytes(b"# comments between blocks\n" + odd + certs.ca.read_bytes() + trusted)
+    assert isinstance(tls_credentials(ca=bundle), grpc.ChannelCredentials)
+    bundle.write_bytes(trusted)
+    assert isinstance(tls_credentials(ca=bundle), grpc.ChannelCredentials)
+    bundle.write_bytes(odd)
+    with pytest.raises(TlsConfigError, match="holds no PEM certificate"):
+        tls_credentials(ca=bundle)
+
+
+def test_the_systems_bundle_is_taken_without_a_warning(recwarn: pytest.WarningsRecorder) -> None:
+    system = Path("/etc/ssl/certs/ca-certificates.crt")
+    if not system.exists():
+        pytest.skip("no system CA bundle here")
+    assert isinstance(tls_credentials(ca=system), grpc.ChannelCredentials)
+    assert not recwarn.list
