@@ -275,6 +275,7 @@ class WorkerPool:
         self.changed.set()
         self.slot_freed(session)
         self._left_behind(hello)
+        self._replaced(session)
         log.info(
             "worker %s connected (session %s, %d slots, handlers %s, %d adopted, %d rejected)",
             session.name,
@@ -312,6 +313,17 @@ class WorkerPool:
                 self._executions.report(key[0], LeaseExpired(key[1], why=_CAME_BACK_WITHOUT))
             if not earlier.held and earlier.instance_id:
                 self.sessions.pop(earlier.session_id, None)
+
+    def _replaced(self, session: WorkerSession) -> None:
+        """A worker instance has one stream at a time: its hello on a new one means the stream of its earlier session
+        is dead, though it may look open here (half-open: the worker noticed first). That session ends now, so that no
+        work goes down a stream no one reads; what it still holds waits for its lease, as after a disconnect."""
+        if not session.instance_id:
+            return
+        for earlier in list(self.sessions.values()):
+            if earlier is not session and earlier.connected and earlier.instance_id == session.instance_id:
+                log.info("worker %s came back on a new stream: its session %s ends", session.name, earlier.session_id)
+                self.disconnect(earlier)
 
     def _held_for(self, key: AttemptKey, holder: WorkerSession, hello: WorkerHello) -> bool:
         """Whether `holder` holds the attempt for the worker of `hello`: it is that worker's session (the same

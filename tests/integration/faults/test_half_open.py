@@ -5,10 +5,12 @@ reconnects, and its late reports change nothing.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from taskwire.client import Client
 from tests.faults.checker import Fault
 from tests.faults.journal import HANDLERS, journal_env, journal_worker
 from tests.faults.proxy import StallingProxy
@@ -41,3 +43,20 @@ def test_a_stream_that_stops_forwarding_without_closing(procs: Cluster, tmp_path
 
         report = final_report(server.address, load, journal, {Fault.PARTITION})
     assert report.ok, str(report)
+
+
+@pytest.mark.slow
+def test_a_worker_that_notices_first_gets_its_work_on_the_new_stream_not_a_lease_later(procs: Cluster) -> None:
+    """The worker notices the dead stream (keepalive, 1 s) long before the server would (its lease, 60 s): its hello
+    on a new stream ends the old session, so that new work does not go down the dead one for a lease."""
+    server: ServerProcess = procs.server("--lease-timeout", "60", "--heartbeat-interval", "0.5")
+    with StallingProxy(server.address) as proxy:
+        behind = start_worker(proxy.address, "--keepalive", "1", slots=4, name="behind")
+        procs.processes.append(behind)
+        assert proxy.stall() == 1
+        wait_for(lambda: _connections(behind.output) >= 2, timeout_s=30, what="the worker to reconnect")
+        server.process.wait_for_line(r"worker behind came back on a new stream: its session \S+ ends", timeout_s=10)
+        with Client(server.address) as client:
+            ids = [client.submit("echo", {"n": n}).id for n in range(8)]
+            for n, execution_id in enumerate(ids):
+                assert client.wait(execution_id, timedelta(seconds=20)) == {"n": n}

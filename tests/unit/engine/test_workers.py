@@ -94,6 +94,28 @@ async def test_a_worker_that_reconnects_adopts_its_running_attempt(rig: Rig) -> 
     assert await rig.state(execution_id) is State.SUCCESS
 
 
+async def test_a_worker_that_reconnects_while_its_old_stream_looks_open_gets_no_work_on_that_stream(
+    rig: Rig,
+) -> None:
+    """A half-open stream: the worker noticed it was dead and came back, the server has not noticed yet. A worker
+    instance has one stream at a time, so its hello ends the old one: no work goes down a stream no one reads."""
+    before = rig.connect("w1", instance_id="i-1", slots=4)
+    first = await rig.submit()
+    (invoked,) = before.invocations
+    after = rig.connect("w1", instance_id="i-1", slots=4, running=[invoked.key])
+    assert after.welcome.adopted == (invoked.key,)
+    assert before.link.closed
+    assert rig.engine.workers() == [after.session]
+    later = [await rig.submit() for _ in range(3)]
+    await until(lambda: len(after.invocations) == 3, "the new work dispatched on the new stream")
+    assert len(before.invocations) == 1
+    after.complete(invoked)
+    for execution_id, invocation in zip(later, after.invocations, strict=True):
+        after.complete(invocation)
+        assert await rig.state(execution_id) is State.SUCCESS
+    assert await rig.state(first) is State.SUCCESS
+
+
 async def test_a_worker_that_comes_back_without_its_attempt_loses_it_at_once(rig: Rig) -> None:
     before = rig.connect("w1", instance_id="i-1")
     execution_id = await rig.submit(task(retry_policy=RETRY_ONCE))
