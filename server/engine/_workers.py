@@ -317,11 +317,17 @@ class WorkerPool:
     def _replaced(self, session: WorkerSession) -> None:
         """A worker instance has one stream at a time: its hello on a new one means the stream of its earlier session
         is dead, though it may look open here (half-open: the worker noticed first). That session ends now, so that no
-        work goes down a stream no one reads; what it still holds waits for its lease, as after a disconnect."""
+        work goes down a stream no one reads; what it still holds waits for its lease, as after a disconnect. Only a
+        session of the same credential's: a worker cannot end another's by naming its instance."""
         if not session.instance_id:
             return
         for earlier in list(self.sessions.values()):
-            if earlier is not session and earlier.connected and earlier.instance_id == session.instance_id:
+            if (
+                earlier is not session
+                and earlier.connected
+                and earlier.instance_id == session.instance_id
+                and earlier.identity == session.identity
+            ):
                 log.info("worker %s came back on a new stream: its session %s ends", session.name, earlier.session_id)
                 self.disconnect(earlier)
 

@@ -116,6 +116,13 @@ async def test_a_worker_that_reconnects_while_its_old_stream_looks_open_gets_no_
     assert await rig.state(first) is State.SUCCESS
 
 
+async def test_a_hello_naming_another_credentials_instance_leaves_its_session_alone(rig: Rig) -> None:
+    holder = rig.connect("w1", instance_id="i-1", identity="worker-a")
+    intruder = rig.connect("w1", instance_id="i-1", identity="worker-b")
+    assert not holder.link.closed
+    assert set(rig.engine.workers()) == {holder.session, intruder.session}
+
+
 async def test_a_worker_that_comes_back_without_its_attempt_loses_it_at_once(rig: Rig) -> None:
     before = rig.connect("w1", instance_id="i-1")
     execution_id = await rig.submit(task(retry_policy=RETRY_ONCE))
