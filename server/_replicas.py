@@ -8,7 +8,8 @@ that a lost notification, or a pooler that passes none (`--store-notify off`), o
 - **mail**: what other replicas ask of this one, applied in order, then deleted (every kind is
   idempotent): a `cancel` of an execution held here; a `claim` of movable executions by a replica with idle
   workers (given, or refused when they started meanwhile); a `hand_over` of executions whose running attempts'
-  worker reconnected to the asking replica (given when no connected worker here holds them, or refused);
+  worker reconnected to the asking replica (given when no connected worker here holds them, or refused; a session
+  here of that worker's instance ends first);
   `given` executions (loaded into the engine); `refused` claims (claimed again at the next wakeup) and hand overs.
 - **claims**: while local workers have free slots for a handler with nothing queued here, claim at most that
   many movable executions of other replicas waiting for it (`FOR UPDATE SKIP LOCKED` in the store), less
@@ -167,7 +168,12 @@ class ReplicaLoops:
             elif mail.kind == "claim":
                 await self._engine.replicas.give_away([str(one) for one in body["executions"]], str(body["by"]))
             elif mail.kind == "hand_over":
-                await self._engine.replicas.hand_over([str(one) for one in body["executions"]], str(body["by"]))
+                await self._engine.replicas.hand_over(
+                    [str(one) for one in body["executions"]],
+                    str(body["by"]),
+                    instance_id=str(body.get("instance", "")),
+                    identity=str(body.get("identity", "")),
+                )
             elif mail.kind == "given":
                 ids = [str(one) for one in body["executions"]]
                 await self._answered(ids)

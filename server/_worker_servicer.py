@@ -78,9 +78,12 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             hello = hello_from_proto(opening.messages[0].hello)
             link = StreamLink()
             # In replica mode, the executions of its running attempts another replica holds are asked of it first.
-            await self._engine.replicas.take_over(hello.running_attempts, self._hand_over_s)
+            identity = current_caller().identity
+            await self._engine.replicas.take_over(
+                hello.running_attempts, self._hand_over_s, instance_id=hello.instance_id, identity=identity
+            )
             # Refused (UNAVAILABLE) while the server is going away: the worker comes back to the next one.
-            session, welcome = self._engine.connect_worker(hello, link, identity=current_caller().identity)
+            session, welcome = self._engine.connect_worker(hello, link, identity=identity)
         except TaskwireError as error:
             await self._refuse(context, wire.status_for(error), error.message)
         link.on_backlog = lambda backlogged: self._engine.worker_backlogged(session, backlogged)

@@ -182,16 +182,20 @@ class Replicas:
                 given.append(execution_id)
         return await self._move(replica_store, wanted, given, to)
 
-    async def hand_over(self, execution_ids: Sequence[str], to: str) -> list[str]:
+    async def hand_over(
+        self, execution_ids: Sequence[str], to: str, *, instance_id: str = "", identity: str = ""
+    ) -> list[str]:
         """A worker that ran attempts of these executions reconnected to `to`: give `to` those whose every running
         attempt is held by a session whose stream is gone (their sessions let go of them); refuse the rest. Returns
-        the ids moved."""
+        the ids moved. That worker's instance (`instance_id`, with its credential's `identity`) has one stream at a
+        time, its new one: a session of it here that still looks connected ends first (`WorkerPool.replaced`)."""
         replica_store = self._replica_store
         wanted = list(dict.fromkeys(execution_ids))
         if to == replica_store.replica:  # asked of a replica this one adopted since: they are here
             self.answered(wanted)
             return []
         pool = self._pool
+        pool.replaced(instance_id, identity)
         given = [e for e in wanted if self._give_live(e, lambda live: _leaves_no_worker_behind(live, pool))]
         return await self._move(replica_store, wanted, given, to)
 
@@ -264,11 +268,14 @@ class Replicas:
 
     # ---- Taking attempts over --------------------------------------------------------------------
 
-    async def take_over(self, running: Sequence[AttemptKey], within_s: float) -> None:
+    async def take_over(
+        self, running: Sequence[AttemptKey], within_s: float, *, instance_id: str = "", identity: str = ""
+    ) -> None:
         """A worker connecting here runs these attempts: those of executions another replica holds are asked of their
-        holders (`hand_over` mail), and their answers awaited for up to `within_s` seconds (the mail loop adopts
-        what is given, and calls `answered`), so that the worker's session adopts them as its own. Nothing to
-        wait for outside replica mode or when every attempt is known here; a failure is logged, never raised."""
+        holders (`hand_over` mail, naming the worker's instance and credential), and their answers awaited for up to
+        `within_s` seconds (the mail loop adopts what is given, and calls `answered`), so that the worker's session
+        adopts them as its own. Nothing to wait for outside replica mode or when every attempt is known here; a
+        failure is logged, never raised."""
         replica_store = self.replica_store
         if replica_store is None or self._pool.leaving:  # a replica going away takes nothing over
             return
@@ -277,15 +284,16 @@ class Replicas:
             return
         loop = asyncio.get_running_loop()
         asked: dict[str, _Asked] = {}
+        worker = {"instance": instance_id, "identity": identity} if instance_id else {}
         try:
-            await self._ask(unknown, asked)
+            await self._ask(unknown, asked, worker)
             deadline = loop.time() + within_s
             while (pending := [a.answer for a in asked.values() if not a.answer.done()]) and (
                 left := deadline - loop.time()
             ) > 0:
                 await asyncio.wait(pending, timeout=min(_RECHECK_HOLDERS_S, left))
                 try:
-                    await self._ask(unknown, asked)
+                    await self._ask(unknown, asked, worker)
                 except Exception as error:  # the answers asked for are still awaited
                     log.debug("holders of a reconnecting worker's attempts not read again: %s", error)
         except Exception as error:
@@ -294,7 +302,7 @@ class Replicas:
             for execution_id in asked:
                 self._handing.pop(execution_id, None)
 
-    async def _ask(self, task_run_ids: Sequence[str], asked: dict[str, _Asked]) -> None:
+    async def _ask(self, task_run_ids: Sequence[str], asked: dict[str, _Asked], worker: dict[str, str]) -> None:
         """Read who holds the executions of these task runs, and ask each holder for those not asked of it yet: a
         holder that is this replica is loaded from the store (its mail not read yet), one that finished or is here
         already is answered, and one asked before whose holder changed since (its holder adopted by another
@@ -324,7 +332,7 @@ class Replicas:
             self.adopt(await replica_store.load(mine))
             self.answered(mine)
         for holder, ids in sorted(ask.items()):
-            await replica_store.send(holder, "hand_over", {"by": me, "executions": ids})
+            await replica_store.send(holder, "hand_over", {"by": me, "executions": ids, **worker})
 
     def answered(self, execution_ids: Sequence[str]) -> None:
         """The holder answered a `hand_over` of these executions (given, and adopted here, or refused)."""

@@ -275,7 +275,7 @@ class WorkerPool:
         self.changed.set()
         self.slot_freed(session)
         self._left_behind(hello)
-        self._replaced(session)
+        self.replaced(session.instance_id, session.identity, by=session)
         log.info(
             "worker %s connected (session %s, %d slots, handlers %s, %d adopted, %d rejected)",
             session.name,
@@ -314,21 +314,22 @@ class WorkerPool:
             if not earlier.held and earlier.instance_id:
                 self.sessions.pop(earlier.session_id, None)
 
-    def _replaced(self, session: WorkerSession) -> None:
-        """A worker instance has one stream at a time: its hello on a new one means the stream of its earlier session
-        is dead, though it may look open here (half-open: the worker noticed first). That session ends now, so that no
-        work goes down a stream no one reads; what it still holds waits for its lease, as after a disconnect. Only a
-        session of the same credential's: a worker cannot end another's by naming its instance."""
-        if not session.instance_id:
+    def replaced(self, instance_id: str, identity: str, *, by: WorkerSession | None = None) -> None:
+        """A worker instance has one stream at a time: its hello on a new one (`by`, here, or on another replica)
+        means the stream of its earlier session is dead, though it may look open here (half-open: the worker noticed
+        first). That session ends now, so that no work goes down a stream no one reads; what it still holds waits for
+        its lease, as after a disconnect (or is handed over). Only a session of the same credential's (`identity`): a
+        worker cannot end another's by naming its instance."""
+        if not instance_id:
             return
         for earlier in list(self.sessions.values()):
             if (
-                earlier is not session
+                earlier is not by
                 and earlier.connected
-                and earlier.instance_id == session.instance_id
-                and earlier.identity == session.identity
+                and earlier.instance_id == instance_id
+                and earlier.identity == identity
             ):
-                log.info("worker %s came back on a new stream: its session %s ends", session.name, earlier.session_id)
+                log.info("worker %s came back on a new stream: its session %s ends", earlier.name, earlier.session_id)
                 self.disconnect(earlier)
 
     def _held_for(self, key: AttemptKey, holder: WorkerSession, hello: WorkerHello) -> bool:

@@ -22,6 +22,7 @@ from taskwire.v1 import types_pb2 as pb
 from tests.faults.checker import Fault, check
 from tests.faults.journal import journal_worker, read_journal
 from tests.faults.observe import STORED_STATE_SQL, database_query, slots_in_use, stored_executions
+from tests.faults.proxy import StallingProxy
 from tests.faults.scenario import Load, quiesce
 from tests.harness import BIN, POSTGRESQL_ONLY, Cluster, ServerProcess, spawn, wait_for
 from tests.integration.schedules.support import sdk, started_by, wait_for_fires
@@ -265,3 +266,23 @@ def test_a_worker_whose_replica_stops_goes_on_with_its_running_attempt_on_the_ne
     assert [attempt.number for attempt in final.task_runs[0].attempts] == [1], logs
     assert [(run.attempt, run.result) for run in read_journal(journal)] == [(1, "ok")]
     assert database_query(postgres, procs, f"SELECT holder FROM executions WHERE id = '{execution_id}'") == "r2"
+
+
+def test_a_worker_whose_stream_to_its_replica_goes_half_open_goes_on_with_its_attempt_on_the_next(
+    procs: Cluster, clients: list[Client], tmp_path: Path
+) -> None:
+    """The worker's stream to r1 goes silent without closing; the worker notices within seconds (keepalive) and
+    connects to r2, while r1, with a 60 s lease, still sees its session connected. r1 ends that session when asked
+    to hand the attempt over (the same worker instance has a new stream now): no wait for its lease, no second run."""
+    journal = tmp_path / "journal.jsonl"
+    r1, r2, _ = _replicas(procs, "--lease-timeout", "60")
+    with StallingProxy(r1.address) as proxy:
+        worker = journal_worker(procs, f"{proxy.address},{r2.address}", journal, *KEEPALIVE, name="w1", slots=1)
+        execution_id = _client(clients, r1).submit(spec(task("journal.work", input={"seconds": 4}))).execution.id
+        wait_for(lambda: read_journal(journal), what="the handler to start on r1's worker")
+        assert proxy.stall() == 1
+        final = _client(clients, r2).wait_until_terminal(execution_id, timeout_s=30)
+    logs = "\n\n".join(process.output[-3000:] for process in (r1.process, r2.process, worker))
+    assert final.state == pb.EXECUTION_STATE_SUCCESS, logs
+    assert [attempt.number for attempt in final.task_runs[0].attempts] == [1], logs
+    assert [(run.attempt, run.result) for run in read_journal(journal)] == [(1, "ok")]

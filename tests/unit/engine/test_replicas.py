@@ -448,6 +448,30 @@ async def test_a_worker_that_reconnects_to_another_replica_keeps_its_attempt_the
     assert len(snapshot.task_runs[0].attempts) == 1
 
 
+async def test_a_worker_back_on_another_replica_while_its_old_stream_looks_open_keeps_its_attempt(
+    mailing_pair: tuple[Replica, Replica, Directory],
+) -> None:
+    """A half-open stream to replica a: the worker noticed first and connected to b. Its instance has one stream, the
+    new one: a ends its session there, which no longer holds the attempt back, and hands the execution over."""
+    a, b, directory = mailing_pair
+    worker_a, running, invoked = await _running_on(a)
+    await a.engine.flush()
+
+    async with asyncio.timeout(10):
+        await b.engine.replicas.take_over([invoked.key], within_s=10, instance_id="i-1")
+    back = b.rig.connect("wa", instance_id="i-1", running=[invoked.key])
+
+    assert back.welcome.adopted == (invoked.key,)
+    assert b.replica_store.sent == [
+        ("a", "hand_over", {"by": "b", "executions": [running], "instance": "i-1", "identity": ""})
+    ]
+    assert worker_a.link.closed
+    assert a.engine.workers() == []
+    assert directory.holders[running] == "b"
+    back.complete(invoked)
+    assert (await b.rig.snapshot(running)).execution.state is State.SUCCESS
+
+
 async def test_a_worker_whose_attempt_another_connected_worker_holds_is_rejected_as_before(
     mailing_pair: tuple[Replica, Replica, Directory],
 ) -> None:
