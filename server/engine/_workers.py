@@ -359,7 +359,9 @@ class WorkerPool:
 
     def disconnect(self, session: WorkerSession) -> None:
         """The stream ended. Held attempts keep their lease until it times out or the worker returns."""
-        if not session.connected and session.session_id not in self.sessions:
+        if not session.connected:  # told already (its stream's end is told again by its servicer)
+            if not session.held:
+                self.sessions.pop(session.session_id, None)
             return
         session.disconnect()
         if not session.held:

@@ -72,12 +72,12 @@ class StallingProxy:
                     return
                 self._flows.append((client, upstream, flowing))
             for source, sink in ((client, upstream), (upstream, client)):
-                chunks: queue.SimpleQueue[tuple[float, bytes]] = queue.SimpleQueue()
+                chunks: queue.SimpleQueue[tuple[float, bytes | None]] = queue.SimpleQueue()
                 threading.Thread(target=self._pump, args=(source, chunks, flowing), daemon=True).start()
-                threading.Thread(target=self._deliver, args=(chunks, sink), daemon=True).start()
+                threading.Thread(target=self._deliver, args=(chunks, sink, flowing), daemon=True).start()
 
     def _pump(
-        self, source: socket.socket, chunks: queue.SimpleQueue[tuple[float, bytes]], flowing: threading.Event
+        self, source: socket.socket, chunks: queue.SimpleQueue[tuple[float, bytes | None]], flowing: threading.Event
     ) -> None:
         try:
             while True:
@@ -85,18 +85,23 @@ class StallingProxy:
                 if not data:
                     break
                 if not flowing.is_set():
-                    return  # stalled: hold the sockets open and forward nothing, ever
+                    chunks.put((0.0, None))  # stalled: hold the sockets open and forward nothing, ever
+                    return
                 chunks.put((time.monotonic() + self._latency_s, data))
         except OSError:
             pass
         chunks.put((time.monotonic() + self._latency_s, b""))
 
     @staticmethod
-    def _deliver(chunks: queue.SimpleQueue[tuple[float, bytes]], sink: socket.socket) -> None:
+    def _deliver(
+        chunks: queue.SimpleQueue[tuple[float, bytes | None]], sink: socket.socket, flowing: threading.Event
+    ) -> None:
         """Each chunk to `sink` once its time has come, in order; an empty one ends the flow."""
         try:
             while True:
                 due, data = chunks.get()
+                if data is None or not flowing.is_set():
+                    return  # stalled: what was on its way is not delivered, and the socket stays open
                 if (wait := due - time.monotonic()) > 0:
                     time.sleep(wait)  # the link's latency: this flow's delivery waits for its time
                 if not data:

@@ -121,7 +121,9 @@ class WorkerHello(_message.Message):
     name: _builtins.str
     """Human-readable worker name, for example "host-1/pid-42"."""
     instance_id: _builtins.str
-    """Stable id of this agent instance, the same across reconnects; required."""
+    """Stable id of this agent instance, the same across reconnects; required. One stream at a time per
+    instance: a hello on a new stream replaces the instance's earlier session (of the same credential).
+    """
     slots: _builtins.int
     """How many attempts it runs at once; at least 1."""
     agent_version: _builtins.str
