@@ -62,6 +62,7 @@ class FakeReplicaStore:
         self.lapsed: list[str] = []  # what the next `lapsed_replicas` returns
         # When set, `adopt` sets the first once it moved the executions, and waits for the second to load them.
         self.adopt_gate: tuple[asyncio.Event, asyncio.Event] | None = None
+        self.mail_taken = asyncio.Event()  # set when `take_mail` has returned some
 
     async def lapsed_replicas(self) -> list[str]:
         lapsed, self.lapsed = self.lapsed, []
@@ -114,7 +115,10 @@ class FakeReplicaStore:
         self._directory.post(recipient, kind, body)
 
     async def take_mail(self, limit: int = 500) -> list[Mail]:
-        return [mail for to, mail in self._directory.mail.values() if to == self.replica][:limit]
+        mail = [mail for to, mail in self._directory.mail.values() if to == self.replica][:limit]
+        if mail:
+            self.mail_taken.set()
+        return mail
 
     async def done_mail(self, ids: Sequence[int]) -> None:
         for mail_id in ids:
@@ -567,16 +571,7 @@ async def test_a_hand_over_asked_of_a_leader_still_adopting_the_holder_waits_for
         moved, load = asyncio.Event(), asyncio.Event()
         b.replica_store.lapsed = ["a"]
         b.replica_store.adopt_gate = (moved, load)
-        mail_taken = asyncio.Event()
-        take_mail = b.replica_store.take_mail
-
-        async def take_and_tell(limit: int = 500) -> list[Mail]:
-            mail = await take_mail(limit)
-            if mail:
-                mail_taken.set()
-            return mail
-
-        b.replica_store.take_mail = take_and_tell  # type: ignore[method-assign]
+        mail_taken = b.replica_store.mail_taken
         for replica_loops in loops:
             await replica_loops.start()
         async with asyncio.timeout(5):
@@ -982,7 +977,7 @@ async def test_a_claim_answered_before_it_returns_does_not_hold_the_free_slots(
     """The holder may answer a claim (its mail read here) before the claim's own commit has returned here."""
     _, b, directory = pair
     asked: list[int] = []
-    answer_taken = asyncio.Event()
+    answer_taken = b.replica_store.mail_taken
     asked_again = asyncio.Event()
 
     async def claim(handlers: Sequence[str], limit: int) -> list[str]:
@@ -994,16 +989,7 @@ async def test_a_claim_answered_before_it_returns_does_not_hold_the_free_slots(
         asked_again.set()
         return []
 
-    take_mail = b.replica_store.take_mail
-
-    async def take(limit: int = 500) -> list[Mail]:
-        mail = await take_mail(limit)
-        if mail:
-            answer_taken.set()
-        return mail
-
     monkeypatch.setattr(b.replica_store, "claim", claim)
-    monkeypatch.setattr(b.replica_store, "take_mail", take)
     b.rig.connect("w", slots=1)
     loops = ReplicaLoops(engine=b.engine, store=b.replica_store, lease_s=3.0, notify=False)
     await loops.start()
