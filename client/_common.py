@@ -484,6 +484,7 @@ def worker_from_proto(message: tpb.WorkerInfo) -> WorkerInfo:
         last_seen_at=wire.optional_timestamp(message, "last_seen_at"),
         draining=message.draining,
         lease_timeout=wire.optional_duration(message, "lease_timeout"),
+        replica=message.replica,
     )
 
 

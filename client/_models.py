@@ -125,6 +125,7 @@ class WorkerInfo:
     last_seen_at: datetime | None = None
     draining: bool = False
     lease_timeout: timedelta | None = None
+    replica: str = ""  # the replica its stream is connected to ('' on a single server)
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,6 +145,7 @@ def worker_view(worker: WorkerInfo) -> dict[str, Any]:
         "last_seen_at": iso(worker.last_seen_at),
         "draining": worker.draining,
         "lease_timeout_s": worker.lease_timeout.total_seconds() if worker.lease_timeout is not None else None,
+        "replica": worker.replica,
     }
 
 
@@ -297,8 +298,10 @@ def stats_detail(stats: Stats) -> RenderableType:
 
 
 def workers_table(workers: Sequence[WorkerInfo]) -> Table:
-    """`taskwire workers`."""
-    table = _table("NAME", "SESSION", "HANDLERS", "SLOTS", "IN FLIGHT", "STATUS", "CONNECTED", "LAST SEEN")
+    """`taskwire workers`; with a REPLICA column when the server is a replica."""
+    replicas = any(worker.replica for worker in workers)
+    columns = ["NAME", "SESSION", "HANDLERS", "SLOTS", "IN FLIGHT", "STATUS", "CONNECTED", "LAST SEEN"]
+    table = _table(*columns, *(["REPLICA"] if replicas else []))
     for worker in workers:
         table.add_row(
             worker.name,
@@ -309,6 +312,7 @@ def workers_table(workers: Sequence[WorkerInfo]) -> Table:
             "draining" if worker.draining else "ready",
             short_time(worker.connected_at),
             short_time(worker.last_seen_at),
+            *([worker.replica] if replicas else []),
         )
     return table
 

@@ -155,9 +155,10 @@ def worker_rows(workers: list[WorkerInfo], running: dict[str, list[tuple[str, st
                 f'hx-target="#workers" hx-confirm="Drain {esc(worker.name)}? It finishes what it runs and takes '
                 'nothing new.">Drain</button>'
             )
+        replica = f' <span class="replica">on {esc(worker.replica)}</span>' if worker.replica else ""
         rows.append(
             f'<tr data-worker="{esc(worker.name)}"><td>{esc(worker.name)}</td><td><code>{esc(worker.session_id)}</code>'
-            f"</td><td>{esc(', '.join(worker.handlers))}</td>"
+            f"{replica}</td><td>{esc(', '.join(worker.handlers))}</td>"
             f'<td><meter min="0" max="{worker.slots}" value="{worker.in_flight}"></meter> '
             f'<span class="slots">{worker.in_flight}/{worker.slots}</span></td>'
             f"<td>{run_links or '-'}</td><td>{when(worker.last_seen_at)}</td><td>{drain}</td></tr>"

@@ -2,8 +2,9 @@
 
 Several `taskwire-server --replica NAME` processes share one database, all active (docs/deploy.md). Each
 execution is held by one replica, which runs it in its engine as a lone server would. This coordinator is
-the rest, five loops, each woken by the database's notifications (LISTEN/NOTIFY) and polling as well, so
-that a lost notification, or a pooler that passes none (`--store-notify off`), only slows it down:
+the rest, six loops, each polling; the first five are also woken by the database's notifications
+(LISTEN/NOTIFY), so that a lost notification, or a pooler that passes none (`--store-notify off`), only slows
+them down:
 
 - **mail**: what other replicas ask of this one, applied in order, then deleted (every kind is
   idempotent): a `cancel` of an execution held here; a `claim` of movable executions by a replica with idle
@@ -11,6 +12,7 @@ that a lost notification, or a pooler that passes none (`--store-notify off`), o
   worker reconnected to the asking replica (given when no connected worker here holds them, or refused; a session
   here of that worker's instance ends first);
   `given` executions (loaded into the engine); `refused` claims (claimed again at the next wakeup) and hand overs.
+  A `drain` of workers connected here that an operator asked of another replica.
 - **claims**: while local workers have free slots for a handler with nothing queued here, claim at most that
   many movable executions of other replicas waiting for it (`FOR UPDATE SKIP LOCKED` in the store), less
   those claimed and not answered yet.
@@ -21,6 +23,8 @@ that a lost notification, or a pooler that passes none (`--store-notify off`), o
   is under way: another replica may ask for what the store has moved here before it is loaded.
 - **schedules**: schedules any replica created, changed or deleted, read again (`Engine.refresh_schedules`): the
   leader fires them as stored, and the others show them as stored.
+- **workers**: the workers connected here, published in the store when they changed (`engine.directory`), so that
+  every replica lists and drains them.
 
 May use: the engine, the store's replica side.
 """
@@ -45,6 +49,8 @@ _POLL_S = {True: 1.0, False: 0.2}
 _CLAIM_POLL_S = 0.5
 _SCHEDULES_POLL_S = {True: 5.0, False: 2.0}
 _CLAIM_GAP_S = 0.01
+# How often the workers connected here are looked at, and published when they changed.
+_WORKERS_POLL_S = 0.5
 # A claim no answer came for in this long (its holder died, and its adopter refused it to nobody) no longer
 # counts against the free slots.
 _CLAIM_ANSWER_S = 30.0
@@ -87,6 +93,7 @@ class ReplicaLoops:
         self._spawn("feed", self._feed_loop)
         self._spawn("leader", self._lead_loop)
         self._spawn("schedules", self._schedules_loop)
+        self._spawn("workers", self._workers_loop)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -174,6 +181,8 @@ class ReplicaLoops:
                     instance_id=str(body.get("instance", "")),
                     identity=str(body.get("identity", "")),
                 )
+            elif mail.kind == "drain":
+                self._engine.directory.drain_here(body)
             elif mail.kind == "given":
                 ids = [str(one) for one in body["executions"]]
                 await self._answered(ids)
@@ -244,6 +253,14 @@ class ReplicaLoops:
         while True:
             await self._woken(self._schedules, _SCHEDULES_POLL_S[self._notify])
             await self._engine.schedules.refresh()
+
+    # ---- workers
+
+    async def _workers_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._engine.directory.publish(loop.time())
+            await asyncio.sleep(_WORKERS_POLL_S)
 
     # ---- leader
 

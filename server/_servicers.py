@@ -29,7 +29,7 @@ from ._edge import Malformed, RejectionLog, time_left
 from ._submit_stream import SubmitStream
 from ._wait_wire import wait_ids, wait_responses
 from .domain import ExecutionSpec, NotFound, Schedule, TaskwireError, ValidationError
-from .engine import Engine, SubmitItem, SubmitResult, WorkerSession
+from .engine import Engine, SubmitItem, SubmitResult, WorkerView
 
 log = logging.getLogger(__name__)
 
@@ -383,7 +383,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
 
     @_translate_errors
     async def ListWorkers(self, request: tpb.ListWorkersRequest, context: Context) -> tpb.ListWorkersResponse:
-        return tpb.ListWorkersResponse(workers=self._worker_infos(self._engine.workers()))
+        return tpb.ListWorkersResponse(workers=self._worker_infos(await self._engine.list_workers()))
 
     @_translate_errors
     async def DeleteExecution(
@@ -427,10 +427,10 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
             raise ValidationError("grace", "must not be negative")
         if len(request.reason) > MAX_CANCEL_REASON:
             raise ValidationError("reason", f"at most {MAX_CANCEL_REASON} characters")
-        sessions = self._engine.drain_worker(
+        told = await self._engine.drain_worker(
             name=request.name, session_id=request.session_id, grace=grace, reason=request.reason
         )
-        return tpb.DrainWorkerResponse(workers=self._worker_infos(sessions))
+        return tpb.DrainWorkerResponse(workers=self._worker_infos(told))
 
     # ---- Schedules ------------------------------------------------------------------------------
 
@@ -480,22 +480,23 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         schedule, execution_id = await self._engine.schedules.trigger(_required(request.name, "name"))
         return tpb.TriggerScheduleResponse(schedule=self._schedule(schedule, 5), execution_id=execution_id)
 
-    def _worker_infos(self, sessions: list[WorkerSession]) -> list[tpb.WorkerInfo]:
+    def _worker_infos(self, workers: list[WorkerView]) -> list[tpb.WorkerInfo]:
         lease_timeout = wire.duration_to_proto(self._config.lease_timeout)
         return [
             tpb.WorkerInfo(
-                session_id=session.session_id,
-                instance_id=session.instance_id,
-                name=session.name,
-                handlers=sorted(session.handlers),
-                slots=session.slots,
-                in_flight=len(session.held),
-                labels=session.labels,
-                agent_version=session.agent_version,
-                connected_at=wire.timestamp_to_proto(session.connected_at),
-                last_seen_at=wire.timestamp_to_proto(session.last_seen_at),
-                draining=session.draining,
+                session_id=worker.session_id,
+                instance_id=worker.instance_id,
+                name=worker.name,
+                handlers=worker.handlers,
+                slots=worker.slots,
+                in_flight=worker.in_flight,
+                labels=worker.labels,
+                agent_version=worker.agent_version,
+                connected_at=wire.timestamp_to_proto(worker.connected_at),
+                last_seen_at=wire.timestamp_to_proto(worker.last_seen_at),
+                draining=worker.draining,
                 lease_timeout=lease_timeout,
+                replica=worker.replica,
             )
-            for session in sessions
+            for worker in workers
         ]

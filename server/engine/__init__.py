@@ -22,6 +22,7 @@ from ._sessions import (
     WorkerLink,
     WorkerReport,
     WorkerSession,
+    WorkerView,
 )
 from ._submits import BatchItemResult, SubmitItem, SubmitResult
 from ._timers import Timers
@@ -51,4 +52,5 @@ __all__ = [
     "WorkerLink",
     "WorkerReport",
     "WorkerSession",
+    "WorkerView",
 ]

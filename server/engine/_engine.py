@@ -6,7 +6,8 @@ executions, applying events, the queue figures), `_workers` (sessions, who holds
 which attempt, leases), `_dispatch`, `_ready`, `_submits`, `_history` (numbering,
 watch), `_cold` (queued executions out of memory), `_recovery`, `_retention`,
 `_schedules`, `_waits`, `_bulk`, `_replicas` (several replicas on one database),
-`_stats`, `_admission`, `_sessions`, `_bus`, `_timers`, `_clock`, `_ids`.
+`_directory` (the workers operators list and drain, across replicas), `_stats`,
+`_admission`, `_sessions`, `_bus`, `_timers`, `_clock`, `_ids`.
 
 This module wires them together (a room's hooks point at another room's
 methods, so that no two rooms import each other) and holds the lifecycle,
@@ -50,6 +51,7 @@ from ._bulk import BulkResult, Deletions, cancel_matching, delete_matching
 from ._bus import EventBus, EventFilter
 from ._clock import Clock, SystemClock
 from ._cold import ColdTier
+from ._directory import WorkerDirectory
 from ._dispatch import Dispatcher
 from ._history import History, HistoryCodec
 from ._keys import ConcurrencyKeys
@@ -61,7 +63,7 @@ from ._recovery import recover
 from ._replicas import Forwarded, Replicas
 from ._retention import Retention
 from ._schedules import Schedules
-from ._sessions import Welcome, WorkerHello, WorkerLink, WorkerReport, WorkerSession
+from ._sessions import Welcome, WorkerHello, WorkerLink, WorkerReport, WorkerSession, WorkerView
 from ._stats import engine_stats, oldest_queued
 from ._submits import BatchItemResult, SubmitItem, SubmitResult, Submits
 from ._timers import Timers
@@ -186,6 +188,8 @@ class Engine:
         )
         self.schedules.leading = self.retention.leading = lambda: self.replicas.leading
         self.schedules.shared = replica is not None
+        # Public too: the workers operators list and drain, across replicas (`_directory`).
+        self.directory = WorkerDirectory(pool=self._pool, replica_store=replica)
 
     # ---- Lifecycle ------------------------------------------------------------------------------
 
@@ -490,12 +494,17 @@ class Engine:
         running attempts it reports that are still its own."""
         return self._pool.connect(hello, link, identity=identity)
 
-    def drain_worker(
+    async def list_workers(self) -> list[WorkerView]:
+        """The connected workers an operator sees: this server's, and on a replica the other replicas' too."""
+        return await self.directory.everywhere()
+
+    async def drain_worker(
         self, *, name: str = "", session_id: str = "", grace: timedelta | None = None, reason: str = ""
-    ) -> list[WorkerSession]:
-        """An operator drains a worker (by name, session id or both): no new work for its sessions, and
-        each is told to finish what it runs within `grace` and hang up. NotFound when none is connected."""
-        return self._pool.drain(
+    ) -> list[WorkerView]:
+        """An operator drains a worker (by name, session id or both), on this server or, on a replica, wherever
+        it is connected: no new work for its sessions, and each is told to finish what it runs within `grace` and
+        hang up. NotFound when none is connected."""
+        return await self.directory.drain(
             name=name, session_id=session_id, grace=grace, reason=reason or "an operator asked this worker to drain"
         )
 

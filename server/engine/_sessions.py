@@ -147,6 +147,42 @@ class WorkerSession:
         self.connected = False
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    """A connected worker as an operator sees it: a session of this server, or one that another replica published
+    (`replica`: where its stream is connected; '' on a single server)."""
+
+    session_id: str
+    instance_id: str
+    name: str
+    handlers: tuple[str, ...]
+    slots: int
+    in_flight: int
+    labels: Mapping[str, str]
+    agent_version: str
+    connected_at: datetime
+    last_seen_at: datetime
+    draining: bool
+    replica: str = ""
+
+    @classmethod
+    def of(cls, session: WorkerSession, replica: str = "") -> WorkerView:
+        return cls(
+            session_id=session.session_id,
+            instance_id=session.instance_id,
+            name=session.name,
+            handlers=tuple(sorted(session.handlers)),
+            slots=session.slots,
+            in_flight=len(session.held),
+            labels=dict(session.labels),
+            agent_version=session.agent_version,
+            connected_at=session.connected_at,
+            last_seen_at=session.last_seen_at,
+            draining=session.draining,
+            replica=replica,
+        )
+
+
 # ---- What a worker reports (one value per message of a frame) --------------------------------------
 
 

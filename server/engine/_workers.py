@@ -31,7 +31,6 @@ from taskwire.server.domain import (
     CancelOnWorker,
     InvalidTransition,
     LeaseExpired,
-    NotFound,
     PermissionDenied,
     Reason,
     ReasonCode,
@@ -384,21 +383,14 @@ class WorkerPool:
         """An operator drains a worker: every connected session with that name (or the one session, or
         both must match) gets no new work from now on and is told to finish what it runs within `grace`
         (None: the worker's own drain timeout), then hang up. Its held attempts keep their lease and
-        report as usual. Returns the sessions told, sorted by name then session id."""
+        report as usual. Returns the sessions told (none may match)."""
         if not name and not session_id:
             raise ValidationError("name", "a worker name or session_id is required")
-        sessions = sorted(
-            (
-                session
-                for session in self.connected()
-                if (not name or session.name == name) and (not session_id or session.session_id == session_id)
-            ),
-            key=lambda session: (session.name, session.session_id),
-        )
-        if not sessions:
-            if session_id:
-                raise NotFound("connected worker", session_id, key="session id")
-            raise NotFound("connected worker", name, key="name")
+        sessions = [
+            session
+            for session in self.connected()
+            if (not name or session.name == name) and (not session_id or session.session_id == session_id)
+        ]
         for session in sessions:
             session.draining = True
             if session.link is not None:

@@ -19,6 +19,8 @@ replica another one adopted, or that a restart under its name took over, changes
   replicas whose lease lapsed or whose session ended (`lapsed_replicas`) and `adopt`s each: the dead row's
   epoch + 1 (its commits fenced from then on), its unfinished executions and its mail moved to the leader, the
   claims it made cleared.
+- Workers: each replica publishes the workers connected to it (`publish_workers`, one row of `taskwire_workers`);
+  `workers_elsewhere` reads those of the other live replicas. An adopted replica's row goes.
 - Notifications (with `notify`): commits announce `taskwire_history` (the ids of executions that got events, or
   `*` past 7,000 bytes), `taskwire_ready` (the handlers of task runs written PENDING) and `taskwire_schedules`
   (schedules written or deleted), debounced (`_postgres_announce`); `listen` keeps one connection LISTENing to
@@ -79,6 +81,14 @@ _LAPSED: Final = (
 _SEND: Final = (
     "INSERT INTO taskwire_mail (recipient, kind, body) VALUES ($1, $2, $3::jsonb)",
     "SELECT pg_notify($1, $2)",
+)
+_PUBLISH_WORKERS: Final = (
+    "INSERT INTO taskwire_workers (replica, workers) VALUES ($1, $2::jsonb) "
+    "ON CONFLICT (replica) DO UPDATE SET workers = excluded.workers, published_at = now()"
+)
+_WORKERS: Final = (
+    "SELECT w.replica, w.workers FROM taskwire_workers AS w JOIN taskwire_replicas AS r ON r.name = w.replica "
+    f"WHERE w.replica <> $1 AND {_ALIVE} ORDER BY w.replica"
 )
 # Taken when lapsed (epoch + 1), renewed while held; `now()` is the database's clock.
 _LEAD: Final = (
@@ -187,6 +197,7 @@ class ReplicaMethods:
             )
             await conn.execute("UPDATE taskwire_mail SET recipient = $2 WHERE recipient = $1", dead, me)
             await conn.execute("UPDATE executions SET claimed_by = '' WHERE claimed_by = $1", dead)
+            await conn.execute("DELETE FROM taskwire_workers WHERE replica = $1", dead)
             return [row[0] for row in moved]
 
         moved = await self._fenced(adopt)
@@ -300,6 +311,24 @@ class ReplicaMethods:
             )
 
         await self._fenced(done)
+
+    async def publish_workers(self, workers: Sequence[dict[str, Any]]) -> None:
+        """Store the workers connected to this replica now, replacing what it stored before."""
+        me = self._replica_name("publish workers")
+
+        async def publish(conn: Any) -> None:
+            await conn.execute(_PUBLISH_WORKERS, me, json.dumps(list(workers)))
+
+        await self._fenced(publish)
+
+    async def workers_elsewhere(self) -> dict[str, list[dict[str, Any]]]:
+        """Per other live replica, the workers it published last."""
+        me = self._replica_name("list workers")
+
+        async def read(conn: Any) -> dict[str, list[dict[str, Any]]]:
+            return {str(row["replica"]): json.loads(row["workers"]) for row in await conn.fetch(_WORKERS, me)}
+
+        return await self._read(read)
 
     async def holder_of(self, execution_id: str) -> str:
         """The replica that holds the execution; '' when it is unknown or finished."""

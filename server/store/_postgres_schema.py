@@ -29,6 +29,9 @@ row: the replica that adopts dead replicas' executions, runs schedules and reten
 `taskwire_replicas` (`_postgres_lease`: one lease row per replica name) is made before any migration,
 as `taskwire_owner` is.
 
+Version 5 adds `taskwire_workers`: per replica, the workers connected to it as it last published them (a JSON
+array), so that any replica lists and drains them all.
+
 Migrations: `MIGRATIONS[n]` takes the database from version n to n + 1. `migrate` runs them in one
 transaction that holds a transaction-level advisory lock (`MIGRATION_LOCK`), so servers that start
 together on a new or older database wait for the first, and each later one finds the work done.
@@ -164,9 +167,15 @@ _SCHEMA_V4: Final = (
     "INSERT INTO taskwire_leader (id, holder, epoch, lease_until) VALUES (1, '', 0, '-infinity')",
 )
 
+# Version 5: the workers connected to each replica, as it last published them (`_postgres_replicas`).
+_SCHEMA_V5: Final = (
+    "CREATE TABLE taskwire_workers (replica TEXT PRIMARY KEY, workers JSONB NOT NULL, "
+    "published_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+)
+
 # MIGRATIONS[n] takes a database from version n to n + 1 (statements run in order, in the one transaction).
 # A later schema appends its step here; SCHEMA_VERSION follows.
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

@@ -231,7 +231,9 @@ class Mail:
     """A message from one replica to another (`ReplicaStore`), kept until its recipient is done with it."""
 
     id: int
-    kind: str  # "cancel" {execution_id, reason}, "claim" {by, executions}, "given" {executions}, "refused" {executions}
+    # "cancel" {execution_id, reason}, "claim" {by, executions}, "hand_over" {by, executions, instance, identity},
+    # "given" {executions}, "refused" {executions}, "drain" {sessions, grace_us, reason}
+    kind: str
     body: dict[str, Any]
 
 
@@ -270,6 +272,12 @@ class ReplicaStore(Protocol):
 
     async def done_mail(self, ids: Sequence[int]) -> None:
         """Delete the mail of `ids` (applied)."""
+
+    async def publish_workers(self, workers: Sequence[dict[str, Any]]) -> None:
+        """Store the workers connected to this replica now (JSON objects), replacing what it stored before."""
+
+    async def workers_elsewhere(self) -> dict[str, list[dict[str, Any]]]:
+        """Per other live replica (its lease current, not adopted), the workers it stored last."""
 
     async def holder_of(self, execution_id: str) -> str:
         """The replica that holds the execution; '' when it is unknown or finished."""

@@ -1163,6 +1163,7 @@ class WorkerInfo(_message.Message):
     LAST_SEEN_AT_FIELD_NUMBER: _builtins.int
     DRAINING_FIELD_NUMBER: _builtins.int
     LEASE_TIMEOUT_FIELD_NUMBER: _builtins.int
+    REPLICA_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Server-assigned id of this connection."""
     instance_id: _builtins.str
@@ -1177,6 +1178,11 @@ class WorkerInfo(_message.Message):
     """Its agent version."""
     draining: _builtins.bool
     """True once it was asked to drain (it takes no new work)."""
+    replica: _builtins.str
+    """The replica its stream is connected to (servers started with --replica); empty on a single server. A worker
+    connected to another replica than the one asked is listed as that replica last published it: its in_flight
+    and last_seen_at may be a few seconds old.
+    """
     @_builtins.property
     def handlers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The handlers it serves."""
@@ -1212,10 +1218,11 @@ class WorkerInfo(_message.Message):
         last_seen_at: _timestamp_pb2.Timestamp | None = ...,
         draining: _builtins.bool = ...,
         lease_timeout: _duration_pb2.Duration | None = ...,
+        replica: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["connected_at", b"connected_at", "last_seen_at", b"last_seen_at", "lease_timeout", b"lease_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "connected_at", b"connected_at", "draining", b"draining", "handlers", b"handlers", "in_flight", b"in_flight", "instance_id", b"instance_id", "labels", b"labels", "last_seen_at", b"last_seen_at", "lease_timeout", b"lease_timeout", "name", b"name", "session_id", b"session_id", "slots", b"slots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "connected_at", b"connected_at", "draining", b"draining", "handlers", b"handlers", "in_flight", b"in_flight", "instance_id", b"instance_id", "labels", b"labels", "last_seen_at", b"last_seen_at", "lease_timeout", b"lease_timeout", "name", b"name", "replica", b"replica", "session_id", b"session_id", "slots", b"slots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

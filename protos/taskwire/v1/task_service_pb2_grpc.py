@@ -276,7 +276,8 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListWorkers(self, request, context):
-        """Lists connected workers.
+        """Lists connected workers. Asked of a replica, lists those of every live
+        replica (WorkerInfo.replica names where each is connected).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -288,6 +289,8 @@ class TaskServiceServicer:
         the grace, takes nothing new, and disconnects (the Python agent then exits 0).
         NOT_FOUND when no connected worker matches; INVALID_ARGUMENT when the request
         names no worker. Draining a session that already drains tells it again.
+        Asked of a replica, it also drains the matching workers connected to other
+        replicas: they are told by the database's mail, within a second or so.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -98,13 +98,17 @@ class TaskServiceStub:
     GetStats: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetStatsRequest, _task_service_pb2.GetStatsResponse]
     """Returns queue and worker statistics."""
     ListWorkers: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListWorkersRequest, _task_service_pb2.ListWorkersResponse]
-    """Lists connected workers."""
+    """Lists connected workers. Asked of a replica, lists those of every live
+    replica (WorkerInfo.replica names where each is connected).
+    """
     DrainWorker: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.DrainWorkerRequest, _task_service_pb2.DrainWorkerResponse]
     """Drains a connected worker (an operator's act): its sessions get no new work
     from now on, and each is sent Drain: the worker finishes what it runs within
     the grace, takes nothing new, and disconnects (the Python agent then exits 0).
     NOT_FOUND when no connected worker matches; INVALID_ARGUMENT when the request
     names no worker. Draining a session that already drains tells it again.
+    Asked of a replica, it also drains the matching workers connected to other
+    replicas: they are told by the database's mail, within a second or so.
     """
     DeleteExecution: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.DeleteExecutionRequest, _task_service_pb2.DeleteExecutionResponse]
     """Deletes a finished (SUCCESS, FAILED or CANCELLED) execution with its task
@@ -251,13 +255,17 @@ class TaskServiceAsyncStub(TaskServiceStub):
     GetStats: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetStatsRequest, _task_service_pb2.GetStatsResponse]  # type: ignore[assignment]
     """Returns queue and worker statistics."""
     ListWorkers: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListWorkersRequest, _task_service_pb2.ListWorkersResponse]  # type: ignore[assignment]
-    """Lists connected workers."""
+    """Lists connected workers. Asked of a replica, lists those of every live
+    replica (WorkerInfo.replica names where each is connected).
+    """
     DrainWorker: _aio.UnaryUnaryMultiCallable[_task_service_pb2.DrainWorkerRequest, _task_service_pb2.DrainWorkerResponse]  # type: ignore[assignment]
     """Drains a connected worker (an operator's act): its sessions get no new work
     from now on, and each is sent Drain: the worker finishes what it runs within
     the grace, takes nothing new, and disconnects (the Python agent then exits 0).
     NOT_FOUND when no connected worker matches; INVALID_ARGUMENT when the request
     names no worker. Draining a session that already drains tells it again.
+    Asked of a replica, it also drains the matching workers connected to other
+    replicas: they are told by the database's mail, within a second or so.
     """
     DeleteExecution: _aio.UnaryUnaryMultiCallable[_task_service_pb2.DeleteExecutionRequest, _task_service_pb2.DeleteExecutionResponse]  # type: ignore[assignment]
     """Deletes a finished (SUCCESS, FAILED or CANCELLED) execution with its task
@@ -461,7 +469,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.ListWorkersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.ListWorkersResponse, _abc.Awaitable[_task_service_pb2.ListWorkersResponse]]:
-        """Lists connected workers."""
+        """Lists connected workers. Asked of a replica, lists those of every live
+        replica (WorkerInfo.replica names where each is connected).
+        """
 
     @_abc_1.abstractmethod
     def DrainWorker(
@@ -474,6 +484,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         the grace, takes nothing new, and disconnects (the Python agent then exits 0).
         NOT_FOUND when no connected worker matches; INVALID_ARGUMENT when the request
         names no worker. Draining a session that already drains tells it again.
+        Asked of a replica, it also drains the matching workers connected to other
+        replicas: they are told by the database's mail, within a second or so.
         """
 
     @_abc_1.abstractmethod

@@ -9,7 +9,9 @@ with the checker's lost, duplicated, stuck and leaked counts at zero.
 from __future__ import annotations
 
 import functools
+import json
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -286,3 +288,41 @@ def test_a_worker_whose_stream_to_its_replica_goes_half_open_goes_on_with_its_at
     assert final.state == pb.EXECUTION_STATE_SUCCESS, logs
     assert [attempt.number for attempt in final.task_runs[0].attempts] == [1], logs
     assert [(run.attempt, run.result) for run in read_journal(journal)] == [(1, "ok")]
+
+
+def _cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "taskwire"), "--server", server.address, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_any_replica_lists_every_replicas_workers_and_drains_one_connected_to_another(procs: Cluster) -> None:
+    r1, r2 = _replicas(procs, count=2)
+    procs.worker(r1, name="near")
+    far = procs.worker(r2, name="far", slots=3)
+
+    def listed() -> list[tuple[str, str, int]]:
+        shown = json.loads(_cli(r1, "workers", "--json").stdout)["workers"]
+        return [(worker["name"], worker["replica"], worker["slots"]) for worker in shown]
+
+    wait_for(lambda: listed() == [("far", "r2", 3), ("near", "r1", 4)], what="r2's worker listed by r1")
+    table = _cli(r1, "workers").stdout
+    assert "REPLICA" in table
+    assert any(line.split()[:1] == ["far"] and line.split()[-1] == "r2" for line in table.splitlines()), table
+
+    drained = _cli(r1, "workers", "drain", "far", "--reason", "rolling upgrade")
+    assert drained.returncode == 0, drained.stderr
+    assert "far" in drained.stdout
+    assert "draining" in drained.stdout
+    assert far.wait(timeout_s=30) == 0  # told by r2, through the database's mail: it drained and exited
+    far.wait_for_line("rolling upgrade")
+    wait_for(lambda: listed() == [("near", "r1", 4)], what="the drained worker gone from every list")
+
+    missing = _cli(r2, "workers", "drain", "far")
+    assert missing.returncode == 4, missing.stderr  # NOT_FOUND: no replica has it now
+    assert "far" in missing.stderr

@@ -375,9 +375,18 @@ def test_workers_table_and_json() -> None:
                 "last_seen_at": "2030-01-01T12:00:05.000000Z",
                 "draining": True,
                 "lease_timeout_s": 30.0,
+                "replica": "",
             }
         ],
     }
+
+
+def test_the_workers_table_names_each_workers_replica_when_the_server_is_one() -> None:
+    assert "REPLICA" not in render(workers_table([WORKER]))
+    two = [dataclasses.replace(WORKER, replica="r2"), dataclasses.replace(WORKER, session_id="s2", replica="r1")]
+    text = render(workers_table(two))
+    assert "REPLICA" in text
+    assert [line.split()[-1] for line in text.splitlines() if line.split()[:1] == ["w1"]] == ["r2", "r1"]
 
 
 def test_jsonable_outputs() -> None:

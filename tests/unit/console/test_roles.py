@@ -72,5 +72,9 @@ def test_an_admin_sees_cancel_on_a_running_execution_and_drain_on_a_worker() -> 
 
 def test_what_the_pages_show_is_escaped() -> None:
     admin = viewer(Identity(name="", role="admin"))
-    hostile = WorkerInfo(session_id="s", instance_id="i", name="<script>x</script>", handlers=(), slots=1, in_flight=0)
-    assert "<script>" not in worker_rows([hostile], {}, admin)
+    hostile = WorkerInfo(
+        session_id="s", instance_id="i", name="<script>x</script>", handlers=(), slots=1, in_flight=0, replica="<b>"
+    )
+    shown = worker_rows([hostile], {}, admin)
+    assert "<script>" not in shown
+    assert "on &lt;b&gt;" in shown  # the replica it is connected to

@@ -239,12 +239,14 @@ class Rig:
         instance_id: str = "",
         running: Iterable[AttemptKey] = (),
         identity: str = "",
+        labels: Mapping[str, str] | None = None,
     ) -> FakeWorker:
         hello = WorkerHello(
             name=name,
             instance_id=instance_id or f"instance-{name}",
             handlers=frozenset(handlers),
             slots=slots,
+            labels=dict(labels or {}),
             running_attempts=tuple(running),
         )
         link = FakeLink()

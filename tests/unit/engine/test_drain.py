@@ -17,8 +17,10 @@ async def test_a_drained_worker_finishes_its_task_and_gets_nothing_new(rig: Rig)
     other = rig.connect("other")
 
     grace = timedelta(seconds=30)
-    told = rig.engine.drain_worker(name="busy", grace=grace, reason="kernel upgrade")
-    assert told == [busy.session]
+    told = await rig.engine.drain_worker(name="busy", grace=grace, reason="kernel upgrade")
+    assert [(view.session_id, view.name, view.draining, view.replica) for view in told] == [
+        (busy.session.session_id, "busy", True, "")
+    ]
     assert busy.link.sent[-1] == Drained(grace, "kernel upgrade")
     assert busy.session.draining
     assert busy.session.free_slots == 0
@@ -42,24 +44,27 @@ async def test_a_drained_worker_finishes_its_task_and_gets_nothing_new(rig: Rig)
 async def test_drain_by_session_id_tells_only_that_session_with_a_default_reason(rig: Rig) -> None:
     one = rig.connect("twin", instance_id="a")
     two = rig.connect("twin", instance_id="b")
-    assert rig.engine.drain_worker(session_id=two.session.session_id) == [two.session]
+    told = await rig.engine.drain_worker(session_id=two.session.session_id)
+    assert [view.session_id for view in told] == [two.session.session_id]
     (drained,) = [sent for sent in two.link.sent if isinstance(sent, Drained)]
     assert drained.grace is None  # the worker's own drain timeout
     assert drained.reason
     assert not one.session.draining
     # By name: every session of that name (told again: draining is idempotent).
-    assert set(rig.engine.drain_worker(name="twin")) == {one.session, two.session}
+    told = await rig.engine.drain_worker(name="twin")
+    assert sorted(view.session_id for view in told) == sorted([one.session.session_id, two.session.session_id])
+    assert one.session.draining
 
 
 async def test_drain_of_an_unknown_worker_is_not_found_and_of_nobody_is_invalid(rig: Rig) -> None:
     worker = rig.connect("w1")
     with pytest.raises(NotFound, match="'ghost'"):
-        rig.engine.drain_worker(name="ghost")
+        await rig.engine.drain_worker(name="ghost")
     with pytest.raises(NotFound, match="'nope'"):
-        rig.engine.drain_worker(name="w1", session_id="nope")
+        await rig.engine.drain_worker(name="w1", session_id="nope")
     with pytest.raises(ValidationError, match="name"):
-        rig.engine.drain_worker()
+        await rig.engine.drain_worker()
     worker.disconnect()
     with pytest.raises(NotFound, match="'w1'"):
-        rig.engine.drain_worker(name="w1")  # only connected workers can be drained
+        await rig.engine.drain_worker(name="w1")  # only connected workers can be drained
     assert not any(isinstance(sent, Drained) for sent in worker.link.sent)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -25,9 +26,10 @@ from taskwire.server.domain import (
     ScheduleSpec,
     State,
 )
-from taskwire.server.engine import Engine, ManualClock
+from taskwire.server.engine import Engine, ManualClock, WorkerView
+from taskwire.server.engine._directory import REFRESH_S
 from taskwire.server.store import EventRecord, ExecutionSnapshot, Mail, MemoryStore, RecoveredState, StoreError
-from tests.unit.engine.support import CONFIG, FakeWorker, Invoked, Rig, idle, task, until
+from tests.unit.engine.support import CONFIG, Drained, FakeWorker, Invoked, Rig, idle, task, until
 
 LEASE_S = CONFIG.lease_timeout.total_seconds()
 RETRY_ONCE = RetryPolicy(max_attempts=2, initial_interval=timedelta(seconds=1))
@@ -41,6 +43,7 @@ class Directory:
     holders: dict[str, str] = field(default_factory=dict)
     dead: set[str] = field(default_factory=set)  # replicas whose lease lapsed
     mail: dict[int, tuple[str, Mail]] = field(default_factory=dict)  # id -> (recipient, mail)
+    workers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # replica -> its workers, as published
 
     def post(self, recipient: str, kind: str, body: dict[str, Any]) -> None:
         mail_id = len(self.mail) + 1
@@ -63,6 +66,7 @@ class FakeReplicaStore:
         # When set, `adopt` sets the first once it moved the executions, and waits for the second to load them.
         self.adopt_gate: tuple[asyncio.Event, asyncio.Event] | None = None
         self.mail_taken = asyncio.Event()  # set when `take_mail` has returned some
+        self.publishes = 0
 
     async def lapsed_replicas(self) -> list[str]:
         lapsed, self.lapsed = self.lapsed, []
@@ -123,6 +127,14 @@ class FakeReplicaStore:
     async def done_mail(self, ids: Sequence[int]) -> None:
         for mail_id in ids:
             self._directory.mail.pop(mail_id, None)
+
+    async def publish_workers(self, workers: Sequence[dict[str, Any]]) -> None:
+        self._directory.workers[self.replica] = json.loads(json.dumps(list(workers)))
+        self.publishes += 1
+
+    async def workers_elsewhere(self) -> dict[str, list[dict[str, Any]]]:
+        published = self._directory.workers.items()
+        return {r: workers for r, workers in published if r != self.replica and r not in self._directory.dead}
 
     async def holder_of(self, execution_id: str) -> str:
         snapshot = await self._directory.store.get_execution(execution_id)
@@ -999,3 +1011,98 @@ async def test_a_claim_answered_before_it_returns_does_not_hold_the_free_slots(
     finally:
         await loops.close()
     assert asked[:2] == [1, 1]
+
+
+# ---- Workers across replicas -----------------------------------------------------------------------
+
+
+def _listed(workers: Sequence[WorkerView]) -> list[tuple[str, str, int, bool]]:
+    assert [(view.name, view.session_id) for view in workers] == sorted(
+        (view.name, view.session_id) for view in workers
+    )
+    return sorted((view.name, view.replica, view.in_flight, view.draining) for view in workers)
+
+
+async def test_a_replica_lists_the_workers_the_other_live_replicas_published(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    a, b, directory = pair
+    a.rig.connect("wa")
+    await _running_on(b)  # "wb"'s twin: a worker "wa" of b that runs one attempt
+    b.rig.connect("wb", labels={"zone": "eu"})
+    assert _listed(await a.engine.list_workers()) == [("wa", "a", 0, False)]  # b has published nothing yet
+
+    await b.engine.directory.publish(0.0)
+    assert _listed(await a.engine.list_workers()) == [
+        ("wa", "a", 0, False),
+        ("wa", "b", 1, False),
+        ("wb", "b", 0, False),
+    ]
+    listed = {view.name: view for view in await a.engine.list_workers() if view.replica == "b"}
+    here = {view.name: view for view in b.engine.directory.here()}
+    assert listed == {name: replace(view, replica="b") for name, view in here.items()}  # every field, as published
+
+    directory.dead.add("b")  # its lease lapsed: what it published is not listed
+    assert _listed(await a.engine.list_workers()) == [("wa", "a", 0, False)]
+
+
+async def test_a_replica_publishes_its_workers_when_they_change_and_every_few_seconds(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    _, b, _ = pair
+    publish = b.engine.directory.publish
+    await publish(0.0)
+    await publish(1.0)
+    assert b.replica_store.publishes == 1
+    worker = b.rig.connect("wb")
+    await publish(1.5)
+    assert b.replica_store.publishes == 2
+    b.rig.clock.advance(0.5)
+    worker.heartbeat()  # its last-seen time moves, and its attempts in flight: not worth a write of their own
+    await b.submit()
+    assert worker.invocations
+    await publish(2.0)
+    assert b.replica_store.publishes == 2
+    await publish(1.5 + REFRESH_S)
+    assert b.replica_store.publishes == 3
+    await b.engine.drain_worker(name="wb")
+    await publish(1.5 + REFRESH_S + 0.5)
+    assert b.replica_store.publishes == 4
+
+
+async def test_a_worker_connected_to_another_replica_is_drained_through_its_mail(
+    mailing_pair: tuple[Replica, Replica, Directory],
+) -> None:
+    a, b, _ = mailing_pair
+    here = a.rig.connect("w")
+    there = b.rig.connect("w", instance_id="i-2")
+    other = b.rig.connect("other")
+    await b.engine.directory.publish(0.0)
+    grace = timedelta(seconds=30)
+
+    told = await a.engine.drain_worker(name="w", grace=grace, reason="rolling upgrade")
+
+    assert _listed(told) == [("w", "a", 0, True), ("w", "b", 0, True)]
+    assert here.session.draining
+    async with asyncio.timeout(10):
+        await b.replica_store.mail_taken.wait()  # b's mail loop polls
+    await until(lambda: there.session.draining, "b's worker told to drain")
+    assert [sent for sent in there.link.sent if isinstance(sent, Drained)] == [Drained(grace, "rolling upgrade")]
+    assert not other.session.draining
+    assert a.replica_store.sent == [
+        ("b", "drain", {"sessions": [there.session.session_id], "grace_us": 30_000_000, "reason": "rolling upgrade"})
+    ]
+
+
+async def test_a_drain_found_on_no_replica_is_not_found(pair: tuple[Replica, Replica, Directory]) -> None:
+    a, b, _ = pair
+    b.rig.connect("wb")
+    await b.engine.directory.publish(0.0)
+    with pytest.raises(NotFound, match="'ghost'"):
+        await a.engine.drain_worker(name="ghost")
+    with pytest.raises(NotFound, match="'nope'"):
+        await a.engine.drain_worker(name="wb", session_id="nope")
+    assert a.replica_store.sent == []
+    told = await a.engine.drain_worker(name="wb", grace=None)
+    assert _listed(told) == [("wb", "b", 0, True)]
+    assert a.replica_store.sent[-1][2]["grace_us"] is None  # the worker's own drain timeout

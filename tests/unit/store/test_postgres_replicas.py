@@ -267,6 +267,22 @@ async def test_mail_is_read_oldest_first_until_it_is_done(replica: Open) -> None
     assert theirs == Mail(theirs.id, "refused", {"executions": ["exe-3"]})
 
 
+async def test_each_replica_reads_the_workers_the_other_live_replicas_published_last(replica: Open) -> None:
+    a, b, c = await replica("a"), await replica("b"), await replica("c")
+    assert await a.workers_elsewhere() == {}
+    await b.publish_workers([{"name": "w1", "labels": {"zone": "eu"}}, {"name": "w2"}])
+    await c.publish_workers([{"name": "w3"}])
+    await a.publish_workers([{"name": "mine"}])
+    assert await a.workers_elsewhere() == {
+        "b": [{"name": "w1", "labels": {"zone": "eu"}}, {"name": "w2"}],
+        "c": [{"name": "w3"}],
+    }
+    await b.publish_workers([])  # replaced whole
+    assert await c.workers_elsewhere() == {"a": [{"name": "mine"}], "b": []}
+    await b.close()  # its lease let go: what it published is not read
+    assert await a.workers_elsewhere() == {"c": [{"name": "w3"}]}
+
+
 async def test_one_replica_leads_until_it_stops(replica: Open, postgres_url: str) -> None:
     a, b = await replica("a"), await replica("b")
     assert await a.lead()
@@ -292,6 +308,7 @@ async def test_a_lapsed_replica_is_adopted_by_one_replica_and_then_changes_nothi
     await a.send("c", "cancel", {"execution_id": active.execution.id, "reason": "asked"})
     of_b = await _submit(b)
     assert len(await c.claim(["h:1"], 1)) == 1  # c's claim on b's execution
+    await c.publish_workers([{"name": "worker-of-c"}])
     assert await a.lapsed_replicas() == []
 
     _pause(c)
@@ -311,6 +328,7 @@ async def test_a_lapsed_replica_is_adopted_by_one_replica_and_then_changes_nothi
     assert holders[of_b.execution.id] == ("b", "")  # the dead replica's claim is cleared
     assert "cancel" in [m.kind for m in await winner.take_mail()]
     assert await _sql(postgres_url, "SELECT id FROM taskwire_mail WHERE recipient = 'c'") == []
+    assert await _sql(postgres_url, "SELECT replica FROM taskwire_workers WHERE replica = 'c'") == []
     assert await a.lapsed_replicas() == []
     assert await a.adopt("c") is None
 
@@ -320,6 +338,8 @@ async def test_a_lapsed_replica_is_adopted_by_one_replica_and_then_changes_nothi
     assert [type(error) for error in lost] == [StoreFenced]
     with pytest.raises(StoreFenced):
         await write(c, submit_batch(pending_execution()))
+    with pytest.raises(StoreFenced):
+        await c.publish_workers([])
 
     again = await replica("c", holder="process-c2")  # a restart under the name: taken afresh, holding nothing
     assert again.lease.epoch == 3
