@@ -97,6 +97,20 @@ class Welcome:
     max_message_bytes: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class DrainAsked:
+    """An operator's drain: its grace (None: the worker's own drain timeout) counts from `at_s` (monotonic)."""
+
+    grace: timedelta | None
+    reason: str
+    at_s: float
+
+    def grace_left(self, now_s: float) -> timedelta | None:
+        if self.grace is None:
+            return None
+        return max(self.grace - timedelta(seconds=now_s - self.at_s), timedelta(0))
+
+
 @dataclass(eq=False, kw_only=True)
 class WorkerSession:
     session_id: str
@@ -116,7 +130,8 @@ class WorkerSession:
     # Attempts the worker says it runs that this session does not hold (rejected on reconnect, or held
     # by nobody now): they take its slots until it stops listing them. Written by the worker pool.
     stray: set[AttemptKey] = field(default_factory=set)
-    draining: bool = False
+    draining: bool = False  # asked to drain, or the worker said it drains
+    drain_asked: DrainAsked | None = None  # the operator's drain, carried to the worker's next stream
     connected: bool = True
     dispatches: int = 0  # invocations sent on this session's stream: the last dispatch number
     # Since when (monotonic seconds) its stream's unsent messages are over their bound: no new work meanwhile.

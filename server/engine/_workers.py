@@ -47,6 +47,7 @@ from ._sessions import (
     AttemptKey,
     AttemptLog,
     AttemptProgress,
+    DrainAsked,
     Draining,
     Heartbeat,
     Welcome,
@@ -272,9 +273,9 @@ class WorkerPool:
         self.sessions[session.session_id] = session
         self._arm_lease(session)
         self.changed.set()
+        self.replaced(session.instance_id, session.identity, by=session)
         self.slot_freed(session)
         self._left_behind(hello)
-        self.replaced(session.instance_id, session.identity, by=session)
         log.info(
             "worker %s connected (session %s, %d slots, handlers %s, %d adopted, %d rejected)",
             session.name,
@@ -317,8 +318,9 @@ class WorkerPool:
         """A worker instance has one stream at a time: its hello on a new one (`by`, here, or on another replica)
         means the stream of its earlier session is dead, though it may look open here (half-open: the worker noticed
         first). That session ends now, so that no work goes down a stream no one reads; what it still holds waits for
-        its lease, as after a disconnect (or is handed over). Only a session of the same credential's (`identity`): a
-        worker cannot end another's by naming its instance."""
+        its lease, as after a disconnect (or is handed over). An operator's drain it was asked goes on on `by`, its
+        grace counted from when it was asked (the Drain may never have reached the worker). Only a session of the
+        same credential's (`identity`): a worker cannot end another's by naming its instance."""
         if not instance_id:
             return
         for earlier in list(self.sessions.values()):
@@ -330,6 +332,8 @@ class WorkerPool:
             ):
                 log.info("worker %s came back on a new stream: its session %s ends", earlier.name, earlier.session_id)
                 self.disconnect(earlier)
+                if by is not None and earlier.drain_asked is not None and by.drain_asked is None:
+                    self._ask_drain(by, earlier.drain_asked)
 
     def _held_for(self, key: AttemptKey, holder: WorkerSession, hello: WorkerHello) -> bool:
         """Whether `holder` holds the attempt for the worker of `hello`: it is that worker's session (the same
@@ -391,12 +395,17 @@ class WorkerPool:
             for session in self.connected()
             if (not name or session.name == name) and (not session_id or session.session_id == session_id)
         ]
+        asked = DrainAsked(grace, reason, self._clock.monotonic())
         for session in sessions:
-            session.draining = True
-            if session.link is not None:
-                session.link.drain(grace, reason)
+            self._ask_drain(session, asked)
             log.info("worker %s (session %s) asked to drain: %s", session.name, session.session_id, reason)
         return sessions
+
+    def _ask_drain(self, session: WorkerSession, asked: DrainAsked) -> None:
+        session.draining = True
+        session.drain_asked = asked
+        if session.link is not None:
+            session.link.drain(asked.grace_left(self._clock.monotonic()), asked.reason)
 
     def close(self) -> None:
         for session in list(self.sessions.values()):

@@ -60,3 +60,21 @@ def test_a_worker_that_notices_first_gets_its_work_on_the_new_stream_not_a_lease
             ids = [client.submit("echo", {"n": n}).id for n in range(8)]
             for n, execution_id in enumerate(ids):
                 assert client.wait(execution_id, timedelta(seconds=20)) == {"n": n}
+
+
+@pytest.mark.slow
+def test_a_drain_sent_down_a_stream_that_went_half_open_reaches_the_worker_on_its_next(procs: Cluster) -> None:
+    """The operator drains a worker whose stream has just stopped forwarding: the Drain is lost on the way. The
+    worker's next stream is told again, so the worker still drains and exits 0."""
+    server: ServerProcess = procs.server("--lease-timeout", "60", "--heartbeat-interval", "0.5")
+    with StallingProxy(server.address) as proxy:
+        behind = start_worker(proxy.address, "--keepalive", "3", slots=4, name="behind")
+        procs.processes.append(behind)
+        assert proxy.stall() == 1
+        with Client(server.address) as client:
+            (told,) = client.drain_worker("behind", grace=timedelta(seconds=20), reason="moving to new hardware")
+            assert told.draining
+        server.process.wait_for_line(r"worker behind came back on a new stream: its session \S+ ends", timeout_s=30)
+        assert behind.wait(timeout_s=30) == 0
+    assert _connections(behind.output) == 2
+    assert "moving to new hardware" in behind.output

@@ -68,3 +68,45 @@ async def test_drain_of_an_unknown_worker_is_not_found_and_of_nobody_is_invalid(
     with pytest.raises(NotFound, match="'w1'"):
         await rig.engine.drain_worker(name="w1")  # only connected workers can be drained
     assert not any(isinstance(sent, Drained) for sent in worker.link.sent)
+
+
+async def test_a_drain_asked_of_a_stream_that_went_half_open_goes_on_on_the_workers_next_stream(rig: Rig) -> None:
+    """The Drain went down a stream the worker had already given up on; its hello on a new stream replaces that
+    session, and the new one is told to drain, with what is left of the grace."""
+    before = rig.connect("busy", instance_id="i-1")
+    other = rig.connect("other")
+    await rig.engine.drain_worker(name="busy", grace=timedelta(seconds=30), reason="kernel upgrade")
+    rig.clock.advance(10)
+
+    back = rig.connect("busy", instance_id="i-1")
+
+    assert not before.session.connected
+    assert back.session.draining
+    assert back.session.free_slots == 0
+    assert [sent for sent in back.link.sent if isinstance(sent, Drained)] == [
+        Drained(timedelta(seconds=20), "kernel upgrade")
+    ]
+    execution_id = await rig.submit()
+    await until(lambda: other.invocations, "the task dispatched to the other worker")
+    assert back.invocations == []
+    other.complete(other.invocations[0])
+    assert await rig.state(execution_id) is State.SUCCESS
+
+    # Another instance of the same name was not asked, and a worker's own drain is its own to tell again.
+    fresh = rig.connect("busy", instance_id="i-2")
+    assert not fresh.session.draining
+    assert not any(isinstance(sent, Drained) for sent in other.link.sent)
+
+
+async def test_a_grace_spent_before_the_worker_came_back_is_none_left_and_no_grace_stays_the_workers_own(
+    rig: Rig,
+) -> None:
+    rig.connect("a", instance_id="i-a")
+    rig.connect("b", instance_id="i-b")
+    await rig.engine.drain_worker(name="a", grace=timedelta(seconds=5), reason="now")
+    await rig.engine.drain_worker(name="b", reason="whenever")
+    rig.clock.advance(10)  # within the lease: the earlier sessions are still there to be replaced
+    a = rig.connect("a", instance_id="i-a")
+    b = rig.connect("b", instance_id="i-b")
+    assert [sent for sent in a.link.sent if isinstance(sent, Drained)] == [Drained(timedelta(0), "now")]
+    assert [sent for sent in b.link.sent if isinstance(sent, Drained)] == [Drained(None, "whenever")]
