@@ -9,13 +9,15 @@ a rotated certificate without a restart.
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import os
 import re
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import grpc
 
@@ -35,43 +37,78 @@ class TlsConfigError(ValueError):
     """A TLS option is missing its partner, or a file cannot be read."""
 
 
-def _read(path: Path | None, what: str) -> bytes | None:
-    if path is None:
-        return None
+def read_tls_file(path: Path, what: str) -> bytes:
+    """The bytes of a TLS file; TlsConfigError naming it when it cannot be read."""
     try:
         return path.read_bytes()
     except OSError as error:
         raise TlsConfigError(f"cannot read the TLS {what} {str(path)!r}: {error.strerror or error}") from None
 
 
-# PEM certificate blocks; OpenSSL's TRUSTED CERTIFICATE too, which cryptography does not read.
+# PEM certificate blocks, OpenSSL's TRUSTED CERTIFICATE too (a certificate followed by its trust settings).
 _PEM_CERTIFICATE = re.compile(
-    rb"-----BEGIN (TRUSTED )?CERTIFICATE-----.+?-----END (?:TRUSTED )?CERTIFICATE-----", re.DOTALL
+    rb"-----BEGIN (TRUSTED )?CERTIFICATE-----(.*?)-----END (?:TRUSTED )?CERTIFICATE-----", re.DOTALL
 )
-_TRUSTED = b"-----BEGIN TRUSTED CERTIFICATE-----"
 
 
-def _certificates(data: bytes) -> Iterator[Certificate | None]:
-    """Each PEM certificate block of `data`, parsed (None: one that cryptography cannot parse or does not read, left
-    for the TLS library to judge, as a bundle's legacy certificate: never a reason to refuse the whole file)."""
+class Damaged:
+    """A PEM certificate block that no TLS library reads: its body is not base64 of a DER structure."""
+
+
+DAMAGED: Final = Damaged()
+
+
+def _der_sequence(der: bytes) -> bytes | None:
+    """The DER SEQUENCE at the start of `der`, whole; None when `der` does not start with one."""
+    if len(der) < 2 or der[0] != 0x30:
+        return None
+    length, start = der[1], 2
+    if length & 0x80:
+        count = length & 0x7F
+        if not 1 <= count <= 4 or len(der) < 2 + count:
+            return None
+        length, start = int.from_bytes(der[2 : 2 + count], "big"), 2 + count
+    end = start + length
+    return der[:end] if end <= len(der) else None
+
+
+def _certificates(data: bytes) -> Iterator[Certificate | Damaged | None]:
+    """Each PEM certificate block of `data` in order: parsed; DAMAGED; or None, a well-formed block cryptography
+    does not parse (a bundle's legacy certificate: the TLS library's to judge)."""
     from cryptography import x509  # here: loaded only when TLS files are given
 
     for block in _PEM_CERTIFICATE.finditer(data):
-        if block.group(1):
-            yield None
+        try:
+            der = base64.b64decode(block.group(2), validate=False)
+        except binascii.Error:
+            yield DAMAGED
+            continue
+        sequence = _der_sequence(der)
+        trusted = bool(block.group(1))  # the certificate's own SEQUENCE, then its trust settings
+        if sequence is None or (not trusted and sequence != der):
+            yield DAMAGED
             continue
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # cryptography's deprecation warnings about such legacy certificates
+            warnings.simplefilter("ignore")  # cryptography's deprecation warnings about legacy certificates
             try:
-                certificate: Certificate | None = x509.load_pem_x509_certificate(block.group(0))
+                certificate: Certificate | None = x509.load_der_x509_certificate(sequence)
             except ValueError:
                 certificate = None
         yield certificate
 
 
 def check_certificates(data: bytes, path: Path) -> None:
-    """`data` (read from `path`) holds at least one PEM certificate that parses, or a TRUSTED CERTIFICATE."""
-    if not any(certificate is not None for certificate in _certificates(data)) and _TRUSTED not in data:
+    """`data` (read from `path`) holds PEM certificates, at least one that parses and none damaged: TLS libraries load
+    a file's certificates up to the first they cannot read, and would silently trust none of those after it."""
+    parsed = False
+    for number, certificate in enumerate(_certificates(data), 1):
+        if isinstance(certificate, Damaged):
+            raise TlsConfigError(
+                f"{str(path)!r}: its certificate block {number} is damaged (not base64 of a DER certificate); "
+                "TLS would load no certificate from there on"
+            )
+        parsed = parsed or certificate is not None
+    if not parsed:
         raise TlsConfigError(f"{str(path)!r} holds no PEM certificate")
 
 
@@ -81,7 +118,7 @@ def check_pair(cert: bytes, cert_path: Path, key: bytes, key_path: Path) -> None
     from cryptography.hazmat.primitives import serialization
 
     leaf = next(_certificates(cert), None)
-    if leaf is None:
+    if leaf is None or isinstance(leaf, Damaged):
         raise TlsConfigError(f"{str(cert_path)!r} holds no PEM certificate")
     try:
         # Only its public key is compared here (TLS checks the key itself): the RSA checks would cost milliseconds.
@@ -118,12 +155,13 @@ class TlsFiles:
     def credentials(self) -> grpc.ChannelCredentials:
         """Credentials from the files as they are now; TlsConfigError when one cannot be read or does not hold
         what it should (gRPC itself would take any bytes, and fail each handshake)."""
-        ca = _read(self.ca, "CA file")
-        key = _read(self.key, "key file")
-        cert = _read(self.cert, "certificate file")
-        if ca is not None and self.ca is not None:
+        ca = cert = key = None
+        if self.ca is not None:
+            ca = read_tls_file(self.ca, "CA file")
             check_certificates(ca, self.ca)
-        if cert is not None and key is not None and self.cert is not None and self.key is not None:
+        if self.cert is not None and self.key is not None:  # both or neither (checked when made)
+            key = read_tls_file(self.key, "key file")
+            cert = read_tls_file(self.cert, "certificate file")
             check_pair(cert, self.cert, key, self.key)
         return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 

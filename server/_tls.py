@@ -22,7 +22,7 @@ from pathlib import Path
 
 import grpc
 
-from taskwire.common.tls import TlsConfigError, check_certificates, check_pair
+from taskwire.common.tls import TlsConfigError, check_certificates, check_pair, read_tls_file
 
 from ._config import ServerConfig
 
@@ -38,23 +38,6 @@ class _Material:
     cert: bytes
     key: bytes
     client_ca: bytes | None
-
-
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise TlsFileError(f"cannot read the TLS {what} {str(path)!r}: {error.strerror or error}") from None
-
-
-def _check(material: _Material, files: CertificateFiles) -> None:
-    """The certificate chain and key parse, and the key is the certificate's; the client CA parses."""
-    try:
-        check_pair(material.cert, files.cert, material.key, files.key)
-        if material.client_ca is not None and files.client_ca is not None:
-            check_certificates(material.client_ca, files.client_ca)
-    except TlsConfigError as error:
-        raise TlsFileError(str(error)) from None
 
 
 class CertificateFiles:
@@ -88,13 +71,18 @@ class CertificateFiles:
         return tuple(stamps)
 
     def _load(self) -> _Material:
-        material = _Material(
-            cert=_read(self.cert, "certificate"),
-            key=_read(self.key, "key"),
-            client_ca=None if self.client_ca is None else _read(self.client_ca, "client CA"),
-        )
-        _check(material, self)
-        return material
+        """The files' bytes: the certificate chain and key parse, and the key is the certificate's; the client CA
+        holds certificates, none damaged."""
+        try:
+            cert, key = read_tls_file(self.cert, "certificate"), read_tls_file(self.key, "key")
+            check_pair(cert, self.cert, key, self.key)
+            client_ca = None
+            if self.client_ca is not None:
+                client_ca = read_tls_file(self.client_ca, "client CA")
+                check_certificates(client_ca, self.client_ca)
+        except TlsConfigError as error:
+            raise TlsFileError(str(error)) from None
+        return _Material(cert=cert, key=key, client_ca=client_ca)
 
     @staticmethod
     def _configuration(material: _Material) -> grpc.ServerCertificateConfiguration:

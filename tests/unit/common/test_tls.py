@@ -4,6 +4,7 @@ credentials are made."""
 from __future__ import annotations
 
 import argparse
+import base64
 from pathlib import Path
 
 import grpc
@@ -66,7 +67,7 @@ def test_credentials_and_the_server_name_option(tmp_path: Path) -> None:
     ("which", "content", "message"),
     [
         ("ca", b"not a certificate", "holds no PEM certificate"),
-        ("ca", b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n", "holds no PEM certificate"),
+        ("ca", b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n", "certificate block 1 is damaged"),
         ("cert", b"", "holds no PEM certificate"),
         (
             "key",
@@ -95,19 +96,48 @@ def test_a_key_of_another_certificate_is_refused(tmp_path: Path) -> None:
         tls_credentials(ca=certs.ca, cert=certs.client_cert("admin"), key=certs.client_key("viewer"))
 
 
-def test_a_bundle_is_taken_whole_when_one_of_its_certificates_does_not_parse(tmp_path: Path) -> None:
-    """A bundle's legacy certificate (one cryptography refuses or does not read) is the TLS library's to judge."""
+def _pem(der: bytes, kind: str = "CERTIFICATE") -> bytes:
+    body = base64.encodebytes(der)
+    return b"-----BEGIN " + kind.encode() + b"-----\n" + body + b"-----END " + kind.encode() + b"-----\n"
+
+
+def test_a_bundle_is_taken_whole_with_its_legacy_and_trusted_certificates(tmp_path: Path) -> None:
+    """A well-formed block cryptography does not parse (a bundle's legacy certificate) is the TLS library's to judge;
+    OpenSSL's TRUSTED CERTIFICATE (a certificate, then its trust settings) is read."""
     certs = write_dev_certs(tmp_path, clients=[])
+    ca = certs.ca.read_bytes()
+    der = base64.b64decode(b"".join(ca.splitlines()[1:-1]))
+    legacy = _pem(bytes([0x30, 0x03, 0x02, 0x01, 0x01]))  # a DER SEQUENCE, not a certificate cryptography reads
+    trusted = _pem(der + bytes([0x30, 0x00]), "TRUSTED CERTIFICATE")
     bundle = tmp_path / "bundle.pem"
-    odd = b"-----BEGIN CERTIFICATE-----\nnot der\n-----END CERTIFICATE-----\n"
-    trusted = b"-----BEGIN TRUSTED CERTIFICATE-----\nMIIB\n-----END TRUSTED CERTIFICATE-----\n"
-    bundle.write_bytes(b"# comments between blocks\n" + odd + certs.ca.read_bytes() + trusted)
+    bundle.write_bytes(b"# comments between blocks\n" + legacy + ca + trusted)
     assert isinstance(tls_credentials(ca=bundle), grpc.ChannelCredentials)
     bundle.write_bytes(trusted)
     assert isinstance(tls_credentials(ca=bundle), grpc.ChannelCredentials)
-    bundle.write_bytes(odd)
+    bundle.write_bytes(legacy)
     with pytest.raises(TlsConfigError, match="holds no PEM certificate"):
         tls_credentials(ca=bundle)
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        b"-----BEGIN CERTIFICATE-----\nnot der\n-----END CERTIFICATE-----\n",
+        b"-----BEGIN CERTIFICATE-----\nMIIBAAAA\n-----END CERTIFICATE-----\n",  # a SEQUENCE cut short
+        b"-----BEGIN TRUSTED CERTIFICATE-----\nMIIB\n-----END TRUSTED CERTIFICATE-----\n",
+    ],
+)
+def test_a_damaged_block_is_refused_naming_it_since_tls_would_load_nothing_after_it(
+    tmp_path: Path, damaged: bytes
+) -> None:
+    """gRPC loads a CA file's certificates up to the first block it cannot read: a damaged block first leaves it no
+    root at all (every handshake fails), and one later silently drops the certificates after it."""
+    ca = write_dev_certs(tmp_path, clients=[]).ca.read_bytes()
+    bundle = tmp_path / "bundle.pem"
+    for content, number in [(damaged + ca, 1), (ca + damaged + ca, 2), (damaged, 1)]:
+        bundle.write_bytes(content)
+        with pytest.raises(TlsConfigError, match=rf"bundle\.pem': its certificate block {number} is damaged"):
+            tls_credentials(ca=bundle)
 
 
 def test_the_systems_bundle_is_taken_without_a_warning(recwarn: pytest.WarningsRecorder) -> None:
