@@ -13,6 +13,7 @@ import base64
 import binascii
 import os
 import re
+import ssl
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ _PEM_CERTIFICATE = re.compile(
 
 
 class Damaged:
-    """A PEM certificate block that no TLS library reads: its body is not base64 of a DER structure."""
+    """A PEM certificate block that TLS does not read: not base64 of a DER certificate."""
 
 
 DAMAGED: Final = Damaged()
@@ -72,9 +73,18 @@ def _der_sequence(der: bytes) -> bytes | None:
     return der[:end] if end <= len(der) else None
 
 
+def _openssl_reads(der: bytes) -> bool:
+    """Whether OpenSSL reads the DER certificate: the judge of one cryptography does not parse (a legacy one)."""
+    try:
+        ssl.create_default_context(cadata=der)
+    except ssl.SSLError:
+        return False
+    return True
+
+
 def _certificates(data: bytes) -> Iterator[Certificate | Damaged | None]:
-    """Each PEM certificate block of `data` in order: parsed; DAMAGED; or None, a well-formed block cryptography
-    does not parse (a bundle's legacy certificate: the TLS library's to judge)."""
+    """Each PEM certificate block of `data` in order: parsed; DAMAGED; or None, a legacy certificate that
+    cryptography does not parse and OpenSSL reads."""
     from cryptography import x509  # here: loaded only when TLS files are given
 
     for block in _PEM_CERTIFICATE.finditer(data):
@@ -94,7 +104,7 @@ def _certificates(data: bytes) -> Iterator[Certificate | Damaged | None]:
                 certificate: Certificate | None = x509.load_der_x509_certificate(sequence)
             except ValueError:
                 certificate = None
-        yield certificate
+        yield certificate if certificate is not None or _openssl_reads(sequence) else DAMAGED
 
 
 def check_certificates(data: bytes, path: Path) -> None:
@@ -113,13 +123,15 @@ def check_certificates(data: bytes, path: Path) -> None:
 
 
 def check_pair(cert: bytes, cert_path: Path, key: bytes, key_path: Path) -> None:
-    """The certificate chain and the key parse, and the key is that of the chain's first certificate."""
+    """The certificate chain (none of it damaged) and the key parse, and the key is that of the chain's first
+    certificate."""
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 
-    leaf = next(_certificates(cert), None)
+    check_certificates(cert, cert_path)
+    leaf = next(_certificates(cert))
     if leaf is None or isinstance(leaf, Damaged):
-        raise TlsConfigError(f"{str(cert_path)!r} holds no PEM certificate")
+        raise TlsConfigError(f"{str(cert_path)!r}: its first certificate cannot be read")
     try:
         # Only its public key is compared here (TLS checks the key itself): the RSA checks would cost milliseconds.
         private_key = serialization.load_pem_private_key(key, password=None, unsafe_skip_rsa_key_validation=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
 
 from taskwire.client._dev_certs import write_dev_certs
 from taskwire.common.tls import TlsConfigError, TlsFiles, add_tls_arguments, tls_credentials, tls_from_args
@@ -101,20 +102,32 @@ def _pem(der: bytes, kind: str = "CERTIFICATE") -> bytes:
     return b"-----BEGIN " + kind.encode() + b"-----\n" + body + b"-----END " + kind.encode() + b"-----\n"
 
 
-def test_a_bundle_is_taken_whole_with_its_legacy_and_trusted_certificates(tmp_path: Path) -> None:
-    """A well-formed block cryptography does not parse (a bundle's legacy certificate) is the TLS library's to judge;
-    OpenSSL's TRUSTED CERTIFICATE (a certificate, then its trust settings) is read."""
-    certs = write_dev_certs(tmp_path, clients=[])
-    ca = certs.ca.read_bytes()
-    der = base64.b64decode(b"".join(ca.splitlines()[1:-1]))
-    legacy = _pem(bytes([0x30, 0x03, 0x02, 0x01, 0x01]))  # a DER SEQUENCE, not a certificate cryptography reads
-    trusted = _pem(der + bytes([0x30, 0x00]), "TRUSTED CERTIFICATE")
+def _der(pem: bytes) -> bytes:
+    return base64.b64decode(b"".join(pem.splitlines()[1:-1]))
+
+
+def test_a_bundle_is_taken_whole_with_its_legacy_and_trusted_certificates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A certificate cryptography does not parse (a bundle's legacy one) is OpenSSL's to judge; OpenSSL's TRUSTED
+    CERTIFICATE (a certificate, then its trust settings) is read."""
+    first, second = (write_dev_certs(tmp_path / name, clients=[]).ca.read_bytes() for name in ("a", "b"))
+    legacy = _der(first)
+    real = x509.load_der_x509_certificate
+
+    def refuses_the_legacy_one(der: bytes) -> x509.Certificate:
+        if der == legacy:
+            raise ValueError("an encoding cryptography does not accept")
+        return real(der)
+
+    monkeypatch.setattr(x509, "load_der_x509_certificate", refuses_the_legacy_one)
+    trusted = _pem(_der(second) + bytes([0x30, 0x00]), "TRUSTED CERTIFICATE")
     bundle = tmp_path / "bundle.pem"
-    bundle.write_bytes(b"# comments between blocks\n" + legacy + ca + trusted)
+    bundle.write_bytes(b"# comments between blocks\n" + first + second + trusted)
     assert isinstance(tls_credentials(ca=bundle), grpc.ChannelCredentials)
     bundle.write_bytes(trusted)
     assert isinstance(tls_credentials(ca=bundle), grpc.ChannelCredentials)
-    bundle.write_bytes(legacy)
+    bundle.write_bytes(first)  # read by OpenSSL, but no certificate of it parses here
     with pytest.raises(TlsConfigError, match="holds no PEM certificate"):
         tls_credentials(ca=bundle)
 
@@ -125,6 +138,9 @@ def test_a_bundle_is_taken_whole_with_its_legacy_and_trusted_certificates(tmp_pa
         b"-----BEGIN CERTIFICATE-----\nnot der\n-----END CERTIFICATE-----\n",
         b"-----BEGIN CERTIFICATE-----\nMIIBAAAA\n-----END CERTIFICATE-----\n",  # a SEQUENCE cut short
         b"-----BEGIN TRUSTED CERTIFICATE-----\nMIIB\n-----END TRUSTED CERTIFICATE-----\n",
+        _pem(bytes([0x30, 0x03, 0x02, 0x01, 0x01])),  # well-formed DER, not a certificate
+        _pem(bytes([0x30, 0x80, 0x02, 0x01, 0x01, 0x00, 0x00])),  # an indefinite length, which DER does not allow
+        _pem(bytes([0x30, 0x82, 0x00, 0x03, 0x02, 0x01, 0x01, 0x00])),  # a byte after the SEQUENCE
     ],
 )
 def test_a_damaged_block_is_refused_naming_it_since_tls_would_load_nothing_after_it(
@@ -146,3 +162,11 @@ def test_the_systems_bundle_is_taken_without_a_warning(recwarn: pytest.WarningsR
         pytest.skip("no system CA bundle here")
     assert isinstance(tls_credentials(ca=system), grpc.ChannelCredentials)
     assert not recwarn.list
+
+
+def test_a_damaged_certificate_in_a_client_chain_is_refused(tmp_path: Path) -> None:
+    certs = write_dev_certs(tmp_path, clients=["admin"])
+    chain = certs.client_cert("admin")
+    chain.write_bytes(chain.read_bytes() + b"-----BEGIN CERTIFICATE-----\nnot der\n-----END CERTIFICATE-----\n")
+    with pytest.raises(TlsConfigError, match=r"admin\.pem': its certificate block 2 is damaged"):
+        tls_credentials(ca=certs.ca, cert=chain, key=certs.client_key("admin"))
