@@ -1,10 +1,12 @@
 """The worker directory: the connected workers an operator lists and drains, across replicas.
 
 On a single server this is the worker pool's connected sessions. A replica also publishes its own in the
-store (`publish`: when a worker connects, leaves or drains, and every `REFRESH_S` for what they run and
-when they were last heard from), lists those the other live replicas published beside its own, and
-drains a worker connected elsewhere by mailing its replica a `drain` naming the sessions (`drain_here` there).
-A worker listed from another replica is as that replica last published it.
+store (`publish`, which its replica loop calls every half second: written when a worker connected, left,
+drains or its attempts in flight changed, and every `REFRESH_S` for when they were last heard from), lists
+those the other live replicas published beside its own, and drains a worker connected elsewhere by mailing
+its replica a `drain` naming the worker's instance (`drain_here` there: its sessions of that instance drain,
+and so does one it opens next, as on one server). A worker listed from another replica is as that replica
+last published it; a mailed drain's grace counts from when its replica reads the mail.
 
 May use: the worker pool, the replica store.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -20,13 +23,15 @@ from typing import Any, Final
 from taskwire.server.domain import NotFound
 from taskwire.server.store import ReplicaStore
 
-from ._sessions import WorkerView
+from ._sessions import WorkerView, is_named
 from ._workers import WorkerPool
 
-# A replica publishes its workers at least this often, so that their attempts in flight and last-seen times stay near
-# the truth; a worker that connects, leaves or drains is published at once.
+log = logging.getLogger(__name__)
+
+# A replica publishes its workers at least this often, so that their last-seen times stay near the truth; any other
+# change is published when its replica loop next looks.
 REFRESH_S: Final = 5.0
-_REFRESHED: Final = frozenset({"in_flight", "last_seen_at"})
+_REFRESHED: Final = frozenset({"last_seen_at"})
 
 
 def _order(view: WorkerView) -> tuple[str, str]:
@@ -35,6 +40,7 @@ def _order(view: WorkerView) -> tuple[str, str]:
 
 def _body(view: WorkerView) -> dict[str, Any]:
     return {
+        "identity": view.identity,
         "session_id": view.session_id,
         "instance_id": view.instance_id,
         "name": view.name,
@@ -50,6 +56,7 @@ def _body(view: WorkerView) -> dict[str, Any]:
 
 
 def _view(replica: str, body: dict[str, Any]) -> WorkerView:
+    """A worker another replica published (ValueError, KeyError or TypeError when `body` is not one)."""
     return WorkerView(
         session_id=str(body["session_id"]),
         instance_id=str(body["instance_id"]),
@@ -63,11 +70,8 @@ def _view(replica: str, body: dict[str, Any]) -> WorkerView:
         last_seen_at=datetime.fromisoformat(body["last_seen_at"]),
         draining=bool(body["draining"]),
         replica=replica,
+        identity=str(body.get("identity", "")),
     )
-
-
-def _matches(view: WorkerView, name: str, session_id: str) -> bool:
-    return (not name or view.name == name) and (not session_id or view.session_id == session_id)
 
 
 class WorkerDirectory:
@@ -89,15 +93,21 @@ class WorkerDirectory:
     async def _elsewhere(self) -> list[WorkerView]:
         if self._replica_store is None:
             return []
-        published = await self._replica_store.workers_elsewhere()
-        return [_view(replica, body) for replica, bodies in published.items() for body in bodies]
+        views = []
+        for replica, bodies in (await self._replica_store.workers_elsewhere()).items():
+            for body in bodies:
+                try:
+                    views.append(_view(replica, body))
+                except (KeyError, ValueError, TypeError, AttributeError) as error:
+                    log.warning("a worker replica %s published is not understood (%r): left out", replica, error)
+        return views
 
     async def drain(self, *, name: str, session_id: str, grace: timedelta | None, reason: str) -> list[WorkerView]:
         """Drain every connected worker with that name (or the one session, or both must match), here and, on a
         replica, on the others (mailed); the workers told, by name then session id. NotFound when none matches."""
+        elsewhere = [view for view in await self._elsewhere() if is_named(view, name, session_id)]  # read first
         drained = self._pool.drain(name=name, session_id=session_id, grace=grace, reason=reason)
         here = [WorkerView.of(session, self._replica) for session in drained]
-        elsewhere = [view for view in await self._elsewhere() if _matches(view, name, session_id)]
         if elsewhere:
             await self._mail_drains(elsewhere, grace, reason)
         told = [*here, *(dataclasses.replace(view, draining=True) for view in elsewhere)]
@@ -108,28 +118,27 @@ class WorkerDirectory:
         return sorted(told, key=_order)
 
     async def _mail_drains(self, views: list[WorkerView], grace: timedelta | None, reason: str) -> None:
-        assert self._replica_store is not None  # only a replica lists workers elsewhere
-        by_replica: dict[str, list[str]] = defaultdict(list)
+        by_replica: dict[str, list[dict[str, str]]] = defaultdict(list)
         for view in views:
-            by_replica[view.replica].append(view.session_id)
+            by_replica[view.replica].append({"instance": view.instance_id, "identity": view.identity})
+        await asyncio.gather(*(self.mail_drain(to, workers, grace, reason) for to, workers in by_replica.items()))
+
+    async def mail_drain(self, to: str, workers: list[dict[str, str]], grace: timedelta | None, reason: str) -> None:
+        """Mail replica `to` a drain of the worker instances of `workers` ({"instance", "identity"} each)."""
+        assert self._replica_store is not None  # only a replica mails
         grace_us = None if grace is None else grace // timedelta(microseconds=1)
-        await asyncio.gather(
-            *(
-                self._replica_store.send(replica, "drain", {"sessions": ids, "grace_us": grace_us, "reason": reason})
-                for replica, ids in sorted(by_replica.items())
-            )
-        )
+        await self._replica_store.send(to, "drain", {"workers": workers, "grace_us": grace_us, "reason": reason})
 
     def drain_here(self, body: dict[str, Any]) -> None:
-        """Another replica's `drain` mail: drain those of its sessions still connected here."""
+        """Another replica's `drain` mail: the named worker instances drain here, now and on their next stream."""
         grace_us = body.get("grace_us")
         grace = None if grace_us is None else timedelta(microseconds=int(grace_us))
-        for session_id in body["sessions"]:
-            self._pool.drain(name="", session_id=str(session_id), grace=grace, reason=str(body.get("reason", "")))
+        for worker in body["workers"]:
+            self._pool.drain_instance(str(worker["instance"]), str(worker["identity"]), grace, str(body["reason"]))
 
     async def publish(self, now_s: float) -> None:
-        """On a replica: store the workers connected here for the others, when one connected, left or drains, or
-        `REFRESH_S` after the last time (`now_s`: monotonic seconds)."""
+        """On a replica: store the workers connected here for the others, when anything but their last-seen times
+        changed, or `REFRESH_S` after the last time (`now_s`: monotonic seconds)."""
         if self._replica_store is None:
             return
         bodies = [_body(view) for view in self.here()]

@@ -6,7 +6,7 @@ executions, applying events, the queue figures), `_workers` (sessions, who holds
 which attempt, leases), `_dispatch`, `_ready`, `_submits`, `_history` (numbering,
 watch), `_cold` (queued executions out of memory), `_recovery`, `_retention`,
 `_schedules`, `_waits`, `_bulk`, `_replicas` (several replicas on one database),
-`_directory` (the workers operators list and drain, across replicas), `_stats`,
+`_directory` (the workers operators list and drain, across replicas), `_drains`, `_stats`,
 `_admission`, `_sessions`, `_bus`, `_timers`, `_clock`, `_ids`.
 
 This module wires them together (a room's hooks point at another room's
@@ -190,6 +190,7 @@ class Engine:
         self.schedules.shared = replica is not None
         # Public too: the workers operators list and drain, across replicas (`_directory`).
         self.directory = WorkerDirectory(pool=self._pool, replica_store=replica)
+        self.replicas.mail_drain = self.directory.mail_drain
 
     # ---- Lifecycle ------------------------------------------------------------------------------
 

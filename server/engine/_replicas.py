@@ -14,7 +14,8 @@ rest of the engine does not know about replicas; this room is what it does beyon
 - **Hand over** (`hand_over`): a worker that ran attempts here reconnected to another replica (this one
   stopping, or the one it adopted them from stopped): the executions whose every running attempt is held by a
   session whose stream is gone go to that replica as given-away ones go (those sessions let go of the attempts,
-  so that their leases fail nothing), the rest stay.
+  so that their leases fail nothing), the rest stay. An operator's drain that stands for that worker here is
+  mailed to that replica (its Drain may have died with the old stream).
 - **Take over** (`take_over`): the other side: a worker connecting here reports running attempts of executions
   another replica holds; they are asked of their holders, and the answers awaited (bounded) before its session
   opens, so that it adopts those given as it adopts attempts after a restart.
@@ -40,8 +41,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from taskwire.server.domain import Execution, State
 from taskwire.server.store import Committer, ExecutionSnapshot, RecoveredState, ReplicaStore, Store
@@ -99,6 +101,10 @@ _EVENT_PAGE = 1000  # events read from the store at a time
 _RECHECK_HOLDERS_S = 0.5
 
 
+async def _no_mail(to: str, workers: list[dict[str, str]], grace: timedelta | None, reason: str) -> None:
+    raise RuntimeError("Replicas.mail_drain is not wired")
+
+
 @dataclass(frozen=True, slots=True)
 class _Asked:
     """An execution a worker's hello asked to be handed over: whom it was last asked of, and its answer."""
@@ -142,6 +148,8 @@ class Replicas:
         self._dispatcher = dispatcher
         self._schedules = schedules
         self._forget_key = forget_key
+        # Mails replica `to` a drain of the worker instances ({"instance", "identity"} each), grace and reason.
+        self.mail_drain: Callable[[str, list[dict[str, str]], timedelta | None, str], Awaitable[None]] = _no_mail
         self._handing: dict[str, asyncio.Future[None]] = {}  # execution id -> its hand over's answer
         self._given: dict[str, int] = {}  # per handler, task runs given away since its queue was last cleared of them
         self._followed: dict[str, int] = {}  # execution id -> the last sequence published here
@@ -197,6 +205,9 @@ class Replicas:
         pool = self._pool
         pool.replaced(instance_id, identity)
         given = [e for e in wanted if self._give_live(e, lambda live: _leaves_no_worker_behind(live, pool))]
+        drain = pool.drain_standing(instance_id, identity)
+        if drain is not None:  # asked of its stream here, which may have died with the Drain on it: told there
+            await self.mail_drain(to, [{"instance": instance_id, "identity": identity}], *drain)
         return await self._move(replica_store, wanted, given, to)
 
     async def _move(self, replica_store: ReplicaStore, wanted: list[str], given: list[str], to: str) -> list[str]:

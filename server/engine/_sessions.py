@@ -97,20 +97,6 @@ class Welcome:
     max_message_bytes: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class DrainAsked:
-    """An operator's drain: its grace (None: the worker's own drain timeout) counts from `at_s` (monotonic)."""
-
-    grace: timedelta | None
-    reason: str
-    at_s: float
-
-    def grace_left(self, now_s: float) -> timedelta | None:
-        if self.grace is None:
-            return None
-        return max(self.grace - timedelta(seconds=now_s - self.at_s), timedelta(0))
-
-
 @dataclass(eq=False, kw_only=True)
 class WorkerSession:
     session_id: str
@@ -131,7 +117,6 @@ class WorkerSession:
     # by nobody now): they take its slots until it stops listing them. Written by the worker pool.
     stray: set[AttemptKey] = field(default_factory=set)
     draining: bool = False  # asked to drain, or the worker said it drains
-    drain_asked: DrainAsked | None = None  # the operator's drain, carried to the worker's next stream
     connected: bool = True
     dispatches: int = 0  # invocations sent on this session's stream: the last dispatch number
     # Since when (monotonic seconds) its stream's unsent messages are over their bound: no new work meanwhile.
@@ -179,6 +164,7 @@ class WorkerView:
     last_seen_at: datetime
     draining: bool
     replica: str = ""
+    identity: str = ""  # who its credential says it is (not shown: what a drain of it elsewhere is told by)
 
     @classmethod
     def of(cls, session: WorkerSession, replica: str = "") -> WorkerView:
@@ -195,7 +181,13 @@ class WorkerView:
             last_seen_at=session.last_seen_at,
             draining=session.draining,
             replica=replica,
+            identity=session.identity,
         )
+
+
+def is_named(worker: WorkerSession | WorkerView, name: str, session_id: str) -> bool:
+    """Whether an operator's name and session id (either may be empty: any) pick the worker."""
+    return (not name or worker.name == name) and (not session_id or worker.session_id == session_id)
 
 
 # ---- What a worker reports (one value per message of a frame) --------------------------------------

@@ -39,6 +39,7 @@ from taskwire.server.domain import (
 )
 
 from ._clock import Clock
+from ._drains import DrainAsked, Drains
 from ._ids import new_id
 from ._live import Executions
 from ._observer import Observer, Unobserved
@@ -47,7 +48,6 @@ from ._sessions import (
     AttemptKey,
     AttemptLog,
     AttemptProgress,
-    DrainAsked,
     Draining,
     Heartbeat,
     Welcome,
@@ -55,6 +55,7 @@ from ._sessions import (
     WorkerLink,
     WorkerReport,
     WorkerSession,
+    is_named,
 )
 from ._timers import Timers
 
@@ -195,6 +196,7 @@ class WorkerPool:
         self._lease_s = config.lease_timeout.total_seconds()
         self._executions = executions
         self.sessions: dict[str, WorkerSession] = {}
+        self.drains = Drains(self._lease_s)  # operators' drains, told again on an instance's next stream
         self.holders = AttemptHolders()
         self.changed = asyncio.Event()  # set whenever a session connects or goes
         self.leaving = False  # the server is going away: no new sessions
@@ -274,6 +276,10 @@ class WorkerPool:
         self._arm_lease(session)
         self.changed.set()
         self.replaced(session.instance_id, session.identity, by=session)
+        asked = self.drains.of(session.instance_id, session.identity, self._clock.monotonic())
+        if asked is not None:  # its earlier stream may have died with the Drain on it
+            log.info("worker %s was asked to drain before this stream: told again", session.name)
+            self._ask_drain(session, asked)
         self.slot_freed(session)
         self._left_behind(hello)
         log.info(
@@ -318,9 +324,8 @@ class WorkerPool:
         """A worker instance has one stream at a time: its hello on a new one (`by`, here, or on another replica)
         means the stream of its earlier session is dead, though it may look open here (half-open: the worker noticed
         first). That session ends now, so that no work goes down a stream no one reads; what it still holds waits for
-        its lease, as after a disconnect (or is handed over). An operator's drain it was asked goes on on `by`, its
-        grace counted from when it was asked (the Drain may never have reached the worker). Only a session of the
-        same credential's (`identity`): a worker cannot end another's by naming its instance."""
+        its lease, as after a disconnect (or is handed over). Only a session of the same credential's (`identity`): a
+        worker cannot end another's by naming its instance."""
         if not instance_id:
             return
         for earlier in list(self.sessions.values()):
@@ -332,8 +337,6 @@ class WorkerPool:
             ):
                 log.info("worker %s came back on a new stream: its session %s ends", earlier.name, earlier.session_id)
                 self.disconnect(earlier)
-                if by is not None and earlier.drain_asked is not None and by.drain_asked is None:
-                    self._ask_drain(by, earlier.drain_asked)
 
     def _held_for(self, key: AttemptKey, holder: WorkerSession, hello: WorkerHello) -> bool:
         """Whether `holder` holds the attempt for the worker of `hello`: it is that worker's session (the same
@@ -390,20 +393,33 @@ class WorkerPool:
         report as usual. Returns the sessions told (none may match)."""
         if not name and not session_id:
             raise ValidationError("name", "a worker name or session_id is required")
-        sessions = [
-            session
-            for session in self.connected()
-            if (not name or session.name == name) and (not session_id or session.session_id == session_id)
-        ]
+        sessions = [session for session in self.connected() if is_named(session, name, session_id)]
         asked = DrainAsked(grace, reason, self._clock.monotonic())
         for session in sessions:
             self._ask_drain(session, asked)
             log.info("worker %s (session %s) asked to drain: %s", session.name, session.session_id, reason)
         return sessions
 
+    def drain_instance(self, instance_id: str, identity: str, grace: timedelta | None, reason: str) -> None:
+        """A drain asked through another replica of the worker instance that has (or had) a session here: its
+        connected sessions are told, and one it opens within the drain's grace and a lease is told too."""
+        asked = DrainAsked(grace, reason, self._clock.monotonic())
+        self.drains.ask(instance_id, identity, asked)
+        for session in self.connected():
+            if session.instance_id == instance_id and session.identity == identity:
+                self._ask_drain(session, asked)
+                log.info("worker %s (session %s) asked to drain: %s", session.name, session.session_id, reason)
+
+    def drain_standing(self, instance_id: str, identity: str) -> tuple[timedelta | None, str] | None:
+        """The grace left and the reason of an operator's drain that stands for the worker instance, if any."""
+        now_s = self._clock.monotonic()
+        asked = self.drains.of(instance_id, identity, now_s)
+        return None if asked is None else (asked.grace_left(now_s), asked.reason)
+
     def _ask_drain(self, session: WorkerSession, asked: DrainAsked) -> None:
+        """Tell the session to drain; the drain kept for its instance is the one that ends first."""
+        asked = self.drains.ask(session.instance_id, session.identity, asked)
         session.draining = True
-        session.drain_asked = asked
         if session.link is not None:
             session.link.drain(asked.grace_left(self._clock.monotonic()), asked.reason)
 

@@ -74,12 +74,17 @@ def _execution(message: pb.Execution) -> StoredExecution:
     )
 
 
-def slots_in_use(address: str, *, timeout_s: float = 10.0) -> dict[str, int]:
-    """Each connected worker's in-flight count, as the server sees it."""
+def slots_in_use(address: str, *, replica: str = "", timeout_s: float = 10.0) -> dict[str, int]:
+    """Each connected worker's in-flight count, as the server sees it; of a replica, those connected to it (it lists
+    those of the other replicas too, as they published them a moment ago)."""
     with grpc.insecure_channel(address) as channel:
         stub = task_service_pb2_grpc.TaskServiceStub(channel)
         response: tpb.ListWorkersResponse = stub.ListWorkers(tpb.ListWorkersRequest(), timeout=timeout_s)
-    return {f"{worker.name}/{worker.session_id}": worker.in_flight for worker in response.workers}
+    return {
+        f"{worker.name}/{worker.session_id}": worker.in_flight
+        for worker in response.workers
+        if worker.replica == replica
+    }
 
 
 # Every row the servers write, summed up: equal before and after a paused server ran again.

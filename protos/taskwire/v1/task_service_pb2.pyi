@@ -1181,7 +1181,7 @@ class WorkerInfo(_message.Message):
     replica: _builtins.str
     """The replica its stream is connected to (servers started with --replica); empty on a single server. A worker
     connected to another replica than the one asked is listed as that replica last published it: its in_flight
-    and last_seen_at may be a few seconds old.
+    may be half a second old, its last_seen_at a few seconds.
     """
     @_builtins.property
     def handlers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:

@@ -164,8 +164,18 @@ def _adopted(replicas: list[ServerProcess], name: str) -> bool:
     return any(f"replica {name} stopped renewing its lease" in replica.process.output for replica in replicas)
 
 
+def _name(replica: ServerProcess) -> str:
+    args = replica.process.args
+    return args[args.index("--replica") + 1]
+
+
 def _slots(replicas: list[ServerProcess]) -> dict[str, int]:
-    return {key: value for replica in replicas for key, value in slots_in_use(replica.address).items()}
+    """Each replica's own workers, as it sees them."""
+    return {
+        key: value
+        for replica in replicas
+        for key, value in slots_in_use(replica.address, replica=_name(replica)).items()
+    }
 
 
 @pytest.mark.slow

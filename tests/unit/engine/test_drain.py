@@ -110,3 +110,27 @@ async def test_a_grace_spent_before_the_worker_came_back_is_none_left_and_no_gra
     b = rig.connect("b", instance_id="i-b")
     assert [sent for sent in a.link.sent if isinstance(sent, Drained)] == [Drained(timedelta(0), "now")]
     assert [sent for sent in b.link.sent if isinstance(sent, Drained)] == [Drained(None, "whenever")]
+
+
+async def test_a_drain_is_told_again_when_the_server_saw_the_stream_break_first(rig: Rig) -> None:
+    """The stream broke with the Drain still queued on it: the session is gone when the worker comes back."""
+    before = rig.connect("busy", instance_id="i-1")
+    await rig.engine.drain_worker(name="busy", grace=timedelta(seconds=30), reason="kernel upgrade")
+    before.disconnect()
+    rig.clock.advance(3)
+    back = rig.connect("busy", instance_id="i-1")
+    assert back.session.draining
+    assert [sent for sent in back.link.sent if isinstance(sent, Drained)] == [
+        Drained(timedelta(seconds=27), "kernel upgrade")
+    ]
+
+
+async def test_a_drain_asked_again_keeps_the_grace_that_ends_first(rig: Rig) -> None:
+    """A worker drains by the earliest end it was told; its next stream is told that one, never a later one."""
+    rig.connect("w", instance_id="i-1")
+    await rig.engine.drain_worker(name="w", grace=timedelta(seconds=10), reason="soon")
+    await rig.engine.drain_worker(name="w", grace=timedelta(seconds=600), reason="later")
+    await rig.engine.drain_worker(name="w", reason="its own timeout")
+    rig.clock.advance(4)
+    back = rig.connect("w", instance_id="i-1")
+    assert [sent for sent in back.link.sent if isinstance(sent, Drained)] == [Drained(timedelta(seconds=6), "soon")]

@@ -1058,16 +1058,18 @@ async def test_a_replica_publishes_its_workers_when_they_change_and_every_few_se
     await publish(1.5)
     assert b.replica_store.publishes == 2
     b.rig.clock.advance(0.5)
-    worker.heartbeat()  # its last-seen time moves, and its attempts in flight: not worth a write of their own
-    await b.submit()
-    assert worker.invocations
+    worker.heartbeat()  # its last-seen time moves: not worth a write of its own
     await publish(2.0)
     assert b.replica_store.publishes == 2
-    await publish(1.5 + REFRESH_S)
+    await b.submit()  # its attempts in flight change
+    assert worker.invocations
+    await publish(2.5)
     assert b.replica_store.publishes == 3
-    await b.engine.drain_worker(name="wb")
-    await publish(1.5 + REFRESH_S + 0.5)
+    await publish(2.5 + REFRESH_S)
     assert b.replica_store.publishes == 4
+    await b.engine.drain_worker(name="wb")
+    await publish(2.5 + REFRESH_S + 0.5)
+    assert b.replica_store.publishes == 5
 
 
 async def test_a_worker_connected_to_another_replica_is_drained_through_its_mail(
@@ -1089,9 +1091,59 @@ async def test_a_worker_connected_to_another_replica_is_drained_through_its_mail
     await until(lambda: there.session.draining, "b's worker told to drain")
     assert [sent for sent in there.link.sent if isinstance(sent, Drained)] == [Drained(grace, "rolling upgrade")]
     assert not other.session.draining
-    assert a.replica_store.sent == [
-        ("b", "drain", {"sessions": [there.session.session_id], "grace_us": 30_000_000, "reason": "rolling upgrade"})
+    mailed = {"workers": [{"instance": "i-2", "identity": ""}], "grace_us": 30_000_000, "reason": "rolling upgrade"}
+    assert a.replica_store.sent == [("b", "drain", mailed)]
+
+
+async def test_a_mailed_drain_reaches_the_instance_on_its_next_stream_when_the_named_one_is_gone(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    """The worker's stream to b broke before b read the mail: its session there is gone, and the drain is told to
+    the instance's next stream, whichever it is, within the drain's grace and a lease."""
+    a, b, directory = pair
+    there = b.rig.connect("w", instance_id="i-2", identity="team-w")
+    await b.engine.directory.publish(0.0)
+    await a.engine.drain_worker(name="w", grace=timedelta(seconds=30), reason="rolling upgrade")
+    there.disconnect()
+    b.rig.clock.advance(5)
+
+    for kind, body in directory.mail_of("b"):
+        assert kind == "drain"
+        b.engine.directory.drain_here(body)  # as b's mail loop applies it
+    other = b.rig.connect("w", instance_id="i-3", identity="team-w")  # another instance of that name: not this
+    back = b.rig.connect("w", instance_id="i-2", identity="team-w")
+    assert [sent for sent in back.link.sent if isinstance(sent, Drained)] == [
+        Drained(timedelta(seconds=30), "rolling upgrade")  # counted from when b read the mail
     ]
+    assert back.session.draining
+    assert not other.session.draining
+
+    b.rig.clock.advance(30 + LEASE_S + 1)  # its grace and a lease later, a new stream of it is not told
+    later = b.rig.connect("w", instance_id="i-2", identity="team-w")
+    assert not later.session.draining
+
+
+async def test_a_drain_asked_here_goes_with_the_worker_that_comes_back_on_another_replica(
+    mailing_pair: tuple[Replica, Replica, Directory],
+) -> None:
+    """The Drain went down a's stream as it died; the worker comes back to b with its running attempt. a hands the
+    attempt over and mails b the drain, so the worker's new session there drains."""
+    a, b, _ = mailing_pair
+    worker_a, _, invoked = await _running_on(a)
+    await a.engine.flush()
+    await a.engine.drain_worker(name="wa", grace=timedelta(seconds=60), reason="kernel upgrade")
+    worker_a.disconnect()
+
+    async with asyncio.timeout(10):
+        await b.engine.replicas.take_over([invoked.key], within_s=10, instance_id="i-1")
+    back = b.rig.connect("wa", instance_id="i-1", running=[invoked.key])
+
+    assert back.welcome.adopted == (invoked.key,)
+    assert back.session.draining
+    assert [sent for sent in back.link.sent if isinstance(sent, Drained)] == [
+        Drained(timedelta(seconds=60), "kernel upgrade")  # no time passed on a's clock
+    ]
+    assert ("b", "drain") in [(to, kind) for to, kind, _ in a.replica_store.sent]
 
 
 async def test_a_drain_found_on_no_replica_is_not_found(pair: tuple[Replica, Replica, Directory]) -> None:
@@ -1106,3 +1158,14 @@ async def test_a_drain_found_on_no_replica_is_not_found(pair: tuple[Replica, Rep
     told = await a.engine.drain_worker(name="wb", grace=None)
     assert _listed(told) == [("wb", "b", 0, True)]
     assert a.replica_store.sent[-1][2]["grace_us"] is None  # the worker's own drain timeout
+
+
+async def test_a_published_worker_that_is_not_understood_is_left_out_of_the_list(
+    pair: tuple[Replica, Replica, Directory], caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b, directory = pair
+    b.rig.connect("wb")
+    await b.engine.directory.publish(0.0)
+    directory.workers["b"].append({"name": "from a newer version", "slots": "many"})
+    assert _listed(await a.engine.list_workers()) == [("wb", "b", 0, False)]
+    assert "a worker replica b published is not understood" in caplog.text
