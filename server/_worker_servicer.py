@@ -111,11 +111,13 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
 
     async def _read(self, context: Context, session: WorkerSession, link: StreamLink) -> None:
         """Apply the worker's frames; a protocol error is raised (and ends the stream with its status)."""
+        closed_by_worker = False
         try:
             while (frame := await context.read()) is not grpc.aio.EOF:
                 if isinstance(frame, Malformed):
                     raise frame.refusal("frame")
                 self._engine.on_worker_frame(session, decode_messages(frame.messages, session.name))
+            closed_by_worker = True
         except asyncio.CancelledError:
             raise
         except TaskwireError:
@@ -125,4 +127,4 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             log.info("stream of worker %s broke: %s", session.name, error)
         finally:
             # However the stream ended, the session stops sending; its leases decide the rest.
-            self._engine.disconnect_worker(session)
+            self._engine.disconnect_worker(session, closed_by_worker=closed_by_worker)

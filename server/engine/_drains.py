@@ -2,8 +2,10 @@
 
 A Drain goes down the worker's stream. When that stream was already dead (half-open, or broken as the
 Drain was queued) the worker never got it; its next hello names the same instance (and credential). So
-a drain is kept by instance while its grace and one lease after it last, and each new session of the
-instance is told it, with what is left of the grace. A drain asked again keeps the one that ends first:
+a drain is kept by instance while its grace and one lease after it last (one lease when the grace is the
+worker's own), and each new session of the instance is told it, with what is left of the grace. A drained
+worker that ends its stream itself has finished: its drain is forgotten (a process restarted under a fixed
+instance id is not drained again). A drain asked again keeps the one that ends first:
 a drain's grace may shorten, never lengthen.
 
 May use: nothing (time is passed in).
@@ -54,6 +56,10 @@ class Drains:
         """The drain asked of the instance that still stands at `now_s`, if any."""
         self._forget_ended(now_s)
         return self._asked.get((instance_id, identity)) if instance_id else None
+
+    def forget(self, instance_id: str, identity: str) -> None:
+        """The instance drained and closed its stream itself: a new process under its id starts afresh."""
+        self._asked.pop((instance_id, identity), None)
 
     def _forget_ended(self, now_s: float) -> None:
         for key, asked in list(self._asked.items()):

@@ -509,9 +509,10 @@ class Engine:
             name=name, session_id=session_id, grace=grace, reason=reason or "an operator asked this worker to drain"
         )
 
-    def disconnect_worker(self, session: WorkerSession) -> None:
-        """The stream ended. Held attempts keep their lease until it times out or the worker returns."""
-        self._pool.disconnect(session)
+    def disconnect_worker(self, session: WorkerSession, *, closed_by_worker: bool = False) -> None:
+        """The stream ended (`closed_by_worker`: the worker half-closed it). Held attempts keep their lease until it
+        times out or the worker returns."""
+        self._pool.disconnect(session, closed_by_worker=closed_by_worker)
 
     def worker_backlogged(self, session: WorkerSession, backlogged: bool) -> None:
         """The session's stream holds more unsent messages than it may (True), or is back under (False)."""

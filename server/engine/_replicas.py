@@ -204,10 +204,11 @@ class Replicas:
             return []
         pool = self._pool
         pool.replaced(instance_id, identity)
-        given = [e for e in wanted if self._give_live(e, lambda live: _leaves_no_worker_behind(live, pool))]
         drain = pool.drain_standing(instance_id, identity)
         if drain is not None:  # asked of its stream here, which may have died with the Drain on it: told there
+            # Before anything leaves memory: a failed mail leaves the hand over to be asked again, unchanged.
             await self.mail_drain(to, [{"instance": instance_id, "identity": identity}], *drain)
+        given = [e for e in wanted if self._give_live(e, lambda live: _leaves_no_worker_behind(live, pool))]
         return await self._move(replica_store, wanted, given, to)
 
     async def _move(self, replica_store: ReplicaStore, wanted: list[str], given: list[str], to: str) -> list[str]:

@@ -363,8 +363,11 @@ class WorkerPool:
         holder = self.holders.holder(key)
         return holder is None or self._held_for(key, holder, hello)
 
-    def disconnect(self, session: WorkerSession) -> None:
-        """The stream ended. Held attempts keep their lease until it times out or the worker returns."""
+    def disconnect(self, session: WorkerSession, *, closed_by_worker: bool = False) -> None:
+        """The stream ended (`closed_by_worker`: the worker half-closed it, as a drained one does when it has
+        finished). Held attempts keep their lease until it times out or the worker returns."""
+        if closed_by_worker and session.draining:
+            self.drains.forget(session.instance_id, session.identity)
         if not session.connected:  # told already (its stream's end is told again by its servicer)
             if not session.held:
                 self.sessions.pop(session.session_id, None)

@@ -232,7 +232,7 @@ class Mail:
 
     id: int
     # "cancel" {execution_id, reason}, "claim" {by, executions}, "hand_over" {by, executions, instance, identity},
-    # "given" {executions}, "refused" {executions}, "drain" {sessions, grace_us, reason}
+    # "given" {executions}, "refused" {executions}, "drain" {workers: [{instance, identity}], grace_us, reason}
     kind: str
     body: dict[str, Any]
 

@@ -134,3 +134,15 @@ async def test_a_drain_asked_again_keeps_the_grace_that_ends_first(rig: Rig) -> 
     rig.clock.advance(4)
     back = rig.connect("w", instance_id="i-1")
     assert [sent for sent in back.link.sent if isinstance(sent, Drained)] == [Drained(timedelta(seconds=6), "soon")]
+
+
+async def test_a_drained_worker_that_closes_its_stream_itself_is_not_drained_again_under_its_instance_id(
+    rig: Rig,
+) -> None:
+    """It finished draining and exited; a process restarted under a fixed instance id starts afresh."""
+    drained = rig.connect("fixed", instance_id="host-1")
+    await rig.engine.drain_worker(name="fixed", grace=timedelta(seconds=60), reason="upgrade")
+    rig.engine.disconnect_worker(drained.session, closed_by_worker=True)
+    restarted = rig.connect("fixed", instance_id="host-1")
+    assert not restarted.session.draining
+    assert not any(isinstance(sent, Drained) for sent in restarted.link.sent)
