@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 # A replica publishes its workers at least this often, so that their last-seen times stay near the truth; any other
 # change is published when its replica loop next looks.
 REFRESH_S: Final = 5.0
-_REFRESHED: Final = frozenset({"last_seen_at"})
 
 
 def _order(view: WorkerView) -> tuple[str, str]:
@@ -142,7 +141,7 @@ class WorkerDirectory:
         if self._replica_store is None:
             return
         bodies = [_body(view) for view in self.here()]
-        lasting = [{key: value for key, value in body.items() if key not in _REFRESHED} for body in bodies]
+        lasting = [{key: value for key, value in body.items() if key != "last_seen_at"} for body in bodies]
         if lasting == self._published and now_s - self._published_at < REFRESH_S:
             return
         await self._replica_store.publish_workers(bodies)

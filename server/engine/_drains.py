@@ -29,6 +29,10 @@ class DrainAsked:
     def ends_s(self) -> float:
         return math.inf if self.grace is None else self.at_s + self.grace.total_seconds()
 
+    def kept_until_s(self, lease_s: float) -> float:
+        """A lease after its grace ends (after it was asked, when the grace is the worker's own)."""
+        return (self.at_s if self.grace is None else self.ends_s()) + lease_s
+
     def grace_left(self, now_s: float) -> timedelta | None:
         if self.grace is None:
             return None
@@ -63,6 +67,5 @@ class Drains:
 
     def _forget_ended(self, now_s: float) -> None:
         for key, asked in list(self._asked.items()):
-            kept_s = asked.at_s + (0.0 if asked.grace is None else asked.grace.total_seconds()) + self._lease_s
-            if now_s > kept_s:
+            if now_s > asked.kept_until_s(self._lease_s):
                 del self._asked[key]

@@ -128,6 +128,10 @@ class WorkerSession:
             return 0
         return max(self.slots - len(self.held) - len(self.stray), 0)
 
+    def is_instance(self, instance_id: str, identity: str) -> bool:
+        """Whether this is a session of that worker instance under that credential."""
+        return self.instance_id == instance_id and self.identity == identity
+
     @property
     def stray_task_runs(self) -> set[str]:
         return {task_run_id for task_run_id, _ in self.stray}

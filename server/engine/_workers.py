@@ -329,12 +329,7 @@ class WorkerPool:
         if not instance_id:
             return
         for earlier in list(self.sessions.values()):
-            if (
-                earlier is not by
-                and earlier.connected
-                and earlier.instance_id == instance_id
-                and earlier.identity == identity
-            ):
+            if earlier is not by and earlier.connected and earlier.is_instance(instance_id, identity):
                 log.info("worker %s came back on a new stream: its session %s ends", earlier.name, earlier.session_id)
                 self.disconnect(earlier)
 
@@ -396,22 +391,22 @@ class WorkerPool:
         report as usual. Returns the sessions told (none may match)."""
         if not name and not session_id:
             raise ValidationError("name", "a worker name or session_id is required")
-        sessions = [session for session in self.connected() if is_named(session, name, session_id)]
         asked = DrainAsked(grace, reason, self._clock.monotonic())
-        for session in sessions:
-            self._ask_drain(session, asked)
-            log.info("worker %s (session %s) asked to drain: %s", session.name, session.session_id, reason)
-        return sessions
+        return self._drain_each(lambda session: is_named(session, name, session_id), asked)
 
     def drain_instance(self, instance_id: str, identity: str, grace: timedelta | None, reason: str) -> None:
         """A drain asked through another replica of the worker instance that has (or had) a session here: its
         connected sessions are told, and one it opens within the drain's grace and a lease is told too."""
         asked = DrainAsked(grace, reason, self._clock.monotonic())
-        self.drains.ask(instance_id, identity, asked)
-        for session in self.connected():
-            if session.instance_id == instance_id and session.identity == identity:
-                self._ask_drain(session, asked)
-                log.info("worker %s (session %s) asked to drain: %s", session.name, session.session_id, reason)
+        self.drains.ask(instance_id, identity, asked)  # kept though no session of it is here now
+        self._drain_each(lambda session: session.is_instance(instance_id, identity), asked)
+
+    def _drain_each(self, picked: Callable[[WorkerSession], bool], asked: DrainAsked) -> list[WorkerSession]:
+        sessions = [session for session in self.connected() if picked(session)]
+        for session in sessions:
+            self._ask_drain(session, asked)
+            log.info("worker %s (session %s) asked to drain: %s", session.name, session.session_id, asked.reason)
+        return sessions
 
     def drain_standing(self, instance_id: str, identity: str) -> tuple[timedelta | None, str] | None:
         """The grace left and the reason of an operator's drain that stands for the worker instance, if any."""
