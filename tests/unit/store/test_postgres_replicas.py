@@ -352,11 +352,12 @@ async def test_a_replica_whose_session_ended_is_listed_at_once(replica: Open, po
     a, b = await replica("a", lease_s=30), await replica("b", lease_s=30)
     _pause(b)
     assert await a.lapsed_replicas() == []
-    # b's writer holds its epoch's advisory lock: ending that session is what a kill -9 does.
+    # b's writer holds its epoch's advisory lock: ending that session is what a kill -9 does. With a timeout the
+    # call returns once the session has ended (its locks released), not as soon as it was signalled.
     await _sql(
         postgres_url,
-        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND granted "
-        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        "SELECT pg_terminate_backend(pid, 10000) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 "
+        "AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         b.lease.row.lock_class,
     )
     assert await a.lapsed_replicas() == ["b"]  # long before its 30 s lease ends
