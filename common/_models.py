@@ -182,6 +182,9 @@ class Attempt:
     # The identity of the worker's credential (server side only; "" without authentication): only a worker
     # with this identity may report on the attempt or take it back after a reconnect.
     worker_identity: str = ""
+    # The worker's instance id (server side only; "" in attempts stored before it was kept): after a restart
+    # or an adoption, only that worker process takes the attempt back, whatever name other workers share.
+    worker_instance: str = ""
 
     def __post_init__(self) -> None:
         if self.number < 1:

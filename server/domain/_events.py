@@ -16,12 +16,13 @@ from ._states import ReasonCode
 
 @dataclass(frozen=True, slots=True)
 class TaskDispatched:
-    """Attempt `attempt` was sent to worker `worker_id`, whose credential names `worker_identity`
-    ("" when the server runs without authentication)."""
+    """Attempt `attempt` was sent to worker `worker_id` (its name) of instance `worker_instance`, whose
+    credential names `worker_identity` ("" when the server runs without authentication)."""
 
     attempt: int
     worker_id: str
     worker_identity: str = ""
+    worker_instance: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,6 +119,7 @@ def _on_dispatched(task_run: TaskRun, event: object, now: datetime) -> Transitio
         worker_id=event.worker_id,
         started_at=at,
         worker_identity=event.worker_identity,
+        worker_instance=event.worker_instance,
     )
     record = evolve(
         task_run,

@@ -177,7 +177,8 @@ class Dispatcher:
     def _dispatch(self, live: LiveExecution, task_run: TaskRun, session: WorkerSession) -> None:
         number = task_run.attempt_count + 1
         queued_at = task_run.updated_at  # nothing changes a PENDING task run in the queue
-        self._executions.apply_task(live, task_run.id, TaskDispatched(number, session.name, session.identity))
+        event = TaskDispatched(number, session.name, session.identity, session.instance_id)
+        self._executions.apply_task(live, task_run.id, event)
         session.dispatches += 1
         self._holders.hold((task_run.id, number), session, dispatch=session.dispatches)
         dispatched = live.task_runs[task_run.id]

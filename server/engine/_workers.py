@@ -304,7 +304,7 @@ class WorkerPool:
 
     def _left_behind(self, hello: WorkerHello) -> None:
         """A hello lists everything its worker runs or has a report queued for: an attempt that worker's
-        earlier stream left behind (held by its session that ended, or since a restart by its name) and
+        earlier stream left behind (held by its session that ended, or since a restart by its instance) and
         that the hello leaves out is gone (its report went down a broken stream, or its invocation never
         arrived). It is lost at once, retried per its policy, rather than a lease later. A session whose
         stream has not ended yet is left alone: frames of it may still be on their way."""
@@ -335,11 +335,16 @@ class WorkerPool:
 
     def _held_for(self, key: AttemptKey, holder: WorkerSession, hello: WorkerHello) -> bool:
         """Whether `holder` holds the attempt for the worker of `hello`: it is that worker's session (the same
-        instance), or, held since a restart (the store knows the worker only by name), it went to that name."""
+        instance), or, held since a restart or an adoption, the attempt went to that instance (to that name, if
+        it was stored before attempts kept their instance)."""
         if holder.instance_id:
             return holder.instance_id == hello.instance_id
         attempt = self._executions.current_attempt(key[0])
-        return attempt is not None and attempt.number == key[1] and attempt.worker_id == hello.name
+        if attempt is None or attempt.number != key[1]:
+            return False
+        if attempt.worker_instance:
+            return attempt.worker_instance == hello.instance_id
+        return attempt.worker_id == hello.name
 
     def _may_adopt(self, key: AttemptKey, hello: WorkerHello, identity: str) -> bool:
         """A reconnecting worker gets back an attempt only if it is current and was that worker's.

@@ -170,6 +170,7 @@ def attempt_to_json(attempt: Attempt) -> dict[str, Any]:
         "output": None if attempt.output is None else payload_to_json(attempt.output),
         "error": None if attempt.error is None else error_info_to_json(attempt.error),
         **({"worker_identity": attempt.worker_identity} if attempt.worker_identity else {}),
+        **({"worker_instance": attempt.worker_instance} if attempt.worker_instance else {}),
     }
 
 
@@ -184,6 +185,7 @@ def attempt_from_json(value: dict[str, Any]) -> Attempt:
         output=None if value["output"] is None else payload_from_json(value["output"]),
         error=None if value["error"] is None else error_info_from_json(value["error"]),
         worker_identity=value.get("worker_identity", ""),
+        worker_instance=value.get("worker_instance", ""),
     )
 
 

@@ -45,7 +45,7 @@ from taskwire.server.engine import (
     WorkerReport,
     WorkerSession,
 )
-from taskwire.server.store import ExecutionSnapshot, Store, WriteBatch
+from taskwire.server.store import ExecutionSnapshot, MemoryStore, Store, WriteBatch
 
 CONFIG = ServerConfig(
     heartbeat_interval=timedelta(seconds=5),
@@ -217,6 +217,14 @@ class Rig:
 
     async def close(self) -> None:
         await self.engine.close()
+
+    def store_attempts_without_instance(self) -> None:
+        """Rewrite every stored attempt without its worker's instance, as attempts were stored before they kept it."""
+        assert isinstance(self.store, MemoryStore)
+        stored = self.store._task_runs  # the memory store has no way to write an older row
+        for task_run_id, (number, task_run) in stored.items():
+            attempts = tuple(replace(attempt, worker_instance="") for attempt in task_run.attempts)
+            stored[task_run_id] = (number, replace(task_run, attempts=attempts))
 
     def count_commits(self) -> list[int]:
         """From now on, every commit of the store: the number of batches it carried, appended as it happens."""

@@ -274,7 +274,7 @@ async def test_an_adopted_running_attempt_goes_on_when_its_worker_reconnects(
     state = await b.replica_store.adopt("a")
     assert state is not None
     b.engine.replicas.adopt(state)
-    back = b.rig.connect("wa", instance_id="i-1b", running=[invoked.key])
+    back = b.rig.connect("wa", instance_id="i-1", running=[invoked.key])
     assert back.welcome.adopted == (invoked.key,)
     back.complete(invoked)
     assert await b.rig.state(running) is State.SUCCESS

@@ -156,7 +156,7 @@ async def test_another_worker_cannot_adopt_an_attempt_it_does_not_hold(rig: Rig)
     assert holder.held == {invoked.key}
 
 
-async def test_after_a_restart_running_attempts_wait_for_their_worker_by_name(rig: Rig) -> None:
+async def test_after_a_restart_running_attempts_wait_for_their_worker_instance(rig: Rig) -> None:
     worker = rig.connect("w1", instance_id="i-1")
     execution_id = await rig.submit()
     (invoked,) = worker.invocations
@@ -165,6 +165,43 @@ async def test_after_a_restart_running_attempts_wait_for_their_worker_by_name(ri
 
     stranger = rig.connect("w2", instance_id="i-2", running=[invoked.key])
     assert stranger.welcome.rejected == (invoked.key,)
+    namesake = rig.connect("w1", instance_id="i-1b", running=[invoked.key])
+    assert namesake.welcome.rejected == (invoked.key,), "another process under the same name"
+    returning = rig.connect("w1", instance_id="i-1", running=[invoked.key])
+    assert returning.welcome.adopted == (invoked.key,)
+    returning.complete(invoked)
+    assert await rig.state(execution_id) is State.SUCCESS
+
+
+async def test_after_a_restart_workers_sharing_a_name_keep_their_own_attempts(rig: Rig) -> None:
+    """A fleet started with one `--name`: each hello after a restart speaks for its own process only."""
+    first = rig.connect("fleet", instance_id="i-1", slots=1)
+    second = rig.connect("fleet", instance_id="i-2", slots=1)
+    one, other = await rig.submit(task(retry_policy=RETRY_ONCE)), await rig.submit(task(retry_policy=RETRY_ONCE))
+    ((of_first,), (of_second,)) = first.invocations, second.invocations
+    await rig.engine.flush()
+    await rig.restart()
+
+    back = rig.connect("fleet", instance_id="i-1", slots=1, running=[of_first.key])
+    assert back.welcome.adopted == (of_first.key,)
+    running = [await rig.task_run(execution_id) for execution_id in (one, other)]
+    assert [t.state for t in running] == [State.RUNNING, State.RUNNING], "i-1's hello does not speak for i-2"
+    assert [len(t.attempts) for t in running] == [1, 1]
+    again = rig.connect("fleet", instance_id="i-2", slots=1, running=[of_second.key])
+    assert again.welcome.adopted == (of_second.key,)
+    back.complete(of_first)
+    again.complete(of_second)
+    assert [await rig.state(one), await rig.state(other)] == [State.SUCCESS, State.SUCCESS]
+
+
+async def test_after_a_restart_an_attempt_stored_without_its_instance_goes_back_by_name(rig: Rig) -> None:
+    worker = rig.connect("w1", instance_id="i-1")
+    execution_id = await rig.submit()
+    (invoked,) = worker.invocations
+    await rig.engine.flush()
+    rig.store_attempts_without_instance()  # as stored before attempts kept their worker's instance
+    await rig.restart()
+
     returning = rig.connect("w1", instance_id="i-1b", running=[invoked.key])
     assert returning.welcome.adopted == (invoked.key,)
     returning.complete(invoked)

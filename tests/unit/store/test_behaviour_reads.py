@@ -311,7 +311,9 @@ async def test_the_submitter_and_the_workers_identity_survive_a_reopen(store: St
     for new in (mine, theirs, anonymous):
         await write(store, WriteBatch(new_executions=[new]))
     running = records.running(mine.task_runs[0], AT[1])
-    running = replace(running, attempts=(replace(running.attempts[0], worker_identity="worker-a"),))
+    running = replace(
+        running, attempts=(replace(running.attempts[0], worker_identity="worker-a", worker_instance="instance-a"),)
+    )
     await write(store, WriteBatch(task_runs=[running]))
 
     store = await reopen(store)
@@ -319,6 +321,7 @@ async def test_the_submitter_and_the_workers_identity_survive_a_reopen(store: St
     assert got is not None
     assert got.execution.submitted_by == "alice"
     assert got.task_runs[0].attempts[0].worker_identity == "worker-a"
+    assert got.task_runs[0].attempts[0].worker_instance == "instance-a"
     page = await store.list_executions(states=(), handler="", page_size=10, page_token="", submitted_by="alice")
     assert [s.execution.id for s in page.snapshots] == [mine.execution.id]
     page = await store.list_executions(
