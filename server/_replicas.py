@@ -12,7 +12,8 @@ them down:
   worker reconnected to the asking replica (given when no connected worker here holds them, or refused; a session
   here of that worker's instance ends first);
   `given` executions (loaded into the engine); `refused` claims (claimed again at the next wakeup) and hand overs.
-  A `drain` of workers connected here that an operator asked of another replica.
+  A `drain` of workers connected here that an operator asked of another replica; `drain_done`, a drain kept here
+  that its worker finished on another replica.
 - **claims**: while local workers have free slots for a handler with nothing queued here, claim at most that
   many movable executions of other replicas waiting for it (`FOR UPDATE SKIP LOCKED` in the store), less
   those claimed and not answered yet.
@@ -23,8 +24,9 @@ them down:
   is under way: another replica may ask for what the store has moved here before it is loaded.
 - **schedules**: schedules any replica created, changed or deleted, read again (`Engine.refresh_schedules`): the
   leader fires them as stored, and the others show them as stored.
-- **workers**: the workers connected here, published in the store when they changed (`engine.directory`), so that
-  every replica lists and drains them.
+- **workers**: the workers connected here and the drains kept here, published in the store when they changed
+  (`engine.directory`), so that every replica lists and drains them; a worker new here learns a drain kept for it
+  elsewhere.
 
 May use: the engine, the store's replica side.
 """
@@ -183,6 +185,8 @@ class ReplicaLoops:
                 )
             elif mail.kind == "drain":
                 self._engine.directory.drain_here(body)
+            elif mail.kind == "drain_done":
+                self._engine.directory.drain_done_here(body)
             elif mail.kind == "given":
                 ids = [str(one) for one in body["executions"]]
                 await self._answered(ids)
@@ -259,7 +263,7 @@ class ReplicaLoops:
     async def _workers_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._engine.directory.publish(loop.time())
+            await self._engine.directory.look(loop.time())
             await asyncio.sleep(_WORKERS_POLL_S)
 
     # ---- leader

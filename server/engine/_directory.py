@@ -8,6 +8,11 @@ its replica a `drain` naming the worker's instance (`drain_here` there: its sess
 and so does one it opens next, as on one server). A worker listed from another replica is as that replica
 last published it; a mailed drain's grace counts from when its replica reads the mail.
 
+A replica publishes the drains it keeps for worker instances too (`_drains`). A worker whose Drain died with its
+stream may come back to another replica: each pass (`look`), a session new here whose instance another replica
+keeps a drain for learns it, with what is left of its grace, and when that worker finishes and ends its stream
+the replica it was learned from is mailed `drain_done` (`drain_done_here` there).
+
 May use: the worker pool, the replica store.
 """
 
@@ -23,6 +28,7 @@ from typing import Any, Final
 from taskwire.server.domain import NotFound
 from taskwire.server.store import ReplicaStore
 
+from ._drains import DrainAsked
 from ._sessions import WorkerView, is_named
 from ._workers import WorkerPool
 
@@ -73,13 +79,33 @@ def _view(replica: str, body: dict[str, Any]) -> WorkerView:
     )
 
 
+def _drain_body(instance_id: str, identity: str, asked: DrainAsked) -> dict[str, Any]:
+    grace_us = None if asked.grace is None else asked.grace // timedelta(microseconds=1)
+    return {
+        "instance": instance_id,
+        "identity": identity,
+        "grace_us": grace_us,
+        "reason": asked.reason,
+        "asked_at": asked.at.isoformat(),
+    }
+
+
+def _drain(body: dict[str, Any]) -> tuple[timedelta | None, str, datetime]:
+    """A drain another replica published: its grace, reason and when it was asked (ValueError, KeyError or
+    TypeError when `body` is not one)."""
+    grace_us = body["grace_us"]
+    grace = None if grace_us is None else timedelta(microseconds=int(grace_us))
+    return grace, str(body["reason"]), datetime.fromisoformat(body["asked_at"])
+
+
 class WorkerDirectory:
     def __init__(self, *, pool: WorkerPool, replica_store: ReplicaStore | None) -> None:
         self._pool = pool
         self._replica_store = replica_store  # None: a single server
         self._replica = "" if replica_store is None else replica_store.replica
-        self._published: list[dict[str, Any]] | None = None  # as last published, less what `REFRESH_S` covers
+        self._published: dict[str, Any] | None = None  # as last published, less what `REFRESH_S` covers
         self._published_at = 0.0
+        self._looked_at: set[str] = set()  # the sessions connected here whose drains elsewhere were looked for
 
     def here(self) -> list[WorkerView]:
         """The workers connected to this server, by name then session id."""
@@ -135,14 +161,60 @@ class WorkerDirectory:
         for worker in body["workers"]:
             self._pool.drain_instance(str(worker["instance"]), str(worker["identity"]), grace, str(body["reason"]))
 
+    def drain_done_here(self, body: dict[str, Any]) -> None:
+        """Another replica's `drain_done` mail: a worker instance that learned a drain kept here finished it there."""
+        self._pool.drains.forget(str(body["instance"]), str(body["identity"]))
+
+    async def look(self, now_s: float) -> None:
+        """On a replica, the replica loop's pass: publish (`publish`), tell the replicas drains were learned from
+        that their workers finished them, and let each session new here learn a drain kept elsewhere."""
+        if self._replica_store is None:
+            return
+        await self.publish(now_s)
+        finished = self._pool.drains.take_finished()
+        try:
+            while finished:
+                origin, (instance_id, identity) = finished[0]
+                await self._replica_store.send(origin, "drain_done", {"instance": instance_id, "identity": identity})
+                del finished[0]
+        finally:
+            self._pool.drains.finished_again(finished)  # what the store failed on goes with the next pass
+        await self._learn_drains()
+
+    async def _learn_drains(self) -> None:
+        assert self._replica_store is not None
+        connected = {session.session_id: session for session in self._pool.connected()}
+        new = {
+            (s.instance_id, s.identity) for id_, s in connected.items() if id_ not in self._looked_at and not s.draining
+        }
+        if new:
+            await self._learn_drains_of(new)
+        self._looked_at = set(connected)  # once read (a store failure: looked for again with the next pass)
+
+    async def _learn_drains_of(self, new: set[tuple[str, str]]) -> None:
+        assert self._replica_store is not None
+        for replica, bodies in (await self._replica_store.drains_elsewhere()).items():
+            for body in bodies:
+                try:
+                    key, drain = (str(body["instance"]), str(body["identity"])), _drain(body)
+                except (KeyError, ValueError, TypeError) as error:
+                    log.warning("a drain replica %s published is not understood (%r): left out", replica, error)
+                    continue
+                if key in new and self._pool.learn_drain(*key, drain, replica):
+                    log.info("worker instance %s was asked to drain on replica %s: told here", key[0], replica)
+
     async def publish(self, now_s: float) -> None:
-        """On a replica: store the workers connected here for the others, when anything but their last-seen times
-        changed, or `REFRESH_S` after the last time (`now_s`: monotonic seconds)."""
+        """On a replica: store the workers connected here and the drains kept here for the others, when anything
+        but the workers' last-seen times changed, or `REFRESH_S` after the last time (`now_s`: monotonic seconds)."""
         if self._replica_store is None:
             return
         bodies = [_body(view) for view in self.here()]
-        lasting = [{key: value for key, value in body.items() if key != "last_seen_at"} for body in bodies]
+        drains = [_drain_body(*key, asked) for key, asked in self._pool.standing_drains()]
+        lasting = {
+            "workers": [{key: value for key, value in body.items() if key != "last_seen_at"} for body in bodies],
+            "drains": drains,
+        }
         if lasting == self._published and now_s - self._published_at < REFRESH_S:
             return
-        await self._replica_store.publish_workers(bodies)
+        await self._replica_store.publish_workers(bodies, drains)
         self._published, self._published_at = lasting, now_s

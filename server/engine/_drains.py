@@ -8,6 +8,11 @@ worker that ends its stream itself has finished: its drain is forgotten (a proce
 instance id is not drained again). A drain asked again keeps the one that ends first:
 a drain's grace may shorten, never lengthen.
 
+Across replicas (`_directory`), each replica publishes the drains it keeps, and one that a worker instance
+reaches after its drain died on another replica's stream `learn`s it there. When that worker then finishes
+and ends its stream, the replica it learned the drain from is told (`take_finished`), and a drain this one
+saw finish is not learned again.
+
 May use: nothing (time is passed in).
 """
 
@@ -15,16 +20,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 
 @dataclass(frozen=True, slots=True)
 class DrainAsked:
-    """An operator's drain: its grace (None: the worker's own drain timeout) counts from `at_s` (monotonic)."""
+    """An operator's drain: its grace (None: the worker's own drain timeout) counts from `at_s` (monotonic), the
+    moment `at` on the wall clock (how other replicas learn it); `origin`: the replica it was learned from."""
 
     grace: timedelta | None
     reason: str
     at_s: float
+    at: datetime
+    origin: str = ""
 
     def ends_s(self) -> float:
         return math.inf if self.grace is None else self.at_s + self.grace.total_seconds()
@@ -39,10 +47,15 @@ class DrainAsked:
         return max(self.grace - timedelta(seconds=now_s - self.at_s), timedelta(0))
 
 
+Key = tuple[str, str]  # (instance id, identity)
+
+
 class Drains:
     def __init__(self, lease_s: float) -> None:
         self._lease_s = lease_s
-        self._asked: dict[tuple[str, str], DrainAsked] = {}  # (instance id, identity) -> the drain that stands
+        self._asked: dict[Key, DrainAsked] = {}  # the drain that stands
+        self._finished: dict[Key, DrainAsked] = {}  # the drains whose worker finished, while they would stand
+        self._finished_elsewhere: list[tuple[str, Key]] = []  # (origin, key): to tell the replica it came from
 
     def ask(self, instance_id: str, identity: str, asked: DrainAsked) -> DrainAsked:
         """Keep the drain asked of the instance; the one that stands (the earlier asked, if it ends first)."""
@@ -61,11 +74,38 @@ class Drains:
         self._forget_ended(now_s)
         return self._asked.get((instance_id, identity)) if instance_id else None
 
+    def learn(self, instance_id: str, identity: str, asked: DrainAsked) -> DrainAsked | None:
+        """A drain another replica keeps for the instance: kept here as if asked here (`ask`), unless it has
+        ended or this replica saw the instance finish it. Returns the drain that stands, or None."""
+        finished = self._finished.get((instance_id, identity))
+        if (finished is not None and asked.at <= finished.at) or not instance_id:
+            return None
+        return self.ask(instance_id, identity, asked)
+
+    def standing(self, now_s: float) -> list[tuple[Key, DrainAsked]]:
+        """Every drain that stands at `now_s`, by instance id and identity."""
+        self._forget_ended(now_s)
+        return sorted(self._asked.items(), key=lambda item: item[0])
+
     def forget(self, instance_id: str, identity: str) -> None:
         """The instance drained and closed its stream itself: a new process under its id starts afresh."""
-        self._asked.pop((instance_id, identity), None)
+        asked = self._asked.pop((instance_id, identity), None)
+        if asked is not None:
+            self._finished[(instance_id, identity)] = asked
+            if asked.origin:
+                self._finished_elsewhere.append((asked.origin, (instance_id, identity)))
+
+    def take_finished(self) -> list[tuple[str, Key]]:
+        """The drains learned from other replicas that finished here since the last call: (origin, key) each."""
+        taken, self._finished_elsewhere = self._finished_elsewhere, []
+        return taken
+
+    def finished_again(self, finished: list[tuple[str, Key]]) -> None:
+        """Those of `take_finished` that could not be told yet: given by its next call."""
+        self._finished_elsewhere[:0] = finished
 
     def _forget_ended(self, now_s: float) -> None:
-        for key, asked in list(self._asked.items()):
-            if now_s > asked.kept_until_s(self._lease_s):
-                del self._asked[key]
+        for kept in (self._asked, self._finished):
+            for key, asked in list(kept.items()):
+                if now_s > asked.kept_until_s(self._lease_s):
+                    del kept[key]

@@ -23,7 +23,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from taskwire.server._audit import audit_refused_attempt
 from taskwire.server._config import ServerConfig
@@ -396,15 +396,32 @@ class WorkerPool:
         report as usual. Returns the sessions told (none may match)."""
         if not name and not session_id:
             raise ValidationError("name", "a worker name or session_id is required")
-        asked = DrainAsked(grace, reason, self._clock.monotonic())
+        asked = DrainAsked(grace, reason, self._clock.monotonic(), self._clock.now())
         return self._drain_each(lambda session: is_named(session, name, session_id), asked)
 
     def drain_instance(self, instance_id: str, identity: str, grace: timedelta | None, reason: str) -> None:
         """A drain asked through another replica of the worker instance that has (or had) a session here: its
         connected sessions are told, and one it opens within the drain's grace and a lease is told too."""
-        asked = DrainAsked(grace, reason, self._clock.monotonic())
+        asked = DrainAsked(grace, reason, self._clock.monotonic(), self._clock.now())
         self.drains.ask(instance_id, identity, asked)  # kept though no session of it is here now
         self._drain_each(lambda session: session.is_instance(instance_id, identity), asked)
+
+    def learn_drain(
+        self, instance_id: str, identity: str, drain: tuple[timedelta | None, str, datetime], origin: str
+    ) -> bool:
+        """A drain replica `origin` keeps for the worker instance (its grace, reason and when it was asked), whose
+        stream there may have died with the Drain on it: kept and told here as if asked here at that moment.
+        Whether it stands (not ended, not seen finished here)."""
+        grace, reason, at = drain
+        now, now_s = self._clock.now(), self._clock.monotonic()
+        asked = DrainAsked(grace, reason, now_s - max((now - at).total_seconds(), 0.0), at, origin)
+        if (
+            self.drains.learn(instance_id, identity, asked) is None
+            or self.drains.of(instance_id, identity, now_s) is None
+        ):
+            return False
+        self._drain_each(lambda session: session.is_instance(instance_id, identity) and not session.draining, asked)
+        return True
 
     def _drain_each(self, picked: Callable[[WorkerSession], bool], asked: DrainAsked) -> list[WorkerSession]:
         sessions = [session for session in self.connected() if picked(session)]
@@ -412,6 +429,10 @@ class WorkerPool:
             self._ask_drain(session, asked)
             log.info("worker %s (session %s) asked to drain: %s", session.name, session.session_id, asked.reason)
         return sessions
+
+    def standing_drains(self) -> list[tuple[tuple[str, str], DrainAsked]]:
+        """Every operator's drain kept now, by instance id and identity."""
+        return self.drains.standing(self._clock.monotonic())
 
     def drain_standing(self, instance_id: str, identity: str) -> tuple[timedelta | None, str] | None:
         """The grace left and the reason of an operator's drain that stands for the worker instance, if any."""

@@ -19,8 +19,9 @@ replica another one adopted, or that a restart under its name took over, changes
   replicas whose lease lapsed or whose session ended (`lapsed_replicas`) and `adopt`s each: the dead row's
   epoch + 1 (its commits fenced from then on), its unfinished executions and its mail moved to the leader, the
   claims it made cleared.
-- Workers: each replica publishes the workers connected to it (`publish_workers`, one row of `taskwire_workers`);
-  `workers_elsewhere` reads those of the other live replicas. An adopted replica's row goes.
+- Workers: each replica publishes the workers connected to it and the drains it keeps for worker instances
+  (`publish_workers`, one row of `taskwire_workers`); `workers_elsewhere` and `drains_elsewhere` read those of the
+  other live replicas. An adopted replica's row goes.
 - Notifications (with `notify`): commits announce `taskwire_history` (the ids of executions that got events, or
   `*` past 7,000 bytes), `taskwire_ready` (the handlers of task runs written PENDING) and `taskwire_schedules`
   (schedules written or deleted), debounced (`_postgres_announce`); `listen` keeps one connection LISTENing to
@@ -83,13 +84,14 @@ _SEND: Final = (
     "SELECT pg_notify($1, $2)",
 )
 _PUBLISH_WORKERS: Final = (
-    "INSERT INTO taskwire_workers (replica, workers) VALUES ($1, $2::jsonb) "
-    "ON CONFLICT (replica) DO UPDATE SET workers = excluded.workers, published_at = now()"
+    "INSERT INTO taskwire_workers (replica, workers, drains) VALUES ($1, $2::jsonb, $3::jsonb) "
+    "ON CONFLICT (replica) DO UPDATE SET workers = excluded.workers, drains = excluded.drains, published_at = now()"
 )
-_WORKERS: Final = (
-    "SELECT w.replica, w.workers FROM taskwire_workers AS w JOIN taskwire_replicas AS r ON r.name = w.replica "
-    f"WHERE w.replica <> $1 AND {_ALIVE} ORDER BY w.replica"
+_ELSEWHERE: Final = (
+    f"FROM taskwire_workers AS w JOIN taskwire_replicas AS r ON r.name = w.replica WHERE w.replica <> $1 AND {_ALIVE}"
 )
+_WORKERS: Final = f"SELECT w.replica, w.workers {_ELSEWHERE} ORDER BY w.replica"
+_DRAINS: Final = f"SELECT w.replica, w.drains {_ELSEWHERE} AND w.drains <> '[]'::jsonb ORDER BY w.replica"
 # Taken when lapsed (epoch + 1), renewed while held; `now()` is the database's clock.
 _LEAD: Final = (
     "UPDATE taskwire_leader SET epoch = epoch + CASE WHEN holder = $1 THEN 0 ELSE 1 END, holder = $1, "
@@ -312,21 +314,28 @@ class ReplicaMethods:
 
         await self._fenced(done)
 
-    async def publish_workers(self, workers: Sequence[dict[str, Any]]) -> None:
-        """Store the workers connected to this replica now, replacing what it stored before."""
+    async def publish_workers(self, workers: Sequence[dict[str, Any]], drains: Sequence[dict[str, Any]]) -> None:
+        """Store the workers connected to this replica now and the drains it keeps, replacing what it stored before."""
         me = self._replica_name("publish workers")
 
         async def publish(conn: Any) -> None:
-            await conn.execute(_PUBLISH_WORKERS, me, json.dumps(list(workers)))
+            await conn.execute(_PUBLISH_WORKERS, me, json.dumps(list(workers)), json.dumps(list(drains)))
 
         await self._fenced(publish)
 
     async def workers_elsewhere(self) -> dict[str, list[dict[str, Any]]]:
         """Per other live replica, the workers it published last."""
-        me = self._replica_name("list workers")
+        return await self._published("list workers", _WORKERS, "workers")
+
+    async def drains_elsewhere(self) -> dict[str, list[dict[str, Any]]]:
+        """Per other live replica that keeps any, the drains it published last."""
+        return await self._published("read drains", _DRAINS, "drains")
+
+    async def _published(self, doing: str, query: str, column: str) -> dict[str, list[dict[str, Any]]]:
+        me = self._replica_name(doing)
 
         async def read(conn: Any) -> dict[str, list[dict[str, Any]]]:
-            return {str(row["replica"]): json.loads(row["workers"]) for row in await conn.fetch(_WORKERS, me)}
+            return {str(row["replica"]): json.loads(row[column]) for row in await conn.fetch(query, me)}
 
         return await self._read(read)
 

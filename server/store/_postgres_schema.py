@@ -30,7 +30,8 @@ row: the replica that adopts dead replicas' executions, runs schedules and reten
 as `taskwire_owner` is.
 
 Version 5 adds `taskwire_workers`: per replica, the workers connected to it as it last published them (a JSON
-array), so that any replica lists and drains them all.
+array), so that any replica lists and drains them all. Version 6 adds its `drains`: the operators' drains that
+replica keeps for worker instances (a JSON array), so that an instance that moves to another replica is told.
 
 Migrations: `MIGRATIONS[n]` takes the database from version n to n + 1. `migrate` runs them in one
 transaction that holds a transaction-level advisory lock (`MIGRATION_LOCK`), so servers that start
@@ -173,9 +174,19 @@ _SCHEMA_V5: Final = (
     "published_at TIMESTAMPTZ NOT NULL DEFAULT now())",
 )
 
+# Version 6: the drains each replica keeps for worker instances, published with its workers.
+_SCHEMA_V6: Final = ("ALTER TABLE taskwire_workers ADD COLUMN drains JSONB NOT NULL DEFAULT '[]'::jsonb",)
+
 # MIGRATIONS[n] takes a database from version n to n + 1 (statements run in order, in the one transaction).
 # A later schema appends its step here; SCHEMA_VERSION follows.
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5)
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    _SCHEMA_V1,
+    _SCHEMA_V2,
+    _SCHEMA_V3,
+    _SCHEMA_V4,
+    _SCHEMA_V5,
+    _SCHEMA_V6,
+)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

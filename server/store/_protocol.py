@@ -273,11 +273,15 @@ class ReplicaStore(Protocol):
     async def done_mail(self, ids: Sequence[int]) -> None:
         """Delete the mail of `ids` (applied)."""
 
-    async def publish_workers(self, workers: Sequence[dict[str, Any]]) -> None:
-        """Store the workers connected to this replica now (JSON objects), replacing what it stored before."""
+    async def publish_workers(self, workers: Sequence[dict[str, Any]], drains: Sequence[dict[str, Any]]) -> None:
+        """Store the workers connected to this replica now and the drains it keeps for worker instances (JSON
+        objects), replacing what it stored before."""
 
     async def workers_elsewhere(self) -> dict[str, list[dict[str, Any]]]:
         """Per other live replica (its lease current, not adopted), the workers it stored last."""
+
+    async def drains_elsewhere(self) -> dict[str, list[dict[str, Any]]]:
+        """Per other live replica that stored any, the drains it stored last."""
 
     async def holder_of(self, execution_id: str) -> str:
         """The replica that holds the execution; '' when it is unknown or finished."""

@@ -26,7 +26,7 @@ from tests.faults.journal import journal_worker, read_journal
 from tests.faults.observe import STORED_STATE_SQL, database_query, slots_in_use, stored_executions
 from tests.faults.proxy import StallingProxy
 from tests.faults.scenario import Load, quiesce
-from tests.harness import BIN, POSTGRESQL_ONLY, Cluster, ServerProcess, spawn, wait_for
+from tests.harness import BIN, POSTGRESQL_ONLY, Cluster, ServerProcess, spawn, start_worker, wait_for
 from tests.integration.schedules.support import sdk, started_by, wait_for_fires
 from tests.integration.server.support import Client, diamond, sleeper, spec, task
 from tests.postgres import PostgresCluster
@@ -336,3 +336,21 @@ def test_any_replica_lists_every_replicas_workers_and_drains_one_connected_to_an
     missing = _cli(r2, "workers", "drain", "far")
     assert missing.returncode == 4, missing.stderr  # NOT_FOUND: no replica has it now
     assert "far" in missing.stderr
+
+
+def test_a_drain_lost_with_its_stream_reaches_the_worker_that_comes_back_to_another_replica(procs: Cluster) -> None:
+    """The Drain goes down r1's stream just as it stops forwarding; the worker, running nothing, notices the dead
+    stream and connects to r2, the next address it knows. r2 learns the drain r1 keeps for it, so it still drains
+    and exits 0."""
+    r1, r2 = _replicas(procs, count=2)
+    with StallingProxy(r1.address) as proxy:
+        behind = start_worker(f"{proxy.address},{r2.address}", "--keepalive", "3", name="behind")
+        procs.processes.append(behind)
+        assert proxy.stall() == 1
+        drained = _cli(r1, "workers", "drain", "behind", "--grace", "20", "--reason", "moving to new hardware")
+        assert drained.returncode == 0, drained.stderr
+        assert behind.wait(timeout_s=40) == 0
+    connected = [line for line in behind.output.splitlines() if "taskwire.worker: connected to" in line]
+    assert [r2.address in line for line in connected] == [False, True], connected
+    assert "moving to new hardware" in behind.output
+    r2.process.wait_for_line(r"worker instance \S+ was asked to drain on replica r1: told here", timeout_s=5)

@@ -44,6 +44,9 @@ class Directory:
     dead: set[str] = field(default_factory=set)  # replicas whose lease lapsed
     mail: dict[int, tuple[str, Mail]] = field(default_factory=dict)  # id -> (recipient, mail)
     workers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # replica -> its workers, as published
+    drains: dict[str, list[dict[str, Any]]] = field(
+        default_factory=dict
+    )  # replica -> the drains it keeps, as published
 
     def post(self, recipient: str, kind: str, body: dict[str, Any]) -> None:
         mail_id = len(self.mail) + 1
@@ -128,13 +131,18 @@ class FakeReplicaStore:
         for mail_id in ids:
             self._directory.mail.pop(mail_id, None)
 
-    async def publish_workers(self, workers: Sequence[dict[str, Any]]) -> None:
+    async def publish_workers(self, workers: Sequence[dict[str, Any]], drains: Sequence[dict[str, Any]]) -> None:
         self._directory.workers[self.replica] = json.loads(json.dumps(list(workers)))
+        self._directory.drains[self.replica] = json.loads(json.dumps(list(drains)))
         self.publishes += 1
 
     async def workers_elsewhere(self) -> dict[str, list[dict[str, Any]]]:
         published = self._directory.workers.items()
         return {r: workers for r, workers in published if r != self.replica and r not in self._directory.dead}
+
+    async def drains_elsewhere(self) -> dict[str, list[dict[str, Any]]]:
+        published = self._directory.drains.items()
+        return {r: drains for r, drains in published if drains and r != self.replica and r not in self._directory.dead}
 
     async def holder_of(self, execution_id: str) -> str:
         snapshot = await self._directory.store.get_execution(execution_id)
@@ -1144,6 +1152,75 @@ async def test_a_drain_asked_here_goes_with_the_worker_that_comes_back_on_anothe
         Drained(timedelta(seconds=60), "kernel upgrade")  # no time passed on a's clock
     ]
     assert ("b", "drain") in [(to, kind) for to, kind, _ in a.replica_store.sent]
+
+
+def _drains_sent(worker: FakeWorker) -> list[Drained]:
+    return [sent for sent in worker.link.sent if isinstance(sent, Drained)]
+
+
+def _advance(seconds: float, *replicas: Replica) -> None:
+    for replica in replicas:
+        replica.rig.clock.advance(seconds)
+
+
+async def test_a_drain_kept_on_one_replica_reaches_its_worker_that_comes_back_idle_on_another(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    """The Drain went down a's stream as it died, and the worker, running nothing, comes back to b: nothing is
+    handed over, so b learns the drain from what a published, with what is left of its grace."""
+    a, b, _ = pair
+    gone = a.rig.connect("w", instance_id="i-1", identity="team-w")
+    await a.engine.drain_worker(name="w", grace=timedelta(seconds=30), reason="rolling upgrade")
+    gone.disconnect()
+    await a.engine.directory.look(0.0)
+    _advance(5, a, b)
+
+    other = b.rig.connect("w", instance_id="i-9", identity="team-w")  # another instance of the name: not this
+    impostor = b.rig.connect("w2", instance_id="i-1", identity="team-x")  # the instance id, another credential
+    back = b.rig.connect("w", instance_id="i-1", identity="team-w")
+    assert _drains_sent(back) == []  # b has not looked yet
+    await b.engine.directory.look(0.0)
+
+    assert _drains_sent(back) == [Drained(timedelta(seconds=25), "rolling upgrade")]
+    assert back.session.draining
+    assert not other.session.draining
+    assert not impostor.session.draining
+    await b.engine.directory.look(0.5)
+    assert len(_drains_sent(back)) == 1  # looked for once per session
+
+    _advance(25 + LEASE_S + 1, a, b)  # its grace and a lease later, a new stream of it is not told
+    later = b.rig.connect("w", instance_id="i-1", identity="team-w")
+    await b.engine.directory.look(1.0)
+    assert not later.session.draining
+
+
+async def test_a_drain_finished_on_another_replica_is_forgotten_where_it_was_asked(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    """The worker learned its drain on b, finished and ended its stream; restarted under the same instance id, it
+    is not drained again, on b or on a."""
+    a, b, directory = pair
+    gone = a.rig.connect("w", instance_id="i-1")
+    await a.engine.drain_worker(name="w", grace=timedelta(seconds=30), reason="rolling upgrade")
+    gone.disconnect()
+    await a.engine.directory.look(0.0)
+    back = b.rig.connect("w", instance_id="i-1")
+    await b.engine.directory.look(0.0)
+    assert back.session.draining
+
+    b.engine.disconnect_worker(back.session, closed_by_worker=True)  # drained: it ended its stream itself
+    again = b.rig.connect("w", instance_id="i-1")  # before a heard of it, a's row still keeps the drain
+    await b.engine.directory.look(0.5)
+    assert not again.session.draining
+    assert ("a", "drain_done", {"instance": "i-1", "identity": ""}) in b.replica_store.sent
+
+    for kind, body in directory.mail_of("a"):
+        assert kind == "drain_done"
+        a.engine.directory.drain_done_here(body)  # as a's mail loop applies it
+    on_a = a.rig.connect("w", instance_id="i-1")
+    assert not on_a.session.draining
+    await a.engine.directory.look(0.5)
+    assert directory.drains["a"] == []
 
 
 async def test_a_drain_found_on_no_replica_is_not_found(pair: tuple[Replica, Replica, Directory]) -> None:

@@ -270,17 +270,35 @@ async def test_mail_is_read_oldest_first_until_it_is_done(replica: Open) -> None
 async def test_each_replica_reads_the_workers_the_other_live_replicas_published_last(replica: Open) -> None:
     a, b, c = await replica("a"), await replica("b"), await replica("c")
     assert await a.workers_elsewhere() == {}
-    await b.publish_workers([{"name": "w1", "labels": {"zone": "eu"}}, {"name": "w2"}])
-    await c.publish_workers([{"name": "w3"}])
-    await a.publish_workers([{"name": "mine"}])
+    await b.publish_workers([{"name": "w1", "labels": {"zone": "eu"}}, {"name": "w2"}], [])
+    await c.publish_workers([{"name": "w3"}], [])
+    await a.publish_workers([{"name": "mine"}], [])
     assert await a.workers_elsewhere() == {
         "b": [{"name": "w1", "labels": {"zone": "eu"}}, {"name": "w2"}],
         "c": [{"name": "w3"}],
     }
-    await b.publish_workers([])  # replaced whole
+    await b.publish_workers([], [])  # replaced whole
     assert await c.workers_elsewhere() == {"a": [{"name": "mine"}], "b": []}
     await b.close()  # its lease let go: what it published is not read
     assert await a.workers_elsewhere() == {"c": [{"name": "w3"}]}
+
+
+async def test_each_replica_reads_the_drains_the_other_live_replicas_keep(replica: Open) -> None:
+    a, b, c = await replica("a"), await replica("b"), await replica("c")
+    assert await a.drains_elsewhere() == {}
+    await b.publish_workers([{"name": "w1"}], [{"instance": "i-1", "identity": ""}])
+    await c.publish_workers([{"name": "w3"}], [])  # none kept: not listed
+    await a.publish_workers([], [{"instance": "mine", "identity": ""}])
+    assert await a.drains_elsewhere() == {"b": [{"instance": "i-1", "identity": ""}]}
+    assert await c.drains_elsewhere() == {
+        "a": [{"instance": "mine", "identity": ""}],
+        "b": [{"instance": "i-1", "identity": ""}],
+    }
+    await b.publish_workers([{"name": "w1"}], [])  # replaced whole
+    assert await c.drains_elsewhere() == {"a": [{"instance": "mine", "identity": ""}]}
+    assert await c.workers_elsewhere() == {"a": [], "b": [{"name": "w1"}]}
+    await a.close()
+    assert await c.drains_elsewhere() == {}
 
 
 async def test_one_replica_leads_until_it_stops(replica: Open, postgres_url: str) -> None:
@@ -308,7 +326,7 @@ async def test_a_lapsed_replica_is_adopted_by_one_replica_and_then_changes_nothi
     await a.send("c", "cancel", {"execution_id": active.execution.id, "reason": "asked"})
     of_b = await _submit(b)
     assert len(await c.claim(["h:1"], 1)) == 1  # c's claim on b's execution
-    await c.publish_workers([{"name": "worker-of-c"}])
+    await c.publish_workers([{"name": "worker-of-c"}], [{"instance": "i-c", "identity": ""}])
     assert await a.lapsed_replicas() == []
 
     _pause(c)
@@ -339,7 +357,7 @@ async def test_a_lapsed_replica_is_adopted_by_one_replica_and_then_changes_nothi
     with pytest.raises(StoreFenced):
         await write(c, submit_batch(pending_execution()))
     with pytest.raises(StoreFenced):
-        await c.publish_workers([])
+        await c.publish_workers([], [])
 
     again = await replica("c", holder="process-c2")  # a restart under the name: taken afresh, holding nothing
     assert again.lease.epoch == 3

@@ -254,7 +254,7 @@ async def test_a_version_1_database_migrates_and_recovers_what_it_holds(postgres
         index = await conn.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname = 'task_runs_not_cold'")
     finally:
         await conn.close()
-    assert version == POSTGRES_SCHEMA_VERSION == len(MIGRATIONS) == 5
+    assert version == POSTGRES_SCHEMA_VERSION == len(MIGRATIONS) == 6
     assert all(column in index for column in ("priority", "concurrency_key", "fairness_key", "rate_limit"))
 
 
