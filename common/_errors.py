@@ -141,6 +141,13 @@ class WatcherFellBehind(TaskwireError):
     status_name = "ABORTED"
 
 
+class Superseded(TaskwireError):
+    """A worker's hello that waited (its attempts handed over from another replica) while a later hello of the same
+    worker instance connected: the later stream stands, and this one, which the worker gave up, is refused."""
+
+    status_name = "ABORTED"
+
+
 class ShuttingDown(TaskwireError):
     """The server is stopping and takes no new work."""
 

@@ -76,6 +76,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         try:
             opening = _opening_frame(first)
             hello = hello_from_proto(opening.messages[0].hello)
+            ticket = self._engine.hello_read()
             link = StreamLink()
             # In replica mode, the executions of its running attempts another replica holds are asked of it first.
             identity = current_caller().identity
@@ -83,7 +84,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                 hello.running_attempts, self._hand_over_s, instance_id=hello.instance_id, identity=identity
             )
             # Refused (UNAVAILABLE) while the server is going away: the worker comes back to the next one.
-            session, welcome = self._engine.connect_worker(hello, link, identity=identity)
+            session, welcome = self._engine.connect_worker(hello, link, identity=identity, ticket=ticket)
         except TaskwireError as error:
             await self._refuse(context, wire.status_for(error), error.message)
         link.on_backlog = lambda backlogged: self._engine.worker_backlogged(session, backlogged)

@@ -488,12 +488,17 @@ class Engine:
     def workers(self) -> list[WorkerSession]:
         return sorted(self._pool.connected(), key=lambda s: (s.name, s.session_id))
 
+    def hello_read(self) -> int:
+        """A ticket for a worker's hello just read: pass it to `connect_worker` (hellos connect in that order)."""
+        return self._pool.hello_read()
+
     def connect_worker(
-        self, hello: WorkerHello, link: WorkerLink, *, identity: str = ""
+        self, hello: WorkerHello, link: WorkerLink, *, identity: str = "", ticket: int | None = None
     ) -> tuple[WorkerSession, Welcome]:
         """Open a session that sends on `link` for a worker whose credential names `identity`; adopt the
-        running attempts it reports that are still its own."""
-        return self._pool.connect(hello, link, identity=identity)
+        running attempts it reports that are still its own. A hello read (`ticket`) before that of a session of
+        its instance connected now is refused (Superseded)."""
+        return self._pool.connect(hello, link, identity=identity, ticket=ticket)
 
     async def list_workers(self) -> list[WorkerView]:
         """The connected workers an operator sees: this server's, and on a replica the other replicas' too."""

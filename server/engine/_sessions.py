@@ -119,6 +119,7 @@ class WorkerSession:
     draining: bool = False  # asked to drain, or the worker said it drains
     connected: bool = True
     dispatches: int = 0  # invocations sent on this session's stream: the last dispatch number
+    hello: int = 0  # the order its hello was read in, among all the worker pool's (`WorkerPool.hello_read`)
     # Since when (monotonic seconds) its stream's unsent messages are over their bound: no new work meanwhile.
     backlogged_since: float | None = None
 

@@ -35,6 +35,7 @@ from taskwire.server.domain import (
     Reason,
     ReasonCode,
     ShuttingDown,
+    Superseded,
     ValidationError,
 )
 
@@ -197,6 +198,7 @@ class WorkerPool:
         self._executions = executions
         self.sessions: dict[str, WorkerSession] = {}
         self.drains = Drains(self._lease_s)  # operators' drains, told again on an instance's next stream
+        self._hellos = itertools.count(1)  # tickets of hellos read, in order
         self.holders = AttemptHolders()
         self.changed = asyncio.Event()  # set whenever a session connects or goes
         self.leaving = False  # the server is going away: no new sessions
@@ -255,13 +257,30 @@ class WorkerPool:
 
     # ---- Connecting -----------------------------------------------------------------------------
 
-    def connect(self, hello: WorkerHello, link: WorkerLink, *, identity: str = "") -> tuple[WorkerSession, Welcome]:
+    def hello_read(self) -> int:
+        """A ticket for a hello just read from its stream: hellos connect in the order their tickets say."""
+        return next(self._hellos)
+
+    def connect(
+        self, hello: WorkerHello, link: WorkerLink, *, identity: str = "", ticket: int | None = None
+    ) -> tuple[WorkerSession, Welcome]:
         """Open a session for a worker whose credential names `identity`; adopt the running attempts it
         reports that are still current and its own. Refused (ShuttingDown) once the server is going away:
-        the worker comes back to the next one."""
+        the worker comes back to the next one. `ticket`: when the hello was read (`hello_read`; now, if None).
+        A hello read before that of a session of its instance that is connected now is stale (it waited for a
+        hand over while the worker gave its stream up and opened another): refused (Superseded), so that it
+        does not end the newer session."""
         if self.leaving:
             raise ShuttingDown("the server is shutting down; reconnect to the next one")
+        ticket = self.hello_read() if ticket is None else ticket
+        for newer in self.connected():
+            if newer.hello > ticket and newer.is_instance(hello.instance_id, identity) and hello.instance_id:
+                raise Superseded(
+                    f"worker instance {hello.instance_id}: a newer stream of it is connected (session "
+                    f"{newer.session_id}); this one was given up"
+                )
         session = self._new_session(hello, link, new_id(), identity)
+        session.hello = ticket
         adopted, rejected = [], []
         for key in hello.running_attempts:
             if self._may_adopt(key, hello, identity):

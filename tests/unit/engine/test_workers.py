@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
-from taskwire.server.domain import AttemptOutcome, ReasonCode, RetryPolicy, ShuttingDown, State
-from tests.unit.engine.support import CONFIG, Drained, FakeWorker, Rig, ToldGoingAway, idle, task, until
+from taskwire.server.domain import AttemptOutcome, ReasonCode, RetryPolicy, ShuttingDown, State, Superseded
+from taskwire.server.engine import WorkerHello
+from tests.unit.engine.support import CONFIG, Drained, FakeLink, FakeWorker, Rig, ToldGoingAway, idle, task, until
 
 LEASE_S = CONFIG.lease_timeout.total_seconds()
 RETRY_ONCE = RetryPolicy(max_attempts=2, initial_interval=timedelta(seconds=1))
@@ -92,6 +94,25 @@ async def test_a_worker_that_reconnects_adopts_its_running_attempt(rig: Rig) -> 
     rig.advance(LEASE_S / 2 + 1)  # the old session's lease would have run out by now
     after.complete(invoked)
     assert await rig.state(execution_id) is State.SUCCESS
+
+
+async def test_a_hello_read_before_the_connected_session_of_its_instance_does_not_end_it(rig: Rig) -> None:
+    """On a replica a hello waits while its attempts are handed over; the worker may give that stream up and
+    connect again meanwhile. The stale hello, connecting last, is refused rather than ending the newer session."""
+    stale = rig.engine.hello_read()
+    newer = rig.connect("w1", instance_id="i-1", identity="team")
+    hello = WorkerHello(name="w1", instance_id="i-1", handlers=frozenset({"echo"}), slots=1)
+    with pytest.raises(Superseded, match=f"a newer stream of it is connected \\(session {newer.session.session_id}\\)"):
+        rig.engine.connect_worker(hello, FakeLink(), identity="team", ticket=stale)
+    assert newer.session.connected
+    assert rig.engine.workers() == [newer.session]
+
+    other = rig.connect("w2", instance_id="i-2", identity="team")  # other instances are not its business
+    rig.engine.connect_worker(replace(hello, instance_id="i-3"), FakeLink(), identity="team", ticket=stale)
+    assert other.session.connected
+    later = rig.connect("w1", instance_id="i-1", identity="team")  # a hello read later still ends it
+    assert not newer.session.connected
+    assert later.session.connected
 
 
 async def test_a_worker_that_reconnects_while_its_old_stream_looks_open_gets_no_work_on_that_stream(
