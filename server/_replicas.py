@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
 from typing import Any
 
 from .engine import Engine
@@ -177,11 +178,13 @@ class ReplicaLoops:
             elif mail.kind == "claim":
                 await self._engine.replicas.give_away([str(one) for one in body["executions"]], str(body["by"]))
             elif mail.kind == "hand_over":
+                hello_at = body.get("hello_at")
                 await self._engine.replicas.hand_over(
                     [str(one) for one in body["executions"]],
                     str(body["by"]),
                     instance_id=str(body.get("instance", "")),
                     identity=str(body.get("identity", "")),
+                    hello_at=None if hello_at is None else datetime.fromisoformat(str(hello_at)),
                 )
             elif mail.kind == "drain":
                 self._engine.directory.drain_here(body)

@@ -10,8 +10,11 @@ last published it; a mailed drain's grace counts from when its replica reads the
 
 A replica publishes the drains it keeps for worker instances too (`_drains`). A worker whose Drain died with its
 stream may come back to another replica: each pass (`look`), a session new here whose instance another replica
-keeps a drain for learns it, with what is left of its grace, and when that worker finishes and ends its stream
-the replica it was learned from is mailed `drain_done` (`drain_done_here` there).
+keeps a drain for learns it, with what is left of its grace. When a drained worker finishes and ends its stream,
+every other replica that publishes a drain of its instance (and the one it was learned from) is mailed
+`drain_done` (`drain_done_here` there), so that a process restarted under that instance id is not drained.
+The grace left of a learned drain counts from when it was asked, on the asking replica's wall clock: replicas'
+clocks are taken to be in step, as NTP keeps them.
 
 May use: the worker pool, the replica store.
 """
@@ -98,6 +101,10 @@ def _drain(body: dict[str, Any]) -> tuple[timedelta | None, str, datetime]:
     return grace, str(body["reason"]), datetime.fromisoformat(body["asked_at"])
 
 
+def _drain_key(body: object) -> tuple[object, object] | None:
+    return (body.get("instance"), body.get("identity")) if isinstance(body, dict) else None
+
+
 class WorkerDirectory:
     def __init__(self, *, pool: WorkerPool, replica_store: ReplicaStore | None) -> None:
         self._pool = pool
@@ -162,8 +169,8 @@ class WorkerDirectory:
             self._pool.drain_instance(str(worker["instance"]), str(worker["identity"]), grace, str(body["reason"]))
 
     def drain_done_here(self, body: dict[str, Any]) -> None:
-        """Another replica's `drain_done` mail: a worker instance that learned a drain kept here finished it there."""
-        self._pool.drains.forget(str(body["instance"]), str(body["identity"]))
+        """Another replica's `drain_done` mail: a worker instance finished there the drain asked at `asked_at`."""
+        self._pool.drains.done(str(body["instance"]), str(body["identity"]), datetime.fromisoformat(body["asked_at"]))
 
     async def look(self, now_s: float) -> None:
         """On a replica, the replica loop's pass: publish (`publish`), tell the replicas drains were learned from
@@ -173,13 +180,27 @@ class WorkerDirectory:
         await self.publish(now_s)
         finished = self._pool.drains.take_finished()
         try:
-            while finished:
-                origin, (instance_id, identity) = finished[0]
-                await self._replica_store.send(origin, "drain_done", {"instance": instance_id, "identity": identity})
-                del finished[0]
+            if finished:
+                await self._tell_finished(finished)
         finally:
             self._pool.drains.finished_again(finished)  # what the store failed on goes with the next pass
         await self._learn_drains()
+
+    async def _tell_finished(self, finished: list[tuple[tuple[str, str], DrainAsked]]) -> None:
+        """Mail each drain's end to the replicas that publish a copy of it, and to the one it was learned from;
+        `finished` keeps what is not told yet."""
+        assert self._replica_store is not None
+        published = await self._replica_store.drains_elsewhere()
+        while finished:
+            (instance_id, identity), asked = finished[0]
+            keeping = {asked.origin} - {""}
+            for replica, bodies in published.items():
+                if any(_drain_key(body) == (instance_id, identity) for body in bodies):
+                    keeping.add(replica)
+            done = {"instance": instance_id, "identity": identity, "asked_at": asked.at.isoformat()}
+            for replica in sorted(keeping):
+                await self._replica_store.send(replica, "drain_done", done)
+            del finished[0]
 
     async def _learn_drains(self) -> None:
         assert self._replica_store is not None

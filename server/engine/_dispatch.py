@@ -27,7 +27,7 @@ from taskwire.server.domain import AttemptOutcome, Payload, RateLimitEmpty, Stat
 from ._cold import ColdTier
 from ._live import Executions, LiveExecution
 from ._ready import Queued, ReadyQueues
-from ._sessions import WorkerSession
+from ._sessions import WorkerSession, went_to
 from ._workers import AttemptHolders
 
 
@@ -46,7 +46,8 @@ class Dispatcher:
         # Told when a pass leaves a worker with free slots: a replica may claim work held elsewhere.
         self.on_idle: Callable[[], None] | None = None
         # Wired by the engine: whether a worker other than the session's takes new work for the handler.
-        self.serves_elsewhere: Callable[[str, WorkerSession], bool] = lambda handler, session: False
+        # Wired by the engine: whether a connected worker that `besides` does not pick serves the handler.
+        self.serves_elsewhere: Callable[[str, Callable[[WorkerSession], bool]], bool] = lambda handler, besides: False
 
     def enqueue(self, task_run: TaskRun) -> None:
         self.ready.push(task_run.handler, task_run.id, task_run.priority, task_run.fairness_key)
@@ -138,12 +139,13 @@ class Dispatcher:
         if self._holders.runs_on(session, task_run.id):
             return True
         last = task_run.current_attempt
-        return (
-            last is not None
-            and last.outcome is AttemptOutcome.LOST
-            and last.worker_id == session.name
-            and self.serves_elsewhere(task_run.handler, session)
-        )
+        if (
+            last is None
+            or last.outcome is not AttemptOutcome.LOST
+            or not went_to(last, session.instance_id, session.name)
+        ):
+            return False
+        return self.serves_elsewhere(task_run.handler, lambda other: went_to(last, other.instance_id, other.name))
 
     def _next_dispatchable(
         self, handler: str, session: WorkerSession, set_aside: list[Queued]

@@ -10,8 +10,8 @@ a drain's grace may shorten, never lengthen.
 
 Across replicas (`_directory`), each replica publishes the drains it keeps, and one that a worker instance
 reaches after its drain died on another replica's stream `learn`s it there. When that worker then finishes
-and ends its stream, the replica it learned the drain from is told (`take_finished`), and a drain this one
-saw finish is not learned again.
+and ends its stream, the replicas that keep a copy are told (`take_finished`; there, `done`), and a drain this
+one saw finish is not learned again.
 
 May use: nothing (time is passed in).
 """
@@ -55,7 +55,7 @@ class Drains:
         self._lease_s = lease_s
         self._asked: dict[Key, DrainAsked] = {}  # the drain that stands
         self._finished: dict[Key, DrainAsked] = {}  # the drains whose worker finished, while they would stand
-        self._finished_elsewhere: list[tuple[str, Key]] = []  # (origin, key): to tell the replica it came from
+        self._finished_here: list[tuple[Key, DrainAsked]] = []  # to tell the other replicas that keep a copy
 
     def ask(self, instance_id: str, identity: str, asked: DrainAsked) -> DrainAsked:
         """Keep the drain asked of the instance; the one that stands (the earlier asked, if it ends first)."""
@@ -89,20 +89,29 @@ class Drains:
 
     def forget(self, instance_id: str, identity: str) -> None:
         """The instance drained and closed its stream itself: a new process under its id starts afresh."""
-        asked = self._asked.pop((instance_id, identity), None)
+        key = (instance_id, identity)
+        asked = self._asked.pop(key, None)
         if asked is not None:
-            self._finished[(instance_id, identity)] = asked
-            if asked.origin:
-                self._finished_elsewhere.append((asked.origin, (instance_id, identity)))
+            self._finished[key] = asked
+            self._finished_here.append((key, asked))
 
-    def take_finished(self) -> list[tuple[str, Key]]:
-        """The drains learned from other replicas that finished here since the last call: (origin, key) each."""
-        taken, self._finished_elsewhere = self._finished_elsewhere, []
+    def done(self, instance_id: str, identity: str, at: datetime) -> None:
+        """Another replica saw the instance finish the drain asked at `at`: the one kept here goes, unless it was
+        asked later."""
+        key = (instance_id, identity)
+        asked = self._asked.get(key)
+        if asked is not None and asked.at <= at:
+            del self._asked[key]
+            self._finished[key] = asked
+
+    def take_finished(self) -> list[tuple[Key, DrainAsked]]:
+        """The drains whose worker finished here since the last call."""
+        taken, self._finished_here = self._finished_here, []
         return taken
 
-    def finished_again(self, finished: list[tuple[str, Key]]) -> None:
-        """Those of `take_finished` that could not be told yet: given by its next call."""
-        self._finished_elsewhere[:0] = finished
+    def finished_again(self, finished: list[tuple[Key, DrainAsked]]) -> None:
+        """Those of `take_finished` whose end could not be told yet: given by its next call."""
+        self._finished_here[:0] = finished
 
     def _forget_ended(self, now_s: float) -> None:
         for kept in (self._asked, self._finished):

@@ -149,7 +149,7 @@ class Engine:
         executions.retired = self._retired
         self._history.is_live = executions.by_id.__contains__
         self._pool.slot_freed = self._dispatcher.slot_freed
-        self._dispatcher.serves_elsewhere = lambda handler, session: self._pool.serves(handler, besides=session.name)
+        self._dispatcher.serves_elsewhere = lambda handler, besides: self._pool.serves(handler, besides=besides)
         self._timers.overslept = self._pool.renew_leases
         # Replicas keep no recent ends: another replica may delete one of them.
         self._recent = RecentEnds() if replica is None else RecentEnds(capacity=0)
@@ -185,6 +185,7 @@ class Engine:
             dispatcher=self._dispatcher,
             schedules=self.schedules,
             forget_key=self._submits.forget_key,
+            clock=self._clock,
         )
         self.schedules.leading = self.retention.leading = lambda: self.replicas.leading
         self.schedules.shared = replica is not None

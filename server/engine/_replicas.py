@@ -33,7 +33,7 @@ rest of the engine does not know about replicas; this room is what it does beyon
   reach every replica by the schedules room's `refresh` (the server calls it on a notification and a poll).
 
 May use: the replica store, the store (reads), the committer, the bus, the live executions, the worker
-pool, the cold tier, the ready queues, the dispatcher, the schedules, the recovery's merge; one hook
+pool, the cold tier, the ready queues, the dispatcher, the schedules, the recovery's merge, the clock; one hook
 (forget an idempotency key).
 """
 
@@ -43,12 +43,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from taskwire.server.domain import Execution, State
 from taskwire.server.store import Committer, ExecutionSnapshot, RecoveredState, ReplicaStore, Store
 
 from ._bus import EventBus
+from ._clock import Clock
 from ._cold import ColdTier
 from ._dispatch import Dispatcher
 from ._live import Executions, LiveExecution
@@ -135,8 +136,10 @@ class Replicas:
         dispatcher: Dispatcher,
         schedules: Schedules,
         forget_key: Callable[[Execution], None],
+        clock: Clock,
     ) -> None:
         self.replica_store = replica_store  # None: a single server
+        self._clock = clock
         self._leading = replica_store is None  # set by the server in replica mode
         self._store = store
         self._committer = committer
@@ -191,19 +194,27 @@ class Replicas:
         return await self._move(replica_store, wanted, given, to)
 
     async def hand_over(
-        self, execution_ids: Sequence[str], to: str, *, instance_id: str = "", identity: str = ""
+        self,
+        execution_ids: Sequence[str],
+        to: str,
+        *,
+        instance_id: str = "",
+        identity: str = "",
+        hello_at: datetime | None = None,
     ) -> list[str]:
         """A worker that ran attempts of these executions reconnected to `to`: give `to` those whose every running
         attempt is held by a session whose stream is gone (their sessions let go of them); refuse the rest. Returns
         the ids moved. That worker's instance (`instance_id`, with its credential's `identity`) has one stream at a
-        time, its new one: a session of it here that still looks connected ends first (`WorkerPool.replaced`)."""
+        time, its new one: a session of it here that still looks connected ends first (`WorkerPool.replaced`),
+        unless it connected after that hello was read (`hello_at`): then the worker gave that hello up, and the
+        session here is the newer one."""
         replica_store = self._replica_store
         wanted = list(dict.fromkeys(execution_ids))
         if to == replica_store.replica:  # asked of a replica this one adopted since: they are here
             self.answered(wanted)
             return []
         pool = self._pool
-        pool.replaced(instance_id, identity)
+        pool.replaced(instance_id, identity, before=hello_at)
         drain = pool.drain_standing(instance_id, identity)
         if drain is not None:  # asked of its stream here, which may have died with the Drain on it: told there
             # Before anything leaves memory: a failed mail leaves the hand over to be asked again, unchanged.
@@ -296,7 +307,9 @@ class Replicas:
             return
         loop = asyncio.get_running_loop()
         asked: dict[str, _Asked] = {}
-        worker = {"instance": instance_id, "identity": identity} if instance_id else {}
+        # When its hello was read (nothing awaited since): a session of it that connected after that is newer.
+        hello_at = self._clock.now().isoformat()
+        worker = {"instance": instance_id, "identity": identity, "hello_at": hello_at} if instance_id else {}
         try:
             await self._ask(unknown, asked, worker)
             deadline = loop.time() + within_s

@@ -195,6 +195,12 @@ def is_named(worker: WorkerSession | WorkerView, name: str, session_id: str) -> 
     return (not name or worker.name == name) and (not session_id or worker.session_id == session_id)
 
 
+def went_to(attempt: Attempt, instance_id: str, name: str) -> bool:
+    """Whether the attempt went to that worker: its instance (names may be shared), or its name for an attempt
+    stored before attempts kept their worker's instance."""
+    return attempt.worker_instance == instance_id if attempt.worker_instance else attempt.worker_id == name
+
+
 # ---- What a worker reports (one value per message of a frame) --------------------------------------
 
 

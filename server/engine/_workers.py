@@ -57,6 +57,7 @@ from ._sessions import (
     WorkerReport,
     WorkerSession,
     is_named,
+    went_to,
 )
 from ._timers import Timers
 
@@ -205,11 +206,14 @@ class WorkerPool:
         # Wired by the engine: a session may have a free slot now (it connected, or an attempt ended).
         self.slot_freed: Callable[[WorkerSession], None] = _slot_hook_unwired
 
-    def serves(self, handler: str, *, besides: str = "") -> bool:
-        """Whether a connected worker (other than the one named `besides`) takes new work for `handler` (a
-        draining one takes none)."""
+    def serves(self, handler: str, *, besides: Callable[[WorkerSession], bool] | None = None) -> bool:
+        """Whether a connected worker (other than those `besides` picks) takes new work for `handler` (a draining
+        one takes none)."""
         return any(
-            handler in session.handlers and session.connected and not session.draining and session.name != besides
+            handler in session.handlers
+            and session.connected
+            and not session.draining
+            and (besides is None or not besides(session))
             for session in self.sessions.values()
         )
 
@@ -339,15 +343,20 @@ class WorkerPool:
             if not earlier.held and earlier.instance_id:
                 self.sessions.pop(earlier.session_id, None)
 
-    def replaced(self, instance_id: str, identity: str, *, by: WorkerSession | None = None) -> None:
-        """A worker instance has one stream at a time: its hello on a new one (`by`, here, or on another replica)
-        means the stream of its earlier session is dead, though it may look open here (half-open: the worker noticed
-        first). That session ends now, so that no work goes down a stream no one reads; what it still holds waits for
-        its lease, as after a disconnect (or is handed over). Only a session of the same credential's (`identity`): a
-        worker cannot end another's by naming its instance."""
+    def replaced(
+        self, instance_id: str, identity: str, *, by: WorkerSession | None = None, before: datetime | None = None
+    ) -> None:
+        """A worker instance has one stream at a time: its hello on a new one (`by`, here, or on another replica,
+        read at `before`) means the stream of its earlier session is dead, though it may look open here (half-open:
+        the worker noticed first). That session ends now, so that no work goes down a stream no one reads; what it
+        still holds waits for its lease, as after a disconnect (or is handed over). Only a session of the same
+        credential's (`identity`): a worker cannot end another's by naming its instance; and only one that connected
+        before that hello was read."""
         if not instance_id:
             return
         for earlier in list(self.sessions.values()):
+            if before is not None and earlier.connected_at > before:
+                continue
             if earlier is not by and earlier.connected and earlier.is_instance(instance_id, identity):
                 log.info("worker %s came back on a new stream: its session %s ends", earlier.name, earlier.session_id)
                 self.disconnect(earlier)
@@ -359,11 +368,7 @@ class WorkerPool:
         if holder.instance_id:
             return holder.instance_id == hello.instance_id
         attempt = self._executions.current_attempt(key[0])
-        if attempt is None or attempt.number != key[1]:
-            return False
-        if attempt.worker_instance:
-            return attempt.worker_instance == hello.instance_id
-        return attempt.worker_id == hello.name
+        return attempt is not None and attempt.number == key[1] and went_to(attempt, hello.instance_id, hello.name)
 
     def _may_adopt(self, key: AttemptKey, hello: WorkerHello, identity: str) -> bool:
         """A reconnecting worker gets back an attempt only if it is current and was that worker's.

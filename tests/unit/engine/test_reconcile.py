@@ -144,6 +144,24 @@ async def test_a_lost_attempt_is_retried_on_another_worker_waiting_for_its_slot(
     assert {await rig.state(execution_id), await rig.state(busy_id)} == {State.SUCCESS}
 
 
+async def test_a_lost_attempt_is_retried_on_a_worker_of_the_same_name_that_is_another_process(rig: Rig) -> None:
+    """A fleet under one name: the worker that lost the attempt is its instance, not its name."""
+    deaf = rig.connect("fleet", instance_id="i-1", slots=5)
+    execution_id = await rig.submit(task(retry_policy=RETRY))
+    (first,) = deaf.invocations
+    sibling = rig.connect("fleet", instance_id="i-2", slots=1)
+    deaf.silent = True
+
+    deaf.report(Heartbeat(()))
+    deaf.report(Heartbeat(()))
+    rig.advance(1)
+    await until(lambda: len(sibling.invocations) == 1, "the retry sent to the sibling")
+    assert sibling.invocations[0].key == (first.task_run.id, 2)
+    assert deaf.invocations == [first]
+    sibling.complete(sibling.invocations[0])
+    assert await rig.state(execution_id) is State.SUCCESS
+
+
 async def test_a_lost_attempt_goes_back_to_its_worker_once_no_other_serves_the_handler(rig: Rig) -> None:
     lossy = rig.connect("lossy", slots=2)
     execution_id = await rig.submit(task(retry_policy=RETRY))

@@ -486,14 +486,42 @@ async def test_a_worker_back_on_another_replica_while_its_old_stream_looks_open_
     back = b.rig.connect("wa", instance_id="i-1", running=[invoked.key])
 
     assert back.welcome.adopted == (invoked.key,)
+    hello_at = b.rig.clock.now().isoformat()
     assert b.replica_store.sent == [
-        ("a", "hand_over", {"by": "b", "executions": [running], "instance": "i-1", "identity": ""})
+        (
+            "a",
+            "hand_over",
+            {"by": "b", "executions": [running], "instance": "i-1", "identity": "", "hello_at": hello_at},
+        )
     ]
     assert worker_a.link.closed
     assert a.engine.workers() == []
     assert directory.holders[running] == "b"
     back.complete(invoked)
     assert (await b.rig.snapshot(running)).execution.state is State.SUCCESS
+
+
+async def test_a_hand_over_asked_by_a_hello_the_worker_gave_up_leaves_its_newer_session_alone(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    """The worker's hello on b waited for a's answer, so it gave that stream up and came back to a. The hand over,
+    read late, names a hello older than the session now connected on a: that session stands and keeps its attempt."""
+    a, b, _ = pair
+    worker_a, running, invoked = await _running_on(a)
+    await a.engine.flush()
+    hello_at = b.rig.clock.now()  # the hello read on b
+    _advance(1, a, b)
+    again = a.rig.connect("wa", instance_id="i-1", running=[invoked.key])
+    assert again.welcome.adopted == (invoked.key,)
+
+    assert await a.engine.replicas.hand_over([running], "b", instance_id="i-1", hello_at=hello_at) == []
+    assert a.engine.workers() == [again.session]
+    assert running in _live(a)
+    assert worker_a.link.closed  # ended by the newer hello here, as before
+
+    later = b.rig.clock.now()  # a hello read after that session connected: the session ends, and gives it
+    assert await a.engine.replicas.hand_over([running], "b", instance_id="i-1", hello_at=later) == [running]
+    assert a.engine.workers() == []
 
 
 async def test_a_worker_whose_attempt_another_connected_worker_holds_is_rejected_as_before(
@@ -1212,7 +1240,8 @@ async def test_a_drain_finished_on_another_replica_is_forgotten_where_it_was_ask
     again = b.rig.connect("w", instance_id="i-1")  # before a heard of it, a's row still keeps the drain
     await b.engine.directory.look(0.5)
     assert not again.session.draining
-    assert ("a", "drain_done", {"instance": "i-1", "identity": ""}) in b.replica_store.sent
+    asked_at = a.rig.clock.now().isoformat()  # no time passed
+    assert ("a", "drain_done", {"instance": "i-1", "identity": "", "asked_at": asked_at}) in b.replica_store.sent
 
     for kind, body in directory.mail_of("a"):
         assert kind == "drain_done"
@@ -1221,6 +1250,45 @@ async def test_a_drain_finished_on_another_replica_is_forgotten_where_it_was_ask
     assert not on_a.session.draining
     await a.engine.directory.look(0.5)
     assert directory.drains["a"] == []
+
+
+async def test_a_drain_handed_over_with_its_worker_is_forgotten_where_it_was_asked_once_the_worker_finishes(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    """a hands the worker's attempt over to b with its drain; the worker finishes there. a, which still keeps and
+    publishes the drain, is told, so a process restarted under that instance id is not drained on a. A drain asked
+    again later is not undone by that news."""
+    a, b, directory = pair
+    worker_a, running, invoked = await _running_on(a)
+    await a.engine.flush()
+    await a.engine.drain_worker(name="wa", grace=timedelta(seconds=60), reason="kernel upgrade")
+    worker_a.disconnect()
+    await a.engine.directory.look(0.0)
+
+    assert await a.engine.replicas.hand_over([running], "b", instance_id="i-1") == [running]
+    for kind, body in directory.mail_of("b"):  # as b's mail loop applies them
+        if kind == "drain":
+            b.engine.directory.drain_here(body)
+        elif kind == "given":
+            b.engine.replicas.adopt(await b.replica_store.load(body["executions"]))
+    back = b.rig.connect("wa", instance_id="i-1", running=[invoked.key])
+    assert back.welcome.adopted == (invoked.key,)
+    assert back.session.draining
+    back.complete(invoked)
+    b.engine.disconnect_worker(back.session, closed_by_worker=True)
+    await b.engine.directory.look(0.5)
+
+    (done,) = [body for kind, body in directory.mail_of("a") if kind == "drain_done"]
+    a.engine.directory.drain_done_here(done)
+    restarted = a.rig.connect("wa", instance_id="i-1")
+    assert _drains_sent(restarted) == []
+
+    _advance(1, a, b)
+    await a.engine.drain_worker(name="wa", grace=timedelta(seconds=60), reason="asked again")
+    restarted.disconnect()
+    a.engine.directory.drain_done_here(done)  # the same news again, late: older than this drain
+    again = a.rig.connect("wa", instance_id="i-1")
+    assert _drains_sent(again) == [Drained(timedelta(seconds=60), "asked again")]
 
 
 async def test_a_drain_found_on_no_replica_is_not_found(pair: tuple[Replica, Replica, Directory]) -> None:

@@ -108,11 +108,15 @@ async def test_a_hello_read_before_the_connected_session_of_its_instance_does_no
     assert rig.engine.workers() == [newer.session]
 
     other = rig.connect("w2", instance_id="i-2", identity="team")  # other instances are not its business
-    rig.engine.connect_worker(replace(hello, instance_id="i-3"), FakeLink(), identity="team", ticket=stale)
+    third, _ = rig.engine.connect_worker(replace(hello, instance_id="i-3"), FakeLink(), identity="team", ticket=stale)
     assert other.session.connected
     later = rig.connect("w1", instance_id="i-1", identity="team")  # a hello read later still ends it
-    assert not newer.session.connected
-    assert later.session.connected
+    assert {session.session_id for session in rig.engine.workers()} == {
+        other.session.session_id,
+        later.session.session_id,
+        third.session_id,
+    }
+    assert newer.link.closed
 
 
 async def test_a_worker_that_reconnects_while_its_old_stream_looks_open_gets_no_work_on_that_stream(
