@@ -10,10 +10,10 @@ them down:
   idempotent): a `cancel` of an execution held here; a `claim` of movable executions by a replica with idle
   workers (given, or refused when they started meanwhile); a `hand_over` of executions whose running attempts'
   worker reconnected to the asking replica (given when no connected worker here holds them, or refused; a session
-  here of that worker's instance ends first);
+  here of that worker's instance ends first, unless its hello was read after the asking one's);
   `given` executions (loaded into the engine); `refused` claims (claimed again at the next wakeup) and hand overs.
-  A `drain` of workers connected here that an operator asked of another replica; `drain_done`, a drain kept here
-  that its worker finished on another replica.
+  A `drain` of workers connected here that an operator asked of another replica; `drain_done`, a worker instance
+  that finished a drain on another replica (the drains of it kept here and asked before are done).
 - **claims**: while local workers have free slots for a handler with nothing queued here, claim at most that
   many movable executions of other replicas waiting for it (`FOR UPDATE SKIP LOCKED` in the store), less
   those claimed and not answered yet.

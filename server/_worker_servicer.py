@@ -81,7 +81,11 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             # In replica mode, the executions of its running attempts another replica holds are asked of it first.
             identity = current_caller().identity
             await self._engine.replicas.take_over(
-                hello.running_attempts, self._hand_over_s, instance_id=hello.instance_id, identity=identity
+                hello.running_attempts,
+                self._hand_over_s,
+                instance_id=hello.instance_id,
+                identity=identity,
+                hello_at=ticket.at,
             )
             # Refused (UNAVAILABLE) while the server is going away: the worker comes back to the next one.
             session, welcome = self._engine.connect_worker(hello, link, identity=identity, ticket=ticket)

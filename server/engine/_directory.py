@@ -12,7 +12,8 @@ A replica publishes the drains it keeps for worker instances too (`_drains`). A 
 stream may come back to another replica: each pass (`look`), a session new here whose instance another replica
 keeps a drain for learns it, with what is left of its grace. When a drained worker finishes and ends its stream,
 every other replica that publishes a drain of its instance (and the one it was learned from) is mailed
-`drain_done` (`drain_done_here` there), so that a process restarted under that instance id is not drained.
+`drain_done` with when it finished (`drain_done_here` there: the drains of it asked before are done), so that a
+process restarted under that instance id is not drained.
 The grace left of a learned drain counts from when it was asked, on the asking replica's wall clock: replicas'
 clocks are taken to be in step, as NTP keeps them.
 
@@ -31,7 +32,7 @@ from typing import Any, Final
 from taskwire.server.domain import NotFound
 from taskwire.server.store import ReplicaStore
 
-from ._drains import DrainAsked
+from ._drains import DrainAsked, DrainFinished
 from ._sessions import WorkerView, is_named
 from ._workers import WorkerPool
 
@@ -169,8 +170,8 @@ class WorkerDirectory:
             self._pool.drain_instance(str(worker["instance"]), str(worker["identity"]), grace, str(body["reason"]))
 
     def drain_done_here(self, body: dict[str, Any]) -> None:
-        """Another replica's `drain_done` mail: a worker instance finished there the drain asked at `asked_at`."""
-        self._pool.drains.done(str(body["instance"]), str(body["identity"]), datetime.fromisoformat(body["asked_at"]))
+        """Another replica's `drain_done` mail: a worker instance finished a drain there at `finished_at`."""
+        self._pool.drain_done(str(body["instance"]), str(body["identity"]), datetime.fromisoformat(body["finished_at"]))
 
     async def look(self, now_s: float) -> None:
         """On a replica, the replica loop's pass: publish (`publish`), tell the replicas drains were learned from
@@ -186,18 +187,18 @@ class WorkerDirectory:
             self._pool.drains.finished_again(finished)  # what the store failed on goes with the next pass
         await self._learn_drains()
 
-    async def _tell_finished(self, finished: list[tuple[tuple[str, str], DrainAsked]]) -> None:
+    async def _tell_finished(self, finished: list[DrainFinished]) -> None:
         """Mail each drain's end to the replicas that publish a copy of it, and to the one it was learned from;
         `finished` keeps what is not told yet."""
         assert self._replica_store is not None
         published = await self._replica_store.drains_elsewhere()
         while finished:
-            (instance_id, identity), asked = finished[0]
-            keeping = {asked.origin} - {""}
+            (instance_id, identity), at, origin = finished[0].key, finished[0].at, finished[0].origin
+            keeping = {origin} - {""}
             for replica, bodies in published.items():
                 if any(_drain_key(body) == (instance_id, identity) for body in bodies):
                     keeping.add(replica)
-            done = {"instance": instance_id, "identity": identity, "asked_at": asked.at.isoformat()}
+            done = {"instance": instance_id, "identity": identity, "finished_at": at.isoformat()}
             for replica in sorted(keeping):
                 await self._replica_store.send(replica, "drain_done", done)
             del finished[0]

@@ -50,12 +50,23 @@ class DrainAsked:
 Key = tuple[str, str]  # (instance id, identity)
 
 
+@dataclass(frozen=True, slots=True)
+class DrainFinished:
+    """A drained worker instance ended its stream itself at `at` (wall clock): every drain of it asked before is
+    done. Kept until `kept_until_s` (monotonic), as long as the drain it finished would have stood."""
+
+    key: Key
+    at: datetime
+    kept_until_s: float
+    origin: str  # the replica the finished drain was learned from ("" when asked of this one)
+
+
 class Drains:
     def __init__(self, lease_s: float) -> None:
         self._lease_s = lease_s
         self._asked: dict[Key, DrainAsked] = {}  # the drain that stands
-        self._finished: dict[Key, DrainAsked] = {}  # the drains whose worker finished, while they would stand
-        self._finished_here: list[tuple[Key, DrainAsked]] = []  # to tell the other replicas that keep a copy
+        self._finished: dict[Key, DrainFinished] = {}  # when each instance last finished a drain
+        self._finished_here: list[DrainFinished] = []  # to tell the other replicas that keep a copy
 
     def ask(self, instance_id: str, identity: str, asked: DrainAsked) -> DrainAsked:
         """Keep the drain asked of the instance; the one that stands (the earlier asked, if it ends first)."""
@@ -76,7 +87,7 @@ class Drains:
 
     def learn(self, instance_id: str, identity: str, asked: DrainAsked) -> DrainAsked | None:
         """A drain another replica keeps for the instance: kept here as if asked here (`ask`), unless it has
-        ended or this replica saw the instance finish it. Returns the drain that stands, or None."""
+        ended or the instance finished a drain since it was asked. Returns the drain that stands, or None."""
         finished = self._finished.get((instance_id, identity))
         if (finished is not None and asked.at <= finished.at) or not instance_id:
             return None
@@ -87,34 +98,42 @@ class Drains:
         self._forget_ended(now_s)
         return sorted(self._asked.items(), key=lambda item: item[0])
 
-    def forget(self, instance_id: str, identity: str) -> None:
-        """The instance drained and closed its stream itself: a new process under its id starts afresh."""
+    def forget(self, instance_id: str, identity: str, at: datetime) -> None:
+        """The instance drained and closed its stream itself at `at`: a new process under its id starts afresh."""
         key = (instance_id, identity)
         asked = self._asked.pop(key, None)
         if asked is not None:
-            self._finished[key] = asked
-            self._finished_here.append((key, asked))
+            finished = DrainFinished(key, at, asked.kept_until_s(self._lease_s), asked.origin)
+            self._finished[key] = finished
+            self._finished_here.append(finished)
 
-    def done(self, instance_id: str, identity: str, at: datetime) -> None:
-        """Another replica saw the instance finish the drain asked at `at`: the one kept here goes, unless it was
-        asked later."""
+    def done(self, instance_id: str, identity: str, at: datetime, now_s: float) -> None:
+        """Another replica saw the instance finish a drain at `at`: the drain kept here goes if it was asked
+        before, and one learned later that was asked before is not kept."""
         key = (instance_id, identity)
         asked = self._asked.get(key)
         if asked is not None and asked.at <= at:
             del self._asked[key]
-            self._finished[key] = asked
+        earlier = self._finished.get(key)
+        if earlier is None or earlier.at < at:
+            self._finished[key] = DrainFinished(key, at, now_s + self._lease_s, "")
 
-    def take_finished(self) -> list[tuple[Key, DrainAsked]]:
+    def take_finished(self) -> list[DrainFinished]:
         """The drains whose worker finished here since the last call."""
         taken, self._finished_here = self._finished_here, []
         return taken
 
-    def finished_again(self, finished: list[tuple[Key, DrainAsked]]) -> None:
+    def finished_again(self, finished: list[DrainFinished]) -> None:
         """Those of `take_finished` whose end could not be told yet: given by its next call."""
         self._finished_here[:0] = finished
 
     def _forget_ended(self, now_s: float) -> None:
-        for kept in (self._asked, self._finished):
-            for key, asked in list(kept.items()):
-                if now_s > asked.kept_until_s(self._lease_s):
-                    del kept[key]
+        for key, asked in list(self._asked.items()):
+            if now_s > asked.kept_until_s(self._lease_s):
+                del self._asked[key]
+        for key, finished in list(self._finished.items()):
+            if now_s > finished.kept_until_s:
+                del self._finished[key]
+        # Past that, no copy of what they finished stands anywhere: nothing left to tell (bounded on one server,
+        # where no replica loop takes them).
+        self._finished_here = [finished for finished in self._finished_here if now_s <= finished.kept_until_s]

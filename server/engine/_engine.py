@@ -63,7 +63,7 @@ from ._recovery import recover
 from ._replicas import Forwarded, Replicas
 from ._retention import Retention
 from ._schedules import Schedules
-from ._sessions import Welcome, WorkerHello, WorkerLink, WorkerReport, WorkerSession, WorkerView
+from ._sessions import HelloRead, Welcome, WorkerHello, WorkerLink, WorkerReport, WorkerSession, WorkerView
 from ._stats import engine_stats, oldest_queued
 from ._submits import BatchItemResult, SubmitItem, SubmitResult, Submits
 from ._timers import Timers
@@ -489,12 +489,12 @@ class Engine:
     def workers(self) -> list[WorkerSession]:
         return sorted(self._pool.connected(), key=lambda s: (s.name, s.session_id))
 
-    def hello_read(self) -> int:
+    def hello_read(self) -> HelloRead:
         """A ticket for a worker's hello just read: pass it to `connect_worker` (hellos connect in that order)."""
         return self._pool.hello_read()
 
     def connect_worker(
-        self, hello: WorkerHello, link: WorkerLink, *, identity: str = "", ticket: int | None = None
+        self, hello: WorkerHello, link: WorkerLink, *, identity: str = "", ticket: HelloRead | None = None
     ) -> tuple[WorkerSession, Welcome]:
         """Open a session that sends on `link` for a worker whose credential names `identity`; adopt the
         running attempts it reports that are still its own. A hello read (`ticket`) before that of a session of

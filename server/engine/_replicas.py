@@ -292,7 +292,13 @@ class Replicas:
     # ---- Taking attempts over --------------------------------------------------------------------
 
     async def take_over(
-        self, running: Sequence[AttemptKey], within_s: float, *, instance_id: str = "", identity: str = ""
+        self,
+        running: Sequence[AttemptKey],
+        within_s: float,
+        *,
+        instance_id: str = "",
+        identity: str = "",
+        hello_at: datetime | None = None,
     ) -> None:
         """A worker connecting here runs these attempts: those of executions another replica holds are asked of their
         holders (`hand_over` mail, naming the worker's instance and credential), and their answers awaited for up to
@@ -307,9 +313,9 @@ class Replicas:
             return
         loop = asyncio.get_running_loop()
         asked: dict[str, _Asked] = {}
-        # When its hello was read (nothing awaited since): a session of it that connected after that is newer.
-        hello_at = self._clock.now().isoformat()
-        worker = {"instance": instance_id, "identity": identity, "hello_at": hello_at} if instance_id else {}
+        # When its hello was read (now, if not said): a session of it whose hello was read after that is newer.
+        read_at = (self._clock.now() if hello_at is None else hello_at).isoformat()
+        worker = {"instance": instance_id, "identity": identity, "hello_at": read_at} if instance_id else {}
         try:
             await self._ask(unknown, asked, worker)
             deadline = loop.time() + within_s

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Final, Protocol
 
 from taskwire.server.domain import (
     Attempt,
@@ -97,6 +97,17 @@ class Welcome:
     max_message_bytes: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class HelloRead:
+    """When a worker's hello was read from its stream: its place among the worker pool's hellos, and the wall time."""
+
+    number: int
+    at: datetime
+
+
+NOT_READ: Final = HelloRead(0, datetime.min.replace(tzinfo=UTC))  # a session with no hello (recovered attempts)
+
+
 @dataclass(eq=False, kw_only=True)
 class WorkerSession:
     session_id: str
@@ -119,7 +130,7 @@ class WorkerSession:
     draining: bool = False  # asked to drain, or the worker said it drains
     connected: bool = True
     dispatches: int = 0  # invocations sent on this session's stream: the last dispatch number
-    hello: int = 0  # the order its hello was read in, among all the worker pool's (`WorkerPool.hello_read`)
+    hello: HelloRead = NOT_READ  # when its hello was read (`WorkerPool.hello_read`)
     # Since when (monotonic seconds) its stream's unsent messages are over their bound: no new work meanwhile.
     backlogged_since: float | None = None
 

@@ -51,6 +51,7 @@ from ._sessions import (
     AttemptProgress,
     Draining,
     Heartbeat,
+    HelloRead,
     Welcome,
     WorkerHello,
     WorkerLink,
@@ -261,12 +262,12 @@ class WorkerPool:
 
     # ---- Connecting -----------------------------------------------------------------------------
 
-    def hello_read(self) -> int:
+    def hello_read(self) -> HelloRead:
         """A ticket for a hello just read from its stream: hellos connect in the order their tickets say."""
-        return next(self._hellos)
+        return HelloRead(next(self._hellos), self._clock.now())
 
     def connect(
-        self, hello: WorkerHello, link: WorkerLink, *, identity: str = "", ticket: int | None = None
+        self, hello: WorkerHello, link: WorkerLink, *, identity: str = "", ticket: HelloRead | None = None
     ) -> tuple[WorkerSession, Welcome]:
         """Open a session for a worker whose credential names `identity`; adopt the running attempts it
         reports that are still current and its own. Refused (ShuttingDown) once the server is going away:
@@ -278,7 +279,11 @@ class WorkerPool:
             raise ShuttingDown("the server is shutting down; reconnect to the next one")
         ticket = self.hello_read() if ticket is None else ticket
         for newer in self.connected():
-            if newer.hello > ticket and newer.is_instance(hello.instance_id, identity) and hello.instance_id:
+            if (
+                newer.hello.number > ticket.number
+                and newer.is_instance(hello.instance_id, identity)
+                and hello.instance_id
+            ):
                 raise Superseded(
                     f"worker instance {hello.instance_id}: a newer stream of it is connected (session "
                     f"{newer.session_id}); this one was given up"
@@ -355,7 +360,7 @@ class WorkerPool:
         if not instance_id:
             return
         for earlier in list(self.sessions.values()):
-            if before is not None and earlier.connected_at > before:
+            if before is not None and earlier.hello.at > before:
                 continue
             if earlier is not by and earlier.connected and earlier.is_instance(instance_id, identity):
                 log.info("worker %s came back on a new stream: its session %s ends", earlier.name, earlier.session_id)
@@ -391,7 +396,7 @@ class WorkerPool:
         """The stream ended (`closed_by_worker`: the worker half-closed it, as a drained one does when it has
         finished). Held attempts keep their lease until it times out or the worker returns."""
         if closed_by_worker and session.draining:
-            self.drains.forget(session.instance_id, session.identity)
+            self.drains.forget(session.instance_id, session.identity, self._clock.now())
         if not session.connected:  # told already (its stream's end is told again by its servicer)
             if not session.held:
                 self.sessions.pop(session.session_id, None)
@@ -453,6 +458,10 @@ class WorkerPool:
             self._ask_drain(session, asked)
             log.info("worker %s (session %s) asked to drain: %s", session.name, session.session_id, asked.reason)
         return sessions
+
+    def drain_done(self, instance_id: str, identity: str, at: datetime) -> None:
+        """Another replica saw the worker instance finish a drain at `at`: drains of it asked before are done."""
+        self.drains.done(instance_id, identity, at, self._clock.monotonic())
 
     def standing_drains(self) -> list[tuple[tuple[str, str], DrainAsked]]:
         """Every operator's drain kept now, by instance id and identity."""

@@ -146,3 +146,15 @@ async def test_a_drained_worker_that_closes_its_stream_itself_is_not_drained_aga
     restarted = rig.connect("fixed", instance_id="host-1")
     assert not restarted.session.draining
     assert not any(isinstance(sent, Drained) for sent in restarted.link.sent)
+
+
+async def test_a_single_server_keeps_no_record_of_finished_drains_past_their_time(rig: Rig) -> None:
+    """What a replica would tell the others about a finished drain is let go once that drain would have ended."""
+    drains = rig.engine._pool.drains
+    for number in range(3):
+        drained = rig.connect("fixed", instance_id=f"host-{number}")
+        await rig.engine.drain_worker(name="fixed", grace=timedelta(seconds=60), reason="upgrade")
+        rig.engine.disconnect_worker(drained.session, closed_by_worker=True)
+    rig.clock.advance(60 + rig.config.lease_timeout.total_seconds() + 1)
+    rig.connect("other")  # any look at the drains lets the ended ones go
+    assert drains.take_finished() == []

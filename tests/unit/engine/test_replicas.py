@@ -26,10 +26,10 @@ from taskwire.server.domain import (
     ScheduleSpec,
     State,
 )
-from taskwire.server.engine import Engine, ManualClock, WorkerView
+from taskwire.server.engine import Engine, ManualClock, WorkerHello, WorkerView
 from taskwire.server.engine._directory import REFRESH_S
 from taskwire.server.store import EventRecord, ExecutionSnapshot, Mail, MemoryStore, RecoveredState, StoreError
-from tests.unit.engine.support import CONFIG, Drained, FakeWorker, Invoked, Rig, idle, task, until
+from tests.unit.engine.support import CONFIG, Drained, FakeLink, FakeWorker, Invoked, Rig, idle, task, until
 
 LEASE_S = CONFIG.lease_timeout.total_seconds()
 RETRY_ONCE = RetryPolicy(max_attempts=2, initial_interval=timedelta(seconds=1))
@@ -522,6 +522,29 @@ async def test_a_hand_over_asked_by_a_hello_the_worker_gave_up_leaves_its_newer_
     later = b.rig.clock.now()  # a hello read after that session connected: the session ends, and gives it
     assert await a.engine.replicas.hand_over([running], "b", instance_id="i-1", hello_at=later) == [running]
     assert a.engine.workers() == []
+
+
+async def test_a_hand_over_ends_a_session_whose_hello_was_read_before_though_it_connected_after(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    """a read a hello and waited on it; meanwhile the worker gave that stream up and said hello to b, which asks a
+    for a hand over. The session a opened last, on the stream the worker gave up, is the older: it ends."""
+    a, b, _ = pair
+    worker_a, running, invoked = await _running_on(a)
+    await a.engine.flush()
+    worker_a.disconnect()
+    ticket = a.engine.hello_read()  # a's hello, waiting (on a third replica's answer, say)
+    _advance(1, a, b)
+    hello_at = b.rig.clock.now()  # the worker's next hello, read on b
+    _advance(1, a, b)
+    hello = WorkerHello(
+        name="wa", instance_id="i-1", handlers=frozenset({"echo"}), slots=1, running_attempts=(invoked.key,)
+    )
+    stale, welcome = a.engine.connect_worker(hello, FakeLink(), ticket=ticket)
+    assert welcome.adopted == (invoked.key,)
+
+    assert await a.engine.replicas.hand_over([running], "b", instance_id="i-1", hello_at=hello_at) == [running]
+    assert not stale.connected
 
 
 async def test_a_worker_whose_attempt_another_connected_worker_holds_is_rejected_as_before(
@@ -1240,8 +1263,8 @@ async def test_a_drain_finished_on_another_replica_is_forgotten_where_it_was_ask
     again = b.rig.connect("w", instance_id="i-1")  # before a heard of it, a's row still keeps the drain
     await b.engine.directory.look(0.5)
     assert not again.session.draining
-    asked_at = a.rig.clock.now().isoformat()  # no time passed
-    assert ("a", "drain_done", {"instance": "i-1", "identity": "", "asked_at": asked_at}) in b.replica_store.sent
+    finished_at = b.rig.clock.now().isoformat()
+    assert ("a", "drain_done", {"instance": "i-1", "identity": "", "finished_at": finished_at}) in b.replica_store.sent
 
     for kind, body in directory.mail_of("a"):
         assert kind == "drain_done"
@@ -1250,6 +1273,18 @@ async def test_a_drain_finished_on_another_replica_is_forgotten_where_it_was_ask
     assert not on_a.session.draining
     await a.engine.directory.look(0.5)
     assert directory.drains["a"] == []
+
+
+async def _finished_then_restarted(
+    finisher: Replica, worker: FakeWorker, told: Replica, directory: Directory
+) -> tuple[FakeWorker, dict[str, Any]]:
+    """`worker` finishes its drain on `finisher` (it ends its stream), which tells the other replicas; `told` applies
+    that mail, and a process restarted under the worker's instance id connects to it. That worker, and the mail."""
+    finisher.engine.disconnect_worker(worker.session, closed_by_worker=True)
+    await finisher.engine.directory.look(0.5)
+    (done,) = [body for kind, body in directory.mail_of(told.replica_store.replica) if kind == "drain_done"]
+    told.engine.directory.drain_done_here(done)
+    return told.rig.connect(worker.session.name, instance_id=worker.session.instance_id), done
 
 
 async def test_a_drain_handed_over_with_its_worker_is_forgotten_where_it_was_asked_once_the_worker_finishes(
@@ -1275,12 +1310,7 @@ async def test_a_drain_handed_over_with_its_worker_is_forgotten_where_it_was_ask
     assert back.welcome.adopted == (invoked.key,)
     assert back.session.draining
     back.complete(invoked)
-    b.engine.disconnect_worker(back.session, closed_by_worker=True)
-    await b.engine.directory.look(0.5)
-
-    (done,) = [body for kind, body in directory.mail_of("a") if kind == "drain_done"]
-    a.engine.directory.drain_done_here(done)
-    restarted = a.rig.connect("wa", instance_id="i-1")
+    restarted, done = await _finished_then_restarted(b, back, a, directory)
     assert _drains_sent(restarted) == []
 
     _advance(1, a, b)
@@ -1289,6 +1319,23 @@ async def test_a_drain_handed_over_with_its_worker_is_forgotten_where_it_was_ask
     a.engine.directory.drain_done_here(done)  # the same news again, late: older than this drain
     again = a.rig.connect("wa", instance_id="i-1")
     assert _drains_sent(again) == [Drained(timedelta(seconds=60), "asked again")]
+
+
+async def test_a_drain_copied_to_another_replica_goes_when_its_worker_finishes_where_it_was_asked(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    """a mailed b a copy of its drain (as a hand over does), which b keeps from when it read it; the worker then
+    finished on a. b's copy, asked before that finish, goes too."""
+    a, b, directory = pair
+    worker = a.rig.connect("w", instance_id="i-1")
+    await a.engine.drain_worker(name="w", grace=timedelta(seconds=60), reason="kernel upgrade")
+    _advance(1, a, b)
+    copy = {"workers": [{"instance": "i-1", "identity": ""}], "grace_us": 59_000_000, "reason": "kernel upgrade"}
+    b.engine.directory.drain_here(copy)
+    await b.engine.directory.publish(0.0)
+    _advance(1, a, b)
+    restarted, _ = await _finished_then_restarted(a, worker, b, directory)
+    assert _drains_sent(restarted) == []
 
 
 async def test_a_drain_found_on_no_replica_is_not_found(pair: tuple[Replica, Replica, Directory]) -> None:
