@@ -37,10 +37,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import datetime
 from typing import Any
 
-from .engine import Engine
+from .engine import Engine, aware
 from .store import Mail, ReplicaStore, StoreClosed, StoreError, StoreFenced
 
 log = logging.getLogger(__name__)
@@ -184,7 +183,7 @@ class ReplicaLoops:
                     str(body["by"]),
                     instance_id=str(body.get("instance", "")),
                     identity=str(body.get("identity", "")),
-                    hello_at=None if hello_at is None else datetime.fromisoformat(str(hello_at)),
+                    hello_at=None if hello_at is None else aware(hello_at, "hello_at"),
                 )
             elif mail.kind == "drain":
                 self._engine.directory.drain_here(body)

@@ -6,7 +6,7 @@ encodes and decodes at the edge.
 """
 
 from ._admission import AdmissionQueue
-from ._clock import Cancellable, Clock, ManualClock, SystemClock
+from ._clock import Cancellable, Clock, ManualClock, SystemClock, aware
 from ._engine import Engine
 from ._history import HistoryCodec
 from ._observer import Observer, Unobserved
@@ -55,4 +55,5 @@ __all__ = [
     "WorkerReport",
     "WorkerSession",
     "WorkerView",
+    "aware",
 ]

@@ -27,6 +27,14 @@ class Cancellable(Protocol):
     def cancel(self) -> None: ...
 
 
+def aware(text: object, field: str) -> datetime:
+    """A wall-clock time another replica wrote (ISO 8601, with its offset); ValueError naming `field` otherwise."""
+    value = datetime.fromisoformat(str(text))
+    if value.tzinfo is None:
+        raise ValueError(f"{field}: {text!r} has no UTC offset")
+    return value
+
+
 class Clock(Protocol):
     def now(self) -> datetime:
         """The wall clock, timezone-aware: what records and history events are stamped with."""

@@ -32,6 +32,7 @@ from typing import Any, Final
 from taskwire.server.domain import NotFound
 from taskwire.server.store import ReplicaStore
 
+from ._clock import aware
 from ._drains import DrainAsked, DrainFinished
 from ._sessions import WorkerView, is_named
 from ._workers import WorkerPool
@@ -99,7 +100,7 @@ def _drain(body: dict[str, Any]) -> tuple[timedelta | None, str, datetime]:
     TypeError when `body` is not one)."""
     grace_us = body["grace_us"]
     grace = None if grace_us is None else timedelta(microseconds=int(grace_us))
-    return grace, str(body["reason"]), datetime.fromisoformat(body["asked_at"])
+    return grace, str(body["reason"]), aware(body["asked_at"], "asked_at")
 
 
 def _drain_key(body: object) -> tuple[object, object] | None:
@@ -171,7 +172,7 @@ class WorkerDirectory:
 
     def drain_done_here(self, body: dict[str, Any]) -> None:
         """Another replica's `drain_done` mail: a worker instance finished a drain there at `finished_at`."""
-        self._pool.drain_done(str(body["instance"]), str(body["identity"]), datetime.fromisoformat(body["finished_at"]))
+        self._pool.drain_done(str(body["instance"]), str(body["identity"]), aware(body["finished_at"], "finished_at"))
 
     async def look(self, now_s: float) -> None:
         """On a replica, the replica loop's pass: publish (`publish`), tell the replicas drains were learned from

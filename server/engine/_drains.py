@@ -65,6 +65,7 @@ class Drains:
     def __init__(self, lease_s: float) -> None:
         self._lease_s = lease_s
         self._asked: dict[Key, DrainAsked] = {}  # the drain that stands
+        self._last_asked: dict[Key, datetime] = {}  # when a drain of the instance was last asked, while one stands
         self._finished: dict[Key, DrainFinished] = {}  # when each instance last finished a drain
         self._finished_here: list[DrainFinished] = []  # to tell the other replicas that keep a copy
 
@@ -75,6 +76,7 @@ class Drains:
         self._forget_ended(asked.at_s)
         key = (instance_id, identity)
         earlier = self._asked.get(key)
+        self._last_asked[key] = max(self._last_asked.get(key, asked.at), asked.at)
         if earlier is not None and earlier.ends_s() <= asked.ends_s():
             return earlier
         self._asked[key] = asked
@@ -102,21 +104,25 @@ class Drains:
         """The instance drained and closed its stream itself at `at`: a new process under its id starts afresh."""
         key = (instance_id, identity)
         asked = self._asked.pop(key, None)
+        self._last_asked.pop(key, None)
         if asked is not None:
             finished = DrainFinished(key, at, asked.kept_until_s(self._lease_s), asked.origin)
             self._finished[key] = finished
             self._finished_here.append(finished)
 
     def done(self, instance_id: str, identity: str, at: datetime, now_s: float) -> None:
-        """Another replica saw the instance finish a drain at `at`: the drain kept here goes if it was asked
-        before, and one learned later that was asked before is not kept."""
+        """Another replica saw the instance finish a drain at `at`: the drain kept here goes if every drain of the
+        instance was asked before, and one learned later that was asked before is not kept."""
         key = (instance_id, identity)
-        asked = self._asked.get(key)
-        if asked is not None and asked.at <= at:
+        if key in self._asked and self._last_asked.get(key, self._asked[key].at) <= at:
             del self._asked[key]
+            self._last_asked.pop(key, None)
         earlier = self._finished.get(key)
         if earlier is None or earlier.at < at:
-            self._finished[key] = DrainFinished(key, at, now_s + self._lease_s, "")
+            kept_until_s = (
+                now_s + self._lease_s if earlier is None else max(earlier.kept_until_s, now_s + self._lease_s)
+            )
+            self._finished[key] = DrainFinished(key, at, kept_until_s, "")
 
     def take_finished(self) -> list[DrainFinished]:
         """The drains whose worker finished here since the last call."""
@@ -131,6 +137,7 @@ class Drains:
         for key, asked in list(self._asked.items()):
             if now_s > asked.kept_until_s(self._lease_s):
                 del self._asked[key]
+                self._last_asked.pop(key, None)
         for key, finished in list(self._finished.items()):
             if now_s > finished.kept_until_s:
                 del self._finished[key]

@@ -1338,6 +1338,25 @@ async def test_a_drain_copied_to_another_replica_goes_when_its_worker_finishes_w
     assert _drains_sent(restarted) == []
 
 
+async def test_a_drain_asked_again_after_the_worker_finished_elsewhere_stands_though_the_earlier_ends_first(
+    pair: tuple[Replica, Replica, Directory],
+) -> None:
+    _, b, _ = pair
+    worker = b.rig.connect("w", instance_id="i-1")
+    asked = {"workers": [{"instance": "i-1", "identity": ""}], "grace_us": 600_000_000, "reason": "first"}
+    b.engine.directory.drain_here(asked)
+    finished_at = b.rig.clock.now() + timedelta(seconds=1)  # on another replica, before the next drain
+    b.rig.clock.advance(2)
+    await b.engine.drain_worker(name="w", grace=timedelta(seconds=1000), reason="again")  # the first ends first
+    b.engine.directory.drain_done_here({"instance": "i-1", "identity": "", "finished_at": finished_at.isoformat()})
+    worker.disconnect()
+    back = b.rig.connect("w", instance_id="i-1")
+    assert _drains_sent(back) == [Drained(timedelta(seconds=598), "first")]
+
+    with pytest.raises(ValueError, match="finished_at: '2030-01-01T00:00:00' has no UTC offset"):
+        b.engine.directory.drain_done_here({"instance": "i-1", "identity": "", "finished_at": "2030-01-01T00:00:00"})
+
+
 async def test_a_drain_found_on_no_replica_is_not_found(pair: tuple[Replica, Replica, Directory]) -> None:
     a, b, _ = pair
     b.rig.connect("wb")
