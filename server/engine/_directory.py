@@ -6,16 +6,15 @@ drains or its attempts in flight changed, and every `REFRESH_S` for when they we
 those the other live replicas published beside its own, and drains a worker connected elsewhere by mailing
 its replica a `drain` naming the worker's instance (`drain_here` there: its sessions of that instance drain,
 and so does one it opens next, as on one server). A worker listed from another replica is as that replica
-last published it; a mailed drain's grace counts from when its replica reads the mail.
+last published it; a drain passed between replicas (mailed or published) says when it was asked, and its grace
+counts from then, on the asking replica's wall clock: replicas' clocks are taken to be in step, as NTP keeps them.
 
 A replica publishes the drains it keeps for worker instances too (`_drains`). A worker whose Drain died with its
 stream may come back to another replica: each pass (`look`), a session new here whose instance another replica
-keeps a drain for learns it, with what is left of its grace. When a drained worker finishes and ends its stream,
+keeps a drain for learns it. When a drained worker finishes and ends its stream,
 every other replica that publishes a drain of its instance (and the one it was learned from) is mailed
 `drain_done` with when it finished (`drain_done_here` there: the drains of it asked before are done), so that a
 process restarted under that instance id is not drained.
-The grace left of a learned drain counts from when it was asked, on the asking replica's wall clock: replicas'
-clocks are taken to be in step, as NTP keeps them.
 
 May use: the worker pool, the replica store.
 """
@@ -32,8 +31,8 @@ from typing import Any, Final
 from taskwire.server.domain import NotFound
 from taskwire.server.store import ReplicaStore
 
-from ._clock import aware
-from ._drains import DrainAsked, DrainFinished
+from ._clock import Clock, aware
+from ._drains import Drain, DrainAsked, DrainFinished
 from ._sessions import WorkerView, is_named
 from ._workers import WorkerPool
 
@@ -84,20 +83,19 @@ def _view(replica: str, body: dict[str, Any]) -> WorkerView:
     )
 
 
+def _terms(drain: Drain) -> dict[str, Any]:
+    grace, reason, asked_at = drain
+    grace_us = None if grace is None else grace // timedelta(microseconds=1)
+    return {"grace_us": grace_us, "reason": reason, "asked_at": asked_at.isoformat()}
+
+
 def _drain_body(instance_id: str, identity: str, asked: DrainAsked) -> dict[str, Any]:
-    grace_us = None if asked.grace is None else asked.grace // timedelta(microseconds=1)
-    return {
-        "instance": instance_id,
-        "identity": identity,
-        "grace_us": grace_us,
-        "reason": asked.reason,
-        "asked_at": asked.at.isoformat(),
-    }
+    return {"instance": instance_id, "identity": identity, **_terms((asked.grace, asked.reason, asked.at))}
 
 
-def _drain(body: dict[str, Any]) -> tuple[timedelta | None, str, datetime]:
-    """A drain another replica published: its grace, reason and when it was asked (ValueError, KeyError or
-    TypeError when `body` is not one)."""
+def _drain(body: dict[str, Any]) -> Drain:
+    """A drain another replica published or mailed: its grace, reason and when it was asked (ValueError, KeyError
+    or TypeError when `body` is not one)."""
     grace_us = body["grace_us"]
     grace = None if grace_us is None else timedelta(microseconds=int(grace_us))
     return grace, str(body["reason"]), aware(body["asked_at"], "asked_at")
@@ -108,8 +106,9 @@ def _drain_key(body: object) -> tuple[object, object] | None:
 
 
 class WorkerDirectory:
-    def __init__(self, *, pool: WorkerPool, replica_store: ReplicaStore | None) -> None:
+    def __init__(self, *, pool: WorkerPool, replica_store: ReplicaStore | None, clock: Clock) -> None:
         self._pool = pool
+        self._clock = clock
         self._replica_store = replica_store  # None: a single server
         self._replica = "" if replica_store is None else replica_store.replica
         self._published: dict[str, Any] | None = None  # as last published, less what `REFRESH_S` covers
@@ -143,7 +142,7 @@ class WorkerDirectory:
         drained = self._pool.drain(name=name, session_id=session_id, grace=grace, reason=reason)
         here = [WorkerView.of(session, self._replica) for session in drained]
         if elsewhere:
-            await self._mail_drains(elsewhere, grace, reason)
+            await self._mail_drains(elsewhere, (grace, reason, self._clock.now()))
         told = [*here, *(dataclasses.replace(view, draining=True) for view in elsewhere)]
         if not told:
             if session_id:
@@ -151,24 +150,29 @@ class WorkerDirectory:
             raise NotFound("connected worker", name, key="name")
         return sorted(told, key=_order)
 
-    async def _mail_drains(self, views: list[WorkerView], grace: timedelta | None, reason: str) -> None:
+    async def _mail_drains(self, views: list[WorkerView], drain: Drain) -> None:
         by_replica: dict[str, list[dict[str, str]]] = defaultdict(list)
         for view in views:
             by_replica[view.replica].append({"instance": view.instance_id, "identity": view.identity})
-        await asyncio.gather(*(self.mail_drain(to, workers, grace, reason) for to, workers in by_replica.items()))
+        await asyncio.gather(*(self.mail_drain(to, workers, drain) for to, workers in by_replica.items()))
 
-    async def mail_drain(self, to: str, workers: list[dict[str, str]], grace: timedelta | None, reason: str) -> None:
+    async def mail_drain(self, to: str, workers: list[dict[str, str]], drain: Drain) -> None:
         """Mail replica `to` a drain of the worker instances of `workers` ({"instance", "identity"} each)."""
         assert self._replica_store is not None  # only a replica mails
-        grace_us = None if grace is None else grace // timedelta(microseconds=1)
-        await self._replica_store.send(to, "drain", {"workers": workers, "grace_us": grace_us, "reason": reason})
+        await self._replica_store.send(to, "drain", {"workers": workers, **_terms(drain)})
 
     def drain_here(self, body: dict[str, Any]) -> None:
-        """Another replica's `drain` mail: the named worker instances drain here, now and on their next stream."""
-        grace_us = body.get("grace_us")
-        grace = None if grace_us is None else timedelta(microseconds=int(grace_us))
+        """Another replica's `drain` mail: the named worker instances drain here, now and on their next stream, with
+        the grace left since it was asked (unless they finished a drain since)."""
+        if "asked_at" not in body:  # from a replica of an earlier version: asked now
+            grace_us = body.get("grace_us")
+            grace = None if grace_us is None else timedelta(microseconds=int(grace_us))
+            for worker in body["workers"]:
+                self._pool.drain_instance(str(worker["instance"]), str(worker["identity"]), grace, str(body["reason"]))
+            return
+        drain = _drain(body)
         for worker in body["workers"]:
-            self._pool.drain_instance(str(worker["instance"]), str(worker["identity"]), grace, str(body["reason"]))
+            self._pool.learn_drain(str(worker["instance"]), str(worker["identity"]), drain, "")
 
     def drain_done_here(self, body: dict[str, Any]) -> None:
         """Another replica's `drain_done` mail: a worker instance finished a drain there at `finished_at`."""

@@ -48,6 +48,8 @@ class DrainAsked:
 
 
 Key = tuple[str, str]  # (instance id, identity)
+# An operator's drain as replicas pass it on (mailed or published): its grace, its reason, when it was asked.
+Drain = tuple[timedelta | None, str, datetime]
 
 
 @dataclass(frozen=True, slots=True)

@@ -190,7 +190,7 @@ class Engine:
         self.schedules.leading = self.retention.leading = lambda: self.replicas.leading
         self.schedules.shared = replica is not None
         # Public too: the workers operators list and drain, across replicas (`_directory`).
-        self.directory = WorkerDirectory(pool=self._pool, replica_store=replica)
+        self.directory = WorkerDirectory(pool=self._pool, replica_store=replica, clock=self._clock)
         self.replicas.mail_drain = self.directory.mail_drain
 
     # ---- Lifecycle ------------------------------------------------------------------------------

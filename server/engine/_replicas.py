@@ -43,7 +43,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from taskwire.server.domain import Execution, State
 from taskwire.server.store import Committer, ExecutionSnapshot, RecoveredState, ReplicaStore, Store
@@ -52,6 +52,7 @@ from ._bus import EventBus
 from ._clock import Clock
 from ._cold import ColdTier
 from ._dispatch import Dispatcher
+from ._drains import Drain
 from ._live import Executions, LiveExecution
 from ._ready import ReadyQueues
 from ._recovery import merge
@@ -102,7 +103,7 @@ _EVENT_PAGE = 1000  # events read from the store at a time
 _RECHECK_HOLDERS_S = 0.5
 
 
-async def _no_mail(to: str, workers: list[dict[str, str]], grace: timedelta | None, reason: str) -> None:
+async def _no_mail(to: str, workers: list[dict[str, str]], drain: Drain) -> None:
     raise RuntimeError("Replicas.mail_drain is not wired")
 
 
@@ -151,8 +152,8 @@ class Replicas:
         self._dispatcher = dispatcher
         self._schedules = schedules
         self._forget_key = forget_key
-        # Mails replica `to` a drain of the worker instances ({"instance", "identity"} each), grace and reason.
-        self.mail_drain: Callable[[str, list[dict[str, str]], timedelta | None, str], Awaitable[None]] = _no_mail
+        # Mails replica `to` a drain of the worker instances ({"instance", "identity"} each).
+        self.mail_drain: Callable[[str, list[dict[str, str]], Drain], Awaitable[None]] = _no_mail
         self._handing: dict[str, asyncio.Future[None]] = {}  # execution id -> its hand over's answer
         self._given: dict[str, int] = {}  # per handler, task runs given away since its queue was last cleared of them
         self._followed: dict[str, int] = {}  # execution id -> the last sequence published here
@@ -218,7 +219,7 @@ class Replicas:
         drain = pool.drain_standing(instance_id, identity)
         if drain is not None:  # asked of its stream here, which may have died with the Drain on it: told there
             # Before anything leaves memory: a failed mail leaves the hand over to be asked again, unchanged.
-            await self.mail_drain(to, [{"instance": instance_id, "identity": identity}], *drain)
+            await self.mail_drain(to, [{"instance": instance_id, "identity": identity}], drain)
         given = [e for e in wanted if self._give_live(e, lambda live: _leaves_no_worker_behind(live, pool))]
         return await self._move(replica_store, wanted, given, to)
 

@@ -40,7 +40,7 @@ from taskwire.server.domain import (
 )
 
 from ._clock import Clock
-from ._drains import DrainAsked, Drains
+from ._drains import Drain, DrainAsked, Drains
 from ._ids import new_id
 from ._live import Executions
 from ._observer import Observer, Unobserved
@@ -429,18 +429,15 @@ class WorkerPool:
         return self._drain_each(lambda session: is_named(session, name, session_id), asked)
 
     def drain_instance(self, instance_id: str, identity: str, grace: timedelta | None, reason: str) -> None:
-        """A drain asked through another replica of the worker instance that has (or had) a session here: its
-        connected sessions are told, and one it opens within the drain's grace and a lease is told too."""
-        asked = DrainAsked(grace, reason, self._clock.monotonic(), self._clock.now())
-        self.drains.ask(instance_id, identity, asked)  # kept though no session of it is here now
-        self._drain_each(lambda session: session.is_instance(instance_id, identity), asked)
+        """A drain of the worker instance mailed by a replica of an earlier version, which does not say when it was
+        asked: as `learn_drain`, asked now."""
+        self.learn_drain(instance_id, identity, (grace, reason, self._clock.now()), "")
 
-    def learn_drain(
-        self, instance_id: str, identity: str, drain: tuple[timedelta | None, str, datetime], origin: str
-    ) -> bool:
-        """A drain replica `origin` keeps for the worker instance (its grace, reason and when it was asked), whose
-        stream there may have died with the Drain on it: kept and told here as if asked here at that moment.
-        Whether it stands (not ended, not seen finished here)."""
+    def learn_drain(self, instance_id: str, identity: str, drain: Drain, origin: str) -> bool:
+        """A drain of the worker instance (its grace, reason and when it was asked) asked through another replica
+        (mailed), or kept by replica `origin` (published), whose stream there may have died with the Drain on it:
+        kept here as if asked here at that moment, so that its sessions here are told, and one it opens within the
+        drain's grace and a lease is told too. Whether it stands (not ended, not finished since it was asked)."""
         grace, reason, at = drain
         now, now_s = self._clock.now(), self._clock.monotonic()
         asked = DrainAsked(grace, reason, now_s - max((now - at).total_seconds(), 0.0), at, origin)
@@ -449,7 +446,7 @@ class WorkerPool:
             or self.drains.of(instance_id, identity, now_s) is None
         ):
             return False
-        self._drain_each(lambda session: session.is_instance(instance_id, identity) and not session.draining, asked)
+        self._drain_each(lambda session: session.is_instance(instance_id, identity), asked)
         return True
 
     def _drain_each(self, picked: Callable[[WorkerSession], bool], asked: DrainAsked) -> list[WorkerSession]:
@@ -467,11 +464,10 @@ class WorkerPool:
         """Every operator's drain kept now, by instance id and identity."""
         return self.drains.standing(self._clock.monotonic())
 
-    def drain_standing(self, instance_id: str, identity: str) -> tuple[timedelta | None, str] | None:
-        """The grace left and the reason of an operator's drain that stands for the worker instance, if any."""
-        now_s = self._clock.monotonic()
-        asked = self.drains.of(instance_id, identity, now_s)
-        return None if asked is None else (asked.grace_left(now_s), asked.reason)
+    def drain_standing(self, instance_id: str, identity: str) -> Drain | None:
+        """The operator's drain that stands for the worker instance, if any."""
+        asked = self.drains.of(instance_id, identity, self._clock.monotonic())
+        return None if asked is None else (asked.grace, asked.reason, asked.at)
 
     def _ask_drain(self, session: WorkerSession, asked: DrainAsked) -> None:
         """Tell the session to drain; the drain kept for its instance is the one that ends first."""

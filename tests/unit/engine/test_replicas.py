@@ -1150,7 +1150,12 @@ async def test_a_worker_connected_to_another_replica_is_drained_through_its_mail
     await until(lambda: there.session.draining, "b's worker told to drain")
     assert [sent for sent in there.link.sent if isinstance(sent, Drained)] == [Drained(grace, "rolling upgrade")]
     assert not other.session.draining
-    mailed = {"workers": [{"instance": "i-2", "identity": ""}], "grace_us": 30_000_000, "reason": "rolling upgrade"}
+    mailed = {
+        "workers": [{"instance": "i-2", "identity": ""}],
+        "grace_us": 30_000_000,
+        "reason": "rolling upgrade",
+        "asked_at": a.rig.clock.now().isoformat(),
+    }
     assert a.replica_store.sent == [("b", "drain", mailed)]
 
 
@@ -1172,12 +1177,12 @@ async def test_a_mailed_drain_reaches_the_instance_on_its_next_stream_when_the_n
     other = b.rig.connect("w", instance_id="i-3", identity="team-w")  # another instance of that name: not this
     back = b.rig.connect("w", instance_id="i-2", identity="team-w")
     assert [sent for sent in back.link.sent if isinstance(sent, Drained)] == [
-        Drained(timedelta(seconds=30), "rolling upgrade")  # counted from when b read the mail
+        Drained(timedelta(seconds=25), "rolling upgrade")  # counted from when it was asked
     ]
     assert back.session.draining
     assert not other.session.draining
 
-    b.rig.clock.advance(30 + LEASE_S + 1)  # its grace and a lease later, a new stream of it is not told
+    b.rig.clock.advance(25 + LEASE_S + 1)  # its grace and a lease later, a new stream of it is not told
     later = b.rig.connect("w", instance_id="i-2", identity="team-w")
     assert not later.session.draining
 
@@ -1324,8 +1329,8 @@ async def test_a_drain_handed_over_with_its_worker_is_forgotten_where_it_was_ask
 async def test_a_drain_copied_to_another_replica_goes_when_its_worker_finishes_where_it_was_asked(
     pair: tuple[Replica, Replica, Directory],
 ) -> None:
-    """a mailed b a copy of its drain (as a hand over does), which b keeps from when it read it; the worker then
-    finished on a. b's copy, asked before that finish, goes too."""
+    """A replica of an earlier version mailed b a drain without saying when it was asked, which b keeps from when
+    it read it; the worker then finished on a. b's copy, asked before that finish, goes too."""
     a, b, directory = pair
     worker = a.rig.connect("w", instance_id="i-1")
     await a.engine.drain_worker(name="w", grace=timedelta(seconds=60), reason="kernel upgrade")
