@@ -139,7 +139,7 @@ class WorkerDirectory:
         """Drain every connected worker with that name (or the one session, or both must match), here and, on a
         replica, on the others (mailed); the workers told, by name then session id. NotFound when none matches."""
         elsewhere = [view for view in await self._elsewhere() if is_named(view, name, session_id)]  # read first
-        drained = self._pool.drain(name=name, session_id=session_id, grace=grace, reason=reason)
+        drained = self._pool.drains.by_name(name=name, session_id=session_id, grace=grace, reason=reason)
         here = [WorkerView.of(session, self._replica) for session in drained]
         if elsewhere:
             await self._mail_drains(elsewhere, (grace, reason, self._clock.now()))
@@ -168,15 +168,17 @@ class WorkerDirectory:
             grace_us = body.get("grace_us")
             grace = None if grace_us is None else timedelta(microseconds=int(grace_us))
             for worker in body["workers"]:
-                self._pool.drain_instance(str(worker["instance"]), str(worker["identity"]), grace, str(body["reason"]))
+                self._pool.drains.of_instance(
+                    str(worker["instance"]), str(worker["identity"]), grace, str(body["reason"])
+                )
             return
         drain = _drain(body)
         for worker in body["workers"]:
-            self._pool.learn_drain(str(worker["instance"]), str(worker["identity"]), drain, "")
+            self._pool.drains.learn(str(worker["instance"]), str(worker["identity"]), drain, "")
 
     def drain_done_here(self, body: dict[str, Any]) -> None:
         """Another replica's `drain_done` mail: a worker instance finished a drain there at `finished_at`."""
-        self._pool.drain_done(str(body["instance"]), str(body["identity"]), aware(body["finished_at"], "finished_at"))
+        self._pool.drains.done(str(body["instance"]), str(body["identity"]), aware(body["finished_at"], "finished_at"))
 
     async def look(self, now_s: float) -> None:
         """On a replica, the replica loop's pass: publish (`publish`), tell the replicas drains were learned from
@@ -184,12 +186,12 @@ class WorkerDirectory:
         if self._replica_store is None:
             return
         await self.publish(now_s)
-        finished = self._pool.drains.take_finished()
+        finished = self._pool.drains.kept.take_finished()
         try:
             if finished:
                 await self._tell_finished(finished)
         finally:
-            self._pool.drains.finished_again(finished)  # what the store failed on goes with the next pass
+            self._pool.drains.kept.finished_again(finished)  # what the store failed on goes with the next pass
         await self._learn_drains()
 
     async def _tell_finished(self, finished: list[DrainFinished]) -> None:
@@ -227,7 +229,7 @@ class WorkerDirectory:
                 except (KeyError, ValueError, TypeError) as error:
                     log.warning("a drain replica %s published is not understood (%r): left out", replica, error)
                     continue
-                if key in new and self._pool.learn_drain(*key, drain, replica):
+                if key in new and self._pool.drains.learn(*key, drain, replica):
                     log.info("worker instance %s was asked to drain on replica %s: told here", key[0], replica)
 
     async def publish(self, now_s: float) -> None:
@@ -236,7 +238,7 @@ class WorkerDirectory:
         if self._replica_store is None:
             return
         bodies = [_body(view) for view in self.here()]
-        drains = [_drain_body(*key, asked) for key, asked in self._pool.standing_drains()]
+        drains = [_drain_body(*key, asked) for key, asked in self._pool.drains.standing()]
         lasting = {
             "workers": [{key: value for key, value in body.items() if key != "last_seen_at"} for body in bodies],
             "drains": drains,

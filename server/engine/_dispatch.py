@@ -25,10 +25,10 @@ from collections.abc import Callable
 from taskwire.server.domain import AttemptOutcome, Payload, RateLimitEmpty, State, TaskDispatched, TaskRun
 
 from ._cold import ColdTier
+from ._holders import AttemptHolders
 from ._live import Executions, LiveExecution
 from ._ready import Queued, ReadyQueues
 from ._sessions import WorkerSession, went_to
-from ._workers import AttemptHolders
 
 
 class Dispatcher:

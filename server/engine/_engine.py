@@ -2,11 +2,11 @@
 
 It runs on one asyncio loop, so no two changes ever interleave. The rooms, and
 what each owns (docs/engine.md has the picture and the table): `_live` (the live
-executions, applying events, the queue figures), `_workers` (sessions, who holds
-which attempt, leases), `_dispatch`, `_ready`, `_submits`, `_history` (numbering,
+executions, applying events, the queue figures), `_workers` (sessions, leases,
+reports), `_holders` (who holds which attempt), `_dispatch`, `_ready`, `_submits`, `_history` (numbering,
 watch), `_cold` (queued executions out of memory), `_recovery`, `_retention`,
 `_schedules`, `_waits`, `_bulk`, `_replicas` (several replicas on one database),
-`_directory` (the workers operators list and drain, across replicas), `_drains`, `_stats`,
+`_directory` (the workers operators list and drain, across replicas), `_operator_drains`, `_drains`, `_stats`,
 `_admission`, `_sessions`, `_bus`, `_timers`, `_clock`, `_ids`.
 
 This module wires them together (a room's hooks point at another room's

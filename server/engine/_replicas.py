@@ -216,7 +216,7 @@ class Replicas:
             return []
         pool = self._pool
         pool.replaced(instance_id, identity, before=hello_at)
-        drain = pool.drain_standing(instance_id, identity)
+        drain = pool.drains.standing_for(instance_id, identity)
         if drain is not None:  # asked of its stream here, which may have died with the Drain on it: told there
             # Before anything leaves memory: a failed mail leaves the hand over to be asked again, unchanged.
             await self.mail_drain(to, [{"instance": instance_id, "identity": identity}], drain)

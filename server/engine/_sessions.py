@@ -11,7 +11,7 @@ and a test's fake link is a plain object that records the calls.
 
 A session holds an attempt from dispatch until its worker reports how the
 attempt ended. Holding counts against the worker's slots and is what its lease
-covers; `_workers.AttemptHolders` alone changes it.
+covers; `_holders.AttemptHolders` alone changes it.
 
 May use: the domain.
 """

@@ -1,20 +1,16 @@
-"""The worker pool: sessions, who holds which attempt, leases, and what a worker may report.
+"""The worker pool: sessions, connecting and reconnecting, leases, and what a worker may report.
 
-`AttemptHolders` is the one place that says which session holds an attempt:
-a dispatch, a recovered attempt waiting for its worker, an adoption on
-reconnect, an attempt's end and a lost lease all change holding through it.
-A session holds an attempt from its dispatch until its worker reports the end;
-the holder alone may report on the attempt (fencing by holder), the state
-machine fences the rest (stale attempt numbers). A session silent for the lease
-timeout loses every attempt it holds: each is applied `LeaseExpired`, and the
-retry policy decides what follows.
+Which session holds which attempt is `_holders`' to say; operators' drains are `_operator_drains`'. A session
+silent for the lease timeout loses every attempt it holds: each is applied `LeaseExpired`, and the retry policy
+decides what follows.
 
 With authentication, the identity of a worker's credential is on its session
 and on each attempt dispatched to it: a report on, or an adoption of, an
 attempt of another identity is refused (`PermissionDenied`, audited).
 
 May use: the clock, the timers, the live executions (to apply what workers
-report), the audit log, and one hook: a session may have a free slot now.
+report), the attempt holders, the operators' drains, the audit log, and one hook: a session may have a free
+slot now.
 """
 
 from __future__ import annotations
@@ -36,14 +32,14 @@ from taskwire.server.domain import (
     ReasonCode,
     ShuttingDown,
     Superseded,
-    ValidationError,
 )
 
 from ._clock import Clock
-from ._drains import Drain, DrainAsked, Drains
+from ._holders import AttemptHolders
 from ._ids import new_id
 from ._live import Executions
 from ._observer import Observer, Unobserved
+from ._operator_drains import OperatorDrains
 from ._sessions import (
     AttemptEnd,
     AttemptKey,
@@ -57,120 +53,11 @@ from ._sessions import (
     WorkerLink,
     WorkerReport,
     WorkerSession,
-    is_named,
     went_to,
 )
 from ._timers import Timers
 
 log = logging.getLogger(__name__)
-
-
-class AttemptHolders:
-    """Which session holds which attempt; each session's `held` mirrors its share."""
-
-    def __init__(self) -> None:
-        self._holder: dict[AttemptKey, WorkerSession] = {}
-        self._by_task_run: dict[str, set[AttemptKey]] = {}  # the held attempts of each task run
-        self._order: dict[AttemptKey, int] = {}  # when each attempt came to be held, in holding order
-        self._unlisted: dict[AttemptKey, int] = {}  # heartbeats in a row whose list left the attempt out
-        # The session's dispatch number of each attempt it was sent (0: adopted, the worker has it).
-        self._dispatch: dict[AttemptKey, int] = {}
-        # When the server sent a cancel for each held attempt (monotonic seconds), and its handler.
-        self.cancels_sent: dict[AttemptKey, tuple[str, float]] = {}
-        self._holds = itertools.count()
-        # Wired by the engine: nobody holds the attempt any more (its end reported, or lost with its session).
-        self.forgotten: Callable[[AttemptKey], None] = lambda key: None
-
-    def __len__(self) -> int:
-        return len(self._holder)
-
-    def holder(self, key: AttemptKey) -> WorkerSession | None:
-        return self._holder.get(key)
-
-    def hold(self, key: AttemptKey, session: WorkerSession, *, dispatch: int = 0) -> WorkerSession | None:
-        """`session` holds the attempt now (sent as its `dispatch`-th invocation, or adopted: 0); returns
-        the session that held it before, if another one."""
-        previous = self._holder.get(key)
-        if previous is not None:
-            previous.held.discard(key)
-        session.held.add(key)
-        self._holder[key] = session
-        self._by_task_run.setdefault(key[0], set()).add(key)
-        self._order[key] = next(self._holds)
-        self._dispatch[key] = dispatch
-        self._unlisted.pop(key, None)
-        return previous if previous is not session else None
-
-    def _forget(self, key: AttemptKey) -> None:
-        self.cancels_sent.pop(key, None)
-        self.forgotten(key)
-        self._order.pop(key, None)
-        self._dispatch.pop(key, None)
-        self._unlisted.pop(key, None)
-        keys = self._by_task_run.get(key[0])
-        if keys is not None:
-            keys.discard(key)
-            if not keys:
-                del self._by_task_run[key[0]]
-
-    def runs_on(self, session: WorkerSession, task_run_id: str) -> bool:
-        """The session's worker still runs an attempt of the task run: one it holds (an earlier attempt
-        whose end it has not reported, e.g. fenced by a server-side timeout), or one it reported running
-        that nobody holds. A new attempt of that task run must go elsewhere, or wait."""
-        if task_run_id in session.stray_task_runs:
-            return True
-        return any(self._holder.get(key) is session for key in self._by_task_run.get(task_run_id, ()))
-
-    def release(self, key: AttemptKey) -> WorkerSession | None:
-        """The attempt ended on its worker: nobody holds it. Returns the session that did."""
-        session = self._holder.pop(key, None)
-        if session is not None:
-            session.held.discard(key)
-            self._forget(key)
-        return session
-
-    def release_all(self, session: WorkerSession) -> list[AttemptKey]:
-        """Everything `session` holds, which it holds no longer (its lease expired), in a stable order."""
-        keys = sorted(session.held)
-        for key in keys:
-            if self._holder.get(key) is session:
-                del self._holder[key]
-                self._forget(key)
-        session.held.clear()
-        return keys
-
-    def unlisted(
-        self, session: WorkerSession, running: Iterable[AttemptKey], received: int | None = None
-    ) -> list[AttemptKey]:
-        """A heartbeat lists what its worker runs: the attempts `session` holds that its worker does not
-        run (and has not reported). When the heartbeat says which dispatches the worker had received, one
-        of those left out is gone, and a later one is still on its way (a heartbeat written before an
-        invocation arrived, or read late after the server stood still, says nothing of it). When it does
-        not say: one left out of two heartbeats in a row is gone; so is one left out of a heartbeat that
-        lists an attempt held after it (the stream is ordered: the worker had it)."""
-        listed = set(running)
-        if received is not None:
-            return [key for key in sorted(session.held) if key not in listed and self._dispatch.get(key, 0) <= received]
-        newest_listed = max((self._order[k] for k in listed if self._holder.get(k) is session), default=-1)
-        gone: list[AttemptKey] = []
-        for key in sorted(session.held):
-            if key in listed:
-                self._unlisted.pop(key, None)
-                continue
-            misses = self._unlisted.get(key, 0) + 1
-            if misses >= 2 or self._order[key] < newest_listed:
-                gone.append(key)
-            else:
-                self._unlisted[key] = misses
-        return gone
-
-    def speaks_for(self, session: WorkerSession, key: AttemptKey) -> bool:
-        """Only the session that holds an attempt reports on it; another one's report is ignored."""
-        holder = self._holder.get(key)
-        if holder is None or holder is session:
-            return True  # no holder: the attempt is over, and the state machine fences the report
-        log.warning("ignored a report for attempt %s#%d from %s: %s holds it", *key, session.name, holder.name)
-        return False
 
 
 _CAME_BACK_WITHOUT = "reconnected without it: its report was lost with the stream or the server"
@@ -199,7 +86,7 @@ class WorkerPool:
         self._lease_s = config.lease_timeout.total_seconds()
         self._executions = executions
         self.sessions: dict[str, WorkerSession] = {}
-        self.drains = Drains(self._lease_s)  # operators' drains, told again on an instance's next stream
+        self.drains = OperatorDrains(lease_s=self._lease_s, clock=clock, connected=self.connected)
         self._hellos = itertools.count(1)  # tickets of hellos read, in order
         self.holders = AttemptHolders()
         self.changed = asyncio.Event()  # set whenever a session connects or goes
@@ -304,10 +191,7 @@ class WorkerPool:
         self._arm_lease(session)
         self.changed.set()
         self.replaced(session.instance_id, session.identity, by=session)
-        asked = self.drains.of(session.instance_id, session.identity, self._clock.monotonic())
-        if asked is not None:  # its earlier stream may have died with the Drain on it
-            log.info("worker %s was asked to drain before this stream: told again", session.name)
-            self._ask_drain(session, asked)
+        self.drains.tell_again(session)
         self.slot_freed(session)
         self._left_behind(hello)
         log.info(
@@ -396,7 +280,7 @@ class WorkerPool:
         """The stream ended (`closed_by_worker`: the worker half-closed it, as a drained one does when it has
         finished). Held attempts keep their lease until it times out or the worker returns."""
         if closed_by_worker and session.draining:
-            self.drains.forget(session.instance_id, session.identity, self._clock.now())
+            self.drains.finished(session)
         if not session.connected:  # told already (its stream's end is told again by its servicer)
             if not session.held:
                 self.sessions.pop(session.session_id, None)
@@ -417,64 +301,6 @@ class WorkerPool:
         for session in self.connected():
             if session.link is not None:
                 session.link.going_away(reconnect_within, reason)
-
-    def drain(self, *, name: str, session_id: str, grace: timedelta | None, reason: str) -> list[WorkerSession]:
-        """An operator drains a worker: every connected session with that name (or the one session, or
-        both must match) gets no new work from now on and is told to finish what it runs within `grace`
-        (None: the worker's own drain timeout), then hang up. Its held attempts keep their lease and
-        report as usual. Returns the sessions told (none may match)."""
-        if not name and not session_id:
-            raise ValidationError("name", "a worker name or session_id is required")
-        asked = DrainAsked(grace, reason, self._clock.monotonic(), self._clock.now())
-        return self._drain_each(lambda session: is_named(session, name, session_id), asked)
-
-    def drain_instance(self, instance_id: str, identity: str, grace: timedelta | None, reason: str) -> None:
-        """A drain of the worker instance mailed by a replica of an earlier version, which does not say when it was
-        asked: as `learn_drain`, asked now."""
-        self.learn_drain(instance_id, identity, (grace, reason, self._clock.now()), "")
-
-    def learn_drain(self, instance_id: str, identity: str, drain: Drain, origin: str) -> bool:
-        """A drain of the worker instance (its grace, reason and when it was asked) asked through another replica
-        (mailed), or kept by replica `origin` (published), whose stream there may have died with the Drain on it:
-        kept here as if asked here at that moment, so that its sessions here are told, and one it opens within the
-        drain's grace and a lease is told too. Whether it stands (not ended, not finished since it was asked)."""
-        grace, reason, at = drain
-        now, now_s = self._clock.now(), self._clock.monotonic()
-        asked = DrainAsked(grace, reason, now_s - max((now - at).total_seconds(), 0.0), at, origin)
-        if (
-            self.drains.learn(instance_id, identity, asked) is None
-            or self.drains.of(instance_id, identity, now_s) is None
-        ):
-            return False
-        self._drain_each(lambda session: session.is_instance(instance_id, identity), asked)
-        return True
-
-    def _drain_each(self, picked: Callable[[WorkerSession], bool], asked: DrainAsked) -> list[WorkerSession]:
-        sessions = [session for session in self.connected() if picked(session)]
-        for session in sessions:
-            self._ask_drain(session, asked)
-            log.info("worker %s (session %s) asked to drain: %s", session.name, session.session_id, asked.reason)
-        return sessions
-
-    def drain_done(self, instance_id: str, identity: str, at: datetime) -> None:
-        """Another replica saw the worker instance finish a drain at `at`: drains of it asked before are done."""
-        self.drains.done(instance_id, identity, at, self._clock.monotonic())
-
-    def standing_drains(self) -> list[tuple[tuple[str, str], DrainAsked]]:
-        """Every operator's drain kept now, by instance id and identity."""
-        return self.drains.standing(self._clock.monotonic())
-
-    def drain_standing(self, instance_id: str, identity: str) -> Drain | None:
-        """The operator's drain that stands for the worker instance, if any."""
-        asked = self.drains.of(instance_id, identity, self._clock.monotonic())
-        return None if asked is None else (asked.grace, asked.reason, asked.at)
-
-    def _ask_drain(self, session: WorkerSession, asked: DrainAsked) -> None:
-        """Tell the session to drain; the drain kept for its instance is the one that ends first."""
-        asked = self.drains.ask(session.instance_id, session.identity, asked)
-        session.draining = True
-        if session.link is not None:
-            session.link.drain(asked.grace_left(self._clock.monotonic()), asked.reason)
 
     def close(self) -> None:
         for session in list(self.sessions.values()):
