@@ -90,15 +90,18 @@ def _terms(drain: Drain) -> dict[str, Any]:
 
 
 def _drain_body(instance_id: str, identity: str, asked: DrainAsked) -> dict[str, Any]:
-    return {"instance": instance_id, "identity": identity, **_terms((asked.grace, asked.reason, asked.at))}
+    return {"instance": instance_id, "identity": identity, **_terms(asked.terms)}
+
+
+def _grace(body: dict[str, Any]) -> timedelta | None:
+    grace_us = body["grace_us"]
+    return None if grace_us is None else timedelta(microseconds=int(grace_us))
 
 
 def _drain(body: dict[str, Any]) -> Drain:
     """A drain another replica published or mailed: its grace, reason and when it was asked (ValueError, KeyError
     or TypeError when `body` is not one)."""
-    grace_us = body["grace_us"]
-    grace = None if grace_us is None else timedelta(microseconds=int(grace_us))
-    return grace, str(body["reason"]), aware(body["asked_at"], "asked_at")
+    return _grace(body), str(body["reason"]), aware(body["asked_at"], "asked_at")
 
 
 def _drain_key(body: object) -> tuple[object, object] | None:
@@ -164,15 +167,8 @@ class WorkerDirectory:
     def drain_here(self, body: dict[str, Any]) -> None:
         """Another replica's `drain` mail: the named worker instances drain here, now and on their next stream, with
         the grace left since it was asked (unless they finished a drain since)."""
-        if "asked_at" not in body:  # from a replica of an earlier version: asked now
-            grace_us = body.get("grace_us")
-            grace = None if grace_us is None else timedelta(microseconds=int(grace_us))
-            for worker in body["workers"]:
-                self._pool.drains.of_instance(
-                    str(worker["instance"]), str(worker["identity"]), grace, str(body["reason"])
-                )
-            return
-        drain = _drain(body)
+        # A replica of an earlier version does not say when it was asked: asked now.
+        drain = _drain(body) if "asked_at" in body else (_grace(body), str(body["reason"]), self._clock.now())
         for worker in body["workers"]:
             self._pool.drains.learn(str(worker["instance"]), str(worker["identity"]), drain, "")
 

@@ -22,6 +22,9 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+# An operator's drain as replicas pass it on (mailed or published): its grace, its reason, when it was asked.
+Drain = tuple[timedelta | None, str, datetime]
+
 
 @dataclass(frozen=True, slots=True)
 class DrainAsked:
@@ -41,6 +44,11 @@ class DrainAsked:
         """A lease after its grace ends (after it was asked, when the grace is the worker's own)."""
         return (self.at_s if self.grace is None else self.ends_s()) + lease_s
 
+    @property
+    def terms(self) -> Drain:
+        """As replicas pass it on: its grace, its reason, when it was asked."""
+        return self.grace, self.reason, self.at
+
     def grace_left(self, now_s: float) -> timedelta | None:
         if self.grace is None:
             return None
@@ -48,8 +56,6 @@ class DrainAsked:
 
 
 Key = tuple[str, str]  # (instance id, identity)
-# An operator's drain as replicas pass it on (mailed or published): its grace, its reason, when it was asked.
-Drain = tuple[timedelta | None, str, datetime]
 
 
 @dataclass(frozen=True, slots=True)

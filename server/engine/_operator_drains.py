@@ -51,11 +51,6 @@ class OperatorDrains:
         asked = DrainAsked(grace, reason, self._clock.monotonic(), self._clock.now())
         return self._each(lambda session: is_named(session, name, session_id), asked)
 
-    def of_instance(self, instance_id: str, identity: str, grace: timedelta | None, reason: str) -> None:
-        """A drain of the worker instance mailed by a replica of an earlier version, which does not say when it was
-        asked: as `learn`, asked now."""
-        self.learn(instance_id, identity, (grace, reason, self._clock.now()), "")
-
     def learn(self, instance_id: str, identity: str, drain: Drain, origin: str) -> bool:
         """A drain of the worker instance (its grace, reason and when it was asked) asked through another replica
         (mailed), or kept by replica `origin` (published), whose stream there may have died with the Drain on it:
@@ -87,7 +82,7 @@ class OperatorDrains:
     def standing_for(self, instance_id: str, identity: str) -> Drain | None:
         """The operator's drain that stands for the worker instance, if any."""
         asked = self.kept.of(instance_id, identity, self._clock.monotonic())
-        return None if asked is None else (asked.grace, asked.reason, asked.at)
+        return None if asked is None else asked.terms
 
     def _ask(self, session: WorkerSession, asked: DrainAsked) -> None:
         """Tell the session to drain; the drain kept for its instance is the one that ends first."""

@@ -207,7 +207,7 @@ class Replicas:
         attempt is held by a session whose stream is gone (their sessions let go of them); refuse the rest. Returns
         the ids moved. That worker's instance (`instance_id`, with its credential's `identity`) has one stream at a
         time, its new one: a session of it here that still looks connected ends first (`WorkerPool.replaced`),
-        unless it connected after that hello was read (`hello_at`): then the worker gave that hello up, and the
+        unless its own hello was read after that one (`hello_at`): then the worker gave that hello up, and the
         session here is the newer one."""
         replica_store = self._replica_store
         wanted = list(dict.fromkeys(execution_ids))
