@@ -86,7 +86,15 @@ from ._schedules import (
     validate_schedule_name,
     validate_schedule_spec,
 )
-from ._specs import DEFAULT_TASK_ID, ExecutionSpec, Limits, TaskSpec, find_cycle, validate_execution_spec
+from ._specs import (
+    DEFAULT_TASK_ID,
+    RERUN_OF,
+    ExecutionSpec,
+    Limits,
+    TaskSpec,
+    find_cycle,
+    validate_execution_spec,
+)
 from ._states import (
     TERMINAL_REASONS,
     TERMINAL_STATES,
@@ -117,6 +125,7 @@ __all__ = [
     "MIN_PRIORITY",
     "OCTET_STREAM",
     "REFERENCE_MARKER",
+    "RERUN_OF",
     "SCHEDULE_LABEL",
     "TERMINAL_REASONS",
     "TERMINAL_STATES",

@@ -197,6 +197,10 @@ def find_cycle(depends_on: Mapping[str, Sequence[str]]) -> list[str] | None:
     return None
 
 
+#: The metadata label that links a re-run to the execution it re-runs.
+RERUN_OF = "taskwire.rerun_of"
+
+
 def validate_execution_spec(spec: ExecutionSpec, limits: Limits, where: str = "execution") -> ExecutionSpec:
     """Check every field; return the spec with defaults filled in, or raise ValidationError."""
     if not spec.tasks:
@@ -207,7 +211,8 @@ def validate_execution_spec(spec: ExecutionSpec, limits: Limits, where: str = "e
         raise ValidationError(f"{where}.name", f"at most {limits.max_name_chars} characters")
     if len(spec.idempotency_key) > limits.max_key_chars:
         raise ValidationError(f"{where}.idempotency_key", f"at most {limits.max_key_chars} characters")
-    if len(spec.metadata) > limits.max_metadata_entries:
+    # The label a re-run adds is not counted: an execution with as many labels as allowed can be run again.
+    if len(spec.metadata) - (RERUN_OF in spec.metadata) > limits.max_metadata_entries:
         raise ValidationError(f"{where}.metadata", f"at most {limits.max_metadata_entries} entries")
     for key, value in spec.metadata.items():
         if not key or len(key) > 128:

@@ -18,6 +18,7 @@ from taskwire.common import (
     MAX_CONCURRENCY_LIMIT,
     MAX_PRIORITY,
     MIN_PRIORITY,
+    RERUN_OF,
     SCHEDULE_LABEL,
     TERMINAL_REASONS,
     TERMINAL_STATES,
@@ -122,8 +123,8 @@ from ._schedules import (
     next_fire_times,
     overlap_decision,
 )
-from ._specs import RERUN_OF, Reused, create_execution, rerun_spec
-from ._task_run_transitions import TASK_RUN_TRANSITIONS, transition_task_run
+from ._specs import Reused, create_execution, rerun_spec
+from ._task_run_transitions import MAX_RETRY_AFTER, TASK_RUN_TRANSITIONS, transition_task_run
 from ._transitions import Transition
 
 __all__ = [
@@ -138,6 +139,7 @@ __all__ = [
     "MAX_ATTEMPTS_LIMIT",
     "MAX_CONCURRENCY_LIMIT",
     "MAX_PRIORITY",
+    "MAX_RETRY_AFTER",
     "MIN_PRIORITY",
     "RERUN_OF",
     "SCHEDULE_LABEL",

@@ -49,10 +49,13 @@ def check_schedule(spec: ScheduleSpec) -> None:
 
 
 def fire_times(spec: ScheduleSpec, after: datetime) -> Iterator[datetime]:
-    """The fire times strictly after `after`, in order, in UTC."""
+    """The fire times strictly after `after`, in order, in UTC. (Around a change from summer time, a time in
+    the repeated hour can come back as its earlier instance, before `after`: such a time is left out.)"""
     zone = time_zone(spec.timezone)
     for local in CronSim(spec.cron, after.astimezone(zone)):
-        yield local.astimezone(UTC)
+        fire = local.astimezone(UTC)
+        if fire > after:
+            yield fire
 
 
 def next_fire_times(spec: ScheduleSpec, after: datetime, count: int) -> list[datetime]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from taskwire.common import (
+    RERUN_OF,
     Attempt,
     AttemptOutcome,
     Execution,
@@ -140,10 +141,6 @@ def _reused(task: TaskSpec, reused: Reused, execution_id: str, task_run_id: str,
         ended_at=now,
         attempts=(attempt,),
     )
-
-
-# The metadata label that links a re-run to the execution it re-runs.
-RERUN_OF = "taskwire.rerun_of"
 
 
 def rerun_spec(execution: Execution, task_runs: Sequence[TaskRun]) -> ExecutionSpec:

@@ -67,6 +67,10 @@ from ._transitions import (
     _touch,
 )
 
+#: The longest a remote side's "retry after" is waited (the longest duration a spec may give, as `Limits` has it):
+#: a longer one, such as a worker's report of thousands of years, would overflow the retry's time.
+MAX_RETRY_AFTER = timedelta(days=3660)
+
 
 def _ended(task_run: TaskRun, state: State, reason: Reason, now: datetime, **changes: object) -> TaskRun:
     at = _touch(task_run.updated_at, now)
@@ -166,8 +170,9 @@ def _retry_or_fail(
     if last_error is not None and last_error.retry_after is not None:
         # The remote side rate limited the handler: wait as long as it asked, and spend no attempt.
         at = _touch(task_run.updated_at, now)
-        retry_at = at + max(last_error.retry_after, timedelta(0))
-        after = last_error.retry_after.total_seconds()
+        wait = min(max(last_error.retry_after, timedelta(0)), MAX_RETRY_AFTER)
+        retry_at = at + wait
+        after = wait.total_seconds()
         reason = Reason(
             ReasonCode.RETRY_BACKOFF,
             f"{what}; rate limited by the remote side: retry after {after:g}s at {retry_at.isoformat()}"

@@ -92,7 +92,11 @@ class Engine:
         self.bus = EventBus()
         self.observer: Observer = observer or Unobserved()
         self._committer = Committer(
-            store=store, bus=self.bus, on_fatal=on_fatal or (lambda error: None), observed=self.observer.committed
+            store=store,
+            bus=self.bus,
+            on_fatal=on_fatal or (lambda error: None),
+            observed=self.observer.committed,
+            on_key_taken=lambda execution_id: self._submits.key_taken(execution_id),
         )
         self._timers = Timers(clock=self._clock)
         self._admission = AdmissionQueue(capacity=config.queue_capacity)
@@ -137,6 +141,7 @@ class Engine:
             cold=self._cold,
             dispatcher=self._dispatcher,
             rate_limits=frozenset(limit.name for limit in config.rate_limits),
+            shared_keys=replica is not None,
         )
         executions.enqueue = self._dispatcher.enqueue
         self._keys.admit = lambda task_run_id: not self._closed and executions.admit_waiting(task_run_id)

@@ -188,6 +188,8 @@ class History:
                     if live_event is None:
                         raise ShuttingDown("the server is shutting down; watch again to resume")
                     if live_event.sequence <= last:
+                        if is_terminal(live_event):
+                            return  # the watch started past this end: nothing after it will come
                         continue
                     if live_event.sequence > last + 1:
                         break  # a gap: read it from the store

@@ -78,6 +78,7 @@ class LiveExecution:
     task_runs: dict[str, TaskRun]  # in submission order
     next_sequence: int = 1  # the history's (History alone moves it)
     retiring: bool = False
+    key_taken: bool = False  # another replica committed its idempotency key first: never written (`Submits`)
 
     def snapshot(self) -> ExecutionSnapshot:
         return ExecutionSnapshot(self.execution, tuple(self.task_runs.values()))

@@ -101,7 +101,7 @@ class Retention:
             for execution_id in expired:
                 self._committer.stage_delete(execution_id)
                 self._deleting(execution_id)
-            await asyncio.shield(self._committer.durable())  # shared by every waiter: never cancel it
+            await self._committer.durable()
             self.commits += 1
             self.deleted += len(expired)
             log.debug("retention: deleted %d finished executions", len(expired))

@@ -41,7 +41,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from taskwire.server.domain import (
     FIRE_TIME_LABEL,
@@ -71,6 +71,9 @@ from ._clock import Clock
 from ._timers import Timers
 
 log = logging.getLogger(__name__)
+
+#: After a fire failed to be handled, the schedule's timer waits this long at least before it tries again.
+RETRY_FAILED_WAKE = timedelta(seconds=5)
 
 # submit(spec, fingerprint) -> (execution id, whether it is still active)
 SubmitHook = Callable[[ExecutionSpec, str], Awaitable[tuple[str, bool]]]
@@ -215,8 +218,8 @@ class Schedules:
         schedule = Schedule(spec=spec, created_at=now, updated_at=now, cursor=now, paused=spec.paused)
         self._by_name[spec.name] = schedule
         self._committer.stage_schedule(schedule)
+        self._arm(schedule)  # before the wait: a caller that gives up then leaves it stored, and armed
         await self._committer.durable()
-        self._arm(schedule)
         log.info("schedule %s created (%s, %s)", spec.name, spec.cron, spec.timezone)
         return schedule
 
@@ -238,8 +241,8 @@ class Schedules:
             if schedule.paused:
                 now = self._clock.now()
                 schedule = self._save(replace(schedule, paused=False, cursor=max(schedule.cursor, now)))
+                self._arm(schedule)  # before the wait, as in `create`
                 await self._committer.durable()
-                self._arm(schedule)
             return schedule
 
     async def delete(self, name: str) -> None:
@@ -302,21 +305,23 @@ class Schedules:
                 log.exception("schedule %s: handling a fire failed", name)
                 schedule = self._by_name.get(name)
                 if schedule is not None and not self._closed:
-                    self._arm(schedule)
+                    # Not at once: a fire time already due would fail again in a loop while the cause lasts.
+                    self._arm(schedule, not_before=self._clock.now() + RETRY_FAILED_WAKE)
 
         task = asyncio.create_task(run(), name=f"taskwire-schedule-{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _arm(self, schedule: Schedule) -> None:
-        """Arm the timer for the schedule's next fire time after its cursor (none while paused, nor on a replica
-        that does not lead: it arms them all when it begins to lead)."""
+    def _arm(self, schedule: Schedule, *, not_before: datetime | None = None) -> None:
+        """Arm the timer for the schedule's next fire time after its cursor, or at `not_before` if that is
+        later (none while paused, nor on a replica that does not lead: it arms them all when it begins to lead)."""
         if schedule.paused or self._closed or not self.leading():
             return
         upcoming = next_fire_times(schedule.spec, schedule.cursor, 1)
         if upcoming:
             name = schedule.name
-            self._timers.arm_at(_timer_key(name), upcoming[0], lambda: self._spawn(self._wake(name), name))
+            when = upcoming[0] if not_before is None else max(upcoming[0], not_before)
+            self._timers.arm_at(_timer_key(name), when, lambda: self._spawn(self._wake(name), name))
 
     def _save(self, schedule: Schedule) -> Schedule:
         schedule = replace(schedule, updated_at=self._clock.now())

@@ -53,6 +53,7 @@ class _KeyEntry:
     fingerprint: str  # of the request that made the execution; empty matches any request
     execution_id: str
     committed: asyncio.Future[None]
+    taken: bool = False  # another replica committed the key first: its execution is the one (`Submits.key_taken`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +92,12 @@ class Submits:
         cold: ColdTier,
         dispatcher: Dispatcher,
         rate_limits: Collection[str] = (),
+        shared_keys: bool = False,
     ) -> None:
         self._store = store
+        # Replicas share the store's keys: another may commit a key this one just claimed (see `key_taken`).
+        self._shared_keys = shared_keys
+        self._held: dict[str, LiveExecution] = {}  # keyed executions out of dispatch until their commit, by id
         self._rate_limits = rate_limits
         self._clock = clock
         self._limits = limits
@@ -141,6 +146,8 @@ class Submits:
         live = self._create(spec, fingerprint, submitted_by)
         self._dispatcher.pump_now()
         await self._committer.durable()
+        if self._took_key(live):
+            return await self._lost_to_another(key, fingerprint)
         return SubmitResult(live.snapshot(), deduplicated=False)
 
     async def submit_each(
@@ -209,6 +216,7 @@ class Submits:
                     continue
             to_create.append((index, spec, item.fingerprint))
         claimed: dict[str, _KeyEntry] = {}  # keys used while this batch waited for room, found in the store
+        made: list[tuple[int, LiveExecution, str]] = []
         if to_create:
             tasks = sum(len(spec.tasks) for _, spec, _ in to_create)
             await self._admission.admit(tasks, wait=wait_for_room, timeout_s=timeout_s)
@@ -230,8 +238,16 @@ class Submits:
                 continue
             live = self._create(spec, fingerprint, submitted_by)
             results[index] = BatchItemResult(execution_id=live.execution.id)
+            made.append((index, live, fingerprint))
         self._dispatcher.pump_now()
         await self._committer.durable()
+        for index, live, fingerprint in made:
+            if self._took_key(live):
+                try:
+                    outcome = await self._lost_to_another(live.execution.idempotency_key, fingerprint)
+                    results[index] = BatchItemResult(execution_id=outcome.snapshot.execution.id, deduplicated=True)
+                except TaskwireError as error:
+                    results[index] = BatchItemResult(error=error)
         for index, entry, fingerprint in known:
             try:
                 outcome = await self._deduplicate(entry, fingerprint)
@@ -260,6 +276,8 @@ class Submits:
         if entry.fingerprint and entry.fingerprint != fingerprint:
             raise IdempotencyConflict(entry.key, entry.execution_id)
         await asyncio.shield(entry.committed)
+        if entry.taken:
+            return await self._lost_to_another(entry.key, fingerprint)
         live = self._executions.by_id.get(entry.execution_id)
         if live is not None:
             return SubmitResult(live.snapshot(), deduplicated=True)
@@ -315,11 +333,57 @@ class Submits:
             self._keys[key] = _KeyEntry(key, fingerprint, execution.id, self._committer.durable())
         for task_run in task_runs:
             executions.figures.count(None, task_run, admitted=True)
-            if task_run.state is State.PENDING:
-                executions.queue(live, task_run)
-        executions.arm_execution_timers(execution)
+        if spec.idempotency_key and self._shared_keys:
+            # Another replica may commit the key first: nothing of this one is dispatched or timed before its commit.
+            self._held[execution.id] = live
+            self._committer.after_commit(lambda: self._release(live))
+        else:
+            self._start(live)
         self._committer.after_commit(lambda: self._cold.maybe_freeze(live))
         return live
+
+    def _start(self, live: LiveExecution) -> None:
+        """Its pending task runs into their queues; its timers armed."""
+        for task_run in live.task_runs.values():
+            if task_run.state is State.PENDING:
+                self._executions.queue(live, task_run)
+        self._executions.arm_execution_timers(live.execution)
+
+    def _release(self, live: LiveExecution) -> None:
+        """A held execution's commit is durable: it starts, unless its key was taken (`key_taken`)."""
+        if self._held.pop(live.execution.id, None) is not None:
+            self._start(live)
+            self._dispatcher.schedule_pump()
+
+    def key_taken(self, execution_id: str) -> bool:
+        """Another replica committed the key of a new execution of this one first: the execution, held out of
+        dispatch, leaves memory and is never written; its submitters are answered with the other (`_took_key`).
+        False for one that was not held (it cannot be let go of: the commit fails)."""
+        live = self._held.pop(execution_id, None)
+        if live is None:
+            return False
+        executions = self._executions
+        del executions.by_id[execution_id]
+        for task_run in live.task_runs.values():
+            del executions.by_task_run[task_run.id]
+            executions.figures.uncount_given(task_run.handler, task_run.state)
+        key = live.execution.idempotency_key
+        if (entry := self._keys.get(key)) is not None and entry.execution_id == execution_id:
+            entry.taken = True  # for the repeats of the submit that wait on it
+            del self._keys[key]  # the next submit of the key finds the other execution in the store
+        live.key_taken = True
+        return True
+
+    def _took_key(self, live: LiveExecution) -> bool:
+        """Whether the submit that made `live` lost its key to another replica (known once its commit is done)."""
+        return live.key_taken
+
+    async def _lost_to_another(self, key: str, fingerprint: str) -> SubmitResult:
+        """The answer of a submit whose key another replica took first: that replica's execution, as a repeat."""
+        entry = await self._lookup_key(key)
+        if entry is None:  # deleted since by retention: gone, as it would be for a repeat of the submit
+            raise NotFound("execution", f"made for idempotency key {key!r}")
+        return await self._deduplicate(entry, fingerprint)
 
     def forget_key(self, execution: Execution) -> None:
         """The execution left memory (finished, or handed to another replica): its key is answered from the

@@ -10,8 +10,11 @@ latest version of a record staged in one window is written, and a new execution 
 it is when its commit starts. Events reach the event sink only after their commit is durable, so
 a watcher never sees anything a restart could take back.
 
-Nothing the engine stages can be refused for a reused idempotency key (the engine claims keys in
-memory first, and one server owns its database), so a commit that fails is a store that fails:
+On one server nothing the engine stages can be refused for a reused idempotency key (the engine claims
+keys in memory first, and the server owns its database). Replicas share the database: another one may
+commit a key first. A new execution refused for its key is let go of (`on_key_taken`: the engine holds
+a keyed execution on a replica out of dispatch until its commit, so nothing else of it is staged), and
+the rest of the commit is written. Any other refusal, or a commit that fails, is a store that fails:
 every waiter gets StoreFailure and the server stops (fail-stop) rather than serve state it cannot
 keep.
 """
@@ -27,7 +30,7 @@ from typing import Protocol
 
 from taskwire.server.domain import Execution, Schedule, TaskRun, TaskwireError
 
-from ._protocol import EventRecord, NewExecution, Store, StoreFenced, WriteBatch
+from ._protocol import DuplicateIdempotencyKey, EventRecord, NewExecution, Store, StoreFenced, WriteBatch
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +55,11 @@ class Committer:
         bus: EventSink,
         on_fatal: Callable[[BaseException], None],
         observed: Callable[[float, int], None] = lambda seconds, records: None,
+        on_key_taken: Callable[[str], bool] = lambda execution_id: False,
     ) -> None:
         self._store = store
+        # A new execution's key was taken by another replica: whether the engine let go of it (by its id).
+        self._on_key_taken = on_key_taken
         self._observed = observed  # each commit: its seconds and records
         self._bus = bus
         self._on_fatal = on_fatal
@@ -64,7 +70,8 @@ class Committer:
         self._deleted: list[str] = []
         self._schedules: dict[str, Schedule | None] = {}  # by name; None: delete it
         self._after_commit: list[Callable[[], None]] = []
-        self._staged: asyncio.Future[None] | None = None
+        # One future per caller of `durable` since the last take: one caller giving up cancels its own only.
+        self._waiters: list[asyncio.Future[None]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
@@ -132,15 +139,16 @@ class Committer:
         self._nudge()
 
     def durable(self) -> asyncio.Future[None]:
-        """A future that resolves when everything staged so far is committed."""
+        """A future of its caller's own that resolves when everything staged so far is committed. Cancelling
+        it (its caller's deadline) leaves the commit and every other caller waiting on it alone."""
         if self._failure is not None:
             raise StoreFailure(f"the store failed: {self._failure}")
-        if self._staged is None:
-            self._staged = asyncio.get_running_loop().create_future()
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         self._wake.set()
-        return self._staged
+        return waiter
 
-    def _take(self) -> tuple[WriteBatch, list[Callable[[], None]], asyncio.Future[None] | None]:
+    def _take(self) -> tuple[WriteBatch, list[Callable[[], None]], list[asyncio.Future[None]]]:
         batch = WriteBatch(
             new_executions=[self._latest(new) for new in self._new],
             executions=list(self._executions.values()),
@@ -150,11 +158,11 @@ class Committer:
             schedules=[schedule for schedule in self._schedules.values() if schedule is not None],
             deleted_schedules=[name for name, schedule in self._schedules.items() if schedule is None],
         )
-        callbacks, waiter = self._after_commit, self._staged
+        callbacks, waiters = self._after_commit, self._waiters
         self._new, self._executions, self._task_runs, self._events, self._deleted = [], {}, {}, [], []
         self._schedules = {}
-        self._after_commit, self._staged = [], None
-        return batch, callbacks, waiter
+        self._after_commit, self._waiters = [], []
+        return batch, callbacks, waiters
 
     def _latest(self, new: NewExecution) -> NewExecution:
         """A new execution as of now: versions staged since it was created are inserted in its row, not
@@ -167,11 +175,13 @@ class Committer:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            batch, callbacks, waiter = self._take()
+            batch, callbacks, waiters = self._take()
             try:
                 if batch:
                     started = time.perf_counter()
                     [refusal] = await self._store.commit([batch])
+                    while isinstance(refusal, DuplicateIdempotencyKey) and self._let_go(batch, refusal.key):
+                        [refusal] = await self._store.commit([batch]) if batch else [None]
                     if refusal is not None:
                         raise refusal
                     self.commits += 1
@@ -180,20 +190,34 @@ class Committer:
                 if not isinstance(error, StoreFenced):  # a fenced server says so in one line, when it stops
                     log.critical("store write failed; stopping: %s", error, exc_info=True)
                 self._failure = error
-                # The waiter of this group, and of whatever was staged meanwhile (a flush while it was in flight).
-                for future in (waiter, self._staged):
-                    if future is not None and not future.done():
+                # The waiters of this group, and of whatever was staged meanwhile (a flush while it was in flight).
+                for future in (*waiters, *self._waiters):
+                    if not future.done():
                         future.set_exception(StoreFailure(f"the store failed: {error}"))
-                self._staged = None
+                        future.exception()  # a waiter that gave up is not warned of: the failure is logged above
+                self._waiters = []
                 self._on_fatal(error)
                 return
             self._bus.publish(batch.events)
             for callback in callbacks:
                 callback()
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-                if self._wake.is_set():
-                    await _turns(2)
+            resumed = False
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+                    resumed = True
+            if resumed and self._wake.is_set():
+                await _turns(2)
+
+    def _let_go(self, batch: WriteBatch, key: str) -> bool:
+        """Take the new execution that carries `key` out of `batch`, with its events, if the engine lets go of it."""
+        new = next((new for new in batch.new_executions if new.execution.idempotency_key == key), None)
+        if new is None or not self._on_key_taken(new.execution.id):
+            return False
+        execution_id = new.execution.id
+        batch.new_executions.remove(new)
+        batch.events[:] = [event for event in batch.events if event.execution_id != execution_id]
+        return True
 
     async def flush(self) -> None:
         """Wait until everything staged so far is durable."""

@@ -30,7 +30,8 @@ def decode_page_token(token: str) -> int:
     except (UnicodeError, binascii.Error, ValueError):
         text = ""
     number = text.removeprefix(_PAGE_TOKEN_PREFIX)
-    if not (number.isascii() and number.isdigit()) or encode_page_token(int(number)) != token:
+    valid = number.isascii() and number.isdigit() and len(number) <= 19  # FIRST_PAGE has 19 digits
+    if not valid or int(number) > FIRST_PAGE or encode_page_token(int(number)) != token:
         raise ValidationError(
             "page_token", "is not a page token issued by this server; pass the one a listing returned"
         )

@@ -126,6 +126,7 @@ class PostgresStore(ReplicaMethods, QueryReads):
         self._state = "new"  # new → open → closed
         self._conn: Any = None  # the owner and writer connection
         self._pool: Any = None
+        self._lease_pool: Any = None  # one connection of its own: reads queued in `_pool` never delay a renewal
         self._commit_lock = asyncio.Lock()
         self._broken: StoreError | None = None
         self._opening: asyncio.Lock = asyncio.Lock()
@@ -175,8 +176,9 @@ class PostgresStore(ReplicaMethods, QueryReads):
             }
             self._conn = await self._take_database({**options, "server_settings": writer_settings})
             self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self._readers, **options)
+            self._lease_pool = await asyncpg.create_pool(self.url, min_size=1, max_size=1, **options)
             # Renewed from now on, through a long migration too.
-            renewing = keep_renewed(self.lease, self._pool, self._lose)
+            renewing = keep_renewed(self.lease, self._lease_pool, self._lose)
             self._renewing = asyncio.create_task(renewing, name="taskwire-lease")
             if self.replica and self._notify:
                 self._announcer = Announcer()
@@ -245,10 +247,11 @@ class PostgresStore(ReplicaMethods, QueryReads):
                 if self.replica:
                     await self._step_down(self._conn)
                 await self.lease.release(self._conn)
-        if self._pool is not None:
-            with contextlib.suppress(Exception):
-                await self._pool.close()
-            self._pool = None
+        for pool in (self._pool, self._lease_pool):
+            if pool is not None:
+                with contextlib.suppress(Exception):
+                    await pool.close()
+        self._pool = self._lease_pool = None
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 await self._conn.close()  # ends the session: PostgreSQL lets the epoch's lock go
@@ -319,7 +322,7 @@ class PostgresStore(ReplicaMethods, QueryReads):
 
     async def _commit_isolating(self, group: list[Rows]) -> list[Exception | None]:
         try:
-            return await self._commit(group)
+            return await self._commit_again_if_raced(group)
         except Exception as error:
             if not _is_refusal(error):
                 raise self._break(await self._fenced_or(error)) from error
@@ -328,7 +331,7 @@ class PostgresStore(ReplicaMethods, QueryReads):
         outcomes: list[Exception | None] = []  # the group failed as a whole: each batch alone
         for rows in group:
             try:
-                outcomes.extend(await self._commit([rows]))
+                outcomes.extend(await self._commit_again_if_raced([rows]))
             except Exception as error:
                 if not _is_refusal(error):
                     raise self._break(await self._fenced_or(error)) from error
@@ -359,10 +362,10 @@ class PostgresStore(ReplicaMethods, QueryReads):
     async def _fenced_or(self, error: Exception) -> Exception:
         """StoreFenced when the commit failed because another server took over (a paused server's session ended by
         the database, its transaction cut short): so it says who holds the database. Otherwise `error`."""
-        if isinstance(error, StoreFenced) or self._pool is None:
+        if isinstance(error, StoreFenced) or self._lease_pool is None:
             return error
         try:
-            async with asyncio.timeout(self.lease.lease_s / 3), self._pool.acquire() as conn:
+            async with asyncio.timeout(self.lease.lease_s / 3), self._lease_pool.acquire() as conn:
                 await self.lease.check_epoch(conn)
         except StoreFenced as fenced:
             return fenced
@@ -381,6 +384,14 @@ class PostgresStore(ReplicaMethods, QueryReads):
             self._broken = StoreError(f"the database {self} failed: {error}")
             self._broken.__cause__ = error
         return self._broken
+
+    async def _commit_again_if_raced(self, group: Sequence[Rows]) -> list[Exception | None]:
+        """`_commit`, once more when another replica's transaction committed a key this one inserts while it ran
+        (the unique index, not the check, saw it): the second time the check refuses that batch alone."""
+        try:
+            return await self._commit(group)
+        except asyncpg.UniqueViolationError:
+            return await self._commit(group)
 
     async def _commit(self, group: Sequence[Rows]) -> list[Exception | None]:
         """Apply the group in one transaction; per batch None or its refusal for a reused key. Raises when the

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Final
 
+from ._postgres_text import to_db
 from ._sqlite_codec import Rows
 
 log = logging.getLogger("taskwire.server.store")
@@ -68,13 +69,13 @@ class Announcer:
             ids, self._ids = list(self._ids), {}
             handlers, self._handlers = list(self._handlers), {}
             channels = [READY_CHANNEL] * len(handlers)
-            payloads = handlers
+            payloads = [to_db(handler) for handler in handlers]  # a NUL ends a payload: `heard` maps them back
             if self._schedules:
                 self._schedules = False
                 channels.append(SCHEDULES_CHANNEL)
                 payloads.append("")
             if ids:
-                history = ",".join(ids)
+                history = ",".join(to_db(execution_id) for execution_id in ids)
                 channels.append(HISTORY_CHANNEL)
                 payloads.append(history if len(history.encode()) <= _HISTORY_LIMIT else "*")
             try:

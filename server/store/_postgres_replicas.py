@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
@@ -44,7 +43,7 @@ from ._postgres_announce import HISTORY_CHANNEL, READY_CHANNEL, SCHEDULES_CHANNE
 from ._postgres_lease import OwnerLease, lock_free, replica_lock_class
 from ._postgres_queries import recover
 from ._postgres_schema import TERMINAL_SQL
-from ._postgres_text import from_db, to_db
+from ._postgres_text import MARK, from_db, jsonb_dumps, jsonb_loads, to_db
 from ._protocol import Mail, RecoveredState, StoreClosed, StoreError
 
 __all__ = ["ReplicaMethods", "mail_channel"]
@@ -106,7 +105,7 @@ def mail_channel(name: str) -> str:
 
 
 async def _send(conn: Any, recipient: str, kind: str, body: dict[str, Any], *, notify: bool) -> None:
-    await conn.execute(_SEND[0], recipient, kind, json.dumps(body))
+    await conn.execute(_SEND[0], recipient, kind, jsonb_dumps(body))
     if notify:
         await conn.execute(_SEND[1], mail_channel(recipient), kind)
 
@@ -297,7 +296,7 @@ class ReplicaMethods:
             rows = await conn.fetch(
                 "SELECT id, kind, body FROM taskwire_mail WHERE recipient = $1 ORDER BY id LIMIT $2", me, limit
             )
-            return [Mail(int(row["id"]), str(row["kind"]), json.loads(row["body"])) for row in rows]
+            return [Mail(int(row["id"]), str(row["kind"]), jsonb_loads(row["body"])) for row in rows]
 
         return [] if limit <= 0 else await self._read(read, snapshot=False)
 
@@ -319,7 +318,7 @@ class ReplicaMethods:
         me = self._replica_name("publish workers")
 
         async def publish(conn: Any) -> None:
-            await conn.execute(_PUBLISH_WORKERS, me, json.dumps(list(workers)), json.dumps(list(drains)))
+            await conn.execute(_PUBLISH_WORKERS, me, jsonb_dumps(list(workers)), jsonb_dumps(list(drains)))
 
         await self._fenced(publish)
 
@@ -335,7 +334,7 @@ class ReplicaMethods:
         me = self._replica_name(doing)
 
         async def read(conn: Any) -> dict[str, list[dict[str, Any]]]:
-            return {str(row["replica"]): json.loads(row[column]) for row in await conn.fetch(query, me)}
+            return {str(row["replica"]): jsonb_loads(row[column]) for row in await conn.fetch(query, me)}
 
         return await self._read(read)
 
@@ -411,7 +410,13 @@ class ReplicaMethods:
         conn.add_termination_listener(lambda _conn: lost.set())
 
         def heard(_conn: Any, _pid: int, channel: str, payload: str) -> None:
-            on_notice(kinds[channel], payload)
+            kind = kinds[channel]
+            if MARK in payload:  # a handler name or an id that held a NUL (see `Announcer`)
+                if kind == "ready":
+                    payload = from_db(payload)
+                elif kind == "history":
+                    payload = ",".join(from_db(part) for part in payload.split(","))
+            on_notice(kind, payload)
 
         try:
             for channel in kinds:

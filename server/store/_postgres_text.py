@@ -59,3 +59,28 @@ def decoded(row: Any, columns: Iterable[str]) -> Any:
     for column in marked:
         fixed[column] = from_db(fixed[column])
     return fixed
+
+
+def jsonb_dumps(value: Any) -> str:
+    """`value` as JSON a `jsonb` column takes: its strings (keys too) through `to_db`, since `jsonb` refuses
+    the escape of U+0000 that JSON itself allows. Read back with `jsonb_loads`."""
+    text = json.dumps(value)
+    if "\\u0000" not in text and "\\ue000" not in text:
+        return text  # nothing to map (json.dumps writes both characters as escapes)
+    return json.dumps(_mapped(value, to_db))
+
+
+def jsonb_loads(text: str) -> Any:
+    """What `jsonb_dumps` stored."""
+    value = json.loads(text)
+    return _mapped(value, from_db) if MARK in text else value
+
+
+def _mapped(value: Any, text: Any) -> Any:
+    if isinstance(value, str):
+        return text(value)
+    if isinstance(value, dict):
+        return {text(key): _mapped(item, text) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_mapped(item, text) for item in value]
+    return value

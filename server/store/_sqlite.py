@@ -117,7 +117,9 @@ class SqliteStore(QueryReads):
             try:
                 await asyncio.shield(self._opening)
             except BaseException:
-                self._state = "closed"
+                if self._opening.done():  # the start failed: nothing is left to close
+                    self._state = "closed"
+                # Otherwise this caller gave up while the writer still starts: close() waits for it and stops it.
                 raise
         if self._state == "opening":
             self._readers = concurrent.futures.ThreadPoolExecutor(

@@ -9,6 +9,7 @@ import pytest
 
 from taskwire.common import DEFAULT_INFRASTRUCTURE_RETRIES, WORKER_SHUTDOWN_ERROR
 from taskwire.server.domain import (
+    MAX_RETRY_AFTER,
     ArmAttemptTimeout,
     Attempt,
     AttemptEnded,
@@ -338,6 +339,13 @@ def test_a_remote_rate_limit_waits_as_asked_and_spends_no_attempt() -> None:
     assert failed.state is F
     assert failed.reason is not None
     assert failed.reason.code is ReasonCode.HANDLER_ERROR
+
+
+def test_a_remote_rate_limit_of_thousands_of_years_waits_the_longest_a_spec_may() -> None:
+    record = running(RetryPolicy(max_attempts=1))
+    limited = transition_task_run(record, TaskFailed(attempt=1, error=_rate_limited(3_000_000 * 86_400)), at(10))
+    assert limited.record.state is W
+    assert limited.record.not_before == at(10) + MAX_RETRY_AFTER
 
 
 def test_a_cancel_pending_wins_over_a_remote_rate_limit() -> None:

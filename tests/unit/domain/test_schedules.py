@@ -65,6 +65,14 @@ def test_the_hour_the_autumn_change_repeats_fires_once_for_a_fixed_hour_and_twic
     ]
 
 
+def test_from_inside_the_repeated_hour_the_next_fire_is_never_before_the_start() -> None:
+    # 2026-10-25 in Paris, 01:10 UTC is 02:10 the second time; 02:30 the first time (00:30 UTC) is past.
+    after = utc(2026, 10, 25, 1, 10)
+    fires = next_fire_times(spec("30 2 * * *", "Europe/Paris"), after, 2)
+    assert all(fire > after for fire in fires)
+    assert fires[0] == utc(2026, 10, 26, 1, 30)
+
+
 def schedule(cron: str, cursor: datetime, window: timedelta) -> Schedule:
     return Schedule(spec=spec(cron, window=window), created_at=cursor, updated_at=cursor, cursor=cursor)
 

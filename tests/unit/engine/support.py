@@ -238,6 +238,18 @@ class Rig:
         self.store.commit = counted  # type: ignore[method-assign]
         return commits
 
+    def hold_commits(self) -> asyncio.Event:
+        """From now on, every commit waits until the returned event is set (a slow store)."""
+        release = asyncio.Event()
+        commit = self.store.commit
+
+        async def held(batches: Sequence[WriteBatch]) -> list[Exception | None]:
+            await release.wait()
+            return await commit(batches)
+
+        self.store.commit = held  # type: ignore[method-assign]
+        return release
+
     def connect(
         self,
         name: str = "w1",

@@ -9,7 +9,7 @@ import pytest
 from taskwire.server.domain import NotFound, ValidationError
 from taskwire.server.store import EventRecord
 from taskwire.v1 import types_pb2 as pb
-from tests.unit.engine.support import Rig, until
+from tests.unit.engine.support import Rig, idle, until
 
 
 def kinds(records: list[EventRecord]) -> list[str]:
@@ -62,6 +62,16 @@ async def test_a_watcher_follows_live_events_until_the_end(rig: Rig) -> None:
     worker.complete(worker.invocations[0])
     await watcher
     assert seen == [1, 2, 3, 4, 5]
+
+
+async def test_a_watch_from_past_the_end_of_a_live_execution_ends_with_it(rig: Rig) -> None:
+    worker = rig.connect()
+    execution_id = await rig.submit()
+    watching = asyncio.ensure_future(collect(rig, execution_id, after=100))
+    await idle(30)  # it replays nothing from the store and follows the live events
+    assert not watching.done()
+    worker.complete(worker.invocations[0])
+    assert await asyncio.wait_for(watching, timeout=5) == []
 
 
 async def test_watching_an_unknown_execution_or_from_a_negative_sequence_is_refused(rig: Rig) -> None:

@@ -26,7 +26,7 @@ from taskwire.server.domain import (
     ScheduleSpec,
     State,
 )
-from taskwire.server.engine import Engine, ManualClock, WorkerHello, WorkerView
+from taskwire.server.engine import Engine, ManualClock, SubmitItem, WorkerHello, WorkerView
 from taskwire.server.engine._directory import REFRESH_S
 from taskwire.server.store import EventRecord, ExecutionSnapshot, Mail, MemoryStore, RecoveredState, StoreError
 from tests.unit.engine.support import CONFIG, Drained, FakeLink, FakeWorker, Invoked, Rig, idle, task, until
@@ -1385,3 +1385,49 @@ async def test_a_published_worker_that_is_not_understood_is_left_out_of_the_list
     directory.workers["b"].append({"name": "from a newer version", "slots": "many"})
     assert _listed(await a.engine.list_workers()) == [("wb", "b", 0, False)]
     assert "a worker replica b published is not understood" in caplog.text
+
+
+# ---- One idempotency key on two replicas ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("batched", [False, True])
+async def test_a_key_submitted_to_two_replicas_at_once_makes_one_execution_and_stops_neither(
+    pair: tuple[Replica, Replica, Directory], batched: bool
+) -> None:
+    # Both replicas find the key free and stage an execution for it before either commits (a client that timed
+    # out on one replica and retried on the other): the commit that comes second lets its execution go, never
+    # dispatched, and its submit is answered with the first one's, as a repeat.
+    a, b, directory = pair
+    workers = [a.rig.connect("wa"), b.rig.connect("wb")]
+    release = a.rig.hold_commits()  # the store is shared: both replicas' commits wait
+    spec = ExecutionSpec(tasks=(task(),), idempotency_key="order-7")
+
+    async def submit(replica: Replica) -> tuple[str, bool]:
+        if batched:
+            [item] = await replica.engine.submit_many(
+                [SubmitItem(spec, "f")], wait_for_room=False, timeout_s=None, submitted_by=""
+            )
+            assert item.error is None
+            return item.execution_id, item.deduplicated
+        result = await replica.engine.submit(spec, fingerprint="f", wait_for_room=False, timeout_s=None)
+        return result.snapshot.execution.id, result.deduplicated
+
+    first = asyncio.ensure_future(submit(a))
+    await until(lambda: a.queue_size() == 1, "a's execution staged")
+    second = asyncio.ensure_future(submit(b))
+    await until(lambda: b.queue_size() == 1, "b's execution staged")
+    assert all(worker.invocations == [] for worker in workers), "nothing keyed is dispatched before its commit"
+    release.set()
+    answers = await asyncio.wait_for(asyncio.gather(first, second), timeout=5)
+    (made, _), (taken, _) = answers
+    assert made == taken
+    assert sorted(repeat for _, repeat in answers) == [False, True], "one made it, the other is its repeat"
+    await until(lambda: sum(len(worker.invocations) for worker in workers) == 1, "the one execution dispatched")
+    assert [w.invocations[0].task_run.execution_id for w in workers if w.invocations] == [made]
+    assert (await directory.store.find_idempotency_key("order-7")).execution_id == made  # type: ignore[union-attr]
+    assert sorted([_live(a), _live(b)], key=len) == [set(), {made}], "the one let go of left memory"
+    assert (a.queue_size(), b.queue_size()) == (0, 0), "and its room in the queue"
+    for replica in (a, b):
+        assert replica.engine._committer._failure is None, "neither replica stopped"
+    again = await b.engine.submit(spec, fingerprint="f", wait_for_room=False, timeout_s=None)
+    assert (again.snapshot.execution.id, again.deduplicated) == (made, True)

@@ -3,6 +3,7 @@ pause, resume, trigger and delete, and the refusals of bad input."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -15,6 +16,7 @@ from taskwire.server.domain import (
     ExecutionSpec,
     NotFound,
     OverlapPolicy,
+    Schedule,
     ScheduleSpec,
     State,
     ValidationError,
@@ -171,6 +173,47 @@ async def test_pause_stops_the_fires_and_resume_goes_on_from_now(rig: Rig) -> No
     await settle(rig, 10)
     assert [s.execution.metadata[FIRE_TIME_LABEL] for s in await fired(rig)] == ["2030-01-01T00:00:40Z"]
     assert schedules.get("tick").missed == 0  # the fires while paused are not missed
+
+
+async def test_a_create_or_resume_whose_caller_gives_up_during_its_commit_still_fires(rig: Rig) -> None:
+    # The change is stored whether or not its caller waits for the commit: its timer is armed either way.
+    schedules = rig.engine.schedules
+    await schedules.create(every_10s("later", paused=True))
+    release = rig.hold_commits()
+    creating = asyncio.ensure_future(schedules.create(every_10s("made", overlap=OverlapPolicy.ALLOW_ALL)))
+    await until(lambda: "made" in [schedule.name for schedule in schedules.all()], "the create staged")
+    resuming = asyncio.ensure_future(schedules.resume("later"))
+    await until(lambda: not schedules.get("later").paused, "the resume staged")
+    for call in (creating, resuming):
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    release.set()
+    await settle(rig, 10)
+    assert len(await fired(rig, "made")) == 1
+    assert len(await fired(rig, "later")) == 1
+
+
+async def test_a_fire_that_failed_is_tried_again_later_not_at_once(rig: Rig) -> None:
+    schedules = rig.engine.schedules
+    await schedules.create(every_10s(overlap=OverlapPolicy.ALLOW_ALL))
+    refresh = schedules._refresh_running
+    failures: list[datetime] = []
+
+    async def failing(schedule: Schedule) -> Schedule:
+        if not failures:
+            failures.append(rig.clock.now())
+            raise RuntimeError("the store is away")
+        return await refresh(schedule)
+
+    schedules._refresh_running = failing  # type: ignore[method-assign]
+    await settle(rig, 10)
+    assert failures == [START + timedelta(seconds=10)]
+    assert await fired(rig) == []
+    await settle(rig, 4)
+    assert await fired(rig) == [], "not tried again at once"
+    await settle(rig, 2)
+    assert [s.execution.metadata[FIRE_TIME_LABEL] for s in await fired(rig)] == ["2030-01-01T00:00:10Z"]
 
 
 async def test_trigger_starts_one_now_even_when_paused_and_delete_stops_it(rig: Rig) -> None:

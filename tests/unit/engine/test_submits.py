@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from taskwire.server.domain import ExecutionSpec, IdempotencyConflict, QueueFull, ShuttingDown, State, ValidationError
+from taskwire.server.domain import (
+    RERUN_OF,
+    ExecutionSpec,
+    IdempotencyConflict,
+    QueueFull,
+    ShuttingDown,
+    State,
+    ValidationError,
+)
 from taskwire.server.engine import SubmitItem
 from tests.unit.engine.support import Rig, task, until
 
@@ -29,6 +39,26 @@ async def test_the_same_key_and_request_return_the_first_execution(rig: Rig) -> 
     assert rig.engine.stats().queue.size == 1, "the repeat reserved no room"
     with pytest.raises(IdempotencyConflict):
         await rig.engine.submit(spec("k"), fingerprint="f2", wait_for_room=False, timeout_s=None)
+
+
+async def test_a_submit_that_gives_up_on_its_commit_leaves_the_others_waiting_on_it(rig: Rig) -> None:
+    # A caller's deadline passes while the store is slow: its own wait ends, and the submits waiting on the
+    # same commit, and a retry of its key, still get their answers once the commit is durable.
+    release = rig.hold_commits()
+    impatient = asyncio.ensure_future(
+        rig.engine.submit(spec("k"), fingerprint="f1", wait_for_room=False, timeout_s=None)
+    )
+    patient = asyncio.ensure_future(rig.engine.submit(spec(), fingerprint="", wait_for_room=False, timeout_s=None))
+    await until(lambda: rig.engine.stats().queue.size == 2, "both submits staged")
+    impatient.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await impatient
+    retry = asyncio.ensure_future(rig.engine.submit(spec("k"), fingerprint="f1", wait_for_room=False, timeout_s=None))
+    release.set()
+    made, again = await asyncio.wait_for(asyncio.gather(patient, retry), timeout=5)
+    assert not made.deduplicated
+    assert again.deduplicated
+    assert (await rig.store.get_execution(again.snapshot.execution.id)) is not None
 
 
 async def test_a_key_is_answered_from_the_store_once_its_execution_left_memory(rig: Rig) -> None:
@@ -117,3 +147,13 @@ async def test_submits_made_together_are_refused_while_shutting_down(rig: Rig) -
     rig.engine.stop_accepting()
     with pytest.raises(ShuttingDown):
         await rig.engine.submit_each([spec()])
+
+
+async def test_an_execution_with_as_many_labels_as_allowed_can_be_run_again(rig: Rig) -> None:
+    worker = rig.connect()
+    labels = {f"label-{number}": "x" for number in range(rig.config.limits.max_metadata_entries)}
+    execution_id = await rig.submit(metadata=labels)
+    worker.complete(worker.invocations[0])
+    await rig.engine.flush()
+    again = await rig.engine.rerun(execution_id, only_failed=False)
+    assert again.snapshot.execution.metadata == {**labels, RERUN_OF: execution_id}

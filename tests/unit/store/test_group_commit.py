@@ -217,3 +217,22 @@ async def test_what_waited_for_a_commit_and_what_it_wakes_run_before_the_next_co
     await asyncio.wait_for(committer.durable(), timeout=5)
     assert order == ["resumed", "answer written", "next commit taken"]
     await committer.close()
+
+
+async def test_a_waiter_that_gives_up_leaves_the_commit_to_the_others() -> None:
+    # One caller's deadline cancels its own wait only: the others waiting on the same commit, and those who
+    # ask for it afterwards, still get it.
+    store = RecordingStore()
+    committer = Committer(store=store, bus=EventBus(), on_fatal=lambda error: None)  # type: ignore[arg-type]
+    committer.start()
+    committer.stage_new(pending_execution())
+    impatient = asyncio.ensure_future(asyncio.wait_for(committer.durable(), timeout=0.01))
+    patient = asyncio.ensure_future(committer.durable())
+    with pytest.raises(TimeoutError):
+        await impatient
+    late = committer.durable()
+    assert not late.done()
+    store.release.set()
+    await asyncio.wait_for(asyncio.gather(patient, late), timeout=5)
+    assert len(store.batches) == 1
+    await committer.close()

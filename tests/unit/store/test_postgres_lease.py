@@ -133,6 +133,25 @@ async def test_a_renewal_that_finds_another_holder_reports_the_loss(postgres_url
     await first.close()
 
 
+async def test_reads_that_hold_every_reading_connection_past_a_lease_do_not_hold_up_its_renewal(
+    postgres_url: str,
+) -> None:
+    store = PostgresStore(postgres_url, holder="alpha", lease_s=LEASE_S)
+    await store.open()
+    lost = asyncio.get_running_loop().create_future()
+    store.on_lost = lost.set_result
+    try:
+        deadline = store.lease.deadline
+        async with contextlib.AsyncExitStack() as reads:  # as slow reads would, for two leases
+            for _ in range(store._readers):
+                await reads.enter_async_context(store._pool.acquire())
+            done, _ = await asyncio.wait([lost], timeout=2 * LEASE_S)
+            assert not done, f"the store lost its lease: {lost.result()}"
+            assert store.lease.deadline > deadline + LEASE_S / 2, "renewed meanwhile"
+    finally:
+        await store.close()
+
+
 async def test_a_graceful_close_lets_a_standby_take_over_at_once(postgres_url: str) -> None:
     first = PostgresStore(postgres_url, holder="alpha", lease_s=30)
     await first.open()

@@ -16,8 +16,10 @@ from typing import Any
 
 import asyncpg
 import pytest
+import tenacity
 
 from taskwire.server.store import (
+    DuplicateIdempotencyKey,
     Mail,
     NewExecution,
     PostgresStore,
@@ -26,8 +28,10 @@ from taskwire.server.store import (
     StoreFenced,
     StoreInUse,
     WriteBatch,
+    _postgres,
     store_from_url,
 )
+from taskwire.server.store._postgres_writes import apply_rows
 from tests.unit.store.records import (
     T0,
     event,
@@ -267,6 +271,18 @@ async def test_mail_is_read_oldest_first_until_it_is_done(replica: Open) -> None
     assert theirs == Mail(theirs.id, "refused", {"executions": ["exe-3"]})
 
 
+async def test_mail_workers_and_drains_keep_any_text_a_caller_chose(replica: Open) -> None:
+    # PostgreSQL's jsonb refuses U+0000, which a reason, a worker's name or its labels may hold.
+    a, b = await replica("a"), await replica("b")
+    odd = "nul\x00 and \ue000 mark"
+    await a.send("b", "drain", {"reason": odd, odd: [odd]})
+    [mail] = await b.take_mail()
+    assert mail.body == {"reason": odd, odd: [odd]}
+    await a.publish_workers([{"name": odd, "labels": {odd: odd}}], [{"instance": "i-1", "reason": odd}])
+    assert await b.workers_elsewhere() == {"a": [{"name": odd, "labels": {odd: odd}}]}
+    assert await b.drains_elsewhere() == {"a": [{"instance": "i-1", "reason": odd}]}
+
+
 async def test_each_replica_reads_the_workers_the_other_live_replicas_published_last(replica: Open) -> None:
     a, b, c = await replica("a"), await replica("b"), await replica("c")
     assert await a.workers_elsewhere() == {}
@@ -410,6 +426,8 @@ async def test_listen_hears_mail_ready_work_history_schedules_and_a_lost_connect
     assert await next_notice() == ("schedules", "")
     await write(a, WriteBatch(deleted_schedules=["nightly"]))
     assert await next_notice() == ("schedules", "")
+    odd = await _submit(a, handlers=("nul\x00handler",))  # a NUL would end the notification's payload
+    assert {await next_notice() for _ in range(2)} == {("ready", "nul\x00handler"), ("history", odd.execution.id)}
 
     await _sql(
         postgres_url,
@@ -521,3 +539,45 @@ async def test_a_replica_cannot_change_an_execution_another_replica_holds_now(re
     assert row[0] == "PENDING"
     await _sql(postgres_url, "UPDATE executions SET holder = 'a' WHERE id = $1", new.execution.id)
     await _start(a, new)  # held again: written
+
+
+async def test_a_key_two_replicas_commit_at_once_refuses_the_later_batch_alone(
+    replica: Open, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a's transaction has written the key and not committed yet when b's checks it: only the unique index sees
+    # it, once a commits. b is told which key, as for a key already stored, and its store keeps working.
+    a, b = await replica("a"), await replica("b")
+    inserted, resume = asyncio.Event(), asyncio.Event()
+
+    async def first_held_after_its_rows(conn: Any, batches: Any, *args: Any) -> None:
+        await apply_rows(conn, batches, *args)
+        if not inserted.is_set():
+            inserted.set()
+            await resume.wait()
+
+    monkeypatch.setattr(_postgres, "apply_rows", first_held_after_its_rows)
+    first = asyncio.ensure_future(a.commit([submit_batch(pending_execution(key="order-7"))]))
+    await asyncio.wait_for(inserted.wait(), 10)
+    later = pending_execution(key="order-7")
+    second = asyncio.ensure_future(b.commit([submit_batch(later)]))  # one batch, as the engine commits
+
+    async def blocked_on_the_key() -> bool:
+        rows = await _sql(
+            postgres_url,
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+        )
+        return bool(rows)
+
+    until_blocked = tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_result(lambda blocked: not blocked),
+        wait=tenacity.wait_fixed(0.01),
+        stop=tenacity.stop_after_delay(10),
+    )
+    await until_blocked(blocked_on_the_key)
+    resume.set()
+    assert await asyncio.wait_for(first, 10) == [None]
+    [refused] = await asyncio.wait_for(second, 10)
+    assert isinstance(refused, DuplicateIdempotencyKey)
+    assert refused.key == "order-7"
+    assert await b.get_execution(later.execution.id) is None
+    await write(b, submit_batch(pending_execution()))  # b was not broken

@@ -233,6 +233,23 @@ async def test_closing_the_store_ends_its_writer_process(db_path: Path) -> None:
     assert process_gone(pid)
 
 
+async def test_an_open_given_up_while_the_writer_starts_is_closed_whole(db_path: Path) -> None:
+    # The caller's deadline passes while the writer process starts: closing the store still stops the writer
+    # and lets go of the database, so that another store opens it at once.
+    store = SqliteStore(db_path)
+    opening = asyncio.ensure_future(store.open())
+    await asyncio.sleep(0)  # the writer's start is under way
+    opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    await asyncio.wait_for(store.close(), timeout=30)
+    assert store._process is not None, "the writer had started"
+    assert process_gone(store._process.pid)
+    again = SqliteStore(db_path)
+    await asyncio.wait_for(again.open(), timeout=5)  # the lock was let go: no wait for an orphan
+    await again.close()
+
+
 async def test_a_folder_named_server_in_the_working_directory_does_not_shadow_the_writer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
