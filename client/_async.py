@@ -86,7 +86,7 @@ class AsyncClient:
 
     async def close(self) -> None:
         """Close the channel; idempotent. Submits in flight are answered first (for up to 2 s); other calls in
-        progress are cancelled."""
+        progress, and submits still unanswered then, are cancelled (asyncio.CancelledError)."""
         if not self._closed:
             self._closed = True
             try:

@@ -387,6 +387,14 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
     return args
 
 
+def _client(args: argparse.Namespace, credentials: grpc.ChannelCredentials | None, options: Sequence[Any]) -> Client:
+    """The command's client of --server; what the SDK refuses to build one with is the user's to fix."""
+    try:
+        return Client(server_address(args), credentials=credentials, options=options, token=bearer_token(args))
+    except (TypeError, ValueError) as error:
+        raise UsageError(str(error)) from None
+
+
 def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
     """Run one command; returns its exit code (the console script exits with it)."""
     out = Output(stdout or sys.stdout, stderr or sys.stderr)
@@ -406,10 +414,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, st
         options = tls.channel_options() if tls is not None else ()
         if args.command == "console":
             return cmd_console(args, credentials, options, bearer_token(args), out)
-        with (
-            Client(server_address(args), credentials=credentials, options=options, token=bearer_token(args)) as client,
-            _parent_trace(),
-        ):
+        with _client(args, credentials, options) as client, _parent_trace():
             return COMMANDS[args.command](client, args, out)
     except (UsageError, TaskwireError) as error:
         line = error_line(error, action=action_of(args))

@@ -30,7 +30,7 @@ from taskwire.common import (
 )
 from taskwire.common.bearer import TOKEN_ENV
 
-from ._common import DEFAULT_ADDRESS, channel_target, parse_state
+from ._common import DEFAULT_ADDRESS, channel_target, check_credentials, parse_state
 from ._errors import ServerUnavailable, WaitTimeout
 from ._models import ExecutionSnapshot
 from ._render import (
@@ -218,8 +218,19 @@ def server_address(args: argparse.Namespace, env: dict[str, str] | os._Environ[s
 
 
 def bearer_token(args: argparse.Namespace, env: dict[str, str] | os._Environ[str] | None = None) -> str | None:
+    """The --token, else $TASKWIRE_TOKEN, without the whitespace around it (a token read from a file ends with a
+    newline); None for neither. UsageError naming where it came from when it cannot be sent."""
     environ = os.environ if env is None else env
-    return getattr(args, "token", None) or environ.get(TOKEN_ENV) or None
+    token, source = (getattr(args, "token", None) or "").strip(), "--token"
+    if not token:
+        token, source = environ.get(TOKEN_ENV, "").strip(), TOKEN_ENV
+    if not token:
+        return None
+    try:
+        check_credentials(token, None)
+    except ValueError as error:
+        raise UsageError(f"{source}: {error}") from None
+    return token
 
 
 # ---- Commands -----------------------------------------------------------------------------------

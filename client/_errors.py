@@ -37,6 +37,19 @@ _TRANSPORT_PHRASES = (
     "network is unreachable",
     "no route to host",
 )
+# What gRPC core says when a call got no connection at all: nothing listens there, no such host, a handshake
+# that failed (its "failed to connect to all addresses" names the last reason), as opposed to a connection
+# that broke under a call it carried.
+_NO_CONNECTION_PHRASES = (
+    "failed to connect",
+    "errors resolving",
+    "dns resolution failed",
+    "name resolution",
+    "connection refused",
+    "connection attempt timed out",
+    "network is unreachable",
+    "no route to host",
+)
 # What gRPC says when it refuses a message or headers for their size (either side's limit).
 _TOO_LARGE_PHRASES = ("message larger than max", "metadata size exceeds")
 
@@ -113,6 +126,16 @@ def is_transport_failure(code: grpc.StatusCode, details: str) -> bool:
     """True when an UNAVAILABLE came from the connection, not from the server."""
     lowered = details.lower()
     return code is grpc.StatusCode.UNAVAILABLE and (not details or any(p in lowered for p in _TRANSPORT_PHRASES))
+
+
+def reached_a_server(error: grpc.RpcError) -> bool:
+    """Whether a failed call had got to a server: the server ended it (with any status), or the connection
+    broke under it. False for a call that got no connection at all (nothing listens, a wrong address)."""
+    code, details = rpc_status(error)
+    lowered = details.lower()
+    return not (
+        code is grpc.StatusCode.UNAVAILABLE and (not details or any(p in lowered for p in _NO_CONNECTION_PHRASES))
+    )
 
 
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"

@@ -27,6 +27,7 @@ gets (`taskwire.common.validate_execution_spec`), which are run here before anyt
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -256,12 +257,17 @@ def _duration(reader: _Reader, fields: Mapping[str, Any], key: str, path: str = 
     if value is None:
         return None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # a whole number past any float
+            raise reader.fail(_at(path, key), f"too long: a number of {len(str(value))} digits") from None
     else:
         parsed = parse_seconds(str(value))
         if parsed is None:
             raise reader.fail(_at(path, key), f"expected seconds or a duration like 30s, 5m, 2h; got {value!r}")
         seconds = parsed
+    if not math.isfinite(seconds):  # YAML's .nan, .inf and -.inf, or more digits than a float holds
+        raise reader.fail(_at(path, key), f"must be a finite number of seconds; got {value!r}")
     if seconds <= 0:
         raise reader.fail(_at(path, key), "must be positive")
     try:

@@ -142,7 +142,7 @@ class RpcRetry:
     """How idempotent calls retry UNAVAILABLE: exponential backoff with jitter, bounded by attempts.
 
     A `watch` or `wait` reconnects across an outage (a server restart) for as long as its timeout allows;
-    without a timeout, once it has received an event, for `resume_s` seconds of outage (None: no limit).
+    without a timeout, once it has reached the server, for `resume_s` seconds of outage (None: no limit).
     """
 
     max_attempts: int = 4

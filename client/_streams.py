@@ -17,7 +17,7 @@ from taskwire.common import TaskwireError
 from taskwire.v1 import task_service_pb2 as tpb
 
 from ._common import backoff_s, backoff_wait, deadline_exceeded, expect, many, request, retry_options, seconds, snapshot
-from ._errors import WaitTimeout, error_from_rpc
+from ._errors import WaitTimeout, error_from_rpc, reached_a_server
 from ._events import ExecutionTransition, WatchEvent, event_from_proto
 from ._models import ExecutionSnapshot, RpcRetry
 
@@ -35,9 +35,12 @@ class Reconnecting:
 
     Only transport failures are retried (UNAVAILABLE: the server unreachable or going away), with the
     backoff of `retry_options`, for as long as the timeout allows (then WaitTimeout). Without a timeout:
-    until the stream has received a message they count like any call's (`RpcRetry.max_attempts`, so a
-    wrong address fails fast); once it has, the server went away under a running stream (a restart) and
-    it reconnects for up to `RpcRetry.resume_s` of outage. Any other status (NOT_FOUND, ...) ends it.
+    until a call of the stream has reached a server they count like any call's (`RpcRetry.max_attempts`,
+    so a wrong address fails fast); once one has, the server went away under a running stream (a restart)
+    and it reconnects for up to `RpcRetry.resume_s` of outage. A call reached a server when a message came
+    on it, or when it failed otherwise than for want of a connection (`reached_a_server`): a watch that
+    waits at the end of a history receives nothing until the next event, and its server may restart
+    meanwhile. Any other status (NOT_FOUND, ...) ends it.
     """
 
     def __init__(
@@ -48,7 +51,7 @@ class Reconnecting:
         address: str,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.connected = False  # a message arrived: the server was reached
+        self.connected = False  # a call reached the server: a message arrived, or it failed there
         self._outage_since: float | None = None  # first failure since the last message
         self._timeout = timeout
         self._retry = retry
@@ -87,6 +90,8 @@ class Reconnecting:
         """The taskwire error of a broken stream (WaitTimeout when the timeout passed); an outage begins."""
         if self._timeout is not None and deadline_exceeded(error):
             return self.timed_out()
+        if reached_a_server(error):
+            self.connected = True
         if self._outage_since is None:
             self._outage_since = self._clock()
         return error_from_rpc(error, address=self._address)

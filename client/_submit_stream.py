@@ -8,7 +8,8 @@ when idle, with no delay added either way. A submit's own failure is raised as t
 `SubmitExecution` call would have raised.
 
 A stream that breaks fails the submits it carries (UNAVAILABLE, as a failed call would; the caller's
-retry policy decides what is sent again); the next submit opens a new one. A server that does not
+retry policy decides what is sent again); the next submit opens a new one. Closing the client fails
+those still unanswered as its other calls in flight then fail (cancelled). A server that does not
 know the method (UNIMPLEMENTED) is sent unary calls from then on. So is a submit of more than
 `STREAMED_MAX_BYTES` (`fits_the_stream`), and a message carries at most `MESSAGE_MAX_BYTES` of them:
 a message larger than the server takes ends the call it came on, which must then be one caller's.
@@ -39,6 +40,7 @@ STREAMED_MAX_BYTES = 256 * 1024
 MESSAGE_MAX_BYTES = 1024 * 1024  # one message's submits, in all (one larger submit alone)
 CLOSE_WAIT_S = 2.0  # how long closing an AsyncClient waits for the server to end its submit stream
 JOIN_WAIT_S = 5.0  # how long closing a Client waits for its submit stream's reader thread
+CLOSED = "the client was closed"  # what a submit in flight when its client closed fails with
 
 Answer = tpb.StreamedSubmitAnswer
 Waiter = TypeVar("Waiter", asyncio.Future[Answer], concurrent.futures.Future[Answer])
@@ -71,25 +73,42 @@ class _Line(Generic[Waiter]):
             if waiter is not None and not waiter.done():
                 waiter.set_result(answer)
 
-    def break_off(self, error: grpc.RpcError | None) -> None:
-        """The stream ended: every submit still waiting fails, and the stream takes no more."""
-        self.broken = (
-            error_from_rpc(error, address=self.address)
-            if error is not None
-            else ServerUnavailable(self.address, "the server ended the submit stream")
-        )
+    def break_off(self, error: grpc.RpcError | None, *, closed: bool = False) -> None:
+        """The stream ended: every submit still waiting fails, and the stream takes no more. They fail with the
+        error the call ended with, as unavailable when the server ended it before answering them, or, when the
+        client was `closed`, as its other calls in flight then fail (`_fail_closed`)."""
+        if closed:
+            self.broken = client_closed()
+        elif error is not None:
+            self.broken = error_from_rpc(error, address=self.address)
+        else:
+            self.broken = ServerUnavailable(self.address, "the server ended the submit stream")
         waiting, self.waiting = self.waiting, {}
         for waiter in waiting.values():
-            if not waiter.done():
+            if waiter.done():
+                continue
+            if closed:
+                self._fail_closed(waiter, self.broken)
+            else:
                 waiter.set_exception(self.broken)
+
+    def _fail_closed(self, waiter: Waiter, error: TaskwireError) -> None:
+        waiter.set_exception(error)
+
+
+def client_closed() -> TaskwireError:
+    """The error of a `Client`'s submit in flight when it was closed: a CANCELLED call's, as its unary calls
+    in flight then raise."""
+    return wire.error_from_status(grpc.StatusCode.CANCELLED, CLOSED)
 
 
 def streamed(submit_id: int, request: tpb.SubmitExecutionRequest, deadline_s: float) -> tpb.StreamedSubmit:
-    """A submit for the stream: the server answers a wait for room that found none shortly before
-    `deadline_s`, as it does a unary call's, so the caller gets its DEADLINE_EXCEEDED, not its own."""
+    """A submit for the stream, carrying the caller's deadline as a unary call would: the server gives up on
+    it when the caller does (a submit not yet durable by then is not made), and answers a wait for room that
+    found none shortly before, so the caller gets its DEADLINE_EXCEEDED, not its own. Every submit of a
+    client carries the same deadline, so the server still starts those that arrive together as one group."""
     submit = tpb.StreamedSubmit(id=submit_id, request=request)
-    if request.admission == tpb.ADMISSION_MODE_WAIT_FOR_ROOM:
-        submit.timeout.FromNanoseconds(int(deadline_s * 1e9))
+    submit.timeout.FromNanoseconds(int(deadline_s * 1e9))
     return submit
 
 
@@ -183,6 +202,14 @@ class _AsyncLine(_Line[asyncio.Future[tpb.StreamedSubmitAnswer]]):
             self._call.cancel()  # nothing, once the server has ended it
             for task in self._tasks:
                 task.cancel()
+            if self.broken is None:
+                # The reader, cancelled before the call ended, has failed none of the submits still waiting:
+                # they fail now, not at their own deadlines.
+                self.break_off(None, closed=True)
+
+    def _fail_closed(self, waiter: asyncio.Future[tpb.StreamedSubmitAnswer], error: TaskwireError) -> None:
+        # As grpc.aio's own calls in flight when their channel closes: cancelled (asyncio.CancelledError).
+        waiter.cancel(CLOSED)
 
 
 class AsyncSubmitStream:
@@ -225,6 +252,7 @@ class _SyncLine(_Line[concurrent.futures.Future[tpb.StreamedSubmitAnswer]]):
     def __init__(self, method: grpc.StreamStreamMultiCallable[Any, Any], address: str) -> None:
         super().__init__(address)
         self._lock = threading.Lock()
+        self._ending = False  # the client ended the call (closed, or dropped)
         self._unsent: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._responses = method(self._requests())
         self._reader = threading.Thread(target=self._read, name="taskwire-submit-stream", daemon=True)
@@ -276,12 +304,20 @@ class _SyncLine(_Line[concurrent.futures.Future[tpb.StreamedSubmitAnswer]]):
         except grpc.RpcError as failed:
             error = detached(failed)
         with self._lock:
-            self.break_off(error)
+            self.break_off(error, closed=self._ending)
         self._unsent.put(_END)
 
-    def close(self) -> None:
+    def end(self) -> None:
+        """Send nothing more and cancel the call, without waiting: the submits in flight fail as the client's
+        other calls do when it closes, and the reader thread ends by itself. It takes no lock and waits for
+        nothing (a queue put and a cancel), so the finalizer of a client never closed may call it from
+        whichever thread the garbage collector runs in."""
+        self._ending = True
         self._unsent.put(_END)
         self._responses.cancel()
+
+    def close(self) -> None:
+        self.end()
         self._reader.join(timeout=JOIN_WAIT_S)
         # Once the reader has ended, nothing else holds the call: it is freed here, while gRPC's threads still
         # run, not by the collector at exit (see `detached`), where a process could hang.
@@ -314,6 +350,13 @@ class SubmitStream:
             if self._line is not None:
                 self._line.close()
                 self._line = None
+
+    def release(self) -> None:
+        """End the stream without waiting for its reader (`_SyncLine.end`), for the finalizer of a client never
+        closed: it takes no lock, as nothing else can hold it then (a call in progress holds the client)."""
+        line, self._line = self._line, None
+        if line is not None:
+            line.end()
 
 
 __all__ = ["AsyncSubmitStream", "SubmitStream", "response_of"]

@@ -6,6 +6,7 @@ import atexit
 import builtins
 import gc
 import time
+import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -89,7 +90,13 @@ class Client:
         self._stub = task_service_pb2_grpc.TaskServiceStub(bearer.with_token(self._channel, token))
         self._submits = SubmitStream(self._stub.StreamSubmits, self._address)
         self._streamed = True  # False once the server turned out not to know StreamSubmits
-        self._closed = False
+        # A client dropped without close() ends its submit stream once collected: else the stream's reader thread
+        # would keep the call, and with it the connection and the server's end of the stream, for good. The
+        # channel then closes itself once the call has ended (gRPC closes a channel nothing refers to). The
+        # finalizer holds nothing that holds the client, and waits for nothing: it runs in whichever thread
+        # the garbage collector does. Not at exit, where the interpreter stops the reader thread itself.
+        self._finalizer = weakref.finalize(self, self._submits.release)
+        self._finalizer.atexit = False
 
     @property
     def address(self) -> str:
@@ -97,8 +104,7 @@ class Client:
 
     def close(self) -> None:
         """Close the channel; idempotent. Calls in progress are cancelled."""
-        if not self._closed:
-            self._closed = True
+        if self._finalizer.detach() is not None:
             self._submits.close()
             self._channel.close()
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 from rich.console import Console
 
@@ -40,6 +45,7 @@ from taskwire.client._cli import (
     read_input,
     server_address,
 )
+from taskwire.client._cli_base import bearer_token
 from taskwire.client._events import event_from_proto
 from taskwire.client._live import JsonLinesView, LiveView, PlainView
 from taskwire.client._render import (
@@ -100,6 +106,90 @@ def test_server_address_precedence() -> None:
     assert server_address(parser.parse_args(["stats"]), {"TASKWIRE_SERVER": "env:2"}) == "env:2"
     assert server_address(parser.parse_args(["--server", "flag:3", "stats"]), {"TASKWIRE_SERVER": "env:2"}) == "flag:3"
     assert server_address(parser.parse_args(["stats", "--server", "flag:4"]), {}) == "flag:4"
+
+
+# ---- The bearer token ---------------------------------------------------------------------------
+
+
+def test_a_token_is_read_without_the_whitespace_around_it() -> None:
+    parser = build_parser()
+    assert bearer_token(parser.parse_args(["stats"]), {}) is None
+    assert bearer_token(parser.parse_args(["stats"]), {"TASKWIRE_TOKEN": "tw_env\n"}) == "tw_env"
+    assert (
+        bearer_token(parser.parse_args(["stats", "--token", " tw_flag\t"]), {"TASKWIRE_TOKEN": "tw_env"}) == "tw_flag"
+    )
+    # A flag or a variable of whitespace alone gives no token.
+    assert bearer_token(parser.parse_args(["stats", "--token", " "]), {"TASKWIRE_TOKEN": "tw_env"}) == "tw_env"
+    assert bearer_token(parser.parse_args(["stats"]), {"TASKWIRE_TOKEN": "\n"}) is None
+
+
+@dataclass
+class Authorizations:
+    """A server whose GetExecution notes the authorization header of each call, and finds nothing."""
+
+    seen: list[str] = field(default_factory=list)
+
+    def get_execution(self, request: object, context: grpc.ServicerContext) -> None:
+        self.seen += [str(value) for key, value in context.invocation_metadata() if key == "authorization"]
+        context.abort(grpc.StatusCode.NOT_FOUND, "execution X not found")
+
+
+@pytest.fixture
+def authorizations() -> Iterator[tuple[Authorizations, str]]:
+    calls = Authorizations()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    handler: grpc.RpcMethodHandler[Any, Any] = grpc.unary_unary_rpc_method_handler(calls.get_execution)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("taskwire.v1.TaskService", {"GetExecution": handler}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield calls, f"127.0.0.1:{port}"
+    server.stop(None)
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [(["get", "X"], {"TASKWIRE_TOKEN": "tw_abc\n"}), (["get", "X", "--token", " tw_abc "], {})],
+    ids=["variable-with-a-newline", "flag-with-spaces"],
+)
+def test_a_token_with_whitespace_around_it_is_sent_without(
+    authorizations: tuple[Authorizations, str], argv: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls, address = authorizations
+    monkeypatch.delenv("TASKWIRE_TOKEN", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    err = io.StringIO()
+    assert main(["--server", address, *argv], stdout=io.StringIO(), stderr=err) == ExitCode.REJECTED
+    assert err.getvalue().startswith("taskwire: get X: execution X not found"), err.getvalue()
+    assert calls.seen == ["Bearer tw_abc"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "source"),
+    [
+        (["get", "X", "--token", "a b"], {}, "--token"),
+        (["--token", "tw_\x07", "get", "X"], {}, "--token"),
+        (["get", "X"], {"TASKWIRE_TOKEN": "tw_a\nb"}, "TASKWIRE_TOKEN"),
+        (["console", "--listen", "127.0.0.1:0"], {"TASKWIRE_TOKEN": "a b"}, "TASKWIRE_TOKEN"),
+        (["console", "--listen", "127.0.0.1:0", "--token", "a\tb"], {}, "--token"),
+    ],
+    ids=["space", "control-character", "newline-inside", "console", "console-tab"],
+)
+def test_a_token_that_cannot_be_sent_is_a_usage_error_naming_it(
+    argv: list[str], env: dict[str, str], source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused before anything is sent, in one line that names where the token came from (not the token)."""
+    monkeypatch.delenv("TASKWIRE_TOKEN", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["--server", "127.0.0.1:1", *argv], stdout=out, stderr=err) == ExitCode.USAGE
+    assert err.getvalue() == (
+        f"taskwire: {source}: token must be one word of printable characters (it is sent as an HTTP header)\n"
+    )
+    assert out.getvalue() == ""
 
 
 def test_list_arguments() -> None:

@@ -7,7 +7,13 @@ import pytest
 
 from taskwire import common as d
 from taskwire.client import ServerUnavailable
-from taskwire.client._errors import error_from_rpc, is_retryable, is_transport_failure, rpc_status
+from taskwire.client._errors import (
+    error_from_rpc,
+    is_retryable,
+    is_transport_failure,
+    reached_a_server,
+    rpc_status,
+)
 from taskwire.common import wire
 from taskwire.common._errors import MAX_MESSAGE_BYTES
 
@@ -94,6 +100,32 @@ def test_unavailable_sent_by_the_server_is_shutting_down() -> None:
     details = "the server is shutting down and accepts no new work"
     assert not is_transport_failure(grpc.StatusCode.UNAVAILABLE, details)
     assert isinstance(error_from_rpc(FakeRpcError(grpc.StatusCode.UNAVAILABLE, details), address="h:1"), d.ShuttingDown)
+
+
+@pytest.mark.parametrize(
+    ("code", "details", "reached"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, REFUSED, False),
+        (grpc.StatusCode.UNAVAILABLE, "errors resolving nope.invalid:50051: [field:hostname lookup error]", False),
+        (
+            grpc.StatusCode.UNAVAILABLE,
+            "failed to connect to all addresses; last error: INTERNAL: ipv4:127.0.0.1:8080: Failed parsing HTTP/2",
+            False,
+        ),
+        (grpc.StatusCode.UNAVAILABLE, "", False),
+        # The connection broke under the call (a server killed, or paused past the keepalive).
+        (grpc.StatusCode.UNAVAILABLE, "Stream removed (Socket closed)", True),
+        (grpc.StatusCode.UNAVAILABLE, "recvmsg:Connection reset by peer", True),
+        (grpc.StatusCode.UNAVAILABLE, "keepalive watchdog timeout", True),
+        # The server ended the call itself.
+        (grpc.StatusCode.UNAVAILABLE, "the server is shutting down; watch again to resume", True),
+        (grpc.StatusCode.NOT_FOUND, "execution ex-1 not found", True),
+    ],
+)
+def test_a_call_reached_a_server_unless_it_got_no_connection(
+    code: grpc.StatusCode, details: str, reached: bool
+) -> None:
+    assert reached_a_server(FakeRpcError(code, details)) is reached
 
 
 def test_only_unavailable_is_retryable() -> None:

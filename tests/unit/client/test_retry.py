@@ -23,6 +23,7 @@ from taskwire.client import (
     NotFound,
     QueueFull,
     RpcRetry,
+    ServerUnavailable,
     ShuttingDown,
     TaskLog,
     WaitTimeout,
@@ -387,13 +388,23 @@ def test_events_seen_already_are_not_delivered_again(scripted: tuple[Scripted, s
         assert [e.sequence for e in client.watch("repeats", after_sequence=4)] == [5, 6, 7]
 
 
-def test_a_watch_that_never_reached_the_server_gives_up_after_the_retries_of_a_call(
-    scripted: tuple[Scripted, str],
-) -> None:
+def test_a_watch_that_never_reached_a_server_gives_up_after_the_retries_of_a_call() -> None:
+    """Nothing listens at the address (a wrong one): no call gets a connection, so the attempts of a call bound
+    the watch (and a wait), not `resume_s` (here without end)."""
+    with Client("127.0.0.1:1", retry=replace(FAST, resume_s=None)) as client:
+        with pytest.raises(ServerUnavailable, match="failed to connect"):
+            list(client.watch("ex-1"))
+        with pytest.raises(ServerUnavailable, match="failed to connect"):
+            client.wait_many(["ex-1"])
+
+
+def test_a_watch_refused_by_a_server_going_away_reconnects_for_resume_s(scripted: tuple[Scripted, str]) -> None:
+    """The server answered (UNAVAILABLE: it is shutting down): it was reached, so the watch waits for its restart
+    as for that of a server that went away under it."""
     servicer, address = scripted
-    with Client(address, retry=FAST) as client, pytest.raises(ShuttingDown):
+    with Client(address, retry=replace(FAST, resume_s=0.2)) as client, pytest.raises(ShuttingDown):
         list(client.watch("down"))
-    assert len(servicer.watch_requests) == FAST.max_attempts
+    assert len(servicer.watch_requests) > FAST.max_attempts
 
 
 def test_without_a_timeout_resume_s_bounds_the_outage(scripted: tuple[Scripted, str]) -> None:
