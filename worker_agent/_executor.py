@@ -24,7 +24,7 @@ from ._context import AttemptInfo, LogLine, ProgressUpdate, TaskContext, build_c
 from ._handler_loop import HandlerLoop, Inbox
 from ._handler_threads import HandlerThreads
 from ._outcome import Cancelled, Completed, Failed, HandlerResult, Outcome, Raised
-from ._process import ChildLimits, ChildProcesses, ProcessRunner, get_mp_context, whole_number
+from ._process import PROCESS_DIED, ChildLimits, ChildProcesses, ProcessRunner, get_mp_context, whole_number
 from ._registry import HandlerLookup, RegisteredHandler
 from ._runners import AsyncRunner, AttemptRunner, ThreadRunner
 
@@ -180,7 +180,8 @@ class Executor:
 
     Call its methods on the event loop that runs the attempts. ``stop_grace_s`` is how long a handler
     may take to stop after its abort signal fires before the executor stops it by force (cancelling an
-    async handler's task, terminating then — ``kill_grace_s`` later — killing a child process).
+    async handler's task, killing a child process; the processes its handler started get ``kill_grace_s``
+    to end on a SIGTERM before they are killed too).
     """
 
     def __init__(
@@ -332,8 +333,11 @@ class Executor:
         return True
 
     def stop_accepting(self) -> None:
-        """Reject every attempt submitted from now on (WorkerDraining)."""
+        """Reject every attempt submitted from now on (WorkerDraining); start no more child processes to keep
+        ready."""
         self._accepting = False
+        if self._children is not None:
+            self._children.drain()
 
     async def stop_all(self, *, timeout_s: float | None = None) -> None:
         """Stop accepting, abort every attempt (SHUTDOWN) and wait for them to stop.
@@ -391,6 +395,8 @@ class Executor:
                 on_start=metrics.handler_process_started if metrics else None,
                 on_end=metrics.handler_process_ended if metrics else None,
             )
+            if not self._accepting:
+                self._children.drain()
         return self._children
 
     def _rejection(
@@ -461,6 +467,11 @@ class Executor:
                 attempt.cause = attempt.cause or _StopCause.SHUTDOWN
                 self._finish(attempt, Raised(ErrorInfo(type="CancelledError", message="")))
             raise
+        except Exception as exc:
+            # The runner itself failed (no thread to run the handler in, say): the attempt ends with that
+            # error rather than holding its slot for ever.
+            _log.error("attempt %s could not be run: %s", attempt.key, exc, exc_info=exc)
+            result = Raised(ErrorInfo.from_exception(exc))
         self._finish(attempt, result)
 
     def _abort(self, attempt: _Attempt, cause: _StopCause, reason: AbortReason, message: str) -> None:
@@ -525,6 +536,10 @@ class Executor:
             return Cancelled(reason=AbortReason.LEASE_LOST, message=attempt.controller.signal.message)
         if attempt.cause is None:
             if isinstance(result, Raised):
+                if result.error.type == PROCESS_DIED and not self._accepting:
+                    # Its process died while the worker shuts down (its service stopped, say): not the handler's
+                    # fault, so it costs the task no attempt.
+                    return _shutdown_failure()
                 return Failed(error=result.error)
             return Completed(output=result.output)
         if attempt.cause is _StopCause.DEADLINE:

@@ -2,9 +2,11 @@
 
 A report the server cannot take must never reach the stream: a frame over the server's message limit
 breaks the stream, and the same frame, resent on the next one, breaks that one too, until the attempt's
-lease expires and the real cause is lost. So an output over the payload limit becomes a clear,
-non-retryable failure (``OutputTooLarge``), a log line or progress message too long is trimmed, progress
-details too large are dropped, an error too long is cut, and frames are split below the message limit.
+lease expires and the real cause is lost. Nor may a terminal report be dropped: the next heartbeat would
+leave its attempt out, and the server would run it again, and again. So an output over the payload limit,
+or one whose report would not fit in a frame, becomes a clear, non-retryable failure (``OutputTooLarge``),
+a log line or progress message too long is trimmed, progress details too large are dropped, an error too
+long is cut, and frames are split below the message limit.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 from taskwire.common import ErrorInfo
 from taskwire.v1 import worker_service_pb2 as wpb
 
+from . import _convert
+from ._executor import AttemptKey
 from ._outcome import Completed, Failed, Outcome
 
 _log = logging.getLogger("taskwire.worker")
@@ -54,13 +58,26 @@ class WireLimits:
         limit = self.max_payload_bytes or self.frame_budget
         if size <= limit:
             return outcome
-        return Failed(
-            error=ErrorInfo(
-                type="OutputTooLarge",
-                message=f"the handler's output is {size} bytes, over the server's limit of {limit} bytes",
-                retryable=False,
-            )
+        return _too_large(f"the handler's output is {size} bytes, over the server's limit of {limit} bytes")
+
+    def fit_report(self, key: AttemptKey, outcome: Outcome) -> tuple[wpb.WorkerMessage | None, Outcome]:
+        """The terminal report of an attempt that ended with ``outcome``, made to fit (None: nothing is sent,
+        its lease was lost), and the outcome it reports.
+
+        A completed report that would not fit in a frame (its output within the payload limit, but not with
+        the message around it) reports an OutputTooLarge failure instead: dropped, it would leave its attempt
+        to be run again, and again.
+        """
+        fitted = self.fit_outcome(outcome)
+        report = _convert.outcome(key, fitted)
+        if report is None or report.WhichOneof("kind") != "completed" or report.ByteSize() <= self.frame_budget:
+            return report, fitted
+        assert isinstance(fitted, Completed)
+        fitted = _too_large(
+            f"the handler's output is {len(fitted.output.data)} bytes: its report ({report.ByteSize()} bytes) "
+            f"would not fit in a frame under the server's message limit of {self.max_message_bytes} bytes"
         )
+        return _convert.outcome(key, fitted), fitted
 
     def fit_message(self, message: wpb.WorkerMessage) -> wpb.WorkerMessage | None:
         """The message trimmed to fit in a frame, or None (logged) when nothing of it can be sent."""
@@ -85,6 +102,10 @@ class WireLimits:
             return None
         _log.warning("trimmed a %s message of %d bytes to fit the frame limit of %d bytes", kind, size, budget)
         return fitted
+
+
+def _too_large(message: str) -> Failed:
+    return Failed(error=ErrorInfo(type="OutputTooLarge", message=message, retryable=False))
 
 
 def _trim(text: str, max_bytes: int) -> str:

@@ -1,13 +1,19 @@
-"""Process isolation: each attempt runs in a child process that the worker can terminate.
+"""Process isolation: each attempt runs in a child process that the worker can kill.
 
 Children are kept for the next attempt (`ChildProcesses`), since starting one with ``spawn`` costs a fresh
 interpreter and the imports of the handler's module. A child runs one attempt at a time. Three pipes join it
 to the worker: jobs and aborts flow worker → child, each in a pipe of its own (the child's main thread reads
 its jobs itself), and events flow child → worker (started, progress, log lines, the result). The handler and
 its attempt's data are pickled (the handler by reference, so it must be importable). A handler that ignores
-its abort signal is terminated, then killed, and its child is not used again; nor is one past its
-`ChildLimits` (attempts run, peak memory), or idle for ``IDLE_S``. ``ChildLimits.min_children`` are kept
-ready: started with the worker, never let go for being idle, and replaced as soon as one is let go.
+its abort signal is killed, and its child is not used again; nor is one past its `ChildLimits` (attempts run,
+peak memory), or idle for ``IDLE_S``. ``ChildLimits.min_children`` are kept ready: started with the worker,
+never let go for being idle, and replaced as soon as one is let go.
+
+A child leads a process group of its own, so that the processes its handler starts are stopped with it, and
+a signal meant for the worker's group (Ctrl-C) or for every process (a service manager's SIGTERM) does not
+stop it: the worker decides how its children stop. The worker learns that a child has ended from the process
+itself (a pidfd on Linux), not from its pipes, which a process the handler started may hold open long after.
+A child dies with the worker, even one killed with ``kill -9``.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import itertools
 import logging
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.util
 import operator
 import os
 import pickle
@@ -32,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing.context import BaseContext
-from typing import Any
+from typing import Any, NoReturn
 
 from taskwire.common import ErrorInfo
 
@@ -44,17 +51,31 @@ from ._runners import RunnerEvents, call_async_handler, call_sync_handler
 _log = logging.getLogger(__name__)
 
 # Worker → child, on the jobs pipe: ("job", number, a pickled _Job); on the control pipe: (number,
-# AbortReason.value, message) to abort that job. The pipes' end tells an idle child to exit.
+# AbortReason.value, message) to abort that job. The pipes' end tells an idle child to exit, and a busy one
+# that the worker has gone (it has no other reason to end while a job runs).
 # Child → worker: ("started",), ("progress", number, ProgressUpdate), ("log", number, LogLine),
 # ("result", HandlerResult, peak RSS in KiB); all but progress and logs (which a thread a handler left
 # behind may send late) are for the job the child was last given.
 
 #: How long a child with nothing to run is kept before it is told to exit.
 IDLE_S = 300.0
+#: How long a handler may take to stop once its worker has gone (its child's pipes ended while it ran) before
+#: its child exits anyway. Where the system can say so (Linux), the child is killed with the worker at once.
+ORPHAN_EXIT_S = 3.0
+#: The error type of an attempt whose child process ended before its handler returned.
+PROCESS_DIED = "HandlerProcessDied"
+# A job this small is written to its child on the worker's loop: the pipe is empty when a job is sent (a child
+# is given one only once it has read the one before), and a pipe holds a page at least. A larger one is
+# written by a thread, since a child still starting up reads nothing yet.
+_INLINE_JOB_BYTES = 4096 - 256
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 # How many children one attempt tries before it fails: each one tried had died before it took the job.
 _START_TRIES = 3
 _DIED_UNSTARTED = f"{_START_TRIES} handler processes in a row exited before they could take the attempt"
 _STOPPED_UNSTARTED = "the attempt was aborted, and its process ended, before its handler started"
+
+# Every child started by this process and not yet reaped; those left are killed when it exits (`_kill_at_exit`).
+_live: set[_Child] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,19 +140,27 @@ class _Child:
     """One child process, whose events the worker's event loop reads as they come.
 
     Read on the loop rather than by a thread of its own: a message then costs the loop one wake-up, not a
-    thread's wake-up and a hand-off to the loop besides. Call from that loop only.
+    thread's wake-up and a hand-off to the loop besides. Call from that loop only (`kill` from any thread).
     """
 
-    def __init__(self, mp_context: BaseContext, name: str, on_exit: Callable[[], None]) -> None:
+    def __init__(
+        self, mp_context: BaseContext, name: str, on_exit: Callable[[], None], *, orphan_exit_s: float
+    ) -> None:
         loop = asyncio.get_running_loop()
         events_reader, events_writer = mp_context.Pipe(duplex=False)
         jobs_reader, jobs_writer = mp_context.Pipe(duplex=False)
         control_reader, control_writer = mp_context.Pipe(duplex=False)
         process = mp_context.Process(  # type: ignore[attr-defined]
             target=_child_main,
-            kwargs={"jobs": jobs_reader, "control": control_reader, "events": events_writer},
+            kwargs={
+                "jobs": jobs_reader,
+                "control": control_reader,
+                "events": events_writer,
+                "orphan_exit_s": orphan_exit_s,
+            },
             name=name,
-            # Daemonic so that multiprocessing terminates it if the worker exits while it runs.
+            # Daemonic: it starts no multiprocessing children of its own, and the worker's exit ends it (it
+            # takes no SIGTERM, so `_kill_at_exit` kills it before multiprocessing would wait for it).
             daemon=True,
         )
         try:
@@ -148,7 +177,8 @@ class _Child:
         self.attempts = 0
         self.peak_rss_kib = 0  # as the child reported with its last result
         self.doomed = False  # dead, or about to be: never given another job
-        self.stopped = False  # terminated or killed by the worker
+        self.stopped = False  # killed by the worker
+        self.group_killed = False  # every process left in its group has been killed
         self._loop = loop
         self._jobs = jobs_writer
         self._control = control_writer
@@ -156,7 +186,10 @@ class _Child:
         self._waiter: _Waiter | None = None
         self._on_exit = on_exit
         self._exited = threading.Event()  # an Event, for `ChildProcesses.wait_closed` in another thread
+        _live.add(self)
+        self._exit_fd, self._owns_exit_fd = _exit_watch(process, mp_context)
         loop.add_reader(events_reader.fileno(), self._read_events)
+        loop.add_reader(self._exit_fd, self._on_exited)
 
     @property
     def exited(self) -> bool:
@@ -166,30 +199,53 @@ class _Child:
     def usable(self) -> bool:
         return not self.doomed and not self.exited
 
+    @property
+    def group_pending(self) -> bool:
+        """Stopped by force, and what its handler started may still be running."""
+        return self.stopped and not self.group_killed
+
     def run(self, job: bytes, waiter: _Waiter) -> None:
-        """Hand the child ``job`` (a pickled `_Job`); its events and result go to ``waiter``."""
+        """Hand the child ``job`` (a pickled `_Job`); its events and result go to ``waiter``. Never blocks: a
+        large job is written by a thread of its own (one job at a time per child, so they cannot cross)."""
         self.attempts += 1  # also the job's number, in the messages about it
         self._waiter = waiter
+        message = ("job", self.attempts, job)
+        if len(job) > _INLINE_JOB_BYTES:
+            try:
+                name = f"taskwire-job-writer-{self.process.pid}"
+                threading.Thread(target=self._write_job, args=(message, waiter), name=name, daemon=True).start()
+                return
+            except RuntimeError:  # No thread to spare: written here, holding the loop until the child reads it.
+                pass
         try:
-            self._jobs.send(("job", self.attempts, job))
+            self._jobs.send(message)
         except (OSError, ValueError):  # It died while idle, and the loop has not read its end yet.
-            self.doomed = True
-            self._report_end()
+            self._job_not_taken(waiter)
 
     def abort(self, reason: AbortReason, message: str) -> None:
         with contextlib.suppress(OSError, ValueError):  # The child is already gone.
             self._control.send((self.attempts, reason.value, message))
 
     # Not `process.is_alive()`: it would reap the child before the loop has read all it wrote.
-    def terminate(self) -> None:
+    def stop(self) -> None:
+        """Stop it by force: SIGKILL to it (it takes no SIGTERM: see `_child_main`), SIGTERM to the processes
+        its handler started (its process group), which `kill` ends for good."""
         self.doomed = self.stopped = True
         if not self.exited:
-            self.process.terminate()
+            _signal_group(self.process.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGKILL)
 
     def kill(self) -> None:
-        self.doomed = self.stopped = True
-        if not self.exited:
-            self.process.kill()
+        """SIGKILL to it and to every process left in its group. Safe from any thread."""
+        self.doomed = self.stopped = self.group_killed = True
+        # Its group outlives it while a process its handler started is in it, and keeps its number from being
+        # reused meanwhile. (An emptied group's number could go to another group only after the system has gone
+        # round all its process ids, and to one whose leader made it so.)
+        _signal_group(self.process.pid, signal.SIGKILL)
+        if not self.exited:  # Still starting up, perhaps, and not yet the leader of a group.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGKILL)
 
     def retire(self) -> None:
         """Tell an idle child to exit (the end of its pipes); the loop reaps it when it has."""
@@ -200,6 +256,19 @@ class _Child:
     def wait_exited(self, timeout_s: float) -> bool:
         return self._exited.wait(timeout_s)
 
+    def _write_job(self, message: tuple[object, ...], waiter: _Waiter) -> None:
+        """In a thread: write a job that may not fit in the pipe before the child reads it."""
+        try:
+            self._jobs.send(message)
+        except (OSError, ValueError):  # It died before it read the whole job.
+            with contextlib.suppress(RuntimeError):  # A closed loop: nobody waits for this job any more.
+                self._loop.call_soon_threadsafe(self._job_not_taken, waiter)
+
+    def _job_not_taken(self, waiter: _Waiter) -> None:
+        if self._waiter is waiter:
+            self.doomed = True
+            self._report_end()
+
     def _read_events(self) -> None:
         # One message per call: the loop calls again while more is there to read. (Not `poll()` first: it
         # makes and drops a selector each time.) A message is written whole; a large one is read while the
@@ -207,10 +276,24 @@ class _Child:
         try:
             self._on_event(self._events.recv())
         except (EOFError, OSError):
-            # The child exited: told to, or killed, or it died. Reaped once it has gone entirely.
+            # The child closed its end, or exited; `_on_exited` reports it once the process has ended.
+            self._close_events()
+
+    def _close_events(self) -> None:
+        if not self._events.closed:
             self._loop.remove_reader(self._events.fileno())
             self._events.close()
-            self._loop.add_reader(self.process.sentinel, self._reap)
+
+    def _read_remaining_events(self) -> None:
+        """What the child wrote before it ended and the loop has not read yet: read without waiting, since a
+        process it started may hold the pipe open (a message it was cut off in the middle of is dropped)."""
+        if self._events.closed:
+            return
+        os.set_blocking(self._events.fileno(), False)
+        with contextlib.suppress(EOFError, OSError):
+            while True:
+                self._on_event(self._events.recv())
+        self._close_events()
 
     def _on_event(self, message: tuple[Any, ...]) -> None:
         waiter = self._waiter
@@ -231,10 +314,15 @@ class _Child:
             self.peak_rss_kib = message[2]
             waiter.finish(message[1])
 
-    def _reap(self) -> None:
-        self._loop.remove_reader(self.process.sentinel)
-        self.process.join()
+    def _on_exited(self) -> None:
+        """The process has ended (told to, or killed, or it died): reap it and report the job it cut short."""
+        self._loop.remove_reader(self._exit_fd)
+        if self._owns_exit_fd:
+            os.close(self._exit_fd)
+        self._read_remaining_events()
+        self.process.join()  # at once: it has ended
         self._exited.set()
+        _live.discard(self)
         self._report_end()
         self._on_exit()
 
@@ -249,7 +337,40 @@ class _Child:
         code = self.process.exitcode if self.exited else None
         how = "" if code is None else f" with code {code}"
         message = f"the handler's process exited{how} before it returned"
-        waiter.finish(Raised(ErrorInfo(type="HandlerProcessDied", message=message, retryable=True)))
+        waiter.finish(Raised(ErrorInfo(type=PROCESS_DIED, message=message, retryable=True)))
+
+
+def _exit_watch(process: Any, mp_context: BaseContext) -> tuple[int, bool]:
+    """A descriptor that becomes readable once ``process`` has ended, and whether it is ours to close.
+
+    A spawned child's sentinel is a pipe whose other end the child holds, and so does every process it
+    forks: a pidfd (Linux) tells of the child alone. A fork server's sentinel is its own socket, told by
+    the server when the child has ended.
+    """
+    if mp_context.get_start_method() == "spawn" and hasattr(os, "pidfd_open"):
+        with contextlib.suppress(OSError):  # a kernel before 5.3, or a sandbox that forbids it
+            return os.pidfd_open(process.pid), True
+    return process.sentinel, False
+
+
+def _signal_group(group: int, signum: int) -> None:
+    # No such group: the child has not made it yet (it is starting up), or every process in it has ended.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, signum)
+
+
+def _kill_at_exit() -> None:
+    """When the worker's interpreter exits, kill the children still alive (and what they started).
+
+    Run among multiprocessing's own exit finalizers, before it terminates its daemonic children and waits
+    for them: a child takes no SIGTERM, so that wait would never end.
+    """
+    for child in list(_live):
+        child.kill()
+
+
+multiprocessing.util.Finalize(None, _kill_at_exit, exitpriority=0)
+os.register_at_fork(after_in_child=_live.clear)  # a forked copy of the worker has no children of its own
 
 
 class ChildProcesses:
@@ -266,18 +387,22 @@ class ChildProcesses:
         *,
         limits: ChildLimits | None = None,
         idle_s: float = IDLE_S,
+        orphan_exit_s: float = ORPHAN_EXIT_S,
         on_start: Callable[[], None] | None = None,
         on_end: Callable[[Ending], None] | None = None,
     ) -> None:
         self._mp_context = mp_context
         self._limits = limits or ChildLimits()
         self._idle_s = idle_s
+        self._orphan_exit_s = orphan_exit_s
         self._on_start = on_start
         self._on_end = on_end
         self._idle: list[tuple[float, _Child]] = []  # with the loop's time each came back, oldest first
-        self._all: set[_Child] = set()  # every child not yet seen to have exited
+        # Every child not yet seen to have exited, and those stopped by force whose group may still run.
+        self._all: set[_Child] = set()
         self._sweep: asyncio.TimerHandle | None = None
         self._names = itertools.count(1)
+        self._draining = False  # no more children are started to be kept ready
         self._closed = False
 
     @property
@@ -312,6 +437,11 @@ class ChildProcesses:
         if self._sweep is None:
             self._sweep = loop.call_later(self._idle_s, self._expire)
 
+    def drain(self) -> None:
+        """The worker takes no new work: children let go are not replaced any more. (One an attempt in flight
+        needs is still started.)"""
+        self._draining = True
+
     def close(self) -> None:
         """Tell idle children to exit now; busy ones are let go when their job ends."""
         self._closed = True
@@ -322,16 +452,18 @@ class ChildProcesses:
             self._sweep.cancel()
 
     def wait_closed(self, timeout_s: float) -> None:
-        """Block until every child has exited, killing those still alive after ``timeout_s`` in all."""
+        """Block until every child has exited, killing those still alive after ``timeout_s`` in all, with the
+        processes their handlers started (and those of children stopped by force)."""
         deadline = time.monotonic() + timeout_s
         for child in list(self._all):
-            if not child.wait_exited(max(0.0, deadline - time.monotonic())):
+            if not child.wait_exited(max(0.0, deadline - time.monotonic())) or child.group_pending:
                 child.kill()
         self._all.clear()
 
     def _new_child(self) -> _Child:
-        child = _Child(self._mp_context, f"taskwire-handler-process-{next(self._names)}", on_exit=self._replenish)
-        self._all = {kept for kept in self._all if not kept.exited}  # pruned as it grows
+        name = f"taskwire-handler-process-{next(self._names)}"
+        child = _Child(self._mp_context, name, on_exit=self._replenish, orphan_exit_s=self._orphan_exit_s)
+        self._all = {kept for kept in self._all if not kept.exited or kept.group_pending}  # pruned as it grows
         self._all.add(child)
         if self._on_start is not None:
             self._on_start()
@@ -343,7 +475,7 @@ class ChildProcesses:
     def _replenish(self) -> None:
         """Start children until ``limits.min_children`` are usable, idle or busy. A new one goes to the front
         of the idle list: kept children that have run before are given jobs first."""
-        if self._closed:
+        if self._closed or self._draining:
             return
         missing = self._limits.min_children - self._usable()
         if missing <= 0:
@@ -396,7 +528,7 @@ class Ending(enum.StrEnum):
     ATTEMPTS = "max_attempts"  # it had run its limit of attempts
     MEMORY = "max_memory"  # its peak memory had passed the limit
     IDLE = "idle"  # nothing to run for IDLE_S
-    STOPPED = "stopped"  # terminated or killed: its handler ignored its abort signal
+    STOPPED = "stopped"  # killed: its handler ignored its abort signal
     DIED = "died"  # it exited on its own accord, or was killed from outside
     CLOSED = "closed"  # the worker is closing
 
@@ -450,9 +582,9 @@ class ProcessRunner:
             if self._abort is not None:
                 # Aborted before its handler started (its child perhaps stopped while still starting up):
                 # nothing to run elsewhere. The executor reports the attempt as its abort decides.
-                return Raised(ErrorInfo(type="HandlerProcessDied", message=_STOPPED_UNSTARTED, retryable=True))
+                return Raised(ErrorInfo(type=PROCESS_DIED, message=_STOPPED_UNSTARTED, retryable=True))
             # A kept child that had died while idle, found out only now: the job goes to another.
-        return Raised(ErrorInfo(type="HandlerProcessDied", message=_DIED_UNSTARTED, retryable=True))
+        return Raised(ErrorInfo(type=PROCESS_DIED, message=_DIED_UNSTARTED, retryable=True))
 
     def on_abort(self, reason: AbortReason, message: str) -> None:
         self._abort = (reason, message)  # also sent to a child given the job later
@@ -463,7 +595,8 @@ class ProcessRunner:
         child = self._child
         if child is None or child.exited:
             return
-        child.terminate()
+        # The child at once; what its handler started gets the kill grace to end on its SIGTERM.
+        child.stop()
         asyncio.get_running_loop().call_later(self._kill_grace_s, child.kill)
 
 
@@ -487,12 +620,20 @@ class _ChildJobs:
     and aborts, read by a thread of their own so that one reaches a running handler."""
 
     def __init__(
-        self, jobs: multiprocessing.connection.Connection, control: multiprocessing.connection.Connection
+        self,
+        jobs: multiprocessing.connection.Connection,
+        control: multiprocessing.connection.Connection,
+        *,
+        orphan_exit_s: float,
     ) -> None:
         self._jobs = jobs
         self._control = control
+        self._orphan_exit_s = orphan_exit_s
         self._lock = threading.Lock()
         self._current: tuple[int, AbortController] | None = None
+        self._idle = threading.Event()  # no job running
+        self._idle.set()
+        self._orphaned = False  # the worker has gone
         self._last = 0  # the number of the last job taken
         self._early: dict[int, tuple[AbortReason, str]] = {}  # aborts read before their job
         threading.Thread(target=self._watch, name="taskwire-aborts", daemon=True).start()
@@ -505,7 +646,10 @@ class _ChildJobs:
             return None
         controller = AbortController()
         with self._lock:
+            if self._orphaned:  # sent just before the worker went: nobody is left to hear of it
+                return None
             self._current, self._last = (number, controller), number
+            self._idle.clear()
             early = self._early.pop(number, None)
             self._early.clear()
         if early is not None:
@@ -516,6 +660,7 @@ class _ChildJobs:
         """The current job has ended (before its result is sent, so before the next job can come)."""
         with self._lock:
             self._current = None
+            self._idle.set()
 
     def _watch(self) -> None:
         try:
@@ -529,12 +674,15 @@ class _ChildJobs:
                 if current is not None and current[0] == number:
                     current[1].abort(reason, text)
         except (EOFError, OSError):
-            # The worker let this child go, or went away without a word: a running handler stops as if the
-            # worker were shutting down (an idle child has none), and the child exits after it.
+            # The worker let this child go (only ever an idle one), or went away without a word: a running
+            # handler stops as if the worker were shutting down, and the child exits after it, or once it has
+            # had `orphan_exit_s` to stop, whether it has or not.
             with self._lock:
-                current = self._current
+                current, self._orphaned = self._current, True
             if current is not None:
                 current[1].abort(AbortReason.SHUTDOWN, "the worker process exited")
+                if not self._idle.wait(self._orphan_exit_s):
+                    _exit_now(1)
 
 
 def _child_main(
@@ -542,16 +690,26 @@ def _child_main(
     jobs: multiprocessing.connection.Connection,
     control: multiprocessing.connection.Connection,
     events: multiprocessing.connection.Connection,
+    orphan_exit_s: float,
 ) -> None:
-    # Ctrl-C reaches the whole process group; the worker decides how its children stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A process group of its own: what its handler starts is stopped with it (`_Child.stop`), and Ctrl-C,
+    # which reaches the terminal's foreground group, reaches none of them.
+    with contextlib.suppress(OSError):
+        os.setpgrp()
+    # It takes no notice of SIGINT, nor of a SIGTERM sent to every process of the worker (a service manager
+    # stopping it): the worker drains, then stops its children itself (SIGKILL). A handler that does nothing
+    # rather than SIG_IGN, which would stay in force in the programs a handler runs; a handler is reset there.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _take_no_notice)
+    _die_with_the_worker()
+    _close_on_exec_what_was_inherited()
     send_lock = threading.Lock()
 
     def send(message: tuple[object, ...]) -> None:
         with send_lock, contextlib.suppress(OSError, ValueError):
             events.send(message)
 
-    incoming = _ChildJobs(jobs, control)
+    incoming = _ChildJobs(jobs, control, orphan_exit_s=orphan_exit_s)
     with asyncio.Runner() as runner:
         while (next_job := incoming.next()) is not None:
             number, pickled, controller = next_job
@@ -560,11 +718,49 @@ def _child_main(
             incoming.done()
             send(("result", result, _peak_rss_kib()))
     events.close()
-    # Exit now: a normal interpreter exit would wait for any non-daemon thread a handler left behind.
+    _exit_now(0)
+
+
+def _take_no_notice(signum: int, frame: object) -> None:
+    pass
+
+
+def _exit_now(code: int) -> NoReturn:
+    # Not a normal interpreter exit, which would wait for any non-daemon thread a handler left behind.
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    os._exit(0)
+    os._exit(code)
+
+
+def _die_with_the_worker() -> None:
+    """Have the system kill this child when the process that started it dies, even by ``kill -9`` (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return  # Elsewhere the end of its pipes tells it (see `_ChildJobs._watch`).
+    import ctypes  # here: only a child needs it
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    # The worker may have died before the call above, and then no signal comes. (Under a fork server the
+    # signal comes when the server dies, which it does when the worker has.)
+    worker = multiprocessing.parent_process()
+    if worker is not None and not worker.is_alive():
+        _exit_now(1)
+
+
+def _close_on_exec_what_was_inherited() -> None:
+    """Mark the descriptors this child was started with (its pipes to the worker, spawn's sentinel) close-on-
+    exec, so that a program its handler runs (``os.system``, ``subprocess`` with ``close_fds=False``) does not
+    keep them open after the child has ended."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/dev/fd"):
+            if int(name) > 2:
+                with contextlib.suppress(OSError):  # the directory listed itself, now closed
+                    os.set_inheritable(int(name), False)
 
 
 def _peak_rss_kib() -> int:

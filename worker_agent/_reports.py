@@ -38,10 +38,9 @@ class ReportSink:
         self._put(_convert.log(key, line), key, droppable=True)
 
     def attempt_finished(self, key: AttemptKey, outcome: Outcome) -> None:
-        fitted = self.limits.fit_outcome(outcome)
+        report, fitted = self.limits.fit_report(key, outcome)
         if isinstance(fitted, Failed) and fitted is not outcome:
             _log.warning("attempt %s failed: %s", key, fitted.error.message)
-        report = _convert.outcome(key, fitted)
         if report is not None:
             self._put(report, key)
 

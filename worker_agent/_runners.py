@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import inspect
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Protocol, cast
 
 from taskwire.common import ErrorInfo
@@ -29,7 +30,8 @@ class AttemptRunner(Protocol):
     """Runs one handler call; the executor owns the abort signal and decides the outcome."""
 
     async def run(self) -> HandlerResult:
-        """Run the handler to its end; returns what it produced, never raises (except cancellation)."""
+        """Run the handler to its end; returns what it produced. Should it raise (it could not run the handler
+        at all), the executor ends the attempt with that error."""
         ...
 
     def on_abort(self, reason: AbortReason, message: str) -> None:
@@ -111,7 +113,7 @@ class AsyncRunner(_InProcessRunner):
 
         def on_done(task: asyncio.Task[HandlerResult]) -> None:
             cancelled = Raised(ErrorInfo(type="CancelledError", message="the handler task was cancelled"))
-            result = cancelled if task.cancelled() else task.result()
+            result = cancelled if task.cancelled() else _result_of(task.result)
             self._results.post(_set_result, done, result)
 
         self._handler_loop.submit(
@@ -158,7 +160,7 @@ class ThreadRunner(_InProcessRunner):
         done: asyncio.Future[HandlerResult] = loop.create_future()
 
         def call() -> None:
-            result = call_sync_handler(self._fn, self._build_context)
+            result = _result_of(partial(call_sync_handler, self._fn, self._build_context))
             # A closed loop raises RuntimeError: nobody is waiting for this result any more.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_set_result, done, result)
@@ -172,6 +174,15 @@ class ThreadRunner(_InProcessRunner):
 
     def hard_stop(self) -> None:
         pass  # Python cannot stop a thread; use process isolation for code that ignores its signal.
+
+
+def _result_of(get: Callable[[], HandlerResult]) -> HandlerResult:
+    """What ``get`` returns, or what it raised as Raised: a result must always come back, or the attempt would
+    hold its slot for ever. (The handler's own errors are caught closer to it; this is for ours.)"""
+    try:
+        return get()
+    except BaseException as exc:
+        return Raised(ErrorInfo.from_exception(exc))
 
 
 def _set_result(future: asyncio.Future[HandlerResult], result: HandlerResult) -> None:
