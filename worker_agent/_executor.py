@@ -24,7 +24,7 @@ from ._context import AttemptInfo, LogLine, ProgressUpdate, TaskContext, build_c
 from ._handler_loop import HandlerLoop, Inbox
 from ._handler_threads import HandlerThreads
 from ._outcome import Cancelled, Completed, Failed, HandlerResult, Outcome, Raised
-from ._process import PROCESS_DIED, ChildLimits, ChildProcesses, ProcessRunner, get_mp_context, whole_number
+from ._process import ChildLimits, ChildProcesses, ProcessRunner, get_mp_context, whole_number
 from ._registry import HandlerLookup, RegisteredHandler
 from ._runners import AsyncRunner, AttemptRunner, ThreadRunner
 
@@ -536,10 +536,6 @@ class Executor:
             return Cancelled(reason=AbortReason.LEASE_LOST, message=attempt.controller.signal.message)
         if attempt.cause is None:
             if isinstance(result, Raised):
-                if result.error.type == PROCESS_DIED and not self._accepting:
-                    # Its process died while the worker shuts down (its service stopped, say): not the handler's
-                    # fault, so it costs the task no attempt.
-                    return _shutdown_failure()
                 return Failed(error=result.error)
             return Completed(output=result.output)
         if attempt.cause is _StopCause.DEADLINE:

@@ -186,6 +186,9 @@ class _Child:
         self._waiter: _Waiter | None = None
         self._on_exit = on_exit
         self._exited = threading.Event()  # an Event, for `ChildProcesses.wait_closed` in another thread
+        # Read without blocking (`_read_events`): what has come of the child's messages so far.
+        self._unread = bytearray()
+        os.set_blocking(events_reader.fileno(), False)
         _live.add(self)
         self._exit_fd, self._owns_exit_fd = _exit_watch(process, mp_context)
         loop.add_reader(events_reader.fileno(), self._read_events)
@@ -270,14 +273,32 @@ class _Child:
             self._report_end()
 
     def _read_events(self) -> None:
-        # One message per call: the loop calls again while more is there to read. (Not `poll()` first: it
-        # makes and drops a selector each time.) A message is written whole; a large one is read while the
-        # child is still writing it.
+        """Read what is there of the child's messages, never waiting for the rest of one (a child killed in the
+        middle of a large one may never write it, while a process it forked holds the pipe open), and handle
+        those now whole. At the pipe's end (the child closed it, or exited) the reading stops: `_on_exited`
+        reports the child's end once the process has ended."""
+        self._take(self._read_chunk())
+
+    def _read_chunk(self) -> bytes | None:
+        """What the pipe has now; None for nothing yet, b"" at its end."""
         try:
-            self._on_event(self._events.recv())
-        except (EOFError, OSError):
-            # The child closed its end, or exited; `_on_exited` reports it once the process has ended.
+            return os.read(self._events.fileno(), _READ_BYTES)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return b""
+
+    def _take(self, chunk: bytes | None) -> bool:
+        """Handle the messages ``chunk`` completes; whether there may be more to read now."""
+        if chunk is None:
+            return False
+        if not chunk:
             self._close_events()
+            return False
+        self._unread += chunk
+        for message in _whole_messages(self._unread):
+            self._on_event(message)
+        return True
 
     def _close_events(self) -> None:
         if not self._events.closed:
@@ -285,14 +306,10 @@ class _Child:
             self._events.close()
 
     def _read_remaining_events(self) -> None:
-        """What the child wrote before it ended and the loop has not read yet: read without waiting, since a
-        process it started may hold the pipe open (a message it was cut off in the middle of is dropped)."""
-        if self._events.closed:
-            return
-        os.set_blocking(self._events.fileno(), False)
-        with contextlib.suppress(EOFError, OSError):
-            while True:
-                self._on_event(self._events.recv())
+        """What the child wrote before it ended and the loop has not read yet (a message it was cut off in the
+        middle of is dropped)."""
+        while not self._events.closed and self._take(self._read_chunk()):
+            pass
         self._close_events()
 
     def _on_event(self, message: tuple[Any, ...]) -> None:
@@ -338,6 +355,27 @@ class _Child:
         how = "" if code is None else f" with code {code}"
         message = f"the handler's process exited{how} before it returned"
         waiter.finish(Raised(ErrorInfo(type=PROCESS_DIED, message=message, retryable=True)))
+
+
+_READ_BYTES = 1 << 16  # a pipe's whole buffer, on Linux
+
+
+def _whole_messages(unread: bytearray) -> list[Any]:
+    """Take the whole messages off the front of ``unread`` (as `multiprocessing.connection.Connection.send` frames
+    them: a 4-byte big-endian size, or -1 and an 8-byte one, then the pickle) and unpickle them."""
+    messages: list[Any] = []
+    while len(unread) >= 4:
+        size, start = int.from_bytes(unread[:4], "big", signed=True), 4
+        if size == -1:
+            if len(unread) < 12:
+                break
+            size, start = int.from_bytes(unread[4:12], "big"), 12
+        end = start + size
+        if len(unread) < end:
+            break
+        messages.append(pickle.loads(unread[start:end]))
+        del unread[:end]
+    return messages
 
 
 def _exit_watch(process: Any, mp_context: BaseContext) -> tuple[int, bool]:
@@ -701,6 +739,9 @@ def _child_main(
     # rather than SIG_IGN, which would stay in force in the programs a handler runs; a handler is reset there.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _take_no_notice)
+    # Nor in a process a handler forks without running a program (`os.fork`, multiprocessing's "fork"): its
+    # `terminate()` must work as anywhere else.
+    os.register_at_fork(after_in_child=_take_notice_again)
     _die_with_the_worker()
     _close_on_exec_what_was_inherited()
     send_lock = threading.Lock()
@@ -723,6 +764,11 @@ def _child_main(
 
 def _take_no_notice(signum: int, frame: object) -> None:
     pass
+
+
+def _take_notice_again() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _exit_now(code: int) -> NoReturn:
