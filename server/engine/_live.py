@@ -305,11 +305,15 @@ class Executions:
             live.retiring = True
             self._committer.after_commit(lambda: self._retire(live))
 
-    def _retire(self, live: LiveExecution) -> None:
-        """Drop a finished execution from memory once its end is durable; the store has it all."""
+    def forget(self, live: LiveExecution) -> None:
+        """The execution leaves memory (its records and task runs by id)."""
         self.by_id.pop(live.execution.id, None)
         for task_run_id in live.task_runs:
             self.by_task_run.pop(task_run_id, None)
+
+    def _retire(self, live: LiveExecution) -> None:
+        """Drop a finished execution from memory once its end is durable; the store has it all."""
+        self.forget(live)
         self.retired(live)
 
     # ---- Effects and timers ---------------------------------------------------------------------

@@ -146,7 +146,7 @@ class Submits:
         live = self._create(spec, fingerprint, submitted_by)
         self._dispatcher.pump_now()
         await self._committer.durable()
-        if self._took_key(live):
+        if live.key_taken:
             return await self._lost_to_another(key, fingerprint)
         return SubmitResult(live.snapshot(), deduplicated=False)
 
@@ -242,7 +242,7 @@ class Submits:
         self._dispatcher.pump_now()
         await self._committer.durable()
         for index, live, fingerprint in made:
-            if self._took_key(live):
+            if live.key_taken:
                 try:
                     outcome = await self._lost_to_another(live.execution.idempotency_key, fingerprint)
                     results[index] = BatchItemResult(execution_id=outcome.snapshot.execution.id, deduplicated=True)
@@ -357,26 +357,20 @@ class Submits:
 
     def key_taken(self, execution_id: str) -> bool:
         """Another replica committed the key of a new execution of this one first: the execution, held out of
-        dispatch, leaves memory and is never written; its submitters are answered with the other (`_took_key`).
-        False for one that was not held (it cannot be let go of: the commit fails)."""
+        dispatch, leaves memory and is never written; its submitters are answered with the other
+        (`_lost_to_another`). False for one that was not held (it cannot be let go of: the commit fails)."""
         live = self._held.pop(execution_id, None)
         if live is None:
             return False
-        executions = self._executions
-        del executions.by_id[execution_id]
+        self._executions.forget(live)
         for task_run in live.task_runs.values():
-            del executions.by_task_run[task_run.id]
-            executions.figures.uncount_given(task_run.handler, task_run.state)
-        key = live.execution.idempotency_key
-        if (entry := self._keys.get(key)) is not None and entry.execution_id == execution_id:
+            self._executions.figures.uncount_given(task_run.handler, task_run.state)
+        entry = self._keys.get(live.execution.idempotency_key)
+        if entry is not None and entry.execution_id == execution_id:
             entry.taken = True  # for the repeats of the submit that wait on it
-            del self._keys[key]  # the next submit of the key finds the other execution in the store
+        self.forget_key(live.execution)  # the next submit of the key finds the other execution in the store
         live.key_taken = True
         return True
-
-    def _took_key(self, live: LiveExecution) -> bool:
-        """Whether the submit that made `live` lost its key to another replica (known once its commit is done)."""
-        return live.key_taken
 
     async def _lost_to_another(self, key: str, fingerprint: str) -> SubmitResult:
         """The answer of a submit whose key another replica took first: that replica's execution, as a repeat."""

@@ -33,8 +33,10 @@ from taskwire.worker import (
     TaskContext,
     demo,
 )
+from taskwire.worker._child import _live, _Waiter, _whole_messages
+from taskwire.worker._in_child import _Job
 from taskwire.worker._outcome import HandlerResult, Raised
-from taskwire.worker._process import ChildProcesses, _Job, _live, _Waiter, _whole_messages, get_mp_context
+from taskwire.worker._process import ChildProcesses, get_mp_context
 from tests.harness import handler_processes, process_gone, wait_for
 
 
