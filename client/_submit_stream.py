@@ -11,8 +11,9 @@ A stream that breaks fails the submits it carries (UNAVAILABLE, as a failed call
 retry policy decides what is sent again); the next submit opens a new one. Closing the client fails
 those still unanswered as its other calls in flight then fail (cancelled). A server that does not
 know the method (UNIMPLEMENTED) is sent unary calls from then on. So is a submit of more than
-`STREAMED_MAX_BYTES` (`fits_the_stream`), and a message carries at most `MESSAGE_MAX_BYTES` of them:
-a message larger than the server takes ends the call it came on, which must then be one caller's.
+`STREAMED_MAX_BYTES` (`fits_the_stream`), and a message carries at most `MESSAGE_MAX_BYTES` of them. A
+message larger than the server takes would end the call and fail every submit on it, so both stay under
+the smallest message any server takes (`--max-message-bytes` is 64 KiB over the payload limit at least).
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ from taskwire.v1 import task_service_pb2 as tpb
 from ._errors import ServerUnavailable, detached, error_from_rpc, no_answer
 
 MAX_PER_MESSAGE = 1000  # the server's limit
-# Well under the smallest message a server takes by default (4 MiB): a larger submit goes in a call of its own.
-STREAMED_MAX_BYTES = 256 * 1024
-MESSAGE_MAX_BYTES = 1024 * 1024  # one message's submits, in all (one larger submit alone)
+# The smallest message a server can be set to take is 64 KiB and a byte. A larger submit goes in a call of its
+# own, where a message too large for the server fails only that call.
+STREAMED_MAX_BYTES = 48 * 1024
+MESSAGE_MAX_BYTES = 56 * 1024  # one message's submits, in all, each with its framing (one larger submit alone)
+_FRAMING = 4  # a submit's field tag and length inside the message
 CLOSE_WAIT_S = 2.0  # how long closing an AsyncClient waits for the server to end its submit stream
 JOIN_WAIT_S = 5.0  # how long closing a Client waits for its submit stream's reader thread
 CLOSED = "the client was closed"  # what a submit in flight when its client closed fails with
@@ -116,6 +119,11 @@ def fits_the_stream(request: tpb.SubmitExecutionRequest) -> bool:
     return request.ByteSize() <= STREAMED_MAX_BYTES
 
 
+def _size(submit: tpb.StreamedSubmit) -> int:
+    """What `submit` adds to its message."""
+    return submit.ByteSize() + _FRAMING
+
+
 def _message(submits: list[tpb.StreamedSubmit]) -> tpb.StreamSubmitsRequest:
     return tpb.StreamSubmitsRequest(submits=submits)
 
@@ -125,7 +133,7 @@ def _first_message(unsent: list[tpb.StreamedSubmit]) -> int:
     and `MESSAGE_MAX_BYTES` in all."""
     total = 0
     for count, submit in enumerate(unsent[:MAX_PER_MESSAGE]):
-        total += submit.ByteSize()
+        total += _size(submit)
         if total > MESSAGE_MAX_BYTES and count:
             return count
     return min(len(unsent), MAX_PER_MESSAGE)
@@ -279,7 +287,7 @@ class _SyncLine(_Line[concurrent.futures.Future[tpb.StreamedSubmitAnswer]]):
             first, carried = (carried if carried is not None else self._unsent.get()), None
             if first is _END:
                 return
-            submits, total = [first], first.ByteSize()
+            submits, total = [first], _size(first)
             while len(submits) < MAX_PER_MESSAGE:
                 try:
                     more = self._unsent.get_nowait()
@@ -288,7 +296,7 @@ class _SyncLine(_Line[concurrent.futures.Future[tpb.StreamedSubmitAnswer]]):
                 if more is _END:
                     self._unsent.put(_END)
                     break
-                total += more.ByteSize()
+                total += _size(more)
                 if total > MESSAGE_MAX_BYTES:
                     carried = more
                     break

@@ -214,6 +214,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
             submit_each=self.submit_each,
             budget_s=self._config.default_rpc_timeout.total_seconds(),
             charge=submit_charge(),
+            max_message_bytes=self._config.max_message_bytes,
         )
         refusal = await stream.serve(context)
         if refusal is not None:

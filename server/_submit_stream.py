@@ -9,6 +9,8 @@ against the caller's submit rate, answered once its execution is durable, its fa
 The stream's own rules: at most `MAX_PER_MESSAGE` submits in a message, no id twice among the unanswered,
 and no reading past `MAX_UNANSWERED` unanswered submits (HTTP/2 flow control then holds the client back).
 A break of these ends the stream with INVALID_ARGUMENT; the submits in flight are still answered first.
+The answers ready together go out together, in messages of at most `ANSWERS_MAX_BYTES` and below the
+server's own message limit: a message larger than either side takes would end the call.
 
 A message's submits start `START_GROUP` at a time, a loop turn apart: the committer takes the first
 group while the next is started, so a message of many is committed and answered in waves that overlap
@@ -47,6 +49,9 @@ Charge = Callable[[int], RateLimited | None]
 MAX_PER_MESSAGE = 1000
 MAX_UNANSWERED = 10_000
 START_GROUP = 16  # the submits of a message started in one loop turn
+# Well under the 4 MiB a gRPC client takes by default; one larger answer goes alone.
+ANSWERS_MAX_BYTES = 1024 * 1024
+_FRAMING = 8  # an answer's field tag and length inside the message, with room to spare
 _FAILING_FAST = frozenset((tpb.ADMISSION_MODE_UNSPECIFIED, tpb.ADMISSION_MODE_FAIL_FAST))
 
 
@@ -79,11 +84,20 @@ def _failed(answer: tpb.StreamedSubmitAnswer) -> None:
 class SubmitStream:
     """One StreamSubmits call: its reader, its submits in flight, and the answers waiting to be written."""
 
-    def __init__(self, *, submit_one: SubmitOne, submit_each: SubmitEach, budget_s: float, charge: Charge) -> None:
+    def __init__(
+        self,
+        *,
+        submit_one: SubmitOne,
+        submit_each: SubmitEach,
+        budget_s: float,
+        charge: Charge,
+        max_message_bytes: int,
+    ) -> None:
         self._submit_one = submit_one
         self._submit_each = submit_each
         self._budget_s = budget_s  # the server's call timeout: no submit waits longer
         self._charge = charge
+        self._answers_max_bytes = min(ANSWERS_MAX_BYTES, max_message_bytes - 1024)
         self._answers: list[tpb.StreamedSubmitAnswer] = []
         self._ready = asyncio.Event()  # answers to write, or the reader ended
         self._room = asyncio.Event()  # fewer than MAX_UNANSWERED in flight
@@ -98,8 +112,7 @@ class SubmitStream:
         try:
             while True:
                 if self._answers:
-                    answers, self._answers = self._answers, []
-                    await context.write(tpb.StreamSubmitsResponse(answers=answers))
+                    await context.write(tpb.StreamSubmitsResponse(answers=self._next_answers()))
                 elif reader.done() and not self._in_flight:
                     break
                 else:
@@ -111,6 +124,17 @@ class SubmitStream:
             for task in list(self._in_flight.values()):
                 task.cancel()
         return self._refusal
+
+    def _next_answers(self) -> list[tpb.StreamedSubmitAnswer]:
+        """The answers of the next message, from the first: at least one, within the message's size."""
+        total = 0
+        for count, answer in enumerate(self._answers):
+            total += answer.ByteSize() + _FRAMING
+            if total > self._answers_max_bytes and count:
+                answers, self._answers = self._answers[:count], self._answers[count:]
+                return answers
+        answers, self._answers = self._answers, []
+        return answers
 
     async def _read(self, context: Context) -> None:
         try:

@@ -364,19 +364,39 @@ def test_a_call_given_the_wrong_kind_of_value_says_which(build: object, message:
     assert message in str(raised.value)
 
 
-def test_a_stream_message_carries_a_megabyte_of_submits_at_most() -> None:
+SMALLEST_SERVER_MESSAGE = 64 * 1024 + 1  # --max-message-bytes is 64 KiB over --max-payload-bytes (≥ 1) at least
+
+
+def test_a_stream_message_is_never_larger_than_any_server_takes() -> None:
     from taskwire.client import _submit_stream as ss
 
     def submit(size: int) -> tpb.StreamedSubmit:
-        return ss.streamed(0, _submit_request_of(size), 10.0)
+        return ss.streamed(2**40, _submit_request_of(size), 10.0)
 
-    small, large = submit(100), submit(300 * 1024)
+    def first_message(unsent: list[tpb.StreamedSubmit]) -> tpb.StreamSubmitsRequest:
+        return ss._message(unsent[: ss._first_message(unsent)])
+
+    small, large = submit(100), submit(20 * 1024)
     assert ss._first_message([small] * 5) == 5
-    assert ss._first_message([large] * 5) == 3  # 3 × 300 KiB fit in 1 MiB; the fourth starts the next message
+    assert ss._first_message([large] * 5) == 2  # 2 × 20 KiB fit; the third starts the next message
     assert ss._first_message([submit(2 * 1024 * 1024), small]) == 1  # larger than the limit: alone
-    assert ss._first_message([small] * (ss.MAX_PER_MESSAGE + 5)) == ss.MAX_PER_MESSAGE
+    assert ss._first_message([small] * (ss.MAX_PER_MESSAGE + 5)) == ss.MESSAGE_MAX_BYTES // ss._size(small)
+    tiny = tpb.StreamedSubmit(id=1)
+    assert ss._first_message([tiny] * (ss.MAX_PER_MESSAGE + 5)) == ss.MAX_PER_MESSAGE
+    largest_streamed = ss.streamed(2**40, _largest_streamed_request(), 10.0)
+    for unsent in ([small] * (ss.MAX_PER_MESSAGE + 5), [large] * 5, [largest_streamed] * 3, [submit(200)] * 2000):
+        assert first_message(unsent).ByteSize() < SMALLEST_SERVER_MESSAGE
     assert ss.fits_the_stream(_submit_request_of(100))
     assert not ss.fits_the_stream(_submit_request_of(ss.STREAMED_MAX_BYTES))
+
+
+def _largest_streamed_request() -> tpb.SubmitExecutionRequest:
+    from taskwire.client import _submit_stream as ss
+
+    size = ss.STREAMED_MAX_BYTES - 1024
+    while ss.fits_the_stream(_submit_request_of(size + 1)):
+        size += 1
+    return _submit_request_of(size)
 
 
 def _submit_request_of(size: int) -> tpb.SubmitExecutionRequest:

@@ -106,7 +106,11 @@ async def stream_server() -> AsyncIterator[tuple[Engine, str]]:
 
     async def stream_submits(requests: object, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         stream = SubmitStream(
-            submit_one=engine.submit_one, submit_each=engine.submit_each, budget_s=60.0, charge=engine.charge
+            submit_one=engine.submit_one,
+            submit_each=engine.submit_each,
+            budget_s=60.0,
+            charge=engine.charge,
+            max_message_bytes=4 * 1024 * 1024,
         )
         assert await stream.serve(Recorded(context, engine)) is None  # type: ignore[arg-type]
 

@@ -27,11 +27,13 @@ class _Context:
     def __init__(self, *messages: tpb.StreamSubmitsRequest) -> None:
         self._messages = list(messages)
         self.answers: dict[int, tpb.StreamedSubmitAnswer] = {}
+        self.written: list[int] = []  # the size of each message written
 
     async def read(self) -> Any:
         return self._messages.pop(0) if self._messages else grpc.aio.EOF
 
     async def write(self, response: tpb.StreamSubmitsResponse) -> None:
+        self.written.append(response.ByteSize())
         for answer in response.answers:
             assert answer.id not in self.answers, f"submit {answer.id} answered twice"
             self.answers[answer.id] = answer
@@ -49,6 +51,9 @@ class _Server:
     hang: bool = False
     charged: int = 0
     rate_limited_after: int | None = None
+    max_message_bytes: int = 4 * 1024 * 1024
+    answer_padding: int = 0  # bytes added to each execution's name in its answer
+    written: list[int] = field(default_factory=list)
 
     async def submit_one(
         self, request: tpb.SubmitExecutionRequest, budget_s: float, response: tpb.SubmitExecutionResponse
@@ -69,6 +74,7 @@ class _Server:
             refusal = self.refuse.get(request.execution.name)
             if refusal is None:
                 response.execution.id = f"id-{request.execution.name}"
+                response.execution.name = "n" * self.answer_padding
             errors.append(refusal)
         return errors
 
@@ -81,10 +87,15 @@ class _Server:
     async def serve(self, *submits: tpb.StreamedSubmit) -> dict[int, tpb.StreamedSubmitAnswer]:
         context = _Context(tpb.StreamSubmitsRequest(submits=list(submits)))
         stream = SubmitStream(
-            submit_one=self.submit_one, submit_each=self.submit_each, budget_s=BUDGET_S, charge=self.charge
+            submit_one=self.submit_one,
+            submit_each=self.submit_each,
+            budget_s=BUDGET_S,
+            charge=self.charge,
+            max_message_bytes=self.max_message_bytes,
         )
         refusal = await asyncio.wait_for(stream.serve(context), 10)  # type: ignore[arg-type]
         assert refusal is None
+        self.written = context.written
         return context.answers
 
 
@@ -170,3 +181,20 @@ async def test_a_group_past_its_deadline_answers_deadline_exceeded() -> None:
     for submit_id in (1, 2):
         assert answers[submit_id].error_code == "DEADLINE_EXCEEDED"
         assert not answers[submit_id].HasField("response")
+
+
+async def test_answers_ready_together_are_written_in_messages_the_server_and_a_client_take() -> None:
+    """Answers that are ready at once share a message up to the server's own message limit (less a margin) and
+    at most 1 MiB, the rest going in the next: one message over the limit would end the call, failing every
+    submit on it."""
+    for limit, padding, count in ((70_000, 600, 200), (8 * 1024 * 1024, 20_000, 200)):
+        server = _Server(max_message_bytes=limit, answer_padding=padding)
+        answers = await server.serve(*(_submit(n, f"e{n}") for n in range(count)))
+        assert sorted(answers) == list(range(count))
+        assert all(not answer.error_code for answer in answers.values())
+        assert len(server.written) > 1
+        assert max(server.written) <= min(limit - 1024, 1024 * 1024), (limit, server.written)
+    alone = _Server(max_message_bytes=70_000, answer_padding=100_000)  # one answer larger than the limit: alone
+    answers = await alone.serve(*(_submit(n, f"e{n}") for n in range(3)))
+    assert sorted(answers) == [0, 1, 2]
+    assert len(alone.written) == 3
