@@ -76,9 +76,9 @@ class _Child:
                 "orphan_exit_s": orphan_exit_s,
             },
             name=name,
-            # Daemonic: it starts no multiprocessing children of its own, and the worker's exit ends it (it
-            # takes no SIGTERM, so `_kill_at_exit` kills it before multiprocessing would wait for it).
-            daemon=True,
+            # Not daemonic, so that a handler may start multiprocessing children of its own (a pool). The
+            # worker's exit still ends it: `_kill_at_exit` kills it before multiprocessing would wait for it.
+            daemon=False,
         )
         try:
             process.start()  # synchronous, but only a fork/exec and a small pickle written to a pipe
@@ -317,8 +317,8 @@ def _signal_group(group: int, signum: int) -> None:
 def _kill_at_exit() -> None:
     """When the worker's interpreter exits, kill the children still alive (and what they started).
 
-    Run among multiprocessing's own exit finalizers, before it terminates its daemonic children and waits
-    for them: a child takes no SIGTERM, so that wait would never end.
+    Run among multiprocessing's own exit finalizers, before it waits for its children: a child would not end
+    by itself, and takes no SIGTERM, so that wait would never end.
     """
     for child in list(_live):
         child.kill()

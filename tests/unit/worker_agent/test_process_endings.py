@@ -1,11 +1,12 @@
 """How a handler process ends under process isolation: with what its handler started, deaf to signals meant
 for every process, always reported (whoever still holds its pipes), never after its worker, and without
-holding up the worker's loop while it starts."""
+holding up the worker's loop while it starts; and what its handler may start (a multiprocessing pool)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import os
 import pickle
 import signal
@@ -58,6 +59,15 @@ def starts_a_sleeper(ctx: TaskContext) -> None:
 
 def its_pid(ctx: TaskContext) -> int:
     return os.getpid()
+
+
+def _square(n: int) -> int:
+    return n * n
+
+
+def uses_a_pool(ctx: TaskContext) -> list[int]:
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        return pool.map(_square, range(5))
 
 
 def terminates_a_program(ctx: TaskContext) -> int:
@@ -296,6 +306,13 @@ def test_an_interpreter_that_exits_without_closing_kills_its_children_rather_tha
     assert done.returncode == 0, done.stderr
     child = int(done.stdout.split()[-1])
     wait_for(lambda: process_gone(child), timeout_s=5, what="the child to be gone")
+
+
+async def test_a_handler_may_start_a_multiprocessing_pool_of_its_own() -> None:
+    async with HandlerHarness(isolation=Isolation.PROCESS) as harness:
+        outcome = await harness.run(uses_a_pool, outcome_timeout_s=60)
+    assert isinstance(outcome, Completed), outcome
+    assert outcome.value == [0, 1, 4, 9, 16]
 
 
 def test_a_childs_messages_are_taken_whole_however_they_arrive() -> None:
