@@ -28,7 +28,9 @@ replaces under the schedule's lock, after the committer's flush and with a read 
 so a fire or change under way here is durable before it is compared and is never undone by an older read.
 A replica refreshes before each change it is asked for, and the leader reads the schedule again under
 its lock before each wake, so that a change or a fire starts from the stored record, not from an older
-copy. (Two replicas that write the same schedule at the same moment still race: the last commit wins.)
+copy. Only a new schedule is written where none is stored (`stage_schedule(new=True)`); a fire or a change
+replaces the stored one only, so a schedule deleted through another replica while the leader fired it stays
+deleted. (Two replicas that change the same schedule at the same moment still race: the last commit wins.)
 
 May use: the clock, the timers, the committer, the store (schedules, and executions for their state),
 and the hooks the engine wires: submit, cancel, and which executions are still active.
@@ -217,7 +219,7 @@ class Schedules:
         now = self._clock.now()
         schedule = Schedule(spec=spec, created_at=now, updated_at=now, cursor=now, paused=spec.paused)
         self._by_name[spec.name] = schedule
-        self._committer.stage_schedule(schedule)
+        self._committer.stage_schedule(schedule, new=True)
         self._arm(schedule)  # before the wait: a caller that gives up then leaves it stored, and armed
         await self._committer.durable()
         log.info("schedule %s created (%s, %s)", spec.name, spec.cron, spec.timezone)

@@ -69,6 +69,7 @@ class Committer:
         self._events: list[EventRecord] = []
         self._deleted: list[str] = []
         self._schedules: dict[str, Schedule | None] = {}  # by name; None: delete it
+        self._new_schedules: set[str] = set()  # of those, the ones created: written even where none is stored
         self._after_commit: list[Callable[[], None]] = []
         # One future per caller of `durable` since the last take: one caller giving up cancels its own only.
         self._waiters: list[asyncio.Future[None]] = []
@@ -124,13 +125,17 @@ class Committer:
         self._deleted.append(execution_id)
         self._nudge()
 
-    def stage_schedule(self, schedule: Schedule) -> None:
-        """Insert or replace a schedule (the latest version staged in a window is written)."""
+    def stage_schedule(self, schedule: Schedule, *, new: bool = False) -> None:
+        """Write a schedule (the latest version staged in a window is written): a `new` one is inserted, any
+        other only replaces the stored one, so that a schedule another replica deleted meanwhile stays deleted."""
         self._schedules[schedule.name] = schedule
+        if new:
+            self._new_schedules.add(schedule.name)
         self._nudge()
 
     def stage_schedule_delete(self, name: str) -> None:
         self._schedules[name] = None
+        self._new_schedules.discard(name)
         self._nudge()
 
     def after_commit(self, callback: Callable[[], None]) -> None:
@@ -149,18 +154,22 @@ class Committer:
         return waiter
 
     def _take(self) -> tuple[WriteBatch, list[Callable[[], None]], list[asyncio.Future[None]]]:
+        staged = self._schedules.items()
         batch = WriteBatch(
             new_executions=[self._latest(new) for new in self._new],
             executions=list(self._executions.values()),
             task_runs=list(self._task_runs.values()),
             events=self._events,
             deleted=self._deleted,
-            schedules=[schedule for schedule in self._schedules.values() if schedule is not None],
-            deleted_schedules=[name for name, schedule in self._schedules.items() if schedule is None],
+            schedules=[schedule for name, schedule in staged if schedule is not None and name in self._new_schedules],
+            schedule_updates=[
+                schedule for name, schedule in staged if schedule is not None and name not in self._new_schedules
+            ],
+            deleted_schedules=[name for name, schedule in staged if schedule is None],
         )
         callbacks, waiters = self._after_commit, self._waiters
         self._new, self._executions, self._task_runs, self._events, self._deleted = [], {}, {}, [], []
-        self._schedules = {}
+        self._schedules, self._new_schedules = {}, set()
         self._after_commit, self._waiters = [], []
         return batch, callbacks, waiters
 

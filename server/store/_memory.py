@@ -161,6 +161,9 @@ class MemoryStore:
             self._delete(execution_id)
         for schedule in batch.schedules:
             self._schedules[schedule.name] = schedule
+        for schedule in batch.schedule_updates:
+            if schedule.name in self._schedules:
+                self._schedules[schedule.name] = schedule
         for name in batch.deleted_schedules:
             self._schedules.pop(name, None)
 
@@ -292,7 +295,13 @@ def _refused(detail: str) -> StoreError:
 
 def _check_storable(batch: WriteBatch) -> None:
     """ValueError for what no store can keep: a naive datetime, a duration beyond 64-bit microseconds."""
-    records: list[object] = [*batch.executions, *batch.task_runs, *batch.events, *batch.schedules]
+    records: list[object] = [
+        *batch.executions,
+        *batch.task_runs,
+        *batch.events,
+        *batch.schedules,
+        *batch.schedule_updates,
+    ]
     for new in batch.new_executions:
         records.append(new.execution)
         records.extend(new.task_runs)

@@ -41,7 +41,7 @@ def announcements(group: Sequence[Rows]) -> tuple[list[str], list[str], bool]:
             if row["state"] == "PENDING"
         )
     )
-    return ids, handlers, any(rows.schedules or rows.deleted_schedules for rows in group)
+    return ids, handlers, any(rows.schedules or rows.schedule_updates or rows.deleted_schedules for rows in group)
 
 
 class Announcer:

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from ._postgres_text import EXECUTION_TEXT, TASK_RUN_TEXT, from_db, optional_to_db, to_db
 from ._protocol import StoreError
-from ._sqlite_codec import EXECUTION_COLUMNS, TASK_RUN_COLUMNS, Rows
+from ._sqlite_codec import EXECUTION_COLUMNS, TASK_RUN_COLUMNS, Rows, last_schedules
 
 _BIGINT_COLUMNS: Final = frozenset(
     {
@@ -87,6 +87,10 @@ _UPSERT_SCHEDULES: Final = (
     "INSERT INTO schedules (name, body) SELECT name, body FROM unnest($1::text[], $2::text[]) AS u(name, body) "
     "ON CONFLICT (name) DO UPDATE SET body = excluded.body"
 )
+_UPDATE_SCHEDULES: Final = (
+    "UPDATE schedules SET body = u.body FROM unnest($1::text[], $2::text[]) AS u(name, body) "
+    "WHERE schedules.name = u.name"
+)
 _DELETE_SCHEDULES: Final = "DELETE FROM schedules WHERE name = ANY($1::text[])"
 
 
@@ -110,15 +114,9 @@ async def taken_keys(conn: Any, keys: Sequence[str]) -> set[str]:
     return {from_db(row[0]) for row in rows}
 
 
-def _schedules(batches: Sequence[Rows]) -> dict[str, str | None]:
-    """Each schedule named in the batches, by its stored name: its last body, or None when it ends deleted."""
-    last: dict[str, str | None] = {}
-    for rows in batches:
-        for name, body in rows.schedules:
-            last[to_db(name)] = body
-        for (name,) in rows.deleted_schedules:
-            last[to_db(name)] = None
-    return last
+def _schedules(batches: Sequence[Rows]) -> dict[str, tuple[str | None, bool]]:
+    """Each schedule named in the batches, by its stored name, as `last_schedules` gives it."""
+    return {to_db(name): last for name, last in last_schedules(batches).items()}
 
 
 async def apply_rows(conn: Any, batches: Sequence[Rows], holder: str = "") -> None:
@@ -161,7 +159,9 @@ async def apply_rows(conn: Any, batches: Sequence[Rows], holder: str = "") -> No
     if deleted:
         for sql in _DELETE_EXECUTIONS:
             await conn.execute(sql, deleted)
-    if upserted := {name: body for name, body in schedules.items() if body is not None}:
+    if upserted := {name: body for name, (body, new) in schedules.items() if body is not None and new}:
         await conn.execute(_UPSERT_SCHEDULES, list(upserted), list(upserted.values()))
-    if removed := [name for name, body in schedules.items() if body is None]:
+    if updated := {name: body for name, (body, new) in schedules.items() if body is not None and not new}:
+        await conn.execute(_UPDATE_SCHEDULES, list(updated), list(updated.values()))
+    if removed := [name for name, (body, _) in schedules.items() if body is None]:
         await conn.execute(_DELETE_SCHEDULES, removed)

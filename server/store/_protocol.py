@@ -101,10 +101,12 @@ class WriteBatch:
     # Executions to delete, with their task runs, inputs, history and idempotency key; applied after the
     # rest of the batch. The engine deletes only terminal executions; an id that is not stored is ignored.
     deleted: list[str] = field(default_factory=list)
-    # Schedules to insert or replace whole (by name), then schedules to delete (by name; an unknown one is
+    # Schedules to insert or replace whole (by name); schedules that replace a stored one only (one deleted
+    # meanwhile, by another replica, stays deleted); then schedules to delete (by name; an unknown one is
     # ignored). Written with the rest of the batch, so a fire's execution and the schedule's new cursor can
     # commit together.
     schedules: list[Schedule] = field(default_factory=list)
+    schedule_updates: list[Schedule] = field(default_factory=list)
     deleted_schedules: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
@@ -115,6 +117,7 @@ class WriteBatch:
             or self.events
             or self.deleted
             or self.schedules
+            or self.schedule_updates
             or self.deleted_schedules
         )
 
@@ -123,7 +126,7 @@ class WriteBatch:
         """How many records it writes or deletes: executions (with their task runs), updates, events, schedules."""
         new = sum(1 + len(new.task_runs) for new in self.new_executions)
         changed = len(self.executions) + len(self.task_runs) + len(self.events) + len(self.deleted)
-        return new + changed + len(self.schedules) + len(self.deleted_schedules)
+        return new + changed + len(self.schedules) + len(self.schedule_updates) + len(self.deleted_schedules)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ small and in a table of their own (`task_run_inputs`) when large, so that the ro
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol, TypedDict
@@ -288,6 +289,7 @@ class Rows:
     idempotency_keys: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)  # execution ids
     schedules: list[tuple[str, str]] = field(default_factory=list)  # (name, body)
+    schedule_updates: list[tuple[str, str]] = field(default_factory=list)  # (name, body): replace a stored one only
     deleted_schedules: list[tuple[str]] = field(default_factory=list)  # (name,)
 
     @classmethod
@@ -312,5 +314,22 @@ class Rows:
         rows.events = [event_to_row(event) for event in batch.events]
         rows.deleted = list(batch.deleted)
         rows.schedules = [(schedule.name, schedule_to_text(schedule)) for schedule in batch.schedules]
+        rows.schedule_updates = [(schedule.name, schedule_to_text(schedule)) for schedule in batch.schedule_updates]
         rows.deleted_schedules = [(name,) for name in batch.deleted_schedules]
         return rows
+
+
+def last_schedules(batches: Sequence[Rows]) -> dict[str, tuple[str | None, bool]]:
+    """Each schedule the batches write, by name, as the last of them leaves it: its body (None: deleted), and
+    whether it may be inserted (written new in one of them and not deleted since). The others only replace a
+    stored one: a schedule deleted meanwhile, by another replica, stays deleted."""
+    last: dict[str, tuple[str | None, bool]] = {}
+    for rows in batches:
+        for name, body in rows.schedules:
+            last[name] = (body, True)
+        for name, body in rows.schedule_updates:
+            before, new = last.get(name, (None, False))
+            last[name] = (body, before is not None and new)
+        for (name,) in rows.deleted_schedules:
+            last[name] = (None, False)
+    return last

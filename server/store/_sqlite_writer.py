@@ -30,7 +30,7 @@ from typing import Any, Final
 
 from ._protocol import DuplicateIdempotencyKey, StoreError
 from ._sqlite import StoreStats
-from ._sqlite_codec import EXECUTION_COLUMNS, TASK_RUN_COLUMNS, Rows
+from ._sqlite_codec import EXECUTION_COLUMNS, TASK_RUN_COLUMNS, Rows, last_schedules
 from ._sqlite_queries import select_in
 from ._sqlite_schema import INLINE_INPUT_MAX, connect, migrate, write_transaction
 
@@ -67,6 +67,7 @@ _DELETE_EXECUTION: Final = (
 _UPSERT_SCHEDULE: Final = (
     "INSERT INTO schedules (name, body) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET body = excluded.body"
 )
+_UPDATE_SCHEDULE: Final = "UPDATE schedules SET body = ? WHERE name = ?"
 _DELETE_SCHEDULE: Final = "DELETE FROM schedules WHERE name = ?"
 _EXISTING_EXECUTIONS: Final = "SELECT id FROM executions WHERE id IN ({marks})"
 _EXISTING_TASK_RUNS: Final = "SELECT id, execution_id FROM task_runs WHERE id IN ({marks})"
@@ -199,12 +200,13 @@ class _Writer:
         if deleted:
             for sql in _DELETE_EXECUTION:
                 written += max(conn.executemany(sql, deleted).rowcount, 0)
-        schedules = [row for rows in batches for row in rows.schedules]
-        if schedules:
-            conn.executemany(_UPSERT_SCHEDULE, schedules)
-            written += len(schedules)
-        deleted_schedules = [row for rows in batches for row in rows.deleted_schedules]
-        if deleted_schedules:
+        schedules = last_schedules(batches)
+        if inserted := [(name, body) for name, (body, new) in schedules.items() if body is not None and new]:
+            conn.executemany(_UPSERT_SCHEDULE, inserted)
+            written += len(inserted)
+        if updated := [(body, name) for name, (body, new) in schedules.items() if body is not None and not new]:
+            written += max(conn.executemany(_UPDATE_SCHEDULE, updated).rowcount, 0)
+        if deleted_schedules := [(name,) for name, (body, _) in schedules.items() if body is None]:
             written += max(conn.executemany(_DELETE_SCHEDULE, deleted_schedules).rowcount, 0)
         return written
 

@@ -27,7 +27,7 @@ class GatedStore(MemoryStore):
     held = False  # a commit waits at the gate
 
     async def commit(self, batches: Sequence[WriteBatch]) -> list[Exception | None]:
-        if self.gate is not None and any(batch.schedules for batch in batches):
+        if self.gate is not None and any(batch.schedules or batch.schedule_updates for batch in batches):
             self.held = True
             await self.gate.wait()
             self.held = False
@@ -192,4 +192,25 @@ async def test_the_leader_reads_a_schedule_again_before_it_fires_it(
     await until(lambda: b.engine.schedules.all() == [], "the leader to find it deleted")
     await b.engine.flush()
     assert await store.load_schedules() == []
+    assert await _stored_executions(store) == 1
+
+
+async def test_a_schedule_deleted_through_another_replica_during_a_fire_of_the_leader_stays_deleted(
+    replicas: tuple[Replica, Replica, GatedStore],
+) -> None:
+    """The leader read the schedule before another replica deleted it, and commits its fire after the delete: the
+    fire's write replaces only a stored schedule, so the delete holds (the execution it started goes on)."""
+    a, b, store = replicas
+    await _created_through_a(a, b)
+    store.gate = asyncio.Event()
+    await _advance(10, b)
+    await until(lambda: store.held, "the fire's commit under way")
+    await a.engine.schedules.delete("tick")
+    assert await store.load_schedules() == []
+    store.gate.set()
+    await until(lambda: not store.held, "the fire's commit")
+    await b.engine.flush()
+    assert await store.load_schedules() == []
+    assert await b.engine.schedules.refresh() == 1
+    assert b.engine.schedules.all() == []
     assert await _stored_executions(store) == 1

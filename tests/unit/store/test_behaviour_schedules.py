@@ -1,5 +1,6 @@
 """Schedules in every store of the `make_store` fixture: written whole (`WriteBatch.schedules`), replaced by
-name, deleted (`WriteBatch.deleted_schedules`), and read back all at once (`load_schedules`) after a reopen."""
+name, replaced only where stored (`WriteBatch.schedule_updates`), deleted (`WriteBatch.deleted_schedules`), and
+read back all at once (`load_schedules`) after a reopen."""
 
 from __future__ import annotations
 
@@ -92,3 +93,30 @@ async def test_a_fire_and_the_schedule_commit_in_one_batch(store: Store) -> None
     await write(store, batch)
     assert (await store.load_schedules())[0].running == (fire.execution.id,)
     assert await store.get_execution(fire.execution.id) is not None
+
+
+async def test_a_schedule_update_replaces_a_stored_schedule_only(store: Store) -> None:
+    """An update (a fire, a pause) of a schedule that another replica deleted meanwhile leaves it deleted."""
+    await write(store, WriteBatch(schedules=[schedule()]))
+    await write(store, WriteBatch(schedule_updates=[schedule(fired=1), schedule("deleted-meanwhile", fired=1)]))
+    assert [(s.name, s.fired) for s in await store.load_schedules()] == [("nightly", 1)]
+    await write(store, WriteBatch(deleted_schedules=["nightly"]))
+    await write(store, WriteBatch(schedule_updates=[schedule(fired=2)]))
+    assert await store.load_schedules() == []
+
+
+async def test_a_schedule_written_new_then_updated_in_one_commit_is_stored(store: Store) -> None:
+    """Batches committed together apply in order: a new schedule then its update is stored as updated; an update
+    after a delete, or before the new one, is not."""
+    refusals = await store.commit(
+        [
+            WriteBatch(schedules=[schedule()], deleted_schedules=["other"]),
+            WriteBatch(schedule_updates=[schedule(fired=1), schedule("other", fired=1)]),
+        ]
+    )
+    assert refusals == [None, None]
+    assert [(s.name, s.fired) for s in await store.load_schedules()] == [("nightly", 1)]
+    refusals = await store.commit(
+        [WriteBatch(schedule_updates=[schedule("late", fired=1)]), WriteBatch(schedules=[schedule("late")])]
+    )
+    assert [(s.name, s.fired) for s in await store.load_schedules()] == [("late", 0), ("nightly", 1)]
