@@ -278,6 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("reader", "submitter", "worker", "admin"),
         help="show only what ROLE may do (within what the server's role allows): reader, submitter, worker, admin",
     )
+    console.add_argument(
+        "--allowed-host",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="a host name the console answers to (repeatable); IP addresses, localhost and the --listen host always",
+    )
 
     # Imported here: the schedule commands take names from this module.
     from ._cli_schedules import add_schedule_commands
@@ -341,6 +348,7 @@ def cmd_console(
                 options=options,
                 token=token,
                 view_as=args.view_as,
+                allowed_hosts=args.allowed_host,
                 out=out.stdout,
             )
         )

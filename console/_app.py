@@ -7,7 +7,8 @@ summary, task runs and log lines are pushed as they change), WatchEvents for the
 `changed` event tells the page to re-read its table). The browser never polls.
 
 Actions (cancel, delete, drain) are POSTs that htmx sends with its `HX-Request` header; a request
-without it is refused, so that a page of another site cannot make a browser post them.
+without it is refused, so that a page of another site cannot make a browser post them. Requests addressed to
+a name the console was not given are refused too (`_hosts`: DNS rebinding).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from taskwire.client import (
 from taskwire.common import ExecutionFilter, State
 
 from . import _views as views
+from ._hosts import host_names, same_origin_only
 from ._html import error_box, esc, page, query
 from ._roles import Action, Viewer, viewer
 from ._sse import EventStream, relay, relay_changes
@@ -53,9 +55,12 @@ STREAMS: web.AppKey[set[asyncio.Task[object]]] = web.AppKey("streams")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_app(client: AsyncClient, *, view_as: str | None = None) -> web.Application:
-    """The console over `client`; `view_as` narrows the actions shown to those of that role."""
-    app = web.Application(middlewares=[_errors])
+def create_app(
+    client: AsyncClient, *, view_as: str | None = None, hosts: frozenset[str] | None = None
+) -> web.Application:
+    """The console over `client`; `view_as` narrows the actions shown to those of that role; `hosts` are the names
+    it answers to besides IP addresses (`_hosts.host_names`; by default localhost only)."""
+    app = web.Application(middlewares=[same_origin_only(host_names("") if hosts is None else hosts), _errors])
     app[CLIENT] = client
     app[VIEW_AS] = view_as
     app[STREAMS] = set()
@@ -92,24 +97,41 @@ async def home(request: web.Request) -> web.Response:
     raise web.HTTPFound("/executions")
 
 
+# The HTTP status of a server's refusal, by its gRPC status: a mistake in what was asked is the asker's (4xx).
+_STATUS = {
+    "INVALID_ARGUMENT": 400,
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "ALREADY_EXISTS": 409,
+    "FAILED_PRECONDITION": 409,
+    "RESOURCE_EXHAUSTED": 429,
+    "UNAVAILABLE": 503,
+}
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A server's refusal or absence is a page that says so, not a traceback."""
+    """A server's refusal or absence is a page that says so, not a traceback; on a page, in its box for refusals."""
     try:
         return await handler(request)
-    except NotFound as error:
-        return await _problem(request, 404, error.message)
     except ServerUnavailable as error:
         return await _problem(request, 503, str(error))
-    except PermissionDenied as error:
-        return await _problem(request, 403, str(error))
+    except NotFound as error:
+        return await _problem(request, 404, error.message)
     except TaskwireError as error:  # the server refused the call: say what it said
-        return await _problem(request, 502, str(error))
+        return await _problem(request, _STATUS.get(error.status_name, 502), str(error))
+    except web.HTTPForbidden as refused:  # the console's own refusal of an action
+        if not request.headers.get("HX-Request"):
+            raise
+        return await _problem(request, 403, refused.text or "refused")
 
 
 async def _problem(request: web.Request, status: int, message: str) -> web.Response:
     if request.headers.get("HX-Request"):
-        return web.Response(status=status, text=error_box(message), content_type="text/html")
+        # Into the page's box for refusals, whatever the request's own target (htmx swaps errors: see `page`).
+        headers = {"HX-Retarget": "#refused", "HX-Reswap": "innerHTML"}
+        return web.Response(status=status, text=error_box(message), content_type="text/html", headers=headers)
     body = f"<h1>Something went wrong</h1>{error_box(message)}"
     anonymous = Viewer("", "-", frozenset())
     return web.Response(status=status, text=page("Error", body, viewer=anonymous, current=""), content_type="text/html")

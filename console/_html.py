@@ -17,6 +17,12 @@ from ._roles import Viewer
 
 HTMX = "/static/vendor/htmx-2.0.11.min.js"
 HTMX_SSE = "/static/vendor/htmx-ext-sse-2.2.4.min.js"
+# htmx swaps an error's answer too (by default it drops every 4xx and 5xx): the console sends each into the
+# page's box for them (`HX-Retarget: #refused`), so a refused action or a bad filter says why.
+HTMX_CONFIG = (
+    '{"responseHandling": [{"code": "204", "swap": false}, {"code": "[23]..", "swap": true}, '
+    '{"code": "[45]..", "swap": true, "error": true}]}'
+)
 NAV = (("executions", "/executions", "Executions"), ("workers", "/workers", "Workers"), ("queue", "/queue", "Queue"))
 
 
@@ -73,6 +79,7 @@ def page(title: str, body: str, *, viewer: Viewer, current: str) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{esc(title)} · taskwire</title>
 <link rel="stylesheet" href="/static/console.css">
+<meta name="htmx-config" content='{HTMX_CONFIG}'>
 <script src="{HTMX}"></script>
 <script src="{HTMX_SSE}"></script>
 </head>
@@ -80,6 +87,7 @@ def page(title: str, body: str, *, viewer: Viewer, current: str) -> str:
 <header><strong>taskwire</strong><nav>{links}</nav>
 <span class="who" data-role="{esc(viewer.role)}">{who}</span></header>
 <main>
+<div id="refused" aria-live="polite"></div>
 {body}
 </main>
 </body>

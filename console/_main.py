@@ -18,6 +18,7 @@ from aiohttp import web
 from taskwire.client import AsyncClient
 
 from ._app import create_app
+from ._hosts import host_names
 
 log = logging.getLogger(__name__)
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -43,14 +44,17 @@ async def serve(
     options: Sequence[tuple[str, Any]] = (),
     token: str | None = None,
     view_as: str | None = None,
+    allowed_hosts: Sequence[str] = (),
     out: IO[str],
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Serve the console on `listen` until `stop` is set (or SIGINT/SIGTERM when none is given)."""
+    """Serve the console on `listen` until `stop` is set (or SIGINT/SIGTERM when none is given). It answers to IP
+    addresses, localhost, the name it listens on and `allowed_hosts` (see `_hosts`)."""
     host, port = split_listen(listen)
     # The one place the console's credentials reach the server: its TLS files and its bearer token.
     client = AsyncClient(server, credentials=credentials, options=options, token=token)
-    runner = web.AppRunner(create_app(client, view_as=view_as), access_log=None, handle_signals=False)
+    app = create_app(client, view_as=view_as, hosts=host_names(host, allowed_hosts))
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

@@ -196,3 +196,64 @@ def test_the_queue_page_shows_the_backlog_per_handler(stack: Stack, page: Page, 
     page.screenshot(path=screenshots / "queue.png", full_page=True)
     stack.client.cancel(queued.id)
     expect(row).to_have_count(0, timeout=WAIT_MS)  # pushed: its only task left the queue
+
+
+def _post(url: str, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(url, method="POST", data=b"", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answered:
+            return int(answered.status)
+    except urllib.error.HTTPError as refused:
+        refused.close()
+        return refused.code
+
+
+def test_a_request_addressed_to_another_name_or_posted_from_another_origin_is_refused(stack: Stack) -> None:
+    """DNS rebinding: a page of another site whose name now points at the console shares its origin, and sends
+    htmx's header. The console refuses any name it was not given, and actions from another origin."""
+    execution_id = submit_progress(stack.client, 600, 0.05)
+    port = stack.console.rsplit(":", 1)[1]
+    cancel = f"{stack.console}/executions/{execution_id}/cancel"
+    rebound = {"Host": f"rebind.attacker.example:{port}", "HX-Request": "true"}
+    assert _post(cancel, {**rebound, "Origin": f"http://rebind.attacker.example:{port}"}) == 403
+    with pytest.raises(urllib.error.HTTPError) as read:
+        urllib.request.urlopen(urllib.request.Request(f"{stack.console}/executions", headers=rebound), timeout=10)
+    assert read.value.code == 403
+    assert "--allowed-host rebind.attacker.example" in read.value.read().decode()
+    read.value.close()
+    assert _post(cancel, {"HX-Request": "true", "Origin": "http://attacker.example"}) == 403
+    assert _post(cancel, {"HX-Request": "true", "Sec-Fetch-Site": "cross-site"}) == 403
+    assert stack.client.get(execution_id).state is State.RUNNING
+    # Its own name, and its own pages: taken.
+    assert (
+        _post(cancel, {"HX-Request": "true", "Host": f"localhost:{port}", "Origin": f"http://localhost:{port}"}) == 200
+    )
+    assert stack.client.wait_finished(execution_id, timedelta(seconds=15)).state is State.CANCELLED
+
+
+def test_a_forged_page_token_is_a_400_naming_it_and_htmx_shows_it_in_the_page(stack: Stack, page: Page) -> None:
+    """A mistake is the asker's (4xx, not 502), and a page shows why its request was refused."""
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{stack.console}/executions?page_token=bogus", timeout=10)
+    assert refused.value.code == 400
+    assert "page_token" in refused.value.read().decode()
+    refused.value.close()
+    page.goto(f"{stack.console}/executions")
+    page.evaluate("htmx.ajax('GET', '/executions/rows?page_token=bogus', '#rows')")
+    expect(page.locator("#refused .error")).to_contain_text("page_token", timeout=WAIT_MS)
+
+
+def test_deleting_a_running_execution_is_a_409_saying_why(stack: Stack) -> None:
+    execution_id = submit_progress(stack.client, 600, 0.05)
+    wait_running(stack.client, execution_id)
+    request = urllib.request.Request(
+        f"{stack.console}/executions/{execution_id}/delete", method="POST", data=b"", headers={"HX-Request": "true"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 409
+    assert refused.value.headers["HX-Retarget"] == "#refused"
+    assert "finished" in refused.value.read().decode()
+    refused.value.close()
+    assert stack.client.get(execution_id).state is State.RUNNING
+    stack.client.cancel(execution_id)

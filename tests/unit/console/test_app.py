@@ -81,3 +81,26 @@ def test_the_list_filters_by_name_label_and_creation_time(query: str, kept: set[
     ]
     assert {s.name for s in snapshots if filters.keeps(s)} == kept
     assert filters.scans == (query not in ("", "?since=not-a-time"))
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("127.0.0.1:8080", 503),
+        ("[::1]:8080", 503),
+        ("LOCALHOST:8080", 503),
+        ("console.internal", 503),
+        ("rebind.attacker.example:8080", 403),
+        ("console.internal.attacker.example", 403),
+    ],
+)
+async def test_the_console_answers_to_ip_addresses_localhost_and_the_names_it_was_given(host: str, status: int) -> None:
+    """503: the request passed, to a server that is not there; 403: refused before any call."""
+    from taskwire.console._hosts import host_names
+
+    client = AsyncClient("127.0.0.1:9", retry=RpcRetry(max_attempts=1), timeout=timedelta(seconds=2))
+    app = create_app(client, hosts=host_names("127.0.0.1", ["console.internal"]))
+    async with TestClient(TestServer(app)) as browser:
+        response = await browser.get("/executions", headers={"Host": host})
+        assert response.status == status
+    await client.close()
