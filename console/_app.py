@@ -308,6 +308,9 @@ async def execution_stream(request: web.Request) -> web.StreamResponse:
         error = await relay(stream, client.watch(execution_id, after_sequence=after), write)
         if error is None:
             await stream.send("end")  # the page closes its stream (sse-close) rather than reconnect
+        elif isinstance(error, NotFound | PermissionDenied):  # for good: reconnecting would find the same
+            await stream.send("problem", error_box(f"the live view stopped: {error}"))
+            await stream.send("end")
         else:
             await stream.send("problem", error_box(f"the live view stopped: {error}; reconnecting"))
     return stream.response

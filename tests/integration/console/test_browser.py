@@ -257,3 +257,11 @@ def test_deleting_a_running_execution_is_a_409_saying_why(stack: Stack) -> None:
     refused.value.close()
     assert stack.client.get(execution_id).state is State.RUNNING
     stack.client.cancel(execution_id)
+
+
+def test_the_live_view_of_an_execution_that_does_not_exist_ends_rather_than_reconnect(stack: Stack) -> None:
+    with urllib.request.urlopen(f"{stack.console}/executions/no-such-execution/stream", timeout=10) as answered:
+        body = answered.read().decode()
+    assert "event: problem" in body
+    assert "reconnecting" not in body
+    assert body.rstrip().endswith("event: end\ndata:")
