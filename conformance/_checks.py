@@ -25,6 +25,7 @@ from ._scripted import Mismatch, Ref, ScriptedServer, ScriptedSession, describe,
 SLOTS = 2
 HEARTBEAT_S = 0.3
 CONNECT_S = 20.0  # how long a worker may take to open its stream, unless told otherwise
+FENCED_STOP_S = 3.0  # how long a fenced handler may take to stop (a runtime's stop grace, 2 s, and a margin)
 HANDLERS = ("conformance.echo", "conformance.sleep", "conformance.fail", "conformance.progress", "conformance.block")
 
 
@@ -95,6 +96,24 @@ async def _quiet_about(session: ScriptedSession, ref: Ref, seconds: float) -> li
             raise Mismatch(f"nothing more about {ref}", describe(message))
         seen.append(message)
     return seen
+
+
+async def _fenced_copy_stopped(session: ScriptedSession, message: wpb.ServerMessage, ref: Ref) -> None:
+    """The handler of `ref`, fenced (LEASE_LOST, rejected) a while ago, really stopped.
+
+    The fenced copy reports nothing, so ask the worker: the same attempt invoked again is new work that it
+    runs once the fenced copy has stopped (docs/worker-protocol.md §4). `conformance.sleep` stops at once
+    on its abort signal, so the new copy must start within FENCED_STOP_S; a worker that never aborted the
+    fenced handler (it sleeps 30 s) starts it late, or never, or refuses it. The new copy is then cancelled.
+    """
+    session.send(message)
+    expected = f"AttemptStarted for {ref} invoked again: its fenced handler stopped, so the new copy runs"
+    try:
+        await _about(session, ref, "started", timeout_s=FENCED_STOP_S)
+    except Mismatch as error:
+        raise Mismatch(expected, f"{error.got} (was the fenced handler ever aborted?)") from None
+    session.cancel(ref)
+    await _about(session, ref, "cancel_acknowledged")
 
 
 def _output(message: wpb.WorkerMessage) -> object:
@@ -228,13 +247,15 @@ async def _cancel_unknown(kit: Kit) -> None:
 
 async def _lease_lost(kit: Kit) -> None:
     session, _ = await kit.connect()
-    ref = session.invoke("conformance.sleep", {"seconds": 30})
+    message, ref = invocation("conformance.sleep", {"seconds": 30})
+    session.send(message)
     await _about(session, ref, "started")
     session.cancel(ref, wpb.CANCEL_REASON_LEASE_LOST)
     seen = await _quiet_about(session, ref, 8 * HEARTBEAT_S)
     late = [m for m in seen[2:] if _kind(m) == "heartbeat" and ref in running_of(m)]
     if late:
         raise Mismatch(f"heartbeats that no longer list {ref} once it stopped", describe(late[-1]))
+    await _fenced_copy_stopped(session, message, ref)
 
 
 async def _local_timeout(kit: Kit) -> None:
@@ -284,9 +305,12 @@ async def _invocations_received(kit: Kit) -> None:
         raise Mismatch("Heartbeat.invocations_received = 1 after dispatch 1 was handled", describe(beat))
 
 
-async def _reconnect(kit: Kit, seconds: float, *, adopt: bool) -> tuple[ScriptedSession, Ref]:
+async def _reconnect(kit: Kit, seconds: float, *, adopt: bool) -> tuple[ScriptedSession, Ref, wpb.ServerMessage]:
+    """A broken stream while an attempt runs; the next stream adopts or rejects it. The new stream, the
+    attempt and its invocation."""
     session, hello = await kit.connect()
-    ref = session.invoke("conformance.sleep", {"seconds": seconds})
+    message, ref = invocation("conformance.sleep", {"seconds": seconds})
+    session.send(message)
     await _about(session, ref, "started")
     session.close()  # the stream breaks while the attempt runs
     again = await kit.next_session()
@@ -294,19 +318,20 @@ async def _reconnect(kit: Kit, seconds: float, *, adopt: bool) -> tuple[Scripted
     if second.instance_id != hello.instance_id or ref not in running_of(wpb.WorkerMessage(hello=second)):
         raise Mismatch(f"a new hello with the same instance_id listing {ref}", " ".join(str(second).split()))
     again.welcome(heartbeat_interval_s=HEARTBEAT_S, adopted=[ref] if adopt else (), rejected=() if adopt else [ref])
-    return again, ref
+    return again, ref, message
 
 
 async def _reconnect_adopted(kit: Kit) -> None:
-    again, ref = await _reconnect(kit, 1.0, adopt=True)
+    again, ref, _ = await _reconnect(kit, 1.0, adopt=True)
     await _about(again, ref, "completed", timeout_s=10, repeats=("started",))
 
 
 async def _reconnect_rejected(kit: Kit) -> None:
-    again, ref = await _reconnect(kit, 30, adopt=False)
+    again, ref, message = await _reconnect(kit, 30, adopt=False)
     seen = await _quiet_about(again, ref, 8 * HEARTBEAT_S)
     if any(_kind(m) == "heartbeat" and ref in running_of(m) for m in seen[2:]):
         raise Mismatch(f"heartbeats that no longer list the rejected {ref}", "it is still listed")
+    await _fenced_copy_stopped(again, message, ref)
 
 
 async def _drain(kit: Kit) -> None:
@@ -317,7 +342,7 @@ async def _drain(kit: Kit) -> None:
     await session.wait_for(lambda m: _kind(m) == "draining", timeout_s=5)
     await _refusal(session, "conformance.echo", "WorkerDraining")
     await _about(session, ref, "completed")
-    await session.wait_worker_done(timeout_s=10)
+    await session.wait_half_closed(timeout_s=10)
 
 
 async def _going_away(kit: Kit) -> None:
@@ -327,7 +352,7 @@ async def _going_away(kit: Kit) -> None:
     going = wpb.GoingAway(reason="restart")
     going.reconnect_within.FromTimedelta(timedelta(seconds=0.5))
     session.send(wpb.ServerMessage(going_away=going))
-    await session.wait_worker_done(timeout_s=10)  # it half-closes, keeping its attempt
+    await session.wait_half_closed(timeout_s=10)  # it half-closes, keeping its attempt
     session.close()
     again = await kit.next_session()
     second = (await again.next("hello", timeout_s=20)).hello
@@ -350,7 +375,11 @@ CHECKS: tuple[Check, ...] = (
     Check("duplicate-invocation", "the same attempt sent twice while it runs is the same work", _duplicate),
     Check("cancel-reasons", "CancelAcknowledged after a Cancel of every reason but LEASE_LOST", _cancel_reasons),
     Check("cancel-unknown", "CancelAcknowledged at once for an attempt the worker does not run", _cancel_unknown),
-    Check("lease-lost", "after Cancel(LEASE_LOST): nothing more about the attempt, ever", _lease_lost),
+    Check(
+        "lease-lost",
+        "after Cancel(LEASE_LOST): the handler stopped, nothing more about the attempt; invoked again, it runs anew",
+        _lease_lost,
+    ),
     Check(
         "local-timeout",
         "Invocation.timeout enforced by the worker: AttemptFailed(timed_out, TimeoutError)",
@@ -368,7 +397,11 @@ CHECKS: tuple[Check, ...] = (
         "a broken stream: re-hello listing the attempt; adopted, its report follows",
         _reconnect_adopted,
     ),
-    Check("reconnect-rejected", "a rejected attempt is stopped and never mentioned again", _reconnect_rejected),
+    Check(
+        "reconnect-rejected",
+        "a rejected attempt is stopped and never mentioned again; invoked again, it runs anew",
+        _reconnect_rejected,
+    ),
     Check("drain", "Drain: Draining, new work refused (WorkerDraining), running work finished, half-close", _drain),
     Check("going-away", "GoingAway: keep the attempt, half-close, re-hello the next server, report there", _going_away),
 )

@@ -8,6 +8,7 @@ An unexpected message is a `Mismatch` naming what was expected and what came.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -20,6 +21,9 @@ from taskwire.v1 import types_pb2, worker_service_pb2_grpc
 from taskwire.v1 import worker_service_pb2 as wpb
 
 Ref = tuple[str, int]
+
+RESET = "it reset (cancelled) the stream instead"
+_SETTLE_S = 0.3  # how long the server keeps a stream after the worker half-closed it, before it ends it
 
 
 class Mismatch(AssertionError):
@@ -65,8 +69,16 @@ class ScriptedSession:
         self.received: list[wpb.WorkerMessage] = []
         self._unread: asyncio.Queue[wpb.WorkerMessage] = asyncio.Queue()
         self._outgoing: asyncio.Queue[list[wpb.ServerMessage] | None] = asyncio.Queue()
-        #: Set when the worker has half-closed its side of the stream (or it broke).
+        #: Set when the worker's side of the stream ended: a half-close, or a reset (cancel) or break.
         self.worker_done = asyncio.Event()
+        #: Set only when the worker half-closed its side (its requests ended normally), never on a reset.
+        self.half_closed = asyncio.Event()
+        #: How the worker's side ended other than by a half-close, once it did.
+        self.ended_by: str | None = None
+        #: Set when the call is over on the server: it ended the stream, or the worker cancelled the call.
+        self.call_over = asyncio.Event()
+        #: The worker cancelled the call (a reset), even when its requests seemed to end normally.
+        self.reset = False
 
     async def _pump(self, requests: AsyncIterator[wpb.ConnectRequest]) -> None:
         try:
@@ -75,9 +87,33 @@ class ScriptedSession:
                 for message in frame.messages:
                     self.received.append(message)
                     self._unread.put_nowait(message)
+        except asyncio.CancelledError:
+            self.ended_by = RESET
+            raise
+        except BaseException as error:
+            self.ended_by = f"the stream broke ({type(error).__name__}: {error})"
+            raise
+        else:
+            self.half_closed.set()
         finally:
+            if not self.half_closed.is_set() and self.ended_by is None:
+                self.ended_by = "the stream ended without a half-close"
             self.worker_done.set()
-            self._outgoing.put_nowait(None)  # like the real server: the stream ends with the worker's side
+            # Like the real server: the stream ends with the worker's side. After a half-close it ends a moment
+            # later: a reset can look like the end of the requests here, and the cancellation of the call that
+            # follows at once (see `_reset`) tells the two apart.
+            if self.half_closed.is_set():
+                asyncio.get_running_loop().call_later(_SETTLE_S, self._outgoing.put_nowait, None)
+            else:
+                self._outgoing.put_nowait(None)
+
+    def _reset(self) -> None:
+        """The worker cancelled the call (or the server stopped): whatever the requests looked like, it was
+        no half-close."""
+        if not self.reset:
+            self.reset = True
+            self.half_closed.clear()
+            self.ended_by = RESET
 
     # -- reading what the worker sent ---------------------------------------------------------------
 
@@ -116,11 +152,28 @@ class ScriptedSession:
         return [m.WhichOneof("kind") or "" for m in self.received if ref_of(m) == ref]
 
     async def wait_worker_done(self, timeout_s: float = 10.0) -> None:
+        """Until the worker's side of the stream ended, however it did (a half-close, a reset, a break)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.worker_done.wait()
+        except TimeoutError:
+            raise Mismatch("the worker's side of the stream to end", f"still open after {timeout_s:g}s") from None
+
+    async def wait_half_closed(self, timeout_s: float = 10.0) -> None:
+        """Until the worker half-closed its side of the stream (its requests ended normally); a worker that
+        resets (cancels) the stream instead, or whose stream breaks, is a mismatch."""
         try:
             async with asyncio.timeout(timeout_s):
                 await self.worker_done.wait()
         except TimeoutError:
             raise Mismatch("the worker to half-close its stream", f"still open after {timeout_s:g}s") from None
+        if self.half_closed.is_set():
+            # The call ends a moment after the worker's side: cancelled if that side was a reset after all.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_SETTLE_S + 2.0):
+                    await self.call_over.wait()
+        if not self.half_closed.is_set() or self.reset:
+            raise Mismatch("the worker to half-close its stream", self.ended_by or "no half-close")
 
     # -- answering ------------------------------------------------------------------------------------
 
@@ -221,8 +274,12 @@ class ScriptedWorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         try:
             while (messages := await session._outgoing.get()) is not None:
                 yield wpb.ConnectResponse(messages=messages)
+        except (asyncio.CancelledError, GeneratorExit):
+            session._reset()  # the worker cancelled the call (or the server is stopping)
+            raise
         finally:
             pump.cancel()
+            session.call_over.set()
 
 
 class ScriptedServer:
