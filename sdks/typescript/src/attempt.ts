@@ -2,8 +2,9 @@
 
 import { AttemptAborted, LOG_LEVELS, type AbortReason, type Handler, type Level, type TaskContext } from './context.js';
 import { resolveReferences } from './refs.js';
+import { setLongTimeout, type LongTimer } from './timers.js';
 import type { AttemptRef, ErrorInfo, Invocation, Payload, WorkerMessage } from './wire.js';
-import { decodePayload, encodeOutput, encodeStruct, errorInfo, refKey } from './wire.js';
+import { decodePayload, encodeOutput, encodeStruct, errorInfo, refKey, safeString } from './wire.js';
 
 /** Why the worker stopped an attempt; the first one decides the report (LEASE_LOST always wins). */
 export type Stop =
@@ -17,8 +18,9 @@ export type Ended = { value: unknown } | { error: unknown };
 
 const TEXT_LIMIT = 64 * 1024;
 
-export function trim(text: string, limit = TEXT_LIMIT): string {
-  return text.length <= limit ? text : `${text.slice(0, limit)}… [cut at ${limit} characters]`;
+export function trim(text: unknown, limit = TEXT_LIMIT): string {
+  const string = safeString(text);
+  return string.length <= limit ? string : `${string.slice(0, limit)}… [cut at ${limit} characters]`;
 }
 
 export interface AttemptHost {
@@ -38,7 +40,7 @@ export class Attempt {
   /** Set when the handler stopped (or the worker stopped waiting for it). */
   done: Promise<void> = Promise.resolve();
   private forced: (() => void) | undefined;
-  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly timers: LongTimer[] = [];
 
   constructor(
     readonly invocation: Invocation,
@@ -60,16 +62,16 @@ export class Attempt {
     const detail = stop.kind === 'cancel' || stop.kind === 'lease' ? stop.detail : '';
     this.controller.abort(new AttemptAborted(reason, detail));
     // A promise cannot be stopped from outside: after the grace the worker stops waiting for it.
-    this.timers.push(setTimeout(() => this.forced?.(), this.stopGraceMs).unref());
+    this.timers.push(setLongTimeout(() => this.forced?.(), this.stopGraceMs));
   }
 
   /** Stop the handler if it runs past `ms` (counted from now: the receipt). */
   limit(ms: number): void {
-    this.timers.push(setTimeout(() => this.requestStop({ kind: 'timeout', timeoutMs: ms }), ms).unref());
+    this.timers.push(setLongTimeout(() => this.requestStop({ kind: 'timeout', timeoutMs: ms }), ms));
   }
 
   clearTimers(): void {
-    for (const timer of this.timers) clearTimeout(timer);
+    for (const timer of this.timers) timer.clear();
   }
 
   /** Run the handler (after `behind`, a fenced copy of the same attempt, has stopped) and return its report. */
@@ -121,20 +123,24 @@ export class Attempt {
       dispatch: String(invocation.dispatch),
       traceContext: invocation.trace_context ?? {},
       progress: (fraction, message = '', details) => {
-        const clamped = Math.min(1, Math.max(0, Number.isFinite(fraction) ? fraction : 0));
+        const clamped = Math.min(1, Math.max(0, typeof fraction === 'number' && Number.isFinite(fraction) ? fraction : 0));
         const progress: Extract<WorkerMessage, { progress: unknown }>['progress'] = {
           ref: this.ref,
           fraction: clamped,
           message: trim(message, 1024),
         };
         if (details !== undefined) {
-          const struct = encodeStruct(details);
-          if (JSON.stringify(details).length <= TEXT_LIMIT) progress.details = struct;
+          try {
+            const struct = encodeStruct(details);
+            if ((JSON.stringify(details) ?? '').length <= TEXT_LIMIT) progress.details = struct;
+          } catch {
+            // Details that cannot be encoded are left out: progress never fails the handler.
+          }
         }
         send({ progress });
       },
       log: (text, level: Level = 'info') => {
-        send({ log: { ref: this.ref, level: LOG_LEVELS[level] ?? 'LOG_LEVEL_INFO', text: trim(String(text)) } });
+        send({ log: { ref: this.ref, level: LOG_LEVELS[level] ?? 'LOG_LEVEL_INFO', text: trim(text) } });
       },
     };
   }

@@ -5,7 +5,9 @@
  * The handlers module exports its registrations: `export const handlers = { name: async (ctx) => ... }`
  * (or the same record as its default export). The first SIGTERM drains (grace --drain-timeout seconds);
  * a second SIGTERM, or SIGINT, stops at once (running attempts are aborted and reported WorkerShutdown).
- * Exit codes: 0 after a shutdown, 1 on an error, 2 on a usage error.
+ * The process exits once the worker has stopped, even while a handler that ignores its signal still runs;
+ * a signal after an immediate stop was asked for exits at once (code 1).
+ * Exit codes: 0 after a shutdown, 1 on an error (or a forced exit), 2 on a usage error.
  */
 
 import { resolve } from 'node:path';
@@ -78,21 +80,33 @@ async function main(argv: string[]): Promise<number> {
   });
   for (const [name, handler] of Object.entries(handlers)) worker.handle(name, handler);
   let terms = 0;
+  let stoppingNow = false;
+  const stopNow = (signal: string): void => {
+    if (stoppingNow) {
+      // Asked again while stopping at once: stop waiting for handlers that ignore their signal.
+      process.stderr.write(`taskwire-worker-ts: ${signal} again; exiting at once\n`);
+      process.exit(1);
+    }
+    stoppingNow = true;
+    void worker.shutdown(0, signal);
+  };
   process.on('SIGTERM', () => {
     terms += 1;
-    void worker.shutdown(terms === 1 ? drainS * 1000 : 0, 'SIGTERM');
+    if (terms === 1 && !stoppingNow) void worker.shutdown(drainS * 1000, 'SIGTERM');
+    else stopNow('SIGTERM');
   });
-  process.on('SIGINT', () => void worker.shutdown(0, 'SIGINT'));
+  process.on('SIGINT', () => stopNow('SIGINT'));
   await worker.run();
   return 0;
 }
 
 main(process.argv.slice(2)).then(
   (code) => {
-    process.exitCode = code;
+    // Exit now: a handler that ignored its abort signal may keep timers (and so the process) alive.
+    process.exit(code);
   },
   (error: unknown) => {
     process.stderr.write(`taskwire-worker-ts: ${error instanceof Error ? error.message : String(error)}\n`);
-    process.exitCode = 1;
+    process.exit(1);
   },
 );

@@ -30,11 +30,31 @@ function estimate(message: WorkerMessage): number {
   return text.length + binary;
 }
 
+/** Messages taken for one frame: they stay the outbox's until the write succeeds (`written`) or fails (`requeue`). */
+export interface Batch {
+  readonly messages: WorkerMessage[];
+  entries: Entry[];
+}
+
 export class Outbox {
   private entries: Entry[] = [];
+  /** Taken, written to the stream, not yet confirmed written. */
+  private readonly inflight = new Set<Batch>();
 
+  /** Messages waiting to be taken. */
   get size(): number {
     return this.entries.length;
+  }
+
+  /** Messages taken and not yet confirmed written. */
+  get unconfirmed(): number {
+    let count = 0;
+    for (const batch of this.inflight) count += batch.entries.length;
+    return count;
+  }
+
+  private all(): Entry[] {
+    return [...[...this.inflight].flatMap((batch) => batch.entries), ...this.entries];
   }
 
   put(message: WorkerMessage, ref?: AttemptRef, terminal = false): void {
@@ -48,26 +68,28 @@ export class Outbox {
 
   /** The attempts whose terminal report is queued, in order. */
   pendingTerminals(): AttemptRef[] {
-    return this.entries.filter((entry) => entry.terminal && entry.ref).map((entry) => entry.ref as AttemptRef);
+    return this.all().filter((entry) => entry.terminal && entry.ref).map((entry) => entry.ref as AttemptRef);
   }
 
   /** Whether anything about the attempt is queued. */
   mentions(key: string): boolean {
-    return this.entries.some((entry) => entry.key === key);
+    return this.all().some((entry) => entry.key === key);
   }
 
   /** Forget everything about an attempt the server fenced. */
   dropAttempt(key: string): void {
     this.entries = this.entries.filter((entry) => entry.key !== key);
+    for (const batch of this.inflight) batch.entries = batch.entries.filter((entry) => entry.key !== key);
   }
 
-  /** A stream ended: what belonged to it goes. */
+  /** A stream ended: what was not confirmed written is queued again, and what belonged to the stream goes. */
   dropStreamBound(): void {
+    for (const batch of [...this.inflight].reverse()) this.requeue(batch);
     this.entries = this.entries.filter((entry) => entry.key !== undefined);
   }
 
   /** Take the next frame's messages: at most `maxCount`, and below `maxBytes` unless a single one is larger. */
-  take(maxCount: number, maxBytes: number): WorkerMessage[] {
+  take(maxCount: number, maxBytes: number): Batch {
     let bytes = 0;
     let count = 0;
     for (const entry of this.entries) {
@@ -76,6 +98,20 @@ export class Outbox {
       bytes += size;
       count += 1;
     }
-    return this.entries.splice(0, count).map((entry) => entry.message);
+    const entries = this.entries.splice(0, count);
+    const batch: Batch = { messages: entries.map((entry) => entry.message), entries };
+    this.inflight.add(batch);
+    return batch;
+  }
+
+  /** The batch's write succeeded: its messages are gone. */
+  written(batch: Batch): void {
+    this.inflight.delete(batch);
+  }
+
+  /** The batch's write failed: its messages go back to the front, to be written again (on the next stream). */
+  requeue(batch: Batch): void {
+    if (!this.inflight.delete(batch)) return;
+    this.entries.unshift(...batch.entries);
   }
 }

@@ -260,18 +260,51 @@ export function encodeOutput(value: unknown): Payload {
   return { data: Buffer.from(text ?? 'null', 'utf8'), content_type: JSON_CONTENT_TYPE };
 }
 
-/** The error `type` convention: the JS error's `name` ("Error", "TypeError", a subclass's own name). */
+/** `String(value)`, or a placeholder when even that throws (an object without a prototype, a throwing toString). */
+export function safeString(value: unknown, fallback = '<unprintable>'): string {
+  if (typeof value === 'string') return value;
+  try {
+    const text = String(value);
+    return typeof text === 'string' ? text : fallback;
+  } catch {
+    return fallback;
+  }
+}
+
+/** A property of a thrown value, or undefined when reading it throws (a getter, a Proxy). */
+function field(value: object, name: string): unknown {
+  try {
+    return (value as Record<string, unknown>)[name];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The error `type` convention: the JS error's `name` ("Error", "TypeError", a subclass's own name).
+ * Never throws, whatever a handler threw (null-prototype objects, symbols, non-string fields, throwing getters).
+ */
 export function errorInfo(error: unknown, retryableDefault = true): ErrorInfo {
-  if (error instanceof Error) {
-    const flagged = (error as { retryable?: unknown }).retryable;
+  let isError = false;
+  try {
+    isError = error instanceof Error;
+  } catch {
+    isError = false;
+  }
+  if (isError) {
+    const err = error as object;
+    const flagged = field(err, 'retryable');
+    const name = field(err, 'name');
+    const message = field(err, 'message');
+    const stack = field(err, 'stack');
     return {
-      type: error.name || 'Error',
-      message: error.message,
+      type: (typeof name === 'string' ? name : safeString(name, '')) || 'Error',
+      message: typeof message === 'string' ? message : message === undefined ? '' : safeString(message),
       retryable: typeof flagged === 'boolean' ? flagged : retryableDefault,
-      traceback: error.stack ?? '',
+      traceback: typeof stack === 'string' ? stack : '',
     };
   }
-  return { type: 'Error', message: String(error), retryable: retryableDefault, traceback: '' };
+  return { type: 'Error', message: safeString(error), retryable: retryableDefault, traceback: '' };
 }
 
 export function refKey(ref: AttemptRef): string {

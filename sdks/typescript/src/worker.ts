@@ -13,8 +13,9 @@ import { Attempt, failed, type Stop } from './attempt.js';
 import { backoffDelay, DEFAULT_BOUNDS } from './backoff.js';
 import { abortReasonOf, type Handler } from './context.js';
 import { Outbox } from './outbox.js';
+import { clampInterval } from './timers.js';
 import type { AttemptRef, Cancel, ConnectCall, GoingAway, Invocation, ServerMessage, Welcome, WorkerMessage, WorkerServiceClient } from './wire.js';
-import { DEFAULT_PROTOS, durationMs, loadWorkerService, refKey } from './wire.js';
+import { DEFAULT_PROTOS, durationMs, loadWorkerService, refKey, safeString } from './wire.js';
 
 export const VERSION = '0.1.0';
 const FRAME_MESSAGES = 256;
@@ -48,11 +49,13 @@ export class Worker {
   private readonly handlers = new Map<string, Handler>();
   private readonly attempts = new Map<string, Attempt>();
   /** Fenced attempts still stopping: a new copy of the same attempt waits for them. */
-  private readonly fenced = new Map<string, Promise<void>>();
+  private readonly fenced = new Map<string, { taskRunId: string; stopped: Promise<void> }>();
   private readonly outbox = new Outbox();
   private client: WorkerServiceClient | undefined;
   private call: ConnectCall | undefined;
   private welcomed = false;
+  /** This worker half-closed the stream (GoingAway, shutdown): nothing more may be written to it. */
+  private halfClosed = false;
   private hello: AttemptRef[] = [];
   private invocationsReceived = 0n;
   private heartbeatDue = false;
@@ -67,7 +70,8 @@ export class Worker {
   private drainReason = '';
   private shutdownAt = Infinity;
   private closed = false;
-  private wake: (() => void) | undefined;
+  /** Who to wake: the reconnect backoff (only a shutdown may cut it short), and a shutdown's waits. */
+  private readonly wakes: { backoff?: (() => void) | undefined; drain?: (() => void) | undefined } = {};
   private readonly options: Required<Pick<WorkerOptions, 'drainTimeoutMs' | 'stopGraceMs' | 'welcomeTimeoutMs'>> & WorkerOptions;
 
   constructor(options: WorkerOptions) {
@@ -112,24 +116,26 @@ export class Worker {
           leaseS: this.leaseMs === undefined ? undefined : this.leaseMs / 1000,
           reconnectWithinS: this.reconnectWithinMs === undefined ? undefined : this.reconnectWithinMs / 1000,
         });
-        await this.sleep(delay * 1000);
+        await this.sleep(delay * 1000, 'backoff');
       }
     } finally {
       this.client.close();
     }
   }
 
-  private sleep(ms: number): Promise<void> {
+  /**
+   * Sleep up to `ms`, unless woken through `slot`: the reconnect backoff is cut short only by a shutdown
+   * (closing), a shutdown's waits whenever an attempt ends or the outbox is written.
+   */
+  private sleep(ms: number, slot: 'backoff' | 'drain'): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.wake = undefined;
-        resolve();
-      }, ms);
-      this.wake = () => {
+      const wake = (): void => {
         clearTimeout(timer);
-        this.wake = undefined;
+        if (this.wakes[slot] === wake) this.wakes[slot] = undefined;
         resolve();
       };
+      const timer = setTimeout(wake, ms);
+      this.wakes[slot] = wake;
     });
   }
 
@@ -148,6 +154,7 @@ export class Worker {
     const call = (this.client as WorkerServiceClient).Connect();
     this.call = call;
     this.welcomed = false;
+    this.halfClosed = false;
     this.invocationsReceived = 0n;
     this.hello = this.held();
     call.write({
@@ -179,6 +186,7 @@ export class Worker {
         const welcomed = this.welcomed;
         this.call = undefined;
         this.welcomed = false;
+        this.halfClosed = false;
         this.outbox.dropStreamBound();
         if (!this.closed) this.say(`stream ended (${why}); ${this.attempts.size} attempt(s) keep running`);
         resolve(welcomed);
@@ -221,7 +229,7 @@ export class Worker {
     this.heartbeatTimer = setInterval(() => {
       this.heartbeatDue = true;
       this.scheduleFlush();
-    }, this.heartbeatMs);
+    }, clampInterval(this.heartbeatMs));
     this.scheduleFlush();
   }
 
@@ -262,7 +270,11 @@ export class Worker {
       refuse('WorkerDraining', 'the worker is shutting down and takes no new work');
     } else if (!handler) {
       refuse('HandlerNotFound', `this worker has no handler '${invocation.handler}'`);
-    } else if ([...this.attempts.values()].some((other) => other.ref.task_run_id === ref.task_run_id)) {
+    } else if (
+      [...this.attempts.values()].some((other) => other.ref.task_run_id === ref.task_run_id) ||
+      [...this.fenced].some(([fencedKey, copy]) => fencedKey !== key && copy.taskRunId === ref.task_run_id)
+    ) {
+      // Another attempt of the task run runs here, or is still stopping after it was fenced: never two at once.
       refuse('AttemptAlreadyRunning', `another attempt of task run ${ref.task_run_id} is still running here`);
     } else if (busy >= this.slots) {
       refuse('SlotsExhausted', `all ${this.slots} slot(s) are busy`);
@@ -278,14 +290,25 @@ export class Worker {
     this.attempts.set(attempt.key, attempt);
     const timeoutMs = durationMs(invocation.timeout);
     if (timeoutMs !== undefined && timeoutMs > 0) attempt.limit(timeoutMs);
-    attempt.done = attempt.run(handler, this.fenced.get(attempt.key)).then(
+    attempt.done = attempt.run(handler, this.fenced.get(attempt.key)?.stopped).then(
       (report) => {
         if (this.attempts.get(attempt.key) === attempt) this.attempts.delete(attempt.key);
         if (report && !attempt.fenced) this.outbox.put(report, attempt.ref, true);
         this.scheduleFlush();
-        this.wake?.();
+        this.wakes.drain?.();
       },
-      (error: unknown) => this.say(`internal error running ${attempt.key}: ${String(error)}`),
+      (error: unknown) => {
+        // Never leave the attempt holding its slot: forget it and report it failed.
+        attempt.clearTimers();
+        this.say(`internal error running ${attempt.key}: ${safeString(error)}`);
+        if (this.attempts.get(attempt.key) === attempt) this.attempts.delete(attempt.key);
+        if (!attempt.fenced) {
+          const message = `the worker could not report the attempt: ${safeString(error)}`;
+          this.outbox.put(failed(attempt.ref, { type: 'InternalError', message, retryable: true, traceback: '' }), attempt.ref, true);
+        }
+        this.scheduleFlush();
+        this.wakes.drain?.();
+      },
     );
   }
 
@@ -320,9 +343,9 @@ export class Worker {
     attempt.fenced = true;
     this.attempts.delete(key);
     const stopped = attempt.done.then(() => {
-      if (this.fenced.get(key) === stopped) this.fenced.delete(key);
+      if (this.fenced.get(key)?.stopped === stopped) this.fenced.delete(key);
     });
-    this.fenced.set(key, stopped);
+    this.fenced.set(key, { taskRunId: attempt.ref.task_run_id, stopped });
     attempt.requestStop({ kind: 'lease', detail });
   }
 
@@ -330,7 +353,14 @@ export class Worker {
     this.reconnectWithinMs = durationMs(goingAway.reconnect_within) || undefined;
     this.say(`the server is going away (${goingAway.reason || 'no reason given'}); ${this.attempts.size} attempt(s) keep running`);
     this.flush();
-    this.call?.end();
+    this.halfClose();
+  }
+
+  /** End this side of the stream; what ends later waits in the outbox for the next stream. */
+  private halfClose(): void {
+    if (!this.call || this.halfClosed) return;
+    this.halfClosed = true;
+    this.call.end();
   }
 
   private scheduleFlush(): void {
@@ -345,22 +375,36 @@ export class Worker {
   /** Write whatever is ready, a heartbeat first when one is due (made now, so its list is exact). */
   private flush(): void {
     const call = this.call;
-    if (!call || !this.welcomed) return;
+    if (!call || !this.welcomed || this.halfClosed) return;
     while (this.heartbeatDue || this.outbox.size > 0) {
       const messages: WorkerMessage[] = [];
       if (this.heartbeatDue) {
         this.heartbeatDue = false;
         messages.push({ heartbeat: { running_attempts: this.held(), invocations_received: this.invocationsReceived.toString() } });
       }
-      messages.push(...this.outbox.take(FRAME_MESSAGES - messages.length, this.maxMessageBytes / 2));
-      call.write({ messages });
+      const batch = this.outbox.take(FRAME_MESSAGES - messages.length, this.maxMessageBytes / 2);
+      messages.push(...batch.messages);
+      const failedWrite = (error: unknown): void => {
+        // Written nowhere: the messages go back, and the stream is given up on (its successor gets them).
+        this.outbox.requeue(batch);
+        if (this.call === call) {
+          this.say(`a write failed (${safeString(error)}); reconnecting`);
+          call.cancel();
+        }
+      };
+      try {
+        call.write({ messages }, (error?: Error | null) => (error ? failedWrite(error) : this.outbox.written(batch)));
+      } catch (error) {
+        failedWrite(error);
+        break;
+      }
     }
-    this.wake?.();
+    this.wakes.drain?.();
   }
 
   /** Whether nothing runs and nothing waits to be written. */
   private get idle(): boolean {
-    return this.attempts.size === 0 && this.outbox.size === 0;
+    return this.attempts.size === 0 && this.outbox.size === 0 && this.outbox.unconfirmed === 0;
   }
 
   /**
@@ -382,7 +426,7 @@ export class Worker {
     // Abort early enough for the handlers to stop and their reports to reach the server before the grace ends.
     const abortAt = deadline - Math.min(graceMs / 2, this.options.stopGraceMs + 1000);
     while (this.attempts.size > 0 && Date.now() < abortAt && deadline === this.shutdownAt) {
-      await this.sleep(Math.min(200, Math.max(1, abortAt - Date.now())));
+      await this.sleep(Math.min(200, Math.max(1, abortAt - Date.now())), 'drain');
     }
     if (deadline !== this.shutdownAt) return; // a shorter shutdown took over
     const stop: Stop = { kind: 'shutdown' };
@@ -390,19 +434,20 @@ export class Worker {
     await Promise.all([...this.attempts.values()].map((attempt) => attempt.done));
     while (!this.idle && Date.now() < deadline && deadline === this.shutdownAt) {
       this.flush();
-      if (this.outbox.size === 0) break;
-      await this.sleep(Math.min(200, Math.max(1, deadline - Date.now())));
+      if (this.outbox.size === 0 && this.outbox.unconfirmed === 0) break;
+      await this.sleep(Math.min(200, Math.max(1, deadline - Date.now())), 'drain');
     }
     if (deadline !== this.shutdownAt) return;
     this.flush(); // whatever is ready goes before the half-close, even when the grace is over
     this.closed = true;
     clearInterval(this.heartbeatTimer);
     const call = this.call;
-    this.wake?.();
+    this.wakes.drain?.();
+    this.wakes.backoff?.();
     if (call && !this.welcomed) {
       call.cancel();
     } else if (call) {
-      call.end();
+      this.halfClose();
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, 5000).unref();
         call.on('status', () => {

@@ -14,7 +14,10 @@ export class Stream {
   ended = false;
   private waiters: (() => void)[] = [];
 
-  constructor(readonly call: grpc.ServerDuplexStream<Message, Message>) {
+  constructor(
+    readonly call: grpc.ServerDuplexStream<Message, Message>,
+    endDelayMs = 0,
+  ) {
     call.on('data', (frame: Message) => {
       for (const message of frame.messages as Message[]) this.received.push(message);
       this.notify();
@@ -22,7 +25,8 @@ export class Stream {
     call.on('end', () => {
       // The worker half-closed: the server ends the stream, as taskwire's does.
       this.ended = true;
-      call.end();
+      if (endDelayMs > 0) setTimeout(() => call.end(), endDelayMs);
+      else call.end();
       this.notify();
     });
     call.on('error', () => undefined);
@@ -91,6 +95,8 @@ export class FakeServer {
   private readonly streams: Stream[] = [];
   private waiters: (() => void)[] = [];
   address = '';
+  /** How long the server keeps a stream open after the worker half-closed it. */
+  endDelayMs = 0;
 
   async start(): Promise<this> {
     const definition = protoLoader.loadSync('taskwire/v1/worker_service.proto', {
@@ -106,7 +112,7 @@ export class FakeServer {
     };
     this.server.addService(loaded.taskwire.v1.WorkerService.service, {
       Connect: (call: grpc.ServerDuplexStream<Message, Message>) => {
-        this.streams.push(new Stream(call));
+        this.streams.push(new Stream(call, this.endDelayMs));
         for (const waiter of this.waiters.splice(0)) waiter();
       },
     });

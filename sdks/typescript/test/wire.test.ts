@@ -99,3 +99,29 @@ test('Struct: camelCase Value fields, which the loaded google.protobuf.Struct en
   // The trap: snake_case Value fields (as keepCase suggests) are silently dropped by the encoder.
   assert.deepEqual(roundTrip({ fields: { n: { number_value: 1 } } }), { fields: { n: {} } });
 });
+
+test('errorInfo never throws, whatever was thrown', () => {
+  const numeric = new Error('x');
+  (numeric as unknown as { message: unknown }).message = 42;
+  const symbolName = new Error('y');
+  (symbolName as unknown as { name: unknown }).name = Symbol('s');
+  const getter = new Error('z');
+  Object.defineProperty(getter, 'message', {
+    get() {
+      throw new Error('no');
+    },
+  });
+  const cases: [unknown, string, string][] = [
+    [Object.create(null), 'Error', '<unprintable>'],
+    [Symbol('odd'), 'Error', 'Symbol(odd)'],
+    [{ toString: () => { throw new Error('no'); } }, 'Error', '<unprintable>'],
+    [numeric, 'Error', '42'],
+    [symbolName, 'Symbol(s)', 'y'],
+    [getter, 'Error', ''],
+    [undefined, 'Error', 'undefined'],
+  ];
+  for (const [thrown, type, message] of cases) {
+    const info = errorInfo(thrown);
+    assert.deepEqual([info.type, info.message, typeof info.traceback, info.retryable], [type, message, 'string', true]);
+  }
+});

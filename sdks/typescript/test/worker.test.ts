@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, test } from 'node:test';
 
+import { Attempt } from '../src/attempt.js';
 import { AttemptAborted, type TaskContext } from '../src/context.js';
 import { Worker } from '../src/worker.js';
 import { toDuration } from '../src/wire.js';
@@ -216,4 +217,130 @@ test('the same attempt sent again behind a fenced copy is new work: it runs once
   await s0.next('completed');
   await new Promise((resolve) => setTimeout(resolve, 200));
   assert.deepEqual(s0.kinds(), ['hello', 'started', 'progress', 'started', 'progress', 'progress', 'completed']);
+});
+
+test('odd thrown values and odd progress arguments: every attempt is reported and frees its slot', async () => {
+  const { server, worker } = await setup(1);
+  worker
+    .handle('null-proto', () => {
+      throw Object.create(null);
+    })
+    .handle('symbol', () => {
+      throw Symbol('odd');
+    })
+    .handle('numeric-message', () => {
+      const error = new Error('x');
+      (error as unknown as { message: unknown }).message = 42;
+      throw error;
+    })
+    .handle('odd-progress', (ctx: TaskContext) => {
+      (ctx.progress as (fraction: unknown, message?: unknown, details?: unknown) => void)(0.5, 42, { big: 1n });
+      ctx.log(Object.create(null) as string);
+      return 'fine';
+    });
+  const s0 = await server.stream(0);
+  s0.welcome();
+  s0.invoke(ref('r1'), 'null-proto', null, { dispatch: 1 });
+  assert.ok(sameRef(await s0.next('failed'), 'r1'));
+  s0.invoke(ref('r2'), 'symbol', null, { dispatch: 2 });
+  assert.equal((await s0.next('failed', 1)).error.message, 'Symbol(odd)');
+  s0.invoke(ref('r3'), 'numeric-message', null, { dispatch: 3 });
+  assert.equal((await s0.next('failed', 2)).error.message, '42');
+  s0.invoke(ref('r4'), 'odd-progress', null, { dispatch: 4 });
+  assert.equal(json((await s0.next('completed')).output), 'fine');
+  assert.equal((await s0.next('progress')).message, '42');
+  assert.deepEqual(s0.received.filter((m) => m.kind === 'failed').map((m) => m.failed.error.type), ['Error', 'Error', 'Error']);
+  const count = s0.received.length;
+  await s0.until(() => s0.received.slice(count).find((m) => m.kind === 'heartbeat'), 'a heartbeat');
+  assert.deepEqual(s0.received.slice(count).find((m) => m.kind === 'heartbeat')?.heartbeat.running_attempts, []);
+});
+
+test('an internal error while reporting: the attempt is forgotten and reported failed', async () => {
+  const original = Attempt.prototype.report;
+  Attempt.prototype.report = () => {
+    throw new Error('report broke');
+  };
+  cleanup.push(async () => {
+    Attempt.prototype.report = original;
+  });
+  const { server } = await setup(1);
+  const s0 = await server.stream(0);
+  s0.welcome();
+  s0.invoke(ref('r1'), 'echo', null, { dispatch: 1 });
+  const failed = await s0.next('failed');
+  assert.ok(sameRef(failed, 'r1'));
+  assert.match(failed.error.message, /report broke/);
+  Attempt.prototype.report = original;
+  s0.invoke(ref('r2'), 'echo', null, { dispatch: 2 });
+  assert.ok(sameRef(await s0.next('completed'), 'r2'));
+});
+
+test('another attempt of a task run whose fenced copy is still stopping is refused with AttemptAlreadyRunning', async () => {
+  const { server } = await setup(2);
+  const s0 = await server.stream(0);
+  s0.welcome();
+  s0.invoke(ref('r1', 1), 'gate', null, { dispatch: 1 }); // ignores its signal: stopped by force after the grace
+  await s0.next('started');
+  s0.send({ cancel: { ref: ref('r1', 1), reason: 'CANCEL_REASON_LEASE_LOST', message: '' } });
+  s0.invoke(ref('r1', 2), 'gate', null, { dispatch: 2 });
+  const refused = await s0.next('failed');
+  assert.deepEqual([refused.ref, refused.error.type], [ref('r1', 2), 'AttemptAlreadyRunning']);
+  assert.equal(s0.received.filter((m) => m.kind === 'started').length, 1);
+  await new Promise((resolve) => setTimeout(resolve, 500)); // the fenced copy is given up on after 300 ms
+  s0.invoke(ref('r1', 2), 'gate', null, { dispatch: 3 });
+  assert.deepEqual((await s0.next('started', 1)).ref, ref('r1', 2));
+  gateFor('r1').open();
+  assert.ok(sameRef(await s0.next('completed'), 'r1'));
+});
+
+test('GoingAway: a report that ends after the half-close is not written to the ended stream; the next stream gets it', async () => {
+  const { server } = await setup();
+  server.endDelayMs = 300; // the server ends the stream a while after the worker's half-close
+  const s0 = await server.stream(0);
+  s0.welcome();
+  s0.invoke(ref('r1'), 'gate', null, { dispatch: 1 });
+  await s0.next('started');
+  s0.send({ going_away: { reconnect_within: toDuration(100), reason: 'restart' } });
+  await s0.until(() => (s0.ended ? true : undefined), 'the half-close');
+  gateFor('r1').open(); // r1 ends while the half-closed stream is still open
+  const s1 = await server.stream(1);
+  assert.deepEqual((await s1.next('hello')).running_attempts, [ref('r1')]);
+  s1.welcome({ adopted_attempts: [ref('r1')] });
+  assert.equal(json((await s1.next('completed')).output), 'done');
+  assert.equal(s0.kinds().includes('completed'), false);
+});
+
+test('durations over 2^31-1 ms from the server (timeout, heartbeat interval) do not fire at once', async () => {
+  const { server } = await setup();
+  const s0 = await server.stream(0);
+  const days30 = 30 * 24 * 3600 * 1000;
+  s0.welcome({ heartbeat_interval: toDuration(days30) });
+  s0.invoke(ref('long1'), 'wait', null, { dispatch: 1, timeout: toDuration(days30) });
+  await s0.next('started');
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.deepEqual(s0.kinds(), ['hello', 'started']);
+  assert.equal(s0.received.filter((m) => m.kind === 'heartbeat').length, 0);
+  assert.equal(seen.long1, undefined);
+});
+
+test('the reconnect backoff is not cut short by attempts ending (only a shutdown may)', async () => {
+  const random = Math.random;
+  Math.random = () => 0.99; // the backoff waits its whole ceiling: 0.5 s for the first retry
+  cleanup.push(async () => {
+    Math.random = random;
+  });
+  const { server } = await setup();
+  const s0 = await server.stream(0);
+  s0.welcome();
+  s0.invoke(ref('bk1'), 'gate', null, { dispatch: 1 });
+  await s0.next('started');
+  const brokenAt = Date.now();
+  s0.call.end(); // the stream breaks: the worker backs off, then reconnects
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  gateFor('bk1').open(); // the attempt ends during the backoff
+  const s1 = await server.stream(1);
+  Math.random = random;
+  const waited = Date.now() - brokenAt;
+  assert.ok(waited >= 400, `reconnected after ${waited} ms, before the backoff's 495 ms`);
+  assert.deepEqual((await s1.next('hello')).running_attempts, [ref('bk1')]);
 });
